@@ -1,0 +1,3 @@
+from farmhand.cli.app import main
+
+main()
