@@ -1,0 +1,461 @@
+"""The one HTTP client of the manager's REST API (see docs/API.md).
+
+The CLI, the worker agent and the Blender add-on all talk to the manager through this
+module, so error handling, authentication and the wire models live in one place. Every
+answer is parsed into a model from `farmhand.shared.schemas`; every error answer becomes
+a `FarmhandError`, and every transport failure a `ManagerUnreachable`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from farmhand.client.errors import FarmhandError, ManagerUnreachable
+from farmhand.client.hashing import CHUNK_SIZE, iter_file, sha256_file
+from farmhand.shared.paths import UnsafePathError, safe_relative_path
+from farmhand.shared.schemas import (
+    BlobsMissingRequest,
+    BlobsMissingResponse,
+    BlobStored,
+    Health,
+    Heartbeat,
+    HeartbeatReply,
+    JobAccepted,
+    JobCreate,
+    JobDetail,
+    JobFile,
+    JobSettings,
+    JobSummary,
+    OutputStored,
+    RunnerRegister,
+    RunnerRegistered,
+    TaskAssignment,
+    TaskComplete,
+    TaskFail,
+    TaskOutcome,
+    TaskProgress,
+    TaskProgressReply,
+    TaskRelease,
+    WorkerCapabilities,
+)
+
+ProgressCallback = Callable[[int, int], None]
+"""Called with (bytes done, bytes total) as a transfer advances."""
+
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+_M = TypeVar("_M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class JobPoll:
+    """A job's state plus how long the manager asks us to wait before asking again."""
+
+    job: JobDetail
+    retry_after: float | None
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """`Retry-After` as seconds: either delta-seconds or an HTTP date; None if absent/bad."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _error_detail(response: httpx.Response) -> str:
+    """The `detail` of an error body; FastAPI's validation lists become one readable line."""
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text.strip()
+        return text[:500] or response.reason_phrase or "error"
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, str):
+        return detail
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if isinstance(item, dict):
+                loc = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
+                msg = str(item.get("msg", item))
+                parts.append(f"{loc}: {msg}" if loc else msg)
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)
+    return str(body)[:500]
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    raise FarmhandError(_error_detail(response), response.status_code)
+
+
+def _parse(model: type[_M], response: httpx.Response) -> _M:
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as exc:
+        raise FarmhandError(
+            f"unexpected answer from the manager to {response.request.url.path}: {exc}",
+            response.status_code,
+        ) from exc
+
+
+def _parse_list(model: type[_M], response: httpx.Response) -> list[_M]:
+    try:
+        return TypeAdapter(list[model]).validate_json(response.content)  # type: ignore[valid-type]
+    except ValidationError as exc:
+        raise FarmhandError(
+            f"unexpected answer from the manager to {response.request.url.path}: {exc}",
+            response.status_code,
+        ) from exc
+
+
+def _quote_path(path: str) -> str:
+    """Quote each segment of a job-relative path for use in a URL, keeping the slashes."""
+    return "/".join(quote(part, safe="") for part in path.split("/"))
+
+
+class BaseClient:
+    """Holds the HTTP connection pool and the bearer token; maps failures to our errors."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        verify: bool | str = True,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"User-Agent": "farmhand-client"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=timeout,
+            verify=verify,
+            transport=transport,
+        )
+
+    def set_token(self, token: str | None) -> None:
+        """Switch the bearer token (a runner gets its secret only after registering)."""
+        if token:
+            self._http.headers["Authorization"] = f"Bearer {token}"
+        else:
+            self._http.headers.pop("Authorization", None)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """Send one request; error statuses raise `FarmhandError`."""
+        try:
+            response = self._http.request(method, url, **kwargs)
+        except httpx.TransportError as exc:
+            raise ManagerUnreachable(
+                f"cannot reach the manager at {self.base_url}: {exc or type(exc).__name__}"
+            ) from exc
+        _raise_for_status(response)
+        return response
+
+    @contextmanager
+    def _stream(self, method: str, url: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """Like `_request` but the body is read lazily (downloads of big files)."""
+        try:
+            with self._http.stream(method, url, **kwargs) as response:
+                if not response.is_success:
+                    response.read()
+                    _raise_for_status(response)
+                yield response
+        except httpx.TransportError as exc:
+            raise ManagerUnreachable(
+                f"cannot reach the manager at {self.base_url}: {exc or type(exc).__name__}"
+            ) from exc
+
+    def _download(
+        self,
+        url: str,
+        dest: Path,
+        on_chunk: Callable[[int], None] | None = None,
+    ) -> Path:
+        """Stream `url` into `dest` via a `.part` file, so a cut transfer never looks whole."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        partial = dest.with_name(dest.name + ".part")
+        try:
+            with self._stream("GET", url) as response, partial.open("wb") as handle:
+                for chunk in response.iter_bytes(CHUNK_SIZE):
+                    handle.write(chunk)
+                    if on_chunk is not None:
+                        on_chunk(len(chunk))
+            os.replace(partial, dest)
+        finally:
+            partial.unlink(missing_ok=True)
+        return dest
+
+    def health(self) -> Health:
+        """`GET /healthz`: needs no token; used to wait for a manager to come up."""
+        return _parse(Health, self._request("GET", "/healthz"))
+
+
+class FarmhandClient(BaseClient):
+    """The people's API: upload files, submit, watch, cancel and download jobs."""
+
+    def missing_blobs(self, hashes: list[str]) -> list[str]:
+        """Which of these SHA-256 hashes the manager does not hold yet."""
+        body = BlobsMissingRequest(hashes=hashes).model_dump(mode="json")
+        response = self._request("POST", "/api/blobs/missing", json=body)
+        return _parse(BlobsMissingResponse, response).missing
+
+    def upload_blob(
+        self,
+        path: Path,
+        sha256: str,
+        on_progress: ProgressCallback | None = None,
+    ) -> BlobStored:
+        """Stream one file as a blob; memory use does not grow with the file's size."""
+        total = path.stat().st_size
+        sent = 0
+
+        def advance(size: int) -> None:
+            nonlocal sent
+            sent += size
+            if on_progress is not None:
+                on_progress(sent, total)
+
+        response = self._request(
+            "PUT",
+            f"/api/blobs/{sha256}",
+            content=iter_file(path, advance),
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(total)},
+        )
+        return _parse(BlobStored, response)
+
+    def create_job(self, job: JobCreate) -> JobAccepted:
+        """Create a job from blobs already uploaded."""
+        response = self._request("POST", "/api/jobs", json=job.model_dump(mode="json"))
+        return _parse(JobAccepted, response)
+
+    def submit_blend(
+        self,
+        path: Path,
+        settings: JobSettings,
+        on_progress: ProgressCallback | None = None,
+    ) -> JobAccepted:
+        """Hash a .blend, upload it only if the manager lacks it, then create the job.
+
+        An unnamed job is named after the file, so `farmhand jobs` stays readable.
+        """
+        sha = sha256_file(path)
+        if sha in self.missing_blobs([sha]):
+            self.upload_blob(path, sha, on_progress)
+        elif on_progress is not None:
+            size = path.stat().st_size
+            on_progress(size, size)
+        fields = settings.model_dump()
+        if not fields["name"]:
+            fields["name"] = path.stem
+        job = JobCreate(**fields, main_file=path.name, files={path.name: sha})
+        return self.create_job(job)
+
+    def list_jobs(self) -> list[JobSummary]:
+        """All jobs visible to this token, newest first."""
+        return _parse_list(JobSummary, self._request("GET", "/api/jobs"))
+
+    def get_job(self, job_id: int) -> JobDetail:
+        return self.poll_job(job_id).job
+
+    def poll_job(self, job_id: int) -> JobPoll:
+        """A job's detail and the `Retry-After` the manager sent while it is unfinished."""
+        response = self._request("GET", f"/api/jobs/{job_id}")
+        retry = parse_retry_after(response.headers.get("Retry-After"))
+        return JobPoll(_parse(JobDetail, response), retry)
+
+    def cancel_job(self, job_id: int) -> JobSummary:
+        return _parse(JobSummary, self._request("DELETE", f"/api/jobs/{job_id}"))
+
+    def list_files(self, job_id: int) -> list[JobFile]:
+        """A job's inputs and outputs."""
+        return _parse_list(JobFile, self._request("GET", f"/api/jobs/{job_id}/files"))
+
+    def task_log(self, job_id: int, task_id: int) -> str:
+        return self._request("GET", f"/api/jobs/{job_id}/tasks/{task_id}/log").text
+
+    def download_file(
+        self,
+        job_id: int,
+        file_id: int,
+        dest: Path,
+        on_chunk: Callable[[int], None] | None = None,
+    ) -> Path:
+        """Stream one file of a job to `dest`."""
+        return self._download(f"/api/jobs/{job_id}/files/{file_id}/download", dest, on_chunk)
+
+    def download_outputs(
+        self,
+        job_id: int,
+        dest_dir: Path,
+        on_progress: ProgressCallback | None = None,
+    ) -> list[Path]:
+        """Stream every output frame of a job to `dest_dir/<its path>`.
+
+        Paths come from the manager, but are still checked: a compromised or buggy
+        manager must not make the client write outside `dest_dir`.
+        """
+        outputs = [f for f in self.list_files(job_id) if f.kind == "output"]
+        total = sum(f.size for f in outputs)
+        done = 0
+
+        def advance(size: int) -> None:
+            nonlocal done
+            done += size
+            if on_progress is not None:
+                on_progress(done, total)
+
+        written = []
+        for output in outputs:
+            try:
+                relative = safe_relative_path(output.path)
+            except UnsafePathError as exc:
+                raise FarmhandError(f"manager sent an unsafe output path: {exc}") from exc
+            written.append(self.download_file(job_id, output.id, dest_dir / relative, advance))
+        if on_progress is not None and not outputs:
+            on_progress(0, 0)
+        return written
+
+    def download_outputs_zip(
+        self, job_id: int, dest: Path, on_chunk: Callable[[int], None] | None = None
+    ) -> Path:
+        """Every output of a job as one zip, streamed to `dest`."""
+        return self._download(f"/api/jobs/{job_id}/outputs.zip", dest, on_chunk)
+
+
+class RunnerClient(BaseClient):
+    """The runners' API, used by the worker agent; authenticated by the runner's secret."""
+
+    def register(
+        self, registration_token: str, name: str, capabilities: WorkerCapabilities
+    ) -> RunnerRegistered:
+        """Trade a registration token for this runner's own secret (sent without auth).
+
+        The secret is also installed as this client's bearer token.
+        """
+        body = RunnerRegister(token=registration_token, name=name, capabilities=capabilities)
+        response = self._request(
+            "POST",
+            "/api/runner/register",
+            json=body.model_dump(mode="json"),
+        )
+        registered = _parse(RunnerRegistered, response)
+        self.set_token(registered.secret)
+        return registered
+
+    def heartbeat(
+        self,
+        current_task_id: int | None = None,
+        capabilities: WorkerCapabilities | None = None,
+    ) -> HeartbeatReply:
+        body = Heartbeat(capabilities=capabilities, current_task_id=current_task_id)
+        response = self._request("POST", "/api/runner/heartbeat", json=body.model_dump(mode="json"))
+        return _parse(HeartbeatReply, response)
+
+    def claim(self, wait: float = 20.0) -> TaskAssignment | None:
+        """Long-poll for a task: None when the manager had nothing within `wait` seconds.
+
+        The read timeout is the wait plus a margin, or every idle poll would time out.
+        """
+        timeout = httpx.Timeout(wait + 30.0, connect=10.0)
+        response = self._request("GET", "/api/runner/tasks", params={"wait": wait}, timeout=timeout)
+        if response.status_code == 204:
+            return None
+        return _parse(TaskAssignment, response)
+
+    def progress(self, task_id: int, progress: TaskProgress) -> TaskProgressReply:
+        response = self._request(
+            "POST",
+            f"/api/runner/tasks/{task_id}/progress",
+            json=progress.model_dump(mode="json"),
+        )
+        return _parse(TaskProgressReply, response)
+
+    def complete(
+        self, task_id: int, frames: list[int], log_lines: list[str] | None = None
+    ) -> TaskOutcome:
+        body = TaskComplete(frames=frames, log_lines=log_lines or [])
+        response = self._request(
+            "POST", f"/api/runner/tasks/{task_id}/complete", json=body.model_dump(mode="json")
+        )
+        return _parse(TaskOutcome, response)
+
+    def fail(self, task_id: int, reason: str, log_lines: list[str] | None = None) -> TaskOutcome:
+        body = TaskFail(reason=reason[:10_000] or "unknown error", log_lines=log_lines or [])
+        response = self._request(
+            "POST", f"/api/runner/tasks/{task_id}/fail", json=body.model_dump(mode="json")
+        )
+        return _parse(TaskOutcome, response)
+
+    def release(self, task_id: int, reason: str = "worker shutting down") -> TaskOutcome:
+        body = TaskRelease(reason=reason[:1000])
+        response = self._request(
+            "POST", f"/api/runner/tasks/{task_id}/release", json=body.model_dump(mode="json")
+        )
+        return _parse(TaskOutcome, response)
+
+    def download_input(
+        self,
+        job_id: int,
+        path: str,
+        dest: Path,
+        on_chunk: Callable[[int], None] | None = None,
+    ) -> Path:
+        """Stream one input file of a job this runner holds a task of."""
+        return self._download(f"/api/runner/files/{job_id}/{_quote_path(path)}", dest, on_chunk)
+
+    def upload_output(self, job_id: int, task_id: int, frame: int, path: Path) -> OutputStored:
+        """Send one rendered frame; the multipart body is streamed from disk."""
+        with path.open("rb") as handle:
+            response = self._request(
+                "POST",
+                f"/api/runner/files/{job_id}/upload",
+                data={"task_id": str(task_id), "frame": str(frame)},
+                files={"file": (path.name, handle, "application/octet-stream")},
+            )
+        return _parse(OutputStored, response)
+
+    def sign_off(self) -> None:
+        """Tell the manager this runner is going away, so its task is requeued now."""
+        self._request("POST", "/api/runner/sign-off")
