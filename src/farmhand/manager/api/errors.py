@@ -1,0 +1,39 @@
+"""Error answers: always `{"detail": "..."}`, never a stack trace.
+
+Validation errors become 400 with the first problem spelled out (FastAPI's default 422
+body echoes the whole input back, which can include secrets). Anything unexpected is
+logged with its traceback on the manager and answered with a plain 500.
+"""
+
+from __future__ import annotations
+
+import structlog
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+log = structlog.get_logger(__name__)
+
+
+def _describe(error: RequestValidationError) -> str:
+    problems = []
+    for item in error.errors()[:3]:
+        where = ".".join(str(part) for part in item.get("loc", ()) if part != "body") or "body"
+        problems.append(f"{where}: {item.get('msg', 'invalid')}")
+    return "; ".join(problems) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, error: RequestValidationError) -> JSONResponse:
+        return JSONResponse(
+            status_code=status.HTTP_400_BAD_REQUEST, content={"detail": _describe(error)}
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unhandled error", path=request.url.path, method=request.method)
+        return JSONResponse(
+            status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
+            content={"detail": "internal error; see the manager's log"},
+        )

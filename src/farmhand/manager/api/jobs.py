@@ -1,0 +1,301 @@
+"""People's job routes: submit, list, inspect, cancel, files and outputs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePosixPath
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, HTTPException, Request, Response, UploadFile, status
+from fastapi.responses import PlainTextResponse, StreamingResponse
+from pydantic import ValidationError
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile as StarletteUploadFile
+
+from farmhand.manager.api.deps import Caller, Context, UserDep
+from farmhand.manager.api.uploads import store_upload
+from farmhand.manager.clock import utcnow
+from farmhand.manager.context import ManagerContext
+from farmhand.manager.db.models import Job, JobFile, Task
+from farmhand.manager.jobs.submit import SubmitError, create_job
+from farmhand.manager.jobs.views import job_detail, job_summaries
+from farmhand.manager.scheduling.state import FINISHED_JOB_STATUSES, cancel_job
+from farmhand.manager.storage.archive import stream_zip
+from farmhand.shared.paths import UnsafePathError, safe_file_name, safe_relative_path
+from farmhand.shared.schemas import (
+    ErrorResponse,
+    JobAccepted,
+    JobCreate,
+    JobDetail,
+    JobSettings,
+    JobStatus,
+    JobSummary,
+)
+from farmhand.shared.schemas import JobFile as JobFileModel
+
+router = APIRouter(prefix="/api/jobs", tags=["jobs"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse},
+    401: {"model": ErrorResponse},
+    404: {"model": ErrorResponse},
+}
+
+_CREATE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/JobCreate"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "settings": {
+                            "type": "string",
+                            "description": "JobSettings as a JSON string.",
+                        },
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+def _visible_job(session: Any, caller: Caller, job_id: int) -> Job:
+    """The job, if the caller may see it; someone else's job is 404 so ids don't leak."""
+    job = session.get(Job, job_id)
+    if job is None or (job.owner_id != caller.user_id and not caller.is_admin):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} not found")
+    return job
+
+
+def _accepted(context: ManagerContext, response: Response, job: Job) -> JobAccepted:
+    location = f"/api/jobs/{job.id}"
+    response.headers["Location"] = location
+    response.headers["Retry-After"] = str(context.settings.retry_after)
+    return JobAccepted(id=job.id, status=JobStatus(job.status), location=location)
+
+
+async def _multipart_job(context: ManagerContext, request: Request) -> JobCreate:
+    form = await request.form(max_files=1, max_fields=4)
+    upload = form.get("file")
+    if not isinstance(upload, StarletteUploadFile):
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "multipart field 'file' is required")
+    raw_settings = form.get("settings") or "{}"
+    if not isinstance(raw_settings, str):
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "'settings' must be a JSON string")
+    try:
+        settings = JobSettings.model_validate_json(raw_settings)
+    except ValidationError as error:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, f"invalid settings: {_first_error(error)}"
+        ) from error
+    try:
+        name = safe_file_name(upload.filename or "")
+    except UnsafePathError as error:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"bad file name: {error}") from error
+    if PurePosixPath(name).suffix.lower() != ".blend":
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{name!r} is not a .blend file")
+    stored = await store_upload(context, upload)
+    return JobCreate(**settings.model_dump(), main_file=name, files={name: stored.sha256})
+
+
+def _first_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "body"
+    return f"{where}: {first['msg']}"
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobAccepted,
+    responses=ERRORS,
+    openapi_extra=_CREATE_BODY,
+    summary="Submit a job (JSON manifest of uploaded blobs, or multipart with the .blend)",
+)
+async def submit_job(
+    request: Request, response: Response, context: Context, caller: UserDep
+) -> JobAccepted:
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        job_request = await _multipart_job(context, request)
+    elif content_type.startswith("application/json"):
+        try:
+            job_request = JobCreate.model_validate_json(await request.body())
+        except ValidationError as error:
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST, f"invalid job: {_first_error(error)}"
+            ) from error
+    else:
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            "send application/json (JobCreate) or multipart/form-data (file + settings)",
+        )
+    try:
+        job = await run_in_threadpool(create_job, context, caller.user_id, job_request)
+    except SubmitError as error:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
+    return _accepted(context, response, job)
+
+
+@router.get("", response_model=list[JobSummary], responses=ERRORS)
+def list_jobs(context: Context, caller: UserDep) -> list[JobSummary]:
+    with context.db.transaction() as session:
+        query = select(Job).order_by(Job.id.desc())
+        if not caller.is_admin:
+            query = query.where(Job.owner_id == caller.user_id)
+        return job_summaries(session, session.scalars(query).all())
+
+
+@router.get("/{job_id}", response_model=JobDetail, responses=ERRORS)
+def get_job(job_id: int, response: Response, context: Context, caller: UserDep) -> JobDetail:
+    with context.db.transaction() as session:
+        detail = job_detail(session, _visible_job(session, caller, job_id))
+    if detail.status not in FINISHED_JOB_STATUSES:
+        response.headers["Retry-After"] = str(context.settings.retry_after)
+    return detail
+
+
+@router.delete("/{job_id}", response_model=JobSummary, responses=ERRORS, summary="Cancel a job")
+def cancel(job_id: int, context: Context, caller: UserDep) -> JobSummary:
+    with context.db.transaction() as session:
+        job = _visible_job(session, caller, job_id)
+        cancel_job(session, job, utcnow(), f"canceled by {caller.name}")
+        return job_summaries(session, [job])[0]
+
+
+@router.post(
+    "/{job_id}/upload",
+    status_code=status.HTTP_201_CREATED,
+    response_model=JobFileModel,
+    responses={**ERRORS, 409: {"model": ErrorResponse}},
+    summary="Add an input file to a job that has not started",
+)
+async def upload_job_file(
+    job_id: int,
+    file: UploadFile,
+    path: Annotated[str, Form(max_length=1024)],
+    context: Context,
+    caller: UserDep,
+) -> JobFileModel:
+    try:
+        clean = safe_relative_path(path)
+    except UnsafePathError as error:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
+
+    def check() -> None:
+        with context.db.transaction() as session:
+            job = _visible_job(session, caller, job_id)
+            if job.status not in (JobStatus.QUEUED.value, JobStatus.PAUSED.value):
+                raise HTTPException(
+                    status.HTTP_409_CONFLICT, f"job {job_id} is {job.status}; inputs are fixed"
+                )
+
+    await run_in_threadpool(check)
+    stored = await store_upload(context, file)
+
+    def record() -> JobFileModel:
+        with context.db.transaction() as session:
+            _visible_job(session, caller, job_id)
+            row = session.scalar(
+                select(JobFile).where(
+                    JobFile.job_id == job_id, JobFile.kind == "input", JobFile.path == clean
+                )
+            )
+            if row is None:
+                row = JobFile(job_id=job_id, kind="input", path=clean, created_at=utcnow())
+                session.add(row)
+            row.sha256, row.size = stored.sha256, stored.size
+            session.flush()
+            return _file_model(row)
+
+    return await run_in_threadpool(record)
+
+
+def _file_model(row: JobFile) -> JobFileModel:
+    return JobFileModel(
+        id=row.id,
+        kind="output" if row.kind == "output" else "input",
+        path=row.path,
+        size=row.size,
+        sha256=row.sha256,
+        frame=row.frame,
+        task_id=row.task_id,
+    )
+
+
+@router.get("/{job_id}/files", response_model=list[JobFileModel], responses=ERRORS)
+def list_files(job_id: int, context: Context, caller: UserDep) -> list[JobFileModel]:
+    with context.db.transaction() as session:
+        _visible_job(session, caller, job_id)
+        rows = session.scalars(
+            select(JobFile).where(JobFile.job_id == job_id).order_by(JobFile.kind, JobFile.path)
+        ).all()
+        return [_file_model(row) for row in rows]
+
+
+@router.get(
+    "/{job_id}/files/{file_id}/download",
+    responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}},
+    response_class=StreamingResponse,
+)
+def download_file(
+    job_id: int, file_id: int, context: Context, caller: UserDep
+) -> StreamingResponse:
+    with context.db.transaction() as session:
+        _visible_job(session, caller, job_id)
+        row = session.get(JobFile, file_id)
+        if row is None or row.job_id != job_id:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"file {file_id} not found")
+        sha, name, size = row.sha256, PurePosixPath(row.path).name, row.size
+    return StreamingResponse(
+        context.blobs.iter_bytes(sha),
+        media_type="application/octet-stream",
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "Content-Length": str(size),
+        },
+    )
+
+
+@router.get(
+    "/{job_id}/outputs.zip",
+    responses={**ERRORS, 200: {"content": {"application/zip": {}}}},
+    response_class=StreamingResponse,
+    summary="Every output frame in one zip, streamed",
+)
+def download_outputs(job_id: int, context: Context, caller: UserDep) -> StreamingResponse:
+    with context.db.transaction() as session:
+        job = _visible_job(session, caller, job_id)
+        rows = session.execute(
+            select(JobFile.path, JobFile.sha256)
+            .where(JobFile.job_id == job_id, JobFile.kind == "output")
+            .order_by(JobFile.path)
+        ).all()
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", job.name)[:50]
+    entries = [(path, context.blobs.path_for(sha)) for path, sha in rows]
+    filename = f"job-{job_id}-{stem}.zip"
+    return StreamingResponse(
+        stream_zip(entries),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@router.get(
+    "/{job_id}/tasks/{task_id}/log",
+    response_class=PlainTextResponse,
+    responses={**ERRORS, 200: {"content": {"text/plain": {}}}},
+)
+def task_log(job_id: int, task_id: int, context: Context, caller: UserDep) -> PlainTextResponse:
+    with context.db.transaction() as session:
+        _visible_job(session, caller, job_id)
+        task = session.get(Task, task_id)
+        if task is None or task.job_id != job_id:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"task {task_id} not found")
+    return PlainTextResponse(context.logs.read(job_id, task_id))

@@ -1,0 +1,396 @@
+"""Runner routes: register, heartbeat, claim, report, and move files.
+
+A runner may only touch tasks it currently holds (`task_is_held_by`); anything else
+answers 409, which tells a late worker that its task was given to someone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import PurePosixPath
+from typing import Annotated, Any
+
+import structlog
+from fastapi import APIRouter, Form, HTTPException, Query, Response, UploadFile, status
+from fastapi.responses import StreamingResponse
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from farmhand.manager.api.deps import Context, RunnerDep
+from farmhand.manager.api.uploads import store_upload
+from farmhand.manager.auth.tokens import new_token, token_hash
+from farmhand.manager.clock import utcnow
+from farmhand.manager.context import ManagerContext
+from farmhand.manager.db.models import Job, JobFile, RunnerRegistrationToken, Task, Worker
+from farmhand.manager.scheduling.claim import claim_task
+from farmhand.manager.scheduling.state import (
+    complete_task,
+    fail_task,
+    requeue_task,
+    task_is_held_by,
+)
+from farmhand.shared.images import ImageError, verify_image
+from farmhand.shared.paths import UnsafePathError, safe_relative_path
+from farmhand.shared.schemas import (
+    ErrorResponse,
+    Heartbeat,
+    HeartbeatReply,
+    JobSettings,
+    OutputStored,
+    RunnerRegister,
+    RunnerRegistered,
+    TaskAssignment,
+    TaskComplete,
+    TaskFail,
+    TaskFile,
+    TaskOutcome,
+    TaskProgress,
+    TaskProgressReply,
+    TaskRelease,
+    TaskStatus,
+    WorkerStatus,
+)
+
+log = structlog.get_logger(__name__)
+router = APIRouter(prefix="/api/runner", tags=["runner"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse},
+    401: {"model": ErrorResponse},
+    404: {"model": ErrorResponse},
+    409: {"model": ErrorResponse},
+}
+OUTPUT_EXTENSIONS = {".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff", ".webp", ".bmp"}
+
+
+def _held_task(session: Session, task_id: int, worker_id: int) -> Task:
+    task = session.get(Task, task_id)
+    if not task_is_held_by(task, worker_id):
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"task {task_id} is not assigned to this runner any more; stop working on it",
+        )
+    assert task is not None
+    return task
+
+
+@router.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    response_model=RunnerRegistered,
+    responses=ERRORS,
+)
+def register(body: RunnerRegister, context: Context) -> RunnerRegistered:
+    now = utcnow()
+    with context.db.transaction() as session:
+        token = session.scalar(
+            select(RunnerRegistrationToken).where(
+                RunnerRegistrationToken.token_hash == token_hash(body.token)
+            )
+        )
+        if (
+            token is None
+            or token.revoked_at is not None
+            or (token.expires_at is not None and token.expires_at < now)
+        ):
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid registration token")
+        token.uses += 1
+        secret = new_token("runner")
+        worker = Worker(
+            name=body.name,
+            secret_hash=token_hash(secret),
+            status=WorkerStatus.IDLE.value,
+            capabilities=body.capabilities.model_dump(),
+            last_heartbeat=now,
+            registered_at=now,
+        )
+        session.add(worker)
+        session.flush()
+        log.info("runner registered", worker=worker.name, worker_id=worker.id)
+        return RunnerRegistered(worker_id=worker.id, name=worker.name, secret=secret)
+
+
+@router.post("/heartbeat", response_model=HeartbeatReply, responses=ERRORS)
+def heartbeat(body: Heartbeat, context: Context, worker_id: RunnerDep) -> HeartbeatReply:
+    with context.db.transaction() as session:
+        worker = session.get(Worker, worker_id)
+        assert worker is not None
+        worker.last_heartbeat = utcnow()
+        if worker.status == WorkerStatus.OFFLINE.value:
+            worker.status = WorkerStatus.IDLE.value
+            log.info("runner back online", worker=worker.name, worker_id=worker.id)
+        if body.capabilities is not None:
+            worker.capabilities = body.capabilities.model_dump()
+        abort: list[int] = []
+        if body.current_task_id is not None:
+            task = session.get(Task, body.current_task_id)
+            if not task_is_held_by(task, worker_id):
+                abort.append(body.current_task_id)
+        return HeartbeatReply(status=WorkerStatus(worker.status), abort_task_ids=abort)
+
+
+def _assignment(session: Session, task: Task) -> TaskAssignment:
+    job = session.get(Job, task.job_id)
+    assert job is not None
+    settings = JobSettings.model_validate(job.settings)
+    files = session.scalars(
+        select(JobFile).where(JobFile.job_id == job.id, JobFile.kind == "input")
+    ).all()
+    return TaskAssignment(
+        task_id=task.id,
+        job_id=job.id,
+        job_name=job.name,
+        type=task.type,
+        frames=task.frames,
+        main_file=job.main_file,
+        files=[TaskFile(path=f.path, sha256=f.sha256, size=f.size) for f in files],
+        output_format=settings.output_format,
+        resolution_percentage=settings.resolution_percentage,
+        samples=settings.samples,
+        attempt=task.attempts,
+    )
+
+
+def _claim_once(context: ManagerContext, worker_id: int) -> TaskAssignment | None:
+    with context.db.transaction() as session:
+        worker = session.get(Worker, worker_id)
+        assert worker is not None
+        worker.last_heartbeat = utcnow()
+        if worker.status == WorkerStatus.OFFLINE.value:
+            worker.status = WorkerStatus.IDLE.value
+        task = claim_task(session, worker, utcnow())
+        if task is None:
+            return None
+        log.info("task assigned", job_id=task.job_id, task_id=task.id, worker=worker.name)
+        return _assignment(session, task)
+
+
+@router.get(
+    "/tasks",
+    response_model=TaskAssignment,
+    responses={**ERRORS, 204: {"description": "No task became available while waiting"}},
+    summary="Claim the next task (long poll)",
+)
+async def claim(
+    context: Context,
+    worker_id: RunnerDep,
+    wait: Annotated[float, Query(ge=0, le=60)] = 20.0,
+) -> Any:
+    deadline = time.monotonic() + min(wait, context.settings.max_claim_wait)
+    while True:
+        assignment = await run_in_threadpool(_claim_once, context, worker_id)
+        if assignment is not None:
+            return assignment
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return Response(status_code=status.HTTP_204_NO_CONTENT)
+        await context.wakeup.wait(min(remaining, context.settings.claim_poll_interval))
+        await asyncio.sleep(0)
+
+
+@router.post("/tasks/{task_id}/progress", response_model=TaskProgressReply, responses=ERRORS)
+def progress(
+    task_id: int, body: TaskProgress, context: Context, worker_id: RunnerDep
+) -> TaskProgressReply:
+    with context.db.transaction() as session:
+        task = session.get(Task, task_id)
+        if not task_is_held_by(task, worker_id):
+            return TaskProgressReply(keep_going=False)
+        assert task is not None
+        task.progress_at = utcnow()
+        if body.frames_done is not None:
+            task.frames_done = min(body.frames_done, len(task.frames))
+        job_id = task.job_id
+    context.logs.append(job_id, task_id, body.log_lines)
+    return TaskProgressReply(keep_going=True)
+
+
+@router.post("/tasks/{task_id}/complete", response_model=TaskOutcome, responses=ERRORS)
+def complete(
+    task_id: int, body: TaskComplete, context: Context, worker_id: RunnerDep
+) -> TaskOutcome:
+    with context.db.transaction() as session:
+        task = _held_task(session, task_id, worker_id)
+        context.logs.append(task.job_id, task_id, body.log_lines)
+        stored = set(
+            session.scalars(
+                select(JobFile.frame).where(
+                    JobFile.job_id == task.job_id,
+                    JobFile.kind == "output",
+                    JobFile.frame.in_(task.frames),
+                )
+            )
+        )
+        lacking = [frame for frame in task.frames if frame not in stored]
+        if lacking:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"no output was uploaded for frame(s) {lacking[:10]}; upload them or fail the task",
+            )
+        job_status = complete_task(session, task, utcnow())
+        log.info("task completed", job_id=task.job_id, task_id=task.id, worker_id=worker_id)
+        return TaskOutcome(task_status=TaskStatus(task.status), job_status=job_status)
+
+
+@router.post("/tasks/{task_id}/fail", response_model=TaskOutcome, responses=ERRORS)
+def fail(task_id: int, body: TaskFail, context: Context, worker_id: RunnerDep) -> TaskOutcome:
+    with context.db.transaction() as session:
+        task = _held_task(session, task_id, worker_id)
+        context.logs.append(task.job_id, task_id, [*body.log_lines, f"FAILED: {body.reason}"])
+        job_status = fail_task(
+            session, task, body.reason, utcnow(), max_attempts=_max_attempts(context, session, task)
+        )
+        log.warning(
+            "task failed",
+            job_id=task.job_id,
+            task_id=task.id,
+            worker_id=worker_id,
+            reason=body.reason,
+            task_status=task.status,
+        )
+        outcome = TaskOutcome(task_status=TaskStatus(task.status), job_status=job_status)
+    context.wakeup.notify()
+    return outcome
+
+
+def _max_attempts(context: ManagerContext, session: Session, task: Task) -> int:
+    job = session.get(Job, task.job_id)
+    assert job is not None
+    configured = JobSettings.model_validate(job.settings).max_attempts
+    return configured or context.settings.max_attempts
+
+
+@router.post("/tasks/{task_id}/release", response_model=TaskOutcome, responses=ERRORS)
+def release(task_id: int, body: TaskRelease, context: Context, worker_id: RunnerDep) -> TaskOutcome:
+    with context.db.transaction() as session:
+        task = _held_task(session, task_id, worker_id)
+        job_status = requeue_task(session, task, body.reason, utcnow())
+        log.info("task released", job_id=task.job_id, task_id=task.id, worker_id=worker_id)
+        outcome = TaskOutcome(task_status=TaskStatus(task.status), job_status=job_status)
+    context.wakeup.notify()
+    return outcome
+
+
+@router.post("/sign-off", status_code=status.HTTP_204_NO_CONTENT, responses=ERRORS)
+def sign_off(context: Context, worker_id: RunnerDep) -> Response:
+    now = utcnow()
+    with context.db.transaction() as session:
+        worker = session.get(Worker, worker_id)
+        assert worker is not None
+        worker.status = WorkerStatus.OFFLINE.value
+        for task in session.scalars(
+            select(Task).where(Task.worker_id == worker_id, Task.status == TaskStatus.ACTIVE.value)
+        ):
+            requeue_task(session, task, f"worker {worker.name} signed off", now)
+        log.info("runner signed off", worker=worker.name, worker_id=worker_id)
+    context.wakeup.notify()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/files/{job_id}/{file_path:path}",
+    response_class=StreamingResponse,
+    responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}},
+    summary="Download an input file of a job whose task this runner holds",
+)
+def download_input(
+    job_id: int, file_path: str, context: Context, worker_id: RunnerDep
+) -> StreamingResponse:
+    try:
+        clean = safe_relative_path(file_path)
+    except UnsafePathError as error:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
+    with context.db.transaction() as session:
+        holds = session.scalar(
+            select(Task.id).where(
+                Task.job_id == job_id,
+                Task.worker_id == worker_id,
+                Task.status == TaskStatus.ACTIVE.value,
+            )
+        )
+        if holds is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no task of job {job_id} is yours")
+        row = session.scalar(
+            select(JobFile).where(
+                JobFile.job_id == job_id, JobFile.kind == "input", JobFile.path == clean
+            )
+        )
+        if row is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} has no file {clean!r}")
+        sha, size = row.sha256, row.size
+    return StreamingResponse(
+        context.blobs.iter_bytes(sha),
+        media_type="application/octet-stream",
+        headers={"Content-Length": str(size), "X-Content-SHA256": sha},
+    )
+
+
+@router.post(
+    "/files/{job_id}/upload",
+    status_code=status.HTTP_201_CREATED,
+    response_model=OutputStored,
+    responses=ERRORS,
+    summary="Upload one rendered frame of a task this runner holds",
+)
+async def upload_output(
+    job_id: int,
+    task_id: Annotated[int, Form()],
+    frame: Annotated[int, Form()],
+    file: UploadFile,
+    context: Context,
+    worker_id: RunnerDep,
+) -> OutputStored:
+    suffix = PurePosixPath(file.filename or "").suffix.lower()
+    if suffix not in OUTPUT_EXTENSIONS:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            f"output file must be one of {sorted(OUTPUT_EXTENSIONS)}, not {suffix or 'no suffix'!r}",
+        )
+
+    def check() -> None:
+        with context.db.transaction() as session:
+            task = _held_task(session, task_id, worker_id)
+            if task.job_id != job_id or frame not in task.frames:
+                raise HTTPException(
+                    status.HTTP_400_BAD_REQUEST, f"frame {frame} is not part of task {task_id}"
+                )
+
+    await run_in_threadpool(check)
+    stored = await store_upload(context, file)
+    try:
+        await run_in_threadpool(verify_image, stored.path)
+    except ImageError as error:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, f"frame {frame} is not a readable image: {error}"
+        ) from error
+
+    def record() -> OutputStored:
+        # The last complete, verified upload of a frame wins, atomically: one transaction
+        # replaces whatever row the frame had.
+        with context.db.transaction() as session:
+            task = _held_task(session, task_id, worker_id)
+            session.execute(
+                delete(JobFile).where(
+                    JobFile.job_id == job_id, JobFile.kind == "output", JobFile.frame == frame
+                )
+            )
+            row = JobFile(
+                job_id=job_id,
+                kind="output",
+                path=f"frames/{frame:04d}{suffix}"
+                if frame >= 0
+                else f"frames/m{-frame:04d}{suffix}",
+                sha256=stored.sha256,
+                size=stored.size,
+                frame=frame,
+                task_id=task.id,
+                worker_id=worker_id,
+                created_at=utcnow(),
+            )
+            session.add(row)
+            session.flush()
+            return OutputStored(id=row.id, frame=frame, sha256=stored.sha256, size=stored.size)
+
+    return await run_in_threadpool(record)

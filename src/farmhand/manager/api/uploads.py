@@ -1,0 +1,49 @@
+"""Taking uploaded bytes into the blob store and recording the blob, for every route."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from fastapi import HTTPException, UploadFile, status
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from farmhand.manager.clock import utcnow
+from farmhand.manager.context import ManagerContext
+from farmhand.manager.db.models import Blob
+from farmhand.manager.storage.blobs import BlobError, BlobTooLarge, StoredBlob
+
+CHUNK = 1024 * 1024
+
+
+def record_blob(context: ManagerContext, stored: StoredBlob) -> bool:
+    """Record a stored blob; True if it was new."""
+    with context.db.transaction() as session:
+        if session.scalar(select(Blob.sha256).where(Blob.sha256 == stored.sha256)):
+            return False
+        session.add(Blob(sha256=stored.sha256, size=stored.size, created_at=utcnow()))
+        return True
+
+
+async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
+    while chunk := await upload.read(CHUNK):
+        yield chunk
+
+
+async def ingest(
+    context: ManagerContext, chunks: AsyncIterator[bytes], expected_sha256: str | None = None
+) -> tuple[StoredBlob, bool]:
+    """Stream bytes into the store, turning store errors into the right 4xx."""
+    try:
+        stored = await context.blobs.ingest_stream(chunks, expected_sha256)
+    except BlobTooLarge as error:
+        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, str(error)) from error
+    except BlobError as error:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
+    created = await run_in_threadpool(record_blob, context, stored)
+    return stored, created
+
+
+async def store_upload(context: ManagerContext, upload: UploadFile) -> StoredBlob:
+    stored, _ = await ingest(context, _chunks(upload))
+    return stored

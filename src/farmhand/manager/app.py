@@ -1,0 +1,91 @@
+"""The manager's ASGI app factory.
+
+`create_app(settings)` migrates the database, runs the first-start bootstrap and starts
+the reaper; everything else is routers. The app keeps no state of its own beyond the
+database and the blob store, so several managers may share both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import structlog
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from farmhand import __version__
+from farmhand.manager.api import admin, blobs, health, jobs, runner
+from farmhand.manager.api.errors import install_error_handlers
+from farmhand.manager.bootstrap import BootstrapReport, bootstrap
+from farmhand.manager.clock import utcnow
+from farmhand.manager.context import ManagerContext
+from farmhand.manager.db.engine import Database
+from farmhand.manager.db.migrate import upgrade
+from farmhand.manager.scheduling.reaper import reap_silent_workers
+from farmhand.manager.settings import ManagerSettings
+from farmhand.manager.storage.blobs import BlobStore
+from farmhand.manager.storage.logs import TaskLogs
+
+log = structlog.get_logger(__name__)
+
+
+def prepare(settings: ManagerSettings) -> tuple[ManagerContext, BootstrapReport]:
+    """Everything that must be true before the first request: folders, schema, admin."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url)
+    upgrade(db.engine)
+    report = bootstrap(db, settings)
+    context = ManagerContext(
+        settings=settings,
+        db=db,
+        blobs=BlobStore(settings.blob_dir, settings.max_upload_bytes),
+        logs=TaskLogs(settings.log_dir),
+    )
+    return context, report
+
+
+async def _reaper_loop(context: ManagerContext) -> None:
+    def reap_once() -> list[int]:
+        with context.db.transaction() as session:
+            return reap_silent_workers(
+                session, utcnow(), context.settings.heartbeat_timeout, context.started_at
+            )
+
+    while True:
+        await asyncio.sleep(context.settings.reaper_interval)
+        try:
+            if await run_in_threadpool(reap_once):
+                context.wakeup.notify()
+        except Exception:
+            log.exception("reaper pass failed; trying again")
+
+
+def create_app(settings: ManagerSettings, context: ManagerContext | None = None) -> FastAPI:
+    if context is None:
+        context, _ = prepare(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        context.wakeup.bind(asyncio.get_running_loop())
+        reaper = asyncio.create_task(_reaper_loop(context))
+        try:
+            yield
+        finally:
+            reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
+            context.db.dispose()
+
+    app = FastAPI(
+        title="farmhand manager",
+        version=__version__,
+        description="A distributed render farm for Blender. See docs/API.md.",
+        lifespan=lifespan,
+    )
+    app.state.farm = context
+    install_error_handlers(app)
+    for module in (health, blobs, jobs, runner, admin):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,80 @@
+"""First start: an admin account, its API token and a runner registration token.
+
+The secrets are written to files in the data dir (mode 0600), and their paths printed,
+rather than printed themselves, so they do not end up in a terminal scroll-back or a
+container log. `FARMHAND_ADMIN_TOKEN` / `FARMHAND_RUNNER_TOKEN` preset them for
+automation; a preset token is (re)registered at every start, so it always works.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from farmhand.manager.auth.tokens import new_token, token_hash
+from farmhand.manager.clock import utcnow
+from farmhand.manager.db.engine import Database
+from farmhand.manager.db.models import ApiToken, RunnerRegistrationToken, User
+from farmhand.manager.settings import ManagerSettings
+
+
+@dataclass(frozen=True)
+class BootstrapReport:
+    admin_token_file: Path
+    runner_token_file: Path
+    created_admin: bool
+
+
+def _write_secret(path: Path, secret: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+
+
+def _ensure_api_token(session: Session, user: User, token: str) -> None:
+    digest = token_hash(token)
+    if session.scalar(select(ApiToken).where(ApiToken.token_hash == digest)) is None:
+        session.add(
+            ApiToken(user_id=user.id, name="bootstrap", token_hash=digest, created_at=utcnow())
+        )
+
+
+def _ensure_registration_token(session: Session, token: str) -> None:
+    digest = token_hash(token)
+    existing = session.scalar(
+        select(RunnerRegistrationToken).where(RunnerRegistrationToken.token_hash == digest)
+    )
+    if existing is None:
+        session.add(RunnerRegistrationToken(token_hash=digest, created_at=utcnow()))
+
+
+def bootstrap(db: Database, settings: ManagerSettings) -> BootstrapReport:
+    admin_file = settings.data_dir / "admin-token"
+    runner_file = settings.data_dir / "runner-token"
+    created = False
+    with db.transaction() as session:
+        admin = session.scalar(select(User).where(User.name == "admin"))
+        if admin is None:
+            admin = User(name="admin", role="admin", created_at=utcnow())
+            session.add(admin)
+            session.flush()
+            created = True
+        admin_token = settings.admin_token
+        if admin_token is None and created:
+            admin_token = new_token("api")
+        if admin_token is not None:
+            _ensure_api_token(session, admin, admin_token)
+            _write_secret(admin_file, admin_token)
+
+        runner_token = settings.runner_token
+        if runner_token is None and (created or not runner_file.exists()):
+            runner_token = new_token("runner-registration")
+        if runner_token is not None:
+            _ensure_registration_token(session, runner_token)
+            _write_secret(runner_file, runner_token)
+    return BootstrapReport(admin_file, runner_file, created)

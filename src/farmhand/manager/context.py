@@ -1,0 +1,23 @@
+"""Everything a request handler needs, built once per app and passed in explicitly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from farmhand.manager.clock import utcnow
+from farmhand.manager.db.engine import Database
+from farmhand.manager.scheduling.wakeup import Wakeup
+from farmhand.manager.settings import ManagerSettings
+from farmhand.manager.storage.blobs import BlobStore
+from farmhand.manager.storage.logs import TaskLogs
+
+
+@dataclass
+class ManagerContext:
+    settings: ManagerSettings
+    db: Database
+    blobs: BlobStore
+    logs: TaskLogs
+    wakeup: Wakeup = field(default_factory=Wakeup)
+    started_at: datetime = field(default_factory=utcnow)

@@ -1,0 +1,163 @@
+"""The database schema: the single source of truth of the farm.
+
+Statuses are plain strings holding the `farmhand.shared.schemas` enum values; they are
+changed only by `farmhand.manager.scheduling.state`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from farmhand.manager.db.types import UTCDateTime
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON}
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    email: Mapped[str | None] = mapped_column(String(320), unique=True)
+    role: Mapped[str] = mapped_column(String(20), default="user")
+    created_at: Mapped[datetime]
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class RunnerRegistrationToken(Base):
+    __tablename__ = "runner_registration_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+    uses: Mapped[int] = mapped_column(default=0)
+
+
+class Worker(Base):
+    __tablename__ = "workers"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[str] = mapped_column(String(20), default="idle")
+    capabilities: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    last_heartbeat: Mapped[datetime | None]
+    registered_at: Mapped[datetime]
+
+
+class Blob(Base):
+    __tablename__ = "blobs"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime]
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(40), default="animation")
+    status: Mapped[str] = mapped_column(String(20), default="queued")
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    priority: Mapped[int] = mapped_column(default=50)
+    settings: Mapped[dict[str, Any]]
+    main_file: Mapped[str] = mapped_column(String(1024))
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_jobs_runnable", "status", "priority", "created_at"),)
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    index: Mapped[int]
+    type: Mapped[str] = mapped_column(String(40), default="render")
+    status: Mapped[str] = mapped_column(String(20), default="queued")
+    frames: Mapped[list[int]] = mapped_column(JSON)
+    frames_done: Mapped[int] = mapped_column(default=0)
+    attempts: Mapped[int] = mapped_column(default=0)
+    """How many times the task was handed to a worker."""
+    failures: Mapped[int] = mapped_column(default=0)
+    """How many of those ended in failure; the retry policy looks only at this."""
+    worker_id: Mapped[int | None] = mapped_column(ForeignKey("workers.id", ondelete="SET NULL"))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    progress_at: Mapped[datetime | None]
+    """When the worker last reported on this task (for no-progress timeouts)."""
+    render_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+    __table_args__ = (
+        UniqueConstraint("job_id", "index"),
+        Index("ix_tasks_claim", "status", "job_id", "index"),
+        Index("ix_tasks_worker", "worker_id", "status"),
+    )
+
+
+class TaskFailure(Base):
+    __tablename__ = "task_failures"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    worker_id: Mapped[int | None] = mapped_column(ForeignKey("workers.id", ondelete="SET NULL"))
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+
+class JobFile(Base):
+    """An input of a job (its .blend and assets) or an output (a rendered frame)."""
+
+    __tablename__ = "job_files"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(10))
+    path: Mapped[str] = mapped_column(String(1024))
+    sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
+    size: Mapped[int] = mapped_column(BigInteger)
+    frame: Mapped[int | None]
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id", ondelete="SET NULL"))
+    worker_id: Mapped[int | None] = mapped_column(ForeignKey("workers.id", ondelete="SET NULL"))
+    render_seconds: Mapped[float | None]
+    created_at: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("job_id", "kind", "path"),)
+
+
+__all__ = [
+    "ApiToken",
+    "Base",
+    "Blob",
+    "Job",
+    "JobFile",
+    "RunnerRegistrationToken",
+    "Task",
+    "TaskFailure",
+    "User",
+    "Worker",
+]

@@ -1,0 +1,107 @@
+"""Database rows → API models, with the derived numbers (progress, ETA) computed here once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from farmhand.manager.clock import utcnow
+from farmhand.manager.db.models import Job, Task, User, Worker
+from farmhand.shared.schemas import (
+    JobDetail,
+    JobSettings,
+    JobStatus,
+    JobSummary,
+    TaskStatus,
+    TaskSummary,
+)
+
+
+def _task_frames_done(task: Task) -> int:
+    return len(task.frames) if task.status == TaskStatus.COMPLETED.value else task.frames_done
+
+
+def _frames_done(tasks: Sequence[Task]) -> int:
+    return sum(_task_frames_done(task) for task in tasks)
+
+
+def _frames_total(tasks: Sequence[Task]) -> int:
+    return sum(len(task.frames) for task in tasks)
+
+
+def job_summary(job: Job, owner: str, tasks: Sequence[Task]) -> JobSummary:
+    done, total = _frames_done(tasks), _frames_total(tasks)
+    return JobSummary(
+        id=job.id,
+        name=job.name,
+        owner=owner,
+        status=JobStatus(job.status),
+        priority=job.priority,
+        progress=round(100.0 * done / total, 2) if total else 0.0,
+        frames_done=done,
+        frames_total=total,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        status_reason=job.status_reason,
+    )
+
+
+def _eta(job: Job, done: int, total: int, now: datetime) -> tuple[float | None, float | None]:
+    if job.started_at is None:
+        return None, None
+    end = job.finished_at or now
+    elapsed = (end - job.started_at).total_seconds()
+    if job.finished_at is not None:
+        return elapsed, 0.0
+    if done == 0:
+        return elapsed, None
+    return elapsed, elapsed / done * (total - done)
+
+
+def job_detail(session: Session, job: Job) -> JobDetail:
+    tasks = session.scalars(select(Task).where(Task.job_id == job.id).order_by(Task.index)).all()
+    owner = session.get(User, job.owner_id)
+    workers = {
+        worker.id: worker.name
+        for worker in session.scalars(
+            select(Worker).where(Worker.id.in_({t.worker_id for t in tasks if t.worker_id}))
+        )
+    }
+    summary = job_summary(job, owner.name if owner else "?", tasks)
+    elapsed, eta = _eta(job, summary.frames_done, summary.frames_total, utcnow())
+    return JobDetail(
+        **summary.model_dump(),
+        settings=JobSettings.model_validate(job.settings),
+        main_file=job.main_file,
+        tasks=[
+            TaskSummary(
+                id=task.id,
+                index=task.index,
+                type=task.type,
+                status=TaskStatus(task.status),
+                frames=task.frames,
+                frames_done=_task_frames_done(task),
+                attempts=task.attempts,
+                worker=workers.get(task.worker_id) if task.worker_id else None,
+                started_at=task.started_at,
+                finished_at=task.finished_at,
+                last_error=task.last_error,
+            )
+            for task in tasks
+        ],
+        elapsed_seconds=elapsed,
+        eta_seconds=eta,
+    )
+
+
+def job_summaries(session: Session, jobs: Sequence[Job]) -> list[JobSummary]:
+    ids = [job.id for job in jobs]
+    tasks_by_job: dict[int, list[Task]] = {job_id: [] for job_id in ids}
+    for task in session.scalars(select(Task).where(Task.job_id.in_(ids))):
+        tasks_by_job[task.job_id].append(task)
+    owners = {user.id: user.name for user in session.scalars(select(User))}
+    return [job_summary(job, owners.get(job.owner_id, "?"), tasks_by_job[job.id]) for job in jobs]

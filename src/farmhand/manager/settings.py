@@ -1,0 +1,72 @@
+"""Manager settings: one object, built by the CLI (or a test) and passed in everywhere.
+
+Nothing in the manager reads the environment on its own; `ManagerSettings.from_env`
+is the one place that does, so a test can run two managers side by side.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ManagerSettings:
+    data_dir: Path = Path("farmhand-data")
+    database_url: str | None = None
+    """SQLAlchemy URL; None means SQLite at `<data_dir>/farmhand.sqlite3`."""
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+    heartbeat_timeout: float = 30.0
+    """A worker silent for this long is offline and its task goes back to the queue."""
+    reaper_interval: float = 2.0
+    max_attempts: int = 3
+    """How often a task may fail before it, and so its job, fails."""
+    claim_poll_interval: float = 0.5
+    """How often a waiting claim looks at the database when not woken up in-process
+    (another manager sharing the database may have queued work)."""
+    max_claim_wait: float = 60.0
+    retry_after: int = 2
+    """Seconds suggested to pollers of an unfinished job (the `Retry-After` header)."""
+    max_upload_bytes: int = 20 * 1024**3
+
+    admin_token: str | None = None
+    """Preset admin API token (`FARMHAND_ADMIN_TOKEN`); generated on first start if None."""
+    runner_token: str | None = None
+    """Preset runner registration token (`FARMHAND_RUNNER_TOKEN`)."""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'farmhand.sqlite3').resolve()}"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ManagerSettings:
+        """Settings from `FARMHAND_*` variables, then explicit overrides (CLI flags)."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        if env.get("FARMHAND_DATA_DIR"):
+            values["data_dir"] = Path(env["FARMHAND_DATA_DIR"])
+        if env.get("FARMHAND_DATABASE_URL"):
+            values["database_url"] = env["FARMHAND_DATABASE_URL"]
+        if env.get("FARMHAND_ADMIN_TOKEN"):
+            values["admin_token"] = env["FARMHAND_ADMIN_TOKEN"]
+        if env.get("FARMHAND_RUNNER_TOKEN"):
+            values["runner_token"] = env["FARMHAND_RUNNER_TOKEN"]
+        if env.get("FARMHAND_HEARTBEAT_TIMEOUT"):
+            values["heartbeat_timeout"] = float(env["FARMHAND_HEARTBEAT_TIMEOUT"])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]

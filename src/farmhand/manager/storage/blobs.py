@@ -1,0 +1,116 @@
+"""The content-addressed blob store: `<root>/sha256/ab/cdef…`.
+
+Bytes are written to a temporary file in the store, hashed while they stream in, and
+renamed into place only when the hash is known (and, for uploads that name one, checked).
+A rename within one filesystem is atomic, so a reader never sees half a blob and two
+writers of the same content both end with the same, complete file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+CHUNK = 1024 * 1024
+
+
+class BlobError(ValueError):
+    """The bytes do not match what was announced (hash or size)."""
+
+
+class BlobTooLarge(BlobError):
+    pass
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    sha256: str
+    size: int
+    path: Path
+
+
+class _Staging:
+    """A temporary file in the store being filled and hashed."""
+
+    def __init__(self, root: Path, limit: int) -> None:
+        tmp_dir = root / "tmp"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="upload-")
+        self.path = Path(name)
+        self.handle = os.fdopen(fd, "wb")
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.limit = limit
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise BlobTooLarge(f"upload is larger than the limit of {self.limit} bytes")
+        self.digest.update(chunk)
+        self.handle.write(chunk)
+
+    def discard(self) -> None:
+        self.handle.close()
+        self.path.unlink(missing_ok=True)
+
+
+class BlobStore:
+    def __init__(self, root: Path, max_blob_bytes: int = 1 << 62) -> None:
+        self.root = root
+        self.max_blob_bytes = max_blob_bytes
+        (root / "sha256").mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, sha256: str) -> Path:
+        return self.root / "sha256" / sha256[:2] / sha256[2:]
+
+    def has(self, sha256: str) -> bool:
+        return self.path_for(sha256).is_file()
+
+    def open(self, sha256: str) -> BinaryIO:
+        return self.path_for(sha256).open("rb")
+
+    def iter_bytes(self, sha256: str) -> Iterator[bytes]:
+        with self.open(sha256) as handle:
+            while chunk := handle.read(CHUNK):
+                yield chunk
+
+    def _finish(self, staging: _Staging, expected: str | None) -> StoredBlob:
+        staging.handle.flush()
+        os.fsync(staging.handle.fileno())
+        staging.handle.close()
+        actual = staging.digest.hexdigest()
+        if expected is not None and actual != expected:
+            staging.path.unlink(missing_ok=True)
+            raise BlobError(f"content hash is {actual}, not the announced {expected}")
+        target = self.path_for(actual)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging.path, target)
+        return StoredBlob(actual, staging.size, target)
+
+    def ingest_file(self, source: BinaryIO, expected_sha256: str | None = None) -> StoredBlob:
+        staging = _Staging(self.root, self.max_blob_bytes)
+        try:
+            while chunk := source.read(CHUNK):
+                staging.write(chunk)
+        except BaseException:
+            staging.discard()
+            raise
+        return self._finish(staging, expected_sha256)
+
+    async def ingest_stream(
+        self, chunks: AsyncIterator[bytes], expected_sha256: str | None = None
+    ) -> StoredBlob:
+        """Store a request body as it arrives: constant memory whatever its size."""
+        staging = _Staging(self.root, self.max_blob_bytes)
+        try:
+            async for chunk in chunks:
+                staging.write(chunk)
+        except BaseException:
+            staging.discard()
+            raise
+        return self._finish(staging, expected_sha256)

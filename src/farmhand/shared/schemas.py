@@ -1,0 +1,282 @@
+"""The wire format shared by the manager, the worker, the CLI and the add-on.
+
+Every request and response body of the REST API is one of these Pydantic models, so the
+OpenAPI schema, the server and the one HTTP client cannot drift apart. Inside the
+manager and the worker plain dataclasses are used; these models live only at the edges.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from farmhand.shared.frames import MAX_FRAME, MAX_FRAMES_PER_JOB
+
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+"""A lower-case hex SHA-256: how blobs are named everywhere."""
+
+RelativePath = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+"""A path inside a job's file tree; checked further by `farmhand.shared.paths`."""
+
+
+class _Strict(BaseModel):
+    """Unknown keys are an error: a typo in a setting must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    ACTIVE = "active"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+class TaskStatus(StrEnum):
+    QUEUED = "queued"
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+class WorkerStatus(StrEnum):
+    IDLE = "idle"
+    BUSY = "busy"
+    OFFLINE = "offline"
+    DISABLED = "disabled"
+    DRAINING = "draining"
+    ASLEEP = "asleep"
+
+
+OutputFormat = Literal["PNG", "JPEG", "OPEN_EXR"]
+
+
+# ---------------------------------------------------------------------------- jobs
+
+
+class JobSettings(_Strict):
+    """What a person chooses when submitting an animation."""
+
+    name: str = Field(default="", max_length=200)
+    frame_start: int = Field(default=1, ge=-MAX_FRAME, le=MAX_FRAME)
+    frame_end: int = Field(default=1, ge=-MAX_FRAME, le=MAX_FRAME)
+    frame_step: int = Field(default=1, ge=1, le=MAX_FRAME)
+    chunk_size: int = Field(default=1, ge=1, le=10_000)
+    priority: int = Field(default=50, ge=0, le=100)
+    output_format: OutputFormat | None = Field(
+        default=None, description="None keeps the format saved in the .blend."
+    )
+    resolution_percentage: int | None = Field(default=None, ge=1, le=1000)
+    samples: int | None = Field(default=None, ge=1, le=1_000_000)
+    max_attempts: int | None = Field(default=None, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _check_range(self) -> JobSettings:
+        if self.frame_end < self.frame_start:
+            raise ValueError(
+                f"frame_end ({self.frame_end}) is before frame_start ({self.frame_start})"
+            )
+        count = (self.frame_end - self.frame_start) // self.frame_step + 1
+        if count > MAX_FRAMES_PER_JOB:
+            raise ValueError(f"{count} frames is more than the {MAX_FRAMES_PER_JOB} a job may have")
+        return self
+
+
+class JobCreate(JobSettings):
+    """Create a job from blobs already uploaded (`PUT /api/blobs/{sha256}`)."""
+
+    main_file: RelativePath = Field(description="The .blend to render, a key of `files`.")
+    files: dict[RelativePath, Sha256] = Field(
+        min_length=1, max_length=100_000, description="Relative path in the job tree → SHA-256."
+    )
+
+
+class TaskSummary(BaseModel):
+    id: int
+    index: int
+    type: str
+    status: TaskStatus
+    frames: list[int]
+    frames_done: int
+    attempts: int
+    worker: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    last_error: str | None
+
+
+class JobSummary(BaseModel):
+    id: int
+    name: str
+    owner: str
+    status: JobStatus
+    priority: int
+    progress: float = Field(description="0 to 100, from frames finished.")
+    frames_done: int
+    frames_total: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    status_reason: str | None = None
+
+
+class JobDetail(JobSummary):
+    settings: JobSettings
+    main_file: str
+    tasks: list[TaskSummary]
+    elapsed_seconds: float | None
+    eta_seconds: float | None
+
+
+class JobAccepted(BaseModel):
+    id: int
+    status: JobStatus
+    location: str
+
+
+class JobFile(BaseModel):
+    id: int
+    kind: Literal["input", "output"]
+    path: str
+    size: int
+    sha256: Sha256
+    frame: int | None = None
+    task_id: int | None = None
+
+
+class BlobsMissingRequest(_Strict):
+    hashes: list[Sha256] = Field(max_length=100_000)
+
+
+class BlobsMissingResponse(BaseModel):
+    missing: list[Sha256]
+
+
+class BlobStored(BaseModel):
+    sha256: Sha256
+    size: int
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+
+
+# -------------------------------------------------------------------------- runners
+
+
+class WorkerCapabilities(_Strict):
+    blender_versions: list[str] = Field(default_factory=list, max_length=32)
+    cpu: str = Field(default="", max_length=200)
+    cores: int = Field(default=0, ge=0)
+    ram_bytes: int = Field(default=0, ge=0)
+    task_types: list[str] = Field(default_factory=lambda: ["render"], max_length=32)
+    hostname: str = Field(default="", max_length=255)
+
+
+class RunnerRegister(_Strict):
+    token: str = Field(min_length=1, max_length=256)
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    capabilities: WorkerCapabilities = Field(default_factory=WorkerCapabilities)
+
+
+class RunnerRegistered(BaseModel):
+    worker_id: int
+    name: str
+    secret: str = Field(description="Shown once; the manager keeps only its hash.")
+
+
+class Heartbeat(_Strict):
+    capabilities: WorkerCapabilities | None = None
+    current_task_id: int | None = None
+
+
+class HeartbeatReply(BaseModel):
+    status: WorkerStatus
+    abort_task_ids: list[int] = Field(
+        default_factory=list, description="Tasks this worker must stop at once."
+    )
+
+
+class TaskFile(BaseModel):
+    path: str
+    sha256: Sha256
+    size: int
+
+
+class TaskAssignment(BaseModel):
+    """What a worker gets from a claim: everything it needs to render, nothing more."""
+
+    task_id: int
+    job_id: int
+    job_name: str
+    type: str
+    frames: list[int]
+    main_file: str
+    files: list[TaskFile]
+    output_format: OutputFormat | None
+    resolution_percentage: int | None
+    samples: int | None
+    attempt: int
+
+
+class TaskProgress(_Strict):
+    frames_done: int | None = Field(default=None, ge=0)
+    frame: int | None = None
+    sample: int | None = Field(default=None, ge=0)
+    samples_total: int | None = Field(default=None, ge=0)
+    log_lines: list[str] = Field(default_factory=list, max_length=10_000)
+
+
+class TaskProgressReply(BaseModel):
+    keep_going: bool = Field(description="False: the task was canceled or given away; stop.")
+
+
+class TaskComplete(_Strict):
+    frames: list[int] = Field(max_length=MAX_FRAMES_PER_JOB)
+    log_lines: list[str] = Field(default_factory=list, max_length=10_000)
+
+
+class TaskFail(_Strict):
+    reason: str = Field(min_length=1, max_length=10_000)
+    log_lines: list[str] = Field(default_factory=list, max_length=10_000)
+
+
+class TaskRelease(_Strict):
+    """Give a task back without it counting as a failed attempt (worker shutting down)."""
+
+    reason: str = Field(default="worker shutting down", max_length=1000)
+
+
+class TaskOutcome(BaseModel):
+    task_status: TaskStatus
+    job_status: JobStatus
+
+
+class OutputStored(BaseModel):
+    id: int
+    frame: int
+    sha256: Sha256
+    size: int
+
+
+class RunnerInfo(BaseModel):
+    id: int
+    name: str
+    status: WorkerStatus
+    last_heartbeat: datetime | None
+    current_task_id: int | None
+    current_job_id: int | None
+    capabilities: WorkerCapabilities
+    registered_at: datetime
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+    database: str
