@@ -10,6 +10,7 @@ from fastapi import APIRouter, Form, HTTPException, Request, Response, UploadFil
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import ValidationError
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
@@ -65,7 +66,7 @@ _CREATE_BODY: dict[str, Any] = {
 }
 
 
-def _visible_job(session: Any, caller: Caller, job_id: int) -> Job:
+def _visible_job(session: Session, caller: Caller, job_id: int) -> Job:
     """The job, if the caller may see it; someone else's job is 404 so ids don't leak."""
     job = session.get(Job, job_id)
     if job is None or (job.owner_id != caller.user_id and not caller.is_admin):

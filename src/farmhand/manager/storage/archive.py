@@ -32,6 +32,9 @@ class _Sink:
     def flush(self) -> None:
         pass
 
+    def close(self) -> None:
+        pass
+
     def drain(self) -> bytes:
         data = b"".join(self._parts)
         self._parts.clear()
@@ -41,7 +44,7 @@ class _Sink:
 def stream_zip(entries: Iterable[tuple[str, Path]]) -> Iterator[bytes]:
     """Yield a zip of `(name in archive, file on disk)` pairs, chunk by chunk."""
     sink = _Sink()
-    with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_STORED) as archive:  # type: ignore[arg-type]
+    with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_STORED) as archive:
         for name, path in entries:
             with path.open("rb") as source, archive.open(name, "w", force_zip64=True) as target:
                 while chunk := source.read(CHUNK):

@@ -1,0 +1,145 @@
+"""The whole farm for real: a manager and workers as processes, real Blender, real SQLite.
+
+These are the scenarios of the core-farm issue: every frame comes back from two
+workers; a worker killed with SIGKILL mid-task; the manager restarted mid-job; a scene
+that cannot render; a scene that tries to run its own Python.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from farmhand.scenes import make_scene
+from farmhand.shared.images import verify_image
+from farmhand.shared.schemas import JobDetail, JobSettings, JobStatus
+from tests.integration.processes import LiveFarm, live_farm, wait_for
+
+pytestmark = [pytest.mark.blender, pytest.mark.slow]
+
+WIDTH, HEIGHT = 64, 48
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_scene(
+        tmp_path_factory.mktemp("scene") / "anim.blend",
+        "animated",
+        width=WIDTH,
+        height=HEIGHT,
+        frames="1-12",
+        samples=2,
+    )
+
+
+def finished(farm: LiveFarm, job_id: int) -> JobDetail | None:
+    with farm.client() as client:
+        job = client.get_job(job_id)
+    return job if job.status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED) else None
+
+
+def submit(farm: LiveFarm, blend: Path, frames: tuple[int, int], chunk: int, **extra: object) -> int:
+    settings = JobSettings(frame_start=frames[0], frame_end=frames[1], chunk_size=chunk, **extra)  # type: ignore[arg-type]
+    with farm.client() as client:
+        return client.submit_blend(blend, settings).id
+
+
+def check_frames(farm: LiveFarm, job_id: int, frames: range, dest: Path) -> None:
+    """Every frame downloads, exactly once, as a valid image of the scene's size."""
+    with farm.client() as client:
+        outputs = [f for f in client.list_files(job_id) if f.kind == "output"]
+        assert sorted(f.frame for f in outputs if f.frame is not None) == list(frames)
+        client.download_outputs(job_id, dest)
+    images = sorted(dest.rglob("*.png"))
+    assert len(images) == len(frames)
+    for image in images:
+        verify_image(image, WIDTH, HEIGHT)
+
+
+def test_two_workers_render_every_frame(tmp_path: Path, scene: Path) -> None:
+    with live_farm(tmp_path) as farm:
+        farm.start_manager()
+        farm.start_worker("w1")
+        farm.start_worker("w2")
+        job_id = submit(farm, scene, (1, 8), chunk=1)
+        job = wait_for(lambda: finished(farm, job_id), 300, "the job to finish")
+        assert job.status is JobStatus.COMPLETED, job.status_reason
+        assert job.frames_done == job.frames_total == 8
+        assert {task.worker for task in job.tasks} == {"w1", "w2"}, "both workers rendered"
+        check_frames(farm, job_id, range(1, 9), tmp_path / "out")
+
+
+def test_worker_killed_mid_task_is_requeued(tmp_path: Path, scene: Path) -> None:
+    with live_farm(tmp_path, heartbeat_timeout=3.0) as farm:
+        farm.start_manager()
+        victim = farm.start_worker("victim")
+
+        job_id = submit(farm, scene, (1, 6), chunk=3)
+
+        def victim_busy() -> bool:
+            with farm.client() as client:
+                return any(
+                    t.worker == "victim" and t.status == "active"
+                    for t in client.get_job(job_id).tasks
+                )
+
+        wait_for(victim_busy, 120, "the victim to start a task")
+        victim.kill()
+        farm.start_worker("survivor")
+        job = wait_for(lambda: finished(farm, job_id), 300, "the job to finish")
+        assert job.status is JobStatus.COMPLETED, job.status_reason
+        requeued = [t for t in job.tasks if t.attempts > 1]
+        assert requeued, "the killed worker's task ran again"
+        assert all(t.worker == "survivor" for t in requeued)
+        check_frames(farm, job_id, range(1, 7), tmp_path / "out")
+
+
+def test_manager_restart_mid_job_loses_nothing(tmp_path: Path, scene: Path) -> None:
+    with live_farm(tmp_path) as farm:
+        manager = farm.start_manager()
+        farm.start_worker("w1")
+        job_id = submit(farm, scene, (1, 8), chunk=2)
+
+        def some_done() -> bool:
+            with farm.client() as client:
+                job = client.get_job(job_id)
+            return 0 < job.frames_done < job.frames_total
+
+        wait_for(some_done, 120, "the first frames")
+        manager.stop()
+        time.sleep(2)
+        farm.start_manager()
+        job = wait_for(lambda: finished(farm, job_id), 300, "the job to finish")
+        assert job.status is JobStatus.COMPLETED, job.status_reason
+        check_frames(farm, job_id, range(1, 9), tmp_path / "out")
+
+
+def test_unrenderable_scene_fails_with_blenders_error(tmp_path: Path) -> None:
+    broken = make_scene(tmp_path / "no-camera.blend", "no-camera", width=WIDTH, height=HEIGHT)
+    with live_farm(tmp_path) as farm:
+        farm.start_manager()
+        farm.start_worker("w1")
+        job_id = submit(farm, broken, (1, 2), chunk=2, max_attempts=2)
+        job = wait_for(lambda: finished(farm, job_id), 180, "the job to fail")
+        assert job.status is JobStatus.FAILED
+        assert job.tasks[0].attempts == 2, "retried before giving up"
+        assert "camera" in (job.status_reason or "").lower()
+        with farm.client() as client:
+            log = client.task_log(job_id, job.tasks[0].id)
+        assert "camera" in log.lower(), "Blender's own error is in the task log"
+
+
+def test_scene_python_never_runs_on_a_worker(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    evil = make_scene(
+        tmp_path / "autoexec.blend", "autoexec", width=WIDTH, height=HEIGHT, marker=marker
+    )
+    with live_farm(tmp_path) as farm:
+        farm.start_manager()
+        farm.start_worker("w1")
+        job_id = submit(farm, evil, (1, 1), chunk=1)
+        job = wait_for(lambda: finished(farm, job_id), 180, "the job to finish")
+        assert job.status is JobStatus.COMPLETED, job.status_reason
+    assert not marker.exists(), "the .blend's embedded script ran on the worker"
