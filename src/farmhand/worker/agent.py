@@ -1,0 +1,664 @@
+"""The worker agent: pull tasks from the manager, render them, send the frames back.
+
+The worker only dials out (it works behind NAT). Its loop is: load or register its
+identity, heartbeat in the background, long-poll for a task, build the job's files from
+the local cache, render with a cancel event, upload each frame as soon as it is saved,
+stream progress and log lines, then complete or fail the task.
+
+Two promises shape the code:
+- a manager restart must not lose a job: every call is retried with backoff while the
+  manager is unreachable, and the render goes on meanwhile;
+- SIGTERM/SIGINT stops within seconds: the render is canceled, the task released (not
+  counted as a failed attempt) and the runner signed off.
+
+The renderer is injected (`TaskRenderer`), so the agent is tested without Blender; the
+real one wraps `farmhand.worker.blender` (see `blender_renderer`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from types import FrameType
+from typing import Protocol, TypeVar
+
+import httpx
+import structlog
+from structlog.typing import FilteringBoundLogger
+
+from farmhand.client import FarmhandError, RunnerClient
+from farmhand.client.errors import is_retryable
+from farmhand.client.retry import RetryAborted, RetryPolicy, call_with_retry
+from farmhand.shared.schemas import TaskAssignment, TaskProgress, WorkerCapabilities
+from farmhand.worker import hardware
+from farmhand.worker.cache import BlobCache, CacheError, materialise, prune_job_dirs
+from farmhand.worker.identity import Identity, forget_identity, load_identity, save_identity
+from farmhand.worker.uploads import FrameUploader
+
+log: FilteringBoundLogger = structlog.get_logger(__name__)
+_T = TypeVar("_T")
+
+MAX_LOG_LINES_PER_CALL = 2000
+MAX_PENDING_LOG_LINES = 20_000
+LOG_TAIL_LINES = 50
+
+
+# --------------------------------------------------------------------- settings
+
+
+@dataclass
+class WorkerSettings:
+    """Everything the agent needs, passed in (never read from globals or the env)."""
+
+    manager_url: str
+    registration_token: str
+    name: str
+    work_dir: Path
+    blender: str | None = None
+    threads: int | None = None
+    heartbeat_interval: float = 5.0
+    poll_wait: float = 20.0
+    verify: bool | str = True
+    progress_interval: float = 0.75
+    retry_for: float = 600.0
+    """How long task calls (complete, fail, uploads) are retried while the manager is away."""
+    shutdown_grace: float = 5.0
+    """How long shutdown may spend on releasing the task and signing off."""
+
+
+# ----------------------------------------------------------- renderer contract
+
+
+def _ignore(*_: object) -> None:
+    return None
+
+
+@dataclass
+class RenderJob:
+    """One task to render. Callbacks may come from any thread and must return quickly."""
+
+    task: TaskAssignment
+    blend_file: Path
+    output_dir: Path
+    log_path: Path
+    threads: int | None
+    cancel: threading.Event
+    on_frame_started: Callable[[int], None] = _ignore
+    on_frame_saved: Callable[[int, Path], None] = _ignore
+    """Called once a frame's file is written and verified as a readable image."""
+    on_samples: Callable[[int, int], None] = _ignore
+    on_log: Callable[[str], None] = _ignore
+
+
+@dataclass
+class RenderOutcome:
+    """Did it work; if not, why (one readable line); the last lines of the log."""
+
+    ok: bool
+    error: str | None = None
+    log_tail: list[str] = field(default_factory=list)
+
+
+class TaskRenderer(Protocol):
+    """Renders a task, blocking until done or until `job.cancel` is set."""
+
+    def __call__(self, job: RenderJob) -> RenderOutcome: ...
+
+
+# ----------------------------------------------------------------- task state
+
+
+class _TaskRun:
+    """What the agent, the heartbeat and the progress reporter share about one task."""
+
+    def __init__(self, task: TaskAssignment) -> None:
+        self.task = task
+        self.cancel = threading.Event()
+        self.finished = threading.Event()
+        self._lock = threading.Lock()
+        self.dropped_reason: str | None = None
+        self.frames_uploaded = 0
+        self.frame: int | None = None
+        self.sample: int | None = None
+        self.samples_total: int | None = None
+        self.pending_logs: list[str] = []
+        self.dirty = True
+
+    def drop(self, reason: str) -> None:
+        """The manager took the task away: stop rendering, send nothing more about it."""
+        with self._lock:
+            if self.dropped_reason is None:
+                self.dropped_reason = reason
+        self.cancel.set()
+
+    @property
+    def dropped(self) -> bool:
+        with self._lock:
+            return self.dropped_reason is not None
+
+    def frame_started(self, frame: int) -> None:
+        with self._lock:
+            self.frame, self.sample, self.dirty = frame, None, True
+
+    def samples(self, sample: int, total: int) -> None:
+        with self._lock:
+            self.sample, self.samples_total, self.dirty = sample, total, True
+
+    def uploaded(self, _frame: int) -> None:
+        with self._lock:
+            self.frames_uploaded += 1
+            self.dirty = True
+
+    def log_line(self, line: str) -> None:
+        with self._lock:
+            self.pending_logs.append(line)
+            if len(self.pending_logs) > MAX_PENDING_LOG_LINES:
+                cut = len(self.pending_logs) - MAX_PENDING_LOG_LINES
+                del self.pending_logs[:cut]
+            self.dirty = True
+
+    def take_progress(self) -> TaskProgress | None:
+        """The progress to send now, or None if nothing changed; lines leave the buffer."""
+        with self._lock:
+            if not self.dirty:
+                return None
+            lines = self.pending_logs[:MAX_LOG_LINES_PER_CALL]
+            del self.pending_logs[:MAX_LOG_LINES_PER_CALL]
+            self.dirty = bool(self.pending_logs)
+            return TaskProgress(
+                frames_done=self.frames_uploaded,
+                frame=self.frame,
+                sample=self.sample,
+                samples_total=self.samples_total,
+                log_lines=lines,
+            )
+
+    def give_back(self, progress: TaskProgress) -> None:
+        """A progress call failed: keep its lines for the next one."""
+        with self._lock:
+            self.pending_logs[:0] = progress.log_lines
+            self.dirty = True
+
+
+def _is_gone(error: FarmhandError) -> bool:
+    """404/409: the task is no longer this runner's (canceled, reassigned, deleted)."""
+    return error.status_code in (404, 409)
+
+
+# ---------------------------------------------------------------------- agent
+
+
+class Agent:
+    """One worker process: one task at a time."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        renderer: TaskRenderer,
+        client: RunnerClient,
+        capabilities: WorkerCapabilities,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.settings = settings
+        self.renderer = renderer
+        self.client = client
+        self.capabilities = capabilities
+        self.stop = stop or threading.Event()
+        self.cache = BlobCache(settings.work_dir / "cache")
+        self.log = log.bind(worker=settings.name)
+        self._current: _TaskRun | None = None
+        self._current_lock = threading.Lock()
+        self._task_policy = RetryPolicy(give_up_after=settings.retry_for)
+
+    # -- lifecycle
+
+    def run(self) -> int:
+        """Work until `stop` is set; 0 on a clean stop, 2 if the manager refuses us."""
+        self.settings.work_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._connect()
+        except RetryAborted:
+            return 0
+        except FarmhandError as exc:
+            self.log.error("cannot register with the manager", error=str(exc))
+            return 2
+        beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        beat.start()
+        try:
+            while not self.stop.is_set():
+                task = self._claim()
+                if task is not None:
+                    self._run_task(task)
+        finally:
+            self._sign_off()
+        return 0
+
+    def _connect(self) -> None:
+        """Reuse the stored identity unless the manager rejects it (401): then register."""
+        identity = load_identity(self.settings.work_dir)
+        if identity is not None and identity.matches(self.settings.manager_url, self.settings.name):
+            self.client.set_token(identity.secret)
+            try:
+                self._retry_forever(
+                    lambda: self.client.heartbeat(capabilities=self.capabilities), "heartbeat"
+                )
+                self.log = self.log.bind(worker_id=identity.worker_id)
+                self.log.info("identity reused", manager=self.settings.manager_url)
+                return
+            except FarmhandError as exc:
+                if exc.status_code != 401:
+                    raise
+                self.log.warning("stored identity rejected; registering again")
+        self._register()
+
+    def _register(self) -> None:
+        forget_identity(self.settings.work_dir)
+        self.client.set_token(None)
+        registered = self._retry_forever(
+            lambda: self.client.register(
+                self.settings.registration_token, self.settings.name, self.capabilities
+            ),
+            "register",
+        )
+        save_identity(
+            self.settings.work_dir,
+            Identity(
+                manager_url=self.settings.manager_url,
+                worker_id=registered.worker_id,
+                name=registered.name,
+                secret=registered.secret,
+            ),
+        )
+        self.log = self.log.bind(worker_id=registered.worker_id)
+        self.log.info("registered", manager=self.settings.manager_url)
+
+    def _retry_forever(self, fn: Callable[[], _T], what: str) -> _T:
+        return call_with_retry(
+            fn, what, RetryPolicy(give_up_after=None), self.stop, logger=self.log
+        )
+
+    def _sign_off(self) -> None:
+        try:
+            self.client.sign_off()
+            self.log.info("signed off")
+        except FarmhandError as exc:
+            self.log.warning("sign-off failed", error=str(exc))
+
+    # -- background calls
+
+    def _heartbeat_loop(self) -> None:
+        """Tell the manager we are alive and what we run; obey its abort list."""
+        while not self.stop.wait(self.settings.heartbeat_interval):
+            with self._current_lock:
+                run = self._current
+            task_id = run.task.task_id if run else None
+            try:
+                reply = self.client.heartbeat(current_task_id=task_id)
+            except FarmhandError as exc:
+                self.log.warning("heartbeat failed", error=str(exc), task_id=task_id)
+                continue
+            if run is not None and run.task.task_id in reply.abort_task_ids:
+                self.log.info("manager aborted the task", task_id=task_id, job_id=run.task.job_id)
+                run.drop("aborted by the manager")
+
+    def _progress_loop(self, run: _TaskRun, tlog: FilteringBoundLogger) -> None:
+        """Send progress at most every `progress_interval`; stop if told `keep_going: false`.
+
+        One attempt per tick: a failed call keeps its log lines for the next tick, which
+        is the retry, and never holds up the render.
+        """
+        while not run.finished.wait(self.settings.progress_interval):
+            self._send_progress(run, tlog)
+
+    def _send_progress(self, run: _TaskRun, tlog: FilteringBoundLogger) -> None:
+        if run.dropped:
+            return
+        progress = run.take_progress()
+        if progress is None:
+            return
+        try:
+            reply = self.client.progress(run.task.task_id, progress)
+        except FarmhandError as exc:
+            if is_retryable(exc):
+                run.give_back(progress)
+                tlog.warning("progress not sent; will retry", error=str(exc))
+            elif _is_gone(exc):
+                run.drop(f"manager answered {exc}")
+                tlog.info("task taken away", error=str(exc))
+            else:
+                tlog.warning("progress rejected", error=str(exc))
+            return
+        if not reply.keep_going:
+            tlog.info("manager said stop (keep_going false)")
+            run.drop("manager said keep_going: false")
+
+    # -- claiming
+
+    def _claim(self) -> TaskAssignment | None:
+        """Long-poll for a task, interruptible by `stop`; retries while unreachable."""
+        attempt = 0
+        while not self.stop.is_set():
+            try:
+                return self._interruptible(lambda: self.client.claim(self.settings.poll_wait))
+            except RetryAborted:
+                return None
+            except FarmhandError as exc:
+                if exc.status_code == 401:
+                    self.log.warning("manager no longer knows this runner; registering again")
+                    self._register()
+                    continue
+                if not is_retryable(exc):
+                    self.log.error("claim refused", error=str(exc))
+                delay = min(10.0, 0.5 * 2**attempt)
+                attempt += 1
+                self.log.warning("claim failed; retrying", error=str(exc), in_seconds=delay)
+                self.stop.wait(delay)
+        return None
+
+    def _interruptible(self, fn: Callable[[], TaskAssignment | None]) -> TaskAssignment | None:
+        """Run a long-poll in a thread so SIGTERM need not wait for it to time out.
+
+        A task that arrives after we stopped waiting is released at once.
+        """
+        box: dict[str, object] = {}
+        done = threading.Event()
+
+        def target() -> None:
+            try:
+                box["value"] = fn()
+            except BaseException as exc:
+                box["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=target, name="claim", daemon=True).start()
+        while not done.wait(0.2):
+            if self.stop.is_set():
+                threading.Thread(
+                    target=self._release_late_claim, args=(done, box), daemon=True
+                ).start()
+                raise RetryAborted("claim")
+        error = box.get("error")
+        if isinstance(error, BaseException):
+            raise error
+        value = box.get("value")
+        return value if isinstance(value, TaskAssignment) else None
+
+    def _release_late_claim(self, done: threading.Event, box: dict[str, object]) -> None:
+        if done.wait(self.settings.shutdown_grace):
+            value = box.get("value")
+            if isinstance(value, TaskAssignment):
+                self._release(value, self.log)
+
+    # -- one task
+
+    def _run_task(self, task: TaskAssignment) -> None:
+        run = _TaskRun(task)
+        tlog = self.log.bind(job_id=task.job_id, task_id=task.task_id)
+        tlog.info("task claimed", frames=_frame_list(task.frames, 5), attempt=task.attempt)
+        with self._current_lock:
+            self._current = run
+        try:
+            self._do_task(run, tlog)
+        except Exception as exc:
+            # A bug here must cost one task, not the worker.
+            tlog.exception("worker error")
+            if not run.dropped and not self.stop.is_set():
+                self._fail(run, f"worker error: {exc}", [], tlog)
+        finally:
+            run.finished.set()
+            with self._current_lock:
+                self._current = None
+
+    def _do_task(self, run: _TaskRun, tlog: FilteringBoundLogger) -> None:
+        task = run.task
+        work = self.settings.work_dir
+        job_dir = work / "jobs" / str(task.job_id)
+        output_dir = work / "outputs" / f"task-{task.task_id}"
+        log_path = work / "logs" / f"job-{task.job_id}-task-{task.task_id}.log"
+        try:
+            blend = self._materialise(task, job_dir, tlog)
+        except RetryAborted:
+            self._release(task, tlog)
+            return
+        except (CacheError, FarmhandError, OSError) as exc:
+            if isinstance(exc, FarmhandError) and (is_retryable(exc) or _is_gone(exc)):
+                tlog.error("cannot fetch the job's files; dropping the task", error=str(exc))
+                return
+            self._fail(run, f"cannot fetch the job's files: {exc}", [], tlog)
+            return
+        shutil.rmtree(output_dir, ignore_errors=True)
+        output_dir.mkdir(parents=True)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+
+        uploader = FrameUploader(
+            partial(self.client.upload_output, task.job_id, task.task_id),
+            self._task_policy,
+            logger=tlog,
+            on_uploaded=run.uploaded,
+        )
+        reporter = threading.Thread(
+            target=self._progress_loop, args=(run, tlog), name="progress", daemon=True
+        )
+        reporter.start()
+        job = RenderJob(
+            task=task,
+            blend_file=blend,
+            output_dir=output_dir,
+            log_path=log_path,
+            threads=self.settings.threads,
+            cancel=run.cancel,
+            on_frame_started=run.frame_started,
+            on_frame_saved=uploader.submit,
+            on_samples=run.samples,
+            on_log=run.log_line,
+        )
+        outcome = self._render(job, tlog)
+        self._finish(run, outcome, uploader, tlog)
+        run.finished.set()
+        reporter.join(timeout=self.settings.shutdown_grace)
+        shutil.rmtree(output_dir, ignore_errors=True)
+        prune_job_dirs(work / "jobs", current=task.job_id)
+
+    def _materialise(self, task: TaskAssignment, job_dir: Path, tlog: FilteringBoundLogger) -> Path:
+        def download(task_file: object, dest: Path) -> None:
+            path = getattr(task_file, "path", "")
+            call_with_retry(
+                lambda: self.client.download_input(task.job_id, path, dest),
+                f"download {path}",
+                self._task_policy,
+                self.stop,
+                logger=tlog,
+            )
+
+        materialise(self.cache, job_dir, task.files, download)
+        tlog.info("files ready", files=len(task.files), job_dir=str(job_dir))
+        return job_dir / task.main_file
+
+    def _render(self, job: RenderJob, tlog: FilteringBoundLogger) -> RenderOutcome:
+        """Render in a thread; the calling thread turns a stop request into a cancel."""
+        box: list[RenderOutcome] = []
+
+        def target() -> None:
+            try:
+                box.append(self.renderer(job))
+            except Exception as exc:
+                tlog.exception("renderer crashed")
+                box.append(RenderOutcome(ok=False, error=f"worker error while rendering: {exc}"))
+
+        thread = threading.Thread(target=target, name="render", daemon=True)
+        thread.start()
+        canceled_at_stop = False
+        while thread.is_alive():
+            thread.join(0.2)
+            if self.stop.is_set() and not canceled_at_stop:
+                tlog.info("stopping: canceling the render")
+                job.cancel.set()
+                canceled_at_stop = True
+                thread.join(self.settings.shutdown_grace)
+                break
+        if not box:
+            return RenderOutcome(ok=False, error="render did not stop in time")
+        return box[0]
+
+    def _finish(
+        self,
+        run: _TaskRun,
+        outcome: RenderOutcome,
+        uploader: FrameUploader,
+        tlog: FilteringBoundLogger,
+    ) -> None:
+        """Turn the render's outcome into exactly one of: drop, release, fail, complete."""
+        task = run.task
+        if run.dropped or self.stop.is_set():
+            uploader.abandon()
+            uploader.join(2.0)
+            if run.dropped:
+                tlog.info("task dropped", reason=run.dropped_reason)
+            else:
+                self._release(task, tlog)
+            return
+        uploader.close()
+        while not uploader.join(0.2):
+            if self.stop.is_set() or run.dropped:
+                uploader.abandon()
+                uploader.join(2.0)
+                if not run.dropped:
+                    self._release(task, tlog)
+                return
+        report = uploader.report()
+        if run.dropped:
+            tlog.info("task dropped", reason=run.dropped_reason)
+            return
+        tail = outcome.log_tail[-LOG_TAIL_LINES:]
+        if not outcome.ok:
+            self._fail(run, outcome.error or "render failed", tail, tlog)
+        elif report.error is not None:
+            if _is_gone(report.error):
+                tlog.info("task taken away during upload", error=str(report.error))
+            elif is_retryable(report.error):
+                tlog.error("manager unreachable for too long; dropping the task")
+            else:
+                self._fail(run, f"uploading a frame failed: {report.error}", tail, tlog)
+        else:
+            missing = sorted(set(task.frames) - set(report.uploaded))
+            if missing:
+                self._fail(run, f"Blender did not save frames {_frame_list(missing)}", tail, tlog)
+            else:
+                self._complete(run, sorted(report.uploaded), tlog)
+
+    # -- outcomes (retried while the manager is away)
+
+    def _flush_logs(self, run: _TaskRun, tlog: FilteringBoundLogger) -> None:
+        """Send buffered log lines before the outcome, so the task log is whole."""
+        for _ in range(MAX_PENDING_LOG_LINES // MAX_LOG_LINES_PER_CALL + 1):
+            progress = run.take_progress()
+            if progress is None or run.dropped:
+                return
+            try:
+                call_with_retry(
+                    partial(self.client.progress, run.task.task_id, progress),
+                    "progress",
+                    RetryPolicy(give_up_after=30.0),
+                    self.stop,
+                    logger=tlog,
+                )
+            except (FarmhandError, RetryAborted) as exc:
+                tlog.warning("log lines not sent", error=str(exc))
+                return
+
+    def _complete(self, run: _TaskRun, frames: list[int], tlog: FilteringBoundLogger) -> None:
+        self._flush_logs(run, tlog)
+        self._outcome(run, lambda: self.client.complete(run.task.task_id, frames), "complete", tlog)
+
+    def _fail(
+        self, run: _TaskRun, reason: str, tail: list[str], tlog: FilteringBoundLogger
+    ) -> None:
+        tlog.error("task failed", reason=reason)
+        self._flush_logs(run, tlog)
+        self._outcome(run, lambda: self.client.fail(run.task.task_id, reason, tail), "fail", tlog)
+
+    def _outcome(
+        self,
+        run: _TaskRun,
+        call: Callable[[], object],
+        what: str,
+        tlog: FilteringBoundLogger,
+    ) -> None:
+        try:
+            outcome = call_with_retry(call, what, self._task_policy, self.stop, logger=tlog)
+        except RetryAborted:
+            self._release(run.task, tlog)
+            return
+        except FarmhandError as exc:
+            tlog.error(f"{what} not accepted", error=str(exc))
+            return
+        tlog.info(f"task {what} reported", outcome=str(outcome))
+
+    def _release(self, task: TaskAssignment, tlog: FilteringBoundLogger) -> None:
+        """Give the task back without it counting as an attempt (shutdown)."""
+        try:
+            call_with_retry(
+                lambda: self.client.release(task.task_id),
+                "release",
+                RetryPolicy(give_up_after=self.settings.shutdown_grace, max_delay=1.0),
+                logger=tlog,
+            )
+            tlog.info("task released", task_id=task.task_id)
+        except FarmhandError as exc:
+            tlog.warning("release failed", task_id=task.task_id, error=str(exc))
+
+
+def _frame_list(frames: list[int], limit: int = 20) -> str:
+    shown = ", ".join(str(f) for f in frames[:limit])
+    return shown + (f" and {len(frames) - limit} more" if len(frames) > limit else "")
+
+
+# --------------------------------------------------------------------- entry
+
+
+def install_stop_handlers(stop: threading.Event) -> None:
+    """SIGTERM/SIGINT set `stop`; a second signal gets the default (immediate) behaviour."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.info("stop requested", signal=signal.Signals(signum).name)
+        stop.set()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def run_worker(
+    settings: WorkerSettings,
+    *,
+    renderer: TaskRenderer | None = None,
+    blender_versions: list[str] | None = None,
+    transport: httpx.BaseTransport | None = None,
+    stop: threading.Event | None = None,
+) -> int:
+    """Run a worker until stopped; the process exit code.
+
+    Without `renderer`, Blender is found (`settings.blender`, `FARMHAND_BLENDER`, PATH,
+    `bpy`) and used. Signal handlers are installed when called from the main thread.
+    """
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        install_stop_handlers(stop)
+    if renderer is None:
+        renderer, blender_versions = blender_renderer(settings)
+    caps = hardware.capabilities(blender_versions or [])
+    with RunnerClient(settings.manager_url, verify=settings.verify, transport=transport) as client:
+        agent = Agent(settings, renderer, client, caps, stop)
+        return agent.run()
+
+
+def blender_renderer(settings: WorkerSettings) -> tuple[TaskRenderer, list[str]]:
+    """The real renderer: Blender found once at start-up, driven per task."""
+    raise RuntimeError("the Blender layer (farmhand.worker.blender) is not available yet")

@@ -1,0 +1,131 @@
+"""Upload rendered frames in the background while Blender renders the next one.
+
+Frames are queued as they are saved; one thread sends them in order. Network hiccups
+and manager restarts are retried (the shared `RetryPolicy`); an answer that waiting
+cannot fix (a 4xx such as "not a valid image" or "task is no longer yours") stops the
+uploader and is reported by `wait()`, so the agent can fail or drop the task.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import structlog
+from structlog.typing import FilteringBoundLogger
+
+from farmhand.client.errors import FarmhandError
+from farmhand.client.retry import RetryAborted, RetryPolicy, call_with_retry
+
+log: FilteringBoundLogger = structlog.get_logger(__name__)
+
+UploadFn = Callable[[int, Path], object]
+"""Send one frame (number, file) to the manager."""
+
+_STOP = object()
+
+
+@dataclass
+class UploadReport:
+    """What the uploader achieved: frames stored, and the error that stopped it, if any."""
+
+    uploaded: list[int] = field(default_factory=list)
+    error: FarmhandError | None = None
+    pending: int = 0
+
+
+class FrameUploader:
+    """A single background thread uploading frames in the order they were queued."""
+
+    def __init__(
+        self,
+        upload: UploadFn,
+        policy: RetryPolicy,
+        *,
+        logger: FilteringBoundLogger | None = None,
+        on_uploaded: Callable[[int], None] | None = None,
+    ) -> None:
+        self._upload = upload
+        self._policy = policy
+        self._log = logger or log
+        self._on_uploaded = on_uploaded
+        self._queue: queue.Queue[tuple[int, Path] | object] = queue.Queue()
+        self._abandon = threading.Event()
+        self._lock = threading.Lock()
+        self._report = UploadReport()
+        self._thread = threading.Thread(target=self._run, name="frame-uploader", daemon=True)
+        self._thread.start()
+
+    def submit(self, frame: int, path: Path) -> None:
+        """Queue a frame; returns at once so the render is never held up."""
+        self._queue.put((frame, path))
+
+    def close(self) -> None:
+        """No more frames will come: the thread exits once the queue is sent."""
+        self._queue.put(_STOP)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the thread after `close()`/`abandon()`; True once it has finished."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def wait(self, timeout: float | None = None) -> UploadReport:
+        """`close()`, let every queued frame go out, then report."""
+        self.close()
+        self.join(timeout)
+        return self.report()
+
+    def report(self) -> UploadReport:
+        with self._lock:
+            return UploadReport(
+                list(self._report.uploaded), self._report.error, self._queue.qsize()
+            )
+
+    def abandon(self) -> None:
+        """Stop soon, dropping whatever is still queued (the task was taken away)."""
+        self._abandon.set()
+        self._queue.put(_STOP)
+
+    @property
+    def error(self) -> FarmhandError | None:
+        with self._lock:
+            return self._report.error
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP or self._abandon.is_set():
+                return
+            assert isinstance(item, tuple)
+            frame, path = item
+            if self.error is not None:
+                continue  # already broken: drain without sending
+            try:
+                call_with_retry(
+                    partial(self._upload, frame, path),
+                    f"upload frame {frame}",
+                    self._policy,
+                    self._abandon,
+                    logger=self._log,
+                )
+            except RetryAborted:
+                return
+            except FarmhandError as exc:
+                self._log.error("upload failed", frame=frame, error=str(exc))
+                with self._lock:
+                    self._report.error = exc
+                continue
+            except OSError as exc:
+                self._log.error("upload failed", frame=frame, error=str(exc))
+                with self._lock:
+                    self._report.error = FarmhandError(f"cannot read frame {frame}: {exc}")
+                continue
+            self._log.info("frame uploaded", frame=frame)
+            with self._lock:
+                self._report.uploaded.append(frame)
+            if self._on_uploaded is not None:
+                self._on_uploaded(frame)

@@ -1,0 +1,340 @@
+"""The worker agent against an in-memory fake manager and a fake renderer."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from farmhand.worker.agent import RenderJob, RenderOutcome, WorkerSettings, run_worker
+from farmhand.worker.identity import Identity, identity_path, load_identity, save_identity
+
+BLEND = b"BLENDER-v300 fake scene"
+BLEND_SHA = hashlib.sha256(BLEND).hexdigest()
+URL = "http://manager.test"
+
+
+class FakeManager:
+    """Just enough of the runner API, recording every call; can play dead."""
+
+    def __init__(self, frames: list[int]) -> None:
+        self.lock = threading.Lock()
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.tasks = [
+            {
+                "task_id": 11,
+                "job_id": 3,
+                "job_name": "shot",
+                "type": "render",
+                "frames": frames,
+                "main_file": "scene.blend",
+                "files": [{"path": "scene.blend", "sha256": BLEND_SHA, "size": len(BLEND)}],
+                "output_format": "PNG",
+                "resolution_percentage": None,
+                "samples": 1,
+                "attempt": 1,
+            }
+        ]
+        self.uploads: dict[int, bytes] = {}
+        self.unreachable = False
+        self.keep_going = True
+        self.abort: list[int] = []
+        self.valid_secrets = {"secret-1"}
+        self.on_call: Callable[[str], None] = lambda name: None
+
+    def names(self) -> list[str]:
+        with self.lock:
+            return [name for name, _ in self.calls]
+
+    def body(self, name: str) -> dict[str, Any]:
+        with self.lock:
+            return next(b for n, b in self.calls if n == name)
+
+    def wait_for(self, name: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while name not in self.names():
+            assert time.monotonic() < deadline, f"no {name} call; calls: {self.names()}"
+            time.sleep(0.02)
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        if self.unreachable:
+            raise httpx.ConnectError("connection refused", request=request)
+        path = request.url.path
+        name = path.rsplit("/", 1)[-1]
+        if path.startswith("/api/runner/tasks/"):
+            name = path.rsplit("/", 1)[-1]
+        elif path.startswith("/api/runner/files/") and path.endswith("/upload"):
+            name = "upload"
+        elif path.startswith("/api/runner/files/"):
+            name = "download"
+        elif path == "/api/runner/tasks":
+            name = "claim"
+        body: dict[str, Any] = {}
+        if request.headers.get("content-type", "").startswith("application/json"):
+            body = json.loads(request.read())
+        with self.lock:
+            self.calls.append((name, body))
+        self.on_call(name)
+        if name == "register":
+            return httpx.Response(
+                201, json={"worker_id": 5, "name": body["name"], "secret": "secret-1"}
+            )
+        auth = request.headers.get("Authorization", "")
+        if auth.removeprefix("Bearer ") not in self.valid_secrets:
+            return httpx.Response(401, json={"detail": "unknown runner"})
+        if name == "heartbeat":
+            return httpx.Response(200, json={"status": "busy", "abort_task_ids": self.abort})
+        if name == "claim":
+            with self.lock:
+                task = self.tasks.pop(0) if self.tasks else None
+            return httpx.Response(200, json=task) if task else httpx.Response(204)
+        if name == "download":
+            return httpx.Response(200, content=BLEND)
+        if name == "upload":
+            raw = request.read()
+            frame = int(raw.split(b'name="frame"\r\n\r\n')[1].split(b"\r\n")[0])
+            with self.lock:
+                self.uploads[frame] = raw
+                self.calls[-1] = ("upload", {"frame": frame})
+            return httpx.Response(
+                201, json={"id": frame, "frame": frame, "sha256": "a" * 64, "size": 1}
+            )
+        if name == "progress":
+            return httpx.Response(200, json={"keep_going": self.keep_going})
+        if name in ("complete", "fail", "release"):
+            return httpx.Response(200, json={"task_status": "completed", "job_status": "active"})
+        if name == "sign-off":
+            return httpx.Response(204)
+        return httpx.Response(404, json={"detail": f"no route {path}"})
+
+
+def _settings(tmp_path: Path) -> WorkerSettings:
+    return WorkerSettings(
+        manager_url=URL,
+        registration_token="reg",
+        name="w1",
+        work_dir=tmp_path / "work",
+        heartbeat_interval=0.1,
+        poll_wait=0.1,
+        progress_interval=0.05,
+        retry_for=30.0,
+        shutdown_grace=2.0,
+    )
+
+
+def _start(
+    tmp_path: Path, manager: FakeManager, renderer: Callable[[RenderJob], RenderOutcome]
+) -> tuple[threading.Event, threading.Thread, list[int]]:
+    stop = threading.Event()
+    result: list[int] = []
+    thread = threading.Thread(
+        target=lambda: result.append(
+            run_worker(
+                _settings(tmp_path),
+                renderer=renderer,
+                blender_versions=["4.2.0"],
+                transport=httpx.MockTransport(manager.handler),
+                stop=stop,
+            )
+        ),
+        daemon=True,
+    )
+    thread.start()
+    return stop, thread, result
+
+
+def _stop(stop: threading.Event, thread: threading.Thread, result: list[int]) -> None:
+    stop.set()
+    thread.join(10)
+    assert not thread.is_alive(), "agent did not stop"
+    assert result == [0]
+
+
+def _write_frame(job: RenderJob, frame: int) -> Path:
+    path = job.output_dir / f"{frame:04d}.png"
+    path.write_bytes(b"\x89PNG frame %d" % frame)
+    return path
+
+
+def test_frames_upload_while_rendering_then_task_completes(tmp_path: Path) -> None:
+    manager = FakeManager([1, 2, 3])
+    seen_blend: list[bytes] = []
+
+    def renderer(job: RenderJob) -> RenderOutcome:
+        seen_blend.append(job.blend_file.read_bytes())
+        for frame in job.task.frames:
+            job.on_frame_started(frame)
+            job.on_log(f"Fra:{frame} rendering")
+            job.on_frame_saved(frame, _write_frame(job, frame))
+            # The next frame starts only once this one reached the manager: uploads
+            # overlap rendering instead of waiting for the whole task.
+            deadline = time.monotonic() + 5
+            while frame not in manager.uploads:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+        return RenderOutcome(ok=True)
+
+    stop, thread, result = _start(tmp_path, manager, renderer)
+    manager.wait_for("complete")
+    _stop(stop, thread, result)
+
+    assert seen_blend == [BLEND]
+    assert sorted(manager.uploads) == [1, 2, 3]
+    assert b"\x89PNG frame 2" in manager.uploads[2]
+    assert manager.body("complete")["frames"] == [1, 2, 3]
+    assert "fail" not in manager.names()
+    assert manager.names()[-1] == "sign-off"
+    sent_lines = [line for n, b in manager.calls if n == "progress" for line in b["log_lines"]]
+    assert sent_lines == ["Fra:1 rendering", "Fra:2 rendering", "Fra:3 rendering"]
+    # the identity is kept for the next start, readable by this user only
+    identity = identity_path(tmp_path / "work")
+    assert identity.stat().st_mode & 0o777 == 0o600
+    assert load_identity(tmp_path / "work") == Identity(URL, 5, "w1", "secret-1")
+
+
+def test_render_failure_is_reported_with_reason_and_log_tail(tmp_path: Path) -> None:
+    manager = FakeManager([1])
+
+    def renderer(job: RenderJob) -> RenderOutcome:
+        return RenderOutcome(ok=False, error="Blender crashed (exit code -11)", log_tail=["boom"])
+
+    stop, thread, result = _start(tmp_path, manager, renderer)
+    manager.wait_for("fail")
+    _stop(stop, thread, result)
+    assert manager.body("fail") == {
+        "reason": "Blender crashed (exit code -11)",
+        "log_lines": ["boom"],
+    }
+    assert "complete" not in manager.names()
+
+
+def test_missing_frame_fails_the_task(tmp_path: Path) -> None:
+    manager = FakeManager([1, 2])
+
+    def renderer(job: RenderJob) -> RenderOutcome:
+        job.on_frame_saved(1, _write_frame(job, 1))
+        return RenderOutcome(ok=True)
+
+    stop, thread, result = _start(tmp_path, manager, renderer)
+    manager.wait_for("fail")
+    _stop(stop, thread, result)
+    assert "did not save frames 2" in manager.body("fail")["reason"]
+
+
+def _render_until_canceled(started: threading.Event) -> Callable[[RenderJob], RenderOutcome]:
+    def renderer(job: RenderJob) -> RenderOutcome:
+        job.on_log("rendering forever")
+        started.set()
+        assert job.cancel.wait(10), "render was never canceled"
+        return RenderOutcome(ok=False, error="canceled")
+
+    return renderer
+
+
+def test_keep_going_false_cancels_render_and_drops_task(tmp_path: Path) -> None:
+    manager = FakeManager([1])
+    manager.keep_going = False
+    started = threading.Event()
+    stop, thread, result = _start(tmp_path, manager, _render_until_canceled(started))
+    assert started.wait(5)
+    manager.wait_for("progress")
+    time.sleep(0.5)
+    _stop(stop, thread, result)
+    assert not {"complete", "fail", "release"} & set(manager.names())
+
+
+def test_heartbeat_abort_cancels_render(tmp_path: Path) -> None:
+    manager = FakeManager([1])
+    manager.abort = [11]
+    started = threading.Event()
+    stop, thread, result = _start(tmp_path, manager, _render_until_canceled(started))
+    assert started.wait(5)
+    time.sleep(0.6)
+    _stop(stop, thread, result)
+    assert not {"complete", "fail", "release"} & set(manager.names())
+
+
+def test_stop_cancels_render_releases_task_and_signs_off_quickly(tmp_path: Path) -> None:
+    manager = FakeManager([1])
+    started = threading.Event()
+    stop, thread, result = _start(tmp_path, manager, _render_until_canceled(started))
+    assert started.wait(5)
+    t0 = time.monotonic()
+    _stop(stop, thread, result)
+    assert time.monotonic() - t0 < 4
+    names = manager.names()
+    assert "release" in names and "fail" not in names and "complete" not in names
+    assert names.index("release") < names.index("sign-off")
+
+
+def test_manager_outage_mid_task_does_not_lose_the_task(tmp_path: Path) -> None:
+    manager = FakeManager([1, 2])
+
+    def renderer(job: RenderJob) -> RenderOutcome:
+        job.on_frame_saved(1, _write_frame(job, 1))
+        manager.unreachable = True  # the manager restarts while frame 2 renders
+        job.on_frame_saved(2, _write_frame(job, 2))
+        threading.Timer(1.5, lambda: setattr(manager, "unreachable", False)).start()
+        return RenderOutcome(ok=True)
+
+    stop, thread, result = _start(tmp_path, manager, renderer)
+    manager.wait_for("complete", timeout=20)
+    _stop(stop, thread, result)
+    assert manager.body("complete")["frames"] == [1, 2]
+    assert "fail" not in manager.names()
+
+
+def test_stored_identity_is_reused_without_registering(tmp_path: Path) -> None:
+    manager = FakeManager([])
+    manager.tasks = []
+    save_identity(tmp_path / "work", Identity(URL, 5, "w1", "secret-1"))
+    stop, thread, result = _start(tmp_path, manager, _render_until_canceled(threading.Event()))
+    manager.wait_for("claim")
+    _stop(stop, thread, result)
+    assert "register" not in manager.names()
+
+
+def test_rejected_identity_registers_again(tmp_path: Path) -> None:
+    manager = FakeManager([])
+    manager.tasks = []
+    save_identity(tmp_path / "work", Identity(URL, 4, "w1", "stale"))
+    stop, thread, result = _start(tmp_path, manager, _render_until_canceled(threading.Event()))
+    manager.wait_for("claim")
+    _stop(stop, thread, result)
+    assert manager.names()[:2] == ["heartbeat", "register"]
+    assert load_identity(tmp_path / "work") == Identity(URL, 5, "w1", "secret-1")
+
+
+def test_bad_registration_token_exits_non_zero(tmp_path: Path) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(403, json={"detail": "invalid registration token"})
+
+    code = run_worker(
+        _settings(tmp_path),
+        renderer=lambda job: RenderOutcome(ok=True),
+        transport=httpx.MockTransport(handler),
+        stop=threading.Event(),
+    )
+    assert code == 2
+
+
+@pytest.mark.parametrize("bad", ["/etc/passwd", "../escape.blend", "a/../../b"])
+def test_task_with_escaping_path_fails_without_writing(tmp_path: Path, bad: str) -> None:
+    manager = FakeManager([1])
+    manager.tasks[0]["files"][0]["path"] = bad
+    rendered: list[int] = []
+    stop, thread, result = _start(
+        tmp_path, manager, lambda job: rendered.append(1) or RenderOutcome(ok=True)
+    )
+    manager.wait_for("fail")
+    _stop(stop, thread, result)
+    assert "cannot fetch the job's files" in manager.body("fail")["reason"]
+    assert rendered == []
+    assert "download" not in manager.names()
