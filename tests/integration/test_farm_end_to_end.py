@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from farmhand.shared.images import verify_image
 
 from farmhand.scenes import make_scene
-from farmhand.shared.images import verify_image
 from farmhand.shared.schemas import JobDetail, JobSettings, JobStatus
 from tests.integration.processes import LiveFarm, live_farm, wait_for
 
@@ -37,10 +37,14 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def finished(farm: LiveFarm, job_id: int) -> JobDetail | None:
     with farm.client() as client:
         job = client.get_job(job_id)
-    return job if job.status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED) else None
+    return (
+        job if job.status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED) else None
+    )
 
 
-def submit(farm: LiveFarm, blend: Path, frames: tuple[int, int], chunk: int, **extra: object) -> int:
+def submit(
+    farm: LiveFarm, blend: Path, frames: tuple[int, int], chunk: int, **extra: object
+) -> int:
     settings = JobSettings(frame_start=frames[0], frame_end=frames[1], chunk_size=chunk, **extra)  # type: ignore[arg-type]
     with farm.client() as client:
         return client.submit_blend(blend, settings).id
