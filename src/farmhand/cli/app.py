@@ -2,7 +2,17 @@
 
 import typer
 
+from farmhand.cli import jobs_cmd
+from farmhand.cli.demo_cmd import demo
+from farmhand.cli.manager_cmd import manager
+from farmhand.cli.worker_cmd import worker
+
 app = typer.Typer(no_args_is_help=True, help="farmhand: a distributed render farm for Blender.")
+app.command()(manager)
+app.command()(worker)
+# TODO: app.command()(node) once farmhand.cli.node_cmd lands.
+jobs_cmd.register(app)
+app.command()(demo)
 
 
 def main() -> None:

@@ -234,7 +234,11 @@ class Agent:
                 task = self._claim()
                 if task is not None:
                     self._run_task(task)
+        except FarmhandError as exc:
+            self.log.error("manager refused this worker", error=str(exc))
+            return 2
         finally:
+            self.stop.set()
             self._sign_off()
         return 0
 
@@ -257,6 +261,8 @@ class Agent:
         self._register()
 
     def _register(self) -> None:
+        if not self.settings.registration_token:
+            raise FarmhandError("no registration token: pass --token or set FARMHAND_RUNNER_TOKEN")
         forget_identity(self.settings.work_dir)
         self.client.set_token(None)
         registered = self._retry_forever(

@@ -1,0 +1,279 @@
+"""`farmhand submit | jobs | job | cancel | download`: the people's side of the farm."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from farmhand.cli.config import ConfigError, resolve
+from farmhand.client import FarmhandClient, FarmhandError
+from farmhand.shared.frames import FrameRangeError, parse_frame_range
+from farmhand.shared.schemas import JobDetail, JobSettings, JobStatus, OutputFormat
+
+console = Console()
+err = Console(stderr=True)
+
+FINISHED = {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED}
+MAX_POLL_SECONDS = 1.0
+
+UrlOption = Annotated[str | None, typer.Option("--url", help="Manager URL [env FARMHAND_URL].")]
+TokenOption = Annotated[
+    str | None, typer.Option("--token", help="API token [env FARMHAND_TOKEN].", show_default=False)
+]
+
+
+def fail(message: str) -> typer.Exit:
+    """Print one red line (no traceback) and return the exit to raise."""
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(1)
+
+
+@contextmanager
+def manager_errors() -> Iterator[None]:
+    """Turn the manager's (and the config's) errors into one red line and exit 1."""
+    try:
+        yield
+    except (FarmhandError, ConfigError) as exc:
+        raise fail(str(exc)) from None
+
+
+def open_client(url: str | None, token: str | None) -> FarmhandClient:
+    config = resolve(url, token)
+    return FarmhandClient(config.url, config.token)
+
+
+def frame_bounds(frames: str) -> tuple[int, int]:
+    """First and last frame of a `1-250` style range (validated locally, before upload)."""
+    try:
+        parsed = parse_frame_range(frames)
+    except FrameRangeError as exc:
+        raise fail(f"--frames {frames!r}: {exc}") from None
+    numbers = list(parsed)
+    if not numbers:
+        raise fail(f"--frames {frames!r} selects no frame")
+    return min(numbers), max(numbers)
+
+
+def transfer_progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    )
+
+
+def submit(
+    file: Annotated[Path, typer.Argument(help="The .blend to render.", show_default=False)],
+    frames: Annotated[str, typer.Option(help="Frame range, e.g. 1-250.")] = "1",
+    chunk: Annotated[int, typer.Option(min=1, help="Frames per task.")] = 10,
+    priority: Annotated[int, typer.Option(min=0, max=100)] = 50,
+    name: Annotated[str, typer.Option(help="Job name (default: the file name).")] = "",
+    output_format: Annotated[
+        str | None, typer.Option("--format", help="PNG, JPEG or OPEN_EXR (default: as saved).")
+    ] = None,
+    resolution_percentage: Annotated[int | None, typer.Option(min=1, max=1000)] = None,
+    samples: Annotated[int | None, typer.Option(min=1)] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the job, then download.")] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Where --wait puts the frames.")
+    ] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Upload a .blend and queue it for rendering."""
+    if not file.is_file():
+        raise fail(f"{file}: no such file")
+    if file.suffix.lower() != ".blend":
+        raise fail(f"{file}: not a .blend file")
+    first, last = frame_bounds(frames)
+    fmt = output_format.upper() if output_format else None
+    if fmt is not None and fmt not in ("PNG", "JPEG", "OPEN_EXR"):
+        raise fail(f"--format {output_format!r}: choose PNG, JPEG or OPEN_EXR")
+    try:
+        settings = JobSettings(
+            name=name,
+            frame_start=first,
+            frame_end=last,
+            chunk_size=chunk,
+            priority=priority,
+            output_format=_as_format(fmt),
+            resolution_percentage=resolution_percentage,
+            samples=samples,
+        )
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    with manager_errors(), open_client(url, token) as client:
+        with transfer_progress() as bar:
+            upload = bar.add_task(f"uploading {file.name}", total=file.stat().st_size)
+            accepted = client.submit_blend(
+                file, settings, lambda done, total: bar.update(upload, completed=done, total=total)
+            )
+        where = f"{client.base_url}{accepted.location}"
+        console.print(f"job [bold]{accepted.id}[/bold] {accepted.status}  {where}")
+        if wait:
+            job = follow(client, accepted.id)
+            finish(client, job, output or Path("farmhand-output") / str(job.id))
+
+
+def _as_format(fmt: str | None) -> OutputFormat | None:
+    if fmt == "PNG":
+        return "PNG"
+    if fmt == "JPEG":
+        return "JPEG"
+    if fmt == "OPEN_EXR":
+        return "OPEN_EXR"
+    return None
+
+
+def follow(
+    client: FarmhandClient,
+    job_id: int,
+    sleep: Callable[[float], None] = time.sleep,
+) -> JobDetail:
+    """Show frames done/total until the job finishes, polling as `Retry-After` asks."""
+    with Progress(
+        TextColumn("job {task.fields[job]} {task.fields[status]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("frames"),
+        TimeRemainingColumn(),
+        console=err,
+    ) as bar:
+        task = bar.add_task("render", total=None, job=job_id, status="queued")
+        while True:
+            poll = client.poll_job(job_id)
+            job = poll.job
+            bar.update(task, completed=job.frames_done, total=job.frames_total, status=job.status)
+            if job.status in FINISHED:
+                return job
+            delay = poll.retry_after if poll.retry_after is not None else MAX_POLL_SECONDS
+            sleep(min(max(delay, 0.1), MAX_POLL_SECONDS))
+
+
+def finish(client: FarmhandClient, job: JobDetail, output: Path) -> None:
+    """Download a completed job's frames; exit non-zero with the reason otherwise."""
+    if job.status != JobStatus.COMPLETED:
+        reason = job.status_reason or _first_task_error(job) or "no reason given"
+        raise fail(f"job {job.id} {job.status}: {reason}")
+    written = download_with_bar(client, job.id, output)
+    console.print(f"{len(written)} frames in {output}")
+
+
+def _first_task_error(job: JobDetail) -> str | None:
+    return next((t.last_error for t in job.tasks if t.last_error), None)
+
+
+def download_with_bar(client: FarmhandClient, job_id: int, output: Path) -> list[Path]:
+    with transfer_progress() as bar:
+        task = bar.add_task(f"downloading job {job_id}", total=None)
+        return client.download_outputs(
+            job_id, output, lambda done, total: bar.update(task, completed=done, total=total)
+        )
+
+
+def jobs(url: UrlOption = None, token: TokenOption = None) -> None:
+    """List jobs, newest first."""
+    with manager_errors(), open_client(url, token) as client:
+        rows = client.list_jobs()
+    table = Table("id", "name", "owner", "status", "progress", "frames", "created")
+    for job in rows:
+        table.add_row(
+            str(job.id),
+            job.name,
+            job.owner,
+            _status(job.status),
+            f"{job.progress:.0f}%",
+            f"{job.frames_done}/{job.frames_total}",
+            job.created_at.strftime("%Y-%m-%d %H:%M"),
+        )
+    console.print(table)
+
+
+def job(
+    job_id: Annotated[int, typer.Argument(help="Job id.", show_default=False)],
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Show one job and its tasks."""
+    with manager_errors(), open_client(url, token) as client:
+        detail = client.get_job(job_id)
+    console.print(
+        f"[bold]job {detail.id}[/bold] {detail.name!r} by {detail.owner}: "
+        f"{_status(detail.status)} {detail.progress:.0f}% "
+        f"({detail.frames_done}/{detail.frames_total} frames), file {detail.main_file}"
+    )
+    if detail.status_reason:
+        console.print(f"reason: {detail.status_reason}")
+    if detail.eta_seconds is not None:
+        console.print(f"eta: {detail.eta_seconds:.0f} s")
+    table = Table("task", "frames", "status", "done", "attempts", "worker", "error")
+    for task in detail.tasks:
+        frames = f"{task.frames[0]}-{task.frames[-1]}" if task.frames else "-"
+        table.add_row(
+            str(task.index),
+            frames,
+            _status(task.status),
+            f"{task.frames_done}/{len(task.frames)}",
+            str(task.attempts),
+            task.worker or "",
+            task.last_error or "",
+        )
+    console.print(table)
+
+
+def cancel(
+    job_id: Annotated[int, typer.Argument(help="Job id.", show_default=False)],
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Cancel a job; workers stop its renders within seconds."""
+    with manager_errors(), open_client(url, token) as client:
+        summary = client.cancel_job(job_id)
+    console.print(f"job {summary.id} {_status(summary.status)}")
+
+
+def download(
+    job_id: Annotated[int, typer.Argument(help="Job id.", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Destination folder.")] = Path("."),
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Download every rendered frame of a job."""
+    with manager_errors(), open_client(url, token) as client:
+        written = download_with_bar(client, job_id, output)
+    console.print(f"{len(written)} files in {output}")
+
+
+def _status(status: str) -> str:
+    colour = {
+        "completed": "green",
+        "failed": "red",
+        "canceled": "yellow",
+        "active": "cyan",
+    }.get(status, "white")
+    return f"[{colour}]{status}[/{colour}]"
+
+
+def register(app: typer.Typer) -> None:
+    for command in (submit, jobs, job, cancel, download):
+        app.command()(command)

@@ -1,0 +1,75 @@
+"""`farmhand worker`: run a render worker that pulls tasks from a manager."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from farmhand.shared.logconfig import configure_logging
+from farmhand.worker.agent import WorkerSettings, run_worker
+
+
+def default_name() -> str:
+    """The host name, cut to what a runner name may hold."""
+    name = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())
+    return (name.lstrip("._-") or "worker")[:100]
+
+
+def default_work_dir(name: str) -> Path:
+    return Path.home() / ".cache" / "farmhand" / f"worker-{name}"
+
+
+def worker(
+    manager: Annotated[
+        str, typer.Option("--manager", envvar="FARMHAND_URL", help="Manager URL.")
+    ] = "http://localhost:8080",
+    token: Annotated[
+        str,
+        typer.Option(
+            "--token",
+            envvar="FARMHAND_RUNNER_TOKEN",
+            help="Runner registration token (only needed the first time).",
+            show_default=False,
+        ),
+    ] = "",
+    name: Annotated[
+        str | None, typer.Option(help="Worker name (default: host name).", show_default=False)
+    ] = None,
+    blender: Annotated[
+        str | None,
+        typer.Option(envvar="FARMHAND_BLENDER", help="Blender executable (default: found)."),
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=0, help="Render threads (default: all cores).")
+    ] = None,
+    work_dir: Annotated[
+        Path | None,
+        typer.Option(help="Cache, job files, logs (default: ~/.cache/farmhand/worker-NAME)."),
+    ] = None,
+    heartbeat_interval: Annotated[float, typer.Option(min=0.1)] = 5.0,
+    poll_wait: Annotated[float, typer.Option(min=0.0, max=60.0)] = 20.0,
+    ca_bundle: Annotated[
+        Path | None, typer.Option(help="CA bundle to verify the manager's TLS certificate.")
+    ] = None,
+    insecure: Annotated[bool, typer.Option(help="Do not verify TLS (testing only).")] = False,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    """Run a worker: register, then render tasks until stopped (Ctrl-C / SIGTERM)."""
+    configure_logging("worker", log_level.upper())
+    worker_name = name or default_name()
+    verify: bool | str = str(ca_bundle) if ca_bundle else not insecure
+    settings = WorkerSettings(
+        manager_url=manager.rstrip("/"),
+        registration_token=token,
+        name=worker_name,
+        work_dir=(work_dir or default_work_dir(worker_name)).expanduser(),
+        blender=blender,
+        threads=threads or None,
+        heartbeat_interval=heartbeat_interval,
+        poll_wait=poll_wait,
+        verify=verify,
+    )
+    raise typer.Exit(run_worker(settings))

@@ -1,0 +1,100 @@
+"""`farmhand submit/jobs/cancel` as a person sees them: messages and exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from farmhand.cli import jobs_cmd
+from farmhand.cli.app import app
+from farmhand.cli.config import ConfigError, resolve
+from farmhand.client import FarmhandClient
+
+runner = CliRunner()
+
+
+def _use_manager(monkeypatch: pytest.MonkeyPatch, handler: object) -> None:
+    transport = httpx.MockTransport(handler)  # type: ignore[arg-type]
+    monkeypatch.setattr(
+        jobs_cmd,
+        "open_client",
+        lambda url, token: FarmhandClient("http://m.test", "t", transport=transport),
+    )
+
+
+def test_submit_refuses_missing_file_and_non_blend(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["submit", str(tmp_path / "nope.blend"), "--token", "t"])
+    assert result.exit_code == 1
+    assert "no such file" in result.output
+    other = tmp_path / "scene.txt"
+    other.write_text("x")
+    result = runner.invoke(app, ["submit", str(other), "--token", "t"])
+    assert result.exit_code == 1 and "not a .blend" in result.output
+
+
+def test_submit_refuses_bad_frame_range_before_uploading(tmp_path: Path) -> None:
+    blend = tmp_path / "a.blend"
+    blend.write_bytes(b"x")
+    result = runner.invoke(app, ["submit", str(blend), "--frames", "10-1", "--token", "t"])
+    assert result.exit_code == 1
+    assert "--frames" in result.output
+
+
+def test_submit_prints_job_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blend = tmp_path / "shot.blend"
+    blend.write_bytes(b"blend")
+    created: list[dict[str, object]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/blobs/missing":
+            return httpx.Response(200, json={"missing": []})
+        created.append(json.loads(request.content))
+        return httpx.Response(202, json={"id": 42, "status": "queued", "location": "/api/jobs/42"})
+
+    _use_manager(monkeypatch, handler)
+    result = runner.invoke(
+        app, ["submit", str(blend), "--frames", "1-20", "--chunk", "5", "--format", "png"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "job 42 queued" in result.output
+    assert created[0]["frame_end"] == 20 and created[0]["output_format"] == "PNG"
+
+
+def test_manager_error_is_one_red_line_without_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    _use_manager(monkeypatch, lambda r: httpx.Response(404, json={"detail": "job 9 not found"}))
+    result = runner.invoke(app, ["cancel", "9"])
+    assert result.exit_code == 1
+    assert "job 9 not found" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_jobs_table_lists_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    job = {
+        "id": 3, "name": "shot", "owner": "ann", "status": "active", "priority": 50,
+        "progress": 25.0, "frames_done": 1, "frames_total": 4,
+        "created_at": "2024-05-01T10:00:00Z", "started_at": None, "finished_at": None,
+    }  # fmt: skip
+    _use_manager(monkeypatch, lambda r: httpx.Response(200, json=[job]))
+    result = runner.invoke(app, ["jobs"])
+    assert result.exit_code == 0, result.output
+    assert "shot" in result.output and "1/4" in result.output
+
+
+def test_config_order_flag_env_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('url = "http://file:1"\ntoken = "filetok"\n')
+    env = {"FARMHAND_CONFIG": str(cfg)}
+    assert resolve(None, None, env).token == "filetok"
+    assert resolve(None, None, env).url == "http://file:1"
+    env["FARMHAND_TOKEN"] = "envtok"
+    assert resolve(None, None, env).token == "envtok"
+    assert resolve("http://flag:2/", "flagtok", env).url == "http://flag:2"
+    with pytest.raises(ConfigError, match="no API token"):
+        resolve(None, None, {"FARMHAND_CONFIG": str(tmp_path / "none.toml")})
+    assert (
+        resolve(None, "t", {"FARMHAND_CONFIG": str(tmp_path / "x")}).url == "http://localhost:8080"
+    )
