@@ -22,6 +22,7 @@ class FrameRangeError(ValueError):
 
 
 def check_frame(frame: int, what: str = "frame") -> int:
+    """Refuse anything Blender would clamp or choke on; bools are not frames even if ints."""
     if isinstance(frame, bool) or not isinstance(frame, int):
         raise FrameRangeError(f"{what} must be a whole number, not {frame!r}")
     if not -MAX_FRAME <= frame <= MAX_FRAME:
@@ -39,7 +40,9 @@ def frame_list(start: int, end: int, step: int = 1) -> list[int]:
         raise FrameRangeError(f"end frame {end} is before start frame {start}")
     count = (end - start) // step + 1
     if count > MAX_FRAMES_PER_JOB:
-        raise FrameRangeError(f"{count} frames is more than the {MAX_FRAMES_PER_JOB} a job may have")
+        raise FrameRangeError(
+            f"{count} frames is more than the {MAX_FRAMES_PER_JOB} a job may have"
+        )
     return list(range(start, end + 1, step))
 
 
