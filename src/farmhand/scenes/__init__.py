@@ -1,0 +1,53 @@
+"""Small scenes made with Blender at run time, for the demo, the tests and benchmarks."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from farmhand.worker.blender.discovery import BlenderInstall, find_blender
+
+BUILDER = Path(__file__).with_name("build_scene.py")
+VARIANTS = ("animated", "no-camera", "autoexec", "slow")
+
+
+class SceneBuildError(RuntimeError):
+    pass
+
+
+def make_scene(
+    out: Path,
+    variant: str = "animated",
+    *,
+    install: BlenderInstall | None = None,
+    width: int = 64,
+    height: int = 48,
+    frames: str = "1-24",
+    samples: int = 4,
+    engine: str = "CYCLES",
+    marker: Path | None = None,
+) -> Path:
+    """Build a scene with Blender (the bpy module unless `install` says otherwise)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown scene variant {variant!r}; one of {VARIANTS}")
+    install = install or find_blender("bpy")
+    out = Path(out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    options = [
+        "--out", str(out), "--variant", variant, "--width", str(width),
+        "--height", str(height), "--frames", frames, "--samples", str(samples),
+        "--engine", engine, "--marker", str(marker or ""),
+    ]  # fmt: skip
+    if install.kind == "module":
+        command = [install.python, str(BUILDER), "--", *options]
+    else:
+        assert install.path is not None
+        command = [install.path, "-b", "--factory-startup", "--python-exit-code", "1",
+                   "--python", str(BUILDER), "--", *options]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    if result.returncode != 0 or not out.exists():
+        raise SceneBuildError(
+            f"building the {variant} scene failed ({result.returncode}):\n"
+            + (result.stdout + result.stderr)[-3000:]
+        )
+    return out

@@ -1,0 +1,100 @@
+"""Which Blender a worker uses.
+
+In order: `--blender` (a path, or `bpy` for the module), `FARMHAND_BLENDER`, `blender`
+on PATH, then the `bpy` module (Blender as a Python module, `pip install farmhand[blender]`).
+The module is probed in a child process: importing bpy costs hundreds of megabytes,
+which the worker process itself has no use for.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+MODULE_SPECS = {"bpy", "module"}
+
+
+class BlenderNotFound(RuntimeError):
+    """No usable Blender; the message says how to get one."""
+
+
+@dataclass(frozen=True)
+class BlenderInstall:
+    kind: Literal["executable", "module"]
+    path: str | None
+    """The executable (None for the module, which runs under `python`)."""
+    version: str
+    python: str = sys.executable
+    """The interpreter that imports `bpy` (module kind only)."""
+
+    @property
+    def spec(self) -> str:
+        """What to pass as `--blender` to get this Blender again."""
+        return self.path if self.kind == "executable" and self.path else "bpy"
+
+
+def executable_version(path: str) -> str:
+    try:
+        result = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise BlenderNotFound(f"cannot run {path}: {error}") from error
+    match = re.search(r"Blender (\d+\.\d+(?:\.\d+)?)", result.stdout)
+    if match is None:
+        raise BlenderNotFound(f"{path} does not look like Blender (`--version` said nothing useful)")
+    return match.group(1)
+
+
+def module_version(python: str = sys.executable) -> str | None:
+    try:
+        result = subprocess.run(
+            [python, "-c", "import bpy, sys; sys.stdout.write(bpy.app.version_string)"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.match(r"\d+\.\d+(?:\.\d+)?", result.stdout.strip())
+    return match.group(0) if result.returncode == 0 and match else None
+
+
+def _from_spec(spec: str, origin: str) -> BlenderInstall:
+    if spec in MODULE_SPECS:
+        version = module_version()
+        if version is None:
+            raise BlenderNotFound(
+                f"{origin} asks for the bpy module, but `import bpy` fails in {sys.executable}; "
+                "install it with `pip install 'farmhand[blender]'` (needs Python 3.11)"
+            )
+        return BlenderInstall("module", None, version)
+    path = shutil.which(spec) or (spec if os.path.isfile(spec) else None)
+    if path is None:
+        raise BlenderNotFound(f"{origin} names {spec!r}, which is not an executable file")
+    return BlenderInstall("executable", os.path.abspath(path), executable_version(path))
+
+
+def find_blender(explicit: str | None = None, env: Mapping[str, str] | None = None) -> BlenderInstall:
+    env = os.environ if env is None else env
+    if explicit:
+        return _from_spec(explicit, "--blender")
+    if env.get("FARMHAND_BLENDER"):
+        return _from_spec(env["FARMHAND_BLENDER"], "FARMHAND_BLENDER")
+    on_path = shutil.which("blender")
+    if on_path:
+        return BlenderInstall("executable", on_path, executable_version(on_path))
+    version = module_version()
+    if version is not None:
+        return BlenderInstall("module", None, version)
+    raise BlenderNotFound(
+        "no Blender found: pass --blender /path/to/blender, set FARMHAND_BLENDER, put "
+        "`blender` on PATH, or install the module with `pip install 'farmhand[blender]'`"
+    )

@@ -1,0 +1,136 @@
+"""The driver: runs *inside* Blender and renders what the worker asks, reporting events.
+
+Started as `blender -b --factory-startup -Y --python driver.py --` (an installed Blender)
+or `python driver.py` (the `bpy` module). It reads one JSON command a line on stdin and
+writes one JSON event a line on stdout, each behind MARK so events stand out from
+Blender's own chatter. Commands:
+
+    {"cmd": "open", "blend": PATH}
+    {"cmd": "render", "frames": [..], "output_dir": DIR, "file_stem": "frame_",
+     "output_format": "PNG"|"JPEG"|"OPEN_EXR"|null, "resolution_percentage": int|null,
+     "samples": int|null, "threads": int|null, "engine": str|null}
+    {"cmd": "quit"}
+
+One process can take many commands, so a Blender session can outlive one task. The file
+is opened with use_scripts=False: Python embedded in a .blend never runs here.
+
+This file must run on every supported Blender's Python (3.10 for Blender 3.4): standard
+library and bpy only, no newer syntax, no farmhand imports.
+"""
+
+import json
+import os
+import sys
+import time
+import traceback
+
+import bpy
+
+MARK = "@@farmhand@@ "
+EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "OPEN_EXR": ".exr", "OPEN_EXR_MULTILAYER": ".exr"}
+
+
+def emit(event, **fields):
+    fields["event"] = event
+    sys.stdout.write("\n" + MARK + json.dumps(fields) + "\n")
+    sys.stdout.flush()
+
+
+def scene_facts(scene):
+    render = scene.render
+    return {
+        "scene": scene.name,
+        "frame_start": scene.frame_start,
+        "frame_end": scene.frame_end,
+        "resolution_x": render.resolution_x,
+        "resolution_y": render.resolution_y,
+        "resolution_percentage": render.resolution_percentage,
+        "engine": render.engine,
+        "fps": scene.render.fps,
+        "output_format": render.image_settings.file_format,
+        "has_camera": scene.camera is not None,
+    }
+
+
+def cmd_open(command):
+    bpy.ops.wm.open_mainfile(filepath=command["blend"], load_ui=False, use_scripts=False)
+    emit("opened", **scene_facts(bpy.context.scene))
+
+
+def apply_overrides(scene, command):
+    render = scene.render
+    if command.get("engine"):
+        render.engine = command["engine"]
+    if command.get("output_format"):
+        render.image_settings.file_format = command["output_format"]
+    if command.get("resolution_percentage"):
+        render.resolution_percentage = int(command["resolution_percentage"])
+    if command.get("threads"):
+        render.threads_mode = "FIXED"
+        render.threads = int(command["threads"])
+    if render.engine == "CYCLES":
+        scene.cycles.device = "CPU"
+        if command.get("samples"):
+            scene.cycles.samples = int(command["samples"])
+    elif command.get("samples") and hasattr(scene, "eevee"):
+        scene.eevee.taa_render_samples = int(command["samples"])
+    render.use_file_extension = True
+
+
+def cmd_render(command):
+    scene = bpy.context.scene
+    apply_overrides(scene, command)
+    render = scene.render
+    extension = EXTENSIONS.get(render.image_settings.file_format)
+    if extension is None:
+        raise ValueError(
+            "output format %s is not an image format farmhand collects"
+            % render.image_settings.file_format
+        )
+    width = render.resolution_x * render.resolution_percentage // 100
+    height = render.resolution_y * render.resolution_percentage // 100
+    output_dir = command["output_dir"]
+    os.makedirs(output_dir, exist_ok=True)
+    stem = command.get("file_stem", "frame_")
+    for frame in command["frames"]:
+        emit("frame_started", frame=frame)
+        scene.frame_set(frame)
+        base = os.path.join(output_dir, "%s%04d" % (stem, frame) if frame >= 0 else
+                            "%sm%04d" % (stem, -frame))
+        render.filepath = base
+        started = time.monotonic()
+        bpy.ops.render.render(write_still=True)
+        emit(
+            "frame_saved",
+            frame=frame,
+            path=base + extension,
+            seconds=round(time.monotonic() - started, 3),
+            width=width,
+            height=height,
+        )
+    emit("render_done", frames=len(command["frames"]))
+
+
+def main():
+    emit("ready", version=bpy.app.version_string)
+    handlers = {"open": cmd_open, "render": cmd_render}
+    for line in sys.stdin:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            command = json.loads(line)
+            name = command.get("cmd")
+            if name == "quit":
+                break
+            handler = handlers.get(name)
+            if handler is None:
+                raise ValueError("unknown command %r" % (name,))
+            handler(command)
+        except Exception as error:  # reported, never swallowed: the worker fails the task
+            message = str(error).strip() or error.__class__.__name__
+            emit("error", message=message, traceback=traceback.format_exc())
+    emit("bye")
+
+
+main()

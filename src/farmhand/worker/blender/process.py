@@ -1,0 +1,241 @@
+"""Run one Blender for one render request, and decide honestly whether it worked.
+
+Blender can exit 0 after failing (a missing camera is an error *message*), and a killed
+Blender leaves half-written files. So success here means all of: the process exited 0,
+the driver reported no error, and every expected frame exists and is a complete image
+of the expected size. Anything else is a failure with one line a person can act on.
+
+Blender runs in its own process group, so canceling kills it and anything it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from farmhand.shared.images import ImageError, verify_image
+from farmhand.worker.blender.discovery import BlenderInstall
+from farmhand.worker.blender.events import DriverError, Event, FrameSaved, parse_event_line
+
+DRIVER = Path(__file__).with_name("driver.py")
+KILL_GRACE = 3.0
+LOG_TAIL = 50
+
+
+@dataclass
+class RenderRequest:
+    blend_path: Path
+    frames: list[int]
+    output_dir: Path
+    output_format: str | None = None
+    resolution_percentage: int | None = None
+    samples: int | None = None
+    threads: int | None = None
+    engine: str | None = None
+    file_stem: str = "frame_"
+
+
+@dataclass
+class RenderResult:
+    ok: bool
+    frames: dict[int, Path] = field(default_factory=dict)
+    """Frames saved and verified."""
+    error: str | None = None
+    exit_code: int | None = None
+    log_tail: list[str] = field(default_factory=list)
+
+
+def blender_command(install: BlenderInstall, threads: int | None = None) -> list[str]:
+    """The argument list that starts the driver in this Blender (never a shell string)."""
+    if install.kind == "module":
+        return [install.python, str(DRIVER)]
+    assert install.path is not None
+    command = [install.path, "-b", "--factory-startup", "-Y", "--python-exit-code", "1"]
+    if threads:
+        command += ["-t", str(threads)]
+    return [*command, "--python", str(DRIVER), "--"]
+
+
+def commands_for(request: RenderRequest) -> list[dict[str, object]]:
+    return [
+        {"cmd": "open", "blend": str(request.blend_path)},
+        {
+            "cmd": "render",
+            "frames": request.frames,
+            "output_dir": str(request.output_dir),
+            "file_stem": request.file_stem,
+            "output_format": request.output_format,
+            "resolution_percentage": request.resolution_percentage,
+            "samples": request.samples,
+            "threads": request.threads,
+            "engine": request.engine,
+        },
+        {"cmd": "quit"},
+    ]
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        number = -code
+        name = signal.Signals(number).name if number in signal.Signals._value2member_map_ else ""
+        hint = " (out of memory?)" if number == signal.SIGKILL else ""
+        return f"Blender was killed by signal {number} {name}{hint}".replace("  ", " ")
+    return f"Blender exited with code {code}"
+
+
+def _blender_error_line(lines: list[str]) -> str | None:
+    """The last line in which Blender itself reports an error, if any."""
+    for line in reversed(lines):
+        stripped = line.strip()
+        if stripped.startswith(("Error:", "ERROR", "Traceback")) or "Error: " in stripped:
+            return stripped
+    return None
+
+
+class _Reader(threading.Thread):
+    """Reads Blender's merged output: every line to the log, events to the caller."""
+
+    def __init__(
+        self,
+        stream: object,
+        log_path: Path,
+        on_event: Callable[[Event], None],
+        on_log: Callable[[str], None],
+    ) -> None:
+        super().__init__(daemon=True, name="blender-output")
+        self.stream = stream
+        self.log_path = log_path
+        self.on_event = on_event
+        self.on_log = on_log
+        self.tail: deque[str] = deque(maxlen=LOG_TAIL)
+
+    def run(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("a", encoding="utf-8", errors="replace") as log:
+            for raw in self.stream:  # type: ignore[attr-defined]
+                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                if not line:
+                    continue
+                log.write(line + "\n")
+                log.flush()
+                event = parse_event_line(line)
+                if event is not None:
+                    self.on_event(event)
+                    if isinstance(event, DriverError):
+                        self._log(f"Error: {event.message}")
+                    continue
+                self._log(line)
+
+    def _log(self, line: str) -> None:
+        self.tail.append(line)
+        self.on_log(line)
+
+
+def render(
+    install: BlenderInstall,
+    request: RenderRequest,
+    *,
+    log_path: Path,
+    on_event: Callable[[Event], None] | None = None,
+    on_log: Callable[[str], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> RenderResult:
+    """Render `request` in a fresh Blender and block until it ends or `cancel` is set."""
+    cancel = cancel or threading.Event()
+    request.output_dir.mkdir(parents=True, exist_ok=True)
+    saved: dict[int, FrameSaved] = {}
+    errors: list[DriverError] = []
+
+    def handle(event: Event) -> None:
+        if isinstance(event, FrameSaved):
+            saved[event.frame] = event
+        elif isinstance(event, DriverError):
+            errors.append(event)
+        if on_event is not None:
+            on_event(event)
+
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    process = subprocess.Popen(
+        blender_command(install, request.threads),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env=env,
+    )
+    reader = _Reader(process.stdout, log_path, handle, on_log or (lambda _line: None))
+    reader.start()
+    assert process.stdin is not None
+    try:
+        process.stdin.write(
+            "".join(json.dumps(command) + "\n" for command in commands_for(request)).encode()
+        )
+        process.stdin.close()
+    except BrokenPipeError:
+        pass  # Blender died at start; its exit code and log say why
+
+    canceled = _wait(process, cancel)
+    reader.join(timeout=10)
+    tail = list(reader.tail)
+    code = process.returncode
+    if canceled:
+        return RenderResult(False, {}, "canceled", code, tail)
+
+    frames: dict[int, Path] = {}
+    problems: list[str] = []
+    for frame in request.frames:
+        event = saved.get(frame)
+        if event is None:
+            problems.append(f"missing output for frame {frame}")
+            continue
+        try:
+            verify_image(event.path, event.width, event.height)
+        except ImageError as error:
+            problems.append(f"frame {frame}: {error}")
+            continue
+        frames[frame] = event.path
+
+    error: str | None = None
+    if errors:
+        error = errors[0].message
+    elif code != 0:
+        detail = _blender_error_line(tail)
+        error = describe_exit(code) + (f": {detail}" if detail and code > 0 else "")
+    elif problems:
+        detail = _blender_error_line(tail)
+        error = problems[0] + (f" ({detail})" if detail else "")
+    return RenderResult(error is None, frames, error, code, tail)
+
+
+def _wait(process: subprocess.Popen[bytes], cancel: threading.Event) -> bool:
+    """Wait for Blender to end; if `cancel` is set first, kill its group. True if canceled."""
+    while True:
+        try:
+            process.wait(timeout=0.1)
+            return cancel.is_set()
+        except subprocess.TimeoutExpired:
+            if cancel.is_set():
+                kill_group(process)
+                return True
+
+
+def kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM Blender's process group, then SIGKILL if it is still there after a grace."""
+    for sig, grace in ((signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
