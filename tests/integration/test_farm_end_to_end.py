@@ -15,11 +15,14 @@ from farmhand.shared.images import verify_image
 
 from farmhand.scenes import make_scene
 from farmhand.shared.schemas import JobDetail, JobSettings, JobStatus
-from tests.integration.processes import LiveFarm, live_farm, wait_for
+from farmhand.localfarm import LocalFarm, local_farm
+from tests.integration.waiting import wait_for
 
 pytestmark = [pytest.mark.blender, pytest.mark.slow]
 
 WIDTH, HEIGHT = 64, 48
+BLENDER = "bpy"
+"""Scenes are built with the bpy module (Blender 5.0), so workers render with it too."""
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +37,7 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
-def finished(farm: LiveFarm, job_id: int) -> JobDetail | None:
+def finished(farm: LocalFarm, job_id: int) -> JobDetail | None:
     with farm.client() as client:
         job = client.get_job(job_id)
     return (
@@ -43,14 +46,14 @@ def finished(farm: LiveFarm, job_id: int) -> JobDetail | None:
 
 
 def submit(
-    farm: LiveFarm, blend: Path, frames: tuple[int, int], chunk: int, **extra: object
+    farm: LocalFarm, blend: Path, frames: tuple[int, int], chunk: int, **extra: object
 ) -> int:
     settings = JobSettings(frame_start=frames[0], frame_end=frames[1], chunk_size=chunk, **extra)  # type: ignore[arg-type]
     with farm.client() as client:
         return client.submit_blend(blend, settings).id
 
 
-def check_frames(farm: LiveFarm, job_id: int, frames: range, dest: Path) -> None:
+def check_frames(farm: LocalFarm, job_id: int, frames: range, dest: Path) -> None:
     """Every frame downloads, exactly once, as a valid image of the scene's size."""
     with farm.client() as client:
         outputs = [f for f in client.list_files(job_id) if f.kind == "output"]
@@ -63,10 +66,10 @@ def check_frames(farm: LiveFarm, job_id: int, frames: range, dest: Path) -> None
 
 
 def test_two_workers_render_every_frame(tmp_path: Path, scene: Path) -> None:
-    with live_farm(tmp_path) as farm:
+    with local_farm(tmp_path) as farm:
         farm.start_manager()
-        farm.start_worker("w1")
-        farm.start_worker("w2")
+        farm.start_worker("w1", blender=BLENDER)
+        farm.start_worker("w2", blender=BLENDER)
         job_id = submit(farm, scene, (1, 8), chunk=1)
         job = wait_for(lambda: finished(farm, job_id), 300, "the job to finish")
         assert job.status is JobStatus.COMPLETED, job.status_reason
@@ -76,9 +79,9 @@ def test_two_workers_render_every_frame(tmp_path: Path, scene: Path) -> None:
 
 
 def test_worker_killed_mid_task_is_requeued(tmp_path: Path, scene: Path) -> None:
-    with live_farm(tmp_path, heartbeat_timeout=3.0) as farm:
+    with local_farm(tmp_path, heartbeat_timeout=3.0) as farm:
         farm.start_manager()
-        victim = farm.start_worker("victim")
+        victim = farm.start_worker("victim", blender=BLENDER)
 
         job_id = submit(farm, scene, (1, 6), chunk=3)
 
@@ -91,7 +94,7 @@ def test_worker_killed_mid_task_is_requeued(tmp_path: Path, scene: Path) -> None
 
         wait_for(victim_busy, 120, "the victim to start a task")
         victim.kill()
-        farm.start_worker("survivor")
+        farm.start_worker("survivor", blender=BLENDER)
         job = wait_for(lambda: finished(farm, job_id), 300, "the job to finish")
         assert job.status is JobStatus.COMPLETED, job.status_reason
         requeued = [t for t in job.tasks if t.attempts > 1]
@@ -101,9 +104,9 @@ def test_worker_killed_mid_task_is_requeued(tmp_path: Path, scene: Path) -> None
 
 
 def test_manager_restart_mid_job_loses_nothing(tmp_path: Path, scene: Path) -> None:
-    with live_farm(tmp_path) as farm:
+    with local_farm(tmp_path) as farm:
         manager = farm.start_manager()
-        farm.start_worker("w1")
+        farm.start_worker("w1", blender=BLENDER)
         job_id = submit(farm, scene, (1, 8), chunk=2)
 
         def some_done() -> bool:
@@ -122,9 +125,9 @@ def test_manager_restart_mid_job_loses_nothing(tmp_path: Path, scene: Path) -> N
 
 def test_unrenderable_scene_fails_with_blenders_error(tmp_path: Path) -> None:
     broken = make_scene(tmp_path / "no-camera.blend", "no-camera", width=WIDTH, height=HEIGHT)
-    with live_farm(tmp_path) as farm:
+    with local_farm(tmp_path) as farm:
         farm.start_manager()
-        farm.start_worker("w1")
+        farm.start_worker("w1", blender=BLENDER)
         job_id = submit(farm, broken, (1, 2), chunk=2, max_attempts=2)
         job = wait_for(lambda: finished(farm, job_id), 180, "the job to fail")
         assert job.status is JobStatus.FAILED
@@ -140,9 +143,9 @@ def test_scene_python_never_runs_on_a_worker(tmp_path: Path) -> None:
     evil = make_scene(
         tmp_path / "autoexec.blend", "autoexec", width=WIDTH, height=HEIGHT, marker=marker
     )
-    with live_farm(tmp_path) as farm:
+    with local_farm(tmp_path) as farm:
         farm.start_manager()
-        farm.start_worker("w1")
+        farm.start_worker("w1", blender=BLENDER)
         job_id = submit(farm, evil, (1, 1), chunk=1)
         job = wait_for(lambda: finished(farm, job_id), 180, "the job to finish")
         assert job.status is JobStatus.COMPLETED, job.status_reason

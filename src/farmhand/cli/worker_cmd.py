@@ -10,6 +10,7 @@ import typer
 
 from farmhand.shared.logconfig import configure_logging
 from farmhand.worker.agent import WorkerSettings, run_worker
+from farmhand.worker.blender.discovery import BlenderNotFound
 
 
 def default_name() -> str:
@@ -72,4 +73,10 @@ def worker(
         poll_wait=poll_wait,
         verify=verify,
     )
-    raise typer.Exit(run_worker(settings))
+    try:
+        code = run_worker(settings)
+    except BlenderNotFound as error:
+        # Said at start, not at the first task: a worker that cannot render takes no work.
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)

@@ -560,12 +560,17 @@ class Agent:
 
     # -- outcomes (retried while the manager is away)
 
-    def _flush_logs(self, run: _TaskRun, tlog: FilteringBoundLogger) -> None:
-        """Send buffered log lines before the outcome, so the task log is whole."""
+    def _flush_logs(self, run: _TaskRun, tlog: FilteringBoundLogger) -> bool:
+        """Send buffered log lines before the outcome, so the task log is whole.
+
+        True when every line reached the manager.
+        """
         for _ in range(MAX_PENDING_LOG_LINES // MAX_LOG_LINES_PER_CALL + 1):
             progress = run.take_progress()
-            if progress is None or run.dropped:
-                return
+            if progress is None:
+                return True
+            if run.dropped:
+                return False
             try:
                 call_with_retry(
                     partial(self.client.progress, run.task.task_id, progress),
@@ -576,7 +581,8 @@ class Agent:
                 )
             except (FarmhandError, RetryAborted) as exc:
                 tlog.warning("log lines not sent", error=str(exc))
-                return
+                return False
+        return False
 
     def _complete(self, run: _TaskRun, frames: list[int], tlog: FilteringBoundLogger) -> None:
         self._flush_logs(run, tlog)
@@ -586,8 +592,11 @@ class Agent:
         self, run: _TaskRun, reason: str, tail: list[str], tlog: FilteringBoundLogger
     ) -> None:
         tlog.error("task failed", reason=reason)
-        self._flush_logs(run, tlog)
-        self._outcome(run, lambda: self.client.fail(run.task.task_id, reason, tail), "fail", tlog)
+        # The fail call's lines are appended to the task log: send the tail again only if
+        # the log itself did not get through, so the log never shows them twice.
+        sent = self._flush_logs(run, tlog)
+        lines = [] if sent else tail
+        self._outcome(run, lambda: self.client.fail(run.task.task_id, reason, lines), "fail", tlog)
 
     def _outcome(
         self,
@@ -667,4 +676,9 @@ def run_worker(
 
 def blender_renderer(settings: WorkerSettings) -> tuple[TaskRenderer, list[str]]:
     """The real renderer: Blender found once at start-up, driven per task."""
-    raise RuntimeError("the Blender layer (farmhand.worker.blender) is not available yet")
+    from farmhand.worker.blender.discovery import find_blender
+    from farmhand.worker.blender.renderer import blender_task_renderer
+
+    install = find_blender(settings.blender)
+    log.info("blender found", version=install.version, blender=install.spec)
+    return blender_task_renderer(install), [install.version]

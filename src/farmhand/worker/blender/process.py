@@ -145,17 +145,31 @@ def render(
     log_path: Path,
     on_event: Callable[[Event], None] | None = None,
     on_log: Callable[[str], None] | None = None,
+    on_frame_ready: Callable[[int, Path], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> RenderResult:
-    """Render `request` in a fresh Blender and block until it ends or `cancel` is set."""
+    """Render `request` in a fresh Blender and block until it ends or `cancel` is set.
+
+    `on_frame_ready(frame, path)` is called for each frame as soon as it is written and
+    verified; callbacks run on the thread reading Blender's output and must be quick.
+    """
     cancel = cancel or threading.Event()
     request.output_dir.mkdir(parents=True, exist_ok=True)
-    saved: dict[int, FrameSaved] = {}
+    frames: dict[int, Path] = {}
+    bad_frames: dict[int, str] = {}
     errors: list[DriverError] = []
 
     def handle(event: Event) -> None:
         if isinstance(event, FrameSaved):
-            saved[event.frame] = event
+            # Checked the moment it is written, so it can be uploaded while the next renders.
+            try:
+                verify_image(event.path, event.width, event.height)
+            except ImageError as error:
+                bad_frames[event.frame] = f"frame {event.frame}: {error}"
+            else:
+                frames[event.frame] = event.path
+                if on_frame_ready is not None:
+                    on_frame_ready(event.frame, event.path)
         elif isinstance(event, DriverError):
             errors.append(event)
         if on_event is not None:
@@ -189,19 +203,11 @@ def render(
     if canceled:
         return RenderResult(False, {}, "canceled", code, tail)
 
-    frames: dict[int, Path] = {}
-    problems: list[str] = []
-    for frame in request.frames:
-        event = saved.get(frame)
-        if event is None:
-            problems.append(f"missing output for frame {frame}")
-            continue
-        try:
-            verify_image(event.path, event.width, event.height)
-        except ImageError as error:
-            problems.append(f"frame {frame}: {error}")
-            continue
-        frames[frame] = event.path
+    problems = [
+        bad_frames.get(frame, f"missing output for frame {frame}")
+        for frame in request.frames
+        if frame not in frames
+    ]
 
     error: str | None = None
     if errors:
