@@ -10,6 +10,7 @@ Runs on Blender's own Python (3.10 for Blender 3.4): standard library and bpy on
 """
 
 import argparse
+import contextlib
 import math
 import sys
 
@@ -34,10 +35,8 @@ def parse_args():
 def material(name, colour):
     mat = bpy.data.materials.new(name)
     mat.diffuse_color = colour
-    try:
+    with contextlib.suppress(AttributeError):
         mat.use_nodes = True  # always on (and deprecated) in Blender 5
-    except AttributeError:
-        pass
     if mat.node_tree is not None:
         for node in mat.node_tree.nodes:
             if node.type == "BSDF_PRINCIPLED":
@@ -91,7 +90,7 @@ def build(args):
         # Registered text blocks run when a file is opened with scripts trusted. A worker
         # must never trust them: the tests check that this marker is never written.
         text = bpy.data.texts.new("autoexec.py")
-        text.write("open(%r, 'w').write('scene python ran')\n" % args.marker)
+        text.write(f"open({args.marker!r}, 'w').write('scene python ran')\n")
         text.use_module = True
 
     bpy.ops.wm.save_as_mainfile(filepath=args.out)

@@ -48,7 +48,9 @@ def executable_version(path: str) -> str:
         raise BlenderNotFound(f"cannot run {path}: {error}") from error
     match = re.search(r"Blender (\d+\.\d+(?:\.\d+)?)", result.stdout)
     if match is None:
-        raise BlenderNotFound(f"{path} does not look like Blender (`--version` said nothing useful)")
+        raise BlenderNotFound(
+            f"{path} does not look like Blender (`--version` said nothing useful)"
+        )
     return match.group(1)
 
 
@@ -82,7 +84,9 @@ def _from_spec(spec: str, origin: str) -> BlenderInstall:
     return BlenderInstall("executable", os.path.abspath(path), executable_version(path))
 
 
-def find_blender(explicit: str | None = None, env: Mapping[str, str] | None = None) -> BlenderInstall:
+def find_blender(
+    explicit: str | None = None, env: Mapping[str, str] | None = None
+) -> BlenderInstall:
     env = os.environ if env is None else env
     if explicit:
         return _from_spec(explicit, "--blender")

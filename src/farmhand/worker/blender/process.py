@@ -127,7 +127,12 @@ class _Reader(threading.Thread):
                 log.flush()
                 event = parse_event_line(line)
                 if event is not None:
-                    self.on_event(event)
+                    try:
+                        self.on_event(event)
+                    except Exception as exc:
+                        # This thread must keep draining Blender's output, or Blender
+                        # blocks on a full pipe and the render never ends.
+                        self._log(f"farmhand: event handler failed: {exc!r}")
                     if isinstance(event, DriverError):
                         self._log(f"Error: {event.message}")
                     continue
@@ -135,7 +140,10 @@ class _Reader(threading.Thread):
 
     def _log(self, line: str) -> None:
         self.tail.append(line)
-        self.on_log(line)
+        try:
+            self.on_log(line)
+        except Exception:  # see run(): never stop draining the pipe
+            self.on_log = lambda _line: None
 
 
 def render(
@@ -177,14 +185,21 @@ def render(
 
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
-    process = subprocess.Popen(
-        blender_command(install, request.threads),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env=env,
-    )
+    command = blender_command(install, request.threads)
+    try:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
+    except OSError as exc:
+        # A Blender that was there at discovery can be gone or broken now: a failed
+        # render with the reason, not an exception that takes the worker down.
+        reason = f"cannot start Blender ({command[0]}): {exc.strerror or exc}"
+        return RenderResult(False, {}, reason, None, [reason])
     reader = _Reader(process.stdout, log_path, handle, on_log or (lambda _line: None))
     reader.start()
     assert process.stdin is not None
