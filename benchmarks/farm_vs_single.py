@@ -58,7 +58,11 @@ def farm_makespan(root: Path, blend: Path, frames: list[int], chunk: int, blende
         farm.start_manager()
         for core in (0, 1):
             farm.start_worker(
-                f"core{core}", "--threads", "1", blender=blender, prefix=["taskset", "-c", str(core)]
+                f"core{core}",
+                "--threads",
+                "1",
+                blender=blender,
+                prefix=["taskset", "-c", str(core)],
             )
         time.sleep(3)  # let both workers register and start polling
         settings = JobSettings(frame_start=frames[0], frame_end=frames[-1], chunk_size=chunk)

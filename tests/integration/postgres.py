@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.integration.processes import free_port
+from farmhand.localfarm import free_port
 
 
 def postgres_bin() -> Path | None:

@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from farmhand.shared.images import verify_image
 
-from farmhand.scenes import make_scene
-from farmhand.shared.schemas import JobDetail, JobSettings, JobStatus
 from farmhand.localfarm import LocalFarm, local_farm
+from farmhand.scenes import make_scene
+from farmhand.shared.images import verify_image
+from farmhand.shared.schemas import JobDetail, JobSettings, JobStatus
 from tests.integration.waiting import wait_for
 
 pytestmark = [pytest.mark.blender, pytest.mark.slow]

@@ -20,8 +20,12 @@ def test_free_port_can_be_bound() -> None:
 def test_stop_ends_a_process_that_ignores_sigterm(tmp_path: Path) -> None:
     stubborn = Child(
         "stubborn",
-        [sys.executable, "-c", "import signal,time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-         "print('up', flush=True)\ntime.sleep(60)"],
+        [
+            sys.executable,
+            "-c",
+            "import signal,time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "print('up', flush=True)\ntime.sleep(60)",
+        ],
         tmp_path / "stubborn.log",
         {},
     ).start()

@@ -26,7 +26,13 @@ err = Console(stderr=True)
 
 
 def run_demo(
-    root: Path, workers: int, frames: str, keep: bool, port: int, timeout: float, blender: str | None
+    root: Path,
+    workers: int,
+    frames: str,
+    keep: bool,
+    port: int,
+    timeout: float,
+    blender: str | None,
 ) -> int:
     """The demo itself; returns the exit code. Children are always stopped."""
     from farmhand.scenes import make_scene

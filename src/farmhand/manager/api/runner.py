@@ -346,7 +346,8 @@ async def upload_output(
     if suffix not in OUTPUT_EXTENSIONS:
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST,
-            f"output file must be one of {sorted(OUTPUT_EXTENSIONS)}, not {suffix or 'no suffix'!r}",
+            f"output file must be one of {sorted(OUTPUT_EXTENSIONS)}, "
+            f"not {suffix or 'no suffix'!r}",
         )
 
     def check() -> None:
