@@ -56,7 +56,15 @@ def run_demo(
                 f"started {workers} workers with Blender {install.version} ({spec}); "
                 "building the demo scene"
             )
-            blend = make_scene(root / "scene" / "demo.blend", "animated", install=install)
+            blend = make_scene(
+                root / "scene" / "demo.blend",
+                "animated",
+                install=install,
+                width=320,
+                height=180,
+                frames=f"{first}-{last}",
+                samples=8,
+            )
             settings = JobSettings(
                 name="farmhand demo", frame_start=first, frame_end=last, chunk_size=2
             )
@@ -65,7 +73,7 @@ def run_demo(
             job = follow(client, accepted.id)
             if job.status != JobStatus.COMPLETED:
                 raise FarmhandError(f"job {job.id} {job.status}: {job.status_reason or ''}")
-            out = root / "frames"
+            out = root / "output"
             written = client.download_outputs(job.id, out)
             for path in written:
                 verify_image(path)

@@ -1,0 +1,30 @@
+"""`farmhand demo` runs to the end, as `make demo` does, and leaves valid frames."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from farmhand.shared.images import verify_image
+
+pytestmark = [pytest.mark.blender, pytest.mark.slow]
+
+
+def test_demo_renders_real_frames(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "farmhand", "demo", "--dir", str(tmp_path), "--frames", "1-4"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    frames = sorted((tmp_path / "output").rglob("*.png"))
+    assert len(frames) == 4
+    for frame in frames:
+        verify_image(frame, 320, 180)
+    assert "verified" in result.stdout
+    assert "/docs" in result.stdout, "the demo says where the API is"
