@@ -7,12 +7,15 @@ that cannot render; a scene that tries to run its own Python.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from farmhand.localfarm import LocalFarm, local_farm
+from farmhand.localfarm import Child, LocalFarm, local_farm
 from farmhand.scenes import make_scene
 from farmhand.shared.images import verify_image
 from farmhand.shared.schemas import JobDetail, JobSettings, JobStatus
@@ -150,3 +153,93 @@ def test_scene_python_never_runs_on_a_worker(tmp_path: Path) -> None:
         job = wait_for(lambda: finished(farm, job_id), 180, "the job to finish")
         assert job.status is JobStatus.COMPLETED, job.status_reason
     assert not marker.exists(), "the .blend's embedded script ran on the worker"
+
+
+def blender_processes(worker: Child) -> list[int]:
+    """Pids of the Blender drivers a worker process started (its children)."""
+    assert worker.process is not None
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == worker.process.pid and "driver.py" in cmdline:
+            pids.append(int(proc.name))
+    return pids
+
+
+def active_task_of(farm: LocalFarm, job_id: int, worker: str) -> bool:
+    with farm.client() as client:
+        return any(
+            t.worker == worker and t.status == "active" for t in client.get_job(job_id).tasks
+        )
+
+
+def test_cancel_stops_blender_within_seconds(tmp_path: Path) -> None:
+    slow = make_scene(
+        tmp_path / "slow.blend", "slow", width=320, height=240, frames="1-50", samples=64
+    )
+    with local_farm(tmp_path) as farm:
+        farm.start_manager()
+        worker = farm.start_worker("w1", blender=BLENDER)
+        job_id = submit(farm, slow, (1, 50), chunk=50)
+        wait_for(lambda: active_task_of(farm, job_id, "w1"), 120, "the render to start")
+        wait_for(lambda: blender_processes(worker), 60, "Blender to run")
+        with farm.client() as client:
+            assert client.cancel_job(job_id).status is JobStatus.CANCELED
+        wait_for(lambda: not blender_processes(worker), 10, "Blender to be stopped")
+        # The worker is free again: a new job is picked up.
+        second = submit(farm, slow, (1, 1), chunk=1, samples=1)
+        job = wait_for(lambda: finished(farm, second), 120, "the next job")
+        assert job.status is JobStatus.COMPLETED
+
+
+def test_sigterm_gives_the_task_back(tmp_path: Path) -> None:
+    slow = make_scene(
+        tmp_path / "slow.blend", "slow", width=320, height=240, frames="1-50", samples=64
+    )
+    with local_farm(tmp_path) as farm:
+        farm.start_manager()
+        worker = farm.start_worker("w1", blender=BLENDER)
+        job_id = submit(farm, slow, (1, 50), chunk=50, max_attempts=1)
+        wait_for(lambda: active_task_of(farm, job_id, "w1"), 120, "the render to start")
+        blenders = wait_for(lambda: blender_processes(worker), 60, "Blender to run")
+        worker.stop(timeout=20)
+        assert worker.process is not None and worker.process.returncode == 0
+        assert not [pid for pid in blenders if Path(f"/proc/{pid}").exists()], (
+            "Blender left running"
+        )
+        with farm.client() as client:
+            job = client.get_job(job_id)
+            runners = client._request("GET", "/api/admin/runners").json()
+        assert job.status is JobStatus.QUEUED, "back in the queue, not failed"
+        assert job.tasks[0].status == "queued"
+        assert [r["status"] for r in runners] == ["offline"]
+
+
+def test_cli_submit_wait_downloads_every_frame(tmp_path: Path, scene: Path) -> None:
+    with local_farm(tmp_path) as farm:
+        farm.start_manager()
+        farm.start_worker("w1", blender=BLENDER)
+        env = {**os.environ, "FARMHAND_URL": farm.url, "FARMHAND_TOKEN": farm.admin_token}
+        out = tmp_path / "frames"
+        result = subprocess.run(
+            [sys.executable, "-m", "farmhand", "submit", str(scene), "--frames", "1-4",
+             "--chunk", "2", "--wait", "--output", str(out)],
+            capture_output=True, text=True, env=env, timeout=300, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        images = sorted(out.rglob("*.png"))
+        assert len(images) == 4
+        for image in images:
+            verify_image(image, WIDTH, HEIGHT)
+        listing = subprocess.run(
+            [sys.executable, "-m", "farmhand", "jobs"],
+            capture_output=True, text=True, env=env, timeout=60, check=False,
+        )  # fmt: skip
+        assert "completed" in listing.stdout

@@ -36,6 +36,9 @@ def configure_logging(process: str, level: str = "INFO", json_lines: bool | None
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(process=process)
+    # One line per HTTP request drowns what matters; the agent logs its own calls.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
