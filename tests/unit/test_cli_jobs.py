@@ -57,11 +57,12 @@ def test_submit_prints_job_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
     _use_manager(monkeypatch, handler)
     result = runner.invoke(
-        app, ["submit", str(blend), "--frames", "1-20", "--chunk", "5", "--format", "png"]
+        app, ["submit", str(blend), "--frames", "1-20x3", "--chunk", "5", "--format", "png"]
     )
     assert result.exit_code == 0, result.output
     assert "job 42 queued" in result.output
     assert created[0]["frame_end"] == 20 and created[0]["output_format"] == "PNG"
+    assert created[0]["frame_step"] == 3, "every third frame, as asked"
 
 
 def test_manager_error_is_one_red_line_without_traceback(monkeypatch: pytest.MonkeyPatch) -> None:

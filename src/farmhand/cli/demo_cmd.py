@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from farmhand.cli.jobs_cmd import follow, frame_bounds
+from farmhand.cli.jobs_cmd import follow, frame_spec
 from farmhand.client import FarmhandError
 from farmhand.localfarm import LocalFarm
 from farmhand.shared.schemas import JobSettings, JobStatus
@@ -39,7 +39,7 @@ def run_demo(
     from farmhand.shared.images import verify_image
     from farmhand.worker.blender.discovery import find_blender
 
-    first, last = frame_bounds(frames)
+    first, last, step = frame_spec(frames)
     # One Blender for the scene and the workers: a .blend saved by a newer Blender
     # cannot be opened by an older one.
     install = find_blender(blender)
@@ -66,7 +66,11 @@ def run_demo(
                 samples=8,
             )
             settings = JobSettings(
-                name="farmhand demo", frame_start=first, frame_end=last, chunk_size=2
+                name="farmhand demo",
+                frame_start=first,
+                frame_end=last,
+                frame_step=step,
+                chunk_size=2,
             )
             accepted = client.submit_blend(Path(blend), settings)
             console.print(f"submitted job {accepted.id}")

@@ -23,7 +23,7 @@ from rich.table import Table
 
 from farmhand.cli.config import ConfigError, resolve
 from farmhand.client import FarmhandClient, FarmhandError
-from farmhand.shared.frames import FrameRangeError, parse_frame_range
+from farmhand.shared.frames import FrameRangeError, parse_frame_spec
 from farmhand.shared.schemas import JobDetail, JobSettings, JobStatus, OutputFormat
 
 console = Console()
@@ -58,16 +58,12 @@ def open_client(url: str | None, token: str | None) -> FarmhandClient:
     return FarmhandClient(config.url, config.token)
 
 
-def frame_bounds(frames: str) -> tuple[int, int]:
-    """First and last frame of a `1-250` style range (validated locally, before upload)."""
+def frame_spec(frames: str) -> tuple[int, int, int]:
+    """Start, end and step of a `1-250` / `1-250x5` range, checked before any upload."""
     try:
-        parsed = parse_frame_range(frames)
+        return parse_frame_spec(frames)
     except FrameRangeError as exc:
         raise fail(f"--frames {frames!r}: {exc}") from None
-    numbers = list(parsed)
-    if not numbers:
-        raise fail(f"--frames {frames!r} selects no frame")
-    return min(numbers), max(numbers)
 
 
 def transfer_progress() -> Progress:
@@ -84,7 +80,7 @@ def transfer_progress() -> Progress:
 
 def submit(
     file: Annotated[Path, typer.Argument(help="The .blend to render.", show_default=False)],
-    frames: Annotated[str, typer.Option(help="Frame range, e.g. 1-250.")] = "1",
+    frames: Annotated[str, typer.Option(help="Frame range: 1-250, 1-250x5 (every 5th) or 7.")] = "1",
     chunk: Annotated[int, typer.Option(min=1, help="Frames per task.")] = 10,
     priority: Annotated[int, typer.Option(min=0, max=100)] = 50,
     name: Annotated[str, typer.Option(help="Job name (default: the file name).")] = "",
@@ -105,7 +101,7 @@ def submit(
         raise fail(f"{file}: no such file")
     if file.suffix.lower() != ".blend":
         raise fail(f"{file}: not a .blend file")
-    first, last = frame_bounds(frames)
+    first, last, step = frame_spec(frames)
     fmt = output_format.upper() if output_format else None
     if fmt is not None and fmt not in ("PNG", "JPEG", "OPEN_EXR"):
         raise fail(f"--format {output_format!r}: choose PNG, JPEG or OPEN_EXR")
@@ -114,6 +110,7 @@ def submit(
             name=name,
             frame_start=first,
             frame_end=last,
+            frame_step=step,
             chunk_size=chunk,
             priority=priority,
             output_format=_as_format(fmt),

@@ -46,8 +46,8 @@ def frame_list(start: int, end: int, step: int = 1) -> list[int]:
     return list(range(start, end + 1, step))
 
 
-def parse_frame_range(text: str) -> list[int]:
-    """`"1-250"`, `"1-250x5"` (every 5th) or `"7"` → the list of frames."""
+def parse_frame_spec(text: str) -> tuple[int, int, int]:
+    """`"1-250"`, `"1-250x5"` (every 5th) or `"7"` → checked (start, end, step)."""
     match = _RANGE.match(text)
     if match is None:
         raise FrameRangeError(
@@ -56,7 +56,13 @@ def parse_frame_range(text: str) -> list[int]:
     start = int(match.group(1))
     end = int(match.group(2)) if match.group(2) is not None else start
     step = int(match.group(3)) if match.group(3) is not None else 1
-    return frame_list(start, end, step)
+    frame_list(start, end, step)
+    return start, end, step
+
+
+def parse_frame_range(text: str) -> list[int]:
+    """The frames a `parse_frame_spec` range names."""
+    return frame_list(*parse_frame_spec(text))
 
 
 def chunk_frames(frames: Sequence[int], chunk_size: int) -> list[list[int]]:
