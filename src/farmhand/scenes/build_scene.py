@@ -18,11 +18,12 @@ import bpy
 
 
 def parse_args():
-    argv = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else sys.argv[1:]
+    argv = sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else sys.argv[1:]
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
-    parser.add_argument("--variant", default="animated",
-                        choices=["animated", "no-camera", "autoexec", "slow"])
+    parser.add_argument(
+        "--variant", default="animated", choices=["animated", "no-camera", "autoexec", "slow"]
+    )
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--height", type=int, default=48)
     parser.add_argument("--frames", default="1-24")

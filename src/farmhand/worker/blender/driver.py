@@ -52,8 +52,15 @@ def scene_facts(scene):
     }
 
 
+# The .blend the last `open` loaded, or None. Rendering without one would render Blender's
+# default startup scene (a full-HD cube, minutes per frame) after a failed open.
+STATE = {"blend": None}
+
+
 def cmd_open(command):
+    STATE["blend"] = None
     bpy.ops.wm.open_mainfile(filepath=command["blend"], load_ui=False, use_scripts=False)
+    STATE["blend"] = command["blend"]
     emit("opened", **scene_facts(bpy.context.scene))
 
 
@@ -78,6 +85,8 @@ def apply_overrides(scene, command):
 
 
 def cmd_render(command):
+    if STATE["blend"] is None:
+        raise RuntimeError("nothing to render: no .blend file is open (did `open` fail?)")
     scene = bpy.context.scene
     apply_overrides(scene, command)
     render = scene.render
@@ -95,8 +104,9 @@ def cmd_render(command):
     for frame in command["frames"]:
         emit("frame_started", frame=frame)
         scene.frame_set(frame)
-        base = os.path.join(output_dir, "%s%04d" % (stem, frame) if frame >= 0 else
-                            "%sm%04d" % (stem, -frame))
+        base = os.path.join(
+            output_dir, "%s%04d" % (stem, frame) if frame >= 0 else "%sm%04d" % (stem, -frame)
+        )
         render.filepath = base
         started = time.monotonic()
         bpy.ops.render.render(write_still=True)

@@ -1,0 +1,165 @@
+"""Real renders through the driver, with Blender 5 (bpy module) and an installed Blender (3.4).
+
+Each scene is 64x48 px, Cycles, 2 samples on the CPU: a frame takes a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from farmhand.scenes import make_scene
+from farmhand.shared.images import verify_image
+from farmhand.worker.blender.discovery import BlenderInstall
+from farmhand.worker.blender.events import Event, FrameSaved, Opened
+from farmhand.worker.blender.process import RenderRequest, RenderResult, render
+from tests.conftest import SCENE_OPTIONS, SCENE_SIZE
+
+pytestmark = pytest.mark.blender
+WIDTH, HEIGHT = SCENE_SIZE
+
+
+def do_render(
+    install: BlenderInstall,
+    blend: Path,
+    out: Path,
+    frames: list[int] | None = None,
+    **extra: object,
+) -> tuple[RenderResult, list[Event]]:
+    events: list[Event] = []
+    request = RenderRequest(blend, frames or [1, 2, 3], out, **extra)  # type: ignore[arg-type]
+    result = render(install, request, log_path=out / "blender.log", on_event=events.append)
+    return result, events
+
+
+def test_module_renders_three_valid_frames(
+    blender_module: BlenderInstall, animated_blend: Path, tmp_path: Path
+) -> None:
+    result, events = do_render(blender_module, animated_blend, tmp_path)
+    assert result.ok, result.error
+    assert sorted(result.frames) == [1, 2, 3]
+    for frame, path in result.frames.items():
+        assert path == tmp_path / f"frame_{frame:04d}.png"
+        assert verify_image(path, WIDTH, HEIGHT).format == "PNG"
+    # the frames differ: the cube moves
+    assert result.frames[1].read_bytes() != result.frames[3].read_bytes()
+    opened = next(e for e in events if isinstance(e, Opened))
+    assert opened.facts["resolution_x"] == WIDTH and opened.facts["engine"] == "CYCLES"
+    assert "Fra:" in (tmp_path / "blender.log").read_text() or result.log_tail
+
+
+def test_executable_34_renders_three_valid_frames(
+    blender_executable: BlenderInstall, animated_blend_34: Path, tmp_path: Path
+) -> None:
+    result, _ = do_render(blender_executable, animated_blend_34, tmp_path, threads=1)
+    assert result.ok, result.error
+    assert result.exit_code == 0
+    for path in result.frames.values():
+        verify_image(path, WIDTH, HEIGHT)
+    assert sorted(result.frames) == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "ext", "pillow"), [("JPEG", "jpg", "JPEG"), ("OPEN_EXR", "exr", "OPEN_EXR")]
+)
+def test_output_format_override(
+    blender_module: BlenderInstall,
+    animated_blend: Path,
+    tmp_path: Path,
+    fmt: str,
+    ext: str,
+    pillow: str,
+) -> None:
+    result, _ = do_render(blender_module, animated_blend, tmp_path, [2], output_format=fmt)
+    assert result.ok, result.error
+    assert result.frames[2] == tmp_path / f"frame_0002.{ext}"
+    assert verify_image(result.frames[2], WIDTH, HEIGHT).format == pillow
+
+
+def test_exr_from_blender_34(
+    blender_executable: BlenderInstall, animated_blend_34: Path, tmp_path: Path
+) -> None:
+    result, _ = do_render(
+        blender_executable, animated_blend_34, tmp_path, [1], output_format="OPEN_EXR"
+    )
+    assert result.ok, result.error
+    assert verify_image(result.frames[1], WIDTH, HEIGHT).format == "OPEN_EXR"
+
+
+def test_resolution_percentage_and_samples_overrides(
+    blender_module: BlenderInstall, animated_blend: Path, tmp_path: Path
+) -> None:
+    result, events = do_render(
+        blender_module, animated_blend, tmp_path, [1], resolution_percentage=50, samples=1
+    )
+    assert result.ok, result.error
+    saved = next(e for e in events if isinstance(e, FrameSaved))
+    assert (saved.width, saved.height) == (WIDTH // 2, HEIGHT // 2)
+    verify_image(result.frames[1], WIDTH // 2, HEIGHT // 2)
+
+
+def test_missing_camera_fails_with_blenders_message(
+    blender_module: BlenderInstall, no_camera_blend: Path, tmp_path: Path
+) -> None:
+    result, _ = do_render(blender_module, no_camera_blend, tmp_path)
+    assert not result.ok
+    assert result.error is not None and "camera" in result.error.lower()
+    assert result.frames == {}
+
+
+def test_missing_camera_fails_on_34_too(blender_executable: BlenderInstall, tmp_path: Path) -> None:
+    blend = make_scene(
+        tmp_path / "nocam.blend",
+        "no-camera",
+        install=blender_executable,
+        **SCENE_OPTIONS,  # type: ignore[arg-type]
+    )
+    result, _ = do_render(blender_executable, blend, tmp_path / "out", [1])
+    assert not result.ok
+    assert result.error is not None and "camera" in result.error.lower()
+
+
+def test_missing_blend_file_is_a_failure_with_a_reason(
+    blender_module: BlenderInstall, tmp_path: Path
+) -> None:
+    result, _ = do_render(blender_module, tmp_path / "nope.blend", tmp_path / "out", [1])
+    assert not result.ok
+    assert result.error and "nope.blend" in result.error
+    # and it did not go on to render Blender's default scene instead (minutes per frame)
+    assert not list((tmp_path / "out").glob("frame_*"))
+
+
+def test_scene_python_never_runs_when_rendering(
+    blender_module: BlenderInstall, autoexec_blend: Path, autoexec_marker: Path, tmp_path: Path
+) -> None:
+    result, _ = do_render(blender_module, autoexec_blend, tmp_path, [1])
+    assert result.ok, result.error
+    assert not autoexec_marker.exists(), "the .blend's embedded script ran during a render"
+
+    # And the test can fail: the same file opened *with* scripts trusted writes the marker.
+    trusting = "import bpy, sys; bpy.ops.wm.open_mainfile(filepath=sys.argv[1], use_scripts=True)"
+    subprocess.run([sys.executable, "-c", trusting, str(autoexec_blend)], check=True,
+                   capture_output=True, timeout=120)  # fmt: skip
+    assert autoexec_marker.exists()
+    autoexec_marker.unlink()
+
+
+def test_scene_python_never_runs_in_blender_34(
+    blender_executable: BlenderInstall, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran"
+    blend = make_scene(
+        tmp_path / "evil.blend", "autoexec", install=blender_executable, marker=marker,
+        **SCENE_OPTIONS,  # type: ignore[arg-type]
+    )  # fmt: skip
+    result, _ = do_render(blender_executable, blend, tmp_path / "out", [1])
+    assert result.ok, result.error
+    assert not marker.exists()
+    assert blender_executable.path
+    # -y (trust scripts) on the same file runs them: the scene really is hostile.
+    subprocess.run([blender_executable.path, "-b", "-y", str(blend)], check=True,
+                   capture_output=True, timeout=120)  # fmt: skip
+    assert marker.exists()
