@@ -153,13 +153,16 @@ def _assignment(session: Session, task: Task) -> TaskAssignment:
     )
 
 
-def _claim_once(context: ManagerContext, worker_id: int) -> TaskAssignment | None:
+def _claim_once(context: ManagerContext, worker_id: int, first: bool) -> TaskAssignment | None:
     with context.db.transaction() as session:
         worker = session.get(Worker, worker_id)
         assert worker is not None
-        worker.last_heartbeat = utcnow()
-        if worker.status == WorkerStatus.OFFLINE.value:
-            worker.status = WorkerStatus.IDLE.value
+        if first:
+            # A claim is a sign of life; the later looks of a long poll need not say so
+            # again (they would be a database write per waiting worker per poll).
+            worker.last_heartbeat = utcnow()
+            if worker.status == WorkerStatus.OFFLINE.value:
+                worker.status = WorkerStatus.IDLE.value
         task = claim_task(session, worker, utcnow())
         if task is None:
             return None
@@ -179,8 +182,10 @@ async def claim(
     wait: Annotated[float, Query(ge=0, le=60)] = 20.0,
 ) -> Any:
     deadline = time.monotonic() + min(wait, context.settings.max_claim_wait)
+    first = True
     while True:
-        assignment = await run_in_threadpool(_claim_once, context, worker_id)
+        assignment = await run_in_threadpool(_claim_once, context, worker_id, first)
+        first = False
         if assignment is not None:
             return assignment
         remaining = deadline - time.monotonic()
