@@ -40,6 +40,19 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+@pytest.fixture(scope="module")
+def slow(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A scene whose frames take seconds: there is time to act while Blender runs."""
+    return make_scene(
+        tmp_path_factory.mktemp("slow") / "slow.blend",
+        "slow",
+        width=320,
+        height=240,
+        frames="1-50",
+        samples=64,
+    )
+
+
 def finished(farm: LocalFarm, job_id: int) -> JobDetail | None:
     with farm.client() as client:
         job = client.get_job(job_id)
@@ -180,10 +193,7 @@ def active_task_of(farm: LocalFarm, job_id: int, worker: str) -> bool:
         )
 
 
-def test_cancel_stops_blender_within_seconds(tmp_path: Path) -> None:
-    slow = make_scene(
-        tmp_path / "slow.blend", "slow", width=320, height=240, frames="1-50", samples=64
-    )
+def test_cancel_stops_blender_within_seconds(tmp_path: Path, slow: Path) -> None:
     with local_farm(tmp_path) as farm:
         farm.start_manager()
         worker = farm.start_worker("w1", blender=BLENDER)
@@ -199,10 +209,7 @@ def test_cancel_stops_blender_within_seconds(tmp_path: Path) -> None:
         assert job.status is JobStatus.COMPLETED
 
 
-def test_sigterm_gives_the_task_back(tmp_path: Path) -> None:
-    slow = make_scene(
-        tmp_path / "slow.blend", "slow", width=320, height=240, frames="1-50", samples=64
-    )
+def test_sigterm_gives_the_task_back(tmp_path: Path, slow: Path) -> None:
     with local_farm(tmp_path) as farm:
         farm.start_manager()
         worker = farm.start_worker("w1", blender=BLENDER)
