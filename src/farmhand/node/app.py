@@ -1,0 +1,181 @@
+"""`farmhand node`: the tutorial's rendering node (Part 1), as a drop-in replacement.
+
+The HTTP contract is the tutorial's, so an orchestrator written against it works
+unchanged: `POST /job {"from": a, "to": b}` answers 202 with `Location: /job/{id}` and
+`Retry-After`, and `GET /job/{id}` answers 202 while the job waits or renders and 200
+when it is done. What differs is everything the tutorial leaves to chance:
+
+- `from`/`to` must be JSON integers within Blender's frame limits; anything else is a 400
+  and no process is started (the tutorial pastes them into a shell command).
+- A failed render is reported (`500 Job failed: <reason>`), not "completed" because the
+  process ended: success means every frame exists and is a complete image.
+- At most `max_concurrent` Blenders run; further jobs wait, up to `queue_limit`, past
+  which `POST /job` answers 503 + Retry-After.
+- Python embedded in the .blend never runs (see the driver).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+from farmhand.node.jobs import JobQueue, JobState, NodeJob, QueueFull
+from farmhand.shared.frames import FrameRangeError, frame_list
+from farmhand.worker.blender.discovery import BlenderInstall
+from farmhand.worker.blender.process import RenderRequest, render
+
+FILE_STEM = "blender-render_"
+"""Frames are written as `{output}/blender-render_0001.png`, as the tutorial's `-o` does."""
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """Everything the node needs; passed in, never read from globals."""
+
+    blend: Path
+    output: Path
+    install: BlenderInstall
+    max_concurrent: int = 1
+    queue_limit: int = 16
+    retry_after: int = 5
+    """Seconds a client is told to wait before polling again (the tutorial's 5)."""
+    engine: str | None = "CYCLES"
+    """The tutorial renders with `-E CYCLES`; None keeps the .blend's own engine."""
+    threads: int | None = None
+    """Render threads per Blender; None uses all cores, like the tutorial's `-t 0`."""
+    log_dir: Path | None = None
+    """Per-job Blender logs; default `{output}/.farmhand-logs`, out of the frames' way."""
+
+
+class JobRequest(BaseModel):
+    """`{"from": 1, "to": 5}`: strict JSON integers, so `true`, `1.0` and `"1"` are refused."""
+
+    model_config = ConfigDict(strict=True, populate_by_name=True, extra="ignore")
+
+    from_: StrictInt = Field(alias="from", description="first frame")
+    to: StrictInt = Field(description="last frame, inclusive")
+
+
+class JobAccepted(BaseModel):
+    pid: int = Field(description="The job id (named `pid` for the tutorial's clients).")
+
+
+def _text(status: int, body: str, headers: dict[str, str] | None = None) -> PlainTextResponse:
+    return PlainTextResponse(body, status_code=status, headers=headers)
+
+
+def _renderer(settings: NodeSettings) -> Callable[[NodeJob], str | None]:
+    log_dir = settings.log_dir or settings.output / ".farmhand-logs"
+
+    def run(job: NodeJob) -> str | None:
+        result = render(
+            settings.install,
+            RenderRequest(
+                blend_path=settings.blend,
+                frames=job.frames,
+                output_dir=settings.output,
+                engine=settings.engine,
+                threads=settings.threads,
+                file_stem=FILE_STEM,
+            ),
+            log_path=log_dir / f"job-{job.id}.log",
+            cancel=job.cancel,
+        )
+        return None if result.ok else (result.error or "unknown error")
+
+    return run
+
+
+def create_node_app(
+    settings: NodeSettings, run: Callable[[NodeJob], str | None] | None = None
+) -> FastAPI:
+    """The node's ASGI app; `run` replaces the Blender renderer (for tests)."""
+    jobs = JobQueue(
+        run or _renderer(settings),
+        max_concurrent=settings.max_concurrent,
+        queue_limit=settings.queue_limit,
+    )
+    retry = {"Retry-After": str(settings.retry_after)}
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        settings.output.mkdir(parents=True, exist_ok=True)
+        jobs.start()
+        try:
+            yield
+        finally:
+            jobs.stop()
+
+    app = FastAPI(
+        title="farmhand node",
+        summary="The tutorial's rendering node: POST /job, poll GET /job/{id}.",
+        lifespan=lifespan,
+    )
+    app.state.jobs = jobs
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_request: Request, error: RequestValidationError) -> Response:
+        # The tutorial answers 400 to bad input; FastAPI's default would be 422.
+        problems = []
+        for item in error.errors():
+            where = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
+            problems.append(f"{where}: {item.get('msg')}" if where else str(item.get("msg")))
+        return _text(
+            400,
+            'Invalid input: send JSON {"from": <integer>, "to": <integer>}; ' + "; ".join(problems),
+        )
+
+    @app.post(
+        "/job",
+        status_code=202,
+        response_model=JobAccepted,
+        responses={
+            400: {"description": "Invalid input (text)"},
+            503: {"description": "Queue full; retry after Retry-After seconds (text)"},
+        },
+    )
+    def submit_job(body: JobRequest) -> Response:
+        """Queue a render of frames `from`..`to`; poll the `Location` it answers with."""
+        try:
+            frames = frame_list(body.from_, body.to)
+        except FrameRangeError as error:
+            return _text(400, f"Invalid input: {error}")
+        try:
+            job = jobs.submit(frames)
+        except QueueFull as full:
+            return _text(503, f"Node busy: {full}; retry later", retry)
+        return JSONResponse(
+            {"pid": job.id},
+            status_code=202,
+            headers={"Location": f"/job/{job.id}", **retry},
+        )
+
+    @app.get(
+        "/job/{job_id}",
+        response_class=PlainTextResponse,
+        responses={
+            200: {"description": "Job completed: every frame exists and is a valid image"},
+            202: {"description": "Job still running (or waiting its turn)"},
+            400: {"description": "Job not found"},
+            500: {"description": "Job failed: <reason>"},
+        },
+    )
+    def job_status(job_id: str) -> Response:
+        """The tutorial's answers: 202 still running, 200 completed, 400 not found."""
+        job = jobs.get(int(job_id)) if job_id.isdecimal() and len(job_id) < 19 else None
+        if job is None:
+            return _text(400, "Job not found")
+        if job.state is JobState.COMPLETED:
+            return _text(200, "Job completed")
+        if job.state is JobState.FAILED:
+            return _text(500, f"Job failed: {job.error}")
+        return _text(202, "Job still running", {"Location": f"/job/{job.id}", **retry})
+
+    return app
