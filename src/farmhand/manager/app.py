@@ -23,6 +23,7 @@ from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.engine import Database
 from farmhand.manager.db.migrate import upgrade
+from farmhand.manager.db.models import Task
 from farmhand.manager.scheduling.reaper import reap_silent_workers
 from farmhand.manager.settings import ManagerSettings
 from farmhand.manager.storage.blobs import BlobStore
@@ -47,7 +48,7 @@ def prepare(settings: ManagerSettings) -> tuple[ManagerContext, BootstrapReport]
 
 
 async def _reaper_loop(context: ManagerContext) -> None:
-    def reap_once() -> list[int]:
+    def reap_once() -> list[Task]:
         with context.db.transaction() as session:
             return reap_silent_workers(
                 session, utcnow(), context.settings.heartbeat_timeout, context.started_at
@@ -56,7 +57,10 @@ async def _reaper_loop(context: ManagerContext) -> None:
     while True:
         await asyncio.sleep(context.settings.reaper_interval)
         try:
-            if await run_in_threadpool(reap_once):
+            requeued = await run_in_threadpool(reap_once)
+            for task in requeued:
+                context.events.job_changed(task.job_id)
+            if requeued:
                 context.wakeup.notify()
         except Exception:
             log.exception("reaper pass failed; trying again")
@@ -69,6 +73,7 @@ def create_app(settings: ManagerSettings, context: ManagerContext | None = None)
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         context.wakeup.bind(asyncio.get_running_loop())
+        context.events.bind(asyncio.get_running_loop())
         reaper = asyncio.create_task(_reaper_loop(context))
         try:
             yield

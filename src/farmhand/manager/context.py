@@ -7,6 +7,7 @@ from datetime import datetime
 
 from farmhand.manager.clock import utcnow
 from farmhand.manager.db.engine import Database
+from farmhand.manager.events import EventBus
 from farmhand.manager.scheduling.wakeup import Wakeup
 from farmhand.manager.settings import ManagerSettings
 from farmhand.manager.storage.blobs import BlobStore
@@ -20,4 +21,5 @@ class ManagerContext:
     blobs: BlobStore
     logs: TaskLogs
     wakeup: Wakeup = field(default_factory=Wakeup)
+    events: EventBus = field(default_factory=EventBus)
     started_at: datetime = field(default_factory=utcnow)

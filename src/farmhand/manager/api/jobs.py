@@ -141,6 +141,7 @@ async def submit_job(
         job = await run_in_threadpool(create_job, context, caller.user_id, job_request)
     except SubmitError as error:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
+    context.events.job_changed(job.id)
     return _accepted(context, response, job)
 
 
@@ -167,7 +168,9 @@ def cancel(job_id: int, context: Context, caller: UserDep) -> JobSummary:
     with context.db.transaction() as session:
         job = _visible_job(session, caller, job_id)
         cancel_job(session, job, utcnow(), f"canceled by {caller.name}")
-        return job_summaries(session, [job])[0]
+        summary = job_summaries(session, [job])[0]
+    context.events.job_changed(job_id)
+    return summary
 
 
 @router.post(

@@ -24,6 +24,7 @@ from farmhand.manager.auth.tokens import new_token, token_hash
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Job, JobFile, RunnerRegistrationToken, Task, Worker
+from farmhand.manager.events import FarmEvent
 from farmhand.manager.scheduling.claim import claim_task
 from farmhand.manager.scheduling.state import (
     complete_task,
@@ -109,7 +110,9 @@ def register(body: RunnerRegister, context: Context) -> RunnerRegistered:
         session.add(worker)
         session.flush()
         log.info("runner registered", worker=worker.name, worker_id=worker.id)
-        return RunnerRegistered(worker_id=worker.id, name=worker.name, secret=secret)
+        registered = RunnerRegistered(worker_id=worker.id, name=worker.name, secret=secret)
+    context.events.runner_changed(registered.worker_id)
+    return registered
 
 
 @router.post("/heartbeat", response_model=HeartbeatReply, responses=ERRORS)
@@ -118,7 +121,8 @@ def heartbeat(body: Heartbeat, context: Context, worker_id: RunnerDep) -> Heartb
         worker = session.get(Worker, worker_id)
         assert worker is not None
         worker.last_heartbeat = utcnow()
-        if worker.status == WorkerStatus.OFFLINE.value:
+        came_back = worker.status == WorkerStatus.OFFLINE.value
+        if came_back:
             worker.status = WorkerStatus.IDLE.value
             log.info("runner back online", worker=worker.name, worker_id=worker.id)
         if body.capabilities is not None:
@@ -128,7 +132,9 @@ def heartbeat(body: Heartbeat, context: Context, worker_id: RunnerDep) -> Heartb
             task = session.get(Task, body.current_task_id)
             if not task_is_held_by(task, worker_id):
                 abort.append(body.current_task_id)
-        return HeartbeatReply(status=WorkerStatus(worker.status), abort_task_ids=abort)
+        reply = HeartbeatReply(status=WorkerStatus(worker.status), abort_task_ids=abort)
+    context.events.runner_changed(worker_id)
+    return reply
 
 
 def _assignment(session: Session, task: Task) -> TaskAssignment:
@@ -167,7 +173,10 @@ def _claim_once(context: ManagerContext, worker_id: int, first: bool) -> TaskAss
         if task is None:
             return None
         log.info("task assigned", job_id=task.job_id, task_id=task.id, worker=worker.name)
-        return _assignment(session, task)
+        assignment = _assignment(session, task)
+    context.events.job_changed(assignment.job_id)
+    context.events.runner_changed(worker_id)
+    return assignment
 
 
 @router.get(
@@ -209,6 +218,7 @@ def progress(
             task.frames_done = min(body.frames_done, len(task.frames))
         job_id = task.job_id
     context.logs.append(job_id, task_id, body.log_lines)
+    context.events.publish(FarmEvent("task", task_id, job_id))
     return TaskProgressReply(keep_going=True)
 
 
@@ -236,7 +246,10 @@ def complete(
             )
         job_status = complete_task(session, task, utcnow())
         log.info("task completed", job_id=task.job_id, task_id=task.id, worker_id=worker_id)
-        return TaskOutcome(task_status=TaskStatus(task.status), job_status=job_status)
+        outcome = TaskOutcome(task_status=TaskStatus(task.status), job_status=job_status)
+        job_id = task.job_id
+    _changed(context, job_id, worker_id)
+    return outcome
 
 
 @router.post("/tasks/{task_id}/fail", response_model=TaskOutcome, responses=ERRORS)
@@ -256,8 +269,15 @@ def fail(task_id: int, body: TaskFail, context: Context, worker_id: RunnerDep) -
             task_status=task.status,
         )
         outcome = TaskOutcome(task_status=TaskStatus(task.status), job_status=job_status)
+        job_id = task.job_id
+    _changed(context, job_id, worker_id)
     context.wakeup.notify()
     return outcome
+
+
+def _changed(context: ManagerContext, job_id: int, worker_id: int) -> None:
+    context.events.job_changed(job_id)
+    context.events.runner_changed(worker_id)
 
 
 def _max_attempts(context: ManagerContext, session: Session, task: Task) -> int:
@@ -274,6 +294,8 @@ def release(task_id: int, body: TaskRelease, context: Context, worker_id: Runner
         job_status = requeue_task(session, task, body.reason, utcnow())
         log.info("task released", job_id=task.job_id, task_id=task.id, worker_id=worker_id)
         outcome = TaskOutcome(task_status=TaskStatus(task.status), job_status=job_status)
+        job_id = task.job_id
+    _changed(context, job_id, worker_id)
     context.wakeup.notify()
     return outcome
 
@@ -285,11 +307,16 @@ def sign_off(context: Context, worker_id: RunnerDep) -> Response:
         worker = session.get(Worker, worker_id)
         assert worker is not None
         worker.status = WorkerStatus.OFFLINE.value
+        jobs = set()
         for task in session.scalars(
             select(Task).where(Task.worker_id == worker_id, Task.status == TaskStatus.ACTIVE.value)
         ):
             requeue_task(session, task, f"worker {worker.name} signed off", now)
+            jobs.add(task.job_id)
         log.info("runner signed off", worker=worker.name, worker_id=worker_id)
+    for job_id in jobs:
+        context.events.job_changed(job_id)
+    context.events.runner_changed(worker_id)
     context.wakeup.notify()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -399,4 +426,6 @@ async def upload_output(
             session.flush()
             return OutputStored(id=row.id, frame=frame, sha256=stored.sha256, size=stored.size)
 
-    return await run_in_threadpool(record)
+    output = await run_in_threadpool(record)
+    context.events.publish(FarmEvent("output", output.id, job_id))
+    return output

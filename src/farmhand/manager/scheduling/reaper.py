@@ -22,8 +22,8 @@ log = structlog.get_logger(__name__)
 
 def reap_silent_workers(
     session: Session, now: datetime, timeout: float, manager_started: datetime
-) -> list[int]:
-    """Mark silent workers offline and requeue their tasks; returns the requeued task ids."""
+) -> list[Task]:
+    """Mark silent workers offline and requeue their tasks; returns the requeued tasks."""
     cutoff = now - timedelta(seconds=timeout)
     if manager_started > cutoff:
         return []
@@ -33,7 +33,7 @@ def reap_silent_workers(
             or_(Worker.last_heartbeat.is_(None), Worker.last_heartbeat < cutoff),
         )
     ).all()
-    requeued: list[int] = []
+    requeued: list[Task] = []
     for worker in silent:
         worker.status = WorkerStatus.OFFLINE.value
         log.warning("worker offline", worker=worker.name, worker_id=worker.id)
@@ -42,7 +42,7 @@ def reap_silent_workers(
         ).all()
         for task in tasks:
             requeue_task(session, task, f"worker {worker.name} stopped responding", now)
-            requeued.append(task.id)
+            requeued.append(task)
             log.warning(
                 "task requeued",
                 job_id=task.job_id,

@@ -1,0 +1,24 @@
+import asyncio
+import threading
+
+from farmhand.manager.events import EventBus, FarmEvent
+
+
+def test_subscribers_get_events_published_from_other_threads() -> None:
+    async def scenario() -> list[FarmEvent]:
+        bus = EventBus()
+        bus.bind(asyncio.get_running_loop())
+        async with bus.subscribe() as queue:
+            thread = threading.Thread(target=bus.job_changed, args=(7,))
+            thread.start()
+            thread.join()
+            bus.runner_changed(3)
+            got = [await asyncio.wait_for(queue.get(), 2) for _ in range(2)]
+        assert bus.subscriber_count == 0, "leaving unsubscribes"
+        return got
+
+    assert set(asyncio.run(scenario())) == {FarmEvent("job", 7, 7), FarmEvent("runner", 3)}
+
+
+def test_publishing_before_start_is_harmless() -> None:
+    EventBus().job_changed(1)
