@@ -143,6 +143,8 @@ for line in sys.stdin:
             os.kill(os.getpid(), signal.SIGKILL)
         if mode == "slow":
             time.sleep(0.3)
+        print("Fra:%d Mem:9.68M (Peak 9.82M) | Time:00:00.13 | Scene, ViewLayer | Sample 2/2"
+              % frame, flush=True)
         path = os.path.join(command["output_dir"], "%s%04d%s" % (command["file_stem"], frame, ext))
         if mode != "exit0_no_frames":
             Image.new("RGB", (64, 48), (frame * 20 % 255, 40, 90)).save(path)

@@ -14,7 +14,7 @@ import pytest
 from farmhand.scenes import make_scene
 from farmhand.shared.images import verify_image
 from farmhand.worker.blender.discovery import BlenderInstall
-from farmhand.worker.blender.events import Event, FrameSaved, Opened
+from farmhand.worker.blender.events import Event, FrameSaved, Opened, Progress
 from farmhand.worker.blender.process import RenderRequest, RenderResult, render
 from tests.conftest import SCENE_OPTIONS, SCENE_SIZE
 
@@ -54,8 +54,10 @@ def test_module_renders_three_valid_frames(
 def test_executable_34_renders_three_valid_frames(
     blender_executable: BlenderInstall, animated_blend_34: Path, tmp_path: Path
 ) -> None:
-    result, _ = do_render(blender_executable, animated_blend_34, tmp_path, threads=1)
+    result, events = do_render(blender_executable, animated_blend_34, tmp_path, threads=1)
     assert result.ok, result.error
+    # Cycles' sample progress, read from Blender's status lines (the bpy module prints none)
+    assert Progress(3, 2, 2) in events
     assert result.exit_code == 0
     for path in result.frames.values():
         verify_image(path, WIDTH, HEIGHT)

@@ -15,8 +15,10 @@ from farmhand.worker.blender.events import (
     Event,
     FrameSaved,
     FrameStarted,
+    Progress,
     Ready,
     parse_event_line,
+    parse_progress_line,
 )
 from farmhand.worker.blender.process import RenderRequest, RenderResult, render
 
@@ -54,6 +56,7 @@ def test_success_returns_every_verified_frame(
     assert isinstance(events[0], Ready)
     assert [e.frame for e in events if isinstance(e, FrameStarted)] == [1, 2, 3]
     assert len([e for e in events if isinstance(e, FrameSaved)]) == 3
+    assert [e for e in events if isinstance(e, Progress)][-1] == Progress(3, 2, 2)
     # Blender's own output reaches the log callback and the log file; events do not clutter it.
     assert "Blender's own chatter, which is not an event" in lines
     assert "Blender's own chatter" in (tmp_path / "task.log").read_text()
@@ -167,3 +170,21 @@ def test_event_lines_parse_even_after_blender_output_on_the_same_line() -> None:
         ' "seconds": 0.5, "width": 64, "height": 48}'
     )
     assert event == FrameSaved(3, Path("/o/f.png"), 0.5, 64, 48)
+
+
+@pytest.mark.parametrize(
+    ("line", "progress"),
+    [
+        ("Fra:12 Mem:9.57M (Peak 9.82M) | Time:00:00.13 | Scene, ViewLayer | Sample 0/64",
+         Progress(12, 0, 64)),
+        ("Fra:-3 Mem:9M | Time:00:01.00 | Remaining:00:00.50 | Scene, ViewLayer | Sample 5/8",
+         Progress(-3, 5, 8)),
+        ("Fra:1 Mem:9.57M | Time:00:00.13 | Scene, ViewLayer | Synchronizing object | Cube",
+         None),
+        ("Saved: 'frame_0001.png'", None),
+    ],
+)  # fmt: skip
+def test_cycles_progress_is_read_from_blenders_status_lines(
+    line: str, progress: Progress | None
+) -> None:
+    assert parse_progress_line(line) == progress

@@ -7,6 +7,7 @@ and anything that does not parse is just log.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +54,31 @@ class Bye:
     pass
 
 
-Event = Ready | Opened | FrameStarted | FrameSaved | RenderDone | DriverError | Bye
+@dataclass(frozen=True)
+class Progress:
+    """Cycles' sample count for a frame, read from Blender's own status lines."""
+
+    frame: int
+    sample: int
+    samples: int
+
+
+Event = Ready | Opened | FrameStarted | FrameSaved | RenderDone | DriverError | Bye | Progress
+
+# `Fra:1 Mem:9.68M (Peak 9.82M) | Time:00:00.13 | ... | Scene, ViewLayer | Sample 1/2`, the
+# as Blender executables print them. Parsed from the log rather than sent by the driver
+# because `bpy.app.handlers.render_stats` is not called in background renders. The bpy
+# module (5.0) prints no such lines, so it reports no progress within a frame.
+_PROGRESS = re.compile(r"^Fra:(-?\d+) .*\| Sample (\d+)/(\d+)\s*$")
+
+
+def parse_progress_line(line: str) -> Progress | None:
+    """Cycles' progress on one of Blender's status lines, or None."""
+    match = _PROGRESS.match(line)
+    if match is None:
+        return None
+    frame, sample, samples = (int(group) for group in match.groups())
+    return Progress(frame, sample, samples)
 
 
 def parse_event_line(line: str) -> Event | None:

@@ -22,7 +22,13 @@ from pathlib import Path
 
 from farmhand.shared.images import ImageError, verify_image
 from farmhand.worker.blender.discovery import BlenderInstall
-from farmhand.worker.blender.events import DriverError, Event, FrameSaved, parse_event_line
+from farmhand.worker.blender.events import (
+    DriverError,
+    Event,
+    FrameSaved,
+    parse_event_line,
+    parse_progress_line,
+)
 
 DRIVER = Path(__file__).with_name("driver.py")
 KILL_GRACE = 3.0
@@ -126,6 +132,11 @@ class _Reader(threading.Thread):
                 log.write(line + "\n")
                 log.flush()
                 event = parse_event_line(line)
+                if event is None:
+                    self._log(line)
+                    event = parse_progress_line(line)
+                elif isinstance(event, DriverError):
+                    self._log(f"Error: {event.message}")
                 if event is not None:
                     try:
                         self.on_event(event)
@@ -133,10 +144,6 @@ class _Reader(threading.Thread):
                         # This thread must keep draining Blender's output, or Blender
                         # blocks on a full pipe and the render never ends.
                         self._log(f"farmhand: event handler failed: {exc!r}")
-                    if isinstance(event, DriverError):
-                        self._log(f"Error: {event.message}")
-                    continue
-                self._log(line)
 
     def _log(self, line: str) -> None:
         self.tail.append(line)
