@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from farmhand.worker.blender import discovery
-from farmhand.worker.blender.discovery import BlenderNotFound, find_blender
+from farmhand.worker.blender.discovery import BlenderNotFound, find_blender, install_from_spec
 
 
 def fake_blender(directory: Path, version: str) -> Path:
@@ -45,6 +45,8 @@ def test_env_then_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bpy_spec_means_the_module(no_module: None) -> None:
     with pytest.raises(BlenderNotFound, match=r"farmhand\[blender\]"):
         find_blender("bpy")
+    with pytest.raises(BlenderNotFound, match="FARMHAND_BLENDER"):
+        install_from_spec("module", "FARMHAND_BLENDER")
 
 
 def test_nothing_found_says_how_to_fix(

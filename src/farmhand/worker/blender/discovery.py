@@ -40,6 +40,7 @@ class BlenderInstall:
 
 
 def executable_version(path: str) -> str:
+    """`Blender 3.4.1` from `blender --version`; also proves the file really is Blender."""
     try:
         result = subprocess.run(
             [path, "--version"], capture_output=True, text=True, timeout=60, check=False
@@ -55,6 +56,7 @@ def executable_version(path: str) -> str:
 
 
 def module_version(python: str = sys.executable) -> str | None:
+    """bpy's version as `python` imports it, asked in a child so this process stays small."""
     try:
         result = subprocess.run(
             [python, "-c", "import bpy, sys; sys.stdout.write(bpy.app.version_string)"],
@@ -69,7 +71,11 @@ def module_version(python: str = sys.executable) -> str | None:
     return match.group(0) if result.returncode == 0 and match else None
 
 
-def _from_spec(spec: str, origin: str) -> BlenderInstall:
+def install_from_spec(spec: str, origin: str = "--blender") -> BlenderInstall:
+    """The Blender a `--blender` value names: a path, a name on PATH, or `bpy`/`module`.
+
+    `origin` is where the value came from, so the error names the setting to fix.
+    """
     if spec in MODULE_SPECS:
         version = module_version()
         if version is None:
@@ -87,11 +93,16 @@ def _from_spec(spec: str, origin: str) -> BlenderInstall:
 def find_blender(
     explicit: str | None = None, env: Mapping[str, str] | None = None
 ) -> BlenderInstall:
+    """The Blender to use: `explicit`, then FARMHAND_BLENDER in `env`, PATH, the bpy module.
+
+    Raises BlenderNotFound with the ways to fix it, so a worker or node can refuse to
+    start rather than fail every task it takes.
+    """
     env = os.environ if env is None else env
     if explicit:
-        return _from_spec(explicit, "--blender")
+        return install_from_spec(explicit, "--blender")
     if env.get("FARMHAND_BLENDER"):
-        return _from_spec(env["FARMHAND_BLENDER"], "FARMHAND_BLENDER")
+        return install_from_spec(env["FARMHAND_BLENDER"], "FARMHAND_BLENDER")
     on_path = shutil.which("blender")
     if on_path:
         return BlenderInstall("executable", on_path, executable_version(on_path))
