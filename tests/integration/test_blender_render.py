@@ -165,3 +165,73 @@ def test_scene_python_never_runs_in_blender_34(
     subprocess.run([blender_executable.path, "-b", "-y", str(blend)], check=True,
                    capture_output=True, timeout=120)  # fmt: skip
     assert marker.exists()
+
+
+def test_cancel_stops_a_real_render_quickly(blender_module: BlenderInstall, tmp_path: Path) -> None:
+    """A canceled task must free the machine: Blender (and its group) gone in seconds."""
+    import os
+    import threading
+    import time
+
+    from farmhand.worker.blender.events import FrameStarted
+
+    blend = make_scene(
+        tmp_path / "slow.blend", "slow", install=blender_module, width=640, height=480,
+        frames="1-2", samples=64,
+    )  # fmt: skip
+    started = threading.Event()
+    cancel = threading.Event()
+    pids: list[int] = []
+    box: list[RenderResult] = []
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, FrameStarted):
+            started.set()
+
+    def on_log(_line: str) -> None:
+        if not pids:
+            pids.extend(int(p) for p in os.listdir("/proc") if p.isdigit() and _is_driver(p))
+
+    thread = threading.Thread(
+        target=lambda: box.append(
+            render(
+                blender_module,
+                RenderRequest(blend, [1, 2], tmp_path / "out"),
+                log_path=tmp_path / "log",
+                on_event=on_event,
+                on_log=on_log,
+                cancel=cancel,
+            )
+        )
+    )
+    thread.start()
+    assert started.wait(60)
+    time.sleep(0.5)
+    began = time.monotonic()
+    cancel.set()
+    thread.join(15)
+    assert not thread.is_alive()
+    assert time.monotonic() - began < 5
+    assert box[0].error == "canceled" and not box[0].ok
+    assert not list((tmp_path / "out").glob("frame_0002*"))
+    assert pids, "found the Blender process"
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid)
+
+
+def _is_driver(pid: str) -> bool:
+    """A driver started by this test process (not another test's, running alongside)."""
+    import os
+
+    try:
+        parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        return parent == os.getpid() and "driver.py" in Path(f"/proc/{pid}/cmdline").read_text()
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
