@@ -235,3 +235,25 @@ def _is_zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
     except OSError:
         return True
+
+
+@pytest.mark.parametrize("fixture", ["blender_module", "blender_executable"])
+def test_a_scene_set_to_write_video_renders_png_frames(
+    request: pytest.FixtureRequest, tmp_path: Path, fixture: str
+) -> None:
+    """FFMPEG output would fail the task; frames are what a farm collects (Blender 5 needs
+    the media type switched before the format can be)."""
+    install: BlenderInstall = request.getfixturevalue(fixture)
+    blend = make_scene(
+        tmp_path / "video.blend", "animated", install=install, output_format="FFMPEG",
+        **SCENE_OPTIONS,  # type: ignore[arg-type]
+    )  # fmt: skip
+    result, events = do_render(install, blend, tmp_path / "out", [1])
+    opened = next(e for e in events if isinstance(e, Opened))
+    assert opened.facts["output_format"] == "FFMPEG"
+    assert result.ok, result.error
+    assert verify_image(result.frames[1], WIDTH, HEIGHT).format == "PNG"
+    # and an explicit override from video to EXR works as well
+    result, _ = do_render(install, blend, tmp_path / "exr", [1], output_format="OPEN_EXR")
+    assert result.ok, result.error
+    assert verify_image(result.frames[1], WIDTH, HEIGHT).format == "OPEN_EXR"

@@ -26,8 +26,16 @@ def make_scene(
     samples: int = 4,
     engine: str = "CYCLES",
     marker: Path | None = None,
+    output_format: str = "PNG",
 ) -> Path:
-    """Build a scene with Blender (the bpy module unless `install` says otherwise)."""
+    """Build a small scene at `out` with Blender and return its path.
+
+    Uses the bpy module unless `install` says otherwise; build with the Blender that will
+    render it (a file saved by 5.0 does not open in 3.4). Variants: `animated` (a cube
+    moving across `frames`), `no-camera` (cannot render), `autoexec` (a registered text
+    block that writes `marker` if scripts are ever trusted), `slow` (16x the samples).
+    Raises SceneBuildError with Blender's output if the build fails.
+    """
     if variant not in VARIANTS:
         raise ValueError(f"unknown scene variant {variant!r}; one of {VARIANTS}")
     install = install or find_blender("bpy")
@@ -36,7 +44,7 @@ def make_scene(
     options = [
         "--out", str(out), "--variant", variant, "--width", str(width),
         "--height", str(height), "--frames", frames, "--samples", str(samples),
-        "--engine", engine, "--marker", str(marker or ""),
+        "--engine", engine, "--marker", str(marker or ""), "--output-format", output_format,
     ]  # fmt: skip
     if install.kind == "module":
         command = [install.python, str(BUILDER), "--", *options]

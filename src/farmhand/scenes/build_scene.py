@@ -30,6 +30,7 @@ def parse_args():
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--engine", default="CYCLES")
     parser.add_argument("--marker", default="")
+    parser.add_argument("--output-format", default="PNG", help="PNG, JPEG, OPEN_EXR or FFMPEG")
     return parser.parse_args(argv)
 
 
@@ -80,7 +81,10 @@ def build(args):
     render.engine = args.engine
     render.resolution_x, render.resolution_y = args.width, args.height
     render.resolution_percentage = 100
-    render.image_settings.file_format = "PNG"
+    settings = render.image_settings
+    if hasattr(settings, "media_type"):  # Blender 5: formats are grouped by media type
+        settings.media_type = "VIDEO" if args.output_format == "FFMPEG" else "IMAGE"
+    settings.file_format = args.output_format
     if args.engine == "CYCLES":
         scene.cycles.device = "CPU"
         scene.cycles.samples = args.samples * (16 if args.variant == "slow" else 1)

@@ -64,12 +64,34 @@ def cmd_open(command):
     emit("opened", **scene_facts(bpy.context.scene))
 
 
+def set_file_format(settings, file_format):
+    """Set an image format; Blender 5 first needs the matching `media_type`.
+
+    In Blender 5 the formats offered depend on `media_type` (IMAGE, MULTI_LAYER_IMAGE,
+    VIDEO): setting PNG on a scene whose media type is VIDEO fails with `enum "PNG" not
+    found in ('FFMPEG')`. Blender 3.4 has no media type.
+    """
+    if hasattr(settings, "media_type"):
+        wanted = "MULTI_LAYER_IMAGE" if file_format == "OPEN_EXR_MULTILAYER" else "IMAGE"
+        if settings.media_type != wanted:
+            settings.media_type = wanted
+    settings.file_format = file_format
+
+
 def apply_overrides(scene, command):
     render = scene.render
     if command.get("engine"):
         render.engine = command["engine"]
     if command.get("output_format"):
-        render.image_settings.file_format = command["output_format"]
+        set_file_format(render.image_settings, command["output_format"])
+    elif render.image_settings.file_format not in EXTENSIONS:
+        # A scene set up to write a video (FFMPEG): a farm collects frames and assembles
+        # the video afterwards, so render lossless frames instead of failing the task.
+        sys.stdout.write(
+            "farmhand: the scene writes %s; rendering PNG frames instead\n"
+            % render.image_settings.file_format
+        )
+        set_file_format(render.image_settings, "PNG")
     if command.get("resolution_percentage"):
         render.resolution_percentage = int(command["resolution_percentage"])
     if command.get("threads"):
