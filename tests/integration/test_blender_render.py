@@ -137,34 +137,43 @@ def test_missing_blend_file_is_a_failure_with_a_reason(
 def test_scene_python_never_runs_when_rendering(
     blender_module: BlenderInstall, autoexec_blend: Path, autoexec_marker: Path, tmp_path: Path
 ) -> None:
-    result, _ = do_render(blender_module, autoexec_blend, tmp_path, [1])
+    driver_marker = Path(f"{autoexec_marker}-driver")
+    result, _ = do_render(blender_module, autoexec_blend, tmp_path, [1, 2])
     assert result.ok, result.error
-    assert not autoexec_marker.exists(), "the .blend's embedded script ran during a render"
+    assert not autoexec_marker.exists(), "the .blend's registered text block ran"
+    assert not driver_marker.exists(), "the .blend's driver expression ran"
 
-    # And the test can fail: the same file opened *with* scripts trusted writes the marker.
-    trusting = "import bpy, sys; bpy.ops.wm.open_mainfile(filepath=sys.argv[1], use_scripts=True)"
+    # And the test can fail: the same file opened *with* scripts trusted runs both.
+    trusting = (
+        "import bpy, sys; "
+        "bpy.ops.wm.open_mainfile(filepath=sys.argv[1], use_scripts=True); "
+        "bpy.context.scene.frame_set(2)"
+    )
     subprocess.run([sys.executable, "-c", trusting, str(autoexec_blend)], check=True,
                    capture_output=True, timeout=120)  # fmt: skip
-    assert autoexec_marker.exists()
+    assert autoexec_marker.exists() and driver_marker.exists()
     autoexec_marker.unlink()
+    driver_marker.unlink()
 
 
 def test_scene_python_never_runs_in_blender_34(
     blender_executable: BlenderInstall, tmp_path: Path
 ) -> None:
     marker = tmp_path / "ran"
+    driver_marker = Path(f"{marker}-driver")
     blend = make_scene(
         tmp_path / "evil.blend", "autoexec", install=blender_executable, marker=marker,
         **SCENE_OPTIONS,  # type: ignore[arg-type]
     )  # fmt: skip
-    result, _ = do_render(blender_executable, blend, tmp_path / "out", [1])
+    result, _ = do_render(blender_executable, blend, tmp_path / "out", [1, 2])
     assert result.ok, result.error
-    assert not marker.exists()
+    assert not marker.exists() and not driver_marker.exists()
     assert blender_executable.path
     # -y (trust scripts) on the same file runs them: the scene really is hostile.
-    subprocess.run([blender_executable.path, "-b", "-y", str(blend)], check=True,
+    subprocess.run([blender_executable.path, "-b", "-y", str(blend), "--python-expr",
+                    "import bpy; bpy.context.scene.frame_set(2)"], check=True,
                    capture_output=True, timeout=120)  # fmt: skip
-    assert marker.exists()
+    assert marker.exists() and driver_marker.exists()
 
 
 def test_cancel_stops_a_real_render_quickly(blender_module: BlenderInstall, tmp_path: Path) -> None:

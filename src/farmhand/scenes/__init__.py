@@ -33,7 +33,8 @@ def make_scene(
     Uses the bpy module unless `install` says otherwise; build with the Blender that will
     render it (a file saved by 5.0 does not open in 3.4). Variants: `animated` (a cube
     moving across `frames`), `no-camera` (cannot render), `autoexec` (a registered text
-    block that writes `marker` if scripts are ever trusted), `slow` (16x the samples).
+    block that writes `marker`, and a driver expression that writes `marker`-driver, if
+    scripts are ever trusted), `slow` (16x the samples).
     Raises SceneBuildError with Blender's output if the build fails.
     """
     if variant not in VARIANTS:
