@@ -23,8 +23,8 @@ from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.engine import Database
 from farmhand.manager.db.migrate import upgrade
-from farmhand.manager.db.models import Task
-from farmhand.manager.scheduling.reaper import reap_silent_workers
+from farmhand.manager.scheduling.policy import Policy
+from farmhand.manager.scheduling.reaper import ReapReport, reap
 from farmhand.manager.settings import ManagerSettings
 from farmhand.manager.storage.blobs import BlobStore
 from farmhand.manager.storage.logs import TaskLogs
@@ -43,24 +43,32 @@ def prepare(settings: ManagerSettings) -> tuple[ManagerContext, BootstrapReport]
         db=db,
         blobs=BlobStore(settings.blob_dir, settings.max_upload_bytes),
         logs=TaskLogs(settings.log_dir),
+        policy=Policy.from_settings(settings),
     )
     return context, report
 
 
 async def _reaper_loop(context: ManagerContext) -> None:
-    def reap_once() -> list[Task]:
+    def reap_once() -> ReapReport:
         with context.db.transaction() as session:
-            return reap_silent_workers(
-                session, utcnow(), context.settings.heartbeat_timeout, context.started_at
+            return reap(
+                session,
+                utcnow(),
+                heartbeat_timeout=context.settings.heartbeat_timeout,
+                task_timeout=context.settings.task_timeout,
+                manager_started=context.started_at,
+                policy=context.policy,
             )
 
     while True:
         await asyncio.sleep(context.settings.reaper_interval)
         try:
-            requeued = await run_in_threadpool(reap_once)
-            for task in requeued:
-                context.events.job_changed(task.job_id)
-            if requeued:
+            report = await run_in_threadpool(reap_once)
+            for job_id in report.jobs:
+                context.events.job_changed(job_id)
+            for worker_id in report.workers:
+                context.events.runner_changed(worker_id)
+            if report:
                 context.wakeup.notify()
         except Exception:
             log.exception("reaper pass failed; trying again")

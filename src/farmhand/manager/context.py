@@ -8,6 +8,7 @@ from datetime import datetime
 from farmhand.manager.clock import utcnow
 from farmhand.manager.db.engine import Database
 from farmhand.manager.events import EventBus
+from farmhand.manager.scheduling.policy import Policy
 from farmhand.manager.scheduling.wakeup import Wakeup
 from farmhand.manager.settings import ManagerSettings
 from farmhand.manager.storage.blobs import BlobStore
@@ -20,6 +21,7 @@ class ManagerContext:
     db: Database
     blobs: BlobStore
     logs: TaskLogs
+    policy: Policy = field(default_factory=Policy)
     wakeup: Wakeup = field(default_factory=Wakeup)
     events: EventBus = field(default_factory=EventBus)
     started_at: datetime = field(default_factory=utcnow)

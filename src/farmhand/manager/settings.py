@@ -25,6 +25,13 @@ class ManagerSettings:
     reaper_interval: float = 2.0
     max_attempts: int = 3
     """How often a task may fail before it, and so its job, fails."""
+    blocklist_threshold: int = 3
+    """A worker that fails this many tasks of one job gets no more of that job's tasks."""
+    job_failure_share: float = 0.0
+    """A job fails early once more than this share of its tasks failed for good (0: the
+    first one). Either way a job with a failed task cannot end `completed`."""
+    task_timeout: float = 1800.0
+    """A task with no word from its worker (progress or log) for this long is failed."""
     claim_poll_interval: float = 0.5
     """How often a waiting claim looks at the database when not woken up in-process
     (another manager sharing the database may have queued work)."""

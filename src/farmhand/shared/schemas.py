@@ -19,6 +19,8 @@ Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 """A lower-case hex SHA-256: how blobs are named everywhere."""
 
 RelativePath = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+Tag = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,39}$")]
+"""A worker tag such as `gpu`, `highmem` or `studio-b`: lower case, no spaces."""
 """A path inside a job's file tree; checked further by `farmhand.shared.paths`."""
 
 
@@ -75,6 +77,12 @@ class JobSettings(_Strict):
     resolution_percentage: int | None = Field(default=None, ge=1, le=1000)
     samples: int | None = Field(default=None, ge=1, le=1_000_000)
     max_attempts: int | None = Field(default=None, ge=1, le=100)
+    required_tags: list[Tag] = Field(
+        default_factory=list, max_length=32, description="Only workers with all of these tags."
+    )
+    max_workers: int | None = Field(
+        default=None, ge=1, le=100_000, description="At most this many workers at once."
+    )
 
     @model_validator(mode="after")
     def _check_range(self) -> JobSettings:
@@ -134,6 +142,28 @@ class JobDetail(JobSummary):
     eta_seconds: float | None
 
 
+class JobAction(_Strict):
+    action: Literal["pause", "resume", "requeue-failed", "requeue-all"]
+
+
+class JobPatch(_Strict):
+    priority: int = Field(ge=0, le=100)
+
+
+class TaskAction(_Strict):
+    action: Literal["requeue", "cancel"]
+
+
+class BlocklistEntry(BaseModel):
+    id: int
+    worker_id: int
+    worker: str
+    job_id: int
+    task_type: str
+    reason: str
+    created_at: datetime
+
+
 class JobAccepted(BaseModel):
     id: int
     status: JobStatus
@@ -177,6 +207,7 @@ class WorkerCapabilities(_Strict):
     ram_bytes: int = Field(default=0, ge=0)
     task_types: list[str] = Field(default_factory=lambda: ["render"], max_length=32)
     hostname: str = Field(default="", max_length=255)
+    tags: list[Tag] = Field(default_factory=list, max_length=32)
 
 
 class RunnerRegister(_Strict):
@@ -265,10 +296,39 @@ class OutputStored(BaseModel):
     size: int
 
 
+class SleepWindow(_Strict):
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
+        min_length=1, max_length=7
+    )
+    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM")
+    end: str = Field(pattern=r"^([01]\d|2[0-4]):[0-5]\d$", description="HH:MM; may be before start (overnight)")
+
+
+class SleepSchedule(_Strict):
+    """When a worker must not render, e.g. an artist's workstation during office hours."""
+
+    timezone: str = Field(default="UTC", max_length=64, description="IANA name, e.g. Europe/Paris")
+    windows: list[SleepWindow] = Field(default_factory=list, max_length=50)
+    when: Literal["now", "after-task"] = Field(
+        default="after-task",
+        description="At a window's start: abort the running task (now) or let it finish.",
+    )
+
+
+class RunnerAction(_Strict):
+    action: Literal["enable", "disable", "drain"]
+    when: Literal["now", "after-task"] = Field(
+        default="after-task", description="now: abort the running task, which is requeued."
+    )
+
+
 class RunnerInfo(BaseModel):
     id: int
     name: str
     status: WorkerStatus
+    admin_state: Literal["enabled", "disabled", "draining"] = "enabled"
+    asleep: bool = False
+    sleep_schedule: SleepSchedule | None = None
     last_heartbeat: datetime | None
     current_task_id: int | None
     current_job_id: int | None

@@ -1,40 +1,189 @@
-"""Admin routes: the runners and their health."""
+"""Admin routes: runners (health and control) and blocklists."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Response, status
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from farmhand.manager.api.deps import AdminDep, Context
-from farmhand.manager.db.models import Task, Worker
-from farmhand.shared.schemas import RunnerInfo, TaskStatus, WorkerCapabilities, WorkerStatus
+from farmhand.manager.clock import utcnow
+from farmhand.manager.context import ManagerContext
+from farmhand.manager.db.models import Blocklist, Task, Worker
+from farmhand.manager.scheduling.workers import (
+    ScheduleError,
+    abort_current,
+    apply_action,
+    check_schedule,
+    display_status,
+    in_sleep_window,
+)
+from farmhand.shared.schemas import (
+    BlocklistEntry,
+    ErrorResponse,
+    RunnerAction,
+    RunnerInfo,
+    SleepSchedule,
+    TaskStatus,
+    WorkerCapabilities,
+)
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse},
+    401: {"model": ErrorResponse},
+    403: {"model": ErrorResponse},
+    404: {"model": ErrorResponse},
+}
 
 
-@router.get("/runners", response_model=list[RunnerInfo])
+def _runner_info(worker: Worker, task: Task | None) -> RunnerInfo:
+    return RunnerInfo(
+        id=worker.id,
+        name=worker.name,
+        status=display_status(worker, busy=task is not None),
+        admin_state=worker.admin_state,
+        asleep=worker.asleep,
+        sleep_schedule=(
+            SleepSchedule.model_validate(worker.sleep_schedule) if worker.sleep_schedule else None
+        ),
+        last_heartbeat=worker.last_heartbeat,
+        current_task_id=task.id if task else None,
+        current_job_id=task.job_id if task else None,
+        capabilities=WorkerCapabilities.model_validate(worker.capabilities),
+        registered_at=worker.registered_at,
+    )
+
+
+def _current_task(session: Session, worker_id: int) -> Task | None:
+    return session.scalar(
+        select(Task)
+        .where(Task.worker_id == worker_id, Task.status == TaskStatus.ACTIVE.value)
+        .limit(1)
+    )
+
+
+def _worker(session: Session, worker_id: int) -> Worker:
+    worker = session.get(Worker, worker_id)
+    if worker is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"runner {worker_id} not found")
+    return worker
+
+
+def _announce(context: ManagerContext, worker_id: int, jobs: list[int]) -> None:
+    for job_id in jobs:
+        context.events.job_changed(job_id)
+    context.events.runner_changed(worker_id)
+    if jobs:
+        context.wakeup.notify()
+
+
+@router.get("/runners", response_model=list[RunnerInfo], responses=ERRORS)
 def list_runners(context: Context, caller: AdminDep) -> list[RunnerInfo]:
     with context.db.transaction() as session:
         current = {
             task.worker_id: task
             for task in session.scalars(select(Task).where(Task.status == TaskStatus.ACTIVE.value))
         }
-        runners = []
-        for worker in session.scalars(select(Worker).order_by(Worker.name, Worker.id)):
-            task = current.get(worker.id)
-            shown = WorkerStatus(worker.status)
-            if shown is WorkerStatus.IDLE and task is not None:
-                shown = WorkerStatus.BUSY
-            runners.append(
-                RunnerInfo(
-                    id=worker.id,
-                    name=worker.name,
-                    status=shown,
-                    last_heartbeat=worker.last_heartbeat,
-                    current_task_id=task.id if task else None,
-                    current_job_id=task.job_id if task else None,
-                    capabilities=WorkerCapabilities.model_validate(worker.capabilities),
-                    registered_at=worker.registered_at,
-                )
+        return [
+            _runner_info(worker, current.get(worker.id))
+            for worker in session.scalars(select(Worker).order_by(Worker.name, Worker.id))
+        ]
+
+
+@router.post(
+    "/runners/{worker_id}/actions",
+    response_model=RunnerInfo,
+    responses=ERRORS,
+    summary="Enable, disable or drain a runner, now or after its current task",
+)
+def runner_action(
+    worker_id: int, body: RunnerAction, context: Context, caller: AdminDep
+) -> RunnerInfo:
+    with context.db.transaction() as session:
+        worker = _worker(session, worker_id)
+        jobs = apply_action(session, worker, body.action, body.when, utcnow(), context.policy)
+        info = _runner_info(worker, _current_task(session, worker_id))
+    _announce(context, worker_id, jobs)
+    return info
+
+
+@router.put(
+    "/runners/{worker_id}/sleep-schedule",
+    response_model=RunnerInfo,
+    responses=ERRORS,
+    summary="Set (or clear, with no windows) the hours a runner must not render",
+)
+def set_sleep_schedule(
+    worker_id: int, body: SleepSchedule, context: Context, caller: AdminDep
+) -> RunnerInfo:
+    try:
+        check_schedule(body)
+    except ScheduleError as error:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
+    now = utcnow()
+    with context.db.transaction() as session:
+        worker = _worker(session, worker_id)
+        worker.sleep_schedule = body.model_dump() if body.windows else None
+        asleep = bool(body.windows) and in_sleep_window(body, now)
+        jobs: list[int] = []
+        if asleep and not worker.asleep and body.when == "now":
+            reason = f"worker {worker.name} went to sleep"
+            jobs = abort_current(session, worker, reason, now, context.policy)
+        worker.asleep = asleep
+        info = _runner_info(worker, _current_task(session, worker_id))
+    _announce(context, worker_id, jobs)
+    return info
+
+
+@router.delete(
+    "/runners/{worker_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=ERRORS,
+    summary="Forget a runner; its running task goes back to the queue",
+)
+def delete_runner(worker_id: int, context: Context, caller: AdminDep) -> Response:
+    with context.db.transaction() as session:
+        worker = _worker(session, worker_id)
+        jobs = abort_current(session, worker, f"worker {worker.name} was deleted", utcnow(),
+                             context.policy)  # fmt: skip
+        session.delete(worker)
+    _announce(context, worker_id, jobs)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/blocklist", response_model=list[BlocklistEntry], responses=ERRORS)
+def list_blocklist(context: Context, caller: AdminDep) -> list[BlocklistEntry]:
+    with context.db.transaction() as session:
+        rows = session.execute(
+            select(Blocklist, Worker.name)
+            .join(Worker, Worker.id == Blocklist.worker_id)
+            .order_by(Blocklist.id)
+        ).all()
+        return [
+            BlocklistEntry(
+                id=entry.id,
+                worker_id=entry.worker_id,
+                worker=name,
+                job_id=entry.job_id,
+                task_type=entry.task_type,
+                reason=entry.reason,
+                created_at=entry.created_at,
             )
-        return runners
+            for entry, name in rows
+        ]
+
+
+@router.delete("/blocklist/{entry_id}", status_code=status.HTTP_204_NO_CONTENT, responses=ERRORS)
+def clear_blocklist_entry(entry_id: int, context: Context, caller: AdminDep) -> Response:
+    with context.db.transaction() as session:
+        entry = session.get(Blocklist, entry_id)
+        if entry is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"blocklist entry {entry_id} not found")
+        job_id = entry.job_id
+        session.delete(entry)
+    context.events.job_changed(job_id)
+    context.wakeup.notify()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -19,19 +19,32 @@ from farmhand.manager.api.uploads import store_upload
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Job, JobFile, Task
+from farmhand.manager.jobs.delete import delete_job, remove_blobs
 from farmhand.manager.jobs.submit import SubmitError, create_job
 from farmhand.manager.jobs.views import job_detail, job_summaries
-from farmhand.manager.scheduling.state import FINISHED_JOB_STATUSES, cancel_job
+from farmhand.manager.scheduling.state import (
+    FINISHED_JOB_STATUSES,
+    TransitionError,
+    cancel_job,
+    cancel_task,
+    pause_job,
+    requeue_job,
+    rerun_task,
+    resume_job,
+)
 from farmhand.manager.storage.archive import stream_zip
 from farmhand.shared.paths import UnsafePathError, safe_file_name, safe_relative_path
 from farmhand.shared.schemas import (
     ErrorResponse,
     JobAccepted,
+    JobAction,
     JobCreate,
     JobDetail,
+    JobPatch,
     JobSettings,
     JobStatus,
     JobSummary,
+    TaskAction,
 )
 from farmhand.shared.schemas import JobFile as JobFileModel
 
@@ -163,13 +176,89 @@ def get_job(job_id: int, response: Response, context: Context, caller: UserDep) 
     return detail
 
 
-@router.delete("/{job_id}", response_model=JobSummary, responses=ERRORS, summary="Cancel a job")
-def cancel(job_id: int, context: Context, caller: UserDep) -> JobSummary:
+@router.delete(
+    "/{job_id}",
+    response_model=JobSummary,
+    responses={**ERRORS, 204: {"description": "Deleted (purge=true)"}},
+    summary="Cancel a job; with purge=true delete it and its outputs",
+)
+def cancel(
+    job_id: int, context: Context, caller: UserDep, purge: bool = False
+) -> JobSummary | Response:
     with context.db.transaction() as session:
         job = _visible_job(session, caller, job_id)
         cancel_job(session, job, utcnow(), f"canceled by {caller.name}")
+        if purge:
+            orphans = delete_job(context, session, job)
+        else:
+            summary = job_summaries(session, [job])[0]
+    context.events.job_changed(job_id)
+    if purge:
+        remove_blobs(context, orphans)
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return summary
+
+
+@router.patch("/{job_id}", response_model=JobSummary, responses=ERRORS, summary="Change priority")
+def patch_job(job_id: int, body: JobPatch, context: Context, caller: UserDep) -> JobSummary:
+    with context.db.transaction() as session:
+        job = _visible_job(session, caller, job_id)
+        job.priority = body.priority
+        job.settings = {**job.settings, "priority": body.priority}
         summary = job_summaries(session, [job])[0]
     context.events.job_changed(job_id)
+    context.wakeup.notify()
+    return summary
+
+
+@router.post(
+    "/{job_id}/actions",
+    response_model=JobSummary,
+    responses={**ERRORS, 409: {"model": ErrorResponse}},
+    summary="Pause, resume, or requeue a job's failed or all tasks",
+)
+def job_action(job_id: int, body: JobAction, context: Context, caller: UserDep) -> JobSummary:
+    now = utcnow()
+    with context.db.transaction() as session:
+        job = _visible_job(session, caller, job_id)
+        try:
+            if body.action == "pause":
+                pause_job(session, job, now, context.policy)
+            elif body.action == "resume":
+                resume_job(session, job, now, context.policy)
+            else:
+                only_failed = body.action == "requeue-failed"
+                requeue_job(session, job, now, context.policy, only_failed=only_failed)
+        except TransitionError as error:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from error
+        summary = job_summaries(session, [job])[0]
+    context.events.job_changed(job_id)
+    context.wakeup.notify()
+    return summary
+
+
+@router.post(
+    "/{job_id}/tasks/{task_id}/actions",
+    response_model=JobSummary,
+    responses=ERRORS,
+    summary="Requeue or cancel one task",
+)
+def task_action(
+    job_id: int, task_id: int, body: TaskAction, context: Context, caller: UserDep
+) -> JobSummary:
+    now = utcnow()
+    with context.db.transaction() as session:
+        job = _visible_job(session, caller, job_id)
+        task = session.get(Task, task_id)
+        if task is None or task.job_id != job_id:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"task {task_id} not found")
+        if body.action == "requeue":
+            rerun_task(session, task, now, context.policy)
+        else:
+            cancel_task(session, task, now, context.policy)
+        summary = job_summaries(session, [job])[0]
+    context.events.job_changed(job_id)
+    context.wakeup.notify()
     return summary
 
 

@@ -32,6 +32,7 @@ from farmhand.manager.scheduling.state import (
     requeue_task,
     task_is_held_by,
 )
+from farmhand.manager.scheduling.workers import active_tasks, display_status, finish_draining
 from farmhand.shared.images import ImageError, verify_image
 from farmhand.shared.paths import UnsafePathError, safe_relative_path
 from farmhand.shared.schemas import (
@@ -132,7 +133,8 @@ def heartbeat(body: Heartbeat, context: Context, worker_id: RunnerDep) -> Heartb
             task = session.get(Task, body.current_task_id)
             if not task_is_held_by(task, worker_id):
                 abort.append(body.current_task_id)
-        reply = HeartbeatReply(status=WorkerStatus(worker.status), abort_task_ids=abort)
+        busy = bool(active_tasks(session, worker_id))
+        reply = HeartbeatReply(status=display_status(worker, busy), abort_task_ids=abort)
     context.events.runner_changed(worker_id)
     return reply
 
@@ -169,7 +171,8 @@ def _claim_once(context: ManagerContext, worker_id: int, first: bool) -> TaskAss
             worker.last_heartbeat = utcnow()
             if worker.status == WorkerStatus.OFFLINE.value:
                 worker.status = WorkerStatus.IDLE.value
-        task = claim_task(session, worker, utcnow())
+        finish_draining(worker)
+        task = claim_task(session, worker, utcnow(), context.policy)
         if task is None:
             return None
         log.info("task assigned", job_id=task.job_id, task_id=task.id, worker=worker.name)
@@ -244,7 +247,7 @@ def complete(
                 status.HTTP_409_CONFLICT,
                 f"no output was uploaded for frame(s) {lacking[:10]}; upload them or fail the task",
             )
-        job_status = complete_task(session, task, utcnow())
+        job_status = complete_task(session, task, utcnow(), context.policy)
         log.info("task completed", job_id=task.job_id, task_id=task.id, worker_id=worker_id)
         outcome = TaskOutcome(task_status=TaskStatus(task.status), job_status=job_status)
         job_id = task.job_id
@@ -257,9 +260,7 @@ def fail(task_id: int, body: TaskFail, context: Context, worker_id: RunnerDep) -
     with context.db.transaction() as session:
         task = _held_task(session, task_id, worker_id)
         context.logs.append(task.job_id, task_id, [*body.log_lines, f"FAILED: {body.reason}"])
-        job_status = fail_task(
-            session, task, body.reason, utcnow(), max_attempts=_max_attempts(context, session, task)
-        )
+        job_status = fail_task(session, task, body.reason, utcnow(), context.policy)
         log.warning(
             "task failed",
             job_id=task.job_id,
@@ -280,18 +281,11 @@ def _changed(context: ManagerContext, job_id: int, worker_id: int) -> None:
     context.events.runner_changed(worker_id)
 
 
-def _max_attempts(context: ManagerContext, session: Session, task: Task) -> int:
-    job = session.get(Job, task.job_id)
-    assert job is not None
-    configured = JobSettings.model_validate(job.settings).max_attempts
-    return configured or context.settings.max_attempts
-
-
 @router.post("/tasks/{task_id}/release", response_model=TaskOutcome, responses=ERRORS)
 def release(task_id: int, body: TaskRelease, context: Context, worker_id: RunnerDep) -> TaskOutcome:
     with context.db.transaction() as session:
         task = _held_task(session, task_id, worker_id)
-        job_status = requeue_task(session, task, body.reason, utcnow())
+        job_status = requeue_task(session, task, body.reason, utcnow(), context.policy)
         log.info("task released", job_id=task.job_id, task_id=task.id, worker_id=worker_id)
         outcome = TaskOutcome(task_status=TaskStatus(task.status), job_status=job_status)
         job_id = task.job_id
@@ -311,7 +305,7 @@ def sign_off(context: Context, worker_id: RunnerDep) -> Response:
         for task in session.scalars(
             select(Task).where(Task.worker_id == worker_id, Task.status == TaskStatus.ACTIVE.value)
         ):
-            requeue_task(session, task, f"worker {worker.name} signed off", now)
+            requeue_task(session, task, f"worker {worker.name} signed off", now, context.policy)
             jobs.add(task.job_id)
         log.info("runner signed off", worker=worker.name, worker_id=worker_id)
     for job_id in jobs:

@@ -63,9 +63,43 @@ class Worker(Base):
     name: Mapped[str] = mapped_column(String(100))
     secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
     status: Mapped[str] = mapped_column(String(20), default="idle")
+    """Whether the worker is reachable: `idle` (online) or `offline`, set by heartbeats
+    and the reaper. What an admin decided is kept apart in `admin_state`, so a disabled
+    worker that goes offline and comes back is still disabled."""
+    admin_state: Mapped[str] = mapped_column(String(20), default="enabled")
+    """`enabled`, `disabled` or `draining` (finish the current task, then take no more)."""
+    asleep: Mapped[bool] = mapped_column(default=False)
+    """Inside a window of its sleep schedule: takes no work."""
+    sleep_schedule: Mapped[dict[str, Any] | None]
     capabilities: Mapped[dict[str, Any]] = mapped_column(default=dict)
     last_heartbeat: Mapped[datetime | None]
     registered_at: Mapped[datetime]
+
+
+class Blocklist(Base):
+    """A worker that failed too many tasks of a job gets no more tasks of that type there."""
+
+    __tablename__ = "blocklist"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    worker_id: Mapped[int] = mapped_column(ForeignKey("workers.id", ondelete="CASCADE"))
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    task_type: Mapped[str] = mapped_column(String(40))
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("worker_id", "job_id", "task_type"),)
+
+
+class TaskDependency(Base):
+    """`task_id` may run only once `depends_on_id` has completed."""
+
+    __tablename__ = "task_dependencies"
+    task_id: Mapped[int] = mapped_column(
+        ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    depends_on_id: Mapped[int] = mapped_column(
+        ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
 
 
 class Blob(Base):
@@ -153,10 +187,12 @@ __all__ = [
     "ApiToken",
     "Base",
     "Blob",
+    "Blocklist",
     "Job",
     "JobFile",
     "RunnerRegistrationToken",
     "Task",
+    "TaskDependency",
     "TaskFailure",
     "User",
     "Worker",

@@ -1,43 +1,146 @@
 """Choosing the task a worker gets.
 
-Order: highest job priority, then the oldest job, then the lowest task index. The
-choice is made by a read followed by the state machine's compare-and-set; if another
-worker won the race for a candidate, the next candidate is tried. No lock outside the
-database is involved, so several managers can share one database.
+Jobs are ranked by:
+
+1. priority, highest first;
+2. fair share: at equal priority, the job whose owner holds the fewest workers right
+   now goes first, so one person's fifty jobs do not starve another's one;
+3. age, oldest first (then id).
+
+A job is skipped when it does not fit the worker (required tags, task types), when the
+worker is blocklisted from it, or when it already holds its `max_workers`. Within the
+chosen job the lowest-index queued task whose dependencies are complete is taken — but
+not one this worker already failed, while another available worker could take it.
+
+The choice is a read followed by the state machine's compare-and-set; if another worker
+won the race for a task, the next one is tried. No lock outside the database is involved,
+so several managers can share one database.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import exists, func, select
+from sqlalchemy.orm import Session, aliased
 
-from farmhand.manager.db.models import Job, Task, Worker
+from farmhand.manager.db.models import Blocklist, Job, Task, TaskDependency, TaskFailure, Worker
+from farmhand.manager.scheduling.eligibility import available, eligible_workers, fits, task_types
+from farmhand.manager.scheduling.policy import Policy
 from farmhand.manager.scheduling.state import try_assign_task
-from farmhand.shared.schemas import JobStatus, TaskStatus, WorkerStatus
+from farmhand.shared.schemas import JobStatus, TaskStatus
 
 RUNNABLE_JOB_STATUSES = (JobStatus.QUEUED.value, JobStatus.ACTIVE.value)
-CANDIDATES = 8
+TASKS_PER_JOB = 8
 
 
-def claim_task(session: Session, worker: Worker, now: datetime) -> Task | None:
-    if worker.status not in (WorkerStatus.IDLE.value, WorkerStatus.BUSY.value):
-        return None
-    task_types = worker.capabilities.get("task_types") or ["render"]
-    candidates = session.scalars(
-        select(Task.id)
-        .join(Job, Job.id == Task.job_id)
-        .where(
-            Task.status == TaskStatus.QUEUED.value,
-            Job.status.in_(RUNNABLE_JOB_STATUSES),
-            Task.type.in_(task_types),
+@dataclass(frozen=True)
+class _Candidate:
+    job_id: int
+    owner_id: int
+    priority: int
+    created_at: datetime
+    settings: dict[str, Any]
+
+
+def _ranked_jobs(session: Session, worker: Worker) -> list[_Candidate]:
+    types = task_types(worker)
+    has_work = exists().where(
+        Task.job_id == Job.id, Task.status == TaskStatus.QUEUED.value, Task.type.in_(types)
+    )
+    rows = session.execute(
+        select(Job.id, Job.owner_id, Job.priority, Job.created_at, Job.settings).where(
+            Job.status.in_(RUNNABLE_JOB_STATUSES), has_work
         )
-        .order_by(Job.priority.desc(), Job.created_at, Job.id, Task.index)
-        .limit(CANDIDATES)
     ).all()
-    for task_id in candidates:
-        task = try_assign_task(session, task_id, worker.id, now)
-        if task is not None:
-            return task
+    if not rows:
+        return []
+    active = Task.status == TaskStatus.ACTIVE.value
+    held_by_owner = dict(
+        session.execute(
+            select(Job.owner_id, func.count()).join(Task, Task.job_id == Job.id).where(active)
+            .group_by(Job.owner_id)
+        ).tuples()
+    )  # fmt: skip
+    held_by_job = dict(
+        session.execute(select(Task.job_id, func.count()).where(active).group_by(Task.job_id))
+        .tuples()
+    )  # fmt: skip
+    blocked = set(session.scalars(select(Blocklist.job_id).where(Blocklist.worker_id == worker.id)))
+    candidates = []
+    for job_id, owner_id, priority, created_at, settings in rows:
+        cap = settings.get("max_workers")
+        if job_id in blocked or (cap and held_by_job.get(job_id, 0) >= cap):
+            continue
+        if not any(fits(worker, settings, task_type) for task_type in types):
+            continue
+        candidates.append(_Candidate(job_id, owner_id, priority, created_at, settings))
+    candidates.sort(
+        key=lambda c: (-c.priority, held_by_owner.get(c.owner_id, 0), c.created_at, c.job_id)
+    )
+    return candidates
+
+
+def _runnable_tasks(session: Session, job_id: int, types: list[str]) -> list[Task]:
+    dependency = aliased(Task)
+    waiting = exists().where(
+        TaskDependency.task_id == Task.id,
+        dependency.id == TaskDependency.depends_on_id,
+        dependency.status != TaskStatus.COMPLETED.value,
+    )
+    return list(
+        session.scalars(
+            select(Task)
+            .where(
+                Task.job_id == job_id,
+                Task.status == TaskStatus.QUEUED.value,
+                Task.type.in_(types),
+                ~waiting,
+            )
+            .order_by(Task.index)
+            .limit(TASKS_PER_JOB)
+        )
+    )
+
+
+def _failed_here(session: Session, task: Task, worker: Worker) -> bool:
+    return (
+        task.failures > 0
+        and session.scalar(
+            select(TaskFailure.id)
+            .where(TaskFailure.task_id == task.id, TaskFailure.worker_id == worker.id)
+            .limit(1)
+        )
+        is not None
+    )
+
+
+def _someone_else_could(session: Session, task: Task, worker: Worker) -> bool:
+    job = session.get(Job, task.job_id)
+    assert job is not None
+    failed_it = {
+        worker_id
+        for worker_id in session.scalars(
+            select(TaskFailure.worker_id).where(TaskFailure.task_id == task.id)
+        )
+        if worker_id is not None
+    }
+    others = eligible_workers(session, job, task.type, exclude={worker.id, *failed_it})
+    return bool(others)
+
+
+def claim_task(session: Session, worker: Worker, now: datetime, policy: Policy) -> Task | None:
+    if not available(worker):
+        return None
+    types = task_types(worker)
+    for candidate in _ranked_jobs(session, worker):
+        allowed = [t for t in types if fits(worker, candidate.settings, t)]
+        for task in _runnable_tasks(session, candidate.job_id, allowed):
+            if _failed_here(session, task, worker) and _someone_else_could(session, task, worker):
+                continue
+            assigned = try_assign_task(session, task.id, worker.id, now, policy)
+            if assigned is not None:
+                return assigned
     return None

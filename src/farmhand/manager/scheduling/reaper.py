@@ -1,12 +1,19 @@
-"""Find workers that went silent and give their tasks back to the queue.
+"""Periodic housekeeping of the farm's state, run by every manager every few seconds.
 
-A worker is offline when its last heartbeat is older than the heartbeat timeout. Time
-the manager itself was down does not count against workers: the clock starts no earlier
-than the manager's own start, so a manager restart does not requeue every running task.
+- Workers silent for longer than the heartbeat timeout are offline and their tasks go
+  back to the queue. Time the manager itself was down does not count against them: the
+  clock starts no earlier than the manager's own start, so a manager restart does not
+  requeue every running task.
+- Tasks with no word from their worker for `task_timeout` fail (and are retried,
+  elsewhere if possible): Blender hangs, and a hung Blender still heartbeats.
+- Sleep schedules put workers to sleep and wake them.
+
+All of it is idempotent, so several managers sharing a database may run it at once.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import structlog
@@ -14,35 +21,51 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from farmhand.manager.db.models import Task, Worker
-from farmhand.manager.scheduling.state import requeue_task
+from farmhand.manager.scheduling.policy import Policy
+from farmhand.manager.scheduling.state import fail_task, requeue_task
+from farmhand.manager.scheduling.workers import update_sleep
 from farmhand.shared.schemas import TaskStatus, WorkerStatus
 
 log = structlog.get_logger(__name__)
 
 
+@dataclass
+class ReapReport:
+    jobs: set[int] = field(default_factory=set)
+    """Jobs with a task that went back to the queue or failed."""
+    workers: set[int] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.jobs or self.workers)
+
+
 def reap_silent_workers(
-    session: Session, now: datetime, timeout: float, manager_started: datetime
-) -> list[Task]:
-    """Mark silent workers offline and requeue their tasks; returns the requeued tasks."""
+    session: Session,
+    now: datetime,
+    timeout: float,
+    manager_started: datetime,
+    policy: Policy,
+    report: ReapReport,
+) -> None:
     cutoff = now - timedelta(seconds=timeout)
     if manager_started > cutoff:
-        return []
+        return
     silent = session.scalars(
         select(Worker).where(
             Worker.status != WorkerStatus.OFFLINE.value,
             or_(Worker.last_heartbeat.is_(None), Worker.last_heartbeat < cutoff),
         )
     ).all()
-    requeued: list[Task] = []
     for worker in silent:
         worker.status = WorkerStatus.OFFLINE.value
+        report.workers.add(worker.id)
         log.warning("worker offline", worker=worker.name, worker_id=worker.id)
         tasks = session.scalars(
             select(Task).where(Task.worker_id == worker.id, Task.status == TaskStatus.ACTIVE.value)
         ).all()
         for task in tasks:
-            requeue_task(session, task, f"worker {worker.name} stopped responding", now)
-            requeued.append(task)
+            requeue_task(session, task, f"worker {worker.name} stopped responding", now, policy)
+            report.jobs.add(task.job_id)
             log.warning(
                 "task requeued",
                 job_id=task.job_id,
@@ -50,4 +73,45 @@ def reap_silent_workers(
                 worker=worker.name,
                 reason="heartbeat timeout",
             )
-    return requeued
+
+
+def fail_stuck_tasks(
+    session: Session,
+    now: datetime,
+    task_timeout: float,
+    manager_started: datetime,
+    policy: Policy,
+    report: ReapReport,
+) -> None:
+    cutoff = now - timedelta(seconds=task_timeout)
+    if manager_started > cutoff:
+        return
+    stuck = session.scalars(
+        select(Task).where(Task.status == TaskStatus.ACTIVE.value, Task.progress_at < cutoff)
+    ).all()
+    minutes = task_timeout / 60
+    for task in stuck:
+        worker_id = task.worker_id
+        fail_task(session, task, f"no progress for {minutes:g} minutes", now, policy)
+        report.jobs.add(task.job_id)
+        if worker_id is not None:
+            report.workers.add(worker_id)
+        log.warning("task timed out", job_id=task.job_id, task_id=task.id, worker_id=worker_id)
+
+
+def reap(
+    session: Session,
+    now: datetime,
+    *,
+    heartbeat_timeout: float,
+    task_timeout: float,
+    manager_started: datetime,
+    policy: Policy,
+) -> ReapReport:
+    report = ReapReport()
+    reap_silent_workers(session, now, heartbeat_timeout, manager_started, policy, report)
+    fail_stuck_tasks(session, now, task_timeout, manager_started, policy, report)
+    changed, jobs = update_sleep(session, now, policy)
+    report.workers.update(changed)
+    report.jobs.update(jobs)
+    return report

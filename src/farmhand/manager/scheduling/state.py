@@ -7,17 +7,22 @@ Tasks::
       │   fail (retries │ └──fail (no retries left)──► failed
       │   left), release│
       └─────────────────┘        queued/active ──cancel──► canceled
+    completed/failed/canceled ──requeue──► queued
 
-Jobs are never moved by hand except for cancel (and, later, pause): their status is
+A task may depend on others (`TaskDependency`); it is claimable only once they are
+completed, and is canceled when one of them fails or is canceled.
+
+Jobs are moved by hand only for cancel, pause and resume; otherwise their status is
 *derived* from their tasks by `refresh_job`, in the same transaction as the task change
-that prompted it, so a job can never disagree with its tasks:
+that prompted it, so a job never disagrees with its tasks:
 
 - canceled stays canceled;
-- any task failed for good → failed (the rest of its tasks are canceled, so workers
-  stop spending time on a job that cannot complete);
+- failed tasks over the policy's share (by default: any) → failed, and the rest of its
+  tasks are canceled so no worker spends time on a job that cannot complete;
 - every task completed → completed;
-- any task active or completed → active;
-- otherwise → queued.
+- paused stays paused (its running tasks finish; no new ones start);
+- any task active or completed → active; otherwise → queued;
+- once nothing is left to run, a job with a failed task is failed.
 
 Every function takes the caller's session and makes no commit: the caller's
 `Database.transaction()` is the unit of change.
@@ -31,11 +36,12 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from farmhand.manager.db.models import Job, Task, TaskFailure
+from farmhand.manager.db.models import Blocklist, Job, Task, TaskDependency, TaskFailure, Worker
+from farmhand.manager.scheduling.policy import Policy
 from farmhand.shared.schemas import JobStatus, TaskStatus
 
 TASK_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
-    TaskStatus.QUEUED: frozenset({TaskStatus.ACTIVE, TaskStatus.CANCELED}),
+    TaskStatus.QUEUED: frozenset({TaskStatus.ACTIVE, TaskStatus.CANCELED, TaskStatus.FAILED}),
     TaskStatus.ACTIVE: frozenset(
         {TaskStatus.COMPLETED, TaskStatus.QUEUED, TaskStatus.FAILED, TaskStatus.CANCELED}
     ),
@@ -43,8 +49,10 @@ TASK_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.FAILED: frozenset({TaskStatus.QUEUED}),
     TaskStatus.CANCELED: frozenset({TaskStatus.QUEUED}),
 }
+"""queued → failed happens only when no worker is left that may run the task."""
 
 FINISHED_JOB_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED})
+UNFINISHED_TASK_STATUSES = (TaskStatus.QUEUED.value, TaskStatus.ACTIVE.value)
 
 
 class TransitionError(ValueError):
@@ -58,16 +66,22 @@ def _move_task(task: Task, new: TaskStatus) -> None:
     task.status = new.value
 
 
-def derive_job_status(current: JobStatus, task_counts: Counter[TaskStatus]) -> JobStatus:
+def derive_job_status(
+    current: JobStatus, task_counts: Counter[TaskStatus], failure_share: float = 0.0
+) -> JobStatus:
     """The job status its tasks imply; see the module docstring for the rules."""
     if current is JobStatus.CANCELED:
         return current
-    if task_counts[TaskStatus.FAILED]:
-        return JobStatus.FAILED
     total = sum(task_counts.values())
+    failed = task_counts[TaskStatus.FAILED]
+    unfinished = task_counts[TaskStatus.QUEUED] + task_counts[TaskStatus.ACTIVE]
+    if failed and (failed > failure_share * total or not unfinished):
+        return JobStatus.FAILED
     if total and task_counts[TaskStatus.COMPLETED] == total:
         return JobStatus.COMPLETED
-    if task_counts[TaskStatus.ACTIVE] or task_counts[TaskStatus.COMPLETED]:
+    if current is JobStatus.PAUSED:
+        return current
+    if task_counts[TaskStatus.ACTIVE] or task_counts[TaskStatus.COMPLETED] or failed:
         return JobStatus.ACTIVE
     return JobStatus.QUEUED
 
@@ -79,44 +93,59 @@ def task_counts(session: Session, job_id: int) -> Counter[TaskStatus]:
     return Counter({TaskStatus(status): count for status, count in rows})
 
 
-def refresh_job(session: Session, job: Job, now: datetime) -> JobStatus:
+def refresh_job(session: Session, job: Job, now: datetime, policy: Policy) -> JobStatus:
     """Re-derive the job's status from its tasks and apply what follows from it."""
     session.flush()
     counts = task_counts(session, job.id)
     old = JobStatus(job.status)
-    new = derive_job_status(old, counts)
+    new = derive_job_status(old, counts, policy.job_failure_share)
     if new is JobStatus.ACTIVE and job.started_at is None:
         job.started_at = now
     if new is not old:
         job.status = new.value
-        if new in FINISHED_JOB_STATUSES:
-            job.finished_at = now
+        job.finished_at = now if new in FINISHED_JOB_STATUSES else None
         if new is JobStatus.FAILED:
             failed = session.scalar(
                 select(Task)
-                .where(Task.job_id == job.id, Task.status == TaskStatus.FAILED)
+                .where(Task.job_id == job.id, Task.status == TaskStatus.FAILED.value)
                 .order_by(Task.index)
                 .limit(1)
             )
             if failed is not None:
-                job.status_reason = (
-                    f"task {failed.index} failed {failed.failures} times: {failed.last_error}"
-                )
+                job.status_reason = f"task {failed.index} failed: {failed.last_error}"
             _cancel_unfinished_tasks(session, job.id, now)
     return new
 
 
+def _job(session: Session, task: Task) -> Job:
+    job = session.get(Job, task.job_id)
+    assert job is not None
+    return job
+
+
 def _cancel_unfinished_tasks(session: Session, job_id: int, now: datetime) -> None:
     for task in session.scalars(
-        select(Task).where(
-            Task.job_id == job_id, Task.status.in_([TaskStatus.QUEUED, TaskStatus.ACTIVE])
-        )
+        select(Task).where(Task.job_id == job_id, Task.status.in_(UNFINISHED_TASK_STATUSES))
     ):
         _move_task(task, TaskStatus.CANCELED)
         task.finished_at = now
 
 
-def try_assign_task(session: Session, task_id: int, worker_id: int, now: datetime) -> Task | None:
+def _cancel_dependents(session: Session, task: Task, now: datetime) -> None:
+    """A task that will not complete takes the tasks waiting for it down with it."""
+    waiting = select(TaskDependency.task_id).where(TaskDependency.depends_on_id == task.id)
+    for dependent in session.scalars(
+        select(Task).where(Task.id.in_(waiting), Task.status.in_(UNFINISHED_TASK_STATUSES))
+    ):
+        _move_task(dependent, TaskStatus.CANCELED)
+        dependent.finished_at = now
+        dependent.last_error = f"task {task.index} it depends on is {task.status}"
+        _cancel_dependents(session, dependent, now)
+
+
+def try_assign_task(
+    session: Session, task_id: int, worker_id: int, now: datetime, policy: Policy
+) -> Task | None:
     """Hand a queued task to a worker, if it is still queued (compare-and-set).
 
     The conditional UPDATE is what makes claiming atomic across threads and managers: of
@@ -124,7 +153,7 @@ def try_assign_task(session: Session, task_id: int, worker_id: int, now: datetim
     """
     result = session.execute(
         update(Task)
-        .where(Task.id == task_id, Task.status == TaskStatus.QUEUED)
+        .where(Task.id == task_id, Task.status == TaskStatus.QUEUED.value)
         .values(
             status=TaskStatus.ACTIVE.value,
             worker_id=worker_id,
@@ -140,60 +169,144 @@ def try_assign_task(session: Session, task_id: int, worker_id: int, now: datetim
         return None
     task = session.get(Task, task_id, populate_existing=True)
     assert task is not None
-    job = session.get(Job, task.job_id)
-    assert job is not None
-    refresh_job(session, job, now)
+    refresh_job(session, _job(session, task), now, policy)
     return task
 
 
-def complete_task(session: Session, task: Task, now: datetime) -> JobStatus:
+def complete_task(session: Session, task: Task, now: datetime, policy: Policy) -> JobStatus:
     _move_task(task, TaskStatus.COMPLETED)
     task.finished_at = now
     task.frames_done = len(task.frames)
-    job = session.get(Job, task.job_id)
-    assert job is not None
-    return refresh_job(session, job, now)
+    return refresh_job(session, _job(session, task), now, policy)
 
 
 def fail_task(
-    session: Session,
-    task: Task,
-    reason: str,
-    now: datetime,
-    *,
-    max_attempts: int,
+    session: Session, task: Task, reason: str, now: datetime, policy: Policy
 ) -> JobStatus:
-    """Record a failed attempt; the task is retried until `max_attempts` failures."""
-    session.add(
-        TaskFailure(task_id=task.id, worker_id=task.worker_id, reason=reason, created_at=now)
-    )
+    """Record a failed attempt: retry, blocklist the worker, or fail the task for good.
+
+    The task is retried until it has failed `max_attempts` times (a job may lower or
+    raise that). A worker that has failed `blocklist_threshold` tasks of this job is
+    blocklisted from it; if that leaves no worker that may run the job's tasks, they
+    fail with that reason instead of waiting forever.
+    """
+    worker_id = task.worker_id
+    job = _job(session, task)
+    session.add(TaskFailure(task_id=task.id, worker_id=worker_id, reason=reason, created_at=now))
     task.failures += 1
     task.last_error = reason
+    task.frames_done = 0
+    max_attempts = job.settings.get("max_attempts") or policy.max_attempts
     if task.failures >= max_attempts:
         _move_task(task, TaskStatus.FAILED)
         task.finished_at = now
+        _cancel_dependents(session, task, now)
     else:
         _move_task(task, TaskStatus.QUEUED)
         task.worker_id = None
-    task.frames_done = 0
-    job = session.get(Job, task.job_id)
-    assert job is not None
-    return refresh_job(session, job, now)
+    if worker_id is not None:
+        _maybe_blocklist(session, job, task.type, worker_id, now, policy)
+    return refresh_job(session, job, now, policy)
 
 
-def requeue_task(session: Session, task: Task, reason: str, now: datetime) -> JobStatus:
+def _maybe_blocklist(
+    session: Session, job: Job, task_type: str, worker_id: int, now: datetime, policy: Policy
+) -> None:
+    session.flush()
+    failures = session.scalar(
+        select(func.count())
+        .select_from(TaskFailure)
+        .join(Task, Task.id == TaskFailure.task_id)
+        .where(Task.job_id == job.id, Task.type == task_type, TaskFailure.worker_id == worker_id)
+    )
+    if (failures or 0) < policy.blocklist_threshold:
+        return
+    exists = session.scalar(
+        select(Blocklist.id).where(
+            Blocklist.worker_id == worker_id,
+            Blocklist.job_id == job.id,
+            Blocklist.task_type == task_type,
+        )
+    )
+    if exists is None:
+        worker = session.get(Worker, worker_id)
+        session.add(
+            Blocklist(
+                worker_id=worker_id,
+                job_id=job.id,
+                task_type=task_type,
+                reason=f"failed {failures} {task_type} tasks of this job",
+                created_at=now,
+            )
+        )
+        session.flush()
+        _fail_if_nobody_left(session, job, task_type, worker.name if worker else "?", now)
+
+
+def _fail_if_nobody_left(
+    session: Session, job: Job, task_type: str, last_blocked: str, now: datetime
+) -> None:
+    # Imported here: eligibility is the claim module's business, and it imports us.
+    from farmhand.manager.scheduling.eligibility import eligible_workers
+
+    if eligible_workers(session, job, task_type):
+        return
+    blocked = session.scalar(
+        select(func.count())
+        .select_from(Blocklist)
+        .where(Blocklist.job_id == job.id, Blocklist.task_type == task_type)
+    )
+    reason = (
+        f"no worker left that may run it: {blocked} blocklisted "
+        f"(last: {last_blocked}), none other available"
+    )
+    for task in session.scalars(
+        select(Task).where(
+            Task.job_id == job.id, Task.type == task_type, Task.status == TaskStatus.QUEUED.value
+        )
+    ):
+        _move_task(task, TaskStatus.FAILED)
+        task.last_error = reason
+        task.finished_at = now
+
+
+def requeue_task(
+    session: Session, task: Task, reason: str, now: datetime, policy: Policy
+) -> JobStatus:
     """Give an active task back to the queue without counting a failure.
 
-    For work lost through no fault of the task: a worker shutting down, or going silent
-    (its machine may have been switched off).
+    For work lost through no fault of the task: a worker shutting down, going silent,
+    being disabled or falling asleep.
     """
     _move_task(task, TaskStatus.QUEUED)
     task.worker_id = None
     task.frames_done = 0
     task.last_error = reason
-    job = session.get(Job, task.job_id)
-    assert job is not None
-    return refresh_job(session, job, now)
+    return refresh_job(session, _job(session, task), now, policy)
+
+
+def rerun_task(session: Session, task: Task, now: datetime, policy: Policy) -> JobStatus:
+    """A person asks for a finished (or running) task to run again, from scratch."""
+    job = _job(session, task)
+    if TaskStatus(task.status) is not TaskStatus.QUEUED:
+        _move_task(task, TaskStatus.QUEUED)
+    task.worker_id = None
+    task.frames_done = 0
+    task.failures = 0
+    task.finished_at = None
+    if JobStatus(job.status) in FINISHED_JOB_STATUSES:
+        job.status = JobStatus.ACTIVE.value
+        job.status_reason = None
+        job.finished_at = None
+    return refresh_job(session, job, now, policy)
+
+
+def cancel_task(session: Session, task: Task, now: datetime, policy: Policy) -> JobStatus:
+    if TaskStatus(task.status) in (TaskStatus.QUEUED, TaskStatus.ACTIVE):
+        _move_task(task, TaskStatus.CANCELED)
+        task.finished_at = now
+        _cancel_dependents(session, task, now)
+    return refresh_job(session, _job(session, task), now, policy)
 
 
 def cancel_job(session: Session, job: Job, now: datetime, reason: str) -> JobStatus:
@@ -205,6 +318,45 @@ def cancel_job(session: Session, job: Job, now: datetime, reason: str) -> JobSta
     job.finished_at = now
     _cancel_unfinished_tasks(session, job.id, now)
     return JobStatus.CANCELED
+
+
+def pause_job(session: Session, job: Job, now: datetime, policy: Policy) -> JobStatus:
+    """No new tasks of the job start; running ones finish (their frames are kept)."""
+    if JobStatus(job.status) in FINISHED_JOB_STATUSES:
+        raise TransitionError(f"job {job.id} is {job.status}; only unfinished jobs pause")
+    job.status = JobStatus.PAUSED.value
+    return refresh_job(session, job, now, policy)
+
+
+def resume_job(session: Session, job: Job, now: datetime, policy: Policy) -> JobStatus:
+    if JobStatus(job.status) is not JobStatus.PAUSED:
+        raise TransitionError(f"job {job.id} is {job.status}, not paused")
+    job.status = JobStatus.QUEUED.value
+    return refresh_job(session, job, now, policy)
+
+
+def requeue_job(
+    session: Session, job: Job, now: datetime, policy: Policy, *, only_failed: bool
+) -> JobStatus:
+    """Run a job's failed (and canceled) tasks again, or all of its tasks.
+
+    The job's blocklist is cleared too: the person asking has presumably fixed the cause.
+    """
+    wanted = [TaskStatus.FAILED.value, TaskStatus.CANCELED.value]
+    if not only_failed:
+        wanted.append(TaskStatus.COMPLETED.value)
+    for task in session.scalars(select(Task).where(Task.job_id == job.id, Task.status.in_(wanted))):
+        _move_task(task, TaskStatus.QUEUED)
+        task.worker_id = None
+        task.frames_done = 0
+        task.failures = 0
+        task.finished_at = None
+    for entry in session.scalars(select(Blocklist).where(Blocklist.job_id == job.id)):
+        session.delete(entry)
+    job.status = JobStatus.QUEUED.value
+    job.status_reason = None
+    job.finished_at = None
+    return refresh_job(session, job, now, policy)
 
 
 def task_is_held_by(task: Task | None, worker_id: int) -> bool:

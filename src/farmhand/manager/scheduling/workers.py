@@ -1,0 +1,153 @@
+"""Worker control: what admins decide (enable, disable, drain, sleep schedules).
+
+Reachability (`Worker.status`: online or offline) is the heartbeat's business; what is
+decided here lives in `admin_state` and `asleep`, so it survives a worker going offline
+and coming back. Each change either lets the running task finish (`after-task`) or
+aborts it (`now`): the task goes back to the queue without counting as a failure, and
+the worker is told to stop it on its next call.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from farmhand.manager.db.models import Task, Worker
+from farmhand.manager.scheduling.policy import Policy
+from farmhand.manager.scheduling.state import requeue_task
+from farmhand.shared.schemas import SleepSchedule, TaskStatus, WorkerStatus
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class ScheduleError(ValueError):
+    pass
+
+
+def active_tasks(session: Session, worker_id: int) -> list[Task]:
+    return list(
+        session.scalars(
+            select(Task).where(Task.worker_id == worker_id, Task.status == TaskStatus.ACTIVE.value)
+        )
+    )
+
+
+def abort_current(
+    session: Session, worker: Worker, reason: str, now: datetime, policy: Policy
+) -> list[int]:
+    """Requeue the worker's running tasks; returns their job ids."""
+    jobs = []
+    for task in active_tasks(session, worker.id):
+        requeue_task(session, task, reason, now, policy)
+        jobs.append(task.job_id)
+    return jobs
+
+
+def apply_action(
+    session: Session,
+    worker: Worker,
+    action: Literal["enable", "disable", "drain"],
+    when: Literal["now", "after-task"],
+    now: datetime,
+    policy: Policy,
+) -> list[int]:
+    """Change what the worker may do; returns the ids of jobs whose task was aborted."""
+    if action == "enable":
+        worker.admin_state = "enabled"
+        return []
+    if action == "drain" or (action == "disable" and when == "after-task"):
+        has_task = bool(active_tasks(session, worker.id))
+        worker.admin_state = "draining" if has_task else "disabled"
+        return []
+    worker.admin_state = "disabled"
+    return abort_current(session, worker, f"worker {worker.name} was disabled", now, policy)
+
+
+def finish_draining(worker: Worker) -> None:
+    """A draining worker asking for more work has finished its task: it is now disabled."""
+    if worker.admin_state == "draining":
+        worker.admin_state = "disabled"
+
+
+def display_status(worker: Worker, busy: bool) -> WorkerStatus:
+    if worker.status == WorkerStatus.OFFLINE.value:
+        return WorkerStatus.OFFLINE
+    if worker.admin_state == "disabled":
+        return WorkerStatus.DISABLED
+    if worker.admin_state == "draining":
+        return WorkerStatus.DRAINING
+    if worker.asleep:
+        return WorkerStatus.ASLEEP
+    return WorkerStatus.BUSY if busy else WorkerStatus.IDLE
+
+
+def check_schedule(schedule: SleepSchedule) -> None:
+    try:
+        ZoneInfo(schedule.timezone)
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise ScheduleError(f"unknown time zone {schedule.timezone!r}") from error
+
+
+def _minutes(hhmm: str) -> int:
+    hours, minutes = hhmm.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+def in_sleep_window(schedule: SleepSchedule, now: datetime) -> bool:
+    """Whether `now` (aware) falls in one of the schedule's windows, in its time zone.
+
+    A window whose end is before its start runs overnight into the next day.
+    """
+    local = now.astimezone(ZoneInfo(schedule.timezone))
+    minute = local.hour * 60 + local.minute
+    today = DAYS[local.weekday()]
+    yesterday = DAYS[(local.weekday() - 1) % 7]
+    for window in schedule.windows:
+        start, end = _minutes(window.start), _minutes(window.end)
+        if start < end:
+            if today in window.days and start <= minute < end:
+                return True
+        elif start > end:
+            if (today in window.days and minute >= start) or (
+                yesterday in window.days and minute < end
+            ):
+                return True
+    return False
+
+
+def update_sleep(session: Session, now: datetime, policy: Policy) -> tuple[list[int], list[int]]:
+    """Put workers to sleep or wake them by their schedules.
+
+    Returns (changed worker ids, ids of jobs whose task was aborted).
+    """
+    changed: list[int] = []
+    jobs: list[int] = []
+    for worker in session.scalars(select(Worker).where(Worker.sleep_schedule.is_not(None))):
+        assert worker.sleep_schedule is not None
+        schedule = SleepSchedule.model_validate(worker.sleep_schedule)
+        should_sleep = in_sleep_window(schedule, now)
+        if should_sleep == worker.asleep:
+            continue
+        worker.asleep = should_sleep
+        changed.append(worker.id)
+        if should_sleep and schedule.when == "now":
+            jobs += abort_current(
+                session, worker, f"worker {worker.name} went to sleep", now, policy
+            )
+    return changed, jobs
+
+
+__all__ = [
+    "ScheduleError",
+    "abort_current",
+    "apply_action",
+    "check_schedule",
+    "display_status",
+    "finish_draining",
+    "in_sleep_window",
+    "update_sleep",
+]
