@@ -58,16 +58,22 @@ def _ranked_jobs(session: Session, worker: Worker) -> list[_Candidate]:
     if not rows:
         return []
     active = Task.status == TaskStatus.ACTIVE.value
-    held_by_owner = dict(
-        session.execute(
-            select(Job.owner_id, func.count()).join(Task, Task.job_id == Job.id).where(active)
+    # (Results have .keys(), so dict() would take them for mappings: build by hand.)
+    held_by_owner = {
+        owner: count
+        for owner, count in session.execute(
+            select(Job.owner_id, func.count())
+            .join(Task, Task.job_id == Job.id)
+            .where(active)
             .group_by(Job.owner_id)
-        ).tuples()
-    )  # fmt: skip
-    held_by_job = dict(
-        session.execute(select(Task.job_id, func.count()).where(active).group_by(Task.job_id))
-        .tuples()
-    )  # fmt: skip
+        )
+    }
+    held_by_job = {
+        job_id: count
+        for job_id, count in session.execute(
+            select(Task.job_id, func.count()).where(active).group_by(Task.job_id)
+        )
+    }
     blocked = set(session.scalars(select(Blocklist.job_id).where(Blocklist.worker_id == worker.id)))
     candidates = []
     for job_id, owner_id, priority, created_at, settings in rows:
