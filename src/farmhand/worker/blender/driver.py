@@ -49,7 +49,17 @@ def scene_facts(scene):
         "fps": scene.render.fps,
         "output_format": render.image_settings.file_format,
         "has_camera": scene.camera is not None,
+        "samples": scene_samples(scene),
     }
+
+
+def scene_samples(scene):
+    """Render samples of the scene's engine (Cycles or EEVEE), None for other engines."""
+    if scene.render.engine == "CYCLES":
+        return scene.cycles.samples
+    if scene.render.engine.startswith("BLENDER_EEVEE") and hasattr(scene, "eevee"):
+        return scene.eevee.taa_render_samples
+    return None
 
 
 # The .blend the last `open` loaded, or None. Rendering without one would render Blender's
