@@ -266,3 +266,40 @@ def test_a_scene_set_to_write_video_renders_png_frames(
     result, _ = do_render(install, blend, tmp_path / "exr", [1], output_format="OPEN_EXR")
     assert result.ok, result.error
     assert verify_image(result.frames[1], WIDTH, HEIGHT).format == "OPEN_EXR"
+
+
+@pytest.mark.parametrize("fixture", ["blender_module", "blender_executable"])
+def test_one_blender_serves_many_commands_without_leaking_overrides(
+    request: pytest.FixtureRequest, tmp_path: Path, fixture: str
+) -> None:
+    """The driver protocol allows a persistent session: open once, render twice."""
+    import json
+
+    from farmhand.worker.blender.events import Bye, parse_event_line
+    from farmhand.worker.blender.process import blender_command
+
+    install: BlenderInstall = request.getfixturevalue(fixture)
+    blend = make_scene(tmp_path / "s.blend", "animated", install=install, **SCENE_OPTIONS)  # type: ignore[arg-type]
+    out = str(tmp_path / "out")
+    commands = [
+        {"cmd": "open", "blend": str(blend)},
+        {"cmd": "render", "frames": [1], "output_dir": out, "file_stem": "a_",
+         "output_format": "OPEN_EXR", "resolution_percentage": 50},
+        {"cmd": "render", "frames": [2], "output_dir": out, "file_stem": "b_"},
+        {"cmd": "quit"},
+    ]  # fmt: skip
+    finished = subprocess.run(
+        blender_command(install),
+        input="".join(json.dumps(c) + "\n" for c in commands),
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert finished.returncode == 0, finished.stdout[-2000:]
+    events = [e for e in map(parse_event_line, finished.stdout.splitlines()) if e is not None]
+    saved = [e for e in events if isinstance(e, FrameSaved)]
+    assert [(e.path.name, e.width, e.height) for e in saved] == [
+        ("a_0001.exr", WIDTH // 2, HEIGHT // 2),
+        ("b_0002.png", WIDTH, HEIGHT),
+    ]
+    verify_image(saved[0].path, WIDTH // 2, HEIGHT // 2)
+    verify_image(saved[1].path, WIDTH, HEIGHT)
+    assert isinstance(events[-1], Bye)

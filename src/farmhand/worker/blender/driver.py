@@ -116,10 +116,68 @@ def apply_overrides(scene, command):
     render.use_file_extension = True
 
 
+# Settings a render command may override, in the order they must be restored (Blender 5's
+# media_type before file_format, the engine before the engine's own settings).
+OVERRIDABLE = (
+    ("render", "engine"),
+    ("image_settings", "media_type"),
+    ("image_settings", "file_format"),
+    ("render", "resolution_percentage"),
+    ("render", "threads_mode"),
+    ("render", "threads"),
+    ("render", "filepath"),
+    ("render", "use_file_extension"),
+    ("cycles", "device"),
+    ("cycles", "samples"),
+    ("eevee", "taa_render_samples"),
+)
+
+
+def owners(scene):
+    return {
+        "render": scene.render,
+        "image_settings": scene.render.image_settings,
+        "cycles": getattr(scene, "cycles", None),
+        "eevee": getattr(scene, "eevee", None),
+    }
+
+
+def snapshot(scene):
+    """The overridable settings as the file has them, to put back after a render command.
+
+    One Blender may serve many commands (a persistent session): without this, one task's
+    EXR or 50% override would leak into the next task's render of the same file.
+    """
+    found = owners(scene)
+    saved = []
+    for owner, name in OVERRIDABLE:
+        if found[owner] is not None and hasattr(found[owner], name):
+            saved.append((owner, name, getattr(found[owner], name)))
+    return saved
+
+
+def restore(scene, saved):
+    found = owners(scene)
+    for owner, name, value in saved:
+        try:
+            if getattr(found[owner], name) != value:
+                setattr(found[owner], name, value)
+        except (AttributeError, TypeError, ValueError) as error:
+            sys.stdout.write("farmhand: could not restore %s.%s: %s\n" % (owner, name, error))
+
+
 def cmd_render(command):
     if STATE["blend"] is None:
         raise RuntimeError("nothing to render: no .blend file is open (did `open` fail?)")
     scene = bpy.context.scene
+    saved = snapshot(scene)
+    try:
+        render_frames(scene, command)
+    finally:
+        restore(scene, saved)
+
+
+def render_frames(scene, command):
     apply_overrides(scene, command)
     render = scene.render
     extension = EXTENSIONS.get(render.image_settings.file_format)
