@@ -16,7 +16,18 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from farmhand import __version__
-from farmhand.manager.api import admin, blobs, health, jobs, runner
+from farmhand.manager.api import (
+    admin,
+    blendinfo,
+    blobs,
+    events_stream,
+    health,
+    jobs,
+    runner,
+    runner_tokens,
+    tokens,
+    users,
+)
 from farmhand.manager.api.errors import install_error_handlers
 from farmhand.manager.bootstrap import BootstrapReport, bootstrap
 from farmhand.manager.clock import utcnow
@@ -28,6 +39,8 @@ from farmhand.manager.scheduling.reaper import ReapReport, reap
 from farmhand.manager.settings import ManagerSettings
 from farmhand.manager.storage.blobs import BlobStore
 from farmhand.manager.storage.logs import TaskLogs
+from farmhand.manager.web import routes as web_routes
+from farmhand.manager.web import thumbnails
 
 log = structlog.get_logger(__name__)
 
@@ -99,6 +112,9 @@ def create_app(settings: ManagerSettings, context: ManagerContext | None = None)
     )
     app.state.farm = context
     install_error_handlers(app)
-    for module in (health, blobs, jobs, runner, admin):
+    for module in (
+        health, blobs, jobs, runner, admin, users, tokens, runner_tokens, blendinfo,
+        events_stream, thumbnails, web_routes,
+    ):  # fmt: skip
         app.include_router(module.router)
     return app

@@ -3,6 +3,11 @@
 People authenticate with an API token, runners with the secret they got at
 registration; both arrive as `Authorization: Bearer …`. The two kinds never overlap:
 a runner secret is not an API token and cannot reach people's routes, and vice versa.
+
+A browser signed in on the web UI sends the session cookie instead of a token
+(`farmhand.manager.auth.sessions`); then every state-changing request must also carry
+the session's CSRF nonce in `X-CSRF-Token`, or it is refused with 403. A bearer token,
+when present, always wins over the cookie.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 
+from farmhand.manager.auth import sessions
 from farmhand.manager.auth.tokens import token_hash
+from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import ApiToken, User, Worker
 
@@ -47,9 +54,37 @@ def _unauthorized(message: str) -> HTTPException:
     )
 
 
-def current_user(context: Context, credentials: Credentials) -> Caller:
+def session_caller(
+    context: ManagerContext, cookie: str | None
+) -> tuple[Caller, sessions.SessionData] | None:
+    """The person a session cookie belongs to, if it is genuine, unexpired and they exist."""
+    if not cookie:
+        return None
+    data = sessions.verify(sessions.session_key(context.settings.data_dir), cookie, utcnow())
+    if data is None:
+        return None
+    with context.db.transaction() as session:
+        user = session.get(User, data.user_id)
+        if user is None:
+            return None
+        return Caller(user.id, user.name, user.role), data
+
+
+def current_user(request: Request, context: Context, credentials: Credentials) -> Caller:
     if credentials is None:
-        raise _unauthorized("an API token is required (Authorization: Bearer <token>)")
+        cookie = request.cookies.get(sessions.SESSION_COOKIE)
+        if cookie is None:
+            raise _unauthorized("an API token is required (Authorization: Bearer <token>)")
+        found = session_caller(context, cookie)
+        if found is None:
+            raise _unauthorized("your session has expired or is invalid; sign in again")
+        caller, data = found
+        if not sessions.csrf_ok(data, request.method, request.headers.get(sessions.CSRF_HEADER)):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"a request made with the session cookie needs the {sessions.CSRF_HEADER} header",
+            )
+        return caller
     digest = token_hash(credentials.credentials)
     with context.db.transaction() as session:
         row = session.execute(

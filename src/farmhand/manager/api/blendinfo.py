@@ -1,0 +1,214 @@
+"""`POST /api/blend-info`: read a .blend's scene settings to pre-fill the submit form.
+
+The manager runs Blender once on the uploaded file with the driver's `open` command
+(scripts in the file never run: `-Y` / `use_scripts=False`) and answers the `opened`
+event's scene facts. The upload is kept as a blob, so the form then creates the job
+from its hash without sending the file again.
+
+Which Blender: every one discovery finds (`find_blender`: FARMHAND_BLENDER, PATH, then
+also the bpy module), newest first, falling back to an older one if the newest cannot
+open the file. Newest first because a .blend saved by a newer Blender does not open in
+an older one, while the reverse works. No Blender at all → 503 and the form keeps its
+defaults. At most `MAX_CONCURRENT` Blenders run at once: each costs hundreds of MB.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from functools import cache
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, HTTPException, UploadFile, status
+from starlette.concurrency import run_in_threadpool
+
+from farmhand.manager.api.deps import Context, UserDep
+from farmhand.manager.api.uploads import store_upload
+from farmhand.manager.context import ManagerContext
+from farmhand.shared.blendfile import HEADER_BYTES, looks_like_blend
+from farmhand.shared.paths import UnsafePathError, safe_file_name
+from farmhand.shared.schemas import ErrorResponse
+from farmhand.shared.web_schemas import BlendInfo
+from farmhand.worker.blender.discovery import BlenderInstall, BlenderNotFound, find_blender
+from farmhand.worker.blender.process import blender_command
+
+log = structlog.get_logger(__name__)
+router = APIRouter(prefix="/api", tags=["jobs"])
+
+MARK = "@@farmhand@@"
+OPEN_TIMEOUT = 120.0
+MAX_CONCURRENT = 2
+FACTS_CACHE_SIZE = 256
+BLOB_HEADER = "X-Blob-Sha256"
+"""Set on the 422/503 answers too: the file was stored, a job can still use it."""
+
+_slots = threading.BoundedSemaphore(MAX_CONCURRENT)
+_facts_cache: dict[str, tuple[str, dict[str, Any]]] = {}
+
+
+class SceneReadError(RuntimeError):
+    """Blender ran but could not open the file; the message is Blender's."""
+
+
+def _version_key(install: BlenderInstall) -> tuple[int, ...]:
+    return tuple(int(part) for part in install.version.split(".") if part.isdigit())
+
+
+@cache
+def _module_install() -> BlenderInstall | None:
+    try:
+        return find_blender("bpy")
+    except BlenderNotFound:
+        return None
+
+
+def blenders() -> list[BlenderInstall]:
+    """Every Blender the manager can use, newest first; [] when there is none."""
+    found: list[BlenderInstall] = []
+    with contextlib.suppress(BlenderNotFound):
+        found.append(find_blender())
+    module = _module_install()
+    if module is not None and all(install.kind != "module" for install in found):
+        found.append(module)
+    return sorted(found, key=_version_key, reverse=True)
+
+
+def open_with(install: BlenderInstall, blend: Path) -> dict[str, Any]:
+    """The driver's scene facts for `blend`, from one short-lived Blender."""
+    commands = [{"cmd": "open", "blend": str(blend)}, {"cmd": "quit"}]
+    stdin = "".join(json.dumps(command) + "\n" for command in commands)
+    try:
+        result = subprocess.run(
+            blender_command(install),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=OPEN_TIMEOUT,
+            check=False,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    except subprocess.TimeoutExpired as error:
+        raise SceneReadError(f"Blender took more than {OPEN_TIMEOUT:.0f} s to open it") from error
+    except OSError as error:
+        raise SceneReadError(f"cannot start Blender: {error}") from error
+    for line in result.stdout.splitlines():
+        line = line.strip()
+        if not line.startswith(MARK):
+            continue
+        try:
+            event = json.loads(line[len(MARK) :])
+        except json.JSONDecodeError:
+            continue
+        if event.get("event") == "opened":
+            return dict(event)
+        if event.get("event") == "error":
+            raise SceneReadError(str(event.get("message") or "Blender could not open the file"))
+    tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
+    raise SceneReadError("Blender did not open the file: " + (" | ".join(tail) or "no output"))
+
+
+def read_scene(path: Path, name: str, sha256: str) -> tuple[str, dict[str, Any]]:
+    """(Blender version, scene facts) of a stored .blend; cached by content hash."""
+    cached = _facts_cache.get(sha256)
+    if cached is not None:
+        return cached
+    installs = blenders()
+    if not installs:
+        raise BlenderNotFound("no Blender is installed on the manager")
+    errors: list[str] = []
+    with _slots, tempfile.TemporaryDirectory(prefix="farmhand-blendinfo-") as tmp:
+        # Blender wants a name ending in .blend, and may write beside the file.
+        blend = Path(tmp) / name
+        try:
+            os.link(path, blend)
+        except OSError:
+            shutil.copyfile(path, blend)
+        for install in installs:
+            try:
+                facts = open_with(install, blend)
+            except SceneReadError as error:
+                errors.append(f"Blender {install.version}: {error}")
+                continue
+            if len(_facts_cache) >= FACTS_CACHE_SIZE:
+                _facts_cache.pop(next(iter(_facts_cache)))
+            _facts_cache[sha256] = (install.version, facts)
+            return install.version, facts
+    raise SceneReadError("; ".join(errors))
+
+
+def _int(value: object, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+@router.post(
+    "/blend-info",
+    response_model=BlendInfo,
+    responses={
+        400: {"model": ErrorResponse},
+        401: {"model": ErrorResponse},
+        422: {"model": ErrorResponse, "description": "Blender could not open the file."},
+        503: {"model": ErrorResponse, "description": "No Blender on the manager."},
+    },
+    summary="Upload a .blend and read its scene settings (frame range, resolution, …)",
+)
+async def blend_info(file: UploadFile, context: Context, caller: UserDep) -> BlendInfo:
+    try:
+        name = safe_file_name(file.filename or "")
+    except UnsafePathError as error:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"bad file name: {error}") from error
+    if PurePosixPath(name).suffix.lower() != ".blend":
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{name!r} is not a .blend file")
+    header = await file.read(HEADER_BYTES)
+    await file.seek(0)
+    if not looks_like_blend(header):
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            f"{name!r} is not a .blend file (its first bytes say otherwise)",
+        )
+    stored = await store_upload(context, file)
+    blob_header = {BLOB_HEADER: stored.sha256}
+    try:
+        version, facts = await run_in_threadpool(
+            read_scene, _blob_path(context, stored.sha256), name, stored.sha256
+        )
+    except BlenderNotFound as error:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"cannot read the file's settings: {error}; fill in the form by hand",
+            headers=blob_header,
+        ) from error
+    except SceneReadError as error:
+        log.info("blend-info could not open a file", file=name, error=str(error))
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            f"Blender could not open {name!r}: {error}",
+            headers=blob_header,
+        ) from error
+    return BlendInfo(
+        sha256=stored.sha256,
+        file_name=name,
+        size=stored.size,
+        blender_version=version,
+        scene=str(facts.get("scene", "")),
+        frame_start=_int(facts.get("frame_start"), 1),
+        frame_end=_int(facts.get("frame_end"), 1),
+        resolution_x=_int(facts.get("resolution_x"), 1920),
+        resolution_y=_int(facts.get("resolution_y"), 1080),
+        resolution_percentage=_int(facts.get("resolution_percentage"), 100),
+        engine=str(facts.get("engine", "")),
+        samples=facts["samples"] if isinstance(facts.get("samples"), int) else None,
+        output_format=str(facts.get("output_format", "")),
+        fps=facts["fps"] if isinstance(facts.get("fps"), int) else None,
+        has_camera=bool(facts.get("has_camera", True)),
+    )
+
+
+def _blob_path(context: ManagerContext, sha256: str) -> Path:
+    return context.blobs.path_for(sha256)

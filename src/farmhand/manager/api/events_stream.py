@@ -1,0 +1,122 @@
+"""`GET /api/events`: live changes as Server-Sent Events, for the web UI and scripts.
+
+Each event names what changed (`job 7`, `task 12 of job 7`, `runner 3`, `output 40 of
+job 7`); the page then fetches the JSON it shows. Only what the caller may see is sent:
+job, task and output events for their own jobs (all jobs for an admin), runner events
+to admins only. A comment line every `HEARTBEAT_SECONDS` keeps proxies from closing an
+idle stream and lets the browser notice a dead one; `EventSource` reconnects by itself
+(after the `retry:` delay sent first), and the page refetches on every (re)connect, so
+events missed while disconnected cost nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from farmhand.manager.api.deps import Caller, Context, UserDep
+from farmhand.manager.context import ManagerContext
+from farmhand.manager.db.models import Job
+from farmhand.manager.events import FarmEvent
+from farmhand.shared.schemas import ErrorResponse
+from farmhand.shared.web_schemas import LiveEvent
+
+router = APIRouter(prefix="/api", tags=["events"])
+
+HEARTBEAT_SECONDS = 15.0
+RETRY_MILLISECONDS = 2000
+POLL_SECONDS = 1.0
+"""How often an idle stream checks whether the server is shutting down."""
+
+_DOC = (
+    "`text/event-stream`. Each event has `event: job|task|runner|output` and "
+    "`data:` a JSON `LiveEvent`; lines starting with `:` are heartbeats."
+)
+
+
+def server_exiting() -> bool:
+    """True once Uvicorn has been asked to stop.
+
+    Uvicorn waits for open responses before it stops, and a live stream never ends on
+    its own, so without this a manager with a browser tab open would not stop on
+    SIGTERM. Uvicorn installs its `Server.handle_exit` as the SIGTERM handler; its
+    `should_exit` flag is the only outside sign of a shutdown (the lifespan shutdown
+    runs after the streams are gone).
+    """
+    server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    return bool(getattr(server, "should_exit", False))
+
+
+class Visibility:
+    """Which events one caller may see; owners of jobs are looked up once each."""
+
+    def __init__(self, context: ManagerContext, caller: Caller) -> None:
+        self.context = context
+        self.caller = caller
+        self.owners: dict[int, int | None] = {}
+
+    def _owner(self, job_id: int) -> int | None:
+        with self.context.db.transaction() as session:
+            job = session.get(Job, job_id)
+            return job.owner_id if job is not None else None
+
+    async def allows(self, event: FarmEvent) -> bool:
+        if event.kind == "runner":
+            return self.caller.is_admin
+        if self.caller.is_admin:
+            return True
+        if event.job_id is None:
+            return False
+        if event.job_id not in self.owners:
+            self.owners[event.job_id] = await run_in_threadpool(self._owner, event.job_id)
+        return self.owners[event.job_id] == self.caller.user_id
+
+
+def format_event(event: FarmEvent) -> str:
+    data = LiveEvent(kind=event.kind, id=event.id, job_id=event.job_id).model_dump_json()
+    return f"event: {event.kind}\ndata: {data}\n\n"
+
+
+async def event_stream(context: ManagerContext, caller: Caller) -> AsyncIterator[str]:
+    visibility = Visibility(context, caller)
+    async with context.events.subscribe() as queue:
+        yield f"retry: {RETRY_MILLISECONDS}\n: connected\n\n"
+        last_sent = time.monotonic()
+        while not server_exiting():
+            try:
+                event = await asyncio.wait_for(queue.get(), POLL_SECONDS)
+            except TimeoutError:
+                if time.monotonic() - last_sent >= HEARTBEAT_SECONDS:
+                    last_sent = time.monotonic()
+                    yield ": keep-alive\n\n"
+                continue
+            if await visibility.allows(event):
+                last_sent = time.monotonic()
+                yield format_event(event)
+
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {}}, "description": _DOC},
+    401: {"model": ErrorResponse},
+}
+
+
+@router.get(
+    "/events",
+    response_class=StreamingResponse,
+    responses=_RESPONSES,
+    summary="Live changes (Server-Sent Events)",
+)
+async def events(context: Context, caller: UserDep) -> StreamingResponse:
+    return StreamingResponse(
+        event_stream(context, caller),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,122 @@
+"""Browser sessions: a signed, stateless cookie, until full accounts exist.
+
+A person signs in on the web UI with an API token once; the browser then carries a
+cookie instead of the token, so the token never sits in JavaScript-readable storage.
+
+The cookie is `v1.<payload>.<signature>`: the payload (user id, expiry, CSRF nonce) as
+base64url JSON, signed with HMAC-SHA256 under a secret kept in `<data-dir>/session-key`
+(mode 0600, generated on first use). Nothing is stored per session, so any number of
+requests can be checked without touching the database for the session itself; the
+price is that signing out only forgets the cookie in that browser, and a stolen cookie
+stays valid until it expires (`SESSION_TTL`). Rotating the key file signs everyone out.
+
+The nonce is the CSRF defence: a cookie is sent by the browser on its own, the nonce
+only by our own JavaScript (it reads it from the page), so every state-changing request
+made with the cookie must repeat it in `X-CSRF-Token`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+SESSION_COOKIE = "farmhand_session"
+CSRF_HEADER = "X-CSRF-Token"
+SESSION_TTL = timedelta(hours=12)
+KEY_FILE = "session-key"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+_keys: dict[Path, bytes] = {}
+_keys_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class SessionData:
+    user_id: int
+    expires_at: datetime
+    csrf: str
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def session_key(data_dir: Path) -> bytes:
+    """The signing key of this data dir, created (0600) on first use and cached.
+
+    Created with O_EXCL so two processes starting at once agree on one key: the loser
+    of the race reads the winner's file.
+    """
+    path = (data_dir / KEY_FILE).resolve()
+    with _keys_lock:
+        cached = _keys.get(path)
+        if cached is not None:
+            return cached
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            key = bytes.fromhex(path.read_text(encoding="ascii").strip())
+        else:
+            key = secrets.token_bytes(32)
+            with os.fdopen(fd, "w", encoding="ascii") as handle:
+                handle.write(key.hex() + "\n")
+        if len(key) < 32:
+            raise ValueError(f"{path} holds a key shorter than 32 bytes; delete it to regenerate")
+        _keys[path] = key
+        return key
+
+
+def _sign(key: bytes, payload: str) -> str:
+    return _b64(hmac.new(key, payload.encode("ascii"), hashlib.sha256).digest())
+
+
+def issue(
+    key: bytes, user_id: int, now: datetime, ttl: timedelta = SESSION_TTL
+) -> tuple[str, SessionData]:
+    """A new cookie value for `user_id` and what it holds."""
+    data = SessionData(user_id, now + ttl, secrets.token_urlsafe(24))
+    body = {"u": data.user_id, "e": int(data.expires_at.timestamp()), "n": data.csrf}
+    payload = _b64(json.dumps(body, separators=(",", ":")).encode("utf-8"))
+    return f"v1.{payload}.{_sign(key, 'v1.' + payload)}", data
+
+
+def verify(key: bytes, cookie: str, now: datetime) -> SessionData | None:
+    """What a cookie holds, or None if it is forged, malformed or expired."""
+    parts = cookie.split(".")
+    if len(parts) != 3 or parts[0] != "v1":
+        return None
+    try:
+        expected = _sign(key, f"v1.{parts[1]}")
+    except UnicodeEncodeError:
+        return None
+    if not hmac.compare_digest(expected, parts[2]):
+        return None
+    try:
+        body = json.loads(_unb64(parts[1]))
+        user_id, expires, nonce = int(body["u"]), int(body["e"]), str(body["n"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    expires_at = datetime.fromtimestamp(expires, tz=now.tzinfo)
+    if expires_at <= now:
+        return None
+    return SessionData(user_id, expires_at, nonce)
+
+
+def csrf_ok(session: SessionData, method: str, header: str | None) -> bool:
+    """True when a request made with this session may go ahead as far as CSRF goes."""
+    if method.upper() in SAFE_METHODS:
+        return True
+    return header is not None and hmac.compare_digest(header.encode(), session.csrf.encode())

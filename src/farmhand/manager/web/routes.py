@@ -1,0 +1,250 @@
+"""The web UI's pages, sign-in and static files.
+
+Pages are thin: the server checks who is signed in and renders a shell with what does
+not change (the user, the CSRF nonce, which page); the data comes from the JSON API,
+fetched by `static/app.js` with the session cookie and refetched on live events. So the
+UI never knows more than the API lets the same person see, and there is one place for
+each rule.
+
+Signing in takes an API token (until full accounts exist) and sets the signed session
+cookie of `farmhand.manager.auth.sessions`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Form, HTTPException, Request, status
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from farmhand import __version__
+from farmhand.manager.api.deps import Caller, Context, session_caller
+from farmhand.manager.auth import sessions
+from farmhand.manager.auth.tokens import token_hash
+from farmhand.manager.clock import utcnow
+from farmhand.manager.context import ManagerContext
+from farmhand.manager.db.models import ApiToken, Job, User
+from farmhand.shared.schemas import JobSettings
+
+HERE = Path(__file__).parent
+STATIC = HERE / "static"
+templates = Jinja2Templates(directory=HERE / "templates")
+router = APIRouter(include_in_schema=False)
+
+OAUTH_PROVIDERS = {
+    "google": ("Google", "GOOGLE_CLIENT_ID"),
+    "discord": ("Discord", "DISCORD_CLIENT_ID"),
+}
+STATIC_TYPES = {
+    ".css": "text/css",
+    ".js": "text/javascript",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+}
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def _oauth_buttons(context: ManagerContext) -> list[dict[str, str]]:
+    """A button per provider whose client id is configured (the flow is another issue)."""
+    buttons = []
+    for key, (label, variable) in OAUTH_PROVIDERS.items():
+        if context.settings.extra.get(variable) or os.environ.get(variable):
+            buttons.append({"label": label, "href": f"/api/auth/{key}/login", "key": key})
+    return buttons
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path on this site: an open redirect would make the login page a phishing aid."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+def _page(
+    request: Request,
+    template: str,
+    caller: Caller,
+    data: sessions.SessionData,
+    status_code: int = 200,
+    **extra: object,
+) -> HTMLResponse:
+    response = templates.TemplateResponse(
+        request,
+        template,
+        {
+            "user": caller,
+            "csrf": data.csrf,
+            "version": __version__,
+            "path": request.url.path,
+            **extra,
+        },
+        status_code=status_code,
+    )
+    response.headers.update(SECURITY_HEADERS)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _signed_in(
+    request: Request, context: ManagerContext
+) -> tuple[Caller, sessions.SessionData] | None:
+    return session_caller(context, request.cookies.get(sessions.SESSION_COOKIE))
+
+
+def _to_login(request: Request) -> RedirectResponse:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/login?next={target}", status.HTTP_303_SEE_OTHER)
+
+
+@router.get("/login")
+def login_page(request: Request, context: Context, next: str = "/") -> Response:
+    if _signed_in(request, context) is not None:
+        return RedirectResponse(_safe_next(next), status.HTTP_303_SEE_OTHER)
+    return _login_form(request, context, next)
+
+
+def _login_form(
+    request: Request, context: ManagerContext, next_path: str, error: str | None = None
+) -> HTMLResponse:
+    response = templates.TemplateResponse(
+        request,
+        "login.html",
+        {
+            "next": _safe_next(next_path),
+            "error": error,
+            "oauth": _oauth_buttons(context),
+            "version": __version__,
+            "admin_token_file": str((context.settings.data_dir / "admin-token").resolve()),
+            "user": None,
+            "path": "/login",
+        },
+        status_code=status.HTTP_401_UNAUTHORIZED if error else status.HTTP_200_OK,
+    )
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+@router.post("/login")
+async def login(
+    request: Request,
+    context: Context,
+    token: Annotated[str, Form(max_length=512)] = "",
+    next: Annotated[str, Form(max_length=2048)] = "/",
+) -> Response:
+    def find_user() -> int | None:
+        with context.db.transaction() as session:
+            return session.scalar(
+                select(User.id)
+                .join(ApiToken, ApiToken.user_id == User.id)
+                .where(
+                    ApiToken.token_hash == token_hash(token.strip()), ApiToken.revoked_at.is_(None)
+                )
+            )
+
+    user_id = await run_in_threadpool(find_user) if token.strip() else None
+    if user_id is None:
+        return _login_form(request, context, next, "That token is not valid (or was revoked).")
+    key = sessions.session_key(context.settings.data_dir)
+    cookie, _ = sessions.issue(key, user_id, utcnow())
+    response = RedirectResponse(_safe_next(next), status.HTTP_303_SEE_OTHER)
+    response.set_cookie(
+        sessions.SESSION_COOKIE,
+        cookie,
+        max_age=int(sessions.SESSION_TTL.total_seconds()),
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+    return response
+
+
+@router.post("/logout")
+def logout(
+    request: Request, context: Context, csrf: Annotated[str, Form(max_length=200)] = ""
+) -> Response:
+    found = _signed_in(request, context)
+    if found is not None and not sessions.csrf_ok(found[1], "POST", csrf):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "sign-out needs the page's CSRF token")
+    response = RedirectResponse("/login", status.HTTP_303_SEE_OTHER)
+    response.delete_cookie(sessions.SESSION_COOKIE, path="/")
+    return response
+
+
+def _simple_page(name: str, template: str, admin_only: bool = False) -> None:
+    def page(request: Request, context: Context) -> Response:
+        found = _signed_in(request, context)
+        if found is None:
+            return _to_login(request)
+        caller, data = found
+        if admin_only and not caller.is_admin:
+            return _page(
+                request, "error.html", caller, data, 403, title="Admins only",
+                message="This page is for the farm's admins.",
+            )  # fmt: skip
+        return _page(
+            request,
+            template,
+            caller,
+            data,
+            page=name,
+            has_tags="tags" in JobSettings.model_fields,
+        )
+
+    router.add_api_route(
+        {"jobs": "/", "submit": "/submit", "runners": "/runners", "account": "/account"}[name],
+        page,
+        methods=["GET"],
+        response_class=HTMLResponse,
+        name=f"page_{name}",
+    )
+
+
+_simple_page("jobs", "jobs.html")
+_simple_page("submit", "submit.html")
+_simple_page("runners", "runners.html", admin_only=True)
+_simple_page("account", "account.html")
+
+
+@router.get("/jobs/{job_id}", response_class=HTMLResponse)
+def job_page(job_id: int, request: Request, context: Context) -> Response:
+    found = _signed_in(request, context)
+    if found is None:
+        return _to_login(request)
+    caller, data = found
+    with context.db.transaction() as session:
+        job = session.get(Job, job_id)
+        visible = job is not None and (job.owner_id == caller.user_id or caller.is_admin)
+    if not visible:
+        # Someone else's job looks exactly like a missing one, as in the API.
+        return _page(
+            request, "error.html", caller, data, 404, title="Job not found",
+            message=f"There is no job {job_id} that you can see.",
+        )  # fmt: skip
+    return _page(request, "job.html", caller, data, page="job", job_id=job_id)
+
+
+@router.get("/static/{name:path}")
+def static_file(name: str) -> FileResponse:
+    """The UI's own CSS and JavaScript, from the installed package."""
+    path = (STATIC / name).resolve()
+    if not path.is_file() or STATIC.resolve() not in path.parents:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such file")
+    return FileResponse(
+        path,
+        media_type=STATIC_TYPES.get(path.suffix, "application/octet-stream"),
+        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+    )

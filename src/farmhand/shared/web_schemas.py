@@ -1,0 +1,121 @@
+"""Wire models of the routes the web UI added: users, tokens, blend info, live events.
+
+Kept apart from `farmhand.shared.schemas` (the core farm's wire format) so the two can
+grow independently; the rules are the same: strict requests, typed answers, secrets
+appear only in the one answer that creates them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["user", "admin"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------------------- users
+
+
+class UserCreate(_Strict):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
+    email: str | None = Field(
+        default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$", description="Optional."
+    )
+    role: Role = "user"
+
+
+class UserInfo(BaseModel):
+    id: int
+    name: str
+    email: str | None
+    role: str
+    created_at: datetime
+
+
+class UserCreated(BaseModel):
+    user: UserInfo
+    token: str = Field(description="The user's first API token; shown once, stored hashed.")
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+class TokenCreate(_Strict):
+    name: str = Field(min_length=1, max_length=100, description="What the token is for.")
+
+
+class TokenInfo(BaseModel):
+    id: int
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class TokenCreated(BaseModel):
+    token: TokenInfo
+    secret: str = Field(description="Shown once; the manager keeps only its hash.")
+
+
+class RunnerTokenCreate(_Strict):
+    expires_in_hours: int | None = Field(
+        default=24 * 7, ge=1, le=24 * 366, description="None: never expires."
+    )
+
+
+class RunnerTokenInfo(BaseModel):
+    id: int
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    uses: int = Field(description="How many runners registered with it.")
+    active: bool
+
+
+class RunnerTokenCreated(BaseModel):
+    token: RunnerTokenInfo
+    secret: str = Field(description="Shown once; the manager keeps only its hash.")
+    command: str = Field(description="The `farmhand worker …` command that uses it.")
+
+
+# ----------------------------------------------------------------------- blend info
+
+
+class BlendInfo(BaseModel):
+    """A .blend's own scene settings, read by Blender on the manager, to pre-fill a form.
+
+    The file is kept as a blob, so a job can then be created from `sha256` (a
+    `JobCreate` manifest) without sending the file again.
+    """
+
+    sha256: str
+    file_name: str
+    size: int
+    blender_version: str
+    scene: str
+    frame_start: int
+    frame_end: int
+    resolution_x: int
+    resolution_y: int
+    resolution_percentage: int
+    engine: str
+    samples: int | None
+    output_format: str
+    fps: int | None = None
+    has_camera: bool
+
+
+# --------------------------------------------------------------------------- events
+
+
+class LiveEvent(BaseModel):
+    """The `data:` of one Server-Sent Event: what changed, never the data itself."""
+
+    kind: Literal["job", "task", "runner", "output"]
+    id: int
+    job_id: int | None

@@ -1,0 +1,375 @@
+"""The JSON routes the web UI added, and the session cookie, on a real manager app.
+
+Browser-driven tests of the pages are in tests/browser; these check the rules the
+pages rely on: the cookie with its CSRF nonce, tokens shown once and revocable, users,
+registration tokens, live-event visibility, thumbnails and blend info.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import io
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from farmhand.manager.api import blendinfo
+from farmhand.manager.api.deps import Caller
+from farmhand.manager.api.events_stream import event_stream
+from farmhand.manager.auth import sessions
+from farmhand.manager.clock import utcnow
+from farmhand.manager.context import ManagerContext
+from farmhand.manager.events import EventBus
+from farmhand.manager.web.thumbnails import thumbnail
+from tests.integration.conftest import FAKE_BLEND, Farm
+
+
+def sign_in(farm: Farm, token: str | None = None) -> str:
+    """Sign in through the login form; the client keeps the cookie. Returns the CSRF nonce."""
+    answer = farm.client.post(
+        "/login", data={"token": token or farm.admin_token, "next": "/"}, follow_redirects=False
+    )
+    assert answer.status_code == 303, answer.text
+    cookie = farm.client.cookies[sessions.SESSION_COOKIE]
+    data = sessions.verify(sessions.session_key(farm.data_dir), cookie, utcnow())
+    assert data is not None
+    return data.csrf
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def make_user(farm: Farm, name: str, role: str = "user") -> str:
+    answer = farm.client.post(
+        "/api/admin/users", headers=farm.admin, json={"name": name, "role": role}
+    )
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["token"])
+
+
+def submit(farm: Farm, token: str) -> int:
+    answer = farm.client.post(
+        "/api/jobs",
+        headers=bearer(token),
+        files={"file": ("scene.blend", FAKE_BLEND, "application/octet-stream")},
+        data={"settings": json.dumps({"frame_start": 1, "frame_end": 2, "chunk_size": 2})},
+    )
+    assert answer.status_code == 202, answer.text
+    return int(answer.json()["id"])
+
+
+# ------------------------------------------------------------------------ sessions
+
+
+def test_login_sets_a_strict_httponly_cookie(farm: Farm) -> None:
+    answer = farm.client.post(
+        "/login", data={"token": farm.admin_token, "next": "/jobs/1"}, follow_redirects=False
+    )
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/jobs/1"
+    cookie = answer.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie
+    assert "secure" not in cookie, "plain http here: a Secure cookie would never come back"
+
+
+def test_login_refuses_bad_tokens_and_foreign_redirects(farm: Farm) -> None:
+    answer = farm.client.post("/login", data={"token": "fh_api_nope"}, follow_redirects=False)
+    assert answer.status_code == 401
+    assert "not valid" in answer.text
+    assert sessions.SESSION_COOKIE not in farm.client.cookies
+    answer = farm.client.post(
+        "/login",
+        data={"token": farm.admin_token, "next": "//evil.example/x"},
+        follow_redirects=False,
+    )
+    assert answer.headers["location"] == "/"
+
+
+def test_cookie_reads_freely_but_writes_only_with_csrf(farm: Farm) -> None:
+    csrf = sign_in(farm)
+    assert farm.client.get("/api/jobs").status_code == 200
+    no_csrf = farm.client.post("/api/tokens", json={"name": "x"})
+    assert no_csrf.status_code == 403
+    assert "X-CSRF-Token" in no_csrf.json()["detail"]
+    wrong = farm.client.post("/api/tokens", json={"name": "x"}, headers={"X-CSRF-Token": "no"})
+    assert wrong.status_code == 403
+    ok = farm.client.post("/api/tokens", json={"name": "x"}, headers={"X-CSRF-Token": csrf})
+    assert ok.status_code == 201, ok.text
+    job_id = submit(farm, farm.admin_token)
+    assert farm.client.delete(f"/api/jobs/{job_id}").status_code == 403
+
+
+def test_bearer_needs_no_csrf_and_wins_over_the_cookie(farm: Farm) -> None:
+    sign_in(farm)
+    other = make_user(farm, "bob")
+    answer = farm.client.post("/api/tokens", json={"name": "script"}, headers=bearer(other))
+    assert answer.status_code == 201, answer.text
+    mine = farm.client.get("/api/tokens", headers=bearer(other)).json()
+    assert {t["name"] for t in mine} == {"first token", "script"}, "bob's, not the admin's"
+
+
+def test_forged_or_stale_cookie_is_401(farm: Farm) -> None:
+    farm.client.cookies.set(sessions.SESSION_COOKIE, "v1.e30.AAAA")
+    assert farm.client.get("/api/jobs").status_code == 401
+    assert farm.client.get("/", follow_redirects=False).status_code == 303
+
+
+def test_pages_need_a_session_and_carry_the_csrf_nonce(farm: Farm) -> None:
+    answer = farm.client.get("/runners", follow_redirects=False)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/login?next=/runners"
+    csrf = sign_in(farm)
+    for path in ("/", "/submit", "/runners", "/account"):
+        page = farm.client.get(path)
+        assert page.status_code == 200, path
+        assert csrf in page.text
+        assert "Content-Security-Policy" in page.headers
+    assert farm.client.get("/static/app.js").status_code == 200
+    assert farm.client.get("/static/../routes.py").status_code == 404
+
+
+def test_runners_page_is_for_admins_and_jobs_stay_private(farm: Farm) -> None:
+    bob = make_user(farm, "bob")
+    admins_job = submit(farm, farm.admin_token)
+    sign_in(farm, bob)
+    assert farm.client.get("/runners").status_code == 403
+    assert farm.client.get(f"/jobs/{admins_job}").status_code == 404
+    assert farm.client.get(f"/api/jobs/{admins_job}").status_code == 404
+    assert farm.client.get("/api/jobs").json() == []
+
+
+def test_logout_needs_the_nonce(farm: Farm) -> None:
+    csrf = sign_in(farm)
+    assert farm.client.post("/logout", data={"csrf": "x"}).status_code == 403
+    answer = farm.client.post("/logout", data={"csrf": csrf}, follow_redirects=False)
+    assert answer.status_code == 303
+    assert sessions.SESSION_COOKIE not in farm.client.cookies
+
+
+# -------------------------------------------------------------------------- tokens
+
+
+def test_api_tokens_are_shown_once_and_can_be_revoked(farm: Farm) -> None:
+    created = farm.client.post("/api/tokens", headers=farm.admin, json={"name": "ci"}).json()
+    secret, token_id = created["secret"], created["token"]["id"]
+    assert secret.startswith("fh_api_")
+    listed = farm.client.get("/api/tokens", headers=farm.admin).json()
+    assert "secret" not in json.dumps(listed) and secret not in json.dumps(listed)
+    assert farm.client.get("/api/jobs", headers=bearer(secret)).status_code == 200
+    revoked = farm.client.delete(f"/api/tokens/{token_id}", headers=farm.admin)
+    assert revoked.json()["revoked_at"] is not None
+    assert farm.client.get("/api/jobs", headers=bearer(secret)).status_code == 401
+
+
+def test_nobody_revokes_someone_elses_token(farm: Farm) -> None:
+    bob = make_user(farm, "bob")
+    admin_tokens = farm.client.get("/api/tokens", headers=farm.admin).json()
+    answer = farm.client.delete(f"/api/tokens/{admin_tokens[0]['id']}", headers=bearer(bob))
+    assert answer.status_code == 404
+    assert farm.client.post("/api/tokens", headers=farm.admin, json={}).status_code == 400
+
+
+def test_admin_creates_users_others_cannot(farm: Farm) -> None:
+    bob = make_user(farm, "bob")
+    users = farm.client.get("/api/admin/users", headers=farm.admin).json()
+    assert {u["name"] for u in users} == {"admin", "bob"}
+    again = farm.client.post("/api/admin/users", headers=farm.admin, json={"name": "bob"})
+    assert again.status_code == 409
+    bad = farm.client.post("/api/admin/users", headers=farm.admin, json={"name": "../x"})
+    assert bad.status_code == 400
+    role = farm.client.post(
+        "/api/admin/users", headers=farm.admin, json={"name": "eve", "role": "root"}
+    )
+    assert role.status_code == 400
+    assert farm.client.get("/api/admin/users", headers=bearer(bob)).status_code == 403
+    answer = farm.client.post("/api/admin/users", headers=bearer(bob), json={"name": "mallory"})
+    assert answer.status_code == 403
+
+
+def test_registration_tokens_register_runners_until_revoked(farm: Farm) -> None:
+    created = farm.client.post(
+        "/api/admin/runner-tokens", headers=farm.admin, json={"expires_in_hours": 1}
+    ).json()
+    secret = created["secret"]
+    assert created["command"] == (f"farmhand worker --manager http://testserver --token {secret}")
+    register = {"token": secret, "name": "box"}
+    assert farm.client.post("/api/runner/register", json=register).status_code == 201
+    listed = farm.client.get("/api/admin/runner-tokens", headers=farm.admin).json()
+    mine = next(t for t in listed if t["id"] == created["token"]["id"])
+    assert mine["uses"] == 1 and mine["active"]
+    farm.client.delete(f"/api/admin/runner-tokens/{mine['id']}", headers=farm.admin)
+    assert farm.client.post("/api/runner/register", json=register).status_code == 401
+    bob = make_user(farm, "bob")
+    assert (
+        farm.client.post("/api/admin/runner-tokens", headers=bearer(bob), json={}).status_code
+        == 403
+    )
+    assert farm.client.delete("/api/admin/runner-tokens/999", headers=farm.admin).status_code == 404
+
+
+# -------------------------------------------------------------------------- events
+
+
+def test_live_events_show_only_what_the_caller_may_see(farm: Farm) -> None:
+    make_user(farm, "bob")
+    admins_job = submit(farm, farm.admin_token)
+    context: ManagerContext = farm.client.app.state.farm  # type: ignore[attr-defined]
+    bob_id = 2
+    bobs_job = submit(
+        farm,
+        farm.client.post("/api/tokens", headers=farm.admin, json={"name": "x"}).json()["secret"],
+    )  # another admin job, re-owned below
+    with context.db.transaction() as session:
+        from farmhand.manager.db.models import Job
+
+        job = session.get(Job, bobs_job)
+        assert job is not None
+        job.owner_id = bob_id
+
+    async def collect(caller: Caller) -> list[str]:
+        bus = EventBus()
+        bus.bind(asyncio.get_running_loop())
+        local = dataclasses.replace(context, events=bus)
+        stream = event_stream(local, caller)
+        got = [await anext(stream)]  # the greeting, sent once subscribed
+        bus.job_changed(admins_job)
+        bus.job_changed(bobs_job)
+        bus.runner_changed(5)
+        bus.job_changed(bobs_job)
+        for _ in range(2 if caller.role != "admin" else 4):
+            got.append(await asyncio.wait_for(anext(stream), 5))
+        await stream.aclose()
+        return got
+
+    bob_saw = asyncio.run(collect(Caller(bob_id, "bob", "user")))
+    assert bob_saw[0].startswith("retry:")
+    assert all(f'"job_id":{bobs_job}' in event for event in bob_saw[1:]), bob_saw
+    admin_saw = asyncio.run(collect(Caller(1, "admin", "admin")))
+    assert any(event.startswith("event: runner") for event in admin_saw)
+    assert farm.client.get("/api/events").status_code == 401
+
+
+# ---------------------------------------------------------------------- thumbnails
+
+
+def test_thumbnails_are_small_jpegs_for_the_owner_only(farm: Farm) -> None:
+    job_id = submit(farm, farm.admin_token)
+    runner = farm.register_runner()
+    task = farm.client.get("/api/runner/tasks", params={"wait": 0}, headers=runner).json()
+    big = io.BytesIO()
+    Image.new("RGBA", (640, 480), (200, 10, 10, 128)).save(big, format="PNG")
+    stored = farm.client.post(
+        f"/api/runner/files/{job_id}/upload",
+        headers=runner,
+        data={"task_id": str(task["task_id"]), "frame": "1"},
+        files={"file": ("frame_0001.png", big.getvalue(), "image/png")},
+    )
+    assert stored.status_code == 201, stored.text
+    output = next(
+        f
+        for f in farm.client.get(f"/api/jobs/{job_id}/files", headers=farm.admin).json()
+        if f["kind"] == "output"
+    )
+    url = f"/api/jobs/{job_id}/files/{output['id']}/thumbnail"
+    answer = farm.client.get(url, headers=farm.admin)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "image/jpeg"
+    with Image.open(io.BytesIO(answer.content)) as image:
+        assert image.size == (256, 192)
+    assert farm.client.get(url, headers=farm.admin).content == answer.content, "cached"
+    bob = make_user(farm, "bob")
+    assert farm.client.get(url, headers=bearer(bob)).status_code == 404
+    inputs = farm.client.get(f"/api/jobs/{job_id}/files", headers=farm.admin).json()
+    blend = next(f for f in inputs if f["kind"] == "input")
+    answer = farm.client.get(
+        f"/api/jobs/{job_id}/files/{blend['id']}/thumbnail", headers=farm.admin
+    )
+    assert answer.status_code == 404, "only outputs have thumbnails"
+
+
+def test_exr_and_broken_frames_get_a_placeholder(tmp_path: Path) -> None:
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"not an image")
+    exr = thumbnail(tmp_path / "cache", junk, "a" * 64, "frames/0001.exr")
+    broken = thumbnail(tmp_path / "cache", junk, "b" * 64, "frames/0001.png")
+    for made in (exr, broken):
+        with Image.open(made) as image:
+            assert image.format == "JPEG" and max(image.size) <= 256
+    assert exr != broken, "EXR says EXR, a broken frame says '?'"
+
+
+# ---------------------------------------------------------------------- blend info
+
+
+def test_blend_info_refuses_what_is_not_a_blend(farm: Farm) -> None:
+    answer = farm.client.post(
+        "/api/blend-info", headers=farm.admin, files={"file": ("x.txt", b"BLENDER", "text/plain")}
+    )
+    assert answer.status_code == 400
+    answer = farm.client.post(
+        "/api/blend-info", headers=farm.admin, files={"file": ("x.blend", b"PK\x03\x04", "x/y")}
+    )
+    assert answer.status_code == 400
+    assert "first bytes" in answer.json()["detail"]
+    assert farm.client.post("/api/blend-info", headers=farm.admin).status_code == 400
+
+
+def test_blend_info_without_blender_is_503_and_keeps_the_file(
+    farm: Farm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(blendinfo, "blenders", lambda: [])
+    answer = farm.client.post(
+        "/api/blend-info",
+        headers=farm.admin,
+        files={"file": ("nocache.blend", FAKE_BLEND + b"503", "application/octet-stream")},
+    )
+    assert answer.status_code == 503
+    assert "no Blender" in answer.json()["detail"]
+    sha = answer.headers[blendinfo.BLOB_HEADER]
+    job = farm.client.post(
+        "/api/jobs",
+        headers=farm.admin,
+        json={"main_file": "a.blend", "files": {"a.blend": sha}, "frame_end": 1},
+    )
+    assert job.status_code == 202, "the upload can be used for the job as it is"
+
+
+@pytest.mark.blender
+def test_blend_info_reads_the_scene_with_blender(farm: Farm, animated_blend: Path) -> None:
+    answer = farm.client.post(
+        "/api/blend-info",
+        headers=farm.admin,
+        files={"file": ("anim.blend", animated_blend.read_bytes(), "application/octet-stream")},
+    )
+    assert answer.status_code == 200, answer.text
+    info = answer.json()
+    assert (info["frame_start"], info["frame_end"]) == (1, 3)
+    assert (info["resolution_x"], info["resolution_y"]) == (64, 48)
+    assert info["engine"] == "CYCLES" and info["has_camera"]
+    assert info["samples"] == 2
+    job = farm.client.post(
+        "/api/jobs",
+        headers=farm.admin,
+        json={"main_file": "anim.blend", "files": {"anim.blend": info["sha256"]}},
+    )
+    assert job.status_code == 202
+
+
+def test_every_new_route_is_in_the_openapi_schema(farm: Farm) -> None:
+    paths = farm.client.get("/openapi.json").json()["paths"]
+    for path in (
+        "/api/admin/users",
+        "/api/tokens",
+        "/api/tokens/{token_id}",
+        "/api/admin/runner-tokens",
+        "/api/admin/runner-tokens/{token_id}",
+        "/api/blend-info",
+        "/api/events",
+        "/api/jobs/{job_id}/files/{file_id}/thumbnail",
+    ):
+        assert path in paths, path
+    assert "/login" not in paths, "pages are not API"
