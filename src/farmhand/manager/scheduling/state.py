@@ -19,7 +19,8 @@ that prompted it, so a job never disagrees with its tasks:
 - canceled stays canceled;
 - failed tasks over the policy's share (by default: any) → failed, and the rest of its
   tasks are canceled so no worker spends time on a job that cannot complete;
-- every task completed → completed;
+- every task completed → completed; nothing left to run but some tasks were canceled
+  one by one → canceled;
 - paused stays paused (its running tasks finish; no new ones start);
 - any task active or completed → active; otherwise → queued;
 - once nothing is left to run, a job with a failed task is failed.
@@ -79,6 +80,8 @@ def derive_job_status(
         return JobStatus.FAILED
     if total and task_counts[TaskStatus.COMPLETED] == total:
         return JobStatus.COMPLETED
+    if total and not unfinished and task_counts[TaskStatus.CANCELED]:
+        return JobStatus.CANCELED  # some of its tasks were canceled one by one
     if current is JobStatus.PAUSED:
         return current
     if task_counts[TaskStatus.ACTIVE] or task_counts[TaskStatus.COMPLETED] or failed:

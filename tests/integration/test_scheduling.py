@@ -1,0 +1,428 @@
+"""Scheduling rules through the API, each with a scenario that fails if the rule breaks.
+
+Workers are scripted HTTP calls against a real manager (real SQLite), so every rule is
+checked exactly as a worker experiences it: which task a claim returns.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from farmhand.manager.app import create_app
+from farmhand.manager.auth.tokens import new_token, token_hash
+from farmhand.manager.clock import utcnow
+from farmhand.manager.db.models import ApiToken, Task, TaskDependency, User
+from farmhand.manager.scheduling.workers import in_sleep_window
+from farmhand.shared.schemas import SleepSchedule
+from tests.integration.conftest import FAKE_BLEND, Farm, make_settings, png_bytes
+
+
+@pytest.fixture
+def strict_farm(tmp_path: Path) -> Iterator[Farm]:
+    """A farm with a low blocklist threshold and a short task timeout."""
+    settings = make_settings(tmp_path / "data", blocklist_threshold=2)
+    with TestClient(create_app(settings)) as client:
+        yield Farm(client, settings.admin_token, settings.runner_token, settings.data_dir)  # type: ignore[arg-type]
+
+
+def add_user(farm: Farm, name: str) -> dict[str, str]:
+    """A second person on the farm (accounts have no API of their own yet)."""
+    secret = new_token("api")
+    with farm.client.app.state.farm.db.transaction() as session:  # type: ignore[attr-defined]
+        user = User(name=name, role="user", created_at=utcnow())
+        session.add(user)
+        session.flush()
+        session.add(
+            ApiToken(user_id=user.id, name="t", token_hash=token_hash(secret), created_at=utcnow())
+        )
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def submit(farm: Farm, frames: str = "1-2", chunk: int = 1, headers=None, **settings) -> int:  # type: ignore[no-untyped-def]
+    start, end = frames.split("-")
+    body = {"frame_start": int(start), "frame_end": int(end), "chunk_size": chunk, **settings}
+    answer = farm.client.post(
+        "/api/jobs",
+        headers=headers or farm.admin,
+        files={"file": ("scene.blend", FAKE_BLEND, "application/octet-stream")},
+        data={"settings": json.dumps(body)},
+    )
+    assert answer.status_code == 202, answer.text
+    return int(answer.json()["id"])
+
+
+def runner(farm: Farm, name: str, tags: list[str] | None = None, types=None) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    caps: dict[str, object] = {"tags": tags or []}
+    if types:
+        caps["task_types"] = types
+    answer = farm.client.post(
+        "/api/runner/register",
+        json={"token": farm.runner_token, "name": name, "capabilities": caps},
+    )
+    assert answer.status_code == 201, answer.text
+    return {"Authorization": f"Bearer {answer.json()['secret']}"}
+
+
+def claim(farm: Farm, who: dict[str, str]) -> dict | None:  # type: ignore[type-arg]
+    answer = farm.client.get("/api/runner/tasks", params={"wait": 0}, headers=who)
+    assert answer.status_code in (200, 204), answer.text
+    return answer.json() if answer.status_code == 200 else None
+
+
+def finish(farm: Farm, who: dict[str, str], task: dict) -> None:  # type: ignore[type-arg]
+    for frame in task["frames"]:
+        answer = farm.client.post(
+            f"/api/runner/files/{task['job_id']}/upload",
+            headers=who,
+            data={"task_id": str(task["task_id"]), "frame": str(frame)},
+            files={"file": (f"f{frame}.png", png_bytes(), "image/png")},
+        )
+        assert answer.status_code == 201, answer.text
+    answer = farm.client.post(
+        f"/api/runner/tasks/{task['task_id']}/complete", headers=who, json={"frames": task["frames"]}
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def fail(farm: Farm, who: dict[str, str], task: dict, reason: str = "boom") -> dict:  # type: ignore[type-arg]
+    answer = farm.client.post(
+        f"/api/runner/tasks/{task['task_id']}/fail", headers=who, json={"reason": reason}
+    )
+    assert answer.status_code == 200, answer.text
+    return answer.json()  # type: ignore[no-any-return]
+
+
+def job(farm: Farm, job_id: int) -> dict:  # type: ignore[type-arg]
+    return farm.client.get(f"/api/jobs/{job_id}", headers=farm.admin).json()  # type: ignore[no-any-return]
+
+
+def runners(farm: Farm) -> dict[str, dict]:  # type: ignore[type-arg]
+    listing = farm.client.get("/api/admin/runners", headers=farm.admin).json()
+    return {r["name"]: r for r in listing}
+
+
+def act(farm: Farm, worker_id: int, action: str, when: str = "after-task") -> dict:  # type: ignore[type-arg]
+    answer = farm.client.post(
+        f"/api/admin/runners/{worker_id}/actions",
+        headers=farm.admin,
+        json={"action": action, "when": when},
+    )
+    assert answer.status_code == 200, answer.text
+    return answer.json()  # type: ignore[no-any-return]
+
+
+# ------------------------------------------------------------------------------ order
+
+
+def test_priority_can_change_while_queued(farm: Farm) -> None:
+    first = submit(farm, "1-1")
+    later = submit(farm, "1-1")
+    answer = farm.client.patch(f"/api/jobs/{later}", headers=farm.admin, json={"priority": 90})
+    assert answer.json()["priority"] == 90
+    w = runner(farm, "w")
+    assert claim(farm, w)["job_id"] == later  # type: ignore[index]
+    assert claim(farm, w)["job_id"] == first  # type: ignore[index]
+    bad = farm.client.patch(f"/api/jobs/{first}", headers=farm.admin, json={"priority": 101})
+    assert bad.status_code == 400
+
+
+def test_fair_share_between_users_at_equal_priority(farm: Farm) -> None:
+    busy_user = add_user(farm, "alice")
+    quiet_user = add_user(farm, "bob")
+    alice_jobs = [submit(farm, "1-3", headers=busy_user) for _ in range(5)]
+    bob_job = submit(farm, "1-3", headers=quiet_user)
+    workers = [runner(farm, f"w{n}") for n in range(4)]
+    got = [claim(farm, w)["job_id"] for w in workers]  # type: ignore[index]
+    # Alice's jobs are older, but once she holds a worker Bob's job goes first.
+    assert got[0] == alice_jobs[0]
+    assert got[1] == bob_job
+    assert got.count(bob_job) == 2 and set(got) - {bob_job} == {alice_jobs[0]}
+
+
+def test_per_job_worker_cap(farm: Farm) -> None:
+    capped = submit(farm, "1-6", max_workers=1)
+    other = submit(farm, "1-6")
+    w1, w2 = runner(farm, "w1"), runner(farm, "w2")
+    assert claim(farm, w1)["job_id"] == capped  # type: ignore[index]
+    assert claim(farm, w2)["job_id"] == other, "the capped job already has its one worker"  # type: ignore[index]
+
+
+# -------------------------------------------------------------------------------- fit
+
+
+def test_required_tags_and_task_types(farm: Farm) -> None:
+    gpu_job = submit(farm, "1-1", required_tags=["gpu"])
+    plain = runner(farm, "plain")
+    video_only = runner(farm, "encoder", tags=["gpu"], types=["video"])
+    gpu = runner(farm, "gpu-box", tags=["gpu", "highmem"])
+    assert claim(farm, plain) is None, "a job needing gpu never goes to a worker without it"
+    assert claim(farm, video_only) is None, "a render task never goes to a video-only worker"
+    assert claim(farm, gpu)["job_id"] == gpu_job  # type: ignore[index]
+    bad = farm.client.post(
+        "/api/jobs",
+        headers=farm.admin,
+        files={"file": ("scene.blend", FAKE_BLEND, "application/octet-stream")},
+        data={"settings": json.dumps({"required_tags": ["Has Spaces"]})},
+    )
+    assert bad.status_code == 400
+
+
+# ------------------------------------------------------------------ retries, blocklists
+
+
+def test_failed_task_goes_to_another_worker_first(farm: Farm) -> None:
+    submit(farm, "1-2")
+    a, b = runner(farm, "a"), runner(farm, "b")
+    first = claim(farm, a)
+    assert first is not None and first["frames"] == [1]
+    fail(farm, a, first)
+    second = claim(farm, a)
+    assert second is not None and second["frames"] == [2], "a does not get back what it failed"
+    retry = claim(farm, b)
+    assert retry is not None and retry["task_id"] == first["task_id"]
+
+
+def test_failed_task_returns_to_the_same_worker_when_alone(farm: Farm) -> None:
+    submit(farm, "1-1")
+    a = runner(farm, "a")
+    first = claim(farm, a)
+    fail(farm, a, first)  # type: ignore[arg-type]
+    again = claim(farm, a)
+    assert again is not None and again["task_id"] == first["task_id"]  # type: ignore[index]
+
+
+def test_blocklist_after_repeated_failures_and_admin_clears_it(strict_farm: Farm) -> None:
+    farm = strict_farm
+    job_id = submit(farm, "1-4", max_attempts=5)
+    a, b = runner(farm, "a"), runner(farm, "b")
+    for _ in range(2):
+        task = claim(farm, a)
+        assert task is not None
+        fail(farm, a, task)
+    assert claim(farm, a) is None, "a is blocklisted from this job"
+    entries = farm.client.get("/api/admin/blocklist", headers=farm.admin).json()
+    assert [(e["worker"], e["job_id"]) for e in entries] == [("a", job_id)]
+    assert claim(farm, b) is not None, "b still works on the job"
+    cleared = farm.client.delete(f"/api/admin/blocklist/{entries[0]['id']}", headers=farm.admin)
+    assert cleared.status_code == 204
+    assert claim(farm, a) is not None
+
+
+def test_job_fails_when_no_worker_is_left(strict_farm: Farm) -> None:
+    farm = strict_farm
+    job_id = submit(farm, "1-4", max_attempts=5)
+    a = runner(farm, "a")
+    for _ in range(2):
+        fail(farm, a, claim(farm, a))  # type: ignore[arg-type]
+    state = job(farm, job_id)
+    assert state["status"] == "failed"
+    assert "no worker left" in state["status_reason"]
+
+
+def test_failure_share_lets_a_job_run_on(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data", job_failure_share=0.5)
+    with TestClient(create_app(settings)) as client:
+        farm = Farm(client, settings.admin_token, settings.runner_token, settings.data_dir)  # type: ignore[arg-type]
+        job_id = submit(farm, "1-4", max_attempts=1)
+        w = runner(farm, "w")
+        assert fail(farm, w, claim(farm, w))["job_status"] == "active"  # type: ignore[arg-type]
+        while (task := claim(farm, w)) is not None:
+            finish(farm, w, task)
+        state = job(farm, job_id)
+        assert state["status"] == "failed", "a job with a failed task never ends completed"
+        assert [t["status"] for t in state["tasks"]] == ["failed"] + ["completed"] * 3
+
+
+def test_task_with_no_progress_times_out_and_is_retried(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data", task_timeout=0.5, reaper_interval=0.1)
+    with TestClient(create_app(settings)) as client:
+        farm = Farm(client, settings.admin_token, settings.runner_token, settings.data_dir)  # type: ignore[arg-type]
+        time.sleep(0.6)  # past the manager's start-up grace
+        job_id = submit(farm, "1-1")
+        hung, healthy = runner(farm, "hung"), runner(farm, "healthy")
+        task = claim(farm, hung)
+        assert task is not None
+        deadline = time.monotonic() + 10
+        while job(farm, job_id)["tasks"][0]["status"] == "active" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        state = job(farm, job_id)["tasks"][0]
+        assert state["status"] == "queued" and "no progress" in state["last_error"]
+        progress = farm.client.post(
+            f"/api/runner/tasks/{task['task_id']}/progress", headers=hung, json={}
+        )
+        assert progress.json() == {"keep_going": False}, "the hung worker is told to stop"
+        assert claim(farm, healthy)["task_id"] == task["task_id"]  # type: ignore[index]
+
+
+# ------------------------------------------------------------------------- job control
+
+
+def test_pause_resume_requeue_and_delete(farm: Farm) -> None:
+    job_id = submit(farm, "1-3")
+    w = runner(farm, "w")
+    running = claim(farm, w)
+    assert running is not None
+    paused = farm.client.post(
+        f"/api/jobs/{job_id}/actions", headers=farm.admin, json={"action": "pause"}
+    )
+    assert paused.json()["status"] == "paused"
+    finish(farm, w, running)  # the running task may finish while paused
+    assert claim(farm, w) is None, "no new task of a paused job starts"
+    assert job(farm, job_id)["status"] == "paused"
+    resumed = farm.client.post(
+        f"/api/jobs/{job_id}/actions", headers=farm.admin, json={"action": "resume"}
+    )
+    assert resumed.json()["status"] == "active"
+    while (task := claim(farm, w)) is not None:
+        finish(farm, w, task)
+    assert job(farm, job_id)["status"] == "completed"
+
+    again = farm.client.post(
+        f"/api/jobs/{job_id}/actions", headers=farm.admin, json={"action": "requeue-all"}
+    )
+    assert again.json()["status"] == "queued"
+    assert [t["status"] for t in job(farm, job_id)["tasks"]] == ["queued"] * 3
+    conflict = farm.client.post(
+        f"/api/jobs/{job_id}/actions", headers=farm.admin, json={"action": "resume"}
+    )
+    assert conflict.status_code == 409
+
+    blob_files = list((farm.data_dir / "blobs" / "sha256").rglob("*"))
+    kept = submit(farm, "1-1")  # shares the same .blend blob
+    gone = farm.client.delete(f"/api/jobs/{job_id}?purge=true", headers=farm.admin)
+    assert gone.status_code == 204
+    assert farm.client.get(f"/api/jobs/{job_id}", headers=farm.admin).status_code == 404
+    assert job(farm, kept)["status"] == "queued"
+    left = list((farm.data_dir / "blobs" / "sha256").rglob("*"))
+    assert len(left) < len(blob_files), "the deleted job's frames are gone"
+    assert farm.client.get(f"/api/runner/files/{kept}/scene.blend", headers=w).status_code in (
+        200,
+        404,
+    )
+
+
+def test_requeue_failed_only_reruns_failed_tasks(farm: Farm) -> None:
+    job_id = submit(farm, "1-2", max_attempts=1)
+    w = runner(farm, "w")
+    finish(farm, w, claim(farm, w))  # type: ignore[arg-type]
+    fail(farm, w, claim(farm, w))  # type: ignore[arg-type]
+    assert job(farm, job_id)["status"] == "failed"
+    farm.client.post(
+        f"/api/jobs/{job_id}/actions", headers=farm.admin, json={"action": "requeue-failed"}
+    )
+    assert [t["status"] for t in job(farm, job_id)["tasks"]] == ["completed", "queued"]
+    finish(farm, w, claim(farm, w))  # type: ignore[arg-type]
+    assert job(farm, job_id)["status"] == "completed"
+
+
+def test_task_actions(farm: Farm) -> None:
+    job_id = submit(farm, "1-2")
+    tasks = job(farm, job_id)["tasks"]
+    url = f"/api/jobs/{job_id}/tasks/{tasks[1]['id']}/actions"
+    canceled = farm.client.post(url, headers=farm.admin, json={"action": "cancel"})
+    assert canceled.status_code == 200
+    w = runner(farm, "w")
+    finish(farm, w, claim(farm, w))  # type: ignore[arg-type]
+    assert claim(farm, w) is None
+    assert job(farm, job_id)["status"] == "canceled", "nothing left to run, one task canceled"
+    farm.client.post(url, headers=farm.admin, json={"action": "requeue"})
+    finish(farm, w, claim(farm, w))  # type: ignore[arg-type]
+    assert job(farm, job_id)["status"] == "completed"
+
+
+def test_dependencies_wait_and_propagate_failure(farm: Farm) -> None:
+    job_id = submit(farm, "1-2", max_attempts=1)
+    tasks = job(farm, job_id)["tasks"]
+    with farm.client.app.state.farm.db.transaction() as session:  # type: ignore[attr-defined]
+        session.add(TaskDependency(task_id=tasks[0]["id"], depends_on_id=tasks[1]["id"]))
+    a, b = runner(farm, "a"), runner(farm, "b")
+    first = claim(farm, a)
+    assert first is not None and first["task_id"] == tasks[1]["id"], "the dependency runs first"
+    assert claim(farm, b) is None, "the dependent task waits"
+    fail(farm, a, first)
+    state = job(farm, job_id)
+    assert state["tasks"][0]["status"] == "canceled"
+    assert "depends on" in state["tasks"][0]["last_error"]
+
+
+# ---------------------------------------------------------------------- worker control
+
+
+def test_drain_finishes_the_task_then_stops(farm: Farm) -> None:
+    submit(farm, "1-3")
+    w = runner(farm, "w")
+    worker_id = runners(farm)["w"]["id"]
+    task = claim(farm, w)
+    assert act(farm, worker_id, "drain")["status"] == "draining"
+    finish(farm, w, task)  # type: ignore[arg-type]
+    assert claim(farm, w) is None
+    assert runners(farm)["w"]["status"] == "disabled"
+    assert act(farm, worker_id, "enable")["status"] == "idle"
+    assert claim(farm, w) is not None
+
+
+def test_disable_now_requeues_the_running_task(farm: Farm) -> None:
+    job_id = submit(farm, "1-1")
+    w, other = runner(farm, "w"), runner(farm, "other")
+    worker_id = runners(farm)["w"]["id"]
+    task = claim(farm, w)
+    assert task is not None
+    assert act(farm, worker_id, "disable", when="now")["status"] == "disabled"
+    beat = farm.client.post(
+        "/api/runner/heartbeat", headers=w, json={"current_task_id": task["task_id"]}
+    )
+    assert beat.json() == {"status": "disabled", "abort_task_ids": [task["task_id"]]}
+    assert job(farm, job_id)["tasks"][0]["attempts"] == 1
+    assert claim(farm, other)["task_id"] == task["task_id"]  # type: ignore[index]
+    assert claim(farm, w) is None
+
+
+def test_sleep_schedule(farm: Farm) -> None:
+    submit(farm, "1-2")
+    w = runner(farm, "w")
+    worker_id = runners(farm)["w"]["id"]
+    task = claim(farm, w)
+    assert task is not None
+    everyday = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    schedule = {"timezone": "UTC", "windows": [{"days": everyday, "start": "00:00", "end": "24:00"}],
+                "when": "now"}  # fmt: skip
+    url = f"/api/admin/runners/{worker_id}/sleep-schedule"
+    asleep = farm.client.put(url, headers=farm.admin, json=schedule).json()
+    assert asleep["status"] == "asleep"
+    assert claim(farm, w) is None
+    assert all(t["status"] == "queued" for t in job(farm, task["job_id"])["tasks"])
+    bad = farm.client.put(url, headers=farm.admin, json={**schedule, "timezone": "Mars/Base"})
+    assert bad.status_code == 400
+    awake = farm.client.put(url, headers=farm.admin, json={"windows": []}).json()
+    assert awake["status"] == "idle" and awake["sleep_schedule"] is None
+    assert claim(farm, w) is not None
+
+
+def test_sleep_windows_overnight_and_time_zones() -> None:
+    schedule = SleepSchedule.model_validate(
+        {"timezone": "Europe/Paris", "windows": [{"days": ["mon"], "start": "22:00", "end": "06:00"}]}
+    )
+    # Monday 2026-11-23 23:00 in Paris is 22:00 UTC; Tuesday 05:00 Paris is 04:00 UTC.
+    monday_late = datetime(2026, 11, 23, 22, 0, tzinfo=UTC)
+    assert in_sleep_window(schedule, monday_late)
+    assert in_sleep_window(schedule, monday_late + timedelta(hours=6))
+    assert not in_sleep_window(schedule, monday_late + timedelta(hours=8))
+    assert not in_sleep_window(schedule, monday_late - timedelta(hours=2))
+    assert not in_sleep_window(schedule, monday_late + timedelta(days=1))
+
+
+def test_task_row_count_is_stable(farm: Farm) -> None:
+    """Claims change statuses only: no task is duplicated or lost by the rules above."""
+    job_id = submit(farm, "1-10")
+    w = runner(farm, "w")
+    while (task := claim(farm, w)) is not None:
+        finish(farm, w, task)
+    with farm.client.app.state.farm.db.transaction() as session:  # type: ignore[attr-defined]
+        assert session.query(Task).filter(Task.job_id == job_id).count() == 10
