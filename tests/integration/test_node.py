@@ -132,6 +132,16 @@ def test_malformed_json_is_400(tmp_path: Path, fake_blender: BlenderInstall, raw
         assert answer.status_code == 400, answer.text
 
 
+def test_json_without_json_content_type_is_400_with_a_hint(
+    tmp_path: Path, fake_blender: BlenderInstall
+) -> None:
+    """As the tutorial's express.json(): only application/json bodies are read."""
+    with node_client(tmp_path, fake_blender) as client:
+        answer = client.post("/job", content=b'{"from": 1, "to": 2}')
+        assert answer.status_code == 400
+        assert "Content-Type: application/json" in answer.text
+
+
 def test_range_errors_say_what_is_wrong(tmp_path: Path, fake_blender: BlenderInstall) -> None:
     with node_client(tmp_path, fake_blender) as client:
         assert "before start frame" in client.post("/job", json={"from": 5, "to": 1}).text

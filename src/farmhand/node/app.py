@@ -129,7 +129,8 @@ def create_node_app(
             problems.append(f"{where}: {item.get('msg')}" if where else str(item.get("msg")))
         return _text(
             400,
-            'Invalid input: send JSON {"from": <integer>, "to": <integer>}; ' + "; ".join(problems),
+            'Invalid input: send JSON {"from": <integer>, "to": <integer>} '
+            "with Content-Type: application/json; " + "; ".join(problems),
         )
 
     @app.post(
