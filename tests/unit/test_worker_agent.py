@@ -301,6 +301,7 @@ def test_stored_identity_is_reused_without_registering(tmp_path: Path) -> None:
     manager.wait_for("claim")
     _stop(stop, thread, result)
     assert "register" not in manager.names()
+    assert manager.body("heartbeat")["starting"] is True, "a restart gives back old tasks"
 
 
 def test_rejected_identity_registers_again(tmp_path: Path) -> None:

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from farmhand.shared.logconfig import configure_logging
+from farmhand.shared.schemas import WorkerCapabilities
 from farmhand.worker.agent import WorkerSettings, run_worker
 from farmhand.worker.blender.discovery import BlenderNotFound
 
@@ -17,6 +19,16 @@ def default_name() -> str:
     """The host name, cut to what a runner name may hold."""
     name = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())
     return (name.lstrip("._-") or "worker")[:100]
+
+
+def _checked_tags(tags: list[str]) -> list[str]:
+    try:
+        return WorkerCapabilities(tags=tags).tags
+    except ValidationError:
+        typer.echo(
+            f"error: tags must be lower-case letters, digits, '.', '_' or '-': {tags}", err=True
+        )
+        raise typer.Exit(2) from None
 
 
 def default_work_dir(name: str) -> Path:
@@ -56,6 +68,10 @@ def worker(
         Path | None, typer.Option(help="CA bundle to verify the manager's TLS certificate.")
     ] = None,
     insecure: Annotated[bool, typer.Option(help="Do not verify TLS (testing only).")] = False,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option("--tag", help="A tag jobs may require, e.g. gpu (repeat for more)."),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
 ) -> None:
     """Run a worker: register, then render tasks until stopped (Ctrl-C / SIGTERM)."""
@@ -72,6 +88,7 @@ def worker(
         heartbeat_interval=heartbeat_interval,
         poll_wait=poll_wait,
         verify=verify,
+        tags=_checked_tags(tag or []),
     )
     try:
         code = run_worker(settings)

@@ -388,8 +388,11 @@ class RunnerClient(BaseClient):
         self,
         current_task_id: int | None = None,
         capabilities: WorkerCapabilities | None = None,
+        starting: bool = False,
     ) -> HeartbeatReply:
-        body = Heartbeat(capabilities=capabilities, current_task_id=current_task_id)
+        body = Heartbeat(
+            capabilities=capabilities, current_task_id=current_task_id, starting=starting
+        )
         response = self._request("POST", "/api/runner/heartbeat", json=body.model_dump(mode="json"))
         return _parse(HeartbeatReply, response)
 

@@ -225,6 +225,11 @@ class RunnerRegistered(BaseModel):
 class Heartbeat(_Strict):
     capabilities: WorkerCapabilities | None = None
     current_task_id: int | None = None
+    starting: bool = Field(
+        default=False,
+        description="The worker has just (re)started and holds no task: any task the "
+        "manager still counts as its own goes back to the queue.",
+    )
 
 
 class HeartbeatReply(BaseModel):

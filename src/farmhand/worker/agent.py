@@ -69,6 +69,8 @@ class WorkerSettings:
     """How long task calls (complete, fail, uploads) are retried while the manager is away."""
     shutdown_grace: float = 5.0
     """How long shutdown may spend on releasing the task and signing off."""
+    tags: list[str] = field(default_factory=list)
+    """Offered to jobs that require tags (`gpu`, `highmem`, `studio-b`…)."""
 
 
 # ----------------------------------------------------------- renderer contract
@@ -248,8 +250,11 @@ class Agent:
         if identity is not None and identity.matches(self.settings.manager_url, self.settings.name):
             self.client.set_token(identity.secret)
             try:
+                # `starting`: a task the manager still counts as ours (we were killed
+                # mid-task) goes back to the queue now, not after a heartbeat timeout.
                 self._retry_forever(
-                    lambda: self.client.heartbeat(capabilities=self.capabilities), "heartbeat"
+                    lambda: self.client.heartbeat(capabilities=self.capabilities, starting=True),
+                    "heartbeat",
                 )
                 self.log = self.log.bind(worker_id=identity.worker_id)
                 self.log.info("identity reused", manager=self.settings.manager_url)
@@ -668,7 +673,7 @@ def run_worker(
         install_stop_handlers(stop)
     if renderer is None:
         renderer, blender_versions = blender_renderer(settings)
-    caps = hardware.capabilities(blender_versions or [])
+    caps = hardware.capabilities(blender_versions or [], settings.tags)
     with RunnerClient(settings.manager_url, verify=settings.verify, transport=transport) as client:
         agent = Agent(settings, renderer, client, caps, stop)
         return agent.run()

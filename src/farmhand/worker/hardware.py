@@ -41,9 +41,10 @@ def hostname() -> str:
     return socket.gethostname()
 
 
-def capabilities(blender_versions: list[str]) -> WorkerCapabilities:
+def capabilities(blender_versions: list[str], tags: list[str] | None = None) -> WorkerCapabilities:
     """This machine's `WorkerCapabilities`, cut to the lengths the schema allows."""
     return WorkerCapabilities(
+        tags=tags or [],
         blender_versions=blender_versions[:32],
         cpu=cpu_model()[:200],
         cores=core_count(),

@@ -32,7 +32,12 @@ from farmhand.manager.scheduling.state import (
     requeue_task,
     task_is_held_by,
 )
-from farmhand.manager.scheduling.workers import active_tasks, display_status, finish_draining
+from farmhand.manager.scheduling.workers import (
+    abort_current,
+    active_tasks,
+    display_status,
+    finish_draining,
+)
 from farmhand.shared.images import ImageError, verify_image
 from farmhand.shared.paths import UnsafePathError, safe_relative_path
 from farmhand.shared.schemas import (
@@ -128,6 +133,10 @@ def heartbeat(body: Heartbeat, context: Context, worker_id: RunnerDep) -> Heartb
             log.info("runner back online", worker=worker.name, worker_id=worker.id)
         if body.capabilities is not None:
             worker.capabilities = body.capabilities.model_dump()
+        jobs: list[int] = []
+        if body.starting:
+            reason = f"worker {worker.name} restarted"
+            jobs = abort_current(session, worker, reason, utcnow(), context.policy)
         abort: list[int] = []
         if body.current_task_id is not None:
             task = session.get(Task, body.current_task_id)
@@ -135,7 +144,11 @@ def heartbeat(body: Heartbeat, context: Context, worker_id: RunnerDep) -> Heartb
                 abort.append(body.current_task_id)
         busy = bool(active_tasks(session, worker_id))
         reply = HeartbeatReply(status=display_status(worker, busy), abort_task_ids=abort)
+    for job_id in jobs:
+        context.events.job_changed(job_id)
     context.events.runner_changed(worker_id)
+    if jobs:
+        context.wakeup.notify()
     return reply
 
 
