@@ -241,6 +241,8 @@ class Agent:
             return 2
         finally:
             self.stop.set()
+            # No heartbeat may follow the sign-off: it would mark us online again.
+            beat.join(timeout=self.settings.shutdown_grace)
             self._sign_off()
         return 0
 
