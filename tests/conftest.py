@@ -102,7 +102,8 @@ FAKE_BLENDER = r'''
 
 ok: writes each frame as a real PNG; exit0_no_frames: reports frames but writes none;
 error: answers render with an error event; hang: ignores SIGTERM and never finishes;
-oom: SIGKILLs itself mid-render; truncated: writes cut-off PNGs; slow: 0.3 s per frame.
+oom: SIGKILLs itself mid-render; hang_open: never finishes opening;
+truncated: writes cut-off PNGs; slow: 0.3 s per frame.
 """
 import json, os, signal, sys, time
 from PIL import Image
@@ -125,6 +126,8 @@ for line in sys.stdin:
     if command["cmd"] == "quit":
         break
     if command["cmd"] == "open":
+        if mode == "hang_open":
+            time.sleep(3600)
         emit("opened", scene="Scene")
         continue
     if mode == "error":

@@ -188,3 +188,18 @@ def test_cycles_progress_is_read_from_blenders_status_lines(
     line: str, progress: Progress | None
 ) -> None:
     assert parse_progress_line(line) == progress
+
+
+@pytest.mark.timeout(30)
+def test_cancel_is_prompt_while_blender_is_stuck_opening_with_a_long_frame_list(
+    fake_blender: BlenderInstall, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """100,000 frames of commands fill the pipe while Blender opens: cancel still works."""
+    cancel = threading.Event()
+    threading.Timer(1.0, cancel.set).start()
+    began = time.monotonic()
+    result, _, _ = run(
+        fake_blender, tmp_path, monkeypatch, "hang_open", list(range(1, 100_001)), cancel
+    )
+    assert result.error == "canceled"
+    assert time.monotonic() - began < 6

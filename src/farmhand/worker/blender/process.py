@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from farmhand.shared.images import ImageError, verify_image
 from farmhand.worker.blender.discovery import BlenderInstall
@@ -210,13 +211,12 @@ def render(
     reader = _Reader(process.stdout, log_path, handle, on_log or (lambda _line: None))
     reader.start()
     assert process.stdin is not None
-    try:
-        process.stdin.write(
-            "".join(json.dumps(command) + "\n" for command in commands_for(request)).encode()
-        )
-        process.stdin.close()
-    except BrokenPipeError:
-        pass  # Blender died at start; its exit code and log say why
+    payload = "".join(json.dumps(command) + "\n" for command in commands_for(request)).encode()
+    # Written from a thread: a long frame list fills the pipe until Blender has opened the
+    # file and reads on, and a cancel must not wait for that.
+    threading.Thread(
+        target=_write_commands, args=(process.stdin, payload), daemon=True, name="blender-in"
+    ).start()
 
     canceled = _wait(process, cancel)
     reader.join(timeout=10)
@@ -241,6 +241,14 @@ def render(
         detail = _blender_error_line(tail)
         error = problems[0] + (f" ({detail})" if detail else "")
     return RenderResult(error is None, frames, error, code, tail)
+
+
+def _write_commands(stdin: IO[bytes], payload: bytes) -> None:
+    try:
+        stdin.write(payload)
+        stdin.close()
+    except (BrokenPipeError, ValueError, OSError):
+        pass  # Blender ended (or was killed) first; its exit code and log say why
 
 
 def _wait(process: subprocess.Popen[bytes], cancel: threading.Event) -> bool:
