@@ -5,12 +5,13 @@ import typer
 from farmhand.cli import jobs_cmd
 from farmhand.cli.demo_cmd import demo
 from farmhand.cli.manager_cmd import manager
+from farmhand.cli.node_cmd import node
 from farmhand.cli.worker_cmd import worker
 
 app = typer.Typer(no_args_is_help=True, help="farmhand: a distributed render farm for Blender.")
 app.command()(manager)
 app.command()(worker)
-# TODO: app.command()(node) once farmhand.cli.node_cmd lands.
+app.command()(node)
 jobs_cmd.register(app)
 app.command()(demo)
 
