@@ -127,7 +127,6 @@ def _login_form(
             "error": error,
             "oauth": _oauth_buttons(context),
             "version": __version__,
-            "admin_token_file": str((context.settings.data_dir / "admin-token").resolve()),
             "user": None,
             "path": "/login",
         },

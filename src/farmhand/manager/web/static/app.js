@@ -1,0 +1,658 @@
+// farmhand web UI: one small script, no framework, no build step.
+//
+// Every page is a client of the JSON API (/api/...), authenticated by the session
+// cookie; state-changing calls repeat the page's CSRF nonce in X-CSRF-Token. Live
+// updates come from /api/events (Server-Sent Events): each event only says what changed,
+// and the page refetches what it shows, at most a few times a second.
+"use strict";
+
+(() => {
+  const csrf = document.querySelector('meta[name="csrf-token"]')?.content || "";
+  const body = document.body;
+  const isAdmin = body.dataset.admin === "true";
+  const $ = (sel, root = document) => root.querySelector(sel);
+  const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
+
+  // ------------------------------------------------------------------ helpers
+
+  const esc = (value) =>
+    String(value ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+
+  class ApiError extends Error {
+    constructor(status, detail) {
+      super(detail);
+      this.status = status;
+    }
+  }
+
+  async function api(method, url, payload) {
+    const init = { method, headers: { Accept: "application/json" }, credentials: "same-origin" };
+    if (method !== "GET" && method !== "HEAD") init.headers["X-CSRF-Token"] = csrf;
+    if (payload !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(payload);
+    }
+    const response = await fetch(url, init);
+    if (response.status === 401) {
+      location.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
+      throw new ApiError(401, "signed out");
+    }
+    const text = await response.text();
+    let data = null;
+    try { data = text ? JSON.parse(text) : null; } catch { data = text; }
+    if (!response.ok) {
+      const detail = (data && data.detail) || response.statusText || "request failed";
+      throw new ApiError(response.status, typeof detail === "string" ? detail : JSON.stringify(detail));
+    }
+    return data;
+  }
+
+  function toast(message, kind = "info") {
+    const box = $("#toasts");
+    if (!box) return;
+    const item = document.createElement("div");
+    item.className = "toast " + kind;
+    item.setAttribute("role", kind === "error" ? "alert" : "status");
+    item.textContent = message;
+    box.appendChild(item);
+    setTimeout(() => item.remove(), kind === "error" ? 8000 : 4000);
+  }
+
+  const fail = (error) => { if (!(error instanceof ApiError && error.status === 401)) toast(error.message, "error"); };
+
+  function duration(seconds) {
+    if (seconds === null || seconds === undefined || !isFinite(seconds)) return "–";
+    seconds = Math.max(0, Math.round(seconds));
+    const h = Math.floor(seconds / 3600), m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
+    if (h) return `${h}h ${String(m).padStart(2, "0")}m`;
+    if (m) return `${m}m ${String(s).padStart(2, "0")}s`;
+    return `${s}s`;
+  }
+  const since = (iso) => (iso ? (Date.now() - Date.parse(iso)) / 1000 : null);
+  const ago = (iso) => (iso ? duration(since(iso)) + " ago" : "never");
+  const when = (iso) => (iso ? new Date(iso).toLocaleString() : "–");
+  const badge = (status) => `<span class="badge s-${esc(status)}">${esc(status)}</span>`;
+  const bar = (pct, status) =>
+    `<div class="bar${status === "completed" ? " done" : status === "failed" ? " bad" : ""}" role="progressbar" aria-valuemin="0" aria-valuemax="100" aria-valuenow="${Math.round(pct)}" aria-label="${Math.round(pct)} %" data-pct="${pct}"><span></span></div>`;
+  // Widths are set through the CSSOM: the page's CSP forbids inline style attributes.
+  const paintBars = (root = document) => $$("[data-pct]", root).forEach((el) => { el.firstElementChild.style.width = `${el.dataset.pct}%`; });
+  function setBar(el, pct, status) {
+    el.dataset.pct = pct;
+    el.setAttribute("aria-valuenow", String(Math.round(pct)));
+    el.classList.toggle("done", status === "completed");
+    el.classList.toggle("bad", status === "failed");
+    el.firstElementChild.style.width = `${pct}%`;
+  }
+  const gib = (bytes) => (bytes ? `${(bytes / 1024 ** 3).toFixed(1)} GiB` : "");
+
+  async function copy(text, button) {
+    try {
+      await navigator.clipboard.writeText(text);
+    } catch {
+      const area = document.createElement("textarea");
+      area.value = text;
+      document.body.appendChild(area);
+      area.select();
+      document.execCommand("copy");
+      area.remove();
+    }
+    if (button) {
+      const old = button.textContent;
+      button.textContent = "Copied";
+      setTimeout(() => { button.textContent = old; }, 1500);
+    }
+  }
+  document.addEventListener("click", (event) => {
+    const button = event.target.closest("[data-copy]");
+    if (button) copy($("#" + button.dataset.copy).textContent, button);
+  });
+
+  // ------------------------------------------------------------- live updates
+
+  // Calls refresh() now, on every (re)connect, and after events that `wants` accepts,
+  // coalescing bursts: at most one refresh per `gap` ms, and never two at once.
+  function live(refresh, wants = () => true, gap = 300) {
+    const indicator = $("#live");
+    let timer = null, running = false, again = false, last = 0;
+    const run = async () => {
+      timer = null;
+      if (running) { again = true; return; }
+      running = true;
+      last = Date.now();
+      try { await refresh(); } catch (error) { fail(error); }
+      running = false;
+      if (again) { again = false; schedule(); }
+    };
+    const schedule = () => { if (!timer) timer = setTimeout(run, Math.max(0, gap - (Date.now() - last))); };
+    const state = (name, text) => { if (indicator) { indicator.hidden = false; indicator.dataset.state = name; indicator.textContent = text; } };
+    run();
+    if (!window.EventSource) { state("closed", "no live updates"); return schedule; }
+    const source = new EventSource("/api/events");
+    source.onopen = () => { state("live", "live"); schedule(); };
+    source.onerror = () => {
+      if (source.readyState === EventSource.CLOSED) state("closed", "offline — reload");
+      else state("reconnecting", "reconnecting…");
+    };
+    for (const kind of ["job", "task", "runner", "output"]) {
+      source.addEventListener(kind, (message) => {
+        let event;
+        try { event = JSON.parse(message.data); } catch { return; }
+        if (wants(event)) schedule();
+      });
+    }
+    window.addEventListener("pagehide", () => source.close());
+    return schedule;
+  }
+
+  // ---------------------------------------------------------------- jobs page
+
+  function jobsPage() {
+    const tbody = $("#jobs tbody");
+    const statusFilter = $("#filter-status"), ownerFilter = $("#filter-owner");
+    const params = new URLSearchParams(location.search);
+    statusFilter.value = params.get("status") || "";
+    let jobs = [], details = new Map();
+
+    const render = () => {
+      const owners = [...new Set(jobs.map((j) => j.owner))].sort();
+      const wanted = params.get("owner") || ownerFilter.value;
+      ownerFilter.innerHTML = '<option value="">Everyone</option>' + owners.map((o) => `<option>${esc(o)}</option>`).join("");
+      ownerFilter.value = owners.includes(wanted) ? wanted : "";
+      const shown = jobs.filter((j) => (!statusFilter.value || j.status === statusFilter.value) && (!ownerFilter.value || j.owner === ownerFilter.value));
+      if (!shown.length) {
+        tbody.innerHTML = `<tr><td colspan="9" class="empty">${jobs.length ? "No job matches the filters." : 'No jobs yet. <a href="/submit">Submit one</a>.'}</td></tr>`;
+        return;
+      }
+      tbody.innerHTML = shown.map((j) => {
+        const d = details.get(j.id);
+        const workers = d ? [...new Set(d.tasks.filter((t) => t.status === "active" && t.worker).map((t) => t.worker))] : [];
+        const end = j.finished_at ? Date.parse(j.finished_at) : Date.now();
+        const elapsed = j.started_at ? (end - Date.parse(j.started_at)) / 1000 : null;
+        const eta = j.status === "completed" ? 0 : d ? d.eta_seconds : null;
+        return `<tr data-job-id="${j.id}">
+          <td class="wrap"><a href="/jobs/${j.id}">${esc(j.name)}</a> <span class="muted small">#${j.id}</span></td>
+          <td class="hide-sm">${esc(j.owner)}</td><td>${badge(j.status)}</td>
+          <td>${bar(j.progress, j.status)} <span class="visually-hidden">${Math.round(j.progress)} %</span></td>
+          <td class="num" data-label="Frames">${j.frames_done}/${j.frames_total}</td><td class="num hide-sm">${j.priority}</td>
+          <td class="hide-sm">${workers.map(esc).join(", ") || '<span class="muted">–</span>'}</td>
+          <td class="num" data-label="Elapsed">${duration(elapsed)}</td><td class="num" data-label="Remaining">${["canceled", "failed"].includes(j.status) ? "–" : duration(eta)}</td></tr>`;
+      }).join("");
+      paintBars(tbody);
+    };
+
+    const refresh = async () => {
+      jobs = await api("GET", "/api/jobs");
+      // Workers and remaining time are in the job detail: fetched for running jobs only.
+      const running = jobs.filter((j) => j.status === "active").slice(0, 25);
+      const fetched = await Promise.all(running.map((j) => api("GET", `/api/jobs/${j.id}`).catch(() => null)));
+      details = new Map(fetched.filter(Boolean).map((d) => [d.id, d]));
+      render();
+    };
+    const sync = () => {
+      const query = new URLSearchParams();
+      if (statusFilter.value) query.set("status", statusFilter.value);
+      if (ownerFilter.value) query.set("owner", ownerFilter.value);
+      params.delete("owner");
+      history.replaceState(null, "", query.toString() ? "?" + query : location.pathname);
+      render();
+    };
+    statusFilter.addEventListener("change", sync);
+    ownerFilter.addEventListener("change", sync);
+    live(refresh, (e) => e.kind !== "runner", 400);
+    setInterval(render, 1000 * 5);
+  }
+
+  // -------------------------------------------------------------- submit page
+
+  function submitPage() {
+    const drop = $("#dropzone"), input = $("#file"), form = $("#submit-form");
+    const notice = $("#blend-notice");
+    let blob = null; // {sha256, file_name}
+
+    const showNotice = (text, kind) => {
+      notice.hidden = !text;
+      notice.className = "notice " + (kind || "");
+      notice.textContent = text || "";
+    };
+    const field = (name) => form.elements.namedItem(name);
+
+    function fill(info, fileName) {
+      const stem = fileName.replace(/\.blend$/i, "");
+      field("name").value = stem;
+      field("frame_start").value = info ? info.frame_start : 1;
+      field("frame_end").value = info ? info.frame_end : 1;
+      field("resolution_percentage").value = info ? info.resolution_percentage : "";
+      field("samples").value = info && info.samples ? info.samples : "";
+      const format = info && ["PNG", "JPEG", "OPEN_EXR"].includes(info.output_format) ? info.output_format : "";
+      field("output_format").value = format;
+      const frames = info ? info.frame_end - info.frame_start + 1 : 1;
+      field("chunk_size").value = Math.max(1, Math.ceil(frames / 50));
+      $("#scene-facts").textContent = info
+        ? `Scene “${info.scene}”: ${info.resolution_x}×${info.resolution_y} at ${info.resolution_percentage} %, ${info.engine}` +
+          `${info.samples ? `, ${info.samples} samples` : ""}, frames ${info.frame_start}–${info.frame_end}, ${info.output_format}` +
+          ` (read with Blender ${info.blender_version})${info.has_camera ? "" : " — warning: the scene has no camera"}`
+        : "";
+      form.hidden = false;
+      field("name").focus();
+    }
+
+    function upload(file) {
+      if (!/\.blend$/i.test(file.name)) { showNotice(`${file.name} is not a .blend file.`, "error"); return; }
+      blob = null;
+      form.hidden = true;
+      showNotice("");
+      $("#upload").hidden = false;
+      $("#upload-name").textContent = file.name;
+      const progress = $("#upload-bar"), text = $("#upload-text");
+      setBar(progress, 0);
+      const xhr = new XMLHttpRequest();
+      xhr.open("POST", "/api/blend-info");
+      xhr.setRequestHeader("X-CSRF-Token", csrf);
+      xhr.upload.onprogress = (e) => {
+        if (!e.lengthComputable) return;
+        const pct = (100 * e.loaded) / e.total;
+        setBar(progress, pct);
+        text.textContent = `${Math.round(pct)} % of ${(e.total / 1024 ** 2).toFixed(1)} MB`;
+      };
+      xhr.upload.onload = () => { setBar(progress, 100); text.textContent = "Uploaded; reading the scene with Blender…"; };
+      xhr.onerror = () => showNotice("The upload failed (network error). Try again.", "error");
+      xhr.onload = () => {
+        let data = null;
+        try { data = JSON.parse(xhr.responseText); } catch { /* not JSON */ }
+        const sha = xhr.getResponseHeader("X-Blob-Sha256");
+        if (xhr.status === 200) {
+          blob = { sha256: data.sha256, file_name: data.file_name };
+          text.textContent = "Uploaded and read.";
+          fill(data, file.name);
+        } else if ((xhr.status === 503 || xhr.status === 422) && sha) {
+          blob = { sha256: sha, file_name: file.name };
+          text.textContent = "Uploaded.";
+          showNotice(`${(data && data.detail) || "The file's settings could not be read"}. Fill in the settings by hand.`, "");
+          fill(null, file.name);
+        } else if (xhr.status === 401) {
+          location.href = "/login?next=/submit";
+        } else {
+          showNotice((data && data.detail) || `Upload failed (${xhr.status}).`, "error");
+        }
+      };
+      const data = new FormData();
+      data.append("file", file, file.name);
+      xhr.send(data);
+    }
+
+    drop.addEventListener("click", () => input.click());
+    input.addEventListener("change", () => { if (input.files.length) upload(input.files[0]); });
+    for (const name of ["dragenter", "dragover"]) drop.addEventListener(name, (e) => { e.preventDefault(); drop.classList.add("over"); });
+    for (const name of ["dragleave", "drop"]) drop.addEventListener(name, () => drop.classList.remove("over"));
+    drop.addEventListener("drop", (e) => {
+      e.preventDefault();
+      const file = e.dataTransfer && e.dataTransfer.files[0];
+      if (file) upload(file);
+    });
+    // A file dropped anywhere on the page should not navigate away from it.
+    window.addEventListener("dragover", (e) => e.preventDefault());
+    window.addEventListener("drop", (e) => { e.preventDefault(); if (e.target.closest && !e.target.closest("#dropzone") && e.dataTransfer.files[0]) upload(e.dataTransfer.files[0]); });
+
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      if (!blob) return;
+      const number = (name) => (field(name).value === "" ? null : Number(field(name).value));
+      const job = {
+        name: field("name").value.trim(),
+        frame_start: number("frame_start"), frame_end: number("frame_end"), frame_step: number("frame_step"),
+        chunk_size: number("chunk_size"), priority: number("priority"),
+        resolution_percentage: number("resolution_percentage"), samples: number("samples"),
+        output_format: field("output_format").value || null,
+        main_file: blob.file_name, files: { [blob.file_name]: blob.sha256 },
+      };
+      if (body.dataset.hasTags && field("tags")) job.tags = field("tags").value.split(",").map((t) => t.trim()).filter(Boolean);
+      const button = $("#submit-button");
+      button.disabled = true;
+      $("#submit-status").textContent = "Submitting…";
+      try {
+        const accepted = await api("POST", "/api/jobs", job);
+        location.href = `/jobs/${accepted.id}`;
+      } catch (error) {
+        button.disabled = false;
+        $("#submit-status").textContent = "";
+        fail(error);
+      }
+    });
+  }
+
+  // ----------------------------------------------------------------- job page
+
+  function jobPage() {
+    const jobId = Number(body.dataset.jobId);
+    const base = `/api/jobs/${jobId}`;
+    const openLogs = new Map(); // task id -> <pre>
+    let job = null, outputs = [], frames = [];
+
+    const thumbUrl = (f) => `${base}/files/${f.id}/thumbnail?v=${f.sha256.slice(0, 12)}`;
+    const fileUrl = (f) => `${base}/files/${f.id}/download`;
+    const isExr = (f) => /\.exr$/i.test(f.path);
+
+    function renderHeader() {
+      $("#job-name").textContent = job.name;
+      $("#job-status").innerHTML = badge(job.status);
+      document.title = `${job.name} · farmhand`;
+      setBar($("#job-progress"), job.progress, job.status);
+      $("#stat-progress").textContent = `${Math.round(job.progress)} %`;
+      $("#stat-frames").textContent = `${job.frames_done}/${job.frames_total}`;
+      $("#stat-elapsed").textContent = duration(job.elapsed_seconds);
+      $("#stat-eta").textContent = ["canceled", "failed"].includes(job.status) ? "–" : duration(job.eta_seconds);
+      $("#stat-owner").textContent = job.owner;
+      $("#stat-priority").textContent = job.priority;
+      const prio = $("#priority-input");
+      if (document.activeElement !== prio) prio.value = job.priority;
+      const reason = $("#job-reason");
+      reason.hidden = !job.status_reason || job.status === "completed";
+      reason.textContent = job.status_reason || "";
+      const finished = ["completed", "failed", "canceled"].includes(job.status);
+      const show = {
+        pause: ["queued", "active"].includes(job.status), resume: job.status === "paused",
+        cancel: !finished, "requeue-failed": job.tasks.some((t) => t.status === "failed" || t.status === "canceled"),
+        "requeue-all": finished, priority: !finished, delete: true,
+      };
+      for (const button of $$("#actions [data-action]")) button.hidden = !show[button.dataset.action];
+      $(".prio").hidden = finished;
+      const video = outputs.find((f) => /\.(mp4|mov|mkv|webm)$/i.test(f.path));
+      $("#video-link").innerHTML = video ? `<a class="button" href="${fileUrl(video)}" download>Download video</a>` : "";
+      $("#download-zip").hidden = !outputs.some((f) => f.frame !== null);
+    }
+
+    function renderThumbs() {
+      const grid = $("#thumbs");
+      const byFrame = new Map(outputs.filter((f) => f.frame !== null).map((f) => [f.frame, f]));
+      const rendering = new Set(job.tasks.filter((t) => t.status === "active").flatMap((t) => t.frames.slice(t.frames_done)));
+      frames = job.tasks.flatMap((t) => t.frames).sort((a, b) => a - b);
+      $("#frames-count").textContent = `${byFrame.size} of ${frames.length}`;
+      const existing = new Map($$(".thumb", grid).map((el) => [Number(el.dataset.frame), el]));
+      frames.forEach((frame, index) => {
+        const file = byFrame.get(frame);
+        const key = file ? `f${file.id}-${file.sha256}` : rendering.has(frame) ? "rendering" : "pending";
+        let el = existing.get(frame);
+        if (!el || el.dataset.key !== key) {
+          const fresh = document.createElement(file ? "button" : "div");
+          fresh.className = "thumb" + (file ? "" : " pending" + (key === "rendering" ? " rendering" : ""));
+          fresh.dataset.frame = frame;
+          fresh.dataset.key = key;
+          if (file) {
+            fresh.type = "button";
+            fresh.setAttribute("aria-label", `Open frame ${frame}`);
+            fresh.innerHTML = `<img src="${thumbUrl(file)}" alt="Frame ${frame}" loading="lazy"><span class="label">${frame}</span>`;
+            fresh.addEventListener("click", () => openFrame(frame));
+          } else {
+            fresh.textContent = key === "rendering" ? `${frame} · rendering` : `${frame}`;
+          }
+          if (el) el.replaceWith(fresh); else grid.insertBefore(fresh, grid.children[index] || null);
+          el = fresh;
+        }
+        existing.delete(frame);
+      });
+      existing.forEach((el) => el.remove());
+      const latest = outputs.filter((f) => f.frame !== null).sort((a, b) => b.id - a.id)[0];
+      const figure = $("#latest");
+      if (latest && figure.dataset.file !== String(latest.id)) {
+        figure.dataset.file = latest.id;
+        figure.innerHTML = `<a href="${fileUrl(latest)}" aria-label="Open frame ${latest.frame}"><img src="${isExr(latest) ? thumbUrl(latest) : fileUrl(latest)}" alt="Frame ${latest.frame}, the last rendered"></a><figcaption>Frame ${latest.frame} · ${esc(latest.path)}</figcaption>`;
+        $("a", figure).addEventListener("click", (e) => { e.preventDefault(); openFrame(latest.frame); });
+      }
+    }
+
+    function renderTasks() {
+      const tbody = $("#tasks tbody");
+      tbody.innerHTML = job.tasks.map((t) => {
+        const end = t.finished_at ? Date.parse(t.finished_at) : Date.now();
+        const time = t.started_at ? (end - Date.parse(t.started_at)) / 1000 : null;
+        const span = t.frames.length > 1 ? `${t.frames[0]}–${t.frames[t.frames.length - 1]}` : `${t.frames[0]}`;
+        const open = openLogs.has(t.id);
+        return `<tr data-task-id="${t.id}"><td class="num">${t.index}</td><td>${span} <span class="muted small">(${t.frames_done}/${t.frames.length})</span></td>
+          <td>${badge(t.status)}</td><td>${esc(t.worker || "–")}</td><td class="num">${duration(time)}</td><td class="num">${t.attempts}</td>
+          <td class="wrap small">${esc(t.last_error || "")}</td>
+          <td><button type="button" class="small" data-log="${t.id}" aria-expanded="${open}" aria-controls="log-${t.id}">${open ? "Hide" : "Show"}</button></td></tr>` +
+          (open ? `<tr class="log-row"><td colspan="8"><pre class="log" id="log-${t.id}" tabindex="0" aria-label="Log of task ${t.index}"></pre></td></tr>` : "");
+      }).join("");
+      for (const [taskId, text] of openLogs) {
+        const pre = $(`#log-${taskId}`);
+        if (pre) { pre.textContent = text; pre.scrollTop = pre.scrollHeight; }
+      }
+    }
+
+    async function loadLog(taskId) {
+      const response = await fetch(`${base}/tasks/${taskId}/log`, { credentials: "same-origin" });
+      const text = response.ok ? await response.text() : `(${response.status}: no log)`;
+      const lines = text.split("\n");
+      openLogs.set(taskId, (lines.length > 200 ? "…\n" : "") + lines.slice(-200).join("\n") || "(empty so far)");
+      const pre = $(`#log-${taskId}`);
+      if (pre) { pre.textContent = openLogs.get(taskId); pre.scrollTop = pre.scrollHeight; }
+    }
+
+    $("#tasks").addEventListener("click", async (e) => {
+      const button = e.target.closest("[data-log]");
+      if (!button) return;
+      const taskId = Number(button.dataset.log);
+      if (openLogs.has(taskId)) openLogs.delete(taskId);
+      else openLogs.set(taskId, "loading…");
+      renderTasks();
+      $(`[data-log="${taskId}"]`)?.focus();
+      if (openLogs.has(taskId)) loadLog(taskId).catch(fail);
+    });
+
+    // Lightbox: the full frame, with previous/next and the arrow keys.
+    const dialog = $("#lightbox");
+    let current = null;
+    function openFrame(frame) {
+      const done = outputs.filter((f) => f.frame !== null).sort((a, b) => a.frame - b.frame);
+      const file = done.find((f) => f.frame === frame);
+      if (!file) return;
+      current = frame;
+      $("#lightbox-title").textContent = `Frame ${frame}`;
+      $("#lightbox-img").src = isExr(file) ? thumbUrl(file) : fileUrl(file);
+      $("#lightbox-img").alt = `Frame ${frame}`;
+      $("#lightbox-note").hidden = !isExr(file);
+      $("#lightbox-download").href = fileUrl(file);
+      const index = done.indexOf(file);
+      $("#lightbox-prev").disabled = index <= 0;
+      $("#lightbox-next").disabled = index >= done.length - 1;
+      $("#lightbox-prev").dataset.frame = index > 0 ? done[index - 1].frame : "";
+      $("#lightbox-next").dataset.frame = index < done.length - 1 ? done[index + 1].frame : "";
+      if (!dialog.open) dialog.showModal();
+    }
+    const step = (which) => { const f = $(which).dataset.frame; if (f !== "") openFrame(Number(f)); };
+    $("#lightbox-prev").addEventListener("click", () => step("#lightbox-prev"));
+    $("#lightbox-next").addEventListener("click", () => step("#lightbox-next"));
+    $("#lightbox-close").addEventListener("click", () => dialog.close());
+    dialog.addEventListener("click", (e) => { if (e.target === dialog) dialog.close(); });
+    dialog.addEventListener("keydown", (e) => {
+      if (e.key === "ArrowLeft") step("#lightbox-prev");
+      if (e.key === "ArrowRight") step("#lightbox-next");
+    });
+
+    // Actions: cancel is DELETE /api/jobs/{id}; the others follow the jobs API as it grows.
+    const actions = {
+      pause: () => api("POST", `${base}/actions`, { action: "pause" }),
+      resume: () => api("POST", `${base}/actions`, { action: "resume" }),
+      "requeue-failed": () => api("POST", `${base}/actions`, { action: "requeue-failed" }),
+      "requeue-all": () => api("POST", `${base}/actions`, { action: "requeue-all" }),
+      cancel: () => confirm(`Cancel job “${job.name}”? Running frames stop now.`) && api("DELETE", base),
+      priority: () => api("PATCH", base, { priority: Number($("#priority-input").value) }),
+      delete: async () => {
+        if (!confirm(`Delete job “${job.name}” and all its frames? This cannot be undone.`)) return false;
+        await api("DELETE", `${base}?purge=true`);
+        location.href = "/";
+        return true;
+      },
+    };
+    $("#actions").addEventListener("click", async (e) => {
+      const button = e.target.closest("[data-action]");
+      if (!button) return;
+      button.disabled = true;
+      try {
+        const done = await actions[button.dataset.action]();
+        if (done) { toast(`${button.textContent}: done`); refresh(); }
+      } catch (error) {
+        if (error.status === 404 || error.status === 405) toast(`${button.textContent} is not available on this manager yet.`, "error");
+        else fail(error);
+      } finally {
+        button.disabled = false;
+      }
+    });
+
+    async function refresh() {
+      const [detail, files] = await Promise.all([api("GET", base), api("GET", `${base}/files`)]);
+      job = detail;
+      outputs = files.filter((f) => f.kind === "output");
+      renderHeader();
+      renderThumbs();
+      renderTasks();
+      await Promise.all([...openLogs.keys()].map((id) => loadLog(id)));
+    }
+    live(async () => {
+      try { await refresh(); } catch (error) {
+        if (error.status === 404) { $("#main").innerHTML = '<h1>Job not found</h1><p>It was deleted. <a href="/">Back to the jobs</a></p>'; return; }
+        throw error;
+      }
+    }, (e) => e.job_id === jobId);
+    setInterval(() => { if (job && job.status === "active") renderTasks(); }, 5000);
+  }
+
+  // ------------------------------------------------------------- runners page
+
+  function runnersPage() {
+    let runners = [], jobs = new Map();
+    const tbody = $("#runners tbody");
+    const controls = (r) => {
+      const buttons = [];
+      if (r.status === "disabled" || r.status === "draining") buttons.push(["enable", "now", "Enable"]);
+      if (r.status !== "disabled") buttons.push(["disable", "now", "Disable"]);
+      if (r.status === "busy") buttons.push(["disable", "after-task", "Disable after task"]);
+      if (r.status !== "draining" && r.status !== "disabled") buttons.push(["drain", "after-task", "Drain"]);
+      return buttons.map(([action, when, label]) => `<button type="button" class="small" data-runner="${r.id}" data-action="${action}" data-when="${when}">${label}</button>`).join(" ");
+    };
+    const render = () => {
+      if (!runners.length) {
+        tbody.innerHTML = '<tr><td colspan="8" class="empty">No runners yet. Create a registration token below and start a worker with it.</td></tr>';
+        return;
+      }
+      tbody.innerHTML = runners.map((r) => {
+        const c = r.capabilities || {};
+        const job = r.current_job_id ? jobs.get(r.current_job_id) : null;
+        const task = job ? job.tasks.find((t) => t.id === r.current_task_id) : null;
+        const current = r.current_task_id
+          ? `<a href="/jobs/${r.current_job_id}">${esc(job ? job.name : "job " + r.current_job_id)}</a> <span class="muted small">task ${task ? task.index : r.current_task_id}${task ? ` · ${task.frames_done}/${task.frames.length} frames` : ""}</span>`
+          : '<span class="muted">idle</span>';
+        const hardware = [c.cpu, c.cores ? `${c.cores} cores` : "", gib(c.ram_bytes), ...(c.gpus || []).map((g) => (typeof g === "string" ? g : g.name || ""))].filter(Boolean).map(esc).join(" · ");
+        const tags = (c.tags || r.tags || []).map((t) => `<span class="badge">${esc(t)}</span>`).join(" ");
+        return `<tr data-runner-name="${esc(r.name)}" data-runner-id="${r.id}">
+          <td><strong>${esc(r.name)}</strong>${c.hostname && c.hostname !== r.name ? `<br><span class="muted small">${esc(c.hostname)}</span>` : ""}</td>
+          <td class="status">${badge(r.status)}</td><td class="current">${current}</td>
+          <td data-heartbeat="${esc(r.last_heartbeat || "")}">${ago(r.last_heartbeat)}</td>
+          <td class="wrap small hide-sm">${hardware || "–"}</td><td>${(c.blender_versions || []).map(esc).join(", ") || "–"}</td>
+          <td class="hide-sm">${tags || '<span class="muted">–</span>'}</td><td>${controls(r)}</td></tr>`;
+      }).join("");
+    };
+    const refresh = async () => {
+      runners = await api("GET", "/api/admin/runners");
+      const ids = [...new Set(runners.map((r) => r.current_job_id).filter(Boolean))];
+      const fetched = await Promise.all(ids.map((id) => api("GET", `/api/jobs/${id}`).catch(() => null)));
+      jobs = new Map(fetched.filter(Boolean).map((j) => [j.id, j]));
+      render();
+    };
+    // Heartbeats age every second without a refetch.
+    setInterval(() => $$("[data-heartbeat]", tbody).forEach((td) => { td.textContent = ago(td.dataset.heartbeat || null); }), 1000);
+    tbody.addEventListener("click", async (e) => {
+      const button = e.target.closest("[data-action]");
+      if (!button) return;
+      button.disabled = true;
+      try {
+        await api("POST", `/api/admin/runners/${button.dataset.runner}/actions`, { action: button.dataset.action, when: button.dataset.when });
+        refresh();
+      } catch (error) {
+        button.disabled = false;
+        if (error.status === 404 || error.status === 405) toast("Runner control is not available on this manager yet.", "error");
+        else fail(error);
+      }
+    });
+
+    // Registration tokens.
+    const tokensBody = $("#runner-tokens tbody");
+    const loadTokens = async () => {
+      const tokens = await api("GET", "/api/admin/runner-tokens");
+      tokensBody.innerHTML = tokens.length ? tokens.map((t) => `<tr data-token-id="${t.id}"><td class="num">${t.id}</td><td>${when(t.created_at)}</td><td>${t.expires_at ? when(t.expires_at) : "never"}</td>
+        <td class="num">${t.uses}</td><td>${t.active ? badge("active") : t.revoked_at ? badge("revoked") : badge("expired")}</td>
+        <td>${t.active ? `<button type="button" class="small danger" data-revoke="${t.id}">Revoke</button>` : ""}</td></tr>`).join("")
+        : '<tr><td colspan="6" class="empty">No registration tokens.</td></tr>';
+    };
+    $("#new-runner-token").addEventListener("click", async () => {
+      const hours = $("#token-expiry").value;
+      try {
+        const created = await api("POST", "/api/admin/runner-tokens", { expires_in_hours: hours ? Number(hours) : null });
+        $("#runner-token-command").textContent = created.command;
+        $("#runner-token-secret").textContent = created.secret;
+        $("#new-token-result").hidden = false;
+        await loadTokens();
+      } catch (error) { fail(error); }
+    });
+    tokensBody.addEventListener("click", async (e) => {
+      const button = e.target.closest("[data-revoke]");
+      if (!button || !confirm("Revoke this registration token? Runners that already joined keep working.")) return;
+      try { await api("DELETE", `/api/admin/runner-tokens/${button.dataset.revoke}`); await loadTokens(); } catch (error) { fail(error); }
+    });
+    // Registration tokens count their uses: a runner joining changes them too.
+    live(async () => { await Promise.all([refresh(), loadTokens()]); }, (e) => e.kind === "runner" || e.kind === "task" || e.kind === "job", 400);
+  }
+
+  // ------------------------------------------------------------- account page
+
+  function accountPage() {
+    const tokensBody = $("#api-tokens tbody");
+    const loadTokens = async () => {
+      const tokens = await api("GET", "/api/tokens");
+      tokensBody.innerHTML = tokens.map((t) => `<tr data-token-id="${t.id}"><td>${esc(t.name)}</td><td>${when(t.created_at)}</td>
+        <td>${t.revoked_at ? badge("revoked") : badge("active")}</td>
+        <td>${t.revoked_at ? "" : `<button type="button" class="small danger" data-revoke="${t.id}">Revoke</button>`}</td></tr>`).join("")
+        || '<tr><td colspan="4" class="empty">No tokens.</td></tr>';
+    };
+    $("#new-token-form").addEventListener("submit", async (e) => {
+      e.preventDefault();
+      try {
+        const created = await api("POST", "/api/tokens", { name: $("#token-name").value.trim() });
+        $("#token-secret").textContent = created.secret;
+        $("#token-result").hidden = false;
+        $("#token-name").value = "";
+        await loadTokens();
+      } catch (error) { fail(error); }
+    });
+    tokensBody.addEventListener("click", async (e) => {
+      const button = e.target.closest("[data-revoke]");
+      if (!button || !confirm("Revoke this token? Anything using it stops working (including this browser, if you signed in with it… until the session ends).")) return;
+      try { await api("DELETE", `/api/tokens/${button.dataset.revoke}`); await loadTokens(); } catch (error) { fail(error); }
+    });
+    loadTokens().catch(fail);
+    if (!isAdmin) return;
+    const usersBody = $("#users tbody");
+    const loadUsers = async () => {
+      const users = await api("GET", "/api/admin/users");
+      usersBody.innerHTML = users.map((u) => `<tr><td>${esc(u.name)}</td><td>${esc(u.email || "–")}</td><td>${badge(u.role)}</td><td>${when(u.created_at)}</td></tr>`).join("");
+    };
+    $("#new-user-form").addEventListener("submit", async (e) => {
+      e.preventDefault();
+      try {
+        const created = await api("POST", "/api/admin/users", {
+          name: $("#user-name").value.trim(), email: $("#user-email").value.trim() || null, role: $("#user-role").value,
+        });
+        $("#user-result-name").textContent = created.user.name;
+        $("#user-token").textContent = created.token;
+        $("#user-result").hidden = false;
+        e.target.reset();
+        await loadUsers();
+      } catch (error) { fail(error); }
+    });
+    loadUsers().catch(fail);
+  }
+
+  const pages = { jobs: jobsPage, submit: submitPage, job: jobPage, runners: runnersPage, account: accountPage };
+  const start = pages[body.dataset.page];
+  if (start) start();
+})();

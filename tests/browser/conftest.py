@@ -1,0 +1,99 @@
+"""A real browser (Debian's chromium driven by Playwright) against a real farm.
+
+One farm (a manager and one worker rendering with the bpy module) and one browser serve
+every test of this folder; the tests share them through the `browser` xdist group.
+Screenshots land in `test-artifacts/screenshots/` (gitignored) for people to look at.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from farmhand.localfarm import LocalFarm
+from farmhand.scenes import make_scene
+
+CHROMIUM = os.environ.get("FARMHAND_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+
+
+@pytest.fixture(scope="session")
+def playwright_api() -> Iterator[Any]:
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
+    )
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium)")
+    with sync_api.sync_playwright() as playwright:
+        yield playwright
+
+
+@pytest.fixture(scope="session")
+def browser(playwright_api: Any) -> Iterator[Any]:
+    browser = playwright_api.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    try:
+        yield browser
+    finally:
+        browser.close()
+
+
+@pytest.fixture(scope="session")
+def scenes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("browser-scenes")
+    return {
+        "quick": make_scene(
+            root / "spinning-cube.blend", "animated", width=64, height=48, frames="1-6", samples=2
+        ),
+        # Frames that take seconds: time to cancel while Blender runs.
+        "slow": make_scene(
+            root / "slow.blend", "slow", width=320, height=240, frames="1-50", samples=64
+        ),
+    }
+
+
+@pytest.fixture(scope="session")
+def farm(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[LocalFarm]:
+    farm = LocalFarm(tmp_path_factory.mktemp("browser-farm"))
+    try:
+        farm.start_manager()
+        farm.start_worker("w1", blender="bpy")
+        yield farm
+    except BaseException:
+        print(farm.logs())
+        raise
+    finally:
+        farm.stop()
+
+
+def shoot(page: Any, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def sign_in(browser: Any, farm: LocalFarm, token: str | None = None, **options: Any) -> Any:
+    """A fresh browser context signed in with `token` (the admin's by default); its page."""
+    context = browser.new_context(viewport={"width": 1280, "height": 860}, **options)
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    page.goto(farm.url + "/")
+    assert "/login" in page.url, "an anonymous visitor is sent to the login page"
+    page.fill("#token", token or farm.admin_token)
+    page.click("button[type=submit]")
+    page.wait_for_url(farm.url + "/")
+    return page

@@ -1,0 +1,248 @@
+"""The web UI in a real browser, on a real farm: what a person does, end to end.
+
+Nothing here reloads a page to see a change: progress, thumbnails, runners and their
+status arrive through the live event stream.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from farmhand.localfarm import Child, LocalFarm
+from farmhand.shared.schemas import JobSettings
+from tests.browser.conftest import SCREENSHOTS, shoot, sign_in
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.blender,
+    pytest.mark.slow,
+    pytest.mark.xdist_group("browser"),
+]
+
+RENDER_TIMEOUT = 240_000  # ms; generous for a loaded CI machine, never a timing assertion
+THUMBS_LOADED = (
+    "() => [...document.querySelectorAll('#thumbs img')]"
+    ".every(i => i.complete && i.naturalWidth > 0)"
+)
+
+
+def expect() -> Any:
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect
+
+
+def drop_file(page: Any, selector: str, path: Path) -> None:
+    """Drag-and-drop a file from disk onto an element, as a person would."""
+    data = list(path.read_bytes())
+    transfer = page.evaluate_handle(
+        """([bytes, name]) => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([new Uint8Array(bytes)], name));
+            return transfer;
+        }""",
+        [data, path.name],
+    )
+    page.dispatch_event(selector, "dragenter", {"dataTransfer": transfer})
+    page.dispatch_event(selector, "drop", {"dataTransfer": transfer})
+
+
+def test_submit_by_drag_and_drop_and_watch_it_render(
+    browser: Any, farm: LocalFarm, scenes: dict[str, Path], tmp_path: Path
+) -> None:
+    page = sign_in(browser, farm)
+    shoot(page, "01-jobs-empty")
+    page.click("nav >> text=Submit")
+    page.wait_for_url(farm.url + "/submit")
+    shoot(page, "02-submit-empty")
+
+    drop_file(page, "#dropzone", scenes["quick"])
+    expect()(page.locator("#submit-form")).to_be_visible(timeout=120_000)
+    # Pre-filled from the file's own scene, read by Blender on the manager.
+    expect()(page.locator("#frame_start")).to_have_value("1")
+    expect()(page.locator("#frame_end")).to_have_value("6")
+    expect()(page.locator("#samples")).to_have_value("2")
+    expect()(page.locator("#name")).to_have_value("spinning-cube")
+    expect()(page.locator("#upload-bar")).to_have_attribute("aria-valuenow", "100")
+    assert "64\u00d748" in page.inner_text("#scene-facts")  # 64 by 48
+    shoot(page, "03-submit-filled")
+
+    page.click("#submit-button")
+    page.wait_for_url(re.compile(r".*/jobs/\d+$"))
+    job_id = int(page.url.rsplit("/", 1)[1])
+    shoot(page, "04-job-started")
+
+    # The progress bar reaches 100 % and six thumbnails appear, without a reload.
+    expect()(page.locator("#job-progress")).to_have_attribute(
+        "aria-valuenow", "100", timeout=RENDER_TIMEOUT
+    )
+    expect()(page.locator("#job-status")).to_have_text("completed", timeout=30_000)
+    thumbs = page.locator("#thumbs button.thumb img")
+    expect()(thumbs).to_have_count(6, timeout=30_000)
+    page.wait_for_function(THUMBS_LOADED)
+    assert page.evaluate("performance.getEntriesByType('navigation').length") == 1, "no reload"
+    shoot(page, "05-job-completed")
+
+    page.locator("#thumbs button.thumb").first.click()
+    dialog = page.locator("#lightbox")
+    expect()(dialog).to_be_visible()
+    expect()(page.locator("#lightbox-title")).to_have_text("Frame 1")
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#lightbox-img');"
+        " return i.complete && i.naturalWidth === 64; }"
+    )
+    page.keyboard.press("ArrowRight")
+    expect()(page.locator("#lightbox-title")).to_have_text("Frame 2")
+    shoot(page, "06-frame-lightbox")
+    page.keyboard.press("Escape")
+    expect()(dialog).to_be_hidden()
+
+    page.click("#tasks [data-log]")
+    expect()(page.locator("#tasks pre.log")).to_contain_text("frame", ignore_case=True)
+
+    with page.expect_download() as info:
+        page.click("#download-zip")
+    target = tmp_path / "frames.zip"
+    info.value.save_as(target)
+    with zipfile.ZipFile(target) as archive:
+        names = sorted(n for n in archive.namelist() if n.endswith(".png"))
+    assert len(names) == 6, names
+
+    page.click("nav >> text=Jobs")
+    row = page.locator(f'#jobs tr[data-job-id="{job_id}"]')
+    expect()(row).to_contain_text("completed")
+    expect()(row).to_contain_text("6/6")
+    shoot(page, "07-jobs-list")
+
+    # The same pages on a phone, in dark mode.
+    phone = browser.new_context(
+        viewport={"width": 390, "height": 844},
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+        color_scheme="dark",
+        storage_state=page.context.storage_state(),
+    )
+    mobile = phone.new_page()
+    mobile.goto(f"{farm.url}/jobs/{job_id}")
+    expect()(mobile.locator("#thumbs button.thumb img")).to_have_count(6)
+    mobile.wait_for_function(THUMBS_LOADED)
+    shoot(mobile, "08-job-phone-dark")
+    mobile.goto(farm.url + "/")
+    expect()(mobile.locator(f'#jobs tr[data-job-id="{job_id}"]')).to_be_visible()
+    shoot(mobile, "09-jobs-phone-dark")
+    phone.close()
+    page.context.close()
+
+
+def test_cancel_a_running_job_and_the_runner_goes_idle(
+    browser: Any, farm: LocalFarm, scenes: dict[str, Path]
+) -> None:
+    with farm.client() as client:
+        job_id = client.submit_blend(
+            scenes["slow"],
+            JobSettings(name="long shot", frame_start=1, frame_end=40, chunk_size=20),
+        ).id
+    page = sign_in(browser, farm)
+    page.goto(f"{farm.url}/jobs/{job_id}")
+    expect()(page.locator("#job-status")).to_have_text("active", timeout=RENDER_TIMEOUT)
+    expect()(page.locator("#tasks tbody")).to_contain_text("w1")
+    shoot(page, "10-job-running")
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#cancel-button")
+    expect()(page.locator("#job-status")).to_have_text("canceled")
+    expect()(page.locator("#cancel-button")).to_be_hidden()
+
+    page.click("nav >> text=Runners")
+    row = page.locator('#runners tr[data-runner-name="w1"]')
+    expect()(row.locator(".status")).to_have_text("idle", timeout=60_000)
+    expect()(row.locator(".current")).to_have_text("idle")
+    shoot(page, "11-runners-idle")
+    page.context.close()
+
+
+def test_a_worker_started_with_a_new_token_appears_live(
+    browser: Any, farm: LocalFarm, tmp_path: Path
+) -> None:
+    page = sign_in(browser, farm)
+    page.click("nav >> text=Runners")
+    page.click("#new-runner-token")
+    command = page.locator("#runner-token-command")
+    expect()(command).to_contain_text("farmhand worker --manager")
+    shoot(page, "12-runners-new-token")
+    words = shlex.split(command.inner_text())
+    assert words[:4] == ["farmhand", "worker", "--manager", farm.url]
+    # Run exactly the command the page shows (as this venv's farmhand), plus a name.
+    args = [sys.executable, "-m", "farmhand", *words[1:]]
+    args += ["--name", "fresh-box", "--work-dir", str(tmp_path / "w"), "--blender", "bpy"]
+    args += ["--heartbeat-interval", "1"]
+    worker = Child("fresh-box", args, farm.log_dir / "fresh-box.log", farm.env()).start()
+    farm.children.append(worker)
+
+    row = page.locator('#runners tr[data-runner-name="fresh-box"]')
+    expect()(row).to_be_visible(timeout=120_000)
+    expect()(row.locator(".status")).to_have_text("idle")
+    assert page.evaluate("performance.getEntriesByType('navigation').length") == 1, "no reload"
+    token_row = page.locator("#runner-tokens tbody tr").first
+    expect()(token_row).to_contain_text("active")
+    expect()(token_row.locator("td").nth(3)).to_have_text("1")  # its use shows up live too
+    shoot(page, "13-runners-new-worker")
+    worker.stop()
+    page.context.close()
+
+
+def test_a_user_cannot_see_someone_elses_job(
+    browser: Any, farm: LocalFarm, scenes: dict[str, Path]
+) -> None:
+    with farm.client() as client:
+        admins_job = client.submit_blend(
+            scenes["quick"], JobSettings(name="admin secret", frame_start=1, frame_end=1)
+        ).id
+    admin = sign_in(browser, farm)
+    admin.click("nav >> text=Account")
+    admin.fill("#user-name", "bob")
+    admin.click("#new-user-form button[type=submit]")
+    expect()(admin.locator("#user-result")).to_be_visible()
+    bobs_token = admin.inner_text("#user-token").strip()
+    expect()(admin.locator("#users tbody")).to_contain_text("bob")
+    admin.fill("#token-name", "laptop")
+    admin.click("#new-token-form button[type=submit]")
+    expect()(admin.locator("#token-secret")).to_contain_text("fh_api_")
+    shoot(admin, "14-account-admin")
+    admin.context.close()
+
+    bob = sign_in(browser, farm, bobs_token)
+    expect()(bob.locator("#jobs tbody")).to_contain_text("No jobs yet")
+    assert "admin secret" not in bob.content()
+    expect()(bob.locator("nav >> text=Runners")).to_have_count(0)
+    shoot(bob, "15-jobs-as-bob")
+    answer = bob.goto(f"{farm.url}/jobs/{admins_job}")
+    assert answer is not None and answer.status == 404
+    expect()(bob.locator("h1")).to_have_text("Job not found")
+    assert "admin secret" not in bob.content()
+    status = bob.evaluate(f"fetch('/api/jobs/{admins_job}').then(r => r.status)")
+    assert status == 404
+    assert bob.goto(farm.url + "/runners").status == 403  # type: ignore[union-attr]
+    shoot(bob, "16-runners-forbidden")
+    bob.context.close()
+
+
+def test_login_page_and_a_wrong_token(browser: Any, farm: LocalFarm) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    page = context.new_page()
+    page.goto(farm.url + "/login")
+    shoot(page, "00-login")
+    page.fill("#token", "fh_api_wrong")
+    page.press("#token", "Enter")
+    expect()(page.locator("[role=alert]")).to_contain_text("not valid")
+    shoot(page, "00-login-error")
+    context.close()
+    assert SCREENSHOTS.is_dir()
