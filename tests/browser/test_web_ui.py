@@ -166,6 +166,14 @@ def test_cancel_a_running_job_and_the_runner_goes_idle(
     expect()(row.locator(".status")).to_have_text("idle", timeout=60_000)
     expect()(row.locator(".current")).to_have_text("idle")
     shoot(page, "11-runners-idle")
+
+    # Runner control: disable, then enable again; the row follows without a reload.
+    row.get_by_role("button", name="Disable", exact=True).click()
+    expect()(row.locator(".status")).to_have_text("disabled")
+    expect()(row.get_by_role("button", name="Drain")).to_have_count(0)
+    shoot(page, "11b-runners-disabled")
+    row.get_by_role("button", name="Enable").click()
+    expect()(row.locator(".status")).to_have_text("idle")
     page.context.close()
 
 

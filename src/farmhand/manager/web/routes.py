@@ -200,7 +200,7 @@ def _simple_page(name: str, template: str, admin_only: bool = False) -> None:
             caller,
             data,
             page=name,
-            has_tags="tags" in JobSettings.model_fields,
+            has_tags="required_tags" in JobSettings.model_fields,
         )
 
     router.add_api_route(

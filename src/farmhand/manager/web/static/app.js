@@ -305,7 +305,7 @@
         output_format: field("output_format").value || null,
         main_file: blob.file_name, files: { [blob.file_name]: blob.sha256 },
       };
-      if (body.dataset.hasTags && field("tags")) job.tags = field("tags").value.split(",").map((t) => t.trim()).filter(Boolean);
+      if (body.dataset.hasTags && field("required_tags")) job.required_tags = field("required_tags").value.split(",").map((t) => t.trim().toLowerCase()).filter(Boolean);
       const button = $("#submit-button");
       button.disabled = true;
       $("#submit-status").textContent = "Submitting…";
@@ -522,13 +522,19 @@
   function runnersPage() {
     let runners = [], jobs = new Map();
     const tbody = $("#runners tbody");
+    // Control follows the runner's admin state (enabled / disabled / draining): "now"
+    // aborts its running task (requeued), "after-task" lets it finish first.
     const controls = (r) => {
+      const state = r.admin_state || "enabled";
+      const busy = Boolean(r.current_task_id);
       const buttons = [];
-      if (r.status === "disabled" || r.status === "draining") buttons.push(["enable", "now", "Enable"]);
-      if (r.status !== "disabled") buttons.push(["disable", "now", "Disable"]);
-      if (r.status === "busy") buttons.push(["disable", "after-task", "Disable after task"]);
-      if (r.status !== "draining" && r.status !== "disabled") buttons.push(["drain", "after-task", "Drain"]);
-      return buttons.map(([action, when, label]) => `<button type="button" class="small" data-runner="${r.id}" data-action="${action}" data-when="${when}">${label}</button>`).join(" ");
+      if (state !== "enabled") buttons.push(["enable", "now", "Enable"]);
+      if (state !== "disabled") {
+        if (busy) buttons.push(["disable", "after-task", "Disable after task"]);
+        buttons.push(["disable", "now", busy ? "Disable now" : "Disable"]);
+      }
+      if (state === "enabled") buttons.push(["drain", "after-task", "Drain"]);
+      return buttons.map(([action, when, label]) => `<button type="button" class="small${action === "disable" && when === "now" && busy ? " danger" : ""}" data-runner="${r.id}" data-action="${action}" data-when="${when}">${label}</button>`).join(" ");
     };
     const render = () => {
       if (!runners.length) {
@@ -546,7 +552,7 @@
         const tags = (c.tags || r.tags || []).map((t) => `<span class="badge">${esc(t)}</span>`).join(" ");
         return `<tr data-runner-name="${esc(r.name)}" data-runner-id="${r.id}">
           <td><strong>${esc(r.name)}</strong>${c.hostname && c.hostname !== r.name ? `<br><span class="muted small">${esc(c.hostname)}</span>` : ""}</td>
-          <td class="status">${badge(r.status)}</td><td class="current">${current}</td>
+          <td><span class="status">${badge(r.status)}</span>${r.admin_state && r.admin_state !== "enabled" && r.admin_state !== r.status ? ` <span class="badge s-${esc(r.admin_state)}">${esc(r.admin_state)}</span>` : ""}${r.asleep ? ' <span class="badge s-asleep">asleep</span>' : ""}</td><td class="current">${current}</td>
           <td data-heartbeat="${esc(r.last_heartbeat || "")}">${ago(r.last_heartbeat)}</td>
           <td class="wrap small hide-sm">${hardware || "–"}</td><td>${(c.blender_versions || []).map(esc).join(", ") || "–"}</td>
           <td class="hide-sm">${tags || '<span class="muted">–</span>'}</td><td>${controls(r)}</td></tr>`;
