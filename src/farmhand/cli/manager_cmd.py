@@ -50,4 +50,13 @@ def manager(
     console.print(f"Runner registration token:  {report.runner_token_file.resolve()}")
     console.print(f"farmhand manager listening on http://{host}:{port} (API docs: /docs)")
     app = create_app(settings, context)
-    uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), access_log=False)
+    # Workers keep connections open between heartbeats and long polls; closing idle ones
+    # after uvicorn's default 5 s makes clients race the close and reconnect all the time.
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level.lower(),
+        access_log=False,
+        timeout_keep_alive=75,
+    )

@@ -1,0 +1,159 @@
+"""Scheduler load: many simulated workers pushing many tasks through one manager.
+
+No Blender: each simulated worker long-polls a claim, reports progress once, uploads a
+tiny PNG for its frame (a task completes only with its outputs stored) and completes.
+The manager is a real `farmhand manager` process on SQLite, on this machine; the
+workers are coroutines in this process sharing the same two cores, so the figures are
+for the whole system, not the manager alone.
+
+Reports dispatches per second (tasks claimed and completed per second of wall time),
+claim latency p50/p99 (request sent → task received, for claims that got a task),
+errors (any answer other than the expected ones; must be 0) and the manager's resident
+memory at start and end.
+
+Run:  .venv/bin/python benchmarks/scheduler_load.py [--workers 200] [--tasks 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from PIL import Image
+
+from farmhand.localfarm import local_farm
+
+FAKE_BLEND = b"BLENDER-v304" + b"\x00" * 64
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def tiny_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (2, 2), "white").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.claim_latencies: list[float] = []
+        self.completed = 0
+        self.errors: list[str] = []
+
+
+async def simulated_worker(
+    client: httpx.AsyncClient, secret: str, stats: Stats, total: int, png: bytes
+) -> None:
+    auth = {"Authorization": f"Bearer {secret}"}
+    while stats.completed < total:
+        started = time.perf_counter()
+        answer = await client.get("/api/runner/tasks", params={"wait": 2}, headers=auth)
+        if answer.status_code == 204:
+            continue
+        if answer.status_code != 200:
+            stats.errors.append(f"claim {answer.status_code}: {answer.text[:100]}")
+            continue
+        stats.claim_latencies.append(time.perf_counter() - started)
+        task = answer.json()
+        task_id, job_id = task["task_id"], task["job_id"]
+        calls = [
+            client.post(
+                f"/api/runner/tasks/{task_id}/progress",
+                headers=auth,
+                json={"frames_done": 0, "log_lines": ["Fra:1 | Sample 1/1"]},
+            )
+        ]
+        for call in calls:
+            reply = await call
+            if reply.status_code != 200:
+                stats.errors.append(f"progress {reply.status_code}")
+        for frame in task["frames"]:
+            upload = await client.post(
+                f"/api/runner/files/{job_id}/upload",
+                headers=auth,
+                data={"task_id": str(task_id), "frame": str(frame)},
+                files={"file": (f"{frame}.png", png, "image/png")},
+            )
+            if upload.status_code != 201:
+                stats.errors.append(f"upload {upload.status_code}: {upload.text[:100]}")
+        done = await client.post(
+            f"/api/runner/tasks/{task_id}/complete", headers=auth, json={"frames": task["frames"]}
+        )
+        if done.status_code != 200:
+            stats.errors.append(f"complete {done.status_code}: {done.text[:100]}")
+            continue
+        stats.completed += 1
+
+
+async def run(url: str, admin: str, runner_token: str, workers: int, tasks: int) -> dict[str, object]:
+    limits = httpx.Limits(max_connections=workers + 10, max_keepalive_connections=workers + 10)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        secrets = []
+        for n in range(workers):
+            answer = await client.post(
+                "/api/runner/register", json={"token": runner_token, "name": f"sim{n}"}
+            )
+            answer.raise_for_status()
+            secrets.append(answer.json()["secret"])
+        answer = await client.post(
+            "/api/jobs",
+            headers={"Authorization": f"Bearer {admin}"},
+            files={"file": ("load.blend", FAKE_BLEND, "application/octet-stream")},
+            data={"settings": json.dumps({"frame_start": 1, "frame_end": tasks, "chunk_size": 1})},
+        )
+        answer.raise_for_status()
+        stats = Stats()
+        png = tiny_png()
+        started = time.perf_counter()
+        await asyncio.gather(
+            *(simulated_worker(client, secret, stats, tasks, png) for secret in secrets)
+        )
+        elapsed = time.perf_counter() - started
+    latencies = sorted(stats.claim_latencies)
+    return {
+        "workers": workers,
+        "tasks": tasks,
+        "seconds": round(elapsed, 1),
+        "dispatches_per_second": round(stats.completed / elapsed, 1),
+        "claim_p50_ms": round(statistics.median(latencies) * 1000, 1),
+        "claim_p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1),
+        "errors": len(stats.errors),
+        "first_errors": stats.errors[:5],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=200)
+    parser.add_argument("--tasks", type=int, default=20_000)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="farmhand-load-"))
+    with local_farm(root, heartbeat_timeout=600.0) as farm:
+        manager = farm.start_manager("--log-level", "WARNING")
+        assert manager.process is not None
+        start_rss = rss_mb(manager.process.pid)
+        results = asyncio.run(
+            run(farm.url, farm.admin_token, farm.runner_token, args.workers, args.tasks)
+        )
+        results["manager_rss_mb_start"] = round(start_rss, 1)
+        results["manager_rss_mb_end"] = round(rss_mb(manager.process.pid), 1)
+    print(json.dumps(results, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
