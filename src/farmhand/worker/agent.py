@@ -65,8 +65,10 @@ class WorkerSettings:
     poll_wait: float = 20.0
     verify: bool | str = True
     progress_interval: float = 0.75
-    retry_for: float = 600.0
-    """How long task calls (complete, fail, uploads) are retried while the manager is away."""
+    retry_for: float | None = None
+    """How long task calls (complete, fail, uploads) are retried while the manager is away;
+    None: until it is back. Frames wait on disk meanwhile, and a restarted manager gives
+    workers a full heartbeat timeout to report, so a long outage loses no finished work."""
     shutdown_grace: float = 5.0
     """How long shutdown may spend on releasing the task and signing off."""
     tags: list[str] = field(default_factory=list)

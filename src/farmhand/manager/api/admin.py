@@ -82,7 +82,7 @@ def _announce(context: ManagerContext, worker_id: int, jobs: list[int]) -> None:
 
 @router.get("/runners", response_model=list[RunnerInfo], responses=ERRORS)
 def list_runners(context: Context, caller: AdminDep) -> list[RunnerInfo]:
-    with context.db.transaction() as session:
+    with context.db.read() as session:
         current = {
             task.worker_id: task
             for task in session.scalars(select(Task).where(Task.status == TaskStatus.ACTIVE.value))
@@ -156,7 +156,7 @@ def delete_runner(worker_id: int, context: Context, caller: AdminDep) -> Respons
 
 @router.get("/blocklist", response_model=list[BlocklistEntry], responses=ERRORS)
 def list_blocklist(context: Context, caller: AdminDep) -> list[BlocklistEntry]:
-    with context.db.transaction() as session:
+    with context.db.read() as session:
         rows = session.execute(
             select(Blocklist, Worker.name)
             .join(Worker, Worker.id == Blocklist.worker_id)

@@ -23,7 +23,7 @@ def missing_blobs(
     body: BlobsMissingRequest, context: Context, caller: UserDep
 ) -> BlobsMissingResponse:
     wanted = set(body.hashes)
-    with context.db.transaction() as session:
+    with context.db.read() as session:
         known = set(session.scalars(select(Blob.sha256).where(Blob.sha256.in_(wanted))))
     missing = [
         sha for sha in dict.fromkeys(body.hashes) if sha not in known or not context.blobs.has(sha)

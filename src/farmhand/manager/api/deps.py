@@ -63,7 +63,7 @@ def session_caller(
     data = sessions.verify(sessions.session_key(context.settings.data_dir), cookie, utcnow())
     if data is None:
         return None
-    with context.db.transaction() as session:
+    with context.db.read() as session:
         user = session.get(User, data.user_id)
         if user is None:
             return None
@@ -86,7 +86,7 @@ def current_user(request: Request, context: Context, credentials: Credentials) -
             )
         return caller
     digest = token_hash(credentials.credentials)
-    with context.db.transaction() as session:
+    with context.db.read() as session:
         row = session.execute(
             select(User.id, User.name, User.role)
             .join(ApiToken, ApiToken.user_id == User.id)
@@ -108,7 +108,7 @@ def current_runner(context: Context, credentials: Credentials) -> int:
     if credentials is None:
         raise _unauthorized("a runner secret is required (Authorization: Bearer <secret>)")
     digest = token_hash(credentials.credentials)
-    with context.db.transaction() as session:
+    with context.db.read() as session:
         worker_id = session.scalar(select(Worker.id).where(Worker.secret_hash == digest))
     if worker_id is None:
         raise _unauthorized("unknown runner secret; register again")

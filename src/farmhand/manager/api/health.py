@@ -14,6 +14,6 @@ router = APIRouter(tags=["health"])
 
 @router.get("/healthz", response_model=Health)
 def healthz(context: Context) -> Health:
-    with context.db.transaction() as session:
+    with context.db.read() as session:
         session.execute(text("SELECT 1"))
     return Health(status="ok", version=__version__, database=context.db.engine.dialect.name)

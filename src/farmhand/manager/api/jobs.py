@@ -160,7 +160,7 @@ async def submit_job(
 
 @router.get("", response_model=list[JobSummary], responses=ERRORS)
 def list_jobs(context: Context, caller: UserDep) -> list[JobSummary]:
-    with context.db.transaction() as session:
+    with context.db.read() as session:
         query = select(Job).order_by(Job.id.desc())
         if not caller.is_admin:
             query = query.where(Job.owner_id == caller.user_id)
@@ -169,7 +169,7 @@ def list_jobs(context: Context, caller: UserDep) -> list[JobSummary]:
 
 @router.get("/{job_id}", response_model=JobDetail, responses=ERRORS)
 def get_job(job_id: int, response: Response, context: Context, caller: UserDep) -> JobDetail:
-    with context.db.transaction() as session:
+    with context.db.read() as session:
         detail = job_detail(session, _visible_job(session, caller, job_id))
     if detail.status not in FINISHED_JOB_STATUSES:
         response.headers["Retry-After"] = str(context.settings.retry_after)
@@ -324,7 +324,7 @@ def _file_model(row: JobFile) -> JobFileModel:
 
 @router.get("/{job_id}/files", response_model=list[JobFileModel], responses=ERRORS)
 def list_files(job_id: int, context: Context, caller: UserDep) -> list[JobFileModel]:
-    with context.db.transaction() as session:
+    with context.db.read() as session:
         _visible_job(session, caller, job_id)
         rows = session.scalars(
             select(JobFile).where(JobFile.job_id == job_id).order_by(JobFile.kind, JobFile.path)
@@ -340,7 +340,7 @@ def list_files(job_id: int, context: Context, caller: UserDep) -> list[JobFileMo
 def download_file(
     job_id: int, file_id: int, context: Context, caller: UserDep
 ) -> StreamingResponse:
-    with context.db.transaction() as session:
+    with context.db.read() as session:
         _visible_job(session, caller, job_id)
         row = session.get(JobFile, file_id)
         if row is None or row.job_id != job_id:
@@ -363,7 +363,7 @@ def download_file(
     summary="Every output frame in one zip, streamed",
 )
 def download_outputs(job_id: int, context: Context, caller: UserDep) -> StreamingResponse:
-    with context.db.transaction() as session:
+    with context.db.read() as session:
         job = _visible_job(session, caller, job_id)
         rows = session.execute(
             select(JobFile.path, JobFile.sha256)
@@ -386,7 +386,7 @@ def download_outputs(job_id: int, context: Context, caller: UserDep) -> Streamin
     responses={**ERRORS, 200: {"content": {"text/plain": {}}}},
 )
 def task_log(job_id: int, task_id: int, context: Context, caller: UserDep) -> PlainTextResponse:
-    with context.db.transaction() as session:
+    with context.db.read() as session:
         _visible_job(session, caller, job_id)
         task = session.get(Task, task_id)
         if task is None or task.job_id != job_id:
