@@ -442,3 +442,15 @@ def test_a_restarted_worker_gives_back_what_it_held(farm: Farm) -> None:
     state = job(farm, job_id)["tasks"][0]
     assert state["status"] == "queued" and "restarted" in state["last_error"]
     assert claim(farm, w)["task_id"] == task["task_id"]  # type: ignore[index]
+
+
+def test_worker_prefers_the_job_it_holds_at_equal_priority(farm: Farm) -> None:
+    older = submit(farm, "1-2")
+    held = submit(farm, "1-2")
+    w = runner(farm, "w")
+    answer = farm.client.get("/api/runner/tasks", params={"wait": 0, "prefer_job": held}, headers=w)
+    assert answer.json()["job_id"] == held, "its session is warm: no Blender start-up"
+    urgent = submit(farm, "1-1", priority=90)
+    answer = farm.client.get("/api/runner/tasks", params={"wait": 0, "prefer_job": held}, headers=w)
+    assert answer.json()["job_id"] == urgent, "priority still comes first"
+    assert older != held

@@ -396,13 +396,17 @@ class RunnerClient(BaseClient):
         response = self._request("POST", "/api/runner/heartbeat", json=body.model_dump(mode="json"))
         return _parse(HeartbeatReply, response)
 
-    def claim(self, wait: float = 20.0) -> TaskAssignment | None:
+    def claim(self, wait: float = 20.0, prefer_job: int | None = None) -> TaskAssignment | None:
         """Long-poll for a task: None when the manager had nothing within `wait` seconds.
 
         The read timeout is the wait plus a margin, or every idle poll would time out.
+        `prefer_job`: at equal priority, a task of this job (whose files we hold) first.
         """
         timeout = httpx.Timeout(wait + 30.0, connect=10.0)
-        response = self._request("GET", "/api/runner/tasks", params={"wait": wait}, timeout=timeout)
+        params: dict[str, float | int] = {"wait": wait}
+        if prefer_job is not None:
+            params["prefer_job"] = prefer_job
+        response = self._request("GET", "/api/runner/tasks", params=params, timeout=timeout)
         if response.status_code == 204:
             return None
         return _parse(TaskAssignment, response)

@@ -174,7 +174,9 @@ def _assignment(session: Session, task: Task) -> TaskAssignment:
     )
 
 
-def _claim_once(context: ManagerContext, worker_id: int, first: bool) -> TaskAssignment | None:
+def _claim_once(
+    context: ManagerContext, worker_id: int, first: bool, prefer_job: int | None = None
+) -> TaskAssignment | None:
     with context.db.transaction() as session:
         worker = session.get(Worker, worker_id)
         assert worker is not None
@@ -185,7 +187,7 @@ def _claim_once(context: ManagerContext, worker_id: int, first: bool) -> TaskAss
             if worker.status == WorkerStatus.OFFLINE.value:
                 worker.status = WorkerStatus.IDLE.value
         finish_draining(worker)
-        task = claim_task(session, worker, utcnow(), context.policy)
+        task = claim_task(session, worker, utcnow(), context.policy, prefer_job=prefer_job)
         if task is None:
             return None
         log.info("task assigned", job_id=task.job_id, task_id=task.id, worker=worker.name)
@@ -205,11 +207,18 @@ async def claim(
     context: Context,
     worker_id: RunnerDep,
     wait: Annotated[float, Query(ge=0, le=60)] = 20.0,
+    prefer_job: Annotated[
+        int | None,
+        Query(
+            description="A job whose files (and Blender session) the worker holds: "
+            "at equal priority, its tasks come first."
+        ),
+    ] = None,
 ) -> Any:
     deadline = time.monotonic() + min(wait, context.settings.max_claim_wait)
     first = True
     while True:
-        assignment = await run_in_threadpool(_claim_once, context, worker_id, first)
+        assignment = await run_in_threadpool(_claim_once, context, worker_id, first, prefer_job)
         first = False
         if assignment is not None:
             return assignment

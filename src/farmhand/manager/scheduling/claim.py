@@ -3,6 +3,8 @@
 Jobs are ranked by:
 
 1. priority, highest first;
+   then the job the worker asks to prefer (it holds its files and a Blender session
+   with it open: no start-up cost);
 2. fair share: at equal priority, the job whose owner holds the fewest workers right
    now goes first, so one person's fifty jobs do not starve another's one;
 3. age, oldest first (then id).
@@ -45,7 +47,7 @@ class _Candidate:
     settings: dict[str, Any]
 
 
-def _ranked_jobs(session: Session, worker: Worker) -> list[_Candidate]:
+def _ranked_jobs(session: Session, worker: Worker, prefer_job: int | None) -> list[_Candidate]:
     types = task_types(worker)
     has_work = exists().where(
         Task.job_id == Job.id, Task.status == TaskStatus.QUEUED.value, Task.type.in_(types)
@@ -84,7 +86,13 @@ def _ranked_jobs(session: Session, worker: Worker) -> list[_Candidate]:
             continue
         candidates.append(_Candidate(job_id, owner_id, priority, created_at, settings))
     candidates.sort(
-        key=lambda c: (-c.priority, held_by_owner.get(c.owner_id, 0), c.created_at, c.job_id)
+        key=lambda c: (
+            -c.priority,
+            c.job_id != prefer_job,  # its files and Blender session are already there
+            held_by_owner.get(c.owner_id, 0),
+            c.created_at,
+            c.job_id,
+        )
     )
     return candidates
 
@@ -137,11 +145,18 @@ def _someone_else_could(session: Session, task: Task, worker: Worker) -> bool:
     return bool(others)
 
 
-def claim_task(session: Session, worker: Worker, now: datetime, policy: Policy) -> Task | None:
+def claim_task(
+    session: Session,
+    worker: Worker,
+    now: datetime,
+    policy: Policy,
+    *,
+    prefer_job: int | None = None,
+) -> Task | None:
     if not available(worker):
         return None
     types = task_types(worker)
-    for candidate in _ranked_jobs(session, worker):
+    for candidate in _ranked_jobs(session, worker, prefer_job):
         allowed = [t for t in types if fits(worker, candidate.settings, t)]
         for task in _runnable_tasks(session, candidate.job_id, allowed):
             if _failed_here(session, task, worker) and _someone_else_could(session, task, worker):
