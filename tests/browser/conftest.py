@@ -1,7 +1,10 @@
 """A real browser (Debian's chromium driven by Playwright) against a real farm.
 
 One farm (a manager and one worker rendering with the bpy module) and one browser serve
-every test of this folder; the tests share them through the `browser` xdist group.
+every test of a module; the tests share them through the `browser` xdist group. The
+fixtures are module-scoped, not session-scoped, because Playwright's sync API keeps an
+asyncio loop running in the thread while it is open, which would break `asyncio.run` in
+any other test that the same xdist worker runs afterwards.
 Screenshots land in `test-artifacts/screenshots/` (gitignored) for people to look at.
 """
 
@@ -31,7 +34,7 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright_api() -> Iterator[Any]:
     sync_api = pytest.importorskip(
         "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
@@ -42,7 +45,7 @@ def playwright_api() -> Iterator[Any]:
         yield playwright
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright_api: Any) -> Iterator[Any]:
     browser = playwright_api.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     try:
@@ -51,7 +54,7 @@ def browser(playwright_api: Any) -> Iterator[Any]:
         browser.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def scenes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("browser-scenes")
     return {
@@ -65,7 +68,7 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def farm(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[LocalFarm]:
     farm = LocalFarm(tmp_path_factory.mktemp("browser-farm"))
     try:
