@@ -151,6 +151,8 @@
     const statusFilter = $("#filter-status"), ownerFilter = $("#filter-owner");
     const params = new URLSearchParams(location.search);
     statusFilter.value = params.get("status") || "";
+    // People see only their own jobs: an owner filter is for admins.
+    ownerFilter.closest(".field").hidden = !isAdmin;
     let jobs = [], details = new Map();
 
     const render = () => {
