@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, HTTPException, Response, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from farmhand.manager.api.deps import AdminDep, Context
+from farmhand.manager.api.errors import error_responses
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Blocklist, Task, Worker
@@ -22,7 +21,6 @@ from farmhand.manager.scheduling.workers import (
 )
 from farmhand.shared.schemas import (
     BlocklistEntry,
-    ErrorResponse,
     RunnerAction,
     RunnerInfo,
     SleepSchedule,
@@ -31,12 +29,7 @@ from farmhand.shared.schemas import (
 )
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
-ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse},
-    401: {"model": ErrorResponse},
-    403: {"model": ErrorResponse},
-    404: {"model": ErrorResponse},
-}
+ERRORS = error_responses(400, 401, 403, 404)
 
 
 def _runner_info(worker: Worker, task: Task | None) -> RunnerInfo:

@@ -7,12 +7,21 @@ logged with its traceback on the manager and answered with a plain 500.
 
 from __future__ import annotations
 
+from typing import Any
+
 import structlog
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from farmhand.shared.schemas import ErrorResponse
+
 log = structlog.get_logger(__name__)
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for routes that answer these error codes with `ErrorResponse`."""
+    return {code: {"model": ErrorResponse} for code in codes}
 
 
 def _describe(error: RequestValidationError) -> str:

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from farmhand.manager.api.deps import Caller, Context, UserDep
+from farmhand.manager.api.errors import error_responses
 from farmhand.manager.api.uploads import store_upload
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
@@ -35,7 +36,6 @@ from farmhand.manager.scheduling.state import (
 from farmhand.manager.storage.archive import stream_zip
 from farmhand.shared.paths import UnsafePathError, safe_file_name, safe_relative_path
 from farmhand.shared.schemas import (
-    ErrorResponse,
     JobAccepted,
     JobAction,
     JobCreate,
@@ -50,11 +50,7 @@ from farmhand.shared.schemas import JobFile as JobFileModel
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse},
-    401: {"model": ErrorResponse},
-    404: {"model": ErrorResponse},
-}
+ERRORS = error_responses(400, 401, 404)
 
 _CREATE_BODY: dict[str, Any] = {
     "requestBody": {
@@ -214,7 +210,7 @@ def patch_job(job_id: int, body: JobPatch, context: Context, caller: UserDep) ->
 @router.post(
     "/{job_id}/actions",
     response_model=JobSummary,
-    responses={**ERRORS, 409: {"model": ErrorResponse}},
+    responses={**ERRORS, **error_responses(409)},
     summary="Pause, resume, or requeue a job's failed or all tasks",
 )
 def job_action(job_id: int, body: JobAction, context: Context, caller: UserDep) -> JobSummary:
@@ -266,7 +262,7 @@ def task_action(
     "/{job_id}/upload",
     status_code=status.HTTP_201_CREATED,
     response_model=JobFileModel,
-    responses={**ERRORS, 409: {"model": ErrorResponse}},
+    responses={**ERRORS, **error_responses(409)},
     summary="Add an input file to a job that has not started",
 )
 async def upload_job_file(

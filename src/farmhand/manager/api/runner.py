@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from farmhand.manager.api.deps import Context, RunnerDep
+from farmhand.manager.api.errors import error_responses
 from farmhand.manager.api.uploads import store_upload
 from farmhand.manager.auth.tokens import new_token, token_hash
 from farmhand.manager.clock import utcnow
@@ -41,7 +42,6 @@ from farmhand.manager.scheduling.workers import (
 from farmhand.shared.images import ImageError, verify_image
 from farmhand.shared.paths import UnsafePathError, safe_relative_path
 from farmhand.shared.schemas import (
-    ErrorResponse,
     Heartbeat,
     HeartbeatReply,
     JobSettings,
@@ -63,12 +63,7 @@ from farmhand.shared.schemas import (
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/api/runner", tags=["runner"])
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse},
-    401: {"model": ErrorResponse},
-    404: {"model": ErrorResponse},
-    409: {"model": ErrorResponse},
-}
+ERRORS = error_responses(400, 401, 404, 409)
 OUTPUT_EXTENSIONS = {".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff", ".webp", ".bmp"}
 
 
