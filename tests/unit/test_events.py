@@ -1,7 +1,21 @@
 import asyncio
 import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from farmhand.manager.events import EventBus, FarmEvent
+
+T = TypeVar("T")
+
+
+def run_in_own_loop(scenario: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """asyncio.run in a thread of its own: other tests (Playwright's sync API) may hold
+    a running loop in the main thread of this test process."""
+    box: list[T] = []
+    thread = threading.Thread(target=lambda: box.append(asyncio.run(scenario())))
+    thread.start()
+    thread.join()
+    return box[0]
 
 
 def test_subscribers_get_events_published_from_other_threads() -> None:
@@ -17,7 +31,7 @@ def test_subscribers_get_events_published_from_other_threads() -> None:
         assert bus.subscriber_count == 0, "leaving unsubscribes"
         return got
 
-    assert set(asyncio.run(scenario())) == {FarmEvent("job", 7, 7), FarmEvent("runner", 3)}
+    assert set(run_in_own_loop(scenario)) == {FarmEvent("job", 7, 7), FarmEvent("runner", 3)}
 
 
 def test_publishing_before_start_is_harmless() -> None:
