@@ -59,4 +59,6 @@ def manager(
         log_level=log_level.lower(),
         access_log=False,
         timeout_keep_alive=75,
+        # Open live streams (SSE) must not hold a stopping manager up.
+        timeout_graceful_shutdown=3,
     )
