@@ -11,7 +11,8 @@ guarantees from its row locks.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -54,6 +55,9 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
+        self._write_lock: AbstractContextManager[object] = (
+            threading.Lock() if url.startswith("sqlite") else nullcontext()
+        )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.read_engine = (
             make_engine(url, for_writes=False) if url.startswith("sqlite") else self.engine
@@ -62,7 +66,12 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        with self._sessions() as session, session.begin():
+        # SQLite lets one writer in at a time and makes the others *sleep* in its busy
+        # handler (up to 100 ms a turn), which under load costs far more than the writes.
+        # Queuing this process's writers on a lock first hands the database over at
+        # once. Correctness does not depend on it: between processes the database lock
+        # still decides, so several managers may share one database file.
+        with self._write_lock, self._sessions() as session, session.begin():
             yield session
 
     @contextmanager

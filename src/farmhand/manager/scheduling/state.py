@@ -172,7 +172,11 @@ def try_assign_task(
         return None
     task = session.get(Task, task_id, populate_existing=True)
     assert task is not None
-    refresh_job(session, _job(session, task), now, policy)
+    job = _job(session, task)
+    if job.status != JobStatus.ACTIVE.value:
+        # An active job with one more active task is still active: the (per-job
+        # aggregate) re-derivation is only needed for the job's first task.
+        refresh_job(session, job, now, policy)
     return task
 
 
