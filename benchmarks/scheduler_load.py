@@ -20,10 +20,12 @@ import argparse
 import asyncio
 import io
 import json
+import multiprocessing
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from PIL import Image
@@ -49,8 +51,17 @@ def tiny_png() -> bytes:
 class Stats:
     def __init__(self) -> None:
         self.claim_latencies: list[float] = []
-        self.completed = 0
         self.errors: list[str] = []
+        self.shared_done: Any = None
+        """A multiprocessing counter of completed tasks, shared by all client processes."""
+
+    @property
+    def completed(self) -> int:
+        return int(self.shared_done.value)
+
+    def count_one(self) -> None:
+        with self.shared_done.get_lock():
+            self.shared_done.value += 1
 
 
 async def simulated_worker(
@@ -94,12 +105,13 @@ async def simulated_worker(
         if done.status_code != 200:
             stats.errors.append(f"complete {done.status_code}: {done.text[:100]}")
             continue
-        stats.completed += 1
+        stats.count_one()
 
 
-async def run(url: str, admin: str, runner_token: str, workers: int, tasks: int) -> dict[str, object]:
-    limits = httpx.Limits(max_connections=workers + 10, max_keepalive_connections=workers + 10)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+async def _register_and_submit(
+    url: str, admin: str, runner_token: str, workers: int, tasks: int
+) -> list[str]:
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
         secrets = []
         for n in range(workers):
             answer = await client.post(
@@ -114,23 +126,59 @@ async def run(url: str, admin: str, runner_token: str, workers: int, tasks: int)
             data={"settings": json.dumps({"frame_start": 1, "frame_end": tasks, "chunk_size": 1})},
         )
         answer.raise_for_status()
-        stats = Stats()
-        png = tiny_png()
-        started = time.perf_counter()
-        await asyncio.gather(
-            *(simulated_worker(client, secret, stats, tasks, png) for secret in secrets)
-        )
-        elapsed = time.perf_counter() - started
-    latencies = sorted(stats.claim_latencies)
+    return secrets
+
+
+async def _drive(url: str, secrets: list[str], total: int, done: Any) -> Stats:
+    limits = httpx.Limits(max_connections=len(secrets) + 10)
+    stats = Stats()
+    stats.shared_done = done
+    png = tiny_png()
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        await asyncio.gather(*(simulated_worker(client, s, stats, total, png) for s in secrets))
+    return stats
+
+
+def _client_process(url: str, secrets: list[str], total: int, done: Any, out: Any) -> None:
+    stats = asyncio.run(_drive(url, secrets, total, done))
+    out.put((stats.claim_latencies, stats.errors))
+
+
+def run(
+    url: str, admin: str, runner_token: str, workers: int, tasks: int, processes: int
+) -> dict[str, object]:
+    """Simulated workers spread over `processes` client processes (one is client-bound)."""
+    secrets = asyncio.run(_register_and_submit(url, admin, runner_token, workers, tasks))
+    context = multiprocessing.get_context("spawn")
+    done = context.Value("i", 0)
+    out = context.Queue()
+    clients = [
+        context.Process(target=_client_process, args=(url, secrets[i::processes], tasks, done, out))
+        for i in range(processes)
+    ]
+    started = time.perf_counter()
+    for client in clients:
+        client.start()
+    latencies: list[float] = []
+    errors: list[str] = []
+    for _ in clients:
+        got_latencies, got_errors = out.get()
+        latencies += got_latencies
+        errors += got_errors
+    for client in clients:
+        client.join()
+    elapsed = time.perf_counter() - started
+    latencies.sort()
     return {
         "workers": workers,
         "tasks": tasks,
+        "client_processes": processes,
         "seconds": round(elapsed, 1),
-        "dispatches_per_second": round(stats.completed / elapsed, 1),
+        "dispatches_per_second": round(done.value / elapsed, 1),
         "claim_p50_ms": round(statistics.median(latencies) * 1000, 1),
         "claim_p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1),
-        "errors": len(stats.errors),
-        "first_errors": stats.errors[:5],
+        "errors": len(errors),
+        "first_errors": errors[:5],
     }
 
 
@@ -138,6 +186,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=200)
     parser.add_argument("--tasks", type=int, default=20_000)
+    parser.add_argument("--processes", type=int, default=2, help="client processes")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="farmhand-load-"))
@@ -145,8 +194,8 @@ def main() -> None:
         manager = farm.start_manager("--log-level", "WARNING")
         assert manager.process is not None
         start_rss = rss_mb(manager.process.pid)
-        results = asyncio.run(
-            run(farm.url, farm.admin_token, farm.runner_token, args.workers, args.tasks)
+        results = run(
+            farm.url, farm.admin_token, farm.runner_token, args.workers, args.tasks, args.processes
         )
         results["manager_rss_mb_start"] = round(start_rss, 1)
         results["manager_rss_mb_end"] = round(rss_mb(manager.process.pid), 1)
