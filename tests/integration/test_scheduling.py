@@ -391,8 +391,8 @@ def test_sleep_schedule(farm: Farm) -> None:
     task = claim(farm, w)
     assert task is not None
     everyday = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-    schedule = {"timezone": "UTC", "windows": [{"days": everyday, "start": "00:00", "end": "24:00"}],
-                "when": "now"}  # fmt: skip
+    window = {"days": everyday, "start": "00:00", "end": "24:00"}
+    schedule = {"timezone": "UTC", "windows": [window], "when": "now"}
     url = f"/api/admin/runners/{worker_id}/sleep-schedule"
     asleep = farm.client.put(url, headers=farm.admin, json=schedule).json()
     assert asleep["status"] == "asleep"

@@ -80,7 +80,9 @@ def transfer_progress() -> Progress:
 
 def submit(
     file: Annotated[Path, typer.Argument(help="The .blend to render.", show_default=False)],
-    frames: Annotated[str, typer.Option(help="Frame range: 1-250, 1-250x5 (every 5th) or 7.")] = "1",
+    frames: Annotated[
+        str, typer.Option(help="Frame range: 1-250, 1-250x5 (every 5th) or 7.")
+    ] = "1",
     chunk: Annotated[int, typer.Option(min=1, help="Frames per task.")] = 10,
     priority: Annotated[int, typer.Option(min=0, max=100)] = 50,
     name: Annotated[str, typer.Option(help="Job name (default: the file name).")] = "",

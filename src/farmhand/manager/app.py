@@ -23,6 +23,7 @@ from farmhand.manager.api import (
     events_stream,
     health,
     jobs,
+    projects,
     runner,
     runner_tokens,
     tokens,
@@ -113,7 +114,7 @@ def create_app(settings: ManagerSettings, context: ManagerContext | None = None)
     app.state.farm = context
     install_error_handlers(app)
     for module in (
-        health, blobs, jobs, runner, admin, users, tokens, runner_tokens, blendinfo,
+        health, blobs, jobs, projects, runner, admin, users, tokens, runner_tokens, blendinfo,
         events_stream, thumbnails, web_routes,
     ):  # fmt: skip
         app.include_router(module.router)

@@ -306,7 +306,10 @@ class SleepWindow(_Strict):
         min_length=1, max_length=7
     )
     start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM")
-    end: str = Field(pattern=r"^([01]\d|2[0-4]):[0-5]\d$", description="HH:MM; may be before start (overnight)")
+    end: str = Field(
+        pattern=r"^(([01]\d|2[0-3]):[0-5]\d|24:00)$",
+        description="HH:MM (24:00 = midnight); may be before start (overnight)",
+    )
 
 
 class SleepSchedule(_Strict):

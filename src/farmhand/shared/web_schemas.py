@@ -119,3 +119,16 @@ class LiveEvent(BaseModel):
     kind: Literal["job", "task", "runner", "output"]
     id: int
     job_id: int | None
+
+
+class ProjectUpload(BaseModel):
+    """A zip of a packed project, stored as blobs: a job manifest ready to submit."""
+
+    files: dict[str, str] = Field(description="Relative path → SHA-256, for `JobCreate`.")
+    blend_files: list[str] = Field(description="The .blend files in it, shallowest first.")
+    main_file: str = Field(description="The one the scene settings were read from.")
+    size: int
+    info: BlendInfo | None = Field(
+        default=None, description="The main file's scene settings, when Blender could read them."
+    )
+    info_error: str | None = None

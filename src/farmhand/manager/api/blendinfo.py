@@ -191,10 +191,17 @@ async def blend_info(file: UploadFile, context: Context, caller: UserDep) -> Ble
             f"Blender could not open {name!r}: {error}",
             headers=blob_header,
         ) from error
+    return blend_info_model(stored.sha256, name, stored.size, version, facts)
+
+
+def blend_info_model(
+    sha256: str, name: str, size: int, version: str, facts: dict[str, Any]
+) -> BlendInfo:
+    """The answer for a .blend whose scene facts Blender reported."""
     return BlendInfo(
-        sha256=stored.sha256,
+        sha256=sha256,
         file_name=name,
-        size=stored.size,
+        size=size,
         blender_version=version,
         scene=str(facts.get("scene", "")),
         frame_start=_int(facts.get("frame_start"), 1),

@@ -109,13 +109,15 @@ def in_sleep_window(schedule: SleepSchedule, now: datetime) -> bool:
     for window in schedule.windows:
         start, end = _minutes(window.start), _minutes(window.end)
         if start < end:
-            if today in window.days and start <= minute < end:
-                return True
-        elif start > end:
-            if (today in window.days and minute >= start) or (
+            inside = today in window.days and start <= minute < end
+        elif start > end:  # overnight: from start today until end tomorrow
+            inside = (today in window.days and minute >= start) or (
                 yesterday in window.days and minute < end
-            ):
-                return True
+            )
+        else:
+            inside = False
+        if inside:
+            return True
     return False
 
 

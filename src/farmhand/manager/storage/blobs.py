@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 CHUNK = 1024 * 1024
 
@@ -92,7 +92,7 @@ class BlobStore:
         os.replace(staging.path, target)
         return StoredBlob(actual, staging.size, target)
 
-    def ingest_file(self, source: BinaryIO, expected_sha256: str | None = None) -> StoredBlob:
+    def ingest_file(self, source: IO[bytes], expected_sha256: str | None = None) -> StoredBlob:
         staging = _Staging(self.root, self.max_blob_bytes)
         try:
             while chunk := source.read(CHUNK):

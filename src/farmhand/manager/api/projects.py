@@ -1,0 +1,67 @@
+"""Uploading a packed project (a zip of a .blend and what it uses) in one go."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+import structlog
+from fastapi import APIRouter, HTTPException, UploadFile, status
+from starlette.concurrency import run_in_threadpool
+
+from farmhand.manager.api.blendinfo import blend_info_model, read_scene
+from farmhand.manager.api.deps import Context, UserDep
+from farmhand.manager.api.errors import error_responses
+from farmhand.manager.api.uploads import record_blob
+from farmhand.manager.context import ManagerContext
+from farmhand.manager.storage.project_zip import Project, ProjectError, ingest_project
+from farmhand.shared.paths import UnsafePathError, safe_file_name
+from farmhand.shared.web_schemas import ProjectUpload
+from farmhand.worker.blender.discovery import BlenderNotFound
+
+log = structlog.get_logger(__name__)
+router = APIRouter(prefix="/api", tags=["jobs"])
+
+
+def _store(context: ManagerContext, upload: UploadFile) -> Project:
+    project = ingest_project(context.blobs, upload.file, context.settings.max_upload_bytes)
+    for stored in project.files.values():
+        record_blob(context, stored)
+    return project
+
+
+@router.post(
+    "/projects",
+    response_model=ProjectUpload,
+    responses=error_responses(400, 401, 413),
+    summary="Upload a zip of a packed project; answers the job manifest and scene settings",
+)
+async def upload_project(file: UploadFile, context: Context, caller: UserDep) -> ProjectUpload:
+    try:
+        name = safe_file_name(file.filename or "")
+    except UnsafePathError as error:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"bad file name: {error}") from error
+    if PurePosixPath(name).suffix.lower() != ".zip":
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{name!r} is not a .zip file")
+    if (file.size or 0) > context.settings.max_upload_bytes:
+        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "the zip is too large")
+    try:
+        project = await run_in_threadpool(_store, context, file)
+    except ProjectError as error:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
+    main = project.blend_files[0]
+    blob = project.files[main]
+    answer = ProjectUpload(
+        files={path: stored.sha256 for path, stored in project.files.items()},
+        blend_files=project.blend_files,
+        main_file=main,
+        size=sum(stored.size for stored in project.files.values()),
+    )
+    try:
+        version, facts = await run_in_threadpool(
+            read_scene, blob.path, PurePosixPath(main).name, blob.sha256
+        )
+        answer.info = blend_info_model(blob.sha256, main, blob.size, version, facts)
+    except (BlenderNotFound, ValueError, RuntimeError) as error:
+        log.info("project scene not read", file=main, error=str(error))
+        answer.info_error = f"the scene settings of {main!r} could not be read: {error}"
+    return answer
