@@ -103,13 +103,19 @@ FAKE_BLENDER = r'''
 ok: writes each frame as a real PNG; exit0_no_frames: reports frames but writes none;
 error: answers render with an error event; hang: ignores SIGTERM and never finishes;
 oom: SIGKILLs itself mid-render; hang_open: never finishes opening;
-truncated: writes cut-off PNGs; slow: 0.3 s per frame.
+truncated: writes cut-off PNGs; slow: 0.3 s per frame; die_after: exits with 3 after
+answering a render (a session's Blender that dies between tasks).
+FAKE_MODE_FROM=N: this process behaves as `ok` for its first N-1 render commands and as
+FAKE_MODE from the Nth on (a session that goes wrong mid-way).
 """
 import json, os, signal, sys, time
 from PIL import Image
 
 MARK = "@@farmhand@@ "
-mode = os.environ.get("FAKE_MODE", "ok")
+bad_mode = os.environ.get("FAKE_MODE", "ok")
+bad_from = int(os.environ.get("FAKE_MODE_FROM", "1"))
+renders = 0
+mode = bad_mode if bad_from <= 1 else "ok"
 count_file = os.environ.get("FAKE_COUNT_FILE")
 if count_file:
     with open(count_file, "a") as handle:
@@ -130,6 +136,8 @@ for line in sys.stdin:
             time.sleep(3600)
         emit("opened", scene="Scene")
         continue
+    renders += 1
+    mode = bad_mode if renders >= bad_from else "ok"
     if mode == "error":
         print("Error: Cannot render, no camera", file=sys.stderr, flush=True)
         emit("error", message="Error: Cannot render, no camera", traceback="")
@@ -156,6 +164,8 @@ for line in sys.stdin:
             open(path, "wb").write(data[: len(data) // 2])
         emit("frame_saved", frame=frame, path=path, seconds=0.01, width=64, height=48)
     emit("render_done", frames=len(command["frames"]))
+    if mode == "die_after":
+        os._exit(3)
 emit("bye")
 '''
 

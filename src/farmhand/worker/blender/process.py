@@ -1,22 +1,29 @@
-"""Run one Blender for one render request, and decide honestly whether it worked.
+"""Run Blender for render requests, and decide honestly whether each one worked.
 
 Blender can exit 0 after failing (a missing camera is an error *message*), and a killed
-Blender leaves half-written files. So success here means all of: the process exited 0,
-the driver reported no error, and every expected frame exists and is a complete image
-of the expected size. Anything else is a failure with one line a person can act on.
+Blender leaves half-written files. So success here means all of: the driver reported no
+error, every expected frame exists and is a complete image of the expected size, and
+the process exited 0 (or, in a session that lives on, is still running). Anything else
+is a failure with one line a person can act on.
+
+`BlenderProcess` is one running Blender that takes requests one after another; `render()`
+is that process used once, and `session.BlenderSession` keeps it for many tasks. Both go
+through the same code, so a session is judged exactly like a one-shot render.
 
 Blender runs in its own process group, so canceling kills it and anything it started.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
 import signal
 import subprocess
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -27,6 +34,8 @@ from farmhand.worker.blender.events import (
     DriverError,
     Event,
     FrameSaved,
+    Opened,
+    RenderDone,
     parse_event_line,
     parse_progress_line,
 )
@@ -70,22 +79,22 @@ def blender_command(install: BlenderInstall, threads: int | None = None) -> list
     return [*command, "--python", str(DRIVER), "--"]
 
 
-def commands_for(request: RenderRequest) -> list[dict[str, object]]:
-    return [
-        {"cmd": "open", "blend": str(request.blend_path)},
-        {
-            "cmd": "render",
-            "frames": request.frames,
-            "output_dir": str(request.output_dir),
-            "file_stem": request.file_stem,
-            "output_format": request.output_format,
-            "resolution_percentage": request.resolution_percentage,
-            "samples": request.samples,
-            "threads": request.threads,
-            "engine": request.engine,
-        },
-        {"cmd": "quit"},
-    ]
+def open_command(request: RenderRequest) -> dict[str, object]:
+    return {"cmd": "open", "blend": str(request.blend_path)}
+
+
+def render_command(request: RenderRequest) -> dict[str, object]:
+    return {
+        "cmd": "render",
+        "frames": request.frames,
+        "output_dir": str(request.output_dir),
+        "file_stem": request.file_stem,
+        "output_format": request.output_format,
+        "resolution_percentage": request.resolution_percentage,
+        "samples": request.samples,
+        "threads": request.threads,
+        "engine": request.engine,
+    }
 
 
 def describe_exit(code: int) -> str:
@@ -106,52 +115,260 @@ def _blender_error_line(lines: list[str]) -> str | None:
     return None
 
 
-class _Reader(threading.Thread):
-    """Reads Blender's merged output: every line to the log, events to the caller."""
+class _Listener:
+    """Where one request's output goes: its log file, its callbacks, its log tail.
+
+    A session's Blender outlives a task, but each task has its own log and callbacks, so
+    the reader hands lines to whichever listener is attached at the moment.
+    """
 
     def __init__(
-        self,
-        stream: object,
-        log_path: Path,
-        on_event: Callable[[Event], None],
-        on_log: Callable[[str], None],
+        self, log_path: Path, on_event: Callable[[Event], None], on_log: Callable[[str], None]
     ) -> None:
-        super().__init__(daemon=True, name="blender-output")
-        self.stream = stream
-        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log = log_path.open("a", encoding="utf-8", errors="replace")
         self.on_event = on_event
         self.on_log = on_log
         self.tail: deque[str] = deque(maxlen=LOG_TAIL)
 
-    def run(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("a", encoding="utf-8", errors="replace") as log:
-            for raw in self.stream:  # type: ignore[attr-defined]
-                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-                if not line:
-                    continue
-                log.write(line + "\n")
-                log.flush()
-                event = parse_event_line(line)
-                if event is None:
-                    self._log(line)
-                    event = parse_progress_line(line)
-                elif isinstance(event, DriverError):
-                    self._log(f"Error: {event.message}")
-                if event is not None:
-                    try:
-                        self.on_event(event)
-                    except Exception as exc:
-                        # This thread must keep draining Blender's output, or Blender
-                        # blocks on a full pipe and the render never ends.
-                        self._log(f"farmhand: event handler failed: {exc!r}")
+    def line(self, line: str) -> None:
+        self.log.write(line + "\n")
+        self.log.flush()
+        event = parse_event_line(line)
+        if event is None:
+            self._log(line)
+            event = parse_progress_line(line)
+        elif isinstance(event, DriverError):
+            self._log(f"Error: {event.message}")
+        if event is not None:
+            try:
+                self.on_event(event)
+            except Exception as exc:
+                # The reader must keep draining Blender's output, or Blender blocks on a
+                # full pipe and the render never ends.
+                self._log(f"farmhand: event handler failed: {exc!r}")
+
+    def note(self, line: str) -> None:
+        """A line of farmhand's own about this Blender (start, reuse), for the task log."""
+        self.log.write(line + "\n")
+        self.log.flush()
+        self._log(line)
 
     def _log(self, line: str) -> None:
         self.tail.append(line)
         try:
             self.on_log(line)
-        except Exception:  # see run(): never stop draining the pipe
+        except Exception:  # see line(): never stop draining the pipe
             self.on_log = lambda _line: None
+
+    def close(self) -> None:
+        self.log.close()
+
+
+class _Reader(threading.Thread):
+    """Reads Blender's merged output for its whole life and passes each line on.
+
+    Lines that come while no request listens (Blender's banner before the first one is
+    attached) wait and go to the next listener, so no task log misses them.
+    """
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        super().__init__(daemon=True, name="blender-output")
+        self.stream = stream
+        self._lock = threading.Lock()
+        self._listener: _Listener | None = None
+        self._pending: deque[str] = deque(maxlen=1000)
+
+    def attach(self, listener: _Listener | None) -> None:
+        with self._lock:
+            self._listener = listener
+            if listener is not None:
+                while self._pending:
+                    listener.line(self._pending.popleft())
+
+    def run(self) -> None:
+        for raw in self.stream:
+            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            if not line:
+                continue
+            with self._lock:
+                if self._listener is None:
+                    self._pending.append(line)
+                else:
+                    self._listener.line(line)
+
+
+@dataclass
+class _Outcome:
+    """What one request saw, judged by `_judge` once it is over."""
+
+    frames: dict[int, Path] = field(default_factory=dict)
+    bad_frames: dict[int, str] = field(default_factory=dict)
+    errors: list[DriverError] = field(default_factory=list)
+    terminal: queue.Queue[Event] = field(default_factory=queue.Queue)
+
+
+class BlenderProcess:
+    """One running Blender with the driver, rendering requests one after another.
+
+    Not thread-safe: one request at a time. `kill()` may be called from any thread.
+    Raises OSError if Blender cannot be started.
+    """
+
+    def __init__(self, install: BlenderInstall, threads: int | None = None) -> None:
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        self.command = blender_command(install, threads)
+        self.threads = threads
+        self.process = subprocess.Popen(
+            self.command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
+        assert self.process.stdout is not None and self.process.stdin is not None
+        self.blend: Path | None = None
+        """The .blend the driver has open (None until an `open` succeeded)."""
+        self.frames_rendered = 0
+        self.requests = 0
+        self._reader = _Reader(self.process.stdout)
+        self._reader.start()
+        # Commands are written from a thread of their own: a long frame list fills the
+        # pipe until Blender has opened the file and reads on, and a cancel must not
+        # wait for that.
+        self._commands: queue.Queue[bytes | None] = queue.Queue()
+        threading.Thread(
+            target=_write_commands,
+            args=(self.process.stdin, self._commands),
+            daemon=True,
+            name="blender-in",
+        ).start()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def rss_bytes(self) -> int:
+        """Resident memory of Blender's process group (Blender and anything it started)."""
+        return group_rss_bytes(self.process.pid)
+
+    def run(
+        self,
+        request: RenderRequest,
+        *,
+        log_path: Path,
+        on_event: Callable[[Event], None] | None = None,
+        on_log: Callable[[str], None] | None = None,
+        on_frame_ready: Callable[[int, Path], None] | None = None,
+        cancel: threading.Event | None = None,
+        last: bool = False,
+        notes: Sequence[str] = (),
+    ) -> RenderResult:
+        """Render `request` in this Blender; block until done, failed or `cancel` is set.
+
+        The file is opened only if it is not the one already open. With `last`, Blender
+        is then told to quit and its exit code is part of the verdict (one-shot renders).
+        `notes` go to the task log first (what farmhand did with this Blender).
+        After a cancel the process group is gone.
+        """
+        cancel = cancel or threading.Event()
+        request.output_dir.mkdir(parents=True, exist_ok=True)
+        seen = _Outcome()
+
+        def handle(event: Event) -> None:
+            if isinstance(event, FrameSaved):
+                # Checked the moment it is written, so it is uploaded while the next renders.
+                try:
+                    verify_image(event.path, event.width, event.height)
+                except ImageError as error:
+                    seen.bad_frames[event.frame] = f"frame {event.frame}: {error}"
+                else:
+                    seen.frames[event.frame] = event.path
+                    if on_frame_ready is not None:
+                        on_frame_ready(event.frame, event.path)
+            elif isinstance(event, DriverError):
+                seen.errors.append(event)
+            if on_event is not None:
+                on_event(event)
+            if isinstance(event, Opened | RenderDone | DriverError):
+                seen.terminal.put(event)
+
+        listener = _Listener(log_path, handle, on_log or (lambda _line: None))
+        for note in notes:
+            listener.note(note)
+        self._reader.attach(listener)
+        self.requests += 1
+        canceled = False
+        try:
+            answer: Event | None = None
+            if self.blend != request.blend_path:
+                self.blend = None
+                answer, canceled = self._exchange(open_command(request), seen, cancel)
+                if isinstance(answer, Opened):
+                    self.blend = request.blend_path
+            if self.blend is not None and not canceled:
+                answer, canceled = self._exchange(render_command(request), seen, cancel)
+            if last and not canceled:
+                self._commands.put(json.dumps({"cmd": "quit"}).encode() + b"\n")
+                self._commands.put(None)
+                canceled = _wait(self.process, cancel)
+            if not self.alive:
+                # Everything Blender printed before it ended belongs to this request.
+                self._reader.join(timeout=10)
+        finally:
+            self._reader.attach(None)
+            listener.close()
+        self.frames_rendered += len(seen.frames)
+        code = self.process.poll()
+        tail = list(listener.tail)
+        if canceled:
+            return RenderResult(False, {}, "canceled", code, tail)
+        # A session's Blender that ends after answering (it is recycled before the next
+        # request) did not spoil this request; one that ends before answering did.
+        verdict = _judge(request, seen, code if last or answer is None else None, tail)
+        verdict.exit_code = code
+        return verdict
+
+    def _exchange(
+        self, command: dict[str, object], seen: _Outcome, cancel: threading.Event
+    ) -> tuple[Event | None, bool]:
+        """Send one command and wait for its answer: (the answer or None if Blender
+        ended first, whether it was canceled)."""
+        self._commands.put(json.dumps(command).encode() + b"\n")
+        while True:
+            try:
+                return seen.terminal.get(timeout=0.1), False
+            except queue.Empty:
+                pass
+            if cancel.is_set():
+                kill_group(self.process)
+                return None, True
+            if not self.alive:
+                self._reader.join(timeout=10)
+                try:
+                    return seen.terminal.get_nowait(), False
+                except queue.Empty:
+                    return None, False
+
+    def close(self, grace: float = KILL_GRACE) -> None:
+        """Ask Blender to quit; kill its process group if it has not within `grace`."""
+        if self.alive:
+            self._commands.put(json.dumps({"cmd": "quit"}).encode() + b"\n")
+            self._commands.put(None)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=grace)
+        self.kill()
+
+    def kill(self) -> None:
+        """Kill the process group now (also reaps anything Blender left behind)."""
+        kill_group(self.process)
+        self._reader.join(timeout=5)
 
 
 def render(
@@ -169,83 +386,58 @@ def render(
     `on_frame_ready(frame, path)` is called for each frame as soon as it is written and
     verified; callbacks run on the thread reading Blender's output and must be quick.
     """
-    cancel = cancel or threading.Event()
-    request.output_dir.mkdir(parents=True, exist_ok=True)
-    frames: dict[int, Path] = {}
-    bad_frames: dict[int, str] = {}
-    errors: list[DriverError] = []
-
-    def handle(event: Event) -> None:
-        if isinstance(event, FrameSaved):
-            # Checked the moment it is written, so it can be uploaded while the next renders.
-            try:
-                verify_image(event.path, event.width, event.height)
-            except ImageError as error:
-                bad_frames[event.frame] = f"frame {event.frame}: {error}"
-            else:
-                frames[event.frame] = event.path
-                if on_frame_ready is not None:
-                    on_frame_ready(event.frame, event.path)
-        elif isinstance(event, DriverError):
-            errors.append(event)
-        if on_event is not None:
-            on_event(event)
-
-    env = dict(os.environ)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    command = blender_command(install, request.threads)
     try:
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=env,
-        )
+        blender = BlenderProcess(install, request.threads)
     except OSError as exc:
-        # A Blender that was there at discovery can be gone or broken now: a failed
-        # render with the reason, not an exception that takes the worker down.
-        reason = f"cannot start Blender ({command[0]}): {exc.strerror or exc}"
-        return RenderResult(False, {}, reason, None, [reason])
-    reader = _Reader(process.stdout, log_path, handle, on_log or (lambda _line: None))
-    reader.start()
-    assert process.stdin is not None
-    payload = "".join(json.dumps(command) + "\n" for command in commands_for(request)).encode()
-    # Written from a thread: a long frame list fills the pipe until Blender has opened the
-    # file and reads on, and a cancel must not wait for that.
-    threading.Thread(
-        target=_write_commands, args=(process.stdin, payload), daemon=True, name="blender-in"
-    ).start()
+        return start_failure(install, request.threads, exc)
+    try:
+        return blender.run(
+            request,
+            log_path=log_path,
+            on_event=on_event,
+            on_log=on_log,
+            on_frame_ready=on_frame_ready,
+            cancel=cancel,
+            last=True,
+        )
+    finally:
+        blender.kill()
 
-    canceled = _wait(process, cancel)
-    reader.join(timeout=10)
-    tail = list(reader.tail)
-    code = process.returncode
-    if canceled:
-        return RenderResult(False, {}, "canceled", code, tail)
 
+def start_failure(install: BlenderInstall, threads: int | None, exc: OSError) -> RenderResult:
+    """A Blender that was there at discovery can be gone or broken now: a failed render
+    with the reason, not an exception that takes the worker down."""
+    command = blender_command(install, threads)
+    reason = f"cannot start Blender ({command[0]}): {exc.strerror or exc}"
+    return RenderResult(False, {}, reason, None, [reason])
+
+
+def _judge(
+    request: RenderRequest, seen: _Outcome, code: int | None, tail: list[str]
+) -> RenderResult:
+    """The verdict on one request. `code` is None while Blender lives on (a session)."""
     problems = [
-        bad_frames.get(frame, f"missing output for frame {frame}")
+        seen.bad_frames.get(frame, f"missing output for frame {frame}")
         for frame in request.frames
-        if frame not in frames
+        if frame not in seen.frames
     ]
-
     error: str | None = None
-    if errors:
-        error = errors[0].message
-    elif code != 0:
+    if seen.errors:
+        error = seen.errors[0].message
+    elif code is not None and code != 0:
         detail = _blender_error_line(tail)
         error = describe_exit(code) + (f": {detail}" if detail and code > 0 else "")
     elif problems:
         detail = _blender_error_line(tail)
         error = problems[0] + (f" ({detail})" if detail else "")
-    return RenderResult(error is None, frames, error, code, tail)
+    return RenderResult(error is None, seen.frames, error, code, tail)
 
 
-def _write_commands(stdin: IO[bytes], payload: bytes) -> None:
+def _write_commands(stdin: IO[bytes], commands: queue.Queue[bytes | None]) -> None:
     try:
-        stdin.write(payload)
+        while (payload := commands.get()) is not None:
+            stdin.write(payload)
+            stdin.flush()
         stdin.close()
     except (BrokenPipeError, ValueError, OSError):
         pass  # Blender ended (or was killed) first; its exit code and log say why
@@ -275,3 +467,32 @@ def kill_group(process: subprocess.Popen[bytes]) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+def group_rss_bytes(pgid: int, proc: Path = Path("/proc")) -> int:
+    """Sum of VmRSS over the processes of group `pgid` (0 where /proc is not Linux's).
+
+    The group, not just the pid: Blender's children (and, for the bpy module, nothing
+    else) count against a session's memory limit too.
+    """
+    total = 0
+    try:
+        entries = list(proc.iterdir())
+    except OSError:
+        return 0
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses.
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if int(fields[2]) != pgid:
+                continue
+            for line in (entry / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+                    break
+        except (OSError, ValueError, IndexError):
+            continue  # the process ended while we looked
+    return total
