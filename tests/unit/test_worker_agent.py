@@ -79,6 +79,8 @@ class FakeManager:
         body: dict[str, Any] = {}
         if request.headers.get("content-type", "").startswith("application/json"):
             body = json.loads(request.read())
+        elif name == "claim":
+            body = dict(request.url.params)
         with self.lock:
             self.calls.append((name, body))
         self.on_call(name)
@@ -341,3 +343,49 @@ def test_task_with_escaping_path_fails_without_writing(tmp_path: Path, bad: str)
     assert "cannot fetch the job's files" in manager.body("fail")["reason"]
     assert rendered == []
     assert "download" not in manager.names()
+
+
+class SessionRenderer:
+    """A renderer that holds something between tasks, like a Blender session."""
+
+    def __init__(self) -> None:
+        self.keys: list[tuple[int, str | None]] = []
+        self.closed = threading.Event()
+
+    def __call__(self, job: RenderJob) -> RenderOutcome:
+        self.keys.append((job.task.job_id, job.session_key))
+        for frame in job.task.frames:
+            job.on_frame_saved(frame, _write_frame(job, frame))
+        return RenderOutcome(ok=True)
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+def test_tasks_of_one_job_share_a_session_key_and_the_agent_prefers_that_job(
+    tmp_path: Path,
+) -> None:
+    manager = FakeManager([1])
+    second = dict(manager.tasks[0], task_id=12, frames=[2])
+    other_file = [{"path": "shot.blend", "sha256": BLEND_SHA, "size": len(BLEND)}]
+    other_job = dict(
+        manager.tasks[0], task_id=13, job_id=4, frames=[1], files=other_file, main_file="shot.blend"
+    )
+    manager.tasks += [second, other_job]
+    renderer = SessionRenderer()
+    stop, thread, result = _start(tmp_path, manager, renderer)
+    deadline = time.monotonic() + 10
+    while len([n for n in manager.names() if n in ("complete", "fail")]) < 3:
+        assert time.monotonic() < deadline, manager.names()
+        time.sleep(0.02)
+    _stop(stop, thread, result)
+
+    (job_a, key_a1), (job_a2, key_a2), (job_b, key_b) = renderer.keys
+    assert (job_a, job_a2, job_b) == (3, 3, 4)
+    assert key_a1 is not None and key_a1 == key_a2, "same job, same files: one session"
+    assert key_b != key_a1
+    claims = [body for name, body in manager.calls if name == "claim"]
+    assert "prefer_job" not in claims[0], "nothing held before the first task"
+    assert claims[1]["prefer_job"] == "3", "then more of the job whose session we hold"
+    assert claims[-1]["prefer_job"] == "4"
+    assert renderer.closed.is_set(), "the session ends when the worker stops"

@@ -72,6 +72,29 @@ def worker(
         list[str] | None,
         typer.Option("--tag", help="A tag jobs may require, e.g. gpu (repeat for more)."),
     ] = None,
+    session_frames: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Start a fresh Blender after this many frames in one job's session."
+        ),
+    ] = 500,
+    session_memory: Annotated[
+        int | None,
+        typer.Option(
+            "--session-memory",
+            min=1,
+            metavar="MB",
+            help="Start a fresh Blender once the session's resident memory passes this "
+            "(default: no limit).",
+        ),
+    ] = None,
+    no_sessions: Annotated[
+        bool,
+        typer.Option(
+            "--no-sessions",
+            help="Start one Blender per task instead of keeping it running for the job.",
+        ),
+    ] = False,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
 ) -> None:
     """Run a worker: register, then render tasks until stopped (Ctrl-C / SIGTERM)."""
@@ -89,6 +112,9 @@ def worker(
         poll_wait=poll_wait,
         verify=verify,
         tags=_checked_tags(tag or []),
+        sessions=not no_sessions,
+        session_frames=session_frames,
+        session_memory_mb=session_memory,
     )
     try:
         code = run_worker(settings)

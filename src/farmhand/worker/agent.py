@@ -12,11 +12,15 @@ Two promises shape the code:
   counted as a failed attempt) and the runner signed off.
 
 The renderer is injected (`TaskRenderer`), so the agent is tested without Blender; the
-real one wraps `farmhand.worker.blender` (see `blender_renderer`).
+real one wraps `farmhand.worker.blender` (see `blender_renderer`). Each task carries a
+`session_key` naming its job's files: a renderer may keep Blender running with the file
+open for the next task of the same key (a persistent session), and the agent asks the
+manager for more of that job (`prefer_job`) so the session is used.
 """
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import signal
 import threading
@@ -25,7 +29,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from types import FrameType
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 import httpx
 import structlog
@@ -73,6 +77,12 @@ class WorkerSettings:
     """How long shutdown may spend on releasing the task and signing off."""
     tags: list[str] = field(default_factory=list)
     """Offered to jobs that require tags (`gpu`, `highmem`, `studio-b`…)."""
+    sessions: bool = True
+    """Keep Blender running with the job's file open between tasks of the same job."""
+    session_frames: int | None = 500
+    """Start a fresh Blender after this many frames in one session (None: never)."""
+    session_memory_mb: int | None = None
+    """Start a fresh Blender once the session's resident memory passes this (None: never)."""
 
 
 # ----------------------------------------------------------- renderer contract
@@ -97,6 +107,9 @@ class RenderJob:
     """Called once a frame's file is written and verified as a readable image."""
     on_samples: Callable[[int, int], None] = _ignore
     on_log: Callable[[str], None] = _ignore
+    session_key: str | None = None
+    """Equal for tasks of one job with the same files: they may share one running Blender.
+    None: render in a fresh one."""
 
 
 @dataclass
@@ -112,6 +125,26 @@ class TaskRenderer(Protocol):
     """Renders a task, blocking until done or until `job.cancel` is set."""
 
     def __call__(self, job: RenderJob) -> RenderOutcome: ...
+
+
+@runtime_checkable
+class ClosableRenderer(Protocol):
+    """A renderer that holds something between tasks (a Blender session) to end at stop."""
+
+    def __call__(self, job: RenderJob) -> RenderOutcome: ...
+
+    def close(self) -> None: ...
+
+
+def session_key(task: TaskAssignment) -> str:
+    """What a Blender session holds: the job's main file and the exact files it loaded.
+
+    Two tasks with the same key render the same bytes, so the second may reuse the
+    Blender the first left running; new file contents make a new key.
+    """
+    manifest = "\n".join(f"{f.path}\0{f.sha256}" for f in sorted(task.files, key=lambda f: f.path))
+    digest = hashlib.sha256(f"{task.main_file}\n{manifest}".encode()).hexdigest()[:16]
+    return f"job-{task.job_id}-{digest}"
 
 
 # ----------------------------------------------------------------- task state
@@ -217,6 +250,8 @@ class Agent:
         self.log = log.bind(worker=settings.name)
         self._current: _TaskRun | None = None
         self._current_lock = threading.Lock()
+        self._held_job: int | None = None
+        """The job of the last task: its files (and Blender session) are still here."""
         self._task_policy = RetryPolicy(give_up_after=settings.retry_for)
 
     # -- lifecycle
@@ -246,6 +281,8 @@ class Agent:
             # No heartbeat may follow the sign-off: it would mark us online again.
             beat.join(timeout=self.settings.shutdown_grace)
             self._sign_off()
+            if isinstance(self.renderer, ClosableRenderer):
+                self.renderer.close()
         return 0
 
     def _connect(self) -> None:
@@ -359,7 +396,9 @@ class Agent:
         attempt = 0
         while not self.stop.is_set():
             try:
-                return self._interruptible(lambda: self.client.claim(self.settings.poll_wait))
+                return self._interruptible(
+                    lambda: self.client.claim(self.settings.poll_wait, prefer_job=self._held_job)
+                )
             except RetryAborted:
                 return None
             except FarmhandError as exc:
@@ -472,7 +511,9 @@ class Agent:
             on_frame_saved=uploader.submit,
             on_samples=run.samples,
             on_log=run.log_line,
+            session_key=session_key(task),
         )
+        self._held_job = task.job_id
         outcome = self._render(job, tlog)
         self._finish(run, outcome, uploader, tlog)
         run.finished.set()
@@ -684,10 +725,23 @@ def run_worker(
 
 
 def blender_renderer(settings: WorkerSettings) -> tuple[TaskRenderer, list[str]]:
-    """The real renderer: Blender found once at start-up, driven per task."""
+    """The real renderer: Blender found once at start-up, kept per job in a session."""
     from farmhand.worker.blender.discovery import find_blender
-    from farmhand.worker.blender.renderer import blender_task_renderer
+    from farmhand.worker.blender.renderer import BlenderTaskRenderer
 
     install = find_blender(settings.blender)
-    log.info("blender found", version=install.version, blender=install.spec)
-    return blender_task_renderer(install), [install.version]
+    log.info(
+        "blender found",
+        version=install.version,
+        blender=install.spec,
+        sessions=settings.sessions,
+        session_frames=settings.session_frames,
+        session_memory_mb=settings.session_memory_mb,
+    )
+    renderer = BlenderTaskRenderer(
+        install,
+        sessions=settings.sessions,
+        max_frames=settings.session_frames,
+        max_memory_mb=settings.session_memory_mb,
+    )
+    return renderer, [install.version]

@@ -1,38 +1,108 @@
-"""The worker's real renderer: a task rendered by Blender through the driver."""
+"""The worker's real renderer: a task rendered by Blender through the driver.
+
+With sessions on (the default) it holds at most one `BlenderSession`, for the job of the
+last task: a task of the same job (same `RenderJob.session_key`: job, main file and file
+hashes) is rendered in the Blender that already has the file open; a task of another job
+closes it first, so a worker never holds two Blenders' memory.
+"""
 
 from __future__ import annotations
 
-from farmhand.worker.agent import RenderJob, RenderOutcome, TaskRenderer
+import threading
+from collections.abc import Callable
+from functools import partial
+
+import structlog
+from structlog.typing import FilteringBoundLogger
+
+from farmhand.worker.agent import RenderJob, RenderOutcome
 from farmhand.worker.blender.discovery import BlenderInstall
-from farmhand.worker.blender.events import Event, FrameStarted
-from farmhand.worker.blender.process import RenderRequest, render
+from farmhand.worker.blender.events import Event, FrameStarted, Progress
+from farmhand.worker.blender.process import RenderRequest, RenderResult, render
+from farmhand.worker.blender.session import DEFAULT_MAX_FRAMES, BlenderSession
+
+log: FilteringBoundLogger = structlog.get_logger(__name__)
 
 
-def blender_task_renderer(install: BlenderInstall) -> TaskRenderer:
-    def render_task(job: RenderJob) -> RenderOutcome:
+class BlenderTaskRenderer:
+    """Renders tasks in Blender; keeps one session per job unless `sessions` is False."""
+
+    def __init__(
+        self,
+        install: BlenderInstall,
+        *,
+        sessions: bool = True,
+        max_frames: int | None = DEFAULT_MAX_FRAMES,
+        max_memory_mb: int | None = None,
+    ) -> None:
+        self.install = install
+        self.sessions = sessions
+        self.max_frames = max_frames
+        self.max_memory_mb = max_memory_mb
+        self._lock = threading.Lock()
+        self._session: BlenderSession | None = None
+        self._key: str | None = None
+
+    def __call__(self, job: RenderJob) -> RenderOutcome:
         task = job.task
 
         def on_event(event: Event) -> None:
             if isinstance(event, FrameStarted):
                 job.on_frame_started(event.frame)
+            elif isinstance(event, Progress):
+                job.on_samples(event.sample, event.samples)
 
-        result = render(
-            install,
-            RenderRequest(
-                blend_path=job.blend_file,
-                frames=task.frames,
-                output_dir=job.output_dir,
-                output_format=task.output_format,
-                resolution_percentage=task.resolution_percentage,
-                samples=task.samples,
-                threads=job.threads,
-            ),
+        request = RenderRequest(
+            blend_path=job.blend_file,
+            frames=task.frames,
+            output_dir=job.output_dir,
+            output_format=task.output_format,
+            resolution_percentage=task.resolution_percentage,
+            samples=task.samples,
+            threads=job.threads,
+        )
+        session = self._session_for(job)
+        run: Callable[..., RenderResult] = (
+            partial(render, self.install) if session is None else session.render
+        )
+        result = run(
+            request,
             log_path=job.log_path,
             on_event=on_event,
             on_log=job.on_log,
             on_frame_ready=job.on_frame_saved,
             cancel=job.cancel,
         )
-        return RenderOutcome(ok=result.ok, error=result.error, log_tail=result.log_tail)
+        return _outcome(result)
 
-    return render_task
+    def _session_for(self, job: RenderJob) -> BlenderSession | None:
+        """The session for this task's job (a new one if the job changed), or None."""
+        if not self.sessions or job.session_key is None:
+            return None
+        with self._lock:
+            if self._session is not None and self._key == job.session_key:
+                return self._session
+            old, self._session = self._session, None
+        if old is not None:
+            log.info("another job: closing the Blender session", job_id=job.task.job_id)
+            old.close()
+        session = BlenderSession(
+            self.install,
+            threads=job.threads,
+            max_frames=self.max_frames,
+            max_memory_mb=self.max_memory_mb,
+        )
+        with self._lock:
+            self._session, self._key = session, job.session_key
+        return session
+
+    def close(self) -> None:
+        """End the session's Blender (the worker is stopping)."""
+        with self._lock:
+            session, self._session, self._key = self._session, None, None
+        if session is not None:
+            session.close()
+
+
+def _outcome(result: RenderResult) -> RenderOutcome:
+    return RenderOutcome(ok=result.ok, error=result.error, log_tail=result.log_tail)
