@@ -142,6 +142,41 @@ def test_submit_by_drag_and_drop_and_watch_it_render(
     page.context.close()
 
 
+def test_submit_a_zip_of_a_packed_project(
+    browser: Any, farm: LocalFarm, scenes: dict[str, Path], tmp_path: Path
+) -> None:
+    project = tmp_path / "packed-shot.zip"
+    blend = scenes["quick"].read_bytes()
+    with zipfile.ZipFile(project, "w") as archive:
+        archive.writestr("shot/spinning-cube.blend", blend)
+        archive.writestr("shot/library/props.blend", blend)
+        archive.writestr("shot/textures/readme.txt", "a texture would be here")
+    page = sign_in(browser, farm)
+    page.goto(farm.url + "/submit")
+    drop_file(page, "#dropzone", project)
+    expect()(page.locator("#submit-form")).to_be_visible(timeout=120_000)
+    expect()(page.locator("#upload-text")).to_contain_text("3 files")
+    # Two .blend files: the shallowest is chosen, the other can be picked instead.
+    expect()(page.locator("#main-file-field")).to_be_visible()
+    expect()(page.locator("#main_file")).to_have_value("shot/spinning-cube.blend")
+    expect()(page.locator("#frame_end")).to_have_value("6")
+    page.fill("#frame_end", "2")
+    shoot(page, "03b-submit-zip")
+    page.click("#submit-button")
+    page.wait_for_url(re.compile(r".*/jobs/\d+$"))
+    job_id = int(page.url.rsplit("/", 1)[1])
+    expect()(page.locator("#job-status")).to_have_text("completed", timeout=RENDER_TIMEOUT)
+    expect()(page.locator("#thumbs button.thumb img")).to_have_count(2, timeout=30_000)
+    with farm.client() as client:
+        inputs = {f.path for f in client.list_files(job_id) if f.kind == "input"}
+    assert inputs == {
+        "shot/spinning-cube.blend",
+        "shot/library/props.blend",
+        "shot/textures/readme.txt",
+    }, "every file of the project travels with the job"
+    page.context.close()
+
+
 def test_cancel_a_running_job_and_the_runner_goes_idle(
     browser: Any, farm: LocalFarm, scenes: dict[str, Path]
 ) -> None:

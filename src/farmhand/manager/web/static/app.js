@@ -209,7 +209,7 @@
   function submitPage() {
     const drop = $("#dropzone"), input = $("#file"), form = $("#submit-form");
     const notice = $("#blend-notice");
-    let blob = null; // {sha256, file_name}
+    let blob = null; // {files: {path: sha256}, main_file}
 
     const showNotice = (text, kind) => {
       notice.hidden = !text;
@@ -219,7 +219,7 @@
     const field = (name) => form.elements.namedItem(name);
 
     function fill(info, fileName) {
-      const stem = fileName.replace(/\.blend$/i, "");
+      const stem = fileName.replace(/^.*\//, "").replace(/\.(blend|zip)$/i, "");
       field("name").value = stem;
       field("frame_start").value = info ? info.frame_start : 1;
       field("frame_end").value = info ? info.frame_end : 1;
@@ -238,8 +238,16 @@
       field("name").focus();
     }
 
+    function chooseMain(blendFiles, main) {
+      const select = field("main_file");
+      select.innerHTML = "";
+      for (const path of blendFiles) select.add(new Option(path, path, path === main, path === main));
+      $("#main-file-field").hidden = blendFiles.length < 2;
+    }
+
     function upload(file) {
-      if (!/\.blend$/i.test(file.name)) { showNotice(`${file.name} is not a .blend file.`, "error"); return; }
+      const isZip = /\.zip$/i.test(file.name);
+      if (!isZip && !/\.blend$/i.test(file.name)) { showNotice(`${file.name} is neither a .blend nor a .zip file.`, "error"); return; }
       blob = null;
       form.hidden = true;
       showNotice("");
@@ -248,7 +256,7 @@
       const progress = $("#upload-bar"), text = $("#upload-text");
       setBar(progress, 0);
       const xhr = new XMLHttpRequest();
-      xhr.open("POST", "/api/blend-info");
+      xhr.open("POST", isZip ? "/api/projects" : "/api/blend-info");
       xhr.setRequestHeader("X-CSRF-Token", csrf);
       xhr.upload.onprogress = (e) => {
         if (!e.lengthComputable) return;
@@ -262,12 +270,20 @@
         let data = null;
         try { data = JSON.parse(xhr.responseText); } catch { /* not JSON */ }
         const sha = xhr.getResponseHeader("X-Blob-Sha256");
-        if (xhr.status === 200) {
-          blob = { sha256: data.sha256, file_name: data.file_name };
+        if (xhr.status === 200 && isZip) {
+          blob = { files: data.files, main_file: data.main_file };
+          chooseMain(data.blend_files, data.main_file);
+          text.textContent = `Uploaded: ${Object.keys(data.files).length} files.`;
+          if (data.info) fill(data.info, file.name);
+          else { showNotice(`${data.info_error}. Fill in the settings by hand.`, ""); fill(null, file.name); }
+        } else if (xhr.status === 200) {
+          blob = { files: { [data.file_name]: data.sha256 }, main_file: data.file_name };
+          chooseMain([data.file_name], data.file_name);
           text.textContent = "Uploaded and read.";
           fill(data, file.name);
         } else if ((xhr.status === 503 || xhr.status === 422) && sha) {
-          blob = { sha256: sha, file_name: file.name };
+          blob = { files: { [file.name]: sha }, main_file: file.name };
+          chooseMain([file.name], file.name);
           text.textContent = "Uploaded.";
           showNotice(`${(data && data.detail) || "The file's settings could not be read"}. Fill in the settings by hand.`, "");
           fill(null, file.name);
@@ -305,7 +321,7 @@
         chunk_size: number("chunk_size"), priority: number("priority"),
         resolution_percentage: number("resolution_percentage"), samples: number("samples"),
         output_format: field("output_format").value || null,
-        main_file: blob.file_name, files: { [blob.file_name]: blob.sha256 },
+        main_file: field("main_file").value || blob.main_file, files: blob.files,
       };
       if (body.dataset.hasTags && field("required_tags")) job.required_tags = field("required_tags").value.split(",").map((t) => t.trim().toLowerCase()).filter(Boolean);
       const button = $("#submit-button");
