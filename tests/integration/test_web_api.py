@@ -373,3 +373,29 @@ def test_every_new_route_is_in_the_openapi_schema(farm: Farm) -> None:
     ):
         assert path in paths, path
     assert "/login" not in paths, "pages are not API"
+
+
+@pytest.mark.blender
+def test_exr_frames_get_a_real_preview(tmp_path: Path) -> None:
+    """An EXR rendered by Blender is shown through a JPEG preview of its pixels."""
+    from farmhand.scenes import make_scene
+    from farmhand.worker.blender.discovery import find_blender
+    from farmhand.worker.blender.process import RenderRequest, render
+
+    install = find_blender("bpy")
+    blend = make_scene(tmp_path / "s.blend", "animated", install=install, width=64, height=48)
+    result = render(
+        install,
+        RenderRequest(blend, [1], tmp_path / "out", output_format="OPEN_EXR"),
+        log_path=tmp_path / "log.txt",
+    )
+    assert result.ok, result.error
+    exr = result.frames[1]
+    made = thumbnail(tmp_path / "cache", exr, "c" * 64, "frames/0001.exr", size=32)
+    with Image.open(made) as image:
+        assert image.size == (32, 24)
+        colours = image.convert("RGB").getcolors(maxcolors=32 * 24)
+    assert colours is not None and len(colours) > 10, "a picture, not a flat placeholder"
+    big = thumbnail(tmp_path / "cache", exr, "c" * 64, "frames/0001.exr", size=1600)
+    with Image.open(big) as image:
+        assert image.size == (64, 48), "never enlarged past the frame itself"

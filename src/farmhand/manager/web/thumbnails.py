@@ -3,7 +3,9 @@
 Thumbnails are made with Pillow (fitted into 256 by 256) the first time they are asked
 for and kept in `<data-dir>/thumbnails/`, named after the frame's SHA-256: content
 never changes under a hash, so the cache never goes stale and identical frames share
-one file. EXR frames (which Pillow cannot read) and unreadable files get a labelled
+one file. EXR frames, which Pillow cannot read, are decoded with the OpenEXR library
+and shown through the standard sRGB view (linear light, clipped, sRGB curve): a preview
+to recognise the frame by, not a graded image. Unreadable files get a labelled
 placeholder tile instead, never an error, so one odd frame does not break the grid.
 """
 
@@ -12,9 +14,10 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, status
+import structlog
+from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import FileResponse
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 from starlette.concurrency import run_in_threadpool
@@ -23,11 +26,13 @@ from farmhand.manager.api.deps import Context, UserDep
 from farmhand.manager.db.models import Job, JobFile
 from farmhand.shared.schemas import ErrorResponse
 
+log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
 SIZE = 256
+MAX_SIZE = 2048
 BACKGROUND = (40, 44, 52)
-VERSION = "v1"
+VERSION = "v2"
 """Part of the cache file name: bump it when the thumbnail recipe changes."""
 
 
@@ -58,25 +63,57 @@ def placeholder(cache_dir: Path, label: str) -> Path:
     return target
 
 
-def thumbnail(cache_dir: Path, source: Path, sha256: str, path: str) -> Path:
-    """The cached thumbnail of a stored frame, made on first use."""
-    if PurePosixPath(path).suffix.lower() == ".exr":
-        return placeholder(cache_dir, "EXR")
-    target = cache_dir / sha256[:2] / f"{sha256}-{VERSION}.jpg"
+def exr_preview(source: Path) -> Image.Image:
+    """An 8-bit sRGB image of an EXR's RGB(A) channels (the first layer that has them)."""
+    import numpy as np
+    import OpenEXR
+
+    channels = OpenEXR.File(str(source)).channels()
+    if "RGBA" in channels or "RGB" in channels:
+        pixels = channels.get("RGBA", channels.get("RGB")).pixels
+    else:
+        names = sorted(channels)
+        pick = [next((n for n in names if n.endswith(c)), None) for c in ("R", "G", "B")]
+        if None in pick:
+            raise ValueError("the EXR has no R, G and B channels")
+        pixels = np.stack([channels[n].pixels for n in pick if n is not None], axis=-1)
+    linear = np.clip(np.nan_to_num(pixels[..., :3].astype(np.float32)), 0.0, 1.0)
+    srgb = np.where(linear <= 0.0031308, linear * 12.92, 1.055 * linear ** (1 / 2.4) - 0.055)
+    return Image.fromarray((srgb * 255 + 0.5).astype(np.uint8), "RGB")
+
+
+def _flatten(image: Image.Image) -> Image.Image:
+    if image.mode in ("RGBA", "LA", "P"):
+        rgba = image.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, BACKGROUND)
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    return image.convert("RGB")
+
+
+def thumbnail(cache_dir: Path, source: Path, sha256: str, path: str, size: int = SIZE) -> Path:
+    """The cached preview of a stored frame, at most `size` pixels a side, made on first use."""
+    target = cache_dir / sha256[:2] / f"{sha256}-{VERSION}-{size}.jpg"
     if target.exists():
         return target
     try:
-        with Image.open(source) as image:
-            image.draft("RGB", (SIZE, SIZE))
-            image.thumbnail((SIZE, SIZE))
-            if image.mode in ("RGBA", "LA", "P"):
-                rgba = image.convert("RGBA")
-                flat = Image.new("RGB", rgba.size, BACKGROUND)
-                flat.paste(rgba, mask=rgba.getchannel("A"))
-            else:
-                flat = image.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-        return placeholder(cache_dir, "?")
+        if PurePosixPath(path).suffix.lower() == ".exr":
+            flat = exr_preview(source)
+            flat.thumbnail((size, size))
+        else:
+            with Image.open(source) as image:
+                image.draft("RGB", (size, size))
+                image.thumbnail((size, size))
+                flat = _flatten(image)
+    except (
+        UnidentifiedImageError,
+        OSError,
+        ValueError,
+        RuntimeError,
+        Image.DecompressionBombError,
+    ) as error:
+        log.info("no preview for a frame", path=path, error=str(error))
+        return placeholder(cache_dir, "EXR" if path.lower().endswith(".exr") else "?")
     _atomic_save(flat, target)
     return target
 
@@ -92,10 +129,14 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     "/{job_id}/files/{file_id}/thumbnail",
     response_class=FileResponse,
     responses=ERRORS,
-    summary="A small JPEG of an output frame (EXR: a placeholder tile)",
+    summary="A JPEG preview of an output frame (EXR too), at most `size` px a side",
 )
 async def get_thumbnail(
-    job_id: int, file_id: int, context: Context, caller: UserDep
+    job_id: int,
+    file_id: int,
+    context: Context,
+    caller: UserDep,
+    size: Annotated[int, Query(ge=16, le=MAX_SIZE)] = SIZE,
 ) -> FileResponse:
     def find() -> tuple[str, str]:
         with context.db.transaction() as session:
@@ -110,7 +151,7 @@ async def get_thumbnail(
     sha256, path = await run_in_threadpool(find)
     cache_dir = context.settings.data_dir / "thumbnails"
     made = await run_in_threadpool(
-        thumbnail, cache_dir, context.blobs.path_for(sha256), sha256, path
+        thumbnail, cache_dir, context.blobs.path_for(sha256), sha256, path, size
     )
     return FileResponse(
         made,

@@ -466,7 +466,8 @@
       if (!file) return;
       current = frame;
       $("#lightbox-title").textContent = `Frame ${frame}`;
-      $("#lightbox-img").src = isExr(file) ? thumbUrl(file) : fileUrl(file);
+      // Browsers cannot show EXR: the manager's large JPEG preview stands in for it.
+      $("#lightbox-img").src = isExr(file) ? `${thumbUrl(file)}&size=1600` : fileUrl(file);
       $("#lightbox-img").alt = `Frame ${frame}`;
       $("#lightbox-note").hidden = !isExr(file);
       $("#lightbox-download").href = fileUrl(file);
