@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from farmhand.worker.blender.discovery import BlenderInstall
-from farmhand.worker.blender.events import Event
+from farmhand.worker.blender.events import Event, FrameStarted
 from farmhand.worker.blender.process import (
     BlenderProcess,
     RenderRequest,
@@ -31,6 +32,13 @@ from farmhand.worker.blender.process import (
 
 DEFAULT_MAX_FRAMES = 500
 MB = 1024 * 1024
+
+
+@dataclass
+class _Attempt:
+    result: RenderResult
+    retry_fresh: bool = False
+    note: str | None = None
 
 
 class BlenderSession:
@@ -77,7 +85,27 @@ class BlenderSession:
         Same contract as `process.render`, except that Blender stays up afterwards when
         the request succeeded.
         """
-        notes: list[str] = []
+        result = self._render_once(request, log_path, on_event, on_log, on_frame_ready, cancel)
+        if result.retry_fresh:
+            # The reused Blender died before it answered anything of this request (it
+            # crashed between tasks, and the check before reuse raced its exit): the
+            # request never ran, so it runs once more in a fresh Blender.
+            result = self._render_once(
+                request, log_path, on_event, on_log, on_frame_ready, cancel, result.note
+            )
+        return result.result
+
+    def _render_once(
+        self,
+        request: RenderRequest,
+        log_path: Path,
+        on_event: Callable[[Event], None] | None,
+        on_log: Callable[[str], None] | None,
+        on_frame_ready: Callable[[int, Path], None] | None,
+        cancel: threading.Event | None,
+        why_fresh: str | None = None,
+    ) -> _Attempt:
+        notes: list[str] = [why_fresh] if why_fresh else []
         process = self._process
         if process is not None:
             reason = self._recycle_reason(process, request)
@@ -89,29 +117,47 @@ class BlenderSession:
             try:
                 process = BlenderProcess(self.install, request.threads)
             except OSError as exc:
-                return start_failure(self.install, request.threads, exc)
+                return _Attempt(start_failure(self.install, request.threads, exc))
             self._process = process
             self.starts += 1
             notes.append(f"farmhand: started Blender (pid {process.pid}) for this session")
+            reused = False
         else:
+            reused = True
             notes.append(
                 f"farmhand: reusing the session's Blender (pid {process.pid}, "
                 f"{process.frames_rendered} frames rendered so far)"
             )
+        started: list[int] = []
+
+        def watch(event: Event) -> None:
+            if isinstance(event, FrameStarted):
+                started.append(event.frame)
+            if on_event is not None:
+                on_event(event)
+
         result = process.run(
             request,
             log_path=log_path,
-            on_event=on_event,
+            on_event=watch,
             on_log=on_log,
             on_frame_ready=on_frame_ready,
             cancel=cancel,
             notes=notes,
         )
-        if not result.ok or not process.alive:
+        alive = process.alive
+        if not result.ok or not alive:
             # A Blender that failed (or was canceled) may be in any state: the next
             # request must not inherit it.
             self.close()
-        return result
+        if reused and not alive and not started and not (cancel and cancel.is_set()):
+            code = result.exit_code if result.exit_code is not None else 0
+            why = (
+                f"farmhand: the session's Blender ended before this task started "
+                f"({describe_exit(code)}); starting a fresh Blender"
+            )
+            return _Attempt(result, retry_fresh=True, note=why)
+        return _Attempt(result)
 
     def _recycle_reason(self, process: BlenderProcess, request: RenderRequest) -> str | None:
         """Why the running Blender must not take `request`, or None if it may."""
