@@ -99,3 +99,10 @@ def test_config_order_flag_env_file(tmp_path: Path) -> None:
     assert (
         resolve(None, "t", {"FARMHAND_CONFIG": str(tmp_path / "x")}).url == "http://localhost:8080"
     )
+
+
+def test_an_error_stays_on_one_line_however_long(tmp_path: Path) -> None:
+    deep = tmp_path / ("x" * 120) / "shot.blend"
+    result = runner.invoke(app, ["submit", str(deep), "--token", "t"])
+    assert result.exit_code == 1
+    assert f"{deep}: no such file" in result.output.splitlines()[0]

@@ -97,7 +97,7 @@ def run_demo(
     except KeyboardInterrupt:
         console.print("stopping")
     except Exception as exc:
-        err.print(f"[red]demo failed:[/red] {exc}", highlight=False)
+        err.print(f"[red]demo failed:[/red] {exc}", highlight=False, soft_wrap=True)
     finally:
         farm.stop()
     if not ok:

@@ -40,7 +40,8 @@ TokenOption = Annotated[
 
 def fail(message: str) -> typer.Exit:
     """Print one red line (no traceback) and return the exit to raise."""
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    # soft_wrap: one line however long (a path in it stays copyable, greps still match).
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(1)
 
 
