@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,14 @@ def test_blender_dying_between_tasks_is_restarted(
     with BlenderSession(fake_blender) as session:
         first = render_task(session, tmp_path, 1, [1])
         assert first.ok, "it answered with every frame before it died"
+        # Between tasks: let it be gone before the next request (on a loaded machine
+        # it could still be exiting; that race is the reuse path, not this test's).
+        dead_pid = session.pid
+        assert dead_pid is not None
+        deadline = time.monotonic() + 10
+        while session._process is not None and session._process.alive:
+            assert time.monotonic() < deadline, "the fake Blender did not exit"
+            time.sleep(0.01)
         second = render_task(session, tmp_path, 2, [2])
         assert second.ok, second.error
     assert len(pids(starts)) == 2

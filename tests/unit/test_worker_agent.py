@@ -375,7 +375,11 @@ def test_tasks_of_one_job_share_a_session_key_and_the_agent_prefers_that_job(
     renderer = SessionRenderer()
     stop, thread, result = _start(tmp_path, manager, renderer)
     deadline = time.monotonic() + 10
-    while len([n for n in manager.names() if n in ("complete", "fail")]) < 3:
+    # Three outcomes, then the claim that follows the third task (it names job 4).
+    while (
+        len([n for n in manager.names() if n in ("complete", "fail")]) < 3
+        or manager.names().count("claim") < 4
+    ):
         assert time.monotonic() < deadline, manager.names()
         time.sleep(0.02)
     _stop(stop, thread, result)
@@ -387,5 +391,5 @@ def test_tasks_of_one_job_share_a_session_key_and_the_agent_prefers_that_job(
     claims = [body for name, body in manager.calls if name == "claim"]
     assert "prefer_job" not in claims[0], "nothing held before the first task"
     assert claims[1]["prefer_job"] == "3", "then more of the job whose session we hold"
-    assert claims[-1]["prefer_job"] == "4"
+    assert claims[3]["prefer_job"] == "4"
     assert renderer.closed.is_set(), "the session ends when the worker stops"
