@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import threading
 from functools import cache
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -30,10 +30,9 @@ from fastapi import APIRouter, HTTPException, UploadFile, status
 from starlette.concurrency import run_in_threadpool
 
 from farmhand.manager.api.deps import Context, UserDep
-from farmhand.manager.api.uploads import store_upload
+from farmhand.manager.api.uploads import store_upload, uploaded_name
 from farmhand.manager.context import ManagerContext
 from farmhand.shared.blendfile import HEADER_BYTES, looks_like_blend
-from farmhand.shared.paths import UnsafePathError, safe_file_name
 from farmhand.shared.schemas import ErrorResponse
 from farmhand.shared.web_schemas import BlendInfo
 from farmhand.worker.blender.discovery import BlenderInstall, BlenderNotFound, find_blender
@@ -159,12 +158,7 @@ def _int(value: object, default: int) -> int:
     summary="Upload a .blend and read its scene settings (frame range, resolution, …)",
 )
 async def blend_info(file: UploadFile, context: Context, caller: UserDep) -> BlendInfo:
-    try:
-        name = safe_file_name(file.filename or "")
-    except UnsafePathError as error:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"bad file name: {error}") from error
-    if PurePosixPath(name).suffix.lower() != ".blend":
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{name!r} is not a .blend file")
+    name = uploaded_name(file, ".blend")
     header = await file.read(HEADER_BYTES)
     await file.seek(0)
     if not looks_like_blend(header):

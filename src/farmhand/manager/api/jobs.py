@@ -16,7 +16,7 @@ from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from farmhand.manager.api.deps import Caller, Context, UserDep
 from farmhand.manager.api.errors import error_responses
-from farmhand.manager.api.uploads import store_upload
+from farmhand.manager.api.uploads import store_upload, uploaded_name
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Job, JobFile, Task
@@ -34,7 +34,7 @@ from farmhand.manager.scheduling.state import (
     resume_job,
 )
 from farmhand.manager.storage.archive import stream_zip
-from farmhand.shared.paths import UnsafePathError, safe_file_name, safe_relative_path
+from farmhand.shared.paths import UnsafePathError, safe_relative_path
 from farmhand.shared.schemas import (
     JobAccepted,
     JobAction,
@@ -83,6 +83,12 @@ def _visible_job(session: Session, caller: Caller, job_id: int) -> Job:
     return job
 
 
+def _changed(context: ManagerContext, job_id: int) -> None:
+    """A job's tasks may have become claimable: tell live views and waiting claims."""
+    context.events.job_changed(job_id)
+    context.wakeup.notify()
+
+
 def _accepted(context: ManagerContext, response: Response, job: Job) -> JobAccepted:
     location = f"/api/jobs/{job.id}"
     response.headers["Location"] = location
@@ -104,12 +110,7 @@ async def _multipart_job(context: ManagerContext, request: Request) -> JobCreate
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST, f"invalid settings: {_first_error(error)}"
         ) from error
-    try:
-        name = safe_file_name(upload.filename or "")
-    except UnsafePathError as error:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"bad file name: {error}") from error
-    if PurePosixPath(name).suffix.lower() != ".blend":
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{name!r} is not a .blend file")
+    name = uploaded_name(upload, ".blend")
     stored = await store_upload(context, upload)
     return JobCreate(**settings.model_dump(), main_file=name, files={name: stored.sha256})
 
@@ -202,8 +203,7 @@ def patch_job(job_id: int, body: JobPatch, context: Context, caller: UserDep) ->
         job.priority = body.priority
         job.settings = {**job.settings, "priority": body.priority}
         summary = job_summaries(session, [job])[0]
-    context.events.job_changed(job_id)
-    context.wakeup.notify()
+    _changed(context, job_id)
     return summary
 
 
@@ -228,8 +228,7 @@ def job_action(job_id: int, body: JobAction, context: Context, caller: UserDep) 
         except TransitionError as error:
             raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from error
         summary = job_summaries(session, [job])[0]
-    context.events.job_changed(job_id)
-    context.wakeup.notify()
+    _changed(context, job_id)
     return summary
 
 
@@ -253,8 +252,7 @@ def task_action(
         else:
             cancel_task(session, task, now, context.policy)
         summary = job_summaries(session, [job])[0]
-    context.events.job_changed(job_id)
-    context.wakeup.notify()
+    _changed(context, job_id)
     return summary
 
 

@@ -11,10 +11,9 @@ from starlette.concurrency import run_in_threadpool
 from farmhand.manager.api.blendinfo import blend_info_model, read_scene
 from farmhand.manager.api.deps import Context, UserDep
 from farmhand.manager.api.errors import error_responses
-from farmhand.manager.api.uploads import record_blob
+from farmhand.manager.api.uploads import record_blob, uploaded_name
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.storage.project_zip import Project, ProjectError, ingest_project
-from farmhand.shared.paths import UnsafePathError, safe_file_name
 from farmhand.shared.web_schemas import ProjectUpload
 from farmhand.worker.blender.discovery import BlenderNotFound
 
@@ -36,12 +35,7 @@ def _store(context: ManagerContext, upload: UploadFile) -> Project:
     summary="Upload a zip of a packed project; answers the job manifest and scene settings",
 )
 async def upload_project(file: UploadFile, context: Context, caller: UserDep) -> ProjectUpload:
-    try:
-        name = safe_file_name(file.filename or "")
-    except UnsafePathError as error:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"bad file name: {error}") from error
-    if PurePosixPath(name).suffix.lower() != ".zip":
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{name!r} is not a .zip file")
+    uploaded_name(file, ".zip")
     if (file.size or 0) > context.settings.max_upload_bytes:
         raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "the zip is too large")
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import PurePosixPath
 
 from fastapi import HTTPException, status
 from sqlalchemy import select
@@ -13,6 +14,7 @@ from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Blob
 from farmhand.manager.storage.blobs import BlobError, BlobTooLarge, StoredBlob
+from farmhand.shared.paths import UnsafePathError, safe_file_name
 
 CHUNK = 1024 * 1024
 
@@ -43,6 +45,17 @@ async def ingest(
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
     created = await run_in_threadpool(record_blob, context, stored)
     return stored, created
+
+
+def uploaded_name(upload: UploadFile, suffix: str) -> str:
+    """The upload's file name, if it is a plain name ending in `suffix`; else a 400."""
+    try:
+        name = safe_file_name(upload.filename or "")
+    except UnsafePathError as error:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"bad file name: {error}") from error
+    if PurePosixPath(name).suffix.lower() != suffix:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{name!r} is not a {suffix} file")
+    return name
 
 
 async def store_upload(context: ManagerContext, upload: UploadFile) -> StoredBlob:
