@@ -132,10 +132,9 @@ def test_blender_dying_between_tasks_is_restarted(
     with BlenderSession(fake_blender) as session:
         first = render_task(session, tmp_path, 1, [1])
         assert first.ok, "it answered with every frame before it died"
-        # Between tasks: let it be gone before the next request (on a loaded machine
-        # it could still be exiting; that race is the reuse path, not this test's).
-        dead_pid = session.pid
-        assert dead_pid is not None
+        # Between tasks: let it be gone before the next request. On a loaded machine it
+        # may already be gone (the session then dropped it at once) or still be exiting
+        # (that race is the reuse path, not this test's).
         deadline = time.monotonic() + 10
         while session._process is not None and session._process.alive:
             assert time.monotonic() < deadline, "the fake Blender did not exit"
