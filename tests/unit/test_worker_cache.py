@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from farmhand.client import FarmhandError, ManagerUnreachable
 from farmhand.client.retry import RetryPolicy
 from farmhand.shared.schemas import TaskFile
-from farmhand.worker.cache import BlobCache, CacheError, materialise
+from farmhand.worker.cache import BlobCache, CacheError, materialise, parse_size
 from farmhand.worker.uploads import FrameUploader
 
 
@@ -96,3 +97,96 @@ def test_abandon_stops_a_retrying_uploader(tmp_path: Path) -> None:
     uploader.abandon()
     assert uploader.join(2)
     assert uploader.report().uploaded == []
+
+
+def _seed(cache: BlobCache, data: bytes, last_use: float) -> str:
+    sha = hashlib.sha256(data).hexdigest()
+    cache.add(sha, lambda tmp: tmp.write_bytes(data))
+    os.utime(cache.path_for(sha), (last_use, last_use))
+    return sha
+
+
+def test_over_its_limit_the_cache_drops_least_recently_used_first(tmp_path: Path) -> None:
+    cache = BlobCache(tmp_path / "cache", max_bytes=250)
+    oldest = _seed(cache, b"a" * 100, 1_000)
+    middle = _seed(cache, b"b" * 100, 2_000)
+    newest = _seed(cache, b"c" * 100, 3_000)
+    # Using the oldest blob again makes it the most recent: `middle` is now the LRU one.
+    cache.add(oldest, lambda tmp: pytest.fail("a cached blob is not downloaded again"))
+
+    evicted = cache.evict()
+
+    assert [e.sha256 for e in evicted] == [middle]
+    assert cache.has(oldest) and cache.has(newest) and not cache.has(middle)
+    assert cache.size() == 200
+
+
+def test_eviction_never_removes_a_blob_the_current_job_uses(tmp_path: Path) -> None:
+    cache = BlobCache(tmp_path / "cache", max_bytes=150)
+    old = _seed(cache, b"o" * 100, 1_000)
+    files = [_file("scene.blend", b"s" * 100), _file("tex.png", b"t" * 100)]
+    payload = {f.path: d for f, d in zip(files, (b"s" * 100, b"t" * 100), strict=True)}
+
+    report = materialise(
+        cache, tmp_path / "job", files, lambda f, dest: dest.write_bytes(payload[f.path])
+    )
+
+    assert report.downloaded_bytes == 200
+    assert not cache.has(old), "the old blob made room"
+    assert all(cache.has(f.sha256) for f in files), "the job's blobs stay, even over the limit"
+    assert (tmp_path / "job/tex.png").read_bytes() == b"t" * 100
+
+
+def test_a_second_job_with_the_same_files_downloads_nothing(tmp_path: Path) -> None:
+    cache = BlobCache(tmp_path / "cache", max_bytes=10_000)
+    data = {"scene.blend": b"blend" * 10, "tex/wood.png": b"wood" * 10}
+    files = [_file(p, d) for p, d in data.items()]
+
+    def download(task_file: TaskFile, dest: Path) -> None:
+        dest.write_bytes(data[task_file.path])
+
+    first = materialise(cache, tmp_path / "jobs/1", files, download)
+    second = materialise(cache, tmp_path / "jobs/2", files, download)
+    assert (first.downloaded_files, first.downloaded_bytes) == (2, 90)
+    assert (second.downloaded_files, second.downloaded_bytes, second.cached_files) == (0, 0, 2)
+
+
+def test_tree_is_hard_linked_and_copied_where_links_fail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = BlobCache(tmp_path / "cache")
+    files = [_file("scene.blend", b"blend")]
+    linked = materialise(cache, tmp_path / "linked", files, lambda f, d: d.write_bytes(b"blend"))
+    assert (linked.linked, linked.copied) == (1, 0)
+    blob = cache.path_for(files[0].sha256)
+    assert (tmp_path / "linked/scene.blend").stat().st_ino == blob.stat().st_ino
+
+    def no_links(*_: object) -> None:  # what another filesystem or Windows without rights says
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    copied = materialise(cache, tmp_path / "copied", files, lambda f, d: pytest.fail("cached"))
+    assert (copied.linked, copied.copied) == (0, 1)
+    placed = tmp_path / "copied/scene.blend"
+    assert placed.read_bytes() == b"blend"
+    assert placed.stat().st_ino != blob.stat().st_ino
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("20G", 20 * 1024**3),
+        ("500M", 500 * 1024**2),
+        ("1.5k", 1536),
+        ("4096", 4096),
+        ("2GiB", 2 * 1024**3),
+    ],
+)
+def test_cache_sizes_read_like_people_write_them(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "twenty", "-5G", "5X"])
+def test_bad_cache_sizes_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="not a size"):
+        parse_size(text)

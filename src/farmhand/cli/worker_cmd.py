@@ -13,6 +13,7 @@ from farmhand.shared.logconfig import configure_logging
 from farmhand.shared.schemas import WorkerCapabilities
 from farmhand.worker.agent import WorkerSettings, run_worker
 from farmhand.worker.blender.discovery import BlenderNotFound
+from farmhand.worker.cache import parse_size
 
 
 def default_name() -> str:
@@ -95,12 +96,26 @@ def worker(
             help="Start one Blender per task instead of keeping it running for the job.",
         ),
     ] = False,
+    cache_size: Annotated[
+        str | None,
+        typer.Option(
+            "--cache-size",
+            metavar="SIZE",
+            help="Largest size of the file cache, e.g. 20G or 500M; least recently used "
+            "files go first (default: no limit).",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
 ) -> None:
     """Run a worker: register, then render tasks until stopped (Ctrl-C / SIGTERM)."""
     configure_logging("worker", log_level.upper())
     worker_name = name or default_name()
     verify: bool | str = str(ca_bundle) if ca_bundle else not insecure
+    try:
+        cache_bytes = parse_size(cache_size) if cache_size is not None else None
+    except ValueError as error:
+        typer.echo(f"error: --cache-size: {error}", err=True)
+        raise typer.Exit(2) from None
     settings = WorkerSettings(
         manager_url=manager.rstrip("/"),
         registration_token=token,
@@ -115,6 +130,7 @@ def worker(
         sessions=not no_sessions,
         session_frames=session_frames,
         session_memory_mb=session_memory,
+        cache_size=cache_bytes,
     )
     try:
         code = run_worker(settings)

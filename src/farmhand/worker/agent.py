@@ -83,6 +83,8 @@ class WorkerSettings:
     """Start a fresh Blender after this many frames in one session (None: never)."""
     session_memory_mb: int | None = None
     """Start a fresh Blender once the session's resident memory passes this (None: never)."""
+    cache_size: int | None = None
+    """Bytes the blob cache may hold (least recently used blobs go first); None: no limit."""
 
 
 # ----------------------------------------------------------- renderer contract
@@ -246,7 +248,7 @@ class Agent:
         self.client = client
         self.capabilities = capabilities
         self.stop = stop or threading.Event()
-        self.cache = BlobCache(settings.work_dir / "cache")
+        self.cache = BlobCache(settings.work_dir / "cache", settings.cache_size)
         self.log = log.bind(worker=settings.name)
         self._current: _TaskRun | None = None
         self._current_lock = threading.Lock()
@@ -532,8 +534,16 @@ class Agent:
                 logger=tlog,
             )
 
-        materialise(self.cache, job_dir, task.files, download)
-        tlog.info("files ready", files=len(task.files), job_dir=str(job_dir))
+        report = materialise(self.cache, job_dir, task.files, download)
+        tlog.info(
+            "files ready",
+            files=len(task.files),
+            job_dir=str(job_dir),
+            downloaded_files=report.downloaded_files,
+            downloaded_bytes=report.downloaded_bytes,
+            cached_files=report.cached_files,
+            copied=report.copied,
+        )
         return job_dir / task.main_file
 
     def _render(self, job: RenderJob, tlog: FilteringBoundLogger) -> RenderOutcome:

@@ -3,18 +3,26 @@
 Inputs are cached by SHA-256 under `<work-dir>/cache/sha256/ab/cdef…`, so a worker
 downloads each .blend or texture once however many tasks and jobs use it. A job's tree
 (`<work-dir>/jobs/<job_id>/…`) is made of hard links into the cache, so it costs no disk
-space and keeps the relative paths Blender resolves (`//textures/wood.png`).
+space and keeps the relative paths Blender resolves (`//textures/wood.png`); where a
+link is impossible (the tree on another filesystem, Windows without the right) the
+file is copied instead. No symlinks: they need privileges on Windows.
 Cached blobs are made read-only: a hard link that someone writes to would corrupt every
 job sharing that blob.
+
+The cache may have a size limit (`--cache-size 20G`). A blob's modification time is
+its last use (set each time a job needs it; it survives a restart, unlike any
+in-memory list, and unlike atime it is not switched off by `noatime` mounts). Over
+the limit, the least recently used blobs go first, never one the current job uses.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
-from collections.abc import Callable, Iterable
-from functools import partial
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import structlog
@@ -44,11 +52,42 @@ def checked_relative_path(raw: str) -> str:
         raise CacheError(f"refusing task file path {raw!r}: {exc}") from exc
 
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """`20G`, `500M`, `1.5T`, `4096` → bytes (powers of 1024; `GiB`/`GB` read the same)."""
+    match = _SIZE.match(text)
+    if match is None:
+        raise ValueError(f"not a size: {text!r} (try 20G, 500M or a number of bytes)")
+    number, unit = match.groups()
+    return int(float(number) * 1024 ** "bkmgt".index(unit.lower() or "b"))
+
+
+@dataclass
+class LayoutReport:
+    """What building a job's tree cost: what a user would ask after "why so slow?"."""
+
+    downloaded_files: int = 0
+    downloaded_bytes: int = 0
+    cached_files: int = 0
+    linked: int = 0
+    copied: int = 0
+
+
+@dataclass(frozen=True)
+class Evicted:
+    sha256: str
+    size: int
+
+
 class BlobCache:
     """Blobs named by their SHA-256, written atomically after their hash is checked."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, max_bytes: int | None = None) -> None:
         self.root = root
+        self.max_bytes = max_bytes
+        """None: no limit."""
         self._tmp = root / "tmp"
 
     def path_for(self, sha256: str) -> Path:
@@ -63,6 +102,7 @@ class BlobCache:
         """Return the cached blob, calling `fill(tmp_path)` to fetch it only if missing."""
         final = self.path_for(sha256)
         if final.is_file():
+            self.touch(final)
             return final
         self._tmp.mkdir(parents=True, exist_ok=True)
         tmp = self._tmp / f"{sha256[:16]}-{uuid.uuid4().hex}"
@@ -84,19 +124,92 @@ class BlobCache:
         self.add(digest, lambda tmp: shutil.copyfile(path, tmp))
         return digest
 
+    @staticmethod
+    def touch(blob: Path) -> None:
+        """Mark a blob as used now (its mtime is its place in the LRU order)."""
+        try:
+            os.utime(blob)
+        except OSError as exc:  # read-only cache, odd filesystem: only the order suffers
+            log.debug("cannot mark blob as used", path=str(blob), error=str(exc))
 
-def _link_or_copy(source: Path, target: Path) -> None:
-    """Place `source` at `target` atomically: a hard link, or a copy across filesystems."""
+    def _entries(self) -> list[tuple[float, int, str, Path]]:
+        """(last use, size, sha256, path) of every cached blob."""
+        entries = []
+        base = self.root / "sha256"
+        if not base.is_dir():
+            return []
+        for prefix in base.iterdir():
+            if not prefix.is_dir():
+                continue
+            for blob in prefix.iterdir():
+                try:
+                    stat = blob.stat()
+                except OSError:
+                    continue
+                entries.append((stat.st_mtime, stat.st_size, prefix.name + blob.name, blob))
+        return entries
+
+    def size(self) -> int:
+        return sum(size for _, size, _, _ in self._entries())
+
+    def evict(self, keep: Collection[str] = ()) -> list[Evicted]:
+        """Remove least recently used blobs until the cache fits its limit.
+
+        Blobs in `keep` (the current job's) are never removed, even if they alone are
+        over the limit: the job needs them. Job trees hold hard links, so a removed
+        blob's bytes are freed once the trees linking it are pruned too.
+        """
+        if self.max_bytes is None:
+            return []
+        entries = sorted(self._entries())
+        total = sum(size for _, size, _, _ in entries)
+        removed: list[Evicted] = []
+        for _, size, sha, blob in entries:
+            if total <= self.max_bytes:
+                break
+            if sha in keep:
+                continue
+            try:
+                blob.unlink()
+            except OSError as exc:
+                log.warning("cannot evict blob", sha256=sha[:12], error=str(exc))
+                continue
+            total -= size
+            removed.append(Evicted(sha, size))
+        if removed:
+            log.info(
+                "cache evicted",
+                blobs=len(removed),
+                freed_bytes=sum(e.size for e in removed),
+                cache_bytes=total,
+                limit_bytes=self.max_bytes,
+            )
+        if total > self.max_bytes:
+            log.warning(
+                "cache over its limit: the current job alone needs more",
+                cache_bytes=total,
+                limit_bytes=self.max_bytes,
+            )
+        return removed
+
+
+def _link_or_copy(source: Path, target: Path) -> bool:
+    """Place `source` at `target` atomically: a hard link, or a copy where linking fails
+    (another filesystem, Windows without the right, a filesystem without links).
+    True if it was linked."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     try:
         try:
             os.link(source, tmp)
+            linked = True
         except OSError:
             shutil.copyfile(source, tmp)
+            linked = False
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+    return linked
 
 
 def _same_content(target: Path, source: Path, sha256: str) -> bool:
@@ -115,20 +228,37 @@ def materialise(
     job_dir: Path,
     files: Iterable[TaskFile],
     download: Download,
-) -> Path:
+) -> LayoutReport:
     """Make `job_dir` hold every task file, downloading only blobs not yet cached.
 
     All paths are checked before anything is fetched, so a bad manifest changes nothing.
+    Then the cache is trimmed to its limit, sparing every blob of this job.
     """
     wanted = [(checked_relative_path(f.path), f) for f in files]
+    report = LayoutReport()
     for relative, task_file in wanted:
-        blob = cache.add(task_file.sha256, partial(download, task_file))
+        fetched: list[int] = []
+
+        def fill(tmp: Path, task_file: TaskFile = task_file, fetched: list[int] = fetched) -> None:
+            download(task_file, tmp)
+            fetched.append(tmp.stat().st_size)
+
+        blob = cache.add(task_file.sha256, fill)
+        if fetched:
+            report.downloaded_files += 1
+            report.downloaded_bytes += fetched[0]
+        else:
+            report.cached_files += 1
         target = job_dir / relative
         if target.exists() and _same_content(target, blob, task_file.sha256):
             continue
-        _link_or_copy(blob, target)
+        if _link_or_copy(blob, target):
+            report.linked += 1
+        else:
+            report.copied += 1
         log.debug("file placed", path=relative, sha256=task_file.sha256[:12])
-    return job_dir
+    cache.evict(keep={f.sha256 for _, f in wanted})
+    return report
 
 
 def prune_job_dirs(jobs_root: Path, keep: int = 3, current: int | None = None) -> None:
