@@ -30,6 +30,7 @@ from farmhand.manager.api import (
     users,
 )
 from farmhand.manager.api.errors import install_error_handlers
+from farmhand.manager.api.limits import BodyLimits, LimitsMiddleware
 from farmhand.manager.bootstrap import BootstrapReport, bootstrap
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
@@ -113,6 +114,7 @@ def create_app(settings: ManagerSettings, context: ManagerContext | None = None)
     )
     app.state.farm = context
     install_error_handlers(app)
+    app.add_middleware(LimitsMiddleware, limits=BodyLimits.from_settings(settings))
     for module in (
         health, blobs, jobs, projects, runner, admin, users, tokens, runner_tokens, blendinfo,
         events_stream, thumbnails, web_routes,

@@ -39,6 +39,13 @@ class ManagerSettings:
     retry_after: int = 2
     """Seconds suggested to pollers of an unfinished job (the `Retry-After` header)."""
     max_upload_bytes: int = 20 * 1024**3
+    """The largest single upload (a blob, a .blend, a project zip, a frame): 413 above it."""
+    max_body_bytes: int = 1024**2
+    """The largest body of any other request (JSON): 413 above it, before it is read."""
+    max_json_depth: int = 32
+    """How deeply a JSON body may nest: 400 deeper, so parsers never recurse without end."""
+    user_quota_bytes: int | None = None
+    """Per-user storage (distinct blobs of their jobs' inputs and outputs); None: no quota."""
 
     admin_token: str | None = None
     """Preset admin API token (`FARMHAND_ADMIN_TOKEN`); generated on first start if None."""
@@ -73,6 +80,9 @@ class ManagerSettings:
             values["admin_token"] = env["FARMHAND_ADMIN_TOKEN"]
         if env.get("FARMHAND_RUNNER_TOKEN"):
             values["runner_token"] = env["FARMHAND_RUNNER_TOKEN"]
+        for name in ("max_upload_bytes", "max_body_bytes", "user_quota_bytes"):
+            if env.get(f"FARMHAND_{name.upper()}"):
+                values[name] = int(env[f"FARMHAND_{name.upper()}"])
         if env.get("FARMHAND_HEARTBEAT_TIMEOUT"):
             values["heartbeat_timeout"] = float(env["FARMHAND_HEARTBEAT_TIMEOUT"])
         values.update({k: v for k, v in overrides.items() if v is not None})

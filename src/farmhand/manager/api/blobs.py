@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Path, Request, Response, status
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from farmhand.manager.api.deps import Context, UserDep
+from farmhand.manager.api.limits import enforce_quota
 from farmhand.manager.api.uploads import ingest
 from farmhand.manager.db.models import Blob
 from farmhand.shared.schemas import (
@@ -67,7 +69,10 @@ async def put_blob(
             f"upload of {declared} bytes is larger than the limit of "
             f"{context.settings.max_upload_bytes}",
         )
+    if declared is not None and declared.isdigit():
+        await run_in_threadpool(enforce_quota, context, caller, (), int(declared))
     stored, created = await ingest(context, request.stream(), expected_sha256=sha256)
+    await run_in_threadpool(enforce_quota, context, caller, [stored.sha256])
     if not created:
         response.status_code = status.HTTP_200_OK
     return BlobStored(sha256=stored.sha256, size=stored.size)

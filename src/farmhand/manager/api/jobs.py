@@ -16,6 +16,7 @@ from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from farmhand.manager.api.deps import Caller, Context, UserDep
 from farmhand.manager.api.errors import error_responses
+from farmhand.manager.api.limits import enforce_quota
 from farmhand.manager.api.uploads import store_upload, uploaded_name
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
@@ -147,6 +148,7 @@ async def submit_job(
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
             "send application/json (JobCreate) or multipart/form-data (file + settings)",
         )
+    await run_in_threadpool(enforce_quota, context, caller, list(job_request.files.values()))
     try:
         job = await run_in_threadpool(create_job, context, caller.user_id, job_request)
     except SubmitError as error:
@@ -285,6 +287,7 @@ async def upload_job_file(
 
     await run_in_threadpool(check)
     stored = await store_upload(context, file)
+    await run_in_threadpool(enforce_quota, context, caller, [stored.sha256])
 
     def record() -> JobFileModel:
         with context.db.transaction() as session:

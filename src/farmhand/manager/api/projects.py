@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from farmhand.manager.api.blendinfo import blend_info_model, read_scene
 from farmhand.manager.api.deps import Context, UserDep
 from farmhand.manager.api.errors import error_responses
+from farmhand.manager.api.limits import enforce_quota
 from farmhand.manager.api.uploads import record_blob, uploaded_name
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.storage.project_zip import Project, ProjectError, ingest_project
@@ -42,6 +43,8 @@ async def upload_project(file: UploadFile, context: Context, caller: UserDep) ->
         project = await run_in_threadpool(_store, context, file)
     except ProjectError as error:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
+    shas = [stored.sha256 for stored in project.files.values()]
+    await run_in_threadpool(enforce_quota, context, caller, shas)
     main = project.blend_files[0]
     blob = project.files[main]
     answer = ProjectUpload(

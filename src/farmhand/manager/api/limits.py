@@ -1,0 +1,263 @@
+"""Request limits, in one place: body sizes and JSON depth.
+
+Every request passes `LimitsMiddleware` before any route reads a byte, so an oversized
+body is refused from its `Content-Length` without being received, and a body that
+lies about its length (or is chunked) is cut off as soon as it passes the limit.
+Uploads (multipart, octet-stream) may be as large as `max_upload_bytes`; every other
+body (JSON) only `max_body_bytes`, because it is parsed in memory.
+
+A JSON body is also checked for nesting depth before it reaches a parser: Python's
+`json` recurses per level, so `[[[[…]]]]` a few thousand deep would otherwise become a
+RecursionError (a 500) somewhere inside FastAPI.
+
+The per-user storage quota is a different kind of limit (it needs the database) and
+lives in `farmhand.manager.storage.usage`; its 413 is raised by the upload routes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from farmhand.manager.api.deps import Caller
+from farmhand.manager.context import ManagerContext
+from farmhand.manager.settings import ManagerSettings
+from farmhand.manager.storage.usage import usage_with, user_usage_bytes
+
+MULTIPART_SLACK = 1024**2
+"""Room for multipart framing around an upload of exactly `max_upload_bytes`."""
+RAW_UPLOAD_PREFIX = "/api/blobs/"
+"""`PUT /api/blobs/{sha256}` takes the raw bytes, whatever Content-Type a client sends."""
+_JSON_SYNTAX = re.compile(rb'[\[\]{}"\\]')
+
+
+class BodyTooLarge(HTTPException):
+    def __init__(self, limit: int, what: str) -> None:
+        super().__init__(
+            413, f"{what} is larger than this manager's limit of {limit} bytes ({_human(limit)})"
+        )
+
+
+class JsonTooDeep(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(400, f"the JSON body nests deeper than {limit} levels")
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"  # pragma: no cover - the loop always returns
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    max_body_bytes: int
+    max_upload_bytes: int
+    max_json_depth: int
+
+    @classmethod
+    def from_settings(cls, settings: ManagerSettings) -> BodyLimits:
+        return cls(settings.max_body_bytes, settings.max_upload_bytes, settings.max_json_depth)
+
+    def for_request(self, method: str, path: str, content_type: str) -> tuple[int, str]:
+        """The byte limit of this request's body, and what to call it in the 413."""
+        kind = _kind(content_type)
+        if kind == "multipart/form-data":
+            return self.max_upload_bytes + MULTIPART_SLACK, "the upload"
+        if kind == "application/octet-stream" or (
+            method == "PUT" and path.startswith(RAW_UPLOAD_PREFIX)
+        ):
+            return self.max_upload_bytes, "the upload"
+        return self.max_body_bytes, "the request body"
+
+
+def _kind(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def json_depth(body: bytes) -> int:
+    """How deeply a JSON text nests (brackets inside strings do not count).
+
+    A linear scan without parsing: it must be safe on exactly the input that would
+    make a recursive parser fail.
+    """
+    depth = deepest = 0
+    in_string = False
+    skip = -1
+    for match in _JSON_SYNTAX.finditer(body):
+        position, char = match.start(), match.group()
+        if position == skip:
+            continue  # the byte after a backslash is escaped, whatever it is
+        if in_string:
+            if char == b"\\":
+                skip = position + 1
+            elif char == b'"':
+                in_string = False
+        elif char == b'"':
+            in_string = True
+        elif char in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in (b"]", b"}"):
+            depth -= 1
+    return deepest
+
+
+def check_json(body: bytes, limits: BodyLimits) -> None:
+    if json_depth(body) > limits.max_json_depth:
+        raise JsonTooDeep(limits.max_json_depth)
+
+
+def _declared_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _content_type(scope: Scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            return str(value.decode("latin-1"))
+    return ""
+
+
+class LimitsMiddleware:
+    """Bound every HTTP request body (size, and JSON depth) before a route sees it."""
+
+    def __init__(self, app: ASGIApp, limits: BodyLimits) -> None:
+        self.app = app
+        self.limits = limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        content_type = _content_type(scope)
+        limit, what = self.limits.for_request(scope["method"], scope["path"], content_type)
+        declared = _declared_length(scope)
+        if declared is not None and declared > limit:
+            await _refuse(send, BodyTooLarge(limit, what))
+            return
+        started = False
+
+        async def watch_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            kind = _kind(content_type)
+            if what == "the request body" and (not kind or "json" in kind):
+                # FastAPI parses a body without a Content-Type as JSON too.
+                body = await _read_all(receive, limit, what)
+                check_json(body, self.limits)
+                await self.app(scope, _replay(body, receive), watch_send)
+            else:
+                await self.app(scope, _counting(receive, limit, what), watch_send)
+        except (BodyTooLarge, JsonTooDeep) as error:
+            if started:
+                raise
+            await _refuse(send, error)
+
+
+async def _read_all(receive: Receive, limit: int, what: str) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit, what)
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(parts)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def _counting(receive: Receive, limit: int, what: str) -> Receive:
+    size = 0
+
+    async def counting() -> Message:
+        nonlocal size
+        message = await receive()
+        if message["type"] == "http.request":
+            size += len(message.get("body", b""))
+            if size > limit:
+                raise BodyTooLarge(limit, what)
+        return message
+
+    return counting
+
+
+async def _refuse(send: Send, error: HTTPException) -> None:
+    body = json.dumps({"detail": error.detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.status_code,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def enforce_quota(
+    context: ManagerContext, caller: Caller, sha256s: Collection[str], extra_bytes: int = 0
+) -> None:
+    """413 if the caller's jobs referencing these blobs would pass their storage quota.
+
+    `extra_bytes` counts bytes not stored yet (an upload announced by its length), so a
+    hopeless upload is refused before it is received. Admins have no quota: they run
+    the farm and clean it up.
+    """
+    quota = context.settings.user_quota_bytes
+    if quota is None or caller.is_admin:
+        return
+    with context.db.read() as session:
+        usage = usage_with(session, caller.user_id, sha256s) + extra_bytes
+        current = user_usage_bytes(session, caller.user_id)
+    if usage > quota:
+        raise QuotaExceeded(current, usage, quota)
+
+
+class QuotaExceeded(HTTPException):
+    def __init__(self, current: int, usage: int, quota: int) -> None:
+        super().__init__(
+            413,
+            f"storage quota exceeded: this would bring your usage to {_human(usage)} "
+            f"of your {_human(quota)} quota (now {_human(current)}); "
+            "delete old jobs to make room",
+        )

@@ -1,0 +1,46 @@
+"""How much storage a user occupies: the quota's measure, and the admin usage views'.
+
+A user's usage is the total size of the distinct blobs their jobs reference, inputs and
+outputs alike. Blobs are content-addressed, so a file used by ten of their jobs counts
+once; a file shared with someone else's job counts for both, because deleting one
+person's jobs would not free it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from farmhand.manager.db.models import Blob, Job, JobFile
+
+
+def _user_blobs(user_id: int) -> Select[str]:
+    return (
+        select(JobFile.sha256)
+        .join(Job, Job.id == JobFile.job_id)
+        .where(Job.owner_id == user_id)
+        .distinct()
+    )
+
+
+def user_usage_bytes(session: Session, user_id: int) -> int:
+    """Bytes of the distinct blobs referenced by the user's jobs (inputs and outputs)."""
+    total = session.scalar(
+        select(func.coalesce(func.sum(Blob.size), 0)).where(Blob.sha256.in_(_user_blobs(user_id)))
+    )
+    return int(total or 0)
+
+
+def usage_with(session: Session, user_id: int, sha256s: Collection[str]) -> int:
+    """The user's usage if their jobs also referenced these blobs (those not yet counted)."""
+    current = user_usage_bytes(session, user_id)
+    if not sha256s:
+        return current
+    added = session.scalar(
+        select(func.coalesce(func.sum(Blob.size), 0)).where(
+            Blob.sha256.in_(set(sha256s)), Blob.sha256.not_in(_user_blobs(user_id))
+        )
+    )
+    return current + int(added or 0)

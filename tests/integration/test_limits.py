@@ -1,0 +1,192 @@
+"""Limits a user runs into: upload size, storage quota, body size and JSON depth.
+
+Each answer must be a 4xx with a message that says which limit was hit, never a 500.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from farmhand.manager.api.limits import json_depth
+from farmhand.manager.app import create_app
+from farmhand.manager.db.models import Job
+from farmhand.manager.storage.usage import user_usage_bytes
+from tests.integration.conftest import FAKE_BLEND, Farm, make_settings
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def small_farm(tmp_path: Path) -> Iterator[Farm]:
+    """A farm with tiny limits: 4 KiB uploads, 2 KiB JSON bodies, a 6 KiB quota."""
+    settings = make_settings(
+        tmp_path / "data",
+        max_upload_bytes=4096,
+        max_body_bytes=2048,
+        user_quota_bytes=6 * 1024,
+    )
+    with TestClient(create_app(settings)) as client:
+        assert settings.admin_token and settings.runner_token
+        yield Farm(client, settings.admin_token, settings.runner_token, settings.data_dir)
+
+
+def make_user(farm: Farm, name: str) -> str:
+    answer = farm.client.post("/api/admin/users", headers=farm.admin, json={"name": name})
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["token"])
+
+
+def blend(size: int, salt: bytes = b"") -> bytes:
+    body = FAKE_BLEND + salt
+    return body + b"\x00" * (size - len(body))
+
+
+def put_blob(farm: Farm, token: str, data: bytes) -> tuple[str, int]:
+    sha = hashlib.sha256(data).hexdigest()
+    answer = farm.client.put(f"/api/blobs/{sha}", headers=bearer(token), content=data)
+    return sha, answer.status_code
+
+
+def submit(farm: Farm, token: str, files: dict[str, str], main: str) -> tuple[int, str]:
+    answer = farm.client.post(
+        "/api/jobs",
+        headers=bearer(token),
+        json={"main_file": main, "files": files, "frame_start": 1, "frame_end": 1},
+    )
+    return answer.status_code, answer.text
+
+
+# ------------------------------------------------------------------ upload size
+
+
+def test_an_upload_over_the_limit_is_413_with_the_limit_named(small_farm: Farm) -> None:
+    token = make_user(small_farm, "ann")
+    data = blend(5000)
+    sha = hashlib.sha256(data).hexdigest()
+    answer = small_farm.client.put(f"/api/blobs/{sha}", headers=bearer(token), content=data)
+    assert answer.status_code == 413
+    assert "4096 bytes" in answer.json()["detail"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: cut off while it streams
+        yield data[:3000]
+        yield data[3000:]
+
+    streamed = small_farm.client.put(f"/api/blobs/{sha}", headers=bearer(token), content=chunks())
+    assert streamed.status_code == 413, streamed.text
+    multipart = small_farm.client.post(
+        "/api/jobs",
+        headers=bearer(token),
+        files={"file": ("big.blend", blend(2 * 1024**2), "application/octet-stream")},
+    )
+    assert multipart.status_code == 413
+    assert "upload" in multipart.json()["detail"]
+
+
+# -------------------------------------------------------------------- quota
+
+
+def test_quota_counts_distinct_blobs_and_refuses_what_would_pass_it(small_farm: Farm) -> None:
+    ann = make_user(small_farm, "ann")
+    bob = make_user(small_farm, "bob")
+    first, status = put_blob(small_farm, ann, blend(3000, b"a"))
+    assert status == 201
+    assert submit(small_farm, ann, {"a.blend": first}, "a.blend")[0] == 202
+    # The same blob again in a second job counts once.
+    assert submit(small_farm, ann, {"b.blend": first}, "b.blend")[0] == 202
+    second, status = put_blob(small_farm, ann, blend(2500, b"b"))
+    assert status == 201
+    assert submit(small_farm, ann, {"c.blend": second}, "c.blend")[0] == 202
+
+    _, status = put_blob(small_farm, ann, blend(2000, b"c"))
+    assert status == 413  # 3000 + 2500 + 2000 > 6 KiB
+    code, text = submit(small_farm, ann, {"d.blend": first, "e.blend": second}, "d.blend")
+    assert code == 202, text  # blobs ann already uses cost nothing more
+
+    bobs, status = put_blob(small_farm, bob, blend(2000, b"c"))
+    assert status in (200, 201)  # bob has his own quota
+    code, text = submit(small_farm, ann, {"f.blend": bobs}, "f.blend")
+    assert code == 413
+    assert "quota" in json.loads(text)["detail"]
+    upload = small_farm.client.post(
+        "/api/jobs",
+        headers=bearer(ann),
+        files={"file": ("g.blend", blend(2000, b"g"), "application/octet-stream")},
+    )
+    assert upload.status_code == 413
+    assert "quota" in upload.json()["detail"]
+    # Admins run the farm: no quota for them.
+    code, text = submit(small_farm, small_farm.admin_token, {"f.blend": bobs}, "f.blend")
+    assert code == 202, text
+
+
+def test_user_usage_counts_inputs_and_outputs_of_own_jobs(small_farm: Farm) -> None:
+    ann = make_user(small_farm, "ann")
+    sha, _ = put_blob(small_farm, ann, blend(1000, b"x"))
+    code, text = submit(small_farm, ann, {"a.blend": sha}, "a.blend")
+    assert code == 202, text
+    job_id = json.loads(text)["id"]
+    runner = small_farm.register_runner()
+    task = small_farm.client.get("/api/runner/tasks", params={"wait": 0}, headers=runner).json()
+    from tests.integration.conftest import png_bytes
+
+    frame = png_bytes()
+    stored = small_farm.client.post(
+        f"/api/runner/files/{job_id}/upload",
+        headers=runner,
+        data={"task_id": str(task["task_id"]), "frame": "1"},
+        files={"file": ("0001.png", frame, "image/png")},
+    )
+    assert stored.status_code == 201, stored.text
+    context = small_farm.client.app.state.farm  # type: ignore[attr-defined]
+    with context.db.read() as session:
+        owner = session.get(Job, job_id).owner_id
+        assert user_usage_bytes(session, owner) == 1000 + len(frame)
+        assert user_usage_bytes(session, owner + 1000) == 0
+
+
+# ------------------------------------------------------------- bodies and JSON
+
+
+def test_an_oversized_json_body_is_refused_before_it_is_read(small_farm: Farm) -> None:
+    answer = small_farm.client.post(
+        "/api/tokens", headers=small_farm.admin, json={"name": "x" * 4000}
+    )
+    assert answer.status_code == 413
+    assert "request body" in answer.json()["detail"]
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"name": "'
+        yield b"x" * 4000
+        yield b'"}'
+
+    streamed = small_farm.client.post(
+        "/api/tokens",
+        headers={**small_farm.admin, "Content-Type": "application/json"},
+        content=chunks(),
+    )
+    assert streamed.status_code == 413
+
+
+@pytest.mark.parametrize("depth", [40, 600, 5000])
+def test_deeply_nested_json_is_a_400_not_a_500(farm: Farm, depth: int) -> None:
+    body = '{"name": ' + "[" * depth + "]" * depth + "}"
+    for path in ("/api/tokens", "/api/blobs/missing", "/api/jobs"):
+        answer = farm.client.post(
+            path, headers={**farm.admin, "Content-Type": "application/json"}, content=body
+        )
+        assert answer.status_code == 400, (path, answer.text)
+        assert "nests deeper than 32 levels" in answer.json()["detail"]
+
+
+def test_json_depth_ignores_brackets_inside_strings() -> None:
+    assert json_depth(json.dumps({"a": "[[[[{{{{", "b": ['\\"[']}).encode()) == 2
+    assert json_depth(b"[" * 100) == 100
+    assert json_depth(b'{"a": 1}') == 1
