@@ -66,6 +66,9 @@ class RunnerTokenCreate(_Strict):
     expires_in_hours: int | None = Field(
         default=24 * 7, ge=1, le=24 * 366, description="None: never expires."
     )
+    max_uses: int | None = Field(
+        default=None, ge=1, le=100_000, description="1: single use. None: any number of runners."
+    )
 
 
 class RunnerTokenInfo(BaseModel):
@@ -74,6 +77,7 @@ class RunnerTokenInfo(BaseModel):
     expires_at: datetime | None
     revoked_at: datetime | None
     uses: int = Field(description="How many runners registered with it.")
+    max_uses: int | None = Field(default=None, description="None: any number of runners.")
     active: bool
 
 

@@ -20,11 +20,12 @@ from starlette.concurrency import run_in_threadpool
 
 from farmhand.manager.api.deps import Context, RunnerDep
 from farmhand.manager.api.errors import error_responses
+from farmhand.manager.api.runner_tokens import redeem
 from farmhand.manager.api.uploads import store_upload
 from farmhand.manager.auth.tokens import new_token, token_hash
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
-from farmhand.manager.db.models import Job, JobFile, RunnerRegistrationToken, Task, Worker
+from farmhand.manager.db.models import Job, JobFile, Task, Worker
 from farmhand.manager.events import FarmEvent
 from farmhand.manager.scheduling.claim import claim_task
 from farmhand.manager.scheduling.state import (
@@ -87,18 +88,11 @@ def _held_task(session: Session, task_id: int, worker_id: int) -> Task:
 def register(body: RunnerRegister, context: Context) -> RunnerRegistered:
     now = utcnow()
     with context.db.transaction() as session:
-        token = session.scalar(
-            select(RunnerRegistrationToken).where(
-                RunnerRegistrationToken.token_hash == token_hash(body.token)
+        if not redeem(session, body.token, now):
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "invalid registration token (unknown, expired, revoked or used up)",
             )
-        )
-        if (
-            token is None
-            or token.revoked_at is not None
-            or (token.expires_at is not None and token.expires_at < now)
-        ):
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid registration token")
-        token.uses += 1
         secret = new_token("runner")
         worker = Worker(
             name=body.name,

@@ -1,7 +1,9 @@
 """Admin routes for runner registration tokens: list, create (shown once), revoke.
 
 A registration token lets a machine join the farm as a runner; it is exchanged for the
-runner's own secret at `POST /api/runner/register`. The answer to create carries the
+runner's own secret at `POST /api/runner/register`. It may expire, admit a limited
+number of runners (`max_uses`, 1 for single use) and be revoked; `redeem` is the one
+place that decides whether it still admits someone. The answer to create carries the
 exact `farmhand worker …` command to paste on the render machine.
 """
 
@@ -12,7 +14,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy.orm import Session
 
 from farmhand.manager.api.deps import AdminDep, Context
 from farmhand.manager.auth.tokens import new_token, token_hash
@@ -31,14 +34,44 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _usable(now: datetime) -> ColumnElement[bool]:
+    """The one definition of a registration token that still admits a runner."""
+    table = RunnerRegistrationToken
+    return and_(
+        table.revoked_at.is_(None),
+        or_(table.expires_at.is_(None), table.expires_at > now),
+        or_(table.max_uses.is_(None), table.uses < table.max_uses),
+    )
+
+
+def redeem(session: Session, secret: str, now: datetime) -> bool:
+    """Count one registration against the token; False if it admits no one (any more).
+
+    One conditional UPDATE, so two runners racing for the last use of a single-use
+    token cannot both get in.
+    """
+    result = session.execute(
+        update(RunnerRegistrationToken)
+        .where(RunnerRegistrationToken.token_hash == token_hash(secret), _usable(now))
+        .values(uses=RunnerRegistrationToken.uses + 1)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
 def runner_token_info(row: RunnerRegistrationToken, now: datetime) -> RunnerTokenInfo:
-    active = row.revoked_at is None and (row.expires_at is None or row.expires_at > now)
+    active = (
+        row.revoked_at is None
+        and (row.expires_at is None or row.expires_at > now)
+        and (row.max_uses is None or row.uses < row.max_uses)
+    )
     return RunnerTokenInfo(
         id=row.id,
         created_at=row.created_at,
         expires_at=row.expires_at,
         revoked_at=row.revoked_at,
         uses=row.uses,
+        max_uses=row.max_uses,
         active=active,
     )
 
@@ -69,8 +102,9 @@ def create_runner_token(
     expires = now + timedelta(hours=body.expires_in_hours) if body.expires_in_hours else None
     with context.db.transaction() as session:
         row = RunnerRegistrationToken(
-            token_hash=token_hash(secret), created_at=now, expires_at=expires
-        )
+            token_hash=token_hash(secret), created_at=now, expires_at=expires,
+            max_uses=body.max_uses,
+        )  # fmt: skip
         session.add(row)
         session.flush()
         info = runner_token_info(row, now)

@@ -55,6 +55,8 @@ class RunnerRegistrationToken(Base):
     expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
     uses: Mapped[int] = mapped_column(default=0)
+    max_uses: Mapped[int | None]
+    """How many runners may register with it (1: single use); None: any number."""
 
 
 class Worker(Base):

@@ -1,10 +1,13 @@
-"""runner registration limits and revocation (reserved, filled in by the security work)
+"""runner registration limits and revocation: a registration token's maximum uses
 
 Revision ID: 0004
 Revises: 0003
 """
 
 from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
 
 revision: str = "0004"
 down_revision: str | None = "0003"
@@ -13,8 +16,10 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass
+    with op.batch_alter_table("runner_registration_tokens", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("max_uses", sa.Integer(), nullable=True))
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table("runner_registration_tokens", schema=None) as batch_op:
+        batch_op.drop_column("max_uses")
