@@ -97,6 +97,6 @@ def sign_in(browser: Any, farm: LocalFarm, token: str | None = None, **options: 
     page.goto(farm.url + "/")
     assert "/login" in page.url, "an anonymous visitor is sent to the login page"
     page.fill("#token", token or farm.admin_token)
-    page.click("button[type=submit]")
+    page.click("#token-login button[type=submit]")
     page.wait_for_url(farm.url + "/")
     return page

@@ -29,6 +29,7 @@ from farmhand.manager.api import (
     tokens,
     users,
 )
+from farmhand.manager.api import auth as auth_routes
 from farmhand.manager.api.errors import install_error_handlers
 from farmhand.manager.api.limits import BodyLimits, LimitsMiddleware
 from farmhand.manager.bootstrap import BootstrapReport, bootstrap
@@ -120,4 +121,5 @@ def create_app(settings: ManagerSettings, context: ManagerContext | None = None)
         events_stream, thumbnails, web_routes,
     ):  # fmt: skip
         app.include_router(module.router)
+    app.include_router(auth_routes.router)
     return app

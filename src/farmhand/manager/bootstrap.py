@@ -4,6 +4,8 @@ The secrets are written to files in the data dir (mode 0600), and their paths pr
 rather than printed themselves, so they do not end up in a terminal scroll-back or a
 container log. `FARMHAND_ADMIN_TOKEN` / `FARMHAND_RUNNER_TOKEN` preset them for
 automation; a preset token is (re)registered at every start, so it always works.
+`LOCAL_TEST_EMAIL` / `LOCAL_TEST_PASSWORD` add a local user with a password if missing
+(JiggaBlend's variables, for trying a farm out).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from farmhand.manager.auth.accounts import ensure_test_user
 from farmhand.manager.auth.tokens import new_token, token_hash
 from farmhand.manager.clock import utcnow
 from farmhand.manager.db.engine import Database
@@ -77,4 +80,5 @@ def bootstrap(db: Database, settings: ManagerSettings) -> BootstrapReport:
         if runner_token is not None:
             _ensure_registration_token(session, runner_token)
             _write_secret(runner_file, runner_token)
+        ensure_test_user(session, settings.auth, utcnow())
     return BootstrapReport(admin_file, runner_file, created)

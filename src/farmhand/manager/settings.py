@@ -12,6 +12,76 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+_UNPREFIXED = ("google_", "discord_", "oidc_", "enable_local_auth", "local_test_")
+"""Read without the `FARMHAND_` prefix too: JiggaBlend's names, and OIDC's alike."""
+
+
+def _flag(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """How people sign in: local passwords, OAuth providers, login rate limits.
+
+    The variable names of the providers are JiggaBlend's. A provider is offered when its
+    client id is set. The `*_URL` endpoint overrides exist so tests (and unusual set-ups)
+    can point Google or Discord at another server.
+    """
+
+    enable_local_auth: bool = True
+    local_test_email: str | None = None
+    """With `local_test_password`: a local user created at start if missing."""
+    local_test_password: str | None = None
+    secure_cookies: bool = False
+    """Always mark session cookies `Secure` (they are anyway on https requests)."""
+    allowed_email_domains: tuple[str, ...] = ()
+    """When set, OAuth sign-up only for verified e-mail addresses in these domains."""
+    login_window: float = 900.0
+    """Seconds over which failed sign-ins are counted."""
+    login_failures_per_account: int = 5
+    login_failures_per_address: int = 30
+
+    google_client_id: str | None = None
+    google_client_secret: str | None = None
+    google_redirect_url: str | None = None
+    google_issuer: str = "https://accounts.google.com"
+    discord_client_id: str | None = None
+    discord_client_secret: str | None = None
+    discord_redirect_url: str | None = None
+    discord_authorize_url: str = "https://discord.com/oauth2/authorize"
+    discord_token_url: str = "https://discord.com/api/oauth2/token"
+    discord_userinfo_url: str = "https://discord.com/api/users/@me"
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None
+    oidc_redirect_url: str | None = None
+    oidc_name: str = "Single sign-on"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> AuthSettings:
+        values: dict[str, object] = {}
+        for name in cls.__dataclass_fields__:
+            unprefixed = name.startswith(_UNPREFIXED)
+            raw = (env.get(name.upper()) if unprefixed else None) or env.get(
+                "FARMHAND_" + name.upper()
+            )
+            if not raw:
+                continue
+            default = getattr(cls, name, None)
+            if name == "allowed_email_domains":
+                values[name] = tuple(d.strip().lower() for d in raw.split(",") if d.strip())
+            elif isinstance(default, bool):
+                values[name] = _flag(raw)
+            elif isinstance(default, int):
+                values[name] = int(raw)
+            elif isinstance(default, float):
+                values[name] = float(raw)
+            else:
+                values[name] = raw
+        return cls(**values)  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class ManagerSettings:
     data_dir: Path = Path("farmhand-data")
@@ -51,6 +121,8 @@ class ManagerSettings:
     """Preset admin API token (`FARMHAND_ADMIN_TOKEN`); generated on first start if None."""
     runner_token: str | None = None
     """Preset runner registration token (`FARMHAND_RUNNER_TOKEN`)."""
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    """Accounts, OAuth and sign-in limits (`AuthSettings.from_env`)."""
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -85,5 +157,6 @@ class ManagerSettings:
                 values[name] = int(env[f"FARMHAND_{name.upper()}"])
         if env.get("FARMHAND_HEARTBEAT_TIMEOUT"):
             values["heartbeat_timeout"] = float(env["FARMHAND_HEARTBEAT_TIMEOUT"])
+        values["auth"] = AuthSettings.from_env(env)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -28,6 +28,12 @@ class UserCreate(_Strict):
         default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$", description="Optional."
     )
     role: Role = "user"
+    password: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1024,
+        description="Optional: lets them sign in with e-mail and password. Never echoed.",
+    )
 
 
 class UserInfo(BaseModel):
@@ -36,6 +42,44 @@ class UserInfo(BaseModel):
     email: str | None
     role: str
     created_at: datetime
+    disabled: bool = False
+    has_password: bool = Field(default=False, description="Can sign in with a password.")
+    providers: list[str] = Field(default_factory=list, description="Linked OAuth providers.")
+
+
+class UserUpdate(_Strict):
+    disabled: bool | None = Field(
+        default=None, description="A disabled user's sign-ins, tokens and sessions stop working."
+    )
+    role: Role | None = None
+
+
+class PasswordSet(_Strict):
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class PasswordChange(_Strict):
+    old_password: str = Field(max_length=1024, description="Empty if you never had one.")
+    new_password: str = Field(min_length=1, max_length=1024)
+
+
+class LoginRequest(_Strict):
+    email: str = Field(min_length=1, max_length=320)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class SessionInfo(BaseModel):
+    user: UserInfo
+    csrf: str | None = Field(
+        description="The session's CSRF nonce: send it as X-CSRF-Token on every "
+        "state-changing request made with the session cookie (None with a bearer token)."
+    )
+
+
+class AuthProvider(BaseModel):
+    key: str
+    label: str
+    login_url: str
 
 
 class UserCreated(BaseModel):

@@ -7,7 +7,9 @@ a runner secret is not an API token and cannot reach people's routes, and vice v
 A browser signed in on the web UI sends the session cookie instead of a token
 (`farmhand.manager.auth.sessions`); then every state-changing request must also carry
 the session's CSRF nonce in `X-CSRF-Token`, or it is refused with 403. A bearer token,
-when present, always wins over the cookie.
+when present, always wins over the cookie. A disabled user's tokens and cookies are
+refused like unknown ones; a cookie from before the user's last sign-out, password
+change or disabling is too (`User.session_epoch`).
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def session_caller(
         return None
     with context.db.read() as session:
         user = session.get(User, data.user_id)
-        if user is None:
+        if user is None or user.disabled_at is not None or user.session_epoch != data.epoch:
             return None
         return Caller(user.id, user.name, user.role), data
 
@@ -90,7 +92,11 @@ def current_user(request: Request, context: Context, credentials: Credentials) -
         row = session.execute(
             select(User.id, User.name, User.role)
             .join(ApiToken, ApiToken.user_id == User.id)
-            .where(ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None))
+            .where(
+                ApiToken.token_hash == digest,
+                ApiToken.revoked_at.is_(None),
+                User.disabled_at.is_(None),
+            )
         ).first()
     if row is None:
         raise _unauthorized("invalid or revoked API token")

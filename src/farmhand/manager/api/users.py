@@ -1,22 +1,29 @@
-"""Admin routes for people's accounts: list them, and create one with a first API token.
+"""Admin routes for people's accounts: list, create, disable, set a password, delete.
 
-Until full accounts (passwords, OAuth) exist, an API token is how a person signs in, so
-creating a user also creates the token they will sign in with; it is shown once.
+Creating a user also creates a first API token (shown once), so someone can be given
+access without a password; with `password` they can also sign in with their e-mail.
+Disabling a user, or setting their password, ends their browser sessions
+(`auth.accounts`). An admin cannot disable, demote or delete themself, so a farm is
+never left without a way in.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, status
-from sqlalchemy import or_, select
+from fastapi import APIRouter, HTTPException, Response, status
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from farmhand.manager.api.deps import AdminDep, Context
+from farmhand.manager.api.deps import AdminDep, Caller, Context
+from farmhand.manager.auth import accounts
+from farmhand.manager.auth.accounts import AccountError
 from farmhand.manager.auth.tokens import new_token, token_hash
 from farmhand.manager.clock import utcnow
-from farmhand.manager.db.models import ApiToken, User
+from farmhand.manager.db.models import ApiToken, Job, OAuthIdentity, User
 from farmhand.shared.schemas import ErrorResponse
-from farmhand.shared.web_schemas import UserCreate, UserCreated, UserInfo
+from farmhand.shared.web_schemas import PasswordSet, UserCreate, UserCreated, UserInfo, UserUpdate
 
 router = APIRouter(prefix="/api/admin/users", tags=["admin"])
 
@@ -24,20 +31,47 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse},
     401: {"model": ErrorResponse},
     403: {"model": ErrorResponse},
+    404: {"model": ErrorResponse},
     409: {"model": ErrorResponse},
 }
 
 
-def user_info(user: User) -> UserInfo:
+def user_info(user: User, providers: list[str] | None = None) -> UserInfo:
     return UserInfo(
-        id=user.id, name=user.name, email=user.email, role=user.role, created_at=user.created_at
+        id=user.id,
+        name=user.name,
+        email=user.email,
+        role=user.role,
+        created_at=user.created_at,
+        disabled=user.disabled_at is not None,
+        has_password=user.password_hash is not None,
+        providers=providers or [],
     )
+
+
+def _refusal(error: AccountError) -> HTTPException:
+    return HTTPException(error.status, error.message)
+
+
+def _target(session: Session, user_id: int, caller: Caller, action: str | None = None) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"user {user_id} not found")
+    if action is not None and user.id == caller.user_id:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"you cannot {action} yourself")
+    return user
 
 
 @router.get("", response_model=list[UserInfo], responses=ERRORS)
 def list_users(context: Context, caller: AdminDep) -> list[UserInfo]:
     with context.db.transaction() as session:
-        return [user_info(user) for user in session.scalars(select(User).order_by(User.name))]
+        linked: dict[int, list[str]] = defaultdict(list)
+        for user_id, provider in session.execute(
+            select(OAuthIdentity.user_id, OAuthIdentity.provider).order_by(OAuthIdentity.id)
+        ):
+            linked[user_id].append(provider)
+        users = session.scalars(select(User).order_by(User.name))
+        return [user_info(user, linked.get(user.id)) for user in users]
 
 
 @router.post(
@@ -51,21 +85,67 @@ def create_user(body: UserCreate, context: Context, caller: AdminDep) -> UserCre
     now = utcnow()
     secret = new_token("api")
     with context.db.transaction() as session:
-        clash = (
-            or_(User.name == body.name, User.email == body.email)
-            if body.email
-            else (User.name == body.name)
-        )
-        if session.scalar(select(User.id).where(clash)) is not None:
-            raise HTTPException(
-                status.HTTP_409_CONFLICT, "a user with that name or e-mail already exists"
-            )
-        user = User(name=body.name, email=body.email, role=body.role, created_at=now)
-        session.add(user)
-        session.flush()
+        try:
+            user = accounts.create_user(
+                session, now, name=body.name, email=body.email, role=body.role,
+                password=body.password,
+            )  # fmt: skip
+        except AccountError as error:
+            raise _refusal(error) from error
         session.add(
             ApiToken(
                 user_id=user.id, name="first token", token_hash=token_hash(secret), created_at=now
             )
         )
         return UserCreated(user=user_info(user), token=secret)
+
+
+@router.patch(
+    "/{user_id}",
+    response_model=UserInfo,
+    responses=ERRORS,
+    summary="Disable or enable a user, or change their role",
+)
+def update_user(user_id: int, body: UserUpdate, context: Context, caller: AdminDep) -> UserInfo:
+    with context.db.transaction() as session:
+        changes_self = body.disabled is True or (body.role is not None and body.role != "admin")
+        user = _target(session, user_id, caller, "disable or demote" if changes_self else None)
+        if body.disabled is not None:
+            accounts.set_disabled(user, body.disabled, utcnow())
+        if body.role is not None:
+            user.role = body.role
+        return user_info(user)
+
+
+@router.put(
+    "/{user_id}/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=ERRORS,
+    summary="Set a user's password (ends their browser sessions)",
+)
+def set_password(user_id: int, body: PasswordSet, context: Context, caller: AdminDep) -> Response:
+    with context.db.transaction() as session:
+        user = _target(session, user_id, caller)
+        try:
+            accounts.set_password(user, body.password)
+        except AccountError as error:
+            raise _refusal(error) from error
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.delete(
+    "/{user_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=ERRORS,
+    summary="Delete a user who owns no jobs (disable them otherwise)",
+)
+def delete_user(user_id: int, context: Context, caller: AdminDep) -> Response:
+    with context.db.transaction() as session:
+        user = _target(session, user_id, caller, "delete")
+        if session.scalar(select(Job.id).where(Job.owner_id == user.id).limit(1)) is not None:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"{user.name} owns jobs; delete those first, or disable the user instead",
+            )
+        session.delete(user)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,14 +1,16 @@
-"""Browser sessions: a signed, stateless cookie, until full accounts exist.
+"""Browser sessions: a signed cookie, checked against the user's session epoch.
 
-A person signs in on the web UI with an API token once; the browser then carries a
-cookie instead of the token, so the token never sits in JavaScript-readable storage.
+A person signs in (password, OAuth, or an API token on the web UI); the browser then
+carries a cookie instead of any secret, so nothing sits in JavaScript-readable storage.
 
-The cookie is `v1.<payload>.<signature>`: the payload (user id, expiry, CSRF nonce) as
-base64url JSON, signed with HMAC-SHA256 under a secret kept in `<data-dir>/session-key`
-(mode 0600, generated on first use). Nothing is stored per session, so any number of
-requests can be checked without touching the database for the session itself; the
-price is that signing out only forgets the cookie in that browser, and a stolen cookie
-stays valid until it expires (`SESSION_TTL`). Rotating the key file signs everyone out.
+The cookie is `v1.<payload>.<signature>`: the payload (user id, session epoch, expiry,
+CSRF nonce) as base64url JSON, signed with HMAC-SHA256 under a secret kept in
+`<data-dir>/session-key` (mode 0600, generated on first use). Nothing is stored per
+session; instead each user has a `session_epoch` in the database, copied into the
+cookie, and a cookie is honoured only while the two agree. Signing out, a new password
+and disabling the account bump the epoch, which ends every session of that user at
+once (on every manager sharing the database); the user row is read on each request
+anyway, so this costs nothing extra. Rotating the key file signs everyone out.
 
 The nonce is the CSRF defence: a cookie is sent by the browser on its own, the nonce
 only by our own JavaScript (it reads it from the page), so every state-changing request
@@ -28,6 +30,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from starlette.requests import Request
+from starlette.responses import Response
+
 SESSION_COOKIE = "farmhand_session"
 CSRF_HEADER = "X-CSRF-Token"
 SESSION_TTL = timedelta(hours=12)
@@ -43,6 +48,7 @@ class SessionData:
     user_id: int
     expires_at: datetime
     csrf: str
+    epoch: int = 0
 
 
 def _b64(data: bytes) -> str:
@@ -84,11 +90,11 @@ def _sign(key: bytes, payload: str) -> str:
 
 
 def issue(
-    key: bytes, user_id: int, now: datetime, ttl: timedelta = SESSION_TTL
+    key: bytes, user_id: int, now: datetime, ttl: timedelta = SESSION_TTL, *, epoch: int = 0
 ) -> tuple[str, SessionData]:
-    """A new cookie value for `user_id` and what it holds."""
-    data = SessionData(user_id, now + ttl, secrets.token_urlsafe(24))
-    body = {"u": data.user_id, "e": int(data.expires_at.timestamp()), "n": data.csrf}
+    """A new cookie value for `user_id` (at their current session `epoch`) and what it holds."""
+    data = SessionData(user_id, now + ttl, secrets.token_urlsafe(24), epoch)
+    body = {"u": data.user_id, "e": int(data.expires_at.timestamp()), "n": data.csrf, "p": epoch}
     payload = _b64(json.dumps(body, separators=(",", ":")).encode("utf-8"))
     return f"v1.{payload}.{_sign(key, 'v1.' + payload)}", data
 
@@ -107,12 +113,13 @@ def verify(key: bytes, cookie: str, now: datetime) -> SessionData | None:
     try:
         body = json.loads(_unb64(parts[1]))
         user_id, expires, nonce = int(body["u"]), int(body["e"]), str(body["n"])
-    except (ValueError, KeyError, TypeError):
+        epoch = int(body.get("p", 0))
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
     expires_at = datetime.fromtimestamp(expires, tz=now.tzinfo)
     if expires_at <= now:
         return None
-    return SessionData(user_id, expires_at, nonce)
+    return SessionData(user_id, expires_at, nonce, epoch)
 
 
 def csrf_ok(session: SessionData, method: str, header: str | None) -> bool:
@@ -120,3 +127,56 @@ def csrf_ok(session: SessionData, method: str, header: str | None) -> bool:
     if method.upper() in SAFE_METHODS:
         return True
     return header is not None and hmac.compare_digest(header.encode(), session.csrf.encode())
+
+
+def seal(key: bytes, purpose: str, body: dict[str, object], now: datetime, ttl: timedelta) -> str:
+    """A signed, expiring value for a short-lived cookie other than the session (OAuth state).
+
+    `purpose` is part of what is signed, so a value made for one use is refused for another.
+    """
+    payload = dict(body, _exp=int((now + ttl).timestamp()))
+    text = _b64(json.dumps(payload, separators=(",", ":")).encode("utf-8"))
+    return f"{text}.{_sign(key, purpose + '.' + text)}"
+
+
+def unseal(key: bytes, purpose: str, value: str, now: datetime) -> dict[str, object] | None:
+    """What `seal` put in `value`, or None if it is forged, for another purpose or expired."""
+    text, _, signature = value.partition(".")
+    try:
+        expected = _sign(key, f"{purpose}.{text}")
+    except UnicodeEncodeError:
+        return None
+    if not hmac.compare_digest(expected, signature):
+        return None
+    try:
+        body = json.loads(_unb64(text))
+        expires = int(body.pop("_exp"))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if not isinstance(body, dict) or expires <= now.timestamp():
+        return None
+    return body
+
+
+def set_cookie(response: Response, name: str, value: str, max_age: int, *, secure: bool) -> None:
+    """Set one of our cookies the one way: HttpOnly, SameSite=Lax, whole site.
+
+    Lax rather than Strict because an OAuth provider sends the browser back with a
+    cross-site navigation, on which a Strict cookie would be missing; Lax still keeps
+    the cookie off cross-site POSTs, and the CSRF nonce covers the rest.
+    """
+    response.set_cookie(
+        name, value, max_age=max_age, httponly=True, samesite="lax", secure=secure, path="/"
+    )
+
+
+def session_cookie_secure(request: Request, force: bool) -> bool:
+    """`Secure` when the request came over https, or when the settings say always."""
+    return force or request.url.scheme == "https"
+
+
+def safe_redirect(target: str | None) -> str:
+    """Only a path on this site: an open redirect would make sign-in a phishing aid."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target

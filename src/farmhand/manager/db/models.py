@@ -35,6 +35,41 @@ class User(Base):
     email: Mapped[str | None] = mapped_column(String(320), unique=True)
     role: Mapped[str] = mapped_column(String(20), default="user")
     created_at: Mapped[datetime]
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    """argon2 hash; None for people who sign in only with OAuth or an API token."""
+    disabled_at: Mapped[datetime | None]
+    """A disabled user can neither sign in nor use their tokens or sessions."""
+    session_epoch: Mapped[int] = mapped_column(default=0)
+    """Part of every session cookie; bumping it (sign-out, disable, new password) ends
+    all of this user's browser sessions at once."""
+
+
+class OAuthIdentity(Base):
+    """A person's account at an OAuth/OIDC provider, linked by the provider's subject."""
+
+    __tablename__ = "oauth_identities"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    provider: Mapped[str] = mapped_column(String(40))
+    subject: Mapped[str] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(320))
+    created_at: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("provider", "subject"),)
+
+
+class LoginFailure(Base):
+    """A failed sign-in, counted per account and per address for rate limiting.
+
+    In the database rather than in memory so that several managers behind one
+    address share the count."""
+
+    __tablename__ = "login_failures"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(400))
+    at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_login_failures_key_at", "key", "at"),)
 
 
 class ApiToken(Base):

@@ -6,15 +6,16 @@ fetched by `static/app.js` with the session cookie and refetched on live events.
 UI never knows more than the API lets the same person see, and there is one place for
 each rule.
 
-Signing in takes an API token (until full accounts exist) and sets the signed session
-cookie of `farmhand.manager.auth.sessions`.
+Signing in takes an e-mail and password (the rules of `farmhand.manager.api.auth`), an
+OAuth provider's button, or an API token, and sets the session cookie of
+`farmhand.manager.auth.sessions`.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, HTTPException, Request, status
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
@@ -23,10 +24,11 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from farmhand import __version__
+from farmhand.manager.api.auth import check_password, start_session
 from farmhand.manager.api.deps import Caller, Context, session_caller
-from farmhand.manager.auth import sessions
+from farmhand.manager.auth import accounts, oauth, sessions
+from farmhand.manager.auth.accounts import AccountError
 from farmhand.manager.auth.tokens import token_hash
-from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import ApiToken, Job, User
 from farmhand.shared.schemas import JobSettings
@@ -36,10 +38,6 @@ STATIC = HERE / "static"
 templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter(include_in_schema=False)
 
-OAUTH_PROVIDERS = {
-    "google": ("Google", "GOOGLE_CLIENT_ID"),
-    "discord": ("Discord", "DISCORD_CLIENT_ID"),
-}
 STATIC_TYPES = {
     ".css": "text/css",
     ".js": "text/javascript",
@@ -57,20 +55,16 @@ SECURITY_HEADERS = {
 }
 
 
-def _oauth_buttons(context: ManagerContext) -> list[dict[str, str]]:
-    """A button per provider whose client id is configured (the flow is another issue)."""
-    buttons = []
-    for key, (label, variable) in OAUTH_PROVIDERS.items():
-        if context.settings.extra.get(variable) or os.environ.get(variable):
-            buttons.append({"label": label, "href": f"/api/auth/{key}/login", "key": key})
-    return buttons
+def _oauth_buttons(context: ManagerContext, next_path: str) -> list[dict[str, str]]:
+    """A button per configured OAuth provider (`farmhand.manager.auth.oauth`)."""
+    query = urlencode({"next": _safe_next(next_path)})
+    return [
+        {"label": p.label, "href": f"/api/auth/{p.key}/login?{query}", "key": p.key}
+        for p in oauth.providers(context.settings.auth).values()
+    ]
 
 
-def _safe_next(target: str | None) -> str:
-    """Only a path on this site: an open redirect would make the login page a phishing aid."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
-        return "/"
-    return target
+_safe_next = sessions.safe_redirect
 
 
 def _page(
@@ -117,7 +111,13 @@ def login_page(request: Request, context: Context, next: str = "/") -> Response:
 
 
 def _login_form(
-    request: Request, context: ManagerContext, next_path: str, error: str | None = None
+    request: Request,
+    context: ManagerContext,
+    next_path: str,
+    error: str | None = None,
+    method: str = "password",
+    status_code: int = status.HTTP_401_UNAUTHORIZED,
+    retry_after: int | None = None,
 ) -> HTMLResponse:
     response = templates.TemplateResponse(
         request,
@@ -125,14 +125,18 @@ def _login_form(
         {
             "next": _safe_next(next_path),
             "error": error,
-            "oauth": _oauth_buttons(context),
+            "oauth": _oauth_buttons(context, next_path),
+            "local_auth": context.settings.auth.enable_local_auth,
+            "method": method,
             "version": __version__,
             "user": None,
             "path": "/login",
         },
-        status_code=status.HTTP_401_UNAUTHORIZED if error else status.HTTP_200_OK,
+        status_code=status_code if error else status.HTTP_200_OK,
     )
     response.headers.update(SECURITY_HEADERS)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
     return response
 
 
@@ -141,33 +145,45 @@ async def login(
     request: Request,
     context: Context,
     token: Annotated[str, Form(max_length=512)] = "",
+    email: Annotated[str, Form(max_length=320)] = "",
+    password: Annotated[str, Form(max_length=1024)] = "",
     next: Annotated[str, Form(max_length=2048)] = "/",
 ) -> Response:
-    def find_user() -> int | None:
+    """Sign in with e-mail + password (same rules and limits as `POST /api/auth/login`)
+    or with an API token (the form's other tab)."""
+
+    def find_token_user() -> tuple[int, int] | None:
         with context.db.transaction() as session:
-            return session.scalar(
-                select(User.id)
+            row = session.execute(
+                select(User.id, User.session_epoch)
                 .join(ApiToken, ApiToken.user_id == User.id)
                 .where(
-                    ApiToken.token_hash == token_hash(token.strip()), ApiToken.revoked_at.is_(None)
+                    ApiToken.token_hash == token_hash(token.strip()),
+                    ApiToken.revoked_at.is_(None),
+                    User.disabled_at.is_(None),
                 )
-            )
+            ).first()
+            return None if row is None else (row.id, row.session_epoch)
 
-    user_id = await run_in_threadpool(find_user) if token.strip() else None
-    if user_id is None:
-        return _login_form(request, context, next, "That token is not valid (or was revoked).")
-    key = sessions.session_key(context.settings.data_dir)
-    cookie, _ = sessions.issue(key, user_id, utcnow())
+    if token.strip():
+        found = await run_in_threadpool(find_token_user)
+        if found is None:
+            return _login_form(
+                request, context, next, "That token is not valid (or was revoked).", "token"
+            )
+        user_id, epoch = found
+    else:
+        try:
+            _, user_id, epoch = await run_in_threadpool(
+                check_password, context, request, email, password
+            )
+        except AccountError as error:
+            return _login_form(
+                request, context, next, error.message + ".", "password", error.status,
+                error.retry_after,
+            )  # fmt: skip
     response = RedirectResponse(_safe_next(next), status.HTTP_303_SEE_OTHER)
-    response.set_cookie(
-        sessions.SESSION_COOKIE,
-        cookie,
-        max_age=int(sessions.SESSION_TTL.total_seconds()),
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-        path="/",
-    )
+    start_session(request, response, context, user_id, epoch)
     return response
 
 
@@ -178,6 +194,11 @@ def logout(
     found = _signed_in(request, context)
     if found is not None and not sessions.csrf_ok(found[1], "POST", csrf):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "sign-out needs the page's CSRF token")
+    if found is not None:
+        with context.db.transaction() as session:
+            user = session.get(User, found[0].user_id)
+            if user is not None:
+                accounts.end_sessions(user)
     response = RedirectResponse("/login", status.HTTP_303_SEE_OTHER)
     response.delete_cookie(sessions.SESSION_COOKIE, path="/")
     return response

@@ -1,0 +1,224 @@
+"""Account policies: who may sign in, with what, and what happens to their sessions.
+
+One home for the rules the API, the web UI, the CLI and start-up share: password
+sign-in (rate limited), creating local and OAuth users, new passwords, disabling.
+Everything here works on an open database session and leaves committing to the caller.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from farmhand.manager.auth import ratelimit
+from farmhand.manager.auth.passwords import (
+    hash_password,
+    needs_rehash,
+    password_problem,
+    verify_password,
+)
+from farmhand.manager.db.models import OAuthIdentity, User
+from farmhand.manager.settings import AuthSettings
+
+
+class AccountError(Exception):
+    """A refusal with the HTTP status it maps to (the CLI shows only the message)."""
+
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class LoginOutcome:
+    """The result of a password sign-in; failures are returned, not raised, so that the
+    failure counted for rate limiting is committed along with the answer."""
+
+    user_id: int | None = None
+    epoch: int = 0
+    error: AccountError | None = None
+
+
+def normal_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def find_by_email(session: Session, email: str) -> User | None:
+    return session.scalar(select(User).where(func.lower(User.email) == normal_email(email)))
+
+
+def unique_name(session: Session, wanted: str) -> str:
+    """A free user name close to `wanted` (an e-mail's local part, a provider's nickname)."""
+    base = re.sub(r"[^A-Za-z0-9._@-]+", "-", wanted).strip("-._@")[:90] or "user"
+    if not base[0].isalnum():
+        base = "u" + base
+    name, counter = base, 1
+    while session.scalar(select(User.id).where(User.name == name)) is not None:
+        counter += 1
+        name = f"{base}-{counter}"
+    return name
+
+
+def end_sessions(user: User) -> None:
+    """Every session cookie of `user` stops working (see `auth.sessions`)."""
+    user.session_epoch = (user.session_epoch or 0) + 1
+
+
+def set_password(user: User, password: str) -> None:
+    problem = password_problem(password)
+    if problem is not None:
+        raise AccountError(400, problem)
+    user.password_hash = hash_password(password)
+    end_sessions(user)
+
+
+def set_disabled(user: User, disabled: bool, now: datetime) -> None:
+    if disabled and user.disabled_at is None:
+        user.disabled_at = now
+        end_sessions(user)
+    elif not disabled:
+        user.disabled_at = None
+
+
+def create_user(
+    session: Session,
+    now: datetime,
+    *,
+    name: str | None,
+    email: str | None,
+    role: str = "user",
+    password: str | None = None,
+) -> User:
+    """A new account; the name defaults to the e-mail's local part. 409 on a clash."""
+    email = normal_email(email) if email else None
+    if email is not None and find_by_email(session, email) is not None:
+        raise AccountError(409, "a user with that e-mail already exists")
+    if name is not None and session.scalar(select(User.id).where(User.name == name)):
+        raise AccountError(409, "a user with that name already exists")
+    if name is None:
+        name = unique_name(session, (email or "user").split("@")[0])
+    user = User(name=name, email=email, role=role, created_at=now, session_epoch=0)
+    if password is not None:
+        set_password(user, password)
+        user.session_epoch = 0
+    session.add(user)
+    session.flush()
+    return user
+
+
+def password_login(
+    session: Session,
+    settings: AuthSettings,
+    email: str,
+    password: str,
+    address: str | None,
+    now: datetime,
+) -> LoginOutcome:
+    """Check an e-mail and password, within the per-account and per-address limits."""
+    if not settings.enable_local_auth:
+        return LoginOutcome(error=AccountError(404, "sign-in with a password is turned off"))
+    limits = [
+        ratelimit.Limit(ratelimit.account_key(email), settings.login_failures_per_account),
+        ratelimit.Limit(ratelimit.address_key(address), settings.login_failures_per_address),
+    ]
+    wait = ratelimit.retry_after(session, limits, now, settings.login_window)
+    if wait is not None:
+        return LoginOutcome(
+            error=AccountError(429, f"too many failed sign-ins; try again in {wait} s", wait)
+        )
+    user = find_by_email(session, email) if email.strip() else None
+    if not verify_password(user.password_hash if user else None, password) or user is None:
+        ratelimit.record_failure(session, limits, now, settings.login_window)
+        return LoginOutcome(error=AccountError(401, "wrong e-mail or password"))
+    if user.disabled_at is not None:
+        return LoginOutcome(error=AccountError(403, "this account is disabled"))
+    ratelimit.clear(session, limits[0].key)
+    if user.password_hash and needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    return LoginOutcome(user_id=user.id, epoch=user.session_epoch)
+
+
+def email_domain_allowed(settings: AuthSettings, email: str | None, verified: bool) -> bool:
+    if not settings.allowed_email_domains:
+        return True
+    if not email or not verified or "@" not in email:
+        return False
+    return normal_email(email).rsplit("@", 1)[1] in settings.allowed_email_domains
+
+
+def oauth_user(
+    session: Session,
+    settings: AuthSettings,
+    now: datetime,
+    *,
+    provider: str,
+    subject: str,
+    email: str | None,
+    email_verified: bool,
+    nickname: str | None,
+) -> User:
+    """The user an OAuth identity signs in as, linking or creating them on first use.
+
+    An identity is known by provider + subject (e-mails change, subjects do not). A new
+    identity with a verified e-mail of an existing account is linked to that account, so
+    an admin can create people by e-mail and let them use Google; otherwise a new `user`
+    is made, if the sign-up domain rule allows it.
+    """
+    identity = session.scalar(
+        select(OAuthIdentity).where(
+            OAuthIdentity.provider == provider, OAuthIdentity.subject == subject
+        )
+    )
+    if identity is not None:
+        user = session.get(User, identity.user_id)
+        assert user is not None  # cascade: an identity never outlives its user
+    else:
+        existing = find_by_email(session, email) if email and email_verified else None
+        if existing is not None:
+            user = existing
+        else:
+            if not email_domain_allowed(settings, email, email_verified):
+                raise AccountError(
+                    403, "sign-up is limited to e-mail addresses of the farm's allowed domains"
+                )
+            taken = email is not None and find_by_email(session, email) is not None
+            user = create_user(
+                session,
+                now,
+                name=unique_name(session, nickname or (email or provider).split("@")[0]),
+                email=None if taken or not email else email,
+            )
+        session.add(
+            OAuthIdentity(
+                user_id=user.id,
+                provider=provider,
+                subject=subject,
+                email=email,
+                created_at=now,
+            )
+        )
+    if user.disabled_at is not None:
+        raise AccountError(403, "this account is disabled")
+    return user
+
+
+def ensure_test_user(session: Session, settings: AuthSettings, now: datetime) -> bool:
+    """`LOCAL_TEST_EMAIL` / `LOCAL_TEST_PASSWORD`: make that user if missing (JiggaBlend's)."""
+    if not settings.local_test_email or not settings.local_test_password:
+        return False
+    if find_by_email(session, settings.local_test_email) is not None:
+        return False
+    create_user(
+        session,
+        now,
+        name=None,
+        email=settings.local_test_email,
+        password=settings.local_test_password,
+    )
+    return True
