@@ -39,6 +39,7 @@ from farmhand.shared.schemas import (
     JobSettings,
     JobSummary,
     OutputStored,
+    RunnerInfo,
     RunnerRegister,
     RunnerRegistered,
     TaskAssignment,
@@ -298,6 +299,10 @@ class FarmhandClient(BaseClient):
 
     def get_job(self, job_id: int) -> JobDetail:
         return self.poll_job(job_id).job
+
+    def list_runners(self) -> list[RunnerInfo]:
+        """Every registered worker with what it reported (admin token)."""
+        return _parse_list(RunnerInfo, self._request("GET", "/api/admin/runners"))
 
     def poll_job(self, job_id: int) -> JobPoll:
         """A job's detail and the `Retry-After` the manager sent while it is unfinished."""

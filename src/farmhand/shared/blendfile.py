@@ -1,17 +1,136 @@
-"""Recognising a .blend from its first bytes, without Blender.
+"""What a .blend's first bytes say, without Blender: is it one, and which Blender saved it.
 
 A .blend starts with `BLENDER`; Blender may also save it gzip-compressed (before 3.0) or
-zstd-compressed (3.0 and later). Anything else is refused at upload, before a worker
-wastes an attempt on it.
+zstd-compressed (3.0 and later; Blender 5.0 compresses by default). Anything else is
+refused at upload, before a worker wastes an attempt on it.
+
+The header names the version that saved the file: `BLENDER-v304` (pointer size, endian,
+three digits: 3.4) up to Blender 4.x, and `BLENDER17-01v0500` (header size, format
+version, endian, four digits: 5.0) from Blender 5.0. A file does not open in an older
+Blender than the one that saved it, so the scheduler gives a job only to workers with a
+Blender at least that new (`version_fits`), and to the range a job may ask for
+(`blender_version: ">=4.2,<5"`).
 """
 
 from __future__ import annotations
+
+import re
+import zlib
+from typing import BinaryIO
 
 BLEND_MAGIC = b"BLENDER"
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 HEADER_BYTES = 16
+"""Enough to recognise a .blend (compressed or not)."""
+READ_BYTES = 64 * 1024
+"""Enough compressed bytes to decompress the header of any .blend."""
+
+_OLD_HEADER = re.compile(rb"^BLENDER[_-][vV](\d)(\d\d)")
+_NEW_HEADER = re.compile(rb"^BLENDER\d\d-\d\d[vV](\d\d)(\d\d)")
+_SPEC_PART = re.compile(r"^\s*(>=|<=|==|!=|>|<|=)?\s*(\d+(?:\.\d+){0,2})\s*$")
+
+Version = tuple[int, ...]
 
 
 def looks_like_blend(header: bytes) -> bool:
     return header.startswith((BLEND_MAGIC, GZIP_MAGIC, ZSTD_MAGIC))
+
+
+def _plain_header(head: bytes) -> bytes:
+    """The first uncompressed bytes of a .blend whose first bytes are `head`."""
+    if head.startswith(GZIP_MAGIC):
+        try:
+            return zlib.decompressobj(zlib.MAX_WBITS | 16).decompress(head, 32)
+        except zlib.error:
+            return b""
+    if head.startswith(ZSTD_MAGIC):
+        import zstandard  # a dependency of farmhand (and of bpy)
+
+        try:
+            reader = zstandard.ZstdDecompressor().stream_reader(head, read_across_frames=True)
+            return reader.read(32)
+        except zstandard.ZstdError:
+            return b""
+    return head[:32]
+
+
+def saved_version(head: bytes) -> str | None:
+    """`"5.0"` for a .blend saved by Blender 5.0, from its first bytes; None if unknown."""
+    plain = _plain_header(head)
+    match = _NEW_HEADER.match(plain)
+    if match is not None:
+        return f"{int(match.group(1))}.{int(match.group(2))}"
+    match = _OLD_HEADER.match(plain)
+    if match is not None:
+        return f"{int(match.group(1))}.{int(match.group(2))}"
+    return None
+
+
+def read_saved_version(handle: BinaryIO) -> str | None:
+    """`saved_version` of an open .blend (reads at most `READ_BYTES`)."""
+    return saved_version(handle.read(READ_BYTES))
+
+
+def parse_version(text: str) -> Version:
+    """`"3.4.1"` → (3, 4, 1); a ValueError names what is wrong."""
+    match = re.match(r"^\s*(\d+(?:\.\d+){0,2})", text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a Blender version such as 4.2")
+    return tuple(int(part) for part in match.group(1).split("."))
+
+
+def _cmp(a: Version, b: Version) -> int:
+    """Compare on the parts `b` names: 4.2.1 == 4.2 and 4.2 < 5."""
+    cut = a[: len(b)] + (0,) * max(0, len(b) - len(a))
+    return (cut > b) - (cut < b)
+
+
+def check_spec(spec: str) -> list[tuple[str, Version]]:
+    """A version range such as `>=4.2,<5` as (operator, version) pairs; ValueError if bad."""
+    parts = []
+    for raw in spec.split(","):
+        match = _SPEC_PART.match(raw)
+        if match is None:
+            raise ValueError(
+                f"blender_version {spec!r} is not a version range such as '>=4.2,<5' or '4.2'"
+            )
+        operator = match.group(1) or "=="
+        parts.append(("==" if operator == "=" else operator, parse_version(match.group(2))))
+    return parts
+
+
+def in_range(version: str, spec: str | None) -> bool:
+    """Whether Blender `version` is inside the range `spec` (None: any)."""
+    if not spec:
+        return True
+    have = parse_version(version)
+    tests = {
+        "==": lambda c: c == 0,
+        "!=": lambda c: c != 0,
+        ">=": lambda c: c >= 0,
+        "<=": lambda c: c <= 0,
+        ">": lambda c: c > 0,
+        "<": lambda c: c < 0,
+    }
+    return all(tests[op](_cmp(have, want)) for op, want in check_spec(spec))
+
+
+def version_fits(version: str, saved: str | None, spec: str | None) -> bool:
+    """May Blender `version` render a file saved by `saved`, in the job's range `spec`?
+
+    At least as new as the file's Blender (major.minor), and inside the range.
+    """
+    try:
+        have = parse_version(version)
+    except ValueError:
+        return False
+    if saved is not None and have[:2] < parse_version(saved)[:2]:
+        return False
+    return in_range(version, spec)
+
+
+def best_version(versions: list[str], saved: str | None, spec: str | None) -> str | None:
+    """The newest of `versions` that fits, or None: what a worker renders the job with."""
+    fitting = [v for v in versions if version_fits(v, saved, spec)]
+    return max(fitting, key=parse_version) if fitting else None

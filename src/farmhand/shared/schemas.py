@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from farmhand.shared.blendfile import check_spec
 from farmhand.shared.frames import MAX_FRAME, MAX_FRAMES_PER_JOB
 
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
@@ -57,6 +58,8 @@ class WorkerStatus(StrEnum):
 
 
 OutputFormat = Literal["PNG", "JPEG", "OPEN_EXR"]
+DeviceKind = Literal["CPU", "CUDA", "OPTIX", "HIP", "ONEAPI", "METAL"]
+"""A Cycles compute device kind, as `farmhand worker --device` takes it."""
 
 
 # ---------------------------------------------------------------------------- jobs
@@ -83,9 +86,20 @@ class JobSettings(_Strict):
     max_workers: int | None = Field(
         default=None, ge=1, le=100_000, description="At most this many workers at once."
     )
+    blender_version: str | None = Field(
+        default=None,
+        max_length=100,
+        description="Blender versions allowed to render, e.g. '>=4.2,<5' or '5.0'. Workers "
+        "also need a Blender at least as new as the one that saved the file.",
+    )
+    device: DeviceKind | None = Field(
+        default=None, description="Only workers rendering with this Cycles device kind."
+    )
 
     @model_validator(mode="after")
     def _check_range(self) -> JobSettings:
+        if self.blender_version is not None:
+            check_spec(self.blender_version)
         if self.frame_end < self.frame_start:
             raise ValueError(
                 f"frame_end ({self.frame_end}) is before frame_start ({self.frame_start})"
@@ -117,6 +131,17 @@ class TaskSummary(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     last_error: str | None
+    progress: float = Field(default=0.0, description="0 to 100, with the frame in progress.")
+    frame: int | None = Field(default=None, description="The frame rendering now.")
+    sample: int | None = Field(default=None, description="Its sample (Cycles) ...")
+    samples_total: int | None = Field(default=None, description="... of this many.")
+    render_seconds: float = Field(default=0.0, description="Blender time on finished frames.")
+    peak_memory_bytes: int | None = Field(
+        default=None, description="Most memory Blender used on one of its frames."
+    )
+    eta_seconds: float | None = Field(
+        default=None, description="Time left, from the seconds its finished frames took."
+    )
 
 
 class JobSummary(BaseModel):
@@ -139,7 +164,19 @@ class JobDetail(JobSummary):
     main_file: str
     tasks: list[TaskSummary]
     elapsed_seconds: float | None
-    eta_seconds: float | None
+    eta_seconds: float | None = Field(
+        description="Time left: the mean Blender seconds of finished frames times the "
+        "frames left, shared among the workers on it (elapsed time before any frame)."
+    )
+    seconds_per_frame: float | None = Field(
+        default=None, description="Mean Blender seconds of a finished frame."
+    )
+    peak_memory_bytes: int | None = Field(
+        default=None, description="Most memory Blender used on a frame of this job."
+    )
+    blender_saved: str | None = Field(
+        default=None, description="The Blender version that saved the main .blend."
+    )
 
 
 class JobAction(_Strict):
@@ -208,6 +245,14 @@ class WorkerCapabilities(_Strict):
     task_types: list[str] = Field(default_factory=lambda: ["render"], max_length=32)
     hostname: str = Field(default="", max_length=255)
     tags: list[Tag] = Field(default_factory=list, max_length=32)
+    device: DeviceKind = Field(default="CPU", description="The device this worker renders on.")
+    gpu: int | None = Field(default=None, ge=0, description="Which GPU of that kind (--gpu).")
+    blender_devices: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Devices Blender sees, as 'KIND: name' (e.g. 'CUDA: RTX 4090').",
+    )
+    gpus: list[str] = Field(default_factory=list, max_length=64, description="GPU names.")
 
 
 class RunnerRegister(_Strict):
@@ -259,6 +304,16 @@ class TaskAssignment(BaseModel):
     resolution_percentage: int | None
     samples: int | None
     attempt: int
+    blender_saved: str | None = Field(
+        default=None, description="The Blender version that saved the main .blend."
+    )
+    blender_version: str | None = Field(default=None, description="The job's version range.")
+    device: DeviceKind | None = Field(default=None, description="The job's device kind.")
+    task_timeout: float | None = Field(
+        default=None,
+        description="Seconds without progress after which the worker kills Blender and "
+        "fails the task (the manager's task timeout).",
+    )
 
 
 class TaskProgress(_Strict):
@@ -266,6 +321,10 @@ class TaskProgress(_Strict):
     frame: int | None = None
     sample: int | None = Field(default=None, ge=0)
     samples_total: int | None = Field(default=None, ge=0)
+    render_seconds: float | None = Field(
+        default=None, ge=0, description="Blender seconds of the task's finished frames."
+    )
+    peak_memory_bytes: int | None = Field(default=None, ge=0)
     log_lines: list[str] = Field(default_factory=list, max_length=10_000)
 
 

@@ -83,6 +83,14 @@ class WorkerSettings:
     """Start a fresh Blender after this many frames in one session (None: never)."""
     session_memory_mb: int | None = None
     """Start a fresh Blender once the session's resident memory passes this (None: never)."""
+    blenders: list[str] = field(default_factory=list)
+    """Several Blenders (`5.0=/opt/blender-5.0/blender`, a path, `bpy`); empty: `blender`."""
+    device: str = "CPU"
+    """Cycles device kind to render on; checked with Blender at start."""
+    gpu: int | None = None
+    """Render on this GPU of `device` only (one worker per GPU)."""
+    task_timeout: float | None = None
+    """Kill Blender after this many seconds without progress; None: the manager's timeout."""
     cache_size: int | None = None
     """Bytes the blob cache may hold (least recently used blobs go first); None: no limit."""
 
@@ -109,6 +117,10 @@ class RenderJob:
     """Called once a frame's file is written and verified as a readable image."""
     on_samples: Callable[[int, int], None] = _ignore
     on_log: Callable[[str], None] = _ignore
+    on_frame_stats: Callable[[int, float, int], None] = _ignore
+    """(frame, Blender seconds, peak resident bytes) once a frame is saved."""
+    stall_timeout: float | None = None
+    """Seconds without a word from Blender after which it is killed as hung."""
     session_key: str | None = None
     """Equal for tasks of one job with the same files: they may share one running Blender.
     None: render in a fresh one."""
@@ -165,6 +177,8 @@ class _TaskRun:
         self.frame: int | None = None
         self.sample: int | None = None
         self.samples_total: int | None = None
+        self.render_seconds = 0.0
+        self.peak_memory_bytes: int | None = None
         self.pending_logs: list[str] = []
         self.dirty = True
 
@@ -187,6 +201,13 @@ class _TaskRun:
     def samples(self, sample: int, total: int) -> None:
         with self._lock:
             self.sample, self.samples_total, self.dirty = sample, total, True
+
+    def frame_stats(self, _frame: int, seconds: float, peak_bytes: int) -> None:
+        with self._lock:
+            self.render_seconds += seconds
+            if peak_bytes:
+                self.peak_memory_bytes = max(self.peak_memory_bytes or 0, peak_bytes)
+            self.dirty = True
 
     def uploaded(self, _frame: int) -> None:
         with self._lock:
@@ -214,6 +235,8 @@ class _TaskRun:
                 frame=self.frame,
                 sample=self.sample,
                 samples_total=self.samples_total,
+                render_seconds=round(self.render_seconds, 3),
+                peak_memory_bytes=self.peak_memory_bytes,
                 log_lines=lines,
             )
 
@@ -513,6 +536,8 @@ class Agent:
             on_frame_saved=uploader.submit,
             on_samples=run.samples,
             on_log=run.log_line,
+            on_frame_stats=run.frame_stats,
+            stall_timeout=self.settings.task_timeout or task.task_timeout,
             session_key=session_key(task),
         )
         self._held_job = task.job_id
@@ -726,32 +751,61 @@ def run_worker(
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         install_stop_handlers(stop)
+    devices: list[tuple[str, str]] = []
     if renderer is None:
-        renderer, blender_versions = blender_renderer(settings)
-    caps = hardware.capabilities(blender_versions or [], settings.tags)
+        renderer, blender_versions, devices = blender_renderer(settings)
+    caps = hardware.capabilities(
+        blender_versions or [],
+        settings.tags,
+        device=settings.device,
+        gpu=settings.gpu,
+        blender_devices=devices,
+    )
     with RunnerClient(settings.manager_url, verify=settings.verify, transport=transport) as client:
         agent = Agent(settings, renderer, client, caps, stop)
         return agent.run()
 
 
-def blender_renderer(settings: WorkerSettings) -> tuple[TaskRenderer, list[str]]:
-    """The real renderer: Blender found once at start-up, kept per job in a session."""
-    from farmhand.worker.blender.discovery import find_blender
+def blender_renderer(
+    settings: WorkerSettings,
+) -> tuple[TaskRenderer, list[str], list[tuple[str, str]]]:
+    """The real renderer: Blenders found once at start-up, kept per job in a session.
+
+    Each Blender is asked which devices it sees; a `--device` one of them cannot use
+    raises BlenderNotFound here, before the worker takes any task.
+    Returns (renderer, Blender versions, devices the Blenders see).
+    """
+    from farmhand.worker.blender.devices import blender_devices, check_device
+    from farmhand.worker.blender.discovery import find_blenders
     from farmhand.worker.blender.renderer import BlenderTaskRenderer
 
-    install = find_blender(settings.blender)
+    specs = settings.blenders or ([settings.blender] if settings.blender else [])
+    installs = find_blenders(specs)
+    seen: list[tuple[str, str]] = []
+    for install in installs:
+        devices = blender_devices(install)
+        check_device(install, settings.device, settings.gpu, devices)
+        seen += [device for device in devices if device not in seen]
+        log.info(
+            "blender found",
+            version=install.version,
+            blender=install.spec,
+            devices=[f"{kind}: {name}" for kind, name in devices],
+        )
     log.info(
-        "blender found",
-        version=install.version,
-        blender=install.spec,
+        "rendering with",
+        device=settings.device,
+        gpu=settings.gpu,
         sessions=settings.sessions,
         session_frames=settings.session_frames,
         session_memory_mb=settings.session_memory_mb,
     )
     renderer = BlenderTaskRenderer(
-        install,
+        installs,
         sessions=settings.sessions,
         max_frames=settings.session_frames,
         max_memory_mb=settings.session_memory_mb,
+        device=settings.device,
+        gpu=settings.gpu,
     )
-    return renderer, [install.version]
+    return renderer, [install.version for install in installs], seen

@@ -41,13 +41,31 @@ def hostname() -> str:
     return socket.gethostname()
 
 
-def capabilities(blender_versions: list[str], tags: list[str] | None = None) -> WorkerCapabilities:
-    """This machine's `WorkerCapabilities`, cut to the lengths the schema allows."""
-    return WorkerCapabilities(
-        tags=tags or [],
-        blender_versions=blender_versions[:32],
-        cpu=cpu_model()[:200],
-        cores=core_count(),
-        ram_bytes=ram_bytes(),
-        hostname=hostname()[:255],
+def capabilities(
+    blender_versions: list[str],
+    tags: list[str] | None = None,
+    *,
+    device: str = "CPU",
+    gpu: int | None = None,
+    blender_devices: list[tuple[str, str]] | None = None,
+) -> WorkerCapabilities:
+    """This machine's `WorkerCapabilities`, cut to the lengths the schema allows.
+
+    `blender_devices` are what Blender itself sees (the devices it could render on); the
+    GPUs among them are the machine's GPUs as far as rendering is concerned.
+    """
+    seen = blender_devices or []
+    return WorkerCapabilities.model_validate(
+        {
+            "tags": tags or [],
+            "blender_versions": blender_versions[:32],
+            "cpu": cpu_model()[:200],
+            "cores": core_count(),
+            "ram_bytes": ram_bytes(),
+            "hostname": hostname()[:255],
+            "device": device,
+            "gpu": gpu,
+            "blender_devices": [f"{kind}: {name}"[:200] for kind, name in seen][:64],
+            "gpus": sorted({name[:200] for kind, name in seen if kind != "CPU"})[:64],
+        }
     )

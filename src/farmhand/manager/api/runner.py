@@ -141,7 +141,7 @@ def heartbeat(body: Heartbeat, context: Context, worker_id: RunnerDep) -> Heartb
     return reply
 
 
-def _assignment(session: Session, task: Task) -> TaskAssignment:
+def _assignment(session: Session, task: Task, task_timeout: float | None = None) -> TaskAssignment:
     job = session.get(Job, task.job_id)
     assert job is not None
     settings = JobSettings.model_validate(job.settings)
@@ -160,6 +160,10 @@ def _assignment(session: Session, task: Task) -> TaskAssignment:
         resolution_percentage=settings.resolution_percentage,
         samples=settings.samples,
         attempt=task.attempts,
+        blender_saved=job.blender_saved,
+        blender_version=settings.blender_version,
+        device=settings.device,
+        task_timeout=task_timeout,
     )
 
 
@@ -180,7 +184,7 @@ def _claim_once(
         if task is None:
             return None
         log.info("task assigned", job_id=task.job_id, task_id=task.id, worker=worker.name)
-        assignment = _assignment(session, task)
+        assignment = _assignment(session, task, context.settings.task_timeout)
     context.events.job_changed(assignment.job_id)
     context.events.runner_changed(worker_id)
     return assignment
@@ -230,6 +234,13 @@ def progress(
         task.progress_at = utcnow()
         if body.frames_done is not None:
             task.frames_done = min(body.frames_done, len(task.frames))
+        if body.frame is not None:
+            task.frame = body.frame
+        task.sample, task.samples_total = body.sample, body.samples_total
+        if body.render_seconds is not None:
+            task.render_seconds = body.render_seconds
+        if body.peak_memory_bytes is not None:
+            task.peak_memory_bytes = max(task.peak_memory_bytes or 0, body.peak_memory_bytes)
         job_id = task.job_id
     context.logs.append(job_id, task_id, body.log_lines)
     context.events.publish(FarmEvent("task", task_id, job_id))

@@ -157,6 +157,9 @@ class Job(Base):
     priority: Mapped[int] = mapped_column(default=50)
     settings: Mapped[dict[str, Any]]
     main_file: Mapped[str] = mapped_column(String(1024))
+    blender_saved: Mapped[str | None] = mapped_column(String(20))
+    """The Blender version that saved the main .blend (from its header), e.g. `5.0`:
+    only workers with a Blender at least that new may render it."""
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -184,6 +187,13 @@ class Task(Base):
     progress_at: Mapped[datetime | None]
     """When the worker last reported on this task (for no-progress timeouts)."""
     render_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    """Seconds Blender spent on the frames of this task finished so far (this attempt)."""
+    frame: Mapped[int | None]
+    """The frame being rendered now, with its `sample` of `samples_total` (live progress)."""
+    sample: Mapped[int | None]
+    samples_total: Mapped[int | None]
+    peak_memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    """The most memory Blender used on a frame of this task."""
 
     __table_args__ = (
         UniqueConstraint("job_id", "index"),

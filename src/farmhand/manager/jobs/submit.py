@@ -10,7 +10,7 @@ from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Blob, Job, JobFile
 from farmhand.manager.scheduling.compile import compile_animation
-from farmhand.shared.blendfile import HEADER_BYTES, looks_like_blend
+from farmhand.shared.blendfile import READ_BYTES, looks_like_blend, saved_version
 from farmhand.shared.paths import UnsafePathError, safe_relative_path
 from farmhand.shared.schemas import JobCreate, JobSettings, JobStatus
 
@@ -47,8 +47,11 @@ def create_job(context: ManagerContext, owner_id: int, request: JobCreate) -> Jo
     if not context.blobs.has(files[main]):
         raise _missing([files[main]])
     with context.blobs.open(files[main]) as handle:
-        if not looks_like_blend(handle.read(HEADER_BYTES)):
-            raise SubmitError(f"{main!r} is not a .blend file (its first bytes say otherwise)")
+        head = handle.read(READ_BYTES)
+    if not looks_like_blend(head):
+        raise SubmitError(f"{main!r} is not a .blend file (its first bytes say otherwise)")
+    # Which Blender saved it: only workers with one at least that new get the job.
+    saved = saved_version(head)
 
     now = utcnow()
     settings = JobSettings.model_validate(request.model_dump(include=set(JobSettings.model_fields)))
@@ -68,6 +71,7 @@ def create_job(context: ManagerContext, owner_id: int, request: JobCreate) -> Jo
             priority=settings.priority,
             settings=settings.model_dump(mode="json"),
             main_file=main,
+            blender_saved=saved,
             created_at=now,
         )
         session.add(job)

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from farmhand.manager.clock import utcnow
 from farmhand.manager.db.models import Job, Task, User, Worker
+from farmhand.manager.scheduling.eligibility import wait_reason
 from farmhand.shared.schemas import (
     JobDetail,
     JobSettings,
@@ -62,6 +63,35 @@ def _eta(job: Job, done: int, total: int, now: datetime) -> tuple[float | None, 
     return elapsed, elapsed / done * (total - done)
 
 
+def _task_progress(task: Task) -> float:
+    """0-100 for one task: its finished frames plus the sampled part of the current one."""
+    frames = len(task.frames)
+    if task.status == TaskStatus.COMPLETED.value or not frames:
+        return 100.0 if frames else 0.0
+    done = float(task.frames_done)
+    if task.status == TaskStatus.ACTIVE.value and task.sample and task.samples_total:
+        done += min(1.0, task.sample / task.samples_total)
+    return round(100.0 * min(done, frames) / frames, 2)
+
+
+def _seconds_per_frame(tasks: Sequence[Task]) -> float | None:
+    """Mean Blender seconds of the finished frames whose time a worker reported."""
+    timed = [t for t in tasks if t.render_seconds and _task_frames_done(t)]
+    frames = sum(_task_frames_done(t) for t in timed)
+    return sum(t.render_seconds for t in timed) / frames if frames else None
+
+
+def _task_eta(task: Task, per_frame: float | None) -> float | None:
+    if task.status == TaskStatus.COMPLETED.value:
+        return 0.0
+    if task.status != TaskStatus.ACTIVE.value:
+        return None
+    own = task.render_seconds / task.frames_done if task.frames_done else per_frame
+    if own is None:
+        return None
+    return round(own * (len(task.frames) - _task_progress(task) / 100 * len(task.frames)), 1)
+
+
 def job_detail(session: Session, job: Job) -> JobDetail:
     tasks = session.scalars(select(Task).where(Task.job_id == job.id).order_by(Task.index)).all()
     owner = session.get(User, job.owner_id)
@@ -73,8 +103,27 @@ def job_detail(session: Session, job: Job) -> JobDetail:
     }
     summary = job_summary(job, owner.name if owner else "?", tasks)
     elapsed, eta = _eta(job, summary.frames_done, summary.frames_total, utcnow())
+    per_frame = _seconds_per_frame(tasks)
+    left = summary.frames_total - summary.frames_done
+    if per_frame is not None and job.finished_at is None:
+        # From what finished frames took, shared among the workers on the job now.
+        busy = sum(1 for t in tasks if t.status == TaskStatus.ACTIVE.value)
+        eta = round(per_frame * left / max(1, busy), 1)
+    runnable = job.status in (JobStatus.QUEUED.value, JobStatus.ACTIVE.value)
+    statuses = {t.status for t in tasks}
+    if (
+        summary.status_reason is None
+        and runnable
+        and TaskStatus.QUEUED.value in statuses
+        and TaskStatus.ACTIVE.value not in statuses
+    ):
+        summary.status_reason = wait_reason(session, job)
+    peaks = [t.peak_memory_bytes for t in tasks if t.peak_memory_bytes]
     return JobDetail(
         **summary.model_dump(),
+        seconds_per_frame=round(per_frame, 3) if per_frame is not None else None,
+        peak_memory_bytes=max(peaks) if peaks else None,
+        blender_saved=job.blender_saved,
         settings=JobSettings.model_validate(job.settings),
         main_file=job.main_file,
         tasks=[
@@ -90,6 +139,15 @@ def job_detail(session: Session, job: Job) -> JobDetail:
                 started_at=task.started_at,
                 finished_at=task.finished_at,
                 last_error=task.last_error,
+                progress=_task_progress(task),
+                frame=task.frame if task.status == TaskStatus.ACTIVE.value else None,
+                sample=task.sample if task.status == TaskStatus.ACTIVE.value else None,
+                samples_total=task.samples_total
+                if task.status == TaskStatus.ACTIVE.value
+                else None,
+                render_seconds=round(task.render_seconds or 0.0, 3),
+                peak_memory_bytes=task.peak_memory_bytes,
+                eta_seconds=_task_eta(task, per_frame),
             )
             for task in tasks
         ],

@@ -45,6 +45,7 @@ class _Candidate:
     priority: int
     created_at: datetime
     settings: dict[str, Any]
+    blender_saved: str | None = None
 
 
 def _ranked_jobs(session: Session, worker: Worker, prefer_job: int | None) -> list[_Candidate]:
@@ -53,9 +54,9 @@ def _ranked_jobs(session: Session, worker: Worker, prefer_job: int | None) -> li
         Task.job_id == Job.id, Task.status == TaskStatus.QUEUED.value, Task.type.in_(types)
     )
     rows = session.execute(
-        select(Job.id, Job.owner_id, Job.priority, Job.created_at, Job.settings).where(
-            Job.status.in_(RUNNABLE_JOB_STATUSES), has_work
-        )
+        select(
+            Job.id, Job.owner_id, Job.priority, Job.created_at, Job.settings, Job.blender_saved
+        ).where(Job.status.in_(RUNNABLE_JOB_STATUSES), has_work)
     ).all()
     if not rows:
         return []
@@ -78,13 +79,13 @@ def _ranked_jobs(session: Session, worker: Worker, prefer_job: int | None) -> li
     }
     blocked = set(session.scalars(select(Blocklist.job_id).where(Blocklist.worker_id == worker.id)))
     candidates = []
-    for job_id, owner_id, priority, created_at, settings in rows:
+    for job_id, owner_id, priority, created_at, settings, saved in rows:
         cap = settings.get("max_workers")
         if job_id in blocked or (cap and held_by_job.get(job_id, 0) >= cap):
             continue
-        if not any(fits(worker, settings, task_type) for task_type in types):
+        if not any(fits(worker, settings, task_type, saved) for task_type in types):
             continue
-        candidates.append(_Candidate(job_id, owner_id, priority, created_at, settings))
+        candidates.append(_Candidate(job_id, owner_id, priority, created_at, settings, saved))
     candidates.sort(
         key=lambda c: (
             -c.priority,
@@ -157,7 +158,7 @@ def claim_task(
         return None
     types = task_types(worker)
     for candidate in _ranked_jobs(session, worker, prefer_job):
-        allowed = [t for t in types if fits(worker, candidate.settings, t)]
+        allowed = [t for t in types if fits(worker, candidate.settings, t, candidate.blender_saved)]
         for task in _runnable_tasks(session, candidate.job_id, allowed):
             if _failed_here(session, task, worker) and _someone_else_could(session, task, worker):
                 continue

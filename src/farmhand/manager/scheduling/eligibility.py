@@ -1,7 +1,9 @@
-"""Which workers may run which work: availability, fit (tags, task types), blocklist.
+"""Which workers may run which work: availability, fit (tags, task types, Blender
+version, device), blocklist.
 
 Used by the claim (may *this* worker take *this* job?) and by the retry and blocklist
-rules (is there *any other* worker that could?), so both ask the same questions.
+rules (is there *any other* worker that could?), so both ask the same questions; and by
+the job views, to say why a job waits when no available worker fits it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from farmhand.manager.db.models import Blocklist, Job, Worker
+from farmhand.shared.blendfile import best_version
 from farmhand.shared.schemas import WorkerStatus
 
 
@@ -30,11 +33,65 @@ def task_types(worker: Worker) -> list[str]:
     return types
 
 
-def fits(worker: Worker, job_settings: dict[str, Any], task_type: str) -> bool:
-    """The worker runs this task type and has every tag the job requires."""
-    required = set(job_settings.get("required_tags") or ())
-    tags = set(worker.capabilities.get("tags") or ())
-    return task_type in task_types(worker) and required <= tags
+def fits(
+    worker: Worker, job_settings: dict[str, Any], task_type: str, saved: str | None = None
+) -> bool:
+    """The worker runs this task type, has every tag the job requires, renders on the
+    job's device and has a Blender that can open the file (saved by `saved`)."""
+    return unfit_reason(worker, job_settings, task_type, saved) is None
+
+
+def unfit_reason(
+    worker: Worker, job_settings: dict[str, Any], task_type: str, saved: str | None = None
+) -> str | None:
+    """Why `worker` may not run this job's `task_type` tasks, or None if it may."""
+    caps = worker.capabilities
+    if task_type not in task_types(worker):
+        return f"no worker runs {task_type} tasks"
+    missing = set(job_settings.get("required_tags") or ()) - set(caps.get("tags") or ())
+    if missing:
+        return f"no worker has the tags {', '.join(sorted(missing))}"
+    device = job_settings.get("device")
+    if device and (caps.get("device") or "CPU") != device:
+        return f"no worker renders on {device}"
+    if task_type == "render":
+        versions: list[str] = caps.get("blender_versions") or []
+        wanted = job_settings.get("blender_version")
+        if versions and best_version(versions, saved, wanted) is None:
+            need = [f"Blender {saved} or newer"] if saved else []
+            need += [f"Blender {wanted}"] if wanted else []
+            return f"the job needs {' in '.join(need) if need else 'another Blender'}"
+    return None
+
+
+def wait_reason(session: Session, job: Job, task_type: str = "render") -> str | None:
+    """Why nobody takes the job's queued tasks though workers are online, or None.
+
+    A file saved by a newer Blender than any worker has waits (it would fail on garbage
+    in an older one): this names what it needs and what the workers have.
+    """
+    workers = list(
+        session.scalars(
+            select(Worker).where(
+                Worker.status != WorkerStatus.OFFLINE.value,
+                Worker.admin_state == "enabled",
+                Worker.asleep.is_(False),
+            )
+        )
+    )
+    if not workers:
+        return None
+    reasons = [unfit_reason(w, job.settings, task_type, job.blender_saved) for w in workers]
+    if any(reason is None for reason in reasons):
+        return None
+    have = sorted(
+        {v for w in workers for v in (w.capabilities.get("blender_versions") or [])},
+        key=lambda v: [int(p) for p in v.split(".") if p.isdigit()],
+    )
+    first = next(reason for reason in reasons if reason is not None)
+    if first.startswith("the job needs"):
+        first += f"; the online workers have {', '.join(have) or 'no Blender'}"
+    return f"waiting: {first}"
 
 
 def eligible_workers(
@@ -59,5 +116,5 @@ def eligible_workers(
         )
         if worker.id not in blocked
         and worker.id not in exclude
-        and fits(worker, job.settings, task_type)
+        and fits(worker, job.settings, task_type, job.blender_saved)
     ]

@@ -113,3 +113,27 @@ def find_blender(
         "no Blender found: pass --blender /path/to/blender, set FARMHAND_BLENDER, put "
         "`blender` on PATH, or install the module with `pip install 'farmhand[blender]'`"
     )
+
+
+def find_blenders(specs: list[str], env: Mapping[str, str] | None = None) -> list[BlenderInstall]:
+    """Every Blender a worker offers: one per `--blender` value, or the one found.
+
+    A value is `VERSION=PATH` (`5.0=/opt/blender-5.0/blender`), a path, or `bpy`. The
+    version label is checked against what the Blender says it is, so a mislabelled one
+    fails at start rather than opening files it cannot read.
+    """
+    if not specs:
+        return [find_blender(None, env)]
+    installs: list[BlenderInstall] = []
+    for spec in specs:
+        label, sep, target = spec.partition("=")
+        if not sep:
+            label, target = "", spec
+        install = install_from_spec(target.strip(), f"--blender {spec}")
+        if label and not (install.version + ".").startswith(label.strip().rstrip(".") + "."):
+            raise BlenderNotFound(
+                f"--blender {spec}: that Blender is {install.version}, not {label.strip()}"
+            )
+        if all(known.spec != install.spec for known in installs):
+            installs.append(install)
+    return installs

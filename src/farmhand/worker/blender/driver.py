@@ -8,7 +8,9 @@ Blender's own chatter. Commands:
     {"cmd": "open", "blend": PATH}
     {"cmd": "render", "frames": [..], "output_dir": DIR, "file_stem": "frame_",
      "output_format": "PNG"|"JPEG"|"OPEN_EXR"|null, "resolution_percentage": int|null,
-     "samples": int|null, "threads": int|null, "engine": str|null}
+     "samples": int|null, "threads": int|null, "engine": str|null,
+     "device": "CPU"|"CUDA"|"OPTIX"|"HIP"|"ONEAPI"|"METAL"|null, "gpu": int|null}
+    {"cmd": "devices"}   -> {"event": "devices", "devices": [{"type", "name", "id"}]}
     {"cmd": "quit"}
 
 One process can take many commands, so a Blender session can outlive one task. The file
@@ -74,6 +76,54 @@ def cmd_open(command):
     emit("opened", **scene_facts(bpy.context.scene))
 
 
+GPU_KINDS = ("CUDA", "OPTIX", "HIP", "ONEAPI", "METAL")
+
+
+def cycles_preferences():
+    addon = bpy.context.preferences.addons.get("cycles")
+    return addon.preferences if addon is not None else None
+
+
+def gpu_devices(kind):
+    """Cycles' devices of one kind (CUDA, OPTIX...) on this machine, as Blender sees them."""
+    prefs = cycles_preferences()
+    if prefs is None:
+        return []
+    try:
+        devices = prefs.get_devices_for_type(kind)
+    except (TypeError, ValueError, AttributeError):
+        return []  # a kind this Blender does not know (METAL off macOS, ONEAPI in old ones)
+    return [device for device in devices if device.type == kind]
+
+
+def cmd_devices(_command):
+    found = [{"type": "CPU", "name": "CPU", "id": "CPU"}]
+    for kind in GPU_KINDS:
+        for device in gpu_devices(kind):
+            found.append({"type": kind, "name": device.name, "id": device.id})
+    emit("devices", devices=found, version=bpy.app.version_string)
+
+
+def apply_device(scene, device, gpu):
+    """Render Cycles on `device` (all of its GPUs, or only number `gpu`)."""
+    if scene.render.engine != "CYCLES":
+        return
+    if not device or device == "CPU":
+        scene.cycles.device = "CPU"
+        return
+    devices = gpu_devices(device)
+    if not devices:
+        raise RuntimeError("Blender sees no %s device on this machine" % device)
+    if gpu is not None and gpu >= len(devices):
+        raise RuntimeError("there is no %s GPU %d (Blender sees %d)" % (device, gpu, len(devices)))
+    prefs = cycles_preferences()
+    prefs.compute_device_type = device
+    chosen = devices if gpu is None else [devices[gpu]]
+    for candidate in prefs.devices:
+        candidate.use = any(candidate.id == wanted.id for wanted in chosen)
+    scene.cycles.device = "GPU"
+
+
 def set_file_format(settings, file_format):
     """Set an image format; Blender 5 first needs the matching `media_type`.
 
@@ -108,7 +158,7 @@ def apply_overrides(scene, command):
         render.threads_mode = "FIXED"
         render.threads = int(command["threads"])
     if render.engine == "CYCLES":
-        scene.cycles.device = "CPU"
+        apply_device(scene, command.get("device"), command.get("gpu"))
         if command.get("samples"):
             scene.cycles.samples = int(command["samples"])
     elif command.get("samples") and hasattr(scene, "eevee"):
@@ -213,7 +263,7 @@ def render_frames(scene, command):
 
 def main():
     emit("ready", version=bpy.app.version_string)
-    handlers = {"open": cmd_open, "render": cmd_render}
+    handlers = {"open": cmd_open, "render": cmd_render, "devices": cmd_devices}
     for line in sys.stdin:
         line = line.strip()
         if not line:

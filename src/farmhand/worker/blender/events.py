@@ -63,7 +63,35 @@ class Progress:
     samples: int
 
 
-Event = Ready | Opened | FrameStarted | FrameSaved | RenderDone | DriverError | Bye | Progress
+@dataclass(frozen=True)
+class Devices:
+    """The compute devices Blender sees: (kind, name) pairs, CPU first."""
+
+    devices: list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class FrameStats:
+    """Made by the worker, not the driver: what one saved frame cost."""
+
+    frame: int
+    seconds: float
+    peak_memory_bytes: int
+    """Peak resident memory of Blender's process group while the frame rendered."""
+
+
+Event = (
+    Ready
+    | Opened
+    | FrameStarted
+    | FrameSaved
+    | RenderDone
+    | DriverError
+    | Bye
+    | Progress
+    | Devices
+    | FrameStats
+)
 
 # `Fra:1 Mem:9.68M (Peak 9.82M) | Time:00:00.13 | ... | Scene, ViewLayer | Sample 1/2`, the
 # as Blender executables print them. Parsed from the log rather than sent by the driver
@@ -109,6 +137,8 @@ def parse_event_line(line: str) -> Event | None:
             return DriverError(str(data["message"]), str(data.get("traceback", "")))
         if kind == "bye":
             return Bye()
+        if kind == "devices":
+            return Devices([(str(d["type"]), str(d["name"])) for d in data["devices"]])
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
     return None

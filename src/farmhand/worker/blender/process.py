@@ -22,6 +22,7 @@ import queue
 import signal
 import subprocess
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ from farmhand.worker.blender.events import (
     DriverError,
     Event,
     FrameSaved,
+    FrameStarted,
+    FrameStats,
     Opened,
     RenderDone,
     parse_event_line,
@@ -43,6 +46,8 @@ from farmhand.worker.blender.events import (
 DRIVER = Path(__file__).with_name("driver.py")
 KILL_GRACE = 3.0
 LOG_TAIL = 50
+MEMORY_SAMPLE_INTERVAL = 0.5
+"""Seconds between looks at Blender's resident memory while it renders."""
 
 
 @dataclass
@@ -56,6 +61,12 @@ class RenderRequest:
     threads: int | None = None
     engine: str | None = None
     file_stem: str = "frame_"
+    device: str | None = None
+    """Cycles device kind (CPU, CUDA, OPTIX...); None: CPU."""
+    gpu: int | None = None
+    """Only this GPU of `device` (a worker per GPU); None: all of them."""
+    stall_timeout: float | None = None
+    """Seconds without a line from Blender after which it is killed (a hung render)."""
 
 
 @dataclass
@@ -66,6 +77,8 @@ class RenderResult:
     error: str | None = None
     exit_code: int | None = None
     log_tail: list[str] = field(default_factory=list)
+    timed_out: bool = False
+    """Blender said nothing for the request's `stall_timeout` and was killed."""
 
 
 def blender_command(install: BlenderInstall, threads: int | None = None) -> list[str]:
@@ -94,7 +107,16 @@ def render_command(request: RenderRequest) -> dict[str, object]:
         "samples": request.samples,
         "threads": request.threads,
         "engine": request.engine,
+        "device": request.device,
+        "gpu": request.gpu,
     }
+
+
+def describe_duration(seconds: float) -> str:
+    """`3 seconds`, `30 minutes`: for a person reading a failure reason."""
+    if seconds < 120:
+        return f"{seconds:g} seconds"
+    return f"{seconds / 60:g} minutes"
 
 
 def describe_exit(code: int) -> str:
@@ -130,8 +152,11 @@ class _Listener:
         self.on_event = on_event
         self.on_log = on_log
         self.tail: deque[str] = deque(maxlen=LOG_TAIL)
+        self.last_line = time.monotonic()
+        """When Blender last said anything: a silent Blender is a hung one."""
 
     def line(self, line: str) -> None:
+        self.last_line = time.monotonic()
         self.log.write(line + "\n")
         self.log.flush()
         event = parse_event_line(line)
@@ -206,6 +231,9 @@ class _Outcome:
     bad_frames: dict[int, str] = field(default_factory=dict)
     errors: list[DriverError] = field(default_factory=list)
     terminal: queue.Queue[Event] = field(default_factory=queue.Queue)
+    stalled: bool = False
+    frame_peak: int = 0
+    """Peak resident bytes of Blender's group since the current frame started."""
 
 
 class BlenderProcess:
@@ -233,6 +261,8 @@ class BlenderProcess:
         """The .blend the driver has open (None until an `open` succeeded)."""
         self.frames_rendered = 0
         self.requests = 0
+        self._listener: _Listener | None = None
+        self._stall_timeout: float | None = None
         self._reader = _Reader(self.process.stdout)
         self._reader.start()
         # Commands are written from a thread of their own: a long frame list fills the
@@ -282,6 +312,8 @@ class BlenderProcess:
         seen = _Outcome()
 
         def handle(event: Event) -> None:
+            if isinstance(event, FrameStarted):
+                seen.frame_peak = self.rss_bytes()
             if isinstance(event, FrameSaved):
                 # Checked the moment it is written, so it is uploaded while the next renders.
                 try:
@@ -290,6 +322,9 @@ class BlenderProcess:
                     seen.bad_frames[event.frame] = f"frame {event.frame}: {error}"
                 else:
                     seen.frames[event.frame] = event.path
+                    if on_event is not None:
+                        peak = max(seen.frame_peak, self.rss_bytes())
+                        on_event(FrameStats(event.frame, event.seconds, peak))
                     if on_frame_ready is not None:
                         on_frame_ready(event.frame, event.path)
             elif isinstance(event, DriverError):
@@ -300,6 +335,8 @@ class BlenderProcess:
                 seen.terminal.put(event)
 
         listener = _Listener(log_path, handle, on_log or (lambda _line: None))
+        self._listener = listener
+        self._stall_timeout = request.stall_timeout
         for note in notes:
             listener.note(note)
         self._reader.attach(listener)
@@ -327,6 +364,10 @@ class BlenderProcess:
         self.frames_rendered += len(seen.frames)
         code = self.process.poll()
         tail = list(listener.tail)
+        if seen.stalled:
+            timeout = describe_duration(request.stall_timeout or 0)
+            reason = f"no progress for {timeout} (task timeout): Blender hung and was killed"
+            return RenderResult(False, seen.frames, reason, code, [*tail, reason], timed_out=True)
         if canceled:
             return RenderResult(False, {}, "canceled", code, tail)
         # A session's Blender that ends after answering (it is recycled before the next
@@ -341,12 +382,23 @@ class BlenderProcess:
         """Send one command and wait for its answer: (the answer or None if Blender
         ended first, whether it was canceled)."""
         self._commands.put(json.dumps(command).encode() + b"\n")
+        sampled = 0.0
         while True:
             try:
                 return seen.terminal.get(timeout=0.1), False
             except queue.Empty:
                 pass
             if cancel.is_set():
+                kill_group(self.process)
+                return None, True
+            now = time.monotonic()
+            if now - sampled >= MEMORY_SAMPLE_INTERVAL:
+                sampled = now
+                seen.frame_peak = max(seen.frame_peak, self.rss_bytes())
+            listener = self._listener
+            stall = self._stall_timeout
+            if stall and listener is not None and now - listener.last_line > stall:
+                seen.stalled = True
                 kill_group(self.process)
                 return None, True
             if not self.alive:

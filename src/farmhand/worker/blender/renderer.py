@@ -4,6 +4,10 @@ With sessions on (the default) it holds at most one `BlenderSession`, for the jo
 last task: a task of the same job (same `RenderJob.session_key`: job, main file and file
 hashes) is rendered in the Blender that already has the file open; a task of another job
 closes it first, so a worker never holds two Blenders' memory.
+
+A worker may offer several Blenders (`--blender 5.0=... --blender 3.4=...`): each task is
+rendered by the newest one that can open its file and lies in the job's version range
+(the manager only hands out tasks one of them fits).
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from functools import partial
 import structlog
 from structlog.typing import FilteringBoundLogger
 
+from farmhand.shared.blendfile import best_version
 from farmhand.worker.agent import RenderJob, RenderOutcome
 from farmhand.worker.blender.discovery import BlenderInstall
-from farmhand.worker.blender.events import Event, FrameStarted, Progress
+from farmhand.worker.blender.events import Event, FrameStarted, FrameStats, Progress
 from farmhand.worker.blender.process import RenderRequest, RenderResult, render
 from farmhand.worker.blender.session import DEFAULT_MAX_FRAMES, BlenderSession
 
@@ -29,13 +34,18 @@ class BlenderTaskRenderer:
 
     def __init__(
         self,
-        install: BlenderInstall,
+        install: BlenderInstall | list[BlenderInstall],
         *,
         sessions: bool = True,
         max_frames: int | None = DEFAULT_MAX_FRAMES,
         max_memory_mb: int | None = None,
+        device: str | None = None,
+        gpu: int | None = None,
     ) -> None:
-        self.install = install
+        self.installs = install if isinstance(install, list) else [install]
+        self.install = self.installs[0]
+        self.device = device
+        self.gpu = gpu
         self.sessions = sessions
         self.max_frames = max_frames
         self.max_memory_mb = max_memory_mb
@@ -51,6 +61,17 @@ class BlenderTaskRenderer:
                 job.on_frame_started(event.frame)
             elif isinstance(event, Progress):
                 job.on_samples(event.sample, event.samples)
+            elif isinstance(event, FrameStats):
+                job.on_frame_stats(event.frame, event.seconds, event.peak_memory_bytes)
+
+        install = self.install_for(job)
+        if install is None:
+            have = ", ".join(i.version for i in self.installs)
+            return RenderOutcome(
+                ok=False,
+                error=f"none of this worker's Blenders ({have}) can render this job "
+                f"(saved by Blender {task.blender_saved}, range {task.blender_version or 'any'})",
+            )
 
         request = RenderRequest(
             blend_path=job.blend_file,
@@ -60,10 +81,13 @@ class BlenderTaskRenderer:
             resolution_percentage=task.resolution_percentage,
             samples=task.samples,
             threads=job.threads,
+            device=self.device,
+            gpu=self.gpu,
+            stall_timeout=job.stall_timeout,
         )
-        session = self._session_for(job)
+        session = self._session_for(job, install)
         run: Callable[..., RenderResult] = (
-            partial(render, self.install) if session is None else session.render
+            partial(render, install) if session is None else session.render
         )
         result = run(
             request,
@@ -75,25 +99,34 @@ class BlenderTaskRenderer:
         )
         return _outcome(result)
 
-    def _session_for(self, job: RenderJob) -> BlenderSession | None:
+    def install_for(self, job: RenderJob) -> BlenderInstall | None:
+        """The newest of this worker's Blenders that can render the task's job."""
+        task = job.task
+        version = best_version(
+            [i.version for i in self.installs], task.blender_saved, task.blender_version
+        )
+        return next((i for i in self.installs if i.version == version), None)
+
+    def _session_for(self, job: RenderJob, install: BlenderInstall) -> BlenderSession | None:
         """The session for this task's job (a new one if the job changed), or None."""
         if not self.sessions or job.session_key is None:
             return None
+        key = f"{job.session_key}|{install.spec}"
         with self._lock:
-            if self._session is not None and self._key == job.session_key:
+            if self._session is not None and self._key == key:
                 return self._session
             old, self._session = self._session, None
         if old is not None:
             log.info("another job: closing the Blender session", job_id=job.task.job_id)
             old.close()
         session = BlenderSession(
-            self.install,
+            install,
             threads=job.threads,
             max_frames=self.max_frames,
             max_memory_mb=self.max_memory_mb,
         )
         with self._lock:
-            self._session, self._key = session, job.session_key
+            self._session, self._key = session, key
         return session
 
     def close(self) -> None:

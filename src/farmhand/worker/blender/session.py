@@ -150,7 +150,8 @@ class BlenderSession:
             # A Blender that failed (or was canceled) may be in any state: the next
             # request must not inherit it.
             self.close()
-        if reused and not alive and not started and not (cancel and cancel.is_set()):
+        never_ran = not started and not result.timed_out and not (cancel and cancel.is_set())
+        if reused and not alive and never_ran:
             code = result.exit_code if result.exit_code is not None else 0
             why = (
                 f"farmhand: the session's Blender ended before this task started "

@@ -1,10 +1,13 @@
-"""Blender versions and devices (reserved, filled in by the Blender work)
+"""Blender versions and live progress: which Blender saved a job's file, per-task stats
 
 Revision ID: 0007
 Revises: 0006
 """
 
 from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
 
 revision: str = "0007"
 down_revision: str | None = "0006"
@@ -13,8 +16,20 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass
+    with op.batch_alter_table("jobs") as batch:
+        batch.add_column(sa.Column("blender_saved", sa.String(length=20), nullable=True))
+    with op.batch_alter_table("tasks") as batch:
+        batch.add_column(sa.Column("frame", sa.Integer(), nullable=True))
+        batch.add_column(sa.Column("sample", sa.Integer(), nullable=True))
+        batch.add_column(sa.Column("samples_total", sa.Integer(), nullable=True))
+        batch.add_column(sa.Column("peak_memory_bytes", sa.BigInteger(), nullable=True))
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table("tasks") as batch:
+        batch.drop_column("peak_memory_bytes")
+        batch.drop_column("samples_total")
+        batch.drop_column("sample")
+        batch.drop_column("frame")
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("blender_saved")
