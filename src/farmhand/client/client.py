@@ -49,6 +49,8 @@ from farmhand.shared.schemas import (
     TaskProgress,
     TaskProgressReply,
     TaskRelease,
+    UploadCreate,
+    UploadStatus,
     WorkerCapabilities,
 )
 
@@ -265,6 +267,36 @@ class FarmhandClient(BaseClient):
             headers={"Content-Type": "application/octet-stream", "Content-Length": str(total)},
         )
         return _parse(BlobStored, response)
+
+    def start_upload(self, sha256: str, size: int) -> UploadStatus:
+        """Open (or find again) a resumable upload; its offset says where to send from."""
+        body = UploadCreate(sha256=sha256, size=size).model_dump(mode="json")
+        return _parse(UploadStatus, self._request("POST", "/api/uploads", json=body))
+
+    def upload_status(self, upload_id: str) -> UploadStatus:
+        return _parse(UploadStatus, self._request("GET", f"/api/uploads/{upload_id}"))
+
+    def send_upload(
+        self,
+        upload_id: str,
+        path: Path,
+        offset: int,
+        on_chunk: Callable[[int], None] | None = None,
+    ) -> UploadStatus:
+        """Stream `path` from byte `offset` to its end into a resumable upload."""
+        size = path.stat().st_size
+        response = self._request(
+            "PATCH",
+            f"/api/uploads/{upload_id}",
+            content=iter_file(path, on_chunk, start=offset),
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(size - offset),
+                "Upload-Offset": str(offset),
+            },
+            timeout=httpx.Timeout(300.0, connect=10.0),
+        )
+        return _parse(UploadStatus, response)
 
     def create_job(self, job: JobCreate) -> JobAccepted:
         """Create a job from blobs already uploaded."""

@@ -19,9 +19,12 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def iter_file(path: Path, on_chunk: Callable[[int], None] | None = None) -> Iterator[bytes]:
-    """Yield a file's bytes chunk by chunk, reporting each chunk's size as it is sent."""
+def iter_file(
+    path: Path, on_chunk: Callable[[int], None] | None = None, start: int = 0
+) -> Iterator[bytes]:
+    """Yield a file's bytes from `start` chunk by chunk, reporting each chunk's size as sent."""
     with path.open("rb") as handle:
+        handle.seek(start)
         while chunk := handle.read(CHUNK_SIZE):
             yield chunk
             if on_chunk is not None:

@@ -27,6 +27,7 @@ from farmhand.manager.api import (
     runner,
     runner_tokens,
     tokens,
+    upload_sessions,
     users,
 )
 from farmhand.manager.api import auth as auth_routes
@@ -118,7 +119,7 @@ def create_app(settings: ManagerSettings, context: ManagerContext | None = None)
     app.add_middleware(LimitsMiddleware, limits=BodyLimits.from_settings(settings))
     for module in (
         health, blobs, jobs, projects, runner, admin, users, tokens, runner_tokens, blendinfo,
-        events_stream, thumbnails, web_routes,
+        events_stream, thumbnails, web_routes, upload_sessions,
     ):  # fmt: skip
         app.include_router(module.router)
     app.include_router(auth_routes.router)

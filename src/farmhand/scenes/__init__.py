@@ -8,6 +8,7 @@ from pathlib import Path
 from farmhand.worker.blender.discovery import BlenderInstall, find_blender
 
 BUILDER = Path(__file__).with_name("build_scene.py")
+PROJECT_BUILDER = Path(__file__).with_name("build_project.py")
 VARIANTS = ("animated", "no-camera", "autoexec", "slow")
 
 
@@ -47,16 +48,45 @@ def make_scene(
         "--height", str(height), "--frames", frames, "--samples", str(samples),
         "--engine", engine, "--marker", str(marker or ""), "--output-format", output_format,
     ]  # fmt: skip
+    run_builder(install, BUILDER, options, out, f"the {variant} scene")
+    return out
+
+
+def run_builder(
+    install: BlenderInstall, script: Path, options: list[str], made: Path, what: str
+) -> None:
+    """Run a builder script in Blender; SceneBuildError with its output unless `made` exists."""
     if install.kind == "module":
-        command = [install.python, str(BUILDER), "--", *options]
+        command = [install.python, str(script), "--", *options]
     else:
         assert install.path is not None
         command = [install.path, "-b", "--factory-startup", "--python-exit-code", "1",
-                   "--python", str(BUILDER), "--", *options]  # fmt: skip
+                   "--python", str(script), "--", *options]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
-    if result.returncode != 0 or not out.exists():
+    if result.returncode != 0 or not made.exists():
         raise SceneBuildError(
-            f"building the {variant} scene failed ({result.returncode}):\n"
+            f"building {what} failed ({result.returncode}):\n"
             + (result.stdout + result.stderr)[-3000:]
         )
-    return out
+
+
+def make_project(
+    root: Path,
+    *,
+    install: BlenderInstall | None = None,
+    width: int = 48,
+    height: int = 32,
+    samples: int = 2,
+) -> Path:
+    """Build a project of several files under `root` (see build_project.py); the scene's path.
+
+    `root/shots/scene.blend` uses `root/textures/checker.png` and links `LibCube` from
+    `root/lib/library.blend`, all by absolute paths.
+    """
+    install = install or find_blender("bpy")
+    root = Path(root).resolve()
+    scene = root / "shots" / "scene.blend"
+    options = ["--root", str(root), "--width", str(width), "--height", str(height),
+               "--samples", str(samples)]  # fmt: skip
+    run_builder(install, PROJECT_BUILDER, options, scene, "the project")
+    return scene

@@ -12,6 +12,8 @@ from pathlib import PurePosixPath
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _FORBIDDEN_CHARS = set('\x00\\:*?"<>|')
+_WINDOWS_DEVICES = re.compile(r"^(CON|PRN|AUX|NUL|COM[0-9]|LPT[0-9])(\..*)?$", re.IGNORECASE)
+"""Names Windows opens as devices, whatever the folder or extension (`aux.png` too)."""
 
 
 class UnsafePathError(ValueError):
@@ -31,6 +33,8 @@ def safe_relative_path(raw: str) -> str:
         raise UnsafePathError(f"path {raw!r} must not contain '.' or '..' components")
     if any(part.endswith((" ", ".")) for part in parts):
         raise UnsafePathError(f"path {raw!r} has a component ending in a space or dot")
+    if any(_WINDOWS_DEVICES.match(part) for part in parts):
+        raise UnsafePathError(f"path {raw!r} uses a name Windows reserves for a device")
     return "/".join(parts)
 
 

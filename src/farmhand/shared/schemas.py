@@ -230,6 +230,23 @@ class BlobStored(BaseModel):
     size: int
 
 
+class UploadCreate(_Strict):
+    """Start (or find again, to resume) a resumable upload of one blob."""
+
+    sha256: Sha256
+    size: int = Field(ge=0, description="Bytes the blob has; the upload ends at this offset.")
+
+
+class UploadStatus(BaseModel):
+    """Where a resumable upload stands: send the bytes from `offset` on."""
+
+    id: str = Field(description="The upload's id (`/api/uploads/{id}`); empty once stored.")
+    sha256: Sha256
+    size: int
+    offset: int = Field(description="Bytes received and kept so far.")
+    complete: bool = Field(description="The blob is stored (verified against `sha256`).")
+
+
 class ErrorResponse(BaseModel):
     detail: str
 

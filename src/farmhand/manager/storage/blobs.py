@@ -14,7 +14,11 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, BinaryIO
+from functools import cached_property
+from typing import IO, TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    from farmhand.manager.storage.partial_uploads import PartialUploads
 
 CHUNK = 1024 * 1024
 
@@ -87,10 +91,21 @@ class BlobStore:
         if expected is not None and actual != expected:
             staging.path.unlink(missing_ok=True)
             raise BlobError(f"content hash is {actual}, not the announced {expected}")
-        target = self.path_for(actual)
+        return self.place(staging.path, actual, staging.size)
+
+    def place(self, staged: Path, sha256: str, size: int) -> StoredBlob:
+        """Rename a verified file from the store's temporary area into its place."""
+        target = self.path_for(sha256)
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging.path, target)
-        return StoredBlob(actual, staging.size, target)
+        os.replace(staged, target)
+        return StoredBlob(sha256, size, target)
+
+    @cached_property
+    def partials(self) -> PartialUploads:
+        """The resumable upload sessions whose bytes live in this store's temporary area."""
+        from farmhand.manager.storage.partial_uploads import PartialUploads
+
+        return PartialUploads(self)
 
     def ingest_file(self, source: IO[bytes], expected_sha256: str | None = None) -> StoredBlob:
         staging = _Staging(self.root, self.max_blob_bytes)

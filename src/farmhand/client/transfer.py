@@ -1,0 +1,148 @@
+"""Uploading a job's files: each byte once, in parallel, resuming what was cut off.
+
+The manifest (relative path → SHA-256) is hashed locally first; the manager says which
+hashes it lacks (`POST /api/blobs/missing`) and only those are sent, a few at a time, as
+resumable uploads (`/api/uploads`). A transfer that breaks (manager restart, network)
+is retried under the client's one retry policy and continues from the offset the
+manager reports, so what arrived is never sent again; a client that is killed and run
+again finds its uploads by (user, hash) and does the same.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from farmhand.client.client import FarmhandClient
+from farmhand.client.errors import FarmhandError
+from farmhand.client.hashing import sha256_file
+from farmhand.client.retry import RetryPolicy, call_with_retry
+
+DEFAULT_THREADS = 4
+MISSING_BATCH = 10_000
+"""Hashes per `missing` request (the manager takes up to 100 000)."""
+
+Advance = Callable[[int, int], None]
+"""Called with (bytes, files) just sent; from several threads at once."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file of the job's tree: where its bytes are, their hash and size."""
+
+    path: Path
+    sha256: str
+    size: int
+
+
+@dataclass
+class UploadReport:
+    files: int
+    bytes_total: int
+    uploaded_files: int = 0
+    uploaded_bytes: int = 0
+    bytes_sent: int = 0
+    """Bytes this client put on the wire (a resumed upload counts only what it resent)."""
+
+    @property
+    def skipped_files(self) -> int:
+        return self.files - self.uploaded_files
+
+
+def hash_files(
+    files: Mapping[str, Path], on_file: Callable[[int], None] | None = None
+) -> dict[str, Entry]:
+    """Hash every file of the tree (reading each in chunks); `on_file(size)` after each."""
+    entries = {}
+    for relative, path in files.items():
+        size = path.stat().st_size
+        entries[relative] = Entry(path, sha256_file(path), size)
+        if on_file is not None:
+            on_file(size)
+    return entries
+
+
+def _unique(entries: Iterable[Entry]) -> dict[str, Entry]:
+    """One entry per hash: a file used twice in the tree is sent once."""
+    return {entry.sha256: entry for entry in entries}
+
+
+def missing(client: FarmhandClient, hashes: list[str]) -> set[str]:
+    lacking: set[str] = set()
+    for start in range(0, len(hashes), MISSING_BATCH):
+        lacking.update(client.missing_blobs(hashes[start : start + MISSING_BATCH]))
+    return lacking
+
+
+class Uploader:
+    """Sends the blobs of a manifest the manager lacks, `threads` at a time."""
+
+    def __init__(
+        self,
+        client: FarmhandClient,
+        threads: int = DEFAULT_THREADS,
+        policy: RetryPolicy | None = None,
+        advance: Advance | None = None,
+    ) -> None:
+        self.client = client
+        self.threads = max(1, threads)
+        self.policy = policy or RetryPolicy(give_up_after=120.0)
+        self.advance = advance
+        self._lock = threading.Lock()
+
+    def plan(self, entries: Mapping[str, Entry]) -> list[Entry]:
+        """The distinct blobs of `entries` the manager does not hold."""
+        unique = _unique(entries.values())
+        lacking = missing(self.client, list(unique))
+        return [entry for sha, entry in unique.items() if sha in lacking]
+
+    def upload(self, entries: Mapping[str, Entry]) -> UploadReport:
+        unique = _unique(entries.values())
+        report = UploadReport(len(unique), sum(e.size for e in unique.values()))
+        todo = self.plan(entries)
+        if self.advance is not None:
+            already = [e for e in unique.values() if e not in todo]
+            self.advance(sum(e.size for e in already), len(already))
+        if not todo:
+            return report
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="upload") as pool:
+            for entry in pool.map(lambda e: self._one(e, report), todo):
+                with self._lock:
+                    report.uploaded_files += 1
+                    report.uploaded_bytes += entry.size
+                if self.advance is not None:
+                    self.advance(0, 1)
+        return report
+
+    def _one(self, entry: Entry, report: UploadReport) -> Entry:
+        """Upload one blob to the end, resuming from the manager's offset after a break."""
+
+        shown = 0
+
+        def show(size: int) -> None:
+            nonlocal shown
+            shown += size
+            if self.advance is not None and size > 0:
+                self.advance(size, 0)
+
+        def sent(size: int) -> None:
+            with self._lock:
+                report.bytes_sent += size
+            show(size)
+
+        def attempt() -> None:
+            status = self.client.start_upload(entry.sha256, entry.size)
+            show(status.offset - shown)  # arrived in an earlier run or attempt
+            while not status.complete:
+                try:
+                    status = self.client.send_upload(status.id, entry.path, status.offset, sent)
+                except FarmhandError as error:
+                    if error.status_code != 409:  # 409: another sender moved the offset
+                        raise
+                    status = self.client.start_upload(entry.sha256, entry.size)
+
+        call_with_retry(attempt, f"upload {entry.path.name}", self.policy)
+        return entry

@@ -1,0 +1,182 @@
+"""Resumable uploads: the bytes of a blob that have arrived so far, kept across interruptions.
+
+A session is named by (owner, SHA-256, size), so a client that crashed and runs again
+finds the same session and sends only the rest. Its bytes live in the blob store's
+temporary area (`<root>/tmp/partial/<id>.part`, next to `<id>.json` saying whose it is
+and what it must become), so a restarted manager still has them.
+
+The SHA-256 is computed as the bytes arrive; the running digest is kept in memory for the
+next chunk (a manager restart recomputes it once from the partial file, reading it in
+chunks). When the last byte arrives the digest decides: equal to the announced hash, the
+file is renamed into the store; different, it is deleted and nothing is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from farmhand.manager.storage.blobs import CHUNK, BlobError, BlobStore, BlobTooLarge, StoredBlob
+
+
+class OffsetMismatch(BlobError):
+    """A chunk starts somewhere other than where the received bytes end."""
+
+    def __init__(self, expected: int, got: int) -> None:
+        super().__init__(f"upload is at byte {expected}, not {got}: resume from {expected}")
+        self.expected = expected
+
+
+@dataclass(frozen=True)
+class UploadSession:
+    id: str
+    owner_id: int
+    sha256: str
+    size: int
+
+
+@dataclass
+class _Digest:
+    offset: int
+    hasher: Any  # hashlib's sha256 object (its type is private)
+
+
+class PartialUploads:
+    """The resumable upload sessions of one blob store (one per manager process).
+
+    One upload at a time per session: the lock also makes a status request wait until a
+    cut-off chunk has been written, so the offset it answers is where to resume.
+    """
+
+    def __init__(self, store: BlobStore) -> None:
+        self.store = store
+        self.dir = store.root / "tmp" / "partial"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._digests: dict[str, _Digest] = {}
+
+    @staticmethod
+    def session_id(owner_id: int, sha256: str, size: int) -> str:
+        return hashlib.sha256(f"{owner_id}:{sha256}:{size}".encode()).hexdigest()[:32]
+
+    def _data(self, upload_id: str) -> Path:
+        return self.dir / f"{upload_id}.part"
+
+    def _meta(self, upload_id: str) -> Path:
+        return self.dir / f"{upload_id}.json"
+
+    def lock(self, upload_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(upload_id, asyncio.Lock())
+
+    def open_session(self, owner_id: int, sha256: str, size: int) -> UploadSession:
+        """The session for this blob and owner: the existing one (resume) or a new one."""
+        if size > self.store.max_blob_bytes:
+            raise BlobTooLarge(f"upload is larger than the limit of {self.store.max_blob_bytes}")
+        session = UploadSession(self.session_id(owner_id, sha256, size), owner_id, sha256, size)
+        meta = self._meta(session.id)
+        if not meta.exists():
+            self._data(session.id).touch()
+            staging = meta.with_suffix(".json.new")
+            staging.write_text(json.dumps(asdict(session)))
+            os.replace(staging, meta)
+        return session
+
+    def get(self, upload_id: str, owner_id: int) -> UploadSession | None:
+        """The session, if it exists and belongs to `owner_id`."""
+        if not upload_id.isalnum():
+            return None
+        try:
+            raw = json.loads(self._meta(upload_id).read_text())
+            session = UploadSession(**raw)
+        except (OSError, ValueError, TypeError):
+            return None
+        return session if session.owner_id == owner_id else None
+
+    def offset(self, session: UploadSession) -> int:
+        try:
+            return self._data(session.id).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def discard(self, session: UploadSession) -> None:
+        self._data(session.id).unlink(missing_ok=True)
+        self._meta(session.id).unlink(missing_ok=True)
+        self._digests.pop(session.id, None)
+
+    def _digest(self, session: UploadSession, offset: int) -> Any:
+        """The running SHA-256 of the first `offset` bytes (from memory, else from disk)."""
+        known = self._digests.get(session.id)
+        if known is not None and known.offset == offset:
+            return known.hasher
+        hasher = hashlib.sha256()
+        with self._data(session.id).open("rb") as handle:
+            while chunk := handle.read(CHUNK):
+                hasher.update(chunk)
+        return hasher
+
+    async def append(
+        self,
+        session: UploadSession,
+        start: int,
+        chunks: AsyncIterator[bytes],
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> StoredBlob | None:
+        """Write a chunk that starts at byte `start`; the blob once the last byte is in.
+
+        Call with `lock(session.id)` held. Bytes that arrived before the client went
+        away stay written (the caller's exception propagates after they are flushed).
+        Raises OffsetMismatch, BlobTooLarge (more than announced: session discarded) or
+        BlobError (hash mismatch: session discarded, nothing stored).
+        """
+        offset = self.offset(session)
+        if start != offset:
+            raise OffsetMismatch(offset, start)
+        hasher = self._digest(session, offset)
+        try:
+            with self._data(session.id).open("ab") as handle:
+                try:
+                    async for chunk in chunks:
+                        if offset + len(chunk) > session.size:
+                            raise BlobTooLarge(
+                                f"more than the announced {session.size} bytes were sent"
+                            )
+                        handle.write(chunk)
+                        hasher.update(chunk)
+                        offset += len(chunk)
+                        if on_bytes is not None:
+                            on_bytes(len(chunk))
+                finally:
+                    handle.flush()
+                    self._digests[session.id] = _Digest(offset, hasher)
+        except BlobTooLarge:
+            self.discard(session)
+            raise
+        if offset < session.size:
+            return None
+        return self._finish(session, hasher.hexdigest())
+
+    def _finish(self, session: UploadSession, actual: str) -> StoredBlob:
+        data = self._data(session.id)
+        if actual != session.sha256:
+            self.discard(session)
+            raise BlobError(
+                f"content hash is {actual}, not the announced {session.sha256}; nothing stored"
+            )
+        with data.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        stored = self.store.place(data, actual, session.size)
+        self.discard(session)
+        return stored
+
+    def forget_lock(self, upload_id: str) -> None:
+        with contextlib.suppress(KeyError):
+            lock = self._locks[upload_id]
+            if not lock.locked():
+                del self._locks[upload_id]

@@ -1,0 +1,128 @@
+"""Builds a small project of several files inside Blender: the packing tests' scene.
+
+Run by `farmhand.scenes.make_project`, as
+`blender -b --factory-startup --python build_project.py -- --root DIR` or
+`python build_project.py --root DIR` with the bpy module. Writes
+
+    DIR/textures/checker.png   an image Blender paints and saves
+    DIR/lib/library.blend      a library holding the object `LibCube` (orange)
+    DIR/shots/scene.blend      the scene: a textured floor, a camera, a sun and `LibCube`
+                               linked from the library
+
+and every path inside scene.blend is ABSOLUTE (as in a studio's file saved without
+"relative paths"), so a farm that does not rewrite them would look for DIR on the worker.
+
+Runs on Blender's own Python (3.10 for Blender 3.4): standard library and bpy only.
+"""
+
+import argparse
+import math
+import os
+import sys
+
+import bpy
+
+
+def parse_args():
+    argv = sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else sys.argv[1:]
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--root", required=True)
+    parser.add_argument("--width", type=int, default=48)
+    parser.add_argument("--height", type=int, default=32)
+    parser.add_argument("--samples", type=int, default=2)
+    return parser.parse_args(argv)
+
+
+def save(path):
+    # relative_remap=False keeps the absolute paths we set (the default would rewrite them).
+    bpy.ops.wm.save_as_mainfile(filepath=path, relative_remap=False)
+
+
+def checker(path):
+    image = bpy.data.images.new("checker", width=16, height=16)
+    pixels = []
+    for y in range(16):
+        for x in range(16):
+            on = (x // 4 + y // 4) % 2
+            pixels += [0.1, 0.6, 0.9, 1.0] if on else [0.95, 0.95, 0.2, 1.0]
+    image.pixels[:] = pixels
+    image.filepath_raw = path
+    image.file_format = "PNG"
+    image.save()
+
+
+def build_library(path):
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.mesh.primitive_cube_add(size=2.0, location=(2, 0, 1))
+    cube = bpy.context.object
+    cube.name = "LibCube"
+    mat = bpy.data.materials.new("LibOrange")
+    mat.diffuse_color = (0.9, 0.3, 0.05, 1)
+    mat.use_nodes = True
+    for node in mat.node_tree.nodes:
+        if node.type == "BSDF_PRINCIPLED":
+            node.inputs["Base Color"].default_value = (0.9, 0.3, 0.05, 1)
+    cube.data.materials.append(mat)
+    save(path)
+
+
+def textured(name, image_path):
+    mat = bpy.data.materials.new(name)
+    mat.use_nodes = True
+    nodes = mat.node_tree.nodes
+    bsdf = next(n for n in nodes if n.type == "BSDF_PRINCIPLED")
+    tex = nodes.new("ShaderNodeTexImage")
+    tex.image = bpy.data.images.load(image_path)
+    tex.interpolation = "Closest"
+    mat.node_tree.links.new(tex.outputs["Color"], bsdf.inputs["Base Color"])
+    return mat
+
+
+def build_scene(args, path, image_path, library_path):
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    scene = bpy.context.scene
+    scene.frame_start = scene.frame_end = 1
+
+    bpy.ops.mesh.primitive_plane_add(size=8, location=(-1, 0, 0))
+    bpy.context.object.data.materials.append(textured("Checker", image_path))
+
+    with bpy.data.libraries.load(library_path, link=True, relative=False) as (_src, dst):
+        dst.objects = ["LibCube"]
+    for obj in dst.objects:
+        scene.collection.objects.link(obj)
+
+    bpy.ops.object.light_add(type="SUN", location=(4, -4, 8))
+    bpy.context.object.data.energy = 4.0
+    bpy.ops.object.camera_add(location=(0, -9, 7), rotation=(math.radians(50), 0, 0))
+    scene.camera = bpy.context.object
+    world = bpy.data.worlds.new("World")
+    world.color = (0.2, 0.3, 0.45)
+    scene.world = world
+
+    render = scene.render
+    render.engine = "CYCLES"
+    render.resolution_x, render.resolution_y = args.width, args.height
+    render.resolution_percentage = 100
+    render.image_settings.file_format = "PNG"
+    scene.cycles.device = "CPU"
+    scene.cycles.samples = args.samples
+    scene.cycles.use_denoising = False
+    scene.cycles.seed = 1
+    save(path)
+
+
+def main():
+    args = parse_args()
+    root = os.path.abspath(args.root)
+    image_path = os.path.join(root, "textures", "checker.png")
+    library_path = os.path.join(root, "lib", "library.blend")
+    scene_path = os.path.join(root, "shots", "scene.blend")
+    for path in (image_path, library_path, scene_path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    checker(image_path)
+    build_library(library_path)
+    build_scene(args, scene_path, image_path, library_path)
+
+
+main()
