@@ -5,7 +5,7 @@
 # with the bpy wheel from PyPI. Runs only as root (CI, containers); otherwise says what to
 # install and carries on, so `make test` still runs what it can.
 set -euo pipefail
-packages=(blender postgresql chromium)
+packages=(blender postgresql chromium ffmpeg)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

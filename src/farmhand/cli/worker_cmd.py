@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Annotated, get_args
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
 
 from farmhand.shared.logconfig import configure_logging
-from farmhand.shared.schemas import DeviceKind, WorkerCapabilities
+from farmhand.shared.schemas import WorkerCapabilities
 from farmhand.worker.agent import WorkerSettings, run_worker
 from farmhand.worker.blender.discovery import BlenderNotFound
 from farmhand.worker.cache import parse_size
+from farmhand.worker.ffmpeg import FfmpegNotFound
 
 
 def default_name() -> str:
@@ -30,14 +31,6 @@ def _checked_tags(tags: list[str]) -> list[str]:
             f"error: tags must be lower-case letters, digits, '.', '_' or '-': {tags}", err=True
         )
         raise typer.Exit(2) from None
-
-
-def _checked_device(device: str) -> str:
-    kinds = get_args(DeviceKind)
-    if device.upper() not in kinds:
-        typer.echo(f"error: --device must be one of {', '.join(kinds)}, not {device!r}", err=True)
-        raise typer.Exit(2)
-    return device.upper()
 
 
 def default_work_dir(name: str) -> Path:
@@ -61,38 +54,18 @@ def worker(
         str | None, typer.Option(help="Worker name (default: host name).", show_default=False)
     ] = None,
     blender: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--blender",
-            envvar="FARMHAND_BLENDER",
-            help="A Blender to render with: a path, `bpy`, or VERSION=PATH such as "
-            "5.0=/opt/blender-5.0/blender; repeat to offer several (default: found).",
-        ),
-    ] = None,
-    device: Annotated[
-        str,
-        typer.Option(
-            "--device",
-            help="Cycles device: CPU, CUDA, OPTIX, HIP, ONEAPI or METAL (checked at start).",
-        ),
-    ] = "CPU",
-    gpu: Annotated[
-        int | None,
-        typer.Option(
-            "--gpu", min=0, help="Use only this GPU of --device (run one worker per GPU)."
-        ),
-    ] = None,
-    task_timeout: Annotated[
-        float | None,
-        typer.Option(
-            "--task-timeout",
-            min=1.0,
-            metavar="SECONDS",
-            help="Kill a Blender silent this long and fail the task (default: the manager's).",
-        ),
+        str | None,
+        typer.Option(envvar="FARMHAND_BLENDER", help="Blender executable (default: found)."),
     ] = None,
     threads: Annotated[
         int | None, typer.Option(min=0, help="Render threads (default: all cores).")
+    ] = None,
+    ffmpeg: Annotated[
+        str | None,
+        typer.Option(
+            envvar="FARMHAND_FFMPEG",
+            help="ffmpeg for video tasks (default: found on PATH; none: no video tasks).",
+        ),
     ] = None,
     work_dir: Annotated[
         Path | None,
@@ -156,10 +129,7 @@ def worker(
         registration_token=token,
         name=worker_name,
         work_dir=(work_dir or default_work_dir(worker_name)).expanduser(),
-        blenders=list(blender or []),
-        device=_checked_device(device),
-        gpu=gpu,
-        task_timeout=task_timeout,
+        blender=blender,
         threads=threads or None,
         heartbeat_interval=heartbeat_interval,
         poll_wait=poll_wait,
@@ -169,10 +139,11 @@ def worker(
         session_frames=session_frames,
         session_memory_mb=session_memory,
         cache_size=cache_bytes,
+        ffmpeg=ffmpeg,
     )
     try:
         code = run_worker(settings)
-    except BlenderNotFound as error:
+    except (BlenderNotFound, FfmpegNotFound) as error:
         # Said at start, not at the first task: a worker that cannot render takes no work.
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None

@@ -26,8 +26,8 @@ from farmhand.manager.api import (
     projects,
     runner,
     runner_tokens,
+    runner_video,
     tokens,
-    upload_sessions,
     users,
 )
 from farmhand.manager.api import auth as auth_routes
@@ -118,8 +118,8 @@ def create_app(settings: ManagerSettings, context: ManagerContext | None = None)
     install_error_handlers(app)
     app.add_middleware(LimitsMiddleware, limits=BodyLimits.from_settings(settings))
     for module in (
-        health, blobs, jobs, projects, runner, admin, users, tokens, runner_tokens, blendinfo,
-        events_stream, thumbnails, web_routes, upload_sessions,
+        health, blobs, jobs, projects, runner, runner_video, admin, users, tokens, runner_tokens,
+        blendinfo, events_stream, thumbnails, web_routes,
     ):  # fmt: skip
         app.include_router(module.router)
     app.include_router(auth_routes.router)

@@ -11,9 +11,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
-from farmhand.shared.blendfile import check_spec
 from farmhand.shared.frames import MAX_FRAME, MAX_FRAMES_PER_JOB
 
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
@@ -58,11 +64,43 @@ class WorkerStatus(StrEnum):
 
 
 OutputFormat = Literal["PNG", "JPEG", "OPEN_EXR"]
-DeviceKind = Literal["CPU", "CUDA", "OPTIX", "HIP", "ONEAPI", "METAL"]
-"""A Cycles compute device kind, as `farmhand worker --device` takes it."""
 
 
 # ---------------------------------------------------------------------------- jobs
+
+VideoCodec = Literal["h264", "h265", "vp9"]
+VideoContainer = Literal["mp4", "mkv", "mov", "webm"]
+VIDEO_CONTAINERS: dict[str, frozenset[str]] = {
+    "h264": frozenset({"mp4", "mkv", "mov"}),
+    "h265": frozenset({"mp4", "mkv", "mov"}),
+    "vp9": frozenset({"webm", "mkv", "mp4"}),
+}
+"""Which containers hold which codec (what ffmpeg can mux and players commonly read)."""
+MAX_CRF = {"h264": 51, "h265": 51, "vp9": 63}
+
+
+class VideoSettings(_Strict):
+    """A video made of the job's frames by ffmpeg once every frame is rendered."""
+
+    codec: VideoCodec = "h264"
+    container: VideoContainer = "mp4"
+    fps: float = Field(default=24.0, gt=0, le=240, description="Frames per second.")
+    crf: int | None = Field(
+        default=None, ge=0, le=63, description="Quality (lower is better); None: codec default."
+    )
+
+    @model_validator(mode="after")
+    def _check_combination(self) -> VideoSettings:
+        if self.container not in VIDEO_CONTAINERS[self.codec]:
+            allowed = ", ".join(sorted(VIDEO_CONTAINERS[self.codec]))
+            raise ValueError(f"a {self.codec} video goes in {allowed}, not {self.container}")
+        if self.crf is not None and self.crf > MAX_CRF[self.codec]:
+            raise ValueError(f"crf for {self.codec} is 0 to {MAX_CRF[self.codec]}, not {self.crf}")
+        return self
+
+    @property
+    def filename(self) -> str:
+        return f"video.{self.container}"
 
 
 class JobSettings(_Strict):
@@ -86,20 +124,23 @@ class JobSettings(_Strict):
     max_workers: int | None = Field(
         default=None, ge=1, le=100_000, description="At most this many workers at once."
     )
-    blender_version: str | None = Field(
+    video: VideoSettings | None = Field(
         default=None,
-        max_length=100,
-        description="Blender versions allowed to render, e.g. '>=4.2,<5' or '5.0'. Workers "
-        "also need a Blender at least as new as the one that saved the file.",
+        description="Make a video of the frames with ffmpeg (true: h264 in mp4 at 24 fps).",
     )
-    device: DeviceKind | None = Field(
-        default=None, description="Only workers rendering with this Cycles device kind."
-    )
+
+    @field_validator("video", mode="before")
+    @classmethod
+    def _video_shorthand(cls, value: object) -> object:
+        """`video: true` asks for the defaults, `false` for no video."""
+        if value is True:
+            return VideoSettings()
+        if value is False:
+            return None
+        return value
 
     @model_validator(mode="after")
     def _check_range(self) -> JobSettings:
-        if self.blender_version is not None:
-            check_spec(self.blender_version)
         if self.frame_end < self.frame_start:
             raise ValueError(
                 f"frame_end ({self.frame_end}) is before frame_start ({self.frame_start})"
@@ -131,17 +172,6 @@ class TaskSummary(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     last_error: str | None
-    progress: float = Field(default=0.0, description="0 to 100, with the frame in progress.")
-    frame: int | None = Field(default=None, description="The frame rendering now.")
-    sample: int | None = Field(default=None, description="Its sample (Cycles) ...")
-    samples_total: int | None = Field(default=None, description="... of this many.")
-    render_seconds: float = Field(default=0.0, description="Blender time on finished frames.")
-    peak_memory_bytes: int | None = Field(
-        default=None, description="Most memory Blender used on one of its frames."
-    )
-    eta_seconds: float | None = Field(
-        default=None, description="Time left, from the seconds its finished frames took."
-    )
 
 
 class JobSummary(BaseModel):
@@ -164,19 +194,7 @@ class JobDetail(JobSummary):
     main_file: str
     tasks: list[TaskSummary]
     elapsed_seconds: float | None
-    eta_seconds: float | None = Field(
-        description="Time left: the mean Blender seconds of finished frames times the "
-        "frames left, shared among the workers on it (elapsed time before any frame)."
-    )
-    seconds_per_frame: float | None = Field(
-        default=None, description="Mean Blender seconds of a finished frame."
-    )
-    peak_memory_bytes: int | None = Field(
-        default=None, description="Most memory Blender used on a frame of this job."
-    )
-    blender_saved: str | None = Field(
-        default=None, description="The Blender version that saved the main .blend."
-    )
+    eta_seconds: float | None
 
 
 class JobAction(_Strict):
@@ -230,23 +248,6 @@ class BlobStored(BaseModel):
     size: int
 
 
-class UploadCreate(_Strict):
-    """Start (or find again, to resume) a resumable upload of one blob."""
-
-    sha256: Sha256
-    size: int = Field(ge=0, description="Bytes the blob has; the upload ends at this offset.")
-
-
-class UploadStatus(BaseModel):
-    """Where a resumable upload stands: send the bytes from `offset` on."""
-
-    id: str = Field(description="The upload's id (`/api/uploads/{id}`); empty once stored.")
-    sha256: Sha256
-    size: int
-    offset: int = Field(description="Bytes received and kept so far.")
-    complete: bool = Field(description="The blob is stored (verified against `sha256`).")
-
-
 class ErrorResponse(BaseModel):
     detail: str
 
@@ -262,14 +263,6 @@ class WorkerCapabilities(_Strict):
     task_types: list[str] = Field(default_factory=lambda: ["render"], max_length=32)
     hostname: str = Field(default="", max_length=255)
     tags: list[Tag] = Field(default_factory=list, max_length=32)
-    device: DeviceKind = Field(default="CPU", description="The device this worker renders on.")
-    gpu: int | None = Field(default=None, ge=0, description="Which GPU of that kind (--gpu).")
-    blender_devices: list[str] = Field(
-        default_factory=list,
-        max_length=64,
-        description="Devices Blender sees, as 'KIND: name' (e.g. 'CUDA: RTX 4090').",
-    )
-    gpus: list[str] = Field(default_factory=list, max_length=64, description="GPU names.")
 
 
 class RunnerRegister(_Strict):
@@ -307,6 +300,12 @@ class TaskFile(BaseModel):
     size: int
 
 
+class FrameFile(TaskFile):
+    """A rendered frame of the job, input of a follow-up task (video)."""
+
+    frame: int
+
+
 class TaskAssignment(BaseModel):
     """What a worker gets from a claim: everything it needs to render, nothing more."""
 
@@ -321,16 +320,10 @@ class TaskAssignment(BaseModel):
     resolution_percentage: int | None
     samples: int | None
     attempt: int
-    blender_saved: str | None = Field(
-        default=None, description="The Blender version that saved the main .blend."
-    )
-    blender_version: str | None = Field(default=None, description="The job's version range.")
-    device: DeviceKind | None = Field(default=None, description="The job's device kind.")
-    task_timeout: float | None = Field(
-        default=None,
-        description="Seconds without progress after which the worker kills Blender and "
-        "fails the task (the manager's task timeout).",
-    )
+    video: VideoSettings | None = None
+    """For a `video` task: what to make."""
+    frame_files: list[FrameFile] = Field(default_factory=list)
+    """For a `video` task: the job's rendered frames, fetched with `kind=output`."""
 
 
 class TaskProgress(_Strict):
@@ -338,10 +331,6 @@ class TaskProgress(_Strict):
     frame: int | None = None
     sample: int | None = Field(default=None, ge=0)
     samples_total: int | None = Field(default=None, ge=0)
-    render_seconds: float | None = Field(
-        default=None, ge=0, description="Blender seconds of the task's finished frames."
-    )
-    peak_memory_bytes: int | None = Field(default=None, ge=0)
     log_lines: list[str] = Field(default_factory=list, max_length=10_000)
 
 
@@ -372,7 +361,7 @@ class TaskOutcome(BaseModel):
 
 class OutputStored(BaseModel):
     id: int
-    frame: int
+    frame: int | None = Field(description="None for a video.")
     sha256: Sha256
     size: int
 

@@ -38,11 +38,13 @@ from structlog.typing import FilteringBoundLogger
 from farmhand.client import FarmhandError, RunnerClient
 from farmhand.client.errors import is_retryable
 from farmhand.client.retry import RetryAborted, RetryPolicy, call_with_retry
-from farmhand.shared.schemas import TaskAssignment, TaskProgress, WorkerCapabilities
+from farmhand.shared.schemas import FrameFile, TaskAssignment, TaskProgress, WorkerCapabilities
 from farmhand.worker import hardware
 from farmhand.worker.cache import BlobCache, CacheError, materialise, prune_job_dirs
+from farmhand.worker.ffmpeg import FfmpegInstall, find_ffmpeg
 from farmhand.worker.identity import Identity, forget_identity, load_identity, save_identity
 from farmhand.worker.uploads import FrameUploader
+from farmhand.worker.video import VideoWork, make_video
 
 log: FilteringBoundLogger = structlog.get_logger(__name__)
 _T = TypeVar("_T")
@@ -83,14 +85,8 @@ class WorkerSettings:
     """Start a fresh Blender after this many frames in one session (None: never)."""
     session_memory_mb: int | None = None
     """Start a fresh Blender once the session's resident memory passes this (None: never)."""
-    blenders: list[str] = field(default_factory=list)
-    """Several Blenders (`5.0=/opt/blender-5.0/blender`, a path, `bpy`); empty: `blender`."""
-    device: str = "CPU"
-    """Cycles device kind to render on; checked with Blender at start."""
-    gpu: int | None = None
-    """Render on this GPU of `device` only (one worker per GPU)."""
-    task_timeout: float | None = None
-    """Kill Blender after this many seconds without progress; None: the manager's timeout."""
+    ffmpeg: str | None = None
+    """ffmpeg for `video` tasks (None: `FARMHAND_FFMPEG`, then PATH; none found: no videos)."""
     cache_size: int | None = None
     """Bytes the blob cache may hold (least recently used blobs go first); None: no limit."""
 
@@ -117,10 +113,6 @@ class RenderJob:
     """Called once a frame's file is written and verified as a readable image."""
     on_samples: Callable[[int, int], None] = _ignore
     on_log: Callable[[str], None] = _ignore
-    on_frame_stats: Callable[[int, float, int], None] = _ignore
-    """(frame, Blender seconds, peak resident bytes) once a frame is saved."""
-    stall_timeout: float | None = None
-    """Seconds without a word from Blender after which it is killed as hung."""
     session_key: str | None = None
     """Equal for tasks of one job with the same files: they may share one running Blender.
     None: render in a fresh one."""
@@ -177,8 +169,6 @@ class _TaskRun:
         self.frame: int | None = None
         self.sample: int | None = None
         self.samples_total: int | None = None
-        self.render_seconds = 0.0
-        self.peak_memory_bytes: int | None = None
         self.pending_logs: list[str] = []
         self.dirty = True
 
@@ -201,13 +191,6 @@ class _TaskRun:
     def samples(self, sample: int, total: int) -> None:
         with self._lock:
             self.sample, self.samples_total, self.dirty = sample, total, True
-
-    def frame_stats(self, _frame: int, seconds: float, peak_bytes: int) -> None:
-        with self._lock:
-            self.render_seconds += seconds
-            if peak_bytes:
-                self.peak_memory_bytes = max(self.peak_memory_bytes or 0, peak_bytes)
-            self.dirty = True
 
     def uploaded(self, _frame: int) -> None:
         with self._lock:
@@ -235,8 +218,6 @@ class _TaskRun:
                 frame=self.frame,
                 sample=self.sample,
                 samples_total=self.samples_total,
-                render_seconds=round(self.render_seconds, 3),
-                peak_memory_bytes=self.peak_memory_bytes,
                 log_lines=lines,
             )
 
@@ -265,8 +246,11 @@ class Agent:
         client: RunnerClient,
         capabilities: WorkerCapabilities,
         stop: threading.Event | None = None,
+        ffmpeg: FfmpegInstall | None = None,
     ) -> None:
         self.settings = settings
+        self.ffmpeg = ffmpeg
+        """Set only if `capabilities` offer `video` tasks."""
         self.renderer = renderer
         self.client = client
         self.capabilities = capabilities
@@ -496,6 +480,9 @@ class Agent:
 
     def _do_task(self, run: _TaskRun, tlog: FilteringBoundLogger) -> None:
         task = run.task
+        if task.type == "video":
+            self._do_video(run, tlog)
+            return
         work = self.settings.work_dir
         job_dir = work / "jobs" / str(task.job_id)
         output_dir = work / "outputs" / f"task-{task.task_id}"
@@ -536,8 +523,6 @@ class Agent:
             on_frame_saved=uploader.submit,
             on_samples=run.samples,
             on_log=run.log_line,
-            on_frame_stats=run.frame_stats,
-            stall_timeout=self.settings.task_timeout or task.task_timeout,
             session_key=session_key(task),
         )
         self._held_job = task.job_id
@@ -547,6 +532,59 @@ class Agent:
         reporter.join(timeout=self.settings.shutdown_grace)
         shutil.rmtree(output_dir, ignore_errors=True)
         prune_job_dirs(work / "jobs", current=task.job_id)
+
+    def _do_video(self, run: _TaskRun, tlog: FilteringBoundLogger) -> None:
+        """Make the job's video from its frames (`worker/video.py`), upload it, report."""
+        task = run.task
+        if self.ffmpeg is None:
+            self._fail(run, "this worker has no ffmpeg; it should not get video tasks", [], tlog)
+            return
+        work_dir = self.settings.work_dir / "outputs" / f"task-{task.task_id}"
+
+        def fetch(frame: FrameFile, dest: Path) -> None:
+            call_with_retry(
+                lambda: self.client.download_input(task.job_id, frame.path, dest, kind="output"),
+                f"download {frame.path}",
+                self._task_policy,
+                self.stop,
+                logger=tlog,
+            )
+
+        reporter = threading.Thread(
+            target=self._progress_loop, args=(run, tlog), name="progress", daemon=True
+        )
+        reporter.start()
+        work = VideoWork(
+            task, work_dir, run.cancel, self.cache, fetch, run.frame_started, run.log_line
+        )
+        try:
+            result = make_video(work, self.ffmpeg)
+            if run.dropped or self.stop.is_set():
+                if not run.dropped:
+                    self._release(task, tlog)
+            elif not result.ok or result.video is None:
+                self._fail(run, result.error or "video failed", result.log_tail, tlog)
+            else:
+                video = result.video
+                call_with_retry(
+                    lambda: self.client.upload_video(task.job_id, task.task_id, video),
+                    "upload video",
+                    self._task_policy,
+                    self.stop,
+                    logger=tlog,
+                )
+                self._complete(run, [], tlog)
+        except RetryAborted:
+            self._release(task, tlog)
+        except FarmhandError as exc:
+            if _is_gone(exc) or is_retryable(exc):
+                tlog.info("video task dropped", error=str(exc))
+            else:
+                self._fail(run, f"uploading the video failed: {exc}", [], tlog)
+        finally:
+            run.finished.set()
+            reporter.join(timeout=self.settings.shutdown_grace)
+            shutil.rmtree(work_dir, ignore_errors=True)
 
     def _materialise(self, task: TaskAssignment, job_dir: Path, tlog: FilteringBoundLogger) -> Path:
         def download(task_file: object, dest: Path) -> None:
@@ -751,61 +789,37 @@ def run_worker(
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         install_stop_handlers(stop)
-    devices: list[tuple[str, str]] = []
     if renderer is None:
-        renderer, blender_versions, devices = blender_renderer(settings)
-    caps = hardware.capabilities(
-        blender_versions or [],
-        settings.tags,
-        device=settings.device,
-        gpu=settings.gpu,
-        blender_devices=devices,
-    )
+        renderer, blender_versions = blender_renderer(settings)
+    caps = hardware.capabilities(blender_versions or [], settings.tags)
+    ffmpeg = find_ffmpeg(settings.ffmpeg)
+    if ffmpeg is not None:
+        # Only a worker that can make videos is offered video tasks.
+        caps.task_types = [*caps.task_types, "video"]
+        log.info("ffmpeg found", ffmpeg=ffmpeg.ffmpeg, version=ffmpeg.version)
     with RunnerClient(settings.manager_url, verify=settings.verify, transport=transport) as client:
-        agent = Agent(settings, renderer, client, caps, stop)
+        agent = Agent(settings, renderer, client, caps, stop, ffmpeg=ffmpeg)
         return agent.run()
 
 
-def blender_renderer(
-    settings: WorkerSettings,
-) -> tuple[TaskRenderer, list[str], list[tuple[str, str]]]:
-    """The real renderer: Blenders found once at start-up, kept per job in a session.
-
-    Each Blender is asked which devices it sees; a `--device` one of them cannot use
-    raises BlenderNotFound here, before the worker takes any task.
-    Returns (renderer, Blender versions, devices the Blenders see).
-    """
-    from farmhand.worker.blender.devices import blender_devices, check_device
-    from farmhand.worker.blender.discovery import find_blenders
+def blender_renderer(settings: WorkerSettings) -> tuple[TaskRenderer, list[str]]:
+    """The real renderer: Blender found once at start-up, kept per job in a session."""
+    from farmhand.worker.blender.discovery import find_blender
     from farmhand.worker.blender.renderer import BlenderTaskRenderer
 
-    specs = settings.blenders or ([settings.blender] if settings.blender else [])
-    installs = find_blenders(specs)
-    seen: list[tuple[str, str]] = []
-    for install in installs:
-        devices = blender_devices(install)
-        check_device(install, settings.device, settings.gpu, devices)
-        seen += [device for device in devices if device not in seen]
-        log.info(
-            "blender found",
-            version=install.version,
-            blender=install.spec,
-            devices=[f"{kind}: {name}" for kind, name in devices],
-        )
+    install = find_blender(settings.blender)
     log.info(
-        "rendering with",
-        device=settings.device,
-        gpu=settings.gpu,
+        "blender found",
+        version=install.version,
+        blender=install.spec,
         sessions=settings.sessions,
         session_frames=settings.session_frames,
         session_memory_mb=settings.session_memory_mb,
     )
     renderer = BlenderTaskRenderer(
-        installs,
+        install,
         sessions=settings.sessions,
         max_frames=settings.session_frames,
         max_memory_mb=settings.session_memory_mb,
-        device=settings.device,
-        gpu=settings.gpu,
     )
-    return renderer, [install.version for install in installs], seen
+    return renderer, [install.version]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import PurePosixPath
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import structlog
 from fastapi import APIRouter, Form, HTTPException, Query, Response, UploadFile, status
@@ -43,6 +43,7 @@ from farmhand.manager.scheduling.workers import (
 from farmhand.shared.images import ImageError, verify_image
 from farmhand.shared.paths import UnsafePathError, safe_relative_path
 from farmhand.shared.schemas import (
+    FrameFile,
     Heartbeat,
     HeartbeatReply,
     JobSettings,
@@ -141,13 +142,29 @@ def heartbeat(body: Heartbeat, context: Context, worker_id: RunnerDep) -> Heartb
     return reply
 
 
-def _assignment(session: Session, task: Task, task_timeout: float | None = None) -> TaskAssignment:
+def _assignment(session: Session, task: Task) -> TaskAssignment:
     job = session.get(Job, task.job_id)
     assert job is not None
     settings = JobSettings.model_validate(job.settings)
     files = session.scalars(
         select(JobFile).where(JobFile.job_id == job.id, JobFile.kind == "input")
     ).all()
+    frame_files: list[FrameFile] = []
+    if task.type == "video":
+        # A follow-up task works on the job's rendered frames, not on its .blend.
+        frame_files = [
+            FrameFile(path=f.path, sha256=f.sha256, size=f.size, frame=f.frame)
+            for f in session.scalars(
+                select(JobFile)
+                .where(
+                    JobFile.job_id == job.id,
+                    JobFile.kind == "output",
+                    JobFile.frame.is_not(None),
+                )
+                .order_by(JobFile.frame)
+            )
+            if f.frame is not None
+        ]
     return TaskAssignment(
         task_id=task.id,
         job_id=job.id,
@@ -160,10 +177,8 @@ def _assignment(session: Session, task: Task, task_timeout: float | None = None)
         resolution_percentage=settings.resolution_percentage,
         samples=settings.samples,
         attempt=task.attempts,
-        blender_saved=job.blender_saved,
-        blender_version=settings.blender_version,
-        device=settings.device,
-        task_timeout=task_timeout,
+        video=settings.video if task.type == "video" else None,
+        frame_files=frame_files,
     )
 
 
@@ -184,7 +199,7 @@ def _claim_once(
         if task is None:
             return None
         log.info("task assigned", job_id=task.job_id, task_id=task.id, worker=worker.name)
-        assignment = _assignment(session, task, context.settings.task_timeout)
+        assignment = _assignment(session, task)
     context.events.job_changed(assignment.job_id)
     context.events.runner_changed(worker_id)
     return assignment
@@ -234,13 +249,6 @@ def progress(
         task.progress_at = utcnow()
         if body.frames_done is not None:
             task.frames_done = min(body.frames_done, len(task.frames))
-        if body.frame is not None:
-            task.frame = body.frame
-        task.sample, task.samples_total = body.sample, body.samples_total
-        if body.render_seconds is not None:
-            task.render_seconds = body.render_seconds
-        if body.peak_memory_bytes is not None:
-            task.peak_memory_bytes = max(task.peak_memory_bytes or 0, body.peak_memory_bytes)
         job_id = task.job_id
     context.logs.append(job_id, task_id, body.log_lines)
     context.events.publish(FarmEvent("task", task_id, job_id))
@@ -268,6 +276,12 @@ def complete(
             raise HTTPException(
                 status.HTTP_409_CONFLICT,
                 f"no output was uploaded for frame(s) {lacking[:10]}; upload them or fail the task",
+            )
+        if task.type == "video" and not session.scalar(
+            select(JobFile.id).where(JobFile.task_id == task.id, JobFile.frame.is_(None))
+        ):
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, "no video was uploaded; upload it or fail the task"
             )
         job_status = complete_task(session, task, utcnow(), context.policy)
         log.info("task completed", job_id=task.job_id, task_id=task.id, worker_id=worker_id)
@@ -344,7 +358,14 @@ def sign_off(context: Context, worker_id: RunnerDep) -> Response:
     summary="Download an input file of a job whose task this runner holds",
 )
 def download_input(
-    job_id: int, file_path: str, context: Context, worker_id: RunnerDep
+    job_id: int,
+    file_path: str,
+    context: Context,
+    worker_id: RunnerDep,
+    kind: Annotated[
+        Literal["input", "output"],
+        Query(description="output: a rendered frame, for follow-up tasks (video)."),
+    ] = "input",
 ) -> StreamingResponse:
     try:
         clean = safe_relative_path(file_path)
@@ -362,7 +383,7 @@ def download_input(
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no task of job {job_id} is yours")
         row = session.scalar(
             select(JobFile).where(
-                JobFile.job_id == job_id, JobFile.kind == "input", JobFile.path == clean
+                JobFile.job_id == job_id, JobFile.kind == kind, JobFile.path == clean
             )
         )
         if row is None:

@@ -1,0 +1,99 @@
+"""Runner route for the one output of a `video` task: the video made of the job's frames.
+
+Kept apart from the frame upload because its rules differ: no frame number, a video
+container instead of an image, and the file name comes from the job's video settings.
+The worker has checked the video with ffprobe; the manager checks the container's magic
+bytes so a truncated or mislabelled file is refused with a 400.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Form, HTTPException, UploadFile, status
+from sqlalchemy import delete
+from starlette.concurrency import run_in_threadpool
+
+from farmhand.manager.api.deps import Context, RunnerDep
+from farmhand.manager.api.runner import ERRORS, _held_task
+from farmhand.manager.api.uploads import store_upload
+from farmhand.manager.clock import utcnow
+from farmhand.manager.db.models import Job, JobFile
+from farmhand.manager.events import FarmEvent
+from farmhand.shared.schemas import JobSettings, OutputStored
+
+router = APIRouter(prefix="/api/runner", tags=["runner"])
+
+
+def looks_like_video(path: Path, container: str) -> bool:
+    """ISO media (mp4, mov) has an `ftyp` box first; Matroska (mkv, webm) an EBML header."""
+    with path.open("rb") as handle:
+        head = handle.read(12)
+    if container in ("mp4", "mov"):
+        return head[4:8] == b"ftyp"
+    return head[:4] == b"\x1a\x45\xdf\xa3"
+
+
+@router.post(
+    "/files/{job_id}/video",
+    status_code=status.HTTP_201_CREATED,
+    response_model=OutputStored,
+    responses=ERRORS,
+    summary="Upload the video of a video task this runner holds",
+)
+async def upload_video(
+    job_id: int,
+    task_id: Annotated[int, Form()],
+    file: UploadFile,
+    context: Context,
+    worker_id: RunnerDep,
+) -> OutputStored:
+    def check() -> str:
+        with context.db.transaction() as session:
+            task = _held_task(session, task_id, worker_id)
+            job = session.get(Job, task.job_id)
+            if task.job_id != job_id or task.type != "video" or job is None:
+                raise HTTPException(
+                    status.HTTP_400_BAD_REQUEST,
+                    f"task {task_id} is not a video task of job {job_id}",
+                )
+            video = JobSettings.model_validate(job.settings).video
+            if video is None:
+                raise HTTPException(status.HTTP_400_BAD_REQUEST, f"job {job_id} asks for no video")
+            return video.container
+
+    container = await run_in_threadpool(check)
+    stored = await store_upload(context, file)
+    if stored.size == 0 or not await run_in_threadpool(looks_like_video, stored.path, container):
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"the upload is not a {container} video")
+
+    def record() -> OutputStored:
+        # One video per job: a second upload (a retried task) replaces the first atomically.
+        with context.db.transaction() as session:
+            task = _held_task(session, task_id, worker_id)
+            session.execute(
+                delete(JobFile).where(
+                    JobFile.job_id == job_id,
+                    JobFile.kind == "output",
+                    JobFile.path == f"video.{container}",
+                )
+            )
+            row = JobFile(
+                job_id=job_id,
+                kind="output",
+                path=f"video.{container}",
+                sha256=stored.sha256,
+                size=stored.size,
+                frame=None,
+                task_id=task.id,
+                worker_id=worker_id,
+                created_at=utcnow(),
+            )
+            session.add(row)
+            session.flush()
+            return OutputStored(id=row.id, frame=None, sha256=stored.sha256, size=stored.size)
+
+    output = await run_in_threadpool(record)
+    context.events.publish(FarmEvent("output", output.id, job_id))
+    return output

@@ -1,0 +1,202 @@
+"""Video follow-up tasks for real: Blender renders the frames, ffmpeg makes the video.
+
+A job that asks for a video gets one `video` task that waits for every render task; a
+worker offers `video` only when it has ffmpeg; the video is checked with ffprobe and
+becomes a downloadable output of the job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from farmhand.localfarm import LocalFarm, local_farm
+from farmhand.scenes import make_scene
+from farmhand.shared.schemas import JobDetail, JobSettings, JobStatus, TaskStatus, VideoSettings
+from tests.integration.conftest import FAKE_BLEND, Farm
+from tests.integration.waiting import wait_for
+
+pytestmark = [
+    pytest.mark.blender,
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("ffprobe") is None, reason="needs ffmpeg (Debian ffmpeg)"),
+]
+
+WIDTH, HEIGHT = 64, 48
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_scene(
+        tmp_path_factory.mktemp("scene") / "anim.blend",
+        "animated",
+        width=WIDTH,
+        height=HEIGHT,
+        frames="1-3",
+        samples=2,
+    )
+
+
+def submit(farm: LocalFarm, blend: Path, video: VideoSettings) -> int:
+    settings = JobSettings(frame_start=1, frame_end=3, chunk_size=1, video=video)
+    with farm.client() as client:
+        return client.submit_blend(blend, settings).id
+
+
+def job(farm: LocalFarm, job_id: int) -> JobDetail:
+    with farm.client() as client:
+        return client.get_job(job_id)
+
+
+def finished(farm: LocalFarm, job_id: int) -> JobDetail | None:
+    detail = job(farm, job_id)
+    done = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED)
+    return detail if detail.status in done else None
+
+
+def ffprobe(path: Path) -> dict[str, object]:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_frames",
+         "-show_entries", "stream=codec_name,width,height,nb_read_frames", "-of", "json",
+         str(path)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    stream: dict[str, object] = json.loads(out)["streams"][0]
+    return stream
+
+
+def test_three_frames_become_a_playable_mp4(tmp_path: Path, scene: Path) -> None:
+    with local_farm(tmp_path) as farm:
+        farm.start_manager()
+        farm.start_worker("w1", blender="bpy")
+        job_id = submit(farm, scene, VideoSettings())
+        done = wait_for(lambda: finished(farm, job_id), 300, "the job to finish")
+        assert done.status is JobStatus.COMPLETED, done.status_reason
+        renders = [t for t in done.tasks if t.type == "render"]
+        (video_task,) = [t for t in done.tasks if t.type == "video"]
+        assert video_task.status is TaskStatus.COMPLETED
+        assert video_task.started_at is not None
+        assert all(
+            r.finished_at is not None and r.finished_at <= video_task.started_at for r in renders
+        ), "the video task waited for every render task"
+
+        with farm.client() as client:
+            videos = [
+                f for f in client.list_files(job_id) if f.frame is None and f.kind == "output"
+            ]
+        assert [v.path for v in videos] == ["video.mp4"]
+
+        out = tmp_path / "out"
+        code = subprocess.run(
+            [sys.executable, "-m", "farmhand", "download", str(job_id), "--video", "-o", str(out),
+             "--url", farm.url, "--token", farm.admin_token],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert code.returncode == 0, code.stderr
+        (mp4,) = out.glob("*.mp4")
+        facts = ffprobe(mp4)
+        assert facts["codec_name"] == "h264"
+        assert (facts["width"], facts["height"]) == (WIDTH, HEIGHT)
+        assert int(str(facts["nb_read_frames"])) == 3
+
+
+def test_without_ffmpeg_the_video_task_waits_with_a_reason(tmp_path: Path, scene: Path) -> None:
+    # A PATH with Python but no ffmpeg: the worker renders, but does not offer videos.
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    with local_farm(tmp_path) as farm:
+        farm.start_manager()
+        farm.start_worker("w1", blender="bpy", prefix=("env", f"PATH={bare}"))
+        job_id = submit(farm, scene, VideoSettings())
+
+        def renders_done() -> JobDetail | None:
+            detail = job(farm, job_id)
+            renders = [t for t in detail.tasks if t.type == "render"]
+            return detail if all(t.status is TaskStatus.COMPLETED for t in renders) else None
+
+        detail = wait_for(renders_done, 300, "the render tasks")
+        (video_task,) = [t for t in detail.tasks if t.type == "video"]
+        assert video_task.status is TaskStatus.QUEUED, "nobody may make the video"
+        assert detail.status is JobStatus.ACTIVE, "no video yet: the job is not complete"
+        runners = httpx.get(
+            f"{farm.url}/api/admin/runners",
+            headers={"Authorization": f"Bearer {farm.admin_token}"},
+        ).json()
+        assert [r["capabilities"]["task_types"] for r in runners] == [["render"]]
+
+
+def test_a_failing_ffmpeg_reports_its_error(tmp_path: Path, scene: Path) -> None:
+    # An "ffmpeg" that passes the version check but fails every encode, like a build
+    # without libx264 would.
+    fake = tmp_path / "ffmpeg"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *-version*) echo "ffmpeg version 9.9-fake"; exit 0;; esac\n'
+        "echo \"Unknown encoder 'libx264'\" >&2\n"
+        "exit 1\n"
+    )
+    fake.chmod(0o755)
+    with local_farm(tmp_path) as farm:
+        farm.start_manager()
+        farm.start_worker("w1", "--ffmpeg", str(fake), blender="bpy")
+        job_id = submit(farm, scene, VideoSettings())
+        done = wait_for(lambda: finished(farm, job_id), 300, "the job to fail")
+        assert done.status is JobStatus.FAILED
+        (video_task,) = [t for t in done.tasks if t.type == "video"]
+        assert video_task.status is TaskStatus.FAILED
+        assert video_task.last_error == "ffmpeg failed: Unknown encoder 'libx264'"
+        assert "Unknown encoder" in (done.status_reason or "")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"codec": "vp9", "container": "mov"},
+        {"codec": "h264", "crf": 60},
+        {"fps": 0},
+        {"codec": "prores"},
+        {"bitrate": "5M"},
+        "yes",
+    ],
+)
+def test_bad_video_settings_are_a_clear_4xx(farm: Farm, bad: object) -> None:
+    answer = farm.client.post(
+        "/api/jobs",
+        headers=farm.admin,
+        json={"frame_start": 1, "frame_end": 3, "main_file": "a.blend",
+              "files": {"a.blend": "0" * 64}, "video": bad},
+    )  # fmt: skip
+    assert answer.status_code in (400, 422), answer.text
+    assert "video" in answer.json()["detail"], answer.text
+
+
+def test_video_true_compiles_one_task_after_all_renders(farm: Farm) -> None:
+    blend = farm.client.put(
+        "/api/blobs/" + hashlib.sha256(FAKE_BLEND).hexdigest(),
+        headers=farm.admin,
+        content=FAKE_BLEND,
+    )
+    assert blend.status_code in (200, 201), blend.text
+    answer = farm.client.post(
+        "/api/jobs",
+        headers=farm.admin,
+        json={"frame_start": 1, "frame_end": 5, "chunk_size": 2, "main_file": "a.blend",
+              "files": {"a.blend": hashlib.sha256(FAKE_BLEND).hexdigest()}, "video": True},
+    )  # fmt: skip
+    assert answer.status_code == 202, answer.text
+    detail = farm.client.get(answer.headers["Location"], headers=farm.admin).json()
+    assert [t["type"] for t in detail["tasks"]] == ["render", "render", "render", "video"]
+    assert detail["settings"]["video"] == {
+        "codec": "h264",
+        "container": "mp4",
+        "fps": 24.0,
+        "crf": None,
+    }
+    assert detail["frames_total"] == 5
