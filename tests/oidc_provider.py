@@ -30,6 +30,7 @@ from authlib.oauth2 import AuthorizationServer, OAuth2Request
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
+from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import UserInfo
 from authlib.oidc.core.grants import OpenIDCode
@@ -123,6 +124,9 @@ class Provider:
             def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
                 pass
 
+            def create_oauth2_request(self, request: OAuth2Request) -> OAuth2Request:
+                return request  # the handler builds it already
+
             def handle_response(self, status: int, body: Any, headers: Any) -> tuple[int, Any, Any]:
                 return status, body, headers
 
@@ -172,6 +176,9 @@ class Provider:
                 return provider.user_claims(user)
 
         server = Server()
+        server.register_token_generator(
+            "default", BearerTokenGenerator(lambda *args, **kwargs: secrets.token_urlsafe(32))
+        )
         server.register_grant(
             CodeGrant, [CodeChallenge(required=True), IdToken(require_nonce=False)]
         )
@@ -203,11 +210,25 @@ class Provider:
         }
 
 
+class FormRequest(OAuth2Request):  # type: ignore[misc]
+    """Authlib's request, with the query and form fields it reads (`args`, `form`)."""
+
+    def __init__(self, method: str, url: str, headers: Any, data: dict[str, str]) -> None:
+        super().__init__(method, url, headers=headers)
+        self.payload = BasicOAuth2Payload(data)
+        self._fields = data
+
+    @property
+    def args(self) -> dict[str, str]:
+        return self._fields
+
+    @property
+    def form(self) -> dict[str, str]:
+        return self._fields
+
+
 def make_request(method: str, url: str, headers: Any, data: dict[str, str]) -> OAuth2Request:
-    request = OAuth2Request(method, url, headers=headers)
-    request.payload = BasicOAuth2Payload(data)
-    request.form = data  # type: ignore[misc]  # Authlib reads client auth and the code here
-    return request
+    return FormRequest(method, url, headers, data)
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.httpx_client import OAuth2Client
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from joserfc import jwt
@@ -193,7 +194,7 @@ def finish(
                 code=code,
                 code_verifier=str(remembered["v"]),
             )
-        except OAuth2Error as error:
+        except (OAuthError, OAuth2Error) as error:
             raise AccountError(
                 400, f"the provider refused the code: {error.error or 'error'}"
             ) from error
