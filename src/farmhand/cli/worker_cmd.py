@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 from pydantic import ValidationError
 
 from farmhand.shared.logconfig import configure_logging
-from farmhand.shared.schemas import WorkerCapabilities
+from farmhand.shared.pathmap import PathMapError, current_platform, parse_path_maps
+from farmhand.shared.schemas import DeviceKind, WorkerCapabilities
 from farmhand.worker.agent import WorkerSettings, run_worker
 from farmhand.worker.blender.discovery import BlenderNotFound
 from farmhand.worker.cache import parse_size
@@ -113,6 +114,23 @@ def worker(
             "files go first (default: no limit).",
         ),
     ] = None,
+    platform: Annotated[
+        str | None,
+        typer.Option(
+            help="This machine's platform name for shared-storage paths "
+            "(default: linux, windows or darwin).",
+            show_default=False,
+        ),
+    ] = None,
+    path_map: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--path-map",
+            metavar="[VARIABLE:]PLATFORM=ROOT",
+            help="Where a shared-storage variable is mounted, e.g. projects:linux=/mnt/projects "
+            "or linux=/mnt/projects (variable 'shared'); repeat for more. Over the manager's.",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
 ) -> None:
     """Run a worker: register, then render tasks until stopped (Ctrl-C / SIGTERM)."""
@@ -124,12 +142,20 @@ def worker(
     except ValueError as error:
         typer.echo(f"error: --cache-size: {error}", err=True)
         raise typer.Exit(2) from None
+    try:
+        path_table = parse_path_maps(path_map or [])
+    except PathMapError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
     settings = WorkerSettings(
         manager_url=manager.rstrip("/"),
         registration_token=token,
         name=worker_name,
         work_dir=(work_dir or default_work_dir(worker_name)).expanduser(),
-        blender=blender,
+        blenders=list(blender or []),
+        device=_checked_device(device),
+        gpu=gpu,
+        task_timeout=task_timeout,
         threads=threads or None,
         heartbeat_interval=heartbeat_interval,
         poll_wait=poll_wait,
@@ -139,6 +165,8 @@ def worker(
         session_frames=session_frames,
         session_memory_mb=session_memory,
         cache_size=cache_bytes,
+        platform=platform or current_platform(),
+        path_map=path_table,
         ffmpeg=ffmpeg,
     )
     try:

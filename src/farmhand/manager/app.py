@@ -28,6 +28,8 @@ from farmhand.manager.api import (
     runner_tokens,
     runner_video,
     tokens,
+    upload_sessions,
+    usage,
     users,
 )
 from farmhand.manager.api import auth as auth_routes
@@ -42,15 +44,18 @@ from farmhand.manager.scheduling.policy import Policy
 from farmhand.manager.scheduling.reaper import ReapReport, reap
 from farmhand.manager.settings import ManagerSettings
 from farmhand.manager.storage.blobs import BlobStore
+from farmhand.manager.storage.gc import gc_loop
 from farmhand.manager.storage.logs import TaskLogs
 from farmhand.manager.web import routes as web_routes
 from farmhand.manager.web import thumbnails
+from farmhand.shared.pathmap import check_variables
 
 log = structlog.get_logger(__name__)
 
 
 def prepare(settings: ManagerSettings) -> tuple[ManagerContext, BootstrapReport]:
     """Everything that must be true before the first request: folders, schema, admin."""
+    check_variables(settings.path_variables)  # a typo in a share's root fails at start
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url)
     upgrade(db.engine)
@@ -100,12 +105,14 @@ def create_app(settings: ManagerSettings, context: ManagerContext | None = None)
         context.wakeup.bind(asyncio.get_running_loop())
         context.events.bind(asyncio.get_running_loop())
         reaper = asyncio.create_task(_reaper_loop(context))
+        collector = asyncio.create_task(gc_loop(context))
         try:
             yield
         finally:
-            reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reaper
+            for loop_task in (reaper, collector):
+                loop_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loop_task
             context.db.dispose()
 
     app = FastAPI(
@@ -119,7 +126,7 @@ def create_app(settings: ManagerSettings, context: ManagerContext | None = None)
     app.add_middleware(LimitsMiddleware, limits=BodyLimits.from_settings(settings))
     for module in (
         health, blobs, jobs, projects, runner, runner_video, admin, users, tokens, runner_tokens,
-        blendinfo, events_stream, thumbnails, web_routes,
+        blendinfo, events_stream, thumbnails, web_routes, upload_sessions, usage,
     ):  # fmt: skip
         app.include_router(module.router)
     app.include_router(auth_routes.router)

@@ -6,6 +6,7 @@ is the one place that does, so a test can run two managers side by side.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -116,6 +117,18 @@ class ManagerSettings:
     """How deeply a JSON body may nest: 400 deeper, so parsers never recurse without end."""
     user_quota_bytes: int | None = None
     """Per-user storage (distinct blobs of their jobs' inputs and outputs); None: no quota."""
+    blob_retention_days: float = 7.0
+    """Blobs no job references are removed this long after their last use, so a
+    resubmission within that time uploads nothing (see `manager/storage/gc.py`)."""
+    blob_grace_seconds: float = 3600.0
+    """A blob created or touched this recently is never removed: a client uploads blobs
+    first and creates the job naming them after."""
+    gc_interval: float = 3600.0
+    """Seconds between garbage collection passes; 0 turns the periodic pass off."""
+    path_variables: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Shared storage roots, two-way: variable → platform → root, e.g. `{"projects":
+    {"linux": "/mnt/projects", "windows": "P:\\", "darwin": "/Volumes/projects"}}`
+    (`FARMHAND_PATH_VARIABLES`, JSON). See docs/STORAGE.md."""
 
     admin_token: str | None = None
     """Preset admin API token (`FARMHAND_ADMIN_TOKEN`); generated on first start if None."""
@@ -157,6 +170,11 @@ class ManagerSettings:
                 values[name] = int(env[f"FARMHAND_{name.upper()}"])
         if env.get("FARMHAND_HEARTBEAT_TIMEOUT"):
             values["heartbeat_timeout"] = float(env["FARMHAND_HEARTBEAT_TIMEOUT"])
+        for name in ("blob_retention_days", "blob_grace_seconds", "gc_interval"):
+            if env.get(f"FARMHAND_{name.upper()}"):
+                values[name] = float(env[f"FARMHAND_{name.upper()}"])
+        if env.get("FARMHAND_PATH_VARIABLES"):
+            values["path_variables"] = json.loads(env["FARMHAND_PATH_VARIABLES"])
         values["auth"] = AuthSettings.from_env(env)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -20,7 +20,9 @@ from pydantic import (
     model_validator,
 )
 
+from farmhand.shared.blendfile import check_spec
 from farmhand.shared.frames import MAX_FRAME, MAX_FRAMES_PER_JOB
+from farmhand.shared.outputnames import MAX_TEMPLATE, check_template
 
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 """A lower-case hex SHA-256: how blobs are named everywhere."""
@@ -124,10 +126,43 @@ class JobSettings(_Strict):
     max_workers: int | None = Field(
         default=None, ge=1, le=100_000, description="At most this many workers at once."
     )
+    blender_version: str | None = Field(
+        default=None,
+        max_length=100,
+        description="Blender versions allowed to render, e.g. '>=4.2,<5' or '5.0'. Workers "
+        "also need a Blender at least as new as the one that saved the file.",
+    )
+    device: DeviceKind | None = Field(
+        default=None, description="Only workers rendering with this Cycles device kind."
+    )
     video: VideoSettings | None = Field(
         default=None,
         description="Make a video of the frames with ffmpeg (true: h264 in mp4 at 24 fps).",
     )
+
+    output_template: str | None = Field(
+        default=None,
+        max_length=MAX_TEMPLATE,
+        description="How output files are named in downloads and on shared storage, e.g. "
+        "'{job}/{frame:04d}.{ext}'; fields {job}, {job_id}, {frame}, {task}, {ext}. "
+        "None: 'frames/0001.png' in downloads, '{frame:04d}.{ext}' on shared storage.",
+    )
+    storage: Literal["upload", "shared"] = Field(
+        default="upload",
+        description="'shared': the .blend and its assets are read from shared storage "
+        "(a NAS) instead of being uploaded; see docs/STORAGE.md.",
+    )
+    output_dir: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="Shared storage only: the folder where workers also write the frames, "
+        "as the submitter sees it or as '{variable}/…'.",
+    )
+
+    @field_validator("output_template")
+    @classmethod
+    def _check_output_template(cls, value: str | None) -> str | None:
+        return None if value is None else check_template(value)
 
     @field_validator("video", mode="before")
     @classmethod
@@ -157,6 +192,18 @@ class JobCreate(JobSettings):
     main_file: RelativePath = Field(description="The .blend to render, a key of `files`.")
     files: dict[RelativePath, Sha256] = Field(
         min_length=1, max_length=100_000, description="Relative path in the job tree → SHA-256."
+    )
+
+
+class SharedJobCreate(JobSettings):
+    """Create a job whose files stay on shared storage (`storage: "shared"`)."""
+
+    storage: Literal["upload", "shared"] = "shared"
+    blend_path: str = Field(
+        min_length=1,
+        max_length=1024,
+        description="The .blend on the share, as the submitter sees it "
+        "(/mnt/projects/…, P:\\…) or as '{variable}/…'.",
     )
 
 
@@ -320,10 +367,27 @@ class TaskAssignment(BaseModel):
     resolution_percentage: int | None
     samples: int | None
     attempt: int
+    blender_saved: str | None = Field(
+        default=None, description="The Blender version that saved the main .blend."
+    )
+    blender_version: str | None = Field(default=None, description="The job's version range.")
+    device: DeviceKind | None = Field(default=None, description="The job's device kind.")
+    task_timeout: float | None = Field(
+        default=None,
+        description="Seconds without progress after which the worker kills Blender and "
+        "fails the task (the manager's task timeout).",
+    )
     video: VideoSettings | None = None
     """For a `video` task: what to make."""
     frame_files: list[FrameFile] = Field(default_factory=list)
     """For a `video` task: the job's rendered frames, fetched with `kind=output`."""
+    storage: Literal["upload", "shared"] = "upload"
+    """'shared': `main_file` is '{variable}/…' on shared storage, `files` is empty."""
+    output_dir: str | None = None
+    """Shared storage: '{variable}/…' where the frames are also written."""
+    output_template: str | None = None
+    path_variables: dict[str, dict[str, str]] = Field(default_factory=dict)
+    """The manager's shared-storage roots (variable → platform → root)."""
 
 
 class TaskProgress(_Strict):
@@ -413,3 +477,30 @@ class Health(BaseModel):
     status: Literal["ok"]
     version: str
     database: str
+
+
+class UserUsage(BaseModel):
+    user_id: int
+    name: str
+    jobs: int
+    bytes: int = Field(description="Distinct blobs of the user's jobs, inputs and outputs.")
+
+
+class StorageUsage(BaseModel):
+    """What the blob store holds, for admins (`GET /api/admin/usage`)."""
+
+    blobs: int
+    total_bytes: int = Field(description="Every recorded blob.")
+    referenced_bytes: int = Field(description="Blobs some job's inputs or outputs name.")
+    unreferenced_bytes: int = Field(description="Blobs garbage collection will free in time.")
+    disk_total_bytes: int
+    disk_free_bytes: int
+    blob_retention_days: float
+    users: list[UserUsage]
+
+
+class GcResult(BaseModel):
+    removed: int
+    freed_bytes: int
+    kept_unreferenced: int = Field(description="Unreferenced blobs inside retention or grace.")
+    stray_files: int

@@ -38,11 +38,13 @@ from structlog.typing import FilteringBoundLogger
 from farmhand.client import FarmhandError, RunnerClient
 from farmhand.client.errors import is_retryable
 from farmhand.client.retry import RetryAborted, RetryPolicy, call_with_retry
+from farmhand.shared.pathmap import current_platform
 from farmhand.shared.schemas import FrameFile, TaskAssignment, TaskProgress, WorkerCapabilities
 from farmhand.worker import hardware
 from farmhand.worker.cache import BlobCache, CacheError, materialise, prune_job_dirs
 from farmhand.worker.ffmpeg import FfmpegInstall, find_ffmpeg
 from farmhand.worker.identity import Identity, forget_identity, load_identity, save_identity
+from farmhand.worker.layout import SharedOutputs, SharedStorageError, shared_blend
 from farmhand.worker.uploads import FrameUploader
 from farmhand.worker.video import VideoWork, make_video
 
@@ -85,10 +87,22 @@ class WorkerSettings:
     """Start a fresh Blender after this many frames in one session (None: never)."""
     session_memory_mb: int | None = None
     """Start a fresh Blender once the session's resident memory passes this (None: never)."""
+    blenders: list[str] = field(default_factory=list)
+    """Several Blenders (`5.0=/opt/blender-5.0/blender`, a path, `bpy`); empty: `blender`."""
+    device: str = "CPU"
+    """Cycles device kind to render on; checked with Blender at start."""
+    gpu: int | None = None
+    """Render on this GPU of `device` only (one worker per GPU)."""
+    task_timeout: float | None = None
+    """Kill Blender after this many seconds without progress; None: the manager's timeout."""
     ffmpeg: str | None = None
     """ffmpeg for `video` tasks (None: `FARMHAND_FFMPEG`, then PATH; none found: no videos)."""
     cache_size: int | None = None
     """Bytes the blob cache may hold (least recently used blobs go first); None: no limit."""
+    platform: str = field(default_factory=current_platform)
+    """Which root of each shared-storage variable is this machine's (`--platform`)."""
+    path_map: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Shared-storage roots of this worker (`--path-map`), over the manager's."""
 
 
 # ----------------------------------------------------------- renderer contract
@@ -226,6 +240,18 @@ class _TaskRun:
         with self._lock:
             self.pending_logs[:0] = progress.log_lines
             self.dirty = True
+
+
+def _both(
+    first: Callable[[int, Path], None], then: Callable[[int, Path], None]
+) -> Callable[[int, Path], None]:
+    """A frame callback that does `first`, then `then` (write to the share, then upload)."""
+
+    def call(frame: int, path: Path) -> None:
+        first(frame, path)
+        then(frame, path)
+
+    return call
 
 
 def _is_gone(error: FarmhandError) -> bool:
@@ -488,11 +514,20 @@ class Agent:
         output_dir = work / "outputs" / f"task-{task.task_id}"
         log_path = work / "logs" / f"job-{task.job_id}-task-{task.task_id}.log"
         try:
-            blend = self._materialise(task, job_dir, tlog)
+            if task.storage == "shared":
+                blend = shared_blend(task, self.settings.platform, self.settings.path_map)
+                tlog.info("files on shared storage", blend=str(blend))
+            else:
+                blend = self._materialise(task, job_dir, tlog)
+            shared_out = (
+                SharedOutputs(task, self.settings.platform, self.settings.path_map)
+                if task.output_dir is not None
+                else None
+            )
         except RetryAborted:
             self._release(task, tlog)
             return
-        except (CacheError, FarmhandError, OSError) as exc:
+        except (CacheError, FarmhandError, OSError, SharedStorageError) as exc:
             if isinstance(exc, FarmhandError) and (is_retryable(exc) or _is_gone(exc)):
                 tlog.error("cannot fetch the job's files; dropping the task", error=str(exc))
                 return
@@ -520,13 +555,20 @@ class Agent:
             threads=self.settings.threads,
             cancel=run.cancel,
             on_frame_started=run.frame_started,
-            on_frame_saved=uploader.submit,
+            on_frame_saved=uploader.submit if shared_out is None else
+            _both(shared_out.publish, uploader.submit),
             on_samples=run.samples,
             on_log=run.log_line,
+            on_frame_stats=run.frame_stats,
+            stall_timeout=self.settings.task_timeout or task.task_timeout,
             session_key=session_key(task),
         )
         self._held_job = task.job_id
         outcome = self._render(job, tlog)
+        if shared_out is not None and shared_out.errors and outcome.ok:
+            problems = "; ".join(shared_out.errors[:3])
+            error = f"cannot write to shared storage: {problems}"
+            outcome = RenderOutcome(ok=False, error=error, log_tail=outcome.log_tail)
         self._finish(run, outcome, uploader, tlog)
         run.finished.set()
         reporter.join(timeout=self.settings.shutdown_grace)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import PurePosixPath
 from typing import Annotated, Any
@@ -22,6 +23,7 @@ from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Job, JobFile, Task
 from farmhand.manager.jobs.delete import delete_job, remove_blobs
+from farmhand.manager.jobs.shared import create_shared_job, neutral_output_dir
 from farmhand.manager.jobs.submit import SubmitError, create_job
 from farmhand.manager.jobs.views import job_detail, job_summaries
 from farmhand.manager.scheduling.state import (
@@ -45,6 +47,7 @@ from farmhand.shared.schemas import (
     JobSettings,
     JobStatus,
     JobSummary,
+    SharedJobCreate,
     TaskAction,
 )
 from farmhand.shared.schemas import JobFile as JobFileModel
@@ -137,8 +140,11 @@ async def submit_job(
     if content_type.startswith("multipart/form-data"):
         job_request = await _multipart_job(context, request)
     elif content_type.startswith("application/json"):
+        body = await request.body()
+        if _wants_shared_storage(body):
+            return await _submit_shared(context, response, caller, body)
         try:
-            job_request = JobCreate.model_validate_json(await request.body())
+            job_request = JobCreate.model_validate_json(body)
         except ValidationError as error:
             raise HTTPException(
                 status.HTTP_400_BAD_REQUEST, f"invalid job: {_first_error(error)}"
@@ -148,9 +154,40 @@ async def submit_job(
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
             "send application/json (JobCreate) or multipart/form-data (file + settings)",
         )
+    if job_request.storage == "shared":
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            "storage 'shared' takes a blend_path on the share (JSON), not uploaded files",
+        )
     await run_in_threadpool(enforce_quota, context, caller, list(job_request.files.values()))
     try:
+        job_request = neutral_output_dir(context, job_request)
         job = await run_in_threadpool(create_job, context, caller.user_id, job_request)
+    except SubmitError as error:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
+    context.events.job_changed(job.id)
+    return _accepted(context, response, job)
+
+
+def _wants_shared_storage(body: bytes) -> bool:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return False  # JobCreate's validation says what is wrong
+    return isinstance(data, dict) and data.get("storage") == "shared"
+
+
+async def _submit_shared(
+    context: ManagerContext, response: Response, caller: Caller, body: bytes
+) -> JobAccepted:
+    try:
+        shared_request = SharedJobCreate.model_validate_json(body)
+    except ValidationError as error:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, f"invalid job: {_first_error(error)}"
+        ) from error
+    try:
+        job = await run_in_threadpool(create_shared_job, context, caller.user_id, shared_request)
     except SubmitError as error:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
     context.events.job_changed(job.id)

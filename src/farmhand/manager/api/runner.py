@@ -177,8 +177,15 @@ def _assignment(session: Session, task: Task) -> TaskAssignment:
         resolution_percentage=settings.resolution_percentage,
         samples=settings.samples,
         attempt=task.attempts,
+        blender_saved=job.blender_saved,
+        blender_version=settings.blender_version,
+        device=settings.device,
+        task_timeout=task_timeout,
         video=settings.video if task.type == "video" else None,
         frame_files=frame_files,
+        storage=settings.storage,
+        output_dir=settings.output_dir,
+        output_template=settings.output_template,
     )
 
 
@@ -199,7 +206,9 @@ def _claim_once(
         if task is None:
             return None
         log.info("task assigned", job_id=task.job_id, task_id=task.id, worker=worker.name)
-        assignment = _assignment(session, task)
+        assignment = _assignment(session, task, context.settings.task_timeout)
+        if assignment.storage == "shared" or assignment.output_dir is not None:
+            assignment.path_variables = context.settings.path_variables
     context.events.job_changed(assignment.job_id)
     context.events.runner_changed(worker_id)
     return assignment

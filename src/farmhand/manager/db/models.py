@@ -144,6 +144,10 @@ class Blob(Base):
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime]
+    touched_at: Mapped[datetime | None]
+    """When a client last learned the manager holds this blob (a dedup hit in
+    `/api/blobs/missing` or a repeated upload): it may be about to create a job naming
+    it without uploading, so garbage collection and job deletion spare it for a while."""
 
 
 class Job(Base):

@@ -1,14 +1,20 @@
-"""Deleting a job with everything only it used: tasks, logs, outputs and input blobs."""
+"""Deleting a job with everything only it used: tasks, logs, outputs and input blobs.
+
+What "only it used" means, and why a blob someone just asked about survives, is the
+storage policy in `farmhand.manager.storage.gc`.
+"""
 
 from __future__ import annotations
 
 import shutil
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
-from farmhand.manager.db.models import Blob, Job, JobFile
+from farmhand.manager.db.models import Job, JobFile
+from farmhand.manager.storage.gc import release_orphans, remove_blob_files
 
 
 def delete_job(context: ManagerContext, session: Session, job: Job) -> list[str]:
@@ -16,20 +22,16 @@ def delete_job(context: ManagerContext, session: Session, job: Job) -> list[str]
 
     The caller removes those blobs' files (`remove_blobs`) after the transaction has
     committed, so a failed transaction never leaves rows pointing at missing files.
+    Blobs a client was told about within the grace period stay for garbage collection.
     """
     hashes = set(session.scalars(select(JobFile.sha256).where(JobFile.job_id == job.id)))
     session.delete(job)
     session.flush()
-    still_used = set(
-        session.scalars(select(JobFile.sha256).where(JobFile.sha256.in_(hashes)).distinct())
-    )
-    orphans = sorted(hashes - still_used)
-    if orphans:
-        session.execute(delete(Blob).where(Blob.sha256.in_(orphans)))
+    orphans = release_orphans(session, context.settings, hashes, utcnow())
     shutil.rmtree(context.logs.root / f"job-{job.id}", ignore_errors=True)
     return orphans
 
 
-def remove_blobs(context: ManagerContext, hashes: list[str]) -> None:
-    for sha in hashes:
-        context.blobs.path_for(sha).unlink(missing_ok=True)
+def remove_blobs(context: ManagerContext, hashes: list[str]) -> int:
+    """Remove the files of blobs whose rows `delete_job` deleted; bytes freed."""
+    return remove_blob_files(context, hashes)

@@ -1,0 +1,85 @@
+"""Admin routes for storage: who uses how much, and garbage collection on demand."""
+
+from __future__ import annotations
+
+import shutil
+
+from fastapi import APIRouter
+from sqlalchemy import exists, func, select
+from starlette.concurrency import run_in_threadpool
+
+from farmhand.manager.api.deps import AdminDep, Context
+from farmhand.manager.api.errors import error_responses
+from farmhand.manager.clock import utcnow
+from farmhand.manager.context import ManagerContext
+from farmhand.manager.db.models import Blob, Job, JobFile, User
+from farmhand.manager.storage.gc import collect_garbage
+from farmhand.manager.storage.usage import user_usage_bytes
+from farmhand.shared.schemas import GcResult, StorageUsage, UserUsage
+
+router = APIRouter(prefix="/api/admin", tags=["admin"])
+ERRORS = error_responses(401, 403)
+
+
+def storage_usage(context: ManagerContext) -> StorageUsage:
+    with context.db.read() as session:
+        count, total = session.execute(
+            select(func.count(), func.coalesce(func.sum(Blob.size), 0)).select_from(Blob)
+        ).one()
+        referenced = session.scalar(
+            select(func.coalesce(func.sum(Blob.size), 0)).where(
+                exists().where(JobFile.sha256 == Blob.sha256)
+            )
+        )
+        job_counts: dict[int, int] = {
+            owner: count
+            for owner, count in session.execute(
+                select(Job.owner_id, func.count()).group_by(Job.owner_id)
+            )
+        }
+        users = [
+            UserUsage(
+                user_id=user.id,
+                name=user.name,
+                jobs=job_counts.get(user.id, 0),
+                bytes=user_usage_bytes(session, user.id),
+            )
+            for user in session.scalars(select(User).order_by(User.id))
+        ]
+    disk = shutil.disk_usage(context.blobs.root)
+    return StorageUsage(
+        blobs=int(count),
+        total_bytes=int(total),
+        referenced_bytes=int(referenced or 0),
+        unreferenced_bytes=int(total) - int(referenced or 0),
+        disk_total_bytes=disk.total,
+        disk_free_bytes=disk.free,
+        blob_retention_days=context.settings.blob_retention_days,
+        users=sorted(users, key=lambda u: (-u.bytes, u.name)),
+    )
+
+
+@router.get(
+    "/usage",
+    response_model=StorageUsage,
+    responses=ERRORS,
+    summary="Storage used: the blob store, the disk under it, and per user",
+)
+def get_usage(context: Context, caller: AdminDep) -> StorageUsage:
+    return storage_usage(context)
+
+
+@router.post(
+    "/gc",
+    response_model=GcResult,
+    responses=ERRORS,
+    summary="Run garbage collection now (it also runs every gc_interval seconds)",
+)
+async def run_gc(context: Context, caller: AdminDep) -> GcResult:
+    report = await run_in_threadpool(collect_garbage, context, utcnow())
+    return GcResult(
+        removed=report.removed,
+        freed_bytes=report.freed_bytes,
+        kept_unreferenced=report.kept_unreferenced,
+        stray_files=report.stray_files,
+    )

@@ -1,0 +1,62 @@
+"""Jobs on shared storage: the .blend stays on the NAS, paths are stored platform-neutral.
+
+The manager never opens files on the share (it may not even mount it): it only turns
+the submitter's paths into `{variable}/…` with its `path_variables`, and each worker
+turns them into its own platform's paths (`farmhand.shared.pathmap`).
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import TypeVar
+
+from farmhand.manager.clock import utcnow
+from farmhand.manager.context import ManagerContext
+from farmhand.manager.db.models import Job
+from farmhand.manager.jobs.submit import SubmitError
+from farmhand.manager.scheduling.compile import compile_animation
+from farmhand.shared.pathmap import PathMapError, to_neutral
+from farmhand.shared.schemas import JobSettings, JobStatus, SharedJobCreate
+
+_S = TypeVar("_S", bound=JobSettings)
+
+
+def neutral_output_dir(context: ManagerContext, request: _S) -> _S:
+    """The request with its `output_dir` (if any) in `{variable}/…` form."""
+    if request.output_dir is None:
+        return request
+    try:
+        neutral = to_neutral(request.output_dir, context.settings.path_variables)
+    except PathMapError as error:
+        raise SubmitError(f"output_dir: {error}") from error
+    return request.model_copy(update={"output_dir": neutral})
+
+
+def create_shared_job(context: ManagerContext, owner_id: int, request: SharedJobCreate) -> Job:
+    """Create and compile a job whose .blend (and assets) are read from shared storage."""
+    try:
+        main = to_neutral(request.blend_path, context.settings.path_variables)
+    except PathMapError as error:
+        raise SubmitError(f"blend_path: {error}") from error
+    if PurePosixPath(main).suffix.lower() != ".blend":
+        raise SubmitError(f"blend_path {request.blend_path!r} is not a .blend file")
+    request = neutral_output_dir(context, request)
+    settings = JobSettings.model_validate(request.model_dump(include=set(JobSettings.model_fields)))
+    settings = settings.model_copy(update={"storage": "shared"})
+    now = utcnow()
+    with context.db.transaction() as session:
+        job = Job(
+            owner_id=owner_id,
+            name=settings.name or PurePosixPath(main).stem,
+            type="animation",
+            status=JobStatus.QUEUED.value,
+            priority=settings.priority,
+            settings=settings.model_dump(mode="json"),
+            main_file=main,
+            created_at=now,
+        )
+        session.add(job)
+        session.flush()
+        compile_animation(session, job, settings, now)
+    context.wakeup.notify()
+    return job

@@ -1,0 +1,203 @@
+"""Freeing blobs no job needs: garbage collection, and what deleting a job frees.
+
+The policy (one home for it; docs/STORAGE.md explains it to people):
+
+- A blob is *referenced* while a `job_files` row (an input or an output) names it.
+- A blob is *recent* while less than the grace period (`blob_grace_seconds`) has passed
+  since it was created or since a client last learned the manager holds it
+  (`touched_at`: a dedup hit in `/api/blobs/missing` or a repeated upload). A client
+  uploads blobs first and creates the job naming them after, so a recent blob may be
+  about to be referenced: it is never removed.
+- Garbage collection removes blobs unreferenced and older than
+  `max(blob_retention_days, grace)`: an aborted submission's uploads, or whatever a
+  deleted job shared with a client that was about to reuse it. Keeping them N days makes
+  a resubmission within that time upload nothing.
+- Deleting a job (`DELETE /api/jobs/{id}?purge=true`) frees at once the blobs only it
+  referenced, except recently touched ones, which garbage collection takes later.
+
+Removal is race-safe: the rows go in one DELETE whose WHERE re-checks every condition
+(so a job created meanwhile keeps its blobs; on PostgreSQL the foreign key refuses the
+delete outright), and a file is first moved aside and put back if its row survived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import structlog
+from sqlalchemy import ColumnElement, and_, delete, exists, or_, select, update
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from farmhand.manager.clock import utcnow
+from farmhand.manager.context import ManagerContext
+from farmhand.manager.db.models import Blob, JobFile
+from farmhand.manager.settings import ManagerSettings
+from farmhand.manager.storage.blobs import BlobStore
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class GcReport:
+    removed: int
+    freed_bytes: int
+    kept_unreferenced: int
+    """Unreferenced blobs still inside their retention or grace period."""
+    stray_files: int = 0
+    """Files in the store without a row (a crash between storing and recording)."""
+
+
+def _unreferenced() -> ColumnElement[bool]:
+    return ~exists().where(JobFile.sha256 == Blob.sha256)
+
+
+def _quiet_since(cutoff: datetime) -> ColumnElement[bool]:
+    """Neither created nor touched after `cutoff`."""
+    return and_(Blob.created_at < cutoff, or_(Blob.touched_at.is_(None), Blob.touched_at < cutoff))
+
+
+def touch_blobs(session: Session, hashes: Collection[str], now: datetime) -> None:
+    """Mark blobs a client was just told are here: it may reference them any moment."""
+    if hashes:
+        session.execute(update(Blob).where(Blob.sha256.in_(set(hashes))).values(touched_at=now))
+
+
+def gc_cutoff(settings: ManagerSettings, now: datetime) -> datetime:
+    keep = max(timedelta(days=settings.blob_retention_days), _grace(settings))
+    return now - keep
+
+
+def _grace(settings: ManagerSettings) -> timedelta:
+    return timedelta(seconds=settings.blob_grace_seconds)
+
+
+def release_orphans(
+    session: Session, settings: ManagerSettings, hashes: Collection[str], now: datetime
+) -> list[str]:
+    """Delete the rows of these blobs if nothing references them and nobody touched them
+    within the grace period; the hashes whose rows went (remove their files with
+    `remove_blob_files` after the commit)."""
+    if not hashes:
+        return []
+    candidates = set(hashes)
+    grace_cutoff = now - _grace(settings)
+    freeable = and_(
+        Blob.sha256.in_(candidates),
+        _unreferenced(),
+        or_(Blob.touched_at.is_(None), Blob.touched_at < grace_cutoff),
+    )
+    return _delete_rows(session, candidates, freeable)
+
+
+def _delete_rows(
+    session: Session, candidates: set[str], condition: ColumnElement[bool]
+) -> list[str]:
+    session.execute(delete(Blob).where(condition).execution_options(synchronize_session=False))
+    left = set(session.scalars(select(Blob.sha256).where(Blob.sha256.in_(candidates))))
+    return sorted(candidates - left)
+
+
+def remove_blob_files(context: ManagerContext, hashes: Iterable[str]) -> int:
+    """Remove the files of blobs whose rows are gone; bytes freed.
+
+    Each file is moved aside first, then its row is looked up again: an upload of the
+    same bytes that recorded the blob meanwhile gets its file back.
+    """
+    freed = 0
+    trash_dir = context.blobs.root / "tmp"
+    trash_dir.mkdir(parents=True, exist_ok=True)
+    for sha in hashes:
+        path = context.blobs.path_for(sha)
+        trash = trash_dir / f"gc-{sha[:16]}-{uuid.uuid4().hex}"
+        try:
+            size = path.stat().st_size
+            os.replace(path, trash)
+        except FileNotFoundError:
+            continue
+        with context.db.read() as session:
+            revived = session.get(Blob, sha) is not None
+        if revived and not path.exists():
+            os.replace(trash, path)
+            continue
+        trash.unlink(missing_ok=True)
+        freed += size
+    return freed
+
+
+def _stray_files(store: BlobStore, known: set[str], cutoff: datetime) -> list[Path]:
+    """Files with no row, last written before `cutoff` (an upload writes the file, then
+    the row, so a young file may be one whose row is on its way)."""
+    strays = []
+    base = store.root / "sha256"
+    if not base.is_dir():
+        return []
+    for prefix in base.iterdir():
+        if not prefix.is_dir():
+            continue
+        for blob in prefix.iterdir():
+            if prefix.name + blob.name in known:
+                continue
+            try:
+                if blob.stat().st_mtime < cutoff.timestamp():
+                    strays.append(blob)
+            except OSError:
+                continue
+    return strays
+
+
+def collect_garbage(context: ManagerContext, now: datetime) -> GcReport:
+    """One garbage collection pass (the periodic loop and `farmhand admin gc` call this)."""
+    settings = context.settings
+    cutoff = gc_cutoff(settings, now)
+    eligible = and_(_unreferenced(), _quiet_since(cutoff))
+    with context.db.transaction() as session:
+        candidates = set(session.scalars(select(Blob.sha256).where(eligible)))
+        unreferenced = set(session.scalars(select(Blob.sha256).where(_unreferenced())))
+        removed = _delete_rows(session, candidates, and_(Blob.sha256.in_(candidates), eligible))
+    freed = remove_blob_files(context, removed)
+    with context.db.read() as session:
+        known = set(session.scalars(select(Blob.sha256)))
+    strays = _stray_files(context.blobs, known, now - _grace(settings))
+    for stray in strays:
+        try:
+            size = stray.stat().st_size
+            stray.unlink()
+        except OSError:
+            continue
+        freed += size
+    report = GcReport(
+        removed=len(removed),
+        freed_bytes=freed,
+        kept_unreferenced=len(unreferenced - set(removed)),
+        stray_files=len(strays),
+    )
+    if removed or strays:
+        log.info(
+            "garbage collected",
+            blobs=report.removed,
+            freed_bytes=report.freed_bytes,
+            stray_files=report.stray_files,
+            kept_unreferenced=report.kept_unreferenced,
+        )
+    return report
+
+
+async def gc_loop(context: ManagerContext) -> None:
+    """Collect garbage every `gc_interval` seconds (the first pass one interval after
+    start: a manager restarting in a crash loop should not scan the store each time)."""
+    interval = context.settings.gc_interval
+    if interval <= 0:
+        return
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await run_in_threadpool(collect_garbage, context, utcnow())
+        except Exception:
+            log.exception("garbage collection pass failed; trying again next time")

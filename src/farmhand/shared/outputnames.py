@@ -1,0 +1,103 @@
+"""Output file names from a template: `{job}/{frame:04d}.{ext}`.
+
+A template comes from a user and becomes paths in a zip, on a client's disk and on
+shared storage, so it is checked twice: its shape when the job is submitted (only known
+fields, no attribute or index access, a `{frame}`, no absolute or `..` parts), and every
+name it produces before use (`safe_relative_path`), because a field's value (the job's
+name) could still carry a `/` or `..` — the job name is flattened to one safe
+component for that reason.
+
+Fields: `{job}` (the job's name, made safe), `{job_id}`, `{frame}`, `{task}` (the id
+of the task that rendered it), `{ext}` (`png`, `exr`, `jpg`, without the dot). Integers take a
+format spec (`{frame:04d}`, `{job_id:06d}`).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass
+
+from farmhand.shared.paths import UnsafePathError, safe_relative_path
+
+FIELDS = frozenset({"job", "job_id", "frame", "task", "ext"})
+INTEGER_FIELDS = frozenset({"job_id", "frame", "task"})
+MAX_TEMPLATE = 200
+DEFAULT_SHARED_TEMPLATE = "{frame:04d}.{ext}"
+"""How frames are named in a shared-storage output folder when the job sets no template."""
+
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
+
+
+class TemplateError(ValueError):
+    """The template is malformed or could name a file outside the target folder."""
+
+
+@dataclass(frozen=True)
+class OutputName:
+    """The values one output's name is made of."""
+
+    job: str
+    job_id: int
+    frame: int
+    ext: str
+    task: int = 0
+
+
+def safe_component(text: str) -> str:
+    """Text turned into one harmless path component (no separators, no leading dots)."""
+    cleaned = _UNSAFE_NAME.sub("_", text).strip(" .")
+    return cleaned[:100] or "job"
+
+
+def check_template(template: str) -> str:
+    """Return the template if it is well formed and can only name files inside the
+    target folder; raise `TemplateError` saying what is wrong otherwise."""
+    if not template or len(template) > MAX_TEMPLATE:
+        raise TemplateError(f"an output template is 1 to {MAX_TEMPLATE} characters")
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as error:
+        raise TemplateError(f"output template {template!r}: {error}") from error
+    seen = set()
+    for _, field, spec, conversion in parsed:
+        if field is None:
+            continue
+        if field not in FIELDS:
+            known = ", ".join("{" + name + "}" for name in sorted(FIELDS))
+            raise TemplateError(f"unknown field {{{field}}} in output template; use {known}")
+        if conversion is not None:
+            raise TemplateError(f"output template field {{{field}}}: no '!' conversions")
+        if spec and ("{" in spec or field not in INTEGER_FIELDS):
+            raise TemplateError(f"output template field {{{field}}} takes no format spec")
+        seen.add(field)
+    if "frame" not in seen:
+        raise TemplateError("an output template needs {frame}, or every frame gets one name")
+    # Two very different samples: a template that is safe for both is safe in shape.
+    for sample in (OutputName("job", 1, 1, "png", 0), OutputName("j", 123456, -42, "exr", 9)):
+        render(template, sample)
+    return template
+
+
+def render(template: str, values: OutputName) -> str:
+    """The relative path this template gives for these values, checked to stay inside."""
+    try:
+        name = template.format(
+            job=safe_component(values.job),
+            job_id=values.job_id,
+            frame=values.frame,
+            task=values.task,
+            ext=values.ext.lstrip("."),
+        )
+    except (ValueError, KeyError, IndexError) as error:
+        raise TemplateError(f"output template {template!r}: {error}") from error
+    try:
+        return safe_relative_path(name)
+    except UnsafePathError as error:
+        raise TemplateError(f"output template {template!r} names {name!r}: {error}") from error
+
+
+def extension(path: str) -> str:
+    """`frames/0001.png` → `png`."""
+    dot = path.rfind(".")
+    return path[dot + 1 :].lower() if dot > path.rfind("/") else ""
