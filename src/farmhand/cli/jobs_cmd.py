@@ -23,6 +23,8 @@ from rich.table import Table
 
 from farmhand.cli.config import ConfigError, resolve
 from farmhand.client import FarmhandClient, FarmhandError
+from farmhand.client.packing import PackedProject, PackError
+from farmhand.client.submission import MissingFiles, SubmitHooks, Submitted, submit_project
 from farmhand.shared.frames import FrameRangeError, parse_frame_spec
 from farmhand.shared.schemas import JobDetail, JobSettings, JobStatus, OutputFormat, VideoSettings
 
@@ -99,10 +101,28 @@ def submit(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Where --wait puts the frames.")
     ] = None,
+    project: Annotated[
+        Path | None,
+        typer.Option(
+            help="The project folder whose layout the job keeps (default: the deepest "
+            "folder holding the .blend and every file it uses).",
+            show_default=False,
+        ),
+    ] = None,
+    allow_missing: Annotated[
+        bool,
+        typer.Option("--allow-missing", help="Submit even if files the scene uses are missing."),
+    ] = False,
+    threads: Annotated[int, typer.Option(min=1, max=32, help="Parallel uploads.")] = 4,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Upload a .blend and queue it for rendering."""
+    """Pack a .blend with every file it uses, upload what the farm lacks, queue it.
+
+    Textures, linked libraries, sounds, fonts and caches go along; absolute paths are
+    made relative in the packed copy (your files are never changed). Files the scene
+    uses but that do not exist are listed and the submit refused, unless --allow-missing.
+    """
     if not file.is_file():
         raise fail(f"{file}: no such file")
     if file.suffix.lower() != ".blend":
@@ -127,16 +147,76 @@ def submit(
     except ValueError as exc:
         raise fail(str(exc)) from None
     with manager_errors(), open_client(url, token) as client:
-        with transfer_progress() as bar:
-            upload = bar.add_task(f"uploading {file.name}", total=file.stat().st_size)
-            accepted = client.submit_blend(
-                file, settings, lambda done, total: bar.update(upload, completed=done, total=total)
-            )
+        submitted = submit_with_bars(client, file, settings, project, allow_missing, threads)
+        accepted = submitted.job
+        report = submitted.report
+        console.print(
+            f"{submitted.files} files, {report.uploaded_files} uploaded "
+            f"({report.skipped_files} already on the farm); {report.bytes_sent} bytes sent",
+            highlight=False,
+        )
         where = f"{client.base_url}{accepted.location}"
         console.print(f"job [bold]{accepted.id}[/bold] {accepted.status}  {where}")
         if wait:
             job = follow(client, accepted.id)
             finish(client, job, output or Path("farmhand-output") / str(job.id))
+
+
+def submit_with_bars(
+    client: FarmhandClient,
+    file: Path,
+    settings: JobSettings,
+    project: Path | None,
+    allow_missing: bool,
+    threads: int,
+) -> Submitted:
+    """`submit_project` with bars for hashing and uploading (bytes and files)."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TextColumn("{task.fields[files]}"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        hashing = bar.add_task("hashing", total=None, files="")
+        upload = bar.add_task("uploading", total=None, files="", visible=False)
+        counts = [0, 0]
+
+        def packed(tree: PackedProject) -> None:
+            for path in tree.missing if allow_missing else ():
+                err.print(f"[yellow]missing:[/yellow] {path}", highlight=False, soft_wrap=True)
+            bar.update(hashing, total=tree.size, files=f"{len(tree.files)} files")
+
+        def uploading(size: int, files: int) -> None:
+            counts[1] = files
+            bar.update(hashing, visible=False)
+            bar.update(upload, total=size, visible=True, files=f"0/{files} files")
+
+        def advance(size: int, files: int) -> None:
+            counts[0] += files
+            bar.update(upload, advance=size, files=f"{counts[0]}/{counts[1]} files")
+
+        hooks = SubmitHooks(
+            packed=packed,
+            hashed=lambda size: bar.update(hashing, advance=size),
+            uploading=uploading,
+            advance=advance,
+        )
+        try:
+            return submit_project(
+                client,
+                file,
+                settings,
+                project=project,
+                allow_missing=allow_missing,
+                threads=threads,
+                hooks=hooks,
+            )
+        except (MissingFiles, PackError) as exc:
+            raise fail(str(exc)) from None
 
 
 def _as_format(fmt: str | None) -> OutputFormat | None:

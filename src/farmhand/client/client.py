@@ -39,6 +39,7 @@ from farmhand.shared.schemas import (
     JobSettings,
     JobSummary,
     OutputStored,
+    RunnerInfo,
     RunnerRegister,
     RunnerRegistered,
     TaskAssignment,
@@ -48,6 +49,8 @@ from farmhand.shared.schemas import (
     TaskProgress,
     TaskProgressReply,
     TaskRelease,
+    UploadCreate,
+    UploadStatus,
     WorkerCapabilities,
 )
 
@@ -265,6 +268,36 @@ class FarmhandClient(BaseClient):
         )
         return _parse(BlobStored, response)
 
+    def start_upload(self, sha256: str, size: int) -> UploadStatus:
+        """Open (or find again) a resumable upload; its offset says where to send from."""
+        body = UploadCreate(sha256=sha256, size=size).model_dump(mode="json")
+        return _parse(UploadStatus, self._request("POST", "/api/uploads", json=body))
+
+    def upload_status(self, upload_id: str) -> UploadStatus:
+        return _parse(UploadStatus, self._request("GET", f"/api/uploads/{upload_id}"))
+
+    def send_upload(
+        self,
+        upload_id: str,
+        path: Path,
+        offset: int,
+        on_chunk: Callable[[int], None] | None = None,
+    ) -> UploadStatus:
+        """Stream `path` from byte `offset` to its end into a resumable upload."""
+        size = path.stat().st_size
+        response = self._request(
+            "PATCH",
+            f"/api/uploads/{upload_id}",
+            content=iter_file(path, on_chunk, start=offset),
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(size - offset),
+                "Upload-Offset": str(offset),
+            },
+            timeout=httpx.Timeout(300.0, connect=10.0),
+        )
+        return _parse(UploadStatus, response)
+
     def create_job(self, job: JobCreate) -> JobAccepted:
         """Create a job from blobs already uploaded."""
         response = self._request("POST", "/api/jobs", json=job.model_dump(mode="json"))
@@ -298,6 +331,10 @@ class FarmhandClient(BaseClient):
 
     def get_job(self, job_id: int) -> JobDetail:
         return self.poll_job(job_id).job
+
+    def list_runners(self) -> list[RunnerInfo]:
+        """Every registered worker with what it reported (admin token)."""
+        return _parse_list(RunnerInfo, self._request("GET", "/api/admin/runners"))
 
     def poll_job(self, job_id: int) -> JobPoll:
         """A job's detail and the `Retry-After` the manager sent while it is unfinished."""
@@ -465,7 +502,6 @@ class RunnerClient(BaseClient):
                 files={"file": (path.name, handle, "application/octet-stream")},
             )
         return _parse(OutputStored, response)
-
 
     def upload_output(self, job_id: int, task_id: int, frame: int, path: Path) -> OutputStored:
         """Send one rendered frame; the multipart body is streamed from disk."""
