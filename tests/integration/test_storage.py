@@ -5,7 +5,10 @@ job's inputs, named by a template)."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import tracemalloc
+import zipfile
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -17,6 +20,7 @@ from sqlalchemy import update
 from farmhand.manager.app import create_app
 from farmhand.manager.clock import utcnow
 from farmhand.manager.db.models import Blob
+from farmhand.manager.storage.archive import stream_zip
 from tests.integration.conftest import FAKE_BLEND, Farm, make_settings, png_bytes
 from tests.integration.test_scheduling import add_user
 
@@ -190,3 +194,129 @@ def test_usage_counts_outputs_too(farm: Farm) -> None:
     usage = farm.client.get("/api/admin/usage", headers=farm.admin).json()
     admin = next(u for u in usage["users"] if u["name"] == "admin")
     assert admin["bytes"] == len(FAKE_BLEND) + len(frame)
+
+
+# ------------------------------------------------------------------ downloads
+
+
+def rendered_job(farm: Farm, name: str = "Shot 10", **settings: object) -> tuple[int, list[bytes]]:
+    """A job whose frames 1-3 came back from a (scripted) worker."""
+    blend = put(farm, FAKE_BLEND)
+    answer = farm.client.post(
+        "/api/jobs",
+        headers=farm.admin,
+        json={
+            "main_file": "scene.blend",
+            "files": {"scene.blend": blend, "tex/wood.png": put(farm, b"wood")},
+            "frame_start": 1,
+            "frame_end": 3,
+            "chunk_size": 3,
+            "name": name,
+            **settings,
+        },
+    )
+    assert answer.status_code == 202, answer.text
+    job_id = int(answer.json()["id"])
+    runner = farm.register_runner()
+    task = farm.client.get("/api/runner/tasks?wait=0", headers=runner).json()
+    frames = [png_bytes(colour=colour) for colour in ("red", "green", "blue")]
+    for frame, data in enumerate(frames, start=1):
+        sent = farm.client.post(
+            f"/api/runner/files/{job_id}/upload",
+            headers=runner,
+            data={"task_id": str(task["task_id"]), "frame": str(frame)},
+            files={"file": (f"{frame:04d}.png", data, "image/png")},
+        )
+        assert sent.status_code == 201, sent.text
+    return job_id, frames
+
+
+def unzip(data: bytes) -> dict[str, bytes]:
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def test_zip_names_frames_by_the_template(farm: Farm) -> None:
+    job_id, frames = rendered_job(farm)
+    plain = farm.client.get(f"/api/jobs/{job_id}/outputs.zip", headers=farm.admin)
+    assert unzip(plain.content) == {f"frames/{n:04d}.png": frames[n - 1] for n in (1, 2, 3)}
+
+    templated = farm.client.get(
+        f"/api/jobs/{job_id}/outputs.zip",
+        params={"template": "{job}/{job_id}-{frame:03d}.{ext}"},
+        headers=farm.admin,
+    )
+    assert templated.status_code == 200, templated.text
+    expected = {f"Shot 10/{job_id}-{n:03d}.png": frames[n - 1] for n in (1, 2, 3)}
+    assert unzip(templated.content) == expected
+
+
+def test_a_jobs_own_template_names_its_downloads(farm: Farm) -> None:
+    job_id, frames = rendered_job(farm, output_template="{job}/{frame:04d}.{ext}")
+    answer = farm.client.get(f"/api/jobs/{job_id}/outputs.zip", headers=farm.admin)
+    assert sorted(unzip(answer.content)) == [f"Shot 10/{n:04d}.png" for n in (1, 2, 3)]
+    one = farm.client.get(f"/api/jobs/{job_id}/outputs/2", headers=farm.admin)
+    assert one.status_code == 200
+    assert one.content == frames[1]
+    assert one.headers["x-output-name"] == "Shot 10/0002.png"
+    assert 'filename="0002.png"' in one.headers["content-disposition"]
+    assert farm.client.get(f"/api/jobs/{job_id}/outputs/9", headers=farm.admin).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "hostile", ["../../{frame}.{ext}", "/tmp/{frame}", "{job.__init__}{frame}", "{job}.{ext}"]
+)
+def test_hostile_templates_are_refused(farm: Farm, hostile: str) -> None:
+    job_id, _ = rendered_job(farm)
+    answer = farm.client.get(
+        f"/api/jobs/{job_id}/outputs.zip", params={"template": hostile}, headers=farm.admin
+    )
+    assert answer.status_code == 400
+    submitted = farm.client.post(
+        "/api/jobs",
+        headers=farm.admin,
+        json={
+            "main_file": "scene.blend",
+            "files": {"scene.blend": put(farm, FAKE_BLEND)},
+            "output_template": hostile,
+        },
+    )
+    assert submitted.status_code == 400, submitted.text
+    assert "template" in submitted.text
+
+
+def test_the_jobs_inputs_download_as_a_zip(farm: Farm) -> None:
+    job_id, _ = rendered_job(farm)
+    answer = farm.client.get(f"/api/jobs/{job_id}/inputs.zip", headers=farm.admin)
+    assert answer.status_code == 200
+    assert unzip(answer.content) == {"scene.blend": FAKE_BLEND, "tex/wood.png": b"wood"}
+    other = add_user(farm, "mallory")
+    assert farm.client.get(f"/api/jobs/{job_id}/inputs.zip", headers=other).status_code == 404
+
+
+def test_the_zip_streams_in_constant_memory(tmp_path: Path) -> None:
+    """24 MiB of frames through the zip with at most a few MiB held at any time, and the
+    first bytes out before the last file was even opened."""
+    files = []
+    for n in range(3):
+        path = tmp_path / f"{n}.exr"
+        path.write_bytes(os.urandom(8 * 1024 * 1024))
+        files.append(path)
+    opened: list[str] = []
+
+    def entries() -> Iterator[tuple[str, Path]]:
+        for path in files:
+            opened.append(path.name)
+            yield f"frames/{path.name}", path
+
+    tracemalloc.start()
+    try:
+        stream = stream_zip(entries())
+        first = next(stream)
+        assert first and opened == ["0.exr"], "bytes leave before the next file is read"
+        total = len(first) + sum(len(chunk) for chunk in stream)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total > 24 * 1024 * 1024
+    assert peak < 6 * 1024 * 1024, f"peak {peak} bytes: the archive was held in memory"

@@ -7,7 +7,7 @@ import re
 from pathlib import PurePosixPath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, HTTPException, Request, Response, UploadFile, status
+from fastapi import APIRouter, Form, HTTPException, Query, Request, Response, UploadFile, status
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -21,7 +21,7 @@ from farmhand.manager.api.limits import enforce_quota
 from farmhand.manager.api.uploads import store_upload, uploaded_name
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
-from farmhand.manager.db.models import Job, JobFile, Task
+from farmhand.manager.db.models import Blob, Job, JobFile, Task
 from farmhand.manager.jobs.delete import delete_job, remove_blobs
 from farmhand.manager.jobs.shared import create_shared_job, neutral_output_dir
 from farmhand.manager.jobs.submit import SubmitError, create_job
@@ -36,7 +36,8 @@ from farmhand.manager.scheduling.state import (
     rerun_task,
     resume_job,
 )
-from farmhand.manager.storage.archive import stream_zip
+from farmhand.manager.storage.archive import StoredOutput, output_names, stream_zip
+from farmhand.shared.outputnames import TemplateError, check_template
 from farmhand.shared.paths import UnsafePathError, safe_relative_path
 from farmhand.shared.schemas import (
     JobAccepted,
@@ -390,28 +391,108 @@ def download_file(
     )
 
 
+TemplateQuery = Annotated[
+    str | None,
+    Query(
+        max_length=200,
+        description="Name outputs by this template, e.g. '{job}/{frame:04d}.{ext}' "
+        "(default: the job's output_template, else 'frames/0001.png').",
+    ),
+]
+
+
+def _named_outputs(
+    session: Session, job: Job, template: str | None, frame: int | None = None
+) -> list[tuple[str, StoredOutput]]:
+    chosen = template if template is not None else job.settings.get("output_template")
+    query = select(JobFile.path, JobFile.sha256, JobFile.frame, JobFile.task_id).where(
+        JobFile.job_id == job.id, JobFile.kind == "output"
+    )
+    if frame is not None:
+        query = query.where(JobFile.frame == frame)
+    outputs = [
+        StoredOutput(path, sha, frame_no, task_id)
+        for path, sha, frame_no, task_id in session.execute(query.order_by(JobFile.path))
+    ]
+    try:
+        if chosen is not None:
+            check_template(chosen)
+        return output_names(job.name, job.id, outputs, chosen)
+    except TemplateError as error:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
+
+
+def _zip_response(
+    context: ManagerContext, job: Job, what: str, entries: list[tuple[str, str]]
+) -> StreamingResponse:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", job.name)[:50]
+    filename = f"job-{job.id}-{stem}{what}.zip"
+    return StreamingResponse(
+        stream_zip((name, context.blobs.path_for(sha)) for name, sha in entries),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
 @router.get(
     "/{job_id}/outputs.zip",
     responses={**ERRORS, 200: {"content": {"application/zip": {}}}},
     response_class=StreamingResponse,
-    summary="Every output frame in one zip, streamed",
+    summary="Every output in one zip, streamed (constant memory), named by a template",
 )
-def download_outputs(job_id: int, context: Context, caller: UserDep) -> StreamingResponse:
+def download_outputs(
+    job_id: int, context: Context, caller: UserDep, template: TemplateQuery = None
+) -> StreamingResponse:
+    with context.db.read() as session:
+        job = _visible_job(session, caller, job_id)
+        named = _named_outputs(session, job, template)
+    return _zip_response(context, job, "", [(name, out.sha256) for name, out in named])
+
+
+@router.get(
+    "/{job_id}/outputs/{frame}",
+    responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}},
+    response_class=StreamingResponse,
+    summary="One rendered frame; its file name follows the template",
+)
+def download_frame(
+    job_id: int, frame: int, context: Context, caller: UserDep, template: TemplateQuery = None
+) -> StreamingResponse:
+    with context.db.read() as session:
+        job = _visible_job(session, caller, job_id)
+        named = _named_outputs(session, job, template, frame=frame)
+        if not named:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} has no frame {frame}")
+        name, output = named[0]
+        size = session.scalar(select(Blob.size).where(Blob.sha256 == output.sha256))
+    headers = {
+        "Content-Disposition": f'attachment; filename="{PurePosixPath(name).name}"',
+        "X-Output-Name": name,
+    }
+    if size is not None:
+        headers["Content-Length"] = str(size)
+    return StreamingResponse(
+        context.blobs.iter_bytes(output.sha256),
+        media_type="application/octet-stream",
+        headers=headers,
+    )
+
+
+@router.get(
+    "/{job_id}/inputs.zip",
+    responses={**ERRORS, 200: {"content": {"application/zip": {}}}},
+    response_class=StreamingResponse,
+    summary="The job's input files (its .blend and assets, as uploaded) in one zip, streamed",
+)
+def download_inputs(job_id: int, context: Context, caller: UserDep) -> StreamingResponse:
     with context.db.read() as session:
         job = _visible_job(session, caller, job_id)
         rows = session.execute(
             select(JobFile.path, JobFile.sha256)
-            .where(JobFile.job_id == job_id, JobFile.kind == "output")
+            .where(JobFile.job_id == job_id, JobFile.kind == "input")
             .order_by(JobFile.path)
         ).all()
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", job.name)[:50]
-    entries = [(path, context.blobs.path_for(sha)) for path, sha in rows]
-    filename = f"job-{job_id}-{stem}.zip"
-    return StreamingResponse(
-        stream_zip(entries),
-        media_type="application/zip",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )
+    return _zip_response(context, job, "-inputs", [(path, sha) for path, sha in rows])
 
 
 @router.get(

@@ -1,15 +1,20 @@
-"""A zip of a job's outputs, produced while it is sent.
+"""A zip of a job's outputs (or inputs), produced while it is sent, and output names.
 
 The zip is written into a small buffer that is emptied after every chunk, so memory
-stays constant whatever the job's size; images are stored, not deflated (they are
-compressed already).
+stays constant whatever the job's size, and nothing is staged on disk: the first bytes
+leave before the second file is read. zipfile writes to a non-seekable sink with data
+descriptors (sizes after the data) and ZIP64 records, so entries may be any size.
+Images are stored, not deflated (they are compressed already).
 """
 
 from __future__ import annotations
 
 import zipfile
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+from farmhand.shared.outputnames import OutputName, TemplateError, extension, render
 
 CHUNK = 1024 * 1024
 
@@ -52,3 +57,37 @@ def stream_zip(entries: Iterable[tuple[str, Path]]) -> Iterator[bytes]:
                     yield sink.drain()
             yield sink.drain()
     yield sink.drain()
+
+
+@dataclass(frozen=True)
+class StoredOutput:
+    """An output row, as much as naming and sending it needs."""
+
+    path: str
+    sha256: str
+    frame: int | None
+    task_id: int | None
+
+
+def output_names(
+    job_name: str, job_id: int, outputs: Iterable[StoredOutput], template: str | None
+) -> list[tuple[str, StoredOutput]]:
+    """Each output's name for a download: by `template` for frames, the stored path
+    (`frames/0001.png`, `video.mp4`) otherwise; two outputs never share a name."""
+    named: dict[str, StoredOutput] = {}
+    for output in outputs:
+        if template is None or output.frame is None:
+            name = output.path
+        else:
+            values = OutputName(
+                job=job_name,
+                job_id=job_id,
+                frame=output.frame,
+                ext=extension(output.path),
+                task=output.task_id or 0,
+            )
+            name = render(template, values)
+        if name in named:
+            raise TemplateError(f"output template gives two outputs the name {name!r}")
+        named[name] = output
+    return list(named.items())
