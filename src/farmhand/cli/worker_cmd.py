@@ -34,6 +34,14 @@ def _checked_tags(tags: list[str]) -> list[str]:
         raise typer.Exit(2) from None
 
 
+def _checked_device(device: str) -> str:
+    kinds = get_args(DeviceKind)
+    if device.upper() not in kinds:
+        typer.echo(f"error: --device must be one of {', '.join(kinds)}, not {device!r}", err=True)
+        raise typer.Exit(2)
+    return device.upper()
+
+
 def default_work_dir(name: str) -> Path:
     return Path.home() / ".cache" / "farmhand" / f"worker-{name}"
 
@@ -55,8 +63,35 @@ def worker(
         str | None, typer.Option(help="Worker name (default: host name).", show_default=False)
     ] = None,
     blender: Annotated[
-        str | None,
-        typer.Option(envvar="FARMHAND_BLENDER", help="Blender executable (default: found)."),
+        list[str] | None,
+        typer.Option(
+            "--blender",
+            envvar="FARMHAND_BLENDER",
+            help="A Blender to render with: a path, `bpy`, or VERSION=PATH such as "
+            "5.0=/opt/blender-5.0/blender; repeat to offer several (default: found).",
+        ),
+    ] = None,
+    device: Annotated[
+        str,
+        typer.Option(
+            "--device",
+            help="Cycles device: CPU, CUDA, OPTIX, HIP, ONEAPI or METAL (checked at start).",
+        ),
+    ] = "CPU",
+    gpu: Annotated[
+        int | None,
+        typer.Option(
+            "--gpu", min=0, help="Use only this GPU of --device (run one worker per GPU)."
+        ),
+    ] = None,
+    task_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--task-timeout",
+            min=1.0,
+            metavar="SECONDS",
+            help="Kill a Blender silent this long and fail the task (default: the manager's).",
+        ),
     ] = None,
     threads: Annotated[
         int | None, typer.Option(min=0, help="Render threads (default: all cores).")

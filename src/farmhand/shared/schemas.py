@@ -66,6 +66,8 @@ class WorkerStatus(StrEnum):
 
 
 OutputFormat = Literal["PNG", "JPEG", "OPEN_EXR"]
+DeviceKind = Literal["CPU", "CUDA", "OPTIX", "HIP", "ONEAPI", "METAL"]
+"""A Cycles compute device kind, as `farmhand worker --device` takes it."""
 
 
 # ---------------------------------------------------------------------------- jobs
@@ -176,6 +178,8 @@ class JobSettings(_Strict):
 
     @model_validator(mode="after")
     def _check_range(self) -> JobSettings:
+        if self.blender_version is not None:
+            check_spec(self.blender_version)
         if self.frame_end < self.frame_start:
             raise ValueError(
                 f"frame_end ({self.frame_end}) is before frame_start ({self.frame_start})"
@@ -219,6 +223,17 @@ class TaskSummary(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     last_error: str | None
+    progress: float = Field(default=0.0, description="0 to 100, with the frame in progress.")
+    frame: int | None = Field(default=None, description="The frame rendering now.")
+    sample: int | None = Field(default=None, description="Its sample (Cycles) ...")
+    samples_total: int | None = Field(default=None, description="... of this many.")
+    render_seconds: float = Field(default=0.0, description="Blender time on finished frames.")
+    peak_memory_bytes: int | None = Field(
+        default=None, description="Most memory Blender used on one of its frames."
+    )
+    eta_seconds: float | None = Field(
+        default=None, description="Time left, from the seconds its finished frames took."
+    )
 
 
 class JobSummary(BaseModel):
@@ -241,7 +256,19 @@ class JobDetail(JobSummary):
     main_file: str
     tasks: list[TaskSummary]
     elapsed_seconds: float | None
-    eta_seconds: float | None
+    eta_seconds: float | None = Field(
+        description="Time left: the mean Blender seconds of finished frames times the "
+        "frames left, shared among the workers on it (elapsed time before any frame)."
+    )
+    seconds_per_frame: float | None = Field(
+        default=None, description="Mean Blender seconds of a finished frame."
+    )
+    peak_memory_bytes: int | None = Field(
+        default=None, description="Most memory Blender used on a frame of this job."
+    )
+    blender_saved: str | None = Field(
+        default=None, description="The Blender version that saved the main .blend."
+    )
 
 
 class JobAction(_Strict):
@@ -295,6 +322,23 @@ class BlobStored(BaseModel):
     size: int
 
 
+class UploadCreate(_Strict):
+    """Start (or find again, to resume) a resumable upload of one blob."""
+
+    sha256: Sha256
+    size: int = Field(ge=0, description="Bytes the blob has; the upload ends at this offset.")
+
+
+class UploadStatus(BaseModel):
+    """Where a resumable upload stands: send the bytes from `offset` on."""
+
+    id: str = Field(description="The upload's id (`/api/uploads/{id}`); empty once stored.")
+    sha256: Sha256
+    size: int
+    offset: int = Field(description="Bytes received and kept so far.")
+    complete: bool = Field(description="The blob is stored (verified against `sha256`).")
+
+
 class ErrorResponse(BaseModel):
     detail: str
 
@@ -310,6 +354,14 @@ class WorkerCapabilities(_Strict):
     task_types: list[str] = Field(default_factory=lambda: ["render"], max_length=32)
     hostname: str = Field(default="", max_length=255)
     tags: list[Tag] = Field(default_factory=list, max_length=32)
+    device: DeviceKind = Field(default="CPU", description="The device this worker renders on.")
+    gpu: int | None = Field(default=None, ge=0, description="Which GPU of that kind (--gpu).")
+    blender_devices: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Devices Blender sees, as 'KIND: name' (e.g. 'CUDA: RTX 4090').",
+    )
+    gpus: list[str] = Field(default_factory=list, max_length=64, description="GPU names.")
 
 
 class RunnerRegister(_Strict):
@@ -395,6 +447,10 @@ class TaskProgress(_Strict):
     frame: int | None = None
     sample: int | None = Field(default=None, ge=0)
     samples_total: int | None = Field(default=None, ge=0)
+    render_seconds: float | None = Field(
+        default=None, ge=0, description="Blender seconds of the task's finished frames."
+    )
+    peak_memory_bytes: int | None = Field(default=None, ge=0)
     log_lines: list[str] = Field(default_factory=list, max_length=10_000)
 
 

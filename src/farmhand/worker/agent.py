@@ -127,6 +127,10 @@ class RenderJob:
     """Called once a frame's file is written and verified as a readable image."""
     on_samples: Callable[[int, int], None] = _ignore
     on_log: Callable[[str], None] = _ignore
+    on_frame_stats: Callable[[int, float, int], None] = _ignore
+    """(frame, Blender seconds, peak resident bytes) once a frame is saved."""
+    stall_timeout: float | None = None
+    """Seconds without a word from Blender after which it is killed as hung."""
     session_key: str | None = None
     """Equal for tasks of one job with the same files: they may share one running Blender.
     None: render in a fresh one."""
@@ -183,6 +187,8 @@ class _TaskRun:
         self.frame: int | None = None
         self.sample: int | None = None
         self.samples_total: int | None = None
+        self.render_seconds = 0.0
+        self.peak_memory_bytes: int | None = None
         self.pending_logs: list[str] = []
         self.dirty = True
 
@@ -205,6 +211,13 @@ class _TaskRun:
     def samples(self, sample: int, total: int) -> None:
         with self._lock:
             self.sample, self.samples_total, self.dirty = sample, total, True
+
+    def frame_stats(self, _frame: int, seconds: float, peak_bytes: int) -> None:
+        with self._lock:
+            self.render_seconds += seconds
+            if peak_bytes:
+                self.peak_memory_bytes = max(self.peak_memory_bytes or 0, peak_bytes)
+            self.dirty = True
 
     def uploaded(self, _frame: int) -> None:
         with self._lock:
@@ -232,6 +245,8 @@ class _TaskRun:
                 frame=self.frame,
                 sample=self.sample,
                 samples_total=self.samples_total,
+                render_seconds=round(self.render_seconds, 3),
+                peak_memory_bytes=self.peak_memory_bytes,
                 log_lines=lines,
             )
 
@@ -831,9 +846,16 @@ def run_worker(
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         install_stop_handlers(stop)
+    devices: list[tuple[str, str]] = []
     if renderer is None:
-        renderer, blender_versions = blender_renderer(settings)
-    caps = hardware.capabilities(blender_versions or [], settings.tags)
+        renderer, blender_versions, devices = blender_renderer(settings)
+    caps = hardware.capabilities(
+        blender_versions or [],
+        settings.tags,
+        device=settings.device,
+        gpu=settings.gpu,
+        blender_devices=devices,
+    )
     ffmpeg = find_ffmpeg(settings.ffmpeg)
     if ffmpeg is not None:
         # Only a worker that can make videos is offered video tasks.
@@ -844,24 +866,46 @@ def run_worker(
         return agent.run()
 
 
-def blender_renderer(settings: WorkerSettings) -> tuple[TaskRenderer, list[str]]:
-    """The real renderer: Blender found once at start-up, kept per job in a session."""
-    from farmhand.worker.blender.discovery import find_blender
+def blender_renderer(
+    settings: WorkerSettings,
+) -> tuple[TaskRenderer, list[str], list[tuple[str, str]]]:
+    """The real renderer: Blenders found once at start-up, kept per job in a session.
+
+    Each Blender is asked which devices it sees; a `--device` one of them cannot use
+    raises BlenderNotFound here, before the worker takes any task.
+    Returns (renderer, Blender versions, devices the Blenders see).
+    """
+    from farmhand.worker.blender.devices import blender_devices, check_device
+    from farmhand.worker.blender.discovery import find_blenders
     from farmhand.worker.blender.renderer import BlenderTaskRenderer
 
-    install = find_blender(settings.blender)
+    specs = settings.blenders or ([settings.blender] if settings.blender else [])
+    installs = find_blenders(specs)
+    seen: list[tuple[str, str]] = []
+    for install in installs:
+        devices = blender_devices(install)
+        check_device(install, settings.device, settings.gpu, devices)
+        seen += [device for device in devices if device not in seen]
+        log.info(
+            "blender found",
+            version=install.version,
+            blender=install.spec,
+            devices=[f"{kind}: {name}" for kind, name in devices],
+        )
     log.info(
-        "blender found",
-        version=install.version,
-        blender=install.spec,
+        "rendering with",
+        device=settings.device,
+        gpu=settings.gpu,
         sessions=settings.sessions,
         session_frames=settings.session_frames,
         session_memory_mb=settings.session_memory_mb,
     )
     renderer = BlenderTaskRenderer(
-        install,
+        installs,
         sessions=settings.sessions,
         max_frames=settings.session_frames,
         max_memory_mb=settings.session_memory_mb,
+        device=settings.device,
+        gpu=settings.gpu,
     )
-    return renderer, [install.version]
+    return renderer, [install.version for install in installs], seen

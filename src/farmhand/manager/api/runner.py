@@ -142,7 +142,7 @@ def heartbeat(body: Heartbeat, context: Context, worker_id: RunnerDep) -> Heartb
     return reply
 
 
-def _assignment(session: Session, task: Task) -> TaskAssignment:
+def _assignment(session: Session, task: Task, task_timeout: float | None = None) -> TaskAssignment:
     job = session.get(Job, task.job_id)
     assert job is not None
     settings = JobSettings.model_validate(job.settings)
@@ -258,6 +258,13 @@ def progress(
         task.progress_at = utcnow()
         if body.frames_done is not None:
             task.frames_done = min(body.frames_done, len(task.frames))
+        if body.frame is not None:
+            task.frame = body.frame
+        task.sample, task.samples_total = body.sample, body.samples_total
+        if body.render_seconds is not None:
+            task.render_seconds = body.render_seconds
+        if body.peak_memory_bytes is not None:
+            task.peak_memory_bytes = max(task.peak_memory_bytes or 0, body.peak_memory_bytes)
         job_id = task.job_id
     context.logs.append(job_id, task_id, body.log_lines)
     context.events.publish(FarmEvent("task", task_id, job_id))
