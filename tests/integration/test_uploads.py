@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from farmhand.client.transfer import Uploader, hash_files
 from farmhand.localfarm import LocalFarm, local_farm
 from farmhand.scenes import make_project
 from tests.integration.conftest import Farm
+from tests.integration.farmhand_cli import cli
 
 MIB = 1024 * 1024
 
@@ -78,9 +77,7 @@ def test_interrupted_upload_resumes_without_resending(manager: LocalFarm, tmp_pa
     assert partial_files(manager) == [], "the partial upload is gone once stored"
 
 
-def test_corrupted_upload_is_refused_and_nothing_stored(
-    manager: LocalFarm, tmp_path: Path
-) -> None:
+def test_corrupted_upload_is_refused_and_nothing_stored(manager: LocalFarm, tmp_path: Path) -> None:
     real = random_file(tmp_path / "real.bin", 3 * MIB)
     forged = random_file(tmp_path / "forged.bin", 3 * MIB)
     sha = hashlib.sha256(real.read_bytes()).hexdigest()
@@ -126,18 +123,6 @@ def test_uploads_of_many_files_run_in_parallel_and_dedupe(
 # ----------------------------------------------------------------- through `farmhand submit`
 
 
-def cli(farm: LocalFarm, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, FARMHAND_URL=farm.url, FARMHAND_TOKEN=farm.admin_token, COLUMNS="200")
-    return subprocess.run(
-        [sys.executable, "-m", "farmhand", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
-
-
 def bytes_sent(output: str) -> int:
     line = next(line for line in output.splitlines() if "bytes sent" in line)
     return int(line.split(";")[-1].split()[0])
@@ -160,9 +145,7 @@ def test_submitting_the_same_project_twice_sends_nothing_the_second_time(
 
 
 @pytest.mark.blender
-def test_missing_texture_refuses_submit_unless_allowed(
-    manager: LocalFarm, tmp_path: Path
-) -> None:
+def test_missing_texture_refuses_submit_unless_allowed(manager: LocalFarm, tmp_path: Path) -> None:
     scene = make_project(tmp_path / "project")
     texture = tmp_path / "project" / "textures" / "checker.png"
     texture.unlink()

@@ -177,7 +177,7 @@ def _relative(place: PurePath, target: Path) -> str:
         raise PackError(f"a packed file would have an unsafe name: {error}") from error
 
 
-def _settle(rewritten: Path, dest: Path) -> None:
+def settle_blend(rewritten: Path, dest: Path) -> None:
     """Move a rewritten .blend to `dest`, the same bytes for the same scene every time.
 
     BAT re-compresses a compressed .blend with gzip, whose header holds the time and a
@@ -211,7 +211,7 @@ def _collect(packer: _ManifestPacker, target: Path, workdir: Path) -> dict[str, 
         if place in packer.moved:
             copy = keep / relative
             copy.parent.mkdir(parents=True, exist_ok=True)
-            _settle(source, copy)
+            settle_blend(source, copy)
             source = copy
         if source.is_file():
             files[relative] = source

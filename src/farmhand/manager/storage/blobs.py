@@ -13,8 +13,8 @@ import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from functools import cached_property
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
