@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from farmhand.cli import jobs_cmd
 from farmhand.cli.app import app
 from farmhand.cli.config import ConfigError, resolve
-from farmhand.client import FarmhandClient
+from farmhand.client import FarmhandClient, submission
+from farmhand.client.packing import PackedProject
 
 runner = CliRunner()
 
@@ -44,9 +45,27 @@ def test_submit_refuses_bad_frame_range_before_uploading(tmp_path: Path) -> None
     assert "--frames" in result.output
 
 
+def _pack_alone(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Packing (real .blend files, tested with Blender elsewhere) yields just the file."""
+
+    def alone(blend: Path, project: Path | None = None) -> PackedProject:
+        return PackedProject(blend.name, {blend.name: blend}, [], blend.parent, tmp_path / "w")
+
+    monkeypatch.setattr(submission, "pack", alone)
+
+
+def test_submit_refuses_a_file_that_is_not_really_a_blend(tmp_path: Path) -> None:
+    blend = tmp_path / "fake.blend"
+    blend.write_bytes(b"not a blend at all")
+    result = runner.invoke(app, ["submit", str(blend), "--token", "t", "--url", "http://m.test"])
+    assert result.exit_code == 1
+    assert "cannot read" in result.output and "Traceback" not in result.output
+
+
 def test_submit_prints_job_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blend = tmp_path / "shot.blend"
     blend.write_bytes(b"blend")
+    _pack_alone(monkeypatch, tmp_path)
     created: list[dict[str, object]] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
