@@ -21,7 +21,7 @@ from farmhand.manager.auth import accounts
 from farmhand.manager.auth.accounts import AccountError
 from farmhand.manager.auth.tokens import new_token, token_hash
 from farmhand.manager.clock import utcnow
-from farmhand.manager.db.models import ApiToken, Job, OAuthIdentity, User
+from farmhand.manager.db.models import ApiToken, OAuthIdentity, User
 from farmhand.shared.schemas import ErrorResponse
 from farmhand.shared.web_schemas import PasswordSet, UserCreate, UserCreated, UserInfo, UserUpdate
 
@@ -142,10 +142,8 @@ def set_password(user_id: int, body: PasswordSet, context: Context, caller: Admi
 def delete_user(user_id: int, context: Context, caller: AdminDep) -> Response:
     with context.db.transaction() as session:
         user = _target(session, user_id, caller, "delete")
-        if session.scalar(select(Job.id).where(Job.owner_id == user.id).limit(1)) is not None:
-            raise HTTPException(
-                status.HTTP_409_CONFLICT,
-                f"{user.name} owns jobs; delete those first, or disable the user instead",
-            )
-        session.delete(user)
+        try:
+            accounts.delete_user(session, user)
+        except AccountError as error:
+            raise _refusal(error) from error
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -21,7 +21,7 @@ from farmhand.manager.auth.passwords import (
     password_problem,
     verify_password,
 )
-from farmhand.manager.db.models import OAuthIdentity, User
+from farmhand.manager.db.models import Job, OAuthIdentity, User
 from farmhand.manager.settings import AuthSettings
 
 
@@ -84,6 +84,16 @@ def set_disabled(user: User, disabled: bool, now: datetime) -> None:
         end_sessions(user)
     elif not disabled:
         user.disabled_at = None
+
+
+def delete_user(session: Session, user: User) -> None:
+    """Delete an account and its tokens and identities; not while it owns jobs (their
+    history would lose its owner), for which disabling is the answer."""
+    if session.scalar(select(Job.id).where(Job.owner_id == user.id).limit(1)) is not None:
+        raise AccountError(
+            409, f"{user.name} owns jobs; delete those first, or disable the user instead"
+        )
+    session.delete(user)
 
 
 def create_user(
