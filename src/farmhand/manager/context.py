@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from farmhand.manager.auth.runner_cache import RunnerIdCache
 from farmhand.manager.clock import utcnow
 from farmhand.manager.db.engine import Database
 from farmhand.manager.events import EventBus
@@ -24,4 +25,6 @@ class ManagerContext:
     policy: Policy = field(default_factory=Policy)
     wakeup: Wakeup = field(default_factory=Wakeup)
     events: EventBus = field(default_factory=EventBus)
+    runner_ids: RunnerIdCache = field(default_factory=RunnerIdCache)
+    """Runner secret hash → worker id, for a few seconds (saves a lookup per request)."""
     started_at: datetime = field(default_factory=utcnow)

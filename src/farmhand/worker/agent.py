@@ -45,6 +45,7 @@ from farmhand.worker.cache import BlobCache, CacheError, materialise, prune_job_
 from farmhand.worker.ffmpeg import FfmpegInstall, find_ffmpeg
 from farmhand.worker.identity import Identity, forget_identity, load_identity, save_identity
 from farmhand.worker.layout import SharedOutputs, SharedStorageError, shared_blend
+from farmhand.worker.outbox import Outbox, Outcome, deliver_pending
 from farmhand.worker.uploads import FrameUploader
 from farmhand.worker.video import VideoWork, make_video
 
@@ -300,6 +301,7 @@ class Agent:
         self.log = log.bind(worker=settings.name)
         self._current: _TaskRun | None = None
         self._current_lock = threading.Lock()
+        self.outbox = Outbox(settings.work_dir)
         self._held_job: int | None = None
         """The job of the last task: its files (and Blender session) are still here."""
         self._task_policy = RetryPolicy(give_up_after=settings.retry_for)
@@ -341,6 +343,9 @@ class Agent:
         if identity is not None and identity.matches(self.settings.manager_url, self.settings.name):
             self.client.set_token(identity.secret)
             try:
+                # Before `starting` gives back what we held: what a killed run of this
+                # worker rendered but never delivered is delivered now, not redone.
+                deliver_pending(self.outbox, self.client, self.stop, self.log)
                 # `starting`: a task the manager still counts as ours (we were killed
                 # mid-task) goes back to the queue now, not after a heartbeat timeout.
                 self._retry_forever(
@@ -360,6 +365,8 @@ class Agent:
         if not self.settings.registration_token:
             raise FarmhandError("no registration token: pass --token or set FARMHAND_RUNNER_TOKEN")
         forget_identity(self.settings.work_dir)
+        for box in self.outbox.pending():
+            box.discard()  # a new identity holds none of the old one's tasks
         self.client.set_token(None)
         registered = self._retry_forever(
             lambda: self.client.register(
@@ -526,7 +533,6 @@ class Agent:
             return
         work = self.settings.work_dir
         job_dir = work / "jobs" / str(task.job_id)
-        output_dir = work / "outputs" / f"task-{task.task_id}"
         log_path = work / "logs" / f"job-{task.job_id}-task-{task.task_id}.log"
         try:
             if task.storage == "shared":
@@ -548,8 +554,9 @@ class Agent:
                 return
             self._fail(run, f"cannot fetch the job's files: {exc}", [], tlog)
             return
-        shutil.rmtree(output_dir, ignore_errors=True)
-        output_dir.mkdir(parents=True)
+        # Frames, log lines and the outcome are kept on disk until reported (outbox.py).
+        box = self.outbox.open(task)
+        output_dir = box.frames_dir
         log_path.parent.mkdir(parents=True, exist_ok=True)
 
         uploader = FrameUploader(
@@ -570,10 +577,10 @@ class Agent:
             threads=self.settings.threads,
             cancel=run.cancel,
             on_frame_started=run.frame_started,
-            on_frame_saved=uploader.submit if shared_out is None else
-            _both(shared_out.publish, uploader.submit),
+            on_frame_saved=box.recording(uploader.submit if shared_out is None else
+            _both(shared_out.publish, uploader.submit)),
             on_samples=run.samples,
-            on_log=run.log_line,
+            on_log=box.logging(run.log_line),
             on_frame_stats=run.frame_stats,
             stall_timeout=self.settings.task_timeout or task.task_timeout,
             session_key=session_key(task),
@@ -584,10 +591,13 @@ class Agent:
             problems = "; ".join(shared_out.errors[:3])
             error = f"cannot write to shared storage: {problems}"
             outcome = RenderOutcome(ok=False, error=error, log_tail=outcome.log_tail)
+        if not run.dropped and not self.stop.is_set():
+            tail = outcome.log_tail[-LOG_TAIL_LINES:]
+            box.finish(Outcome(outcome.ok, outcome.error, tail))
         self._finish(run, outcome, uploader, tlog)
         run.finished.set()
         reporter.join(timeout=self.settings.shutdown_grace)
-        shutil.rmtree(output_dir, ignore_errors=True)
+        box.discard()
         prune_job_dirs(work / "jobs", current=task.job_id)
 
     def _do_video(self, run: _TaskRun, tlog: FilteringBoundLogger) -> None:

@@ -143,6 +143,7 @@ def delete_runner(worker_id: int, context: Context, caller: AdminDep) -> Respons
         jobs = abort_current(session, worker, f"worker {worker.name} was deleted", utcnow(),
                              context.policy)  # fmt: skip
         session.delete(worker)
+    context.runner_ids.forget_worker(worker_id)
     _announce(context, worker_id, jobs)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

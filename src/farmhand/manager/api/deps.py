@@ -20,6 +20,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from farmhand.manager.auth import sessions
 from farmhand.manager.auth.tokens import token_hash
@@ -109,15 +110,30 @@ def current_admin(caller: Annotated[Caller, Depends(current_user)]) -> Caller:
     return caller
 
 
-def current_runner(context: Context, credentials: Credentials) -> int:
-    """The calling worker's id."""
+async def current_runner(context: Context, credentials: Credentials) -> int:
+    """The calling worker's id.
+
+    Async so that the common case, a secret this manager saw seconds ago
+    (`context.runner_ids`), costs no database transaction and no thread hand-off.
+    """
     if credentials is None:
         raise _unauthorized("a runner secret is required (Authorization: Bearer <secret>)")
     digest = token_hash(credentials.credentials)
-    with context.db.read() as session:
-        worker_id = session.scalar(select(Worker.id).where(Worker.secret_hash == digest))
+    worker_id = context.runner_ids.get(digest)
+    if worker_id is not None:
+        return worker_id
+
+    def lookup() -> int | None:
+        with context.db.read() as session:
+            found: int | None = session.scalar(
+                select(Worker.id).where(Worker.secret_hash == digest)
+            )
+            return found
+
+    worker_id = await run_in_threadpool(lookup)
     if worker_id is None:
         raise _unauthorized("unknown runner secret; register again")
+    context.runner_ids.put(digest, worker_id)
     return worker_id
 
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import structlog
 from fastapi import APIRouter, Form, HTTPException, Query, Response, UploadFile, status
 from fastapi.responses import StreamingResponse
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -29,6 +29,7 @@ from farmhand.manager.db.models import Job, JobFile, Task, Worker
 from farmhand.manager.events import FarmEvent
 from farmhand.manager.scheduling.claim import claim_task
 from farmhand.manager.scheduling.state import (
+    AssignedTask,
     complete_task,
     fail_task,
     requeue_task,
@@ -67,6 +68,26 @@ router = APIRouter(prefix="/api/runner", tags=["runner"])
 
 ERRORS = error_responses(400, 401, 404, 409)
 OUTPUT_EXTENSIONS = {".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff", ".webp", ".bmp"}
+
+
+_STORED_FRAMES = select(JobFile.frame).where(
+    JobFile.job_id == bindparam("job"),
+    JobFile.kind == "output",
+    JobFile.frame.in_(bindparam("frames", expanding=True)),
+)
+"""Which of a task's frames have a stored output (built once: it runs on every completion)."""
+_INPUT_FILES = select(JobFile.path, JobFile.sha256, JobFile.size).where(
+    JobFile.job_id == bindparam("job"), JobFile.kind == "input"
+)
+
+
+def _gone_runner() -> HTTPException:
+    """The worker was deleted (a secret remembered for a few seconds may still arrive)."""
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED,
+        "unknown runner secret; register again",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
 def _held_task(session: Session, task_id: int, worker_id: int) -> Task:
@@ -115,7 +136,8 @@ def register(body: RunnerRegister, context: Context) -> RunnerRegistered:
 def heartbeat(body: Heartbeat, context: Context, worker_id: RunnerDep) -> HeartbeatReply:
     with context.db.transaction() as session:
         worker = session.get(Worker, worker_id)
-        assert worker is not None
+        if worker is None:
+            raise _gone_runner()
         worker.last_heartbeat = utcnow()
         came_back = worker.status == WorkerStatus.OFFLINE.value
         if came_back:
@@ -142,13 +164,13 @@ def heartbeat(body: Heartbeat, context: Context, worker_id: RunnerDep) -> Heartb
     return reply
 
 
-def _assignment(session: Session, task: Task, task_timeout: float | None = None) -> TaskAssignment:
+def _assignment(
+    session: Session, task: AssignedTask, task_timeout: float | None = None
+) -> TaskAssignment:
     job = session.get(Job, task.job_id)
     assert job is not None
     settings = JobSettings.model_validate(job.settings)
-    files = session.scalars(
-        select(JobFile).where(JobFile.job_id == job.id, JobFile.kind == "input")
-    ).all()
+    files = session.execute(_INPUT_FILES, {"job": job.id}).all()
     frame_files: list[FrameFile] = []
     if task.type == "video":
         # A follow-up task works on the job's rendered frames, not on its .blend.
@@ -194,7 +216,8 @@ def _claim_once(
 ) -> TaskAssignment | None:
     with context.db.transaction() as session:
         worker = session.get(Worker, worker_id)
-        assert worker is not None
+        if worker is None:
+            raise _gone_runner()
         if first:
             # A claim is a sign of life; the later looks of a long poll need not say so
             # again (they would be a database write per waiting worker per poll).
@@ -278,15 +301,7 @@ def complete(
     with context.db.transaction() as session:
         task = _held_task(session, task_id, worker_id)
         context.logs.append(task.job_id, task_id, body.log_lines)
-        stored = set(
-            session.scalars(
-                select(JobFile.frame).where(
-                    JobFile.job_id == task.job_id,
-                    JobFile.kind == "output",
-                    JobFile.frame.in_(task.frames),
-                )
-            )
-        )
+        stored = set(session.scalars(_STORED_FRAMES, {"job": task.job_id, "frames": task.frames}))
         lacking = [frame for frame in task.frames if frame not in stored]
         if lacking:
             raise HTTPException(
@@ -351,7 +366,8 @@ def sign_off(context: Context, worker_id: RunnerDep) -> Response:
     now = utcnow()
     with context.db.transaction() as session:
         worker = session.get(Worker, worker_id)
-        assert worker is not None
+        if worker is None:
+            raise _gone_runner()
         worker.status = WorkerStatus.OFFLINE.value
         jobs = set()
         for task in session.scalars(
@@ -436,7 +452,8 @@ async def upload_output(
         )
 
     def check() -> None:
-        with context.db.transaction() as session:
+        # A read: it must not queue behind (or hold up) the writers.
+        with context.db.read() as session:
             task = _held_task(session, task_id, worker_id)
             if task.job_id != job_id or frame not in task.frames:
                 raise HTTPException(

@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import bindparam, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
 from farmhand.manager.db.models import Blocklist, Job, Task, TaskDependency, TaskFailure, Worker
 from farmhand.manager.scheduling.eligibility import available, eligible_workers, fits, task_types
 from farmhand.manager.scheduling.policy import Policy
-from farmhand.manager.scheduling.state import try_assign_task
+from farmhand.manager.scheduling.state import AssignedTask, try_assign_task
 from farmhand.shared.schemas import JobStatus, TaskStatus
 
 RUNNABLE_JOB_STATUSES = (JobStatus.QUEUED.value, JobStatus.ACTIVE.value)
@@ -48,36 +48,56 @@ class _Candidate:
     blender_saved: str | None = None
 
 
+# The claim's statements are built once: building one (an alias, an EXISTS, the
+# compile-cache key) costs several times more than running it on SQLite.
+_JOBS_WITH_WORK = select(
+    Job.id, Job.owner_id, Job.priority, Job.created_at, Job.settings, Job.blender_saved
+).where(
+    Job.status.in_(RUNNABLE_JOB_STATUSES),
+    exists().where(
+        Task.job_id == Job.id,
+        Task.status == TaskStatus.QUEUED.value,
+        Task.type.in_(bindparam("types", expanding=True)),
+    ),
+)
+_HELD = (
+    select(Task.job_id, Job.owner_id, func.count())
+    .join(Job, Job.id == Task.job_id)
+    .where(Task.status == TaskStatus.ACTIVE.value)
+    .group_by(Task.job_id, Job.owner_id)
+)
+"""Who holds how many workers right now, per job (and so per owner): one query."""
+_BLOCKED = select(Blocklist.job_id).where(Blocklist.worker_id == bindparam("worker"))
+_dependency = aliased(Task)
+_RUNNABLE = (
+    select(Task.id, Task.job_id, Task.type, Task.failures)
+    .where(
+        Task.job_id == bindparam("job"),
+        Task.status == TaskStatus.QUEUED.value,
+        Task.type.in_(bindparam("types", expanding=True)),
+        ~exists().where(
+            TaskDependency.task_id == Task.id,
+            _dependency.id == TaskDependency.depends_on_id,
+            _dependency.status != TaskStatus.COMPLETED.value,
+        ),
+    )
+    .order_by(Task.index)
+    .limit(TASKS_PER_JOB)
+)
+"""A job's first queued tasks of the given types whose dependencies are complete."""
+
+
 def _ranked_jobs(session: Session, worker: Worker, prefer_job: int | None) -> list[_Candidate]:
     types = task_types(worker)
-    has_work = exists().where(
-        Task.job_id == Job.id, Task.status == TaskStatus.QUEUED.value, Task.type.in_(types)
-    )
-    rows = session.execute(
-        select(
-            Job.id, Job.owner_id, Job.priority, Job.created_at, Job.settings, Job.blender_saved
-        ).where(Job.status.in_(RUNNABLE_JOB_STATUSES), has_work)
-    ).all()
+    rows = session.execute(_JOBS_WITH_WORK, {"types": types}).all()
     if not rows:
         return []
-    active = Task.status == TaskStatus.ACTIVE.value
-    # (Results have .keys(), so dict() would take them for mappings: build by hand.)
-    held_by_owner = {
-        owner: count
-        for owner, count in session.execute(
-            select(Job.owner_id, func.count())
-            .join(Task, Task.job_id == Job.id)
-            .where(active)
-            .group_by(Job.owner_id)
-        )
-    }
-    held_by_job = {
-        job_id: count
-        for job_id, count in session.execute(
-            select(Task.job_id, func.count()).where(active).group_by(Task.job_id)
-        )
-    }
-    blocked = set(session.scalars(select(Blocklist.job_id).where(Blocklist.worker_id == worker.id)))
+    held_by_owner: dict[int, int] = {}
+    held_by_job: dict[int, int] = {}
+    for job_id, owner, count in session.execute(_HELD):
+        held_by_job[job_id] = count
+        held_by_owner[owner] = held_by_owner.get(owner, 0) + count
+    blocked = set(session.scalars(_BLOCKED, {"worker": worker.id}))
     candidates = []
     for job_id, owner_id, priority, created_at, settings, saved in rows:
         cap = settings.get("max_workers")
@@ -98,29 +118,22 @@ def _ranked_jobs(session: Session, worker: Worker, prefer_job: int | None) -> li
     return candidates
 
 
-def _runnable_tasks(session: Session, job_id: int, types: list[str]) -> list[Task]:
-    dependency = aliased(Task)
-    waiting = exists().where(
-        TaskDependency.task_id == Task.id,
-        dependency.id == TaskDependency.depends_on_id,
-        dependency.status != TaskStatus.COMPLETED.value,
-    )
-    return list(
-        session.scalars(
-            select(Task)
-            .where(
-                Task.job_id == job_id,
-                Task.status == TaskStatus.QUEUED.value,
-                Task.type.in_(types),
-                ~waiting,
-            )
-            .order_by(Task.index)
-            .limit(TASKS_PER_JOB)
-        )
-    )
+@dataclass(frozen=True)
+class _Runnable:
+    """The columns the claim needs of a queued task (no ORM object: this is the hot path)."""
+
+    id: int
+    job_id: int
+    type: str
+    failures: int
 
 
-def _failed_here(session: Session, task: Task, worker: Worker) -> bool:
+def _runnable_tasks(session: Session, job_id: int, types: list[str]) -> list[_Runnable]:
+    rows = session.execute(_RUNNABLE, {"job": job_id, "types": types})
+    return [_Runnable(*row) for row in rows]
+
+
+def _failed_here(session: Session, task: _Runnable, worker: Worker) -> bool:
     return (
         task.failures > 0
         and session.scalar(
@@ -132,7 +145,7 @@ def _failed_here(session: Session, task: Task, worker: Worker) -> bool:
     )
 
 
-def _someone_else_could(session: Session, task: Task, worker: Worker) -> bool:
+def _someone_else_could(session: Session, task: _Runnable, worker: Worker) -> bool:
     job = session.get(Job, task.job_id)
     assert job is not None
     failed_it = {
@@ -153,7 +166,7 @@ def claim_task(
     policy: Policy,
     *,
     prefer_job: int | None = None,
-) -> Task | None:
+) -> AssignedTask | None:
     if not available(worker):
         return None
     types = task_types(worker)
