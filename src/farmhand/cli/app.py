@@ -3,6 +3,7 @@
 import typer
 
 from farmhand.cli import jobs_cmd
+from farmhand.cli.admin_cmd import admin
 from farmhand.cli.demo_cmd import demo
 from farmhand.cli.manager_cmd import manager
 from farmhand.cli.node_cmd import node
@@ -16,6 +17,7 @@ app.command()(node)
 jobs_cmd.register(app)
 app.command()(demo)
 app.add_typer(users, name="users")
+app.add_typer(admin, name="admin")
 
 
 def main() -> None:

@@ -267,11 +267,16 @@ def _first_task_error(job: JobDetail) -> str | None:
     return next((t.last_error for t in job.tasks if t.last_error), None)
 
 
-def download_with_bar(client: FarmhandClient, job_id: int, output: Path) -> list[Path]:
+def download_with_bar(
+    client: FarmhandClient, job_id: int, output: Path, template: str | None = None
+) -> list[Path]:
     with transfer_progress() as bar:
         task = bar.add_task(f"downloading job {job_id}", total=None)
         return client.download_outputs(
-            job_id, output, lambda done, total: bar.update(task, completed=done, total=total)
+            job_id,
+            output,
+            lambda done, total: bar.update(task, completed=done, total=total),
+            template=template,
         )
 
 
@@ -340,6 +345,24 @@ def download(
     job_id: Annotated[int, typer.Argument(help="Job id.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Destination folder.")] = Path("."),
     video: Annotated[bool, typer.Option("--video", help="Only the job's video.")] = False,
+    frame: Annotated[
+        int | None, typer.Option("--frame", help="Only this frame.", show_default=False)
+    ] = None,
+    as_zip: Annotated[
+        bool, typer.Option("--zip", help="One zip of every output (streamed), not files.")
+    ] = False,
+    inputs: Annotated[
+        bool, typer.Option("--inputs", help="The job's input files (as a zip), not outputs.")
+    ] = False,
+    template: Annotated[
+        str | None,
+        typer.Option(
+            "--template",
+            help="Name outputs like '{job}/{frame:04d}.{ext}' (fields {job}, {job_id}, "
+            "{frame}, {task}, {ext}); default: the job's own template.",
+            show_default=False,
+        ),
+    ] = None,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
@@ -349,7 +372,27 @@ def download(
             path = download_video(client, job_id, output)
             console.print(f"video in {path}")
             return
-        written = download_with_bar(client, job_id, output)
+        if inputs:
+            path = client.download_inputs_zip(job_id, output / f"job-{job_id}-inputs.zip")
+            console.print(f"inputs in {path}")
+            return
+        if as_zip:
+            with transfer_progress() as bar:
+                task = bar.add_task(f"downloading job {job_id}", total=None)
+                path = client.download_outputs_zip(
+                    job_id,
+                    output / f"job-{job_id}.zip",
+                    lambda size: bar.advance(task, size),
+                    template=template,
+                )
+            console.print(f"outputs in {path}")
+            return
+        if frame is not None:
+            path = client.download_frame(job_id, frame, output, template=template)
+            console.print(f"frame {frame} in {path}")
+            return
+        chosen = template or client.get_job(job_id).settings.output_template
+        written = download_with_bar(client, job_id, output, chosen)
     console.print(f"{len(written)} files in {output}")
 
 

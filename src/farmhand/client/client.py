@@ -17,18 +17,20 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from farmhand.client.errors import FarmhandError, ManagerUnreachable
 from farmhand.client.hashing import CHUNK_SIZE, iter_file, sha256_file
+from farmhand.shared.outputnames import OutputName, TemplateError, check_template, extension, render
 from farmhand.shared.paths import UnsafePathError, safe_relative_path
 from farmhand.shared.schemas import (
     BlobsMissingRequest,
     BlobsMissingResponse,
     BlobStored,
+    GcResult,
     Health,
     Heartbeat,
     HeartbeatReply,
@@ -42,6 +44,7 @@ from farmhand.shared.schemas import (
     RunnerInfo,
     RunnerRegister,
     RunnerRegistered,
+    StorageUsage,
     TaskAssignment,
     TaskComplete,
     TaskFail,
@@ -367,13 +370,16 @@ class FarmhandClient(BaseClient):
         job_id: int,
         dest_dir: Path,
         on_progress: ProgressCallback | None = None,
+        template: str | None = None,
     ) -> list[Path]:
-        """Stream every output frame of a job to `dest_dir/<its path>`.
+        """Stream every output frame of a job to `dest_dir/<its path>`, or to the name
+        `template` gives it (`{job}/{frame:04d}.{ext}`).
 
         Paths come from the manager, but are still checked: a compromised or buggy
         manager must not make the client write outside `dest_dir`.
         """
         outputs = [f for f in self.list_files(job_id) if f.kind == "output"]
+        names = self._output_names(job_id, outputs, template)
         total = sum(f.size for f in outputs)
         done = 0
 
@@ -386,7 +392,7 @@ class FarmhandClient(BaseClient):
         written = []
         for output in outputs:
             try:
-                relative = safe_relative_path(output.path)
+                relative = safe_relative_path(names.get(output.id, output.path))
             except UnsafePathError as exc:
                 raise FarmhandError(f"manager sent an unsafe output path: {exc}") from exc
             written.append(self.download_file(job_id, output.id, dest_dir / relative, advance))
@@ -394,11 +400,78 @@ class FarmhandClient(BaseClient):
             on_progress(0, 0)
         return written
 
+    def _output_names(
+        self, job_id: int, outputs: list[JobFile], template: str | None
+    ) -> dict[int, str]:
+        """Output id → name by the template (frames only); empty without a template."""
+        if template is None:
+            return {}
+        try:
+            check_template(template)
+            job_name = self.get_job(job_id).name
+            return {
+                output.id: render(
+                    template,
+                    OutputName(
+                        job=job_name,
+                        job_id=job_id,
+                        frame=output.frame,
+                        ext=extension(output.path),
+                        task=output.task_id or 0,
+                    ),
+                )
+                for output in outputs
+                if output.frame is not None
+            }
+        except TemplateError as exc:
+            raise FarmhandError(str(exc)) from exc
+
     def download_outputs_zip(
-        self, job_id: int, dest: Path, on_chunk: Callable[[int], None] | None = None
+        self,
+        job_id: int,
+        dest: Path,
+        on_chunk: Callable[[int], None] | None = None,
+        template: str | None = None,
     ) -> Path:
-        """Every output of a job as one zip, streamed to `dest`."""
-        return self._download(f"/api/jobs/{job_id}/outputs.zip", dest, on_chunk)
+        """Every output of a job as one zip, streamed to `dest`, named by `template`
+        (default: the job's own output template, else `frames/0001.png`)."""
+        return self._download(
+            f"/api/jobs/{job_id}/outputs.zip{_template_query(template)}", dest, on_chunk
+        )
+
+    def download_frame(
+        self, job_id: int, frame: int, dest_dir: Path, template: str | None = None
+    ) -> Path:
+        """One rendered frame into `dest_dir/<its name by the template>`."""
+        url = f"/api/jobs/{job_id}/outputs/{frame}{_template_query(template)}"
+        with self._stream("GET", url) as response:
+            name = response.headers.get("x-output-name", f"{frame:04d}")
+        try:
+            relative = safe_relative_path(name)
+        except UnsafePathError as exc:
+            raise FarmhandError(f"manager sent an unsafe output name: {exc}") from exc
+        return self._download(url, dest_dir / relative)
+
+    def download_inputs_zip(self, job_id: int, dest: Path) -> Path:
+        """The job's input files (its .blend and assets) as one zip."""
+        return self._download(f"/api/jobs/{job_id}/inputs.zip", dest)
+
+    def submit_shared(self, blend_path: str, settings: JobSettings) -> JobAccepted:
+        """A job whose .blend stays on shared storage (the manager maps the path)."""
+        body = {**settings.model_dump(mode="json"), "storage": "shared", "blend_path": blend_path}
+        return _parse(JobAccepted, self._request("POST", "/api/jobs", json=body))
+
+    def storage_usage(self) -> StorageUsage:
+        """Admins: blob store, disk and per-user usage."""
+        return _parse(StorageUsage, self._request("GET", "/api/admin/usage"))
+
+    def collect_garbage(self) -> GcResult:
+        """Admins: run garbage collection of unreferenced blobs now."""
+        return _parse(GcResult, self._request("POST", "/api/admin/gc"))
+
+
+def _template_query(template: str | None) -> str:
+    return "" if template is None else "?" + urlencode({"template": template})
 
 
 class RunnerClient(BaseClient):

@@ -1,0 +1,164 @@
+"""Shared storage mode: the .blend stays on a NAS that each platform mounts elsewhere.
+
+Two "platforms" are simulated on one machine by two different paths to the same folder
+(two symlinks to it): the job is submitted with studio A's path, the manager stores it
+as `{projects}/…`, and a worker of studio B (`--platform studio-b --path-map …`) renders
+it from B's path. Studio A's path is removed before the worker starts, so the render
+can only work if the worker really mapped it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from farmhand.localfarm import local_farm
+from farmhand.manager.app import create_app
+from farmhand.scenes import make_scene
+from farmhand.shared.images import verify_image
+from farmhand.shared.pathmap import PathMapError
+from farmhand.shared.schemas import JobSettings, JobStatus
+from tests.integration.conftest import Farm, make_settings
+from tests.integration.test_farm_end_to_end import finished
+from tests.integration.waiting import wait_for
+
+WIDTH, HEIGHT = 64, 48
+
+
+@pytest.mark.blender
+@pytest.mark.slow
+def test_a_worker_on_another_platform_renders_from_its_own_mount(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nas = tmp_path / "nas"
+    make_scene(
+        nas / "shot-010" / "scene.blend", "animated", width=WIDTH, height=HEIGHT, frames="1-3",
+        samples=2,
+    )  # fmt: skip
+    mount_a, mount_b = tmp_path / "studio-a" / "projects", tmp_path / "studio-b" / "projects"
+    for mount in (mount_a, mount_b):
+        mount.parent.mkdir()
+        mount.symlink_to(nas, target_is_directory=True)
+    monkeypatch.setenv("FARMHAND_PATH_VARIABLES", json.dumps({"projects": {"linux": str(mount_a)}}))
+
+    with local_farm(tmp_path / "farm") as farm:
+        farm.start_manager()
+        with farm.client() as client:
+            job_id = client.submit_shared(
+                str(mount_a / "shot-010" / "scene.blend"),
+                JobSettings(
+                    name="shot 010",
+                    frame_start=1,
+                    frame_end=3,
+                    chunk_size=3,
+                    output_dir=str(mount_a / "renders"),
+                    output_template="{job}/{frame:04d}.{ext}",
+                ),
+            ).id
+            job = client.get_job(job_id)
+        assert job.main_file == "{projects}/shot-010/scene.blend"
+        assert job.settings.output_dir == "{projects}/renders"
+
+        mount_a.unlink()  # studio A's path does not exist on studio B's worker
+        farm.start_worker(
+            "b1", "--platform", "studio-b", "--path-map", f"projects:studio-b={mount_b}",
+            blender="bpy",
+        )  # fmt: skip
+        done = wait_for(lambda: finished(farm, job_id), 300, "the shared job to finish")
+        assert done.status is JobStatus.COMPLETED, done.status_reason
+
+        written = sorted((nas / "renders" / "shot 010").iterdir())
+        assert [p.name for p in written] == ["0001.png", "0002.png", "0003.png"]
+        for image in written:
+            verify_image(image, WIDTH, HEIGHT)
+        with farm.client() as client:
+            outputs = [f for f in client.list_files(job_id) if f.kind == "output"]
+        assert sorted(f.frame for f in outputs) == [1, 2, 3], "frames are uploaded as well"
+        assert str(mount_b / "shot-010" / "scene.blend") in farm.logs(200)
+
+
+@pytest.mark.blender
+@pytest.mark.slow
+def test_a_worker_without_a_root_for_its_platform_fails_the_task_saying_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nas = tmp_path / "nas"
+    nas.mkdir()
+    (nas / "scene.blend").write_bytes(b"BLENDER")  # never opened: the mapping fails first
+    monkeypatch.setenv("FARMHAND_PATH_VARIABLES", json.dumps({"projects": {"linux": str(nas)}}))
+    with local_farm(tmp_path / "farm") as farm:
+        farm.start_manager()
+        with farm.client() as client:
+            job_id = client.submit_shared(str(nas / "scene.blend"), JobSettings(max_attempts=1)).id
+        farm.start_worker("w", "--platform", "windows", blender="bpy")
+        done = wait_for(lambda: finished(farm, job_id), 120, "the job to fail")
+    assert done.status is JobStatus.FAILED
+    reasons = " ".join(task.last_error or "" for task in done.tasks)
+    assert "no root for {projects} on platform 'windows'" in reasons
+
+
+# ------------------------------------------------------- submission (no Blender)
+
+
+@pytest.fixture
+def nas_farm(tmp_path: Path) -> Iterator[Farm]:
+    """A manager that knows one share, mounted at /mnt/projects or P:\\."""
+    variables = {"projects": {"linux": "/mnt/projects", "windows": "P:\\"}}
+    settings = make_settings(tmp_path / "data", path_variables=variables)
+    with TestClient(create_app(settings)) as client:
+        assert settings.admin_token and settings.runner_token
+        yield Farm(client, settings.admin_token, settings.runner_token, settings.data_dir)
+
+
+def test_paths_are_stored_neutral_and_handed_out_with_the_roots(nas_farm: Farm) -> None:
+    farm = nas_farm
+    answer = farm.client.post(
+        "/api/jobs",
+        headers=farm.admin,
+        json={
+            "storage": "shared",
+            "blend_path": "P:\\shot-010\\scene.blend",
+            "output_dir": "/mnt/projects/renders/shot-010",
+        },
+    )
+    assert answer.status_code == 202, answer.text
+    job = farm.client.get(answer.headers["location"], headers=farm.admin).json()
+    assert job["main_file"] == "{projects}/shot-010/scene.blend"
+    assert job["settings"]["storage"] == "shared"
+    assert job["settings"]["output_dir"] == "{projects}/renders/shot-010"
+    runner = farm.register_runner()
+    task = farm.client.get("/api/runner/tasks?wait=0", headers=runner).json()
+    assert task["storage"] == "shared" and task["files"] == []
+    assert task["main_file"] == "{projects}/shot-010/scene.blend"
+    assert task["path_variables"] == {"projects": {"linux": "/mnt/projects", "windows": "P:\\"}}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"storage": "shared", "blend_path": "/home/me/scene.blend"}, "no shared storage"),
+        ({"storage": "shared", "blend_path": "/mnt/projects/../etc/x.blend"}, "'..'"),
+        ({"storage": "shared", "blend_path": "/mnt/projects/notes.txt"}, "not a .blend"),
+        ({"storage": "shared"}, "blend_path"),
+        (
+            {"storage": "shared", "blend_path": "P:\\a.blend", "output_dir": "/tmp/out"},
+            "output_dir",
+        ),
+    ],
+)
+def test_bad_shared_jobs_are_refused_clearly(
+    nas_farm: Farm, body: dict[str, str], message: str
+) -> None:
+    answer = nas_farm.client.post("/api/jobs", headers=nas_farm.admin, json=body)
+    assert answer.status_code == 400, answer.text
+    assert message in answer.json()["detail"]
+
+
+def test_a_manager_with_a_broken_path_table_does_not_start(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data", path_variables={"p": {"linux": "relative/dir"}})
+    with pytest.raises(PathMapError, match="not absolute"):
+        create_app(settings)
