@@ -7,7 +7,8 @@
 "use strict";
 
 (() => {
-  const csrf = document.querySelector('meta[name="csrf-token"]')?.content || "";
+  // `let`: a password change starts a new session, with a new nonce (accountPage).
+  let csrf = document.querySelector('meta[name="csrf-token"]')?.content || "";
   const body = document.body;
   const isAdmin = body.dataset.admin === "true";
   const $ = (sel, root = document) => root.querySelector(sel);
@@ -655,17 +656,71 @@
       try { await api("DELETE", `/api/tokens/${button.dataset.revoke}`); await loadTokens(); } catch (error) { fail(error); }
     });
     loadTokens().catch(fail);
+    $("#password-form").addEventListener("submit", async (e) => {
+      e.preventDefault();
+      if ($("#new-password").value !== $("#new-password-again").value) { toast("The two new passwords differ.", "error"); return; }
+      try {
+        const result = await api("POST", "/api/auth/password", { old_password: $("#old-password").value, new_password: $("#new-password").value });
+        if (result.csrf) {
+          csrf = result.csrf;
+          $$('input[name="csrf"]').forEach((input) => { input.value = result.csrf; });
+        }
+        e.target.reset();
+        toast("Password changed; other sessions are signed out.", "ok");
+      } catch (error) { fail(error); }
+    });
     if (!isAdmin) return;
     const usersBody = $("#users tbody");
+    const setPassword = $("#set-password-form");
     const loadUsers = async () => {
       const users = await api("GET", "/api/admin/users");
-      usersBody.innerHTML = users.map((u) => `<tr><td>${esc(u.name)}</td><td>${esc(u.email || "–")}</td><td>${badge(u.role)}</td><td>${when(u.created_at)}</td></tr>`).join("");
+      usersBody.innerHTML = users.map((u) => `<tr data-user-id="${u.id}" data-user-name="${esc(u.name)}"><td>${esc(u.name)}</td><td>${esc(u.email || "–")}</td><td>${badge(u.role)}</td>
+        <td>${esc([u.has_password ? "password" : "", ...u.providers].filter(Boolean).join(", ") || "token")}</td>
+        <td>${u.disabled ? badge("disabled") : badge("active")}</td><td>${when(u.created_at)}</td>
+        <td class="actions"><button type="button" class="small" data-user-action="password">Set password</button>
+        <button type="button" class="small" data-user-action="${u.disabled ? "enable" : "disable"}">${u.disabled ? "Enable" : "Disable"}</button>
+        <button type="button" class="small danger" data-user-action="delete">Delete</button></td></tr>`).join("");
     };
+    usersBody.addEventListener("click", async (e) => {
+      const button = e.target.closest("[data-user-action]");
+      if (!button) return;
+      const row = button.closest("tr");
+      const { userId, userName } = row.dataset;
+      const action = button.dataset.userAction;
+      try {
+        if (action === "password") {
+          $("#set-password-user").value = userId;
+          $("#set-password-name").textContent = userName;
+          setPassword.hidden = false;
+          $("#set-password-value").focus();
+          return;
+        }
+        if (action === "delete") {
+          if (!confirm(`Delete ${userName}? Their tokens stop working. (Someone who owns jobs can only be disabled.)`)) return;
+          await api("DELETE", `/api/admin/users/${userId}`);
+        } else {
+          await api("PATCH", `/api/admin/users/${userId}`, { disabled: action === "disable" });
+        }
+        await loadUsers();
+      } catch (error) { fail(error); }
+    });
+    setPassword.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      try {
+        await api("PUT", `/api/admin/users/${$("#set-password-user").value}/password`, { password: $("#set-password-value").value });
+        setPassword.reset();
+        setPassword.hidden = true;
+        toast("Password set; their sessions are signed out.", "ok");
+        await loadUsers();
+      } catch (error) { fail(error); }
+    });
+    $("#set-password-cancel").addEventListener("click", () => { setPassword.reset(); setPassword.hidden = true; });
     $("#new-user-form").addEventListener("submit", async (e) => {
       e.preventDefault();
       try {
         const created = await api("POST", "/api/admin/users", {
           name: $("#user-name").value.trim(), email: $("#user-email").value.trim() || null, role: $("#user-role").value,
+          password: $("#user-password").value || null,
         });
         $("#user-result-name").textContent = created.user.name;
         $("#user-token").textContent = created.token;
