@@ -303,3 +303,29 @@ def test_one_blender_serves_many_commands_without_leaking_overrides(
     verify_image(saved[0].path, WIDTH // 2, HEIGHT // 2)
     verify_image(saved[1].path, WIDTH, HEIGHT)
     assert isinstance(events[-1], Bye)
+
+
+@pytest.mark.parametrize(
+    ("fixture", "scene"),
+    [("blender_module", "animated_blend"), ("blender_executable", "animated_blend_34")],
+)
+def test_workbench_renders_in_both_blenders(
+    fixture: str, scene: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The engine override: the Cycles scene rendered by Workbench (no GPU needed)."""
+    install: BlenderInstall = request.getfixturevalue(fixture)
+    blend: Path = request.getfixturevalue(scene)
+    result, events = do_render(install, blend, tmp_path, [1], engine="BLENDER_WORKBENCH")
+    assert result.ok, result.error
+    verify_image(result.frames[1], WIDTH, HEIGHT)
+    assert not any(isinstance(event, Progress) for event in events), "Workbench has no samples"
+
+
+@pytest.mark.slow
+def test_eevee_renders_headless_with_the_bpy_module(
+    blender_module: BlenderInstall, animated_blend: Path, tmp_path: Path
+) -> None:
+    """bpy 5.0 renders EEVEE without a display here (EGL, software GL; about 100 s)."""
+    result, _ = do_render(blender_module, animated_blend, tmp_path, [1], engine="BLENDER_EEVEE")
+    assert result.ok, result.error
+    verify_image(result.frames[1], WIDTH, HEIGHT)
