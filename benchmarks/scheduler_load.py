@@ -8,8 +8,9 @@ for the whole system, not the manager alone.
 
 Reports dispatches per second (tasks claimed and completed per second of wall time),
 claim latency p50/p99 (request sent → task received, for claims that got a task),
-errors (any answer other than the expected ones; must be 0) and the manager's resident
-memory at start and end.
+errors (any answer other than the expected ones; must be 0), the manager's resident
+memory at start and end, and the manager's CPU time per task: unlike the rates, that
+figure does not depend on what else the machine is doing.
 
 Run:  .venv/bin/python benchmarks/scheduler_load.py [--workers 200] [--tasks 20000]
 """
@@ -21,6 +22,7 @@ import asyncio
 import io
 import json
 import multiprocessing
+import os
 import statistics
 import tempfile
 import time
@@ -40,6 +42,12 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used (it does not depend on the load)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def tiny_png() -> bytes:
@@ -193,12 +201,18 @@ def main() -> None:
     with local_farm(root, heartbeat_timeout=600.0) as farm:
         manager = farm.start_manager("--log-level", "WARNING")
         assert manager.process is not None
-        start_rss = rss_mb(manager.process.pid)
+        pid = manager.process.pid
+        start_rss, start_cpu = rss_mb(pid), cpu_seconds(pid)
         results = run(
             farm.url, farm.admin_token, farm.runner_token, args.workers, args.tasks, args.processes
         )
         results["manager_rss_mb_start"] = round(start_rss, 1)
-        results["manager_rss_mb_end"] = round(rss_mb(manager.process.pid), 1)
+        results["manager_rss_mb_end"] = round(rss_mb(pid), 1)
+        # Includes registering the workers and compiling the job (small next to the run).
+        results["manager_cpu_ms_per_task"] = round(
+            (cpu_seconds(pid) - start_cpu) * 1000 / args.tasks, 2
+        )
+        results["load_average_1min_end"] = os.getloadavg()[0]
     print(json.dumps(results, indent=2))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

@@ -6,9 +6,12 @@ checked exactly as a worker experiences it: which task a claim returns.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -454,3 +457,98 @@ def test_worker_prefers_the_job_it_holds_at_equal_priority(farm: Farm) -> None:
     answer = farm.client.get("/api/runner/tasks", params={"wait": 0, "prefer_job": held}, headers=w)
     assert answer.json()["job_id"] == urgent, "priority still comes first"
     assert older != held
+
+
+# ----------------------------------------------------------------- hot-path reports
+
+
+def test_progress_is_recorded_only_for_the_holder(farm: Farm) -> None:
+    job_id = submit(farm, "1-2", chunk=2)
+    w, other = runner(farm, "w"), runner(farm, "other")
+    task = claim(farm, w)
+    assert task is not None
+    url = f"/api/runner/tasks/{task['task_id']}/progress"
+    body = {"frames_done": 9, "frame": 2, "sample": 3, "samples_total": 8,
+            "render_seconds": 1.5, "peak_memory_bytes": 5000}  # fmt: skip
+    assert farm.client.post(url, headers=w, json=body).json() == {"keep_going": True}
+    lower = {"sample": 4, "samples_total": 8, "peak_memory_bytes": 10}
+    assert farm.client.post(url, headers=w, json=lower).json() == {"keep_going": True}
+    state = job(farm, job_id)["tasks"][0]
+    assert state["frames_done"] == 2, "never more frames done than the task has"
+    assert state["frame"] == 2, "a report without a frame keeps the last one"
+    assert (state["sample"], state["samples_total"]) == (4, 8)
+    assert state["render_seconds"] == 1.5
+    assert state["peak_memory_bytes"] == 5000, "the peak is the highest reported"
+    stranger = farm.client.post(url, headers=other, json={"frames_done": 0})
+    assert stranger.json() == {"keep_going": False}
+    assert job(farm, job_id)["tasks"][0]["frames_done"] == 2
+
+
+def test_deleting_a_worker_requeues_its_task_and_refuses_its_secret(farm: Farm) -> None:
+    job_id = submit(farm, "1-1")
+    w, other = runner(farm, "w"), runner(farm, "other")
+    worker_id = runners(farm)["w"]["id"]
+    task = claim(farm, w)
+    assert task is not None
+    # Its secret was just used, so this manager remembers it: deleting must forget it.
+    gone = farm.client.delete(f"/api/admin/runners/{worker_id}", headers=farm.admin)
+    assert gone.status_code == 204
+    assert "w" not in runners(farm)
+    state = job(farm, job_id)["tasks"][0]
+    assert state["status"] == "queued" and "deleted" in state["last_error"]
+    late = farm.client.get("/api/runner/tasks", params={"wait": 0}, headers=w)
+    assert late.status_code == 401
+    beat = farm.client.post("/api/runner/heartbeat", headers=w, json={})
+    assert beat.status_code == 401
+    assert claim(farm, other)["task_id"] == task["task_id"]  # type: ignore[index]
+
+
+def _upload(farm: Farm, who: dict[str, str], task: dict, frame: int, data: bytes) -> int:  # type: ignore[type-arg]
+    answer = farm.client.post(
+        f"/api/runner/files/{task['job_id']}/upload",
+        headers=who,
+        data={"task_id": str(task["task_id"]), "frame": str(frame)},
+        files={"file": (f"f{frame}.png", data, "image/png")},
+    )
+    return answer.status_code
+
+
+def _stored_frame(farm: Farm, job_id: int, frame: int) -> bytes:
+    outputs = [
+        f for f in farm.client.get(f"/api/jobs/{job_id}/files", headers=farm.admin).json()
+        if f["kind"] == "output" and f["frame"] == frame
+    ]  # fmt: skip
+    assert len(outputs) == 1, "a frame is stored exactly once"
+    answer = farm.client.get(f"/api/jobs/{job_id}/outputs/{frame}", headers=farm.admin)
+    assert answer.status_code == 200
+    assert hashlib.sha256(answer.content).hexdigest() == outputs[0]["sha256"]
+    return answer.content
+
+
+def test_duplicate_uploads_never_corrupt_the_stored_frame(farm: Farm) -> None:
+    job_id = submit(farm, "1-1")
+    w = runner(farm, "w")
+    task = claim(farm, w)
+    assert task is not None
+    red, blue = png_bytes(colour="red"), png_bytes(colour="blue")
+    truncated = blue[: len(blue) // 2]
+    assert _upload(farm, w, task, 1, red) == 201
+    assert _upload(farm, w, task, 1, truncated) == 400, "an incomplete frame is refused"
+    assert _stored_frame(farm, job_id, 1) == red, "and the stored one is untouched"
+    # The same frame arriving several times at once (a retried upload racing the first,
+    # a late worker): each answer is about a whole file, and what is stored is one of
+    # the complete ones, in full.
+    barrier = threading.Barrier(6)
+
+    def send(data: bytes) -> int:
+        barrier.wait()
+        return _upload(farm, w, task, 1, data)
+
+    with ThreadPoolExecutor(6) as pool:
+        codes = list(pool.map(send, [red, blue, truncated, blue, truncated, red]))
+    assert sorted(codes) == [201, 201, 201, 201, 400, 400]
+    assert _stored_frame(farm, job_id, 1) in (red, blue)
+    assert _upload(farm, w, task, 1, blue) == 201
+    assert _stored_frame(farm, job_id, 1) == blue, "the last complete upload wins"
+    finish(farm, w, task)
+    assert job(farm, job_id)["status"] == "completed"

@@ -14,7 +14,18 @@ from typing import Annotated, Any, Literal
 import structlog
 from fastapi import APIRouter, Form, HTTPException, Query, Response, UploadFile, status
 from fastapi.responses import StreamingResponse
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import (
+    BigInteger,
+    Float,
+    Integer,
+    bindparam,
+    case,
+    cast,
+    delete,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -79,6 +90,68 @@ _STORED_FRAMES = select(JobFile.frame).where(
 _INPUT_FILES = select(JobFile.path, JobFile.sha256, JobFile.size).where(
     JobFile.job_id == bindparam("job"), JobFile.kind == "input"
 )
+
+
+def _given(name: str, type_: Any) -> Any:
+    """A typed bind parameter that may be NULL (PostgreSQL must know its type)."""
+    return cast(bindparam(name), type_)
+
+
+def _unless_null(name: str, type_: Any, otherwise: Any, value: Any) -> Any:
+    return case((_given(name, type_).is_(None), otherwise), else_=value)
+
+
+_frames_in_task = func.json_array_length(Task.frames)
+_PROGRESS = (
+    update(Task)
+    .where(
+        Task.id == bindparam("task"),
+        Task.status == TaskStatus.ACTIVE.value,
+        Task.worker_id == bindparam("worker"),
+    )
+    .values(
+        progress_at=bindparam("now"),
+        frames_done=_unless_null(
+            "frames_done",
+            Integer,
+            Task.frames_done,
+            case(
+                (_given("frames_done", Integer) > _frames_in_task, _frames_in_task),
+                else_=_given("frames_done", Integer),
+            ),
+        ),
+        frame=func.coalesce(_given("frame", Integer), Task.frame),
+        sample=_given("sample", Integer),
+        samples_total=_given("samples_total", Integer),
+        render_seconds=func.coalesce(_given("render_seconds", Float), Task.render_seconds),
+        peak_memory_bytes=_unless_null(
+            "peak_memory_bytes",
+            BigInteger,
+            Task.peak_memory_bytes,
+            case(
+                (
+                    func.coalesce(Task.peak_memory_bytes, 0)
+                    > _given("peak_memory_bytes", BigInteger),
+                    Task.peak_memory_bytes,
+                ),
+                else_=_given("peak_memory_bytes", BigInteger),
+            ),
+        ),
+    )
+    .returning(Task.job_id)
+    .execution_options(synchronize_session=False)
+)
+"""Progress of a task this runner holds, in one statement built once: frames done
+(at most the task's frame count), the frame and sample being rendered, render time,
+the peak memory so far. Returns the job id, or nothing if the task is not held."""
+_PROGRESS_FIELDS = {
+    "frames_done",
+    "frame",
+    "sample",
+    "samples_total",
+    "render_seconds",
+    "peak_memory_bytes",
+}
 
 
 def _gone_runner() -> HTTPException:
@@ -273,22 +346,16 @@ async def claim(
 def progress(
     task_id: int, body: TaskProgress, context: Context, worker_id: RunnerDep
 ) -> TaskProgressReply:
+    values = {
+        "task": task_id,
+        "worker": worker_id,
+        "now": utcnow(),
+        **body.model_dump(include=_PROGRESS_FIELDS),
+    }
     with context.db.transaction() as session:
-        task = session.get(Task, task_id)
-        if not task_is_held_by(task, worker_id):
-            return TaskProgressReply(keep_going=False)
-        assert task is not None
-        task.progress_at = utcnow()
-        if body.frames_done is not None:
-            task.frames_done = min(body.frames_done, len(task.frames))
-        if body.frame is not None:
-            task.frame = body.frame
-        task.sample, task.samples_total = body.sample, body.samples_total
-        if body.render_seconds is not None:
-            task.render_seconds = body.render_seconds
-        if body.peak_memory_bytes is not None:
-            task.peak_memory_bytes = max(task.peak_memory_bytes or 0, body.peak_memory_bytes)
-        job_id = task.job_id
+        job_id = session.scalar(_PROGRESS, values)
+    if job_id is None:  # not (or no longer) this runner's task
+        return TaskProgressReply(keep_going=False)
     context.logs.append(job_id, task_id, body.log_lines)
     context.events.publish(FarmEvent("task", task_id, job_id))
     return TaskProgressReply(keep_going=True)
