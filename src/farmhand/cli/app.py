@@ -7,6 +7,7 @@ from farmhand.cli.admin_cmd import admin
 from farmhand.cli.demo_cmd import demo
 from farmhand.cli.manager_cmd import manager
 from farmhand.cli.node_cmd import node
+from farmhand.cli.orchestrator_cmd import orchestrator
 from farmhand.cli.users_cmd import users
 from farmhand.cli.worker_cmd import worker
 
@@ -14,6 +15,7 @@ app = typer.Typer(no_args_is_help=True, help="farmhand: a distributed render far
 app.command()(manager)
 app.command()(worker)
 app.command()(node)
+app.command()(orchestrator)
 jobs_cmd.register(app)
 app.command()(demo)
 app.add_typer(users, name="users")
