@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import tracemalloc
 import zipfile
@@ -17,12 +18,17 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
+from farmhand.localfarm import local_farm
 from farmhand.manager.app import create_app
 from farmhand.manager.clock import utcnow
 from farmhand.manager.db.models import Blob
 from farmhand.manager.storage.archive import stream_zip
+from farmhand.scenes import make_scene
+from farmhand.shared.schemas import JobSettings, JobStatus
 from tests.integration.conftest import FAKE_BLEND, Farm, make_settings, png_bytes
+from tests.integration.test_farm_end_to_end import finished
 from tests.integration.test_scheduling import add_user
+from tests.integration.waiting import wait_for
 
 DAY = timedelta(days=1)
 
@@ -320,3 +326,39 @@ def test_the_zip_streams_in_constant_memory(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert total > 24 * 1024 * 1024
     assert peak < 6 * 1024 * 1024, f"peak {peak} bytes: the archive was held in memory"
+
+
+# ------------------------------------------------- the worker's cache, for real
+
+
+@pytest.mark.blender
+@pytest.mark.slow
+def test_a_worker_that_rendered_a_job_downloads_nothing_for_the_same_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blend = make_scene(tmp_path / "scene" / "anim.blend", "animated", frames="1-2", samples=2)
+    monkeypatch.setenv("FARMHAND_LOG_JSON", "1")
+    with local_farm(tmp_path / "farm") as farm:
+        farm.start_manager()
+        worker = farm.start_worker("w1", "--cache-size", "50M", blender="bpy")
+        cache = tmp_path / "farm" / "workers" / "w1" / "cache" / "sha256"
+        jobs = []
+        for _ in range(2):
+            with farm.client() as client:
+                job_id = client.submit_blend(blend, JobSettings(frame_start=1, frame_end=2)).id
+            job = wait_for(lambda: finished(farm, job_id), 300, f"job {job_id} to finish")
+            assert job.status is JobStatus.COMPLETED, job.status_reason
+            jobs.append(job_id)
+            if len(jobs) == 1:
+                inodes = {p: p.stat().st_ino for p in cache.rglob("*") if p.is_file()}
+        ready = [
+            event
+            for line in worker.log_path.read_text().splitlines()
+            if line.startswith("{") and (event := json.loads(line)).get("event") == "files ready"
+        ]
+    by_job = {
+        job_id: [e["downloaded_bytes"] for e in ready if e["job_id"] == job_id] for job_id in jobs
+    }
+    assert sum(by_job[jobs[0]]) == blend.stat().st_size, "the .blend came over once"
+    assert by_job[jobs[1]] and sum(by_job[jobs[1]]) == 0, "the second job's files were cached"
+    assert inodes and {p: p.stat().st_ino for p in inodes} == inodes, "no blob was rewritten"
