@@ -37,9 +37,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("provider", "subject"),
     )
     with op.batch_alter_table("oauth_identities", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_oauth_identities_user_id"), ["user_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_oauth_identities_user_id"), ["user_id"], unique=False)
     op.create_table(
         "login_failures",
         sa.Column("id", sa.Integer(), nullable=False),
