@@ -130,6 +130,7 @@ def test_without_ffmpeg_the_video_task_waits_with_a_reason(tmp_path: Path, scene
             headers={"Authorization": f"Bearer {farm.admin_token}"},
         ).json()
         assert [r["capabilities"]["task_types"] for r in runners] == [["render"]]
+        assert detail.status_reason == "waiting: no worker runs video tasks"
 
 
 def test_a_failing_ffmpeg_reports_its_error(tmp_path: Path, scene: Path) -> None:

@@ -117,7 +117,9 @@ def job_detail(session: Session, job: Job) -> JobDetail:
         and TaskStatus.QUEUED.value in statuses
         and TaskStatus.ACTIVE.value not in statuses
     ):
-        summary.status_reason = wait_reason(session, job)
+        # Ask about the first queued task's type: a video task waits for a worker with ffmpeg.
+        queued = next(t for t in tasks if t.status == TaskStatus.QUEUED.value)
+        summary.status_reason = wait_reason(session, job, queued.type)
     peaks = [t.peak_memory_bytes for t in tasks if t.peak_memory_bytes]
     return JobDetail(
         **summary.model_dump(),
