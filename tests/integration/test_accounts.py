@@ -412,3 +412,19 @@ def test_session_cookies_of_an_older_epoch_are_refused(farm: Farm) -> None:
     fresh, _ = sessions.issue(key, ana, utcnow(), timedelta(hours=1), epoch=1)
     farm.client.cookies.set(sessions.SESSION_COOKIE, fresh)
     assert farm.client.get("/api/auth/me").status_code == 200
+
+
+def test_guessing_the_old_password_is_limited_too(tmp_path: Path) -> None:
+    """A borrowed session cannot be used to try passwords one after another."""
+    auth = AuthSettings(
+        local_test_email="ana@example.com", local_test_password=PASSWORD,
+        login_failures_per_account=2,
+    )  # fmt: skip
+    with TestClient(create_app(make_settings(tmp_path / "d", auth=auth))) as client:
+        login(client, "ana@example.com")
+        csrf = {"X-CSRF-Token": client.get("/api/auth/me").json()["csrf"]}
+        guess = {"old_password": "guess", "new_password": "whatever123"}
+        for _ in range(2):
+            assert client.post("/api/auth/password", json=guess, headers=csrf).status_code == 403
+        limited = client.post("/api/auth/password", json=guess, headers=csrf)
+        assert limited.status_code == 429 and int(limited.headers["Retry-After"]) > 0

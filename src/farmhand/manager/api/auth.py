@@ -21,9 +21,8 @@ from starlette.concurrency import run_in_threadpool
 from farmhand.manager.api.deps import Context, UserDep, session_caller
 from farmhand.manager.api.errors import error_responses
 from farmhand.manager.api.users import user_info
-from farmhand.manager.auth import accounts, oauth, ratelimit, sessions
+from farmhand.manager.auth import accounts, oauth, sessions
 from farmhand.manager.auth.accounts import AccountError
-from farmhand.manager.auth.passwords import verify_password
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import User
@@ -138,34 +137,15 @@ def change_password(
     body: PasswordChange, request: Request, response: Response, context: Context, caller: UserDep
 ) -> SessionInfo:
     """A new password ends every other session; this browser gets a fresh cookie."""
-    auth = context.settings.auth
-    limits = [
-        ratelimit.Limit(f"password:{caller.user_id}", auth.login_failures_per_account),
-        ratelimit.Limit(
-            ratelimit.address_key(client_address(request)), auth.login_failures_per_address
-        ),
-    ]
-    now = utcnow()
-    failure: AccountError | None = None
     with context.db.transaction() as session:
         user = session.get(User, caller.user_id)
         if user is None:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "no such user")
-        wait = ratelimit.retry_after(session, limits, now, auth.login_window)
-        if wait is not None:
-            failure = AccountError(429, f"too many wrong passwords; try again in {wait} s", wait)
-        elif user.password_hash is not None and not verify_password(
-            user.password_hash, body.old_password
-        ):
-            ratelimit.record_failure(session, limits, now, auth.login_window)
-            failure = AccountError(403, "the old password is wrong")
-        else:
-            try:
-                accounts.set_password(user, body.new_password)
-            except AccountError as error:
-                failure = error
-            else:
-                info, epoch = user_info(user), user.session_epoch
+        failure = accounts.change_own_password(
+            session, context.settings.auth, user, body.old_password, body.new_password,
+            client_address(request), utcnow(),
+        )  # fmt: skip
+        info, epoch = user_info(user), user.session_epoch
     if failure is not None:
         raise refusal(failure)
     csrf = None

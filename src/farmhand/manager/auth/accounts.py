@@ -122,6 +122,39 @@ def create_user(
     return user
 
 
+def _limits(settings: AuthSettings, account: str, address: str | None) -> list[ratelimit.Limit]:
+    return [
+        ratelimit.Limit(account, settings.login_failures_per_account),
+        ratelimit.Limit(ratelimit.address_key(address), settings.login_failures_per_address),
+    ]
+
+
+def change_own_password(
+    session: Session,
+    settings: AuthSettings,
+    user: User,
+    old_password: str,
+    new_password: str,
+    address: str | None,
+    now: datetime,
+) -> AccountError | None:
+    """A person's own password change: the old password is required (when there is
+    one) and wrong guesses count like failed sign-ins, so a borrowed session cannot be
+    used to find the password. Returned, not raised, so the failure is committed."""
+    limits = _limits(settings, f"password:{user.id}", address)
+    wait = ratelimit.retry_after(session, limits, now, settings.login_window)
+    if wait is not None:
+        return AccountError(429, f"too many wrong passwords; try again in {wait} s", wait)
+    if user.password_hash is not None and not verify_password(user.password_hash, old_password):
+        ratelimit.record_failure(session, limits, now, settings.login_window)
+        return AccountError(403, "the old password is wrong")
+    try:
+        set_password(user, new_password)
+    except AccountError as error:
+        return error
+    return None
+
+
 def password_login(
     session: Session,
     settings: AuthSettings,
@@ -133,10 +166,7 @@ def password_login(
     """Check an e-mail and password, within the per-account and per-address limits."""
     if not settings.enable_local_auth:
         return LoginOutcome(error=AccountError(404, "sign-in with a password is turned off"))
-    limits = [
-        ratelimit.Limit(ratelimit.account_key(email), settings.login_failures_per_account),
-        ratelimit.Limit(ratelimit.address_key(address), settings.login_failures_per_address),
-    ]
+    limits = _limits(settings, ratelimit.account_key(email), address)
     wait = ratelimit.retry_after(session, limits, now, settings.login_window)
     if wait is not None:
         return LoginOutcome(
