@@ -3,6 +3,7 @@
 import typer
 
 from farmhand.cli import jobs_cmd
+from farmhand.cli.config import global_options
 from farmhand.cli.admin_cmd import admin
 from farmhand.cli.demo_cmd import demo
 from farmhand.cli.manager_cmd import manager
@@ -12,6 +13,7 @@ from farmhand.cli.users_cmd import users
 from farmhand.cli.worker_cmd import worker
 
 app = typer.Typer(no_args_is_help=True, help="farmhand: a distributed render farm for Blender.")
+app.callback()(global_options)
 app.command()(manager)
 app.command()(worker)
 app.command()(node)

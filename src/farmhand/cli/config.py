@@ -2,6 +2,9 @@
 
 The order lets a script override a person's defaults without editing files, and keeps
 tokens out of shell history for everyday use (`~/.config/farmhand/config.toml`).
+A manager behind TLS with a private CA is reached with `ca_bundle` (`--ca-bundle`,
+`FARMHAND_CA_BUNDLE`, or `ca_bundle = "…"` in the file); certificates are always
+verified, there is deliberately no switch to turn that off for people's commands.
 """
 
 from __future__ import annotations
@@ -11,8 +14,12 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
+
+import typer
 
 DEFAULT_URL = "http://localhost:8080"
+CA_BUNDLE_ENV = "FARMHAND_CA_BUNDLE"
 
 
 class ConfigError(Exception):
@@ -23,6 +30,13 @@ class ConfigError(Exception):
 class ClientConfig:
     url: str
     token: str
+    ca_bundle: str | None = None
+    """A PEM file of the CA(s) that signed the manager's TLS certificate (a private CA)."""
+
+    @property
+    def verify(self) -> bool | str:
+        """What the HTTP client verifies the manager's certificate against: always something."""
+        return self.ca_bundle or True
 
 
 def config_path(env: Mapping[str, str] | None = None) -> Path:
@@ -35,7 +49,7 @@ def config_path(env: Mapping[str, str] | None = None) -> Path:
 
 
 def read_config_file(path: Path) -> dict[str, str]:
-    """The `url` and `token` keys of the config file; empty if it does not exist."""
+    """The `url`, `token` and `ca_bundle` keys of the config file; empty if it does not exist."""
     try:
         with path.open("rb") as handle:
             data = tomllib.load(handle)
@@ -43,7 +57,7 @@ def read_config_file(path: Path) -> dict[str, str]:
         return {}
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
-    return {key: str(data[key]) for key in ("url", "token") if key in data}
+    return {key: str(data[key]) for key in ("url", "token", "ca_bundle") if key in data}
 
 
 def resolve(
@@ -51,6 +65,7 @@ def resolve(
     token: str | None,
     env: Mapping[str, str] | None = None,
     require_token: bool = True,
+    ca_bundle: str | None = None,
 ) -> ClientConfig:
     """Pick each value from the first place that has it: flag, env, file, default."""
     env = os.environ if env is None else env
@@ -62,4 +77,28 @@ def resolve(
             'no API token: pass --token, set FARMHAND_TOKEN, or put token = "…" in '
             f"{config_path(env)}"
         )
-    return ClientConfig(url=chosen_url.rstrip("/"), token=chosen_token)
+    chosen_ca = ca_bundle or env.get(CA_BUNDLE_ENV) or file_values.get("ca_bundle") or None
+    if chosen_ca is not None:
+        chosen_ca = str(Path(chosen_ca).expanduser())
+        if not Path(chosen_ca).is_file():
+            raise ConfigError(
+                f"CA bundle {chosen_ca} is not a file (--ca-bundle / {CA_BUNDLE_ENV})"
+            )
+    return ClientConfig(url=chosen_url.rstrip("/"), token=chosen_token, ca_bundle=chosen_ca)
+
+
+def global_options(
+    ca_bundle: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-bundle",
+            envvar=CA_BUNDLE_ENV,
+            help="CA bundle (PEM) that signed the manager's TLS certificate.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """farmhand: a distributed render farm for Blender."""
+    if ca_bundle is not None:
+        # Every sub-command (and a worker started by this process) reads the variable.
+        os.environ[CA_BUNDLE_ENV] = str(ca_bundle)

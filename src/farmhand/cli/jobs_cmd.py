@@ -58,7 +58,7 @@ def manager_errors() -> Iterator[None]:
 
 def open_client(url: str | None, token: str | None) -> FarmhandClient:
     config = resolve(url, token)
-    return FarmhandClient(config.url, config.token)
+    return FarmhandClient(config.url, config.token, verify=config.verify)
 
 
 def frame_spec(frames: str) -> tuple[int, int, int]:

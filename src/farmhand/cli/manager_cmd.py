@@ -1,7 +1,13 @@
-"""`farmhand manager`: run the manager (API, scheduler, reaper) with Uvicorn."""
+"""`farmhand manager`: run the manager (API, scheduler, reaper) with Uvicorn.
+
+TLS is Uvicorn's own (`--ssl-certfile/--ssl-keyfile`); behind a reverse proxy that
+terminates TLS, `--proxy-headers --forwarded-allow-ips <proxy>` makes the client's
+address and scheme the real ones. See docs/SECURITY.md.
+"""
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Annotated
 
@@ -31,10 +37,57 @@ def manager(
     ] = 30.0,
     max_attempts: Annotated[int, typer.Option(help="Failures before a task fails for good.")] = 3,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    ssl_certfile: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="FARMHAND_SSL_CERTFILE",
+            help="Serve HTTPS with this certificate (PEM, with its chain).",
+            show_default=False,
+        ),
+    ] = None,
+    ssl_keyfile: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="FARMHAND_SSL_KEYFILE",
+            help="The certificate's private key (PEM).",
+            show_default=False,
+        ),
+    ] = None,
+    proxy_headers: Annotated[
+        bool,
+        typer.Option(
+            envvar="FARMHAND_PROXY_HEADERS",
+            help="Trust X-Forwarded-For/-Proto from the addresses of --forwarded-allow-ips "
+            "(behind a reverse proxy).",
+        ),
+    ] = False,
+    forwarded_allow_ips: Annotated[
+        str,
+        typer.Option(
+            envvar="FARMHAND_FORWARDED_ALLOW_IPS",
+            help="Comma-separated proxy addresses (or networks) whose X-Forwarded-* "
+            "headers are believed; '*' trusts everyone, only safe if no one else can connect.",
+        ),
+    ] = "127.0.0.1",
+    max_upload_bytes: Annotated[
+        int | None,
+        typer.Option(
+            envvar="FARMHAND_MAX_UPLOAD_BYTES", min=1, help="Largest single upload (413 above)."
+        ),
+    ] = None,
+    user_quota_bytes: Annotated[
+        int | None,
+        typer.Option(
+            envvar="FARMHAND_USER_QUOTA_BYTES",
+            min=1,
+            help="Storage each user's jobs may use (413 above; default: no quota).",
+        ),
+    ] = None,
 ) -> None:
     """Run the manager: REST API, scheduler and the worker-health reaper."""
     configure_logging("manager", log_level.upper())
     console = Console(stderr=True)
+    tls = check_tls(ssl_certfile, ssl_keyfile)
     settings = ManagerSettings.from_env(
         data_dir=data_dir,
         database_url=database_url,
@@ -42,13 +95,16 @@ def manager(
         port=port,
         heartbeat_timeout=heartbeat_timeout,
         max_attempts=max_attempts,
+        max_upload_bytes=max_upload_bytes,
+        user_quota_bytes=user_quota_bytes,
     )
     context, report = prepare(settings)
     if report.created_admin:
         console.print("[bold]First start:[/] created the admin account.")
     console.print(f"Admin API token:            {report.admin_token_file.resolve()}")
     console.print(f"Runner registration token:  {report.runner_token_file.resolve()}")
-    console.print(f"farmhand manager listening on http://{host}:{port} (API docs: /docs)")
+    scheme = "https" if tls[0] else "http"
+    console.print(f"farmhand manager listening on {scheme}://{host}:{port} (API docs: /docs)")
     app = create_app(settings, context)
     # Workers keep connections open between heartbeats and long polls; closing idle ones
     # after uvicorn's default 5 s makes clients race the close and reconnect all the time.
@@ -61,4 +117,30 @@ def manager(
         timeout_keep_alive=75,
         # Open live streams (SSE) must not hold a stopping manager up.
         timeout_graceful_shutdown=3,
+        # Off unless asked: a manager reached directly must not believe X-Forwarded-For
+        # from anyone (rate limits and logs key on the client's address).
+        proxy_headers=proxy_headers,
+        forwarded_allow_ips=forwarded_allow_ips if proxy_headers else None,
+        ssl_certfile=tls[0],
+        ssl_keyfile=tls[1],
     )
+
+
+def check_tls(certfile: Path | None, keyfile: Path | None) -> tuple[str | None, str | None]:
+    """Uvicorn's TLS arguments, or a clear error (not a traceback) if they cannot work."""
+    if certfile is None and keyfile is None:
+        return None, None
+    if certfile is None:
+        raise typer.BadParameter("--ssl-keyfile needs --ssl-certfile", param_hint="--ssl-certfile")
+    for option, path in (("--ssl-certfile", certfile), ("--ssl-keyfile", keyfile)):
+        if path is not None and not path.is_file():
+            raise typer.BadParameter(f"{path} is not a file", param_hint=option)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except (ssl.SSLError, OSError) as error:
+        raise typer.BadParameter(
+            f"cannot use {certfile} (key {keyfile or 'in the same file'}): {error}",
+            param_hint="--ssl-certfile/--ssl-keyfile",
+        ) from None
+    return str(certfile), str(keyfile) if keyfile is not None else None

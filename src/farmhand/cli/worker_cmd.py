@@ -110,7 +110,10 @@ def worker(
     heartbeat_interval: Annotated[float, typer.Option(min=0.1)] = 5.0,
     poll_wait: Annotated[float, typer.Option(min=0.0, max=60.0)] = 20.0,
     ca_bundle: Annotated[
-        Path | None, typer.Option(help="CA bundle to verify the manager's TLS certificate.")
+        Path | None,
+        typer.Option(
+            envvar="FARMHAND_CA_BUNDLE", help="CA bundle to verify the manager's TLS certificate."
+        ),
     ] = None,
     insecure: Annotated[bool, typer.Option(help="Do not verify TLS (testing only).")] = False,
     tag: Annotated[

@@ -143,6 +143,19 @@ def _quote_path(path: str) -> str:
     return "/".join(quote(part, safe="") for part in path.split("/"))
 
 
+def unreachable(base_url: str, exc: httpx.TransportError) -> ManagerUnreachable:
+    """The error for a failed connection; an untrusted TLS certificate says what to do."""
+    if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return ManagerUnreachable(
+            f"the TLS certificate of the manager at {base_url} is not trusted ({exc}); "
+            "if it comes from a private CA, give that CA's PEM file with --ca-bundle "
+            "or FARMHAND_CA_BUNDLE"
+        )
+    return ManagerUnreachable(
+        f"cannot reach the manager at {base_url}: {exc or type(exc).__name__}"
+    )
+
+
 class BaseClient:
     """Holds the HTTP connection pool and the bearer token; maps failures to our errors."""
 
@@ -193,9 +206,7 @@ class BaseClient:
         try:
             response = self._http.request(method, url, **kwargs)
         except httpx.TransportError as exc:
-            raise ManagerUnreachable(
-                f"cannot reach the manager at {self.base_url}: {exc or type(exc).__name__}"
-            ) from exc
+            raise unreachable(self.base_url, exc) from exc
         _raise_for_status(response)
         return response
 
@@ -209,9 +220,7 @@ class BaseClient:
                     _raise_for_status(response)
                 yield response
         except httpx.TransportError as exc:
-            raise ManagerUnreachable(
-                f"cannot reach the manager at {self.base_url}: {exc or type(exc).__name__}"
-            ) from exc
+            raise unreachable(self.base_url, exc) from exc
 
     def _download(
         self,
