@@ -10,6 +10,8 @@ Both Blenders: 5.0 (the bpy module; zstd-compressed files with the new header) a
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -111,3 +113,63 @@ def test_packing_never_touches_the_users_files(tmp_path: Path) -> None:
     assert not copy.exists(), "the packed copies are cleaned up"
     after = {p: p.read_bytes() for p in (tmp_path / "proj").rglob("*") if p.is_file()}
     assert after == before
+
+
+PATHS_SCRIPT = """
+import json, os, sys
+import bpy
+args = sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else sys.argv[1:]
+if bpy.data.filepath != args[0]:
+    bpy.ops.wm.open_mainfile(filepath=args[0])
+found = {}
+for path in bpy.utils.blend_paths(absolute=False):
+    where = bpy.path.abspath(path).replace("<UDIM>", "1001")
+    found[path] = os.path.exists(where)
+print("PATHS=" + json.dumps(found))
+"""
+
+
+def paths_in_blend(install: BlenderInstall, scene: Path) -> dict[str, bool]:
+    """Every file path in `scene` as Blender sees it, and whether it exists."""
+    if install.kind == "module":
+        command = [install.python, "-c", PATHS_SCRIPT, str(scene)]
+    else:
+        assert install.path is not None
+        command = [install.path, "-b", "--factory-startup", str(scene),
+                   "--python-expr", PATHS_SCRIPT, "--", str(scene)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    line = next((x for x in result.stdout.splitlines() if x.startswith("PATHS=")), None)
+    assert line is not None, result.stdout[-2000:] + result.stderr[-2000:]
+    found: dict[str, bool] = json.loads(line.removeprefix("PATHS="))
+    return found
+
+
+def test_every_kind_of_dependency_is_packed_with_relative_paths(
+    tmp_path: Path, install: BlenderInstall
+) -> None:
+    scene = make_project(tmp_path / "studio" / "proj", install=install, extras=True)
+    with pack(scene) as packed:
+        assert packed.missing == []
+        assert {
+            "cache/smoke_0001.vdb",
+            "sounds/beep.wav",
+            "textures/checker.png",
+            "textures/seq/flame_0001.png",
+            "textures/seq/flame_0002.png",
+            "textures/seq/flame_0003.png",
+            "textures/udim/skin.1001.png",
+            "textures/udim/skin.1002.png",
+            "lib/library.blend",
+            "shots/scene.blend",
+        } <= set(packed.files)
+        assert any(name.startswith("fonts/") for name in packed.files)
+        tree = tmp_path / "worker"
+        for relative, source in packed.files.items():
+            (tree / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, tree / relative)
+    (tmp_path / "studio").rename(tmp_path / "gone")
+
+    found = paths_in_blend(install, tree / "shots" / "scene.blend")
+    assert len(found) >= 7, found
+    assert all(path.startswith("//") for path in found), found
+    assert all(found.values()), f"every path resolves inside the packed tree: {found}"

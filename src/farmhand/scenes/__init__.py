@@ -77,16 +77,18 @@ def make_project(
     width: int = 48,
     height: int = 32,
     samples: int = 2,
+    extras: bool = False,
 ) -> Path:
     """Build a project of several files under `root` (see build_project.py); the scene's path.
 
     `root/shots/scene.blend` uses `root/textures/checker.png` and links `LibCube` from
-    `root/lib/library.blend`, all by absolute paths.
+    `root/lib/library.blend`, all by absolute paths. `extras`: also an image sequence,
+    UDIM tiles, a sound, a font and a volume file (not rendered, only packed).
     """
     install = install or find_blender("bpy")
     root = Path(root).resolve()
     scene = root / "shots" / "scene.blend"
     options = ["--root", str(root), "--width", str(width), "--height", str(height),
-               "--samples", str(samples)]  # fmt: skip
+               "--samples", str(samples), *(["--extras"] if extras else [])]  # fmt: skip
     run_builder(install, PROJECT_BUILDER, options, scene, "the project")
     return scene

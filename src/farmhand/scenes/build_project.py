@@ -18,7 +18,9 @@ Runs on Blender's own Python (3.10 for Blender 3.4): standard library and bpy on
 import argparse
 import math
 import os
+import shutil
 import sys
+import wave
 
 import bpy
 
@@ -30,6 +32,11 @@ def parse_args():
     parser.add_argument("--width", type=int, default=48)
     parser.add_argument("--height", type=int, default=32)
     parser.add_argument("--samples", type=int, default=2)
+    parser.add_argument(
+        "--extras",
+        action="store_true",
+        help="Also use an image sequence, UDIM tiles, a sound, a font and a volume (.vdb).",
+    )
     return parser.parse_args(argv)
 
 
@@ -78,6 +85,62 @@ def textured(name, image_path):
     return mat
 
 
+def painted(path, colour):
+    image = bpy.data.images.new(os.path.basename(path), width=4, height=4)
+    image.pixels[:] = list(colour) * 16
+    image.filepath_raw = path
+    image.file_format = "PNG"
+    image.save()
+    bpy.data.images.remove(image)
+
+
+def add_extras(root):
+    """Every other kind of file a scene can use, by absolute path; kept with fake users.
+
+    Not rendered (a stand-in .vdb is not a real volume): the tests check they are packed.
+    """
+    seq = os.path.join(root, "textures", "seq")
+    udim = os.path.join(root, "textures", "udim")
+    for folder in (seq, udim, os.path.join(root, "sounds"), os.path.join(root, "fonts"),
+                   os.path.join(root, "cache")):
+        os.makedirs(folder, exist_ok=True)
+    for frame in (1, 2, 3):
+        painted(os.path.join(seq, f"flame_{frame:04d}.png"), (frame / 3, 0.2, 0.1, 1))
+    sequence = bpy.data.images.load(os.path.join(seq, "flame_0001.png"))
+    sequence.source = "SEQUENCE"
+    sequence.use_fake_user = True
+
+    for tile in (1001, 1002):
+        painted(os.path.join(udim, f"skin.{tile}.png"), (0.8, 0.6, 0.5, 1))
+    tiled = bpy.data.images.load(os.path.join(udim, "skin.1001.png"))
+    tiled.source = "TILED"
+    tiled.filepath = os.path.join(udim, "skin.<UDIM>.png")
+    if len(tiled.tiles) < 2:
+        tiled.tiles.new(tile_number=1002)
+    tiled.use_fake_user = True
+
+    wav = os.path.join(root, "sounds", "beep.wav")
+    with wave.open(wav, "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(8000)
+        handle.writeframes(bytes(1600))
+    bpy.data.sounds.load(wav).use_fake_user = True
+
+    fonts = bpy.utils.system_resource("DATAFILES", path="fonts")
+    shipped = sorted(f for f in os.listdir(fonts) if f.endswith((".woff2", ".ttf")))
+    font = os.path.join(root, "fonts", shipped[0])
+    shutil.copyfile(os.path.join(fonts, shipped[0]), font)
+    bpy.data.fonts.load(font).use_fake_user = True
+
+    vdb = os.path.join(root, "cache", "smoke_0001.vdb")
+    with open(vdb, "wb") as handle:
+        handle.write(b"stand-in for an OpenVDB grid")
+    volume = bpy.data.volumes.new("Smoke")
+    volume.filepath = vdb
+    volume.use_fake_user = True
+
+
 def build_scene(args, path, image_path, library_path):
     bpy.ops.wm.read_factory_settings(use_empty=True)
     scene = bpy.context.scene
@@ -90,6 +153,9 @@ def build_scene(args, path, image_path, library_path):
         dst.objects = ["LibCube"]
     for obj in dst.objects:
         scene.collection.objects.link(obj)
+
+    if args.extras:
+        add_extras(os.path.dirname(os.path.dirname(path)))
 
     bpy.ops.object.light_add(type="SUN", location=(4, -4, 8))
     bpy.context.object.data.energy = 4.0

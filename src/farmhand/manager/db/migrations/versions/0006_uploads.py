@@ -1,4 +1,8 @@
-"""resumable uploads (reserved, filled in by the packing/upload work)
+"""resumable uploads: no schema change
+
+Upload sessions live on disk, next to their bytes, in the blob store's temporary area
+(`farmhand.manager.storage.partial_uploads`): a session and its partial data are created,
+resumed and removed together, and survive a manager restart without a table.
 
 Revision ID: 0006
 Revises: 0005
