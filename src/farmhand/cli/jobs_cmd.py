@@ -234,24 +234,70 @@ def follow(
     job_id: int,
     sleep: Callable[[float], None] = time.sleep,
 ) -> JobDetail:
-    """Show frames done/total until the job finishes, polling as `Retry-After` asks."""
+    """Show frames done/total, the frame and sample in progress, peak memory and the
+    manager's time remaining until the job finishes, polling as `Retry-After` asks."""
     with Progress(
         TextColumn("job {task.fields[job]} {task.fields[status]}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("frames"),
-        TimeRemainingColumn(),
+        TextColumn("frames {task.fields[live]}"),
         console=err,
     ) as bar:
-        task = bar.add_task("render", total=None, job=job_id, status="queued")
+        task = bar.add_task("render", total=None, job=job_id, status="queued", live="")
         while True:
             poll = client.poll_job(job_id)
             job = poll.job
-            bar.update(task, completed=job.frames_done, total=job.frames_total, status=job.status)
+            bar.update(
+                task,
+                completed=job.frames_done,
+                total=job.frames_total,
+                status=job.status,
+                live=live_line(job),
+            )
             if job.status in FINISHED:
                 return job
             delay = poll.retry_after if poll.retry_after is not None else MAX_POLL_SECONDS
             sleep(min(max(delay, 0.1), MAX_POLL_SECONDS))
+
+
+def human_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit in ("B", "KB") else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"
+
+
+def human_seconds(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def live_line(job: JobDetail) -> str:
+    """What the job is doing now, in one line: the progress bar's text, `farmhand job`."""
+    parts = [f"{job.progress:.0f}%"]
+    for task in job.tasks:
+        if task.frame is not None:
+            sample = (
+                f" sample {task.sample}/{task.samples_total}"
+                if task.sample is not None and task.samples_total
+                else ""
+            )
+            parts.append(f"frame {task.frame}{sample}")
+    if job.seconds_per_frame is not None:
+        parts.append(f"{job.seconds_per_frame:.1f} s/frame")
+    if job.peak_memory_bytes:
+        parts.append(f"peak {human_bytes(job.peak_memory_bytes)}")
+    if job.eta_seconds is not None and job.status not in FINISHED:
+        parts.append(f"eta {human_seconds(job.eta_seconds)}")
+    if job.status_reason and job.status not in FINISHED:
+        parts.append(job.status_reason)
+    return " · ".join(parts)
 
 
 def finish(client: FarmhandClient, job: JobDetail, output: Path) -> None:
@@ -311,11 +357,12 @@ def job(
         f"{_status(detail.status)} {detail.progress:.0f}% "
         f"({detail.frames_done}/{detail.frames_total} frames), file {detail.main_file}"
     )
+    if detail.blender_saved:
+        console.print(f"saved by Blender {detail.blender_saved}")
     if detail.status_reason:
         console.print(f"reason: {detail.status_reason}")
-    if detail.eta_seconds is not None:
-        console.print(f"eta: {detail.eta_seconds:.0f} s")
-    table = Table("task", "frames", "status", "done", "attempts", "worker", "error")
+    console.print(f"now: {live_line(detail)}")
+    table = Table("task", "frames", "status", "done", "attempts", "worker", "peak", "error")
     for task in detail.tasks:
         frames = f"{task.frames[0]}-{task.frames[-1]}" if task.frames else "-"
         table.add_row(
@@ -325,6 +372,7 @@ def job(
             f"{task.frames_done}/{len(task.frames)}",
             str(task.attempts),
             task.worker or "",
+            human_bytes(task.peak_memory_bytes) if task.peak_memory_bytes else "",
             task.last_error or "",
         )
     console.print(table)

@@ -1,0 +1,138 @@
+"""Live progress and Blender fit through the API: what a worker reports is what a person
+sees on `GET /api/jobs/{id}` and in the CLI's line, and a job that no online worker's
+Blender (or device) fits waits with a reason instead of going to one that would fail.
+"""
+
+from __future__ import annotations
+
+import json
+
+from farmhand.cli.jobs_cmd import live_line
+from farmhand.shared.schemas import JobDetail
+from tests.integration.conftest import FAKE_BLEND, Farm
+
+BLEND_50 = b"BLENDER17-01v0500REND" + b"\x00" * 64
+"""Starts like a .blend saved by Blender 5.0 (uncompressed)."""
+MB = 1024 * 1024
+
+
+def submit(farm: Farm, blend: bytes = FAKE_BLEND, **settings: object) -> int:
+    body = {"frame_start": 1, "frame_end": 4, "chunk_size": 2, **settings}
+    answer = farm.client.post(
+        "/api/jobs",
+        headers=farm.admin,
+        files={"file": ("scene.blend", blend, "application/octet-stream")},
+        data={"settings": json.dumps(body)},
+    )
+    assert answer.status_code == 202, answer.text
+    return int(answer.json()["id"])
+
+
+def runner(farm: Farm, name: str, versions: list[str], device: str = "CPU") -> dict[str, str]:
+    caps = {"blender_versions": versions, "device": device}
+    answer = farm.client.post(
+        "/api/runner/register",
+        json={"token": farm.runner_token, "name": name, "capabilities": caps},
+    )
+    assert answer.status_code == 201, answer.text
+    return {"Authorization": f"Bearer {answer.json()['secret']}"}
+
+
+def claim(farm: Farm, headers: dict[str, str]) -> dict[str, object] | None:
+    answer = farm.client.get("/api/runner/tasks", params={"wait": 0}, headers=headers)
+    if answer.status_code == 204:
+        return None
+    assert answer.status_code == 200, answer.text
+    return answer.json()  # type: ignore[no-any-return]
+
+
+def detail(farm: Farm, job_id: int) -> JobDetail:
+    answer = farm.client.get(f"/api/jobs/{job_id}", headers=farm.admin)
+    assert answer.status_code == 200, answer.text
+    return JobDetail.model_validate(answer.json())
+
+
+def test_a_frame_in_progress_shows_its_sample_memory_and_time_left(farm: Farm) -> None:
+    job_id = submit(farm)
+    worker = runner(farm, "w1", ["3.4.1"])
+    task = claim(farm, worker)
+    assert task is not None and task["frames"] == [1, 2]
+    assert task["blender_saved"] == "3.4"
+    assert task["task_timeout"] == 1800.0, "the worker enforces the manager's timeout"
+    answer = farm.client.post(
+        f"/api/runner/tasks/{task['task_id']}/progress",
+        headers=worker,
+        json={
+            "frames_done": 1,
+            "frame": 2,
+            "sample": 5,
+            "samples_total": 10,
+            "render_seconds": 4.0,
+            "peak_memory_bytes": 500 * MB,
+        },
+    )
+    assert answer.json() == {"keep_going": True}
+
+    job = detail(farm, job_id)
+    running = job.tasks[0]
+    assert running.progress == 75.0, "one frame done and half of the next"
+    assert (running.frame, running.sample, running.samples_total) == (2, 5, 10)
+    assert running.render_seconds == 4.0
+    assert running.peak_memory_bytes == 500 * MB
+    assert running.eta_seconds == 2.0, "half a frame left at 4 s a frame"
+    assert job.seconds_per_frame == 4.0
+    assert job.eta_seconds == 12.0, "three frames left at 4 s, one worker"
+    assert job.peak_memory_bytes == 500 * MB
+    assert job.blender_saved == "3.4"
+    line = live_line(job)
+    assert "frame 2 sample 5/10" in line
+    assert "peak 500.0 MB" in line
+    assert "eta 12s" in line
+
+
+def test_a_50_file_waits_with_a_reason_until_a_50_worker_comes(farm: Farm) -> None:
+    job_id = submit(farm, BLEND_50)
+    old = runner(farm, "old", ["3.4.1"])
+    assert claim(farm, old) is None, "Blender 3.4 cannot open a 5.0 file"
+    job = detail(farm, job_id)
+    assert job.blender_saved == "5.0"
+    assert job.status == "queued"
+    assert job.status_reason is not None
+    assert "Blender 5.0 or newer" in job.status_reason and "3.4.1" in job.status_reason
+    assert "Blender 5.0 or newer" in live_line(job)
+
+    new = runner(farm, "new", ["3.4.1", "5.0.1"])
+    task = claim(farm, new)
+    assert task is not None and task["job_id"] == job_id
+    assert task["blender_saved"] == "5.0"
+    assert detail(farm, job_id).status_reason is None
+
+
+def test_a_job_asks_for_a_version_range(farm: Farm) -> None:
+    job_id = submit(farm, blender_version=">=3.0,<4")
+    new = runner(farm, "new", ["5.0.1"])
+    assert claim(farm, new) is None
+    assert "Blender >=3.0,<4" in (detail(farm, job_id).status_reason or "")
+    old = runner(farm, "old", ["3.4.1"])
+    task = claim(farm, old)
+    assert task is not None and task["blender_version"] == ">=3.0,<4"
+
+
+def test_a_job_for_a_device_goes_only_to_workers_on_it(farm: Farm) -> None:
+    job_id = submit(farm, device="OPTIX")
+    cpu = runner(farm, "cpu", ["5.0.1"])
+    assert claim(farm, cpu) is None
+    assert "no worker renders on OPTIX" in (detail(farm, job_id).status_reason or "")
+    optix = runner(farm, "optix", ["5.0.1"], device="OPTIX")
+    assert claim(farm, optix) is not None
+
+
+def test_a_bad_version_range_is_a_clear_4xx(farm: Farm) -> None:
+    answer = farm.client.post(
+        "/api/jobs",
+        headers=farm.admin,
+        files={"file": ("scene.blend", FAKE_BLEND, "application/octet-stream")},
+        data={"settings": json.dumps({"blender_version": "newest please"})},
+    )
+    assert answer.status_code in (400, 422)
+    assert "not a version range" in answer.text
