@@ -73,7 +73,11 @@ def find_ffmpeg(
             raise FfmpegNotFound(f"{named!r} does not run as ffmpeg")
         return None
     sibling = Path(candidate).with_name("ffprobe")
-    ffprobe = str(sibling) if os.access(sibling, os.X_OK) else shutil.which("ffprobe")
+    ffprobe = (
+        str(sibling)
+        if os.access(sibling, os.X_OK)
+        else shutil.which("ffprobe", path=env.get("PATH"))
+    )
     return FfmpegInstall(ffmpeg=candidate, ffprobe=ffprobe, version=version)
 
 
