@@ -8,6 +8,7 @@ from starlette.concurrency import run_in_threadpool
 
 from farmhand.manager.api.deps import Context, UserDep
 from farmhand.manager.api.limits import enforce_quota
+from farmhand.manager.api.upload_sessions import OCTET_STREAM_BODY
 from farmhand.manager.api.uploads import ingest
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
@@ -53,14 +54,7 @@ def _touch(context: ManagerContext, sha256: str) -> None:
         400: {"model": ErrorResponse},
         413: {"model": ErrorResponse},
     },
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
-            },
-        }
-    },
+    openapi_extra=OCTET_STREAM_BODY,
 )
 async def put_blob(
     request: Request,

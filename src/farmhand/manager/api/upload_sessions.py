@@ -29,6 +29,13 @@ from farmhand.shared.schemas import UploadCreate, UploadStatus
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/api/uploads", tags=["blobs"])
 OFFSET = "Upload-Offset"
+OCTET_STREAM_BODY: dict[str, object] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+"""OpenAPI for a raw-bytes body (FastAPI cannot infer one from `request.stream()`)."""
 
 
 def _stored(context: ManagerContext, sha256: str) -> bool:
@@ -110,14 +117,7 @@ async def upload_head(
     response_model=UploadStatus,
     responses=error_responses(400, 401, 404, 409, 413),
     summary="Send bytes from `Upload-Offset` on; the blob is stored when the last one arrives",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
-            },
-        }
-    },
+    openapi_extra=OCTET_STREAM_BODY,
 )
 async def upload_chunk(
     upload_id: str,
