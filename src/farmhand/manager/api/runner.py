@@ -23,6 +23,7 @@ from sqlalchemy import (
     cast,
     delete,
     func,
+    insert,
     select,
     update,
 )
@@ -163,15 +164,33 @@ def _gone_runner() -> HTTPException:
     )
 
 
+def _not_held(task_id: int) -> HTTPException:
+    return HTTPException(
+        status.HTTP_409_CONFLICT,
+        f"task {task_id} is not assigned to this runner any more; stop working on it",
+    )
+
+
 def _held_task(session: Session, task_id: int, worker_id: int) -> Task:
     task = session.get(Task, task_id)
     if not task_is_held_by(task, worker_id):
-        raise HTTPException(
-            status.HTTP_409_CONFLICT,
-            f"task {task_id} is not assigned to this runner any more; stop working on it",
-        )
+        raise _not_held(task_id)
     assert task is not None
     return task
+
+
+_HELD = select(Task.job_id, Task.frames).where(
+    Task.id == bindparam("task"),
+    Task.status == TaskStatus.ACTIVE.value,
+    Task.worker_id == bindparam("worker"),
+)
+"""A task's job and frames, if the runner holds it (`task_is_held_by`, as one query)."""
+_FORGET_FRAME = delete(JobFile).where(
+    JobFile.job_id == bindparam("job"),
+    JobFile.kind == "output",
+    JobFile.frame == bindparam("frame"),
+)
+_RECORD_FRAME = insert(JobFile).returning(JobFile.id)
 
 
 @router.post(
@@ -518,50 +537,52 @@ async def upload_output(
             f"not {suffix or 'no suffix'!r}",
         )
 
-    def check() -> None:
+    def check(session: Session) -> None:
+        held = session.execute(_HELD, {"task": task_id, "worker": worker_id}).first()
+        if held is None:
+            raise _not_held(task_id)
+        if held.job_id != job_id or frame not in held.frames:
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST, f"frame {frame} is not part of task {task_id}"
+            )
+
+    def check_first() -> None:
         # A read: it must not queue behind (or hold up) the writers.
         with context.db.read() as session:
-            task = _held_task(session, task_id, worker_id)
-            if task.job_id != job_id or frame not in task.frames:
-                raise HTTPException(
-                    status.HTTP_400_BAD_REQUEST, f"frame {frame} is not part of task {task_id}"
-                )
+            check(session)
 
-    await run_in_threadpool(check)
+    await run_in_threadpool(check_first)
     stored = await store_upload(context, file)
-    try:
-        await run_in_threadpool(verify_image, stored.path)
-    except ImageError as error:
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST, f"frame {frame} is not a readable image: {error}"
-        ) from error
 
     def record() -> OutputStored:
+        try:
+            verify_image(stored.path)
+        except ImageError as error:
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST, f"frame {frame} is not a readable image: {error}"
+            ) from error
         # The last complete, verified upload of a frame wins, atomically: one transaction
         # replaces whatever row the frame had.
         with context.db.transaction() as session:
-            task = _held_task(session, task_id, worker_id)
-            session.execute(
-                delete(JobFile).where(
-                    JobFile.job_id == job_id, JobFile.kind == "output", JobFile.frame == frame
-                )
+            check(session)  # still this runner's, now that the bytes are in
+            session.execute(_FORGET_FRAME, {"job": job_id, "frame": frame})
+            path = f"frames/{frame:04d}" if frame >= 0 else f"frames/m{-frame:04d}"
+            output_id = session.scalar(
+                _RECORD_FRAME,
+                {
+                    "job_id": job_id,
+                    "kind": "output",
+                    "path": path + suffix,
+                    "sha256": stored.sha256,
+                    "size": stored.size,
+                    "frame": frame,
+                    "task_id": task_id,
+                    "worker_id": worker_id,
+                    "created_at": utcnow(),
+                },
             )
-            row = JobFile(
-                job_id=job_id,
-                kind="output",
-                path=f"frames/{frame:04d}{suffix}"
-                if frame >= 0
-                else f"frames/m{-frame:04d}{suffix}",
-                sha256=stored.sha256,
-                size=stored.size,
-                frame=frame,
-                task_id=task.id,
-                worker_id=worker_id,
-                created_at=utcnow(),
-            )
-            session.add(row)
-            session.flush()
-            return OutputStored(id=row.id, frame=frame, sha256=stored.sha256, size=stored.size)
+            assert output_id is not None
+            return OutputStored(id=output_id, frame=frame, sha256=stored.sha256, size=stored.size)
 
     output = await run_in_threadpool(record)
     context.events.publish(FarmEvent("output", output.id, job_id))
