@@ -27,6 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from farmhand.manager.api.errors import describe_validation_error
 from farmhand.orchestrator.batches import split
 from farmhand.orchestrator.dispatch import Dispatcher, DispatchSettings, Render
 from farmhand.shared.frames import MAX_FRAME
@@ -160,14 +161,10 @@ def create_orchestrator_app(
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_request: Request, error: RequestValidationError) -> Response:
-        problems = []
-        for item in error.errors():
-            where = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
-            problems.append(f"{where}: {item.get('msg')}" if where else str(item.get("msg")))
         return _error(
             400,
             'send JSON {"from": <integer>, "to": <integer>} with Content-Type: '
-            "application/json; " + "; ".join(problems),
+            "application/json; " + describe_validation_error(error),
         )
 
     def _forget_old() -> None:

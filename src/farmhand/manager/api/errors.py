@@ -24,7 +24,8 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorResponse} for code in codes}
 
 
-def _describe(error: RequestValidationError) -> str:
+def describe_validation_error(error: RequestValidationError) -> str:
+    """One line naming the first few bad fields; the 400 body of every farmhand server."""
     problems = []
     for item in error.errors()[:3]:
         where = ".".join(str(part) for part in item.get("loc", ()) if part != "body") or "body"
@@ -36,7 +37,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, error: RequestValidationError) -> JSONResponse:
         return JSONResponse(
-            status_code=status.HTTP_400_BAD_REQUEST, content={"detail": _describe(error)}
+            status_code=status.HTTP_400_BAD_REQUEST,
+            content={"detail": describe_validation_error(error)},
         )
 
     @app.exception_handler(Exception)
