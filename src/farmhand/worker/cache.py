@@ -29,6 +29,7 @@ import structlog
 from structlog.typing import FilteringBoundLogger
 
 from farmhand.client.hashing import sha256_file
+from farmhand.shared.blobpaths import iter_blobs
 from farmhand.shared.paths import UnsafePathError, safe_relative_path
 from farmhand.shared.schemas import TaskFile
 
@@ -134,20 +135,9 @@ class BlobCache:
 
     def _entries(self) -> list[tuple[float, int, str, Path]]:
         """(last use, size, sha256, path) of every cached blob."""
-        entries = []
-        base = self.root / "sha256"
-        if not base.is_dir():
-            return []
-        for prefix in base.iterdir():
-            if not prefix.is_dir():
-                continue
-            for blob in prefix.iterdir():
-                try:
-                    stat = blob.stat()
-                except OSError:
-                    continue
-                entries.append((stat.st_mtime, stat.st_size, prefix.name + blob.name, blob))
-        return entries
+        return [
+            (stat.st_mtime, stat.st_size, sha, blob) for sha, blob, stat in iter_blobs(self.root)
+        ]
 
     def size(self) -> int:
         return sum(size for _, size, _, _ in self._entries())

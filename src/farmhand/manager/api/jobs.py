@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import partial
 from pathlib import PurePosixPath
 from typing import Annotated, Any
 
@@ -23,8 +24,8 @@ from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Blob, Job, JobFile, Task
 from farmhand.manager.jobs.delete import delete_job, remove_blobs
-from farmhand.manager.jobs.shared import create_shared_job, neutral_output_dir
-from farmhand.manager.jobs.submit import SubmitError, create_job
+from farmhand.manager.jobs.shared import create_shared_job, create_uploaded_job
+from farmhand.manager.jobs.submit import SubmitError
 from farmhand.manager.jobs.views import job_detail, job_summaries
 from farmhand.manager.scheduling.state import (
     FINISHED_JOB_STATUSES,
@@ -138,61 +139,48 @@ async def submit_job(
     request: Request, response: Response, context: Context, caller: UserDep
 ) -> JobAccepted:
     content_type = request.headers.get("content-type", "")
+    job_request: JobCreate | SharedJobCreate
     if content_type.startswith("multipart/form-data"):
         job_request = await _multipart_job(context, request)
     elif content_type.startswith("application/json"):
-        body = await request.body()
-        if _wants_shared_storage(body):
-            return await _submit_shared(context, response, caller, body)
-        try:
-            job_request = JobCreate.model_validate_json(body)
-        except ValidationError as error:
-            raise HTTPException(
-                status.HTTP_400_BAD_REQUEST, f"invalid job: {_first_error(error)}"
-            ) from error
+        job_request = _json_job(await request.body())
     else:
         raise HTTPException(
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
             "send application/json (JobCreate) or multipart/form-data (file + settings)",
         )
-    if job_request.storage == "shared":
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST,
-            "storage 'shared' takes a blend_path on the share (JSON), not uploaded files",
-        )
-    await run_in_threadpool(enforce_quota, context, caller, list(job_request.files.values()))
+    if isinstance(job_request, SharedJobCreate):
+        creating = partial(create_shared_job, context, caller.user_id, job_request)
+    else:
+        if job_request.storage == "shared":
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST,
+                "storage 'shared' takes a blend_path on the share (JSON), not uploaded files",
+            )
+        await run_in_threadpool(enforce_quota, context, caller, list(job_request.files.values()))
+        creating = partial(create_uploaded_job, context, caller.user_id, job_request)
     try:
-        job_request = neutral_output_dir(context, job_request)
-        job = await run_in_threadpool(create_job, context, caller.user_id, job_request)
+        job = await run_in_threadpool(creating)
     except SubmitError as error:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
     context.events.job_changed(job.id)
     return _accepted(context, response, job)
 
 
-def _wants_shared_storage(body: bytes) -> bool:
+def _json_job(body: bytes) -> JobCreate | SharedJobCreate:
+    """A JSON job: files already uploaded, or (`storage: "shared"`) on shared storage."""
     try:
         data = json.loads(body)
     except ValueError:
-        return False  # JobCreate's validation says what is wrong
-    return isinstance(data, dict) and data.get("storage") == "shared"
-
-
-async def _submit_shared(
-    context: ManagerContext, response: Response, caller: Caller, body: bytes
-) -> JobAccepted:
+        data = None  # the model's validation says what is wrong
+    shared = isinstance(data, dict) and data.get("storage") == "shared"
+    model: type[JobCreate | SharedJobCreate] = SharedJobCreate if shared else JobCreate
     try:
-        shared_request = SharedJobCreate.model_validate_json(body)
+        return model.model_validate_json(body)
     except ValidationError as error:
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST, f"invalid job: {_first_error(error)}"
         ) from error
-    try:
-        job = await run_in_threadpool(create_shared_job, context, caller.user_id, shared_request)
-    except SubmitError as error:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
-    context.events.job_changed(job.id)
-    return _accepted(context, response, job)
 
 
 @router.get("", response_model=list[JobSummary], responses=ERRORS)

@@ -13,10 +13,10 @@ from typing import TypeVar
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Job
-from farmhand.manager.jobs.submit import SubmitError
+from farmhand.manager.jobs.submit import SubmitError, create_job
 from farmhand.manager.scheduling.compile import compile_animation
 from farmhand.shared.pathmap import PathMapError, to_neutral
-from farmhand.shared.schemas import JobSettings, JobStatus, SharedJobCreate
+from farmhand.shared.schemas import JobCreate, JobSettings, JobStatus, SharedJobCreate
 
 _S = TypeVar("_S", bound=JobSettings)
 
@@ -30,6 +30,11 @@ def neutral_output_dir(context: ManagerContext, request: _S) -> _S:
     except PathMapError as error:
         raise SubmitError(f"output_dir: {error}") from error
     return request.model_copy(update={"output_dir": neutral})
+
+
+def create_uploaded_job(context: ManagerContext, owner_id: int, request: JobCreate) -> Job:
+    """An uploaded job, whose frames may also go to shared storage (`output_dir`)."""
+    return create_job(context, owner_id, neutral_output_dir(context, request))
 
 
 def create_shared_job(context: ManagerContext, owner_id: int, request: SharedJobCreate) -> Job:

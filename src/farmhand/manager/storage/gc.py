@@ -40,6 +40,7 @@ from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Blob, JobFile
 from farmhand.manager.settings import ManagerSettings
 from farmhand.manager.storage.blobs import BlobStore
+from farmhand.shared.blobpaths import iter_blobs
 
 log = structlog.get_logger(__name__)
 
@@ -134,22 +135,11 @@ def remove_blob_files(context: ManagerContext, hashes: Iterable[str]) -> int:
 def _stray_files(store: BlobStore, known: set[str], cutoff: datetime) -> list[Path]:
     """Files with no row, last written before `cutoff` (an upload writes the file, then
     the row, so a young file may be one whose row is on its way)."""
-    strays = []
-    base = store.root / "sha256"
-    if not base.is_dir():
-        return []
-    for prefix in base.iterdir():
-        if not prefix.is_dir():
-            continue
-        for blob in prefix.iterdir():
-            if prefix.name + blob.name in known:
-                continue
-            try:
-                if blob.stat().st_mtime < cutoff.timestamp():
-                    strays.append(blob)
-            except OSError:
-                continue
-    return strays
+    return [
+        blob
+        for sha, blob, stat in iter_blobs(store.root)
+        if sha not in known and stat.st_mtime < cutoff.timestamp()
+    ]
 
 
 def collect_garbage(context: ManagerContext, now: datetime) -> GcReport:
