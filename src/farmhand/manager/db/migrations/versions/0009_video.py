@@ -1,4 +1,9 @@
-"""video follow-up tasks (reserved, filled in by the video work)
+"""video follow-up tasks: no schema change
+
+A video is a `tasks` row of type `video` with `task_dependencies` on the render tasks
+(both tables exist since 0001/0002), its settings live in the job's `settings` JSON, and
+the video itself is a `job_files` output row with `frame` NULL. The revision stays so the
+chain keeps one number per piece of work.
 
 Revision ID: 0009
 Revises: 0008
