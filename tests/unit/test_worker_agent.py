@@ -13,8 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
+from farmhand.shared.schemas import TaskAssignment
 from farmhand.worker.agent import RenderJob, RenderOutcome, WorkerSettings, run_worker
 from farmhand.worker.identity import Identity, identity_path, load_identity, save_identity
+from farmhand.worker.outbox import Outbox, Outcome, TaskBox
 
 BLEND = b"BLENDER-v300 fake scene"
 BLEND_SHA = hashlib.sha256(BLEND).hexdigest()
@@ -393,3 +395,97 @@ def test_tasks_of_one_job_share_a_session_key_and_the_agent_prefers_that_job(
     assert claims[1]["prefer_job"] == "3", "then more of the job whose session we hold"
     assert claims[3]["prefer_job"] == "4"
     assert renderer.closed.is_set(), "the session ends when the worker stops"
+
+
+# ------------------------------------------------------------------------- outbox
+
+
+def _left_behind(tmp_path: Path, manager: FakeManager, *, finished: bool) -> TaskBox:
+    """What a worker killed after rendering task 11 (frames 1-2) leaves on disk."""
+    save_identity(tmp_path / "work", Identity(URL, 5, "w1", "secret-1"))
+    box = Outbox(tmp_path / "work").open(TaskAssignment.model_validate(manager.tasks.pop()))
+    for frame in (1, 2):
+        path = box.frames_dir / f"{frame:04d}.png"
+        path.write_bytes(b"\x89PNG frame %d" % frame)
+        box.frame_saved(frame, path)
+    if finished:
+        box.finish(Outcome(ok=True))
+    return box
+
+
+def test_a_restarted_worker_delivers_its_outbox_before_giving_tasks_back(
+    tmp_path: Path,
+) -> None:
+    manager = FakeManager([1, 2])
+    box = _left_behind(tmp_path, manager, finished=True)
+    stop, thread, result = _start(tmp_path, manager, _render_until_canceled(threading.Event()))
+    manager.wait_for("claim")
+    _stop(stop, thread, result)
+    names = manager.names()
+    assert sorted(manager.uploads) == [1, 2]
+    assert manager.body("complete")["frames"] == [1, 2]
+    assert names.index("complete") < names.index("heartbeat"), (
+        "delivered while the task is still ours; `starting` would give it back"
+    )
+    assert not box.root.exists()
+
+
+def test_an_unfinished_render_in_the_outbox_is_dropped(tmp_path: Path) -> None:
+    manager = FakeManager([1, 2])
+    box = _left_behind(tmp_path, manager, finished=False)
+    stop, thread, result = _start(tmp_path, manager, _render_until_canceled(threading.Event()))
+    manager.wait_for("claim")
+    _stop(stop, thread, result)
+    assert "upload" not in manager.names() and "complete" not in manager.names()
+    assert manager.body("heartbeat")["starting"] is True, "the task goes back to the queue"
+    assert not box.root.exists()
+
+
+def test_an_outbox_task_given_to_someone_else_is_dropped(tmp_path: Path) -> None:
+    manager = FakeManager([1, 2])
+    box = _left_behind(tmp_path, manager, finished=True)
+    served = manager.handler
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/upload"):
+            return httpx.Response(409, json={"detail": "task 11 is not assigned to this runner"})
+        return served(request)
+
+    manager.handler = handler  # type: ignore[method-assign]
+    stop, thread, result = _start(tmp_path, manager, _render_until_canceled(threading.Event()))
+    manager.wait_for("claim")
+    _stop(stop, thread, result)
+    assert "complete" not in manager.names()
+    assert not box.root.exists()
+
+
+def test_frames_and_outcome_wait_in_the_outbox_until_reported(tmp_path: Path) -> None:
+    manager = FakeManager([1, 2])
+    outbox = tmp_path / "work" / "outbox" / "task-11"
+    seen: dict[str, object] = {}
+
+    def renderer(job: RenderJob) -> RenderOutcome:
+        manager.unreachable = True  # the manager goes away mid-task
+        for frame in job.task.frames:
+            job.on_frame_saved(frame, _write_frame(job, frame))
+        return RenderOutcome(ok=True)
+
+    def watch(name: str) -> None:
+        if name == "complete":
+            seen["outcome"] = json.loads((outbox / "outcome.json").read_text())
+            seen["saved"] = (outbox / "saved.txt").read_text().split()
+
+    manager.on_call = watch
+    stop, thread, result = _start(tmp_path, manager, renderer)
+    deadline = time.monotonic() + 10
+    while not (outbox / "outcome.json").exists():
+        assert time.monotonic() < deadline, "the outcome never reached the disk"
+        time.sleep(0.02)
+    assert sorted(manager.uploads) == [], "nothing could be delivered yet"
+    manager.unreachable = False
+    manager.wait_for("complete")
+    _stop(stop, thread, result)
+    assert seen["outcome"] == {"ok": True, "error": None, "log_tail": []}
+    assert seen["saved"] == ["1", "0001.png", "2", "0002.png"]
+    assert sorted(manager.uploads) == [1, 2]
+    assert not outbox.exists(), "emptied once reported"
