@@ -14,10 +14,13 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
+from typer.testing import CliRunner
 
+from farmhand.cli.app import app
 from farmhand.localfarm import local_farm
 from farmhand.manager.app import create_app
 from farmhand.manager.clock import utcnow
@@ -362,3 +365,69 @@ def test_a_worker_that_rendered_a_job_downloads_nothing_for_the_same_files(
     assert sum(by_job[jobs[0]]) == blend.stat().st_size, "the .blend came over once"
     assert by_job[jobs[1]] and sum(by_job[jobs[1]]) == 0, "the second job's files were cached"
     assert inodes and {p: p.stat().st_ino for p in inodes} == inodes, "no blob was rewritten"
+
+
+# ------------------------------------------------------------------------ the CLI
+
+
+def test_cli_downloads_and_admin_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`farmhand download --frame/--zip/--inputs/--template` and `farmhand admin usage|gc`
+    against a real manager process."""
+    cli = CliRunner()
+    with local_farm(tmp_path / "farm") as farm:
+        farm.start_manager()
+        monkeypatch.setenv("FARMHAND_URL", farm.url)
+        monkeypatch.setenv("FARMHAND_TOKEN", farm.admin_token)
+        admin = {"Authorization": f"Bearer {farm.admin_token}"}
+        with httpx.Client(base_url=farm.url, headers=admin) as http:
+            blend = hashlib.sha256(FAKE_BLEND).hexdigest()
+            http.put(f"/api/blobs/{blend}", content=FAKE_BLEND).raise_for_status()
+            job = http.post(
+                "/api/jobs",
+                json={"main_file": "scene.blend", "files": {"scene.blend": blend},
+                      "frame_end": 2, "chunk_size": 2, "name": "spot"},
+            )  # fmt: skip
+            job_id = job.json()["id"]
+            secret = http.post(
+                "/api/runner/register", json={"token": farm.runner_token, "name": "w"}
+            ).json()["secret"]
+            runner = {"Authorization": f"Bearer {secret}"}
+            task = http.get("/api/runner/tasks?wait=0", headers=runner).json()
+            frames = {1: png_bytes(colour="red"), 2: png_bytes(colour="blue")}
+            for frame, data in frames.items():
+                http.post(
+                    f"/api/runner/files/{job_id}/upload",
+                    headers=runner,
+                    data={"task_id": str(task["task_id"]), "frame": str(frame)},
+                    files={"file": (f"{frame:04d}.png", data, "image/png")},
+                ).raise_for_status()
+            http.put(f"/api/blobs/{hashlib.sha256(b'junk').hexdigest()}", content=b"junk")
+
+        out = tmp_path / "out"
+        one = cli.invoke(app, ["download", str(job_id), "--frame", "2", "-o", str(out)])
+        assert one.exit_code == 0, one.output
+        assert (out / "frames" / "0002.png").read_bytes() == frames[2]
+        named = cli.invoke(
+            app, ["download", str(job_id), "--template", "{job}/{frame:03d}.{ext}", "-o", str(out)]
+        )
+        assert named.exit_code == 0, named.output
+        assert (out / "spot" / "001.png").read_bytes() == frames[1]
+        zipped = cli.invoke(app, ["download", str(job_id), "--zip", "-o", str(out)])
+        assert zipped.exit_code == 0, zipped.output
+        assert unzip((out / f"job-{job_id}.zip").read_bytes()) == {
+            "frames/0001.png": frames[1],
+            "frames/0002.png": frames[2],
+        }
+        inputs = cli.invoke(app, ["download", str(job_id), "--inputs", "-o", str(out)])
+        assert inputs.exit_code == 0, inputs.output
+        assert unzip((out / f"job-{job_id}-inputs.zip").read_bytes()) == {"scene.blend": FAKE_BLEND}
+        hostile = cli.invoke(app, ["download", str(job_id), "--template", "../{frame}.{ext}"])
+        assert hostile.exit_code == 1 and "template" in hostile.output
+
+        usage = cli.invoke(app, ["admin", "usage"])
+        assert usage.exit_code == 0, usage.output
+        assert "4 blobs" in usage.output and "admin" in usage.output
+        assert "4 B unreferenced" in usage.output
+        collected = cli.invoke(app, ["admin", "gc"])
+        assert collected.exit_code == 0, collected.output
+        assert "removed 0 blobs" in collected.output, "the junk is inside its grace period"
