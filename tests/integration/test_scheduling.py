@@ -408,6 +408,24 @@ def test_sleep_schedule(farm: Farm) -> None:
     assert claim(farm, w) is not None
 
 
+def test_sleep_after_task_lets_the_running_task_finish(farm: Farm) -> None:
+    job_id = submit(farm, "1-2")
+    w = runner(farm, "w")
+    worker_id = runners(farm)["w"]["id"]
+    task = claim(farm, w)
+    assert task is not None
+    everyday = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    window = {"days": everyday, "start": "00:00", "end": "24:00"}
+    schedule = {"timezone": "UTC", "windows": [window], "when": "after-task"}
+    url = f"/api/admin/runners/{worker_id}/sleep-schedule"
+    assert farm.client.put(url, headers=farm.admin, json=schedule).json()["status"] == "asleep"
+    running = job(farm, job_id)["tasks"][0]
+    assert running["status"] == "active" and running["worker"] == "w", "not aborted"
+    finish(farm, w, task)
+    assert claim(farm, w) is None, "asleep: no new task"
+    assert [t["status"] for t in job(farm, job_id)["tasks"]] == ["completed", "queued"]
+
+
 def test_sleep_windows_overnight_and_time_zones() -> None:
     schedule = SleepSchedule.model_validate(
         {
