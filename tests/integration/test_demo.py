@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,4 +28,13 @@ def test_demo_renders_real_frames(tmp_path: Path) -> None:
     for frame in frames:
         verify_image(frame, 320, 180)
     assert "verified" in result.stdout
+    if shutil.which("ffprobe"):
+        (video,) = (tmp_path / "output").rglob("video.mp4")
+        assert "video of the frames" in result.stdout
+        probe = subprocess.run(
+            ["ffprobe", "-v", "error", "-count_frames", "-show_entries",
+             "stream=codec_name,nb_read_frames", "-of", "csv=p=0", str(video)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        assert probe.stdout.strip() == "h264,4"
     assert "/docs" in result.stdout, "the demo says where the API is"

@@ -2,7 +2,8 @@
 
 Starts a manager and N workers as child processes (each logging to `DIR/logs/`), builds
 a small animated scene, submits it through the same client as `farmhand submit`,
-downloads the frames and checks every one is a real image. Nothing is shared between
+downloads the frames and checks every one is a real image (and, where ffmpeg is
+installed, that the workers made an mp4 of them). Nothing is shared between
 the processes but HTTP, so the demo exercises exactly what a real farm does.
 """
 
@@ -19,10 +20,19 @@ from rich.console import Console
 from farmhand.cli.jobs_cmd import follow, frame_spec
 from farmhand.client import FarmhandError
 from farmhand.localfarm import LocalFarm
-from farmhand.shared.schemas import JobSettings, JobStatus
+from farmhand.shared.schemas import JobSettings, JobStatus, VideoSettings
+from farmhand.worker.ffmpeg import FfmpegNotFound, find_ffmpeg
 
 console = Console()
 err = Console(stderr=True)
+
+
+def _has_ffmpeg() -> bool:
+    """The demo's workers make a video only if they find ffmpeg as they would."""
+    try:
+        return find_ffmpeg() is not None
+    except FfmpegNotFound:
+        return False
 
 
 def run_demo(
@@ -71,6 +81,7 @@ def run_demo(
                 frame_end=last,
                 frame_step=step,
                 chunk_size=2,
+                video=VideoSettings() if _has_ffmpeg() else None,
             )
             accepted = client.submit_blend(Path(blend), settings)
             console.print(f"submitted job {accepted.id}")
@@ -79,6 +90,8 @@ def run_demo(
                 raise FarmhandError(f"job {job.id} {job.status}: {job.status_reason or ''}")
             out = root / "output"
             written = client.download_outputs(job.id, out)
+            videos = [path for path in written if path.name == "video.mp4"]
+            written = [path for path in written if path not in videos]
             for path in written:
                 verify_image(path)
             if len(written) != job.frames_total:
@@ -89,6 +102,8 @@ def run_demo(
                 f"[green]{len(written)} frames rendered by {', '.join(workers_used)} "
                 f"and verified[/green] in {out}"
             )
+            for video in videos:
+                console.print(f"[green]video of the frames[/green]: {video}")
             console.print(f"web and API: {farm.url}/docs")
             console.print(f"admin token: {farm.data_dir / 'admin-token'}")
             if keep:
