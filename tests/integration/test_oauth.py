@@ -331,3 +331,26 @@ def test_settings_come_from_jiggablends_variables() -> None:
     assert sorted(oauth.providers(auth)) == ["discord", "google", "oidc"]
     assert replace(auth, oidc_issuer=None).oidc_client_id == "o"
     assert sorted(oauth.providers(replace(auth, oidc_issuer=None))) == ["discord", "google"]
+
+
+def test_a_browser_is_sent_back_to_the_login_page_with_a_fixed_message(
+    manager: ManagerFactory,
+) -> None:
+    client = manager(allowed_email_domains=("studio.example",))
+    html = {"Accept": "text/html,application/xhtml+xml"}
+    authorize = start(client, "oidc")
+    location = provider_login(authorize, "alice", "alice-pw").headers["location"]
+    answer = client.get(location.removeprefix(MANAGER), headers=html, follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"] == "/login?error=domain"
+    page = client.get("/login?error=domain")
+    assert "allowed domains" in page.text
+    assert client.get("/api/auth/me").status_code == 401
+
+    forged = client.get(
+        location.removeprefix(MANAGER).replace("state=", "state=x", 1),
+        headers=html,
+        follow_redirects=False,
+    )
+    assert forged.headers["location"] == "/login?error=oauth-failed"
+    assert "did not complete" in client.get("/login?error=oauth-failed").text
+    assert "<script>" not in client.get("/login?error=<script>").text

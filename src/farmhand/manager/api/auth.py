@@ -227,8 +227,9 @@ async def oauth_callback(provider: ProviderKey, request: Request, context: Conte
         sessions.session_key(context.settings.data_dir), oauth.STATE_PURPOSE, sealed, utcnow()
     )
     if remembered is None:
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST, "no sign-in in progress (or it expired); start again"
+        return _callback_refused(
+            request,
+            AccountError(400, "no sign-in in progress (or it expired); start again"),
         )
     params = {k: v[:4096] for k, v in request.query_params.items()}
 
@@ -251,7 +252,7 @@ async def oauth_callback(provider: ProviderKey, request: Request, context: Conte
         user_id, epoch = await run_in_threadpool(complete)
     except AccountError as error:
         log.info("oauth sign-in refused", provider=provider, status=error.status)
-        raise refusal(error) from error
+        return _callback_refused(request, error)
     response = RedirectResponse(
         sessions.safe_redirect(str(remembered.get("next", "/"))), status.HTTP_303_SEE_OTHER
     )
@@ -259,3 +260,13 @@ async def oauth_callback(provider: ProviderKey, request: Request, context: Conte
     start_session(request, response, context, user_id, epoch)
     log.info("signed in with oauth", provider=provider, user_id=user_id)
     return response
+
+
+def _callback_refused(request: Request, error: AccountError) -> Response:
+    """A browser goes back to the login page, which says what went wrong in its own
+    words (only a fixed code travels in the URL, so no one can make the page say
+    anything else); other clients get the error as JSON."""
+    if "text/html" in request.headers.get("accept", ""):
+        code = error.code or "oauth-failed"
+        return RedirectResponse(f"/login?error={code}", status.HTTP_303_SEE_OTHER)
+    raise refusal(error)

@@ -28,11 +28,15 @@ from farmhand.manager.settings import AuthSettings
 class AccountError(Exception):
     """A refusal with the HTTP status it maps to (the CLI shows only the message)."""
 
-    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, retry_after: int | None = None, code: str = ""
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.retry_after = retry_after
+        self.code = code
+        """A fixed word for pages that must not echo messages (`/login?error=`)."""
 
 
 @dataclass(frozen=True)
@@ -225,7 +229,9 @@ def oauth_user(
         else:
             if not email_domain_allowed(settings, email, email_verified):
                 raise AccountError(
-                    403, "sign-up is limited to e-mail addresses of the farm's allowed domains"
+                    403,
+                    "sign-up is limited to e-mail addresses of the farm's allowed domains",
+                    code="domain",
                 )
             taken = email is not None and find_by_email(session, email) is not None
             user = create_user(
@@ -244,7 +250,7 @@ def oauth_user(
             )
         )
     if user.disabled_at is not None:
-        raise AccountError(403, "this account is disabled")
+        raise AccountError(403, "this account is disabled", code="disabled")
     return user
 
 

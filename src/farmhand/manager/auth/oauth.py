@@ -104,7 +104,7 @@ def providers(settings: AuthSettings) -> dict[str, Provider]:
 
 
 def _provider_error(message: str) -> AccountError:
-    return AccountError(502, message)
+    return AccountError(502, message, code="provider-down")
 
 
 def _get_json(url: str, headers: Mapping[str, str] | None = None) -> dict[str, Any]:

@@ -103,11 +103,23 @@ def _to_login(request: Request) -> RedirectResponse:
     return RedirectResponse(f"/login?next={target}", status.HTTP_303_SEE_OTHER)
 
 
+LOGIN_ERRORS = {
+    "oauth-failed": "Signing in with the provider did not complete. Please try again.",
+    "provider-down": "The sign-in provider could not be reached. Please try again later.",
+    "disabled": "This account is disabled.",
+    "domain": "Sign-up is limited to e-mail addresses of the farm's allowed domains.",
+}
+"""What `/login?error=<code>` says after a refused OAuth sign-in (`api/auth.py`)."""
+
+
 @router.get("/login")
-def login_page(request: Request, context: Context, next: str = "/") -> Response:
+def login_page(
+    request: Request, context: Context, next: str = "/", error: str | None = None
+) -> Response:
     if _signed_in(request, context) is not None:
         return RedirectResponse(_safe_next(next), status.HTTP_303_SEE_OTHER)
-    return _login_form(request, context, next)
+    message = LOGIN_ERRORS.get(error or "")
+    return _login_form(request, context, next, message, status_code=status.HTTP_200_OK)
 
 
 def _login_form(
