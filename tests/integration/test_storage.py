@@ -10,7 +10,7 @@ import json
 import os
 import tracemalloc
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -29,6 +29,8 @@ from farmhand.manager.storage.archive import stream_zip
 from farmhand.scenes import make_scene
 from farmhand.shared.schemas import JobSettings, JobStatus
 from tests.integration.conftest import FAKE_BLEND, Farm, make_settings, png_bytes
+from tests.integration.postgres import postgres_bin
+from tests.integration.test_postgres import postgres_url  # noqa: F401  (a fixture)
 from tests.integration.test_farm_end_to_end import finished
 from tests.integration.test_scheduling import add_user
 from tests.integration.waiting import wait_for
@@ -431,3 +433,45 @@ def test_cli_downloads_and_admin_commands(tmp_path: Path, monkeypatch: pytest.Mo
         collected = cli.invoke(app, ["admin", "gc"])
         assert collected.exit_code == 0, collected.output
         assert "removed 0 blobs" in collected.output, "the junk is inside its grace period"
+
+
+# --------------------------------------------------------------- on PostgreSQL
+
+
+@pytest.fixture
+def pg_farm(tmp_path: Path, postgres_url: str) -> Iterator[Farm]:  # noqa: F811
+    """A farm on its own PostgreSQL database, with the storage settings of `farm`."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    name = f"storage_{tmp_path.name.lower().replace('-', '_')}"[:60]
+    with engine.connect() as connection:
+        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    engine.dispose()
+    settings = make_settings(
+        tmp_path / "data",
+        database_url=postgres_url.rsplit("/", 1)[0] + "/" + name,
+        blob_retention_days=2.0,
+        blob_grace_seconds=60.0,
+        gc_interval=0,
+    )
+    with TestClient(create_app(settings)) as client:
+        yield Farm(client, settings.admin_token, settings.runner_token, settings.data_dir)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        test_gc_removes_only_unreferenced_blobs_past_their_retention,
+        test_a_blob_a_client_was_just_told_about_survives_gc,
+        test_deleting_a_job_frees_at_once_what_only_it_used,
+        test_usage_per_user_and_of_the_disk_for_admins_only,
+    ],
+    ids=lambda f: f.__name__.removeprefix("test_"),
+)
+@pytest.mark.skipif(postgres_bin() is None, reason="Debian's postgresql is not installed")
+@pytest.mark.xdist_group("postgres")
+def test_storage_housekeeping_on_postgres(pg_farm: Farm, scenario: Callable[[Farm], None]) -> None:
+    assert pg_farm.client.get("/healthz").json()["database"] == "postgresql"
+    scenario(pg_farm)
