@@ -30,8 +30,8 @@ from farmhand.scenes import make_scene
 from farmhand.shared.schemas import JobSettings, JobStatus
 from tests.integration.conftest import FAKE_BLEND, Farm, make_settings, png_bytes
 from tests.integration.postgres import postgres_bin
-from tests.integration.test_postgres import postgres_url  # noqa: F401  (a fixture)
 from tests.integration.test_farm_end_to_end import finished
+from tests.integration.test_postgres import postgres_url  # noqa: F401  (a fixture)
 from tests.integration.test_scheduling import add_user
 from tests.integration.waiting import wait_for
 
