@@ -190,3 +190,19 @@ def test_cache_sizes_read_like_people_write_them(text: str, size: int) -> None:
 def test_bad_cache_sizes_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="not a size"):
         parse_size(text)
+
+
+def test_room_is_made_before_downloading(tmp_path: Path) -> None:
+    """The old blobs go before the new ones arrive: the cache never needs limit + job."""
+    cache = BlobCache(tmp_path / "cache", max_bytes=200)
+    old = [_seed(cache, bytes([n]) * 100, 1_000 + n) for n in range(2)]
+    new = _file("scene.blend", b"n" * 100)
+    seen_during_download: list[int] = []
+
+    def download(task_file: TaskFile, dest: Path) -> None:
+        seen_during_download.append(cache.size())
+        dest.write_bytes(b"n" * 100)
+
+    materialise(cache, tmp_path / "job", [new], download)
+    assert seen_during_download == [100], "the oldest blob was evicted before the download"
+    assert not cache.has(old[0]) and cache.has(old[1]) and cache.has(new.sha256)

@@ -142,8 +142,9 @@ class BlobCache:
     def size(self) -> int:
         return sum(size for _, size, _, _ in self._entries())
 
-    def evict(self, keep: Collection[str] = ()) -> list[Evicted]:
-        """Remove least recently used blobs until the cache fits its limit.
+    def evict(self, keep: Collection[str] = (), reserve: int = 0) -> list[Evicted]:
+        """Remove least recently used blobs until the cache fits its limit, with room for
+        `reserve` more bytes (what is about to be downloaded).
 
         Blobs in `keep` (the current job's) are never removed, even if they alone are
         over the limit: the job needs them. Job trees hold hard links, so a removed
@@ -151,11 +152,12 @@ class BlobCache:
         """
         if self.max_bytes is None:
             return []
+        target = max(0, self.max_bytes - reserve)
         entries = sorted(self._entries())
         total = sum(size for _, size, _, _ in entries)
         removed: list[Evicted] = []
         for _, size, sha, blob in entries:
-            if total <= self.max_bytes:
+            if total <= target:
                 break
             if sha in keep:
                 continue
@@ -174,7 +176,7 @@ class BlobCache:
                 cache_bytes=total,
                 limit_bytes=self.max_bytes,
             )
-        if total > self.max_bytes:
+        if total > target and not reserve:
             log.warning(
                 "cache over its limit: the current job alone needs more",
                 cache_bytes=total,
@@ -222,9 +224,14 @@ def materialise(
     """Make `job_dir` hold every task file, downloading only blobs not yet cached.
 
     All paths are checked before anything is fetched, so a bad manifest changes nothing.
-    Then the cache is trimmed to its limit, sparing every blob of this job.
+    Room for what must be downloaded is made first, and the cache is trimmed to its
+    limit again at the end; neither ever removes a blob of this job.
     """
     wanted = [(checked_relative_path(f.path), f) for f in files]
+    keep = {f.sha256 for _, f in wanted}
+    lacking = {f.sha256: f.size for _, f in wanted if not cache.has(f.sha256)}
+    if lacking:
+        cache.evict(keep, reserve=sum(lacking.values()))
     report = LayoutReport()
     for relative, task_file in wanted:
         fetched: list[int] = []
@@ -247,7 +254,7 @@ def materialise(
         else:
             report.copied += 1
         log.debug("file placed", path=relative, sha256=task_file.sha256[:12])
-    cache.evict(keep={f.sha256 for _, f in wanted})
+    cache.evict(keep)
     return report
 
 
