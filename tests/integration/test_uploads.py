@@ -77,6 +77,36 @@ def test_interrupted_upload_resumes_without_resending(manager: LocalFarm, tmp_pa
     assert partial_files(manager) == [], "the partial upload is gone once stored"
 
 
+def test_an_upload_survives_a_manager_killed_mid_transfer(
+    manager: LocalFarm, tmp_path: Path
+) -> None:
+    """SIGKILL of the manager halfway: the client waits for it, then sends only the rest."""
+    size = 32 * MIB
+    big = random_file(tmp_path / "big.bin", size)
+    entries = hash_files({"big.bin": big})
+    sent = 0
+    killed = False
+
+    def kill_halfway(nbytes: int, files: int) -> None:
+        nonlocal sent, killed
+        sent += nbytes
+        if sent >= size // 2 and not killed:
+            killed = True
+            assert manager.manager is not None
+            manager.manager.kill()
+            manager.start_manager()  # same port and data: the bytes on disk are still there
+
+    with manager.client() as client:
+        report = Uploader(client, advance=kill_halfway).upload(entries)
+        assert client.missing_blobs([entries["big.bin"].sha256]) == []
+    assert killed
+    # Starting over would have sent 1.5x the file; resuming sends the file once, plus
+    # at most what was in flight when the manager died.
+    assert size <= report.bytes_sent < size * 1.25, report.bytes_sent
+    (blob,) = stored_blobs(manager)
+    assert hashlib.sha256(blob.read_bytes()).hexdigest() == entries["big.bin"].sha256
+
+
 def test_corrupted_upload_is_refused_and_nothing_stored(manager: LocalFarm, tmp_path: Path) -> None:
     real = random_file(tmp_path / "real.bin", 3 * MIB)
     forged = random_file(tmp_path / "forged.bin", 3 * MIB)
