@@ -20,7 +20,7 @@ import pytest
 from farmhand.localfarm import LocalFarm, local_farm
 from farmhand.scenes import make_scene
 from farmhand.shared.schemas import JobDetail, JobSettings, JobStatus, TaskStatus, VideoSettings
-from tests.integration.conftest import FAKE_BLEND, Farm
+from tests.integration.conftest import FAKE_BLEND, Farm, png_bytes
 from tests.integration.waiting import wait_for
 
 pytestmark = [
@@ -201,3 +201,99 @@ def test_video_true_compiles_one_task_after_all_renders(farm: Farm) -> None:
         "crf": None,
     }
     assert detail["frames_total"] == 5
+
+
+MP4_HEAD = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"
+"""The first box of an mp4: enough for the manager, which checks only the container."""
+
+
+def test_the_video_task_runs_last_needs_its_video_and_reruns_with_its_frames(
+    farm: Farm,
+) -> None:
+    """Through the runner API: order, the upload rules, completion, rerun."""
+    sha = hashlib.sha256(FAKE_BLEND).hexdigest()
+    assert farm.client.put(f"/api/blobs/{sha}", headers=farm.admin, content=FAKE_BLEND).is_success
+    created = farm.client.post(
+        "/api/jobs",
+        headers=farm.admin,
+        json={"frame_start": 1, "frame_end": 2, "main_file": "a.blend", "files": {"a.blend": sha},
+              "video": {"codec": "h264", "container": "mp4"}},
+    )  # fmt: skip
+    job_url = created.headers["Location"]
+    runner = farm.register_runner("w1")
+    farm.client.post(
+        "/api/runner/heartbeat",
+        headers=runner,
+        json={"capabilities": {"task_types": ["render", "video"]}},
+    )
+
+    def claim() -> dict[str, object]:
+        answer = farm.client.get("/api/runner/tasks?wait=0", headers=runner)
+        assert answer.status_code == 200, answer.text
+        task: dict[str, object] = answer.json()
+        return task
+
+    for _ in range(2):
+        task = claim()
+        assert task["type"] == "render", "the video waits for every render task"
+        (frame,) = task["frames"]  # type: ignore[misc]
+        upload = farm.client.post(
+            "/api/runner/files/1/upload",
+            headers=runner,
+            data={"task_id": str(task["task_id"]), "frame": str(frame)},
+            files={"file": ("f.png", png_bytes(), "application/octet-stream")},
+        )
+        assert upload.status_code == 201, upload.text
+        # A render task cannot pose as the video task.
+        refused = farm.client.post(
+            "/api/runner/files/1/video",
+            headers=runner,
+            data={"task_id": str(task["task_id"])},
+            files={"file": ("video.mp4", MP4_HEAD, "application/octet-stream")},
+        )
+        assert refused.status_code == 400
+        done = farm.client.post(f"/api/runner/tasks/{task['task_id']}/complete", headers=runner,
+                                json={"frames": [frame]})  # fmt: skip
+        assert done.status_code == 200, done.text
+
+    video_task = claim()
+    assert video_task["type"] == "video"
+    assert [f["frame"] for f in video_task["frame_files"]] == [1, 2]  # type: ignore[attr-defined]
+    assert video_task["video"] == {"codec": "h264", "container": "mp4", "fps": 24.0, "crf": None}
+    path = video_task["frame_files"][0]["path"]  # type: ignore[index]
+    frame_bytes = farm.client.get(f"/api/runner/files/1/{path}?kind=output", headers=runner)
+    assert frame_bytes.content == png_bytes()
+    video_id = video_task["task_id"]
+    early = farm.client.post(f"/api/runner/tasks/{video_id}/complete", headers=runner,
+                             json={"frames": []})  # fmt: skip
+    assert early.status_code == 409 and "no video" in early.text
+    not_mp4 = farm.client.post(
+        "/api/runner/files/1/video",
+        headers=runner,
+        data={"task_id": str(video_id)},
+        files={"file": ("video.mp4", png_bytes(), "application/octet-stream")},
+    )
+    assert not_mp4.status_code == 400 and "not a mp4 video" in not_mp4.text
+    stored = farm.client.post(
+        "/api/runner/files/1/video",
+        headers=runner,
+        data={"task_id": str(video_id)},
+        files={"file": ("video.mp4", MP4_HEAD, "application/octet-stream")},
+    )
+    assert stored.status_code == 201 and stored.json()["frame"] is None
+    done = farm.client.post(f"/api/runner/tasks/{video_id}/complete", headers=runner,
+                            json={"frames": []})  # fmt: skip
+    assert done.json()["job_status"] == "completed"
+    files = farm.client.get(f"{job_url}/files", headers=farm.admin).json()
+    (video,) = [f for f in files if f["frame"] is None and f["kind"] == "output"]
+    assert video["path"] == "video.mp4"
+    download = farm.client.get(f"{job_url}/files/{video['id']}/download", headers=farm.admin)
+    assert download.content == MP4_HEAD
+
+    # Rendering a frame again makes the video again.
+    first_render = farm.client.get(job_url, headers=farm.admin).json()["tasks"][0]
+    farm.client.post(f"{job_url}/tasks/{first_render['id']}/actions", headers=farm.admin,
+                     json={"action": "requeue"})  # fmt: skip
+    detail = farm.client.get(job_url, headers=farm.admin).json()
+    assert detail["status"] == "active"
+    assert [t["status"] for t in detail["tasks"]] == ["queued", "completed", "queued"]

@@ -337,19 +337,38 @@ def requeue_task(
 
 
 def rerun_task(session: Session, task: Task, now: datetime, policy: Policy) -> JobStatus:
-    """A person asks for a finished (or running) task to run again, from scratch."""
+    """A person asks for a finished (or running) task to run again, from scratch.
+
+    The tasks that depend on it (the video of the frames) run again after it: what they
+    made came from what is being redone.
+    """
     job = _job(session, task)
+    _back_to_queue(task)
+    _rerun_dependents(session, task)
+    if JobStatus(job.status) in FINISHED_JOB_STATUSES:
+        job.status = JobStatus.ACTIVE.value
+        job.status_reason = None
+        job.finished_at = None
+    return refresh_job(session, job, now, policy)
+
+
+def _back_to_queue(task: Task) -> None:
     if TaskStatus(task.status) is not TaskStatus.QUEUED:
         _move_task(task, TaskStatus.QUEUED)
     task.worker_id = None
     task.frames_done = 0
     task.failures = 0
     task.finished_at = None
-    if JobStatus(job.status) in FINISHED_JOB_STATUSES:
-        job.status = JobStatus.ACTIVE.value
-        job.status_reason = None
-        job.finished_at = None
-    return refresh_job(session, job, now, policy)
+
+
+def _rerun_dependents(session: Session, task: Task) -> None:
+    waiting = select(TaskDependency.task_id).where(TaskDependency.depends_on_id == task.id)
+    for dependent in session.scalars(
+        select(Task).where(Task.id.in_(waiting), Task.status != TaskStatus.QUEUED.value)
+    ):
+        _back_to_queue(dependent)
+        dependent.last_error = f"task {task.index} it depends on runs again"
+        _rerun_dependents(session, dependent)
 
 
 def cancel_task(session: Session, task: Task, now: datetime, policy: Policy) -> JobStatus:
