@@ -190,3 +190,13 @@ def test_json_depth_ignores_brackets_inside_strings() -> None:
     assert json_depth(json.dumps({"a": "[[[[{{{{", "b": ['\\"[']}).encode()) == 2
     assert json_depth(b"[" * 100) == 100
     assert json_depth(b'{"a": 1}') == 1
+
+
+def test_ids_beyond_what_the_database_holds_are_a_400(farm: Farm) -> None:
+    """Found by schemathesis: a 25-digit id used to reach SQLite and come back a 500."""
+    huge = "9" * 25
+    for path in (f"/api/jobs/{huge}", f"/api/admin/runners/-{huge}/actions"):
+        method = "GET" if path.startswith("/api/jobs") else "POST"
+        answer = farm.client.request(method, path, headers=farm.admin, json={"action": "drain"})
+        assert answer.status_code == 400, (path, answer.text)
+        assert "out of range" in answer.json()["detail"]

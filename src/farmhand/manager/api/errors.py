@@ -13,6 +13,7 @@ import structlog
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 
 from farmhand.shared.schemas import ErrorResponse
 
@@ -39,6 +40,17 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             status_code=status.HTTP_400_BAD_REQUEST,
             content={"detail": describe_validation_error(error)},
+        )
+
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(DataError)
+    async def _out_of_range(request: Request, error: Exception) -> JSONResponse:
+        # An id or number beyond what the database stores (SQLite: 64-bit integers);
+        # no such row can exist, and the fault is in the request.
+        log.info("value out of range", path=request.url.path, error=str(error)[:200])
+        return JSONResponse(
+            status_code=status.HTTP_400_BAD_REQUEST,
+            content={"detail": "a number in the request is out of range"},
         )
 
     @app.exception_handler(Exception)
