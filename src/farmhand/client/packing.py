@@ -23,10 +23,12 @@ and its new file header); the tests pack scenes saved by Blender 5.0 and 3.4.
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath, PurePosixPath
 from types import TracebackType
@@ -113,12 +115,25 @@ class _ManifestPacker(Packer):
             self.moved.add(target)
 
 
+@contextmanager
+def _quiet_tracer() -> Iterator[None]:
+    """BAT logs each missing file as a warning; we report them ourselves, once, as a list."""
+    logger = logging.getLogger("blender_asset_tracer")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def trace_files(blend: Path) -> list[Path]:
     """Every existing file `blend` depends on (sequences and UDIM tiles expanded)."""
     found: list[Path] = []
     try:
-        for usage in trace.deps(blend):
-            found.extend(usage.files() if usage.is_sequence else [usage.abspath])
+        with _quiet_tracer():
+            for usage in trace.deps(blend):
+                found.extend(usage.files() if usage.is_sequence else [usage.abspath])
     except (OSError, ValueError, blendfile.exceptions.BlendFileError) as error:
         raise PackError(f"cannot read {blend}: {error}") from error
     finally:
@@ -151,7 +166,7 @@ def pack(blend: Path, project: Path | None = None) -> PackedProject:
     target = workdir / "tree"
     try:
         packer = _ManifestPacker(blend, project, target)
-        with packer:
+        with packer, _quiet_tracer():
             packer.strategise()
             packer.execute()
             files = _collect(packer, target, workdir)
