@@ -2,6 +2,8 @@
 
 Run as a process: `python -m tests.oidc_provider <config.json>`; it prints
 `READY <port>` once it listens on 127.0.0.1 (port 0 in the config: a free one).
+Tests start it with `start_provider()`, which also knows the test users and how to
+point a manager's `AuthSettings` at it.
 
 It does what Google, Keycloak and friends do in the authorization-code flow: a
 discovery document, a JWKS with a fresh RSA key, an authorization endpoint with a
@@ -18,11 +20,13 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from html import escape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -35,6 +39,8 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import UserInfo
 from authlib.oidc.core.grants import OpenIDCode
 from joserfc.jwk import RSAKey
+
+from farmhand.manager.settings import AuthSettings
 
 
 @dataclass
@@ -329,6 +335,71 @@ input,button{{display:block;width:100%;margin:.4rem 0;padding:.4rem}}.error{{col
 <label>User name <input name="username" id="username" autofocus></label>
 <label>Password <input name="password" id="password" type="password"></label>
 <button type="submit" id="sign-in">Sign in</button></form></body></html>"""
+
+
+# ------------------------------------------------------------- for the tests
+
+
+ROOT = Path(__file__).resolve().parents[1]
+USERS = [
+    {"username": "alice", "password": "alice-pw", "sub": "sub-alice", "email": "alice@example.com"},
+    {"username": "bob", "password": "bob-pw", "sub": "sub-bob", "email": "bob@studio.example"},
+    {"username": "eve", "password": "eve-pw", "sub": "sub-eve", "email": "eve@studio.example",
+     "email_verified": False},
+]  # fmt: skip
+
+
+@dataclass
+class IdentityProvider:
+    url: str
+    process: subprocess.Popen[str]
+
+    def auth_settings(self, **overrides: object) -> AuthSettings:
+        values: dict[str, object] = dict(
+            oidc_issuer=self.url, oidc_client_id="farmhand-oidc", oidc_client_secret="s-oidc",
+            oidc_name="Test SSO",
+            google_client_id="farmhand-google", google_client_secret="s-google",
+            google_issuer=self.url,
+            discord_client_id="farmhand-discord", discord_client_secret="s-discord",
+            discord_authorize_url=self.url + "/authorize", discord_token_url=self.url + "/token",
+            discord_userinfo_url=self.url + "/api/users/@me",
+        )  # fmt: skip
+        values.update(overrides)
+        return AuthSettings(**values)  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def start_provider(tmp: Path, redirect_base: str) -> IdentityProvider:
+    config = {
+        "port": 0,
+        "clients": [
+            {
+                "client_id": f"farmhand-{key}",
+                "client_secret": f"s-{key}",
+                "redirect_uris": [f"{redirect_base}/api/auth/{key}/callback"],
+            }
+            for key in ("oidc", "google", "discord")
+        ],
+        "users": USERS,
+    }
+    path = tmp / "provider.json"
+    path.write_text(json.dumps(config))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.oidc_provider", str(path)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=(tmp / "provider.log").open("w"),
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith("READY "):
+        process.kill()
+        raise RuntimeError("the test provider did not start: " + (tmp / "provider.log").read_text())
+    return IdentityProvider(f"http://127.0.0.1:{int(line.split()[1])}", process)
 
 
 def main() -> None:

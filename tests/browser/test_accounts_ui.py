@@ -16,7 +16,7 @@ import pytest
 
 from farmhand.localfarm import LocalFarm
 from tests.browser.conftest import shoot
-from tests.integration.test_oauth import IdentityProvider, start_provider
+from tests.oidc_provider import IdentityProvider, start_provider
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser")]
 
@@ -58,8 +58,7 @@ def accounts_farm(
         raise
     finally:
         farm.stop()
-        provider.process.terminate()
-        provider.process.wait(10)
+        provider.stop()
 
 
 def new_page(browser: Any) -> Any:

@@ -11,11 +11,8 @@ their endpoints pointed at the same provider.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -29,64 +26,9 @@ from farmhand.manager.auth import oauth, sessions
 from farmhand.manager.clock import utcnow
 from farmhand.manager.settings import AuthSettings
 from tests.integration.conftest import make_settings
+from tests.oidc_provider import USERS, IdentityProvider, start_provider
 
-ROOT = Path(__file__).resolve().parents[2]
 MANAGER = "http://testserver"
-USERS = [
-    {"username": "alice", "password": "alice-pw", "sub": "sub-alice", "email": "alice@example.com"},
-    {"username": "bob", "password": "bob-pw", "sub": "sub-bob", "email": "bob@studio.example"},
-    {"username": "eve", "password": "eve-pw", "sub": "sub-eve", "email": "eve@studio.example",
-     "email_verified": False},
-]  # fmt: skip
-
-
-@dataclass
-class IdentityProvider:
-    url: str
-    process: subprocess.Popen[str]
-
-    def auth_settings(self, **overrides: object) -> AuthSettings:
-        values: dict[str, object] = dict(
-            oidc_issuer=self.url, oidc_client_id="farmhand-oidc", oidc_client_secret="s-oidc",
-            oidc_name="Test SSO",
-            google_client_id="farmhand-google", google_client_secret="s-google",
-            google_issuer=self.url,
-            discord_client_id="farmhand-discord", discord_client_secret="s-discord",
-            discord_authorize_url=self.url + "/authorize", discord_token_url=self.url + "/token",
-            discord_userinfo_url=self.url + "/api/users/@me",
-        )  # fmt: skip
-        values.update(overrides)
-        return AuthSettings(**values)  # type: ignore[arg-type]
-
-
-def start_provider(tmp: Path, redirect_base: str) -> IdentityProvider:
-    config = {
-        "port": 0,
-        "clients": [
-            {
-                "client_id": f"farmhand-{key}",
-                "client_secret": f"s-{key}",
-                "redirect_uris": [f"{redirect_base}/api/auth/{key}/callback"],
-            }
-            for key in ("oidc", "google", "discord")
-        ],
-        "users": USERS,
-    }
-    path = tmp / "provider.json"
-    path.write_text(json.dumps(config))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.oidc_provider", str(path)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=(tmp / "provider.log").open("w"),
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line.startswith("READY "):
-        process.kill()
-        raise RuntimeError("the test provider did not start: " + (tmp / "provider.log").read_text())
-    return IdentityProvider(f"http://127.0.0.1:{int(line.split()[1])}", process)
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +37,7 @@ def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdentityProvi
     try:
         yield started
     finally:
-        started.process.terminate()
-        started.process.wait(10)
+        started.stop()
 
 
 ManagerFactory = Callable[..., TestClient]
