@@ -179,7 +179,7 @@ def _held_task(session: Session, task_id: int, worker_id: int) -> Task:
     return task
 
 
-_HELD = select(Task.job_id, Task.frames).where(
+_HELD = select(Task.job_id, Task.frames, Task.type).where(
     Task.id == bindparam("task"),
     Task.status == TaskStatus.ACTIVE.value,
     Task.worker_id == bindparam("worker"),
@@ -385,8 +385,9 @@ def complete(
     task_id: int, body: TaskComplete, context: Context, worker_id: RunnerDep
 ) -> TaskOutcome:
     with context.db.transaction() as session:
-        task = _held_task(session, task_id, worker_id)
-        context.logs.append(task.job_id, task_id, body.log_lines)
+        task = session.execute(_HELD, {"task": task_id, "worker": worker_id}).first()
+        if task is None:
+            raise _not_held(task_id)
         stored = set(session.scalars(_STORED_FRAMES, {"job": task.job_id, "frames": task.frames}))
         lacking = [frame for frame in task.frames if frame not in stored]
         if lacking:
@@ -395,17 +396,18 @@ def complete(
                 f"no output was uploaded for frame(s) {lacking[:10]}; upload them or fail the task",
             )
         if task.type == "video" and not session.scalar(
-            select(JobFile.id).where(JobFile.task_id == task.id, JobFile.frame.is_(None))
+            select(JobFile.id).where(JobFile.task_id == task_id, JobFile.frame.is_(None))
         ):
             raise HTTPException(
                 status.HTTP_409_CONFLICT, "no video was uploaded; upload it or fail the task"
             )
-        job_status = complete_task(session, task, utcnow(), context.policy)
-        log.info("task completed", job_id=task.job_id, task_id=task.id, worker_id=worker_id)
-        outcome = TaskOutcome(task_status=TaskStatus(task.status), job_status=job_status)
+        job_status = complete_task(session, task_id, utcnow(), context.policy)
         job_id = task.job_id
+    # After the commit: appending to the log file need not hold the write lock.
+    context.logs.append(job_id, task_id, body.log_lines)
+    log.info("task completed", job_id=job_id, task_id=task_id, worker_id=worker_id)
     _changed(context, job_id, worker_id)
-    return outcome
+    return TaskOutcome(task_status=TaskStatus.COMPLETED, job_status=job_status)
 
 
 @router.post("/tasks/{task_id}/fail", response_model=TaskOutcome, responses=ERRORS)

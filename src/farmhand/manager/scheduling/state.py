@@ -200,28 +200,43 @@ def try_assign_task(
     return assigned
 
 
-def complete_task(session: Session, task: Task, now: datetime, policy: Policy) -> JobStatus:
-    _move_task(task, TaskStatus.COMPLETED)
-    task.finished_at = now
-    task.frames_done = len(task.frames)
-    job = _job(session, task)
-    if _keeps_status_on_completion(session, job):
-        return JobStatus(job.status)
+def complete_task(session: Session, task_id: int, now: datetime, policy: Policy) -> JobStatus:
+    """Complete an active task (only active → completed is allowed); the job's status after.
+
+    One UPDATE, no task loaded: this runs on every dispatch. The job is re-derived only
+    when the completion can change its status: for an active or paused job that still
+    has queued or active tasks it cannot (a completion adds no failure and leaves
+    something to run, so `derive_job_status` would answer the same). Checking that is one
+    indexed lookup; counting the job's tasks by status scans all of them (20,000 in the
+    load benchmark).
+    """
+    session.flush()
+    job_id = session.scalar(_COMPLETE, {"task": task_id, "now": now})
+    if job_id is None:
+        raise TransitionError(f"task {task_id} is not active; only active tasks complete")
+    current = session.scalar(_JOB_STATUS, {"job": job_id})
+    assert current is not None
+    status = JobStatus(current)
+    if status in (JobStatus.ACTIVE, JobStatus.PAUSED) and (
+        session.scalar(_UNFINISHED_LEFT, {"job": job_id}) is not None
+    ):
+        return status
+    job = session.get(Job, job_id)
+    assert job is not None
     return refresh_job(session, job, now, policy)
 
 
-def _keeps_status_on_completion(session: Session, job: Job) -> bool:
-    """Whether one more completed task cannot change the job's derived status.
-
-    True for an active or paused job that still has queued or active tasks: a completion
-    adds no failure and leaves something to run, so `derive_job_status` would answer the
-    same. Checking that is one indexed lookup; counting the job's tasks by status is a
-    scan of all of them (20,000 in the load benchmark), on every completion.
-    """
-    if job.status not in (JobStatus.ACTIVE.value, JobStatus.PAUSED.value):
-        return False
-    session.flush()
-    return session.scalar(_UNFINISHED_LEFT, {"job": job.id}) is not None
+_COMPLETE = (
+    update(Task)
+    .where(Task.id == bindparam("task"), Task.status == TaskStatus.ACTIVE.value)
+    .values(
+        status=TaskStatus.COMPLETED.value,
+        finished_at=bindparam("now"),
+        frames_done=func.json_array_length(Task.frames),
+    )
+    .returning(Task.job_id)
+    .execution_options(synchronize_session=False)
+)
 
 
 _UNFINISHED_LEFT = (
