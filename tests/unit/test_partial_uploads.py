@@ -7,6 +7,7 @@ import asyncio
 import gzip
 import hashlib
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -115,3 +116,22 @@ def test_the_default_project_holds_the_scene_and_all_it_uses() -> None:
     uses = [Path("/studio/proj/tex/wood.png"), Path("/studio/proj/lib/set.blend")]
     assert default_project(scene, uses) == Path("/studio/proj")
     assert default_project(scene, []) == Path("/studio/proj/shots")
+
+
+def test_abandoned_uploads_are_swept_after_the_retention_time(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    old = store.partials.open_session(1, SHA, len(DATA))
+    append(store, old, 0, DATA[:1000])
+    other = hashlib.sha256(b"other").hexdigest()
+    fresh = store.partials.open_session(1, other, 5)
+    week_ago = time.time() - 8 * 86400
+    for path in store.partials.dir.glob(f"{old.id}.*"):
+        os.utime(path, (week_ago, week_ago))
+    now = time.time()
+    assert store.partials.sweep(now, max_age=7 * 86400, every=3600) == 1
+    assert store.partials.get(old.id, 1) is None
+    assert store.partials.get(fresh.id, 1) == fresh
+    for path in store.partials.dir.glob(f"{fresh.id}.*"):
+        os.utime(path, (week_ago, week_ago))
+    assert store.partials.sweep(now + 60, max_age=7 * 86400, every=3600) == 0, "not due yet"
+    assert store.partials.sweep(now + 3601, max_age=7 * 86400, every=3600) == 1

@@ -10,6 +10,8 @@ stored only if the whole matches the SHA-256 announced at the start
 
 from __future__ import annotations
 
+import time
+
 import structlog
 from fastapi import APIRouter, Header, HTTPException, Request, Response, status
 from sqlalchemy import select
@@ -77,6 +79,12 @@ async def create_upload(
         )
     await run_in_threadpool(enforce_quota, context, caller, (), body.size)
     partials = context.blobs.partials
+    settings = context.settings
+    swept = partials.sweep(
+        time.time(), settings.blob_retention_days * 86400, max(settings.gc_interval, 60.0)
+    )
+    if swept:
+        log.info("abandoned uploads removed", uploads=swept)
     try:
         session = partials.open_session(caller.user_id, body.sha256, body.size)
     except BlobTooLarge as error:

@@ -61,6 +61,7 @@ class PartialUploads:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._locks: dict[str, asyncio.Lock] = {}
         self._digests: dict[str, _Digest] = {}
+        self._swept_at: float | None = None
 
     @staticmethod
     def session_id(owner_id: int, sha256: str, size: int) -> str:
@@ -174,6 +175,32 @@ class PartialUploads:
         stored = self.store.place(data, actual, session.size)
         self.discard(session)
         return stored
+
+    def sweep(self, now: float, max_age: float, every: float) -> int:
+        """Remove uploads nobody has added a byte to for `max_age` seconds; how many.
+
+        Runs at most once per `every` seconds (it is called as uploads start, so an
+        abandoned upload's bytes do not stay in the store for ever).
+        """
+        if self._swept_at is not None and now - self._swept_at < every:
+            return 0
+        self._swept_at = now
+        removed = 0
+        for meta in self.dir.glob("*.json"):
+            upload_id = meta.stem
+            if upload_id in self._locks and self._locks[upload_id].locked():
+                continue
+            data = self._data(upload_id)
+            try:
+                last = max(meta.stat().st_mtime, data.stat().st_mtime if data.exists() else 0)
+            except FileNotFoundError:
+                continue
+            if now - last > max_age:
+                data.unlink(missing_ok=True)
+                meta.unlink(missing_ok=True)
+                self._digests.pop(upload_id, None)
+                removed += 1
+        return removed
 
     def forget_lock(self, upload_id: str) -> None:
         with contextlib.suppress(KeyError):
