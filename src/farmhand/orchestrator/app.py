@@ -118,9 +118,10 @@ class RateLimiter:
             if len(seen) >= self.limit:
                 return seen[0] + self.window - now
             seen.append(now)
-            if len(self._seen) > 10_000:  # forget idle clients
-                for idle in [k for k, v in self._seen.items() if not v]:
-                    del self._seen[idle]
+            if len(self._seen) > 10_000:  # forget clients with nothing left in the window
+                for key_, times in list(self._seen.items()):
+                    if times[-1] <= now - self.window:
+                        del self._seen[key_]
             return 0.0
 
 
