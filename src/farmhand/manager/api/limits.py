@@ -31,8 +31,8 @@ from farmhand.manager.storage.usage import usage_with, user_usage_bytes
 
 MULTIPART_SLACK = 1024**2
 """Room for multipart framing around an upload of exactly `max_upload_bytes`."""
-RAW_UPLOAD_PREFIX = "/api/blobs/"
-"""`PUT /api/blobs/{sha256}` takes the raw bytes, whatever Content-Type a client sends."""
+RAW_UPLOADS = (("PUT", "/api/blobs/"), ("PATCH", "/api/uploads/"))
+"""Routes that take raw bytes, whatever Content-Type a client sends (or none)."""
 _JSON_SYNTAX = re.compile(rb'[\[\]{}"\\]')
 
 
@@ -72,8 +72,8 @@ class BodyLimits:
         kind = _kind(content_type)
         if kind == "multipart/form-data":
             return self.max_upload_bytes + MULTIPART_SLACK, "the upload"
-        if kind == "application/octet-stream" or (
-            method == "PUT" and path.startswith(RAW_UPLOAD_PREFIX)
+        if kind == "application/octet-stream" or any(
+            method == verb and path.startswith(prefix) for verb, prefix in RAW_UPLOADS
         ):
             return self.max_upload_bytes, "the upload"
         return self.max_body_bytes, "the request body"
