@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
-from farmhand.scenes import make_scene
+from farmhand.scenes import BUILDER, make_scene, run_builder
 from farmhand.shared.images import verify_image
 from farmhand.worker.blender.discovery import BlenderInstall
 from farmhand.worker.blender.events import Event, FrameSaved, Opened, Progress
@@ -329,3 +330,72 @@ def test_eevee_renders_headless_with_the_bpy_module(
     result, _ = do_render(blender_module, animated_blend, tmp_path, [1], engine="BLENDER_EEVEE")
     assert result.ok, result.error
     verify_image(result.frames[1], WIDTH, HEIGHT)
+
+
+def build(install: BlenderInstall, out: Path, *options: str) -> Path:
+    """The animated test scene with extra builder options (File Output node, view)."""
+    base = ["--out", str(out), "--frames", "1-2", "--samples", "2", "--width", "64"]
+    run_builder(install, BUILDER, [*base, "--height", "48", *options], out, "a test scene")
+    return out
+
+
+@pytest.mark.parametrize("fixture", ["blender_module", "blender_executable"])
+def test_exr_frames_get_previews_and_file_output_files_are_collected(
+    fixture: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A File Output node aimed at the artist's folder writes into the task's outputs
+    instead, one file per frame; every EXR frame has a JPEG preview made by Blender."""
+    install: BlenderInstall = request.getfixturevalue(fixture)
+    artist = tmp_path / "home" / "anna" / "passes"
+    blend = build(install, tmp_path / "passes.blend", "--file-output", f"{artist}/")
+    result, events = do_render(install, blend, tmp_path / "out", [1, 2], output_format="OPEN_EXR")
+    assert result.ok, result.error
+    saved = {e.frame: e for e in events if isinstance(e, FrameSaved)}
+    assert sorted(saved) == [1, 2]
+    for frame, event in saved.items():
+        assert verify_image(event.path, WIDTH, HEIGHT).format == "OPEN_EXR"
+        assert event.preview is not None
+        assert verify_image(event.preview, WIDTH, HEIGHT).format == "JPEG"
+        assert len(event.extras) == 1
+        extra = event.extras[0]
+        assert extra.is_relative_to(tmp_path / "out" / "passes")
+        assert f"{frame:04d}" in extra.name
+        assert verify_image(extra, WIDTH, HEIGHT).format == "PNG"
+    assert not artist.exists(), "nothing is written where the .blend's node pointed"
+
+
+def mean_brightness(path: Path) -> float:
+    with Image.open(path) as image:
+        grey = image.convert("L")
+        return sum(grey.getdata()) / (grey.width * grey.height)
+
+
+@pytest.mark.parametrize("fixture", ["blender_module", "blender_executable"])
+def test_the_preview_follows_the_scenes_colour_management(
+    fixture: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Same light, same EXR data; the Filmic scene's preview is not the Standard one's."""
+    install: BlenderInstall = request.getfixturevalue(fixture)
+    previews = {}
+    for view in ("Standard", "Filmic"):
+        blend = build(install, tmp_path / f"{view}.blend", "--view-transform", view)
+        result, events = do_render(install, blend, tmp_path / view, [1], output_format="OPEN_EXR")
+        assert result.ok, result.error
+        preview = next(e.preview for e in events if isinstance(e, FrameSaved))
+        assert preview is not None
+        previews[view] = mean_brightness(preview)
+    assert abs(previews["Standard"] - previews["Filmic"]) > 3, previews
+
+
+@pytest.mark.parametrize("fixture", ["blender_module", "blender_executable"])
+def test_multilayer_exr_renders_and_is_verified(
+    fixture: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    install: BlenderInstall = request.getfixturevalue(fixture)
+    blend = build(install, tmp_path / "ml.blend")
+    result, _ = do_render(
+        install, blend, tmp_path / "out", [1], output_format="OPEN_EXR_MULTILAYER"
+    )
+    assert result.ok, result.error
+    assert result.frames[1].name == "frame_0001.exr"
+    assert verify_image(result.frames[1], WIDTH, HEIGHT).format == "OPEN_EXR"

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 from rich.console import Console
@@ -90,7 +90,10 @@ def submit(
     priority: Annotated[int, typer.Option(min=0, max=100)] = 50,
     name: Annotated[str, typer.Option(help="Job name (default: the file name).")] = "",
     output_format: Annotated[
-        str | None, typer.Option("--format", help="PNG, JPEG or OPEN_EXR (default: as saved).")
+        str | None,
+        typer.Option(
+            "--format", help="PNG, JPEG, OPEN_EXR or OPEN_EXR_MULTILAYER (default: as saved)."
+        ),
     ] = None,
     resolution_percentage: Annotated[int | None, typer.Option(min=1, max=1000)] = None,
     samples: Annotated[int | None, typer.Option(min=1)] = None,
@@ -129,8 +132,9 @@ def submit(
         raise fail(f"{file}: not a .blend file")
     first, last, step = frame_spec(frames)
     fmt = output_format.upper() if output_format else None
-    if fmt is not None and fmt not in ("PNG", "JPEG", "OPEN_EXR"):
-        raise fail(f"--format {output_format!r}: choose PNG, JPEG or OPEN_EXR")
+    if fmt is not None and fmt not in get_args(OutputFormat):
+        choices = ", ".join(get_args(OutputFormat))
+        raise fail(f"--format {output_format!r}: choose {choices}")
     try:
         settings = JobSettings(
             name=name,
@@ -226,6 +230,8 @@ def _as_format(fmt: str | None) -> OutputFormat | None:
         return "JPEG"
     if fmt == "OPEN_EXR":
         return "OPEN_EXR"
+    if fmt == "OPEN_EXR_MULTILAYER":
+        return "OPEN_EXR_MULTILAYER"
     return None
 
 

@@ -596,6 +596,20 @@ class RunnerClient(BaseClient):
             )
         return _parse(OutputStored, response)
 
+    def upload_extra(
+        self, job_id: int, task_id: int, frame: int, kind: str, name: str, path: Path
+    ) -> OutputStored:
+        """Send a file that goes with a frame: `preview` (Blender's JPEG of it) or `pass`
+        (a compositor File Output node's file, stored under `name`)."""
+        with path.open("rb") as handle:
+            response = self._request(
+                "POST",
+                f"/api/runner/files/{job_id}/extra",
+                data={"task_id": str(task_id), "frame": str(frame), "kind": kind, "name": name},
+                files={"file": (path.name, handle, "application/octet-stream")},
+            )
+        return _parse(OutputStored, response)
+
     def sign_off(self) -> None:
         """Tell the manager this runner is going away, so its task is requeued now."""
         self._request("POST", "/api/runner/sign-off")

@@ -25,6 +25,7 @@ from farmhand.manager.api import (
     jobs,
     projects,
     runner,
+    runner_outputs,
     runner_tokens,
     runner_video,
     tokens,
@@ -125,8 +126,8 @@ def create_app(settings: ManagerSettings, context: ManagerContext | None = None)
     install_error_handlers(app)
     app.add_middleware(LimitsMiddleware, limits=BodyLimits.from_settings(settings))
     for module in (
-        health, blobs, jobs, projects, runner, runner_video, admin, users, tokens, runner_tokens,
-        blendinfo, events_stream, thumbnails, web_routes, upload_sessions, usage,
+        health, blobs, jobs, projects, runner, runner_video, runner_outputs, admin, users, tokens,
+        runner_tokens, blendinfo, events_stream, thumbnails, web_routes, upload_sessions, usage,
     ):  # fmt: skip
         app.include_router(module.router)
     app.include_router(auth_routes.router)

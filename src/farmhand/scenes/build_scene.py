@@ -32,6 +32,13 @@ def parse_args():
     parser.add_argument("--engine", default="CYCLES")
     parser.add_argument("--marker", default="")
     parser.add_argument("--output-format", default="PNG", help="PNG, JPEG, OPEN_EXR or FFMPEG")
+    parser.add_argument(
+        "--file-output",
+        default="",
+        help="Add a compositor File Output node writing PNGs to this folder (a path the "
+        "farm must redirect: it names the artist's machine).",
+    )
+    parser.add_argument("--view-transform", default="", help="e.g. Standard, Filmic, AgX")
     return parser.parse_args(argv)
 
 
@@ -45,6 +52,30 @@ def material(name, colour):
             if node.type == "BSDF_PRINCIPLED":
                 node.inputs["Base Color"].default_value = colour
     return mat
+
+
+def add_file_output(scene, folder):
+    """A File Output node fed by the render layer, in Blender 3.4's or 5's compositor."""
+    scene.render.use_compositing = True
+    if hasattr(scene, "compositing_node_group"):  # Blender 5: a node group of its own
+        tree = bpy.data.node_groups.new("Compositing", "CompositorNodeTree")
+        scene.compositing_node_group = tree
+        layers = tree.nodes.new("CompositorNodeRLayers")
+        node = tree.nodes.new("CompositorNodeOutputFile")
+        node.directory = folder
+        node.file_name = "beauty_"
+        if len(node.file_output_items) == 0:
+            node.file_output_items.new("RGBA", "Image")
+        node.format.media_type = "IMAGE"
+    else:
+        scene.use_nodes = True
+        tree = scene.node_tree
+        layers = tree.nodes["Render Layers"]
+        node = tree.nodes.new("CompositorNodeOutputFile")
+        node.base_path = folder
+        node.file_slots[0].path = "beauty_"
+    node.format.file_format = "PNG"
+    tree.links.new(layers.outputs["Image"], node.inputs[0])
 
 
 def build(args):
@@ -91,6 +122,11 @@ def build(args):
         scene.cycles.samples = args.samples * (16 if args.variant == "slow" else 1)
         scene.cycles.use_denoising = False
         scene.cycles.seed = 1
+
+    if args.file_output:
+        add_file_output(scene, args.file_output)
+    if args.view_transform:
+        scene.view_settings.view_transform = args.view_transform
 
     if args.variant == "autoexec":
         # Registered text blocks run when a file is opened with scripts trusted. A worker

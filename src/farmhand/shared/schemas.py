@@ -65,7 +65,7 @@ class WorkerStatus(StrEnum):
     ASLEEP = "asleep"
 
 
-OutputFormat = Literal["PNG", "JPEG", "OPEN_EXR"]
+OutputFormat = Literal["PNG", "JPEG", "OPEN_EXR", "OPEN_EXR_MULTILAYER"]
 DeviceKind = Literal["CPU", "CUDA", "OPTIX", "HIP", "ONEAPI", "METAL"]
 """A Cycles compute device kind, as `farmhand worker --device` takes it."""
 
@@ -269,6 +269,12 @@ class JobDetail(JobSummary):
     blender_saved: str | None = Field(
         default=None, description="The Blender version that saved the main .blend."
     )
+    last_frame: JobFile | None = Field(
+        default=None, description="The frame rendered last (an output of kind `output`)."
+    )
+    last_preview: JobFile | None = Field(
+        default=None, description="Blender's JPEG preview of `last_frame`, if it made one."
+    )
 
 
 class JobAction(_Strict):
@@ -299,9 +305,15 @@ class JobAccepted(BaseModel):
     location: str
 
 
+JobFileKind = Literal["input", "output", "preview", "pass"]
+
+
 class JobFile(BaseModel):
     id: int
-    kind: Literal["input", "output"]
+    kind: JobFileKind = Field(
+        description="input; output (a frame, or a video); preview (Blender's JPEG of a "
+        "frame, `previews/0001.jpg`); pass (a compositor File Output node's file)."
+    )
     path: str
     size: int
     sha256: Sha256

@@ -130,6 +130,9 @@ class RenderJob:
     on_log: Callable[[str], None] = _ignore
     on_frame_stats: Callable[[int, float, int], None] = _ignore
     """(frame, Blender seconds, peak resident bytes) once a frame is saved."""
+    on_frame_files: Callable[[int, Path | None, list[tuple[str, Path]]], None] = _ignore
+    """(frame, Blender's JPEG preview, [(name, path)] of File Output node files), called
+    before `on_frame_saved`: they are uploaded with the frame."""
     stall_timeout: float | None = None
     """Seconds without a word from Blender after which it is killed as hung."""
     session_key: str | None = None
@@ -190,6 +193,8 @@ class _TaskRun:
         self.samples_total: int | None = None
         self.render_seconds = 0.0
         self.peak_memory_bytes: int | None = None
+        self.files: dict[int, tuple[Path | None, list[tuple[str, Path]]]] = {}
+        """Per frame: Blender's preview and the File Output nodes' files, sent with it."""
         self.pending_logs: list[str] = []
         self.dirty = True
 
@@ -212,6 +217,14 @@ class _TaskRun:
     def samples(self, sample: int, total: int) -> None:
         with self._lock:
             self.sample, self.samples_total, self.dirty = sample, total, True
+
+    def frame_files(self, frame: int, preview: Path | None, extras: list[tuple[str, Path]]) -> None:
+        with self._lock:
+            self.files[frame] = (preview, extras)
+
+    def files_of(self, frame: int) -> tuple[Path | None, list[tuple[str, Path]]]:
+        with self._lock:
+            return self.files.get(frame, (None, []))
 
     def frame_stats(self, _frame: int, seconds: float, peak_bytes: int) -> None:
         with self._lock:
@@ -560,7 +573,7 @@ class Agent:
         log_path.parent.mkdir(parents=True, exist_ok=True)
 
         uploader = FrameUploader(
-            partial(self.client.upload_output, task.job_id, task.task_id),
+            partial(self._upload_frame, run),
             self._task_policy,
             logger=tlog,
             on_uploaded=run.uploaded,
@@ -582,6 +595,7 @@ class Agent:
             on_samples=run.samples,
             on_log=box.logging(run.log_line),
             on_frame_stats=run.frame_stats,
+            on_frame_files=run.frame_files,
             stall_timeout=self.settings.task_timeout or task.task_timeout,
             session_key=session_key(task),
         )
@@ -652,6 +666,29 @@ class Agent:
             run.finished.set()
             reporter.join(timeout=self.settings.shutdown_grace)
             shutil.rmtree(work_dir, ignore_errors=True)
+
+    def _upload_frame(self, run: _TaskRun, frame: int, path: Path) -> object:
+        """Send a frame, then its File Output node files and Blender's preview of it.
+
+        Retried as a whole by the uploader: every upload replaces what it names. A
+        preview the manager refuses is skipped (the frame stands without it); a refused
+        File Output file fails the task like a refused frame.
+        """
+        task = run.task
+        stored = self.client.upload_output(task.job_id, task.task_id, frame, path)
+        preview, extras = run.files_of(frame)
+        for name, extra in extras:
+            self.client.upload_extra(task.job_id, task.task_id, frame, "pass", name, extra)
+        if preview is not None:
+            try:
+                self.client.upload_extra(
+                    task.job_id, task.task_id, frame, "preview", preview.name, preview
+                )
+            except FarmhandError as exc:
+                if is_retryable(exc) or _is_gone(exc):
+                    raise
+                self.log.warning("preview refused", frame=frame, error=str(exc))
+        return stored
 
     def _materialise(self, task: TaskAssignment, job_dir: Path, tlog: FilteringBoundLogger) -> Path:
         def download(task_file: object, dest: Path) -> None:

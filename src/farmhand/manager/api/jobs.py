@@ -26,7 +26,7 @@ from farmhand.manager.db.models import Blob, Job, JobFile, Task
 from farmhand.manager.jobs.delete import delete_job, remove_blobs
 from farmhand.manager.jobs.shared import create_shared_job, create_uploaded_job
 from farmhand.manager.jobs.submit import SubmitError
-from farmhand.manager.jobs.views import job_detail, job_summaries
+from farmhand.manager.jobs.views import file_model, job_detail, job_summaries
 from farmhand.manager.scheduling.state import (
     FINISHED_JOB_STATUSES,
     TransitionError,
@@ -334,15 +334,7 @@ async def upload_job_file(
 
 
 def _file_model(row: JobFile) -> JobFileModel:
-    return JobFileModel(
-        id=row.id,
-        kind="output" if row.kind == "output" else "input",
-        path=row.path,
-        size=row.size,
-        sha256=row.sha256,
-        frame=row.frame,
-        task_id=row.task_id,
-    )
+    return file_model(row)
 
 
 @router.get("/{job_id}/files", response_model=list[JobFileModel], responses=ERRORS)

@@ -9,16 +9,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from farmhand.manager.clock import utcnow
-from farmhand.manager.db.models import Job, Task, User, Worker
+from farmhand.manager.db.models import Job, JobFile, Task, User, Worker
 from farmhand.manager.scheduling.eligibility import wait_reason
 from farmhand.shared.schemas import (
     JobDetail,
+    JobFileKind,
     JobSettings,
     JobStatus,
     JobSummary,
     TaskStatus,
     TaskSummary,
 )
+from farmhand.shared.schemas import JobFile as JobFileModel
 
 
 def _task_frames_done(task: Task) -> int:
@@ -61,6 +63,39 @@ def _eta(job: Job, done: int, total: int, now: datetime) -> tuple[float | None, 
     if done == 0:
         return elapsed, None
     return elapsed, elapsed / done * (total - done)
+
+
+def file_model(row: JobFile) -> JobFileModel:
+    kind: JobFileKind = "input"
+    if row.kind in ("output", "preview", "pass"):
+        kind = row.kind  # type: ignore[assignment]
+    return JobFileModel(
+        id=row.id,
+        kind=kind,
+        path=row.path,
+        size=row.size,
+        sha256=row.sha256,
+        frame=row.frame,
+        task_id=row.task_id,
+    )
+
+
+def _last_frame(session: Session, job: Job) -> tuple[JobFileModel | None, JobFileModel | None]:
+    """The frame rendered last, and Blender's preview of it if there is one."""
+    last = session.scalars(
+        select(JobFile)
+        .where(JobFile.job_id == job.id, JobFile.kind == "output", JobFile.frame.is_not(None))
+        .order_by(JobFile.created_at.desc(), JobFile.id.desc())
+        .limit(1)
+    ).first()
+    if last is None:
+        return None, None
+    preview = session.scalars(
+        select(JobFile)
+        .where(JobFile.job_id == job.id, JobFile.kind == "preview", JobFile.frame == last.frame)
+        .limit(1)
+    ).first()
+    return file_model(last), file_model(preview) if preview is not None else None
 
 
 def _task_progress(task: Task) -> float:
@@ -121,11 +156,14 @@ def job_detail(session: Session, job: Job) -> JobDetail:
         queued = next(t for t in tasks if t.status == TaskStatus.QUEUED.value)
         summary.status_reason = wait_reason(session, job, queued.type)
     peaks = [t.peak_memory_bytes for t in tasks if t.peak_memory_bytes]
+    last_frame, last_preview = _last_frame(session, job)
     return JobDetail(
         **summary.model_dump(),
         seconds_per_frame=round(per_frame, 3) if per_frame is not None else None,
         peak_memory_bytes=max(peaks) if peaks else None,
         blender_saved=job.blender_saved,
+        last_frame=last_frame,
+        last_preview=last_preview,
         settings=JobSettings.model_validate(job.settings),
         main_file=job.main_file,
         tasks=[

@@ -1,11 +1,14 @@
 """`GET /api/jobs/{id}/files/{file_id}/thumbnail`: a small JPEG of one frame.
 
 Thumbnails are made with Pillow (fitted into 256 by 256) the first time they are asked
-for and kept in `<data-dir>/thumbnails/`, named after the frame's SHA-256: content
-never changes under a hash, so the cache never goes stale and identical frames share
-one file. EXR frames, which Pillow cannot read, are decoded with the OpenEXR library
-and shown through the standard sRGB view (linear light, clipped, sRGB curve): a preview
-to recognise the frame by, not a graded image. Unreadable files get a labelled
+for and kept in `<data-dir>/thumbnails/`, named after the SHA-256 of what they are made
+from: content never changes under a hash, so the cache never goes stale and identical
+frames share one file. When the worker's Blender made a preview of the frame (a JPEG
+through the scene's own colour management: view transform, look, exposure; a `preview`
+file of the job), the thumbnail is made from that, so an EXR frame looks as the artist
+set it up. Without one, EXR frames, which Pillow cannot read, are decoded with the
+OpenEXR library and shown through the standard sRGB view (linear light, clipped, sRGB
+curve): a preview to recognise the frame by, not a graded image. Unreadable files get a labelled
 placeholder tile instead, never an error, so one odd frame does not break the grid.
 """
 
@@ -20,6 +23,8 @@ import structlog
 from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import FileResponse
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from farmhand.manager.api.deps import Context, UserDep
@@ -118,6 +123,18 @@ def thumbnail(cache_dir: Path, source: Path, sha256: str, path: str, size: int =
     return target
 
 
+THUMBNAIL_KINDS = ("output", "preview", "pass")
+
+
+def blender_preview(session: Session, job_id: int, frame: int) -> JobFile | None:
+    """The JPEG the worker's Blender made of `frame`, if it sent one."""
+    return session.scalars(
+        select(JobFile)
+        .where(JobFile.job_id == job_id, JobFile.kind == "preview", JobFile.frame == frame)
+        .limit(1)
+    ).first()
+
+
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse},
     404: {"model": ErrorResponse},
@@ -144,8 +161,12 @@ async def get_thumbnail(
             if job is None or (job.owner_id != caller.user_id and not caller.is_admin):
                 raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} not found")
             row = session.get(JobFile, file_id)
-            if row is None or row.job_id != job_id or row.kind != "output":
+            if row is None or row.job_id != job_id or row.kind not in THUMBNAIL_KINDS:
                 raise HTTPException(status.HTTP_404_NOT_FOUND, f"output {file_id} not found")
+            if row.kind == "output" and row.frame is not None:
+                preview = blender_preview(session, job_id, row.frame)
+                if preview is not None:
+                    return preview.sha256, preview.path
             return row.sha256, row.path
 
     sha256, path = await run_in_threadpool(find)

@@ -216,14 +216,125 @@ def restore(scene, saved):
             sys.stdout.write("farmhand: could not restore %s.%s: %s\n" % (owner, name, error))
 
 
+def file_output_nodes(scene):
+    """The compositor's File Output nodes that run in a render (Blender 3.4 and 5.0)."""
+    if not scene.render.use_compositing:
+        return []
+    if hasattr(scene, "compositing_node_group"):  # Blender 5
+        tree = scene.compositing_node_group
+    else:  # Blender 3.4 / 4.x
+        tree = scene.node_tree if scene.use_nodes else None
+    if tree is None:
+        return []
+    return [node for node in tree.nodes if node.type == "OUTPUT_FILE" and not node.mute]
+
+
+def redirect_file_outputs(scene, passes_dir):
+    """Point every File Output node into `passes_dir/<node>/`; the old paths, to restore.
+
+    A .blend names its artist's folders (`/home/anna/shot/passes/`): on a worker the files
+    must land where the task's outputs are collected, never anywhere else on the machine.
+    """
+    saved = []
+    for index, node in enumerate(file_output_nodes(scene)):
+        name = "".join(c if c.isalnum() or c in "._-" else "_" for c in node.name) or "node"
+        target = os.path.join(passes_dir, "%02d-%s" % (index, name)) + os.sep
+        attribute = "directory" if hasattr(node, "directory") else "base_path"
+        saved.append((node, attribute, getattr(node, attribute)))
+        setattr(node, attribute, target)
+    return saved
+
+
+def files_under(folder):
+    """{path: (mtime, size)} of every file below `folder`."""
+    found = {}
+    for root, _dirs, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            try:
+                stat = os.stat(path)
+            except OSError:
+                continue
+            found[path] = (stat.st_mtime_ns, stat.st_size)
+    return found
+
+
+def written_for_frame(before, after, frame):
+    """The files a render wrote (new or rewritten), each under a name with its frame.
+
+    A File Output node whose path has no `#` writes the same name every frame (Blender 5
+    does this by default): such a file is renamed with the frame number, so the next
+    frame cannot overwrite it before it is uploaded.
+    """
+    number = "%04d" % frame if frame >= 0 else "m%04d" % -frame
+    written = []
+    for path in sorted(after):
+        if before.get(path) == after[path]:
+            continue
+        if number not in os.path.basename(path):
+            stem, extension = os.path.splitext(path)
+            target = "%s%s%s" % (stem, number, extension)
+            os.replace(path, target)
+            path = target
+        written.append(path)
+    return written
+
+
+IMAGE_SETTINGS = ("media_type", "file_format", "color_mode", "color_depth", "exr_codec", "quality")
+"""What switching the output format to JPEG may change, in the order to put it back."""
+
+
+def save_preview(scene, path, longest=512):
+    """A small JPEG of the render result, through the scene's colour management.
+
+    Made by Blender, so an EXR frame's preview shows the view transform (Filmic, AgX…),
+    look and exposure the artist chose. The render result belongs to the rendered scene,
+    so its output format is switched to JPEG for the save and then put back exactly.
+    """
+    result = bpy.data.images.get("Render Result")
+    if result is None:
+        return None
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    settings = scene.render.image_settings
+    saved = [(name, getattr(settings, name)) for name in IMAGE_SETTINGS if hasattr(settings, name)]
+    try:
+        set_file_format(settings, "JPEG")
+        settings.color_mode = "RGB"
+        settings.quality = 85
+        result.save_render(filepath=path, scene=scene)
+    finally:
+        for name, value in saved:
+            try:
+                if getattr(settings, name) != value:
+                    setattr(settings, name, value)
+            except (AttributeError, TypeError, ValueError):
+                pass  # not valid for the restored format: Blender chose its default
+    image = bpy.data.images.load(path)
+    try:
+        width, height = image.size
+        if max(width, height) > longest:
+            scale = float(longest) / max(width, height)
+            image.scale(max(1, int(width * scale)), max(1, int(height * scale)))
+            image.filepath_raw = path
+            image.file_format = "JPEG"
+            image.save()
+    finally:
+        bpy.data.images.remove(image)
+    return path
+
+
 def cmd_render(command):
     if STATE["blend"] is None:
         raise RuntimeError("nothing to render: no .blend file is open (did `open` fail?)")
     scene = bpy.context.scene
     saved = snapshot(scene)
+    nodes = []
     try:
+        nodes = redirect_file_outputs(scene, os.path.join(command["output_dir"], "passes"))
         render_frames(scene, command)
     finally:
+        for node, attribute, value in nodes:
+            setattr(node, attribute, value)
         restore(scene, saved)
 
 
@@ -241,22 +352,31 @@ def render_frames(scene, command):
     output_dir = command["output_dir"]
     os.makedirs(output_dir, exist_ok=True)
     stem = command.get("file_stem", "frame_")
+    passes_dir = os.path.join(output_dir, "passes")
+    previews = command.get("previews", True)
     for frame in command["frames"]:
         emit("frame_started", frame=frame)
         scene.frame_set(frame)
-        base = os.path.join(
-            output_dir, "%s%04d" % (stem, frame) if frame >= 0 else "%sm%04d" % (stem, -frame)
-        )
+        name = "%s%04d" % (stem, frame) if frame >= 0 else "%sm%04d" % (stem, -frame)
+        base = os.path.join(output_dir, name)
         render.filepath = base
+        before = files_under(passes_dir)
         started = time.monotonic()
         bpy.ops.render.render(write_still=True)
+        seconds = round(time.monotonic() - started, 3)
+        preview = None
+        if previews:
+            preview = save_preview(scene, os.path.join(output_dir, "previews", name + ".jpg"))
+        extras = written_for_frame(before, files_under(passes_dir), frame)
         emit(
             "frame_saved",
             frame=frame,
             path=base + extension,
-            seconds=round(time.monotonic() - started, 3),
+            seconds=seconds,
             width=width,
             height=height,
+            preview=preview,
+            extras=extras,
         )
     emit("render_done", frames=len(command["frames"]))
 

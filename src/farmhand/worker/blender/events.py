@@ -36,6 +36,10 @@ class FrameSaved:
     seconds: float
     width: int
     height: int
+    preview: Path | None = None
+    """A small JPEG of the frame Blender made with the scene's colour management."""
+    extras: tuple[Path, ...] = ()
+    """Files the compositor's File Output nodes wrote for this frame."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,8 @@ def parse_event_line(line: str) -> Event | None:
                 float(data["seconds"]),
                 int(data["width"]),
                 int(data["height"]),
+                Path(data["preview"]) if data.get("preview") else None,
+                tuple(Path(extra) for extra in data.get("extras") or ()),
             )
         if kind == "render_done":
             return RenderDone(int(data["frames"]))

@@ -25,7 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
@@ -117,6 +117,29 @@ def describe_duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:g} seconds"
     return f"{seconds / 60:g} minutes"
+
+
+def _check_frame(event: FrameSaved) -> str | None:
+    """Why a saved frame is not a usable output (it, or a File Output node's file), or None."""
+    try:
+        verify_image(event.path, event.width, event.height)
+        for extra in event.extras:
+            verify_image(extra)
+    except ImageError as error:
+        return f"frame {event.frame}: {error}"
+    return None
+
+
+def _usable_preview(event: FrameSaved) -> FrameSaved:
+    """The event, without its preview if that is not a readable image (a preview is a
+    convenience: the frame stands without it)."""
+    if event.preview is None:
+        return event
+    try:
+        verify_image(event.preview)
+    except ImageError:
+        return replace(event, preview=None)
+    return event
 
 
 def describe_exit(code: int) -> str:
@@ -316,18 +339,23 @@ class BlenderProcess:
                 seen.frame_peak = self.rss_bytes()
             if isinstance(event, FrameSaved):
                 # Checked the moment it is written, so it is uploaded while the next renders.
-                try:
-                    verify_image(event.path, event.width, event.height)
-                except ImageError as error:
-                    seen.bad_frames[event.frame] = f"frame {event.frame}: {error}"
-                else:
-                    seen.frames[event.frame] = event.path
+                # Listeners hear of it (stats, preview, File Output files) before it is
+                # handed on for upload, so those go with the frame.
+                problem = _check_frame(event)
+                if problem is not None:
+                    seen.bad_frames[event.frame] = problem
                     if on_event is not None:
-                        peak = max(seen.frame_peak, self.rss_bytes())
-                        on_event(FrameStats(event.frame, event.seconds, peak))
-                    if on_frame_ready is not None:
-                        on_frame_ready(event.frame, event.path)
-            elif isinstance(event, DriverError):
+                        on_event(event)
+                    return
+                seen.frames[event.frame] = event.path
+                if on_event is not None:
+                    peak = max(seen.frame_peak, self.rss_bytes())
+                    on_event(FrameStats(event.frame, event.seconds, peak))
+                    on_event(_usable_preview(event))
+                if on_frame_ready is not None:
+                    on_frame_ready(event.frame, event.path)
+                return
+            if isinstance(event, DriverError):
                 seen.errors.append(event)
             if on_event is not None:
                 on_event(event)

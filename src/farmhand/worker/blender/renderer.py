@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 import structlog
 from structlog.typing import FilteringBoundLogger
@@ -22,7 +23,7 @@ from structlog.typing import FilteringBoundLogger
 from farmhand.shared.blendfile import best_version
 from farmhand.worker.agent import RenderJob, RenderOutcome
 from farmhand.worker.blender.discovery import BlenderInstall
-from farmhand.worker.blender.events import Event, FrameStarted, FrameStats, Progress
+from farmhand.worker.blender.events import Event, FrameSaved, FrameStarted, FrameStats, Progress
 from farmhand.worker.blender.process import RenderRequest, RenderResult, render
 from farmhand.worker.blender.session import DEFAULT_MAX_FRAMES, BlenderSession
 
@@ -63,6 +64,9 @@ class BlenderTaskRenderer:
                 job.on_samples(event.sample, event.samples)
             elif isinstance(event, FrameStats):
                 job.on_frame_stats(event.frame, event.seconds, event.peak_memory_bytes)
+            elif isinstance(event, FrameSaved):
+                extras = [(_relative(extra, job.output_dir), extra) for extra in event.extras]
+                job.on_frame_files(event.frame, event.preview, extras)
 
         install = self.install_for(job)
         if install is None:
@@ -135,6 +139,14 @@ class BlenderTaskRenderer:
             session, self._session, self._key = self._session, None, None
         if session is not None:
             session.close()
+
+
+def _relative(path: Path, root: Path) -> str:
+    """`passes/00-File_Output/Image0001.png`: the name a File Output file is stored under."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.name
 
 
 def _outcome(result: RenderResult) -> RenderOutcome:

@@ -1,0 +1,113 @@
+"""Runner route for the files that go with a rendered frame: Blender's preview of it, and
+what the compositor's File Output nodes wrote for it.
+
+Kept apart from the frame upload: a frame has one output row (`frames/0001.exr`) that
+completing a task checks for, while these are extra rows of their own kinds, each under
+its own name, replaced when uploaded again (a retried task):
+
+- `preview`: `previews/0001.jpg`, a small JPEG Blender made with the scene's colour
+  management, so even an EXR frame has a faithful thumbnail;
+- `pass`: `passes/00-File_Output/Image0001.png`, stored with the frame number.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Form, HTTPException, UploadFile, status
+from sqlalchemy import delete
+from starlette.concurrency import run_in_threadpool
+
+from farmhand.manager.api.deps import Context, RunnerDep
+from farmhand.manager.api.runner import ERRORS, OUTPUT_EXTENSIONS, _held_task
+from farmhand.manager.api.uploads import store_upload
+from farmhand.manager.clock import utcnow
+from farmhand.manager.db.models import JobFile
+from farmhand.manager.events import FarmEvent
+from farmhand.shared.images import ImageError, verify_image
+from farmhand.shared.paths import UnsafePathError, safe_relative_path
+from farmhand.shared.schemas import OutputStored
+
+router = APIRouter(prefix="/api/runner", tags=["runner"])
+
+
+def extra_path(kind: str, frame: int, name: str) -> str:
+    """Where a frame's extra file is stored in the job's file tree."""
+    number = f"{frame:04d}" if frame >= 0 else f"m{-frame:04d}"
+    if kind == "preview":
+        return f"previews/{number}.jpg"
+    clean = safe_relative_path(name)
+    return clean if clean.startswith("passes/") else f"passes/{clean}"
+
+
+@router.post(
+    "/files/{job_id}/extra",
+    status_code=status.HTTP_201_CREATED,
+    response_model=OutputStored,
+    responses=ERRORS,
+    summary="Upload a frame's preview or a File Output node's file, of a task this runner holds",
+)
+async def upload_extra(
+    job_id: int,
+    task_id: Annotated[int, Form()],
+    frame: Annotated[int, Form()],
+    kind: Annotated[Literal["preview", "pass"], Form()],
+    file: UploadFile,
+    context: Context,
+    worker_id: RunnerDep,
+    name: Annotated[str, Form(max_length=1024)] = "",
+) -> OutputStored:
+    try:
+        path = extra_path(kind, frame, name or file.filename or "")
+    except UnsafePathError as error:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
+    suffix = PurePosixPath(file.filename or path).suffix.lower()
+    if suffix not in OUTPUT_EXTENSIONS or (kind == "preview" and suffix not in (".jpg", ".jpeg")):
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, f"a {kind} cannot be a {suffix or 'suffix-less'} file"
+        )
+
+    def check() -> None:
+        with context.db.transaction() as session:
+            task = _held_task(session, task_id, worker_id)
+            if task.job_id != job_id or frame not in task.frames:
+                raise HTTPException(
+                    status.HTTP_400_BAD_REQUEST, f"frame {frame} is not part of task {task_id}"
+                )
+
+    await run_in_threadpool(check)
+    stored = await store_upload(context, file)
+    try:
+        await run_in_threadpool(verify_image, stored.path)
+    except ImageError as error:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, f"the {kind} of frame {frame} is not an image: {error}"
+        ) from error
+
+    def record() -> OutputStored:
+        with context.db.transaction() as session:
+            _held_task(session, task_id, worker_id)
+            session.execute(
+                delete(JobFile).where(
+                    JobFile.job_id == job_id, JobFile.kind == kind, JobFile.path == path
+                )
+            )
+            row = JobFile(
+                job_id=job_id,
+                kind=kind,
+                path=path,
+                sha256=stored.sha256,
+                size=stored.size,
+                frame=frame,
+                task_id=task_id,
+                worker_id=worker_id,
+                created_at=utcnow(),
+            )
+            session.add(row)
+            session.flush()
+            return OutputStored(id=row.id, frame=frame, sha256=stored.sha256, size=stored.size)
+
+    output = await run_in_threadpool(record)
+    context.events.publish(FarmEvent("output", output.id, job_id))
+    return output
