@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import insert, update
 from typer.testing import CliRunner
 
 from farmhand.cli.app import app
@@ -475,3 +475,17 @@ def pg_farm(tmp_path: Path, postgres_url: str) -> Iterator[Farm]:  # noqa: F811
 def test_storage_housekeeping_on_postgres(pg_farm: Farm, scenario: Callable[[Farm], None]) -> None:
     assert pg_farm.client.get("/healthz").json()["database"] == "postgresql"
     scenario(pg_farm)
+
+
+def test_gc_removes_many_blobs_batch_after_batch(farm: Farm) -> None:
+    """40 000 unreferenced blobs, removed 500 hashes per statement (some databases limit
+    how many parameters one query may bind): every batch is done, not just the first."""
+    old = utcnow() - 10 * DAY
+    rows = [
+        {"sha256": f"{n:064x}", "size": 1, "created_at": old, "touched_at": None}
+        for n in range(40_000)
+    ]
+    with farm.client.app.state.farm.db.transaction() as session:  # type: ignore[attr-defined]
+        session.execute(insert(Blob), rows)
+    assert gc(farm)["removed"] == 40_000
+    assert farm.client.get("/api/admin/usage", headers=farm.admin).json()["blobs"] == 0

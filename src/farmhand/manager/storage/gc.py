@@ -44,6 +44,9 @@ from farmhand.shared.blobpaths import iter_blobs
 
 log = structlog.get_logger(__name__)
 
+BATCH = 500
+"""Hashes per statement: SQLite allows only so many bound parameters in one query."""
+
 
 @dataclass(frozen=True)
 class GcReport:
@@ -66,8 +69,10 @@ def _quiet_since(cutoff: datetime) -> ColumnElement[bool]:
 
 def touch_blobs(session: Session, hashes: Collection[str], now: datetime) -> None:
     """Mark blobs a client was just told are here: it may reference them any moment."""
-    if hashes:
-        session.execute(update(Blob).where(Blob.sha256.in_(set(hashes))).values(touched_at=now))
+    ordered = sorted(set(hashes))
+    for start in range(0, len(ordered), BATCH):
+        chunk = ordered[start : start + BATCH]
+        session.execute(update(Blob).where(Blob.sha256.in_(chunk)).values(touched_at=now))
 
 
 def gc_cutoff(settings: ManagerSettings, now: datetime) -> datetime:
@@ -87,22 +92,27 @@ def release_orphans(
     `remove_blob_files` after the commit)."""
     if not hashes:
         return []
-    candidates = set(hashes)
     grace_cutoff = now - _grace(settings)
-    freeable = and_(
-        Blob.sha256.in_(candidates),
-        _unreferenced(),
-        or_(Blob.touched_at.is_(None), Blob.touched_at < grace_cutoff),
-    )
-    return _delete_rows(session, candidates, freeable)
+    freeable = and_(_unreferenced(), or_(Blob.touched_at.is_(None), Blob.touched_at < grace_cutoff))
+    return _delete_rows(session, hashes, freeable)
 
 
 def _delete_rows(
-    session: Session, candidates: set[str], condition: ColumnElement[bool]
+    session: Session, candidates: Collection[str], condition: ColumnElement[bool]
 ) -> list[str]:
-    session.execute(delete(Blob).where(condition).execution_options(synchronize_session=False))
-    left = set(session.scalars(select(Blob.sha256).where(Blob.sha256.in_(candidates))))
-    return sorted(candidates - left)
+    """Delete the candidates' rows that still meet `condition`; the hashes deleted."""
+    ordered = sorted(candidates)
+    deleted: list[str] = []
+    for start in range(0, len(ordered), BATCH):
+        chunk = ordered[start : start + BATCH]
+        session.execute(
+            delete(Blob)
+            .where(Blob.sha256.in_(chunk), condition)
+            .execution_options(synchronize_session=False)
+        )
+        left = set(session.scalars(select(Blob.sha256).where(Blob.sha256.in_(chunk))))
+        deleted += [sha for sha in chunk if sha not in left]
+    return deleted
 
 
 def remove_blob_files(context: ManagerContext, hashes: Iterable[str]) -> int:
@@ -150,7 +160,7 @@ def collect_garbage(context: ManagerContext, now: datetime) -> GcReport:
     with context.db.transaction() as session:
         candidates = set(session.scalars(select(Blob.sha256).where(eligible)))
         unreferenced = set(session.scalars(select(Blob.sha256).where(_unreferenced())))
-        removed = _delete_rows(session, candidates, and_(Blob.sha256.in_(candidates), eligible))
+        removed = _delete_rows(session, candidates, eligible)
     freed = remove_blob_files(context, removed)
     with context.db.read() as session:
         known = set(session.scalars(select(Blob.sha256)))
