@@ -284,6 +284,17 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/api/runner/sign-off"): Rule(RUNNER),
     ("GET", "/api/runner/files/{job_id}/{file_path}"): Rule(RUNNER),
     ("POST", "/api/runner/files/{job_id}/upload"): Rule(RUNNER, _task_upload),
+    ("POST", "/api/runner/files/{job_id}/extra"): Rule(
+        RUNNER,
+        lambda w: {
+            "data": {
+                "task_id": str(w.ids["task_id"]),
+                "frame": str(w.ids["frame"]),
+                "kind": "pass",
+            },
+            "files": {"file": ("depth.png", png_bytes(), "image/png")},
+        },
+    ),
     ("POST", "/api/runner/files/{job_id}/video"): Rule(
         # A render task, not a video one: 4xx once let in.
         RUNNER | {"runner": IN},
