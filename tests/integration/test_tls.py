@@ -233,3 +233,46 @@ def test_the_manager_refuses_a_key_that_does_not_fit(tmp_path: Path) -> None:
     assert answer.returncode == 2, answer
     assert "cannot use" in answer.stderr
     assert "Traceback" not in answer.stderr
+
+
+def start_plain_manager(tmp_path: Path, name: str, *extra: str) -> tuple[Child, str]:
+    port = free_port()
+    args = [
+        sys.executable, "-m", "farmhand", "manager", "--host", "127.0.0.1", "--port", str(port),
+        "--data-dir", str(tmp_path / name), *extra,
+    ]  # fmt: skip
+    env = clean_env(tmp_path, FARMHAND_ADMIN_TOKEN=ADMIN_TOKEN, FARMHAND_RUNNER_TOKEN=RUNNER_TOKEN)
+    child = Child(name, args, tmp_path / "logs" / f"{name}.log", env).start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                return child, url
+        except httpx.HTTPError:
+            pass
+        assert child.running and time.monotonic() < deadline, child.tail()
+        time.sleep(0.2)
+
+
+def test_proxy_headers_are_believed_only_when_asked(tmp_path: Path) -> None:
+    """Behind a TLS-terminating proxy the manager must know the browser used https (the
+    worker command it prints, OAuth redirects); reached directly, it must not believe a
+    client that claims so."""
+    forwarded = {
+        "Authorization": f"Bearer {ADMIN_TOKEN}",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-For": "203.0.113.7",
+        "Host": "farm.example",
+    }
+    seen = {}
+    for name, extra in (("direct", ()), ("proxied", ("--proxy-headers",))):
+        child, url = start_plain_manager(tmp_path, name, *extra)
+        try:
+            answer = httpx.post(url + "/api/admin/runner-tokens", headers=forwarded, json={})
+            assert answer.status_code == 201, answer.text
+            seen[name] = answer.json()["command"]
+        finally:
+            child.stop()
+    assert "--manager http://farm.example" in seen["direct"]
+    assert "--manager https://farm.example" in seen["proxied"]
