@@ -3,8 +3,8 @@
 import typer
 
 from farmhand.cli import jobs_cmd
-from farmhand.cli.config import global_options
 from farmhand.cli.admin_cmd import admin
+from farmhand.cli.config import global_options
 from farmhand.cli.demo_cmd import demo
 from farmhand.cli.manager_cmd import manager
 from farmhand.cli.node_cmd import node
