@@ -26,5 +26,5 @@ class ManagerContext:
     wakeup: Wakeup = field(default_factory=Wakeup)
     events: EventBus = field(default_factory=EventBus)
     runner_ids: RunnerIdCache = field(default_factory=RunnerIdCache)
-    """Runner secret hash → worker id, for a few seconds (saves a lookup per request)."""
+    """Runner secret hash → worker id, for a minute (saves a lookup per request)."""
     started_at: datetime = field(default_factory=utcnow)

@@ -31,7 +31,8 @@ from farmhand.manager.db.models import ApiToken, User, Worker
 bearer = HTTPBearer(auto_error=False)
 
 
-def get_context(request: Request) -> ManagerContext:
+async def get_context(request: Request) -> ManagerContext:
+    # Async: a plain function would be run in the thread pool, a hand-off per request.
     context: ManagerContext = request.app.state.farm
     return context
 

@@ -88,6 +88,10 @@ _STORED_FRAMES = select(JobFile.frame).where(
     JobFile.frame.in_(bindparam("frames", expanding=True)),
 )
 """Which of a task's frames have a stored output (built once: it runs on every completion)."""
+_ASSIGNED_JOB = select(Job.id, Job.name, Job.main_file, Job.settings, Job.blender_saved).where(
+    Job.id == bindparam("job")
+)
+"""What an assignment says about its job (columns only: no ORM object per dispatch)."""
 _INPUT_FILES = select(JobFile.path, JobFile.sha256, JobFile.size).where(
     JobFile.job_id == bindparam("job"), JobFile.kind == "input"
 )
@@ -259,8 +263,7 @@ def heartbeat(body: Heartbeat, context: Context, worker_id: RunnerDep) -> Heartb
 def _assignment(
     session: Session, task: AssignedTask, task_timeout: float | None = None
 ) -> TaskAssignment:
-    job = session.get(Job, task.job_id)
-    assert job is not None
+    job = session.execute(_ASSIGNED_JOB, {"job": task.job_id}).one()
     settings = JobSettings.model_validate(job.settings)
     files = session.execute(_INPUT_FILES, {"job": job.id}).all()
     frame_files: list[FrameFile] = []

@@ -2,7 +2,7 @@
 
 Every runner request authenticates (claim, progress, upload, complete: four a task), and
 looking the secret's hash up is a database transaction each time. The answer changes
-only when a worker is deleted, so this manager remembers it for a few seconds.
+only when a worker is deleted, so this manager remembers it for a minute.
 
 Safety: only the SHA-256 of the secret is kept (as in the database), never the secret;
 an entry lives at most `ttl` seconds; deleting a worker through this manager forgets
@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 
-DEFAULT_TTL = 10.0
+DEFAULT_TTL = 60.0
 MAX_ENTRIES = 10_000
 
 
