@@ -5,6 +5,8 @@ Each scene is 64x48 px, Cycles, 2 samples on the CPU: a frame takes a fraction o
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +17,7 @@ from PIL import Image
 from farmhand.scenes import BUILDER, make_scene, run_builder
 from farmhand.shared.images import verify_image
 from farmhand.worker.blender.discovery import BlenderInstall
-from farmhand.worker.blender.events import Event, FrameSaved, Opened, Progress
+from farmhand.worker.blender.events import Event, FrameSaved, FrameStarted, Opened, Progress
 from farmhand.worker.blender.process import RenderRequest, RenderResult, render
 from tests.conftest import SCENE_OPTIONS, SCENE_SIZE
 
@@ -240,6 +242,10 @@ def _is_driver(pid: str) -> bool:
         return False
 
 
+def _driver_pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _is_driver(p.name)]
+
+
 def _is_zombie(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
@@ -399,3 +405,46 @@ def test_multilayer_exr_renders_and_is_verified(
     assert result.ok, result.error
     assert result.frames[1].name == "frame_0001.exr"
     assert verify_image(result.frames[1], WIDTH, HEIGHT).format == "OPEN_EXR"
+
+
+@pytest.mark.parametrize(
+    ("fixture", "scene"),
+    [("blender_module", "animated_blend"), ("blender_executable", "animated_blend_34")],
+)
+def test_a_python_error_in_the_driver_is_the_failure_reason(
+    fixture: str, scene: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """An override Blender refuses raises inside the driver: its message is the reason."""
+    install: BlenderInstall = request.getfixturevalue(fixture)
+    blend: Path = request.getfixturevalue(scene)
+    result, _ = do_render(install, blend, tmp_path, [1], engine="NO_SUCH_ENGINE")
+    assert not result.ok
+    assert result.error is not None
+    assert "NO_SUCH_ENGINE" in result.error and "not found" in result.error
+
+
+@pytest.mark.parametrize(
+    ("fixture", "scene"),
+    [("blender_module", "animated_blend"), ("blender_executable", "animated_blend_34")],
+)
+def test_a_real_blender_killed_mid_frame_is_reported_as_out_of_memory(
+    fixture: str, scene: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """What the kernel's OOM killer does: SIGKILL while a frame renders."""
+    install: BlenderInstall = request.getfixturevalue(fixture)
+    blend: Path = request.getfixturevalue(scene)
+    killed: list[int] = []
+
+    def kill_at_frame_start(event: Event) -> None:
+        if isinstance(event, FrameStarted) and not killed:
+            killed.append(event.frame)
+            for pid in _driver_pids():
+                os.kill(pid, signal.SIGKILL)
+
+    request_ = RenderRequest(blend, [1, 2, 3], tmp_path)
+    result = render(install, request_, log_path=tmp_path / "log", on_event=kill_at_frame_start)
+    assert killed, "a frame started"
+    assert not result.ok
+    assert result.exit_code == -9
+    assert result.error is not None
+    assert "killed by signal 9" in result.error and "out of memory?" in result.error
