@@ -102,11 +102,13 @@ Event = (
 # because `bpy.app.handlers.render_stats` is not called in background renders. The bpy
 # module (5.0) prints no such lines, so it reports no progress within a frame.
 _PROGRESS = re.compile(r"^Fra:(-?\d+) .*\| Sample (\d+)/(\d+)\s*$")
+_EEVEE_PROGRESS = re.compile(r"^Fra:(-?\d+) .*\| Rendering (\d+) / (\d+) samples\s*$")
+"""EEVEE's form of the same: `Fra:1 Mem:10.51M (Peak 11.61M) | ... | Rendering 26 / 64 samples`."""
 
 
 def parse_progress_line(line: str) -> Progress | None:
-    """Cycles' progress on one of Blender's status lines, or None."""
-    match = _PROGRESS.match(line)
+    """Cycles' or EEVEE's sample progress on one of Blender's status lines, or None."""
+    match = _PROGRESS.match(line) or _EEVEE_PROGRESS.match(line)
     if match is None:
         return None
     frame, sample, samples = (int(group) for group in match.groups())

@@ -67,6 +67,8 @@ class RenderRequest:
     """Only this GPU of `device` (a worker per GPU); None: all of them."""
     stall_timeout: float | None = None
     """Seconds without a line from Blender after which it is killed (a hung render)."""
+    path_remap: list[tuple[str, str]] = field(default_factory=list)
+    """(from root, to root): absolute paths inside the .blend rewritten at open."""
 
 
 @dataclass
@@ -93,7 +95,10 @@ def blender_command(install: BlenderInstall, threads: int | None = None) -> list
 
 
 def open_command(request: RenderRequest) -> dict[str, object]:
-    return {"cmd": "open", "blend": str(request.blend_path)}
+    command: dict[str, object] = {"cmd": "open", "blend": str(request.blend_path)}
+    if request.path_remap:
+        command["remap"] = [list(pair) for pair in request.path_remap]
+    return command
 
 
 def render_command(request: RenderRequest) -> dict[str, object]:
@@ -255,6 +260,8 @@ class _Outcome:
     errors: list[DriverError] = field(default_factory=list)
     terminal: queue.Queue[Event] = field(default_factory=queue.Queue)
     stalled: bool = False
+    engine: str | None = None
+    """The engine the file renders with (from `opened`), for the EEVEE hint."""
     frame_peak: int = 0
     """Peak resident bytes of Blender's group since the current frame started."""
 
@@ -337,6 +344,8 @@ class BlenderProcess:
         def handle(event: Event) -> None:
             if isinstance(event, FrameStarted):
                 seen.frame_peak = self.rss_bytes()
+            if isinstance(event, Opened):
+                seen.engine = str(event.facts.get("engine") or "") or None
             if isinstance(event, FrameSaved):
                 # Checked the moment it is written, so it is uploaded while the next renders.
                 # Listeners hear of it (stats, preview, File Output files) before it is
@@ -510,7 +519,27 @@ def _judge(
     elif problems:
         detail = _blender_error_line(tail)
         error = problems[0] + (f" ({detail})" if detail else "")
+    engine = request.engine or seen.engine or ""
+    if error is not None and engine.startswith("BLENDER_EEVEE") and _gpu_trouble(code, error):
+        error += f" ({EEVEE_HINT})"
     return RenderResult(error is None, seen.frames, error, code, tail)
+
+
+EEVEE_HINT = (
+    "EEVEE needs OpenGL: on a worker without a GPU driver or EGL (Mesa) it cannot render; "
+    "render this job with Cycles or Workbench, or require a worker tag that has a GPU"
+)
+_GPU_WORDS = ("EGL", "OpenGL", "GPU", "GL_", "glx", "display")
+
+
+def _gpu_trouble(code: int | None, error: str) -> bool:
+    """Did an EEVEE render fail the way it does without a usable OpenGL: a crash (not
+    SIGKILL, which is memory), or a failure that names EGL/OpenGL/the GPU/the display?
+
+    Only the failure itself counts: Blender 5 logs EGL warnings even when EEVEE works.
+    """
+    crashed = code is not None and code < 0 and code != -signal.SIGKILL
+    return crashed or any(word in error for word in _GPU_WORDS)
 
 
 def _write_commands(stdin: IO[bytes], commands: queue.Queue[bytes | None]) -> None:
