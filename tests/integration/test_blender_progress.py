@@ -10,6 +10,7 @@ import json
 from farmhand.cli.jobs_cmd import live_line
 from farmhand.shared.schemas import JobDetail
 from tests.integration.conftest import FAKE_BLEND, Farm
+from tests.integration.test_manager_api import claim
 
 BLEND_50 = b"BLENDER17-01v0500REND" + b"\x00" * 64
 """Starts like a .blend saved by Blender 5.0 (uncompressed)."""
@@ -36,14 +37,6 @@ def runner(farm: Farm, name: str, versions: list[str], device: str = "CPU") -> d
     )
     assert answer.status_code == 201, answer.text
     return {"Authorization": f"Bearer {answer.json()['secret']}"}
-
-
-def claim(farm: Farm, headers: dict[str, str]) -> dict[str, object] | None:
-    answer = farm.client.get("/api/runner/tasks", params={"wait": 0}, headers=headers)
-    if answer.status_code == 204:
-        return None
-    assert answer.status_code == 200, answer.text
-    return answer.json()  # type: ignore[no-any-return]
 
 
 def detail(farm: Farm, job_id: int) -> JobDetail:
