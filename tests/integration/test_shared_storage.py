@@ -13,17 +13,21 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from farmhand.localfarm import local_farm
 from farmhand.manager.app import create_app
-from farmhand.scenes import make_scene
+from farmhand.scenes import make_project, make_scene
 from farmhand.shared.images import verify_image
 from farmhand.shared.pathmap import PathMapError
 from farmhand.shared.schemas import JobSettings, JobStatus
+from farmhand.worker.blender.discovery import find_blender
 from tests.integration.conftest import Farm, make_settings
 from tests.integration.test_farm_end_to_end import finished
+from tests.integration.test_packing import render_locally
 from tests.integration.waiting import wait_for
 
 WIDTH, HEIGHT = 64, 48
@@ -99,6 +103,44 @@ def test_a_worker_without_a_root_for_its_platform_fails_the_task_saying_so(
     assert done.status is JobStatus.FAILED
     reasons = " ".join(task.last_error or "" for task in done.tasks)
     assert "no root for {projects} on platform 'windows'" in reasons
+
+
+@pytest.mark.blender
+@pytest.mark.slow
+def test_absolute_paths_inside_the_blend_are_remapped_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A studio-A file whose texture and linked library are saved with A's absolute
+    paths renders on a studio-B worker exactly as it does at A."""
+    studio_a = tmp_path / "studio-a" / "projects"
+    scene = make_project(studio_a)  # every path inside is absolute, under studio_a
+    expected = render_locally(find_blender("bpy"), scene, tmp_path / "local.png")
+    monkeypatch.setenv(
+        "FARMHAND_PATH_VARIABLES", json.dumps({"projects": {"linux": str(studio_a)}})
+    )
+
+    with local_farm(tmp_path / "farm") as farm:
+        farm.start_manager()
+        with farm.client() as client:
+            job_id = client.submit_shared(str(scene), JobSettings(frame_start=1, frame_end=1)).id
+        # The NAS is mounted elsewhere on studio B; A's path does not exist there.
+        (tmp_path / "studio-a").rename(tmp_path / "nas")
+        mount_b = tmp_path / "studio-b" / "projects"
+        mount_b.parent.mkdir()
+        mount_b.symlink_to(tmp_path / "nas" / "projects", target_is_directory=True)
+        farm.start_worker(
+            "b1", "--platform", "studio-b", "--path-map", f"projects:studio-b={mount_b}",
+            blender="bpy",
+        )  # fmt: skip
+        done = wait_for(lambda: finished(farm, job_id), 300, "the shared job to finish")
+        assert done.status is JobStatus.COMPLETED, done.status_reason
+        with farm.client() as client:
+            (frame,) = client.download_outputs(job_id, tmp_path / "out")
+            log = client.task_log(job_id, done.tasks[0].id)
+    rendered = np.asarray(Image.open(frame).convert("RGBA"), dtype=np.int16)
+    assert rendered.shape == expected.shape
+    assert np.abs(rendered - expected).max() <= 2, "the worker's frame equals studio A's render"
+    assert "remapped 2 shared-storage paths" in log, "the texture and the library"
 
 
 # ------------------------------------------------------- submission (no Blender)

@@ -10,6 +10,7 @@ from farmhand.shared.pathmap import (
     check_variables,
     merged,
     parse_path_maps,
+    remap_pairs,
     to_local,
     to_neutral,
 )
@@ -129,3 +130,12 @@ def test_hostile_or_broken_templates_are_refused(hostile: str) -> None:
 def test_a_job_name_cannot_climb_out_through_the_template() -> None:
     name = OutputName(job="../../etc", job_id=1, frame=1, ext="png")
     assert render("{job}/{frame}.{ext}", name) == "_.._etc/1.png"  # one harmless folder
+
+
+def test_remap_pairs_lead_from_every_other_root_to_this_platforms() -> None:
+    assert remap_pairs(SHARE, "linux") == [
+        ("/Volumes/projects", "/mnt/projects"),
+        ("\\\\nas\\cache", "/mnt/projects/cache"),
+        ("P:\\", "/mnt/projects"),
+    ]
+    assert remap_pairs(SHARE, "studio-b") == [], "no root here: nothing to rewrite to"

@@ -154,3 +154,16 @@ def to_local(neutral: str, platform: str, variables: PathVariables) -> str:
     if _is_windows(root):
         return root.rstrip("\\/") + "\\" + rest.replace("/", "\\")
     return root.rstrip("/") + "/" + rest
+
+
+def remap_pairs(variables: PathVariables, platform: str) -> list[tuple[str, str]]:
+    """(another platform's root, this platform's root) for every variable this platform
+    has a root for: what a worker rewrites in the absolute paths saved inside a .blend."""
+    pairs = []
+    for roots in variables.values():
+        own = roots.get(platform)
+        if own is None:
+            continue
+        pairs += [(root, own) for name, root in roots.items() if name != platform and root != own]
+    # Longest first, so a root nested in another (a cache inside the projects share) wins.
+    return sorted(pairs, key=lambda pair: len(pair[0]), reverse=True)

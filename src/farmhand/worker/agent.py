@@ -38,13 +38,13 @@ from structlog.typing import FilteringBoundLogger
 from farmhand.client import FarmhandError, RunnerClient
 from farmhand.client.errors import is_retryable
 from farmhand.client.retry import RetryAborted, RetryPolicy, call_with_retry
-from farmhand.shared.pathmap import current_platform
+from farmhand.shared.pathmap import current_platform, remap_pairs
 from farmhand.shared.schemas import FrameFile, TaskAssignment, TaskProgress, WorkerCapabilities
 from farmhand.worker import hardware
 from farmhand.worker.cache import BlobCache, CacheError, materialise, prune_job_dirs
 from farmhand.worker.ffmpeg import FfmpegInstall, find_ffmpeg
 from farmhand.worker.identity import Identity, forget_identity, load_identity, save_identity
-from farmhand.worker.layout import SharedOutputs, SharedStorageError, shared_blend
+from farmhand.worker.layout import SharedOutputs, SharedStorageError, path_table, shared_blend
 from farmhand.worker.outbox import Outbox, Outcome, deliver_pending
 from farmhand.worker.uploads import FrameUploader
 from farmhand.worker.video import VideoWork, make_video
@@ -135,6 +135,9 @@ class RenderJob:
     before `on_frame_saved`: they are uploaded with the frame."""
     stall_timeout: float | None = None
     """Seconds without a word from Blender after which it is killed as hung."""
+    path_remap: list[tuple[str, str]] = field(default_factory=list)
+    """(other platform's root, this one's): absolute paths inside the .blend starting with
+    the first are rewritten to the second when it is opened (shared storage)."""
     session_key: str | None = None
     """Equal for tasks of one job with the same files: they may share one running Blender.
     None: render in a fresh one."""
@@ -597,6 +600,11 @@ class Agent:
             on_frame_stats=run.frame_stats,
             on_frame_files=run.frame_files,
             stall_timeout=self.settings.task_timeout or task.task_timeout,
+            path_remap=(
+                remap_pairs(path_table(task, self.settings.path_map), self.settings.platform)
+                if task.storage == "shared"
+                else []
+            ),
             session_key=session_key(task),
         )
         self._held_job = task.job_id

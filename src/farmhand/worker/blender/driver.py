@@ -5,7 +5,7 @@ or `python driver.py` (the `bpy` module). It reads one JSON command a line on st
 writes one JSON event a line on stdout, each behind MARK so events stand out from
 Blender's own chatter. Commands:
 
-    {"cmd": "open", "blend": PATH}
+    {"cmd": "open", "blend": PATH, "remap": [[FROM_ROOT, TO_ROOT], ..]}
     {"cmd": "render", "frames": [..], "output_dir": DIR, "file_stem": "frame_",
      "output_format": "PNG"|"JPEG"|"OPEN_EXR"|null, "resolution_percentage": int|null,
      "samples": int|null, "threads": int|null, "engine": str|null,
@@ -72,8 +72,54 @@ STATE = {"blend": None}
 def cmd_open(command):
     STATE["blend"] = None
     bpy.ops.wm.open_mainfile(filepath=command["blend"], load_ui=False, use_scripts=False)
+    remap_paths(command.get("remap") or [])
     STATE["blend"] = command["blend"]
     emit("opened", **scene_facts(bpy.context.scene))
+
+
+def _windows_root(root):
+    return root[1:2] == ":" or root.startswith("\\\\") or "\\" in root
+
+
+def remapped(path, pairs):
+    """`path` moved from one shared-storage root to another (farmhand.shared.pathmap's
+    rules: component boundaries, Windows roots without case and with either slash)."""
+    if not path or path.startswith("//"):
+        return None
+    for source, target in pairs:
+        windows = _windows_root(source)
+        candidate = path.replace("\\", "/") if windows else path
+        root = (source.replace("\\", "/") if windows else source).rstrip("/")
+        a, b = (candidate.casefold(), root.casefold()) if windows else (candidate, root)
+        if a == b or a.startswith(b + "/"):
+            rest = candidate[len(root) :].lstrip("/")
+            sep = "\\" if _windows_root(target) else "/"
+            base = target.rstrip("\\/")
+            return base + (sep + rest.replace("/", sep) if rest else "")
+    return None
+
+
+def remap_paths(pairs):
+    """Rewrite absolute paths saved in the file from another platform's shared-storage
+    root to this one's: libraries (reloaded), images, sounds, fonts, clips, caches."""
+    if not pairs:
+        return
+    changed = 0
+    for library in bpy.data.libraries:
+        new = remapped(library.filepath, pairs)
+        if new:
+            library.filepath = new
+            library.reload()
+            changed += 1
+    for collection in ("images", "sounds", "fonts", "movieclips", "cache_files", "volumes"):
+        for item in getattr(bpy.data, collection, []):
+            if item.library is not None or getattr(item, "packed_file", None) is not None:
+                continue
+            new = remapped(getattr(item, "filepath", ""), pairs)
+            if new:
+                item.filepath = new
+                changed += 1
+    print("farmhand: remapped %d shared-storage paths in the .blend" % changed, flush=True)
 
 
 GPU_KINDS = ("CUDA", "OPTIX", "HIP", "ONEAPI", "METAL")

@@ -88,6 +88,7 @@ class BlenderTaskRenderer:
             device=self.device,
             gpu=self.gpu,
             stall_timeout=job.stall_timeout,
+            path_remap=job.path_remap,
         )
         session = self._session_for(job, install)
         run: Callable[..., RenderResult] = (
