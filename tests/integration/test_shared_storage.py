@@ -24,10 +24,10 @@ from farmhand.scenes import make_project, make_scene
 from farmhand.shared.images import verify_image
 from farmhand.shared.pathmap import PathMapError
 from farmhand.shared.schemas import JobSettings, JobStatus
-from farmhand.worker.blender.discovery import find_blender
+from farmhand.worker.blender.discovery import BlenderInstall
 from tests.integration.conftest import Farm, make_settings
 from tests.integration.test_farm_end_to_end import finished
-from tests.integration.test_packing import render_locally
+from tests.integration.test_packing import install, render_locally  # noqa: F401 (fixture)
 from tests.integration.waiting import wait_for
 
 WIDTH, HEIGHT = 64, 48
@@ -108,13 +108,15 @@ def test_a_worker_without_a_root_for_its_platform_fails_the_task_saying_so(
 @pytest.mark.blender
 @pytest.mark.slow
 def test_absolute_paths_inside_the_blend_are_remapped_too(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    install: BlenderInstall,  # noqa: F811
 ) -> None:
     """A studio-A file whose texture and linked library are saved with A's absolute
-    paths renders on a studio-B worker exactly as it does at A."""
+    paths renders on a studio-B worker exactly as it does at A (bpy 5.0 and 3.4)."""
     studio_a = tmp_path / "studio-a" / "projects"
-    scene = make_project(studio_a)  # every path inside is absolute, under studio_a
-    expected = render_locally(find_blender("bpy"), scene, tmp_path / "local.png")
+    scene = make_project(studio_a, install=install)  # every path inside is absolute
+    expected = render_locally(install, scene, tmp_path / "local.png")
     monkeypatch.setenv(
         "FARMHAND_PATH_VARIABLES", json.dumps({"projects": {"linux": str(studio_a)}})
     )
@@ -130,7 +132,7 @@ def test_absolute_paths_inside_the_blend_are_remapped_too(
         mount_b.symlink_to(tmp_path / "nas" / "projects", target_is_directory=True)
         farm.start_worker(
             "b1", "--platform", "studio-b", "--path-map", f"projects:studio-b={mount_b}",
-            blender="bpy",
+            blender=install.spec,
         )  # fmt: skip
         done = wait_for(lambda: finished(farm, job_id), 300, "the shared job to finish")
         assert done.status is JobStatus.COMPLETED, done.status_reason
