@@ -110,10 +110,10 @@ def to_neutral(path: str, variables: PathVariables) -> str:
         for root in roots.values():
             windows = _is_windows(root)
             prefix, candidate = _normalise(root, windows), _normalise(path, windows)
-            if candidate == prefix or candidate.startswith(prefix.rstrip("/") + "/"):
-                if best is None or len(prefix) > best[0]:
-                    rest = path.replace("\\", "/") if windows else path
-                    best = (len(prefix), variable, rest[len(prefix.rstrip("/")) :].strip("/"))
+            inside = candidate == prefix or candidate.startswith(prefix.rstrip("/") + "/")
+            if inside and (best is None or len(prefix) > best[0]):
+                rest = path.replace("\\", "/") if windows else path
+                best = (len(prefix), variable, rest[len(prefix.rstrip("/")) :].strip("/"))
     if best is None:
         known = ", ".join(
             f"{root} ({{{name}}} on {platform})"
