@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -138,7 +139,14 @@ def tls_manager(tmp_path: Path) -> Iterator[TlsManager]:
         deadline = time.monotonic() + 60
         while True:
             try:
-                if httpx.get(url + "/healthz", verify=str(pki.ca), timeout=2).status_code == 200:
+                if (
+                    httpx.get(
+                        url + "/healthz",
+                        verify=ssl.create_default_context(cafile=pki.ca),
+                        timeout=2,
+                    ).status_code
+                    == 200
+                ):
                     break
             except httpx.HTTPError:
                 pass
@@ -184,6 +192,12 @@ def test_the_cli_trusts_the_manager_through_its_ca_and_only_then(
     assert missing.returncode == 1
     assert "nope.pem is not a file" in missing.stderr
     assert "Traceback" not in missing.stderr
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    unusable = farmhand(tmp_path, *jobs, FARMHAND_CA_BUNDLE=str(junk))
+    assert unusable.returncode == 1
+    assert "cannot use the CA bundle" in unusable.stderr
+    assert "Traceback" not in unusable.stderr
 
 
 def test_plain_http_is_not_served(tls_manager: TlsManager) -> None:
@@ -208,7 +222,7 @@ def test_a_real_worker_registers_over_tls(tls_manager: TlsManager, tmp_path: Pat
             runners = httpx.get(
                 tls_manager.url + "/api/admin/runners",
                 headers=admin,
-                verify=str(tls_manager.pki.ca),
+                verify=ssl.create_default_context(cafile=tls_manager.pki.ca),
                 timeout=5,
             ).json()
             if [r for r in runners if r["name"] == "tls-worker" and r["status"] != "offline"]:

@@ -9,6 +9,7 @@ a `FarmhandError`, and every transport failure a `ManagerUnreachable`.
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -143,6 +144,16 @@ def _quote_path(path: str) -> str:
     return "/".join(quote(part, safe="") for part in path.split("/"))
 
 
+def tls_context(verify: bool | str) -> bool | ssl.SSLContext:
+    """`verify` as httpx wants it: a CA bundle path becomes a context trusting that CA."""
+    if not isinstance(verify, str):
+        return verify
+    try:
+        return ssl.create_default_context(cafile=verify)
+    except (OSError, ssl.SSLError) as exc:
+        raise ManagerUnreachable(f"cannot use the CA bundle {verify}: {exc}") from exc
+
+
 def unreachable(base_url: str, exc: httpx.TransportError) -> ManagerUnreachable:
     """The error for a failed connection; an untrusted TLS certificate says what to do."""
     if "CERTIFICATE_VERIFY_FAILED" in str(exc):
@@ -176,7 +187,7 @@ class BaseClient:
             base_url=self.base_url,
             headers=headers,
             timeout=timeout,
-            verify=verify,
+            verify=tls_context(verify),
             transport=transport,
         )
 
