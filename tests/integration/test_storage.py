@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import insert, update
+from sqlalchemy import delete, insert, update
 from typer.testing import CliRunner
 
 from farmhand.cli.app import app
@@ -26,6 +26,7 @@ from farmhand.manager.app import create_app
 from farmhand.manager.clock import utcnow
 from farmhand.manager.db.models import Blob
 from farmhand.manager.storage.archive import stream_zip
+from farmhand.manager.storage.gc import remove_blob_files
 from farmhand.scenes import make_scene
 from farmhand.shared.schemas import JobSettings, JobStatus
 from tests.integration.conftest import FAKE_BLEND, Farm, make_settings, png_bytes
@@ -489,3 +490,20 @@ def test_gc_removes_many_blobs_batch_after_batch(farm: Farm) -> None:
         session.execute(insert(Blob), rows)
     assert gc(farm)["removed"] == 40_000
     assert farm.client.get("/api/admin/usage", headers=farm.admin).json()["blobs"] == 0
+
+
+def test_a_file_whose_blob_was_recorded_again_meanwhile_is_put_back(farm: Farm) -> None:
+    """The last step of a removal: a row deleted, then the same bytes uploaded again
+    before the file went. The fresh upload keeps its file; a truly gone blob does not."""
+    context = farm.client.app.state.farm  # type: ignore[attr-defined]
+    again = put(farm, b"uploaded again just now")
+    gone = put(farm, b"really unused")
+    with context.db.transaction() as session:
+        session.execute(delete(Blob).where(Blob.sha256 == gone))
+
+    freed = remove_blob_files(context, [again, gone])
+
+    assert stored(farm, again), "its row exists: the file is put back"
+    assert not stored(farm, gone)
+    assert freed == len(b"really unused")
+    assert not [p for p in (farm.data_dir / "blobs" / "tmp").iterdir() if p.name.startswith("gc-")]

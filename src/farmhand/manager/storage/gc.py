@@ -118,12 +118,20 @@ def _delete_rows(
 def remove_blob_files(context: ManagerContext, hashes: Iterable[str]) -> int:
     """Remove the files of blobs whose rows are gone; bytes freed.
 
-    Each file is moved aside first, then its row is looked up again: an upload of the
-    same bytes that recorded the blob meanwhile gets its file back.
+    The files are moved aside first, then their rows are looked up again: an upload of
+    the same bytes that recorded the blob meanwhile gets its file back.
     """
+    ordered = sorted(hashes)
     freed = 0
+    for start in range(0, len(ordered), BATCH):
+        freed += _remove_batch(context, ordered[start : start + BATCH])
+    return freed
+
+
+def _remove_batch(context: ManagerContext, hashes: list[str]) -> int:
     trash_dir = context.blobs.root / "tmp"
     trash_dir.mkdir(parents=True, exist_ok=True)
+    moved: list[tuple[str, Path, Path, int]] = []
     for sha in hashes:
         path = context.blobs.path_for(sha)
         trash = trash_dir / f"gc-{sha[:16]}-{uuid.uuid4().hex}"
@@ -132,9 +140,16 @@ def remove_blob_files(context: ManagerContext, hashes: Iterable[str]) -> int:
             os.replace(path, trash)
         except FileNotFoundError:
             continue
-        with context.db.read() as session:
-            revived = session.get(Blob, sha) is not None
-        if revived and not path.exists():
+        moved.append((sha, path, trash, size))
+    if not moved:
+        return 0
+    with context.db.read() as session:
+        revived = set(
+            session.scalars(select(Blob.sha256).where(Blob.sha256.in_([m[0] for m in moved])))
+        )
+    freed = 0
+    for sha, path, trash, size in moved:
+        if sha in revived and not path.exists():
             os.replace(trash, path)
             continue
         trash.unlink(missing_ok=True)
