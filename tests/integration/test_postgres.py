@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from farmhand.manager.app import create_app
 from tests.integration import test_manager_api as api_tests
+from tests.integration import test_scheduling as scheduling_tests
 from tests.integration.conftest import Farm, make_settings
 from tests.integration.postgres import postgres_bin, postgres_server
 
@@ -58,3 +59,13 @@ def test_racing_claims_on_postgres(pg_farm: Farm) -> None:
 
 def test_retries_on_postgres(pg_farm: Farm) -> None:
     api_tests.test_failed_task_is_retried_then_fails_the_job(pg_farm)
+
+
+def test_progress_statement_on_postgres(pg_farm: Farm) -> None:
+    """The prepared progress UPDATE (typed NULL parameters, json_array_length)."""
+    scheduling_tests.test_progress_is_recorded_only_for_the_holder(pg_farm)
+
+
+def test_duplicate_uploads_on_postgres(pg_farm: Farm) -> None:
+    """Concurrent uploads of one frame: no 500 on the blob row, one output row per frame."""
+    scheduling_tests.test_duplicate_uploads_never_corrupt_the_stored_frame(pg_farm)

@@ -28,6 +28,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import Select
 from starlette.concurrency import run_in_threadpool
 
 from farmhand.manager.api.deps import Context, RunnerDep
@@ -189,6 +190,7 @@ _HELD = select(Task.job_id, Task.frames, Task.type).where(
     Task.worker_id == bindparam("worker"),
 )
 """A task's job and frames, if the runner holds it (`task_is_held_by`, as one query)."""
+_HELD_FOR_UPDATE = _HELD.with_for_update()
 _FORGET_FRAME = delete(JobFile).where(
     JobFile.job_id == bindparam("job"),
     JobFile.kind == "output",
@@ -542,8 +544,8 @@ async def upload_output(
             f"not {suffix or 'no suffix'!r}",
         )
 
-    def check(session: Session) -> None:
-        held = session.execute(_HELD, {"task": task_id, "worker": worker_id}).first()
+    def check(session: Session, held_query: Select[int, list[int], str] = _HELD) -> None:
+        held = session.execute(held_query, {"task": task_id, "worker": worker_id}).first()
         if held is None:
             raise _not_held(task_id)
         if held.job_id != job_id or frame not in held.frames:
@@ -569,7 +571,10 @@ async def upload_output(
         # The last complete, verified upload of a frame wins, atomically: one transaction
         # replaces whatever row the frame had.
         with context.db.transaction() as session:
-            check(session)  # still this runner's, now that the bytes are in
+            # Still this runner's, now that the bytes are in; the task's row stays locked
+            # until the commit, so two uploads of one frame replace its row one after the
+            # other (PostgreSQL; SQLite's writers take turns anyway).
+            check(session, _HELD_FOR_UPDATE)
             session.execute(_FORGET_FRAME, {"job": job_id, "frame": frame})
             path = f"frames/{frame:04d}" if frame >= 0 else f"frames/m{-frame:04d}"
             output_id = session.scalar(

@@ -7,6 +7,7 @@ from pathlib import PurePosixPath
 
 from fastapi import HTTPException, status
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
@@ -21,11 +22,17 @@ CHUNK = 1024 * 1024
 
 def record_blob(context: ManagerContext, stored: StoredBlob) -> bool:
     """Record a stored blob; True if it was new."""
-    with context.db.transaction() as session:
-        if session.scalar(select(Blob.sha256).where(Blob.sha256 == stored.sha256)):
-            return False
-        session.add(Blob(sha256=stored.sha256, size=stored.size, created_at=utcnow()))
-        return True
+    try:
+        with context.db.transaction() as session:
+            if session.scalar(select(Blob.sha256).where(Blob.sha256 == stored.sha256)):
+                return False
+            session.add(Blob(sha256=stored.sha256, size=stored.size, created_at=utcnow()))
+            return True
+    except IntegrityError:
+        # The same bytes uploaded twice at once (a retry racing the first upload): on
+        # PostgreSQL both transactions may look before either inserts. The row exists,
+        # which is all either upload needs.
+        return False
 
 
 async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
