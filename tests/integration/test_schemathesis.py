@@ -1,7 +1,8 @@
 """Property-based fuzzing of the whole API from its own OpenAPI schema: no 5xx, ever.
 
 Schemathesis generates requests (valid and not) for every operation and sends them, as
-an admin (the caller who may reach the most code), to a real `farmhand manager`
+an admin (the caller who may reach the most code; runner routes as a runner holding a
+task), to a real `farmhand manager`
 process on 127.0.0.1, the one place where lifespan, middleware and the error handlers
 are all exactly as in production. Any 500 fails the operation's test; the manager's
 log (printed on failure) has the traceback.
@@ -38,7 +39,8 @@ EXCLUDED = (
 
 
 @pytest.fixture(scope="module")
-def live_farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFarm]:
+def live_farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalFarm, str]]:
+    """A real manager, and the secret of a runner that holds a task on it."""
     farm = LocalFarm(tmp_path_factory.mktemp("schemathesis"))
     farm.start_manager()
     try:
@@ -62,7 +64,7 @@ def live_farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFarm]:
                 headers={"Authorization": f"Bearer {secret}"},
             )
             client.post("/api/admin/runner-tokens", headers=admin, json={})
-        yield farm
+        yield farm, secret
     except BaseException:
         print(farm.logs(200), file=sys.stderr)
         raise
@@ -90,14 +92,19 @@ MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
 
 
 @pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
-def test_no_request_makes_the_manager_fail(method: str, path: str, live_farm: LocalFarm) -> None:
+def test_no_request_makes_the_manager_fail(
+    method: str, path: str, live_farm: tuple[LocalFarm, str]
+) -> None:
+    farm, runner_secret = live_farm
     operation = SCHEMA[path][method]
-    headers = {"Authorization": f"Bearer {live_farm.admin_token}"}
+    # Runner routes are fuzzed as the runner (an admin would only ever get 401 there).
+    token = runner_secret if path.startswith("/api/runner/") else farm.admin_token
+    headers = {"Authorization": f"Bearer {token}"}
     strategy = st.one_of(*(operation.as_strategy(generation_mode=mode) for mode in MODES))
 
     @given(case=strategy)
     @settings(
-        max_examples=12,
+        max_examples=20,
         deadline=None,
         derandomize=True,
         phases=[Phase.explicit, Phase.generate],
@@ -105,9 +112,9 @@ def test_no_request_makes_the_manager_fail(method: str, path: str, live_farm: Lo
         database=None,
     )
     def probe(case: schemathesis.Case) -> None:
-        response = case.call(base_url=live_farm.url, headers=headers, timeout=30)
+        response = case.call(base_url=farm.url, headers=headers, timeout=30)
         if response.status_code >= 500:
-            print(live_farm.logs(80), file=sys.stderr)
+            print(farm.logs(80), file=sys.stderr)
         case.validate_response(response, checks=[not_a_server_error])
 
     probe()
