@@ -217,6 +217,7 @@ def test_a_worker_started_with_a_new_token_appears_live(
 ) -> None:
     page = sign_in(browser, farm)
     page.click("nav >> text=Runners")
+    page.select_option("#token-uses", "1")  # single use: spent once the worker joins
     page.click("#new-runner-token")
     command = page.locator("#runner-token-command")
     expect()(command).to_contain_text("farmhand worker --manager")
@@ -235,8 +236,8 @@ def test_a_worker_started_with_a_new_token_appears_live(
     expect()(row.locator(".status")).to_have_text("idle")
     assert page.evaluate("performance.getEntriesByType('navigation').length") == 1, "no reload"
     token_row = page.locator("#runner-tokens tbody tr").first
-    expect()(token_row).to_contain_text("active")
-    expect()(token_row.locator("td").nth(3)).to_have_text("1")  # its use shows up live too
+    expect()(token_row).to_contain_text("spent")
+    expect()(token_row.locator("td").nth(3)).to_have_text("1 / 1")  # its use shows up live too
     shoot(page, "13-runners-new-worker")
     worker.stop()
     page.context.close()

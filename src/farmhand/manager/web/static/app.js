@@ -606,14 +606,15 @@
     const loadTokens = async () => {
       const tokens = await api("GET", "/api/admin/runner-tokens");
       tokensBody.innerHTML = tokens.length ? tokens.map((t) => `<tr data-token-id="${t.id}"><td class="num">${t.id}</td><td>${when(t.created_at)}</td><td>${t.expires_at ? when(t.expires_at) : "never"}</td>
-        <td class="num">${t.uses}</td><td>${t.active ? badge("active") : t.revoked_at ? badge("revoked") : badge("expired")}</td>
+        <td class="num">${t.uses}${t.max_uses ? ` / ${t.max_uses}` : ""}</td><td>${t.active ? badge("active") : t.revoked_at ? badge("revoked") : t.max_uses && t.uses >= t.max_uses ? badge("spent") : badge("expired")}</td>
         <td>${t.active ? `<button type="button" class="small danger" data-revoke="${t.id}">Revoke</button>` : ""}</td></tr>`).join("")
         : '<tr><td colspan="6" class="empty">No registration tokens.</td></tr>';
     };
     $("#new-runner-token").addEventListener("click", async () => {
       const hours = $("#token-expiry").value;
+      const uses = $("#token-uses").value;
       try {
-        const created = await api("POST", "/api/admin/runner-tokens", { expires_in_hours: hours ? Number(hours) : null });
+        const created = await api("POST", "/api/admin/runner-tokens", { expires_in_hours: hours ? Number(hours) : null, max_uses: uses ? Number(uses) : null });
         $("#runner-token-command").textContent = created.command;
         $("#runner-token-secret").textContent = created.secret;
         $("#new-token-result").hidden = false;
