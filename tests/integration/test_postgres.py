@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from farmhand.manager.app import create_app
+from tests.integration import test_limits as limits_tests
 from tests.integration import test_manager_api as api_tests
 from tests.integration import test_scheduling as scheduling_tests
 from tests.integration.conftest import Farm, make_settings
@@ -69,3 +70,10 @@ def test_progress_statement_on_postgres(pg_farm: Farm) -> None:
 def test_duplicate_uploads_on_postgres(pg_farm: Farm) -> None:
     """Concurrent uploads of one frame: no 500 on the blob row, one output row per frame."""
     scheduling_tests.test_duplicate_uploads_never_corrupt_the_stored_frame(pg_farm)
+
+
+def test_values_postgres_refuses_are_a_400_on_postgres(pg_farm: Farm) -> None:
+    """Out-of-range ids and NUL bytes in text reach PostgreSQL as errors: not a 500."""
+    limits_tests.test_ids_beyond_what_the_database_holds_are_a_400(pg_farm)
+    answer = pg_farm.client.post("/api/tokens", headers=pg_farm.admin, json={"name": "a\x00b"})
+    assert answer.status_code == 400, answer.text

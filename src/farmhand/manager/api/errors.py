@@ -43,7 +43,6 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(OverflowError)
-    @app.exception_handler(DataError)
     async def _out_of_range(request: Request, error: Exception) -> JSONResponse:
         # An id or number beyond what the database stores (SQLite: 64-bit integers);
         # no such row can exist, and the fault is in the request.
@@ -51,6 +50,16 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             status_code=status.HTTP_400_BAD_REQUEST,
             content={"detail": "a number in the request is out of range"},
+        )
+
+    @app.exception_handler(DataError)
+    async def _unstorable(request: Request, error: Exception) -> JSONResponse:
+        # The database refused a value (PostgreSQL: an integer out of range, a NUL byte
+        # in text); the request carried it.
+        log.info("value refused by the database", path=request.url.path, error=str(error)[:200])
+        return JSONResponse(
+            status_code=status.HTTP_400_BAD_REQUEST,
+            content={"detail": "a value in the request is out of range or cannot be stored"},
         )
 
     @app.exception_handler(Exception)
