@@ -93,6 +93,8 @@ def test_a_50_file_waits_with_a_reason_until_a_50_worker_comes(farm: Farm) -> No
     assert job.status_reason is not None
     assert "Blender 5.0 or newer" in job.status_reason and "3.4.1" in job.status_reason
     assert "Blender 5.0 or newer" in live_line(job)
+    listed = farm.client.get("/api/jobs", headers=farm.admin).json()
+    assert "Blender 5.0 or newer" in next(j for j in listed if j["id"] == job_id)["status_reason"]
 
     new = runner(farm, "new", ["3.4.1", "5.0.1"])
     task = claim(farm, new)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from farmhand.manager.clock import utcnow
 from farmhand.manager.db.models import Job, JobFile, Task, User, Worker
-from farmhand.manager.scheduling.eligibility import wait_reason
+from farmhand.manager.scheduling.eligibility import available_workers, wait_reason
 from farmhand.shared.schemas import (
     JobDetail,
     JobFileKind,
@@ -98,6 +98,24 @@ def _last_frame(session: Session, job: Job) -> tuple[JobFileModel | None, JobFil
     return file_model(last), file_model(preview) if preview is not None else None
 
 
+def _stalled(summary: JobSummary, tasks: Sequence[Task]) -> bool:
+    """Runnable, with queued tasks, none running, and no other reason given: maybe no
+    worker fits it (`wait_reason` says which)."""
+    statuses = {t.status for t in tasks}
+    return (
+        summary.status_reason is None
+        and summary.status in (JobStatus.QUEUED, JobStatus.ACTIVE)
+        and TaskStatus.QUEUED.value in statuses
+        and TaskStatus.ACTIVE.value not in statuses
+    )
+
+
+def _wait_reason(job: Job, tasks: Sequence[Task], workers: list[Worker]) -> str | None:
+    # Ask about the first queued task's type: a video task waits for a worker with ffmpeg.
+    queued = next(t for t in tasks if t.status == TaskStatus.QUEUED.value)
+    return wait_reason(job, workers, queued.type)
+
+
 def _task_progress(task: Task) -> float:
     """0-100 for one task: its finished frames plus the sampled part of the current one."""
     frames = len(task.frames)
@@ -144,17 +162,8 @@ def job_detail(session: Session, job: Job) -> JobDetail:
         # From what finished frames took, shared among the workers on the job now.
         busy = sum(1 for t in tasks if t.status == TaskStatus.ACTIVE.value)
         eta = round(per_frame * left / max(1, busy), 1)
-    runnable = job.status in (JobStatus.QUEUED.value, JobStatus.ACTIVE.value)
-    statuses = {t.status for t in tasks}
-    if (
-        summary.status_reason is None
-        and runnable
-        and TaskStatus.QUEUED.value in statuses
-        and TaskStatus.ACTIVE.value not in statuses
-    ):
-        # Ask about the first queued task's type: a video task waits for a worker with ffmpeg.
-        queued = next(t for t in tasks if t.status == TaskStatus.QUEUED.value)
-        summary.status_reason = wait_reason(session, job, queued.type)
+    if _stalled(summary, tasks):
+        summary.status_reason = _wait_reason(job, tasks, available_workers(session))
     peaks = [t.peak_memory_bytes for t in tasks if t.peak_memory_bytes]
     last_frame, last_preview = _last_frame(session, job)
     return JobDetail(
@@ -202,4 +211,17 @@ def job_summaries(session: Session, jobs: Sequence[Job]) -> list[JobSummary]:
     for task in session.scalars(select(Task).where(Task.job_id.in_(ids))):
         tasks_by_job[task.job_id].append(task)
     owners = {user.id: user.name for user in session.scalars(select(User))}
-    return [job_summary(job, owners.get(job.owner_id, "?"), tasks_by_job[job.id]) for job in jobs]
+    summaries = [
+        job_summary(job, owners.get(job.owner_id, "?"), tasks_by_job[job.id]) for job in jobs
+    ]
+    stalled = [
+        (job, summary)
+        for job, summary in zip(jobs, summaries, strict=True)
+        if _stalled(summary, tasks_by_job[job.id])
+    ]
+    if stalled:
+        # One look at the workers for the whole list.
+        workers = available_workers(session)
+        for job, summary in stalled:
+            summary.status_reason = _wait_reason(job, tasks_by_job[job.id], workers)
+    return summaries

@@ -64,13 +64,9 @@ def unfit_reason(
     return None
 
 
-def wait_reason(session: Session, job: Job, task_type: str = "render") -> str | None:
-    """Why nobody takes the job's queued tasks though workers are online, or None.
-
-    A file saved by a newer Blender than any worker has waits (it would fail on garbage
-    in an older one): this names what it needs and what the workers have.
-    """
-    workers = list(
+def available_workers(session: Session) -> list[Worker]:
+    """Every worker that may take new work now (`available`, as one query)."""
+    return list(
         session.scalars(
             select(Worker).where(
                 Worker.status != WorkerStatus.OFFLINE.value,
@@ -79,6 +75,14 @@ def wait_reason(session: Session, job: Job, task_type: str = "render") -> str | 
             )
         )
     )
+
+
+def wait_reason(job: Job, workers: list[Worker], task_type: str = "render") -> str | None:
+    """Why none of the available `workers` takes the job's queued tasks, or None.
+
+    A file saved by a newer Blender than any worker has waits (it would fail on garbage
+    in an older one): this names what it needs and what the workers have.
+    """
     if not workers:
         return None
     reasons = [unfit_reason(w, job.settings, task_type, job.blender_saved) for w in workers]
@@ -107,13 +111,7 @@ def eligible_workers(
     )
     return [
         worker
-        for worker in session.scalars(
-            select(Worker).where(
-                Worker.status != WorkerStatus.OFFLINE.value,
-                Worker.admin_state == "enabled",
-                Worker.asleep.is_(False),
-            )
-        )
+        for worker in available_workers(session)
         if worker.id not in blocked
         and worker.id not in exclude
         and fits(worker, job.settings, task_type, job.blender_saved)
