@@ -125,8 +125,10 @@ def create_app(settings: ManagerSettings, context: ManagerContext | None = None)
     app.state.farm = context
     install_error_handlers(app)
     app.add_middleware(LimitsMiddleware, limits=BodyLimits.from_settings(settings))
+    # Runner routes first: they are most of the traffic (four calls a task), and a request
+    # is matched against the routes in order. No path of the routers before it overlaps.
     for module in (
-        health, blobs, jobs, projects, runner, runner_video, runner_outputs, admin, users, tokens,
+        runner, health, blobs, jobs, projects, runner_video, runner_outputs, admin, users, tokens,
         runner_tokens, blendinfo, events_stream, thumbnails, web_routes, upload_sessions, usage,
     ):  # fmt: skip
         app.include_router(module.router)
