@@ -57,6 +57,19 @@ def test_the_newest_fitting_blender_renders_the_task(tmp_path: Path) -> None:
     assert renderer.install_for(job_for("5.0", None, tmp_path)) is installs[1]
 
 
+def test_a_file_the_manager_did_not_read_is_read_by_the_worker(tmp_path: Path) -> None:
+    """A job on shared storage: the worker reads the header and picks its Blender."""
+    (tmp_path / "a.blend").write_bytes(b"BLENDER17-01v0500REND" + bytes(64))
+    installs = [
+        BlenderInstall("executable", "/opt/3.4/blender", "3.4.1"),
+        BlenderInstall("executable", "/opt/5.0/blender", "5.0.1"),
+    ]
+    assert BlenderTaskRenderer(installs).install_for(job_for(None, "<6", tmp_path)) is installs[1]
+    outcome = BlenderTaskRenderer(installs[0])(job_for(None, None, tmp_path))
+    assert not outcome.ok and outcome.error is not None
+    assert "saved by Blender 5.0" in outcome.error
+
+
 def test_a_task_no_blender_fits_fails_with_the_reason(tmp_path: Path) -> None:
     renderer = BlenderTaskRenderer(BlenderInstall("executable", "/opt/b", "3.4.1"))
     outcome = renderer(job_for("5.0", None, tmp_path))

@@ -20,7 +20,7 @@ from pathlib import Path
 import structlog
 from structlog.typing import FilteringBoundLogger
 
-from farmhand.shared.blendfile import best_version
+from farmhand.shared.blendfile import best_version, read_saved_version
 from farmhand.worker.agent import RenderJob, RenderOutcome
 from farmhand.worker.blender.discovery import BlenderInstall
 from farmhand.worker.blender.events import Event, FrameSaved, FrameStarted, FrameStats, Progress
@@ -71,10 +71,11 @@ class BlenderTaskRenderer:
         install = self.install_for(job)
         if install is None:
             have = ", ".join(i.version for i in self.installs)
+            saved = task.blender_saved or _saved_version(job.blend_file)
             return RenderOutcome(
                 ok=False,
                 error=f"none of this worker's Blenders ({have}) can render this job "
-                f"(saved by Blender {task.blender_saved}, range {task.blender_version or 'any'})",
+                f"(saved by Blender {saved}, range {task.blender_version or 'any'})",
             )
 
         request = RenderRequest(
@@ -105,11 +106,14 @@ class BlenderTaskRenderer:
         return _outcome(result)
 
     def install_for(self, job: RenderJob) -> BlenderInstall | None:
-        """The newest of this worker's Blenders that can render the task's job."""
+        """The newest of this worker's Blenders that can render the task's job.
+
+        The manager names the Blender that saved the file; for a file it never read (a
+        job on shared storage) the worker reads the header itself.
+        """
         task = job.task
-        version = best_version(
-            [i.version for i in self.installs], task.blender_saved, task.blender_version
-        )
+        saved = task.blender_saved or _saved_version(job.blend_file)
+        version = best_version([i.version for i in self.installs], saved, task.blender_version)
         return next((i for i in self.installs if i.version == version), None)
 
     def _session_for(self, job: RenderJob, install: BlenderInstall) -> BlenderSession | None:
@@ -140,6 +144,14 @@ class BlenderTaskRenderer:
             session, self._session, self._key = self._session, None, None
         if session is not None:
             session.close()
+
+
+def _saved_version(blend: Path) -> str | None:
+    try:
+        with blend.open("rb") as handle:
+            return read_saved_version(handle)
+    except OSError:
+        return None  # Blender will say what is wrong with the file
 
 
 def _relative(path: Path, root: Path) -> str:
