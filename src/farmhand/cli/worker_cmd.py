@@ -67,6 +67,7 @@ def worker(
         typer.Option(
             "--blender",
             envvar="FARMHAND_BLENDER",
+            metavar="[VERSION=]PATH|bpy",
             help="A Blender to render with: a path, `bpy`, or VERSION=PATH such as "
             "5.0=/opt/blender-5.0/blender; repeat to offer several (default: found).",
         ),
@@ -75,6 +76,7 @@ def worker(
         str,
         typer.Option(
             "--device",
+            metavar="KIND",
             help="Cycles device: CPU, CUDA, OPTIX, HIP, ONEAPI or METAL (checked at start).",
         ),
     ] = "CPU",
