@@ -67,7 +67,7 @@ def worker(
         typer.Option(
             "--blender",
             envvar="FARMHAND_BLENDER",
-            metavar="[VERSION=]PATH|bpy",
+            metavar="[V=]PATH",
             help="A Blender to render with: a path, `bpy`, or VERSION=PATH such as "
             "5.0=/opt/blender-5.0/blender; repeat to offer several (default: found).",
         ),
