@@ -676,14 +676,15 @@ class Agent:
             shutil.rmtree(work_dir, ignore_errors=True)
 
     def _upload_frame(self, run: _TaskRun, frame: int, path: Path) -> object:
-        """Send a frame, then its File Output node files and Blender's preview of it.
+        """Send a frame's File Output node files and Blender's preview of it, then the frame.
 
-        Retried as a whole by the uploader: every upload replaces what it names. A
-        preview the manager refuses is skipped (the frame stands without it); a refused
-        File Output file fails the task like a refused frame.
+        The frame goes last: its arrival is what the web UI reacts to, and its thumbnail
+        is made from the preview when there is one. Retried as a whole by the uploader:
+        every upload replaces what it names. A preview the manager refuses is skipped
+        (the frame stands without it); a refused File Output file fails the task like a
+        refused frame.
         """
         task = run.task
-        stored = self.client.upload_output(task.job_id, task.task_id, frame, path)
         preview, extras = run.files_of(frame)
         for name, extra in extras:
             self.client.upload_extra(task.job_id, task.task_id, frame, "pass", name, extra)
@@ -696,7 +697,7 @@ class Agent:
                 if is_retryable(exc) or _is_gone(exc):
                     raise
                 self.log.warning("preview refused", frame=frame, error=str(exc))
-        return stored
+        return self.client.upload_output(task.job_id, task.task_id, frame, path)
 
     def _materialise(self, task: TaskAssignment, job_dir: Path, tlog: FilteringBoundLogger) -> Path:
         def download(task_file: object, dest: Path) -> None:
