@@ -51,8 +51,8 @@ from farmhand.manager.scheduling.state import (
 from farmhand.manager.scheduling.workers import (
     abort_current,
     active_tasks,
+    claiming_worker,
     display_status,
-    finish_draining,
 )
 from farmhand.shared.images import ImageError, verify_image
 from farmhand.shared.paths import UnsafePathError, safe_relative_path
@@ -312,16 +312,11 @@ def _claim_once(
     context: ManagerContext, worker_id: int, first: bool, prefer_job: int | None = None
 ) -> TaskAssignment | None:
     with context.db.transaction() as session:
-        worker = session.get(Worker, worker_id)
+        # A claim is a sign of life; the later looks of a long poll need not say so
+        # again (they would be a database write per waiting worker per poll).
+        worker = claiming_worker(session, worker_id, utcnow(), seen=first)
         if worker is None:
             raise _gone_runner()
-        if first:
-            # A claim is a sign of life; the later looks of a long poll need not say so
-            # again (they would be a database write per waiting worker per poll).
-            worker.last_heartbeat = utcnow()
-            if worker.status == WorkerStatus.OFFLINE.value:
-                worker.status = WorkerStatus.IDLE.value
-        finish_draining(worker)
         task = claim_task(session, worker, utcnow(), context.policy, prefer_job=prefer_job)
         if task is None:
             return None

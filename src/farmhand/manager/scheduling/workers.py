@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.orm import Session
 
 from farmhand.manager.db.models import Task, Worker
@@ -67,10 +67,58 @@ def apply_action(
     return abort_current(session, worker, f"worker {worker.name} was disabled", now, policy)
 
 
-def finish_draining(worker: Worker) -> None:
-    """A draining worker asking for more work has finished its task: it is now disabled."""
-    if worker.admin_state == "draining":
-        worker.admin_state = "disabled"
+_CLAIMER = select(
+    Worker.id, Worker.name, Worker.status, Worker.admin_state, Worker.asleep, Worker.capabilities
+).where(Worker.id == bindparam("worker"))
+_SEEN = (
+    update(Worker)
+    .where(Worker.id == bindparam("worker"))
+    .values(
+        last_heartbeat=bindparam("now"),
+        status=case(
+            (Worker.status == WorkerStatus.OFFLINE.value, WorkerStatus.IDLE.value),
+            else_=Worker.status,
+        ),
+    )
+    .execution_options(synchronize_session=False)
+)
+_DRAINED = (
+    update(Worker)
+    .where(Worker.id == bindparam("worker"), Worker.admin_state == "draining")
+    .values(admin_state="disabled")
+    .execution_options(synchronize_session=False)
+)
+
+
+def claiming_worker(
+    session: Session, worker_id: int, now: datetime, *, seen: bool
+) -> Worker | None:
+    """The worker asking for a task, after what asking means; None if it was deleted.
+
+    Asking is a sign of life (`seen`: its heartbeat time, and an offline worker is back
+    online), and a draining worker that asks has finished its task: it is now disabled.
+    The answer is a detached `Worker` built from one row, for the claim's rules to read:
+    loading an ORM object per claim costs more than the claim's queries.
+    """
+    row = session.execute(_CLAIMER, {"worker": worker_id}).first()
+    if row is None:
+        return None
+    status, admin_state = row.status, row.admin_state
+    if seen:
+        session.execute(_SEEN, {"worker": worker_id, "now": now})
+        if status == WorkerStatus.OFFLINE.value:
+            status = WorkerStatus.IDLE.value
+    if admin_state == "draining":
+        session.execute(_DRAINED, {"worker": worker_id})
+        admin_state = "disabled"
+    return Worker(
+        id=row.id,
+        name=row.name,
+        status=status,
+        admin_state=admin_state,
+        asleep=row.asleep,
+        capabilities=row.capabilities,
+    )
 
 
 def display_status(worker: Worker, busy: bool) -> WorkerStatus:
@@ -148,8 +196,8 @@ __all__ = [
     "abort_current",
     "apply_action",
     "check_schedule",
+    "claiming_worker",
     "display_status",
-    "finish_draining",
     "in_sleep_window",
     "update_sleep",
 ]
