@@ -135,6 +135,22 @@ def blender_preview(session: Session, job_id: int, frame: int) -> JobFile | None
     ).first()
 
 
+def use_preview(frame_path: str, preview: Path, size: int) -> bool:
+    """Whether to show Blender's preview rather than the frame itself.
+
+    Always for EXR (only Blender knows the scene's colour management); for PNG/JPEG,
+    whose pixels already are what the artist sees, only while the preview is at least
+    as large as asked (the large view of a 4K PNG is made from the PNG).
+    """
+    if PurePosixPath(frame_path).suffix.lower() == ".exr":
+        return True
+    try:
+        with Image.open(preview) as image:
+            return max(image.size) >= size
+    except (OSError, UnidentifiedImageError):
+        return False
+
+
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse},
     404: {"model": ErrorResponse},
@@ -165,7 +181,9 @@ async def get_thumbnail(
                 raise HTTPException(status.HTTP_404_NOT_FOUND, f"output {file_id} not found")
             if row.kind == "output" and row.frame is not None:
                 preview = blender_preview(session, job_id, row.frame)
-                if preview is not None:
+                if preview is not None and use_preview(
+                    row.path, context.blobs.path_for(preview.sha256), size
+                ):
                     return preview.sha256, preview.path
             return row.sha256, row.path
 
