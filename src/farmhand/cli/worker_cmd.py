@@ -83,7 +83,9 @@ def worker(
     gpu: Annotated[
         int | None,
         typer.Option(
-            "--gpu", min=0, help="Use only this GPU of --device (run one worker per GPU)."
+            "--gpu",
+            min=0,
+            help="Only this GPU of --device: one worker per GPU (default name HOST-gpuN).",
         ),
     ] = None,
     task_timeout: Annotated[
@@ -175,7 +177,8 @@ def worker(
 ) -> None:
     """Run a worker: register, then render tasks until stopped (Ctrl-C / SIGTERM)."""
     configure_logging("worker", log_level.upper())
-    worker_name = name or default_name()
+    # One worker per GPU on one machine: each needs its own name (and so work dir).
+    worker_name = name or default_name() + (f"-gpu{gpu}" if gpu is not None else "")
     verify: bool | str = str(ca_bundle) if ca_bundle else not insecure
     try:
         cache_bytes = parse_size(cache_size) if cache_size is not None else None
