@@ -148,6 +148,10 @@ def test_a_runner_reads_only_the_files_of_tasks_it_holds(farm: Farm) -> None:
         farm.client.post(upload, headers=holder, data=wrong_frame, files=frame).status_code == 400
     )
     assert farm.client.post(upload, headers=holder, data=data, files=frame).status_code == 201
+    # Rendered frames (what a video task reads) are no exception.
+    frames = f"/api/runner/files/{held}/frames/0001.png?kind=output"
+    assert farm.client.get(frames, headers=holder).is_success
+    assert farm.client.get(frames, headers=idle).status_code == 404
     # Once the task is given back, its files are out of reach.
     released = farm.client.post(
         f"/api/runner/tasks/{task['task_id']}/release", headers=holder, json={"reason": "bye"}
@@ -157,6 +161,7 @@ def test_a_runner_reads_only_the_files_of_tasks_it_holds(farm: Farm) -> None:
         farm.client.get(f"/api/runner/files/{held}/scene.blend", headers=holder).status_code == 404
     )
     assert farm.client.post(upload, headers=holder, data=data, files=frame).status_code == 409
+    assert farm.client.get(frames, headers=holder).status_code == 404
 
 
 def test_runner_and_people_credentials_do_not_cross(farm: Farm) -> None:
