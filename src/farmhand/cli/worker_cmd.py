@@ -66,10 +66,10 @@ def worker(
         list[str] | None,
         typer.Option(
             "--blender",
-            envvar="FARMHAND_BLENDER",
             metavar="[V=]PATH",
             help="A Blender to render with: a path, `bpy`, or VERSION=PATH such as "
-            "5.0=/opt/blender-5.0/blender; repeat to offer several (default: found).",
+            "5.0=/opt/blender-5.0/blender; repeat to offer several (default: "
+            "$FARMHAND_BLENDER, then `blender` on PATH, then bpy).",
         ),
     ] = None,
     device: Annotated[
