@@ -207,6 +207,25 @@ def test_plain_http_is_not_served(tls_manager: TlsManager) -> None:
 
 @pytest.mark.blender
 def test_a_real_worker_registers_over_tls(tls_manager: TlsManager, tmp_path: Path) -> None:
+    # Without the CA it refuses to talk, says why, and keeps trying (a fixed certificate
+    # or CA later needs no restart).
+    untrusting_args = [
+        sys.executable, "-m", "farmhand", "worker", "--manager", tls_manager.url,
+        "--token", RUNNER_TOKEN, "--name", "no-ca", "--work-dir", str(tmp_path / "n"),
+        "--blender", "/usr/bin/blender",
+    ]  # fmt: skip
+    log = tmp_path / "logs" / "no-ca.log"
+    untrusting = Child("no-ca", untrusting_args, log, clean_env(tmp_path)).start()
+    try:
+        deadline = time.monotonic() + 60
+        while "is not trusted" not in log.read_text(errors="replace"):
+            assert untrusting.running, untrusting.tail()
+            assert time.monotonic() < deadline, untrusting.tail()
+            time.sleep(0.3)
+        assert "--ca-bundle" in log.read_text(errors="replace")
+        assert "Traceback" not in log.read_text(errors="replace")
+    finally:
+        untrusting.stop()
     worker_args = [
         sys.executable, "-m", "farmhand", "worker", "--manager", tls_manager.url,
         "--token", RUNNER_TOKEN, "--name", "tls-worker", "--work-dir", str(tmp_path / "w"),
@@ -225,6 +244,7 @@ def test_a_real_worker_registers_over_tls(tls_manager: TlsManager, tmp_path: Pat
                 verify=ssl.create_default_context(cafile=tls_manager.pki.ca),
                 timeout=5,
             ).json()
+            assert not [r for r in runners if r["name"] == "no-ca"]
             if [r for r in runners if r["name"] == "tls-worker" and r["status"] != "offline"]:
                 break
             assert worker.running, worker.tail()
