@@ -231,7 +231,12 @@ class JobFile(Base):
     render_seconds: Mapped[float | None]
     created_at: Mapped[datetime]
 
-    __table_args__ = (UniqueConstraint("job_id", "kind", "path"),)
+    __table_args__ = (
+        UniqueConstraint("job_id", "kind", "path"),
+        # A frame's output row, found without scanning the job's other outputs: every
+        # upload replaces it and every completion checks its task's frames have one.
+        Index("ix_job_files_frame", "job_id", "kind", "frame"),
+    )
 
 
 __all__ = [
