@@ -1,4 +1,4 @@
-"""accounts: passwords, disabled users, OAuth identities (reserved, filled in by the accounts work)
+"""accounts: passwords, disabled users, OAuth identities
 
 Revision ID: 0003
 Revises: 0002

@@ -1,7 +1,7 @@
 """Blender versions and live progress: which Blender saved a job's file, per-task stats
 
 Revision ID: 0007
-Revises: 0006
+Revises: 0005
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007"
-down_revision: str | None = "0006"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
