@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 _UNPREFIXED = ("google_", "discord_", "oidc_", "enable_local_auth", "local_test_")
 """Read without the `FARMHAND_` prefix too: JiggaBlend's names, and OIDC's alike."""
 
@@ -51,7 +50,7 @@ class AuthSettings:
     discord_client_secret: str | None = None
     discord_redirect_url: str | None = None
     discord_authorize_url: str = "https://discord.com/oauth2/authorize"
-    discord_token_url: str = "https://discord.com/api/oauth2/token"
+    discord_token_url: str = "https://discord.com/api/oauth2/token"  # noqa: S105 (a URL)
     discord_userinfo_url: str = "https://discord.com/api/users/@me"
     oidc_issuer: str | None = None
     oidc_client_id: str | None = None

@@ -101,8 +101,13 @@ def add_extras(root):
     """
     seq = os.path.join(root, "textures", "seq")
     udim = os.path.join(root, "textures", "udim")
-    for folder in (seq, udim, os.path.join(root, "sounds"), os.path.join(root, "fonts"),
-                   os.path.join(root, "cache")):
+    for folder in (
+        seq,
+        udim,
+        os.path.join(root, "sounds"),
+        os.path.join(root, "fonts"),
+        os.path.join(root, "cache"),
+    ):
         os.makedirs(folder, exist_ok=True)
     for frame in (1, 2, 3):
         painted(os.path.join(seq, f"flame_{frame:04d}.png"), (frame / 3, 0.2, 0.1, 1))

@@ -593,8 +593,11 @@ class Agent:
             threads=self.settings.threads,
             cancel=run.cancel,
             on_frame_started=run.frame_started,
-            on_frame_saved=box.recording(uploader.submit if shared_out is None else
-            _both(shared_out.publish, uploader.submit)),
+            on_frame_saved=box.recording(
+                uploader.submit
+                if shared_out is None
+                else _both(shared_out.publish, uploader.submit)
+            ),
             on_samples=run.samples,
             on_log=box.logging(run.log_line),
             on_frame_stats=run.frame_stats,
