@@ -13,10 +13,9 @@ from typing import TypeVar
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Job
-from farmhand.manager.jobs.submit import SubmitError, create_job
-from farmhand.manager.scheduling.compile import compile_animation
+from farmhand.manager.jobs.submit import SubmitError, add_job, create_job
 from farmhand.shared.pathmap import PathMapError, to_neutral
-from farmhand.shared.schemas import JobCreate, JobSettings, JobStatus, SharedJobCreate
+from farmhand.shared.schemas import JobCreate, JobSettings, SharedJobCreate
 
 _S = TypeVar("_S", bound=JobSettings)
 
@@ -50,18 +49,6 @@ def create_shared_job(context: ManagerContext, owner_id: int, request: SharedJob
     settings = settings.model_copy(update={"storage": "shared"})
     now = utcnow()
     with context.db.transaction() as session:
-        job = Job(
-            owner_id=owner_id,
-            name=settings.name or PurePosixPath(main).stem,
-            type="animation",
-            status=JobStatus.QUEUED.value,
-            priority=settings.priority,
-            settings=settings.model_dump(mode="json"),
-            main_file=main,
-            created_at=now,
-        )
-        session.add(job)
-        session.flush()
-        compile_animation(session, job, settings, now)
+        job = add_job(session, owner_id, settings, main, now)
     context.wakeup.notify()
     return job

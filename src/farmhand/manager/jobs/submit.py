@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import PurePosixPath
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
@@ -63,19 +65,7 @@ def create_job(context: ManagerContext, owner_id: int, request: JobCreate) -> Jo
         lacking = sorted(set(files.values()) - blobs.keys())
         if lacking:
             raise _missing(lacking)
-        job = Job(
-            owner_id=owner_id,
-            name=settings.name or PurePosixPath(main).stem,
-            type="animation",
-            status=JobStatus.QUEUED.value,
-            priority=settings.priority,
-            settings=settings.model_dump(mode="json"),
-            main_file=main,
-            blender_saved=saved,
-            created_at=now,
-        )
-        session.add(job)
-        session.flush()
+        job = add_job(session, owner_id, settings, main, now, blender_saved=saved)
         session.add_all(
             JobFile(
                 job_id=job.id,
@@ -87,8 +77,38 @@ def create_job(context: ManagerContext, owner_id: int, request: JobCreate) -> Jo
             )
             for path, sha in files.items()
         )
-        compile_animation(session, job, settings, now)
     context.wakeup.notify()
+    return job
+
+
+def add_job(
+    session: Session,
+    owner_id: int,
+    settings: JobSettings,
+    main: str,
+    now: datetime,
+    *,
+    blender_saved: str | None = None,
+) -> Job:
+    """A queued animation job and its tasks, in the caller's transaction.
+
+    Every way of submitting (uploaded files, shared storage) ends here, so a job row is
+    always born with its tasks in the same transaction.
+    """
+    job = Job(
+        owner_id=owner_id,
+        name=settings.name or PurePosixPath(main).stem,
+        type="animation",
+        status=JobStatus.QUEUED.value,
+        priority=settings.priority,
+        settings=settings.model_dump(mode="json"),
+        main_file=main,
+        blender_saved=blender_saved,
+        created_at=now,
+    )
+    session.add(job)
+    session.flush()
+    compile_animation(session, job, settings, now)
     return job
 
 
