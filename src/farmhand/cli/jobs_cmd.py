@@ -6,9 +6,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import Annotated, get_args
+from typing import Annotated, cast, get_args
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -26,7 +27,14 @@ from farmhand.client import FarmhandClient, FarmhandError
 from farmhand.client.packing import PackedProject, PackError
 from farmhand.client.submission import MissingFiles, SubmitHooks, Submitted, submit_project
 from farmhand.shared.frames import FrameRangeError, parse_frame_spec
-from farmhand.shared.schemas import JobDetail, JobSettings, JobStatus, OutputFormat, VideoSettings
+from farmhand.shared.schemas import (
+    DeviceKind,
+    JobDetail,
+    JobSettings,
+    JobStatus,
+    OutputFormat,
+    VideoSettings,
+)
 
 console = Console()
 err = Console(stderr=True)
@@ -82,7 +90,13 @@ def transfer_progress() -> Progress:
 
 
 def submit(
-    file: Annotated[Path, typer.Argument(help="The .blend to render.", show_default=False)],
+    file: Annotated[
+        str,
+        typer.Argument(
+            help="The .blend to render (with --shared: its path on the share).",
+            show_default=False,
+        ),
+    ],
     frames: Annotated[
         str, typer.Option(help="Frame range: 1-250, 1-250x5 (every 5th) or 7.")
     ] = "1",
@@ -117,6 +131,45 @@ def submit(
         typer.Option("--allow-missing", help="Submit even if files the scene uses are missing."),
     ] = False,
     threads: Annotated[int, typer.Option(min=1, max=32, help="Parallel uploads.")] = 4,
+    shared: Annotated[
+        bool,
+        typer.Option(
+            "--shared",
+            help="The .blend is on shared storage: nothing is packed or uploaded, the path "
+            "is sent as given and each worker reads it from its own mount.",
+        ),
+    ] = False,
+    output_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--output-dir",
+            help="Also write the frames to this folder on shared storage.",
+            show_default=False,
+        ),
+    ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Only workers rendering on this device: {', '.join(get_args(DeviceKind))}.",
+            show_default=False,
+        ),
+    ] = None,
+    blender_version: Annotated[
+        str | None,
+        typer.Option(
+            "--blender-version",
+            help="Blender versions allowed to render, e.g. '>=4.2,<5' or '5.0'.",
+            show_default=False,
+        ),
+    ] = None,
+    require_tags: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--require-tag",
+            help="Only workers with this tag (repeat for several; a worker needs all).",
+            show_default=False,
+        ),
+    ] = None,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
@@ -125,11 +178,14 @@ def submit(
     Textures, linked libraries, sounds, fonts and caches go along; absolute paths are
     made relative in the packed copy (your files are never changed). Files the scene
     uses but that do not exist are listed and the submit refused, unless --allow-missing.
+    With --shared the .blend stays where it is, on a share the manager knows.
     """
-    if not file.is_file():
-        raise fail(f"{file}: no such file")
-    if file.suffix.lower() != ".blend":
-        raise fail(f"{file}: not a .blend file")
+    if not shared:
+        blend = Path(file)
+        if not blend.is_file():
+            raise fail(f"{file}: no such file")
+        if blend.suffix.lower() != ".blend":
+            raise fail(f"{file}: not a .blend file")
     first, last, step = frame_spec(frames)
     fmt = output_format.upper() if output_format else None
     if fmt is not None and fmt not in get_args(OutputFormat):
@@ -147,18 +203,29 @@ def submit(
             resolution_percentage=resolution_percentage,
             samples=samples,
             video=VideoSettings() if video else None,
+            device=_as_device(device),
+            blender_version=blender_version,
+            required_tags=require_tags or [],
+            output_dir=output_dir,
         )
+    except ValidationError as exc:
+        raise fail(settings_error(exc)) from None
     except ValueError as exc:
         raise fail(str(exc)) from None
     with manager_errors(), open_client(url, token) as client:
-        submitted = submit_with_bars(client, file, settings, project, allow_missing, threads)
-        accepted = submitted.job
-        report = submitted.report
-        console.print(
-            f"{submitted.files} files, {report.uploaded_files} uploaded "
-            f"({report.skipped_files} already on the farm); {report.bytes_sent} bytes sent",
-            highlight=False,
-        )
+        if shared:
+            accepted = client.submit_shared(file, settings)
+        else:
+            submitted = submit_with_bars(
+                client, Path(file), settings, project, allow_missing, threads
+            )
+            accepted = submitted.job
+            report = submitted.report
+            console.print(
+                f"{submitted.files} files, {report.uploaded_files} uploaded "
+                f"({report.skipped_files} already on the farm); {report.bytes_sent} bytes sent",
+                highlight=False,
+            )
         where = f"{client.base_url}{accepted.location}"
         console.print(f"job [bold]{accepted.id}[/bold] {accepted.status}  {where}")
         if wait:
@@ -221,6 +288,38 @@ def submit_with_bars(
             )
         except (MissingFiles, PackError) as exc:
             raise fail(str(exc)) from None
+
+
+OPTION_NAMES = {
+    "required_tags": "--require-tag",
+    "blender_version": "--blender-version",
+    "output_dir": "--output-dir",
+}
+
+
+def settings_error(exc: ValidationError) -> str:
+    """Pydantic's report as one line naming the options, without its URLs and repr."""
+    parts = []
+    for error in exc.errors():
+        cause = error.get("ctx", {}).get("error")
+        message = str(cause) if cause is not None else error["msg"]
+        if error["loc"]:
+            field = str(error["loc"][0])
+            option = OPTION_NAMES.get(field, "--" + field.replace("_", "-"))
+            value = error.get("input")
+            message = f"{option} {value!r}: {message}"
+        parts.append(message)
+    return "; ".join(parts)
+
+
+def _as_device(device: str | None) -> DeviceKind | None:
+    """The device kind, named in any case; a wrong name fails listing the choices."""
+    if device is None:
+        return None
+    for kind in get_args(DeviceKind):
+        if kind == device.upper():
+            return cast(DeviceKind, kind)
+    raise fail(f"--device {device!r}: choose {', '.join(get_args(DeviceKind))}")
 
 
 def _as_format(fmt: str | None) -> OutputFormat | None:
