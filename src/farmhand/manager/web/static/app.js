@@ -85,6 +85,17 @@
     el.firstElementChild.style.width = `${pct}%`;
   }
   const gib = (bytes) => (bytes ? `${(bytes / 1024 ** 3).toFixed(1)} GiB` : "");
+  const memory = (bytes) => (!bytes ? "–" : bytes < 1024 ** 3 ? `${Math.round(bytes / 1024 ** 2)} MiB` : gib(bytes));
+
+  // Live refreshes rewrite table bodies; someone moving through them with the keyboard
+  // must not be thrown back to the top of the page. Focus goes back to the control at
+  // the same place (the n-th link or button of `container`), if there still is one.
+  function keepFocus(container, rewrite) {
+    const focusables = () => $$("a[href], button, [tabindex]", container);
+    const index = container.contains(document.activeElement) ? focusables().indexOf(document.activeElement) : -1;
+    rewrite();
+    if (index >= 0 && !container.contains(document.activeElement)) focusables()[index]?.focus();
+  }
 
   async function copy(text, button) {
     try {
@@ -166,7 +177,7 @@
         tbody.innerHTML = `<tr><td colspan="9" class="empty">${jobs.length ? "No job matches the filters." : 'No jobs yet. <a href="/submit">Submit one</a>.'}</td></tr>`;
         return;
       }
-      tbody.innerHTML = shown.map((j) => {
+      keepFocus(tbody, () => { tbody.innerHTML = shown.map((j) => {
         const d = details.get(j.id);
         const workers = d ? [...new Set(d.tasks.filter((t) => t.status === "active" && t.worker).map((t) => t.worker))] : [];
         const end = j.finished_at ? Date.parse(j.finished_at) : Date.now();
@@ -179,7 +190,7 @@
           <td class="num" data-label="Frames">${j.frames_done}/${j.frames_total}</td><td class="num hide-sm">${j.priority}</td>
           <td class="hide-sm">${workers.map(esc).join(", ") || '<span class="muted">–</span>'}</td>
           <td class="num" data-label="Elapsed">${duration(elapsed)}</td><td class="num" data-label="Remaining">${["canceled", "failed"].includes(j.status) ? "–" : duration(eta)}</td></tr>`;
-      }).join("");
+      }).join(""); });
       paintBars(tbody);
     };
 
@@ -360,12 +371,17 @@
       $("#stat-frames").textContent = `${job.frames_done}/${job.frames_total}`;
       $("#stat-elapsed").textContent = duration(job.elapsed_seconds);
       $("#stat-eta").textContent = ["canceled", "failed"].includes(job.status) ? "–" : duration(job.eta_seconds);
+      $("#stat-per-frame").textContent = job.seconds_per_frame === null || job.seconds_per_frame === undefined ? "–" : duration(job.seconds_per_frame);
+      $("#stat-memory").textContent = memory(job.peak_memory_bytes);
+      $("#stat-blender").textContent = job.blender_saved || "unknown";
       $("#stat-owner").textContent = job.owner;
       $("#stat-priority").textContent = job.priority;
       const prio = $("#priority-input");
       if (document.activeElement !== prio) prio.value = job.priority;
       const reason = $("#job-reason");
       reason.hidden = !job.status_reason || job.status === "completed";
+      // Why a job waits (no runner has its tags…) is news, not an error; why it failed is.
+      reason.className = "notice" + (job.status === "failed" ? " error" : "");
       reason.textContent = job.status_reason || "";
       const finished = ["completed", "failed", "canceled"].includes(job.status);
       const show = {
@@ -421,17 +437,22 @@
 
     function renderTasks() {
       const tbody = $("#tasks tbody");
-      tbody.innerHTML = job.tasks.map((t) => {
+      keepFocus(tbody, () => { tbody.innerHTML = job.tasks.map((t) => {
         const end = t.finished_at ? Date.parse(t.finished_at) : Date.now();
         const time = t.started_at ? (end - Date.parse(t.started_at)) / 1000 : null;
         const span = t.frames.length > 1 ? `${t.frames[0]}–${t.frames[t.frames.length - 1]}` : `${t.frames[0]}`;
         const open = openLogs.has(t.id);
+        const now = t.status === "active" && t.frame !== null && t.frame !== undefined
+          ? `frame ${t.frame}${t.sample ? ` · sample ${t.sample}${t.samples_total ? `/${t.samples_total}` : ""}` : ""}` : "–";
+        const perFrame = t.frames_done && t.render_seconds ? duration(t.render_seconds / t.frames_done) : "–";
+        const eta = t.status === "active" || t.status === "queued" ? duration(t.eta_seconds) : "–";
         return `<tr data-task-id="${t.id}"><td class="num">${t.index}</td><td>${span} <span class="muted small">(${t.frames_done}/${t.frames.length})</span></td>
-          <td>${badge(t.status)}</td><td>${esc(t.worker || "–")}</td><td class="num">${duration(time)}</td><td class="num">${t.attempts}</td>
+          <td>${badge(t.status)}</td><td>${esc(t.worker || "–")}</td><td class="small">${now}</td><td class="num">${duration(time)}</td>
+          <td class="num">${perFrame}</td><td class="num" data-memory>${memory(t.peak_memory_bytes)}</td><td class="num">${eta}</td><td class="num">${t.attempts}</td>
           <td class="wrap small">${esc(t.last_error || "")}</td>
           <td><button type="button" class="small" data-log="${t.id}" aria-expanded="${open}" aria-controls="log-${t.id}">${open ? "Hide" : "Show"}</button></td></tr>` +
-          (open ? `<tr class="log-row"><td colspan="8"><pre class="log" id="log-${t.id}" tabindex="0" aria-label="Log of task ${t.index}"></pre></td></tr>` : "");
-      }).join("");
+          (open ? `<tr class="log-row"><td colspan="12"><pre class="log" id="log-${t.id}" tabindex="0" aria-label="Log of task ${t.index}"></pre></td></tr>` : "");
+      }).join(""); });
       for (const [taskId, text] of openLogs) {
         const pre = $(`#log-${taskId}`);
         if (pre) { pre.textContent = text; pre.scrollTop = pre.scrollHeight; }
@@ -460,7 +481,13 @@
 
     // Lightbox: the full frame, with previous/next and the arrow keys.
     const dialog = $("#lightbox");
-    let current = null;
+    let current = null, opener = null;
+    // Escape or Close: focus goes back to what opened the frame (a thumbnail), not the top.
+    dialog.addEventListener("close", () => {
+      const back = opener && opener.isConnected ? opener : $(`.thumb[data-frame="${current}"]`);
+      if (back) back.focus();
+      opener = null;
+    });
     function openFrame(frame) {
       const done = outputs.filter((f) => f.frame !== null).sort((a, b) => a.frame - b.frame);
       const file = done.find((f) => f.frame === frame);
@@ -477,7 +504,11 @@
       $("#lightbox-next").disabled = index >= done.length - 1;
       $("#lightbox-prev").dataset.frame = index > 0 ? done[index - 1].frame : "";
       $("#lightbox-next").dataset.frame = index < done.length - 1 ? done[index + 1].frame : "";
-      if (!dialog.open) dialog.showModal();
+      if (!dialog.open) {
+        opener = document.activeElement !== document.body ? document.activeElement : null;
+        dialog.showModal();
+        $("#lightbox-close").focus();
+      }
     }
     const step = (which) => { const f = $(which).dataset.frame; if (f !== "") openFrame(Number(f)); };
     $("#lightbox-prev").addEventListener("click", () => step("#lightbox-prev"));
@@ -485,6 +516,13 @@
     $("#lightbox-close").addEventListener("click", () => dialog.close());
     dialog.addEventListener("click", (e) => { if (e.target === dialog) dialog.close(); });
     dialog.addEventListener("keydown", (e) => {
+      // Tab wraps around the dialog's controls instead of leaving it for the browser's.
+      if (e.key === "Tab") {
+        const stops = $$("button:not(:disabled), a[href]", dialog);
+        const at = stops.indexOf(document.activeElement);
+        const next = e.shiftKey ? (at <= 0 ? stops.length - 1 : -1) : at === stops.length - 1 || at < 0 ? 0 : -1;
+        if (next >= 0 && stops.length) { e.preventDefault(); stops[next].focus(); }
+      }
       if (e.key === "ArrowLeft") step("#lightbox-prev");
       if (e.key === "ArrowRight") step("#lightbox-next");
     });
@@ -510,13 +548,20 @@
       button.disabled = true;
       try {
         const done = await actions[button.dataset.action]();
-        if (done) { toast(`${button.textContent}: done`); refresh(); }
+        if (done) { toast(`${button.textContent}: done`); await refresh(); }
       } catch (error) {
         if (error.status === 404 || error.status === 405) toast(`${button.textContent} is not available on this manager yet.`, "error");
         else fail(error);
       } finally {
         button.disabled = false;
+        // Pause hides itself and shows Resume: keep the keyboard in the action bar.
+        if (button.isConnected && (document.activeElement === document.body || document.activeElement === button)) {
+          (button.hidden ? $$("#actions button:not([hidden])")[0] : button)?.focus();
+        }
       }
+    });
+    $("#priority-input").addEventListener("keydown", (e) => {
+      if (e.key === "Enter") { e.preventDefault(); $('[data-action="priority"]').click(); }
     });
 
     async function refresh() {
@@ -556,12 +601,20 @@
       if (state === "enabled") buttons.push(["drain", "after-task", "Drain"]);
       return buttons.map(([action, when, label]) => `<button type="button" class="small${action === "disable" && when === "now" && busy ? " danger" : ""}" data-runner="${r.id}" data-action="${action}" data-when="${when}">${label}</button>`).join(" ");
     };
+    // CPU, or the Cycles device kind with the GPU Blender will use (by name when known).
+    const device = (c) => {
+      const kind = c.device || "CPU";
+      if (kind === "CPU") return "CPU";
+      const named = (c.blender_devices || []).filter((d) => d.startsWith(kind + ":")).map((d) => d.slice(kind.length + 1).trim());
+      const index = c.gpu ?? 0;
+      return `${kind}${named[index] ? `: ${named[index]}` : c.gpu !== null && c.gpu !== undefined ? ` #${c.gpu}` : ""}`;
+    };
     const render = () => {
       if (!runners.length) {
-        tbody.innerHTML = '<tr><td colspan="8" class="empty">No runners yet. Create a registration token below and start a worker with it.</td></tr>';
+        tbody.innerHTML = '<tr><td colspan="9" class="empty">No runners yet. Create a registration token below and start a worker with it.</td></tr>';
         return;
       }
-      tbody.innerHTML = runners.map((r) => {
+      keepFocus(tbody, () => { tbody.innerHTML = runners.map((r) => {
         const c = r.capabilities || {};
         const job = r.current_job_id ? jobs.get(r.current_job_id) : null;
         const task = job ? job.tasks.find((t) => t.id === r.current_task_id) : null;
@@ -574,9 +627,9 @@
           <td><strong>${esc(r.name)}</strong>${c.hostname && c.hostname !== r.name ? `<br><span class="muted small">${esc(c.hostname)}</span>` : ""}</td>
           <td><span class="status">${badge(r.status)}</span>${r.admin_state && r.admin_state !== "enabled" && r.admin_state !== r.status ? ` <span class="badge s-${esc(r.admin_state)}">${esc(r.admin_state)}</span>` : ""}${r.asleep ? ' <span class="badge s-asleep">asleep</span>' : ""}</td><td class="current">${current}</td>
           <td data-heartbeat="${esc(r.last_heartbeat || "")}">${ago(r.last_heartbeat)}</td>
-          <td class="wrap small hide-sm">${hardware || "–"}</td><td>${(c.blender_versions || []).map(esc).join(", ") || "–"}</td>
+          <td class="wrap small hide-sm">${hardware || "–"}</td><td>${esc(device(c))}</td><td>${(c.blender_versions || []).map(esc).join(", ") || "–"}</td>
           <td class="hide-sm">${tags || '<span class="muted">–</span>'}</td><td>${controls(r)}</td></tr>`;
-      }).join("");
+      }).join(""); });
     };
     const refresh = async () => {
       runners = await api("GET", "/api/admin/runners");
