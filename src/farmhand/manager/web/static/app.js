@@ -69,6 +69,8 @@
     if (m) return `${m}m ${String(s).padStart(2, "0")}s`;
     return `${s}s`;
   }
+  // A frame's time: tenths of a second while it is short (tiny test renders take 0.3 s).
+  const perFrame = (seconds) => (seconds === null || seconds === undefined ? "–" : seconds < 10 ? `${seconds.toFixed(1)}s` : duration(seconds));
   const since = (iso) => (iso ? (Date.now() - Date.parse(iso)) / 1000 : null);
   const ago = (iso) => (iso ? duration(since(iso)) + " ago" : "never");
   const when = (iso) => (iso ? new Date(iso).toLocaleString() : "–");
@@ -371,7 +373,7 @@
       $("#stat-frames").textContent = `${job.frames_done}/${job.frames_total}`;
       $("#stat-elapsed").textContent = duration(job.elapsed_seconds);
       $("#stat-eta").textContent = ["canceled", "failed"].includes(job.status) ? "–" : duration(job.eta_seconds);
-      $("#stat-per-frame").textContent = job.seconds_per_frame === null || job.seconds_per_frame === undefined ? "–" : duration(job.seconds_per_frame);
+      $("#stat-per-frame").textContent = perFrame(job.seconds_per_frame);
       $("#stat-memory").textContent = memory(job.peak_memory_bytes);
       $("#stat-blender").textContent = job.blender_saved || "unknown";
       $("#stat-owner").textContent = job.owner;
@@ -444,11 +446,11 @@
         const open = openLogs.has(t.id);
         const now = t.status === "active" && t.frame !== null && t.frame !== undefined
           ? `frame ${t.frame}${t.sample ? ` · sample ${t.sample}${t.samples_total ? `/${t.samples_total}` : ""}` : ""}` : "–";
-        const perFrame = t.frames_done && t.render_seconds ? duration(t.render_seconds / t.frames_done) : "–";
+        const each = t.frames_done && t.render_seconds ? perFrame(t.render_seconds / t.frames_done) : "–";
         const eta = t.status === "active" || t.status === "queued" ? duration(t.eta_seconds) : "–";
         return `<tr data-task-id="${t.id}"><td class="num">${t.index}</td><td>${span} <span class="muted small">(${t.frames_done}/${t.frames.length})</span></td>
-          <td>${badge(t.status)}</td><td>${esc(t.worker || "–")}</td><td class="small">${now}</td><td class="num">${duration(time)}</td>
-          <td class="num">${perFrame}</td><td class="num" data-memory>${memory(t.peak_memory_bytes)}</td><td class="num">${eta}</td><td class="num">${t.attempts}</td>
+          <td>${badge(t.status)}</td><td>${esc(t.worker || "–")}</td><td class="small">${now}</td><td class="num hide-sm">${duration(time)}</td>
+          <td class="num hide-sm">${each}</td><td class="num" data-memory>${memory(t.peak_memory_bytes)}</td><td class="num">${eta}</td><td class="num hide-sm">${t.attempts}</td>
           <td class="wrap small">${esc(t.last_error || "")}</td>
           <td><button type="button" class="small" data-log="${t.id}" aria-expanded="${open}" aria-controls="log-${t.id}">${open ? "Hide" : "Show"}</button></td></tr>` +
           (open ? `<tr class="log-row"><td colspan="12"><pre class="log" id="log-${t.id}" tabindex="0" aria-label="Log of task ${t.index}"></pre></td></tr>` : "");
