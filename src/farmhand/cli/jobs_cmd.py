@@ -11,6 +11,7 @@ from typing import Annotated, cast, get_args
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -51,7 +52,8 @@ TokenOption = Annotated[
 def fail(message: str) -> typer.Exit:
     """Print one red line (no traceback) and return the exit to raise."""
     # soft_wrap: one line however long (a path in it stays copyable, greps still match).
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    # escape: a message quoting "[a-z]" or "[gpu]" is text, not Rich markup to swallow.
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(1)
 
 
@@ -305,6 +307,8 @@ def settings_error(exc: ValidationError) -> str:
         message = str(cause) if cause is not None else error["msg"]
         if error["loc"]:
             field = str(error["loc"][0])
+            if field == "required_tags" and error["type"] == "string_pattern_mismatch":
+                message = "a tag is 1-40 of a-z, 0-9, '.', '_' or '-', starting with a-z or 0-9"
             option = OPTION_NAMES.get(field, "--" + field.replace("_", "-"))
             value = error.get("input")
             message = f"{option} {value!r}: {message}"
