@@ -728,6 +728,13 @@
     if (!isAdmin) return;
     const usersBody = $("#users tbody");
     const setPassword = $("#set-password-form");
+    // Closing the set-password form sends the keyboard back to the row's own button.
+    let passwordFor = null;
+    const closeSetPassword = () => {
+      setPassword.reset();
+      setPassword.hidden = true;
+      $(`#users tr[data-user-id="${passwordFor}"] [data-user-action="password"]`)?.focus();
+    };
     const loadUsers = async () => {
       const users = await api("GET", "/api/admin/users");
       usersBody.innerHTML = users.map((u) => `<tr data-user-id="${u.id}" data-user-name="${esc(u.name)}"><td>${esc(u.name)}</td><td>${esc(u.email || "–")}</td><td>${badge(u.role)}</td>
@@ -745,6 +752,7 @@
       const action = button.dataset.userAction;
       try {
         if (action === "password") {
+          passwordFor = userId;
           $("#set-password-user").value = userId;
           $("#set-password-name").textContent = userName;
           setPassword.hidden = false;
@@ -764,13 +772,13 @@
       e.preventDefault();
       try {
         await api("PUT", `/api/admin/users/${$("#set-password-user").value}/password`, { password: $("#set-password-value").value });
-        setPassword.reset();
-        setPassword.hidden = true;
         toast("Password set; their sessions are signed out.", "ok");
         await loadUsers();
+        closeSetPassword();
       } catch (error) { fail(error); }
     });
-    $("#set-password-cancel").addEventListener("click", () => { setPassword.reset(); setPassword.hidden = true; });
+    $("#set-password-cancel").addEventListener("click", closeSetPassword);
+    setPassword.addEventListener("keydown", (e) => { if (e.key === "Escape") closeSetPassword(); });
     $("#new-user-form").addEventListener("submit", async (e) => {
       e.preventDefault();
       try {
