@@ -133,6 +133,7 @@ def test_device_version_and_tags_land_in_an_uploaded_jobs_settings(
         ),
         (["--device", "TPU"], "--device 'TPU': choose CPU, CUDA, OPTIX, HIP, ONEAPI, METAL"),
         (["--require-tag", "Big RAM"], "--require-tag 'Big RAM': a tag is 1-40 of a-z, 0-9"),
+        (["--require-tag", "[gpu]"], "--require-tag '[gpu]': a tag is"),  # not Rich markup
     ],
 )
 def test_bad_options_are_refused_in_one_line(
