@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from farmhand.localfarm import LocalFarm
@@ -172,7 +173,16 @@ def test_jobs_actions_and_frames_by_keyboard(
     tab_to(page, 'nav.main a[href="/"]')
     page.keyboard.press("Enter")
     page.wait_for_url(farm.url + "/")
+    link = page.locator(f'#jobs a[href="/jobs/{jobs.waiting}"]')
     tab_to(page, f'#jobs a[href="/jobs/{jobs.waiting}"]')
+    # A change elsewhere rewrites the table live: the focus stays on the same link.
+    httpx.patch(
+        f"{farm.url}/api/jobs/{jobs.waiting}",
+        json={"priority": 60},
+        headers={"Authorization": f"Bearer {farm.admin_token}"},
+    ).raise_for_status()
+    expect(page.locator(f'#jobs tr[data-job-id="{jobs.waiting}"]')).to_contain_text("60")
+    expect(link).to_be_focused()
     page.keyboard.press("Enter")
     page.wait_for_url(f"{farm.url}/jobs/{jobs.waiting}")
     expect(page.locator("#job-status")).to_have_text("queued")
