@@ -16,14 +16,22 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from authlib.deprecate import AuthlibDeprecationWarning
 from authlib.integrations.base_client.errors import OAuthError
-from authlib.integrations.httpx_client import OAuth2Client
 from authlib.oauth2.rfc6749.errors import OAuth2Error
+
+# Authlib >= 1.7 warns at import that its httpx integration will move to "httpx2", and
+# forces its warnings to always show: every `farmhand` command and manager start printed
+# it. The integration works with the httpx we use; silence only that one import.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", AuthlibDeprecationWarning)
+    from authlib.integrations.httpx_client import OAuth2Client
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
