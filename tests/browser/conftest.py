@@ -10,6 +10,7 @@ Screenshots land in `test-artifacts/screenshots/` (gitignored) for people to loo
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,9 +69,9 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-@pytest.fixture(scope="module")
-def farm(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[LocalFarm]:
-    farm = LocalFarm(tmp_path_factory.mktemp("browser-farm"))
+@contextlib.contextmanager
+def running(farm: LocalFarm) -> Iterator[LocalFarm]:
+    """The farm's manager and one bpy worker `w1`; its logs are printed if anything fails."""
     try:
         farm.start_manager()
         farm.start_worker("w1", blender="bpy")
@@ -80,6 +81,12 @@ def farm(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[Loc
         raise
     finally:
         farm.stop()
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[LocalFarm]:
+    with running(LocalFarm(tmp_path_factory.mktemp("browser-farm"))) as farm:
+        yield farm
 
 
 def shoot(page: Any, name: str) -> Path:

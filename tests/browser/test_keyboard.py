@@ -20,7 +20,7 @@ import pytest
 
 from farmhand.localfarm import LocalFarm
 from farmhand.shared.schemas import JobSettings
-from tests.browser.conftest import shoot
+from tests.browser.conftest import running, shoot
 
 pytestmark = [
     pytest.mark.browser,
@@ -63,16 +63,8 @@ class Jobs:
 
 @pytest.fixture(scope="module")
 def keyboard_farm(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[LocalFarm]:
-    farm = KeyboardFarm(tmp_path_factory.mktemp("keyboard-farm"))
-    try:
-        farm.start_manager()
-        farm.start_worker("w1", blender="bpy")
+    with running(KeyboardFarm(tmp_path_factory.mktemp("keyboard-farm"))) as farm:
         yield farm
-    except BaseException:
-        print(farm.logs())
-        raise
-    finally:
-        farm.stop()
 
 
 @pytest.fixture(scope="module")
