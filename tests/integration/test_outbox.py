@@ -27,14 +27,15 @@ WIDTH, HEIGHT = 160, 120
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Frames of a second or so: the manager can go down while the task runs."""
+    """Frames of a few seconds: the manager goes down after the first frame has started
+    (reported within `progress_interval`, 0.75 s) and well before it is delivered."""
     return make_scene(
         tmp_path_factory.mktemp("outbox") / "slow.blend",
         "slow",
         width=WIDTH,
         height=HEIGHT,
         frames=f"1-{FRAMES}",
-        samples=8,
+        samples=32,
     )
 
 
@@ -56,8 +57,12 @@ def _start_and_go_dark(farm: LocalFarm, scene: Path) -> tuple[int, Path]:
         job_id = client.submit_blend(scene, settings).id
 
     def rendering() -> int | None:
+        # `frame` is reported once Blender has started a frame, so the worker holds the
+        # job's files: killing the manager any earlier (while the .blend still downloads)
+        # leaves the worker nothing to render while it is gone.
         task = _job(farm, job_id).tasks[0]
-        return task.id if task.status == "active" and task.frames_done == 0 else None
+        started = task.status == "active" and task.frame is not None
+        return task.id if started and task.frames_done == 0 else None
 
     task_id = wait_for(rendering, 120, "the worker to start rendering")
     assert farm.manager is not None
