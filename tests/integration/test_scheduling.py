@@ -387,15 +387,20 @@ def test_disable_now_requeues_the_running_task(farm: Farm) -> None:
     assert claim(farm, w) is None
 
 
+def always_asleep(when: str) -> dict[str, object]:
+    """A sleep schedule whose one window covers every hour of every day, applied `when`."""
+    everyday = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    window = {"days": everyday, "start": "00:00", "end": "24:00"}
+    return {"timezone": "UTC", "windows": [window], "when": when}
+
+
 def test_sleep_schedule(farm: Farm) -> None:
     submit(farm, "1-2")
     w = runner(farm, "w")
     worker_id = runners(farm)["w"]["id"]
     task = claim(farm, w)
     assert task is not None
-    everyday = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-    window = {"days": everyday, "start": "00:00", "end": "24:00"}
-    schedule = {"timezone": "UTC", "windows": [window], "when": "now"}
+    schedule = always_asleep("now")
     url = f"/api/admin/runners/{worker_id}/sleep-schedule"
     asleep = farm.client.put(url, headers=farm.admin, json=schedule).json()
     assert asleep["status"] == "asleep"
@@ -414,9 +419,7 @@ def test_sleep_after_task_lets_the_running_task_finish(farm: Farm) -> None:
     worker_id = runners(farm)["w"]["id"]
     task = claim(farm, w)
     assert task is not None
-    everyday = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-    window = {"days": everyday, "start": "00:00", "end": "24:00"}
-    schedule = {"timezone": "UTC", "windows": [window], "when": "after-task"}
+    schedule = always_asleep("after-task")
     url = f"/api/admin/runners/{worker_id}/sleep-schedule"
     assert farm.client.put(url, headers=farm.admin, json=schedule).json()["status"] == "asleep"
     running = job(farm, job_id)["tasks"][0]
