@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from keepalive import KeepAliveClient
 from PIL import Image
 
 from farmhand.localfarm import local_farm
@@ -72,48 +73,61 @@ class Stats:
             self.shared_done.value += 1
 
 
+def multipart(fields: dict[str, str], filename: str, content: bytes) -> tuple[bytes, str]:
+    """A multipart/form-data body (what httpx's `files=` sends), built once per frame."""
+    boundary = "farmhand-load-boundary"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        for name, value in fields.items()
+    ]
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"'
+        "\r\nContent-Type: image/png\r\n\r\n"
+    )
+    body = "".join(parts).encode() + head.encode() + content + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
 async def simulated_worker(
-    client: httpx.AsyncClient, secret: str, stats: Stats, total: int, png: bytes
+    base_url: str, secret: str, stats: Stats, total: int, png: bytes
 ) -> None:
-    auth = {"Authorization": f"Bearer {secret}"}
-    while stats.completed < total:
-        started = time.perf_counter()
-        answer = await client.get("/api/runner/tasks", params={"wait": 2}, headers=auth)
-        if answer.status_code == 204:
-            continue
-        if answer.status_code != 200:
-            stats.errors.append(f"claim {answer.status_code}: {answer.text[:100]}")
-            continue
-        stats.claim_latencies.append(time.perf_counter() - started)
-        task = answer.json()
-        task_id, job_id = task["task_id"], task["job_id"]
-        calls = [
-            client.post(
+    client = KeepAliveClient(base_url, {"Authorization": f"Bearer {secret}"})
+    try:
+        while stats.completed < total:
+            started = time.perf_counter()
+            answer = await client.get("/api/runner/tasks?wait=2")
+            if answer.status == 204:
+                continue
+            if answer.status != 200:
+                stats.errors.append(f"claim {answer.status}: {answer.text[:100]}")
+                continue
+            stats.claim_latencies.append(time.perf_counter() - started)
+            task = answer.json()
+            task_id, job_id = task["task_id"], task["job_id"]
+            reply = await client.post_json(
                 f"/api/runner/tasks/{task_id}/progress",
-                headers=auth,
-                json={"frames_done": 0, "log_lines": ["Fra:1 | Sample 1/1"]},
+                {"frames_done": 0, "log_lines": ["Fra:1 | Sample 1/1"]},
             )
-        ]
-        for call in calls:
-            reply = await call
-            if reply.status_code != 200:
-                stats.errors.append(f"progress {reply.status_code}")
-        for frame in task["frames"]:
-            upload = await client.post(
-                f"/api/runner/files/{job_id}/upload",
-                headers=auth,
-                data={"task_id": str(task_id), "frame": str(frame)},
-                files={"file": (f"{frame}.png", png, "image/png")},
+            if reply.status != 200:
+                stats.errors.append(f"progress {reply.status}")
+            for frame in task["frames"]:
+                body, content_type = multipart(
+                    {"task_id": str(task_id), "frame": str(frame)}, f"{frame}.png", png
+                )
+                upload = await client.request(
+                    "POST", f"/api/runner/files/{job_id}/upload", body, content_type
+                )
+                if upload.status != 201:
+                    stats.errors.append(f"upload {upload.status}: {upload.text[:100]}")
+            done = await client.post_json(
+                f"/api/runner/tasks/{task_id}/complete", {"frames": task["frames"]}
             )
-            if upload.status_code != 201:
-                stats.errors.append(f"upload {upload.status_code}: {upload.text[:100]}")
-        done = await client.post(
-            f"/api/runner/tasks/{task_id}/complete", headers=auth, json={"frames": task["frames"]}
-        )
-        if done.status_code != 200:
-            stats.errors.append(f"complete {done.status_code}: {done.text[:100]}")
-            continue
-        stats.count_one()
+            if done.status != 200:
+                stats.errors.append(f"complete {done.status}: {done.text[:100]}")
+                continue
+            stats.count_one()
+    finally:
+        await client.close()
 
 
 async def _register_and_submit(
@@ -138,12 +152,10 @@ async def _register_and_submit(
 
 
 async def _drive(url: str, secrets: list[str], total: int, done: Any) -> Stats:
-    limits = httpx.Limits(max_connections=len(secrets) + 10)
     stats = Stats()
     stats.shared_done = done
     png = tiny_png()
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
-        await asyncio.gather(*(simulated_worker(client, s, stats, total, png) for s in secrets))
+    await asyncio.gather(*(simulated_worker(url, s, stats, total, png) for s in secrets))
     return stats
 
 
