@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
@@ -34,13 +35,14 @@ from starlette.concurrency import run_in_threadpool
 from farmhand.manager.api.deps import Context, RunnerDep
 from farmhand.manager.api.errors import error_responses
 from farmhand.manager.api.runner_tokens import redeem
-from farmhand.manager.api.uploads import store_upload
+from farmhand.manager.api.uploads import receive_upload, record_blob_in
 from farmhand.manager.auth.tokens import new_token, token_hash
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Job, JobFile, Task, Worker
 from farmhand.manager.events import FarmEvent
 from farmhand.manager.scheduling.claim import claim_task
+from farmhand.manager.scheduling.policy import Policy
 from farmhand.manager.scheduling.state import (
     AssignedTask,
     complete_task,
@@ -61,6 +63,7 @@ from farmhand.shared.schemas import (
     Heartbeat,
     HeartbeatReply,
     JobSettings,
+    JobStatus,
     OutputStored,
     RunnerRegister,
     RunnerRegistered,
@@ -158,6 +161,10 @@ _PROGRESS_FIELDS = {
     "render_seconds",
     "peak_memory_bytes",
 }
+
+
+def _scalar(statement: Any, values: dict[str, Any], session: Session) -> Any:
+    return session.scalar(statement, values)
 
 
 def _gone_runner() -> HTTPException:
@@ -308,25 +315,26 @@ def _assignment(
     )
 
 
-def _claim_once(
-    context: ManagerContext, worker_id: int, first: bool, prefer_job: int | None = None
-) -> TaskAssignment | None:
-    with context.db.transaction() as session:
-        # A claim is a sign of life; the later looks of a long poll need not say so
-        # again (they would be a database write per waiting worker per poll).
-        worker = claiming_worker(session, worker_id, utcnow(), seen=first)
-        if worker is None:
-            raise _gone_runner()
-        task = claim_task(session, worker, utcnow(), context.policy, prefer_job=prefer_job)
-        if task is None:
-            return None
-        log.info("task assigned", job_id=task.job_id, task_id=task.id, worker=worker.name)
-        assignment = _assignment(session, task, context.settings.task_timeout)
-        if assignment.storage == "shared" or assignment.output_dir is not None:
-            assignment.path_variables = context.settings.path_variables
-    context.events.job_changed(assignment.job_id)
-    context.events.runner_changed(worker_id)
-    return assignment
+def _claim_in(
+    session: Session,
+    context: ManagerContext,
+    worker_id: int,
+    first: bool,
+    prefer_job: int | None = None,
+) -> tuple[TaskAssignment, str] | None:
+    """One look for a task (a group-commit operation): the assignment and worker name."""
+    # A claim is a sign of life; the later looks of a long poll need not say so
+    # again (they would be a database write per waiting worker per poll).
+    worker = claiming_worker(session, worker_id, utcnow(), seen=first)
+    if worker is None:
+        raise _gone_runner()
+    task = claim_task(session, worker, utcnow(), context.policy, prefer_job=prefer_job)
+    if task is None:
+        return None
+    assignment = _assignment(session, task, context.settings.task_timeout)
+    if assignment.storage == "shared" or assignment.output_dir is not None:
+        assignment.path_variables = context.settings.path_variables
+    return assignment, worker.name
 
 
 @router.get(
@@ -350,9 +358,19 @@ async def claim(
     deadline = time.monotonic() + min(wait, context.settings.max_claim_wait)
     first = True
     while True:
-        assignment = await run_in_threadpool(_claim_once, context, worker_id, first, prefer_job)
+        found = await context.db.batched(
+            partial(
+                _claim_in, context=context, worker_id=worker_id, first=first, prefer_job=prefer_job
+            )
+        )
         first = False
-        if assignment is not None:
+        if found is not None:
+            assignment, name = found
+            log.info(
+                "task assigned", job_id=assignment.job_id, task_id=assignment.task_id, worker=name
+            )
+            context.events.job_changed(assignment.job_id)
+            context.events.runner_changed(worker_id)
             return assignment
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -362,7 +380,7 @@ async def claim(
 
 
 @router.post("/tasks/{task_id}/progress", response_model=TaskProgressReply, responses=ERRORS)
-def progress(
+async def progress(
     task_id: int, body: TaskProgress, context: Context, worker_id: RunnerDep
 ) -> TaskProgressReply:
     values = {
@@ -371,40 +389,48 @@ def progress(
         "now": utcnow(),
         **body.model_dump(include=_PROGRESS_FIELDS),
     }
-    with context.db.transaction() as session:
-        job_id = session.scalar(_PROGRESS, values)
+    job_id = await context.db.batched(partial(_scalar, _PROGRESS, values))
     if job_id is None:  # not (or no longer) this runner's task
         return TaskProgressReply(keep_going=False)
-    context.logs.append(job_id, task_id, body.log_lines)
+    if body.log_lines:
+        await run_in_threadpool(context.logs.append, job_id, task_id, body.log_lines)
     context.events.publish(FarmEvent("task", task_id, job_id))
     return TaskProgressReply(keep_going=True)
 
 
+def _complete_in(
+    session: Session, task_id: int, worker_id: int, policy: Policy
+) -> tuple[int, JobStatus]:
+    """Complete a task the runner holds whose outputs are all stored (group commit)."""
+    task = session.execute(_HELD, {"task": task_id, "worker": worker_id}).first()
+    if task is None:
+        raise _not_held(task_id)
+    stored = set(session.scalars(_STORED_FRAMES, {"job": task.job_id, "frames": task.frames}))
+    lacking = [frame for frame in task.frames if frame not in stored]
+    if lacking:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"no output was uploaded for frame(s) {lacking[:10]}; upload them or fail the task",
+        )
+    if task.type == "video" and not session.scalar(
+        select(JobFile.id).where(JobFile.task_id == task_id, JobFile.frame.is_(None))
+    ):
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, "no video was uploaded; upload it or fail the task"
+        )
+    return task.job_id, complete_task(session, task_id, utcnow(), policy)
+
+
 @router.post("/tasks/{task_id}/complete", response_model=TaskOutcome, responses=ERRORS)
-def complete(
+async def complete(
     task_id: int, body: TaskComplete, context: Context, worker_id: RunnerDep
 ) -> TaskOutcome:
-    with context.db.transaction() as session:
-        task = session.execute(_HELD, {"task": task_id, "worker": worker_id}).first()
-        if task is None:
-            raise _not_held(task_id)
-        stored = set(session.scalars(_STORED_FRAMES, {"job": task.job_id, "frames": task.frames}))
-        lacking = [frame for frame in task.frames if frame not in stored]
-        if lacking:
-            raise HTTPException(
-                status.HTTP_409_CONFLICT,
-                f"no output was uploaded for frame(s) {lacking[:10]}; upload them or fail the task",
-            )
-        if task.type == "video" and not session.scalar(
-            select(JobFile.id).where(JobFile.task_id == task_id, JobFile.frame.is_(None))
-        ):
-            raise HTTPException(
-                status.HTTP_409_CONFLICT, "no video was uploaded; upload it or fail the task"
-            )
-        job_status = complete_task(session, task_id, utcnow(), context.policy)
-        job_id = task.job_id
+    job_id, job_status = await context.db.batched(
+        partial(_complete_in, task_id=task_id, worker_id=worker_id, policy=context.policy)
+    )
     # After the commit: appending to the log file need not hold the write lock.
-    context.logs.append(job_id, task_id, body.log_lines)
+    if body.log_lines:
+        await run_in_threadpool(context.logs.append, job_id, task_id, body.log_lines)
     log.info("task completed", job_id=job_id, task_id=task_id, worker_id=worker_id)
     _changed(context, job_id, worker_id)
     return TaskOutcome(task_status=TaskStatus.COMPLETED, job_status=job_status)
@@ -548,47 +574,41 @@ async def upload_output(
                 status.HTTP_400_BAD_REQUEST, f"frame {frame} is not part of task {task_id}"
             )
 
-    def check_first() -> None:
-        # A read: it must not queue behind (or hold up) the writers.
-        with context.db.read() as session:
-            check(session)
+    # Before taking the bytes: a late worker's frame is refused without storing it.
+    await context.db.batched(check)
+    stored = await receive_upload(context, file)
+    try:
+        await run_in_threadpool(verify_image, stored.path)
+    except ImageError as error:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, f"frame {frame} is not a readable image: {error}"
+        ) from error
+    path = f"frames/{frame:04d}" if frame >= 0 else f"frames/m{-frame:04d}"
+    row = {
+        "job_id": job_id,
+        "kind": "output",
+        "path": path + suffix,
+        "sha256": stored.sha256,
+        "size": stored.size,
+        "frame": frame,
+        "task_id": task_id,
+        "worker_id": worker_id,
+        "created_at": utcnow(),
+    }
 
-    await run_in_threadpool(check_first)
-    stored = await store_upload(context, file)
-
-    def record() -> OutputStored:
-        try:
-            verify_image(stored.path)
-        except ImageError as error:
-            raise HTTPException(
-                status.HTTP_400_BAD_REQUEST, f"frame {frame} is not a readable image: {error}"
-            ) from error
+    def record(session: Session) -> int:
         # The last complete, verified upload of a frame wins, atomically: one transaction
-        # replaces whatever row the frame had.
-        with context.db.transaction() as session:
-            # Still this runner's, now that the bytes are in; the task's row stays locked
-            # until the commit, so two uploads of one frame replace its row one after the
-            # other (PostgreSQL; SQLite's writers take turns anyway).
-            check(session, _HELD_FOR_UPDATE)
-            session.execute(_FORGET_FRAME, {"job": job_id, "frame": frame})
-            path = f"frames/{frame:04d}" if frame >= 0 else f"frames/m{-frame:04d}"
-            output_id = session.scalar(
-                _RECORD_FRAME,
-                {
-                    "job_id": job_id,
-                    "kind": "output",
-                    "path": path + suffix,
-                    "sha256": stored.sha256,
-                    "size": stored.size,
-                    "frame": frame,
-                    "task_id": task_id,
-                    "worker_id": worker_id,
-                    "created_at": utcnow(),
-                },
-            )
-            assert output_id is not None
-            return OutputStored(id=output_id, frame=frame, sha256=stored.sha256, size=stored.size)
+        # records the blob and replaces whatever row the frame had. The task is checked
+        # again (still this runner's, now that the bytes are in) and its row stays locked
+        # until the commit, so two uploads of one frame replace its row one after the
+        # other (PostgreSQL; SQLite's writers take turns anyway).
+        check(session, _HELD_FOR_UPDATE)
+        record_blob_in(session, stored)
+        session.execute(_FORGET_FRAME, {"job": job_id, "frame": frame})
+        output_id = session.scalar(_RECORD_FRAME, row)
+        assert output_id is not None
+        return output_id
 
-    output = await run_in_threadpool(record)
-    context.events.publish(FarmEvent("output", output.id, job_id))
-    return output
+    output_id = await context.db.batched(record)
+    context.events.publish(FarmEvent("output", output_id, job_id))
+    return OutputStored(id=output_id, frame=frame, sha256=stored.sha256, size=stored.size)

@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator
 from pathlib import PurePosixPath
 
 from fastapi import HTTPException, status
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
@@ -18,16 +19,15 @@ from farmhand.manager.storage.blobs import BlobError, BlobTooLarge, StoredBlob
 from farmhand.shared.paths import UnsafePathError, safe_file_name
 
 CHUNK = 1024 * 1024
+_BLOB_KNOWN = select(Blob.sha256).where(Blob.sha256 == bindparam("sha"))
+_NEW_BLOB = insert(Blob)
 
 
 def record_blob(context: ManagerContext, stored: StoredBlob) -> bool:
     """Record a stored blob; True if it was new."""
     try:
         with context.db.transaction() as session:
-            if session.scalar(select(Blob.sha256).where(Blob.sha256 == stored.sha256)):
-                return False
-            session.add(Blob(sha256=stored.sha256, size=stored.size, created_at=utcnow()))
-            return True
+            return record_blob_in(session, stored)
     except IntegrityError:
         # The same bytes uploaded twice at once (a retry racing the first upload): on
         # PostgreSQL both transactions may look before either inserts. The row exists,
@@ -35,21 +35,41 @@ def record_blob(context: ManagerContext, stored: StoredBlob) -> bool:
         return False
 
 
+def record_blob_in(session: Session, stored: StoredBlob) -> bool:
+    """Record a stored blob in the caller's transaction; True if it was new."""
+    if session.scalar(_BLOB_KNOWN, {"sha": stored.sha256}):
+        return False
+    session.execute(
+        _NEW_BLOB, {"sha256": stored.sha256, "size": stored.size, "created_at": utcnow()}
+    )
+    return True
+
+
 async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
     while chunk := await upload.read(CHUNK):
         yield chunk
 
 
-async def ingest(
+async def receive(
     context: ManagerContext, chunks: AsyncIterator[bytes], expected_sha256: str | None = None
-) -> tuple[StoredBlob, bool]:
-    """Stream bytes into the store, turning store errors into the right 4xx."""
+) -> StoredBlob:
+    """Stream bytes into the store, turning store errors into the right 4xx.
+
+    The blob is not recorded yet: `ingest` does that, or the caller in its own
+    transaction (`record_blob_in`)."""
     try:
-        stored = await context.blobs.ingest_stream(chunks, expected_sha256)
+        return await context.blobs.ingest_stream(chunks, expected_sha256)
     except BlobTooLarge as error:
         raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, str(error)) from error
     except BlobError as error:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
+
+
+async def ingest(
+    context: ManagerContext, chunks: AsyncIterator[bytes], expected_sha256: str | None = None
+) -> tuple[StoredBlob, bool]:
+    """Stream bytes into the store and record the blob; True if it was new."""
+    stored = await receive(context, chunks, expected_sha256)
     created = await run_in_threadpool(record_blob, context, stored)
     return stored, created
 
@@ -68,3 +88,8 @@ def uploaded_name(upload: UploadFile, suffix: str) -> str:
 async def store_upload(context: ManagerContext, upload: UploadFile) -> StoredBlob:
     stored, _ = await ingest(context, _chunks(upload))
     return stored
+
+
+async def receive_upload(context: ManagerContext, upload: UploadFile) -> StoredBlob:
+    """`store_upload` without recording the blob (the caller records it with its rows)."""
+    return await receive(context, _chunks(upload))

@@ -11,12 +11,16 @@ guarantees from its row locks.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+
+from farmhand.manager.db.groupcommit import GroupCommit
+
+T = TypeVar("T")
 
 
 def make_engine(url: str, *, for_writes: bool = True) -> Engine:
@@ -63,6 +67,7 @@ class Database:
             make_engine(url, for_writes=False) if url.startswith("sqlite") else self.engine
         )
         self._read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
+        self.group_commit = GroupCommit(self)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -80,6 +85,15 @@ class Database:
         with self._read_sessions() as session, session.begin():
             yield session
 
+    async def batched(self, operation: Callable[[Session], T]) -> T:
+        """Run `operation` in a transaction shared with other callers' (`GroupCommit`).
+
+        For the runner hot path: small, frequent writes. `operation` must have no side
+        effects besides the session (it may run twice: see `GroupCommit`).
+        """
+        return await self.group_commit.run(operation)
+
     def dispose(self) -> None:
+        self.group_commit.stop()
         self.engine.dispose()
         self.read_engine.dispose()

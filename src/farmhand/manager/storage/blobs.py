@@ -8,6 +8,7 @@ writers of the same content both end with the same, complete file.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import tempfile
@@ -128,4 +129,6 @@ class BlobStore:
         except BaseException:
             staging.discard()
             raise
-        return self._finish(staging, expected_sha256)
+        # fsync and rename off the event loop: on a slow disk they take milliseconds, and
+        # every other request of the manager would wait for them.
+        return await asyncio.to_thread(self._finish, staging, expected_sha256)
