@@ -463,15 +463,9 @@ def test_dispose_finishes_what_is_queued(db: Database) -> None:
     assert _counter(db) == count
 
 
-# Suspected bugs -----------------------------------------------------------------------------
+# What an operation must not be able to break ----------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason="groupcommit._settle: Future.set_exception(StopIteration) raises TypeError, which "
-    "aborts _settle and leaves every later caller of the same delivery waiting forever",
-)
 def test_an_operation_raising_stopiteration_does_not_strand_the_others(db: Database) -> None:
     def empty_next(session: Session) -> int:
         return int(next(iter(session.scalars(select(LoginFailure.id)))))  # no rows
@@ -496,35 +490,22 @@ class _Abort(BaseException):
     """Not an Exception: like KeyboardInterrupt or SystemExit raised inside an operation."""
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason="groupcommit._apply/_alone catch only Exception: a BaseException from one "
-    "operation kills the writer thread, its batch's callers never get an answer, and "
-    "since _thread stays set no later batched() call is ever served",
-)
 def test_an_operation_raising_a_base_exception_does_not_kill_the_writer(db: Database) -> None:
     def abort(session: Session) -> int:
         raise _Abort
 
     async def main() -> int:
-        with pytest.raises(_Abort):
+        # Delivered as a RuntimeError: raised in the caller's coroutine, a BaseException
+        # such as SystemExit would stop the whole event loop.
+        with pytest.raises(RuntimeError, match="_Abort") as caught:
             await db.batched(abort)
+        assert isinstance(caught.value.__cause__, _Abort)
         return await db.batched(_insert("later"))
 
     row_id = _run(main, timeout=1.0)
     assert _ids_by_key(db) == {"later": row_id}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="one Session per batch: an ORM object one operation returns stays in the batch's "
-    "identity map, so a later operation of the batch reads it stale after another one "
-    "changed its row with SQL (and the first caller's object shows later operations' ORM "
-    "changes); one at a time each would see the committed state",
-)
 def test_operations_in_one_batch_read_fresh_orm_state(db: Database) -> None:
     def token(session: Session) -> RunnerRegistrationToken:
         return session.scalars(

@@ -119,10 +119,10 @@ class GroupCommit:
         self.operations += len(batch)
         try:
             with self._database.transaction() as session:
-                return [_Outcome(operation, operation.run(session)) for operation in batch]
-        except Exception as error:
+                return [_Outcome(operation, _isolated(operation, session)) for operation in batch]
+        except BaseException as error:  # the writer must outlive whatever an operation does
             if len(batch) == 1:
-                return [_Outcome(batch[0], error=error)]
+                return [_Outcome(batch[0], error=_deliverable(error))]
         # Someone's operation raised: nothing of the batch was committed. Each on its own,
         # so the error stays with the operation that caused it.
         return [self._alone(operation) for operation in batch]
@@ -131,8 +131,8 @@ class GroupCommit:
         try:
             with self._database.transaction() as session:
                 return _Outcome(operation, operation.run(session))
-        except Exception as error:
-            return _Outcome(operation, error=error)
+        except BaseException as error:
+            return _Outcome(operation, error=_deliverable(error))
 
     @staticmethod
     def _deliver(outcomes: list[_Outcome]) -> None:
@@ -144,6 +144,28 @@ class GroupCommit:
                 loop.call_soon_threadsafe(_settle, group)
             except RuntimeError:  # the caller's loop is closed: nobody is waiting
                 log.debug("group commit result dropped: event loop closed")
+
+
+def _deliverable(error: BaseException) -> BaseException:
+    """What a future can carry: asyncio refuses StopIteration (it would end the awaiting
+    coroutine's generator), and KeyboardInterrupt or SystemExit raised in a caller's
+    request would stop its event loop."""
+    if isinstance(error, Exception) and not isinstance(error, StopIteration):
+        return error
+    wrapped = RuntimeError(f"database operation raised {error!r}")
+    wrapped.__cause__ = error
+    return wrapped
+
+
+def _isolated(operation: _Operation, session: Session) -> Any:
+    """Run one operation as if it had a session of its own (only the transaction is
+    shared): its changes are flushed and its objects forgotten, so the next operation
+    reads rows, never objects the previous one loaded (and a Core `UPDATE` made stale)."""
+    try:
+        return operation.run(session)
+    finally:
+        session.flush()
+        session.expunge_all()
 
 
 def _settle(outcomes: list[_Outcome]) -> None:
