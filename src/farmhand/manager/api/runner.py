@@ -164,7 +164,7 @@ _PROGRESS_FIELDS = {
 
 
 def _scalar(statement: Any, values: dict[str, Any], session: Session) -> Any:
-    return session.scalar(statement, values)
+    return session.connection().scalar(statement, values)
 
 
 def _gone_runner() -> HTTPException:
@@ -272,9 +272,10 @@ def heartbeat(body: Heartbeat, context: Context, worker_id: RunnerDep) -> Heartb
 def _assignment(
     session: Session, task: AssignedTask, task_timeout: float | None = None
 ) -> TaskAssignment:
-    job = session.execute(_ASSIGNED_JOB, {"job": task.job_id}).one()
+    connection = session.connection()
+    job = connection.execute(_ASSIGNED_JOB, {"job": task.job_id}).one()
     settings = JobSettings.model_validate(job.settings)
-    files = session.execute(_INPUT_FILES, {"job": job.id}).all()
+    files = connection.execute(_INPUT_FILES, {"job": job.id}).all()
     frame_files: list[FrameFile] = []
     if task.type == "video":
         # A follow-up task works on the job's rendered frames, not on its .blend.
@@ -402,10 +403,11 @@ def _complete_in(
     session: Session, task_id: int, worker_id: int, policy: Policy
 ) -> tuple[int, JobStatus]:
     """Complete a task the runner holds whose outputs are all stored (group commit)."""
-    task = session.execute(_HELD, {"task": task_id, "worker": worker_id}).first()
+    connection = session.connection()
+    task = connection.execute(_HELD, {"task": task_id, "worker": worker_id}).first()
     if task is None:
         raise _not_held(task_id)
-    stored = set(session.scalars(_STORED_FRAMES, {"job": task.job_id, "frames": task.frames}))
+    stored = set(connection.scalars(_STORED_FRAMES, {"job": task.job_id, "frames": task.frames}))
     lacking = [frame for frame in task.frames if frame not in stored]
     if lacking:
         raise HTTPException(
@@ -566,7 +568,9 @@ async def upload_output(
         )
 
     def check(session: Session, held_query: Select[int, list[int], str] = _HELD) -> None:
-        held = session.execute(held_query, {"task": task_id, "worker": worker_id}).first()
+        held = (
+            session.connection().execute(held_query, {"task": task_id, "worker": worker_id}).first()
+        )
         if held is None:
             raise _not_held(task_id)
         if held.job_id != job_id or frame not in held.frames:
@@ -604,8 +608,9 @@ async def upload_output(
         # other (PostgreSQL; SQLite's writers take turns anyway).
         check(session, _HELD_FOR_UPDATE)
         record_blob_in(session, stored)
-        session.execute(_FORGET_FRAME, {"job": job_id, "frame": frame})
-        output_id = session.scalar(_RECORD_FRAME, row)
+        connection = session.connection()
+        connection.execute(_FORGET_FRAME, {"job": job_id, "frame": frame})
+        output_id = connection.scalar(_RECORD_FRAME, row)
         assert output_id is not None
         return output_id
 

@@ -37,9 +37,10 @@ def record_blob(context: ManagerContext, stored: StoredBlob) -> bool:
 
 def record_blob_in(session: Session, stored: StoredBlob) -> bool:
     """Record a stored blob in the caller's transaction; True if it was new."""
-    if session.scalar(_BLOB_KNOWN, {"sha": stored.sha256}):
+    connection = session.connection()
+    if connection.scalar(_BLOB_KNOWN, {"sha": stored.sha256}):
         return False
-    session.execute(
+    connection.execute(
         _NEW_BLOB, {"sha256": stored.sha256, "size": stored.size, "created_at": utcnow()}
     )
     return True

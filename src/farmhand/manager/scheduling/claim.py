@@ -89,15 +89,16 @@ _RUNNABLE = (
 
 def _ranked_jobs(session: Session, worker: Worker, prefer_job: int | None) -> list[_Candidate]:
     types = task_types(worker)
-    rows = session.execute(_JOBS_WITH_WORK, {"types": types}).all()
+    connection = session.connection()
+    rows = connection.execute(_JOBS_WITH_WORK, {"types": types}).all()
     if not rows:
         return []
     held_by_owner: dict[int, int] = {}
     held_by_job: dict[int, int] = {}
-    for job_id, owner, count in session.execute(_HELD):
+    for job_id, owner, count in connection.execute(_HELD):
         held_by_job[job_id] = count
         held_by_owner[owner] = held_by_owner.get(owner, 0) + count
-    blocked = set(session.scalars(_BLOCKED, {"worker": worker.id}))
+    blocked = set(connection.scalars(_BLOCKED, {"worker": worker.id}))
     candidates = []
     for job_id, owner_id, priority, created_at, settings, saved in rows:
         cap = settings.get("max_workers")
@@ -129,7 +130,7 @@ class _Runnable:
 
 
 def _runnable_tasks(session: Session, job_id: int, types: list[str]) -> list[_Runnable]:
-    rows = session.execute(_RUNNABLE, {"job": job_id, "types": types})
+    rows = session.connection().execute(_RUNNABLE, {"job": job_id, "types": types})
     return [_Runnable(*row) for row in rows]
 
 

@@ -186,11 +186,12 @@ def try_assign_task(
     two workers racing for one task, exactly one sees a changed row (and gets it back
     through RETURNING; SQLite ≥ 3.35 and PostgreSQL both have it).
     """
-    row = session.execute(_ASSIGN, {"task": task_id, "worker": worker_id, "now": now}).first()
+    connection = session.connection()
+    row = connection.execute(_ASSIGN, {"task": task_id, "worker": worker_id, "now": now}).first()
     if row is None:
         return None
     assigned = AssignedTask(*row)
-    job_status = session.scalar(_JOB_STATUS, {"job": assigned.job_id})
+    job_status = connection.scalar(_JOB_STATUS, {"job": assigned.job_id})
     if job_status != JobStatus.ACTIVE.value:
         # An active job with one more active task is still active: the (per-job
         # aggregate) re-derivation is only needed for the job's first task.
@@ -211,14 +212,15 @@ def complete_task(session: Session, task_id: int, now: datetime, policy: Policy)
     load benchmark).
     """
     session.flush()
-    job_id = session.scalar(_COMPLETE, {"task": task_id, "now": now})
+    connection = session.connection()
+    job_id = connection.scalar(_COMPLETE, {"task": task_id, "now": now})
     if job_id is None:
         raise TransitionError(f"task {task_id} is not active; only active tasks complete")
-    current = session.scalar(_JOB_STATUS, {"job": job_id})
+    current = connection.scalar(_JOB_STATUS, {"job": job_id})
     assert current is not None
     status = JobStatus(current)
     if status in (JobStatus.ACTIVE, JobStatus.PAUSED) and (
-        session.scalar(_UNFINISHED_LEFT, {"job": job_id}) is not None
+        connection.scalar(_UNFINISHED_LEFT, {"job": job_id}) is not None
     ):
         return status
     job = session.get(Job, job_id)

@@ -100,16 +100,17 @@ def claiming_worker(
     The answer is a detached `Worker` built from one row, for the claim's rules to read:
     loading an ORM object per claim costs more than the claim's queries.
     """
-    row = session.execute(_CLAIMER, {"worker": worker_id}).first()
+    connection = session.connection()
+    row = connection.execute(_CLAIMER, {"worker": worker_id}).first()
     if row is None:
         return None
     status, admin_state = row.status, row.admin_state
     if seen:
-        session.execute(_SEEN, {"worker": worker_id, "now": now})
+        connection.execute(_SEEN, {"worker": worker_id, "now": now})
         if status == WorkerStatus.OFFLINE.value:
             status = WorkerStatus.IDLE.value
     if admin_state == "draining":
-        session.execute(_DRAINED, {"worker": worker_id})
+        connection.execute(_DRAINED, {"worker": worker_id})
         admin_state = "disabled"
     return Worker(
         id=row.id,
