@@ -114,6 +114,7 @@ def create_app(settings: ManagerSettings, context: ManagerContext | None = None)
                 loop_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await loop_task
+            context.logs.close()
             context.db.dispose()
 
     app = FastAPI(

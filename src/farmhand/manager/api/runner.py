@@ -30,7 +30,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
-from starlette.concurrency import run_in_threadpool
 
 from farmhand.manager.api.deps import Context, RunnerDep
 from farmhand.manager.api.errors import error_responses
@@ -393,8 +392,7 @@ async def progress(
     job_id = await context.db.batched(partial(_scalar, _PROGRESS, values))
     if job_id is None:  # not (or no longer) this runner's task
         return TaskProgressReply(keep_going=False)
-    if body.log_lines:
-        await run_in_threadpool(context.logs.append, job_id, task_id, body.log_lines)
+    context.logs.append(job_id, task_id, body.log_lines)
     context.events.publish(FarmEvent("task", task_id, job_id))
     return TaskProgressReply(keep_going=True)
 
@@ -430,9 +428,7 @@ async def complete(
     job_id, job_status = await context.db.batched(
         partial(_complete_in, task_id=task_id, worker_id=worker_id, policy=context.policy)
     )
-    # After the commit: appending to the log file need not hold the write lock.
-    if body.log_lines:
-        await run_in_threadpool(context.logs.append, job_id, task_id, body.log_lines)
+    context.logs.append(job_id, task_id, body.log_lines)
     log.info("task completed", job_id=job_id, task_id=task_id, worker_id=worker_id)
     _changed(context, job_id, worker_id)
     return TaskOutcome(task_status=TaskStatus.COMPLETED, job_status=job_status)
@@ -580,9 +576,8 @@ async def upload_output(
 
     # Before taking the bytes: a late worker's frame is refused without storing it.
     await context.db.batched(check)
-    stored = await receive_upload(context, file)
     try:
-        await run_in_threadpool(verify_image, stored.path)
+        stored = await receive_upload(context, file, check=verify_image)
     except ImageError as error:
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST, f"frame {frame} is not a readable image: {error}"

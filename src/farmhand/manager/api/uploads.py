@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import PurePosixPath
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path, PurePosixPath
 
 from fastapi import HTTPException, status
 from sqlalchemy import bindparam, insert, select
@@ -91,6 +92,25 @@ async def store_upload(context: ManagerContext, upload: UploadFile) -> StoredBlo
     return stored
 
 
-async def receive_upload(context: ManagerContext, upload: UploadFile) -> StoredBlob:
-    """`store_upload` without recording the blob (the caller records it with its rows)."""
-    return await receive(context, _chunks(upload))
+async def receive_upload(
+    context: ManagerContext, upload: UploadFile, check: Callable[[Path], object] | None = None
+) -> StoredBlob:
+    """`store_upload` without recording the blob (the caller records it with its rows).
+
+    The form parser has already received the whole file (in memory, or spooled to a
+    temporary file past 1 MiB), so copying, hashing, syncing and `check`ing it (an image
+    verification, say) is one trip to a thread, not one per chunk: the hot path takes
+    several frames a second from every worker."""
+
+    def take() -> StoredBlob:
+        stored = context.blobs.ingest_file(upload.file)
+        if check is not None:
+            check(stored.path)
+        return stored
+
+    try:
+        return await asyncio.to_thread(take)
+    except BlobTooLarge as error:
+        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, str(error)) from error
+    except BlobError as error:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error

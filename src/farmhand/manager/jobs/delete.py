@@ -28,6 +28,7 @@ def delete_job(context: ManagerContext, session: Session, job: Job) -> list[str]
     session.delete(job)
     session.flush()
     orphans = release_orphans(session, context.settings, hashes, utcnow())
+    context.logs.flush()  # lines still queued would make the folder again
     shutil.rmtree(context.logs.root / f"job-{job.id}", ignore_errors=True)
     return orphans
 
