@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -161,11 +162,39 @@ async def _drive(url: str, secrets: list[str], total: int, done: Any) -> Stats:
 
 def _client_process(url: str, secrets: list[str], total: int, done: Any, out: Any) -> None:
     stats = asyncio.run(_drive(url, secrets, total, done))
-    out.put((stats.claim_latencies, stats.errors))
+    used = os.times()
+    out.put((stats.claim_latencies, stats.errors, used.user + used.system))
+
+
+class MemoryWatch:
+    """The manager's resident memory, sampled while the run goes on, by tasks done."""
+
+    def __init__(self, pid: int, done: Any, tasks: int) -> None:
+        self.pid, self.done, self.tasks = pid, done, tasks
+        self.samples: list[tuple[int, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> MemoryWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.5):
+            self.samples.append((int(self.done.value), rss_mb(self.pid)))
+
+    def at(self, share: float) -> float:
+        """RSS when `share` of the tasks were done."""
+        wanted = share * self.tasks
+        return next((rss for done, rss in self.samples if done >= wanted), self.samples[-1][1])
 
 
 def run(
-    url: str, admin: str, runner_token: str, workers: int, tasks: int, processes: int
+    url: str, admin: str, runner_token: str, workers: int, tasks: int, processes: int, pid: int
 ) -> dict[str, object]:
     """Simulated workers spread over `processes` client processes (one is client-bound)."""
     secrets = asyncio.run(_register_and_submit(url, admin, runner_token, workers, tasks))
@@ -177,16 +206,19 @@ def run(
         for i in range(processes)
     ]
     started = time.perf_counter()
-    for client in clients:
-        client.start()
     latencies: list[float] = []
     errors: list[str] = []
-    for _ in clients:
-        got_latencies, got_errors = out.get()
-        latencies += got_latencies
-        errors += got_errors
-    for client in clients:
-        client.join()
+    client_cpu = 0.0
+    with MemoryWatch(pid, done, tasks) as memory:
+        for client in clients:
+            client.start()
+        for _ in clients:
+            got_latencies, got_errors, got_cpu = out.get()
+            latencies += got_latencies
+            errors += got_errors
+            client_cpu += got_cpu
+        for client in clients:
+            client.join()
     elapsed = time.perf_counter() - started
     latencies.sort()
     return {
@@ -199,6 +231,13 @@ def run(
         "claim_p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1),
         "errors": len(errors),
         "first_errors": errors[:5],
+        "client_cpu_ms_per_task": round(client_cpu * 1000 / tasks, 2),
+        # Flat memory means no growth once warm: compare a tenth of the way with the end.
+        "manager_rss_mb_at_10_50_100_percent": [
+            round(memory.at(0.1), 1),
+            round(memory.at(0.5), 1),
+            round(memory.at(1.0), 1),
+        ],
     }
 
 
@@ -216,7 +255,13 @@ def main() -> None:
         pid = manager.process.pid
         start_rss, start_cpu = rss_mb(pid), cpu_seconds(pid)
         results = run(
-            farm.url, farm.admin_token, farm.runner_token, args.workers, args.tasks, args.processes
+            farm.url,
+            farm.admin_token,
+            farm.runner_token,
+            args.workers,
+            args.tasks,
+            args.processes,
+            pid,
         )
         results["manager_rss_mb_start"] = round(start_rss, 1)
         results["manager_rss_mb_end"] = round(rss_mb(pid), 1)
