@@ -393,106 +393,46 @@ def test_a_failed_write_does_not_stop_close(
 #
 # In the manager, `close` runs in the app's lifespan on the event loop while `fail` and
 # the task-log route are sync routes on the thread pool: they can call `append` and
-# `read`/`flush` at the same moment. The tests below force those interleavings by
-# wrapping the (private) queue so the race happens at the exact point it can.
+# `read`/`flush` at the same moment.
 
 
-class RacingQueue:
-    """Wraps the writer's queue; runs `before` once, just before the first matching put."""
-
-    def __init__(self, real: Any, match: Callable[[object], bool], before: Callable[[], None]):
-        self.real = real
-        self.match = match
-        self.before: Callable[[], None] | None = before
-
-    def put(self, item: object) -> None:
-        if self.before is not None and self.match(item):
-            before, self.before = self.before, None
-            before()
-        self.real.put(item)
-
-    def get(self) -> object:
-        return self.real.get()
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: flush() racing close() hangs forever. flush() checks self._thread "
-    "without the lock, close() then stops the writer, and flush() puts its Event into "
-    "a queue nobody reads any more; written.wait() has no timeout. E.g. the task-log "
-    "route (read) or a job delete (flush inside its DB transaction) during shutdown.",
-)
-def test_flush_racing_close_returns(logs: TaskLogs) -> None:
-    logs.append(1, 1, ["line"])
-    real = logs._queue
-    # close() runs to completion between flush()'s check of the thread and its put
-    logs._queue = RacingQueue(  # type: ignore[assignment]
-        real, lambda item: isinstance(item, threading.Event), logs.close
-    )
-    flusher = threading.Thread(target=logs.flush, daemon=True)
-    flusher.start()
-    flusher.join(HANG)
-    hung = flusher.is_alive()
-    # clean up: a new writer drains the orphaned Event, then stops
-    logs._queue = real  # type: ignore[assignment]
-    logs.append(1, 1, ["unblock"])
-    call_with_timeout(logs.close)
-    flusher.join(TIMEOUT)
-    assert not hung, "flush() racing close() never returned"
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: append() racing close() starts a second writer on the same queue. "
-    "close() sets self._thread = None before it queues the None sentinel, so an append "
-    "in between starts a new writer; if the old writer is busy writing, the new one takes "
-    "the sentinel and exits, the old one keeps running and close() joins it forever "
-    "(two writers on one queue also break the per-task line order).",
-)
-def test_append_racing_close_does_not_hang_close(
+def test_appends_and_flushes_racing_closes_neither_hang_nor_lose_or_reorder_lines(
     logs: TaskLogs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real_write = logs_module._write
-    holding, release = threading.Event(), threading.Event()
 
-    def write(path: Path, lines: list[str]) -> None:
-        if path == logs.path_for(9, 9):  # a slow disk: the old writer is busy here
-            holding.set()
-            release.wait(TIMEOUT)
+    def slow_write(path: Path, lines: list[str]) -> None:
+        time.sleep(0.0005)  # a slow disk: writers are busy when close() comes
         real_write(path, lines)
 
-    monkeypatch.setattr(logs_module, "_write", write)
-    logs.append(9, 9, ["slow write"])
-    assert holding.wait(TIMEOUT)
-    old = logs._thread
-    new: list[threading.Thread | None] = []
+    monkeypatch.setattr(logs_module, "_write", slow_write)
+    per_thread = 60
+    stop = threading.Event()
 
-    def race() -> None:  # a sync route (e.g. fail) appends while close() is under way
-        logs.append(1, 1, ["appended during close"])
-        new.append(logs._thread)
+    def writer(task: int) -> None:
+        for n in range(per_thread):
+            logs.append(1, task, [f"{n}"])
+            if n % 7 == 0:
+                logs.flush()  # must return even when a close() slips in
 
-    real = logs._queue
-    logs._queue = RacingQueue(real, lambda item: item is None, race)  # type: ignore[assignment]
-    closing = threading.Thread(target=logs.close, daemon=True)
+    def closer() -> None:
+        while not stop.is_set():
+            logs.close()  # each close stops the writer; the next append starts one
+            time.sleep(0.001)
+
+    closing = threading.Thread(target=closer, daemon=True)
     closing.start()
-    deadline = time.monotonic() + TIMEOUT
-    while not new and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert new and new[0] is not None and new[0] is not old
-    new[0].join(HANG)  # the new writer takes the sentinel meant for the old one
-    release.set()  # the old writer finishes its write and waits for more, forever
-    closing.join(HANG)
-    hung = closing.is_alive()
-
-    # clean up: stop the old writer so close() returns
-    logs._queue = real  # type: ignore[assignment]
-    if hung:
-        real.put(None)
+    threads = [threading.Thread(target=writer, args=(task,), daemon=True) for task in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT * 3)
+    stop.set()
     closing.join(TIMEOUT)
-    assert old is not None
-    old.join(TIMEOUT)
-    if logs._thread is not None and not logs._thread.is_alive():
-        logs._thread = None  # the dead second writer: the fixture's close must not wait on it
+    assert not any(t.is_alive() for t in [*threads, closing]), "append/flush/close hung"
+    call_with_timeout(logs.close)
 
-    assert not hung, "close() hung: a second writer took the sentinel meant for the first"
-    assert logs.path_for(1, 1).read_text(encoding="utf-8") == "appended during close\n"
+    assert writer_threads() == []
+    for task in range(6):
+        written = logs.path_for(1, task).read_text(encoding="utf-8").splitlines()
+        assert written == [str(n) for n in range(per_thread)], f"task {task}: {written[:10]}"

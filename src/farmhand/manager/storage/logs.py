@@ -23,14 +23,18 @@ log = structlog.get_logger(__name__)
 MAX_LINE = 4000
 
 
+_Item = tuple[Path, list[str]] | threading.Event | None
+
+
 class TaskLogs:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._queue: queue.SimpleQueue[tuple[Path, list[str]] | threading.Event | None] = (
-            queue.SimpleQueue()
-        )
-        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[_Item] | None = None
+        """The running writer's queue; None while stopped. Each writer has a queue of its
+        own, so one that is stopping never shares work with its successor."""
+        self._thread: threading.Thread | None = None
+        """The latest writer (running, stopping or stopped)."""
 
     def path_for(self, job_id: int, task_id: int) -> Path:
         return self.root / f"job-{job_id}" / f"task-{task_id}.log"
@@ -39,15 +43,17 @@ class TaskLogs:
         """Queue `lines` for the task's log (returns at once; see the module docstring)."""
         if not lines:
             return
-        self._ensure_started()
-        self._queue.put((self.path_for(job_id, task_id), list(lines)))
+        item = (self.path_for(job_id, task_id), list(lines))
+        with self._lock:
+            self._running().put(item)
 
     def flush(self) -> None:
         """Wait until every line queued before this call is in its file."""
-        if self._thread is None:
-            return
         written = threading.Event()
-        self._queue.put(written)
+        with self._lock:
+            if self._queue is None:
+                return
+            self._queue.put(written)
         written.wait()
 
     def read(self, job_id: int, task_id: int) -> str:
@@ -58,24 +64,34 @@ class TaskLogs:
     def close(self) -> None:
         """Write what is queued and stop the writer thread (a later append restarts it)."""
         with self._lock:
-            thread, self._thread = self._thread, None
-        if thread is not None:
-            self._queue.put(None)
+            thread, work = self._thread, self._queue
+            self._queue = None
+            if work is not None:
+                work.put(None)
+        if thread is not None and work is not None:
             thread.join()
 
-    def _ensure_started(self) -> None:
-        if self._thread is not None:
-            return
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._serve, name="farmhand-task-logs", daemon=True
-                )
-                self._thread.start()
+    def _running(self) -> queue.SimpleQueue[_Item]:
+        """The current writer's queue, starting a writer if there is none (under the lock)."""
+        if self._queue is None:
+            self._queue = queue.SimpleQueue()
+            # A writer started after a close first lets its predecessor finish, so the
+            # lines of one task stay in order across the restart.
+            self._thread = threading.Thread(
+                target=self._serve,
+                args=(self._queue, self._thread),
+                name="farmhand-task-logs",
+                daemon=True,
+            )
+            self._thread.start()
+        return self._queue
 
-    def _serve(self) -> None:
+    @staticmethod
+    def _serve(work: queue.SimpleQueue[_Item], predecessor: threading.Thread | None) -> None:
+        if predecessor is not None:
+            predecessor.join()
         while True:
-            item = self._queue.get()
+            item = work.get()
             if item is None:
                 return
             if isinstance(item, threading.Event):
@@ -84,7 +100,7 @@ class TaskLogs:
             path, lines = item
             try:
                 _write(path, lines)
-            except OSError as error:  # a full disk must not stop the logs that follow
+            except Exception as error:  # a full disk must not stop the logs that follow
                 log.error("task log lines lost", path=str(path), error=str(error))
 
 
