@@ -5,8 +5,10 @@ Routes publish a small `FarmEvent` after each committed change ("job 7 changed",
 they show. Events carry ids, not data, so a slow subscriber that misses some still ends
 up showing the current state, and nothing secret travels on the bus.
 
-The bus is in-process: with several managers sharing a database, each browser sees the
-changes made through its own manager at once and the others' on its next refresh.
+The bus lives in one process. The processes of one manager (`--processes N`) share
+their events through `Siblings` (`share_with`), so a browser sees changes made through
+any of them at once; with several managers on different hosts sharing a database, each
+browser sees the others' changes on its next refresh.
 """
 
 from __future__ import annotations
@@ -15,10 +17,18 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeGuard, cast, get_args
+
+import structlog
+
+if TYPE_CHECKING:
+    from farmhand.manager.siblings import Siblings
+
+log = structlog.get_logger(__name__)
 
 EventKind = Literal["job", "task", "runner", "output"]
 QUEUE_LIMIT = 1000
+SIBLING_TOPIC = "event"
 
 
 @dataclass(frozen=True)
@@ -32,12 +42,34 @@ class EventBus:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._subscribers: set[asyncio.Queue[FarmEvent]] = set()
+        self._siblings: Siblings | None = None
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
 
+    def share_with(self, siblings: Siblings) -> None:
+        """Also send every published event to the sibling processes, and hand theirs to
+        this process's subscribers (only: a received event is not sent on again)."""
+        self._siblings = siblings
+        siblings.on(SIBLING_TOPIC, self._receive)
+
     def publish(self, event: FarmEvent) -> None:
         """Safe from any thread; a no-op before the app has started."""
+        self._publish_here(event)
+        siblings = self._siblings
+        if siblings is not None:
+            siblings.broadcast(
+                SIBLING_TOPIC, {"kind": event.kind, "id": event.id, "job_id": event.job_id}
+            )
+
+    def _receive(self, message: dict[str, Any]) -> None:
+        kind, id_, job_id = message.get("kind"), message.get("id"), message.get("job_id")
+        if kind in get_args(EventKind) and _is_int(id_) and (job_id is None or _is_int(job_id)):
+            self._publish_here(FarmEvent(cast(EventKind, kind), id_, job_id))
+        else:
+            log.debug("malformed event from a sibling ignored", message=message)
+
+    def _publish_here(self, event: FarmEvent) -> None:
         loop = self._loop
         if loop is None or loop.is_closed():
             return
@@ -74,3 +106,7 @@ class EventBus:
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
