@@ -39,17 +39,48 @@ from farmhand.localfarm import local_farm
 FAKE_BLEND = b"BLENDER-v304" + b"\x00" * 64
 
 
+def _descendants(pid: int) -> list[int]:
+    """`pid` and every process under it (a manager with --processes has children)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(fields[1])
+    found, frontier = [pid], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """Resident memory of the manager, all its processes together."""
+    total = 0.0
+    for member in _descendants(pid):
+        try:
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+        except OSError:
+            continue
+    return total
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used (it does not depend on the load)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time the manager's processes have used (it does not depend on
+    the load)."""
+    total = 0
+    for member in _descendants(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def tiny_png() -> bytes:
@@ -246,11 +277,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=200)
     parser.add_argument("--tasks", type=int, default=20_000)
     parser.add_argument("--processes", type=int, default=2, help="client processes")
+    parser.add_argument(
+        "--manager-processes", type=int, default=1, help="farmhand manager --processes"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="farmhand-load-"))
     with local_farm(root, heartbeat_timeout=600.0) as farm:
-        manager = farm.start_manager("--log-level", "WARNING")
+        manager = farm.start_manager(
+            "--log-level", "WARNING", "--processes", str(args.manager_processes)
+        )
         assert manager.process is not None
         pid = manager.process.pid
         start_rss, start_cpu = rss_mb(pid), cpu_seconds(pid)
@@ -263,6 +299,7 @@ def main() -> None:
             args.processes,
             pid,
         )
+        results["manager_processes"] = args.manager_processes
         results["manager_rss_mb_start"] = round(start_rss, 1)
         results["manager_rss_mb_end"] = round(rss_mb(pid), 1)
         # Includes registering the workers and compiling the job (small next to the run).

@@ -7,15 +7,18 @@ address and scheme the real ones. See docs/SECURITY.md.
 
 from __future__ import annotations
 
+import json
+import os
 import ssl
 from pathlib import Path
 from typing import Annotated
 
 import typer
 import uvicorn
+from fastapi import FastAPI
 from rich.console import Console
 
-from farmhand.manager.app import create_app, prepare
+from farmhand.manager.app import PROCESS_SETTINGS, create_app, prepare
 from farmhand.manager.settings import ManagerSettings
 from farmhand.shared.logconfig import configure_logging
 
@@ -83,21 +86,33 @@ def manager(
             help="Storage each user's jobs may use (413 above; default: no quota).",
         ),
     ] = None,
+    processes: Annotated[
+        int,
+        typer.Option(
+            envvar="FARMHAND_MANAGER_PROCESSES",
+            min=1,
+            max=64,
+            help="Server processes on one port, database and data dir (one uses one core). "
+            "With SQLite they must share this machine.",
+        ),
+    ] = 1,
 ) -> None:
     """Run the manager: REST API, scheduler and the worker-health reaper."""
     configure_logging("manager", log_level.upper())
     console = Console(stderr=True)
     tls = check_tls(ssl_certfile, ssl_keyfile)
-    settings = ManagerSettings.from_env(
-        data_dir=data_dir,
-        database_url=database_url,
-        host=host,
-        port=port,
-        heartbeat_timeout=heartbeat_timeout,
-        max_attempts=max_attempts,
-        max_upload_bytes=max_upload_bytes,
-        user_quota_bytes=user_quota_bytes,
-    )
+    flags: dict[str, object] = {
+        "data_dir": str(data_dir),
+        "database_url": database_url,
+        "host": host,
+        "port": port,
+        "processes": processes,
+        "heartbeat_timeout": heartbeat_timeout,
+        "max_attempts": max_attempts,
+        "max_upload_bytes": max_upload_bytes,
+        "user_quota_bytes": user_quota_bytes,
+    }
+    settings = ManagerSettings.from_env(None, **{**flags, "data_dir": data_dir})
     context, report = prepare(settings)
     if report.created_admin:
         console.print("[bold]First start:[/] created the admin account.")
@@ -105,11 +120,21 @@ def manager(
     console.print(f"Runner registration token:  {report.runner_token_file.resolve()}")
     scheme = "https" if tls[0] else "http"
     console.print(f"farmhand manager listening on {scheme}://{host}:{port} (API docs: /docs)")
-    app = create_app(settings, context)
+    app: FastAPI | str
+    if processes == 1:
+        app = create_app(settings, context)
+    else:
+        # Uvicorn starts each process by importing the app; they read these settings.
+        context.db.dispose()
+        os.environ[PROCESS_SETTINGS] = json.dumps({**flags, "log_level": log_level.upper()})
+        app = "farmhand.manager.app:app_from_environment"
+        console.print(f"{processes} processes")
     # Workers keep connections open between heartbeats and long polls; closing idle ones
     # after uvicorn's default 5 s makes clients race the close and reconnect all the time.
     uvicorn.run(
         app,
+        factory=processes > 1,
+        workers=processes if processes > 1 else None,
         host=host,
         port=port,
         log_level=log_level.lower(),

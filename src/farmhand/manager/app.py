@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import structlog
 from fastapi import FastAPI
@@ -44,11 +47,13 @@ from farmhand.manager.db.migrate import upgrade
 from farmhand.manager.scheduling.policy import Policy
 from farmhand.manager.scheduling.reaper import ReapReport, reap
 from farmhand.manager.settings import ManagerSettings
+from farmhand.manager.siblings import Siblings
 from farmhand.manager.storage.blobs import BlobStore
 from farmhand.manager.storage.gc import gc_loop
 from farmhand.manager.storage.logs import TaskLogs
 from farmhand.manager.web import routes as web_routes
 from farmhand.manager.web import thumbnails
+from farmhand.shared.logconfig import configure_logging
 from farmhand.shared.pathmap import check_variables
 
 log = structlog.get_logger(__name__)
@@ -97,14 +102,40 @@ async def _reaper_loop(context: ManagerContext) -> None:
             log.exception("reaper pass failed; trying again")
 
 
+PROCESS_SETTINGS = "FARMHAND_MANAGER_PROCESS_SETTINGS"
+"""Where `farmhand manager --processes N` leaves its flags for the processes it starts."""
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one of several manager processes (`farmhand manager --processes N`).
+
+    Uvicorn starts each process by importing this factory; the parent has already
+    migrated and bootstrapped the database and put its command-line settings in the
+    environment (`PROCESS_SETTINGS`), the rest comes from `FARMHAND_*` as usual.
+    """
+    flags = json.loads(os.environ[PROCESS_SETTINGS])
+    configure_logging("manager", flags.pop("log_level", "INFO"))
+    flags["data_dir"] = Path(flags["data_dir"])
+    return create_app(ManagerSettings.from_env(None, **flags))
+
+
 def create_app(settings: ManagerSettings, context: ManagerContext | None = None) -> FastAPI:
     if context is None:
         context, _ = prepare(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        context.wakeup.bind(asyncio.get_running_loop())
-        context.events.bind(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        context.wakeup.bind(loop)
+        context.events.bind(loop)
+        siblings = None
+        if settings.processes > 1:
+            # One of several processes of this manager: live events and wake-ups made
+            # here must reach the others' browsers and waiting claims.
+            siblings = Siblings(settings.data_dir / "run" / "siblings")
+            context.events.share_with(siblings)
+            context.wakeup.share_with(siblings)
+            siblings.start(loop)
         reaper = asyncio.create_task(_reaper_loop(context))
         collector = asyncio.create_task(gc_loop(context))
         try:
@@ -114,6 +145,8 @@ def create_app(settings: ManagerSettings, context: ManagerContext | None = None)
                 loop_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await loop_task
+            if siblings is not None:
+                siblings.close()
             context.logs.close()
             context.db.dispose()
 

@@ -89,6 +89,10 @@ class ManagerSettings:
     """SQLAlchemy URL; None means SQLite at `<data_dir>/farmhand.sqlite3`."""
     host: str = "127.0.0.1"
     port: int = 8080
+    processes: int = 1
+    """Server processes sharing the port, the database and the data dir (`--processes`):
+    one is one core. Live events and claim wake-ups travel between them
+    (`manager/siblings.py`)."""
 
     heartbeat_timeout: float = 30.0
     """A worker silent for this long is offline and its task goes back to the queue."""

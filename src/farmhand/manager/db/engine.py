@@ -10,12 +10,15 @@ guarantees from its row locks.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from farmhand.manager.db.groupcommit import GroupCommit
@@ -53,6 +56,46 @@ def make_engine(url: str, *, for_writes: bool = True) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
+class FileLock:
+    """An exclusive `flock` on a file, held by one thread of this process at a time.
+
+    Several processes of one manager (`--processes`) write to one SQLite file. SQLite
+    makes a writer that finds the database locked *sleep* and retry (1, 2, 5 … 100 ms),
+    which under load costs more than the writes; a writer queued on `flock` is woken by
+    the kernel the moment the lock is free. As with the in-process lock, correctness does
+    not depend on it: `BEGIN IMMEDIATE` still decides.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._opened = threading.Lock()
+
+    def __enter__(self) -> None:
+        if self._fd is None:
+            with self._opened:
+                if self._fd is None:
+                    self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *_: object) -> None:
+        assert self._fd is not None
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The database file of a file-backed SQLite URL (None for memory or other engines)."""
+    database = make_url(url).database if url.startswith("sqlite") else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
 class Database:
     """The engine plus a session factory; one per manager app."""
 
@@ -61,6 +104,12 @@ class Database:
         self.engine = make_engine(url)
         self._write_lock: AbstractContextManager[object] = (
             threading.Lock() if url.startswith("sqlite") else nullcontext()
+        )
+        database_file = _sqlite_file(url)
+        self._file_lock: FileLock | None = (
+            FileLock(database_file.with_name(database_file.name + ".writelock"))
+            if database_file is not None
+            else None
         )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.read_engine = (
@@ -76,7 +125,12 @@ class Database:
         # Queuing this process's writers on a lock first hands the database over at
         # once. Correctness does not depend on it: between processes the database lock
         # still decides, so several managers may share one database file.
-        with self._write_lock, self._sessions() as session, session.begin():
+        with (
+            self._write_lock,
+            self._file_lock or nullcontext(),
+            self._sessions() as session,
+            session.begin(),
+        ):
             yield session
 
     @contextmanager
@@ -95,5 +149,7 @@ class Database:
 
     def dispose(self) -> None:
         self.group_commit.stop()
+        if self._file_lock is not None:
+            self._file_lock.close()
         self.engine.dispose()
         self.read_engine.dispose()

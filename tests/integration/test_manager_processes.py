@@ -1,0 +1,181 @@
+"""`farmhand manager --processes 2`: one manager, two server processes, one database.
+
+What a user would notice if the processes did not act as one manager: a job that never
+finishes or loses frames, a browser whose live view misses the changes the other process
+made, a claim that waits for work another process queued.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from farmhand.localfarm import LocalFarm, local_farm
+
+FAKE_BLEND = b"BLENDER-v304" + b"\x00" * 64
+pytestmark = pytest.mark.xdist_group("manager-processes")
+
+
+def _png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (2, 2), "white").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFarm]:
+    with local_farm(tmp_path_factory.mktemp("processes"), heartbeat_timeout=600.0) as farm:
+        manager = farm.start_manager("--processes", "2")
+        assert manager.process is not None
+        deadline = time.monotonic() + 30
+        # Both server processes must be up, not only the first to answer /healthz.
+        while len(_children(manager.process.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        yield farm
+
+
+def _fresh(farm: LocalFarm, token: str) -> httpx.Client:
+    """A client on a connection of its own: the kernel hands it to either process."""
+    return httpx.Client(
+        base_url=farm.url,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+        limits=httpx.Limits(max_keepalive_connections=0),
+    )
+
+
+def _submit(farm: LocalFarm, frames: int) -> int:
+    with _fresh(farm, farm.admin_token) as client:
+        answer = client.post(
+            "/api/jobs",
+            files={"file": ("scene.blend", FAKE_BLEND, "application/octet-stream")},
+            data={"settings": json.dumps({"frame_start": 1, "frame_end": frames})},
+        )
+    assert answer.status_code == 202, answer.text
+    return int(answer.json()["id"])
+
+
+def _register(farm: LocalFarm, name: str) -> str:
+    with httpx.Client(base_url=farm.url, timeout=30) as client:
+        answer = client.post(
+            "/api/runner/register", json={"token": farm.runner_token, "name": name}
+        )
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["secret"])
+
+
+def test_both_processes_serve_and_a_job_completes_with_every_frame_once(
+    farm: LocalFarm,
+) -> None:
+    job_id = _submit(farm, 24)
+    png = _png()
+    secrets = [_register(farm, f"sim{n}") for n in range(6)]
+    errors: list[str] = []
+
+    def work(secret: str) -> None:
+        while True:
+            # A new connection per call: the calls of one task land on both processes.
+            with _fresh(farm, secret) as client:
+                claim = client.get("/api/runner/tasks", params={"wait": 1})
+            if claim.status_code == 204:
+                return
+            if claim.status_code != 200:
+                errors.append(f"claim {claim.status_code}: {claim.text}")
+                return
+            task = claim.json()
+            with _fresh(farm, secret) as client:
+                reply = client.post(
+                    f"/api/runner/tasks/{task['task_id']}/progress",
+                    json={"frames_done": 0, "log_lines": ["working"]},
+                )
+            if reply.status_code != 200 or not reply.json()["keep_going"]:
+                errors.append(f"progress {reply.status_code}: {reply.text}")
+            for frame in task["frames"]:
+                with _fresh(farm, secret) as client:
+                    upload = client.post(
+                        f"/api/runner/files/{job_id}/upload",
+                        data={"task_id": str(task["task_id"]), "frame": str(frame)},
+                        files={"file": (f"{frame}.png", png, "image/png")},
+                    )
+                if upload.status_code != 201:
+                    errors.append(f"upload {upload.status_code}: {upload.text}")
+            with _fresh(farm, secret) as client:
+                done = client.post(
+                    f"/api/runner/tasks/{task['task_id']}/complete",
+                    json={"frames": task["frames"]},
+                )
+            if done.status_code != 200:
+                errors.append(f"complete {done.status_code}: {done.text}")
+
+    threads = [threading.Thread(target=work, args=(secret,)) for secret in secrets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    with _fresh(farm, farm.admin_token) as client:
+        job = client.get(f"/api/jobs/{job_id}").json()
+        files = client.get(f"/api/jobs/{job_id}/files").json()
+    assert job["status"] == "completed"
+    frames = sorted(f["frame"] for f in files if f["kind"] == "output")
+    assert frames == list(range(1, 25))
+
+
+def _events(farm: LocalFarm, got: queue.Queue[dict[str, object]], ready: threading.Event) -> None:
+    """Read the live stream on one connection (so one process) into `got`."""
+    with (
+        httpx.Client(base_url=farm.url, timeout=None) as client,
+        client.stream(
+            "GET", "/api/events", headers={"Authorization": f"Bearer {farm.admin_token}"}
+        ) as stream,
+    ):
+        ready.set()
+        kind = None
+        for line in stream.iter_lines():
+            if line.startswith("event:"):
+                kind = line.split(":", 1)[1].strip()
+            elif line.startswith("data:") and kind is not None:
+                got.put({"kind": kind, **json.loads(line.split(":", 1)[1])})
+
+
+def test_a_live_stream_gets_the_changes_made_through_either_process(farm: LocalFarm) -> None:
+    got: queue.Queue[dict[str, object]] = queue.Queue()
+    ready = threading.Event()
+    threading.Thread(target=_events, args=(farm, got, ready), daemon=True).start()
+    assert ready.wait(10)
+    time.sleep(0.5)  # the stream's subscription is made after its headers are sent
+    # Twenty jobs, each submitted on a connection of its own: the kernel spreads them over
+    # both processes, and the one stream must hear of every one.
+    submitted = {_submit(farm, 1) for _ in range(20)}
+    heard: set[int] = set()
+    deadline = time.monotonic() + 20
+    while not submitted <= heard and time.monotonic() < deadline:
+        try:
+            event = got.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        if event["kind"] == "job":
+            heard.add(int(str(event["id"])))
+    assert submitted - heard == set(), "the stream missed jobs submitted through the other process"
