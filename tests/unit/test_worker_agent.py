@@ -50,6 +50,8 @@ class FakeManager:
         self.abort: list[int] = []
         self.valid_secrets = {"secret-1"}
         self.on_call: Callable[[str], None] = lambda name: None
+        self.hands_out_next = False
+        """Answer `complete?next=true` with the next queued task, as the manager does."""
 
     def names(self) -> list[str]:
         with self.lock:
@@ -113,7 +115,13 @@ class FakeManager:
         if name == "progress":
             return httpx.Response(200, json={"keep_going": self.keep_going})
         if name in ("complete", "fail", "release"):
-            return httpx.Response(200, json={"task_status": "completed", "job_status": "active"})
+            outcome: dict[str, Any] = {"task_status": "completed", "job_status": "active"}
+            if name == "complete":
+                with self.lock:
+                    self.calls[-1] = (name, {**body, "next": request.url.params.get("next")})
+                    if self.hands_out_next and request.url.params.get("next") == "true":
+                        outcome["next_task"] = self.tasks.pop(0) if self.tasks else None
+            return httpx.Response(200, json=outcome)
         if name == "sign-off":
             return httpx.Response(204)
         return httpx.Response(404, json={"detail": f"no route {path}"})
@@ -395,6 +403,61 @@ def test_tasks_of_one_job_share_a_session_key_and_the_agent_prefers_that_job(
     assert claims[1]["prefer_job"] == "3", "then more of the job whose session we hold"
     assert claims[3]["prefer_job"] == "4"
     assert renderer.closed.is_set(), "the session ends when the worker stops"
+
+
+def test_a_completion_brings_the_next_task_without_a_claim(tmp_path: Path) -> None:
+    manager = FakeManager([1])
+    manager.tasks += [dict(manager.tasks[0], task_id=n, frames=[n - 10]) for n in (12, 13)]
+    manager.hands_out_next = True
+
+    def renderer(job: RenderJob) -> RenderOutcome:
+        for frame in job.task.frames:
+            job.on_frame_saved(frame, _write_frame(job, frame))
+        return RenderOutcome(ok=True)
+
+    stop, thread, result = _start(tmp_path, manager, renderer)
+    deadline = time.monotonic() + 10
+    while manager.names().count("complete") < 3:
+        assert time.monotonic() < deadline, manager.names()
+        time.sleep(0.02)
+    _stop(stop, thread, result)
+
+    names = manager.names()
+    third = [i for i, name in enumerate(names) if name == "complete"][2]
+    assert names[:third].count("claim") == 1, "one claim, then each completion brought the next"
+    completes = [body for name, body in manager.calls if name == "complete"]
+    assert [c["frames"] for c in completes] == [[1], [2], [3]]
+    assert all(c["next"] == "true" for c in completes)
+    assert sorted(manager.uploads) == [1, 2, 3]
+
+
+def test_a_task_handed_out_as_the_worker_stops_is_given_back(tmp_path: Path) -> None:
+    manager = FakeManager([1])
+    manager.tasks.append(dict(manager.tasks[0], task_id=12, frames=[2]))
+    manager.hands_out_next = True
+    go = threading.Event()
+
+    def renderer(job: RenderJob) -> RenderOutcome:
+        assert go.wait(10)
+        for frame in job.task.frames:
+            job.on_frame_saved(frame, _write_frame(job, frame))
+        return RenderOutcome(ok=True)
+
+    stop, thread, result = _start(tmp_path, manager, renderer)
+    # The stop comes while the completion that hands out task 12 is on its way back.
+    manager.on_call = lambda name: stop.set() if name == "complete" else None
+    go.set()
+    thread.join(10)
+    assert not thread.is_alive(), "agent did not stop"
+    assert result == [0]
+
+    names = manager.names()
+    assert names.count("complete") == 1
+    assert manager.body("complete")["next"] == "true"
+    assert manager.tasks == [], "task 12 was handed out with the completion"
+    assert names.count("release") == 1, "and given back, not kept by a stopped worker"
+    assert names.index("release") < names.index("sign-off")
+    assert sorted(manager.uploads) == [1], "task 12 was never started"
 
 
 # ------------------------------------------------------------------------- outbox

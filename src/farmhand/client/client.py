@@ -550,11 +550,20 @@ class RunnerClient(BaseClient):
         return _parse(TaskProgressReply, response)
 
     def complete(
-        self, task_id: int, frames: list[int], log_lines: list[str] | None = None
+        self,
+        task_id: int,
+        frames: list[int],
+        log_lines: list[str] | None = None,
+        *,
+        claim_next: bool = False,
     ) -> TaskOutcome:
+        """Report a task done. `claim_next`: also take the next task now (`next_task`)."""
         body = TaskComplete(frames=frames, log_lines=log_lines or [])
         response = self._request(
-            "POST", f"/api/runner/tasks/{task_id}/complete", json=body.model_dump(mode="json")
+            "POST",
+            f"/api/runner/tasks/{task_id}/complete",
+            json=body.model_dump(mode="json"),
+            params={"next": "true"} if claim_next else None,
         )
         return _parse(TaskOutcome, response)
 

@@ -489,6 +489,11 @@ class TaskRelease(_Strict):
 class TaskOutcome(BaseModel):
     task_status: TaskStatus
     job_status: JobStatus
+    next_task: TaskAssignment | None = Field(
+        default=None,
+        description="With `?next=true` on a completion: the worker's next task, claimed "
+        "in the same transaction (None: nothing to do right now; long-poll a claim).",
+    )
 
 
 class OutputStored(BaseModel):

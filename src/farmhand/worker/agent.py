@@ -39,7 +39,13 @@ from farmhand.client import FarmhandError, RunnerClient
 from farmhand.client.errors import is_retryable
 from farmhand.client.retry import RetryAborted, RetryPolicy, call_with_retry
 from farmhand.shared.pathmap import current_platform, remap_pairs
-from farmhand.shared.schemas import FrameFile, TaskAssignment, TaskProgress, WorkerCapabilities
+from farmhand.shared.schemas import (
+    FrameFile,
+    TaskAssignment,
+    TaskOutcome,
+    TaskProgress,
+    WorkerCapabilities,
+)
 from farmhand.worker import hardware
 from farmhand.worker.cache import BlobCache, CacheError, materialise, prune_job_dirs
 from farmhand.worker.ffmpeg import FfmpegInstall, find_ffmpeg
@@ -320,6 +326,8 @@ class Agent:
         self.outbox = Outbox(settings.work_dir)
         self._held_job: int | None = None
         """The job of the last task: its files (and Blender session) are still here."""
+        self._next_task: TaskAssignment | None = None
+        """A task the manager handed out with the last completion (`complete?next=true`)."""
         self._task_policy = RetryPolicy(give_up_after=settings.retry_for)
 
     # -- lifecycle
@@ -338,7 +346,8 @@ class Agent:
         beat.start()
         try:
             while not self.stop.is_set():
-                task = self._claim()
+                # The completion of the last task may have brought the next one.
+                task, self._next_task = self._next_task or self._claim(), None
                 if task is not None:
                     self._run_task(task)
         except FarmhandError as exc:
@@ -346,6 +355,9 @@ class Agent:
             return 2
         finally:
             self.stop.set()
+            if self._next_task is not None:  # handed to us as we were stopping
+                self._release(self._next_task, self.log)
+                self._next_task = None
             # No heartbeat may follow the sign-off: it would mark us online again.
             beat.join(timeout=self.settings.shutdown_grace)
             self._sign_off()
@@ -825,7 +837,17 @@ class Agent:
 
     def _complete(self, run: _TaskRun, frames: list[int], tlog: FilteringBoundLogger) -> None:
         self._flush_logs(run, tlog)
-        self._outcome(run, lambda: self.client.complete(run.task.task_id, frames), "complete", tlog)
+        # Ask for the next task with the completion: one request fewer between tasks.
+        outcome = self._outcome(
+            run,
+            lambda: self.client.complete(
+                run.task.task_id, frames, claim_next=not self.stop.is_set()
+            ),
+            "complete",
+            tlog,
+        )
+        if isinstance(outcome, TaskOutcome) and outcome.next_task is not None:
+            self._next_task = outcome.next_task
 
     def _fail(
         self, run: _TaskRun, reason: str, tail: list[str], tlog: FilteringBoundLogger
@@ -843,16 +865,26 @@ class Agent:
         call: Callable[[], object],
         what: str,
         tlog: FilteringBoundLogger,
-    ) -> None:
+    ) -> object:
+        """The manager's answer to the outcome, or None if it was not delivered."""
         try:
             outcome = call_with_retry(call, what, self._task_policy, self.stop, logger=tlog)
         except RetryAborted:
             self._release(run.task, tlog)
-            return
+            return None
         except FarmhandError as exc:
             tlog.error(f"{what} not accepted", error=str(exc))
-            return
-        tlog.info(f"task {what} reported", outcome=str(outcome))
+            return None
+        if isinstance(outcome, TaskOutcome):
+            tlog.info(
+                f"task {what} reported",
+                task_status=outcome.task_status.value,
+                job_status=outcome.job_status.value,
+                next_task_id=outcome.next_task.task_id if outcome.next_task else None,
+            )
+        else:
+            tlog.info(f"task {what} reported", outcome=str(outcome))
+        return outcome
 
     def _release(self, task: TaskAssignment, tlog: FilteringBoundLogger) -> None:
         """Give the task back without it counting as an attempt (shutdown)."""

@@ -41,7 +41,6 @@ from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Job, JobFile, Task, Worker
 from farmhand.manager.events import FarmEvent
 from farmhand.manager.scheduling.claim import claim_task
-from farmhand.manager.scheduling.policy import Policy
 from farmhand.manager.scheduling.state import (
     AssignedTask,
     complete_task,
@@ -337,6 +336,21 @@ def _claim_in(
     return assignment, worker.name
 
 
+def _assigned(
+    context: ManagerContext, worker_id: int, assignment: TaskAssignment, worker_name: str
+) -> TaskAssignment:
+    """What follows a committed claim: the log line and the live events."""
+    log.info(
+        "task assigned",
+        job_id=assignment.job_id,
+        task_id=assignment.task_id,
+        worker=worker_name,
+    )
+    context.events.job_changed(assignment.job_id)
+    context.events.runner_changed(worker_id)
+    return assignment
+
+
 @router.get(
     "/tasks",
     response_model=TaskAssignment,
@@ -365,13 +379,7 @@ async def claim(
         )
         first = False
         if found is not None:
-            assignment, name = found
-            log.info(
-                "task assigned", job_id=assignment.job_id, task_id=assignment.task_id, worker=name
-            )
-            context.events.job_changed(assignment.job_id)
-            context.events.runner_changed(worker_id)
-            return assignment
+            return _assigned(context, worker_id, *found)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -398,9 +406,14 @@ async def progress(
 
 
 def _complete_in(
-    session: Session, task_id: int, worker_id: int, policy: Policy
-) -> tuple[int, JobStatus]:
-    """Complete a task the runner holds whose outputs are all stored (group commit)."""
+    session: Session,
+    task_id: int,
+    worker_id: int,
+    context: ManagerContext,
+    claim_next: bool = False,
+) -> tuple[int, JobStatus, tuple[TaskAssignment, str] | None]:
+    """Complete a task the runner holds whose outputs are all stored, and maybe claim its
+    next task in the same transaction (a group-commit operation)."""
     connection = session.connection()
     task = connection.execute(_HELD, {"task": task_id, "worker": worker_id}).first()
     if task is None:
@@ -418,20 +431,43 @@ def _complete_in(
         raise HTTPException(
             status.HTTP_409_CONFLICT, "no video was uploaded; upload it or fail the task"
         )
-    return task.job_id, complete_task(session, task_id, utcnow(), policy)
+    job_status = complete_task(session, task_id, utcnow(), context.policy)
+    # Its files and Blender session are warm: the same job's tasks come first.
+    found = _claim_in(session, context, worker_id, True, task.job_id) if claim_next else None
+    return task.job_id, job_status, found
 
 
 @router.post("/tasks/{task_id}/complete", response_model=TaskOutcome, responses=ERRORS)
 async def complete(
-    task_id: int, body: TaskComplete, context: Context, worker_id: RunnerDep
+    task_id: int,
+    body: TaskComplete,
+    context: Context,
+    worker_id: RunnerDep,
+    claim_next: Annotated[
+        bool,
+        Query(
+            alias="next",
+            description="Also claim the worker's next task now (no waiting): one request "
+            "instead of two between tasks. `next_task` in the answer.",
+        ),
+    ] = False,
 ) -> TaskOutcome:
-    job_id, job_status = await context.db.batched(
-        partial(_complete_in, task_id=task_id, worker_id=worker_id, policy=context.policy)
+    job_id, job_status, found = await context.db.batched(
+        partial(
+            _complete_in,
+            task_id=task_id,
+            worker_id=worker_id,
+            context=context,
+            claim_next=claim_next,
+        )
     )
     context.logs.append(job_id, task_id, body.log_lines)
     log.info("task completed", job_id=job_id, task_id=task_id, worker_id=worker_id)
     _changed(context, job_id, worker_id)
-    return TaskOutcome(task_status=TaskStatus.COMPLETED, job_status=job_status)
+    outcome = TaskOutcome(task_status=TaskStatus.COMPLETED, job_status=job_status)
+    if found is not None:
+        outcome.next_task = _assigned(context, worker_id, *found)
+    return outcome
 
 
 @router.post("/tasks/{task_id}/fail", response_model=TaskOutcome, responses=ERRORS)
