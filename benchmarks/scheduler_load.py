@@ -121,20 +121,31 @@ def multipart(fields: dict[str, str], filename: str, content: bytes) -> tuple[by
 
 
 async def simulated_worker(
-    base_url: str, secret: str, stats: Stats, total: int, png: bytes
+    base_url: str, secret: str, stats: Stats, total: int, png: bytes, claim_next: bool
 ) -> None:
+    """Claim, report progress, upload the frames, complete — as the real worker does.
+
+    With `claim_next` the completion also asks for the next task (`?next=true`), as the
+    real worker does; then a claim is sent only when a completion brought none. The claim
+    latency is from asking for work (a claim, or a completion asking for the next task)
+    to having a task.
+    """
     client = KeepAliveClient(base_url, {"Authorization": f"Bearer {secret}"})
+    complete_query = "?next=true" if claim_next else ""
+    task: dict[str, Any] | None = None
     try:
         while stats.completed < total:
-            started = time.perf_counter()
-            answer = await client.get("/api/runner/tasks?wait=2")
-            if answer.status == 204:
-                continue
-            if answer.status != 200:
-                stats.errors.append(f"claim {answer.status}: {answer.text[:100]}")
-                continue
-            stats.claim_latencies.append(time.perf_counter() - started)
-            task = answer.json()
+            if task is None:
+                started = time.perf_counter()
+                answer = await client.get("/api/runner/tasks?wait=2")
+                if answer.status == 204:
+                    continue
+                if answer.status != 200:
+                    stats.errors.append(f"claim {answer.status}: {answer.text[:100]}")
+                    continue
+                stats.claim_latencies.append(time.perf_counter() - started)
+                task = answer.json()
+            assert task is not None
             task_id, job_id = task["task_id"], task["job_id"]
             reply = await client.post_json(
                 f"/api/runner/tasks/{task_id}/progress",
@@ -151,13 +162,18 @@ async def simulated_worker(
                 )
                 if upload.status != 201:
                     stats.errors.append(f"upload {upload.status}: {upload.text[:100]}")
+            started = time.perf_counter()
             done = await client.post_json(
-                f"/api/runner/tasks/{task_id}/complete", {"frames": task["frames"]}
+                f"/api/runner/tasks/{task_id}/complete{complete_query}", {"frames": task["frames"]}
             )
+            task = None
             if done.status != 200:
                 stats.errors.append(f"complete {done.status}: {done.text[:100]}")
                 continue
             stats.count_one()
+            task = done.json().get("next_task")
+            if task is not None:
+                stats.claim_latencies.append(time.perf_counter() - started)
     finally:
         await client.close()
 
@@ -183,16 +199,20 @@ async def _register_and_submit(
     return secrets
 
 
-async def _drive(url: str, secrets: list[str], total: int, done: Any) -> Stats:
+async def _drive(url: str, secrets: list[str], total: int, done: Any, claim_next: bool) -> Stats:
     stats = Stats()
     stats.shared_done = done
     png = tiny_png()
-    await asyncio.gather(*(simulated_worker(url, s, stats, total, png) for s in secrets))
+    await asyncio.gather(
+        *(simulated_worker(url, s, stats, total, png, claim_next) for s in secrets)
+    )
     return stats
 
 
-def _client_process(url: str, secrets: list[str], total: int, done: Any, out: Any) -> None:
-    stats = asyncio.run(_drive(url, secrets, total, done))
+def _client_process(
+    url: str, secrets: list[str], total: int, done: Any, out: Any, claim_next: bool
+) -> None:
+    stats = asyncio.run(_drive(url, secrets, total, done, claim_next))
     used = os.times()
     out.put((stats.claim_latencies, stats.errors, used.user + used.system))
 
@@ -225,7 +245,14 @@ class MemoryWatch:
 
 
 def run(
-    url: str, admin: str, runner_token: str, workers: int, tasks: int, processes: int, pid: int
+    url: str,
+    admin: str,
+    runner_token: str,
+    workers: int,
+    tasks: int,
+    processes: int,
+    pid: int,
+    claim_next: bool,
 ) -> dict[str, object]:
     """Simulated workers spread over `processes` client processes (one is client-bound)."""
     secrets = asyncio.run(_register_and_submit(url, admin, runner_token, workers, tasks))
@@ -233,7 +260,10 @@ def run(
     done = context.Value("i", 0)
     out = context.Queue()
     clients = [
-        context.Process(target=_client_process, args=(url, secrets[i::processes], tasks, done, out))
+        context.Process(
+            target=_client_process,
+            args=(url, secrets[i::processes], tasks, done, out, claim_next),
+        )
         for i in range(processes)
     ]
     started = time.perf_counter()
@@ -280,6 +310,11 @@ def main() -> None:
     parser.add_argument(
         "--manager-processes", type=int, default=1, help="farmhand manager --processes"
     )
+    parser.add_argument(
+        "--no-next",
+        action="store_true",
+        help="claim every task with its own request (completions do not ask for the next)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="farmhand-load-"))
@@ -298,8 +333,10 @@ def main() -> None:
             args.tasks,
             args.processes,
             pid,
+            not args.no_next,
         )
         results["manager_processes"] = args.manager_processes
+        results["completion_claims_next"] = not args.no_next
         results["manager_rss_mb_start"] = round(start_rss, 1)
         results["manager_rss_mb_end"] = round(rss_mb(pid), 1)
         # Includes registering the workers and compiling the job (small next to the run).
