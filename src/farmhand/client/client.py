@@ -31,6 +31,7 @@ from farmhand.shared.schemas import (
     BlobsMissingRequest,
     BlobsMissingResponse,
     BlobStored,
+    CompletionOutcome,
     GcResult,
     Health,
     Heartbeat,
@@ -556,7 +557,7 @@ class RunnerClient(BaseClient):
         log_lines: list[str] | None = None,
         *,
         claim_next: bool = False,
-    ) -> TaskOutcome:
+    ) -> CompletionOutcome:
         """Report a task done. `claim_next`: also take the next task now (`next_task`)."""
         body = TaskComplete(frames=frames, log_lines=log_lines or [])
         response = self._request(
@@ -565,7 +566,7 @@ class RunnerClient(BaseClient):
             json=body.model_dump(mode="json"),
             params={"next": "true"} if claim_next else None,
         )
-        return _parse(TaskOutcome, response)
+        return _parse(CompletionOutcome, response)
 
     def fail(self, task_id: int, reason: str, log_lines: list[str] | None = None) -> TaskOutcome:
         body = TaskFail(reason=reason[:10_000] or "unknown error", log_lines=log_lines or [])

@@ -489,6 +489,11 @@ class TaskRelease(_Strict):
 class TaskOutcome(BaseModel):
     task_status: TaskStatus
     job_status: JobStatus
+
+
+class CompletionOutcome(TaskOutcome):
+    """The answer to a completion: the outcome, and the next task if one was asked for."""
+
     next_task: TaskAssignment | None = Field(
         default=None,
         description="With `?next=true` on a completion: the worker's next task, claimed "

@@ -40,6 +40,7 @@ from farmhand.client.errors import is_retryable
 from farmhand.client.retry import RetryAborted, RetryPolicy, call_with_retry
 from farmhand.shared.pathmap import current_platform, remap_pairs
 from farmhand.shared.schemas import (
+    CompletionOutcome,
     FrameFile,
     TaskAssignment,
     TaskOutcome,
@@ -846,7 +847,7 @@ class Agent:
             "complete",
             tlog,
         )
-        if isinstance(outcome, TaskOutcome) and outcome.next_task is not None:
+        if isinstance(outcome, CompletionOutcome) and outcome.next_task is not None:
             self._next_task = outcome.next_task
 
     def _fail(
@@ -880,7 +881,11 @@ class Agent:
                 f"task {what} reported",
                 task_status=outcome.task_status.value,
                 job_status=outcome.job_status.value,
-                next_task_id=outcome.next_task.task_id if outcome.next_task else None,
+                next_task_id=(
+                    outcome.next_task.task_id
+                    if isinstance(outcome, CompletionOutcome) and outcome.next_task
+                    else None
+                ),
             )
         else:
             tlog.info(f"task {what} reported", outcome=str(outcome))

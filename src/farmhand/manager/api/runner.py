@@ -57,6 +57,7 @@ from farmhand.manager.scheduling.workers import (
 from farmhand.shared.images import ImageError, verify_image
 from farmhand.shared.paths import UnsafePathError, safe_relative_path
 from farmhand.shared.schemas import (
+    CompletionOutcome,
     FrameFile,
     Heartbeat,
     HeartbeatReply,
@@ -437,7 +438,7 @@ def _complete_in(
     return task.job_id, job_status, found
 
 
-@router.post("/tasks/{task_id}/complete", response_model=TaskOutcome, responses=ERRORS)
+@router.post("/tasks/{task_id}/complete", response_model=CompletionOutcome, responses=ERRORS)
 async def complete(
     task_id: int,
     body: TaskComplete,
@@ -451,7 +452,7 @@ async def complete(
             "instead of two between tasks. `next_task` in the answer.",
         ),
     ] = False,
-) -> TaskOutcome:
+) -> CompletionOutcome:
     job_id, job_status, found = await context.db.batched(
         partial(
             _complete_in,
@@ -464,7 +465,7 @@ async def complete(
     context.logs.append(job_id, task_id, body.log_lines)
     log.info("task completed", job_id=job_id, task_id=task_id, worker_id=worker_id)
     _changed(context, job_id, worker_id)
-    outcome = TaskOutcome(task_status=TaskStatus.COMPLETED, job_status=job_status)
+    outcome = CompletionOutcome(task_status=TaskStatus.COMPLETED, job_status=job_status)
     if found is not None:
         outcome.next_task = _assigned(context, worker_id, *found)
     return outcome
