@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeGuard, cast, get_args
@@ -29,6 +30,11 @@ log = structlog.get_logger(__name__)
 EventKind = Literal["job", "task", "runner", "output"]
 QUEUE_LIMIT = 1000
 SIBLING_TOPIC = "event"
+"""One event from a sibling process (what `Siblings` users may send by hand)."""
+SIBLING_BATCH_TOPIC = "events"
+"""The events a process published during one turn of its event loop, in one datagram."""
+SIBLING_BATCH = 200
+"""Events per datagram at most (a few KiB, far below a datagram's limit)."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,10 @@ class EventBus:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._subscribers: set[asyncio.Queue[FarmEvent]] = set()
         self._siblings: Siblings | None = None
+        self._outgoing: dict[FarmEvent, None] = {}
+        """Events for the siblings not sent yet, in order, each once."""
+        self._outgoing_lock = threading.Lock()
+        self._send_scheduled = False
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -52,18 +62,60 @@ class EventBus:
         this process's subscribers (only: a received event is not sent on again)."""
         self._siblings = siblings
         siblings.on(SIBLING_TOPIC, self._receive)
+        siblings.on(SIBLING_BATCH_TOPIC, self._receive_batch)
 
     def publish(self, event: FarmEvent) -> None:
         """Safe from any thread; a no-op before the app has started."""
         self._publish_here(event)
+        if self._siblings is not None:
+            self._send_later(event)
+
+    def _send_later(self, event: FarmEvent) -> None:
+        """Gather the events of one loop turn into one datagram for the siblings.
+
+        Under load a process publishes hundreds of events a second, many of them the same
+        ("job 7 changed"); one datagram each would cost a system call apiece and overflow
+        a sibling's socket queue (about ten datagrams on Linux) whenever its loop is busy.
+        """
+        loop = self._loop
+        with self._outgoing_lock:
+            self._outgoing[event] = None
+            if self._send_scheduled:
+                return
+            self._send_scheduled = True
+        if loop is None or loop.is_closed():
+            self._send_now()  # not started yet: nothing to gather with
+        else:
+            loop.call_soon_threadsafe(self._send_now)
+
+    def _send_now(self) -> None:
+        with self._outgoing_lock:
+            events, self._outgoing = list(self._outgoing), {}
+            self._send_scheduled = False
         siblings = self._siblings
-        if siblings is not None:
+        if siblings is None:
+            return
+        for start in range(0, len(events), SIBLING_BATCH):
+            chunk = events[start : start + SIBLING_BATCH]
             siblings.broadcast(
-                SIBLING_TOPIC, {"kind": event.kind, "id": event.id, "job_id": event.job_id}
+                SIBLING_BATCH_TOPIC, {"events": [[e.kind, e.id, e.job_id] for e in chunk]}
             )
 
     def _receive(self, message: dict[str, Any]) -> None:
-        kind, id_, job_id = message.get("kind"), message.get("id"), message.get("job_id")
+        self._accept(message.get("kind"), message.get("id"), message.get("job_id"), message)
+
+    def _receive_batch(self, message: dict[str, Any]) -> None:
+        events = message.get("events")
+        if not isinstance(events, list):
+            log.debug("malformed events from a sibling ignored", message=message)
+            return
+        for item in events:
+            if isinstance(item, list) and len(item) == 3:
+                self._accept(item[0], item[1], item[2], message)
+            else:
+                log.debug("malformed event from a sibling ignored", event=item)
+
+    def _accept(self, kind: object, id_: object, job_id: object, message: object) -> None:
         if kind in get_args(EventKind) and _is_int(id_) and (job_id is None or _is_int(job_id)):
             self._publish_here(FarmEvent(cast(EventKind, kind), id_, job_id))
         else:
