@@ -34,33 +34,15 @@ import httpx
 from keepalive import KeepAliveClient
 from PIL import Image
 
-from farmhand.localfarm import local_farm
+from farmhand.localfarm import descendants, local_farm
 
 FAKE_BLEND = b"BLENDER-v304" + b"\x00" * 64
-
-
-def _descendants(pid: int) -> list[int]:
-    """`pid` and every process under it (a manager with --processes has children)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(fields[1])
-    found, frontier = [pid], [pid]
-    while frontier:
-        children = [child for child, parent in parents.items() if parent in frontier]
-        found += children
-        frontier = children
-    return found
 
 
 def rss_mb(pid: int) -> float:
     """Resident memory of the manager, all its processes together."""
     total = 0.0
-    for member in _descendants(pid):
+    for member in descendants(pid):
         try:
             for line in Path(f"/proc/{member}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -74,7 +56,7 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time the manager's processes have used (it does not depend on
     the load)."""
     total = 0
-    for member in _descendants(pid):
+    for member in descendants(pid):
         try:
             fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:

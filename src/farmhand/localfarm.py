@@ -31,6 +31,25 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def descendants(pid: int) -> list[int]:
+    """`pid` and every process under it, from /proc (Linux): a manager started with
+    `--processes` is a supervisor with a server process per core under it."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # it ended while we looked
+                continue
+            parents[int(entry.name)] = int(fields[1])
+    found, frontier = [pid], {pid}
+    while frontier:
+        children = {child for child, parent in parents.items() if parent in frontier}
+        found += sorted(children)
+        frontier = children
+    return found
+
+
 class FarmStartError(RuntimeError):
     """A process of the farm did not come up; the message carries its log's tail."""
 

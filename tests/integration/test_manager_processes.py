@@ -13,13 +13,12 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
 
-from farmhand.localfarm import LocalFarm, local_farm
+from farmhand.localfarm import LocalFarm, descendants, local_farm
 
 FAKE_BLEND = b"BLENDER-v304" + b"\x00" * 64
 pytestmark = pytest.mark.xdist_group("manager-processes")
@@ -31,19 +30,6 @@ def _png() -> bytes:
     return buffer.getvalue()
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
 @pytest.fixture(scope="module")
 def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFarm]:
     with local_farm(tmp_path_factory.mktemp("processes"), heartbeat_timeout=600.0) as farm:
@@ -51,7 +37,7 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFarm]:
         assert manager.process is not None
         deadline = time.monotonic() + 30
         # Both server processes must be up, not only the first to answer /healthz.
-        while len(_children(manager.process.pid)) < 2 and time.monotonic() < deadline:
+        while len(descendants(manager.process.pid)) < 3 and time.monotonic() < deadline:
             time.sleep(0.1)
         yield farm
 
