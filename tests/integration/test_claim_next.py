@@ -139,3 +139,45 @@ def test_a_draining_worker_gets_no_next_task_and_is_disabled(farm: Farm) -> None
     assert [s for s, _ in statuses(farm, job_id).values()].count("queued") == 2
     runners = farm.client.get("/api/admin/runners", headers=farm.admin).json()
     assert next(r for r in runners if r["id"] == worker_id)["status"] == "disabled"
+
+
+def test_a_completion_sent_again_gets_the_same_answer_and_the_same_next_task(
+    farm: Farm,
+) -> None:
+    """The worker retries a completion whose answer it never got (a dropped connection):
+    a 409 would leave the task that answer handed out with a worker that does not know it
+    has it, until the task timeout."""
+    job_id = submit(farm, 4)
+    runner = farm.register_runner("w1")
+    first = claim(farm, runner)
+    upload(farm, runner, first)
+    answer = complete(farm, runner, first, next_task=True)
+    assert answer.status_code == 200, answer.text
+    handed_out = answer.json()["next_task"]["task_id"]
+
+    again = complete(farm, runner, first, next_task=True)
+
+    assert again.status_code == 200, again.text
+    assert again.json()["task_status"] == "completed"
+    assert again.json()["next_task"]["task_id"] == handed_out, "the same task, not a second"
+    tasks = statuses(farm, job_id)
+    assert [status for status, _ in tasks.values()].count("active") == 1
+    assert tasks[handed_out][0] == "active"
+    assert [status for status, _ in tasks.values()].count("completed") == 1
+
+    plain = complete(farm, runner, first, next_task=False)
+    assert plain.status_code == 200
+    assert plain.json()["next_task"] is None
+
+
+def test_a_completion_of_someone_elses_task_is_still_refused(farm: Farm) -> None:
+    submit(farm, 2)
+    runner, other = farm.register_runner("w1"), farm.register_runner("w2")
+    first = claim(farm, runner)
+    upload(farm, runner, first)
+    assert complete(farm, runner, first, next_task=False).status_code == 200
+
+    answer = complete(farm, other, first, next_task=True)
+
+    assert answer.status_code == 409
+    assert "not assigned to this runner" in answer.json()["detail"]

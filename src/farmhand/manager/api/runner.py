@@ -331,10 +331,14 @@ def _claim_in(
     task = claim_task(session, worker, utcnow(), context.policy, prefer_job=prefer_job)
     if task is None:
         return None
+    return _handed_out(session, context, task), worker.name
+
+
+def _handed_out(session: Session, context: ManagerContext, task: AssignedTask) -> TaskAssignment:
     assignment = _assignment(session, task, context.settings.task_timeout)
     if assignment.storage == "shared" or assignment.output_dir is not None:
         assignment.path_variables = context.settings.path_variables
-    return assignment, worker.name
+    return assignment
 
 
 def _assigned(
@@ -418,7 +422,7 @@ def _complete_in(
     connection = session.connection()
     task = connection.execute(_HELD, {"task": task_id, "worker": worker_id}).first()
     if task is None:
-        raise _not_held(task_id)
+        return _completed_before(session, task_id, worker_id, context, claim_next)
     stored = set(connection.scalars(_STORED_FRAMES, {"job": task.job_id, "frames": task.frames}))
     lacking = [frame for frame in task.frames if frame not in stored]
     if lacking:
@@ -436,6 +440,49 @@ def _complete_in(
     # Its files and Blender session are warm: the same job's tasks come first.
     found = _claim_in(session, context, worker_id, True, task.job_id) if claim_next else None
     return task.job_id, job_status, found
+
+
+_COMPLETED_BY = (
+    select(Task.job_id, Job.status)
+    .join(Job, Job.id == Task.job_id)
+    .where(
+        Task.id == bindparam("task"),
+        Task.status == TaskStatus.COMPLETED.value,
+        Task.worker_id == bindparam("worker"),
+    )
+)
+_STILL_HOLDS = (
+    select(Task.id, Task.job_id, Task.type, Task.frames, Task.attempts)
+    .where(Task.worker_id == bindparam("worker"), Task.status == TaskStatus.ACTIVE.value)
+    .order_by(Task.started_at.desc())
+    .limit(1)
+)
+
+
+def _completed_before(
+    session: Session,
+    task_id: int,
+    worker_id: int,
+    context: ManagerContext,
+    claim_next: bool,
+) -> tuple[int, JobStatus, tuple[TaskAssignment, str] | None]:
+    """The same completion again, from the worker that made it: its answer was lost (the
+    worker retries a call whose reply never came). It gets the answer again, with the
+    task the first answer handed out, if it still holds one; a 409 would leave that task
+    with a worker that does not know it has it until the task timeout."""
+    connection = session.connection()
+    done = connection.execute(_COMPLETED_BY, {"task": task_id, "worker": worker_id}).first()
+    if done is None:
+        raise _not_held(task_id)
+    found = None
+    if claim_next:
+        held = connection.execute(_STILL_HOLDS, {"worker": worker_id}).first()
+        if held is not None:
+            name = session.scalar(select(Worker.name).where(Worker.id == worker_id)) or ""
+            found = _handed_out(session, context, AssignedTask(*held)), name
+        else:
+            found = _claim_in(session, context, worker_id, True, done.job_id)
+    return done.job_id, JobStatus(done.status), found
 
 
 @router.post("/tasks/{task_id}/complete", response_model=CompletionOutcome, responses=ERRORS)
