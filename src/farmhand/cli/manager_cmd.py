@@ -112,7 +112,7 @@ def manager(
         "max_upload_bytes": max_upload_bytes,
         "user_quota_bytes": user_quota_bytes,
     }
-    settings = ManagerSettings.from_env(None, **{**flags, "data_dir": data_dir})
+    settings = ManagerSettings.from_flags(flags)
     context, report = prepare(settings)
     if report.created_admin:
         console.print("[bold]First start:[/] created the admin account.")

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import structlog
 from fastapi import FastAPI
@@ -63,17 +62,20 @@ def prepare(settings: ManagerSettings) -> tuple[ManagerContext, BootstrapReport]
     """Everything that must be true before the first request: folders, schema, admin."""
     check_variables(settings.path_variables)  # a typo in a share's root fails at start
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    context = _context(settings)
+    upgrade(context.db.engine)
+    return context, bootstrap(context.db, settings)
+
+
+def _context(settings: ManagerSettings) -> ManagerContext:
     db = Database(settings.resolved_database_url)
-    upgrade(db.engine)
-    report = bootstrap(db, settings)
-    context = ManagerContext(
+    return ManagerContext(
         settings=settings,
         db=db,
         blobs=BlobStore(settings.blob_dir, settings.max_upload_bytes),
         logs=TaskLogs(settings.log_dir),
         policy=Policy.from_settings(settings),
     )
-    return context, report
 
 
 async def _reaper_loop(context: ManagerContext) -> None:
@@ -110,13 +112,14 @@ def app_from_environment() -> FastAPI:
     """The app of one of several manager processes (`farmhand manager --processes N`).
 
     Uvicorn starts each process by importing this factory; the parent has already
-    migrated and bootstrapped the database and put its command-line settings in the
-    environment (`PROCESS_SETTINGS`), the rest comes from `FARMHAND_*` as usual.
+    migrated and bootstrapped the database (`prepare`) and put its command-line settings
+    in the environment (`PROCESS_SETTINGS`), the rest comes from `FARMHAND_*` as usual.
     """
     flags = json.loads(os.environ[PROCESS_SETTINGS])
     configure_logging("manager", flags.pop("log_level", "INFO"))
-    flags["data_dir"] = Path(flags["data_dir"])
-    return create_app(ManagerSettings.from_env(None, **flags))
+    settings = ManagerSettings.from_flags(flags)
+    # `prepare` ran once, in the parent, before any of these processes started.
+    return create_app(settings, _context(settings))
 
 
 def create_app(settings: ManagerSettings, context: ManagerContext | None = None) -> FastAPI:

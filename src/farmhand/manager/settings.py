@@ -156,6 +156,15 @@ class ManagerSettings:
         return self.data_dir / "logs"
 
     @classmethod
+    def from_flags(cls, flags: Mapping[str, object]) -> ManagerSettings:
+        """`from_env` with `farmhand manager`'s flags as plain JSON values (`data_dir` a
+        string): what it hands, through the environment, to the processes it starts."""
+        data_dir = flags.get("data_dir")
+        return cls.from_env(
+            None, **{**flags, "data_dir": None if data_dir is None else Path(str(data_dir))}
+        )
+
+    @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ManagerSettings:
         """Settings from `FARMHAND_*` variables, then explicit overrides (CLI flags)."""
         env = os.environ if env is None else env

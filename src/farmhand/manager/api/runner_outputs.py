@@ -17,11 +17,11 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form, HTTPException, UploadFile, status
 from sqlalchemy import delete
-from starlette.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
 
 from farmhand.manager.api.deps import Context, RunnerDep
 from farmhand.manager.api.runner import ERRORS, OUTPUT_EXTENSIONS, _held_task
-from farmhand.manager.api.uploads import store_upload
+from farmhand.manager.api.uploads import receive_upload, record_blob_in
 from farmhand.manager.clock import utcnow
 from farmhand.manager.db.models import JobFile
 from farmhand.manager.events import FarmEvent
@@ -68,46 +68,46 @@ async def upload_extra(
             status.HTTP_400_BAD_REQUEST, f"a {kind} cannot be a {suffix or 'suffix-less'} file"
         )
 
-    def check() -> None:
-        with context.db.transaction() as session:
-            task = _held_task(session, task_id, worker_id)
-            if task.job_id != job_id or frame not in task.frames:
-                raise HTTPException(
-                    status.HTTP_400_BAD_REQUEST, f"frame {frame} is not part of task {task_id}"
-                )
+    def check(session: Session) -> None:
+        task = _held_task(session, task_id, worker_id)
+        if task.job_id != job_id or frame not in task.frames:
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST, f"frame {frame} is not part of task {task_id}"
+            )
 
-    await run_in_threadpool(check)
-    stored = await store_upload(context, file)
+    # As a frame's upload (`runner.upload_output`): one look before taking the bytes, one
+    # thread trip to store and verify them, one group-commit operation to record them.
+    await context.db.batched(check)
     try:
-        await run_in_threadpool(verify_image, stored.path)
+        stored = await receive_upload(context, file, check=verify_image)
     except ImageError as error:
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST, f"the {kind} of frame {frame} is not an image: {error}"
         ) from error
 
-    def record() -> OutputStored:
-        with context.db.transaction() as session:
-            _held_task(session, task_id, worker_id)
-            session.execute(
-                delete(JobFile).where(
-                    JobFile.job_id == job_id, JobFile.kind == kind, JobFile.path == path
-                )
+    def record(session: Session) -> int:
+        _held_task(session, task_id, worker_id)
+        record_blob_in(session, stored)
+        session.execute(
+            delete(JobFile).where(
+                JobFile.job_id == job_id, JobFile.kind == kind, JobFile.path == path
             )
-            row = JobFile(
-                job_id=job_id,
-                kind=kind,
-                path=path,
-                sha256=stored.sha256,
-                size=stored.size,
-                frame=frame,
-                task_id=task_id,
-                worker_id=worker_id,
-                created_at=utcnow(),
-            )
-            session.add(row)
-            session.flush()
-            return OutputStored(id=row.id, frame=frame, sha256=stored.sha256, size=stored.size)
+        )
+        row = JobFile(
+            job_id=job_id,
+            kind=kind,
+            path=path,
+            sha256=stored.sha256,
+            size=stored.size,
+            frame=frame,
+            task_id=task_id,
+            worker_id=worker_id,
+            created_at=utcnow(),
+        )
+        session.add(row)
+        session.flush()
+        return row.id
 
-    output = await run_in_threadpool(record)
-    context.events.publish(FarmEvent("output", output.id, job_id))
-    return output
+    output_id = await context.db.batched(record)
+    context.events.publish(FarmEvent("output", output_id, job_id))
+    return OutputStored(id=output_id, frame=frame, sha256=stored.sha256, size=stored.size)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 from fastapi import HTTPException, status
@@ -19,7 +20,6 @@ from farmhand.manager.db.models import Blob
 from farmhand.manager.storage.blobs import BlobError, BlobTooLarge, StoredBlob
 from farmhand.shared.paths import UnsafePathError, safe_file_name
 
-CHUNK = 1024 * 1024
 _BLOB_KNOWN = select(Blob.sha256).where(Blob.sha256 == bindparam("sha"))
 _NEW_BLOB = insert(Blob)
 
@@ -47,20 +47,11 @@ def record_blob_in(session: Session, stored: StoredBlob) -> bool:
     return True
 
 
-async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
-    while chunk := await upload.read(CHUNK):
-        yield chunk
-
-
-async def receive(
-    context: ManagerContext, chunks: AsyncIterator[bytes], expected_sha256: str | None = None
-) -> StoredBlob:
-    """Stream bytes into the store, turning store errors into the right 4xx.
-
-    The blob is not recorded yet: `ingest` does that, or the caller in its own
-    transaction (`record_blob_in`)."""
+@contextmanager
+def _store_errors_as_4xx() -> Iterator[None]:
+    """The blob store's refusals as the answers a client can act on."""
     try:
-        return await context.blobs.ingest_stream(chunks, expected_sha256)
+        yield
     except BlobTooLarge as error:
         raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, str(error)) from error
     except BlobError as error:
@@ -71,7 +62,8 @@ async def ingest(
     context: ManagerContext, chunks: AsyncIterator[bytes], expected_sha256: str | None = None
 ) -> tuple[StoredBlob, bool]:
     """Stream bytes into the store and record the blob; True if it was new."""
-    stored = await receive(context, chunks, expected_sha256)
+    with _store_errors_as_4xx():
+        stored = await context.blobs.ingest_stream(chunks, expected_sha256)
     created = await run_in_threadpool(record_blob, context, stored)
     return stored, created
 
@@ -88,7 +80,8 @@ def uploaded_name(upload: UploadFile, suffix: str) -> str:
 
 
 async def store_upload(context: ManagerContext, upload: UploadFile) -> StoredBlob:
-    stored, _ = await ingest(context, _chunks(upload))
+    stored = await receive_upload(context, upload)
+    await run_in_threadpool(record_blob, context, stored)
     return stored
 
 
@@ -108,9 +101,5 @@ async def receive_upload(
             check(stored.path)
         return stored
 
-    try:
+    with _store_errors_as_4xx():
         return await asyncio.to_thread(take)
-    except BlobTooLarge as error:
-        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, str(error)) from error
-    except BlobError as error:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
