@@ -107,3 +107,13 @@ def sign_in(browser: Any, farm: LocalFarm, token: str | None = None, **options: 
     page.click("#token-login button[type=submit]")
     page.wait_for_url(farm.url + "/")
     return page
+
+
+def follow_nav(page: Any, farm: LocalFarm, link: str, path: str) -> None:
+    """Follow the main navigation's `link` and wait until the new page has loaded.
+
+    The page's script is deferred: a click does not wait for it, and a form used before
+    it runs is submitted natively, which reloads the page and loses what was typed.
+    """
+    page.click(f"nav >> text={link}")
+    page.wait_for_url(farm.url + path, wait_until="load")

@@ -17,7 +17,7 @@ import pytest
 
 from farmhand.localfarm import Child, LocalFarm
 from farmhand.shared.schemas import JobSettings
-from tests.browser.conftest import SCREENSHOTS, shoot, sign_in
+from tests.browser.conftest import SCREENSHOTS, follow_nav, shoot, sign_in
 
 pytestmark = [
     pytest.mark.browser,
@@ -59,8 +59,7 @@ def test_submit_by_drag_and_drop_and_watch_it_render(
 ) -> None:
     page = sign_in(browser, farm)
     shoot(page, "01-jobs-empty")
-    page.click("nav >> text=Submit")
-    page.wait_for_url(farm.url + "/submit")
+    follow_nav(page, farm, "Submit", "/submit")
     shoot(page, "02-submit-empty")
 
     drop_file(page, "#dropzone", scenes["quick"])
@@ -115,7 +114,7 @@ def test_submit_by_drag_and_drop_and_watch_it_render(
         names = sorted(n for n in archive.namelist() if n.endswith(".png"))
     assert len(names) == 6, names
 
-    page.click("nav >> text=Jobs")
+    follow_nav(page, farm, "Jobs", "/")
     row = page.locator(f'#jobs tr[data-job-id="{job_id}"]')
     expect()(row).to_contain_text("completed")
     expect()(row).to_contain_text("6/6")
@@ -196,7 +195,7 @@ def test_cancel_a_running_job_and_the_runner_goes_idle(
     expect()(page.locator("#job-status")).to_have_text("canceled")
     expect()(page.locator("#cancel-button")).to_be_hidden()
 
-    page.click("nav >> text=Runners")
+    follow_nav(page, farm, "Runners", "/runners")
     row = page.locator('#runners tr[data-runner-name="w1"]')
     expect()(row.locator(".status")).to_have_text("idle", timeout=60_000)
     expect()(row.locator(".current")).to_have_text("idle")
@@ -216,7 +215,7 @@ def test_a_worker_started_with_a_new_token_appears_live(
     browser: Any, farm: LocalFarm, tmp_path: Path
 ) -> None:
     page = sign_in(browser, farm)
-    page.click("nav >> text=Runners")
+    follow_nav(page, farm, "Runners", "/runners")
     page.select_option("#token-uses", "1")  # single use: spent once the worker joins
     page.click("#new-runner-token")
     command = page.locator("#runner-token-command")
@@ -251,7 +250,7 @@ def test_a_user_cannot_see_someone_elses_job(
             scenes["quick"], JobSettings(name="admin secret", frame_start=1, frame_end=1)
         ).id
     admin = sign_in(browser, farm)
-    admin.click("nav >> text=Account")
+    follow_nav(admin, farm, "Account", "/account")
     admin.fill("#user-name", "bob")
     admin.click("#new-user-form button[type=submit]")
     expect()(admin.locator("#user-result")).to_be_visible()
