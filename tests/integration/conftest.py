@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -64,3 +66,24 @@ def png_bytes(width: int = 8, height: int = 6, colour: str = "red") -> bytes:
 
 FAKE_BLEND = b"BLENDER-v304RENDB" + b"\x00" * 64
 """Starts like a .blend; enough for the manager, which never opens it."""
+
+
+def login_nonce(client: TestClient) -> str:
+    """What a browser that loaded the login page posts back (its cookie is now set)."""
+    page = client.get("/login")
+    assert page.status_code == 200, page.text
+    found = re.search(r'name="login_nonce" value="([^"]+)"', page.text)
+    assert found is not None, "the login form carries its nonce"
+    return found.group(1)
+
+
+def upload_frames(farm: Farm, runner: dict[str, str], task: dict[str, Any]) -> None:
+    """Upload a PNG for each frame of a task the runner holds, as a worker does."""
+    for frame in task["frames"]:
+        answer = farm.client.post(
+            f"/api/runner/files/{task['job_id']}/upload",
+            headers=runner,
+            data={"task_id": str(task["task_id"]), "frame": str(frame)},
+            files={"file": (f"{frame}.png", png_bytes(), "image/png")},
+        )
+        assert answer.status_code == 201, answer.text

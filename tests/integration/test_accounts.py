@@ -23,7 +23,7 @@ from farmhand.manager.auth import sessions
 from farmhand.manager.clock import utcnow
 from farmhand.manager.db.models import Job
 from farmhand.manager.settings import AuthSettings
-from tests.integration.conftest import Farm, make_settings
+from tests.integration.conftest import Farm, login_nonce, make_settings
 
 PASSWORD = "correct horse battery"
 
@@ -169,7 +169,12 @@ def test_a_disabled_user_loses_password_token_and_session(farm: Farm) -> None:
         "/api/auth/login", json={"email": "ana@example.com", "password": PASSWORD}
     )
     assert again.status_code == 403 and "disabled" in again.json()["detail"]
-    web = second_browser(farm).post("/login", data={"token": token}, follow_redirects=False)
+    browser = second_browser(farm)
+    web = browser.post(
+        "/login",
+        data={"token": token, "login_nonce": login_nonce(browser)},
+        follow_redirects=False,
+    )
     assert web.status_code == 401, "nor on the web UI's token form"
 
     farm.client.patch(f"/api/admin/users/{user_id}", json={"disabled": False}, headers=farm.admin)
@@ -293,7 +298,11 @@ def test_failed_sign_ins_are_limited_per_account(tmp_path: Path) -> None:
 
         web = client.post(
             "/login",
-            data={"email": "ana@example.com", "password": PASSWORD},
+            data={
+                "email": "ana@example.com",
+                "password": PASSWORD,
+                "login_nonce": login_nonce(client),
+            },
             follow_redirects=False,
         )
         assert web.status_code == 429 and web.headers["Retry-After"]
@@ -349,13 +358,21 @@ def test_the_web_login_form_takes_email_and_password(farm: Farm) -> None:
     new_user(farm, "ana")
     page = farm.client.get("/login")
     assert 'name="email"' in page.text and 'name="password"' in page.text
+    nonce = login_nonce(farm.client)
     wrong = farm.client.post(
-        "/login", data={"email": "ana@example.com", "password": "no"}, follow_redirects=False
+        "/login",
+        data={"email": "ana@example.com", "password": "no", "login_nonce": nonce},
+        follow_redirects=False,
     )
     assert wrong.status_code == 401 and "wrong e-mail or password" in wrong.text
     answer = farm.client.post(
         "/login",
-        data={"email": "ana@example.com", "password": PASSWORD, "next": "/account"},
+        data={
+            "email": "ana@example.com",
+            "password": PASSWORD,
+            "next": "/account",
+            "login_nonce": nonce,
+        },
         follow_redirects=False,
     )
     assert answer.status_code == 303 and answer.headers["location"] == "/account"

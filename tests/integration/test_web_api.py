@@ -24,13 +24,19 @@ from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.events import EventBus
 from farmhand.manager.web.thumbnails import thumbnail
-from tests.integration.conftest import FAKE_BLEND, Farm
+from tests.integration.conftest import FAKE_BLEND, Farm, login_nonce
 
 
 def sign_in(farm: Farm, token: str | None = None) -> str:
     """Sign in through the login form; the client keeps the cookie. Returns the CSRF nonce."""
     answer = farm.client.post(
-        "/login", data={"token": token or farm.admin_token, "next": "/"}, follow_redirects=False
+        "/login",
+        data={
+            "token": token or farm.admin_token,
+            "next": "/",
+            "login_nonce": login_nonce(farm.client),
+        },
+        follow_redirects=False,
     )
     assert answer.status_code == 303, answer.text
     cookie = farm.client.cookies[sessions.SESSION_COOKIE]
@@ -67,8 +73,11 @@ def submit(farm: Farm, token: str) -> int:
 
 def test_login_sets_a_lax_httponly_cookie(farm: Farm) -> None:
     """Lax, not Strict: an OAuth provider's redirect back is a cross-site navigation."""
+    nonce = login_nonce(farm.client)
     answer = farm.client.post(
-        "/login", data={"token": farm.admin_token, "next": "/jobs/1"}, follow_redirects=False
+        "/login",
+        data={"token": farm.admin_token, "next": "/jobs/1", "login_nonce": nonce},
+        follow_redirects=False,
     )
     assert answer.status_code == 303
     assert answer.headers["location"] == "/jobs/1"
@@ -78,16 +87,53 @@ def test_login_sets_a_lax_httponly_cookie(farm: Farm) -> None:
 
 
 def test_login_refuses_bad_tokens_and_foreign_redirects(farm: Farm) -> None:
-    answer = farm.client.post("/login", data={"token": "fh_api_nope"}, follow_redirects=False)
+    nonce = login_nonce(farm.client)
+    answer = farm.client.post(
+        "/login", data={"token": "fh_api_nope", "login_nonce": nonce}, follow_redirects=False
+    )
     assert answer.status_code == 401
     assert "not valid" in answer.text
     assert sessions.SESSION_COOKIE not in farm.client.cookies
     answer = farm.client.post(
         "/login",
-        data={"token": farm.admin_token, "next": "//evil.example/x"},
+        data={"token": farm.admin_token, "next": "//evil.example/x", "login_nonce": nonce},
         follow_redirects=False,
     )
     assert answer.headers["location"] == "/"
+
+
+@pytest.mark.parametrize("nonce", ["", "forged-" + "x" * 40])
+def test_a_login_form_posted_from_elsewhere_signs_nobody_in(farm: Farm, nonce: str) -> None:
+    """Login CSRF: another site posts the form with its owner's valid token, so that the
+    victim's browser would work in the attacker's account. It has no nonce, or not the
+    one in this browser's cookie (which it can neither read nor set)."""
+    login_nonce(farm.client)  # the victim once loaded the login page: a cookie is set
+    answer = farm.client.post(
+        "/login",
+        data={"token": farm.admin_token, "next": "/jobs", "login_nonce": nonce},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 403
+    assert "expired or was sent from another site" in answer.text
+    assert sessions.SESSION_COOKIE not in farm.client.cookies
+    # The page it answers with is a fresh form that works.
+    retried = farm.client.post(
+        "/login",
+        data={"token": farm.admin_token, "login_nonce": login_nonce(farm.client)},
+        follow_redirects=False,
+    )
+    assert retried.status_code == 303
+    assert sessions.SESSION_COOKIE in farm.client.cookies
+
+
+def test_a_login_post_without_the_cookie_is_refused(farm: Farm) -> None:
+    nonce = login_nonce(farm.client)
+    farm.client.cookies.clear()  # e.g. posted from a page whose request carried no cookie
+    answer = farm.client.post(
+        "/login", data={"token": farm.admin_token, "login_nonce": nonce}, follow_redirects=False
+    )
+    assert answer.status_code == 403
+    assert sessions.SESSION_COOKIE not in farm.client.cookies
 
 
 def test_cookie_reads_freely_but_writes_only_with_csrf(farm: Farm) -> None:

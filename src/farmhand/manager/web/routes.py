@@ -13,6 +13,9 @@ OAuth provider's button, or an API token, and sets the session cookie of
 
 from __future__ import annotations
 
+import hmac
+import re
+import secrets
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlencode
@@ -112,6 +115,26 @@ LOGIN_ERRORS = {
 """What `/login?error=<code>` says after a refused OAuth sign-in (`api/auth.py`)."""
 
 
+LOGIN_NONCE_COOKIE = "farmhand_login"
+LOGIN_NONCE_TTL = 3600
+_NONCE_SHAPE = re.compile(r"[A-Za-z0-9_-]{32,64}")
+LOGIN_FORM_STALE = (
+    "This sign-in form has expired or was sent from another site. Please sign in again."
+)
+
+
+def _login_nonce(request: Request) -> str:
+    """The browser's login nonce, or a new one.
+
+    Login CSRF: a page elsewhere could post this site's login form with the attacker's
+    own token, and the victim's browser would then work, unawares, in the attacker's
+    account. The form carries a nonce that must equal a cookie only this site sets; the
+    other page can read neither, and SameSite=Lax keeps the cookie off its POST anyway.
+    """
+    current = request.cookies.get(LOGIN_NONCE_COOKIE, "")
+    return current if _NONCE_SHAPE.fullmatch(current) else secrets.token_urlsafe(32)
+
+
 @router.get("/login")
 def login_page(
     request: Request, context: Context, next: str = "/", error: str | None = None
@@ -131,6 +154,7 @@ def _login_form(
     status_code: int = status.HTTP_401_UNAUTHORIZED,
     retry_after: int | None = None,
 ) -> HTMLResponse:
+    nonce = _login_nonce(request)
     response = templates.TemplateResponse(
         request,
         "login.html",
@@ -143,8 +167,16 @@ def _login_form(
             "version": __version__,
             "user": None,
             "path": "/login",
+            "login_nonce": nonce,
         },
         status_code=status_code if error else status.HTTP_200_OK,
+    )
+    sessions.set_cookie(
+        response,
+        LOGIN_NONCE_COOKIE,
+        nonce,
+        LOGIN_NONCE_TTL,
+        secure=sessions.session_cookie_secure(request, context.settings.auth.secure_cookies),
     )
     response.headers.update(SECURITY_HEADERS)
     if retry_after is not None:
@@ -160,9 +192,16 @@ async def login(
     email: Annotated[str, Form(max_length=320)] = "",
     password: Annotated[str, Form(max_length=1024)] = "",
     next: Annotated[str, Form(max_length=2048)] = "/",
+    login_nonce: Annotated[str, Form(max_length=100)] = "",
 ) -> Response:
     """Sign in with e-mail + password (same rules and limits as `POST /api/auth/login`)
-    or with an API token (the form's other tab)."""
+    or with an API token (the form's other tab), from a form this site served."""
+    cookie = request.cookies.get(LOGIN_NONCE_COOKIE, "")
+    if not cookie or not hmac.compare_digest(cookie.encode(), login_nonce.encode()):
+        method = "token" if token.strip() else "password"
+        return _login_form(
+            request, context, next, LOGIN_FORM_STALE, method, status.HTTP_403_FORBIDDEN
+        )
 
     def find_token_user() -> tuple[int, int] | None:
         with context.db.transaction() as session:
