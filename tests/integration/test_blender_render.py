@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageStat
 
 from farmhand.scenes import BUILDER, make_scene, run_builder
 from farmhand.shared.images import verify_image
@@ -382,8 +382,7 @@ def test_exr_frames_get_previews_and_file_output_files_are_collected(
 
 def mean_brightness(path: Path) -> float:
     with Image.open(path) as image:
-        grey = image.convert("L")
-        return sum(grey.getdata()) / (grey.width * grey.height)
+        return float(ImageStat.Stat(image.convert("L")).mean[0])
 
 
 @pytest.mark.parametrize("fixture", ["blender_module", "blender_executable"])

@@ -30,6 +30,8 @@ pytestmark = [
 ]
 
 WIDTH, HEIGHT = 64, 48
+SCENE_FPS = 25.0
+"""Not Blender's default 24: the video must play at the scene's own rate."""
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +43,7 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
         height=HEIGHT,
         frames="1-3",
         samples=2,
+        fps=SCENE_FPS,
     )
 
 
@@ -64,8 +67,8 @@ def finished(farm: LocalFarm, job_id: int) -> JobDetail | None:
 def ffprobe(path: Path) -> dict[str, object]:
     out = subprocess.run(
         ["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_frames",
-         "-show_entries", "stream=codec_name,width,height,nb_read_frames", "-of", "json",
-         str(path)],
+         "-show_entries", "stream=codec_name,width,height,nb_read_frames,r_frame_rate",
+         "-of", "json", str(path)],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     stream: dict[str, object] = json.loads(out)["streams"][0]
@@ -105,6 +108,7 @@ def test_three_frames_become_a_playable_mp4(tmp_path: Path, scene: Path) -> None
         assert facts["codec_name"] == "h264"
         assert (facts["width"], facts["height"]) == (WIDTH, HEIGHT)
         assert int(str(facts["nb_read_frames"])) == 3
+        assert facts["r_frame_rate"] == "25/1", "the scene's frame rate, not a default"
 
 
 def test_without_ffmpeg_the_video_task_waits_with_a_reason(tmp_path: Path, scene: Path) -> None:
@@ -197,7 +201,7 @@ def test_video_true_compiles_one_task_after_all_renders(farm: Farm) -> None:
     assert detail["settings"]["video"] == {
         "codec": "h264",
         "container": "mp4",
-        "fps": 24.0,
+        "fps": None,  # the scene's, once a worker has opened it
         "crf": None,
     }
     assert detail["frames_total"] == 5
@@ -297,3 +301,67 @@ def test_the_video_task_runs_last_needs_its_video_and_reruns_with_its_frames(
     detail = farm.client.get(job_url, headers=farm.admin).json()
     assert detail["status"] == "active"
     assert [t["status"] for t in detail["tasks"]] == ["queued", "completed", "queued"]
+
+
+def test_the_video_task_gets_the_frame_rate_a_worker_reported_for_the_scene(
+    farm: Farm,
+) -> None:
+    """The first report is kept; a job that names its own rate keeps it."""
+    sha = hashlib.sha256(FAKE_BLEND).hexdigest()
+    assert farm.client.put(f"/api/blobs/{sha}", headers=farm.admin, content=FAKE_BLEND).is_success
+    runner = farm.register_runner("w1")
+    farm.client.post(
+        "/api/runner/heartbeat",
+        headers=runner,
+        json={"capabilities": {"task_types": ["render", "video"]}},
+    )
+    rates = {}
+    for own_rate in (None, 50.0):
+        created = farm.client.post(
+            "/api/jobs",
+            headers=farm.admin,
+            json={"frame_start": 1, "frame_end": 2, "main_file": "a.blend",
+                  "files": {"a.blend": sha}, "video": {"fps": own_rate}},
+        )  # fmt: skip
+        assert created.status_code == 202, created.text
+        for reported in (30 / 1.001, 12.0):  # one per render task; the first is kept
+            task = farm.client.get("/api/runner/tasks?wait=0", headers=runner).json()
+            assert task["type"] == "render"
+            progress = farm.client.post(
+                f"/api/runner/tasks/{task['task_id']}/progress",
+                headers=runner,
+                json={"scene_fps": reported},
+            )
+            assert progress.json() == {"keep_going": True}
+            (frame,) = task["frames"]
+            farm.client.post(
+                f"/api/runner/files/{task['job_id']}/upload",
+                headers=runner,
+                data={"task_id": str(task["task_id"]), "frame": str(frame)},
+                files={"file": ("f.png", png_bytes(), "image/png")},
+            )
+            done = farm.client.post(f"/api/runner/tasks/{task['task_id']}/complete",
+                                    headers=runner, json={"frames": [frame]})  # fmt: skip
+            assert done.status_code == 200, done.text
+        video_task = farm.client.get("/api/runner/tasks?wait=0", headers=runner).json()
+        assert video_task["type"] == "video"
+        rates[own_rate] = video_task["video"]["fps"]
+        farm.client.post(
+            f"/api/runner/tasks/{video_task['task_id']}/release", headers=runner, json={}
+        )
+        canceled = farm.client.delete(created.headers["Location"], headers=farm.admin)
+        assert canceled.is_success, canceled.text
+
+    assert rates[None] == pytest.approx(30 / 1.001)
+    assert rates[50.0] == 50.0
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1001, "fast", float("nan")])
+def test_a_bad_scene_frame_rate_is_a_4xx_and_changes_nothing(farm: Farm, bad: object) -> None:
+    runner = farm.register_runner("w1")
+    answer = farm.client.post(
+        "/api/runner/tasks/1/progress",
+        headers={**runner, "Content-Type": "application/json"},
+        content=json.dumps({"scene_fps": bad}),
+    )
+    assert 400 <= answer.status_code < 500, answer.text

@@ -21,6 +21,7 @@ from farmhand.worker.ffmpeg import (
     FfmpegNotFound,
     encode_args,
     find_ffmpeg,
+    frame_rate,
     parse_progress,
     probe,
     run_ffmpeg,
@@ -79,6 +80,21 @@ def test_a_named_ffmpeg_that_is_missing_or_broken_is_an_error(tmp_path: Path) ->
 
 
 # ---------------------------------------------------------------------- command
+
+
+@pytest.mark.parametrize(
+    ("fps", "rate"),
+    [(24.0, "24"), (25.0, "25"), (30 / 1.001, "30000/1001"), (24 / 1.001, "24000/1001"),
+     (12.5, "25/2")],
+)  # fmt: skip
+def test_the_frame_rate_reaches_ffmpeg_as_an_exact_fraction(fps: float, rate: str) -> None:
+    assert frame_rate(fps) == rate
+
+
+def test_settings_without_a_rate_play_at_the_scenes_then_at_24() -> None:
+    assert VideoSettings().at_scene_fps(25.0).fps == 25.0
+    assert VideoSettings().at_scene_fps(None).fps == 24.0
+    assert VideoSettings(fps=50).at_scene_fps(25.0).fps == 50.0, "the job's own rate wins"
 
 
 def test_encode_args_is_an_argument_list_with_the_chosen_codec(tmp_path: Path) -> None:

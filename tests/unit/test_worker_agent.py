@@ -552,3 +552,27 @@ def test_frames_and_outcome_wait_in_the_outbox_until_reported(tmp_path: Path) ->
     assert seen["saved"] == ["1", "0001.png", "2", "0002.png"]
     assert sorted(manager.uploads) == [1, 2]
     assert not outbox.exists(), "emptied once reported"
+
+
+def test_the_scenes_frame_rate_goes_with_one_progress_report_before_the_completion(
+    tmp_path: Path,
+) -> None:
+    manager = FakeManager([1, 2])
+
+    def renderer(job: RenderJob) -> RenderOutcome:
+        # What Blender's `opened` event says of an NTSC scene: 30 fps over a base of 1.001.
+        job.on_scene({"fps": 30, "fps_base": 1.001, "engine": "CYCLES"})
+        for frame in job.task.frames:
+            job.on_frame_saved(frame, _write_frame(job, frame))
+        return RenderOutcome(ok=True)
+
+    stop, thread, result = _start(tmp_path, manager, renderer)
+    manager.wait_for("complete")
+    _stop(stop, thread, result)
+
+    reports = [body for name, body in manager.calls if name == "progress"]
+    rates = [r["scene_fps"] for r in reports if r.get("scene_fps") is not None]
+    assert rates == [pytest.approx(30 / 1.001)], "sent once, whatever the number of reports"
+    first_rate = next(i for i, (n, b) in enumerate(manager.calls) if b.get("scene_fps"))
+    completion = next(i for i, (n, _) in enumerate(manager.calls) if n == "complete")
+    assert first_rate < completion, "the manager knows the rate before the task completes"

@@ -28,6 +28,7 @@ def make_scene(
     engine: str = "CYCLES",
     marker: Path | None = None,
     output_format: str = "PNG",
+    fps: float = 24.0,
 ) -> Path:
     """Build a small scene at `out` with Blender and return its path.
 
@@ -47,6 +48,7 @@ def make_scene(
         "--out", str(out), "--variant", variant, "--width", str(width),
         "--height", str(height), "--frames", frames, "--samples", str(samples),
         "--engine", engine, "--marker", str(marker or ""), "--output-format", output_format,
+        "--fps", str(fps),
     ]  # fmt: skip
     run_builder(install, BUILDER, options, out, f"the {variant} scene")
     return out

@@ -39,6 +39,9 @@ def parse_args():
         "farm must redirect: it names the artist's machine).",
     )
     parser.add_argument("--view-transform", default="", help="e.g. Standard, Filmic, AgX")
+    parser.add_argument(
+        "--fps", type=float, default=24.0, help="frame rate; 29.97 is 30 over a base of 1.001"
+    )
     return parser.parse_args(argv)
 
 
@@ -112,6 +115,8 @@ def build(args):
     render = scene.render
     render.engine = args.engine
     render.resolution_x, render.resolution_y = args.width, args.height
+    render.fps = max(1, round(args.fps))
+    render.fps_base = render.fps / args.fps
     render.resolution_percentage = 100
     settings = render.image_settings
     if hasattr(settings, "media_type"):  # Blender 5: formats are grouped by media type

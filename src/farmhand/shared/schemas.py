@@ -83,15 +83,30 @@ VIDEO_CONTAINERS: dict[str, frozenset[str]] = {
 MAX_CRF = {"h264": 51, "h265": 51, "vp9": 63}
 
 
+DEFAULT_VIDEO_FPS = 24.0
+"""A video's frame rate when neither the job nor its scene says (Blender's default)."""
+
+
 class VideoSettings(_Strict):
     """A video made of the job's frames by ffmpeg once every frame is rendered."""
 
     codec: VideoCodec = "h264"
     container: VideoContainer = "mp4"
-    fps: float = Field(default=24.0, gt=0, le=240, description="Frames per second.")
+    fps: float | None = Field(
+        default=None,
+        gt=0,
+        le=240,
+        description="Frames per second. None: the scene's, as Blender reported it when a "
+        f"worker opened the file ({DEFAULT_VIDEO_FPS:g} if none has yet).",
+    )
     crf: int | None = Field(
         default=None, ge=0, le=63, description="Quality (lower is better); None: codec default."
     )
+
+    def at_scene_fps(self, scene_fps: float | None) -> VideoSettings:
+        """These settings with the frame rate to use: the job's own if it set one, else
+        its scene's, else the default. What a `video` task is sent."""
+        return self.model_copy(update={"fps": self.fps or scene_fps or DEFAULT_VIDEO_FPS})
 
     @model_validator(mode="after")
     def _check_combination(self) -> VideoSettings:
@@ -139,7 +154,8 @@ class JobSettings(_Strict):
     )
     video: VideoSettings | None = Field(
         default=None,
-        description="Make a video of the frames with ffmpeg (true: h264 in mp4 at 24 fps).",
+        description="Make a video of the frames with ffmpeg (true: h264 in mp4 at the "
+        "scene's frame rate).",
     )
 
     output_template: str | None = Field(
@@ -463,6 +479,13 @@ class TaskProgress(_Strict):
         default=None, ge=0, description="Blender seconds of the task's finished frames."
     )
     peak_memory_bytes: int | None = Field(default=None, ge=0)
+    scene_fps: float | None = Field(
+        default=None,
+        gt=0,
+        le=1000,
+        description="The scene's frame rate (fps / fps_base), once Blender opened the file: "
+        "the job's video uses it unless the job sets its own.",
+    )
     log_lines: list[str] = Field(default_factory=list, max_length=10_000)
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from types import FrameType
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import httpx
 import structlog
@@ -140,6 +140,9 @@ class RenderJob:
     on_frame_files: Callable[[int, Path | None, list[tuple[str, Path]]], None] = _ignore
     """(frame, Blender's JPEG preview, [(name, path)] of File Output node files), called
     before `on_frame_saved`: they are uploaded with the frame."""
+    on_scene: Callable[[dict[str, Any]], None] = _ignore
+    """The scene's facts (`driver.scene_facts`) when Blender opens the file; not called
+    for a task that reuses a Blender session with the file already open."""
     stall_timeout: float | None = None
     """Seconds without a word from Blender after which it is killed as hung."""
     path_remap: list[tuple[str, str]] = field(default_factory=list)
@@ -206,6 +209,8 @@ class _TaskRun:
         self.files: dict[int, tuple[Path | None, list[tuple[str, Path]]]] = {}
         """Per frame: Blender's preview and the File Output nodes' files, sent with it."""
         self.pending_logs: list[str] = []
+        self.scene_fps: float | None = None
+        """Not yet reported: the scene's frame rate, for the job's video."""
         self.dirty = True
 
     def drop(self, reason: str) -> None:
@@ -243,6 +248,13 @@ class _TaskRun:
                 self.peak_memory_bytes = max(self.peak_memory_bytes or 0, peak_bytes)
             self.dirty = True
 
+    def scene(self, facts: dict[str, Any]) -> None:
+        fps, base = facts.get("fps"), facts.get("fps_base") or 1.0
+        if isinstance(fps, int | float) and isinstance(base, int | float) and fps > 0 < base:
+            with self._lock:
+                self.scene_fps = round(fps / base, 6)
+                self.dirty = True
+
     def uploaded(self, _frame: int) -> None:
         with self._lock:
             self.frames_uploaded += 1
@@ -264,6 +276,7 @@ class _TaskRun:
             lines = self.pending_logs[:MAX_LOG_LINES_PER_CALL]
             del self.pending_logs[:MAX_LOG_LINES_PER_CALL]
             self.dirty = bool(self.pending_logs)
+            scene_fps, self.scene_fps = self.scene_fps, None  # once is enough
             return TaskProgress(
                 frames_done=self.frames_uploaded,
                 frame=self.frame,
@@ -271,6 +284,7 @@ class _TaskRun:
                 samples_total=self.samples_total,
                 render_seconds=round(self.render_seconds, 3),
                 peak_memory_bytes=self.peak_memory_bytes,
+                scene_fps=scene_fps,
                 log_lines=lines,
             )
 
@@ -278,6 +292,7 @@ class _TaskRun:
         """A progress call failed: keep its lines for the next one."""
         with self._lock:
             self.pending_logs[:0] = progress.log_lines
+            self.scene_fps = self.scene_fps or progress.scene_fps
             self.dirty = True
 
 
@@ -615,6 +630,7 @@ class Agent:
             on_log=box.logging(run.log_line),
             on_frame_stats=run.frame_stats,
             on_frame_files=run.frame_files,
+            on_scene=run.scene,
             stall_timeout=self.settings.task_timeout or task.task_timeout,
             path_remap=(
                 remap_pairs(path_table(task, self.settings.path_map), self.settings.platform)

@@ -18,9 +18,10 @@ import subprocess
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
-from farmhand.shared.schemas import VideoSettings
+from farmhand.shared.schemas import DEFAULT_VIDEO_FPS, VideoSettings
 
 ENV_VAR = "FARMHAND_FFMPEG"
 LOG_TAIL = 50
@@ -92,6 +93,13 @@ DEFAULT_CRF = {"h264": 23, "h265": 28, "vp9": 31}
 PROBE_CODEC = {"h264": "h264", "h265": "hevc", "vp9": "vp9"}
 
 
+def frame_rate(fps: float) -> str:
+    """`fps` as ffmpeg's exact rate: Blender's NTSC rates are fps / 1.001 (29.97 is
+    30000/1001), and a rounded decimal would drift from the scene's timing."""
+    rate = Fraction(fps).limit_denominator(1001)
+    return str(rate.numerator) if rate.denominator == 1 else f"{rate.numerator}/{rate.denominator}"
+
+
 def encode_args(
     ffmpeg: str, pattern: Path, frames: int, video: VideoSettings, output: Path
 ) -> list[str]:
@@ -104,7 +112,8 @@ def encode_args(
     args = [
         ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-y",
         "-progress", "pipe:1",
-        "-framerate", f"{video.fps:g}", "-start_number", "0", "-i", str(pattern),
+        "-framerate", frame_rate(video.fps or DEFAULT_VIDEO_FPS), "-start_number", "0",
+        "-i", str(pattern),
         "-frames:v", str(frames),
         "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2", "-pix_fmt", "yuv420p",
         *CODEC_ARGS[video.codec], "-crf", str(crf),

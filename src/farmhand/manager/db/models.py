@@ -164,6 +164,9 @@ class Job(Base):
     blender_saved: Mapped[str | None] = mapped_column(String(20))
     """The Blender version that saved the main .blend (from its header), e.g. `5.0`:
     only workers with a Blender at least that new may render it."""
+    scene_fps: Mapped[float | None]
+    """The scene's frame rate, as the first worker to open the file reported it: the
+    job's video uses it unless the job's settings name one."""
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

@@ -49,6 +49,7 @@ def scene_facts(scene):
         "resolution_percentage": render.resolution_percentage,
         "engine": render.engine,
         "fps": scene.render.fps,
+        "fps_base": scene.render.fps_base,
         "output_format": render.image_settings.file_format,
         "has_camera": scene.camera is not None,
         "samples": scene_samples(scene),

@@ -23,7 +23,14 @@ from structlog.typing import FilteringBoundLogger
 from farmhand.shared.blendfile import best_version, read_saved_version
 from farmhand.worker.agent import RenderJob, RenderOutcome
 from farmhand.worker.blender.discovery import BlenderInstall
-from farmhand.worker.blender.events import Event, FrameSaved, FrameStarted, FrameStats, Progress
+from farmhand.worker.blender.events import (
+    Event,
+    FrameSaved,
+    FrameStarted,
+    FrameStats,
+    Opened,
+    Progress,
+)
 from farmhand.worker.blender.process import RenderRequest, RenderResult, render
 from farmhand.worker.blender.session import DEFAULT_MAX_FRAMES, BlenderSession
 
@@ -67,6 +74,8 @@ class BlenderTaskRenderer:
             elif isinstance(event, FrameSaved):
                 extras = [(_relative(extra, job.output_dir), extra) for extra in event.extras]
                 job.on_frame_files(event.frame, event.preview, extras)
+            elif isinstance(event, Opened):
+                job.on_scene(event.facts)
 
         install = self.install_for(job)
         if install is None:
