@@ -65,9 +65,12 @@ def cpu_seconds(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def tiny_png() -> bytes:
+def tiny_png(frame: int = 0) -> bytes:
+    """A 2x2 PNG whose colour is the frame number: every frame's bytes differ, as a real
+    render's do (the store deduplicates identical ones, which would flatter the figures)."""
     buffer = io.BytesIO()
-    Image.new("RGB", (2, 2), "white").save(buffer, format="PNG")
+    colour = (frame % 256, frame // 256 % 256, frame // 65536 % 256)
+    Image.new("RGB", (2, 2), colour).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -103,7 +106,7 @@ def multipart(fields: dict[str, str], filename: str, content: bytes) -> tuple[by
 
 
 async def simulated_worker(
-    base_url: str, secret: str, stats: Stats, total: int, png: bytes, claim_next: bool
+    base_url: str, secret: str, stats: Stats, total: int, claim_next: bool
 ) -> None:
     """Claim, report progress, upload the frames, complete — as the real worker does.
 
@@ -137,7 +140,7 @@ async def simulated_worker(
                 stats.errors.append(f"progress {reply.status}")
             for frame in task["frames"]:
                 body, content_type = multipart(
-                    {"task_id": str(task_id), "frame": str(frame)}, f"{frame}.png", png
+                    {"task_id": str(task_id), "frame": str(frame)}, f"{frame}.png", tiny_png(frame)
                 )
                 upload = await client.request(
                     "POST", f"/api/runner/files/{job_id}/upload", body, content_type
@@ -184,10 +187,7 @@ async def _register_and_submit(
 async def _drive(url: str, secrets: list[str], total: int, done: Any, claim_next: bool) -> Stats:
     stats = Stats()
     stats.shared_done = done
-    png = tiny_png()
-    await asyncio.gather(
-        *(simulated_worker(url, s, stats, total, png, claim_next) for s in secrets)
-    )
+    await asyncio.gather(*(simulated_worker(url, s, stats, total, claim_next) for s in secrets))
     return stats
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.integration.conftest import FAKE_BLEND, Farm, png_bytes
+from tests.integration.conftest import FAKE_BLEND, Farm, upload_frames
 
 
 def submit(farm: Farm, frames: int) -> int:
@@ -30,17 +30,6 @@ def claim(farm: Farm, runner: dict[str, str], **params: object) -> dict[str, Any
     return answer.json()  # type: ignore[no-any-return]
 
 
-def upload(farm: Farm, runner: dict[str, str], task: dict[str, Any]) -> None:
-    for frame in task["frames"]:
-        answer = farm.client.post(
-            f"/api/runner/files/{task['job_id']}/upload",
-            headers=runner,
-            data={"task_id": str(task["task_id"]), "frame": str(frame)},
-            files={"file": (f"{frame}.png", png_bytes(), "image/png")},
-        )
-        assert answer.status_code == 201, answer.text
-
-
 def complete(farm: Farm, runner: dict[str, str], task: dict[str, Any], *, next_task: bool) -> Any:
     return farm.client.post(
         f"/api/runner/tasks/{task['task_id']}/complete",
@@ -48,6 +37,19 @@ def complete(farm: Farm, runner: dict[str, str], task: dict[str, Any], *, next_t
         params={"next": "true"} if next_task else {},
         json={"frames": task["frames"]},
     )
+
+
+def drain_after_task(farm: Farm, name: str) -> None:
+    """An admin drains the runner called `name`: it finishes its task, then stops."""
+    runners = farm.client.get("/api/admin/runners", headers=farm.admin).json()
+    worker_id = next(r["id"] for r in runners if r["name"] == name)
+    drained = farm.client.post(
+        f"/api/admin/runners/{worker_id}/actions",
+        headers=farm.admin,
+        json={"action": "drain", "when": "after-task"},
+    )
+    assert drained.status_code == 200, drained.text
+    assert drained.json()["status"] == "draining"
 
 
 def statuses(farm: Farm, job_id: int) -> dict[int, tuple[str, int | None]]:
@@ -61,7 +63,7 @@ def test_the_completion_hands_out_the_next_task_of_the_same_job_first(farm: Farm
     runner = farm.register_runner("w1")
     first = claim(farm, runner, prefer_job=newer)
     assert first["job_id"] == newer
-    upload(farm, runner, first)
+    upload_frames(farm, runner, first)
 
     answer = complete(farm, runner, first, next_task=True)
 
@@ -90,14 +92,14 @@ def test_without_next_or_without_work_no_task_is_handed_out(farm: Farm) -> None:
     job_id = submit(farm, 2)
     runner = farm.register_runner("w1")
     first = claim(farm, runner)
-    upload(farm, runner, first)
+    upload_frames(farm, runner, first)
     plain = complete(farm, runner, first, next_task=False)
     assert plain.status_code == 200
     assert plain.json()["next_task"] is None
     assert [s for s, _ in statuses(farm, job_id).values()].count("queued") == 1
 
     second = claim(farm, runner)
-    upload(farm, runner, second)
+    upload_frames(farm, runner, second)
     last = complete(farm, runner, second, next_task=True)
     assert last.status_code == 200
     assert last.json()["next_task"] is None, "nothing left to hand out"
@@ -121,16 +123,8 @@ def test_a_draining_worker_gets_no_next_task_and_is_disabled(farm: Farm) -> None
     job_id = submit(farm, 3)
     runner = farm.register_runner("w1")
     first = claim(farm, runner)
-    runners = farm.client.get("/api/admin/runners", headers=farm.admin).json()
-    worker_id = next(r["id"] for r in runners if r["name"] == "w1")
-    drained = farm.client.post(
-        f"/api/admin/runners/{worker_id}/actions",
-        headers=farm.admin,
-        json={"action": "drain", "when": "after-task"},
-    )
-    assert drained.status_code == 200, drained.text
-    assert drained.json()["status"] == "draining"
-    upload(farm, runner, first)
+    drain_after_task(farm, "w1")
+    upload_frames(farm, runner, first)
 
     answer = complete(farm, runner, first, next_task=True)
 
@@ -138,7 +132,7 @@ def test_a_draining_worker_gets_no_next_task_and_is_disabled(farm: Farm) -> None
     assert answer.json()["next_task"] is None
     assert [s for s, _ in statuses(farm, job_id).values()].count("queued") == 2
     runners = farm.client.get("/api/admin/runners", headers=farm.admin).json()
-    assert next(r for r in runners if r["id"] == worker_id)["status"] == "disabled"
+    assert next(r for r in runners if r["name"] == "w1")["status"] == "disabled"
 
 
 def test_a_completion_sent_again_gets_the_same_answer_and_the_same_next_task(
@@ -150,7 +144,7 @@ def test_a_completion_sent_again_gets_the_same_answer_and_the_same_next_task(
     job_id = submit(farm, 4)
     runner = farm.register_runner("w1")
     first = claim(farm, runner)
-    upload(farm, runner, first)
+    upload_frames(farm, runner, first)
     answer = complete(farm, runner, first, next_task=True)
     assert answer.status_code == 200, answer.text
     handed_out = answer.json()["next_task"]["task_id"]
@@ -174,7 +168,7 @@ def test_a_completion_of_someone_elses_task_is_still_refused(farm: Farm) -> None
     submit(farm, 2)
     runner, other = farm.register_runner("w1"), farm.register_runner("w2")
     first = claim(farm, runner)
-    upload(farm, runner, first)
+    upload_frames(farm, runner, first)
     assert complete(farm, runner, first, next_task=False).status_code == 200
 
     answer = complete(farm, other, first, next_task=True)

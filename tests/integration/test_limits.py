@@ -186,6 +186,16 @@ def test_deeply_nested_json_is_a_400_not_a_500(farm: Farm, depth: int) -> None:
         assert "nests deeper than 32 levels" in answer.json()["detail"]
 
 
+@pytest.mark.parametrize(("depth", "refused"), [(32, False), (33, True)])
+def test_the_depth_limit_is_exact(farm: Farm, depth: int, refused: bool) -> None:
+    # The object is one level; the list brackets make up the rest.
+    body = '{"name": ' + "[" * (depth - 1) + "]" * (depth - 1) + "}"
+    answer = farm.client.post(
+        "/api/tokens", headers={**farm.admin, "Content-Type": "application/json"}, content=body
+    )
+    assert ("nests deeper than 32 levels" in answer.text) is refused, answer.text
+
+
 def test_json_depth_ignores_brackets_inside_strings() -> None:
     assert json_depth(json.dumps({"a": "[[[[{{{{", "b": ['\\"[']}).encode()) == 2
     assert json_depth(b"[" * 100) == 100

@@ -11,11 +11,12 @@ import threading
 import time
 import zipfile
 from io import BytesIO
+from typing import Any
 
 from fastapi.testclient import TestClient
 
 from farmhand.manager.app import create_app
-from tests.integration.conftest import FAKE_BLEND, Farm, make_settings, png_bytes
+from tests.integration.conftest import FAKE_BLEND, Farm, make_settings, png_bytes, upload_frames
 
 
 def submit(farm: Farm, frames: str = "1-4", chunk: int = 2, **settings: object) -> int:
@@ -41,15 +42,8 @@ def claim(farm: Farm, runner: dict[str, str]) -> dict[str, object] | None:
     return answer.json()  # type: ignore[no-any-return]
 
 
-def render_task(farm: Farm, runner: dict[str, str], task: dict[str, object]) -> None:
-    for frame in task["frames"]:  # type: ignore[attr-defined]
-        answer = farm.client.post(
-            f"/api/runner/files/{task['job_id']}/upload",
-            headers=runner,
-            data={"task_id": str(task["task_id"]), "frame": str(frame)},
-            files={"file": (f"frame_{frame:04d}.png", png_bytes(), "image/png")},
-        )
-        assert answer.status_code == 201, answer.text
+def render_task(farm: Farm, runner: dict[str, str], task: dict[str, Any]) -> None:
+    upload_frames(farm, runner, task)
     answer = farm.client.post(
         f"/api/runner/tasks/{task['task_id']}/complete",
         headers=runner,

@@ -24,7 +24,13 @@ from farmhand.manager.clock import utcnow
 from farmhand.manager.db.models import ApiToken, Task, TaskDependency, User
 from farmhand.manager.scheduling.workers import in_sleep_window
 from farmhand.shared.schemas import SleepSchedule
-from tests.integration.conftest import FAKE_BLEND, Farm, make_settings, png_bytes
+from tests.integration.conftest import (
+    FAKE_BLEND,
+    Farm,
+    make_settings,
+    png_bytes,
+    upload_frames,
+)
 
 
 @pytest.fixture
@@ -80,14 +86,7 @@ def claim(farm: Farm, who: dict[str, str]) -> dict | None:  # type: ignore[type-
 
 
 def finish(farm: Farm, who: dict[str, str], task: dict) -> None:  # type: ignore[type-arg]
-    for frame in task["frames"]:
-        answer = farm.client.post(
-            f"/api/runner/files/{task['job_id']}/upload",
-            headers=who,
-            data={"task_id": str(task["task_id"]), "frame": str(frame)},
-            files={"file": (f"f{frame}.png", png_bytes(), "image/png")},
-        )
-        assert answer.status_code == 201, answer.text
+    upload_frames(farm, who, task)
     answer = farm.client.post(
         f"/api/runner/tasks/{task['task_id']}/complete",
         headers=who,

@@ -139,6 +139,33 @@ def test_gc_removes_stray_files_but_not_young_ones(farm: Farm) -> None:
     assert stored(farm, stray_young), "a young file may be an upload whose row is on its way"
 
 
+def test_a_late_workers_frame_is_refused_and_its_bytes_collected(farm: Farm) -> None:
+    """The manager stores a frame's bytes before it looks whether the task is still the
+    runner's (the form parser has read them anyway): a late one is refused, nothing
+    records it, and garbage collection removes the file as a stray."""
+    blend = put(farm, FAKE_BLEND)
+    job_id = create_job(farm, {"scene.blend": blend})
+    holder, late = farm.register_runner("w1"), farm.register_runner("w2")
+    task = farm.client.get("/api/runner/tasks", params={"wait": 0}, headers=holder).json()
+    frame = png_bytes(colour="blue")
+    answer = farm.client.post(
+        f"/api/runner/files/{job_id}/upload",
+        headers=late,
+        data={"task_id": str(task["task_id"]), "frame": str(task["frames"][0])},
+        files={"file": ("0001.png", frame, "image/png")},
+    )
+    assert answer.status_code == 409, answer.text
+    outputs = farm.client.get(f"/api/jobs/{job_id}/files", headers=farm.admin).json()
+    assert [f for f in outputs if f["kind"] == "output"] == []
+    sha = hashlib.sha256(frame).hexdigest()
+    path = farm.data_dir / "blobs" / "sha256" / sha[:2] / sha[2:]
+    long_ago = (utcnow() - DAY).timestamp()
+    os.utime(path, (long_ago, long_ago))  # as if the grace period had passed
+
+    assert gc(farm)["stray_files"] == 1
+    assert not stored(farm, sha)
+
+
 def test_deleting_a_job_frees_at_once_what_only_it_used(farm: Farm) -> None:
     blend = put(farm, FAKE_BLEND)
     own = put(farm, b"texture only job 1 uses")

@@ -141,6 +141,16 @@ async def _queued(calls: list[Awaitable[T]]) -> list[asyncio.Task[T]]:
     return tasks
 
 
+async def _in_one_batch(db: Database, operations: list[Callable[[Session], Any]]) -> list[Any]:
+    """Run `operations` as one batch (queued while a `Gate` holds the writer); their
+    results in order, an operation's exception in its place."""
+    gate, held = await _hold_writer(db)
+    tasks = await _queued([db.batched(operation) for operation in operations])
+    gate.opened.set()
+    assert await held == "gate"
+    return await asyncio.gather(*tasks, return_exceptions=True)
+
+
 # 1. Many concurrent callers -----------------------------------------------------------
 
 
@@ -187,11 +197,7 @@ def test_queued_operations_form_batches_of_at_most_max_batch(db: Database) -> No
     seen: list[tuple[str, int]] = []
 
     async def main() -> list[int]:
-        gate, held = await _hold_writer(db)
-        tasks = await _queued([db.batched(_insert(f"k{i}", seen)) for i in range(count)])
-        gate.opened.set()
-        assert await held == "gate"
-        return await asyncio.gather(*tasks)
+        return await _in_one_batch(db, [_insert(f"k{i}", seen) for i in range(count)])
 
     batches_before = db.group_commit.batches
     ids = _run(main)
@@ -228,11 +234,7 @@ def test_one_raising_operation_fails_only_its_caller(db: Database, error: Except
         return _insert(f"k{i}", seen)
 
     async def main() -> list[int | BaseException]:
-        gate, held = await _hold_writer(db)
-        tasks = await _queued([db.batched(operation(i)) for i in range(count)])
-        gate.opened.set()
-        await held
-        return await asyncio.gather(*tasks, return_exceptions=True)
+        return await _in_one_batch(db, [operation(i) for i in range(count)])
 
     results = _run(main)
 
@@ -280,11 +282,7 @@ def test_a_commit_failure_fails_only_the_operation_that_caused_it(db: Database) 
         return operation
 
     async def main() -> list[str | BaseException]:
-        gate, held = await _hold_writer(db)
-        tasks = await _queued([db.batched(token(name)) for name in ("a", "b", "a", "c")])
-        gate.opened.set()
-        await held
-        return await asyncio.gather(*tasks, return_exceptions=True)
+        return await _in_one_batch(db, [token(name) for name in ("a", "b", "a", "c")])
 
     results = _run(main)
 
@@ -317,11 +315,7 @@ def test_operations_see_each_others_writes_in_queue_order(db: Database) -> None:
     count = 50
 
     async def main() -> list[tuple[int, list[str]]]:
-        gate, held = await _hold_writer(db)
-        tasks = await _queued([db.batched(_count_then_insert(f"k{i}")) for i in range(count)])
-        gate.opened.set()
-        await held
-        return await asyncio.gather(*tasks)
+        return await _in_one_batch(db, [_count_then_insert(f"k{i}") for i in range(count)])
 
     batches_before = db.group_commit.batches
     results = _run(main)
@@ -349,11 +343,7 @@ def test_after_a_failure_the_others_still_see_each_other_in_order(db: Database) 
         return fail
 
     async def main() -> list[Any]:
-        gate, held = await _hold_writer(db)
-        tasks = await _queued([db.batched(operation(i)) for i in range(count)])
-        gate.opened.set()
-        await held
-        return await asyncio.gather(*tasks, return_exceptions=True)
+        return await _in_one_batch(db, [operation(i) for i in range(count)])
 
     results = _run(main)
 

@@ -209,18 +209,23 @@ def test_a_burst_of_events_reaches_the_sibling_whole_in_few_datagrams(directory:
     assert datagrams <= 5
 
 
+def bus_on(directory: Path, loop: asyncio.AbstractEventLoop) -> tuple[Siblings, EventBus]:
+    """A process's event bus on `loop`, sharing its events through started `Siblings`."""
+    siblings = Siblings(directory)
+    bus = EventBus()
+    bus.bind(loop)
+    bus.share_with(siblings)
+    siblings.start(loop)
+    return siblings, bus
+
+
 def test_event_bus_across_two_event_loops(directory: Path) -> None:
     """As in the manager: each bus bound to its own loop, in its own thread."""
     ready = threading.Event()
     received: list[FarmEvent] = []
 
     async def receiver() -> None:
-        loop = asyncio.get_running_loop()
-        siblings = Siblings(directory)
-        bus = EventBus()
-        bus.bind(loop)
-        bus.share_with(siblings)
-        siblings.start(loop)
+        siblings, bus = bus_on(directory, asyncio.get_running_loop())
         try:
             async with bus.subscribe() as queue:
                 ready.set()
@@ -233,12 +238,7 @@ def test_event_bus_across_two_event_loops(directory: Path) -> None:
     assert ready.wait(TIMEOUT)
 
     async def sender() -> None:
-        loop = asyncio.get_running_loop()
-        siblings = Siblings(directory)
-        bus = EventBus()
-        bus.bind(loop)
-        bus.share_with(siblings)
-        siblings.start(loop)
+        siblings, bus = bus_on(directory, asyncio.get_running_loop())
         try:
             bus.publish(FarmEvent("output", 40, 7))
             await asyncio.sleep(0)  # a loop turn's events go out together, at its end
@@ -408,16 +408,18 @@ def test_malformed_datagrams_do_not_stop_later_messages(directory: Path) -> None
                     b'{"topic": 5}',
                     b'{"no": "topic"}',
                     b'{"topic": "nobody-listens"}',
-                    b'{"topic": "event", "kind": "bogus", "id": 1}',
-                    b'{"topic": "event", "kind": "job", "id": "7"}',
-                    b'{"topic": "event", "kind": "job", "id": true}',
-                    b'{"topic": "event", "kind": "task", "id": 1, "job_id": "x"}',
+                    b'{"topic": "events", "events": "not a list"}',
+                    b'{"topic": "events", "events": [["job", 1]]}',
+                    b'{"topic": "events", "events": [["bogus", 1, null]]}',
+                    b'{"topic": "events", "events": [["job", "7", null]]}',
+                    b'{"topic": "events", "events": [["job", true, null]]}',
+                    b'{"topic": "events", "events": [["task", 1, "x"]]}',
                     b'{"topic": "boom"}',
                     b"",
                 ):
                     raw.sendto(junk, str(directory / b.name))
                     await asyncio.sleep(0)  # let b read them one at a time as well
-                a.broadcast("event", {"kind": "task", "id": 12, "job_id": 7})
+                a.broadcast("events", {"events": [["task", 12, 7]]})
                 a.broadcast("hello", {"n": 1})
                 event = await next_of(events)
                 message = await next_of(got)

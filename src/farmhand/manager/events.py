@@ -29,8 +29,6 @@ log = structlog.get_logger(__name__)
 
 EventKind = Literal["job", "task", "runner", "output"]
 QUEUE_LIMIT = 1000
-SIBLING_TOPIC = "event"
-"""One event from a sibling process (what `Siblings` users may send by hand)."""
 SIBLING_BATCH_TOPIC = "events"
 """The events a process published during one turn of its event loop, in one datagram."""
 SIBLING_BATCH = 200
@@ -61,7 +59,6 @@ class EventBus:
         """Also send every published event to the sibling processes, and hand theirs to
         this process's subscribers (only: a received event is not sent on again)."""
         self._siblings = siblings
-        siblings.on(SIBLING_TOPIC, self._receive)
         siblings.on(SIBLING_BATCH_TOPIC, self._receive_batch)
 
     def publish(self, event: FarmEvent) -> None:
@@ -100,9 +97,6 @@ class EventBus:
             siblings.broadcast(
                 SIBLING_BATCH_TOPIC, {"events": [[e.kind, e.id, e.job_id] for e in chunk]}
             )
-
-    def _receive(self, message: dict[str, Any]) -> None:
-        self._accept(message.get("kind"), message.get("id"), message.get("job_id"), message)
 
     def _receive_batch(self, message: dict[str, Any]) -> None:
         events = message.get("events")

@@ -20,7 +20,7 @@ from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from farmhand.manager.api.deps import Context, RunnerDep
-from farmhand.manager.api.runner import ERRORS, OUTPUT_EXTENSIONS, _held_task
+from farmhand.manager.api.runner import ERRORS, OUTPUT_EXTENSIONS, lock_held_frame
 from farmhand.manager.api.uploads import receive_upload, record_blob_in
 from farmhand.manager.clock import utcnow
 from farmhand.manager.db.models import JobFile
@@ -68,16 +68,9 @@ async def upload_extra(
             status.HTTP_400_BAD_REQUEST, f"a {kind} cannot be a {suffix or 'suffix-less'} file"
         )
 
-    def check(session: Session) -> None:
-        task = _held_task(session, task_id, worker_id)
-        if task.job_id != job_id or frame not in task.frames:
-            raise HTTPException(
-                status.HTTP_400_BAD_REQUEST, f"frame {frame} is not part of task {task_id}"
-            )
-
-    # As a frame's upload (`runner.upload_output`): one look before taking the bytes, one
-    # thread trip to store and verify them, one group-commit operation to record them.
-    await context.db.batched(check)
+    # As a frame's upload (`runner.upload_output`): one thread trip to store and verify
+    # the bytes, then one group-commit operation that looks whether the task is still
+    # this runner's and records them (or refuses; garbage collection takes the file).
     try:
         stored = await receive_upload(context, file, check=verify_image)
     except ImageError as error:
@@ -86,7 +79,7 @@ async def upload_extra(
         ) from error
 
     def record(session: Session) -> int:
-        _held_task(session, task_id, worker_id)
+        lock_held_frame(session, task_id, worker_id, job_id, frame)
         record_blob_in(session, stored)
         session.execute(
             delete(JobFile).where(

@@ -8,8 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 from fastapi import HTTPException, status
-from sqlalchemy import bindparam, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -20,31 +20,28 @@ from farmhand.manager.db.models import Blob
 from farmhand.manager.storage.blobs import BlobError, BlobTooLarge, StoredBlob
 from farmhand.shared.paths import UnsafePathError, safe_file_name
 
-_BLOB_KNOWN = select(Blob.sha256).where(Blob.sha256 == bindparam("sha"))
-_NEW_BLOB = insert(Blob)
+_NEW_BLOB = {
+    "sqlite": sqlite_insert(Blob).on_conflict_do_nothing(index_elements=[Blob.sha256]),
+    "postgresql": postgresql_insert(Blob).on_conflict_do_nothing(index_elements=[Blob.sha256]),
+}
+"""A blob's row unless it has one: one statement, and two uploads of the same bytes at
+once (a retry racing the first) cannot both insert."""
 
 
 def record_blob(context: ManagerContext, stored: StoredBlob) -> bool:
     """Record a stored blob; True if it was new."""
-    try:
-        with context.db.transaction() as session:
-            return record_blob_in(session, stored)
-    except IntegrityError:
-        # The same bytes uploaded twice at once (a retry racing the first upload): on
-        # PostgreSQL both transactions may look before either inserts. The row exists,
-        # which is all either upload needs.
-        return False
+    with context.db.transaction() as session:
+        return record_blob_in(session, stored)
 
 
 def record_blob_in(session: Session, stored: StoredBlob) -> bool:
     """Record a stored blob in the caller's transaction; True if it was new."""
     connection = session.connection()
-    if connection.scalar(_BLOB_KNOWN, {"sha": stored.sha256}):
-        return False
-    connection.execute(
-        _NEW_BLOB, {"sha256": stored.sha256, "size": stored.size, "created_at": utcnow()}
+    result = connection.execute(
+        _NEW_BLOB[connection.dialect.name],
+        {"sha256": stored.sha256, "size": stored.size, "created_at": utcnow()},
     )
-    return True
+    return bool(result.rowcount)
 
 
 @contextmanager

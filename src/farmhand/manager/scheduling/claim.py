@@ -23,12 +23,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import bindparam, exists, func, select
+from sqlalchemy import Select, bindparam, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
 from farmhand.manager.db.models import Blocklist, Job, Task, TaskDependency, TaskFailure, Worker
+from farmhand.manager.db.statements import one_of
 from farmhand.manager.scheduling.eligibility import available, eligible_workers, fits, task_types
 from farmhand.manager.scheduling.policy import Policy
 from farmhand.manager.scheduling.state import AssignedTask, try_assign_task
@@ -48,18 +50,22 @@ class _Candidate:
     blender_saved: str | None = None
 
 
-# The claim's statements are built once: building one (an alias, an EXISTS, the
-# compile-cache key) costs several times more than running it on SQLite.
-_JOBS_WITH_WORK = select(
-    Job.id, Job.owner_id, Job.priority, Job.created_at, Job.settings, Job.blender_saved
-).where(
-    Job.status.in_(RUNNABLE_JOB_STATUSES),
-    exists().where(
-        Task.job_id == Job.id,
-        Task.status == TaskStatus.QUEUED.value,
-        Task.type.in_(bindparam("types", expanding=True)),
-    ),
-)
+# The claim's statements are built once (per set of task types): building one (an alias,
+# an EXISTS, the compile-cache key) costs several times more than running it on SQLite.
+
+
+@lru_cache(maxsize=64)
+def _jobs_with_work(types: tuple[str, ...]) -> Select[Any]:
+    return select(
+        Job.id, Job.owner_id, Job.priority, Job.created_at, Job.settings, Job.blender_saved
+    ).where(
+        one_of(Job.status, RUNNABLE_JOB_STATUSES),
+        exists().where(
+            Task.job_id == Job.id, Task.status == TaskStatus.QUEUED.value, one_of(Task.type, types)
+        ),
+    )
+
+
 _HELD = (
     select(Task.job_id, Job.owner_id, func.count())
     .join(Job, Job.id == Task.job_id)
@@ -69,28 +75,32 @@ _HELD = (
 """Who holds how many workers right now, per job (and so per owner): one query."""
 _BLOCKED = select(Blocklist.job_id).where(Blocklist.worker_id == bindparam("worker"))
 _dependency = aliased(Task)
-_RUNNABLE = (
-    select(Task.id, Task.job_id, Task.type, Task.failures)
-    .where(
-        Task.job_id == bindparam("job"),
-        Task.status == TaskStatus.QUEUED.value,
-        Task.type.in_(bindparam("types", expanding=True)),
-        ~exists().where(
-            TaskDependency.task_id == Task.id,
-            _dependency.id == TaskDependency.depends_on_id,
-            _dependency.status != TaskStatus.COMPLETED.value,
-        ),
+
+
+@lru_cache(maxsize=64)
+def _runnable(types: tuple[str, ...]) -> Select[int, int, str, int]:
+    """A job's first queued tasks of the given types whose dependencies are complete."""
+    return (
+        select(Task.id, Task.job_id, Task.type, Task.failures)
+        .where(
+            Task.job_id == bindparam("job"),
+            Task.status == TaskStatus.QUEUED.value,
+            one_of(Task.type, types),
+            ~exists().where(
+                TaskDependency.task_id == Task.id,
+                _dependency.id == TaskDependency.depends_on_id,
+                _dependency.status != TaskStatus.COMPLETED.value,
+            ),
+        )
+        .order_by(Task.index)
+        .limit(TASKS_PER_JOB)
     )
-    .order_by(Task.index)
-    .limit(TASKS_PER_JOB)
-)
-"""A job's first queued tasks of the given types whose dependencies are complete."""
 
 
 def _ranked_jobs(session: Session, worker: Worker, prefer_job: int | None) -> list[_Candidate]:
     types = task_types(worker)
     connection = session.connection()
-    rows = connection.execute(_JOBS_WITH_WORK, {"types": types}).all()
+    rows = connection.execute(_jobs_with_work(tuple(types))).all()
     if not rows:
         return []
     held_by_owner: dict[int, int] = {}
@@ -130,7 +140,7 @@ class _Runnable:
 
 
 def _runnable_tasks(session: Session, job_id: int, types: list[str]) -> list[_Runnable]:
-    rows = session.connection().execute(_RUNNABLE, {"job": job_id, "types": types})
+    rows = session.connection().execute(_runnable(tuple(types)), {"job": job_id})
     return [_Runnable(*row) for row in rows]
 
 

@@ -39,6 +39,7 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from farmhand.manager.db.models import Blocklist, Job, Task, TaskDependency, TaskFailure, Worker
+from farmhand.manager.db.statements import one_of
 from farmhand.manager.scheduling.policy import Policy
 from farmhand.shared.schemas import JobStatus, TaskStatus
 
@@ -243,7 +244,7 @@ _COMPLETE = (
 
 _UNFINISHED_LEFT = (
     select(Task.id)
-    .where(Task.job_id == bindparam("job"), Task.status.in_(UNFINISHED_TASK_STATUSES))
+    .where(Task.job_id == bindparam("job"), one_of(Task.status, UNFINISHED_TASK_STATUSES))
     .limit(1)
 )
 

@@ -44,8 +44,11 @@ class _Staging:
 
     def __init__(self, root: Path, limit: int) -> None:
         tmp_dir = root / "tmp"
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="upload-")
+        try:
+            fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="upload-")
+        except FileNotFoundError:  # a new store (or its tmp/ was cleaned away)
+            tmp_dir.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="upload-")
         self.path = Path(name)
         self.handle = os.fdopen(fd, "wb")
         self.digest = hashlib.sha256()
@@ -97,8 +100,13 @@ class BlobStore:
     def place(self, staged: Path, sha256: str, size: int) -> StoredBlob:
         """Rename a verified file from the store's temporary area into its place."""
         target = self.path_for(sha256)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staged, target)
+        try:
+            os.replace(staged, target)
+        except FileNotFoundError:  # the first blob under its two-letter directory
+            if not staged.exists():
+                raise
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, target)
         return StoredBlob(sha256, size, target)
 
     @cached_property
