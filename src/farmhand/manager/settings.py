@@ -106,6 +106,12 @@ class ManagerSettings:
     first one). Either way a job with a failed task cannot end `completed`."""
     task_timeout: float = 1800.0
     """A task with no word from its worker (progress or log) for this long is failed."""
+    forgotten_task_after: float = 10.0
+    """A worker asking for work is working on nothing: a task still counted as its own,
+    handed to it more than this long ago, goes back to the queue without counting a
+    failure (the answer that gave it was lost, or the worker dropped it). Short enough to
+    beat `task_timeout` by far; long enough that an answer still on its way is not
+    mistaken for a lost one."""
     claim_poll_interval: float = 0.5
     """How often a waiting claim looks at the database when not woken up in-process
     (another manager sharing the database may have queued work)."""

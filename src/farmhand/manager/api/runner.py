@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
@@ -29,7 +30,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import Select
 
 from farmhand.manager.api.deps import Context, RunnerDep
 from farmhand.manager.api.errors import error_responses
@@ -53,6 +53,7 @@ from farmhand.manager.scheduling.workers import (
     active_tasks,
     claiming_worker,
     display_status,
+    give_back_forgotten,
 )
 from farmhand.shared.images import ImageError, verify_image
 from farmhand.shared.paths import UnsafePathError, safe_relative_path
@@ -88,12 +89,14 @@ OUTPUT_EXTENSIONS = {".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff", ".webp", 
 _STORED_FRAMES = select(JobFile.frame).where(
     JobFile.job_id == bindparam("job"),
     JobFile.kind == "output",
-    JobFile.frame.in_(bindparam("frames", expanding=True)),
+    JobFile.frame.between(bindparam("first"), bindparam("last")),
 )
-"""Which of a task's frames have a stored output (built once: it runs on every completion)."""
-_ASSIGNED_JOB = select(Job.id, Job.name, Job.main_file, Job.settings, Job.blender_saved).where(
-    Job.id == bindparam("job")
-)
+"""Which frames from `first` to `last` have a stored output (built once: it runs on every
+completion). A range, not `IN` the task's frames: SQLAlchemy renders an `IN` list anew on
+every execution; the caller keeps the task's own frames of what comes back."""
+_ASSIGNED_JOB = select(
+    Job.id, Job.name, Job.main_file, Job.settings, Job.blender_saved, Job.scene_fps
+).where(Job.id == bindparam("job"))
 """What an assignment says about its job (columns only: no ORM object per dispatch)."""
 _INPUT_FILES = select(JobFile.path, JobFile.sha256, JobFile.size).where(
     JobFile.job_id == bindparam("job"), JobFile.kind == "input"
@@ -162,8 +165,22 @@ _PROGRESS_FIELDS = {
 }
 
 
-def _scalar(statement: Any, values: dict[str, Any], session: Session) -> Any:
-    return session.connection().scalar(statement, values)
+_SCENE_FPS = (
+    update(Job)
+    .where(Job.id == bindparam("job"), Job.scene_fps.is_(None))
+    .values(scene_fps=bindparam("fps"))
+    .execution_options(synchronize_session=False)
+)
+"""The first report of a job's scene frame rate is kept (every worker opens the same file)."""
+
+
+def _progress_in(session: Session, values: dict[str, Any], scene_fps: float | None) -> int | None:
+    """Progress of a held task (a group-commit operation); its job id, or None if not held."""
+    connection = session.connection()
+    job_id: int | None = connection.scalar(_PROGRESS, values)
+    if job_id is not None and scene_fps is not None:
+        connection.execute(_SCENE_FPS, {"job": job_id, "fps": scene_fps})
+    return job_id
 
 
 def _gone_runner() -> HTTPException:
@@ -203,6 +220,26 @@ _FORGET_FRAME = delete(JobFile).where(
     JobFile.frame == bindparam("frame"),
 )
 _RECORD_FRAME = insert(JobFile).returning(JobFile.id)
+
+
+def lock_held_frame(
+    session: Session, task_id: int, worker_id: int, job_id: int, frame: int
+) -> None:
+    """Before recording a file of `frame`: the task must still be this runner's (409)
+    and the frame one of its own, of job `job_id` (400). The task's row stays locked
+    until the commit, so two uploads for one frame record one after the other
+    (PostgreSQL; SQLite's writers take turns anyway)."""
+    held = (
+        session.connection()
+        .execute(_HELD_FOR_UPDATE, {"task": task_id, "worker": worker_id})
+        .first()
+    )
+    if held is None:
+        raise _not_held(task_id)
+    if held.job_id != job_id or frame not in held.frames:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, f"frame {frame} is not part of task {task_id}"
+        )
 
 
 @router.post(
@@ -307,12 +344,25 @@ def _assignment(
         blender_version=settings.blender_version,
         device=settings.device,
         task_timeout=task_timeout,
-        video=settings.video if task.type == "video" else None,
+        video=(
+            settings.video.at_scene_fps(job.scene_fps)
+            if task.type == "video" and settings.video is not None
+            else None
+        ),
         frame_files=frame_files,
         storage=settings.storage,
         output_dir=settings.output_dir,
         output_template=settings.output_template,
     )
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    """What one look for work did: the task handed out (with the worker's name, for the
+    log), if any, and the (job id, task id) of tasks the worker held but had forgotten."""
+
+    found: tuple[TaskAssignment, str] | None
+    given_back: list[tuple[int, int]] = field(default_factory=list)
 
 
 def _claim_in(
@@ -321,17 +371,20 @@ def _claim_in(
     worker_id: int,
     first: bool,
     prefer_job: int | None = None,
-) -> tuple[TaskAssignment, str] | None:
-    """One look for a task (a group-commit operation): the assignment and worker name."""
-    # A claim is a sign of life; the later looks of a long poll need not say so
-    # again (they would be a database write per waiting worker per poll).
-    worker = claiming_worker(session, worker_id, utcnow(), seen=first)
+) -> _Claimed:
+    """One look for a task (a group-commit operation)."""
+    # A claim is a sign of life, and says the worker runs nothing; the later looks of a
+    # long poll need not say so again (they would be a database write per waiting worker
+    # per poll).
+    now = utcnow()
+    worker = claiming_worker(session, worker_id, now, seen=first)
     if worker is None:
         raise _gone_runner()
-    task = claim_task(session, worker, utcnow(), context.policy, prefer_job=prefer_job)
+    given_back = give_back_forgotten(session, worker_id, now, context.policy) if first else []
+    task = claim_task(session, worker, now, context.policy, prefer_job=prefer_job)
     if task is None:
-        return None
-    return _handed_out(session, context, task), worker.name
+        return _Claimed(None, given_back)
+    return _Claimed((_handed_out(session, context, task), worker.name), given_back)
 
 
 def _handed_out(session: Session, context: ManagerContext, task: AssignedTask) -> TaskAssignment:
@@ -339,6 +392,25 @@ def _handed_out(session: Session, context: ManagerContext, task: AssignedTask) -
     if assignment.storage == "shared" or assignment.output_dir is not None:
         assignment.path_variables = context.settings.path_variables
     return assignment
+
+
+def _after_claim(
+    context: ManagerContext, worker_id: int, claimed: _Claimed
+) -> TaskAssignment | None:
+    """What follows a committed look for work: log lines, live events, wake-ups."""
+    for job_id, task_id in claimed.given_back:
+        log.info(
+            "task given back: its worker asked for work without it",
+            job_id=job_id,
+            task_id=task_id,
+            worker_id=worker_id,
+        )
+        context.events.job_changed(job_id)
+    if claimed.given_back:
+        context.wakeup.notify()
+    if claimed.found is None:
+        return None
+    return _assigned(context, worker_id, *claimed.found)
 
 
 def _assigned(
@@ -377,14 +449,15 @@ async def claim(
     deadline = time.monotonic() + min(wait, context.settings.max_claim_wait)
     first = True
     while True:
-        found = await context.db.batched(
+        claimed = await context.db.batched(
             partial(
                 _claim_in, context=context, worker_id=worker_id, first=first, prefer_job=prefer_job
             )
         )
         first = False
-        if found is not None:
-            return _assigned(context, worker_id, *found)
+        assignment = _after_claim(context, worker_id, claimed)
+        if assignment is not None:
+            return assignment
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -402,7 +475,9 @@ async def progress(
         "now": utcnow(),
         **body.model_dump(include=_PROGRESS_FIELDS),
     }
-    job_id = await context.db.batched(partial(_scalar, _PROGRESS, values))
+    job_id = await context.db.batched(
+        partial(_progress_in, values=values, scene_fps=body.scene_fps)
+    )
     if job_id is None:  # not (or no longer) this runner's task
         return TaskProgressReply(keep_going=False)
     context.logs.append(job_id, task_id, body.log_lines)
@@ -416,14 +491,23 @@ def _complete_in(
     worker_id: int,
     context: ManagerContext,
     claim_next: bool = False,
-) -> tuple[int, JobStatus, tuple[TaskAssignment, str] | None]:
+) -> tuple[int, JobStatus, _Claimed | None]:
     """Complete a task the runner holds whose outputs are all stored, and maybe claim its
     next task in the same transaction (a group-commit operation)."""
     connection = session.connection()
     task = connection.execute(_HELD, {"task": task_id, "worker": worker_id}).first()
     if task is None:
         return _completed_before(session, task_id, worker_id, context, claim_next)
-    stored = set(connection.scalars(_STORED_FRAMES, {"job": task.job_id, "frames": task.frames}))
+    stored = (
+        set(
+            connection.scalars(
+                _STORED_FRAMES,
+                {"job": task.job_id, "first": min(task.frames), "last": max(task.frames)},
+            )
+        )
+        if task.frames
+        else set()
+    )
     lacking = [frame for frame in task.frames if frame not in stored]
     if lacking:
         raise HTTPException(
@@ -465,7 +549,7 @@ def _completed_before(
     worker_id: int,
     context: ManagerContext,
     claim_next: bool,
-) -> tuple[int, JobStatus, tuple[TaskAssignment, str] | None]:
+) -> tuple[int, JobStatus, _Claimed | None]:
     """The same completion again, from the worker that made it: its answer was lost (the
     worker retries a call whose reply never came). It gets the answer again, with the
     task the first answer handed out, if it still holds one; a 409 would leave that task
@@ -479,7 +563,7 @@ def _completed_before(
         held = connection.execute(_STILL_HOLDS, {"worker": worker_id}).first()
         if held is not None:
             name = session.scalar(select(Worker.name).where(Worker.id == worker_id)) or ""
-            found = _handed_out(session, context, AssignedTask(*held)), name
+            found = _Claimed((_handed_out(session, context, AssignedTask(*held)), name))
         else:
             found = _claim_in(session, context, worker_id, True, done.job_id)
     return done.job_id, JobStatus(done.status), found
@@ -514,7 +598,7 @@ async def complete(
     _changed(context, job_id, worker_id)
     outcome = CompletionOutcome(task_status=TaskStatus.COMPLETED, job_status=job_status)
     if found is not None:
-        outcome.next_task = _assigned(context, worker_id, *found)
+        outcome.next_task = _after_claim(context, worker_id, found)
     return outcome
 
 
@@ -647,19 +731,11 @@ async def upload_output(
             f"not {suffix or 'no suffix'!r}",
         )
 
-    def check(session: Session, held_query: Select[int, list[int], str] = _HELD) -> None:
-        held = (
-            session.connection().execute(held_query, {"task": task_id, "worker": worker_id}).first()
-        )
-        if held is None:
-            raise _not_held(task_id)
-        if held.job_id != job_id or frame not in held.frames:
-            raise HTTPException(
-                status.HTTP_400_BAD_REQUEST, f"frame {frame} is not part of task {task_id}"
-            )
-
-    # Before taking the bytes: a late worker's frame is refused without storing it.
-    await context.db.batched(check)
+    # No look before storing: the form parser has read the bytes already, so a look
+    # would spare only their write, for a late worker's frame, at the cost of a
+    # group-commit round trip on every frame (6 % of the manager's CPU in the load
+    # benchmark). `record` looks, and refuses; garbage collection removes the file it
+    # never recorded (a stray, storage/gc.py).
     try:
         stored = await receive_upload(context, file, check=verify_image)
     except ImageError as error:
@@ -681,11 +757,8 @@ async def upload_output(
 
     def record(session: Session) -> int:
         # The last complete, verified upload of a frame wins, atomically: one transaction
-        # records the blob and replaces whatever row the frame had. The task is checked
-        # again (still this runner's, now that the bytes are in) and its row stays locked
-        # until the commit, so two uploads of one frame replace its row one after the
-        # other (PostgreSQL; SQLite's writers take turns anyway).
-        check(session, _HELD_FOR_UPDATE)
+        # records the blob and replaces whatever row the frame had.
+        lock_held_frame(session, task_id, worker_id, job_id, frame)
         record_blob_in(session, stored)
         connection = session.connection()
         connection.execute(_FORGET_FRAME, {"job": job_id, "frame": frame})

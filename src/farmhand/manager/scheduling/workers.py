@@ -9,7 +9,7 @@ the worker is told to stop it on its next call.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -47,6 +47,35 @@ def abort_current(
     return jobs
 
 
+_FORGOTTEN = select(Task.id).where(
+    Task.worker_id == bindparam("worker"),
+    Task.status == TaskStatus.ACTIVE.value,
+    Task.started_at < bindparam("before"),
+)
+
+
+def give_back_forgotten(
+    session: Session, worker_id: int, now: datetime, policy: Policy
+) -> list[tuple[int, int]]:
+    """Requeue what a worker asking for work still holds; returns (job id, task id) pairs.
+
+    A worker runs one task at a time and asks for work only between tasks, so a task the
+    manager still counts as its own is one it is not working on: the answer that handed
+    it out was lost on the way (the manager was killed, the network dropped), or the
+    worker gave up on it while the manager was out of reach. Left alone, it would wait
+    for the task timeout (half an hour by default) and then count as the worker's
+    failure. Tasks handed out within `forgotten_task_after` are spared: their answer may
+    still be on its way (and a test may race one runner's claims on purpose).
+    """
+    before = now - timedelta(seconds=policy.forgotten_task_after)
+    ids = session.connection().scalars(_FORGOTTEN, {"worker": worker_id, "before": before}).all()
+    given_back = []
+    for task in session.scalars(select(Task).where(Task.id.in_(ids))) if ids else ():
+        requeue_task(session, task, "its worker asked for work without it", now, policy)
+        given_back.append((task.job_id, task.id))
+    return given_back
+
+
 def apply_action(
     session: Session,
     worker: Worker,
@@ -80,8 +109,11 @@ _SEEN = (
             else_=Worker.status,
         ),
     )
+    .returning(*_CLAIMER.selected_columns)
     .execution_options(synchronize_session=False)
 )
+"""The asking worker marked seen, and read back by the same statement (`_CLAIMER`'s
+columns, after the update)."""
 _DRAINED = (
     update(Worker)
     .where(Worker.id == bindparam("worker"), Worker.admin_state == "draining")
@@ -101,14 +133,13 @@ def claiming_worker(
     loading an ORM object per claim costs more than the claim's queries.
     """
     connection = session.connection()
-    row = connection.execute(_CLAIMER, {"worker": worker_id}).first()
+    if seen:
+        row = connection.execute(_SEEN, {"worker": worker_id, "now": now}).first()
+    else:
+        row = connection.execute(_CLAIMER, {"worker": worker_id}).first()
     if row is None:
         return None
     status, admin_state = row.status, row.admin_state
-    if seen:
-        connection.execute(_SEEN, {"worker": worker_id, "now": now})
-        if status == WorkerStatus.OFFLINE.value:
-            status = WorkerStatus.IDLE.value
     if admin_state == "draining":
         connection.execute(_DRAINED, {"worker": worker_id})
         admin_state = "disabled"
@@ -199,6 +230,7 @@ __all__ = [
     "check_schedule",
     "claiming_worker",
     "display_status",
+    "give_back_forgotten",
     "in_sleep_window",
     "update_sleep",
 ]
