@@ -36,9 +36,69 @@ def manager(
         ),
     ] = None,
     heartbeat_timeout: Annotated[
-        float, typer.Option(help="Seconds of silence before a worker is offline.")
-    ] = 30.0,
-    max_attempts: Annotated[int, typer.Option(help="Failures before a task fails for good.")] = 3,
+        float | None,
+        typer.Option(
+            envvar="FARMHAND_HEARTBEAT_TIMEOUT",
+            min=1,
+            help="Seconds of silence before a worker is offline and its task goes back to "
+            f"the queue. [default: {ManagerSettings.heartbeat_timeout:g}]",
+            show_default=False,
+        ),
+    ] = None,
+    max_attempts: Annotated[
+        int | None,
+        typer.Option(
+            envvar="FARMHAND_MAX_ATTEMPTS",
+            min=1,
+            max=100,
+            help="Failures before a task fails for good (a job may set its own). "
+            f"[default: {ManagerSettings.max_attempts}]",
+            show_default=False,
+        ),
+    ] = None,
+    blocklist_threshold: Annotated[
+        int | None,
+        typer.Option(
+            envvar="FARMHAND_BLOCKLIST_THRESHOLD",
+            min=1,
+            max=1000,
+            help="Failed tasks of one job after which a worker gets no more of that job's "
+            f"tasks. [default: {ManagerSettings.blocklist_threshold}]",
+            show_default=False,
+        ),
+    ] = None,
+    job_failure_share: Annotated[
+        float | None,
+        typer.Option(
+            envvar="FARMHAND_JOB_FAILURE_SHARE",
+            min=0,
+            max=1,
+            help="Share of a job's tasks that may fail for good before the job fails early "
+            f"(0: at the first). [default: {ManagerSettings.job_failure_share:g}]",
+            show_default=False,
+        ),
+    ] = None,
+    task_timeout: Annotated[
+        float | None,
+        typer.Option(
+            envvar="FARMHAND_TASK_TIMEOUT",
+            min=1,
+            help="Seconds without word (progress or log) from a task's worker before the "
+            f"task fails and is retried. [default: {ManagerSettings.task_timeout:g}]",
+            show_default=False,
+        ),
+    ] = None,
+    forgotten_task_after: Annotated[
+        float | None,
+        typer.Option(
+            envvar="FARMHAND_FORGOTTEN_TASK_AFTER",
+            min=0,
+            help="A worker asking for work while the manager counts a task as its own, "
+            "handed out longer ago than this, gets that task requeued (not a failure). "
+            f"[default: {ManagerSettings.forgotten_task_after:g}]",
+            show_default=False,
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
     ssl_certfile: Annotated[
         Path | None,
@@ -109,6 +169,10 @@ def manager(
         "processes": processes,
         "heartbeat_timeout": heartbeat_timeout,
         "max_attempts": max_attempts,
+        "blocklist_threshold": blocklist_threshold,
+        "job_failure_share": job_failure_share,
+        "task_timeout": task_timeout,
+        "forgotten_task_after": forgotten_task_after,
         "max_upload_bytes": max_upload_bytes,
         "user_quota_bytes": user_quota_bytes,
     }

@@ -186,9 +186,18 @@ class ManagerSettings:
         for name in ("max_upload_bytes", "max_body_bytes", "user_quota_bytes"):
             if env.get(f"FARMHAND_{name.upper()}"):
                 values[name] = int(env[f"FARMHAND_{name.upper()}"])
-        if env.get("FARMHAND_HEARTBEAT_TIMEOUT"):
-            values["heartbeat_timeout"] = float(env["FARMHAND_HEARTBEAT_TIMEOUT"])
-        for name in ("blob_retention_days", "blob_grace_seconds", "gc_interval"):
+        for name in ("max_attempts", "blocklist_threshold"):
+            if env.get(f"FARMHAND_{name.upper()}"):
+                values[name] = int(env[f"FARMHAND_{name.upper()}"])
+        for name in (
+            "heartbeat_timeout",
+            "job_failure_share",
+            "task_timeout",
+            "forgotten_task_after",
+            "blob_retention_days",
+            "blob_grace_seconds",
+            "gc_interval",
+        ):
             if env.get(f"FARMHAND_{name.upper()}"):
                 values[name] = float(env[f"FARMHAND_{name.upper()}"])
         if env.get("FARMHAND_PATH_VARIABLES"):

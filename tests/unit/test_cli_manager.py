@@ -1,0 +1,97 @@
+"""`farmhand manager`'s scheduling flags and their environment variables reach the
+manager's settings (and through them the scheduling policy); bad values are refused."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from farmhand.cli import manager_cmd
+from farmhand.cli.app import app
+from farmhand.manager.scheduling.policy import Policy
+from farmhand.manager.settings import ManagerSettings
+
+
+class _Started(Exception):
+    def __init__(self, settings: ManagerSettings) -> None:
+        self.settings = settings
+
+
+def _settings_of(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[str, str] | None = None
+) -> ManagerSettings:
+    """The settings `farmhand manager ARGS` would start with (it stops before serving)."""
+
+    def prepare(settings: ManagerSettings) -> None:
+        raise _Started(settings)
+
+    monkeypatch.setattr(manager_cmd, "prepare", prepare)
+    monkeypatch.setattr(manager_cmd, "configure_logging", lambda *_: None)
+    for name in list(env or {}):
+        monkeypatch.delenv(name, raising=False)
+    result = CliRunner().invoke(app, ["manager", *args], env=env)
+    assert isinstance(result.exception, _Started), result.output
+    return result.exception.settings
+
+
+def test_the_defaults_are_the_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _settings_of(monkeypatch, [])
+    assert Policy.from_settings(settings) == Policy.from_settings(ManagerSettings())
+    assert (settings.heartbeat_timeout, settings.task_timeout) == (30.0, 1800.0)
+
+
+def test_flags_set_the_scheduling_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _settings_of(
+        monkeypatch,
+        [
+            "--max-attempts", "5",
+            "--blocklist-threshold", "1",
+            "--job-failure-share", "0.25",
+            "--task-timeout", "600",
+            "--forgotten-task-after", "4",
+            "--heartbeat-timeout", "12",
+        ],
+    )  # fmt: skip
+    assert Policy.from_settings(settings) == Policy(
+        max_attempts=5, blocklist_threshold=1, job_failure_share=0.25, forgotten_task_after=4
+    )
+    assert (settings.heartbeat_timeout, settings.task_timeout) == (12.0, 600.0)
+
+
+def test_environment_variables_set_them_too_and_flags_win(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env = {
+        "FARMHAND_HEARTBEAT_TIMEOUT": "45",
+        "FARMHAND_MAX_ATTEMPTS": "2",
+        "FARMHAND_BLOCKLIST_THRESHOLD": "7",
+        "FARMHAND_JOB_FAILURE_SHARE": "0.5",
+        "FARMHAND_TASK_TIMEOUT": "900",
+        "FARMHAND_FORGOTTEN_TASK_AFTER": "20",
+    }
+    settings = _settings_of(monkeypatch, ["--max-attempts", "9"], env)
+    assert settings.heartbeat_timeout == 45.0, "the variable is not overridden by a default"
+    assert settings.max_attempts == 9
+    assert settings.blocklist_threshold == 7
+    assert settings.job_failure_share == 0.5
+    assert settings.task_timeout == 900.0
+    assert settings.forgotten_task_after == 20.0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--job-failure-share", "1.5"],
+        ["--blocklist-threshold", "0"],
+        ["--max-attempts", "many"],
+        ["--task-timeout", "-1"],
+    ],
+    ids=["share-above-1", "threshold-0", "attempts-not-a-number", "negative-timeout"],
+)
+def test_bad_values_are_refused_before_the_manager_starts(
+    monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    monkeypatch.setattr(manager_cmd, "prepare", pytest.fail)
+    result = CliRunner().invoke(app, ["manager", *args])
+    assert result.exit_code == 2
+    assert args[0] in result.output
