@@ -6,11 +6,13 @@ transfer is a real broken connection, not a simulation inside one event loop.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from farmhand.client import FarmhandError
@@ -133,6 +135,36 @@ def test_upload_offsets_are_checked(manager: LocalFarm, tmp_path: Path) -> None:
         assert client.upload_status(status.id).offset == 0
         done = client.send_upload(status.id, data, 0)
         assert done.complete and done.offset == MIB
+
+
+def test_a_chunk_is_refused_while_another_process_writes_the_same_upload(
+    manager: LocalFarm, tmp_path: Path
+) -> None:
+    """With `--processes`, two chunks of one upload may reach different processes. The
+    partial file's lock (held here by this test's process, as another manager process
+    would while it writes) makes the second wait its turn: a 409, not bytes appended
+    twice, which would fail the hash check and throw the whole upload away."""
+    data = random_file(tmp_path / "data.bin", MIB)
+    sha = hashlib.sha256(data.read_bytes()).hexdigest()
+    with manager.client() as client:
+        status = client.start_upload(sha, MIB)
+        (part,) = [p for p in partial_files(manager) if p.suffix == ".part"]
+        with part.open("ab") as other_writer:
+            fcntl.flock(other_writer.fileno(), fcntl.LOCK_EX)
+            with pytest.raises(FarmhandError) as busy:
+                client.send_upload(status.id, data, 0)
+            assert busy.value.status_code == 409
+            assert "another request is sending bytes" in str(busy.value)
+            abandon = httpx.delete(
+                f"{manager.url}/api/uploads/{status.id}",
+                headers={"Authorization": f"Bearer {manager.admin_token}"},
+            )
+            assert abandon.status_code == 409, "nor deleted under the other writer's feet"
+            assert part.stat().st_size == 0, "nothing was appended while it was busy"
+        done = client.send_upload(status.id, data, client.upload_status(status.id).offset)
+        assert done.complete
+    (stored,) = stored_blobs(manager)
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == sha
 
 
 def test_uploads_of_many_files_run_in_parallel_and_dedupe(

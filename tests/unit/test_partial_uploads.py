@@ -4,6 +4,7 @@ verified against the announced hash before anything is stored."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import gzip
 import hashlib
 import os
@@ -15,7 +16,7 @@ import pytest
 
 from farmhand.client.packing import default_project, settle_blend
 from farmhand.manager.storage.blobs import BlobError, BlobStore, BlobTooLarge, StoredBlob
-from farmhand.manager.storage.partial_uploads import OffsetMismatch, UploadSession
+from farmhand.manager.storage.partial_uploads import OffsetMismatch, UploadBusy, UploadSession
 
 DATA = os.urandom(300_000)
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -62,6 +63,26 @@ def test_a_chunk_at_the_wrong_offset_is_refused(tmp_path: Path) -> None:
         append(store, session, 5000, DATA[5000:])
     assert error.value.expected == 1000
     assert store.partials.offset(session) == 1000
+
+
+def test_a_chunk_waits_its_turn_behind_another_process_writing_the_session(
+    tmp_path: Path,
+) -> None:
+    """A lock on the partial file is per open file: this second opening stands for another
+    manager process writing a chunk of the same session."""
+    store = BlobStore(tmp_path)
+    session = store.partials.open_session(1, SHA, len(DATA))
+    append(store, session, 0, DATA[:1000])
+    with store.partials._data(session.id).open("ab") as other_process:
+        fcntl.flock(other_process.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(UploadBusy) as busy:
+            append(store, session, 1000, DATA[1000:])
+        assert busy.value.offset == 1000
+        with pytest.raises(UploadBusy):
+            store.partials.abandon(session)
+        assert store.partials.offset(session) == 1000
+    assert append(store, session, 1000, DATA[1000:]) is not None
+    assert store.path_for(SHA).read_bytes() == DATA
 
 
 def test_a_hash_mismatch_stores_nothing(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from farmhand.manager.api.uploads import record_blob
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Blob
 from farmhand.manager.storage.blobs import BlobError, BlobTooLarge
-from farmhand.manager.storage.partial_uploads import OffsetMismatch, UploadSession
+from farmhand.manager.storage.partial_uploads import OffsetMismatch, UploadBusy, UploadSession
 from farmhand.shared.schemas import UploadCreate, UploadStatus
 
 log = structlog.get_logger(__name__)
@@ -144,6 +144,10 @@ async def upload_chunk(
             raise HTTPException(
                 status.HTTP_409_CONFLICT, str(error), headers={OFFSET: str(error.expected)}
             ) from error
+        except UploadBusy as error:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, str(error), headers={OFFSET: str(error.offset)}
+            ) from error
         except BlobTooLarge as error:
             raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, str(error)) from error
         except BlobError as error:
@@ -169,13 +173,16 @@ async def upload_chunk(
 @router.delete(
     "/{upload_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=error_responses(401, 404),
+    responses=error_responses(401, 404, 409),
     summary="Abandon an upload and free the bytes received so far",
 )
 async def delete_upload(upload_id: str, context: Context, caller: UserDep) -> Response:
     session = _session(context, upload_id, caller.user_id)
     partials = context.blobs.partials
     async with partials.lock(session.id):
-        partials.discard(session)
+        try:
+            partials.abandon(session)
+        except UploadBusy as error:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from error
     partials.forget_lock(session.id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -5,6 +5,12 @@ finds the same session and sends only the rest. Its bytes live in the blob store
 temporary area (`<root>/tmp/partial/<id>.part`, next to `<id>.json` saying whose it is
 and what it must become), so a restarted manager still has them.
 
+One chunk at a time per session, also between the processes of one manager
+(`--processes`): a chunk holds an exclusive `flock` on the partial file while it writes,
+and a chunk for a session another process is writing is refused (`UploadBusy`, a 409
+the client answers by asking where to resume). Without it two chunks from one offset
+would both be appended, and the hash check would then throw the whole upload away.
+
 The SHA-256 is computed as the bytes arrive; the running digest is kept in memory for the
 next chunk (a manager restart recomputes it once from the partial file, reading it in
 chunks). When the last byte arrives the digest decides: equal to the announced hash, the
@@ -15,10 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +39,17 @@ class OffsetMismatch(BlobError):
     def __init__(self, expected: int, got: int) -> None:
         super().__init__(f"upload is at byte {expected}, not {got}: resume from {expected}")
         self.expected = expected
+
+
+class UploadBusy(BlobError):
+    """Another process of this manager is writing a chunk of the same session."""
+
+    def __init__(self, offset: int) -> None:
+        super().__init__(
+            f"another request is sending bytes of this upload (at byte {offset}); "
+            "ask where to resume, then send the rest"
+        )
+        self.offset = offset
 
 
 @dataclass(frozen=True)
@@ -106,6 +124,12 @@ class PartialUploads:
         except FileNotFoundError:
             return 0
 
+    def abandon(self, session: UploadSession) -> None:
+        """Discard a session at its owner's request; UploadBusy while another process
+        writes to it (its chunk would otherwise end in a file that is gone)."""
+        with self._writing(session):
+            self.discard(session)
+
     def discard(self, session: UploadSession) -> None:
         self._data(session.id).unlink(missing_ok=True)
         self._meta(session.id).unlink(missing_ok=True)
@@ -122,6 +146,19 @@ class PartialUploads:
                 hasher.update(chunk)
         return hasher
 
+    @contextlib.contextmanager
+    def _writing(self, session: UploadSession) -> Iterator[Any]:
+        """The partial file, open for appending, locked against this manager's other
+        processes (a lock is per open file, so within this process `lock()` is what
+        queues requests; this one refuses rather than waits: the event loop must not
+        block on another process's slow client)."""
+        with self._data(session.id).open("ab") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UploadBusy(self.offset(session)) from None
+            yield handle  # closing the file releases the lock
+
     async def append(
         self,
         session: UploadSession,
@@ -133,15 +170,16 @@ class PartialUploads:
 
         Call with `lock(session.id)` held. Bytes that arrived before the client went
         away stay written (the caller's exception propagates after they are flushed).
-        Raises OffsetMismatch, BlobTooLarge (more than announced: session discarded) or
-        BlobError (hash mismatch: session discarded, nothing stored).
+        Raises OffsetMismatch, UploadBusy (another process is writing this session),
+        BlobTooLarge (more than announced: session discarded) or BlobError (hash
+        mismatch: session discarded, nothing stored).
         """
-        offset = self.offset(session)
-        if start != offset:
-            raise OffsetMismatch(offset, start)
-        hasher = self._digest(session, offset)
-        try:
-            with self._data(session.id).open("ab") as handle:
+        with self._writing(session) as handle:
+            offset = os.fstat(handle.fileno()).st_size  # now that no one else writes
+            if start != offset:
+                raise OffsetMismatch(offset, start)
+            hasher = self._digest(session, offset)
+            try:
                 try:
                     async for chunk in chunks:
                         if offset + len(chunk) > session.size:
@@ -156,12 +194,13 @@ class PartialUploads:
                 finally:
                     handle.flush()
                     self._digests[session.id] = _Digest(offset, hasher)
-        except BlobTooLarge:
-            self.discard(session)
-            raise
-        if offset < session.size:
-            return None
-        return self._finish(session, hasher.hexdigest())
+            except BlobTooLarge:
+                self.discard(session)
+                raise
+            if offset < session.size:
+                return None
+            # Still locked: no other process may append to, or finish, this session.
+            return self._finish(session, hasher.hexdigest())
 
     def _finish(self, session: UploadSession, actual: str) -> StoredBlob:
         data = self._data(session.id)
