@@ -182,6 +182,10 @@ def test_event_lines_parse_even_after_blender_output_on_the_same_line() -> None:
         ("Fra:1 Mem:9.57M | Time:00:00.13 | Scene, ViewLayer | Synchronizing object | Cube",
          None),
         ("Saved: 'frame_0001.png'", None),
+        # What the driver prints for the bpy module, from its render_stats handler:
+        ("Fra:4 | Remaining: 00:00.01 | Mem: 2M | Sample 1/8", Progress(4, 1, 8)),
+        ("Fra:4 | Rendering 3 / 16 samples", Progress(4, 3, 16)),
+        ("Fra:4 | Mem: 2M | Finished", None),
     ],
 )  # fmt: skip
 def test_cycles_progress_is_read_from_blenders_status_lines(

@@ -67,7 +67,19 @@ def scene_samples(scene):
 
 # The .blend the last `open` loaded, or None. Rendering without one would render Blender's
 # default startup scene (a full-HD cube, minutes per frame) after a failed open.
-STATE = {"blend": None}
+STATE = {"blend": None, "frame": None}
+
+
+@bpy.app.handlers.persistent
+def print_status_line(stats, *_):
+    """Blender's executables print `Fra:1 Mem:… | Sample 5/16` status lines, which the
+    worker reads sample progress from; the bpy module prints none, but it does pass the
+    same text (without the frame) to `render_stats` handlers. Printed in the
+    executables' form, progress within a frame reads alike from both. Persistent: opening
+    a file clears the other handlers."""
+    if STATE["frame"] is not None:
+        sys.stdout.write("Fra:%d | %s\n" % (STATE["frame"], stats))
+        sys.stdout.flush()
 
 
 def cmd_open(command):
@@ -409,7 +421,11 @@ def render_frames(scene, command):
         render.filepath = base
         before = files_under(passes_dir)
         started = time.monotonic()
-        bpy.ops.render.render(write_still=True)
+        STATE["frame"] = frame
+        try:
+            bpy.ops.render.render(write_still=True)
+        finally:
+            STATE["frame"] = None
         seconds = round(time.monotonic() - started, 3)
         preview = None
         if previews:
@@ -429,6 +445,8 @@ def render_frames(scene, command):
 
 
 def main():
+    if not bpy.app.binary_path:  # the bpy module (an executable prints the lines itself)
+        bpy.app.handlers.render_stats.append(print_status_line)
     emit("ready", version=bpy.app.version_string)
     handlers = {"open": cmd_open, "render": cmd_render, "devices": cmd_devices}
     for line in sys.stdin:

@@ -98,9 +98,11 @@ Event = (
 )
 
 # `Fra:1 Mem:9.68M (Peak 9.82M) | Time:00:00.13 | ... | Scene, ViewLayer | Sample 1/2`, the
-# as Blender executables print them. Parsed from the log rather than sent by the driver
-# because `bpy.app.handlers.render_stats` is not called in background renders. The bpy
-# module (5.0) prints no such lines, so it reports no progress within a frame.
+# status lines Blender executables print. Parsed from the log rather than sent by the
+# driver because the executables (3.4) do not call `bpy.app.handlers.render_stats` in
+# background renders. The bpy module (5.0) prints no such lines but does call the
+# handler, and the driver prints them for it in this form (`Fra:1 | Mem: 2M | Sample 1/8`,
+# `Fra:1 | Rendering 1 / 4 samples`).
 _PROGRESS = re.compile(r"^Fra:(-?\d+) .*\| Sample (\d+)/(\d+)\s*$")
 _EEVEE_PROGRESS = re.compile(r"^Fra:(-?\d+) .*\| Rendering (\d+) / (\d+) samples\s*$")
 """EEVEE's form of the same: `Fra:1 Mem:10.51M (Peak 11.61M) | ... | Rendering 26 / 64 samples`."""
