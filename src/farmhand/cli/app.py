@@ -2,7 +2,7 @@
 
 import typer
 
-from farmhand.cli import jobs_cmd
+from farmhand.cli import control_cmd, jobs_cmd, runners_cmd
 from farmhand.cli.admin_cmd import admin
 from farmhand.cli.config import global_options
 from farmhand.cli.demo_cmd import demo
@@ -19,6 +19,8 @@ app.command()(worker)
 app.command()(node)
 app.command()(orchestrator)
 jobs_cmd.register(app)
+control_cmd.register(app)
+runners_cmd.register(app)
 app.command()(demo)
 app.add_typer(users, name="users")
 app.add_typer(admin, name="admin")

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 from urllib.parse import quote, urlencode
 
 import httpx
@@ -31,22 +31,28 @@ from farmhand.shared.schemas import (
     BlobsMissingRequest,
     BlobsMissingResponse,
     BlobStored,
+    BlocklistEntry,
     CompletionOutcome,
     GcResult,
     Health,
     Heartbeat,
     HeartbeatReply,
     JobAccepted,
+    JobAction,
     JobCreate,
     JobDetail,
     JobFile,
+    JobPatch,
     JobSettings,
     JobSummary,
     OutputStored,
+    RunnerAction,
     RunnerInfo,
     RunnerRegister,
     RunnerRegistered,
+    SleepSchedule,
     StorageUsage,
+    TaskAction,
     TaskAssignment,
     TaskComplete,
     TaskFail,
@@ -64,6 +70,11 @@ ProgressCallback = Callable[[int, int], None]
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 _M = TypeVar("_M", bound=BaseModel)
+
+JobActionName = Literal["pause", "resume", "requeue-failed", "requeue-all"]
+TaskActionName = Literal["requeue", "cancel"]
+RunnerActionName = Literal["enable", "disable", "drain"]
+When = Literal["now", "after-task"]
 
 
 @dataclass(frozen=True)
@@ -369,6 +380,26 @@ class FarmhandClient(BaseClient):
     def cancel_job(self, job_id: int) -> JobSummary:
         return _parse(JobSummary, self._request("DELETE", f"/api/jobs/{job_id}"))
 
+    def delete_job(self, job_id: int) -> None:
+        """Delete a job with its logs and outputs (cancels it first if it runs)."""
+        self._request("DELETE", f"/api/jobs/{job_id}", params={"purge": "true"})
+
+    def job_action(self, job_id: int, action: JobActionName) -> JobSummary:
+        """Pause, resume, or requeue a job's failed (`requeue-failed`) or all tasks."""
+        body = JobAction(action=action).model_dump(mode="json")
+        return _parse(JobSummary, self._request("POST", f"/api/jobs/{job_id}/actions", json=body))
+
+    def set_priority(self, job_id: int, priority: int) -> JobSummary:
+        """A job's priority, 0 to 100; taken into account at the next claim."""
+        body = JobPatch(priority=priority).model_dump(mode="json")
+        return _parse(JobSummary, self._request("PATCH", f"/api/jobs/{job_id}", json=body))
+
+    def task_action(self, job_id: int, task_id: int, action: TaskActionName) -> JobSummary:
+        """Requeue or cancel one task, by its id (not its index in the job)."""
+        body = TaskAction(action=action).model_dump(mode="json")
+        url = f"/api/jobs/{job_id}/tasks/{task_id}/actions"
+        return _parse(JobSummary, self._request("POST", url, json=body))
+
     def list_files(self, job_id: int) -> list[JobFile]:
         """A job's inputs and outputs."""
         return _parse_list(JobFile, self._request("GET", f"/api/jobs/{job_id}/files"))
@@ -489,6 +520,31 @@ class FarmhandClient(BaseClient):
     def collect_garbage(self) -> GcResult:
         """Admins: run garbage collection of unreferenced blobs now."""
         return _parse(GcResult, self._request("POST", "/api/admin/gc"))
+
+    def runner_action(
+        self, runner_id: int, action: RunnerActionName, when: When = "after-task"
+    ) -> RunnerInfo:
+        """Admins: enable, disable or drain a runner; `now` aborts its running task."""
+        body = RunnerAction(action=action, when=when).model_dump(mode="json")
+        url = f"/api/admin/runners/{runner_id}/actions"
+        return _parse(RunnerInfo, self._request("POST", url, json=body))
+
+    def set_sleep_schedule(self, runner_id: int, schedule: SleepSchedule) -> RunnerInfo:
+        """Admins: the hours a runner must not render; no windows clears the schedule."""
+        url = f"/api/admin/runners/{runner_id}/sleep-schedule"
+        return _parse(RunnerInfo, self._request("PUT", url, json=schedule.model_dump(mode="json")))
+
+    def delete_runner(self, runner_id: int) -> None:
+        """Admins: forget a runner (its secret stops working; its task is requeued)."""
+        self._request("DELETE", f"/api/admin/runners/{runner_id}")
+
+    def list_blocklist(self) -> list[BlocklistEntry]:
+        """Admins: which workers get no more tasks of which jobs, and why."""
+        return _parse_list(BlocklistEntry, self._request("GET", "/api/admin/blocklist"))
+
+    def clear_blocklist_entry(self, entry_id: int) -> None:
+        """Admins: let a blocklisted worker take that job's tasks again."""
+        self._request("DELETE", f"/api/admin/blocklist/{entry_id}")
 
 
 def _template_query(template: str | None) -> str:
