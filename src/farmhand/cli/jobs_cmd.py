@@ -43,9 +43,9 @@ err = Console(stderr=True)
 FINISHED = {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED}
 MAX_POLL_SECONDS = 1.0
 
-UrlOption = Annotated[str | None, typer.Option("--url", help="Manager URL [env FARMHAND_URL].")]
+UrlOption = Annotated[str | None, typer.Option("--url", help="Manager URL (env FARMHAND_URL).")]
 TokenOption = Annotated[
-    str | None, typer.Option("--token", help="API token [env FARMHAND_TOKEN].", show_default=False)
+    str | None, typer.Option("--token", help="API token (env FARMHAND_TOKEN).", show_default=False)
 ]
 
 
