@@ -34,6 +34,7 @@ from tests.integration.postgres import postgres_bin
 from tests.integration.test_farm_end_to_end import finished
 from tests.integration.test_postgres import postgres_url  # noqa: F401  (a fixture)
 from tests.integration.test_scheduling import add_user
+from tests.integration.test_web_api import sign_in
 from tests.integration.waiting import wait_for
 
 DAY = timedelta(days=1)
@@ -233,6 +234,45 @@ def test_usage_counts_outputs_too(farm: Farm) -> None:
     usage = farm.client.get("/api/admin/usage", headers=farm.admin).json()
     admin = next(u for u in usage["users"] if u["name"] == "admin")
     assert admin["bytes"] == len(FAKE_BLEND) + len(frame)
+
+
+def test_usage_reports_the_per_user_quota(farm: Farm, tmp_path: Path) -> None:
+    """The storage page shows each user's share of the quota: the API says what it is."""
+    usage = farm.client.get("/api/admin/usage", headers=farm.admin).json()
+    assert usage["user_quota_bytes"] is None, "no quota configured"
+
+    settings = make_settings(tmp_path / "quota", user_quota_bytes=5 * 1024**2, gc_interval=0)
+    with TestClient(create_app(settings)) as client:
+        quota = Farm(client, settings.admin_token, settings.runner_token, settings.data_dir)  # type: ignore[arg-type]
+        blend = put(quota, FAKE_BLEND)
+        create_job(quota, {"scene.blend": blend})
+        answer = client.get("/api/admin/usage", headers=quota.admin)
+        assert answer.status_code == 200, answer.text
+        usage = answer.json()
+    assert usage["user_quota_bytes"] == 5 * 1024**2
+    admin = next(u for u in usage["users"] if u["name"] == "admin")
+    assert admin["bytes"] == len(FAKE_BLEND)
+
+
+def test_the_storage_page_is_for_admins_only(farm: Farm) -> None:
+    answer = farm.client.get("/storage", follow_redirects=False)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/login?next=/storage"
+
+    sign_in(farm)
+    page = farm.client.get("/storage")
+    assert page.status_code == 200, page.text
+    assert 'data-page="storage"' in page.text
+    assert '<a href="/storage" aria-current="page">Storage</a>' in page.text
+    assert 'href="/storage"' in farm.client.get("/").text, "admins have it in the nav"
+
+    alice = add_user(farm, "alice")["Authorization"].removeprefix("Bearer ")
+    farm.client.cookies.clear()
+    sign_in(farm, alice)
+    refused = farm.client.get("/storage")
+    assert refused.status_code == 403
+    assert "Admins only" in refused.text
+    assert 'href="/storage"' not in farm.client.get("/").text, "people do not see the link"
 
 
 # ------------------------------------------------------------------ downloads

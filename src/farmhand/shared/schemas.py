@@ -597,6 +597,9 @@ class StorageUsage(BaseModel):
     disk_total_bytes: int
     disk_free_bytes: int
     blob_retention_days: float
+    user_quota_bytes: int | None = Field(
+        default=None, description="The manager's per-user quota; null: no quota."
+    )
     users: list[UserUsage]
 
 

@@ -55,6 +55,7 @@ def storage_usage(context: ManagerContext) -> StorageUsage:
         disk_total_bytes=disk.total,
         disk_free_bytes=disk.free,
         blob_retention_days=context.settings.blob_retention_days,
+        user_quota_bytes=context.settings.user_quota_bytes,
         users=sorted(users, key=lambda u: (-u.bytes, u.name)),
     )
 

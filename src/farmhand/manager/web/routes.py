@@ -276,7 +276,13 @@ def _simple_page(name: str, template: str, admin_only: bool = False) -> None:
         )
 
     router.add_api_route(
-        {"jobs": "/", "submit": "/submit", "runners": "/runners", "account": "/account"}[name],
+        {
+            "jobs": "/",
+            "submit": "/submit",
+            "runners": "/runners",
+            "storage": "/storage",
+            "account": "/account",
+        }[name],
         page,
         methods=["GET"],
         response_class=HTMLResponse,
@@ -287,6 +293,7 @@ def _simple_page(name: str, template: str, admin_only: bool = False) -> None:
 _simple_page("jobs", "jobs.html")
 _simple_page("submit", "submit.html")
 _simple_page("runners", "runners.html", admin_only=True)
+_simple_page("storage", "storage.html", admin_only=True)
 _simple_page("account", "account.html")
 
 

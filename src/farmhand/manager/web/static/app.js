@@ -88,6 +88,15 @@
   }
   const gib = (bytes) => (bytes ? `${(bytes / 1024 ** 3).toFixed(1)} GiB` : "");
   const memory = (bytes) => (!bytes ? "–" : bytes < 1024 ** 3 ? `${Math.round(bytes / 1024 ** 2)} MiB` : gib(bytes));
+  // Any amount of storage in binary units: "0 B", "512 B", "3.4 KiB", "12.0 MiB", "1.5 TiB".
+  function size(bytes) {
+    if (bytes === null || bytes === undefined || !isFinite(bytes)) return "–";
+    const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let value = Math.max(0, bytes), unit = 0;
+    while (value >= 1024 && unit < units.length - 1) { value /= 1024; unit += 1; }
+    return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${units[unit]}`;
+  }
+  const plural = (n, one, many = one + "s") => `${n} ${n === 1 ? one : many}`;
 
   // Live refreshes rewrite table bodies; someone moving through them with the keyboard
   // must not be thrown back to the top of the page. Focus goes back to the control at
@@ -685,6 +694,118 @@
     live(async () => { await Promise.all([refresh(), loadTokens()]); }, (e) => e.kind === "runner" || e.kind === "task" || e.kind === "job", 400);
   }
 
+  // ------------------------------------------------------------- storage page
+
+  function storagePage() {
+    const tbody = $("#storage-users tbody");
+    const quotaHeader = $("#storage-users .quota-col");
+    const gcButton = $("#gc-button");
+    const gcLabel = gcButton.textContent;
+    // Admins have no quota (`enforce_quota`): their row says so instead of a share.
+    let admins = new Set();
+
+    // A progress bar built with the DOM; `pct` may pass 100 (over quota): the bar stops
+    // full, the text says how far over.
+    const meter = (pct, label) => {
+      const el = document.createElement("div");
+      el.className = "bar" + (pct >= 100 ? " bad" : pct >= 90 ? " warn" : "");
+      el.setAttribute("role", "progressbar");
+      el.setAttribute("aria-valuemin", "0");
+      el.setAttribute("aria-valuemax", "100");
+      el.setAttribute("aria-valuenow", String(Math.min(100, Math.round(pct))));
+      el.setAttribute("aria-label", label);
+      el.appendChild(document.createElement("span")).style.width = `${Math.min(100, pct)}%`;
+      return el;
+    };
+    const cell = (text, className) => {
+      const td = document.createElement("td");
+      if (className) td.className = className;
+      td.textContent = text;
+      return td;
+    };
+    const days = (n) => `${Number.isInteger(n) ? n : n.toFixed(1)} ${n === 1 ? "day" : "days"}`;
+
+    function render(usage) {
+      const used = Math.max(0, usage.disk_total_bytes - usage.disk_free_bytes);
+      const diskPct = usage.disk_total_bytes ? (100 * used) / usage.disk_total_bytes : 0;
+      const diskBar = $("#disk-bar");
+      setBar(diskBar, diskPct);
+      diskBar.classList.toggle("warn", diskPct >= 80 && diskPct < 95);
+      diskBar.classList.toggle("bad", diskPct >= 95);
+      diskBar.setAttribute("aria-valuetext", `${Math.round(diskPct)} % used, ${size(usage.disk_free_bytes)} free`);
+      $("#disk-used").textContent = size(used);
+      $("#disk-free").textContent = size(usage.disk_free_bytes);
+      $("#disk-total").textContent = size(usage.disk_total_bytes);
+      const share = usage.disk_total_bytes ? (100 * usage.total_bytes) / usage.disk_total_bytes : 0;
+      $("#disk-note").textContent = `farmhand's blob store takes ${size(usage.total_bytes)} of it (${share > 0 && share < 0.1 ? "under 0.1" : share.toFixed(1)} %).`;
+
+      $("#blob-count").textContent = usage.blobs.toLocaleString();
+      $("#blob-total").textContent = size(usage.total_bytes);
+      $("#blob-referenced").textContent = size(usage.referenced_bytes);
+      $("#blob-unreferenced").textContent = size(usage.unreferenced_bytes);
+      $("#retention").textContent = usage.unreferenced_bytes
+        ? `${size(usage.unreferenced_bytes)} no job uses any more: garbage collection removes it once unused for ${days(usage.blob_retention_days)} (the retention).`
+        : `Every stored file belongs to a job. Files no job uses any more are removed by garbage collection after ${days(usage.blob_retention_days)}.`;
+
+      const quota = usage.user_quota_bytes;
+      quotaHeader.hidden = !quota;
+      $("#quota-note").textContent = quota ? `Quota: ${size(quota)} per user (admins have none)` : "No per-user quota";
+      tbody.replaceChildren(...usage.users.map((u) => {
+        const row = document.createElement("tr");
+        row.dataset.userName = u.name;
+        row.append(cell(u.name, "name"), cell(String(u.jobs), "num"), cell(size(u.bytes), "num"));
+        row.lastElementChild.dataset.bytes = String(u.bytes);
+        if (quota && admins.has(u.user_id)) {
+          row.append(cell("no quota (admin)", "quota muted small"));
+        } else if (quota) {
+          const pct = (100 * u.bytes) / quota;
+          const td = cell("", "quota"), box = document.createElement("div"), text = document.createElement("span");
+          text.className = "pct";
+          text.textContent = `${pct < 1 && pct > 0 ? "<1" : Math.round(pct)} %`;
+          box.append(meter(pct, `${u.name}: ${Math.round(pct)} % of the quota`), text);
+          td.append(box);
+          row.append(td);
+        }
+        return row;
+      }));
+      if (!usage.users.length) tbody.innerHTML = '<tr><td colspan="4" class="empty">No users.</td></tr>';
+      $("#updated").textContent = `Updated ${new Date().toLocaleTimeString()}; refreshes every 30 s and when jobs change.`;
+    }
+
+    const refresh = async () => {
+      const [usage, people] = await Promise.all([api("GET", "/api/admin/usage"), api("GET", "/api/admin/users").catch(() => null)]);
+      if (people) admins = new Set(people.filter((p) => p.role === "admin").map((p) => p.id));
+      render(usage);
+    };
+    // Job events cover deleted jobs and finished frames (outputs): what changes usage.
+    const schedule = live(refresh, (e) => e.kind === "job" || e.kind === "output", 2000);
+    setInterval(() => { if (document.visibilityState === "visible") schedule(); }, 30_000);
+    document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") schedule(); });
+
+    gcButton.addEventListener("click", async () => {
+      if (!confirm("Collect garbage now? Stored files no job uses, past their retention, are deleted for good.")) return;
+      gcButton.disabled = true;
+      gcButton.textContent = "Collecting…";
+      try {
+        const r = await api("POST", "/api/admin/gc");
+        const parts = [r.removed || r.stray_files ? `Freed ${size(r.freed_bytes)}: ${plural(r.removed, "file")} removed` : "Nothing to remove"];
+        if (r.stray_files) parts.push(`${plural(r.stray_files, "stray file")} cleaned up`);
+        if (r.kept_unreferenced) parts.push(`${plural(r.kept_unreferenced, "unused file")} kept until ${r.kept_unreferenced === 1 ? "its" : "their"} retention ends`);
+        const message = "Garbage collection: " + parts.join("; ") + ".";
+        toast(message, "ok");
+        $("#gc-result").textContent = `${message} (${new Date().toLocaleTimeString()})`;
+        await refresh();
+      } catch (error) {
+        fail(error);
+      } finally {
+        gcButton.disabled = false;
+        gcButton.textContent = gcLabel;
+        // A disabled button loses the focus: give it back to the keyboard.
+        if (document.activeElement === document.body) gcButton.focus();
+      }
+    });
+  }
+
   // ------------------------------------------------------------- account page
 
   function accountPage() {
@@ -796,7 +917,7 @@
     loadUsers().catch(fail);
   }
 
-  const pages = { jobs: jobsPage, submit: submitPage, job: jobPage, runners: runnersPage, account: accountPage };
+  const pages = { jobs: jobsPage, submit: submitPage, job: jobPage, runners: runnersPage, storage: storagePage, account: accountPage };
   const start = pages[body.dataset.page];
   if (start) start();
 })();

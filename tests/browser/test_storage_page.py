@@ -1,0 +1,270 @@
+"""The admins' Storage page in a real browser: what the farm's disk and blob store hold,
+who uses how much of the quota, and garbage collection on demand.
+
+The farm keeps unused blobs for no time at all (retention and grace 0, no periodic
+pass), so a blob no job names is garbage the moment the admin asks; a user quota of
+four times the scene's size makes the other user's share a round 25 %.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from farmhand.client.client import FarmhandClient
+from farmhand.localfarm import LocalFarm
+from farmhand.scenes import make_scene
+from farmhand.shared.schemas import JobSettings
+from tests.browser.conftest import follow_nav, shoot, sign_in
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.blender,
+    pytest.mark.slow,
+    pytest.mark.xdist_group("browser"),
+]
+
+ORPHAN_BYTES = 300 * 1024  # shown as "300.0 KiB"
+NO_SIDEWAYS_SCROLL = "() => document.scrollingElement.scrollWidth <= window.innerWidth"
+SETTLED = "() => document.getAnimations().length === 0"  # bars have slid to their width
+
+
+def expect() -> Any:
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect
+
+
+def human(size: int) -> str:
+    """What a person reads on the page for `size` bytes (binary units, one decimal)."""
+    value, units = float(size), ["B", "KiB", "MiB", "GiB", "TiB"]
+    unit = 0
+    while value >= 1024 and unit < len(units) - 1:
+        value /= 1024
+        unit += 1
+    return f"{size} B" if unit == 0 else f"{value:.1f} {units[unit]}"
+
+
+@dataclass
+class StorageFarm(LocalFarm):
+    """A farm whose manager collects unused blobs at once, and only when asked."""
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        env.update(
+            FARMHAND_BLOB_RETENTION_DAYS="0",
+            FARMHAND_BLOB_GRACE_SECONDS="0",
+            FARMHAND_GC_INTERVAL="0",
+        )
+        return env
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("storage-scenes")
+    return make_scene(root / "storage-cube.blend", "animated", frames="1-2", samples=2)
+
+
+@pytest.fixture(scope="module")
+def farm(
+    tmp_path_factory: pytest.TempPathFactory, browser: Any, scene: Path
+) -> Iterator[StorageFarm]:
+    farm = StorageFarm(tmp_path_factory.mktemp("storage-farm"))
+    try:
+        farm.start_manager("--user-quota-bytes", str(4 * scene.stat().st_size))
+        yield farm
+    except BaseException:
+        print(farm.logs())
+        raise
+    finally:
+        farm.stop()
+
+
+def count_loads(page: Any) -> list[str]:
+    """The usage answers the page gets from now on (a list that grows)."""
+    loads: list[str] = []
+    page.on("response", lambda r: loads.append(r.url) if "/api/admin/usage" in r.url else None)
+    return loads
+
+
+def wait_settled(page: Any, loads: list[str]) -> None:
+    """The page loads the figures, then again once the live stream is open: after both,
+    any later load is the doing of an event or the timer."""
+    expect()(page.locator("#live")).to_have_attribute("data-state", "live")
+    for _ in range(100):
+        if len(loads) >= 2:
+            break
+        page.wait_for_timeout(50)
+    assert len(loads) == 2, loads
+
+
+def make_user(farm: LocalFarm, name: str) -> str:
+    answer = httpx.post(
+        farm.url + "/api/admin/users",
+        headers={"Authorization": f"Bearer {farm.admin_token}"},
+        json={"name": name, "role": "user"},
+    )
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["token"])
+
+
+def test_storage_page_shows_usage_and_collects_garbage(
+    browser: Any, farm: StorageFarm, scene: Path, tmp_path: Path
+) -> None:
+    blend = scene.stat().st_size
+    bob = make_user(farm, "bob")
+    with farm.client() as admin:
+        admins_job = admin.submit_blend(scene, JobSettings(name="admin shot", frame_end=2)).id
+        orphan = tmp_path / "abandoned-upload.bin"
+        orphan.write_bytes(os.urandom(ORPHAN_BYTES))
+        admin.upload_blob(orphan, hashlib.sha256(orphan.read_bytes()).hexdigest())
+    with FarmhandClient(farm.url, bob) as client:
+        client.submit_blend(scene, JobSettings(name="bob's shot", frame_end=2))
+
+    page = sign_in(browser, farm)
+    loads = count_loads(page)
+    follow_nav(page, farm, "Storage", "/storage")
+    expect()(page.locator('nav a[aria-current="page"]')).to_have_text("Storage")
+    users = page.locator("#storage-users")
+    admin_row = users.locator('tr[data-user-name="admin"]')
+    bob_row = users.locator('tr[data-user-name="bob"]')
+    # The admin's job uses the scene: its bytes, in human units; one job.
+    expect()(admin_row.locator("td[data-bytes]")).to_have_attribute("data-bytes", str(blend))
+    expect()(admin_row).to_contain_text(human(blend))
+    expect()(admin_row.locator("td").nth(1)).to_have_text("1")
+    expect()(admin_row.locator("td.quota")).to_have_text("no quota (admin)")
+    # Bob's share of his quota (four times the scene) is a quarter, with a bar.
+    expect()(bob_row.locator(".pct")).to_have_text("25 %")
+    expect()(bob_row.locator('[role="progressbar"]')).to_have_attribute("aria-valuenow", "25")
+    expect()(page.locator("#quota-note")).to_contain_text(human(4 * blend))
+    # The blob store: the scene once (shared by both jobs) and the abandoned upload.
+    expect()(page.locator("#blob-count")).to_have_text("2")
+    expect()(page.locator("#blob-total")).to_have_text(human(blend + ORPHAN_BYTES))
+    expect()(page.locator("#blob-referenced")).to_have_text(human(blend))
+    expect()(page.locator("#blob-unreferenced")).to_have_text("300.0 KiB")
+    expect()(page.locator("#retention")).to_contain_text("0 days")
+    disk = page.locator("#disk-bar")
+    assert 0 < int(disk.get_attribute("aria-valuenow") or "0") <= 100
+    assert page.inner_text("#disk-total").endswith("iB")
+    expect()(page.locator("#disk-note")).to_contain_text(f"takes {human(blend + ORPHAN_BYTES)}")
+    page.wait_for_function(SETTLED)
+    shoot(page, "storage-01-desktop")
+
+    # Deleting a job shows at once (the live event stream, not the 30 s timer): the
+    # admin now uses nothing, bob still shares the scene's blob.
+    wait_settled(page, loads)
+    deleted = httpx.delete(
+        f"{farm.url}/api/jobs/{admins_job}?purge=true",
+        headers={"Authorization": f"Bearer {farm.admin_token}"},
+    )
+    assert deleted.status_code == 204, deleted.text
+    expect()(admin_row.locator("td[data-bytes]")).to_have_attribute(
+        "data-bytes", "0", timeout=10_000
+    )
+    expect()(admin_row).to_contain_text("0 B")
+    expect()(bob_row.locator(".pct")).to_have_text("25 %")
+
+    # Saying no to the confirmation collects nothing.
+    posts: list[str] = []
+    page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+    button = page.locator("#gc-button")
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    button.click()
+    page.wait_for_timeout(500)
+    assert not [url for url in posts if url.endswith("/api/admin/gc")]
+    expect()(page.locator("#blob-unreferenced")).to_have_text("300.0 KiB")
+
+    # With the keyboard, and the answer held back: the button says it is busy.
+    held: list[Any] = []
+    page.route("**/api/admin/gc", lambda route: held.append(route))
+    button.focus()
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.keyboard.press("Enter")
+    expect()(button).to_have_text("Collecting…")
+    expect()(button).to_be_disabled()
+    for _ in range(100):
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert held, "the page asked the manager to collect garbage"
+    held[0].continue_()
+    page.unroute("**/api/admin/gc")
+
+    toast = page.locator("#toasts .toast")
+    expect()(toast).to_contain_text("Freed 300.0 KiB: 1 file removed")
+    expect()(page.locator("#gc-result")).to_contain_text("Freed 300.0 KiB")
+    expect()(button).to_have_text("Collect garbage now")
+    expect()(button).to_be_enabled()
+    assert page.evaluate("document.activeElement.id") == "gc-button", "focus comes back"
+    # The figures reload: the abandoned upload is gone, the scene stays for bob.
+    expect()(page.locator("#blob-unreferenced")).to_have_text("0 B")
+    expect()(page.locator("#blob-count")).to_have_text("1")
+    expect()(page.locator("#blob-total")).to_have_text(human(blend))
+    page.wait_for_function(SETTLED)
+    shoot(page, "storage-02-after-gc")
+
+    # A phone, in dark mode: everything fits without sideways scrolling.
+    phone = browser.new_context(
+        viewport={"width": 390, "height": 844},
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+        color_scheme="dark",
+        storage_state=page.context.storage_state(),
+    )
+    mobile = phone.new_page()
+    mobile.goto(farm.url + "/storage")
+    expect()(mobile.locator('#storage-users tr[data-user-name="bob"] .pct')).to_have_text("25 %")
+    expect()(mobile.locator("#gc-button")).to_be_visible()
+    mobile.wait_for_function(SETTLED)
+    shoot(mobile, "storage-03-phone-dark")
+    assert mobile.evaluate(NO_SIDEWAYS_SCROLL), "the page scrolls sideways on a phone"
+    tops = mobile.evaluate("[...document.querySelectorAll('nav.main a')].map(a => a.offsetTop)")
+    assert len(tops) == 5 and len(set(tops)) == 1, "the admin's five links fit on one line"
+    phone.close()
+    page.context.close()
+
+
+def test_people_do_not_get_the_storage_page(browser: Any, farm: StorageFarm) -> None:
+    page = sign_in(browser, farm, make_user(farm, "carol"))
+    expect()(page.locator("nav.main")).not_to_contain_text("Storage")
+    answer = page.goto(farm.url + "/storage")
+    assert answer is not None and answer.status == 403
+    expect()(page.locator("h1")).to_have_text("Admins only")
+    page.context.close()
+
+
+def test_the_figures_refresh_on_their_own(browser: Any, farm: StorageFarm, tmp_path: Path) -> None:
+    """An upload sends no live event: the page's 30 s timer brings it in, no reload."""
+    page = sign_in(browser, farm)
+    loads = count_loads(page)
+    page.clock.install()
+    page.goto(farm.url + "/storage")
+    figure = page.locator("#blob-unreferenced")
+    expect()(figure).not_to_have_text("\u2013")  # the placeholder before the first load
+    page.clock.run_for(2500)  # the load when the live stream opens
+    wait_settled(page, loads)
+    before = figure.inner_text()
+    page.evaluate("window.sameDocument = true")  # gone if the page were reloaded
+
+    orphan = tmp_path / "another-abandoned-upload.bin"
+    orphan.write_bytes(os.urandom(123 * 1024))
+    with farm.client() as admin:
+        admin.upload_blob(orphan, hashlib.sha256(orphan.read_bytes()).hexdigest())
+        unreferenced = admin.storage_usage().unreferenced_bytes
+    page.wait_for_timeout(1000)
+    expect()(figure).to_have_text(before)  # nothing tells the page before its timer
+
+    assert len(loads) == 2
+    page.clock.fast_forward("00:31")
+    expect()(figure).to_have_text(human(unreferenced), timeout=5_000)
+    assert len(loads) == 3
+    assert page.evaluate("window.sameDocument === true"), "no reload"
+    page.context.close()
