@@ -219,6 +219,35 @@ def test_blocklist_after_repeated_failures_and_admin_clears_it(strict_farm: Farm
     assert claim(farm, a) is not None
 
 
+def test_blocklist_lists_one_jobs_entries(strict_farm: Farm) -> None:
+    """`?job_id=` narrows the listing to one job (the job page's Blocklist section)."""
+    farm = strict_farm
+    first = submit(farm, "1-4", max_attempts=5, priority=90)
+    second = submit(farm, "1-4", max_attempts=5, priority=10)
+    a, b = runner(farm, "a"), runner(farm, "b")
+    for who in (a, a, a, a, b, b):  # a: twice on the first job, then twice on the second
+        task = claim(farm, who)
+        assert task is not None
+        fail(farm, who, task)
+
+    def listed(**params: object) -> list[tuple[str, int]]:
+        answer = farm.client.get("/api/admin/blocklist", params=params, headers=farm.admin)
+        assert answer.status_code == 200, answer.text
+        return [(e["worker"], e["job_id"]) for e in answer.json()]
+
+    assert sorted(listed()) == sorted([("a", first), ("a", second), ("b", first)])
+    assert sorted(listed(job_id=first)) == [("a", first), ("b", first)]
+    assert listed(job_id=second) == [("a", second)]
+    assert listed(job_id=second + 100) == [], "a job with no entries (or none at all)"
+    for bad in ("abc", "1.5", "", "1e3", "99999999999999999999999"):
+        answer = farm.client.get("/api/admin/blocklist", params={"job_id": bad}, headers=farm.admin)
+        assert answer.status_code == 400, (bad, answer.status_code, answer.text)
+        assert "job_id" in answer.json()["detail"] or "out of range" in answer.json()["detail"]
+    user = add_user(farm, "mallory")
+    refused = farm.client.get("/api/admin/blocklist", params={"job_id": first}, headers=user)
+    assert refused.status_code == 403
+
+
 def test_job_fails_when_no_worker_is_left(strict_farm: Farm) -> None:
     farm = strict_farm
     job_id = submit(farm, "1-4", max_attempts=5)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Response, status
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Response, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -149,13 +151,22 @@ def delete_runner(worker_id: int, context: Context, caller: AdminDep) -> Respons
 
 
 @router.get("/blocklist", response_model=list[BlocklistEntry], responses=ERRORS)
-def list_blocklist(context: Context, caller: AdminDep) -> list[BlocklistEntry]:
+def list_blocklist(
+    context: Context,
+    caller: AdminDep,
+    job_id: Annotated[
+        int | None, Query(description="Only the entries of this job (default: every job's).")
+    ] = None,
+) -> list[BlocklistEntry]:
+    query = (
+        select(Blocklist, Worker.name)
+        .join(Worker, Worker.id == Blocklist.worker_id)
+        .order_by(Blocklist.id)
+    )
+    if job_id is not None:
+        query = query.where(Blocklist.job_id == job_id)
     with context.db.read() as session:
-        rows = session.execute(
-            select(Blocklist, Worker.name)
-            .join(Worker, Worker.id == Blocklist.worker_id)
-            .order_by(Blocklist.id)
-        ).all()
+        rows = session.execute(query).all()
         return [
             BlocklistEntry(
                 id=entry.id,

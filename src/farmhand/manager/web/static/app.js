@@ -367,7 +367,9 @@
     const jobId = Number(body.dataset.jobId);
     const base = `/api/jobs/${jobId}`;
     const openLogs = new Map(); // task id -> <pre>
-    let job = null, outputs = [], frames = [];
+    // The job's blocklist: admins only (the section is in the page only for them).
+    const blockSection = $("#blocklist-section");
+    let job = null, outputs = [], frames = [], blocklist = [];
 
     const thumbUrl = (f) => `${base}/files/${f.id}/thumbnail?v=${f.sha256.slice(0, 12)}`;
     const fileUrl = (f) => `${base}/files/${f.id}/download`;
@@ -446,8 +448,23 @@
       }
     }
 
+    // What a person may do to one task: render it again once it has ended, or stop it
+    // while it waits or runs. The job's owner and admins may (the API decides in the end).
+    const mayControl = () => isAdmin || job.owner === body.dataset.user;
+    const taskAction = (t) =>
+      ["failed", "canceled", "completed"].includes(t.status) ? ["requeue", "Requeue"]
+        : ["queued", "paused", "active"].includes(t.status) ? ["cancel", "Cancel"] : null;
+    function taskButton(t) {
+      const act = taskAction(t);
+      if (!act) return "";
+      const [action, label] = act;
+      return `<button type="button" class="small" data-task-action="${action}" data-task="${t.id}" aria-label="${label} task ${t.index}">${label}</button>`;
+    }
+
     function renderTasks() {
       const tbody = $("#tasks tbody");
+      const control = mayControl();
+      $("#tasks th.task-act").hidden = !control;
       keepFocus(tbody, () => { tbody.innerHTML = job.tasks.map((t) => {
         const end = t.finished_at ? Date.parse(t.finished_at) : Date.now();
         const time = t.started_at ? (end - Date.parse(t.started_at)) / 1000 : null;
@@ -461,8 +478,9 @@
           <td>${badge(t.status)}</td><td>${esc(t.worker || "–")}</td><td class="small">${now}</td><td class="num hide-sm">${duration(time)}</td>
           <td class="num hide-sm">${each}</td><td class="num" data-memory>${memory(t.peak_memory_bytes)}</td><td class="num">${eta}</td><td class="num hide-sm">${t.attempts}</td>
           <td class="wrap small">${esc(t.last_error || "")}</td>
-          <td><button type="button" class="small" data-log="${t.id}" aria-expanded="${open}" aria-controls="log-${t.id}">${open ? "Hide" : "Show"}</button></td></tr>` +
-          (open ? `<tr class="log-row"><td colspan="12"><pre class="log" id="log-${t.id}" tabindex="0" aria-label="Log of task ${t.index}"></pre></td></tr>` : "");
+          <td><button type="button" class="small" data-log="${t.id}" aria-expanded="${open}" aria-controls="log-${t.id}">${open ? "Hide" : "Show"}</button></td>
+          ${control ? `<td class="task-act">${taskButton(t)}</td>` : ""}</tr>` +
+          (open ? `<tr class="log-row"><td colspan="${control ? 13 : 12}"><pre class="log" id="log-${t.id}" tabindex="0" aria-label="Log of task ${t.index}"></pre></td></tr>` : "");
       }).join(""); });
       for (const [taskId, text] of openLogs) {
         const pre = $(`#log-${taskId}`);
@@ -479,7 +497,38 @@
       if (pre) { pre.textContent = openLogs.get(taskId); pre.scrollTop = pre.scrollHeight; }
     }
 
+    // Requeue or cancel one task. The row is rewritten with the task's new state (and
+    // the other action): the keyboard stays on that row's action, not the page's top.
+    async function runTaskAction(button) {
+      const taskId = Number(button.dataset.task);
+      const action = button.dataset.taskAction;
+      const task = job.tasks.find((t) => t.id === taskId);
+      if (!task) return;
+      if (action === "cancel" && task.status === "active" && !confirm(`Cancel task ${task.index}? Its render stops now.`)) return;
+      button.disabled = true;
+      try {
+        await api("POST", `${base}/tasks/${taskId}/actions`, { action });
+        await refresh();
+        // The row may have been out of date (the task finished meanwhile): say what is.
+        const after = job.tasks.find((t) => t.id === taskId);
+        if (action === "cancel" && after && after.status !== "canceled") toast(`Task ${task.index} is ${after.status}: nothing to cancel.`);
+        else toast(`Task ${task.index} ${action === "cancel" ? "canceled" : "queued to render again"}.`);
+      } catch (error) {
+        if (error.status === 404 || error.status === 405) toast("Task actions are not available on this manager yet.", "error");
+        else fail(error);
+      } finally {
+        button.disabled = false;
+        const active = document.activeElement;
+        if (active === document.body || active === button || !active?.isConnected) {
+          const row = $(`#tasks tr[data-task-id="${taskId}"]`);
+          (row && ($("[data-task-action]", row) || $("button", row)))?.focus();
+        }
+      }
+    }
+
     $("#tasks").addEventListener("click", async (e) => {
+      const act = e.target.closest("[data-task-action]");
+      if (act) { runTaskAction(act); return; }
       const button = e.target.closest("[data-log]");
       if (!button) return;
       const taskId = Number(button.dataset.log);
@@ -575,13 +624,87 @@
       if (e.key === "Enter") { e.preventDefault(); $('[data-action="priority"]').click(); }
     });
 
+    // The blocklist section: built with the DOM (worker names and reasons come from
+    // runners), shown only while the job has entries.
+    function renderBlocklist() {
+      if (!blockSection) return;
+      const tbody = $("#blocklist tbody");
+      blockSection.hidden = !blocklist.length;
+      $("#blocklist-clear-all").hidden = blocklist.length < 2;
+      const cell = (text, className) => {
+        const td = document.createElement("td");
+        if (className) td.className = className;
+        td.textContent = text;
+        return td;
+      };
+      keepFocus(tbody, () => tbody.replaceChildren(...blocklist.map((entry) => {
+        const row = document.createElement("tr");
+        row.dataset.entryId = entry.id;
+        row.dataset.worker = entry.worker;
+        const since = cell("", "small");
+        since.dataset.label = "Since";
+        const time = document.createElement("time");
+        time.dateTime = entry.created_at;
+        time.textContent = when(entry.created_at);
+        since.append(time);
+        const clear = document.createElement("button");
+        clear.type = "button";
+        clear.className = "small";
+        clear.dataset.clearEntry = entry.id;
+        clear.textContent = "Clear";
+        clear.setAttribute("aria-label", `Clear ${entry.worker}'s blocklist entry`);
+        const actions = cell("", "clear");
+        actions.append(clear);
+        const type = cell(entry.task_type);
+        type.dataset.label = "Task type";
+        row.append(cell(entry.worker, "name"), type, cell(entry.reason, "wrap small"), since, actions);
+        return row;
+      })));
+    }
+
+    // Clearing lets the workers take the job's tasks again. The manager announces the
+    // change (a job event), which refreshes every open copy of the page.
+    async function clearBlocklist(entries, button) {
+      const index = blocklist.indexOf(entries[0]);
+      button.disabled = true;
+      const results = await Promise.allSettled(entries.map((entry) => api("DELETE", `/api/admin/blocklist/${entry.id}`)));
+      // Gone already (someone else cleared it): what was asked for is done.
+      const problem = results.find((r) => r.status === "rejected" && r.reason.status !== 404);
+      if (problem) fail(problem.reason);
+      else if (entries.length === 1) toast(`${entries[0].worker} may take this job's tasks again.`, "ok");
+      else toast(`Blocklist cleared: ${plural(entries.length, "entry", "entries")}.`, "ok");
+      try { await refresh(); } catch (error) { fail(error); }
+      button.disabled = false;
+      if (document.activeElement !== document.body && document.activeElement?.isConnected) return;
+      // The keyboard goes to the next entry's Clear, else (the section is gone) to the
+      // job's actions: "Requeue failed" is often what comes next.
+      const left = $$("#blocklist [data-clear-entry]");
+      const next = blockSection.hidden ? $$("#actions button:not([hidden])")[0] : button.isConnected && !button.hidden ? button : left[Math.min(Math.max(index, 0), left.length - 1)];
+      next?.focus();
+    }
+    if (blockSection) {
+      $("#blocklist").addEventListener("click", (e) => {
+        const button = e.target.closest("[data-clear-entry]");
+        const entry = button && blocklist.find((b) => b.id === Number(button.dataset.clearEntry));
+        if (entry) clearBlocklist([entry], button);
+      });
+      $("#blocklist-clear-all").addEventListener("click", (e) => {
+        if (blocklist.length) clearBlocklist([...blocklist], e.currentTarget);
+      });
+    }
+
     async function refresh() {
-      const [detail, files] = await Promise.all([api("GET", base), api("GET", `${base}/files`)]);
+      const [detail, files, blocked] = await Promise.all([
+        api("GET", base), api("GET", `${base}/files`),
+        blockSection ? api("GET", `/api/admin/blocklist?job_id=${jobId}`).catch(() => null) : null,
+      ]);
       job = detail;
       outputs = files.filter((f) => f.kind === "output");
+      if (blocked) blocklist = blocked.filter((entry) => entry.job_id === jobId);
       renderHeader();
       renderThumbs();
       renderTasks();
+      renderBlocklist();
       await Promise.all([...openLogs.keys()].map((id) => loadLog(id)));
     }
     live(async () => {
