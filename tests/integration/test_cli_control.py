@@ -19,10 +19,11 @@ import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
+from farmhand.cli import jobs_cmd
 from farmhand.cli.app import app
 from farmhand.cli.runners_cmd import format_days, parse_window
 from farmhand.localfarm import LocalFarm, local_farm
-from tests.integration.conftest import FAKE_BLEND, png_bytes
+from tests.integration.conftest import FAKE_BLEND, png_bytes, purge_jobs_and_runners
 from tests.integration.farmhand_cli import cli
 
 BLOCKLIST_THRESHOLD = 2
@@ -42,14 +43,14 @@ def api(farm: LocalFarm, monkeypatch: pytest.MonkeyPatch) -> Iterator[httpx.Clie
     monkeypatch.setenv("FARMHAND_URL", farm.url)
     monkeypatch.setenv("FARMHAND_TOKEN", farm.admin_token)
     monkeypatch.setenv("FARMHAND_CONFIG", str(farm.root / "no-config.toml"))
-    monkeypatch.setenv("COLUMNS", "200")  # whole table rows, one per line
+    # Whole table rows, one per line. The consoles were made (and read COLUMNS) when the
+    # CLI was imported, at collection: setting the variable now would be too late.
+    monkeypatch.setattr(jobs_cmd.console, "width", 200)
+    monkeypatch.setattr(jobs_cmd.err, "width", 200)
     admin = {"Authorization": f"Bearer {farm.admin_token}"}
     with httpx.Client(base_url=farm.url, headers=admin, timeout=30) as client:
         yield client
-        for job in client.get("/api/jobs").json():
-            client.delete(f"/api/jobs/{job['id']}", params={"purge": "true"})
-        for runner in client.get("/api/admin/runners").json():
-            client.delete(f"/api/admin/runners/{runner['id']}")
+        purge_jobs_and_runners(client)
 
 
 def farmhand(*args: str, answer: str | None = None) -> Result:

@@ -304,7 +304,8 @@ def _maybe_blocklist(
                 worker_id=worker_id,
                 job_id=job.id,
                 task_type=task_type,
-                reason=f"failed {failures} {task_type} tasks of this job",
+                reason=f"failed {failures} {task_type} task{'' if failures == 1 else 's'} "
+                "of this job",
                 created_at=now,
             )
         )
