@@ -109,6 +109,23 @@ def sign_in(browser: Any, farm: LocalFarm, token: str | None = None, **options: 
     return page
 
 
+NO_SIDEWAYS_SCROLL = "() => document.scrollingElement.scrollWidth <= window.innerWidth"
+"""For `page.evaluate`: true when the page fits the window's width (as it must on a phone)."""
+
+
+def phone_like(browser: Any, page: Any) -> Any:
+    """A new page on a 390 px phone in dark mode, signed in as `page` is."""
+    phone = browser.new_context(
+        viewport={"width": 390, "height": 844},
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+        color_scheme="dark",
+        storage_state=page.context.storage_state(),
+    )
+    return phone.new_page()
+
+
 def follow_nav(page: Any, farm: LocalFarm, link: str, path: str) -> None:
     """Follow the main navigation's `link` and wait until the new page has loaded.
 

@@ -18,12 +18,11 @@ import httpx
 import pytest
 
 from farmhand.localfarm import LocalFarm, local_farm
-from tests.browser.conftest import shoot, sign_in
-from tests.integration.conftest import FAKE_BLEND
+from tests.browser.conftest import NO_SIDEWAYS_SCROLL, phone_like, shoot, sign_in
+from tests.integration.conftest import FAKE_BLEND, purge_jobs_and_runners
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser")]
 
-NO_SIDEWAYS_SCROLL = "() => document.scrollingElement.scrollWidth <= window.innerWidth"
 # Runner-controlled text that would run script if the page put it in as HTML.
 NASTY_ERROR = '<img src=x onerror="window.pwned=1">Blender crashed & <b>burned</b>'
 
@@ -48,10 +47,7 @@ def api(farm: LocalFarm) -> Iterator[httpx.Client]:
     admin = {"Authorization": f"Bearer {farm.admin_token}"}
     with httpx.Client(base_url=farm.url, headers=admin, timeout=30) as client:
         yield client
-        for job in client.get("/api/jobs").json():
-            client.delete(f"/api/jobs/{job['id']}", params={"purge": "true"})
-        for runner in client.get("/api/admin/runners").json():
-            client.delete(f"/api/admin/runners/{runner['id']}")
+        purge_jobs_and_runners(client)
 
 
 def submit(api: httpx.Client, name: str, token: str | None = None, **settings: Any) -> int:
@@ -203,7 +199,7 @@ def test_admin_controls_tasks_and_clears_the_blocklist(
     cells = entries.nth(0).locator("td")
     expect()(cells.nth(0)).to_have_text("flaky-1")
     expect()(cells.nth(1)).to_have_text("render")
-    expect()(cells.nth(2)).to_have_text("failed 1 render tasks of this job")
+    expect()(cells.nth(2)).to_have_text("failed 1 render task of this job")
     assert cells.nth(3).locator("time").get_attribute("datetime")
     expect()(cells.nth(3)).not_to_be_empty()
     expect()(entries.nth(1).locator("td").nth(0)).to_have_text("flaky-2")
@@ -237,15 +233,7 @@ def test_admin_controls_tasks_and_clears_the_blocklist(
 
     # A phone in dark mode: nothing scrolls sideways, each task's action is on screen
     # and works, and the blocklist is there too.
-    phone = browser.new_context(
-        viewport={"width": 390, "height": 844},
-        device_scale_factor=2,
-        is_mobile=True,
-        has_touch=True,
-        color_scheme="dark",
-        storage_state=page.context.storage_state(),
-    )
-    mobile = phone.new_page()
+    mobile = phone_like(browser, page)
     mobile.goto(f"{farm.url}/jobs/{job_id}")
     expect()(mobile.locator("#live")).to_have_attribute("data-state", "live")
     expect()(mobile.locator("#blocklist-section tbody tr")).to_have_count(2)
@@ -264,7 +252,7 @@ def test_admin_controls_tasks_and_clears_the_blocklist(
     assert task_status(api, job_id, phone_task) == "canceled"
     # The desktop page follows live.
     expect()(row(phone_task).locator(".badge")).to_have_text("canceled")
-    phone.close()
+    mobile.context.close()
 
     # Clear all: the section goes, the keyboard lands in the job's actions, and the
     # manager has no entry left for the job.

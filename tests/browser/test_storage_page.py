@@ -22,7 +22,7 @@ from farmhand.client.client import FarmhandClient
 from farmhand.localfarm import LocalFarm
 from farmhand.scenes import make_scene
 from farmhand.shared.schemas import JobSettings
-from tests.browser.conftest import follow_nav, shoot, sign_in
+from tests.browser.conftest import NO_SIDEWAYS_SCROLL, follow_nav, phone_like, shoot, sign_in
 
 pytestmark = [
     pytest.mark.browser,
@@ -32,7 +32,6 @@ pytestmark = [
 ]
 
 ORPHAN_BYTES = 300 * 1024  # shown as "300.0 KiB"
-NO_SIDEWAYS_SCROLL = "() => document.scrollingElement.scrollWidth <= window.innerWidth"
 SETTLED = "() => document.getAnimations().length === 0"  # bars have slid to their width
 
 
@@ -211,15 +210,7 @@ def test_storage_page_shows_usage_and_collects_garbage(
     shoot(page, "storage-02-after-gc")
 
     # A phone, in dark mode: everything fits without sideways scrolling.
-    phone = browser.new_context(
-        viewport={"width": 390, "height": 844},
-        device_scale_factor=2,
-        is_mobile=True,
-        has_touch=True,
-        color_scheme="dark",
-        storage_state=page.context.storage_state(),
-    )
-    mobile = phone.new_page()
+    mobile = phone_like(browser, page)
     mobile.goto(farm.url + "/storage")
     expect()(mobile.locator('#storage-users tr[data-user-name="bob"] .pct')).to_have_text("25 %")
     expect()(mobile.locator("#gc-button")).to_be_visible()
@@ -228,7 +219,7 @@ def test_storage_page_shows_usage_and_collects_garbage(
     assert mobile.evaluate(NO_SIDEWAYS_SCROLL), "the page scrolls sideways on a phone"
     tops = mobile.evaluate("[...document.querySelectorAll('nav.main a')].map(a => a.offsetTop)")
     assert len(tops) == 5 and len(set(tops)) == 1, "the admin's five links fit on one line"
-    phone.close()
+    mobile.context.close()
     page.context.close()
 
 

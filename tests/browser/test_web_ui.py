@@ -17,7 +17,7 @@ import pytest
 
 from farmhand.localfarm import Child, LocalFarm
 from farmhand.shared.schemas import JobSettings
-from tests.browser.conftest import SCREENSHOTS, follow_nav, shoot, sign_in
+from tests.browser.conftest import SCREENSHOTS, follow_nav, phone_like, shoot, sign_in
 
 pytestmark = [
     pytest.mark.browser,
@@ -121,15 +121,7 @@ def test_submit_by_drag_and_drop_and_watch_it_render(
     shoot(page, "07-jobs-list")
 
     # The same pages on a phone, in dark mode.
-    phone = browser.new_context(
-        viewport={"width": 390, "height": 844},
-        device_scale_factor=2,
-        is_mobile=True,
-        has_touch=True,
-        color_scheme="dark",
-        storage_state=page.context.storage_state(),
-    )
-    mobile = phone.new_page()
+    mobile = phone_like(browser, page)
     mobile.goto(f"{farm.url}/jobs/{job_id}")
     expect()(mobile.locator("#thumbs button.thumb img")).to_have_count(6)
     mobile.wait_for_function(THUMBS_LOADED)
@@ -137,7 +129,7 @@ def test_submit_by_drag_and_drop_and_watch_it_render(
     mobile.goto(farm.url + "/")
     expect()(mobile.locator(f'#jobs tr[data-job-id="{job_id}"]')).to_be_visible()
     shoot(mobile, "09-jobs-phone-dark")
-    phone.close()
+    mobile.context.close()
     page.context.close()
 
 

@@ -87,3 +87,12 @@ def upload_frames(farm: Farm, runner: dict[str, str], task: dict[str, Any]) -> N
             files={"file": (f"{frame}.png", png_bytes(), "image/png")},
         )
         assert answer.status_code == 201, answer.text
+
+
+def purge_jobs_and_runners(api: Any) -> None:
+    """Delete every job (outputs too) and runner over the API (an admin's `httpx.Client`),
+    so the next test of a shared manager starts from an empty farm."""
+    for job in api.get("/api/jobs").json():
+        api.delete(f"/api/jobs/{job['id']}", params={"purge": "true"})
+    for runner in api.get("/api/admin/runners").json():
+        api.delete(f"/api/admin/runners/{runner['id']}")
