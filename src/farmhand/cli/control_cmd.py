@@ -24,8 +24,7 @@ from farmhand.cli.jobs_cmd import (
     open_client,
 )
 from farmhand.client import FarmhandClient
-from farmhand.client.client import JobActionName, TaskActionName
-from farmhand.shared.schemas import JobSummary
+from farmhand.shared.schemas import JobActionName, JobSummary, TaskActionName
 
 task = typer.Typer(no_args_is_help=True, help="Requeue or cancel one task of a job.")
 

@@ -28,8 +28,14 @@ from farmhand.cli.jobs_cmd import (
     open_client,
 )
 from farmhand.client import FarmhandClient, FarmhandError
-from farmhand.client.client import RunnerActionName, When
-from farmhand.shared.schemas import RunnerInfo, SleepSchedule, SleepWindow
+from farmhand.shared.schemas import (
+    WEEKDAYS,
+    RunnerActionName,
+    RunnerInfo,
+    SleepSchedule,
+    SleepWindow,
+    When,
+)
 
 runner = typer.Typer(
     no_args_is_help=True, help="Disable, enable, drain, delete or schedule a runner (admins)."
@@ -51,7 +57,7 @@ NowOption = Annotated[
     typer.Option("--now", help="Abort its running task now (requeued, not counted as a failure)."),
 ]
 
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+DAYS: tuple[str, ...] = WEEKDAYS
 TIME = re.compile(r"^\d{2}:\d{2}$")
 STATUS_COLOURS = {
     "idle": "green",
@@ -330,7 +336,7 @@ def clear(
             client.clear_blocklist_entry(entry_id)
             console.print(f"cleared blocklist entry {entry_id}")
             return
-        entries = [entry for entry in client.list_blocklist() if entry.job_id == job]
+        entries = client.list_blocklist(job)
         for entry in entries:
             client.clear_blocklist_entry(entry.id)
     workers = ", ".join(sorted({entry.worker for entry in entries}))

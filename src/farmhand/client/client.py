@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Self, TypeVar
 from urllib.parse import quote, urlencode
 
 import httpx
@@ -39,6 +39,7 @@ from farmhand.shared.schemas import (
     HeartbeatReply,
     JobAccepted,
     JobAction,
+    JobActionName,
     JobCreate,
     JobDetail,
     JobFile,
@@ -47,12 +48,14 @@ from farmhand.shared.schemas import (
     JobSummary,
     OutputStored,
     RunnerAction,
+    RunnerActionName,
     RunnerInfo,
     RunnerRegister,
     RunnerRegistered,
     SleepSchedule,
     StorageUsage,
     TaskAction,
+    TaskActionName,
     TaskAssignment,
     TaskComplete,
     TaskFail,
@@ -62,6 +65,7 @@ from farmhand.shared.schemas import (
     TaskRelease,
     UploadCreate,
     UploadStatus,
+    When,
     WorkerCapabilities,
 )
 
@@ -70,11 +74,6 @@ ProgressCallback = Callable[[int, int], None]
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 _M = TypeVar("_M", bound=BaseModel)
-
-JobActionName = Literal["pause", "resume", "requeue-failed", "requeue-all"]
-TaskActionName = Literal["requeue", "cancel"]
-RunnerActionName = Literal["enable", "disable", "drain"]
-When = Literal["now", "after-task"]
 
 
 @dataclass(frozen=True)
@@ -538,9 +537,11 @@ class FarmhandClient(BaseClient):
         """Admins: forget a runner (its secret stops working; its task is requeued)."""
         self._request("DELETE", f"/api/admin/runners/{runner_id}")
 
-    def list_blocklist(self) -> list[BlocklistEntry]:
-        """Admins: which workers get no more tasks of which jobs, and why."""
-        return _parse_list(BlocklistEntry, self._request("GET", "/api/admin/blocklist"))
+    def list_blocklist(self, job_id: int | None = None) -> list[BlocklistEntry]:
+        """Admins: which workers get no more tasks of which jobs (or of `job_id`), and why."""
+        params = {} if job_id is None else {"job_id": job_id}
+        answer = self._request("GET", "/api/admin/blocklist", params=params)
+        return _parse_list(BlocklistEntry, answer)
 
     def clear_blocklist_entry(self, entry_id: int) -> None:
         """Admins: let a blocklisted worker take that job's tasks again."""

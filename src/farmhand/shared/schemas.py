@@ -72,6 +72,15 @@ DeviceKind = Literal["CPU", "CUDA", "OPTIX", "HIP", "ONEAPI", "METAL"]
 
 # ---------------------------------------------------------------------------- jobs
 
+JobActionName = Literal["pause", "resume", "requeue-failed", "requeue-all"]
+TaskActionName = Literal["requeue", "cancel"]
+RunnerActionName = Literal["enable", "disable", "drain"]
+When = Literal["now", "after-task"]
+"""When a runner change applies: now (its running task is aborted and requeued) or once
+its running task is done."""
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+"""Monday first, as `datetime.weekday()` counts."""
 VideoCodec = Literal["h264", "h265", "vp9"]
 VideoContainer = Literal["mp4", "mkv", "mov", "webm"]
 VIDEO_CONTAINERS: dict[str, frozenset[str]] = {
@@ -294,7 +303,7 @@ class JobDetail(JobSummary):
 
 
 class JobAction(_Strict):
-    action: Literal["pause", "resume", "requeue-failed", "requeue-all"]
+    action: JobActionName
 
 
 class JobPatch(_Strict):
@@ -302,7 +311,7 @@ class JobPatch(_Strict):
 
 
 class TaskAction(_Strict):
-    action: Literal["requeue", "cancel"]
+    action: TaskActionName
 
 
 class BlocklistEntry(BaseModel):
@@ -532,9 +541,7 @@ class OutputStored(BaseModel):
 
 
 class SleepWindow(_Strict):
-    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
-        min_length=1, max_length=7
-    )
+    days: list[Weekday] = Field(min_length=1, max_length=7)
     start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM")
     end: str = Field(
         pattern=r"^(([01]\d|2[0-3]):[0-5]\d|24:00)$",
@@ -547,15 +554,15 @@ class SleepSchedule(_Strict):
 
     timezone: str = Field(default="UTC", max_length=64, description="IANA name, e.g. Europe/Paris")
     windows: list[SleepWindow] = Field(default_factory=list, max_length=50)
-    when: Literal["now", "after-task"] = Field(
+    when: When = Field(
         default="after-task",
         description="At a window's start: abort the running task (now) or let it finish.",
     )
 
 
 class RunnerAction(_Strict):
-    action: Literal["enable", "disable", "drain"]
-    when: Literal["now", "after-task"] = Field(
+    action: RunnerActionName
+    when: When = Field(
         default="after-task", description="now: abort the running task, which is requeued."
     )
 

@@ -19,9 +19,7 @@ from sqlalchemy.orm import Session
 from farmhand.manager.db.models import Task, Worker
 from farmhand.manager.scheduling.policy import Policy
 from farmhand.manager.scheduling.state import requeue_task
-from farmhand.shared.schemas import SleepSchedule, TaskStatus, WorkerStatus
-
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+from farmhand.shared.schemas import WEEKDAYS, SleepSchedule, TaskStatus, WorkerStatus
 
 
 class ScheduleError(ValueError):
@@ -184,8 +182,8 @@ def in_sleep_window(schedule: SleepSchedule, now: datetime) -> bool:
     """
     local = now.astimezone(ZoneInfo(schedule.timezone))
     minute = local.hour * 60 + local.minute
-    today = DAYS[local.weekday()]
-    yesterday = DAYS[(local.weekday() - 1) % 7]
+    today = WEEKDAYS[local.weekday()]
+    yesterday = WEEKDAYS[(local.weekday() - 1) % 7]
     for window in schedule.windows:
         start, end = _minutes(window.start), _minutes(window.end)
         if start < end:
