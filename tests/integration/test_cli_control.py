@@ -22,6 +22,7 @@ from typer.testing import CliRunner, Result
 from farmhand.cli import jobs_cmd
 from farmhand.cli.app import app
 from farmhand.cli.runners_cmd import format_days, parse_window
+from farmhand.client import FarmhandClient
 from farmhand.localfarm import LocalFarm, local_farm
 from tests.integration.conftest import FAKE_BLEND, png_bytes, purge_jobs_and_runners
 from tests.integration.farmhand_cli import cli
@@ -221,16 +222,40 @@ def test_tasks_are_named_by_the_number_farmhand_job_shows(api: httpx.Client) -> 
 # --------------------------------------------------------------------------- runners
 
 
-def test_runners_are_listed_and_controlled(api: httpx.Client, farm: LocalFarm) -> None:
+def test_runners_are_listed_and_controlled(
+    api: httpx.Client, farm: LocalFarm, monkeypatch: pytest.MonkeyPatch
+) -> None:
     job_id = submit(api, "1-2")
+    first = next(t["id"] for t in job(api, job_id)["tasks"] if t["index"] == 0)
+    cancel = api.post(f"/api/jobs/{job_id}/tasks/{first}/actions", json={"action": "cancel"})
+    assert cancel.status_code == 200, cancel.text
     busy = register(
         api, farm, "box-a", tags=["gpu"], device="CUDA", gpu=0, blender_versions=["4.2.1"]
     )
     register(api, farm, "box-b", blender_versions=["5.0.0", "3.4.1"])
     task = claim(api, busy)
     number = next(t["index"] for t in job(api, job_id)["tasks"] if t["id"] == task["task_id"])
+    assert number == 1 and task["task_id"] != number, "on the 2nd task; id ≠ number"
+    listed = runners(api)
+    assert (listed["box-a"]["current_job_id"], listed["box-a"]["current_task_id"]) == (
+        job_id,
+        task["task_id"],
+    )
+    assert listed["box-a"]["current_task_index"] == number
+    assert listed["box-b"]["current_task_index"] is None
 
+    # The listing names the task from the runners alone: no job is fetched for it.
+    sent: list[tuple[str, str]] = []
+    request = FarmhandClient._request
+
+    def recorded(self: FarmhandClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        sent.append((method, url))
+        return request(self, method, url, **kwargs)
+
+    monkeypatch.setattr(FarmhandClient, "_request", recorded)
     listing = ok(farmhand("runners"))
+    assert sent == [("GET", "/api/admin/runners")]
+    monkeypatch.setattr(FarmhandClient, "_request", request)
     row_a = next(line for line in listing.splitlines() if " box-a " in line)
     for cell in ("busy", f"job {job_id} task {number}", "gpu", "CUDA:0", "4.2.1"):
         assert cell in row_a, row_a

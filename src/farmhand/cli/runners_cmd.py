@@ -27,7 +27,7 @@ from farmhand.cli.jobs_cmd import (
     manager_errors,
     open_client,
 )
-from farmhand.client import FarmhandClient, FarmhandError
+from farmhand.client import FarmhandClient
 from farmhand.shared.schemas import (
     WEEKDAYS,
     RunnerActionName,
@@ -156,7 +156,6 @@ def runners(url: UrlOption = None, token: TokenOption = None) -> None:
     """Every registered worker: state, what it renders now, what it can render (admins)."""
     with manager_errors(), open_client(url, token) as client:
         rows = client.list_runners()
-        indexes = _task_numbers(client, {one.current_job_id for one in rows} - {None})
     table = Table(
         "id", "name", "status", "task", "last seen", "tags", "device", "blender", "sleeps"
     )
@@ -164,7 +163,7 @@ def runners(url: UrlOption = None, token: TokenOption = None) -> None:
         caps = one.capabilities
         current = ""
         if one.current_job_id is not None:
-            number = indexes.get(one.current_task_id or 0)
+            number = one.current_task_index  # None from a manager that predates it
             current = f"job {one.current_job_id}" + (
                 f" task {number}" if number is not None else ""
             )
@@ -180,18 +179,6 @@ def runners(url: UrlOption = None, token: TokenOption = None) -> None:
             format_schedule(one.sleep_schedule),
         )
     console.print(table)
-
-
-def _task_numbers(client: FarmhandClient, job_ids: set[int | None]) -> dict[int, int]:
-    """Task id → its number in its job (as `farmhand job` shows it), for these jobs."""
-    numbers: dict[int, int] = {}
-    for job_id in sorted(j for j in job_ids if j is not None):
-        try:
-            numbers.update({t.id: t.index for t in client.get_job(job_id).tasks})
-        except FarmhandError as error:
-            if error.status_code != 404:  # a job deleted since: shown without its task
-                raise
-    return numbers
 
 
 def _said(info: RunnerInfo, what: str = "") -> None:

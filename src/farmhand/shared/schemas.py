@@ -577,6 +577,13 @@ class RunnerInfo(BaseModel):
     last_heartbeat: datetime | None
     current_task_id: int | None
     current_job_id: int | None
+    current_task_index: int | None = Field(
+        default=None,
+        description=(
+            "The running task's number in its job, as `farmhand job` and the job page show "
+            "it, so a listing of runners names it without fetching every busy job."
+        ),
+    )
     capabilities: WorkerCapabilities
     registered_at: datetime
 

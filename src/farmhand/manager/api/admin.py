@@ -47,6 +47,7 @@ def _runner_info(worker: Worker, task: Task | None) -> RunnerInfo:
         last_heartbeat=worker.last_heartbeat,
         current_task_id=task.id if task else None,
         current_job_id=task.job_id if task else None,
+        current_task_index=task.index if task else None,
         capabilities=WorkerCapabilities.model_validate(worker.capabilities),
         registered_at=worker.registered_at,
     )
