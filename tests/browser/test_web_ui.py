@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 
 from farmhand.localfarm import Child, LocalFarm
+from farmhand.shared.blendfile import read_saved_version
 from farmhand.shared.schemas import JobSettings
+from farmhand.shared.web_schemas import BlendInfo
 from tests.browser.conftest import SCREENSHOTS, follow_nav, phone_like, shoot, sign_in
 
 pytestmark = [
@@ -71,6 +73,14 @@ def test_submit_by_drag_and_drop_and_watch_it_render(
     expect()(page.locator("#name")).to_have_value("spinning-cube")
     expect()(page.locator("#upload-bar")).to_have_attribute("aria-valuenow", "100")
     assert "64\u00d748" in page.inner_text("#scene-facts")  # 64 by 48
+    # Which Blender saved the file (its header) and which one read it here; the farm
+    # has one that new, so no warning.
+    with scenes["quick"].open("rb") as handle:
+        saved = read_saved_version(handle)
+    assert saved is not None
+    facts = page.inner_text("#scene-facts")
+    assert re.search(rf"saved with Blender {re.escape(saved)}, read with Blender \d", facts), facts
+    expect()(page.locator("#blend-notice")).to_be_hidden()
     shoot(page, "03-submit-filled")
 
     page.click("#submit-button")
@@ -165,6 +175,65 @@ def test_submit_a_zip_of_a_packed_project(
         "shot/library/props.blend",
         "shot/textures/readme.txt",
     }, "every file of the project travels with the job"
+    page.context.close()
+
+
+def test_submit_warns_of_a_file_saved_by_a_newer_blender(
+    browser: Any, farm: LocalFarm, tmp_path: Path
+) -> None:
+    """The page's part: the manager's answer is made up (no Blender newer than the
+    farm's exists here), the warning and the two versions are the page's own."""
+
+    def answer(saved: str, farm_blenders: list[str]) -> str:
+        return BlendInfo(
+            sha256="0" * 64,
+            file_name="future.blend",
+            size=81,
+            blender_version="5.0.1",
+            saved_with=saved,
+            farm_blenders=farm_blenders,
+            scene="Scene",
+            frame_start=1,
+            frame_end=10,
+            resolution_x=1920,
+            resolution_y=1080,
+            resolution_percentage=50,
+            engine="CYCLES",
+            samples=16,
+            output_format="PNG",
+            has_camera=True,
+        ).model_dump_json()
+
+    def fulfil_with(body: str) -> Any:
+        return lambda route: route.fulfill(status=200, content_type="application/json", body=body)
+
+    page = sign_in(browser, farm)
+    follow_nav(page, farm, "Submit", "/submit")
+    notice, facts = page.locator("#blend-notice"), page.locator("#scene-facts")
+    for saved, farm_blenders, warned in (
+        ("6.0", ["3.4.1", "5.0.1"], True),  # newer than the manager's and the workers'
+        ("5.0", ["3.4.1", "5.0.1"], False),
+        ("5.1", [], True),  # not looked up: newer than the Blender that read it
+        ("4.2", [], False),
+    ):
+        page.route("**/api/blend-info", fulfil_with(answer(saved, farm_blenders)))
+        # A new file each time: choosing the same one again is no change.
+        blend = tmp_path / f"saved-with-{saved}.blend"
+        blend.write_bytes(b"BLENDER17-01v0600" + bytes(64))
+        page.set_input_files("#file", str(blend))
+        expect()(page.locator("#submit-form")).to_be_visible()
+        expect()(facts).to_contain_text(f"saved with Blender {saved}, read with Blender 5.0.1")
+        if warned:
+            expect()(notice).to_be_visible()
+            expect()(notice).to_contain_text(
+                f"saved with Blender {saved}, newer than any Blender on this farm "
+                "(the newest is 5.0.1)"
+            )
+            if saved == "6.0":
+                shoot(page, "03c-submit-newer-blender")
+        else:
+            expect()(notice).to_be_hidden()
+        page.unroute("**/api/blend-info")
     page.context.close()
 
 

@@ -24,6 +24,8 @@ from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.events import EventBus
 from farmhand.manager.web.thumbnails import thumbnail
+from farmhand.shared.blendfile import read_saved_version
+from farmhand.worker.blender.discovery import BlenderInstall
 from tests.integration.conftest import FAKE_BLEND, Farm, login_nonce
 
 
@@ -385,6 +387,62 @@ def test_blend_info_without_blender_is_503_and_keeps_the_file(
     assert job.status_code == 202, "the upload can be used for the job as it is"
 
 
+def test_blend_info_names_the_blender_that_saved_the_file(
+    farm: Farm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Which Blender saved the file (its header) besides which one read it, and the
+    farm's Blenders: a 5.0 file read by the manager's 4.2 can be told apart."""
+    reader = BlenderInstall("executable", "/opt/blender-4.2/blender", "4.2.1")
+    monkeypatch.setattr(blendinfo, "blenders", lambda: [reader])
+    monkeypatch.setattr(blendinfo, "open_with", lambda install, blend: {"scene": "Scene"})
+    answer = farm.client.post(
+        "/api/runner/register",
+        json={
+            "token": farm.runner_token,
+            "name": "old-box",
+            "capabilities": {"blender_versions": ["3.6.5"]},
+        },
+    )
+    assert answer.status_code == 201, answer.text
+
+    def info(name: str, content: bytes) -> dict[str, object]:
+        answer = farm.client.post(
+            "/api/blend-info",
+            headers=farm.admin,
+            files={"file": (name, content, "application/octet-stream")},
+        )
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+    five = info("five.blend", b"BLENDER17-01v0500" + b"\x00" * 64 + b"five")
+    assert (five["saved_with"], five["blender_version"]) == ("5.0", "4.2.1")
+    assert five["farm_blenders"] == ["3.6.5", "4.2.1"], "the reader's and the worker's"
+    old = info("old.blend", FAKE_BLEND + b"old")
+    assert old["saved_with"] == "3.4"
+    # A zstd frame that does not decompress: a .blend's first bytes, no version in it.
+    garbled = info("garbled.blend", b"\x28\xb5\x2f\xfd" + b"\xff" * 64)
+    assert garbled["saved_with"] is None
+
+
+def test_blend_info_that_blender_cannot_open_names_the_saving_blender(
+    farm: Farm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(install: BlenderInstall, blend: Path) -> dict[str, object]:
+        raise blendinfo.SceneReadError("file format is newer")
+
+    reader = BlenderInstall("executable", "/opt/blender-3.4/blender", "3.4.1")
+    monkeypatch.setattr(blendinfo, "blenders", lambda: [reader])
+    monkeypatch.setattr(blendinfo, "open_with", refuse)
+    answer = farm.client.post(
+        "/api/blend-info",
+        headers=farm.admin,
+        files={"file": ("new.blend", b"BLENDER17-01v0501" + b"\x00" * 64, "x/y")},
+    )
+    assert answer.status_code == 422
+    assert "saved with Blender 5.1" in answer.json()["detail"]
+    assert answer.headers[blendinfo.BLOB_HEADER]
+
+
 @pytest.mark.blender
 def test_blend_info_reads_the_scene_with_blender(farm: Farm, animated_blend: Path) -> None:
     answer = farm.client.post(
@@ -398,6 +456,10 @@ def test_blend_info_reads_the_scene_with_blender(farm: Farm, animated_blend: Pat
     assert (info["resolution_x"], info["resolution_y"]) == (64, 48)
     assert info["engine"] == "CYCLES" and info["has_camera"]
     assert info["samples"] == 2
+    with animated_blend.open("rb") as handle:
+        saved = read_saved_version(handle)
+    assert saved is not None and info["saved_with"] == saved
+    assert info["blender_version"] in info["farm_blenders"]
     job = farm.client.post(
         "/api/jobs",
         headers=farm.admin,

@@ -144,7 +144,18 @@ class BlendInfo(BaseModel):
     sha256: str
     file_name: str
     size: int
-    blender_version: str
+    blender_version: str = Field(description="The Blender on the manager that read the file.")
+    saved_with: str | None = Field(
+        default=None,
+        description="The Blender that saved the file (major.minor, from its header); "
+        "None when the header does not say.",
+    )
+    farm_blenders: list[str] = Field(
+        default_factory=list,
+        description="The Blender that read the file and those of the enabled workers, "
+        "oldest first: a file saved by a newer one than all of them waits for a worker "
+        "that can open it. Empty when not looked up.",
+    )
     scene: str
     frame_start: int
     frame_end: int

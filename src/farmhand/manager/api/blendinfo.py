@@ -10,6 +10,11 @@ also the bpy module), newest first, falling back to an older one if the newest c
 open the file. Newest first because a .blend saved by a newer Blender does not open in
 an older one, while the reverse works. No Blender at all → 503 and the form keeps its
 defaults. At most `MAX_CONCURRENT` Blenders run at once: each costs hundreds of MB.
+
+The answer names two Blenders: the one that read the file here (`blender_version`) and
+the one that saved it (`saved_with`, from the file's header: the same reader as at job
+submit). With `farm_blenders` (the reader and the enabled workers' Blenders) the form can
+warn about a file saved by a newer Blender than any of them: its job would wait.
 """
 
 from __future__ import annotations
@@ -27,12 +32,19 @@ from typing import Any
 
 import structlog
 from fastapi import APIRouter, HTTPException, UploadFile, status
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from farmhand.manager.api.deps import Context, UserDep
 from farmhand.manager.api.uploads import store_upload, uploaded_name
 from farmhand.manager.context import ManagerContext
-from farmhand.shared.blendfile import HEADER_BYTES, looks_like_blend
+from farmhand.manager.db.models import Worker
+from farmhand.shared.blendfile import (
+    HEADER_BYTES,
+    looks_like_blend,
+    parse_version,
+    read_saved_version,
+)
 from farmhand.shared.schemas import ErrorResponse
 from farmhand.shared.web_schemas import BlendInfo
 from farmhand.worker.blender.discovery import BlenderInstall, BlenderNotFound, find_blender
@@ -42,6 +54,8 @@ log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/api", tags=["jobs"])
 
 MARK = "@@farmhand@@"
+SAVED_WITH = "saved_with"
+"""The key `read_scene` adds to Blender's facts: the version in the file's header."""
 OPEN_TIMEOUT = 120.0
 MAX_CONCURRENT = 2
 FACTS_CACHE_SIZE = 256
@@ -113,8 +127,20 @@ def open_with(install: BlenderInstall, blend: Path) -> dict[str, Any]:
     raise SceneReadError("Blender did not open the file: " + (" | ".join(tail) or "no output"))
 
 
+def saved_with(path: Path) -> str | None:
+    """The Blender that saved the .blend at `path` (its header), or None if unreadable."""
+    try:
+        with path.open("rb") as handle:
+            return read_saved_version(handle)
+    except OSError:
+        return None
+
+
 def read_scene(path: Path, name: str, sha256: str) -> tuple[str, dict[str, Any]]:
-    """(Blender version, scene facts) of a stored .blend; cached by content hash."""
+    """(Blender version, scene facts) of a stored .blend; cached by content hash.
+
+    The facts are Blender's, plus `SAVED_WITH`: the version in the file's header.
+    """
     cached = _facts_cache.get(sha256)
     if cached is not None:
         return cached
@@ -135,11 +161,36 @@ def read_scene(path: Path, name: str, sha256: str) -> tuple[str, dict[str, Any]]
             except SceneReadError as error:
                 errors.append(f"Blender {install.version}: {error}")
                 continue
+            facts[SAVED_WITH] = saved_with(path)
             if len(_facts_cache) >= FACTS_CACHE_SIZE:
                 _facts_cache.pop(next(iter(_facts_cache)))
             _facts_cache[sha256] = (install.version, facts)
             return install.version, facts
     raise SceneReadError("; ".join(errors))
+
+
+def farm_blenders(context: ManagerContext, reader: str) -> list[str]:
+    """The Blender that read the file and those of every enabled worker, oldest first.
+
+    Offline and sleeping workers count: they come back. Disabled ones do not. (Not
+    `blenders()`: that asks each Blender its version, a process per request.)
+    """
+    with context.db.read() as session:
+        capabilities = session.scalars(
+            select(Worker.capabilities).where(Worker.admin_state == "enabled")
+        ).all()
+    versions = {reader}
+    for capability in capabilities:
+        found = (capability or {}).get("blender_versions") or []
+        versions.update(v for v in found if isinstance(v, str))
+    return sorted(versions, key=_sort_key)
+
+
+def _sort_key(version: str) -> tuple[int, ...]:
+    try:
+        return parse_version(version)
+    except ValueError:
+        return ()
 
 
 def _int(value: object, default: int) -> int:
@@ -180,23 +231,37 @@ async def blend_info(file: UploadFile, context: Context, caller: UserDep) -> Ble
         ) from error
     except SceneReadError as error:
         log.info("blend-info could not open a file", file=name, error=str(error))
+        saved = await run_in_threadpool(saved_with, _blob_path(context, stored.sha256))
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_ENTITY,
-            f"Blender could not open {name!r}: {error}",
+            f"Blender could not open {name!r}: {error}"
+            + (f" (the file was saved with Blender {saved})" if saved else ""),
             headers=blob_header,
         ) from error
-    return blend_info_model(stored.sha256, name, stored.size, version, facts)
+    farm = await run_in_threadpool(farm_blenders, context, version)
+    return blend_info_model(stored.sha256, name, stored.size, version, facts, farm)
 
 
 def blend_info_model(
-    sha256: str, name: str, size: int, version: str, facts: dict[str, Any]
+    sha256: str,
+    name: str,
+    size: int,
+    version: str,
+    facts: dict[str, Any],
+    farm: list[str] | None = None,
 ) -> BlendInfo:
-    """The answer for a .blend whose scene facts Blender reported."""
+    """The answer for a .blend whose scene facts `read_scene` reported.
+
+    `farm`: `farm_blenders`, when the caller looked them up ([] otherwise).
+    """
+    saved = facts.get(SAVED_WITH)
     return BlendInfo(
         sha256=sha256,
         file_name=name,
         size=size,
         blender_version=version,
+        saved_with=saved if isinstance(saved, str) else None,
+        farm_blenders=farm or [],
         scene=str(facts.get("scene", "")),
         frame_start=_int(facts.get("frame_start"), 1),
         frame_end=_int(facts.get("frame_end"), 1),

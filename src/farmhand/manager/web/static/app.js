@@ -241,6 +241,19 @@
     };
     const field = (name) => form.elements.namedItem(name);
 
+    // A file saved by a newer Blender than any on the farm (major.minor, as the
+    // scheduler compares) does not open in them: its job would wait for a worker.
+    const minor = (v) => String(v).split(".").slice(0, 2).map((part) => parseInt(part, 10) || 0);
+    const newer = (a, b) => { const [x, y] = [minor(a), minor(b)]; return x[0] > y[0] || (x[0] === y[0] && x[1] > y[1]); };
+    function savedTooNew(info) {
+      if (!info.saved_with) return "";
+      const have = info.farm_blenders && info.farm_blenders.length ? info.farm_blenders : [info.blender_version];
+      if (!have.every((v) => newer(info.saved_with, v))) return "";
+      const newest = have[have.length - 1]; // farm_blenders are oldest first
+      return `Warning: this file was saved with Blender ${info.saved_with}, newer than any Blender on this farm ` +
+        `(the newest is ${newest}). Older Blenders cannot render it: the job will wait for a worker with Blender ${info.saved_with} or newer.`;
+    }
+
     function fill(info, fileName) {
       const stem = fileName.replace(/^.*\//, "").replace(/\.(blend|zip)$/i, "");
       field("name").value = stem;
@@ -255,8 +268,11 @@
       $("#scene-facts").textContent = info
         ? `Scene “${info.scene}”: ${info.resolution_x}×${info.resolution_y} at ${info.resolution_percentage} %, ${info.engine}` +
           `${info.samples ? `, ${info.samples} samples` : ""}, frames ${info.frame_start}–${info.frame_end}, ${info.output_format}` +
-          ` (read with Blender ${info.blender_version})${info.has_camera ? "" : " — warning: the scene has no camera"}`
+          ` (${info.saved_with ? `saved with Blender ${info.saved_with}, ` : ""}read with Blender ${info.blender_version})` +
+          `${info.has_camera ? "" : " — warning: the scene has no camera"}`
         : "";
+      const tooNew = info && savedTooNew(info);
+      if (tooNew) showNotice(tooNew, "");
       form.hidden = false;
       field("name").focus();
     }
