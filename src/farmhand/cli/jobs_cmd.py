@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path, PurePosixPath
 from typing import Annotated, cast, get_args
 
 import typer
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -24,15 +24,18 @@ from rich.progress import (
 from rich.table import Table
 
 from farmhand.cli.config import ConfigError, resolve
+from farmhand.cli.json_events import JsonEvents, errors_as_events
 from farmhand.client import FarmhandClient, FarmhandError
 from farmhand.client.packing import PackedProject, PackError
 from farmhand.client.submission import MissingFiles, SubmitHooks, Submitted, submit_project
 from farmhand.shared.frames import FrameRangeError, parse_frame_spec
 from farmhand.shared.schemas import (
     DeviceKind,
+    JobAccepted,
     JobDetail,
     JobSettings,
     JobStatus,
+    JobSummary,
     OutputFormat,
     VideoSettings,
 )
@@ -42,6 +45,7 @@ err = Console(stderr=True)
 
 FINISHED = {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED}
 MAX_POLL_SECONDS = 1.0
+JOB_LIST = TypeAdapter(list[JobSummary])
 
 UrlOption = Annotated[str | None, typer.Option("--url", help="Manager URL (env FARMHAND_URL).")]
 TokenOption = Annotated[
@@ -49,12 +53,20 @@ TokenOption = Annotated[
 ]
 
 
-def fail(message: str) -> typer.Exit:
+class Failed(typer.Exit):
+    """A refusal already printed for people; `message` keeps it for `--json-events`."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(1)
+        self.message = message
+
+
+def fail(message: str) -> Failed:
     """Print one red line (no traceback) and return the exit to raise."""
     # soft_wrap: one line however long (a path in it stays copyable, greps still match).
     # escape: a message quoting "[a-z]" or "[gpu]" is text, not Rich markup to swallow.
     err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
+    return Failed(message)
 
 
 @contextmanager
@@ -172,6 +184,14 @@ def submit(
             show_default=False,
         ),
     ] = None,
+    json_events: Annotated[
+        bool,
+        typer.Option(
+            "--json-events",
+            help="Report progress and the outcome as JSON lines on stdout (for programs, "
+            "e.g. the Blender add-on), ending with a 'submitted' or an 'error' event.",
+        ),
+    ] = False,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
@@ -182,68 +202,119 @@ def submit(
     uses but that do not exist are listed and the submit refused, unless --allow-missing.
     With --shared the .blend stays where it is, on a share the manager knows.
     """
-    if not shared:
-        blend = Path(file)
-        if not blend.is_file():
-            raise fail(f"{file}: no such file")
-        if blend.suffix.lower() != ".blend":
-            raise fail(f"{file}: not a .blend file")
-    first, last, step = frame_spec(frames)
-    fmt = output_format.upper() if output_format else None
-    if fmt is not None and fmt not in get_args(OutputFormat):
-        choices = ", ".join(get_args(OutputFormat))
-        raise fail(f"--format {output_format!r}: choose {choices}")
-    try:
-        settings = JobSettings(
-            name=name,
-            frame_start=first,
-            frame_end=last,
-            frame_step=step,
-            chunk_size=chunk,
-            priority=priority,
-            output_format=_as_format(fmt),
-            resolution_percentage=resolution_percentage,
-            samples=samples,
-            video=VideoSettings() if video else None,
-            device=_as_device(device),
-            blender_version=blender_version,
-            required_tags=require_tags or [],
-            output_dir=output_dir,
+    events = JsonEvents() if json_events else None
+    with errors_as_events(events):
+        if events is not None and wait:
+            raise fail("--json-events does not combine with --wait")
+        if not shared:
+            blend = Path(file)
+            if not blend.is_file():
+                raise fail(f"{file}: no such file")
+            if blend.suffix.lower() != ".blend":
+                raise fail(f"{file}: not a .blend file")
+        first, last, step = frame_spec(frames)
+        fmt = output_format.upper() if output_format else None
+        if fmt is not None and fmt not in get_args(OutputFormat):
+            choices = ", ".join(get_args(OutputFormat))
+            raise fail(f"--format {output_format!r}: choose {choices}")
+        try:
+            settings = JobSettings(
+                name=name,
+                frame_start=first,
+                frame_end=last,
+                frame_step=step,
+                chunk_size=chunk,
+                priority=priority,
+                output_format=_as_format(fmt),
+                resolution_percentage=resolution_percentage,
+                samples=samples,
+                video=VideoSettings() if video else None,
+                device=_as_device(device),
+                blender_version=blender_version,
+                required_tags=require_tags or [],
+                output_dir=output_dir,
+            )
+        except ValidationError as exc:
+            raise fail(settings_error(exc)) from None
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+        with manager_errors(), open_client(url, token) as client:
+            submitted = None
+            if shared:
+                accepted = client.submit_shared(file, settings)
+            else:
+                submitted = submit_packed(
+                    client, Path(file), settings, project, allow_missing, threads, events
+                )
+                accepted = submitted.job
+            announce(client, accepted, submitted, events)
+            if wait:
+                job = follow(client, accepted.id)
+                finish(client, job, output or Path("farmhand-output") / str(job.id))
+
+
+def announce(
+    client: FarmhandClient,
+    accepted: JobAccepted,
+    submitted: Submitted | None,
+    events: JsonEvents | None,
+) -> None:
+    """Say which job was made: two lines for people, a `submitted` event for programs."""
+    where = f"{client.base_url}{accepted.location}"
+    numbers: dict[str, int] = {}
+    if submitted is not None:
+        report = submitted.report
+        numbers = {
+            "files": submitted.files,
+            "uploaded_files": report.uploaded_files,
+            "skipped_files": report.skipped_files,
+            "bytes_sent": report.bytes_sent,
+        }
+    if events is not None:
+        page = f"{client.base_url}/jobs/{accepted.id}"
+        events.emit(
+            "submitted", job_id=accepted.id, status=accepted.status, url=where, page=page, **numbers
         )
-    except ValidationError as exc:
-        raise fail(settings_error(exc)) from None
-    except ValueError as exc:
-        raise fail(str(exc)) from None
-    with manager_errors(), open_client(url, token) as client:
-        if shared:
-            accepted = client.submit_shared(file, settings)
-        else:
-            submitted = submit_with_bars(
-                client, Path(file), settings, project, allow_missing, threads
-            )
-            accepted = submitted.job
-            report = submitted.report
-            console.print(
-                f"{submitted.files} files, {report.uploaded_files} uploaded "
-                f"({report.skipped_files} already on the farm); {report.bytes_sent} bytes sent",
-                highlight=False,
-            )
-        where = f"{client.base_url}{accepted.location}"
-        console.print(f"job [bold]{accepted.id}[/bold] {accepted.status}  {where}")
-        if wait:
-            job = follow(client, accepted.id)
-            finish(client, job, output or Path("farmhand-output") / str(job.id))
+        return
+    if numbers:
+        console.print(
+            f"{numbers['files']} files, {numbers['uploaded_files']} uploaded "
+            f"({numbers['skipped_files']} already on the farm); {numbers['bytes_sent']} bytes sent",
+            highlight=False,
+        )
+    console.print(f"job [bold]{accepted.id}[/bold] {accepted.status}  {where}")
 
 
-def submit_with_bars(
+def submit_packed(
     client: FarmhandClient,
     file: Path,
     settings: JobSettings,
     project: Path | None,
     allow_missing: bool,
     threads: int,
+    events: JsonEvents | None,
 ) -> Submitted:
-    """`submit_project` with bars for hashing and uploading (bytes and files)."""
+    """`submit_project`, its progress shown as bars, or as JSON events if `events`."""
+    if events is not None:
+        events.emit("packing")
+    with nullcontext(events.hooks()) if events else bars(allow_missing) as hooks:
+        try:
+            return submit_project(
+                client,
+                file,
+                settings,
+                project=project,
+                allow_missing=allow_missing,
+                threads=threads,
+                hooks=hooks,
+            )
+        except (MissingFiles, PackError) as exc:
+            raise fail(str(exc)) from None
+
+
+@contextmanager
+def bars(allow_missing: bool) -> Iterator[SubmitHooks]:
+    """Progress hooks drawing bars for hashing and uploading (bytes and files)."""
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -272,24 +343,12 @@ def submit_with_bars(
             counts[0] += files
             bar.update(upload, advance=size, files=f"{counts[0]}/{counts[1]} files")
 
-        hooks = SubmitHooks(
+        yield SubmitHooks(
             packed=packed,
             hashed=lambda size: bar.update(hashing, advance=size),
             uploading=uploading,
             advance=advance,
         )
-        try:
-            return submit_project(
-                client,
-                file,
-                settings,
-                project=project,
-                allow_missing=allow_missing,
-                threads=threads,
-                hooks=hooks,
-            )
-        except (MissingFiles, PackError) as exc:
-            raise fail(str(exc)) from None
 
 
 OPTION_NAMES = {
@@ -435,10 +494,23 @@ def download_with_bar(
         )
 
 
-def jobs(url: UrlOption = None, token: TokenOption = None) -> None:
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print the manager's JSON (as the API answers) instead.")
+]
+
+
+def print_json(text: str) -> None:
+    """JSON on stdout as is: Rich would wrap and colour it."""
+    typer.echo(text)
+
+
+def jobs(as_json: JsonOption = False, url: UrlOption = None, token: TokenOption = None) -> None:
     """List jobs, newest first."""
     with manager_errors(), open_client(url, token) as client:
         rows = client.list_jobs()
+    if as_json:
+        print_json(JOB_LIST.dump_json(rows).decode())
+        return
     table = Table("id", "name", "owner", "status", "progress", "frames", "created")
     for job in rows:
         table.add_row(
@@ -455,12 +527,16 @@ def jobs(url: UrlOption = None, token: TokenOption = None) -> None:
 
 def job(
     job_id: Annotated[int, typer.Argument(help="Job id.", show_default=False)],
+    as_json: JsonOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
     """Show one job and its tasks."""
     with manager_errors(), open_client(url, token) as client:
         detail = client.get_job(job_id)
+    if as_json:
+        print_json(detail.model_dump_json())
+        return
     console.print(
         f"[bold]job {detail.id}[/bold] {detail.name!r} by {detail.owner}: "
         f"{_status(detail.status)} {detail.progress:.0f}% "
