@@ -1,19 +1,23 @@
 """Error answers: always `{"detail": "..."}`, never a stack trace.
 
 Validation errors become 400 with the first problem spelled out (FastAPI's default 422
-body echoes the whole input back, which can include secrets). Anything unexpected is
-logged with its traceback on the manager and answered with a plain 500.
+body echoes the whole input back, which can include secrets). A full disk, under the
+blob store, the task logs or the database, is `507 Insufficient Storage` with that said
+plainly: clients retry 5xx (the worker keeps its frames in its outbox meanwhile), and the
+operator reads one clear log line per refusal instead of a traceback. Anything else
+unexpected is logged with its traceback on the manager and answered with a plain 500.
 """
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, DBAPIError
 
 from farmhand.shared.schemas import ErrorResponse
 
@@ -32,6 +36,34 @@ def describe_validation_error(error: RequestValidationError) -> str:
         where = ".".join(str(part) for part in item.get("loc", ()) if part != "body") or "body"
         problems.append(f"{where}: {item.get('msg', 'invalid')}")
     return "; ".join(problems) or "invalid request"
+
+
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+_SQLITE_FULL = 13
+"""`SQLITE_FULL`: "database or disk is full"."""
+_POSTGRES_DISK_FULL = "53100"
+
+
+def is_storage_full(error: BaseException) -> bool:
+    """Whether `error` is a disk (or quota) running out of space under the manager, from
+    a file write or from the database (SQLite's `SQLITE_FULL`, PostgreSQL's `disk_full`)."""
+    if isinstance(error, OSError):
+        return error.errno in _NO_SPACE
+    if isinstance(error, DBAPIError):
+        cause = error.orig
+        return (
+            getattr(cause, "sqlite_errorcode", None) == _SQLITE_FULL
+            or getattr(cause, "sqlstate", None) == _POSTGRES_DISK_FULL
+        )
+    return False
+
+
+def _internal_error(request: Request) -> JSONResponse:
+    log.exception("unhandled error", path=request.url.path, method=request.method)
+    return JSONResponse(
+        status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        content={"detail": "internal error; see the manager's log"},
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -62,10 +94,25 @@ def install_error_handlers(app: FastAPI) -> None:
             content={"detail": "a value in the request is out of range or cannot be stored"},
         )
 
+    @app.exception_handler(OSError)
+    @app.exception_handler(DBAPIError)
+    async def _storage_full(request: Request, error: Exception) -> JSONResponse:
+        if not is_storage_full(error):
+            return _internal_error(request)
+        log.error(
+            "storage full: request refused",
+            path=request.url.path,
+            method=request.method,
+            error=str(error)[:200],
+        )
+        return JSONResponse(
+            status_code=status.HTTP_507_INSUFFICIENT_STORAGE,
+            content={
+                "detail": "the manager's storage is full; nothing was stored. "
+                "Try again once an administrator has freed space."
+            },
+        )
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
-        log.exception("unhandled error", path=request.url.path, method=request.method)
-        return JSONResponse(
-            status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
-            content={"detail": "internal error; see the manager's log"},
-        )
+        return _internal_error(request)

@@ -9,6 +9,7 @@ writers of the same content both end with the same, complete file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -63,7 +64,10 @@ class _Staging:
         self.handle.write(chunk)
 
     def discard(self) -> None:
-        self.handle.close()
+        """Remove the temporary file, whatever went wrong: on a full disk, closing
+        fails too (the buffer cannot be written), and the file must still go."""
+        with contextlib.suppress(OSError):
+            self.handle.close()
         self.path.unlink(missing_ok=True)
 
 
@@ -88,14 +92,22 @@ class BlobStore:
                 yield chunk
 
     def _finish(self, staging: _Staging, expected: str | None) -> StoredBlob:
-        staging.handle.flush()
-        os.fsync(staging.handle.fileno())
-        staging.handle.close()
+        try:
+            staging.handle.flush()
+            os.fsync(staging.handle.fileno())
+            staging.handle.close()
+        except BaseException:  # a full disk shows here: buffered bytes go out last
+            staging.discard()
+            raise
         actual = staging.digest.hexdigest()
         if expected is not None and actual != expected:
             staging.path.unlink(missing_ok=True)
             raise BlobError(f"content hash is {actual}, not the announced {expected}")
-        return self.place(staging.path, actual, staging.size)
+        try:
+            return self.place(staging.path, actual, staging.size)
+        except BaseException:  # no room for its directory: no stray copy in tmp/ either
+            staging.path.unlink(missing_ok=True)
+            raise
 
     def place(self, staged: Path, sha256: str, size: int) -> StoredBlob:
         """Rename a verified file from the store's temporary area into its place."""
