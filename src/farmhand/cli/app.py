@@ -3,6 +3,7 @@
 import typer
 
 from farmhand.cli import control_cmd, jobs_cmd, runners_cmd
+from farmhand.cli.addon_cmd import addon
 from farmhand.cli.admin_cmd import admin
 from farmhand.cli.config import global_options
 from farmhand.cli.demo_cmd import demo
@@ -24,6 +25,7 @@ runners_cmd.register(app)
 app.command()(demo)
 app.add_typer(users, name="users")
 app.add_typer(admin, name="admin")
+app.add_typer(addon, name="addon")
 
 
 def main() -> None:

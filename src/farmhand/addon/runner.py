@@ -1,0 +1,228 @@
+"""The add-on's only way to the farm: the `farmhand` CLI, run as a child process.
+
+Blender's Python cannot import farmhand (none of its dependencies are there), and a
+second HTTP client inside the add-on would drift from the one the CLI uses. So the
+add-on runs `farmhand submit --json-events` and `farmhand job --json` and reads their
+JSON. Arguments always go as a list, never through a shell: job names and paths are
+typed by people. The token goes in the child's environment, not its arguments, where
+any user on the machine could read it in `ps`.
+
+No bpy here, and nothing newer than Python 3.10 (Blender 3.4).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+EXECUTABLE = "farmhand.exe" if os.name == "nt" else "farmhand"
+TERMINAL = ("submitted", "error", "canceled")
+"""Events after which a submit says nothing more; every run ends with exactly one."""
+
+
+class CliError(Exception):
+    """Something a person can fix, said in one line."""
+
+
+def find_farmhand(configured: str = "") -> str:
+    """The `farmhand` executable: the add-on's preference, else on PATH, else beside
+    Blender's Python (a Blender started from a desktop menu has no venv on its PATH)."""
+    if configured:
+        path = os.path.expanduser(configured)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+        raise CliError(
+            f"the farmhand CLI set in the add-on's preferences is not an executable: {path}"
+        )
+    found = shutil.which(EXECUTABLE)
+    if found:
+        return found
+    beside = os.path.join(os.path.dirname(sys.executable), EXECUTABLE)
+    if os.path.isfile(beside) and os.access(beside, os.X_OK):
+        return beside
+    raise CliError(
+        "farmhand CLI not found: install farmhand (pip install farmhand), then set its "
+        "path in Preferences > Add-ons > farmhand, or run `farmhand addon install`"
+    )
+
+
+def cli_env(url: str, token: str) -> dict[str, str]:
+    """The child's environment: the preferences win over the CLI's own config, and an
+    empty field leaves the CLI to its usual FARMHAND_URL / FARMHAND_TOKEN / config file."""
+    env = dict(os.environ)
+    if url:
+        env["FARMHAND_URL"] = url
+    if token:
+        env["FARMHAND_TOKEN"] = token
+    env["NO_COLOR"] = "1"
+    env["PYTHONIOENCODING"] = "utf-8"
+    return env
+
+
+def submit_args(
+    farmhand: str,
+    blend: str,
+    frame_start: int,
+    frame_end: int,
+    frame_step: int = 1,
+    chunk: int = 10,
+    priority: int = 50,
+    name: str = "",
+    video: bool = False,
+) -> list[str]:
+    frames = f"{frame_start}-{frame_end}"
+    if frame_step > 1:
+        frames += f"x{frame_step}"
+    args = [farmhand, "submit", "--json-events", f"--frames={frames}"]
+    args += [f"--chunk={chunk}", f"--priority={priority}"]
+    if name:
+        args.append(f"--name={name}")  # `=`: a name starting with '-' stays a value
+    if video:
+        args.append("--video")
+    return [*args, "--", blend]
+
+
+def one_line(text: str) -> str:
+    """A message as one line: Blender's status bar shows only the first."""
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def last_error(stderr: str, returncode: int) -> str:
+    """What a failed CLI said: its `error:` line, else its last line."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith("error:"):
+            return line[len("error:") :].strip()
+    if lines:
+        return lines[-1]
+    return f"farmhand exited with code {returncode}"
+
+
+def _popen(args: list[str], env: dict[str, str], stderr: Any) -> "subprocess.Popen[str]":
+    # No console window flashing up on Windows for every call.
+    flags = getattr(subprocess, "CREATE_NO_WINDOW", 0)
+    try:
+        return subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=env,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            creationflags=flags,
+        )
+    except OSError as exc:
+        raise CliError(f"cannot run {args[0]}: {exc.strerror or exc}") from exc
+
+
+class Submit:
+    """One `farmhand submit --json-events` child; `events()` yields what it reports.
+
+    `cancel()` may be called from another thread (the UI) while `events()` runs.
+    """
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        # stderr to a file: a pipe nobody reads while stdout streams could fill and stall
+        # the child; only its last line matters, after the end.
+        self._stderr = tempfile.TemporaryFile(  # noqa: SIM115 (closed at the end of events())
+            mode="w+", encoding="utf-8", errors="replace"
+        )
+        self.process = _popen(args, env, self._stderr)
+        self.canceled = False
+
+    def cancel(self) -> None:
+        self.canceled = True
+        if self.process.poll() is None:
+            self.process.terminate()
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        """The child's events, ending with exactly one of `TERMINAL`."""
+        ended = False
+        stdout = self.process.stdout
+        assert stdout is not None
+        try:
+            for line in stdout:
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue  # not ours (a library printing): the events are the contract
+                if not isinstance(event, dict) or "event" not in event or ended:
+                    continue
+                if event["event"] == "error":
+                    event["message"] = one_line(str(event.get("message", "")))
+                ended = event["event"] in TERMINAL
+                yield event
+            returncode = self.process.wait()
+            if ended:
+                return
+            if self.canceled:
+                yield {"event": "canceled"}
+                return
+            self._stderr.seek(0)
+            message = last_error(self._stderr.read(), returncode)
+            yield {"event": "error", "message": one_line(message)}
+        finally:
+            stdout.close()
+            self._stderr.close()
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+
+
+def run_json(args: list[str], env: dict[str, str], timeout: float = 120) -> Any:
+    """Run a `--json` command to its end; its JSON, or CliError with its error line."""
+    flags = getattr(subprocess, "CREATE_NO_WINDOW", 0)
+    try:
+        result = subprocess.run(
+            args,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            env=env,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            timeout=timeout,
+            check=False,
+            creationflags=flags,
+        )
+    except OSError as exc:
+        raise CliError(f"cannot run {args[0]}: {exc.strerror or exc}") from exc
+    except subprocess.TimeoutExpired:
+        raise CliError(f"farmhand gave no answer in {timeout:.0f} s") from None
+    if result.returncode != 0:
+        raise CliError(one_line(last_error(result.stderr, result.returncode)))
+    try:
+        return json.loads(result.stdout)
+    except ValueError:
+        raise CliError(f"farmhand answered no JSON: {result.stdout[:200]!r}") from None
+
+
+def job_status(farmhand: str, env: dict[str, str], job_id: int) -> dict[str, Any]:
+    """`farmhand job ID --json`: the manager's view of one job."""
+    answer = run_json([farmhand, "job", str(job_id), "--json"], env)
+    if not isinstance(answer, dict):
+        raise CliError("farmhand job --json did not answer an object")
+    return answer
+
+
+def status_line(job: dict[str, Any]) -> str:
+    """`active 40% (4/10 frames)`, plus the reason a job waits or failed."""
+    line = f"{job.get('status')} {float(job.get('progress') or 0):.0f}% "
+    line += f"({job.get('frames_done', 0)}/{job.get('frames_total', 0)} frames)"
+    if job.get("status_reason"):
+        line += f": {job['status_reason']}"
+    return line
+
+
+def percent(event: dict[str, Any]) -> float | None:
+    """0-100 of a `hashing` / `upload` event, None when it has no size."""
+    total = event.get("total") or 0
+    if not total:
+        return None
+    return 100.0 * float(event.get("done", 0)) / float(total)

@@ -1,0 +1,394 @@
+"""What Blender shows: preferences, the Render Properties panel, its four buttons.
+
+Submitting takes as long as packing and uploading take, so the CLI runs in a thread and
+Blender's UI keeps working: the thread only posts the CLI's events to `INBOX`, and a
+`bpy.app.timers` callback applies them on Blender's main thread (bpy is not
+thread-safe). In background mode (`blender -b`, the bpy module) no event loop runs
+timers and a script wants the outcome when the call returns, so the operator waits for
+the thread, and errors become its error report (a RuntimeError in Python).
+
+No `from __future__ import annotations` here: Blender reads the property annotations
+of these classes as objects, not strings.
+"""
+
+import os
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import bpy
+from bpy.props import BoolProperty, IntProperty, PointerProperty, StringProperty
+
+from . import runner
+
+ADDON = __package__
+"""`farmhand_addon` once installed: the key of this add-on's preferences."""
+POLL_SECONDS = 0.2
+
+
+class State:
+    """The add-on's memory between clicks (this Blender session only); main thread only."""
+
+    def __init__(self) -> None:
+        self.submit: runner.Submit | None = None
+        self.busy = ""  # "submitting" or "refreshing" while a CLI runs
+        self.phase = ""
+        self.percent: float | None = None
+        self.error = ""
+        self.message = ""
+        self.job_id = 0
+        self.job_page = ""
+        self.job_status = ""
+
+
+STATE = State()
+INBOX: "queue.Queue[dict[str, Any]]" = queue.Queue()
+"""Events from worker threads, applied by `_drain` on the main thread."""
+
+
+def preferences() -> Any:
+    return bpy.context.preferences.addons[ADDON].preferences
+
+
+class FarmhandPreferences(bpy.types.AddonPreferences):
+    bl_idname = ADDON
+
+    manager_url: StringProperty(
+        name="Manager URL",
+        description="e.g. http://render-manager:8080 (empty: the farmhand CLI's own "
+        "FARMHAND_URL or config file)",
+        default="",
+    )
+    api_token: StringProperty(
+        name="API token",
+        description="Your farmhand API token (empty: the CLI's own FARMHAND_TOKEN or "
+        "config file). Kept in Blender's preferences file",
+        default="",
+        subtype="PASSWORD",
+    )
+    farmhand_path: StringProperty(
+        name="farmhand CLI",
+        description="The farmhand executable (empty: found on PATH or beside Blender's "
+        "Python; `farmhand addon install` sets it)",
+        default="",
+        subtype="FILE_PATH",
+    )
+
+    def draw(self, context: Any) -> None:
+        layout = self.layout
+        layout.prop(self, "manager_url")
+        layout.prop(self, "api_token")
+        layout.prop(self, "farmhand_path")
+        try:
+            layout.label(text="Using " + runner.find_farmhand(self.farmhand_path), icon="CHECKMARK")
+        except runner.CliError as exc:
+            layout.label(text=str(exc), icon="ERROR")
+
+
+class FarmhandJobSettings(bpy.types.PropertyGroup):
+    """Saved in the .blend: a shot keeps its farm settings from one submit to the next."""
+
+    job_name: StringProperty(
+        name="Job name", description="Empty: the file's name", default="", maxlen=200
+    )
+    use_scene_frames: BoolProperty(
+        name="Scene's frames",
+        description="Render the scene's frame range (and step); off: the range below",
+        default=True,
+    )
+    frame_start: IntProperty(name="Start", default=1)
+    frame_end: IntProperty(name="End", default=250)
+    chunk_size: IntProperty(
+        name="Chunk size", description="Frames per task", default=10, min=1, max=10000
+    )
+    priority: IntProperty(
+        name="Priority", description="0-100, higher first", default=50, min=0, max=100
+    )
+    make_video: BoolProperty(
+        name="Make a video",
+        description="Also make an h264 mp4 of the frames once all are rendered (needs a "
+        "worker with ffmpeg)",
+        default=False,
+    )
+
+
+def _apply(event: dict[str, Any]) -> None:
+    """One CLI event into `STATE` (main thread)."""
+    kind = event.get("event")
+    if kind == "packing":
+        STATE.phase, STATE.percent = "packing", None
+    elif kind in ("packed", "hashing"):
+        STATE.phase, STATE.percent = "hashing", runner.percent(event)
+    elif kind == "upload":
+        STATE.phase, STATE.percent = "uploading", runner.percent(event)
+    elif kind == "submitted":
+        STATE.busy, STATE.submit = "", None
+        STATE.job_id = int(event["job_id"])
+        STATE.job_page = str(event.get("page", ""))
+        STATE.job_status = str(event.get("status", ""))
+        STATE.message = f"job {STATE.job_id} {STATE.job_status}"
+    elif kind == "status":
+        STATE.busy = ""
+        STATE.job_status = runner.status_line(event["job"])
+    elif kind == "error":
+        STATE.busy, STATE.submit = "", None
+        STATE.error = str(event.get("message") or "farmhand failed")
+    elif kind == "canceled":
+        STATE.busy, STATE.submit = "", None
+        STATE.message = "submit canceled"
+
+
+def _drain() -> float | None:
+    """The timer: apply what the threads posted, redraw, stop once nothing runs."""
+    while True:
+        try:
+            _apply(INBOX.get_nowait())
+        except queue.Empty:
+            break
+    _redraw()
+    return POLL_SECONDS if STATE.busy else None
+
+
+def _redraw() -> None:
+    manager = bpy.context.window_manager
+    for window in getattr(manager, "windows", []):
+        for area in window.screen.areas:
+            if area.type == "PROPERTIES":
+                area.tag_redraw()
+
+
+def _run(work: Callable[[], None]) -> None:
+    """`work` (which posts to INBOX) in a thread; background mode waits for it and drains
+    at once (no event loop runs timers there), so scripts take the same path as people."""
+    thread = threading.Thread(target=work, name="farmhand", daemon=True)
+    thread.start()
+    if bpy.app.background:
+        thread.join()
+        _drain()
+        return
+    if not bpy.app.timers.is_registered(_drain):
+        bpy.app.timers.register(_drain, first_interval=POLL_SECONDS, persistent=True)
+
+
+def _begin(busy: str) -> None:
+    STATE.busy, STATE.error, STATE.message = busy, "", ""
+    STATE.phase, STATE.percent = "", None
+
+
+class FARMHAND_OT_submit(bpy.types.Operator):
+    """Save this .blend if needed and send it, with every file it uses, to the farm"""
+
+    bl_idname = "farmhand.submit"
+    bl_label = "Submit to farmhand"
+
+    def execute(self, context: Any) -> Any:
+        if STATE.busy:
+            self.report({"ERROR"}, f"farmhand is busy {STATE.busy}")
+            return {"CANCELLED"}
+        if not bpy.data.filepath:
+            self.report(
+                {"ERROR"}, "save the .blend first (File > Save As): the farm renders the saved file"
+            )
+            return {"CANCELLED"}
+        prefs = preferences()
+        try:
+            farmhand = runner.find_farmhand(prefs.farmhand_path)
+        except runner.CliError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        note = ""
+        # In background mode changes made by a script do not mark the file dirty
+        # (Blender 3.4), so a script's submit always saves what it sees.
+        if bpy.data.is_dirty or bpy.app.background:
+            try:
+                bpy.ops.wm.save_mainfile()
+            except RuntimeError as exc:
+                self.report({"ERROR"}, f"could not save the .blend: {runner.one_line(str(exc))}")
+                return {"CANCELLED"}
+            note = f" ({os.path.basename(bpy.data.filepath)} was saved first)"
+        args = runner.submit_args(
+            farmhand, bpy.data.filepath, *_frames(context.scene), **_options(context.scene.farmhand)
+        )
+        try:
+            submit = runner.Submit(args, runner.cli_env(prefs.manager_url, prefs.api_token))
+        except runner.CliError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+
+        def pump() -> None:
+            for event in submit.events():
+                INBOX.put(event)
+
+        _begin("submitting")
+        STATE.submit = submit
+        _run(pump)
+        if STATE.error:
+            self.report({"ERROR"}, STATE.error + note)
+            return {"CANCELLED"}
+        if STATE.busy:
+            self.report({"INFO"}, "submitting to farmhand" + note)
+        else:
+            self.report({"INFO"}, f"{STATE.message} {STATE.job_page}{note}")
+        return {"FINISHED"}
+
+
+def _frames(scene: Any) -> tuple[int, int, int]:
+    settings = scene.farmhand
+    if settings.use_scene_frames:
+        return scene.frame_start, scene.frame_end, scene.frame_step
+    return settings.frame_start, settings.frame_end, 1
+
+
+def _options(settings: Any) -> dict[str, Any]:
+    return {
+        "chunk": settings.chunk_size,
+        "priority": settings.priority,
+        "name": settings.job_name.strip(),
+        "video": settings.make_video,
+    }
+
+
+class FARMHAND_OT_cancel(bpy.types.Operator):
+    """Stop the running submit (a job is made only once every file is uploaded)"""
+
+    bl_idname = "farmhand.cancel"
+    bl_label = "Cancel submit"
+
+    def execute(self, context: Any) -> Any:
+        if STATE.submit is not None:
+            STATE.submit.cancel()
+        return {"FINISHED"}
+
+
+class FARMHAND_OT_refresh(bpy.types.Operator):
+    """Ask the manager how the last submitted job is doing"""
+
+    bl_idname = "farmhand.refresh"
+    bl_label = "Refresh"
+
+    def execute(self, context: Any) -> Any:
+        if not STATE.job_id or STATE.busy:
+            return {"CANCELLED"}
+        prefs = preferences()
+        try:
+            farmhand = runner.find_farmhand(prefs.farmhand_path)
+        except runner.CliError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        env = runner.cli_env(prefs.manager_url, prefs.api_token)
+        job_id = STATE.job_id
+
+        def work() -> None:
+            try:
+                INBOX.put({"event": "status", "job": runner.job_status(farmhand, env, job_id)})
+            except runner.CliError as exc:
+                INBOX.put({"event": "error", "message": str(exc)})
+
+        _begin("refreshing")
+        _run(work)
+        if STATE.error:
+            self.report({"ERROR"}, STATE.error)
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class FARMHAND_OT_open_job(bpy.types.Operator):
+    """Open the job's page in the farm's web UI"""
+
+    bl_idname = "farmhand.open_job"
+    bl_label = "Open in browser"
+
+    def execute(self, context: Any) -> Any:
+        if not STATE.job_page:
+            return {"CANCELLED"}
+        bpy.ops.wm.url_open(url=STATE.job_page)
+        return {"FINISHED"}
+
+
+class FARMHAND_PT_render(bpy.types.Panel):
+    bl_label = "farmhand"
+    bl_space_type = "PROPERTIES"
+    bl_region_type = "WINDOW"
+    bl_context = "render"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context: Any) -> None:
+        layout = self.layout
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        settings = context.scene.farmhand
+        column = layout.column()
+        column.prop(settings, "job_name")
+        if not settings.job_name.strip() and bpy.data.filepath:
+            column.label(
+                text="Default: " + os.path.splitext(os.path.basename(bpy.data.filepath))[0]
+            )
+        column.prop(settings, "use_scene_frames")
+        if settings.use_scene_frames:
+            scene = context.scene
+            step = f" step {scene.frame_step}" if scene.frame_step > 1 else ""
+            column.label(text=f"Frames {scene.frame_start}-{scene.frame_end}{step}")
+        else:
+            column.prop(settings, "frame_start")
+            column.prop(settings, "frame_end")
+        column.prop(settings, "chunk_size")
+        column.prop(settings, "priority")
+        column.prop(settings, "make_video")
+        self.draw_state(layout)
+
+    def draw_state(self, layout: Any) -> None:
+        if STATE.busy == "submitting":
+            row = layout.row()
+            text = STATE.phase or "starting"
+            if STATE.percent is not None:
+                text += f" {STATE.percent:.0f}%"
+            if hasattr(row, "progress"):  # Blender 4.0+
+                row.progress(factor=(STATE.percent or 0) / 100, text=text)
+            else:
+                row.label(text=text, icon="EXPORT")
+            row.operator(FARMHAND_OT_cancel.bl_idname, text="", icon="CANCEL")
+        else:
+            layout.operator(
+                FARMHAND_OT_submit.bl_idname, text="Submit to farm", icon="RENDER_ANIMATION"
+            )
+        if STATE.error:
+            box = layout.box()
+            box.alert = True
+            box.label(text=STATE.error, icon="ERROR")
+        elif STATE.message and not STATE.job_id:
+            layout.label(text=STATE.message, icon="INFO")
+        if STATE.job_id:
+            box = layout.box()
+            box.label(text=f"Job {STATE.job_id}: {STATE.job_status}", icon="RENDER_RESULT")
+            row = box.row()
+            row.enabled = not STATE.busy
+            row.operator(FARMHAND_OT_refresh.bl_idname, icon="FILE_REFRESH")
+            row.operator(FARMHAND_OT_open_job.bl_idname, icon="URL")
+
+
+CLASSES = (
+    FarmhandPreferences,
+    FarmhandJobSettings,
+    FARMHAND_OT_submit,
+    FARMHAND_OT_cancel,
+    FARMHAND_OT_refresh,
+    FARMHAND_OT_open_job,
+    FARMHAND_PT_render,
+)
+
+
+def register_classes() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.farmhand = PointerProperty(type=FarmhandJobSettings)
+
+
+def unregister_classes() -> None:
+    if STATE.submit is not None:
+        STATE.submit.cancel()
+    if bpy.app.timers.is_registered(_drain):
+        bpy.app.timers.unregister(_drain)
+    del bpy.types.Scene.farmhand
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

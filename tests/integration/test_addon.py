@@ -1,0 +1,227 @@
+"""The Blender add-on, in real Blenders, submitting to a real manager.
+
+Blender 3.4 (Debian's executable) gets the add-on the way a person does, with
+`farmhand addon install`; the bpy 5.0 module installs the zip with Blender's own
+operator. Each Blender runs with its user config, scripts and HOME in a temporary
+folder (the real user's Blender is never touched) and without farmhand's venv on its
+PATH, as a Blender started from a desktop menu. The add-on's settings come from its
+preferences, not FARMHAND_URL / FARMHAND_TOKEN (removed from the environment).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from farmhand.localfarm import LocalFarm, local_farm
+from farmhand.shared.schemas import JobDetail, JobStatus
+from farmhand.worker.blender.discovery import BlenderInstall
+from tests.integration.test_farm_end_to_end import finished
+from tests.integration.waiting import wait_for
+
+pytestmark = pytest.mark.blender
+FARMHAND = str(Path(sys.executable).with_name("farmhand"))
+RESULT = "addon-test-result "
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFarm]:
+    with local_farm(tmp_path_factory.mktemp("farm")) as farm:
+        farm.start_manager()
+        yield farm
+
+
+def blender_env(root: Path, farm: LocalFarm, token: str | None = None) -> dict[str, str]:
+    """A Blender's environment: its own config folders, the farm in TEST_* variables only."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FARMHAND_", "BLENDER_"))}
+    venv_bin = str(Path(sys.executable).parent)
+    path = [p for p in env.get("PATH", "").split(os.pathsep) if p and Path(p) != Path(venv_bin)]
+    assert shutil.which("farmhand", path=os.pathsep.join(path)) is None, "no farmhand on PATH"
+    env.update(
+        PATH=os.pathsep.join(path),
+        HOME=str(root / "home"),
+        XDG_CONFIG_HOME=str(root / "home" / ".config"),
+        BLENDER_USER_CONFIG=str(root / "config"),
+        BLENDER_USER_SCRIPTS=str(root / "scripts"),
+        FARMHAND_CONFIG=str(root / "no-farmhand-config.toml"),
+        TEST_URL=farm.url,
+        TEST_TOKEN=token or farm.admin_token,
+    )
+    return env
+
+
+SUBMIT = """
+import json, os, sys
+import bpy
+prefs = bpy.context.preferences.addons["farmhand_addon"].preferences
+prefs.manager_url = os.environ["TEST_URL"]
+prefs.api_token = os.environ["TEST_TOKEN"]
+scene = bpy.context.scene
+scene.frame_start, scene.frame_end = 2, 3  # an unsaved change: the add-on saves it first
+scene.farmhand.job_name = "{name}"
+scene.farmhand.chunk_size = 1
+scene.farmhand.priority = 70
+try:
+    bpy.ops.farmhand.submit()
+    outcome = {{"ok": True}}
+except RuntimeError as error:
+    outcome = {{"ok": False, "error": str(error)}}
+print("{marker}" + json.dumps(outcome), flush=True)
+"""
+
+INSTALL_ZIP = """
+import bpy
+bpy.ops.preferences.addon_install(filepath={zip!r}, overwrite=True)
+bpy.ops.preferences.addon_enable(module="farmhand_addon")
+"""
+
+
+def outcome(result: subprocess.CompletedProcess[str]) -> dict[str, object]:
+    lines = [line for line in result.stdout.splitlines() if line.startswith(RESULT)]
+    assert result.returncode == 0 and lines, result.stdout[-3000:] + result.stderr[-3000:]
+    answer: dict[str, object] = json.loads(lines[-1][len(RESULT) :])
+    return answer
+
+
+def only_job(farm: LocalFarm, name: str) -> JobDetail:
+    with farm.client() as client:
+        found = [job for job in client.list_jobs() if job.name == name]
+        assert len(found) == 1, [job.name for job in client.list_jobs()]
+        return client.get_job(found[0].id)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def assert_submitted_as_set(farm: LocalFarm, name: str, blend: Path, before: str) -> JobDetail:
+    """The job has the panel's settings, the scene's (changed) range, and the file as
+    saved with that change (`before`: its hash as it was)."""
+    job = only_job(farm, name)
+    settings = job.settings
+    assert (settings.frame_start, settings.frame_end, settings.frame_step) == (2, 3, 1)
+    assert settings.chunk_size == 1 and job.priority == 70, settings
+    assert job.main_file == blend.name and job.frames_total == 2, job
+    with farm.client() as client:
+        inputs = [f for f in client.list_files(job.id) if f.kind == "input"]
+    assert [f.path for f in inputs] == [blend.name], inputs
+    assert sha256(blend) != before, "the add-on saved the change before submitting"
+    assert inputs[0].sha256 == sha256(blend), "the farm got the .blend as saved"
+    return job
+
+
+def test_blender_34_installs_the_addon_and_submits(
+    farm: LocalFarm, animated_blend_34: Path, blender_executable: BlenderInstall, tmp_path: Path
+) -> None:
+    assert blender_executable.path is not None
+    env = blender_env(tmp_path, farm)
+    installed = subprocess.run(
+        [FARMHAND, "addon", "install", "--blender", blender_executable.path],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    assert (tmp_path / "scripts" / "addons" / "farmhand_addon" / "__init__.py").is_file()
+    assert (tmp_path / "config" / "userpref.blend").is_file(), "enabled for the next start"
+
+    blend = tmp_path / "shot" / "turntable.blend"
+    blend.parent.mkdir()
+    shutil.copy(animated_blend_34, blend)
+    before = sha256(blend)
+    script = SUBMIT.format(name="turntable 34", marker=RESULT)
+    result = subprocess.run(
+        [blender_executable.path, "-b", str(blend), "--python-exit-code", "1",
+         "--python-expr", script],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    assert outcome(result) == {"ok": True}, result.stdout[-3000:]
+    assert "turntable.blend was saved first" in result.stdout, result.stdout[-3000:]
+    job = assert_submitted_as_set(farm, "turntable 34", blend, before)
+
+    worker = farm.start_worker("w34", blender=blender_executable.path)
+    try:
+        done = wait_for(lambda: finished(farm, job.id), timeout=120, what="the job to finish")
+    finally:
+        worker.stop()
+    assert done.status == JobStatus.COMPLETED and done.frames_done == 2, done
+
+
+def bpy_run(env: dict[str, str], code: str) -> subprocess.CompletedProcess[str]:
+    """Python with the bpy module (Blender 5.0), as its own process."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300,
+        check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def addon_zip(tmp_path: Path) -> Path:
+    made = subprocess.run(
+        [FARMHAND, "addon", "zip", "-o", str(tmp_path / "addon.zip")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    return tmp_path / "addon.zip"
+
+
+def test_bpy_5_submits_a_saved_file(
+    farm: LocalFarm,
+    animated_blend: Path,
+    blender_module: BlenderInstall,
+    addon_zip: Path,
+    tmp_path: Path,
+) -> None:
+    blend = tmp_path / "shot" / "orbit.blend"
+    blend.parent.mkdir()
+    shutil.copy(animated_blend, blend)
+    before = sha256(blend)
+    code = (
+        INSTALL_ZIP.format(zip=str(addon_zip))
+        + f"bpy.ops.wm.open_mainfile(filepath={str(blend)!r})\n"
+        + SUBMIT.format(name="orbit 5", marker=RESULT)
+    )
+    result = bpy_run(blender_env(tmp_path, farm), code)
+    assert outcome(result) == {"ok": True}, result.stdout[-3000:]
+    assert_submitted_as_set(farm, "orbit 5", blend, before)
+
+
+def test_bpy_5_refuses_a_never_saved_file(
+    farm: LocalFarm, blender_module: BlenderInstall, addon_zip: Path, tmp_path: Path
+) -> None:
+    with farm.client() as client:
+        before = len(client.list_jobs())
+    code = INSTALL_ZIP.format(zip=str(addon_zip)) + SUBMIT.format(name="unsaved", marker=RESULT)
+    answer = outcome(bpy_run(blender_env(tmp_path, farm), code))
+    assert answer["ok"] is False
+    assert "save the .blend first" in str(answer["error"]), answer
+    with farm.client() as client:
+        assert len(client.list_jobs()) == before, "no job was created"
+
+
+def test_bpy_5_says_a_bad_token_in_one_line(
+    farm: LocalFarm,
+    animated_blend: Path,
+    blender_module: BlenderInstall,
+    addon_zip: Path,
+    tmp_path: Path,
+) -> None:
+    blend = tmp_path / "badtoken.blend"
+    shutil.copy(animated_blend, blend)
+    code = (
+        INSTALL_ZIP.format(zip=str(addon_zip))
+        + f"bpy.ops.wm.open_mainfile(filepath={str(blend)!r})\n"
+        + SUBMIT.format(name="bad token", marker=RESULT)
+    )
+    answer = outcome(bpy_run(blender_env(tmp_path, farm, token="fh_api_not-a-token"), code))
+    assert answer["ok"] is False
+    error = str(answer["error"]).strip()
+    assert "HTTP 401" in error and "\n" not in error and "Traceback" not in error, error
+    with farm.client() as client:
+        assert all(job.name != "bad token" for job in client.list_jobs())

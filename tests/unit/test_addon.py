@@ -1,0 +1,132 @@
+"""The add-on's zip and its bpy-free half (runner.py), without Blender.
+
+Blender's Python has no farmhand and no third-party packages, and is 3.10 in Blender
+3.4: the zip is checked for both. The runner is driven with a stand-in `farmhand`
+script, for the outcomes a real manager rarely gives on cue (a crash, a cancel).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import stat
+import sys
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from farmhand.addon import runner
+from farmhand.cli.app import app
+
+ADDON_FILES = {"farmhand_addon/__init__.py", "farmhand_addon/runner.py", "farmhand_addon/ui.py"}
+
+
+def test_addon_zip_holds_the_addon_and_nothing_else(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["addon", "zip", "-o", str(tmp_path / "out" / "a.zip")])
+    assert result.exit_code == 0, result.output
+    with zipfile.ZipFile(tmp_path / "out" / "a.zip") as archive:
+        assert set(archive.namelist()) == ADDON_FILES
+        sources = {name: archive.read(name).decode() for name in archive.namelist()}
+    init = ast.parse(sources["farmhand_addon/__init__.py"])
+    bl_info = next(
+        ast.literal_eval(node.value)
+        for node in init.body
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "bl_info"
+    )
+    assert bl_info["name"] == "farmhand" and bl_info["blender"] == (3, 4, 0), bl_info
+    assert bl_info["category"] == "Render"
+    for name, source in sources.items():
+        # Blender 3.4 runs Python 3.10: nothing newer may be in the add-on.
+        tree = ast.parse(source, name, feature_version=(3, 10))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                modules = [node.module or ""]
+            else:
+                continue
+            for module in modules:
+                top = module.split(".")[0]
+                assert top in sys.stdlib_module_names or top == "bpy", f"{name} imports {module}"
+
+
+def fake_cli(tmp_path: Path, body: str) -> str:
+    """A `farmhand` that is a Python script doing `body`."""
+    path = tmp_path / "farmhand"
+    path.write_text(f"#!{sys.executable}\nimport json, sys, time\n{body}\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(path)
+
+
+def kinds(submit: runner.Submit) -> list[dict[str, object]]:
+    return list(submit.events())
+
+
+def test_events_pass_through_and_stop_at_the_outcome(tmp_path: Path) -> None:
+    cli = fake_cli(
+        tmp_path,
+        "print('a library talking'); print(json.dumps({'event': 'upload', 'done': 5, "
+        "'total': 10})); print(json.dumps({'event': 'submitted', 'job_id': 3}))",
+    )
+    events = kinds(runner.Submit([cli], dict(os.environ)))
+    assert events == [
+        {"event": "upload", "done": 5, "total": 10},
+        {"event": "submitted", "job_id": 3},
+    ]
+    assert runner.percent(events[0]) == 50.0
+
+
+def test_a_cli_that_dies_without_an_outcome_is_one_error_line(tmp_path: Path) -> None:
+    cli = fake_cli(
+        tmp_path,
+        "print('Traceback (most recent call last):', file=sys.stderr)\n"
+        "print('error: cannot reach the manager at http://x:1', file=sys.stderr)\n"
+        "sys.exit(1)",
+    )
+    events = kinds(runner.Submit([cli], dict(os.environ)))
+    assert events == [{"event": "error", "message": "cannot reach the manager at http://x:1"}]
+
+
+def test_a_multi_line_error_event_becomes_one_line(tmp_path: Path) -> None:
+    message = "2 file(s) the scene uses do not exist:\\n  /a.png\\n  /b.png"
+    cli = fake_cli(tmp_path, f"print(json.dumps({{'event': 'error', 'message': '{message}'}}))")
+    events = kinds(runner.Submit([cli], dict(os.environ)))
+    assert events == [
+        {"event": "error", "message": "2 file(s) the scene uses do not exist: /a.png /b.png"}
+    ]
+
+
+def test_cancel_stops_the_cli_and_says_canceled(tmp_path: Path) -> None:
+    cli = fake_cli(tmp_path, "print(json.dumps({'event': 'packing'}), flush=True); time.sleep(60)")
+    submit = runner.Submit([cli], dict(os.environ))
+    events = submit.events()
+    assert next(events) == {"event": "packing"}
+    threading.Timer(0.1, submit.cancel).start()  # from another thread, as the UI does
+    assert list(events) == [{"event": "canceled"}]
+    assert submit.process.returncode is not None
+
+
+def test_the_cli_is_found_or_named_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    with pytest.raises(runner.CliError, match="farmhand CLI not found"):
+        runner.find_farmhand("")
+    with pytest.raises(runner.CliError, match="not an executable"):
+        runner.find_farmhand(str(tmp_path / "nope"))
+    cli = fake_cli(tmp_path, "")
+    assert runner.find_farmhand("") == cli, "found beside Blender's Python"
+    assert runner.find_farmhand(cli) == cli
+
+
+def test_submit_arguments_keep_names_and_paths_as_values() -> None:
+    args = runner.submit_args("fh", "/s/-x.blend", 1, 9, 2, chunk=3, priority=7, name="-v")
+    assert args == [
+        "fh", "submit", "--json-events", "--frames=1-9x2", "--chunk=3", "--priority=7",
+        "--name=-v", "--", "/s/-x.blend",
+    ]  # fmt: skip
+    env = runner.cli_env("http://m:1", "secret")
+    assert env["FARMHAND_URL"] == "http://m:1" and env["FARMHAND_TOKEN"] == "secret"
+    assert "secret" not in " ".join(args), "the token never goes on the command line"
