@@ -62,8 +62,9 @@ def submit(api: httpx.Client, name: str, token: str | None = None, **settings: A
     return int(answer.json()["id"])
 
 
-def register(api: httpx.Client, farm: LocalFarm, name: str) -> dict[str, str]:
-    answer = api.post("/api/runner/register", json={"token": farm.runner_token, "name": name})
+def register(api: httpx.Client, farm: LocalFarm, name: str, **capabilities: Any) -> dict[str, str]:
+    body = {"token": farm.runner_token, "name": name, "capabilities": capabilities}
+    answer = api.post("/api/runner/register", json=body)
     assert answer.status_code == 201, answer.text
     return {"Authorization": f"Bearer {answer.json()['secret']}"}
 
@@ -96,6 +97,45 @@ def make_user(api: httpx.Client, name: str) -> str:
     answer = api.post("/api/admin/users", json={"name": name, "role": "user"})
     assert answer.status_code == 201, answer.text
     return str(answer.json()["token"])
+
+
+# For `page.evaluate(..., selector)`: the table's frame shows it whole, nothing to scroll.
+FITS_ITS_FRAME = """(selector) => {
+    const frame = document.querySelector(selector).closest(".table-wrap");
+    return frame.scrollWidth <= frame.clientWidth;
+}"""
+# For `page.evaluate`: every task whose action cell lies over text of another cell of its
+# row (as a pinned column does over the cells that scroll under it).
+ACTION_OVER_TEXT = """() => {
+    const hits = [];
+    for (const row of document.querySelectorAll("#tasks tbody tr[data-task-id]")) {
+        const act = row.querySelector("td.task-act").getBoundingClientRect();
+        for (const cell of row.querySelectorAll("td:not(.task-act)")) {
+            const range = document.createRange();
+            range.selectNodeContents(cell);
+            for (const text of range.getClientRects()) {
+                if (text.width && text.left < act.right && act.left < text.right
+                    && text.top < act.bottom && act.top < text.bottom) {
+                    hits.push(`task ${row.dataset.taskId}: ${cell.textContent.trim()}`);
+                }
+            }
+        }
+    }
+    return hits;
+}"""
+
+PHONE_FARM_BOX = {
+    "blender_versions": ["4.2.1", "3.6.5"],
+    "cpu": "AMD Ryzen 9 7950X 16-Core Processor",
+    "cores": 32,
+    "ram_bytes": 64 * 2**30,
+    "hostname": "render-box-long-hostname.studio.lan",
+    "tags": ["gpu", "highmem"],
+    "device": "CUDA",
+    "gpu": 0,
+    "blender_devices": ["CUDA: NVIDIA GeForce RTX 4090"],
+    "gpus": ["NVIDIA GeForce RTX 4090"],
+}
 
 
 class Dialogs:
@@ -297,4 +337,56 @@ def test_an_owner_controls_tasks_but_sees_no_blocklist(
     assert page.locator("#blocklist-section, #blocklist").count() == 0
     expect()(page.locator("main")).not_to_contain_text("Blocklist")
     assert admin_calls == [], "a person's page never asks the admin API"
+    page.context.close()
+
+
+def test_tasks_and_runners_are_cards_on_a_phone(
+    browser: Any, farm: LocalFarm, api: httpx.Client
+) -> None:
+    """On a 390 px phone the job's tasks and the runners fit their frames (no sideways
+    scrolling inside them either), and no task's action covers a neighbour's text."""
+    job_id = submit(api, "phone shot", max_attempts=1, frame_end=3)
+    busy = register(api, farm, "render-box-01", **PHONE_FARM_BOX)
+    flaky = register(api, farm, "laptop-b", **PHONE_FARM_BOX)
+    running = claim(api, busy)
+    failing = claim(api, flaky)
+    fail(api, flaky, failing, "Blender crashed: out of memory while building the BVH")
+
+    page = sign_in(browser, farm)
+    mobile = phone_like(browser, page)
+    mobile.goto(f"{farm.url}/jobs/{job_id}")
+    expect()(mobile.locator("#live")).to_have_attribute("data-state", "live")
+    active = mobile.locator(f'#tasks tr[data-task-id="{running["task_id"]}"]')
+    expect()(active).to_contain_text("render-box-01")
+    expect()(mobile.locator("#tasks tbody tr[data-task-id]")).to_have_count(3)
+    mobile.wait_for_function("() => document.getAnimations().length === 0")
+    shoot(mobile, "job-controls-03-phone-tasks")
+    assert mobile.evaluate(NO_SIDEWAYS_SCROLL)
+    assert mobile.evaluate(FITS_ITS_FRAME, "#tasks"), "the tasks scroll sideways in their frame"
+    assert mobile.evaluate(ACTION_OVER_TEXT) == []
+    box = active.get_by_role("button", name="Cancel task 0").bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+    failed = mobile.locator(f'#tasks tr[data-task-id="{failing["task_id"]}"]')
+    expect()(failed).to_contain_text("out of memory while building the BVH")
+
+    # The runners: each one's name, status, current job and controls, all in view.
+    mobile.goto(f"{farm.url}/runners")
+    card = mobile.locator('#runners tr[data-runner-name="render-box-01"]')
+    expect()(card.locator(".status")).to_have_text("busy")
+    expect()(mobile.locator("#runner-tokens tbody tr[data-token-id]")).not_to_have_count(0)
+    mobile.wait_for_function("() => document.getAnimations().length === 0")
+    shoot(mobile, "job-controls-04-phone-runners")
+    assert mobile.evaluate(NO_SIDEWAYS_SCROLL)
+    for table in ("#runners", "#runner-tokens"):
+        assert mobile.evaluate(FITS_ITS_FRAME, table), f"{table} scrolls sideways in its frame"
+    for part in (
+        card.locator("strong").filter(has_text="render-box-01"),
+        card.locator(".status"),
+        card.get_by_role("link", name="phone shot"),
+        card.get_by_role("button", name="Disable after task"),
+        card.get_by_role("button", name="Drain"),
+    ):
+        box = part.bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+    mobile.context.close()
     page.context.close()

@@ -490,12 +490,16 @@
           ? `frame ${t.frame}${t.sample ? ` · sample ${t.sample}${t.samples_total ? `/${t.samples_total}` : ""}` : ""}` : "–";
         const each = t.frames_done && t.render_seconds ? perFrame(t.render_seconds / t.frames_done) : "–";
         const eta = t.status === "active" || t.status === "queued" ? duration(t.eta_seconds) : "–";
-        return `<tr data-task-id="${t.id}"><td class="num">${t.index}</td><td>${span} <span class="muted small">(${t.frames_done}/${t.frames.length})</span></td>
-          <td>${badge(t.status)}</td><td>${esc(t.worker || "–")}</td><td class="small">${now}</td><td class="num hide-sm">${duration(time)}</td>
-          <td class="num hide-sm">${each}</td><td class="num" data-memory>${memory(t.peak_memory_bytes)}</td><td class="num">${eta}</td><td class="num hide-sm">${t.attempts}</td>
-          <td class="wrap small">${esc(t.last_error || "")}</td>
-          <td><button type="button" class="small" data-log="${t.id}" aria-expanded="${open}" aria-controls="log-${t.id}">${open ? "Hide" : "Show"}</button></td>
-          ${control ? `<td class="task-act">${taskButton(t)}</td>` : ""}</tr>` +
+        const peak = memory(t.peak_memory_bytes);
+        // On a phone each task is a card (app.css, table.cards): labels instead of the
+        // header, and no "–" for what a task does not have yet.
+        const none = (text) => (text === "–" ? " none" : "");
+        return `<tr data-task-id="${t.id}"><td class="num lead" data-label="Task">${t.index}</td><td class="lead" data-label="Frames">${span} <span class="muted small">(${t.frames_done}/${t.frames.length})</span></td>
+          <td class="lead">${badge(t.status)}</td><td class="${none(t.worker || "–")}" data-label="Worker">${esc(t.worker || "–")}</td><td class="small${none(now)}">${now}</td><td class="num hide-sm">${duration(time)}</td>
+          <td class="num hide-sm">${each}</td><td class="num${none(peak)}" data-memory data-label="Peak memory">${peak}</td><td class="num${none(eta)}" data-label="Remaining">${eta}</td><td class="num hide-sm">${t.attempts}</td>
+          <td class="wrap small line last">${esc(t.last_error || "")}</td>
+          <td class="end" data-label="Log"><button type="button" class="small" data-log="${t.id}" aria-expanded="${open}" aria-controls="log-${t.id}">${open ? "Hide" : "Show"}</button></td>
+          ${control ? `<td class="task-act lead end">${taskButton(t)}</td>` : ""}</tr>` +
           (open ? `<tr class="log-row"><td colspan="${control ? 13 : 12}"><pre class="log" id="log-${t.id}" tabindex="0" aria-label="Log of task ${t.index}"></pre></td></tr>` : "");
       }).join(""); });
       for (const [taskId, text] of openLogs) {
@@ -773,12 +777,14 @@
           : '<span class="muted">idle</span>';
         const hardware = [c.cpu, c.cores ? `${c.cores} cores` : "", gib(c.ram_bytes), ...(c.gpus || []).map((g) => (typeof g === "string" ? g : g.name || ""))].filter(Boolean).map(esc).join(" · ");
         const tags = (c.tags || r.tags || []).map((t) => `<span class="badge">${esc(t)}</span>`).join(" ");
+        // On a phone each runner is a card (app.css, table.cards): its name and status,
+        // then what it does, the small facts with labels, and its controls.
         return `<tr data-runner-name="${esc(r.name)}" data-runner-id="${r.id}">
-          <td><strong>${esc(r.name)}</strong>${c.hostname && c.hostname !== r.name ? `<br><span class="muted small">${esc(c.hostname)}</span>` : ""}</td>
-          <td><span class="status">${badge(r.status)}</span>${r.admin_state && r.admin_state !== "enabled" && r.admin_state !== r.status ? ` <span class="badge s-${esc(r.admin_state)}">${esc(r.admin_state)}</span>` : ""}${r.asleep ? ' <span class="badge s-asleep">asleep</span>' : ""}</td><td class="current">${current}</td>
-          <td data-heartbeat="${esc(r.last_heartbeat || "")}">${ago(r.last_heartbeat)}</td>
-          <td class="wrap small hide-sm">${hardware || "–"}</td><td>${esc(device(c))}</td><td>${(c.blender_versions || []).map(esc).join(", ") || "–"}</td>
-          <td class="hide-sm">${tags || '<span class="muted">–</span>'}</td><td>${controls(r)}</td></tr>`;
+          <td class="lead name"><strong>${esc(r.name)}</strong>${c.hostname && c.hostname !== r.name ? `<br><span class="muted small">${esc(c.hostname)}</span>` : ""}</td>
+          <td class="lead end"><span class="status">${badge(r.status)}</span>${r.admin_state && r.admin_state !== "enabled" && r.admin_state !== r.status ? ` <span class="badge s-${esc(r.admin_state)}">${esc(r.admin_state)}</span>` : ""}${r.asleep ? ' <span class="badge s-asleep">asleep</span>' : ""}</td><td class="current line">${current}</td>
+          <td data-label="Heartbeat" data-heartbeat="${esc(r.last_heartbeat || "")}">${ago(r.last_heartbeat)}</td>
+          <td class="wrap small hide-sm">${hardware || "–"}</td><td data-label="Device">${esc(device(c))}</td><td data-label="Blender">${(c.blender_versions || []).map(esc).join(", ") || "–"}</td>
+          <td class="hide-sm">${tags || '<span class="muted">–</span>'}</td><td class="line controls">${controls(r)}</td></tr>`;
       }).join(""); });
     };
     const refresh = async () => {
@@ -808,9 +814,9 @@
     const tokensBody = $("#runner-tokens tbody");
     const loadTokens = async () => {
       const tokens = await api("GET", "/api/admin/runner-tokens");
-      tokensBody.innerHTML = tokens.length ? tokens.map((t) => `<tr data-token-id="${t.id}"><td class="num">${t.id}</td><td>${when(t.created_at)}</td><td>${t.expires_at ? when(t.expires_at) : "never"}</td>
-        <td class="num">${t.uses}${t.max_uses ? ` / ${t.max_uses}` : ""}</td><td>${t.active ? badge("active") : t.revoked_at ? badge("revoked") : t.max_uses && t.uses >= t.max_uses ? badge("spent") : badge("expired")}</td>
-        <td>${t.active ? `<button type="button" class="small danger" data-revoke="${t.id}">Revoke</button>` : ""}</td></tr>`).join("")
+      tokensBody.innerHTML = tokens.length ? tokens.map((t) => `<tr data-token-id="${t.id}"><td class="num lead" data-label="Token">${t.id}</td><td data-label="Created">${when(t.created_at)}</td><td data-label="Expires">${t.expires_at ? when(t.expires_at) : "never"}</td>
+        <td class="num" data-label="Used">${t.uses}${t.max_uses ? ` / ${t.max_uses}` : ""}</td><td class="lead">${t.active ? badge("active") : t.revoked_at ? badge("revoked") : t.max_uses && t.uses >= t.max_uses ? badge("spent") : badge("expired")}</td>
+        <td class="lead end">${t.active ? `<button type="button" class="small danger" data-revoke="${t.id}">Revoke</button>` : ""}</td></tr>`).join("")
         : '<tr><td colspan="6" class="empty">No registration tokens.</td></tr>';
     };
     $("#new-runner-token").addEventListener("click", async () => {
