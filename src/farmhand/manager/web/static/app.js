@@ -465,11 +465,13 @@
     }
 
     // What a person may do to one task: render it again once it has ended, or stop it
-    // while it waits or runs. The job's owner and admins may (the API decides in the end).
+    // while it waits or runs (cancel_task in scheduling/state.py stops only a queued or
+    // active task; tasks are never paused, only jobs). The job's owner and admins may
+    // (the API decides in the end).
     const mayControl = () => isAdmin || job.owner === body.dataset.user;
     const taskAction = (t) =>
       ["failed", "canceled", "completed"].includes(t.status) ? ["requeue", "Requeue"]
-        : ["queued", "paused", "active"].includes(t.status) ? ["cancel", "Cancel"] : null;
+        : ["queued", "active"].includes(t.status) ? ["cancel", "Cancel"] : null;
     function taskButton(t) {
       const act = taskAction(t);
       if (!act) return "";
