@@ -8,6 +8,8 @@ import zipfile
 
 import pytest
 
+from farmhand.manager.api import blendinfo
+from farmhand.worker.blender.discovery import BlenderInstall
 from tests.integration.conftest import FAKE_BLEND, Farm, png_bytes
 
 
@@ -95,3 +97,27 @@ def test_not_a_zip(farm: Farm) -> None:
     assert upload(farm, b"PK\x03\x04 but not really").status_code == 400
     assert upload(farm, make_zip({"a.blend": FAKE_BLEND}), name="a.tar").status_code == 400
     assert farm.client.post("/api/projects", files={"file": ("p.zip", b"x")}).status_code == 401
+
+
+def test_a_projects_scene_info_names_the_farms_blenders(
+    farm: Farm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A zipped project's submit form warns about a too-new .blend as a single file's
+    does: its scene info carries the farm's Blenders too."""
+    reader = BlenderInstall("executable", "/opt/blender-4.2/blender", "4.2.1")
+    monkeypatch.setattr(blendinfo, "blenders", lambda: [reader])
+    monkeypatch.setattr(blendinfo, "open_with", lambda install, blend: {"scene": "Scene"})
+    farm.client.post(
+        "/api/runner/register",
+        json={
+            "token": farm.runner_token,
+            "name": "old-box",
+            "capabilities": {"blender_versions": ["3.6.5"]},
+        },
+    )
+    five = b"BLENDER17-01v0500" + b"\x00" * 64 + b"zipped"
+    answer = upload(farm, make_zip({"shot/scene.blend": five}))
+    assert answer.status_code == 200, answer.text
+    info = answer.json()["info"]
+    assert info["saved_with"] == "5.0"
+    assert info["farm_blenders"] == ["3.6.5", "4.2.1"]

@@ -8,7 +8,7 @@ import structlog
 from fastapi import APIRouter, HTTPException, UploadFile, status
 from starlette.concurrency import run_in_threadpool
 
-from farmhand.manager.api.blendinfo import blend_info_model, read_scene
+from farmhand.manager.api.blendinfo import blend_info_model, farm_blenders, read_scene
 from farmhand.manager.api.deps import Context, UserDep
 from farmhand.manager.api.errors import error_responses
 from farmhand.manager.api.limits import enforce_quota
@@ -57,7 +57,8 @@ async def upload_project(file: UploadFile, context: Context, caller: UserDep) ->
         version, facts = await run_in_threadpool(
             read_scene, blob.path, PurePosixPath(main).name, blob.sha256
         )
-        answer.info = blend_info_model(blob.sha256, main, blob.size, version, facts)
+        farm = await run_in_threadpool(farm_blenders, context, version)
+        answer.info = blend_info_model(blob.sha256, main, blob.size, version, facts, farm)
     except (BlenderNotFound, ValueError, RuntimeError) as error:
         log.info("project scene not read", file=main, error=str(error))
         answer.info_error = f"the scene settings of {main!r} could not be read: {error}"
