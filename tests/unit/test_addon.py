@@ -12,6 +12,7 @@ import os
 import stat
 import sys
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from typer.testing import CliRunner
 from farmhand.addon import runner
 from farmhand.cli.app import app
 
+NEW_IN_311 = {"tomllib"}
+"""Standard modules Blender 3.4's Python 3.10 does not have."""
 ADDON_FILES = {"farmhand_addon/__init__.py", "farmhand_addon/runner.py", "farmhand_addon/ui.py"}
 
 
@@ -50,7 +53,8 @@ def test_addon_zip_holds_the_addon_and_nothing_else(tmp_path: Path) -> None:
                 continue
             for module in modules:
                 top = module.split(".")[0]
-                assert top in sys.stdlib_module_names or top == "bpy", f"{name} imports {module}"
+                in_310 = top in sys.stdlib_module_names and top not in NEW_IN_311
+                assert in_310 or top == "bpy", f"{name} imports {module}"
 
 
 def fake_cli(tmp_path: Path, body: str) -> str:
@@ -105,8 +109,9 @@ def test_cancel_stops_the_cli_and_says_canceled(tmp_path: Path) -> None:
     events = submit.events()
     assert next(events) == {"event": "packing"}
     threading.Timer(0.1, submit.cancel).start()  # from another thread, as the UI does
+    started = time.monotonic()
     assert list(events) == [{"event": "canceled"}]
-    assert submit.process.returncode is not None
+    assert time.monotonic() - started < 10, "the CLI was stopped, not waited for"
 
 
 def test_the_cli_is_found_or_named_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -141,12 +141,13 @@ def test_progress_events_are_thinned_but_the_last_always_goes_out() -> None:
     hooks = events.hooks()
     assert hooks.uploading is not None and hooks.advance is not None
     hooks.uploading(100, 2)
-    for _ in range(9):
+    for _ in range(8):
         hooks.advance(10, 0)  # all at the same instant: thinned away
     now[0] = 5.0
-    hooks.advance(10, 2)  # the end of the upload goes out whenever it comes
+    hooks.advance(10, 0)  # a while later: goes out
+    hooks.advance(10, 2)  # the end goes out at once, however soon after the last
     sent = events_of(out.getvalue())
-    assert [(e["done"], e["total"]) for e in sent] == [(0, 100), (100, 100)], sent
+    assert [(e["done"], e["total"]) for e in sent] == [(0, 100), (90, 100), (100, 100)], sent
     assert sent[-1]["files_done"] == 2
 
 
