@@ -217,8 +217,11 @@ class FARMHAND_OT_submit(bpy.types.Operator):
             return {"CANCELLED"}
 
         def pump() -> None:
-            for event in submit.events():
-                INBOX.put(event)
+            try:
+                for event in submit.events():
+                    INBOX.put(event)
+            except Exception as exc:  # a panel stuck on "uploading" would hide it
+                INBOX.put({"event": "error", "message": f"{type(exc).__name__}: {exc}"})
 
         _begin("submitting")
         STATE.submit = submit
