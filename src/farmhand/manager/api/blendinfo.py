@@ -233,7 +233,7 @@ async def blend_info(file: UploadFile, context: Context, caller: UserDep) -> Ble
         log.info("blend-info could not open a file", file=name, error=str(error))
         saved = await run_in_threadpool(saved_with, _blob_path(context, stored.sha256))
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            422,  # Unprocessable Content: Starlette's name for it changed between versions
             f"Blender could not open {name!r}: {error}"
             + (f" (the file was saved with Blender {saved})" if saved else ""),
             headers=blob_header,
