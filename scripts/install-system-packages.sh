@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # System packages the test suite needs on Debian/Ubuntu: PostgreSQL (for the tests about
-# PostgreSQL), chromium (the web UI's browser tests) and Debian's Blender (3.4, the real
-# `blender` CLI, tested beside the bpy 5.0 wheel). The demo needs none of this: it renders
+# PostgreSQL), chromium (the web UI's browser tests), Debian's Blender (3.4, the real
+# `blender` CLI, tested beside the bpy 5.0 wheel) and xvfb + xauth (`xvfb-run`: Blender
+# with its window, for the add-on's UI test). The demo needs none of this: it renders
 # with the bpy wheel from PyPI. Runs only as root (CI, containers); otherwise says what to
 # install and carries on, so `make test` still runs what it can.
 set -euo pipefail
-packages=(blender postgresql chromium ffmpeg)
+packages=(blender postgresql chromium ffmpeg xvfb xauth)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
