@@ -58,6 +58,21 @@ def blender_env(root: Path, farm: LocalFarm, token: str | None = None) -> dict[s
     return env
 
 
+def install_addon(blender: BlenderInstall, root: Path, farm: LocalFarm) -> dict[str, str]:
+    """`farmhand addon install` into that Blender's throw-away user folders under `root`;
+    the environment to start that Blender with."""
+    assert blender.path is not None
+    env = blender_env(root, farm)
+    installed = subprocess.run(
+        [FARMHAND, "addon", "install", "--blender", blender.path],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    assert (root / "scripts" / "addons" / "farmhand_addon" / "__init__.py").is_file()
+    assert (root / "config" / "userpref.blend").is_file(), "enabled for the next start"
+    return env
+
+
 SUBMIT = """
 import json, os, sys
 import bpy
@@ -121,16 +136,7 @@ def assert_submitted_as_set(farm: LocalFarm, name: str, blend: Path, before: str
 def test_blender_34_installs_the_addon_and_submits(
     farm: LocalFarm, animated_blend_34: Path, blender_executable: BlenderInstall, tmp_path: Path
 ) -> None:
-    assert blender_executable.path is not None
-    env = blender_env(tmp_path, farm)
-    installed = subprocess.run(
-        [FARMHAND, "addon", "install", "--blender", blender_executable.path],
-        capture_output=True, text=True, env=env, timeout=300, check=False,
-    )  # fmt: skip
-    assert installed.returncode == 0, installed.stdout + installed.stderr
-    assert (tmp_path / "scripts" / "addons" / "farmhand_addon" / "__init__.py").is_file()
-    assert (tmp_path / "config" / "userpref.blend").is_file(), "enabled for the next start"
-
+    env = install_addon(blender_executable, tmp_path, farm)
     blend = tmp_path / "shot" / "turntable.blend"
     blend.parent.mkdir()
     shutil.copy(animated_blend_34, blend)
