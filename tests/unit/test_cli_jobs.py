@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import httpx
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from farmhand.cli import jobs_cmd
@@ -125,3 +127,62 @@ def test_an_error_stays_on_one_line_however_long(tmp_path: Path) -> None:
     result = runner.invoke(app, ["submit", str(deep), "--token", "t"])
     assert result.exit_code == 1
     assert f"{deep}: no such file" in result.output.splitlines()[0]
+
+
+def _job(status: str, done: int, reason: str | None = None) -> dict[str, object]:
+    return {
+        "id": 3,
+        "name": "shot",
+        "owner": "admin",
+        "status": status,
+        "priority": 50,
+        "progress": 100.0 * done / 6,
+        "frames_done": done,
+        "frames_total": 6,
+        "created_at": "2026-11-23T10:00:00Z",
+        "started_at": None,
+        "finished_at": None,
+        "status_reason": reason,
+        "settings": {"frame_start": 1, "frame_end": 6},
+        "main_file": "shot.blend",
+        "tasks": [],
+        "elapsed_seconds": None,
+        "eta_seconds": None,
+    }
+
+
+def test_following_a_job_without_a_terminal_writes_lines_a_log_can_show(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Redirected to a file or a CI log, a progress bar shows nothing until the end: a
+    job waiting all night for a worker that fits would look hung. Plain lines instead:
+    one per change of status or reason, and frames at most every PLAIN_PROGRESS_EVERY s."""
+    waiting = "waiting: the job needs Blender 5.0 or newer; the online workers have 3.4.1"
+    states = [
+        _job("queued", 0, waiting),
+        _job("queued", 0, waiting),  # nothing new: no line
+        _job("active", 1),
+        _job("active", 2),  # 10 s later: too soon for a frames-only line
+        _job("active", 3),  # 40 s after the last line: a line
+        _job("completed", 6),
+    ]
+    polls = iter(states)
+    now = iter([0.0, 5.0, 10.0, 20.0, 50.0, 60.0])
+    monkeypatch.setattr(
+        jobs_cmd, "err", Console(file=io.StringIO(), force_terminal=False, width=200)
+    )
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=next(polls))
+
+    client = FarmhandClient("http://m.test", "t", transport=httpx.MockTransport(handler))
+    job = jobs_cmd.follow(client, 3, sleep=lambda _: None, clock=lambda: next(now))
+    assert job.status == "completed"
+    lines = jobs_cmd.err.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    assert [line.split(" · ")[0] for line in lines] == [
+        "job 3 queued 0/6 frames",
+        "job 3 active 1/6 frames",
+        "job 3 active 3/6 frames",
+        "job 3 completed 6/6 frames",
+    ]
+    assert lines[0].endswith(waiting), "the reason it waits is said, whole"

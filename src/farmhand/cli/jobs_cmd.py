@@ -45,6 +45,10 @@ err = Console(stderr=True)
 
 FINISHED = {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED}
 MAX_POLL_SECONDS = 1.0
+PLAIN_PROGRESS_EVERY = 30.0
+"""Seconds between progress lines when stderr is not a terminal (a log file, CI): there
+the bar cannot redraw in place, so `follow` writes a line when the status or its reason
+changes, and otherwise at most this often while frames get done."""
 JOB_LIST = TypeAdapter(list[JobSummary])
 
 UrlOption = Annotated[str | None, typer.Option("--url", help="Manager URL (env FARMHAND_URL).")]
@@ -401,15 +405,25 @@ def follow(
     client: FarmhandClient,
     job_id: int,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> JobDetail:
     """Show frames done/total, the frame and sample in progress, peak memory and the
-    manager's time remaining until the job finishes, polling as `Retry-After` asks."""
+    manager's time remaining until the job finishes, polling as `Retry-After` asks.
+
+    On a terminal that is one redrawn bar. Elsewhere (output to a file, CI) a bar shows
+    nothing until the end, which for a night-long render, or a job waiting for a worker
+    that fits, looks like a hang: there it is plain lines instead (`PLAIN_PROGRESS_EVERY`).
+    """
+    plain = not err.is_terminal
+    said: tuple[str, str | None] | None = None
+    said_frames, said_at = -1, 0.0
     with Progress(
         TextColumn("job {task.fields[job]} {task.fields[status]}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("frames {task.fields[live]}"),
         console=err,
+        disable=plain,
     ) as bar:
         task = bar.add_task("render", total=None, job=job_id, status="queued", live="")
         while True:
@@ -422,7 +436,24 @@ def follow(
                 status=job.status,
                 live=live_line(job),
             )
-            if job.status in FINISHED:
+            finished = job.status in FINISHED
+            if plain:
+                state = (job.status.value, job.status_reason)
+                now = clock()
+                if (
+                    state != said
+                    or finished
+                    or (job.frames_done != said_frames and now - said_at >= PLAIN_PROGRESS_EVERY)
+                ):
+                    err.print(
+                        f"job {job_id} {job.status.value} {job.frames_done}/{job.frames_total} "
+                        f"frames · {live_line(job)}",
+                        markup=False,
+                        highlight=False,
+                        soft_wrap=True,
+                    )
+                    said, said_frames, said_at = state, job.frames_done, now
+            if finished:
                 return job
             delay = poll.retry_after if poll.retry_after is not None else MAX_POLL_SECONDS
             sleep(min(max(delay, 0.1), MAX_POLL_SECONDS))
