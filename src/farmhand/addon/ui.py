@@ -171,6 +171,18 @@ def _run(work: Callable[[], None]) -> None:
         bpy.app.timers.register(_drain, first_interval=POLL_SECONDS, persistent=True)
 
 
+def _cli(operator: Any) -> "tuple[str, dict[str, str]] | None":
+    """The farmhand CLI and its environment, from the preferences; None, reported on the
+    operator, when there is no CLI to run."""
+    prefs = preferences()
+    try:
+        farmhand = runner.find_farmhand(prefs.farmhand_path)
+    except runner.CliError as exc:
+        operator.report({"ERROR"}, str(exc))
+        return None
+    return farmhand, runner.cli_env(prefs.manager_url, prefs.api_token)
+
+
 def _begin(busy: str) -> None:
     STATE.busy, STATE.error, STATE.message = busy, "", ""
     STATE.phase, STATE.percent = "", None
@@ -191,12 +203,10 @@ class FARMHAND_OT_submit(bpy.types.Operator):
                 {"ERROR"}, "save the .blend first (File > Save As): the farm renders the saved file"
             )
             return {"CANCELLED"}
-        prefs = preferences()
-        try:
-            farmhand = runner.find_farmhand(prefs.farmhand_path)
-        except runner.CliError as exc:
-            self.report({"ERROR"}, str(exc))
+        cli = _cli(self)
+        if cli is None:
             return {"CANCELLED"}
+        farmhand, env = cli
         note = ""
         # In background mode changes made by a script do not mark the file dirty
         # (Blender 3.4), so a script's submit always saves what it sees.
@@ -211,7 +221,7 @@ class FARMHAND_OT_submit(bpy.types.Operator):
             farmhand, bpy.data.filepath, *_frames(context.scene), **_options(context.scene.farmhand)
         )
         try:
-            submit = runner.Submit(args, runner.cli_env(prefs.manager_url, prefs.api_token))
+            submit = runner.Submit(args, env)
         except runner.CliError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -273,13 +283,10 @@ class FARMHAND_OT_refresh(bpy.types.Operator):
     def execute(self, context: Any) -> Any:
         if not STATE.job_id or STATE.busy:
             return {"CANCELLED"}
-        prefs = preferences()
-        try:
-            farmhand = runner.find_farmhand(prefs.farmhand_path)
-        except runner.CliError as exc:
-            self.report({"ERROR"}, str(exc))
+        cli = _cli(self)
+        if cli is None:
             return {"CANCELLED"}
-        env = runner.cli_env(prefs.manager_url, prefs.api_token)
+        farmhand, env = cli
         job_id = STATE.job_id
 
         def work() -> None:
@@ -309,6 +316,16 @@ class FARMHAND_OT_open_job(bpy.types.Operator):
         return {"FINISHED"}
 
 
+def _value_label(layout: Any, name: str, value: str) -> None:
+    """A read-only value lined up with the properties around it (which Blender splits
+    into a right-aligned name and its value); a plain label would start at the left."""
+    split = layout.split(factor=0.4)
+    heading = split.row()
+    heading.alignment = "RIGHT"
+    heading.label(text=name)
+    split.label(text=value)
+
+
 class FARMHAND_PT_render(bpy.types.Panel):
     bl_label = "farmhand"
     bl_space_type = "PROPERTIES"
@@ -324,14 +341,14 @@ class FARMHAND_PT_render(bpy.types.Panel):
         column = layout.column()
         column.prop(settings, "job_name")
         if not settings.job_name.strip() and bpy.data.filepath:
-            column.label(
-                text="Default: " + os.path.splitext(os.path.basename(bpy.data.filepath))[0]
+            _value_label(
+                column, "", os.path.splitext(os.path.basename(bpy.data.filepath))[0] + " (default)"
             )
         column.prop(settings, "use_scene_frames")
         if settings.use_scene_frames:
             scene = context.scene
             step = f" step {scene.frame_step}" if scene.frame_step > 1 else ""
-            column.label(text=f"Frames {scene.frame_start}-{scene.frame_end}{step}")
+            _value_label(column, "Frames", f"{scene.frame_start}-{scene.frame_end}{step}")
         else:
             column.prop(settings, "frame_start")
             column.prop(settings, "frame_end")
