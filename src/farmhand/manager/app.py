@@ -42,6 +42,7 @@ from farmhand.manager.bootstrap import BootstrapReport, bootstrap
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.engine import Database
+from farmhand.manager.db.location import sqlite_on_network
 from farmhand.manager.db.migrate import upgrade
 from farmhand.manager.scheduling.policy import Policy
 from farmhand.manager.scheduling.reaper import ReapReport, reap
@@ -62,6 +63,9 @@ def prepare(settings: ManagerSettings) -> tuple[ManagerContext, BootstrapReport]
     """Everything that must be true before the first request: folders, schema, admin."""
     check_variables(settings.path_variables)  # a typo in a share's root fails at start
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    unsafe = sqlite_on_network(settings.resolved_database_url)
+    if unsafe is not None:
+        log.error("database on a network filesystem", problem=unsafe)
     context = _context(settings)
     upgrade(context.db.engine)
     return context, bootstrap(context.db, settings)
