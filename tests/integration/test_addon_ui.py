@@ -6,7 +6,11 @@ while the CLI runs in a thread, and the CLI's events must reach the panel throug
 `bpy.app.timers` callback (`ui._drain`) on Blender's main thread. A script started with
 `--python` drives Blender from a timer, as clicks would: it opens the panel, presses
 Submit (then Refresh, or Cancel), records what the add-on's state went through, takes a
-screenshot of the window, prints one JSON line and quits Blender.
+screenshot of the window, prints one JSON line and quits Blender. After Refresh it
+presses nothing more: with the manager unreachable for a while and then the job
+canceled through the API, the add-on's own refresh (every `AUTO_SECONDS` here) must show
+the error, keep asking, show the job canceled, and then stop running `farmhand job`
+(each run counted by wrapping the add-on's `runner.job_status`).
 
 Screenshots land in `test-artifacts/screenshots/` (gitignored) for people to look at.
 One such Blender runs at a time, whatever the xdist workers do (a lock file): two
@@ -49,16 +53,19 @@ pytestmark = [pytest.mark.blender, pytest.mark.xdist_group("blender-ui")]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 XVFB_LOCK = Path(tempfile.gettempdir()) / "farmhand-tests-xvfb.lock"
 BLENDER_TIMEOUT = 120
-"""Seconds Blender may take to do it all and quit by itself (it takes about 15)."""
+"""Seconds Blender may take to do it all and quit by itself (it takes about 15-30)."""
+AUTO_SECONDS = 1.0
+"""The add-on's auto-refresh interval here (10 s in use): `farmhand job` takes ~2 s."""
 
 UI_SCRIPT = r"""
-import json, os, sys, threading, time, traceback
+import json, os, sys, threading, time, traceback, urllib.request
 import bpy
 
 ui = sys.modules["farmhand_addon.ui"]
 plan = json.loads(os.environ["TEST_PLAN"])
 result = {"background": bpy.app.background, "applied": [], "sampled": [], "drawn": [],
-          "ticks_while_busy": 0}
+          "ticks_while_busy": 0, "job_calls": [], "max_concurrent_calls": 0}
+ui.AUTO_REFRESH_SECONDS = plan["auto_seconds"]
 prefs = bpy.context.preferences.addons["farmhand_addon"].preferences
 prefs.manager_url = os.environ["TEST_URL"]
 prefs.api_token = os.environ["TEST_TOKEN"]
@@ -86,6 +93,29 @@ def spy(event):
 
 
 ui._apply = spy
+
+# Every `farmhand job ID --json` the add-on runs (Refresh's and its own): [start, end].
+addon_runner = sys.modules["farmhand_addon.runner"]
+job_status = addon_runner.job_status
+calls_lock = threading.Lock()
+running_calls = [0]
+
+
+def counted(*args):
+    with calls_lock:
+        call = [round(time.monotonic() - started[0], 2), None]
+        result["job_calls"].append(call)
+        running_calls[0] += 1
+        result["max_concurrent_calls"] = max(result["max_concurrent_calls"], running_calls[0])
+    try:
+        return job_status(*args)
+    finally:
+        with calls_lock:
+            running_calls[0] -= 1
+            call[1] = round(time.monotonic() - started[0], 2)
+
+
+addon_runner.job_status = counted
 
 # What the panel showed each time Blender drew it (a change of it, once).
 draw_state = ui.FARMHAND_PT_render.draw_state
@@ -125,11 +155,13 @@ def sample():
         result["sampled"].append(state)
 
 
-def wait(until, seconds):
+def wait(until, seconds, strict=True):
     deadline = time.monotonic() + seconds
     while not until():
         sample()
         if time.monotonic() > deadline:
+            if not strict:  # the test says what did not happen
+                return
             raise TimeoutError(f"waited {seconds} s")
         yield 0.05
     sample()
@@ -200,13 +232,47 @@ def steps():
     if not ui.STATE.job_id:
         return
     yield 0.3
+    yield from wait(lambda: not ui.STATE.busy, 30)  # an auto-refresh may be running
+    result["manual_call"] = len(result["job_calls"])
     result["refresh"] = click(bpy.ops.farmhand.refresh)
     result["refresh_returned_busy"] = ui.STATE.busy
     yield from wait(lambda: not ui.STATE.busy, 60)
     result["status"] = ui.STATE.job_status
     result["error"] = ui.STATE.error
+    result["applied_by_refresh"] = len(result["applied"])
     yield 0.3  # the panel shows the job
     yield from screenshot("addon-ui-job.png")
+    yield from follow()
+
+
+def follow():
+    # Nobody presses Refresh any more: the add-on asks the manager by itself.
+    calls = result["job_calls"]
+    good_url = prefs.manager_url
+    prefs.manager_url = plan["dead_url"]  # the manager is unreachable for a while
+    yield from wait(lambda: ui.STATE.error, 20, strict=False)
+    result["auto_error"] = ui.STATE.error
+    result["status_at_error"] = ui.STATE.job_status
+    tried = len(calls)
+    yield from wait(lambda: len(calls) > tried and not ui.STATE.busy, 20, strict=False)
+    result["tries_after_error"] = len(calls) - tried
+    result["error_after_retry"] = ui.STATE.error
+    yield from screenshot("addon-ui-auto-error.png")
+    # The job moves on the manager, through its API; the manager is reachable again.
+    request = urllib.request.Request(
+        f"{good_url}/api/jobs/{ui.STATE.job_id}", method="DELETE",
+        headers={"Authorization": "Bearer " + prefs.api_token},
+    )
+    urllib.request.urlopen(request, timeout=30).close()
+    prefs.manager_url = good_url
+    yield from wait(lambda: ui.STATE.job_status.startswith("canceled"), 20, strict=False)
+    result["auto_status"] = ui.STATE.job_status
+    result["error_after_cancel"] = ui.STATE.error
+    result["calls_at_finish"] = len(calls)
+    yield 2 * plan["auto_seconds"] + 0.5  # time enough for it to ask again, had it not stopped
+    result["calls_after_finish"] = len(calls)
+    result["auto_timer_left"] = bpy.app.timers.is_registered(ui._auto_refresh)
+    yield from screenshot("addon-ui-auto-canceled.png")
 
 
 def finish():
@@ -252,7 +318,7 @@ def run_ui(
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     script = blend.parent / "drive_ui.py"
     script.write_text(UI_SCRIPT)
-    plan = {"marker": RESULT, "screenshots": str(SCREENSHOTS), **plan}
+    plan = {"marker": RESULT, "screenshots": str(SCREENSHOTS), "auto_seconds": AUTO_SECONDS, **plan}
     with XVFB_LOCK.open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when closed
         # Its own session: xvfb-run, Xvfb and Blender all go if it must be killed.
@@ -285,6 +351,14 @@ def shot(tmp_path: Path, animated_blend_34: Path, name: str) -> Path:
     return blend
 
 
+def dead_url() -> str:
+    """A URL where nothing listens: a manager that is down."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
 def test_submit_returns_at_once_and_the_panel_gets_the_job_by_timer(
     xvfb_run: str,
     blender_executable: BlenderInstall,
@@ -294,9 +368,8 @@ def test_submit_returns_at_once_and_the_panel_gets_the_job_by_timer(
 ) -> None:
     env = install_addon(blender_executable, tmp_path, farm)
     blend = shot(tmp_path, animated_blend_34, "turntable")
-    answer = run_ui(
-        xvfb_run, blender_executable, env, blend, {"mode": "submit", "name": "ui submit"}
-    )
+    plan = {"mode": "submit", "name": "ui submit", "dead_url": dead_url()}
+    answer = run_ui(xvfb_run, blender_executable, env, blend, plan)
     summary = json.dumps(answer, indent=1)
     print(summary)
     assert answer["submit"] == ["FINISHED"], summary
@@ -309,7 +382,10 @@ def test_submit_returns_at_once_and_the_panel_gets_the_job_by_timer(
     assert isinstance(applied, list) and applied, summary
     assert all(step["main_thread"] for step in applied), "events applied on the main thread"
     kinds = [step["event"] for step in applied]
-    assert kinds[0] == "packing" and kinds[-2:] == ["submitted", "status"], kinds
+    by_refresh = kinds[: int(answer["applied_by_refresh"])]  # type: ignore[call-overload]
+    assert by_refresh[0] == "packing" and by_refresh[-1] == "status", kinds
+    after = by_refresh[by_refresh.index("submitted") + 1 :]
+    assert after and set(after) == {"status"}, kinds
     assert "upload" in kinds, kinds
     phases = [step["phase"] for step in applied]
     assert {"packing", "hashing", "uploading"} <= set(phases), phases
@@ -325,14 +401,35 @@ def test_submit_returns_at_once_and_the_panel_gets_the_job_by_timer(
     assert answer["refresh"] == ["FINISHED"], summary
     assert answer["refresh_returned_busy"] == "refreshing", "Refresh did not block the UI"
     status = str(answer["status"])
-    assert status == runner.status_line(job.model_dump(mode="json")), status
+    assert status.startswith("queued 0% (0/2 frames)"), status
     assert status != answer["submitted_status"], "the status line came from the refresh"
     drawn = answer["drawn"]
     assert isinstance(drawn, list), summary
     assert any(busy == "submitting" for busy, *_ in drawn), "the panel showed the submit"
-    busy, _phase, job_id, job_status, _message = drawn[-1]
-    assert (busy, job_id, job_status) == ("", job.id, status), "it showed the job, refreshed"
+    shown = [(busy, job_id, job_status) for busy, _phase, job_id, job_status, _msg in drawn]
+    assert ("", job.id, status) in shown, "it showed the job, refreshed"
     assert Path(str(answer["addon-ui-job.png"])).stat().st_size > 10_000
+
+    # Then, with nobody pressing Refresh, the add-on asked by itself every AUTO_SECONDS.
+    assert "cannot reach the manager" in str(answer["auto_error"]), "it showed the error"
+    assert str(answer["status_at_error"]).startswith("queued"), "and kept the last status"
+    assert answer["tries_after_error"], "it kept trying after the error"
+    assert answer["error_after_retry"] == answer["auto_error"], summary
+    final = runner.status_line(job.model_dump(mode="json"))
+    assert job.status == "canceled" and answer["auto_status"] == final, summary
+    assert answer["error_after_cancel"] == "", "a good answer replaced the error"
+    assert shown[-1] == ("", job.id, final), "the panel showed the job canceled, by itself"
+    calls = answer["job_calls"]
+    assert isinstance(calls, list), summary
+    assert answer["max_concurrent_calls"] == 1, "one `farmhand job` at a time"
+    manual = int(answer["manual_call"])  # type: ignore[call-overload]
+    for index in range(1, len(calls)):
+        if index != manual:  # every auto-refresh starts an interval after an answer
+            gap = calls[index][0] - calls[index - 1][1]
+            assert gap >= 0.8 * AUTO_SECONDS, calls
+    assert len(calls) - manual >= 4, "Refresh once, then itself: error, again, canceled"
+    assert answer["calls_after_finish"] == answer["calls_at_finish"], "it stopped once finished"
+    assert answer["auto_timer_left"] is False, summary
 
 
 BIG_FILE_MB = 64

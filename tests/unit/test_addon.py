@@ -135,3 +135,15 @@ def test_submit_arguments_keep_names_and_paths_as_values() -> None:
     env = runner.cli_env("http://m:1", "secret")
     assert env["FARMHAND_URL"] == "http://m:1" and env["FARMHAND_TOKEN"] == "secret"
     assert "secret" not in " ".join(args), "the token never goes on the command line"
+
+
+def test_auto_refresh_follows_an_unfinished_job_and_never_two_clis_at_once() -> None:
+    step = runner.auto_refresh_step
+    for status in ("queued", "active", "paused", ""):
+        assert step(7, status, "") == "refresh", status
+        assert step(7, status, "refreshing") == "wait", "never while a CLI runs"
+        assert step(7, status, "submitting") == "wait"
+    for status in ("completed", "failed", "canceled"):
+        assert step(7, status, "") == "stop", status
+        assert step(7, status, "refreshing") == "stop", status
+    assert step(0, "", "") == "stop", "no job yet"

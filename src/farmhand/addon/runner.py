@@ -220,6 +220,20 @@ def status_line(job: dict[str, Any]) -> str:
     return line
 
 
+FINISHED = ("completed", "failed", "canceled")
+"""Job statuses that stay as they are: the panel stops asking about such a job."""
+
+
+def auto_refresh_step(job_id: int, status: str, busy: str) -> str:
+    """What the panel's auto-refresh does now: "stop" (no job, or it is finished),
+    "wait" (another CLI call runs: ask again later) or "refresh"."""
+    if not job_id or status in FINISHED:
+        return "stop"
+    if busy:
+        return "wait"
+    return "refresh"
+
+
 def percent(event: dict[str, Any]) -> float | None:
     """0-100 of a `hashing` / `upload` event, None when it has no size."""
     total = event.get("total") or 0

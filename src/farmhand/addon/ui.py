@@ -7,6 +7,10 @@ thread-safe). In background mode (`blender -b`, the bpy module) no event loop ru
 timers and a script wants the outcome when the call returns, so the operator waits for
 the thread, and errors become its error report (a RuntimeError in Python).
 
+With a window, the panel also follows the last submitted job by itself: while the job
+is unfinished, `_auto_refresh` (another timer) runs the same refresh as the Refresh
+button, `AUTO_REFRESH_SECONDS` after the previous answer, one at a time.
+
 No `from __future__ import annotations` here: Blender reads the property annotations
 of these classes as objects, not strings.
 """
@@ -25,6 +29,9 @@ from . import runner
 ADDON = __package__
 """`farmhand_addon` once installed: the key of this add-on's preferences."""
 POLL_SECONDS = 0.2
+AUTO_REFRESH_SECONDS = 10.0
+"""Seconds from one answer about an unfinished job to the next question (UI mode only).
+Read each time: a test sets it lower."""
 
 
 class State:
@@ -33,13 +40,15 @@ class State:
     def __init__(self) -> None:
         self.submit: runner.Submit | None = None
         self.busy = ""  # "submitting" or "refreshing" while a CLI runs
+        self.call = 0  # the CLI call whose events count (a submit supersedes a refresh)
         self.phase = ""
         self.percent: float | None = None
         self.error = ""
         self.message = ""
         self.job_id = 0
         self.job_page = ""
-        self.job_status = ""
+        self.job_status = ""  # the line the panel shows
+        self.job_state = ""  # the manager's word: queued, active, ..., completed
 
 
 STATE = State()
@@ -126,14 +135,20 @@ def _apply(event: dict[str, Any]) -> None:
         STATE.busy, STATE.submit = "", None
         STATE.job_id = int(event["job_id"])
         STATE.job_page = str(event.get("page", ""))
-        STATE.job_status = str(event.get("status", ""))
+        STATE.job_status = STATE.job_state = str(event.get("status", ""))
         STATE.message = f"job {STATE.job_id} {STATE.job_status}"
+        _arm_auto_refresh()
     elif kind == "status":
-        STATE.busy = ""
+        STATE.busy, STATE.error = "", ""
         STATE.job_status = runner.status_line(event["job"])
+        STATE.job_state = str(event["job"].get("status", ""))
+        _arm_auto_refresh()
     elif kind == "error":
+        refreshing = STATE.busy == "refreshing"
         STATE.busy, STATE.submit = "", None
         STATE.error = str(event.get("message") or "farmhand failed")
+        if refreshing:  # the manager may be back at the next try; a failed submit stops
+            _arm_auto_refresh()
     elif kind == "canceled":
         STATE.busy, STATE.submit = "", None
         STATE.message = "submit canceled"
@@ -143,9 +158,11 @@ def _drain() -> float | None:
     """The timer: apply what the threads posted, redraw, stop once nothing runs."""
     while True:
         try:
-            _apply(INBOX.get_nowait())
+            event = INBOX.get_nowait()
         except queue.Empty:
             break
+        if event.get("call") == STATE.call:  # else from a refresh a submit superseded
+            _apply(event)
     _redraw()
     return POLL_SECONDS if STATE.busy else None
 
@@ -171,21 +188,77 @@ def _run(work: Callable[[], None]) -> None:
         bpy.app.timers.register(_drain, first_interval=POLL_SECONDS, persistent=True)
 
 
-def _cli(operator: Any) -> "tuple[str, dict[str, str]] | None":
-    """The farmhand CLI and its environment, from the preferences; None, reported on the
-    operator, when there is no CLI to run."""
+def _find_cli() -> "tuple[str, dict[str, str]]":
+    """The farmhand CLI and its environment, from the preferences (CliError: none)."""
     prefs = preferences()
-    try:
-        farmhand = runner.find_farmhand(prefs.farmhand_path)
-    except runner.CliError as exc:
-        operator.report({"ERROR"}, str(exc))
-        return None
+    farmhand = runner.find_farmhand(prefs.farmhand_path)
     return farmhand, runner.cli_env(prefs.manager_url, prefs.api_token)
 
 
-def _begin(busy: str) -> None:
-    STATE.busy, STATE.error, STATE.message = busy, "", ""
+def _cli(operator: Any) -> "tuple[str, dict[str, str]] | None":
+    """`_find_cli()`, or None, reported on the operator, when there is no CLI to run."""
+    try:
+        return _find_cli()
+    except runner.CliError as exc:
+        operator.report({"ERROR"}, str(exc))
+        return None
+
+
+def _begin(busy: str, keep_error: bool = False) -> int:
+    """A CLI call starts; only its events count from now on. Its number."""
+    STATE.call += 1
+    STATE.busy = busy
+    if not keep_error:
+        STATE.error, STATE.message = "", ""
     STATE.phase, STATE.percent = "", None
+    return STATE.call
+
+
+def _refresh(farmhand: str, env: "dict[str, str]", auto: bool = False) -> None:
+    """`farmhand job ID --json` in a thread, its answer applied by `_drain`. An
+    auto-refresh leaves the last error shown until an answer replaces it."""
+    job_id = STATE.job_id
+    call = _begin("refreshing", keep_error=auto)
+
+    def work() -> None:
+        try:
+            event = {"event": "status", "job": runner.job_status(farmhand, env, job_id)}
+        except runner.CliError as exc:
+            event = {"event": "error", "message": str(exc)}
+        INBOX.put({**event, "call": call})
+
+    _run(work)
+
+
+def _auto_refresh() -> "float | None":
+    """The auto-refresh timer: one refresh, re-armed by its answer (`_apply`)."""
+    step = runner.auto_refresh_step(STATE.job_id, STATE.job_state, STATE.busy)
+    if step == "stop":
+        return None
+    if step == "wait":
+        return AUTO_REFRESH_SECONDS
+    try:
+        farmhand, env = _find_cli()
+    except runner.CliError as exc:  # shown; the preferences may be fixed by the next try
+        STATE.error = str(exc)
+        _redraw()
+        return AUTO_REFRESH_SECONDS
+    _refresh(farmhand, env, auto=True)
+    return None
+
+
+def _arm_auto_refresh() -> None:
+    """After an answer about the job: the next auto-refresh AUTO_REFRESH_SECONDS from
+    now while the job is unfinished, none once it is (or in background mode)."""
+    _stop_auto_refresh()
+    step = runner.auto_refresh_step(STATE.job_id, STATE.job_state, "")
+    if step != "stop" and not bpy.app.background:
+        bpy.app.timers.register(_auto_refresh, first_interval=AUTO_REFRESH_SECONDS, persistent=True)
+
+
+def _stop_auto_refresh() -> None:
+    if bpy.app.timers.is_registered(_auto_refresh):
+        bpy.app.timers.unregister(_auto_refresh)
 
 
 class FARMHAND_OT_submit(bpy.types.Operator):
@@ -195,7 +268,7 @@ class FARMHAND_OT_submit(bpy.types.Operator):
     bl_label = "Submit to farmhand"
 
     def execute(self, context: Any) -> Any:
-        if STATE.busy:
+        if STATE.busy == "submitting":  # a refresh still running is superseded below
             self.report({"ERROR"}, f"farmhand is busy {STATE.busy}")
             return {"CANCELLED"}
         if not bpy.data.filepath:
@@ -229,11 +302,13 @@ class FARMHAND_OT_submit(bpy.types.Operator):
         def pump() -> None:
             try:
                 for event in submit.events():
-                    INBOX.put(event)
+                    INBOX.put({**event, "call": call})
             except Exception as exc:  # a panel stuck on "uploading" would hide it
-                INBOX.put({"event": "error", "message": f"{type(exc).__name__}: {exc}"})
+                message = f"{type(exc).__name__}: {exc}"
+                INBOX.put({"event": "error", "message": message, "call": call})
 
-        _begin("submitting")
+        _stop_auto_refresh()  # the panel follows the new job once it exists
+        call = _begin("submitting")
         STATE.submit = submit
         _run(pump)
         if STATE.error:
@@ -286,17 +361,7 @@ class FARMHAND_OT_refresh(bpy.types.Operator):
         cli = _cli(self)
         if cli is None:
             return {"CANCELLED"}
-        farmhand, env = cli
-        job_id = STATE.job_id
-
-        def work() -> None:
-            try:
-                INBOX.put({"event": "status", "job": runner.job_status(farmhand, env, job_id)})
-            except runner.CliError as exc:
-                INBOX.put({"event": "error", "message": str(exc)})
-
-        _begin("refreshing")
-        _run(work)
+        _refresh(*cli)
         if STATE.error:
             self.report({"ERROR"}, STATE.error)
             return {"CANCELLED"}
@@ -409,6 +474,9 @@ def unregister_classes() -> None:
         STATE.submit.cancel()
     if bpy.app.timers.is_registered(_drain):
         bpy.app.timers.unregister(_drain)
+    _stop_auto_refresh()
+    STATE.call += 1  # an answer still on its way is not applied
+    STATE.busy = ""
     del bpy.types.Scene.farmhand
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)
