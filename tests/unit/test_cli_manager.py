@@ -3,11 +3,15 @@ manager's settings (and through them the scheduling policy); bad values are refu
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from typer.testing import CliRunner
 
 from farmhand.cli import manager_cmd
 from farmhand.cli.app import app
+from farmhand.manager import app as manager_app
 from farmhand.manager.scheduling.policy import Policy
 from farmhand.manager.settings import ManagerSettings
 
@@ -25,7 +29,7 @@ def _settings_of(
     def prepare(settings: ManagerSettings) -> None:
         raise _Started(settings)
 
-    monkeypatch.setattr(manager_cmd, "prepare", prepare)
+    monkeypatch.setattr(manager_app, "prepare", prepare)
     monkeypatch.setattr(manager_cmd, "configure_logging", lambda *_: None)
     for name in list(env or {}):
         monkeypatch.delenv(name, raising=False)
@@ -91,7 +95,24 @@ def test_environment_variables_set_them_too_and_flags_win(
 def test_bad_values_are_refused_before_the_manager_starts(
     monkeypatch: pytest.MonkeyPatch, args: list[str]
 ) -> None:
-    monkeypatch.setattr(manager_cmd, "prepare", pytest.fail)
+    monkeypatch.setattr(manager_app, "prepare", pytest.fail)
     result = CliRunner().invoke(app, ["manager", *args])
     assert result.exit_code == 2
     assert args[0] in result.output
+
+
+def test_commands_that_talk_to_a_manager_do_not_load_the_servers() -> None:
+    """Every `farmhand` command imports the CLI app: the manager's web app (FastAPI, its
+    routes, OAuth), uvicorn and Alembic must load only in the commands that run them, or
+    `farmhand job 7` (and the Blender add-on, which runs it every few seconds) starts a
+    second slower for nothing."""
+    probe = (
+        "import sys, farmhand.cli.app; "
+        "print(' '.join(sorted(m for m in ('fastapi', 'uvicorn', 'alembic', "
+        "'farmhand.manager.app', 'farmhand.node.app', 'farmhand.orchestrator.app') "
+        "if m in sys.modules)))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert loaded == []

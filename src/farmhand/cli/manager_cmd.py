@@ -14,11 +14,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import uvicorn
-from fastapi import FastAPI
 from rich.console import Console
 
-from farmhand.manager.app import PROCESS_SETTINGS, create_app, prepare
 from farmhand.manager.settings import ManagerSettings
 from farmhand.shared.logconfig import configure_logging
 
@@ -158,6 +155,13 @@ def manager(
     ] = 1,
 ) -> None:
     """Run the manager: REST API, scheduler and the worker-health reaper."""
+    # Here, not at the top: every `farmhand` command imports this module, and the web
+    # app (FastAPI, every route, OAuth) takes a second to import that `farmhand job`,
+    # and the Blender add-on that runs it, would pay for nothing.
+    import uvicorn
+
+    from farmhand.manager.app import PROCESS_SETTINGS, create_app, prepare
+
     configure_logging("manager", log_level.upper())
     console = Console(stderr=True)
     tls = check_tls(ssl_certfile, ssl_keyfile)
@@ -184,7 +188,7 @@ def manager(
     console.print(f"Runner registration token:  {report.runner_token_file.resolve()}")
     scheme = "https" if tls[0] else "http"
     console.print(f"farmhand manager listening on {scheme}://{host}:{port} (API docs: /docs)")
-    app: FastAPI | str
+    app: object
     if processes == 1:
         app = create_app(settings, context)
     else:

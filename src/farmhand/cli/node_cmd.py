@@ -10,7 +10,6 @@ from typing import Annotated
 
 import typer
 
-from farmhand.node.app import NodeSettings, create_node_app
 from farmhand.worker.blender.discovery import BlenderNotFound, find_blender
 
 
@@ -40,7 +39,9 @@ def node(
     ] = 5,
 ) -> None:
     """Run a rendering node: POST /job {"from": 1, "to": 5}, then poll GET /job/{id}."""
-    import uvicorn
+    import uvicorn  # here: every `farmhand` command imports this module
+
+    from farmhand.node.app import NodeSettings, create_node_app
 
     if not blend.is_file():
         typer.echo(f"error: {blend} is not a file", err=True)

@@ -9,8 +9,6 @@ from typing import Annotated
 
 import typer
 
-from farmhand.orchestrator.app import OrchestratorSettings, create_orchestrator_app
-
 
 def _node_url(url: str) -> str:
     if not url.startswith(("http://", "https://")):
@@ -48,7 +46,9 @@ def orchestrator(
     ] = 5.0,
 ) -> None:
     """Serve POST /render {"from": 1, "to": 250}, then GET /status/{id}, over several nodes."""
-    import uvicorn
+    import uvicorn  # here: every `farmhand` command imports this module
+
+    from farmhand.orchestrator.app import OrchestratorSettings, create_orchestrator_app
 
     settings = OrchestratorSettings(
         nodes=tuple(_node_url(url) for url in node),

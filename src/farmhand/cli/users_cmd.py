@@ -26,7 +26,6 @@ from farmhand.manager.auth.accounts import AccountError
 from farmhand.manager.auth.tokens import new_token, token_hash
 from farmhand.manager.clock import utcnow
 from farmhand.manager.db.engine import Database
-from farmhand.manager.db.migrate import upgrade
 from farmhand.manager.db.models import ApiToken, OAuthIdentity, User
 from farmhand.manager.settings import ManagerSettings
 
@@ -51,6 +50,8 @@ PasswordStdin = Annotated[
 
 @contextmanager
 def _session(data_dir: Path, database_url: str | None) -> Iterator[Session]:
+    from farmhand.manager.db.migrate import upgrade  # Alembic: only when a command runs
+
     settings = ManagerSettings.from_env(data_dir=data_dir, database_url=database_url)
     db = Database(settings.resolved_database_url)
     try:
