@@ -447,8 +447,9 @@ class FARMHAND_PT_render(bpy.types.Panel):
             box = layout.box()
             box.label(text=f"Job {STATE.job_id}: {STATE.job_status}", icon="RENDER_RESULT")
             row = box.row()
-            row.enabled = not STATE.busy
-            row.operator(FARMHAND_OT_refresh.bl_idname, icon="FILE_REFRESH")
+            refresh = row.row()
+            refresh.enabled = not STATE.busy  # the browser link stays usable meanwhile
+            refresh.operator(FARMHAND_OT_refresh.bl_idname, icon="FILE_REFRESH")
             row.operator(FARMHAND_OT_open_job.bl_idname, icon="URL")
 
 
