@@ -147,3 +147,25 @@ def test_auto_refresh_follows_an_unfinished_job_and_never_two_clis_at_once() -> 
         assert step(7, status, "") == "stop", status
         assert step(7, status, "refreshing") == "stop", status
     assert step(0, "", "") == "stop", "no job yet"
+
+
+def test_a_status_call_gives_json_or_one_clear_line() -> None:
+    """`run_json` (Refresh, and the panel's own refreshes): the JSON, or a CliError the
+    panel shows as it is: the CLI's `error:` line, a non-JSON answer, or no answer."""
+    env = dict(os.environ)
+
+    def python(code: str) -> list[str]:
+        return [sys.executable, "-c", code]
+
+    assert runner.run_json(python('print(\'{"status": "active"}\')'), env) == {"status": "active"}
+    with pytest.raises(runner.CliError, match=r"^job 9 does not exist$"):
+        runner.run_json(
+            python("import sys; sys.stderr.write('error: job 9 does not exist\\n'); sys.exit(1)"),
+            env,
+        )
+    with pytest.raises(runner.CliError, match="answered no JSON"):
+        runner.run_json(python("print('hello')"), env)
+    started = time.monotonic()
+    with pytest.raises(runner.CliError, match="no answer in 1 s"):
+        runner.run_json(python("import time; time.sleep(60)"), env, timeout=1)
+    assert time.monotonic() - started < 30, "the stuck CLI was killed, not waited for"

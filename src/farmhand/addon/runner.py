@@ -177,24 +177,14 @@ class Submit:
 
 def run_json(args: list[str], env: dict[str, str], timeout: float = 120) -> Any:
     """Run a `--json` command to its end; its JSON, or CliError with its error line."""
-    flags = getattr(subprocess, "CREATE_NO_WINDOW", 0)
+    process = _popen(args, env, subprocess.PIPE)
     try:
-        result = subprocess.run(
-            args,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            env=env,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            timeout=timeout,
-            check=False,
-            creationflags=flags,
-        )
-    except OSError as exc:
-        raise CliError(f"cannot run {args[0]}: {exc.strerror or exc}") from exc
+        stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
         raise CliError(f"farmhand gave no answer in {timeout:.0f} s") from None
+    result = subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
     if result.returncode != 0:
         raise CliError(one_line(last_error(result.stderr, result.returncode)))
     try:
