@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -77,15 +78,22 @@ def login_nonce(client: TestClient) -> str:
     return found.group(1)
 
 
+def upload_frame(
+    farm: Farm, runner: dict[str, str], task: dict[str, Any], frame: int, data: bytes
+) -> httpx.Response:
+    """Upload `data` as frame `frame` of a task the runner holds, as a worker does."""
+    return farm.client.post(
+        f"/api/runner/files/{task['job_id']}/upload",
+        headers=runner,
+        data={"task_id": str(task["task_id"]), "frame": str(frame)},
+        files={"file": (f"{frame}.png", data, "image/png")},
+    )
+
+
 def upload_frames(farm: Farm, runner: dict[str, str], task: dict[str, Any]) -> None:
     """Upload a PNG for each frame of a task the runner holds, as a worker does."""
     for frame in task["frames"]:
-        answer = farm.client.post(
-            f"/api/runner/files/{task['job_id']}/upload",
-            headers=runner,
-            data={"task_id": str(task["task_id"]), "frame": str(frame)},
-            files={"file": (f"{frame}.png", png_bytes(), "image/png")},
-        )
+        answer = upload_frame(farm, runner, task, frame, png_bytes())
         assert answer.status_code == 201, answer.text
 
 

@@ -14,12 +14,11 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from farmhand.manager.app import create_app
-from tests.integration.conftest import FAKE_BLEND, Farm, make_settings, png_bytes
+from tests.integration.conftest import FAKE_BLEND, Farm, make_settings, png_bytes, upload_frame
 
 SIZE = "16m"
 
@@ -85,17 +84,6 @@ def start_task(farm: Farm) -> tuple[dict[str, str], dict[str, object]]:
     return runner, task.json()
 
 
-def upload(
-    farm: Farm, runner: dict[str, str], task: dict[str, object], frame: int, data: bytes
-) -> httpx.Response:
-    return farm.client.post(
-        f"/api/runner/files/{task['job_id']}/upload",
-        headers=runner,
-        data={"task_id": str(task["task_id"]), "frame": str(frame)},
-        files={"file": (f"{frame}.png", data, "image/png")},
-    )
-
-
 @pytest.mark.parametrize(
     "padding",
     [0, 64 * 1024],
@@ -107,13 +95,13 @@ def test_a_frame_upload_on_a_full_disk_is_a_507_and_the_stored_frames_survive(
     farm = farm_on_small_disk
     runner, task = start_task(farm)
     first = png_bytes(64, 48, "red")
-    assert upload(farm, runner, task, 1, first).status_code == 201
+    assert upload_frame(farm, runner, task, 1, first).status_code == 201
 
     filler = fill(small_disk)
     # A small frame waits in the file's buffer and fails when flushed; a big one fails
     # while it is written. Either way no half-written file may stay behind.
     second = os.urandom(padding) + png_bytes(64, 48, "blue")
-    refused = upload(farm, runner, task, 2, second)
+    refused = upload_frame(farm, runner, task, 2, second)
     assert refused.status_code == 507, refused.text
     assert "storage is full" in refused.json()["detail"]
     assert "Traceback" not in refused.text
@@ -130,7 +118,7 @@ def test_a_frame_upload_on_a_full_disk_is_a_507_and_the_stored_frames_survive(
 
     filler.unlink()
     # The worker retries (a 5xx is retryable) and, with room again, the frame goes in.
-    assert upload(farm, runner, task, 2, png_bytes(64, 48, "blue")).status_code == 201
+    assert upload_frame(farm, runner, task, 2, png_bytes(64, 48, "blue")).status_code == 201
     done = farm.client.post(
         f"/api/runner/tasks/{task['task_id']}/complete", headers=runner, json={"frames": [1, 2]}
     )

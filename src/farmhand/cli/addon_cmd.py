@@ -7,7 +7,6 @@ module name; that name is `farmhand_addon`, not `farmhand` (see the add-on's doc
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from typing import Annotated
 
 import typer
 
+from farmhand.addon.runner import EXECUTABLE
 from farmhand.cli.jobs_cmd import console, fail
 
 MODULE = "farmhand_addon"
@@ -62,7 +62,7 @@ def write_zip(path: Path) -> Path:
 
 def this_farmhand() -> str:
     """The `farmhand` executable running now: the one the add-on should drive."""
-    name = "farmhand.exe" if os.name == "nt" else "farmhand"
+    name = EXECUTABLE
     beside = Path(sys.executable).with_name(name)
     if beside.is_file():
         return str(beside)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from pathlib import Path
 from typing import BinaryIO
 
 BLEND_MAGIC = b"BLENDER"
@@ -70,6 +71,16 @@ def saved_version(head: bytes) -> str | None:
 def read_saved_version(handle: BinaryIO) -> str | None:
     """`saved_version` of an open .blend (reads at most `READ_BYTES`)."""
     return saved_version(handle.read(READ_BYTES))
+
+
+def saved_version_of(path: Path) -> str | None:
+    """`saved_version` of the .blend at `path`; None if it cannot be read (whoever opens
+    it next, Blender or a form, says what is wrong with it)."""
+    try:
+        with path.open("rb") as handle:
+            return read_saved_version(handle)
+    except OSError:
+        return None
 
 
 def parse_version(text: str) -> Version:

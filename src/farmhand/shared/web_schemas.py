@@ -154,7 +154,7 @@ class BlendInfo(BaseModel):
         default_factory=list,
         description="The Blender that read the file and those of the enabled workers, "
         "oldest first: a file saved by a newer one than all of them waits for a worker "
-        "that can open it. Empty when not looked up.",
+        "that can open it.",
     )
     scene: str
     frame_start: int

@@ -43,7 +43,7 @@ from farmhand.shared.blendfile import (
     HEADER_BYTES,
     looks_like_blend,
     parse_version,
-    read_saved_version,
+    saved_version_of,
 )
 from farmhand.shared.schemas import ErrorResponse
 from farmhand.shared.web_schemas import BlendInfo
@@ -127,15 +127,6 @@ def open_with(install: BlenderInstall, blend: Path) -> dict[str, Any]:
     raise SceneReadError("Blender did not open the file: " + (" | ".join(tail) or "no output"))
 
 
-def saved_with(path: Path) -> str | None:
-    """The Blender that saved the .blend at `path` (its header), or None if unreadable."""
-    try:
-        with path.open("rb") as handle:
-            return read_saved_version(handle)
-    except OSError:
-        return None
-
-
 def read_scene(path: Path, name: str, sha256: str) -> tuple[str, dict[str, Any]]:
     """(Blender version, scene facts) of a stored .blend; cached by content hash.
 
@@ -161,7 +152,7 @@ def read_scene(path: Path, name: str, sha256: str) -> tuple[str, dict[str, Any]]
             except SceneReadError as error:
                 errors.append(f"Blender {install.version}: {error}")
                 continue
-            facts[SAVED_WITH] = saved_with(path)
+            facts[SAVED_WITH] = saved_version_of(path)
             if len(_facts_cache) >= FACTS_CACHE_SIZE:
                 _facts_cache.pop(next(iter(_facts_cache)))
             _facts_cache[sha256] = (install.version, facts)
@@ -231,7 +222,7 @@ async def blend_info(file: UploadFile, context: Context, caller: UserDep) -> Ble
         ) from error
     except SceneReadError as error:
         log.info("blend-info could not open a file", file=name, error=str(error))
-        saved = await run_in_threadpool(saved_with, _blob_path(context, stored.sha256))
+        saved = await run_in_threadpool(saved_version_of, _blob_path(context, stored.sha256))
         raise HTTPException(
             422,  # Unprocessable Content: Starlette's name for it changed between versions
             f"Blender could not open {name!r}: {error}"
@@ -248,12 +239,10 @@ def blend_info_model(
     size: int,
     version: str,
     facts: dict[str, Any],
-    farm: list[str] | None = None,
+    farm: list[str],
 ) -> BlendInfo:
-    """The answer for a .blend whose scene facts `read_scene` reported.
-
-    `farm`: `farm_blenders`, when the caller looked them up ([] otherwise).
-    """
+    """The answer for a .blend whose scene facts `read_scene` reported; `farm` is
+    `farm_blenders`."""
     saved = facts.get(SAVED_WITH)
     return BlendInfo(
         sha256=sha256,
@@ -261,7 +250,7 @@ def blend_info_model(
         size=size,
         blender_version=version,
         saved_with=saved if isinstance(saved, str) else None,
-        farm_blenders=farm or [],
+        farm_blenders=farm,
         scene=str(facts.get("scene", "")),
         frame_start=_int(facts.get("frame_start"), 1),
         frame_end=_int(facts.get("frame_end"), 1),

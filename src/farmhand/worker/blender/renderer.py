@@ -20,7 +20,7 @@ from pathlib import Path
 import structlog
 from structlog.typing import FilteringBoundLogger
 
-from farmhand.shared.blendfile import best_version, read_saved_version
+from farmhand.shared.blendfile import best_version, saved_version_of
 from farmhand.worker.agent import RenderJob, RenderOutcome
 from farmhand.worker.blender.discovery import BlenderInstall
 from farmhand.worker.blender.events import (
@@ -80,7 +80,7 @@ class BlenderTaskRenderer:
         install = self.install_for(job)
         if install is None:
             have = ", ".join(i.version for i in self.installs)
-            saved = task.blender_saved or _saved_version(job.blend_file)
+            saved = task.blender_saved or saved_version_of(job.blend_file)
             return RenderOutcome(
                 ok=False,
                 error=f"none of this worker's Blenders ({have}) can render this job "
@@ -121,7 +121,7 @@ class BlenderTaskRenderer:
         job on shared storage) the worker reads the header itself.
         """
         task = job.task
-        saved = task.blender_saved or _saved_version(job.blend_file)
+        saved = task.blender_saved or saved_version_of(job.blend_file)
         version = best_version([i.version for i in self.installs], saved, task.blender_version)
         return next((i for i in self.installs if i.version == version), None)
 
@@ -153,14 +153,6 @@ class BlenderTaskRenderer:
             session, self._session, self._key = self._session, None, None
         if session is not None:
             session.close()
-
-
-def _saved_version(blend: Path) -> str | None:
-    try:
-        with blend.open("rb") as handle:
-            return read_saved_version(handle)
-    except OSError:
-        return None  # Blender will say what is wrong with the file
 
 
 def _relative(path: Path, root: Path) -> str:
