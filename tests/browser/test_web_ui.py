@@ -251,6 +251,26 @@ def test_cancel_a_running_job_and_the_runner_goes_idle(
     expect()(page.locator("#tasks tbody")).to_contain_text("w1")
     shoot(page, "10-job-running")
 
+    # The runners page names what w1 renders from the runner list alone: fetching the
+    # job would pull every task of a big job on each refresh.
+    fetched: list[str] = []
+    page.on(
+        "request",
+        lambda request: (
+            fetched.append(request.url)
+            if request.headers.get("referer", "").endswith("/runners")
+            else None
+        ),
+    )
+    follow_nav(page, farm, "Runners", "/runners")
+    busy = page.locator('#runners tr[data-runner-name="w1"] .current')
+    expect()(busy).to_contain_text("long shot")
+    expect()(busy).to_contain_text(re.compile(r"task [01] · \d+/20 frames"))
+    shoot(page, "10b-runners-busy")
+    assert any(url.endswith("/api/admin/runners") for url in fetched), fetched
+    assert not [url for url in fetched if f"/api/jobs/{job_id}" in url], fetched
+    page.goto(f"{farm.url}/jobs/{job_id}")
+
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("#cancel-button")
     expect()(page.locator("#job-status")).to_have_text("canceled")

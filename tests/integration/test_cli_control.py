@@ -243,6 +243,17 @@ def test_runners_are_listed_and_controlled(
     )
     assert listed["box-a"]["current_task_index"] == number
     assert listed["box-b"]["current_task_index"] is None
+    # What the web page's row shows, without fetching the job: its name and the frames.
+    shown = {
+        key: listed["box-a"][f"current_{key}"]
+        for key in ("job_name", "task_frames_done", "task_frame_count")
+    }
+    assert shown == {
+        "job_name": job(api, job_id)["name"],
+        "task_frames_done": 0,
+        "task_frame_count": 1,
+    }
+    assert listed["box-b"]["current_job_name"] is None
 
     # The listing names the task from the runners alone: no job is fetched for it.
     sent: list[tuple[str, str]] = []
@@ -257,7 +268,7 @@ def test_runners_are_listed_and_controlled(
     assert sent == [("GET", "/api/admin/runners")]
     monkeypatch.setattr(FarmhandClient, "_request", request)
     row_a = next(line for line in listing.splitlines() if " box-a " in line)
-    for cell in ("busy", f"job {job_id} task {number}", "gpu", "CUDA:0", "4.2.1"):
+    for cell in ("busy", f"job {job_id} task {number} (0/1)", "gpu", "CUDA:0", "4.2.1"):
         assert cell in row_a, row_a
     row_b = next(line for line in listing.splitlines() if " box-b " in line)
     assert "idle" in row_b and "5.0.0, 3.4.1" in row_b and "CPU" in row_b, row_b

@@ -584,6 +584,13 @@ class RunnerInfo(BaseModel):
             "it, so a listing of runners names it without fetching every busy job."
         ),
     )
+    current_job_name: str | None = None
+    current_task_frames_done: int | None = Field(
+        default=None, description="Frames of the running task finished so far."
+    )
+    current_task_frame_count: int | None = Field(
+        default=None, description="Frames in the running task."
+    )
     capabilities: WorkerCapabilities
     registered_at: datetime
 

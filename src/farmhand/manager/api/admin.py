@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from farmhand.manager.api.deps import AdminDep, Context
 from farmhand.manager.api.errors import error_responses
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
-from farmhand.manager.db.models import Blocklist, Task, Worker
+from farmhand.manager.db.models import Blocklist, Job, Task, Worker
 from farmhand.manager.scheduling.workers import (
     ScheduleError,
     abort_current,
@@ -34,7 +34,9 @@ router = APIRouter(prefix="/api/admin", tags=["admin"])
 ERRORS = error_responses(400, 401, 403, 404)
 
 
-def _runner_info(worker: Worker, task: Task | None) -> RunnerInfo:
+def _runner_info(worker: Worker, current: tuple[Task, str] | None) -> RunnerInfo:
+    """`current` is the runner's active task with its job's name."""
+    task, job_name = current if current else (None, None)
     return RunnerInfo(
         id=worker.id,
         name=worker.name,
@@ -48,17 +50,27 @@ def _runner_info(worker: Worker, task: Task | None) -> RunnerInfo:
         current_task_id=task.id if task else None,
         current_job_id=task.job_id if task else None,
         current_task_index=task.index if task else None,
+        current_job_name=job_name,
+        current_task_frames_done=task.frames_done if task else None,
+        current_task_frame_count=len(task.frames) if task else None,
         capabilities=WorkerCapabilities.model_validate(worker.capabilities),
         registered_at=worker.registered_at,
     )
 
 
-def _current_task(session: Session, worker_id: int) -> Task | None:
-    return session.scalar(
-        select(Task)
-        .where(Task.worker_id == worker_id, Task.status == TaskStatus.ACTIVE.value)
-        .limit(1)
+def _active_tasks() -> Select[Task, str]:
+    """Active tasks with their jobs' names: a runner's row names what it renders without
+    the caller fetching the job (a big job's every task) for it."""
+    return (
+        select(Task, Job.name)
+        .join(Job, Job.id == Task.job_id)
+        .where(Task.status == TaskStatus.ACTIVE.value)
     )
+
+
+def _current_task(session: Session, worker_id: int) -> tuple[Task, str] | None:
+    row = session.execute(_active_tasks().where(Task.worker_id == worker_id).limit(1)).first()
+    return (row[0], row[1]) if row else None
 
 
 def _worker(session: Session, worker_id: int) -> Worker:
@@ -80,8 +92,8 @@ def _announce(context: ManagerContext, worker_id: int, jobs: list[int]) -> None:
 def list_runners(context: Context, caller: AdminDep) -> list[RunnerInfo]:
     with context.db.read() as session:
         current = {
-            task.worker_id: task
-            for task in session.scalars(select(Task).where(Task.status == TaskStatus.ACTIVE.value))
+            task.worker_id: (task, job_name)
+            for task, job_name in session.execute(_active_tasks()).tuples()
         }
         return [
             _runner_info(worker, current.get(worker.id))

@@ -741,7 +741,7 @@
   // ------------------------------------------------------------- runners page
 
   function runnersPage() {
-    let runners = [], jobs = new Map();
+    let runners = [];
     const tbody = $("#runners tbody");
     // Control follows the runner's admin state (enabled / disabled / draining): "now"
     // aborts its running task (requeued), "after-task" lets it finish first.
@@ -772,10 +772,11 @@
       }
       keepFocus(tbody, () => { tbody.innerHTML = runners.map((r) => {
         const c = r.capabilities || {};
-        const job = r.current_job_id ? jobs.get(r.current_job_id) : null;
-        const task = job ? job.tasks.find((t) => t.id === r.current_task_id) : null;
+        // The runner list names the job and counts the task's frames itself: fetching
+        // each busy job here would pull every task of a big job on every refresh.
+        const frames = r.current_task_frame_count ? ` · ${r.current_task_frames_done}/${r.current_task_frame_count} frames` : "";
         const current = r.current_task_id
-          ? `<a href="/jobs/${r.current_job_id}">${esc(job ? job.name : "job " + r.current_job_id)}</a> <span class="muted small">task ${task ? task.index : r.current_task_id}${task ? ` · ${task.frames_done}/${task.frames.length} frames` : ""}</span>`
+          ? `<a href="/jobs/${r.current_job_id}">${esc(r.current_job_name || "job " + r.current_job_id)}</a> <span class="muted small">task ${r.current_task_index ?? r.current_task_id}${frames}</span>`
           : '<span class="muted">idle</span>';
         const hardware = [c.cpu, c.cores ? `${c.cores} cores` : "", gib(c.ram_bytes), ...(c.gpus || []).map((g) => (typeof g === "string" ? g : g.name || ""))].filter(Boolean).map(esc).join(" · ");
         const tags = (c.tags || r.tags || []).map((t) => `<span class="badge">${esc(t)}</span>`).join(" ");
@@ -791,9 +792,6 @@
     };
     const refresh = async () => {
       runners = await api("GET", "/api/admin/runners");
-      const ids = [...new Set(runners.map((r) => r.current_job_id).filter(Boolean))];
-      const fetched = await Promise.all(ids.map((id) => api("GET", `/api/jobs/${id}`).catch(() => null)));
-      jobs = new Map(fetched.filter(Boolean).map((j) => [j.id, j]));
       render();
     };
     // Heartbeats age every second without a refetch.
