@@ -412,6 +412,11 @@ def test_the_users_cli(cli_data: Path) -> None:
         assert short.exit_code == 1 and "at least 8" in short.output
         run("delete", "ana", "--yes")
         assert "ana" not in run("list")
+        made = run("create", "bo", "--no-password", "--token")
+        assert "token only" in run("list")
+        secret = made.split("API token (shown once):", 1)[1].split()[0]
+        me = client.get("/api/auth/me", headers={"Authorization": f"Bearer {secret}"})
+        assert me.status_code == 200 and me.json()["user"]["name"] == "bo", me.text
     missing = runner.invoke(cli, ["users", "disable", "nobody", *where])
     assert missing.exit_code == 1 and "no user" in missing.output
 

@@ -1,0 +1,94 @@
+"""The database side of `farmhand users`: opening the manager's database, finding and
+changing accounts.
+
+Kept apart from `users_cmd` so that SQLAlchemy and the manager's models are imported
+only when a `farmhand users` command runs, not by every `farmhand` command (the Blender
+add-on runs `farmhand job` every few seconds, and each start pays for what it imports).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from farmhand.manager.auth import accounts
+from farmhand.manager.auth.tokens import new_token, token_hash
+from farmhand.manager.clock import utcnow
+from farmhand.manager.db.engine import Database
+from farmhand.manager.db.models import ApiToken, OAuthIdentity, User
+from farmhand.manager.settings import ManagerSettings
+
+AccountError = accounts.AccountError
+
+
+@contextmanager
+def open_session(data_dir: Path, database_url: str | None) -> Iterator[Session]:
+    """One transaction on the manager's database, brought up to date first."""
+    from farmhand.manager.db.migrate import upgrade  # Alembic: only when a command runs
+
+    settings = ManagerSettings.from_env(data_dir=data_dir, database_url=database_url)
+    db = Database(settings.resolved_database_url)
+    try:
+        upgrade(db.engine)
+        with db.transaction() as session:
+            yield session
+    finally:
+        db.dispose()
+
+
+def find(session: Session, who: str) -> User | None:
+    """A user by id, name or e-mail (any case)."""
+    clauses = [User.name == who, func.lower(User.email) == who.strip().lower()]
+    if who.isdigit():
+        clauses.append(User.id == int(who))
+    return session.scalar(select(User).where(or_(*clauses)))
+
+
+def listing(session: Session) -> list[tuple[str, ...]]:
+    """Everyone, as table rows: id, name, e-mail, role, state, ways to sign in."""
+    linked: dict[int, list[str]] = {}
+    for user_id, provider in session.execute(select(OAuthIdentity.user_id, OAuthIdentity.provider)):
+        linked.setdefault(user_id, []).append(provider)
+    rows: list[tuple[str, ...]] = []
+    for user in session.scalars(select(User).order_by(User.id)):
+        ways = (["password"] if user.password_hash else []) + linked.get(user.id, [])
+        rows.append((
+            str(user.id), user.name, user.email or "-", user.role,
+            "disabled" if user.disabled_at else "active", ", ".join(ways) or "token only",
+        ))  # fmt: skip
+    return rows
+
+
+def create(
+    session: Session,
+    *,
+    name: str,
+    email: str | None,
+    role: str,
+    password: str | None,
+    with_token: bool,
+) -> tuple[User, str | None]:
+    """A new account, and its first API token when asked (its secret, shown once)."""
+    user = accounts.create_user(
+        session, utcnow(), name=name, email=email, role=role, password=password
+    )
+    if not with_token:
+        return user, None
+    secret = new_token("api")
+    session.add(
+        ApiToken(user_id=user.id, name="first token", token_hash=token_hash(secret),
+                 created_at=utcnow())
+    )  # fmt: skip
+    return user, secret
+
+
+def set_disabled(user: User, disabled: bool) -> None:
+    accounts.set_disabled(user, disabled, utcnow())
+
+
+delete = accounts.delete_user
+set_password = accounts.set_password
