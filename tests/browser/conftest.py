@@ -90,8 +90,14 @@ def farm(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[Loc
 
 
 def shoot(page: Any, name: str) -> Path:
+    """A full-page screenshot once running transitions have ended: a progress bar caught
+    mid-way through its 0.4 s growth would show 57 % next to a "100 %" label."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
+    page.evaluate(
+        "Promise.all(document.getAnimations().filter((a) => a.effect?.getTiming().iterations"
+        " !== Infinity).map((a) => a.finished.catch(() => null)))"
+    )
     page.screenshot(path=str(path), full_page=True)
     return path
 
