@@ -92,8 +92,7 @@ def _announce(context: ManagerContext, worker_id: int, jobs: list[int]) -> None:
 def list_runners(context: Context, caller: AdminDep) -> list[RunnerInfo]:
     with context.db.read() as session:
         current = {
-            task.worker_id: (task, job_name)
-            for task, job_name in session.execute(_active_tasks()).tuples()
+            task.worker_id: (task, job_name) for task, job_name in session.execute(_active_tasks())
         }
         return [
             _runner_info(worker, current.get(worker.id))
