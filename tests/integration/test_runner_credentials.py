@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select, text, update
 
@@ -174,3 +175,66 @@ def test_runner_and_people_credentials_do_not_cross(farm: Farm) -> None:
         farm.client.post("/api/runner/heartbeat", headers=registration, json={}).status_code == 401
     )
     assert farm.client.get("/api/jobs", headers=registration).status_code == 401
+
+
+def _named(farm: Farm, name: str) -> list[dict[str, Any]]:
+    rows = farm.client.get("/api/admin/runners", headers=farm.admin).json()
+    return [row for row in rows if row["name"] == name]
+
+
+def _fall_silent(farm: Farm, worker_id: int, seconds: float) -> None:
+    """What the reaper records for a runner unheard of for `seconds`."""
+    context = farm.client.app.state.farm  # type: ignore[attr-defined]
+    with context.db.transaction() as session:
+        session.execute(
+            update(Worker)
+            .where(Worker.id == worker_id)
+            .values(status="offline", last_heartbeat=utcnow() - timedelta(seconds=seconds))
+        )
+
+
+def test_a_machine_that_registers_again_takes_over_its_offline_record(farm: Farm) -> None:
+    """A reinstalled render node (its credentials lost) comes back as the same runner:
+    what admins set on it holds, its old secret stops working, and no ghost is left."""
+    submit(farm)
+    old = farm.register_runner("render-07")
+    [before] = _named(farm, "render-07")
+    worker_id = before["id"]
+    disabled = farm.client.post(
+        f"/api/admin/runners/{worker_id}/actions",
+        headers=farm.admin,
+        json={"action": "disable", "when": "now"},
+    )
+    assert disabled.status_code == 200, disabled.text
+    schedule = {"timezone": "UTC", "windows": [{"days": ["sat"], "start": "00:00", "end": "24:00"}]}
+    put = farm.client.put(
+        f"/api/admin/runners/{worker_id}/sleep-schedule", headers=farm.admin, json=schedule
+    )
+    assert put.status_code == 200, put.text
+    assert farm.client.post("/api/runner/heartbeat", headers=old, json={}).status_code == 200
+    _fall_silent(farm, worker_id, 120)
+
+    new = farm.register_runner("render-07")
+
+    [after] = _named(farm, "render-07")
+    assert after["id"] == worker_id and after["admin_state"] == "disabled"
+    assert after["sleep_schedule"]["windows"] == schedule["windows"]
+    assert after["status"] == "disabled", "heard from again, and still disabled"
+    assert farm.client.post("/api/runner/heartbeat", headers=old, json={}).status_code == 401
+    assert farm.client.post("/api/runner/heartbeat", headers=new, json={}).status_code == 200
+    nothing = farm.client.get("/api/runner/tasks", params={"wait": 0}, headers=new)
+    assert nothing.status_code == 204, "a disabled runner takes no work"
+
+
+def test_a_namesake_that_may_be_alive_is_never_displaced(farm: Farm) -> None:
+    """Two machines that share a name both work; an offline runner heard from within the
+    last minute (a manager process may still honour its secret) keeps its record too."""
+    first = farm.register_runner("twin")
+    second = farm.register_runner("twin")
+    assert len(_named(farm, "twin")) == 2, "an online namesake is not taken over"
+    first_id = min(row["id"] for row in _named(farm, "twin"))
+    _fall_silent(farm, first_id, 10)
+    third = farm.register_runner("twin")
+    assert len(_named(farm, "twin")) == 3
+    for runner in (first, second, third):
+        assert farm.client.post("/api/runner/heartbeat", headers=runner, json={}).status_code == 200

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import partial
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
@@ -54,6 +55,7 @@ from farmhand.manager.scheduling.workers import (
     claiming_worker,
     display_status,
     give_back_forgotten,
+    offline_namesake,
 )
 from farmhand.shared.images import ImageError, verify_image
 from farmhand.shared.paths import UnsafePathError, safe_relative_path
@@ -257,18 +259,27 @@ def register(body: RunnerRegister, context: Context) -> RunnerRegistered:
                 "invalid registration token (unknown, expired, revoked or used up)",
             )
         secret = new_token("runner")
-        worker = Worker(
-            name=body.name,
-            secret_hash=token_hash(secret),
-            status=WorkerStatus.IDLE.value,
-            capabilities=body.capabilities.model_dump(),
-            last_heartbeat=now,
-            registered_at=now,
-        )
-        session.add(worker)
+        quiet_since = now - timedelta(seconds=context.runner_ids.ttl)
+        worker = offline_namesake(session, body.name, quiet_since)
+        if worker is None:
+            worker = Worker(name=body.name, registered_at=now)
+            session.add(worker)
+        worker.secret_hash = token_hash(secret)
+        worker.status = WorkerStatus.IDLE.value
+        worker.capabilities = body.capabilities.model_dump()
+        worker.last_heartbeat = now
+        taken_over = worker.id is not None
         session.flush()
-        log.info("runner registered", worker=worker.name, worker_id=worker.id)
+        log.info(
+            "runner registered again: took over its offline record"
+            if taken_over
+            else "runner registered",
+            worker=worker.name,
+            worker_id=worker.id,
+        )
         registered = RunnerRegistered(worker_id=worker.id, name=worker.name, secret=secret)
+    if taken_over:  # the old secret authenticates nothing from now on
+        context.runner_ids.forget_worker(registered.worker_id)
     context.events.runner_changed(registered.worker_id)
     return registered
 

@@ -35,6 +35,11 @@ class RunnerIdCache:
         self._entries: dict[str, tuple[int, float]] = {}
         self._lock = threading.Lock()
 
+    @property
+    def ttl(self) -> float:
+        """How long a secret may still be honoured after the database stopped knowing it."""
+        return self._ttl
+
     def get(self, digest: str) -> int | None:
         """The worker id for a secret's hash, if known and fresh."""
         with self._lock:

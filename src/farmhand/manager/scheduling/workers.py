@@ -34,6 +34,31 @@ def active_tasks(session: Session, worker_id: int) -> list[Task]:
     )
 
 
+def offline_namesake(session: Session, name: str, quiet_since: datetime) -> Worker | None:
+    """The record a registering machine of this name takes over, if any.
+
+    A render node that lost its credentials (reinstalled, or a container without a
+    volume) registers again under its name. Taking over the offline record of that
+    name keeps what admins set on it (disabled, drained, sleep schedule), its
+    blocklists and its history, instead of leaving a ghost beside a new row, as Deadline
+    and OpenCue identify render nodes by name. Only a record that is offline *and* has
+    not been heard from since `quiet_since` qualifies: a live runner of the same name
+    is never displaced (the newcomer gets a row of its own), and no manager process
+    still remembers the old secret (`RunnerIdCache`). Offline means its tasks were
+    already given back, so the new secret inherits no work in flight.
+    """
+    return session.scalar(
+        select(Worker)
+        .where(
+            Worker.name == name,
+            Worker.status == WorkerStatus.OFFLINE.value,
+            Worker.last_heartbeat < quiet_since,
+        )
+        .order_by(Worker.last_heartbeat.desc(), Worker.id.desc())
+        .limit(1)
+    )
+
+
 def abort_current(
     session: Session, worker: Worker, reason: str, now: datetime, policy: Policy
 ) -> list[int]:
