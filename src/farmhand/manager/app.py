@@ -25,6 +25,7 @@ from farmhand.manager.api import (
     events_stream,
     health,
     jobs,
+    metrics,
     projects,
     runner,
     runner_outputs,
@@ -171,6 +172,7 @@ def create_app(settings: ManagerSettings, context: ManagerContext | None = None)
     for module in (
         runner, health, blobs, jobs, projects, runner_video, runner_outputs, admin, users, tokens,
         runner_tokens, blendinfo, events_stream, thumbnails, web_routes, upload_sessions, usage,
+        metrics,
     ):  # fmt: skip
         app.include_router(module.router)
     app.include_router(auth_routes.router)

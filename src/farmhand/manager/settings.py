@@ -143,6 +143,10 @@ class ManagerSettings:
     """Preset admin API token (`FARMHAND_ADMIN_TOKEN`); generated on first start if None."""
     runner_token: str | None = None
     """Preset runner registration token (`FARMHAND_RUNNER_TOKEN`)."""
+    metrics_token: str | None = None
+    """A bearer token that reads `GET /metrics` and nothing else (`FARMHAND_METRICS_TOKEN`),
+    for a Prometheus scraper, which should not hold an admin's token. Admins can always
+    read the metrics."""
     auth: AuthSettings = field(default_factory=AuthSettings)
     """Accounts, OAuth and sign-in limits (`AuthSettings.from_env`)."""
     extra: dict[str, str] = field(default_factory=dict)
@@ -183,6 +187,8 @@ class ManagerSettings:
             values["admin_token"] = env["FARMHAND_ADMIN_TOKEN"]
         if env.get("FARMHAND_RUNNER_TOKEN"):
             values["runner_token"] = env["FARMHAND_RUNNER_TOKEN"]
+        if env.get("FARMHAND_METRICS_TOKEN"):
+            values["metrics_token"] = env["FARMHAND_METRICS_TOKEN"]
         for name in ("max_upload_bytes", "max_body_bytes", "user_quota_bytes"):
             if env.get(f"FARMHAND_{name.upper()}"):
                 values[name] = int(env[f"FARMHAND_{name.upper()}"])

@@ -1,0 +1,104 @@
+"""`GET /metrics`: who may read it, and that it follows the farm as a dashboard would.
+
+The text is parsed with Prometheus' own parser, so a malformed line fails here as it
+would fail a scrape.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from farmhand.manager.app import create_app
+from tests.integration.conftest import FAKE_BLEND, Farm, make_settings, upload_frames
+
+METRICS_TOKEN = "fh_metrics_test_token"
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+@pytest.fixture
+def farm(tmp_path: Path) -> Iterator[Farm]:
+    """A manager with a metrics token, as a studio's Prometheus would scrape it."""
+    settings = make_settings(tmp_path / "data", metrics_token=METRICS_TOKEN)
+    with TestClient(create_app(settings)) as client:
+        assert settings.admin_token and settings.runner_token
+        yield Farm(client, settings.admin_token, settings.runner_token, settings.data_dir)
+
+
+def scrape(farm: Farm) -> Samples:
+    answer = farm.client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(answer.text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, metric: str, **labels: str) -> float:
+    return samples[(metric, frozenset(labels.items()))]
+
+
+def test_only_admins_and_the_metrics_token_read_the_metrics(farm: Farm) -> None:
+    assert farm.client.get("/metrics").status_code == 401
+    wrong = farm.client.get("/metrics", headers={"Authorization": "Bearer not-the-token"})
+    assert wrong.status_code == 401
+    made = farm.client.post(
+        "/api/admin/users", headers=farm.admin, json={"name": "ana", "role": "user"}
+    )
+    ana = {"Authorization": f"Bearer {made.json()['token']}"}
+    assert farm.client.get("/metrics", headers=ana).status_code == 403
+    assert farm.client.get("/metrics", headers=farm.admin).status_code == 200
+    # The scraper's token reads the metrics and nothing else.
+    scraper = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+    assert farm.client.get("/metrics", headers=scraper).status_code == 200
+    assert farm.client.get("/api/jobs", headers=scraper).status_code == 401
+    assert farm.client.get("/api/admin/runners", headers=scraper).status_code == 401
+
+
+def test_metrics_follow_a_job_from_queue_to_frames(farm: Farm) -> None:
+    empty = scrape(farm)
+    assert value(empty, "farmhand_jobs", status="queued") == 0, "every status, 0 included"
+    assert value(empty, "farmhand_tasks", type="render", status="active") == 0
+    assert value(empty, "farmhand_oldest_queued_job_age_seconds") == 0
+    assert value(empty, "farmhand_data_disk_size_bytes") > 0
+
+    answer = farm.client.post(
+        "/api/jobs",
+        headers=farm.admin,
+        files={"file": ("scene.blend", FAKE_BLEND, "application/octet-stream")},
+        data={"settings": json.dumps({"frame_start": 1, "frame_end": 3, "chunk_size": 1})},
+    )
+    assert answer.status_code == 202, answer.text
+    queued = scrape(farm)
+    assert value(queued, "farmhand_jobs", status="queued") == 1
+    assert value(queued, "farmhand_tasks", type="render", status="queued") == 3
+    assert value(queued, "farmhand_blobs") == 1, "the .blend"
+
+    runner = farm.register_runner("box-7")
+    task = farm.client.get("/api/runner/tasks", params={"wait": 0}, headers=runner).json()
+    busy = scrape(farm)
+    assert value(busy, "farmhand_jobs", status="active") == 1
+    assert value(busy, "farmhand_jobs", status="queued") == 0
+    assert value(busy, "farmhand_tasks", type="render", status="active") == 1
+    assert value(busy, "farmhand_tasks", type="render", status="queued") == 2
+    assert value(busy, "farmhand_runners", status="busy") == 1
+    assert value(busy, "farmhand_runners", status="idle") == 0
+    assert 0 <= value(busy, "farmhand_runner_heartbeat_age_seconds", id="1", name="box-7") < 60
+
+    upload_frames(farm, runner, task)
+    done = farm.client.post(
+        f"/api/runner/tasks/{task['task_id']}/complete", headers=runner, json={"frames": [1]}
+    )
+    assert done.status_code == 200, done.text
+    after = scrape(farm)
+    assert value(after, "farmhand_tasks", type="render", status="completed") == 1
+    assert value(after, "farmhand_frames_stored") == 1
+    assert value(after, "farmhand_blobs") == 2, "the .blend and the frame"
+    assert value(after, "farmhand_runners", status="idle") == 1
