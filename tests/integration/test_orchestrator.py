@@ -20,7 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
+from farmhand import __version__
 from farmhand.orchestrator import OrchestratorSettings, create_orchestrator_app
 from farmhand.shared.images import verify_image
 from tests.conftest import SCENE_SIZE
@@ -295,3 +297,94 @@ def test_a_body_that_is_not_json_is_400() -> None:
     with fake_orchestrator(FakeNodes({A: "ok", B: "ok"})) as client:
         answer = client.post("/render", content=b"from=1&to=5")
     assert answer.status_code == 400
+
+
+def scrape(client: TestClient) -> dict[str, float]:
+    """`GET /metrics` read by Prometheus' own parser: `'name{label="value"}'` → value."""
+    answer = client.get("/metrics")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
+    values = {}
+    for family in text_string_to_metric_families(answer.text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            values[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return values
+
+
+def scrape_until(client: TestClient, ready: Callable[[dict[str, float]], bool]) -> dict[str, float]:
+    deadline = time.monotonic() + 20
+    while not ready(metrics := scrape(client)):
+        assert time.monotonic() < deadline, metrics
+        time.sleep(0.02)
+    return metrics
+
+
+def labelled(metrics: dict[str, float], name: str, label: str) -> dict[str, float]:
+    """One family's samples by the value of its only label."""
+    prefix = f'{name}{{{label}="'
+    return {k.removeprefix(prefix)[:-2]: v for k, v in metrics.items() if k.startswith(prefix)}
+
+
+def test_metrics_count_renders_batches_and_what_each_node_renders() -> None:
+    with fake_orchestrator(
+        FakeNodes({A: "slow", B: "slow"}), max_active=3, rate_limit=7, rate_window=30
+    ) as client:
+        idle = scrape(client)
+        assert idle[f'farmhand_orchestrator_info{{version="{__version__}"}}'] == 1
+        assert labelled(idle, "farmhand_orchestrator_renders", "status") == {
+            "running": 0, "done": 0, "failed": 0
+        }  # fmt: skip
+        assert set(labelled(idle, "farmhand_orchestrator_batches", "state").values()) == {0}
+        assert labelled(idle, "farmhand_orchestrator_node_batches_running", "node") == {A: 0, B: 0}
+        assert idle["farmhand_orchestrator_nodes"] == 2
+        assert idle["farmhand_orchestrator_renders_started_total"] == 0
+        assert idle["farmhand_orchestrator_renders_active"] == 0
+        assert idle["farmhand_orchestrator_max_active"] == 3
+        assert idle["farmhand_orchestrator_rate_limit"] == 7
+        assert idle["farmhand_orchestrator_rate_limit_window_seconds"] == 30
+
+        assert client.post("/render", json={"from": 1, "to": 6}).status_code == 202
+        running = "farmhand_orchestrator_node_batches_running"
+        busy = scrape_until(client, lambda m: sum(labelled(m, running, "node").values()) == 2)
+        assert labelled(busy, "farmhand_orchestrator_node_batches_running", "node") == {A: 1, B: 1}
+        batches = labelled(busy, "farmhand_orchestrator_batches", "state")
+        assert batches == {"pending": 1, "running": 2, "done": 0, "failed": 0}
+        assert sum(batches.values()) == client.get("/status/1").json()["batches_total"] == 3
+        assert labelled(busy, "farmhand_orchestrator_renders", "status")["running"] == 1
+        assert busy["farmhand_orchestrator_renders_started_total"] == 1
+        assert busy["farmhand_orchestrator_renders_active"] == 1
+
+
+def test_metrics_after_a_render_is_done() -> None:
+    with fake_orchestrator(FakeNodes({A: "ok", B: "ok"})) as client:
+        answer = client.post("/render", json={"from": 1, "to": 5})
+        poll(client, answer.headers["Location"], lambda r: r.status_code == 200)
+        # The render stops counting as active once its node threads have ended.
+        done = scrape_until(client, lambda m: m["farmhand_orchestrator_renders_active"] == 0)
+    assert labelled(done, "farmhand_orchestrator_renders", "status") == {
+        "running": 0, "done": 1, "failed": 0
+    }  # fmt: skip
+    assert labelled(done, "farmhand_orchestrator_batches", "state") == {
+        "pending": 0, "running": 0, "done": 3, "failed": 0
+    }  # fmt: skip
+    assert labelled(done, "farmhand_orchestrator_node_batches_running", "node") == {A: 0, B: 0}
+    assert done["farmhand_orchestrator_renders_started_total"] == 1
+
+
+def test_openapi_documents_metrics_as_text() -> None:
+    with fake_orchestrator(FakeNodes({A: "ok", B: "ok"})) as client:
+        paths = client.get("/openapi.json").json()["paths"]
+    assert set(paths) == {"/render", "/status/{render_id}", "/metrics"}
+    assert set(paths["/metrics"]["get"]["responses"]["200"]["content"]) == {"text/plain"}
+
+
+def test_metrics_show_a_render_that_failed_on_every_node() -> None:
+    with fake_orchestrator(FakeNodes({A: "down", B: "down"})) as client:
+        answer = client.post("/render", json={"from": 1, "to": 2})
+        poll(client, answer.headers["Location"], lambda r: r.status_code == 502)
+        failed = scrape_until(client, lambda m: m["farmhand_orchestrator_renders_active"] == 0)
+    assert labelled(failed, "farmhand_orchestrator_renders", "status") == {
+        "running": 0, "done": 0, "failed": 1
+    }  # fmt: skip
+    assert labelled(failed, "farmhand_orchestrator_batches", "state")["failed"] == 1

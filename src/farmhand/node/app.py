@@ -12,6 +12,7 @@ when it is done. What differs is everything the tutorial leaves to chance:
 - At most `max_concurrent` Blenders run; further jobs wait, up to `queue_limit`, past
   which `POST /job` answers 503 + Retry-After.
 - Python embedded in the .blend never runs (see the driver).
+- `GET /metrics` answers jobs by status and the queue in Prometheus' text format.
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from farmhand import __version__
 from farmhand.node.jobs import JobQueue, JobState, NodeJob, QueueFull
 from farmhand.shared.frames import FrameRangeError, frame_list
+from farmhand.shared.metrics import CONTENT_TYPE, Family
+from farmhand.shared.metrics import render as render_metrics
 from farmhand.worker.blender.discovery import BlenderInstall
 from farmhand.worker.blender.process import RenderRequest, render
 
@@ -91,6 +95,34 @@ def _renderer(settings: NodeSettings) -> Callable[[NodeJob], str | None]:
         return None if result.ok else (result.error or "unknown error")
 
     return run
+
+
+def _metrics(settings: NodeSettings, jobs: JobQueue) -> list[Family]:
+    """What shows a node filling up or failing, read at scrape time from the job table
+    `GET /job` answers from (nothing counted on the side, so nothing can drift)."""
+    counts = jobs.counts()
+    by_status = Family("farmhand_node_jobs", "Jobs this node knows (since it started), by status.")
+    for state, count in counts.items():
+        by_status.add(count, status=state.value)
+    return [
+        Family("farmhand_node_info", "This node's farmhand version and its Blender's.").add(
+            1, version=__version__, blender=settings.install.version
+        ),
+        by_status,
+        Family("farmhand_node_renders_running", "Jobs rendering now (Blenders running).").add(
+            counts[JobState.RENDERING]
+        ),
+        Family("farmhand_node_max_concurrent", "Renders at once at most (--max-concurrent).").add(
+            settings.max_concurrent
+        ),
+        Family("farmhand_node_queue_length", "Jobs waiting for a free render slot.").add(
+            counts[JobState.QUEUED]
+        ),
+        Family(
+            "farmhand_node_queue_limit",
+            "Jobs that may wait (--queue-limit); past it POST /job answers 503.",
+        ).add(settings.queue_limit),
+    ]
 
 
 def create_node_app(
@@ -178,5 +210,14 @@ def create_node_app(
         if job.state is JobState.FAILED:
             return _text(500, f"Job failed: {job.error}")
         return _text(202, "Job still running", {"Location": f"/job/{job.id}", **retry})
+
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text 0.0.4"}},
+    )
+    def metrics() -> PlainTextResponse:
+        """Jobs by status, renders running and the queue, for Prometheus."""
+        return PlainTextResponse(render_metrics(_metrics(settings, jobs)), media_type=CONTENT_TYPE)
 
     return app

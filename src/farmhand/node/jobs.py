@@ -105,6 +105,14 @@ class JobQueue:
         with self._lock:
             return self._jobs.get(job_id)
 
+    def counts(self) -> dict[JobState, int]:
+        """Jobs in each state right now, every state present (0 included)."""
+        with self._lock:
+            counts = dict.fromkeys(JobState, 0)
+            for job in self._jobs.values():
+                counts[job.state] += 1
+            return counts
+
     def _work(self) -> None:
         while True:
             job = self._waiting.get()

@@ -8,7 +8,8 @@ the nodes behind us: a gateway's error), and `404` for an id it does not know.
 Input is strict (JSON integers, `from <= to`, at most `max_frames` frames → else 400);
 at most `max_active` renders run at once (`503` + Retry-After past that); each client
 (by address) may start at most `rate_limit` renders per `rate_window` seconds (`429` +
-Retry-After past that).
+Retry-After past that). `GET /metrics` answers renders, batches and nodes in Prometheus'
+text format.
 """
 
 from __future__ import annotations
@@ -24,13 +25,16 @@ from typing import Literal
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from farmhand import __version__
 from farmhand.manager.api.errors import describe_validation_error
-from farmhand.orchestrator.batches import split
+from farmhand.orchestrator.batches import BatchState, split
 from farmhand.orchestrator.dispatch import Dispatcher, DispatchSettings, Render
 from farmhand.shared.frames import MAX_FRAME
+from farmhand.shared.metrics import CONTENT_TYPE, Family
+from farmhand.shared.metrics import render as render_metrics
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,71 @@ class RateLimiter:
 def _error(status: int, detail: str, retry: float | None = None) -> JSONResponse:
     headers = {"Retry-After": str(max(1, int(retry + 0.999)))} if retry is not None else None
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+def _metrics(settings: OrchestratorSettings, renders: list[Render], started: int) -> list[Family]:
+    """What shows the orchestrator filling up or its renders failing, read at scrape time
+    from the renders `GET /status` answers from, so the two never disagree."""
+    statuses = dict.fromkeys(("running", "done", "failed"), 0)
+    states = dict.fromkeys(BatchState, 0)
+    on_node = dict.fromkeys(settings.nodes, 0)
+    active = 0
+    for render in renders:
+        active += not render.finished.is_set()
+        with render.lock:
+            statuses[render.status] += 1
+            for batch in render.batches:
+                states[batch.state] += 1
+                if batch.state is BatchState.RUNNING and batch.node in on_node:
+                    on_node[batch.node] += 1
+    by_status = Family(
+        "farmhand_orchestrator_renders",
+        f"Renders remembered (all unfinished, the last {settings.keep_finished} finished), "
+        "by the status GET /status answers.",
+    )
+    for status, count in statuses.items():
+        by_status.add(count, status=status)
+    by_state = Family(
+        "farmhand_orchestrator_batches", "Batches of the renders remembered, by state."
+    )
+    for state, count in states.items():
+        by_state.add(count, state=state.value)
+    per_node = Family(
+        "farmhand_orchestrator_node_batches_running", "Batches each node is rendering now."
+    )
+    for node, count in on_node.items():
+        per_node.add(count, node=node)
+    return [
+        Family("farmhand_orchestrator_info", "This orchestrator's farmhand version.").add(
+            1, version=__version__
+        ),
+        by_status,
+        Family(
+            "farmhand_orchestrator_renders_started_total",
+            "Renders accepted (POST /render answered 202) since the orchestrator started.",
+            "counter",
+        ).add(started),
+        Family(
+            "farmhand_orchestrator_renders_active",
+            "Renders still driving nodes; POST /render answers 503 at max_active.",
+        ).add(active),
+        Family("farmhand_orchestrator_max_active", "Renders at once at most (--max-active).").add(
+            settings.max_active
+        ),
+        by_state,
+        Family("farmhand_orchestrator_nodes", "Nodes configured (--node).").add(
+            len(settings.nodes)
+        ),
+        per_node,
+        Family(
+            "farmhand_orchestrator_rate_limit",
+            "Renders a client may start per rate window (--rate-limit); past it 429.",
+        ).add(settings.rate_limit),
+        Family(
+            "farmhand_orchestrator_rate_limit_window_seconds",
+            "The rate limit's sliding window (--rate-window).",
+        ).add(settings.rate_window),
+    ]
 
 
 def create_orchestrator_app(
@@ -243,6 +312,19 @@ def create_orchestrator_app(
         return JSONResponse(
             body, status_code=202, headers={"Location": f"/status/{render_id}", **retry}
         )
+
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text 0.0.4"}},
+    )
+    def metrics() -> PlainTextResponse:
+        """Renders, batches and nodes, for Prometheus."""
+        with lock:
+            remembered = list(renders.values())
+            started = dispatcher.ids_issued
+        text = render_metrics(_metrics(settings, remembered, started))
+        return PlainTextResponse(text, media_type=CONTENT_TYPE)
 
     app.state.renders = renders
     return app

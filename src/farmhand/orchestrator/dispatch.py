@@ -17,7 +17,6 @@ Nothing here parses user input: batches are integers from `batches.split`.
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -102,10 +101,18 @@ class Dispatcher:
         self.settings = settings
         self.transport = transport
         self.stopping = threading.Event()
-        self._ids = itertools.count(1)
+        self._last_id = 0
+        self._ids_lock = threading.Lock()
 
     def new_id(self) -> int:
-        return next(self._ids)
+        with self._ids_lock:
+            self._last_id += 1
+            return self._last_id
+
+    @property
+    def ids_issued(self) -> int:
+        """Renders numbered so far (one per accepted `POST /render`), never forgotten."""
+        return self._last_id
 
     def start(self, render: Render) -> None:
         threads = [
