@@ -162,7 +162,7 @@ def manager(
 
     from farmhand.manager.app import PROCESS_SETTINGS, create_app, prepare
 
-    configure_logging("manager", log_level.upper())
+    configure_logging("manager", log_level.upper(), traced=True)
     console = Console(stderr=True)
     tls = check_tls(ssl_certfile, ssl_keyfile)
     flags: dict[str, object] = {

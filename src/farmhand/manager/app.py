@@ -121,7 +121,7 @@ def app_from_environment() -> FastAPI:
     in the environment (`PROCESS_SETTINGS`), the rest comes from `FARMHAND_*` as usual.
     """
     flags = json.loads(os.environ[PROCESS_SETTINGS])
-    configure_logging("manager", flags.pop("log_level", "INFO"))
+    configure_logging("manager", flags.pop("log_level", "INFO"), traced=True)
     settings = ManagerSettings.from_flags(flags)
     # `prepare` ran once, in the parent, before any of these processes started.
     return create_app(settings, _context(settings))
