@@ -84,6 +84,8 @@ scene.frame_start, scene.frame_end = 2, 3  # an unsaved change: the add-on saves
 scene.farmhand.job_name = "{name}"
 scene.farmhand.chunk_size = 1
 scene.farmhand.priority = 70
+scene.farmhand.device = "CPU"
+scene.farmhand.required_tags = "addon-test, shot-10"
 try:
     bpy.ops.farmhand.submit()
     outcome = {{"ok": True}}
@@ -124,6 +126,7 @@ def assert_submitted_as_set(farm: LocalFarm, name: str, blend: Path, before: str
     settings = job.settings
     assert (settings.frame_start, settings.frame_end, settings.frame_step) == (2, 3, 1)
     assert settings.chunk_size == 1 and job.priority == 70, settings
+    assert settings.device == "CPU" and settings.required_tags == ["addon-test", "shot-10"]
     assert job.main_file == blend.name and job.frames_total == 2, job
     with farm.client() as client:
         inputs = [f for f in client.list_files(job.id) if f.kind == "input"]
@@ -151,7 +154,10 @@ def test_blender_34_installs_the_addon_and_submits(
     assert "turntable.blend was saved first" in result.stdout, result.stdout[-3000:]
     job = assert_submitted_as_set(farm, "turntable 34", blend, before)
 
-    worker = farm.start_worker("w34", blender=blender_executable.path)
+    # The job asked for these tags: a worker with them renders it.
+    worker = farm.start_worker(
+        "w34", "--tag", "addon-test", "--tag", "shot-10", blender=blender_executable.path
+    )
     try:
         done = wait_for(lambda: finished(farm, job.id), timeout=120, what="the job to finish")
     finally:

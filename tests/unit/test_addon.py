@@ -132,6 +132,15 @@ def test_submit_arguments_keep_names_and_paths_as_values() -> None:
         "fh", "submit", "--json-events", "--frames=1-9x2", "--chunk=3", "--priority=7",
         "--name=-v", "--", "/s/-x.blend",
     ]  # fmt: skip
+    picky = runner.submit_args("fh", "/s.blend", 1, 1, device="OPTIX", tags=["gpu", "-x"])
+    assert picky[-5:] == [
+        "--device=OPTIX",
+        "--require-tag=gpu",
+        "--require-tag=-x",
+        "--",
+        "/s.blend",
+    ]
+    assert runner.tag_list(" gpu, studio-b,,gpu  highmem") == ["gpu", "studio-b", "highmem"]
     env = runner.cli_env("http://m:1", "secret")
     assert env["FARMHAND_URL"] == "http://m:1" and env["FARMHAND_TOKEN"] == "secret"
     assert "secret" not in " ".join(args), "the token never goes on the command line"

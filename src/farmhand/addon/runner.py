@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 EXECUTABLE = "farmhand.exe" if os.name == "nt" else "farmhand"
@@ -73,7 +73,10 @@ def submit_args(
     priority: int = 50,
     name: str = "",
     video: bool = False,
+    device: str = "",
+    tags: Sequence[str] = (),
 ) -> list[str]:
+    """`device` empty: any worker; `tags`: workers must have all (the CLI checks them)."""
     frames = f"{frame_start}-{frame_end}"
     if frame_step > 1:
         frames += f"x{frame_step}"
@@ -83,7 +86,19 @@ def submit_args(
         args.append(f"--name={name}")  # `=`: a name starting with '-' stays a value
     if video:
         args.append("--video")
+    if device:
+        args.append(f"--device={device}")
+    args += [f"--require-tag={tag}" for tag in tags]
     return [*args, "--", blend]
+
+
+def tag_list(text: str) -> list[str]:
+    """Tags as typed in the panel: separated by commas or spaces, each once."""
+    tags: list[str] = []
+    for tag in text.replace(",", " ").split():
+        if tag not in tags:
+            tags.append(tag)
+    return tags
 
 
 def one_line(text: str) -> str:

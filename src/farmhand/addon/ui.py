@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import bpy
-from bpy.props import BoolProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, IntProperty, PointerProperty, StringProperty
 
 from . import runner
 
@@ -119,6 +119,27 @@ class FarmhandJobSettings(bpy.types.PropertyGroup):
         description="Also make an h264 mp4 of the frames once all are rendered (needs a "
         "worker with ffmpeg)",
         default=False,
+    )
+    device: EnumProperty(
+        name="Device",
+        description="Only workers that render with this Cycles device",
+        items=[
+            ("ANY", "Any worker", "Workers render with whatever device they were started with"),
+            ("CPU", "CPU", "Only workers rendering on the CPU"),
+            ("CUDA", "CUDA", "Only workers rendering with CUDA (NVIDIA)"),
+            ("OPTIX", "OptiX", "Only workers rendering with OptiX (NVIDIA RTX)"),
+            ("HIP", "HIP", "Only workers rendering with HIP (AMD)"),
+            ("ONEAPI", "oneAPI", "Only workers rendering with oneAPI (Intel)"),
+            ("METAL", "Metal", "Only workers rendering with Metal (Apple)"),
+        ],
+        default="ANY",
+    )
+    required_tags: StringProperty(
+        name="Worker tags",
+        description="Only workers with all of these tags, separated by commas or spaces "
+        "(e.g. gpu, studio-b)",
+        default="",
+        maxlen=1000,
     )
 
 
@@ -334,6 +355,8 @@ def _options(settings: Any) -> dict[str, Any]:
         "priority": settings.priority,
         "name": settings.job_name.strip(),
         "video": settings.make_video,
+        "device": "" if settings.device == "ANY" else settings.device,
+        "tags": runner.tag_list(settings.required_tags),
     }
 
 
@@ -420,6 +443,8 @@ class FARMHAND_PT_render(bpy.types.Panel):
         column.prop(settings, "chunk_size")
         column.prop(settings, "priority")
         column.prop(settings, "make_video")
+        column.prop(settings, "device")
+        column.prop(settings, "required_tags")
         self.draw_state(layout)
 
     def draw_state(self, layout: Any) -> None:
