@@ -30,7 +30,7 @@ def _settings_of(
         raise _Started(settings)
 
     monkeypatch.setattr(manager_app, "prepare", prepare)
-    monkeypatch.setattr(manager_cmd, "configure_logging", lambda *_: None)
+    monkeypatch.setattr(manager_cmd, "configure_logging", lambda *_, **__: None)
     for name in list(env or {}):
         monkeypatch.delenv(name, raising=False)
     result = CliRunner().invoke(app, ["manager", *args], env=env)
