@@ -303,6 +303,14 @@ RULES: dict[tuple[str, str], Rule] = {
             "files": {"file": ("v.mp4", b"not a video", "video/mp4")},
         },
     ),
+    ("POST", "/api/runner/files/{job_id}/tile"): Rule(
+        # A task of an animation, not a tile of a still: 4xx once let in.
+        RUNNER | {"runner": IN},
+        lambda w: {
+            "data": {"task_id": str(w.ids["task_id"])},
+            "files": {"file": ("t.png", png_bytes(), "image/png")},
+        },
+    ),
     # --- resumable uploads: the uploader's own, even an admin cannot touch them
     ("POST", "/api/uploads"): Rule(
         PERSON, lambda w: {"json": {"sha256": hashlib.sha256(b"x").hexdigest(), "size": 1}}
@@ -338,6 +346,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ),
     ("DELETE", "/api/admin/users/{user_id}"): Rule(ADMIN, ids={"user_id": "other_id"}),
     ("GET", "/api/admin/usage"): Rule(ADMIN),
+    ("GET", "/metrics"): Rule(ADMIN),  # or FARMHAND_METRICS_TOKEN (test_metrics.py)
     ("POST", "/api/admin/gc"): Rule(ADMIN),
     ("GET", "/api/admin/runners"): Rule(ADMIN),
     ("POST", "/api/admin/runners/{worker_id}/actions"): Rule(

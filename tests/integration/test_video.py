@@ -133,7 +133,7 @@ def test_without_ffmpeg_the_video_task_waits_with_a_reason(tmp_path: Path, scene
             f"{farm.url}/api/admin/runners",
             headers={"Authorization": f"Bearer {farm.admin_token}"},
         ).json()
-        assert [r["capabilities"]["task_types"] for r in runners] == [["render"]]
+        assert [r["capabilities"]["task_types"] for r in runners] == [["render", "merge"]]
         assert detail.status_reason == "waiting: no worker runs video tasks"
 
 

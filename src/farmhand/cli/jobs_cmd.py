@@ -37,6 +37,7 @@ from farmhand.shared.schemas import (
     JobStatus,
     JobSummary,
     OutputFormat,
+    TileGrid,
     VideoSettings,
 )
 
@@ -119,6 +120,14 @@ def submit(
         str, typer.Option(help="Frame range: 1-250, 1-250x5 (every 5th) or 7.")
     ] = "1",
     chunk: Annotated[int, typer.Option(min=1, help="Frames per task.")] = 10,
+    tiles: Annotated[
+        str | None,
+        typer.Option(
+            help="Split one frame into COLUMNSxROWS tiles rendered by different workers, "
+            "merged into one PNG (e.g. --frames 7 --tiles 4x4).",
+            show_default=False,
+        ),
+    ] = None,
     priority: Annotated[int, typer.Option(min=0, max=100)] = 50,
     name: Annotated[str, typer.Option(help="Job name (default: the file name).")] = "",
     output_format: Annotated[
@@ -228,6 +237,7 @@ def submit(
                 frame_end=last,
                 frame_step=step,
                 chunk_size=chunk,
+                tiles=tile_grid(tiles),
                 priority=priority,
                 output_format=_as_format(fmt),
                 resolution_percentage=resolution_percentage,
@@ -377,6 +387,20 @@ def settings_error(exc: ValidationError) -> str:
             message = f"{option} {value!r}: {message}"
         parts.append(message)
     return "; ".join(parts)
+
+
+def tile_grid(spec: str | None) -> TileGrid | None:
+    """`4x3`: four columns, three rows."""
+    if spec is None:
+        return None
+    columns, separator, rows = spec.lower().partition("x")
+    if not (separator and columns.strip().isdigit() and rows.strip().isdigit()):
+        raise fail(f"--tiles {spec!r}: write COLUMNSxROWS, e.g. 4x4")
+    try:
+        return TileGrid(columns=int(columns), rows=int(rows))
+    except ValidationError as exc:
+        reasons = "; ".join(str(e.get("ctx", {}).get("error") or e["msg"]) for e in exc.errors())
+        raise fail(f"--tiles {spec!r}: {reasons}") from None
 
 
 def _as_device(device: str | None) -> DeviceKind | None:
@@ -581,11 +605,17 @@ def job(
     table = Table("task", "frames", "status", "done", "attempts", "worker", "peak", "error")
     for task in detail.tasks:
         frames = f"{task.frames[0]}-{task.frames[-1]}" if task.frames else "-"
+        done = f"{task.frames_done}/{len(task.frames)}"
+        if task.tile is not None:  # a part of a tiled still
+            frames = f"{task.tile.frame} tile r{task.tile.row}c{task.tile.column}"
+            done = "1/1" if task.status == "completed" else "0/1"
+        elif task.type == "merge":
+            frames += " (merge)"
         table.add_row(
             str(task.index),
             frames,
             _status(task.status),
-            f"{task.frames_done}/{len(task.frames)}",
+            done,
             str(task.attempts),
             task.worker or "",
             human_bytes(task.peak_memory_bytes) if task.peak_memory_bytes else "",

@@ -654,10 +654,20 @@ class RunnerClient(BaseClient):
 
     def upload_video(self, job_id: int, task_id: int, path: Path) -> OutputStored:
         """Send the video a video task made; streamed from disk."""
+        return self._upload_task_output("video", job_id, task_id, path)
+
+    def upload_tile(self, job_id: int, task_id: int, path: Path) -> OutputStored:
+        """Send the tile a tile task rendered (a PNG); streamed from disk."""
+        return self._upload_task_output("tile", job_id, task_id, path)
+
+    def _upload_task_output(
+        self, route: str, job_id: int, task_id: int, path: Path
+    ) -> OutputStored:
+        """The one output of a task that is not a frame (a video, a tile)."""
         with path.open("rb") as handle:
             response = self._request(
                 "POST",
-                f"/api/runner/files/{job_id}/video",
+                f"/api/runner/files/{job_id}/{route}",
                 data={"task_id": str(task_id)},
                 files={"file": (path.name, handle, "application/octet-stream")},
             )

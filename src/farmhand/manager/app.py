@@ -29,6 +29,7 @@ from farmhand.manager.api import (
     projects,
     runner,
     runner_outputs,
+    runner_tiles,
     runner_tokens,
     runner_video,
     tokens,
@@ -170,9 +171,9 @@ def create_app(settings: ManagerSettings, context: ManagerContext | None = None)
     # Runner routes first: they are most of the traffic (four calls a task), and a request
     # is matched against the routes in order. No path of the routers before it overlaps.
     for module in (
-        runner, health, blobs, jobs, projects, runner_video, runner_outputs, admin, users, tokens,
-        runner_tokens, blendinfo, events_stream, thumbnails, web_routes, upload_sessions, usage,
-        metrics,
+        runner, health, blobs, jobs, projects, runner_video, runner_outputs, runner_tiles,
+        admin, users, tokens, runner_tokens, blendinfo, events_stream, thumbnails, web_routes,
+        upload_sessions, usage, metrics,
     ):  # fmt: skip
         app.include_router(module.router)
     app.include_router(auth_routes.router)

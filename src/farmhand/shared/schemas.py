@@ -131,8 +131,34 @@ class VideoSettings(_Strict):
         return f"video.{self.container}"
 
 
+MAX_TILES_PER_SIDE = 16
+
+
+class TileGrid(_Strict):
+    """How a tiled still is split: `columns` x `rows` render tasks, merged into one frame."""
+
+    columns: int = Field(ge=1, le=MAX_TILES_PER_SIDE)
+    rows: int = Field(ge=1, le=MAX_TILES_PER_SIDE)
+
+    @model_validator(mode="after")
+    def _check_several(self) -> TileGrid:
+        if self.columns * self.rows < 2:
+            raise ValueError("a tiled still needs at least 2 tiles (e.g. 2x1)")
+        return self
+
+
+class TileSpec(BaseModel):
+    """Which tile a render task renders: column and row count from the top left."""
+
+    frame: int
+    column: int
+    row: int
+    columns: int
+    rows: int
+
+
 class JobSettings(_Strict):
-    """What a person chooses when submitting an animation."""
+    """What a person chooses when submitting an animation or a still."""
 
     name: str = Field(default="", max_length=200)
     frame_start: int = Field(default=1, ge=-MAX_FRAME, le=MAX_FRAME)
@@ -165,6 +191,12 @@ class JobSettings(_Strict):
         default=None,
         description="Make a video of the frames with ffmpeg (true: h264 in mp4 at the "
         "scene's frame rate).",
+    )
+
+    tiles: TileGrid | None = Field(
+        default=None,
+        description="Split one frame (frame_start = frame_end) into columns x rows tiles "
+        "rendered by different workers, then merged into one PNG by a `merge` task.",
     )
 
     output_template: str | None = Field(
@@ -212,7 +244,25 @@ class JobSettings(_Strict):
         count = (self.frame_end - self.frame_start) // self.frame_step + 1
         if count > MAX_FRAMES_PER_JOB:
             raise ValueError(f"{count} frames is more than the {MAX_FRAMES_PER_JOB} a job may have")
+        if self.tiles is not None:
+            self._check_tiles()
         return self
+
+    def _check_tiles(self) -> None:
+        """What a tiled still cannot be (yet): several frames, a video, frames written to
+        shared storage by the workers, or anything but PNG (tiles are merged losslessly
+        as PNG)."""
+        if self.frame_end != self.frame_start:
+            raise ValueError(
+                f"tiles split one frame: frame_start and frame_end must be equal "
+                f"(not {self.frame_start} and {self.frame_end})"
+            )
+        if self.video is not None:
+            raise ValueError("a tiled still makes no video")
+        if self.storage == "shared" or self.output_dir is not None:
+            raise ValueError("tiled stills are uploaded jobs; shared storage is not supported")
+        if self.output_format not in (None, "PNG"):
+            raise ValueError(f"a tiled still is merged as PNG, not {self.output_format}")
 
 
 class JobCreate(JobSettings):
@@ -242,6 +292,7 @@ class TaskSummary(BaseModel):
     type: str
     status: TaskStatus
     frames: list[int]
+    tile: TileSpec | None = Field(default=None, description="Which tile of a tiled still.")
     frames_done: int
     attempts: int
     worker: str | None
@@ -330,14 +381,15 @@ class JobAccepted(BaseModel):
     location: str
 
 
-JobFileKind = Literal["input", "output", "preview", "pass"]
+JobFileKind = Literal["input", "output", "preview", "pass", "tile"]
 
 
 class JobFile(BaseModel):
     id: int
     kind: JobFileKind = Field(
         description="input; output (a frame, or a video); preview (Blender's JPEG of a "
-        "frame, `previews/0001.jpg`); pass (a compositor File Output node's file)."
+        "frame, `previews/0001.jpg`); pass (a compositor File Output node's file); tile "
+        "(a rendered tile of a tiled still, `tiles/0001/r0c1.png`, merged into its frame)."
     )
     path: str
     size: int
@@ -442,6 +494,14 @@ class FrameFile(TaskFile):
     frame: int
 
 
+class TileFile(TaskFile):
+    """A rendered tile of a tiled still, input of its `merge` task (fetched with
+    `kind=tile`)."""
+
+    column: int
+    row: int
+
+
 class TaskAssignment(BaseModel):
     """What a worker gets from a claim: everything it needs to render, nothing more."""
 
@@ -470,6 +530,16 @@ class TaskAssignment(BaseModel):
     """For a `video` task: what to make."""
     frame_files: list[FrameFile] = Field(default_factory=list)
     """For a `video` task: the job's rendered frames, fetched with `kind=output`."""
+    tile: TileSpec | None = None
+    """For a tile of a tiled still: which one (render `tile.frame`, upload the tile)."""
+    tile_files: list[TileFile] = Field(default_factory=list)
+    """For a `merge` task: the still's tiles, all of them."""
+
+    @property
+    def render_frames(self) -> list[int]:
+        """The frames Blender renders for this task: its own, or the frame of its tile."""
+        return self.frames or ([self.tile.frame] if self.tile is not None else [])
+
     storage: Literal["upload", "shared"] = "upload"
     """'shared': `main_file` is '{variable}/…' on shared storage, `files` is empty."""
     output_dir: str | None = None

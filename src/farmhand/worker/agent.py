@@ -45,6 +45,7 @@ from farmhand.shared.schemas import (
     TaskAssignment,
     TaskOutcome,
     TaskProgress,
+    TileFile,
     WorkerCapabilities,
 )
 from farmhand.worker import hardware
@@ -52,6 +53,7 @@ from farmhand.worker.cache import BlobCache, CacheError, materialise, prune_job_
 from farmhand.worker.ffmpeg import FfmpegInstall, find_ffmpeg
 from farmhand.worker.identity import Identity, forget_identity, load_identity, save_identity
 from farmhand.worker.layout import SharedOutputs, SharedStorageError, path_table, shared_blend
+from farmhand.worker.merge import MergeError, MergeWork, merge
 from farmhand.worker.outbox import Outbox, Outcome, deliver_pending
 from farmhand.worker.uploads import FrameUploader
 from farmhand.worker.video import VideoWork, make_video
@@ -575,6 +577,9 @@ class Agent:
         if task.type == "video":
             self._do_video(run, tlog)
             return
+        if task.type == "merge":
+            self._do_merge(run, tlog)
+            return
         work = self.settings.work_dir
         job_dir = work / "jobs" / str(task.job_id)
         log_path = work / "logs" / f"job-{task.job_id}-task-{task.task_id}.log"
@@ -707,6 +712,49 @@ class Agent:
             reporter.join(timeout=self.settings.shutdown_grace)
             shutil.rmtree(work_dir, ignore_errors=True)
 
+    def _do_merge(self, run: _TaskRun, tlog: FilteringBoundLogger) -> None:
+        """Merge a tiled still's tiles into its frame (`worker/merge.py`), upload it, report."""
+        task = run.task
+        work_dir = self.settings.work_dir / "outputs" / f"task-{task.task_id}"
+        shutil.rmtree(work_dir, ignore_errors=True)
+        work_dir.mkdir(parents=True)
+
+        def fetch(tile: TileFile, dest: Path) -> None:
+            call_with_retry(
+                lambda: self.client.download_input(task.job_id, tile.path, dest, kind="tile"),
+                f"download {tile.path}",
+                self._task_policy,
+                self.stop,
+                logger=tlog,
+            )
+
+        [frame] = task.frames
+        output = work_dir / f"frame_{frame:04d}.png"
+        try:
+            run.frame_started(frame)
+            width, height = merge(MergeWork(task.tile_files, work_dir, self.cache, fetch), output)
+            run.log_line(f"merged {len(task.tile_files)} tiles into a {width}x{height} frame")
+            call_with_retry(
+                lambda: self.client.upload_output(task.job_id, task.task_id, frame, output),
+                "upload merged frame",
+                self._task_policy,
+                self.stop,
+                logger=tlog,
+            )
+            self._complete(run, [frame], tlog)
+        except MergeError as exc:
+            self._fail(run, str(exc), [], tlog)
+        except RetryAborted:
+            self._release(task, tlog)
+        except FarmhandError as exc:
+            if _is_gone(exc) or is_retryable(exc):
+                tlog.info("merge task dropped", error=str(exc))
+            else:
+                self._fail(run, f"uploading the merged frame failed: {exc}", [], tlog)
+        finally:
+            run.finished.set()
+            shutil.rmtree(work_dir, ignore_errors=True)
+
     def _upload_frame(self, run: _TaskRun, frame: int, path: Path) -> object:
         """Send a frame's File Output node files and Blender's preview of it, then the frame.
 
@@ -717,6 +765,8 @@ class Agent:
         refused frame.
         """
         task = run.task
+        if task.tile is not None:  # a part of the frame, for its merge task
+            return self.client.upload_tile(task.job_id, task.task_id, path)
         preview, extras = run.files_of(frame)
         for name, extra in extras:
             self.client.upload_extra(task.job_id, task.task_id, frame, "pass", name, extra)
@@ -820,7 +870,7 @@ class Agent:
             else:
                 self._fail(run, f"uploading a frame failed: {report.error}", tail, tlog)
         else:
-            missing = sorted(set(task.frames) - set(report.uploaded))
+            missing = sorted(set(task.render_frames) - set(report.uploaded))
             if missing:
                 self._fail(run, f"Blender did not save frames {_frame_list(missing)}", tail, tlog)
             else:
@@ -973,6 +1023,7 @@ def run_worker(
         # Only a worker that can make videos is offered video tasks.
         caps.task_types = [*caps.task_types, "video"]
         log.info("ffmpeg found", ffmpeg=ffmpeg.ffmpeg, version=ffmpeg.version)
+    caps.task_types = [*caps.task_types, "merge"]  # tiles of a still: Pillow is enough
     with RunnerClient(settings.manager_url, verify=settings.verify, transport=transport) as client:
         agent = Agent(settings, renderer, client, caps, stop, ffmpeg=ffmpeg)
         return agent.run()

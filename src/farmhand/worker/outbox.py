@@ -219,10 +219,13 @@ def deliver(
 
     try:
         saved = box.saved_frames()
-        missing = [frame for frame in task.frames if frame not in saved]
+        missing = [frame for frame in task.render_frames if frame not in saved]
         if outcome.ok and not missing:
             for frame, path in saved.items():
-                if frame in task.frames:
+                if task.tile is not None:  # the tile of a still, not its frame
+                    upload = partial(client.upload_tile, task.job_id, task.task_id, path)
+                    retried(upload, f"upload tile r{task.tile.row}c{task.tile.column}")
+                elif frame in task.frames:
                     upload = partial(client.upload_output, task.job_id, task.task_id, frame, path)
                     retried(upload, f"upload frame {frame}")
             frames = sorted(saved)

@@ -78,6 +78,8 @@ from farmhand.shared.schemas import (
     TaskProgressReply,
     TaskRelease,
     TaskStatus,
+    TileFile,
+    TileSpec,
     WorkerStatus,
 )
 
@@ -324,6 +326,19 @@ def _assignment(
     settings = JobSettings.model_validate(job.settings)
     files = connection.execute(_INPUT_FILES, {"job": job.id}).all()
     frame_files: list[FrameFile] = []
+    tile_files: list[TileFile] = []
+    if task.type == "merge":
+        # The merge of a tiled still works on its tiles, each placed by its tile task.
+        tile_files = [
+            TileFile(path=f.path, sha256=f.sha256, size=f.size, column=tile.column, row=tile.row)
+            for f, spec in session.execute(
+                select(JobFile, Task.tile)
+                .join(Task, Task.id == JobFile.task_id)
+                .where(JobFile.job_id == job.id, JobFile.kind == "tile")
+                .order_by(JobFile.path)
+            )
+            for tile in [TileSpec.model_validate(spec)]
+        ]
     if task.type == "video":
         # A follow-up task works on the job's rendered frames, not on its .blend.
         frame_files = [
@@ -361,6 +376,8 @@ def _assignment(
             else None
         ),
         frame_files=frame_files,
+        tile=TileSpec.model_validate(task.tile) if task.tile else None,
+        tile_files=tile_files,
         storage=settings.storage,
         output_dir=settings.output_dir,
         output_template=settings.output_template,
@@ -531,6 +548,16 @@ def _complete_in(
         raise HTTPException(
             status.HTTP_409_CONFLICT, "no video was uploaded; upload it or fail the task"
         )
+    if (
+        task.type == "render"
+        and not task.frames
+        and not session.scalar(
+            select(JobFile.id).where(JobFile.task_id == task_id, JobFile.kind == "tile")
+        )
+    ):  # a render task without frames is a tile of a still
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, "no tile was uploaded; upload it or fail the task"
+        )
     job_status = complete_task(session, task_id, utcnow(), context.policy)
     # Its files and Blender session are warm: the same job's tasks come first.
     found = _claim_in(session, context, worker_id, True, task.job_id) if claim_next else None
@@ -547,7 +574,7 @@ _COMPLETED_BY = (
     )
 )
 _STILL_HOLDS = (
-    select(Task.id, Task.job_id, Task.type, Task.frames, Task.attempts)
+    select(Task.id, Task.job_id, Task.type, Task.frames, Task.attempts, Task.tile)
     .where(Task.worker_id == bindparam("worker"), Task.status == TaskStatus.ACTIVE.value)
     .order_by(Task.started_at.desc())
     .limit(1)
@@ -686,8 +713,11 @@ def download_input(
     context: Context,
     worker_id: RunnerDep,
     kind: Annotated[
-        Literal["input", "output"],
-        Query(description="output: a rendered frame, for follow-up tasks (video)."),
+        Literal["input", "output", "tile"],
+        Query(
+            description="output: a rendered frame, for follow-up tasks (video); tile: a "
+            "tile of a tiled still, for its merge task."
+        ),
     ] = "input",
 ) -> StreamingResponse:
     try:

@@ -182,7 +182,11 @@ class Task(Base):
     type: Mapped[str] = mapped_column(String(40), default="render")
     status: Mapped[str] = mapped_column(String(20), default="queued")
     frames: Mapped[list[int]] = mapped_column(JSON)
+    """The frames this task delivers. A tile of a tiled still delivers none (its `merge`
+    task delivers the frame), and so counts in no frame progress."""
     frames_done: Mapped[int] = mapped_column(default=0)
+    tile: Mapped[dict[str, int] | None] = mapped_column(JSON, default=None)
+    """For a tile of a tiled still: `TileSpec` (frame, column, row, columns, rows)."""
     attempts: Mapped[int] = mapped_column(default=0)
     """How many times the task was handed to a worker."""
     failures: Mapped[int] = mapped_column(default=0)

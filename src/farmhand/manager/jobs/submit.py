@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Blob, Job, JobFile
-from farmhand.manager.scheduling.compile import compile_animation
+from farmhand.manager.scheduling.compile import compile_job
 from farmhand.shared.blendfile import READ_BYTES, looks_like_blend, saved_version
 from farmhand.shared.paths import UnsafePathError, safe_relative_path
 from farmhand.shared.schemas import JobCreate, JobSettings, JobStatus
@@ -108,7 +108,7 @@ def add_job(
     )
     session.add(job)
     session.flush()
-    compile_animation(session, job, settings, now)
+    compile_job(session, job, settings, now)
     return job
 
 

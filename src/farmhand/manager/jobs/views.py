@@ -19,6 +19,7 @@ from farmhand.shared.schemas import (
     JobSummary,
     TaskStatus,
     TaskSummary,
+    TileSpec,
 )
 from farmhand.shared.schemas import JobFile as JobFileModel
 
@@ -35,6 +36,22 @@ def _frames_total(tasks: Sequence[Task]) -> int:
     return sum(len(task.frames) for task in tasks)
 
 
+def _units(task: Task) -> int:
+    """What a task delivers, for progress: its frames, or its one tile of a still."""
+    return len(task.frames) or (1 if task.tile else 0)
+
+
+def _job_progress(tasks: Sequence[Task]) -> float:
+    """0-100: frames delivered, and the tiles of a tiled still (whose one frame arrives
+    only when its tiles are merged, at the very end)."""
+    total = sum(_units(task) for task in tasks)
+    done = sum(
+        _units(task) if task.status == TaskStatus.COMPLETED.value else task.frames_done
+        for task in tasks
+    )
+    return round(100.0 * done / total, 2) if total else 0.0
+
+
 def job_summary(job: Job, owner: str, tasks: Sequence[Task]) -> JobSummary:
     done, total = _frames_done(tasks), _frames_total(tasks)
     return JobSummary(
@@ -43,7 +60,7 @@ def job_summary(job: Job, owner: str, tasks: Sequence[Task]) -> JobSummary:
         owner=owner,
         status=JobStatus(job.status),
         priority=job.priority,
-        progress=round(100.0 * done / total, 2) if total else 0.0,
+        progress=_job_progress(tasks),
         frames_done=done,
         frames_total=total,
         created_at=job.created_at,
@@ -117,8 +134,9 @@ def _wait_reason(job: Job, tasks: Sequence[Task], workers: list[Worker]) -> str 
 
 
 def _task_progress(task: Task) -> float:
-    """0-100 for one task: its finished frames plus the sampled part of the current one."""
-    frames = len(task.frames)
+    """0-100 for one task: its finished frames (or tile) plus the sampled part of the
+    current one."""
+    frames = _units(task)
     if task.status == TaskStatus.COMPLETED.value or not frames:
         return 100.0 if frames else 0.0
     done = float(task.frames_done)
@@ -182,6 +200,7 @@ def job_detail(session: Session, job: Job) -> JobDetail:
                 type=task.type,
                 status=TaskStatus(task.status),
                 frames=task.frames,
+                tile=TileSpec.model_validate(task.tile) if task.tile else None,
                 frames_done=_task_frames_done(task),
                 attempts=task.attempts,
                 worker=workers.get(task.worker_id) if task.worker_id else None,

@@ -8,11 +8,45 @@ from sqlalchemy.orm import Session
 
 from farmhand.manager.db.models import Job, Task, TaskDependency
 from farmhand.shared.frames import chunk_frames
-from farmhand.shared.schemas import JobSettings, TaskStatus
+from farmhand.shared.schemas import JobSettings, TaskStatus, TileSpec
 
 
 def job_frames(settings: JobSettings) -> list[int]:
     return list(range(settings.frame_start, settings.frame_end + 1, settings.frame_step))
+
+
+def compile_job(session: Session, job: Job, settings: JobSettings, now: datetime) -> list[Task]:
+    """A still split into tiles, or frames in chunks."""
+    if settings.tiles is not None:
+        return compile_tiles(session, job, settings)
+    return compile_animation(session, job, settings, now)
+
+
+def compile_tiles(session: Session, job: Job, settings: JobSettings) -> list[Task]:
+    """One `render` task per tile, left to right and top to bottom, then a `merge` task.
+
+    The tiles deliver no frame of their own (`frames` empty, so they count in no frame
+    progress); the merge task delivers the frame, made of all of them, and runs only once
+    every tile is done (a failed or canceled tile cancels it, as for a video).
+    """
+    assert settings.tiles is not None
+    grid, frame = settings.tiles, settings.frame_start
+    tiles = [
+        Task(
+            job_id=job.id,
+            index=row * grid.columns + column,
+            type="render",
+            status=TaskStatus.QUEUED.value,
+            frames=[],
+            tile=TileSpec(
+                frame=frame, column=column, row=row, columns=grid.columns, rows=grid.rows
+            ).model_dump(),
+        )
+        for row in range(grid.rows)
+        for column in range(grid.columns)
+    ]
+    session.add_all(tiles)
+    return [*tiles, add_follow_up(session, job, "merge", tiles, frames=[frame])]
 
 
 def compile_animation(
@@ -35,11 +69,15 @@ def compile_animation(
     return tasks
 
 
-def add_follow_up(session: Session, job: Job, task_type: str, after: list[Task]) -> Task:
-    """A task that runs once every task of `after` completed (a video of the frames).
+def add_follow_up(
+    session: Session, job: Job, task_type: str, after: list[Task], frames: list[int] | None = None
+) -> Task:
+    """A task that runs once every task of `after` completed (a video of the frames, the
+    merge of a still's tiles).
 
-    It holds no frames of its own: it is not counted in the job's frame progress, and the
-    state machine cancels it when one of the tasks it waits for fails or is canceled.
+    A video holds no frames of its own: it is not counted in the job's frame progress. A
+    merge holds the frame it makes. The state machine cancels a follow-up when one of the
+    tasks it waits for fails or is canceled.
     """
     session.flush()  # the tasks it waits for need their ids
     follow_up = Task(
@@ -47,7 +85,7 @@ def add_follow_up(session: Session, job: Job, task_type: str, after: list[Task])
         index=max((task.index for task in after), default=-1) + 1,
         type=task_type,
         status=TaskStatus.QUEUED.value,
-        frames=[],
+        frames=frames or [],
     )
     session.add(follow_up)
     session.flush()

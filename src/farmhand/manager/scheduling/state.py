@@ -160,7 +160,7 @@ _ASSIGN = (
         finished_at=None,
         frames_done=0,
     )
-    .returning(Task.id, Task.job_id, Task.type, Task.frames, Task.attempts)
+    .returning(Task.id, Task.job_id, Task.type, Task.frames, Task.attempts, Task.tile)
     .execution_options(synchronize_session=False)
 )
 """The claim's compare-and-set, built once (it runs on every dispatch)."""
@@ -176,6 +176,7 @@ class AssignedTask:
     type: str
     frames: list[int]
     attempts: int
+    tile: dict[str, int] | None = None
 
 
 def try_assign_task(

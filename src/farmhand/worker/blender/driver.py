@@ -9,7 +9,8 @@ Blender's own chatter. Commands:
     {"cmd": "render", "frames": [..], "output_dir": DIR, "file_stem": "frame_",
      "output_format": "PNG"|"JPEG"|"OPEN_EXR"|null, "resolution_percentage": int|null,
      "samples": int|null, "threads": int|null, "engine": str|null,
-     "device": "CPU"|"CUDA"|"OPTIX"|"HIP"|"ONEAPI"|"METAL"|null, "gpu": int|null}
+     "device": "CPU"|"CUDA"|"OPTIX"|"HIP"|"ONEAPI"|"METAL"|null, "gpu": int|null,
+     "tile": {"column", "row", "columns", "rows"}|null, "previews": bool}
     {"cmd": "devices"}   -> {"event": "devices", "devices": [{"type", "name", "id"}]}
     {"cmd": "quit"}
 
@@ -239,7 +240,39 @@ OVERRIDABLE = (
     ("cycles", "device"),
     ("cycles", "samples"),
     ("eevee", "taa_render_samples"),
+    ("render", "use_border"),
+    ("render", "use_crop_to_border"),
+    ("render", "border_min_x"),
+    ("render", "border_max_x"),
+    ("render", "border_min_y"),
+    ("render", "border_max_y"),
 )
+
+
+def tile_edges(size, count, index):
+    """Pixels [first, last) of part `index` of `count` along `size`: the parts are whole
+    pixels, tile the frame exactly, and differ in size by at most one."""
+    return size * index // count, size * (index + 1) // count
+
+
+def apply_tile(render, width, height, tile):
+    """Render only this tile of the frame (column and row from the top left), cropped to
+    it; its size in pixels.
+
+    Blender's border is a fraction of the frame, y from the bottom, turned into pixels
+    by multiplying by the size; a quarter pixel inside each edge gives the same whole
+    pixel whether Blender truncates or rounds, so neighbouring tiles neither overlap nor
+    leave a gap (the worker checks the tile's size, and the merge each tile's place).
+    """
+    x0, x1 = tile_edges(width, tile["columns"], tile["column"])
+    top, bottom = tile_edges(height, tile["rows"], tile["row"])
+    render.use_border = True
+    render.use_crop_to_border = True
+    render.border_min_x = (x0 + 0.25) / width
+    render.border_max_x = min((x1 + 0.25) / width, 1.0)
+    render.border_min_y = (height - bottom + 0.25) / height
+    render.border_max_y = min((height - top + 0.25) / height, 1.0)
+    return x1 - x0, bottom - top
 
 
 def owners(scene):
@@ -400,6 +433,9 @@ def cmd_render(command):
 def render_frames(scene, command):
     apply_overrides(scene, command)
     render = scene.render
+    tile = command.get("tile")
+    if tile and render.image_settings.file_format != "PNG":
+        set_file_format(render.image_settings, "PNG")  # tiles are merged losslessly
     extension = EXTENSIONS.get(render.image_settings.file_format)
     if extension is None:
         raise ValueError(
@@ -408,6 +444,8 @@ def render_frames(scene, command):
         )
     width = render.resolution_x * render.resolution_percentage // 100
     height = render.resolution_y * render.resolution_percentage // 100
+    if tile:
+        width, height = apply_tile(render, width, height, tile)
     output_dir = command["output_dir"]
     os.makedirs(output_dir, exist_ok=True)
     stem = command.get("file_stem", "frame_")

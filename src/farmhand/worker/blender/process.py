@@ -69,6 +69,9 @@ class RenderRequest:
     """Seconds without a line from Blender after which it is killed (a hung render)."""
     path_remap: list[tuple[str, str]] = field(default_factory=list)
     """(from root, to root): absolute paths inside the .blend rewritten at open."""
+    tile: dict[str, int] | None = None
+    """Render only this tile of the frame (`TileSpec`: column, row of columns x rows, from
+    the top left), cropped to it, as PNG, without a preview."""
 
 
 @dataclass
@@ -114,6 +117,8 @@ def render_command(request: RenderRequest) -> dict[str, object]:
         "engine": request.engine,
         "device": request.device,
         "gpu": request.gpu,
+        "tile": request.tile,
+        "previews": request.tile is None,
     }
 
 

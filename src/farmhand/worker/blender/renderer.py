@@ -89,7 +89,7 @@ class BlenderTaskRenderer:
 
         request = RenderRequest(
             blend_path=job.blend_file,
-            frames=task.frames,
+            frames=task.render_frames,
             output_dir=job.output_dir,
             output_format=task.output_format,
             resolution_percentage=task.resolution_percentage,
@@ -99,6 +99,7 @@ class BlenderTaskRenderer:
             gpu=self.gpu,
             stall_timeout=job.stall_timeout,
             path_remap=job.path_remap,
+            tile=task.tile.model_dump() if task.tile is not None else None,
         )
         session = self._session_for(job, install)
         run: Callable[..., RenderResult] = (

@@ -1,0 +1,92 @@
+"""Runner route for the one output of a tile task: its tile of a tiled still.
+
+Kept apart from the frame upload because a tile is not the frame: several tasks render
+the same frame number, each a part of it, and the job's frame is made by its `merge`
+task from all of them (`worker/merge.py`). A tile is stored as `tiles/0007/r1c2.png`
+(frame 7, row 1, column 2, from the top left); a retried tile replaces the one before,
+atomically, as a frame does.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import Annotated
+
+from fastapi import APIRouter, Form, HTTPException, UploadFile, status
+from sqlalchemy import delete
+from sqlalchemy.orm import Session
+
+from farmhand.manager.api.deps import Context, RunnerDep
+from farmhand.manager.api.runner import ERRORS, _held_task
+from farmhand.manager.api.uploads import receive_upload, record_blob_in
+from farmhand.manager.clock import utcnow
+from farmhand.manager.db.models import JobFile
+from farmhand.manager.events import FarmEvent
+from farmhand.shared.images import ImageError, verify_image
+from farmhand.shared.schemas import OutputStored, TileSpec
+
+router = APIRouter(prefix="/api/runner", tags=["runner"])
+
+
+def tile_path(tile: TileSpec) -> str:
+    """Where a tile is stored in its job's file tree."""
+    number = f"{tile.frame:04d}" if tile.frame >= 0 else f"m{-tile.frame:04d}"
+    return f"tiles/{number}/r{tile.row}c{tile.column}.png"
+
+
+@router.post(
+    "/files/{job_id}/tile",
+    status_code=status.HTTP_201_CREATED,
+    response_model=OutputStored,
+    responses=ERRORS,
+    summary="Upload the rendered tile of a tile task this runner holds",
+)
+async def upload_tile(
+    job_id: int,
+    task_id: Annotated[int, Form()],
+    file: UploadFile,
+    context: Context,
+    worker_id: RunnerDep,
+) -> OutputStored:
+    if PurePosixPath(file.filename or "").suffix.lower() != ".png":
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "a tile is a .png file")
+    # As a frame: store and verify the bytes, then look whether the task is still this
+    # runner's in the transaction that records them (a refused file is a stray for gc).
+    try:
+        stored = await receive_upload(context, file, check=verify_image)
+    except ImageError as error:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, f"the tile is not a readable image: {error}"
+        ) from error
+
+    def record(session: Session) -> int:
+        task = _held_task(session, task_id, worker_id)
+        if task.job_id != job_id or task.tile is None:
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST, f"task {task_id} is not a tile of job {job_id}"
+            )
+        path = tile_path(TileSpec.model_validate(task.tile))
+        record_blob_in(session, stored)
+        session.execute(
+            delete(JobFile).where(
+                JobFile.job_id == job_id, JobFile.kind == "tile", JobFile.path == path
+            )
+        )
+        row = JobFile(
+            job_id=job_id,
+            kind="tile",
+            path=path,
+            sha256=stored.sha256,
+            size=stored.size,
+            frame=None,
+            task_id=task_id,
+            worker_id=worker_id,
+            created_at=utcnow(),
+        )
+        session.add(row)
+        session.flush()
+        return row.id
+
+    output_id = await context.db.batched(record)
+    context.events.publish(FarmEvent("output", output_id, job_id))
+    return OutputStored(id=output_id, frame=None, sha256=stored.sha256, size=stored.size)

@@ -1,0 +1,93 @@
+"""A `merge` task: a tiled still's tiles, placed edge to edge, as its one PNG frame.
+
+Each tile task rendered part of the frame, cropped to whole pixels (the driver's
+`apply_tile`): column widths and row heights differ by at most a pixel, and every tile
+of a column is as wide, every tile of a row as high. That is checked here rather than
+assumed: a tile of the wrong size (a Blender that placed the border differently) fails
+the merge with a readable reason instead of a frame with a seam or a gap. The tiles come
+through the worker's blob cache, like the frames of a video.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from farmhand.shared.images import ImageError, verify_image
+from farmhand.shared.schemas import TaskFile, TileFile
+from farmhand.worker.cache import BlobCache, CacheError, materialise
+
+
+class MergeError(Exception):
+    pass
+
+
+@dataclass
+class MergeWork:
+    tiles: list[TileFile]
+    work_dir: Path
+    """Emptied, then holds `tiles/` and the merged frame."""
+    cache: BlobCache
+    fetch: Callable[[TileFile, Path], object]
+    """Download one tile of the job to a path."""
+
+
+def fetch_tiles(work: MergeWork) -> dict[tuple[int, int], Path]:
+    """The tiles on disk, by (row, column)."""
+    by_path = {tile.path: tile for tile in work.tiles}
+    files = [TaskFile(path=t.path, sha256=t.sha256, size=t.size) for t in work.tiles]
+    try:
+        materialise(
+            work.cache, work.work_dir, files, lambda f, dest: work.fetch(by_path[f.path], dest)
+        )
+    except (CacheError, OSError) as error:
+        raise MergeError(f"cannot fetch the tiles: {error}") from error
+    return {(t.row, t.column): work.work_dir / t.path for t in work.tiles}
+
+
+def merge_tiles(tiles: dict[tuple[int, int], Path], output: Path) -> tuple[int, int]:
+    """Write the frame the tiles make to `output` (PNG); its width and height."""
+    if not tiles:
+        raise MergeError("the still has no tiles to merge")
+    rows = max(row for row, _ in tiles) + 1
+    columns = max(column for _, column in tiles) + 1
+    missing = [(r, c) for r in range(rows) for c in range(columns) if (r, c) not in tiles]
+    if missing:
+        raise MergeError(f"tiles missing (row, column): {missing[:10]}")
+    sizes: dict[tuple[int, int], tuple[int, int]] = {}
+    for place, path in tiles.items():
+        try:
+            image = verify_image(path)
+        except ImageError as error:
+            raise MergeError(f"tile r{place[0]}c{place[1]} is not readable: {error}") from error
+        sizes[place] = (image.width, image.height)
+    widths = [sizes[(0, c)][0] for c in range(columns)]
+    heights = [sizes[(r, 0)][1] for r in range(rows)]
+    for (row, column), size in sizes.items():
+        if size != (widths[column], heights[row]):
+            raise MergeError(
+                f"tile r{row}c{column} is {size[0]}x{size[1]}, but its column is "
+                f"{widths[column]} wide and its row {heights[row]} high"
+            )
+    with Image.open(tiles[(0, 0)]) as first:
+        mode = first.mode
+    frame = Image.new(mode, (sum(widths), sum(heights)))
+    top = 0
+    for row in range(rows):
+        left = 0
+        for column in range(columns):
+            with Image.open(tiles[(row, column)]) as tile:
+                frame.paste(tile if tile.mode == mode else tile.convert(mode), (left, top))
+            left += widths[column]
+        top += heights[row]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    frame.save(output, format="PNG")
+    return frame.width, frame.height
+
+
+def merge(work: MergeWork, output: Path) -> tuple[int, int]:
+    """Fetch the tiles and merge them into `output`; MergeError says why not."""
+    return merge_tiles(fetch_tiles(work), output)

@@ -1,0 +1,113 @@
+"""A tiled still through the runner API, with scripted runners (no Blender): what each
+task carries, what the manager refuses, and how the merge gets the tiles."""
+
+from __future__ import annotations
+
+import json
+
+from farmhand.manager.api.runner_tiles import tile_path
+from farmhand.shared.schemas import TileSpec
+from tests.integration.conftest import FAKE_BLEND, Farm, png_bytes, upload_frame
+
+
+def submit_still(farm: Farm, **settings: object) -> int:
+    body = {"frame_start": 7, "frame_end": 7, "tiles": {"columns": 2, "rows": 2}, **settings}
+    answer = farm.client.post(
+        "/api/jobs",
+        headers=farm.admin,
+        files={"file": ("scene.blend", FAKE_BLEND, "application/octet-stream")},
+        data={"settings": json.dumps(body)},
+    )
+    assert answer.status_code == 202, answer.text
+    return int(answer.json()["id"])
+
+
+def upload_tile(farm: Farm, runner: dict[str, str], task: dict[str, object], data: bytes) -> int:
+    return farm.client.post(
+        f"/api/runner/files/{task['job_id']}/tile",
+        headers=runner,
+        data={"task_id": str(task["task_id"])},
+        files={"file": ("tile.png", data, "image/png")},
+    ).status_code
+
+
+def test_a_still_is_tiles_then_a_merge_of_them(farm: Farm) -> None:
+    job_id = submit_still(farm)
+    runner = farm.register_runner("r1")
+    runner_caps = {"capabilities": {"task_types": ["render", "merge"]}}
+    assert farm.client.post("/api/runner/heartbeat", headers=runner, json=runner_caps).is_success
+
+    colours = {}
+    for n, (row, column) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+        task = farm.client.get("/api/runner/tasks", params={"wait": 0}, headers=runner).json()
+        assert task["type"] == "render" and task["frames"] == []
+        assert task["tile"] == {"frame": 7, "column": column, "row": row, "columns": 2, "rows": 2}
+        complete = f"/api/runner/tasks/{task['task_id']}/complete"
+        early = farm.client.post(complete, headers=runner, json={"frames": [7]})
+        assert early.status_code == 409 and "no tile" in early.text
+        as_frame = upload_frame(farm, runner, task, 7, png_bytes())
+        assert as_frame.status_code == 400, "a tile task delivers no frame"
+        refused = farm.client.post(
+            f"/api/runner/files/{job_id}/tile",
+            headers=runner,
+            data={"task_id": str(task["task_id"])},
+            files={"file": ("tile.jpg", b"not a png", "image/jpeg")},
+        )
+        assert refused.status_code == 400
+        colours[(row, column)] = ["red", "green", "blue", "white"][n]
+        assert upload_tile(farm, runner, task, png_bytes(4, 3, colours[(row, column)])) == 201
+        assert farm.client.post(complete, headers=runner, json={"frames": []}).status_code == 200
+        job = farm.client.get(f"/api/jobs/{job_id}", headers=farm.admin).json()
+        assert job["progress"] == (n + 1) * 20.0, "4 tiles and the merge: a fifth each"
+        assert job["frames_done"] == 0
+
+    merge = farm.client.get("/api/runner/tasks", params={"wait": 0}, headers=runner).json()
+    assert merge["type"] == "merge" and merge["frames"] == [7]
+    places = {(t["row"], t["column"]): t["path"] for t in merge["tile_files"]}
+    assert places == {
+        place: tile_path(TileSpec(frame=7, row=place[0], column=place[1], columns=2, rows=2))
+        for place in colours
+    }
+    fetched = farm.client.get(
+        f"/api/runner/files/{job_id}/{places[(1, 0)]}", params={"kind": "tile"}, headers=runner
+    )
+    assert fetched.content == png_bytes(4, 3, "blue")
+    assert upload_frame(farm, runner, merge, 7, png_bytes(8, 6)).status_code == 201
+    done = farm.client.post(
+        f"/api/runner/tasks/{merge['task_id']}/complete", headers=runner, json={"frames": [7]}
+    )
+    assert done.status_code == 200 and done.json()["job_status"] == "completed"
+    job = farm.client.get(f"/api/jobs/{job_id}", headers=farm.admin).json()
+    assert (job["frames_done"], job["frames_total"], job["progress"]) == (1, 1, 100.0)
+
+
+def test_what_a_tiled_still_cannot_be(farm: Farm) -> None:
+    for settings, said in (
+        ({"frame_end": 9}, "tiles split one frame"),
+        ({"tiles": {"columns": 1, "rows": 1}}, "at least 2 tiles"),
+        ({"tiles": {"columns": 17, "rows": 2}}, "16"),
+        ({"video": True}, "no video"),
+        ({"output_format": "OPEN_EXR"}, "merged as PNG"),
+    ):
+        body = {"frame_start": 7, "frame_end": 7, "tiles": {"columns": 2, "rows": 2}, **settings}
+        answer = farm.client.post(
+            "/api/jobs",
+            headers=farm.admin,
+            files={"file": ("scene.blend", FAKE_BLEND, "application/octet-stream")},
+            data={"settings": json.dumps(body)},
+        )
+        assert answer.status_code == 400 and said in answer.text, (settings, answer.text)
+    assert farm.client.get("/api/jobs", headers=farm.admin).json() == [], "nothing stored"
+
+
+def test_a_tile_failed_for_good_cancels_the_merge_and_fails_the_still(farm: Farm) -> None:
+    job_id = submit_still(farm, max_attempts=1)
+    runner = farm.register_runner("r1")
+    task = farm.client.get("/api/runner/tasks", params={"wait": 0}, headers=runner).json()
+    failed = farm.client.post(
+        f"/api/runner/tasks/{task['task_id']}/fail", headers=runner, json={"reason": "boom"}
+    )
+    assert failed.status_code == 200
+    job = farm.client.get(f"/api/jobs/{job_id}", headers=farm.admin).json()
+    [merge] = [t for t in job["tasks"] if t["type"] == "merge"]
+    assert merge["status"] == "canceled" and job["status"] == "failed"
