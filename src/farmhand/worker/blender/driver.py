@@ -232,6 +232,7 @@ OVERRIDABLE = (
     ("render", "engine"),
     ("image_settings", "media_type"),
     ("image_settings", "file_format"),
+    ("image_settings", "color_depth"),
     ("render", "resolution_percentage"),
     ("render", "threads_mode"),
     ("render", "threads"),
@@ -434,8 +435,10 @@ def render_frames(scene, command):
     apply_overrides(scene, command)
     render = scene.render
     tile = command.get("tile")
-    if tile and render.image_settings.file_format != "PNG":
-        set_file_format(render.image_settings, "PNG")  # tiles are merged losslessly
+    if tile:  # tiles are merged losslessly, by Pillow, which keeps 8 bits a channel
+        if render.image_settings.file_format != "PNG":
+            set_file_format(render.image_settings, "PNG")
+        render.image_settings.color_depth = "8"
     extension = EXTENSIONS.get(render.image_settings.file_format)
     if extension is None:
         raise ValueError(
