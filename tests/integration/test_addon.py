@@ -204,6 +204,48 @@ def test_bpy_5_submits_a_saved_file(
     assert_submitted_as_set(farm, "orbit 5", blend, before)
 
 
+STILL = """
+import json, os
+import bpy
+prefs = bpy.context.preferences.addons["farmhand_addon"].preferences
+prefs.manager_url = os.environ["TEST_URL"]
+prefs.api_token = os.environ["TEST_TOKEN"]
+scene = bpy.context.scene
+scene.frame_current = 3
+scene.farmhand.job_name = "poster"
+scene.farmhand.use_tiles = True
+scene.farmhand.tile_columns, scene.farmhand.tile_rows = 2, 1
+scene.farmhand.make_video = True  # not for a still: left out
+bpy.ops.farmhand.submit()
+print("{marker}" + json.dumps({{"ok": True}}), flush=True)
+"""
+
+
+def test_bpy_5_submits_the_frame_on_screen_as_a_tiled_still(
+    farm: LocalFarm,
+    animated_blend: Path,
+    blender_module: BlenderInstall,
+    addon_zip: Path,
+    tmp_path: Path,
+) -> None:
+    blend = tmp_path / "still" / "poster.blend"
+    blend.parent.mkdir()
+    shutil.copy(animated_blend, blend)
+    code = (
+        INSTALL_ZIP.format(zip=str(addon_zip))
+        + f"bpy.ops.wm.open_mainfile(filepath={str(blend)!r})\n"
+        + STILL.format(marker=RESULT)
+    )
+    result = bpy_run(blender_env(tmp_path, farm), code)
+    assert outcome(result) == {"ok": True}, result.stdout[-3000:] + result.stderr[-3000:]
+    job = only_job(farm, "poster")
+    settings = job.settings
+    assert (settings.frame_start, settings.frame_end) == (3, 3)
+    assert settings.tiles is not None and (settings.tiles.columns, settings.tiles.rows) == (2, 1)
+    assert settings.video is None
+    assert sorted(t.type for t in job.tasks) == ["merge", "render", "render"]
+
+
 def test_bpy_5_refuses_a_never_saved_file(
     farm: LocalFarm, blender_module: BlenderInstall, addon_zip: Path, tmp_path: Path
 ) -> None:

@@ -141,6 +141,8 @@ def test_submit_arguments_keep_names_and_paths_as_values() -> None:
         "/s.blend",
     ]
     assert runner.tag_list(" gpu, studio-b,,gpu  highmem") == ["gpu", "studio-b", "highmem"]
+    still = runner.submit_args("fh", "/s.blend", 7, 7, tiles="3x2")
+    assert "--frames=7-7" in still and still[-3:] == ["--tiles=3x2", "--", "/s.blend"]
     env = runner.cli_env("http://m:1", "secret")
     assert env["FARMHAND_URL"] == "http://m:1" and env["FARMHAND_TOKEN"] == "secret"
     assert "secret" not in " ".join(args), "the token never goes on the command line"

@@ -75,8 +75,10 @@ def submit_args(
     video: bool = False,
     device: str = "",
     tags: Sequence[str] = (),
+    tiles: str = "",
 ) -> list[str]:
-    """`device` empty: any worker; `tags`: workers must have all (the CLI checks them)."""
+    """`device` empty: any worker; `tags`: workers must have all (the CLI checks them);
+    `tiles` ("4x4"): one frame split into tiles."""
     frames = f"{frame_start}-{frame_end}"
     if frame_step > 1:
         frames += f"x{frame_step}"
@@ -89,6 +91,8 @@ def submit_args(
     if device:
         args.append(f"--device={device}")
     args += [f"--require-tag={tag}" for tag in tags]
+    if tiles:
+        args.append(f"--tiles={tiles}")
     return [*args, "--", blend]
 
 

@@ -120,6 +120,14 @@ class FarmhandJobSettings(bpy.types.PropertyGroup):
         "worker with ffmpeg)",
         default=False,
     )
+    use_tiles: BoolProperty(
+        name="Still in tiles",
+        description="Render only the current frame, split into tiles that several workers "
+        "render at once, merged into one PNG",
+        default=False,
+    )
+    tile_columns: IntProperty(name="Columns", default=4, min=1, max=16)
+    tile_rows: IntProperty(name="Rows", default=4, min=1, max=16)
     device: EnumProperty(
         name="Device",
         description="Only workers that render with this Cycles device",
@@ -344,6 +352,8 @@ class FARMHAND_OT_submit(bpy.types.Operator):
 
 def _frames(scene: Any) -> tuple[int, int, int]:
     settings = scene.farmhand
+    if settings.use_tiles:  # a still: the frame on screen
+        return scene.frame_current, scene.frame_current, 1
     if settings.use_scene_frames:
         return scene.frame_start, scene.frame_end, scene.frame_step
     return settings.frame_start, settings.frame_end, 1
@@ -354,8 +364,9 @@ def _options(settings: Any) -> dict[str, Any]:
         "chunk": settings.chunk_size,
         "priority": settings.priority,
         "name": settings.job_name.strip(),
-        "video": settings.make_video,
+        "video": settings.make_video and not settings.use_tiles,
         "device": "" if settings.device == "ANY" else settings.device,
+        "tiles": f"{settings.tile_columns}x{settings.tile_rows}" if settings.use_tiles else "",
         "tags": runner.tag_list(settings.required_tags),
     }
 
@@ -432,20 +443,29 @@ class FARMHAND_PT_render(bpy.types.Panel):
             _value_label(
                 column, "", os.path.splitext(os.path.basename(bpy.data.filepath))[0] + " (default)"
             )
+        column.prop(settings, "use_tiles")
+        if settings.use_tiles:  # one still: no range, chunks or video
+            _value_label(column, "Frame", str(context.scene.frame_current))
+            row = column.row(align=True)
+            row.prop(settings, "tile_columns")
+            row.prop(settings, "tile_rows")
+        else:
+            self.draw_frames(column, context.scene, settings)
+        column.prop(settings, "priority")
+        column.prop(settings, "device")
+        column.prop(settings, "required_tags")
+        self.draw_state(layout)
+
+    def draw_frames(self, column: Any, scene: Any, settings: Any) -> None:
         column.prop(settings, "use_scene_frames")
         if settings.use_scene_frames:
-            scene = context.scene
             step = f" step {scene.frame_step}" if scene.frame_step > 1 else ""
             _value_label(column, "Frames", f"{scene.frame_start}-{scene.frame_end}{step}")
         else:
             column.prop(settings, "frame_start")
             column.prop(settings, "frame_end")
         column.prop(settings, "chunk_size")
-        column.prop(settings, "priority")
         column.prop(settings, "make_video")
-        column.prop(settings, "device")
-        column.prop(settings, "required_tags")
-        self.draw_state(layout)
 
     def draw_state(self, layout: Any) -> None:
         if STATE.busy == "submitting":
