@@ -744,7 +744,8 @@
     let runners = [];
     const tbody = $("#runners tbody");
     // Control follows the runner's admin state (enabled / disabled / draining): "now"
-    // aborts its running task (requeued), "after-task" lets it finish first.
+    // aborts its running task (requeued), "after-task" lets it finish first. Then its
+    // sleep schedule's editor and Delete, named after the runner for screen readers.
     const controls = (r) => {
       const state = r.admin_state || "enabled";
       const busy = Boolean(r.current_task_id);
@@ -755,7 +756,10 @@
         buttons.push(["disable", "now", busy ? "Disable now" : "Disable"]);
       }
       if (state === "enabled") buttons.push(["drain", "after-task", "Drain"]);
-      return buttons.map(([action, when, label]) => `<button type="button" class="small${action === "disable" && when === "now" && busy ? " danger" : ""}" data-runner="${r.id}" data-action="${action}" data-when="${when}">${label}</button>`).join(" ");
+      // Two groups, each wrapping as a whole: what the runner does, then the runner itself.
+      return `<span class="group">${buttons.map(([action, when, label]) => `<button type="button" class="small${action === "disable" && when === "now" && busy ? " danger" : ""}" data-runner="${r.id}" data-action="${action}" data-when="${when}">${label}</button>`).join(" ")}</span>`
+        + ` <span class="group"><button type="button" class="small" data-sleep-edit="${r.id}" aria-label="Sleep schedule of ${esc(r.name)}" aria-haspopup="dialog">Sleep schedule…</button>`
+        + ` <button type="button" class="small danger" data-delete-runner="${r.id}" aria-label="Delete runner ${esc(r.name)}">Delete</button></span>`;
     };
     // CPU, or the Cycles device kind with the GPU Blender will use (by name when known).
     const device = (c) => {
@@ -765,9 +769,31 @@
       const index = c.gpu ?? 0;
       return `${kind}${named[index] ? `: ${named[index]}` : c.gpu !== null && c.gpu !== undefined ? ` #${c.gpu}` : ""}`;
     };
+    // A sleep schedule as `farmhand runners` writes it: "mon-fri 09:00-18:00 (Europe/Paris)".
+    const DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    const formatDays = (days) => {
+      const chosen = [...new Set(days.map((d) => DAYS.indexOf(d)).filter((i) => i >= 0))].sort((a, b) => a - b);
+      if (chosen.length === DAYS.length) return "daily";
+      const runs = [];
+      for (const i of chosen) {
+        const run = runs[runs.length - 1];
+        if (run && run[run.length - 1] === i - 1) run.push(i); else runs.push([i]);
+      }
+      return runs.map((run) => (run.length === 1 ? DAYS[run[0]] : `${DAYS[run[0]]}-${DAYS[run[run.length - 1]]}`)).join(",");
+    };
+    const hasSchedule = (r) => Boolean(r.sleep_schedule && r.sleep_schedule.windows && r.sleep_schedule.windows.length);
+    // On a phone a runner without a schedule leaves the line out ("none").
+    const sleepCell = (r) => {
+      if (!hasSchedule(r)) return '<td class="sleep none"><span class="muted">–</span></td>';
+      const s = r.sleep_schedule;
+      // A line may break between a window's days and hours, never inside either, and in
+      // the zone after a "/" (America/Argentina/ComodRivadavia).
+      const windows = s.windows.map((w) => `<span class="nowrap">${esc(formatDays(w.days))}</span> <span class="nowrap">${esc(w.start)}-${esc(w.end)}</span>`);
+      return `<td class="sleep line" data-label="Sleeps">${windows.join(", ")} <span class="muted">(${esc(s.timezone).replaceAll("/", "/<wbr>")})</span>${s.when === "now" ? ' <span class="muted small">· stops a running task</span>' : ""}</td>`;
+    };
     const render = () => {
       if (!runners.length) {
-        tbody.innerHTML = '<tr><td colspan="9" class="empty">No runners yet. Create a registration token below and start a worker with it.</td></tr>';
+        tbody.innerHTML = '<tr><td colspan="10" class="empty">No runners yet. Create a registration token below and start a worker with it.</td></tr>';
         return;
       }
       keepFocus(tbody, () => { tbody.innerHTML = runners.map((r) => {
@@ -781,13 +807,13 @@
         const hardware = [c.cpu, c.cores ? `${c.cores} cores` : "", gib(c.ram_bytes), ...(c.gpus || []).map((g) => (typeof g === "string" ? g : g.name || ""))].filter(Boolean).map(esc).join(" · ");
         const tags = (c.tags || r.tags || []).map((t) => `<span class="badge">${esc(t)}</span>`).join(" ");
         // On a phone each runner is a card (app.css, table.cards): its name and status,
-        // then what it does, the small facts with labels, and its controls.
+        // then what it does, the small facts with labels, its sleep schedule and controls.
         return `<tr data-runner-name="${esc(r.name)}" data-runner-id="${r.id}">
-          <td class="lead name"><strong>${esc(r.name)}</strong>${c.hostname && c.hostname !== r.name ? `<br><span class="muted small">${esc(c.hostname)}</span>` : ""}</td>
-          <td class="lead end"><span class="status">${badge(r.status)}</span>${r.admin_state && r.admin_state !== "enabled" && r.admin_state !== r.status ? ` <span class="badge s-${esc(r.admin_state)}">${esc(r.admin_state)}</span>` : ""}${r.asleep ? ' <span class="badge s-asleep">asleep</span>' : ""}</td><td class="current line">${current}</td>
+          <td class="lead name"><strong>${esc(r.name)}</strong>${c.hostname && c.hostname !== r.name ? `<br><span class="muted small">${esc(c.hostname).replaceAll(".", ".<wbr>")}</span>` : ""}</td>
+          <td class="lead end"><span class="status">${badge(r.status)}</span>${r.admin_state && r.admin_state !== "enabled" && r.admin_state !== r.status ? ` <span class="badge s-${esc(r.admin_state)}">${esc(r.admin_state)}</span>` : ""}${r.asleep && r.status !== "asleep" ? ' <span class="badge s-asleep">asleep</span>' : ""}</td><td class="current line">${current}</td>
           <td data-label="Heartbeat" data-heartbeat="${esc(r.last_heartbeat || "")}">${ago(r.last_heartbeat)}</td>
-          <td class="wrap small hide-sm">${hardware || "–"}</td><td data-label="Device">${esc(device(c))}</td><td data-label="Blender">${(c.blender_versions || []).map(esc).join(", ") || "–"}</td>
-          <td class="hide-sm">${tags || '<span class="muted">–</span>'}</td><td class="line controls">${controls(r)}</td></tr>`;
+          <td class="wrap small hide-sm">${hardware || "–"}</td><td class="device" data-label="Device">${esc(device(c))}</td><td data-label="Blender">${(c.blender_versions || []).map(esc).join(", ") || "–"}</td>
+          <td class="tags hide-sm">${tags || '<span class="muted">–</span>'}</td>${sleepCell(r)}<td class="line controls">${controls(r)}</td></tr>`;
       }).join(""); });
     };
     const refresh = async () => {
@@ -796,7 +822,172 @@
     };
     // Heartbeats age every second without a refetch.
     setInterval(() => $$("[data-heartbeat]", tbody).forEach((td) => { td.textContent = ago(td.dataset.heartbeat || null); }), 1000);
+
+    // Delete: the runner is forgotten, its secret stops working, its running task is
+    // requeued. The keyboard moves on to the Delete of the runner that takes its place.
+    async function deleteRunner(button) {
+      const r = runners.find((x) => x.id === Number(button.dataset.deleteRunner));
+      if (!r) return;
+      const task = r.current_task_id
+        ? `Its running task (task ${r.current_task_index ?? r.current_task_id} of “${r.current_job_name || "job " + r.current_job_id}”) goes back to the queue.`
+        : "A task it is running goes back to the queue.";
+      if (!confirm(`Delete runner “${r.name}”? Its secret stops working at once: to render again the machine must register anew with a registration token. ${task}`)) return;
+      button.disabled = true;
+      try {
+        await api("DELETE", `/api/admin/runners/${r.id}`);
+      } catch (error) {
+        if (error.status !== 404) { button.disabled = false; fail(error); return; } // 404: already gone
+      }
+      const index = runners.indexOf(r);
+      runners = runners.filter((x) => x.id !== r.id);
+      render();
+      const next = runners[Math.min(index, runners.length - 1)];
+      (next ? $(`[data-delete-runner="${next.id}"]`, tbody) : $("#new-runner-token"))?.focus();
+      toast(`Runner “${r.name}” deleted.`);
+      refresh().catch(fail);
+    }
+
+    // The sleep schedule's editor (a modal <dialog>): a time zone, windows of days and
+    // hours, and what happens to a running task when a window starts.
+    const dialog = $("#sleep-dialog"), form = $("#sleep-form");
+    const zoneInput = $("#sleep-timezone"), windowsBox = $("#sleep-windows"), errorBox = $("#sleep-error");
+    const DAY_NAMES = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    let editing = null, windowIds = 0, zonesListed = false;
+    const browserZone = () => { try { return Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC"; } catch { return "UTC"; } };
+    const listZones = () => {
+      if (zonesListed) return;
+      zonesListed = true;
+      let zones = [];
+      try { zones = typeof Intl.supportedValuesOf === "function" ? Intl.supportedValuesOf("timeZone") : []; } catch { zones = []; }
+      if (!zones.includes("UTC")) zones = ["UTC", ...zones];
+      $("#sleep-zones").replaceChildren(...zones.map((zone) => Object.assign(document.createElement("option"), { value: zone })));
+    };
+    const showError = (message, field) => {
+      errorBox.textContent = message;
+      errorBox.hidden = false;
+      if (field) field.focus();
+    };
+    const numberWindows = () => {
+      const all = $$(".sleep-window", windowsBox);
+      all.forEach((box, i) => {
+        $(".window-number", box).textContent = String(i + 1);
+        $(".remove", box).setAttribute("aria-label", `Remove window ${i + 1}`);
+      });
+      $("#sleep-no-windows").hidden = all.length > 0;
+    };
+    // One window: seven day checkboxes, a start and an end. The end "24:00" (midnight at
+    // the end of the day) is 00:00 in a time field.
+    const addWindow = (w) => {
+      const id = ++windowIds;
+      const box = document.createElement("fieldset");
+      box.className = "sleep-window";
+      box.innerHTML = `<legend>Window <span class="window-number"></span></legend>
+        <div class="days">${DAYS.map((d, i) => `<label class="day"><input type="checkbox" value="${d}"${w.days.includes(d) ? " checked" : ""}> ${DAY_NAMES[i]}</label>`).join("")}</div>
+        <div class="times"><span class="time"><label for="sleep-start-${id}">From</label><input type="time" id="sleep-start-${id}" class="start"></span>
+          <span class="time"><label for="sleep-end-${id}">until</label><input type="time" id="sleep-end-${id}" class="end"></span>
+          <button type="button" class="small danger remove">Remove</button></div>`;
+      $(".start", box).value = w.start;
+      $(".end", box).value = w.end === "24:00" ? "00:00" : w.end;
+      windowsBox.appendChild(box);
+      numberWindows();
+      return box;
+    };
+    const openSleep = (r) => {
+      listZones();
+      const s = hasSchedule(r) ? r.sleep_schedule : null;
+      editing = { id: r.id, name: r.name };
+      $("#sleep-runner").textContent = r.name;
+      zoneInput.value = s ? s.timezone : browserZone();
+      windowsBox.replaceChildren();
+      (s ? s.windows : [{ days: DAYS.slice(0, 5), start: "09:00", end: "18:00" }]).forEach(addWindow);
+      $(`input[name="sleep-when"][value="${s && s.when === "now" ? "now" : "after-task"}"]`, form).checked = true;
+      $("#sleep-clear").hidden = !s;
+      errorBox.hidden = true;
+      dialog.showModal();
+      zoneInput.focus();
+    };
+    // What the form says, or an Error naming the first problem and the field to fix.
+    const readSchedule = () => {
+      const problem = (message, field) => Object.assign(new Error(message), { field });
+      const timezone = zoneInput.value.trim();
+      if (!timezone) throw problem("Choose a time zone, e.g. Europe/Paris or UTC.", zoneInput);
+      const windows = $$(".sleep-window", windowsBox).map((box, i) => {
+        const days = $$("input[type=checkbox]:checked", box).map((c) => c.value);
+        const start = $(".start", box).value.slice(0, 5), until = $(".end", box).value.slice(0, 5);
+        if (!days.length) throw problem(`Window ${i + 1}: tick at least one day.`, $("input[type=checkbox]", box));
+        if (!start) throw problem(`Window ${i + 1}: give the time it starts.`, $(".start", box));
+        if (!until) throw problem(`Window ${i + 1}: give the time it ends.`, $(".end", box));
+        const end = until === "00:00" ? "24:00" : until;
+        if (start === end) throw problem(`Window ${i + 1} starts and ends at ${start}: it would never apply.`, $(".end", box));
+        return { days, start, end };
+      });
+      return { timezone, windows, when: $('input[name="sleep-when"]:checked', form).value };
+    };
+    const setBusy = (busy) => $$(".dialog-actions button", form).forEach((b) => { b.disabled = busy; });
+    async function saveSchedule(schedule) {
+      const { id, name } = editing;
+      setBusy(true);
+      try {
+        const info = await api("PUT", `/api/admin/runners/${id}/sleep-schedule`, schedule);
+        runners = runners.map((r) => (r.id === info.id ? info : r));
+        render();
+        dialog.close();
+        toast(schedule.windows.length ? `Sleep schedule of “${name}” saved.` : `Sleep schedule of “${name}” cleared.`);
+      } catch (error) {
+        if (error.status === 401) return;
+        if (error.status === 404) showError(`Not saved: runner “${name}” no longer exists.`);
+        else showError(`Not saved: ${error.message}`, /time zone/i.test(error.message) ? zoneInput : null);
+      } finally {
+        setBusy(false);
+      }
+    }
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      let schedule;
+      try { schedule = readSchedule(); } catch (problem) { showError(problem.message, problem.field); return; }
+      saveSchedule(schedule);
+    });
+    // Clearing needs no valid form: no windows, in a zone the manager surely knows.
+    $("#sleep-clear").addEventListener("click", () => saveSchedule({ timezone: "UTC", windows: [], when: "after-task" }));
+    $("#sleep-cancel").addEventListener("click", () => dialog.close());
+    $("#sleep-add").addEventListener("click", () => {
+      const box = addWindow({ days: [], start: "09:00", end: "18:00" });
+      $("input[type=checkbox]", box).focus();
+    });
+    windowsBox.addEventListener("click", (e) => {
+      const remove = e.target.closest(".remove");
+      if (!remove) return;
+      const box = remove.closest(".sleep-window");
+      const after = box.nextElementSibling || box.previousElementSibling;
+      box.remove();
+      numberWindows();
+      // The keyboard stays in the list: on the next window's Remove, else Add window.
+      (after ? $(".remove", after) : $("#sleep-add")).focus();
+    });
+    // Escape or Cancel: the focus goes back to the runner's "Sleep schedule…" (its row
+    // may have been rewritten meanwhile), or, with the runner gone, to the page's content.
+    dialog.addEventListener("close", () => {
+      const back = editing && $(`[data-sleep-edit="${editing.id}"]`, tbody);
+      (back || $("#new-runner-token")).focus();
+    });
+    dialog.addEventListener("keydown", (e) => {
+      // Tab wraps around the dialog's controls instead of leaving it for the browser's.
+      if (e.key !== "Tab") return;
+      const stops = $$("input, button", dialog).filter((el) => !el.disabled && el.getClientRects().length && !(el.type === "radio" && !el.checked));
+      const first = stops[0], last = stops[stops.length - 1];
+      if (!e.shiftKey && document.activeElement === last) { e.preventDefault(); first.focus(); }
+      else if (e.shiftKey && document.activeElement === first) { e.preventDefault(); last.focus(); }
+    });
+
     tbody.addEventListener("click", async (e) => {
+      const sleep = e.target.closest("[data-sleep-edit]");
+      if (sleep) {
+        const r = runners.find((x) => x.id === Number(sleep.dataset.sleepEdit));
+        if (r) openSleep(r);
+        return;
+      }
+      const remove = e.target.closest("[data-delete-runner]");
+      if (remove) { deleteRunner(remove); return; }
       const button = e.target.closest("[data-action]");
       if (!button) return;
       button.disabled = true;
