@@ -13,14 +13,11 @@ from pathlib import PurePosixPath
 from typing import Annotated
 
 from fastapi import APIRouter, Form, HTTPException, UploadFile, status
-from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from farmhand.manager.api.deps import Context, RunnerDep
 from farmhand.manager.api.runner import ERRORS, _held_task
-from farmhand.manager.api.uploads import receive_upload, record_blob_in
-from farmhand.manager.clock import utcnow
-from farmhand.manager.db.models import JobFile
+from farmhand.manager.api.uploads import receive_upload, record_blob_in, replace_job_file
 from farmhand.manager.events import FarmEvent
 from farmhand.shared.images import ImageError, verify_image
 from farmhand.shared.schemas import OutputStored, TileSpec
@@ -67,25 +64,15 @@ async def upload_tile(
             )
         path = tile_path(TileSpec.model_validate(task.tile))
         record_blob_in(session, stored)
-        session.execute(
-            delete(JobFile).where(
-                JobFile.job_id == job_id, JobFile.kind == "tile", JobFile.path == path
-            )
-        )
-        row = JobFile(
+        return replace_job_file(
+            session,
+            stored,
             job_id=job_id,
             kind="tile",
             path=path,
-            sha256=stored.sha256,
-            size=stored.size,
-            frame=None,
             task_id=task_id,
             worker_id=worker_id,
-            created_at=utcnow(),
         )
-        session.add(row)
-        session.flush()
-        return row.id
 
     output_id = await context.db.batched(record)
     context.events.publish(FarmEvent("output", output_id, job_id))

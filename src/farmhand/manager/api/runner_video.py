@@ -12,14 +12,12 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Form, HTTPException, UploadFile, status
-from sqlalchemy import delete
 from starlette.concurrency import run_in_threadpool
 
 from farmhand.manager.api.deps import Context, RunnerDep
 from farmhand.manager.api.runner import ERRORS, _held_task
-from farmhand.manager.api.uploads import store_upload
-from farmhand.manager.clock import utcnow
-from farmhand.manager.db.models import Job, JobFile
+from farmhand.manager.api.uploads import replace_job_file, store_upload
+from farmhand.manager.db.models import Job
 from farmhand.manager.events import FarmEvent
 from farmhand.shared.schemas import JobSettings, OutputStored
 
@@ -72,27 +70,16 @@ async def upload_video(
         # One video per job: a second upload (a retried task) replaces the first atomically.
         with context.db.transaction() as session:
             task = _held_task(session, task_id, worker_id)
-            session.execute(
-                delete(JobFile).where(
-                    JobFile.job_id == job_id,
-                    JobFile.kind == "output",
-                    JobFile.path == f"video.{container}",
-                )
-            )
-            row = JobFile(
+            row_id = replace_job_file(
+                session,
+                stored,
                 job_id=job_id,
                 kind="output",
                 path=f"video.{container}",
-                sha256=stored.sha256,
-                size=stored.size,
-                frame=None,
                 task_id=task.id,
                 worker_id=worker_id,
-                created_at=utcnow(),
             )
-            session.add(row)
-            session.flush()
-            return OutputStored(id=row.id, frame=None, sha256=stored.sha256, size=stored.size)
+            return OutputStored(id=row_id, frame=None, sha256=stored.sha256, size=stored.size)
 
     output = await run_in_threadpool(record)
     context.events.publish(FarmEvent("output", output.id, job_id))

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 from fastapi import HTTPException, status
+from sqlalchemy import delete
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -16,7 +17,7 @@ from starlette.datastructures import UploadFile
 
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
-from farmhand.manager.db.models import Blob
+from farmhand.manager.db.models import Blob, JobFile
 from farmhand.manager.storage.blobs import BlobError, BlobTooLarge, StoredBlob
 from farmhand.shared.paths import UnsafePathError, safe_file_name
 
@@ -42,6 +43,38 @@ def record_blob_in(session: Session, stored: StoredBlob) -> bool:
         {"sha256": stored.sha256, "size": stored.size, "created_at": utcnow()},
     )
     return bool(result.rowcount)
+
+
+def replace_job_file(
+    session: Session,
+    stored: StoredBlob,
+    *,
+    job_id: int,
+    kind: str,
+    path: str,
+    task_id: int,
+    worker_id: int,
+    frame: int | None = None,
+) -> int:
+    """Record `stored` as the job's `kind` file at `path`, in place of the one before it
+    (a retried task uploads again), in the caller's transaction; the new row's id."""
+    session.execute(
+        delete(JobFile).where(JobFile.job_id == job_id, JobFile.kind == kind, JobFile.path == path)
+    )
+    row = JobFile(
+        job_id=job_id,
+        kind=kind,
+        path=path,
+        sha256=stored.sha256,
+        size=stored.size,
+        frame=frame,
+        task_id=task_id,
+        worker_id=worker_id,
+        created_at=utcnow(),
+    )
+    session.add(row)
+    session.flush()
+    return row.id
 
 
 @contextmanager
