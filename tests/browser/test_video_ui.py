@@ -40,6 +40,8 @@ def test_the_job_page_links_the_video_when_there_is_one(
     link = page.get_by_role("link", name="Download video")
     expect(link).to_be_visible()
     shoot(page, "20-job-with-video")
+    # The video task holds no frames: its row says what it is, not "undefined (0/0)".
+    expect(page.locator('#tasks tbody tr td[data-label="Frames"]').last).to_have_text("video")
     video = page.request.get(farm.url + str(link.get_attribute("href")))
     assert video.ok
     assert video.body()[4:8] == b"ftyp", "an mp4 comes back"

@@ -350,6 +350,12 @@
     window.addEventListener("dragover", (e) => e.preventDefault());
     window.addEventListener("drop", (e) => { e.preventDefault(); if (e.target.closest && !e.target.closest("#dropzone") && e.dataTransfer.files[0]) upload(e.dataTransfer.files[0]); });
 
+    // A still in tiles renders the first frame only: the range's end, step and chunks
+    // do not apply, so they are greyed out while more than one tile is asked for.
+    const tiled = () => (Number(field("tile_columns").value) || 1) * (Number(field("tile_rows").value) || 1) > 1;
+    const showTiling = () => { for (const name of ["frame_end", "frame_step", "chunk_size"]) field(name).disabled = tiled(); };
+    for (const name of ["tile_columns", "tile_rows"]) field(name).addEventListener("input", showTiling);
+
     form.addEventListener("submit", async (e) => {
       e.preventDefault();
       if (!blob) return;
@@ -363,6 +369,11 @@
         main_file: field("main_file").value || blob.main_file, files: blob.files,
       };
       if (body.dataset.hasTags && field("required_tags")) job.required_tags = field("required_tags").value.split(",").map((t) => t.trim().toLowerCase()).filter(Boolean);
+      const columns = number("tile_columns") || 1, rows = number("tile_rows") || 1;
+      if (tiled()) {
+        // A still in tiles: the first frame, no step or chunks (the manager checks the rest).
+        Object.assign(job, { tiles: { columns, rows }, frame_end: job.frame_start, frame_step: 1 });
+      }
       const button = $("#submit-button");
       button.disabled = true;
       $("#submit-status").textContent = "Submitting…";
@@ -378,6 +389,20 @@
   }
 
   // ----------------------------------------------------------------- job page
+
+  // What a task delivers, for its row: frames with how many are done, a tile of a still,
+  // the merge of the tiles, or the video (those hold no frames of their own).
+  function taskWork(t) {
+    const count = (done, all) => ` <span class="muted small">(${done}/${all})</span>`;
+    if (t.tile) {
+      const n = t.tile.row * t.tile.columns + t.tile.column + 1;
+      return `${t.tile.frame} <span class="muted small">tile ${n} of ${t.tile.columns * t.tile.rows}</span>`;
+    }
+    if (!t.frames.length) return `<span class="muted">${esc(t.type)}</span>`;
+    const span = t.frames.length > 1 ? `${t.frames[0]}–${t.frames[t.frames.length - 1]}` : `${t.frames[0]}`;
+    if (t.type !== "render") return `${span} <span class="muted small">${esc(t.type)}</span>`;
+    return span + count(t.frames_done, t.frames.length);
+  }
 
   function jobPage() {
     const jobId = Number(body.dataset.jobId);
@@ -486,7 +511,7 @@
       keepFocus(tbody, () => { tbody.innerHTML = job.tasks.map((t) => {
         const end = t.finished_at ? Date.parse(t.finished_at) : Date.now();
         const time = t.started_at ? (end - Date.parse(t.started_at)) / 1000 : null;
-        const span = t.frames.length > 1 ? `${t.frames[0]}–${t.frames[t.frames.length - 1]}` : `${t.frames[0]}`;
+        const span = taskWork(t);
         const open = openLogs.has(t.id);
         const now = t.status === "active" && t.frame !== null && t.frame !== undefined
           ? `frame ${t.frame}${t.sample ? ` · sample ${t.sample}${t.samples_total ? `/${t.samples_total}` : ""}` : ""}` : "–";
@@ -496,7 +521,7 @@
         // On a phone each task is a card (app.css, table.cards): labels instead of the
         // header, and no "–" for what a task does not have yet.
         const none = (text) => (text === "–" ? " none" : "");
-        return `<tr data-task-id="${t.id}"><td class="num lead" data-label="Task">${t.index}</td><td class="lead" data-label="Frames">${span} <span class="muted small">(${t.frames_done}/${t.frames.length})</span></td>
+        return `<tr data-task-id="${t.id}"><td class="num lead" data-label="Task">${t.index}</td><td class="lead" data-label="Frames">${span}</td>
           <td class="lead">${badge(t.status)}</td><td class="${none(t.worker || "–")}" data-label="Worker">${esc(t.worker || "–")}</td><td class="small${none(now)}">${now}</td><td class="num hide-sm">${duration(time)}</td>
           <td class="num hide-sm">${each}</td><td class="num${none(peak)}" data-memory data-label="Peak memory">${peak}</td><td class="num${none(eta)}" data-label="Remaining">${eta}</td><td class="num hide-sm">${t.attempts}</td>
           <td class="wrap small line last">${esc(t.last_error || "")}</td>
