@@ -41,7 +41,9 @@ def test_a_still_is_tiles_then_a_merge_of_them(farm: Farm) -> None:
     for n, (row, column) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
         task = farm.client.get("/api/runner/tasks", params={"wait": 0}, headers=runner).json()
         assert task["type"] == "render" and task["frames"] == []
-        assert task["tile"] == {"frame": 7, "column": column, "row": row, "columns": 2, "rows": 2}
+        assert task["tile"] == {
+            "frame": 7, "column": column, "row": row, "columns": 2, "rows": 2, "overlap": 32
+        }  # fmt: skip
         complete = f"/api/runner/tasks/{task['task_id']}/complete"
         early = farm.client.post(complete, headers=runner, json={"frames": [7]})
         assert early.status_code == 409 and "no tile" in early.text

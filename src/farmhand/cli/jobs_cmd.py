@@ -128,6 +128,15 @@ def submit(
             show_default=False,
         ),
     ] = None,
+    tile_overlap: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=512,
+            help="Pixels each tile renders past its edges, cut off before the merge, so the "
+            "denoiser sees across the seams.",
+        ),
+    ] = 32,
     priority: Annotated[int, typer.Option(min=0, max=100)] = 50,
     name: Annotated[str, typer.Option(help="Job name (default: the file name).")] = "",
     output_format: Annotated[
@@ -237,7 +246,7 @@ def submit(
                 frame_end=last,
                 frame_step=step,
                 chunk_size=chunk,
-                tiles=tile_grid(tiles),
+                tiles=tile_grid(tiles, tile_overlap),
                 priority=priority,
                 output_format=_as_format(fmt),
                 resolution_percentage=resolution_percentage,
@@ -389,7 +398,7 @@ def settings_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def tile_grid(spec: str | None) -> TileGrid | None:
+def tile_grid(spec: str | None, overlap: int = 32) -> TileGrid | None:
     """`4x3`: four columns, three rows."""
     if spec is None:
         return None
@@ -397,7 +406,7 @@ def tile_grid(spec: str | None) -> TileGrid | None:
     if not (separator and columns.strip().isdigit() and rows.strip().isdigit()):
         raise fail(f"--tiles {spec!r}: write COLUMNSxROWS, e.g. 4x4")
     try:
-        return TileGrid(columns=int(columns), rows=int(rows))
+        return TileGrid(columns=int(columns), rows=int(rows), overlap=overlap)
     except ValidationError as exc:
         reasons = "; ".join(str(e.get("ctx", {}).get("error") or e["msg"]) for e in exc.errors())
         raise fail(f"--tiles {spec!r}: {reasons}") from None

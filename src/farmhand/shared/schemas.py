@@ -139,6 +139,13 @@ class TileGrid(_Strict):
 
     columns: int = Field(ge=1, le=MAX_TILES_PER_SIDE)
     rows: int = Field(ge=1, le=MAX_TILES_PER_SIDE)
+    overlap: int = Field(
+        default=32,
+        ge=0,
+        le=512,
+        description="Pixels each tile renders beyond its edges, cut off before the merge: "
+        "the denoiser and the compositor see across the seams.",
+    )
 
     @model_validator(mode="after")
     def _check_several(self) -> TileGrid:
@@ -155,6 +162,8 @@ class TileSpec(BaseModel):
     row: int
     columns: int
     rows: int
+    overlap: int = 0
+    """Pixels rendered beyond each edge of the tile (within the frame), then cut off."""
 
 
 class JobSettings(_Strict):

@@ -39,7 +39,12 @@ def compile_tiles(session: Session, job: Job, settings: JobSettings) -> list[Tas
             status=TaskStatus.QUEUED.value,
             frames=[],
             tile=TileSpec(
-                frame=frame, column=column, row=row, columns=grid.columns, rows=grid.rows
+                frame=frame,
+                column=column,
+                row=row,
+                columns=grid.columns,
+                rows=grid.rows,
+                overlap=grid.overlap,
             ).model_dump(),
         )
         for row in range(grid.rows)

@@ -257,23 +257,29 @@ def tile_edges(size, count, index):
 
 
 def apply_tile(render, width, height, tile):
-    """Render only this tile of the frame (column and row from the top left), cropped to
-    it; its size in pixels.
+    """Render this tile of the frame (column and row from the top left) and `overlap`
+    pixels around it, cropped to that; the tile's size, and where it lies in what Blender
+    writes: [left, top, rendered width, rendered height] (the worker cuts it out).
 
-    Blender's border is a fraction of the frame, y from the bottom, turned into pixels
-    by multiplying by the size; a quarter pixel inside each edge gives the same whole
-    pixel whether Blender truncates or rounds, so neighbouring tiles neither overlap nor
-    leave a gap (the worker checks the tile's size, and the merge each tile's place).
+    The overlap lets the denoiser and the compositor see past the tile's edges, so the
+    merged frame shows no seams. Blender's border is a fraction of the frame, y from the
+    bottom, turned into pixels by multiplying by the size; a quarter pixel inside each
+    edge gives the same whole pixel whether Blender truncates or rounds (the worker
+    checks the rendered size, and the merge each tile's place).
     """
     x0, x1 = tile_edges(width, tile["columns"], tile["column"])
     top, bottom = tile_edges(height, tile["rows"], tile["row"])
+    overlap = int(tile.get("overlap") or 0)
+    left, right = max(0, x0 - overlap), min(width, x1 + overlap)
+    upper, lower = max(0, top - overlap), min(height, bottom + overlap)
     render.use_border = True
     render.use_crop_to_border = True
-    render.border_min_x = (x0 + 0.25) / width
-    render.border_max_x = min((x1 + 0.25) / width, 1.0)
-    render.border_min_y = (height - bottom + 0.25) / height
-    render.border_max_y = min((height - top + 0.25) / height, 1.0)
-    return x1 - x0, bottom - top
+    render.border_min_x = (left + 0.25) / width
+    render.border_max_x = min((right + 0.25) / width, 1.0)
+    render.border_min_y = (height - lower + 0.25) / height
+    render.border_max_y = min((height - upper + 0.25) / height, 1.0)
+    crop = [x0 - left, top - upper, right - left, lower - upper]
+    return x1 - x0, bottom - top, crop
 
 
 def owners(scene):
@@ -447,8 +453,9 @@ def render_frames(scene, command):
         )
     width = render.resolution_x * render.resolution_percentage // 100
     height = render.resolution_y * render.resolution_percentage // 100
+    crop = None
     if tile:
-        width, height = apply_tile(render, width, height, tile)
+        width, height, crop = apply_tile(render, width, height, tile)
     output_dir = command["output_dir"]
     os.makedirs(output_dir, exist_ok=True)
     stem = command.get("file_stem", "frame_")
@@ -481,6 +488,7 @@ def render_frames(scene, command):
             height=height,
             preview=preview,
             extras=extras,
+            crop=crop,
         )
     emit("render_done", frames=len(command["frames"]))
 

@@ -40,6 +40,9 @@ class FrameSaved:
     """A small JPEG of the frame Blender made with the scene's colour management."""
     extras: tuple[Path, ...] = ()
     """Files the compositor's File Output nodes wrote for this frame."""
+    crop: tuple[int, int, int, int] | None = None
+    """A tile rendered with an overlap: (left, top, rendered width, rendered height); the
+    tile, `width` x `height`, is cut out of the file before it counts as saved."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,13 @@ def parse_progress_line(line: str) -> Progress | None:
     return Progress(frame, sample, samples)
 
 
+def _crop(value: object) -> tuple[int, int, int, int] | None:
+    if not isinstance(value, list) or len(value) != 4:
+        return None
+    left, top, width, height = (int(number) for number in value)
+    return left, top, width, height
+
+
 def parse_event_line(line: str) -> Event | None:
     """The event on this output line, or None if it is ordinary Blender output."""
     at = line.find(MARK)
@@ -140,6 +150,7 @@ def parse_event_line(line: str) -> Event | None:
                 int(data["height"]),
                 Path(data["preview"]) if data.get("preview") else None,
                 tuple(Path(extra) for extra in data.get("extras") or ()),
+                _crop(data.get("crop")),
             )
         if kind == "render_done":
             return RenderDone(int(data["frames"]))

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
+from PIL import Image
+
 from farmhand.shared.images import ImageError, verify_image
 from farmhand.worker.blender.discovery import BlenderInstall
 from farmhand.worker.blender.events import (
@@ -129,9 +131,27 @@ def describe_duration(seconds: float) -> str:
     return f"{seconds / 60:g} minutes"
 
 
+def _cut_out_tile(event: FrameSaved) -> None:
+    """A tile rendered with an overlap, cut down to the tile in place (a lossless PNG)."""
+    if event.crop is None:
+        return
+    left, top, width, height = event.crop
+    try:
+        with Image.open(event.path) as image:
+            if image.size != (width, height):
+                raise ImageError(
+                    f"the tile was rendered {image.width}x{image.height}, not {width}x{height}"
+                )
+            tile = image.crop((left, top, left + event.width, top + event.height))
+        tile.save(event.path, format="PNG")
+    except (OSError, ValueError) as error:
+        raise ImageError(f"cannot cut the tile out of {event.path.name}: {error}") from error
+
+
 def _check_frame(event: FrameSaved) -> str | None:
     """Why a saved frame is not a usable output (it, or a File Output node's file), or None."""
     try:
+        _cut_out_tile(event)
         verify_image(event.path, event.width, event.height)
         for extra in event.extras:
             verify_image(extra)
