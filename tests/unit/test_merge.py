@@ -29,7 +29,7 @@ def tiles(tmp_path: Path, sizes: dict[tuple[int, int], tuple[int, int]] | None =
 
 def test_tiles_are_placed_edge_to_edge(tmp_path: Path) -> None:
     out = tmp_path / "frame.png"
-    assert merge_tiles(tiles(tmp_path), out) == (5, 3)
+    assert merge_tiles(tiles(tmp_path), (2, 2), out) == (5, 3)
     with Image.open(out) as frame:
         for (row, column), colour in COLOURS.items():
             left, top = sum(WIDTHS[:column]), sum(HEIGHTS[:row])
@@ -43,9 +43,11 @@ def test_a_missing_or_misfit_tile_is_refused(tmp_path: Path) -> None:
     some = tiles(tmp_path)
     del some[(1, 1)]
     with pytest.raises(MergeError, match=r"missing \(row, column\): \[\(1, 1\)\]"):
-        merge_tiles(some, out)
+        merge_tiles(some, (2, 2), out)
     with pytest.raises(MergeError, match="r1c1 is 4x2, but its column is 3 wide"):
-        merge_tiles(tiles(tmp_path, {(1, 1): (4, 2)}), out)
+        merge_tiles(tiles(tmp_path, {(1, 1): (4, 2)}), (2, 2), out)
+    with pytest.raises(MergeError, match=r"missing \(row, column\): \[\(2, 0\), \(2, 1\)\]"):
+        merge_tiles(tiles(tmp_path), (3, 2), out)  # a whole row missing is no smaller frame
     assert not out.exists()
 
 

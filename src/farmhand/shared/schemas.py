@@ -509,6 +509,8 @@ class TileFile(TaskFile):
 
     column: int
     row: int
+    columns: int
+    rows: int
 
 
 class TaskAssignment(BaseModel):

@@ -35,6 +35,16 @@ class MergeWork:
     """Download one tile of the job to a path."""
 
 
+def grid_of(tiles: list[TileFile]) -> tuple[int, int]:
+    """(rows, columns) of the still the tiles belong to."""
+    if not tiles:
+        raise MergeError("the still has no tiles to merge")
+    grids = {(tile.rows, tile.columns) for tile in tiles}
+    if len(grids) != 1:
+        raise MergeError(f"the tiles belong to different grids: {sorted(grids)}")
+    return grids.pop()
+
+
 def fetch_tiles(work: MergeWork) -> dict[tuple[int, int], Path]:
     """The tiles on disk, by (row, column)."""
     by_path = {tile.path: tile for tile in work.tiles}
@@ -48,12 +58,12 @@ def fetch_tiles(work: MergeWork) -> dict[tuple[int, int], Path]:
     return {(t.row, t.column): work.work_dir / t.path for t in work.tiles}
 
 
-def merge_tiles(tiles: dict[tuple[int, int], Path], output: Path) -> tuple[int, int]:
-    """Write the frame the tiles make to `output` (PNG); its width and height."""
-    if not tiles:
-        raise MergeError("the still has no tiles to merge")
-    rows = max(row for row, _ in tiles) + 1
-    columns = max(column for _, column in tiles) + 1
+def merge_tiles(
+    tiles: dict[tuple[int, int], Path], grid: tuple[int, int], output: Path
+) -> tuple[int, int]:
+    """Write the frame the tiles of a `grid` (rows, columns) make to `output` (PNG); its
+    width and height."""
+    rows, columns = grid
     missing = [(r, c) for r in range(rows) for c in range(columns) if (r, c) not in tiles]
     if missing:
         raise MergeError(f"tiles missing (row, column): {missing[:10]}")
@@ -90,4 +100,4 @@ def merge_tiles(tiles: dict[tuple[int, int], Path], output: Path) -> tuple[int, 
 
 def merge(work: MergeWork, output: Path) -> tuple[int, int]:
     """Fetch the tiles and merge them into `output`; MergeError says why not."""
-    return merge_tiles(fetch_tiles(work), output)
+    return merge_tiles(fetch_tiles(work), grid_of(work.tiles), output)

@@ -330,7 +330,15 @@ def _assignment(
     if task.type == "merge":
         # The merge of a tiled still works on its tiles, each placed by its tile task.
         tile_files = [
-            TileFile(path=f.path, sha256=f.sha256, size=f.size, column=tile.column, row=tile.row)
+            TileFile(
+                path=f.path,
+                sha256=f.sha256,
+                size=f.size,
+                column=tile.column,
+                row=tile.row,
+                columns=tile.columns,
+                rows=tile.rows,
+            )
             for f, spec in session.execute(
                 select(JobFile, Task.tile)
                 .join(Task, Task.id == JobFile.task_id)

@@ -10,7 +10,7 @@ Blender's own chatter. Commands:
      "output_format": "PNG"|"JPEG"|"OPEN_EXR"|null, "resolution_percentage": int|null,
      "samples": int|null, "threads": int|null, "engine": str|null,
      "device": "CPU"|"CUDA"|"OPTIX"|"HIP"|"ONEAPI"|"METAL"|null, "gpu": int|null,
-     "tile": {"column", "row", "columns", "rows"}|null, "previews": bool}
+     "tile": {"column", "row", "columns", "rows", "overlap"}|null, "previews": bool}
     {"cmd": "devices"}   -> {"event": "devices", "devices": [{"type", "name", "id"}]}
     {"cmd": "quit"}
 
