@@ -41,6 +41,8 @@ def test_a_still_is_tiles_then_a_merge_of_them(farm: Farm) -> None:
     for n, (row, column) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
         task = farm.client.get("/api/runner/tasks", params={"wait": 0}, headers=runner).json()
         assert task["type"] == "render" and task["frames"] == []
+        [listed] = farm.client.get("/api/admin/runners", headers=farm.admin).json()
+        assert listed["current_task_tile"] == task["tile"], "the runners page names the tile"
         assert task["tile"] == {
             "frame": 7, "column": column, "row": row, "columns": 2, "rows": 2, "overlap": 32
         }  # fmt: skip

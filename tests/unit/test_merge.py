@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from farmhand.cli.jobs_cmd import Failed, tile_grid
-from farmhand.shared.schemas import TileGrid
+from farmhand.shared.schemas import TileGrid, TileSpec
 from farmhand.worker.merge import MergeError, merge_tiles
 
 # A 5x3 frame in 2 columns (2 and 3 wide) and 2 rows (1 and 2 high), one colour a tile.
@@ -57,3 +57,10 @@ def test_the_cli_reads_columns_by_rows() -> None:
     for bad, said in (("4", "COLUMNSxROWS"), ("ax2", "COLUMNSxROWS"), ("1x1", "at least 2")):
         with pytest.raises(Failed, match=said):
             tile_grid(bad)
+
+
+def test_tiles_are_counted_left_to_right_then_down() -> None:
+    spec = {"frame": 1, "columns": 3, "rows": 2}
+    assert TileSpec(column=0, row=0, **spec).label == "tile 1 of 6"
+    assert TileSpec(column=2, row=0, **spec).label == "tile 3 of 6"
+    assert TileSpec(column=0, row=1, **spec).label == "tile 4 of 6"

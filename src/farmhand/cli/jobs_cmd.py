@@ -616,7 +616,7 @@ def job(
         frames = f"{task.frames[0]}-{task.frames[-1]}" if task.frames else "-"
         done = f"{task.frames_done}/{len(task.frames)}"
         if task.tile is not None:  # a part of a tiled still
-            frames = f"{task.tile.frame} tile r{task.tile.row}c{task.tile.column}"
+            frames = f"{task.tile.frame} {task.tile.label}"
             done = "1/1" if task.status == "completed" else "0/1"
         elif task.type == "merge":
             frames += " (merge)"

@@ -167,7 +167,10 @@ def runners(url: UrlOption = None, token: TokenOption = None) -> None:
             current = f"job {one.current_job_id}" + (
                 f" task {number}" if number is not None else ""
             )
-            if one.current_task_frame_count:
+            tile = one.current_task_tile
+            if tile is not None:
+                current += f" ({tile.label})"
+            elif one.current_task_frame_count:
                 current += f" ({one.current_task_frames_done}/{one.current_task_frame_count})"
         table.add_row(
             str(one.id),

@@ -165,6 +165,11 @@ class TileSpec(BaseModel):
     overlap: int = 0
     """Pixels rendered beyond each edge of the tile (within the frame), then cut off."""
 
+    @property
+    def label(self) -> str:
+        """`tile 3 of 4`: counted left to right, top to bottom, as the tasks are."""
+        return f"tile {self.row * self.columns + self.column + 1} of {self.columns * self.rows}"
+
 
 class JobSettings(_Strict):
     """What a person chooses when submitting an animation or a still."""
@@ -671,6 +676,9 @@ class RunnerInfo(BaseModel):
     )
     current_task_frame_count: int | None = Field(
         default=None, description="Frames in the running task."
+    )
+    current_task_tile: TileSpec | None = Field(
+        default=None, description="The tile of a still the running task renders."
     )
     capabilities: WorkerCapabilities
     registered_at: datetime

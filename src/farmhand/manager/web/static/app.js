@@ -390,14 +390,14 @@
 
   // ----------------------------------------------------------------- job page
 
+  // `tile 3 of 4`: counted left to right, top to bottom, as the tasks are (TileSpec.label).
+  const tileLabel = (tile) => `tile ${tile.row * tile.columns + tile.column + 1} of ${tile.columns * tile.rows}`;
+
   // What a task delivers, for its row: frames with how many are done, a tile of a still,
   // the merge of the tiles, or the video (those hold no frames of their own).
   function taskWork(t) {
     const count = (done, all) => ` <span class="muted small">(${done}/${all})</span>`;
-    if (t.tile) {
-      const n = t.tile.row * t.tile.columns + t.tile.column + 1;
-      return `${t.tile.frame} <span class="muted small">tile ${n} of ${t.tile.columns * t.tile.rows}</span>`;
-    }
+    if (t.tile) return `${t.tile.frame} <span class="muted small">${tileLabel(t.tile)}</span>`;
     if (!t.frames.length) return `<span class="muted">${esc(t.type)}</span>`;
     const span = t.frames.length > 1 ? `${t.frames[0]}–${t.frames[t.frames.length - 1]}` : `${t.frames[0]}`;
     if (t.type !== "render") return `${span} <span class="muted small">${esc(t.type)}</span>`;
@@ -825,7 +825,9 @@
         const c = r.capabilities || {};
         // The runner list names the job and counts the task's frames itself: fetching
         // each busy job here would pull every task of a big job on every refresh.
-        const frames = r.current_task_frame_count ? ` · ${r.current_task_frames_done}/${r.current_task_frame_count} frames` : "";
+        const tile = r.current_task_tile;
+        const frames = tile ? ` · ${tileLabel(tile)}`
+          : r.current_task_frame_count ? ` · ${r.current_task_frames_done}/${r.current_task_frame_count} frames` : "";
         const current = r.current_task_id
           ? `<a href="/jobs/${r.current_job_id}">${esc(r.current_job_name || "job " + r.current_job_id)}</a> <span class="muted small">task ${r.current_task_index ?? r.current_task_id}${frames}</span>`
           : '<span class="muted">idle</span>';
