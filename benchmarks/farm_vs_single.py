@@ -25,9 +25,10 @@ import threading
 import time
 from pathlib import Path
 
-from farmhand.localfarm import local_farm
+from pinned_farm import makespan
+
 from farmhand.scenes import make_scene
-from farmhand.shared.schemas import JobSettings, JobStatus
+from farmhand.shared.schemas import JobSettings
 from farmhand.worker.blender.discovery import find_blender
 from farmhand.worker.blender.process import RenderRequest, render
 
@@ -54,30 +55,8 @@ def single_core(blend: Path, frames: list[int], out: Path, blender: str) -> floa
 
 def farm_makespan(root: Path, blend: Path, frames: list[int], chunk: int, blender: str) -> float:
     """Submit to a farm of two pinned workers; seconds from submit to the last frame."""
-    with local_farm(root) as farm:
-        farm.start_manager()
-        for core in (0, 1):
-            farm.start_worker(
-                f"core{core}",
-                "--threads",
-                "1",
-                blender=blender,
-                prefix=["taskset", "-c", str(core)],
-            )
-        time.sleep(3)  # let both workers register and start polling
-        settings = JobSettings(frame_start=frames[0], frame_end=frames[-1], chunk_size=chunk)
-        with farm.client() as client:
-            started = time.monotonic()
-            job_id = client.submit_blend(blend, settings).id
-            while True:
-                job = client.get_job(job_id)
-                if job.status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED):
-                    break
-                time.sleep(0.1)
-            elapsed = time.monotonic() - started
-        if job.status is not JobStatus.COMPLETED:
-            raise SystemExit(f"farm job {job.status}: {job.status_reason}\n{farm.logs()}")
-        return elapsed
+    settings = JobSettings(frame_start=frames[0], frame_end=frames[-1], chunk_size=chunk)
+    return makespan(root, blend, settings, [0, 1], blender)
 
 
 def main() -> None:

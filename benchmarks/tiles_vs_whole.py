@@ -22,42 +22,13 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
-from farmhand.localfarm import local_farm
+from pinned_farm import makespan
+
 from farmhand.scenes import make_scene
-from farmhand.shared.schemas import JobSettings, JobStatus, TileGrid
+from farmhand.shared.schemas import JobSettings, TileGrid
 from farmhand.worker.blender.discovery import find_blender
-
-
-def makespan(
-    root: Path, blend: Path, settings: JobSettings, cores: list[int], blender: str
-) -> float:
-    """Seconds from submit to the job's end, on one pinned worker per core in `cores`."""
-    with local_farm(root) as farm:
-        farm.start_manager()
-        for core in cores:
-            farm.start_worker(
-                f"core{core}",
-                "--threads",
-                "1",
-                blender=blender,
-                prefix=["taskset", "-c", str(core)],
-            )
-        time.sleep(3)  # let the workers register and start polling
-        with farm.client() as client:
-            started = time.monotonic()
-            job_id = client.submit_blend(blend, settings).id
-            while True:
-                job = client.get_job(job_id)
-                if job.status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED):
-                    break
-                time.sleep(0.1)
-            elapsed = time.monotonic() - started
-        if job.status is not JobStatus.COMPLETED:
-            raise SystemExit(f"job {job.status}: {job.status_reason}\n{farm.logs()}")
-        return elapsed
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from farmhand.manager.app import create_app
 from farmhand.manager.settings import ManagerSettings
@@ -104,3 +105,22 @@ def purge_jobs_and_runners(api: Any) -> None:
         api.delete(f"/api/jobs/{job['id']}", params={"purge": "true"})
     for runner in api.get("/api/admin/runners").json():
         api.delete(f"/api/admin/runners/{runner['id']}")
+
+
+def metric(name: str, /, **labels: str) -> str:
+    """The key of one sample in `scrape_metrics`: `name{a="1",b="2"}`, labels sorted."""
+    pairs = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    return f"{name}{{{pairs}}}" if pairs else name
+
+
+def scrape_metrics(client: Any, headers: dict[str, str] | None = None) -> dict[str, float]:
+    """`GET /metrics` read with Prometheus' own parser, so a malformed line fails as it
+    would fail a scrape; samples by `metric(name, **labels)`."""
+    answer = client.get("/metrics", headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return {
+        metric(sample.name, **sample.labels): sample.value
+        for family in text_string_to_metric_families(answer.text)
+        for sample in family.samples
+    }

@@ -12,13 +12,18 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from farmhand.manager.app import create_app
-from tests.integration.conftest import FAKE_BLEND, Farm, make_settings, upload_frames
+from tests.integration.conftest import (
+    FAKE_BLEND,
+    Farm,
+    make_settings,
+    metric,
+    scrape_metrics,
+    upload_frames,
+)
 
 METRICS_TOKEN = "fh_metrics_test_token"
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 @pytest.fixture
@@ -30,19 +35,12 @@ def farm(tmp_path: Path) -> Iterator[Farm]:
         yield Farm(client, settings.admin_token, settings.runner_token, settings.data_dir)
 
 
-def scrape(farm: Farm) -> Samples:
-    answer = farm.client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
-    assert answer.status_code == 200, answer.text
-    assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(answer.text)
-        for sample in family.samples
-    }
+def scrape(farm: Farm) -> dict[str, float]:
+    return scrape_metrics(farm.client, {"Authorization": f"Bearer {METRICS_TOKEN}"})
 
 
-def value(samples: Samples, metric: str, **labels: str) -> float:
-    return samples[(metric, frozenset(labels.items()))]
+def value(samples: dict[str, float], name: str, /, **labels: str) -> float:
+    return samples[metric(name, **labels)]
 
 
 def test_only_admins_and_the_metrics_token_read_the_metrics(farm: Farm) -> None:

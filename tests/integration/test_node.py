@@ -15,7 +15,6 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from farmhand import __version__
 from farmhand.node import NodeJob, NodeSettings, create_node_app
@@ -23,6 +22,7 @@ from farmhand.shared.frames import MAX_FRAME, MAX_FRAMES_PER_JOB
 from farmhand.shared.images import verify_image
 from farmhand.worker.blender.discovery import BlenderInstall
 from tests.conftest import SCENE_SIZE
+from tests.integration.conftest import scrape_metrics
 
 
 def orchestrate(
@@ -230,19 +230,6 @@ def test_openapi_documents_the_routes(tmp_path: Path, fake_blender: BlenderInsta
     assert set(paths["/metrics"]["get"]["responses"]["200"]["content"]) == {"text/plain"}
 
 
-def scrape(client: TestClient) -> dict[str, float]:
-    """`GET /metrics` read by Prometheus' own parser: `'name{label="value"}'` → value."""
-    answer = client.get("/metrics")
-    assert answer.status_code == 200
-    assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
-    values = {}
-    for family in text_string_to_metric_families(answer.text):
-        for sample in family.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-            values[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return values
-
-
 def jobs_by_status(metrics: dict[str, float]) -> dict[str, float]:
     prefix = 'farmhand_node_jobs{status="'
     return {k.removeprefix(prefix)[:-2]: v for k, v in metrics.items() if k.startswith(prefix)}
@@ -257,7 +244,7 @@ def test_metrics_follow_jobs_through_the_queue(
         return "no camera" if job.id == 2 else gate(job)
 
     with node_client(tmp_path, fake_blender, run=run, max_concurrent=1, queue_limit=2) as client:
-        idle = scrape(client)
+        idle = scrape_metrics(client)
         assert (
             idle[f'farmhand_node_info{{blender="{fake_blender.version}",version="{__version__}"}}']
             == 1
@@ -270,13 +257,13 @@ def test_metrics_follow_jobs_through_the_queue(
         for _ in range(3):
             assert client.post("/job", json={"from": 1, "to": 1}).status_code == 202
         wait_until(lambda: gate.running == [1])
-        busy = scrape(client)
+        busy = scrape_metrics(client)
         assert jobs_by_status(busy) == {"queued": 2, "rendering": 1, "completed": 0, "failed": 0}
         assert (busy["farmhand_node_queue_length"], busy["farmhand_node_renders_running"]) == (2, 1)
 
         gate.release.set()
         wait_until(lambda: client.get("/job/3").status_code == 200)
-        done = scrape(client)
+        done = scrape_metrics(client)
         assert jobs_by_status(done) == {"queued": 0, "rendering": 0, "completed": 2, "failed": 1}
         assert (done["farmhand_node_queue_length"], done["farmhand_node_renders_running"]) == (0, 0)
 

@@ -20,12 +20,12 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from farmhand import __version__
 from farmhand.orchestrator import OrchestratorSettings, create_orchestrator_app
 from farmhand.shared.images import verify_image
 from tests.conftest import SCENE_SIZE
+from tests.integration.conftest import scrape_metrics
 
 
 def free_port() -> int:
@@ -299,22 +299,9 @@ def test_a_body_that_is_not_json_is_400() -> None:
     assert answer.status_code == 400
 
 
-def scrape(client: TestClient) -> dict[str, float]:
-    """`GET /metrics` read by Prometheus' own parser: `'name{label="value"}'` → value."""
-    answer = client.get("/metrics")
-    assert answer.status_code == 200
-    assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
-    values = {}
-    for family in text_string_to_metric_families(answer.text):
-        for sample in family.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-            values[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return values
-
-
 def scrape_until(client: TestClient, ready: Callable[[dict[str, float]], bool]) -> dict[str, float]:
     deadline = time.monotonic() + 20
-    while not ready(metrics := scrape(client)):
+    while not ready(metrics := scrape_metrics(client)):
         assert time.monotonic() < deadline, metrics
         time.sleep(0.02)
     return metrics
@@ -330,7 +317,7 @@ def test_metrics_count_renders_batches_and_what_each_node_renders() -> None:
     with fake_orchestrator(
         FakeNodes({A: "slow", B: "slow"}), max_active=3, rate_limit=7, rate_window=30
     ) as client:
-        idle = scrape(client)
+        idle = scrape_metrics(client)
         assert idle[f'farmhand_orchestrator_info{{version="{__version__}"}}'] == 1
         assert labelled(idle, "farmhand_orchestrator_renders", "status") == {
             "running": 0, "done": 0, "failed": 0

@@ -5,19 +5,26 @@ from __future__ import annotations
 
 import json
 
+import httpx
+
 from farmhand.manager.api.runner_tiles import tile_path
 from farmhand.shared.schemas import TileSpec
 from tests.integration.conftest import FAKE_BLEND, Farm, png_bytes, upload_frame
 
 
-def submit_still(farm: Farm, **settings: object) -> int:
+def post_still(farm: Farm, **settings: object) -> httpx.Response:
+    """Submit frame 7 in 2x2 tiles, with `settings` on top."""
     body = {"frame_start": 7, "frame_end": 7, "tiles": {"columns": 2, "rows": 2}, **settings}
-    answer = farm.client.post(
+    return farm.client.post(
         "/api/jobs",
         headers=farm.admin,
         files={"file": ("scene.blend", FAKE_BLEND, "application/octet-stream")},
         data={"settings": json.dumps(body)},
     )
+
+
+def submit_still(farm: Farm, **settings: object) -> int:
+    answer = post_still(farm, **settings)
     assert answer.status_code == 202, answer.text
     return int(answer.json()["id"])
 
@@ -93,13 +100,7 @@ def test_what_a_tiled_still_cannot_be(farm: Farm) -> None:
         ({"video": True}, "no video"),
         ({"output_format": "OPEN_EXR"}, "merged as PNG"),
     ):
-        body = {"frame_start": 7, "frame_end": 7, "tiles": {"columns": 2, "rows": 2}, **settings}
-        answer = farm.client.post(
-            "/api/jobs",
-            headers=farm.admin,
-            files={"file": ("scene.blend", FAKE_BLEND, "application/octet-stream")},
-            data={"settings": json.dumps(body)},
-        )
+        answer = post_still(farm, **settings)
         assert answer.status_code == 400 and said in answer.text, (settings, answer.text)
     assert farm.client.get("/api/jobs", headers=farm.admin).json() == [], "nothing stored"
 
