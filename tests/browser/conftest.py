@@ -140,3 +140,19 @@ def follow_nav(page: Any, farm: LocalFarm, link: str, path: str) -> None:
     """
     page.click(f"nav >> text={link}")
     page.wait_for_url(farm.url + path, wait_until="load")
+
+
+class Dialogs:
+    """Answers the page's confirm() dialogs (no by default) and keeps what they asked."""
+
+    def __init__(self, page: Any) -> None:
+        self.asked: list[str] = []
+        self.accept = False
+        page.on("dialog", self._answer)
+
+    def _answer(self, dialog: Any) -> None:
+        self.asked.append(dialog.message)
+        if self.accept:
+            dialog.accept()
+        else:
+            dialog.dismiss()

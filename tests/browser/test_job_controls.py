@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from farmhand.localfarm import LocalFarm, local_farm
-from tests.browser.conftest import NO_SIDEWAYS_SCROLL, phone_like, shoot, sign_in
+from tests.browser.conftest import NO_SIDEWAYS_SCROLL, Dialogs, phone_like, shoot, sign_in
 from tests.integration.conftest import FAKE_BLEND, purge_jobs_and_runners
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser")]
@@ -136,22 +136,6 @@ PHONE_FARM_BOX = {
     "blender_devices": ["CUDA: NVIDIA GeForce RTX 4090"],
     "gpus": ["NVIDIA GeForce RTX 4090"],
 }
-
-
-class Dialogs:
-    """Answers the page's confirm() dialogs (no by default) and keeps what they asked."""
-
-    def __init__(self, page: Any) -> None:
-        self.asked: list[str] = []
-        self.accept = False
-        page.on("dialog", self._answer)
-
-    def _answer(self, dialog: Any) -> None:
-        self.asked.append(dialog.message)
-        if self.accept:
-            dialog.accept()
-        else:
-            dialog.dismiss()
 
 
 def test_admin_controls_tasks_and_clears_the_blocklist(

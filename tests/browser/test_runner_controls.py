@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from farmhand.localfarm import LocalFarm, local_farm
-from tests.browser.conftest import NO_SIDEWAYS_SCROLL, phone_like, shoot, sign_in
+from tests.browser.conftest import NO_SIDEWAYS_SCROLL, Dialogs, phone_like, shoot, sign_in
 from tests.integration.conftest import FAKE_BLEND, purge_jobs_and_runners
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser")]
@@ -165,22 +165,6 @@ def settle(page: Any) -> None:
     """No toast and no running transition left for a screenshot."""
     expect()(page.locator("#toasts .toast")).to_have_count(0, timeout=10_000)
     page.wait_for_function("() => document.getAnimations().length === 0")
-
-
-class Dialogs:
-    """Answers the page's confirm() dialogs (no by default) and keeps what they asked."""
-
-    def __init__(self, page: Any) -> None:
-        self.asked: list[str] = []
-        self.accept = False
-        page.on("dialog", self._answer)
-
-    def _answer(self, dialog: Any) -> None:
-        self.asked.append(dialog.message)
-        if self.accept:
-            dialog.accept()
-        else:
-            dialog.dismiss()
 
 
 def test_admin_sets_shows_edits_and_clears_a_sleep_schedule(

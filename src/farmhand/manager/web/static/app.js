@@ -101,11 +101,19 @@
   // Live refreshes rewrite table bodies; someone moving through them with the keyboard
   // must not be thrown back to the top of the page. Focus goes back to the control at
   // the same place (the n-th link or button of `container`), if there still is one.
+  // A control is the same one after a rewrite if it does the same thing: same tag, data-
+  // attributes, label and link. Rows that come or go above it do not move the focus.
+  const controlKey = (el) => [el.tagName, JSON.stringify({ ...el.dataset }), el.getAttribute("aria-label") || el.textContent.trim(), el.getAttribute("href") || ""].join("|");
+
   function keepFocus(container, rewrite) {
     const focusables = () => $$("a[href], button, [tabindex]", container);
-    const index = container.contains(document.activeElement) ? focusables().indexOf(document.activeElement) : -1;
+    const active = container.contains(document.activeElement) ? document.activeElement : null;
+    const index = active ? focusables().indexOf(active) : -1;
+    const key = active ? controlKey(active) : null;
     rewrite();
-    if (index >= 0 && !container.contains(document.activeElement)) focusables()[index]?.focus();
+    if (index < 0 || container.contains(document.activeElement)) return;
+    const same = focusables().find((el) => controlKey(el) === key);
+    (same || focusables()[index])?.focus();
   }
 
   async function copy(text, button) {
@@ -843,8 +851,14 @@
           <td class="tags hide-sm">${tags || '<span class="muted">–</span>'}</td>${sleepCell(r)}<td class="line controls">${controls(r)}</td></tr>`;
       }).join(""); });
     };
+    // Answers can overtake one another (a live refresh sent before a delete answered
+    // after it): only the answer to the latest request is shown.
+    let asked = 0;
     const refresh = async () => {
-      runners = await api("GET", "/api/admin/runners");
+      const mine = ++asked;
+      const listed = await api("GET", "/api/admin/runners");
+      if (mine !== asked) return;
+      runners = listed;
       render();
     };
     // Heartbeats age every second without a refetch.
@@ -859,16 +873,17 @@
         ? `Its running task (task ${r.current_task_index ?? r.current_task_id} of “${r.current_job_name || "job " + r.current_job_id}”) goes back to the queue.`
         : "A task it is running goes back to the queue.";
       if (!confirm(`Delete runner “${r.name}”? Its secret stops working at once: to render again the machine must register anew with a registration token. ${task}`)) return;
+      // Its place in the list now: a live refresh may replace the list while we wait.
+      const index = runners.findIndex((x) => x.id === r.id);
       button.disabled = true;
       try {
         await api("DELETE", `/api/admin/runners/${r.id}`);
       } catch (error) {
         if (error.status !== 404) { button.disabled = false; fail(error); return; } // 404: already gone
       }
-      const index = runners.indexOf(r);
       runners = runners.filter((x) => x.id !== r.id);
       render();
-      const next = runners[Math.min(index, runners.length - 1)];
+      const next = runners[Math.max(0, Math.min(index, runners.length - 1))];
       (next ? $(`[data-delete-runner="${next.id}"]`, tbody) : $("#new-runner-token"))?.focus();
       toast(`Runner “${r.name}” deleted.`);
       refresh().catch(fail);
