@@ -16,10 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from farmhand.localfarm import LocalFarm
 from farmhand.scenes import make_scene
+from tests.integration.conftest import purge_jobs_and_runners
 
 CHROMIUM = os.environ.get("FARMHAND_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -156,3 +158,13 @@ class Dialogs:
             dialog.accept()
         else:
             dialog.dismiss()
+
+
+@pytest.fixture
+def api(farm: LocalFarm) -> Iterator[httpx.Client]:
+    """The API as the admin of the module's `farm`; every job and runner is gone after
+    each test."""
+    admin = {"Authorization": f"Bearer {farm.admin_token}"}
+    with httpx.Client(base_url=farm.url, headers=admin, timeout=30) as client:
+        yield client
+        purge_jobs_and_runners(client)

@@ -19,7 +19,7 @@ import pytest
 
 from farmhand.localfarm import LocalFarm, local_farm
 from tests.browser.conftest import NO_SIDEWAYS_SCROLL, Dialogs, phone_like, shoot, sign_in
-from tests.integration.conftest import FAKE_BLEND, purge_jobs_and_runners
+from tests.integration.conftest import FAKE_BLEND
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser")]
 
@@ -39,15 +39,6 @@ def farm(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[Loc
     with local_farm(tmp_path_factory.mktemp("controls-farm"), heartbeat_timeout=600.0) as farm:
         farm.start_manager("--blocklist-threshold", "1", "--job-failure-share", "1")
         yield farm
-
-
-@pytest.fixture
-def api(farm: LocalFarm) -> Iterator[httpx.Client]:
-    """The API as the admin; every job and runner is gone after each test."""
-    admin = {"Authorization": f"Bearer {farm.admin_token}"}
-    with httpx.Client(base_url=farm.url, headers=admin, timeout=30) as client:
-        yield client
-        purge_jobs_and_runners(client)
 
 
 def submit(api: httpx.Client, name: str, token: str | None = None, **settings: Any) -> int:

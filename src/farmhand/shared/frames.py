@@ -30,6 +30,12 @@ def check_frame(frame: int, what: str = "frame") -> int:
     return frame
 
 
+def frame_label(frame: int) -> str:
+    """A frame number in stored file names: `0007`, and `m0007` for frame -7 (a leading
+    minus would sort and read badly)."""
+    return f"{frame:04d}" if frame >= 0 else f"m{-frame:04d}"
+
+
 def frame_list(start: int, end: int, step: int = 1) -> list[int]:
     """The frames from `start` to `end` inclusive, every `step`-th, after checking limits."""
     check_frame(start, "start frame")

@@ -14,29 +14,32 @@ import sys
 import structlog
 
 
-def add_trace_ids(
-    _logger: object, _method: str, event: structlog.typing.EventDict
-) -> structlog.typing.EventDict:
-    """`trace_id` and `span_id` of the OpenTelemetry span the line was logged in, when
-    tracing is on (docs/API.md, *Tracing*): a log line leads to its request's trace."""
-    from opentelemetry import trace  # FastAPI's own dependency: loaded already where used
+def trace_ids() -> structlog.typing.Processor | None:
+    """A processor adding `trace_id` and `span_id` of the OpenTelemetry span a line was
+    logged in, when tracing is on (docs/API.md, *Tracing*): a log line leads to its
+    request's trace. None without OpenTelemetry (FastAPI before 0.165 goes without)."""
+    try:
+        from opentelemetry import trace
+    except ImportError:
+        return None
 
-    context = trace.get_current_span().get_span_context()
-    if context.is_valid:
-        event["trace_id"] = format(context.trace_id, "032x")
-        event["span_id"] = format(context.span_id, "016x")
-    return event
+    def add_trace_ids(
+        _logger: object, _method: str, event: structlog.typing.EventDict
+    ) -> structlog.typing.EventDict:
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            event["trace_id"] = format(context.trace_id, "032x")
+            event["span_id"] = format(context.span_id, "016x")
+        return event
+
+    return add_trace_ids
 
 
 def configure_logging(
     process: str, level: str = "INFO", json_lines: bool | None = None, traced: bool = False
 ) -> None:
     """`traced`: add the current span's ids to each line (the manager, a FastAPI app)."""
-    if traced:
-        try:
-            import opentelemetry.trace  # noqa: F401  (FastAPI < 0.165 goes without)
-        except ImportError:
-            traced = False
+    tracer = trace_ids() if traced else None
     if json_lines is None:
         json_lines = os.environ.get("FARMHAND_LOG_JSON", "") not in ("", "0")
     renderer: structlog.typing.Processor = (
@@ -51,7 +54,7 @@ def configure_logging(
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
-            *([add_trace_ids] if traced else []),
+            *([tracer] if tracer is not None else []),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),

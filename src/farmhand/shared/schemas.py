@@ -166,6 +166,11 @@ class TileSpec(BaseModel):
     """Pixels rendered beyond each edge of the tile (within the frame), then cut off."""
 
     @property
+    def place(self) -> dict[str, int]:
+        """Where the tile sits in its still: what a merge needs (`TileFile`)."""
+        return {"column": self.column, "row": self.row, "columns": self.columns, "rows": self.rows}
+
+    @property
     def label(self) -> str:
         """`tile 3 of 4`: counted left to right, top to bottom, as the tasks are."""
         return f"tile {self.row * self.columns + self.column + 1} of {self.columns * self.rows}"

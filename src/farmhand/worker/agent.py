@@ -55,7 +55,7 @@ from farmhand.worker.identity import Identity, forget_identity, load_identity, s
 from farmhand.worker.layout import SharedOutputs, SharedStorageError, path_table, shared_blend
 from farmhand.worker.merge import MergeError, MergeWork, merge
 from farmhand.worker.outbox import Outbox, Outcome, deliver_pending
-from farmhand.worker.uploads import FrameUploader
+from farmhand.worker.uploads import FrameUploader, upload_rendered
 from farmhand.worker.video import VideoWork, make_video
 
 log: FilteringBoundLogger = structlog.get_logger(__name__)
@@ -765,9 +765,7 @@ class Agent:
         refused frame.
         """
         task = run.task
-        if task.tile is not None:  # a part of the frame, for its merge task
-            return self.client.upload_tile(task.job_id, task.task_id, path)
-        preview, extras = run.files_of(frame)
+        preview, extras = run.files_of(frame)  # none for a tile (no preview asked for)
         for name, extra in extras:
             self.client.upload_extra(task.job_id, task.task_id, frame, "pass", name, extra)
         if preview is not None:
@@ -779,7 +777,7 @@ class Agent:
                 if is_retryable(exc) or _is_gone(exc):
                     raise
                 self.log.warning("preview refused", frame=frame, error=str(exc))
-        return self.client.upload_output(task.job_id, task.task_id, frame, path)
+        return upload_rendered(self.client, task, frame, path)
 
     def _materialise(self, task: TaskAssignment, job_dir: Path, tlog: FilteringBoundLogger) -> Path:
         def download(task_file: object, dest: Path) -> None:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from PIL import Image
 
-from farmhand.shared.images import ImageError, verify_image
 from farmhand.shared.schemas import TaskFile, TileFile
 from farmhand.worker.cache import BlobCache, CacheError, materialise
 
@@ -67,13 +66,9 @@ def merge_tiles(
     missing = [(r, c) for r in range(rows) for c in range(columns) if (r, c) not in tiles]
     if missing:
         raise MergeError(f"tiles missing (row, column): {missing[:10]}")
-    sizes: dict[tuple[int, int], tuple[int, int]] = {}
-    for place, path in tiles.items():
-        try:
-            image = verify_image(path)
-        except ImageError as error:
-            raise MergeError(f"tile r{place[0]}c{place[1]} is not readable: {error}") from error
-        sizes[place] = (image.width, image.height)
+    # Sizes come from the headers; each tile is decoded once, when it is pasted (the
+    # manager verified every tile when it was uploaded; a broken one still fails here).
+    sizes = {place: _size(path) for place, path in tiles.items()}
     widths = [sizes[(0, c)][0] for c in range(columns)]
     heights = [sizes[(r, 0)][1] for r in range(rows)]
     for (row, column), size in sizes.items():
@@ -82,20 +77,36 @@ def merge_tiles(
                 f"tile r{row}c{column} is {size[0]}x{size[1]}, but its column is "
                 f"{widths[column]} wide and its row {heights[row]} high"
             )
-    with Image.open(tiles[(0, 0)]) as first:
-        mode = first.mode
-    frame = Image.new(mode, (sum(widths), sum(heights)))
-    top = 0
-    for row in range(rows):
-        left = 0
-        for column in range(columns):
-            with Image.open(tiles[(row, column)]) as tile:
-                frame.paste(tile if tile.mode == mode else tile.convert(mode), (left, top))
-            left += widths[column]
-        top += heights[row]
+    frame = _paste(tiles, widths, heights)
     output.parent.mkdir(parents=True, exist_ok=True)
     frame.save(output, format="PNG")
     return frame.width, frame.height
+
+
+def _size(path: Path) -> tuple[int, int]:
+    try:
+        with Image.open(path) as image:  # reads the header only
+            return image.size
+    except (OSError, ValueError) as error:
+        raise MergeError(f"tile {path.name} is not readable: {error}") from error
+
+
+def _paste(
+    tiles: dict[tuple[int, int], Path], widths: list[int], heights: list[int]
+) -> Image.Image:
+    """The frame, each tile pasted at the sum of the widths left of it and the heights
+    above it, in the first tile's mode."""
+    try:
+        with Image.open(tiles[(0, 0)]) as first:
+            mode = first.mode
+        frame = Image.new(mode, (sum(widths), sum(heights)))
+        for (row, column), path in tiles.items():
+            with Image.open(path) as tile:
+                place = (sum(widths[:column]), sum(heights[:row]))
+                frame.paste(tile if tile.mode == mode else tile.convert(mode), place)
+    except (OSError, ValueError) as error:  # Pillow: unreadable or truncated
+        raise MergeError(f"a tile is not readable: {error}") from error
+    return frame
 
 
 def merge(work: MergeWork, output: Path) -> tuple[int, int]:

@@ -42,6 +42,7 @@ from structlog.typing import FilteringBoundLogger
 from farmhand.client import FarmhandError, RunnerClient
 from farmhand.client.retry import RetryAborted, RetryPolicy, call_with_retry
 from farmhand.shared.schemas import TaskAssignment
+from farmhand.worker.uploads import upload_rendered
 
 log: FilteringBoundLogger = structlog.get_logger(__name__)
 RESTART_NOTE = "[farmhand worker] restarted; delivered this task's results from its outbox"
@@ -222,12 +223,10 @@ def deliver(
         missing = [frame for frame in task.render_frames if frame not in saved]
         if outcome.ok and not missing:
             for frame, path in saved.items():
-                if task.tile is not None:  # the tile of a still, not its frame
-                    upload = partial(client.upload_tile, task.job_id, task.task_id, path)
-                    retried(upload, f"upload tile r{task.tile.row}c{task.tile.column}")
-                elif frame in task.frames:
-                    upload = partial(client.upload_output, task.job_id, task.task_id, frame, path)
-                    retried(upload, f"upload frame {frame}")
+                if frame in task.render_frames:
+                    retried(
+                        partial(upload_rendered, client, task, frame, path), f"upload frame {frame}"
+                    )
             frames = sorted(saved)
             retried(lambda: client.complete(task.task_id, frames, [RESTART_NOTE]), "complete")
             tlog.info("outbox: frames delivered and task completed", frames=len(frames))

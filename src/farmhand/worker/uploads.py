@@ -18,8 +18,10 @@ from pathlib import Path
 import structlog
 from structlog.typing import FilteringBoundLogger
 
+from farmhand.client import RunnerClient
 from farmhand.client.errors import FarmhandError
 from farmhand.client.retry import RetryAborted, RetryPolicy, call_with_retry
+from farmhand.shared.schemas import OutputStored, TaskAssignment
 
 log: FilteringBoundLogger = structlog.get_logger(__name__)
 
@@ -27,6 +29,16 @@ UploadFn = Callable[[int, Path], object]
 """Send one frame (number, file) to the manager."""
 
 _STOP = object()
+
+
+def upload_rendered(
+    client: RunnerClient, task: TaskAssignment, frame: int, path: Path
+) -> OutputStored:
+    """What a render task made, where it belongs: a tile of a still goes to the tile
+    upload (its merge makes the frame), anything else is the frame itself."""
+    if task.tile is not None:
+        return client.upload_tile(task.job_id, task.task_id, path)
+    return client.upload_output(task.job_id, task.task_id, frame, path)
 
 
 @dataclass

@@ -57,6 +57,7 @@ from farmhand.manager.scheduling.workers import (
     give_back_forgotten,
     offline_namesake,
 )
+from farmhand.shared.frames import frame_label
 from farmhand.shared.images import ImageError, verify_image
 from farmhand.shared.paths import UnsafePathError, safe_relative_path
 from farmhand.shared.schemas import (
@@ -329,23 +330,15 @@ def _assignment(
     tile_files: list[TileFile] = []
     if task.type == "merge":
         # The merge of a tiled still works on its tiles, each placed by its tile task.
+        rows = session.execute(
+            select(JobFile.path, JobFile.sha256, JobFile.size, Task.tile)
+            .join(Task, Task.id == JobFile.task_id)
+            .where(JobFile.job_id == job.id, JobFile.kind == "tile")
+            .order_by(JobFile.path)
+        )
         tile_files = [
-            TileFile(
-                path=f.path,
-                sha256=f.sha256,
-                size=f.size,
-                column=tile.column,
-                row=tile.row,
-                columns=tile.columns,
-                rows=tile.rows,
-            )
-            for f, spec in session.execute(
-                select(JobFile, Task.tile)
-                .join(Task, Task.id == JobFile.task_id)
-                .where(JobFile.job_id == job.id, JobFile.kind == "tile")
-                .order_by(JobFile.path)
-            )
-            for tile in [TileSpec.model_validate(spec)]
+            TileFile(path=path, sha256=sha256, size=size, **TileSpec.model_validate(spec).place)
+            for path, sha256, size, spec in rows
         ]
     if task.type == "video":
         # A follow-up task works on the job's rendered frames, not on its .blend.
@@ -791,7 +784,7 @@ async def upload_output(
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST, f"frame {frame} is not a readable image: {error}"
         ) from error
-    path = f"frames/{frame:04d}" if frame >= 0 else f"frames/m{-frame:04d}"
+    path = f"frames/{frame_label(frame)}"
     row = {
         "job_id": job_id,
         "kind": "output",

@@ -22,6 +22,7 @@ from farmhand.manager.api.deps import Context, RunnerDep
 from farmhand.manager.api.runner import ERRORS, OUTPUT_EXTENSIONS, lock_held_frame
 from farmhand.manager.api.uploads import receive_upload, record_blob_in, replace_job_file
 from farmhand.manager.events import FarmEvent
+from farmhand.shared.frames import frame_label
 from farmhand.shared.images import ImageError, verify_image
 from farmhand.shared.paths import UnsafePathError, safe_relative_path
 from farmhand.shared.schemas import OutputStored
@@ -31,9 +32,8 @@ router = APIRouter(prefix="/api/runner", tags=["runner"])
 
 def extra_path(kind: str, frame: int, name: str) -> str:
     """Where a frame's extra file is stored in the job's file tree."""
-    number = f"{frame:04d}" if frame >= 0 else f"m{-frame:04d}"
     if kind == "preview":
-        return f"previews/{number}.jpg"
+        return f"previews/{frame_label(frame)}.jpg"
     clean = safe_relative_path(name)
     return clean if clean.startswith("passes/") else f"passes/{clean}"
 

@@ -19,6 +19,7 @@ from farmhand.manager.api.deps import Context, RunnerDep
 from farmhand.manager.api.runner import ERRORS, _held_task
 from farmhand.manager.api.uploads import receive_upload, record_blob_in, replace_job_file
 from farmhand.manager.events import FarmEvent
+from farmhand.shared.frames import frame_label
 from farmhand.shared.images import ImageError, verify_image
 from farmhand.shared.schemas import OutputStored, TileSpec
 
@@ -27,8 +28,7 @@ router = APIRouter(prefix="/api/runner", tags=["runner"])
 
 def tile_path(tile: TileSpec) -> str:
     """Where a tile is stored in its job's file tree."""
-    number = f"{tile.frame:04d}" if tile.frame >= 0 else f"m{-tile.frame:04d}"
-    return f"tiles/{number}/r{tile.row}c{tile.column}.png"
+    return f"tiles/{frame_label(tile.frame)}/r{tile.row}c{tile.column}.png"
 
 
 @router.post(
