@@ -106,14 +106,15 @@ def multipart(fields: dict[str, str], filename: str, content: bytes) -> tuple[by
 
 
 async def simulated_worker(
-    base_url: str, secret: str, stats: Stats, total: int, claim_next: bool
+    base_url: str, secret: str, stats: Stats, total: int, claim_next: bool, form: bool
 ) -> None:
     """Claim, report progress, upload the frames, complete — as the real worker does.
 
     With `claim_next` the completion also asks for the next task (`?next=true`), as the
     real worker does; then a claim is sent only when a completion brought none. The claim
     latency is from asking for work (a claim, or a completion asking for the next task)
-    to having a task.
+    to having a task. Frames are PUT as the raw body, as the worker sends them; `form`
+    sends the multipart form of workers before that.
     """
     client = KeepAliveClient(base_url, {"Authorization": f"Bearer {secret}"})
     complete_query = "?next=true" if claim_next else ""
@@ -139,12 +140,22 @@ async def simulated_worker(
             if reply.status != 200:
                 stats.errors.append(f"progress {reply.status}")
             for frame in task["frames"]:
-                body, content_type = multipart(
-                    {"task_id": str(task_id), "frame": str(frame)}, f"{frame}.png", tiny_png(frame)
-                )
-                upload = await client.request(
-                    "POST", f"/api/runner/files/{job_id}/upload", body, content_type
-                )
+                if form:
+                    body, content_type = multipart(
+                        {"task_id": str(task_id), "frame": str(frame)},
+                        f"{frame}.png",
+                        tiny_png(frame),
+                    )
+                    upload = await client.request(
+                        "POST", f"/api/runner/files/{job_id}/upload", body, content_type
+                    )
+                else:
+                    upload = await client.request(
+                        "PUT",
+                        f"/api/runner/tasks/{task_id}/frames/{frame}.png",
+                        tiny_png(frame),
+                        "application/octet-stream",
+                    )
                 if upload.status != 201:
                     stats.errors.append(f"upload {upload.status}: {upload.text[:100]}")
             started = time.perf_counter()
@@ -184,17 +195,21 @@ async def _register_and_submit(
     return secrets
 
 
-async def _drive(url: str, secrets: list[str], total: int, done: Any, claim_next: bool) -> Stats:
+async def _drive(
+    url: str, secrets: list[str], total: int, done: Any, claim_next: bool, form: bool
+) -> Stats:
     stats = Stats()
     stats.shared_done = done
-    await asyncio.gather(*(simulated_worker(url, s, stats, total, claim_next) for s in secrets))
+    await asyncio.gather(
+        *(simulated_worker(url, s, stats, total, claim_next, form) for s in secrets)
+    )
     return stats
 
 
 def _client_process(
-    url: str, secrets: list[str], total: int, done: Any, out: Any, claim_next: bool
+    url: str, secrets: list[str], total: int, done: Any, out: Any, claim_next: bool, form: bool
 ) -> None:
-    stats = asyncio.run(_drive(url, secrets, total, done, claim_next))
+    stats = asyncio.run(_drive(url, secrets, total, done, claim_next, form))
     used = os.times()
     out.put((stats.claim_latencies, stats.errors, used.user + used.system))
 
@@ -235,6 +250,7 @@ def run(
     processes: int,
     pid: int,
     claim_next: bool,
+    form: bool = False,
 ) -> dict[str, object]:
     """Simulated workers spread over `processes` client processes (one is client-bound)."""
     secrets = asyncio.run(_register_and_submit(url, admin, runner_token, workers, tasks))
@@ -244,7 +260,7 @@ def run(
     clients = [
         context.Process(
             target=_client_process,
-            args=(url, secrets[i::processes], tasks, done, out, claim_next),
+            args=(url, secrets[i::processes], tasks, done, out, claim_next, form),
         )
         for i in range(processes)
     ]
@@ -297,6 +313,11 @@ def main() -> None:
         action="store_true",
         help="claim every task with its own request (completions do not ask for the next)",
     )
+    parser.add_argument(
+        "--multipart",
+        action="store_true",
+        help="upload frames as the multipart form of older workers, not the raw-body PUT",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="farmhand-load-"))
@@ -316,9 +337,11 @@ def main() -> None:
             args.processes,
             pid,
             not args.no_next,
+            args.multipart,
         )
         results["manager_processes"] = args.manager_processes
         results["completion_claims_next"] = not args.no_next
+        results["frame_upload"] = "multipart POST" if args.multipart else "raw-body PUT"
         results["manager_rss_mb_start"] = round(start_rss, 1)
         results["manager_rss_mb_end"] = round(rss_mb(pid), 1)
         # Includes registering the workers and compiling the job (small next to the run).

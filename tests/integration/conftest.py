@@ -82,12 +82,12 @@ def login_nonce(client: TestClient) -> str:
 def upload_frame(
     farm: Farm, runner: dict[str, str], task: dict[str, Any], frame: int, data: bytes
 ) -> httpx.Response:
-    """Upload `data` as frame `frame` of a task the runner holds, as a worker does."""
-    return farm.client.post(
-        f"/api/runner/files/{task['job_id']}/upload",
+    """Upload `data` as frame `frame` of a task the runner holds, as a worker does (the
+    raw body; `tests/integration/test_frame_uploads.py` covers the older multipart form)."""
+    return farm.client.put(
+        f"/api/runner/tasks/{task['task_id']}/frames/{frame}.png",
         headers=runner,
-        data={"task_id": str(task["task_id"]), "frame": str(frame)},
-        files={"file": (f"{frame}.png", data, "image/png")},
+        content=data,
     )
 
 

@@ -136,6 +136,7 @@ def build_world(
             "input_id": input_id,
             "output_id": stored.json()["id"],
             "file_path": "scene.blend",
+            "file_name": f"{frame}.png",
             "worker_id": worker_id,
             "token_id": token_id,
             "runner_token_id": reg.json()["token"]["id"],
@@ -284,6 +285,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/api/runner/sign-off"): Rule(RUNNER),
     ("GET", "/api/runner/files/{job_id}/{file_path}"): Rule(RUNNER),
     ("POST", "/api/runner/files/{job_id}/upload"): Rule(RUNNER, _task_upload),
+    ("PUT", "/api/runner/tasks/{task_id}/frames/{file_name}"): Rule(
+        RUNNER, lambda w: {"content": png_bytes()}
+    ),
     ("POST", "/api/runner/files/{job_id}/extra"): Rule(
         RUNNER,
         lambda w: {

@@ -271,23 +271,23 @@ def test_progress_complete_fail_release_bodies() -> None:
     assert bodies["release"] == {"reason": "worker shutting down"}
 
 
-def test_upload_output_sends_file_bytes_and_fields(tmp_path: Path) -> None:
-    frame = tmp_path / "0001.png"
+def test_upload_output_puts_the_frame_as_the_raw_body(tmp_path: Path) -> None:
+    frame = tmp_path / "0001.PNG"
     frame.write_bytes(b"\x89PNG fake image")
-    seen: list[bytes] = []
+    seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
-        assert request.url.path == "/api/runner/files/2/upload"
-        seen.append(request.read())
-        return httpx.Response(201, json={"id": 1, "frame": 1, "sha256": "b" * 64, "size": 15})
+        request.read()
+        seen.append(request)
+        return httpx.Response(201, json={"id": 1, "frame": -1, "sha256": "b" * 64, "size": 15})
 
     with RunnerClient(BASE, "s", transport=httpx.MockTransport(handler)) as runner:
-        stored = runner.upload_output(2, 5, 1, frame)
-    assert stored.frame == 1
-    body = seen[0]
-    assert b"\x89PNG fake image" in body
-    assert b'name="task_id"\r\n\r\n5' in body
-    assert b'name="frame"\r\n\r\n1' in body
+        stored = runner.upload_output(2, 5, -1, frame)
+    assert stored.frame == -1
+    (request,) = seen
+    assert (request.method, request.url.path) == ("PUT", "/api/runner/tasks/5/frames/-1.png")
+    assert request.content == b"\x89PNG fake image"
+    assert request.headers["content-length"] == "15"
 
 
 def test_download_input_quotes_path(tmp_path: Path) -> None:

@@ -72,10 +72,10 @@ class FakeManager:
             raise httpx.ConnectError("connection refused", request=request)
         path = request.url.path
         name = path.rsplit("/", 1)[-1]
-        if path.startswith("/api/runner/tasks/"):
-            name = path.rsplit("/", 1)[-1]
-        elif path.startswith("/api/runner/files/") and path.endswith("/upload"):
+        if path.startswith("/api/runner/tasks/") and "/frames/" in path:
             name = "upload"
+        elif path.startswith("/api/runner/tasks/"):
+            name = path.rsplit("/", 1)[-1]
         elif path.startswith("/api/runner/files/"):
             name = "download"
         elif path == "/api/runner/tasks":
@@ -105,7 +105,7 @@ class FakeManager:
             return httpx.Response(200, content=BLEND)
         if name == "upload":
             raw = request.read()
-            frame = int(raw.split(b'name="frame"\r\n\r\n')[1].split(b"\r\n")[0])
+            frame = int(path.rsplit("/", 1)[-1].split(".")[0])
             with self.lock:
                 self.uploads[frame] = raw
                 self.calls[-1] = ("upload", {"frame": frame})
@@ -510,7 +510,7 @@ def test_an_outbox_task_given_to_someone_else_is_dropped(tmp_path: Path) -> None
     served = manager.handler
 
     def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path.endswith("/upload"):
+        if "/frames/" in request.url.path:
             return httpx.Response(409, json={"detail": "task 11 is not assigned to this runner"})
         return served(request)
 

@@ -674,14 +674,17 @@ class RunnerClient(BaseClient):
         return _parse(OutputStored, response)
 
     def upload_output(self, job_id: int, task_id: int, frame: int, path: Path) -> OutputStored:
-        """Send one rendered frame; the multipart body is streamed from disk."""
-        with path.open("rb") as handle:
-            response = self._request(
-                "POST",
-                f"/api/runner/files/{job_id}/upload",
-                data={"task_id": str(task_id), "frame": str(frame)},
-                files={"file": (path.name, handle, "application/octet-stream")},
-            )
+        """Send one rendered frame as the raw body, streamed from disk (the manager writes
+        it once; `job_id` is the task's, which the manager knows)."""
+        response = self._request(
+            "PUT",
+            f"/api/runner/tasks/{task_id}/frames/{frame}{path.suffix.lower()}",
+            content=iter_file(path),
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(path.stat().st_size),
+            },
+        )
         return _parse(OutputStored, response)
 
     def upload_extra(

@@ -28,6 +28,7 @@ from farmhand.manager.api import (
     metrics,
     projects,
     runner,
+    runner_frames,
     runner_outputs,
     runner_tiles,
     runner_tokens,
@@ -168,10 +169,11 @@ def create_app(settings: ManagerSettings, context: ManagerContext | None = None)
     app.state.farm = context
     install_error_handlers(app)
     app.add_middleware(LimitsMiddleware, limits=BodyLimits.from_settings(settings))
-    # Runner routes first: they are most of the traffic (four calls a task), and a request
+    # Runner routes first: they are most of the traffic (three calls a task), and a request
     # is matched against the routes in order. No path of the routers before it overlaps.
     for module in (
-        runner, health, blobs, jobs, projects, runner_video, runner_outputs, runner_tiles,
+        runner, runner_frames, health, blobs, jobs, projects, runner_video, runner_outputs,
+        runner_tiles,
         admin, users, tokens, runner_tokens, blendinfo, events_stream, thumbnails, web_routes,
         upload_sessions, usage, metrics,
     ):  # fmt: skip

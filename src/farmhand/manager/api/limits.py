@@ -31,7 +31,7 @@ from farmhand.manager.storage.usage import usage_with, user_usage_bytes
 
 MULTIPART_SLACK = 1024**2
 """Room for multipart framing around an upload of exactly `max_upload_bytes`."""
-RAW_UPLOADS = (("PUT", "/api/blobs/"), ("PATCH", "/api/uploads/"))
+RAW_UPLOADS = (("PUT", "/api/blobs/"), ("PATCH", "/api/uploads/"), ("PUT", "/api/runner/tasks/"))
 """Routes that take raw bytes, whatever Content-Type a client sends (or none)."""
 _JSON_SYNTAX = re.compile(rb'[\[\]{}"\\]')
 

@@ -11,11 +11,10 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
-from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
 import structlog
-from fastapi import APIRouter, Form, HTTPException, Query, Response, UploadFile, status
+from fastapi import APIRouter, HTTPException, Query, Response, status
 from fastapi.responses import StreamingResponse
 from sqlalchemy import (
     BigInteger,
@@ -24,9 +23,7 @@ from sqlalchemy import (
     bindparam,
     case,
     cast,
-    delete,
     func,
-    insert,
     select,
     update,
 )
@@ -35,7 +32,6 @@ from sqlalchemy.orm import Session
 from farmhand.manager.api.deps import Context, RunnerDep
 from farmhand.manager.api.errors import error_responses
 from farmhand.manager.api.runner_tokens import redeem
-from farmhand.manager.api.uploads import receive_upload, record_blob_in
 from farmhand.manager.auth.tokens import new_token, token_hash
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
@@ -57,8 +53,6 @@ from farmhand.manager.scheduling.workers import (
     give_back_forgotten,
     offline_namesake,
 )
-from farmhand.shared.frames import frame_label
-from farmhand.shared.images import ImageError, verify_image
 from farmhand.shared.paths import UnsafePathError, safe_relative_path
 from farmhand.shared.schemas import (
     CompletionOutcome,
@@ -67,7 +61,6 @@ from farmhand.shared.schemas import (
     HeartbeatReply,
     JobSettings,
     JobStatus,
-    OutputStored,
     RunnerRegister,
     RunnerRegistered,
     TaskAssignment,
@@ -219,21 +212,15 @@ _HELD = select(Task.job_id, Task.frames, Task.type).where(
 )
 """A task's job and frames, if the runner holds it (`task_is_held_by`, as one query)."""
 _HELD_FOR_UPDATE = _HELD.with_for_update()
-_FORGET_FRAME = delete(JobFile).where(
-    JobFile.job_id == bindparam("job"),
-    JobFile.kind == "output",
-    JobFile.frame == bindparam("frame"),
-)
-_RECORD_FRAME = insert(JobFile).returning(JobFile.id)
 
 
 def lock_held_frame(
-    session: Session, task_id: int, worker_id: int, job_id: int, frame: int
-) -> None:
+    session: Session, task_id: int, worker_id: int, job_id: int | None, frame: int
+) -> int:
     """Before recording a file of `frame`: the task must still be this runner's (409)
-    and the frame one of its own, of job `job_id` (400). The task's row stays locked
-    until the commit, so two uploads for one frame record one after the other
-    (PostgreSQL; SQLite's writers take turns anyway)."""
+    and the frame one of its own, of job `job_id` if the caller named one (400). The
+    task's row stays locked until the commit, so two uploads for one frame record one
+    after the other (PostgreSQL; SQLite's writers take turns anyway). The task's job."""
     held = (
         session.connection()
         .execute(_HELD_FOR_UPDATE, {"task": task_id, "worker": worker_id})
@@ -241,10 +228,11 @@ def lock_held_frame(
     )
     if held is None:
         raise _not_held(task_id)
-    if held.job_id != job_id or frame not in held.frames:
+    if (job_id is not None and held.job_id != job_id) or frame not in held.frames:
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST, f"frame {frame} is not part of task {task_id}"
         )
+    return int(held.job_id)
 
 
 @router.post(
@@ -748,66 +736,3 @@ def download_input(
         media_type="application/octet-stream",
         headers={"Content-Length": str(size), "X-Content-SHA256": sha},
     )
-
-
-@router.post(
-    "/files/{job_id}/upload",
-    status_code=status.HTTP_201_CREATED,
-    response_model=OutputStored,
-    responses=ERRORS,
-    summary="Upload one rendered frame of a task this runner holds",
-)
-async def upload_output(
-    job_id: int,
-    task_id: Annotated[int, Form()],
-    frame: Annotated[int, Form()],
-    file: UploadFile,
-    context: Context,
-    worker_id: RunnerDep,
-) -> OutputStored:
-    suffix = PurePosixPath(file.filename or "").suffix.lower()
-    if suffix not in OUTPUT_EXTENSIONS:
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST,
-            f"output file must be one of {sorted(OUTPUT_EXTENSIONS)}, "
-            f"not {suffix or 'no suffix'!r}",
-        )
-
-    # No look before storing: the form parser has read the bytes already, so a look
-    # would spare only their write, for a late worker's frame, at the cost of a
-    # group-commit round trip on every frame (6 % of the manager's CPU in the load
-    # benchmark). `record` looks, and refuses; garbage collection removes the file it
-    # never recorded (a stray, storage/gc.py).
-    try:
-        stored = await receive_upload(context, file, check=verify_image)
-    except ImageError as error:
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST, f"frame {frame} is not a readable image: {error}"
-        ) from error
-    path = f"frames/{frame_label(frame)}"
-    row = {
-        "job_id": job_id,
-        "kind": "output",
-        "path": path + suffix,
-        "sha256": stored.sha256,
-        "size": stored.size,
-        "frame": frame,
-        "task_id": task_id,
-        "worker_id": worker_id,
-        "created_at": utcnow(),
-    }
-
-    def record(session: Session) -> int:
-        # The last complete, verified upload of a frame wins, atomically: one transaction
-        # records the blob and replaces whatever row the frame had.
-        lock_held_frame(session, task_id, worker_id, job_id, frame)
-        record_blob_in(session, stored)
-        connection = session.connection()
-        connection.execute(_FORGET_FRAME, {"job": job_id, "frame": frame})
-        output_id = connection.scalar(_RECORD_FRAME, row)
-        assert output_id is not None
-        return output_id
-
-    output_id = await context.db.batched(record)
-    context.events.publish(FarmEvent("output", output_id, job_id))
-    return OutputStored(id=output_id, frame=frame, sha256=stored.sha256, size=stored.size)

@@ -65,7 +65,7 @@ async def upload_extra(
             status.HTTP_400_BAD_REQUEST, f"a {kind} cannot be a {suffix or 'suffix-less'} file"
         )
 
-    # As a frame's upload (`runner.upload_output`): one thread trip to store and verify
+    # As a frame's upload (`runner_frames`): one thread trip to store and verify
     # the bytes, then one group-commit operation that looks whether the task is still
     # this runner's and records them (or refuses; garbage collection takes the file).
     try:

@@ -125,11 +125,16 @@ async def receive_upload(
     verification, say) is one trip to a thread, not one per chunk: the hot path takes
     several frames a second from every worker."""
 
-    def take() -> StoredBlob:
-        stored = context.blobs.ingest_file(upload.file)
-        if check is not None:
-            check(stored.path)
-        return stored
-
     with _store_errors_as_4xx():
-        return await asyncio.to_thread(take)
+        return await asyncio.to_thread(context.blobs.ingest_file, upload.file, None, check)
+
+
+async def receive_body(
+    context: ManagerContext,
+    chunks: AsyncIterator[bytes],
+    check: Callable[[Path], object] | None = None,
+) -> StoredBlob:
+    """`receive_upload` for a raw request body: streamed into the store as it arrives,
+    written once (a multipart file is spooled by the form parser, then copied)."""
+    with _store_errors_as_4xx():
+        return await context.blobs.ingest_stream(chunks, None, check)

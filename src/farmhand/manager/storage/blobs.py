@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -91,7 +91,12 @@ class BlobStore:
             while chunk := handle.read(CHUNK):
                 yield chunk
 
-    def _finish(self, staging: _Staging, expected: str | None) -> StoredBlob:
+    def _finish(
+        self,
+        staging: _Staging,
+        expected: str | None,
+        check: Callable[[Path], object] | None = None,
+    ) -> StoredBlob:
         try:
             staging.handle.flush()
             os.fsync(staging.handle.fileno())
@@ -103,6 +108,12 @@ class BlobStore:
         if expected is not None and actual != expected:
             staging.path.unlink(missing_ok=True)
             raise BlobError(f"content hash is {actual}, not the announced {expected}")
+        if check is not None:
+            try:
+                check(staging.path)
+            except BaseException:  # refused before it was placed: nothing stays behind
+                staging.path.unlink(missing_ok=True)
+                raise
         try:
             return self.place(staging.path, actual, staging.size)
         except BaseException:  # no room for its directory: no stray copy in tmp/ either
@@ -128,7 +139,12 @@ class BlobStore:
 
         return PartialUploads(self)
 
-    def ingest_file(self, source: IO[bytes], expected_sha256: str | None = None) -> StoredBlob:
+    def ingest_file(
+        self,
+        source: IO[bytes],
+        expected_sha256: str | None = None,
+        check: Callable[[Path], object] | None = None,
+    ) -> StoredBlob:
         staging = _Staging(self.root, self.max_blob_bytes)
         try:
             while chunk := source.read(CHUNK):
@@ -136,12 +152,19 @@ class BlobStore:
         except BaseException:
             staging.discard()
             raise
-        return self._finish(staging, expected_sha256)
+        return self._finish(staging, expected_sha256, check)
 
     async def ingest_stream(
-        self, chunks: AsyncIterator[bytes], expected_sha256: str | None = None
+        self,
+        chunks: AsyncIterator[bytes],
+        expected_sha256: str | None = None,
+        check: Callable[[Path], object] | None = None,
     ) -> StoredBlob:
-        """Store a request body as it arrives: constant memory whatever its size."""
+        """Store a request body as it arrives: constant memory whatever its size.
+
+        `check` (an image verification, say) runs on the stored file in the same trip to
+        a thread as the fsync, not in one of its own: frames take this path several
+        times a second from every worker."""
         staging = _Staging(self.root, self.max_blob_bytes)
         try:
             async for chunk in chunks:
@@ -151,4 +174,4 @@ class BlobStore:
             raise
         # fsync and rename off the event loop: on a slow disk they take milliseconds, and
         # every other request of the manager would wait for them.
-        return await asyncio.to_thread(self._finish, staging, expected_sha256)
+        return await asyncio.to_thread(self._finish, staging, expected_sha256, check)
