@@ -105,22 +105,15 @@ def test_a_worker_without_a_root_for_its_platform_fails_the_task_saying_so(
     assert "no root for {projects} on platform 'windows'" in reasons
 
 
-@pytest.mark.blender
-@pytest.mark.slow
-def test_absolute_paths_inside_the_blend_are_remapped_too(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    install: BlenderInstall,  # noqa: F811
-) -> None:
-    """A studio-A file whose texture and linked library are saved with A's absolute
-    paths renders on a studio-B worker exactly as it does at A (bpy 5.0 and 3.4)."""
+def render_at_studio_b(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, blender: BlenderInstall, scene: Path
+) -> tuple[np.ndarray, str]:
+    """Frame 1 of `scene`, a project under tmp_path/studio-a/projects, rendered by a
+    studio-B worker after A's path is gone; the frame's pixels and the task's log."""
     studio_a = tmp_path / "studio-a" / "projects"
-    scene = make_project(studio_a, install=install)  # every path inside is absolute
-    expected = render_locally(install, scene, tmp_path / "local.png")
     monkeypatch.setenv(
         "FARMHAND_PATH_VARIABLES", json.dumps({"projects": {"linux": str(studio_a)}})
     )
-
     with local_farm(tmp_path / "farm") as farm:
         farm.start_manager()
         with farm.client() as client:
@@ -132,17 +125,60 @@ def test_absolute_paths_inside_the_blend_are_remapped_too(
         mount_b.symlink_to(tmp_path / "nas" / "projects", target_is_directory=True)
         farm.start_worker(
             "b1", "--platform", "studio-b", "--path-map", f"projects:studio-b={mount_b}",
-            blender=install.spec,
+            blender=blender.spec,
         )  # fmt: skip
         done = wait_for(lambda: finished(farm, job_id), 300, "the shared job to finish")
         assert done.status is JobStatus.COMPLETED, done.status_reason
         with farm.client() as client:
             (frame,) = client.download_outputs(job_id, tmp_path / "out")
             log = client.task_log(job_id, done.tasks[0].id)
-    rendered = np.asarray(Image.open(frame).convert("RGBA"), dtype=np.int16)
+    return np.asarray(Image.open(frame).convert("RGBA"), dtype=np.int16), log
+
+
+def green_pixels(pixels: np.ndarray) -> int:
+    """Pixels of the library's own texture (green): none where it is missing (magenta)."""
+    red, green, blue = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+    return int(((green - red > 60) & (green - blue > 60)).sum())
+
+
+@pytest.mark.blender
+@pytest.mark.slow
+def test_absolute_paths_inside_the_blend_are_remapped_too(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    install: BlenderInstall,  # noqa: F811
+) -> None:
+    """A studio-A file whose texture and linked library are saved with A's absolute
+    paths renders on a studio-B worker exactly as it does at A (bpy 5.0 and 3.4)."""
+    scene = make_project(tmp_path / "studio-a" / "projects", install=install)
+    expected = render_locally(install, scene, tmp_path / "local.png")
+    rendered, log = render_at_studio_b(tmp_path, monkeypatch, install, scene)
     assert rendered.shape == expected.shape
     assert np.abs(rendered - expected).max() <= 2, "the worker's frame equals studio A's render"
     assert "remapped 2 shared-storage paths" in log, "the texture and the library"
+
+
+@pytest.mark.blender
+@pytest.mark.slow
+def test_absolute_paths_inside_linked_libraries_are_remapped_too(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    install: BlenderInstall,  # noqa: F811
+) -> None:
+    """The library's own texture and a library it links (whose material has a texture),
+    all saved with studio A's absolute paths, render on a studio-B worker as at A: the
+    paths inside libraries are rewritten too (a missing texture renders magenta)."""
+    scene = make_project(
+        tmp_path / "studio-a" / "projects", install=install, width=64, height=48,
+        library_assets=True,
+    )  # fmt: skip
+    expected = render_locally(install, scene, tmp_path / "local.png")
+    assert green_pixels(expected) > 50, "studio A's render shows the library's texture"
+    rendered, log = render_at_studio_b(tmp_path, monkeypatch, install, scene)
+    assert green_pixels(rendered) > 50, "studio B's render shows the library's texture"
+    assert np.abs(rendered - expected).max() <= 2, "the worker's frame equals studio A's render"
+    # The scene's texture and library; inside: wood.png, nested.blend and its brick.png.
+    assert "remapped 5 shared-storage paths in the .blend (3 inside linked libraries)" in log
 
 
 # ------------------------------------------------------- submission (no Blender)

@@ -80,17 +80,21 @@ def make_project(
     height: int = 32,
     samples: int = 2,
     extras: bool = False,
+    library_assets: bool = False,
 ) -> Path:
     """Build a project of several files under `root` (see build_project.py); the scene's path.
 
     `root/shots/scene.blend` uses `root/textures/checker.png` and links `LibCube` from
     `root/lib/library.blend`, all by absolute paths. `extras`: also an image sequence,
     UDIM tiles, a sound, a font and a volume file (not rendered, only packed).
+    `library_assets`: the library's cube is textured by `root/textures/wood.png` and by a
+    material linked from a nested library, `root/lib/nested.blend` (absolute paths too).
     """
     install = install or find_blender("bpy")
     root = Path(root).resolve()
     scene = root / "shots" / "scene.blend"
     options = ["--root", str(root), "--width", str(width), "--height", str(height),
-               "--samples", str(samples), *(["--extras"] if extras else [])]  # fmt: skip
+               "--samples", str(samples), *(["--extras"] if extras else []),
+               *(["--library-assets"] if library_assets else [])]  # fmt: skip
     run_builder(install, PROJECT_BUILDER, options, scene, "the project")
     return scene

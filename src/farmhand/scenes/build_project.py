@@ -12,6 +12,10 @@ Run by `farmhand.scenes.make_project`, as
 and every path inside scene.blend is ABSOLUTE (as in a studio's file saved without
 "relative paths"), so a farm that does not rewrite them would look for DIR on the worker.
 
+With --library-assets the library has paths of its own, ABSOLUTE too: LibCube's sides
+use DIR/textures/wood.png (green) and its top the material `Brick` (red,
+DIR/textures/brick.png), linked from a nested library, DIR/lib/nested.blend.
+
 Runs on Blender's own Python (3.10 for Blender 3.4): standard library and bpy only.
 """
 
@@ -37,6 +41,11 @@ def parse_args():
         action="store_true",
         help="Also use an image sequence, UDIM tiles, a sound, a font and a volume (.vdb).",
     )
+    parser.add_argument(
+        "--library-assets",
+        action="store_true",
+        help="Give the library a texture and a nested library of its own (absolute paths).",
+    )
     return parser.parse_args(argv)
 
 
@@ -58,11 +67,17 @@ def checker(path):
     image.save()
 
 
-def build_library(path):
+def build_library(path, assets_root=None):
+    """The library with `LibCube`: orange, or with `assets_root` textured by files of its
+    own (see library_materials)."""
     bpy.ops.wm.read_factory_settings(use_empty=True)
     bpy.ops.mesh.primitive_cube_add(size=2.0, location=(2, 0, 1))
     cube = bpy.context.object
     cube.name = "LibCube"
+    if assets_root:
+        library_materials(cube, assets_root)
+        save(path)
+        return
     mat = bpy.data.materials.new("LibOrange")
     mat.diffuse_color = (0.9, 0.3, 0.05, 1)
     mat.use_nodes = True
@@ -83,6 +98,29 @@ def textured(name, image_path):
     tex.interpolation = "Closest"
     mat.node_tree.links.new(tex.outputs["Color"], bsdf.inputs["Base Color"])
     return mat
+
+
+def build_nested_library(root):
+    """DIR/lib/nested.blend: the material `Brick`, textured by an absolute path."""
+    brick = os.path.join(root, "textures", "brick.png")
+    painted(brick, (0.9, 0.03, 0.02, 1))
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    textured("Brick", brick).use_fake_user = True
+    save(os.path.join(root, "lib", "nested.blend"))
+
+
+def library_materials(cube, root):
+    """The library's own paths, a studio library's usual kind: the cube's sides textured
+    by DIR/textures/wood.png, its top by `Brick` linked from DIR/lib/nested.blend."""
+    wood = os.path.join(root, "textures", "wood.png")
+    painted(wood, (0.05, 0.9, 0.02, 1))
+    cube.data.materials.append(textured("Wood", wood))
+    nested = os.path.join(root, "lib", "nested.blend")
+    with bpy.data.libraries.load(nested, link=True, relative=False) as (_src, dst):
+        dst.materials = ["Brick"]
+    cube.data.materials.append(dst.materials[0])
+    for polygon in cube.data.polygons:
+        polygon.material_index = 1 if polygon.normal.z > 0.5 else 0
 
 
 def painted(path, colour):
@@ -192,7 +230,9 @@ def main():
         os.makedirs(os.path.dirname(path), exist_ok=True)
     bpy.ops.wm.read_factory_settings(use_empty=True)
     checker(image_path)
-    build_library(library_path)
+    if args.library_assets:
+        build_nested_library(root)
+    build_library(library_path, root if args.library_assets else None)
     build_scene(args, scene_path, image_path, library_path)
 
 

@@ -21,6 +21,7 @@ This file must run on every supported Blender's Python (3.10 for Blender 3.4): s
 library and bpy only, no newer syntax, no farmhand imports.
 """
 
+import contextlib
 import json
 import os
 import sys
@@ -113,27 +114,111 @@ def remapped(path, pairs):
     return None
 
 
+FILE_DATABLOCKS = ("images", "sounds", "fonts", "movieclips", "cache_files", "volumes")
+"""The bpy.data collections whose datablocks name a file by `filepath`."""
+
+MAX_LIBRARY_RELOADS = 256
+"""Reloads one `open` may make while remapping libraries (see settle_libraries)."""
+
+
 def remap_paths(pairs):
     """Rewrite absolute paths saved in the file from another platform's shared-storage
-    root to this one's: libraries (reloaded), images, sounds, fonts, clips, caches."""
+    root to this one's: libraries (reloaded), images, sounds, fonts, clips, caches and
+    volumes, in the main file and inside linked libraries, and say how many in the log.
+
+    Libraries come first: a reload reads a library's datablocks afresh, which would undo
+    paths rewritten inside it before.
+    """
     if not pairs:
         return
-    changed = 0
-    for library in bpy.data.libraries:
+    libraries = settle_libraries(lambda: list(bpy.data.libraries), pairs, relocate)
+    files = remap_datablock_paths(pairs)
+    inside = libraries["inside"] + files["inside"]
+    print(
+        "farmhand: remapped %d shared-storage paths in the .blend (%d inside linked libraries)"
+        % (libraries["main"] + files["main"] + inside, inside),
+        flush=True,
+    )
+    left = [library.name for library in bpy.data.libraries if remapped(library.filepath, pairs)]
+    if left or files["refused"]:
+        print(
+            "farmhand: still on another platform's root: libraries: %s; other paths: %d"
+            % (", ".join(left) or "none", files["refused"]),
+            flush=True,
+        )
+
+
+def relocate(library, path):
+    """Point a library at `path` and read it from there (its linked datablocks too)."""
+    library.filepath = path
+    library.reload()
+
+
+def next_library(libraries, pairs, handled):
+    """The first of `libraries` on another root whose name is not in `handled`, and its
+    new path; None when there is none."""
+    for library in libraries:
         new = remapped(library.filepath, pairs)
-        if new:
-            library.filepath = new
-            library.reload()
-            changed += 1
-    for collection in ("images", "sounds", "fonts", "movieclips", "cache_files", "volumes"):
+        if new and library.name not in handled:
+            return library, new
+    return None
+
+
+def settle_libraries(libraries, pairs, move, limit=MAX_LIBRARY_RELOADS):
+    """Remap libraries and reload each (`move(library, new_path)`) until none is left on
+    another root; how many were remapped: {"main": linked by the main file, "inside":
+    linked by a library}.
+
+    A library linked by a library (nested) only appears in `libraries()` once its parent
+    has been reloaded from the new root, with the path saved in the parent: so the list
+    is asked for again after every reload, which also never touches a Library that a
+    reload freed. Each library (by name, unique among libraries) is remapped at most
+    once and at most `limit` reloads are made, so libraries that link each other in a
+    cycle cannot keep Blender busy; any left over are named in the log.
+    """
+    handled = set()
+    counts = {"main": 0, "inside": 0}
+    while len(handled) < limit:
+        found = next_library(libraries(), pairs, handled)
+        if found is None:
+            break
+        library, new = found
+        handled.add(library.name)
+        counts["main" if getattr(library, "parent", None) is None else "inside"] += 1
+        move(library, new)
+    return counts
+
+
+def file_datablocks():
+    """Every datablock that names a file on disk (not packed), local or linked."""
+    for collection in FILE_DATABLOCKS:
         for item in getattr(bpy.data, collection, []):
-            if item.library is not None or getattr(item, "packed_file", None) is not None:
-                continue
-            new = remapped(getattr(item, "filepath", ""), pairs)
-            if new:
-                item.filepath = new
-                changed += 1
-    print("farmhand: remapped %d shared-storage paths in the .blend" % changed, flush=True)
+            if getattr(item, "packed_file", None) is None:
+                yield item
+
+
+def remap_datablock_paths(pairs):
+    """Rewrite the paths of datablocks that name a file on another root; how many:
+    {"main": the file's own, "inside": linked from libraries, "refused": not taken}.
+
+    The interface keeps linked datablocks read-only, but Blender's Python API sets their
+    properties in memory (3.4 and 5.0; tests/integration/test_shared_storage.py renders
+    a library's own texture through it): enough to render, and nothing is ever saved, so
+    no copy of a library is needed. A Blender that refused would leave the path as it
+    was, which is counted, not fatal: the render shows what is missing.
+    """
+    counts = {"main": 0, "inside": 0, "refused": 0}
+    for item in file_datablocks():
+        new = remapped(getattr(item, "filepath", ""), pairs)
+        if not new:
+            continue
+        with contextlib.suppress(AttributeError, TypeError, ValueError):
+            item.filepath = new
+        if item.filepath != new:
+            counts["refused"] += 1
+        else:
+            counts["main" if item.library is None else "inside"] += 1
+    return counts
 
 
 GPU_KINDS = ("CUDA", "OPTIX", "HIP", "ONEAPI", "METAL")
@@ -517,4 +602,5 @@ def main():
     emit("bye")
 
 
-main()
+if __name__ == "__main__":  # imported by the unit tests, with a stand-in bpy
+    main()
