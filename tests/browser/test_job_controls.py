@@ -10,7 +10,6 @@ blocklist entry while the job stays active.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +18,7 @@ import pytest
 
 from farmhand.localfarm import LocalFarm, local_farm
 from tests.browser.conftest import NO_SIDEWAYS_SCROLL, Dialogs, phone_like, shoot, sign_in
-from tests.integration.conftest import FAKE_BLEND
+from tests.integration.conftest import submit_stand_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser")]
 
@@ -39,18 +38,6 @@ def farm(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[Loc
     with local_farm(tmp_path_factory.mktemp("controls-farm"), heartbeat_timeout=600.0) as farm:
         farm.start_manager("--blocklist-threshold", "1", "--job-failure-share", "1")
         yield farm
-
-
-def submit(api: httpx.Client, name: str, token: str | None = None, **settings: Any) -> int:
-    body = {"name": name, "frame_start": 1, "frame_end": 4, "chunk_size": 1, **settings}
-    answer = api.post(
-        "/api/jobs",
-        files={"file": ("scene.blend", FAKE_BLEND, "application/octet-stream")},
-        data={"settings": json.dumps(body)},
-        headers={"Authorization": f"Bearer {token}"} if token else None,
-    )
-    assert answer.status_code == 202, answer.text
-    return int(answer.json()["id"])
 
 
 def register(api: httpx.Client, farm: LocalFarm, name: str, **capabilities: Any) -> dict[str, str]:
@@ -132,7 +119,9 @@ PHONE_FARM_BOX = {
 def test_admin_controls_tasks_and_clears_the_blocklist(
     browser: Any, farm: LocalFarm, api: httpx.Client
 ) -> None:
-    job_id = submit(api, "shot <i>42</i>", max_attempts=1)
+    job_id = submit_stand_in(
+        api, name="shot <i>42</i>", frame_start=1, frame_end=4, chunk_size=1, max_attempts=1
+    )
     steady = register(api, farm, "steady")  # never fails: the job always has a worker
     flaky1, flaky2 = register(api, farm, "flaky-1"), register(api, farm, "flaky-2")
 
@@ -284,7 +273,14 @@ def test_an_owner_controls_tasks_but_sees_no_blocklist(
     browser: Any, farm: LocalFarm, api: httpx.Client
 ) -> None:
     dana = make_user(api, "dana")
-    job_id = submit(api, "dana's shot", token=dana)
+    job_id = submit_stand_in(
+        api,
+        {"Authorization": f"Bearer {dana}"},
+        name="dana's shot",
+        frame_start=1,
+        frame_end=4,
+        chunk_size=1,
+    )
     register(api, farm, "steady")  # the job keeps a worker that may run it
     flaky = register(api, farm, "flaky-3")
     task = claim(api, flaky)
@@ -320,7 +316,9 @@ def test_tasks_and_runners_are_cards_on_a_phone(
 ) -> None:
     """On a 390 px phone the job's tasks and the runners fit their frames (no sideways
     scrolling inside them either), and no task's action covers a neighbour's text."""
-    job_id = submit(api, "phone shot", max_attempts=1, frame_end=3)
+    job_id = submit_stand_in(
+        api, name="phone shot", frame_start=1, frame_end=3, chunk_size=1, max_attempts=1
+    )
     busy = register(api, farm, "render-box-01", **PHONE_FARM_BOX)
     flaky = register(api, farm, "laptop-b", **PHONE_FARM_BOX)
     running = claim(api, busy)

@@ -7,7 +7,6 @@ opens. Every change made in the page is checked through the API too.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 
 from farmhand.localfarm import LocalFarm, local_farm
 from tests.browser.conftest import NO_SIDEWAYS_SCROLL, Dialogs, phone_like, shoot, sign_in
-from tests.integration.conftest import FAKE_BLEND
+from tests.integration.conftest import submit_stand_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser")]
 
@@ -86,17 +85,6 @@ def register(api: httpx.Client, farm: LocalFarm, name: str, **capabilities: Any)
     answer = api.post("/api/runner/register", json=body)
     assert answer.status_code == 201, answer.text
     return {"Authorization": f"Bearer {answer.json()['secret']}"}
-
-
-def submit(api: httpx.Client, name: str) -> int:
-    body = {"name": name, "frame_start": 1, "frame_end": 2, "chunk_size": 1}
-    answer = api.post(
-        "/api/jobs",
-        files={"file": ("scene.blend", FAKE_BLEND, "application/octet-stream")},
-        data={"settings": json.dumps(body)},
-    )
-    assert answer.status_code == 202, answer.text
-    return int(answer.json()["id"])
 
 
 def claim(api: httpx.Client, who: dict[str, str]) -> dict[str, Any]:
@@ -365,7 +353,7 @@ def test_mistakes_show_in_the_dialog_and_change_nothing(
 
 
 def test_admin_deletes_a_runner(browser: Any, farm: LocalFarm, api: httpx.Client) -> None:
-    job_id = submit(api, "night shot")
+    job_id = submit_stand_in(api, name="night shot", frame_start=1, frame_end=2, chunk_size=1)
     old = register(api, farm, "old-box", hostname=NASTY_HOST)
     register(api, farm, "spare-box")
     task = claim(api, old)
@@ -432,7 +420,7 @@ def test_phone_runner_cards_and_editor_fit(
 ) -> None:
     """On a 390 px phone in dark mode the runners' cards (schedule and controls included)
     and the sleep-schedule editor fit the width, and the editor works by touch."""
-    submit(api, "phone shot")
+    submit_stand_in(api, name="phone shot", frame_start=1, frame_end=2, chunk_size=1)
     busy = register(api, farm, "render-box-01", **WORKSTATION)
     claim(api, busy)
     register(api, farm, "artist-ws-03", **WORKSTATION)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import secrets
 from collections.abc import Iterator
@@ -68,6 +69,39 @@ def png_bytes(width: int = 8, height: int = 6, colour: str = "red") -> bytes:
 
 FAKE_BLEND = b"BLENDER-v304RENDB" + b"\x00" * 64
 """Starts like a .blend; enough for the manager, which never opens it."""
+
+
+def post_stand_in(
+    client: httpx.Client,
+    headers: dict[str, str] | None = None,
+    /,
+    *,
+    blend: bytes = FAKE_BLEND,
+    **settings: Any,
+) -> httpx.Response:
+    """`POST /api/jobs` of a stand-in .blend (`blend`) with these `JobSettings` fields, as
+    `client` (a `TestClient`, or an `httpx.Client` on a real manager) sends it with
+    `headers` (None: the client's own)."""
+    return client.post(
+        "/api/jobs",
+        headers=headers,
+        files={"file": ("scene.blend", blend, "application/octet-stream")},
+        data={"settings": json.dumps(settings)},
+    )
+
+
+def submit_stand_in(
+    client: httpx.Client,
+    headers: dict[str, str] | None = None,
+    /,
+    *,
+    blend: bytes = FAKE_BLEND,
+    **settings: Any,
+) -> int:
+    """Submit a job of a stand-in .blend as `post_stand_in` does; the job's id."""
+    answer = post_stand_in(client, headers, blend=blend, **settings)
+    assert answer.status_code == 202, answer.text
+    return int(answer.json()["id"])
 
 
 def login_nonce(client: TestClient) -> str:

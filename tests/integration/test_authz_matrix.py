@@ -39,7 +39,7 @@ from fastapi.testclient import TestClient
 from farmhand.manager.app import create_app
 from farmhand.manager.clock import utcnow
 from farmhand.manager.db.models import Blocklist
-from tests.integration.conftest import FAKE_BLEND, make_settings, png_bytes
+from tests.integration.conftest import FAKE_BLEND, make_settings, png_bytes, submit_stand_in
 
 ROLES = ("anonymous", "runner", "other", "owner", "admin")
 """In this order, so the callers who must be refused go before any that change things."""
@@ -85,14 +85,7 @@ def build_world(
     # A password costs an argon2 hash: only for the rules that sign in with it.
     extra = {"email": OWNER_EMAIL, "password": OWNER_PASSWORD} if login else {}
     (owner, owner_id), (other, other_id) = user("owner", **extra), user("other")
-    submitted = client.post(
-        "/api/jobs",
-        headers=owner,
-        files={"file": ("scene.blend", FAKE_BLEND, "application/octet-stream")},
-        data={"settings": json.dumps({"frame_start": 1, "frame_end": 2, "chunk_size": 1})},
-    )
-    assert submitted.status_code == 202, submitted.text
-    job_id = submitted.json()["id"]
+    job_id = submit_stand_in(client, owner, frame_start=1, frame_end=2, chunk_size=1)
     registered = client.post("/api/runner/register", json={"token": runner_token, "name": "r1"})
     assert registered.status_code == 201, registered.text
     runner = _bearer(registered.json()["secret"])

@@ -5,28 +5,16 @@ Blender (or device) fits waits with a reason instead of going to one that would 
 
 from __future__ import annotations
 
-import json
-
 from farmhand.cli.jobs_cmd import live_line
 from farmhand.shared.schemas import JobDetail
-from tests.integration.conftest import FAKE_BLEND, Farm
+from tests.integration.conftest import Farm, post_stand_in, submit_stand_in
 from tests.integration.test_manager_api import claim
 
 BLEND_50 = b"BLENDER17-01v0500REND" + b"\x00" * 64
 """Starts like a .blend saved by Blender 5.0 (uncompressed)."""
 MB = 1024 * 1024
-
-
-def submit(farm: Farm, blend: bytes = FAKE_BLEND, **settings: object) -> int:
-    body = {"frame_start": 1, "frame_end": 4, "chunk_size": 2, **settings}
-    answer = farm.client.post(
-        "/api/jobs",
-        headers=farm.admin,
-        files={"file": ("scene.blend", blend, "application/octet-stream")},
-        data={"settings": json.dumps(body)},
-    )
-    assert answer.status_code == 202, answer.text
-    return int(answer.json()["id"])
+FRAMES = {"frame_start": 1, "frame_end": 4, "chunk_size": 2}
+"""The jobs here: frames 1-4, two a task."""
 
 
 def runner(farm: Farm, name: str, versions: list[str], device: str = "CPU") -> dict[str, str]:
@@ -46,7 +34,7 @@ def detail(farm: Farm, job_id: int) -> JobDetail:
 
 
 def test_a_frame_in_progress_shows_its_sample_memory_and_time_left(farm: Farm) -> None:
-    job_id = submit(farm)
+    job_id = submit_stand_in(farm.client, farm.admin, **FRAMES)
     worker = runner(farm, "w1", ["3.4.1"])
     task = claim(farm, worker)
     assert task is not None and task["frames"] == [1, 2]
@@ -84,7 +72,7 @@ def test_a_frame_in_progress_shows_its_sample_memory_and_time_left(farm: Farm) -
 
 
 def test_a_50_file_waits_with_a_reason_until_a_50_worker_comes(farm: Farm) -> None:
-    job_id = submit(farm, BLEND_50)
+    job_id = submit_stand_in(farm.client, farm.admin, blend=BLEND_50, **FRAMES)
     old = runner(farm, "old", ["3.4.1"])
     assert claim(farm, old) is None, "Blender 3.4 cannot open a 5.0 file"
     job = detail(farm, job_id)
@@ -104,7 +92,7 @@ def test_a_50_file_waits_with_a_reason_until_a_50_worker_comes(farm: Farm) -> No
 
 
 def test_a_job_asks_for_a_version_range(farm: Farm) -> None:
-    job_id = submit(farm, blender_version=">=3.0,<4")
+    job_id = submit_stand_in(farm.client, farm.admin, blender_version=">=3.0,<4", **FRAMES)
     new = runner(farm, "new", ["5.0.1"])
     assert claim(farm, new) is None
     assert "Blender >=3.0,<4" in (detail(farm, job_id).status_reason or "")
@@ -114,7 +102,7 @@ def test_a_job_asks_for_a_version_range(farm: Farm) -> None:
 
 
 def test_a_job_for_a_device_goes_only_to_workers_on_it(farm: Farm) -> None:
-    job_id = submit(farm, device="OPTIX")
+    job_id = submit_stand_in(farm.client, farm.admin, device="OPTIX", **FRAMES)
     cpu = runner(farm, "cpu", ["5.0.1"])
     assert claim(farm, cpu) is None
     assert "no worker renders on OPTIX" in (detail(farm, job_id).status_reason or "")
@@ -123,11 +111,6 @@ def test_a_job_for_a_device_goes_only_to_workers_on_it(farm: Farm) -> None:
 
 
 def test_a_bad_version_range_is_a_clear_4xx(farm: Farm) -> None:
-    answer = farm.client.post(
-        "/api/jobs",
-        headers=farm.admin,
-        files={"file": ("scene.blend", FAKE_BLEND, "application/octet-stream")},
-        data={"settings": json.dumps({"blender_version": "newest please"})},
-    )
+    answer = post_stand_in(farm.client, farm.admin, blender_version="newest please")
     assert answer.status_code in (400, 422)
     assert "not a version range" in answer.text

@@ -7,21 +7,13 @@ completion that is refused hands out nothing, and a worker that was draining sto
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from tests.integration.conftest import FAKE_BLEND, Farm, upload_frames
+from tests.integration.conftest import Farm, submit_stand_in, upload_frames
 
 
 def submit(farm: Farm, frames: int) -> int:
-    answer = farm.client.post(
-        "/api/jobs",
-        headers=farm.admin,
-        files={"file": ("scene.blend", FAKE_BLEND, "application/octet-stream")},
-        data={"settings": json.dumps({"frame_start": 1, "frame_end": frames, "chunk_size": 1})},
-    )
-    assert answer.status_code == 202, answer.text
-    return int(answer.json()["id"])
+    return submit_stand_in(farm.client, farm.admin, frame_start=1, frame_end=frames, chunk_size=1)
 
 
 def claim(farm: Farm, runner: dict[str, str], **params: object) -> dict[str, Any]:

@@ -10,7 +10,6 @@ only ever sees the jobs of its own test.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -24,7 +23,7 @@ from farmhand.cli.app import app
 from farmhand.cli.runners_cmd import format_days, parse_window
 from farmhand.client import FarmhandClient
 from farmhand.localfarm import LocalFarm, local_farm
-from tests.integration.conftest import FAKE_BLEND, png_bytes, purge_jobs_and_runners
+from tests.integration.conftest import png_bytes, purge_jobs_and_runners, submit_stand_in
 from tests.integration.farmhand_cli import cli
 
 BLOCKLIST_THRESHOLD = 2
@@ -79,13 +78,7 @@ def refused(result: Result, *words: str) -> str:
 def submit(api: httpx.Client, frames: str = "1-3", **settings: Any) -> int:
     start, end = frames.split("-")
     body = {"frame_start": int(start), "frame_end": int(end), "chunk_size": 1, **settings}
-    answer = api.post(
-        "/api/jobs",
-        files={"file": ("scene.blend", FAKE_BLEND, "application/octet-stream")},
-        data={"settings": json.dumps(body)},
-    )
-    assert answer.status_code == 202, answer.text
-    return int(answer.json()["id"])
+    return submit_stand_in(api, **body)
 
 
 def job(api: httpx.Client, job_id: int) -> dict[str, Any]:

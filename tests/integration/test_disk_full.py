@@ -18,7 +18,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from farmhand.manager.app import create_app
-from tests.integration.conftest import FAKE_BLEND, Farm, make_settings, png_bytes, upload_frame
+from tests.integration.conftest import (
+    FAKE_BLEND,
+    Farm,
+    make_settings,
+    png_bytes,
+    submit_stand_in,
+    upload_frame,
+)
 
 SIZE = "16m"
 
@@ -72,13 +79,7 @@ def staged_files(farm: Farm) -> list[Path]:
 def start_task(farm: Farm) -> tuple[dict[str, str], dict[str, object]]:
     """A runner holding the first task of a two-frame job (one frame a task)."""
     runner = farm.register_runner()
-    answer = farm.client.post(
-        "/api/jobs",
-        headers=farm.admin,
-        files={"file": ("scene.blend", FAKE_BLEND, "application/octet-stream")},
-        data={"settings": '{"frame_start": 1, "frame_end": 2, "chunk_size": 2}'},
-    )
-    assert answer.status_code == 202, answer.text
+    submit_stand_in(farm.client, farm.admin, frame_start=1, frame_end=2, chunk_size=2)
     task = farm.client.get("/api/runner/tasks?wait=0", headers=runner)
     assert task.status_code == 200, task.text
     return runner, task.json()

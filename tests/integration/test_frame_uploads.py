@@ -5,7 +5,6 @@ the last verified upload of a frame wins."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from farmhand.manager.app import create_app
-from tests.integration.conftest import FAKE_BLEND, Farm, make_settings, png_bytes
+from tests.integration.conftest import Farm, make_settings, png_bytes, submit_stand_in
 
 
 @pytest.fixture
@@ -28,13 +27,7 @@ def farm(tmp_path: Path) -> Iterator[Farm]:
 
 def held_task(farm: Farm, first: int = 1, last: int = 2) -> tuple[dict[str, str], Any]:
     """A job of two-frame chunks, and a runner holding its first task."""
-    answer = farm.client.post(
-        "/api/jobs",
-        headers=farm.admin,
-        files={"file": ("scene.blend", FAKE_BLEND, "application/octet-stream")},
-        data={"settings": json.dumps({"frame_start": first, "frame_end": last, "chunk_size": 2})},
-    )
-    assert answer.status_code == 202, answer.text
+    submit_stand_in(farm.client, farm.admin, frame_start=first, frame_end=last, chunk_size=2)
     headers = farm.register_runner("w1")
     task = farm.client.get("/api/runner/tasks", params={"wait": 0}, headers=headers).json()
     return headers, task

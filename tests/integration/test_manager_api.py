@@ -6,7 +6,6 @@ test_farm_end_to_end.py.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import zipfile
@@ -16,18 +15,20 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from farmhand.manager.app import create_app
-from tests.integration.conftest import FAKE_BLEND, Farm, make_settings, png_bytes, upload_frames
+from tests.integration.conftest import (
+    FAKE_BLEND,
+    Farm,
+    make_settings,
+    png_bytes,
+    post_stand_in,
+    upload_frames,
+)
 
 
 def submit(farm: Farm, frames: str = "1-4", chunk: int = 2, **settings: object) -> int:
     start, end = frames.split("-")
     body = {"frame_start": int(start), "frame_end": int(end), "chunk_size": chunk, **settings}
-    answer = farm.client.post(
-        "/api/jobs",
-        headers=farm.admin,
-        files={"file": ("scene.blend", FAKE_BLEND, "application/octet-stream")},
-        data={"settings": json.dumps(body)},
-    )
+    answer = post_stand_in(farm.client, farm.admin, **body)
     assert answer.status_code == 202, answer.text
     assert answer.headers["Location"] == f"/api/jobs/{answer.json()['id']}"
     assert int(answer.headers["Retry-After"]) > 0

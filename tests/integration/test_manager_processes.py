@@ -19,8 +19,8 @@ import pytest
 from PIL import Image
 
 from farmhand.localfarm import LocalFarm, descendants, local_farm
+from tests.integration.conftest import submit_stand_in
 
-FAKE_BLEND = b"BLENDER-v304" + b"\x00" * 64
 pytestmark = pytest.mark.xdist_group("manager-processes")
 
 
@@ -54,13 +54,7 @@ def _fresh(farm: LocalFarm, token: str) -> httpx.Client:
 
 def _submit(farm: LocalFarm, frames: int) -> int:
     with _fresh(farm, farm.admin_token) as client:
-        answer = client.post(
-            "/api/jobs",
-            files={"file": ("scene.blend", FAKE_BLEND, "application/octet-stream")},
-            data={"settings": json.dumps({"frame_start": 1, "frame_end": frames})},
-        )
-    assert answer.status_code == 202, answer.text
-    return int(answer.json()["id"])
+        return submit_stand_in(client, frame_start=1, frame_end=frames)
 
 
 def _register(farm: LocalFarm, name: str) -> str:

@@ -6,7 +6,6 @@ would fail a scrape.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,11 +14,11 @@ from fastapi.testclient import TestClient
 
 from farmhand.manager.app import create_app
 from tests.integration.conftest import (
-    FAKE_BLEND,
     Farm,
     make_settings,
     metric,
     scrape_metrics,
+    submit_stand_in,
     upload_frames,
 )
 
@@ -67,13 +66,7 @@ def test_metrics_follow_a_job_from_queue_to_frames(farm: Farm) -> None:
     assert value(empty, "farmhand_oldest_queued_job_age_seconds") == 0
     assert value(empty, "farmhand_data_disk_size_bytes") > 0
 
-    answer = farm.client.post(
-        "/api/jobs",
-        headers=farm.admin,
-        files={"file": ("scene.blend", FAKE_BLEND, "application/octet-stream")},
-        data={"settings": json.dumps({"frame_start": 1, "frame_end": 3, "chunk_size": 1})},
-    )
-    assert answer.status_code == 202, answer.text
+    submit_stand_in(farm.client, farm.admin, frame_start=1, frame_end=3, chunk_size=1)
     queued = scrape(farm)
     assert value(queued, "farmhand_jobs", status="queued") == 1
     assert value(queued, "farmhand_tasks", type="render", status="queued") == 3

@@ -3,7 +3,6 @@ and a runner's reach (runner routes only, and only the files of tasks it holds).
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from typing import Any
 
@@ -11,7 +10,7 @@ from sqlalchemy import select, text, update
 
 from farmhand.manager.clock import utcnow
 from farmhand.manager.db.models import RunnerRegistrationToken, Worker
-from tests.integration.conftest import FAKE_BLEND, Farm, png_bytes
+from tests.integration.conftest import Farm, png_bytes, submit_stand_in
 
 
 def new_reg_token(farm: Farm, **body: object) -> tuple[int, str]:
@@ -29,17 +28,6 @@ def register(farm: Farm, secret: str, name: str = "w") -> int:
 def token_row(farm: Farm, token_id: int) -> dict[str, object]:
     rows = farm.client.get("/api/admin/runner-tokens", headers=farm.admin).json()
     return next(row for row in rows if row["id"] == token_id)
-
-
-def submit(farm: Farm) -> int:
-    answer = farm.client.post(
-        "/api/jobs",
-        headers=farm.admin,
-        files={"file": ("scene.blend", FAKE_BLEND, "application/octet-stream")},
-        data={"settings": json.dumps({"frame_start": 1, "frame_end": 1})},
-    )
-    assert answer.status_code == 202, answer.text
-    return int(answer.json()["id"])
 
 
 def test_a_single_use_token_admits_one_runner(farm: Farm) -> None:
@@ -87,7 +75,7 @@ def test_a_revoked_token_admits_no_one_but_its_runners_keep_working(farm: Farm) 
 
 
 def test_a_revoked_runner_is_locked_out_at_once(farm: Farm) -> None:
-    job_id = submit(farm)
+    job_id = submit_stand_in(farm.client, farm.admin, frame_start=1, frame_end=1)
     runner = farm.register_runner("doomed")
     task = farm.client.get("/api/runner/tasks", params={"wait": 0}, headers=runner).json()
     assert farm.client.get(f"/api/runner/files/{job_id}/scene.blend", headers=runner).is_success
@@ -126,7 +114,8 @@ def test_runner_secrets_are_stored_hashed(farm: Farm) -> None:
 
 
 def test_a_runner_reads_only_the_files_of_tasks_it_holds(farm: Farm) -> None:
-    first, second = submit(farm), submit(farm)
+    first = submit_stand_in(farm.client, farm.admin, frame_start=1, frame_end=1)
+    second = submit_stand_in(farm.client, farm.admin, frame_start=1, frame_end=1)
     holder, idle = farm.register_runner("holder"), farm.register_runner("idle")
     task = farm.client.get("/api/runner/tasks", params={"wait": 0}, headers=holder).json()
     held = task["job_id"]
@@ -196,7 +185,7 @@ def _fall_silent(farm: Farm, worker_id: int, seconds: float) -> None:
 def test_a_machine_that_registers_again_takes_over_its_offline_record(farm: Farm) -> None:
     """A reinstalled render node (its credentials lost) comes back as the same runner:
     what admins set on it holds, its old secret stops working, and no ghost is left."""
-    submit(farm)
+    submit_stand_in(farm.client, farm.admin, frame_start=1, frame_end=1)
     old = farm.register_runner("render-07")
     [before] = _named(farm, "render-07")
     worker_id = before["id"]

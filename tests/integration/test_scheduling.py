@@ -7,7 +7,6 @@ checked exactly as a worker experiences it: which task a claim returns.
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -25,10 +24,11 @@ from farmhand.manager.db.models import ApiToken, Task, TaskDependency, User
 from farmhand.manager.scheduling.workers import in_sleep_window
 from farmhand.shared.schemas import SleepSchedule
 from tests.integration.conftest import (
-    FAKE_BLEND,
     Farm,
     make_settings,
     png_bytes,
+    post_stand_in,
+    submit_stand_in,
     upload_frames,
 )
 
@@ -57,14 +57,7 @@ def add_user(farm: Farm, name: str) -> dict[str, str]:
 def submit(farm: Farm, frames: str = "1-2", chunk: int = 1, headers=None, **settings) -> int:  # type: ignore[no-untyped-def]
     start, end = frames.split("-")
     body = {"frame_start": int(start), "frame_end": int(end), "chunk_size": chunk, **settings}
-    answer = farm.client.post(
-        "/api/jobs",
-        headers=headers or farm.admin,
-        files={"file": ("scene.blend", FAKE_BLEND, "application/octet-stream")},
-        data={"settings": json.dumps(body)},
-    )
-    assert answer.status_code == 202, answer.text
-    return int(answer.json()["id"])
+    return submit_stand_in(farm.client, headers or farm.admin, **body)
 
 
 def runner(farm: Farm, name: str, tags: list[str] | None = None, types=None) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -169,12 +162,7 @@ def test_required_tags_and_task_types(farm: Farm) -> None:
     assert claim(farm, plain) is None, "a job needing gpu never goes to a worker without it"
     assert claim(farm, video_only) is None, "a render task never goes to a video-only worker"
     assert claim(farm, gpu)["job_id"] == gpu_job  # type: ignore[index]
-    bad = farm.client.post(
-        "/api/jobs",
-        headers=farm.admin,
-        files={"file": ("scene.blend", FAKE_BLEND, "application/octet-stream")},
-        data={"settings": json.dumps({"required_tags": ["Has Spaces"]})},
-    )
+    bad = post_stand_in(farm.client, farm.admin, required_tags=["Has Spaces"])
     assert bad.status_code == 400
 
 

@@ -14,7 +14,6 @@ tokens (it could revoke the very token the run uses, leaving nothing but 401s).
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from schemathesis.checks import not_a_server_error
 
 from farmhand.localfarm import LocalFarm
 from farmhand.manager.app import create_app
-from tests.integration.conftest import FAKE_BLEND, make_settings
+from tests.integration.conftest import make_settings, submit_stand_in
 
 EXCLUDED = (
     ("GET", "/api/events"),
@@ -47,13 +46,7 @@ def live_farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalF
         admin = {"Authorization": f"Bearer {farm.admin_token}"}
         # Something to find: a job with tasks, a runner holding one, a registration token.
         with httpx.Client(base_url=farm.url, timeout=30) as client:
-            submitted = client.post(
-                "/api/jobs",
-                headers=admin,
-                files={"file": ("scene.blend", FAKE_BLEND, "application/octet-stream")},
-                data={"settings": json.dumps({"frame_start": 1, "frame_end": 4})},
-            )
-            assert submitted.status_code == 202, submitted.text
+            submit_stand_in(client, admin, frame_start=1, frame_end=4)
             registered = client.post(
                 "/api/runner/register", json={"token": farm.runner_token, "name": "r1"}
             )

@@ -22,7 +22,7 @@ import structlog
 from fastapi.testclient import TestClient
 
 from farmhand.localfarm import LocalFarm, local_farm
-from tests.integration.conftest import FAKE_BLEND, Farm
+from tests.integration.conftest import Farm, submit_stand_in
 
 PASSWORD = "a password nobody should ever read back"
 LISTS = (
@@ -64,13 +64,7 @@ def exercise(client: httpx.Client | TestClient, admin_token: str, runner_token: 
         client.post("/api/runner/register", json={"token": registration, "name": "r1"}), "secret"
     )
     # Use them all, rightly and wrongly.
-    submitted = client.post(
-        "/api/jobs",
-        headers=bearer(api),
-        files={"file": ("scene.blend", FAKE_BLEND, "application/octet-stream")},
-        data={"settings": json.dumps({"frame_start": 1, "frame_end": 1})},
-    )
-    assert submitted.status_code == 202, submitted.text
+    submit_stand_in(client, bearer(api), frame_start=1, frame_end=1)
     assert client.post("/api/runner/heartbeat", headers=bearer(runner), json={}).is_success
     assert client.get("/api/runner/tasks", params={"wait": 0}, headers=bearer(runner)).is_success
     for wrong in (runner, registration):  # the wrong kind of secret for people's routes

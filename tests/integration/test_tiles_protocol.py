@@ -3,30 +3,29 @@ task carries, what the manager refuses, and how the merge gets the tiles."""
 
 from __future__ import annotations
 
-import json
-
 import httpx
 
 from farmhand.manager.api.runner_tiles import tile_path
 from farmhand.shared.schemas import TileSpec
-from tests.integration.conftest import FAKE_BLEND, Farm, png_bytes, upload_frame
+from tests.integration.conftest import (
+    Farm,
+    png_bytes,
+    post_stand_in,
+    submit_stand_in,
+    upload_frame,
+)
+
+STILL = {"frame_start": 7, "frame_end": 7, "tiles": {"columns": 2, "rows": 2}}
+"""Frame 7 in 2x2 tiles."""
 
 
 def post_still(farm: Farm, **settings: object) -> httpx.Response:
-    """Submit frame 7 in 2x2 tiles, with `settings` on top."""
-    body = {"frame_start": 7, "frame_end": 7, "tiles": {"columns": 2, "rows": 2}, **settings}
-    return farm.client.post(
-        "/api/jobs",
-        headers=farm.admin,
-        files={"file": ("scene.blend", FAKE_BLEND, "application/octet-stream")},
-        data={"settings": json.dumps(body)},
-    )
+    """Submit the `STILL`, with `settings` on top."""
+    return post_stand_in(farm.client, farm.admin, **(STILL | settings))
 
 
 def submit_still(farm: Farm, **settings: object) -> int:
-    answer = post_still(farm, **settings)
-    assert answer.status_code == 202, answer.text
-    return int(answer.json()["id"])
+    return submit_stand_in(farm.client, farm.admin, **(STILL | settings))
 
 
 def upload_tile(farm: Farm, runner: dict[str, str], task: dict[str, object], data: bytes) -> int:

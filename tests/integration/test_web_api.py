@@ -26,7 +26,7 @@ from farmhand.manager.events import EventBus
 from farmhand.manager.web.thumbnails import thumbnail
 from farmhand.shared.blendfile import read_saved_version
 from farmhand.worker.blender.discovery import BlenderInstall
-from tests.integration.conftest import FAKE_BLEND, Farm, login_nonce
+from tests.integration.conftest import FAKE_BLEND, Farm, login_nonce, submit_stand_in
 
 
 def sign_in(farm: Farm, token: str | None = None) -> str:
@@ -57,17 +57,6 @@ def make_user(farm: Farm, name: str, role: str = "user") -> str:
     )
     assert answer.status_code == 201, answer.text
     return str(answer.json()["token"])
-
-
-def submit(farm: Farm, token: str) -> int:
-    answer = farm.client.post(
-        "/api/jobs",
-        headers=bearer(token),
-        files={"file": ("scene.blend", FAKE_BLEND, "application/octet-stream")},
-        data={"settings": json.dumps({"frame_start": 1, "frame_end": 2, "chunk_size": 2})},
-    )
-    assert answer.status_code == 202, answer.text
-    return int(answer.json()["id"])
 
 
 # ------------------------------------------------------------------------ sessions
@@ -148,7 +137,7 @@ def test_cookie_reads_freely_but_writes_only_with_csrf(farm: Farm) -> None:
     assert wrong.status_code == 403
     ok = farm.client.post("/api/tokens", json={"name": "x"}, headers={"X-CSRF-Token": csrf})
     assert ok.status_code == 201, ok.text
-    job_id = submit(farm, farm.admin_token)
+    job_id = submit_stand_in(farm.client, farm.admin, frame_start=1, frame_end=2, chunk_size=2)
     assert farm.client.delete(f"/api/jobs/{job_id}").status_code == 403
 
 
@@ -183,7 +172,7 @@ def test_pages_need_a_session_and_carry_the_csrf_nonce(farm: Farm) -> None:
 
 def test_runners_page_is_for_admins_and_jobs_stay_private(farm: Farm) -> None:
     bob = make_user(farm, "bob")
-    admins_job = submit(farm, farm.admin_token)
+    admins_job = submit_stand_in(farm.client, farm.admin, frame_start=1, frame_end=2, chunk_size=2)
     sign_in(farm, bob)
     assert farm.client.get("/runners").status_code == 403
     assert farm.client.get(f"/jobs/{admins_job}").status_code == 404
@@ -265,12 +254,12 @@ def test_registration_tokens_register_runners_until_revoked(farm: Farm) -> None:
 
 def test_live_events_show_only_what_the_caller_may_see(farm: Farm) -> None:
     make_user(farm, "bob")
-    admins_job = submit(farm, farm.admin_token)
+    admins_job = submit_stand_in(farm.client, farm.admin, frame_start=1, frame_end=2, chunk_size=2)
     context: ManagerContext = farm.client.app.state.farm  # type: ignore[attr-defined]
     bob_id = 2
-    bobs_job = submit(
-        farm,
-        farm.client.post("/api/tokens", headers=farm.admin, json={"name": "x"}).json()["secret"],
+    token = farm.client.post("/api/tokens", headers=farm.admin, json={"name": "x"}).json()
+    bobs_job = submit_stand_in(
+        farm.client, bearer(token["secret"]), frame_start=1, frame_end=2, chunk_size=2
     )  # another admin job, re-owned below
     with context.db.transaction() as session:
         from farmhand.manager.db.models import Job
@@ -306,7 +295,7 @@ def test_live_events_show_only_what_the_caller_may_see(farm: Farm) -> None:
 
 
 def test_thumbnails_are_small_jpegs_for_the_owner_only(farm: Farm) -> None:
-    job_id = submit(farm, farm.admin_token)
+    job_id = submit_stand_in(farm.client, farm.admin, frame_start=1, frame_end=2, chunk_size=2)
     runner = farm.register_runner()
     task = farm.client.get("/api/runner/tasks", params={"wait": 0}, headers=runner).json()
     big = io.BytesIO()
