@@ -292,6 +292,11 @@ RULES: dict[tuple[str, str], Rule] = {
             "files": {"file": ("depth.png", png_bytes(), "image/png")},
         },
     ),
+    ("PUT", "/api/runner/tasks/{task_id}/video"): Rule(
+        # A render task, not a video one: 4xx once let in.
+        RUNNER | {"runner": IN},
+        lambda w: {"content": b"\x00\x00\x00\x18ftypisom"},
+    ),
     ("POST", "/api/runner/files/{job_id}/video"): Rule(
         # A render task, not a video one: 4xx once let in.
         RUNNER | {"runner": IN},

@@ -248,7 +248,11 @@ def test_the_video_task_runs_last_needs_its_video_and_reruns_with_its_frames(
             files={"file": ("f.png", png_bytes(), "application/octet-stream")},
         )
         assert upload.status_code == 201, upload.text
-        # A render task cannot pose as the video task.
+        # A render task cannot pose as the video task, however the video is sent.
+        refused = farm.client.put(
+            f"/api/runner/tasks/{task['task_id']}/video", headers=runner, content=MP4_HEAD
+        )
+        assert refused.status_code == 400 and "not a video task" in refused.text
         refused = farm.client.post(
             "/api/runner/files/1/video",
             headers=runner,
@@ -271,19 +275,23 @@ def test_the_video_task_runs_last_needs_its_video_and_reruns_with_its_frames(
     early = farm.client.post(f"/api/runner/tasks/{video_id}/complete", headers=runner,
                              json={"frames": []})  # fmt: skip
     assert early.status_code == 409 and "no video" in early.text
-    not_mp4 = farm.client.post(
+    video_url = f"/api/runner/tasks/{video_id}/video"  # what workers send: the raw body
+    for not_mp4 in (png_bytes(), b""):
+        answer = farm.client.put(video_url, headers=runner, content=not_mp4)
+        assert answer.status_code == 400 and "not a mp4 video" in answer.text
+    stranger = farm.register_runner("w2")
+    late = farm.client.put(video_url, headers=stranger, content=MP4_HEAD)
+    assert late.status_code == 409, "only the runner holding the video task may send it"
+    # Workers before the PUT sent a multipart form: it still stores a video, and the
+    # last one sent is the job's.
+    older = farm.client.post(
         "/api/runner/files/1/video",
         headers=runner,
         data={"task_id": str(video_id)},
-        files={"file": ("video.mp4", png_bytes(), "application/octet-stream")},
+        files={"file": ("video.mp4", MP4_HEAD + b"older", "application/octet-stream")},
     )
-    assert not_mp4.status_code == 400 and "not a mp4 video" in not_mp4.text
-    stored = farm.client.post(
-        "/api/runner/files/1/video",
-        headers=runner,
-        data={"task_id": str(video_id)},
-        files={"file": ("video.mp4", MP4_HEAD, "application/octet-stream")},
-    )
+    assert older.status_code == 201, older.text
+    stored = farm.client.put(video_url, headers=runner, content=MP4_HEAD)
     assert stored.status_code == 201 and stored.json()["frame"] is None
     done = farm.client.post(f"/api/runner/tasks/{video_id}/complete", headers=runner,
                             json={"frames": []})  # fmt: skip

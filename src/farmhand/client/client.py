@@ -653,8 +653,9 @@ class RunnerClient(BaseClient):
         return self._download(url if kind == "input" else f"{url}?kind={kind}", dest, on_chunk)
 
     def upload_video(self, job_id: int, task_id: int, path: Path) -> OutputStored:
-        """Send the video a video task made; streamed from disk."""
-        return self._upload_task_output("video", job_id, task_id, path)
+        """Send the video a video task made as the raw body, streamed from disk (`job_id`
+        is the task's, which the manager knows)."""
+        return self._put_file(f"/api/runner/tasks/{task_id}/video", path)
 
     def upload_tile(self, job_id: int, task_id: int, path: Path) -> OutputStored:
         """Send the tile a tile task rendered (a PNG); streamed from disk."""
@@ -663,7 +664,7 @@ class RunnerClient(BaseClient):
     def _upload_task_output(
         self, route: str, job_id: int, task_id: int, path: Path
     ) -> OutputStored:
-        """The one output of a task that is not a frame (a video, a tile)."""
+        """The one output of a task that is not a frame (a tile)."""
         with path.open("rb") as handle:
             response = self._request(
                 "POST",
@@ -676,9 +677,15 @@ class RunnerClient(BaseClient):
     def upload_output(self, job_id: int, task_id: int, frame: int, path: Path) -> OutputStored:
         """Send one rendered frame as the raw body, streamed from disk (the manager writes
         it once; `job_id` is the task's, which the manager knows)."""
+        return self._put_file(
+            f"/api/runner/tasks/{task_id}/frames/{frame}{path.suffix.lower()}", path
+        )
+
+    def _put_file(self, url: str, path: Path) -> OutputStored:
+        """PUT a file as the raw body, streamed from disk."""
         response = self._request(
             "PUT",
-            f"/api/runner/tasks/{task_id}/frames/{frame}{path.suffix.lower()}",
+            url,
             content=iter_file(path),
             headers={
                 "Content-Type": "application/octet-stream",
