@@ -168,3 +168,29 @@ def api(farm: LocalFarm) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=farm.url, headers=admin, timeout=30) as client:
         yield client
         purge_jobs_and_runners(client)
+
+
+def expect() -> Any:
+    """Playwright's `expect`, imported when a test runs (collection needs no Playwright)."""
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect
+
+
+def register(api: httpx.Client, farm: LocalFarm, name: str, **capabilities: Any) -> dict[str, str]:
+    """A scripted runner's headers (it sends no heartbeats: give the farm a long timeout)."""
+    body = {"token": farm.runner_token, "name": name, "capabilities": capabilities}
+    answer = api.post("/api/runner/register", json=body)
+    assert answer.status_code == 201, answer.text
+    return {"Authorization": f"Bearer {answer.json()['secret']}"}
+
+
+def claim(api: httpx.Client, who: dict[str, str]) -> dict[str, Any]:
+    answer = api.get("/api/runner/tasks", params={"wait": 0}, headers=who)
+    assert answer.status_code == 200, f"{answer.status_code}: nothing to claim"
+    return answer.json()  # type: ignore[no-any-return]
+
+
+def task_status(api: httpx.Client, job_id: int, task_id: int) -> str:
+    tasks = api.get(f"/api/jobs/{job_id}").json()["tasks"]
+    return str(next(t["status"] for t in tasks if t["id"] == task_id))

@@ -17,19 +17,23 @@ import httpx
 import pytest
 
 from farmhand.localfarm import LocalFarm, local_farm
-from tests.browser.conftest import NO_SIDEWAYS_SCROLL, Dialogs, phone_like, shoot, sign_in
+from tests.browser.conftest import (
+    NO_SIDEWAYS_SCROLL,
+    Dialogs,
+    claim,
+    expect,
+    phone_like,
+    register,
+    shoot,
+    sign_in,
+    task_status,
+)
 from tests.integration.conftest import submit_stand_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser")]
 
 # Runner-controlled text that would run script if the page put it in as HTML.
 NASTY_ERROR = '<img src=x onerror="window.pwned=1">Blender crashed & <b>burned</b>'
-
-
-def expect() -> Any:
-    from playwright.sync_api import expect as playwright_expect
-
-    return playwright_expect
 
 
 @pytest.fixture(scope="module")
@@ -40,29 +44,11 @@ def farm(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[Loc
         yield farm
 
 
-def register(api: httpx.Client, farm: LocalFarm, name: str, **capabilities: Any) -> dict[str, str]:
-    body = {"token": farm.runner_token, "name": name, "capabilities": capabilities}
-    answer = api.post("/api/runner/register", json=body)
-    assert answer.status_code == 201, answer.text
-    return {"Authorization": f"Bearer {answer.json()['secret']}"}
-
-
-def claim(api: httpx.Client, who: dict[str, str]) -> dict[str, Any]:
-    answer = api.get("/api/runner/tasks", params={"wait": 0}, headers=who)
-    assert answer.status_code == 200, f"{answer.status_code}: nothing to claim"
-    return answer.json()  # type: ignore[no-any-return]
-
-
 def fail(api: httpx.Client, who: dict[str, str], task: dict[str, Any], reason: str) -> None:
     answer = api.post(
         f"/api/runner/tasks/{task['task_id']}/fail", headers=who, json={"reason": reason}
     )
     assert answer.status_code == 200, answer.text
-
-
-def task_status(api: httpx.Client, job_id: int, task_id: int) -> str:
-    tasks = api.get(f"/api/jobs/{job_id}").json()["tasks"]
-    return str(next(t["status"] for t in tasks if t["id"] == task_id))
 
 
 def blocklisted(api: httpx.Client, job_id: int) -> list[str]:

@@ -22,7 +22,14 @@ from farmhand.client.client import FarmhandClient
 from farmhand.localfarm import LocalFarm
 from farmhand.scenes import make_scene
 from farmhand.shared.schemas import JobSettings
-from tests.browser.conftest import NO_SIDEWAYS_SCROLL, follow_nav, phone_like, shoot, sign_in
+from tests.browser.conftest import (
+    NO_SIDEWAYS_SCROLL,
+    expect,
+    follow_nav,
+    phone_like,
+    shoot,
+    sign_in,
+)
 
 pytestmark = [
     pytest.mark.browser,
@@ -33,12 +40,6 @@ pytestmark = [
 
 ORPHAN_BYTES = 300 * 1024  # shown as "300.0 KiB"
 SETTLED = "() => document.getAnimations().length === 0"  # bars have slid to their width
-
-
-def expect() -> Any:
-    from playwright.sync_api import expect as playwright_expect
-
-    return playwright_expect
 
 
 def human(size: int) -> str:

@@ -19,7 +19,7 @@ from farmhand.localfarm import Child, LocalFarm
 from farmhand.shared.blendfile import read_saved_version
 from farmhand.shared.schemas import JobSettings
 from farmhand.shared.web_schemas import BlendInfo
-from tests.browser.conftest import SCREENSHOTS, follow_nav, phone_like, shoot, sign_in
+from tests.browser.conftest import SCREENSHOTS, expect, follow_nav, phone_like, shoot, sign_in
 
 pytestmark = [
     pytest.mark.browser,
@@ -33,12 +33,6 @@ THUMBS_LOADED = (
     "() => [...document.querySelectorAll('#thumbs img')]"
     ".every(i => i.complete && i.naturalWidth > 0)"
 )
-
-
-def expect() -> Any:
-    from playwright.sync_api import expect as playwright_expect
-
-    return playwright_expect
 
 
 def drop_file(page: Any, selector: str, path: Path) -> None:
