@@ -13,6 +13,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -159,3 +160,31 @@ def test_a_live_stream_gets_the_changes_made_through_either_process(farm: LocalF
         if event["kind"] == "job":
             heard.add(int(str(event["id"])))
     assert submitted - heard == set(), "the stream missed jobs submitted through the other process"
+
+
+def test_the_supervisor_is_bare_uvicorn_and_stopping_it_stops_every_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The process `farmhand manager --processes 2` started becomes uvicorn's supervisor
+    (the same pid, so a service manager's SIGTERM reaches it) without the web app, the
+    database layer and the migrations it loaded to prepare the database."""
+    with local_farm(tmp_path_factory.mktemp("supervisor"), heartbeat_timeout=600.0) as farm:
+        manager = farm.start_manager("--processes", "2")
+        assert manager.process is not None
+        pid = manager.process.pid
+        deadline = time.monotonic() + 30
+        while len(descendants(pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert b"uvicorn" in command and command[command.index(b"--workers") + 1] == b"2"
+        mapped = Path(f"/proc/{pid}/maps").read_text()
+        assert "pydantic_core" not in mapped and "sqlalchemy" not in mapped
+        servers = [p for p in descendants(pid) if p != pid]
+        assert any("sqlalchemy" in Path(f"/proc/{p}/maps").read_text() for p in servers)
+
+        manager.process.terminate()
+        manager.process.wait(timeout=20)
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{p}").exists() for p in servers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [p for p in servers if Path(f"/proc/{p}").exists()], "servers outlived it"

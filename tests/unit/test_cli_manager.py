@@ -116,3 +116,40 @@ def test_commands_that_talk_to_a_manager_do_not_load_the_servers() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout.split()
     assert loaded == []
+
+
+def test_the_supervisor_of_several_processes_gets_every_server_option() -> None:
+    server = manager_cmd.ServerOptions(
+        host="0.0.0.0",
+        port=8443,
+        log_level="warning",
+        timeout_keep_alive=75,
+        timeout_graceful_shutdown=3,
+        proxy_headers=True,
+        forwarded_allow_ips="10.0.0.1",
+        ssl_certfile="/etc/farm/cert.pem",
+        ssl_keyfile="/etc/farm/key.pem",
+    )
+    command = manager_cmd.supervisor_command(server, 3)
+
+    def value(flag: str) -> str:
+        return command[command.index(flag) + 1]
+
+    assert command[:4] == [
+        "-m",
+        "uvicorn",
+        "farmhand.manager.app:app_from_environment",
+        "--factory",
+    ]
+    assert (value("--workers"), value("--host"), value("--port")) == ("3", "0.0.0.0", "8443")
+    assert value("--ssl-certfile") == "/etc/farm/cert.pem"
+    assert value("--ssl-keyfile") == "/etc/farm/key.pem"
+    assert "--proxy-headers" in command and value("--forwarded-allow-ips") == "10.0.0.1"
+    assert (value("--timeout-keep-alive"), value("--log-level")) == ("75", "warning")
+    assert "--no-access-log" in command
+
+    plain = manager_cmd.supervisor_command(
+        manager_cmd.ServerOptions("127.0.0.1", 8080, "info", 75, 3, False, None, None, None), 2
+    )
+    assert "--no-proxy-headers" in plain
+    assert not {"--forwarded-allow-ips", "--ssl-certfile", "--ssl-keyfile"} & set(plain)
