@@ -3,7 +3,14 @@ task carries, what the manager refuses, and how the merge gets the tiles."""
 
 from __future__ import annotations
 
+import io
+import tempfile
+from pathlib import Path
+
 import httpx
+import numpy as np
+import OpenEXR
+from PIL import Image
 
 from farmhand.manager.api.runner_tiles import tile_path
 from farmhand.shared.schemas import TileSpec
@@ -28,13 +35,31 @@ def submit_still(farm: Farm, **settings: object) -> int:
     return submit_stand_in(farm.client, farm.admin, **(STILL | settings))
 
 
-def upload_tile(farm: Farm, runner: dict[str, str], task: dict[str, object], data: bytes) -> int:
+def upload_tile(
+    farm: Farm, runner: dict[str, str], task: dict[str, object], data: bytes, name: str = "tile.png"
+) -> int:
+    return post_tile(farm, runner, task, data, name).status_code
+
+
+def post_tile(
+    farm: Farm, runner: dict[str, str], task: dict[str, object], data: bytes, name: str
+) -> httpx.Response:
     return farm.client.post(
         f"/api/runner/files/{task['job_id']}/tile",
         headers=runner,
         data={"task_id": str(task["task_id"])},
-        files={"file": ("tile.png", data, "image/png")},
-    ).status_code
+        files={"file": (name, data, "application/octet-stream")},
+    )
+
+
+def exr_bytes(width: int = 4, height: int = 3, value: float = 0.5) -> bytes:
+    """A half-float RGBA OpenEXR, as Blender writes a tile of a still in EXR."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "tile.exr"
+        pixels = np.full((height, width), value, dtype=np.float16)
+        header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+        OpenEXR.File(header, {c: pixels for c in "RGBA"}).write(str(path))
+        return path.read_bytes()
 
 
 def test_a_still_is_tiles_then_a_merge_of_them(farm: Farm) -> None:
@@ -75,7 +100,9 @@ def test_a_still_is_tiles_then_a_merge_of_them(farm: Farm) -> None:
     assert merge["type"] == "merge" and merge["frames"] == [7]
     places = {(t["row"], t["column"]): t["path"] for t in merge["tile_files"]}
     assert places == {
-        place: tile_path(TileSpec(frame=7, row=place[0], column=place[1], columns=2, rows=2))
+        place: tile_path(
+            TileSpec(frame=7, row=place[0], column=place[1], columns=2, rows=2), ".png"
+        )
         for place in colours
     }
     fetched = farm.client.get(
@@ -97,7 +124,7 @@ def test_what_a_tiled_still_cannot_be(farm: Farm) -> None:
         ({"tiles": {"columns": 1, "rows": 1}}, "at least 2 tiles"),
         ({"tiles": {"columns": 17, "rows": 2}}, "16"),
         ({"video": True}, "no video"),
-        ({"output_format": "OPEN_EXR"}, "merged as PNG"),
+        ({"output_format": "JPEG"}, "merged as PNG, OPEN_EXR or OPEN_EXR_MULTILAYER, not JPEG"),
     ):
         answer = post_still(farm, **settings)
         assert answer.status_code == 400 and said in answer.text, (settings, answer.text)
@@ -115,3 +142,58 @@ def test_a_tile_failed_for_good_cancels_the_merge_and_fails_the_still(farm: Farm
     job = farm.client.get(f"/api/jobs/{job_id}", headers=farm.admin).json()
     [merge] = [t for t in job["tasks"] if t["type"] == "merge"]
     assert merge["status"] == "canceled" and job["status"] == "failed"
+
+
+def test_a_still_in_openexr_is_exr_tiles_merged_into_an_exr_frame(farm: Farm) -> None:
+    job_id = submit_still(farm, output_format="OPEN_EXR", name="exr")
+    runner = farm.register_runner("r1")
+    runner_caps = {"capabilities": {"task_types": ["render", "merge"]}}
+    assert farm.client.post("/api/runner/heartbeat", headers=runner, json=runner_caps).is_success
+    for n in range(4):
+        task = farm.client.get("/api/runner/tasks", params={"wait": 0}, headers=runner).json()
+        assert task["output_format"] == "OPEN_EXR" and task["tile"] is not None
+        as_png = post_tile(farm, runner, task, png_bytes(4, 3), "tile.png")
+        assert as_png.status_code == 400 and "rendered in .exr tiles, not .png" in as_png.text
+        disguised = post_tile(farm, runner, task, png_bytes(4, 3), "tile.exr")
+        assert disguised.status_code == 400 and "a PNG image, not .exr" in disguised.text
+        assert upload_tile(farm, runner, task, exr_bytes(value=n), "frame_0007.exr") == 201
+        complete = f"/api/runner/tasks/{task['task_id']}/complete"
+        assert farm.client.post(complete, headers=runner, json={"frames": []}).status_code == 200
+
+    merge = farm.client.get("/api/runner/tasks", params={"wait": 0}, headers=runner).json()
+    assert merge["type"] == "merge" and merge["job_id"] == job_id
+    assert sorted(t["path"] for t in merge["tile_files"]) == [
+        f"tiles/0007/r{r}c{c}.exr" for r in range(2) for c in range(2)
+    ]
+    frame = farm.client.put(
+        f"/api/runner/tasks/{merge['task_id']}/frames/7.exr",
+        headers=runner,
+        content=exr_bytes(8, 6),
+    )
+    assert frame.status_code == 201, frame.text
+    done = farm.client.post(
+        f"/api/runner/tasks/{merge['task_id']}/complete", headers=runner, json={"frames": [7]}
+    )
+    assert done.json()["job_status"] == "completed"
+    files = farm.client.get(f"/api/jobs/{job_id}/files", headers=farm.admin).json()
+    [output] = [f for f in files if f["kind"] == "output"]
+    assert output["path"] == "frames/0007.exr"
+    thumbnail = farm.client.get(
+        f"/api/jobs/{job_id}/files/{output['id']}/thumbnail", headers=farm.admin
+    )
+    with Image.open(io.BytesIO(thumbnail.content)) as shown:
+        assert (shown.format, shown.size) == ("JPEG", (8, 6)), "the frame, not a placeholder"
+    multilayer = post_still(farm, output_format="OPEN_EXR_MULTILAYER")
+    assert multilayer.is_success, "its passes are channels like any other"
+
+
+def test_a_tile_in_another_format_than_its_jobs_is_refused(farm: Farm) -> None:
+    submit_still(farm)  # PNG
+    runner = farm.register_runner("r1")
+    task = farm.client.get("/api/runner/tasks", params={"wait": 0}, headers=runner).json()
+    as_exr = post_tile(farm, runner, task, exr_bytes(), "tile.exr")
+    assert as_exr.status_code == 400 and "rendered in .png tiles, not .exr" in as_exr.text
+    as_jpeg = post_tile(farm, runner, task, png_bytes(), "tile.jpg")
+    assert as_jpeg.status_code == 400 and "a .png or .exr file" in as_jpeg.text
+    files = farm.client.get(f"/api/jobs/{task['job_id']}/files", headers=farm.admin).json()
+    assert [f for f in files if f["kind"] == "tile"] == [], "nothing recorded"

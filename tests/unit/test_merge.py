@@ -1,15 +1,23 @@
 """Merging a tiled still's tiles: placed edge to edge whatever their uneven sizes, and a
-tile missing or of the wrong size refused with a reason rather than a seam."""
+tile missing or of the wrong size refused with a reason rather than a seam; in PNG and
+in OpenEXR (every channel, its pixel type and the compression kept), and the cut of a
+tile's overlap before it."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import OpenEXR
 import pytest
 from PIL import Image
 
 from farmhand.cli.jobs_cmd import Failed, tile_grid
+from farmhand.shared.images import ImageError, verify_image
 from farmhand.shared.schemas import TileGrid, TileSpec
+from farmhand.worker.blender.events import FrameSaved
+from farmhand.worker.blender.process import _cut_out_tile
 from farmhand.worker.merge import MergeError, merge_tiles
 
 # A 5x3 frame in 2 columns (2 and 3 wide) and 2 rows (1 and 2 high), one colour a tile.
@@ -64,3 +72,116 @@ def test_tiles_are_counted_left_to_right_then_down() -> None:
     assert TileSpec(column=0, row=0, **spec).label == "tile 1 of 6"
     assert TileSpec(column=2, row=0, **spec).label == "tile 3 of 6"
     assert TileSpec(column=0, row=1, **spec).label == "tile 4 of 6"
+
+
+# OpenEXR: a 5x3 frame in the same 2x2 grid; every pixel's value is its place in the
+# frame (y * 10 + x), so a tile pasted one pixel off shows as a wrong value.
+def exr_tiles(
+    tmp_path: Path,
+    dtype: str = "float16",
+    sizes: dict[tuple[int, int], tuple[int, int]] | None = None,
+    extra: dict[tuple[int, int], str] | None = None,
+) -> dict[tuple[int, int], Path]:
+    """Tiles with R, G, B, A and a float32 `ViewLayer.Depth.Z` pass (a multilayer file's
+    channel name); `extra` adds a channel to a tile."""
+    made = {}
+    for row, column in COLOURS:
+        width, height = (sizes or {}).get((row, column), (WIDTHS[column], HEIGHTS[row]))
+        left, top = sum(WIDTHS[:column]), sum(HEIGHTS[:row])
+        ys, xs = np.mgrid[top : top + height, left : left + width]
+        value = (ys * 10 + xs).astype(dtype)
+        channels = {c: value + offset for offset, c in enumerate("RGBA")}
+        channels["ViewLayer.Depth.Z"] = (value * 0.5).astype(np.float32)
+        if (name := (extra or {}).get((row, column))) is not None:
+            channels[name] = value
+        header = {"compression": OpenEXR.PIZ_COMPRESSION, "type": OpenEXR.scanlineimage}
+        path = tmp_path / f"r{row}c{column}.exr"
+        OpenEXR.File(header, channels).write(str(path))
+        made[(row, column)] = path
+    return made
+
+
+def read(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    file = OpenEXR.File(str(path), separate_channels=True)
+    return file.header(), {name: c.pixels for name, c in file.channels().items()}
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_exr_tiles_are_placed_edge_to_edge_with_every_channel_kept(
+    tmp_path: Path, dtype: str
+) -> None:
+    out = tmp_path / "frame.exr"
+    assert merge_tiles(exr_tiles(tmp_path, dtype), (2, 2), out) == (5, 3)
+    header, channels = read(out)
+    ys, xs = np.mgrid[0:3, 0:5]
+    expected = (ys * 10 + xs).astype(dtype)
+    assert sorted(channels) == ["A", "B", "G", "R", "ViewLayer.Depth.Z"]
+    for offset, name in enumerate("RGBA"):
+        assert channels[name].dtype == np.dtype(dtype), "half stays half, float float"
+        assert np.array_equal(channels[name], expected + offset), name
+    assert channels["ViewLayer.Depth.Z"].dtype == np.float32
+    assert np.array_equal(channels["ViewLayer.Depth.Z"], (expected * 0.5).astype(np.float32))
+    assert header["compression"] == OpenEXR.PIZ_COMPRESSION, "the tiles' compression"
+    for window in ("dataWindow", "displayWindow"):
+        assert [list(corner) for corner in header[window]] == [[0, 0], [4, 2]]
+
+
+def test_an_exr_grid_that_does_not_fit_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "frame.exr"
+    some = exr_tiles(tmp_path)
+    del some[(0, 1)]
+    with pytest.raises(MergeError, match=r"missing \(row, column\): \[\(0, 1\)\]"):
+        merge_tiles(some, (2, 2), out)
+    with pytest.raises(MergeError, match="r1c1 is 3x1, but its column is 3 wide and its row 2"):
+        merge_tiles(exr_tiles(tmp_path, sizes={(1, 1): (3, 1)}), (2, 2), out)
+    with pytest.raises(MergeError, match=r"r1c1 has the channels .*ViewLayer.Normal.X"):
+        merge_tiles(exr_tiles(tmp_path, extra={(1, 1): "ViewLayer.Normal.X"}), (2, 2), out)
+    (tmp_path / "half").mkdir()
+    half = exr_tiles(tmp_path / "half", "float16")
+    half[(1, 1)] = exr_tiles(tmp_path, "float32")[(1, 1)]
+    with pytest.raises(MergeError, match=r"r1c1 has the channels A \(float32\)"):
+        merge_tiles(half, (2, 2), out)
+    png = tiles(tmp_path)
+    with pytest.raises(MergeError, match=r"r0c0 is r0c0.png, but the frame is a .exr"):
+        merge_tiles(png, (2, 2), out)
+    assert not out.exists()
+
+
+def cut_event(path: Path, crop: tuple[int, int, int, int], size: tuple[int, int]) -> FrameSaved:
+    return FrameSaved(frame=7, path=path, seconds=1.0, width=size[0], height=size[1], crop=crop)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_an_exr_tile_is_cut_out_of_its_overlap_with_every_channel_kept(
+    tmp_path: Path, dtype: str
+) -> None:
+    """As Blender writes a border render cropped to the border: 6x5 pixels with data and
+    display window at (0, 0); the tile is the 3x2 at (2, 1)."""
+    ys, xs = np.mgrid[0:5, 0:6]
+    value = (ys * 10 + xs).astype(dtype)
+    path = tmp_path / "frame_0007.exr"
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage,
+              "BlenderMultiChannel": "Blender V2.55.1 and newer"}  # fmt: skip
+    channels = {"ViewLayer.Combined.R": value, "ViewLayer.Combined.A": value + 1}
+    OpenEXR.File(header, channels).write(str(path))
+    _cut_out_tile(cut_event(path, (2, 1, 6, 5), (3, 2)))
+    header, cut = read(path)
+    assert np.array_equal(cut["ViewLayer.Combined.R"], value[1:3, 2:5])
+    assert np.array_equal(cut["ViewLayer.Combined.A"], value[1:3, 2:5] + 1)
+    assert {c.dtype for c in cut.values()} == {np.dtype(dtype)}
+    assert header["compression"] == OpenEXR.ZIP_COMPRESSION
+    assert header["BlenderMultiChannel"] == "Blender V2.55.1 and newer", "metadata kept"
+    assert [list(corner) for corner in header["dataWindow"]] == [[0, 0], [2, 1]]
+    assert verify_image(path, 3, 2).format == "OPEN_EXR"
+    with pytest.raises(ImageError, match="rendered 3x2, not 6x5"):
+        _cut_out_tile(cut_event(path, (2, 1, 6, 5), (3, 2)))  # not the border asked for
+
+
+def test_a_png_tile_is_cut_out_as_before(tmp_path: Path) -> None:
+    path = tmp_path / "frame_0007.png"
+    image = Image.new("RGBA", (6, 5), (0, 0, 0, 255))
+    image.putpixel((2, 1), (255, 0, 0, 255))
+    image.save(path)
+    _cut_out_tile(cut_event(path, (2, 1, 6, 5), (3, 2)))
+    with Image.open(path) as tile:
+        assert tile.size == (3, 2) and tile.getpixel((0, 0)) == (255, 0, 0, 255)

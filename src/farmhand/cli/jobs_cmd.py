@@ -124,7 +124,8 @@ def submit(
         str | None,
         typer.Option(
             help="Split one frame into COLUMNSxROWS tiles rendered by different workers, "
-            "merged into one PNG (e.g. --frames 7 --tiles 4x4).",
+            "merged into one PNG, or OpenEXR with --format OPEN_EXR (e.g. --frames 7 "
+            "--tiles 4x4).",
             show_default=False,
         ),
     ] = None,

@@ -133,6 +133,25 @@ class VideoSettings(_Strict):
 
 MAX_TILES_PER_SIDE = 16
 
+_TILE_EXTENSIONS: dict[str | None, str] = {
+    None: ".png",
+    "PNG": ".png",
+    "OPEN_EXR": ".exr",
+    "OPEN_EXR_MULTILAYER": ".exr",
+}
+
+
+def tile_extension(output_format: str | None) -> str | None:
+    """The file a tile of a still in `output_format` is, and so its merged frame; None
+    for a format tiles are not made in.
+
+    A job keeping the .blend's format (None) gets 8-bit PNG tiles whatever the scene
+    writes, as before EXR tiles existed (the driver's `render_frames` forces it). EXR
+    tiles keep the scene's half or float depth, codec and passes. The manager stores
+    tiles under this name (`runner_tiles.tile_path`, which refuses another), and the
+    `merge` task writes the frame in it (`worker/merge.py`)."""
+    return _TILE_EXTENSIONS.get(output_format)
+
 
 class TileGrid(_Strict):
     """How a tiled still is split: `columns` x `rows` render tasks, merged into one frame."""
@@ -215,7 +234,8 @@ class JobSettings(_Strict):
     tiles: TileGrid | None = Field(
         default=None,
         description="Split one frame (frame_start = frame_end) into columns x rows tiles "
-        "rendered by different workers, then merged into one PNG by a `merge` task.",
+        "rendered by different workers, then merged into one frame by a `merge` task: PNG "
+        "(8-bit; also when output_format is None), OPEN_EXR or OPEN_EXR_MULTILAYER.",
     )
 
     output_template: str | None = Field(
@@ -269,8 +289,8 @@ class JobSettings(_Strict):
 
     def _check_tiles(self) -> None:
         """What a tiled still cannot be (yet): several frames, a video, frames written to
-        shared storage by the workers, or anything but PNG (tiles are merged losslessly
-        as PNG)."""
+        shared storage by the workers, or a format without a `tile_extension` (JPEG: a
+        lossy tile cut and saved again loses more each time)."""
         if self.frame_end != self.frame_start:
             raise ValueError(
                 f"tiles split one frame: frame_start and frame_end must be equal "
@@ -280,8 +300,12 @@ class JobSettings(_Strict):
             raise ValueError("a tiled still makes no video")
         if self.storage == "shared" or self.output_dir is not None:
             raise ValueError("tiled stills are uploaded jobs; shared storage is not supported")
-        if self.output_format not in (None, "PNG"):
-            raise ValueError(f"a tiled still is merged as PNG, not {self.output_format}")
+        if tile_extension(self.output_format) is None:
+            raise ValueError(
+                f"a tiled still is merged as PNG, OPEN_EXR or OPEN_EXR_MULTILAYER, not "
+                f"{self.output_format} (tiles are cut and merged losslessly; render PNG "
+                f"and convert the frame)"
+            )
 
 
 class JobCreate(JobSettings):
@@ -408,7 +432,8 @@ class JobFile(BaseModel):
     kind: JobFileKind = Field(
         description="input; output (a frame, or a video); preview (Blender's JPEG of a "
         "frame, `previews/0001.jpg`); pass (a compositor File Output node's file); tile "
-        "(a rendered tile of a tiled still, `tiles/0001/r0c1.png`, merged into its frame)."
+        "(a rendered tile of a tiled still, `tiles/0001/r0c1.png` or `.exr`, merged into "
+        "its frame)."
     )
     path: str
     size: int

@@ -47,6 +47,7 @@ from farmhand.shared.schemas import (
     TaskProgress,
     TileFile,
     WorkerCapabilities,
+    tile_extension,
 )
 from farmhand.worker import hardware
 from farmhand.worker.cache import BlobCache, CacheError, materialise, prune_job_dirs
@@ -729,7 +730,8 @@ class Agent:
             )
 
         [frame] = task.frames
-        output = work_dir / f"frame_{frame:04d}.png"
+        # The frame is in the tiles' format, which is the job's (PNG or OpenEXR).
+        output = work_dir / f"frame_{frame:04d}{tile_extension(task.output_format) or '.png'}"
         try:
             run.frame_started(frame)
             width, height = merge(MergeWork(task.tile_files, work_dir, self.cache, fetch), output)
@@ -1021,7 +1023,7 @@ def run_worker(
         # Only a worker that can make videos is offered video tasks.
         caps.task_types = [*caps.task_types, "video"]
         log.info("ffmpeg found", ffmpeg=ffmpeg.ffmpeg, version=ffmpeg.version)
-    caps.task_types = [*caps.task_types, "merge"]  # tiles of a still: Pillow is enough
+    caps.task_types = [*caps.task_types, "merge"]  # tiles of a still: Pillow and OpenEXR are enough
     with RunnerClient(settings.manager_url, verify=settings.verify, transport=transport) as client:
         agent = Agent(settings, renderer, client, caps, stop, ffmpeg=ffmpeg)
         return agent.run()

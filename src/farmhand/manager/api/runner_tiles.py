@@ -3,13 +3,15 @@
 Kept apart from the frame upload because a tile is not the frame: several tasks render
 the same frame number, each a part of it, and the job's frame is made by its `merge`
 task from all of them (`worker/merge.py`). A tile is stored as `tiles/0007/r1c2.png`
-(frame 7, row 1, column 2, from the top left); a retried tile replaces the one before,
-atomically, as a frame does.
+(frame 7, row 1, column 2, from the top left; `.exr` for a still in OpenEXR: a tile is
+in the job's format, `tile_extension`, and no other); a retried tile replaces the one
+before, atomically, as a frame does.
 """
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
+from functools import partial
+from pathlib import Path, PurePosixPath
 from typing import Annotated
 
 from fastapi import APIRouter, Form, HTTPException, UploadFile, status
@@ -18,17 +20,30 @@ from sqlalchemy.orm import Session
 from farmhand.manager.api.deps import Context, RunnerDep
 from farmhand.manager.api.runner import ERRORS, _held_task
 from farmhand.manager.api.uploads import receive_upload, record_blob_in, replace_job_file
+from farmhand.manager.db.models import Job
 from farmhand.manager.events import FarmEvent
 from farmhand.shared.frames import frame_label
 from farmhand.shared.images import ImageError, verify_image
-from farmhand.shared.schemas import OutputStored, TileSpec
+from farmhand.shared.schemas import JobSettings, OutputStored, TileSpec, tile_extension
 
 router = APIRouter(prefix="/api/runner", tags=["runner"])
 
 
-def tile_path(tile: TileSpec) -> str:
-    """Where a tile is stored in its job's file tree."""
-    return f"tiles/{frame_label(tile.frame)}/r{tile.row}c{tile.column}.png"
+_TILE_FORMATS = {".png": "PNG", ".exr": "OPEN_EXR"}
+"""A tile's extension → the format `verify_image` must find in it."""
+
+
+def tile_path(tile: TileSpec, extension: str) -> str:
+    """Where a tile is stored in its job's file tree (`extension`: `tile_extension`)."""
+    return f"tiles/{frame_label(tile.frame)}/r{tile.row}c{tile.column}{extension}"
+
+
+def _verify_tile(path: Path, suffix: str) -> None:
+    """A readable image of the format its name says: a PNG named .exr would reach the
+    merge as an EXR it cannot read."""
+    found = verify_image(path).format
+    if found != _TILE_FORMATS[suffix]:
+        raise ImageError(f"it is a {found} image, not {suffix}")
 
 
 @router.post(
@@ -45,12 +60,14 @@ async def upload_tile(
     context: Context,
     worker_id: RunnerDep,
 ) -> OutputStored:
-    if PurePosixPath(file.filename or "").suffix.lower() != ".png":
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "a tile is a .png file")
+    suffix = PurePosixPath(file.filename or "").suffix.lower()
+    if suffix not in _TILE_FORMATS:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "a tile is a .png or .exr file")
     # As a frame: store and verify the bytes, then look whether the task is still this
-    # runner's in the transaction that records them (a refused file is a stray for gc).
+    # runner's, and the tile in its job's format, in the transaction that records them
+    # (a refused file is a stray for gc).
     try:
-        stored = await receive_upload(context, file, check=verify_image)
+        stored = await receive_upload(context, file, check=partial(_verify_tile, suffix=suffix))
     except ImageError as error:
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST, f"the tile is not a readable image: {error}"
@@ -62,7 +79,15 @@ async def upload_tile(
             raise HTTPException(
                 status.HTTP_400_BAD_REQUEST, f"task {task_id} is not a tile of job {job_id}"
             )
-        path = tile_path(TileSpec.model_validate(task.tile))
+        job = session.get(Job, job_id)
+        assert job is not None  # the task is one of its tasks
+        wanted = tile_extension(JobSettings.model_validate(job.settings).output_format)
+        if suffix != wanted:
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST,
+                f"job {job_id} is rendered in {wanted} tiles, not {suffix}",
+            )
+        path = tile_path(TileSpec.model_validate(task.tile), suffix)
         record_blob_in(session, stored)
         return replace_job_file(
             session,

@@ -69,13 +69,18 @@ def placeholder(cache_dir: Path, label: str) -> Path:
 
 
 def exr_preview(source: Path) -> Image.Image:
-    """An 8-bit sRGB image of an EXR's RGB(A) channels (the first layer that has them)."""
+    """An 8-bit sRGB image of an EXR's RGB(A) channels (the first layer that has them;
+    in a multilayer file, where OpenEXR groups them as `ViewLayer.Combined`, the
+    Combined pass first)."""
     import numpy as np
     import OpenEXR
 
     channels = OpenEXR.File(str(source)).channels()
-    if "RGBA" in channels or "RGB" in channels:
-        pixels = channels.get("RGBA", channels.get("RGB")).pixels
+    grouped = [n for n, c in channels.items() if c.pixels.ndim == 3 and c.pixels.shape[-1] > 2]
+    if grouped:
+        # A bare RGB(A), then the Combined pass, then any other layer's.
+        grouped.sort(key=lambda n: (n not in ("RGBA", "RGB"), not n.endswith("Combined"), n))
+        pixels = channels[grouped[0]].pixels
     else:
         names = sorted(channels)
         pick = [next((n for n in names if n.endswith(c)), None) for c in ("R", "G", "B")]

@@ -526,7 +526,10 @@ def render_frames(scene, command):
     apply_overrides(scene, command)
     render = scene.render
     tile = command.get("tile")
-    if tile:  # tiles are merged losslessly, by Pillow, which keeps 8 bits a channel
+    # Tiles are cut and merged losslessly: as 8-bit PNG (Pillow), unless the job asks
+    # for OpenEXR, which keeps the scene's half or float, codec and passes (the manager
+    # allows nothing else: `tile_extension` in shared/schemas.py).
+    if tile and command.get("output_format") not in ("OPEN_EXR", "OPEN_EXR_MULTILAYER"):
         if render.image_settings.file_format != "PNG":
             set_file_format(render.image_settings, "PNG")
         render.image_settings.color_depth = "8"

@@ -44,6 +44,7 @@ from farmhand.worker.blender.events import (
     parse_event_line,
     parse_progress_line,
 )
+from farmhand.worker.exr import crop_exr, read_exr, write_exr
 
 DRIVER = Path(__file__).with_name("driver.py")
 KILL_GRACE = 3.0
@@ -73,7 +74,7 @@ class RenderRequest:
     """(from root, to root): absolute paths inside the .blend rewritten at open."""
     tile: dict[str, int] | None = None
     """Render only this tile of the frame (`TileSpec`: column, row of columns x rows, from
-    the top left), cropped to it, as PNG, without a preview."""
+    the top left), cropped to it, as PNG (OpenEXR for a still in EXR), without a preview."""
 
 
 @dataclass
@@ -132,20 +133,32 @@ def describe_duration(seconds: float) -> str:
 
 
 def _cut_out_tile(event: FrameSaved) -> None:
-    """A tile rendered with an overlap, cut down to the tile in place (a lossless PNG)."""
+    """A tile rendered with an overlap, cut down to the tile in place, losslessly and in
+    the format it was rendered in: a PNG with Pillow, an OpenEXR (a still in EXR) with
+    every channel, its pixel type and its compression kept (`worker/exr.py`)."""
     if event.crop is None:
         return
     left, top, width, height = event.crop
     try:
-        with Image.open(event.path) as image:
-            if image.size != (width, height):
-                raise ImageError(
-                    f"the tile was rendered {image.width}x{image.height}, not {width}x{height}"
-                )
-            tile = image.crop((left, top, left + event.width, top + event.height))
+        if event.path.suffix.lower() == ".exr":
+            image = read_exr(event.path)
+            _check_rendered_size(image.size, (width, height))
+            write_exr(crop_exr(image, left, top, event.width, event.height), event.path)
+            return
+        with Image.open(event.path) as rendered:
+            _check_rendered_size(rendered.size, (width, height))
+            tile = rendered.crop((left, top, left + event.width, top + event.height))
         tile.save(event.path, format="PNG")
     except (OSError, ValueError) as error:
         raise ImageError(f"cannot cut the tile out of {event.path.name}: {error}") from error
+
+
+def _check_rendered_size(rendered: tuple[int, int], asked: tuple[int, int]) -> None:
+    """Blender rendered the border it was given (else the cut would take other pixels)."""
+    if rendered != asked:
+        raise ImageError(
+            f"the tile was rendered {rendered[0]}x{rendered[1]}, not {asked[0]}x{asked[1]}"
+        )
 
 
 def _check_frame(event: FrameSaved) -> str | None:
