@@ -144,7 +144,7 @@ def test_only_the_holder_may_put_and_only_its_own_frames(farm: Farm) -> None:
 def test_the_last_verified_upload_of_a_frame_wins(farm: Farm) -> None:
     runner, task = held_task(farm)
     first = put_frame(farm, runner, task["task_id"], "1.png", png_bytes(colour="red"))
-    second = put_frame(farm, runner, task["task_id"], "1.exr", png_bytes(colour="green"))
+    second = put_frame(farm, runner, task["task_id"], "1.PNG", png_bytes(colour="green"))
     assert first.status_code == second.status_code == 201
     broken = put_frame(farm, runner, task["task_id"], "1.png", b"\x89PNG\r\n\x1a\n broken")
     assert broken.status_code == 400
@@ -179,3 +179,13 @@ def test_the_multipart_form_of_older_workers_still_stores_a_frame(farm: Farm) ->
         files={"file": ("0001.png", b"nope", "image/png")},
     )
     assert not_image.status_code == 400, not_image.text
+
+
+@pytest.mark.parametrize("name", ["1.exr", "1.jpg", "1.tif"])
+def test_an_image_named_as_another_format_is_refused(farm: Farm, name: str) -> None:
+    """A PNG stored as `0001.exr` would be downloaded, thumbnailed and merged as an EXR."""
+    runner, task = held_task(farm)
+    answer = put_frame(farm, runner, task["task_id"], name, png_bytes())
+    assert answer.status_code == 400, answer.text
+    assert f"it is a PNG image, not {name[1:]}" in answer.json()["detail"]
+    assert outputs(farm, task["job_id"]) == []

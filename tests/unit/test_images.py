@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from farmhand.shared.images import ImageError, ImageInfo, verify_image
+from farmhand.shared.images import ImageError, ImageInfo, verify_image, verify_image_as
 
 
 def _png(path: Path, size: tuple[int, int] = (64, 48), fmt: str = "PNG") -> Path:
@@ -129,3 +129,15 @@ def test_exr_written_by_blender_verifies_and_truncation_is_caught(tmp_path: Path
         path.write_bytes(data[:-1])
         with pytest.raises(ImageError, match="truncated"):
             verify_image(path)
+
+
+def test_an_image_must_be_the_format_its_suffix_says(tmp_path: Path) -> None:
+    png = _png(tmp_path / "frame.png")
+    assert verify_image_as(png, ".PNG").format == "PNG"
+    jpeg = _png(tmp_path / "frame.jpg", fmt="JPEG")
+    assert verify_image_as(jpeg, ".jpeg").format == "JPEG"
+    for suffix in (".exr", ".jpg", ".tiff"):
+        with pytest.raises(ImageError, match=f"it is a PNG image, not \\{suffix}"):
+            verify_image_as(png, suffix)
+    with pytest.raises(ImageError, match=r"not \.blend"):
+        verify_image_as(png, ".blend")

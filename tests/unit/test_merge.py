@@ -56,6 +56,9 @@ def test_a_missing_or_misfit_tile_is_refused(tmp_path: Path) -> None:
         merge_tiles(tiles(tmp_path, {(1, 1): (4, 2)}), (2, 2), out)
     with pytest.raises(MergeError, match=r"missing \(row, column\): \[\(2, 0\), \(2, 1\)\]"):
         merge_tiles(tiles(tmp_path), (3, 2), out)  # a whole row missing is no smaller frame
+    stray = {**tiles(tmp_path), (0, 2): tmp_path / "r0c0.png"}
+    with pytest.raises(MergeError, match=r"outside the 2x2 grid \(row, column\): \[\(0, 2\)\]"):
+        merge_tiles(stray, (2, 2), out)
     assert not out.exists()
 
 

@@ -658,7 +658,8 @@ class RunnerClient(BaseClient):
         return self._put_file(f"/api/runner/tasks/{task_id}/video", path)
 
     def upload_tile(self, job_id: int, task_id: int, path: Path) -> OutputStored:
-        """Send the tile a tile task rendered (a PNG); streamed from disk."""
+        """Send the tile a tile task rendered (a PNG, or an EXR for a still in OpenEXR);
+        streamed from disk."""
         return self._upload_task_output("tile", job_id, task_id, path)
 
     def _upload_task_output(

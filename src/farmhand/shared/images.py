@@ -90,6 +90,29 @@ def verify_image(
     return info
 
 
+FORMAT_OF_SUFFIX = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".exr": "OPEN_EXR",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".webp": "WEBP",
+    ".bmp": "BMP",
+}
+"""The image format a file of each suffix must be (`verify_image`'s names)."""
+
+
+def verify_image_as(path: Path | str, suffix: str) -> ImageInfo:
+    """`verify_image`, and the image must be the format its `suffix` says: a PNG stored
+    as `0001.exr` would be downloaded, thumbnailed and merged as an EXR it is not."""
+    info = verify_image(path)
+    wanted = FORMAT_OF_SUFFIX.get(suffix.lower())
+    if info.format != wanted:
+        raise ImageError(f"it is a {info.format} image, not {suffix.lower()}")
+    return info
+
+
 def _verify_with_pillow(handle: BinaryIO, path: Path) -> ImageInfo:
     try:
         with warnings.catch_warnings():

@@ -74,6 +74,9 @@ def merge_tiles(
     missing = [(r, c) for r in range(rows) for c in range(columns) if (r, c) not in tiles]
     if missing:
         raise MergeError(f"tiles missing (row, column): {missing[:10]}")
+    outside = sorted(p for p in tiles if not (0 <= p[0] < rows and 0 <= p[1] < columns))
+    if outside:
+        raise MergeError(f"tiles outside the {columns}x{rows} grid (row, column): {outside[:10]}")
     suffix = output.suffix.lower()
     if suffix not in (".png", ".exr"):
         raise MergeError(f"a tiled still is merged as .png or .exr, not {suffix}")

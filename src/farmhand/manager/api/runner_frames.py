@@ -14,6 +14,7 @@ never leave a half-written or mixed frame).
 from __future__ import annotations
 
 import re
+from functools import partial
 from pathlib import PurePosixPath
 from typing import Annotated
 
@@ -30,7 +31,7 @@ from farmhand.manager.db.models import JobFile
 from farmhand.manager.events import FarmEvent
 from farmhand.manager.storage.blobs import StoredBlob
 from farmhand.shared.frames import frame_label
-from farmhand.shared.images import ImageError, verify_image
+from farmhand.shared.images import ImageError, verify_image_as
 from farmhand.shared.schemas import OutputStored
 
 router = APIRouter(prefix="/api/runner", tags=["runner"])
@@ -130,7 +131,9 @@ async def put_frame(
         )
     frame, suffix = int(parts[1]), output_suffix(file_name)
     try:
-        stored = await receive_body(context, request.stream(), check=verify_image)
+        stored = await receive_body(
+            context, request.stream(), check=partial(verify_image_as, suffix=suffix)
+        )
     except ImageError as error:
         raise _unreadable(frame, error) from error
     return await _record_frame(
@@ -161,7 +164,7 @@ async def upload_output(
 ) -> OutputStored:
     suffix = output_suffix(file.filename or "")
     try:
-        stored = await receive_upload(context, file, check=verify_image)
+        stored = await receive_upload(context, file, check=partial(verify_image_as, suffix=suffix))
     except ImageError as error:
         raise _unreadable(frame, error) from error
     return await _record_frame(

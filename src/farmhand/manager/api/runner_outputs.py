@@ -12,6 +12,7 @@ its own name, replaced when uploaded again (a retried task):
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
@@ -23,7 +24,7 @@ from farmhand.manager.api.runner import ERRORS, OUTPUT_EXTENSIONS, lock_held_fra
 from farmhand.manager.api.uploads import receive_upload, record_blob_in, replace_job_file
 from farmhand.manager.events import FarmEvent
 from farmhand.shared.frames import frame_label
-from farmhand.shared.images import ImageError, verify_image
+from farmhand.shared.images import ImageError, verify_image_as
 from farmhand.shared.paths import UnsafePathError, safe_relative_path
 from farmhand.shared.schemas import OutputStored
 
@@ -69,7 +70,7 @@ async def upload_extra(
     # the bytes, then one group-commit operation that looks whether the task is still
     # this runner's and records them (or refuses; garbage collection takes the file).
     try:
-        stored = await receive_upload(context, file, check=verify_image)
+        stored = await receive_upload(context, file, check=partial(verify_image_as, suffix=suffix))
     except ImageError as error:
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST, f"the {kind} of frame {frame} is not an image: {error}"

@@ -11,7 +11,7 @@ before, atomically, as a frame does.
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Annotated
 
 from fastapi import APIRouter, Form, HTTPException, UploadFile, status
@@ -23,27 +23,19 @@ from farmhand.manager.api.uploads import receive_upload, record_blob_in, replace
 from farmhand.manager.db.models import Job
 from farmhand.manager.events import FarmEvent
 from farmhand.shared.frames import frame_label
-from farmhand.shared.images import ImageError, verify_image
+from farmhand.shared.images import ImageError, verify_image_as
 from farmhand.shared.schemas import JobSettings, OutputStored, TileSpec, tile_extension
 
 router = APIRouter(prefix="/api/runner", tags=["runner"])
 
 
-_TILE_FORMATS = {".png": "PNG", ".exr": "OPEN_EXR"}
-"""A tile's extension → the format `verify_image` must find in it."""
+_TILE_SUFFIXES = (".png", ".exr")
+"""What a tile may be (`tile_extension` says which for a job)."""
 
 
 def tile_path(tile: TileSpec, extension: str) -> str:
     """Where a tile is stored in its job's file tree (`extension`: `tile_extension`)."""
     return f"tiles/{frame_label(tile.frame)}/r{tile.row}c{tile.column}{extension}"
-
-
-def _verify_tile(path: Path, suffix: str) -> None:
-    """A readable image of the format its name says: a PNG named .exr would reach the
-    merge as an EXR it cannot read."""
-    found = verify_image(path).format
-    if found != _TILE_FORMATS[suffix]:
-        raise ImageError(f"it is a {found} image, not {suffix}")
 
 
 @router.post(
@@ -61,13 +53,13 @@ async def upload_tile(
     worker_id: RunnerDep,
 ) -> OutputStored:
     suffix = PurePosixPath(file.filename or "").suffix.lower()
-    if suffix not in _TILE_FORMATS:
+    if suffix not in _TILE_SUFFIXES:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "a tile is a .png or .exr file")
     # As a frame: store and verify the bytes, then look whether the task is still this
     # runner's, and the tile in its job's format, in the transaction that records them
     # (a refused file is a stray for gc).
     try:
-        stored = await receive_upload(context, file, check=partial(_verify_tile, suffix=suffix))
+        stored = await receive_upload(context, file, check=partial(verify_image_as, suffix=suffix))
     except ImageError as error:
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST, f"the tile is not a readable image: {error}"
