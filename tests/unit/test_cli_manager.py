@@ -153,3 +153,18 @@ def test_the_supervisor_of_several_processes_gets_every_server_option() -> None:
     )
     assert "--no-proxy-headers" in plain
     assert not {"--forwarded-allow-ips", "--ssl-certfile", "--ssl-keyfile"} & set(plain)
+
+
+def test_the_manager_does_not_load_the_workers_image_libraries() -> None:
+    """numpy and OpenEXR cut and merge EXR tiles on workers; the manager (which imports
+    the worker's Blender command line for blend-info) would hold 20 MB of them for
+    nothing in every server process."""
+    probe = (
+        "import sys, farmhand.manager.app; "
+        "print(' '.join(m for m in ('numpy', 'OpenEXR', 'farmhand.worker.exr') "
+        "if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert loaded == []

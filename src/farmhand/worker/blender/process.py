@@ -44,7 +44,6 @@ from farmhand.worker.blender.events import (
     parse_event_line,
     parse_progress_line,
 )
-from farmhand.worker.exr import crop_exr, read_exr, write_exr
 
 DRIVER = Path(__file__).with_name("driver.py")
 KILL_GRACE = 3.0
@@ -141,6 +140,10 @@ def _cut_out_tile(event: FrameSaved) -> None:
     left, top, width, height = event.crop
     try:
         if event.path.suffix.lower() == ".exr":
+            # Here, not at the top: the manager imports this module (`blender_command`
+            # for blend-info), and numpy with OpenEXR would cost it 20 MB it never uses.
+            from farmhand.worker.exr import crop_exr, read_exr, write_exr
+
             image = read_exr(event.path)
             _check_rendered_size(image.size, (width, height))
             write_exr(crop_exr(image, left, top, event.width, event.height), event.path)
