@@ -103,14 +103,15 @@ def test_bad_values_are_refused_before_the_manager_starts(
 
 def test_commands_that_talk_to_a_manager_do_not_load_the_servers() -> None:
     """Every `farmhand` command imports the CLI app: the manager's web app (FastAPI, its
-    routes, OAuth), uvicorn, Alembic and SQLAlchemy must load only in the commands that
-    run them, or `farmhand job 7` (and the Blender add-on, which runs it every few
-    seconds) starts a second slower for nothing."""
+    routes, OAuth), uvicorn, Alembic and SQLAlchemy, and the workers' numpy and OpenEXR
+    (EXR tiles), must load only in the commands and tasks that use them, or `farmhand
+    job 7` (and the Blender add-on, which runs it every few seconds) starts a second
+    slower for nothing."""
     probe = (
         "import sys, farmhand.cli.app; "
         "print(' '.join(sorted(m for m in ('fastapi', 'uvicorn', 'alembic', 'sqlalchemy', "
-        "'farmhand.manager.app', 'farmhand.node.app', 'farmhand.orchestrator.app') "
-        "if m in sys.modules)))"
+        "'farmhand.manager.app', 'farmhand.node.app', 'farmhand.orchestrator.app', "
+        "'numpy', 'OpenEXR') if m in sys.modules)))"
     )
     loaded = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True

@@ -17,14 +17,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 from PIL import Image
 
 from farmhand.shared.images import ImageError, verify_image
 from farmhand.shared.schemas import TaskFile, TileFile
 from farmhand.worker.cache import BlobCache, CacheError, materialise
-from farmhand.worker.exr import ExrImage, read_exr, write_exr
+
+if TYPE_CHECKING:
+    from farmhand.worker.exr import ExrImage
 
 
 class MergeError(Exception):
@@ -137,6 +139,12 @@ def _paste_exr(
     """Write the EXR frame: each channel an array of the whole frame, of the first
     tile's pixel type, each tile's pixels copied in at its place; the first tile's header
     (compression, metadata). One tile is in memory at a time, besides the frame."""
+    # Here, not at the top: every `farmhand` command imports the worker (through its
+    # CLI), and numpy with OpenEXR would slow them all and weigh on the manager.
+    import numpy as np
+
+    from farmhand.worker.exr import ExrImage, read_exr, write_exr
+
     frame: ExrImage | None = None
     layout: dict[str, str] = {}
     for (row, column), path in sorted(tiles.items()):
