@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +54,28 @@ def render_and_fetch(farm: LocalFarm, blend: Path, dest: Path, **settings: objec
     return job
 
 
+@contextmanager
+def two_worker_farm(
+    tmp_path: Path, blender: str, request: pytest.FixtureRequest
+) -> Iterator[tuple[LocalFarm, Path]]:
+    """A manager, two workers of `blender` ("bpy": the 5.0 module; "executable":
+    Debian's 3.4) and the 61x47 scene saved by that Blender (3.4 renders only what 3.4
+    saved)."""
+    install: BlenderInstall = request.getfixturevalue(
+        "blender_module" if blender == "bpy" else "blender_executable"
+    )
+    blend = make_scene(
+        tmp_path / "still.blend", "animated", install=install,
+        width=WIDTH, height=HEIGHT, frames="1-3", samples=4,
+    )  # fmt: skip
+    worker_blender = "bpy" if blender == "bpy" else str(install.path)
+    with local_farm(tmp_path / "farm") as farm:
+        farm.start_manager()
+        farm.start_worker("w1", blender=worker_blender)
+        farm.start_worker("w2", blender=worker_blender)
+        yield farm, blend
+
+
 def worst_difference(merged: Path, whole: Path, size: tuple[int, int]) -> int:
     with Image.open(merged) as a, Image.open(whole) as b:
         assert a.size == b.size == size
@@ -68,19 +92,7 @@ def assert_same_picture(merged: Path, whole: Path) -> None:
 def test_a_tiled_still_matches_the_frame_rendered_whole(
     blender: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    install: BlenderInstall = request.getfixturevalue(
-        "blender_module" if blender == "bpy" else "blender_executable"
-    )
-    # A scene rendered by Blender 3.4 must be saved by 3.4.
-    blend = make_scene(
-        tmp_path / "still.blend", "animated", install=install,
-        width=WIDTH, height=HEIGHT, frames="1-3", samples=4,
-    )  # fmt: skip
-    worker_blender = "bpy" if blender == "bpy" else str(install.path)
-    with local_farm(tmp_path / "farm") as farm:
-        farm.start_manager()
-        farm.start_worker("t1", blender=worker_blender)
-        farm.start_worker("t2", blender=worker_blender)
+    with two_worker_farm(tmp_path, blender, request) as (farm, blend):
         # Tiles render past their edges (the default 32 pixels, most of this small frame,
         # or 5) and are cut down before the merge: a cut one pixel off shows here.
         overlap = 32 if blender == "bpy" else 5
@@ -126,18 +138,7 @@ def test_a_tiled_still_in_openexr_matches_the_frame_rendered_whole(
 ) -> None:
     """As the PNG test, in float: the tiles are cut and merged with every channel (a
     multilayer file's `ViewLayer.Combined.*` too) and its pixel type kept."""
-    install: BlenderInstall = request.getfixturevalue(
-        "blender_module" if blender == "bpy" else "blender_executable"
-    )
-    blend = make_scene(
-        tmp_path / "still.blend", "animated", install=install,
-        width=WIDTH, height=HEIGHT, frames="1-3", samples=4,
-    )  # fmt: skip
-    worker_blender = "bpy" if blender == "bpy" else str(install.path)
-    with local_farm(tmp_path / "farm") as farm:
-        farm.start_manager()
-        farm.start_worker("e1", blender=worker_blender)
-        farm.start_worker("e2", blender=worker_blender)
+    with two_worker_farm(tmp_path, blender, request) as (farm, blend):
         grid = TileGrid(columns=3, rows=2, overlap=5)
         settings = {"output_format": output_format}
         render_and_fetch(farm, blend, tmp_path / "tiled", name="tiled", tiles=grid, **settings)
