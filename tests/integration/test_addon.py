@@ -183,6 +183,21 @@ def addon_zip(tmp_path: Path) -> Path:
     return tmp_path / "addon.zip"
 
 
+def copy_of(blend: Path, dest: Path) -> Path:
+    """A copy of a scene in a folder of its own (the add-on saves beside it)."""
+    dest.parent.mkdir()
+    shutil.copy(blend, dest)
+    return dest
+
+
+def opening(addon_zip: Path, blend: Path) -> str:
+    """bpy code installing the add-on from its zip and opening `blend`."""
+    return (
+        INSTALL_ZIP.format(zip=str(addon_zip))
+        + f"bpy.ops.wm.open_mainfile(filepath={str(blend)!r})\n"
+    )
+
+
 def test_bpy_5_submits_a_saved_file(
     farm: LocalFarm,
     animated_blend: Path,
@@ -190,15 +205,9 @@ def test_bpy_5_submits_a_saved_file(
     addon_zip: Path,
     tmp_path: Path,
 ) -> None:
-    blend = tmp_path / "shot" / "orbit.blend"
-    blend.parent.mkdir()
-    shutil.copy(animated_blend, blend)
+    blend = copy_of(animated_blend, tmp_path / "shot" / "orbit.blend")
     before = sha256(blend)
-    code = (
-        INSTALL_ZIP.format(zip=str(addon_zip))
-        + f"bpy.ops.wm.open_mainfile(filepath={str(blend)!r})\n"
-        + SUBMIT.format(name="orbit 5", marker=RESULT)
-    )
+    code = opening(addon_zip, blend) + SUBMIT.format(name="orbit 5", marker=RESULT)
     result = bpy_run(blender_env(tmp_path, farm), code)
     assert outcome(result) == {"ok": True}, result.stdout[-3000:]
     assert_submitted_as_set(farm, "orbit 5", blend, before)
@@ -228,14 +237,8 @@ def test_bpy_5_submits_the_frame_on_screen_as_a_tiled_still(
     addon_zip: Path,
     tmp_path: Path,
 ) -> None:
-    blend = tmp_path / "still" / "poster.blend"
-    blend.parent.mkdir()
-    shutil.copy(animated_blend, blend)
-    code = (
-        INSTALL_ZIP.format(zip=str(addon_zip))
-        + f"bpy.ops.wm.open_mainfile(filepath={str(blend)!r})\n"
-        + STILL.format(marker=RESULT)
-    )
+    blend = copy_of(animated_blend, tmp_path / "still" / "poster.blend")
+    code = opening(addon_zip, blend) + STILL.format(marker=RESULT)
     result = bpy_run(blender_env(tmp_path, farm), code)
     assert outcome(result) == {"ok": True}, result.stdout[-3000:] + result.stderr[-3000:]
     job = only_job(farm, "poster")

@@ -101,22 +101,25 @@ def test_bad_values_are_refused_before_the_manager_starts(
     assert args[0] in result.output
 
 
+def loaded_by(module: str, candidates: tuple[str, ...]) -> list[str]:
+    """Which of `candidates` a fresh interpreter has loaded after importing `module`."""
+    probe = f"import sys, {module}; print(' '.join(m for m in {candidates!r} if m in sys.modules))"
+    return subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.split()
+
+
 def test_commands_that_talk_to_a_manager_do_not_load_the_servers() -> None:
     """Every `farmhand` command imports the CLI app: the manager's web app (FastAPI, its
     routes, OAuth), uvicorn, Alembic and SQLAlchemy, and the workers' numpy and OpenEXR
     (EXR tiles), must load only in the commands and tasks that use them, or `farmhand
     job 7` (and the Blender add-on, which runs it every few seconds) starts a second
     slower for nothing."""
-    probe = (
-        "import sys, farmhand.cli.app; "
-        "print(' '.join(sorted(m for m in ('fastapi', 'uvicorn', 'alembic', 'sqlalchemy', "
-        "'farmhand.manager.app', 'farmhand.node.app', 'farmhand.orchestrator.app', "
-        "'numpy', 'OpenEXR') if m in sys.modules)))"
-    )
-    loaded = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
-    ).stdout.split()
-    assert loaded == []
+    heavy = (
+        "fastapi", "uvicorn", "alembic", "sqlalchemy", "farmhand.manager.app",
+        "farmhand.node.app", "farmhand.orchestrator.app", "numpy", "OpenEXR",
+    )  # fmt: skip
+    assert loaded_by("farmhand.cli.app", heavy) == []
 
 
 def test_the_supervisor_of_several_processes_gets_every_server_option() -> None:
@@ -160,12 +163,4 @@ def test_the_manager_does_not_load_the_workers_image_libraries() -> None:
     """numpy and OpenEXR cut and merge EXR tiles on workers; the manager (which imports
     the worker's Blender command line for blend-info) would hold 20 MB of them for
     nothing in every server process."""
-    probe = (
-        "import sys, farmhand.manager.app; "
-        "print(' '.join(m for m in ('numpy', 'OpenEXR', 'farmhand.worker.exr') "
-        "if m in sys.modules))"
-    )
-    loaded = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
-    ).stdout.split()
-    assert loaded == []
+    assert loaded_by("farmhand.manager.app", ("numpy", "OpenEXR", "farmhand.worker.exr")) == []

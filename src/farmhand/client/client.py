@@ -660,16 +660,10 @@ class RunnerClient(BaseClient):
     def upload_tile(self, job_id: int, task_id: int, path: Path) -> OutputStored:
         """Send the tile a tile task rendered (a PNG, or an EXR for a still in OpenEXR);
         streamed from disk."""
-        return self._upload_task_output("tile", job_id, task_id, path)
-
-    def _upload_task_output(
-        self, route: str, job_id: int, task_id: int, path: Path
-    ) -> OutputStored:
-        """The one output of a task that is not a frame (a tile)."""
         with path.open("rb") as handle:
             response = self._request(
                 "POST",
-                f"/api/runner/files/{job_id}/{route}",
+                f"/api/runner/files/{job_id}/tile",
                 data={"task_id": str(task_id)},
                 files={"file": (path.name, handle, "application/octet-stream")},
             )

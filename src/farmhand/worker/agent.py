@@ -667,16 +667,7 @@ class Agent:
             self._fail(run, "this worker has no ffmpeg; it should not get video tasks", [], tlog)
             return
         work_dir = self.settings.work_dir / "outputs" / f"task-{task.task_id}"
-
-        def fetch(frame: FrameFile, dest: Path) -> None:
-            call_with_retry(
-                lambda: self.client.download_input(task.job_id, frame.path, dest, kind="output"),
-                f"download {frame.path}",
-                self._task_policy,
-                self.stop,
-                logger=tlog,
-            )
-
+        fetch = self._job_file_fetcher(task, "output", tlog)
         reporter = threading.Thread(
             target=self._progress_loop, args=(run, tlog), name="progress", daemon=True
         )
@@ -713,22 +704,30 @@ class Agent:
             reporter.join(timeout=self.settings.shutdown_grace)
             shutil.rmtree(work_dir, ignore_errors=True)
 
+    def _job_file_fetcher(
+        self, task: TaskAssignment, kind: str, tlog: FilteringBoundLogger
+    ) -> Callable[[FrameFile | TileFile, Path], None]:
+        """Download one of the job's stored files (`kind`: a frame for a video, a tile for
+        a merge) to a path, retrying network errors as the task's other calls do."""
+
+        def fetch(file: FrameFile | TileFile, dest: Path) -> None:
+            call_with_retry(
+                lambda: self.client.download_input(task.job_id, file.path, dest, kind=kind),
+                f"download {file.path}",
+                self._task_policy,
+                self.stop,
+                logger=tlog,
+            )
+
+        return fetch
+
     def _do_merge(self, run: _TaskRun, tlog: FilteringBoundLogger) -> None:
         """Merge a tiled still's tiles into its frame (`worker/merge.py`), upload it, report."""
         task = run.task
         work_dir = self.settings.work_dir / "outputs" / f"task-{task.task_id}"
         shutil.rmtree(work_dir, ignore_errors=True)
         work_dir.mkdir(parents=True)
-
-        def fetch(tile: TileFile, dest: Path) -> None:
-            call_with_retry(
-                lambda: self.client.download_input(task.job_id, tile.path, dest, kind="tile"),
-                f"download {tile.path}",
-                self._task_policy,
-                self.stop,
-                logger=tlog,
-            )
-
+        fetch = self._job_file_fetcher(task, "tile", tlog)
         [frame] = task.frames
         # The frame is in the tiles' format, which is the job's (PNG or OpenEXR).
         output = work_dir / f"frame_{frame:04d}{tile_extension(task.output_format) or '.png'}"

@@ -63,6 +63,15 @@ class _Staging:
         self.digest.update(chunk)
         self.handle.write(chunk)
 
+    def write_all(self, chunks: list[bytes]) -> None:
+        """Write what was gathered, removing the file if that fails (a full disk)."""
+        try:
+            for chunk in chunks:
+                self.write(chunk)
+        except BaseException:
+            self.discard()
+            raise
+
     def discard(self) -> None:
         """Remove the temporary file, whatever went wrong: on a full disk, closing
         fails too (the buffer cannot be written), and the file must still go."""
@@ -162,16 +171,32 @@ class BlobStore:
     ) -> StoredBlob:
         """Store a request body as it arrives: constant memory whatever its size.
 
-        `check` (an image verification, say) runs on the stored file in the same trip to
-        a thread as the fsync, not in one of its own: frames take this path several
-        times a second from every worker."""
+        Writes, hashing, fsync and rename run off the event loop: a write can wait for the
+        disk (a kernel flushing dirty pages holds writers back), and every other request
+        of the manager would wait with it. The body is gathered up to `CHUNK` bytes per
+        trip to a thread, so a small body (a frame) makes one trip, which also runs
+        `check` (an image verification, say) on the stored file."""
         staging = _Staging(self.root, self.max_blob_bytes)
+        held: list[bytes] = []
+        held_bytes = 0
         try:
             async for chunk in chunks:
-                staging.write(chunk)
+                held.append(chunk)
+                held_bytes += len(chunk)
+                if held_bytes >= CHUNK:
+                    await asyncio.to_thread(staging.write_all, held)
+                    held, held_bytes = [], 0
         except BaseException:
             staging.discard()
             raise
-        # fsync and rename off the event loop: on a slow disk they take milliseconds, and
-        # every other request of the manager would wait for them.
-        return await asyncio.to_thread(self._finish, staging, expected_sha256, check)
+        return await asyncio.to_thread(self._finish_held, staging, held, expected_sha256, check)
+
+    def _finish_held(
+        self,
+        staging: _Staging,
+        held: list[bytes],
+        expected: str | None,
+        check: Callable[[Path], object] | None,
+    ) -> StoredBlob:
+        staging.write_all(held)
+        return self._finish(staging, expected, check)
