@@ -176,7 +176,7 @@ class BlobStore:
         of the manager would wait with it. The body is gathered up to `CHUNK` bytes per
         trip to a thread, so a small body (a frame) makes one trip, which also runs
         `check` (an image verification, say) on the stored file."""
-        staging = _Staging(self.root, self.max_blob_bytes)
+        staging: _Staging | None = None
         held: list[bytes] = []
         held_bytes = 0
         try:
@@ -184,19 +184,29 @@ class BlobStore:
                 held.append(chunk)
                 held_bytes += len(chunk)
                 if held_bytes >= CHUNK:
-                    await asyncio.to_thread(staging.write_all, held)
+                    staging = await asyncio.to_thread(self._write_held, staging, held)
                     held, held_bytes = [], 0
         except BaseException:
-            staging.discard()
+            if staging is not None:
+                staging.discard()
             raise
         return await asyncio.to_thread(self._finish_held, staging, held, expected_sha256, check)
 
+    def _write_held(self, staging: _Staging | None, held: list[bytes]) -> _Staging:
+        """Write gathered chunks, creating the temporary file on the first trip: creating
+        a file can wait for the filesystem's journal while other uploads fsync, so it
+        runs in the thread too, never on the event loop."""
+        if staging is None:
+            staging = _Staging(self.root, self.max_blob_bytes)
+        staging.write_all(held)
+        return staging
+
     def _finish_held(
         self,
-        staging: _Staging,
+        staging: _Staging | None,
         held: list[bytes],
         expected: str | None,
         check: Callable[[Path], object] | None,
     ) -> StoredBlob:
-        staging.write_all(held)
+        staging = self._write_held(staging, held)
         return self._finish(staging, expected, check)
