@@ -24,7 +24,8 @@ import hashlib
 import shutil
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -493,6 +494,26 @@ class Agent:
             tlog.info("manager said stop (keep_going false)")
             run.drop("manager said keep_going: false")
 
+    @contextmanager
+    def _reporting(self, run: _TaskRun, tlog: FilteringBoundLogger) -> Iterator[None]:
+        """Report the task's progress and log lines while the block runs.
+
+        The reporter is also how a task hears that the manager took it away (`keep_going:
+        false` drops the run, which sets `run.cancel`), so every kind of task runs its
+        work inside this block: without it a cancel or pause waits for the task to end,
+        and its log reaches the web UI only with the outcome. On exit the reporter stops
+        (`run.finished`) and is waited for, at most `shutdown_grace`.
+        """
+        reporter = threading.Thread(
+            target=self._progress_loop, args=(run, tlog), name="progress", daemon=True
+        )
+        reporter.start()
+        try:
+            yield
+        finally:
+            run.finished.set()
+            reporter.join(timeout=self.settings.shutdown_grace)
+
     # -- claiming
 
     def _claim(self) -> TaskAssignment | None:
@@ -615,48 +636,45 @@ class Agent:
             logger=tlog,
             on_uploaded=run.uploaded,
         )
-        reporter = threading.Thread(
-            target=self._progress_loop, args=(run, tlog), name="progress", daemon=True
-        )
-        reporter.start()
-        job = RenderJob(
-            task=task,
-            blend_file=blend,
-            output_dir=output_dir,
-            log_path=log_path,
-            threads=self.settings.threads,
-            cancel=run.cancel,
-            on_frame_started=run.frame_started,
-            on_frame_saved=box.recording(
-                uploader.submit
-                if shared_out is None
-                else _both(shared_out.publish, uploader.submit)
-            ),
-            on_samples=run.samples,
-            on_log=box.logging(run.log_line),
-            on_frame_stats=run.frame_stats,
-            on_frame_files=run.frame_files,
-            on_scene=run.scene,
-            stall_timeout=self.settings.task_timeout or task.task_timeout,
-            path_remap=(
-                remap_pairs(path_table(task, self.settings.path_map), self.settings.platform)
-                if task.storage == "shared"
-                else []
-            ),
-            session_key=session_key(task),
-        )
-        self._held_job = task.job_id
-        outcome = self._render(job, tlog)
-        if shared_out is not None and shared_out.errors and outcome.ok:
-            problems = "; ".join(shared_out.errors[:3])
-            error = f"cannot write to shared storage: {problems}"
-            outcome = RenderOutcome(ok=False, error=error, log_tail=outcome.log_tail)
-        if not run.dropped and not self.stop.is_set():
-            tail = outcome.log_tail[-LOG_TAIL_LINES:]
-            box.finish(Outcome(outcome.ok, outcome.error, tail))
-        self._finish(run, outcome, uploader, tlog)
-        run.finished.set()
-        reporter.join(timeout=self.settings.shutdown_grace)
+        # The reporter runs until the outcome is reported (`_finish` waits for the
+        # uploads): a cancel during the uploads still reaches this task.
+        with self._reporting(run, tlog):
+            job = RenderJob(
+                task=task,
+                blend_file=blend,
+                output_dir=output_dir,
+                log_path=log_path,
+                threads=self.settings.threads,
+                cancel=run.cancel,
+                on_frame_started=run.frame_started,
+                on_frame_saved=box.recording(
+                    uploader.submit
+                    if shared_out is None
+                    else _both(shared_out.publish, uploader.submit)
+                ),
+                on_samples=run.samples,
+                on_log=box.logging(run.log_line),
+                on_frame_stats=run.frame_stats,
+                on_frame_files=run.frame_files,
+                on_scene=run.scene,
+                stall_timeout=self.settings.task_timeout or task.task_timeout,
+                path_remap=(
+                    remap_pairs(path_table(task, self.settings.path_map), self.settings.platform)
+                    if task.storage == "shared"
+                    else []
+                ),
+                session_key=session_key(task),
+            )
+            self._held_job = task.job_id
+            outcome = self._render(job, tlog)
+            if shared_out is not None and shared_out.errors and outcome.ok:
+                problems = "; ".join(shared_out.errors[:3])
+                error = f"cannot write to shared storage: {problems}"
+                outcome = RenderOutcome(ok=False, error=error, log_tail=outcome.log_tail)
+            if not run.dropped and not self.stop.is_set():
+                tail = outcome.log_tail[-LOG_TAIL_LINES:]
+                box.finish(Outcome(outcome.ok, outcome.error, tail))
+            self._finish(run, outcome, uploader, tlog)
         box.discard()
         prune_job_dirs(work / "jobs", current=task.job_id)
 
@@ -668,41 +686,36 @@ class Agent:
             return
         work_dir = self.settings.work_dir / "outputs" / f"task-{task.task_id}"
         fetch = self._job_file_fetcher(task, "output", tlog)
-        reporter = threading.Thread(
-            target=self._progress_loop, args=(run, tlog), name="progress", daemon=True
-        )
-        reporter.start()
         work = VideoWork(
             task, work_dir, run.cancel, self.cache, fetch, run.frame_started, run.log_line
         )
-        try:
-            result = make_video(work, self.ffmpeg)
-            if run.dropped or self.stop.is_set():
-                if not run.dropped:
-                    self._release(task, tlog)
-            elif not result.ok or result.video is None:
-                self._fail(run, result.error or "video failed", result.log_tail, tlog)
-            else:
-                video = result.video
-                call_with_retry(
-                    lambda: self.client.upload_video(task.job_id, task.task_id, video),
-                    "upload video",
-                    self._task_policy,
-                    self.stop,
-                    logger=tlog,
-                )
-                self._complete(run, [], tlog)
-        except RetryAborted:
-            self._release(task, tlog)
-        except FarmhandError as exc:
-            if _is_gone(exc) or is_retryable(exc):
-                tlog.info("video task dropped", error=str(exc))
-            else:
-                self._fail(run, f"uploading the video failed: {exc}", [], tlog)
-        finally:
-            run.finished.set()
-            reporter.join(timeout=self.settings.shutdown_grace)
-            shutil.rmtree(work_dir, ignore_errors=True)
+        with self._reporting(run, tlog):
+            try:
+                result = make_video(work, self.ffmpeg)
+                if run.dropped or self.stop.is_set():
+                    if not run.dropped:
+                        self._release(task, tlog)
+                elif not result.ok or result.video is None:
+                    self._fail(run, result.error or "video failed", result.log_tail, tlog)
+                else:
+                    video = result.video
+                    call_with_retry(
+                        lambda: self.client.upload_video(task.job_id, task.task_id, video),
+                        "upload video",
+                        self._task_policy,
+                        self.stop,
+                        logger=tlog,
+                    )
+                    self._complete(run, [], tlog)
+            except RetryAborted:
+                self._release(task, tlog)
+            except FarmhandError as exc:
+                if _is_gone(exc) or is_retryable(exc):
+                    tlog.info("video task dropped", error=str(exc))
+                else:
+                    self._fail(run, f"uploading the video failed: {exc}", [], tlog)
+            finally:
+                shutil.rmtree(work_dir, ignore_errors=True)
 
     def _job_file_fetcher(
         self, task: TaskAssignment, kind: str, tlog: FilteringBoundLogger
