@@ -1,10 +1,12 @@
 """Merging a tiled still's tiles: placed edge to edge whatever their uneven sizes, and a
 tile missing or of the wrong size refused with a reason rather than a seam; in PNG and
 in OpenEXR (every channel, its pixel type and the compression kept), and the cut of a
-tile's overlap before it."""
+tile's overlap before it; a cancel stops a merge between tiles, with no frame written."""
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +17,11 @@ from PIL import Image
 
 from farmhand.cli.jobs_cmd import Failed, tile_grid
 from farmhand.shared.images import ImageError, verify_image
-from farmhand.shared.schemas import TileGrid, TileSpec
+from farmhand.shared.schemas import TileFile, TileGrid, TileSpec
 from farmhand.worker.blender.events import FrameSaved
 from farmhand.worker.blender.process import _cut_out_tile
-from farmhand.worker.merge import MergeError, merge_tiles
+from farmhand.worker.cache import BlobCache
+from farmhand.worker.merge import MergeCanceled, MergeError, MergeWork, merge, merge_tiles
 
 # A 5x3 frame in 2 columns (2 and 3 wide) and 2 rows (1 and 2 high), one colour a tile.
 WIDTHS, HEIGHTS = (2, 3), (1, 2)
@@ -188,3 +191,76 @@ def test_a_png_tile_is_cut_out_as_before(tmp_path: Path) -> None:
     _cut_out_tile(cut_event(path, (2, 1, 6, 5), (3, 2)))
     with Image.open(path) as tile:
         assert tile.size == (3, 2) and tile.getpixel((0, 0)) == (255, 0, 0, 255)
+
+
+# Canceling: the merge asks before each tile it downloads or pastes, and before it writes.
+def merge_work(
+    tmp_path: Path, cancel: threading.Event, cancel_after: int | None = None
+) -> tuple[MergeWork, list[str], list[str]]:
+    """A merge of the PNG `tiles`, served from memory and checking `cancel`, which the
+    fetch sets after `cancel_after` downloads; the work, the tiles fetched, the lines
+    logged."""
+    (tmp_path / "made").mkdir()
+    served: dict[str, bytes] = {}
+    tile_files = []
+    for (row, column), made in tiles(tmp_path / "made").items():
+        data = made.read_bytes()
+        path = f"tiles/0007/r{row}c{column}.png"
+        served[path] = data
+        sha = hashlib.sha256(data).hexdigest()
+        tile_files.append(
+            TileFile(
+                path=path, sha256=sha, size=len(data), row=row, column=column, rows=2, columns=2
+            )
+        )
+    fetched: list[str] = []
+    lines: list[str] = []
+
+    def fetch(tile: TileFile, dest: Path) -> None:
+        fetched.append(tile.path)
+        dest.write_bytes(served[tile.path])
+        if len(fetched) == cancel_after:
+            cancel.set()  # as the reporter does when the manager says keep_going: false
+
+    cache = BlobCache(tmp_path / "cache")
+    work = MergeWork(tile_files, tmp_path / "work", cache, fetch, cancel.is_set, lines.append)
+    return work, fetched, lines
+
+
+def test_a_merge_fetches_through_the_cache_and_says_what_it_does(tmp_path: Path) -> None:
+    work, fetched, lines = merge_work(tmp_path, threading.Event())
+    out = tmp_path / "work" / "frame.png"
+    assert merge(work, out) == (5, 3)
+    assert len(fetched) == 4
+    assert lines == [
+        "fetching 4 tiles",
+        f"tiles ready: 4 downloaded ({sum(t.size for t in work.tiles)} bytes), 0 from the cache",
+        "pasting 4 tiles into a 5x3 frame",
+    ]
+
+
+def test_a_merge_canceled_while_fetching_stops_before_the_next_tile(tmp_path: Path) -> None:
+    work, fetched, lines = merge_work(tmp_path, threading.Event(), cancel_after=1)
+    out = tmp_path / "work" / "frame.png"
+    with pytest.raises(MergeCanceled):
+        merge(work, out)
+    assert len(fetched) == 1, "no tile is downloaded after the cancel"
+    assert lines == ["fetching 4 tiles"]
+    assert not out.exists()
+    assert not issubclass(MergeCanceled, MergeError), "a canceled merge is not a failed one"
+
+
+@pytest.mark.parametrize("kind", ["png", "exr"])
+def test_a_merge_canceled_while_pasting_writes_no_frame(tmp_path: Path, kind: str) -> None:
+    made = tiles(tmp_path) if kind == "png" else exr_tiles(tmp_path)
+    asked: list[int] = []
+
+    def canceled() -> bool:
+        asked.append(1)
+        return len(asked) > 2  # asked before each tile: two are pasted, then it stops
+
+    out = tmp_path / f"frame.{kind}"
+    with pytest.raises(MergeCanceled):
+        merge_tiles(made, (2, 2), out, canceled)
+    assert len(asked) == 3
+    assert not out.exists()

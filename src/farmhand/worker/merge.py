@@ -10,6 +10,12 @@ through the worker's blob cache, like the frames of a video.
 The frame is written in the tiles' format, which is the job's (`tile_extension`): PNG
 with Pillow, or OpenEXR with every channel, pixel type and the compression of the tiles
 (`worker/exr.py`); tiles whose channels differ are refused like tiles of the wrong size.
+
+A merge of a large still (dozens of big EXR tiles) takes a while, so it asks
+`MergeWork.canceled` before each tile it downloads or pastes and before it writes the
+frame: a job canceled or paused meanwhile, or a worker stopping, ends it there with
+`MergeCanceled` (not a `MergeError`: nothing is wrong with the tiles, and the task must
+not be failed for it) and no frame written.
 """
 
 from __future__ import annotations
@@ -30,17 +36,37 @@ if TYPE_CHECKING:
 
 
 class MergeError(Exception):
-    pass
+    """The tiles do not make a frame (missing, misfit, unreadable): the task fails."""
+
+
+class MergeCanceled(Exception):
+    """`MergeWork.canceled` said stop: the merge ended early, no frame was written."""
+
+
+def _never() -> bool:
+    return False
+
+
+def _ignore(_line: str) -> None:
+    return None
 
 
 @dataclass
 class MergeWork:
+    """One merge task's inputs; `canceled` and `on_log` may be called often, from the
+    merging thread, and must return quickly."""
+
     tiles: list[TileFile]
     work_dir: Path
     """Emptied, then holds `tiles/` and the merged frame."""
     cache: BlobCache
     fetch: Callable[[TileFile, Path], object]
     """Download one tile of the job to a path."""
+    canceled: Callable[[], bool] = _never
+    """True once the merge should stop (the task was taken away, the worker is stopping);
+    asked between tiles, so a cancel waits for one tile at most."""
+    on_log: Callable[[str], None] = _ignore
+    """A line for the task's log: what the merge is doing, while it does it."""
 
 
 def grid_of(tiles: list[TileFile]) -> tuple[int, int]:
@@ -53,25 +79,45 @@ def grid_of(tiles: list[TileFile]) -> tuple[int, int]:
     return grids.pop()
 
 
+def _check(canceled: Callable[[], bool]) -> None:
+    if canceled():
+        raise MergeCanceled("the merge was canceled")
+
+
 def fetch_tiles(work: MergeWork) -> dict[tuple[int, int], Path]:
-    """The tiles on disk, by (row, column)."""
+    """The tiles on disk, by (row, column); MergeCanceled before the next download once
+    `work.canceled` says so."""
     by_path = {tile.path: tile for tile in work.tiles}
     files = [TaskFile(path=t.path, sha256=t.sha256, size=t.size) for t in work.tiles]
+
+    def download(file: TaskFile, dest: Path) -> None:
+        _check(work.canceled)
+        work.fetch(by_path[file.path], dest)
+
+    _check(work.canceled)
+    work.on_log(f"fetching {len(files)} tiles")
     try:
-        materialise(
-            work.cache, work.work_dir, files, lambda f, dest: work.fetch(by_path[f.path], dest)
-        )
+        report = materialise(work.cache, work.work_dir, files, download)
     except (CacheError, OSError) as error:
         raise MergeError(f"cannot fetch the tiles: {error}") from error
+    work.on_log(
+        f"tiles ready: {report.downloaded_files} downloaded ({report.downloaded_bytes} bytes), "
+        f"{report.cached_files} from the cache"
+    )
     return {(t.row, t.column): work.work_dir / t.path for t in work.tiles}
 
 
 def merge_tiles(
-    tiles: dict[tuple[int, int], Path], grid: tuple[int, int], output: Path
+    tiles: dict[tuple[int, int], Path],
+    grid: tuple[int, int],
+    output: Path,
+    canceled: Callable[[], bool] = _never,
+    on_log: Callable[[str], None] = _ignore,
 ) -> tuple[int, int]:
     """Write the frame the tiles of a `grid` (rows, columns) make to `output`, in the
     format its suffix names (.png or .exr, which every tile must be); its width and
-    height."""
+    height. MergeCanceled, with `output` not written, once `canceled` says so (asked
+    before each tile is pasted and before the frame is written)."""
     rows, columns = grid
     missing = [(r, c) for r in range(rows) for c in range(columns) if (r, c) not in tiles]
     if missing:
@@ -96,11 +142,14 @@ def merge_tiles(
                 f"tile r{row}c{column} is {size[0]}x{size[1]}, but its column is "
                 f"{widths[column]} wide and its row {heights[row]} high"
             )
+    on_log(f"pasting {len(tiles)} tiles into a {sum(widths)}x{sum(heights)} frame")
     output.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".exr":
-        _paste_exr(tiles, widths, heights, output)
+        _paste_exr(tiles, widths, heights, output, canceled)
     else:
-        _paste(tiles, widths, heights).save(output, format="PNG")
+        frame = _paste(tiles, widths, heights, canceled)
+        _check(canceled)
+        frame.save(output, format="PNG")
     return sum(widths), sum(heights)
 
 
@@ -116,7 +165,10 @@ def _size(path: Path) -> tuple[int, int]:
 
 
 def _paste(
-    tiles: dict[tuple[int, int], Path], widths: list[int], heights: list[int]
+    tiles: dict[tuple[int, int], Path],
+    widths: list[int],
+    heights: list[int],
+    canceled: Callable[[], bool],
 ) -> Image.Image:
     """The frame, each tile pasted at the sum of the widths left of it and the heights
     above it, in the first tile's mode."""
@@ -125,6 +177,7 @@ def _paste(
             mode = first.mode
         frame = Image.new(mode, (sum(widths), sum(heights)))
         for (row, column), path in tiles.items():
+            _check(canceled)
             with Image.open(path) as tile:
                 place = (sum(widths[:column]), sum(heights[:row]))
                 frame.paste(tile if tile.mode == mode else tile.convert(mode), place)
@@ -134,7 +187,11 @@ def _paste(
 
 
 def _paste_exr(
-    tiles: dict[tuple[int, int], Path], widths: list[int], heights: list[int], output: Path
+    tiles: dict[tuple[int, int], Path],
+    widths: list[int],
+    heights: list[int],
+    output: Path,
+    canceled: Callable[[], bool],
 ) -> None:
     """Write the EXR frame: each channel an array of the whole frame, of the first
     tile's pixel type, each tile's pixels copied in at its place; the first tile's header
@@ -148,6 +205,7 @@ def _paste_exr(
     frame: ExrImage | None = None
     layout: dict[str, str] = {}
     for (row, column), path in sorted(tiles.items()):
+        _check(canceled)
         try:
             tile = read_exr(path)
         except ImageError as error:
@@ -167,6 +225,7 @@ def _paste_exr(
         for name, pixels in tile.channels.items():
             frame.channels[name][top : top + heights[row], left : left + widths[column]] = pixels
     assert frame is not None  # the grid has at least one tile: checked by the caller
+    _check(canceled)
     try:
         write_exr(frame, output)
     except ImageError as error:
@@ -179,5 +238,7 @@ def _describe(layout: dict[str, str]) -> str:
 
 
 def merge(work: MergeWork, output: Path) -> tuple[int, int]:
-    """Fetch the tiles and merge them into `output`; MergeError says why not."""
-    return merge_tiles(fetch_tiles(work), grid_of(work.tiles), output)
+    """Fetch the tiles and merge them into `output`; MergeError says why not,
+    MergeCanceled that `work.canceled` stopped it."""
+    grid = grid_of(work.tiles)
+    return merge_tiles(fetch_tiles(work), grid, output, work.canceled, work.on_log)
