@@ -55,7 +55,7 @@ from farmhand.worker.cache import BlobCache, CacheError, materialise, prune_job_
 from farmhand.worker.ffmpeg import FfmpegInstall, find_ffmpeg
 from farmhand.worker.identity import Identity, forget_identity, load_identity, save_identity
 from farmhand.worker.layout import SharedOutputs, SharedStorageError, path_table, shared_blend
-from farmhand.worker.merge import MergeError, MergeWork, merge
+from farmhand.worker.merge import MergeCanceled, MergeError, MergeWork, merge
 from farmhand.worker.outbox import Outbox, Outcome, deliver_pending
 from farmhand.worker.uploads import FrameUploader, upload_rendered
 from farmhand.worker.video import VideoWork, make_video
@@ -735,7 +735,12 @@ class Agent:
         return fetch
 
     def _do_merge(self, run: _TaskRun, tlog: FilteringBoundLogger) -> None:
-        """Merge a tiled still's tiles into its frame (`worker/merge.py`), upload it, report."""
+        """Merge a tiled still's tiles into its frame (`worker/merge.py`), upload it, report.
+
+        The merge stops between tiles once the manager takes the task away (the reporter
+        drops the run) or the worker stops: then nothing is uploaded and the task is not
+        failed, only released when the worker stops, as a video is.
+        """
         task = run.task
         work_dir = self.settings.work_dir / "outputs" / f"task-{task.task_id}"
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -744,30 +749,43 @@ class Agent:
         [frame] = task.frames
         # The frame is in the tiles' format, which is the job's (PNG or OpenEXR).
         output = work_dir / f"frame_{frame:04d}{tile_extension(task.output_format) or '.png'}"
-        try:
-            run.frame_started(frame)
-            width, height = merge(MergeWork(task.tile_files, work_dir, self.cache, fetch), output)
-            run.log_line(f"merged {len(task.tile_files)} tiles into a {width}x{height} frame")
-            call_with_retry(
-                lambda: self.client.upload_output(task.job_id, task.task_id, frame, output),
-                "upload merged frame",
-                self._task_policy,
-                self.stop,
-                logger=tlog,
-            )
-            self._complete(run, [frame], tlog)
-        except MergeError as exc:
-            self._fail(run, str(exc), [], tlog)
-        except RetryAborted:
-            self._release(task, tlog)
-        except FarmhandError as exc:
-            if _is_gone(exc) or is_retryable(exc):
-                tlog.info("merge task dropped", error=str(exc))
-            else:
-                self._fail(run, f"uploading the merged frame failed: {exc}", [], tlog)
-        finally:
-            run.finished.set()
-            shutil.rmtree(work_dir, ignore_errors=True)
+        work = MergeWork(
+            task.tile_files,
+            work_dir,
+            self.cache,
+            fetch,
+            canceled=lambda: run.cancel.is_set() or self.stop.is_set(),
+            on_log=run.log_line,
+        )
+        with self._reporting(run, tlog):
+            try:
+                run.frame_started(frame)
+                width, height = merge(work, output)
+                run.log_line(f"merged {len(task.tile_files)} tiles into a {width}x{height} frame")
+                call_with_retry(
+                    lambda: self.client.upload_output(task.job_id, task.task_id, frame, output),
+                    "upload merged frame",
+                    self._task_policy,
+                    self.stop,
+                    logger=tlog,
+                )
+                self._complete(run, [frame], tlog)
+            except MergeCanceled:
+                if run.dropped:
+                    tlog.info("task dropped", reason=run.dropped_reason)
+                else:
+                    self._release(task, tlog)
+            except MergeError as exc:
+                self._fail(run, str(exc), [], tlog)
+            except RetryAborted:
+                self._release(task, tlog)
+            except FarmhandError as exc:
+                if _is_gone(exc) or is_retryable(exc):
+                    tlog.info("merge task dropped", error=str(exc))
+                else:
+                    self._fail(run, f"uploading the merged frame failed: {exc}", [], tlog)
+            finally:
+                shutil.rmtree(work_dir, ignore_errors=True)
 
     def _upload_frame(self, run: _TaskRun, frame: int, path: Path) -> object:
         """Send a frame's File Output node files and Blender's preview of it, then the frame.
