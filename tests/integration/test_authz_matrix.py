@@ -130,6 +130,9 @@ def build_world(
             "output_id": stored.json()["id"],
             "file_path": "scene.blend",
             "file_name": f"{frame}.png",
+            "extra_kind": "pass",
+            "extra_name": "File Output/depth.png",
+            "tile_extension": "png",
             "worker_id": worker_id,
             "token_id": token_id,
             "runner_token_id": reg.json()["token"]["id"],
@@ -291,6 +294,17 @@ RULES: dict[tuple[str, str], Rule] = {
             },
             "files": {"file": ("depth.png", png_bytes(), "image/png")},
         },
+    ),
+    ("PUT", "/api/runner/tasks/{task_id}/frames/{frame}/{kind}/{name}"): Rule(
+        RUNNER,
+        lambda w: {"content": png_bytes()},
+        ids={"kind": "extra_kind", "name": "extra_name"},
+    ),
+    ("PUT", "/api/runner/tasks/{task_id}/tile.{extension}"): Rule(
+        # A task of an animation, not a tile of a still: 4xx once let in.
+        RUNNER | {"runner": IN},
+        lambda w: {"content": png_bytes()},
+        ids={"extension": "tile_extension"},
     ),
     ("PUT", "/api/runner/tasks/{task_id}/video"): Rule(
         # A render task, not a video one: 4xx once let in.

@@ -6,10 +6,12 @@ from __future__ import annotations
 import io
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import OpenEXR
+import pytest
 from PIL import Image
 
 from farmhand.manager.api.runner_tiles import tile_path
@@ -38,12 +40,24 @@ def submit_still(farm: Farm, **settings: object) -> int:
 def upload_tile(
     farm: Farm, runner: dict[str, str], task: dict[str, object], data: bytes, name: str = "tile.png"
 ) -> int:
-    return post_tile(farm, runner, task, data, name).status_code
+    """Send a tile as a worker does (the raw body); its status."""
+    return put_tile(farm, runner, task, data, name).status_code
+
+
+def put_tile(
+    farm: Farm, runner: dict[str, str], task: dict[str, object], data: bytes, name: str
+) -> httpx.Response:
+    """`PUT /api/runner/tasks/{task}/tile.{ext}`, the extension of `name` (`frame.exr`)."""
+    extension = name.rsplit(".", 1)[-1]
+    return farm.client.put(
+        f"/api/runner/tasks/{task['task_id']}/tile.{extension}", headers=runner, content=data
+    )
 
 
 def post_tile(
     farm: Farm, runner: dict[str, str], task: dict[str, object], data: bytes, name: str
 ) -> httpx.Response:
+    """The multipart form workers before the `PUT` send."""
     return farm.client.post(
         f"/api/runner/files/{task['job_id']}/tile",
         headers=runner,
@@ -187,13 +201,61 @@ def test_a_still_in_openexr_is_exr_tiles_merged_into_an_exr_frame(farm: Farm) ->
     assert multilayer.is_success, "its passes are channels like any other"
 
 
-def test_a_tile_in_another_format_than_its_jobs_is_refused(farm: Farm) -> None:
+@pytest.mark.parametrize("send", [put_tile, post_tile], ids=["put", "post"])
+def test_a_tile_in_another_format_than_its_jobs_is_refused(farm: Farm, send: Any) -> None:
     submit_still(farm)  # PNG
     runner = farm.register_runner("r1")
     task = farm.client.get("/api/runner/tasks", params={"wait": 0}, headers=runner).json()
-    as_exr = post_tile(farm, runner, task, exr_bytes(), "tile.exr")
+    as_exr = send(farm, runner, task, exr_bytes(), "tile.exr")
     assert as_exr.status_code == 400 and "rendered in .png tiles, not .exr" in as_exr.text
-    as_jpeg = post_tile(farm, runner, task, png_bytes(), "tile.jpg")
+    as_jpeg = send(farm, runner, task, png_bytes(), "tile.jpg")
     assert as_jpeg.status_code == 400 and "a .png or .exr file" in as_jpeg.text
-    files = farm.client.get(f"/api/jobs/{task['job_id']}/files", headers=farm.admin).json()
-    assert [f for f in files if f["kind"] == "tile"] == [], "nothing recorded"
+    not_png = send(farm, runner, task, b"not a png", "tile.png")
+    assert not_png.status_code == 400 and "not a readable image" in not_png.text
+    assert tiles(farm, task["job_id"]) == [], "nothing recorded"
+
+
+def tiles(farm: Farm, job_id: int) -> list[dict[str, Any]]:
+    """The job's tiles as its files list them (by path: the list calls them inputs)."""
+    files = farm.client.get(f"/api/jobs/{job_id}/files", headers=farm.admin).json()
+    return [f for f in files if f["path"].startswith("tiles/")]
+
+
+@pytest.mark.parametrize("send", [put_tile, post_tile], ids=["put", "post"])
+def test_only_the_runner_holding_a_tile_task_may_send_a_tile(farm: Farm, send: Any) -> None:
+    """Whichever way a tile is sent: a task of an animation has no tile, a runner that
+    lost its tile task is late, a person is no runner."""
+    submit_stand_in(farm.client, farm.admin, frame_start=1, frame_end=2, chunk_size=2)
+    animator = farm.register_runner("r2")
+    frames = farm.client.get("/api/runner/tasks", params={"wait": 0}, headers=animator).json()
+    assert frames["tile"] is None
+    job_id = submit_still(farm)
+    runner = farm.register_runner("r1")
+    task = farm.client.get("/api/runner/tasks", params={"wait": 0}, headers=runner).json()
+    assert task["job_id"] == job_id and task["tile"] is not None
+
+    not_a_tile = send(farm, animator, frames, png_bytes(), "tile.png")
+    assert not_a_tile.status_code == 400 and "is not a tile" in not_a_tile.text
+    late = send(farm, animator, task, png_bytes(), "tile.png")
+    assert late.status_code == 409, late.text
+    person = send(farm, farm.admin, task, png_bytes(), "tile.png")
+    assert person.status_code == 401, "a person's token is not a runner's secret"
+    assert tiles(farm, job_id) == [] and tiles(farm, frames["job_id"]) == []
+
+    assert send(farm, runner, task, png_bytes(4, 3, "blue"), "frame_0007.PNG").status_code == 201
+    [tile] = tiles(farm, job_id)
+    assert tile["path"] == "tiles/0007/r0c0.png"
+    fetched = farm.client.get(f"/api/jobs/{job_id}/files/{tile['id']}/download", headers=farm.admin)
+    assert fetched.content == png_bytes(4, 3, "blue")
+
+
+def test_a_tile_sent_again_either_way_replaces_the_one_before(farm: Farm) -> None:
+    """A retried tile task of an older worker (the form) and a newer one (the PUT)."""
+    job_id = submit_still(farm)
+    runner = farm.register_runner("r1")
+    task = farm.client.get("/api/runner/tasks", params={"wait": 0}, headers=runner).json()
+    assert post_tile(farm, runner, task, png_bytes(4, 3, "red"), "t.png").status_code == 201
+    assert put_tile(farm, runner, task, png_bytes(4, 3, "green"), "t.png").status_code == 201
+    [tile] = tiles(farm, job_id)
+    fetched = farm.client.get(f"/api/jobs/{job_id}/files/{tile['id']}/download", headers=farm.admin)
+    assert fetched.content == png_bytes(4, 3, "green")

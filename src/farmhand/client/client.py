@@ -658,16 +658,11 @@ class RunnerClient(BaseClient):
         return self._put_file(f"/api/runner/tasks/{task_id}/video", path)
 
     def upload_tile(self, job_id: int, task_id: int, path: Path) -> OutputStored:
-        """Send the tile a tile task rendered (a PNG, or an EXR for a still in OpenEXR);
-        streamed from disk."""
-        with path.open("rb") as handle:
-            response = self._request(
-                "POST",
-                f"/api/runner/files/{job_id}/tile",
-                data={"task_id": str(task_id)},
-                files={"file": (path.name, handle, "application/octet-stream")},
-            )
-        return _parse(OutputStored, response)
+        """Send the tile a tile task rendered (a PNG, or an EXR for a still in OpenEXR) as
+        the raw body, streamed from disk (the manager writes it once; `job_id` is the
+        task's, which the manager knows)."""
+        extension = path.suffix.lower().lstrip(".")
+        return self._put_file(f"/api/runner/tasks/{task_id}/tile.{quote(extension, safe='')}", path)
 
     def upload_output(self, job_id: int, task_id: int, frame: int, path: Path) -> OutputStored:
         """Send one rendered frame as the raw body, streamed from disk (the manager writes
@@ -692,16 +687,16 @@ class RunnerClient(BaseClient):
     def upload_extra(
         self, job_id: int, task_id: int, frame: int, kind: str, name: str, path: Path
     ) -> OutputStored:
-        """Send a file that goes with a frame: `preview` (Blender's JPEG of it) or `pass`
-        (a compositor File Output node's file, stored under `name`)."""
-        with path.open("rb") as handle:
-            response = self._request(
-                "POST",
-                f"/api/runner/files/{job_id}/extra",
-                data={"task_id": str(task_id), "frame": str(frame), "kind": kind, "name": name},
-                files={"file": (path.name, handle, "application/octet-stream")},
-            )
-        return _parse(OutputStored, response)
+        """Send a file that goes with a frame as the raw body, streamed from disk (a pass
+        can be a big multilayer EXR, which the manager then writes once): `preview`
+        (Blender's JPEG of it) or `pass` (a compositor File Output node's file, stored
+        under `name`). The extension of `name` (else of the file) says which image
+        format it is. `job_id` is the task's, which the manager knows."""
+        return self._put_file(
+            f"/api/runner/tasks/{task_id}/frames/{frame}/{quote(kind, safe='')}/"
+            f"{_quote_path(name or path.name)}",
+            path,
+        )
 
     def sign_off(self) -> None:
         """Tell the manager this runner is going away, so its task is requeued now."""
