@@ -216,9 +216,11 @@ def test_a_tile_in_another_format_than_its_jobs_is_refused(farm: Farm, send: Any
 
 
 def tiles(farm: Farm, job_id: int) -> list[dict[str, Any]]:
-    """The job's tiles as its files list them (by path: the list calls them inputs)."""
+    """The job's tiles as its files list them, each called a tile (not an input)."""
     files = farm.client.get(f"/api/jobs/{job_id}/files", headers=farm.admin).json()
-    return [f for f in files if f["path"].startswith("tiles/")]
+    found = [f for f in files if f["path"].startswith("tiles/")]
+    assert all(f["kind"] == "tile" for f in found), found
+    return found
 
 
 @pytest.mark.parametrize("send", [put_tile, post_tile], ids=["put", "post"])

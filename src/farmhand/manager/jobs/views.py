@@ -84,7 +84,7 @@ def _eta(job: Job, done: int, total: int, now: datetime) -> tuple[float | None, 
 
 def file_model(row: JobFile) -> JobFileModel:
     kind: JobFileKind = "input"
-    if row.kind in ("output", "preview", "pass"):
+    if row.kind in ("output", "preview", "pass", "tile"):
         kind = row.kind  # type: ignore[assignment]
     return JobFileModel(
         id=row.id,
