@@ -12,6 +12,9 @@ errors (any answer other than the expected ones; must be 0), the manager's resid
 memory at start and end, and the manager's CPU time per task: unlike the rates, that
 figure does not depend on what else the machine is doing.
 
+With `--render-ms`, each worker spends about that long "rendering" each task, so the
+manager is not saturated and the claim latency is what a worker sees at that load.
+
 Run:  .venv/bin/python benchmarks/scheduler_load.py [--workers 200] [--tasks 20000]
 """
 
@@ -23,10 +26,12 @@ import io
 import json
 import multiprocessing
 import os
+import random
 import statistics
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +82,8 @@ def tiny_png(frame: int = 0) -> bytes:
 class Stats:
     def __init__(self) -> None:
         self.claim_latencies: list[float] = []
+        self.first_claim_latencies: list[float] = []
+        """Each worker's first claim: all workers ask at once when the run starts."""
         self.errors: list[str] = []
         self.shared_done: Any = None
         """A multiprocessing counter of completed tasks, shared by all client processes."""
@@ -105,20 +112,34 @@ def multipart(fields: dict[str, str], filename: str, content: bytes) -> tuple[by
     return body, f"multipart/form-data; boundary={boundary}"
 
 
+@dataclass(frozen=True)
+class Behaviour:
+    """What each simulated worker does besides claim, progress, upload and complete."""
+
+    claim_next: bool = True
+    """Ask for the next task with the completion, as the real worker does."""
+    multipart: bool = False
+    """Upload frames as the multipart form of older workers, not the raw-body PUT."""
+    render_seconds: float = 0.0
+    """Mean time spent "rendering" between the progress report and the upload: 0 is a worker
+    that never rests (the manager saturated); more is a farm with work between calls,
+    showing the claim latency a worker sees at a given load."""
+
+
 async def simulated_worker(
-    base_url: str, secret: str, stats: Stats, total: int, claim_next: bool, form: bool
+    base_url: str, secret: str, stats: Stats, total: int, behaviour: Behaviour
 ) -> None:
     """Claim, report progress, upload the frames, complete — as the real worker does.
 
     With `claim_next` the completion also asks for the next task (`?next=true`), as the
     real worker does; then a claim is sent only when a completion brought none. The claim
     latency is from asking for work (a claim, or a completion asking for the next task)
-    to having a task. Frames are PUT as the raw body, as the worker sends them; `form`
-    sends the multipart form of workers before that.
+    to having a task. Frames are PUT as the raw body, as the worker sends them.
     """
     client = KeepAliveClient(base_url, {"Authorization": f"Bearer {secret}"})
-    complete_query = "?next=true" if claim_next else ""
+    complete_query = "?next=true" if behaviour.claim_next else ""
     task: dict[str, Any] | None = None
+    first_claim = True
     try:
         while stats.completed < total:
             if task is None:
@@ -129,7 +150,12 @@ async def simulated_worker(
                 if answer.status != 200:
                     stats.errors.append(f"claim {answer.status}: {answer.text[:100]}")
                     continue
-                stats.claim_latencies.append(time.perf_counter() - started)
+                latency = time.perf_counter() - started
+                if first_claim:
+                    stats.first_claim_latencies.append(latency)
+                    first_claim = False
+                else:
+                    stats.claim_latencies.append(latency)
                 task = answer.json()
             assert task is not None
             task_id, job_id = task["task_id"], task["job_id"]
@@ -139,8 +165,12 @@ async def simulated_worker(
             )
             if reply.status != 200:
                 stats.errors.append(f"progress {reply.status}")
+            if behaviour.render_seconds:
+                # Spread around the mean, as real frames are: equal times would keep the
+                # workers in step, all calling at once.
+                await asyncio.sleep(behaviour.render_seconds * random.uniform(0.5, 1.5))
             for frame in task["frames"]:
-                if form:
+                if behaviour.multipart:
                     body, content_type = multipart(
                         {"task_id": str(task_id), "frame": str(frame)},
                         f"{frame}.png",
@@ -196,22 +226,26 @@ async def _register_and_submit(
 
 
 async def _drive(
-    url: str, secrets: list[str], total: int, done: Any, claim_next: bool, form: bool
+    url: str, secrets: list[str], total: int, done: Any, behaviour: Behaviour
 ) -> Stats:
     stats = Stats()
     stats.shared_done = done
-    await asyncio.gather(
-        *(simulated_worker(url, s, stats, total, claim_next, form) for s in secrets)
-    )
+    await asyncio.gather(*(simulated_worker(url, s, stats, total, behaviour) for s in secrets))
     return stats
 
 
 def _client_process(
-    url: str, secrets: list[str], total: int, done: Any, out: Any, claim_next: bool, form: bool
+    url: str, secrets: list[str], total: int, done: Any, out: Any, behaviour: Behaviour
 ) -> None:
-    stats = asyncio.run(_drive(url, secrets, total, done, claim_next, form))
+    stats = asyncio.run(_drive(url, secrets, total, done, behaviour))
     used = os.times()
-    out.put((stats.claim_latencies, stats.errors, used.user + used.system))
+    out.put(
+        (stats.claim_latencies, stats.first_claim_latencies, stats.errors, used.user + used.system)
+    )
+
+
+def _p99(sorted_values: list[float]) -> float:
+    return sorted_values[max(0, int(len(sorted_values) * 0.99) - 1)]
 
 
 class MemoryWatch:
@@ -249,8 +283,7 @@ def run(
     tasks: int,
     processes: int,
     pid: int,
-    claim_next: bool,
-    form: bool = False,
+    behaviour: Behaviour,
 ) -> dict[str, object]:
     """Simulated workers spread over `processes` client processes (one is client-bound)."""
     secrets = asyncio.run(_register_and_submit(url, admin, runner_token, workers, tasks))
@@ -260,25 +293,28 @@ def run(
     clients = [
         context.Process(
             target=_client_process,
-            args=(url, secrets[i::processes], tasks, done, out, claim_next, form),
+            args=(url, secrets[i::processes], tasks, done, out, behaviour),
         )
         for i in range(processes)
     ]
     started = time.perf_counter()
     latencies: list[float] = []
+    first_latencies: list[float] = []
     errors: list[str] = []
     client_cpu = 0.0
     with MemoryWatch(pid, done, tasks) as memory:
         for client in clients:
             client.start()
         for _ in clients:
-            got_latencies, got_errors, got_cpu = out.get()
+            got_latencies, got_first, got_errors, got_cpu = out.get()
             latencies += got_latencies
+            first_latencies += got_first
             errors += got_errors
             client_cpu += got_cpu
         for client in clients:
             client.join()
     elapsed = time.perf_counter() - started
+    everything = sorted(latencies + first_latencies)
     latencies.sort()
     return {
         "workers": workers,
@@ -286,8 +322,12 @@ def run(
         "client_processes": processes,
         "seconds": round(elapsed, 1),
         "dispatches_per_second": round(done.value / elapsed, 1),
-        "claim_p50_ms": round(statistics.median(latencies) * 1000, 1),
-        "claim_p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1),
+        "claim_p50_ms": round(statistics.median(everything) * 1000, 1),
+        "claim_p99_ms": round(_p99(everything) * 1000, 1),
+        # Without each worker's first claim: at the start all of them ask at once, a
+        # burst a farm sees when it starts, not while it runs.
+        "claim_p50_ms_running": round(statistics.median(latencies) * 1000, 1),
+        "claim_p99_ms_running": round(_p99(latencies) * 1000, 1),
         "errors": len(errors),
         "first_errors": errors[:5],
         "client_cpu_ms_per_task": round(client_cpu * 1000 / tasks, 2),
@@ -318,6 +358,12 @@ def main() -> None:
         action="store_true",
         help="upload frames as the multipart form of older workers, not the raw-body PUT",
     )
+    parser.add_argument(
+        "--render-ms",
+        type=float,
+        default=0.0,
+        help="simulated render time per task (0: workers that never rest)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="farmhand-load-"))
@@ -336,12 +382,12 @@ def main() -> None:
             args.tasks,
             args.processes,
             pid,
-            not args.no_next,
-            args.multipart,
+            Behaviour(not args.no_next, args.multipart, args.render_ms / 1000),
         )
         results["manager_processes"] = args.manager_processes
         results["completion_claims_next"] = not args.no_next
         results["frame_upload"] = "multipart POST" if args.multipart else "raw-body PUT"
+        results["render_ms"] = args.render_ms
         results["manager_rss_mb_start"] = round(start_rss, 1)
         results["manager_rss_mb_end"] = round(rss_mb(pid), 1)
         # Includes registering the workers and compiling the job (small next to the run).
