@@ -21,7 +21,14 @@ from farmhand.shared.schemas import TileFile, TileGrid, TileSpec
 from farmhand.worker.blender.events import FrameSaved
 from farmhand.worker.blender.process import _cut_out_tile
 from farmhand.worker.cache import BlobCache
-from farmhand.worker.merge import MergeCanceled, MergeError, MergeWork, merge, merge_tiles
+from farmhand.worker.merge import (
+    MergeCanceled,
+    MergeError,
+    MergeWork,
+    merge,
+    merge_tiles,
+    merged_suffix,
+)
 
 # A 5x3 frame in 2 columns (2 and 3 wide) and 2 rows (1 and 2 high), one colour a tile.
 WIDTHS, HEIGHTS = (2, 3), (1, 2)
@@ -264,3 +271,48 @@ def test_a_merge_canceled_while_pasting_writes_no_frame(tmp_path: Path, kind: st
         merge_tiles(made, (2, 2), out, canceled)
     assert len(asked) == 3
     assert not out.exists()
+
+
+def tile_file(path: str, row: int = 0, column: int = 0) -> TileFile:
+    return TileFile(path=path, sha256="0" * 64, size=1, row=row, column=column, rows=2, columns=2)
+
+
+def test_the_frame_is_merged_in_the_tiles_format_and_mixed_formats_are_refused(
+    tmp_path: Path,
+) -> None:
+    """A still keeping the .blend's format has PNG or EXR tiles, as its scene writes: the
+    tiles, not the job, name the frame's format, and tiles in both are no frame (the
+    manager refuses them; the merge again, before fetching any)."""
+    exr = [tile_file("tiles/0007/r0c0.exr"), tile_file("tiles/0007/r0c1.EXR", column=1)]
+    assert merged_suffix(exr) == ".exr"
+    assert merged_suffix([tile_file("tiles/0007/r0c0.png")]) == ".png"
+    mixed = [tile_file("tiles/0007/r0c0.png"), tile_file("tiles/0007/r0c1.exr", column=1)]
+    with pytest.raises(MergeError, match=r"different formats \(\.exr, \.png\)"):
+        merged_suffix(mixed)
+    with pytest.raises(MergeError, match=r"not \.tif"):
+        merged_suffix([tile_file("tiles/0007/r0c0.tif")])
+    with pytest.raises(MergeError, match="no tiles"):
+        merged_suffix([])
+
+    fetched: list[str] = []
+    work = MergeWork(
+        mixed, tmp_path / "work", BlobCache(tmp_path / "cache"), lambda t, _: fetched.append(t.path)
+    )
+    with pytest.raises(MergeError, match="different formats"):
+        merge(work, tmp_path / "work" / "frame.png")
+    assert fetched == [], "refused before a tile is downloaded"
+    one_format = [tile_file("tiles/0007/r0c0.exr")]
+    work = MergeWork(one_format, tmp_path / "w2", BlobCache(tmp_path / "c2"), lambda t, _: None)
+    with pytest.raises(MergeError, match=r"the tiles are \.exr files, but the frame is a \.png"):
+        merge(work, tmp_path / "w2" / "frame.png")
+
+
+def test_a_png_and_an_exr_tile_make_no_frame(tmp_path: Path) -> None:
+    """Tiles of both formats handed to `merge_tiles` directly: refused, whichever the
+    frame is, and nothing written."""
+    (tmp_path / "exr").mkdir()
+    mixed = {**tiles(tmp_path), (1, 1): exr_tiles(tmp_path / "exr")[(1, 1)]}
+    for out in (tmp_path / "frame.png", tmp_path / "frame.exr"):
+        with pytest.raises(MergeError, match=r"but the frame is a \.(png|exr)"):
+            merge_tiles(mixed, (2, 2), out)
+        assert not out.exists()

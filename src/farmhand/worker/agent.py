@@ -48,14 +48,13 @@ from farmhand.shared.schemas import (
     TaskProgress,
     TileFile,
     WorkerCapabilities,
-    tile_extension,
 )
 from farmhand.worker import hardware
 from farmhand.worker.cache import BlobCache, CacheError, materialise, prune_job_dirs
 from farmhand.worker.ffmpeg import FfmpegInstall, find_ffmpeg
 from farmhand.worker.identity import Identity, forget_identity, load_identity, save_identity
 from farmhand.worker.layout import SharedOutputs, SharedStorageError, path_table, shared_blend
-from farmhand.worker.merge import MergeCanceled, MergeError, MergeWork, merge
+from farmhand.worker.merge import MergeCanceled, MergeError, MergeWork, merge, merged_suffix
 from farmhand.worker.outbox import Outbox, Outcome, deliver_pending
 from farmhand.worker.uploads import FrameUploader, upload_rendered
 from farmhand.worker.video import VideoWork, make_video
@@ -747,8 +746,6 @@ class Agent:
         work_dir.mkdir(parents=True)
         fetch = self._job_file_fetcher(task, "tile", tlog)
         [frame] = task.frames
-        # The frame is in the tiles' format, which is the job's (PNG or OpenEXR).
-        output = work_dir / f"frame_{frame:04d}{tile_extension(task.output_format) or '.png'}"
         work = MergeWork(
             task.tile_files,
             work_dir,
@@ -760,6 +757,9 @@ class Agent:
         with self._reporting(run, tlog):
             try:
                 run.frame_started(frame)
+                # The frame is in the tiles' format (PNG or OpenEXR): for a job keeping the
+                # .blend's format the scene chose it, so the tiles say which, not the job.
+                output = work_dir / f"frame_{frame:04d}{merged_suffix(task.tile_files)}"
                 width, height = merge(work, output)
                 run.log_line(f"merged {len(task.tile_files)} tiles into a {width}x{height} frame")
                 call_with_retry(

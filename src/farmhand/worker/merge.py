@@ -7,9 +7,12 @@ assumed: a tile of the wrong size (a Blender that placed the border differently)
 the merge with a readable reason instead of a frame with a seam or a gap. The tiles come
 through the worker's blob cache, like the frames of a video.
 
-The frame is written in the tiles' format, which is the job's (`tile_extension`): PNG
+The frame is written in the tiles' format (`merged_suffix`, from the tiles' paths): PNG
 with Pillow, or OpenEXR with every channel, pixel type and the compression of the tiles
-(`worker/exr.py`); tiles whose channels differ are refused like tiles of the wrong size.
+(`worker/exr.py`). Which formats a job's tiles may be is `tile_extensions`; for a job
+keeping the .blend's format that is either, as the scene writes, so the tiles, not the
+job, say which. Tiles in more than one format, or whose channels differ, are refused like
+tiles of the wrong size.
 
 A merge of a large still (dozens of big EXR tiles) takes a while, so it asks
 `MergeWork.canceled` before each tile it downloads or pastes and before it writes the
@@ -22,13 +25,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from farmhand.shared.images import ImageError, verify_image
-from farmhand.shared.schemas import TaskFile, TileFile
+from farmhand.shared.schemas import TILE_SUFFIXES, TaskFile, TileFile
 from farmhand.worker.cache import BlobCache, CacheError, materialise
 
 if TYPE_CHECKING:
@@ -79,6 +82,25 @@ def grid_of(tiles: list[TileFile]) -> tuple[int, int]:
     return grids.pop()
 
 
+def merged_suffix(tiles: list[TileFile]) -> str:
+    """The format the frame is merged in: the tiles' (`.png` or `.exr`), which must all be
+    in one. The manager records only tiles of one format for a still; this refuses mixed
+    ones anyway, before any is fetched, rather than fail on the first misfit tile after
+    downloading the rest (or paste a PNG into an EXR)."""
+    suffixes = {PurePosixPath(tile.path).suffix.lower() for tile in tiles}
+    if not suffixes:
+        raise MergeError("the still has no tiles to merge")
+    if len(suffixes) > 1:
+        raise MergeError(
+            f"the tiles are in different formats ({', '.join(sorted(suffixes))}): "
+            f"one still's tiles must all be PNG or all OpenEXR to be merged"
+        )
+    [suffix] = suffixes
+    if suffix not in TILE_SUFFIXES:
+        raise MergeError(f"a tiled still is merged as .png or .exr, not {suffix or 'no suffix'}")
+    return suffix
+
+
 def _check(canceled: Callable[[], bool]) -> None:
     if canceled():
         raise MergeCanceled("the merge was canceled")
@@ -126,7 +148,7 @@ def merge_tiles(
     if outside:
         raise MergeError(f"tiles outside the {columns}x{rows} grid (row, column): {outside[:10]}")
     suffix = output.suffix.lower()
-    if suffix not in (".png", ".exr"):
+    if suffix not in TILE_SUFFIXES:
         raise MergeError(f"a tiled still is merged as .png or .exr, not {suffix}")
     for (row, column), path in sorted(tiles.items()):
         if path.suffix.lower() != suffix:
@@ -238,7 +260,11 @@ def _describe(layout: dict[str, str]) -> str:
 
 
 def merge(work: MergeWork, output: Path) -> tuple[int, int]:
-    """Fetch the tiles and merge them into `output`; MergeError says why not,
-    MergeCanceled that `work.canceled` stopped it."""
+    """Fetch the tiles and merge them into `output`, whose suffix must be the tiles' format
+    (`merged_suffix`); MergeError says why not, MergeCanceled that `work.canceled` stopped
+    it. The grid and the format are checked before any tile is fetched."""
     grid = grid_of(work.tiles)
+    suffix = merged_suffix(work.tiles)
+    if output.suffix.lower() != suffix:
+        raise MergeError(f"the tiles are {suffix} files, but the frame is a {output.suffix}")
     return merge_tiles(fetch_tiles(work), grid, output, work.canceled, work.on_log)
