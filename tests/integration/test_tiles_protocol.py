@@ -203,7 +203,7 @@ def test_a_still_in_openexr_is_exr_tiles_merged_into_an_exr_frame(farm: Farm) ->
 
 @pytest.mark.parametrize("send", [put_tile, post_tile], ids=["put", "post"])
 def test_a_tile_in_another_format_than_its_jobs_is_refused(farm: Farm, send: Any) -> None:
-    submit_still(farm)  # PNG
+    submit_still(farm, output_format="PNG")
     runner = farm.register_runner("r1")
     task = farm.client.get("/api/runner/tasks", params={"wait": 0}, headers=runner).json()
     as_exr = send(farm, runner, task, exr_bytes(), "tile.exr")
@@ -213,6 +213,76 @@ def test_a_tile_in_another_format_than_its_jobs_is_refused(farm: Farm, send: Any
     not_png = send(farm, runner, task, b"not a png", "tile.png")
     assert not_png.status_code == 400 and "not a readable image" in not_png.text
     assert tiles(farm, task["job_id"]) == [], "nothing recorded"
+
+
+def claim(farm: Farm, runner: dict[str, str]) -> dict[str, Any]:
+    """The next task for `runner`, without waiting."""
+    task: dict[str, Any] = farm.client.get(
+        "/api/runner/tasks", params={"wait": 0}, headers=runner
+    ).json()
+    return task
+
+
+def test_a_still_keeping_the_blends_format_in_openexr_is_merged_as_exr(farm: Farm) -> None:
+    """No `output_format`: the scene's OpenEXR is kept (the driver renders EXR tiles for
+    it), so the manager takes EXR tiles, the merge gets them, and the frame is an EXR."""
+    job_id = submit_still(farm, name="scene-exr")
+    runner = farm.register_runner("r1")
+    runner_caps = {"capabilities": {"task_types": ["render", "merge"]}}
+    assert farm.client.post("/api/runner/heartbeat", headers=runner, json=runner_caps).is_success
+    for n in range(4):
+        task = claim(farm, runner)
+        assert task["output_format"] is None and task["tile"] is not None
+        send = put_tile if n % 2 else post_tile  # both routes, one rule
+        assert send(farm, runner, task, exr_bytes(value=n), "frame_0007.exr").status_code == 201
+        complete = f"/api/runner/tasks/{task['task_id']}/complete"
+        assert farm.client.post(complete, headers=runner, json={"frames": []}).status_code == 200
+
+    merge = claim(farm, runner)
+    assert merge["type"] == "merge" and merge["job_id"] == job_id
+    assert sorted(t["path"] for t in merge["tile_files"]) == [
+        f"tiles/0007/r{r}c{c}.exr" for r in range(2) for c in range(2)
+    ]
+    frame = farm.client.put(
+        f"/api/runner/tasks/{merge['task_id']}/frames/7.exr",
+        headers=runner,
+        content=exr_bytes(8, 6),
+    )
+    assert frame.status_code == 201, frame.text
+    done = farm.client.post(
+        f"/api/runner/tasks/{merge['task_id']}/complete", headers=runner, json={"frames": [7]}
+    )
+    assert done.json()["job_status"] == "completed"
+    files = farm.client.get(f"/api/jobs/{job_id}/files", headers=farm.admin).json()
+    assert [f["path"] for f in files if f["kind"] == "output"] == ["frames/0007.exr"]
+
+
+@pytest.mark.parametrize("send", [put_tile, post_tile], ids=["put", "post"])
+@pytest.mark.parametrize("first", [".png", ".exr"])
+def test_every_tile_of_a_still_keeping_the_blends_format_is_in_its_first_ones(
+    farm: Farm, send: Any, first: str
+) -> None:
+    """Either format may come first; after it, a tile in the other, of another tile task
+    or of the same one sent again, is refused and not stored, and the merge gets tiles
+    of one format."""
+    job_id = submit_still(farm)
+    runner = farm.register_runner("r1")
+    made = {".png": png_bytes(4, 3), ".exr": exr_bytes()}
+    other = ".exr" if first == ".png" else ".png"
+    one, two = claim(farm, runner), claim(farm, runner)
+    assert send(farm, runner, one, made[first], f"tile{first}").status_code == 201
+    for task in (two, one):
+        refused = send(farm, runner, task, made[other], f"tile{other}")
+        assert refused.status_code == 400, refused.text
+        said = refused.json()["detail"]
+        assert f"keeps the .blend's format and its still already has {first} tiles" in said
+        assert "every tile of a still must be in one format to be merged" in said
+        assert f"a tile of it is {first}, not {other}" in said
+    assert [t["path"] for t in tiles(farm, job_id)] == [f"tiles/0007/r0c0{first}"]
+    assert send(farm, runner, two, made[first], f"tile{first}").status_code == 201
+    assert sorted(t["path"] for t in tiles(farm, job_id)) == [
+        f"tiles/0007/r0c0{first}", f"tiles/0007/r0c1{first}"
+    ]  # fmt: skip
 
 
 def tiles(farm: Farm, job_id: int) -> list[dict[str, Any]]:

@@ -133,24 +133,30 @@ class VideoSettings(_Strict):
 
 MAX_TILES_PER_SIDE = 16
 
-_TILE_EXTENSIONS: dict[str | None, str] = {
-    None: ".png",
-    "PNG": ".png",
-    "OPEN_EXR": ".exr",
-    "OPEN_EXR_MULTILAYER": ".exr",
+TILE_SUFFIXES: frozenset[str] = frozenset({".png", ".exr"})
+"""Every format a tile can be: 8-bit PNG, or OpenEXR (cut and merged without loss)."""
+
+_TILE_EXTENSIONS: dict[str | None, frozenset[str]] = {
+    None: TILE_SUFFIXES,
+    "PNG": frozenset({".png"}),
+    "OPEN_EXR": frozenset({".exr"}),
+    "OPEN_EXR_MULTILAYER": frozenset({".exr"}),
 }
 
 
-def tile_extension(output_format: str | None) -> str | None:
-    """The file a tile of a still in `output_format` is, and so its merged frame; None
-    for a format tiles are not made in.
+def tile_extensions(output_format: str | None) -> frozenset[str]:
+    """The files a tile of a still in `output_format` may be, and so its merged frame;
+    empty for a format tiles are not made in (JPEG).
 
-    A job keeping the .blend's format (None) gets 8-bit PNG tiles whatever the scene
-    writes, as before EXR tiles existed (the driver's `render_frames` forces it). EXR
-    tiles keep the scene's half or float depth, codec and passes. The manager stores
-    tiles under this name (`runner_tiles.tile_path`, which refuses another), and the
-    `merge` task writes the frame in it (`worker/merge.py`)."""
-    return _TILE_EXTENSIONS.get(output_format)
+    A job in PNG gets 8-bit PNG tiles; a job in OpenEXR gets EXR tiles, which keep the
+    scene's half or float depth, codec and passes. A job keeping the .blend's format
+    (None) gets what its scene writes when that is OpenEXR, and 8-bit PNG tiles for any
+    other scene format (the driver's `render_frames` decides, in Blender): the manager
+    cannot see the scene, so it allows both, but every tile of one still in the same
+    one, as the first tile recorded (`runner_tiles._record_tile`). The manager stores a
+    tile under its extension (`runner_tiles.tile_path`), and the `merge` task writes the
+    frame in the tiles' (`worker/merge.py`, `merged_suffix`)."""
+    return _TILE_EXTENSIONS.get(output_format, frozenset())
 
 
 class TileGrid(_Strict):
@@ -289,7 +295,7 @@ class JobSettings(_Strict):
 
     def _check_tiles(self) -> None:
         """What a tiled still cannot be (yet): several frames, a video, frames written to
-        shared storage by the workers, or a format without a `tile_extension` (JPEG: a
+        shared storage by the workers, or a format without `tile_extensions` (JPEG: a
         lossy tile cut and saved again loses more each time)."""
         if self.frame_end != self.frame_start:
             raise ValueError(
@@ -300,7 +306,7 @@ class JobSettings(_Strict):
             raise ValueError("a tiled still makes no video")
         if self.storage == "shared" or self.output_dir is not None:
             raise ValueError("tiled stills are uploaded jobs; shared storage is not supported")
-        if tile_extension(self.output_format) is None:
+        if not tile_extensions(self.output_format):
             raise ValueError(
                 f"a tiled still is merged as PNG, OPEN_EXR or OPEN_EXR_MULTILAYER, not "
                 f"{self.output_format} (tiles are cut and merged losslessly; render PNG "

@@ -3,9 +3,11 @@
 Kept apart from the frame upload because a tile is not the frame: several tasks render
 the same frame number, each a part of it, and the job's frame is made by its `merge`
 task from all of them (`worker/merge.py`). A tile is stored as `tiles/0007/r1c2.png`
-(frame 7, row 1, column 2, from the top left; `.exr` for a still in OpenEXR: a tile is
-in the job's format, `tile_extension`, and no other); a retried tile replaces the one
-before, atomically, as a frame does.
+(frame 7, row 1, column 2, from the top left; `.exr` for a still in OpenEXR). A tile is
+in a format its job allows (`tile_extensions`): the job's, or for a job keeping the
+.blend's format, PNG or OpenEXR, as its scene writes, but the same as the still's tiles
+recorded before it, so the merge gets one format. A retried tile replaces the one before,
+atomically, as a frame does.
 
 Two ways in, as for a frame (`runner_frames`): workers `PUT` the tile as the raw body to
 `/tasks/{task}/tile.png` (or `.exr`), streamed into the store and written once (an EXR
@@ -21,6 +23,7 @@ from pathlib import PurePosixPath
 from typing import Annotated
 
 from fastapi import APIRouter, Form, HTTPException, Request, UploadFile, status
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from farmhand.manager.api.deps import Context, RunnerDep
@@ -33,31 +36,38 @@ from farmhand.manager.api.uploads import (
     replace_job_file,
 )
 from farmhand.manager.context import ManagerContext
-from farmhand.manager.db.models import Job
+from farmhand.manager.db.models import Job, JobFile
 from farmhand.manager.events import FarmEvent
 from farmhand.manager.storage.blobs import StoredBlob
 from farmhand.shared.frames import frame_label
 from farmhand.shared.images import ImageError, verify_image_as
-from farmhand.shared.schemas import JobSettings, OutputStored, TileSpec, tile_extension
+from farmhand.shared.schemas import (
+    TILE_SUFFIXES,
+    JobSettings,
+    OutputStored,
+    TileSpec,
+    tile_extensions,
+)
 
 router = APIRouter(prefix="/api/runner", tags=["runner"])
 
 
-_TILE_SUFFIXES = (".png", ".exr")
-"""What a tile may be (`tile_extension` says which for a job)."""
-
-
 def tile_path(tile: TileSpec, extension: str) -> str:
-    """Where a tile is stored in its job's file tree (`extension`: `tile_extension`)."""
-    return f"tiles/{frame_label(tile.frame)}/r{tile.row}c{tile.column}{extension}"
+    """Where a tile is stored in its job's file tree (`extension`: one of `tile_extensions`)."""
+    return f"{_still_folder(tile.frame)}r{tile.row}c{tile.column}{extension}"
+
+
+def _still_folder(frame: int) -> str:
+    """The folder of a still's tiles in its job's file tree, `tiles/0007/`."""
+    return f"tiles/{frame_label(frame)}/"
 
 
 def tile_suffix(file_name: str) -> str:
     """The extension of a tile file named `file_name`; a 400 for anything but a tile's,
-    before a byte is stored (or read, for the `PUT`). Whether it is the job's format is
-    looked at with the task, in `_record_tile`."""
+    before a byte is stored (or read, for the `PUT`). Whether its job allows it is looked
+    at with the task, in `_record_tile`."""
     suffix = PurePosixPath(file_name).suffix.lower()
-    if suffix not in _TILE_SUFFIXES:
+    if suffix not in TILE_SUFFIXES:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "a tile is a .png or .exr file")
     return suffix
 
@@ -78,8 +88,9 @@ async def _record_tile(
     """Record a stored, verified tile as its task's, in place of any earlier upload of it.
 
     As a frame: one transaction looks whether the task is still this runner's (409), a
-    tile task of job `job_id` if the caller named one (400), and the tile in its job's
-    format (400), and records it; a refused file is a stray for garbage collection."""
+    tile task of job `job_id` if the caller named one (400), and the tile in a format its
+    job allows and its still's other tiles are in (400, `_check_format`), and records it;
+    a refused file is a stray for garbage collection."""
 
     def record(session: Session) -> tuple[int, int]:
         task = _held_task(session, task_id, worker_id)
@@ -90,13 +101,9 @@ async def _record_tile(
             )
         job = session.get(Job, task.job_id)
         assert job is not None  # the task is one of its tasks
-        wanted = tile_extension(JobSettings.model_validate(job.settings).output_format)
-        if suffix != wanted:
-            raise HTTPException(
-                status.HTTP_400_BAD_REQUEST,
-                f"job {job.id} is rendered in {wanted} tiles, not {suffix}",
-            )
-        path = tile_path(TileSpec.model_validate(task.tile), suffix)
+        tile = TileSpec.model_validate(task.tile)
+        _check_format(session, job, tile, suffix)
+        path = tile_path(tile, suffix)
         record_blob_in(session, stored)
         output_id = replace_job_file(
             session,
@@ -112,6 +119,39 @@ async def _record_tile(
     output_id, job = await context.db.batched(record)
     context.events.publish(FarmEvent("output", output_id, job))
     return OutputStored(id=output_id, frame=None, sha256=stored.sha256, size=stored.size)
+
+
+def _check_format(session: Session, job: Job, tile: TileSpec, suffix: str) -> None:
+    """A 400 unless a tile in `suffix` may be recorded for `job`'s still.
+
+    A job in PNG or OpenEXR allows that one format (`tile_extensions`). A job keeping the
+    .blend's format allows either, since the manager cannot see what the scene writes:
+    the driver renders EXR tiles for a scene in OpenEXR and PNG for any other, so every
+    tile of one still comes in one format, and a tile in another (a worker from before
+    EXR tiles, which forced PNG) is refused rather than leaving the merge tiles it
+    cannot put together. Looked at in the transaction that records the tile, so two
+    tiles racing in different formats cannot both get in."""
+    allowed = tile_extensions(JobSettings.model_validate(job.settings).output_format)
+    if suffix not in allowed:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            f"job {job.id} is rendered in {' or '.join(sorted(allowed))} tiles, not {suffix}",
+        )
+    if len(allowed) == 1:
+        return
+    folder = _still_folder(tile.frame)
+    recorded = session.scalars(
+        select(JobFile.path).where(JobFile.job_id == job.id, JobFile.kind == "tile")
+    )
+    for path in recorded:
+        other = PurePosixPath(path).suffix.lower()
+        if path.startswith(folder) and other != suffix:
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST,
+                f"job {job.id} keeps the .blend's format and its still already has "
+                f"{other} tiles ({path}): every tile of a still must be in one format "
+                f"to be merged, so a tile of it is {other}, not {suffix}",
+            )
 
 
 @router.put(
