@@ -56,17 +56,17 @@ def render_and_fetch(farm: LocalFarm, blend: Path, dest: Path, **settings: objec
 
 @contextmanager
 def two_worker_farm(
-    tmp_path: Path, blender: str, request: pytest.FixtureRequest
+    tmp_path: Path, blender: str, request: pytest.FixtureRequest, scene_format: str = "PNG"
 ) -> Iterator[tuple[LocalFarm, Path]]:
     """A manager, two workers of `blender` ("bpy": the 5.0 module; "executable":
     Debian's 3.4) and the 61x47 scene saved by that Blender (3.4 renders only what 3.4
-    saved)."""
+    saved), set to write `scene_format`."""
     install: BlenderInstall = request.getfixturevalue(
         "blender_module" if blender == "bpy" else "blender_executable"
     )
     blend = make_scene(
         tmp_path / "still.blend", "animated", install=install,
-        width=WIDTH, height=HEIGHT, frames="1-3", samples=4,
+        width=WIDTH, height=HEIGHT, frames="1-3", samples=4, output_format=scene_format,
     )  # fmt: skip
     worker_blender = "bpy" if blender == "bpy" else str(install.path)
     with local_farm(tmp_path / "farm") as farm:
@@ -154,6 +154,27 @@ def test_a_tiled_still_in_openexr_matches_the_frame_rendered_whole(
     # No Blender preview comes with a merged frame: its thumbnail is made from the EXR,
     # a multilayer one's Combined pass too.
     assert exr_preview(merged).size == (WIDTH, HEIGHT)
+
+
+def test_a_tiled_still_keeping_the_scenes_openexr_is_merged_as_exr(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A job without `output_format` keeps the .blend's: a scene that writes OpenEXR gets
+    EXR tiles and an EXR frame in its own pixel type, not 8-bit PNG, equal to the frame
+    rendered whole from the same scene."""
+    in_exr = two_worker_farm(tmp_path, "executable", request, scene_format="OPEN_EXR")
+    with in_exr as (farm, blend):
+        grid = TileGrid(columns=2, rows=2, overlap=5)
+        tiled = render_and_fetch(farm, blend, tmp_path / "tiled", name="tiled", tiles=grid)
+        render_and_fetch(farm, blend, tmp_path / "whole", name="whole")
+    assert tiled.settings.output_format is None
+    assert not list((tmp_path / "tiled").rglob("*.png")), "no PNG made of the scene's EXR"
+    [merged] = sorted((tmp_path / "tiled").rglob("*.exr"))
+    [reference] = sorted((tmp_path / "whole").rglob("*.exr"))
+    channels = OpenEXR.File(str(merged), separate_channels=True).channels()
+    assert {c.pixels.dtype for c in channels.values()} <= {np.dtype("float16"), np.dtype("float32")}
+    worst = exr_difference(merged, reference)
+    assert worst <= 1e-5, f"the merged EXR differs from the whole one by up to {worst}"
 
 
 def test_the_overlap_keeps_denoising_seams_out_of_the_merged_frame(

@@ -174,3 +174,25 @@ def test_paths_of_linked_datablocks_are_rewritten_and_counted_apart(
     assert own.filepath == B + "/tex/floor.png"
     assert linked.filepath == B + "/tex/wood.png"
     assert packed.filepath == A + "/tex/packed.png", "packed files are inside the .blend"
+
+
+@pytest.mark.parametrize(
+    ("scene", "depth", "tile", "tile_depth"),
+    [
+        ("OPEN_EXR", "32", "OPEN_EXR", "32"),  # the scene's float kept
+        ("OPEN_EXR_MULTILAYER", "16", "OPEN_EXR_MULTILAYER", "16"),  # and its passes
+        ("PNG", "16", "PNG", "8"),
+        ("TIFF", "16", "PNG", "8"),
+        ("JPEG", "8", "PNG", "8"),
+    ],
+)
+def test_a_tile_keeps_an_openexr_format_and_is_8_bit_png_otherwise(
+    driver: Any, scene: str, depth: str, tile: str, tile_depth: str
+) -> None:
+    """What a tile is rendered in, from the image settings after the job's overrides (the
+    job's format, or the scene's when the job keeps the .blend's): OpenEXR stays as it
+    is; anything else becomes 8-bit PNG, the only other format tiles are cut and merged
+    in (`tile_extensions`)."""
+    settings = SimpleNamespace(file_format=scene, color_depth=depth)
+    driver.set_tile_format(settings)
+    assert (settings.file_format, settings.color_depth) == (tile, tile_depth)

@@ -522,17 +522,31 @@ def cmd_render(command):
         restore(scene, saved)
 
 
+EXR_FORMATS = ("OPEN_EXR", "OPEN_EXR_MULTILAYER")
+
+
+def set_tile_format(settings):
+    """Make a tile's image settings (after `apply_overrides`: the job's format, or the
+    scene's when the job keeps the .blend's) ones a tile can be cut and merged in.
+
+    Tiles are cut out of their overlap and merged without loss, so only formats the
+    worker can do that with are rendered: OpenEXR, the job's or the scene's, is kept with
+    the scene's half or float depth, codec and passes; anything else (PNG at 16 bits,
+    JPEG, TIFF, ...) becomes 8-bit PNG, which Pillow cuts and merges exactly. The manager
+    allows these and no other (`tile_extensions` in shared/schemas.py)."""
+    if settings.file_format in EXR_FORMATS:
+        return
+    if settings.file_format != "PNG":
+        set_file_format(settings, "PNG")
+    settings.color_depth = "8"
+
+
 def render_frames(scene, command):
     apply_overrides(scene, command)
     render = scene.render
     tile = command.get("tile")
-    # Tiles are cut and merged losslessly: as 8-bit PNG (Pillow), unless the job asks
-    # for OpenEXR, which keeps the scene's half or float, codec and passes (the manager
-    # allows nothing else: `tile_extension` in shared/schemas.py).
-    if tile and command.get("output_format") not in ("OPEN_EXR", "OPEN_EXR_MULTILAYER"):
-        if render.image_settings.file_format != "PNG":
-            set_file_format(render.image_settings, "PNG")
-        render.image_settings.color_depth = "8"
+    if tile:
+        set_tile_format(render.image_settings)
     extension = EXTENSIONS.get(render.image_settings.file_format)
     if extension is None:
         raise ValueError(
