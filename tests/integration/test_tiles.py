@@ -1,5 +1,5 @@
 """Tiled stills for real: one frame split into tiles rendered by two workers in real
-Blender, merged into one PNG (or OpenEXR), compared with the same frame rendered whole.
+Blender, merged into one PNG or OpenEXR frame, compared with the same frame rendered whole.
 
 The frame is 61x47 so the tiles are uneven (columns of 20 and 21 pixels): an
 off-by-one in the border or the merge shows as a seam or a shifted row. Cycles renders

@@ -123,7 +123,8 @@ class FarmhandJobSettings(bpy.types.PropertyGroup):
     use_tiles: BoolProperty(
         name="Still in tiles",
         description="Render only the current frame, split into tiles that several workers "
-        "render at once, merged into one PNG",
+        "render at once, merged into one frame: OpenEXR if the scene writes OpenEXR, "
+        "8-bit PNG otherwise",
         default=False,
     )
     tile_columns: IntProperty(name="Columns", default=4, min=1, max=16)

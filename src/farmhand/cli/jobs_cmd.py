@@ -124,8 +124,8 @@ def submit(
         str | None,
         typer.Option(
             help="Split one frame into COLUMNSxROWS tiles rendered by different workers, "
-            "merged into one PNG, or OpenEXR with --format OPEN_EXR (e.g. --frames 7 "
-            "--tiles 4x4).",
+            "merged into one frame: OpenEXR if the job (--format) or else the scene "
+            "writes OpenEXR, 8-bit PNG otherwise (e.g. --frames 7 --tiles 4x4).",
             show_default=False,
         ),
     ] = None,
