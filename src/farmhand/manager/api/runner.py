@@ -14,7 +14,7 @@ from functools import partial
 from typing import Annotated, Any, Literal
 
 import structlog
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from sqlalchemy import (
     BigInteger,
@@ -28,6 +28,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from farmhand.manager.api.deps import Context, RunnerDep
 from farmhand.manager.api.errors import error_responses
@@ -212,6 +213,37 @@ _HELD = select(Task.job_id, Task.frames, Task.type).where(
 )
 """A task's job and frames, if the runner holds it (`task_is_held_by`, as one query)."""
 _HELD_FOR_UPDATE = _HELD.with_for_update()
+
+
+LOOK_FIRST_BYTES = 1024 * 1024
+"""A raw-body upload larger than this, or of unknown length, is preceded by a look
+whether its task is still the runner's (`refuse_late_body`)."""
+
+
+async def refuse_late_body(
+    request: Request, context: ManagerContext, task_id: int, worker_id: int
+) -> None:
+    """A 409 before a byte of a big body is read, if the runner no longer holds the task.
+
+    A worker back from a network split delivers what it rendered meanwhile (its outbox)
+    for a task already given to another: without this it would send a multilayer EXR of
+    hundreds of megabytes, have it written to the store, and only then hear that the
+    task is gone (the bytes a stray for garbage collection). A small body is not looked
+    at first: the look would cost every frame a database round trip, and the
+    transaction that records the upload looks anyway (`lock_held_frame`, with a lock),
+    so this is only a courtesy to the network and the disk, never the check that counts.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) <= LOOK_FIRST_BYTES:
+        return
+
+    def held() -> bool:
+        with context.db.read() as session:
+            found = session.connection().execute(_HELD, {"task": task_id, "worker": worker_id})
+            return found.first() is not None
+
+    if not await run_in_threadpool(held):
+        raise _not_held(task_id)
 
 
 def lock_held_frame(

@@ -23,7 +23,12 @@ from sqlalchemy import bindparam, delete, insert
 from sqlalchemy.orm import Session
 
 from farmhand.manager.api.deps import Context, RunnerDep
-from farmhand.manager.api.runner import ERRORS, OUTPUT_EXTENSIONS, lock_held_frame
+from farmhand.manager.api.runner import (
+    ERRORS,
+    OUTPUT_EXTENSIONS,
+    lock_held_frame,
+    refuse_late_body,
+)
 from farmhand.manager.api.uploads import receive_body, receive_upload, record_blob_in
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
@@ -130,6 +135,7 @@ async def put_frame(
             f"{file_name[:64]!r} is not a frame file name such as '7.png' or '-3.exr'",
         )
     frame, suffix = int(parts[1]), output_suffix(file_name)
+    await refuse_late_body(request, context, task_id, worker_id)
     try:
         stored = await receive_body(
             context, request.stream(), check=partial(verify_image_as, suffix=suffix)

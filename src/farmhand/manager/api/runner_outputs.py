@@ -27,7 +27,12 @@ from fastapi import APIRouter, Form, HTTPException, Request, UploadFile, status
 from sqlalchemy.orm import Session
 
 from farmhand.manager.api.deps import Context, RunnerDep
-from farmhand.manager.api.runner import ERRORS, OUTPUT_EXTENSIONS, lock_held_frame
+from farmhand.manager.api.runner import (
+    ERRORS,
+    OUTPUT_EXTENSIONS,
+    lock_held_frame,
+    refuse_late_body,
+)
 from farmhand.manager.api.runner_frames import RAW_BODY
 from farmhand.manager.api.uploads import (
     receive_body,
@@ -142,6 +147,7 @@ async def put_extra(
     """`name` is the file's own (`Image0001.png`, `00-File_Output/Image0001.exr`; a
     preview's only says its format): its extension says which image it must be."""
     path, suffix = extra_target(kind, frame, name, name)
+    await refuse_late_body(request, context, task_id, worker_id)
     try:
         stored = await receive_body(
             context, request.stream(), check=partial(verify_image_as, suffix=suffix)

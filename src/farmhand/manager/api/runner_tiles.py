@@ -27,7 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from farmhand.manager.api.deps import Context, RunnerDep
-from farmhand.manager.api.runner import ERRORS, _held_task
+from farmhand.manager.api.runner import ERRORS, _held_task, refuse_late_body
 from farmhand.manager.api.runner_frames import RAW_BODY
 from farmhand.manager.api.uploads import (
     receive_body,
@@ -167,6 +167,7 @@ async def put_tile(
 ) -> OutputStored:
     """`extension` is the tile's format: `png`, or `exr` for a still in OpenEXR."""
     suffix = tile_suffix(f"tile.{extension}")
+    await refuse_late_body(request, context, task_id, worker_id)
     try:
         stored = await receive_body(
             context, request.stream(), check=partial(verify_image_as, suffix=suffix)
