@@ -294,9 +294,13 @@ class JobSettings(_Strict):
         return self
 
     def _check_tiles(self) -> None:
-        """What a tiled still cannot be (yet): several frames, a video, frames written to
-        shared storage by the workers, or a format without `tile_extensions` (JPEG: a
-        lossy tile cut and saved again loses more each time)."""
+        """What a tiled still cannot be (yet): several frames, a video, or a format without
+        `tile_extensions` (JPEG: a lossy tile cut and saved again loses more each time).
+
+        Shared storage is no obstacle: tile tasks read the .blend from the share as render
+        tasks do, the tiles always go up to the manager (the merge fetches them from
+        there), and only the merged frame, never a tile, is written into `output_dir`
+        (`worker/agent.py`, `_do_merge`)."""
         if self.frame_end != self.frame_start:
             raise ValueError(
                 f"tiles split one frame: frame_start and frame_end must be equal "
@@ -304,8 +308,6 @@ class JobSettings(_Strict):
             )
         if self.video is not None:
             raise ValueError("a tiled still makes no video")
-        if self.storage == "shared" or self.output_dir is not None:
-            raise ValueError("tiled stills are uploaded jobs; shared storage is not supported")
         if not tile_extensions(self.output_format):
             raise ValueError(
                 f"a tiled still is merged as PNG, OPEN_EXR or OPEN_EXR_MULTILAYER, not "

@@ -311,6 +311,14 @@ def _both(
     return call
 
 
+def _share_failure(shared_out: SharedOutputs | None) -> str | None:
+    """Why the task fails if a frame did not reach the job's `output_dir`, else None: a
+    frame missing on the share is not a finished task (render and merge tasks alike)."""
+    if shared_out is None or not shared_out.errors:
+        return None
+    return f"cannot write to shared storage: {'; '.join(shared_out.errors[:3])}"
+
+
 def _is_gone(error: FarmhandError) -> bool:
     """404/409: the task is no longer this runner's (canceled, reassigned, deleted)."""
     return error.status_code in (404, 409)
@@ -610,9 +618,12 @@ class Agent:
                 tlog.info("files on shared storage", blend=str(blend))
             else:
                 blend = self._materialise(task, job_dir, tlog)
+            # A tile is part of a frame, not the frame: written into `output_dir` under
+            # the frame's name it would clobber the merged frame. Only the merge writes
+            # there (`_do_merge`); a tile goes to the manager alone.
             shared_out = (
                 SharedOutputs(task, self.settings.platform, self.settings.path_map)
-                if task.output_dir is not None
+                if task.output_dir is not None and task.tile is None
                 else None
             )
         except RetryAborted:
@@ -666,10 +677,9 @@ class Agent:
             )
             self._held_job = task.job_id
             outcome = self._render(job, tlog)
-            if shared_out is not None and shared_out.errors and outcome.ok:
-                problems = "; ".join(shared_out.errors[:3])
-                error = f"cannot write to shared storage: {problems}"
-                outcome = RenderOutcome(ok=False, error=error, log_tail=outcome.log_tail)
+            share_error = _share_failure(shared_out)
+            if share_error is not None and outcome.ok:
+                outcome = RenderOutcome(ok=False, error=share_error, log_tail=outcome.log_tail)
             if not run.dropped and not self.stop.is_set():
                 tail = outcome.log_tail[-LOG_TAIL_LINES:]
                 box.finish(Outcome(outcome.ok, outcome.error, tail))
@@ -739,8 +749,21 @@ class Agent:
         The merge stops between tiles once the manager takes the task away (the reporter
         drops the run) or the worker stops: then nothing is uploaded and the task is not
         failed, only released when the worker stops, as a video is.
+
+        A job with `output_dir` gets the merged frame on the share too, named and written
+        as a render task's frame (`SharedOutputs`), before the upload: the merge is the
+        one task that makes the frame (tile tasks write nothing there), and a frame that
+        cannot be written fails the task, as it fails a render task. The share is mapped
+        before any tile is fetched, so a worker without a root for it fails at once.
         """
         task = run.task
+        shared_out: SharedOutputs | None = None
+        if task.output_dir is not None:
+            try:
+                shared_out = SharedOutputs(task, self.settings.platform, self.settings.path_map)
+            except SharedStorageError as exc:
+                self._fail(run, f"cannot write to shared storage: {exc}", [], tlog)
+                return
         work_dir = self.settings.work_dir / "outputs" / f"task-{task.task_id}"
         shutil.rmtree(work_dir, ignore_errors=True)
         work_dir.mkdir(parents=True)
@@ -762,6 +785,12 @@ class Agent:
                 output = work_dir / f"frame_{frame:04d}{merged_suffix(task.tile_files)}"
                 width, height = merge(work, output)
                 run.log_line(f"merged {len(task.tile_files)} tiles into a {width}x{height} frame")
+                if shared_out is not None:
+                    shared_out.publish(frame, output)
+                    share_error = _share_failure(shared_out)
+                    if share_error is not None:
+                        self._fail(run, share_error, [], tlog)
+                        return
                 call_with_retry(
                     lambda: self.client.upload_output(task.job_id, task.task_id, frame, output),
                     "upload merged frame",

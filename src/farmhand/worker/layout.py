@@ -7,7 +7,8 @@ the .blend's relative paths (`//textures/wood.png`) resolve on the share too.
 Frames are rendered into the worker's local output folder as always, then copied into
 the job's `output_dir` on the share (named by the job's output template) and uploaded
 to the manager as well: the manager's copy is what downloads, the zip, thumbnails and
-the video use, and what proves the task complete.
+the video use, and what proves the task complete. A tiled still's tiles are not frames:
+they only go to the manager, and its `merge` task writes the merged frame here.
 """
 
 from __future__ import annotations
@@ -56,8 +57,10 @@ def shared_blend(task: TaskAssignment, platform: str, own: Mapping[str, Mapping[
 class SharedOutputs:
     """Copies each saved frame into the job's output folder on the share.
 
-    Called from the renderer's thread; a failure is kept and turns the task into a
-    failure at the end (a frame missing on the share is not a finished task).
+    Called from the renderer's thread for a render task's frames, and by a `merge` task
+    for the frame it merged from a still's tiles (never for a tile, which would take the
+    frame's name); a failure is kept and turns the task into a failure at the end (a
+    frame missing on the share is not a finished task).
     """
 
     def __init__(
