@@ -33,6 +33,20 @@ from tests.integration.waiting import wait_for
 WIDTH, HEIGHT = 64, 48
 
 
+def two_studio_mounts(
+    tmp_path: Path, nas: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, Path]:
+    """Studio A's and studio B's paths to the same `nas` (two symlinks), with the
+    manager's `{projects}` variable at A's: a job submitted by A's path is stored as
+    `{projects}/…`, and B's workers map it to their own."""
+    mount_a, mount_b = tmp_path / "studio-a" / "projects", tmp_path / "studio-b" / "projects"
+    for mount in (mount_a, mount_b):
+        mount.parent.mkdir()
+        mount.symlink_to(nas, target_is_directory=True)
+    monkeypatch.setenv("FARMHAND_PATH_VARIABLES", json.dumps({"projects": {"linux": str(mount_a)}}))
+    return mount_a, mount_b
+
+
 @pytest.mark.blender
 @pytest.mark.slow
 def test_a_worker_on_another_platform_renders_from_its_own_mount(
@@ -43,11 +57,7 @@ def test_a_worker_on_another_platform_renders_from_its_own_mount(
         nas / "shot-010" / "scene.blend", "animated", width=WIDTH, height=HEIGHT, frames="1-3",
         samples=2,
     )  # fmt: skip
-    mount_a, mount_b = tmp_path / "studio-a" / "projects", tmp_path / "studio-b" / "projects"
-    for mount in (mount_a, mount_b):
-        mount.parent.mkdir()
-        mount.symlink_to(nas, target_is_directory=True)
-    monkeypatch.setenv("FARMHAND_PATH_VARIABLES", json.dumps({"projects": {"linux": str(mount_a)}}))
+    mount_a, mount_b = two_studio_mounts(tmp_path, nas, monkeypatch)
 
     with local_farm(tmp_path / "farm") as farm:
         farm.start_manager()

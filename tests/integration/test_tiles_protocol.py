@@ -174,24 +174,7 @@ def test_a_still_in_openexr_is_exr_tiles_merged_into_an_exr_frame(farm: Farm) ->
         complete = f"/api/runner/tasks/{task['task_id']}/complete"
         assert farm.client.post(complete, headers=runner, json={"frames": []}).status_code == 200
 
-    merge = farm.client.get("/api/runner/tasks", params={"wait": 0}, headers=runner).json()
-    assert merge["type"] == "merge" and merge["job_id"] == job_id
-    assert sorted(t["path"] for t in merge["tile_files"]) == [
-        f"tiles/0007/r{r}c{c}.exr" for r in range(2) for c in range(2)
-    ]
-    frame = farm.client.put(
-        f"/api/runner/tasks/{merge['task_id']}/frames/7.exr",
-        headers=runner,
-        content=exr_bytes(8, 6),
-    )
-    assert frame.status_code == 201, frame.text
-    done = farm.client.post(
-        f"/api/runner/tasks/{merge['task_id']}/complete", headers=runner, json={"frames": [7]}
-    )
-    assert done.json()["job_status"] == "completed"
-    files = farm.client.get(f"/api/jobs/{job_id}/files", headers=farm.admin).json()
-    [output] = [f for f in files if f["kind"] == "output"]
-    assert output["path"] == "frames/0007.exr"
+    [output] = merge_the_exr_tiles(farm, runner, job_id)
     thumbnail = farm.client.get(
         f"/api/jobs/{job_id}/files/{output['id']}/thumbnail", headers=farm.admin
     )
@@ -223,21 +206,10 @@ def claim(farm: Farm, runner: dict[str, str]) -> dict[str, Any]:
     return task
 
 
-def test_a_still_keeping_the_blends_format_in_openexr_is_merged_as_exr(farm: Farm) -> None:
-    """No `output_format`: the scene's OpenEXR is kept (the driver renders EXR tiles for
-    it), so the manager takes EXR tiles, the merge gets them, and the frame is an EXR."""
-    job_id = submit_still(farm, name="scene-exr")
-    runner = farm.register_runner("r1")
-    runner_caps = {"capabilities": {"task_types": ["render", "merge"]}}
-    assert farm.client.post("/api/runner/heartbeat", headers=runner, json=runner_caps).is_success
-    for n in range(4):
-        task = claim(farm, runner)
-        assert task["output_format"] is None and task["tile"] is not None
-        send = put_tile if n % 2 else post_tile  # both routes, one rule
-        assert send(farm, runner, task, exr_bytes(value=n), "frame_0007.exr").status_code == 201
-        complete = f"/api/runner/tasks/{task['task_id']}/complete"
-        assert farm.client.post(complete, headers=runner, json={"frames": []}).status_code == 200
-
+def merge_the_exr_tiles(farm: Farm, runner: dict[str, str], job_id: int) -> list[dict[str, Any]]:
+    """Claim the 2x2 still's merge task, which must hand out its four EXR tiles, send an
+    8x6 EXR frame as the merged one and complete: the job completes, its only output the
+    EXR frame (returned, as the job's outputs)."""
     merge = claim(farm, runner)
     assert merge["type"] == "merge" and merge["job_id"] == job_id
     assert sorted(t["path"] for t in merge["tile_files"]) == [
@@ -254,7 +226,27 @@ def test_a_still_keeping_the_blends_format_in_openexr_is_merged_as_exr(farm: Far
     )
     assert done.json()["job_status"] == "completed"
     files = farm.client.get(f"/api/jobs/{job_id}/files", headers=farm.admin).json()
-    assert [f["path"] for f in files if f["kind"] == "output"] == ["frames/0007.exr"]
+    outputs = [f for f in files if f["kind"] == "output"]
+    assert [f["path"] for f in outputs] == ["frames/0007.exr"]
+    return outputs
+
+
+def test_a_still_keeping_the_blends_format_in_openexr_is_merged_as_exr(farm: Farm) -> None:
+    """No `output_format`: the scene's OpenEXR is kept (the driver renders EXR tiles for
+    it), so the manager takes EXR tiles, the merge gets them, and the frame is an EXR."""
+    job_id = submit_still(farm, name="scene-exr")
+    runner = farm.register_runner("r1")
+    runner_caps = {"capabilities": {"task_types": ["render", "merge"]}}
+    assert farm.client.post("/api/runner/heartbeat", headers=runner, json=runner_caps).is_success
+    for n in range(4):
+        task = claim(farm, runner)
+        assert task["output_format"] is None and task["tile"] is not None
+        send = put_tile if n % 2 else post_tile  # both routes, one rule
+        assert send(farm, runner, task, exr_bytes(value=n), "frame_0007.exr").status_code == 201
+        complete = f"/api/runner/tasks/{task['task_id']}/complete"
+        assert farm.client.post(complete, headers=runner, json={"frames": []}).status_code == 200
+
+    merge_the_exr_tiles(farm, runner, job_id)
 
 
 @pytest.mark.parametrize("send", [put_tile, post_tile], ids=["put", "post"])

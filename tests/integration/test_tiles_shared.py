@@ -15,7 +15,6 @@ out for such a still.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,7 +28,10 @@ from farmhand.scenes import make_scene
 from farmhand.shared.schemas import JobDetail, JobSettings, JobStatus, TileGrid
 from farmhand.worker.blender.discovery import BlenderInstall
 from tests.integration.conftest import Farm, png_bytes, upload_frame
-from tests.integration.test_shared_storage import nas_farm  # noqa: F401 (fixture)
+from tests.integration.test_shared_storage import (  # noqa: F401 (fixture)
+    nas_farm,
+    two_studio_mounts,
+)
 from tests.integration.test_tiles import HEIGHT, WIDTH, assert_same_picture, finished
 from tests.integration.test_tiles_protocol import upload_tile
 from tests.integration.waiting import wait_for
@@ -96,11 +98,7 @@ def test_a_tiled_still_on_shared_storage_is_merged_into_output_dir(
         nas / "shot-010" / "still.blend", "animated", install=blender_executable,
         width=WIDTH, height=HEIGHT, frames="1-3", samples=4,
     )  # fmt: skip
-    mount_a, mount_b = tmp_path / "studio-a" / "projects", tmp_path / "studio-b" / "projects"
-    for mount in (mount_a, mount_b):
-        mount.parent.mkdir()
-        mount.symlink_to(nas, target_is_directory=True)
-    monkeypatch.setenv("FARMHAND_PATH_VARIABLES", json.dumps({"projects": {"linux": str(mount_a)}}))
+    mount_a, mount_b = two_studio_mounts(tmp_path, nas, monkeypatch)
     blend_at_a = str(mount_a / "shot-010" / "still.blend")
     renders = nas / "renders"
 
