@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -158,6 +159,39 @@ def test_a_failing_ffmpeg_reports_its_error(tmp_path: Path, scene: Path) -> None
         assert video_task.status is TaskStatus.FAILED
         assert video_task.last_error == "ffmpeg failed: Unknown encoder 'libx264'"
         assert "Unknown encoder" in (done.status_reason or "")
+
+
+def test_a_stopping_worker_ends_its_encode_and_gives_the_video_task_back(
+    tmp_path: Path, scene: Path
+) -> None:
+    """A worker stopped (SIGTERM) while ffmpeg encodes stops ffmpeg and releases the
+    task at once, as it does a render, instead of waiting for an encode that may take an
+    hour, then giving the task back anyway."""
+    marker = tmp_path / "encoding"
+    fake = tmp_path / "ffmpeg"  # passes the version check; an encode that never ends
+    fake.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *-version*) echo "ffmpeg version 9.9-fake"; exit 0;; esac\n'
+        f'echo $$ > "{marker}"\n'
+        "exec sleep 600\n"
+    )
+    fake.chmod(0o755)
+    with local_farm(tmp_path / "farm") as farm:
+        farm.start_manager()
+        worker = farm.start_worker("w1", "--ffmpeg", str(fake), blender="bpy")
+        job_id = submit(farm, scene, VideoSettings())
+        wait_for(lambda: marker.exists() and marker.read_text().strip(), 300, "the encode")
+        encoder = int(marker.read_text())
+        assert worker.process is not None
+        stopped_at = time.monotonic()
+        worker.terminate()
+        worker.wait(60)  # killed if it takes longer
+        took = time.monotonic() - stopped_at
+        assert took < 30, f"the worker waited {took:.0f} s for its encode"
+        assert not Path(f"/proc/{encoder}").exists(), "ffmpeg was left running"
+        (video_task,) = [t for t in job(farm, job_id).tasks if t.type == "video"]
+        assert video_task.status is TaskStatus.QUEUED, "given back, not failed or held"
+        assert video_task.last_error == "worker shutting down"
 
 
 @pytest.mark.parametrize(

@@ -700,11 +700,14 @@ class Agent:
         )
         with self._reporting(run, tlog):
             try:
-                result = make_video(work, self.ffmpeg)
-                if run.dropped or self.stop.is_set():
+                ffmpeg = self.ffmpeg
+                made = self._stop_cancels(
+                    lambda: make_video(work, ffmpeg), run.cancel, "video", tlog
+                )
+                if run.dropped or self.stop.is_set() or not made:
                     if not run.dropped:
                         self._release(task, tlog)
-                elif not result.ok or result.video is None:
+                elif not (result := made[0]).ok or result.video is None:
                     self._fail(run, result.error or "video failed", result.log_tail, tlog)
                 else:
                     video = result.video
@@ -864,30 +867,47 @@ class Agent:
         return job_dir / task.main_file
 
     def _render(self, job: RenderJob, tlog: FilteringBoundLogger) -> RenderOutcome:
-        """Render in a thread; the calling thread turns a stop request into a cancel."""
-        box: list[RenderOutcome] = []
+        """Render, cancelable by a worker stop (`_stop_cancels`); a crash is an outcome."""
+
+        def render() -> RenderOutcome:
+            try:
+                return self.renderer(job)
+            except Exception as exc:
+                tlog.exception("renderer crashed")
+                return RenderOutcome(ok=False, error=f"worker error while rendering: {exc}")
+
+        done = self._stop_cancels(render, job.cancel, "render", tlog)
+        return done[0] if done else RenderOutcome(ok=False, error="render did not stop in time")
+
+    def _stop_cancels(
+        self, work: Callable[[], _T], cancel: threading.Event, what: str, tlog: FilteringBoundLogger
+    ) -> list[_T]:
+        """Run `work` in a thread while this one watches for a worker stop (Ctrl-C,
+        SIGTERM), which sets `cancel`: Blender or ffmpeg is then stopped and the task
+        given back, rather than the worker waiting for a render or an encode that may
+        take an hour to end. `work`'s result, or nothing if it did not end within
+        `shutdown_grace` of the stop; what it raises is raised here."""
+        box: list[_T] = []
+        raised: list[BaseException] = []
 
         def target() -> None:
             try:
-                box.append(self.renderer(job))
-            except Exception as exc:
-                tlog.exception("renderer crashed")
-                box.append(RenderOutcome(ok=False, error=f"worker error while rendering: {exc}"))
+                box.append(work())
+            except BaseException as exc:  # handed to the calling thread
+                raised.append(exc)
 
-        thread = threading.Thread(target=target, name="render", daemon=True)
+        thread = threading.Thread(target=target, name=what, daemon=True)
         thread.start()
-        canceled_at_stop = False
         while thread.is_alive():
             thread.join(0.2)
-            if self.stop.is_set() and not canceled_at_stop:
-                tlog.info("stopping: canceling the render")
-                job.cancel.set()
-                canceled_at_stop = True
+            if self.stop.is_set():
+                tlog.info(f"stopping: canceling the {what}")
+                cancel.set()
                 thread.join(self.settings.shutdown_grace)
                 break
-        if not box:
-            return RenderOutcome(ok=False, error="render did not stop in time")
-        return box[0]
+        if raised:
+            raise raised[0]
+        return box
 
     def _finish(
         self,
