@@ -5,6 +5,7 @@ import typer
 from farmhand.cli import control_cmd, jobs_cmd, runners_cmd
 from farmhand.cli.addon_cmd import addon
 from farmhand.cli.admin_cmd import admin
+from farmhand.cli.backup_cmd import backup
 from farmhand.cli.config import global_options
 from farmhand.cli.demo_cmd import demo
 from farmhand.cli.manager_cmd import manager
@@ -23,6 +24,7 @@ jobs_cmd.register(app)
 control_cmd.register(app)
 runners_cmd.register(app)
 app.command()(demo)
+app.command()(backup)
 app.add_typer(users, name="users")
 app.add_typer(admin, name="admin")
 app.add_typer(addon, name="addon")
