@@ -135,6 +135,7 @@ def test_a_backup_holds_the_database_blobs_logs_and_tokens_and_nothing_else(
         assert copy.read_bytes() == original.read_bytes()
         assert os.stat(copy).st_ino != os.stat(original).st_ino  # a copy, not a link
         assert stat.S_IMODE(copy.stat().st_mode) == stat.S_IMODE(original.stat().st_mode)
+        assert copy.stat().st_mtime_ns == original.stat().st_mtime_ns  # rsync -a sees no change
     for name in SECRETS:
         assert (dest / name).read_text() == f"secret {name}\n"
         assert stat.S_IMODE((dest / name).stat().st_mode) == 0o600

@@ -268,13 +268,14 @@ def _blob_path(root: Path, sha256: str) -> Path:
 def _copy_verified(source: Path, target: Path, sha256: str, advance: Callable[[int], None]) -> int:
     """Copy one blob, hashing it on the way; its size. The bytes go to a temporary name
     and are renamed once they hash right, so a file named for a hash always holds it
-    (also after a crash), and the file keeps the blob's mode."""
+    (also after a crash). The file keeps the blob's mode and times: `rsync -a` of one
+    backup onto an older one then sends only new blobs."""
     partial = target.with_name(target.name + ".partial")
     digest = hashlib.sha256()
     size = 0
     try:
         with source.open("rb") as reader:
-            mode = stat.S_IMODE(os.fstat(reader.fileno()).st_mode)
+            info = os.fstat(reader.fileno())
             fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as writer:
                 while chunk := reader.read(CHUNK):
@@ -286,7 +287,8 @@ def _copy_verified(source: Path, target: Path, sha256: str, advance: Callable[[i
                 os.fsync(writer.fileno())
         if digest.hexdigest() != sha256:
             raise _Corrupt(sha256)
-        os.chmod(partial, mode)
+        os.chmod(partial, stat.S_IMODE(info.st_mode))
+        os.utime(partial, ns=(info.st_atime_ns, info.st_mtime_ns))
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
