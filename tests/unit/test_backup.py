@@ -122,7 +122,7 @@ def test_a_backup_holds_the_database_blobs_logs_and_tokens_and_nothing_else(
     dest = tmp_path / "backup"
     code, output = _backup(str(dest), "--data-dir", str(source.data))
     assert code == 0, output
-    assert "1 jobs, 4 blobs" in output and "Restore:" in output
+    assert "1 job, 4 blobs" in output and "Restore:" in output
     blobs = [
         f"blobs/sha256/{sha[:2]}/{sha[2:]}"
         for sha in [*source.inputs.values(), source.unreferenced]

@@ -70,17 +70,21 @@ def _hashes(hashes: list[str]) -> str:
     return ", ".join(hashes[:SHOWN]) + more
 
 
+def _count(number: int, thing: str) -> str:
+    return f"{number} {thing}" + ("" if number == 1 else "s")
+
+
 def _summary(report: BackupReport) -> None:
     blobs = report.blobs
     how = f"{blobs.linked} hard-linked, {blobs.copied} copied" if blobs.linked else "copied"
     logs = sum(1 for name in report.files if name.startswith("logs/"))
     secrets = [name for name in report.files if not name.startswith("logs/")]
-    jobs = "" if report.jobs is None else f"{report.jobs} jobs, "
+    jobs = "" if report.jobs is None else f"{_count(report.jobs, 'job')}, "
     done = "Backed up to" if report.ok else "Backup INCOMPLETE (errors below), written to"
     console.print(
         f"{done} {escape(str(report.dest))} in {report.seconds:.1f} s: {jobs}"
-        f"{blobs.linked + blobs.copied} blobs ({human(blobs.bytes)}, {how}), "
-        f"{logs} task logs, {', '.join(secrets) or 'no token files'}.",
+        f"{_count(blobs.linked + blobs.copied, 'blob')} ({human(blobs.bytes)}, {how}), "
+        f"{_count(logs, 'task log')}, {', '.join(secrets) or 'no token files'}.",
         highlight=False,
     )
     if not report.database_copied:
