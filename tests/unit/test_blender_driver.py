@@ -184,10 +184,16 @@ def test_paths_of_linked_datablocks_are_rewritten_and_counted_apart(
         ("PNG", "16", "PNG", "8"),
         ("TIFF", "16", "PNG", "8"),
         ("JPEG", "8", "PNG", "8"),
+        ("PNG", "8", "PNG", "8"),
     ],
 )
 def test_a_tile_keeps_an_openexr_format_and_is_8_bit_png_otherwise(
-    driver: Any, scene: str, depth: str, tile: str, tile_depth: str
+    driver: Any,
+    scene: str,
+    depth: str,
+    tile: str,
+    tile_depth: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """What a tile is rendered in, from the image settings after the job's overrides (the
     job's format, or the scene's when the job keeps the .blend's): OpenEXR stays as it
@@ -196,3 +202,8 @@ def test_a_tile_keeps_an_openexr_format_and_is_8_bit_png_otherwise(
     settings = SimpleNamespace(file_format=scene, color_depth=depth)
     driver.set_tile_format(settings)
     assert (settings.file_format, settings.color_depth) == (tile, tile_depth)
+    said = capsys.readouterr().out
+    if (scene, depth) == (tile, tile_depth):
+        assert said == "", "nothing changed, nothing to say"
+    else:
+        assert f"tiles are rendered as 8-bit PNG, not {scene} at {depth} bits" in said

@@ -536,9 +536,19 @@ def set_tile_format(settings):
     allows these and no other (`tile_extensions` in shared/schemas.py)."""
     if settings.file_format in EXR_FORMATS:
         return
+    was = (settings.file_format, settings.color_depth)
     if settings.file_format != "PNG":
         set_file_format(settings, "PNG")
     settings.color_depth = "8"
+    if was != ("PNG", "8"):
+        # Said in the task's log: a 16-bit scene merged into an 8-bit still is a loss
+        # the artist should hear of, not find in print.
+        print(
+            "farmhand: tiles are rendered as 8-bit PNG, not %s at %s bits as the scene "
+            "writes (tiles are cut and merged losslessly only as 8-bit PNG or OpenEXR: "
+            "ask for OPEN_EXR to keep more)" % was,
+            flush=True,
+        )
 
 
 def render_frames(scene, command):
