@@ -134,10 +134,14 @@ def test_a_still_is_tiles_then_a_merge_of_them(farm: Farm) -> None:
 
 def test_what_a_tiled_still_cannot_be(farm: Farm) -> None:
     for settings, said in (
-        ({"frame_end": 9}, "tiles split one frame"),
         ({"tiles": {"columns": 1, "rows": 1}}, "at least 2 tiles"),
         ({"tiles": {"columns": 17, "rows": 2}}, "16"),
-        ({"video": True}, "no video"),
+        ({"video": True}, "a tiled job makes no video"),
+        (
+            {"frame_end": 7 + 389, "tiles": {"columns": 16, "rows": 16}},
+            "390 frames in 256 tiles is 100230 tasks (a tile task each and a merge per frame), "
+            "more than the 100000 a job may have",
+        ),
         ({"output_format": "JPEG"}, "merged as PNG, OPEN_EXR or OPEN_EXR_MULTILAYER, not JPEG"),
     ):
         answer = post_still(farm, **settings)
@@ -323,3 +327,129 @@ def test_a_tile_sent_again_either_way_replaces_the_one_before(farm: Farm) -> Non
     [tile] = tiles(farm, job_id)
     fetched = farm.client.get(f"/api/jobs/{job_id}/files/{tile['id']}/download", headers=farm.admin)
     assert fetched.content == png_bytes(4, 3, "green")
+
+
+RANGE = {"frame_start": 7, "frame_end": 8, "tiles": {"columns": 2, "rows": 1}}
+"""Frames 7 and 8, each in 2x1 tiles."""
+
+
+def merging_runner(farm: Farm, name: str) -> dict[str, str]:
+    """A runner that takes tiles and merges, as every worker does."""
+    runner = farm.register_runner(name)
+    caps = {"capabilities": {"task_types": ["render", "merge"]}}
+    assert farm.client.post("/api/runner/heartbeat", headers=runner, json=caps).is_success
+    return runner
+
+
+def shape(farm: Farm, job_id: int) -> list[tuple[str, list[int], int | None]]:
+    """The job's tasks in index order: type, frames and the frame of its tile."""
+    job = farm.client.get(f"/api/jobs/{job_id}", headers=farm.admin).json()
+    ordered = sorted(job["tasks"], key=lambda t: t["index"])
+    assert [t["index"] for t in ordered] == list(range(len(ordered)))
+    return [(t["type"], t["frames"], t["tile"] and t["tile"]["frame"]) for t in ordered]
+
+
+def send_tile(farm: Farm, runner: dict[str, str], task: dict[str, Any]) -> None:
+    """Upload a 4x3 PNG as the tile of `task` and complete it."""
+    assert task["type"] == "render" and task["tile"] is not None, task
+    assert upload_tile(farm, runner, task, png_bytes(4, 3)) == 201
+    complete = f"/api/runner/tasks/{task['task_id']}/complete"
+    assert farm.client.post(complete, headers=runner, json={"frames": []}).status_code == 200
+
+
+def merge_frame(farm: Farm, runner: dict[str, str], merge: dict[str, Any], frame: int) -> str:
+    """Check that the merge `merge` of `frame` got its own two tiles only, upload its
+    frame and complete it; the job's status after."""
+    assert merge["type"] == "merge" and merge["frames"] == [frame], merge
+    assert sorted(t["path"] for t in merge["tile_files"]) == [
+        f"tiles/{frame:04d}/r0c0.png", f"tiles/{frame:04d}/r0c1.png"
+    ], "only this frame's tiles"  # fmt: skip
+    assert upload_frame(farm, runner, merge, frame, png_bytes(8, 3)).status_code == 201
+    done = farm.client.post(
+        f"/api/runner/tasks/{merge['task_id']}/complete", headers=runner, json={"frames": [frame]}
+    )
+    assert done.status_code == 200, done.text
+    status: str = done.json()["job_status"]
+    return status
+
+
+def outputs(farm: Farm, job_id: int) -> list[str]:
+    files = farm.client.get(f"/api/jobs/{job_id}/files", headers=farm.admin).json()
+    return sorted(f["path"] for f in files if f["kind"] == "output")
+
+
+def test_a_range_in_tiles_is_each_frames_tiles_then_its_own_merge(farm: Farm) -> None:
+    """Frame by frame: frame 7's merge runs as soon as frame 7's tiles are done, while a
+    tile of frame 8 is still queued, and gets frame 7's tiles only although a tile of
+    frame 8 is already stored; frame 8's merge waits for frame 8's tiles."""
+    job_id = submit_still(farm, **RANGE)
+    assert shape(farm, job_id) == [
+        ("render", [], 7), ("render", [], 7), ("merge", [7], None),
+        ("render", [], 8), ("render", [], 8), ("merge", [8], None),
+    ]  # fmt: skip
+    r1, r2, r3 = (merging_runner(farm, name) for name in ("r1", "r2", "r3"))
+    left7, right7 = claim(farm, r1), claim(farm, r2)
+    assert [left7["tile"]["frame"], right7["tile"]["frame"]] == [7, 7]
+    left8 = claim(farm, r3)
+    assert (left8["tile"]["frame"], left8["tile"]["column"]) == (8, 0), "no merge yet"
+    send_tile(farm, r3, left8)
+    send_tile(farm, r1, left7)
+    right8 = claim(farm, r1)
+    assert (right8["tile"]["frame"], right8["tile"]["column"]) == (8, 1), "7 has a tile to go"
+    send_tile(farm, r2, right7)
+
+    merge7 = claim(farm, r2)
+    assert merge_frame(farm, r2, merge7, 7) == "active"
+    job = farm.client.get(f"/api/jobs/{job_id}", headers=farm.admin).json()
+    assert (job["frames_done"], job["frames_total"], job["progress"]) == (1, 2, 66.67), (
+        "frame 7 merged; progress: 3 of 4 tiles and 1 of 2 merges"
+    )
+    assert farm.client.get(
+        "/api/runner/tasks", params={"wait": 0}, headers=r3
+    ).status_code == 204, "frame 8's merge waits for its last tile"  # fmt: skip
+
+    send_tile(farm, r1, right8)
+    assert merge_frame(farm, r3, claim(farm, r3), 8) == "completed"
+    assert outputs(farm, job_id) == ["frames/0007.png", "frames/0008.png"]
+    job = farm.client.get(f"/api/jobs/{job_id}", headers=farm.admin).json()
+    assert (job["frames_done"], job["frames_total"], job["progress"]) == (2, 2, 100.0)
+
+
+def test_a_tile_of_a_later_frame_failed_for_good_cancels_its_merge_only(farm: Farm) -> None:
+    """Frame 7 merged, then a tile of frame 8 fails for good: frame 8's merge is canceled
+    because of it, the job fails as when any task fails for good, and frame 7 stays."""
+    job_id = submit_still(farm, max_attempts=1, **RANGE)
+    runner = merging_runner(farm, "r1")
+    send_tile(farm, runner, claim(farm, runner))
+    send_tile(farm, runner, claim(farm, runner))
+    assert merge_frame(farm, runner, claim(farm, runner), 7) == "active"
+    tile8 = claim(farm, runner)
+    assert tile8["tile"]["frame"] == 8
+    failed = farm.client.post(
+        f"/api/runner/tasks/{tile8['task_id']}/fail", headers=runner, json={"reason": "boom"}
+    )
+    assert failed.status_code == 200
+    job = farm.client.get(f"/api/jobs/{job_id}", headers=farm.admin).json()
+    merges = {t["frames"][0]: t for t in job["tasks"] if t["type"] == "merge"}
+    assert merges[7]["status"] == "completed"
+    assert merges[8]["status"] == "canceled"
+    assert "it depends on is failed" in merges[8]["last_error"], "canceled by its tile"
+    assert job["status"] == "failed" and job["frames_done"] == 1
+    assert outputs(farm, job_id) == ["frames/0007.png"]
+
+
+def test_a_range_in_tiles_keeps_its_step(farm: Farm) -> None:
+    """7-11 every 2nd: frames 7, 9 and 11, each its tiles and merge; frame 9's merge gets
+    frame 9's tiles."""
+    job_id = submit_still(farm, **(RANGE | {"frame_end": 11, "frame_step": 2, "chunk_size": 5}))
+    assert shape(farm, job_id) == [
+        task
+        for frame in (7, 9, 11)
+        for task in (("render", [], frame), ("render", [], frame), ("merge", [frame], None))
+    ]
+    runner = merging_runner(farm, "r1")
+    for frame in (7, 9):
+        send_tile(farm, runner, claim(farm, runner))
+        send_tile(farm, runner, claim(farm, runner))
+        merge_frame(farm, runner, claim(farm, runner), frame)
+    assert outputs(farm, job_id) == ["frames/0007.png", "frames/0009.png"]

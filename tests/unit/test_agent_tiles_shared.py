@@ -188,7 +188,7 @@ def test_a_tiled_still_may_be_a_shared_storage_job() -> None:
 @pytest.mark.parametrize(
     ("settings", "said"),
     [
-        ({"frame_end": 9}, "tiles split one frame"),
+        ({"frame_end": 7 + 389, "tiles": {"columns": 16, "rows": 16}}, "more than the 100000"),
         ({"video": {}}, "no video"),
         ({"output_format": "JPEG"}, "not JPEG"),
     ],

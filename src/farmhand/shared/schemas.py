@@ -133,6 +133,11 @@ class VideoSettings(_Strict):
 
 MAX_TILES_PER_SIDE = 16
 
+MAX_TASKS_PER_JOB = MAX_FRAMES_PER_JOB
+"""The most tasks a tiled job may compile to (its tiles and a merge per frame): as many
+as the render tasks of the longest animation allowed, one frame a chunk, so a tiled job
+weighs no more on the database and the claim queries than any other job."""
+
 TILE_SUFFIXES: frozenset[str] = frozenset({".png", ".exr"})
 """Every format a tile can be: 8-bit PNG, or OpenEXR (cut and merged without loss)."""
 
@@ -239,9 +244,10 @@ class JobSettings(_Strict):
 
     tiles: TileGrid | None = Field(
         default=None,
-        description="Split one frame (frame_start = frame_end) into columns x rows tiles "
-        "rendered by different workers, then merged into one frame by a `merge` task: PNG "
-        "(8-bit; also when output_format is None), OPEN_EXR or OPEN_EXR_MULTILAYER.",
+        description="Split each frame of the range into columns x rows tiles rendered by "
+        "different workers, then merged into that frame by its own `merge` task: 8-bit PNG, "
+        "OPEN_EXR or OPEN_EXR_MULTILAYER (with no output_format, OpenEXR if the scene "
+        "writes it, else PNG).",
     )
 
     output_template: str | None = Field(
@@ -294,20 +300,34 @@ class JobSettings(_Strict):
         return self
 
     def _check_tiles(self) -> None:
-        """What a tiled still cannot be (yet): several frames, a video, or a format without
-        `tile_extensions` (JPEG: a lossy tile cut and saved again loses more each time).
+        """What a tiled job cannot be (yet): more tasks than `MAX_TASKS_PER_JOB`, a video,
+        or a format without `tile_extensions` (JPEG: a lossy tile cut and saved again loses
+        more each time).
+
+        A range is fine: every frame gets its own tiles and merge (`compile_tiles`), its
+        tiles are stored in their own folder (`tiles/0007/`) and its merge gets only those.
+        A video is not, for now: its follow-up task would have to wait for every merge,
+        which no compiler wires yet; render the frames tiled and make the video apart.
 
         Shared storage is no obstacle: tile tasks read the .blend from the share as render
         tasks do, the tiles always go up to the manager (the merge fetches them from
         there), and only the merged frame, never a tile, is written into `output_dir`
         (`worker/agent.py`, `_do_merge`)."""
-        if self.frame_end != self.frame_start:
+        assert self.tiles is not None
+        frames = (self.frame_end - self.frame_start) // self.frame_step + 1
+        tiles = self.tiles.columns * self.tiles.rows
+        tasks = frames * (tiles + 1)
+        if tasks > MAX_TASKS_PER_JOB:
             raise ValueError(
-                f"tiles split one frame: frame_start and frame_end must be equal "
-                f"(not {self.frame_start} and {self.frame_end})"
+                f"{frames} frames in {tiles} tiles is {tasks} tasks (a tile task each and a "
+                f"merge per frame), more than the {MAX_TASKS_PER_JOB} a job may have: fewer "
+                f"frames, a larger step or fewer tiles"
             )
         if self.video is not None:
-            raise ValueError("a tiled still makes no video")
+            raise ValueError(
+                "a tiled job makes no video (its merged frames can be made into one "
+                "by another job or by hand)"
+            )
         if not tile_extensions(self.output_format):
             raise ValueError(
                 f"a tiled still is merged as PNG, OPEN_EXR or OPEN_EXR_MULTILAYER, not "

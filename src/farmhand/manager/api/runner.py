@@ -54,6 +54,7 @@ from farmhand.manager.scheduling.workers import (
     give_back_forgotten,
     offline_namesake,
 )
+from farmhand.shared.frames import frame_label
 from farmhand.shared.paths import UnsafePathError, safe_relative_path
 from farmhand.shared.schemas import (
     CompletionOutcome,
@@ -349,16 +350,28 @@ def _assignment(
     frame_files: list[FrameFile] = []
     tile_files: list[TileFile] = []
     if task.type == "merge":
-        # The merge of a tiled still works on its tiles, each placed by its tile task.
+        # The merge of a tiled frame works on that frame's tiles only (a job may tile a
+        # range), each placed by its tile task. The folder (`tiles/0007/`, as
+        # `runner_tiles.tile_path` stores them) keeps the query to the frame's rows, not
+        # every tile of the job for every merge; the tile's own frame decides.
+        [frame] = task.frames
         rows = session.execute(
             select(JobFile.path, JobFile.sha256, JobFile.size, Task.tile)
             .join(Task, Task.id == JobFile.task_id)
-            .where(JobFile.job_id == job.id, JobFile.kind == "tile")
+            .where(
+                JobFile.job_id == job.id,
+                JobFile.kind == "tile",
+                JobFile.path.startswith(f"tiles/{frame_label(frame)}/", autoescape=True),
+            )
             .order_by(JobFile.path)
         )
+        tiles = [
+            (path, sha256, size, TileSpec.model_validate(spec)) for path, sha256, size, spec in rows
+        ]
         tile_files = [
-            TileFile(path=path, sha256=sha256, size=size, **TileSpec.model_validate(spec).place)
-            for path, sha256, size, spec in rows
+            TileFile(path=path, sha256=sha256, size=size, **tile.place)
+            for path, sha256, size, tile in tiles
+            if tile.frame == frame
         ]
     if task.type == "video":
         # A follow-up task works on the job's rendered frames, not on its .blend.

@@ -23,35 +23,62 @@ def compile_job(session: Session, job: Job, settings: JobSettings, now: datetime
 
 
 def compile_tiles(session: Session, job: Job, settings: JobSettings) -> list[Task]:
-    """One `render` task per tile, left to right and top to bottom, then a `merge` task.
+    """For each frame of the range, one `render` task per tile (left to right and top to
+    bottom), then that frame's `merge` task.
 
     The tiles deliver no frame of their own (`frames` empty, so they count in no frame
-    progress); the merge task delivers the frame, made of all of them, and runs only once
-    every tile is done (a failed or canceled tile cancels it, as for a video).
+    progress); a merge task delivers its frame, made of its frame's tiles only, and runs
+    only once each of them is done (a failed or canceled tile cancels that merge, as for a
+    video, and fails the job as any task failing for good does).
+
+    The tasks are numbered frame by frame (frame 7's tiles, frame 7's merge, frame 9's
+    tiles, ...): workers claim runnable tasks in index order, so the merge of a frame whose
+    tiles are done goes before any tile of a later frame, and the first frame is finished
+    (and can be looked at) as early as it can be rather than after every tile of the
+    range. `chunk_size` plays no part: a tile task is one tile of one frame.
     """
     assert settings.tiles is not None
-    grid, frame = settings.tiles, settings.frame_start
-    tiles = [
-        Task(
+    grid = settings.tiles
+    per_frame = grid.columns * grid.rows + 1  # the tiles and the merge
+    stills: list[tuple[list[Task], Task]] = []
+    for number, frame in enumerate(job_frames(settings)):
+        base = number * per_frame
+        tiles = [
+            Task(
+                job_id=job.id,
+                index=base + row * grid.columns + column,
+                type="render",
+                status=TaskStatus.QUEUED.value,
+                frames=[],
+                tile=TileSpec(
+                    frame=frame,
+                    column=column,
+                    row=row,
+                    columns=grid.columns,
+                    rows=grid.rows,
+                    overlap=grid.overlap,
+                ).model_dump(),
+            )
+            for row in range(grid.rows)
+            for column in range(grid.columns)
+        ]
+        merge = Task(
             job_id=job.id,
-            index=row * grid.columns + column,
-            type="render",
+            index=base + per_frame - 1,
+            type="merge",
             status=TaskStatus.QUEUED.value,
-            frames=[],
-            tile=TileSpec(
-                frame=frame,
-                column=column,
-                row=row,
-                columns=grid.columns,
-                rows=grid.rows,
-                overlap=grid.overlap,
-            ).model_dump(),
+            frames=[frame],
         )
-        for row in range(grid.rows)
-        for column in range(grid.columns)
-    ]
-    session.add_all(tiles)
-    return [*tiles, add_follow_up(session, job, "merge", tiles, frames=[frame])]
+        stills.append((tiles, merge))
+    tasks = [task for tiles, merge in stills for task in (*tiles, merge)]
+    session.add_all(tasks)
+    session.flush()  # one flush for every id, not one per frame: a range can be long
+    session.add_all(
+        TaskDependency(task_id=merge.id, depends_on_id=tile.id)
+        for tiles, merge in stills
+        for tile in tiles
+    )
+    return tasks
 
 
 def compile_animation(
