@@ -137,19 +137,24 @@ def test_submit_by_drag_and_drop_and_watch_it_render(
     page.context.close()
 
 
-def test_submit_a_still_in_tiles_and_see_each_tile(
+def test_submit_frames_in_tiles_and_see_each_tile(
     browser: Any, farm: LocalFarm, scenes: dict[str, Path]
 ) -> None:
+    """Frames 2-3 in 2x1 tiles: the range and step stay, frames per task is greyed out
+    (a task is one tile of one frame), and each frame is its tiles then its merge."""
     page = sign_in(browser, farm)
     follow_nav(page, farm, "Submit", "/submit")
     drop_file(page, "#dropzone", scenes["quick"])
     expect()(page.locator("#submit-form")).to_be_visible(timeout=120_000)
     page.fill("#name", "poster")
     page.fill("#frame_start", "2")
+    page.fill("#frame_end", "3")
     page.fill("#tile_columns", "2")
-    page.fill("#tile_rows", "2")
-    for unused in ("#frame_end", "#frame_step", "#chunk_size"):  # a still: first frame only
-        expect()(page.locator(unused)).to_be_disabled()
+    page.fill("#tile_rows", "1")
+    expect()(page.locator("#chunk_size")).to_be_disabled()
+    for kept in ("#frame_end", "#frame_step"):  # each frame of the range in tiles
+        expect()(page.locator(kept)).to_be_enabled()
+    expect()(page.locator("#tiles-help")).to_contain_text("each frame of the range")
     shoot(page, "03d-submit-tiles")
     page.click("#submit-button")
     page.wait_for_url(re.compile(r".*/jobs/\d+$"))
@@ -157,15 +162,15 @@ def test_submit_a_still_in_tiles_and_see_each_tile(
     expect()(page.locator("#job-status")).to_have_text("completed", timeout=RENDER_TIMEOUT)
     frames = page.locator('#tasks tbody td[data-label="Frames"]')
     expect()(frames).to_have_text(
-        ["2 tile 1 of 4", "2 tile 2 of 4", "2 tile 3 of 4", "2 tile 4 of 4", "2 merge"]
+        ["2 tile 1 of 2", "2 tile 2 of 2", "2 merge", "3 tile 1 of 2", "3 tile 2 of 2", "3 merge"]
     )
-    expect()(page.locator("#thumbs button.thumb img")).to_have_count(1, timeout=30_000)
-    expect()(page.locator("#stat-frames")).to_have_text("1/1")
+    expect()(page.locator("#thumbs button.thumb img")).to_have_count(2, timeout=30_000)
+    expect()(page.locator("#stat-frames")).to_have_text("2/2")
     shoot(page, "05b-job-tiles-completed")
     with farm.client() as client:
         settings = client.get_job(job_id).settings
-    assert (settings.frame_start, settings.frame_end) == (2, 2)
-    assert settings.tiles is not None and (settings.tiles.columns, settings.tiles.rows) == (2, 2)
+    assert (settings.frame_start, settings.frame_end, settings.frame_step) == (2, 3, 1)
+    assert settings.tiles is not None and (settings.tiles.columns, settings.tiles.rows) == (2, 1)
     page.context.close()
 
 

@@ -123,9 +123,10 @@ def submit(
     tiles: Annotated[
         str | None,
         typer.Option(
-            help="Split one frame into COLUMNSxROWS tiles rendered by different workers, "
-            "merged into one frame: OpenEXR if the job (--format) or else the scene "
-            "writes OpenEXR, 8-bit PNG otherwise (e.g. --frames 7 --tiles 4x4).",
+            help="Split each frame into COLUMNSxROWS tiles rendered by different workers, "
+            "merged into that frame: OpenEXR if the job (--format) or else the scene "
+            "writes OpenEXR, 8-bit PNG otherwise (e.g. --frames 7 --tiles 4x4, or "
+            "--frames 1-3 --tiles 2x2; --chunk plays no part, no --video).",
             show_default=False,
         ),
     ] = None,

@@ -358,10 +358,11 @@
     window.addEventListener("dragover", (e) => e.preventDefault());
     window.addEventListener("drop", (e) => { e.preventDefault(); if (e.target.closest && !e.target.closest("#dropzone") && e.dataTransfer.files[0]) upload(e.dataTransfer.files[0]); });
 
-    // A still in tiles renders the first frame only: the range's end, step and chunks
-    // do not apply, so they are greyed out while more than one tile is asked for.
+    // Frames in tiles: each frame of the range is its own tiles and merge, so a task is
+    // one tile of one frame and "frames per task" does not apply: it is greyed out while
+    // more than one tile is asked for (the range and step stay).
     const tiled = () => (Number(field("tile_columns").value) || 1) * (Number(field("tile_rows").value) || 1) > 1;
-    const showTiling = () => { for (const name of ["frame_end", "frame_step", "chunk_size"]) field(name).disabled = tiled(); };
+    const showTiling = () => { field("chunk_size").disabled = tiled(); };
     for (const name of ["tile_columns", "tile_rows"]) field(name).addEventListener("input", showTiling);
 
     form.addEventListener("submit", async (e) => {
@@ -379,8 +380,8 @@
       if (body.dataset.hasTags && field("required_tags")) job.required_tags = field("required_tags").value.split(",").map((t) => t.trim().toLowerCase()).filter(Boolean);
       const columns = number("tile_columns") || 1, rows = number("tile_rows") || 1;
       if (tiled()) {
-        // A still in tiles: the first frame, no step or chunks (the manager checks the rest).
-        Object.assign(job, { tiles: { columns, rows }, frame_end: job.frame_start, frame_step: 1 });
+        // The range in tiles; the manager checks the rest (at most so many tasks, no video).
+        job.tiles = { columns, rows };
       }
       const button = $("#submit-button");
       button.disabled = true;
