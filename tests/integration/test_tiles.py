@@ -1,5 +1,6 @@
-"""Tiled stills for real: one frame split into tiles rendered by two workers in real
-Blender, merged into one PNG or OpenEXR frame, compared with the same frame rendered whole.
+"""Tiled stills for real: a frame (or each frame of a range) split into tiles rendered by
+two workers in real Blender, merged into a PNG or OpenEXR frame, compared with the same
+frame rendered whole.
 
 The frame is 61x47 so the tiles are uneven (columns of 20 and 21 pixels): an
 off-by-one in the border or the merge shows as a seam or a shifted row. Cycles renders
@@ -26,6 +27,7 @@ from farmhand.manager.web.thumbnails import exr_preview
 from farmhand.scenes import make_scene
 from farmhand.shared.schemas import JobDetail, JobSettings, JobStatus, TileGrid
 from farmhand.worker.blender.discovery import BlenderInstall
+from tests.integration.farmhand_cli import cli
 from tests.integration.waiting import wait_for
 
 pytestmark = [pytest.mark.blender, pytest.mark.slow]
@@ -41,12 +43,20 @@ def finished(farm: LocalFarm, job_id: int) -> JobDetail | None:
     return job if job.status in done else None
 
 
-def render_and_fetch(farm: LocalFarm, blend: Path, dest: Path, **settings: object) -> JobDetail:
+def render_and_fetch(
+    farm: LocalFarm, blend: Path, dest: Path, last: int = FRAME, **settings: object
+) -> JobDetail:
+    """Render frames `FRAME` to `last` of `blend` with `settings`, wait, download them."""
     with farm.client() as client:
         job_id = client.submit_blend(
             blend,
-            JobSettings(frame_start=FRAME, frame_end=FRAME, **settings),  # type: ignore[arg-type]
+            JobSettings(frame_start=FRAME, frame_end=last, **settings),  # type: ignore[arg-type]
         ).id
+    return fetch_when_done(farm, job_id, dest)
+
+
+def fetch_when_done(farm: LocalFarm, job_id: int, dest: Path) -> JobDetail:
+    """Wait for job `job_id` to complete and download its outputs into `dest`."""
     job = wait_for(lambda: finished(farm, job_id), 300, f"job {job_id} to finish")
     assert job.status == JobStatus.COMPLETED, [(t.index, t.last_error) for t in job.tasks]
     with farm.client() as client:
@@ -111,6 +121,36 @@ def test_a_tiled_still_matches_the_frame_rendered_whole(
     [reference] = sorted((tmp_path / "whole").rglob("*.png"))
     assert_same_picture(merged, reference)
     assert whole.tasks[0].tile is None
+
+
+def test_a_range_in_tiles_matches_each_frame_rendered_whole(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Frames 2 and 3 (the scene moves between them), each in 2x1 tiles, submitted as a
+    person would (`farmhand submit --frames 2-3 --tiles 2x1`): each merged frame is that
+    frame's own tiles, equal to the frame rendered whole, not the other frame's."""
+    with two_worker_farm(tmp_path, "executable", request) as (farm, blend):
+        submitted = cli(
+            farm, "submit", str(blend), "--name", "tiled-range", "--frames", "2-3",
+            "--tiles", "2x1", "--tile-overlap", "5",
+        )  # fmt: skip
+        assert submitted.returncode == 0, submitted.stderr
+        with farm.client() as client:
+            [job_id] = [job.id for job in client.list_jobs() if job.name == "tiled-range"]
+        tiled = fetch_when_done(farm, job_id, tmp_path / "tiled")
+        render_and_fetch(farm, blend, tmp_path / "whole", last=FRAME + 1, name="whole")
+
+    assert [(t.type, t.frames, t.tile and t.tile.frame) for t in tiled.tasks] == [
+        ("render", [], 2), ("render", [], 2), ("merge", [2], None),
+        ("render", [], 3), ("render", [], 3), ("merge", [3], None),
+    ]  # fmt: skip
+    assert (tiled.frames_done, tiled.frames_total, tiled.progress) == (2, 2, 100.0)
+    merged = sorted((tmp_path / "tiled").rglob("*.png"))
+    whole = sorted((tmp_path / "whole").rglob("*.png"))
+    assert len(merged) == len(whole) == 2, (merged, whole)
+    for ours, theirs in zip(merged, whole, strict=True):
+        assert_same_picture(ours, theirs)
+    assert worst_difference(merged[0], merged[1], (WIDTH, HEIGHT)) > 2, "the frames differ"
 
 
 def exr_difference(merged: Path, whole: Path) -> float:
