@@ -316,3 +316,20 @@ def test_a_png_and_an_exr_tile_make_no_frame(tmp_path: Path) -> None:
         with pytest.raises(MergeError, match=r"but the frame is a \.(png|exr)"):
             merge_tiles(mixed, (2, 2), out)
         assert not out.exists()
+
+
+def test_two_tiles_for_one_place_make_no_frame(tmp_path: Path) -> None:
+    """Tiles of two frames handed to one merge (a manager bug) would paste one over the
+    other without a word: the merge refuses them before fetching any."""
+    twice = [
+        tile_file("tiles/0007/r0c0.png"),
+        tile_file("tiles/0007/r0c1.png", column=1),
+        tile_file("tiles/0008/r0c0.png"),
+    ]
+    fetched: list[str] = []
+    work = MergeWork(
+        twice, tmp_path / "work", BlobCache(tmp_path / "cache"), lambda t, _: fetched.append(t.path)
+    )
+    with pytest.raises(MergeError, match=r"two tiles for row 0, column 0: tiles/0007/r0c0\.png"):
+        merge(work, tmp_path / "work" / "frame.png")
+    assert fetched == [], "refused before a tile is downloaded"

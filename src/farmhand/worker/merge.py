@@ -79,6 +79,15 @@ def grid_of(tiles: list[TileFile]) -> tuple[int, int]:
     grids = {(tile.rows, tile.columns) for tile in tiles}
     if len(grids) != 1:
         raise MergeError(f"the tiles belong to different grids: {sorted(grids)}")
+    # Two tiles for one place (tiles of two frames of a range, say) would leave one of
+    # them silently pasted over by the other: no frame is better than a wrong one.
+    places: dict[tuple[int, int], str] = {}
+    for tile in tiles:
+        other = places.setdefault((tile.row, tile.column), tile.path)
+        if other != tile.path:
+            raise MergeError(
+                f"two tiles for row {tile.row}, column {tile.column}: {other} and {tile.path}"
+            )
     return grids.pop()
 
 
