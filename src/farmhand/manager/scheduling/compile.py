@@ -101,15 +101,12 @@ def compile_animation(
     return tasks
 
 
-def add_follow_up(
-    session: Session, job: Job, task_type: str, after: list[Task], frames: list[int] | None = None
-) -> Task:
-    """A task that runs once every task of `after` completed (a video of the frames, the
-    merge of a still's tiles).
+def add_follow_up(session: Session, job: Job, task_type: str, after: list[Task]) -> Task:
+    """A task that runs once every task of `after` completed (the video of the frames).
 
-    A video holds no frames of its own: it is not counted in the job's frame progress. A
-    merge holds the frame it makes. The state machine cancels a follow-up when one of the
-    tasks it waits for fails or is canceled.
+    A video holds no frames of its own: it is not counted in the job's frame progress.
+    The state machine cancels a follow-up when one of the tasks it waits for fails or is
+    canceled. (A tiled frame's merge is made with its tiles, in `compile_tiles`.)
     """
     session.flush()  # the tasks it waits for need their ids
     follow_up = Task(
@@ -117,7 +114,7 @@ def add_follow_up(
         index=max((task.index for task in after), default=-1) + 1,
         type=task_type,
         status=TaskStatus.QUEUED.value,
-        frames=frames or [],
+        frames=[],
     )
     session.add(follow_up)
     session.flush()
