@@ -136,7 +136,6 @@ def test_what_a_tiled_still_cannot_be(farm: Farm) -> None:
     for settings, said in (
         ({"tiles": {"columns": 1, "rows": 1}}, "at least 2 tiles"),
         ({"tiles": {"columns": 17, "rows": 2}}, "16"),
-        ({"video": True}, "a tiled job makes no video"),
         (
             {"frame_end": 7 + 389, "tiles": {"columns": 16, "rows": 16}},
             "390 frames in 256 tiles is 100230 tasks (a tile task each and a merge per frame), "
@@ -453,3 +452,25 @@ def test_a_range_in_tiles_keeps_its_step(farm: Farm) -> None:
         send_tile(farm, runner, claim(farm, runner))
         merge_frame(farm, runner, claim(farm, runner), frame)
     assert outputs(farm, job_id) == ["frames/0007.png", "frames/0009.png"]
+
+
+def test_a_range_in_tiles_makes_its_video_of_the_merged_frames(farm: Farm) -> None:
+    """A video of a tiled range: one task after every tile and merge, handed the merged
+    frames, not the tiles; it waits for the last merge."""
+    job_id = submit_still(farm, video=True, **RANGE)
+    assert shape(farm, job_id)[-1] == ("video", [], None)
+    runner = merging_runner(farm, "r1")
+    maker = farm.register_runner("ffmpeg-box")
+    caps = {"capabilities": {"task_types": ["video"]}}
+    assert farm.client.post("/api/runner/heartbeat", headers=maker, json=caps).is_success
+    for frame in (7, 8):
+        send_tile(farm, runner, claim(farm, runner))
+        send_tile(farm, runner, claim(farm, runner))
+        waiting = farm.client.get("/api/runner/tasks", params={"wait": 0}, headers=maker)
+        assert waiting.status_code == 204, f"the video waits for frame {frame}'s merge"
+        assert merge_frame(farm, runner, claim(farm, runner), frame) == "active"
+    video = claim(farm, maker)
+    assert video["type"] == "video" and video["job_id"] == job_id
+    assert [(f["frame"], f["path"]) for f in video["frame_files"]] == [
+        (7, "frames/0007.png"), (8, "frames/0008.png")
+    ], "the merged frames, not the tiles"  # fmt: skip

@@ -189,7 +189,6 @@ def test_a_tiled_still_may_be_a_shared_storage_job() -> None:
     ("settings", "said"),
     [
         ({"frame_end": 7 + 389, "tiles": {"columns": 16, "rows": 16}}, "more than the 100000"),
-        ({"video": {}}, "no video"),
         ({"output_format": "JPEG"}, "not JPEG"),
     ],
 )

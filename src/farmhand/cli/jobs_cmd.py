@@ -126,7 +126,7 @@ def submit(
             help="Split each frame into COLUMNSxROWS tiles rendered by different workers, "
             "merged into that frame: OpenEXR if the job (--format) or else the scene "
             "writes OpenEXR, 8-bit PNG otherwise (e.g. --frames 7 --tiles 4x4, or "
-            "--frames 1-3 --tiles 2x2; --chunk plays no part, no --video).",
+            "--frames 1-3 --tiles 2x2 --video; --chunk plays no part).",
             show_default=False,
         ),
     ] = None,

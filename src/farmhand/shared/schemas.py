@@ -300,14 +300,14 @@ class JobSettings(_Strict):
         return self
 
     def _check_tiles(self) -> None:
-        """What a tiled job cannot be (yet): more tasks than `MAX_TASKS_PER_JOB`, a video,
-        or a format without `tile_extensions` (JPEG: a lossy tile cut and saved again loses
-        more each time).
+        """What a tiled job cannot be (yet): more tasks than `MAX_TASKS_PER_JOB`, or a
+        format without `tile_extensions` (JPEG: a lossy tile cut and saved again loses more
+        each time).
 
         A range is fine: every frame gets its own tiles and merge (`compile_tiles`), its
         tiles are stored in their own folder (`tiles/0007/`) and its merge gets only those.
-        A video is not, for now: its follow-up task would have to wait for every merge,
-        which no compiler wires yet; render the frames tiled and make the video apart.
+        So is a video: its task waits for every tile and merge, and is made of the merged
+        frames, which are the job's frames like any other.
 
         Shared storage is no obstacle: tile tasks read the .blend from the share as render
         tasks do, the tiles always go up to the manager (the merge fetches them from
@@ -322,11 +322,6 @@ class JobSettings(_Strict):
                 f"{frames} frames in {tiles} tiles is {tasks} tasks (a tile task each and a "
                 f"merge per frame), more than the {MAX_TASKS_PER_JOB} a job may have: fewer "
                 f"frames, a larger step or fewer tiles"
-            )
-        if self.video is not None:
-            raise ValueError(
-                "a tiled job makes no video (its merged frames can be made into one "
-                "by another job or by hand)"
             )
         if not tile_extensions(self.output_format):
             raise ValueError(

@@ -16,10 +16,15 @@ def job_frames(settings: JobSettings) -> list[int]:
 
 
 def compile_job(session: Session, job: Job, settings: JobSettings, now: datetime) -> list[Task]:
-    """A still split into tiles, or frames in chunks."""
+    """Frames in tiles, or frames in chunks; then the video of the frames, if asked for,
+    which waits for every task (a merged frame is a frame like any other)."""
     if settings.tiles is not None:
-        return compile_tiles(session, job, settings)
-    return compile_animation(session, job, settings, now)
+        tasks = compile_tiles(session, job, settings)
+    else:
+        tasks = compile_animation(session, job, settings, now)
+    if settings.video is not None:
+        tasks.append(add_follow_up(session, job, "video", tasks))
+    return tasks
 
 
 def compile_tiles(session: Session, job: Job, settings: JobSettings) -> list[Task]:
@@ -84,7 +89,7 @@ def compile_tiles(session: Session, job: Job, settings: JobSettings) -> list[Tas
 def compile_animation(
     session: Session, job: Job, settings: JobSettings, now: datetime
 ) -> list[Task]:
-    """One `render` task per chunk of frames, numbered in frame order; then the follow-ups."""
+    """One `render` task per chunk of frames, numbered in frame order."""
     tasks = [
         Task(
             job_id=job.id,
@@ -96,13 +101,12 @@ def compile_animation(
         for index, chunk in enumerate(chunk_frames(job_frames(settings), settings.chunk_size))
     ]
     session.add_all(tasks)
-    if settings.video is not None:
-        tasks.append(add_follow_up(session, job, "video", tasks))
     return tasks
 
 
 def add_follow_up(session: Session, job: Job, task_type: str, after: list[Task]) -> Task:
-    """A task that runs once every task of `after` completed (the video of the frames).
+    """A task that runs once every task of `after` completed (the video of the frames,
+    rendered whole or merged from tiles).
 
     A video holds no frames of its own: it is not counted in the job's frame progress.
     The state machine cancels a follow-up when one of the tasks it waits for fails or is

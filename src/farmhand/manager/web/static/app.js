@@ -380,7 +380,7 @@
       if (body.dataset.hasTags && field("required_tags")) job.required_tags = field("required_tags").value.split(",").map((t) => t.trim().toLowerCase()).filter(Boolean);
       const columns = number("tile_columns") || 1, rows = number("tile_rows") || 1;
       if (tiled()) {
-        // The range in tiles; the manager checks the rest (at most so many tasks, no video).
+        // The range in tiles; the manager checks the rest (at most so many tasks).
         job.tiles = { columns, rows };
       }
       const button = $("#submit-button");
