@@ -9,6 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def blob_path(root: Path, sha256: str) -> Path:
+    """Where the blob `sha256` lives under `root` (the caller checks it is a hash)."""
+    return root / "sha256" / sha256[:2] / sha256[2:]
+
+
 def iter_blobs(root: Path) -> Iterator[tuple[str, Path, os.stat_result]]:
     """(sha256, path, stat) of every file under `<root>/sha256/`; files vanishing while
     being listed (another process removing them) are skipped."""

@@ -698,7 +698,7 @@ class Agent:
         work = VideoWork(
             task, work_dir, run.cancel, self.cache, fetch, run.frame_started, run.log_line
         )
-        with self._reporting(run, tlog):
+        with self._reporting(run, tlog), self._follow_up(run, "video", "the video", tlog):
             try:
                 ffmpeg = self.ffmpeg
                 made = self._stop_cancels(
@@ -711,23 +711,46 @@ class Agent:
                     self._fail(run, result.error or "video failed", result.log_tail, tlog)
                 else:
                     video = result.video
-                    call_with_retry(
+                    self._deliver(
+                        run,
                         lambda: self.client.upload_video(task.job_id, task.task_id, video),
                         "upload video",
-                        self._task_policy,
-                        self.stop,
-                        logger=tlog,
+                        [],
+                        tlog,
                     )
-                    self._complete(run, [], tlog)
-            except RetryAborted:
-                self._release(task, tlog)
-            except FarmhandError as exc:
-                if _is_gone(exc) or is_retryable(exc):
-                    tlog.info("video task dropped", error=str(exc))
-                else:
-                    self._fail(run, f"uploading the video failed: {exc}", [], tlog)
             finally:
                 shutil.rmtree(work_dir, ignore_errors=True)
+
+    def _deliver(
+        self,
+        run: _TaskRun,
+        upload: Callable[[], object],
+        what: str,
+        frames: list[int],
+        tlog: FilteringBoundLogger,
+    ) -> None:
+        """Upload a video's or a merge's result, retried as the task's other calls are,
+        then complete the task with `frames`."""
+        call_with_retry(upload, what, self._task_policy, self.stop, logger=tlog)
+        self._complete(run, frames, tlog)
+
+    @contextmanager
+    def _follow_up(
+        self, run: _TaskRun, kind: str, result: str, tlog: FilteringBoundLogger
+    ) -> Iterator[None]:
+        """How a video or merge task ends when a manager call (a download, the upload)
+        does not go through: a worker stopping gives it back; a manager that took it away
+        or cannot be reached drops it (the task goes back to the queue there); any other
+        refusal fails it, naming `result`."""
+        try:
+            yield
+        except RetryAborted:
+            self._release(run.task, tlog)
+        except FarmhandError as exc:
+            if _is_gone(exc) or is_retryable(exc):
+                tlog.info(f"{kind} task dropped", error=str(exc))
+            else:
+                self._fail(run, f"uploading {result} failed: {exc}", [], tlog)
 
     def _job_file_fetcher(
         self, task: TaskAssignment, kind: str, tlog: FilteringBoundLogger
@@ -780,7 +803,10 @@ class Agent:
             canceled=lambda: run.cancel.is_set() or self.stop.is_set(),
             on_log=run.log_line,
         )
-        with self._reporting(run, tlog):
+        with (
+            self._reporting(run, tlog),
+            self._follow_up(run, "merge", "the merged frame", tlog),
+        ):
             try:
                 run.frame_started(frame)
                 # The frame is in the tiles' format (PNG or OpenEXR): for a job keeping the
@@ -794,14 +820,13 @@ class Agent:
                     if share_error is not None:
                         self._fail(run, share_error, [], tlog)
                         return
-                call_with_retry(
+                self._deliver(
+                    run,
                     lambda: self.client.upload_output(task.job_id, task.task_id, frame, output),
                     "upload merged frame",
-                    self._task_policy,
-                    self.stop,
-                    logger=tlog,
+                    [frame],
+                    tlog,
                 )
-                self._complete(run, [frame], tlog)
             except MergeCanceled:
                 if run.dropped:
                     tlog.info("task dropped", reason=run.dropped_reason)
@@ -809,13 +834,6 @@ class Agent:
                     self._release(task, tlog)
             except MergeError as exc:
                 self._fail(run, str(exc), [], tlog)
-            except RetryAborted:
-                self._release(task, tlog)
-            except FarmhandError as exc:
-                if _is_gone(exc) or is_retryable(exc):
-                    tlog.info("merge task dropped", error=str(exc))
-                else:
-                    self._fail(run, f"uploading the merged frame failed: {exc}", [], tlog)
             finally:
                 shutil.rmtree(work_dir, ignore_errors=True)
 

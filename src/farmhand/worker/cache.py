@@ -29,7 +29,7 @@ import structlog
 from structlog.typing import FilteringBoundLogger
 
 from farmhand.client.hashing import sha256_file
-from farmhand.shared.blobpaths import iter_blobs
+from farmhand.shared.blobpaths import blob_path, iter_blobs
 from farmhand.shared.paths import UnsafePathError, safe_relative_path
 from farmhand.shared.schemas import TaskFile
 
@@ -94,7 +94,7 @@ class BlobCache:
     def path_for(self, sha256: str) -> Path:
         if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
             raise CacheError(f"not a SHA-256: {sha256!r}")
-        return self.root / "sha256" / sha256[:2] / sha256[2:]
+        return blob_path(self.root, sha256)
 
     def has(self, sha256: str) -> bool:
         return self.path_for(sha256).is_file()

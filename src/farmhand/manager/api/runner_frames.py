@@ -14,6 +14,7 @@ never leave a half-written or mixed frame).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import partial
 from pathlib import PurePosixPath
 from typing import Annotated
@@ -67,6 +68,31 @@ def output_suffix(name: str) -> str:
             f"not {suffix or 'no suffix'!r}",
         )
     return suffix
+
+
+async def receive_image(
+    context: ManagerContext,
+    source: Request | UploadFile,
+    suffix: str,
+    unreadable: Callable[[ImageError], HTTPException],
+    *,
+    task_id: int,
+    worker_id: int,
+) -> StoredBlob:
+    """A frame, pass, preview or tile in the store, verified as an image of `suffix`
+    before it is placed; `unreadable` makes the 400 for bytes that are not one.
+
+    From the raw body of a `PUT` (what workers send: a big body of a runner that no
+    longer holds the task is refused first, `refuse_late_body`) or from the multipart
+    form of older workers. Every image upload route takes its bytes through here."""
+    check = partial(verify_image_as, suffix=suffix)
+    try:
+        if isinstance(source, Request):
+            await refuse_late_body(source, context, task_id, worker_id)
+            return await receive_body(context, source.stream(), check=check)
+        return await receive_upload(context, source, check=check)
+    except ImageError as error:
+        raise unreadable(error) from error
 
 
 def _unreadable(frame: int, error: ImageError) -> HTTPException:
@@ -135,13 +161,14 @@ async def put_frame(
             f"{file_name[:64]!r} is not a frame file name such as '7.png' or '-3.exr'",
         )
     frame, suffix = int(parts[1]), output_suffix(file_name)
-    await refuse_late_body(request, context, task_id, worker_id)
-    try:
-        stored = await receive_body(
-            context, request.stream(), check=partial(verify_image_as, suffix=suffix)
-        )
-    except ImageError as error:
-        raise _unreadable(frame, error) from error
+    stored = await receive_image(
+        context,
+        request,
+        suffix,
+        partial(_unreadable, frame),
+        task_id=task_id,
+        worker_id=worker_id,
+    )
     return await _record_frame(
         context,
         stored,
@@ -169,10 +196,9 @@ async def upload_output(
     worker_id: RunnerDep,
 ) -> OutputStored:
     suffix = output_suffix(file.filename or "")
-    try:
-        stored = await receive_upload(context, file, check=partial(verify_image_as, suffix=suffix))
-    except ImageError as error:
-        raise _unreadable(frame, error) from error
+    stored = await receive_image(
+        context, file, suffix, partial(_unreadable, frame), task_id=task_id, worker_id=worker_id
+    )
     return await _record_frame(
         context,
         stored,

@@ -31,12 +31,9 @@ from farmhand.manager.api.runner import (
     ERRORS,
     OUTPUT_EXTENSIONS,
     lock_held_frame,
-    refuse_late_body,
 )
-from farmhand.manager.api.runner_frames import RAW_BODY
+from farmhand.manager.api.runner_frames import RAW_BODY, receive_image
 from farmhand.manager.api.uploads import (
-    receive_body,
-    receive_upload,
     record_blob_in,
     replace_job_file,
 )
@@ -44,7 +41,7 @@ from farmhand.manager.context import ManagerContext
 from farmhand.manager.events import FarmEvent
 from farmhand.manager.storage.blobs import StoredBlob
 from farmhand.shared.frames import frame_label
-from farmhand.shared.images import ImageError, verify_image_as
+from farmhand.shared.images import ImageError
 from farmhand.shared.paths import UnsafePathError, safe_relative_path
 from farmhand.shared.schemas import OutputStored
 
@@ -147,13 +144,14 @@ async def put_extra(
     """`name` is the file's own (`Image0001.png`, `00-File_Output/Image0001.exr`; a
     preview's only says its format): its extension says which image it must be."""
     path, suffix = extra_target(kind, frame, name, name)
-    await refuse_late_body(request, context, task_id, worker_id)
-    try:
-        stored = await receive_body(
-            context, request.stream(), check=partial(verify_image_as, suffix=suffix)
-        )
-    except ImageError as error:
-        raise _not_an_image(kind, frame, error) from error
+    stored = await receive_image(
+        context,
+        request,
+        suffix,
+        partial(_not_an_image, kind, frame),
+        task_id=task_id,
+        worker_id=worker_id,
+    )
     return await _record_extra(
         context,
         stored,
@@ -186,10 +184,14 @@ async def upload_extra(
 ) -> OutputStored:
     """What workers before the `PUT` send."""
     path, suffix = extra_target(kind, frame, name or file.filename or "", file.filename or "")
-    try:
-        stored = await receive_upload(context, file, check=partial(verify_image_as, suffix=suffix))
-    except ImageError as error:
-        raise _not_an_image(kind, frame, error) from error
+    stored = await receive_image(
+        context,
+        file,
+        suffix,
+        partial(_not_an_image, kind, frame),
+        task_id=task_id,
+        worker_id=worker_id,
+    )
     return await _record_extra(
         context,
         stored,

@@ -18,7 +18,6 @@ with `_record_tile`, so they refuse exactly the same things.
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import PurePosixPath
 from typing import Annotated
 
@@ -27,11 +26,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from farmhand.manager.api.deps import Context, RunnerDep
-from farmhand.manager.api.runner import ERRORS, _held_task, refuse_late_body
-from farmhand.manager.api.runner_frames import RAW_BODY
+from farmhand.manager.api.runner import ERRORS, _held_task
+from farmhand.manager.api.runner_frames import RAW_BODY, receive_image
 from farmhand.manager.api.uploads import (
-    receive_body,
-    receive_upload,
     record_blob_in,
     replace_job_file,
 )
@@ -40,7 +37,7 @@ from farmhand.manager.db.models import Job, JobFile
 from farmhand.manager.events import FarmEvent
 from farmhand.manager.storage.blobs import StoredBlob
 from farmhand.shared.frames import frame_label
-from farmhand.shared.images import ImageError, verify_image_as
+from farmhand.shared.images import ImageError
 from farmhand.shared.schemas import (
     TILE_SUFFIXES,
     JobSettings,
@@ -167,13 +164,9 @@ async def put_tile(
 ) -> OutputStored:
     """`extension` is the tile's format: `png`, or `exr` for a still in OpenEXR."""
     suffix = tile_suffix(f"tile.{extension}")
-    await refuse_late_body(request, context, task_id, worker_id)
-    try:
-        stored = await receive_body(
-            context, request.stream(), check=partial(verify_image_as, suffix=suffix)
-        )
-    except ImageError as error:
-        raise _unreadable(error) from error
+    stored = await receive_image(
+        context, request, suffix, _unreadable, task_id=task_id, worker_id=worker_id
+    )
     return await _record_tile(
         context, stored, job_id=None, task_id=task_id, suffix=suffix, worker_id=worker_id
     )
@@ -195,10 +188,9 @@ async def upload_tile(
 ) -> OutputStored:
     """What workers before the `PUT` send."""
     suffix = tile_suffix(file.filename or "")
-    try:
-        stored = await receive_upload(context, file, check=partial(verify_image_as, suffix=suffix))
-    except ImageError as error:
-        raise _unreadable(error) from error
+    stored = await receive_image(
+        context, file, suffix, _unreadable, task_id=task_id, worker_id=worker_id
+    )
     return await _record_tile(
         context, stored, job_id=job_id, task_id=task_id, suffix=suffix, worker_id=worker_id
     )

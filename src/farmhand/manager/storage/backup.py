@@ -50,7 +50,7 @@ from typing import Protocol
 from sqlalchemy.engine import make_url
 
 from farmhand.manager.auth.sessions import KEY_FILE
-from farmhand.shared.blobpaths import iter_blobs
+from farmhand.shared.blobpaths import blob_path, iter_blobs
 
 DATABASE_FILE = "farmhand.sqlite3"
 """Where the copy's database goes: where a manager started on the copy looks for it."""
@@ -261,10 +261,6 @@ class _Corrupt(Exception):
     pass
 
 
-def _blob_path(root: Path, sha256: str) -> Path:
-    return root / "sha256" / sha256[:2] / sha256[2:]
-
-
 def _copy_verified(source: Path, target: Path, sha256: str, advance: Callable[[int], None]) -> int:
     """Copy one blob, hashing it on the way; its size. The bytes go to a temporary name
     and are renamed once they hash right, so a file named for a hash always holds it
@@ -330,7 +326,7 @@ def copy_blobs(
         if not _SHA256.fullmatch(sha256):  # never a path: a row naming `../x` is damage
             result.corrupt.append(sha256)
             continue
-        source, target = _blob_path(store, sha256), _blob_path(dest_store, sha256)
+        source, target = blob_path(store, sha256), blob_path(dest_store, sha256)
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             if link:

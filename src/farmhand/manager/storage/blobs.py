@@ -19,6 +19,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, BinaryIO
 
+from farmhand.shared.blobpaths import blob_path
+
 if TYPE_CHECKING:
     from farmhand.manager.storage.partial_uploads import PartialUploads
 
@@ -87,7 +89,7 @@ class BlobStore:
         (root / "sha256").mkdir(parents=True, exist_ok=True)
 
     def path_for(self, sha256: str) -> Path:
-        return self.root / "sha256" / sha256[:2] / sha256[2:]
+        return blob_path(self.root, sha256)
 
     def has(self, sha256: str) -> bool:
         return self.path_for(sha256).is_file()
