@@ -216,6 +216,12 @@ _HELD = select(Task.job_id, Task.frames, Task.type).where(
 _HELD_FOR_UPDATE = _HELD.with_for_update()
 
 
+def tile_folder(frame: int) -> str:
+    """The folder of a tiled frame's tiles in its job's file tree, `tiles/0007/`: a merge
+    reads its frame's tiles from there (`_assignment`) and `runner_tiles` stores them."""
+    return f"tiles/{frame_label(frame)}/"
+
+
 LOOK_FIRST_BYTES = 1024 * 1024
 """A raw-body upload larger than this, or of unknown length, is preceded by a look
 whether its task is still the runner's (`refuse_late_body`)."""
@@ -361,7 +367,7 @@ def _assignment(
             .where(
                 JobFile.job_id == job.id,
                 JobFile.kind == "tile",
-                JobFile.path.startswith(f"tiles/{frame_label(frame)}/", autoescape=True),
+                JobFile.path.startswith(tile_folder(frame), autoescape=True),
             )
             .order_by(JobFile.path)
         )

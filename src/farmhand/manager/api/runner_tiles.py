@@ -26,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from farmhand.manager.api.deps import Context, RunnerDep
-from farmhand.manager.api.runner import ERRORS, _held_task
+from farmhand.manager.api.runner import ERRORS, _held_task, tile_folder
 from farmhand.manager.api.runner_frames import RAW_BODY, receive_image
 from farmhand.manager.api.uploads import (
     record_blob_in,
@@ -36,7 +36,6 @@ from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Job, JobFile
 from farmhand.manager.events import FarmEvent
 from farmhand.manager.storage.blobs import StoredBlob
-from farmhand.shared.frames import frame_label
 from farmhand.shared.images import ImageError
 from farmhand.shared.schemas import (
     TILE_SUFFIXES,
@@ -51,12 +50,7 @@ router = APIRouter(prefix="/api/runner", tags=["runner"])
 
 def tile_path(tile: TileSpec, extension: str) -> str:
     """Where a tile is stored in its job's file tree (`extension`: one of `tile_extensions`)."""
-    return f"{_still_folder(tile.frame)}r{tile.row}c{tile.column}{extension}"
-
-
-def _still_folder(frame: int) -> str:
-    """The folder of a still's tiles in its job's file tree, `tiles/0007/`."""
-    return f"tiles/{frame_label(frame)}/"
+    return f"{tile_folder(tile.frame)}r{tile.row}c{tile.column}{extension}"
 
 
 def tile_suffix(file_name: str) -> str:
@@ -136,13 +130,18 @@ def _check_format(session: Session, job: Job, tile: TileSpec, suffix: str) -> No
         )
     if len(allowed) == 1:
         return
-    folder = _still_folder(tile.frame)
+    folder = tile_folder(tile.frame)
+    # This still's tiles only: a tiled range holds thousands of other frames' tiles.
     recorded = session.scalars(
-        select(JobFile.path).where(JobFile.job_id == job.id, JobFile.kind == "tile")
+        select(JobFile.path).where(
+            JobFile.job_id == job.id,
+            JobFile.kind == "tile",
+            JobFile.path.startswith(folder, autoescape=True),
+        )
     )
     for path in recorded:
         other = PurePosixPath(path).suffix.lower()
-        if path.startswith(folder) and other != suffix:
+        if other != suffix:
             raise HTTPException(
                 status.HTTP_400_BAD_REQUEST,
                 f"job {job.id} keeps the .blend's format and its still already has "
