@@ -10,6 +10,7 @@ blocklist entry while the job stays active.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -294,6 +295,35 @@ def test_an_owner_controls_tasks_but_sees_no_blocklist(
     assert page.locator("#blocklist-section, #blocklist").count() == 0
     expect()(page.locator("main")).not_to_contain_text("Blocklist")
     assert admin_calls == [], "a person's page never asks the admin API"
+    page.context.close()
+
+
+def test_the_job_actions_wait_for_the_job(browser: Any, farm: LocalFarm, api: httpx.Client) -> None:
+    # Cancel clicked before the job had loaded acted on no job (a script error, nothing
+    # canceled): the action bar now shows only once the page knows the job.
+    job_id = submit_stand_in(api, name="slow to load", frame_start=1, frame_end=2)
+    page = sign_in(browser, farm)
+    held: list[Any] = []
+    job_url = re.compile(rf"/api/jobs/{job_id}$")
+
+    def hold(route: Any) -> None:  # the job's first fetch waits, unanswered
+        held.append(route)
+
+    page.route(job_url, hold)
+    page.goto(f"{farm.url}/jobs/{job_id}")
+    expect()(page.locator("#actions")).to_be_hidden()
+    page.wait_for_function("() => document.readyState === 'complete'")
+    assert held, "the page asked for its job"
+    expect()(page.locator("#actions")).to_be_hidden()
+    for route in held:
+        route.continue_()
+    page.unroute(job_url)
+    shoot(page, "13c-job-actions-after-load")
+    expect()(page.locator("#cancel-button")).to_be_visible()
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#cancel-button")
+    expect()(page.locator("#job-status")).to_have_text("canceled")
+    assert api.get(f"/api/jobs/{job_id}").json()["status"] == "canceled"
     page.context.close()
 
 

@@ -453,6 +453,8 @@
         "requeue-all": finished, priority: !finished, delete: true,
       };
       for (const button of $$("#actions [data-action]")) button.hidden = !show[button.dataset.action];
+      // The bar stays hidden until the job is known: a click before that had no job to act on.
+      $("#actions").hidden = false;
       $(".prio").hidden = finished;
       const video = outputs.find((f) => /\.(mp4|mov|mkv|webm)$/i.test(f.path));
       $("#video-link").innerHTML = video ? `<a class="button" href="${fileUrl(video)}" download>Download video</a>` : "";
