@@ -24,7 +24,7 @@ import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from farmhand.client.errors import FarmhandError, ManagerUnreachable
-from farmhand.client.hashing import CHUNK_SIZE, iter_file, sha256_file
+from farmhand.shared.hashing import CHUNK_SIZE, iter_file, sha256_file
 from farmhand.shared.outputnames import OutputName, TemplateError, check_template, extension, render
 from farmhand.shared.paths import UnsafePathError, safe_relative_path
 from farmhand.shared.schemas import (

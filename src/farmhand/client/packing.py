@@ -37,7 +37,7 @@ from typing import Self
 from blender_asset_tracer import blendfile, bpathlib, trace
 from blender_asset_tracer.pack import Packer
 
-from farmhand.client.hashing import CHUNK_SIZE
+from farmhand.shared.hashing import CHUNK_SIZE
 from farmhand.shared.paths import UnsafePathError, safe_relative_path
 
 OUTSIDE = "_outside_project"

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from farmhand.client.client import FarmhandClient
 from farmhand.client.errors import FarmhandError
-from farmhand.client.hashing import sha256_file
 from farmhand.client.retry import RetryPolicy, call_with_retry
+from farmhand.shared.hashing import sha256_file
 
 DEFAULT_THREADS = 4
 RESUMABLE_FROM = 8 * 1024 * 1024

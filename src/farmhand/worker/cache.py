@@ -28,8 +28,8 @@ from pathlib import Path, PurePosixPath
 import structlog
 from structlog.typing import FilteringBoundLogger
 
-from farmhand.client.hashing import sha256_file
 from farmhand.shared.blobpaths import blob_path, iter_blobs
+from farmhand.shared.hashing import sha256_file
 from farmhand.shared.paths import UnsafePathError, safe_relative_path
 from farmhand.shared.schemas import TaskFile
 

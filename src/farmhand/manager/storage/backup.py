@@ -51,13 +51,13 @@ from sqlalchemy.engine import make_url
 
 from farmhand.manager.auth.sessions import KEY_FILE
 from farmhand.shared.blobpaths import blob_path, iter_blobs
+from farmhand.shared.hashing import CHUNK_SIZE, sha256_file
 
 DATABASE_FILE = "farmhand.sqlite3"
 """Where the copy's database goes: where a manager started on the copy looks for it."""
 SECRET_FILES = ("admin-token", "runner-token", KEY_FILE)
 """Copied if present. Without `session-key` every browser session would end at a restore;
 the token files are how an admin finds their tokens again."""
-CHUNK = 1024 * 1024
 BATCH = 500
 """Hashes per statement: SQLite allows only so many bound parameters in one query."""
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -274,7 +274,7 @@ def _copy_verified(source: Path, target: Path, sha256: str, advance: Callable[[i
             info = os.fstat(reader.fileno())
             fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as writer:
-                while chunk := reader.read(CHUNK):
+                while chunk := reader.read(CHUNK_SIZE):
                     digest.update(chunk)
                     writer.write(chunk)
                     size += len(chunk)
@@ -289,15 +289,6 @@ def _copy_verified(source: Path, target: Path, sha256: str, advance: Callable[[i
     finally:
         partial.unlink(missing_ok=True)
     return size
-
-
-def _hash_file(source: Path, advance: Callable[[int], None]) -> str:
-    digest = hashlib.sha256()
-    with source.open("rb") as reader:
-        while chunk := reader.read(CHUNK):
-            digest.update(chunk)
-            advance(len(chunk))
-    return digest.hexdigest()
 
 
 def copy_blobs(
@@ -330,7 +321,7 @@ def copy_blobs(
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             if link:
-                if _hash_file(source, progress.advance) != sha256:
+                if sha256_file(source, progress.advance) != sha256:
                     raise _Corrupt(sha256)
                 try:
                     os.link(source, target)
@@ -367,7 +358,7 @@ def _copy_file(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as writer, source.open("rb") as reader:
-        while chunk := reader.read(CHUNK):
+        while chunk := reader.read(CHUNK_SIZE):
             writer.write(chunk)
     info = source.stat()
     os.chmod(target, stat.S_IMODE(info.st_mode))

@@ -1,4 +1,8 @@
-"""Streaming SHA-256 and chunked reads: files may be many GB, memory use stays constant."""
+"""Streaming SHA-256 and chunked reads: files may be many GB, memory use stays constant.
+
+Shared because the client (submitting), the worker (its blob cache) and the manager (a
+backup's check of the store) all hash files the same way.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,15 @@ CHUNK_SIZE = 1024 * 1024
 """1 MiB: big enough for throughput, small enough for smooth progress bars."""
 
 
-def sha256_file(path: Path) -> str:
-    """The lower-case hex SHA-256 of a file, read in chunks."""
+def sha256_file(path: Path, on_chunk: Callable[[int], None] | None = None) -> str:
+    """The lower-case hex SHA-256 of a file, read in chunks; `on_chunk(size)` after each,
+    for a progress bar over big files."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while chunk := handle.read(CHUNK_SIZE):
             digest.update(chunk)
+            if on_chunk is not None:
+                on_chunk(len(chunk))
     return digest.hexdigest()
 
 
