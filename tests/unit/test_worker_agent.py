@@ -29,7 +29,7 @@ class FakeManager:
     def __init__(self, frames: list[int]) -> None:
         self.lock = threading.Lock()
         self.calls: list[tuple[str, dict[str, Any]]] = []
-        self.tasks = [
+        self.tasks: list[dict[str, Any]] = [
             {
                 "task_id": 11,
                 "job_id": 3,
@@ -345,9 +345,12 @@ def test_task_with_escaping_path_fails_without_writing(tmp_path: Path, bad: str)
     manager = FakeManager([1])
     manager.tasks[0]["files"][0]["path"] = bad
     rendered: list[int] = []
-    stop, thread, result = _start(
-        tmp_path, manager, lambda job: rendered.append(1) or RenderOutcome(ok=True)
-    )
+
+    def render(job: RenderJob) -> RenderOutcome:
+        rendered.append(1)
+        return RenderOutcome(ok=True)
+
+    stop, thread, result = _start(tmp_path, manager, render)
     manager.wait_for("fail")
     _stop(stop, thread, result)
     assert "cannot fetch the job's files" in manager.body("fail")["reason"]

@@ -168,14 +168,14 @@ class RenderOutcome:
 class TaskRenderer(Protocol):
     """Renders a task, blocking until done or until `job.cancel` is set."""
 
-    def __call__(self, job: RenderJob) -> RenderOutcome: ...
+    def __call__(self, job: RenderJob, /) -> RenderOutcome: ...
 
 
 @runtime_checkable
 class ClosableRenderer(Protocol):
     """A renderer that holds something between tasks (a Blender session) to end at stop."""
 
-    def __call__(self, job: RenderJob) -> RenderOutcome: ...
+    def __call__(self, job: RenderJob, /) -> RenderOutcome: ...
 
     def close(self) -> None: ...
 
