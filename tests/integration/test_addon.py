@@ -249,6 +249,47 @@ def test_bpy_5_submits_the_frame_on_screen_as_a_tiled_still(
     assert sorted(t.type for t in job.tasks) == ["merge", "render", "render"]
 
 
+TILED_RANGE = """
+import json, os
+import bpy
+prefs = bpy.context.preferences.addons["farmhand_addon"].preferences
+prefs.manager_url = os.environ["TEST_URL"]
+prefs.api_token = os.environ["TEST_TOKEN"]
+scene = bpy.context.scene
+scene.frame_current = 7  # not what is sent: the range below is
+scene.farmhand.job_name = "dome"
+scene.farmhand.use_tiles = True
+scene.farmhand.tile_columns, scene.farmhand.tile_rows = 2, 1
+scene.farmhand.tile_current_frame = False
+scene.farmhand.use_scene_frames = False
+scene.farmhand.frame_start, scene.farmhand.frame_end = 2, 3
+scene.farmhand.make_video = True
+bpy.ops.farmhand.submit()
+print("{marker}" + json.dumps({{"ok": True}}), flush=True)
+"""
+
+
+def test_bpy_5_submits_a_frame_range_in_tiles_with_a_video(
+    farm: LocalFarm,
+    animated_blend: Path,
+    blender_module: BlenderInstall,
+    addon_zip: Path,
+    tmp_path: Path,
+) -> None:
+    blend = copy_of(animated_blend, tmp_path / "dome" / "dome.blend")
+    code = opening(addon_zip, blend) + TILED_RANGE.format(marker=RESULT)
+    result = bpy_run(blender_env(tmp_path, farm), code)
+    assert outcome(result) == {"ok": True}, result.stdout[-3000:] + result.stderr[-3000:]
+    job = only_job(farm, "dome")
+    settings = job.settings
+    assert (settings.frame_start, settings.frame_end) == (2, 3)
+    assert settings.tiles is not None and (settings.tiles.columns, settings.tiles.rows) == (2, 1)
+    assert settings.video is not None, "a tiled range may have its video"
+    # Each frame: two tiles and their merge; then one video of the merged frames.
+    assert sorted(t.type for t in job.tasks) == ["merge"] * 2 + ["render"] * 4 + ["video"]
+    assert sorted({t.tile.frame for t in job.tasks if t.tile}) == [2, 3]
+
+
 def test_bpy_5_refuses_a_never_saved_file(
     farm: LocalFarm, blender_module: BlenderInstall, addon_zip: Path, tmp_path: Path
 ) -> None:

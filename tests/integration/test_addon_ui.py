@@ -198,6 +198,13 @@ def steps():
         image.source = "FILE"
         image.filepath = plan["big_file"]
         image.use_fake_user = True
+    if plan["mode"] == "panel":  # only how the panel looks, in each of the plan's states
+        for name, values in plan["panels"]:
+            for key, value in values.items():
+                setattr(scene.farmhand, key, value)
+            yield 0.3
+            yield from screenshot(name)
+        return
     # Saved as a person would (Ctrl+S): a script's changes do not mark the file dirty
     # (is_dirty stays False), so the submit would not save them itself.
     result["dirty"] = bpy.data.is_dirty
@@ -510,3 +517,24 @@ def test_cancel_stops_the_upload_and_no_job_is_made(
     assert (busy, job_id, message) == ("", 0, "submit canceled"), "it showed the cancel"
     with farm.client() as client:
         assert [job.id for job in client.list_jobs()] == before, "no job was made"
+
+
+def test_the_panel_shows_tiles_of_the_frame_on_screen_or_of_a_range(
+    xvfb_run: str,
+    blender_executable: BlenderInstall,
+    farm: LocalFarm,  # noqa: F811
+    animated_blend_34: Path,
+    tmp_path: Path,
+) -> None:
+    env = install_addon(blender_executable, tmp_path, farm)
+    blend = shot(tmp_path, animated_blend_34, "panel")
+    panels = [
+        ("addon-ui-tiles-still.png", {"use_tiles": True}),
+        ("addon-ui-tiles-range.png", {"tile_current_frame": False, "make_video": True}),
+    ]
+    plan = {"mode": "panel", "name": "ui panel", "panels": panels}
+    answer = run_ui(xvfb_run, blender_executable, env, blend, plan)  # no Traceback drawing it
+    for name, _values in panels:
+        assert Path(str(answer[name])).stat().st_size > 0, name
+    with farm.client() as client:
+        assert not [job for job in client.list_jobs() if job.name == "ui panel"], "none submitted"

@@ -78,7 +78,7 @@ def submit_args(
     tiles: str = "",
 ) -> list[str]:
     """`device` empty: any worker; `tags`: workers must have all (the CLI checks them);
-    `tiles` ("4x4"): one frame split into tiles."""
+    `tiles` ("4x4"): each frame split into tiles (`--chunk` then plays no part)."""
     frames = f"{frame_start}-{frame_end}"
     if frame_step > 1:
         frames += f"x{frame_step}"

@@ -121,14 +121,20 @@ class FarmhandJobSettings(bpy.types.PropertyGroup):
         default=False,
     )
     use_tiles: BoolProperty(
-        name="Still in tiles",
-        description="Render only the current frame, split into tiles that several workers "
-        "render at once, merged into one frame: OpenEXR if the scene writes OpenEXR, "
-        "8-bit PNG otherwise",
+        name="Frames in tiles",
+        description="Split each frame into tiles that several workers render at once, "
+        "merged into one frame: OpenEXR if the scene writes OpenEXR, 8-bit PNG otherwise",
         default=False,
     )
     tile_columns: IntProperty(name="Columns", default=4, min=1, max=16)
     tile_rows: IntProperty(name="Rows", default=4, min=1, max=16)
+    tile_current_frame: BoolProperty(
+        name="Frame on screen only",
+        description="A still: only the frame on screen, in tiles; off: the frame range, "
+        "each frame in tiles and merged before the next (and a video of the merged frames "
+        "if asked)",
+        default=True,
+    )
     device: EnumProperty(
         name="Device",
         description="Only workers that render with this Cycles device",
@@ -353,7 +359,7 @@ class FARMHAND_OT_submit(bpy.types.Operator):
 
 def _frames(scene: Any) -> tuple[int, int, int]:
     settings = scene.farmhand
-    if settings.use_tiles:  # a still: the frame on screen
+    if settings.use_tiles and settings.tile_current_frame:  # a still: the frame on screen
         return scene.frame_current, scene.frame_current, 1
     if settings.use_scene_frames:
         return scene.frame_start, scene.frame_end, scene.frame_step
@@ -365,7 +371,7 @@ def _options(settings: Any) -> dict[str, Any]:
         "chunk": settings.chunk_size,
         "priority": settings.priority,
         "name": settings.job_name.strip(),
-        "video": settings.make_video and not settings.use_tiles,
+        "video": settings.make_video and not (settings.use_tiles and settings.tile_current_frame),
         "device": "" if settings.device == "ANY" else settings.device,
         "tiles": f"{settings.tile_columns}x{settings.tile_rows}" if settings.use_tiles else "",
         "tags": runner.tag_list(settings.required_tags),
@@ -445,11 +451,15 @@ class FARMHAND_PT_render(bpy.types.Panel):
                 column, "", os.path.splitext(os.path.basename(bpy.data.filepath))[0] + " (default)"
             )
         column.prop(settings, "use_tiles")
-        if settings.use_tiles:  # one still: no range, chunks or video
-            _value_label(column, "Frame", str(context.scene.frame_current))
+        if settings.use_tiles:  # a task per tile: no chunks
             row = column.row(align=True)
             row.prop(settings, "tile_columns")
             row.prop(settings, "tile_rows")
+            column.prop(settings, "tile_current_frame")
+            if settings.tile_current_frame:  # one still: no range or video
+                _value_label(column, "Frame", str(context.scene.frame_current))
+            else:
+                self.draw_frames(column, context.scene, settings, chunks=False)
         else:
             self.draw_frames(column, context.scene, settings)
         column.prop(settings, "priority")
@@ -457,7 +467,7 @@ class FARMHAND_PT_render(bpy.types.Panel):
         column.prop(settings, "required_tags")
         self.draw_state(layout)
 
-    def draw_frames(self, column: Any, scene: Any, settings: Any) -> None:
+    def draw_frames(self, column: Any, scene: Any, settings: Any, chunks: bool = True) -> None:
         column.prop(settings, "use_scene_frames")
         if settings.use_scene_frames:
             step = f" step {scene.frame_step}" if scene.frame_step > 1 else ""
@@ -465,7 +475,8 @@ class FARMHAND_PT_render(bpy.types.Panel):
         else:
             column.prop(settings, "frame_start")
             column.prop(settings, "frame_end")
-        column.prop(settings, "chunk_size")
+        if chunks:
+            column.prop(settings, "chunk_size")
         column.prop(settings, "make_video")
 
     def draw_state(self, layout: Any) -> None:
