@@ -379,6 +379,21 @@ def test_broadcast_before_start_and_after_close_is_a_no_op(directory: Path) -> N
     assert len(names) == 2, "a's socket file is gone"
 
 
+def test_only_the_managers_user_may_reach_the_sockets(directory: Path) -> None:
+    directory.mkdir(parents=True)
+    directory.chmod(0o777)  # as left by hand or by a loose umask
+
+    async def scenario() -> int:
+        siblings = Siblings(directory)
+        siblings.start(asyncio.get_running_loop())
+        try:
+            return directory.stat().st_mode & 0o777
+        finally:
+            siblings.close()
+
+    assert run_in_own_loop(scenario) == 0o700
+
+
 def test_malformed_datagrams_do_not_stop_later_messages(directory: Path) -> None:
     async def scenario() -> tuple[list[Any], list[FarmEvent]]:
         loop = asyncio.get_running_loop()

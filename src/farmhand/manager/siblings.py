@@ -101,6 +101,10 @@ class Siblings:
             if self._receiver is not None:
                 raise RuntimeError("Siblings already started")
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Also when it was there before (made by hand, or an older manager's umask):
+            # a datagram carries no sender, so only the manager's own user may reach the
+            # sockets. A directory of another user fails here (EPERM), not later.
+            os.chmod(self.directory, 0o700)
             self._remove_dead()
             dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
             name = f"{os.getpid()}-{secrets.token_hex(4)}{SUFFIX}"
