@@ -474,3 +474,29 @@ def test_a_range_in_tiles_makes_its_video_of_the_merged_frames(farm: Farm) -> No
     assert [(f["frame"], f["path"]) for f in video["frame_files"]] == [
         (7, "frames/0007.png"), (8, "frames/0008.png")
     ], "the merged frames, not the tiles"  # fmt: skip
+
+
+def test_a_tiled_frame_took_what_its_tiles_took_together(farm: Farm) -> None:
+    """The job's "per frame" for tiles: the Blender seconds of a frame's tiles summed,
+    counted once that frame is merged (a tile finishes no frame on its own)."""
+    job_id = submit_still(farm, **RANGE)
+    r1, r2, r3 = (merging_runner(farm, name) for name in ("r1", "r2", "r3"))
+
+    def rendered(runner: dict[str, str], task: dict[str, Any], seconds: float) -> None:
+        progress = f"/api/runner/tasks/{task['task_id']}/progress"
+        body = {"frames_done": 0, "render_seconds": seconds}
+        assert farm.client.post(progress, headers=runner, json=body).status_code == 200
+        send_tile(farm, runner, task)
+
+    def per_frame() -> float | None:
+        job = farm.client.get(f"/api/jobs/{job_id}", headers=farm.admin).json()
+        seconds: float | None = job["seconds_per_frame"]
+        return seconds
+
+    left7, right7, left8 = claim(farm, r1), claim(farm, r2), claim(farm, r3)
+    rendered(r1, left7, 3.0)
+    rendered(r2, right7, 5.0)
+    rendered(r3, left8, 40.0)
+    assert per_frame() is None, "no frame is whole yet"
+    assert merge_frame(farm, r1, claim(farm, r1), 7) == "active"
+    assert per_frame() == 8.0, "frame 7: its two tiles, 3 s and 5 s; frame 8 not merged"

@@ -146,10 +146,22 @@ def _task_progress(task: Task) -> float:
 
 
 def _seconds_per_frame(tasks: Sequence[Task]) -> float | None:
-    """Mean Blender seconds of the finished frames whose time a worker reported."""
+    """Mean Blender seconds of the finished frames whose time a worker reported. A tiled
+    frame took what its tiles took together (its merge runs no Blender), counted once
+    the frame is merged: a tile task finishes no frame of its own."""
     timed = [t for t in tasks if t.render_seconds and _task_frames_done(t)]
     frames = sum(_task_frames_done(t) for t in timed)
-    return sum(t.render_seconds for t in timed) / frames if frames else None
+    seconds = sum(t.render_seconds for t in timed)
+    merged = {
+        frame
+        for t in tasks
+        if t.type == "merge" and t.status == TaskStatus.COMPLETED.value
+        for frame in t.frames
+    }
+    tiles = [t for t in tasks if t.tile and t.render_seconds and t.tile["frame"] in merged]
+    frames += len({t.tile["frame"] for t in tiles if t.tile})
+    seconds += sum(t.render_seconds for t in tiles)
+    return seconds / frames if frames else None
 
 
 def _task_eta(task: Task, per_frame: float | None) -> float | None:
