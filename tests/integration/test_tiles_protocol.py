@@ -500,3 +500,11 @@ def test_a_tiled_frame_took_what_its_tiles_took_together(farm: Farm) -> None:
     assert per_frame() is None, "no frame is whole yet"
     assert merge_frame(farm, r1, claim(farm, r1), 7) == "active"
     assert per_frame() == 8.0, "frame 7: its two tiles, 3 s and 5 s; frame 8 not merged"
+
+    right8 = claim(farm, r2)
+    halfway = {"frames_done": 0, "frame": 8, "sample": 5, "samples_total": 10}
+    progress = f"/api/runner/tasks/{right8['task_id']}/progress"
+    assert farm.client.post(progress, headers=r2, json=halfway).status_code == 200
+    job = farm.client.get(f"/api/jobs/{job_id}", headers=farm.admin).json()
+    [running] = [t for t in job["tasks"] if t["id"] == right8["task_id"]]
+    assert running["eta_seconds"] == 2.0, "half of a tile, a tile half of an 8 s frame"

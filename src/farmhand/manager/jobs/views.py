@@ -169,10 +169,14 @@ def _task_eta(task: Task, per_frame: float | None) -> float | None:
         return 0.0
     if task.status != TaskStatus.ACTIVE.value:
         return None
-    own = task.render_seconds / task.frames_done if task.frames_done else per_frame
+    if task.tile:  # one tile of a frame: its share of what a whole frame takes
+        own = per_frame / (task.tile["columns"] * task.tile["rows"]) if per_frame else None
+    else:
+        own = task.render_seconds / task.frames_done if task.frames_done else per_frame
     if own is None:
         return None
-    return round(own * (len(task.frames) - _task_progress(task) / 100 * len(task.frames)), 1)
+    units = _units(task)
+    return round(own * (units - _task_progress(task) / 100 * units), 1)
 
 
 def job_detail(session: Session, job: Job) -> JobDetail:
