@@ -131,8 +131,10 @@ def backup(
         ),
     ] = False,
 ) -> None:
-    """Back up the manager's data dir, safe while it runs: the database first (a
-    consistent snapshot), then the blobs it names, the task logs and the tokens."""
+    """Back up the manager's data dir, safe while the manager runs.
+
+    The database first (a consistent snapshot), then the blobs it names, the task logs
+    and the tokens."""
     from farmhand.manager.settings import ManagerSettings
     from farmhand.manager.storage import backup as backups
 
