@@ -17,12 +17,13 @@ import hmac
 import re
 import secrets
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, HTTPException, Request, status
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
@@ -34,7 +35,15 @@ from farmhand.manager.auth.accounts import AccountError
 from farmhand.manager.auth.tokens import token_hash
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import ApiToken, Job, User
-from farmhand.shared.schemas import JobSettings
+from farmhand.shared.schemas import (
+    MAX_CRF,
+    VIDEO_CONTAINERS,
+    DeviceKind,
+    JobSettings,
+    VideoCodec,
+    VideoContainer,
+    VideoSettings,
+)
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -255,7 +264,66 @@ def logout(
     return response
 
 
-def _simple_page(name: str, template: str, admin_only: bool = False) -> None:
+DEVICE_LABELS = {
+    "CPU": "CPU",
+    "CUDA": "CUDA (NVIDIA)",
+    "OPTIX": "OptiX (NVIDIA RTX)",
+    "HIP": "HIP (AMD)",
+    "ONEAPI": "oneAPI (Intel)",
+    "METAL": "Metal (Apple)",
+}
+"""Readable names of the `DeviceKind`s, as the add-on shows them; a kind missing here is
+shown as it is spelled."""
+CODEC_LABELS = {"h264": "H.264", "h265": "H.265 (HEVC)", "vp9": "VP9"}
+CONTAINER_LABELS = {
+    "mp4": "MP4 (.mp4)",
+    "mkv": "Matroska (.mkv)",
+    "mov": "QuickTime (.mov)",
+    "webm": "WebM (.webm)",
+}
+
+
+def _bounds(model: type[BaseModel], name: str) -> dict[str, float]:
+    """The inclusive limits (`ge`, `le`) of a field, as `min` and `max` of its input."""
+    found: dict[str, float] = {}
+    for rule in model.model_fields[name].metadata:
+        for limit, key in (("ge", "min"), ("le", "max")):
+            value = getattr(rule, limit, None)
+            if value is not None:
+                found[key] = value
+    return found
+
+
+def _submit_choices() -> dict[str, object]:
+    """What the submit form offers, taken from the schemas so that each list has one
+    home: the device kinds, the video codecs, which containers hold each codec (in
+    `VideoContainer`'s order) and their quality (crf) limits, and the numbers' bounds."""
+    default = VideoSettings()
+    codecs = [codec for codec in get_args(VideoCodec) if codec in VIDEO_CONTAINERS]
+    return {
+        "devices": [(kind, DEVICE_LABELS.get(kind, kind)) for kind in get_args(DeviceKind)],
+        "video_codecs": [(codec, CODEC_LABELS.get(codec, codec)) for codec in codecs],
+        "video_default": {"codec": default.codec, "container": default.container},
+        "video_containers": {
+            codec: [
+                (container, CONTAINER_LABELS.get(container, container))
+                for container in get_args(VideoContainer)
+                if container in VIDEO_CONTAINERS[codec]
+            ]
+            for codec in codecs
+        },
+        "max_crf": {codec: MAX_CRF[codec] for codec in codecs},
+        "crf_bounds": _bounds(VideoSettings, "crf"),
+        "fps_bounds": _bounds(VideoSettings, "fps"),
+        "max_workers_bounds": _bounds(JobSettings, "max_workers"),
+    }
+
+
+def _simple_page(
+    name: str, template: str, admin_only: bool = False, extra: dict[str, object] | None = None
+) -> None:
+    """A page that needs only who is signed in, and the template's `extra` context."""
+
     def page(request: Request, context: Context) -> Response:
         found = _signed_in(request, context)
         if found is None:
@@ -271,8 +339,10 @@ def _simple_page(name: str, template: str, admin_only: bool = False) -> None:
             template,
             caller,
             data,
+            200,
             page=name,
             has_tags="required_tags" in JobSettings.model_fields,
+            **(extra or {}),
         )
 
     router.add_api_route(
@@ -291,7 +361,7 @@ def _simple_page(name: str, template: str, admin_only: bool = False) -> None:
 
 
 _simple_page("jobs", "jobs.html")
-_simple_page("submit", "submit.html")
+_simple_page("submit", "submit.html", extra=_submit_choices())
 _simple_page("runners", "runners.html", admin_only=True)
 _simple_page("storage", "storage.html", admin_only=True)
 _simple_page("account", "account.html")

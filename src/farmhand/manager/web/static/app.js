@@ -273,6 +273,7 @@
       field("output_format").value = format;
       const frames = info ? info.frame_end - info.frame_start + 1 : 1;
       field("chunk_size").value = Math.max(1, Math.ceil(frames / 50));
+      field("video_fps").placeholder = info && info.fps ? `the scene's (${info.fps})` : "the scene's";
       $("#scene-facts").textContent = info
         ? `Scene “${info.scene}”: ${info.resolution_x}×${info.resolution_y} at ${info.resolution_percentage} %, ${info.engine}` +
           `${info.samples ? `, ${info.samples} samples` : ""}, frames ${info.frame_start}–${info.frame_end}, ${info.output_format}` +
@@ -365,6 +366,27 @@
     const showTiling = () => { field("chunk_size").disabled = tiled(); };
     for (const name of ["tile_columns", "tile_rows"]) field(name).addEventListener("input", showTiling);
 
+    // A video of the frames: the containers offered are those that hold the codec, and
+    // the quality's (crf) limit is the codec's; both come with the page, from the
+    // schemas (VIDEO_CONTAINERS, MAX_CRF). Unticked, the fields are hidden and disabled:
+    // nothing in them is sent or blocks the form.
+    const videoFields = $("#video-fields");
+    const containers = JSON.parse(videoFields.dataset.containers), maxCrf = JSON.parse(videoFields.dataset.maxCrf);
+    const showVideo = () => { videoFields.hidden = videoFields.disabled = !field("make_video").checked; };
+    function offerContainers() {
+      const codec = field("video_codec").value, select = field("video_container"), was = select.value;
+      const allowed = containers[codec] || [];
+      select.innerHTML = "";
+      for (const [value, label] of allowed) select.add(new Option(label, value));
+      select.value = allowed.some(([value]) => value === was) ? was : (allowed[0] || [""])[0];
+      field("video_crf").max = maxCrf[codec];
+      $("#crf-max").textContent = maxCrf[codec];
+    }
+    field("make_video").addEventListener("change", showVideo);
+    field("video_codec").addEventListener("change", offerContainers);
+    showVideo();
+    offerContainers();
+
     form.addEventListener("submit", async (e) => {
       e.preventDefault();
       if (!blob) return;
@@ -378,6 +400,15 @@
         main_file: field("main_file").value || blob.main_file, files: blob.files,
       };
       if (body.dataset.hasTags && field("required_tags")) job.required_tags = field("required_tags").value.split(",").map((t) => t.trim().toLowerCase()).filter(Boolean);
+      if (field("device").value) job.device = field("device").value;
+      if (number("max_workers") !== null) job.max_workers = number("max_workers");
+      if (field("make_video").checked) {
+        // The manager checks the pair and the limits; a refusal shows its reason.
+        job.video = {
+          codec: field("video_codec").value, container: field("video_container").value,
+          fps: number("video_fps"), crf: number("video_crf"),
+        };
+      }
       const columns = number("tile_columns") || 1, rows = number("tile_rows") || 1;
       if (tiled()) {
         // The range in tiles; the manager checks the rest (at most so many tasks).
