@@ -106,6 +106,33 @@ def test_device_version_and_tags_land_in_the_shared_jobs_settings(
     assert inputs == []
 
 
+def test_video_worker_cap_attempts_and_naming_land_in_the_jobs_settings(
+    farm: LocalFarm, nas: Path
+) -> None:
+    blend = nas / "shot-030" / "comp.blend"
+    result = farmhand(
+        farm, "submit", "--shared", str(blend), "--frames", "1-24",
+        "--codec", "VP9", "--container", "webm", "--fps", "12.5", "--crf", "40",
+        "--max-workers", "3", "--max-attempts", "2",
+        "--output-template", "{job}/{frame:04d}.{ext}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    job_id = int(result.stdout.split("job ", 1)[1].split()[0])
+    with farm.client() as client:
+        settings = client.get_job(job_id).settings
+    assert settings.video is not None, "--codec asks for a video without --video"
+    video = settings.video
+    assert (video.codec, video.container, video.fps, video.crf) == ("vp9", "webm", 12.5, 40)
+    assert (settings.max_workers, settings.max_attempts) == (3, 2)
+    assert settings.output_template == "{job}/{frame:04d}.{ext}"
+
+    plain = farmhand(farm, "submit", "--shared", str(blend), "--video")
+    assert plain.returncode == 0, plain.stderr
+    with farm.client() as client:
+        video = client.get_job(int(plain.stdout.split("job ", 1)[1].split()[0])).settings.video
+    assert video is not None and (video.codec, video.container, video.fps) == ("h264", "mp4", None)
+
+
 @pytest.mark.blender
 def test_device_version_and_tags_land_in_an_uploaded_jobs_settings(
     farm: LocalFarm, tmp_path: Path
@@ -134,6 +161,11 @@ def test_device_version_and_tags_land_in_an_uploaded_jobs_settings(
         (["--device", "TPU"], "--device 'TPU': choose CPU, CUDA, OPTIX, HIP, ONEAPI, METAL"),
         (["--require-tag", "Big RAM"], "--require-tag 'Big RAM': a tag is 1-40 of a-z, 0-9"),
         (["--require-tag", "[gpu]"], "--require-tag '[gpu]': a tag is"),  # not Rich markup
+        (["--codec", "av1"], "--codec 'av1': Input should be 'h264', 'h265' or 'vp9'"),
+        (["--codec", "h264", "--container", "webm"], "a h264 video goes in mkv, mov, mp4"),
+        (["--crf", "60"], "crf for h264 is 0 to 51, not 60"),
+        (["--fps", "0"], "--fps 0.0: Input should be greater than 0"),
+        (["--output-template", "{frame}/../x.{ext}"], "--output-template"),
     ],
 )
 def test_bad_options_are_refused_in_one_line(

@@ -30,6 +30,8 @@ from farmhand.client.packing import PackedProject, PackError
 from farmhand.client.submission import MissingFiles, SubmitHooks, Submitted, submit_project
 from farmhand.shared.frames import FrameRangeError, parse_frame_spec
 from farmhand.shared.schemas import (
+    MAX_CRF,
+    VIDEO_CONTAINERS,
     DeviceKind,
     JobAccepted,
     JobDetail,
@@ -38,6 +40,8 @@ from farmhand.shared.schemas import (
     JobSummary,
     OutputFormat,
     TileGrid,
+    VideoCodec,
+    VideoContainer,
     VideoSettings,
 )
 
@@ -45,6 +49,10 @@ console = Console()
 err = Console(stderr=True)
 
 FINISHED = {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED}
+_CONTAINERS_BY_CODEC = "; ".join(
+    f"{codec}: {', '.join(sorted(containers))}" for codec, containers in VIDEO_CONTAINERS.items()
+)
+_CRF_BY_CODEC = "; ".join(f"{codec}: 0-{top}" for codec, top in MAX_CRF.items())
 MAX_POLL_SECONDS = 1.0
 PLAIN_PROGRESS_EVERY = 30.0
 """Seconds between progress lines when stderr is not a terminal (a log file, CI): there
@@ -150,8 +158,69 @@ def submit(
     resolution_percentage: Annotated[int | None, typer.Option(min=1, max=1000)] = None,
     samples: Annotated[int | None, typer.Option(min=1)] = None,
     video: Annotated[
-        bool, typer.Option("--video", help="Also make an h264 mp4 of the frames (ffmpeg).")
+        bool,
+        typer.Option(
+            "--video",
+            help="Also make a video of the frames (ffmpeg): h264 in mp4 at the scene's frame "
+            "rate unless --codec, --container, --fps or --crf (each implies --video) say "
+            "otherwise.",
+        ),
     ] = False,
+    codec: Annotated[
+        str | None,
+        typer.Option(
+            help=f"The video's codec: {', '.join(get_args(VideoCodec))}.", show_default=False
+        ),
+    ] = None,
+    container: Annotated[
+        str | None,
+        typer.Option(
+            help=f"The video's container: {', '.join(get_args(VideoContainer))} "
+            f"({_CONTAINERS_BY_CODEC}).",
+            show_default=False,
+        ),
+    ] = None,
+    fps: Annotated[
+        float | None,
+        typer.Option(
+            help="The video's frames per second (default: the scene's).", show_default=False
+        ),
+    ] = None,
+    crf: Annotated[
+        int | None,
+        typer.Option(
+            help=f"The video's quality, lower is better ({_CRF_BY_CODEC}; default: the codec's).",
+            show_default=False,
+        ),
+    ] = None,
+    max_workers: Annotated[
+        int | None,
+        typer.Option(
+            "--max-workers",
+            min=1,
+            help="At most this many workers on the job at once (default: no limit).",
+            show_default=False,
+        ),
+    ] = None,
+    max_attempts: Annotated[
+        int | None,
+        typer.Option(
+            "--max-attempts",
+            min=1,
+            max=100,
+            help="Failures before a task fails for good (default: the manager's).",
+            show_default=False,
+        ),
+    ] = None,
+    output_template: Annotated[
+        str | None,
+        typer.Option(
+            "--output-template",
+            help="How frames are named in downloads and on shared storage, e.g. "
+            "'{job}/{frame:04d}.{ext}' (fields {job}, {job_id}, {frame}, {task}, {ext}).",
+            show_default=False,
+        ),
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the job, then download.")] = False,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Where --wait puts the frames.")
@@ -253,7 +322,10 @@ def submit(
                 output_format=_as_format(fmt),
                 resolution_percentage=resolution_percentage,
                 samples=samples,
-                video=VideoSettings() if video else None,
+                video=video_settings(video, codec, container, fps, crf),
+                max_workers=max_workers,
+                max_attempts=max_attempts,
+                output_template=output_template,
                 device=_as_device(device),
                 blender_version=blender_version,
                 required_tags=require_tags or [],
@@ -398,6 +470,26 @@ def settings_error(exc: ValidationError) -> str:
             message = f"{option} {value!r}: {message}"
         parts.append(message)
     return "; ".join(parts)
+
+
+def video_settings(
+    video: bool, codec: str | None, container: str | None, fps: float | None, crf: int | None
+) -> VideoSettings | None:
+    """The video `--video` and its options ask for; None if none of them was given.
+    Checked here, each refusal naming its option, before anything is packed."""
+    chosen = {
+        "codec": codec.lower() if codec else None,
+        "container": container.lower() if container else None,
+        "fps": fps,
+        "crf": crf,
+    }
+    given = {name: value for name, value in chosen.items() if value is not None}
+    if not video and not given:
+        return None
+    try:
+        return VideoSettings.model_validate(given)
+    except ValidationError as exc:
+        raise fail(settings_error(exc)) from None
 
 
 def tile_grid(spec: str | None, overlap: int = 32) -> TileGrid | None:
