@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import pytest
 
 from farmhand.localfarm import LocalFarm
-from farmhand.shared.schemas import MAX_CRF, VIDEO_CONTAINERS
+from farmhand.shared.schemas import MAX_CRF, VIDEO_CONTAINERS, OutputFormat
 from farmhand.shared.web_schemas import BlendInfo
 from tests.browser.conftest import NO_SIDEWAYS_SCROLL, expect, phone_like, shoot, sign_in
 from tests.integration.conftest import FAKE_BLEND
@@ -135,6 +135,8 @@ def test_submit_a_video_on_cpu_with_at_most_two_workers(
     page.fill("#video_crf", "30")
     page.select_option("#device", "CPU")
     page.fill("#max_workers", "2")
+    assert offered(page, "#output_format") == ["", *get_args(OutputFormat)]
+    page.select_option("#output_format", "OPEN_EXR_MULTILAYER")
     page.fill("#name", "video on cpu")
     shoot(page, "03e-submit-video-desktop")
     page.click("#submit-button")
@@ -142,6 +144,7 @@ def test_submit_a_video_on_cpu_with_at_most_two_workers(
     assert settings["video"] == {"codec": "h265", "container": "mkv", "fps": 12.0, "crf": 30}
     assert settings["device"] == "CPU"
     assert settings["max_workers"] == 2
+    assert settings["output_format"] == "OPEN_EXR_MULTILAYER"
     assert (settings["frame_start"], settings["frame_end"]) == (1, 12)
     page.context.close()
 

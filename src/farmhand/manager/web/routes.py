@@ -40,6 +40,7 @@ from farmhand.shared.schemas import (
     VIDEO_CONTAINERS,
     DeviceKind,
     JobSettings,
+    OutputFormat,
     VideoCodec,
     VideoContainer,
     VideoSettings,
@@ -274,6 +275,13 @@ DEVICE_LABELS = {
 }
 """Readable names of the `DeviceKind`s, as the add-on shows them; a kind missing here is
 shown as it is spelled."""
+FORMAT_LABELS = {
+    "PNG": "PNG",
+    "JPEG": "JPEG",
+    "OPEN_EXR": "OpenEXR",
+    "OPEN_EXR_MULTILAYER": "OpenEXR multilayer",
+}
+"""Readable names of the `OutputFormat`s; a format missing here is shown as spelled."""
 CODEC_LABELS = {"h264": "H.264", "h265": "H.265 (HEVC)", "vp9": "VP9"}
 CONTAINER_LABELS = {
     "mp4": "MP4 (.mp4)",
@@ -296,12 +304,14 @@ def _bounds(model: type[BaseModel], name: str) -> dict[str, float]:
 
 def _submit_choices() -> dict[str, object]:
     """What the submit form offers, taken from the schemas so that each list has one
-    home: the device kinds, the video codecs, which containers hold each codec (in
-    `VideoContainer`'s order) and their quality (crf) limits, and the numbers' bounds."""
+    home: the output formats, the device kinds, the video codecs, which containers hold
+    each codec (in `VideoContainer`'s order) and their quality (crf) limits, and the
+    numbers' bounds."""
     default = VideoSettings()
     codecs = [codec for codec in get_args(VideoCodec) if codec in VIDEO_CONTAINERS]
     return {
         "devices": [(kind, DEVICE_LABELS.get(kind, kind)) for kind in get_args(DeviceKind)],
+        "output_formats": [(fmt, FORMAT_LABELS.get(fmt, fmt)) for fmt in get_args(OutputFormat)],
         "video_codecs": [(codec, CODEC_LABELS.get(codec, codec)) for codec in codecs],
         "video_default": {"codec": default.codec, "container": default.container},
         "video_containers": {
