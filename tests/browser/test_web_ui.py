@@ -19,7 +19,15 @@ from farmhand.localfarm import Child, LocalFarm
 from farmhand.shared.blendfile import read_saved_version
 from farmhand.shared.schemas import JobSettings
 from farmhand.shared.web_schemas import BlendInfo
-from tests.browser.conftest import SCREENSHOTS, expect, follow_nav, phone_like, shoot, sign_in
+from tests.browser.conftest import (
+    NO_SIDEWAYS_SCROLL,
+    SCREENSHOTS,
+    expect,
+    follow_nav,
+    phone_like,
+    shoot,
+    sign_in,
+)
 
 pytestmark = [
     pytest.mark.browser,
@@ -194,6 +202,16 @@ def test_submit_a_zip_of_a_packed_project(
     expect()(page.locator("#frame_end")).to_have_value("6")
     page.fill("#frame_end", "2")
     shoot(page, "03b-submit-zip")
+    # On a phone the form is one column with the .blend choice (which spans two columns
+    # on wider screens, and made two narrow ones here): nothing scrolls sideways.
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate(NO_SIDEWAYS_SCROLL), "the form fits a phone's width"
+    widths = page.evaluate(
+        "() => ['#main_file', '#name'].map(s => document.querySelector(s).offsetWidth)"
+    )
+    assert widths[0] == widths[1], f"one column: the job name as wide as the .blend: {widths}"
+    shoot(page, "03b-submit-zip-phone")
+    page.set_viewport_size({"width": 1280, "height": 860})
     page.click("#submit-button")
     page.wait_for_url(re.compile(r".*/jobs/\d+$"))
     job_id = int(page.url.rsplit("/", 1)[1])
