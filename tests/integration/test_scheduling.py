@@ -589,3 +589,28 @@ def test_duplicate_uploads_never_corrupt_the_stored_frame(farm: Farm) -> None:
     assert _stored_frame(farm, job_id, 1) == blue, "the last complete upload wins"
     finish(farm, w, task)
     assert job(farm, job_id)["status"] == "completed"
+
+
+def test_a_worker_that_signed_off_gets_nothing_through_its_abandoned_poll(farm: Farm) -> None:
+    """A stopping worker signs off while its long poll is still open on the manager (it
+    just stops reading it): work queued after that is not handed to the gone worker
+    through that poll, and the poll ends at its next look instead of being held for the
+    rest of its wait (the worker waits for its answer before it exits)."""
+    leaver = runner(farm, "leaver")
+    registered = runners(farm)["leaver"]["last_heartbeat"]
+    with ThreadPoolExecutor(1) as pool:
+        poll = pool.submit(
+            farm.client.get, "/api/runner/tasks", params={"wait": 60}, headers=leaver
+        )
+        # The poll's first look marks the worker seen: then it is waiting for work.
+        deadline = time.monotonic() + 10
+        while runners(farm)["leaver"]["last_heartbeat"] == registered:
+            assert time.monotonic() < deadline, "the poll never looked for work"
+            time.sleep(0.02)
+        assert farm.client.post("/api/runner/sign-off", headers=leaver).status_code == 204
+        job_id = submit(farm, "1-1")  # wakes the waiting poll
+        answer = poll.result(timeout=30)  # not the 60 s asked for: it ended
+    assert answer.status_code == 204, answer.text
+    task = job(farm, job_id)["tasks"][0]
+    assert (task["status"], task["worker"]) == ("queued", None)
+    assert runners(farm)["leaver"]["status"] == "offline"

@@ -463,6 +463,42 @@ def test_a_task_handed_out_as_the_worker_stops_is_given_back(tmp_path: Path) -> 
     assert sorted(manager.uploads) == [1], "task 12 was never started"
 
 
+def test_a_task_the_abandoned_poll_brings_after_the_sign_off_is_given_back(
+    tmp_path: Path,
+) -> None:
+    """The stop comes while a claim waits; the manager answers that poll with a task only
+    after the sign-off (it looked for work as the sign-off arrived). The worker gives the
+    task back and signs off again before it exits, instead of leaving it to time out."""
+    manager = FakeManager([1])
+    signed_off = threading.Event()
+    handler = manager.handler
+
+    def late_answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/runner/tasks":
+            stop.set()  # the stop comes while this claim waits
+            assert signed_off.wait(10), "the worker signed off"
+        answer = handler(request)
+        if request.url.path == "/api/runner/sign-off":
+            signed_off.set()
+        return answer
+
+    stop = threading.Event()
+    code = run_worker(
+        _settings(tmp_path),
+        renderer=lambda job: RenderOutcome(ok=True),
+        blender_versions=["4.2.0"],
+        transport=httpx.MockTransport(late_answer),
+        stop=stop,
+    )
+    assert code == 0
+    names = manager.names()
+    assert names.count("claim") == 1 and manager.tasks == [], "the poll brought task 11"
+    assert "release" in names, "given back before the worker exited"
+    assert names.index("sign-off") < names.index("release"), names
+    assert names[-1] == "sign-off" and names.count("sign-off") == 2, names
+    assert "fail" not in names, "given back, not failed"
+
+
 # ------------------------------------------------------------------------- outbox
 
 

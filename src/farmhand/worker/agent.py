@@ -355,6 +355,10 @@ class Agent:
         """The job of the last task: its files (and Blender session) are still here."""
         self._next_task: TaskAssignment | None = None
         """A task the manager handed out with the last completion (`complete?next=true`)."""
+        self._late_claim: threading.Thread | None = None
+        """Watches the long poll abandoned at a stop, to give back what it still brings."""
+        self._late_released = threading.Event()
+        """Set once `_late_claim` gave back a task the abandoned poll brought."""
         self._task_policy = RetryPolicy(give_up_after=settings.retry_for)
 
     # -- lifecycle
@@ -388,6 +392,14 @@ class Agent:
             # No heartbeat may follow the sign-off: it would mark us online again.
             beat.join(timeout=self.settings.shutdown_grace)
             self._sign_off()
+            # The signed-off manager ends the poll abandoned at the stop at its next look;
+            # one it had answered with a task just before is given back here, before we
+            # exit, and the manager told again that we are gone (the poll seemed alive).
+            late = self._late_claim
+            if late is not None:
+                late.join(timeout=self.settings.shutdown_grace + 1)
+                if self._late_released.is_set():
+                    self._sign_off()
             if isinstance(self.renderer, ClosableRenderer):
                 self.renderer.close()
         return 0
@@ -565,9 +577,10 @@ class Agent:
         threading.Thread(target=target, name="claim", daemon=True).start()
         while not done.wait(0.2):
             if self.stop.is_set():
-                threading.Thread(
+                self._late_claim = threading.Thread(
                     target=self._release_late_claim, args=(done, box), daemon=True
-                ).start()
+                )
+                self._late_claim.start()
                 raise RetryAborted("claim")
         error = box.get("error")
         if isinstance(error, BaseException):
@@ -580,6 +593,7 @@ class Agent:
             value = box.get("value")
             if isinstance(value, TaskAssignment):
                 self._release(value, self.log)
+                self._late_released.set()
 
     # -- one task
 

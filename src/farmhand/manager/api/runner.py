@@ -431,6 +431,10 @@ class _Claimed:
 
     found: tuple[TaskAssignment, str] | None
     given_back: list[tuple[int, int]] = field(default_factory=list)
+    offline: bool = False
+    """The worker went offline while its long poll waited: it signed off (a worker
+    stopping abandons its poll, which stays open here) or the reaper found it silent. No
+    task is handed to it; the poll ends."""
 
 
 def _claim_in(
@@ -448,6 +452,8 @@ def _claim_in(
     worker = claiming_worker(session, worker_id, now, seen=first)
     if worker is None:
         raise _gone_runner()
+    if not first and worker.status == WorkerStatus.OFFLINE.value:
+        return _Claimed(None, offline=True)
     given_back = give_back_forgotten(session, worker_id, now, context.policy) if first else []
     task = claim_task(session, worker, now, context.policy, prefer_job=prefer_job)
     if task is None:
@@ -527,7 +533,7 @@ async def claim(
         if assignment is not None:
             return assignment
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if remaining <= 0 or claimed.offline:
             return Response(status_code=status.HTTP_204_NO_CONTENT)
         await context.wakeup.wait(min(remaining, context.settings.claim_poll_interval))
         await asyncio.sleep(0)
