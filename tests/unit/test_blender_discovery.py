@@ -81,3 +81,29 @@ def test_real_module_and_executable_report_their_versions() -> None:
     if shutil.which("blender"):
         exe = find_blender("blender")
         assert exe.kind == "executable" and exe.version.count(".") == 2
+
+
+FAKE_BPY = """
+import sys
+print("Warning: could not read /etc/mtab")  # as bpy prints in a container without it
+print("5.9.9 is not the version")
+
+
+class app:
+    version_string = "{version}"
+"""
+
+
+@pytest.mark.parametrize("version", ["5.0.1", "4.2"])
+def test_the_bpy_version_is_read_past_what_importing_bpy_prints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str
+) -> None:
+    (tmp_path / "bpy.py").write_text(FAKE_BPY.format(version=version))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    assert discovery.module_version() == version
+
+
+def test_no_bpy_is_no_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "bpy.py").write_text("raise ImportError('no bpy here')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    assert discovery.module_version() is None

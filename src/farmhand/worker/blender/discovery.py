@@ -55,20 +55,22 @@ def executable_version(path: str) -> str:
     return match.group(1)
 
 
+_MODULE_VERSION = "farmhand-bpy-version:"
+"""Marks the version in the child's output: importing bpy may print first (a warning
+about a missing /etc/mtab in a container, say), and that must not hide the version."""
+
+
 def module_version(python: str = sys.executable) -> str | None:
     """bpy's version as `python` imports it, asked in a child so this process stays small."""
+    code = f"import bpy, sys; sys.stdout.write('\\n{_MODULE_VERSION}' + bpy.app.version_string)"
     try:
         result = subprocess.run(
-            [python, "-c", "import bpy, sys; sys.stdout.write(bpy.app.version_string)"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+            [python, "-c", code], capture_output=True, text=True, timeout=120, check=False
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    match = re.match(r"\d+\.\d+(?:\.\d+)?", result.stdout.strip())
-    return match.group(0) if result.returncode == 0 and match else None
+    found = re.findall(re.escape(_MODULE_VERSION) + r"(\d+\.\d+(?:\.\d+)?)", result.stdout)
+    return found[-1] if result.returncode == 0 and found else None
 
 
 def install_from_spec(spec: str, origin: str = "--blender") -> BlenderInstall:
