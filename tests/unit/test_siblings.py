@@ -32,7 +32,7 @@ import pytest
 
 from farmhand.manager.events import EventBus, FarmEvent
 from farmhand.manager.scheduling.wakeup import Wakeup
-from farmhand.manager.siblings import Siblings
+from farmhand.manager.siblings import Siblings, siblings_dir
 
 T = TypeVar("T")
 TIMEOUT = 5.0
@@ -472,7 +472,7 @@ CHILD = textwrap.dedent(
     import asyncio, os, sys
     from pathlib import Path
     from farmhand.manager.events import EventBus
-    from farmhand.manager.siblings import Siblings
+    from farmhand.manager.siblings import Siblings, siblings_dir
 
     async def main():
         loop = asyncio.get_running_loop()
@@ -522,3 +522,17 @@ def test_a_second_process(directory: Path) -> None:
     assert event == FarmEvent("job", 42, 42)
     assert code == 0, "the child got our 'bye'"
     assert len(names) == 1, "the child removed its socket on close"
+
+
+def test_each_host_has_its_own_folder_in_a_shared_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Managers on two hosts sharing one data dir: neither sees the other's sockets (a
+    UNIX socket reaches no other host, and a pid of another host would look dead, its
+    socket removed)."""
+    folders = []
+    for host in ("render-manager-0", "render-manager-1", "../../etc", ".."):
+        monkeypatch.setattr(socket, "gethostname", lambda host=host: host)
+        folders.append(siblings_dir(tmp_path))
+    assert len(set(folders)) == 4
+    assert all(folder.parent == tmp_path / "run" / "siblings" for folder in folders), folders

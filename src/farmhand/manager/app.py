@@ -50,7 +50,7 @@ from farmhand.manager.db.migrate import upgrade
 from farmhand.manager.scheduling.policy import Policy
 from farmhand.manager.scheduling.reaper import ReapReport, reap
 from farmhand.manager.settings import ManagerSettings
-from farmhand.manager.siblings import Siblings
+from farmhand.manager.siblings import Siblings, siblings_dir
 from farmhand.manager.storage.blobs import BlobStore
 from farmhand.manager.storage.gc import gc_loop
 from farmhand.manager.storage.logs import TaskLogs
@@ -142,7 +142,7 @@ def create_app(settings: ManagerSettings, context: ManagerContext | None = None)
         if settings.processes > 1:
             # One of several processes of this manager: live events and wake-ups made
             # here must reach the others' browsers and waiting claims.
-            siblings = Siblings(settings.data_dir / "run" / "siblings")
+            siblings = Siblings(siblings_dir(settings.data_dir))
             context.events.share_with(siblings)
             context.wakeup.share_with(siblings)
             siblings.start(loop)

@@ -7,7 +7,8 @@ committed through process B) and `Wakeup` (work queued through A must wake the c
 long-polling in B). Both send tiny hints: an event names what changed by id, a wakeup
 carries nothing.
 
-Each process binds one UNIX datagram socket in a shared directory, named after its pid
+Each process binds one UNIX datagram socket in its host's directory (`siblings_dir`:
+managers on several hosts may share one data dir), named after its pid
 (`<pid>-<token>.sock`, the token tells apart several instances in one process), and a
 broadcast is one `sendto` per sibling socket found there. Datagrams need no connection
 bookkeeping, no broker process and no ordering between peers, and a non-blocking send
@@ -26,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import secrets
 import socket
 import threading
@@ -48,6 +50,15 @@ READS_PER_WAKEUP = 256
 """Datagrams read per reader callback: drain the small kernel queue, but yield eventually."""
 SUN_PATH_MAX = 107
 """Longest path `bind`/`sendto` accept for an AF_UNIX address (108 bytes with the NUL)."""
+
+
+def siblings_dir(data_dir: Path) -> Path:
+    """Where one host's manager processes put their sockets: a folder per host, because
+    managers on several hosts may share one data dir (on PostgreSQL, with the store on a
+    network share), where a UNIX socket reaches no other host and another host's pids
+    would look dead and have their sockets removed."""
+    host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:64]
+    return data_dir / "run" / "siblings" / (host if host.strip(".") else "host")
 
 
 def _pid_of(name: str) -> int | None:
