@@ -77,3 +77,47 @@ def test_values_postgres_refuses_are_a_400_on_postgres(pg_farm: Farm) -> None:
     limits_tests.test_ids_beyond_what_the_database_holds_are_a_400(pg_farm)
     answer = pg_farm.client.post("/api/tokens", headers=pg_farm.admin, json={"name": "a\x00b"})
     assert answer.status_code == 400, answer.text
+
+
+def test_two_managers_starting_at_once_migrate_one_after_the_other(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Several managers on one PostgreSQL (DEPLOY.md) may start together, after an
+    upgrade say: both migrate a fresh database at the same moment, and both must come up
+    on the same schema (one waits for the other), not fail on a table made meanwhile."""
+    import threading
+
+    import sqlalchemy
+
+    from farmhand.manager.db.migrate import upgrade
+
+    admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    name = f"migrate_{tmp_path.name.lower().replace('-', '_')}"[:60]
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    admin.dispose()
+    url = postgres_url.rsplit("/", 1)[0] + "/" + name
+    engines = [sqlalchemy.create_engine(url) for _ in range(2)]
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def migrate(engine: sqlalchemy.Engine) -> None:
+        start.wait(10)
+        try:
+            upgrade(engine)
+        except BaseException as error:  # re-raised below, in the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=migrate, args=(engine,)) for engine in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not [thread for thread in threads if thread.is_alive()], "a migration hung"
+    assert errors == [], errors
+    with engines[0].connect() as connection:
+        versions = connection.exec_driver_sql("SELECT version_num FROM alembic_version").all()
+    assert len(versions) == 1, versions
+    for engine in engines:
+        engine.dispose()
