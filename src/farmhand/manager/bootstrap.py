@@ -3,7 +3,10 @@
 The secrets are written to files in the data dir (mode 0600), and their paths printed,
 rather than printed themselves, so they do not end up in a terminal scroll-back or a
 container log. `FARMHAND_ADMIN_TOKEN` / `FARMHAND_RUNNER_TOKEN` preset them for
-automation; a preset token is (re)registered at every start, so it always works.
+automation; a preset token is (re)registered at every start, so it always works. A preset
+that differs from the token in its file replaces it: the file's token is revoked, so
+changing the variable (a leaked secret, a rotation) is all it takes to retire the old one.
+Tokens made through the API are never touched.
 `LOCAL_TEST_EMAIL` / `LOCAL_TEST_PASSWORD` add a local user with a password if missing
 (JiggaBlend's variables, for trying a farm out).
 """
@@ -14,7 +17,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
+import structlog
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from farmhand.manager.auth.accounts import ensure_test_user
@@ -23,6 +27,8 @@ from farmhand.manager.clock import utcnow
 from farmhand.manager.db.engine import Database
 from farmhand.manager.db.models import ApiToken, RunnerRegistrationToken, User
 from farmhand.manager.settings import ManagerSettings
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -41,10 +47,13 @@ def _write_secret(path: Path, secret: str) -> None:
 
 def _ensure_api_token(session: Session, user: User, token: str) -> None:
     digest = token_hash(token)
-    if session.scalar(select(ApiToken).where(ApiToken.token_hash == digest)) is None:
+    existing = session.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
+    if existing is None:
         session.add(
             ApiToken(user_id=user.id, name="bootstrap", token_hash=digest, created_at=utcnow())
         )
+    else:
+        existing.revoked_at = None  # a preset works at every start, even one set back
 
 
 def _ensure_registration_token(session: Session, token: str) -> None:
@@ -54,6 +63,47 @@ def _ensure_registration_token(session: Session, token: str) -> None:
     )
     if existing is None:
         session.add(RunnerRegistrationToken(token_hash=digest, created_at=utcnow()))
+    else:
+        existing.revoked_at = None
+
+
+def _replaced(path: Path, token: str) -> str | None:
+    """The token in `path` if `token` replaces it (another one is there), else None."""
+    try:
+        previous = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    return previous if previous and previous != token else None
+
+
+def _revoke_replaced(
+    session: Session, admin_file: Path, runner_file: Path, settings: ManagerSettings
+) -> None:
+    now = utcnow()
+    if settings.admin_token is not None:
+        old = _replaced(admin_file, settings.admin_token)
+        if old is not None:
+            session.execute(
+                update(ApiToken)
+                .where(ApiToken.token_hash == token_hash(old), ApiToken.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+            log.warning("preset admin token replaces the one in its file: that one is revoked")
+    if settings.runner_token is not None:
+        old = _replaced(runner_file, settings.runner_token)
+        if old is not None:
+            session.execute(
+                update(RunnerRegistrationToken)
+                .where(
+                    RunnerRegistrationToken.token_hash == token_hash(old),
+                    RunnerRegistrationToken.revoked_at.is_(None),
+                )
+                .values(revoked_at=now)
+            )
+            log.warning(
+                "preset runner token replaces the one in its file: that one is revoked "
+                "(workers already registered keep working)"
+            )
 
 
 def bootstrap(db: Database, settings: ManagerSettings) -> BootstrapReport:
@@ -61,6 +111,7 @@ def bootstrap(db: Database, settings: ManagerSettings) -> BootstrapReport:
     runner_file = settings.data_dir / "runner-token"
     created = False
     with db.transaction() as session:
+        _revoke_replaced(session, admin_file, runner_file, settings)
         admin = session.scalar(select(User).where(User.name == "admin"))
         if admin is None:
             admin = User(name="admin", role="admin", created_at=utcnow())
