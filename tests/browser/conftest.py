@@ -21,6 +21,7 @@ import pytest
 
 from farmhand.localfarm import LocalFarm
 from farmhand.scenes import make_scene
+from farmhand.shared.web_schemas import BlendInfo
 from tests.integration.conftest import purge_jobs_and_runners
 
 CHROMIUM = os.environ.get("FARMHAND_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -194,3 +195,28 @@ def claim(api: httpx.Client, who: dict[str, str]) -> dict[str, Any]:
 def task_status(api: httpx.Client, job_id: int, task_id: int) -> str:
     tasks = api.get(f"/api/jobs/{job_id}").json()["tasks"]
     return str(next(t["status"] for t in tasks if t["id"] == task_id))
+
+
+def made_up_blend_info(**fields: Any) -> str:
+    """A manager's answer about an uploaded .blend (`/api/blend-info`), as JSON, for a
+    page test to fulfil the request with: a 1920x1080 Cycles scene, frames 1-10, saved
+    and read by Blender 3.4, but for `fields`."""
+    values: dict[str, Any] = {
+        "sha256": "0" * 64,
+        "file_name": "scene.blend",
+        "size": 81,
+        "blender_version": "3.4.1",
+        "saved_with": "3.4",
+        "farm_blenders": ["3.4.1"],
+        "scene": "Scene",
+        "frame_start": 1,
+        "frame_end": 10,
+        "resolution_x": 1920,
+        "resolution_y": 1080,
+        "resolution_percentage": 50,
+        "engine": "CYCLES",
+        "samples": 16,
+        "output_format": "PNG",
+        "has_camera": True,
+    }
+    return BlendInfo(**(values | fields)).model_dump_json()

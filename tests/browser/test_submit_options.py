@@ -17,8 +17,14 @@ import pytest
 
 from farmhand.localfarm import LocalFarm
 from farmhand.shared.schemas import MAX_CRF, VIDEO_CONTAINERS, OutputFormat
-from farmhand.shared.web_schemas import BlendInfo
-from tests.browser.conftest import NO_SIDEWAYS_SCROLL, expect, phone_like, shoot, sign_in
+from tests.browser.conftest import (
+    NO_SIDEWAYS_SCROLL,
+    expect,
+    made_up_blend_info,
+    phone_like,
+    shoot,
+    sign_in,
+)
 from tests.integration.conftest import FAKE_BLEND
 
 pytestmark = [
@@ -45,26 +51,14 @@ def stand_in(tmp_path: Path, api: httpx.Client) -> Path:
 def read_as_a_scene(route: Any) -> None:
     """The manager's answer about the upload, as if Blender had read a 12-frame scene at
     `SCENE_FPS` (a stand-in does not open in Blender; its blob is stored already)."""
-    info = BlendInfo(
+    info = made_up_blend_info(
         sha256=STAND_IN_SHA256,
         file_name="shot-010.blend",
         size=len(FAKE_BLEND),
-        blender_version="3.4.1",
-        saved_with="3.4",
-        farm_blenders=["3.4.1"],
-        scene="Scene",
-        frame_start=1,
         frame_end=12,
-        resolution_x=1920,
-        resolution_y=1080,
-        resolution_percentage=50,
-        engine="CYCLES",
-        samples=16,
-        output_format="PNG",
         fps=SCENE_FPS,
-        has_camera=True,
     )
-    route.fulfill(status=200, content_type="application/json", body=info.model_dump_json())
+    route.fulfill(status=200, content_type="application/json", body=info)
 
 
 def open_form(page: Any, farm: LocalFarm, blend: Path) -> None:

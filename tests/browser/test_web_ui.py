@@ -18,12 +18,12 @@ import pytest
 from farmhand.localfarm import Child, LocalFarm
 from farmhand.shared.blendfile import read_saved_version
 from farmhand.shared.schemas import JobSettings
-from farmhand.shared.web_schemas import BlendInfo
 from tests.browser.conftest import (
     NO_SIDEWAYS_SCROLL,
     SCREENSHOTS,
     expect,
     follow_nav,
+    made_up_blend_info,
     phone_like,
     shoot,
     sign_in,
@@ -234,24 +234,12 @@ def test_submit_warns_of_a_file_saved_by_a_newer_blender(
     farm's exists here), the warning and the two versions are the page's own."""
 
     def answer(saved: str, farm_blenders: list[str]) -> str:
-        return BlendInfo(
-            sha256="0" * 64,
+        return made_up_blend_info(
             file_name="future.blend",
-            size=81,
             blender_version="5.0.1",
             saved_with=saved,
             farm_blenders=farm_blenders,
-            scene="Scene",
-            frame_start=1,
-            frame_end=10,
-            resolution_x=1920,
-            resolution_y=1080,
-            resolution_percentage=50,
-            engine="CYCLES",
-            samples=16,
-            output_format="PNG",
-            has_camera=True,
-        ).model_dump_json()
+        )
 
     def fulfil_with(body: str) -> Any:
         return lambda route: route.fulfill(status=200, content_type="application/json", body=body)

@@ -87,3 +87,16 @@ def postgres_server() -> Iterator[str]:
         server.terminate()
         server.wait(30)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def fresh_database(server_url: str, name: str) -> str:
+    """Drop and create database `name` on the server of `server_url`; its URL."""
+    import sqlalchemy
+
+    name = name.lower().replace("-", "_")[:60]
+    engine = sqlalchemy.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    engine.dispose()
+    return server_url.rsplit("/", 1)[0] + "/" + name

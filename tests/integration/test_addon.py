@@ -213,21 +213,50 @@ def test_bpy_5_submits_a_saved_file(
     assert_submitted_as_set(farm, "orbit 5", blend, before)
 
 
-STILL = """
+POINTED = """
 import json, os
 import bpy
 prefs = bpy.context.preferences.addons["farmhand_addon"].preferences
 prefs.manager_url = os.environ["TEST_URL"]
 prefs.api_token = os.environ["TEST_TOKEN"]
 scene = bpy.context.scene
+"""
+"""The start of a script driving the add-on: it points at the test's farm."""
+SUBMITTED = """
+bpy.ops.farmhand.submit()
+print("{marker}" + json.dumps({{"ok": True}}), flush=True)
+"""
+"""The end: Submit pressed, and the script's outcome printed for `outcome`."""
+
+STILL = """
 scene.frame_current = 3
 scene.farmhand.job_name = "poster"
 scene.farmhand.use_tiles = True
 scene.farmhand.tile_columns, scene.farmhand.tile_rows = 2, 1
 scene.farmhand.make_video = True  # not for a still: left out
-bpy.ops.farmhand.submit()
-print("{marker}" + json.dumps({{"ok": True}}), flush=True)
 """
+
+TILED_RANGE = """
+scene.frame_current = 7  # not what is sent: the range below is
+scene.farmhand.job_name = "dome"
+scene.farmhand.use_tiles = True
+scene.farmhand.tile_columns, scene.farmhand.tile_rows = 2, 1
+scene.farmhand.tile_current_frame = False
+scene.farmhand.use_scene_frames = False
+scene.farmhand.frame_start, scene.farmhand.frame_end = 2, 3
+scene.farmhand.make_video = True
+"""
+
+
+def submitted_by_bpy(
+    farm: LocalFarm, blend: Path, addon_zip: Path, tmp_path: Path, settings: str, name: str
+) -> JobDetail:
+    """The job the add-on in bpy makes of `blend` with the panel's `settings` (a script's
+    lines on `scene`), named `name`."""
+    code = opening(addon_zip, blend) + (POINTED + settings + SUBMITTED).format(marker=RESULT)
+    result = bpy_run(blender_env(tmp_path, farm), code)
+    assert outcome(result) == {"ok": True}, result.stdout[-3000:] + result.stderr[-3000:]
+    return only_job(farm, name)
 
 
 def test_bpy_5_submits_the_frame_on_screen_as_a_tiled_still(
@@ -238,35 +267,12 @@ def test_bpy_5_submits_the_frame_on_screen_as_a_tiled_still(
     tmp_path: Path,
 ) -> None:
     blend = copy_of(animated_blend, tmp_path / "still" / "poster.blend")
-    code = opening(addon_zip, blend) + STILL.format(marker=RESULT)
-    result = bpy_run(blender_env(tmp_path, farm), code)
-    assert outcome(result) == {"ok": True}, result.stdout[-3000:] + result.stderr[-3000:]
-    job = only_job(farm, "poster")
+    job = submitted_by_bpy(farm, blend, addon_zip, tmp_path, STILL, "poster")
     settings = job.settings
     assert (settings.frame_start, settings.frame_end) == (3, 3)
     assert settings.tiles is not None and (settings.tiles.columns, settings.tiles.rows) == (2, 1)
     assert settings.video is None
     assert sorted(t.type for t in job.tasks) == ["merge", "render", "render"]
-
-
-TILED_RANGE = """
-import json, os
-import bpy
-prefs = bpy.context.preferences.addons["farmhand_addon"].preferences
-prefs.manager_url = os.environ["TEST_URL"]
-prefs.api_token = os.environ["TEST_TOKEN"]
-scene = bpy.context.scene
-scene.frame_current = 7  # not what is sent: the range below is
-scene.farmhand.job_name = "dome"
-scene.farmhand.use_tiles = True
-scene.farmhand.tile_columns, scene.farmhand.tile_rows = 2, 1
-scene.farmhand.tile_current_frame = False
-scene.farmhand.use_scene_frames = False
-scene.farmhand.frame_start, scene.farmhand.frame_end = 2, 3
-scene.farmhand.make_video = True
-bpy.ops.farmhand.submit()
-print("{marker}" + json.dumps({{"ok": True}}), flush=True)
-"""
 
 
 def test_bpy_5_submits_a_frame_range_in_tiles_with_a_video(
@@ -277,10 +283,7 @@ def test_bpy_5_submits_a_frame_range_in_tiles_with_a_video(
     tmp_path: Path,
 ) -> None:
     blend = copy_of(animated_blend, tmp_path / "dome" / "dome.blend")
-    code = opening(addon_zip, blend) + TILED_RANGE.format(marker=RESULT)
-    result = bpy_run(blender_env(tmp_path, farm), code)
-    assert outcome(result) == {"ok": True}, result.stdout[-3000:] + result.stderr[-3000:]
-    job = only_job(farm, "dome")
+    job = submitted_by_bpy(farm, blend, addon_zip, tmp_path, TILED_RANGE, "dome")
     settings = job.settings
     assert (settings.frame_start, settings.frame_end) == (2, 3)
     assert settings.tiles is not None and (settings.tiles.columns, settings.tiles.rows) == (2, 1)

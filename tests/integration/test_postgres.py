@@ -17,7 +17,7 @@ from tests.integration import test_limits as limits_tests
 from tests.integration import test_manager_api as api_tests
 from tests.integration import test_scheduling as scheduling_tests
 from tests.integration.conftest import Farm, make_settings
-from tests.integration.postgres import postgres_bin, postgres_server
+from tests.integration.postgres import fresh_database, postgres_bin, postgres_server
 
 pytestmark = [
     pytest.mark.skipif(postgres_bin() is None, reason="Debian's postgresql is not installed"),
@@ -33,17 +33,8 @@ def postgres_url() -> Iterator[str]:
 
 @pytest.fixture
 def pg_farm(tmp_path: Path, postgres_url: str) -> Iterator[Farm]:
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    name = f"farm_{tmp_path.name.lower().replace('-', '_')}"[:60]
-    with engine.connect() as connection:
-        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    engine.dispose()
-    settings = make_settings(
-        tmp_path / "data", database_url=postgres_url.rsplit("/", 1)[0] + "/" + name
-    )
+    url = fresh_database(postgres_url, f"farm_{tmp_path.name}")
+    settings = make_settings(tmp_path / "data", database_url=url)
     with TestClient(create_app(settings)) as client:
         yield Farm(client, settings.admin_token, settings.runner_token, settings.data_dir)  # type: ignore[arg-type]
 
@@ -91,13 +82,7 @@ def test_two_managers_starting_at_once_migrate_one_after_the_other(
 
     from farmhand.manager.db.migrate import upgrade
 
-    admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    name = f"migrate_{tmp_path.name.lower().replace('-', '_')}"[:60]
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    admin.dispose()
-    url = postgres_url.rsplit("/", 1)[0] + "/" + name
+    url = fresh_database(postgres_url, f"migrate_{tmp_path.name}")
     engines = [sqlalchemy.create_engine(url) for _ in range(2)]
     start = threading.Barrier(2)
     errors: list[BaseException] = []

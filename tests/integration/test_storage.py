@@ -30,7 +30,7 @@ from farmhand.manager.storage.gc import remove_blob_files
 from farmhand.scenes import make_scene
 from farmhand.shared.schemas import JobSettings, JobStatus
 from tests.integration.conftest import FAKE_BLEND, Farm, make_settings, png_bytes
-from tests.integration.postgres import postgres_bin
+from tests.integration.postgres import fresh_database, postgres_bin
 from tests.integration.test_farm_end_to_end import finished
 from tests.integration.test_postgres import postgres_url  # noqa: F401  (a fixture)
 from tests.integration.test_scheduling import add_user
@@ -509,17 +509,9 @@ def test_cli_downloads_and_admin_commands(tmp_path: Path, monkeypatch: pytest.Mo
 @pytest.fixture
 def pg_farm(tmp_path: Path, postgres_url: str) -> Iterator[Farm]:  # noqa: F811
     """A farm on its own PostgreSQL database, with the storage settings of `farm`."""
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    name = f"storage_{tmp_path.name.lower().replace('-', '_')}"[:60]
-    with engine.connect() as connection:
-        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    engine.dispose()
     settings = make_settings(
         tmp_path / "data",
-        database_url=postgres_url.rsplit("/", 1)[0] + "/" + name,
+        database_url=fresh_database(postgres_url, f"storage_{tmp_path.name}"),
         blob_retention_days=2.0,
         blob_grace_seconds=60.0,
         gc_interval=0,
