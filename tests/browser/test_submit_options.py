@@ -139,6 +139,13 @@ def test_submit_a_video_on_cpu_with_at_most_two_workers(
     assert settings["device"] == "CPU"
     assert settings["max_workers"] == 2
     assert settings["output_format"] == "OPEN_EXR_MULTILAYER"
+    # The job's page says what it asked for.
+    line = page.locator("#job-settings")
+    expect()(line).to_have_text(
+        "CPU workers only · at most 2 workers at once · OpenEXR multilayer · "
+        "video: h265 in mkv, 12 fps, crf 30"
+    )
+    shoot(page, "04b-job-settings-line")
     assert (settings["frame_start"], settings["frame_end"]) == (1, 12)
     page.context.close()
 

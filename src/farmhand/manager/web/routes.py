@@ -392,7 +392,9 @@ def job_page(job_id: int, request: Request, context: Context) -> Response:
             request, "error.html", caller, data, 404, title="Job not found",
             message=f"There is no job {job_id} that you can see.",
         )  # fmt: skip
-    return _page(request, "job.html", caller, data, page="job", job_id=job_id)
+    return _page(
+        request, "job.html", caller, data, page="job", job_id=job_id, format_labels=FORMAT_LABELS
+    )
 
 
 @router.get("/static/{name:path}")
