@@ -125,6 +125,12 @@ def test_video_worker_cap_attempts_and_naming_land_in_the_jobs_settings(
     assert (video.codec, video.container, video.fps, video.crf) == ("vp9", "webm", 12.5, 40)
     assert (settings.max_workers, settings.max_attempts) == (3, 2)
     assert settings.output_template == "{job}/{frame:04d}.{ext}"
+    shown = farmhand(farm, "job", str(job_id))
+    assert shown.returncode == 0, shown.stderr
+    assert (
+        "asks for: at most 3 workers at once · video: vp9 in webm, 12.5 fps, crf 40 · "
+        "2 attempts a task · on shared storage"
+    ) in shown.stdout, shown.stdout
 
     plain = farmhand(farm, "submit", "--shared", str(blend), "--video")
     assert plain.returncode == 0, plain.stderr

@@ -700,6 +700,8 @@ def job(
         f"{_status(detail.status)} {detail.progress:.0f}% "
         f"({detail.frames_done}/{detail.frames_total} frames), file {detail.main_file}"
     )
+    if detail.settings_line:
+        console.print(f"asks for: {detail.settings_line}", highlight=False, markup=False)
     if detail.blender_saved:
         console.print(f"saved by Blender {detail.blender_saved}")
     if detail.status_reason:

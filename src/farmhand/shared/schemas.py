@@ -395,6 +395,11 @@ class JobSummary(BaseModel):
 
 class JobDetail(JobSummary):
     settings: JobSettings
+    settings_line: str = Field(
+        default="",
+        description="What the job asked for beyond its frames, in words (device, tags, "
+        "worker cap, tiles, format, video...), as the web page and `farmhand job` show it.",
+    )
     main_file: str
     tasks: list[TaskSummary]
     elapsed_seconds: float | None

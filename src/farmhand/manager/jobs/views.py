@@ -22,6 +22,7 @@ from farmhand.shared.schemas import (
     TileSpec,
 )
 from farmhand.shared.schemas import JobFile as JobFileModel
+from farmhand.shared.settings_text import settings_line
 
 
 def _task_frames_done(task: Task) -> int:
@@ -200,6 +201,7 @@ def job_detail(session: Session, job: Job) -> JobDetail:
         summary.status_reason = _wait_reason(job, tasks, available_workers(session))
     peaks = [t.peak_memory_bytes for t in tasks if t.peak_memory_bytes]
     last_frame, last_preview = _last_frame(session, job)
+    settings = JobSettings.model_validate(job.settings)
     return JobDetail(
         **summary.model_dump(),
         seconds_per_frame=round(per_frame, 3) if per_frame is not None else None,
@@ -207,7 +209,8 @@ def job_detail(session: Session, job: Job) -> JobDetail:
         blender_saved=job.blender_saved,
         last_frame=last_frame,
         last_preview=last_preview,
-        settings=JobSettings.model_validate(job.settings),
+        settings=settings,
+        settings_line=settings_line(settings),
         main_file=job.main_file,
         tasks=[
             TaskSummary(

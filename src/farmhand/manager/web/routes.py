@@ -45,6 +45,7 @@ from farmhand.shared.schemas import (
     VideoContainer,
     VideoSettings,
 )
+from farmhand.shared.settings_text import FORMAT_LABELS
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -275,13 +276,6 @@ DEVICE_LABELS = {
 }
 """Readable names of the `DeviceKind`s, as the add-on shows them; a kind missing here is
 shown as it is spelled."""
-FORMAT_LABELS = {
-    "PNG": "PNG",
-    "JPEG": "JPEG",
-    "OPEN_EXR": "OpenEXR",
-    "OPEN_EXR_MULTILAYER": "OpenEXR multilayer",
-}
-"""Readable names of the `OutputFormat`s; a format missing here is shown as spelled."""
 CODEC_LABELS = {"h264": "H.264", "h265": "H.265 (HEVC)", "vp9": "VP9"}
 CONTAINER_LABELS = {
     "mp4": "MP4 (.mp4)",
@@ -392,9 +386,7 @@ def job_page(job_id: int, request: Request, context: Context) -> Response:
             request, "error.html", caller, data, 404, title="Job not found",
             message=f"There is no job {job_id} that you can see.",
         )  # fmt: skip
-    return _page(
-        request, "job.html", caller, data, page="job", job_id=job_id, format_labels=FORMAT_LABELS
-    )
+    return _page(request, "job.html", caller, data, page="job", job_id=job_id)
 
 
 @router.get("/static/{name:path}")

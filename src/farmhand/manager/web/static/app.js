@@ -456,29 +456,12 @@
     const fileUrl = (f) => `${base}/files/${f.id}/download`;
     const isExr = (f) => /\.exr$/i.test(f.path);
 
-    // What the job asked for beyond its frames, in one line: which workers may take it,
-    // and what it makes. Text only (tags and versions come from people).
-    const formatLabels = JSON.parse($("#job-settings").dataset.formatLabels || "{}");
-    function settingsLine(settings) {
-      const parts = [];
-      if (settings.device) parts.push(`${settings.device} workers only`);
-      if (settings.required_tags && settings.required_tags.length) parts.push(`tags: ${settings.required_tags.join(", ")}`);
-      if (settings.blender_version) parts.push(`Blender ${settings.blender_version}`);
-      if (settings.max_workers) parts.push(`at most ${settings.max_workers} worker${settings.max_workers === 1 ? "" : "s"} at once`);
-      if (settings.tiles) parts.push(`each frame in ${settings.tiles.columns} × ${settings.tiles.rows} tiles`);
-      if (settings.output_format) parts.push(formatLabels[settings.output_format] || settings.output_format);
-      const video = settings.video;
-      if (video) parts.push(`video: ${video.codec} in ${video.container}${video.fps ? `, ${video.fps} fps` : ""}${video.crf !== null && video.crf !== undefined ? `, crf ${video.crf}` : ""}`);
-      if (settings.max_attempts) parts.push(`${settings.max_attempts} attempts a task`);
-      if (settings.storage === "shared") parts.push("on shared storage");
-      return parts.join(" · ");
-    }
-
     function renderHeader() {
       $("#job-name").textContent = job.name;
-      const line = settingsLine(job.settings || {});
-      $("#job-settings").textContent = line;
-      $("#job-settings").hidden = !line;
+      // What the job asked for beyond its frames, in words (`settings_line`, made by
+      // the manager as `farmhand job` shows it). Text only: tags come from people.
+      $("#job-settings").textContent = job.settings_line || "";
+      $("#job-settings").hidden = !job.settings_line;
       $("#job-status").innerHTML = badge(job.status);
       document.title = `${job.name} · farmhand`;
       setBar($("#job-progress"), job.progress, job.status);
