@@ -1,5 +1,6 @@
-"""A job's settings in words, for people: the web job page and `farmhand job` show the
-same line, made here once (the manager sends it as `JobDetail.settings_line`)."""
+"""A job's settings in words, for people: the names the web pages give to formats,
+devices and codecs, and the line the job page and `farmhand job` both show, made here
+once (the manager sends it as `JobDetail.settings_line`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,23 @@ FORMAT_LABELS = {
     "OPEN_EXR_MULTILAYER": "OpenEXR multilayer",
 }
 """Readable names of the `OutputFormat`s; a format missing here is shown as spelled."""
+DEVICE_LABELS = {
+    "CPU": "CPU",
+    "CUDA": "CUDA (NVIDIA)",
+    "OPTIX": "OptiX (NVIDIA RTX)",
+    "HIP": "HIP (AMD)",
+    "ONEAPI": "oneAPI (Intel)",
+    "METAL": "Metal (Apple)",
+}
+"""Readable names of the `DeviceKind`s, as the add-on shows them; a kind missing here is
+shown as it is spelled."""
+CODEC_LABELS = {"h264": "H.264", "h265": "H.265 (HEVC)", "vp9": "VP9"}
+CONTAINER_LABELS = {
+    "mp4": "MP4 (.mp4)",
+    "mkv": "Matroska (.mkv)",
+    "mov": "QuickTime (.mov)",
+    "webm": "WebM (.webm)",
+}
 
 
 def settings_line(settings: JobSettings) -> str:

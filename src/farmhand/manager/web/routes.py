@@ -45,7 +45,12 @@ from farmhand.shared.schemas import (
     VideoContainer,
     VideoSettings,
 )
-from farmhand.shared.settings_text import FORMAT_LABELS
+from farmhand.shared.settings_text import (
+    CODEC_LABELS,
+    CONTAINER_LABELS,
+    DEVICE_LABELS,
+    FORMAT_LABELS,
+)
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -264,25 +269,6 @@ def logout(
     response = RedirectResponse("/login", status.HTTP_303_SEE_OTHER)
     response.delete_cookie(sessions.SESSION_COOKIE, path="/")
     return response
-
-
-DEVICE_LABELS = {
-    "CPU": "CPU",
-    "CUDA": "CUDA (NVIDIA)",
-    "OPTIX": "OptiX (NVIDIA RTX)",
-    "HIP": "HIP (AMD)",
-    "ONEAPI": "oneAPI (Intel)",
-    "METAL": "Metal (Apple)",
-}
-"""Readable names of the `DeviceKind`s, as the add-on shows them; a kind missing here is
-shown as it is spelled."""
-CODEC_LABELS = {"h264": "H.264", "h265": "H.265 (HEVC)", "vp9": "VP9"}
-CONTAINER_LABELS = {
-    "mp4": "MP4 (.mp4)",
-    "mkv": "Matroska (.mkv)",
-    "mov": "QuickTime (.mov)",
-    "webm": "WebM (.webm)",
-}
 
 
 def _bounds(model: type[BaseModel], name: str) -> dict[str, float]:
