@@ -165,7 +165,8 @@ class BlendInfo(BaseModel):
     engine: str
     samples: int | None
     output_format: str
-    fps: int | None = None
+    fps: float | None = None
+    """Frames per second as Blender plays the scene (`fps / fps_base`: 29.97, not 30)."""
     has_camera: bool
 
 

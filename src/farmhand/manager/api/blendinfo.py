@@ -260,9 +260,20 @@ def blend_info_model(
         engine=str(facts.get("engine", "")),
         samples=facts["samples"] if isinstance(facts.get("samples"), int) else None,
         output_format=str(facts.get("output_format", "")),
-        fps=facts["fps"] if isinstance(facts.get("fps"), int) else None,
+        fps=_scene_fps(facts),
         has_camera=bool(facts.get("has_camera", True)),
     )
+
+
+def _scene_fps(facts: dict[str, Any]) -> float | None:
+    """The scene's frame rate as Blender plays it: `fps / fps_base` (30 / 1.001 is NTSC's
+    29.97), not the whole number alone; None if Blender did not say."""
+    fps, base = facts.get("fps"), facts.get("fps_base", 1.0)
+    if not isinstance(fps, int) or isinstance(fps, bool) or fps <= 0:
+        return None
+    if not isinstance(base, int | float) or isinstance(base, bool) or base <= 0:
+        base = 1.0
+    return round(fps / float(base), 3)
 
 
 def _blob_path(context: ManagerContext, sha256: str) -> Path:
