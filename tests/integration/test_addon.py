@@ -293,6 +293,31 @@ def test_bpy_5_submits_a_frame_range_in_tiles_with_a_video(
     assert sorted({t.tile.frame for t in job.tasks if t.tile}) == [2, 3]
 
 
+VIDEO_AND_CAP = """
+scene.farmhand.job_name = "spot"
+scene.farmhand.use_scene_frames = False
+scene.farmhand.frame_start, scene.farmhand.frame_end = 1, 2
+scene.farmhand.make_video = True
+scene.farmhand.video_codec = "vp9"
+scene.farmhand.video_container = "webm"
+scene.farmhand.max_workers = 2
+"""
+
+
+def test_bpy_5_submits_a_vp9_video_and_a_worker_cap(
+    farm: LocalFarm,
+    animated_blend: Path,
+    blender_module: BlenderInstall,
+    addon_zip: Path,
+    tmp_path: Path,
+) -> None:
+    blend = copy_of(animated_blend, tmp_path / "spot" / "spot.blend")
+    job = submitted_by_bpy(farm, blend, addon_zip, tmp_path, VIDEO_AND_CAP, "spot")
+    video = job.settings.video
+    assert video is not None and (video.codec, video.container) == ("vp9", "webm")
+    assert job.settings.max_workers == 2
+
+
 def test_bpy_5_refuses_a_never_saved_file(
     farm: LocalFarm, blender_module: BlenderInstall, addon_zip: Path, tmp_path: Path
 ) -> None:

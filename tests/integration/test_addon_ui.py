@@ -530,7 +530,16 @@ def test_the_panel_shows_tiles_of_the_frame_on_screen_or_of_a_range(
     blend = shot(tmp_path, animated_blend_34, "panel")
     panels = [
         ("addon-ui-tiles-still.png", {"use_tiles": True}),
-        ("addon-ui-tiles-range.png", {"tile_current_frame": False, "make_video": True}),
+        (
+            "addon-ui-tiles-range.png",
+            {
+                "tile_current_frame": False,
+                "make_video": True,
+                "video_codec": "vp9",
+                "video_container": "webm",  # offered only once the codec is vp9
+                "max_workers": 4,
+            },
+        ),
     ]
     plan = {"mode": "panel", "name": "ui panel", "panels": panels}
     answer = run_ui(xvfb_run, blender_executable, env, blend, plan)  # no Traceback drawing it

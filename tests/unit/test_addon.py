@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from farmhand.addon import runner
 from farmhand.cli.app import app
+from farmhand.shared.schemas import VIDEO_CONTAINERS, VideoSettings
 
 NEW_IN_311 = {"tomllib"}
 """Standard modules Blender 3.4's Python 3.10 does not have."""
@@ -146,6 +147,31 @@ def test_submit_arguments_keep_names_and_paths_as_values() -> None:
     env = runner.cli_env("http://m:1", "secret")
     assert env["FARMHAND_URL"] == "http://m:1" and env["FARMHAND_TOKEN"] == "secret"
     assert "secret" not in " ".join(args), "the token never goes on the command line"
+
+
+def test_the_video_and_the_worker_cap_reach_the_cli() -> None:
+    args = runner.submit_args(
+        "fh", "/s.blend", 1, 9, video=True, codec="vp9", container="webm", max_workers=3
+    )
+    assert args[-6:] == [
+        "--video", "--codec=vp9", "--container=webm", "--max-workers=3", "--", "/s.blend"
+    ]  # fmt: skip
+    no_video = runner.submit_args("fh", "/s.blend", 1, 9, codec="vp9", container="webm")
+    assert not [a for a in no_video if a.startswith(("--codec", "--container", "--video"))], (
+        "the codec is the panel's choice for a video; without one it is not sent (it would ask "
+        "for a video)"
+    )
+    assert "--max-workers=0" not in runner.submit_args("fh", "/s.blend", 1, 9, max_workers=0)
+
+
+def test_the_addons_containers_are_the_farms() -> None:
+    """The add-on cannot import farmhand: its copy of the codec → containers table must
+    be the farm's, and the farm's default container must be offered for every codec."""
+    assert {c: set(names) for c, names in runner.VIDEO_CONTAINERS.items()} == {
+        c: set(names) for c, names in VIDEO_CONTAINERS.items()
+    }
+    default = VideoSettings().container
+    assert all(default in names for names in runner.VIDEO_CONTAINERS.values())
 
 
 def test_auto_refresh_follows_an_unfinished_job_and_never_two_clis_at_once() -> None:

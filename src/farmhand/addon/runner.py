@@ -24,6 +24,16 @@ TERMINAL = ("submitted", "error", "canceled")
 """Events after which a submit says nothing more; every run ends with exactly one."""
 
 
+VIDEO_CONTAINERS = {
+    "h264": ("mp4", "mkv", "mov"),
+    "h265": ("mp4", "mkv", "mov"),
+    "vp9": ("mp4", "mkv", "webm"),
+}
+"""The containers each video codec goes in, first the default: the farm's own table
+(`farmhand.shared.schemas.VIDEO_CONTAINERS`), which the add-on cannot import; a test
+checks the two agree."""
+
+
 class CliError(Exception):
     """Something a person can fix, said in one line."""
 
@@ -76,9 +86,13 @@ def submit_args(
     device: str = "",
     tags: Sequence[str] = (),
     tiles: str = "",
+    codec: str = "",
+    container: str = "",
+    max_workers: int = 0,
 ) -> list[str]:
     """`device` empty: any worker; `tags`: workers must have all (the CLI checks them);
-    `tiles` ("4x4"): each frame split into tiles (`--chunk` then plays no part)."""
+    `tiles` ("4x4"): each frame split into tiles (`--chunk` then plays no part);
+    `codec`/`container` for the video (empty: h264 in mp4); `max_workers` 0: no cap."""
     frames = f"{frame_start}-{frame_end}"
     if frame_step > 1:
         frames += f"x{frame_step}"
@@ -88,6 +102,12 @@ def submit_args(
         args.append(f"--name={name}")  # `=`: a name starting with '-' stays a value
     if video:
         args.append("--video")
+        if codec:
+            args.append(f"--codec={codec}")
+        if container:
+            args.append(f"--container={container}")
+    if max_workers > 0:
+        args.append(f"--max-workers={max_workers}")
     if device:
         args.append(f"--device={device}")
     args += [f"--require-tag={tag}" for tag in tags]

@@ -95,6 +95,35 @@ class FarmhandPreferences(bpy.types.AddonPreferences):
             layout.label(text=str(exc), icon="ERROR")
 
 
+_CODEC_WORDS = {
+    "h264": ("H.264", "Plays everywhere"),
+    "h265": ("H.265 (HEVC)", "Smaller files at the same quality"),
+    "vp9": ("VP9", "Open, for the web"),
+}
+_CONTAINER_NAMES = {
+    "mp4": "MP4",
+    "mkv": "Matroska (.mkv)",
+    "mov": "QuickTime (.mov)",
+    "webm": "WebM",
+}
+_CONTAINER_NUMBERS = {"mp4": 0, "mkv": 1, "mov": 2, "webm": 3}
+_CONTAINER_ITEMS = {
+    codec: [
+        (name, _CONTAINER_NAMES[name], f"A .{name} file", _CONTAINER_NUMBERS[name])
+        for name in names
+    ]
+    for codec, names in runner.VIDEO_CONTAINERS.items()
+}
+"""Built once: Blender keeps only pointers into the lists a dynamic enum returns."""
+
+
+def _containers(settings: Any, _context: Any) -> list[Any]:
+    """The containers the chosen codec goes in (a container keeps its number across
+    codecs, so mkv stays chosen from h264 to vp9; one the new codec lacks reads as ''
+    and the farm's default, mp4, is sent)."""
+    return _CONTAINER_ITEMS.get(settings.video_codec, _CONTAINER_ITEMS["h264"])
+
+
 class FarmhandJobSettings(bpy.types.PropertyGroup):
     """Saved in the .blend: a shot keeps its farm settings from one submit to the next."""
 
@@ -116,9 +145,27 @@ class FarmhandJobSettings(bpy.types.PropertyGroup):
     )
     make_video: BoolProperty(
         name="Make a video",
-        description="Also make an h264 mp4 of the frames once all are rendered (needs a "
+        description="Also make a video of the frames once all are rendered (needs a "
         "worker with ffmpeg)",
         default=False,
+    )
+    video_codec: EnumProperty(
+        name="Codec",
+        description="The video's codec",
+        items=[(codec, *_CODEC_WORDS[codec]) for codec in runner.VIDEO_CONTAINERS],
+        default="h264",
+    )
+    video_container: EnumProperty(
+        name="Container",
+        description="The video's file type: those that hold the codec",
+        items=_containers,
+    )
+    max_workers: IntProperty(
+        name="Max workers",
+        description="At most this many workers on the job at once; 0: no limit",
+        default=0,
+        min=0,
+        max=100000,
     )
     use_tiles: BoolProperty(
         name="Frames in tiles",
@@ -372,6 +419,9 @@ def _options(settings: Any) -> dict[str, Any]:
         "priority": settings.priority,
         "name": settings.job_name.strip(),
         "video": settings.make_video and not (settings.use_tiles and settings.tile_current_frame),
+        "codec": settings.video_codec,
+        "container": settings.video_container,
+        "max_workers": settings.max_workers,
         "device": "" if settings.device == "ANY" else settings.device,
         "tiles": f"{settings.tile_columns}x{settings.tile_rows}" if settings.use_tiles else "",
         "tags": runner.tag_list(settings.required_tags),
@@ -463,6 +513,7 @@ class FARMHAND_PT_render(bpy.types.Panel):
         else:
             self.draw_frames(column, context.scene, settings)
         column.prop(settings, "priority")
+        column.prop(settings, "max_workers")
         column.prop(settings, "device")
         column.prop(settings, "required_tags")
         self.draw_state(layout)
@@ -478,6 +529,9 @@ class FARMHAND_PT_render(bpy.types.Panel):
         if chunks:
             column.prop(settings, "chunk_size")
         column.prop(settings, "make_video")
+        if settings.make_video:
+            column.prop(settings, "video_codec")
+            column.prop(settings, "video_container")
 
     def draw_state(self, layout: Any) -> None:
         if STATE.busy == "submitting":
