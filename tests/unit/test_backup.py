@@ -140,9 +140,9 @@ def test_a_backup_holds_the_database_blobs_logs_and_tokens_and_nothing_else(
         assert (dest / name).read_text() == f"secret {name}\n"
         assert stat.S_IMODE((dest / name).stat().st_mode) == 0o600
     assert (dest / "logs/job-1/task-1.log").read_text() == "rendering frame 1\n"
-    with contextlib.closing(sqlite3.connect(dest / "farmhand.sqlite3")) as copy:
-        assert copy.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        rows = dict(copy.execute("SELECT path, sha256 FROM job_files"))
+    with contextlib.closing(sqlite3.connect(dest / "farmhand.sqlite3")) as copied:
+        assert copied.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        rows = dict(copied.execute("SELECT path, sha256 FROM job_files"))
     assert rows == source.inputs
 
 

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import typer
-import yaml
+import yaml  # type: ignore[import-untyped]  # no types-PyYAML in the dev extra
 from fastapi.testclient import TestClient
 
 from farmhand import __version__
@@ -70,9 +70,9 @@ def parse_farmhand(args: list[str], env: Mapping[str, str]) -> tuple[str, dict[s
         ctx = command.make_context("farmhand", list(args), resilient_parsing=False)
         path: list[str] = []
         while hasattr(command, "resolve_command"):  # a group: find its sub-command
-            protected = getattr(ctx, "_protected_args", None)
-            if protected is None:  # click before 8.2
-                protected = ctx.protected_args
+            protected: list[str] | None = getattr(ctx, "_protected_args", None)
+            if protected is None:  # click before 8.2 (typer's own copy of it has no property)
+                protected = getattr(ctx, "protected_args")
             name, sub, rest = command.resolve_command(ctx, [*protected, *ctx.args])
             assert name is not None and sub is not None, f"no sub-command in {args}"
             path.append(name)

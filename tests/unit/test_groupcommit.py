@@ -359,7 +359,7 @@ def test_after_a_failure_the_others_still_see_each_other_in_order(db: Database) 
 
 
 def test_a_cancelled_caller_does_not_break_the_writer(db: Database) -> None:
-    async def main() -> tuple[list[Any], int]:
+    async def main() -> tuple[tuple[int | BaseException, ...], int]:
         gate, held = await _hold_writer(db)
         before, cancelled, after = await _queued(
             [db.batched(_insert(key)) for key in ("before", "cancelled", "after")]

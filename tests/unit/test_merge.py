@@ -35,8 +35,10 @@ WIDTHS, HEIGHTS = (2, 3), (1, 2)
 COLOURS = {(0, 0): (255, 0, 0), (0, 1): (0, 255, 0), (1, 0): (0, 0, 255), (1, 1): (9, 9, 9)}
 
 
-def tiles(tmp_path: Path, sizes: dict[tuple[int, int], tuple[int, int]] | None = None) -> dict:
-    made = {}
+def tiles(
+    tmp_path: Path, sizes: dict[tuple[int, int], tuple[int, int]] | None = None
+) -> dict[tuple[int, int], Path]:
+    made: dict[tuple[int, int], Path] = {}
     for (row, column), colour in COLOURS.items():
         size = (sizes or {}).get((row, column), (WIDTHS[column], HEIGHTS[row]))
         path = tmp_path / f"r{row}c{column}.png"

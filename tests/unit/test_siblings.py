@@ -348,7 +348,12 @@ def test_broadcast_from_another_thread(directory: Path) -> None:
             ]
             for thread in threads:
                 thread.start()
-            await asyncio.to_thread(lambda: [t.join(TIMEOUT) for t in threads])
+
+            def join_all() -> None:
+                for thread in threads:
+                    thread.join(TIMEOUT)
+
+            await asyncio.to_thread(join_all)
             return sorted([(await next_of(got))["n"] for _ in threads])
         finally:
             close_all(group)
