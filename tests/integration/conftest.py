@@ -23,6 +23,8 @@ from farmhand.manager.settings import ManagerSettings
 
 @dataclass
 class Farm:
+    # To mypy, TestClient's methods answer Any (starlette types its base class as httpx2's
+    # Client, which is not installed): a helper that returns an answer names its type.
     client: TestClient
     admin_token: str
     runner_token: str
@@ -118,11 +120,12 @@ def upload_frame(
 ) -> httpx.Response:
     """Upload `data` as frame `frame` of a task the runner holds, as a worker does (the
     raw body; `tests/integration/test_frame_uploads.py` covers the older multipart form)."""
-    return farm.client.put(
+    answer: httpx.Response = farm.client.put(
         f"/api/runner/tasks/{task['task_id']}/frames/{frame}.png",
         headers=runner,
         content=data,
     )
+    return answer
 
 
 def upload_frames(farm: Farm, runner: dict[str, str], task: dict[str, Any]) -> None:

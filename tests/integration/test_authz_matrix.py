@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -464,7 +465,7 @@ def call(world: World, method: str, path: str, role: str, rule: Rule) -> int:
         return status
     request = rule.request(world)
     request["headers"] = {**request.get("headers", {}), **headers}
-    answer = world.client.request(method, url, **request)
+    answer: httpx.Response = world.client.request(method, url, **request)
     return answer.status_code
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+import httpx
 import pytest
 
 from tests.integration.conftest import FAKE_BLEND, Farm
@@ -12,13 +13,14 @@ from tests.integration.conftest import FAKE_BLEND, Farm
 
 def post_blend(
     farm: Farm, settings: object, name: str = "scene.blend", content: bytes = FAKE_BLEND
-):  # type: ignore[no-untyped-def]
-    return farm.client.post(
+) -> httpx.Response:
+    answer: httpx.Response = farm.client.post(
         "/api/jobs",
         headers=farm.admin,
         files={"file": (name, content, "application/octet-stream")},
         data={"settings": settings if isinstance(settings, str) else json.dumps(settings)},
     )
+    return answer
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import httpx
@@ -62,16 +62,16 @@ def process(name: str, args: list[str], port: int, log_dir: Path) -> Iterator[st
         log.close()
 
 
-def node(blend: Path, out: Path, log_dir: Path, name: str) -> Iterator[str]:
+def node(blend: Path, out: Path, log_dir: Path, name: str) -> AbstractContextManager[str]:
     args = ["node", "--blend", str(blend), "--output", str(out), "--blender", "bpy",
             "--retry-after", "1"]  # fmt: skip
-    return process(name, args, free_port(), log_dir)  # type: ignore[return-value]
+    return process(name, args, free_port(), log_dir)
 
 
-def orchestrator(nodes: list[str], log_dir: Path, *extra: str) -> Iterator[str]:
+def orchestrator(nodes: list[str], log_dir: Path, *extra: str) -> AbstractContextManager[str]:
     args = ["orchestrator", *[a for url in nodes for a in ("--node", url)], "--batch", "2",
             "--retry-after", "1", "--max-poll-interval", "0.3", *extra]  # fmt: skip
-    return process("orchestrator", args, free_port(), log_dir)  # type: ignore[return-value]
+    return process("orchestrator", args, free_port(), log_dir)
 
 
 def render(client: httpx.Client, first: int, last: int, timeout: float = 180) -> httpx.Response:
@@ -217,7 +217,7 @@ def poll(
 ) -> httpx.Response:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        answer = client.get(location)
+        answer: httpx.Response = client.get(location)
         if until(answer):
             return answer
         time.sleep(0.02)

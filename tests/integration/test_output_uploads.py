@@ -61,22 +61,24 @@ def put_extra(
 ) -> httpx.Response:
     """`name` goes into the URL as given (percent-escapes and all); a `body` of chunks
     goes without a Content-Length."""
-    return farm.client.put(
+    answer: httpx.Response = farm.client.put(
         f"/api/runner/tasks/{task['task_id']}/frames/{frame}/{kind}/{name}",
         headers=runner,
         content=body,
     )
+    return answer
 
 
 def post_extra(
     farm: Farm, runner: dict[str, str], task: Any, frame: int, kind: str, name: str, body: bytes
 ) -> httpx.Response:
-    return farm.client.post(
+    answer: httpx.Response = farm.client.post(
         f"/api/runner/files/{task['job_id']}/extra",
         headers=runner,
         data={"task_id": str(task["task_id"]), "frame": str(frame), "kind": kind, "name": name},
         files={"file": (name.rsplit("/", 1)[-1], body, "application/octet-stream")},
     )
+    return answer
 
 
 def extras(farm: Farm, job_id: int) -> dict[str, dict[str, Any]]:
@@ -86,7 +88,9 @@ def extras(farm: Farm, job_id: int) -> dict[str, dict[str, Any]]:
 
 
 def download(farm: Farm, job_id: int, file_id: int) -> bytes:
-    answer = farm.client.get(f"/api/jobs/{job_id}/files/{file_id}/download", headers=farm.admin)
+    answer: httpx.Response = farm.client.get(
+        f"/api/jobs/{job_id}/files/{file_id}/download", headers=farm.admin
+    )
     assert answer.status_code == 200, answer.text
     return answer.content
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 from fastapi.testclient import TestClient
 
 from farmhand.manager.app import create_app
@@ -20,7 +21,9 @@ def bearer(token: str) -> dict[str, str]:
 
 
 def register(client: TestClient, token: str, name: str) -> int:
-    answer = client.post("/api/runner/register", json={"token": token, "name": name})
+    answer: httpx.Response = client.post(
+        "/api/runner/register", json={"token": token, "name": name}
+    )
     return answer.status_code
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import httpx
 from sqlalchemy import select, text, update
 
 from farmhand.manager.clock import utcnow
@@ -20,9 +21,10 @@ def new_reg_token(farm: Farm, **body: object) -> tuple[int, str]:
 
 
 def register(farm: Farm, secret: str, name: str = "w") -> int:
-    return farm.client.post(
+    answer: httpx.Response = farm.client.post(
         "/api/runner/register", json={"token": secret, "name": name}
-    ).status_code
+    )
+    return answer.status_code
 
 
 def token_row(farm: Farm, token_id: int) -> dict[str, object]:

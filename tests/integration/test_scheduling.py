@@ -13,7 +13,9 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -540,8 +542,8 @@ def test_deleting_a_worker_requeues_its_task_and_refuses_its_secret(farm: Farm) 
     assert claim(farm, other)["task_id"] == task["task_id"]  # type: ignore[index]
 
 
-def _upload(farm: Farm, who: dict[str, str], task: dict, frame: int, data: bytes) -> int:  # type: ignore[type-arg]
-    answer = farm.client.post(
+def _upload(farm: Farm, who: dict[str, str], task: dict[str, Any], frame: int, data: bytes) -> int:
+    answer: httpx.Response = farm.client.post(
         f"/api/runner/files/{task['job_id']}/upload",
         headers=who,
         data={"task_id": str(task["task_id"]), "frame": str(frame)},
@@ -556,7 +558,9 @@ def _stored_frame(farm: Farm, job_id: int, frame: int) -> bytes:
         if f["kind"] == "output" and f["frame"] == frame
     ]  # fmt: skip
     assert len(outputs) == 1, "a frame is stored exactly once"
-    answer = farm.client.get(f"/api/jobs/{job_id}/outputs/{frame}", headers=farm.admin)
+    answer: httpx.Response = farm.client.get(
+        f"/api/jobs/{job_id}/outputs/{frame}", headers=farm.admin
+    )
     assert answer.status_code == 200
     assert hashlib.sha256(answer.content).hexdigest() == outputs[0]["sha256"]
     return answer.content
