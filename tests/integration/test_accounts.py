@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -32,14 +33,14 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def new_user(farm: Farm, name: str, password: str = PASSWORD, role: str = "user") -> dict:
+def new_user(farm: Farm, name: str, password: str = PASSWORD, role: str = "user") -> dict[str, Any]:
     answer = farm.client.post(
         "/api/admin/users",
         json={"name": name, "email": f"{name}@example.com", "role": role, "password": password},
         headers=farm.admin,
     )
     assert answer.status_code == 201, answer.text
-    created: dict = answer.json()
+    created: dict[str, Any] = answer.json()
     return created
 
 

@@ -5,6 +5,8 @@ Blender (or device) fits waits with a reason instead of going to one that would 
 
 from __future__ import annotations
 
+from typing import Any
+
 from farmhand.cli.jobs_cmd import live_line
 from farmhand.shared.schemas import JobDetail
 from tests.integration.conftest import Farm, post_stand_in, submit_stand_in
@@ -13,7 +15,7 @@ from tests.integration.test_manager_api import claim
 BLEND_50 = b"BLENDER17-01v0500REND" + b"\x00" * 64
 """Starts like a .blend saved by Blender 5.0 (uncompressed)."""
 MB = 1024 * 1024
-FRAMES = {"frame_start": 1, "frame_end": 4, "chunk_size": 2}
+FRAMES: dict[str, Any] = {"frame_start": 1, "frame_end": 4, "chunk_size": 2}
 """The jobs here: frames 1-4, two a task."""
 
 

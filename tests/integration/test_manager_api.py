@@ -25,7 +25,7 @@ from tests.integration.conftest import (
 )
 
 
-def submit(farm: Farm, frames: str = "1-4", chunk: int = 2, **settings: object) -> int:
+def submit(farm: Farm, frames: str = "1-4", chunk: int = 2, **settings: Any) -> int:
     start, end = frames.split("-")
     body = {"frame_start": int(start), "frame_end": int(end), "chunk_size": chunk, **settings}
     answer = post_stand_in(farm.client, farm.admin, **body)
@@ -35,12 +35,13 @@ def submit(farm: Farm, frames: str = "1-4", chunk: int = 2, **settings: object) 
     return int(answer.json()["id"])
 
 
-def claim(farm: Farm, runner: dict[str, str]) -> dict[str, object] | None:
+def claim(farm: Farm, runner: dict[str, str]) -> dict[str, Any] | None:
     answer = farm.client.get("/api/runner/tasks", params={"wait": 0}, headers=runner)
     if answer.status_code == 204:
         return None
     assert answer.status_code == 200, answer.text
-    return answer.json()  # type: ignore[no-any-return]
+    task: dict[str, Any] = answer.json()
+    return task
 
 
 def render_task(farm: Farm, runner: dict[str, str], task: dict[str, Any]) -> None:
@@ -58,10 +59,10 @@ def test_job_runs_to_completion_and_outputs_download(farm: Farm) -> None:
     runner = farm.register_runner()
     seen_frames: list[int] = []
     while (task := claim(farm, runner)) is not None:
-        assert task["files"][0]["path"] == "scene.blend"  # type: ignore[index]
+        assert task["files"][0]["path"] == "scene.blend"
         got = farm.client.get(f"/api/runner/files/{job_id}/scene.blend", headers=runner)
         assert got.content == FAKE_BLEND
-        seen_frames += task["frames"]  # type: ignore[arg-type]
+        seen_frames += task["frames"]
         render_task(farm, runner, task)
     assert seen_frames == [1, 2, 3, 4, 5], "tasks come in frame order"
 
@@ -177,7 +178,7 @@ def test_two_workers_never_get_the_same_task(farm: Farm) -> None:
     def grab(runner: dict[str, str]) -> None:
         while (task := claim(farm, runner)) is not None:
             with lock:
-                got.append(int(task["task_id"]))  # type: ignore[arg-type]
+                got.append(int(task["task_id"]))
 
     threads = [threading.Thread(target=grab, args=(r,)) for r in runners]
     for thread in threads:

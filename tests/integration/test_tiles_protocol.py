@@ -24,16 +24,16 @@ from tests.integration.conftest import (
     upload_frame,
 )
 
-STILL = {"frame_start": 7, "frame_end": 7, "tiles": {"columns": 2, "rows": 2}}
+STILL: dict[str, Any] = {"frame_start": 7, "frame_end": 7, "tiles": {"columns": 2, "rows": 2}}
 """Frame 7 in 2x2 tiles."""
 
 
-def post_still(farm: Farm, **settings: object) -> httpx.Response:
+def post_still(farm: Farm, **settings: Any) -> httpx.Response:
     """Submit the `STILL`, with `settings` on top."""
     return post_stand_in(farm.client, farm.admin, **(STILL | settings))
 
 
-def submit_still(farm: Farm, **settings: object) -> int:
+def submit_still(farm: Farm, **settings: Any) -> int:
     return submit_stand_in(farm.client, farm.admin, **(STILL | settings))
 
 
@@ -49,21 +49,23 @@ def put_tile(
 ) -> httpx.Response:
     """`PUT /api/runner/tasks/{task}/tile.{ext}`, the extension of `name` (`frame.exr`)."""
     extension = name.rsplit(".", 1)[-1]
-    return farm.client.put(
+    answer: httpx.Response = farm.client.put(
         f"/api/runner/tasks/{task['task_id']}/tile.{extension}", headers=runner, content=data
     )
+    return answer
 
 
 def post_tile(
     farm: Farm, runner: dict[str, str], task: dict[str, object], data: bytes, name: str
 ) -> httpx.Response:
     """The multipart form workers before the `PUT` send."""
-    return farm.client.post(
+    answer: httpx.Response = farm.client.post(
         f"/api/runner/files/{task['job_id']}/tile",
         headers=runner,
         data={"task_id": str(task["task_id"])},
         files={"file": (name, data, "application/octet-stream")},
     )
+    return answer
 
 
 def exr_bytes(width: int = 4, height: int = 3, value: float = 0.5) -> bytes:
@@ -328,7 +330,7 @@ def test_a_tile_sent_again_either_way_replaces_the_one_before(farm: Farm) -> Non
     assert fetched.content == png_bytes(4, 3, "green")
 
 
-RANGE = {"frame_start": 7, "frame_end": 8, "tiles": {"columns": 2, "rows": 1}}
+RANGE: dict[str, Any] = {"frame_start": 7, "frame_end": 8, "tiles": {"columns": 2, "rows": 1}}
 """Frames 7 and 8, each in 2x1 tiles."""
 
 
@@ -444,7 +446,7 @@ def test_a_range_in_tiles_keeps_its_step(farm: Farm) -> None:
     assert shape(farm, job_id) == [
         task
         for frame in (7, 9, 11)
-        for task in (("render", [], frame), ("render", [], frame), ("merge", [frame], None))
+        for task in [("render", [], frame), ("render", [], frame), ("merge", [frame], None)]
     ]
     runner = merging_runner(farm, "r1")
     for frame in (7, 9):

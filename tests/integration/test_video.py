@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -265,16 +266,16 @@ def test_the_video_task_runs_last_needs_its_video_and_reruns_with_its_frames(
         json={"capabilities": {"task_types": ["render", "video"]}},
     )
 
-    def claim() -> dict[str, object]:
+    def claim() -> dict[str, Any]:
         answer = farm.client.get("/api/runner/tasks?wait=0", headers=runner)
         assert answer.status_code == 200, answer.text
-        task: dict[str, object] = answer.json()
+        task: dict[str, Any] = answer.json()
         return task
 
     for _ in range(2):
         task = claim()
         assert task["type"] == "render", "the video waits for every render task"
-        (frame,) = task["frames"]  # type: ignore[misc]
+        (frame,) = task["frames"]
         upload = farm.client.post(
             "/api/runner/files/1/upload",
             headers=runner,
@@ -300,9 +301,9 @@ def test_the_video_task_runs_last_needs_its_video_and_reruns_with_its_frames(
 
     video_task = claim()
     assert video_task["type"] == "video"
-    assert [f["frame"] for f in video_task["frame_files"]] == [1, 2]  # type: ignore[attr-defined]
+    assert [f["frame"] for f in video_task["frame_files"]] == [1, 2]
     assert video_task["video"] == {"codec": "h264", "container": "mp4", "fps": 24.0, "crf": None}
-    path = video_task["frame_files"][0]["path"]  # type: ignore[index]
+    path = video_task["frame_files"][0]["path"]
     frame_bytes = farm.client.get(f"/api/runner/files/1/{path}?kind=output", headers=runner)
     assert frame_bytes.content == png_bytes()
     video_id = video_task["task_id"]
