@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from html import escape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from authlib.oauth2 import AuthorizationServer, OAuth2Request
@@ -341,7 +341,17 @@ input,button{{display:block;width:100%;margin:.4rem 0;padding:.4rem}}.error{{col
 
 
 ROOT = Path(__file__).resolve().parents[1]
-USERS = [
+
+
+class TestUser(TypedDict):
+    username: str
+    password: str
+    sub: str
+    email: str
+    email_verified: NotRequired[bool]
+
+
+USERS: list[TestUser] = [
     {"username": "alice", "password": "alice-pw", "sub": "sub-alice", "email": "alice@example.com"},
     {"username": "bob", "password": "bob-pw", "sub": "sub-bob", "email": "bob@studio.example"},
     {"username": "eve", "password": "eve-pw", "sub": "sub-eve", "email": "eve@studio.example",

@@ -40,20 +40,27 @@ def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdentityProvi
         started.stop()
 
 
-ManagerFactory = Callable[..., TestClient]
+class ManagerClient(TestClient):
+    """A `TestClient` of a manager made by the `manager` fixture, which knows the
+    manager's data directory."""
+
+    data_dir: Path
+
+
+ManagerFactory = Callable[..., ManagerClient]
 
 
 @pytest.fixture
 def manager(tmp_path: Path, provider: IdentityProvider) -> Iterator[ManagerFactory]:
     """Make an in-process manager whose auth settings point at the test provider."""
-    clients: list[TestClient] = []
+    clients: list[ManagerClient] = []
 
-    def make(**auth: object) -> TestClient:
+    def make(**auth: object) -> ManagerClient:
         settings = make_settings(
             tmp_path / f"data{len(clients)}", auth=provider.auth_settings(**auth)
         )
-        client = TestClient(create_app(settings), base_url=MANAGER).__enter__()
-        client.app_state_data_dir = settings.data_dir  # type: ignore[attr-defined]
+        client = ManagerClient(create_app(settings), base_url=MANAGER).__enter__()
+        client.data_dir = settings.data_dir
         clients.append(client)
         return client
 
@@ -73,7 +80,7 @@ def provider_login(authorize_url: str, username: str, password: str) -> httpx.Re
 
 
 def start(client: TestClient, key: str) -> str:
-    answer = client.get(
+    answer: httpx.Response = client.get(
         f"/api/auth/{key}/login", params={"next": "/jobs/1"}, follow_redirects=False
     )
     assert answer.status_code == 302, answer.text
@@ -85,7 +92,8 @@ def back_to_manager(client: TestClient, provider_answer: httpx.Response) -> http
     assert provider_answer.status_code == 302, provider_answer.text
     location = provider_answer.headers["location"]
     assert location.startswith(MANAGER + "/api/auth/")
-    return client.get(location.removeprefix(MANAGER), follow_redirects=False)
+    answer: httpx.Response = client.get(location.removeprefix(MANAGER), follow_redirects=False)
+    return answer
 
 
 def sign_in(client: TestClient, key: str, username: str = "alice") -> httpx.Response:
@@ -129,9 +137,8 @@ def test_the_full_flow_signs_in_and_makes_a_user(manager: ManagerFactory, key: s
     assert [u["providers"] for u in listed if u["id"] == user["id"]] == [[key]]
 
 
-def client_admin_token(client: TestClient) -> str:
-    data_dir: Path = client.app_state_data_dir  # type: ignore[attr-defined]
-    return (data_dir / "admin-token").read_text().strip()
+def client_admin_token(client: ManagerClient) -> str:
+    return (client.data_dir / "admin-token").read_text().strip()
 
 
 def test_two_providers_with_one_verified_email_are_one_user(manager: ManagerFactory) -> None:
@@ -170,8 +177,7 @@ def test_pkce_a_wrong_or_missing_verifier_is_refused(
     manager: ManagerFactory, provider: IdentityProvider
 ) -> None:
     client = manager()
-    data_dir: Path = client.app_state_data_dir  # type: ignore[attr-defined]
-    key = sessions.session_key(data_dir)
+    key = sessions.session_key(client.data_dir)
     authorize = start(client, "oidc")
     remembered = sessions.unseal(
         key, oauth.STATE_PURPOSE, client.cookies[oauth.STATE_COOKIE], utcnow()

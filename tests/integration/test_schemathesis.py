@@ -18,6 +18,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -26,6 +27,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.result import Err
 
 from farmhand.localfarm import LocalFarm
 from farmhand.manager.app import create_app
@@ -71,16 +73,24 @@ def _load_schema() -> schemathesis.BaseSchema:
         app = create_app(make_settings(Path(directory) / "data"))
         document = app.openapi()
         app.state.farm.db.dispose()
-    schema = schemathesis.openapi.from_dict(document)
+    schema: schemathesis.BaseSchema = schemathesis.openapi.from_dict(document)
     for method, path in EXCLUDED:
         schema = schema.exclude(method=method, path=path)
     return schema
 
 
+def _operations(schema: schemathesis.BaseSchema) -> list[tuple[str, str]]:
+    """(METHOD, path) of every operation, sorted; a schema error raised as it is."""
+    found = []
+    for result in schema.get_all_operations():
+        if isinstance(result, Err):
+            raise result.err()
+        found.append((result.ok().method.upper(), result.ok().path))
+    return sorted(found)
+
+
 SCHEMA = _load_schema()
-OPERATIONS = sorted(
-    (op.method.upper(), op.path) for op in (result.ok() for result in SCHEMA.get_all_operations())
-)
+OPERATIONS = _operations(SCHEMA)
 MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
 
 
@@ -104,7 +114,7 @@ def test_no_request_makes_the_manager_fail(
         suppress_health_check=list(HealthCheck),
         database=None,
     )
-    def probe(case: schemathesis.Case) -> None:
+    def probe(case: schemathesis.Case[Any]) -> None:
         if (method, path) == ("GET", "/api/runner/tasks"):
             # The claim long-polls (20 s by default) when no task is free: keep the wait
             # short so twenty examples take seconds, not minutes. Junk values of `wait`
