@@ -391,7 +391,8 @@ def test_a_user_cannot_see_someone_elses_job(
     assert "admin secret" not in bob.content()
     status = bob.evaluate(f"fetch('/api/jobs/{admins_job}').then(r => r.status)")
     assert status == 404
-    assert bob.goto(farm.url + "/runners").status == 403  # type: ignore[union-attr]
+    forbidden = bob.goto(farm.url + "/runners")
+    assert forbidden is not None and forbidden.status == 403
     shoot(bob, "16-runners-forbidden")
     bob.context.close()
 

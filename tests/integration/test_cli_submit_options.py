@@ -135,8 +135,10 @@ def test_video_worker_cap_attempts_and_naming_land_in_the_jobs_settings(
     plain = farmhand(farm, "submit", "--shared", str(blend), "--video")
     assert plain.returncode == 0, plain.stderr
     with farm.client() as client:
-        video = client.get_job(int(plain.stdout.split("job ", 1)[1].split()[0])).settings.video
-    assert video is not None and (video.codec, video.container, video.fps) == ("h264", "mp4", None)
+        plain_id = int(plain.stdout.split("job ", 1)[1].split()[0])
+        default = client.get_job(plain_id).settings.video
+    assert default is not None
+    assert (default.codec, default.container, default.fps) == ("h264", "mp4", None)
 
 
 @pytest.mark.blender

@@ -64,7 +64,7 @@ def finished(farm: LocalFarm, job_id: int) -> JobDetail | None:
 def submit(
     farm: LocalFarm, blend: Path, frames: tuple[int, int], chunk: int, **extra: object
 ) -> int:
-    settings = JobSettings(frame_start=frames[0], frame_end=frames[1], chunk_size=chunk, **extra)  # type: ignore[arg-type]
+    settings = JobSettings(frame_start=frames[0], frame_end=frames[1], chunk_size=chunk, **extra)
     with farm.client() as client:
         return client.submit_blend(blend, settings).id
 

@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from PIL import Image
 
@@ -39,7 +40,7 @@ bpy.ops.render.render(write_still=True)
 """
 
 
-def render_locally(install: BlenderInstall, scene: Path, out: Path) -> np.ndarray:
+def render_locally(install: BlenderInstall, scene: Path, out: Path) -> npt.NDArray[np.int16]:
     """Frame 1 of `scene`, rendered by `install` straight from the artist's folder."""
     if install.kind == "module":
         command = [install.python, "-c", RENDER_SCRIPT, str(scene), str(out)]

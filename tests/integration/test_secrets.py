@@ -84,11 +84,11 @@ def exercise(client: httpx.Client | TestClient, admin_token: str, runner_token: 
         cookie = login.cookies.get("farmhand_session")
         assert cookie
         secrets.add(cookie)
-        wrong = client.post(
+        wrong_password = client.post(
             "/api/auth/login", json={"email": "ann@example.com", "password": PASSWORD + "x"}
         )
-        assert wrong.status_code in (401, 403)
-        assert PASSWORD not in wrong.text
+        assert wrong_password.status_code in (401, 403)
+        assert PASSWORD not in wrong_password.text
         client.cookies.clear()
     return secrets
 

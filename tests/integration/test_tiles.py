@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import OpenEXR
@@ -50,7 +51,7 @@ def render_and_fetch(
     with farm.client() as client:
         job_id = client.submit_blend(
             blend,
-            JobSettings(frame_start=FRAME, frame_end=last, **settings),  # type: ignore[arg-type]
+            JobSettings(frame_start=FRAME, frame_end=last, **settings),
         ).id
     return fetch_when_done(farm, job_id, dest)
 
@@ -90,7 +91,9 @@ def worst_difference(merged: Path, whole: Path, size: tuple[int, int]) -> int:
     with Image.open(merged) as a, Image.open(whole) as b:
         assert a.size == b.size == size
         difference = ImageChops.difference(a.convert("RGBA"), b.convert("RGBA"))
-        return max(high for _low, high in difference.getextrema())  # type: ignore[union-attr]
+        # An RGBA image's extrema: a (low, high) pair a band, never one pair.
+        extrema = cast("tuple[tuple[int, int], ...]", difference.getextrema())
+        return max(high for _low, high in extrema)
 
 
 def assert_same_picture(merged: Path, whole: Path) -> None:
@@ -180,9 +183,9 @@ def test_a_tiled_still_in_openexr_matches_the_frame_rendered_whole(
     multilayer file's `ViewLayer.Combined.*` too) and its pixel type kept."""
     with two_worker_farm(tmp_path, blender, request) as (farm, blend):
         grid = TileGrid(columns=3, rows=2, overlap=5)
-        settings = {"output_format": output_format}
-        render_and_fetch(farm, blend, tmp_path / "tiled", name="tiled", tiles=grid, **settings)
-        render_and_fetch(farm, blend, tmp_path / "whole", name="whole", **settings)
+        tiled, whole = tmp_path / "tiled", tmp_path / "whole"
+        render_and_fetch(farm, blend, tiled, name="tiled", tiles=grid, output_format=output_format)
+        render_and_fetch(farm, blend, whole, name="whole", output_format=output_format)
     [merged] = sorted((tmp_path / "tiled").rglob("*.exr"))
     [reference] = sorted((tmp_path / "whole").rglob("*.exr"))
     # Cycles with the scene's fixed seed renders a pixel from the same samples whether

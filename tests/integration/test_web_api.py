@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import io
 import json
+from collections.abc import AsyncGenerator
 from pathlib import Path
 
 import pytest
@@ -273,6 +274,7 @@ def test_live_events_show_only_what_the_caller_may_see(farm: Farm) -> None:
         bus.bind(asyncio.get_running_loop())
         local = dataclasses.replace(context, events=bus)
         stream = event_stream(local, caller)
+        assert isinstance(stream, AsyncGenerator)  # so it can be closed
         got = [await anext(stream)]  # the greeting, sent once subscribed
         bus.job_changed(admins_job)
         bus.job_changed(bobs_job)
