@@ -145,6 +145,7 @@ def test_blender_34_installs_the_addon_and_submits(
     shutil.copy(animated_blend_34, blend)
     before = sha256(blend)
     script = SUBMIT.format(name="turntable 34", marker=RESULT)
+    assert blender_executable.path is not None
     result = subprocess.run(
         [blender_executable.path, "-b", str(blend), "--python-exit-code", "1",
          "--python-expr", script],

@@ -34,8 +34,9 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -318,8 +319,8 @@ def run_ui(
     blender: BlenderInstall,
     env: dict[str, str],
     blend: Path,
-    plan: dict[str, object],
-) -> dict[str, object]:
+    plan: Mapping[str, object],
+) -> dict[str, Any]:
     """Blender with its window, driven by UI_SCRIPT, to its own end: its JSON result."""
     assert blender.path is not None
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -344,7 +345,7 @@ def run_ui(
     output = stdout + stderr
     lines = [line for line in stdout.splitlines() if line.startswith(RESULT)]
     assert process.returncode == 0 and lines, output[-4000:]
-    answer: dict[str, object] = json.loads(lines[-1][len(RESULT) :])
+    answer: dict[str, Any] = json.loads(lines[-1][len(RESULT) :])
     assert not answer.get("script_error"), answer["script_error"]
     assert answer["background"] is False, "Blender ran with its UI"
     assert "Traceback" not in output, output[-4000:]
@@ -389,14 +390,14 @@ def test_submit_returns_at_once_and_the_panel_gets_the_job_by_timer(
     assert isinstance(applied, list) and applied, summary
     assert all(step["main_thread"] for step in applied), "events applied on the main thread"
     kinds = [step["event"] for step in applied]
-    by_refresh = kinds[: int(answer["applied_by_refresh"])]  # type: ignore[call-overload]
+    by_refresh = kinds[: int(answer["applied_by_refresh"])]
     assert by_refresh[0] == "packing" and by_refresh[-1] == "status", kinds
     after = by_refresh[by_refresh.index("submitted") + 1 :]
     assert after and set(after) == {"status"}, kinds
     assert "upload" in kinds, kinds
     phases = [step["phase"] for step in applied]
     assert {"packing", "hashing", "uploading"} <= set(phases), phases
-    busy_seen = [busy for busy, _phase in answer["sampled"]]  # type: ignore[union-attr]
+    busy_seen = [busy for busy, _phase in answer["sampled"]]
     assert "submitting" in busy_seen and busy_seen[-1] == "", answer["sampled"]
 
     job = only_job(farm, "ui submit")
@@ -429,7 +430,7 @@ def test_submit_returns_at_once_and_the_panel_gets_the_job_by_timer(
     calls = answer["job_calls"]
     assert isinstance(calls, list), summary
     assert answer["max_concurrent_calls"] == 1, "one `farmhand job` at a time"
-    manual = int(answer["manual_call"])  # type: ignore[call-overload]
+    manual = int(answer["manual_call"])
     for index in range(1, len(calls)):
         if index != manual:  # every auto-refresh starts an interval after an answer
             gap = calls[index][0] - calls[index - 1][1]
@@ -504,9 +505,9 @@ def test_cancel_stops_the_upload_and_no_job_is_made(
     print(summary)
     assert answer["submit"] == ["FINISHED"] and answer["returned_busy"] == "submitting", summary
     assert answer["phase_at_cancel"] == "uploading", summary
-    assert 0 < float(answer["percent_at_cancel"]) < 100, summary  # type: ignore[arg-type]
+    assert 0 < float(answer["percent_at_cancel"]) < 100, summary
     assert answer["cancel"] == ["FINISHED"], summary
-    kinds = [step["event"] for step in answer["applied"]]  # type: ignore[union-attr]
+    kinds = [step["event"] for step in answer["applied"]]
     assert kinds[-1] == "canceled" and "submitted" not in kinds, kinds
     assert answer["message"] == "submit canceled" and not answer["error"], summary
     assert answer["job_id"] == 0, summary

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import typer
-import yaml  # type: ignore[import-untyped]  # no types-PyYAML in the dev extra
+import yaml
 from fastapi.testclient import TestClient
 
 from farmhand import __version__
