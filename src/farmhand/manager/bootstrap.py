@@ -79,31 +79,21 @@ def _replaced(path: Path, token: str) -> str | None:
 def _revoke_replaced(
     session: Session, admin_file: Path, runner_file: Path, settings: ManagerSettings
 ) -> None:
-    now = utcnow()
-    if settings.admin_token is not None:
-        old = _replaced(admin_file, settings.admin_token)
-        if old is not None:
-            session.execute(
-                update(ApiToken)
-                .where(ApiToken.token_hash == token_hash(old), ApiToken.revoked_at.is_(None))
-                .values(revoked_at=now)
-            )
-            log.warning("preset admin token replaces the one in its file: that one is revoked")
-    if settings.runner_token is not None:
-        old = _replaced(runner_file, settings.runner_token)
-        if old is not None:
-            session.execute(
-                update(RunnerRegistrationToken)
-                .where(
-                    RunnerRegistrationToken.token_hash == token_hash(old),
-                    RunnerRegistrationToken.revoked_at.is_(None),
-                )
-                .values(revoked_at=now)
-            )
-            log.warning(
-                "preset runner token replaces the one in its file: that one is revoked "
-                "(workers already registered keep working)"
-            )
+    presets = (
+        ("admin", settings.admin_token, admin_file, ApiToken),
+        ("runner", settings.runner_token, runner_file, RunnerRegistrationToken),
+    )
+    for what, preset, path, table in presets:
+        old = _replaced(path, preset) if preset is not None else None
+        if old is None:
+            continue
+        session.execute(
+            update(table)
+            .where(table.token_hash == token_hash(old), table.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        )
+        # Workers already registered keep their own secrets; they work on.
+        log.warning("preset token replaces the one in its file: that one is revoked", token=what)
 
 
 def bootstrap(db: Database, settings: ManagerSettings) -> BootstrapReport:
