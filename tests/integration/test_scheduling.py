@@ -22,8 +22,10 @@ from fastapi.testclient import TestClient
 from farmhand.manager.app import create_app
 from farmhand.manager.auth.tokens import new_token, token_hash
 from farmhand.manager.clock import utcnow
+from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import ApiToken, Task, TaskDependency, User
 from farmhand.manager.scheduling.workers import in_sleep_window
+from farmhand.manager.settings import ManagerSettings
 from farmhand.shared.schemas import SleepSchedule
 from tests.integration.conftest import (
     Farm,
@@ -40,13 +42,24 @@ def strict_farm(tmp_path: Path) -> Iterator[Farm]:
     """A farm with a low blocklist threshold and a short task timeout."""
     settings = make_settings(tmp_path / "data", blocklist_threshold=2)
     with TestClient(create_app(settings)) as client:
-        yield Farm(client, settings.admin_token, settings.runner_token, settings.data_dir)  # type: ignore[arg-type]
+        yield farm_for(client, settings)
+
+
+def farm_for(client: TestClient, settings: ManagerSettings) -> Farm:
+    assert settings.admin_token and settings.runner_token
+    return Farm(client, settings.admin_token, settings.runner_token, settings.data_dir)
+
+
+def manager_of(farm: Farm) -> ManagerContext:
+    """The manager's own state (its database, its store), for what no API shows."""
+    found: ManagerContext = farm.client.app.state.farm  # type: ignore[attr-defined]
+    return found
 
 
 def add_user(farm: Farm, name: str) -> dict[str, str]:
     """A second person on the farm (accounts have no API of their own yet)."""
     secret = new_token("api")
-    with farm.client.app.state.farm.db.transaction() as session:  # type: ignore[attr-defined]
+    with manager_of(farm).db.transaction() as session:
         user = User(name=name, role="user", created_at=utcnow())
         session.add(user)
         session.flush()
@@ -56,13 +69,21 @@ def add_user(farm: Farm, name: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {secret}"}
 
 
-def submit(farm: Farm, frames: str = "1-2", chunk: int = 1, headers=None, **settings) -> int:  # type: ignore[no-untyped-def]
+def submit(
+    farm: Farm,
+    frames: str = "1-2",
+    chunk: int = 1,
+    headers: dict[str, str] | None = None,
+    **settings: Any,
+) -> int:
     start, end = frames.split("-")
     body = {"frame_start": int(start), "frame_end": int(end), "chunk_size": chunk, **settings}
     return submit_stand_in(farm.client, headers or farm.admin, **body)
 
 
-def runner(farm: Farm, name: str, tags: list[str] | None = None, types=None) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def runner(
+    farm: Farm, name: str, tags: list[str] | None = None, types: list[str] | None = None
+) -> dict[str, str]:
     caps: dict[str, object] = {"tags": tags or []}
     if types:
         caps["task_types"] = types
@@ -74,13 +95,22 @@ def runner(farm: Farm, name: str, tags: list[str] | None = None, types=None) -> 
     return {"Authorization": f"Bearer {answer.json()['secret']}"}
 
 
-def claim(farm: Farm, who: dict[str, str]) -> dict | None:  # type: ignore[type-arg]
+def claim(farm: Farm, who: dict[str, str]) -> dict[str, Any] | None:
+    """The task a claim hands `who`, or None when it is told there is nothing for it."""
     answer = farm.client.get("/api/runner/tasks", params={"wait": 0}, headers=who)
     assert answer.status_code in (200, 204), answer.text
-    return answer.json() if answer.status_code == 200 else None
+    task: dict[str, Any] | None = answer.json() if answer.status_code == 200 else None
+    return task
 
 
-def finish(farm: Farm, who: dict[str, str], task: dict) -> None:  # type: ignore[type-arg]
+def claimed(farm: Farm, who: dict[str, str]) -> dict[str, Any]:
+    """The task a claim must hand `who` (the test fails if it hands none)."""
+    task = claim(farm, who)
+    assert task is not None, "the claim handed out no task"
+    return task
+
+
+def finish(farm: Farm, who: dict[str, str], task: dict[str, Any]) -> None:
     upload_frames(farm, who, task)
     answer = farm.client.post(
         f"/api/runner/tasks/{task['task_id']}/complete",
@@ -90,31 +120,36 @@ def finish(farm: Farm, who: dict[str, str], task: dict) -> None:  # type: ignore
     assert answer.status_code == 200, answer.text
 
 
-def fail(farm: Farm, who: dict[str, str], task: dict, reason: str = "boom") -> dict:  # type: ignore[type-arg]
+def fail(
+    farm: Farm, who: dict[str, str], task: dict[str, Any], reason: str = "boom"
+) -> dict[str, Any]:
     answer = farm.client.post(
         f"/api/runner/tasks/{task['task_id']}/fail", headers=who, json={"reason": reason}
     )
     assert answer.status_code == 200, answer.text
-    return answer.json()  # type: ignore[no-any-return]
+    outcome: dict[str, Any] = answer.json()
+    return outcome
 
 
-def job(farm: Farm, job_id: int) -> dict:  # type: ignore[type-arg]
-    return farm.client.get(f"/api/jobs/{job_id}", headers=farm.admin).json()  # type: ignore[no-any-return]
+def job(farm: Farm, job_id: int) -> dict[str, Any]:
+    detail: dict[str, Any] = farm.client.get(f"/api/jobs/{job_id}", headers=farm.admin).json()
+    return detail
 
 
-def runners(farm: Farm) -> dict[str, dict]:  # type: ignore[type-arg]
+def runners(farm: Farm) -> dict[str, dict[str, Any]]:
     listing = farm.client.get("/api/admin/runners", headers=farm.admin).json()
     return {r["name"]: r for r in listing}
 
 
-def act(farm: Farm, worker_id: int, action: str, when: str = "after-task") -> dict:  # type: ignore[type-arg]
+def act(farm: Farm, worker_id: int, action: str, when: str = "after-task") -> dict[str, Any]:
     answer = farm.client.post(
         f"/api/admin/runners/{worker_id}/actions",
         headers=farm.admin,
         json={"action": action, "when": when},
     )
     assert answer.status_code == 200, answer.text
-    return answer.json()  # type: ignore[no-any-return]
+    outcome: dict[str, Any] = answer.json()
+    return outcome
 
 
 # ------------------------------------------------------------------------------ order
@@ -126,8 +161,8 @@ def test_priority_can_change_while_queued(farm: Farm) -> None:
     answer = farm.client.patch(f"/api/jobs/{later}", headers=farm.admin, json={"priority": 90})
     assert answer.json()["priority"] == 90
     w = runner(farm, "w")
-    assert claim(farm, w)["job_id"] == later  # type: ignore[index]
-    assert claim(farm, w)["job_id"] == first  # type: ignore[index]
+    assert claimed(farm, w)["job_id"] == later
+    assert claimed(farm, w)["job_id"] == first
     bad = farm.client.patch(f"/api/jobs/{first}", headers=farm.admin, json={"priority": 101})
     assert bad.status_code == 400
 
@@ -138,7 +173,7 @@ def test_fair_share_between_users_at_equal_priority(farm: Farm) -> None:
     alice_jobs = [submit(farm, "1-3", headers=busy_user) for _ in range(5)]
     bob_job = submit(farm, "1-3", headers=quiet_user)
     workers = [runner(farm, f"w{n}") for n in range(4)]
-    got = [claim(farm, w)["job_id"] for w in workers]  # type: ignore[index]
+    got = [claimed(farm, w)["job_id"] for w in workers]
     # Alice's jobs are older, but once she holds a worker Bob's job goes first.
     assert got[0] == alice_jobs[0]
     assert got[1] == bob_job
@@ -149,8 +184,8 @@ def test_per_job_worker_cap(farm: Farm) -> None:
     capped = submit(farm, "1-6", max_workers=1)
     other = submit(farm, "1-6")
     w1, w2 = runner(farm, "w1"), runner(farm, "w2")
-    assert claim(farm, w1)["job_id"] == capped  # type: ignore[index]
-    assert claim(farm, w2)["job_id"] == other, "the capped job already has its one worker"  # type: ignore[index]
+    assert claimed(farm, w1)["job_id"] == capped
+    assert claimed(farm, w2)["job_id"] == other, "the capped job already has its one worker"
 
 
 # -------------------------------------------------------------------------------- fit
@@ -163,7 +198,7 @@ def test_required_tags_and_task_types(farm: Farm) -> None:
     gpu = runner(farm, "gpu-box", tags=["gpu", "highmem"])
     assert claim(farm, plain) is None, "a job needing gpu never goes to a worker without it"
     assert claim(farm, video_only) is None, "a render task never goes to a video-only worker"
-    assert claim(farm, gpu)["job_id"] == gpu_job  # type: ignore[index]
+    assert claimed(farm, gpu)["job_id"] == gpu_job
     bad = post_stand_in(farm.client, farm.admin, required_tags=["Has Spaces"])
     assert bad.status_code == 400
 
@@ -186,10 +221,10 @@ def test_failed_task_goes_to_another_worker_first(farm: Farm) -> None:
 def test_failed_task_returns_to_the_same_worker_when_alone(farm: Farm) -> None:
     submit(farm, "1-1")
     a = runner(farm, "a")
-    first = claim(farm, a)
-    fail(farm, a, first)  # type: ignore[arg-type]
+    first = claimed(farm, a)
+    fail(farm, a, first)
     again = claim(farm, a)
-    assert again is not None and again["task_id"] == first["task_id"]  # type: ignore[index]
+    assert again is not None and again["task_id"] == first["task_id"]
 
 
 def test_blocklist_after_repeated_failures_and_admin_clears_it(strict_farm: Farm) -> None:
@@ -243,7 +278,7 @@ def test_job_fails_when_no_worker_is_left(strict_farm: Farm) -> None:
     job_id = submit(farm, "1-4", max_attempts=5)
     a = runner(farm, "a")
     for _ in range(2):
-        fail(farm, a, claim(farm, a))  # type: ignore[arg-type]
+        fail(farm, a, claimed(farm, a))
     state = job(farm, job_id)
     assert state["status"] == "failed"
     assert "no worker left" in state["status_reason"]
@@ -252,10 +287,10 @@ def test_job_fails_when_no_worker_is_left(strict_farm: Farm) -> None:
 def test_failure_share_lets_a_job_run_on(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "data", job_failure_share=0.5)
     with TestClient(create_app(settings)) as client:
-        farm = Farm(client, settings.admin_token, settings.runner_token, settings.data_dir)  # type: ignore[arg-type]
+        farm = farm_for(client, settings)
         job_id = submit(farm, "1-4", max_attempts=1)
         w = runner(farm, "w")
-        assert fail(farm, w, claim(farm, w))["job_status"] == "active"  # type: ignore[arg-type]
+        assert fail(farm, w, claimed(farm, w))["job_status"] == "active"
         while (task := claim(farm, w)) is not None:
             finish(farm, w, task)
         state = job(farm, job_id)
@@ -266,7 +301,7 @@ def test_failure_share_lets_a_job_run_on(tmp_path: Path) -> None:
 def test_task_with_no_progress_times_out_and_is_retried(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "data", task_timeout=0.5, reaper_interval=0.1)
     with TestClient(create_app(settings)) as client:
-        farm = Farm(client, settings.admin_token, settings.runner_token, settings.data_dir)  # type: ignore[arg-type]
+        farm = farm_for(client, settings)
         time.sleep(0.6)  # past the manager's start-up grace
         job_id = submit(farm, "1-1")
         hung, healthy = runner(farm, "hung"), runner(farm, "healthy")
@@ -281,7 +316,7 @@ def test_task_with_no_progress_times_out_and_is_retried(tmp_path: Path) -> None:
             f"/api/runner/tasks/{task['task_id']}/progress", headers=hung, json={}
         )
         assert progress.json() == {"keep_going": False}, "the hung worker is told to stop"
-        assert claim(farm, healthy)["task_id"] == task["task_id"]  # type: ignore[index]
+        assert claimed(farm, healthy)["task_id"] == task["task_id"]
 
 
 # ------------------------------------------------------------------------- job control
@@ -325,21 +360,21 @@ def test_pause_resume_requeue_and_delete(farm: Farm) -> None:
     assert job(farm, kept)["status"] == "queued"
     left = list((farm.data_dir / "blobs" / "sha256").rglob("*"))
     assert len(left) < len(blob_files), "the deleted job's frames are gone"
-    blend = farm.client.app.state.farm.blobs  # type: ignore[attr-defined]
+    blend = manager_of(farm).blobs
     assert any(blend.has(path.parent.name + path.name) for path in left), "the shared .blend stays"
 
 
 def test_requeue_failed_only_reruns_failed_tasks(farm: Farm) -> None:
     job_id = submit(farm, "1-2", max_attempts=1)
     w = runner(farm, "w")
-    finish(farm, w, claim(farm, w))  # type: ignore[arg-type]
-    fail(farm, w, claim(farm, w))  # type: ignore[arg-type]
+    finish(farm, w, claimed(farm, w))
+    fail(farm, w, claimed(farm, w))
     assert job(farm, job_id)["status"] == "failed"
     farm.client.post(
         f"/api/jobs/{job_id}/actions", headers=farm.admin, json={"action": "requeue-failed"}
     )
     assert [t["status"] for t in job(farm, job_id)["tasks"]] == ["completed", "queued"]
-    finish(farm, w, claim(farm, w))  # type: ignore[arg-type]
+    finish(farm, w, claimed(farm, w))
     assert job(farm, job_id)["status"] == "completed"
 
 
@@ -350,18 +385,18 @@ def test_task_actions(farm: Farm) -> None:
     canceled = farm.client.post(url, headers=farm.admin, json={"action": "cancel"})
     assert canceled.status_code == 200
     w = runner(farm, "w")
-    finish(farm, w, claim(farm, w))  # type: ignore[arg-type]
+    finish(farm, w, claimed(farm, w))
     assert claim(farm, w) is None
     assert job(farm, job_id)["status"] == "canceled", "nothing left to run, one task canceled"
     farm.client.post(url, headers=farm.admin, json={"action": "requeue"})
-    finish(farm, w, claim(farm, w))  # type: ignore[arg-type]
+    finish(farm, w, claimed(farm, w))
     assert job(farm, job_id)["status"] == "completed"
 
 
 def test_dependencies_wait_and_propagate_failure(farm: Farm) -> None:
     job_id = submit(farm, "1-2", max_attempts=1)
     tasks = job(farm, job_id)["tasks"]
-    with farm.client.app.state.farm.db.transaction() as session:  # type: ignore[attr-defined]
+    with manager_of(farm).db.transaction() as session:
         session.add(TaskDependency(task_id=tasks[0]["id"], depends_on_id=tasks[1]["id"]))
     a, b = runner(farm, "a"), runner(farm, "b")
     first = claim(farm, a)
@@ -380,9 +415,9 @@ def test_drain_finishes_the_task_then_stops(farm: Farm) -> None:
     submit(farm, "1-3")
     w = runner(farm, "w")
     worker_id = runners(farm)["w"]["id"]
-    task = claim(farm, w)
+    task = claimed(farm, w)
     assert act(farm, worker_id, "drain")["status"] == "draining"
-    finish(farm, w, task)  # type: ignore[arg-type]
+    finish(farm, w, task)
     assert claim(farm, w) is None
     assert runners(farm)["w"]["status"] == "disabled"
     assert act(farm, worker_id, "enable")["status"] == "idle"
@@ -401,7 +436,7 @@ def test_disable_now_requeues_the_running_task(farm: Farm) -> None:
     )
     assert beat.json() == {"status": "disabled", "abort_task_ids": [task["task_id"]]}
     assert job(farm, job_id)["tasks"][0]["attempts"] == 1
-    assert claim(farm, other)["task_id"] == task["task_id"]  # type: ignore[index]
+    assert claimed(farm, other)["task_id"] == task["task_id"]
     assert claim(farm, w) is None
 
 
@@ -469,7 +504,7 @@ def test_task_row_count_is_stable(farm: Farm) -> None:
     w = runner(farm, "w")
     while (task := claim(farm, w)) is not None:
         finish(farm, w, task)
-    with farm.client.app.state.farm.db.transaction() as session:  # type: ignore[attr-defined]
+    with manager_of(farm).db.transaction() as session:
         assert session.query(Task).filter(Task.job_id == job_id).count() == 10
 
 
@@ -483,7 +518,7 @@ def test_a_restarted_worker_gives_back_what_it_held(farm: Farm) -> None:
     assert beat.status_code == 200
     state = job(farm, job_id)["tasks"][0]
     assert state["status"] == "queued" and "restarted" in state["last_error"]
-    assert claim(farm, w)["task_id"] == task["task_id"]  # type: ignore[index]
+    assert claimed(farm, w)["task_id"] == task["task_id"]
 
 
 def test_worker_prefers_the_job_it_holds_at_equal_priority(farm: Farm) -> None:
@@ -539,7 +574,7 @@ def test_deleting_a_worker_requeues_its_task_and_refuses_its_secret(farm: Farm) 
     assert late.status_code == 401
     beat = farm.client.post("/api/runner/heartbeat", headers=w, json={})
     assert beat.status_code == 401
-    assert claim(farm, other)["task_id"] == task["task_id"]  # type: ignore[index]
+    assert claimed(farm, other)["task_id"] == task["task_id"]
 
 
 def _upload(farm: Farm, who: dict[str, str], task: dict[str, Any], frame: int, data: bytes) -> int:
