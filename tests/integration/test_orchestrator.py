@@ -268,6 +268,30 @@ def test_past_the_rate_limit_a_client_gets_429_with_retry_after() -> None:
         assert client.get("/status/1").status_code != 429, "polling is not limited"
 
 
+def test_refused_requests_do_not_use_up_the_rate_limit() -> None:
+    """Only renders that start count: a client that sent bad input, or was told to come
+    back later (503), still gets its --rate-limit renders."""
+    nodes = FakeNodes({A: "slow", B: "slow"})
+    with fake_orchestrator(nodes, rate_limit=2, rate_window=600, max_active=1) as client:
+        assert client.post("/render", json={"from": 5, "to": 1}).status_code == 400
+        assert client.post("/render", json={"from": 1, "to": 99_999}).status_code == 400
+        assert client.post("/render", json={"from": 1, "to": 1}).status_code == 202
+        for _ in range(3):
+            busy = client.post("/render", json={"from": 2, "to": 2})
+            assert busy.status_code == 503, busy.text
+        nodes.mode.update({A: "ok", B: "ok"})
+        poll(client, "/status/1", lambda r: r.status_code == 200)
+        deadline = time.monotonic() + 20
+        while (second := client.post("/render", json={"from": 2, "to": 2})).status_code == 503:
+            assert time.monotonic() < deadline, "the first render never stopped being active"
+            time.sleep(0.02)
+        assert second.status_code == 202, second.text
+        poll(client, second.headers["Location"], lambda r: r.status_code == 200)
+        third = client.post("/render", json={"from": 3, "to": 3})
+        assert third.status_code == 429, "two renders started: the budget is spent"
+        assert "more than 2 renders in 600 s" in third.json()["detail"]
+
+
 @pytest.mark.parametrize(
     "body",
     [

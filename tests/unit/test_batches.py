@@ -46,16 +46,26 @@ def test_a_batch_every_node_failed_may_be_tried_again_until_its_attempts_are_spe
 def test_rate_limiter_counts_per_client_in_a_sliding_window() -> None:
     limiter = RateLimiter(limit=2, window=10.0)
     assert limiter.wait_time("x", now=0.0) == 0.0
+    limiter.record("x", now=0.0)
     assert limiter.wait_time("x", now=1.0) == 0.0
+    limiter.record("x", now=1.0)
     assert limiter.wait_time("x", now=2.0) == pytest.approx(8.0)
     assert limiter.wait_time("y", now=2.0) == 0.0, "another client has its own budget"
     assert limiter.wait_time("x", now=10.5) == 0.0, "the first request left the window"
 
 
+def test_rate_limiter_counts_only_what_is_recorded() -> None:
+    limiter = RateLimiter(limit=1, window=10.0)
+    for now in (0.0, 1.0, 2.0):
+        assert limiter.wait_time("x", now=now) == 0.0, "asking is not counted"
+    limiter.record("x", now=3.0)
+    assert limiter.wait_time("x", now=4.0) == pytest.approx(9.0)
+
+
 def test_rate_limiter_forgets_idle_clients() -> None:
     limiter = RateLimiter(limit=1, window=1.0)
     for n in range(10_001):
-        limiter.wait_time(f"client-{n}", now=0.0)
-    limiter.wait_time("late", now=5.0)
+        limiter.record(f"client-{n}", now=0.0)
+    limiter.record("late", now=5.0)
     assert limiter.wait_time("client-0", now=5.0) == 0.0
     assert len(limiter._seen) == 2, "only the two clients seen inside the window are kept"

@@ -105,28 +105,40 @@ def _status(render: Render) -> RenderStatus:
 
 
 class RateLimiter:
-    """At most `limit` events per `window` seconds per key (a sliding window)."""
+    """At most `limit` events per `window` seconds per key (a sliding window).
+
+    Asking (`wait_time`) and counting (`record`) are separate so that only what actually
+    happened is counted: a request refused for bad input or because the orchestrator is
+    busy must not use up the client's budget for renders it never got.
+    """
 
     def __init__(self, limit: int, window: float) -> None:
         self.limit, self.window = limit, window
         self._seen: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
+    def _recent(self, key: str, now: float) -> deque[float]:
+        seen = self._seen.setdefault(key, deque())
+        while seen and seen[0] <= now - self.window:
+            seen.popleft()
+        return seen
+
     def wait_time(self, key: str, now: float | None = None) -> float:
-        """0 if `key` may go now (and counts it); else seconds until it may."""
+        """0 if `key` may go now; else seconds until it may. Counts nothing."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            seen = self._seen.setdefault(key, deque())
-            while seen and seen[0] <= now - self.window:
-                seen.popleft()
-            if len(seen) >= self.limit:
-                return seen[0] + self.window - now
-            seen.append(now)
+            seen = self._recent(key, now)
+            return seen[0] + self.window - now if len(seen) >= self.limit else 0.0
+
+    def record(self, key: str, now: float | None = None) -> None:
+        """Count one event for `key` (call it once the event really happened)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._recent(key, now).append(now)
             if len(self._seen) > 10_000:  # forget clients with nothing left in the window
                 for key_, times in list(self._seen.items()):
-                    if times[-1] <= now - self.window:
+                    if not times or times[-1] <= now - self.window:
                         del self._seen[key_]
-            return 0.0
 
 
 def _error(status: int, detail: str, retry: float | None = None) -> JSONResponse:
@@ -255,23 +267,26 @@ def create_orchestrator_app(
     )
     def render(body: RenderRequest, request: Request) -> Response:
         """Render frames `from`..`to` over the nodes; poll the `Location` it answers with."""
-        client = request.client.host if request.client else "unknown"
-        wait = limiter.wait_time(client)
-        if wait > 0:
-            return _error(
-                429, f"more than {settings.rate_limit} renders in {settings.rate_window:g} s", wait
-            )
         if body.to < body.from_:
             return _error(400, f"'to' ({body.to}) is before 'from' ({body.from_})")
         count = body.to - body.from_ + 1
         if count > settings.max_frames:
             return _error(400, f"{count} frames is more than the {settings.max_frames} allowed")
-        with lock:
+        client = request.client.host if request.client else "unknown"
+        with lock:  # held from the checks to the start, so two requests cannot both squeeze in
+            wait = limiter.wait_time(client)
+            if wait > 0:
+                return _error(
+                    429,
+                    f"more than {settings.rate_limit} renders in {settings.rate_window:g} s",
+                    wait,
+                )
             active = sum(not r.finished.is_set() for r in renders.values())
             if active >= settings.max_active:
                 return _error(
                     503, f"busy: {active} renders running, retry later", settings.retry_after
                 )
+            limiter.record(client)  # only renders that start count against the rate limit
             new = Render(
                 dispatcher.new_id(),
                 body.from_,
