@@ -416,6 +416,12 @@ class JobDetail(JobSummary):
     blender_saved: str | None = Field(
         default=None, description="The Blender version that saved the main .blend."
     )
+    blender_pinned: str | None = Field(
+        default=None,
+        description="The Blender series (major.minor, e.g. `5.0`) every render task of "
+        "the job renders with: the one its first render task was claimed with, so tiles "
+        "and frames match. Null until a render task is claimed.",
+    )
     last_frame: JobFile | None = Field(
         default=None, description="The frame rendered last (an output of kind `output`)."
     )
