@@ -13,6 +13,7 @@ when it is done. What differs is everything the tutorial leaves to chance:
   which `POST /job` answers 503 + Retry-After.
 - Python embedded in the .blend never runs (see the driver).
 - `GET /metrics` answers jobs by status and the queue in Prometheus' text format.
+- A body over 64 KiB is a 413, one nesting deeper than 32 levels a 400 (`limits`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from farmhand import __version__
 from farmhand.node.jobs import JobQueue, JobState, NodeJob, QueueFull
+from farmhand.node.limits import BodyLimitMiddleware
 from farmhand.shared.frames import FrameRangeError, frame_list
 from farmhand.shared.metrics import CONTENT_TYPE, Family
 from farmhand.shared.metrics import render as render_metrics
@@ -71,8 +73,18 @@ class JobAccepted(BaseModel):
     pid: int = Field(description="The job id (named `pid` for the tutorial's clients).")
 
 
+HOW_TO_ASK = 'send JSON {"from": <integer>, "to": <integer>} with Content-Type: application/json'
+
+
 def _text(status: int, body: str, headers: dict[str, str] | None = None) -> PlainTextResponse:
     return PlainTextResponse(body, status_code=status, headers=headers)
+
+
+def _refuse_body(status: int, problem: str) -> Response:
+    """The body limits' refusals in the node's own style: plain text, as every answer."""
+    if status == 413:
+        return _text(413, f"Request too large: {problem}; {HOW_TO_ASK}")
+    return _text(status, f"Invalid input: {HOW_TO_ASK}; {problem}")
 
 
 def _renderer(settings: NodeSettings) -> Callable[[NodeJob], str | None]:
@@ -151,6 +163,7 @@ def create_node_app(
         lifespan=lifespan,
     )
     app.state.jobs = jobs
+    app.add_middleware(BodyLimitMiddleware, refuse=_refuse_body)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_request: Request, error: RequestValidationError) -> Response:
@@ -159,11 +172,7 @@ def create_node_app(
         for item in error.errors():
             where = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
             problems.append(f"{where}: {item.get('msg')}" if where else str(item.get("msg")))
-        return _text(
-            400,
-            'Invalid input: send JSON {"from": <integer>, "to": <integer>} '
-            "with Content-Type: application/json; " + "; ".join(problems),
-        )
+        return _text(400, f"Invalid input: {HOW_TO_ASK}; " + "; ".join(problems))
 
     @app.post(
         "/job",
@@ -171,6 +180,7 @@ def create_node_app(
         response_model=JobAccepted,
         responses={
             400: {"description": "Invalid input (text)"},
+            413: {"description": "Request too large: the body is over 64 KiB (text)"},
             503: {"description": "Queue full; retry after Retry-After seconds (text)"},
         },
     )

@@ -8,8 +8,9 @@ the nodes behind us: a gateway's error), and `404` for an id it does not know.
 Input is strict (JSON integers, `from <= to`, at most `max_frames` frames → else 400);
 at most `max_active` renders run at once (`503` + Retry-After past that); each client
 (by address) may start at most `rate_limit` renders per `rate_window` seconds (`429` +
-Retry-After past that). `GET /metrics` answers renders, batches and nodes in Prometheus'
-text format.
+Retry-After past that). A body over 64 KiB is a 413, one nesting deeper than 32 levels a
+400 (`farmhand.node.limits`, shared with the node). `GET /metrics` answers renders,
+batches and nodes in Prometheus' text format.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from farmhand import __version__
 from farmhand.manager.api.errors import describe_validation_error
+from farmhand.node.limits import BodyLimitMiddleware
 from farmhand.orchestrator.batches import BatchState, split
 from farmhand.orchestrator.dispatch import Dispatcher, DispatchSettings, Render
 from farmhand.shared.frames import MAX_FRAME
@@ -141,9 +143,20 @@ class RateLimiter:
                         del self._seen[key_]
 
 
+HOW_TO_ASK = 'send JSON {"from": <integer>, "to": <integer>} with Content-Type: application/json'
+
+
 def _error(status: int, detail: str, retry: float | None = None) -> JSONResponse:
     headers = {"Retry-After": str(max(1, int(retry + 0.999)))} if retry is not None else None
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+def _refuse_body(status: int, problem: str) -> Response:
+    """The body limits' refusals in the orchestrator's style: `{"detail": …}`, as every
+    other error it answers, with the same hint as its other 400s."""
+    if status == 413:
+        return _error(413, f"{problem}; {HOW_TO_ASK}")
+    return _error(status, f"{HOW_TO_ASK}; {problem}")
 
 
 def _metrics(settings: OrchestratorSettings, renders: list[Render], started: int) -> list[Family]:
@@ -240,14 +253,11 @@ def create_orchestrator_app(
         summary="Splits frame ranges into batches and spreads them over farmhand nodes.",
         lifespan=lifespan,
     )
+    app.add_middleware(BodyLimitMiddleware, refuse=_refuse_body)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_request: Request, error: RequestValidationError) -> Response:
-        return _error(
-            400,
-            'send JSON {"from": <integer>, "to": <integer>} with Content-Type: '
-            "application/json; " + describe_validation_error(error),
-        )
+        return _error(400, f"{HOW_TO_ASK}; " + describe_validation_error(error))
 
     def _forget_old() -> None:
         finished = [i for i, r in renders.items() if r.finished.is_set()]
@@ -261,6 +271,7 @@ def create_orchestrator_app(
         response_model_by_alias=True,
         responses={
             400: {"description": "Invalid input"},
+            413: {"description": "The body is over 64 KiB"},
             429: {"description": "Too many renders from this client; retry after Retry-After"},
             503: {"description": "Too many renders running; retry after Retry-After"},
         },

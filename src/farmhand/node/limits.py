@@ -1,0 +1,116 @@
+"""Body limits of the tutorial's servers (`farmhand node`, `farmhand orchestrator`).
+
+Both take one tiny JSON object (`{"from": 1, "to": 5}`), so a body of more than
+`MAX_BODY_BYTES` is refused with 413 before it is read into memory (from its
+`Content-Length`, or as soon as a chunked body passes the limit), and a body nesting
+deeper than `MAX_JSON_DEPTH` with 400 before a parser sees it: Python's `json` recurses
+per level, and FastAPI would turn the RecursionError of `[[[[…]]]]` into its own JSON
+error, not the server's documented answer. Each server words and shapes the refusal in
+its own documented style (`refuse`); the limits themselves live here, once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from farmhand.manager.api.limits import json_depth
+
+MAX_BODY_BYTES = 64 * 1024
+"""Far above any request of the contract (about 20 bytes), far below what hurts."""
+MAX_JSON_DEPTH = 32
+"""The contract's body nests one level; the manager allows 32 by default too."""
+
+Refuse = Callable[[int, str], Response]
+"""`(status, problem) -> response`: 413 for a body too large, 400 for one too deep."""
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def too_large_problem() -> str:
+    return f"the request body is larger than {MAX_BODY_BYTES} bytes ({MAX_BODY_BYTES // 1024} KiB)"
+
+
+def too_deep_problem() -> str:
+    return f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels"
+
+
+class BodyLimitMiddleware:
+    """Refuse oversized or too deeply nested request bodies before any route reads them."""
+
+    def __init__(self, app: ASGIApp, refuse: Refuse) -> None:
+        self.app = app
+        self.refuse = refuse
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _declared_length(scope)
+        if declared is not None and declared > MAX_BODY_BYTES:
+            await self._answer(413, too_large_problem(), scope, receive, send)
+            return
+        try:
+            body = await _read_all(receive)
+        except _TooLarge:
+            await self._answer(413, too_large_problem(), scope, receive, send)
+            return
+        # A body cannot nest deeper than it has brackets: most never need the scan.
+        if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and (
+            json_depth(body) > MAX_JSON_DEPTH
+        ):
+            await self._answer(400, too_deep_problem(), scope, receive, send)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    async def _answer(
+        self, status: int, problem: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        response = self.refuse(status, problem)
+        if status == 413:
+            response.headers["Connection"] = "close"  # the rest of the body is never read
+        await response(scope, receive, send)
+
+
+def _declared_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _read_all(receive: Receive) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _TooLarge
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(parts)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
