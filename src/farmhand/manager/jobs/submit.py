@@ -10,10 +10,10 @@ from sqlalchemy.orm import Session
 
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
-from farmhand.manager.db.models import Blob, Job, JobFile
+from farmhand.manager.db.models import Blob, Job, JobFile, Task
 from farmhand.manager.scheduling.compile import compile_job
 from farmhand.shared.blendfile import READ_BYTES, looks_like_blend, saved_version
-from farmhand.shared.paths import UnsafePathError, safe_relative_path
+from farmhand.shared.paths import UnsafePathError, check_coexisting, safe_relative_path
 from farmhand.shared.schemas import JobCreate, JobSettings, JobStatus
 
 
@@ -32,6 +32,10 @@ def _check_manifest(main_file: str, files: dict[str, str]) -> dict[str, str]:
             raise SubmitError(f"path {path!r} appears twice in the manifest")
         clean[path] = sha
     try:
+        check_coexisting(clean)
+    except UnsafePathError as error:
+        raise SubmitError(str(error)) from error
+    try:
         main = safe_relative_path(main_file)
     except UnsafePathError as error:
         raise SubmitError(str(error)) from error
@@ -42,18 +46,55 @@ def _check_manifest(main_file: str, files: dict[str, str]) -> dict[str, str]:
     return clean
 
 
+def main_blend_version(context: ManagerContext, path: str, sha256: str) -> str | None:
+    """The Blender version that saved the stored blob `sha256`, to be a job's main file
+    `path`; a SubmitError if its first bytes are not a .blend's.
+
+    Whatever sets a job's main file calls this (a submission, a replacement uploaded
+    later), so the job never holds a main file Blender cannot open, and its
+    `blender_saved` (only workers with a Blender at least that new get the job) is
+    always that of the file it holds."""
+    with context.blobs.open(sha256) as handle:
+        head = handle.read(READ_BYTES)
+    if not looks_like_blend(head):
+        raise SubmitError(f"{path!r} is not a .blend file (its first bytes say otherwise)")
+    return saved_version(head)
+
+
+def inputs_fixed_because(session: Session, job: Job) -> str | None:
+    """Why the job's input files can no longer change, or None while they can.
+
+    Inputs change only while no frame can have been rendered from them: the job is queued
+    or paused and none of its tasks was ever handed to a worker. A paused job may still
+    have tasks running (pausing starts no new ones), and a worker that rendered a task
+    holds the old files in its cache; new inputs then would give frames of two versions.
+    Call it in the (write) transaction that changes the inputs: on PostgreSQL it locks
+    the job's tasks, so a claim waits for that transaction and then hands out the new
+    inputs; on SQLite the transaction is the only writer anyway."""
+    if job.status not in (JobStatus.QUEUED.value, JobStatus.PAUSED.value):
+        return f"job {job.id} is {job.status}; its inputs are fixed"
+    session.execute(select(Task.id).where(Task.job_id == job.id).with_for_update())
+    started = session.scalar(
+        select(Task.index)
+        .where(Task.job_id == job.id, Task.attempts > 0)
+        .order_by(Task.index)
+        .limit(1)
+    )
+    if started is not None:
+        return (
+            f"job {job.id} has started rendering (task {started} was handed to a worker); "
+            "its inputs are fixed: submit a new job"
+        )
+    return None
+
+
 def create_job(context: ManagerContext, owner_id: int, request: JobCreate) -> Job:
     """Create and compile a job whose files are already in the blob store."""
     files = _check_manifest(request.main_file, request.files)
     main = safe_relative_path(request.main_file)
     if not context.blobs.has(files[main]):
         raise _missing([files[main]])
-    with context.blobs.open(files[main]) as handle:
-        head = handle.read(READ_BYTES)
-    if not looks_like_blend(head):
-        raise SubmitError(f"{main!r} is not a .blend file (its first bytes say otherwise)")
-    # Which Blender saved it: only workers with one at least that new get the job.
-    saved = saved_version(head)
+    saved = main_blend_version(context, main, files[main])
 
     now = utcnow()
     settings = JobSettings.model_validate(request.model_dump(include=set(JobSettings.model_fields)))
