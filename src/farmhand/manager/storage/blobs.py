@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from farmhand.shared.blobpaths import blob_path
 
@@ -25,6 +25,12 @@ if TYPE_CHECKING:
     from farmhand.manager.storage.partial_uploads import PartialUploads
 
 CHUNK = 1024 * 1024
+
+
+class Readable(Protocol):
+    """Whatever bytes are read from: a file, a zip's entry, an upload's spooled body."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 class BlobError(ValueError):
@@ -152,7 +158,7 @@ class BlobStore:
 
     def ingest_file(
         self,
-        source: IO[bytes],
+        source: Readable,
         expected_sha256: str | None = None,
         check: Callable[[Path], object] | None = None,
     ) -> StoredBlob:
