@@ -25,7 +25,7 @@ from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Blob, Job, JobFile, Task
 from farmhand.manager.jobs.delete import delete_job, remove_blobs
 from farmhand.manager.jobs.shared import create_shared_job, create_uploaded_job
-from farmhand.manager.jobs.submit import SubmitError
+from farmhand.manager.jobs.submit import SubmitError, inputs_fixed_because, main_blend_version
 from farmhand.manager.jobs.views import file_model, job_detail, job_summaries
 from farmhand.manager.scheduling.state import (
     FINISHED_JOB_STATUSES,
@@ -39,7 +39,7 @@ from farmhand.manager.scheduling.state import (
 )
 from farmhand.manager.storage.archive import StoredOutput, output_names, stream_zip
 from farmhand.shared.outputnames import TemplateError, check_template
-from farmhand.shared.paths import UnsafePathError, safe_relative_path
+from farmhand.shared.paths import UnsafePathError, check_coexisting, safe_relative_path
 from farmhand.shared.schemas import (
     JobAccepted,
     JobAction,
@@ -289,7 +289,7 @@ def task_action(
     status_code=status.HTTP_201_CREATED,
     response_model=JobFileModel,
     responses={**ERRORS, **error_responses(409)},
-    summary="Add an input file to a job that has not started",
+    summary="Add or replace an input file of a job no worker has started",
 )
 async def upload_job_file(
     job_id: int,
@@ -298,6 +298,12 @@ async def upload_job_file(
     context: Context,
     caller: UserDep,
 ) -> JobFileModel:
+    """Add an input, or replace one (the main .blend too), while no frame can have been
+    rendered from the job's inputs (`inputs_fixed_because`).
+
+    That is looked at before the bytes are received, so a hopeless upload is refused at
+    once, and again in the transaction that records the file: a worker may claim a task
+    while a big file streams in, and the file must then not change under it."""
     try:
         clean = safe_relative_path(path)
     except UnsafePathError as error:
@@ -305,11 +311,7 @@ async def upload_job_file(
 
     def check() -> None:
         with context.db.transaction() as session:
-            job = _visible_job(session, caller, job_id)
-            if job.status not in (JobStatus.QUEUED.value, JobStatus.PAUSED.value):
-                raise HTTPException(
-                    status.HTTP_409_CONFLICT, f"job {job_id} is {job.status}; inputs are fixed"
-                )
+            _inputs_changeable(session, _visible_job(session, caller, job_id), clean)
 
     await run_in_threadpool(check)
     stored = await store_upload(context, file)
@@ -317,7 +319,13 @@ async def upload_job_file(
 
     def record() -> JobFileModel:
         with context.db.transaction() as session:
-            _visible_job(session, caller, job_id)
+            job = _visible_job(session, caller, job_id)
+            _inputs_changeable(session, job, clean)
+            if clean == job.main_file:
+                try:
+                    job.blender_saved = main_blend_version(context, clean, stored.sha256)
+                except SubmitError as error:
+                    raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
             row = session.scalar(
                 select(JobFile).where(
                     JobFile.job_id == job_id, JobFile.kind == "input", JobFile.path == clean
@@ -330,7 +338,26 @@ async def upload_job_file(
             session.flush()
             return _file_model(row)
 
-    return await run_in_threadpool(record)
+    answer = await run_in_threadpool(record)
+    context.events.job_changed(job_id)
+    return answer
+
+
+def _inputs_changeable(session: Session, job: Job, path: str) -> None:
+    """409 if the job's inputs are fixed; 400 if `path` cannot join its other inputs on
+    a worker's disk (a file and a folder at once, or a name differing only in case)."""
+    fixed = inputs_fixed_because(session, job)
+    if fixed is not None:
+        raise HTTPException(status.HTTP_409_CONFLICT, fixed)
+    inputs = set(
+        session.scalars(
+            select(JobFile.path).where(JobFile.job_id == job.id, JobFile.kind == "input")
+        )
+    )
+    try:
+        check_coexisting(inputs | {path})
+    except UnsafePathError as error:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
 
 
 def _file_model(row: JobFile) -> JobFileModel:
