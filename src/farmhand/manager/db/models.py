@@ -164,6 +164,11 @@ class Job(Base):
     blender_saved: Mapped[str | None] = mapped_column(String(20))
     """The Blender version that saved the main .blend (from its header), e.g. `5.0`:
     only workers with a Blender at least that new may render it."""
+    blender_pinned: Mapped[str | None] = mapped_column(String(20))
+    """The Blender series (major.minor, `5.0`) the job's first render task was claimed
+    with; its other render tasks go only to workers that render with that series, so
+    no still is merged from tiles (nor an animation cut from frames) of two Blenders.
+    Set by the claim (`scheduling/claim.py`), cleared by a requeue of every task."""
     scene_fps: Mapped[float | None]
     """The scene's frame rate, as the first worker to open the file reported it: the
     job's video uses it unless the job's settings name one."""

@@ -207,6 +207,7 @@ def job_detail(session: Session, job: Job) -> JobDetail:
         seconds_per_frame=round(per_frame, 3) if per_frame is not None else None,
         peak_memory_bytes=max(peaks) if peaks else None,
         blender_saved=job.blender_saved,
+        blender_pinned=job.blender_pinned,
         last_frame=last_frame,
         last_preview=last_preview,
         settings=settings,

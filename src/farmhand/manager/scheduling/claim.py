@@ -14,6 +14,12 @@ worker is blocklisted from it, or when it already holds its `max_workers`. Withi
 chosen job the lowest-index queued task whose dependencies are complete is taken — but
 not one this worker already failed, while another available worker could take it.
 
+The first render task claimed pins the job to the Blender series the worker will render
+it with (`jobs.blender_pinned`); from then on its render tasks go only to workers that
+render with that series (`eligibility.fits`), so one still is never merged from tiles,
+nor one animation cut from frames, of two Blenders. The pin is read with the job's other
+columns and checked in memory: a claim costs a statement more only when it sets one.
+
 The choice is a read followed by the state machine's compare-and-set; if another worker
 won the race for a task, the next one is tried. No lock outside the database is involved,
 so several managers can share one database.
@@ -24,14 +30,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import Select, bindparam, exists, func, select
+from sqlalchemy import Select, Update, bindparam, exists, func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from farmhand.manager.db.models import Blocklist, Job, Task, TaskDependency, TaskFailure, Worker
 from farmhand.manager.db.statements import one_of
-from farmhand.manager.scheduling.eligibility import available, eligible_workers, fits, task_types
+from farmhand.manager.scheduling.eligibility import (
+    available,
+    eligible_workers,
+    fits,
+    render_series,
+    task_types,
+)
 from farmhand.manager.scheduling.policy import Policy
 from farmhand.manager.scheduling.state import AssignedTask, try_assign_task
 from farmhand.shared.schemas import JobStatus, TaskStatus
@@ -48,6 +60,7 @@ class _Candidate:
     created_at: datetime
     settings: dict[str, Any]
     blender_saved: str | None = None
+    blender_pinned: str | None = None
 
 
 # The claim's statements are built once (per set of task types): building one (an alias,
@@ -57,7 +70,13 @@ class _Candidate:
 @lru_cache(maxsize=64)
 def _jobs_with_work(types: tuple[str, ...]) -> Select[Any]:
     return select(
-        Job.id, Job.owner_id, Job.priority, Job.created_at, Job.settings, Job.blender_saved
+        Job.id,
+        Job.owner_id,
+        Job.priority,
+        Job.created_at,
+        Job.settings,
+        Job.blender_saved,
+        Job.blender_pinned,
     ).where(
         one_of(Job.status, RUNNABLE_JOB_STATUSES),
         exists().where(
@@ -110,13 +129,15 @@ def _ranked_jobs(session: Session, worker: Worker, prefer_job: int | None) -> li
         held_by_owner[owner] = held_by_owner.get(owner, 0) + count
     blocked = set(connection.scalars(_BLOCKED, {"worker": worker.id}))
     candidates = []
-    for job_id, owner_id, priority, created_at, settings, saved in rows:
+    for job_id, owner_id, priority, created_at, settings, saved, pinned in rows:
         cap = settings.get("max_workers")
         if job_id in blocked or (cap and held_by_job.get(job_id, 0) >= cap):
             continue
-        if not any(fits(worker, settings, task_type, saved) for task_type in types):
+        if not any(fits(worker, settings, task_type, saved, pinned) for task_type in types):
             continue
-        candidates.append(_Candidate(job_id, owner_id, priority, created_at, settings, saved))
+        candidates.append(
+            _Candidate(job_id, owner_id, priority, created_at, settings, saved, pinned)
+        )
     candidates.sort(
         key=lambda c: (
             -c.priority,
@@ -170,6 +191,40 @@ def _someone_else_could(session: Session, task: _Runnable, worker: Worker) -> bo
     return bool(others)
 
 
+_PIN: Update = (
+    update(Job)
+    .where(Job.id == bindparam("job"), Job.blender_pinned.is_(None))
+    .values(blender_pinned=bindparam("pin"))
+    .execution_options(synchronize_session=False)
+)
+"""Pin a job that has no pin (compare-and-set: on PostgreSQL a racing claim waits on the
+row, then finds it pinned and changes nothing)."""
+_PINNED = select(Job.blender_pinned).where(Job.id == bindparam("job"))
+_UNPIN: Update = (
+    update(Job)
+    .where(Job.id == bindparam("job"))
+    .values(blender_pinned=None)
+    .execution_options(synchronize_session=False)
+)
+
+
+def _pin(session: Session, job_id: int, pin: str) -> Literal["pinned", "same", "other"]:
+    """Pin the job to `pin`: `pinned` by this claim, or another claim had pinned it
+    already, to the `same` series or to an `other` one."""
+    connection = session.connection()
+    if connection.execute(_PIN, {"job": job_id, "pin": pin}).rowcount:
+        return "pinned"
+    return "same" if connection.scalar(_PINNED, {"job": job_id}) == pin else "other"
+
+
+def _render_pin(worker: Worker, candidate: _Candidate, task: _Runnable) -> str | None:
+    """The series this claim pins the job to: only the job's first render task, on a
+    worker that names its Blenders (a stand-in names none and pins nothing)."""
+    if task.type != "render" or candidate.blender_pinned is not None:
+        return None
+    return render_series(worker, candidate.settings, candidate.blender_saved)
+
+
 def claim_task(
     session: Session,
     worker: Worker,
@@ -182,11 +237,21 @@ def claim_task(
         return None
     types = task_types(worker)
     for candidate in _ranked_jobs(session, worker, prefer_job):
-        allowed = [t for t in types if fits(worker, candidate.settings, t, candidate.blender_saved)]
+        saved, pinned = candidate.blender_saved, candidate.blender_pinned
+        allowed = [t for t in types if fits(worker, candidate.settings, t, saved, pinned)]
+        pinning: Literal["pinned", "same", "other"] | None = None
         for task in _runnable_tasks(session, candidate.job_id, allowed):
             if _failed_here(session, task, worker) and _someone_else_could(session, task, worker):
                 continue
+            pin = _render_pin(worker, candidate, task)
+            if pin is not None and pinning is None:
+                pinning = _pin(session, candidate.job_id, pin)
+                if pinning == "other":
+                    break  # another claim pinned it to another series just now
             assigned = try_assign_task(session, task.id, worker.id, now, policy)
             if assigned is not None:
                 return assigned
+        if pinning == "pinned":
+            # Nothing taken after all: the first render task actually claimed pins it.
+            session.connection().execute(_UNPIN, {"job": candidate.job_id})
     return None

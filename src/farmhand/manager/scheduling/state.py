@@ -327,9 +327,11 @@ def _fail_if_nobody_left(
         .select_from(Blocklist)
         .where(Blocklist.job_id == job.id, Blocklist.task_type == task_type)
     )
+    others = "none other available"
+    if task_type == "render" and job.blender_pinned:
+        others += f" renders with Blender {job.blender_pinned}, which its first render used"
     reason = (
-        f"no worker left that may run it: {blocked} blocklisted "
-        f"(last: {last_blocked}), none other available"
+        f"no worker left that may run it: {blocked} blocklisted (last: {last_blocked}), {others}"
     )
     for task in session.scalars(
         select(Task).where(
@@ -431,6 +433,11 @@ def requeue_job(
     """Run a job's failed (and canceled) tasks again, or all of its tasks.
 
     The job's blocklist is cleared too: the person asking has presumably fixed the cause.
+    Running all of them again also frees the job of its Blender pin, unless a render task
+    is still running (its frame or tile stays): every tile and frame will be rendered
+    again, so the next first render may pick any Blender, and a job pinned to a Blender
+    no worker has any more can run on the others. Failed ones alone keep the pin: they
+    must match the frames that stay.
     """
     wanted = [TaskStatus.FAILED.value, TaskStatus.CANCELED.value]
     if not only_failed:
@@ -443,10 +450,23 @@ def requeue_job(
         task.finished_at = None
     for entry in session.scalars(select(Blocklist).where(Blocklist.job_id == job.id)):
         session.delete(entry)
+    if not only_failed and session.scalar(_RENDER_RUNNING, {"job": job.id}) is None:
+        job.blender_pinned = None
     job.status = JobStatus.QUEUED.value
     job.status_reason = None
     job.finished_at = None
     return refresh_job(session, job, now, policy)
+
+
+_RENDER_RUNNING = (
+    select(Task.id)
+    .where(
+        Task.job_id == bindparam("job"),
+        Task.type == "render",
+        Task.status == TaskStatus.ACTIVE.value,
+    )
+    .limit(1)
+)
 
 
 def task_is_held_by(task: Task | None, worker_id: int) -> bool:

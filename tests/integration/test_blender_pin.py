@@ -1,0 +1,208 @@
+"""One job, one Blender: its render tasks all render with the series its first one used.
+
+Tiles of a still rendered by Blender 3.4 and 5.0 differ visibly (colour management
+defaults, render engines): the merged frame has seams, and frames of an animation
+flicker. Scripted runners (no Blender) that name their Blenders, through the API: which
+task a claim hands whom, and what the job says when it cannot go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from farmhand.manager.app import create_app
+from tests.integration.conftest import Farm, make_settings, png_bytes
+from tests.integration.test_scheduling import (
+    claim,
+    claimed,
+    fail,
+    farm_for,
+    finish,
+    job,
+    runners,
+    submit,
+)
+from tests.integration.test_tiles_protocol import upload_tile
+
+
+@pytest.fixture
+def strict_farm(tmp_path: Path) -> Iterator[Farm]:
+    """A farm that blocklists a worker after two failures of one job."""
+    settings = make_settings(tmp_path / "data", blocklist_threshold=2)
+    with TestClient(create_app(settings)) as client:
+        yield farm_for(client, settings)
+
+
+def runner(farm: Farm, name: str, *blenders: str) -> dict[str, str]:
+    """A runner with these Blenders that renders and merges (as every real worker does)."""
+    caps = {"blender_versions": list(blenders), "task_types": ["render", "merge"]}
+    answer = farm.client.post(
+        "/api/runner/register",
+        json={"token": farm.runner_token, "name": name, "capabilities": caps},
+    )
+    assert answer.status_code == 201, answer.text
+    return {"Authorization": f"Bearer {answer.json()['secret']}"}
+
+
+def finish_tile(farm: Farm, who: dict[str, str], task: dict[str, Any]) -> None:
+    assert upload_tile(farm, who, task, png_bytes(4, 3)) == 201
+    done = farm.client.post(
+        f"/api/runner/tasks/{task['task_id']}/complete", headers=who, json={"frames": []}
+    )
+    assert done.status_code == 200, done.text
+
+
+def test_every_tile_of_a_still_renders_with_the_first_tiles_blender(farm: Farm) -> None:
+    still = submit(farm, "7-7", tiles={"columns": 3, "rows": 2})  # saved by 3.4: both open it
+    old, new = runner(farm, "debian", "3.4.1"), runner(farm, "bpy", "5.0.0")
+    assert job(farm, still)["blender_pinned"] is None
+
+    first = claimed(farm, new)
+    assert first["tile"] is not None
+    assert job(farm, still)["blender_pinned"] == "5.0"
+    assert claim(farm, old) is None, "a tile rendered by 3.4 would be lighter than 5.0's"
+    finish_tile(farm, new, first)
+    for _ in range(5):
+        assert claim(farm, old) is None
+        tile = claimed(farm, new)
+        assert tile["type"] == "render"
+        finish_tile(farm, new, tile)
+
+    merge = claimed(farm, old)  # the merge runs no Blender: any worker may do it
+    assert merge["type"] == "merge"
+    finish(farm, old, merge)
+    done = job(farm, still)
+    assert done["status"] == "completed"
+    workers: dict[str, set[str]] = {}
+    for task in done["tasks"]:
+        workers.setdefault(task["type"], set()).add(task["worker"])
+    assert workers == {"render": {"bpy"}, "merge": {"debian"}}
+
+
+def test_every_frame_of_an_animation_renders_with_one_blender_series(farm: Farm) -> None:
+    animation = submit(farm, "1-4")
+    old = runner(farm, "debian", "3.4.1")
+    both = runner(farm, "both", "3.4.1", "5.0.0")  # renders with its newest that fits: 5.0
+    patched = runner(farm, "patched", "3.4.2")  # another 3.4: same series, same look
+
+    first = claimed(farm, old)
+    assert job(farm, animation)["blender_pinned"] == "3.4"
+    assert claim(farm, both) is None, "it would render the frame with 5.0: flicker"
+    second = claimed(farm, patched)
+    finish(farm, old, first)
+    finish(farm, patched, second)
+    while (task := claim(farm, old)) is not None:
+        finish(farm, old, task)
+    done = job(farm, animation)
+    assert done["status"] == "completed"
+    assert {t["worker"] for t in done["tasks"]} == {"debian", "patched"}
+
+
+def test_a_job_within_a_range_is_pinned_to_what_the_range_lets_a_worker_use(
+    farm: Farm,
+) -> None:
+    ranged = submit(farm, "1-2", blender_version=">=4.2,<5")
+    both = runner(farm, "both", "4.2.3", "5.0.0")  # renders this one with 4.2
+    only5 = runner(farm, "only5", "5.0.0")
+    claimed(farm, both)
+    assert job(farm, ranged)["blender_pinned"] == "4.2"
+    assert claim(farm, only5) is None
+
+
+def test_a_job_whose_blender_left_waits_and_requeue_all_frees_it(farm: Farm) -> None:
+    animation = submit(farm, "1-3")
+    new = runner(farm, "bpy", "5.0.0")
+    finish(farm, new, claimed(farm, new))
+    gone = farm.client.delete(
+        f"/api/admin/runners/{runners(farm)['bpy']['id']}", headers=farm.admin
+    )
+    assert gone.status_code == 204
+    old = runner(farm, "debian", "3.4.1")
+
+    assert claim(farm, old) is None, "frames 2-3 must match frame 1's Blender"
+    waiting = job(farm, animation)
+    assert waiting["blender_pinned"] == "5.0"
+    assert waiting["status_reason"] == (
+        "waiting: the job needs Blender 5.0, which its first render task used (every tile "
+        "and frame of a job renders with one Blender); the online workers would render it "
+        "with 3.4"
+    )
+
+    failed_only = farm.client.post(
+        f"/api/jobs/{animation}/actions", headers=farm.admin, json={"action": "requeue-failed"}
+    )
+    assert failed_only.status_code == 200
+    assert job(farm, animation)["blender_pinned"] == "5.0", "frame 1 stays, so does its Blender"
+
+    again = farm.client.post(
+        f"/api/jobs/{animation}/actions", headers=farm.admin, json={"action": "requeue-all"}
+    )
+    assert again.status_code == 200
+    assert job(farm, animation)["blender_pinned"] is None, "every frame renders again"
+    while (task := claim(farm, old)) is not None:
+        finish(farm, old, task)
+    done = job(farm, animation)
+    assert done["status"] == "completed" and done["blender_pinned"] == "3.4"
+    assert {t["worker"] for t in done["tasks"]} == {"debian"}
+
+
+def test_requeue_all_keeps_the_pin_while_a_render_still_runs(farm: Farm) -> None:
+    animation = submit(farm, "1-2")
+    new = runner(farm, "bpy", "5.0.0")
+    old = runner(farm, "debian", "3.4.1")
+    finish(farm, new, claimed(farm, new))
+    running = claimed(farm, new)
+    again = farm.client.post(
+        f"/api/jobs/{animation}/actions", headers=farm.admin, json={"action": "requeue-all"}
+    )
+    assert again.status_code == 200
+    assert job(farm, animation)["blender_pinned"] == "5.0", "frame 2 still renders with 5.0"
+    assert claim(farm, old) is None
+    finish(farm, new, running)
+
+
+def test_a_job_whose_only_workers_with_its_blender_are_blocklisted_fails(
+    strict_farm: Farm,
+) -> None:
+    farm = strict_farm
+    animation = submit(farm, "1-4")
+    new = runner(farm, "bpy", "5.0.0")
+    old = runner(farm, "debian", "3.4.1")
+    fail(farm, new, claimed(farm, new))
+    fail(farm, new, claimed(farm, new))  # blocklisted: 2 failures of this job
+
+    assert claim(farm, old) is None, "a 3.4 worker may not finish a job begun with 5.0"
+    failed = job(farm, animation)
+    assert failed["status"] == "failed"
+    reason = (
+        "no worker left that may run it: 1 blocklisted (last: bpy), none other available "
+        "renders with Blender 5.0, which its first render used"
+    )
+    assert any(t["last_error"] == reason for t in failed["tasks"]), failed["tasks"]
+    assert reason in failed["status_reason"]
+
+
+def test_merge_tasks_are_not_pinned(farm: Farm) -> None:
+    still = submit(farm, "1-1", tiles={"columns": 2, "rows": 1})
+    new = runner(farm, "bpy", "5.0.0")
+    merger = runner(farm, "debian", "3.4.1")
+    for _ in range(2):
+        finish_tile(farm, new, claimed(farm, new))
+    assert job(farm, still)["blender_pinned"] == "5.0"
+    assert claimed(farm, merger)["type"] == "merge", "a merge runs no Blender"
+
+
+def test_workers_that_name_no_blender_pin_nothing(farm: Farm) -> None:
+    """Stand-ins (no Blender) are not checked for a file's version; nor for a pin."""
+    animation = submit(farm, "1-2")
+    stand_in = farm.register_runner("stand-in")
+    new = runner(farm, "bpy", "5.0.0")
+    finish(farm, stand_in, claimed(farm, stand_in))
+    assert job(farm, animation)["blender_pinned"] is None
+    finish(farm, new, claimed(farm, new))
+    assert job(farm, animation)["blender_pinned"] == "5.0"
