@@ -7,15 +7,19 @@ manager and the worker plain dataclasses are used; these models live only at the
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
     StringConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -31,6 +35,33 @@ RelativePath = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 Tag = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,39}$")]
 """A worker tag such as `gpu`, `highmem` or `studio-b`: lower case, no spaces."""
 """A path inside a job's file tree; checked further by `farmhand.shared.paths`."""
+
+JsonInt = Annotated[int, Strict()]
+"""An integer setting: a JSON integer only. Lax parsing would take `true` as 1 and `"3"`
+as 3, so a client's bug (a checkbox's value, a form field sent as text) would render
+frames nobody asked for instead of being refused with the field named."""
+JsonNumber = Annotated[float, Strict()]
+"""A number setting: a JSON integer or decimal, never `true` or `"3"` (as `JsonInt`)."""
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _no_control_characters(text: str) -> str:
+    found = _CONTROL.search(text)
+    if found is not None:
+        raise ValueError(
+            f"must be one line of printable text: control character "
+            f"U+{ord(found.group()):04X} at position {found.start()}"
+        )
+    return text
+
+
+FreeText = Annotated[str, AfterValidator(_no_control_characters)]
+"""Text a person names something with and others read (a job's name): one line, no
+control characters (U+0000-U+001F, tab and newline included, U+007F-U+009F). NUL cannot
+be stored in PostgreSQL text at all; the others break the one-line listings of the web
+UI and `farmhand jobs`, or drive the terminal that prints them (ESC, the 8-bit CSI).
+Length limits stay with each field."""
 
 
 class _Strict(BaseModel):
@@ -101,14 +132,14 @@ class VideoSettings(_Strict):
 
     codec: VideoCodec = "h264"
     container: VideoContainer = "mp4"
-    fps: float | None = Field(
+    fps: JsonNumber | None = Field(
         default=None,
         gt=0,
         le=240,
         description="Frames per second. None: the scene's, as Blender reported it when a "
         f"worker opened the file ({DEFAULT_VIDEO_FPS:g} if none has yet).",
     )
-    crf: int | None = Field(
+    crf: JsonInt | None = Field(
         default=None, ge=0, le=63, description="Quality (lower is better); None: codec default."
     )
 
@@ -167,9 +198,9 @@ def tile_extensions(output_format: str | None) -> frozenset[str]:
 class TileGrid(_Strict):
     """How a tiled still is split: `columns` x `rows` render tasks, merged into one frame."""
 
-    columns: int = Field(ge=1, le=MAX_TILES_PER_SIDE)
-    rows: int = Field(ge=1, le=MAX_TILES_PER_SIDE)
-    overlap: int = Field(
+    columns: JsonInt = Field(ge=1, le=MAX_TILES_PER_SIDE)
+    rows: JsonInt = Field(ge=1, le=MAX_TILES_PER_SIDE)
+    overlap: JsonInt = Field(
         default=32,
         ge=0,
         le=512,
@@ -209,22 +240,22 @@ class TileSpec(BaseModel):
 class JobSettings(_Strict):
     """What a person chooses when submitting an animation or a still."""
 
-    name: str = Field(default="", max_length=200)
-    frame_start: int = Field(default=1, ge=-MAX_FRAME, le=MAX_FRAME)
-    frame_end: int = Field(default=1, ge=-MAX_FRAME, le=MAX_FRAME)
-    frame_step: int = Field(default=1, ge=1, le=MAX_FRAME)
-    chunk_size: int = Field(default=1, ge=1, le=10_000)
-    priority: int = Field(default=50, ge=0, le=100)
+    name: FreeText = Field(default="", max_length=200)
+    frame_start: JsonInt = Field(default=1, ge=-MAX_FRAME, le=MAX_FRAME)
+    frame_end: JsonInt = Field(default=1, ge=-MAX_FRAME, le=MAX_FRAME)
+    frame_step: JsonInt = Field(default=1, ge=1, le=MAX_FRAME)
+    chunk_size: JsonInt = Field(default=1, ge=1, le=10_000)
+    priority: JsonInt = Field(default=50, ge=0, le=100)
     output_format: OutputFormat | None = Field(
         default=None, description="None keeps the format saved in the .blend."
     )
-    resolution_percentage: int | None = Field(default=None, ge=1, le=1000)
-    samples: int | None = Field(default=None, ge=1, le=1_000_000)
-    max_attempts: int | None = Field(default=None, ge=1, le=100)
+    resolution_percentage: JsonInt | None = Field(default=None, ge=1, le=1000)
+    samples: JsonInt | None = Field(default=None, ge=1, le=1_000_000)
+    max_attempts: JsonInt | None = Field(default=None, ge=1, le=100)
     required_tags: list[Tag] = Field(
         default_factory=list, max_length=32, description="Only workers with all of these tags."
     )
-    max_workers: int | None = Field(
+    max_workers: JsonInt | None = Field(
         default=None, ge=1, le=100_000, description="At most this many workers at once."
     )
     blender_version: str | None = Field(
@@ -268,6 +299,16 @@ class JobSettings(_Strict):
         description="Shared storage only: the folder where workers also write the frames, "
         "as the submitter sees it or as '{variable}/…'.",
     )
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _clean_stored_name(cls, value: object, info: ValidationInfo) -> object:
+        """A job stored before names were checked is read back (`model_validate` of its
+        stored settings: Python mode) with its control characters made spaces, so it
+        still opens and is claimed; a name sent to the API (JSON) is refused instead."""
+        if info.mode == "python" and isinstance(value, str):
+            return _CONTROL.sub(" ", value)
+        return value
 
     @field_validator("output_template")
     @classmethod
@@ -435,7 +476,7 @@ class JobAction(_Strict):
 
 
 class JobPatch(_Strict):
-    priority: int = Field(ge=0, le=100)
+    priority: JsonInt = Field(ge=0, le=100)
 
 
 class TaskAction(_Strict):
