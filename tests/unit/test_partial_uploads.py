@@ -16,7 +16,12 @@ import pytest
 
 from farmhand.client.packing import default_project, settle_blend
 from farmhand.manager.storage.blobs import BlobError, BlobStore, BlobTooLarge, StoredBlob
-from farmhand.manager.storage.partial_uploads import OffsetMismatch, UploadBusy, UploadSession
+from farmhand.manager.storage.partial_uploads import (
+    ChunkTooLarge,
+    OffsetMismatch,
+    UploadBusy,
+    UploadSession,
+)
 
 DATA = os.urandom(300_000)
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -96,12 +101,24 @@ def test_a_hash_mismatch_stores_nothing(tmp_path: Path) -> None:
     assert list(store.partials.dir.iterdir()) == []
 
 
-def test_more_bytes_than_announced_are_refused(tmp_path: Path) -> None:
+def test_a_chunk_past_the_announced_size_is_refused_and_the_rest_kept(tmp_path: Path) -> None:
+    """The chunk goes, not the session: the bytes before it are kept, and the upload
+    finishes once the right bytes are sent from where it stood."""
     store = BlobStore(tmp_path)
-    session = store.partials.open_session(1, SHA, 1000)
-    with pytest.raises(BlobTooLarge):
-        append(store, session, 0, DATA)
-    assert list(store.partials.dir.iterdir()) == []
+    data = DATA[:200_000]
+    session = store.partials.open_session(1, hashlib.sha256(data).hexdigest(), len(data))
+    append(store, session, 0, data[:100_000])
+    with pytest.raises(ChunkTooLarge) as refused:
+        append(store, session, 100_000, DATA[100_000:])  # 100 kB too many
+    assert refused.value.offset == 100_000
+    assert store.partials.offset(session) == 100_000
+    with pytest.raises(ChunkTooLarge):  # refused from its length, before a byte is read
+        asyncio.run(
+            store.partials.append(session, 100_000, _chunks(DATA[100_000:]), length=200_000)
+        )
+    assert store.partials.offset(session) == 100_000
+    stored = append(store, session, 100_000, data[100_000:])
+    assert stored is not None and store.path_for(stored.sha256).read_bytes() == data
 
 
 def test_sessions_belong_to_their_owner(tmp_path: Path) -> None:

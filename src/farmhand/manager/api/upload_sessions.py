@@ -22,10 +22,17 @@ from farmhand.manager.api.deps import Context, UserDep
 from farmhand.manager.api.errors import error_responses
 from farmhand.manager.api.limits import enforce_quota
 from farmhand.manager.api.uploads import record_blob
+from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Blob
 from farmhand.manager.storage.blobs import BlobError, BlobTooLarge
-from farmhand.manager.storage.partial_uploads import OffsetMismatch, UploadBusy, UploadSession
+from farmhand.manager.storage.gc import touch_blobs
+from farmhand.manager.storage.partial_uploads import (
+    ChunkTooLarge,
+    OffsetMismatch,
+    UploadBusy,
+    UploadSession,
+)
 from farmhand.shared.schemas import UploadCreate, UploadStatus
 
 log = structlog.get_logger(__name__)
@@ -40,10 +47,15 @@ OCTET_STREAM_BODY: dict[str, object] = {
 """OpenAPI for a raw-bytes body (FastAPI cannot infer one from `request.stream()`)."""
 
 
-def _stored(context: ManagerContext, sha256: str) -> bool:
-    with context.db.read() as session:
-        known = session.scalar(select(Blob.sha256).where(Blob.sha256 == sha256))
-    return known is not None and context.blobs.has(sha256)
+def _stored_size(context: ManagerContext, sha256: str) -> int | None:
+    """The size of the blob if the manager holds it (and marks it as just told about,
+    as `/api/blobs/missing` does: the client may name it in a job any moment)."""
+    with context.db.transaction() as session:
+        size = session.scalar(select(Blob.size).where(Blob.sha256 == sha256))
+        if size is None or not context.blobs.has(sha256):
+            return None
+        touch_blobs(session, [sha256], utcnow())
+    return size
 
 
 def _status(session: UploadSession, offset: int, response: Response) -> UploadStatus:
@@ -52,6 +64,14 @@ def _status(session: UploadSession, offset: int, response: Response) -> UploadSt
     return UploadStatus(
         id=session.id, sha256=session.sha256, size=session.size, offset=offset, complete=False
     )
+
+
+def _declared_length(request: Request) -> int | None:
+    """The chunk's `Content-Length`, if it sent a valid one (else it is counted)."""
+    try:
+        return int(request.headers["content-length"])
+    except (KeyError, ValueError):
+        return None
 
 
 def _session(context: ManagerContext, upload_id: str, user_id: int) -> UploadSession:
@@ -71,11 +91,27 @@ def _session(context: ManagerContext, upload_id: str, user_id: int) -> UploadSes
 async def create_upload(
     body: UploadCreate, request: Request, response: Response, context: Context, caller: UserDep
 ) -> UploadStatus:
-    if await run_in_threadpool(_stored, context, body.sha256):
+    """An upload's size is checked before anything else, also for a blob already
+    stored: the answer must not depend on what other people uploaded. A blob already
+    stored answers `complete` only if the size agrees; a client whose size and hash
+    disagree with it has a bug or a changed file, and is told (400) rather than left to
+    name a blob in a job that is not the file it has."""
+    try:
+        context.blobs.refuse_too_large(body.size)
+    except BlobTooLarge as error:
+        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, str(error)) from error
+    stored_size = await run_in_threadpool(_stored_size, context, body.sha256)
+    if stored_size is not None:
+        if stored_size != body.size:
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST,
+                f"blob {body.sha256} is stored with {stored_size} bytes, not {body.size}: "
+                "the size or the hash sent is wrong",
+            )
         response.status_code = status.HTTP_200_OK
-        response.headers[OFFSET] = str(body.size)
+        response.headers[OFFSET] = str(stored_size)
         return UploadStatus(
-            id="", sha256=body.sha256, size=body.size, offset=body.size, complete=True
+            id="", sha256=body.sha256, size=stored_size, offset=stored_size, complete=True
         )
     await run_in_threadpool(enforce_quota, context, caller, (), body.size)
     partials = context.blobs.partials
@@ -139,7 +175,9 @@ async def upload_chunk(
     partials = context.blobs.partials
     async with partials.lock(session.id):
         try:
-            stored = await partials.append(session, upload_offset, request.stream())
+            stored = await partials.append(
+                session, upload_offset, request.stream(), length=_declared_length(request)
+            )
         except OffsetMismatch as error:
             raise HTTPException(
                 status.HTTP_409_CONFLICT, str(error), headers={OFFSET: str(error.expected)}
@@ -148,8 +186,12 @@ async def upload_chunk(
             raise HTTPException(
                 status.HTTP_409_CONFLICT, str(error), headers={OFFSET: str(error.offset)}
             ) from error
-        except BlobTooLarge as error:
-            raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, str(error)) from error
+        except ChunkTooLarge as error:
+            raise HTTPException(
+                status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                str(error),
+                headers={OFFSET: str(error.offset)},
+            ) from error
         except BlobError as error:
             log.warning(
                 "upload refused", upload=session.id, sha256=session.sha256, error=str(error)

@@ -94,6 +94,12 @@ class BlobStore:
         self.max_blob_bytes = max_blob_bytes
         (root / "sha256").mkdir(parents=True, exist_ok=True)
 
+    def refuse_too_large(self, size: int) -> None:
+        """BlobTooLarge if a blob of `size` bytes is over the limit: one check for every
+        upload announced by its size (a resumable one, a blob already stored)."""
+        if size > self.max_blob_bytes:
+            raise BlobTooLarge(f"upload is larger than the limit of {self.max_blob_bytes} bytes")
+
     def path_for(self, sha256: str) -> Path:
         return blob_path(self.root, sha256)
 

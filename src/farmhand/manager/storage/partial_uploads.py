@@ -52,6 +52,17 @@ class UploadBusy(BlobError):
         self.offset = offset
 
 
+class ChunkTooLarge(BlobTooLarge):
+    """A chunk that would take the upload past its announced size; it was not kept."""
+
+    def __init__(self, size: int, offset: int) -> None:
+        super().__init__(
+            f"this chunk would take the upload past its announced {size} bytes; it was "
+            f"refused, and the upload is still at byte {offset}: resume from there"
+        )
+        self.offset = offset
+
+
 @dataclass(frozen=True)
 class UploadSession:
     id: str
@@ -96,8 +107,7 @@ class PartialUploads:
 
     def open_session(self, owner_id: int, sha256: str, size: int) -> UploadSession:
         """The session for this blob and owner: the existing one (resume) or a new one."""
-        if size > self.store.max_blob_bytes:
-            raise BlobTooLarge(f"upload is larger than the limit of {self.store.max_blob_bytes}")
+        self.store.refuse_too_large(size)
         session = UploadSession(self.session_id(owner_id, sha256, size), owner_id, sha256, size)
         meta = self._meta(session.id)
         if not meta.exists():
@@ -165,27 +175,31 @@ class PartialUploads:
         start: int,
         chunks: AsyncIterator[bytes],
         on_bytes: Callable[[int], None] | None = None,
+        length: int | None = None,
     ) -> StoredBlob | None:
         """Write a chunk that starts at byte `start`; the blob once the last byte is in.
 
         Call with `lock(session.id)` held. Bytes that arrived before the client went
         away stay written (the caller's exception propagates after they are flushed).
         Raises OffsetMismatch, UploadBusy (another process is writing this session),
-        BlobTooLarge (more than announced: session discarded) or BlobError (hash
+        ChunkTooLarge (more than announced: the chunk is refused, before a byte is read
+        if its `length` says so, and the session stays at `start`: a client's bug in one
+        chunk must not cost the bytes that arrived before it) or BlobError (hash
         mismatch: session discarded, nothing stored).
         """
         with self._writing(session) as handle:
             offset = os.fstat(handle.fileno()).st_size  # now that no one else writes
             if start != offset:
                 raise OffsetMismatch(offset, start)
+            if length is not None and start + length > session.size:
+                raise ChunkTooLarge(session.size, start)
             hasher = self._digest(session, offset)
+            before = hasher.copy()
             try:
                 try:
                     async for chunk in chunks:
                         if offset + len(chunk) > session.size:
-                            raise BlobTooLarge(
-                                f"more than the announced {session.size} bytes were sent"
-                            )
+                            raise ChunkTooLarge(session.size, start)
                         handle.write(chunk)
                         hasher.update(chunk)
                         offset += len(chunk)
@@ -194,8 +208,10 @@ class PartialUploads:
                 finally:
                     handle.flush()
                     self._digests[session.id] = _Digest(offset, hasher)
-            except BlobTooLarge:
-                self.discard(session)
+            except ChunkTooLarge:
+                handle.truncate(start)
+                handle.flush()
+                self._digests[session.id] = _Digest(start, before)
                 raise
             if offset < session.size:
                 return None
