@@ -372,8 +372,8 @@ def test_tasks_and_runners_are_cards_on_a_phone(
         card.locator("strong").filter(has_text="render-box-01"),
         card.locator(".status"),
         card.get_by_role("link", name="phone shot"),
-        card.get_by_role("button", name="Disable after task"),
-        card.get_by_role("button", name="Drain"),
+        card.get_by_role("button", name="Finish task, then disable"),
+        card.get_by_role("button", name="Stop task, disable now"),
     ):
         box = part.bounding_box()
         assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, box

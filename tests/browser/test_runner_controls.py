@@ -432,7 +432,9 @@ def test_phone_runner_cards_and_editor_fit(
         " · stops a running task"
     )
     expect()(row(mobile, "render-box-01").locator(".status")).to_have_text("busy")
-    expect()(row(mobile, "render-box-01").locator("td.sleep")).to_be_hidden()  # none: left out
+    # None is said on the card too, as in the table ("Sleep schedule –").
+    expect()(row(mobile, "render-box-01").locator("td.sleep")).to_be_visible()
+    expect()(row(mobile, "render-box-01").locator("td.sleep")).to_have_text(NONE)
     settle(mobile)
     shoot(mobile, "runner-controls-05-phone-cards")
     assert mobile.evaluate(NO_SIDEWAYS_SCROLL), "the runners page scrolls sideways on a phone"

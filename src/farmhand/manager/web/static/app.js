@@ -142,19 +142,25 @@
 
   // Calls refresh() now, on every (re)connect, and after events that `wants` accepts,
   // coalescing bursts: at most one refresh per `gap` ms, and never two at once.
+  // The function returned schedules a refresh; its `pause()` stops them (a job being
+  // deleted must not be fetched again) once the one under way, if any, has ended, and
+  // `resume()` starts them again.
   function live(refresh, wants = () => true, gap = 300) {
     const indicator = $("#live");
-    let timer = null, running = false, again = false, last = 0;
+    let timer = null, running = null, again = false, last = 0, paused = false;
     const run = async () => {
       timer = null;
+      if (paused) return;
       if (running) { again = true; return; }
-      running = true;
       last = Date.now();
-      try { await refresh(); } catch (error) { fail(error); }
-      running = false;
+      running = (async () => { try { await refresh(); } catch (error) { fail(error); } })();
+      await running;
+      running = null;
       if (again) { again = false; schedule(); }
     };
-    const schedule = () => { if (!timer) timer = setTimeout(run, Math.max(0, gap - (Date.now() - last))); };
+    const schedule = () => { if (!timer && !paused) timer = setTimeout(run, Math.max(0, gap - (Date.now() - last))); };
+    schedule.pause = async () => { paused = true; clearTimeout(timer); timer = null; await running; };
+    schedule.resume = () => { paused = false; schedule(); };
     const state = (name, text) => { if (indicator) { indicator.hidden = false; indicator.dataset.state = name; indicator.textContent = text; } };
     run();
     if (!window.EventSource) { state("closed", "no live updates"); return schedule; }
@@ -204,10 +210,10 @@
         const eta = j.status === "completed" ? 0 : d ? d.eta_seconds : null;
         return `<tr data-job-id="${j.id}">
           <td class="wrap"><a href="/jobs/${j.id}">${esc(j.name)}</a> <span class="muted small">#${j.id}</span></td>
-          <td class="hide-sm">${esc(j.owner)}</td><td>${badge(j.status)}</td>
+          <td class="hide-sm text">${esc(j.owner)}</td><td>${badge(j.status)}</td>
           <td>${bar(j.progress, j.status)} <span class="visually-hidden">${Math.round(j.progress)} %</span></td>
           <td class="num" data-label="Frames">${j.frames_done}/${j.frames_total}</td><td class="num hide-sm">${j.priority}</td>
-          <td class="hide-sm">${workers.map(esc).join(", ") || '<span class="muted">–</span>'}</td>
+          <td class="hide-sm text">${workers.map(esc).join(", ") || '<span class="muted">–</span>'}</td>
           <td class="num" data-label="Elapsed">${duration(elapsed)}</td><td class="num" data-label="Remaining">${["canceled", "failed"].includes(j.status) ? "–" : duration(eta)}</td></tr>`;
       }).join(""); });
       paintBars(tbody);
@@ -293,17 +299,30 @@
       $("#main-file-field").hidden = blendFiles.length < 2;
     }
 
+    // The upload under way, if any: a file chosen after it replaces it.
+    let sending = null;
     function upload(file) {
-      const isZip = /\.zip$/i.test(file.name);
-      if (!isZip && !/\.blend$/i.test(file.name)) { showNotice(`${file.name} is neither a .blend nor a .zip file.`, "error"); return; }
+      // Whatever was chosen before goes: its upload, status line, form and notices.
+      if (sending) { sending.abort(); sending = null; }
       blob = null;
       form.hidden = true;
       showNotice("");
+      $("#upload").hidden = true;
+      const isZip = /\.zip$/i.test(file.name);
+      if (!isZip && !/\.blend$/i.test(file.name)) { showNotice(`${file.name} is neither a .blend nor a .zip file.`, "error"); return; }
       $("#upload").hidden = false;
       $("#upload-name").textContent = file.name;
       const progress = $("#upload-bar"), text = $("#upload-text");
       setBar(progress, 0);
+      text.classList.remove("error");
+      // The status line says why it failed, in red, on a red bar.
+      const failed = (why) => {
+        setBar(progress, 100, "failed");
+        text.classList.add("error");
+        text.textContent = why;
+      };
       const xhr = new XMLHttpRequest();
+      sending = xhr;
       xhr.open("POST", isZip ? "/api/projects" : "/api/blend-info");
       xhr.setRequestHeader("X-CSRF-Token", csrf);
       xhr.upload.onprogress = (e) => {
@@ -313,8 +332,9 @@
         text.textContent = `${Math.round(pct)} % of ${(e.total / 1024 ** 2).toFixed(1)} MB`;
       };
       xhr.upload.onload = () => { setBar(progress, 100); text.textContent = "Uploaded; reading the scene with Blender…"; };
-      xhr.onerror = () => showNotice("The upload failed (network error). Try again.", "error");
+      xhr.onerror = () => { sending = null; failed("Upload failed: network error. Try again."); };
       xhr.onload = () => {
+        sending = null;
         let data = null;
         try { data = JSON.parse(xhr.responseText); } catch { /* not JSON */ }
         const sha = xhr.getResponseHeader("X-Blob-Sha256");
@@ -338,7 +358,8 @@
         } else if (xhr.status === 401) {
           location.href = "/login?next=/submit";
         } else {
-          showNotice((data && data.detail) || `Upload failed (${xhr.status}).`, "error");
+          const detail = data && data.detail;
+          failed(`Failed: ${typeof detail === "string" ? detail : `the manager answered ${xhr.status}`}. Choose another file.`);
         }
       };
       const data = new FormData();
@@ -450,7 +471,7 @@
     const openLogs = new Map(); // task id -> <pre>
     // The job's blocklist: admins only (the section is in the page only for them).
     const blockSection = $("#blocklist-section");
-    let job = null, outputs = [], frames = [], blocklist = [];
+    let job = null, outputs = [], frames = [], blocklist = [], fetchedAt = 0;
 
     const thumbUrl = (f) => `${base}/files/${f.id}/thumbnail?v=${f.sha256.slice(0, 12)}`;
     const fileUrl = (f) => `${base}/files/${f.id}/download`;
@@ -467,8 +488,7 @@
       setBar($("#job-progress"), job.progress, job.status);
       $("#stat-progress").textContent = `${Math.round(job.progress)} %`;
       $("#stat-frames").textContent = `${job.frames_done}/${job.frames_total}`;
-      $("#stat-elapsed").textContent = duration(job.elapsed_seconds);
-      $("#stat-eta").textContent = ["canceled", "failed"].includes(job.status) ? "–" : duration(job.eta_seconds);
+      renderTimes();
       $("#stat-per-frame").textContent = perFrame(job.seconds_per_frame);
       $("#stat-memory").textContent = memory(job.peak_memory_bytes);
       $("#stat-blender").textContent = job.blender_saved || "unknown";
@@ -496,31 +516,54 @@
       $("#download-zip").hidden = !outputs.some((f) => f.frame !== null);
     }
 
+    // Elapsed and remaining as the manager gave them, moved on by the time since: they
+    // tick every second while the job is active, between events.
+    function renderTimes() {
+      const gone = job.status === "active" ? (Date.now() - fetchedAt) / 1000 : 0;
+      const eta = job.eta_seconds === null || job.eta_seconds === undefined ? null : Math.max(0, job.eta_seconds - gone);
+      $("#stat-elapsed").textContent = duration(job.elapsed_seconds === null || job.elapsed_seconds === undefined ? null : job.elapsed_seconds + gone);
+      $("#stat-eta").textContent = ["canceled", "failed"].includes(job.status) ? "–" : duration(eta);
+    }
+
     function renderThumbs() {
       const grid = $("#thumbs");
       const byFrame = new Map(outputs.filter((f) => f.frame !== null).map((f) => [f.frame, f]));
       const rendering = new Set(job.tasks.filter((t) => t.status === "active").flatMap((t) => t.frames.slice(t.frames_done)));
-      frames = job.tasks.flatMap((t) => t.frames).sort((a, b) => a - b);
-      $("#frames-count").textContent = `${byFrame.size} of ${frames.length}`;
+      // Done as the Frames figure counts them (the API's frames_done): a requeued task's
+      // frames are not, though their earlier files stay stored (and shown, marked as
+      // such) until the new render replaces them.
+      const done = new Set(job.tasks.flatMap((t) => t.frames.slice(0, t.frames_done)));
+      frames = [...new Set(job.tasks.flatMap((t) => t.frames))].sort((a, b) => a - b);
+      const redo = [...byFrame.keys()].filter((frame) => !done.has(frame)).length;
+      $("#frames-count").textContent = `${job.frames_done} of ${job.frames_total} done` +
+        (redo ? ` · ${plural(redo, "frame")} shown from an earlier render, to be rendered again` : "");
       const existing = new Map($$(".thumb", grid).map((el) => [Number(el.dataset.frame), el]));
       frames.forEach((frame, index) => {
         const file = byFrame.get(frame);
-        const key = file ? `f${file.id}-${file.sha256}` : rendering.has(frame) ? "rendering" : "pending";
+        const state = rendering.has(frame) ? "rendering" : done.has(frame) || !file ? "" : "again";
+        const key = (file ? `f${file.id}-${file.sha256}` : "none") + (state ? `-${state}` : "");
         let el = existing.get(frame);
         if (!el || el.dataset.key !== key) {
           const fresh = document.createElement(file ? "button" : "div");
-          fresh.className = "thumb" + (file ? "" : " pending" + (key === "rendering" ? " rendering" : ""));
+          fresh.className = "thumb" + (file ? (state ? " old" : "") : " pending") + (state === "rendering" ? " rendering" : "");
           fresh.dataset.frame = frame;
           fresh.dataset.key = key;
+          const note = state === "rendering" ? (file ? "rendering again" : "rendering") : state === "again" ? "to render again" : "";
           if (file) {
             fresh.type = "button";
-            fresh.setAttribute("aria-label", `Open frame ${frame}`);
-            fresh.innerHTML = `<img src="${thumbUrl(file)}" alt="Frame ${frame}" loading="lazy"><span class="label">${frame}</span>`;
+            fresh.setAttribute("aria-label", `Open frame ${frame}${note ? ` (earlier render, ${note})` : ""}`);
+            fresh.innerHTML = `<img src="${thumbUrl(file)}" alt="Frame ${frame}" loading="lazy"><span class="label">${frame}${note ? ` · ${note}` : ""}</span>`;
             fresh.addEventListener("click", () => openFrame(frame));
           } else {
-            fresh.textContent = key === "rendering" ? `${frame} · rendering` : `${frame}`;
+            fresh.textContent = note ? `${frame} · ${note}` : `${frame}`;
           }
+          // The keyboard stays on this frame when its thumbnail is made anew.
+          const focused = el && el === document.activeElement;
           if (el) el.replaceWith(fresh); else grid.insertBefore(fresh, grid.children[index] || null);
+          if (focused) {
+            if (!file) fresh.tabIndex = -1;
+            fresh.focus();
+          }
           el = fresh;
         }
         existing.delete(frame);
@@ -568,7 +611,7 @@
         // header, and no "–" for what a task does not have yet.
         const none = (text) => (text === "–" ? " none" : "");
         return `<tr data-task-id="${t.id}"><td class="num lead" data-label="Task">${t.index}</td><td class="lead" data-label="Frames">${span}</td>
-          <td class="lead">${badge(t.status)}</td><td class="${none(t.worker || "–")}" data-label="Worker">${esc(t.worker || "–")}</td><td class="small${none(now)}">${now}</td><td class="num hide-sm">${duration(time)}</td>
+          <td class="lead">${badge(t.status)}</td><td class="text${none(t.worker || "–")}" data-label="Worker">${esc(t.worker || "–")}</td><td class="small${none(now)}">${now}</td><td class="num hide-sm">${duration(time)}</td>
           <td class="num hide-sm">${each}</td><td class="num${none(peak)}" data-memory data-label="Peak memory">${peak}</td><td class="num${none(eta)}" data-label="Remaining">${eta}</td><td class="num hide-sm">${t.attempts}</td>
           <td class="wrap small line last">${esc(t.last_error || "")}</td>
           <td class="end" data-label="Log"><button type="button" class="small" data-log="${t.id}" aria-expanded="${open}" aria-controls="log-${t.id}">${open ? "Hide" : "Show"}</button></td>
@@ -687,12 +730,30 @@
       "requeue-failed": () => api("POST", `${base}/actions`, { action: "requeue-failed" }),
       "requeue-all": () => api("POST", `${base}/actions`, { action: "requeue-all" }),
       cancel: () => confirm(`Cancel job “${job.name}”? Running frames stop now.`) && api("DELETE", base),
-      priority: () => api("PATCH", base, { priority: Number($("#priority-input").value) }),
+      priority: () => {
+        // An empty box is "" (Number("") is 0): refused here, with what is wanted.
+        const input = $("#priority-input"), raw = input.value.trim();
+        if (!/^\d+$/.test(raw) || Number(raw) > 100) {
+          input.setAttribute("aria-invalid", "true");
+          toast("Priority must be a whole number from 0 to 100: nothing was changed.", "error");
+          input.focus();
+          return false;
+        }
+        input.removeAttribute("aria-invalid");
+        return api("PATCH", base, { priority: Number(raw) });
+      },
       delete: async () => {
         if (!confirm(`Delete job “${job.name}” and all its frames? This cannot be undone.`)) return false;
-        await api("DELETE", `${base}?purge=true`);
+        // No live refresh may ask for the job while or after it goes (404s).
+        await updates.pause();
+        try {
+          await api("DELETE", `${base}?purge=true`);
+        } catch (error) {
+          updates.resume();
+          throw error;
+        }
         location.href = "/";
-        return true;
+        return false;
       },
     };
     $("#actions").addEventListener("click", async (e) => {
@@ -792,6 +853,7 @@
         blockSection ? api("GET", `/api/admin/blocklist?job_id=${jobId}`).catch(() => null) : null,
       ]);
       job = detail;
+      fetchedAt = Date.now();
       outputs = files.filter((f) => f.kind === "output");
       if (blocked) blocklist = blocked.filter((entry) => entry.job_id === jobId);
       renderHeader();
@@ -800,13 +862,14 @@
       renderBlocklist();
       await Promise.all([...openLogs.keys()].map((id) => loadLog(id)));
     }
-    live(async () => {
+    const updates = live(async () => {
       try { await refresh(); } catch (error) {
         if (error.status === 404) { $("#main").innerHTML = '<h1>Job not found</h1><p>It was deleted. <a href="/">Back to the jobs</a></p>'; return; }
         throw error;
       }
     }, (e) => e.job_id === jobId);
-    setInterval(() => { if (job && job.status === "active") renderTasks(); }, 5000);
+    setInterval(() => { if (job && job.status === "active" && $("#stat-elapsed")) renderTimes(); }, 1000);
+    setInterval(() => { if (job && job.status === "active" && $("#tasks")) renderTasks(); }, 5000);
   }
 
   // ------------------------------------------------------------- runners page
@@ -814,19 +877,19 @@
   function runnersPage() {
     let runners = [];
     const tbody = $("#runners tbody");
-    // Control follows the runner's admin state (enabled / disabled / draining): "now"
-    // aborts its running task (requeued), "after-task" lets it finish first. Then its
-    // sleep schedule's editor and Delete, named after the runner for screen readers.
+    // Control follows the runner's admin state (enabled / disabled / draining). The API's
+    // "drain" and "disable after-task" are one thing (scheduling/workers.py apply_action:
+    // the running task finishes, then the runner is disabled; with no task it is disabled
+    // at once), so a busy runner gets two ways to stop: after its task, or now (its task
+    // goes back to the queue); an idle one just Disable; a draining one no second drain.
+    // Then its sleep schedule's editor and Delete, named after the runner for screen readers.
     const controls = (r) => {
       const state = r.admin_state || "enabled";
       const busy = Boolean(r.current_task_id);
       const buttons = [];
       if (state !== "enabled") buttons.push(["enable", "now", "Enable"]);
-      if (state !== "disabled") {
-        if (busy) buttons.push(["disable", "after-task", "Disable after task"]);
-        buttons.push(["disable", "now", busy ? "Disable now" : "Disable"]);
-      }
-      if (state === "enabled") buttons.push(["drain", "after-task", "Drain"]);
+      if (state === "enabled" && busy) buttons.push(["disable", "after-task", "Finish task, then disable"]);
+      if (state !== "disabled") buttons.push(["disable", "now", busy ? "Stop task, disable now" : "Disable"]);
       // Two groups, each wrapping as a whole: what the runner does, then the runner itself.
       return `<span class="group">${buttons.map(([action, when, label]) => `<button type="button" class="small${action === "disable" && when === "now" && busy ? " danger" : ""}" data-runner="${r.id}" data-action="${action}" data-when="${when}">${label}</button>`).join(" ")}</span>`
         + ` <span class="group"><button type="button" class="small" data-sleep-edit="${r.id}" aria-label="Sleep schedule of ${esc(r.name)}" aria-haspopup="dialog">Sleep schedule…</button>`
@@ -853,14 +916,14 @@
       return runs.map((run) => (run.length === 1 ? DAYS[run[0]] : `${DAYS[run[0]]}-${DAYS[run[run.length - 1]]}`)).join(",");
     };
     const hasSchedule = (r) => Boolean(r.sleep_schedule && r.sleep_schedule.windows && r.sleep_schedule.windows.length);
-    // On a phone a runner without a schedule leaves the line out ("none").
+    // On a phone each card names its schedule too, "–" (none) included, as the table does.
     const sleepCell = (r) => {
-      if (!hasSchedule(r)) return '<td class="sleep none"><span class="muted">–</span></td>';
+      if (!hasSchedule(r)) return '<td class="sleep" data-label="Sleep schedule"><span class="muted">–</span></td>';
       const s = r.sleep_schedule;
       // A line may break between a window's days and hours, never inside either, and in
       // the zone after a "/" (America/Argentina/ComodRivadavia).
       const windows = s.windows.map((w) => `<span class="nowrap">${esc(formatDays(w.days))}</span> <span class="nowrap">${esc(w.start)}-${esc(w.end)}</span>`);
-      return `<td class="sleep line" data-label="Sleeps">${windows.join(", ")} <span class="muted">(${esc(s.timezone).replaceAll("/", "/<wbr>")})</span>${s.when === "now" ? ' <span class="muted small">· stops a running task</span>' : ""}</td>`;
+      return `<td class="sleep line" data-label="Sleep schedule">${windows.join(", ")} <span class="muted">(${esc(s.timezone).replaceAll("/", "/<wbr>")})</span>${s.when === "now" ? ' <span class="muted small">· stops a running task</span>' : ""}</td>`;
     };
     const render = () => {
       if (!runners.length) {
@@ -879,14 +942,15 @@
           : '<span class="muted">idle</span>';
         const hardware = [c.cpu, c.cores ? `${c.cores} cores` : "", gib(c.ram_bytes), ...(c.gpus || []).map((g) => (typeof g === "string" ? g : g.name || ""))].filter(Boolean).map(esc).join(" · ");
         const tags = (c.tags || r.tags || []).map((t) => `<span class="badge">${esc(t)}</span>`).join(" ");
+        const none = (empty) => (empty ? " none" : "");
         // On a phone each runner is a card (app.css, table.cards): its name and status,
         // then what it does, the small facts with labels, its sleep schedule and controls.
         return `<tr data-runner-name="${esc(r.name)}" data-runner-id="${r.id}">
           <td class="lead name"><strong>${esc(r.name)}</strong>${c.hostname && c.hostname !== r.name ? `<br><span class="muted small">${esc(c.hostname).replaceAll(".", ".<wbr>")}</span>` : ""}</td>
           <td class="lead end"><span class="status">${badge(r.status)}</span>${r.admin_state && r.admin_state !== "enabled" && r.admin_state !== r.status ? ` <span class="badge s-${esc(r.admin_state)}">${esc(r.admin_state)}</span>` : ""}${r.asleep && r.status !== "asleep" ? ' <span class="badge s-asleep">asleep</span>' : ""}</td><td class="current line">${current}</td>
           <td data-label="Heartbeat" data-heartbeat="${esc(r.last_heartbeat || "")}">${ago(r.last_heartbeat)}</td>
-          <td class="wrap small hide-sm">${hardware || "–"}</td><td class="device" data-label="Device">${esc(device(c))}</td><td data-label="Blender">${(c.blender_versions || []).map(esc).join(", ") || "–"}</td>
-          <td class="tags hide-sm">${tags || '<span class="muted">–</span>'}</td>${sleepCell(r)}<td class="line controls">${controls(r)}</td></tr>`;
+          <td class="wrap small hardware${none(!hardware)}" data-label="Hardware">${hardware || "–"}</td><td class="device" data-label="Device">${esc(device(c))}</td><td class="blender" data-label="Blender">${(c.blender_versions || []).map(esc).join(", ") || "–"}</td>
+          <td class="tags${none(!tags)}" data-label="Tags">${tags || '<span class="muted">–</span>'}</td>${sleepCell(r)}<td class="line controls">${controls(r)}</td></tr>`;
       }).join(""); });
     };
     // Answers can overtake one another (a live refresh sent before a delete answered
@@ -1228,9 +1292,10 @@
     const tokensBody = $("#api-tokens tbody");
     const loadTokens = async () => {
       const tokens = await api("GET", "/api/tokens");
-      tokensBody.innerHTML = tokens.map((t) => `<tr data-token-id="${t.id}"><td>${esc(t.name)}</td><td>${when(t.created_at)}</td>
-        <td>${t.revoked_at ? badge("revoked") : badge("active")}</td>
-        <td>${t.revoked_at ? "" : `<button type="button" class="small danger" data-revoke="${t.id}">Revoke</button>`}</td></tr>`).join("")
+      // On a phone each token is a card (app.css, table.cards): name, state and Revoke first.
+      tokensBody.innerHTML = tokens.map((t) => `<tr data-token-id="${t.id}"><td class="lead text">${esc(t.name)}</td><td data-label="Created">${when(t.created_at)}</td>
+        <td class="lead">${t.revoked_at ? badge("revoked") : badge("active")}</td>
+        <td class="lead end">${t.revoked_at ? "" : `<button type="button" class="small danger" data-revoke="${t.id}" aria-label="Revoke token ${esc(t.name)}">Revoke</button>`}</td></tr>`).join("")
         || '<tr><td colspan="4" class="empty">No tokens.</td></tr>';
     };
     $("#new-token-form").addEventListener("submit", async (e) => {
@@ -1274,12 +1339,15 @@
     };
     const loadUsers = async () => {
       const users = await api("GET", "/api/admin/users");
-      usersBody.innerHTML = users.map((u) => `<tr data-user-id="${u.id}" data-user-name="${esc(u.name)}"><td>${esc(u.name)}</td><td>${esc(u.email || "–")}</td><td>${badge(u.role)}</td>
-        <td>${esc([u.has_password ? "password" : "", ...u.providers].filter(Boolean).join(", ") || "token")}</td>
-        <td>${u.disabled ? badge("disabled") : badge("active")}</td><td>${when(u.created_at)}</td>
-        <td class="actions"><button type="button" class="small" data-user-action="password">Set password</button>
-        <button type="button" class="small" data-user-action="${u.disabled ? "enable" : "disable"}">${u.disabled ? "Enable" : "Disable"}</button>
-        <button type="button" class="small danger" data-user-action="delete">Delete</button></td></tr>`).join("");
+      // Your own account cannot be disabled, demoted or deleted (the API answers 409):
+      // its row offers neither. On a phone each user is a card (app.css, table.cards).
+      const me = body.dataset.user;
+      usersBody.innerHTML = users.map((u) => `<tr data-user-id="${u.id}" data-user-name="${esc(u.name)}"><td class="lead text"><strong>${esc(u.name)}</strong></td><td class="text${u.email ? "" : " none"}" data-label="E-mail">${esc(u.email || "–")}</td><td class="lead">${badge(u.role)}</td>
+        <td data-label="Sign-in">${esc([u.has_password ? "password" : "", ...u.providers].filter(Boolean).join(", ") || "token")}</td>
+        <td class="lead">${u.disabled ? badge("disabled") : badge("active")}</td><td data-label="Created">${when(u.created_at)}</td>
+        <td class="line last"><span class="actions"><button type="button" class="small" data-user-action="password">Set password</button>
+        ${u.name === me ? '<span class="muted small">You cannot disable or delete yourself.</span>' : `<button type="button" class="small" data-user-action="${u.disabled ? "enable" : "disable"}">${u.disabled ? "Enable" : "Disable"}</button>
+        <button type="button" class="small danger" data-user-action="delete">Delete</button>`}</span></td></tr>`).join("");
     };
     usersBody.addEventListener("click", async (e) => {
       const button = e.target.closest("[data-user-action]");
