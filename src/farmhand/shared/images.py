@@ -34,7 +34,18 @@ _EXR_LINES_PER_CHUNK = {0: 1, 1: 1, 2: 1, 3: 16, 4: 32, 5: 16, 6: 32, 7: 32, 8: 
 
 
 class ImageError(ValueError):
-    """A file is not a usable image; the message says why, in words a person can act on."""
+    """A file is not a usable image; the message says why, in words a person can act on.
+
+    The message names the file's `path` (what a worker's log or a person at their own
+    machine needs); `reason` is the same without it, for an answer to someone who never
+    saw that path: a manager's temporary file name means nothing to the worker that sent
+    the bytes, and tells anyone asking how the manager's disk is laid out.
+    """
+
+    def __init__(self, problem: str, path: Path | None = None) -> None:
+        super().__init__(f"{path} {problem}" if path is not None else problem)
+        self.path = path
+        self.reason = f"it {problem}" if path is not None else problem
 
 
 @dataclass(frozen=True)
@@ -58,13 +69,13 @@ def verify_image(
     try:
         size = path.stat().st_size
     except FileNotFoundError:
-        raise ImageError(f"{path} does not exist") from None
+        raise ImageError("does not exist", path) from None
     except OSError as error:
-        raise ImageError(f"{path} cannot be read: {error.strerror or error}") from None
+        raise ImageError(f"cannot be read: {error.strerror or error}", path) from None
     if not path.is_file():
-        raise ImageError(f"{path} is not a file")
+        raise ImageError("is not a file", path)
     if size == 0:
-        raise ImageError(f"{path} is empty (0 bytes)")
+        raise ImageError("is empty (0 bytes)", path)
 
     try:
         with path.open("rb") as handle:
@@ -75,18 +86,19 @@ def verify_image(
                 handle.seek(0)
                 info = _verify_with_pillow(handle, path)
     except OSError as error:
-        raise ImageError(f"{path} cannot be read: {error.strerror or error}") from None
+        raise ImageError(f"cannot be read: {error.strerror or error}", path) from None
 
     if expected_width is not None and expected_height is not None:
         if (info.width, info.height) != (expected_width, expected_height):
             raise ImageError(
-                f"{path} is {info.width}x{info.height} pixels, "
-                f"expected {expected_width}x{expected_height}"
+                f"is {info.width}x{info.height} pixels, "
+                f"expected {expected_width}x{expected_height}",
+                path,
             )
     elif expected_width is not None and info.width != expected_width:
-        raise ImageError(f"{path} is {info.width} pixels wide, expected {expected_width}")
+        raise ImageError(f"is {info.width} pixels wide, expected {expected_width}", path)
     elif expected_height is not None and info.height != expected_height:
-        raise ImageError(f"{path} is {info.height} pixels high, expected {expected_height}")
+        raise ImageError(f"is {info.height} pixels high, expected {expected_height}", path)
     return info
 
 
@@ -124,11 +136,11 @@ def _verify_with_pillow(handle: BinaryIO, path: Path) -> ImageInfo:
                     format=image.format or "unknown", width=image.width, height=image.height
                 )
     except UnidentifiedImageError:
-        raise ImageError(f"{path} is not an image file Farmhand can read") from None
+        raise ImageError("is not an image file Farmhand can read", path) from None
     except Image.DecompressionBombError as error:
-        raise ImageError(f"{path} is too large to check: {error}") from None
+        raise ImageError(f"is too large to check: {error}", path) from None
     except (OSError, SyntaxError, ValueError, Warning, struct.error) as error:
-        raise ImageError(f"{path} is damaged or truncated: {error}") from None
+        raise ImageError(f"is damaged or truncated: {error}", path) from None
 
 
 @dataclass
@@ -145,14 +157,15 @@ def _verify_exr(handle: BinaryIO, file_size: int, path: Path) -> ImageInfo:
         header = _read_exr_header(handle, file_size)
     except (struct.error, UnicodeDecodeError, EOFError) as error:
         raise ImageError(
-            f"{path} is a damaged OpenEXR file: header is truncated ({error})"
+            f"is a damaged OpenEXR file: header is truncated ({error})",
+            path,
         ) from None
     except _ExrProblem as problem:
-        raise ImageError(f"{path} is a damaged OpenEXR file: {problem}") from None
+        raise ImageError(f"is a damaged OpenEXR file: {problem}", path) from None
     if header.tiles is None:
         lines = _EXR_LINES_PER_CHUNK.get(header.compression)
         if lines is None:
-            raise ImageError(f"{path}: unknown OpenEXR compression {header.compression}")
+            raise ImageError(f"uses an unknown OpenEXR compression {header.compression}", path)
         chunks: int | None = math.ceil(header.height / lines)
         chunk_header = 8  # int y, int data size
     else:
@@ -169,27 +182,30 @@ def _verify_exr(handle: BinaryIO, file_size: int, path: Path) -> ImageInfo:
     table_end = header.header_end + 8 * chunks
     if file_size < table_end:
         raise ImageError(
-            f"{path} is a truncated OpenEXR file: {file_size} bytes, "
-            f"but its header and offset table alone need {table_end}"
+            f"is a truncated OpenEXR file: {file_size} bytes, "
+            f"but its header and offset table alone need {table_end}",
+            path,
         )
     handle.seek(header.header_end)
     offsets = struct.unpack(f"<{chunks}Q", handle.read(8 * chunks))
     bad = [offset for offset in offsets if not table_end <= offset < file_size]
     if bad:
         raise ImageError(
-            f"{path} is a truncated OpenEXR file: a pixel chunk starts at byte {bad[0]}, "
-            f"the file has {file_size} bytes"
+            f"is a truncated OpenEXR file: a pixel chunk starts at byte {bad[0]}, "
+            f"the file has {file_size} bytes",
+            path,
         )
     last = max(offsets)
     handle.seek(last + chunk_header - 4)
     data = handle.read(4)
     if len(data) < 4:
-        raise ImageError(f"{path} is a truncated OpenEXR file: the last pixel chunk is cut off")
+        raise ImageError("is a truncated OpenEXR file: the last pixel chunk is cut off", path)
     (data_size,) = struct.unpack("<i", data)
     if data_size < 0 or last + chunk_header + data_size > file_size:
         raise ImageError(
-            f"{path} is a truncated OpenEXR file: the last pixel chunk needs "
-            f"{last + chunk_header + data_size} bytes, the file has {file_size}"
+            f"is a truncated OpenEXR file: the last pixel chunk needs "
+            f"{last + chunk_header + data_size} bytes, the file has {file_size}",
+            path,
         )
     return ImageInfo("OPEN_EXR", header.width, header.height)
 

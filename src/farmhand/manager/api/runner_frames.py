@@ -28,6 +28,7 @@ from farmhand.manager.api.runner import (
     ERRORS,
     OUTPUT_EXTENSIONS,
     lock_held_frame,
+    log,
     refuse_late_body,
 )
 from farmhand.manager.api.uploads import receive_body, receive_upload, record_blob_in
@@ -74,17 +75,20 @@ async def receive_image(
     context: ManagerContext,
     source: Request | UploadFile,
     suffix: str,
-    unreadable: Callable[[ImageError], HTTPException],
+    unreadable: Callable[[str], HTTPException],
     *,
     task_id: int,
     worker_id: int,
 ) -> StoredBlob:
     """A frame, pass, preview or tile in the store, verified as an image of `suffix`
-    before it is placed; `unreadable` makes the 400 for bytes that are not one.
+    before it is placed; `unreadable` makes the 400 for bytes that are not one, from
+    why they are not (without the file's path).
 
     From the raw body of a `PUT` (what workers send: a big body of a runner that no
     longer holds the task is refused first, `refuse_late_body`) or from the multipart
-    form of older workers. Every image upload route takes its bytes through here."""
+    form of older workers. Every image upload route takes its bytes through here, so
+    this is where the manager's own path (its temporary file in the blob store) is kept
+    out of the answer and goes to its log instead."""
     check = partial(verify_image_as, suffix=suffix)
     try:
         if isinstance(source, Request):
@@ -92,12 +96,13 @@ async def receive_image(
             return await receive_body(context, source.stream(), check=check)
         return await receive_upload(context, source, check=check)
     except ImageError as error:
-        raise unreadable(error) from error
+        log.info("image upload refused", task=task_id, worker=worker_id, error=str(error))
+        raise unreadable(error.reason) from error
 
 
-def _unreadable(frame: int, error: ImageError) -> HTTPException:
+def _unreadable(frame: int, reason: str) -> HTTPException:
     return HTTPException(
-        status.HTTP_400_BAD_REQUEST, f"frame {frame} is not a readable image: {error}"
+        status.HTTP_400_BAD_REQUEST, f"frame {frame} is not a readable image: {reason}"
     )
 
 

@@ -41,7 +41,6 @@ from farmhand.manager.context import ManagerContext
 from farmhand.manager.events import FarmEvent
 from farmhand.manager.storage.blobs import StoredBlob
 from farmhand.shared.frames import frame_label
-from farmhand.shared.images import ImageError
 from farmhand.shared.paths import UnsafePathError, safe_relative_path
 from farmhand.shared.schemas import OutputStored
 
@@ -78,9 +77,9 @@ def extra_target(kind: str, frame: int, name: str, file_name: str) -> tuple[str,
     return path, suffix
 
 
-def _not_an_image(kind: str, frame: int, error: ImageError) -> HTTPException:
+def _not_an_image(kind: str, frame: int, reason: str) -> HTTPException:
     return HTTPException(
-        status.HTTP_400_BAD_REQUEST, f"the {kind} of frame {frame} is not an image: {error}"
+        status.HTTP_400_BAD_REQUEST, f"the {kind} of frame {frame} is not an image: {reason}"
     )
 
 

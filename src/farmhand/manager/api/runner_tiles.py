@@ -36,7 +36,6 @@ from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Job, JobFile
 from farmhand.manager.events import FarmEvent
 from farmhand.manager.storage.blobs import StoredBlob
-from farmhand.shared.images import ImageError
 from farmhand.shared.schemas import (
     TILE_SUFFIXES,
     JobSettings,
@@ -63,8 +62,8 @@ def tile_suffix(file_name: str) -> str:
     return suffix
 
 
-def _unreadable(error: ImageError) -> HTTPException:
-    return HTTPException(status.HTTP_400_BAD_REQUEST, f"the tile is not a readable image: {error}")
+def _unreadable(reason: str) -> HTTPException:
+    return HTTPException(status.HTTP_400_BAD_REQUEST, f"the tile is not a readable image: {reason}")
 
 
 async def _record_tile(
