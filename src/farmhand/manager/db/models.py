@@ -2,6 +2,12 @@
 
 Statuses are plain strings holding the `farmhand.shared.schemas` enum values; they are
 changed only by `farmhand.manager.scheduling.state`.
+
+Jobs, tasks and workers are named by their ids outside the database (links, `farmhand
+job 37`, a worker's outbox, a runner's credentials), so an id is never handed out twice:
+on SQLite their tables are `AUTOINCREMENT` (`NEVER_REUSED`). Without it SQLite gives a
+new row max(id)+1, and purging the newest job gave the next one, someone else's, its id.
+PostgreSQL's sequences never go back.
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from farmhand.manager.db.types import UTCDateTime
+
+NEVER_REUSED = {"sqlite_autoincrement": True}
+"""Table options of a table whose ids are never given to a second row (see above)."""
 
 
 class Base(DeclarativeBase):
@@ -112,6 +121,8 @@ class Worker(Base):
     last_heartbeat: Mapped[datetime | None]
     registered_at: Mapped[datetime]
 
+    __table_args__ = NEVER_REUSED
+
 
 class Blocklist(Base):
     """A worker that failed too many tasks of a job gets no more tasks of that type there."""
@@ -176,7 +187,7 @@ class Job(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
-    __table_args__ = (Index("ix_jobs_runnable", "status", "priority", "created_at"),)
+    __table_args__ = (Index("ix_jobs_runnable", "status", "priority", "created_at"), NEVER_REUSED)
 
 
 class Task(Base):
@@ -215,6 +226,7 @@ class Task(Base):
         UniqueConstraint("job_id", "index"),
         Index("ix_tasks_claim", "status", "job_id", "index"),
         Index("ix_tasks_worker", "worker_id", "status"),
+        NEVER_REUSED,
     )
 
 
