@@ -8,6 +8,7 @@ task a claim hands whom, and what the job says when it cannot go on.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from farmhand.manager.app import create_app
 from tests.integration.conftest import Farm, make_settings, png_bytes
+from tests.integration.postgres import fresh_database, postgres_bin, postgres_server
 from tests.integration.test_scheduling import (
     claim,
     claimed,
@@ -206,3 +208,62 @@ def test_workers_that_name_no_blender_pin_nothing(farm: Farm) -> None:
     assert job(farm, animation)["blender_pinned"] is None
     finish(farm, new, claimed(farm, new))
     assert job(farm, animation)["blender_pinned"] == "5.0"
+
+
+def grab_all(farm: Farm, clients: list[TestClient], jobs: list[int]) -> dict[int, set[str]]:
+    """Runners with 3.4 and with 5.0 claim at once, through each of `clients` (managers
+    on one database), until nothing is left; the Blender series each job's renders got."""
+    versions = {"3.4": "3.4.1", "5.0": "5.0.0"}
+    named = [(f"w{n}", series) for n, series in enumerate(["3.4", "5.0"] * 3)]
+    who = {name: runner(farm, name, versions[series]) for name, series in named}
+    got: dict[int, set[str]] = {job_id: set() for job_id in jobs}
+    lock = threading.Lock()
+
+    def grab(name: str, series: str, client: TestClient) -> None:
+        while True:
+            answer = client.get("/api/runner/tasks", params={"wait": 0}, headers=who[name])
+            if answer.status_code == 204:
+                return
+            task = answer.json()
+            with lock:
+                got[task["job_id"]].add(series)
+
+    threads = [
+        threading.Thread(target=grab, args=(name, series, clients[n % len(clients)]))
+        for n, (name, series) in enumerate(named)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return got
+
+
+def test_workers_racing_for_a_jobs_first_tasks_pin_it_once(farm: Farm) -> None:
+    jobs = [submit(farm, "1-8") for _ in range(4)]
+    got = grab_all(farm, [farm.client], jobs)
+    assert all(len(series) == 1 for series in got.values()), got
+    assert {job(farm, j)["blender_pinned"] for j in jobs} <= {"3.4", "5.0"}
+    assert all(job(farm, j)["blender_pinned"] in got[j] for j in jobs)
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    if postgres_bin() is None:
+        pytest.skip("Debian's postgresql is not installed")
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.mark.xdist_group("postgres")
+def test_two_managers_racing_to_pin_jobs_on_postgres(tmp_path: Path, postgres_url: str) -> None:
+    """Two managers on one PostgreSQL: their claims are separate transactions, so two
+    workers with different Blenders may pin one job at the same moment; one wins."""
+    url = fresh_database(postgres_url, f"pin_{tmp_path.name}")
+    settings = make_settings(tmp_path / "data", database_url=url)
+    with TestClient(create_app(settings)) as first, TestClient(create_app(settings)) as second:
+        farm = farm_for(first, settings)
+        jobs = [submit(farm, "1-8") for _ in range(4)]
+        got = grab_all(farm, [first, second], jobs)
+        assert all(len(series) == 1 for series in got.values()), got
+        assert all(job(farm, j)["blender_pinned"] in got[j] for j in jobs)

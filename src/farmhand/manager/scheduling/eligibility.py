@@ -103,11 +103,14 @@ def unfit_reason(
     if task_type == "render":
         versions: list[str] = caps.get("blender_versions") or []
         wanted = job_settings.get("blender_version")
-        if versions and best_version(versions, saved, wanted) is None:
+        if not versions:
+            return None
+        best = best_version(versions, saved, wanted)
+        if best is None:
             need = [f"Blender {saved} or newer"] if saved else []
             need += [f"Blender {wanted}"] if wanted else []
             return f"the job needs {' in '.join(need) if need else 'another Blender'}"
-        if pinned and versions and render_series(worker, job_settings, saved) != pinned:
+        if pinned and series(best) != pinned:
             return pinned_reason(pinned)
     return None
 
