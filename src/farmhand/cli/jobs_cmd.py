@@ -24,6 +24,7 @@ from rich.progress import (
 from rich.table import Table
 
 from farmhand.cli.config import ConfigError, resolve
+from farmhand.cli.folders import FolderError, check_writable_folder, why
 from farmhand.cli.json_events import JsonEvents, errors_as_events
 from farmhand.client import FarmhandClient, FarmhandError
 from farmhand.client.packing import PackedProject, PackError
@@ -59,6 +60,8 @@ PLAIN_PROGRESS_EVERY = 30.0
 the bar cannot redraw in place, so `follow` writes a line when the status or its reason
 changes, and otherwise at most this often while frames get done."""
 JOB_LIST = TypeAdapter(list[JobSummary])
+DEFAULT_OUTPUT = Path("farmhand-output")
+"""Where `submit --wait` puts a job's frames without `--output`: a folder per job in it."""
 
 UrlOption = Annotated[str | None, typer.Option("--url", help="Manager URL (env FARMHAND_URL).")]
 TokenOption = Annotated[
@@ -94,6 +97,36 @@ def manager_errors() -> Iterator[None]:
 def open_client(url: str | None, token: str | None) -> FarmhandClient:
     config = resolve(url, token)
     return FarmhandClient(config.url, config.token, verify=config.verify)
+
+
+def writable_folder(path: Path) -> None:
+    """Refuse, before any work, a destination folder that cannot be made or written."""
+    try:
+        check_writable_folder(path)
+    except FolderError as exc:
+        raise fail(str(exc)) from None
+
+
+@contextmanager
+def writing_into(folder: Path) -> Iterator[None]:
+    """A file that cannot be written during a download (disk full, a name taken by a
+    folder) is one line naming it, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise fail(f"cannot write to the folder {folder}{where}: {why(exc)}") from None
+
+
+@contextmanager
+def interrupted(message: str) -> Iterator[None]:
+    """Ctrl-C stops this command, not the job on the farm: say so, and how to go on,
+    then exit 130 (the shell's code for an interrupt)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        err.print(message, markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
 
 
 def frame_spec(frames: str) -> tuple[int, int, int]:
@@ -335,6 +368,8 @@ def submit(
             raise fail(settings_error(exc)) from None
         except ValueError as exc:
             raise fail(str(exc)) from None
+        if wait:  # before submitting: nobody should render a job whose download must fail
+            writable_folder(output or DEFAULT_OUTPUT)
         with manager_errors(), open_client(url, token) as client:
             submitted = None
             if shared:
@@ -346,8 +381,12 @@ def submit(
                 accepted = submitted.job
             announce(client, accepted, submitted, events)
             if wait:
-                job = follow(client, accepted.id)
-                finish(client, job, output or Path("farmhand-output") / str(job.id))
+                with interrupted(
+                    f"job {accepted.id} keeps rendering on the farm: farmhand job {accepted.id} "
+                    f"to follow it, farmhand cancel {accepted.id} to stop it"
+                ):
+                    job = follow(client, accepted.id)
+                finish(client, job, output or DEFAULT_OUTPUT / str(job.id))
 
 
 def announce(
@@ -631,7 +670,11 @@ def finish(client: FarmhandClient, job: JobDetail, output: Path) -> None:
     if job.status != JobStatus.COMPLETED:
         reason = job.status_reason or _first_task_error(job) or "no reason given"
         raise fail(f"job {job.id} {job.status}: {reason}")
-    written = download_with_bar(client, job.id, output)
+    with interrupted(
+        f"stopped downloading job {job.id}, which is done: "
+        f"farmhand download {job.id} -o {output} gets its frames"
+    ):
+        written = download_with_bar(client, job.id, output)
     console.print(f"{len(written)} frames in {output}")
 
 
@@ -642,7 +685,7 @@ def _first_task_error(job: JobDetail) -> str | None:
 def download_with_bar(
     client: FarmhandClient, job_id: int, output: Path, template: str | None = None
 ) -> list[Path]:
-    with transfer_progress() as bar:
+    with writing_into(output), transfer_progress() as bar:
         task = bar.add_task(f"downloading job {job_id}", total=None)
         return client.download_outputs(
             job_id,
@@ -766,7 +809,8 @@ def download(
     token: TokenOption = None,
 ) -> None:
     """Download every rendered frame of a job (and its video, if it has one)."""
-    with manager_errors(), open_client(url, token) as client:
+    writable_folder(output)
+    with manager_errors(), writing_into(output), open_client(url, token) as client:
         if video:
             path = download_video(client, job_id, output)
             console.print(f"video in {path}")
