@@ -26,6 +26,29 @@ class ConfigError(Exception):
     """The configuration is missing something or cannot be read."""
 
 
+def token_problem(token: str) -> str | None:
+    """Why `token` cannot be a farmhand token, or None if it could be.
+
+    A token travels in an HTTP header (`Authorization: Bearer …`), where only visible
+    ASCII survives: farmhand's own tokens are `fh_…` and URL-safe base64, and a preset
+    one (`FARMHAND_ADMIN_TOKEN`) reaches the manager the same way. Anything else (an
+    accent, a space, the newline of a pasted line) would crash the HTTP library or be
+    reported as an unreachable manager; said here instead, the token is the culprit.
+    """
+    odd = sorted({char for char in token if not "!" <= char <= "~"})
+    if not odd:
+        return None
+    shown = ", ".join(repr(char) for char in odd)
+    return f"it has characters a token never has ({shown})"
+
+
+def check_token(token: str, source: str) -> None:
+    """Raise `ConfigError` for a token no manager could accept (`token_problem`)."""
+    problem = token_problem(token)
+    if problem is not None:
+        raise ConfigError(f"the API token from {source} is not a valid farmhand token: {problem}")
+
+
 @dataclass(frozen=True)
 class ClientConfig:
     url: str
@@ -67,16 +90,25 @@ def resolve(
     require_token: bool = True,
     ca_bundle: str | None = None,
 ) -> ClientConfig:
-    """Pick each value from the first place that has it: flag, env, file, default."""
+    """Pick each value from the first place that has it: flag, env, file, default.
+
+    Every client of people's commands is built from this (`open_client`), so the token
+    is checked here, naming where it came from."""
     env = os.environ if env is None else env
     file_values = read_config_file(config_path(env))
     chosen_url = url or env.get("FARMHAND_URL") or file_values.get("url") or DEFAULT_URL
-    chosen_token = token or env.get("FARMHAND_TOKEN") or file_values.get("token") or ""
+    sources = (
+        (token, "--token"),
+        (env.get("FARMHAND_TOKEN"), "FARMHAND_TOKEN"),
+        (file_values.get("token"), f"{config_path(env)}"),
+    )
+    chosen_token, source = next(((value, where) for value, where in sources if value), ("", ""))
     if require_token and not chosen_token:
         raise ConfigError(
             'no API token: pass --token, set FARMHAND_TOKEN, or put token = "…" in '
             f"{config_path(env)}"
         )
+    check_token(chosen_token, source)
     chosen_ca = ca_bundle or env.get(CA_BUNDLE_ENV) or file_values.get("ca_bundle") or None
     if chosen_ca is not None:
         chosen_ca = str(Path(chosen_ca).expanduser())

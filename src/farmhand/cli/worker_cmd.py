@@ -9,6 +9,7 @@ from typing import Annotated, get_args
 import typer
 from pydantic import ValidationError
 
+from farmhand.cli.config import token_problem
 from farmhand.shared.logconfig import configure_logging
 from farmhand.shared.pathmap import PathMapError, current_platform, parse_path_maps
 from farmhand.shared.schemas import DeviceKind, WorkerCapabilities
@@ -22,6 +23,19 @@ def default_name() -> str:
     """The host name, cut to what a runner name may hold."""
     name = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())
     return (name.lstrip("._-") or "worker")[:100]
+
+
+def _checked_token(token: str) -> str:
+    """The registration token, or exit 2 if no manager could accept it (`token_problem`)."""
+    problem = token_problem(token)
+    if problem is not None:
+        typer.echo(
+            f"error: the runner registration token (--token / FARMHAND_RUNNER_TOKEN) is not "
+            f"a valid farmhand token: {problem}",
+            err=True,
+        )
+        raise typer.Exit(2)
+    return token
 
 
 def _checked_tags(tags: list[str]) -> list[str]:
@@ -192,7 +206,7 @@ def worker(
         raise typer.Exit(2) from None
     settings = WorkerSettings(
         manager_url=manager.rstrip("/"),
-        registration_token=token,
+        registration_token=_checked_token(token),
         name=worker_name,
         work_dir=(work_dir or default_work_dir(worker_name)).expanduser(),
         blenders=list(blender or []),
