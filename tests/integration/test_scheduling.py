@@ -544,11 +544,14 @@ def test_progress_is_recorded_only_for_the_holder(farm: Farm) -> None:
     url = f"/api/runner/tasks/{task['task_id']}/progress"
     body = {"frames_done": 9, "frame": 2, "sample": 3, "samples_total": 8,
             "render_seconds": 1.5, "peak_memory_bytes": 5000}  # fmt: skip
+    too_many = farm.client.post(url, headers=w, json=body)
+    assert too_many.status_code == 400, "never more frames done than the task has"
+    body["frames_done"] = 2
     assert farm.client.post(url, headers=w, json=body).json() == {"keep_going": True}
     lower = {"sample": 4, "samples_total": 8, "peak_memory_bytes": 10}
     assert farm.client.post(url, headers=w, json=lower).json() == {"keep_going": True}
     state = job(farm, job_id)["tasks"][0]
-    assert state["frames_done"] == 2, "never more frames done than the task has"
+    assert state["frames_done"] == 2
     assert state["frame"] == 2, "a report without a frame keeps the last one"
     assert (state["sample"], state["samples_total"]) == (4, 8)
     assert state["render_seconds"] == 1.5

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 from farmhand.cli.jobs_cmd import follow, frame_spec
+from farmhand.cli.options import port_option
 from farmhand.client import FarmhandError
 from farmhand.localfarm import LocalFarm
 from farmhand.shared.schemas import JobSettings, JobStatus, VideoSettings
@@ -134,7 +135,7 @@ def demo(
     workers: Annotated[int, typer.Option(min=1, max=32, help="How many workers.")] = 2,
     frames: Annotated[str, typer.Option(help="Frames to render.")] = "1-12",
     keep: Annotated[bool, typer.Option(help="Keep the farm running until Ctrl-C.")] = False,
-    port: Annotated[int, typer.Option(min=0, max=65535, help="0 picks a free port.")] = 0,
+    port: Annotated[int, port_option("The manager's port; 0 picks a free one.", any_free=True)] = 0,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for start-up.")] = 60.0,
     blender: Annotated[
         str | None,

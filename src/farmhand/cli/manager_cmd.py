@@ -18,13 +18,14 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from farmhand.cli.options import port_option
 from farmhand.manager.settings import ManagerSettings
 from farmhand.shared.logconfig import configure_logging
 
 
 def manager(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    port: Annotated[int, port_option()] = 8080,
     data_dir: Annotated[
         Path, typer.Option(help="SQLite database, blob store and logs.", envvar="FARMHAND_DATA_DIR")
     ] = Path("farmhand-data"),

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from farmhand.cli.options import port_option
 from farmhand.worker.blender.discovery import BlenderNotFound, find_blender
 
 
@@ -20,7 +21,7 @@ def node(
     output: Annotated[
         Path, typer.Option(help="Where frames go, as blender-render_####.png.", show_default=False)
     ],
-    port: Annotated[int, typer.Option(min=1, max=65535)] = 3000,
+    port: Annotated[int, port_option()] = 3000,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",  # noqa: S104
     blender: Annotated[
         str | None,

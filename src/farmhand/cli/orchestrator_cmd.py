@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from farmhand.cli.options import port_option
+
 
 def _node_url(url: str) -> str:
     if not url.startswith(("http://", "https://")):
@@ -22,7 +24,7 @@ def orchestrator(
         list[str],
         typer.Option("--node", help="A `farmhand node` URL (repeat for more).", show_default=False),
     ],
-    port: Annotated[int, typer.Option(min=1, max=65535)] = 4000,
+    port: Annotated[int, port_option()] = 4000,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",  # noqa: S104
     batch: Annotated[int, typer.Option(min=1, help="Frames per batch sent to one node.")] = 10,
     max_frames: Annotated[

@@ -688,6 +688,19 @@ class TaskProgress(_Strict):
     )
     log_lines: list[str] = Field(default_factory=list, max_length=10_000)
 
+    @model_validator(mode="after")
+    def _check_sample(self) -> TaskProgress:
+        """People read `sample 10/5` as a broken farm: a sample past the total is a bug in
+        the sender, refused rather than shown. (`frames_done` past the task's frames is
+        refused by the manager, which knows the task.)"""
+        if (
+            self.sample is not None
+            and self.samples_total is not None
+            and self.sample > self.samples_total
+        ):
+            raise ValueError(f"sample ({self.sample}) is past samples_total ({self.samples_total})")
+        return self
+
 
 class TaskProgressReply(BaseModel):
     keep_going: bool = Field(description="False: the task was canceled or given away; stop.")

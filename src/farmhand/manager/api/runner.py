@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import structlog
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
@@ -24,6 +24,7 @@ from sqlalchemy import (
     case,
     cast,
     func,
+    or_,
     select,
     update,
 )
@@ -119,6 +120,11 @@ _PROGRESS = (
         Task.id == bindparam("task"),
         Task.status == TaskStatus.ACTIVE.value,
         Task.worker_id == bindparam("worker"),
+        or_(
+            _given("frames_done", Integer).is_(None),
+            _given("frames_done", Integer) <= _frames_in_task,
+            _given("frames_done", Integer) <= 1,  # a tile task: no frames, its tile is one
+        ),
     )
     .values(
         progress_at=bindparam("now"),
@@ -152,9 +158,11 @@ _PROGRESS = (
     .returning(Task.job_id)
     .execution_options(synchronize_session=False)
 )
-"""Progress of a task this runner holds, in one statement built once: frames done
-(at most the task's frame count), the frame and sample being rendered, render time,
-the peak memory so far. Returns the job id, or nothing if the task is not held."""
+"""Progress of a task this runner holds, in one statement built once: frames done, the
+frame and sample being rendered, render time, the peak memory so far. Returns the job
+id, or nothing if the task is not held or `frames_done` is past the task's frames (a
+tile task has none but uploads its tile, which the worker counts: 1 is allowed and
+stored as 0)."""
 _PROGRESS_FIELDS = {
     "frames_done",
     "frame",
@@ -174,11 +182,31 @@ _SCENE_FPS = (
 """The first report of a job's scene frame rate is kept (every worker opens the same file)."""
 
 
-def _progress_in(session: Session, values: dict[str, Any], scene_fps: float | None) -> int | None:
-    """Progress of a held task (a group-commit operation); its job id, or None if not held."""
+class _FramesPastTask(NamedTuple):
+    """A progress report of more frames done than the held task has (refused: `400`)."""
+
+    frames: int
+
+
+def _progress_in(
+    session: Session, values: dict[str, Any], scene_fps: float | None
+) -> int | _FramesPastTask | None:
+    """Progress of a held task (a group-commit operation); its job id, None if not held,
+    or `_FramesPastTask` if it is held but `frames_done` is more than its frames.
+
+    The frame count is checked by the update itself (no query first on this hot path);
+    only a refused update looks again, to tell a bad count from a task gone."""
     connection = session.connection()
     job_id: int | None = connection.scalar(_PROGRESS, values)
-    if job_id is not None and scene_fps is not None:
+    if job_id is None:
+        if (values.get("frames_done") or 0) > 1:
+            held = connection.execute(
+                _HELD, {"task": values["task"], "worker": values["worker"]}
+            ).first()
+            if held is not None:
+                return _FramesPastTask(len(held.frames))
+        return None
+    if scene_fps is not None:
         connection.execute(_SCENE_FPS, {"job": job_id, "fps": scene_fps})
     return job_id
 
@@ -552,6 +580,12 @@ async def progress(
     job_id = await context.db.batched(
         partial(_progress_in, values=values, scene_fps=body.scene_fps)
     )
+    if isinstance(job_id, _FramesPastTask):
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            f"frames_done ({body.frames_done}) is more than the task's {job_id.frames} "
+            f"frame{'s' if job_id.frames != 1 else ''}",
+        )
     if job_id is None:  # not (or no longer) this runner's task
         return TaskProgressReply(keep_going=False)
     context.logs.append(job_id, task_id, body.log_lines)
