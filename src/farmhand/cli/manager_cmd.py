@@ -17,10 +17,20 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from farmhand.cli.folders import FolderError, check_writable_folder, why
 from farmhand.cli.options import port_option
 from farmhand.manager.settings import ManagerSettings
 from farmhand.shared.logconfig import configure_logging
+
+
+def _refuse(message: str) -> typer.Exit:
+    """One red line on stderr, exit 1: the manager does not start."""
+    Console(stderr=True).print(
+        f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True
+    )
+    return typer.Exit(1)
 
 
 def manager(
@@ -184,7 +194,17 @@ def manager(
         "user_quota_bytes": user_quota_bytes,
     }
     settings = ManagerSettings.from_flags(flags)
-    context, report = prepare(settings)
+    try:
+        # Asked first: prepare() fails deep in its start-up on a data dir it cannot use.
+        check_writable_folder(settings.data_dir)
+        context, report = prepare(settings)
+    except FolderError as error:
+        raise _refuse(f"the data dir cannot be used: {error}") from None
+    except OSError as error:
+        where = f" ({error.filename})" if error.filename else ""
+        raise _refuse(
+            f"the data dir {settings.data_dir} cannot be used{where}: {why(error)}"
+        ) from None
     if report.created_admin:
         console.print("[bold]First start:[/] created the admin account.")
     console.print(f"Admin API token:            {report.admin_token_file.resolve()}")

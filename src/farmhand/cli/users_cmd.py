@@ -10,11 +10,14 @@ from the command line, where other users of the machine could see them in `ps`.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:  # imported when a command runs (users_db says why)
@@ -42,8 +45,20 @@ PasswordStdin = Annotated[
 
 
 def _fail(message: str) -> typer.Exit:
-    errors.print(f"[red]error:[/] {message}")
+    errors.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(1)
+
+
+@contextmanager
+def _session(data_dir: Path, database_url: str | None) -> Iterator[Session]:
+    """`users_db.open_session`, a missing or unusable database said in one line."""
+    from farmhand.cli import users_db
+
+    try:
+        with users_db.open_session(data_dir, database_url) as session:
+            yield session
+    except users_db.NoDatabase as error:
+        raise _fail(str(error)) from None
 
 
 def _find(session: Session, who: str) -> User:
@@ -67,7 +82,7 @@ def list_users(data_dir: DataDir = Path("farmhand-data"), database_url: Database
     """Everyone with an account, and how they can sign in."""
     from farmhand.cli import users_db
 
-    with users_db.open_session(data_dir, database_url) as session:
+    with _session(data_dir, database_url) as session:
         rows = users_db.listing(session)
     table = Table("id", "name", "e-mail", "role", "state", "sign-in")
     for row in rows:
@@ -94,7 +109,7 @@ def create(
     secret = _read_password(password_stdin) if password or password_stdin else None
     from farmhand.cli import users_db
 
-    with users_db.open_session(data_dir, database_url) as session:
+    with _session(data_dir, database_url) as session:
         try:
             user, api_token = users_db.create(
                 session, name=name, email=email, role=role, password=secret, with_token=token
@@ -109,7 +124,7 @@ def create(
 def _set_disabled(who: str, disabled: bool, data_dir: Path, database_url: str | None) -> None:
     from farmhand.cli import users_db
 
-    with users_db.open_session(data_dir, database_url) as session:
+    with _session(data_dir, database_url) as session:
         user = _find(session, who)
         users_db.set_disabled(user, disabled)
         console.print(f"{user.name} is {'disabled' if disabled else 'enabled'}.")
@@ -141,7 +156,7 @@ def delete(
     """Delete an account that owns no jobs (disable it otherwise)."""
     from farmhand.cli import users_db
 
-    with users_db.open_session(data_dir, database_url) as session:
+    with _session(data_dir, database_url) as session:
         user = _find(session, who)
         if not yes and not typer.confirm(f"Delete {user.name}?"):
             raise typer.Exit(1)
@@ -163,7 +178,7 @@ def set_password(
     secret = _read_password(password_stdin)
     from farmhand.cli import users_db
 
-    with users_db.open_session(data_dir, database_url) as session:
+    with _session(data_dir, database_url) as session:
         user = _find(session, who)
         try:
             users_db.set_password(user, secret)

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, make_url, or_, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from farmhand.manager.auth import accounts
@@ -25,17 +26,38 @@ from farmhand.manager.settings import ManagerSettings
 AccountError = accounts.AccountError
 
 
+class NoDatabase(Exception):
+    """The manager's database is not where the command was told to look, or cannot be
+    opened; the message says which and why."""
+
+
 @contextmanager
 def open_session(data_dir: Path, database_url: str | None) -> Iterator[Session]:
-    """One transaction on the manager's database, brought up to date first."""
+    """One transaction on the manager's database, brought up to date first.
+
+    A SQLite database must already exist: these commands change a manager's accounts,
+    and a wrong `--data-dir` (or the default, run from the wrong folder) would otherwise
+    get a new, empty database that no manager reads."""
     from farmhand.manager.db.migrate import upgrade  # Alembic: only when a command runs
 
     settings = ManagerSettings.from_env(data_dir=data_dir, database_url=database_url)
+    url = make_url(settings.resolved_database_url)
+    sqlite_file = url.database if url.get_backend_name() == "sqlite" else None
+    if sqlite_file and sqlite_file != ":memory:" and not Path(sqlite_file).is_file():
+        where = f"in {settings.data_dir}" if settings.database_url is None else f"at {sqlite_file}"
+        raise NoDatabase(
+            f"no farmhand database {where}: give the --data-dir (or FARMHAND_DATA_DIR) "
+            "of the manager, which creates its database at its first start"
+        )
     db = Database(settings.resolved_database_url)
     try:
         upgrade(db.engine)
         with db.transaction() as session:
             yield session
+    except OperationalError as error:
+        where = "--database-url" if settings.database_url else f"in {settings.data_dir}"
+        reason = " ".join(str(error.orig).split())  # PostgreSQL's reasons span lines
+        raise NoDatabase(f"cannot use the farmhand database ({where}): {reason}") from None
     finally:
         db.dispose()
 

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Annotated, get_args
 
 import typer
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from farmhand.cli.config import token_problem
 from farmhand.shared.logconfig import configure_logging
 from farmhand.shared.pathmap import PathMapError, current_platform, parse_path_maps
-from farmhand.shared.schemas import DeviceKind, WorkerCapabilities
+from farmhand.shared.schemas import DeviceKind, RunnerRegister, WorkerCapabilities
 from farmhand.worker.agent import WorkerSettings, run_worker
 from farmhand.worker.blender.discovery import BlenderNotFound
 from farmhand.worker.cache import parse_size
@@ -23,6 +23,24 @@ def default_name() -> str:
     """The host name, cut to what a runner name may hold."""
     name = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())
     return (name.lstrip("._-") or "worker")[:100]
+
+
+WORKER_NAME = TypeAdapter(Annotated[str, RunnerRegister.model_fields["name"]])
+"""The manager's rule for a worker's name (it registers under it), checked at start."""
+
+
+def _checked_name(name: str) -> str:
+    """The worker's name, or exit 2 saying what a name may be: said at start, not when
+    the worker registers, and before the name becomes a folder (`worker-NAME`)."""
+    try:
+        return WORKER_NAME.validate_python(name)
+    except ValidationError:
+        typer.echo(
+            f"error: --name {name!r}: a worker name is 1-100 letters, digits, '.', '_' or "
+            "'-', starting with a letter or digit",
+            err=True,
+        )
+        raise typer.Exit(2) from None
 
 
 def _checked_token(token: str) -> str:
@@ -192,7 +210,7 @@ def worker(
     """Run a worker: register, then render tasks until stopped (Ctrl-C / SIGTERM)."""
     configure_logging("worker", log_level.upper())
     # One worker per GPU on one machine: each needs its own name (and so work dir).
-    worker_name = name or default_name() + (f"-gpu{gpu}" if gpu is not None else "")
+    worker_name = _checked_name(name or default_name() + (f"-gpu{gpu}" if gpu is not None else ""))
     verify: bool | str = str(ca_bundle) if ca_bundle else not insecure
     try:
         cache_bytes = parse_size(cache_size) if cache_size is not None else None
