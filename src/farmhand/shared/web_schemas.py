@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from farmhand.shared.schemas import FreeText
+
 Role = Literal["user", "admin"]
 
 
@@ -91,7 +93,7 @@ class UserCreated(BaseModel):
 
 
 class TokenCreate(_Strict):
-    name: str = Field(min_length=1, max_length=100, description="What the token is for.")
+    name: FreeText = Field(min_length=1, max_length=100, description="What the token is for.")
 
 
 class TokenInfo(BaseModel):
