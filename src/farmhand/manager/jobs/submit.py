@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import PurePosixPath
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from farmhand.manager.clock import utcnow
@@ -107,16 +107,21 @@ def create_job(context: ManagerContext, owner_id: int, request: JobCreate) -> Jo
         if lacking:
             raise _missing(lacking)
         job = add_job(session, owner_id, settings, main, now, blender_saved=saved)
-        session.add_all(
-            JobFile(
-                job_id=job.id,
-                kind="input",
-                path=path,
-                sha256=sha,
-                size=blobs[sha].size,
-                created_at=now,
-            )
-            for path, sha in files.items()
+        # One executemany, not an ORM object per file: a job may list 100,000 files, and
+        # the database's write lock (every runner's report waits on it) is held meanwhile.
+        session.execute(
+            insert(JobFile),
+            [
+                {
+                    "job_id": job.id,
+                    "kind": "input",
+                    "path": path,
+                    "sha256": sha,
+                    "size": blobs[sha].size,
+                    "created_at": now,
+                }
+                for path, sha in files.items()
+            ],
         )
     context.wakeup.notify()
     return job
