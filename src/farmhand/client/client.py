@@ -8,6 +8,7 @@ a `FarmhandError`, and every transport failure a `ManagerUnreachable`.
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
 from collections.abc import Callable, Iterator
@@ -23,8 +24,9 @@ from urllib.parse import quote, urlencode
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from farmhand.client.errors import FarmhandError, ManagerUnreachable
+from farmhand.client.errors import FarmhandError, JobTooLarge, ManagerUnreachable
 from farmhand.shared.hashing import CHUNK_SIZE, iter_file, sha256_file
+from farmhand.shared.limits import JOB_BODY_MAX_BYTES
 from farmhand.shared.outputnames import OutputName, TemplateError, check_template, extension, render
 from farmhand.shared.paths import UnsafePathError, safe_relative_path
 from farmhand.shared.schemas import (
@@ -148,6 +150,27 @@ def _parse_list(model: type[_M], response: httpx.Response) -> list[_M]:
             f"unexpected answer from the manager to {response.request.url.path}: {exc}",
             response.status_code,
         ) from exc
+
+
+MAX_JOB_FILES = next(
+    rule.max_length
+    for rule in JobCreate.model_fields["files"].metadata
+    if getattr(rule, "max_length", None) is not None
+)
+"""How many files a job may have: `JobCreate`'s own rule, read from it."""
+
+
+def job_body(job: JobCreate) -> bytes:
+    """The JSON body `create_job` sends: measured and sent as the same bytes."""
+    return json.dumps(
+        job.model_dump(mode="json"), ensure_ascii=False, separators=(",", ":")
+    ).encode()
+
+
+def check_job_body(body: bytes, files: int) -> None:
+    """JobTooLarge if the manager would refuse this job body for its size (413)."""
+    if len(body) > JOB_BODY_MAX_BYTES:
+        raise JobTooLarge(files, len(body), JOB_BODY_MAX_BYTES, MAX_JOB_FILES)
 
 
 def _quote_path(path: str) -> str:
@@ -333,8 +356,13 @@ class FarmhandClient(BaseClient):
         return _parse(UploadStatus, response)
 
     def create_job(self, job: JobCreate) -> JobAccepted:
-        """Create a job from blobs already uploaded."""
-        response = self._request("POST", "/api/jobs", json=job.model_dump(mode="json"))
+        """Create a job from blobs already uploaded (JobTooLarge, before sending, if
+        the manager would refuse its manifest's size)."""
+        body = job_body(job)
+        check_job_body(body, len(job.files))
+        response = self._request(
+            "POST", "/api/jobs", content=body, headers={"Content-Type": "application/json"}
+        )
         return _parse(JobAccepted, response)
 
     def submit_blend(

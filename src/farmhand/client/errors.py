@@ -34,6 +34,27 @@ class ManagerUnreachable(FarmhandError):
         super().__init__(detail, None)
 
 
+class JobTooLarge(FarmhandError):
+    """A job whose manifest the manager would refuse for its size: refused by the client
+    before a byte of it (or of its files) is sent, since packing and uploading thousands
+    of files only to hear 413 at the end wastes the user's hour."""
+
+    def __init__(self, files: int, size: int | None, limit: int, max_files: int) -> None:
+        measure = (
+            f"its manifest would be {size / 1024**2:.1f} MiB; the manager takes at most "
+            f"{limit // 1024**2} MiB"
+            if size is not None
+            else f"a job may have at most {max_files:,}"
+        )
+        super().__init__(
+            f"the job lists {files:,} files ({measure}): nothing was uploaded. Split the "
+            "job (render the frame range in parts), use fewer files (a video instead of "
+            "an image sequence, shorter folder names), or render from shared storage "
+            "(--shared)"
+        )
+        self.files = files
+
+
 def is_retryable(error: BaseException) -> bool:
     """Whether waiting and trying again may help (unreachable, 5xx, 429, 503)."""
     if isinstance(error, ManagerUnreachable):

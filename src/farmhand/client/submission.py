@@ -10,10 +10,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from farmhand.client.client import FarmhandClient
+from farmhand.client.client import (
+    MAX_JOB_FILES,
+    FarmhandClient,
+    check_job_body,
+    job_body,
+)
+from farmhand.client.errors import JobTooLarge
 from farmhand.client.packing import PackedProject, pack
 from farmhand.client.transfer import Advance, Entry, Uploader, UploadReport, hash_files
+from farmhand.shared.limits import JOB_BODY_MAX_BYTES
 from farmhand.shared.schemas import JobAccepted, JobCreate, JobSettings
 
 
@@ -61,24 +69,27 @@ def submit_project(
 ) -> Submitted:
     """Pack `blend` and what it uses, upload the blobs the manager lacks, create the job.
 
-    Raises MissingFiles (before any upload) unless `allow_missing`; PackError if a .blend
-    cannot be read; FarmhandError for the manager's refusals.
+    Raises MissingFiles (before any upload) unless `allow_missing`; JobTooLarge (before
+    any file is hashed or uploaded) if the manager would refuse the job's manifest for
+    its size; PackError if a .blend cannot be read; FarmhandError for the manager's
+    refusals.
     """
     hooks = hooks or SubmitHooks()
+    fields = settings.model_dump()
+    if not fields["name"]:
+        fields["name"] = blend.stem
     with pack(blend, project) as packed:
         if hooks.packed is not None:
             hooks.packed(packed)
         if packed.missing and not allow_missing:
             raise MissingFiles(packed.missing)
+        _check_size(fields, packed.main_file, list(packed.files))
         entries = hash_files(packed.files, hooks.hashed)
         uploader = Uploader(client, threads, advance=hooks.advance)
         if hooks.uploading is not None:
             distinct = _distinct(entries)
             hooks.uploading(sum(e.size for e in distinct), len(distinct))
         report = uploader.upload(entries)
-        fields = settings.model_dump()
-        if not fields["name"]:
-            fields["name"] = blend.stem
         job = JobCreate(
             **fields,
             main_file=packed.main_file,
@@ -86,6 +97,16 @@ def submit_project(
         )
         accepted = client.create_job(job)
     return Submitted(accepted, report, packed.missing, len(entries))
+
+
+def _check_size(fields: dict[str, Any], main_file: str, paths: list[str]) -> None:
+    """JobTooLarge if the job's manifest will be too large for the manager, measured
+    before hashing: a hash is 64 hex digits whatever the file, so the body `create_job`
+    will send has the same length with stand-in hashes."""
+    if len(paths) > MAX_JOB_FILES:
+        raise JobTooLarge(len(paths), None, JOB_BODY_MAX_BYTES, MAX_JOB_FILES)
+    planned = JobCreate(**fields, main_file=main_file, files=dict.fromkeys(paths, "0" * 64))
+    check_job_body(job_body(planned), len(paths))
 
 
 def _distinct(entries: dict[str, Entry]) -> list[Entry]:

@@ -3,8 +3,9 @@
 Every request passes `LimitsMiddleware` before any route reads a byte, so an oversized
 body is refused from its `Content-Length` without being received, and a body that
 lies about its length (or is chunked) is cut off as soon as it passes the limit.
-Uploads (multipart, octet-stream) may be as large as `max_upload_bytes`; every other
-body (JSON) only `max_body_bytes`, because it is parsed in memory.
+Uploads (multipart, octet-stream) may be as large as `max_upload_bytes`; a job's
+manifest (`MANIFEST_ROUTES`) `JOB_BODY_MAX_BYTES`, room for as many files as a job may
+have; every other body (JSON) only `max_body_bytes`, because it is parsed in memory.
 
 A JSON body is also checked for nesting depth before it reaches a parser: Python's
 `json` recurses per level, so `[[[[…]]]]` a few thousand deep would otherwise become a
@@ -28,11 +29,17 @@ from farmhand.manager.api.deps import Caller
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.settings import ManagerSettings
 from farmhand.manager.storage.usage import usage_with, user_usage_bytes
+from farmhand.shared.limits import JOB_BODY_MAX_BYTES
 
 MULTIPART_SLACK = 1024**2
 """Room for multipart framing around an upload of exactly `max_upload_bytes`."""
 RAW_UPLOADS = (("PUT", "/api/blobs/"), ("PATCH", "/api/uploads/"), ("PUT", "/api/runner/tasks/"))
 """Routes that take raw bytes, whatever Content-Type a client sends (or none)."""
+MANIFEST_ROUTES = frozenset({("POST", "/api/jobs"), ("POST", "/api/blobs/missing")})
+"""JSON routes that carry a whole job's manifest: their body may be `JOB_BODY_MAX_BYTES`
+(`farmhand.shared.limits`, where clients read it too) instead of `max_body_bytes`."""
+JSON_BODIES = ("the request body", "the job's manifest")
+"""What `for_request` calls a body that is read whole and checked for JSON depth."""
 _JSON_SYNTAX = re.compile(rb'[\[\]{}"\\]')
 
 
@@ -76,6 +83,8 @@ class BodyLimits:
             method == verb and path.startswith(prefix) for verb, prefix in RAW_UPLOADS
         ):
             return self.max_upload_bytes, "the upload"
+        if (method, path.rstrip("/")) in MANIFEST_ROUTES:
+            return max(self.max_body_bytes, JOB_BODY_MAX_BYTES), "the job's manifest"
         return self.max_body_bytes, "the request body"
 
 
@@ -164,7 +173,7 @@ class LimitsMiddleware:
 
         try:
             kind = _kind(content_type)
-            if what == "the request body" and (not kind or "json" in kind):
+            if what in JSON_BODIES and (not kind or "json" in kind):
                 # FastAPI parses a body without a Content-Type as JSON too.
                 body = await _read_all(receive, limit, what)
                 check_json(body, self.limits)
