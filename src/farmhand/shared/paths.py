@@ -17,8 +17,14 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 _FORBIDDEN = re.compile(r'[\x00-\x1f\\:*?"<>|]')
 """Control characters, and what Windows forbids in a name: one regex, since a job's
 manifest can hold 100,000 paths (a scan per character in Python took 3 s for them)."""
-_WINDOWS_DEVICES = re.compile(r"^(CON|PRN|AUX|NUL|COM[0-9]|LPT[0-9])(\..*)?$", re.IGNORECASE)
-"""Names Windows opens as devices, whatever the folder or extension (`aux.png` too)."""
+_WINDOWS_DEVICES = re.compile(
+    r"^(CON|PRN|AUX|NUL|CONIN\$|CONOUT\$|COM[0-9¹²³]|LPT[0-9¹²³])(\..*)?$", re.IGNORECASE
+)
+"""Names Windows opens as devices, whatever the folder or extension (`aux.png` too);
+Windows counts the superscript digits ¹²³ as digits here (`LPT¹.png` is a port)."""
+MAX_COMPONENT_BYTES = 255
+"""The longest file or folder name most filesystems take (ext4, XFS, APFS: 255 bytes;
+NTFS: 255 UTF-16 units, which 255 UTF-8 bytes never exceed)."""
 
 
 class UnsafePathError(ValueError):
@@ -36,6 +42,10 @@ def safe_relative_path(raw: str) -> str:
     parts = PurePosixPath(raw).parts
     if any(part in ("..", ".") for part in parts) or not parts:
         raise UnsafePathError(f"path {raw!r} must not contain '.' or '..' components")
+    if any(len(part.encode()) > MAX_COMPONENT_BYTES for part in parts):
+        raise UnsafePathError(
+            f"path {raw!r} has a file or folder name over {MAX_COMPONENT_BYTES} bytes (UTF-8)"
+        )
     if any(part.endswith((" ", ".")) for part in parts):
         raise UnsafePathError(f"path {raw!r} has a component ending in a space or dot")
     if any(_WINDOWS_DEVICES.match(part) for part in parts):
