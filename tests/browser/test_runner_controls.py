@@ -432,7 +432,7 @@ def test_phone_runner_cards_and_editor_fit(
         " · stops a running task"
     )
     expect()(row(mobile, "render-box-01").locator(".status")).to_have_text("busy")
-    # None is said on the card too, as in the table ("Sleep schedule –").
+    # None is said on the card too, as in the table (the sleep schedule shows a dash).
     expect()(row(mobile, "render-box-01").locator("td.sleep")).to_be_visible()
     expect()(row(mobile, "render-box-01").locator("td.sleep")).to_have_text(NONE)
     settle(mobile)
