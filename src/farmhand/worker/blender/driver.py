@@ -341,6 +341,22 @@ def tile_edges(size, count, index):
     return size * index // count, size * (index + 1) // count
 
 
+def check_tile_grid(width, height, tile):
+    """Refuse a grid with more columns than the frame has pixels across, or more rows
+    than it has down: some of its tiles would be empty, which Blender cannot render and
+    the worker cannot cut, so every tile of it fails here, before anything is rendered,
+    with the one reason that helps (the frame's size and the most the grid may have)."""
+    for count, size, what, side in (
+        (tile["columns"], width, "columns", "wide"),
+        (tile["rows"], height, "rows", "high"),
+    ):
+        if count > size:
+            raise ValueError(
+                "the frame is %dx%d px: %d %s of tiles would make tiles under 1 px %s; "
+                "use at most %d %s" % (width, height, count, what, side, size, what)
+            )
+
+
 def apply_tile(render, width, height, tile):
     """Render this tile of the frame (column and row from the top left) and `overlap`
     pixels around it, cropped to that; the tile's size, and where it lies in what Blender
@@ -352,6 +368,7 @@ def apply_tile(render, width, height, tile):
     edge gives the same whole pixel whether Blender truncates or rounds (the worker
     checks the rendered size, and the merge each tile's place).
     """
+    check_tile_grid(width, height, tile)
     x0, x1 = tile_edges(width, tile["columns"], tile["column"])
     top, bottom = tile_edges(height, tile["rows"], tile["row"])
     overlap = int(tile.get("overlap") or 0)
