@@ -148,8 +148,17 @@ def parse_window(spec: str) -> SleepWindow:
     days = _days(fields[0].lower())
     try:
         return SleepWindow.model_validate({"days": days, "start": start, "end": end})
-    except ValidationError:
-        raise ValueError(f"{fields[1]!r}: times go from 00:00 to 24:00") from None
+    except ValidationError as error:
+        # A window refused for what it means (`09:00-09:00` never applies) is explained
+        # by the schema itself, as the manager's 400 would; only an hour out of range
+        # is about the range.
+        meant = [
+            str(item.get("ctx", {}).get("error", item["msg"]))
+            for item in error.errors()
+            if item["type"] == "value_error"
+        ]
+        problem = meant[0] if meant else "times go from 00:00 to 24:00 (24:00 only as an end)"
+        raise ValueError(f"{fields[1]!r}: {problem}") from None
 
 
 def runners(url: UrlOption = None, token: TokenOption = None) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -745,16 +745,56 @@ class OutputStored(BaseModel):
 
 
 class SleepWindow(_Strict):
+    """Days and hours a worker sleeps: from `start` on each of `days` until `end`, the
+    next day if `end` is before `start` (overnight, `22:00`-`06:00`). `00:00`-`24:00` is
+    the whole day. A day listed twice, or a window starting when it ends (which would
+    never apply: `in_sleep_window`), is refused as a mistake rather than kept."""
+
     days: list[Weekday] = Field(min_length=1, max_length=7)
     start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM")
     end: str = Field(
         pattern=r"^(([01]\d|2[0-3]):[0-5]\d|24:00)$",
-        description="HH:MM (24:00 = midnight); may be before start (overnight)",
+        description="HH:MM (24:00 = midnight); may be before start (overnight), not equal",
     )
+
+    @field_validator("days")
+    @classmethod
+    def _each_day_once(cls, days: list[Weekday]) -> list[Weekday]:
+        twice = sorted({day for day in days if days.count(day) > 1}, key=WEEKDAYS.index)
+        if twice:
+            raise ValueError(f"{', '.join(twice)} listed more than once")
+        return days
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> SleepWindow:
+        if self.start == self.end:
+            raise ValueError(
+                f"a window from {self.start} to {self.end} never applies "
+                "(the whole day is 00:00-24:00)"
+            )
+        return self
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> SleepWindow | None:
+        """A window saved before the checks above: its days once each, None if empty."""
+        days = list(dict.fromkeys(data.get("days", [])))
+        if data.get("start") == data.get("end"):
+            return None
+        return cls.model_validate({**data, "days": days})
 
 
 class SleepSchedule(_Strict):
     """When a worker must not render, e.g. an artist's workstation during office hours."""
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> SleepSchedule:
+        """A schedule as the database holds it. One saved before windows were checked
+        (a day twice, a window that never applies) still reads, as what it meant: such
+        a window slept never, so it is left out, and a day twice is once."""
+        windows = [SleepWindow.from_stored(window) for window in data.get("windows", [])]
+        return cls.model_validate(
+            {**data, "windows": [window for window in windows if window is not None]}
+        )
 
     timezone: str = Field(default="UTC", max_length=64, description="IANA name, e.g. Europe/Paris")
     windows: list[SleepWindow] = Field(default_factory=list, max_length=50)

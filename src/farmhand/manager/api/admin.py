@@ -45,7 +45,7 @@ def _runner_info(worker: Worker, current: tuple[Task, str] | None) -> RunnerInfo
         admin_state=worker.admin_state,
         asleep=worker.asleep,
         sleep_schedule=(
-            SleepSchedule.model_validate(worker.sleep_schedule) if worker.sleep_schedule else None
+            SleepSchedule.from_stored(worker.sleep_schedule) if worker.sleep_schedule else None
         ),
         last_heartbeat=worker.last_heartbeat,
         current_task_id=task.id if task else None,

@@ -233,7 +233,7 @@ def update_sleep(session: Session, now: datetime, policy: Policy) -> tuple[list[
     jobs: list[int] = []
     for worker in session.scalars(select(Worker).where(Worker.sleep_schedule.is_not(None))):
         assert worker.sleep_schedule is not None
-        schedule = SleepSchedule.model_validate(worker.sleep_schedule)
+        schedule = SleepSchedule.from_stored(worker.sleep_schedule)
         should_sleep = in_sleep_window(schedule, now)
         if should_sleep == worker.asleep:
             continue
