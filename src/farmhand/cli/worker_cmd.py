@@ -126,7 +126,8 @@ def worker(
             "--task-timeout",
             min=1.0,
             metavar="SECONDS",
-            help="Kill a Blender silent this long and fail the task (default: the manager's).",
+            help="Kill a Blender that neither prints nor uses CPU this long, and fail the "
+            "task (default: the manager's).",
         ),
     ] = None,
     threads: Annotated[
