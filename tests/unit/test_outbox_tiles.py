@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from farmhand.shared.schemas import TaskAssignment, TileSpec
+from farmhand.shared.schemas import TaskAssignment, TaskProgress, TileSpec
 from farmhand.worker.outbox import Outbox, Outcome, deliver
 
 
@@ -22,6 +22,9 @@ class RecordingClient:
 
     def upload_output(self, job_id: int, task_id: int, frame: int, path: Path) -> None:
         self.calls.append(("frame", job_id, task_id, frame))
+
+    def progress(self, task_id: int, progress: TaskProgress) -> None:
+        self.calls.append(("progress", task_id, progress.frames_done))
 
     def complete(self, task_id: int, frames: list[int], lines: list[str]) -> None:
         self.calls.append(("complete", task_id, frames))
@@ -42,5 +45,9 @@ def test_a_tile_in_the_outbox_is_delivered_as_a_tile(tmp_path: Path) -> None:
 
     deliver(box, client, threading.Event(), structlog.get_logger())  # type: ignore[arg-type]
 
-    assert client.calls == [("tile", 3, 12, b"the tile"), ("complete", 12, [7])]
+    assert client.calls == [
+        ("tile", 3, 12, b"the tile"),
+        ("progress", 12, 1),  # a tile task counts its tile as one
+        ("complete", 12, [7]),
+    ]
     assert not box.root.exists(), "delivered, so the box is gone"

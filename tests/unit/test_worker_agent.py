@@ -575,7 +575,8 @@ def test_frames_and_outcome_wait_in_the_outbox_until_reported(tmp_path: Path) ->
     def watch(name: str) -> None:
         if name == "complete":
             seen["outcome"] = json.loads((outbox / "outcome.json").read_text())
-            seen["saved"] = (outbox / "saved.txt").read_text().split()
+            lines = (outbox / "saved.txt").read_text().splitlines()
+            seen["saved"] = [line.split("\t")[:2] for line in lines]
 
     manager.on_call = watch
     stop, thread, result = _start(tmp_path, manager, renderer)
@@ -588,7 +589,7 @@ def test_frames_and_outcome_wait_in_the_outbox_until_reported(tmp_path: Path) ->
     manager.wait_for("complete")
     _stop(stop, thread, result)
     assert seen["outcome"] == {"ok": True, "error": None, "log_tail": []}
-    assert seen["saved"] == ["1", "0001.png", "2", "0002.png"]
+    assert seen["saved"] == [["1", "0001.png"], ["2", "0002.png"]]
     assert sorted(manager.uploads) == [1, 2]
     assert not outbox.exists(), "emptied once reported"
 

@@ -55,14 +55,19 @@ from farmhand.worker.ffmpeg import FfmpegInstall, find_ffmpeg
 from farmhand.worker.identity import Identity, forget_identity, load_identity, save_identity
 from farmhand.worker.layout import SharedOutputs, SharedStorageError, path_table, shared_blend
 from farmhand.worker.merge import MergeCanceled, MergeError, MergeWork, merge, merged_suffix
-from farmhand.worker.outbox import Outbox, Outcome, deliver_pending
-from farmhand.worker.uploads import FrameUploader, upload_rendered
+from farmhand.worker.outbox import Outbox, OutboxError, Outcome, TaskBox, deliver_pending
+from farmhand.worker.uploads import (
+    MAX_LOG_LINES_PER_CALL,
+    TILE_FILES_NOT_KEPT,
+    FrameUploader,
+    RenderedFrame,
+    upload_frame,
+)
 from farmhand.worker.video import VideoWork, make_video
 
 log: FilteringBoundLogger = structlog.get_logger(__name__)
 _T = TypeVar("_T")
 
-MAX_LOG_LINES_PER_CALL = 2000
 MAX_PENDING_LOG_LINES = 20_000
 LOG_TAIL_LINES = 50
 
@@ -211,7 +216,14 @@ class _TaskRun:
         self.peak_memory_bytes: int | None = None
         self.files: dict[int, tuple[Path | None, list[tuple[str, Path]]]] = {}
         """Per frame: Blender's preview and the File Output nodes' files, sent with it."""
+        self.stats: dict[int, tuple[float, int]] = {}
+        """Per frame: Blender seconds and peak resident bytes, kept with it in the outbox."""
         self.pending_logs: list[str] = []
+        self._log_first = 0
+        """Which line of the task's log `pending_logs[0]` is: every line before it was
+        sent, or dropped as too many (`MAX_PENDING_LOG_LINES`)."""
+        self.box: TaskBox | None = None
+        """The task's outbox, told after each progress call how many lines were sent."""
         self.scene_fps: float | None = None
         """Not yet reported: the scene's frame rate, for the job's video."""
         self.dirty = True
@@ -240,12 +252,16 @@ class _TaskRun:
         with self._lock:
             self.files[frame] = (preview, extras)
 
-    def files_of(self, frame: int) -> tuple[Path | None, list[tuple[str, Path]]]:
+    def rendered(self, frame: int, path: Path) -> RenderedFrame:
+        """The frame just saved, with what the renderer said of it before."""
         with self._lock:
-            return self.files.get(frame, (None, []))
+            preview, extras = self.files.get(frame, (None, []))
+            seconds, peak = self.stats.get(frame, (None, None))
+        return RenderedFrame(frame, path, preview, tuple(extras), seconds, peak or None)
 
-    def frame_stats(self, _frame: int, seconds: float, peak_bytes: int) -> None:
+    def frame_stats(self, frame: int, seconds: float, peak_bytes: int) -> None:
         with self._lock:
+            self.stats[frame] = (seconds, peak_bytes)
             self.render_seconds += seconds
             if peak_bytes:
                 self.peak_memory_bytes = max(self.peak_memory_bytes or 0, peak_bytes)
@@ -269,6 +285,7 @@ class _TaskRun:
             if len(self.pending_logs) > MAX_PENDING_LOG_LINES:
                 cut = len(self.pending_logs) - MAX_PENDING_LOG_LINES
                 del self.pending_logs[:cut]
+                self._log_first += cut
             self.dirty = True
 
     def take_progress(self) -> TaskProgress | None:
@@ -278,6 +295,7 @@ class _TaskRun:
                 return None
             lines = self.pending_logs[:MAX_LOG_LINES_PER_CALL]
             del self.pending_logs[:MAX_LOG_LINES_PER_CALL]
+            self._log_first += len(lines)
             self.dirty = bool(self.pending_logs)
             scene_fps, self.scene_fps = self.scene_fps, None  # once is enough
             return TaskProgress(
@@ -295,8 +313,17 @@ class _TaskRun:
         """A progress call failed: keep its lines for the next one."""
         with self._lock:
             self.pending_logs[:0] = progress.log_lines
+            self._log_first -= len(progress.log_lines)
             self.scene_fps = self.scene_fps or progress.scene_fps
             self.dirty = True
+
+    def sent(self) -> None:
+        """A progress call got through: the outbox learns how much of the log the manager
+        has, so a delivery after a restart sends only the rest."""
+        with self._lock:
+            done, box = self._log_first, self.box
+        if box is not None:
+            box.log_sent(done)
 
 
 def _both(
@@ -307,6 +334,25 @@ def _both(
     def call(frame: int, path: Path) -> None:
         first(frame, path)
         then(frame, path)
+
+    return call
+
+
+def _noting_tile_files(
+    task: TaskAssignment,
+    then: Callable[[int, Path | None, list[tuple[str, Path]]], None],
+    on_log: Callable[[str], None],
+) -> Callable[[int, Path | None, list[tuple[str, Path]]], None]:
+    """An `on_frame_files` that, for a tile whose scene has File Output nodes, says once
+    in the task's log that their files are not kept (`uploads.upload_frame` does not
+    send them), so an artist missing them reads why rather than guesses."""
+    noted = threading.Event()
+
+    def call(frame: int, preview: Path | None, extras: list[tuple[str, Path]]) -> None:
+        if task.tile is not None and extras and not noted.is_set():
+            noted.set()
+            on_log(TILE_FILES_NOT_KEPT)
+        then(frame, preview, extras)
 
     return call
 
@@ -499,6 +545,7 @@ class Agent:
             return
         try:
             reply = self.client.progress(run.task.task_id, progress)
+            run.sent()
         except FarmhandError as exc:
             if is_retryable(exc):
                 run.give_back(progress)
@@ -650,9 +697,15 @@ class Agent:
             self._fail(run, f"cannot fetch the job's files: {exc}", [], tlog)
             return
         # Frames, log lines and the outcome are kept on disk until reported (outbox.py).
-        box = self.outbox.open(task)
+        try:
+            box = self.outbox.open(task)
+        except OutboxError as exc:
+            self._fail(run, str(exc), [], tlog)
+            return
+        run.box = box
         output_dir = box.frames_dir
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        on_log = box.logging(run.log_line)
 
         uploader = FrameUploader(
             partial(self._upload_frame, run),
@@ -660,45 +713,60 @@ class Agent:
             logger=tlog,
             on_uploaded=run.uploaded,
         )
-        # The reporter runs until the outcome is reported (`_finish` waits for the
-        # uploads): a cancel during the uploads still reaches this task.
-        with self._reporting(run, tlog):
-            job = RenderJob(
-                task=task,
-                blend_file=blend,
-                output_dir=output_dir,
-                log_path=log_path,
-                threads=self.settings.threads,
-                cancel=run.cancel,
-                on_frame_started=run.frame_started,
-                on_frame_saved=box.recording(
-                    uploader.submit
-                    if shared_out is None
-                    else _both(shared_out.publish, uploader.submit)
-                ),
-                on_samples=run.samples,
-                on_log=box.logging(run.log_line),
-                on_frame_stats=run.frame_stats,
-                on_frame_files=run.frame_files,
-                on_scene=run.scene,
-                stall_timeout=self.settings.task_timeout or task.task_timeout,
-                path_remap=(
-                    remap_pairs(path_table(task, self.settings.path_map), self.settings.platform)
-                    if task.storage == "shared"
-                    else []
-                ),
-                session_key=session_key(task),
-            )
-            self._held_job = task.job_id
-            outcome = self._render(job, tlog)
-            share_error = _share_failure(shared_out)
-            if share_error is not None and outcome.ok:
-                outcome = RenderOutcome(ok=False, error=share_error, log_tail=outcome.log_tail)
-            if not run.dropped and not self.stop.is_set():
-                tail = outcome.log_tail[-LOG_TAIL_LINES:]
-                box.finish(Outcome(outcome.ok, outcome.error, tail))
-            self._finish(run, outcome, uploader, tlog)
-        box.discard()
+        send = uploader.submit if shared_out is None else _both(shared_out.publish, uploader.submit)
+
+        def frame_saved(frame: int, path: Path) -> None:
+            box.keep(run.rendered(frame, path))  # on disk before it leaves
+            send(frame, path)
+
+        try:
+            # The reporter runs until the outcome is reported (`_finish` waits for the
+            # uploads): a cancel during the uploads still reaches this task.
+            with self._reporting(run, tlog):
+                job = RenderJob(
+                    task=task,
+                    blend_file=blend,
+                    output_dir=output_dir,
+                    log_path=log_path,
+                    threads=self.settings.threads,
+                    cancel=run.cancel,
+                    on_frame_started=run.frame_started,
+                    on_frame_saved=frame_saved,
+                    on_samples=run.samples,
+                    on_log=on_log,
+                    on_frame_stats=run.frame_stats,
+                    on_frame_files=_noting_tile_files(task, run.frame_files, on_log),
+                    on_scene=run.scene,
+                    stall_timeout=self.settings.task_timeout or task.task_timeout,
+                    path_remap=(
+                        remap_pairs(
+                            path_table(task, self.settings.path_map), self.settings.platform
+                        )
+                        if task.storage == "shared"
+                        else []
+                    ),
+                    session_key=session_key(task),
+                )
+                self._held_job = task.job_id
+                outcome = self._render(job, tlog)
+                share_error = _share_failure(shared_out)
+                if share_error is not None and outcome.ok:
+                    outcome = RenderOutcome(ok=False, error=share_error, log_tail=outcome.log_tail)
+                if not run.dropped and not self.stop.is_set():
+                    tail = outcome.log_tail[-LOG_TAIL_LINES:]
+                    box.finish(Outcome(outcome.ok, outcome.error, tail))
+                    if box.broken is not None:
+                        # The box could not be written (a full disk): the task fails with
+                        # that reason; the frames already uploaded stay on the manager.
+                        outcome = RenderOutcome(
+                            ok=False, error=box.broken, log_tail=outcome.log_tail
+                        )
+                self._finish(run, outcome, uploader, tlog)
+        finally:
+            # Whatever happened, the box goes: its outcome was reported, or it never will
+            # be by this run, and a full disk must not stay full for the next task.
+            uploader.abandon()
+            box.discard()
         prune_job_dirs(work / "jobs", current=task.job_id)
 
     def _do_video(self, run: _TaskRun, tlog: FilteringBoundLogger) -> None:
@@ -852,28 +920,9 @@ class Agent:
                 shutil.rmtree(work_dir, ignore_errors=True)
 
     def _upload_frame(self, run: _TaskRun, frame: int, path: Path) -> object:
-        """Send a frame's File Output node files and Blender's preview of it, then the frame.
-
-        The frame goes last: its arrival is what the web UI reacts to, and its thumbnail
-        is made from the preview when there is one. Retried as a whole by the uploader:
-        every upload replaces what it names. A preview the manager refuses is skipped
-        (the frame stands without it); a refused File Output file fails the task like a
-        refused frame.
-        """
-        task = run.task
-        preview, extras = run.files_of(frame)  # none for a tile (no preview asked for)
-        for name, extra in extras:
-            self.client.upload_extra(task.job_id, task.task_id, frame, "pass", name, extra)
-        if preview is not None:
-            try:
-                self.client.upload_extra(
-                    task.job_id, task.task_id, frame, "preview", preview.name, preview
-                )
-            except FarmhandError as exc:
-                if is_retryable(exc) or _is_gone(exc):
-                    raise
-                self.log.warning("preview refused", frame=frame, error=str(exc))
-        return upload_rendered(self.client, task, frame, path)
+        """Send a frame with its passes and preview (`uploads.upload_frame`, which the
+        outbox's delivery after a restart uses too)."""
+        return upload_frame(self.client, run.task, run.rendered(frame, path), self.log)
 
     def _materialise(self, task: TaskAssignment, job_dir: Path, tlog: FilteringBoundLogger) -> Path:
         def download(task_file: object, dest: Path) -> None:
@@ -1008,6 +1057,7 @@ class Agent:
                     self.stop,
                     logger=tlog,
                 )
+                run.sent()
             except (FarmhandError, RetryAborted) as exc:
                 tlog.warning("log lines not sent", error=str(exc))
                 return False

@@ -19,7 +19,7 @@ import structlog
 from structlog.typing import FilteringBoundLogger
 
 from farmhand.client import RunnerClient
-from farmhand.client.errors import FarmhandError
+from farmhand.client.errors import FarmhandError, is_retryable
 from farmhand.client.retry import RetryAborted, RetryPolicy, call_with_retry
 from farmhand.shared.schemas import OutputStored, TaskAssignment
 
@@ -29,6 +29,67 @@ UploadFn = Callable[[int, Path], object]
 """Send one frame (number, file) to the manager."""
 
 _STOP = object()
+
+MAX_LOG_LINES_PER_CALL = 2000
+"""Log lines per progress call, live or from the outbox (the manager takes 10,000)."""
+
+TILE_FILES_NOT_KEPT = (
+    "File Output node files of a tile are not kept: a tiled still keeps its merged image only"
+)
+"""The task log's line for a tile whose scene has File Output nodes (`upload_frame`)."""
+
+
+@dataclass(frozen=True)
+class RenderedFrame:
+    """A frame Blender saved and verified, with what goes with it: Blender's preview, the
+    compositor's File Output node files (`(name stored under, file)`), and the seconds
+    and peak memory it took. The live uploader and the outbox's delivery both send this,
+    through `upload_frame`, so a frame delivered after a restart arrives as it would
+    have live."""
+
+    frame: int
+    path: Path
+    preview: Path | None = None
+    passes: tuple[tuple[str, Path], ...] = ()
+    seconds: float | None = None
+    peak_memory_bytes: int | None = None
+
+
+def upload_frame(
+    client: RunnerClient,
+    task: TaskAssignment,
+    rendered: RenderedFrame,
+    logger: FilteringBoundLogger,
+) -> OutputStored:
+    """Send a frame's File Output node files and Blender's preview of it, then the frame.
+
+    The frame goes last: its arrival is what the web UI reacts to, and its thumbnail is
+    made from the preview when there is one. Retried as a whole by callers: every upload
+    replaces what it names. A preview the manager refuses is skipped (the frame stands
+    without it); a refused File Output file fails the task like a refused frame.
+
+    A tile sends its tile alone: its File Output files are pieces of passes that no merge
+    puts together, and the manager refuses any file "for a frame" of a tile task, which
+    owns no frames (the agent says so in the task's log, `TILE_FILES_NOT_KEPT`).
+    """
+    if task.tile is None:
+        for name, extra in rendered.passes:
+            client.upload_extra(task.job_id, task.task_id, rendered.frame, "pass", name, extra)
+        if rendered.preview is not None:
+            try:
+                client.upload_extra(
+                    task.job_id,
+                    task.task_id,
+                    rendered.frame,
+                    "preview",
+                    rendered.preview.name,
+                    rendered.preview,
+                )
+            except FarmhandError as exc:
+                if is_retryable(exc) or exc.status_code in (404, 409):
+                    raise
+                logger.warning("preview refused", frame=rendered.frame, error=str(exc))
+    return upload_rendered(client, task, rendered.frame, rendered.path)
 
 
 def upload_rendered(
