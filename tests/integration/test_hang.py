@@ -1,9 +1,11 @@
 """A real worker kills a real Blender that goes silent, and the task is retried.
 
-A hung Blender (a deadlock, a stuck GPU driver) prints nothing. Here the test stops a
-rendering Blender with SIGSTOP, which is exactly that: no output, no exit. The worker
-kills it at the task timeout (SIGTERM, which a stopped process does not act on, then
-SIGKILL), fails the attempt with `no progress for ...`, and the manager retries the task.
+A hung Blender (a deadlock, a stuck GPU driver) prints nothing and computes nothing.
+Here the test stops a rendering Blender with SIGSTOP, which is exactly that: no output,
+no CPU time, no exit. The worker kills it at the task timeout (SIGTERM, which a stopped
+process does not act on, then SIGKILL), fails the attempt with `no output and no CPU use
+for ...`, and the manager retries the task. (A silent Blender that computes is left to
+render: tests/unit/test_blender_slow_render.py.)
 (Letting a long frame run into the timeout no longer shows a hang: the bpy module now
 reports Cycles' samples as it goes, like Blender's executables.)
 """
@@ -95,8 +97,10 @@ def test_a_silent_blender_is_killed_at_the_timeout_and_the_task_retried(
             task = job.tasks[0]
             assert task.attempts == 2, "retried after the first timeout"
             assert task.last_error is not None
-            assert task.last_error.startswith("no progress for 3 seconds"), task.last_error
+            assert task.last_error.startswith("no output and no CPU use for 3 seconds"), (
+                task.last_error
+            )
             log = client.task_log(job_id, task.id)
-            assert log.count("FAILED: no progress for 3 seconds") == 2
+            assert log.count("FAILED: no output and no CPU use for 3 seconds") == 2
             assert len(hangs.stopped) == 2, "a hung Blender for each attempt"
             assert _blender_drivers(worker.process.pid) == [], "both were killed"

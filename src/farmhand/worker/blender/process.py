@@ -49,7 +49,11 @@ DRIVER = Path(__file__).with_name("driver.py")
 KILL_GRACE = 3.0
 LOG_TAIL = 50
 MEMORY_SAMPLE_INTERVAL = 0.5
-"""Seconds between looks at Blender's resident memory while it renders."""
+"""Seconds between looks at Blender's resident memory and CPU time while it renders."""
+STILL_WORKING_NOTES = 3
+"""A Blender that prints nothing but computes is noted in the task's log this many times
+per task timeout: the note is progress the manager hears, so its own timeout, which
+counts from the last word of the worker, does not fail a render that is only slow."""
 
 
 @dataclass
@@ -68,7 +72,8 @@ class RenderRequest:
     gpu: int | None = None
     """Only this GPU of `device` (a worker per GPU); None: all of them."""
     stall_timeout: float | None = None
-    """Seconds without a line from Blender after which it is killed (a hung render)."""
+    """Seconds without a line from Blender *and* without CPU use by its process group,
+    after which it is killed as hung (a render that computes is slow, not hung)."""
     path_remap: list[tuple[str, str]] = field(default_factory=list)
     """(from root, to root): absolute paths inside the .blend rewritten at open."""
     tile: dict[str, int] | None = None
@@ -85,7 +90,8 @@ class RenderResult:
     exit_code: int | None = None
     log_tail: list[str] = field(default_factory=list)
     timed_out: bool = False
-    """Blender said nothing for the request's `stall_timeout` and was killed."""
+    """Blender neither said anything nor used CPU for the request's `stall_timeout`, and
+    was killed."""
 
 
 def blender_command(install: BlenderInstall, threads: int | None = None) -> list[str]:
@@ -222,7 +228,10 @@ class _Listener:
         self.on_log = on_log
         self.tail: deque[str] = deque(maxlen=LOG_TAIL)
         self.last_line = time.monotonic()
-        """When Blender last said anything: a silent Blender is a hung one."""
+        """When Blender last said anything (a silent Blender that computes nothing is a
+        hung one)."""
+        self.last_note = self.last_line
+        """When farmhand last noted that a silent Blender is still computing."""
 
     def line(self, line: str) -> None:
         self.last_line = time.monotonic()
@@ -334,6 +343,10 @@ class BlenderProcess:
         self.requests = 0
         self._listener: _Listener | None = None
         self._stall_timeout: float | None = None
+        self._cpu_ticks = 0
+        """CPU time of Blender's process group at the last look, in clock ticks."""
+        self._computed_at = time.monotonic()
+        """When that CPU time was last seen to grow (Blender is working, if silently)."""
         self._reader = _Reader(self.process.stdout)
         self._reader.start()
         # Commands are written from a thread of their own: a long frame list fills the
@@ -444,7 +457,10 @@ class BlenderProcess:
         tail = list(listener.tail)
         if seen.stalled:
             timeout = describe_duration(request.stall_timeout or 0)
-            reason = f"no progress for {timeout} (task timeout): Blender hung and was killed"
+            reason = (
+                f"no output and no CPU use for {timeout} (task timeout): "
+                "Blender hung and was killed"
+            )
             return RenderResult(False, seen.frames, reason, code, [*tail, reason], timed_out=True)
         if canceled:
             return RenderResult(False, {}, "canceled", code, tail)
@@ -472,10 +488,14 @@ class BlenderProcess:
             now = time.monotonic()
             if now - sampled >= MEMORY_SAMPLE_INTERVAL:
                 sampled = now
-                seen.frame_peak = max(seen.frame_peak, self.rss_bytes())
+                rss, ticks = group_usage(self.process.pid)
+                seen.frame_peak = max(seen.frame_peak, rss)
+                if ticks > self._cpu_ticks:
+                    self._computed_at = now
+                self._cpu_ticks = ticks
             listener = self._listener
             stall = self._stall_timeout
-            if stall and listener is not None and now - listener.last_line > stall:
+            if stall and listener is not None and self._hung(listener, stall, now):
                 seen.stalled = True
                 kill_group(self.process)
                 return None, True
@@ -485,6 +505,38 @@ class BlenderProcess:
                     return seen.terminal.get_nowait(), False
                 except queue.Empty:
                     return None, False
+
+    def _hung(self, listener: _Listener, stall: float, now: float) -> bool:
+        """Has Blender neither printed a line nor used any CPU for `stall` seconds?
+
+        Silence alone is not a hang: Cycles without adaptive sampling prints its progress
+        every few thousand samples, which on a heavy frame can be hours apart. What a hung
+        Blender (a deadlock, a wait on a dead network share, a stopped process) does not
+        do is compute, so any growth of its process group's CPU time counts as work. That
+        includes a GPU render, whose CPU threads still tick while they wait on the GPU:
+        it is the price of never killing a slow render as hung that a Blender stuck in
+        an endless loop, or a GPU hang that keeps a CPU thread polling, is not caught here
+        (the job's owner sees it still running and cancels it). Without Linux's /proc
+        the CPU time reads 0 and only silence counts, as before.
+
+        A Blender that is silent but computing gets a line in the task's log every
+        `stall / STILL_WORKING_NOTES`: a person sees why it is left running, and the
+        manager, which fails a task it hears nothing of for its task timeout, hears of it.
+        """
+        if now - max(listener.last_line, self._computed_at) > stall:
+            return True
+        silent = now - listener.last_line
+        every = stall / STILL_WORKING_NOTES
+        noted = max(listener.last_line, listener.last_note)
+        # Growth seen a whole look after the last line or note happened after it.
+        computed = self._computed_at - MEMORY_SAMPLE_INTERVAL >= noted
+        if silent > every and now - noted > every and computed:
+            listener.last_note = now
+            listener.note(
+                f"farmhand: no output from Blender for {describe_duration(round(silent))}, "
+                "but it is using CPU: still working, not hung"
+            )
+        return False
 
     def close(self, grace: float = KILL_GRACE) -> None:
         """Ask Blender to quit; kill its process group if it has not within `grace`."""
@@ -625,11 +677,22 @@ def group_rss_bytes(pgid: int, proc: Path = Path("/proc")) -> int:
     The group, not just the pid: Blender's children (and, for the bpy module, nothing
     else) count against a session's memory limit too.
     """
-    total = 0
+    return group_usage(pgid, proc)[0]
+
+
+def group_usage(pgid: int, proc: Path = Path("/proc")) -> tuple[int, int]:
+    """(resident bytes, CPU clock ticks) of the processes of group `pgid`, in one look
+    at /proc; (0, 0) where /proc is not Linux's.
+
+    CPU time is user and system time, with that of children already reaped: it only
+    grows while the group works (a member that ends unreaped takes its share away, so
+    callers count growth, not change).
+    """
+    rss = ticks = 0
     try:
         entries = list(proc.iterdir())
     except OSError:
-        return 0
+        return 0, 0
     for entry in entries:
         if not entry.name.isdigit():
             continue
@@ -639,10 +702,13 @@ def group_rss_bytes(pgid: int, proc: Path = Path("/proc")) -> int:
             fields = stat[stat.rindex(")") + 2 :].split()
             if int(fields[2]) != pgid:
                 continue
+            # utime stime cutime cstime: fields 14-17 of proc(5), 11-14 after comm.
+            cpu = sum(int(value) for value in fields[11:15])
             for line in (entry / "status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
+                    rss += int(line.split()[1]) * 1024
                     break
+            ticks += cpu
         except (OSError, ValueError, IndexError):
             continue  # the process ended while we looked
-    return total
+    return rss, ticks
