@@ -17,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from farmhand.manager.app import create_app
+from farmhand.shared.blendfile import best_version
 from tests.integration.conftest import Farm, make_settings, png_bytes
 from tests.integration.postgres import fresh_database, postgres_bin, postgres_server
 from tests.integration.test_scheduling import (
@@ -86,15 +87,22 @@ def test_every_tile_of_a_still_renders_with_the_first_tiles_blender(farm: Farm) 
     assert workers == {"render": {"bpy"}, "merge": {"debian"}}
 
 
+def picks(task: dict[str, Any], *blenders: str) -> str | None:
+    """The Blender a worker with `blenders` renders the assigned task with: the newest
+    inside the range the assignment names (`worker/blender/renderer.install_for`)."""
+    return best_version(list(blenders), task["blender_saved"], task["blender_version"])
+
+
 def test_every_frame_of_an_animation_renders_with_one_blender_series(farm: Farm) -> None:
     animation = submit(farm, "1-4")
     old = runner(farm, "debian", "3.4.1")
-    both = runner(farm, "both", "3.4.1", "5.0.0")  # renders with its newest that fits: 5.0
+    only5 = runner(farm, "bpy", "5.0.0")
     patched = runner(farm, "patched", "3.4.2")  # another 3.4: same series, same look
 
     first = claimed(farm, old)
     assert job(farm, animation)["blender_pinned"] == "3.4"
-    assert claim(farm, both) is None, "it would render the frame with 5.0: flicker"
+    assert first["blender_version"] == "==3.4", "the first render's worker is told the pin too"
+    assert claim(farm, only5) is None, "it would render the frame with 5.0: flicker"
     second = claimed(farm, patched)
     finish(farm, old, first)
     finish(farm, patched, second)
@@ -105,15 +113,40 @@ def test_every_frame_of_an_animation_renders_with_one_blender_series(farm: Farm)
     assert {t["worker"] for t in done["tasks"]} == {"debian", "patched"}
 
 
+def test_a_worker_with_the_pinned_series_and_a_newer_one_renders_with_the_pinned(
+    farm: Farm,
+) -> None:
+    """Left to itself a worker renders with its newest Blender that fits; the assignment
+    narrows the job's range to the pin, so one with 5.0 and 5.1 helps a job begun with
+    5.0, with its 5.0."""
+    animation = submit(farm, "1-3")
+    only50 = runner(farm, "bpy50", "5.0.0")
+    both = runner(farm, "both", "5.0.1", "5.1.0")
+    first = claimed(farm, only50)
+    assert job(farm, animation)["blender_pinned"] == "5.0"
+
+    second = claimed(farm, both)
+    assert second["blender_version"] == "==5.0"
+    assert picks(second, "5.0.1", "5.1.0") == "5.0.1"
+    finish(farm, only50, first)
+    finish(farm, both, second)
+    assert job(farm, animation)["status_reason"] is None
+
+
 def test_a_job_within_a_range_is_pinned_to_what_the_range_lets_a_worker_use(
     farm: Farm,
 ) -> None:
-    ranged = submit(farm, "1-2", blender_version=">=4.2,<5")
+    ranged = submit(farm, "1-3", blender_version=">=4.2,<5")
     both = runner(farm, "both", "4.2.3", "5.0.0")  # renders this one with 4.2
     only5 = runner(farm, "only5", "5.0.0")
-    claimed(farm, both)
+    newer42 = runner(farm, "newer42", "4.2.5", "4.3.0")  # 4.3 is in range, 4.2 pinned
+    first = claimed(farm, both)
     assert job(farm, ranged)["blender_pinned"] == "4.2"
+    assert picks(first, "4.2.3", "5.0.0") == "4.2.3"
     assert claim(farm, only5) is None
+    second = claimed(farm, newer42)
+    assert second["blender_version"] == ">=4.2,<5,==4.2"
+    assert picks(second, "4.2.5", "4.3.0") == "4.2.5"
 
 
 def test_a_job_whose_blender_left_waits_and_requeue_all_frees_it(farm: Farm) -> None:
@@ -168,25 +201,68 @@ def test_requeue_all_keeps_the_pin_while_a_render_still_runs(farm: Farm) -> None
     finish(farm, new, running)
 
 
-def test_a_job_whose_only_workers_with_its_blender_are_blocklisted_fails(
+def fail_two_tasks_each(farm: Farm, one: dict[str, str], other: dict[str, str]) -> None:
+    """`one` and `other` each fail two different tasks: blocklisted at the threshold, 2."""
+    first, second = claimed(farm, one), claimed(farm, other)
+    fail(farm, one, first, "frame: CUDA error: out of memory")
+    fail(farm, other, second, "frame: CUDA error: out of memory")
+    fail(farm, one, claimed(farm, one), "frame: CUDA error: out of memory")
+    fail(farm, other, claimed(farm, other), "frame: CUDA error: illegal address")
+
+
+def test_a_job_with_nothing_rendered_in_its_pinned_blender_is_released_from_it(
+    strict_farm: Farm,
+) -> None:
+    """When every worker with the pinned series is blocklisted before a frame of the
+    job was rendered, there is nothing to match: the job goes on with another Blender
+    instead of failing."""
+    farm = strict_farm
+    animation = submit(farm, "1-4", max_attempts=5)
+    bpy1, bpy2 = runner(farm, "bpy1", "5.0.0"), runner(farm, "bpy2", "5.0.0")
+    old = runner(farm, "debian", "3.4.1")
+    first, second = claimed(farm, bpy1), claimed(farm, bpy2)
+    assert job(farm, animation)["blender_pinned"] == "5.0"
+    fail(farm, bpy1, first, "frame: CUDA error: out of memory")
+    fail(farm, bpy2, second, "frame: CUDA error: out of memory")
+    fail(farm, bpy1, claimed(farm, bpy1), "frame: CUDA error: out of memory")  # blocklisted
+    assert claim(farm, old) is None, "while a 5.0 worker may run it, the job keeps 5.0"
+    fail(farm, bpy2, claimed(farm, bpy2), "frame: CUDA error: out of memory")
+
+    released = job(farm, animation)
+    assert released["status"] == "queued", released["status_reason"]
+    assert released["blender_pinned"] is None
+    while (task := claim(farm, old)) is not None:
+        assert task["blender_version"] == "==3.4"
+        finish(farm, old, task)
+    done = job(farm, animation)
+    assert done["status"] == "completed" and done["blender_pinned"] == "3.4"
+    assert {t["worker"] for t in done["tasks"]} == {"debian"}
+
+
+def test_a_job_with_frames_in_its_pinned_blender_fails_when_no_such_worker_is_left(
     strict_farm: Farm,
 ) -> None:
     farm = strict_farm
-    animation = submit(farm, "1-4")
-    new = runner(farm, "bpy", "5.0.0")
+    animation = submit(farm, "1-4", max_attempts=5)
+    bpy1, bpy2 = runner(farm, "bpy1", "5.0.0"), runner(farm, "bpy2", "5.0.0")
     old = runner(farm, "debian", "3.4.1")
-    fail(farm, new, claimed(farm, new))
-    fail(farm, new, claimed(farm, new))  # blocklisted: 2 failures of this job
+    finish(farm, bpy1, claimed(farm, bpy1))  # frame 1 exists, rendered with 5.0
+    fail_two_tasks_each(farm, bpy1, bpy2)
 
     assert claim(farm, old) is None, "a 3.4 worker may not finish a job begun with 5.0"
     failed = job(farm, animation)
     assert failed["status"] == "failed"
-    reason = (
-        "no worker left that may run it: 1 blocklisted (last: bpy), none other available "
-        "renders with Blender 5.0, which its first render used"
+    assert failed["blender_pinned"] == "5.0"
+    nobody = (
+        "no worker left that may run it (2 blocklisted, last: bpy2; none other available "
+        "renders with Blender 5.0, which its first render used)"
     )
-    assert any(t["last_error"] == reason for t in failed["tasks"]), failed["tasks"]
-    assert reason in failed["status_reason"]
+    assert failed["status_reason"] == (
+        f"task 1 failed: {nobody}; its last error: frame: CUDA error: illegal address"
+    )
+    assert failed["tasks"][3]["last_error"] == (
+        f"{nobody}; the job's last render error: frame: CUDA error: illegal address"
+    )
 
 
 def test_merge_tasks_are_not_pinned(farm: Farm) -> None:

@@ -359,7 +359,8 @@ def test_blocklist_is_listed_and_cleared(api: httpx.Client, farm: LocalFarm) -> 
     first = submit(api, "1-4", max_attempts=5, priority=90)
     second = submit(api, "1-4", max_attempts=5, priority=10)
     a, b = register(api, farm, "flaky-a"), register(api, farm, "flaky-b")
-    for who in (a, a, a, a, b, b):  # a: twice on the first job, then twice on the second
+    register(api, farm, "steady")  # idle: a task a or b failed goes to another of theirs
+    for who in (a, a, a, a, b, b):  # a: two tasks of the first job, then of the second
         fail(api, who, claim(api, who))
     entries = api.get("/api/admin/blocklist").json()
     assert sorted((e["worker"], e["job_id"]) for e in entries) == sorted(

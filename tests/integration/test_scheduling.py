@@ -250,7 +250,8 @@ def test_blocklist_lists_one_jobs_entries(strict_farm: Farm) -> None:
     first = submit(farm, "1-4", max_attempts=5, priority=90)
     second = submit(farm, "1-4", max_attempts=5, priority=10)
     a, b = runner(farm, "a"), runner(farm, "b")
-    for who in (a, a, a, a, b, b):  # a: twice on the first job, then twice on the second
+    runner(farm, "c")  # idle: a task a or b failed goes to another of theirs first
+    for who in (a, a, a, a, b, b):  # a: two tasks of the first job, then of the second
         task = claim(farm, who)
         assert task is not None
         fail(farm, who, task)
@@ -273,15 +274,49 @@ def test_blocklist_lists_one_jobs_entries(strict_farm: Farm) -> None:
     assert refused.status_code == 403
 
 
-def test_job_fails_when_no_worker_is_left(strict_farm: Farm) -> None:
+CANNOT_CUT = "frame {}: cannot cut the tile out of frame_000{}.png: cannot write empty image"
+
+
+def test_job_fails_when_no_worker_is_left_and_says_what_went_wrong(strict_farm: Farm) -> None:
+    """The job's reason names the cause, not only that every worker was blocklisted."""
     farm = strict_farm
     job_id = submit(farm, "1-4", max_attempts=5)
-    a = runner(farm, "a")
-    for _ in range(2):
-        fail(farm, a, claimed(farm, a))
+    a, b = runner(farm, "a"), runner(farm, "b")
+    first, second = claimed(farm, a), claimed(farm, b)
+    fail(farm, a, first, CANNOT_CUT.format(1, 1))
+    fail(farm, b, second, CANNOT_CUT.format(2, 2))
+    swapped_a, swapped_b = claimed(farm, a), claimed(farm, b)  # each takes the other's
+    assert (swapped_a["task_id"], swapped_b["task_id"]) == (second["task_id"], first["task_id"])
+    fail(farm, a, swapped_a, CANNOT_CUT.format(2, 2))  # a: 2 tasks failed, blocklisted
+    assert job(farm, job_id)["status"] == "active", "b may still run the job"
+    fail(farm, b, swapped_b, CANNOT_CUT.format(1, 1))  # b too: nobody left
+
     state = job(farm, job_id)
     assert state["status"] == "failed"
-    assert "no worker left" in state["status_reason"]
+    nobody = "no worker left that may run it (2 blocklisted, last: b; none other available)"
+    assert state["status_reason"] == (
+        f"task 0 failed: {nobody}; its last error: {CANNOT_CUT.format(1, 1)}"
+    )
+    errors = [t["last_error"] for t in state["tasks"]]
+    assert errors[1] == f"{nobody}; its last error: {CANNOT_CUT.format(2, 2)}"
+    never_failed = f"{nobody}; the job's last render error: {CANNOT_CUT.format(1, 1)}"
+    assert errors[2:] == [never_failed] * 2, "what blocklisted the workers"
+
+
+def test_the_error_a_failed_job_quotes_is_one_bounded_line(strict_farm: Farm) -> None:
+    farm = strict_farm
+    job_id = submit(farm, "1-2", max_attempts=5)
+    a, b = runner(farm, "a"), runner(farm, "b")
+    blender = "Error: Python: Traceback (most recent call last):\n" + "  line\n" * 1000
+    first, second = claimed(farm, a), claimed(farm, b)
+    fail(farm, a, first, blender)
+    fail(farm, b, second, blender)
+    fail(farm, a, claimed(farm, a), blender)
+    fail(farm, b, claimed(farm, b), blender)
+    reason = job(farm, job_id)["status_reason"]
+    assert reason.startswith("task 0 failed: no worker left that may run it (2 blocklisted")
+    assert "; its last error: Error: Python: Traceback (most recent call last): line line" in reason
+    assert "\n" not in reason and reason.endswith("…") and len(reason) < 500
 
 
 def test_failure_share_lets_a_job_run_on(tmp_path: Path) -> None:

@@ -405,7 +405,11 @@ class TaskSummary(BaseModel):
     worker: str | None
     started_at: datetime | None
     finished_at: datetime | None
-    last_error: str | None
+    last_error: str | None = Field(
+        description="Why the task is not done (or, while it runs again, why its earlier "
+        "attempt did not finish): its last failure, or why it went back to the queue or was "
+        "canceled. Null for a completed task: an earlier attempt's error is not its error."
+    )
     progress: float = Field(default=0.0, description="0 to 100, with the frame in progress.")
     frame: int | None = Field(default=None, description="The frame rendering now.")
     sample: int | None = Field(default=None, description="Its sample (Cycles) ...")

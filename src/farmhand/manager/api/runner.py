@@ -40,6 +40,7 @@ from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Job, JobFile, Task, Worker
 from farmhand.manager.events import FarmEvent
 from farmhand.manager.scheduling.claim import claim_task
+from farmhand.manager.scheduling.eligibility import pinned_range
 from farmhand.manager.scheduling.state import (
     AssignedTask,
     complete_task,
@@ -96,7 +97,13 @@ _STORED_FRAMES = select(JobFile.frame).where(
 completion). A range, not `IN` the task's frames: SQLAlchemy renders an `IN` list anew on
 every execution; the caller keeps the task's own frames of what comes back."""
 _ASSIGNED_JOB = select(
-    Job.id, Job.name, Job.main_file, Job.settings, Job.blender_saved, Job.scene_fps
+    Job.id,
+    Job.name,
+    Job.main_file,
+    Job.settings,
+    Job.blender_saved,
+    Job.blender_pinned,
+    Job.scene_fps,
 ).where(Job.id == bindparam("job"))
 """What an assignment says about its job (columns only: no ORM object per dispatch)."""
 _INPUT_FILES = select(JobFile.path, JobFile.sha256, JobFile.size).where(
@@ -435,7 +442,14 @@ def _assignment(
         samples=settings.samples,
         attempt=task.attempts,
         blender_saved=job.blender_saved,
-        blender_version=settings.blender_version,
+        # The job's range narrowed to its pin (set by this very claim, for its first
+        # render task): the worker picks the newest Blender inside what it is sent, so a
+        # worker with 5.0 and 5.1 renders a job pinned to 5.0 with its 5.0.
+        blender_version=(
+            pinned_range(settings.blender_version, job.blender_pinned)
+            if task.type == "render"
+            else settings.blender_version
+        ),
         device=settings.device,
         task_timeout=task_timeout,
         video=(

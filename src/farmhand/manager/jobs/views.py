@@ -180,6 +180,19 @@ def _task_eta(task: Task, per_frame: float | None) -> float | None:
     return round(own * (units - _task_progress(task) / 100 * units), 1)
 
 
+def task_error(task: Task) -> str | None:
+    """The error a task's row shows: none once it completed.
+
+    `tasks.last_error` keeps the last thing that went wrong, also after a later attempt
+    succeeds (a worker that stopped responding, a failed first try). Shown beside
+    "completed", in `farmhand job` and on the job page, it read as the completion's own
+    error; it is not one, and the task's attempts still count what it took. Any other
+    task shows it: queued, failed or canceled it says why the task is not done; running
+    again, why its earlier attempt did not finish.
+    """
+    return None if task.status == TaskStatus.COMPLETED.value else task.last_error
+
+
 def job_detail(session: Session, job: Job) -> JobDetail:
     tasks = session.scalars(select(Task).where(Task.job_id == job.id).order_by(Task.index)).all()
     owner = session.get(User, job.owner_id)
@@ -226,7 +239,7 @@ def job_detail(session: Session, job: Job) -> JobDetail:
                 worker=workers.get(task.worker_id) if task.worker_id else None,
                 started_at=task.started_at,
                 finished_at=task.finished_at,
-                last_error=task.last_error,
+                last_error=task_error(task),
                 progress=_task_progress(task),
                 frame=task.frame if task.status == TaskStatus.ACTIVE.value else None,
                 sample=task.sample if task.status == TaskStatus.ACTIVE.value else None,

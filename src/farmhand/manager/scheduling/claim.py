@@ -16,7 +16,8 @@ not one this worker already failed, while another available worker could take it
 
 The first render task claimed pins the job to the Blender series the worker will render
 it with (`jobs.blender_pinned`); from then on its render tasks go only to workers that
-render with that series (`eligibility.fits`), so one still is never merged from tiles,
+can render with that series (`eligibility.fits`; their assignment names the job's range
+narrowed to it, `eligibility.pinned_range`), so one still is never merged from tiles,
 nor one animation cut from frames, of two Blenders. The pin is read with the job's other
 columns and checked in memory: a claim costs a statement more only when it sets one.
 

@@ -56,6 +56,20 @@ def render_series(worker: Worker, job_settings: dict[str, Any], saved: str | Non
     return series(best) if best is not None else None
 
 
+def pinned_range(spec: str | None, pinned: str | None) -> str | None:
+    """The job's Blender range `spec` narrowed to the series it is `pinned` to.
+
+    This is what the claim checks a worker against and what its assignment names
+    (`api/runner._assignment`): a worker picks the newest of its Blenders inside the
+    range it is sent (`best_version`), so one with 5.0 and 5.1 sent the job's own range
+    would render a job pinned to 5.0 with 5.1; sent this, it renders with its 5.0.
+    `==5.0` takes every 5.0.x (a version compares on the parts the range names).
+    """
+    if not pinned:
+        return spec
+    return f"{spec},=={pinned}" if spec else f"=={pinned}"
+
+
 def fits(
     worker: Worker,
     job_settings: dict[str, Any],
@@ -87,9 +101,12 @@ def unfit_reason(
 
     A job's render tasks are `pinned` to the Blender series its first one was claimed
     with (`claim.py`): tiles or frames of one job rendered by two Blender versions differ
-    visibly (a seam in a still, flicker in an animation). Merge and video tasks run no
-    Blender and are not pinned. A worker that names no Blender is not checked, as for
-    the file's version.
+    visibly (a seam in a still, flicker in an animation). A worker may take them when it
+    *can* render with that series — one of its Blenders fits the file, the job's range
+    and the pin — whatever else it has: its assignment names the range narrowed to the
+    pin (`pinned_range`), so it picks that Blender. Merge and video tasks run no Blender
+    and are not pinned. A worker that names no Blender is not checked, as for the
+    file's version.
     """
     caps = worker.capabilities
     if task_type not in task_types(worker):
@@ -105,12 +122,13 @@ def unfit_reason(
         wanted = job_settings.get("blender_version")
         if not versions:
             return None
-        best = best_version(versions, saved, wanted)
-        if best is None:
+        if pinned and best_version(versions, saved, pinned_range(wanted, pinned)):
+            return None  # the claim's usual case for a pinned job: one look
+        if best_version(versions, saved, wanted) is None:
             need = [f"Blender {saved} or newer"] if saved else []
             need += [f"Blender {wanted}"] if wanted else []
             return f"the job needs {' in '.join(need) if need else 'another Blender'}"
-        if pinned and series(best) != pinned:
+        if pinned:
             return pinned_reason(pinned)
     return None
 
@@ -133,8 +151,8 @@ def wait_reason(job: Job, workers: list[Worker], task_type: str = "render") -> s
 
     A file saved by a newer Blender than any worker has waits (it would fail on garbage
     in an older one), and so does a job pinned to a Blender series no online worker
-    renders with any more: this names what it needs and what the workers have (for a
-    pin, what they would render it with: a worker with 5.0 and 5.1 renders with 5.1).
+    has any more: this names what it needs and what the workers have (for a pin, what
+    they would render it with).
     """
     if not workers:
         return None

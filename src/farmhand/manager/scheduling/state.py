@@ -35,7 +35,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, distinct, func, select, update
 from sqlalchemy.orm import Session
 
 from farmhand.manager.db.models import Blocklist, Job, Task, TaskDependency, TaskFailure, Worker
@@ -256,9 +256,9 @@ def fail_task(
     """Record a failed attempt: retry, blocklist the worker, or fail the task for good.
 
     The task is retried until it has failed `max_attempts` times (a job may lower or
-    raise that). A worker that has failed `blocklist_threshold` tasks of this job is
-    blocklisted from it; if that leaves no worker that may run the job's tasks, they
-    fail with that reason instead of waiting forever.
+    raise that). A worker that has failed `blocklist_threshold` different tasks of this
+    job is blocklisted from it (`_maybe_blocklist`); if that leaves no worker that may
+    run the job's tasks, they fail with that reason instead of waiting forever.
     """
     worker_id = task.worker_id
     job = _job(session, task)
@@ -282,14 +282,26 @@ def fail_task(
 def _maybe_blocklist(
     session: Session, job: Job, task_type: str, worker_id: int, now: datetime, policy: Policy
 ) -> None:
+    """Blocklist the worker from the job's `task_type` tasks once it has failed
+    `blocklist_threshold` *different* ones.
+
+    Tasks, not attempts: the blocklist is for a machine that fails whatever of the job it
+    is given (a missing add-on, a GPU out of memory), while one task failing again and
+    again is the retry rule's business (`max_attempts`). The two only part ways when a
+    worker fails one task repeatedly, and the claim hands a failed task back to the
+    worker that failed it only when no other worker could take it: counting those
+    attempts would blocklist a job's last worker for being the last, failing the whole
+    job with "no worker left" before the task had the attempts its job allows (and
+    hiding its error behind that reason).
+    """
     session.flush()
-    failures = session.scalar(
-        select(func.count())
+    failed_tasks = session.scalar(
+        select(func.count(distinct(TaskFailure.task_id)))
         .select_from(TaskFailure)
         .join(Task, Task.id == TaskFailure.task_id)
         .where(Task.job_id == job.id, Task.type == task_type, TaskFailure.worker_id == worker_id)
     )
-    if (failures or 0) < policy.blocklist_threshold:
+    if (failed_tasks or 0) < policy.blocklist_threshold:
         return
     exists = session.scalar(
         select(Blocklist.id).where(
@@ -305,7 +317,7 @@ def _maybe_blocklist(
                 worker_id=worker_id,
                 job_id=job.id,
                 task_type=task_type,
-                reason=f"failed {failures} {task_type} task{'' if failures == 1 else 's'} "
+                reason=f"failed {failed_tasks} {task_type} task{'' if failed_tasks == 1 else 's'} "
                 "of this job",
                 created_at=now,
             )
@@ -314,14 +326,48 @@ def _maybe_blocklist(
         _fail_if_nobody_left(session, job, task_type, worker.name if worker else "?", now)
 
 
+QUOTED_ERROR_CHARS = 300
+"""How much of a task's own error a "no worker left" reason quotes: Blender's error may
+be a page of output, and the job's reason is one line in `farmhand job` and the web."""
+
+
+def quoted_error(error: str) -> str:
+    """`error` on one line, cut to `QUOTED_ERROR_CHARS`."""
+    line = " ".join(error.split())
+    if len(line) <= QUOTED_ERROR_CHARS:
+        return line
+    return line[: QUOTED_ERROR_CHARS - 1] + "…"
+
+
 def _fail_if_nobody_left(
     session: Session, job: Job, task_type: str, last_blocked: str, now: datetime
 ) -> None:
+    """Fail the job's queued `task_type` tasks when no worker may run them any more.
+
+    A job pinned to a Blender series that has nothing to show for it yet (no render
+    task completed or running) is released from its pin instead: the pin exists so that
+    one job's frames and tiles match, and with nothing rendered there is nothing to
+    match, so the job goes on with the farm's other Blenders. Once output exists in the
+    pinned series, the job fails as any other.
+
+    Each task's reason quotes the last error the task itself failed with (or, for one
+    that never failed, the job's last failure of this type: what blocklisted the
+    workers), so the cause is not hidden behind "no worker left".
+    """
     # Imported here: eligibility is the claim module's business, and it imports us.
     from farmhand.manager.scheduling.eligibility import eligible_workers
 
     if eligible_workers(session, job, task_type):
         return
+    if (
+        task_type == "render"
+        and job.blender_pinned
+        and session.scalar(_RENDERED, {"job": job.id}) is None
+    ):
+        job.blender_pinned = None
+        session.flush()
+        if eligible_workers(session, job, task_type):
+            return
     blocked = session.scalar(
         select(func.count())
         .select_from(Blocklist)
@@ -331,16 +377,42 @@ def _fail_if_nobody_left(
     if task_type == "render" and job.blender_pinned:
         others += f" renders with Blender {job.blender_pinned}, which its first render used"
     reason = (
-        f"no worker left that may run it: {blocked} blocklisted (last: {last_blocked}), {others}"
+        f"no worker left that may run it ({blocked} blocklisted, last: {last_blocked}; {others})"
     )
+    own: dict[int, str] = {}
+    latest: str | None = None
+    for task_id, error in session.execute(
+        select(TaskFailure.task_id, TaskFailure.reason)
+        .join(Task, Task.id == TaskFailure.task_id)
+        .where(Task.job_id == job.id, Task.type == task_type)
+        .order_by(TaskFailure.id)
+    ):
+        own[task_id] = latest = error
     for task in session.scalars(
         select(Task).where(
             Task.job_id == job.id, Task.type == task_type, Task.status == TaskStatus.QUEUED.value
         )
     ):
         _move_task(task, TaskStatus.FAILED)
-        task.last_error = reason
+        if task.id in own:
+            task.last_error = f"{reason}; its last error: {quoted_error(own[task.id])}"
+        elif latest is not None:
+            task.last_error = f"{reason}; the job's last {task_type} error: {quoted_error(latest)}"
+        else:
+            task.last_error = reason
         task.finished_at = now
+
+
+_RENDERED = (
+    select(Task.id)
+    .where(
+        Task.job_id == bindparam("job"),
+        Task.type == "render",
+        one_of(Task.status, (TaskStatus.COMPLETED.value, TaskStatus.ACTIVE.value)),
+    )
+    .limit(1)
+)
+"""A render task of the job that has output, or is making it: with its job's pin."""
 
 
 def requeue_task(
