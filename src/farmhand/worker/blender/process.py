@@ -10,7 +10,9 @@ is a failure with one line a person can act on.
 is that process used once, and `session.BlenderSession` keeps it for many tasks. Both go
 through the same code, so a session is judged exactly like a one-shot render.
 
-Blender runs in its own process group, so canceling kills it and anything it started.
+Blender runs in its own process group, so canceling kills it and anything it started,
+and it dies with its worker (`orphans.py`: killed by Linux if the worker is, and what a
+crashed run left is swept when the worker starts again).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from farmhand.worker.blender.events import (
     parse_event_line,
     parse_progress_line,
 )
+from farmhand.worker.blender.orphans import MARK_VARIABLE, PidFiles, spawn
 
 DRIVER = Path(__file__).with_name("driver.py")
 KILL_GRACE = 3.0
@@ -320,22 +323,26 @@ class BlenderProcess:
     """One running Blender with the driver, rendering requests one after another.
 
     Not thread-safe: one request at a time. `kill()` may be called from any thread.
-    Raises OSError if Blender cannot be started.
+    Raises OSError if Blender cannot be started. With `pid_files`, the running Blender
+    has a pid file there (swept by the next run of a worker that crashed).
     """
 
-    def __init__(self, install: BlenderInstall, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        install: BlenderInstall,
+        threads: int | None = None,
+        pid_files: PidFiles | None = None,
+    ) -> None:
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
+        mark = PidFiles.new_mark()
+        env[MARK_VARIABLE] = mark
         self.command = blender_command(install, threads)
         self.threads = threads
-        self.process = subprocess.Popen(
-            self.command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=env,
-        )
+        self.process = spawn(self.command, env)
+        self._pid_files = pid_files
+        if pid_files is not None:
+            pid_files.record(self.process.pid, mark)
         assert self.process.stdout is not None and self.process.stdin is not None
         self.blend: Path | None = None
         """The .blend the driver has open (None until an `open` succeeded)."""
@@ -551,6 +558,8 @@ class BlenderProcess:
         """Kill the process group now (also reaps anything Blender left behind)."""
         kill_group(self.process)
         self._reader.join(timeout=5)
+        if self._pid_files is not None and self.process.poll() is not None:
+            self._pid_files.forget(self.process.pid)
 
 
 def render(
@@ -562,6 +571,7 @@ def render(
     on_log: Callable[[str], None] | None = None,
     on_frame_ready: Callable[[int, Path], None] | None = None,
     cancel: threading.Event | None = None,
+    pid_files: PidFiles | None = None,
 ) -> RenderResult:
     """Render `request` in a fresh Blender and block until it ends or `cancel` is set.
 
@@ -569,7 +579,7 @@ def render(
     verified; callbacks run on the thread reading Blender's output and must be quick.
     """
     try:
-        blender = BlenderProcess(install, request.threads)
+        blender = BlenderProcess(install, request.threads, pid_files)
     except OSError as exc:
         return start_failure(install, request.threads, exc)
     try:

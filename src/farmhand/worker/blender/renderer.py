@@ -31,6 +31,7 @@ from farmhand.worker.blender.events import (
     Opened,
     Progress,
 )
+from farmhand.worker.blender.orphans import PidFiles, default_pid_dir
 from farmhand.worker.blender.process import RenderRequest, RenderResult, render
 from farmhand.worker.blender.session import DEFAULT_MAX_FRAMES, BlenderSession
 
@@ -38,7 +39,14 @@ log: FilteringBoundLogger = structlog.get_logger(__name__)
 
 
 class BlenderTaskRenderer:
-    """Renders tasks in Blender; keeps one session per job unless `sessions` is False."""
+    """Renders tasks in Blender; keeps one session per job unless `sessions` is False.
+
+    Made when the worker starts, before it takes any task, so that is when it kills the
+    Blenders an earlier run of a worker left behind (`orphans.py`): a restarted worker
+    must not render a task beside the Blender still rendering it from before the crash.
+    Each Blender it starts is recorded in `pid_dir` (default: one per user, shared by
+    the user's workers; a live worker's Blenders are never swept).
+    """
 
     def __init__(
         self,
@@ -49,7 +57,12 @@ class BlenderTaskRenderer:
         max_memory_mb: int | None = None,
         device: str | None = None,
         gpu: int | None = None,
+        pid_dir: Path | None = None,
     ) -> None:
+        self.pid_files = PidFiles(pid_dir or default_pid_dir())
+        killed = self.pid_files.sweep()
+        if killed:
+            log.warning("killed Blenders left by an earlier run", pids=killed)
         self.installs = install if isinstance(install, list) else [install]
         self.install = self.installs[0]
         self.device = device
@@ -103,7 +116,9 @@ class BlenderTaskRenderer:
         )
         session = self._session_for(job, install)
         run: Callable[..., RenderResult] = (
-            partial(render, install) if session is None else session.render
+            partial(render, install, pid_files=self.pid_files)
+            if session is None
+            else session.render
         )
         result = run(
             request,
@@ -143,6 +158,7 @@ class BlenderTaskRenderer:
             threads=job.threads,
             max_frames=self.max_frames,
             max_memory_mb=self.max_memory_mb,
+            pid_files=self.pid_files,
         )
         with self._lock:
             self._session, self._key = session, key

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from farmhand.worker.blender.discovery import BlenderInstall
 from farmhand.worker.blender.events import Event, FrameStarted
+from farmhand.worker.blender.orphans import PidFiles
 from farmhand.worker.blender.process import (
     BlenderProcess,
     RenderRequest,
@@ -55,8 +56,10 @@ class BlenderSession:
         threads: int | None = None,
         max_frames: int | None = DEFAULT_MAX_FRAMES,
         max_memory_mb: int | None = None,
+        pid_files: PidFiles | None = None,
     ) -> None:
         self.install = install
+        self.pid_files = pid_files
         self.threads = threads
         self.max_frames = max_frames
         self.max_memory_mb = max_memory_mb
@@ -115,7 +118,7 @@ class BlenderSession:
                 process = None
         if process is None:
             try:
-                process = BlenderProcess(self.install, request.threads)
+                process = BlenderProcess(self.install, request.threads, self.pid_files)
             except OSError as exc:
                 return _Attempt(start_failure(self.install, request.threads, exc))
             self._process = process
