@@ -644,7 +644,12 @@ class TaskAssignment(BaseModel):
     blender_saved: str | None = Field(
         default=None, description="The Blender version that saved the main .blend."
     )
-    blender_version: str | None = Field(default=None, description="The job's version range.")
+    blender_version: str | None = Field(
+        default=None,
+        description="The job's version range; for a render task of a job pinned to a "
+        "Blender series, narrowed to that series (`>=4.2,<5,==4.2`), so a worker with "
+        "several Blenders renders with the one the job's other frames were made with.",
+    )
     device: DeviceKind | None = Field(default=None, description="The job's device kind.")
     task_timeout: float | None = Field(
         default=None,
