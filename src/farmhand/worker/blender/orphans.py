@@ -135,10 +135,12 @@ def spawn(command: Sequence[str], env: dict[str, str]) -> subprocess.Popen[bytes
 
 def start_time(pid: int, proc: Path = PROC) -> int | None:
     """When `pid` started, in clock ticks since boot (proc(5) stat field 22); None if
-    there is no such process (or no /proc). A pid and its start time name one process."""
+    there is no such process, it has ended and waits to be reaped (a zombie: nothing to
+    kill), or there is no /proc. A pid and its start time name one process."""
     try:
         stat = (proc / str(pid) / "stat").read_text()
-        return int(stat[stat.rindex(")") + 2 :].split()[19])
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return None if fields[0] in ("Z", "X") else int(fields[19])
     except (OSError, ValueError, IndexError):
         return None
 
@@ -280,7 +282,8 @@ class PidFiles:
                 continue
             try:
                 stat = (entry / "stat").read_text()
-                if int(stat[stat.rindex(")") + 2 :].split()[2]) != record.pid:
+                fields = stat[stat.rindex(")") + 2 :].split()
+                if int(fields[2]) != record.pid or fields[0] in ("Z", "X"):
                     continue
                 if marker in (entry / "environ").read_bytes().split(b"\0"):
                     return True
