@@ -15,9 +15,9 @@ worker took the same task and rendered it a second time beside it. Two ends clos
   pid and start time, the boot, a mark in Blender's environment), and `sweep`, run
   when a worker starts, kills the process group of every Blender whose worker is gone.
   It covers what the signal cannot: a Blender started through a wrapper script (the
-  wrapper gets the signal, the real Blender in its group does not), the instant
-  between fork and the `prctl`, and systems without `prctl` (where the file is still
-  written but /proc is needed to sweep). A pid is only ever killed when it is provably
+  wrapper gets the signal, the real Blender in its group does not) and the instant
+  between fork and the `prctl`. Both need Linux (`prctl`, /proc): elsewhere no file is
+  written and nothing is swept. A pid is only ever killed when it is provably
   the recorded Blender: same start time since the same boot, or, once the recorded
   Blender itself is gone, a member of its group that carries its mark.
 """
