@@ -14,9 +14,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from farmhand.manager.api.limits import json_depth
+from farmhand.manager.api.limits import (
+    BodyTooLarge,
+    declared_length,
+    json_depth,
+    read_all_body,
+    replay_body,
+)
 
 MAX_BODY_BYTES = 64 * 1024
 """Far above any request of the contract (about 20 bytes), far below what hurts."""
@@ -25,10 +31,6 @@ MAX_JSON_DEPTH = 32
 
 Refuse = Callable[[int, str], Response]
 """`(status, problem) -> response`: 413 for a body too large, 400 for one too deep."""
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def too_large_problem() -> str:
@@ -50,13 +52,13 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _declared_length(scope)
+        declared = declared_length(scope)
         if declared is not None and declared > MAX_BODY_BYTES:
             await self._answer(413, too_large_problem(), scope, receive, send)
             return
         try:
-            body = await _read_all(receive)
-        except _TooLarge:
+            body = await read_all_body(receive, MAX_BODY_BYTES, "request body")
+        except BodyTooLarge:
             await self._answer(413, too_large_problem(), scope, receive, send)
             return
         # A body cannot nest deeper than it has brackets: most never need the scan.
@@ -65,7 +67,7 @@ class BodyLimitMiddleware:
         ):
             await self._answer(400, too_deep_problem(), scope, receive, send)
             return
-        await self.app(scope, _replay(body, receive), send)
+        await self.app(scope, replay_body(body, receive), send)
 
     async def _answer(
         self, status: int, problem: str, scope: Scope, receive: Receive, send: Send
@@ -74,43 +76,3 @@ class BodyLimitMiddleware:
         if status == 413:
             response.headers["Connection"] = "close"  # the rest of the body is never read
         await response(scope, receive, send)
-
-
-def _declared_length(scope: Scope) -> int | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
-
-
-async def _read_all(receive: Receive) -> bytes:
-    parts: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise _TooLarge
-        parts.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(parts)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay

@@ -129,7 +129,8 @@ def check_json(body: bytes, limits: BodyLimits) -> None:
         raise JsonTooDeep(limits.max_json_depth)
 
 
-def _declared_length(scope: Scope) -> int | None:
+def declared_length(scope: Scope) -> int | None:
+    """The body length a request announces (`Content-Length`), None if it names none."""
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
             try:
@@ -159,7 +160,7 @@ class LimitsMiddleware:
             return
         content_type = _content_type(scope)
         limit, what = self.limits.for_request(scope["method"], scope["path"], content_type)
-        declared = _declared_length(scope)
+        declared = declared_length(scope)
         if declared is not None and declared > limit:
             await _refuse(send, BodyTooLarge(limit, what))
             return
@@ -175,9 +176,9 @@ class LimitsMiddleware:
             kind = _kind(content_type)
             if what in JSON_BODIES and (not kind or "json" in kind):
                 # FastAPI parses a body without a Content-Type as JSON too.
-                body = await _read_all(receive, limit, what)
+                body = await read_all_body(receive, limit, what)
                 check_json(body, self.limits)
-                await self.app(scope, _replay(body, receive), watch_send)
+                await self.app(scope, replay_body(body, receive), watch_send)
             else:
                 await self.app(scope, _counting(receive, limit, what), watch_send)
         except (BodyTooLarge, JsonTooDeep) as error:
@@ -186,7 +187,8 @@ class LimitsMiddleware:
             await _refuse(send, error)
 
 
-async def _read_all(receive: Receive, limit: int, what: str) -> bytes:
+async def read_all_body(receive: Receive, limit: int, what: str) -> bytes:
+    """The whole body, raising `BodyTooLarge` as soon as it passes `limit` bytes."""
     parts: list[bytes] = []
     size = 0
     while True:
@@ -203,7 +205,8 @@ async def _read_all(receive: Receive, limit: int, what: str) -> bytes:
     return b"".join(parts)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay_body(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that hands the app the body already read, then the real channel."""
     sent = False
 
     async def replay() -> Message:
