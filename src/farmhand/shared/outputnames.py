@@ -5,7 +5,7 @@ shared storage, so it is checked twice: its shape when the job is submitted (onl
 fields, no attribute or index access, a `{frame}`, no absolute or `..` parts), and every
 name it produces before use (`safe_relative_path`), because a field's value (the job's
 name) could still carry a `/` or `..` — the job name is flattened to one safe
-component for that reason.
+component for that reason (`safe_component`).
 
 Fields: `{job}` (the job's name, made safe), `{job_id}`, `{frame}`, `{task}` (the id
 of the task that rendered it), `{ext}` (`png`, `exr`, `jpg`, without the dot). Integers take a
@@ -14,8 +14,8 @@ format spec (`{frame:04d}`, `{job_id:06d}`).
 
 from __future__ import annotations
 
-import re
 import string
+import unicodedata
 from dataclasses import dataclass
 
 from farmhand.shared.paths import UnsafePathError, safe_relative_path
@@ -26,7 +26,18 @@ MAX_TEMPLATE = 200
 DEFAULT_SHARED_TEMPLATE = "{frame:04d}.{ext}"
 """How frames are named in a shared-storage output folder when the job sets no template."""
 
-_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
+DOWNLOADED_KINDS = ("output", "pass")
+"""The kinds of a job's files a download of the job holds (the zip, `farmhand download`,
+`submit --wait`): what the scene was asked to write — its frames and video (`output`)
+and its compositor File Output nodes' files (`pass`). Not previews (`previews/0001.jpg`,
+a small JPEG Blender makes so the manager can show a thumbnail of any frame, EXR too)
+nor tiles (`tiles/0001/r0c1.png`, parts of a tiled still, already merged into its
+frame): neither is something the person asked the scene for. Both stay listed in
+`GET /api/jobs/{id}/files` and can be fetched one by one."""
+KEPT_PUNCTUATION = frozenset("._ -")
+COMPONENT_BYTES = 100
+"""The longest `{job}` value in UTF-8 bytes: room for the rest of a template's file name
+within the 255 bytes a file name may have (`paths.MAX_COMPONENT_BYTES`)."""
 
 
 class TemplateError(ValueError):
@@ -45,9 +56,30 @@ class OutputName:
 
 
 def safe_component(text: str) -> str:
-    """Text turned into one harmless path component (no separators, no leading dots)."""
-    cleaned = _UNSAFE_NAME.sub("_", text).strip(" .")
-    return cleaned[:100] or "job"
+    """Text turned into one harmless path component: a job's name as the `{job}` folder.
+
+    Letters, marks and digits of any script are kept (`ショット 1`, `Сцена`, `हिन्दी`),
+    so jobs named in Japanese or Cyrillic get folders of their own instead of all
+    becoming `_`; every other character (separators, `&`, control characters) becomes
+    `_`, one for a run. The text is NFC first, so `ü` typed as `u` and a combining mark
+    stays one letter. Whether the result may be a path is `safe_relative_path`'s call,
+    not this function's: a name it refuses (a Windows device name such as `CON` or
+    `LPT¹`) gets a leading `_`.
+    """
+    kept: list[str] = []
+    for char in unicodedata.normalize("NFC", text):
+        if char in KEPT_PUNCTUATION or unicodedata.category(char)[0] in "LMN":
+            kept.append(char)
+        elif not kept or kept[-1] != "_":
+            kept.append("_")
+    cleaned = "".join(kept)
+    cleaned = cleaned.encode()[:COMPONENT_BYTES].decode(errors="ignore").strip(" .")
+    if not cleaned:
+        return "job"
+    try:
+        return safe_relative_path(cleaned)
+    except UnsafePathError:
+        return safe_relative_path("_" + cleaned)
 
 
 def check_template(template: str) -> str:

@@ -7,6 +7,7 @@ import re
 from functools import partial
 from pathlib import PurePosixPath
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, HTTPException, Query, Request, Response, UploadFile, status
 from fastapi.responses import PlainTextResponse, StreamingResponse
@@ -38,7 +39,12 @@ from farmhand.manager.scheduling.state import (
     resume_job,
 )
 from farmhand.manager.storage.archive import StoredOutput, output_names, stream_zip
-from farmhand.shared.outputnames import TemplateError, check_template
+from farmhand.shared.outputnames import (
+    DOWNLOADED_KINDS,
+    TemplateError,
+    check_template,
+    safe_component,
+)
 from farmhand.shared.paths import UnsafePathError, check_coexisting, safe_relative_path
 from farmhand.shared.schemas import (
     JobAccepted,
@@ -413,15 +419,24 @@ TemplateQuery = Annotated[
 def _named_outputs(
     session: Session, job: Job, template: str | None, frame: int | None = None
 ) -> list[tuple[str, StoredOutput]]:
+    """The job's downloadable files (`DOWNLOADED_KINDS`) by their download names, or
+    only frame `frame` (an `output`) if given.
+
+    The template names frames; every other file keeps the path the files list shows
+    (`video.webm`, `passes/00-File_Output/Depth0001.exr`). A pass has its frame's
+    number, but a template gives one name per frame, which is the frame's: so a pass
+    is given to `output_names` without it."""
     chosen = template if template is not None else job.settings.get("output_template")
-    query = select(JobFile.path, JobFile.sha256, JobFile.frame, JobFile.task_id).where(
-        JobFile.job_id == job.id, JobFile.kind == "output"
-    )
+    query = select(
+        JobFile.kind, JobFile.path, JobFile.sha256, JobFile.frame, JobFile.task_id
+    ).where(JobFile.job_id == job.id)
     if frame is not None:
-        query = query.where(JobFile.frame == frame)
+        query = query.where(JobFile.kind == "output", JobFile.frame == frame)
+    else:
+        query = query.where(JobFile.kind.in_(DOWNLOADED_KINDS))
     outputs = [
-        StoredOutput(path, sha, frame_no, task_id)
-        for path, sha, frame_no, task_id in session.execute(query.order_by(JobFile.path))
+        StoredOutput(path, sha, frame_no if kind == "output" else None, task_id)
+        for kind, path, sha, frame_no, task_id in session.execute(query.order_by(JobFile.path))
     ]
     try:
         if chosen is not None:
@@ -434,12 +449,18 @@ def _named_outputs(
 def _zip_response(
     context: ManagerContext, job: Job, what: str, entries: list[tuple[str, str]]
 ) -> StreamingResponse:
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", job.name)[:50]
-    filename = f"job-{job.id}-{stem}{what}.zip"
+    """A streamed zip, saved by a browser as `job-7-<the job's name><what>.zip`.
+
+    The name is the job's name as `{job}` makes it (`safe_component`: letters of any
+    script kept), sent as RFC 6266's UTF-8 `filename*`; the plain `filename` is an
+    ASCII stand-in for clients without it (an HTTP header is Latin-1)."""
+    filename = f"job-{job.id}-{safe_component(job.name)}{what}.zip"
+    ascii_name = re.sub(r"[^A-Za-z0-9._ -]+", "_", filename)
+    disposition = f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
     return StreamingResponse(
         stream_zip((name, context.blobs.path_for(sha)) for name, sha in entries),
         media_type="application/zip",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        headers={"Content-Disposition": disposition},
     )
 
 
@@ -447,7 +468,8 @@ def _zip_response(
     "/{job_id}/outputs.zip",
     responses={**ERRORS, 200: {"content": {"application/zip": {}}}},
     response_class=StreamingResponse,
-    summary="Every output in one zip, streamed (constant memory), named by a template",
+    summary="Every output in one zip (frames, the video, File Output passes), streamed "
+    "(constant memory), frames named by a template",
 )
 def download_outputs(
     job_id: int, context: Context, caller: UserDep, template: TemplateQuery = None
