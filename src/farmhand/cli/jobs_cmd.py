@@ -24,8 +24,10 @@ from rich.progress import (
 from rich.table import Table
 
 from farmhand.cli.config import ConfigError, resolve
+from farmhand.cli.downloads import Downloaded, download_job, unfinished
 from farmhand.cli.folders import FolderError, check_writable_folder, why
 from farmhand.cli.json_events import JsonEvents, errors_as_events
+from farmhand.cli.words import frames_label, plural
 from farmhand.client import FarmhandClient, FarmhandError
 from farmhand.client.packing import PackedProject, PackError
 from farmhand.client.submission import MissingFiles, SubmitHooks, Submitted, submit_project
@@ -256,7 +258,7 @@ def submit(
     ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the job, then download.")] = False,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Where --wait puts the frames.")
+        Path | None, typer.Option("--output", "-o", help="Where --wait puts the outputs.")
     ] = None,
     project: Annotated[
         Path | None,
@@ -414,8 +416,9 @@ def announce(
         return
     if numbers:
         console.print(
-            f"{numbers['files']} files, {numbers['uploaded_files']} uploaded "
-            f"({numbers['skipped_files']} already on the farm); {numbers['bytes_sent']} bytes sent",
+            f"{plural(numbers['files'], 'file')}, {numbers['uploaded_files']} uploaded "
+            f"({numbers['skipped_files']} already on the farm); "
+            f"{plural(numbers['bytes_sent'], 'byte')} sent",
             highlight=False,
         )
     console.print(f"job [bold]{accepted.id}[/bold] {accepted.status}  {where}")
@@ -666,16 +669,16 @@ def live_line(job: JobDetail) -> str:
 
 
 def finish(client: FarmhandClient, job: JobDetail, output: Path) -> None:
-    """Download a completed job's frames; exit non-zero with the reason otherwise."""
+    """Download a completed job's outputs; exit non-zero with the reason otherwise."""
     if job.status != JobStatus.COMPLETED:
         reason = job.status_reason or _first_task_error(job) or "no reason given"
         raise fail(f"job {job.id} {job.status}: {reason}")
     with interrupted(
         f"stopped downloading job {job.id}, which is done: "
-        f"farmhand download {job.id} -o {output} gets its frames"
+        f"farmhand download {job.id} -o {output} gets its outputs"
     ):
         written = download_with_bar(client, job.id, output)
-    console.print(f"{len(written)} frames in {output}")
+    console.print(f"{written} in {output}", highlight=False)
 
 
 def _first_task_error(job: JobDetail) -> str | None:
@@ -684,10 +687,11 @@ def _first_task_error(job: JobDetail) -> str | None:
 
 def download_with_bar(
     client: FarmhandClient, job_id: int, output: Path, template: str | None = None
-) -> list[Path]:
+) -> Downloaded:
     with writing_into(output), transfer_progress() as bar:
         task = bar.add_task(f"downloading job {job_id}", total=None)
-        return client.download_outputs(
+        return download_job(
+            client,
             job_id,
             output,
             lambda done, total: bar.update(task, completed=done, total=total),
@@ -745,14 +749,15 @@ def job(
     )
     if detail.settings_line:
         console.print(f"asks for: {detail.settings_line}", highlight=False, markup=False)
-    if detail.blender_saved:
-        console.print(f"saved by Blender {detail.blender_saved}")
+    blender = blender_line(detail)
+    if blender:
+        console.print(blender, highlight=False)
     if detail.status_reason:
         console.print(f"reason: {detail.status_reason}")
     console.print(f"now: {live_line(detail)}")
     table = Table("task", "frames", "status", "done", "attempts", "worker", "peak", "error")
     for task in detail.tasks:
-        frames = f"{task.frames[0]}-{task.frames[-1]}" if task.frames else "-"
+        frames = frames_label(task.frames)
         done = f"{task.frames_done}/{len(task.frames)}"
         if task.tile is not None:  # a part of a tiled still
             frames = f"{task.tile.frame} {task.tile.label}"
@@ -770,6 +775,18 @@ def job(
             task.last_error or "",
         )
     console.print(table)
+
+
+def blender_line(detail: JobDetail) -> str:
+    """The Blender that saved the job's file and the series its renders run on (the one
+    its first render task was claimed with, `blender_pinned`): a job of a 4.2 file can
+    render on 5.0 everywhere, and which one it got is what its frames look like."""
+    parts = []
+    if detail.blender_saved:
+        parts.append(f"saved by Blender {detail.blender_saved}")
+    if detail.blender_pinned:
+        parts.append(f"renders with Blender {detail.blender_pinned} (pinned by its first render)")
+    return " · ".join(parts)
 
 
 def cancel(
@@ -808,7 +825,15 @@ def download(
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Download every rendered frame of a job (and its video, if it has one)."""
+    """Download a job's outputs: its frames, its video and its compositor File Output
+    passes, under the paths `GET /api/jobs/ID/files` lists (frames named by the
+    template). Not Blender's previews (the manager's thumbnails) nor the tiles of a
+    tiled still (merged into its frame).
+
+    A job that is not completed downloads what it has so far and says so (its state,
+    how many frames are rendered) on stderr; that still exits 0, as the files written
+    are whole: run it again when the job completes for the rest.
+    """
     writable_folder(output)
     with manager_errors(), writing_into(output), open_client(url, token) as client:
         if video:
@@ -819,6 +844,11 @@ def download(
             path = client.download_inputs_zip(job_id, output / f"job-{job_id}-inputs.zip")
             console.print(f"inputs in {path}")
             return
+        if frame is not None:
+            path = client.download_frame(job_id, frame, output, template=template)
+            console.print(f"frame {frame} in {path}")
+            return
+        detail = client.get_job(job_id)
         if as_zip:
             with transfer_progress() as bar:
                 task = bar.add_task(f"downloading job {job_id}", total=None)
@@ -829,14 +859,19 @@ def download(
                     template=template,
                 )
             console.print(f"outputs in {path}")
+            warn_unfinished(detail)
             return
-        if frame is not None:
-            path = client.download_frame(job_id, frame, output, template=template)
-            console.print(f"frame {frame} in {path}")
-            return
-        chosen = template or client.get_job(job_id).settings.output_template
+        chosen = template or detail.settings.output_template
         written = download_with_bar(client, job_id, output, chosen)
-    console.print(f"{len(written)} files in {output}")
+    console.print(f"{written} in {output}", highlight=False)
+    warn_unfinished(detail)
+
+
+def warn_unfinished(job: JobDetail) -> None:
+    """Say on stderr that a download holds only part of a job that is not completed."""
+    note = unfinished(job)
+    if note is not None:
+        err.print(f"[yellow]warning:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
 
 
 def download_video(client: FarmhandClient, job_id: int, output: Path) -> Path:

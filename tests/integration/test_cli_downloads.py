@@ -1,0 +1,180 @@
+"""`farmhand download` (files and `--zip`) and `farmhand job` against a real manager
+process: a download holds every file the scene was asked to write (frames and File
+Output passes, under the paths the files list shows; not previews), says what it wrote
+by kind, and says when the job is not done; `farmhand job` shows a task's frames as
+`--frames` takes them and the Blender series the job is pinned to.
+
+The commands run in-process (`CliRunner`, with FARMHAND_URL and FARMHAND_TOKEN set);
+the runner is scripted HTTP calls, as in test_cli_control.py.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+from PIL import Image
+from typer.testing import CliRunner, Result
+
+from farmhand.cli import jobs_cmd
+from farmhand.cli.app import app
+from farmhand.localfarm import LocalFarm, local_farm
+from tests.integration.conftest import png_bytes, purge_jobs_and_runners, submit_stand_in
+
+PASS_FOLDER = "00-Passes__depth_normal_ü"
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFarm]:
+    with local_farm(tmp_path_factory.mktemp("farm"), heartbeat_timeout=600.0) as farm:
+        farm.start_manager()
+        yield farm
+
+
+@pytest.fixture
+def api(farm: LocalFarm, monkeypatch: pytest.MonkeyPatch) -> Iterator[httpx.Client]:
+    monkeypatch.setenv("FARMHAND_URL", farm.url)
+    monkeypatch.setenv("FARMHAND_TOKEN", farm.admin_token)
+    monkeypatch.setenv("FARMHAND_CONFIG", str(farm.root / "no-config.toml"))
+    monkeypatch.setattr(jobs_cmd.console, "width", 200)
+    monkeypatch.setattr(jobs_cmd.err, "width", 200)
+    admin = {"Authorization": f"Bearer {farm.admin_token}"}
+    with httpx.Client(base_url=farm.url, headers=admin, timeout=30) as client:
+        yield client
+        purge_jobs_and_runners(client)
+
+
+def farmhand(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args))
+
+
+def ok(result: Result) -> Result:
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def jpeg_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 6), "green").save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def runner(api: httpx.Client, farm: LocalFarm) -> dict[str, str]:
+    """A runner that renders with Blender 5.0 (so its first claim pins the job)."""
+    caps = {"blender_versions": ["5.0.1"], "task_types": ["render"]}
+    answer = api.post(
+        "/api/runner/register",
+        json={"token": farm.runner_token, "name": "w1", "capabilities": caps},
+    )
+    assert answer.status_code == 201, answer.text
+    return {"Authorization": f"Bearer {answer.json()['secret']}"}
+
+
+def render(api: httpx.Client, who: dict[str, str], task: dict[str, Any], frame: int) -> None:
+    """Frame `frame` of `task` as a worker sends it: the frame, two File Output files of
+    it and Blender's preview."""
+    base = f"/api/runner/tasks/{task['task_id']}/frames/{frame}"
+    api.put(f"{base}.png", headers=who, content=png_bytes()).raise_for_status()
+    for name in (f"passes_normal{frame:04d}.png", f"passes_depth{frame:04d}.png"):
+        api.put(
+            f"{base}/pass/{PASS_FOLDER}/{name}", headers=who, content=png_bytes(colour="blue")
+        ).raise_for_status()
+    api.put(f"{base}/preview/preview.jpg", headers=who, content=jpeg_bytes()).raise_for_status()
+
+
+def files_tree(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_download_holds_frames_and_passes_and_says_what_it_is(
+    api: httpx.Client, farm: LocalFarm, tmp_path: Path
+) -> None:
+    job_id = submit_stand_in(
+        api, frame_start=1, frame_end=10, frame_step=3, chunk_size=4, name="comp & passes"
+    )
+    who = runner(api, farm)
+    task = api.get("/api/runner/tasks", params={"wait": 0}, headers=who).json()
+    assert task["frames"] == [1, 4, 7, 10]
+
+    shown = ok(farmhand("job", str(job_id))).output
+    assert "│ 1-10x3 │" in shown, "the frames, as --frames takes them"
+    assert "renders with Blender 5.0" in shown, shown
+
+    for frame in (1, 4):
+        render(api, who, task, frame)
+    api.post(
+        f"/api/runner/tasks/{task['task_id']}/progress", headers=who, json={"frames_done": 2}
+    ).raise_for_status()
+    listed = {f["path"] for f in api.get(f"/api/jobs/{job_id}/files").json()}
+    passes = {p for p in listed if p.startswith("passes/")}
+    assert len(passes) == 4
+
+    early = tmp_path / "early"
+    partial = ok(farmhand("download", str(job_id), "-o", str(early)))
+    assert f"2 frames and 4 passes in {early}" in partial.stdout
+    assert (
+        f"warning: job {job_id} is active: 2 of 4 frames rendered so far; "
+        "download again when it completes"
+    ) in partial.stderr
+    assert files_tree(early) == {"frames/0001.png", "frames/0004.png"} | passes
+
+    for frame in (7, 10):
+        render(api, who, task, frame)
+    api.post(
+        f"/api/runner/tasks/{task['task_id']}/complete", headers=who, json={"frames": [1, 4, 7, 10]}
+    ).raise_for_status()
+    assert api.get(f"/api/jobs/{job_id}").json()["status"] == "completed"
+
+    done = tmp_path / "done"
+    whole = ok(farmhand("download", str(job_id), "-o", str(done)))
+    assert f"4 frames and 8 passes in {done}" in whole.stdout
+    assert "warning" not in whole.stderr
+    frames = {f"frames/{n:04d}.png" for n in (1, 4, 7, 10)}
+    passes = {p for p in api_paths(api, job_id) if p.startswith("passes/")}
+    assert files_tree(done) == frames | passes, "the passes, not the previews"
+    assert f"passes/{PASS_FOLDER}/passes_normal0007.png" in passes
+
+    zipped = ok(farmhand("download", str(job_id), "--zip", "-o", str(tmp_path)))
+    assert "warning" not in zipped.stderr
+    with zipfile.ZipFile(tmp_path / f"job-{job_id}.zip") as archive:
+        assert set(archive.namelist()) == frames | passes
+
+    named = tmp_path / "named"
+    templated = ok(
+        farmhand("download", str(job_id), "-o", str(named), "--template", "{job}/{frame}.{ext}")
+    )
+    assert f"4 frames and 8 passes in {named}" in templated.stdout
+    job_frames = {f"comp _ passes/{n}.{'png'}" for n in (1, 4, 7, 10)}
+    assert files_tree(named) == job_frames | passes
+
+
+def api_paths(api: httpx.Client, job_id: int) -> set[str]:
+    return {f["path"] for f in api.get(f"/api/jobs/{job_id}/files").json()}
+
+
+def test_a_canceled_job_downloads_what_it_has_and_says_no_more_will_come(
+    api: httpx.Client, farm: LocalFarm, tmp_path: Path
+) -> None:
+    job_id = submit_stand_in(api, frame_start=1, frame_end=3, chunk_size=1)
+    shown = ok(farmhand("job", str(job_id))).output
+    assert "renders with" not in shown, "no render claimed: nothing pinned yet"
+    ok(farmhand("cancel", str(job_id)))
+    result = ok(farmhand("download", str(job_id), "-o", str(tmp_path)))
+    assert f"0 frames in {tmp_path}" in result.stdout
+    assert f"warning: job {job_id} canceled: 0 of 3 frames rendered" in result.stderr
+    assert f"farmhand requeue {job_id} --failed-only" in result.stderr
+
+
+def test_the_zip_of_a_job_named_in_japanese_is_saved_under_its_name(api: httpx.Client) -> None:
+    job_id = submit_stand_in(api, frame_start=1, frame_end=1, name="ショット & 10")
+    answer = api.get(f"/api/jobs/{job_id}/outputs.zip")
+    assert answer.status_code == 200, answer.text
+    disposition = answer.headers["content-disposition"]
+    assert f"filename*=UTF-8''job-{job_id}-{quote('ショット _ 10')}.zip" in disposition
+    assert f'filename="job-{job_id}-_ _ 10.zip"' in disposition, "an ASCII stand-in"
