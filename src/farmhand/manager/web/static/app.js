@@ -454,13 +454,24 @@
   // `tile 3 of 4`: counted left to right, top to bottom, as the tasks are (TileSpec.label).
   const tileLabel = (tile) => `tile ${tile.row * tile.columns + tile.column + 1} of ${tile.columns * tile.rows}`;
 
+  // A task's frames as `farmhand submit --frames` takes them, so what the page shows can be
+  // typed back: `7`, `1-10`, `1-10x3` (every 3rd); frames with no single step as `1,2,5`.
+  // The CLI's `frames_label` (farmhand/cli/words.py) writes them the same way.
+  function frameSpan(frames) {
+    if (frames.length < 2) return frames.length ? `${frames[0]}` : "-";
+    const step = frames[1] - frames[0];
+    if (step < 1 || frames.some((f, i) => i > 0 && f - frames[i - 1] !== step)) return frames.join(",");
+    const span = `${frames[0]}-${frames[frames.length - 1]}`;
+    return step === 1 ? span : `${span}x${step}`;
+  }
+
   // What a task delivers, for its row: frames with how many are done, a tile of a still,
   // the merge of the tiles, or the video (those hold no frames of their own).
   function taskWork(t) {
     const count = (done, all) => ` <span class="muted small">(${done}/${all})</span>`;
     if (t.tile) return `${t.tile.frame} <span class="muted small">${tileLabel(t.tile)}</span>`;
     if (!t.frames.length) return `<span class="muted">${esc(t.type)}</span>`;
-    const span = t.frames.length > 1 ? `${t.frames[0]}–${t.frames[t.frames.length - 1]}` : `${t.frames[0]}`;
+    const span = frameSpan(t.frames);
     if (t.type !== "render") return `${span} <span class="muted small">${esc(t.type)}</span>`;
     return span + count(t.frames_done, t.frames.length);
   }
@@ -492,6 +503,9 @@
       $("#stat-per-frame").textContent = perFrame(job.seconds_per_frame);
       $("#stat-memory").textContent = memory(job.peak_memory_bytes);
       $("#stat-blender").textContent = job.blender_saved || "unknown";
+      // The series every render task runs on, once the first render claimed it (null before).
+      $("#stat-pinned-box").hidden = !job.blender_pinned;
+      $("#stat-pinned").textContent = job.blender_pinned || "–";
       $("#stat-owner").textContent = job.owner;
       $("#stat-priority").textContent = job.priority;
       const prio = $("#priority-input");
