@@ -58,7 +58,7 @@ def test_a_pass_path_that_climbs_out_is_refused(tmp_path: Path) -> None:
                          "sha256": "9" * 64, "frame": 1}]  # fmt: skip
     with (
         FarmhandClient("http://m", "tok", transport=_manager(files)) as client,
-        pytest.raises(FarmhandError, match="unsafe pass path"),
+        pytest.raises(FarmhandError, match="unsafe output path"),
     ):
         download_job(client, 4, tmp_path / "out", lambda d, t: None)
     assert not (tmp_path / "evil.png").exists()

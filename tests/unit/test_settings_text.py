@@ -32,3 +32,7 @@ def test_every_choice_is_named_in_one_line() -> None:
 def test_a_video_at_the_scenes_rate_names_only_what_was_chosen() -> None:
     line = settings_line(JobSettings(video=VideoSettings(), max_workers=3))
     assert line == "at most 3 workers at once · video: h264 in mp4"
+
+
+def test_one_attempt_is_said_in_the_singular() -> None:
+    assert settings_line(JobSettings(max_attempts=1)) == "1 attempt a task"

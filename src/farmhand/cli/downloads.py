@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from farmhand.cli.words import listed, plural
-from farmhand.client import FarmhandClient, FarmhandError
+from farmhand.client import FarmhandClient
 from farmhand.shared.outputnames import DOWNLOADED_KINDS
-from farmhand.shared.paths import UnsafePathError, safe_relative_path
 from farmhand.shared.schemas import JobDetail, JobStatus
 
 Progress = Callable[[int, int], None]
@@ -46,34 +45,20 @@ def download_job(
     template: str | None = None,
 ) -> Downloaded:
     """Write the job's frames and video (named by `template`, else their paths) and its
-    passes (by the paths the files list shows) into `output`.
-
-    Frames and the video go through `FarmhandClient.download_outputs`, which names
-    them; it fetches outputs only, so passes are fetched here, each path checked as the
-    client checks its own (a manager's answer must not write outside `output`)."""
+    passes (by the paths the files list shows) into `output`, and say what was written."""
     files = [f for f in client.list_files(job_id) if f.kind in DOWNLOADED_KINDS]
-    passes = [f for f in files if f.kind == "pass"]
-    videos = [f for f in files if f.kind == "output" and f.frame is None]
     total = sum(f.size for f in files)
-    written = client.download_outputs(
-        job_id, output, lambda done, _: on_progress(done, total), template=template
+    client.download_outputs(
+        job_id,
+        output,
+        lambda done, _: on_progress(done, total),
+        template=template,
+        kinds=DOWNLOADED_KINDS,
     )
-    done = sum(f.size for f in files if f.kind == "output")
-
-    def advance(size: int) -> None:
-        nonlocal done
-        done += size
-        on_progress(done, total)
-
-    for one in passes:
-        try:
-            relative = safe_relative_path(one.path)
-        except UnsafePathError as exc:
-            raise FarmhandError(f"manager sent an unsafe pass path: {exc}") from exc
-        client.download_file(job_id, one.id, output / relative, advance)
+    videos = [f for f in files if f.kind == "output" and f.frame is None]
     return Downloaded(
-        frames=len(written) - len(videos),
-        passes=len(passes),
+        frames=sum(1 for f in files if f.kind == "output" and f.frame is not None),
+        passes=sum(1 for f in files if f.kind == "pass"),
         videos=tuple(PurePosixPath(video.path).name for video in videos),
     )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -450,14 +450,17 @@ class FarmhandClient(BaseClient):
         dest_dir: Path,
         on_progress: ProgressCallback | None = None,
         template: str | None = None,
+        kinds: Collection[str] = ("output",),
     ) -> list[Path]:
-        """Stream every output frame of a job to `dest_dir/<its path>`, or to the name
-        `template` gives it (`{job}/{frame:04d}.{ext}`).
+        """Stream a job's files of `kinds` to `dest_dir/<its path>`, a frame to the name
+        `template` gives it (`{job}/{frame:04d}.{ext}`). By default its frames and
+        video; `DOWNLOADED_KINDS` (shared/outputnames.py) adds its compositor passes,
+        which keep their paths (named by the template, a pass would take its frame's).
 
         Paths come from the manager, but are still checked: a compromised or buggy
         manager must not make the client write outside `dest_dir`.
         """
-        outputs = [f for f in self.list_files(job_id) if f.kind == "output"]
+        outputs = [f for f in self.list_files(job_id) if f.kind in kinds]
         names = self._output_names(job_id, outputs, template)
         total = sum(f.size for f in outputs)
         done = 0
@@ -500,7 +503,7 @@ class FarmhandClient(BaseClient):
                     ),
                 )
                 for output in outputs
-                if output.frame is not None
+                if output.frame is not None and output.kind == "output"
             }
         except TemplateError as exc:
             raise FarmhandError(str(exc)) from exc

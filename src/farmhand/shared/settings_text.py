@@ -61,7 +61,9 @@ def settings_line(settings: JobSettings) -> str:
             words += f", crf {video.crf}"
         parts.append(words)
     if settings.max_attempts:
-        parts.append(f"{settings.max_attempts} attempts a task")
+        parts.append(
+            f"{settings.max_attempts} attempt{'' if settings.max_attempts == 1 else 's'} a task"
+        )
     if settings.storage == "shared":
         parts.append("on shared storage")
     return " · ".join(parts)
