@@ -16,6 +16,7 @@ from farmhand.cli.app import app
 from farmhand.cli.config import ConfigError, resolve
 from farmhand.client import FarmhandClient, submission
 from farmhand.client.packing import PackedProject
+from farmhand.shared.schemas import JobDetail
 
 runner = CliRunner()
 
@@ -186,3 +187,22 @@ def test_following_a_job_without_a_terminal_writes_lines_a_log_can_show(
         "job 3 completed 6/6 frames",
     ]
     assert lines[0].endswith(waiting), "the reason it waits is said, whole"
+
+
+def test_submit_wait_names_its_download_by_the_jobs_template(tmp_path: Path) -> None:
+    """`submit --wait -o` downloads as `farmhand download` does: by the job's template."""
+    done = {**_job("completed", 6), "settings": {"output_template": "{job}/f{frame:03d}.{ext}"}}
+    files = [{"id": 7, "kind": "output", "path": "frames/0001.png", "size": 3,
+              "sha256": "7" * 64, "frame": 1}]  # fmt: skip
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/jobs/3/files":
+            return httpx.Response(200, json=files)
+        if request.url.path == "/api/jobs/3":
+            return httpx.Response(200, json=done)
+        return httpx.Response(200, content=b"png")
+
+    client = FarmhandClient("http://m.test", "t", transport=httpx.MockTransport(handler))
+    jobs_cmd.finish(client, JobDetail.model_validate(done), tmp_path)
+    assert (tmp_path / "shot" / "f001.png").read_bytes() == b"png"
+    assert not (tmp_path / "frames").exists()

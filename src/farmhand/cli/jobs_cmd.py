@@ -669,7 +669,8 @@ def live_line(job: JobDetail) -> str:
 
 
 def finish(client: FarmhandClient, job: JobDetail, output: Path) -> None:
-    """Download a completed job's outputs; exit non-zero with the reason otherwise."""
+    """Download a completed job's outputs, named by the job's own template as
+    `farmhand download` names them; exit non-zero with the reason otherwise."""
     if job.status != JobStatus.COMPLETED:
         reason = job.status_reason or _first_task_error(job) or "no reason given"
         raise fail(f"job {job.id} {job.status}: {reason}")
@@ -677,7 +678,7 @@ def finish(client: FarmhandClient, job: JobDetail, output: Path) -> None:
         f"stopped downloading job {job.id}, which is done: "
         f"farmhand download {job.id} -o {output} gets its outputs"
     ):
-        written = download_with_bar(client, job.id, output)
+        written = download_with_bar(client, job.id, output, job.settings.output_template)
     console.print(f"{written} in {output}", highlight=False)
 
 
