@@ -244,6 +244,25 @@ def test_blocklist_after_repeated_failures_and_admin_clears_it(strict_farm: Farm
     assert claim(farm, a) is not None
 
 
+def test_a_cleared_worker_starts_again_with_a_clean_slate(strict_farm: Farm) -> None:
+    """Clearing an entry (or requeueing the job) forgives the failures behind it: the
+    worker's next failure is its first again, not the one past the threshold."""
+    farm = strict_farm
+    submit(farm, "1-6", max_attempts=5)
+    a, b = runner(farm, "a"), runner(farm, "b")
+    for _ in range(2):
+        fail(farm, a, claimed(farm, a))
+    [entry] = farm.client.get("/api/admin/blocklist", headers=farm.admin).json()
+    cleared = farm.client.delete(f"/api/admin/blocklist/{entry['id']}", headers=farm.admin)
+    assert cleared.status_code == 204
+    fail(farm, a, claimed(farm, a))
+    assert farm.client.get("/api/admin/blocklist", headers=farm.admin).json() == [], (
+        "one failure after the clear is below the threshold of 2"
+    )
+    assert claim(farm, a) is not None, "a still takes the job's work"
+    assert claim(farm, b) is not None
+
+
 def test_blocklist_lists_one_jobs_entries(strict_farm: Farm) -> None:
     """`?job_id=` narrows the listing to one job (the job page's Blocklist section)."""
     farm = strict_farm
@@ -691,3 +710,18 @@ def test_a_worker_that_signed_off_gets_nothing_through_its_abandoned_poll(farm: 
     task = job(farm, job_id)["tasks"][0]
     assert (task["status"], task["worker"]) == ("queued", None)
     assert runners(farm)["leaver"]["status"] == "offline"
+
+
+def test_a_failed_jobs_reason_is_one_bounded_line_of_its_tasks_error(farm: Farm) -> None:
+    """The task keeps its whole error (Blender's output may be a page); the job's reason,
+    shown on one line in `farmhand jobs` and the web list, quotes it on one line."""
+    job_id = submit(farm, "1-1", max_attempts=1)
+    w = runner(farm, "w")
+    page = "Error: Python: Traceback (most recent call last):\n" + "  line\n" * 1000
+    fail(farm, w, claimed(farm, w), reason=page)
+    detail = job(farm, job_id)
+    reason = detail["status_reason"]
+    assert detail["status"] == "failed"
+    assert reason.startswith("task 0 failed: Error: Python: Traceback")
+    assert "\n" not in reason and len(reason) < 400, reason
+    assert detail["tasks"][0]["last_error"] == page, "the task's own error stays whole"

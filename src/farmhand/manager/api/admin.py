@@ -13,6 +13,7 @@ from farmhand.manager.api.errors import error_responses
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Blocklist, Job, Task, Worker
+from farmhand.manager.scheduling.state import forgive
 from farmhand.manager.scheduling.workers import (
     ScheduleError,
     abort_current,
@@ -202,7 +203,7 @@ def clear_blocklist_entry(entry_id: int, context: Context, caller: AdminDep) -> 
         if entry is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"blocklist entry {entry_id} not found")
         job_id = entry.job_id
-        session.delete(entry)
+        forgive(session, job_id, entry.worker_id, entry.task_type)
     context.events.job_changed(job_id)
     context.wakeup.notify()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -117,7 +117,8 @@ def refresh_job(session: Session, job: Job, now: datetime, policy: Policy) -> Jo
                 .limit(1)
             )
             if failed is not None:
-                job.status_reason = f"task {failed.index} failed: {failed.last_error}"
+                error = quoted_error(failed.last_error or "no reason given")
+                job.status_reason = f"task {failed.index} failed: {error}"
             _cancel_unfinished_tasks(session, job.id, now)
     return new
 
@@ -520,14 +521,42 @@ def requeue_job(
         task.frames_done = 0
         task.failures = 0
         task.finished_at = None
-    for entry in session.scalars(select(Blocklist).where(Blocklist.job_id == job.id)):
-        session.delete(entry)
+    forgive(session, job.id)
     if not only_failed and session.scalar(_RENDER_RUNNING, {"job": job.id}) is None:
         job.blender_pinned = None
     job.status = JobStatus.QUEUED.value
     job.status_reason = None
     job.finished_at = None
     return refresh_job(session, job, now, policy)
+
+
+def forgive(
+    session: Session, job_id: int, worker_id: int | None = None, task_type: str | None = None
+) -> None:
+    """Clear a job's blocklist entries (of one worker and task type, or all) *and* the
+    failures that led to them.
+
+    Whoever clears a blocklist says the cause is fixed (a requeue, or an admin clearing
+    an entry). Left behind, the old failures would still count: the worker's next
+    failure would blocklist it again at once, and the claim would still steer it away
+    from tasks it failed before the fix.
+    """
+    entries = select(Blocklist).where(Blocklist.job_id == job_id)
+    failures = select(TaskFailure).where(
+        TaskFailure.task_id.in_(select(Task.id).where(Task.job_id == job_id))
+    )
+    if worker_id is not None:
+        entries = entries.where(Blocklist.worker_id == worker_id)
+        failures = failures.where(TaskFailure.worker_id == worker_id)
+    if task_type is not None:
+        entries = entries.where(Blocklist.task_type == task_type)
+        failures = failures.where(
+            TaskFailure.task_id.in_(
+                select(Task.id).where(Task.job_id == job_id, Task.type == task_type)
+            )
+        )
+    for row in [*session.scalars(entries), *session.scalars(failures)]:
+        session.delete(row)
 
 
 _RENDER_RUNNING = (
