@@ -43,13 +43,14 @@ from typing import Any
 import structlog
 from structlog.typing import FilteringBoundLogger
 
+from farmhand.worker.blender.procfs import PROC, group_members, stat_fields
+
 log: FilteringBoundLogger = structlog.get_logger(__name__)
 
 PR_SET_PDEATHSIG = 1
 MARK_VARIABLE = "FARMHAND_BLENDER_MARK"
 """Set in each Blender's environment (and so in anything it starts) to its pid file's
 mark: how a sweep knows a process in a recorded group is that Blender's."""
-PROC = Path("/proc")
 
 
 # ------------------------------------------------------------------ dying with the worker
@@ -138,8 +139,7 @@ def start_time(pid: int, proc: Path = PROC) -> int | None:
     there is no such process, it has ended and waits to be reaped (a zombie: nothing to
     kill), or there is no /proc. A pid and its start time name one process."""
     try:
-        stat = (proc / str(pid) / "stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()
+        fields = stat_fields(proc / str(pid))
         return None if fields[0] in ("Z", "X") else int(fields[19])
     except (OSError, ValueError, IndexError):
         return None
@@ -273,20 +273,12 @@ class PidFiles:
         """Is a process of group `record.pid` left that carries the recorded mark (the
         Blender is gone, something it started, a wrapper's Blender, is not)?"""
         marker = f"{MARK_VARIABLE}={record.mark}".encode()
-        try:
-            entries = list(self.proc.iterdir())
-        except OSError:
-            return False
-        for entry in entries:
-            if not entry.name.isdigit():
+        for entry, fields in group_members(record.pid, self.proc):
+            if fields[0] in ("Z", "X"):
                 continue
             try:
-                stat = (entry / "stat").read_text()
-                fields = stat[stat.rindex(")") + 2 :].split()
-                if int(fields[2]) != record.pid or fields[0] in ("Z", "X"):
-                    continue
                 if marker in (entry / "environ").read_bytes().split(b"\0"):
                     return True
-            except (OSError, ValueError, IndexError):
+            except OSError:
                 continue
         return False

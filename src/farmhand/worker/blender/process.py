@@ -47,6 +47,7 @@ from farmhand.worker.blender.events import (
     parse_progress_line,
 )
 from farmhand.worker.blender.orphans import MARK_VARIABLE, PidFiles, spawn
+from farmhand.worker.blender.procfs import group_members
 
 DRIVER = Path(__file__).with_name("driver.py")
 KILL_GRACE = 3.0
@@ -699,19 +700,8 @@ def group_usage(pgid: int, proc: Path = Path("/proc")) -> tuple[int, int]:
     callers count growth, not change).
     """
     rss = ticks = 0
-    try:
-        entries = list(proc.iterdir())
-    except OSError:
-        return 0, 0
-    for entry in entries:
-        if not entry.name.isdigit():
-            continue
+    for entry, fields in group_members(pgid, proc):
         try:
-            stat = (entry / "stat").read_text()
-            # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses.
-            fields = stat[stat.rindex(")") + 2 :].split()
-            if int(fields[2]) != pgid:
-                continue
             # utime stime cutime cstime: fields 14-17 of proc(5), 11-14 after comm.
             cpu = sum(int(value) for value in fields[11:15])
             for line in (entry / "status").read_text().splitlines():
