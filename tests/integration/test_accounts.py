@@ -216,6 +216,19 @@ def test_admins_set_passwords_and_delete_users(farm: Farm) -> None:
     assert "ana" not in names and "bo" in names
 
 
+def test_a_deleted_users_cookie_never_signs_in_the_next_user(farm: Farm) -> None:
+    """A session cookie names its user by id: deleting the newest user and creating
+    another must not hand the new one that id (SQLite reuses max(id)+1 unless the table is
+    AUTOINCREMENT), or the deleted person's cookie would be the new user's session."""
+    gone = new_user(farm, "intern")["user"]["id"]
+    browser = login(second_browser(farm), "intern@example.com")
+    assert browser.get("/api/auth/me").status_code == 200
+    assert farm.client.delete(f"/api/admin/users/{gone}", headers=farm.admin).status_code == 204
+    bob = new_user(farm, "bob")["user"]["id"]
+    assert bob != gone, "a new user gets a new id"
+    assert browser.get("/api/auth/me").status_code == 401, "the intern's cookie is nobody's"
+
+
 def test_user_management_is_for_admins(farm: Farm) -> None:
     token = new_user(farm, "ana")["token"]
     for method, path in [

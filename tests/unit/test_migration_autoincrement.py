@@ -3,7 +3,7 @@
 Without AUTOINCREMENT SQLite gives a new row max(id)+1: after `DELETE
 /api/jobs/37?purge=true` the next job, someone else's, was 37, and so were the links
 and `farmhand download 37` that named the old one. Migration 0012 rebuilds jobs, tasks
-and workers on SQLite; a rebuild drops the old table, which with foreign keys on would
+and workers on SQLite, 0013 users (a session cookie names its user by id); a rebuild drops the old table, which with foreign keys on would
 have deleted every task, output and dependency of every job.
 """
 
@@ -183,7 +183,7 @@ def test_the_upgrade_keeps_every_row_its_id_and_its_references(
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1, (
             "the migration turned foreign keys off for itself only"
         )
-        for table in ("jobs", "tasks", "workers"):
+        for table in ("jobs", "tasks", "workers", "users"):
             sql = connection.exec_driver_sql(
                 "SELECT sql FROM sqlite_master WHERE name = ?", (table,)
             ).scalar()
@@ -192,7 +192,7 @@ def test_the_upgrade_keeps_every_row_its_id_and_its_references(
             name: seq
             for name, seq in connection.exec_driver_sql("SELECT name, seq FROM sqlite_sequence")
         }
-        assert seeded == {"jobs": 2, "tasks": 6, "workers": 3}
+        assert seeded == {"jobs": 2, "tasks": 6, "workers": 3, "users": 1}
         indexes = {index["name"] for index in inspect(connection).get_indexes("tasks")}
         assert {"ix_tasks_claim", "ix_tasks_worker"} <= indexes
 

@@ -3,9 +3,10 @@
 Statuses are plain strings holding the `farmhand.shared.schemas` enum values; they are
 changed only by `farmhand.manager.scheduling.state`.
 
-Jobs, tasks and workers are named by their ids outside the database (links, `farmhand
-job 37`, a worker's outbox, a runner's credentials), so an id is never handed out twice:
-on SQLite their tables are `AUTOINCREMENT` (`NEVER_REUSED`). Without it SQLite gives a
+Jobs, tasks, workers and users are named by their ids outside the database (links,
+`farmhand job 37`, a worker's outbox, a runner's credentials, a session cookie), so an
+id is never handed out twice: on SQLite their tables are `AUTOINCREMENT`
+(`NEVER_REUSED`). Without it SQLite gives a
 new row max(id)+1, and purging the newest job gave the next one, someone else's, its id.
 PostgreSQL's sequences never go back.
 """
@@ -51,6 +52,10 @@ class User(Base):
     session_epoch: Mapped[int] = mapped_column(default=0)
     """Part of every session cookie; bumping it (sign-out, disable, new password) ends
     all of this user's browser sessions at once."""
+
+    __table_args__ = NEVER_REUSED
+    """A session cookie names its user by id: a deleted user's cookie must never name
+    the next user created (migration 0013)."""
 
 
 class OAuthIdentity(Base):
