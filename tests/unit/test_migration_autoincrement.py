@@ -3,8 +3,9 @@
 Without AUTOINCREMENT SQLite gives a new row max(id)+1: after `DELETE
 /api/jobs/37?purge=true` the next job, someone else's, was 37, and so were the links
 and `farmhand download 37` that named the old one. Migration 0012 rebuilds jobs, tasks
-and workers on SQLite, 0013 users (a session cookie names its user by id); a rebuild drops the old table, which with foreign keys on would
-have deleted every task, output and dependency of every job.
+and workers on SQLite, 0013 users (a session cookie names its user by id); a rebuild
+drops the old table, which with foreign keys on would have deleted every task, output
+and dependency of every job.
 """
 
 from __future__ import annotations
