@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from farmhand.worker.blender.discovery import BlenderInstall
-from farmhand.worker.blender.orphans import PidFiles, start_time
+from farmhand.worker.blender.orphans import PidFiles, run_briefly, start_time
 from farmhand.worker.blender.renderer import BlenderTaskRenderer
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's prctl")
@@ -218,3 +218,33 @@ def write_record(
         "boot": Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
     }
     (pid_dir / f"blender-{pid}.json").write_text(json.dumps(record))
+
+
+HANGS_WITH_A_CHILD = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+open(sys.argv[1], "w").write(str(child.pid))
+time.sleep(60)
+"""
+
+
+def test_a_short_call_that_hangs_is_killed_with_all_it_started(
+    tmp_path: Path, groups: list[int]
+) -> None:
+    """`run_briefly` (Blender's version and device checks): at the timeout the whole
+    process group goes, not only the direct child, which `subprocess.run` kills alone."""
+    pid_file = tmp_path / "child.pid"
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_briefly([sys.executable, "-c", HANGS_WITH_A_CHILD, str(pid_file)], timeout=2)
+    child = int(pid_file.read_text())
+    groups.append(child)
+    assert wait_until(lambda: not alive(child)), "what the hung call started is gone too"
+
+
+def test_a_short_call_answers_as_subprocess_run_does() -> None:
+    result = run_briefly(
+        [sys.executable, "-c", "import sys; print(sys.stdin.read().upper()); sys.exit(3)"],
+        input=b"blender 5.0\n",
+        timeout=30,
+    )
+    assert (result.returncode, result.stdout.strip()) == (3, b"BLENDER 5.0")

@@ -13,6 +13,7 @@ import subprocess
 
 from farmhand.worker.blender.discovery import BlenderInstall, BlenderNotFound
 from farmhand.worker.blender.events import Devices, parse_event_line
+from farmhand.worker.blender.orphans import run_briefly
 from farmhand.worker.blender.process import blender_command
 
 PROBE_TIMEOUT = 180.0
@@ -23,12 +24,10 @@ def blender_devices(install: BlenderInstall) -> list[tuple[str, str]]:
     """(kind, name) of every device `install` sees, CPU first."""
     stdin = json.dumps({"cmd": "devices"}) + "\n" + json.dumps({"cmd": "quit"}) + "\n"
     try:
-        result = subprocess.run(
+        result = run_briefly(
             blender_command(install),
             input=stdin.encode(),
-            capture_output=True,
             timeout=PROBE_TIMEOUT,
-            check=False,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     except (OSError, subprocess.TimeoutExpired) as error:

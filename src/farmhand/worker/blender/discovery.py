@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from farmhand.worker.blender.orphans import run_briefly
+
 MODULE_SPECS = {"bpy", "module"}
 
 
@@ -42,12 +44,10 @@ class BlenderInstall:
 def executable_version(path: str) -> str:
     """`Blender 3.4.1` from `blender --version`; also proves the file really is Blender."""
     try:
-        result = subprocess.run(
-            [path, "--version"], capture_output=True, text=True, timeout=60, check=False
-        )
+        result = run_briefly([path, "--version"], timeout=60)
     except (OSError, subprocess.TimeoutExpired) as error:
         raise BlenderNotFound(f"cannot run {path}: {error}") from error
-    match = re.search(r"Blender (\d+\.\d+(?:\.\d+)?)", result.stdout)
+    match = re.search(r"Blender (\d+\.\d+(?:\.\d+)?)", result.stdout.decode("utf-8", "replace"))
     if match is None:
         raise BlenderNotFound(
             f"{path} does not look like Blender (`--version` said nothing useful)"
@@ -64,12 +64,11 @@ def module_version(python: str = sys.executable) -> str | None:
     """bpy's version as `python` imports it, asked in a child so this process stays small."""
     code = f"import bpy, sys; sys.stdout.write('\\n{_MODULE_VERSION}' + bpy.app.version_string)"
     try:
-        result = subprocess.run(
-            [python, "-c", code], capture_output=True, text=True, timeout=120, check=False
-        )
+        result = run_briefly([python, "-c", code], timeout=120)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    found = re.findall(re.escape(_MODULE_VERSION) + r"(\d+\.\d+(?:\.\d+)?)", result.stdout)
+    said = result.stdout.decode("utf-8", "replace")
+    found = re.findall(re.escape(_MODULE_VERSION) + r"(\d+\.\d+(?:\.\d+)?)", said)
     return found[-1] if result.returncode == 0 and found else None
 
 

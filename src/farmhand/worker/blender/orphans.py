@@ -24,6 +24,7 @@ worker took the same task and rendered it a second time beside it. Two ends clos
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -129,6 +130,35 @@ def spawn(command: Sequence[str], env: dict[str, str]) -> subprocess.Popen[bytes
         start_new_session=True,
         env=env,
     )
+
+
+def run_briefly(
+    command: Sequence[str],
+    *,
+    timeout: float,
+    input: bytes | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """`subprocess.run` for a short call of Blender (its version, its devices): started
+    as `spawn` starts a render, so a worker killed meanwhile takes it along instead of
+    leaving it to run out its timeout, and at the timeout its whole process group is
+    killed, not Blender's own pid alone. Raises OSError and TimeoutExpired as `run` does."""
+    process = _SPAWNER.popen(
+        args=list(command),
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        env=env,
+    )
+    try:
+        stdout, stderr = process.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    return subprocess.CompletedProcess(list(command), process.returncode, stdout, stderr)
 
 
 # ------------------------------------------------------------- what an earlier run left
