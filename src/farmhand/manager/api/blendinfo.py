@@ -48,6 +48,7 @@ from farmhand.shared.blendfile import (
 from farmhand.shared.schemas import ErrorResponse
 from farmhand.shared.web_schemas import BlendInfo
 from farmhand.worker.blender.discovery import BlenderInstall, BlenderNotFound, find_blender
+from farmhand.worker.blender.orphans import run_briefly
 from farmhand.worker.blender.process import blender_command
 
 log = structlog.get_logger(__name__)
@@ -98,20 +99,17 @@ def open_with(install: BlenderInstall, blend: Path) -> dict[str, Any]:
     commands = [{"cmd": "open", "blend": str(blend)}, {"cmd": "quit"}]
     stdin = "".join(json.dumps(command) + "\n" for command in commands)
     try:
-        result = subprocess.run(
+        result = run_briefly(
             blender_command(install),
-            input=stdin,
-            capture_output=True,
-            text=True,
+            input=stdin.encode(),
             timeout=OPEN_TIMEOUT,
-            check=False,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     except subprocess.TimeoutExpired as error:
         raise SceneReadError(f"Blender took more than {OPEN_TIMEOUT:.0f} s to open it") from error
     except OSError as error:
         raise SceneReadError(f"cannot start Blender: {error}") from error
-    for line in result.stdout.splitlines():
+    for line in result.stdout.decode("utf-8", "replace").splitlines():
         line = line.strip()
         if not line.startswith(MARK):
             continue
@@ -123,7 +121,8 @@ def open_with(install: BlenderInstall, blend: Path) -> dict[str, Any]:
             return dict(event)
         if event.get("event") == "error":
             raise SceneReadError(str(event.get("message") or "Blender could not open the file"))
-    tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
+    said = (result.stderr or result.stdout).decode("utf-8", "replace")
+    tail = said.strip().splitlines()[-3:]
     raise SceneReadError("Blender did not open the file: " + (" | ".join(tail) or "no output"))
 
 
