@@ -66,6 +66,27 @@ def test_validation_error_list_is_one_readable_line() -> None:
     assert info.value.detail == "frame_end: too small"
 
 
+def test_a_web_page_instead_of_the_api_is_one_line_naming_the_url() -> None:
+    """Another server (or a proxy's error page) at the manager's URL: its HTML would fill
+    the terminal, and the add-on's one-line report."""
+    page = "<!DOCTYPE HTML>\n<html lang='en'>\n<head><title>Error 501</title></head>" + "x" * 900
+    transport = httpx.MockTransport(
+        lambda r: httpx.Response(501, text=page, headers={"content-type": "text/html"})
+    )
+    with _client(transport) as client, pytest.raises(FarmhandError) as info:
+        client.list_jobs()
+    assert "answered with a web page, not farmhand's API" in info.value.detail
+    assert "<" not in info.value.detail and "\n" not in info.value.detail
+    assert info.value.status_code == 501
+
+
+def test_plain_text_errors_keep_their_first_line() -> None:
+    transport = httpx.MockTransport(lambda r: httpx.Response(502, text="Bad gateway\nupstream x"))
+    with _client(transport) as client, pytest.raises(FarmhandError) as info:
+        client.list_jobs()
+    assert info.value.detail == "Bad gateway"
+
+
 def test_connection_error_is_manager_unreachable() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)

@@ -108,8 +108,7 @@ def _error_detail(response: httpx.Response) -> str:
     try:
         body = response.json()
     except ValueError:
-        text = response.text.strip()
-        return text[:500] or response.reason_phrase or "error"
+        return _not_json(response)
     detail = body.get("detail") if isinstance(body, dict) else None
     if isinstance(detail, str):
         return detail
@@ -124,6 +123,22 @@ def _error_detail(response: httpx.Response) -> str:
                 parts.append(str(item))
         return "; ".join(parts)
     return str(body)[:500]
+
+
+def _not_json(response: httpx.Response) -> str:
+    """What to say of an error that is not farmhand's JSON: a web page means something
+    else answered at the manager's URL (another server, a proxy's error page), and its
+    HTML would fill the terminal or the add-on's one-line report; plain text is kept to
+    its first line."""
+    content_type = response.headers.get("content-type", "")
+    text = response.text.strip()
+    if "html" in content_type or text[:15].lower().startswith(("<!doctype", "<html")):
+        return (
+            f"{response.url.scheme}://{response.url.netloc.decode()} answered with a web "
+            "page, not farmhand's API: is the manager URL right, or is a proxy in the way?"
+        )
+    first = text.splitlines()[0] if text else ""
+    return first[:200] or response.reason_phrase or "error"
 
 
 def _raise_for_status(response: httpx.Response) -> None:
