@@ -206,3 +206,11 @@ def test_a_status_call_gives_json_or_one_clear_line() -> None:
     with pytest.raises(runner.CliError, match="no answer in 1 s"):
         runner.run_json(python("import time; time.sleep(60)"), env, timeout=1)
     assert time.monotonic() - started < 30, "the stuck CLI was killed, not waited for"
+
+
+def test_a_missing_token_points_to_the_add_ons_preferences() -> None:
+    """The CLI says `pass --token`; in Blender the token is an add-on preference."""
+    said = 'error: no API token: pass --token, set FARMHAND_TOKEN, or put token = "…" in x\n'
+    message = runner.last_error(said, 1)
+    assert "Preferences > Add-ons > farmhand" in message and "--token" not in message
+    assert runner.last_error("error: job 3 failed: boom\n", 1) == "job 3 failed: boom"

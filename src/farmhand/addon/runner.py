@@ -130,12 +130,22 @@ def one_line(text: str) -> str:
     return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
+WHERE_TO_SET_IT = (
+    "no API token: set yours in Preferences > Add-ons > farmhand (API token; the web "
+    "UI's Account page makes one), or FARMHAND_TOKEN / the CLI's config file"
+)
+"""The CLI's own words for a missing token name its `--token` option, which an artist
+in Blender has no way to pass."""
+
+
 def last_error(stderr: str, returncode: int) -> str:
-    """What a failed CLI said: its `error:` line, else its last line."""
+    """What a failed CLI said: its `error:` line, else its last line (a missing token
+    in the add-on's words)."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     for line in reversed(lines):
         if line.startswith("error:"):
-            return line[len("error:") :].strip()
+            message = line[len("error:") :].strip()
+            return WHERE_TO_SET_IT if message.startswith("no API token") else message
     if lines:
         return lines[-1]
     return f"farmhand exited with code {returncode}"
