@@ -214,6 +214,10 @@ def test_the_job_page_after_a_requeue_while_active_and_when_deleted(
     )
     expect()(middle).to_contain_text("to render again")
     expect()(middle).to_be_focused()
+    # The newest file is one of those frames: Last rendered says it is an earlier render.
+    expect()(page.locator("#latest figcaption")).to_contain_text(
+        "an earlier render, to be rendered again"
+    )
 
     # Active (the task claimed again): Elapsed moves on without an event.
     again = claim(api, runner)
@@ -237,6 +241,7 @@ def test_the_job_page_after_a_requeue_while_active_and_when_deleted(
     assert answer.status_code == 200, answer.text
     page.clock.run_for(1000)
     expect()(page.locator("#frames-count")).to_contain_text("2 of 6 done · 1 frame shown")
+    expect()(page.locator("#latest figcaption")).not_to_contain_text("earlier render")
     expect()(middle).not_to_contain_text("again")
     expect()(middle).to_be_focused()
     before = page.locator("#stat-elapsed").inner_text()

@@ -585,9 +585,12 @@
       existing.forEach((el) => el.remove());
       const latest = outputs.filter((f) => f.frame !== null).sort((a, b) => b.id - a.id)[0];
       const figure = $("#latest");
-      if (latest && figure.dataset.file !== String(latest.id)) {
-        figure.dataset.file = latest.id;
-        figure.innerHTML = `<a href="${fileUrl(latest)}" aria-label="Open frame ${latest.frame}"><img src="${isExr(latest) ? thumbUrl(latest) : fileUrl(latest)}" alt="Frame ${latest.frame}, the last rendered"></a><figcaption>Frame ${latest.frame} · ${esc(latest.path)}</figcaption>`;
+      // After a requeue the newest file may be a frame queued to render again: said so,
+      // as its thumbnail says, until its new render arrives.
+      const earlier = latest && !done.has(latest.frame) ? " · an earlier render, to be rendered again" : "";
+      if (latest && figure.dataset.file !== `${latest.id}${earlier ? "-old" : ""}`) {
+        figure.dataset.file = `${latest.id}${earlier ? "-old" : ""}`;
+        figure.innerHTML = `<a href="${fileUrl(latest)}" aria-label="Open frame ${latest.frame}"><img src="${isExr(latest) ? thumbUrl(latest) : fileUrl(latest)}" alt="Frame ${latest.frame}, the last rendered"></a><figcaption>Frame ${latest.frame} · ${esc(latest.path)}${earlier}</figcaption>`;
         $("a", figure).addEventListener("click", (e) => { e.preventDefault(); openFrame(latest.frame); });
       }
     }
