@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import queue
 import signal
@@ -54,6 +55,11 @@ KILL_GRACE = 3.0
 LOG_TAIL = 50
 MEMORY_SAMPLE_INTERVAL = 0.5
 """Seconds between looks at Blender's resident memory and CPU time while it renders."""
+WORKING_TICKS = max(2, math.ceil(os.sysconf("SC_CLK_TCK") * MEMORY_SAMPLE_INTERVAL / 20))
+"""CPU clock ticks a look must find Blender's group to have used to count as working: a
+twentieth of a core. A render uses whole cores and a GPU render's waiting threads still
+a fair share, while a stuck process may tick once now and then (its interpreter
+finishing a line, a timer), which must not keep it alive forever."""
 STILL_WORKING_NOTES = 3
 """A Blender that prints nothing but computes is noted in the task's log this many times
 per task timeout: the note is progress the manager hears, so its own timeout, which
@@ -498,7 +504,9 @@ class BlenderProcess:
                 sampled = now
                 rss, ticks = group_usage(self.process.pid)
                 seen.frame_peak = max(seen.frame_peak, rss)
-                if ticks > self._cpu_ticks:
+                # The first look only sets the mark: it counts Blender's start-up too,
+                # which came before the lines it printed since.
+                if self._cpu_ticks and ticks - self._cpu_ticks >= WORKING_TICKS:
                     self._computed_at = now
                 self._cpu_ticks = ticks
             listener = self._listener
