@@ -7,6 +7,7 @@ import json
 import re
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from farmhand.localfarm import LocalFarm
 from farmhand.manager.app import create_app
 from farmhand.manager.settings import ManagerSettings
 
@@ -161,3 +163,39 @@ def scrape_metrics(client: Any, headers: dict[str, str] | None = None) -> dict[s
         for family in text_string_to_metric_families(answer.text)
         for sample in family.samples
     }
+
+
+def upload_input(farm: Farm, job_id: int, path: str, data: bytes) -> httpx.Response:
+    """`POST /api/jobs/{id}/upload`: add or replace one input file of a job."""
+    answer: httpx.Response = farm.client.post(
+        f"/api/jobs/{job_id}/upload",
+        headers=farm.admin,
+        files={"file": ("upload.bin", data, "application/octet-stream")},
+        data={"path": path},
+    )
+    return answer
+
+
+def inputs(farm: Farm, job_id: int) -> dict[str, str]:
+    """A job's input files: path → content hash."""
+    listed = farm.client.get(f"/api/jobs/{job_id}/files", headers=farm.admin).json()
+    return {f["path"]: f["sha256"] for f in listed if f["kind"] == "input"}
+
+
+@contextmanager
+def cli_at(farm: LocalFarm, monkeypatch: pytest.MonkeyPatch) -> Iterator[httpx.Client]:
+    """The CLI pointed at `farm` as its admin, and the API as the admin; the farm's jobs
+    and runners purged afterwards, so a module-scoped farm starts each test empty."""
+    from farmhand.cli import jobs_cmd
+
+    monkeypatch.setenv("FARMHAND_URL", farm.url)
+    monkeypatch.setenv("FARMHAND_TOKEN", farm.admin_token)
+    monkeypatch.setenv("FARMHAND_CONFIG", str(farm.root / "no-config.toml"))
+    # Whole table rows, one per line. The consoles were made (and read COLUMNS) when the
+    # CLI was imported, at collection: setting the variable now would be too late.
+    monkeypatch.setattr(jobs_cmd.console, "width", 200)
+    monkeypatch.setattr(jobs_cmd.err, "width", 200)
+    admin = {"Authorization": f"Bearer {farm.admin_token}"}
+    with httpx.Client(base_url=farm.url, headers=admin, timeout=30) as client:
+        yield client
+        purge_jobs_and_runners(client)

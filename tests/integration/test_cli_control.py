@@ -18,12 +18,11 @@ import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
-from farmhand.cli import jobs_cmd
 from farmhand.cli.app import app
 from farmhand.cli.runners_cmd import format_days, parse_window
 from farmhand.client import FarmhandClient
 from farmhand.localfarm import LocalFarm, local_farm
-from tests.integration.conftest import png_bytes, purge_jobs_and_runners, submit_stand_in
+from tests.integration.conftest import cli_at, png_bytes, submit_stand_in
 from tests.integration.farmhand_cli import cli
 
 BLOCKLIST_THRESHOLD = 2
@@ -40,17 +39,8 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFarm]:
 @pytest.fixture
 def api(farm: LocalFarm, monkeypatch: pytest.MonkeyPatch) -> Iterator[httpx.Client]:
     """The manager's API as the admin; the CLI is pointed at the same manager."""
-    monkeypatch.setenv("FARMHAND_URL", farm.url)
-    monkeypatch.setenv("FARMHAND_TOKEN", farm.admin_token)
-    monkeypatch.setenv("FARMHAND_CONFIG", str(farm.root / "no-config.toml"))
-    # Whole table rows, one per line. The consoles were made (and read COLUMNS) when the
-    # CLI was imported, at collection: setting the variable now would be too late.
-    monkeypatch.setattr(jobs_cmd.console, "width", 200)
-    monkeypatch.setattr(jobs_cmd.err, "width", 200)
-    admin = {"Authorization": f"Bearer {farm.admin_token}"}
-    with httpx.Client(base_url=farm.url, headers=admin, timeout=30) as client:
+    with cli_at(farm, monkeypatch) as client:
         yield client
-        purge_jobs_and_runners(client)
 
 
 def farmhand(*args: str, answer: str | None = None) -> Result:

@@ -13,7 +13,14 @@ import hashlib
 import httpx
 import pytest
 
-from tests.integration.conftest import FAKE_BLEND, Farm, png_bytes, submit_stand_in
+from tests.integration.conftest import (
+    FAKE_BLEND,
+    Farm,
+    inputs,
+    png_bytes,
+    submit_stand_in,
+    upload_input,
+)
 
 
 def put(farm: Farm, data: bytes) -> str:
@@ -64,21 +71,6 @@ def test_a_manifest_whose_paths_fit_together_is_accepted(farm: Farm) -> None:
         farm, "a/tiny.blend", {"a/tiny.blend": blend, "a/tiny.png": texture, "ab": texture}
     )
     assert answer.status_code == 202, answer.text
-
-
-def upload_input(farm: Farm, job_id: int, path: str, data: bytes) -> httpx.Response:
-    answer: httpx.Response = farm.client.post(
-        f"/api/jobs/{job_id}/upload",
-        headers=farm.admin,
-        files={"file": ("upload.bin", data, "application/octet-stream")},
-        data={"path": path},
-    )
-    return answer
-
-
-def inputs(farm: Farm, job_id: int) -> dict[str, str]:
-    listed = farm.client.get(f"/api/jobs/{job_id}/files", headers=farm.admin).json()
-    return {f["path"]: f["sha256"] for f in listed if f["kind"] == "input"}
 
 
 @pytest.mark.parametrize(

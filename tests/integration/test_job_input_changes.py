@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import update
 
@@ -19,24 +18,16 @@ from farmhand.manager.api import jobs as jobs_api
 from farmhand.manager.api.uploads import store_upload
 from farmhand.manager.db.models import Job, Task
 from farmhand.manager.storage.blobs import StoredBlob
-from tests.integration.conftest import FAKE_BLEND, Farm, png_bytes, submit_stand_in
+from tests.integration.conftest import (
+    FAKE_BLEND,
+    Farm,
+    inputs,
+    png_bytes,
+    submit_stand_in,
+    upload_input,
+)
 from tests.integration.test_blender_progress import BLEND_50, detail, runner
 from tests.integration.test_manager_api import claim
-
-
-def upload_input(farm: Farm, job_id: int, path: str, data: bytes) -> httpx.Response:
-    answer: httpx.Response = farm.client.post(
-        f"/api/jobs/{job_id}/upload",
-        headers=farm.admin,
-        files={"file": ("upload.bin", data, "application/octet-stream")},
-        data={"path": path},
-    )
-    return answer
-
-
-def inputs(farm: Farm, job_id: int) -> dict[str, str]:
-    listed = farm.client.get(f"/api/jobs/{job_id}/files", headers=farm.admin).json()
-    return {f["path"]: f["sha256"] for f in listed if f["kind"] == "input"}
 
 
 def act(farm: Farm, job_id: int, action: str) -> None:

@@ -35,7 +35,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, distinct, func, select, update
+from sqlalchemy import bindparam, delete, distinct, func, select, update
 from sqlalchemy.orm import Session
 
 from farmhand.manager.db.models import Blocklist, Job, Task, TaskDependency, TaskFailure, Worker
@@ -541,22 +541,20 @@ def forgive(
     failure would blocklist it again at once, and the claim would still steer it away
     from tasks it failed before the fix.
     """
-    entries = select(Blocklist).where(Blocklist.job_id == job_id)
-    failures = select(TaskFailure).where(
-        TaskFailure.task_id.in_(select(Task.id).where(Task.job_id == job_id))
-    )
+    tasks = select(Task.id).where(Task.job_id == job_id)
+    entries = delete(Blocklist).where(Blocklist.job_id == job_id)
+    failures = delete(TaskFailure)
     if worker_id is not None:
         entries = entries.where(Blocklist.worker_id == worker_id)
         failures = failures.where(TaskFailure.worker_id == worker_id)
     if task_type is not None:
         entries = entries.where(Blocklist.task_type == task_type)
-        failures = failures.where(
-            TaskFailure.task_id.in_(
-                select(Task.id).where(Task.job_id == job_id, Task.type == task_type)
-            )
-        )
-    for row in [*session.scalars(entries), *session.scalars(failures)]:
-        session.delete(row)
+        tasks = tasks.where(Task.type == task_type)
+    session.flush()
+    session.execute(entries.execution_options(synchronize_session=False))
+    session.execute(
+        failures.where(TaskFailure.task_id.in_(tasks)).execution_options(synchronize_session=False)
+    )
 
 
 _RENDER_RUNNING = (
