@@ -134,7 +134,9 @@ def test_a_tile_with_file_output_files_uploads_the_tile_and_says_why_not_the_fil
 def test_a_box_delivered_after_a_restart_sends_all_a_live_task_would(tmp_path: Path) -> None:
     """The manager goes away after frame 1 (its log lines and frame delivered live), the
     worker renders frame 2 and is killed before it can deliver. Started again, it sends
-    frames, passes, previews, the log lines the manager lacks and the figures."""
+    what the manager lacks: frame 2 with its pass and preview (frame 1 is not sent again),
+    the log lines, the figures and the scene's frame rate, which Blender told only after
+    the manager went away (so the job's video is made at the scene's rate)."""
     first = OutputsManager([1, 2])
     box_dir = tmp_path / "first" / "work" / "outbox" / "task-11"
     kept = tmp_path / "second" / "work" / "outbox" / "task-11"
@@ -144,10 +146,12 @@ def test_a_box_delivered_after_a_restart_sends_all_a_live_task_would(tmp_path: P
             job.on_log(f"line {n}")
         job.on_frame_saved(1, _with_files(job, 1, 1.25, 200_000_000))
         deadline = time.monotonic() + 5
-        while len(first.log_lines()) < 3 or 1 not in first.uploads:
+        noted = job.output_dir.parent / "uploaded.txt"
+        while len(first.log_lines()) < 3 or not (noted.exists() and noted.read_text()):
             assert time.monotonic() < deadline, first.names()
             time.sleep(0.01)
         first.unreachable = True  # the manager dies mid-task
+        job.on_scene({"fps": 30000, "fps_base": 1001})
         for n in (4, 5, 6):
             job.on_log(f"line {n}")
         job.on_frame_saved(2, _with_files(job, 2, 1.75, 500_000_000))
@@ -169,14 +173,13 @@ def test_a_box_delivered_after_a_restart_sends_all_a_live_task_would(tmp_path: P
     second.wait_for("claim")
     _stop(stop, thread, result)
 
-    assert sorted(second.uploads) == [1, 2]
+    assert sorted(second.uploads) == [2], "frame 1 reached the manager live"
     assert sorted((f, kind, name, data) for f, kind, name, data in second.extras) == [
-        (1, "pass", "passes/00-File_Output/Image0001.png", b"PNG pass 1"),
-        (1, "preview", "0001.jpg", b"JPEG preview 1"),
         (2, "pass", "passes/00-File_Output/Image0002.png", b"PNG pass 2"),
         (2, "preview", "0002.jpg", b"JPEG preview 2"),
     ]
     assert second.log_lines() == ["line 4", "line 5", "line 6"], "the rest, none twice"
+    assert second.progress_bodies()[0]["scene_fps"] == pytest.approx(29.97003)
     figures = second.progress_bodies()[-1]
     assert figures["render_seconds"] == pytest.approx(3.0)
     assert figures["peak_memory_bytes"] == 500_000_000

@@ -273,11 +273,17 @@ class _TaskRun:
             with self._lock:
                 self.scene_fps = round(fps / base, 6)
                 self.dirty = True
+                box = self.box
+            if box is not None:  # for a delivery after a restart, if no progress got through
+                box.scene_fps(round(fps / base, 6))
 
-    def uploaded(self, _frame: int) -> None:
+    def uploaded(self, frame: int) -> None:
         with self._lock:
             self.frames_uploaded += 1
             self.dirty = True
+            box = self.box
+        if box is not None:  # a delivery after a restart does not send it again
+            box.uploaded(frame)
 
     def log_line(self, line: str) -> None:
         with self._lock:

@@ -18,6 +18,11 @@ Each task the worker runs has a box, `<work_dir>/outbox/task-<id>/`:
 - `log.txt`       the task's log lines as they come;
 - `log_sent.txt`  how many of those lines the manager has (kept by the agent after each
                   progress call), so a delivery sends the rest and nothing twice;
+- `uploaded.txt`  one line per frame the manager confirmed it stored while the task ran
+                  live, so a delivery does not send it again (a line lost in a crash
+                  costs one upload more, never a frame);
+- `scene.json`    the scene's frame rate once Blender has told it, for the job's video:
+                  a render whose every progress call failed still reports it;
 - `outcome.json`  written (atomically) once the render is over: ok or not, the error,
                   the log tail.
 
@@ -27,8 +32,9 @@ that reason, and the space is the next task's. A box found at start-up is what a
 previous run of this worker could not deliver:
 
 - with an outcome: it is delivered as the live task would have delivered it (`deliver`:
-  every frame with its passes and preview through `uploads.upload_frame`, the log lines
-  the manager lacks and the frames' time and memory in progress calls, then the outcome),
+  every frame the manager does not have yet with its passes and preview through
+  `uploads.upload_frame`, the log lines the manager lacks, the frames' time and memory
+  and the scene's frame rate in progress calls, then the outcome),
   if the manager still counts the task as this worker's (anything else answers 404/409
   and the box is dropped) — a restart does not render a finished task again;
 - without one (killed mid-render): the task is given back (`release`, not counted as a
@@ -199,6 +205,41 @@ class TaskBox:
                 _write_atomically(self.root / "log_sent.txt", str(count), durable=False)
             except OSError as exc:
                 log.warning("outbox: cannot note the log lines sent", error=str(exc))
+
+    def uploaded(self, frame: int) -> None:
+        """The manager confirmed it stored `frame` (and what went with it). Best effort,
+        not synced: a line lost in a crash only means the frame is sent again."""
+        with self._lock:
+            try:
+                with (self.root / "uploaded.txt").open("a", encoding="utf-8") as out:
+                    out.write(f"{frame}\n")
+            except OSError as exc:
+                log.warning("outbox: cannot note an uploaded frame", frame=frame, error=str(exc))
+
+    def uploaded_frames(self) -> set[int]:
+        """Frames the manager already has from the live task."""
+        try:
+            lines = (self.root / "uploaded.txt").read_text("utf-8").split()
+        except OSError:
+            return set()
+        return {int(line) for line in lines if line.lstrip("-").isdigit()}
+
+    def scene_fps(self, fps: float | None = None) -> float | None:
+        """Keep the scene's frame rate (given `fps`), or read what was kept (None if
+        Blender never told it, or a box of an older worker)."""
+        path = self.root / "scene.json"
+        with self._lock:
+            if fps is not None:
+                try:
+                    _write_atomically(path, json.dumps({"fps": fps}), durable=False)
+                except OSError as exc:
+                    log.warning("outbox: cannot keep the scene's frame rate", error=str(exc))
+                return fps
+            try:
+                kept = json.loads(path.read_text("utf-8")).get("fps")
+            except (OSError, ValueError, AttributeError):
+                return None
+        return float(kept) if isinstance(kept, int | float) and kept > 0 else None
 
     def unsent_log_lines(self) -> tuple[int, list[str]] | None:
         """(how many lines the manager has, the lines after them), or None for a box of a
@@ -400,10 +441,14 @@ def _deliver_outcome(
     preview (`upload_frame`, the live path's own), the log lines and figures the manager
     lacks (`_send_log`), then complete or fail. A 404/409/401 is raised to `deliver`."""
     rendered = box.rendered_frames()
+    already = box.uploaded_frames()
     uploaded: list[int] = []
     upload_error: str | None = None
     for frame, saved in rendered.items():
         if frame not in task.render_frames:
+            continue
+        if frame in already:  # the manager confirmed it while the task ran live
+            uploaded.append(frame)
             continue
         try:
             retried(partial(upload_frame, client, task, saved, tlog), f"upload frame {frame}")
@@ -443,7 +488,9 @@ def _send_log(
     tlog: FilteringBoundLogger,
 ) -> bool:
     """Progress calls as the live task makes them: the log lines the manager lacks, the
-    frames' Blender seconds and peak memory. True when every line got through."""
+    frames' Blender seconds and peak memory, the scene's frame rate (the manager keeps the
+    first it is told, so telling it again is harmless). True when every line got through."""
+    scene_fps = box.scene_fps()
     seconds = [r.seconds for r in rendered.values() if r.seconds is not None]
     peaks = [r.peak_memory_bytes for r in rendered.values() if r.peak_memory_bytes]
     unsent = box.unsent_log_lines()
@@ -458,6 +505,7 @@ def _send_log(
             frames_done=frames_done,
             render_seconds=round(sum(seconds), 3) if seconds else None,
             peak_memory_bytes=max(peaks) if peaks else None,
+            scene_fps=scene_fps if first else None,
             log_lines=chunk,
         )
         try:
