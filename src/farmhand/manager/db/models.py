@@ -121,7 +121,8 @@ class Worker(Base):
     """`enabled`, `disabled` or `draining` (finish the current task, then take no more)."""
     asleep: Mapped[bool] = mapped_column(default=False)
     """Inside a window of its sleep schedule: takes no work."""
-    sleep_schedule: Mapped[dict[str, Any] | None]
+    sleep_schedule: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    """SQL NULL when there is none (not JSON `null`): the reaper selects `IS NOT NULL`."""
     capabilities: Mapped[dict[str, Any]] = mapped_column(default=dict)
     last_heartbeat: Mapped[datetime | None]
     registered_at: Mapped[datetime]

@@ -9,10 +9,15 @@
 - Sleep schedules put workers to sleep and wake them.
 
 All of it is idempotent, so several managers sharing a database may run it at once.
+Each of the three runs in a savepoint of its own: one that fails (a row it cannot read)
+is logged and rolled back alone, and the others still happen. A farm whose heartbeat
+timeouts stopped because of one worker's sleep schedule would keep silent workers'
+tasks forever.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -109,9 +114,29 @@ def reap(
     policy: Policy,
 ) -> ReapReport:
     report = ReapReport()
-    reap_silent_workers(session, now, heartbeat_timeout, manager_started, policy, report)
-    fail_stuck_tasks(session, now, task_timeout, manager_started, policy, report)
-    changed, jobs = update_sleep(session, now, policy)
-    report.workers.update(changed)
-    report.jobs.update(jobs)
+
+    def sleep_schedules() -> None:
+        changed, jobs = update_sleep(session, now, policy)
+        report.workers.update(changed)
+        report.jobs.update(jobs)
+
+    steps: list[tuple[str, Callable[[], None]]] = [
+        (
+            "heartbeat timeouts",
+            lambda: reap_silent_workers(
+                session, now, heartbeat_timeout, manager_started, policy, report
+            ),
+        ),
+        (
+            "task timeouts",
+            lambda: fail_stuck_tasks(session, now, task_timeout, manager_started, policy, report),
+        ),
+        ("sleep schedules", sleep_schedules),
+    ]
+    for name, step in steps:
+        try:
+            with session.begin_nested():
+                step()
+        except Exception:
+            log.exception("reaper step failed; the others went on", step=name)
     return report

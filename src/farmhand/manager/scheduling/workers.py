@@ -232,7 +232,8 @@ def update_sleep(session: Session, now: datetime, policy: Policy) -> tuple[list[
     changed: list[int] = []
     jobs: list[int] = []
     for worker in session.scalars(select(Worker).where(Worker.sleep_schedule.is_not(None))):
-        assert worker.sleep_schedule is not None
+        if not worker.sleep_schedule:  # a JSON `null` stored before migration 0014
+            continue
         schedule = SleepSchedule.from_stored(worker.sleep_schedule)
         should_sleep = in_sleep_window(schedule, now)
         if should_sleep == worker.asleep:
