@@ -130,6 +130,4 @@ def test_migration_0014_turns_a_stored_json_null_into_sql_null(tmp_path: Path) -
 @pytest.mark.xdist_group("postgres")
 def test_migration_0014_on_postgres(tmp_path: Path) -> None:
     with postgres_server() as server:
-        _a_worker_with_a_cleared_schedule_at_0013(
-            fresh_database(server, f"sleep_{tmp_path.name}")
-        )
+        _a_worker_with_a_cleared_schedule_at_0013(fresh_database(server, f"sleep_{tmp_path.name}"))
