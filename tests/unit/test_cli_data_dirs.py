@@ -77,3 +77,25 @@ def test_the_manager_refuses_a_data_dir_it_cannot_create_or_write(
     assert started == []
     runner.invoke(app, ["manager", "--data-dir", str(tmp_path / "new" / "data")])
     assert len(started) == 1, "a data dir that can be made is fine"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("FARMHAND_PATH_VARIABLES", '{"projects": {"linux": "rel/path"}}', "is not absolute"),
+        ("FARMHAND_PATH_VARIABLES", '{"projects": ', "Expecting value"),
+        ("FARMHAND_PATH_VARIABLES", '["/mnt/projects"]', "expected a JSON object"),
+    ],
+)
+def test_the_manager_names_a_setting_it_cannot_use_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variable: str, value: str, said: str
+) -> None:
+    """STORAGE.md: a bad path variable "stops it with a message", not a traceback."""
+    started = _manager_started(monkeypatch)
+    result = runner.invoke(
+        app, ["manager", "--data-dir", str(tmp_path / "data")], env={variable: value}
+    )
+    line = one_error_line(result)
+    assert line.startswith(f"error: {variable}={value!r} is not "), line
+    assert said in line, line
+    assert result.exit_code == 1 and started == []

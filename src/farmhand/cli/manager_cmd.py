@@ -21,7 +21,7 @@ from rich.markup import escape
 
 from farmhand.cli.folders import FolderError, check_writable_folder, why
 from farmhand.cli.options import port_option
-from farmhand.manager.settings import ManagerSettings
+from farmhand.manager.settings import ManagerSettings, SettingsError
 from farmhand.shared.logconfig import configure_logging
 
 
@@ -193,7 +193,10 @@ def manager(
         "max_upload_bytes": max_upload_bytes,
         "user_quota_bytes": user_quota_bytes,
     }
-    settings = ManagerSettings.from_flags(flags)
+    try:
+        settings = ManagerSettings.from_flags(flags)
+    except SettingsError as error:
+        raise _refuse(str(error)) from None
     try:
         # Asked first: prepare() fails deep in its start-up on a data dir it cannot use.
         check_writable_folder(settings.data_dir)

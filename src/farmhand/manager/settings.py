@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
+
+from farmhand.shared.pathmap import check_variables
+
+T = TypeVar("T")
 
 _UNPREFIXED = ("google_", "discord_", "oidc_", "enable_local_auth", "local_test_")
 """Read without the `FARMHAND_` prefix too: JiggaBlend's names, and OIDC's alike."""
@@ -189,12 +194,15 @@ class ManagerSettings:
             values["runner_token"] = env["FARMHAND_RUNNER_TOKEN"]
         if env.get("FARMHAND_METRICS_TOKEN"):
             values["metrics_token"] = env["FARMHAND_METRICS_TOKEN"]
-        for name in ("max_upload_bytes", "max_body_bytes", "user_quota_bytes"):
+        for name in (
+            "max_upload_bytes",
+            "max_body_bytes",
+            "user_quota_bytes",
+            "max_attempts",
+            "blocklist_threshold",
+        ):
             if env.get(f"FARMHAND_{name.upper()}"):
-                values[name] = int(env[f"FARMHAND_{name.upper()}"])
-        for name in ("max_attempts", "blocklist_threshold"):
-            if env.get(f"FARMHAND_{name.upper()}"):
-                values[name] = int(env[f"FARMHAND_{name.upper()}"])
+                values[name] = _parsed(env, f"FARMHAND_{name.upper()}", int, "a whole number")
         for name in (
             "heartbeat_timeout",
             "job_failure_share",
@@ -205,9 +213,36 @@ class ManagerSettings:
             "gc_interval",
         ):
             if env.get(f"FARMHAND_{name.upper()}"):
-                values[name] = float(env[f"FARMHAND_{name.upper()}"])
+                values[name] = _parsed(env, f"FARMHAND_{name.upper()}", float, "a number")
         if env.get("FARMHAND_PATH_VARIABLES"):
-            values["path_variables"] = json.loads(env["FARMHAND_PATH_VARIABLES"])
+            values["path_variables"] = _parsed(
+                env,
+                "FARMHAND_PATH_VARIABLES",
+                _path_variables,
+                "a table of path variables (docs/STORAGE.md)",
+            )
         values["auth"] = AuthSettings.from_env(env)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+
+class SettingsError(ValueError):
+    """A `FARMHAND_*` variable that cannot be used: the manager does not start, and says
+    which variable and why, in one line rather than a traceback."""
+
+
+def _parsed(env: Mapping[str, str], name: str, parse: Callable[[str], T], what: str) -> T:
+    text = env[name]
+    try:
+        return parse(text)
+    except ValueError as error:
+        raise SettingsError(f"{name}={text!r} is not {what}: {error}") from None
+
+
+def _path_variables(text: str) -> dict[str, dict[str, str]]:
+    """`{"projects": {"linux": "/mnt/projects", "windows": "P:/"}}`, checked (names,
+    absolute roots) so that a typo stops the manager at start, not a job later."""
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError("expected a JSON object")
+    return check_variables(value)
