@@ -105,11 +105,13 @@ def run_demo(
             )
             for video in videos:
                 console.print(f"[green]video of the frames[/green]: {video}")
-            console.print(f"web and API: {farm.url}/docs")
-            console.print(f"admin token: {farm.data_dir / 'admin-token'}")
             if keep:
+                console.print(f"web and API: {farm.url}/docs")
+                console.print(f"admin token: {farm.data_dir / 'admin-token'}")
                 console.print("serving until Ctrl-C")
                 _serve_forever(farm)
+            else:  # the farm stops on the way out: no address that leads nowhere
+                console.print("the farm is stopped; `farmhand demo --keep` leaves it running")
     except KeyboardInterrupt:
         console.print("stopping")
     except Exception as exc:
