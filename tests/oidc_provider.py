@@ -356,6 +356,9 @@ USERS: list[TestUser] = [
     {"username": "bob", "password": "bob-pw", "sub": "sub-bob", "email": "bob@studio.example"},
     {"username": "eve", "password": "eve-pw", "sub": "sub-eve", "email": "eve@studio.example",
      "email_verified": False},
+    # The real owner of the address eve typed without verifying it.
+    {"username": "realeve", "password": "realeve-pw", "sub": "sub-realeve",
+     "email": "eve@studio.example"},
 ]  # fmt: skip
 
 

@@ -15,15 +15,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from farmhand.manager.app import create_app
-from farmhand.manager.auth import oauth, sessions
+from farmhand.manager.auth import accounts, oauth, sessions
 from farmhand.manager.clock import utcnow
+from farmhand.manager.db.models import OAuthIdentity
 from farmhand.manager.settings import AuthSettings
 from tests.integration.conftest import make_settings
 from tests.oidc_provider import USERS, IdentityProvider, start_provider
@@ -301,3 +304,103 @@ def test_a_browser_is_sent_back_to_the_login_page_with_a_fixed_message(
     assert forged.headers["location"] == "/login?error=oauth-failed"
     assert "did not complete" in client.get("/login?error=oauth-failed").text
     assert "<script>" not in client.get("/login?error=<script>").text
+
+
+def admin_listing(client: ManagerClient) -> dict[str, dict[str, Any]]:
+    """`GET /api/admin/users`, by user name."""
+    admin = {"Authorization": f"Bearer {client_admin_token(client)}"}
+    answer = client.get("/api/admin/users", headers=admin)
+    assert answer.status_code == 200, answer.text
+    return {u["name"]: u for u in answer.json()}
+
+
+@pytest.mark.parametrize(("first", "second"), [("google", "discord"), ("discord", "oidc")])
+def test_an_unverified_email_is_never_an_accounts_email_nor_links(
+    manager: ManagerFactory, first: str, second: str
+) -> None:
+    """eve types eve@studio.example at a provider that does not check it (OIDC's
+    `email_verified`, Discord's `verified`: false). Were it stored on her account, the
+    address's real owner signing in with it verified would be linked to eve's account,
+    and eve would see their jobs and files."""
+    client = manager()
+    assert sign_in(client, first, "eve").status_code == 303
+    eve = client.get("/api/auth/me").json()["user"]
+    assert eve["name"] == "eve" and eve["email"] is None
+
+    client.cookies.clear()
+    assert sign_in(client, second, "realeve").status_code == 303
+    owner = client.get("/api/auth/me").json()["user"]
+    assert owner["id"] != eve["id"], "the address's owner is not signed in as eve"
+    assert owner["email"] == "eve@studio.example"
+
+    # eve again is still eve, without the address.
+    client.cookies.clear()
+    assert sign_in(client, first, "eve").status_code == 303
+    again = client.get("/api/auth/me").json()["user"]
+    assert again["id"] == eve["id"] and again["email"] is None
+
+    listed = admin_listing(client)
+    assert (listed["eve"]["email"], listed["eve"]["providers"]) == (None, [first])
+    assert listed["realeve"]["email"] == "eve@studio.example"
+    assert listed["realeve"]["providers"] == [second]
+
+
+def test_an_address_verified_later_fills_an_account_without_one(
+    manager: ManagerFactory,
+) -> None:
+    client = manager()
+    context = client.app.state.farm  # type: ignore[attr-defined]
+    settings = context.settings.auth
+
+    def signs_in(subject: str, email: str, verified: bool) -> tuple[int, str | None]:
+        with context.db.transaction() as session:
+            user = accounts.oauth_user(
+                session, settings, utcnow(), provider="discord", subject=subject,
+                email=email, email_verified=verified, nickname=None,
+            )  # fmt: skip
+            return user.id, user.email
+
+    first, email = signs_in("d-1", "Dana@Example.com", verified=False)
+    assert email is None
+    assert signs_in("d-1", "dana@example.com", verified=False) == (first, None)
+    assert signs_in("d-1", "Dana@Example.com", verified=True) == (first, "dana@example.com")
+
+    # A verified address another account already has is not taken over, nor linked
+    # to by a known identity; an unverified one never replaces an address.
+    other, _ = signs_in("d-2", "sam@example.com", verified=False)
+    assert signs_in("d-2", "dana@example.com", verified=True) == (other, None)
+    assert signs_in("d-1", "new@example.com", verified=False) == (first, "dana@example.com")
+    with context.db.transaction() as session:
+        stored = dict(session.execute(select(OAuthIdentity.subject, OAuthIdentity.email)).all())
+    assert stored == {"d-1": None, "d-2": "dana@example.com"}, "only verified addresses kept"
+
+
+def test_every_answer_with_a_user_lists_their_providers(manager: ManagerFactory) -> None:
+    client = manager()
+    assert sign_in(client, "oidc").status_code == 303
+    assert sign_in(client, "discord").status_code == 303
+    me = client.get("/api/auth/me").json()["user"]
+    assert me["providers"] == ["oidc", "discord"]
+
+    admin = {"Authorization": f"Bearer {client_admin_token(client)}"}
+    patched = client.patch(f"/api/admin/users/{me['id']}", json={"role": "user"}, headers=admin)
+    assert patched.status_code == 200 and patched.json()["providers"] == ["oidc", "discord"]
+    password = "alice's new password"
+    set_ = client.put(
+        f"/api/admin/users/{me['id']}/password", json={"password": password}, headers=admin
+    )
+    assert set_.status_code == 204
+    client.cookies.clear()
+    login = client.post("/api/auth/login", json={"email": me["email"], "password": password})
+    assert login.status_code == 200 and login.json()["user"]["providers"] == ["oidc", "discord"]
+    changed = client.post(
+        "/api/auth/password",
+        json={"old_password": password, "new_password": password + "!"},
+        headers={"X-CSRF-Token": login.json()["csrf"]},
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["user"]["providers"] == ["oidc", "discord"]
+    created = client.post(
+        "/api/admin/users", json={"name": "zed", "email": "zed@example.com"}, headers=admin
+    )
+    assert created.status_code == 201 and created.json()["user"]["providers"] == []

@@ -72,7 +72,11 @@ def check_password(
             user = session.get(User, outcome.user_id)
             assert user is not None
             log.info("signed in with a password", user_id=user.id)
-            return SessionInfo(user=user_info(user), csrf=None), user.id, user.session_epoch
+            return (
+                SessionInfo(user=user_info(session, user), csrf=None),
+                user.id,
+                user.session_epoch,
+            )
     log.info("sign-in refused", status=outcome.error.status, address=client_address(request))
     raise outcome.error
 
@@ -124,7 +128,7 @@ def me(request: Request, context: Context, caller: UserDep) -> SessionInfo:
         user = session.get(User, caller.user_id)
         if user is None:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "no such user")
-        return SessionInfo(user=user_info(user), csrf=csrf)
+        return SessionInfo(user=user_info(session, user), csrf=csrf)
 
 
 @router.post(
@@ -145,7 +149,7 @@ def change_password(
             session, context.settings.auth, user, body.old_password, body.new_password,
             client_address(request), utcnow(),
         )  # fmt: skip
-        info, epoch = user_info(user), user.session_epoch
+        info, epoch = user_info(session, user), user.session_epoch
     if failure is not None:
         raise refusal(failure)
     csrf = None

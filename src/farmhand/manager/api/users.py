@@ -9,7 +9,6 @@ never left without a way in.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Response, status
@@ -21,7 +20,7 @@ from farmhand.manager.auth import accounts
 from farmhand.manager.auth.accounts import AccountError
 from farmhand.manager.auth.tokens import new_token, token_hash
 from farmhand.manager.clock import utcnow
-from farmhand.manager.db.models import ApiToken, OAuthIdentity, User
+from farmhand.manager.db.models import ApiToken, User
 from farmhand.shared.schemas import ErrorResponse
 from farmhand.shared.web_schemas import PasswordSet, UserCreate, UserCreated, UserInfo, UserUpdate
 
@@ -36,7 +35,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def user_info(user: User, providers: list[str] | None = None) -> UserInfo:
+def user_info(session: Session, user: User, providers: list[str] | None = None) -> UserInfo:
+    """What the API says about a user, with their linked OAuth providers (looked up
+    unless given, as `list_users` does for everyone at once)."""
+    if providers is None:
+        providers = accounts.linked_providers(session, [user.id]).get(user.id, [])
     return UserInfo(
         id=user.id,
         name=user.name,
@@ -45,7 +48,7 @@ def user_info(user: User, providers: list[str] | None = None) -> UserInfo:
         created_at=user.created_at,
         disabled=user.disabled_at is not None,
         has_password=user.password_hash is not None,
-        providers=providers or [],
+        providers=providers,
     )
 
 
@@ -65,13 +68,9 @@ def _target(session: Session, user_id: int, caller: Caller, action: str | None =
 @router.get("", response_model=list[UserInfo], responses=ERRORS)
 def list_users(context: Context, caller: AdminDep) -> list[UserInfo]:
     with context.db.transaction() as session:
-        linked: dict[int, list[str]] = defaultdict(list)
-        for user_id, provider in session.execute(
-            select(OAuthIdentity.user_id, OAuthIdentity.provider).order_by(OAuthIdentity.id)
-        ):
-            linked[user_id].append(provider)
+        linked = accounts.linked_providers(session)
         users = session.scalars(select(User).order_by(User.name))
-        return [user_info(user, linked.get(user.id)) for user in users]
+        return [user_info(session, user, linked.get(user.id, [])) for user in users]
 
 
 @router.post(
@@ -97,7 +96,7 @@ def create_user(body: UserCreate, context: Context, caller: AdminDep) -> UserCre
                 user_id=user.id, name="first token", token_hash=token_hash(secret), created_at=now
             )
         )
-        return UserCreated(user=user_info(user), token=secret)
+        return UserCreated(user=user_info(session, user), token=secret)
 
 
 @router.patch(
@@ -114,7 +113,7 @@ def update_user(user_id: int, body: UserUpdate, context: Context, caller: AdminD
             accounts.set_disabled(user, body.disabled, utcnow())
         if body.role is not None:
             user.role = body.role
-        return user_info(user)
+        return user_info(session, user)
 
 
 @router.put(

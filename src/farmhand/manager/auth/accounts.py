@@ -8,6 +8,7 @@ Everything here works on an open database session and leaves committing to the c
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -196,6 +197,20 @@ def email_domain_allowed(settings: AuthSettings, email: str | None, verified: bo
     return normal_email(email).rsplit("@", 1)[1] in settings.allowed_email_domains
 
 
+def linked_providers(
+    session: Session, user_ids: Iterable[int] | None = None
+) -> dict[int, list[str]]:
+    """The OAuth providers linked to each user (of `user_ids`, or everyone's), in the
+    order they were linked; a user without any is absent."""
+    query = select(OAuthIdentity.user_id, OAuthIdentity.provider).order_by(OAuthIdentity.id)
+    if user_ids is not None:
+        query = query.where(OAuthIdentity.user_id.in_(list(user_ids)))
+    linked: dict[int, list[str]] = {}
+    for user_id, provider in session.execute(query):
+        linked.setdefault(user_id, []).append(provider)
+    return linked
+
+
 def oauth_user(
     session: Session,
     settings: AuthSettings,
@@ -213,7 +228,15 @@ def oauth_user(
     identity with a verified e-mail of an existing account is linked to that account, so
     an admin can create people by e-mail and let them use Google; otherwise a new `user`
     is made, if the sign-up domain rule allows it.
+
+    Only an address the provider says is verified (OIDC's `email_verified`, Discord's
+    `verified`) is ever used: to link, as a new account's e-mail, or stored with the
+    identity. Anyone can type someone else's address at a provider that does not check
+    it; stored on an account, it would later link the address's real owner to that
+    account. An account without an e-mail takes its identity's address once the
+    provider says it is verified (and no other account has it).
     """
+    address = normal_email(email) if email and email_verified else None
     identity = session.scalar(
         select(OAuthIdentity).where(
             OAuthIdentity.provider == provider, OAuthIdentity.subject == subject
@@ -222,8 +245,11 @@ def oauth_user(
     if identity is not None:
         user = session.get(User, identity.user_id)
         assert user is not None  # cascade: an identity never outlives its user
+        identity.email = address
+        if user.email is None and address is not None and find_by_email(session, address) is None:
+            user.email = address
     else:
-        existing = find_by_email(session, email) if email and email_verified else None
+        existing = find_by_email(session, address) if address is not None else None
         if existing is not None:
             user = existing
         else:
@@ -233,19 +259,18 @@ def oauth_user(
                     "sign-up is limited to e-mail addresses of the farm's allowed domains",
                     code="domain",
                 )
-            taken = email is not None and find_by_email(session, email) is not None
             user = create_user(
                 session,
                 now,
                 name=unique_name(session, nickname or (email or provider).split("@")[0]),
-                email=None if taken or not email else email,
+                email=address,
             )
         session.add(
             OAuthIdentity(
                 user_id=user.id,
                 provider=provider,
                 subject=subject,
-                email=email,
+                email=address,
                 created_at=now,
             )
         )
