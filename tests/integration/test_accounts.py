@@ -412,6 +412,12 @@ def test_the_users_cli(cli_data: Path) -> None:
 
     run("create", "ana", "--email", "ana@example.com", "--password-stdin", input=PASSWORD + "\n")
     assert "ana" in run("list") and "password" in run("list")
+    with sqlite3.connect(cli_data / "farmhand.sqlite3") as db:  # ana signs in with Google too
+        db.execute(
+            "INSERT INTO oauth_identities (user_id, provider, subject, created_at) "
+            "SELECT id, 'google', 'g-ana', '2026-01-01 00:00:00' FROM users WHERE name = 'ana'"
+        )
+    assert "password, google" in run("list")
     settings = make_settings(cli_data)
     with TestClient(create_app(settings)) as client:
         login(client, "ana@example.com")

@@ -20,7 +20,7 @@ from farmhand.manager.auth import accounts
 from farmhand.manager.auth.tokens import new_token, token_hash
 from farmhand.manager.clock import utcnow
 from farmhand.manager.db.engine import Database
-from farmhand.manager.db.models import ApiToken, OAuthIdentity, User
+from farmhand.manager.db.models import ApiToken, User
 from farmhand.manager.settings import ManagerSettings
 
 AccountError = accounts.AccountError
@@ -72,9 +72,7 @@ def find(session: Session, who: str) -> User | None:
 
 def listing(session: Session) -> list[tuple[str, ...]]:
     """Everyone, as table rows: id, name, e-mail, role, state, ways to sign in."""
-    linked: dict[int, list[str]] = {}
-    for user_id, provider in session.execute(select(OAuthIdentity.user_id, OAuthIdentity.provider)):
-        linked.setdefault(user_id, []).append(provider)
+    linked = accounts.linked_providers(session)
     rows: list[tuple[str, ...]] = []
     for user in session.scalars(select(User).order_by(User.id)):
         ways = (["password"] if user.password_hash else []) + linked.get(user.id, [])
