@@ -293,6 +293,32 @@ def test_blocklist_lists_one_jobs_entries(strict_farm: Farm) -> None:
     assert refused.status_code == 403
 
 
+def test_a_worker_blocklisted_from_renders_still_makes_the_video(strict_farm: Farm) -> None:
+    """A blocklist entry bars a worker from one task type of a job, not the whole job:
+    the job's video still goes to the one worker that makes videos, instead of the job
+    staying active forever with its video queued and nobody taking it."""
+    farm = strict_farm
+    video = {"codec": "h264", "container": "mp4"}
+    job_id = submit(farm, "1-4", max_attempts=5, video=video)
+    encoder = runner(farm, "encoder", types=["render", "video"])
+    renderer = runner(farm, "renderer")
+    for _ in range(2):  # the threshold is 2: blocklisted from the job's render tasks
+        fail(farm, encoder, claimed(farm, encoder))
+    entries = farm.client.get("/api/admin/blocklist", headers=farm.admin).json()
+    assert [(e["worker"], e["task_type"]) for e in entries] == [("encoder", "render")]
+    assert claim(farm, encoder) is None, "no render task, and the video waits for the renders"
+    while (task := claim(farm, renderer)) is not None:
+        assert task["type"] == "render"
+        finish(farm, renderer, task)
+
+    made = claim(farm, encoder)
+
+    assert made is not None, "the only worker that makes videos gets the job's video"
+    assert (made["job_id"], made["type"]) == (job_id, "video")
+    state = job(farm, job_id)
+    assert [t["status"] for t in state["tasks"] if t["type"] == "video"] == ["active"]
+
+
 CANNOT_CUT = "frame {}: cannot cut the tile out of frame_000{}.png: cannot write empty image"
 
 

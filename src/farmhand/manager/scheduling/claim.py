@@ -9,10 +9,14 @@ Jobs are ranked by:
    now goes first, so one person's fifty jobs do not starve another's one;
 3. age, oldest first (then id).
 
-A job is skipped when it does not fit the worker (required tags, task types), when the
-worker is blocklisted from it, or when it already holds its `max_workers`. Within the
-chosen job the lowest-index queued task whose dependencies are complete is taken — but
-not one this worker already failed, while another available worker could take it.
+A job is skipped when it does not fit the worker (required tags, task types) or when it
+already holds its `max_workers`. A blocklist entry bars the worker from the job's tasks
+of one type (`Blocklist.task_type`), not from the whole job: a worker blocklisted from a
+job's render tasks may still make its video, as `eligibility.eligible_workers` — which
+decides whether anyone is left to run a job's tasks — counts it for that. Within the
+chosen job the lowest-index queued task, of a type the worker may run there, whose
+dependencies are complete is taken — but not one this worker already failed, while
+another available worker could take it.
 
 The first render task claimed pins the job to the Blender series the worker will render
 it with (`jobs.blender_pinned`); from then on its render tasks go only to workers that
@@ -60,6 +64,9 @@ class _Candidate:
     priority: int
     created_at: datetime
     settings: dict[str, Any]
+    types: tuple[str, ...]
+    """The task types the worker may run in this job: it runs them, the job fits it for
+    them (`eligibility.fits`) and it is not blocklisted from them there."""
     blender_saved: str | None = None
     blender_pinned: str | None = None
 
@@ -93,7 +100,10 @@ _HELD = (
     .group_by(Task.job_id, Job.owner_id)
 )
 """Who holds how many workers right now, per job (and so per owner): one query."""
-_BLOCKED = select(Blocklist.job_id).where(Blocklist.worker_id == bindparam("worker"))
+_BLOCKED = select(Blocklist.job_id, Blocklist.task_type).where(
+    Blocklist.worker_id == bindparam("worker")
+)
+"""The (job, task type) pairs the worker is blocklisted from: one query, usually empty."""
 _dependency = aliased(Task)
 
 
@@ -128,16 +138,24 @@ def _ranked_jobs(session: Session, worker: Worker, prefer_job: int | None) -> li
     for job_id, owner, count in connection.execute(_HELD):
         held_by_job[job_id] = count
         held_by_owner[owner] = held_by_owner.get(owner, 0) + count
-    blocked = set(connection.scalars(_BLOCKED, {"worker": worker.id}))
+    blocked: dict[int, set[str]] = {}
+    for job_id, task_type in connection.execute(_BLOCKED, {"worker": worker.id}):
+        blocked.setdefault(job_id, set()).add(task_type)
     candidates = []
     for job_id, owner_id, priority, created_at, settings, saved, pinned in rows:
         cap = settings.get("max_workers")
-        if job_id in blocked or (cap and held_by_job.get(job_id, 0) >= cap):
+        if cap and held_by_job.get(job_id, 0) >= cap:
             continue
-        if not any(fits(worker, settings, task_type, saved, pinned) for task_type in types):
+        barred = blocked.get(job_id, ())
+        allowed = tuple(
+            task_type
+            for task_type in types
+            if task_type not in barred and fits(worker, settings, task_type, saved, pinned)
+        )
+        if not allowed:
             continue
         candidates.append(
-            _Candidate(job_id, owner_id, priority, created_at, settings, saved, pinned)
+            _Candidate(job_id, owner_id, priority, created_at, settings, allowed, saved, pinned)
         )
     candidates.sort(
         key=lambda c: (
@@ -161,8 +179,8 @@ class _Runnable:
     failures: int
 
 
-def _runnable_tasks(session: Session, job_id: int, types: list[str]) -> list[_Runnable]:
-    rows = session.connection().execute(_runnable(tuple(types)), {"job": job_id})
+def _runnable_tasks(session: Session, job_id: int, types: tuple[str, ...]) -> list[_Runnable]:
+    rows = session.connection().execute(_runnable(types), {"job": job_id})
     return [_Runnable(*row) for row in rows]
 
 
@@ -236,12 +254,9 @@ def claim_task(
 ) -> AssignedTask | None:
     if not available(worker):
         return None
-    types = task_types(worker)
     for candidate in _ranked_jobs(session, worker, prefer_job):
-        saved, pinned = candidate.blender_saved, candidate.blender_pinned
-        allowed = [t for t in types if fits(worker, candidate.settings, t, saved, pinned)]
         pinning: Literal["pinned", "same", "other"] | None = None
-        for task in _runnable_tasks(session, candidate.job_id, allowed):
+        for task in _runnable_tasks(session, candidate.job_id, candidate.types):
             if _failed_here(session, task, worker) and _someone_else_could(session, task, worker):
                 continue
             pin = _render_pin(worker, candidate, task)
