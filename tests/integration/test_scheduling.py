@@ -180,6 +180,44 @@ def test_fair_share_between_users_at_equal_priority(farm: Farm) -> None:
     assert got.count(bob_job) == 2 and set(got) - {bob_job} == {alice_jobs[0]}
 
 
+def test_fair_share_comes_before_the_job_a_worker_prefers(farm: Farm) -> None:
+    """A worker asking for the next task of the job it holds (`complete?next=true`, what
+    the worker sends between tasks; or `prefer_job`, what it sends when it claims) does
+    not keep a second user's job waiting at the same priority until the first user's
+    whole job is done: the preference only breaks ties of fair share."""
+    alice, bob = add_user(farm, "alice"), add_user(farm, "bob")
+    big = submit(farm, "1-12", headers=alice)
+    w1, w2 = runner(farm, "w1"), runner(farm, "w2")
+    first, second = claimed(farm, w1), claimed(farm, w2)
+    assert first["job_id"] == second["job_id"] == big
+    small = submit(farm, "1-4", headers=bob)
+
+    def complete_next(who: dict[str, str], task: dict[str, Any]) -> dict[str, Any]:
+        upload_frames(farm, who, task)
+        answer = farm.client.post(
+            f"/api/runner/tasks/{task['task_id']}/complete",
+            headers=who,
+            params={"next": "true"},
+            json={"frames": task["frames"]},
+        )
+        assert answer.status_code == 200, answer.text
+        following: dict[str, Any] = answer.json()["next_task"]
+        return following
+
+    first = complete_next(w1, first)
+    assert first["job_id"] == small, "alice still holds w2, bob holds nobody: bob's turn"
+    second = complete_next(w2, second)
+    assert second["job_id"] == big, "now each holds one worker"
+    assert job(farm, small)["status"] == "active"
+
+    # A claim naming the held job, as the worker agent sends it, shares the same way.
+    third = submit(farm, "1-2", headers=add_user(farm, "carol"))  # nobody on it yet
+    w3 = runner(farm, "w3")
+    answer = farm.client.get("/api/runner/tasks", params={"wait": 0, "prefer_job": big}, headers=w3)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["job_id"] == third, "carol holds no worker; alice and bob one each"
+
+
 def test_per_job_worker_cap(farm: Farm) -> None:
     capped = submit(farm, "1-6", max_workers=1)
     other = submit(farm, "1-6")

@@ -558,7 +558,8 @@ async def claim(
         int | None,
         Query(
             description="A job whose files (and Blender session) the worker holds: "
-            "at equal priority, its tasks come first."
+            "its tasks come first among jobs of equal priority and fair share (a job "
+            "whose owner holds fewer workers still goes first)."
         ),
     ] = None,
 ) -> Any:
@@ -653,7 +654,8 @@ def _complete_in(
             status.HTTP_409_CONFLICT, "no tile was uploaded; upload it or fail the task"
         )
     job_status = complete_task(session, task_id, utcnow(), context.policy)
-    # Its files and Blender session are warm: the same job's tasks come first.
+    # Its files and Blender session are warm: the same job's tasks come first, among
+    # jobs equal on priority and fair share.
     found = _claim_in(session, context, worker_id, True, task.job_id) if claim_next else None
     return task.job_id, job_status, found
 

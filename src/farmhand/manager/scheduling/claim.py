@@ -3,11 +3,13 @@
 Jobs are ranked by:
 
 1. priority, highest first;
-   then the job the worker asks to prefer (it holds its files and a Blender session
-   with it open: no start-up cost);
 2. fair share: at equal priority, the job whose owner holds the fewest workers right
    now goes first, so one person's fifty jobs do not starve another's one;
-3. age, oldest first (then id).
+3. the job the worker asks to prefer (`prefer_job`, or the finished task's job with
+   `complete?next=true`: it holds its files and a Blender session with it open, no
+   start-up cost) — only among jobs equal on both of the above, so a worker staying on
+   its job never keeps another user's job at the same priority waiting;
+4. age, oldest first (then id).
 
 A job is skipped when it does not fit the worker (required tags, task types) or when it
 already holds its `max_workers`. A blocklist entry bars the worker from the job's tasks
@@ -160,8 +162,8 @@ def _ranked_jobs(session: Session, worker: Worker, prefer_job: int | None) -> li
     candidates.sort(
         key=lambda c: (
             -c.priority,
+            held_by_owner.get(c.owner_id, 0),  # fair share before the worker's wish
             c.job_id != prefer_job,  # its files and Blender session are already there
-            held_by_owner.get(c.owner_id, 0),
             c.created_at,
             c.job_id,
         )
