@@ -80,13 +80,81 @@ def test_tutorial_sequence_with_a_fake_blender(
     with node_client(tmp_path, fake_blender) as client:
         answer = client.post("/job", json={"from": 1, "to": 3})
         assert answer.status_code == 202
-        assert answer.headers["Location"] == "/job/1"
+        pid = answer.json()["pid"]
+        assert isinstance(pid, int) and answer.json() == {"pid": pid}
+        assert answer.headers["Location"] == f"/job/{pid}"
         assert answer.headers["Retry-After"] == "0"
-        assert answer.json() == {"pid": 1}
         final = orchestrate(client, 4, 5)
     assert (final.status_code, final.text) == (200, "Job completed")
     for frame in (1, 2, 3, 4, 5):
         verify_image(tmp_path / "out" / f"blender-render_{frame:04d}.png", 64, 48)
+
+
+DRIVER_LIKE_BLENDER = r'''
+"""A fake Blender writing what the driver writes for a frame: the frame, a File Output
+node's pass under `passes/`, and (unless the command says `"previews": false`, as the
+driver) a JPEG preview under `previews/`."""
+import json, os, sys
+from PIL import Image
+
+def emit(event, **fields):
+    fields["event"] = event
+    print("@@farmhand@@ " + json.dumps(fields), flush=True)
+
+emit("ready", version="0.0-fake")
+for line in sys.stdin:
+    command = json.loads(line)
+    if command["cmd"] == "quit":
+        break
+    if command["cmd"] == "open":
+        emit("opened", scene="Scene")
+        continue
+    out = command["output_dir"]
+    for frame in command["frames"]:
+        emit("frame_started", frame=frame)
+        name = "%s%04d" % (command["file_stem"], frame)
+        Image.new("RGB", (64, 48), (frame * 9, 40, 90)).save(os.path.join(out, name + ".png"))
+        passes = os.path.join(out, "passes", "00-File_Output")
+        os.makedirs(passes, exist_ok=True)
+        extra = os.path.join(passes, "depth_%04d.png" % frame)
+        Image.new("L", (64, 48), 7).save(extra)
+        preview = None
+        if command.get("previews", True):
+            os.makedirs(os.path.join(out, "previews"), exist_ok=True)
+            preview = os.path.join(out, "previews", name + ".jpg")
+            Image.new("RGB", (32, 24)).save(preview)
+        emit("frame_saved", frame=frame, path=os.path.join(out, name + ".png"), seconds=0.01,
+             width=64, height=48, preview=preview, extras=[extra])
+    emit("render_done", frames=len(command["frames"]))
+emit("bye")
+'''
+
+
+def test_the_node_writes_frames_and_passes_but_no_previews(tmp_path: Path) -> None:
+    """Several nodes may share one --output: only frames (and File Output passes) go
+    there, no `previews/` of JPEGs, and nothing of a job's own is left behind."""
+    fake = tmp_path / "driver-like-blender"
+    fake.write_text(f"#!{sys.executable}\n{DRIVER_LIKE_BLENDER}")
+    fake.chmod(0o755)
+    with node_client(tmp_path, BlenderInstall("executable", str(fake), "0.0-fake")) as client:
+        final = orchestrate(client, 1, 2)
+    assert (final.status_code, final.text) == (200, "Job completed")
+    out = tmp_path / "out"
+    written = sorted(
+        str(p.relative_to(out))
+        for p in out.rglob("*")
+        if p.is_file() and p.relative_to(out).parts[0] != ".farmhand-logs"
+    )
+    assert written == [
+        "blender-render_0001.png",
+        "blender-render_0002.png",
+        "passes/00-File_Output/depth_0001.png",
+        "passes/00-File_Output/depth_0002.png",
+    ]
+    assert not (out / "previews").exists()
+    assert not any((out / ".farmhand-rendering").iterdir()), "the job's folder is gone"
+    for frame in (1, 2):
+        verify_image(out / f"blender-render_{frame:04d}.png", 64, 48)
 
 
 @pytest.mark.parametrize(
@@ -121,7 +189,7 @@ def test_bad_input_is_400_and_starts_nothing(
         assert answer.status_code == 400, answer.text
         assert answer.headers["content-type"].startswith("text/plain")
         assert answer.text.startswith("Invalid input")
-        assert client.get("/job/1").status_code == 400, "no job was created"
+        assert sum(jobs_by_status(scrape_metrics(client)).values()) == 0, "no job was created"
         time.sleep(0.2)
     assert not marker.exists()
     assert not counted_fake.exists(), "a Blender was started for a bad request"
@@ -182,6 +250,13 @@ class Gate:
         return None
 
 
+def submit(client: TestClient, frame: int = 1) -> int:
+    """POST a one-frame job; its id."""
+    answer = client.post("/job", json={"from": frame, "to": frame})
+    assert answer.status_code == 202, answer.text
+    return int(answer.json()["pid"])
+
+
 def wait_until(predicate: object, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():  # type: ignore[operator]
@@ -196,29 +271,28 @@ def test_one_render_at_a_time_others_wait_then_503(
     with node_client(
         tmp_path, fake_blender, run=gate, max_concurrent=1, queue_limit=2, retry_after=7
     ) as client:
-        assert client.post("/job", json={"from": 1, "to": 1}).status_code == 202
-        wait_until(lambda: gate.running == [1])
-        for _ in range(2):
-            assert client.post("/job", json={"from": 1, "to": 1}).status_code == 202
+        first = submit(client)
+        wait_until(lambda: gate.running == [first])
+        ids = [first, submit(client), submit(client)]
         busy = client.post("/job", json={"from": 1, "to": 1})
         assert busy.status_code == 503
         assert busy.headers["Retry-After"] == "7"
-        queued = client.get("/job/3")
+        queued = client.get(f"/job/{ids[2]}")
         assert (queued.status_code, queued.text) == (202, "Job still running")
-        assert queued.headers["Location"] == "/job/3"
-        assert gate.running == [1], "only one render at a time"
+        assert queued.headers["Location"] == f"/job/{ids[2]}"
+        assert gate.running == [first], "only one render at a time"
         gate.release.set()
-        wait_until(lambda: client.get("/job/3").status_code == 200)
-        assert gate.running == [1, 2, 3], "jobs run in the order they came"
+        wait_until(lambda: client.get(f"/job/{ids[2]}").status_code == 200)
+        assert gate.running == ids, "jobs run in the order they came"
+        assert ids == sorted(set(ids)), "ids grow"
         assert client.post("/job", json={"from": 1, "to": 1}).status_code == 202
 
 
 def test_max_concurrent_two_runs_two_at_once(tmp_path: Path, fake_blender: BlenderInstall) -> None:
     gate = Gate()
     with node_client(tmp_path, fake_blender, run=gate, max_concurrent=2, queue_limit=0) as client:
-        assert client.post("/job", json={"from": 1, "to": 1}).status_code == 202
-        assert client.post("/job", json={"from": 1, "to": 1}).status_code == 202
-        wait_until(lambda: sorted(gate.running) == [1, 2])
+        ids = [submit(client), submit(client)]
+        wait_until(lambda: sorted(gate.running) == ids)
         assert client.post("/job", json={"from": 1, "to": 1}).status_code == 503
         gate.release.set()
 
@@ -241,7 +315,7 @@ def test_metrics_follow_jobs_through_the_queue(
     gate = Gate()
 
     def run(job: NodeJob) -> str | None:
-        return "no camera" if job.id == 2 else gate(job)
+        return "no camera" if job.frames == [2] else gate(job)
 
     with node_client(tmp_path, fake_blender, run=run, max_concurrent=1, queue_limit=2) as client:
         idle = scrape_metrics(client)
@@ -254,15 +328,14 @@ def test_metrics_follow_jobs_through_the_queue(
         assert idle["farmhand_node_renders_running"] == 0
         assert idle["farmhand_node_max_concurrent"] == 1
 
-        for _ in range(3):
-            assert client.post("/job", json={"from": 1, "to": 1}).status_code == 202
-        wait_until(lambda: gate.running == [1])
+        ids = [submit(client, frame) for frame in (1, 2, 3)]
+        wait_until(lambda: gate.running == ids[:1])
         busy = scrape_metrics(client)
         assert jobs_by_status(busy) == {"queued": 2, "rendering": 1, "completed": 0, "failed": 0}
         assert (busy["farmhand_node_queue_length"], busy["farmhand_node_renders_running"]) == (2, 1)
 
         gate.release.set()
-        wait_until(lambda: client.get("/job/3").status_code == 200)
+        wait_until(lambda: client.get(f"/job/{ids[2]}").status_code == 200)
         done = scrape_metrics(client)
         assert jobs_by_status(done) == {"queued": 0, "rendering": 0, "completed": 2, "failed": 1}
         assert (done["farmhand_node_queue_length"], done["farmhand_node_renders_running"]) == (0, 0)
@@ -323,6 +396,8 @@ def test_real_node_process_renders_with_blender(
         for frame in (1, 2, 3):
             path = tmp_path / "out" / f"blender-render_{frame:04d}.png"
             assert verify_image(path, *SCENE_SIZE).format == "PNG"
+        visible = sorted(p.name for p in (tmp_path / "out").iterdir() if p.name[0] != ".")
+        assert visible == [f"blender-render_{frame:04d}.png" for frame in (1, 2, 3)], "no previews"
     finally:
         process.terminate()
         process.wait(20)

@@ -14,10 +14,16 @@ when it is done. What differs is everything the tutorial leaves to chance:
 - Python embedded in the .blend never runs (see the driver).
 - `GET /metrics` answers jobs by status and the queue in Prometheus' text format.
 - A body over 64 KiB is a 413, one nesting deeper than 32 levels a 400 (`limits`).
+- Job ids are never handed out again, not even by a restarted node (`jobs`).
+- Only frames (and File Output nodes' files, under `passes/`) land in the output folder,
+  each once it is verified (`_renderer`).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -35,10 +41,14 @@ from farmhand.shared.frames import FrameRangeError, frame_list
 from farmhand.shared.metrics import CONTENT_TYPE, Family
 from farmhand.shared.metrics import render as render_metrics
 from farmhand.worker.blender.discovery import BlenderInstall
+from farmhand.worker.blender.events import Event, FrameSaved
 from farmhand.worker.blender.process import RenderRequest, render
 
 FILE_STEM = "blender-render_"
 """Frames are written as `{output}/blender-render_0001.png`, as the tutorial's `-o` does."""
+
+RENDERING_DIR = ".farmhand-rendering"
+"""Under the output folder: one folder per running job, where its Blender writes."""
 
 
 @dataclass(frozen=True)
@@ -88,25 +98,78 @@ def _refuse_body(status: int, problem: str) -> Response:
 
 
 def _renderer(settings: NodeSettings) -> Callable[[NodeJob], str | None]:
+    """Renders a job into a folder of its own, `{output}/.farmhand-rendering/job-…/`, and
+    moves each frame into the output folder once it is verified, with the files the
+    scene's File Output nodes wrote for it (into `{output}/passes/`, as before). The
+    rest (the worker's driver makes a JPEG preview of every frame, in `previews/`, for
+    the manager's web UI) is deleted with the job's folder: it has no place among the
+    frames, where several nodes may write. Renaming within the output folder is
+    atomic, so a frame another node or a person reads there is never half written, and
+    what a killed or failed render leaves never lands among good frames.
+
+    A frame that cannot be moved fails the job: "completed" means the frames are there.
+    """
     log_dir = settings.log_dir or settings.output / ".farmhand-logs"
 
     def run(job: NodeJob) -> str | None:
-        result = render(
-            settings.install,
-            RenderRequest(
-                blend_path=settings.blend,
-                frames=job.frames,
-                output_dir=settings.output,
-                engine=settings.engine,
-                threads=settings.threads,
-                file_stem=FILE_STEM,
-            ),
-            log_path=log_dir / f"job-{job.id}.log",
-            cancel=job.cancel,
-        )
-        return None if result.ok else (result.error or "unknown error")
+        try:
+            parent = settings.output / RENDERING_DIR
+            parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(tempfile.mkdtemp(prefix=f"job-{job.id}-", dir=parent))
+        except OSError as error:
+            return f"cannot write in {settings.output}: {error.strerror or error}"
+        extras: dict[int, tuple[Path, ...]] = {}
+        placed: set[int] = set()
+        problems: list[str] = []
+
+        def saved(event: Event) -> None:
+            if isinstance(event, FrameSaved):
+                extras[event.frame] = event.extras
+
+        def verified(frame: int, path: Path) -> None:
+            # On the thread reading Blender's output: an exception here would only be
+            # logged, so a move that fails is noted and fails the job below.
+            try:
+                for extra in extras.pop(frame, ()):
+                    _place(extra, settings.output / extra.relative_to(folder))
+                _place(path, settings.output / path.name)
+            except (OSError, ValueError) as error:
+                problems.append(f"frame {frame}: cannot move it into {settings.output}: {error}")
+            else:
+                placed.add(frame)
+
+        try:
+            result = render(
+                settings.install,
+                RenderRequest(
+                    blend_path=settings.blend,
+                    frames=job.frames,
+                    output_dir=folder,
+                    engine=settings.engine,
+                    threads=settings.threads,
+                    file_stem=FILE_STEM,
+                ),
+                log_path=log_dir / f"job-{job.id}.log",
+                on_event=saved,
+                on_frame_ready=verified,
+                cancel=job.cancel,
+            )
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        if not result.ok:
+            return result.error or "unknown error"
+        if problems:
+            return problems[0]
+        missing = sorted(set(job.frames) - placed)
+        return f"frame {missing[0]}: not moved into {settings.output}" if missing else None
 
     return run
+
+
+def _place(source: Path, target: Path) -> None:
+    """Move a rendered file to where it belongs, replacing an older render of it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(source, target)
 
 
 def _metrics(settings: NodeSettings, jobs: JobQueue) -> list[Family]:

@@ -5,9 +5,32 @@ Blenders fighting over the same cores and memory. Here a fixed number of worker 
 take jobs in order, and when the waiting line is full new jobs are refused (the HTTP
 layer turns that into 503 + Retry-After) instead of piling up without bound.
 
-Jobs are numbered from 1 by the node rather than named by a process id (the tutorial
-uses the PID): a queued job has no process yet, PIDs are reused by the OS so an old id
-could point at someone else's process, and a restart would make ids collide.
+Jobs are numbered by the node rather than named by a process id (the tutorial uses the
+PID): a queued job has no process yet, and PIDs are reused by the OS, so an old id could
+point at someone else's process.
+
+Ids must not come round again after a restart either. Jobs live in memory, so a
+restarted node has forgotten the ones an orchestrator may still be polling; that is fine
+as long as it answers `400 Job not found` for them (the orchestrator sends the batch
+again). Counting from 1 in every process made the first job after a restart take the id
+of the first job before it, and its "Job completed" was taken for a batch of frames that
+were never rendered. So an id is the wall clock in microseconds since the Unix epoch
+when the job is accepted, bumped by one if that is not above the last id (two jobs in
+one microsecond, or the clock stepped back while running): ids only grow within a run,
+and a later run starts above every id an earlier one handed out, because a node takes
+far longer than a microsecond per job and to restart.
+
+Chosen over a counter kept in a file because the clock needs nothing that can fail or be
+shared: several nodes may write one output folder (a file per node needs a name that
+survives a restart, which a container's host name does not; a lock is unreliable on a
+network file system), the folder may be read-only, the file missing or cut short by a
+crash, and a counter must be saved before each id is answered. What the clock cannot
+rule out is a wall clock stepped back across a restart by more than the node was down;
+even then an old id names a new job only if both were accepted at the same microsecond
+reading, because ids are scattered timestamps, not a run of consecutive numbers.
+
+Ids stay integers (the tutorial's clients read `{"pid": N}`), about 1.8e15 in 2026, and
+below 2**53 until the year 2255, so JavaScript clients read them exactly.
 """
 
 from __future__ import annotations
@@ -15,8 +38,14 @@ from __future__ import annotations
 import enum
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+
+def clock_id() -> int:
+    """Microseconds since the Unix epoch: where job ids start (see the module's doc)."""
+    return time.time_ns() // 1_000
 
 
 class JobState(enum.Enum):
@@ -50,7 +79,14 @@ RunJob = Callable[[NodeJob], str | None]
 class JobQueue:
     """Jobs by id, a waiting line and `max_concurrent` threads that render from it."""
 
-    def __init__(self, run: RunJob, *, max_concurrent: int = 1, queue_limit: int = 16) -> None:
+    def __init__(
+        self,
+        run: RunJob,
+        *,
+        max_concurrent: int = 1,
+        queue_limit: int = 16,
+        clock: Callable[[], int] = clock_id,
+    ) -> None:
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
         if queue_limit < 0:
@@ -62,7 +98,8 @@ class JobQueue:
         self._jobs: dict[int, NodeJob] = {}
         self._waiting: queue.Queue[NodeJob | None] = queue.Queue()
         self._unfinished = 0
-        self._next_id = 1
+        self._clock = clock
+        self._last_id = 0
         self._threads: list[threading.Thread] = []
         self._stopping = False
 
@@ -94,8 +131,9 @@ class JobQueue:
             if self._unfinished >= self._max_concurrent + self._queue_limit:
                 waiting = self._unfinished - self._max_concurrent
                 raise QueueFull(f"{waiting} jobs are already waiting")
-            job = NodeJob(self._next_id, frames)
-            self._next_id += 1
+            # Never an id of an earlier run (see the module's doc), never one of this run.
+            self._last_id = max(self._clock(), self._last_id + 1)
+            job = NodeJob(self._last_id, frames)
             self._jobs[job.id] = job
             self._unfinished += 1
         self._waiting.put(job)
