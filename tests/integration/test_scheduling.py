@@ -482,6 +482,40 @@ def test_pause_resume_requeue_and_delete(farm: Farm) -> None:
     assert any(blend.has(path.parent.name + path.name) for path in left), "the shared .blend stays"
 
 
+def test_requeueing_a_paused_job_keeps_it_paused(farm: Farm) -> None:
+    """Pause means no new task starts: a requeue (all tasks, or the failed and canceled
+    ones) puts tasks back in the queue, but does not resume the job behind its owner's
+    back."""
+    job_id = submit(farm, "1-3")
+    w = runner(farm, "w")
+    finish(farm, w, claimed(farm, w))
+    url = f"/api/jobs/{job_id}/actions"
+    paused = farm.client.post(url, headers=farm.admin, json={"action": "pause"})
+    assert paused.json()["status"] == "paused"
+
+    again = farm.client.post(url, headers=farm.admin, json={"action": "requeue-all"})
+
+    assert again.status_code == 200, again.text
+    assert again.json()["status"] == "paused"
+    assert [t["status"] for t in job(farm, job_id)["tasks"]] == ["queued"] * 3
+    assert claim(farm, w) is None, "no task of a paused job starts"
+
+    task = job(farm, job_id)["tasks"][1]
+    canceled = farm.client.post(
+        f"/api/jobs/{job_id}/tasks/{task['id']}/actions",
+        headers=farm.admin,
+        json={"action": "cancel"},
+    )
+    assert canceled.json()["status"] == "paused"
+    failed_again = farm.client.post(url, headers=farm.admin, json={"action": "requeue-failed"})
+    assert failed_again.json()["status"] == "paused"
+    assert claim(farm, w) is None, "still paused"
+
+    resumed = farm.client.post(url, headers=farm.admin, json={"action": "resume"})
+    assert resumed.json()["status"] in ("queued", "active")
+    assert claimed(farm, w)["job_id"] == job_id
+
+
 def test_requeue_failed_only_reruns_failed_tasks(farm: Farm) -> None:
     job_id = submit(farm, "1-2", max_attempts=1)
     w = runner(farm, "w")

@@ -511,6 +511,9 @@ def requeue_job(
     again, so the next first render may pick any Blender, and a job pinned to a Blender
     no worker has any more can run on the others. Failed ones alone keep the pin: they
     must match the frames that stay.
+
+    A paused job stays paused: its tasks are back in the queue, but none starts until
+    someone resumes it (as after requeueing or canceling one of its tasks).
     """
     wanted = [TaskStatus.FAILED.value, TaskStatus.CANCELED.value]
     if not only_failed:
@@ -524,7 +527,8 @@ def requeue_job(
     forgive(session, job.id)
     if not only_failed and session.scalar(_RENDER_RUNNING, {"job": job.id}) is None:
         job.blender_pinned = None
-    job.status = JobStatus.QUEUED.value
+    if JobStatus(job.status) is not JobStatus.PAUSED:
+        job.status = JobStatus.QUEUED.value
     job.status_reason = None
     job.finished_at = None
     return refresh_job(session, job, now, policy)
