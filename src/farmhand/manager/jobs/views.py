@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from farmhand.manager.clock import utcnow
 from farmhand.manager.db.models import Job, JobFile, Task, User, Worker
-from farmhand.manager.scheduling.eligibility import available_workers, wait_reason
+from farmhand.manager.scheduling.eligibility import WaitReasons, available_workers
 from farmhand.shared.schemas import (
     JobDetail,
     JobFileKind,
@@ -118,7 +118,7 @@ def _last_frame(session: Session, job: Job) -> tuple[JobFileModel | None, JobFil
 
 def _stalled(summary: JobSummary, tasks: Sequence[Task]) -> bool:
     """Runnable, with queued tasks, none running, and no other reason given: maybe no
-    worker fits it (`wait_reason` says which)."""
+    worker fits it (`WaitReasons` says which)."""
     statuses = {t.status for t in tasks}
     return (
         summary.status_reason is None
@@ -128,10 +128,10 @@ def _stalled(summary: JobSummary, tasks: Sequence[Task]) -> bool:
     )
 
 
-def _wait_reason(job: Job, tasks: Sequence[Task], workers: list[Worker]) -> str | None:
+def _wait_reason(job: Job, tasks: Sequence[Task], waiting: WaitReasons) -> str | None:
     # Ask about the first queued task's type: a video task waits for a worker with ffmpeg.
     queued = next(t for t in tasks if t.status == TaskStatus.QUEUED.value)
-    return wait_reason(job, workers, queued.type)
+    return waiting.reason(job, queued.type)
 
 
 def _task_progress(task: Task) -> float:
@@ -211,7 +211,7 @@ def job_detail(session: Session, job: Job) -> JobDetail:
         busy = sum(1 for t in tasks if t.status == TaskStatus.ACTIVE.value)
         eta = round(per_frame * left / max(1, busy), 1)
     if _stalled(summary, tasks):
-        summary.status_reason = _wait_reason(job, tasks, available_workers(session))
+        summary.status_reason = _wait_reason(job, tasks, WaitReasons(available_workers(session)))
     peaks = [t.peak_memory_bytes for t in tasks if t.peak_memory_bytes]
     last_frame, last_preview = _last_frame(session, job)
     settings = JobSettings.model_validate(job.settings)
@@ -273,7 +273,7 @@ def job_summaries(session: Session, jobs: Sequence[Job]) -> list[JobSummary]:
     ]
     if stalled:
         # One look at the workers for the whole list.
-        workers = available_workers(session)
+        waiting = WaitReasons(available_workers(session))
         for job, summary in stalled:
-            summary.status_reason = _wait_reason(job, tasks_by_job[job.id], workers)
+            summary.status_reason = _wait_reason(job, tasks_by_job[job.id], waiting)
     return summaries

@@ -8,7 +8,8 @@ the job views, to say why a job waits when no available worker fits it.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -29,7 +30,11 @@ def available(worker: Worker) -> bool:
 
 
 def task_types(worker: Worker) -> list[str]:
-    types: list[str] = worker.capabilities.get("task_types") or ["render"]
+    return _types(worker.capabilities)
+
+
+def _types(caps: dict[str, Any]) -> list[str]:
+    types: list[str] = caps.get("task_types") or ["render"]
     return types
 
 
@@ -51,7 +56,11 @@ def render_series(worker: Worker, job_settings: dict[str, Any], saved: str | Non
     (`best_version`, as `worker/blender/renderer.install_for` does), so this is what
     it *will* use, not merely what it has.
     """
-    versions: list[str] = worker.capabilities.get("blender_versions") or []
+    return _series(worker.capabilities, job_settings, saved)
+
+
+def _series(caps: dict[str, Any], job_settings: dict[str, Any], saved: str | None) -> str | None:
+    versions: list[str] = caps.get("blender_versions") or []
     best = best_version(versions, saved, job_settings.get("blender_version"))
     return series(best) if best is not None else None
 
@@ -80,7 +89,7 @@ def fits(
     """The worker runs this task type, has every tag the job requires, renders on the
     job's device and has a Blender that can open the file (saved by `saved`) — the
     series the job is `pinned` to, if it is."""
-    return unfit_reason(worker, job_settings, task_type, saved, pinned) is None
+    return next(unmet(worker.capabilities, job_settings, task_type, saved, pinned), None) is None
 
 
 def pinned_reason(pinned: str) -> str:
@@ -90,14 +99,28 @@ def pinned_reason(pinned: str) -> str:
     )
 
 
-def unfit_reason(
-    worker: Worker,
+@dataclass(frozen=True)
+class Need:
+    """One thing a job asks for that a worker does not offer."""
+
+    key: str
+    """Which requirement: `type`, `tag:NAME`, `device` or `blender` (the file's Blender,
+    the job's range or its pin: one Blender does all three)."""
+    name: str
+    """It in a list of things no one worker has together: `tag highmem`, `device OPTIX`."""
+    reason: str
+    """Why the job waits when no worker meets it: `no worker renders on OPTIX`."""
+
+
+def unmet(
+    caps: dict[str, Any],
     job_settings: dict[str, Any],
     task_type: str,
     saved: str | None = None,
     pinned: str | None = None,
-) -> str | None:
-    """Why `worker` may not run this job's `task_type` tasks, or None if it may.
+) -> Iterator[Need]:
+    """What a worker offering `caps` lacks to run this job's `task_type` tasks, in the
+    order it is checked; nothing if it may. A generator: the claim stops at the first.
 
     A job's render tasks are `pinned` to the Blender series its first one was claimed
     with (`claim.py`): tiles or frames of one job rendered by two Blender versions differ
@@ -108,29 +131,28 @@ def unfit_reason(
     and are not pinned. A worker that names no Blender is not checked, as for the
     file's version.
     """
-    caps = worker.capabilities
-    if task_type not in task_types(worker):
-        return f"no worker runs {task_type} tasks"
-    missing = set(job_settings.get("required_tags") or ()) - set(caps.get("tags") or ())
-    if missing:
-        return f"no worker has the tags {', '.join(sorted(missing))}"
+    if task_type not in _types(caps):
+        yield Need("type", f"the {task_type} task type", f"no worker runs {task_type} tasks")
+    have = set(caps.get("tags") or ())
+    for tag in sorted(set(job_settings.get("required_tags") or ()) - have):
+        yield Need(f"tag:{tag}", f"tag {tag}", f"no worker has the tag {tag}")
     device = job_settings.get("device")
     if device and (caps.get("device") or "CPU") != device:
-        return f"no worker renders on {device}"
+        yield Need("device", f"device {device}", f"no worker renders on {device}")
     if task_type == "render":
         versions: list[str] = caps.get("blender_versions") or []
         wanted = job_settings.get("blender_version")
         if not versions:
-            return None
+            return
         if pinned and best_version(versions, saved, pinned_range(wanted, pinned)):
-            return None  # the claim's usual case for a pinned job: one look
+            return  # the claim's usual case for a pinned job: one look
         if best_version(versions, saved, wanted) is None:
             need = [f"Blender {saved} or newer"] if saved else []
             need += [f"Blender {wanted}"] if wanted else []
-            return f"the job needs {' in '.join(need) if need else 'another Blender'}"
-        if pinned:
-            return pinned_reason(pinned)
-    return None
+            said = " in ".join(need) if need else "another Blender"
+            yield Need("blender", f"Blender {pinned}" if pinned else said, f"the job needs {said}")
+        elif pinned:
+            yield Need("blender", f"Blender {pinned}", pinned_reason(pinned))
 
 
 def available_workers(session: Session) -> list[Worker]:
@@ -146,32 +168,135 @@ def available_workers(session: Session) -> list[Worker]:
     )
 
 
-def wait_reason(job: Job, workers: list[Worker], task_type: str = "render") -> str | None:
-    """Why none of the available `workers` takes the job's queued tasks, or None.
+MOST_NAMED = 6
+"""A waiting reason names at most this many tags, requirements or versions, then says
+how many more: it is one line in a table."""
 
-    A file saved by a newer Blender than any worker has waits (it would fail on garbage
-    in an older one), and so does a job pinned to a Blender series no online worker
-    has any more: this names what it needs and what the workers have (for a pin, what
-    they would render it with).
+
+def _listed(names: list[str], most: int = MOST_NAMED) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def _both(names: list[str]) -> str:
+    if len(names) == 2:
+        return f"both {names[0]} and {names[1]}"
+    if len(names) > MOST_NAMED:
+        return f"all of {_listed(names)}"
+    return f"all of {', '.join(names[:-1])} and {names[-1]}"
+
+
+def _version_key(version: str) -> list[int]:
+    return [int(p) for p in version.split(".") if p.isdigit()]
+
+
+class WaitReasons:
+    """Why jobs with queued tasks wait, for one look at the available `workers`.
+
+    Built once per listing: the workers are grouped by what they offer (a farm of a
+    hundred alike machines is one check per job, not a hundred), and jobs asking the
+    same of them are answered once.
+
+    A reason names what *no* available worker offers (every such thing: fixing one would
+    otherwise reveal the next). When each thing the job asks for is offered by some
+    worker but no one worker offers them all, it says that, naming the things that
+    split them: "no one worker has both tag highmem and device OPTIX". A file saved by a
+    newer Blender than any worker has waits (it would fail on garbage in an older one),
+    and so does a job pinned to a Blender series no online worker has any more: the
+    reason names what it needs and what the workers have (for a pin, what they would
+    render it with).
     """
-    if not workers:
-        return None
-    pinned = job.blender_pinned
-    reasons = [unfit_reason(w, job.settings, task_type, job.blender_saved, pinned) for w in workers]
-    if any(reason is None for reason in reasons):
-        return None
-    first = next(reason for reason in reasons if reason is not None)
-    if pinned and first == pinned_reason(pinned):
-        would = {render_series(w, job.settings, job.blender_saved) for w in workers}
-        used = sorted((s for s in would if s is not None), key=parse_version)
-        return f"waiting: {first}; the online workers would render it with {', '.join(used)}"
-    have = sorted(
-        {v for w in workers for v in (w.capabilities.get("blender_versions") or [])},
-        key=lambda v: [int(p) for p in v.split(".") if p.isdigit()],
-    )
-    if first.startswith("the job needs"):
-        first += f"; the online workers have {', '.join(have) or 'no Blender'}"
-    return f"waiting: {first}"
+
+    def __init__(self, workers: list[Worker]) -> None:
+        offers: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for worker in workers:
+            caps = worker.capabilities
+            offers.setdefault(
+                (
+                    frozenset(_types(caps)),
+                    frozenset(caps.get("tags") or ()),
+                    caps.get("device") or "CPU",
+                    frozenset(caps.get("blender_versions") or ()),
+                ),
+                caps,
+            )
+        self._offers = list(offers.values())
+        self._said: dict[tuple[Any, ...], str | None] = {}
+
+    def reason(self, job: Job, task_type: str = "render") -> str | None:
+        """Why none of the workers takes the job's queued `task_type` tasks, or None."""
+        settings = job.settings
+        asked = (
+            task_type,
+            frozenset(settings.get("required_tags") or ()),
+            settings.get("device"),
+            settings.get("blender_version"),
+            job.blender_saved,
+            job.blender_pinned,
+        )
+        if asked not in self._said:
+            self._said[asked] = self._reason(
+                settings, task_type, job.blender_saved, job.blender_pinned
+            )
+        return self._said[asked]
+
+    def _reason(
+        self, settings: dict[str, Any], task_type: str, saved: str | None, pinned: str | None
+    ) -> str | None:
+        if not self._offers:
+            return None
+        lacking: list[list[Need]] = []
+        for caps in self._offers:
+            needs = list(unmet(caps, settings, task_type, saved, pinned))
+            if not needs:
+                return None
+            lacking.append(needs)
+        missed = [{need.key for need in needs} for needs in lacking]
+        nowhere = set.intersection(*missed)
+        first: dict[str, Need] = {}
+        for needs in lacking:
+            for need in needs:
+                first.setdefault(need.key, need)
+        order = sorted(first, key=lambda key: (_ORDER[key.partition(":")[0]], key))
+        if not nowhere:
+            return f"waiting: no one worker has {_both([first[key].name for key in order])}"
+        said = []
+        if "type" in nowhere:
+            said.append(first["type"].reason)
+        tags = [key.partition(":")[2] for key in order if key.startswith("tag:") and key in nowhere]
+        if tags:
+            said.append(f"no worker has the tag{'s' if len(tags) > 1 else ''} {_listed(tags)}")
+        if "device" in nowhere:
+            said.append(first["device"].reason)
+        if "blender" in nowhere:
+            said.append(self._blender(lacking, saved, pinned, settings))
+        return f"waiting: {'; '.join(said)}"
+
+    def _blender(
+        self,
+        lacking: list[list[Need]],
+        saved: str | None,
+        pinned: str | None,
+        settings: dict[str, Any],
+    ) -> str:
+        """No worker has a Blender for the job: which it needs, and what they have."""
+        reasons = {need.reason for needs in lacking for need in needs if need.key == "blender"}
+        if pinned and pinned_reason(pinned) in reasons:
+            would = {_series(caps, settings, saved) for caps in self._offers}
+            used = sorted((s for s in would if s is not None), key=parse_version)
+            return (
+                f"{pinned_reason(pinned)}; the online workers would render it with {_listed(used)}"
+            )
+        have = sorted(
+            {v for caps in self._offers for v in (caps.get("blender_versions") or [])},
+            key=_version_key,
+        )
+        needs = next(iter(reasons))
+        return f"{needs}; the online workers have {_listed(have, 12) or 'no Blender'}"
+
+
+_ORDER = {"type": 0, "tag": 1, "device": 2, "blender": 3}
+"""The order `unmet` checks in, which reasons keep."""
 
 
 def eligible_workers(

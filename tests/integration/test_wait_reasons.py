@@ -1,0 +1,122 @@
+"""Why a job waits, through the API: the reason names what no available worker offers,
+or that no one worker offers all the job asks for, never a requirement some worker does
+meet (`eligibility.WaitReasons`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from farmhand.manager.db.models import Job, Worker
+from farmhand.manager.scheduling.eligibility import WaitReasons
+from tests.integration.conftest import Farm, submit_stand_in
+from tests.integration.test_blender_progress import FRAMES, detail
+from tests.integration.test_manager_api import claim
+
+
+def runner(farm: Farm, name: str, **caps: Any) -> dict[str, str]:
+    answer = farm.client.post(
+        "/api/runner/register",
+        json={"token": farm.runner_token, "name": name, "capabilities": caps},
+    )
+    assert answer.status_code == 201, answer.text
+    return {"Authorization": f"Bearer {answer.json()['secret']}"}
+
+
+def listed(farm: Farm, job_id: int) -> str | None:
+    jobs = farm.client.get("/api/jobs", headers=farm.admin).json()
+    reason: str | None = next(j for j in jobs if j["id"] == job_id)["status_reason"]
+    return reason
+
+
+def test_the_reason_names_what_no_worker_has_not_a_tag_another_has(farm: Farm) -> None:
+    # The reproduction: gpu-box-1 has no tags, gpu-box-2 has highmem; both render on CPU.
+    plain = runner(farm, "gpu-box-1", blender_versions=["5.0.1"])
+    tagged = runner(farm, "gpu-box-2", blender_versions=["5.0.1"], tags=["gpu", "highmem"])
+    job_id = submit_stand_in(
+        farm.client, farm.admin, device="OPTIX", required_tags=["highmem"], **FRAMES
+    )
+    ranged = submit_stand_in(
+        farm.client,
+        farm.admin,
+        device="OPTIX",
+        blender_version=">=4.2,<5",
+        required_tags=["highmem"],
+        **FRAMES,
+    )
+    assert claim(farm, plain) is None and claim(farm, tagged) is None
+    assert detail(farm, job_id).status_reason == "waiting: no worker renders on OPTIX"
+    assert listed(farm, job_id) == "waiting: no worker renders on OPTIX"
+    # No worker has OPTIX nor a Blender in the range: both are said, the tag is not.
+    both = (
+        "waiting: no worker renders on OPTIX; the job needs Blender 3.4 or newer in "
+        "Blender >=4.2,<5; "
+        "the online workers have 5.0.1"
+    )
+    assert detail(farm, ranged).status_reason == both
+    assert listed(farm, ranged) == both
+
+
+def test_when_each_need_is_met_by_some_worker_the_reason_says_none_meets_all(
+    farm: Farm,
+) -> None:
+    runner(farm, "gpu-box-1", blender_versions=["5.0.1"], device="OPTIX")
+    runner(farm, "gpu-box-2", blender_versions=["5.0.1"], tags=["gpu", "highmem"])
+    job_id = submit_stand_in(
+        farm.client, farm.admin, device="OPTIX", required_tags=["highmem"], **FRAMES
+    )
+    said = "waiting: no one worker has both tag highmem and device OPTIX"
+    assert detail(farm, job_id).status_reason == said
+    assert listed(farm, job_id) == said
+
+    optix = runner(farm, "gpu-box-3", blender_versions=["5.0.1"], device="OPTIX", tags=["highmem"])
+    assert detail(farm, job_id).status_reason is None
+    assert claim(farm, optix) is not None
+
+
+def worker(**caps: Any) -> Worker:
+    return Worker(name="w", capabilities=caps)
+
+
+def job(**settings: Any) -> Job:
+    return Job(settings=settings, blender_saved=None, blender_pinned=None)
+
+
+def test_reasons_name_every_thing_nobody_has_in_one_bounded_line() -> None:
+    workers = [worker(tags=["a"]), worker(tags=["b"], device="CUDA")]
+    reasons = WaitReasons(workers)
+    tags = [f"t{n:02}" for n in range(32)]
+    assert reasons.reason(job(required_tags=["a", "b", "zz", "yy"])) == (
+        "waiting: no worker has the tags yy, zz"
+    )
+    long = reasons.reason(job(required_tags=tags, device="OPTIX"))
+    assert long == (
+        "waiting: no worker has the tags t00, t01, t02, t03, t04, t05 and 26 more; "
+        "no worker renders on OPTIX"
+    )
+    assert reasons.reason(job(required_tags=["a"], device="CUDA")) == (
+        "waiting: no one worker has both tag a and device CUDA"
+    )
+    assert reasons.reason(job(required_tags=["a", "b"], device="CUDA")) == (
+        "waiting: no one worker has all of tag a, tag b and device CUDA"
+    )
+    assert reasons.reason(job(required_tags=["b"], device="CUDA")) is None
+    assert reasons.reason(job(), "video") == "waiting: no worker runs video tasks"
+    assert WaitReasons([]).reason(job(device="OPTIX")) is None, "no worker: nothing to say"
+
+
+def test_alike_workers_are_looked_at_once_and_alike_jobs_answered_once() -> None:
+    looks: list[int] = []
+
+    class Counted(dict[str, Any]):
+        def get(self, key: str, default: Any = None) -> Any:
+            if key == "device":
+                looks.append(1)
+            return super().get(key, default)
+
+    workers = [Worker(name=f"w{n}", capabilities=Counted(tags=["a"])) for n in range(500)]
+    reasons = WaitReasons(workers)
+    built = len(looks)
+    for _ in range(200):
+        assert reasons.reason(job(device="OPTIX")) == "waiting: no worker renders on OPTIX"
+    assert len(looks) - built == 1, "one kind of worker, one kind of job: one check"
