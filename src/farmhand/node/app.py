@@ -100,10 +100,10 @@ def _refuse_body(status: int, problem: str) -> Response:
 def _renderer(settings: NodeSettings) -> Callable[[NodeJob], str | None]:
     """Renders a job into a folder of its own, `{output}/.farmhand-rendering/job-…/`, and
     moves each frame into the output folder once it is verified, with the files the
-    scene's File Output nodes wrote for it (into `{output}/passes/`, as before). The
-    rest (the worker's driver makes a JPEG preview of every frame, in `previews/`, for
-    the manager's web UI) is deleted with the job's folder: it has no place among the
-    frames, where several nodes may write. Renaming within the output folder is
+    scene's File Output nodes wrote for it (into `{output}/passes/`, as before). It asks
+    for no previews (the worker's are for the manager's web UI), and whatever else
+    Blender leaves is deleted with the job's folder: it has no place among the frames,
+    where several nodes may write. Renaming within the output folder is
     atomic, so a frame another node or a person reads there is never half written, and
     what a killed or failed render leaves never lands among good frames.
 
@@ -148,6 +148,7 @@ def _renderer(settings: NodeSettings) -> Callable[[NodeJob], str | None]:
                     engine=settings.engine,
                     threads=settings.threads,
                     file_stem=FILE_STEM,
+                    previews=False,
                 ),
                 log_path=log_dir / f"job-{job.id}.log",
                 on_event=saved,

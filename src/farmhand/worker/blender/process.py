@@ -89,6 +89,9 @@ class RenderRequest:
     tile: dict[str, int] | None = None
     """Render only this tile of the frame (`TileSpec`: column, row of columns x rows, from
     the top left), cropped to it, as PNG (OpenEXR for a still in EXR), without a preview."""
+    previews: bool = True
+    """A JPEG preview of each frame in `previews/`, for the manager's web UI (never for a
+    tile). The tutorial's node asks for none: its output folder holds frames only."""
 
 
 @dataclass
@@ -136,7 +139,7 @@ def render_command(request: RenderRequest) -> dict[str, object]:
         "device": request.device,
         "gpu": request.gpu,
         "tile": request.tile,
-        "previews": request.tile is None,
+        "previews": request.previews and request.tile is None,
     }
 
 
