@@ -386,6 +386,31 @@ def test_job_fails_when_no_worker_is_left_and_says_what_went_wrong(strict_farm: 
     assert errors[2:] == [never_failed] * 2, "what blocklisted the workers"
 
 
+def test_a_job_failed_for_want_of_workers_says_so_under_a_failure_share(
+    tmp_path: Path,
+) -> None:
+    """With a failure share, tasks may fail on their own before the workers are
+    blocklisted; what fails the job is that nobody is left, and its reason says that,
+    not the first task's own error."""
+    settings = make_settings(tmp_path / "data", job_failure_share=0.9)
+    with TestClient(create_app(settings)) as client:
+        farm = farm_for(client, settings)
+        job_id = submit(farm, "1-10", max_attempts=1)
+        s1, s2 = runner(farm, "s1"), runner(farm, "s2")
+        for name, who in (("s1", s1), ("s2", s2)):
+            for n in range(3):  # the default threshold: blocklisted after the third
+                assert job(farm, job_id)["status"] != "failed"
+                fail(farm, who, claimed(farm, who), f"{name}: CUDA error {n}")
+
+        state = job(farm, job_id)
+        assert state["status"] == "failed"
+        nobody = "no worker left that may run it (2 blocklisted, last: s2; none other available)"
+        assert state["status_reason"] == (
+            f"task 6 failed: {nobody}; the job's last render error: s2: CUDA error 2"
+        )
+        assert state["tasks"][0]["last_error"] == "s1: CUDA error 0", "its own error stays"
+
+
 def test_the_error_a_failed_job_quotes_is_one_bounded_line(strict_farm: Farm) -> None:
     farm = strict_farm
     job_id = submit(farm, "1-2", max_attempts=5)

@@ -110,17 +110,24 @@ def refresh_job(session: Session, job: Job, now: datetime, policy: Policy) -> Jo
         job.status = new.value
         job.finished_at = now if new in FINISHED_JOB_STATUSES else None
         if new is JobStatus.FAILED:
-            failed = session.scalar(
-                select(Task)
-                .where(Task.job_id == job.id, Task.status == TaskStatus.FAILED.value)
-                .order_by(Task.index)
-                .limit(1)
-            )
+            failed = _why_failed(session, job.id)
             if failed is not None:
                 error = quoted_error(failed.last_error or "no reason given")
                 job.status_reason = f"task {failed.index} failed: {error}"
             _cancel_unfinished_tasks(session, job.id, now)
     return new
+
+
+def _why_failed(session: Session, job_id: int) -> Task | None:
+    """The failed task a failed job's reason quotes: the first one no worker was left to
+    run, if any (then nothing could have completed the job, whatever failed on its own
+    before, under a failure share), else its first failed task."""
+    failed = select(Task).where(Task.job_id == job_id, Task.status == TaskStatus.FAILED.value)
+    return session.scalar(
+        failed.where(Task.last_error.startswith(NOBODY_LEFT, autoescape=True))
+        .order_by(Task.index)
+        .limit(1)
+    ) or session.scalar(failed.order_by(Task.index).limit(1))
 
 
 def _job(session: Session, task: Task) -> Job:
@@ -327,6 +334,10 @@ def _maybe_blocklist(
         _fail_if_nobody_left(session, job, task_type, worker.name if worker else "?", now)
 
 
+NOBODY_LEFT = "no worker left that may run it"
+"""How the reason of a task failed by `_fail_if_nobody_left` begins (`_why_failed` looks
+for it)."""
+
 QUOTED_ERROR_CHARS = 300
 """How much of a task's own error a "no worker left" reason quotes: Blender's error may
 be a page of output, and the job's reason is one line in `farmhand job` and the web."""
@@ -377,9 +388,7 @@ def _fail_if_nobody_left(
     others = "none other available"
     if task_type == "render" and job.blender_pinned:
         others += f" renders with Blender {job.blender_pinned}, which its first render used"
-    reason = (
-        f"no worker left that may run it ({blocked} blocklisted, last: {last_blocked}; {others})"
-    )
+    reason = f"{NOBODY_LEFT} ({blocked} blocklisted, last: {last_blocked}; {others})"
     own: dict[int, str] = {}
     latest: str | None = None
     for task_id, error in session.execute(
