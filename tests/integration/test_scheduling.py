@@ -570,6 +570,44 @@ def test_task_actions(farm: Farm) -> None:
     assert job(farm, job_id)["status"] == "completed"
 
 
+def test_canceled_and_requeued_tasks_say_why(farm: Farm) -> None:
+    """`last_error` of a task that is not done says why it went back to the queue or was
+    canceled, not an older, unrelated reason (nor nothing)."""
+    me = farm.client.get("/api/auth/me", headers=farm.admin).json()["user"]["name"]
+    w = runner(farm, "w")
+
+    held_id = submit(farm, "1-2")
+    task = claimed(farm, w)
+    released = farm.client.post(f"/api/runner/tasks/{task['task_id']}/release", headers=w, json={})
+    assert released.status_code == 200, released.text
+    assert job(farm, held_id)["tasks"][0]["last_error"] == "worker shutting down"
+    url = f"/api/jobs/{held_id}/tasks/{task['task_id']}/actions"
+    assert farm.client.post(url, headers=farm.admin, json={"action": "cancel"}).is_success
+    assert job(farm, held_id)["tasks"][0]["last_error"] == f"canceled by {me}"
+    assert farm.client.post(url, headers=farm.admin, json={"action": "requeue"}).is_success
+    assert job(farm, held_id)["tasks"][0]["last_error"] == f"requeued by {me}"
+
+    assert farm.client.delete(f"/api/jobs/{held_id}", headers=farm.admin).is_success
+    state = job(farm, held_id)
+    assert [t["status"] for t in state["tasks"]] == ["canceled", "canceled"]
+    assert [t["last_error"] for t in state["tasks"]] == [f"canceled by {me}"] * 2
+
+    failing = submit(farm, "1-3", max_attempts=1)
+    fail(farm, w, claimed(farm, w), "out of memory")
+    state = job(farm, failing)
+    assert state["status"] == "failed"
+    assert [t["last_error"] for t in state["tasks"]] == [
+        "out of memory",
+        "canceled: the job failed",
+        "canceled: the job failed",
+    ]
+    requeued = farm.client.post(
+        f"/api/jobs/{failing}/actions", headers=farm.admin, json={"action": "requeue-failed"}
+    )
+    assert requeued.status_code == 200, requeued.text
+    assert [t["last_error"] for t in job(farm, failing)["tasks"]] == [f"requeued by {me}"] * 3
+
+
 def test_dependencies_wait_and_propagate_failure(farm: Farm) -> None:
     job_id = submit(farm, "1-2", max_attempts=1)
     tasks = job(farm, job_id)["tasks"]

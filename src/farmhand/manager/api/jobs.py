@@ -260,7 +260,14 @@ def job_action(job_id: int, body: JobAction, context: Context, caller: UserDep) 
                 resume_job(session, job, now, context.policy)
             else:
                 only_failed = body.action == "requeue-failed"
-                requeue_job(session, job, now, context.policy, only_failed=only_failed)
+                requeue_job(
+                    session,
+                    job,
+                    now,
+                    context.policy,
+                    only_failed=only_failed,
+                    reason=f"requeued by {caller.name}",
+                )
         except TransitionError as error:
             raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from error
         summary = job_summaries(session, [job])[0]
@@ -284,9 +291,9 @@ def task_action(
         if task is None or task.job_id != job_id:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"task {task_id} not found")
         if body.action == "requeue":
-            rerun_task(session, task, now, context.policy)
+            rerun_task(session, task, now, context.policy, f"requeued by {caller.name}")
         else:
-            cancel_task(session, task, now, context.policy)
+            cancel_task(session, task, now, context.policy, f"canceled by {caller.name}")
         summary = job_summaries(session, [job])[0]
     _changed(context, job_id)
     return summary

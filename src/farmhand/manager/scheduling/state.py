@@ -114,7 +114,7 @@ def refresh_job(session: Session, job: Job, now: datetime, policy: Policy) -> Jo
             if failed is not None:
                 error = quoted_error(failed.last_error or "no reason given")
                 job.status_reason = f"task {failed.index} failed: {error}"
-            _cancel_unfinished_tasks(session, job.id, now)
+            _cancel_unfinished_tasks(session, job.id, now, JOB_FAILED)
     return new
 
 
@@ -136,12 +136,23 @@ def _job(session: Session, task: Task) -> Job:
     return job
 
 
-def _cancel_unfinished_tasks(session: Session, job_id: int, now: datetime) -> None:
+JOB_FAILED = "canceled: the job failed"
+"""Why the unfinished tasks of a job that failed were canceled (`refresh_job`)."""
+
+
+def _cancel(task: Task, now: datetime, reason: str) -> None:
+    """Cancel a queued or active task; its `last_error` says why (`TaskSummary.last_error`:
+    why it was canceled)."""
+    _move_task(task, TaskStatus.CANCELED)
+    task.finished_at = now
+    task.last_error = reason
+
+
+def _cancel_unfinished_tasks(session: Session, job_id: int, now: datetime, reason: str) -> None:
     for task in session.scalars(
         select(Task).where(Task.job_id == job_id, Task.status.in_(UNFINISHED_TASK_STATUSES))
     ):
-        _move_task(task, TaskStatus.CANCELED)
-        task.finished_at = now
+        _cancel(task, now, reason)
 
 
 def _cancel_dependents(session: Session, task: Task, now: datetime) -> None:
@@ -150,9 +161,7 @@ def _cancel_dependents(session: Session, task: Task, now: datetime) -> None:
     for dependent in session.scalars(
         select(Task).where(Task.id.in_(waiting), Task.status.in_(UNFINISHED_TASK_STATUSES))
     ):
-        _move_task(dependent, TaskStatus.CANCELED)
-        dependent.finished_at = now
-        dependent.last_error = f"task {task.index} it depends on is {task.status}"
+        _cancel(dependent, now, f"task {task.index} it depends on is {task.status}")
         _cancel_dependents(session, dependent, now)
 
 
@@ -440,14 +449,17 @@ def requeue_task(
     return refresh_job(session, _job(session, task), now, policy)
 
 
-def rerun_task(session: Session, task: Task, now: datetime, policy: Policy) -> JobStatus:
-    """A person asks for a finished (or running) task to run again, from scratch.
+def rerun_task(
+    session: Session, task: Task, now: datetime, policy: Policy, reason: str
+) -> JobStatus:
+    """A person asks for a finished (or running) task to run again, from scratch;
+    `reason` (`requeued by …`) becomes its `last_error`.
 
     The tasks that depend on it (the video of the frames) run again after it: what they
     made came from what is being redone.
     """
     job = _job(session, task)
-    _back_to_queue(task)
+    _back_to_queue(task, reason)
     _rerun_dependents(session, task)
     if JobStatus(job.status) in FINISHED_JOB_STATUSES:
         job.status = JobStatus.ACTIVE.value
@@ -456,13 +468,16 @@ def rerun_task(session: Session, task: Task, now: datetime, policy: Policy) -> J
     return refresh_job(session, job, now, policy)
 
 
-def _back_to_queue(task: Task) -> None:
+def _back_to_queue(task: Task, reason: str) -> None:
+    """A person's requeue: the task runs again from scratch, its failures forgotten;
+    `reason` says why it is back in the queue."""
     if TaskStatus(task.status) is not TaskStatus.QUEUED:
         _move_task(task, TaskStatus.QUEUED)
     task.worker_id = None
     task.frames_done = 0
     task.failures = 0
     task.finished_at = None
+    task.last_error = reason
 
 
 def _rerun_dependents(session: Session, task: Task) -> None:
@@ -470,27 +485,30 @@ def _rerun_dependents(session: Session, task: Task) -> None:
     for dependent in session.scalars(
         select(Task).where(Task.id.in_(waiting), Task.status != TaskStatus.QUEUED.value)
     ):
-        _back_to_queue(dependent)
-        dependent.last_error = f"task {task.index} it depends on runs again"
+        _back_to_queue(dependent, f"task {task.index} it depends on runs again")
         _rerun_dependents(session, dependent)
 
 
-def cancel_task(session: Session, task: Task, now: datetime, policy: Policy) -> JobStatus:
+def cancel_task(
+    session: Session, task: Task, now: datetime, policy: Policy, reason: str
+) -> JobStatus:
+    """Cancel a queued or running task (`reason`, `canceled by …`, becomes its
+    `last_error`); a finished one is left as it is."""
     if TaskStatus(task.status) in (TaskStatus.QUEUED, TaskStatus.ACTIVE):
-        _move_task(task, TaskStatus.CANCELED)
-        task.finished_at = now
+        _cancel(task, now, reason)
         _cancel_dependents(session, task, now)
     return refresh_job(session, _job(session, task), now, policy)
 
 
 def cancel_job(session: Session, job: Job, now: datetime, reason: str) -> JobStatus:
-    """Cancel a job and its unfinished tasks; workers learn of it on their next call."""
+    """Cancel a job and its unfinished tasks (`reason` is the job's and theirs); workers
+    learn of it on their next call."""
     if JobStatus(job.status) in FINISHED_JOB_STATUSES:
         return JobStatus(job.status)
     job.status = JobStatus.CANCELED.value
     job.status_reason = reason
     job.finished_at = now
-    _cancel_unfinished_tasks(session, job.id, now)
+    _cancel_unfinished_tasks(session, job.id, now, reason)
     return JobStatus.CANCELED
 
 
@@ -510,9 +528,10 @@ def resume_job(session: Session, job: Job, now: datetime, policy: Policy) -> Job
 
 
 def requeue_job(
-    session: Session, job: Job, now: datetime, policy: Policy, *, only_failed: bool
+    session: Session, job: Job, now: datetime, policy: Policy, *, only_failed: bool, reason: str
 ) -> JobStatus:
-    """Run a job's failed (and canceled) tasks again, or all of its tasks.
+    """Run a job's failed (and canceled) tasks again, or all of its tasks; `reason`
+    (`requeued by …`) becomes their `last_error`.
 
     The job's blocklist is cleared too: the person asking has presumably fixed the cause.
     Running all of them again also frees the job of its Blender pin, unless a render task
@@ -528,11 +547,7 @@ def requeue_job(
     if not only_failed:
         wanted.append(TaskStatus.COMPLETED.value)
     for task in session.scalars(select(Task).where(Task.job_id == job.id, Task.status.in_(wanted))):
-        _move_task(task, TaskStatus.QUEUED)
-        task.worker_id = None
-        task.frames_done = 0
-        task.failures = 0
-        task.finished_at = None
+        _back_to_queue(task, reason)
     forgive(session, job.id)
     if not only_failed and session.scalar(_RENDER_RUNNING, {"job": job.id}) is None:
         job.blender_pinned = None
