@@ -655,6 +655,26 @@ def test_disable_now_requeues_the_running_task(farm: Farm) -> None:
     assert claim(farm, w) is None
 
 
+def test_drain_now_requeues_the_running_task_and_stops(farm: Farm) -> None:
+    """`now` aborts the running task whatever the change: a drained worker has nothing
+    left to finish, so it stops taking work at once."""
+    job_id = submit(farm, "1-2", max_attempts=1)  # a failure would fail the task
+    w, other = runner(farm, "w"), runner(farm, "other")
+    worker_id = runners(farm)["w"]["id"]
+    task = claimed(farm, w)
+
+    assert act(farm, worker_id, "drain", when="now")["status"] == "disabled"
+
+    beat = farm.client.post(
+        "/api/runner/heartbeat", headers=w, json={"current_task_id": task["task_id"]}
+    )
+    assert beat.json()["abort_task_ids"] == [task["task_id"]], "the worker is told to stop"
+    aborted = job(farm, job_id)["tasks"][0]
+    assert aborted["status"] == "queued" and aborted["last_error"] == "worker w was drained"
+    assert claimed(farm, other)["task_id"] == task["task_id"], "requeued, not failed"
+    assert claim(farm, w) is None, "it takes no more work"
+
+
 def always_asleep(when: str) -> dict[str, object]:
     """A sleep schedule whose one window covers every hour of every day, applied `when`."""
     everyday = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]

@@ -4,7 +4,8 @@ Reachability (`Worker.status`: online or offline) is the heartbeat's business; w
 decided here lives in `admin_state` and `asleep`, so it survives a worker going offline
 and coming back. Each change either lets the running task finish (`after-task`) or
 aborts it (`now`): the task goes back to the queue without counting as a failure, and
-the worker is told to stop it on its next call.
+the worker is told to stop it on its next call. Drain is disable after the current
+task, so a drain `now` is a disable now.
 """
 
 from __future__ import annotations
@@ -107,16 +108,22 @@ def apply_action(
     now: datetime,
     policy: Policy,
 ) -> list[int]:
-    """Change what the worker may do; returns the ids of jobs whose task was aborted."""
+    """Change what the worker may do; returns the ids of jobs whose task was aborted.
+
+    Disable and drain differ only in `after-task`: draining is "disable after the
+    current task". Applied `now`, both abort the running task (requeued, not counted as
+    a failure), so a drained worker has nothing left to finish and is disabled at once.
+    """
     if action == "enable":
         worker.admin_state = "enabled"
         return []
-    if action == "drain" or (action == "disable" and when == "after-task"):
+    if when == "after-task":
         has_task = bool(active_tasks(session, worker.id))
         worker.admin_state = "draining" if has_task else "disabled"
         return []
     worker.admin_state = "disabled"
-    return abort_current(session, worker, f"worker {worker.name} was disabled", now, policy)
+    done = "drained" if action == "drain" else "disabled"
+    return abort_current(session, worker, f"worker {worker.name} was {done}", now, policy)
 
 
 _CLAIMER = select(
