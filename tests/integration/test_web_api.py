@@ -11,10 +11,12 @@ import asyncio
 import dataclasses
 import io
 import json
+import sqlite3
 from collections.abc import AsyncGenerator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from PIL import Image
 
 from farmhand.manager.api import blendinfo
@@ -202,6 +204,89 @@ def test_api_tokens_are_shown_once_and_can_be_revoked(farm: Farm) -> None:
     revoked = farm.client.delete(f"/api/tokens/{token_id}", headers=farm.admin)
     assert revoked.json()["revoked_at"] is not None
     assert farm.client.get("/api/jobs", headers=bearer(secret)).status_code == 401
+
+
+def _browser(farm: Farm) -> TestClient:
+    """Another browser on the same manager, starting with no cookies."""
+    return TestClient(farm.client.app)
+
+
+def _token_sign_in(browser: TestClient, token: str) -> str:
+    """Sign `browser` in with `token` on the web login form; the session's CSRF nonce."""
+    answer = browser.post(
+        "/login",
+        data={"token": token, "next": "/", "login_nonce": login_nonce(browser)},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303, answer.text
+    csrf: str = browser.get("/api/auth/me").json()["csrf"]
+    return csrf
+
+
+def test_revoking_a_token_ends_the_browser_sessions_made_with_it(farm: Farm) -> None:
+    """A leaked token signed into the web UI: revoking it locks the holder out of that
+    browser session too (which could otherwise read the jobs and mint new tokens for
+    12 hours), while the owner's other sessions go on."""
+    bob = make_user(farm, "bob")
+    job = submit_stand_in(farm.client, bearer(bob), name="bob's")
+    leaked = farm.client.post("/api/tokens", headers=bearer(bob), json={"name": "laptop"}).json()
+    thief, owner = _browser(farm), _browser(farm)
+    thief_csrf = _token_sign_in(thief, leaked["secret"])
+    _token_sign_in(owner, bob)  # the owner's own session, made with another token
+    assert [j["id"] for j in thief.get("/api/jobs").json()] == [job]
+
+    revoked = farm.client.delete(f"/api/tokens/{leaked['token']['id']}", headers=bearer(bob))
+    assert revoked.status_code == 200, revoked.text
+
+    assert thief.get("/api/auth/me").status_code == 401
+    assert thief.get("/api/jobs").status_code == 401
+    minted = thief.post(
+        "/api/tokens", json={"name": "persist"}, headers={"X-CSRF-Token": thief_csrf}
+    )
+    assert minted.status_code == 401, "no new token from the dead session"
+    page = thief.get("/account", follow_redirects=False)
+    assert (page.status_code, page.headers["location"]) == (303, "/login?next=/account")
+    assert owner.get("/api/auth/me").json()["user"]["name"] == "bob", "other sessions go on"
+    assert owner.get("/api/jobs").status_code == 200
+
+
+def test_a_token_session_stays_dead_when_the_tokens_id_is_reused(farm: Farm) -> None:
+    """SQLite hands a deleted row's id to the next row of `api_tokens`: a cookie made with
+    the revoked token must not come back to life for the new token of that id."""
+    bob = make_user(farm, "bob")
+    old = farm.client.post("/api/tokens", headers=bearer(bob), json={"name": "old"}).json()
+    browser = _browser(farm)
+    _token_sign_in(browser, old["secret"])
+    farm.client.delete(f"/api/tokens/{old['token']['id']}", headers=bearer(bob))
+    with sqlite3.connect(farm.data_dir / "farmhand.sqlite3") as database:
+        database.execute("DELETE FROM api_tokens WHERE id = ?", (old["token"]["id"],))
+    new = farm.client.post("/api/tokens", headers=bearer(bob), json={"name": "new"}).json()
+    assert new["token"]["id"] == old["token"]["id"], "the id was given out again"
+    assert browser.get("/api/auth/me").status_code == 401
+
+
+def test_a_token_session_keeps_its_token_across_a_password_change(farm: Farm) -> None:
+    """The fresh cookie a password change gives the browser is still tied to the token
+    the session was made with."""
+    created = farm.client.post(
+        "/api/admin/users",
+        headers=farm.admin,
+        json={"name": "ana", "email": "ana@example.com", "password": "correct horse"},
+    ).json()
+    token = farm.client.post(
+        "/api/tokens", headers=bearer(created["token"]), json={"name": "t"}
+    ).json()
+    browser = _browser(farm)
+    csrf = _token_sign_in(browser, token["secret"])
+    changed = browser.post(
+        "/api/auth/password",
+        json={"old_password": "correct horse", "new_password": "a brand new one"},
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert changed.status_code == 200, changed.text
+    assert browser.get("/api/auth/me").status_code == 200
+    farm.client.delete(f"/api/tokens/{token['token']['id']}", headers=bearer(created["token"]))
+    assert browser.get("/api/auth/me").status_code == 401
 
 
 def test_nobody_revokes_someone_elses_token(farm: Farm) -> None:

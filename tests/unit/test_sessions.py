@@ -56,3 +56,16 @@ def test_csrf_is_needed_only_for_state_changes(tmp_path: Path) -> None:
         assert not sessions.csrf_ok(data, method, None)
         assert not sessions.csrf_ok(data, method, "wrong")
         assert sessions.csrf_ok(data, method, data.csrf)
+
+
+def test_a_token_made_session_names_its_token(tmp_path: Path) -> None:
+    """The token a session was made with travels in the signed cookie (id and the start
+    of its hash, never the secret); other sessions name none, as cookies from before."""
+    key = sessions.session_key(tmp_path)
+    binding = sessions.TokenBinding.of(12, "ab" * 32)
+    cookie, _ = sessions.issue(key, 7, NOW, token=binding)
+    got = sessions.verify(key, cookie, NOW)
+    assert got is not None and got.token == sessions.TokenBinding(12, "ab" * 8)
+    plain, _ = sessions.issue(key, 7, NOW)
+    verified = sessions.verify(key, plain, NOW)
+    assert verified is not None and verified.token is None

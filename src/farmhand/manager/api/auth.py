@@ -39,11 +39,17 @@ def refusal(error: AccountError) -> HTTPException:
 
 
 def start_session(
-    request: Request, response: Response, context: ManagerContext, user_id: int, epoch: int
+    request: Request,
+    response: Response,
+    context: ManagerContext,
+    user_id: int,
+    epoch: int,
+    token: sessions.TokenBinding | None = None,
 ) -> str:
-    """Put a new session cookie for the user on `response`; its CSRF nonce."""
+    """Put a new session cookie for the user on `response` (made with the API `token`,
+    if one: it then ends when that token is revoked); its CSRF nonce."""
     key = sessions.session_key(context.settings.data_dir)
-    cookie, data = sessions.issue(key, user_id, utcnow(), epoch=epoch)
+    cookie, data = sessions.issue(key, user_id, utcnow(), epoch=epoch, token=token)
     sessions.set_cookie(
         response,
         sessions.SESSION_COOKIE,
@@ -154,7 +160,14 @@ def change_password(
         raise refusal(failure)
     csrf = None
     if "authorization" not in request.headers:
-        csrf = start_session(request, response, context, caller.user_id, epoch)
+        # The new cookie replaces this browser's (which signed this request in; its
+        # epoch is past now): one made with an API token stays tied to that token, so
+        # revoking it still ends this session.
+        cookie = request.cookies.get(sessions.SESSION_COOKIE, "")
+        key = sessions.session_key(context.settings.data_dir)
+        current = sessions.verify(key, cookie, utcnow())
+        token = current.token if current is not None else None
+        csrf = start_session(request, response, context, caller.user_id, epoch, token)
     log.info("password changed", user_id=caller.user_id)
     return SessionInfo(user=info, csrf=csrf)
 

@@ -9,7 +9,8 @@ A browser signed in on the web UI sends the session cookie instead of a token
 the session's CSRF nonce in `X-CSRF-Token`, or it is refused with 403. A bearer token,
 when present, always wins over the cookie. A disabled user's tokens and cookies are
 refused like unknown ones; a cookie from before the user's last sign-out, password
-change or disabling is too (`User.session_epoch`).
+change or disabling is too (`User.session_epoch`), and so is one made by signing in with
+an API token that has since been revoked (`sessions.token_alive`).
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ def session_caller(
         user = session.get(User, data.user_id)
         if user is None or user.disabled_at is not None or user.session_epoch != data.epoch:
             return None
+        if not sessions.token_alive(session, data):
+            return None  # made by signing in with an API token since revoked
         return Caller(user.id, user.name, user.role), data
 
 

@@ -12,6 +12,13 @@ and disabling the account bump the epoch, which ends every session of that user 
 once (on every manager sharing the database); the user row is read on each request
 anyway, so this costs nothing extra. Rotating the key file signs everyone out.
 
+A session made by signing in with an API token (the web login form's token tab) also
+names that token: its id and the first characters of its hash (`TokenBinding`). It is
+honoured only while that token is unrevoked, so revoking a leaked token also ends the
+browser sessions made with it, and only those: the user's other sessions go on. The
+hash is checked as well as the id because SQLite may give a revoked-then-deleted
+token's id to a new token (`api_tokens` is not AUTOINCREMENT).
+
 The nonce is the CSRF defence: a cookie is sent by the browser on its own, the nonce
 only by our own JavaScript (it reads it from the page), so every state-changing request
 made with the cookie must repeat it in `X-CSRF-Token`.
@@ -30,8 +37,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
+
+from farmhand.manager.db.models import ApiToken
 
 SESSION_COOKIE = "farmhand_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -43,12 +53,32 @@ _keys: dict[Path, bytes] = {}
 _keys_lock = threading.Lock()
 
 
+TOKEN_CHECK_CHARS = 16
+"""Hex characters of the token's hash a token-made session keeps (64 bits): enough that
+a new token given a reused id never matches, and not the whole stored hash."""
+
+
+@dataclass(frozen=True)
+class TokenBinding:
+    """The API token a session was made with: its id and the start of its hash."""
+
+    token_id: int
+    check: str
+
+    @classmethod
+    def of(cls, token_id: int, token_hash: str) -> TokenBinding:
+        return cls(token_id, token_hash[:TOKEN_CHECK_CHARS])
+
+
 @dataclass(frozen=True)
 class SessionData:
     user_id: int
     expires_at: datetime
     csrf: str
     epoch: int = 0
+    token: TokenBinding | None = None
+    """Set when the session was made by signing in with an API token: it lasts only
+    while that token is unrevoked (`token_alive`)."""
 
 
 def _b64(data: bytes) -> str:
@@ -90,11 +120,25 @@ def _sign(key: bytes, payload: str) -> str:
 
 
 def issue(
-    key: bytes, user_id: int, now: datetime, ttl: timedelta = SESSION_TTL, *, epoch: int = 0
+    key: bytes,
+    user_id: int,
+    now: datetime,
+    ttl: timedelta = SESSION_TTL,
+    *,
+    epoch: int = 0,
+    token: TokenBinding | None = None,
 ) -> tuple[str, SessionData]:
-    """A new cookie value for `user_id` (at their current session `epoch`) and what it holds."""
-    data = SessionData(user_id, now + ttl, secrets.token_urlsafe(24), epoch)
-    body = {"u": data.user_id, "e": int(data.expires_at.timestamp()), "n": data.csrf, "p": epoch}
+    """A new cookie value for `user_id` (at their current session `epoch`; made with the
+    API `token`, if one) and what it holds."""
+    data = SessionData(user_id, now + ttl, secrets.token_urlsafe(24), epoch, token)
+    body: dict[str, object] = {
+        "u": data.user_id,
+        "e": int(data.expires_at.timestamp()),
+        "n": data.csrf,
+        "p": epoch,
+    }
+    if token is not None:
+        body["t"], body["h"] = token.token_id, token.check
     payload = _b64(json.dumps(body, separators=(",", ":")).encode("utf-8"))
     return f"v1.{payload}.{_sign(key, 'v1.' + payload)}", data
 
@@ -114,12 +158,27 @@ def verify(key: bytes, cookie: str, now: datetime) -> SessionData | None:
         body = json.loads(_unb64(parts[1]))
         user_id, expires, nonce = int(body["u"]), int(body["e"]), str(body["n"])
         epoch = int(body.get("p", 0))
+        token = TokenBinding(int(body["t"]), str(body["h"])) if "t" in body else None
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
     expires_at = datetime.fromtimestamp(expires, tz=now.tzinfo)
     if expires_at <= now:
         return None
-    return SessionData(user_id, expires_at, nonce, epoch)
+    return SessionData(user_id, expires_at, nonce, epoch, token)
+
+
+def token_alive(session: Session, data: SessionData) -> bool:
+    """False when the session was made with an API token that is revoked, gone, or not
+    the one it names (another token given the same id); True for any other session."""
+    if data.token is None:
+        return True
+    row = session.get(ApiToken, data.token.token_id)
+    return (
+        row is not None
+        and row.user_id == data.user_id
+        and row.revoked_at is None
+        and hmac.compare_digest(row.token_hash[:TOKEN_CHECK_CHARS], data.token.check)
+    )
 
 
 def csrf_ok(session: SessionData, method: str, header: str | None) -> bool:

@@ -219,26 +219,31 @@ async def login(
             request, context, next, LOGIN_FORM_STALE, method, status.HTTP_403_FORBIDDEN
         )
 
-    def find_token_user() -> tuple[int, int] | None:
+    def find_token_user() -> tuple[int, int, sessions.TokenBinding] | None:
+        digest = token_hash(token.strip())
         with context.db.transaction() as session:
             row = session.execute(
-                select(User.id, User.session_epoch)
+                select(User.id, User.session_epoch, ApiToken.id.label("token_id"))
                 .join(ApiToken, ApiToken.user_id == User.id)
                 .where(
-                    ApiToken.token_hash == token_hash(token.strip()),
+                    ApiToken.token_hash == digest,
                     ApiToken.revoked_at.is_(None),
                     User.disabled_at.is_(None),
                 )
             ).first()
-            return None if row is None else (row.id, row.session_epoch)
+            if row is None:
+                return None
+            return row.id, row.session_epoch, sessions.TokenBinding.of(row.token_id, digest)
 
+    binding: sessions.TokenBinding | None = None
     if token.strip():
         found = await run_in_threadpool(find_token_user)
         if found is None:
             return _login_form(
                 request, context, next, "That token is not valid (or was revoked).", "token"
             )
-        user_id, epoch = found
+        # The session names the token: revoking the token ends it (sessions.token_alive).
+        user_id, epoch, binding = found
     else:
         try:
             _, user_id, epoch = await run_in_threadpool(
@@ -250,7 +255,7 @@ async def login(
                 error.retry_after,
             )  # fmt: skip
     response = RedirectResponse(_safe_next(next), status.HTTP_303_SEE_OTHER)
-    start_session(request, response, context, user_id, epoch)
+    start_session(request, response, context, user_id, epoch, binding)
     return response
 
 
