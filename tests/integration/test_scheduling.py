@@ -24,6 +24,7 @@ from farmhand.manager.auth.tokens import new_token, token_hash
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import ApiToken, Task, TaskDependency, User
+from farmhand.manager.scheduling.reaper import ReapReport, fail_stuck_tasks
 from farmhand.manager.scheduling.workers import in_sleep_window
 from farmhand.manager.settings import ManagerSettings
 from farmhand.shared.schemas import SleepSchedule
@@ -460,6 +461,26 @@ def test_task_with_no_progress_times_out_and_is_retried(tmp_path: Path) -> None:
         )
         assert progress.json() == {"keep_going": False}, "the hung worker is told to stop"
         assert claimed(farm, healthy)["task_id"] == task["task_id"]
+
+
+@pytest.mark.parametrize(
+    ("task_timeout", "said"),
+    [(25, "25 s"), (600, "10 min"), (1800, "30 min"), (5400, "1 h 30 min"), (90, "1 min 30 s")],
+)
+def test_the_no_progress_reason_says_the_timeout_in_readable_units(
+    farm: Farm, task_timeout: float, said: str
+) -> None:
+    """Not `no progress for 0.416667 minutes`."""
+    job_id = submit(farm, "1-1")
+    w = runner(farm, "w")
+    claimed(farm, w)
+    manager = manager_of(farm)
+    later = utcnow() + timedelta(seconds=task_timeout + 1)
+    with manager.db.transaction() as session:
+        fail_stuck_tasks(
+            session, later, task_timeout, later - timedelta(days=1), manager.policy, ReapReport()
+        )
+    assert job(farm, job_id)["tasks"][0]["last_error"] == f"no progress for {said}"
 
 
 # ------------------------------------------------------------------------- job control

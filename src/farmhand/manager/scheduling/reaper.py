@@ -80,6 +80,19 @@ def reap_silent_workers(
             )
 
 
+def readable_duration(seconds: float) -> str:
+    """`25 s`, `10 min`, `1 h 30 min`: a timeout as a person reads it in a task's reason
+    (under a minute to a tenth of a second, above it to the second)."""
+    if round(seconds, 1) < 60:
+        return f"{round(seconds, 1):g} s"
+    hours, rest = divmod(round(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{hours} h"] if hours else []
+    parts += [f"{minutes} min"] if minutes else []
+    parts += [f"{secs} s"] if secs else []
+    return " ".join(parts)
+
+
 def fail_stuck_tasks(
     session: Session,
     now: datetime,
@@ -94,10 +107,10 @@ def fail_stuck_tasks(
     stuck = session.scalars(
         select(Task).where(Task.status == TaskStatus.ACTIVE.value, Task.progress_at < cutoff)
     ).all()
-    minutes = task_timeout / 60
+    reason = f"no progress for {readable_duration(task_timeout)}"
     for task in stuck:
         worker_id = task.worker_id
-        fail_task(session, task, f"no progress for {minutes:g} minutes", now, policy)
+        fail_task(session, task, reason, now, policy)
         report.jobs.add(task.job_id)
         if worker_id is not None:
             report.workers.add(worker_id)
