@@ -364,6 +364,37 @@ def test_hostile_templates_are_refused(farm: Farm, hostile: str) -> None:
     assert "template" in submitted.text
 
 
+@pytest.mark.parametrize(
+    ("template", "said"),
+    [("{frame:>2000000}", "width 2000000"), ("{frame:.2000000f}.{ext}", "precision 2000000")],
+)
+def test_a_huge_template_width_is_a_short_400(farm: Farm, template: str, said: str) -> None:
+    """It was a 400 too, after formatting the name (1 GB for `{frame:>999999999}`, 5 GB
+    of the manager's memory) and echoing it whole."""
+    job_id, _ = rendered_job(farm)
+    answers = [
+        farm.client.post(
+            "/api/jobs",
+            headers=farm.admin,
+            json={
+                "main_file": "scene.blend",
+                "files": {"scene.blend": put(farm, FAKE_BLEND)},
+                "output_template": template,
+            },
+        ),
+        farm.client.get(
+            f"/api/jobs/{job_id}/outputs.zip", params={"template": template}, headers=farm.admin
+        ),
+        farm.client.get(
+            f"/api/jobs/{job_id}/outputs/1", params={"template": template}, headers=farm.admin
+        ),
+    ]
+    for answer in answers:
+        assert answer.status_code == 400, answer.text[:200]
+        assert len(answer.content) < 300, f"{len(answer.content)} bytes: the name was echoed"
+        assert f"{said} is over 1024" in answer.json()["detail"]
+
+
 def test_the_jobs_inputs_download_as_a_zip(farm: Farm) -> None:
     job_id, _ = rendered_job(farm)
     answer = farm.client.get(f"/api/jobs/{job_id}/inputs.zip", headers=farm.admin)

@@ -9,16 +9,19 @@ component for that reason (`safe_component`).
 
 Fields: `{job}` (the job's name, made safe), `{job_id}`, `{frame}`, `{task}` (the id
 of the task that rendered it), `{ext}` (`png`, `exr`, `jpg`, without the dot). Integers take a
-format spec (`{frame:04d}`, `{job_id:06d}`).
+format spec (`{frame:04d}`, `{job_id:06d}`), whose width and precision are read, and
+refused over `MAX_SPEC_NUMBER`, before anything is formatted: `{frame:>999999999}` would
+otherwise build a 1 GB name (5 GB of memory) only to refuse it.
 """
 
 from __future__ import annotations
 
+import re
 import string
 import unicodedata
 from dataclasses import dataclass
 
-from farmhand.shared.paths import UnsafePathError, safe_relative_path
+from farmhand.shared.paths import MAX_PATH_CHARS, UnsafePathError, safe_relative_path
 
 FIELDS = frozenset({"job", "job_id", "frame", "task", "ext"})
 INTEGER_FIELDS = frozenset({"job_id", "frame", "task"})
@@ -38,6 +41,18 @@ KEPT_PUNCTUATION = frozenset("._ -")
 COMPONENT_BYTES = 100
 """The longest `{job}` value in UTF-8 bytes: room for the rest of a template's file name
 within the 255 bytes a file name may have (`paths.MAX_COMPONENT_BYTES`)."""
+MAX_SPEC_NUMBER = MAX_PATH_CHARS
+"""The largest width or precision in a field's format spec: a field formatted wider
+names a path longer than any path may be (`safe_relative_path`), so no template this
+refuses ever named a file."""
+_SPEC = re.compile(
+    r"(?:.?[<>=^])?[-+ ]?z?#?0?(?P<width>\d*)[,_]?(?:\.(?P<precision>\d*))?[a-zA-Z%]?",
+    re.DOTALL,
+)
+"""Python's format spec (`[[fill]align][sign][z][#][0][width][grouping][.precision][type]`);
+`\\d` as Python's own parser: any Unicode decimal digit counts."""
+SHOWN_CHARS = 80
+"""How much of a produced name an error message quotes."""
 
 
 class TemplateError(ValueError):
@@ -102,6 +117,8 @@ def check_template(template: str) -> str:
             raise TemplateError(f"output template field {{{field}}}: no '!' conversions")
         if spec and ("{" in spec or field not in INTEGER_FIELDS):
             raise TemplateError(f"output template field {{{field}}} takes no format spec")
+        if spec:
+            _check_spec(field, spec)
         seen.add(field)
     if "frame" not in seen:
         raise TemplateError("an output template needs {frame}, or every frame gets one name")
@@ -111,8 +128,36 @@ def check_template(template: str) -> str:
     return template
 
 
+def _check_spec(field: str, spec: str) -> None:
+    """Refuse a format spec Python would refuse for an integer, or whose width or
+    precision is over `MAX_SPEC_NUMBER`, without formatting anything."""
+    match = _SPEC.fullmatch(spec)
+    if match is None:
+        raise TemplateError(
+            f"output template field {{{field}}}: {spec!r} is not a format spec for a "
+            "number (e.g. {frame:04d})"
+        )
+    for part in ("width", "precision"):
+        digits = match[part]
+        if digits and int(digits) > MAX_SPEC_NUMBER:
+            raise TemplateError(
+                f"output template field {{{field}}}: {part} {int(digits)} is over "
+                f"{MAX_SPEC_NUMBER}, longer than any path may be"
+            )
+
+
+def _shown(name: str) -> str:
+    """`name` quoted for an error message, at most `SHOWN_CHARS` of it."""
+    if len(name) <= SHOWN_CHARS:
+        return repr(name)
+    return f"{name[:SHOWN_CHARS]!r}… ({len(name)} characters)"
+
+
 def render(template: str, values: OutputName) -> str:
-    """The relative path this template gives for these values, checked to stay inside."""
+    """The relative path this template gives for these values, checked to stay inside.
+
+    `template` is one `check_template` passed (now or when its job was submitted), so
+    no field is formatted wider than `MAX_SPEC_NUMBER`."""
     try:
         name = template.format(
             job=safe_component(values.job),
@@ -121,12 +166,17 @@ def render(template: str, values: OutputName) -> str:
             task=values.task,
             ext=values.ext.lstrip("."),
         )
-    except (ValueError, KeyError, IndexError) as error:
+    except (ValueError, KeyError, IndexError, OverflowError) as error:
+        # OverflowError: `{frame:c}` of a number that is no character (-42).
         raise TemplateError(f"output template {template!r}: {error}") from error
     try:
         return safe_relative_path(name)
     except UnsafePathError as error:
-        raise TemplateError(f"output template {template!r} names {name!r}: {error}") from error
+        if len(name) > MAX_PATH_CHARS:  # too long to be quoted by the error: a prefix
+            raise TemplateError(
+                f"output template {template!r} names {_shown(name)}: {error}"
+            ) from error
+        raise TemplateError(f"output template {template!r}: {error}") from error
 
 
 def extension(path: str) -> str:

@@ -22,6 +22,8 @@ _WINDOWS_DEVICES = re.compile(
 )
 """Names Windows opens as devices, whatever the folder or extension (`aux.png` too);
 Windows counts the superscript digits ¹²³ as digits here (`LPT¹.png` is a port)."""
+MAX_PATH_CHARS = 1024
+"""The longest relative path taken, in characters."""
 MAX_COMPONENT_BYTES = 255
 """The longest file or folder name most filesystems take (ext4, XFS, APFS: 255 bytes;
 NTFS: 255 UTF-16 units, which 255 UTF-8 bytes never exceed)."""
@@ -33,8 +35,8 @@ class UnsafePathError(ValueError):
 
 def safe_relative_path(raw: str) -> str:
     """Return `raw` normalised to `a/b/c` form, or raise `UnsafePathError` saying why."""
-    if not raw or len(raw) > 1024:
-        raise UnsafePathError("path must be 1 to 1024 characters")
+    if not raw or len(raw) > MAX_PATH_CHARS:
+        raise UnsafePathError(f"path must be 1 to {MAX_PATH_CHARS} characters")
     if _FORBIDDEN.search(raw):
         raise UnsafePathError(f"path {raw!r} contains a forbidden character")
     if raw.startswith("/") or _DRIVE.match(raw):
