@@ -21,6 +21,7 @@ HUGE = [
     ("{frame:010000000d}.{ext}", "width 10000000"),
     ("{job}/{frame:.10000000f}", "precision 10000000"),
     ("{frame:x^10000000,}", "width 10000000"),
+    ("{frame:.10000000g}", "precision 10000000"),  # is "1", through a 10 MB buffer
     # Python reads any script's digits: a width in Arabic-Indic digits (50000000).
     ("{frame:" + "\u0665" + "\u0660" * 7 + "}", "width 50000000"),
 ]

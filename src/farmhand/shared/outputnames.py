@@ -44,7 +44,8 @@ within the 255 bytes a file name may have (`paths.MAX_COMPONENT_BYTES`)."""
 MAX_SPEC_NUMBER = MAX_PATH_CHARS
 """The largest width or precision in a field's format spec: a field formatted wider
 names a path longer than any path may be (`safe_relative_path`), so no template this
-refuses ever named a file."""
+refuses ever named a file, but for a precision with `g` (`{frame:.2000g}` is `1`, yet
+Python sets aside a buffer as long as the precision: 2 GB for `.2147483647g`)."""
 _SPEC = re.compile(
     r"(?:.?[<>=^])?[-+ ]?z?#?0?(?P<width>\d*)[,_]?(?:\.(?P<precision>\d*))?[a-zA-Z%]?",
     re.DOTALL,
