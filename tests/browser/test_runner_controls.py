@@ -44,6 +44,9 @@ WORKSTATION = {
     "blender_devices": ["CUDA: NVIDIA GeForce RTX 4090"],
     "gpus": ["NVIDIA GeForce RTX 4090"],
     "blender_versions": ["4.2.1"],
+    # Its own address, as the worker reports it: a long IPv6 one, which a phone's card
+    # must fit too.
+    "address": "2001:db8:85a3:1234:5678:8a2e:370:7334",
 }
 # For `page.evaluate(..., selector)`: the table's frame shows it whole, nothing to scroll.
 FITS_ITS_FRAME = """(selector) => {
@@ -401,6 +404,31 @@ def test_admin_deletes_a_runner(browser: Any, farm: LocalFarm, api: httpx.Client
     page.context.close()
 
 
+def test_each_runner_says_where_it_is(browser: Any, farm: LocalFarm, api: httpx.Client) -> None:
+    """Under its name: the address the manager sees its requests come from (this test's
+    scripted runners all come from 127.0.0.1), and its own when that differs."""
+    register(api, farm, "render-box-02", hostname="render-box-02", address="127.0.0.1")
+    register(api, farm, "behind-nat", hostname="nat.studio.lan", address="192.168.1.20")
+    register(api, farm, "odd-one", address=NASTY_HOST[:100])
+    page = sign_in(browser, farm)
+    errors = script_errors(page)
+    runners_page(page, farm)
+    same = row(page, "render-box-02").locator(".address")
+    expect()(same).to_have_text("127.0.0.1")
+    expect()(same).to_have_attribute("title", "Its requests come from 127.0.0.1")
+    nat = row(page, "behind-nat").locator("td.name")
+    expect()(nat).to_contain_text("nat.studio.lan")
+    expect()(nat.locator(".address")).to_have_text("127.0.0.1 (local 192.168.1.20)")
+    expect()(row(page, "odd-one").locator(".address")).to_contain_text(NASTY_HOST[:40])
+    assert page.locator("#runners img, #runners b").count() == 0, "what it says is text"
+    assert page.evaluate(FITS_ITS_FRAME, "#runners"), "the runners fit their frame"
+    settle(page)
+    shoot(page, "runner-controls-07-addresses")
+    assert page.evaluate("window.pwned") is None
+    assert errors == []
+    page.context.close()
+
+
 def test_phone_runner_cards_and_editor_fit(
     browser: Any, farm: LocalFarm, api: httpx.Client
 ) -> None:
@@ -432,6 +460,9 @@ def test_phone_runner_cards_and_editor_fit(
         " · stops a running task"
     )
     expect()(row(mobile, "render-box-01").locator(".status")).to_have_text("busy")
+    expect()(card.locator(".address")).to_have_text(
+        "127.0.0.1 (local 2001:db8:85a3:1234:5678:8a2e:370:7334)"
+    )
     # None is said on the card too, as in the table (the sleep schedule shows a dash).
     expect()(row(mobile, "render-box-01").locator("td.sleep")).to_be_visible()
     expect()(row(mobile, "render-box-01").locator("td.sleep")).to_have_text(NONE)

@@ -161,12 +161,32 @@ def parse_window(spec: str) -> SleepWindow:
         raise ValueError(f"{fields[1]!r}: {problem}") from None
 
 
+def runner_address(info: RunnerInfo) -> str:
+    """Where a runner is: the address the manager sees its requests come from, and the
+    one it reports for itself when that differs (behind NAT, or a proxy whose forwarded
+    headers the manager does not trust): `203.0.113.5 (local 192.168.1.20)`."""
+    seen, own = info.address or "", info.capabilities.address
+    if seen and own and seen != own:
+        return f"{seen} (local {own})"
+    return seen or own
+
+
 def runners(url: UrlOption = None, token: TokenOption = None) -> None:
-    """Every registered worker: state, what it renders now, what it can render (admins)."""
+    """Every registered worker: where it is, its state, what it renders now, what it can
+    render (admins)."""
     with manager_errors(), open_client(url, token) as client:
         rows = client.list_runners()
     table = Table(
-        "id", "name", "status", "task", "last seen", "tags", "device", "blender", "sleeps"
+        "id",
+        "name",
+        "address",
+        "status",
+        "task",
+        "last seen",
+        "tags",
+        "device",
+        "blender",
+        "sleeps",
     )
     for one in rows:
         caps = one.capabilities
@@ -184,6 +204,7 @@ def runners(url: UrlOption = None, token: TokenOption = None) -> None:
         table.add_row(
             str(one.id),
             one.name,
+            runner_address(one),
             _runner_status(one.status),
             current,
             _ago(one.last_heartbeat),

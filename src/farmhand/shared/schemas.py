@@ -574,6 +574,12 @@ class WorkerCapabilities(_Strict):
         description="Devices Blender sees, as 'KIND: name' (e.g. 'CUDA: RTX 4090').",
     )
     gpus: list[str] = Field(default_factory=list, max_length=64, description="GPU names.")
+    address: str = Field(
+        default="",
+        max_length=100,
+        description="The worker's own IP address on its way to the manager (the local end "
+        "of a route to it), as it detects it at start; empty if it could not tell.",
+    )
 
 
 class RunnerRegister(_Strict):
@@ -846,6 +852,13 @@ class RunnerInfo(BaseModel):
     )
     current_task_tile: TileSpec | None = Field(
         default=None, description="The tile of a still the running task renders."
+    )
+    address: str | None = Field(
+        default=None,
+        description="The address the manager sees the runner's requests come from, updated "
+        "at every heartbeat. Behind a reverse proxy it is the proxy's unless the manager "
+        "trusts its forwarded headers (`--proxy-headers`). The runner's own address is "
+        "`capabilities.address`.",
     )
     capabilities: WorkerCapabilities
     registered_at: datetime

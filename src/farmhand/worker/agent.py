@@ -1184,6 +1184,7 @@ def run_worker(
         device=settings.device,
         gpu=settings.gpu,
         blender_devices=devices,
+        manager_url=settings.manager_url,
     )
     ffmpeg = find_ffmpeg(settings.ffmpeg)
     if ffmpeg is not None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import platform
 import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from farmhand.shared.schemas import WorkerCapabilities
 
@@ -41,6 +43,31 @@ def hostname() -> str:
     return socket.gethostname()
 
 
+def local_address(manager_url: str) -> str:
+    """This machine's IP address on its way to the manager at `manager_url`: the local end
+    of a UDP socket connected to it (connecting a datagram socket sends nothing; the
+    system only picks the route and so the interface), or "" if it cannot tell.
+
+    On a machine with several interfaces (a LAN, a VPN, Docker's bridge) it is the one
+    the manager is reached through, not whichever the hostname resolves to.
+    """
+    try:
+        parts = urlsplit(manager_url)
+        if not parts.hostname:
+            return ""
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        family, _, _, _, where = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_DGRAM)[0]
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect(where)
+            host = str(probe.getsockname()[0])
+    except (OSError, IndexError, ValueError):
+        return ""
+    try:
+        return str(ipaddress.ip_address(host))[:100]
+    except ValueError:
+        return ""
+
+
 def capabilities(
     blender_versions: list[str],
     tags: list[str] | None = None,
@@ -48,11 +75,13 @@ def capabilities(
     device: str = "CPU",
     gpu: int | None = None,
     blender_devices: list[tuple[str, str]] | None = None,
+    manager_url: str | None = None,
 ) -> WorkerCapabilities:
     """This machine's `WorkerCapabilities`, cut to the lengths the schema allows.
 
     `blender_devices` are what Blender itself sees (the devices it could render on); the
-    GPUs among them are the machine's GPUs as far as rendering is concerned.
+    GPUs among them are the machine's GPUs as far as rendering is concerned. With
+    `manager_url`, its address towards that manager (`local_address`).
     """
     seen = blender_devices or []
     return WorkerCapabilities.model_validate(
@@ -63,6 +92,7 @@ def capabilities(
             "cores": core_count(),
             "ram_bytes": ram_bytes(),
             "hostname": hostname()[:255],
+            "address": local_address(manager_url) if manager_url else "",
             "device": device,
             "gpu": gpu,
             "blender_devices": [f"{kind}: {name}"[:200] for kind, name in seen][:64],

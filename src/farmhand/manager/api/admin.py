@@ -56,6 +56,7 @@ def _runner_info(worker: Worker, current: tuple[Task, str] | None) -> RunnerInfo
         current_task_frames_done=task.frames_done if task else None,
         current_task_frame_count=len(task.frames) if task else None,
         current_task_tile=TileSpec.model_validate(task.tile) if task and task.tile else None,
+        address=worker.address,
         capabilities=WorkerCapabilities.model_validate(worker.capabilities),
         registered_at=worker.registered_at,
     )

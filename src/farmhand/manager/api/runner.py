@@ -7,6 +7,7 @@ answers 409, which tells a late worker that its task was given to someone else.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -309,13 +310,30 @@ def lock_held_frame(
     return int(held.job_id)
 
 
+def seen_from(request: Request) -> str | None:
+    """The address a runner's request comes from, as `RunnerInfo.address` shows it.
+
+    uvicorn sets the client before we see it: the connection's peer, or, with
+    `--proxy-headers`, the `X-Forwarded-For` of a proxy in `--forwarded-allow-ips` only
+    (docs/SECURITY.md), so a runner reached directly cannot choose what is shown.
+    An IPv4 address in IPv6 form (`::ffff:10.0.0.7`, a dual-stack socket) is shown as
+    IPv4."""
+    host = request.client.host if request.client else ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host[:100] or None
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return str(mapped or address)
+
+
 @router.post(
     "/register",
     status_code=status.HTTP_201_CREATED,
     response_model=RunnerRegistered,
     responses=ERRORS,
 )
-def register(body: RunnerRegister, context: Context) -> RunnerRegistered:
+def register(body: RunnerRegister, context: Context, request: Request) -> RunnerRegistered:
     now = utcnow()
     with context.db.transaction() as session:
         if not redeem(session, body.token, now):
@@ -332,6 +350,7 @@ def register(body: RunnerRegister, context: Context) -> RunnerRegistered:
         worker.secret_hash = token_hash(secret)
         worker.status = WorkerStatus.IDLE.value
         worker.capabilities = body.capabilities.model_dump()
+        worker.address = seen_from(request)
         worker.last_heartbeat = now
         taken_over = worker.id is not None
         session.flush()
@@ -350,12 +369,15 @@ def register(body: RunnerRegister, context: Context) -> RunnerRegistered:
 
 
 @router.post("/heartbeat", response_model=HeartbeatReply, responses=ERRORS)
-def heartbeat(body: Heartbeat, context: Context, worker_id: RunnerDep) -> HeartbeatReply:
+def heartbeat(
+    body: Heartbeat, context: Context, worker_id: RunnerDep, request: Request
+) -> HeartbeatReply:
     with context.db.transaction() as session:
         worker = session.get(Worker, worker_id)
         if worker is None:
             raise _gone_runner()
         worker.last_heartbeat = utcnow()
+        worker.address = seen_from(request)  # a machine's address may change (DHCP)
         came_back = worker.status == WorkerStatus.OFFLINE.value
         if came_back:
             worker.status = WorkerStatus.IDLE.value

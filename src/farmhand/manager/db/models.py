@@ -126,6 +126,10 @@ class Worker(Base):
     capabilities: Mapped[dict[str, Any]] = mapped_column(default=dict)
     last_heartbeat: Mapped[datetime | None]
     registered_at: Mapped[datetime]
+    address: Mapped[str | None] = mapped_column(String(100))
+    """The address its requests come from, as the manager sees them (`api/runner.py`,
+    register and heartbeat): the proxy's behind one, unless its forwarded headers are
+    trusted."""
 
     __table_args__ = NEVER_REUSED
 

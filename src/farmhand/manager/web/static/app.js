@@ -960,10 +960,15 @@
         const hardware = [c.cpu, c.cores ? `${c.cores} cores` : "", gib(c.ram_bytes), ...(c.gpus || []).map((g) => (typeof g === "string" ? g : g.name || ""))].filter(Boolean).map(esc).join(" · ");
         const tags = (c.tags || r.tags || []).map((t) => `<span class="badge">${esc(t)}</span>`).join(" ");
         const none = (empty) => (empty ? " none" : "");
+        // Where it is, as `farmhand runners` says it: the address the manager sees its
+        // requests come from, and its own when that differs (NAT, an untrusted proxy).
+        const seen = r.address || "", own = c.address || "";
+        const where = seen && own && seen !== own ? `${seen} (local ${own})` : seen || own;
+        const whereTitle = seen ? `Its requests come from ${seen}` + (own && own !== seen ? `; it says its own address is ${own}` : "") : "Its own address, as it reports it";
         // On a phone each runner is a card (app.css, table.cards): its name and status,
         // then what it does, the small facts with labels, its sleep schedule and controls.
         return `<tr data-runner-name="${esc(r.name)}" data-runner-id="${r.id}">
-          <td class="lead name"><strong>${esc(r.name)}</strong>${c.hostname && c.hostname !== r.name ? `<br><span class="muted small">${esc(c.hostname).replaceAll(".", ".<wbr>")}</span>` : ""}</td>
+          <td class="lead name"><strong>${esc(r.name)}</strong>${c.hostname && c.hostname !== r.name ? `<br><span class="muted small">${esc(c.hostname).replaceAll(".", ".<wbr>")}</span>` : ""}${where ? `<br><span class="muted small address" title="${esc(whereTitle)}">${esc(where).replaceAll(":", ":<wbr>")}</span>` : ""}</td>
           <td class="lead end"><span class="status">${badge(r.status)}</span>${r.admin_state && r.admin_state !== "enabled" && r.admin_state !== r.status ? ` <span class="badge s-${esc(r.admin_state)}">${esc(r.admin_state)}</span>` : ""}${r.asleep && r.status !== "asleep" ? ' <span class="badge s-asleep">asleep</span>' : ""}</td><td class="current line">${current}</td>
           <td data-label="Heartbeat" data-heartbeat="${esc(r.last_heartbeat || "")}">${ago(r.last_heartbeat)}</td>
           <td class="wrap small hardware${none(!hardware)}" data-label="Hardware">${hardware || "–"}</td><td class="device" data-label="Device">${esc(device(c))}</td><td class="blender" data-label="Blender">${(c.blender_versions || []).map(esc).join(", ") || "–"}</td>
