@@ -26,7 +26,7 @@ from farmhand.shared.images import verify_image
 from farmhand.shared.pathmap import PathMapError
 from farmhand.shared.schemas import JobSettings, JobStatus
 from farmhand.worker.blender.discovery import BlenderInstall
-from tests.integration.conftest import Farm, make_settings
+from tests.integration.conftest import FAKE_BLEND, Farm, make_settings
 from tests.integration.test_farm_end_to_end import finished
 from tests.integration.test_packing import install, render_locally  # noqa: F401 (fixture)
 from tests.integration.waiting import wait_for
@@ -248,6 +248,62 @@ def test_bad_shared_jobs_are_refused_clearly(
     answer = nas_farm.client.post("/api/jobs", headers=nas_farm.admin, json=body)
     assert answer.status_code == 400, answer.text
     assert message in answer.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"blend_path": "{x}/a.blend"},
+        {"blend_path": "{a}/{b}/c.blend"},
+        {"blend_path": "{projects}/a.blend", "output_dir": "{renders}/shot-010"},
+    ],
+)
+def test_a_path_variable_the_manager_does_not_have_is_refused(
+    nas_farm: Farm, body: dict[str, str]
+) -> None:
+    """It was accepted (202), and the job waited forever, queued with no reason."""
+    farm = nas_farm
+    answer = farm.client.post("/api/jobs", headers=farm.admin, json={"storage": "shared", **body})
+    assert answer.status_code == 400, answer.text
+    detail = answer.json()["detail"]
+    field = "output_dir" if "output_dir" in body else "blend_path"
+    assert detail.startswith(f"{field}: ")
+    assert "which the manager does not have; known variables: {projects}" in detail
+    assert farm.client.get("/api/jobs", headers=farm.admin).json() == [], "nothing stored"
+
+
+def test_a_manager_without_path_variables_refuses_every_variable(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data")
+    with TestClient(create_app(settings)) as client:
+        admin = {"Authorization": f"Bearer {settings.admin_token}"}
+        answer = client.post(
+            "/api/jobs", headers=admin, json={"storage": "shared", "blend_path": "{x}/a.blend"}
+        )
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["detail"] == (
+            "blend_path: '{x}/a.blend' names the path variable {x}, which the manager does "
+            "not have (it has no path_variables)"
+        )
+        uploaded = client.post(
+            "/api/jobs",
+            headers=admin,
+            files={"file": ("a.blend", FAKE_BLEND)},
+            data={"settings": '{"output_dir": "{out}/renders"}'},
+        )
+        assert uploaded.status_code == 400, uploaded.text
+        assert "output_dir: '{out}/renders' names the path variable {out}" in uploaded.text
+
+
+def test_a_path_written_with_a_known_variable_is_taken_as_it_is(nas_farm: Farm) -> None:
+    farm = nas_farm
+    answer = farm.client.post(
+        "/api/jobs",
+        headers=farm.admin,
+        json={"storage": "shared", "blend_path": "{projects}/a.blend", "output_dir": "{projects}"},
+    )
+    assert answer.status_code == 202, answer.text
+    job = farm.client.get(answer.headers["location"], headers=farm.admin).json()
+    assert (job["main_file"], job["settings"]["output_dir"]) == ("{projects}/a.blend", "{projects}")
 
 
 def test_a_manager_with_a_broken_path_table_does_not_start(tmp_path: Path) -> None:

@@ -14,20 +14,41 @@ from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Job
 from farmhand.manager.jobs.submit import SubmitError, add_job, create_job
-from farmhand.shared.pathmap import PathMapError, to_neutral
+from farmhand.shared.pathmap import PathMapError, PathVariables, to_neutral
 from farmhand.shared.schemas import JobCreate, JobSettings, SharedJobCreate
 
 _S = TypeVar("_S", bound=JobSettings)
+
+
+def on_known_share(field: str, path: str, variables: PathVariables) -> str:
+    """`path` (a submitter's, or already `{variable}/…`) in `{variable}/…` form, where
+    the variable is one of the manager's: raise `SubmitError` naming `field` otherwise.
+
+    `to_neutral` takes a path written as `{variable}/…` as it is, so one naming a
+    variable the manager does not have (a typo, or a manager with none) was accepted and
+    its job waited, queued, with no reason given: it is refused here, naming the known
+    variables, as a path on no known share is."""
+    try:
+        neutral = to_neutral(path, variables)
+    except PathMapError as error:
+        raise SubmitError(f"{field}: {error}") from error
+    variable = neutral[1 : neutral.index("}")]
+    if variable not in variables:
+        known = ", ".join("{" + name + "}" for name in sorted(variables))
+        raise SubmitError(
+            f"{field}: {path!r} names the path variable {{{variable}}}, which the manager "
+            "does not have"
+            + (f"; known variables: {known}" if known else " (it has no path_variables)")
+        )
+    return neutral
 
 
 def neutral_output_dir(context: ManagerContext, request: _S) -> _S:
     """The request with its `output_dir` (if any) in `{variable}/…` form."""
     if request.output_dir is None:
         return request
-    try:
-        neutral = to_neutral(request.output_dir, context.settings.path_variables)
-    except PathMapError as error:
-        raise SubmitError(f"output_dir: {error}") from error
+    variables = context.settings.path_variables
+    neutral = on_known_share("output_dir", request.output_dir, variables)
     return request.model_copy(update={"output_dir": neutral})
 
 
@@ -38,10 +59,7 @@ def create_uploaded_job(context: ManagerContext, owner_id: int, request: JobCrea
 
 def create_shared_job(context: ManagerContext, owner_id: int, request: SharedJobCreate) -> Job:
     """Create and compile a job whose .blend (and assets) are read from shared storage."""
-    try:
-        main = to_neutral(request.blend_path, context.settings.path_variables)
-    except PathMapError as error:
-        raise SubmitError(f"blend_path: {error}") from error
+    main = on_known_share("blend_path", request.blend_path, context.settings.path_variables)
     if PurePosixPath(main).suffix.lower() != ".blend":
         raise SubmitError(f"blend_path {request.blend_path!r} is not a .blend file")
     request = neutral_output_dir(context, request)
