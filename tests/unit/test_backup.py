@@ -274,3 +274,23 @@ def test_files_only_is_refused_for_sqlite(source: Source, tmp_path: Path) -> Non
     code, output = _backup(str(tmp_path / "backup"), "--data-dir", str(source.data), "--files-only")
     assert code == 1 and "--files-only is for a database that is not SQLite" in output
     assert not (tmp_path / "backup").exists()
+
+
+def test_the_copy_keeps_the_database_and_logs_private_even_if_the_source_did_not(
+    source: Source, tmp_path: Path
+) -> None:
+    """The copy holds the password hashes and the task logs: 0600 (in 0700 folders),
+    also when an older version left the originals readable to every account."""
+    previous = os.umask(0o022)
+    try:
+        os.chmod(source.data / "farmhand.sqlite3", 0o644)
+        os.chmod(source.data / "logs" / "job-1" / "task-1.log", 0o644)
+        dest = tmp_path / "backup"
+        code, output = _backup(str(dest), "--data-dir", str(source.data))
+    finally:
+        os.umask(previous)
+    assert code == 0, output
+    assert stat.S_IMODE((dest / "farmhand.sqlite3").stat().st_mode) == 0o600
+    assert stat.S_IMODE((dest / "logs/job-1/task-1.log").stat().st_mode) == 0o600
+    for folder in ("logs", "logs/job-1"):
+        assert stat.S_IMODE((dest / folder).stat().st_mode) == 0o700, folder

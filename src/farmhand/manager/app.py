@@ -65,7 +65,8 @@ log = structlog.get_logger(__name__)
 def prepare(settings: ManagerSettings) -> tuple[ManagerContext, BootstrapReport]:
     """Everything that must be true before the first request: folders, schema, admin."""
     check_variables(settings.path_variables)  # a typo in a share's root fails at start
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # A new data dir is the manager's alone (an existing one keeps the mode it has).
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     unsafe = sqlite_on_network(settings.resolved_database_url)
     if unsafe is not None:
         log.error("database on a network filesystem", problem=unsafe)

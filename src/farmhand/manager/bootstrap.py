@@ -9,6 +9,10 @@ changing the variable (a leaked secret, a rotation) is all it takes to retire th
 Tokens made through the API are never touched.
 `LOCAL_TEST_EMAIL` / `LOCAL_TEST_PASSWORD` add a local user with a password if missing
 (JiggaBlend's variables, for trying a farm out).
+
+Task logs that an earlier version wrote readable to every local account are made
+private here, once (`storage.logs.make_private`); the database's files are made private
+when it is opened (`db.engine.private_sqlite_files`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from farmhand.manager.clock import utcnow
 from farmhand.manager.db.engine import Database
 from farmhand.manager.db.models import ApiToken, RunnerRegistrationToken, User
 from farmhand.manager.settings import ManagerSettings
+from farmhand.manager.storage.logs import make_private
 
 log = structlog.get_logger(__name__)
 
@@ -97,6 +102,9 @@ def _revoke_replaced(
 
 
 def bootstrap(db: Database, settings: ManagerSettings) -> BootstrapReport:
+    tightened = make_private(settings.log_dir)
+    if tightened:
+        log.info("task logs made readable by the manager's account only", files=tightened)
     admin_file = settings.data_dir / "admin-token"
     runner_file = settings.data_dir / "runner-token"
     created = False

@@ -6,24 +6,34 @@ transaction, committed as a whole or not at all. On SQLite the transaction start
 one failing half-way ("database is locked" on lock upgrade), which is what makes the
 compare-and-set claim safe without any process-wide lock; PostgreSQL gets the same
 guarantees from its row locks.
+
+A SQLite database holds password hashes, e-mail addresses and every job's name: its
+files are the manager's alone (0600, `private_sqlite_files`), like the tokens and the
+session key.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
+import structlog
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from farmhand.manager.db.groupcommit import GroupCommit
 
+log = structlog.get_logger(__name__)
 T = TypeVar("T")
+
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+"""The files SQLite keeps beside a database, which hold its pages too."""
 
 
 def make_engine(url: str, *, for_writes: bool = True) -> Engine:
@@ -96,16 +106,45 @@ def _sqlite_file(url: str) -> Path | None:
     return Path(database)
 
 
+def private_sqlite_files(database: Path) -> None:
+    """Make a SQLite database's files readable by this account only (0600).
+
+    A missing database file is created empty, 0600, before SQLite opens it: SQLite
+    creates a database with the process's umask (0644 under the usual 022), and gives
+    its `-wal` and `-shm` the database file's mode, so all three start private. Files
+    left more open by earlier versions are tightened; one this account does not own
+    (chmod refuses) is left as it is, with a warning. A missing folder is left for
+    SQLite to report as it always has.
+    """
+    try:
+        fd = os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except (FileExistsError, FileNotFoundError):
+        pass
+    else:
+        os.close(fd)
+    for path in (database, *(Path(f"{database}{suffix}") for suffix in SQLITE_COMPANIONS)):
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if mode & 0o077:
+                os.chmod(path, mode & 0o700)
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            log.warning("cannot make a database file private", path=str(path), error=str(error))
+
+
 class Database:
     """The engine plus a session factory; one per manager app."""
 
     def __init__(self, url: str) -> None:
         self.url = url
+        database_file = _sqlite_file(url)
+        if database_file is not None:
+            private_sqlite_files(database_file)  # before SQLite first creates it
         self.engine = make_engine(url)
         self._write_lock: AbstractContextManager[object] = (
             threading.Lock() if url.startswith("sqlite") else nullcontext()
         )
-        database_file = _sqlite_file(url)
         self._file_lock: FileLock | None = (
             FileLock(database_file.with_name(database_file.name + ".writelock"))
             if database_file is not None

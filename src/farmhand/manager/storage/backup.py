@@ -22,7 +22,12 @@ So the order here is fixed, and it is the point of this module:
    Each blob is hashed as it is copied (its name is its hash): a file whose bytes do
    not match is reported and left out, never copied as if it were good.
 3. **Then the rest**: task logs and the secrets (`admin-token`, `runner-token`,
-   `session-key`), modes kept (the secrets are 0600).
+   `session-key`), modes kept (the secrets are 0600), except that a log is never
+   readable by others in the copy (0600, in 0700 folders), even one an earlier version
+   wrote 0644.
+
+The copied database holds password hashes, as the original does: it is created 0600
+before a byte is written (its `-wal` and `-shm`, if SQLite makes them, take its mode).
 
 Left out, on purpose: `blobs/tmp/` (uploads being staged and partial resumable uploads,
 which are not blobs yet), `thumbnails/` (a cache, rebuilt on demand), `run/` (runtime
@@ -190,6 +195,12 @@ def snapshot_database(database: Path, target: Path) -> None:
     """
     live = _open_read_only(database)
     try:
+        # Private before SQLite writes a page into it (it would create it 0644).
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
         copy = sqlite3.connect(target)
         try:
             live.backup(copy, pages=-1)
@@ -352,17 +363,27 @@ def store_hashes(store: Path) -> dict[str, int]:
     return {sha: info.st_size for sha, _path, info in iter_blobs(store)}
 
 
-def _copy_file(source: Path, target: Path) -> None:
-    """Copy one file, keeping its mode and times; created 0600 so a secret is never
-    readable by others, not even while it is written."""
+def _copy_file(source: Path, target: Path, *, private: bool = False) -> None:
+    """Copy one file, keeping its mode (`private`: without the bits for others) and
+    times; created 0600 so a secret is never readable by others, not even while it is
+    written."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as writer, source.open("rb") as reader:
         while chunk := reader.read(CHUNK_SIZE):
             writer.write(chunk)
     info = source.stat()
-    os.chmod(target, stat.S_IMODE(info.st_mode))
+    mode = stat.S_IMODE(info.st_mode)
+    os.chmod(target, mode & 0o700 if private else mode)
     os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
+
+
+def _private_folders(dest: Path, relative: Path) -> None:
+    """Make each missing folder of `relative` under `dest`, 0700."""
+    folder = dest
+    for part in relative.parts:
+        folder = folder / part
+        folder.mkdir(mode=0o700, exist_ok=True)
 
 
 def copy_logs_and_secrets(data_dir: Path, dest: Path) -> list[str]:
@@ -381,8 +402,9 @@ def copy_logs_and_secrets(data_dir: Path, dest: Path) -> list[str]:
                 if source.is_symlink() or not source.is_file():
                     continue
                 relative = source.relative_to(data_dir)
+                _private_folders(dest, relative.parent)
                 try:
-                    _copy_file(source, dest / relative)
+                    _copy_file(source, dest / relative, private=True)
                 except FileNotFoundError:
                     continue
                 copied.append(relative.as_posix())

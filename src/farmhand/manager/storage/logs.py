@@ -8,11 +8,17 @@ calls, but on the event loop those would stall every other request, and a thread
 per report costs more than the write. So `append` only queues the lines; one writer
 thread appends them, in order. Whoever reads a log (`read`) or removes one first waits
 for what is queued (`flush`), so nobody sees a log without lines already accepted.
+
+A log is what a render printed (file paths, scene names, the job's errors): only the
+manager's account reads it. Logs are created 0600 in folders made 0700; `make_private`
+tightens those an earlier version left readable to others.
 """
 
 from __future__ import annotations
 
+import os
 import queue
+import stat
 import threading
 from pathlib import Path
 
@@ -104,8 +110,56 @@ class TaskLogs:
                 log.error("task log lines lost", path=str(path), error=str(error))
 
 
+def _private_folder(folder: Path) -> None:
+    """`folder` and any missing parents, each made 0700 (`mkdir(parents=True)` would
+    give the parents the umask's mode)."""
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        return
+    except FileNotFoundError:
+        _private_folder(folder.parent)
+        folder.mkdir(mode=0o700, exist_ok=True)
+
+
 def _write(path: Path, lines: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8", errors="replace") as handle:
+    _private_folder(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with open(fd, "a", encoding="utf-8", errors="replace") as handle:
         for line in lines:
             handle.write(line[:MAX_LINE].rstrip("\n") + "\n")
+
+
+def make_private(root: Path) -> int:
+    """Tighten the logs under `root` (the manager's own `logs` folder) to 0600 files in
+    0700 folders; how many files and folders were changed.
+
+    For logs written before logs were private. It walks the tree only while `root`
+    itself is open to others, which it leaves 0700 at the end: later starts cost one
+    `stat`. Something this account may not change is skipped (reading it would have
+    failed as well)."""
+    try:
+        if not stat.S_IMODE(root.stat().st_mode) & 0o077:
+            return 0
+    except FileNotFoundError:
+        return 0
+    changed = 0
+    for folder, dirs, names in os.walk(root):
+        for name in [*dirs, *names]:
+            changed += _tighten(Path(folder) / name)
+    return changed + _tighten(root)
+
+
+def _tighten(path: Path) -> int:
+    try:
+        info = path.lstat()
+        mode = stat.S_IMODE(info.st_mode)
+        if stat.S_ISLNK(info.st_mode) or not mode & 0o077:
+            return 0
+        os.chmod(path, mode & 0o700)
+    except FileNotFoundError:  # its job was deleted meanwhile
+        return 0
+    except OSError as error:
+        log.warning("cannot make a task log private", path=str(path), error=str(error))
+        return 0
+    return 1
