@@ -10,12 +10,13 @@ the runner is scripted HTTP calls, as in test_cli_control.py.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import httpx
 import pytest
@@ -24,7 +25,7 @@ from typer.testing import CliRunner, Result
 
 from farmhand.cli.app import app
 from farmhand.localfarm import LocalFarm, local_farm
-from tests.integration.conftest import cli_at, png_bytes, submit_stand_in
+from tests.integration.conftest import FAKE_BLEND, cli_at, png_bytes, submit_stand_in
 
 PASS_FOLDER = "00-Passes__depth_normal_ü"
 
@@ -170,3 +171,64 @@ def test_the_zip_of_a_job_named_in_japanese_is_saved_under_its_name(api: httpx.C
     disposition = answer.headers["content-disposition"]
     assert f"filename*=UTF-8''job-{job_id}-{quote('ショット _ 10')}.zip" in disposition
     assert f'filename="job-{job_id}-_ _ 10.zip"' in disposition, "an ASCII stand-in"
+
+
+INPUTS = ["tex/日本.png", "tex/emoji😀.png", "tex/ünï cödé %22.png", "tex/plain.png"]
+
+
+def saved_name(disposition: str) -> str:
+    """The name a browser saves under: RFC 6266's `filename*` (UTF-8, percent-encoded)."""
+    encoded = disposition.split("filename*=UTF-8''", 1)[1].split(";", 1)[0]
+    return unquote(encoded)
+
+
+def test_files_named_in_any_script_download_under_their_names(
+    api: httpx.Client, farm: LocalFarm, tmp_path: Path
+) -> None:
+    """They were a 500 (`'latin-1' codec can't encode`), Latin-1 names went out as raw
+    Latin-1 bytes, and `farmhand download --frame` with a Japanese template failed."""
+    blend = hashlib.sha256(FAKE_BLEND).hexdigest()
+    files = {"scene.blend": blend}
+    for path in INPUTS:
+        data = path.encode()
+        files[path] = hashlib.sha256(data).hexdigest()
+        api.put(f"/api/blobs/{files[path]}", content=data).raise_for_status()
+    api.put(f"/api/blobs/{blend}", content=FAKE_BLEND).raise_for_status()
+    created = api.post(
+        "/api/jobs",
+        json={"main_file": "scene.blend", "files": files, "frame_start": 1, "frame_end": 1,
+              "name": "ショット 10", "output_template": "{job}/{frame:04d}.{ext}"},
+    )  # fmt: skip
+    assert created.status_code == 202, created.text
+    job_id = created.json()["id"]
+    who = runner(api, farm)
+    task = api.get("/api/runner/tasks", params={"wait": 0}, headers=who).json()
+    render(api, who, task, 1)
+
+    listed = {f["path"]: f["id"] for f in api.get(f"/api/jobs/{job_id}/files").json()}
+    for path in INPUTS:
+        answer = api.get(f"/api/jobs/{job_id}/files/{listed[path]}/download")
+        assert answer.status_code == 200, answer.text
+        assert answer.content == path.encode()
+        raw = dict(answer.headers.raw)[b"content-disposition"]
+        assert raw.isascii() and b"\r" not in raw and b"\n" not in raw
+        disposition = raw.decode()
+        assert saved_name(disposition) == path.rsplit("/", 1)[1]
+        plain = disposition.split('filename="', 1)[1].split('"', 1)[0]
+        assert plain.isascii() and plain.endswith(".png"), "an ASCII stand-in"
+
+    one = api.get(f"/api/jobs/{job_id}/outputs/1")
+    assert one.status_code == 200, one.text
+    assert unquote(one.headers["x-output-name"]) == "ショット 10/0001.png"
+    assert saved_name(one.headers["content-disposition"]) == "0001.png"
+
+    by_job = ok(farmhand("download", str(job_id), "--frame", "1", "-o", str(tmp_path / "a")))
+    assert "frame 1 in" in by_job.output
+    assert (tmp_path / "a" / "ショット 10" / "0001.png").read_bytes() == png_bytes()
+    template = "ショット_{frame:04d}.{ext}"
+    shot = ok(
+        farmhand("download", str(job_id), "--frame", "1", "--template", template, "-o",
+                 str(tmp_path / "b"))
+    )  # fmt: skip
+    assert "frame 1 in" in shot.output
+    assert (tmp_path / "b" / "ショット_0001.png").read_bytes() == png_bytes()

@@ -19,7 +19,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -539,10 +539,11 @@ class FarmhandClient(BaseClient):
     def download_frame(
         self, job_id: int, frame: int, dest_dir: Path, template: str | None = None
     ) -> Path:
-        """One rendered frame into `dest_dir/<its name by the template>`."""
+        """One rendered frame into `dest_dir/<its name by the template>`: the manager's
+        `X-Output-Name`, percent-encoded UTF-8 beyond printable ASCII (`ショット 10/…`)."""
         url = f"/api/jobs/{job_id}/outputs/{frame}{_template_query(template)}"
         with self._stream("GET", url) as response:
-            name = response.headers.get("x-output-name", f"{frame:04d}")
+            name = unquote(response.headers.get("x-output-name", f"{frame:04d}"))
         try:
             relative = safe_relative_path(name)
         except UnsafePathError as exc:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import re
 from functools import partial
 from pathlib import PurePosixPath
 from typing import Annotated, Any
-from urllib.parse import quote
 
 from fastapi import APIRouter, Form, HTTPException, Query, Request, Response, UploadFile, status
 from fastapi.responses import PlainTextResponse, StreamingResponse
@@ -18,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from farmhand.manager.api.deps import Caller, Context, UserDep
+from farmhand.manager.api.disposition import attachment, header_text
 from farmhand.manager.api.errors import error_responses
 from farmhand.manager.api.limits import enforce_quota
 from farmhand.manager.api.uploads import store_upload, uploaded_name
@@ -407,7 +406,7 @@ def download_file(
         context.blobs.iter_bytes(sha),
         media_type="application/octet-stream",
         headers={
-            "Content-Disposition": f'attachment; filename="{name}"',
+            "Content-Disposition": attachment(name),
             "Content-Length": str(size),
         },
     )
@@ -459,15 +458,13 @@ def _zip_response(
     """A streamed zip, saved by a browser as `job-7-<the job's name><what>.zip`.
 
     The name is the job's name as `{job}` makes it (`safe_component`: letters of any
-    script kept), sent as RFC 6266's UTF-8 `filename*`; the plain `filename` is an
-    ASCII stand-in for clients without it (an HTTP header is Latin-1)."""
+    script kept), sent as every download's is (`disposition.attachment`: RFC 6266's
+    UTF-8 `filename*` and an ASCII stand-in `filename`)."""
     filename = f"job-{job.id}-{safe_component(job.name)}{what}.zip"
-    ascii_name = re.sub(r"[^A-Za-z0-9._ -]+", "_", filename)
-    disposition = f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
     return StreamingResponse(
         stream_zip((name, context.blobs.path_for(sha)) for name, sha in entries),
         media_type="application/zip",
-        headers={"Content-Disposition": disposition},
+        headers={"Content-Disposition": attachment(filename)},
     )
 
 
@@ -504,8 +501,8 @@ def download_frame(
         name, output = named[0]
         size = session.scalar(select(Blob.size).where(Blob.sha256 == output.sha256))
     headers = {
-        "Content-Disposition": f'attachment; filename="{PurePosixPath(name).name}"',
-        "X-Output-Name": name,
+        "Content-Disposition": attachment(PurePosixPath(name).name),
+        "X-Output-Name": header_text(name),
     }
     if size is not None:
         headers["Content-Length"] = str(size)
