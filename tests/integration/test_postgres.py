@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from farmhand.manager.app import create_app
+from tests.integration import test_blob_access as blob_access_tests
 from tests.integration import test_limits as limits_tests
 from tests.integration import test_manager_api as api_tests
 from tests.integration import test_scheduling as scheduling_tests
@@ -61,6 +62,11 @@ def test_progress_statement_on_postgres(pg_farm: Farm) -> None:
 def test_duplicate_uploads_on_postgres(pg_farm: Farm) -> None:
     """Concurrent uploads of one frame: no 500 on the blob row, one output row per frame."""
     scheduling_tests.test_duplicate_uploads_never_corrupt_the_stored_frame(pg_farm)
+
+
+def test_someone_elses_blob_must_be_sent_on_postgres(pg_farm: Farm) -> None:
+    """Who uploaded what (`blob_uploads`, recorded with PostgreSQL's ON CONFLICT)."""
+    blob_access_tests.test_a_resumable_upload_of_someone_elses_file_must_send_it(pg_farm)
 
 
 def test_values_postgres_refuses_are_a_400_on_postgres(pg_farm: Farm) -> None:

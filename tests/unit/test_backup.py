@@ -23,7 +23,7 @@ from farmhand.cli.app import app
 from farmhand.manager.clock import utcnow
 from farmhand.manager.db.engine import Database
 from farmhand.manager.db.migrate import upgrade
-from farmhand.manager.db.models import Blob, Job, JobFile, User
+from farmhand.manager.db.models import Blob, BlobUpload, Job, JobFile, User
 from farmhand.manager.settings import ManagerSettings
 from farmhand.manager.storage.blobs import BlobStore
 
@@ -87,6 +87,8 @@ def source(tmp_path: Path) -> Source:
                 inputs[path] = stored.sha256
             spare = store.ingest_file(io.BytesIO(b"an old upload nobody used"))
             session.add(Blob(sha256=spare.sha256, size=spare.size, created_at=now))
+            session.flush()
+            session.add(BlobUpload(sha256=spare.sha256, user_id=user.id, uploaded_at=now))
     finally:
         db.dispose()
     for name in SECRETS:
@@ -219,7 +221,10 @@ def test_an_unused_blob_gone_from_the_store_is_forgotten_by_the_copy(
     assert code == 0, output
     with contextlib.closing(sqlite3.connect(dest / "farmhand.sqlite3")) as copy:
         known = {row[0] for row in copy.execute("SELECT sha256 FROM blobs")}
+        uploads = copy.execute("SELECT sha256 FROM blob_uploads").fetchall()
+        dangling = copy.execute("PRAGMA foreign_key_check").fetchall()
     assert known == set(source.inputs.values())
+    assert uploads == [] and dangling == [], "who uploaded it goes with it"
 
 
 def test_link_hard_links_the_blobs(source: Source, tmp_path: Path) -> None:

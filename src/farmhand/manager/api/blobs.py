@@ -1,18 +1,24 @@
-"""Content-addressed uploads: ask what is missing, send only that."""
+"""Content-addressed uploads: ask what is missing, send only that.
+
+"Missing" is per user: a blob someone else uploaded, which this user may not read
+(`farmhand.manager.storage.access`), is missing for them as if it were not stored, so
+a hash tells nobody whether a file is on the farm; they send the bytes, which proves
+they hold them, and then it is theirs to name too.
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Path, Request, Response, status
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from farmhand.manager.api.deps import Context, UserDep
+from farmhand.manager.api.deps import Caller, Context, UserDep
 from farmhand.manager.api.limits import enforce_quota
 from farmhand.manager.api.upload_sessions import OCTET_STREAM_BODY
 from farmhand.manager.api.uploads import ingest
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
-from farmhand.manager.db.models import Blob
+from farmhand.manager.storage.access import readable, record_uploads
+from farmhand.manager.storage.blobs import StoredBlob
 from farmhand.manager.storage.gc import touch_blobs
 from farmhand.shared.schemas import (
     BlobsMissingRequest,
@@ -28,9 +34,12 @@ router = APIRouter(prefix="/api/blobs", tags=["blobs"])
 def missing_blobs(
     body: BlobsMissingRequest, context: Context, caller: UserDep
 ) -> BlobsMissingResponse:
+    """The hashes the caller must upload: those not stored, and those stored that the
+    caller may not read (someone else's file), which they must prove they hold."""
     wanted = set(body.hashes)
+    with context.db.read() as session:  # no write lock while it reads
+        known = readable(session, caller.user_id, wanted, admin=caller.is_admin)
     with context.db.transaction() as session:
-        known = set(session.scalars(select(Blob.sha256).where(Blob.sha256.in_(wanted))))
         # The client will not upload these and may name them in a job any moment:
         # garbage collection and job deletion must spare them for the grace period.
         touch_blobs(session, known, utcnow())
@@ -40,9 +49,10 @@ def missing_blobs(
     return BlobsMissingResponse(missing=missing)
 
 
-def _touch(context: ManagerContext, sha256: str) -> None:
+def _uploaded(context: ManagerContext, caller: Caller, stored: StoredBlob) -> None:
+    """The caller sent these bytes: the blob is theirs to name in a job from now on."""
     with context.db.transaction() as session:
-        touch_blobs(session, [sha256], utcnow())
+        record_uploads(session, caller.user_id, [stored], utcnow())
 
 
 @router.put(
@@ -77,9 +87,11 @@ async def put_blob(
     if declared is not None and declared.isdigit():
         await run_in_threadpool(enforce_quota, context, caller, (), int(declared))
     stored, created = await ingest(context, request.stream(), expected_sha256=sha256)
+    # The caller sent the bytes, verified against the hash: the blob is theirs to name
+    # now, even if their quota refuses it below. Also when sent again (200): a job
+    # naming it may follow any moment, so it is touched (spared from collection).
+    await run_in_threadpool(_uploaded, context, caller, stored)
     await run_in_threadpool(enforce_quota, context, caller, [stored.sha256])
     if not created:
-        # Sent again: a job naming it may follow any moment; spare it from collection.
-        await run_in_threadpool(_touch, context, stored.sha256)
         response.status_code = status.HTTP_200_OK
     return BlobStored(sha256=stored.sha256, size=stored.size)

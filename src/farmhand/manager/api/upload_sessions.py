@@ -18,14 +18,14 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from farmhand.manager.api.deps import Context, UserDep
+from farmhand.manager.api.deps import Caller, Context, UserDep
 from farmhand.manager.api.errors import error_responses
 from farmhand.manager.api.limits import enforce_quota
-from farmhand.manager.api.uploads import record_blob
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Blob
-from farmhand.manager.storage.blobs import BlobError, BlobTooLarge
+from farmhand.manager.storage.access import readable, record_uploads
+from farmhand.manager.storage.blobs import BlobError, BlobTooLarge, StoredBlob
 from farmhand.manager.storage.gc import touch_blobs
 from farmhand.manager.storage.partial_uploads import (
     ChunkTooLarge,
@@ -47,15 +47,26 @@ OCTET_STREAM_BODY: dict[str, object] = {
 """OpenAPI for a raw-bytes body (FastAPI cannot infer one from `request.stream()`)."""
 
 
-def _stored_size(context: ManagerContext, sha256: str) -> int | None:
-    """The size of the blob if the manager holds it (and marks it as just told about,
-    as `/api/blobs/missing` does: the client may name it in a job any moment)."""
+def _stored_size(context: ManagerContext, caller: Caller, sha256: str) -> int | None:
+    """The size of the blob if the manager holds it and the caller may read it (and
+    marks it as just told about, as `/api/blobs/missing` does: the client may name it
+    in a job any moment). Someone else's file is not stored as far as the caller is
+    told (`storage/access.py`): they upload it, proving they hold it."""
+    with context.db.read() as session:  # no write lock while it reads
+        if not readable(session, caller.user_id, [sha256], admin=caller.is_admin):
+            return None
     with context.db.transaction() as session:
         size = session.scalar(select(Blob.size).where(Blob.sha256 == sha256))
         if size is None or not context.blobs.has(sha256):
             return None
         touch_blobs(session, [sha256], utcnow())
     return size
+
+
+def _uploaded(context: ManagerContext, caller: Caller, stored: StoredBlob) -> None:
+    """The caller sent these bytes: the blob is theirs to name in a job from now on."""
+    with context.db.transaction() as session:
+        record_uploads(session, caller.user_id, [stored], utcnow())
 
 
 def _status(session: UploadSession, offset: int, response: Response) -> UploadStatus:
@@ -93,14 +104,15 @@ async def create_upload(
 ) -> UploadStatus:
     """An upload's size is checked before anything else, also for a blob already
     stored: the answer must not depend on what other people uploaded. A blob already
-    stored answers `complete` only if the size agrees; a client whose size and hash
-    disagree with it has a bug or a changed file, and is told (400) rather than left to
-    name a blob in a job that is not the file it has."""
+    stored that the caller may read (`storage/access.py`) answers `complete` only if the
+    size agrees; a client whose size and hash disagree with it has a bug or a changed
+    file, and is told (400) rather than left to name a blob in a job that is not the
+    file it has. Someone else's blob is neither: the caller uploads it like a new one."""
     try:
         context.blobs.refuse_too_large(body.size)
     except BlobTooLarge as error:
         raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, str(error)) from error
-    stored_size = await run_in_threadpool(_stored_size, context, body.sha256)
+    stored_size = await run_in_threadpool(_stored_size, context, caller, body.sha256)
     if stored_size is not None:
         if stored_size != body.size:
             raise HTTPException(
@@ -204,7 +216,7 @@ async def upload_chunk(
         if stored is None:
             return _status(session, partials.offset(session), response)
     partials.forget_lock(session.id)
-    await run_in_threadpool(record_blob, context, stored)
+    await run_in_threadpool(_uploaded, context, caller, stored)  # records the blob too
     log.info("upload stored", sha256=stored.sha256, size=stored.size, user=caller.name)
     response.headers[OFFSET] = str(stored.size)
     return UploadStatus(

@@ -18,6 +18,7 @@ from starlette.datastructures import UploadFile
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Blob, JobFile
+from farmhand.manager.storage.access import note_received
 from farmhand.manager.storage.blobs import BlobError, BlobTooLarge, StoredBlob
 from farmhand.shared.paths import UnsafePathError, safe_file_name
 
@@ -112,6 +113,9 @@ def uploaded_name(upload: UploadFile, suffix: str) -> str:
 async def store_upload(context: ManagerContext, upload: UploadFile) -> StoredBlob:
     stored = await receive_upload(context, upload)
     await run_in_threadpool(record_blob, context, stored)
+    # This request sent the bytes: a job it submits may name them (a multipart job),
+    # and its quota check counts them (storage/access.py).
+    note_received(stored.sha256)
     return stored
 
 

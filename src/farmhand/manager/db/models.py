@@ -171,6 +171,21 @@ class Blob(Base):
     it without uploading, so garbage collection and job deletion spare it for a while."""
 
 
+class BlobUpload(Base):
+    """Who sent a blob's bytes: a blob is a user's to name in a job only if they sent
+    it, or it is a file of one of their jobs (`storage/access.py`). Knowing a hash is
+    not enough: it would hand out anyone's file whose hash is known."""
+
+    __tablename__ = "blob_uploads"
+    sha256: Mapped[str] = mapped_column(
+        ForeignKey("blobs.sha256", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    uploaded_at: Mapped[datetime]
+
+
 class Job(Base):
     __tablename__ = "jobs"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -277,6 +292,7 @@ __all__ = [
     "ApiToken",
     "Base",
     "Blob",
+    "BlobUpload",
     "Blocklist",
     "Job",
     "JobFile",

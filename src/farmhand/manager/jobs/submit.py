@@ -12,6 +12,7 @@ from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Blob, Job, JobFile, Task
 from farmhand.manager.scheduling.compile import compile_job
+from farmhand.manager.storage.access import readable
 from farmhand.shared.blendfile import READ_BYTES, looks_like_blend, saved_version
 from farmhand.shared.paths import UnsafePathError, check_coexisting, safe_relative_path
 from farmhand.shared.schemas import JobCreate, JobSettings, JobStatus
@@ -89,9 +90,19 @@ def inputs_fixed_because(session: Session, job: Job) -> str | None:
 
 
 def create_job(context: ManagerContext, owner_id: int, request: JobCreate) -> Job:
-    """Create and compile a job whose files are already in the blob store."""
+    """Create and compile a job whose files are already in the blob store.
+
+    Every file must be one the owner may read (`storage/access.py`: they uploaded it,
+    it is a file of one of their jobs, or they are an admin): someone else's file,
+    named by its hash, is refused exactly as a file never uploaded, before anything of
+    it is read, so the answer tells nothing about other people's files."""
     files = _check_manifest(request.main_file, request.files)
     main = safe_relative_path(request.main_file)
+    with context.db.read() as session:
+        allowed = readable(session, owner_id, set(files.values()))
+    lacking = sorted(set(files.values()) - allowed)
+    if lacking:
+        raise _missing(lacking)
     if not context.blobs.has(files[main]):
         raise _missing([files[main]])
     saved = main_blend_version(context, main, files[main])

@@ -256,13 +256,21 @@ def drop_blob_rows(database: Path, hashes: Iterable[str]) -> list[str]:
     dropped: list[str] = []
     copy = sqlite3.connect(database)
     try:
+        tables = {row[0] for row in copy.execute("SELECT name FROM sqlite_master")}
         with copy:
             for start in range(0, len(ordered), BATCH):
                 chunk = ordered[start : start + BATCH]
                 where = f"sha256 IN ({','.join('?' * len(chunk))}) AND {_UNREFERENCED}"
-                found = copy.execute(f"SELECT sha256 FROM blobs WHERE {where}", chunk)  # noqa: S608 (placeholders)
-                dropped += [row[0] for row in found]
+                found = [
+                    row[0]
+                    for row in copy.execute(f"SELECT sha256 FROM blobs WHERE {where}", chunk)  # noqa: S608 (placeholders)
+                ]
+                dropped += found
                 copy.execute(f"DELETE FROM blobs WHERE {where}", chunk)  # noqa: S608
+                if found and "blob_uploads" in tables:
+                    # Foreign keys are off on this connection: no cascade to rely on.
+                    marks = ",".join("?" * len(found))
+                    copy.execute(f"DELETE FROM blob_uploads WHERE sha256 IN ({marks})", found)  # noqa: S608
     finally:
         copy.close()
     return sorted(dropped)

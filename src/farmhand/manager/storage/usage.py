@@ -14,6 +14,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from farmhand.manager.db.models import Blob, Job, JobFile
+from farmhand.manager.storage.access import readable
 
 
 def _user_blobs(user_id: int) -> Select[str]:
@@ -34,13 +35,18 @@ def user_usage_bytes(session: Session, user_id: int) -> int:
 
 
 def usage_with(session: Session, user_id: int, sha256s: Collection[str]) -> int:
-    """The user's usage if their jobs also referenced these blobs (those not yet counted)."""
+    """The user's usage if their jobs also referenced these blobs (those not yet counted).
+
+    Only blobs the user may read count (`storage/access.py`); someone else's file named
+    by its hash counts nothing, as a hash that is not stored, so a quota's answer tells
+    nothing about other people's files (a job naming one is refused anyway)."""
     current = user_usage_bytes(session, user_id)
-    if not sha256s:
+    named = readable(session, user_id, sha256s) if sha256s else set()
+    if not named:
         return current
     added = session.scalar(
         select(func.coalesce(func.sum(Blob.size), 0)).where(
-            Blob.sha256.in_(set(sha256s)), Blob.sha256.not_in(_user_blobs(user_id))
+            Blob.sha256.in_(named), Blob.sha256.not_in(_user_blobs(user_id))
         )
     )
     return current + int(added or 0)
