@@ -16,15 +16,14 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
-from sqlalchemy.orm import Session
 
 from farmhand.manager.app import create_app
 from farmhand.manager.clock import utcnow
 from farmhand.manager.db.engine import make_engine
 from farmhand.manager.db.migrate import upgrade
-from farmhand.manager.db.models import Worker
 from tests.integration.conftest import Farm, make_settings, post_stand_in
 from tests.integration.postgres import fresh_database, postgres_bin, postgres_server
+from tests.old_schema import insert_old
 
 ALWAYS = {
     "timezone": "UTC",
@@ -109,9 +108,11 @@ def test_a_schedule_the_reaper_cannot_read_does_not_stop_heartbeat_timeouts(
 def _a_worker_with_a_cleared_schedule_at_0013(url: str) -> None:
     engine = make_engine(url)
     upgrade(engine, "0013")
-    with Session(engine) as session, session.begin():
-        worker = Worker(name="w", secret_hash="0" * 64, capabilities={}, registered_at=utcnow())
-        session.add(worker)
+    with engine.begin() as connection:
+        insert_old(
+            connection, "workers", name="w", secret_hash="0" * 64, capabilities={},
+            registered_at=utcnow(), status="idle", admin_state="enabled", asleep=False,
+        )  # fmt: skip
     with engine.begin() as connection:  # what clearing a schedule stored before 0014
         connection.execute(text("UPDATE workers SET sleep_schedule = 'null'"))
         stored = connection.execute(text("SELECT sleep_schedule IS NULL FROM workers")).scalar()

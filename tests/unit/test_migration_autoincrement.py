@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -34,10 +35,10 @@ from farmhand.manager.db.models import (
     TaskDependency,
     TaskFailure,
     User,
-    Worker,
 )
 from tests.integration.conftest import make_settings, submit_stand_in
 from tests.integration.postgres import fresh_database, postgres_bin, postgres_server
+from tests.old_schema import insert_old
 
 BEFORE = "0011"
 """The revision before ids were never reused."""
@@ -55,11 +56,17 @@ def populate(engine: Engine) -> None:
     with Session(engine) as session, session.begin():
         alice = User(name="alice", created_at=now)
         workers = [
-            Worker(name=f"w{n}", secret_hash=f"{n:064d}", capabilities={}, registered_at=now)
+            SimpleNamespace(
+                id=insert_old(
+                    session.connection(), "workers", name=f"w{n}", secret_hash=f"{n:064d}",
+                    capabilities={}, registered_at=now, status="idle",
+                    admin_state="enabled", asleep=False,
+                )
+            )
             for n in range(3)
-        ]
+        ]  # fmt: skip
         blobs = [Blob(sha256=f"{c}" * 64, size=10, created_at=now) for c in "abc"]
-        session.add_all([alice, *workers, *blobs])
+        session.add_all([alice, *blobs])
         session.flush()
         jobs = [
             Job(
@@ -140,16 +147,26 @@ def populate(engine: Engine) -> None:
         session.delete(session.get(Job, 3))
 
 
-def dump(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table, in a stable order."""
+def dump(
+    engine: Engine, columns: dict[str, list[str]] | None = None
+) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, in a stable order: of the columns each table has now,
+    or only of `columns` (what it had before an upgrade; later migrations add some)."""
     with engine.connect() as connection:
-        return {
-            table: [
-                tuple(row)
-                for row in connection.execute(text(f"SELECT * FROM {table} ORDER BY 1, 2"))
-            ]
-            for table in TABLES
-        }
+        inspector = inspect(connection)
+        dumped = {}
+        for table in TABLES:
+            names = (columns or {}).get(table) or [c["name"] for c in inspector.get_columns(table)]
+            listed = ", ".join(f'"{name}"' for name in names)
+            query = text(f"SELECT {listed} FROM {table} ORDER BY 1, 2")
+            dumped[table] = [tuple(row) for row in connection.execute(query)]
+        return dumped
+
+
+def columns_of(engine: Engine) -> dict[str, list[str]]:
+    with engine.connect() as connection:
+        inspector = inspect(connection)
+        return {table: [c["name"] for c in inspector.get_columns(table)] for table in TABLES}
 
 
 def task_ids(client: TestClient, admin: dict[str, str], job_id: int) -> set[int]:
@@ -172,13 +189,13 @@ def test_the_upgrade_keeps_every_row_its_id_and_its_references(
     old_database: tuple[str, Engine],
 ) -> None:
     _, engine = old_database
-    before = dump(engine)
+    before, columns = dump(engine), columns_of(engine)
     assert len(before["tasks"]) == 6 and len(before["task_dependencies"]) == 4
     assert len(before["job_files"]) == 4 and before["blocklist"]
 
     upgrade(engine)
 
-    assert dump(engine) == before
+    assert dump(engine, columns) == before
     with engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA foreign_key_check").all() == []
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1, (
@@ -237,7 +254,7 @@ def test_the_rebuild_refuses_to_run_with_foreign_keys_on(
     """Alembic on a connection as the manager makes them (foreign keys on) would drop
     `jobs` with `ON DELETE CASCADE` and take every task, output and dependency along."""
     _, engine = old_database
-    before = dump(engine)
+    before, columns = dump(engine), columns_of(engine)
     config = alembic_config()
     with engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
@@ -245,7 +262,7 @@ def test_the_rebuild_refuses_to_run_with_foreign_keys_on(
         with pytest.raises(RuntimeError, match="foreign keys on would delete"):
             command.upgrade(config, "head")
         connection.rollback()
-    assert dump(engine) == before
+    assert dump(engine, columns) == before
 
 
 def test_references_broken_before_the_upgrade_do_not_stop_it(
@@ -280,9 +297,9 @@ def test_on_postgres_the_upgrade_changes_nothing_and_ids_are_not_reused(
         engine = make_engine(url)
         upgrade(engine, BEFORE)
         populate(engine)
-        before = dump(engine)
+        before, columns = dump(engine), columns_of(engine)
         upgrade(engine)
-        assert dump(engine) == before
+        assert dump(engine, columns) == before
         with Session(engine) as session, session.begin():
             newest = Job(
                 owner_id=1, name="new", settings={}, main_file="s.blend", created_at=utcnow()
