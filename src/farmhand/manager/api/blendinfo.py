@@ -36,12 +36,9 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from farmhand.manager.api.deps import Context, UserDep
-from farmhand.manager.api.uploads import store_upload, uploaded_name
-from farmhand.manager.clock import utcnow
+from farmhand.manager.api.uploads import sent_by, store_upload, uploaded_name
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Worker
-from farmhand.manager.storage.access import record_uploads
-from farmhand.manager.storage.blobs import StoredBlob
 from farmhand.shared.blendfile import (
     HEADER_BYTES,
     looks_like_blend,
@@ -190,11 +187,6 @@ def _int(value: object, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
-def _uploaded(context: ManagerContext, user_id: int, stored: StoredBlob) -> None:
-    with context.db.transaction() as session:
-        record_uploads(session, user_id, [stored], utcnow())
-
-
 @router.post(
     "/blend-info",
     response_model=BlendInfo,
@@ -217,7 +209,7 @@ async def blend_info(file: UploadFile, context: Context, caller: UserDep) -> Ble
         )
     stored = await store_upload(context, file)
     # The page submits a job naming this hash next (also after a 503 or 422 below).
-    await run_in_threadpool(_uploaded, context, caller.user_id, stored)
+    await sent_by(context, caller.user_id, [stored])
     blob_header = {BLOB_HEADER: stored.sha256}
     try:
         version, facts = await run_in_threadpool(

@@ -11,14 +11,12 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Path, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from farmhand.manager.api.deps import Caller, Context, UserDep
+from farmhand.manager.api.deps import Context, UserDep
 from farmhand.manager.api.limits import enforce_quota
 from farmhand.manager.api.upload_sessions import OCTET_STREAM_BODY
-from farmhand.manager.api.uploads import ingest
+from farmhand.manager.api.uploads import ingest, sent_by
 from farmhand.manager.clock import utcnow
-from farmhand.manager.context import ManagerContext
-from farmhand.manager.storage.access import readable, record_uploads
-from farmhand.manager.storage.blobs import StoredBlob
+from farmhand.manager.storage.access import readable
 from farmhand.manager.storage.gc import touch_blobs
 from farmhand.shared.schemas import (
     BlobsMissingRequest,
@@ -47,12 +45,6 @@ def missing_blobs(
         sha for sha in dict.fromkeys(body.hashes) if sha not in known or not context.blobs.has(sha)
     ]
     return BlobsMissingResponse(missing=missing)
-
-
-def _uploaded(context: ManagerContext, caller: Caller, stored: StoredBlob) -> None:
-    """The caller sent these bytes: the blob is theirs to name in a job from now on."""
-    with context.db.transaction() as session:
-        record_uploads(session, caller.user_id, [stored], utcnow())
 
 
 @router.put(
@@ -90,7 +82,7 @@ async def put_blob(
     # The caller sent the bytes, verified against the hash: the blob is theirs to name
     # now, even if their quota refuses it below. Also when sent again (200): a job
     # naming it may follow any moment, so it is touched (spared from collection).
-    await run_in_threadpool(_uploaded, context, caller, stored)
+    await sent_by(context, caller.user_id, [stored])
     await run_in_threadpool(enforce_quota, context, caller, [stored.sha256])
     if not created:
         response.status_code = status.HTTP_200_OK

@@ -19,7 +19,7 @@ from farmhand.manager.api.deps import Caller, Context, UserDep
 from farmhand.manager.api.disposition import attachment, header_text
 from farmhand.manager.api.errors import error_responses
 from farmhand.manager.api.limits import enforce_quota
-from farmhand.manager.api.uploads import store_upload, uploaded_name
+from farmhand.manager.api.uploads import sent_by, store_upload, uploaded_name
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Blob, Job, JobFile, Task
@@ -107,7 +107,7 @@ def _accepted(context: ManagerContext, response: Response, job: Job) -> JobAccep
     return JobAccepted(id=job.id, status=JobStatus(job.status), location=location)
 
 
-async def _multipart_job(context: ManagerContext, request: Request) -> JobCreate:
+async def _multipart_job(context: ManagerContext, request: Request, user_id: int) -> JobCreate:
     form = await request.form(max_files=1, max_fields=4)
     upload = form.get("file")
     if not isinstance(upload, StarletteUploadFile):
@@ -123,6 +123,7 @@ async def _multipart_job(context: ManagerContext, request: Request) -> JobCreate
         ) from error
     name = uploaded_name(upload, ".blend")
     stored = await store_upload(context, upload)
+    await sent_by(context, user_id, [stored])  # the job below names it
     return JobCreate(**settings.model_dump(), main_file=name, files={name: stored.sha256})
 
 
@@ -146,7 +147,7 @@ async def submit_job(
     content_type = request.headers.get("content-type", "")
     job_request: JobCreate | SharedJobCreate
     if content_type.startswith("multipart/form-data"):
-        job_request = await _multipart_job(context, request)
+        job_request = await _multipart_job(context, request, caller.user_id)
     elif content_type.startswith("application/json"):
         # A manifest of 100,000 files takes a second to validate: not on the event loop,
         # where every runner's request would wait for it.

@@ -12,10 +12,8 @@ from farmhand.manager.api.blendinfo import blend_info_model, farm_blenders, read
 from farmhand.manager.api.deps import Context, UserDep
 from farmhand.manager.api.errors import error_responses
 from farmhand.manager.api.limits import enforce_quota
-from farmhand.manager.api.uploads import record_blob, uploaded_name
-from farmhand.manager.clock import utcnow
+from farmhand.manager.api.uploads import record_blob, sent_by, uploaded_name
 from farmhand.manager.context import ManagerContext
-from farmhand.manager.storage.access import record_uploads
 from farmhand.manager.storage.project_zip import Project, ProjectError, ingest_project
 from farmhand.shared.web_schemas import ProjectUpload
 from farmhand.worker.blender.discovery import BlenderNotFound
@@ -29,11 +27,6 @@ def _store(context: ManagerContext, upload: UploadFile) -> Project:
     for stored in project.files.values():
         record_blob(context, stored)
     return project
-
-
-def _uploaded(context: ManagerContext, user_id: int, project: Project) -> None:
-    with context.db.transaction() as session:
-        record_uploads(session, user_id, project.files.values(), utcnow())
 
 
 @router.post(
@@ -52,7 +45,7 @@ async def upload_project(file: UploadFile, context: Context, caller: UserDep) ->
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
     shas = [stored.sha256 for stored in project.files.values()]
     # The caller sent these bytes: its files are theirs to name in the job that follows.
-    await run_in_threadpool(_uploaded, context, caller.user_id, project)
+    await sent_by(context, caller.user_id, project.files.values())
     await run_in_threadpool(enforce_quota, context, caller, shas)
     main = project.blend_files[0]
     blob = project.files[main]

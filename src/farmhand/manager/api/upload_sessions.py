@@ -21,11 +21,12 @@ from starlette.requests import ClientDisconnect
 from farmhand.manager.api.deps import Caller, Context, UserDep
 from farmhand.manager.api.errors import error_responses
 from farmhand.manager.api.limits import enforce_quota
+from farmhand.manager.api.uploads import sent_by
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Blob
-from farmhand.manager.storage.access import readable, record_uploads
-from farmhand.manager.storage.blobs import BlobError, BlobTooLarge, StoredBlob
+from farmhand.manager.storage.access import readable
+from farmhand.manager.storage.blobs import BlobError, BlobTooLarge
 from farmhand.manager.storage.gc import touch_blobs
 from farmhand.manager.storage.partial_uploads import (
     ChunkTooLarge,
@@ -61,12 +62,6 @@ def _stored_size(context: ManagerContext, caller: Caller, sha256: str) -> int | 
             return None
         touch_blobs(session, [sha256], utcnow())
     return size
-
-
-def _uploaded(context: ManagerContext, caller: Caller, stored: StoredBlob) -> None:
-    """The caller sent these bytes: the blob is theirs to name in a job from now on."""
-    with context.db.transaction() as session:
-        record_uploads(session, caller.user_id, [stored], utcnow())
 
 
 def _status(session: UploadSession, offset: int, response: Response) -> UploadStatus:
@@ -216,7 +211,7 @@ async def upload_chunk(
         if stored is None:
             return _status(session, partials.offset(session), response)
     partials.forget_lock(session.id)
-    await run_in_threadpool(_uploaded, context, caller, stored)  # records the blob too
+    await sent_by(context, caller.user_id, [stored])  # records the blob too
     log.info("upload stored", sha256=stored.sha256, size=stored.size, user=caller.name)
     response.headers[OFFSET] = str(stored.size)
     return UploadStatus(

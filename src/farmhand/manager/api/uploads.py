@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
@@ -18,7 +18,7 @@ from starlette.datastructures import UploadFile
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Blob, JobFile
-from farmhand.manager.storage.access import note_received
+from farmhand.manager.storage.access import record_uploads
 from farmhand.manager.storage.blobs import BlobError, BlobTooLarge, StoredBlob
 from farmhand.shared.paths import UnsafePathError, safe_file_name
 
@@ -113,10 +113,18 @@ def uploaded_name(upload: UploadFile, suffix: str) -> str:
 async def store_upload(context: ManagerContext, upload: UploadFile) -> StoredBlob:
     stored = await receive_upload(context, upload)
     await run_in_threadpool(record_blob, context, stored)
-    # This request sent the bytes: a job it submits may name them (a multipart job),
-    # and its quota check counts them (storage/access.py).
-    note_received(stored.sha256)
     return stored
+
+
+async def sent_by(context: ManagerContext, user_id: int, stored: Iterable[StoredBlob]) -> None:
+    """The user sent these bytes: the blobs are theirs to name in a job from now on
+    (`storage/access.py`), and they are touched, so collection spares them meanwhile."""
+
+    def record() -> None:
+        with context.db.transaction() as session:
+            record_uploads(session, user_id, stored, utcnow())
+
+    await run_in_threadpool(record)
 
 
 async def receive_upload(

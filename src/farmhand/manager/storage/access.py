@@ -9,9 +9,10 @@ user* only if they may read it:
 - they uploaded it themselves (`blob_uploads`: `PUT /api/blobs/{sha256}`, a resumable
   upload, a project zip, `/api/blend-info`), which proves they hold the bytes;
 - it is a file (input or output) of a job they own;
-- they are an admin (who sees every job anyway);
-- or they sent its bytes in this very request (a `.blend` submitted as a multipart job:
-  `received_here`).
+- they are an admin (who sees every job anyway).
+
+A `.blend` sent with a multipart job is recorded as uploaded by its sender before the
+job naming it is made (`api/uploads.sent_by`, as every upload route does).
 
 Anyone else is told it is missing (`/api/blobs/missing`, a resumable upload's start),
 exactly as for a hash that is not stored, and a job naming it is refused as one naming
@@ -22,7 +23,6 @@ holds them; the store still keeps one copy on disk.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from contextvars import ContextVar
 from datetime import datetime
 
 from sqlalchemy import select, update
@@ -45,22 +45,6 @@ _NEW_BLOB = {
     "postgresql": postgresql_insert(Blob).on_conflict_do_nothing(index_elements=[Blob.sha256]),
 }
 
-_received: ContextVar[frozenset[str]] = ContextVar("farmhand_blobs_received", default=frozenset())
-
-
-def note_received(*sha256s: str) -> None:
-    """Remember that the current request sent these blobs' bytes (for `received_here`).
-
-    Called in the request's own task (an `await`ed upload), so the value is the
-    request's: every request runs in a task of its own and starts without any, and a
-    thread the request hands work to (`run_in_threadpool`) sees a copy of it."""
-    _received.set(_received.get().union(sha256s))
-
-
-def received_here() -> frozenset[str]:
-    """The blobs whose bytes the current request sent."""
-    return _received.get()
-
 
 def _chunks(hashes: Collection[str]) -> Iterable[list[str]]:
     ordered = sorted(set(hashes))
@@ -80,9 +64,9 @@ def readable(
 
     The work done does not depend on whether a hash is stored, so neither the answer
     nor the time it takes tells a user about other people's files: each hash is looked
-    up among the blobs and among the user's uploads, and if any is in neither the
-    user's uploads nor this request, the user's own job files are read once (their
-    jobs' rows, by job: the files of a job are indexed by it). That pass costs in
+    up among the blobs and among the user's uploads, and if any is not among the
+    user's uploads, the user's own job files are read once (their jobs' rows, by job:
+    the files of a job are indexed by it). That pass costs in
     proportion to the user's files; it is skipped when everything named was uploaded
     by them, as it is when a client creates the job it just uploaded the files of.
     Use a read transaction: the pass holds no write lock then."""
@@ -94,8 +78,8 @@ def readable(
         admin = is_admin(session, user_id)
     if admin:
         return stored
-    mine = set(received_here() & wanted)
-    for chunk in _chunks(wanted - mine):
+    mine: set[str] = set()
+    for chunk in _chunks(wanted):
         mine.update(
             session.scalars(
                 select(BlobUpload.sha256).where(
