@@ -285,6 +285,8 @@ class JobFile(Base):
         # A frame's output row, found without scanning the job's other outputs: every
         # upload replaces it and every completion checks its task's frames have one.
         Index("ix_job_files_frame", "job_id", "kind", "frame"),
+        # The files that use a blob: garbage collection, storage use, who may name it.
+        Index("ix_job_files_sha256", "sha256"),
     )
 
 

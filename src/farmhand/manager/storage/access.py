@@ -64,11 +64,9 @@ def readable(
 
     The work done does not depend on whether a hash is stored, so neither the answer
     nor the time it takes tells a user about other people's files: each hash is looked
-    up among the blobs and among the user's uploads, and if any is not among the
-    user's uploads, the user's own job files are read once (their jobs' rows, by job:
-    the files of a job are indexed by it). That pass costs in
-    proportion to the user's files; it is skipped when everything named was uploaded
-    by them, as it is when a client creates the job it just uploaded the files of.
+    up among the blobs, among the user's uploads and, if it is not one of those, among
+    the files of the user's jobs (by hash: `ix_job_files_sha256`), so the cost grows
+    with the hashes asked about, not with anyone's files.
     Use a read transaction: the pass holds no write lock then."""
     wanted = set(hashes)
     stored: set[str] = set()
@@ -88,15 +86,16 @@ def readable(
             )
         )
     rest = wanted - mine
-    if rest:
+    for chunk in _chunks(rest):
         # Outputs, files added to a job with its upload route, uploads from before the
         # uploaders were recorded; or hashes that are someone else's or nobody's.
-        own = select(JobFile.sha256).where(
-            JobFile.job_id.in_(select(Job.id).where(Job.owner_id == user_id))
+        mine.update(
+            session.scalars(
+                select(JobFile.sha256)
+                .join(Job, Job.id == JobFile.job_id)
+                .where(JobFile.sha256.in_(chunk), Job.owner_id == user_id)
+            )
         )
-        for sha in session.scalars(own, execution_options={"yield_per": 10_000}):
-            if sha in rest:
-                mine.add(sha)
     return mine & stored
 
 
