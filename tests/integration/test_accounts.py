@@ -437,6 +437,10 @@ def test_the_users_cli(cli_data: Path) -> None:
         secret = made.split("API token (shown once):", 1)[1].split()[0]
         me = client.get("/api/auth/me", headers={"Authorization": f"Bearer {secret}"})
         assert me.status_code == 200 and me.json()["user"]["name"] == "bo", me.text
+    odd = runner.invoke(
+        cli, ["users", "create", "cy", "--email", "c\n@x.y", "--no-password", *where]
+    )
+    assert odd.exit_code == 1 and "is not an e-mail address" in odd.output, odd.output
     missing = runner.invoke(cli, ["users", "disable", "nobody", *where])
     assert missing.exit_code == 1 and "no user" in missing.output
 

@@ -375,6 +375,27 @@ def test_an_address_verified_later_fills_an_account_without_one(
     assert stored == {"d-1": None, "d-2": "dana@example.com"}, "only verified addresses kept"
 
 
+def test_a_verified_address_with_a_newline_or_nul_is_not_an_accounts_email(
+    manager: ManagerFactory,
+) -> None:
+    """A provider that verifies nothing of the shape may still send `c\\n<script>@…`:
+    the admin API refuses such an address, and so does sign-in (the account has none)."""
+    client = manager()
+    context = client.app.state.farm  # type: ignore[attr-defined]
+    for n, odd in enumerate(["c\n<script>@studio.example", "n\x00@studio.example", "a b@x.y"]):
+        with context.db.transaction() as session:
+            user = accounts.oauth_user(
+                session, context.settings.auth, utcnow(), provider="oidc", subject=f"s-{n}",
+                email=odd, email_verified=True, nickname=f"odd{n}",
+            )  # fmt: skip
+            assert user.email is None, odd
+    admin = {"Authorization": f"Bearer {client_admin_token(client)}"}
+    refused = client.post(
+        "/api/admin/users", headers=admin, json={"name": "nl", "email": "n\x00@studio.example"}
+    )
+    assert refused.status_code in (400, 422), refused.text
+
+
 def test_every_answer_with_a_user_lists_their_providers(manager: ManagerFactory) -> None:
     client = manager()
     assert sign_in(client, "oidc").status_code == 303

@@ -7,6 +7,7 @@ appear only in the one answer that creates them.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Literal
 
@@ -24,10 +25,21 @@ class _Strict(BaseModel):
 # ---------------------------------------------------------------------------- users
 
 
+EMAIL_PATTERN = r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s\x00-\x1f\x7f-\x9f]+$"
+"""What an account's e-mail may look like, whoever supplies it (an admin, an OAuth
+provider): one `@`, no spaces and no control characters (a newline or NUL in an
+address ends up in logs, CSV exports and mail headers)."""
+EMAIL_MAX_LENGTH = 320
+
+
+def plausible_email(text: str) -> bool:
+    return len(text) <= EMAIL_MAX_LENGTH and re.fullmatch(EMAIL_PATTERN, text) is not None
+
+
 class UserCreate(_Strict):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
     email: str | None = Field(
-        default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$", description="Optional."
+        default=None, max_length=EMAIL_MAX_LENGTH, pattern=EMAIL_PATTERN, description="Optional."
     )
     role: Role = "user"
     password: str | None = Field(

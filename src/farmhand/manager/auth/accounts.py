@@ -24,6 +24,7 @@ from farmhand.manager.auth.passwords import (
 )
 from farmhand.manager.db.models import Job, OAuthIdentity, User
 from farmhand.manager.settings import AuthSettings
+from farmhand.shared.web_schemas import plausible_email
 
 
 class AccountError(Exception):
@@ -112,6 +113,8 @@ def create_user(
 ) -> User:
     """A new account; the name defaults to the e-mail's local part. 409 on a clash."""
     email = normal_email(email) if email else None
+    if email is not None and not plausible_email(email):
+        raise AccountError(400, f"{email[:80]!r} is not an e-mail address (one @, no spaces)")
     if email is not None and find_by_email(session, email) is not None:
         raise AccountError(409, "a user with that e-mail already exists")
     if name is not None and session.scalar(select(User.id).where(User.name == name)):
@@ -233,10 +236,14 @@ def oauth_user(
     `verified`) is ever used: to link, as a new account's e-mail, or stored with the
     identity. Anyone can type someone else's address at a provider that does not check
     it; stored on an account, it would later link the address's real owner to that
-    account. An account without an e-mail takes its identity's address once the
+    account. An address that is no plausible e-mail (a newline or NUL in it, no `@`)
+    is not used either: it is no sign-in name, and it would end up in logs and
+    exports. An account without an e-mail takes its identity's address once the
     provider says it is verified (and no other account has it).
     """
-    address = normal_email(email) if email and email_verified else None
+    address = (
+        normal_email(email) if email and email_verified and plausible_email(email) else None
+    )
     identity = session.scalar(
         select(OAuthIdentity).where(
             OAuthIdentity.provider == provider, OAuthIdentity.subject == subject
