@@ -1,15 +1,18 @@
 """`GET /api/jobs/{id}/files/{file_id}/thumbnail`: a small JPEG of one frame.
 
-Thumbnails are made with Pillow (fitted into 256 by 256) the first time they are asked
-for and kept in `<data-dir>/thumbnails/`, named after the SHA-256 of what they are made
-from: content never changes under a hash, so the cache never goes stale and identical
-frames share one file. When the worker's Blender made a preview of the frame (a JPEG
-through the scene's own colour management: view transform, look, exposure; a `preview`
-file of the job), the thumbnail is made from that, so an EXR frame looks as the artist
-set it up. Without one, EXR frames, which Pillow cannot read, are decoded with the
-OpenEXR library and shown through the standard sRGB view (linear light, clipped, sRGB
-curve): a preview to recognise the frame by, not a graded image. Unreadable files get a labelled
-placeholder tile instead, never an error, so one odd frame does not break the grid.
+Thumbnails are made with Pillow (fitted into 256 by 256, or another of a few fixed
+sizes) the first time they are asked for and kept in `<data-dir>/thumbnails/`, named
+after the SHA-256 of what they are made from: content never changes under a hash, so the
+cache never goes stale and identical frames share one file. The cache's layout, its
+sizes and what removes its files are `storage/thumbnail_cache.py`'s.
+
+When the worker's Blender made a preview of the frame (a JPEG through the scene's own
+colour management: view transform, look, exposure; a `preview` file of the job), the
+thumbnail is made from that, so an EXR frame looks as the artist set it up. Without one,
+EXR frames, which Pillow cannot read, are decoded with the OpenEXR library and shown
+through the standard sRGB view (linear light, clipped, sRGB curve): a preview to
+recognise the frame by, not a graded image. Unreadable files get a labelled placeholder
+tile instead, never an error, so one odd frame does not break the grid.
 """
 
 from __future__ import annotations
@@ -29,21 +32,29 @@ from starlette.concurrency import run_in_threadpool
 
 from farmhand.manager.api.deps import Context, UserDep
 from farmhand.manager.db.models import Job, JobFile
+from farmhand.manager.storage import thumbnail_cache
+from farmhand.manager.storage.thumbnail_cache import (
+    DEFAULT_SIZE,
+    MAX_SIZE,
+    MIN_SIZE,
+    SIZES,
+    TMP_PREFIX,
+    placeholder_path,
+    served_size,
+    thumbnail_path,
+)
 from farmhand.shared.schemas import ErrorResponse
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
-SIZE = 256
-MAX_SIZE = 2048
+SIZE = DEFAULT_SIZE
 BACKGROUND = (40, 44, 52)
-VERSION = "v2"
-"""Part of the cache file name: bump it when the thumbnail recipe changes."""
 
 
 def _atomic_save(image: Image.Image, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".jpg")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=TMP_PREFIX, suffix=".jpg")
     os.close(fd)
     try:
         image.save(tmp, format="JPEG", quality=85)
@@ -55,7 +66,7 @@ def _atomic_save(image: Image.Image, target: Path) -> None:
 
 def placeholder(cache_dir: Path, label: str) -> Path:
     """A dark 4:3 tile saying `label` (e.g. "EXR")."""
-    target = cache_dir / f"placeholder-{VERSION}-{label}.jpg"
+    target = placeholder_path(cache_dir, label)
     if not target.exists():
         image = Image.new("RGB", (SIZE, SIZE * 3 // 4), BACKGROUND)
         draw = ImageDraw.Draw(image)
@@ -103,7 +114,7 @@ def _flatten(image: Image.Image) -> Image.Image:
 
 def thumbnail(cache_dir: Path, source: Path, sha256: str, path: str, size: int = SIZE) -> Path:
     """The cached preview of a stored frame, at most `size` pixels a side, made on first use."""
-    target = cache_dir / sha256[:2] / f"{sha256}-{VERSION}-{size}.jpg"
+    target = thumbnail_path(cache_dir, sha256, size)
     if target.exists():
         return target
     try:
@@ -159,7 +170,10 @@ def use_preview(frame_path: str, preview: Path, size: int) -> bool:
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse},
     404: {"model": ErrorResponse},
-    200: {"content": {"image/jpeg": {}}, "description": "A JPEG at most 256 px on each side."},
+    200: {
+        "content": {"image/jpeg": {}},
+        "description": "A JPEG at most the served size (256 by default) px on each side.",
+    },
 }
 
 
@@ -168,14 +182,22 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     response_class=FileResponse,
     responses=ERRORS,
     summary="A JPEG preview of an output frame (EXR too), at most `size` px a side",
+    description=(
+        "`size` is served as the smallest of "
+        + ", ".join(str(s) for s in SIZES)
+        + " px at least as large (the cache holds a few sizes per frame, not one per"
+        " pixel count): a browser scales the image to the size it shows."
+    ),
 )
 async def get_thumbnail(
     job_id: int,
     file_id: int,
     context: Context,
     caller: UserDep,
-    size: Annotated[int, Query(ge=16, le=MAX_SIZE)] = SIZE,
+    size: Annotated[int, Query(ge=MIN_SIZE, le=MAX_SIZE)] = SIZE,
 ) -> FileResponse:
+    size = served_size(size)
+
     def find() -> tuple[str, str]:
         with context.db.transaction() as session:
             job = session.get(Job, job_id)
@@ -193,9 +215,13 @@ async def get_thumbnail(
             return row.sha256, row.path
 
     sha256, path = await run_in_threadpool(find)
-    cache_dir = context.settings.data_dir / "thumbnails"
     made = await run_in_threadpool(
-        thumbnail, cache_dir, context.blobs.path_for(sha256), sha256, path, size
+        thumbnail,
+        thumbnail_cache.cache_dir(context.settings.data_dir),
+        context.blobs.path_for(sha256),
+        sha256,
+        path,
+        size,
     )
     return FileResponse(
         made,
