@@ -1,21 +1,30 @@
-"""The thumbnail cache (`<data-dir>/thumbnails/`) stays bounded: a few sizes per frame."""
+"""The thumbnail cache (`<data-dir>/thumbnails/`) stays bounded: a few sizes per frame,
+a blob's thumbnails go when the blob goes, garbage collection sweeps what is left."""
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from sqlalchemy import update
 
 from farmhand.manager.app import create_app
+from farmhand.manager.clock import utcnow
+from farmhand.manager.db.models import Blob
 from farmhand.manager.storage import thumbnail_cache
-from farmhand.manager.storage.thumbnail_cache import SIZES, served_size
+from farmhand.manager.storage.thumbnail_cache import SIZES, served_size, sweep
 from tests.integration.conftest import Farm, make_settings, submit_stand_in
 from tests.integration.test_web_api import bearer, make_user
+
+LONG_AGO = (utcnow() - timedelta(days=1)).timestamp()
 
 
 @pytest.fixture
@@ -54,6 +63,16 @@ def cached(farm: Farm) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
 
 
+def blob_stored(farm: Farm, sha: str) -> bool:
+    return (farm.data_dir / "blobs" / "sha256" / sha[:2] / sha[2:]).is_file()
+
+
+def gc(farm: Farm) -> dict[str, int]:
+    answer = farm.client.post("/api/admin/gc", headers=farm.admin)
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
 def test_a_requested_size_is_served_as_the_next_fixed_one() -> None:
     assert [served_size(n) for n in (16, 17, 64, 65, 128, 200, 256, 257)] == [
         64,
@@ -85,9 +104,9 @@ def test_the_web_uis_sizes_are_served_exactly() -> None:
         assert served_size(size) == size
 
 
-def test_the_cache_holds_a_few_sizes_per_frame(farm: Farm) -> None:
-    """The report's steps: bob's two frames asked for at 16, 17, 18, 256 and 2048 px
-    (and the web UI's 1600, and 300) make five files each, not seven."""
+def test_the_cache_holds_a_few_sizes_per_frame_and_goes_with_the_job(farm: Farm) -> None:
+    """The report's steps: bob's two frames asked for at 16, 17, 18, 256 and 2048 px,
+    then the job deleted and garbage collected: nothing of it stays in the cache."""
     bob = bearer(make_user(farm, "bob"))
     job_id, outputs = job_with_two_frames(farm, bob)
     shown: dict[int, tuple[int, int]] = {}
@@ -114,3 +133,85 @@ def test_the_cache_holds_a_few_sizes_per_frame(farm: Farm) -> None:
             headers=bob,
         )
         assert too.status_code == 400, "outside 16 to 2048, as before"
+
+    assert farm.client.delete(f"/api/jobs/{job_id}?purge=true", headers=bob).status_code == 204
+    assert not any(blob_stored(farm, o["sha256"]) for o in outputs)
+    assert cached(farm) == [], "a blob's thumbnails go with its file"
+    gc(farm)
+    assert cached(farm) == []
+
+
+def test_thumbnails_of_a_blob_kept_for_gc_go_when_gc_removes_it(farm: Farm) -> None:
+    """A frame a client was just told about outlives its job's purge (the grace period):
+    its thumbnail stays while it does, and goes with it."""
+    job_id, outputs = job_with_two_frames(farm, farm.admin)
+    kept = outputs[0]["sha256"]
+    for output in outputs:
+        url = f"/api/jobs/{job_id}/files/{output['id']}/thumbnail"
+        assert farm.client.get(url, headers=farm.admin).status_code == 200
+    farm.client.post("/api/blobs/missing", headers=farm.admin, json={"hashes": [kept]})
+    assert farm.client.delete(f"/api/jobs/{job_id}?purge=true", headers=farm.admin)
+    assert blob_stored(farm, kept)
+    assert [p.name for p in cached(farm)] == [f"{kept}-v2-256.jpg"]
+
+    with farm.client.app.state.farm.db.transaction() as session:  # type: ignore[attr-defined]
+        session.execute(
+            update(Blob)
+            .where(Blob.sha256 == kept)
+            .values(created_at=utcnow() - timedelta(days=30), touched_at=None)
+        )
+    assert gc(farm)["removed"] == 1
+    assert not blob_stored(farm, kept)
+    assert cached(farm) == []
+
+
+def thumbnail_file(cache: Path, sha: str, name: str, *, old: bool = True) -> Path:
+    path = cache / sha[:2] / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"jpeg")
+    if old:
+        os.utime(path, (LONG_AGO, LONG_AGO))
+    return path
+
+
+def test_gc_sweeps_what_the_cache_should_no_longer_hold(farm: Farm) -> None:
+    """Left by an earlier version (any size from 16 to 2048 was cached, nothing removed
+    them) or by a race (a thumbnail written as its blob went): thumbnails of blobs
+    without a row, sizes and recipes the manager no longer makes, abandoned temporary
+    files. Young files are spared: one may be being written or served right now."""
+    job_id, outputs = job_with_two_frames(farm, farm.admin)
+    live = outputs[0]["sha256"]
+    url = f"/api/jobs/{job_id}/files/{outputs[0]['id']}/thumbnail"
+    assert farm.client.get(url, headers=farm.admin).status_code == 200
+    [made] = cached(farm)
+    os.utime(made, (LONG_AGO, LONG_AGO))  # served for a long time: stays
+    cache = farm.data_dir / "thumbnails"
+    gone = hashlib.sha256(b"a frame deleted long ago").hexdigest()
+    swept = [
+        thumbnail_file(cache, gone, f"{gone}-v2-256.jpg"),
+        thumbnail_file(cache, gone, f"{gone}-v2-17.jpg"),
+        thumbnail_file(cache, live, f"{live}-v2-17.jpg"),
+        thumbnail_file(cache, live, f"{live}-v1-256.jpg"),
+        thumbnail_file(cache, live, ".tmp-abandoned.jpg"),
+    ]
+    (cache / "placeholder-v1-EXR.jpg").write_bytes(b"jpeg")
+    os.utime(cache / "placeholder-v1-EXR.jpg", (LONG_AGO, LONG_AGO))
+    swept.append(cache / "placeholder-v1-EXR.jpg")
+    (cache / "placeholder-v2-EXR.jpg").write_bytes(b"jpeg")
+    kept = [
+        made,
+        cache / "placeholder-v2-EXR.jpg",
+        thumbnail_file(cache, gone, f"{gone}-v2-64.jpg", old=False),
+        thumbnail_file(cache, live, ".tmp-being-written.jpg", old=False),
+        thumbnail_file(cache, live, "someone-elses-file.txt"),
+    ]
+
+    gc(farm)
+
+    assert [p for p in swept if p.exists()] == []
+    assert [p for p in kept if not p.exists()] == []
+
+
+def test_sweep_without_a_cache_is_a_no_op(tmp_path: Path) -> None:
+    result = sweep(tmp_path / "thumbnails", set(), utcnow())
+    assert (result.files, result.bytes) == (0, 0)

@@ -1,4 +1,6 @@
-"""Deleting a job with everything only it used: tasks, logs, outputs and input blobs.
+"""Deleting a job with everything only it used: tasks, logs, outputs and input blobs,
+and the cached thumbnails of the blobs that go (`gc.remove_blob_files` removes those
+with the blobs' files).
 
 What "only it used" means, and why a blob someone just asked about survives, is the
 storage policy in `farmhand.manager.storage.gc`.
@@ -34,5 +36,6 @@ def delete_job(context: ManagerContext, session: Session, job: Job) -> list[str]
 
 
 def remove_blobs(context: ManagerContext, hashes: list[str]) -> int:
-    """Remove the files of blobs whose rows `delete_job` deleted; bytes freed."""
+    """Remove the files of blobs whose rows `delete_job` deleted, and their thumbnails;
+    bytes freed."""
     return remove_blob_files(context, hashes)

@@ -18,6 +18,10 @@ The policy (one home for it; docs/STORAGE.md explains it to people):
 Removal is race-safe: the rows go in one DELETE whose WHERE re-checks every condition
 (so a job created meanwhile keeps its blobs; on PostgreSQL the foreign key refuses the
 delete outright), and a file is first moved aside and put back if its row survived.
+
+What is derived from a blob goes with it: its cached thumbnails are removed where its
+file is (`remove_blob_files`), and each pass sweeps the thumbnail cache of whatever that
+missed (`storage/thumbnail_cache.py`).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Blob, JobFile
 from farmhand.manager.settings import ManagerSettings
+from farmhand.manager.storage import thumbnail_cache
 from farmhand.manager.storage.blobs import BlobStore
 from farmhand.shared.blobpaths import iter_blobs
 
@@ -56,6 +61,9 @@ class GcReport:
     """Unreferenced blobs still inside their retention or grace period."""
     stray_files: int = 0
     """Files in the store without a row (a crash between storing and recording)."""
+    thumbnails: int = 0
+    """Cached thumbnails the sweep removed (those of the blobs removed go with their files
+    and are not counted): of blobs gone, or named as the manager no longer makes them."""
 
 
 def _unreferenced() -> ColumnElement[bool]:
@@ -116,10 +124,12 @@ def _delete_rows(
 
 
 def remove_blob_files(context: ManagerContext, hashes: Iterable[str]) -> int:
-    """Remove the files of blobs whose rows are gone; bytes freed.
+    """Remove the files of blobs whose rows are gone, and their cached thumbnails; bytes
+    freed (of the blobs).
 
     The files are moved aside first, then their rows are looked up again: an upload of
-    the same bytes that recorded the blob meanwhile gets its file back.
+    the same bytes that recorded the blob meanwhile gets its file back (and keeps its
+    thumbnails).
     """
     ordered = sorted(hashes)
     freed = 0
@@ -148,12 +158,15 @@ def _remove_batch(context: ManagerContext, hashes: list[str]) -> int:
             session.scalars(select(Blob.sha256).where(Blob.sha256.in_([m[0] for m in moved])))
         )
     freed = 0
+    gone: list[str] = []
     for sha, path, trash, size in moved:
         if sha in revived and not path.exists():
             os.replace(trash, path)
             continue
         trash.unlink(missing_ok=True)
         freed += size
+        gone.append(sha)
+    thumbnail_cache.remove_thumbnails(thumbnail_cache.cache_dir(context.settings.data_dir), gone)
     return freed
 
 
@@ -187,19 +200,25 @@ def collect_garbage(context: ManagerContext, now: datetime) -> GcReport:
         except OSError:
             continue
         freed += size
+    thumbnails = thumbnail_cache.sweep(
+        thumbnail_cache.cache_dir(settings.data_dir), known, now - _grace(settings)
+    )
     report = GcReport(
         removed=len(removed),
         freed_bytes=freed,
         kept_unreferenced=len(unreferenced - set(removed)),
         stray_files=len(strays),
+        thumbnails=thumbnails.files,
     )
-    if removed or strays:
+    if removed or strays or thumbnails.files:
         log.info(
             "garbage collected",
             blobs=report.removed,
             freed_bytes=report.freed_bytes,
             stray_files=report.stray_files,
             kept_unreferenced=report.kept_unreferenced,
+            thumbnails=thumbnails.files,
+            thumbnail_bytes=thumbnails.bytes,
         )
     return report
 
