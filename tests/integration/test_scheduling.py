@@ -629,6 +629,41 @@ def test_canceled_and_requeued_tasks_say_why(farm: Farm) -> None:
     assert [t["last_error"] for t in job(farm, failing)["tasks"]] == [f"requeued by {me}"] * 3
 
 
+def test_a_job_ended_by_canceling_one_task_says_which_and_by_whom(farm: Farm) -> None:
+    """A job whose other tasks completed ends `canceled` because one task was canceled:
+    its reason names that task and who canceled it (not the video canceled with it)."""
+    me = farm.client.get("/api/auth/me", headers=farm.admin).json()["user"]["name"]
+    job_id = submit(farm, "1-4", chunk=2, video={"codec": "h264", "container": "mp4"})
+    first, _, video = job(farm, job_id)["tasks"]
+    assert video["type"] == "video"
+    url = f"/api/jobs/{job_id}/tasks/{first['id']}/actions"
+    assert farm.client.post(url, headers=farm.admin, json={"action": "cancel"}).is_success
+    w = runner(farm, "w", types=["render", "video"])
+    finish(farm, w, claimed(farm, w))
+    assert claim(farm, w) is None
+    state = job(farm, job_id)
+    assert state["status"] == "canceled"
+    assert state["status_reason"] == f"task 0 canceled by {me}"
+    assert state["tasks"][2]["last_error"] == "task 0 it depends on is canceled"
+    listed = farm.client.get("/api/jobs", headers=farm.admin).json()
+    assert next(j for j in listed if j["id"] == job_id)["status_reason"] == state["status_reason"]
+
+    # Running it again (requeue) clears the reason with the status.
+    assert farm.client.post(url, headers=farm.admin, json={"action": "requeue"}).is_success
+    assert (job(farm, job_id)["status"], job(farm, job_id)["status_reason"]) == ("active", None)
+
+    # The task a person canceled, not one canceled for want of it, even at a lower index.
+    waits = submit(farm, "1-2")
+    dependent, dependency = job(farm, waits)["tasks"]
+    with manager_of(farm).db.transaction() as session:
+        session.add(TaskDependency(task_id=dependent["id"], depends_on_id=dependency["id"]))
+    url = f"/api/jobs/{waits}/tasks/{dependency['id']}/actions"
+    assert farm.client.post(url, headers=farm.admin, json={"action": "cancel"}).is_success
+    state = job(farm, waits)
+    assert [t["status"] for t in state["tasks"]] == ["canceled", "canceled"]
+    assert (state["status"], state["status_reason"]) == ("canceled", f"task 1 canceled by {me}")
+
+
 def test_dependencies_wait_and_propagate_failure(farm: Farm) -> None:
     job_id = submit(farm, "1-2", max_attempts=1)
     tasks = job(farm, job_id)["tasks"]

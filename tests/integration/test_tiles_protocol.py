@@ -163,6 +163,28 @@ def test_a_tile_failed_for_good_cancels_the_merge_and_fails_the_still(farm: Farm
     assert merge["status"] == "canceled" and job["status"] == "failed"
 
 
+def test_a_still_with_a_tile_canceled_ends_canceled_saying_which(farm: Farm) -> None:
+    job_id = submit_still(farm)
+    me = farm.client.get("/api/auth/me", headers=farm.admin).json()["user"]["name"]
+    tile = farm.client.get(f"/api/jobs/{job_id}", headers=farm.admin).json()["tasks"][1]
+    canceled = farm.client.post(
+        f"/api/jobs/{job_id}/tasks/{tile['id']}/actions",
+        headers=farm.admin,
+        json={"action": "cancel"},
+    )
+    assert canceled.status_code == 200, canceled.text
+    runner = farm.register_runner("r1")
+    for _ in range(3):
+        task = farm.client.get("/api/runner/tasks", params={"wait": 0}, headers=runner).json()
+        assert upload_tile(farm, runner, task, png_bytes(4, 3)) == 201
+        complete = f"/api/runner/tasks/{task['task_id']}/complete"
+        assert farm.client.post(complete, headers=runner, json={"frames": []}).status_code == 200
+    job = farm.client.get(f"/api/jobs/{job_id}", headers=farm.admin).json()
+    [merge] = [t for t in job["tasks"] if t["type"] == "merge"]
+    assert merge["status"] == "canceled"
+    assert (job["status"], job["status_reason"]) == ("canceled", f"task 1 canceled by {me}")
+
+
 def test_a_still_in_openexr_is_exr_tiles_merged_into_an_exr_frame(farm: Farm) -> None:
     job_id = submit_still(farm, output_format="OPEN_EXR", name="exr")
     runner = farm.register_runner("r1")

@@ -20,7 +20,7 @@ that prompted it, so a job never disagrees with its tasks:
 - failed tasks over the policy's share (by default: any) → failed, and the rest of its
   tasks are canceled so no worker spends time on a job that cannot complete;
 - every task completed → completed; nothing left to run but some tasks were canceled
-  one by one → canceled;
+  one by one → canceled, its reason the first such task's ("task 0 canceled by admin");
 - paused stays paused (its running tasks finish; no new ones start);
 - any task active or completed → active; otherwise → queued;
 - once nothing is left to run, a job with a failed task is failed.
@@ -115,6 +115,12 @@ def refresh_job(session: Session, job: Job, now: datetime, policy: Policy) -> Jo
                 error = quoted_error(failed.last_error or "no reason given")
                 job.status_reason = f"task {failed.index} failed: {error}"
             _cancel_unfinished_tasks(session, job.id, now, JOB_FAILED)
+        elif new is JobStatus.CANCELED:
+            canceled = _why_canceled(session, job.id)
+            if canceled is not None:
+                why = quoted_error(canceled.last_error or "no reason given")
+                how = why if why.startswith("canceled") else f"canceled: {why}"
+                job.status_reason = f"task {canceled.index} {how}"
     return new
 
 
@@ -128,6 +134,19 @@ def _why_failed(session: Session, job_id: int) -> Task | None:
         .order_by(Task.index)
         .limit(1)
     ) or session.scalar(failed.order_by(Task.index).limit(1))
+
+
+def _why_canceled(session: Session, job_id: int) -> Task | None:
+    """The canceled task a job that ended canceled (some of its tasks canceled one by
+    one, the others completed) quotes: the first one canceled on its own, by a person,
+    rather than for a task it depended on (the video after a canceled frame), else its
+    first canceled task."""
+    canceled = select(Task).where(Task.job_id == job_id, Task.status == TaskStatus.CANCELED.value)
+    return session.scalar(
+        canceled.where(~Task.last_error.contains(DEPENDENCY_ENDED, autoescape=True))
+        .order_by(Task.index)
+        .limit(1)
+    ) or session.scalar(canceled.order_by(Task.index).limit(1))
 
 
 def _job(session: Session, task: Task) -> Job:
@@ -155,13 +174,18 @@ def _cancel_unfinished_tasks(session: Session, job_id: int, now: datetime, reaso
         _cancel(task, now, reason)
 
 
+DEPENDENCY_ENDED = "it depends on is"
+"""What the reason of a task canceled by `_cancel_dependents` says after the index of
+the task it waited for (`_why_canceled` looks for it)."""
+
+
 def _cancel_dependents(session: Session, task: Task, now: datetime) -> None:
     """A task that will not complete takes the tasks waiting for it down with it."""
     waiting = select(TaskDependency.task_id).where(TaskDependency.depends_on_id == task.id)
     for dependent in session.scalars(
         select(Task).where(Task.id.in_(waiting), Task.status.in_(UNFINISHED_TASK_STATUSES))
     ):
-        _cancel(dependent, now, f"task {task.index} it depends on is {task.status}")
+        _cancel(dependent, now, f"task {task.index} {DEPENDENCY_ENDED} {task.status}")
         _cancel_dependents(session, dependent, now)
 
 
