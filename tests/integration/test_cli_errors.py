@@ -13,9 +13,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from farmhand.localfarm import LocalFarm, local_farm
+from tests.integration.conftest import png_bytes
 from tests.integration.test_cli_submit_options import farmhand, one_error_line
 
 
@@ -64,11 +66,111 @@ def test_ctrl_c_while_submit_waits_says_the_job_keeps_rendering(
     assert process.returncode == 130, (announced, stdout, stderr)
     assert (
         f"job {job_id} keeps rendering on the farm: farmhand job {job_id} to follow it, "
-        f"farmhand cancel {job_id} to stop it"
+        f"farmhand download {job_id} -o {tmp_path / 'out'} to fetch its outputs once it "
+        f"completes, farmhand cancel {job_id} to stop it"
     ) in stderr, stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
     with farm.client() as client:
         assert client.get_job(job_id).status == "queued", "Ctrl-C stops the command, not the job"
+
+
+def submit_and_wait(
+    farm: LocalFarm, nas: Path, out: Path, *options: str
+) -> tuple[subprocess.Popen[str], int]:
+    """`farmhand submit --shared shot.blend --wait -o out` started as a person starts it
+    (stderr not a terminal: progress as lines), and the id of the job it made."""
+    (nas / "shot.blend").write_bytes(b"BLENDER")
+    env = dict(os.environ, FARMHAND_URL=farm.url, FARMHAND_TOKEN=farm.admin_token, COLUMNS="200")
+    command = [
+        str(Path(sys.executable).with_name("farmhand")), "submit", "--shared",
+        str(nas / "shot.blend"), "--wait", "-o", str(out), *options,
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    assert process.stdout is not None
+    announced = process.stdout.readline()  # `job N queued URL`: it now waits
+    return process, int(announced.split()[1])
+
+
+def restart_manager(farm: LocalFarm, down_for: float) -> None:
+    """Stop the manager (SIGTERM, as an upgrade does), leave it down, start it again on
+    the same port and data dir."""
+    assert farm.manager is not None
+    farm.manager.terminate()
+    farm.manager.wait(15)
+    time.sleep(down_for)
+    farm.start_manager()
+
+
+def render_as_a_worker(farm: LocalFarm, job_id: int) -> None:
+    """The job's one task claimed, its frame uploaded and the task completed, through the
+    runner API as a worker does it (other tests' jobs canceled, so it gets this one)."""
+    with farm.client() as client:
+        for other in client.list_jobs():
+            if other.id != job_id and other.status in ("queued", "active"):
+                client.cancel_job(other.id)
+    with httpx.Client(base_url=farm.url, timeout=30) as api:
+        caps = {"blender_versions": ["5.0.1"], "task_types": ["render"]}
+        answer = api.post(
+            "/api/runner/register",
+            json={"token": farm.runner_token, "name": f"w{job_id}", "capabilities": caps},
+        )
+        assert answer.status_code == 201, answer.text
+        who = {"Authorization": f"Bearer {answer.json()['secret']}"}
+        task = api.get("/api/runner/tasks", params={"wait": 5}, headers=who).json()
+        assert task["job_id"] == job_id, task
+        base = f"/api/runner/tasks/{task['task_id']}"
+        api.put(f"{base}/frames/1.png", headers=who, content=png_bytes()).raise_for_status()
+        api.post(f"{base}/complete", headers=who, json={"frames": [1]}).raise_for_status()
+
+
+def test_submit_wait_rides_out_a_manager_restart_and_downloads_the_frames(
+    farm: LocalFarm, nas: Path, tmp_path: Path
+) -> None:
+    """It stopped at the first poll the manager did not answer (`error: cannot reach the
+    manager …`, exit 1), though the job rendered on, and nothing was downloaded."""
+    out = tmp_path / "out"
+    process, job_id = submit_and_wait(farm, nas, out)
+    try:
+        time.sleep(1.0)
+        restart_manager(farm, down_for=4.0)
+        render_as_a_worker(farm, job_id)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, (stdout, stderr)
+    assert f"job {job_id}: cannot reach the manager at {farm.url}" in stderr, stderr
+    assert "retrying for up to 10m00s" in stderr, stderr
+    assert f"job {job_id}: the manager answers again" in stderr, stderr
+    assert f"1 frame in {out}" in stdout, stdout
+    assert (out / "frames" / "0001.png").read_bytes() == png_bytes()
+
+
+def test_submit_wait_gives_up_on_a_manager_gone_for_good_saying_how_to_go_on(
+    farm: LocalFarm, nas: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    process, job_id = submit_and_wait(farm, nas, out, "--retry-for", "3")
+    try:
+        assert farm.manager is not None
+        farm.manager.terminate()
+        farm.manager.wait(15)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        farm.start_manager()
+    assert process.returncode == 1, (stdout, stderr)
+    assert (
+        f"error: gave up waiting for job {job_id} after 3s of retries: cannot reach the "
+        f"manager at {farm.url}"
+    ) in stderr, stderr
+    assert (
+        f"job {job_id} may still be rendering on the farm: farmhand job {job_id} to follow "
+        f"it, farmhand download {job_id} -o {out} to fetch its outputs once it completes, "
+        f"farmhand cancel {job_id} to stop it"
+    ) in stderr, stderr
+    assert "Traceback" not in stderr, stderr
 
 
 def test_submit_wait_into_an_unusable_folder_submits_nothing(farm: LocalFarm, nas: Path) -> None:

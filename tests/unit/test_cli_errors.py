@@ -177,7 +177,8 @@ def test_ctrl_c_while_submit_waits_says_the_job_keeps_rendering(
     result = runner.invoke(app, ["submit", str(blend), "--wait", "-o", str(tmp_path / "out")])
     assert result.exit_code == 130, result.output
     assert (
-        "job 12 keeps rendering on the farm: farmhand job 12 to follow it, "
+        "job 12 keeps rendering on the farm: farmhand job 12 to follow it, farmhand "
+        f"download 12 -o {tmp_path / 'out'} to fetch its outputs once it completes, "
         "farmhand cancel 12 to stop it"
     ) in result.output
     assert "Traceback" not in result.output and "Aborted" not in result.output

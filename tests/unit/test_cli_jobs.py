@@ -16,6 +16,7 @@ from farmhand.cli.app import app
 from farmhand.cli.config import ConfigError, resolve
 from farmhand.client import FarmhandClient, submission
 from farmhand.client.packing import PackedProject
+from farmhand.client.retry import RetryPolicy
 from farmhand.shared.schemas import JobDetail
 
 runner = CliRunner()
@@ -206,3 +207,88 @@ def test_submit_wait_names_its_download_by_the_jobs_template(tmp_path: Path) -> 
     jobs_cmd.finish(client, JobDetail.model_validate(done), tmp_path)
     assert (tmp_path / "shot" / "f001.png").read_bytes() == b"png"
     assert not (tmp_path / "frames").exists()
+
+
+def _refused(request: httpx.Request) -> httpx.Response:
+    """What a manager that is down does: nothing listens on its port."""
+    raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+
+def test_following_a_job_rides_out_a_manager_that_stops_answering(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One unanswered poll ended the wait (`error: cannot reach the manager`, exit 1)
+    though the job rendered on. Now the bar says the manager is unreachable and being
+    retried, and the wait goes on when it answers again."""
+    answers = iter(
+        [lambda r: httpx.Response(200, json=_job("active", 2))]
+        + [_refused] * 3
+        + [lambda r: httpx.Response(200, json=_job("completed", 6))]
+    )
+    screen = io.StringIO()
+    monkeypatch.setattr(jobs_cmd, "err", Console(file=screen, force_terminal=True, width=200))
+    pauses: list[float] = []
+    client = FarmhandClient(
+        "http://m.test", "t", transport=httpx.MockTransport(lambda r: next(answers)(r))
+    )
+    job = jobs_cmd.follow(client, 3, sleep=pauses.append, retry_for=600)
+    assert job.status == "completed"
+    shown = screen.getvalue()
+    assert "job 3 active · manager unreachable for 0s, retrying for up to 10m00s" in shown
+    assert pauses == [1.0, 0.5, 1.0, 2.0], "the usual poll, then backoff"
+
+
+def test_a_wait_gives_up_after_retry_for_and_says_the_job_may_still_render(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blend = tmp_path / "shot.blend"
+    blend.write_bytes(b"blend")
+    _pack_alone(monkeypatch, tmp_path)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/blobs/missing":
+            return httpx.Response(200, json={"missing": []})
+        if request.method == "POST":
+            return httpx.Response(202, json={"id": 3, "status": "queued", "location": "/x"})
+        return _refused(request)
+
+    _use_manager(monkeypatch, handler)
+    out = tmp_path / "my out"
+    result = runner.invoke(
+        app, ["submit", str(blend), "--wait", "-o", str(out), "--retry-for", "1"]
+    )
+    assert result.exit_code == 1, result.output
+    assert (
+        "error: gave up waiting for job 3 after 1s of retries: cannot reach the manager at "
+        "http://m.test: [Errno 111] Connection refused"
+    ) in result.output
+    assert (
+        "job 3 may still be rendering on the farm: farmhand job 3 to follow it, farmhand "
+        f"download 3 -o '{out}' to fetch its outputs once it completes, farmhand cancel 3 "
+        "to stop it"
+    ) in result.output
+    assert "Traceback" not in result.output
+
+
+def test_the_download_after_a_wait_rides_out_a_manager_restart_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    done = _job("completed", 6)
+    files = [{"id": 7, "kind": "output", "path": "frames/0001.png", "size": 3,
+              "sha256": "7" * 64, "frame": 1}]  # fmt: skip
+    down = iter([True, True])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/jobs/3/files":
+            if next(down, False):
+                return _refused(request)
+            return httpx.Response(200, json=files)
+        return httpx.Response(200, content=b"png")
+
+    monkeypatch.setattr(jobs_cmd, "retry_policy", lambda s: RetryPolicy(s, first_delay=0.01))
+    monkeypatch.setattr(jobs_cmd, "err", Console(file=io.StringIO(), width=200))
+    client = FarmhandClient("http://m.test", "t", transport=httpx.MockTransport(handler))
+    jobs_cmd.finish(client, JobDetail.model_validate(done), tmp_path, retry_for=600)
+    assert (tmp_path / "frames" / "0001.png").read_bytes() == b"png"
+    said = jobs_cmd.err.file.getvalue()  # type: ignore[attr-defined]
+    assert said.count("retrying for up to 10m00s") == 1, said

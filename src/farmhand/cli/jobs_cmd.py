@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -28,8 +29,9 @@ from farmhand.cli.downloads import Downloaded, download_job, unfinished
 from farmhand.cli.folders import FolderError, check_writable_folder, why
 from farmhand.cli.json_events import JsonEvents, errors_as_events
 from farmhand.cli.words import frames_label, plural
-from farmhand.client import FarmhandClient, FarmhandError
+from farmhand.client import FarmhandClient, FarmhandError, ManagerUnreachable, is_retryable
 from farmhand.client.packing import PackedProject, PackError
+from farmhand.client.retry import QUIET, RetryPolicy, call_with_retry
 from farmhand.client.submission import MissingFiles, SubmitHooks, Submitted, submit_project
 from farmhand.shared.frames import FrameRangeError, parse_frame_spec
 from farmhand.shared.schemas import (
@@ -61,6 +63,9 @@ PLAIN_PROGRESS_EVERY = 30.0
 """Seconds between progress lines when stderr is not a terminal (a log file, CI): there
 the bar cannot redraw in place, so `follow` writes a line when the status or its reason
 changes, and otherwise at most this often while frames get done."""
+RETRY_FOR = 600.0
+"""Seconds `submit --wait` keeps trying while the manager does not answer (a restart, a
+network outage) before it stops waiting; the job renders on either way."""
 JOB_LIST = TypeAdapter(list[JobSummary])
 DEFAULT_OUTPUT = Path("farmhand-output")
 """Where `submit --wait` puts a job's frames without `--output`: a folder per job in it."""
@@ -68,6 +73,16 @@ DEFAULT_OUTPUT = Path("farmhand-output")
 UrlOption = Annotated[str | None, typer.Option("--url", help="Manager URL (env FARMHAND_URL).")]
 TokenOption = Annotated[
     str | None, typer.Option("--token", help="API token (env FARMHAND_TOKEN).", show_default=False)
+]
+RetryForOption = Annotated[
+    float,
+    typer.Option(
+        "--retry-for",
+        min=0.0,
+        envvar="FARMHAND_RETRY_FOR",
+        help="With --wait: seconds to keep retrying while the manager cannot be reached "
+        "(restarting, a network outage) before giving up; the job renders on either way.",
+    ),
 ]
 
 
@@ -129,6 +144,53 @@ def interrupted(message: str) -> Iterator[None]:
     except KeyboardInterrupt:
         err.print(message, markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
+
+
+@contextmanager
+def giving_up(what: str, retry_for: float, message: str) -> Iterator[None]:
+    """A manager still unreachable (or still answering 5xx) when `retry_for` seconds of
+    retries are spent: one red line saying what was given up and why, then `message`
+    (how to go on), exit 1. Errors that retrying cannot fix pass through."""
+    try:
+        yield
+    except FarmhandError as exc:
+        if not is_retryable(exc):
+            raise
+        failed = fail(f"gave up {what} after {human_seconds(retry_for)} of retries: {exc}")
+        err.print(message, markup=False, highlight=False, soft_wrap=True)
+        raise failed from None
+
+
+@contextmanager
+def left_to_the_farm(job_id: int, output: Path, retry_for: float) -> Iterator[None]:
+    """Ctrl-C, or a manager that stays unreachable longer than `retry_for`, ends the
+    wait for a job, not the job: either way, say how to follow, fetch or stop it."""
+    hint = (
+        f"farmhand job {job_id} to follow it, farmhand download {job_id} -o "
+        f"{shlex.quote(str(output))} to fetch its outputs once it completes, "
+        f"farmhand cancel {job_id} to stop it"
+    )
+    with (
+        interrupted(f"job {job_id} keeps rendering on the farm: {hint}"),
+        giving_up(
+            f"waiting for job {job_id}",
+            retry_for,
+            f"job {job_id} may still be rendering on the farm: {hint}",
+        ),
+    ):
+        yield
+
+
+def retry_policy(retry_for: float) -> RetryPolicy:
+    """The client's one retry policy, for `retry_for` seconds of a manager not answering."""
+    return RetryPolicy(give_up_after=retry_for)
+
+
+def trouble(error: Exception) -> str:
+    """A retried failure in a few words, free of Rich markup (`[Errno 111]`)."""
+    if isinstance(error, ManagerUnreachable):
+        return "manager unreachable"
+    return f"manager answered {error.status_code}" if isinstance(error, FarmhandError) else "error"
 
 
 def frame_spec(frames: str) -> tuple[int, int, int]:
@@ -320,6 +382,7 @@ def submit(
             "e.g. the Blender add-on), ending with a 'submitted' or an 'error' event.",
         ),
     ] = False,
+    retry_for: RetryForOption = RETRY_FOR,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
@@ -383,12 +446,10 @@ def submit(
                 accepted = submitted.job
             announce(client, accepted, submitted, events)
             if wait:
-                with interrupted(
-                    f"job {accepted.id} keeps rendering on the farm: farmhand job {accepted.id} "
-                    f"to follow it, farmhand cancel {accepted.id} to stop it"
-                ):
-                    job = follow(client, accepted.id)
-                finish(client, job, output or DEFAULT_OUTPUT / str(job.id))
+                destination = output or DEFAULT_OUTPUT / str(accepted.id)
+                with left_to_the_farm(accepted.id, destination, retry_for):
+                    job = follow(client, accepted.id, retry_for=retry_for)
+                finish(client, job, destination, retry_for)
 
 
 def announce(
@@ -575,6 +636,7 @@ def follow(
     job_id: int,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    retry_for: float = RETRY_FOR,
 ) -> JobDetail:
     """Show frames done/total, the frame and sample in progress, peak memory and the
     manager's time remaining until the job finishes, polling as `Retry-After` asks.
@@ -582,10 +644,15 @@ def follow(
     On a terminal that is one redrawn bar. Elsewhere (output to a file, CI) a bar shows
     nothing until the end, which for a night-long render, or a job waiting for a worker
     that fits, looks like a hang: there it is plain lines instead (`PLAIN_PROGRESS_EVERY`).
+
+    A manager that stops answering (restarted, the network down) is asked again under
+    the client's retry policy, the bar saying so, for up to `retry_for` seconds; then
+    its last error is raised (`left_to_the_farm` says what to do).
     """
     plain = not err.is_terminal
     said: tuple[str, str | None] | None = None
     said_frames, said_at = -1, 0.0
+    policy = retry_policy(retry_for)
     with Progress(
         TextColumn("job {task.fields[job]} {task.fields[status]}"),
         BarColumn(),
@@ -595,9 +662,47 @@ def follow(
         disable=plain,
     ) as bar:
         task = bar.add_task("render", total=None, job=job_id, status="queued", live="")
+        status = "queued"
+        outage: float | None = None  # when the manager stopped answering; None: it answers
+
+        def retrying(error: Exception, pause: float) -> None:
+            nonlocal outage
+            now = clock()
+            if outage is None:
+                outage = now
+                if plain:
+                    err.print(
+                        f"job {job_id}: {error}; retrying for up to {human_seconds(retry_for)}",
+                        markup=False,
+                        highlight=False,
+                        soft_wrap=True,
+                    )
+            bar.update(
+                task,
+                status=f"{status} · {trouble(error)} for {human_seconds(now - outage)}, "
+                f"retrying for up to {human_seconds(retry_for)}",
+                refresh=True,
+            )
+
         while True:
-            poll = client.poll_job(job_id)
+            poll = call_with_retry(
+                lambda: client.poll_job(job_id),
+                f"follow job {job_id}",
+                policy,
+                logger=QUIET,
+                on_retry=retrying,
+                sleep=sleep,
+            )
+            if outage is not None:
+                outage, said = None, None  # plain: a line saying where the job is now
+                if plain:
+                    err.print(
+                        f"job {job_id}: the manager answers again",
+                        markup=False,
+                        highlight=False,
+                    )
             job = poll.job
+            status = job.status.value
             bar.update(
                 task,
                 completed=job.frames_done,
@@ -668,17 +773,40 @@ def live_line(job: JobDetail) -> str:
     return " · ".join(parts)
 
 
-def finish(client: FarmhandClient, job: JobDetail, output: Path) -> None:
+def finish(
+    client: FarmhandClient, job: JobDetail, output: Path, retry_for: float = RETRY_FOR
+) -> None:
     """Download a completed job's outputs, named by the job's own template as
-    `farmhand download` names them; exit non-zero with the reason otherwise."""
+    `farmhand download` names them; exit non-zero with the reason otherwise. A manager
+    that stops answering meanwhile is waited for as `follow` waits for it."""
     if job.status != JobStatus.COMPLETED:
         reason = job.status_reason or _first_task_error(job) or "no reason given"
         raise fail(f"job {job.id} {job.status}: {reason}")
-    with interrupted(
-        f"stopped downloading job {job.id}, which is done: "
-        f"farmhand download {job.id} -o {output} gets its outputs"
+    hint = f"farmhand download {job.id} -o {shlex.quote(str(output))} gets its outputs"
+    told = False
+
+    def retrying(error: Exception, pause: float) -> None:
+        nonlocal told
+        if not told:
+            told = True
+            err.print(
+                f"downloading job {job.id}: {error}; retrying for up to {human_seconds(retry_for)}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+
+    with (
+        interrupted(f"stopped downloading job {job.id}, which is done: {hint}"),
+        giving_up(f"downloading job {job.id}", retry_for, f"job {job.id} is done: {hint}"),
     ):
-        written = download_with_bar(client, job.id, output, job.settings.output_template)
+        written = call_with_retry(
+            lambda: download_with_bar(client, job.id, output, job.settings.output_template),
+            f"download job {job.id}",
+            retry_policy(retry_for),
+            logger=QUIET,
+            on_retry=retrying,
+        )
     console.print(f"{written} in {output}", highlight=False)
 
 

@@ -8,6 +8,7 @@ time, and stop early when the caller is shutting down. Errors that waiting canno
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +43,20 @@ class RetryPolicy:
         return delay
 
 
+Retrying = Callable[[Exception, float], None]
+"""Told of each retryable failure, with the seconds until the next try: what a person
+watching is shown (the CLI's "manager unreachable, retrying") where a log line is not."""
+
+
+QUIET: FilteringBoundLogger = structlog.wrap_logger(
+    structlog.ReturnLogger(),
+    processors=[],
+    wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL),
+)
+"""A logger that says nothing: for the CLI, whose person sees retries through `on_retry`
+(structlog's default would print them on stdout, among a command's output)."""
+
+
 def call_with_retry(
     fn: Callable[[], _T],
     what: str,
@@ -49,11 +64,13 @@ def call_with_retry(
     stop: threading.Event | None = None,
     clock: Callable[[], float] = time.monotonic,
     logger: FilteringBoundLogger | None = None,
+    on_retry: Retrying | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> _T:
     """Call `fn` until it succeeds, a non-retryable error occurs, or time runs out.
 
     The last retryable error is re-raised when `give_up_after` is spent; `RetryAborted`
-    when `stop` is set during a wait.
+    when `stop` is set during a wait (or is set already when a call fails).
     """
     logger = logger or log
     started = clock()
@@ -71,9 +88,11 @@ def call_with_retry(
                 logger.warning("giving up", call=what, after_seconds=round(elapsed), error=str(exc))
                 raise
             logger.warning("retrying", call=what, in_seconds=pause, error=str(exc))
+            if on_retry is not None:
+                on_retry(exc, pause)
             if stop is not None:
                 if stop.wait(pause):
                     raise RetryAborted(what) from exc
             else:
-                time.sleep(pause)
+                sleep(pause)
             attempt += 1
