@@ -16,7 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from farmhand.localfarm import LocalFarm, local_farm
+from farmhand.localfarm import LocalFarm, descendants, local_farm
+from farmhand.scenes import make_project
 from tests.integration.conftest import png_bytes
 from tests.integration.test_cli_submit_options import farmhand, one_error_line
 
@@ -171,6 +172,67 @@ def test_submit_wait_gives_up_on_a_manager_gone_for_good_saying_how_to_go_on(
         f"farmhand cancel {job_id} to stop it"
     ) in stderr, stderr
     assert "Traceback" not in stderr, stderr
+
+
+def arrived(farm: LocalFarm) -> int:
+    """Bytes the manager holds of unfinished resumable uploads."""
+    partial = farm.data_dir / "blobs" / "tmp" / "partial"
+    return sum(p.stat().st_size for p in partial.glob("*.part")) if partial.exists() else 0
+
+
+@pytest.mark.blender
+def test_ctrl_c_stops_an_upload_to_a_stalled_manager_at_once_and_it_resumes(
+    farm: LocalFarm, tmp_path: Path
+) -> None:
+    """With the manager stopped (`kill -STOP`) mid-upload, Ctrl-C did nothing until it was
+    continued (the thread writing to it was waited for: up to minutes), then printed only
+    `^C`. Now it stops at once, says that running the command again resumes, and that
+    run sends only what had not arrived."""
+    scene = make_project(tmp_path / "project")
+    texture = tmp_path / "project" / "textures" / "checker.png"
+    texture.write_bytes(os.urandom(48 * 1024 * 1024))  # packed as it is: nobody renders it
+    command = [
+        str(Path(sys.executable).with_name("farmhand")), "submit", str(scene), "--threads", "1",
+    ]  # fmt: skip
+    env = dict(os.environ, FARMHAND_URL=farm.url, FARMHAND_TOKEN=farm.admin_token, COLUMNS="200")
+    assert farm.manager is not None and farm.manager.process is not None
+    manager = descendants(farm.manager.process.pid)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while arrived(farm) < 4 * 1024 * 1024:
+            assert process.poll() is None and time.monotonic() < deadline, process.stderr
+            time.sleep(0.05)
+        for pid in manager:
+            os.kill(pid, signal.SIGSTOP)
+        time.sleep(2.0)  # the client fills the socket's buffers, then blocks writing
+        process.send_signal(signal.SIGINT)
+        pressed = time.monotonic()
+        stdout, stderr = process.communicate(timeout=10)
+        took = time.monotonic() - pressed
+    finally:
+        process.kill()
+        for pid in manager:
+            os.kill(pid, signal.SIGCONT)
+    assert process.returncode == 130, (stdout, stderr)
+    assert took < 3, f"{took:.1f} s after Ctrl-C"
+    assert (
+        "stopped: the job was not submitted. Run the same command again to submit it: files "
+        "already on the farm are not sent again, and a large file's upload resumes where it "
+        "stopped"
+    ) in stderr, stderr
+    assert "Traceback" not in stderr, stderr
+    kept = arrived(farm)
+    assert kept >= 4 * 1024 * 1024
+
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr
+    line = next(line for line in again.stdout.splitlines() if "bytes sent" in line)
+    sent = int(line.split(";")[-1].split()[0])
+    others = sum(p.stat().st_size for p in texture.parents[1].rglob("*.blend"))
+    assert sent <= texture.stat().st_size - kept + others * 1.1, "what had arrived is not resent"
 
 
 def test_submit_wait_into_an_unusable_folder_submits_nothing(farm: LocalFarm, nas: Path) -> None:

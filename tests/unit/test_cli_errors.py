@@ -182,3 +182,29 @@ def test_ctrl_c_while_submit_waits_says_the_job_keeps_rendering(
         "farmhand cancel 12 to stop it"
     ) in result.output
     assert "Traceback" not in result.output and "Aborted" not in result.output
+
+
+@pytest.mark.parametrize("json_events", [False, True], ids=["people", "json-events"])
+def test_ctrl_c_while_uploading_says_running_it_again_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, json_events: bool
+) -> None:
+    """It printed nothing but `^C`; a program reading `--json-events` got no last event."""
+    blend = _pack_alone(monkeypatch, tmp_path)
+
+    def farm(request: httpx.Request) -> httpx.Response:
+        raise KeyboardInterrupt  # pressed while asking which files the farm lacks
+
+    _manager(monkeypatch, farm)
+    options = ["--json-events"] if json_events else []
+    result = runner.invoke(app, ["submit", str(blend), *options])
+    assert result.exit_code == 130, result.output
+    said = (
+        "stopped: the job was not submitted. Run the same command again to submit it: files "
+        "already on the farm are not sent again, and a large file's upload resumes where it "
+        "stopped"
+    )
+    assert said in result.stderr
+    if json_events:
+        last = json.loads(result.stdout.splitlines()[-1])
+        assert last == {"event": "error", "message": said}
+    assert "Traceback" not in result.output and "Aborted" not in result.output

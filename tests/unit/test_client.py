@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
+import socket
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -15,6 +19,7 @@ from farmhand.client import (
     ManagerUnreachable,
     RunnerClient,
     parse_retry_after,
+    transfer,
 )
 from farmhand.shared.schemas import JobSettings, TaskProgress, WorkerCapabilities
 
@@ -325,3 +330,64 @@ def test_sign_off_accepts_204() -> None:
     transport = httpx.MockTransport(lambda r: httpx.Response(204))
     with RunnerClient(BASE, "s", transport=transport) as runner:
         runner.sign_off()
+
+
+class CtrlC(Exception):
+    """Stands for KeyboardInterrupt, raised by a real SIGINT sent to the main thread."""
+
+
+def test_ctrl_c_stops_an_upload_blocked_on_a_manager_that_stopped_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A manager that stops reading (`kill -STOP`, a dead link) leaves the upload thread
+    blocked in a write with a 300 s timeout; Ctrl-C then waited for it (the QA's 30 s
+    until the manager was continued). Now the interrupt ends `upload` at once, and the
+    blocked thread fails and ends too (a process waits for it before exiting)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.append(server.accept()[0]), daemon=True).start()
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"\0" * (64 * 1024 * 1024))
+    entries = transfer.hash_files({"big.bin": big})
+    monkeypatch.setattr(transfer, "missing", lambda client, hashes: set(hashes))
+    sent: list[int] = []
+    pressed: list[float] = []
+
+    def ctrl_c(signum: int, frame: object) -> None:
+        raise CtrlC
+
+    def press_ctrl_c_once_stalled() -> None:
+        while True:  # bytes stop moving: the thread is blocked writing
+            before = sum(sent)
+            time.sleep(0.3)
+            if 0 < before == sum(sent):
+                break
+        pressed.append(time.monotonic())
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, ctrl_c)
+    port = server.getsockname()[1]
+    client = FarmhandClient(f"http://127.0.0.1:{port}", "tok")
+    uploader = transfer.Uploader(
+        client,
+        threads=1,
+        advance=lambda size, files: sent.append(size),
+        resumable_from=1 << 40,  # one PUT, whose body the server stops reading
+    )
+    presser = threading.Thread(target=press_ctrl_c_once_stalled, daemon=True)
+    try:
+        presser.start()
+        with pytest.raises(CtrlC):
+            uploader.upload(entries)
+        assert time.monotonic() - pressed[0] < 2, "upload() waited for the blocked thread"
+        while any(t.name.startswith("upload") for t in threading.enumerate()):
+            assert time.monotonic() - pressed[0] < 5, "the blocked upload thread lives on"
+            time.sleep(0.05)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        client.close()
+        server.close()
+        for conn in accepted:
+            conn.close()
+    assert 0 < sum(sent) < big.stat().st_size

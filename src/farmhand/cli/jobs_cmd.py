@@ -94,6 +94,23 @@ class Failed(typer.Exit):
         self.message = message
 
 
+class Stopped(typer.Exit):
+    """Ctrl-C, already said for people (exit 130); `message` keeps it for `--json-events`."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(130)
+        self.message = message
+
+
+UPLOAD_STOPPED = (
+    "stopped: the job was not submitted. Run the same command again to submit it: files "
+    "already on the farm are not sent again, and a large file's upload resumes where it "
+    "stopped"
+)
+"""Ctrl-C while packing, hashing or uploading. True because uploads are resumable
+(client/transfer.py): the manager keeps what arrived, by user and hash."""
+
+
 def fail(message: str) -> Failed:
     """Print one red line (no traceback) and return the exit to raise."""
     # soft_wrap: one line however long (a path in it stays copyable, greps still match).
@@ -143,7 +160,7 @@ def interrupted(message: str) -> Iterator[None]:
         yield
     except KeyboardInterrupt:
         err.print(message, markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(130) from None
+        raise Stopped(message) from None
 
 
 @contextmanager
@@ -497,7 +514,10 @@ def submit_packed(
     """`submit_project`, its progress shown as bars, or as JSON events if `events`."""
     if events is not None:
         events.emit("packing")
-    with nullcontext(events.hooks()) if events else bars(allow_missing) as hooks:
+    with (
+        interrupted(UPLOAD_STOPPED),
+        nullcontext(events.hooks()) if events else bars(allow_missing) as hooks,
+    ):
         try:
             return submit_project(
                 client,

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import ssl
+import threading
 from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -239,6 +241,9 @@ class BaseClient:
             verify=tls_context(verify),
             transport=transport,
         )
+        self._sockets: list[socket.socket] = []
+        """The sockets of this client's connections, for `interrupt`."""
+        self._sockets_lock = threading.Lock()
 
     def set_token(self, token: str | None) -> None:
         """Switch the bearer token (a runner gets its secret only after registering)."""
@@ -249,6 +254,32 @@ class BaseClient:
 
     def close(self) -> None:
         self._http.close()
+
+    def interrupt(self) -> None:
+        """Cut every connection this client has open, from any thread: a request blocked
+        writing to or reading from a manager that stopped answering (a 300 s upload
+        write) fails at once with `ManagerUnreachable` instead of at its timeout. What
+        Ctrl-C needs, as closing a socket does not wake a thread blocked on it (shutting
+        it down does). Later requests open new connections."""
+        with self._sockets_lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with suppress(OSError):  # closed meanwhile
+                # socket.socket's own, not SSLSocket.shutdown: that one also drops the
+                # TLS state under a thread that may be using it.
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def _trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpcore's `trace` extension: keep the socket of each new connection (its TLS
+        socket once wrapped) for `interrupt`."""
+        if event not in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            return
+        stream = info.get("return_value")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if isinstance(sock, socket.socket):
+            with self._sockets_lock:
+                self._sockets = [s for s in self._sockets if s.fileno() != -1]
+                self._sockets.append(sock)
 
     def __enter__(self) -> Self:
         return self
@@ -264,7 +295,7 @@ class BaseClient:
     def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """Send one request; error statuses raise `FarmhandError`."""
         try:
-            response = self._http.request(method, url, **kwargs)
+            response = self._http.request(method, url, extensions={"trace": self._trace}, **kwargs)
         except httpx.TransportError as exc:
             raise unreachable(self.base_url, exc) from exc
         _raise_for_status(response)
@@ -274,7 +305,9 @@ class BaseClient:
     def _stream(self, method: str, url: str, **kwargs: Any) -> Iterator[httpx.Response]:
         """Like `_request` but the body is read lazily (downloads of big files)."""
         try:
-            with self._http.stream(method, url, **kwargs) as response:
+            with self._http.stream(
+                method, url, extensions={"trace": self._trace}, **kwargs
+            ) as response:
                 if not response.is_success:
                     response.read()
                     _raise_for_status(response)

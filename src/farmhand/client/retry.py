@@ -87,6 +87,8 @@ def call_with_retry(
             if policy.give_up_after is not None and elapsed + pause > policy.give_up_after:
                 logger.warning("giving up", call=what, after_seconds=round(elapsed), error=str(exc))
                 raise
+            if stop is not None and stop.is_set():  # stopping: no "retrying" to log
+                raise RetryAborted(what) from exc
             logger.warning("retrying", call=what, in_seconds=pause, error=str(exc))
             if on_retry is not None:
                 on_retry(exc, pause)

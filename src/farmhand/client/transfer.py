@@ -6,6 +6,11 @@ resumable uploads (`/api/uploads`). A transfer that breaks (manager restart, net
 is retried under the client's one retry policy and continues from the offset the
 manager reports, so what arrived is never sent again; a client that is killed and run
 again finds its uploads by (user, hash) and does the same.
+
+An upload that stops (Ctrl-C, or a file that fails) stops at once: work not started is
+dropped, the threads see an abort flag between chunks and retries, and the client's
+connections are cut so a thread blocked writing to a stalled manager is not waited for.
+Running it again resumes it as above.
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ MISSING_BATCH = 10_000
 
 Advance = Callable[[int, int], None]
 """Called with (bytes, files) just sent; from several threads at once."""
+
+
+class UploadAborted(Exception):
+    """The upload was stopped (Ctrl-C in the caller, another file failing)."""
 
 
 @dataclass(frozen=True)
@@ -114,17 +123,32 @@ class Uploader:
             self.advance(sum(e.size for e in already), len(already))
         if not todo:
             return report
-        with ThreadPoolExecutor(self.threads, thread_name_prefix="upload") as pool:
-            for entry in pool.map(lambda e: self._one(e, report), todo):
+        abort = threading.Event()
+        pool = ThreadPoolExecutor(self.threads, thread_name_prefix="upload")
+        try:
+            for entry in pool.map(lambda e: self._one(e, report, abort), todo):
                 with self._lock:
                     report.uploaded_files += 1
                     report.uploaded_bytes += entry.size
                 if self.advance is not None:
                     self.advance(0, 1)
+        except BaseException:
+            # Ctrl-C (or a file that failed): leaving `with ThreadPoolExecutor` would wait
+            # for a thread blocked writing to a stalled manager, for minutes.
+            abort.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            self.client.interrupt()
+            raise
+        pool.shutdown()
         return report
 
-    def _one(self, entry: Entry, report: UploadReport) -> Entry:
-        """Upload one blob to the end, resuming from the manager's offset after a break."""
+    def _one(self, entry: Entry, report: UploadReport, abort: threading.Event) -> Entry:
+        """Upload one blob to the end, resuming from the manager's offset after a break;
+        `UploadAborted` (or `RetryAborted`) soon after `abort` is set."""
+
+        def check() -> None:
+            if abort.is_set():
+                raise UploadAborted(entry.path.name)
 
         shown = 0
 
@@ -138,6 +162,7 @@ class Uploader:
             with self._lock:
                 report.bytes_sent += size
             show(size)
+            check()  # after each chunk: raised into the request, which stops sending
 
         def whole(entry: Entry) -> None:
             last = 0
@@ -150,18 +175,21 @@ class Uploader:
             self.client.upload_blob(entry.path, entry.sha256, delta)
 
         def attempt() -> None:
+            check()
             if entry.size < self.resumable_from:
                 whole(entry)
                 return
             status = self.client.start_upload(entry.sha256, entry.size)
             show(status.offset - shown)  # arrived in an earlier run or attempt
             while not status.complete:
+                check()
                 try:
                     status = self.client.send_upload(status.id, entry.path, status.offset, sent)
                 except FarmhandError as error:
                     if error.status_code != 409:  # 409: another sender moved the offset
                         raise
+                    check()
                     status = self.client.start_upload(entry.sha256, entry.size)
 
-        call_with_retry(attempt, f"upload {entry.path.name}", self.policy)
+        call_with_retry(attempt, f"upload {entry.path.name}", self.policy, abort)
         return entry
