@@ -135,7 +135,9 @@ def test_a_download_holds_frames_and_passes_and_says_what_it_is(
 
     zipped = ok(farmhand("download", str(job_id), "--zip", "-o", str(tmp_path)))
     assert "warning" not in zipped.stderr
-    with zipfile.ZipFile(tmp_path / f"job-{job_id}.zip") as archive:
+    saved = tmp_path / f"job-{job_id}-comp _ passes.zip"  # as docs/STORAGE.md says
+    assert f"outputs in {saved}" in zipped.stdout
+    with zipfile.ZipFile(saved) as archive:
         assert set(archive.namelist()) == frames | passes
 
     named = tmp_path / "named"
@@ -164,13 +166,24 @@ def test_a_canceled_job_downloads_what_it_has_and_says_no_more_will_come(
     assert f"farmhand requeue {job_id} --failed-only" in result.stderr
 
 
-def test_the_zip_of_a_job_named_in_japanese_is_saved_under_its_name(api: httpx.Client) -> None:
+def test_the_zip_of_a_job_named_in_japanese_is_saved_under_its_name(
+    api: httpx.Client, tmp_path: Path
+) -> None:
     job_id = submit_stand_in(api, frame_start=1, frame_end=1, name="ショット & 10")
     answer = api.get(f"/api/jobs/{job_id}/outputs.zip")
     assert answer.status_code == 200, answer.text
     disposition = answer.headers["content-disposition"]
     assert f"filename*=UTF-8''job-{job_id}-{quote('ショット _ 10')}.zip" in disposition
     assert f'filename="job-{job_id}-_ _ 10.zip"' in disposition, "an ASCII stand-in"
+
+    # `farmhand download --zip` saved `job-N.zip` whatever the manager's name for it.
+    out = tmp_path / "new folder"
+    ok(farmhand("download", str(job_id), "--zip", "-o", str(out)))
+    ok(farmhand("download", str(job_id), "--inputs", "-o", str(out)))
+    assert {p.name for p in out.iterdir()} == {
+        f"job-{job_id}-ショット _ 10.zip",
+        f"job-{job_id}-ショット _ 10-inputs.zip",
+    }
 
 
 INPUTS = ["tex/日本.png", "tex/emoji😀.png", "tex/ünï cödé %22.png", "tex/plain.png"]

@@ -21,6 +21,7 @@ from farmhand.client import (
     parse_retry_after,
     transfer,
 )
+from farmhand.client.client import attachment_name
 from farmhand.shared.schemas import JobSettings, TaskProgress, WorkerCapabilities
 
 BASE = "http://manager.test"
@@ -391,3 +392,55 @@ def test_ctrl_c_stops_an_upload_blocked_on_a_manager_that_stopped_reading(
         for conn in accepted:
             conn.close()
     assert 0 < sum(sent) < big.stat().st_size
+
+
+@pytest.mark.parametrize(
+    ("disposition", "name"),
+    [
+        ("attachment; filename=\"job-10-vid _.zip\"; filename*=UTF-8''job-10-vid%20%E3%82%B8"
+         "%E3%83%A7%E3%83%96.zip", "job-10-vid ジョブ.zip"),
+        ("attachment; filename*=utf-8'ja'%E6%97%A5.zip; filename=\"x.zip\"", "日.zip"),
+        ("attachment; filename*=ISO-8859-1''caf%E9.zip", "café.zip"),
+        ('attachment; filename="a \\"quoted\\" name; with a semicolon.zip"',
+         'a "quoted" name; with a semicolon.zip'),
+        ("attachment; filename=plain.zip", "plain.zip"),
+        ("attachment; filename*=UTF-8''%FF.zip; filename=\"fallback.zip\"", "fallback.zip"),
+        ("attachment; FILENAME*=UTF-8''upper.zip", "upper.zip"),
+        ("attachment", None),
+        ("", None),
+    ],
+)  # fmt: skip
+def test_the_name_a_download_is_saved_under_is_read_as_rfc_6266_says(
+    disposition: str, name: str | None
+) -> None:
+    assert attachment_name(disposition) == name
+
+
+def _zip_manager(disposition: str | None) -> httpx.MockTransport:
+    headers = {"Content-Disposition": disposition} if disposition else {}
+    return httpx.MockTransport(lambda r: httpx.Response(200, content=b"PK", headers=headers))
+
+
+def test_a_zip_is_saved_under_the_managers_name_for_it(tmp_path: Path) -> None:
+    """It was saved as `job-10.zip` whatever the manager said (docs: `job-10-<name>.zip`)."""
+    disposition = "attachment; filename=\"job-10-_.zip\"; filename*=UTF-8''job-10-%E3%82%B8.zip"
+    with _client(_zip_manager(disposition)) as client:
+        path = client.download_outputs_zip(10, tmp_path / "new", into=True)
+        assert path == tmp_path / "new" / "job-10-ジ.zip" and path.read_bytes() == b"PK"
+        given = client.download_outputs_zip(10, tmp_path / "mine.zip")
+        assert given == tmp_path / "mine.zip", "a path given is kept"
+    with _client(_zip_manager(None)) as client:
+        assert client.download_inputs_zip(10, tmp_path, into=True).name == "job-10-inputs.zip"
+
+
+@pytest.mark.parametrize(
+    "evil",
+    ["../../etc/x.zip", "a/b.zip", "..", "CON.zip", "c:x.zip", "a\\\\b.zip", "x%0A.zip"],
+)
+def test_a_zip_name_that_could_land_elsewhere_is_refused(tmp_path: Path, evil: str) -> None:
+    with (
+        _client(_zip_manager(f"attachment; filename*=UTF-8''{evil}")) as client,
+        pytest.raises(FarmhandError, match="unsafe file name"),
+    ):
+        client.download_outputs_zip(10, tmp_path / "out", into=True)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]

@@ -990,7 +990,7 @@ def download(
             console.print(f"video in {path}")
             return
         if inputs:
-            path = client.download_inputs_zip(job_id, output / f"job-{job_id}-inputs.zip")
+            path = client.download_inputs_zip(job_id, output, into=True)
             console.print(f"inputs in {path}")
             return
         if frame is not None:
@@ -1003,9 +1003,10 @@ def download(
                 task = bar.add_task(f"downloading job {job_id}", total=None)
                 path = client.download_outputs_zip(
                     job_id,
-                    output / f"job-{job_id}.zip",
+                    output,
                     lambda size: bar.advance(task, size),
                     template=template,
+                    into=True,
                 )
             console.print(f"outputs in {path}")
             warn_unfinished(detail)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import ssl
 import threading
@@ -30,7 +31,7 @@ from farmhand.client.errors import FarmhandError, JobTooLarge, ManagerUnreachabl
 from farmhand.shared.hashing import CHUNK_SIZE, iter_file, sha256_file
 from farmhand.shared.limits import JOB_BODY_MAX_BYTES
 from farmhand.shared.outputnames import OutputName, TemplateError, check_template, extension, render
-from farmhand.shared.paths import UnsafePathError, safe_relative_path
+from farmhand.shared.paths import UnsafePathError, safe_file_name, safe_relative_path
 from farmhand.shared.schemas import (
     BlobsMissingRequest,
     BlobsMissingResponse,
@@ -141,6 +142,51 @@ def _not_json(response: httpx.Response) -> str:
         )
     first = text.splitlines()[0] if text else ""
     return first[:200] or response.reason_phrase or "error"
+
+
+_DISPOSITION_PARAM = re.compile(
+    r';\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)'
+)
+"""One `; name=value` of a header (RFC 6266): `value` a token or a quoted string."""
+_EXT_VALUE = re.compile(r"^([!#$&+^`{}~0-9A-Za-z-]+)'[^']*'(.*)$")
+"""RFC 5987's ext-value: charset, an optional language, the percent-encoded name."""
+
+
+def attachment_name(disposition: str | None) -> str | None:
+    """The file name a `Content-Disposition` header gives, or None if it gives none.
+
+    RFC 6266: `filename*` (RFC 5987 `UTF-8''%E3%82%B7…`, any script) wins over
+    `filename` (a token or a quoted string, for clients without `filename*`); a
+    `filename*` that cannot be decoded is ignored. The name is not checked here."""
+    if not disposition:
+        return None
+    params: dict[str, str] = {}
+    for match in _DISPOSITION_PARAM.finditer(disposition):
+        params.setdefault(match.group(1).lower(), match.group(2).strip())
+    extended = _EXT_VALUE.match(params.get("filename*", ""))
+    if extended is not None:
+        charset, encoded = extended.groups()
+        try:
+            return unquote(encoded, encoding=charset, errors="strict")
+        except (LookupError, UnicodeDecodeError):
+            pass
+    plain = params.get("filename")
+    if plain is None:
+        return None
+    if plain.startswith('"') and plain.endswith('"') and len(plain) >= 2:
+        plain = re.sub(r"\\(.)", r"\1", plain[1:-1])
+    return plain or None
+
+
+def _saved_name(response: httpx.Response, fallback: str) -> str:
+    """The name the manager gives a download (`attachment_name`), else `fallback`,
+    checked as any file name from the manager is: one name, no folders, nothing
+    `safe_file_name` refuses (`..`, `/`, `\\`, a drive, `CON`)."""
+    name = attachment_name(response.headers.get("content-disposition")) or fallback
+    try:
+        return safe_file_name(name)
+    except UnsafePathError as exc:
+        raise FarmhandError(f"manager sent an unsafe file name: {exc}") from exc
 
 
 def _raise_for_status(response: httpx.Response) -> None:
@@ -320,19 +366,28 @@ class BaseClient:
         url: str,
         dest: Path,
         on_chunk: Callable[[int], None] | None = None,
+        name: str | None = None,
     ) -> Path:
-        """Stream `url` into `dest` via a `.part` file, so a cut transfer never looks whole."""
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        partial = dest.with_name(dest.name + ".part")
-        try:
-            with self._stream("GET", url) as response, partial.open("wb") as handle:
-                for chunk in response.iter_bytes(CHUNK_SIZE):
-                    handle.write(chunk)
-                    if on_chunk is not None:
-                        on_chunk(len(chunk))
-            os.replace(partial, dest)
-        finally:
-            partial.unlink(missing_ok=True)
+        """Stream `url` into `dest` via a `.part` file, so a cut transfer never looks whole.
+
+        With `name`, `dest` is a folder and the file in it is named as the manager's
+        `Content-Disposition` says (`_saved_name`), else `name`."""
+        if name is None:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        with self._stream("GET", url) as response:
+            if name is not None:
+                dest.mkdir(parents=True, exist_ok=True)
+                dest = dest / _saved_name(response, name)
+            partial = dest.with_name(dest.name + ".part")
+            try:
+                with partial.open("wb") as handle:
+                    for chunk in response.iter_bytes(CHUNK_SIZE):
+                        handle.write(chunk)
+                        if on_chunk is not None:
+                            on_chunk(len(chunk))
+                os.replace(partial, dest)
+            finally:
+                partial.unlink(missing_ok=True)
         return dest
 
     def health(self) -> Health:
@@ -562,12 +617,15 @@ class FarmhandClient(BaseClient):
         dest: Path,
         on_chunk: Callable[[int], None] | None = None,
         template: str | None = None,
+        *,
+        into: bool = False,
     ) -> Path:
         """Every output of a job as one zip, streamed to `dest`, named by `template`
-        (default: the job's own output template, else `frames/0001.png`)."""
-        return self._download(
-            f"/api/jobs/{job_id}/outputs.zip{_template_query(template)}", dest, on_chunk
-        )
+        (default: the job's own output template, else `frames/0001.png`). `into`:
+        `dest` is a folder, and the zip is saved in it under the name the manager gives
+        it (`job-7-<the job's name>.zip`); the zip's path is returned either way."""
+        url = f"/api/jobs/{job_id}/outputs.zip{_template_query(template)}"
+        return self._download(url, dest, on_chunk, f"job-{job_id}.zip" if into else None)
 
     def download_frame(
         self, job_id: int, frame: int, dest_dir: Path, template: str | None = None
@@ -583,9 +641,12 @@ class FarmhandClient(BaseClient):
             raise FarmhandError(f"manager sent an unsafe output name: {exc}") from exc
         return self._download(url, dest_dir / relative)
 
-    def download_inputs_zip(self, job_id: int, dest: Path) -> Path:
-        """The job's input files (its .blend and assets) as one zip."""
-        return self._download(f"/api/jobs/{job_id}/inputs.zip", dest)
+    def download_inputs_zip(self, job_id: int, dest: Path, *, into: bool = False) -> Path:
+        """The job's input files (its .blend and assets) as one zip, at `dest` or, with
+        `into`, in the folder `dest` under the manager's name for it
+        (`job-7-<the job's name>-inputs.zip`)."""
+        name = f"job-{job_id}-inputs.zip" if into else None
+        return self._download(f"/api/jobs/{job_id}/inputs.zip", dest, name=name)
 
     def submit_shared(self, blend_path: str, settings: JobSettings) -> JobAccepted:
         """A job whose .blend stays on shared storage (the manager maps the path)."""
