@@ -245,3 +245,36 @@ def test_files_named_in_any_script_download_under_their_names(
     )  # fmt: skip
     assert "frame 1 in" in shot.output
     assert (tmp_path / "b" / "ショット_0001.png").read_bytes() == png_bytes()
+
+
+def test_downloading_again_skips_what_is_there_and_says_what_it_replaced(
+    api: httpx.Client, farm: LocalFarm, tmp_path: Path
+) -> None:
+    """The same download again rewrote every file, and a file edited since was replaced
+    without a word (`100 frames in dl9`)."""
+    job_id = submit_stand_in(api, frame_start=1, frame_end=3, chunk_size=3)
+    who = runner(api, farm)
+    task = api.get("/api/runner/tasks", params={"wait": 0}, headers=who).json()
+    for frame in (1, 2, 3):
+        render(api, who, task, frame)
+    api.post(
+        f"/api/runner/tasks/{task['task_id']}/complete", headers=who, json={"frames": [1, 2, 3]}
+    ).raise_for_status()
+    out = tmp_path / "dl"
+    first = ok(farmhand("download", str(job_id), "-o", str(out)))
+    assert f"3 frames and 6 passes in {out}\n" in first.stdout, first.stdout
+    kept = out / "frames" / "0001.png"
+    untouched = kept.stat().st_mtime_ns
+    (out / "frames" / "0002.png").write_text("precious\n")
+
+    again = ok(farmhand("download", str(job_id), "-o", str(out)))
+    assert f"3 frames and 6 passes in {out} (8 already there, not fetched again)" in again.stdout
+    assert (
+        f"warning: replaced 1 file in {out} that differed from the job's: frames/0002.png"
+    ) in again.stderr, again.stderr
+    assert (out / "frames" / "0002.png").read_bytes() == png_bytes(), "the job's frame"
+    assert kept.stat().st_mtime_ns == untouched, "a file already there is not written again"
+
+    third = ok(farmhand("download", str(job_id), "-o", str(out)))
+    assert "(9 already there, not fetched again)" in third.stdout
+    assert "warning" not in third.stderr

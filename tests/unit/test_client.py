@@ -444,3 +444,55 @@ def test_a_zip_name_that_could_land_elsewhere_is_refused(tmp_path: Path, evil: s
     ):
         client.download_outputs_zip(10, tmp_path / "out", into=True)
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_downloading_again_fetches_only_what_is_missing_or_differs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It fetched every file again and overwrote a file that differed without a word."""
+    from farmhand.client import client as client_module
+
+    content = {2: b"frame one", 3: b"frame two", 4: b"frame three"}
+    files = [
+        {"id": n, "kind": "output", "path": f"frames/000{n - 1}.png", "size": len(data),
+         "sha256": hashlib.sha256(data).hexdigest(), "frame": n - 1}
+        for n, data in content.items()
+    ]  # fmt: skip
+    fetched: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/jobs/4/files":
+            return httpx.Response(200, json=files)
+        file_id = int(request.url.path.split("/")[-2])
+        fetched.append(file_id)
+        return httpx.Response(200, content=content[file_id])
+
+    out = tmp_path / "out"
+    with _client(httpx.MockTransport(handler)) as client:
+        first = client.fetch_outputs(4, out)
+        assert (fetched, first.skipped, first.replaced) == ([2, 3, 4], [], [])
+        frame1, frame2, frame3 = first.paths
+        frame1.write_bytes(b"precious")  # another size
+        frame2.write_bytes(b"frame owt")  # the same size, other bytes
+        frame3.unlink()
+        untouched = frame1.stat().st_mtime_ns
+        hashed: list[Path] = []
+        monkeypatch.setattr(
+            client_module,
+            "sha256_file",
+            lambda path: hashed.append(path) or hashlib.sha256(path.read_bytes()).hexdigest(),
+        )
+        fetched.clear()
+        again = client.fetch_outputs(4, out)
+        assert sorted(fetched) == [2, 3, 4]
+        assert again.replaced == [frame1, frame2] and again.skipped == []
+        assert hashed == [frame2], "a size that differs needs no hash"
+        assert [p.read_bytes() for p in again.paths] == list(content.values())
+        assert frame1.stat().st_mtime_ns != untouched
+
+        fetched.clear()
+        progress: list[tuple[int, int]] = []
+        third = client.download_outputs(4, out, lambda d, t: progress.append((d, t)))
+        assert fetched == [], "all there with the same bytes: nothing fetched"
+        assert third == again.paths
+        assert progress[-1] == (29, 29), "skipped files count as done"

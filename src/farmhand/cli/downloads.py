@@ -20,11 +20,15 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class Downloaded:
-    """What a download wrote, by kind."""
+    """What a download wrote, by kind, and what it found already there."""
 
     frames: int
     passes: int
     videos: tuple[str, ...]
+    skipped: int = 0
+    """Files already there with the job's bytes: not fetched again."""
+    replaced: tuple[str, ...] = ()
+    """Files that were there with other bytes, replaced (paths inside the folder)."""
 
     def __str__(self) -> str:
         """`10 frames, 6 passes and the video (video.webm)`; `0 frames` for nothing."""
@@ -36,6 +40,29 @@ class Downloaded:
         parts += [f"the video ({name})" for name in self.videos]
         return listed(parts)
 
+    def skipped_note(self) -> str | None:
+        """`(98 already there, not fetched again)`; None if every file was fetched."""
+        if not self.skipped:
+            return None
+        return f"({self.skipped} already there, not fetched again)"
+
+    def replaced_note(self, folder: Path) -> str | None:
+        """Which files were there with other bytes and are now the job's; None if none."""
+        if not self.replaced:
+            return None
+        shown = ", ".join(self.replaced[:SHOWN_REPLACED])
+        more = len(self.replaced) - SHOWN_REPLACED
+        if more > 0:
+            shown += f" and {more} more"
+        return (
+            f"replaced {plural(len(self.replaced), 'file')} in {folder} that differed from "
+            f"the job's: {shown}"
+        )
+
+
+SHOWN_REPLACED = 5
+"""Replaced files named in the warning; the rest are counted."""
+
 
 def download_job(
     client: FarmhandClient,
@@ -45,21 +72,24 @@ def download_job(
     template: str | None = None,
 ) -> Downloaded:
     """Write the job's frames and video (named by `template`, else their paths) and its
-    passes (by the paths the files list shows) into `output`, and say what was written."""
-    files = [f for f in client.list_files(job_id) if f.kind in DOWNLOADED_KINDS]
-    total = sum(f.size for f in files)
-    client.download_outputs(
+    passes (by the paths the files list shows) into `output`, and say what was written.
+    Files already there with the job's bytes are skipped, others replaced
+    (`FarmhandClient.fetch_outputs`, the Python API's own download)."""
+    report = client.fetch_outputs(
         job_id,
         output,
-        lambda done, _: on_progress(done, total),
+        on_progress,
         template=template,
         kinds=DOWNLOADED_KINDS,
     )
+    files = report.files
     videos = [f for f in files if f.kind == "output" and f.frame is None]
     return Downloaded(
         frames=sum(1 for f in files if f.kind == "output" and f.frame is not None),
         passes=sum(1 for f in files if f.kind == "pass"),
         videos=tuple(PurePosixPath(video.path).name for video in videos),
+        skipped=len(report.skipped),
+        replaced=tuple(path.relative_to(output).as_posix() for path in report.replaced),
     )
 
 

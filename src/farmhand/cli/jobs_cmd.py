@@ -827,11 +827,25 @@ def finish(
             logger=QUIET,
             on_retry=retrying,
         )
-    console.print(f"{written} in {output}", highlight=False)
+    say_downloaded(written, output)
 
 
 def _first_task_error(job: JobDetail) -> str | None:
     return next((t.last_error for t in job.tasks if t.last_error), None)
+
+
+def say_downloaded(written: Downloaded, output: Path) -> None:
+    """`10 frames in out (8 already there, not fetched again)`, and a warning naming the
+    files that were there with other bytes and were replaced."""
+    skipped = written.skipped_note()
+    console.print(
+        f"{written} in {output}" + (f" {skipped}" if skipped else ""),
+        highlight=False,
+        markup=False,
+    )
+    replaced = written.replaced_note(output)
+    if replaced is not None:
+        err.print(f"[yellow]warning:[/yellow] {escape(replaced)}", highlight=False, soft_wrap=True)
 
 
 def download_with_bar(
@@ -1013,7 +1027,7 @@ def download(
             return
         chosen = template or detail.settings.output_template
         written = download_with_bar(client, job_id, output, chosen)
-    console.print(f"{written} in {output}", highlight=False)
+    say_downloaded(written, output)
     warn_unfinished(detail)
 
 

@@ -13,10 +13,11 @@ import os
 import re
 import socket
 import ssl
+import stat
 import threading
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -555,10 +556,29 @@ class FarmhandClient(BaseClient):
         template: str | None = None,
         kinds: Collection[str] = ("output",),
     ) -> list[Path]:
+        """Every file of a job's `kinds` in `dest_dir`, as `fetch_outputs` puts them
+        there (a file already there with the same bytes is not fetched again, one with
+        other bytes is replaced); their paths, in the order the manager lists them."""
+        return self.fetch_outputs(job_id, dest_dir, on_progress, template, kinds).paths
+
+    def fetch_outputs(
+        self,
+        job_id: int,
+        dest_dir: Path,
+        on_progress: ProgressCallback | None = None,
+        template: str | None = None,
+        kinds: Collection[str] = ("output",),
+    ) -> OutputsDownload:
         """Stream a job's files of `kinds` to `dest_dir/<its path>`, a frame to the name
         `template` gives it (`{job}/{frame:04d}.{ext}`). By default its frames and
         video; `DOWNLOADED_KINDS` (shared/outputnames.py) adds its compositor passes,
         which keep their paths (named by the template, a pass would take its frame's).
+
+        Downloading again (after an interruption, or once more frames are done) fetches
+        only what is not there yet: a file already there with the manager's size and
+        SHA-256 (the size compared first, the hash only when it matches) is skipped; one
+        with other bytes (edited, or a frame rendered again) is replaced. What was done
+        to each is in the answer, for the caller to say.
 
         Paths come from the manager, but are still checked: a compromised or buggy
         manager must not make the client write outside `dest_dir`.
@@ -574,16 +594,25 @@ class FarmhandClient(BaseClient):
             if on_progress is not None:
                 on_progress(done, total)
 
-        written = []
+        report = OutputsDownload(files=outputs)
         for output in outputs:
             try:
                 relative = safe_relative_path(names.get(output.id, output.path))
             except UnsafePathError as exc:
                 raise FarmhandError(f"manager sent an unsafe output path: {exc}") from exc
-            written.append(self.download_file(job_id, output.id, dest_dir / relative, advance))
+            path = dest_dir / relative
+            there = _holds(path, output)
+            if there:
+                report.skipped.append(path)
+                advance(output.size)
+            else:
+                self.download_file(job_id, output.id, path, advance)
+                if there is not None:
+                    report.replaced.append(path)
+            report.paths.append(path)
         if on_progress is not None and not outputs:
             on_progress(0, 0)
-        return written
+        return report
 
     def _output_names(
         self, job_id: int, outputs: list[JobFile], template: str | None
@@ -687,6 +716,32 @@ class FarmhandClient(BaseClient):
     def clear_blocklist_entry(self, entry_id: int) -> None:
         """Admins: let a blocklisted worker take that job's tasks again."""
         self._request("DELETE", f"/api/admin/blocklist/{entry_id}")
+
+
+@dataclass
+class OutputsDownload:
+    """What `fetch_outputs` did with a job's files."""
+
+    files: list[JobFile]
+    """The files of the kinds asked for, as the manager listed them."""
+    paths: list[Path] = field(default_factory=list)
+    """Where each of `files` now is, in the same order."""
+    skipped: list[Path] = field(default_factory=list)
+    """Already there with the same bytes: not fetched again."""
+    replaced: list[Path] = field(default_factory=list)
+    """There with other bytes (edited, or an older render): replaced by the job's."""
+
+
+def _holds(path: Path, file: JobFile) -> bool | None:
+    """Whether `path` holds `file`'s bytes: its size, then (only if that matches) its
+    SHA-256; None if there is no file at `path`."""
+    try:
+        found = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if not stat.S_ISREG(found.st_mode):
+        return False
+    return found.st_size == file.size and sha256_file(path) == file.sha256
 
 
 def _template_query(template: str | None) -> str:
