@@ -477,11 +477,12 @@ def test_downloading_again_fetches_only_what_is_missing_or_differs(
         frame3.unlink()
         untouched = frame1.stat().st_mtime_ns
         hashed: list[Path] = []
-        monkeypatch.setattr(
-            client_module,
-            "sha256_file",
-            lambda path: hashed.append(path) or hashlib.sha256(path.read_bytes()).hexdigest(),
-        )
+
+        def sha256_file(path: Path) -> str:
+            hashed.append(path)
+            return hashlib.sha256(path.read_bytes()).hexdigest()
+
+        monkeypatch.setattr(client_module, "sha256_file", sha256_file)
         fetched.clear()
         again = client.fetch_outputs(4, out)
         assert sorted(fetched) == [2, 3, 4]
