@@ -25,6 +25,10 @@ from tests.integration.conftest import Farm, make_settings, post_stand_in
 from tests.integration.postgres import fresh_database, postgres_bin, postgres_server
 from tests.old_schema import insert_old
 
+HEARTBEAT_TIMEOUT = 2.0
+"""Short for a test, long enough that a loaded machine does not let the runner go
+silent between its registration and its claim."""
+
 ALWAYS = {
     "timezone": "UTC",
     "windows": [{"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start": "00:00",
@@ -59,7 +63,9 @@ def _wait_offline(farm: Farm, name: str) -> dict[str, Any]:
 def test_a_silent_worker_goes_offline_after_a_sleep_schedule_was_cleared(
     tmp_path: Path,
 ) -> None:
-    settings = make_settings(tmp_path / "data", heartbeat_timeout=0.5, reaper_interval=0.1)
+    settings = make_settings(
+        tmp_path / "data", heartbeat_timeout=HEARTBEAT_TIMEOUT, reaper_interval=0.1
+    )
     with TestClient(create_app(settings)) as client:
         farm = Farm(client, settings.admin_token, settings.runner_token, settings.data_dir)  # type: ignore[arg-type]
         farm.register_runner("artist")
@@ -71,7 +77,7 @@ def test_a_silent_worker_goes_offline_after_a_sleep_schedule_was_cleared(
             stored = connection.execute(text("SELECT sleep_schedule FROM workers")).all()
         assert stored == [(None,)], "no schedule is SQL NULL, not the JSON text 'null'"
 
-        time.sleep(0.6)  # past the manager's start-up grace
+        time.sleep(HEARTBEAT_TIMEOUT + 0.1)  # past the manager's start-up grace
         job_id, task_id = _claimed_then_silent(farm)
         _wait_offline(farm, "silent")
         task = client.get(f"/api/jobs/{job_id}", headers=farm.admin).json()["tasks"][0]
@@ -82,14 +88,16 @@ def test_a_silent_worker_goes_offline_after_a_sleep_schedule_was_cleared(
 def test_a_schedule_the_reaper_cannot_read_does_not_stop_heartbeat_timeouts(
     tmp_path: Path,
 ) -> None:
-    settings = make_settings(tmp_path / "data", heartbeat_timeout=0.5, reaper_interval=0.1)
+    settings = make_settings(
+        tmp_path / "data", heartbeat_timeout=HEARTBEAT_TIMEOUT, reaper_interval=0.1
+    )
     with TestClient(create_app(settings)) as client:
         farm = Farm(client, settings.admin_token, settings.runner_token, settings.data_dir)  # type: ignore[arg-type]
         farm.register_runner("odd")
         engine = make_engine(settings.resolved_database_url)
         with engine.begin() as connection:  # written by hand, or by a future version
             connection.execute(text("UPDATE workers SET sleep_schedule = '{\"windows\": 7}'"))
-        time.sleep(0.6)
+        time.sleep(HEARTBEAT_TIMEOUT + 0.1)
         job_id, _ = _claimed_then_silent(farm)
         deadline = time.monotonic() + 10
         query = text("SELECT status FROM workers WHERE name = 'silent'")
