@@ -151,6 +151,9 @@ def test_the_supervisor_of_several_processes_gets_every_server_option() -> None:
     assert "--proxy-headers" in command and value("--forwarded-allow-ips") == "10.0.0.1"
     assert (value("--timeout-keep-alive"), value("--log-level")) == ("75", "warning")
     assert "--no-access-log" in command
+    # Uvicorn's protocol with a deadline for request heads, its timeout handed over in
+    # the environment (the supervisor's processes cannot be given a class).
+    assert value("--http") == "farmhand.manager.connections:ProcessHeadTimeoutProtocol"
 
     plain = manager_cmd.supervisor_command(
         manager_cmd.ServerOptions("127.0.0.1", 8080, "info", 75, 3, False, None, None, None), 2
@@ -164,3 +167,35 @@ def test_the_manager_does_not_load_the_workers_image_libraries() -> None:
     the worker's Blender command line for blend-info) would hold 20 MB of them for
     nothing in every server process."""
     assert loaded_by("farmhand.manager.app", ("numpy", "OpenEXR", "farmhand.worker.exr")) == []
+
+
+def test_the_client_timeout_is_a_flag_and_a_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _settings_of(monkeypatch, []).client_timeout == 60.0
+    assert _settings_of(monkeypatch, ["--client-timeout", "15"]).client_timeout == 15.0
+    env = {"FARMHAND_CLIENT_TIMEOUT": "90"}
+    assert _settings_of(monkeypatch, [], env).client_timeout == 90.0
+
+
+def test_a_client_timeout_under_a_second_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(manager_app, "prepare", pytest.fail)
+    result = CliRunner().invoke(app, ["manager", "--client-timeout", "0"])
+    assert result.exit_code == 2
+    assert "--client-timeout" in result.output
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no open-files limit")
+def test_the_open_files_limit_is_raised_to_what_the_account_may_have() -> None:
+    """A soft limit of 1,024 is reached by a thousand connections; the hard limit is
+    what the administrator allowed. Its server processes inherit it."""
+    probe = (
+        "import resource\n"
+        "from farmhand.manager.connections import raise_open_files_limit\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (min(64, hard), hard))\n"
+        "print(raise_open_files_limit(), resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    returned, soft, hard = (int(number) for number in result.stdout.splitlines()[-1].split())
+    assert soft == returned == hard

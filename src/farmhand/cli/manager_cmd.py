@@ -156,6 +156,18 @@ def manager(
             help="Storage each user's jobs may use (413 above; default: no quota).",
         ),
     ] = None,
+    client_timeout: Annotated[
+        float | None,
+        typer.Option(
+            envvar="FARMHAND_CLIENT_TIMEOUT",
+            min=1,
+            help="Seconds a client has to send a request's headers, and the longest a "
+            "request body may stop arriving (between its chunks, not in total): the "
+            "connection is closed with a 408 past either. "
+            f"[default: {ManagerSettings.client_timeout:g}]",
+            show_default=False,
+        ),
+    ] = None,
     processes: Annotated[
         int,
         typer.Option(
@@ -174,6 +186,11 @@ def manager(
     import uvicorn
 
     from farmhand.manager.app import PROCESS_SETTINGS, create_app, prepare
+    from farmhand.manager.connections import (
+        HEAD_TIMEOUT_VARIABLE,
+        head_timeout_protocol,
+        raise_open_files_limit,
+    )
 
     configure_logging("manager", log_level.upper(), traced=True)
     console = Console(stderr=True)
@@ -192,6 +209,7 @@ def manager(
         "forgotten_task_after": forgotten_task_after,
         "max_upload_bytes": max_upload_bytes,
         "user_quota_bytes": user_quota_bytes,
+        "client_timeout": client_timeout,
     }
     try:
         settings = ManagerSettings.from_flags(flags)
@@ -230,12 +248,23 @@ def manager(
         ssl_certfile=tls[0],
         ssl_keyfile=tls[1],
     )
+    # Every connection is a file: take the room this account is allowed (the server
+    # processes inherit it).
+    raise_open_files_limit()
     if processes == 1:
-        uvicorn.run(create_app(settings, context), access_log=False, **asdict(server))
+        uvicorn.run(
+            create_app(settings, context),
+            access_log=False,
+            # Uvicorn's own protocol, plus a deadline for a request's headers: uvicorn
+            # has none, and a connection stalled halfway through them would stay open.
+            http=head_timeout_protocol(settings.client_timeout),
+            **asdict(server),
+        )
         return
     # Uvicorn starts each process by importing the app; they read these settings.
     context.db.dispose()
     os.environ[PROCESS_SETTINGS] = json.dumps({**flags, "log_level": log_level.upper()})
+    os.environ[HEAD_TIMEOUT_VARIABLE] = str(settings.client_timeout)
     console.print(f"{processes} processes")
     # This process becomes a bare uvicorn supervisor (same pid, so signals and service
     # managers reach it): it only starts and watches the servers, and need not keep the
@@ -264,6 +293,8 @@ class ServerOptions:
 
 def supervisor_command(server: ServerOptions, processes: int) -> list[str]:
     """`python -m uvicorn` arguments running `processes` servers of the manager's app."""
+    from farmhand.manager.connections import PROCESS_PROTOCOL
+
     command = [
         "-m", "uvicorn", "farmhand.manager.app:app_from_environment", "--factory",
         "--workers", str(processes), "--host", server.host, "--port", str(server.port),
@@ -271,6 +302,8 @@ def supervisor_command(server: ServerOptions, processes: int) -> list[str]:
         "--timeout-keep-alive", str(server.timeout_keep_alive),
         "--timeout-graceful-shutdown", str(server.timeout_graceful_shutdown),
         "--proxy-headers" if server.proxy_headers else "--no-proxy-headers",
+        # Its head timeout comes from the environment (HEAD_TIMEOUT_VARIABLE).
+        "--http", PROCESS_PROTOCOL,
     ]  # fmt: skip
     for flag, value in (
         ("--forwarded-allow-ips", server.forwarded_allow_ips),

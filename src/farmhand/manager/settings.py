@@ -129,6 +129,11 @@ class ManagerSettings:
     """The largest body of any other request (JSON): 413 above it, before it is read."""
     max_json_depth: int = 32
     """How deeply a JSON body may nest: 400 deeper, so parsers never recurse without end."""
+    client_timeout: float = 60.0
+    """Seconds a client has to send a request's head (request line and headers), and the
+    longest a request body may stop arriving: a connection that passes either is closed
+    (`408`), whether it sent credentials or not. Between a body's chunks, not in total:
+    a 20 GiB upload may take hours as long as it keeps moving."""
     user_quota_bytes: int | None = None
     """Per-user storage (distinct blobs of their jobs' inputs and outputs); None: no quota."""
     blob_retention_days: float = 7.0
@@ -211,6 +216,7 @@ class ManagerSettings:
             "blob_retention_days",
             "blob_grace_seconds",
             "gc_interval",
+            "client_timeout",
         ):
             if env.get(f"FARMHAND_{name.upper()}"):
                 values[name] = _parsed(env, f"FARMHAND_{name.upper()}", float, "a number")

@@ -11,12 +11,20 @@ A JSON body is also checked for nesting depth before it reaches a parser: Python
 `json` recurses per level, so `[[[[…]]]]` a few thousand deep would otherwise become a
 RecursionError (a 500) somewhere inside FastAPI.
 
+A body that stops arriving is cut off too: no bytes for `client_timeout` seconds while
+a route waits for more is a `408` (`BodyTimeout`), which ends the request like any error
+(a partial upload's temporary file is removed, a resumable upload's lock released) and
+closes the connection. It is an idle timeout, so a big upload may take as long as it
+needs while it keeps moving. (A request's head has its own deadline, in the server's
+protocol: `farmhand.manager.connections`.)
+
 The per-user storage quota is a different kind of limit (it needs the database) and
 lives in `farmhand.manager.storage.usage`; its 413 is raised by the upload routes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Collection
@@ -55,6 +63,17 @@ class JsonTooDeep(HTTPException):
         super().__init__(400, f"the JSON body nests deeper than {limit} levels")
 
 
+class BodyTimeout(HTTPException):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            408,
+            f"the request body stopped arriving: nothing for {seconds:g} s",
+            # The rest of the body may still come: the connection cannot carry another
+            # request.
+            headers={"Connection": "close"},
+        )
+
+
 def _human(size: int) -> str:
     value = float(size)
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -69,10 +88,17 @@ class BodyLimits:
     max_body_bytes: int
     max_upload_bytes: int
     max_json_depth: int
+    idle_timeout: float | None = None
+    """Seconds a body may stop arriving before it is cut off (`BodyTimeout`)."""
 
     @classmethod
     def from_settings(cls, settings: ManagerSettings) -> BodyLimits:
-        return cls(settings.max_body_bytes, settings.max_upload_bytes, settings.max_json_depth)
+        return cls(
+            settings.max_body_bytes,
+            settings.max_upload_bytes,
+            settings.max_json_depth,
+            settings.client_timeout,
+        )
 
     def for_request(self, method: str, path: str, content_type: str) -> tuple[int, str]:
         """The byte limit of this request's body, and what to call it in the 413."""
@@ -148,7 +174,8 @@ def _content_type(scope: Scope) -> str:
 
 
 class LimitsMiddleware:
-    """Bound every HTTP request body (size, and JSON depth) before a route sees it."""
+    """Bound every HTTP request body (size, JSON depth, and how long it may stall) before
+    a route sees it."""
 
     def __init__(self, app: ASGIApp, limits: BodyLimits) -> None:
         self.app = app
@@ -172,16 +199,17 @@ class LimitsMiddleware:
                 started = True
             await send(message)
 
+        watched = _watched(receive, limit, what, self.limits.idle_timeout)
         try:
             kind = _kind(content_type)
             if what in JSON_BODIES and (not kind or "json" in kind):
                 # FastAPI parses a body without a Content-Type as JSON too.
-                body = await read_all_body(receive, limit, what)
+                body = await read_all_body(watched, limit, what)
                 check_json(body, self.limits)
-                await self.app(scope, replay_body(body, receive), watch_send)
+                await self.app(scope, replay_body(body, watched), watch_send)
             else:
-                await self.app(scope, _counting(receive, limit, what), watch_send)
-        except (BodyTooLarge, JsonTooDeep) as error:
+                await self.app(scope, watched, watch_send)
+        except (BodyTooLarge, JsonTooDeep, BodyTimeout) as error:
             if started:
                 raise
             await _refuse(send, error)
@@ -219,19 +247,37 @@ def replay_body(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-def _counting(receive: Receive, limit: int, what: str) -> Receive:
-    size = 0
+def _watched(receive: Receive, limit: int, what: str, idle_timeout: float | None) -> Receive:
+    """`receive`, raising `BodyTooLarge` once the body passes `limit` bytes and
+    `BodyTimeout` when the next part of it does not come within `idle_timeout` seconds.
 
-    async def counting() -> Message:
-        nonlocal size
-        message = await receive()
-        if message["type"] == "http.request":
-            size += len(message.get("body", b""))
-            if size > limit:
-                raise BodyTooLarge(limit, what)
+    Only while the body is unfinished: once it is complete (or the client is gone), a
+    `receive` is an app waiting for the client to disconnect (a live stream does, for as
+    long as it runs), which no timeout may cut short."""
+    size = 0
+    complete = False
+
+    async def watched() -> Message:
+        nonlocal size, complete
+        if complete or idle_timeout is None:
+            message = await receive()
+        else:
+            try:
+                async with asyncio.timeout(idle_timeout):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyTimeout(idle_timeout) from None
+        if message["type"] != "http.request":
+            complete = True
+            return message
+        size += len(message.get("body", b""))
+        if size > limit:
+            raise BodyTooLarge(limit, what)
+        if not message.get("more_body", False):
+            complete = True
         return message
 
-    return counting
+    return watched
 
 
 async def _refuse(send: Send, error: HTTPException) -> None:

@@ -1,0 +1,154 @@
+"""How the manager's HTTP server treats connections that never finish a request.
+
+Uvicorn times out an idle keep-alive connection (`timeout_keep_alive`), but only once a
+response has been sent: a connection that sends nothing, or stops halfway through its
+request line or headers, is held for ever. Each one holds a file descriptor, so enough of
+them (no credentials needed) leave the manager unable to accept anyone, or to open its
+own files. `HeadTimeoutProtocol` is uvicorn's own HTTP protocol (httptools, what
+uvicorn picks anyway) with one deadline added: a request's head (request line and
+headers) must have arrived `head_timeout` seconds after the connection opened, or after
+its first byte on a kept-alive connection. Otherwise the connection is closed, with a
+`408` if part of a head had arrived. Bodies have their own, idle, timeout in
+`api/limits.py` (`LimitsMiddleware`), where every route's body passes.
+
+`raise_open_files_limit` gives the manager the open-files limit its account may have
+(the soft limit up to the hard one): every connection is a file descriptor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+from typing import Any
+
+import structlog
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = structlog.get_logger(__name__)
+
+HEAD_TIMEOUT_VARIABLE = "FARMHAND_MANAGER_HEAD_TIMEOUT"
+"""Where `farmhand manager --processes N` leaves its head timeout for the server processes
+it starts (`ProcessHeadTimeoutProtocol`)."""
+
+_TIMED_OUT = json.dumps({"detail": "the request's headers did not arrive in time"}).encode()
+
+
+class HeadTimeoutProtocol(HttpToolsProtocol):
+    """Uvicorn's httptools protocol, closing a connection whose request head has not
+    arrived within `head_timeout` seconds (see the module's docstring)."""
+
+    head_timeout: float = 60.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_timer: asyncio.TimerHandle | None = None  # while a head is awaited
+        self._reading_head = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()  # a connection that never sends a byte is timed too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # The first bytes of a head on a kept-alive connection start its clock (uvicorn
+        # has just stopped its keep-alive timer). Armed here rather than when the head
+        # begins, so that a head arriving in one piece costs no timer at all.
+        if self._reading_head and self._head_timer is None:
+            self._arm()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._reading_head = True
+
+    def on_headers_complete(self) -> None:
+        self._reading_head = False
+        self._disarm()
+        super().on_headers_complete()
+
+    def _arm(self) -> None:
+        if not self.transport.is_closing():
+            self._head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A pipelined head waits behind a response still being sent: the client is
+            # not late, the server is; its clock starts again.
+            self._arm()
+            return
+        if self._reading_head:
+            head = [b"HTTP/1.1 408 Request Timeout\r\n"]
+            for name, value in self.server_state.default_headers:
+                head += [name, b": ", value, b"\r\n"]
+            head += [
+                b"content-type: application/json\r\n",
+                b"content-length: %d\r\n" % len(_TIMED_OUT),
+                b"connection: close\r\n\r\n",
+            ]
+            self.transport.write(b"".join(head) + _TIMED_OUT)
+        self.transport.close()
+
+
+def head_timeout_protocol(seconds: float) -> type[HeadTimeoutProtocol]:
+    """The protocol class of a server in this process whose heads must arrive in
+    `seconds` (uvicorn's `http=`)."""
+    return type("HeadTimeoutProtocol", (HeadTimeoutProtocol,), {"head_timeout": seconds})
+
+
+class ProcessHeadTimeoutProtocol(HeadTimeoutProtocol):
+    """`HeadTimeoutProtocol` in the server processes of `farmhand manager --processes N`:
+    uvicorn imports it by name (`--http`), and the parent leaves the timeout in
+    `HEAD_TIMEOUT_VARIABLE`, as it leaves its other settings in the environment."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.head_timeout = _timeout_from_environment()
+
+
+@functools.cache
+def _timeout_from_environment() -> float:
+    return float(os.environ.get(HEAD_TIMEOUT_VARIABLE) or HeadTimeoutProtocol.head_timeout)
+
+
+PROCESS_PROTOCOL = f"{__name__}:{ProcessHeadTimeoutProtocol.__name__}"
+"""`ProcessHeadTimeoutProtocol` as uvicorn's `--http` names it."""
+
+
+def raise_open_files_limit() -> int | None:
+    """Raise this process's soft limit of open files to its hard limit (its children,
+    the server processes, inherit it); the limit now, None where there is none to raise.
+
+    Every connection, stalled or not, is a file descriptor, and so is every file the
+    manager opens: a soft limit of 1,024 (a common default) is reached by a thousand
+    connections, after which nobody is served. Uvicorn's event loop uses epoll/kqueue,
+    which has no limit on descriptor numbers (select's 1,024)."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # macOS says "unlimited" and refuses more than its per-process maximum.
+    targets = [1 << 20, 65536, 10240] if hard == resource.RLIM_INFINITY else [hard]
+    for target in targets:
+        if target <= soft:
+            break
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            continue
+        log.info("open files limit raised", limit=target, was=soft)
+        return target
+    return soft
