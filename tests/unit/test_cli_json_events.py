@@ -168,3 +168,30 @@ def test_job_and_jobs_print_the_managers_json(monkeypatch: pytest.MonkeyPatch) -
     shown = json.loads(one.stdout)
     assert shown["status"] == "queued" and shown["frames_total"] == 3, shown
     assert shown["settings"]["frame_end"] == 3 and shown["main_file"] == "shot.blend"
+
+
+def test_a_retried_upload_keeps_stdout_json_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The manager answers 503 once: the client retries and logs it, on stderr, so the
+    add-on, which parses every stdout line as an event, is not broken by a log line."""
+    blend = tmp_path / "shot.blend"
+    blend.write_bytes(b"BLENDER" * 1000)
+    pack_alone(monkeypatch, tmp_path)
+    uploaded: list[str] = []
+    created: list[dict[str, Any]] = []
+    answer = a_manager(uploaded, created)
+    refused: list[str] = []
+
+    def busy_once(request: httpx.Request) -> httpx.Response:
+        if request.method == "PUT" and not refused:
+            refused.append(request.url.path)
+            return httpx.Response(503, json={"detail": "busy"})
+        return answer(request)
+
+    use_manager(monkeypatch, busy_once)
+    result = runner.invoke(app, ["submit", str(blend), "--json-events", "--frames", "1-3"])
+    assert result.exit_code == 0, result.output
+    assert refused, "the first upload was refused and retried"
+    kinds = [event["event"] for event in events_of(result.stdout)]  # every line is JSON
+    assert kinds[-1] == "submitted", kinds

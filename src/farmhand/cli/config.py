@@ -10,12 +10,14 @@ verified, there is deliberately no switch to turn that off for people's commands
 from __future__ import annotations
 
 import os
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
+import structlog
 import typer
 
 DEFAULT_URL = "http://localhost:8080"
@@ -131,6 +133,10 @@ def global_options(
     ] = None,
 ) -> None:
     """farmhand: a distributed render farm for Blender."""
+    # Log lines of the client's code (a retried upload, say) go to stderr: stdout is the
+    # command's output, which `--json-events` readers (the add-on) parse line by line.
+    # The manager, worker and node configure their own logging when they start.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     if ca_bundle is not None:
         # Every sub-command (and a worker started by this process) reads the variable.
         os.environ[CA_BUNDLE_ENV] = str(ca_bundle)
