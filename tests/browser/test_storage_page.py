@@ -40,6 +40,7 @@ pytestmark = [
 
 ORPHAN_BYTES = 300 * 1024  # shown as "300.0 KiB"
 SETTLED = "() => document.getAnimations().length === 0"  # bars have slid to their width
+NONE = "\u2013"  # the en dash of a figure that is not there (no unfinished uploads)
 
 
 def human(size: int) -> str:
@@ -259,4 +260,51 @@ def test_the_figures_refresh_on_their_own(browser: Any, farm: StorageFarm, tmp_p
     expect()(figure).to_have_text(human(unreferenced), timeout=5_000)
     assert len(loads) == 3
     assert page.evaluate("window.sameDocument === true"), "no reload"
+    page.context.close()
+
+
+def test_unfinished_uploads_show_per_user(browser: Any, farm: StorageFarm, scene: Path) -> None:
+    """Bytes held by an upload that never finished are on the page: in the blob store's
+    figures, in the disk note and in their owner's row, whose share of the quota counts
+    the size the upload announced (as the quota does)."""
+    dave = make_user(farm, "dave")
+    announced, received = 200 * 1024, 100 * 1024  # within dave's quota (about 350 KiB)
+    data = os.urandom(announced)
+    with FarmhandClient(farm.url, dave) as client:
+        upload = client.start_upload(hashlib.sha256(data).hexdigest(), announced)
+    sent = httpx.patch(
+        f"{farm.url}/api/uploads/{upload.id}",
+        headers={
+            "Authorization": f"Bearer {dave}",
+            "Upload-Offset": "0",
+            "Content-Type": "application/octet-stream",
+        },
+        content=data[:received],
+    )
+    assert sent.status_code == 200, sent.text
+
+    page = sign_in(browser, farm)
+    page.goto(farm.url + "/storage")
+    row = page.locator('#storage-users tr[data-user-name="dave"]')
+    uploads = row.locator("td.uploads")
+    expect()(uploads).to_have_text("100.0 KiB in 1 upload")
+    expect()(uploads).to_have_attribute("data-upload-bytes", str(received))
+    expect()(row.locator("td[data-bytes]")).to_have_text("0 B")  # no jobs
+    share = round(100 * announced / (4 * scene.stat().st_size))
+    expect()(row.locator(".pct")).to_have_text(f"{share} %")
+    expect()(page.locator("#open-uploads")).to_have_text("100.0 KiB")
+    expect()(page.locator("#disk-note")).to_contain_text("unfinished uploads 100.0 KiB more")
+    admin_row = page.locator('#storage-users tr[data-user-name="admin"]')
+    expect()(admin_row.locator("td.uploads")).to_have_text(NONE)
+    page.wait_for_function(SETTLED)
+    shoot(page, "storage-04-unfinished-upload")
+
+    aborted = httpx.delete(
+        f"{farm.url}/api/uploads/{upload.id}", headers={"Authorization": f"Bearer {dave}"}
+    )
+    assert aborted.status_code == 204, aborted.text
+    page.reload()
+    expect()(uploads).to_have_text(NONE)
+    expect()(page.locator("#open-uploads")).to_have_text("0 B")
+    expect()(row.locator(".pct")).to_have_text("0 %")
     page.context.close()

@@ -329,6 +329,7 @@ RULES: dict[tuple[str, str], Rule] = {
         },
     ),
     # --- resumable uploads: the uploader's own, even an admin cannot touch them
+    ("GET", "/api/uploads"): Rule(PERSON),
     ("POST", "/api/uploads"): Rule(
         PERSON, lambda w: {"json": {"sha256": hashlib.sha256(b"x").hexdigest(), "size": 1}}
     ),

@@ -211,11 +211,15 @@ def test_usage_per_user_and_of_the_disk_for_admins_only(farm: Farm) -> None:
         "name": "alice",
         "jobs": 2,
         "bytes": len(FAKE_BLEND) + 1000,
+        "open_uploads": 0,  # unfinished resumable uploads: test_upload_session_limits.py
+        "open_upload_bytes": 0,
+        "open_upload_reserved_bytes": 0,
     }
     assert users["admin"]["bytes"] == len(FAKE_BLEND)
     assert usage["blobs"] == 3
     assert usage["total_bytes"] == len(FAKE_BLEND) + 1500
     assert usage["unreferenced_bytes"] == 500
+    assert usage["open_uploads"] == usage["open_upload_bytes"] == 0
     assert 0 < usage["disk_free_bytes"] <= usage["disk_total_bytes"]
 
 

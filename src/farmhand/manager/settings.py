@@ -135,7 +135,11 @@ class ManagerSettings:
     (`408`), whether it sent credentials or not. Between a body's chunks, not in total:
     a 20 GiB upload may take hours as long as it keeps moving."""
     user_quota_bytes: int | None = None
-    """Per-user storage (distinct blobs of their jobs' inputs and outputs); None: no quota."""
+    """Per-user storage (distinct blobs of their jobs' inputs and outputs, and the announced
+    sizes of their unfinished uploads); None: no quota."""
+    max_open_uploads: int = 64
+    """Unfinished resumable uploads one user may have at once (409 past it; admins have no
+    limit); 0: no limit."""
     blob_retention_days: float = 7.0
     """Blobs no job references are removed this long after their last use, so a
     resubmission within that time uploads nothing (see `manager/storage/gc.py`)."""
@@ -203,6 +207,7 @@ class ManagerSettings:
             "max_upload_bytes",
             "max_body_bytes",
             "user_quota_bytes",
+            "max_open_uploads",
             "max_attempts",
             "blocklist_threshold",
         ):

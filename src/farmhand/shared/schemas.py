@@ -875,6 +875,15 @@ class UserUsage(BaseModel):
     name: str
     jobs: int
     bytes: int = Field(description="Distinct blobs of the user's jobs, inputs and outputs.")
+    open_uploads: int = Field(default=0, description="Their unfinished resumable uploads.")
+    open_upload_bytes: int = Field(
+        default=0, description="Bytes their unfinished uploads hold on disk (received so far)."
+    )
+    open_upload_reserved_bytes: int = Field(
+        default=0,
+        description="The sizes their unfinished uploads announced: what the quota counts "
+        "for them, on top of `bytes`.",
+    )
 
 
 class StorageUsage(BaseModel):
@@ -884,6 +893,10 @@ class StorageUsage(BaseModel):
     total_bytes: int = Field(description="Every recorded blob.")
     referenced_bytes: int = Field(description="Blobs some job's inputs or outputs name.")
     unreferenced_bytes: int = Field(description="Blobs garbage collection will free in time.")
+    open_uploads: int = Field(default=0, description="Unfinished resumable uploads.")
+    open_upload_bytes: int = Field(
+        default=0, description="Bytes unfinished uploads hold on disk, not part of any blob yet."
+    )
     disk_total_bytes: int
     disk_free_bytes: int
     blob_retention_days: float

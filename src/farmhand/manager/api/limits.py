@@ -19,7 +19,9 @@ needs while it keeps moving. (A request's head has its own deadline, in the serv
 protocol: `farmhand.manager.connections`.)
 
 The per-user storage quota is a different kind of limit (it needs the database) and
-lives in `farmhand.manager.storage.usage`; its 413 is raised by the upload routes.
+lives in `farmhand.manager.storage.usage`; its 413 is raised by the upload routes
+(`enforce_quota`, which also counts the caller's unfinished resumable uploads), as is
+the 409 for a user with `max_open_uploads` unfinished uploads (`enforce_open_uploads`).
 """
 
 from __future__ import annotations
@@ -302,24 +304,58 @@ def enforce_quota(
     """413 if the caller's jobs referencing these blobs would pass their storage quota.
 
     `extra_bytes` counts bytes not stored yet (an upload announced by its length), so a
-    hopeless upload is refused before it is received. Admins have no quota: they run
+    hopeless upload is refused before it is received. The caller's unfinished resumable
+    uploads count by the size each announced (known from the start, so sending all but
+    the last byte reserves as much as sending them all). Admins have no quota: they run
     the farm and clean it up.
     """
     quota = context.settings.user_quota_bytes
     if quota is None or caller.is_admin:
         return
+    uploads = context.blobs.partials.open_uploads(caller.user_id)
+    reserved = sum(upload.session.size for upload in uploads)
     with context.db.read() as session:
-        usage = usage_with(session, caller.user_id, sha256s) + extra_bytes
-        current = user_usage_bytes(session, caller.user_id)
+        usage = usage_with(session, caller.user_id, sha256s) + extra_bytes + reserved
+        current = user_usage_bytes(session, caller.user_id) + reserved
     if usage > quota:
-        raise QuotaExceeded(current, usage, quota)
+        raise QuotaExceeded(current, usage, quota, len(uploads), reserved)
+
+
+def enforce_open_uploads(context: ManagerContext, caller: Caller, open_uploads: int) -> None:
+    """409 if the caller may not open another resumable upload: they have
+    `max_open_uploads` unfinished already. Admins have no limit, as no quota."""
+    limit = context.settings.max_open_uploads
+    if limit and open_uploads >= limit and not caller.is_admin:
+        raise TooManyUploads(open_uploads, limit, context.settings.blob_retention_days)
+
+
+ABORT_HINT = "GET /api/uploads lists yours, DELETE /api/uploads/{id} aborts one"
 
 
 class QuotaExceeded(HTTPException):
-    def __init__(self, current: int, usage: int, quota: int) -> None:
+    def __init__(
+        self, current: int, usage: int, quota: int, uploads: int = 0, reserved: int = 0
+    ) -> None:
+        held = (
+            f", {_human(reserved)} of it by {uploads} unfinished "
+            f"upload{'' if uploads == 1 else 's'} ({ABORT_HINT})"
+            if uploads
+            else ""
+        )
         super().__init__(
             413,
             f"storage quota exceeded: this would bring your usage to {_human(usage)} "
-            f"of your {_human(quota)} quota (now {_human(current)}); "
-            "delete old jobs to make room",
+            f"of your {_human(quota)} quota (now {_human(current)}{held}); "
+            f"delete old jobs{' or abort unfinished uploads' if uploads else ''} to make room",
+        )
+
+
+class TooManyUploads(HTTPException):
+    def __init__(self, uploads: int, limit: int, retention_days: float) -> None:
+        super().__init__(
+            409,
+            f"you have {uploads} unfinished uploads, this manager's limit per user "
+            f"(max_open_uploads = {limit}): finish or abort one before starting another "
+            f"({ABORT_HINT}); an upload that gets no bytes for {retention_days:g} days "
+            "is removed on its own",
         )

@@ -6,6 +6,12 @@ The protocol follows tus.io's core in spirit: `Upload-Offset` on every chunk, 40
 the real offset when they disagree. Bytes are hashed as they arrive and the blob is
 stored only if the whole matches the SHA-256 announced at the start
 (see `farmhand.manager.storage.partial_uploads`).
+
+An unfinished upload counts towards its owner's storage quota by its announced size, and
+a user may have at most `max_open_uploads` of them (`manager/api/limits.py`); the same
+(user, hash, size) finds its upload again without counting twice, so a client that
+crashed resumes its own uploads whatever the limits. `GET /api/uploads` lists the
+caller's, `DELETE /api/uploads/{id}` aborts one.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from starlette.requests import ClientDisconnect
 
 from farmhand.manager.api.deps import Caller, Context, UserDep
 from farmhand.manager.api.errors import error_responses
-from farmhand.manager.api.limits import enforce_quota
+from farmhand.manager.api.limits import enforce_open_uploads, enforce_quota
 from farmhand.manager.api.uploads import sent_by
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
@@ -31,6 +37,7 @@ from farmhand.manager.storage.gc import touch_blobs
 from farmhand.manager.storage.partial_uploads import (
     ChunkTooLarge,
     OffsetMismatch,
+    PartialUploads,
     UploadBusy,
     UploadSession,
 )
@@ -87,11 +94,61 @@ def _session(context: ManagerContext, upload_id: str, user_id: int) -> UploadSes
     return session
 
 
+def _open(context: ManagerContext, caller: Caller, body: UploadCreate) -> UploadSession:
+    """The caller's upload of this blob: found again (a resume: already counted, so only
+    the quota, which may have shrunk, is asked again) or opened, if the caller may have
+    another unfinished upload and its announced size fits their quota."""
+    partials = context.blobs.partials
+    upload_id = partials.session_id(caller.user_id, body.sha256, body.size)
+    with partials.creating():
+        resumed = partials.get(upload_id, caller.user_id) is not None
+        if not resumed:
+            enforce_open_uploads(context, caller, len(partials.open_uploads(caller.user_id)))
+        enforce_quota(context, caller, (), 0 if resumed else body.size)
+        return partials.open_session(caller.user_id, body.sha256, body.size)
+
+
+async def _drop_left_over(partials: PartialUploads, user_id: int, body: UploadCreate) -> None:
+    """The blob is stored (sent another way): an unfinished upload of it the caller left
+    would only count against their limits until it expired."""
+    left = partials.get(partials.session_id(user_id, body.sha256, body.size), user_id)
+    if left is None:
+        return
+    async with partials.lock(left.id):
+        try:
+            partials.abandon(left)
+        except UploadBusy:
+            return  # someone is sending it: finishing it stores the blob again, harmlessly
+    partials.forget_lock(left.id)
+
+
+@router.get(
+    "",
+    response_model=list[UploadStatus],
+    responses=error_responses(401),
+    summary="The caller's unfinished uploads, oldest activity first",
+)
+async def list_uploads(context: Context, caller: UserDep) -> list[UploadStatus]:
+    """What counts towards the caller's `max_open_uploads` and, by announced size, their
+    quota: to find, and abort, uploads a crashed or changed client left behind."""
+    uploads = await run_in_threadpool(context.blobs.partials.open_uploads, caller.user_id)
+    return [
+        UploadStatus(
+            id=upload.session.id,
+            sha256=upload.session.sha256,
+            size=upload.session.size,
+            offset=upload.received,
+            complete=False,
+        )
+        for upload in uploads
+    ]
+
+
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=UploadStatus,
-    responses={200: {"model": UploadStatus}, **error_responses(400, 401, 413)},
+    responses={200: {"model": UploadStatus}, **error_responses(400, 401, 409, 413)},
     summary="Start or resume an upload; answers the offset to send from",
 )
 async def create_upload(
@@ -102,7 +159,11 @@ async def create_upload(
     stored that the caller may read (`storage/access.py`) answers `complete` only if the
     size agrees; a client whose size and hash disagree with it has a bug or a changed
     file, and is told (400) rather than left to name a blob in a job that is not the
-    file it has. Someone else's blob is neither: the caller uploads it like a new one."""
+    file it has. Someone else's blob is neither: the caller uploads it like a new one.
+
+    A new upload is refused with 409 when the caller has `max_open_uploads` unfinished
+    ones, and with the quota's 413 when its size, with the announced sizes of the
+    caller's unfinished uploads, would pass their quota (`api/limits.py`)."""
     try:
         context.blobs.refuse_too_large(body.size)
     except BlobTooLarge as error:
@@ -115,21 +176,22 @@ async def create_upload(
                 f"blob {body.sha256} is stored with {stored_size} bytes, not {body.size}: "
                 "the size or the hash sent is wrong",
             )
+        await _drop_left_over(context.blobs.partials, caller.user_id, body)
         response.status_code = status.HTTP_200_OK
         response.headers[OFFSET] = str(stored_size)
         return UploadStatus(
             id="", sha256=body.sha256, size=stored_size, offset=stored_size, complete=True
         )
-    await run_in_threadpool(enforce_quota, context, caller, (), body.size)
     partials = context.blobs.partials
     settings = context.settings
+    # Abandoned uploads first: once expired they no longer count against the limits.
     swept = partials.sweep(
         time.time(), settings.blob_retention_days * 86400, max(settings.gc_interval, 60.0)
     )
     if swept:
         log.info("abandoned uploads removed", uploads=swept)
     try:
-        session = partials.open_session(caller.user_id, body.sha256, body.size)
+        session = await run_in_threadpool(_open, context, caller, body)
     except BlobTooLarge as error:
         raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, str(error)) from error
     async with partials.lock(session.id):

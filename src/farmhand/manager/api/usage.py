@@ -1,4 +1,8 @@
-"""Admin routes for storage: who uses how much, and garbage collection on demand."""
+"""Admin routes for storage: who uses how much, and garbage collection on demand.
+
+Usage counts, besides the blobs, the bytes held in unfinished resumable uploads
+(`storage/partial_uploads.py`), in total and per user: they are on the disk but in no
+blob yet, and count towards their owner's quota by their announced size."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Blob, Job, JobFile, User
 from farmhand.manager.storage.gc import collect_garbage
+from farmhand.manager.storage.partial_uploads import OpenUpload
 from farmhand.manager.storage.usage import user_usage_bytes
 from farmhand.shared.schemas import GcResult, StorageUsage, UserUsage
 
@@ -22,6 +27,9 @@ ERRORS = error_responses(401, 403)
 
 
 def storage_usage(context: ManagerContext) -> StorageUsage:
+    uploads: dict[int, list[OpenUpload]] = {}
+    for upload in context.blobs.partials.open_uploads():
+        uploads.setdefault(upload.session.owner_id, []).append(upload)
     with context.db.read() as session:
         count, total = session.execute(
             select(func.count(), func.coalesce(func.sum(Blob.size), 0)).select_from(Blob)
@@ -43,6 +51,9 @@ def storage_usage(context: ManagerContext) -> StorageUsage:
                 name=user.name,
                 jobs=job_counts.get(user.id, 0),
                 bytes=user_usage_bytes(session, user.id),
+                open_uploads=len(uploads.get(user.id, ())),
+                open_upload_bytes=sum(u.received for u in uploads.get(user.id, ())),
+                open_upload_reserved_bytes=sum(u.session.size for u in uploads.get(user.id, ())),
             )
             for user in session.scalars(select(User).order_by(User.id))
         ]
@@ -52,11 +63,13 @@ def storage_usage(context: ManagerContext) -> StorageUsage:
         total_bytes=int(total),
         referenced_bytes=int(referenced or 0),
         unreferenced_bytes=int(total) - int(referenced or 0),
+        open_uploads=sum(len(held) for held in uploads.values()),
+        open_upload_bytes=sum(u.received for held in uploads.values() for u in held),
         disk_total_bytes=disk.total,
         disk_free_bytes=disk.free,
         blob_retention_days=context.settings.blob_retention_days,
         user_quota_bytes=context.settings.user_quota_bytes,
-        users=sorted(users, key=lambda u: (-u.bytes, u.name)),
+        users=sorted(users, key=lambda u: (-u.bytes - u.open_upload_bytes, u.name)),
     )
 
 

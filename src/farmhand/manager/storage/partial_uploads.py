@@ -11,6 +11,13 @@ and a chunk for a session another process is writing is refused (`UploadBusy`, a
 the client answers by asking where to resume). Without it two chunks from one offset
 would both be appended, and the hash check would then throw the whole upload away.
 
+Every unfinished upload is its owner's until it is stored, aborted (`abandon`) or swept
+(`sweep`): `open_uploads` lists them from the disk, so each process of a manager sees
+the same, for the per-user limits on open uploads and the storage quota
+(`manager/api/limits.py`) and for the admins' usage figures. Sessions are counted and
+created under one lock (`creating`), so two requests at once cannot both take the last
+place under a limit.
+
 The SHA-256 is computed as the bytes arrive; the running digest is kept in memory for the
 next chunk (a manager restart recomputes it once from the partial file, reading it in
 chunks). When the last byte arrives the digest decides: equal to the announced hash, the
@@ -71,6 +78,17 @@ class UploadSession:
     size: int
 
 
+@dataclass(frozen=True)
+class OpenUpload:
+    """An unfinished upload as it stands on disk."""
+
+    session: UploadSession
+    received: int
+    """Bytes that arrived and are held in the partial file."""
+    last_active: float
+    """When a byte last arrived (or the upload was opened), in seconds since the epoch."""
+
+
 @dataclass
 class _Digest:
     offset: int
@@ -116,6 +134,33 @@ class PartialUploads:
             staging.write_text(json.dumps(asdict(session)))
             os.replace(staging, meta)
         return session
+
+    @contextlib.contextmanager
+    def creating(self) -> Iterator[None]:
+        """Held (blocking: call it from a worker thread) while the uploads open are
+        counted and a new one is created, by every process of the manager."""
+        with (self.dir.parent / "partial.lock").open("a") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            yield  # closing the file releases the lock
+
+    def open_uploads(self, owner_id: int | None = None) -> list[OpenUpload]:
+        """The unfinished uploads of `owner_id` (None: everyone's), oldest first."""
+        found = []
+        for meta in self.dir.glob("*.json"):
+            try:
+                session = UploadSession(**json.loads(meta.read_text()))
+                if owner_id is not None and session.owner_id != owner_id:
+                    continue
+                opened = meta.stat().st_mtime
+            except (OSError, ValueError, TypeError):
+                continue  # finished or removed meanwhile, or not one of ours
+            try:
+                data = self._data(session.id).stat()
+                received, last = data.st_size, max(opened, data.st_mtime)
+            except FileNotFoundError:
+                received, last = 0, opened
+            found.append(OpenUpload(session, received, last))
+        return sorted(found, key=lambda upload: (upload.last_active, upload.session.id))
 
     def get(self, upload_id: str, owner_id: int) -> UploadSession | None:
         """The session, if it exists and belongs to `owner_id`."""

@@ -4,6 +4,10 @@ A user's usage is the total size of the distinct blobs their jobs reference, inp
 outputs alike. Blobs are content-addressed, so a file used by ten of their jobs counts
 once; a file shared with someone else's job counts for both, because deleting one
 person's jobs would not free it.
+
+The quota also counts a user's unfinished resumable uploads, by the size each announced
+(`manager/api/limits.py` `enforce_quota`); they are no blobs yet, so not part of this
+measure, and the admins' usage figures show them apart (`manager/api/usage.py`).
 """
 
 from __future__ import annotations

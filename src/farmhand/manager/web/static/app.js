@@ -1239,12 +1239,16 @@
       $("#disk-free").textContent = size(usage.disk_free_bytes);
       $("#disk-total").textContent = size(usage.disk_total_bytes);
       const share = usage.disk_total_bytes ? (100 * usage.total_bytes) / usage.disk_total_bytes : 0;
-      $("#disk-note").textContent = `farmhand's blob store takes ${size(usage.total_bytes)} of it (${share > 0 && share < 0.1 ? "under 0.1" : share.toFixed(1)} %).`;
+      const held = usage.open_upload_bytes ? `, and unfinished uploads ${size(usage.open_upload_bytes)} more` : "";
+      $("#disk-note").textContent = `farmhand's blob store takes ${size(usage.total_bytes)} of it (${share > 0 && share < 0.1 ? "under 0.1" : share.toFixed(1)} %)${held}.`;
 
       $("#blob-count").textContent = usage.blobs.toLocaleString();
       $("#blob-total").textContent = size(usage.total_bytes);
       $("#blob-referenced").textContent = size(usage.referenced_bytes);
       $("#blob-unreferenced").textContent = size(usage.unreferenced_bytes);
+      const openUploads = $("#open-uploads");
+      openUploads.textContent = size(usage.open_upload_bytes);
+      openUploads.title = plural(usage.open_uploads, "unfinished upload");
       $("#retention").textContent = usage.unreferenced_bytes
         ? `${size(usage.unreferenced_bytes)} no job uses any more: garbage collection removes it once unused for ${days(usage.blob_retention_days)} (the retention).`
         : `Every stored file belongs to a job. Files no job uses any more are removed by garbage collection after ${days(usage.blob_retention_days)}.`;
@@ -1257,10 +1261,17 @@
         row.dataset.userName = u.name;
         row.append(cell(u.name, "name"), cell(String(u.jobs), "num"), cell(size(u.bytes), "num"));
         row.lastElementChild.dataset.bytes = String(u.bytes);
+        // Unfinished resumable uploads: the bytes they hold now; the quota counts the
+        // sizes they announced (`enforce_quota`), so the share below does too.
+        const uploads = cell(u.open_uploads ? `${size(u.open_upload_bytes)} in ${plural(u.open_uploads, "upload")}` : "–", "num uploads");
+        uploads.dataset.uploadBytes = String(u.open_upload_bytes);
+        uploads.dataset.uploads = String(u.open_uploads);
+        if (u.open_uploads) uploads.title = `${size(u.open_upload_reserved_bytes)} announced, counted towards the quota until they finish or are aborted`;
+        row.append(uploads);
         if (quota && admins.has(u.user_id)) {
           row.append(cell("no quota (admin)", "quota muted small"));
         } else if (quota) {
-          const pct = (100 * u.bytes) / quota;
+          const pct = (100 * (u.bytes + u.open_upload_reserved_bytes)) / quota;
           const td = cell("", "quota"), box = document.createElement("div"), text = document.createElement("span");
           text.className = "pct";
           text.textContent = `${pct < 1 && pct > 0 ? "<1" : Math.round(pct)} %`;
@@ -1270,7 +1281,7 @@
         }
         return row;
       }));
-      if (!usage.users.length) tbody.innerHTML = '<tr><td colspan="4" class="empty">No users.</td></tr>';
+      if (!usage.users.length) tbody.innerHTML = '<tr><td colspan="5" class="empty">No users.</td></tr>';
       $("#updated").textContent = `Updated ${new Date().toLocaleTimeString()}; refreshes every 30 s and when jobs change.`;
     }
 
