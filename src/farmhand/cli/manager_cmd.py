@@ -191,6 +191,7 @@ def manager(
         head_timeout_protocol,
         raise_open_files_limit,
     )
+    from farmhand.manager.db.presence import StartRefused
 
     configure_logging("manager", log_level.upper(), traced=True)
     console = Console(stderr=True)
@@ -221,6 +222,8 @@ def manager(
         context, report = prepare(settings)
     except FolderError as error:
         raise _refuse(f"the data dir cannot be used: {error}") from None
+    except StartRefused as error:
+        raise _refuse(str(error)) from None
     except OSError as error:
         where = f" ({error.filename})" if error.filename else ""
         raise _refuse(

@@ -11,10 +11,11 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 
 import structlog
 from fastapi import FastAPI
+from sqlalchemy import make_url, select
 from starlette.concurrency import run_in_threadpool
 
 from farmhand import __version__
@@ -44,16 +45,18 @@ from farmhand.manager.api.limits import BodyLimits, LimitsMiddleware
 from farmhand.manager.bootstrap import BootstrapReport, bootstrap
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
-from farmhand.manager.db.engine import Database
+from farmhand.manager.db.engine import Database, sqlite_file
 from farmhand.manager.db.location import sqlite_on_network
 from farmhand.manager.db.migrate import upgrade
+from farmhand.manager.db.models import Job
+from farmhand.manager.db.presence import check_schema, check_sqlite_file
 from farmhand.manager.scheduling.policy import Policy
 from farmhand.manager.scheduling.reaper import ReapReport, reap
 from farmhand.manager.settings import ManagerSettings
 from farmhand.manager.siblings import Siblings, siblings_dir
 from farmhand.manager.storage.blobs import BlobStore
 from farmhand.manager.storage.gc import gc_loop
-from farmhand.manager.storage.logs import TaskLogs
+from farmhand.manager.storage.logs import TaskLogs, set_aside_stale
 from farmhand.manager.web import routes as web_routes
 from farmhand.manager.web import thumbnails
 from farmhand.shared.logconfig import configure_logging
@@ -63,16 +66,48 @@ log = structlog.get_logger(__name__)
 
 
 def prepare(settings: ManagerSettings) -> tuple[ManagerContext, BootstrapReport]:
-    """Everything that must be true before the first request: folders, schema, admin."""
+    """Everything that must be true before the first request: folders, schema, admin.
+
+    Refuses (`db.presence.StartRefused`, one line for the operator) a data dir holding
+    a farm's files without their database, rather than starting a new farm on them."""
     check_variables(settings.path_variables)  # a typo in a share's root fails at start
     # A new data dir is the manager's alone (an existing one keeps the mode it has).
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     unsafe = sqlite_on_network(settings.resolved_database_url)
     if unsafe is not None:
         log.error("database on a network filesystem", problem=unsafe)
+    database_file = sqlite_file(settings.resolved_database_url)
+    if database_file is not None:
+        check_sqlite_file(settings.data_dir, database_file)  # before opening creates it
     context = _context(settings)
-    upgrade(context.db.engine)
-    return context, bootstrap(context.db, settings)
+    try:
+        check_schema(context.db.engine, settings.data_dir, _database_name(settings))
+        upgrade(context.db.engine)
+        report = bootstrap(context.db, settings)
+        set_aside_stale(context.logs.root, lambda ids: _jobs_among(context, ids), utcnow())
+    except BaseException:
+        context.db.dispose()
+        raise
+    return context, report
+
+
+def _database_name(settings: ManagerSettings) -> str:
+    """The database as an operator knows it: its file, or its URL without the password."""
+    url = settings.resolved_database_url
+    database_file = sqlite_file(url)
+    if database_file is not None:
+        return str(database_file)
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _jobs_among(context: ManagerContext, ids: Collection[int]) -> set[int]:
+    ordered = sorted(ids)
+    found: set[int] = set()
+    with context.db.read() as session:
+        for start in range(0, len(ordered), 500):
+            chunk = ordered[start : start + 500]
+            found.update(session.scalars(select(Job.id).where(Job.id.in_(chunk))))
+    return found
 
 
 def _context(settings: ManagerSettings) -> ManagerContext:

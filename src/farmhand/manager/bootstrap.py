@@ -6,7 +6,10 @@ container log. `FARMHAND_ADMIN_TOKEN` / `FARMHAND_RUNNER_TOKEN` preset them for
 automation; a preset token is (re)registered at every start, so it always works. A preset
 that differs from the token in its file replaces it: the file's token is revoked, so
 changing the variable (a leaked secret, a rotation) is all it takes to retire the old one.
-Tokens made through the API are never touched.
+Tokens made through the API are never touched, and a token file is never written over
+with a new token: a missing `runner-token` is made again, and a database without an
+admin account beside an `admin-token` file refuses to start (the account was deleted,
+or the database is not the farm's: `db.presence`).
 `LOCAL_TEST_EMAIL` / `LOCAL_TEST_PASSWORD` add a local user with a password if missing
 (JiggaBlend's variables, for trying a farm out).
 
@@ -30,6 +33,7 @@ from farmhand.manager.auth.tokens import new_token, token_hash
 from farmhand.manager.clock import utcnow
 from farmhand.manager.db.engine import Database
 from farmhand.manager.db.models import ApiToken, RunnerRegistrationToken, User
+from farmhand.manager.db.presence import StartRefused
 from farmhand.manager.settings import ManagerSettings
 from farmhand.manager.storage.logs import make_private
 
@@ -101,6 +105,22 @@ def _revoke_replaced(
         log.warning("preset token replaces the one in its file: that one is revoked", token=what)
 
 
+def _never_replace(token_file: Path) -> None:
+    """Refuse to write a new admin token over one already in its file.
+
+    A database without an admin account beside a token file is not a first start: the
+    database was lost or replaced (`db.presence` refuses that case earlier), or the
+    admin account was deleted. The file's token is the one people and scripts use, so it
+    is never replaced without an operator saying so."""
+    if token_file.exists():
+        raise StartRefused(
+            f"the database has no admin account, but {token_file} holds a token from an "
+            "earlier one: refusing to replace it. If this is the right database, move that "
+            "file away (a new admin token is written there) or set FARMHAND_ADMIN_TOKEN; "
+            "otherwise start on the farm's own database"
+        )
+
+
 def bootstrap(db: Database, settings: ManagerSettings) -> BootstrapReport:
     tightened = make_private(settings.log_dir)
     if tightened:
@@ -118,13 +138,16 @@ def bootstrap(db: Database, settings: ManagerSettings) -> BootstrapReport:
             created = True
         admin_token = settings.admin_token
         if admin_token is None and created:
+            _never_replace(admin_file)
             admin_token = new_token("api")
         if admin_token is not None:
             _ensure_api_token(session, admin, admin_token)
             _write_secret(admin_file, admin_token)
 
         runner_token = settings.runner_token
-        if runner_token is None and (created or not runner_file.exists()):
+        # Only where there is none: a new token over the file's would lock out every
+        # worker that registers with it.
+        if runner_token is None and not runner_file.exists():
             runner_token = new_token("runner-registration")
         if runner_token is not None:
             _ensure_registration_token(session, runner_token)

@@ -98,7 +98,7 @@ class FileLock:
             self._fd = None
 
 
-def _sqlite_file(url: str) -> Path | None:
+def sqlite_file(url: str) -> Path | None:
     """The database file of a file-backed SQLite URL (None for memory or other engines)."""
     database = make_url(url).database if url.startswith("sqlite") else None
     if not database or database == ":memory:" or database.startswith("file:"):
@@ -138,7 +138,7 @@ class Database:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        database_file = _sqlite_file(url)
+        database_file = sqlite_file(url)
         if database_file is not None:
             private_sqlite_files(database_file)  # before SQLite first creates it
         self.engine = make_engine(url)

@@ -9,6 +9,11 @@ per report costs more than the write. So `append` only queues the lines; one wri
 thread appends them, in order. Whoever reads a log (`read`) or removes one first waits
 for what is queued (`flush`), so nobody sees a log without lines already accepted.
 
+A job's logs are found by its id alone, so a log folder must never outlive its job: deleting
+a job removes it, and at start the folders of jobs the database does not have (a
+database restored from a backup older than the logs, or replaced) are moved aside
+(`set_aside_stale`), so a new job given such an id never shows another job's log.
+
 A log is what a render printed (file paths, scene names, the job's errors): only the
 manager's account reads it. Logs are created 0600 in folders made 0700; `make_private`
 tightens those an earlier version left readable to others.
@@ -18,8 +23,11 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import stat
 import threading
+from collections.abc import Callable, Collection
+from datetime import datetime
 from pathlib import Path
 
 import structlog
@@ -27,6 +35,7 @@ import structlog
 log = structlog.get_logger(__name__)
 
 MAX_LINE = 4000
+_JOB_FOLDER = re.compile(r"job-([0-9]{1,18})")
 
 
 _Item = tuple[Path, list[str]] | threading.Event | None
@@ -163,3 +172,51 @@ def _tighten(path: Path) -> int:
         log.warning("cannot make a task log private", path=str(path), error=str(error))
         return 0
     return 1
+
+
+def job_folders(root: Path) -> dict[int, Path]:
+    """The log folders under `root`, by job id."""
+    try:
+        entries = list(os.scandir(root))
+    except FileNotFoundError:
+        return {}
+    folders: dict[int, Path] = {}
+    for entry in entries:
+        match = _JOB_FOLDER.fullmatch(entry.name)
+        if match and entry.is_dir(follow_symlinks=False):
+            folders[int(match[1])] = Path(entry.path)
+    return folders
+
+
+def set_aside_stale(
+    root: Path, existing: Callable[[Collection[int]], Collection[int]], now: datetime
+) -> Path | None:
+    """Move the log folders of jobs that do not exist into `root/stale-<time>/`; that
+    folder, or None if every log has its job.
+
+    `existing(ids)` answers which of `ids` are jobs. The folders are listed first and
+    the jobs asked after: a job writes logs only once it exists, so a folder listed
+    before the question is answered never belongs to a job that is not seen yet."""
+    folders = job_folders(root)
+    if not folders:
+        return None
+    stale = sorted(set(folders) - set(existing(folders.keys())))
+    if not stale:
+        return None
+    aside = root / f"stale-{now:%Y%m%dT%H%M%S}"
+    _private_folder(aside)
+    moved = 0
+    for job_id in stale:
+        try:
+            os.rename(folders[job_id], aside / folders[job_id].name)
+        except FileNotFoundError:  # deleted with its job meanwhile
+            continue
+        moved += 1
+    log.warning(
+        "task logs of jobs the database does not have were moved aside: a new job with "
+        "one of their ids would have shown them as its own",
+        folders=moved,
+        moved_to=str(aside),
+        jobs=stale[:10],
+    )
+    return aside

@@ -1,0 +1,116 @@
+"""Is the database there, and usable? Checked at start, before anything is written.
+
+A data dir holds a farm's files (blobs, task logs, tokens, thumbnails) beside its
+database. Without that database, a manager used to start as a brand-new, empty farm on
+those files: it wrote new tokens over the old ones (every worker's registration token
+stopped working), its garbage collection then deleted every stored file as a stray
+(no row names it), and new jobs picked up the old jobs' task logs. A missing database
+is a lost or misplaced one far more often than a wish to start over, so the manager
+refuses to start and says what it found and what to do (`FarmFilesWithoutDatabase`):
+restore the database from a backup, or point `--data-dir` at an empty folder. There is
+no override: whoever really wants a new farm moves the old files away first.
+
+"No database" is: SQLite's file is absent (or has no farmhand tables, as one created
+empty by an interrupted start has); PostgreSQL's database has no farmhand tables.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import NoReturn
+
+from sqlalchemy import Engine, inspect
+
+from farmhand.manager.auth.sessions import KEY_FILE
+
+FARM_FILES = ("admin-token", "runner-token", KEY_FILE)
+"""Files only a farm that has started writes."""
+FARM_FOLDERS = {
+    "blobs": "stored files",
+    "logs": "task logs",
+    "thumbnails": "thumbnails",
+}
+"""Folders a farm fills (an empty one is no farm's data: a start may create it)."""
+FARM_TABLES = frozenset({"alembic_version", "jobs", "users", "blobs"})
+"""Any of these makes a database a farmhand database (migrated, or part-way)."""
+RESTORE = "docs/STORAGE.md, 'Backup and restore'"
+
+
+class StartRefused(Exception):
+    """The manager must not start; the message is one line for the operator."""
+
+
+class FarmFilesWithoutDatabase(StartRefused):
+    """A data dir with a farm's files, and no database to go with them."""
+
+
+def farm_files(data_dir: Path, database_file: Path | None = None) -> list[str]:
+    """What in `data_dir` only a farm that ran leaves behind, as shown to the operator
+    (`stored files (blobs/)`, `admin-token`, …); empty for a new or empty data dir.
+
+    Each folder is walked only until its first file."""
+    found = [name for name in FARM_FILES if (data_dir / name).exists()]
+    if database_file is not None:
+        # A write-ahead log without its database: SQLite would apply it to a new one.
+        wal = database_file.with_name(database_file.name + "-wal")
+        if wal.exists():
+            found.append(wal.name)
+    for folder, what in FARM_FOLDERS.items():
+        if _holds_a_file(data_dir / folder):
+            found.append(f"{what} ({folder}/)")
+    return found
+
+
+def _holds_a_file(folder: Path) -> bool:
+    return any(names for _folder, _dirs, names in os.walk(folder))
+
+
+def has_farm_tables(engine: Engine) -> bool:
+    """Whether the database holds farmhand's tables (an empty one does not)."""
+    return bool(FARM_TABLES & set(inspect(engine).get_table_names()))
+
+
+def _refuse(data_dir: Path, found: list[str], no_database: str, restore: str) -> NoReturn:
+    raise FarmFilesWithoutDatabase(
+        f"{data_dir} holds a farm's files ({', '.join(found)}) but {no_database}. "
+        "Starting would make a new, empty farm on them: new tokens in place of the old "
+        "ones, and garbage collection would delete every stored file. "
+        f"{restore}, or start with --data-dir naming an empty folder for a new farm "
+        "(to begin anew in this one, move these files away first)"
+    )
+
+
+def check_sqlite_file(data_dir: Path, database: Path) -> None:
+    """Before the database is opened (opening creates it): refuse an absent SQLite file
+    in a data dir that holds a farm's files."""
+    if database.exists():
+        return
+    found = farm_files(data_dir, database)
+    if found:
+        _refuse(
+            data_dir,
+            found,
+            f"no database: {database} does not exist",
+            f"Restore the database from a backup ({RESTORE}; a farm whose database is "
+            "PostgreSQL starts with --database-url)",
+        )
+
+
+def check_schema(engine: Engine, data_dir: Path, database: str) -> None:
+    """After the database is opened, before it is migrated: refuse one without farmhand
+    tables in a data dir that holds a farm's files. `database` names it (a file, or a
+    URL without its password)."""
+    if has_farm_tables(engine):
+        return
+    found = farm_files(data_dir)
+    if not found:
+        return
+    if engine.dialect.name == "postgresql":
+        restore = (
+            "pg_restore the dump taken before the files' backup into it (pg_restore "
+            f"--dbname URL DUMPFILE; {RESTORE})"
+        )
+    else:
+        restore = f"Restore the database from a backup ({RESTORE})"
+    _refuse(data_dir, found, f"the database {database} has no farmhand tables", restore)
