@@ -275,6 +275,29 @@ def test_files_only_copies_every_blob_logs_and_tokens_but_no_database(
     assert all(stat.S_IMODE((dest / name).stat().st_mode) == 0o600 for name in SECRETS)
 
 
+def test_files_only_says_to_restore_the_dump_and_start_with_the_database_url(
+    source: Source, tmp_path: Path
+) -> None:
+    """The restore hint of a copy without its database: run as printed before, `farmhand
+    manager --data-dir DEST` started a new SQLite farm on the copy."""
+    url = "postgresql+psycopg://farm:hunter2@db.example:5433/farm"
+    dest = tmp_path / "backup"
+    code, output = _backup(
+        str(dest), "--data-dir", str(source.data), "--database-url", url, "--files-only"
+    )
+    assert code == 0, output
+    hint = output[output.index("Restore:") :].splitlines()
+    assert "restore the pg_dump" in hint[0] and "--database-url" in hint[0], hint
+    assert "(*** is the database's password)" in hint[0], hint
+    assert hint[1:3] == [
+        "  pg_restore --clean --if-exists --dbname postgresql://farm:***@db.example:5433/farm "
+        "DUMPFILE",
+        f"  farmhand manager --data-dir {dest} --database-url "
+        "postgresql+psycopg://farm:***@db.example:5433/farm",
+    ], hint
+    assert "hunter2" not in output
+
+
 def test_files_only_is_refused_for_sqlite(source: Source, tmp_path: Path) -> None:
     code, output = _backup(str(tmp_path / "backup"), "--data-dir", str(source.data), "--files-only")
     assert code == 1 and "--files-only is for a database that is not SQLite" in output

@@ -74,7 +74,7 @@ def _count(number: int, thing: str) -> str:
     return f"{number} {thing}" + ("" if number == 1 else "s")
 
 
-def _summary(report: BackupReport) -> None:
+def _summary(report: BackupReport, database_url: str) -> None:
     blobs = report.blobs
     how = f"{blobs.linked} hard-linked, {blobs.copied} copied" if blobs.linked else "copied"
     logs = sum(1 for name in report.files if name.startswith("logs/"))
@@ -99,11 +99,35 @@ def _summary(report: BackupReport) -> None:
             highlight=False,
         )
     if report.ok:
-        console.print(
-            f"Restore: stop the manager, then start it on the copy (farmhand manager --data-dir "
-            f"{escape(str(report.dest))}), or put the copy where the data dir was.",
-            highlight=False,
+        # One line whatever the terminal's width: its commands are for copying.
+        console.print(_restore_hint(report, database_url), highlight=False, soft_wrap=True)
+
+
+def _restore_hint(report: BackupReport, database_url: str) -> str:
+    """How to restore this backup, as a command an operator may run as printed.
+
+    A files-only copy has no database: started without `--database-url` a manager would
+    look for SQLite in it (and refuse: a farm's files without their database)."""
+    dest = escape(str(report.dest))
+    if report.database_copied:
+        return (
+            f"Restore: stop the manager, then start it on the copy (farmhand manager "
+            f"--data-dir {dest}), or put the copy where the data dir was."
         )
+    from sqlalchemy import make_url
+
+    url = make_url(database_url)
+    libpq = url.set(drivername=url.get_backend_name())  # pg_restore knows no +psycopg
+    password = " (*** is the database's password)" if url.password else ""
+    return (
+        "Restore: stop the manager, restore the pg_dump taken just before this backup into "
+        "the database, then start the manager on the copy with that database (without "
+        f"--database-url it finds no database in the copy and refuses to start){password}:\n"
+        f"  pg_restore --clean --if-exists --dbname "
+        f"{escape(libpq.render_as_string(hide_password=True))} DUMPFILE\n"
+        f"  farmhand manager --data-dir {dest} "
+        f"--database-url {escape(url.render_as_string(hide_password=True))}"
+    )
 
 
 def backup(
@@ -165,7 +189,7 @@ def backup(
             highlight=False,
         )
         raise typer.Exit(1) from error
-    _summary(report)
+    _summary(report, settings.resolved_database_url)
     if report.blobs.missing:
         errors.print(
             f"[red]error:[/] {len(report.blobs.missing)} blobs the database names are not in "

@@ -36,6 +36,9 @@ restoring is stopping the manager and starting it on the copy.
 
 A database that is not SQLite (PostgreSQL) is not copied: `pg_dump` does that, and it
 must run *before* the files are copied (`files_only`), for the reason of point 2.
+Restoring such a copy is `pg_restore` of the dump, then the manager on the copy with
+`--database-url` (without it the manager looks for SQLite in the copy, and refuses to
+start on a farm's files without their database: `db.presence`).
 """
 
 from __future__ import annotations
