@@ -180,7 +180,7 @@ def backup(
                 progress=bar,
             )
     except backups.BackupRefused as error:
-        errors.print(f"[red]error:[/] {escape(str(error))}", highlight=False)
+        errors.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from error
     except (backups.BackupFailed, OSError) as error:
         errors.print(

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import func, make_url, or_, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from farmhand.manager.auth import accounts
@@ -21,6 +21,7 @@ from farmhand.manager.auth.tokens import new_token, token_hash
 from farmhand.manager.clock import utcnow
 from farmhand.manager.db.engine import Database
 from farmhand.manager.db.models import ApiToken, User
+from farmhand.manager.db.presence import damaged, unusable_database
 from farmhand.manager.settings import ManagerSettings
 
 AccountError = accounts.AccountError
@@ -54,7 +55,11 @@ def open_session(data_dir: Path, database_url: str | None) -> Iterator[Session]:
         upgrade(db.engine)
         with db.transaction() as session:
             yield session
-    except OperationalError as error:
+    except DBAPIError as error:
+        if sqlite_file and damaged(error):
+            raise NoDatabase(unusable_database(error, sqlite_file)) from None
+        if not isinstance(error, OperationalError):
+            raise
         where = "--database-url" if settings.database_url else f"in {settings.data_dir}"
         reason = " ".join(str(error.orig).split())  # PostgreSQL's reasons span lines
         raise NoDatabase(f"cannot use the farmhand database ({where}): {reason}") from None

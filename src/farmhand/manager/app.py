@@ -49,7 +49,7 @@ from farmhand.manager.db.engine import Database, sqlite_file
 from farmhand.manager.db.location import sqlite_on_network
 from farmhand.manager.db.migrate import upgrade
 from farmhand.manager.db.models import Job
-from farmhand.manager.db.presence import check_schema, check_sqlite_file
+from farmhand.manager.db.presence import check_schema, check_sqlite_file, sqlite_errors_said
 from farmhand.manager.scheduling.policy import Policy
 from farmhand.manager.scheduling.reaper import ReapReport, reap
 from farmhand.manager.settings import ManagerSettings
@@ -81,10 +81,11 @@ def prepare(settings: ManagerSettings) -> tuple[ManagerContext, BootstrapReport]
         check_sqlite_file(settings.data_dir, database_file)  # before opening creates it
     context = _context(settings)
     try:
-        check_schema(context.db.engine, settings.data_dir, _database_name(settings))
-        upgrade(context.db.engine)
-        report = bootstrap(context.db, settings)
-        set_aside_stale(context.logs.root, lambda ids: _jobs_among(context, ids), utcnow())
+        with sqlite_errors_said(database_file):  # a damaged file: one line, not a traceback
+            check_schema(context.db.engine, settings.data_dir, _database_name(settings))
+            upgrade(context.db.engine)
+            report = bootstrap(context.db, settings)
+            set_aside_stale(context.logs.root, lambda ids: _jobs_among(context, ids), utcnow())
     except BaseException:
         context.db.dispose()
         raise

@@ -12,15 +12,23 @@ no override: whoever really wants a new farm moves the old files away first.
 
 "No database" is: SQLite's file is absent (or has no farmhand tables, as one created
 empty by an interrupted start has); PostgreSQL's database has no farmhand tables.
+
+A SQLite file that SQLite cannot read (truncated, overwritten: "database disk image is
+malformed") is said in one line too (`unusable_database`), naming the file and what to
+do, instead of a traceback from deep inside the first connection; `farmhand users` and
+`farmhand backup` say it the same way.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
 from sqlalchemy import Engine, inspect
+from sqlalchemy.exc import DBAPIError
 
 from farmhand.manager.auth.sessions import KEY_FILE
 
@@ -35,6 +43,7 @@ FARM_FOLDERS = {
 FARM_TABLES = frozenset({"alembic_version", "jobs", "users", "blobs"})
 """Any of these makes a database a farmhand database (migrated, or part-way)."""
 RESTORE = "docs/STORAGE.md, 'Backup and restore'"
+SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
 
 
 class StartRefused(Exception):
@@ -114,3 +123,37 @@ def check_schema(engine: Engine, data_dir: Path, database: str) -> None:
     else:
         restore = f"Restore the database from a backup ({RESTORE})"
     _refuse(data_dir, found, f"the database {database} has no farmhand tables", restore)
+
+
+def damaged(error: BaseException) -> bool:
+    """Whether SQLite says its file is damaged or not a database (`SQLITE_CORRUPT`,
+    `SQLITE_NOTADB`), from SQLAlchemy's error or the driver's own."""
+    cause = getattr(error, "orig", None) or error
+    code = getattr(cause, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB)
+
+
+def unusable_database(error: BaseException, database: str) -> str:
+    """One line for an error opening or reading a SQLite database: which file, what
+    SQLite said and, for a damaged file, what to do."""
+    reason = " ".join(str(getattr(error, "orig", None) or error).split())
+    if damaged(error):
+        return (
+            f"the database {database} is damaged ({reason}): stop the manager and restore "
+            f"the data dir from a backup ({RESTORE}: start the manager on the copy "
+            "`farmhand backup` made)"
+        )
+    return f"the database {database} cannot be used: {reason}"
+
+
+@contextmanager
+def sqlite_errors_said(database: Path | None) -> Iterator[None]:
+    """Turn a SQLite error in the block into `StartRefused`, one line naming the file
+    (another database's errors pass through as they are)."""
+    if database is None:
+        yield
+        return
+    try:
+        yield
+    except DBAPIError as error:
+        raise StartRefused(unusable_database(error, str(database))) from error

@@ -58,6 +58,7 @@ from typing import Protocol
 from sqlalchemy.engine import make_url
 
 from farmhand.manager.auth.sessions import KEY_FILE
+from farmhand.manager.db.presence import RESTORE, damaged
 from farmhand.shared.blobpaths import blob_path, iter_blobs
 from farmhand.shared.hashing import CHUNK_SIZE, sha256_file
 
@@ -182,9 +183,18 @@ def check_source_database(database: Path) -> None:
         finally:
             live.close()
     except sqlite3.Error as error:
+        if damaged(error):
+            raise BackupRefused(_damaged(error, database)) from error
         raise BackupRefused(f"cannot read {database}: {error}") from error
     if not {"jobs", "blobs", "job_files"} <= tables:
         raise BackupRefused(f"{database} is not a farmhand manager's database")
+
+
+def _damaged(error: sqlite3.Error, database: Path) -> str:
+    return (
+        f"the database {database} is damaged ({error}), so it cannot be backed up: "
+        f"restore the data dir from an earlier backup ({RESTORE})"
+    )
 
 
 def snapshot_database(database: Path, target: Path) -> None:
@@ -481,6 +491,8 @@ def backup(
             snapshot_database(database, copy_db)  # first: see the module docstring
             snapshot = read_snapshot(copy_db)
         except sqlite3.Error as error:  # a full disk, an unreadable page, …
+            if damaged(error):
+                raise BackupFailed(_damaged(error, database)) from error
             raise BackupFailed(f"copying the database failed: {error}") from error
         blobs = copy_blobs(
             store, dest_store, snapshot.hashes, link=link, progress=progress, sizes=snapshot.sizes
