@@ -137,6 +137,9 @@ async def _reaper_loop(context: ManagerContext) -> None:
     while True:
         await asyncio.sleep(context.settings.reaper_interval)
         try:
+            # One stat: a database file deleted or replaced stops all database use (logged).
+            if context.db.check_file() is not None:
+                continue
             report = await run_in_threadpool(reap_once)
             for job_id in report.jobs:
                 context.events.job_changed(job_id)

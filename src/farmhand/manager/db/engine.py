@@ -10,6 +10,14 @@ guarantees from its row locks.
 A SQLite database holds password hashes, e-mail addresses and every job's name: its
 files are the manager's alone (0600, `private_sqlite_files`), like the tokens and the
 session key.
+
+A SQLite file deleted (or replaced by another) while the manager runs goes on working
+for the manager, which still has it open, until the next start finds it gone: every job
+accepted meanwhile would be lost. So the manager checks that the path still leads to the
+file it opened (`Database.check_file`, one `stat` each reaper pass, every couple of
+seconds), logs an error when it does not, and from then on answers every request that
+needs the database with a 503 (`DatabaseGone`) instead of confirming work that cannot
+survive a restart, or listing jobs that will not be there after it.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from typing import Any, TypeVar
 import structlog
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.exceptions import HTTPException
 
 from farmhand.manager.db.groupcommit import GroupCommit
 
@@ -133,6 +142,30 @@ def private_sqlite_files(database: Path) -> None:
             log.warning("cannot make a database file private", path=str(path), error=str(error))
 
 
+GONE_DETAIL = (
+    "the manager's database file was deleted or replaced while the manager runs: it "
+    "accepts nothing more, since it would be lost at the next start. An administrator "
+    "must restore the database and restart the manager (its log names the file)"
+)
+
+
+class DatabaseGone(HTTPException):
+    """The SQLite file is gone (`Database.check_file`): 503, the reason in `detail`
+    (the file's path only goes to the log)."""
+
+    def __init__(self) -> None:
+        super().__init__(503, detail=GONE_DETAIL)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at `path`; None if there is none."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return info.st_dev, info.st_ino
+
+
 class Database:
     """The engine plus a session factory; one per manager app."""
 
@@ -141,6 +174,12 @@ class Database:
         database_file = sqlite_file(url)
         if database_file is not None:
             private_sqlite_files(database_file)  # before SQLite first creates it
+        self.database_file = database_file
+        self._opened = _identity(database_file) if database_file is not None else None
+        """The file SQLite opens (made by `private_sqlite_files` if it was missing)."""
+        self.gone: str | None = None
+        """How the database file stopped being the one opened (`check_file`): while it
+        is set, nothing is read or written."""
         self.engine = make_engine(url)
         self._write_lock: AbstractContextManager[object] = (
             threading.Lock() if url.startswith("sqlite") else nullcontext()
@@ -157,8 +196,37 @@ class Database:
         self._read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
         self.group_commit = GroupCommit(self)
 
+    def check_file(self) -> str | None:
+        """Whether the path still leads to the SQLite file this database opened: None if
+        so (or with no file to watch), else why not. One `stat`.
+
+        Once it does not, it stays so until the manager restarts, and every `transaction`
+        and `read` raises `DatabaseGone`: connections opened since may have created an
+        empty database at the path, so no connection can be trusted to be on the farm's
+        file, even if that file is put back. The error is logged once."""
+        if self.gone is not None or self.database_file is None or self._opened is None:
+            return self.gone
+        try:
+            now = _identity(self.database_file)
+        except OSError:
+            return None  # cannot tell (a folder made unreadable): the next pass may
+        if now == self._opened:
+            return None
+        self.gone = "deleted" if now is None else "replaced by another file"
+        log.error(
+            "the database file is gone while the manager runs: every request that needs "
+            "the database is refused (503) until the manager restarts, since changes would "
+            "be lost at the next start. Stop the manager and restore the database from a "
+            "backup (docs/STORAGE.md, 'Backup and restore')",
+            path=str(self.database_file),
+            was=self.gone,
+        )
+        return self.gone
+
     @contextmanager
     def transaction(self) -> Iterator[Session]:
+        if self.gone is not None:
+            raise DatabaseGone()
         # SQLite lets one writer in at a time and makes the others *sleep* in its busy
         # handler (up to 100 ms a turn), which under load costs far more than the writes.
         # Queuing this process's writers on a lock first hands the database over at
@@ -175,6 +243,8 @@ class Database:
     @contextmanager
     def read(self) -> Iterator[Session]:
         """A read-only transaction: a consistent snapshot that blocks no writer."""
+        if self.gone is not None:
+            raise DatabaseGone()
         with self._read_sessions() as session, session.begin():
             yield session
 
