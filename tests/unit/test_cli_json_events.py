@@ -187,7 +187,8 @@ def test_a_retried_upload_keeps_stdout_json_lines(
         if request.method == "PUT" and not refused:
             refused.append(request.url.path)
             return httpx.Response(503, json={"detail": "busy"})
-        return answer(request)
+        response: httpx.Response = answer(request)
+        return response
 
     use_manager(monkeypatch, busy_once)
     result = runner.invoke(app, ["submit", str(blend), "--json-events", "--frames", "1-3"])

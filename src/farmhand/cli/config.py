@@ -121,6 +121,12 @@ def resolve(
     return ClientConfig(url=chosen_url.rstrip("/"), token=chosen_token, ca_bundle=chosen_ca)
 
 
+def _stderr_logger(*_args: object) -> structlog.PrintLogger:
+    """A logger writing to whatever `sys.stderr` is when it logs, not when the CLI
+    started: a test runner that swaps stderr for each command closes the old one."""
+    return structlog.PrintLogger(sys.stderr)
+
+
 def global_options(
     ca_bundle: Annotated[
         Path | None,
@@ -136,7 +142,7 @@ def global_options(
     # Log lines of the client's code (a retried upload, say) go to stderr: stdout is the
     # command's output, which `--json-events` readers (the add-on) parse line by line.
     # The manager, worker and node configure their own logging when they start.
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    structlog.configure(logger_factory=_stderr_logger)
     if ca_bundle is not None:
         # Every sub-command (and a worker started by this process) reads the variable.
         os.environ[CA_BUNDLE_ENV] = str(ca_bundle)
