@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -168,3 +169,62 @@ def test_a_database_write_on_a_full_disk_is_a_507_and_the_database_stays_usable(
         len(farm.client.get(f"/api/jobs/{again.json()['id']}", headers=farm.admin).json()["tasks"])
         == 20000
     )
+
+
+@pytest.mark.parametrize(
+    ("heartbeat_timeout", "task_timeout"),
+    [(2.0, 3600.0), (3600.0, 2.0)],
+    ids=["heartbeat-timeout", "no-progress-timeout"],
+)
+def test_a_worker_refused_while_the_disk_was_full_keeps_its_task_when_space_is_back(
+    small_disk: Path, heartbeat_timeout: float, task_timeout: float
+) -> None:
+    """A disk-full spell twice the timeout, with the worker calling all along: every
+    heartbeat was refused (507) and none recorded, yet the worker never went silent. When
+    space comes back it is still online and its task still its own, not requeued
+    ("stopped responding") or failed ("no progress"): it uploads and completes it, rather
+    than being told (409) that the task is no longer its own and rendering it again."""
+    timeout = min(heartbeat_timeout, task_timeout)
+    settings = make_settings(
+        small_disk / "data",
+        heartbeat_timeout=heartbeat_timeout,
+        task_timeout=task_timeout,
+        reaper_interval=0.1,
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        assert settings.admin_token and settings.runner_token
+        farm = Farm(client, settings.admin_token, settings.runner_token, settings.data_dir)
+        time.sleep(timeout + 0.2)  # past the manager's start-up grace
+        runner, task = start_task(farm)
+        beat = {"current_task_id": task["task_id"]}
+        assert client.post("/api/runner/heartbeat", headers=runner, json=beat).status_code == 200
+
+        filler = fill(small_disk)
+        refused = set()
+        until = time.monotonic() + 2 * timeout
+        while time.monotonic() < until:  # the worker keeps calling
+            refused.add(client.post("/api/runner/heartbeat", headers=runner, json=beat).status_code)
+            time.sleep(0.2)
+        assert refused == {507}
+        filler.unlink()
+        # Reaper passes with room to write again, before the worker's next call (the
+        # first one after an outage may come late: the worker backs off between retries).
+        time.sleep(timeout * 0.6)
+
+        runners = client.get("/api/admin/runners", headers=farm.admin).json()
+        assert runners[0]["status"] == "busy", runners
+        held = client.get(f"/api/jobs/{task['job_id']}", headers=farm.admin).json()["tasks"][0]
+        assert (held["status"], held["last_error"]) == ("active", None), held
+        beat_back = client.post("/api/runner/heartbeat", headers=runner, json=beat)
+        assert beat_back.status_code == 200 and beat_back.json()["abort_task_ids"] == []
+        for frame in (1, 2):
+            assert upload_frame(farm, runner, task, frame, png_bytes()).status_code == 201
+        done = client.post(
+            f"/api/runner/tasks/{task['task_id']}/complete",
+            headers=runner,
+            json={"frames": [1, 2]},
+        )
+        assert done.status_code == 200, done.text
+        assert done.json()["job_status"] == "completed"
+        job = client.get(f"/api/jobs/{task['job_id']}", headers=farm.admin).json()
+        assert job["tasks"][0]["attempts"] == 1, "rendered once, not again elsewhere"

@@ -188,3 +188,53 @@ def test_the_supervisor_is_bare_uvicorn_and_stopping_it_stops_every_server(
         while any(Path(f"/proc/{p}").exists() for p in servers) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not [p for p in servers if Path(f"/proc/{p}").exists()], "servers outlived it"
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for init to reap it serves nothing)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _servers(supervisor: int) -> list[int]:
+    """The server processes under `supervisor` (not multiprocessing's resource tracker)."""
+    found = []
+    for pid in descendants(supervisor)[1:]:
+        try:
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:  # it ended while we looked
+            pass
+    return found
+
+
+def test_servers_die_with_a_killed_supervisor_and_the_same_command_starts_again(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A supervisor killed with SIGKILL left its server processes serving the port, and
+    the same command run again printed "listening" and died: address already in use."""
+    with local_farm(tmp_path_factory.mktemp("killed"), heartbeat_timeout=600.0) as farm:
+        manager = farm.start_manager("--processes", "2")
+        assert manager.process is not None
+        supervisor = manager.process.pid
+        deadline = time.monotonic() + 30
+        while len(_servers(supervisor)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(_servers(supervisor)) == 2
+        under = [p for p in descendants(supervisor) if p != supervisor]  # and its helpers
+
+        manager.kill()
+        deadline = time.monotonic() + 15
+        while any(_alive(p) for p in under) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [p for p in under if _alive(p)], "processes outlived their supervisor"
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{farm.url}/healthz", timeout=5)
+
+        again = farm.start_manager("--processes", "2")
+        assert again.running, again.tail()
+        assert httpx.get(f"{farm.url}/healthz", timeout=5).status_code == 200
+        assert "already in use" not in again.tail()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 
+from farmhand.cli import manager_cmd
 from farmhand.cli.app import app
 from farmhand.manager import app as manager_app
-from tests.unit.test_cli_errors import _must_not_start, runner
+from tests.unit.test_cli_errors import _must_not_start, one_error_line, runner
 
 
 @pytest.mark.parametrize("port", ["99999", "65536", "0", "-1"])
@@ -34,3 +36,25 @@ def test_the_demo_takes_nothing_past_65535_either() -> None:
     """(Its 0 stays: the demo's own farm picks a free port and prints the real one.)"""
     assert runner.invoke(app, ["demo", "--port", "65536"]).exit_code == 2
     assert runner.invoke(app, ["demo", "--port", "-1"]).exit_code == 2
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_a_manager_on_a_port_in_use_says_so_in_one_line_without_claiming_to_listen(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, processes: str
+) -> None:
+    """It printed `farmhand manager listening on …`, then died with uvicorn's `[Errno 98]
+    Address already in use` (with `--processes`, after migrating the database)."""
+    monkeypatch.setattr(manager_app, "prepare", _must_not_start)
+    monkeypatch.setattr(manager_cmd, "configure_logging", lambda *_, **__: None)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = runner.invoke(
+            app,
+            ["manager", "--data-dir", str(tmp_path / "data"), "--port", str(port),
+             "--processes", processes],
+        )  # fmt: skip
+    line = one_error_line(result)
+    assert f"port {port} on 127.0.0.1 is already in use" in line
+    assert "listening" not in result.output

@@ -192,10 +192,13 @@ def manager(
         raise_open_files_limit,
     )
     from farmhand.manager.db.presence import StartRefused
+    from farmhand.manager.supervision import cannot_listen
 
     configure_logging("manager", log_level.upper(), traced=True)
     console = Console(stderr=True)
     tls = check_tls(ssl_certfile, ssl_keyfile)
+    if (busy := cannot_listen(host, port)) is not None:
+        raise _refuse(busy)  # before "listening on …" is printed, and before prepare()
     flags: dict[str, object] = {
         "data_dir": str(data_dir),
         "database_url": database_url,

@@ -57,6 +57,7 @@ from farmhand.manager.siblings import Siblings, siblings_dir
 from farmhand.manager.storage.blobs import BlobStore
 from farmhand.manager.storage.gc import gc_loop
 from farmhand.manager.storage.logs import TaskLogs, set_aside_stale
+from farmhand.manager.supervision import die_with_supervisor
 from farmhand.manager.web import routes as web_routes
 from farmhand.manager.web import thumbnails
 from farmhand.shared.logconfig import configure_logging
@@ -130,7 +131,7 @@ async def _reaper_loop(context: ManagerContext) -> None:
                 utcnow(),
                 heartbeat_timeout=context.settings.heartbeat_timeout,
                 task_timeout=context.settings.task_timeout,
-                manager_started=context.started_at,
+                clock_starts_at=context.reaper_clock.starts_at,
                 policy=context.policy,
             )
 
@@ -164,6 +165,7 @@ def app_from_environment() -> FastAPI:
     """
     flags = json.loads(os.environ[PROCESS_SETTINGS])
     configure_logging("manager", flags.pop("log_level", "INFO"), traced=True)
+    die_with_supervisor()  # a SIGKILLed supervisor must not leave this process serving
     settings = ManagerSettings.from_flags(flags)
     # `prepare` ran once, in the parent, before any of these processes started.
     return create_app(settings, _context(settings))
@@ -185,6 +187,7 @@ def create_app(settings: ManagerSettings, context: ManagerContext | None = None)
             siblings = Siblings(siblings_dir(settings.data_dir))
             context.events.share_with(siblings)
             context.wakeup.share_with(siblings)
+            context.reaper_clock.share_with(siblings)
             siblings.start(loop)
         reaper = asyncio.create_task(_reaper_loop(context))
         collector = asyncio.create_task(gc_loop(context))

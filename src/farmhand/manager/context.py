@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from farmhand.manager.auth.runner_cache import RunnerIdCache
-from farmhand.manager.clock import utcnow
 from farmhand.manager.db.engine import Database
 from farmhand.manager.events import EventBus
 from farmhand.manager.scheduling.policy import Policy
+from farmhand.manager.scheduling.reaper import ReaperClock
 from farmhand.manager.scheduling.wakeup import Wakeup
 from farmhand.manager.settings import ManagerSettings
 from farmhand.manager.storage.blobs import BlobStore
@@ -27,4 +26,6 @@ class ManagerContext:
     events: EventBus = field(default_factory=EventBus)
     runner_ids: RunnerIdCache = field(default_factory=RunnerIdCache)
     """Runner secret hash → worker id, for a minute (saves a lookup per request)."""
-    started_at: datetime = field(default_factory=utcnow)
+    reaper_clock: ReaperClock = field(default_factory=ReaperClock)
+    """Since when silence counts: this process's start, or its last refusal for a full
+    disk (the 507 handler notes each)."""

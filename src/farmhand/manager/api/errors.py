@@ -4,7 +4,9 @@ Validation errors become 400 with the first problem spelled out (FastAPI's defau
 body echoes the whole input back, which can include secrets). A full disk, under the
 blob store, the task logs or the database, is `507 Insufficient Storage` with that said
 plainly: clients retry 5xx (the worker keeps its frames in its outbox meanwhile), and the
-operator reads one clear log line per refusal instead of a traceback. Anything else
+operator reads one clear log line per refusal instead of a traceback. Each refusal also
+restarts the reaper's clock (`ReaperClock.storage_full`): a worker whose heartbeats were
+refused was not silent, and must not be taken for dead once space is back. Anything else
 unexpected is logged with its traceback on the manager and answered with a plain 500.
 """
 
@@ -19,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError
 
+from farmhand.manager.clock import utcnow
 from farmhand.shared.schemas import ErrorResponse
 
 log = structlog.get_logger(__name__)
@@ -99,6 +102,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _storage_full(request: Request, error: Exception) -> JSONResponse:
         if not is_storage_full(error):
             return _internal_error(request)
+        context = getattr(request.app.state, "farm", None)
+        if context is not None:
+            context.reaper_clock.storage_full(utcnow())
         log.error(
             "storage full: request refused",
             path=request.url.path,

@@ -1,9 +1,11 @@
 """Periodic housekeeping of the farm's state, run by every manager every few seconds.
 
 - Workers silent for longer than the heartbeat timeout are offline and their tasks go
-  back to the queue. Time the manager itself was down does not count against them: the
-  clock starts no earlier than the manager's own start, so a manager restart does not
-  requeue every running task.
+  back to the queue. Time the manager could not hear them does not count against them:
+  the reaper's clock (`ReaperClock`) starts no earlier than the manager's own start, so a
+  manager restart does not requeue every running task, and no earlier than the last
+  call it refused for lack of space (a 507), so a full disk, under which every
+  heartbeat and progress report was refused and none recorded, does not either.
 - Tasks with no word from their worker for `task_timeout` fail (and are retried,
   elsewhere if possible): Blender hangs, and a hung Blender still heartbeats.
 - Sleep schedules put workers to sleep and wake them.
@@ -17,21 +19,96 @@ tasks forever.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from farmhand.manager.clock import utcnow
 from farmhand.manager.db.models import Task, Worker
 from farmhand.manager.scheduling.policy import Policy
 from farmhand.manager.scheduling.state import fail_task, requeue_task
 from farmhand.manager.scheduling.workers import update_sleep
 from farmhand.shared.schemas import TaskStatus, WorkerStatus
 
+if TYPE_CHECKING:
+    from farmhand.manager.siblings import Siblings
+
 log = structlog.get_logger(__name__)
+
+SIBLING_TOPIC = "storage-full"
+SHARE_EVERY = 1.0
+"""Seconds between two messages telling the sibling processes of a refusal: an outage
+refuses every call, and one datagram a second keeps them within a second of the end."""
+
+
+class ReaperClock:
+    """When the reaper's clock starts: silence before it is not counted against workers
+    (heartbeat timeout) or tasks (no-progress timeout).
+
+    It starts when this manager process started, and again after every call the manager
+    refused because its storage was full (`storage_full`, from the 507 handler): such a
+    call was heard but nothing of it was stored, so `Worker.last_heartbeat` and
+    `Task.progress_at` stand still while the worker keeps calling. Once space is back,
+    workers have a full heartbeat timeout, and tasks a full task timeout, from the last
+    refusal, as after a restart. A worker that really died during the outage is found
+    that much later; its task could not have been stored by another worker meanwhile.
+
+    The mark is kept in memory, not in the database: a write is what fails during the
+    outage. The processes of one manager (`--processes N`) tell each other through
+    `Siblings` (at most once a second each); a manager on another host sharing the
+    database knows only the refusals it made itself.
+    """
+
+    def __init__(self, started_at: datetime | None = None) -> None:
+        self.started_at = started_at or utcnow()
+        self._storage_full_at: datetime | None = None
+        self._lock = threading.Lock()
+        self._siblings: Siblings | None = None
+        self._shared_at = float("-inf")
+
+    @property
+    def starts_at(self) -> datetime:
+        with self._lock:
+            full = self._storage_full_at
+        return self.started_at if full is None else max(self.started_at, full)
+
+    def storage_full(self, now: datetime) -> None:
+        """A call was refused because the manager's storage is full. Any thread."""
+        self._note(now)
+        siblings = self._siblings
+        if siblings is None:
+            return
+        with self._lock:
+            due = time.monotonic() - self._shared_at >= SHARE_EVERY
+            if due:
+                self._shared_at = time.monotonic()
+        if due:
+            siblings.broadcast(SIBLING_TOPIC, {"at": now.isoformat()})
+
+    def share_with(self, siblings: Siblings) -> None:
+        """Tell the sibling processes of refusals here, and hear of theirs."""
+        self._siblings = siblings
+        siblings.on(SIBLING_TOPIC, self._receive)
+
+    def _receive(self, message: dict[str, Any]) -> None:
+        try:
+            at = datetime.fromisoformat(str(message["at"]))
+        except (KeyError, ValueError):
+            return
+        if at.tzinfo is not None:
+            self._note(min(at, utcnow()))  # one host, one clock; never a future mark
+
+    def _note(self, at: datetime) -> None:
+        with self._lock:
+            if self._storage_full_at is None or at > self._storage_full_at:
+                self._storage_full_at = at
 
 
 @dataclass
@@ -48,12 +125,12 @@ def reap_silent_workers(
     session: Session,
     now: datetime,
     timeout: float,
-    manager_started: datetime,
+    clock_starts_at: datetime,
     policy: Policy,
     report: ReapReport,
 ) -> None:
     cutoff = now - timedelta(seconds=timeout)
-    if manager_started > cutoff:
+    if clock_starts_at > cutoff:
         return
     silent = session.scalars(
         select(Worker).where(
@@ -97,12 +174,12 @@ def fail_stuck_tasks(
     session: Session,
     now: datetime,
     task_timeout: float,
-    manager_started: datetime,
+    clock_starts_at: datetime,
     policy: Policy,
     report: ReapReport,
 ) -> None:
     cutoff = now - timedelta(seconds=task_timeout)
-    if manager_started > cutoff:
+    if clock_starts_at > cutoff:
         return
     stuck = session.scalars(
         select(Task).where(Task.status == TaskStatus.ACTIVE.value, Task.progress_at < cutoff)
@@ -123,9 +200,11 @@ def reap(
     *,
     heartbeat_timeout: float,
     task_timeout: float,
-    manager_started: datetime,
+    clock_starts_at: datetime,
     policy: Policy,
 ) -> ReapReport:
+    """One pass. Silence before `clock_starts_at` (`ReaperClock.starts_at`) is not
+    counted against anyone."""
     report = ReapReport()
 
     def sleep_schedules() -> None:
@@ -137,12 +216,12 @@ def reap(
         (
             "heartbeat timeouts",
             lambda: reap_silent_workers(
-                session, now, heartbeat_timeout, manager_started, policy, report
+                session, now, heartbeat_timeout, clock_starts_at, policy, report
             ),
         ),
         (
             "task timeouts",
-            lambda: fail_stuck_tasks(session, now, task_timeout, manager_started, policy, report),
+            lambda: fail_stuck_tasks(session, now, task_timeout, clock_starts_at, policy, report),
         ),
         ("sleep schedules", sleep_schedules),
     ]
