@@ -241,9 +241,7 @@ def oauth_user(
     exports. An account without an e-mail takes its identity's address once the
     provider says it is verified (and no other account has it).
     """
-    address = (
-        normal_email(email) if email and email_verified and plausible_email(email) else None
-    )
+    address = normal_email(email) if email and email_verified and plausible_email(email) else None
     identity = session.scalar(
         select(OAuthIdentity).where(
             OAuthIdentity.provider == provider, OAuthIdentity.subject == subject
