@@ -80,7 +80,8 @@ def test_a_damaged_frame_or_pass_is_a_400_without_the_managers_path(
     runner = farm.register_runner()
     answer = send(farm, runner, claim(farm, runner))
     assert_pathless(farm, answer, said)
-    logged = capsys.readouterr().out
+    captured = capsys.readouterr()  # the manager logs to stdout, or stderr once a CLI ran
+    logged = captured.out + captured.err
     assert "image upload refused" in logged and str(farm.data_dir) in logged, (
         "the manager's log keeps the path"
     )

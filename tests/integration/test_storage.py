@@ -519,13 +519,15 @@ def test_cli_downloads_and_admin_commands(tmp_path: Path, monkeypatch: pytest.Mo
         assert (out / "spot" / "001.png").read_bytes() == frames[1]
         zipped = cli.invoke(app, ["download", str(job_id), "--zip", "-o", str(out)])
         assert zipped.exit_code == 0, zipped.output
-        assert unzip((out / f"job-{job_id}.zip").read_bytes()) == {
+        # Named as the manager names it (STORAGE.md: job-<id>-<the job's name>.zip).
+        assert unzip((out / f"job-{job_id}-spot.zip").read_bytes()) == {
             "frames/0001.png": frames[1],
             "frames/0002.png": frames[2],
         }
         inputs = cli.invoke(app, ["download", str(job_id), "--inputs", "-o", str(out)])
         assert inputs.exit_code == 0, inputs.output
-        assert unzip((out / f"job-{job_id}-inputs.zip").read_bytes()) == {"scene.blend": FAKE_BLEND}
+        inputs_zip = out / f"job-{job_id}-spot-inputs.zip"
+        assert unzip(inputs_zip.read_bytes()) == {"scene.blend": FAKE_BLEND}
         hostile = cli.invoke(app, ["download", str(job_id), "--template", "../{frame}.{ext}"])
         assert hostile.exit_code == 1 and "template" in hostile.output
 
