@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from farmhand.manager.api.limits import json_depth
+from farmhand.manager.api.limits import QuotaExceeded, json_depth
 from farmhand.manager.app import create_app
 from farmhand.manager.db.models import Job
 from farmhand.manager.storage.usage import user_usage_bytes
@@ -212,3 +212,12 @@ def test_ids_beyond_what_the_database_holds_are_a_400(farm: Farm) -> None:
         answer = farm.client.request(method, path, headers=farm.admin, json={"action": "drain"})
         assert answer.status_code == 400, (path, answer.text)
         assert "out of range" in answer.json()["detail"]
+
+
+def test_a_quota_passed_by_a_few_bytes_says_so_in_bytes() -> None:
+    """Rounded to tenths of a KiB, 6,145 bytes against a 6,144-byte quota read '6.0 KiB of
+    your 6.0 KiB quota': as if at the limit, not over it."""
+    detail = str(QuotaExceeded(current=5500, usage=6145, quota=6144).detail)
+    assert "your usage to 6,145 bytes of your 6,144 bytes quota" in detail, detail
+    far = str(QuotaExceeded(current=5500, usage=9000, quota=6144).detail)
+    assert "to 8.8 KiB of your 6.0 KiB quota" in far, far

@@ -342,10 +342,13 @@ class QuotaExceeded(HTTPException):
             if uploads
             else ""
         )
+        after, limit = _human(usage), _human(quota)
+        if after == limit:  # just over: rounded alike, the figures would say "at" it
+            after, limit = f"{usage:,} bytes", f"{quota:,} bytes"
         super().__init__(
             413,
-            f"storage quota exceeded: this would bring your usage to {_human(usage)} "
-            f"of your {_human(quota)} quota (now {_human(current)}{held}); "
+            f"storage quota exceeded: this would bring your usage to {after} "
+            f"of your {limit} quota (now {_human(current)}{held}); "
             f"delete old jobs{' or abort unfinished uploads' if uploads else ''} to make room",
         )
 
