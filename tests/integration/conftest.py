@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from farmhand.localfarm import LocalFarm
+from farmhand.localfarm import LocalFarm, local_farm
 from farmhand.manager.app import create_app
 from farmhand.manager.settings import ManagerSettings
 
@@ -199,3 +199,17 @@ def cli_at(farm: LocalFarm, monkeypatch: pytest.MonkeyPatch) -> Iterator[httpx.C
     with httpx.Client(base_url=farm.url, headers=admin, timeout=30) as client:
         yield client
         purge_jobs_and_runners(client)
+
+
+@pytest.fixture
+def manager(tmp_path: Path) -> Iterator[LocalFarm]:
+    """A real `farmhand manager` process on its own data dir, for what crosses the wire
+    (a module may define its own `manager`, which then wins)."""
+    with local_farm(tmp_path / "farm") as farm:
+        farm.start_manager()
+        yield farm
+
+
+def stored_blobs(farm: LocalFarm) -> list[Path]:
+    """The blob files in the farm's store."""
+    return [p for p in (farm.data_dir / "blobs" / "sha256").rglob("*") if p.is_file()]

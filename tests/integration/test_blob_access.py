@@ -21,11 +21,11 @@ from fastapi.testclient import TestClient
 
 from farmhand.client import FarmhandClient, FarmhandError
 from farmhand.client.transfer import Uploader, hash_files
-from farmhand.localfarm import LocalFarm, local_farm
+from farmhand.localfarm import LocalFarm
 from farmhand.manager.api import blendinfo
 from farmhand.manager.app import create_app
 from farmhand.shared.schemas import JobCreate
-from tests.integration.conftest import FAKE_BLEND, Farm, make_settings
+from tests.integration.conftest import FAKE_BLEND, Farm, make_settings, stored_blobs
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -44,17 +44,6 @@ def new_user(client: httpx.Client | TestClient, admin: dict[str, str], name: str
 
 def job_of(files: dict[str, str]) -> JobCreate:
     return JobCreate(main_file="scene.blend", files=files, frame_start=1, frame_end=1)
-
-
-@pytest.fixture
-def manager(tmp_path: Path) -> Iterator[LocalFarm]:
-    with local_farm(tmp_path / "farm") as farm:
-        farm.start_manager()
-        yield farm
-
-
-def stored_blobs(farm: LocalFarm) -> list[Path]:
-    return [p for p in (farm.data_dir / "blobs" / "sha256").rglob("*") if p.is_file()]
 
 
 def test_knowing_a_hash_does_not_read_someone_elses_file(

@@ -10,6 +10,8 @@ of the reaper's steps runs on its own, so one that fails does not stop the other
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from farmhand.manager.app import create_app
 from farmhand.manager.clock import utcnow
 from farmhand.manager.db.engine import make_engine
 from farmhand.manager.db.migrate import upgrade
+from farmhand.manager.settings import ManagerSettings
 from tests.integration.conftest import Farm, make_settings, post_stand_in
 from tests.integration.postgres import fresh_database, postgres_bin, postgres_server
 from tests.old_schema import insert_old
@@ -60,14 +63,21 @@ def _wait_offline(farm: Farm, name: str) -> dict[str, Any]:
     return runner
 
 
-def test_a_silent_worker_goes_offline_after_a_sleep_schedule_was_cleared(
-    tmp_path: Path,
-) -> None:
+@contextmanager
+def _farm(tmp_path: Path) -> Iterator[tuple[ManagerSettings, Farm]]:
+    """A manager in-process whose reaper runs often, with a short heartbeat timeout."""
     settings = make_settings(
         tmp_path / "data", heartbeat_timeout=HEARTBEAT_TIMEOUT, reaper_interval=0.1
     )
     with TestClient(create_app(settings)) as client:
-        farm = Farm(client, settings.admin_token, settings.runner_token, settings.data_dir)  # type: ignore[arg-type]
+        yield settings, Farm(client, settings.admin_token, settings.runner_token, settings.data_dir)  # type: ignore[arg-type]
+
+
+def test_a_silent_worker_goes_offline_after_a_sleep_schedule_was_cleared(
+    tmp_path: Path,
+) -> None:
+    with _farm(tmp_path) as (settings, farm):
+        client = farm.client
         farm.register_runner("artist")
         url = f"/api/admin/runners/{_runner(farm, 'artist')['id']}/sleep-schedule"
         assert client.put(url, headers=farm.admin, json=ALWAYS).json()["status"] == "asleep"
@@ -88,11 +98,8 @@ def test_a_silent_worker_goes_offline_after_a_sleep_schedule_was_cleared(
 def test_a_schedule_the_reaper_cannot_read_does_not_stop_heartbeat_timeouts(
     tmp_path: Path,
 ) -> None:
-    settings = make_settings(
-        tmp_path / "data", heartbeat_timeout=HEARTBEAT_TIMEOUT, reaper_interval=0.1
-    )
-    with TestClient(create_app(settings)) as client:
-        farm = Farm(client, settings.admin_token, settings.runner_token, settings.data_dir)  # type: ignore[arg-type]
+    with _farm(tmp_path) as (settings, farm):
+        client = farm.client
         farm.register_runner("odd")
         engine = make_engine(settings.resolved_database_url)
         with engine.begin() as connection:  # written by hand, or by a future version

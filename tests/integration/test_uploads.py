@@ -9,7 +9,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,23 +16,12 @@ import pytest
 
 from farmhand.client import FarmhandError
 from farmhand.client.transfer import Uploader, hash_files
-from farmhand.localfarm import LocalFarm, local_farm
+from farmhand.localfarm import LocalFarm
 from farmhand.scenes import make_project
-from tests.integration.conftest import Farm
+from tests.integration.conftest import Farm, stored_blobs
 from tests.integration.farmhand_cli import cli
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-def manager(tmp_path: Path) -> Iterator[LocalFarm]:
-    with local_farm(tmp_path / "farm") as farm:
-        farm.start_manager()
-        yield farm
-
-
-def stored_blobs(farm: LocalFarm) -> list[Path]:
-    return [p for p in (farm.data_dir / "blobs" / "sha256").rglob("*") if p.is_file()]
 
 
 def partial_files(farm: LocalFarm) -> list[Path]:
