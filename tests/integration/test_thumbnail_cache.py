@@ -141,6 +141,31 @@ def test_the_cache_holds_a_few_sizes_per_frame_and_goes_with_the_job(farm: Farm)
     assert cached(farm) == []
 
 
+def test_a_thumbnail_removed_while_being_served_is_a_404(
+    farm: Farm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deleting a job removes its cached thumbnails; a request that made one just before
+    the purge removed it answered 500 ("File at path ... does not exist")."""
+    from farmhand.manager.web import thumbnails
+
+    bob = bearer(make_user(farm, "bob"))
+    job_id, outputs = job_with_two_frames(farm, bob)
+    made = thumbnails.thumbnail
+
+    def made_then_purged(*args: object, **kwargs: object) -> Path:
+        path = made(*args, **kwargs)  # type: ignore[arg-type]
+        path.unlink()  # what the job's purge does to the cache meanwhile
+        return path
+
+    monkeypatch.setattr(thumbnails, "thumbnail", made_then_purged)
+    answer = farm.client.get(f"/api/jobs/{job_id}/files/{outputs[0]['id']}/thumbnail", headers=bob)
+    assert answer.status_code == 404, answer.text
+    assert "deleted meanwhile" in answer.json()["detail"]
+    monkeypatch.undo()
+    again = farm.client.get(f"/api/jobs/{job_id}/files/{outputs[0]['id']}/thumbnail", headers=bob)
+    assert again.status_code == 200 and again.headers["content-type"] == "image/jpeg"
+
+
 def test_thumbnails_of_a_blob_kept_for_gc_go_when_gc_removes_it(farm: Farm) -> None:
     """A frame a client was just told about outlives its job's purge (the grace period):
     its thumbnail stays while it does, and goes with it."""

@@ -24,7 +24,7 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, HTTPException, Query, status
-from fastapi.responses import FileResponse
+from fastapi.responses import Response
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -179,7 +179,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 @router.get(
     "/{job_id}/files/{file_id}/thumbnail",
-    response_class=FileResponse,
+    response_class=Response,
     responses=ERRORS,
     summary="A JPEG preview of an output frame (EXR too), at most `size` px a side",
     description=(
@@ -195,7 +195,7 @@ async def get_thumbnail(
     context: Context,
     caller: UserDep,
     size: Annotated[int, Query(ge=MIN_SIZE, le=MAX_SIZE)] = SIZE,
-) -> FileResponse:
+) -> Response:
     size = served_size(size)
 
     def find() -> tuple[str, str]:
@@ -215,16 +215,26 @@ async def get_thumbnail(
             return row.sha256, row.path
 
     sha256, path = await run_in_threadpool(find)
-    made = await run_in_threadpool(
-        thumbnail,
-        thumbnail_cache.cache_dir(context.settings.data_dir),
-        context.blobs.path_for(sha256),
-        sha256,
-        path,
-        size,
-    )
-    return FileResponse(
-        made,
+
+    def make_and_read() -> bytes:
+        # Read here, not streamed from the path later: deleting the job may remove the
+        # cached file between making it and sending it, which must be a 404, not a 500.
+        made = thumbnail(
+            thumbnail_cache.cache_dir(context.settings.data_dir),
+            context.blobs.path_for(sha256),
+            sha256,
+            path,
+            size,
+        )
+        try:
+            return made.read_bytes()
+        except FileNotFoundError:
+            raise HTTPException(
+                status.HTTP_404_NOT_FOUND, f"output {file_id} not found (deleted meanwhile)"
+            ) from None
+
+    return Response(
+        await run_in_threadpool(make_and_read),
         media_type="image/jpeg",
         headers={"Cache-Control": "private, max-age=86400, immutable"},
     )
