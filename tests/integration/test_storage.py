@@ -507,6 +507,18 @@ def test_cli_downloads_and_admin_commands(tmp_path: Path, monkeypatch: pytest.Mo
                     files={"file": (f"{frame:04d}.png", data, "image/png")},
                 ).raise_for_status()
             http.put(f"/api/blobs/{hashlib.sha256(b'junk').hexdigest()}", content=b"junk")
+            # A resumable upload left half done (3 of 10 bytes), and a frame's thumbnail.
+            half = b"0123456789"
+            opened = http.post(
+                "/api/uploads", json={"sha256": hashlib.sha256(half).hexdigest(), "size": 10}
+            ).json()["id"]
+            http.patch(
+                f"/api/uploads/{opened}",
+                headers={"Upload-Offset": "0", "Content-Type": "application/octet-stream"},
+                content=half[:3],
+            ).raise_for_status()
+            output = next(f for f in http.get(f"/api/jobs/{job_id}/files").json() if f["frame"])
+            http.get(f"/api/jobs/{job_id}/files/{output['id']}/thumbnail").raise_for_status()
 
         out = tmp_path / "out"
         one = cli.invoke(app, ["download", str(job_id), "--frame", "2", "-o", str(out)])
@@ -535,6 +547,10 @@ def test_cli_downloads_and_admin_commands(tmp_path: Path, monkeypatch: pytest.Mo
         assert usage.exit_code == 0, usage.output
         assert "4 blobs" in usage.output and "admin" in usage.output
         assert "4 B unreferenced" in usage.output
+        assert "1 unfinished upload, holding 3 B" in usage.output
+        assert "thumbnails: " in usage.output and " in 1 file" in usage.output
+        admin_row = next(line for line in usage.output.splitlines() if " admin " in line)
+        assert "1 (3 B of 10 B)" in admin_row and "no quota" in admin_row, usage.output
         collected = cli.invoke(app, ["admin", "gc"])
         assert collected.exit_code == 0, collected.output
         assert "removed 0 blobs" in collected.output, "the junk is inside its grace period"

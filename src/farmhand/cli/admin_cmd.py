@@ -6,6 +6,7 @@ import typer
 from rich.table import Table
 
 from farmhand.cli.jobs_cmd import TokenOption, UrlOption, console, manager_errors, open_client
+from farmhand.cli.words import plural
 
 admin = typer.Typer(no_args_is_help=True, help="Storage housekeeping (admins only).")
 
@@ -20,7 +21,8 @@ def human(size: float) -> str:
 
 @admin.command()
 def usage(url: UrlOption = None, token: TokenOption = None) -> None:
-    """Disk used by the blob store, per user, and what garbage collection will free."""
+    """Disk used by the blob store, unfinished uploads and thumbnails, per user, and what
+    garbage collection will free."""
     with manager_errors(), open_client(url, token) as client:
         report = client.storage_usage()
     console.print(
@@ -29,10 +31,27 @@ def usage(url: UrlOption = None, token: TokenOption = None) -> None:
         f"{human(report.unreferenced_bytes)} unreferenced, kept "
         f"{report.blob_retention_days:g} days)"
     )
+    if report.open_uploads:
+        console.print(
+            f"{plural(report.open_uploads, 'unfinished upload')}, holding "
+            f"{human(report.open_upload_bytes)} (not in any blob yet)"
+        )
+    thumbnails = plural(report.thumbnail_files, "file")
+    console.print(f"thumbnails: {human(report.thumbnail_bytes)} in {thumbnails}")
     console.print(f"disk: {human(report.disk_free_bytes)} free of {human(report.disk_total_bytes)}")
-    table = Table("user", "jobs", "storage")
+    quota = report.user_quota_bytes
+    table = Table("user", "jobs", "storage", "unfinished uploads", "quota used")
     for user in report.users:
-        table.add_row(user.name, str(user.jobs), human(user.bytes))
+        uploads = (
+            f"{user.open_uploads} ({human(user.open_upload_bytes)} of "
+            f"{human(user.open_upload_reserved_bytes)})"
+            if user.open_uploads
+            else "-"
+        )
+        # What the quota counts: their blobs and what their unfinished uploads announced.
+        counted = user.bytes + user.open_upload_reserved_bytes
+        share = f"{100 * counted / quota:.0f} % of {human(quota)}" if quota else "no quota"
+        table.add_row(user.name, str(user.jobs), human(user.bytes), uploads, share)
     console.print(table)
 
 

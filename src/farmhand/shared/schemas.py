@@ -897,6 +897,12 @@ class StorageUsage(BaseModel):
     open_upload_bytes: int = Field(
         default=0, description="Bytes unfinished uploads hold on disk, not part of any blob yet."
     )
+    thumbnail_files: int = Field(default=0, description="Previews made for the web UI.")
+    thumbnail_bytes: int = Field(
+        default=0,
+        description="What the thumbnail cache (`<data-dir>/thumbnails`) holds, outside the "
+        "blob store: a blob's thumbnails go with it, and garbage collection sweeps the rest.",
+    )
     disk_total_bytes: int
     disk_free_bytes: int
     blob_retention_days: float

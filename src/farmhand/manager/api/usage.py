@@ -2,7 +2,8 @@
 
 Usage counts, besides the blobs, the bytes held in unfinished resumable uploads
 (`storage/partial_uploads.py`), in total and per user: they are on the disk but in no
-blob yet, and count towards their owner's quota by their announced size."""
+blob yet, and count towards their owner's quota by their announced size. The thumbnail
+cache is reported too: it is on the same disk, outside the blob store."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from farmhand.manager.api.errors import error_responses
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Blob, Job, JobFile, User
+from farmhand.manager.storage import thumbnail_cache
 from farmhand.manager.storage.gc import collect_garbage
 from farmhand.manager.storage.partial_uploads import OpenUpload
 from farmhand.manager.storage.usage import user_usage_bytes
@@ -57,6 +59,7 @@ def storage_usage(context: ManagerContext) -> StorageUsage:
             )
             for user in session.scalars(select(User).order_by(User.id))
         ]
+    thumbnails = thumbnail_cache.cache_size(thumbnail_cache.cache_dir(context.settings.data_dir))
     disk = shutil.disk_usage(context.blobs.root)
     return StorageUsage(
         blobs=int(count),
@@ -65,6 +68,8 @@ def storage_usage(context: ManagerContext) -> StorageUsage:
         unreferenced_bytes=int(total) - int(referenced or 0),
         open_uploads=sum(len(held) for held in uploads.values()),
         open_upload_bytes=sum(u.received for held in uploads.values() for u in held),
+        thumbnail_files=thumbnails.files,
+        thumbnail_bytes=thumbnails.bytes,
         disk_total_bytes=disk.total,
         disk_free_bytes=disk.free,
         blob_retention_days=context.settings.blob_retention_days,
