@@ -14,8 +14,8 @@ Jobs are ranked by:
 A job is skipped when it does not fit the worker (required tags, task types) or when it
 already holds its `max_workers`. A blocklist entry bars the worker from the job's tasks
 of one type (`Blocklist.task_type`), not from the whole job: a worker blocklisted from a
-job's render tasks may still make its video, as `eligibility.eligible_workers` — which
-decides whether anyone is left to run a job's tasks — counts it for that. Within the
+job's render tasks may still make its video (`eligibility.barred_types`, the rule's one
+reading, which `eligible_workers` shares when it decides whether anyone is left). Within the
 chosen job the lowest-index queued task, of a type the worker may run there, whose
 dependencies are complete is taken — but not one this worker already failed, while
 another available worker could take it.
@@ -42,10 +42,11 @@ from typing import Any, Literal
 from sqlalchemy import Select, Update, bindparam, exists, func, select, update
 from sqlalchemy.orm import Session, aliased
 
-from farmhand.manager.db.models import Blocklist, Job, Task, TaskDependency, TaskFailure, Worker
+from farmhand.manager.db.models import Job, Task, TaskDependency, TaskFailure, Worker
 from farmhand.manager.db.statements import one_of
 from farmhand.manager.scheduling.eligibility import (
     available,
+    barred_types,
     eligible_workers,
     fits,
     render_series,
@@ -102,10 +103,6 @@ _HELD = (
     .group_by(Task.job_id, Job.owner_id)
 )
 """Who holds how many workers right now, per job (and so per owner): one query."""
-_BLOCKED = select(Blocklist.job_id, Blocklist.task_type).where(
-    Blocklist.worker_id == bindparam("worker")
-)
-"""The (job, task type) pairs the worker is blocklisted from: one query, usually empty."""
 _dependency = aliased(Task)
 
 
@@ -140,9 +137,7 @@ def _ranked_jobs(session: Session, worker: Worker, prefer_job: int | None) -> li
     for job_id, owner, count in connection.execute(_HELD):
         held_by_job[job_id] = count
         held_by_owner[owner] = held_by_owner.get(owner, 0) + count
-    blocked: dict[int, set[str]] = {}
-    for job_id, task_type in connection.execute(_BLOCKED, {"worker": worker.id}):
-        blocked.setdefault(job_id, set()).add(task_type)
+    blocked = barred_types(connection, worker.id)
     candidates = []
     for job_id, owner_id, priority, created_at, settings, saved, pinned in rows:
         cap = settings.get("max_workers")

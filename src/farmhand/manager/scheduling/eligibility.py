@@ -12,7 +12,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from farmhand.manager.db.models import Blocklist, Job, Worker
@@ -299,18 +299,43 @@ _ORDER = {"type": 0, "tag": 1, "device": 2, "blender": 3}
 """The order `unmet` checks in, which reasons keep."""
 
 
+# The blocklist's rule, read here only: an entry bars one worker from one job's tasks of
+# one type (`Blocklist.task_type`), not from the whole job, so a worker blocklisted from
+# a job's renders may still assemble its video. The claim asks it per worker (which of
+# the jobs' task types is this worker barred from?), the retry and blocklist rules per
+# job (who is barred from this type?). `state._maybe_blocklist` writes the entries.
+
+_BARRED_TYPES = select(Blocklist.job_id, Blocklist.task_type).where(
+    Blocklist.worker_id == bindparam("worker")
+)
+
+
+def barred_types(connection: Connection, worker_id: int) -> dict[int, set[str]]:
+    """The task types of each job that the worker is blocklisted from: one query,
+    usually empty (the claim's hot path, hence a prepared statement on the connection)."""
+    barred: dict[int, set[str]] = {}
+    for job_id, task_type in connection.execute(_BARRED_TYPES, {"worker": worker_id}):
+        barred.setdefault(job_id, set()).add(task_type)
+    return barred
+
+
+def barred_workers(session: Session, job_id: int, task_type: str) -> set[int]:
+    """The workers blocklisted from the job's `task_type` tasks."""
+    return set(
+        session.scalars(
+            select(Blocklist.worker_id).where(
+                Blocklist.job_id == job_id, Blocklist.task_type == task_type
+            )
+        )
+    )
+
+
 def eligible_workers(
     session: Session, job: Job, task_type: str, exclude: Collection[int] = ()
 ) -> list[Worker]:
     """Available workers that fit the job (its Blender pin included) and are not
     blocklisted from it."""
-    blocked = set(
-        session.scalars(
-            select(Blocklist.worker_id).where(
-                Blocklist.job_id == job.id, Blocklist.task_type == task_type
-            )
-        )
-    )
+    blocked = barred_workers(session, job.id, task_type)
     return [
         worker
         for worker in available_workers(session)
