@@ -129,6 +129,25 @@ def test_quota_counts_distinct_blobs_and_refuses_what_would_pass_it(small_farm: 
     assert code == 202, text
 
 
+def test_uploads_no_job_uses_count_towards_the_quota(small_farm: Farm) -> None:
+    """Uploading files and never submitting a job kept them on the disk, for no one's
+    quota, until garbage collection: any number of uploads under the size limit
+    passed. They are the uploader's until a job uses them or they are collected."""
+    ann = make_user(small_farm, "ann")
+    first, status = put_blob(small_farm, ann, blend(3000, b"a"))
+    assert status == 201
+    second, status = put_blob(small_farm, ann, blend(2500, b"b"))
+    assert status == 201
+    _, status = put_blob(small_farm, ann, blend(2000, b"c"))
+    assert status == 413, "3000 + 2500 bytes never submitted + 2000 > 6 KiB"
+    # Submitting them changes nothing: the same blobs, now a job's, counted once.
+    assert submit(small_farm, ann, {"a.blend": first, "b.blend": second}, "a.blend")[0] == 202
+    usage = small_farm.client.get("/api/admin/usage", headers=small_farm.admin).json()
+    assert next(u for u in usage["users"] if u["name"] == "ann")["bytes"] == 5500
+    _, status = put_blob(small_farm, ann, blend(500, b"d"))
+    assert status == 201, "5500 + 500 is within 6 KiB"
+
+
 def test_user_usage_counts_inputs_and_outputs_of_own_jobs(small_farm: Farm) -> None:
     ann = make_user(small_farm, "ann")
     sha, _ = put_blob(small_farm, ann, blend(1000, b"x"))

@@ -874,7 +874,10 @@ class UserUsage(BaseModel):
     user_id: int
     name: str
     jobs: int
-    bytes: int = Field(description="Distinct blobs of the user's jobs, inputs and outputs.")
+    bytes: int = Field(
+        description="Distinct blobs of the user's jobs, inputs and outputs, and blobs they "
+        "uploaded that no job references: what their quota counts, with unfinished uploads."
+    )
     open_uploads: int = Field(default=0, description="Their unfinished resumable uploads.")
     open_upload_bytes: int = Field(
         default=0, description="Bytes their unfinished uploads hold on disk (received so far)."

@@ -1,9 +1,11 @@
 """How much storage a user occupies: the quota's measure, and the admin usage views'.
 
 A user's usage is the total size of the distinct blobs their jobs reference, inputs and
-outputs alike. Blobs are content-addressed, so a file used by ten of their jobs counts
-once; a file shared with someone else's job counts for both, because deleting one
-person's jobs would not free it.
+outputs alike, and of the blobs they uploaded that no job references (a submission's
+files before its job is made, or files never used: they stay on the disk until garbage
+collection, so they are someone's). Blobs are content-addressed, so a file used by ten
+of their jobs counts once; a file shared with someone else's job counts for both,
+because deleting one person's jobs would not free it.
 
 The quota also counts a user's unfinished resumable uploads, by the size each announced
 (`manager/api/limits.py` `enforce_quota`); they are no blobs yet, so not part of this
@@ -14,24 +16,30 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import CompoundSelect, exists, func, select, union
 from sqlalchemy.orm import Session
 
-from farmhand.manager.db.models import Blob, Job, JobFile
+from farmhand.manager.db.models import Blob, BlobUpload, Job, JobFile
 from farmhand.manager.storage.access import readable
 
 
-def _user_blobs(user_id: int) -> Select[str]:
-    return (
-        select(JobFile.sha256)
-        .join(Job, Job.id == JobFile.job_id)
-        .where(Job.owner_id == user_id)
-        .distinct()
+def _user_blobs(user_id: int) -> CompoundSelect[str]:
+    """The hashes a user's usage counts: their jobs' files, and what they uploaded that
+    no job names (yet). Without the second, uploading without ever submitting kept any
+    amount on the disk outside the quota until garbage collection."""
+    of_jobs = (
+        select(JobFile.sha256).join(Job, Job.id == JobFile.job_id).where(Job.owner_id == user_id)
     )
+    pending = select(BlobUpload.sha256).where(
+        BlobUpload.user_id == user_id,
+        ~exists().where(JobFile.sha256 == BlobUpload.sha256),
+    )
+    return union(of_jobs, pending)
 
 
 def user_usage_bytes(session: Session, user_id: int) -> int:
-    """Bytes of the distinct blobs referenced by the user's jobs (inputs and outputs)."""
+    """Bytes of the distinct blobs referenced by the user's jobs (inputs and outputs) or
+    uploaded by them and referenced by no job."""
     total = session.scalar(
         select(func.coalesce(func.sum(Blob.size), 0)).where(Blob.sha256.in_(_user_blobs(user_id)))
     )
