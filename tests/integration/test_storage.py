@@ -550,7 +550,7 @@ def test_cli_downloads_and_admin_commands(tmp_path: Path, monkeypatch: pytest.Mo
         assert "1 unfinished upload, holding 3 B" in usage.output
         assert "thumbnails: " in usage.output and " in 1 file" in usage.output
         admin_row = next(line for line in usage.output.splitlines() if " admin " in line)
-        assert "1 (3 B of 10 B)" in admin_row and "no quota" in admin_row, usage.output
+        assert "1 (3 B of 10 B)" in admin_row and "no quota (admin)" in admin_row, usage.output
         collected = cli.invoke(app, ["admin", "gc"])
         assert collected.exit_code == 0, collected.output
         assert "removed 0 blobs" in collected.output, "the junk is inside its grace period"

@@ -214,6 +214,7 @@ def test_admins_see_the_bytes_held_by_unfinished_uploads(farm: Farm) -> None:
     assert usage_of(farm, "alice") | {"user_id": 0} == {
         "user_id": 0,
         "name": "alice",
+        "role": "user",
         "jobs": 0,
         "bytes": 0,
         "open_uploads": 1,

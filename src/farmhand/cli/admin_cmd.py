@@ -50,7 +50,10 @@ def usage(url: UrlOption = None, token: TokenOption = None) -> None:
         )
         # What the quota counts: their blobs and what their unfinished uploads announced.
         counted = user.bytes + user.open_upload_reserved_bytes
-        share = f"{100 * counted / quota:.0f} % of {human(quota)}" if quota else "no quota"
+        if user.role == "admin":
+            share = "no quota (admin)"  # as `enforce_quota`: admins run the farm
+        else:
+            share = f"{100 * counted / quota:.0f} % of {human(quota)}" if quota else "no quota"
         table.add_row(user.name, str(user.jobs), human(user.bytes), uploads, share)
     console.print(table)
 

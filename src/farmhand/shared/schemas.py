@@ -873,6 +873,7 @@ class Health(BaseModel):
 class UserUsage(BaseModel):
     user_id: int
     name: str
+    role: str = Field(default="user", description="`admin` or `user`; admins have no quota.")
     jobs: int
     bytes: int = Field(
         description="Distinct blobs of the user's jobs, inputs and outputs, and blobs they "

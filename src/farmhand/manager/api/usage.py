@@ -51,6 +51,7 @@ def storage_usage(context: ManagerContext) -> StorageUsage:
             UserUsage(
                 user_id=user.id,
                 name=user.name,
+                role=user.role,
                 jobs=job_counts.get(user.id, 0),
                 bytes=user_usage_bytes(session, user.id),
                 open_uploads=len(uploads.get(user.id, ())),
