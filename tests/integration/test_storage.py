@@ -209,6 +209,7 @@ def test_usage_per_user_and_of_the_disk_for_admins_only(farm: Farm) -> None:
     assert users["alice"] == {
         "user_id": users["alice"]["user_id"],
         "name": "alice",
+        "role": "user",
         "jobs": 2,
         "bytes": len(FAKE_BLEND) + 1000,
         "open_uploads": 0,  # unfinished resumable uploads: test_upload_session_limits.py
@@ -216,6 +217,7 @@ def test_usage_per_user_and_of_the_disk_for_admins_only(farm: Farm) -> None:
         "open_upload_reserved_bytes": 0,
     }
     assert users["admin"]["bytes"] == len(FAKE_BLEND) + 500, "the unreferenced upload too"
+    assert users["admin"]["role"] == "admin"
     assert usage["blobs"] == 3
     assert usage["total_bytes"] == len(FAKE_BLEND) + 1500
     assert usage["unreferenced_bytes"] == 500
