@@ -352,3 +352,84 @@ def test_bpy_5_says_a_bad_token_in_one_line(
     assert "HTTP 401" in error and "\n" not in error and "Traceback" not in error, error
     with farm.client() as client:
         assert all(job.name != "bad token" for job in client.list_jobs())
+
+
+def test_bpy_5_says_where_to_set_a_missing_token(
+    farm: LocalFarm,
+    animated_blend: Path,
+    blender_module: BlenderInstall,
+    addon_zip: Path,
+    tmp_path: Path,
+) -> None:
+    """The CLI's words for it say `pass --token`, which an artist in Blender cannot: the
+    submit said so (the auto-refresh already pointed to the preferences)."""
+    blend = tmp_path / "notoken.blend"
+    shutil.copy(animated_blend, blend)
+    code = (
+        INSTALL_ZIP.format(zip=str(addon_zip))
+        + f"bpy.ops.wm.open_mainfile(filepath={str(blend)!r})\n"
+        + SUBMIT.format(name="no token", marker=RESULT)
+    )
+    env = blender_env(tmp_path, farm)
+    env["TEST_TOKEN"] = ""
+    answer = outcome(bpy_run(env, code))
+    assert answer["ok"] is False
+    error = str(answer["error"]).strip()
+    assert "Preferences > Add-ons > farmhand" in error and "--token" not in error, error
+
+
+PANEL = """
+import json
+import bpy
+ui = __import__("sys").modules["farmhand_addon.ui"]
+
+
+class Layout:
+    def __init__(self, shown):
+        self.shown = shown
+        self.alert = self.enabled = True
+
+    def row(self):
+        return self
+
+    def box(self):
+        return self
+
+    def label(self, text="", icon=""):
+        self.shown.append(text)
+
+    def operator(self, idname, text=None, icon=""):
+        self.shown.append("[" + (idname if text is None else text) + "]")
+
+    def progress(self, factor=0.0, text=""):
+        self.shown.append(text)
+
+
+# Job 15 was submitted and is followed; a second submit was then canceled while packing.
+ui.STATE.job_id, ui.STATE.job_status = 15, "completed 100% (60/60 frames)"
+ui.STATE.message = "job 15 queued"
+followed = []
+ui.FARMHAND_PT_render.draw_state(None, Layout(followed))
+ui._apply({{"event": "canceled", "call": ui.STATE.call}})
+canceled = []
+ui.FARMHAND_PT_render.draw_state(None, Layout(canceled))
+print("{marker}" + json.dumps({{"followed": followed, "canceled": canceled}}), flush=True)
+"""
+
+
+def test_a_canceled_submit_says_so_when_an_earlier_job_is_shown(
+    farm: LocalFarm, blender_module: BlenderInstall, addon_zip: Path, tmp_path: Path
+) -> None:
+    """With an earlier job in the panel, a canceled submit showed only that job's line,
+    which read as if it were the job just sent."""
+    code = INSTALL_ZIP.format(zip=str(addon_zip)) + PANEL.format(marker=RESULT)
+    answer = outcome(bpy_run(blender_env(tmp_path, farm), code))
+    assert answer["followed"] == [
+        "[Submit to farm]",
+        "Job 15: completed 100% (60/60 frames)",
+        "[farmhand.refresh]",
+        "[farmhand.open_job]",
+    ], answer
+    canceled = answer["canceled"]
+    assert "submit canceled" in canceled, canceled
+    assert "Job 15 (earlier): completed 100% (60/60 frames)" in canceled, canceled

@@ -138,14 +138,21 @@ WHERE_TO_SET_IT = (
 in Blender has no way to pass."""
 
 
+def in_artists_words(message: str) -> str:
+    """The CLI's error as the add-on shows it: one line, a missing token in its words.
+    Every path an error takes to the panel goes through here (a submit's error event,
+    a failed status call)."""
+    line = one_line(message)
+    return WHERE_TO_SET_IT if line.startswith("no API token") else line
+
+
 def last_error(stderr: str, returncode: int) -> str:
     """What a failed CLI said: its `error:` line, else its last line (a missing token
     in the add-on's words)."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     for line in reversed(lines):
         if line.startswith("error:"):
-            message = line[len("error:") :].strip()
-            return WHERE_TO_SET_IT if message.startswith("no API token") else message
+            return in_artists_words(line[len("error:") :])
     if lines:
         return lines[-1]
     return f"farmhand exited with code {returncode}"
@@ -204,7 +211,7 @@ class Submit:
                 if not isinstance(event, dict) or "event" not in event or ended:
                     continue
                 if event["event"] == "error":
-                    event["message"] = one_line(str(event.get("message", "")))
+                    event["message"] = in_artists_words(str(event.get("message", "")))
                 ended = event["event"] in TERMINAL
                 yield event
             returncode = self.process.wait()

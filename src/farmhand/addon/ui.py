@@ -52,6 +52,7 @@ class State:
 
 
 STATE = State()
+CANCELED = "submit canceled"
 INBOX: "queue.Queue[dict[str, Any]]" = queue.Queue()
 """Events from worker threads, applied by `_drain` on the main thread."""
 
@@ -234,7 +235,7 @@ def _apply(event: dict[str, Any]) -> None:
             _arm_auto_refresh()
     elif kind == "canceled":
         STATE.busy, STATE.submit = "", None
-        STATE.message = "submit canceled"
+        STATE.message = CANCELED
 
 
 def _drain() -> float | None:
@@ -552,11 +553,14 @@ class FARMHAND_PT_render(bpy.types.Panel):
             box = layout.box()
             box.alert = True
             box.label(text=STATE.error, icon="ERROR")
-        elif STATE.message and not STATE.job_id:
+        elif STATE.message and not STATE.message.startswith(f"job {STATE.job_id} "):
+            # Not the line about the job below (which its box shows): e.g. a later
+            # submit canceled, which must not read as if the earlier job were it.
             layout.label(text=STATE.message, icon="INFO")
         if STATE.job_id:
             box = layout.box()
-            box.label(text=f"Job {STATE.job_id}: {STATE.job_status}", icon="RENDER_RESULT")
+            earlier = " (earlier)" if STATE.message == CANCELED else ""
+            box.label(text=f"Job {STATE.job_id}{earlier}: {STATE.job_status}", icon="RENDER_RESULT")
             row = box.row()
             refresh = row.row()
             refresh.enabled = not STATE.busy  # the browser link stays usable meanwhile
