@@ -7,6 +7,7 @@ is the one place that does, so a test can run two managers side by side.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -78,10 +79,8 @@ class AuthSettings:
                 values[name] = tuple(d.strip().lower() for d in raw.split(",") if d.strip())
             elif isinstance(default, bool):
                 values[name] = _flag(raw)
-            elif isinstance(default, int):
-                values[name] = int(raw)
-            elif isinstance(default, float):
-                values[name] = float(raw)
+            elif name in BOUNDS:
+                values[name] = BOUNDS[name].parse(f"FARMHAND_{name.upper()}", raw)
             else:
                 values[name] = raw
         return cls(**values)  # type: ignore[arg-type]
@@ -203,28 +202,10 @@ class ManagerSettings:
             values["runner_token"] = env["FARMHAND_RUNNER_TOKEN"]
         if env.get("FARMHAND_METRICS_TOKEN"):
             values["metrics_token"] = env["FARMHAND_METRICS_TOKEN"]
-        for name in (
-            "max_upload_bytes",
-            "max_body_bytes",
-            "user_quota_bytes",
-            "max_open_uploads",
-            "max_attempts",
-            "blocklist_threshold",
-        ):
-            if env.get(f"FARMHAND_{name.upper()}"):
-                values[name] = _parsed(env, f"FARMHAND_{name.upper()}", int, "a whole number")
-        for name in (
-            "heartbeat_timeout",
-            "job_failure_share",
-            "task_timeout",
-            "forgotten_task_after",
-            "blob_retention_days",
-            "blob_grace_seconds",
-            "gc_interval",
-            "client_timeout",
-        ):
-            if env.get(f"FARMHAND_{name.upper()}"):
-                values[name] = _parsed(env, f"FARMHAND_{name.upper()}", float, "a number")
+        for name in _FROM_ENVIRONMENT:
+            variable = f"FARMHAND_{name.upper()}"
+            if env.get(variable):
+                values[name] = BOUNDS[name].parse(variable, env[variable])
         if env.get("FARMHAND_PATH_VARIABLES"):
             values["path_variables"] = _parsed(
                 env,
@@ -233,13 +214,142 @@ class ManagerSettings:
                 "a table of path variables (docs/STORAGE.md)",
             )
         values["auth"] = AuthSettings.from_env(env)
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        for name, value in overrides.items():
+            if value is None:
+                continue
+            if name in BOUNDS:
+                # A flag's variable, if set, was checked above: a bad value is the flag's.
+                BOUNDS[name].check(f"--{name.replace('_', '-')}", value)
+            values[name] = value
         return cls(**values)  # type: ignore[arg-type]
 
 
 class SettingsError(ValueError):
     """A `FARMHAND_*` variable that cannot be used: the manager does not start, and says
     which variable and why, in one line rather than a traceback."""
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The values one numeric setting may take: the rule for it, wherever it was set.
+
+    A flag, a `FARMHAND_*` variable and the flags `farmhand manager --processes N` hands
+    to its servers all pass `ManagerSettings.from_env`, which checks each against its
+    entry in `BOUNDS`, so a value the manager cannot use (NaN, a negative interval, a
+    duration `timedelta` overflows on) stops it at start, in one line, rather than
+    surfacing later as a 500, a refused upload or garbage collection quietly off.
+    """
+
+    low: float
+    high: float
+    whole: bool = False
+    """An `int` setting: its variable must be written as one (`3`, not `3.0`)."""
+    above_low: bool = False
+    """`low` itself is not allowed (a duration of 0 that would make no sense)."""
+    unit: str = ""
+
+    def __str__(self) -> str:
+        kind = "a whole number" if self.whole else "a number"
+        low, high = _shown(self.low), _shown(self.high)
+        span = f"above {low} and at most {high}" if self.above_low else f"from {low} to {high}"
+        return f"{kind} {span}" + (f" ({self.unit})" if self.unit else "")
+
+    def admits(self, value: object) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if self.whole and not isinstance(value, int):
+            return False
+        if (isinstance(value, float) and not math.isfinite(value)) or value > self.high:
+            return False
+        return value > self.low if self.above_low else value >= self.low
+
+    def check(self, name: str, value: object) -> None:
+        """Raise `SettingsError` naming `name` (a variable or flag) unless `value` fits."""
+        if not self.admits(value):
+            raise SettingsError(f"{name}={_clipped(repr(value))} is not {self}")
+
+    def parse(self, name: str, text: str) -> int | float:
+        """The value of variable `name`, written `text`, if it fits (`SettingsError`)."""
+        try:
+            value: int | float = int(text) if self.whole else float(text)
+        except ValueError:
+            raise SettingsError(f"{name}={_clipped(repr(text))} is not {self}") from None
+        if not self.admits(value):
+            raise SettingsError(f"{name}={_clipped(repr(text))} is not {self}")
+        return value
+
+
+def _clipped(text: str) -> str:
+    """A value as the error line shows it: whole, unless it would drown the line."""
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def _shown(number: float) -> str:
+    return str(int(number)) if number == int(number) else str(number)
+
+
+_LARGEST_INT = 2**63 - 1
+"""What a database integer holds: a byte count above it cannot be compared in SQL."""
+_SECONDS = 100 * 365.25 * 86400
+"""The longest duration (100 years): `timedelta` of far more overflows (a 500), and a
+century is `never` to a render farm anyway."""
+
+_Seconds = Bounds(0, _SECONDS, unit="seconds")
+_PositiveSeconds = Bounds(0, _SECONDS, above_low=True, unit="seconds")
+_AtLeastASecond = Bounds(1, _SECONDS, unit="seconds")
+
+BOUNDS: dict[str, Bounds] = {
+    "port": Bounds(1, 65535, whole=True),
+    "processes": Bounds(1, 64, whole=True),
+    "heartbeat_timeout": _AtLeastASecond,
+    "reaper_interval": _PositiveSeconds,
+    "max_attempts": Bounds(1, 100, whole=True),
+    "blocklist_threshold": Bounds(1, 1000, whole=True),
+    "job_failure_share": Bounds(0, 1),
+    "task_timeout": _AtLeastASecond,
+    "forgotten_task_after": _Seconds,
+    "claim_poll_interval": _PositiveSeconds,
+    "max_claim_wait": _Seconds,
+    "retry_after": Bounds(0, 86400, whole=True, unit="seconds"),
+    "max_upload_bytes": Bounds(1, _LARGEST_INT, whole=True, unit="bytes"),
+    "max_body_bytes": Bounds(1, _LARGEST_INT, whole=True, unit="bytes"),
+    # Python's `json` recurses per level, up to its recursion limit (1000).
+    "max_json_depth": Bounds(1, 500, whole=True),
+    "client_timeout": _AtLeastASecond,
+    "user_quota_bytes": Bounds(1, _LARGEST_INT, whole=True, unit="bytes"),
+    "max_open_uploads": Bounds(0, _LARGEST_INT, whole=True),
+    "blob_retention_days": Bounds(0, _SECONDS / 86400, unit="days"),
+    "blob_grace_seconds": _Seconds,
+    "gc_interval": _Seconds,
+    "login_window": _PositiveSeconds,
+    "login_failures_per_account": Bounds(1, _LARGEST_INT, whole=True),
+    "login_failures_per_address": Bounds(1, _LARGEST_INT, whole=True),
+}
+"""Every numeric setting of `ManagerSettings` and `AuthSettings`, and what it may be.
+
+`farmhand manager`'s options declare the same `min`/`max` (the command line refuses
+them first, with its own message); `from_env` checks here whatever reaches it, which
+covers the variables no option reads and what option ranges let through (NaN, inf).
+Settings built in code (`ManagerSettings(...)`, as tests do with sub-second timeouts)
+are not checked: only what an operator sets is."""
+
+_FROM_ENVIRONMENT = (
+    "heartbeat_timeout",
+    "max_attempts",
+    "blocklist_threshold",
+    "job_failure_share",
+    "task_timeout",
+    "forgotten_task_after",
+    "max_upload_bytes",
+    "max_body_bytes",
+    "client_timeout",
+    "user_quota_bytes",
+    "max_open_uploads",
+    "blob_retention_days",
+    "blob_grace_seconds",
+    "gc_interval",
+)
+"""The numeric `ManagerSettings` a `FARMHAND_<NAME>` variable sets."""
 
 
 def _parsed(env: Mapping[str, str], name: str, parse: Callable[[str], T], what: str) -> T:
