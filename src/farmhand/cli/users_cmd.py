@@ -126,7 +126,10 @@ def _set_disabled(who: str, disabled: bool, data_dir: Path, database_url: str | 
 
     with _session(data_dir, database_url) as session:
         user = _find(session, who)
-        users_db.set_disabled(user, disabled)
+        try:
+            users_db.set_disabled(session, user, disabled)
+        except users_db.AccountError as error:
+            raise _fail(error.message) from error
         console.print(f"{user.name} is {'disabled' if disabled else 'enabled'}.")
 
 
@@ -134,7 +137,8 @@ def _set_disabled(who: str, disabled: bool, data_dir: Path, database_url: str | 
 def disable(
     who: Who, data_dir: DataDir = Path("farmhand-data"), database_url: DatabaseUrl = None
 ) -> None:
-    """Stop someone's sign-ins, API tokens and open sessions (reversible)."""
+    """Stop someone's sign-ins, API tokens and open sessions (reversible; never the farm's
+    last active admin)."""
     _set_disabled(who, True, data_dir, database_url)
 
 
@@ -153,7 +157,8 @@ def delete(
     data_dir: DataDir = Path("farmhand-data"),
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Delete an account that owns no jobs (disable it otherwise)."""
+    """Delete an account that owns no jobs (disable it otherwise); never the farm's last
+    active admin."""
     from farmhand.cli import users_db
 
     with _session(data_dir, database_url) as session:

@@ -111,8 +111,9 @@ def create(
     return user, secret
 
 
-def set_disabled(user: User, disabled: bool) -> None:
-    accounts.set_disabled(user, disabled, utcnow())
+def set_disabled(session: Session, user: User, disabled: bool) -> None:
+    """`accounts.set_disabled`: refused (`AccountError`) for the last active admin."""
+    accounts.set_disabled(session, user, disabled, utcnow())
 
 
 delete = accounts.delete_user

@@ -3,8 +3,9 @@
 Creating a user also creates a first API token (shown once), so someone can be given
 access without a password; with `password` they can also sign in with their e-mail.
 Disabling a user, or setting their password, ends their browser sessions
-(`auth.accounts`). An admin cannot disable, demote or delete themself, so a farm is
-never left without a way in.
+(`auth.accounts`). An admin cannot disable, demote or delete themself, nor the farm's
+last active admin (`accounts.keep_an_admin`, which `farmhand users` obeys too), so a
+farm is never left without a way in.
 """
 
 from __future__ import annotations
@@ -109,10 +110,13 @@ def update_user(user_id: int, body: UserUpdate, context: Context, caller: AdminD
     with context.db.transaction() as session:
         changes_self = body.disabled is True or (body.role is not None and body.role != "admin")
         user = _target(session, user_id, caller, "disable or demote" if changes_self else None)
-        if body.disabled is not None:
-            accounts.set_disabled(user, body.disabled, utcnow())
-        if body.role is not None:
-            user.role = body.role
+        try:
+            if body.disabled is not None:
+                accounts.set_disabled(session, user, body.disabled, utcnow())
+            if body.role is not None:
+                accounts.set_role(session, user, body.role)
+        except AccountError as error:
+            raise _refusal(error) from error
         return user_info(session, user)
 
 

@@ -1,7 +1,8 @@
 """Account policies: who may sign in, with what, and what happens to their sessions.
 
 One home for the rules the API, the web UI, the CLI and start-up share: password
-sign-in (rate limited), creating local and OAuth users, new passwords, disabling.
+sign-in (rate limited), creating local and OAuth users, new passwords, disabling,
+deleting and changing roles, none of which may take the farm's last active admin away.
 Everything here works on an open database session and leaves committing to the caller.
 """
 
@@ -84,21 +85,56 @@ def set_password(user: User, password: str) -> None:
     end_sessions(user)
 
 
-def set_disabled(user: User, disabled: bool, now: datetime) -> None:
+def active_admins(session: Session, *, lock: bool = False) -> list[User]:
+    """The accounts that can administer the farm now: role `admin`, not disabled.
+
+    `lock` holds their rows until the transaction ends (PostgreSQL; SQLite's
+    `BEGIN IMMEDIATE` already lets one writer in at a time), so two admins taking each
+    other away at the same moment cannot both see the other one left."""
+    query = select(User).where(User.role == "admin", User.disabled_at.is_(None)).order_by(User.id)
+    return list(session.scalars(query.with_for_update() if lock else query))
+
+
+def keep_an_admin(session: Session, user: User, action: str) -> None:
+    """Refuse (409) to `action` (delete, disable, demote) the farm's last active admin.
+
+    Every way of taking an admin away (the API, the web UI, `farmhand users`) comes
+    through here: without an active admin nobody can manage accounts or runners over
+    the API, and the manager's start-up (`bootstrap`) has no account to trust."""
+    # Read under the lock, not from `user`, which may have been loaded before it.
+    admins = [admin.id for admin in active_admins(session, lock=True)]
+    if admins == [user.id]:
+        raise AccountError(
+            409,
+            f"cannot {action} {user.name}: they are the farm's only active admin; "
+            "make another user an admin first",
+        )
+
+
+def set_disabled(session: Session, user: User, disabled: bool, now: datetime) -> None:
     if disabled and user.disabled_at is None:
+        keep_an_admin(session, user, "disable")
         user.disabled_at = now
         end_sessions(user)
     elif not disabled:
         user.disabled_at = None
 
 
+def set_role(session: Session, user: User, role: str) -> None:
+    if role != "admin":
+        keep_an_admin(session, user, "demote")
+    user.role = role
+
+
 def delete_user(session: Session, user: User) -> None:
     """Delete an account and its tokens and identities; not while it owns jobs (their
-    history would lose its owner), for which disabling is the answer."""
+    history would lose its owner), for which disabling is the answer, nor the last
+    active admin."""
     if session.scalar(select(Job.id).where(Job.owner_id == user.id).limit(1)) is not None:
         raise AccountError(
             409, f"{user.name} owns jobs; delete those first, or disable the user instead"
         )
+    keep_an_admin(session, user, "delete")
     session.delete(user)
 
 
