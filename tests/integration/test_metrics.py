@@ -17,10 +17,13 @@ from tests.integration.conftest import (
     Farm,
     make_settings,
     metric,
+    png_bytes,
     scrape_metrics,
     submit_stand_in,
     upload_frames,
 )
+from tests.integration.test_output_uploads import jpeg_bytes
+from tests.integration.test_scheduling import claim, claimed, fail, farm_for, finish, runner, submit
 
 METRICS_TOKEN = "fh_metrics_test_token"
 
@@ -93,3 +96,47 @@ def test_metrics_follow_a_job_from_queue_to_frames(farm: Farm) -> None:
     assert value(after, "farmhand_frames_stored") == 1
     assert value(after, "farmhand_blobs") == 2, "the .blend and the frame"
     assert value(after, "farmhand_runners", status="idle") == 1
+
+
+def test_a_frame_with_its_preview_and_passes_is_one_frame_stored(farm: Farm) -> None:
+    """Blender's preview JPEG and the File Output passes of a frame carry its number
+    too; the frames a dashboard counts are the rendered frames, each once."""
+    submit_stand_in(farm.client, farm.admin, frame_start=1, frame_end=2, chunk_size=2)
+    runner = farm.register_runner("w1")
+    task = farm.client.get("/api/runner/tasks", params={"wait": 0}, headers=runner).json()
+    for frame in task["frames"]:
+        base = f"/api/runner/tasks/{task['task_id']}/frames/{frame}"
+        extras = {
+            f"{base}/preview/preview.jpg": jpeg_bytes(),
+            f"{base}/pass/File_Output/normal{frame:04d}.png": png_bytes(colour="blue"),
+            f"{base}/pass/File_Output/depth{frame:04d}.png": png_bytes(colour="white"),
+        }
+        for path, data in {f"{base}.png": png_bytes(), **extras}.items():
+            answer = farm.client.put(path, headers=runner, content=data)
+            assert answer.status_code == 201, answer.text
+
+    assert value(scrape(farm), "farmhand_frames_stored") == 2
+
+
+def test_a_runner_kept_off_two_task_types_of_a_job_is_one_entry(tmp_path: Path) -> None:
+    """A blocklist entry bars a runner from one task type of a job: failing a job's
+    render and then its video makes two, yet one runner is kept off one job."""
+    settings = make_settings(tmp_path / "data", blocklist_threshold=1, metrics_token=METRICS_TOKEN)
+    with TestClient(create_app(settings)) as client:
+        farm = farm_for(client, settings)
+        job_id = submit(farm, "1-2", max_attempts=5, video={"codec": "h264", "container": "mp4"})
+        encoder = runner(farm, "encoder", types=["render", "video"])
+        renderer = runner(farm, "renderer")
+        fail(farm, encoder, claimed(farm, encoder))
+        while (task := claim(farm, renderer)) is not None:
+            finish(farm, renderer, task)
+        video = claimed(farm, encoder)
+        assert (video["job_id"], video["type"]) == (job_id, "video")
+        fail(farm, encoder, video)
+        entries = client.get("/api/admin/blocklist", headers=farm.admin).json()
+        assert sorted((e["worker"], e["task_type"]) for e in entries) == [
+            ("encoder", "render"),
+            ("encoder", "video"),
+        ]
+
+        assert value(scrape(farm), "farmhand_blocklist_entries") == 1

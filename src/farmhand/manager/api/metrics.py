@@ -66,9 +66,12 @@ def _tasks(session: Session) -> list[Family]:
     tasks = Family("farmhand_tasks", "Tasks of the jobs in the database, by type and status.")
     for task_type, by_status in sorted(counts.items()):
         _by_status(tasks, by_status, [s.value for s in TaskStatus], type=task_type)
+    # A frame is its `output` row (a tiled still's merged image too); its preview JPEG
+    # and File Output passes carry its number as well, and tiles and a video none.
+    stored = select(func.count()).where(JobFile.kind == "output", JobFile.frame.is_not(None))
     frames = Family(
         "farmhand_frames_stored", "Rendered frames stored, verified, for jobs not deleted."
-    ).add(session.scalar(select(func.count()).where(JobFile.frame.is_not(None))) or 0)
+    ).add(session.scalar(stored) or 0)
     return [tasks, frames]
 
 
@@ -87,9 +90,14 @@ def _runners(session: Session, now: datetime) -> list[Family]:
             age.add(round(seconds, 3), id=str(worker.id), name=worker.name)
     runners = Family("farmhand_runners", "Registered runners, by the status the web UI shows.")
     _by_status(runners, counts, [s.value for s in WorkerStatus])
+    # An entry bars a runner from one task type of a job: one failing a job's renders
+    # and its video is two entries, and one runner kept off that job.
+    kept_off = select(Blocklist.worker_id, Blocklist.job_id).distinct().subquery()
     blocklisted = Family(
-        "farmhand_blocklist_entries", "Runners kept off a job after failing its tasks."
-    ).add(session.scalar(select(func.count()).select_from(Blocklist)) or 0)
+        "farmhand_blocklist_entries",
+        "Runners kept off a job (some or all of its task types) after failing its tasks: "
+        "one per runner and job.",
+    ).add(session.scalar(select(func.count()).select_from(kept_off)) or 0)
     return [runners, age, blocklisted]
 
 
