@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from farmhand.shared.blendfile import best_version, check_spec, saved_version, version_fits
+from farmhand.shared.blendfile import (
+    best_version,
+    cannot_open,
+    check_spec,
+    oldest_in_range,
+    saved_version,
+    version_fits,
+)
 from farmhand.shared.schemas import JobSettings
 
 OLD = b"BLENDER-v304REND" + bytes(48)
@@ -64,3 +71,54 @@ def test_a_bad_version_range_is_refused_with_a_reason(spec: str) -> None:
         check_spec(spec)
     with pytest.raises(ValueError, match="not a version range"):
         JobSettings(blender_version=spec)
+
+
+@pytest.mark.parametrize(
+    ("saved", "spec", "opens"),
+    [
+        ("5.0", "<4", False),
+        ("5.0", ">=4.2,<5", False),
+        ("5.0", "<5", False),
+        ("5.0", "4.2", False),
+        ("4.3", "==4.2", False),
+        ("3.4", ">3,<3.4", False),
+        ("3.4", "<4", True),  # an older file opens in newer Blenders
+        ("3.4", ">=4.2,<5", True),
+        ("5.0", "<=5.0", True),
+        ("5.0", "<5.0.1", True),  # 5.0.0
+        ("5.0", "<5.1", True),
+        ("5.0", "!=5", True),  # 6.0, when it comes
+        ("4.2", "!=4.2", True),  # 4.3
+        ("5.0", None, True),
+        (None, "<4", True),  # unknown: the workers' Blender says
+    ],
+)
+def test_a_range_that_only_older_blenders_are_in_cannot_open_the_file(
+    saved: str | None, spec: str | None, opens: bool
+) -> None:
+    problem = cannot_open(saved, spec)
+    assert (problem is None) is opens
+    if not opens:
+        assert problem == (
+            f"the file was saved by Blender {saved}, which a Blender in the range {spec} "
+            "cannot open (a .blend opens only in the Blender that saved it or a newer one): "
+            f"allow Blender {saved} or newer in the job's Blender range"
+        )
+
+
+GRID = [f"{a}.{b}.{c}" for a in range(8) for b in range(0, 6) for c in range(0, 4)]
+"""Every version the ranges below can tell apart (their bounds are inside it)."""
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["<4", ">=4.2,<5", ">4.2", "!=4.2,<4.4", "==5.0.2", ">5,<4", "!=5,!=6", "<=3.4.1,>3.4"],
+)
+@pytest.mark.parametrize("saved", [None, "2.5", "3.4", "4.2", "5.0"])
+def test_the_oldest_version_in_a_range_is_the_first_of_every_version_in_it(
+    spec: str, saved: str | None
+) -> None:
+    """Checked against every version of a grid: the answer rests on the bounds a range
+    names, not on any list of existing Blenders."""
+    fitting = [v for v in GRID if version_fits(v, saved, spec)]
+    assert oldest_in_range(spec, saved) == (fitting[0] if fitting else None)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -111,20 +112,25 @@ def check_spec(spec: str) -> list[tuple[str, Version]]:
     return parts
 
 
+_TESTS: dict[str, Callable[[int], bool]] = {
+    "==": lambda c: c == 0,
+    "!=": lambda c: c != 0,
+    ">=": lambda c: c >= 0,
+    "<=": lambda c: c <= 0,
+    ">": lambda c: c > 0,
+    "<": lambda c: c < 0,
+}
+
+
+def _inside(have: Version, parts: list[tuple[str, Version]]) -> bool:
+    return all(_TESTS[op](_cmp(have, want)) for op, want in parts)
+
+
 def in_range(version: str, spec: str | None) -> bool:
     """Whether Blender `version` is inside the range `spec` (None: any)."""
     if not spec:
         return True
-    have = parse_version(version)
-    tests = {
-        "==": lambda c: c == 0,
-        "!=": lambda c: c != 0,
-        ">=": lambda c: c >= 0,
-        "<=": lambda c: c <= 0,
-        ">": lambda c: c > 0,
-        "<": lambda c: c < 0,
-    }
-    return all(tests[op](_cmp(have, want)) for op, want in check_spec(spec))
+    return _inside(parse_version(version), check_spec(spec))
 
 
 def version_fits(version: str, saved: str | None, spec: str | None) -> bool:
@@ -145,3 +151,47 @@ def best_version(versions: list[str], saved: str | None, spec: str | None) -> st
     """The newest of `versions` that fits, or None: what a worker renders the job with."""
     fitting = [v for v in versions if version_fits(v, saved, spec)]
     return max(fitting, key=parse_version) if fitting else None
+
+
+def _padded(version: Version) -> Version:
+    return (*version, 0, 0, 0)[:3]
+
+
+def oldest_in_range(spec: str | None, at_least: str | None = None) -> str | None:
+    """The oldest Blender version (`"4.2.0"`) inside the range `spec` and at least
+    `at_least` (major.minor), released or not; None if the range holds none.
+
+    Looks at no list of Blenders: it asks whether one can *exist*, which a list of the
+    workers' Blenders cannot say. The versions where a range's tests can turn from false
+    to true as versions grow are the bounds the range names (`>=4.2`, `==4.2`: 4.2.0)
+    and the first versions past them (`>4.2`, `!=4.2`: 4.3.0), so the oldest version
+    inside it, if any, is the oldest of those (or `at_least` itself) that is inside it.
+    """
+    parts = check_spec(spec) if spec else []
+    floor = _padded(parse_version(at_least)[:2]) if at_least else (0, 0, 0)
+    candidates = {floor}
+    for _op, bound in parts:
+        candidates.add(_padded(bound))
+        candidates.add(_padded((*bound[:-1], bound[-1] + 1)))
+    inside = [c for c in candidates if c >= floor and _inside(c, parts)]
+    return ".".join(map(str, min(inside))) if inside else None
+
+
+def cannot_open(saved: str | None, spec: str | None, file: str = "the file") -> str | None:
+    """Why no Blender in the range `spec`, now or ever, can open `file`, saved by Blender
+    `saved`; None if one can (or either is unknown).
+
+    A file opens in the Blender that saved it and newer ones, never in an older one: a
+    range that ends before `saved` (`<4` for a 5.0 file) rules out every Blender that
+    could render the job, and adding workers would never help. The submission is refused
+    with this (`manager/jobs/submit.py`); a job stored before that check waits with it.
+    """
+    if saved is None or not spec:
+        return None
+    if oldest_in_range(spec, saved) is not None:
+        return None
+    return (
+        f"{file} was saved by Blender {saved}, which a Blender in the range {spec} cannot "
+        f"open (a .blend opens only in the Blender that saved it or a newer one): allow "
+        f"Blender {saved} or newer in the job's Blender range"
+    )

@@ -338,7 +338,12 @@ async def upload_job_file(
             _inputs_changeable(session, job, clean)
             if clean == job.main_file:
                 try:
-                    job.blender_saved = main_blend_version(context, clean, stored.sha256)
+                    job.blender_saved = main_blend_version(
+                        context,
+                        clean,
+                        stored.sha256,
+                        blender_range=job.settings.get("blender_version"),
+                    )
                 except SubmitError as error:
                     raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
             row = session.scalar(

@@ -13,7 +13,7 @@ from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Blob, Job, JobFile, Task
 from farmhand.manager.scheduling.compile import compile_job
 from farmhand.manager.storage.access import readable
-from farmhand.shared.blendfile import READ_BYTES, looks_like_blend, saved_version
+from farmhand.shared.blendfile import READ_BYTES, cannot_open, looks_like_blend, saved_version
 from farmhand.shared.paths import UnsafePathError, check_coexisting, safe_relative_path
 from farmhand.shared.schemas import JobCreate, JobSettings, JobStatus
 
@@ -47,19 +47,27 @@ def _check_manifest(main_file: str, files: dict[str, str]) -> dict[str, str]:
     return clean
 
 
-def main_blend_version(context: ManagerContext, path: str, sha256: str) -> str | None:
-    """The Blender version that saved the stored blob `sha256`, to be a job's main file
-    `path`; a SubmitError if its first bytes are not a .blend's.
+def main_blend_version(
+    context: ManagerContext, path: str, sha256: str, *, blender_range: str | None
+) -> str | None:
+    """The Blender version that saved the stored blob `sha256`, to be the main file
+    `path` of a job asking for Blenders in `blender_range`; a SubmitError if its first
+    bytes are not a .blend's, or if no Blender in the range can open it.
 
     Whatever sets a job's main file calls this (a submission, a replacement uploaded
-    later), so the job never holds a main file Blender cannot open, and its
-    `blender_saved` (only workers with a Blender at least that new get the job) is
-    always that of the file it holds."""
+    later), so the job never holds a main file Blender cannot open, nor one that only
+    Blenders outside its range could (it would wait forever: no worker added later
+    helps), and its `blender_saved` (only workers with a Blender at least that new get
+    the job) is always that of the file it holds."""
     with context.blobs.open(sha256) as handle:
         head = handle.read(READ_BYTES)
     if not looks_like_blend(head):
         raise SubmitError(f"{path!r} is not a .blend file (its first bytes say otherwise)")
-    return saved_version(head)
+    saved = saved_version(head)
+    problem = cannot_open(saved, blender_range, repr(path))
+    if problem is not None:
+        raise SubmitError(problem)
+    return saved
 
 
 def inputs_fixed_because(session: Session, job: Job) -> str | None:
@@ -105,10 +113,10 @@ def create_job(context: ManagerContext, owner_id: int, request: JobCreate) -> Jo
         raise _missing(lacking)
     if not context.blobs.has(files[main]):
         raise _missing([files[main]])
-    saved = main_blend_version(context, main, files[main])
+    settings = JobSettings.model_validate(request.model_dump(include=set(JobSettings.model_fields)))
+    saved = main_blend_version(context, main, files[main], blender_range=settings.blender_version)
 
     now = utcnow()
-    settings = JobSettings.model_validate(request.model_dump(include=set(JobSettings.model_fields)))
     with context.db.transaction() as session:
         blobs = {
             blob.sha256: blob

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from farmhand.manager.db.models import Blocklist, Job, Worker
-from farmhand.shared.blendfile import best_version, parse_version
+from farmhand.shared.blendfile import best_version, cannot_open, oldest_in_range, parse_version
 from farmhand.shared.schemas import WorkerStatus
 
 
@@ -147,12 +147,26 @@ def unmet(
         if pinned and best_version(versions, saved, pinned_range(wanted, pinned)):
             return  # the claim's usual case for a pinned job: one look
         if best_version(versions, saved, wanted) is None:
-            need = [f"Blender {saved} or newer"] if saved else []
-            need += [f"Blender {wanted}"] if wanted else []
-            said = " in ".join(need) if need else "another Blender"
-            yield Need("blender", f"Blender {pinned}" if pinned else said, f"the job needs {said}")
+            said = _blender_wanted(saved, wanted)
+            # A job stored before submissions were checked (`cannot_open`) may still ask
+            # for a range no Blender that opens its file is in: say that, not what to add.
+            never = cannot_open(saved, wanted, "the job's file")
+            yield Need(
+                "blender", f"Blender {pinned}" if pinned else said, never or f"the job needs {said}"
+            )
         elif pinned:
             yield Need("blender", f"Blender {pinned}", pinned_reason(pinned))
+
+
+def _blender_wanted(saved: str | None, wanted: str | None) -> str:
+    """The Blenders that may render a job, in words: `Blender 5.0 or newer` (the file's),
+    `a Blender in the range >=4.2,<5`, or `Blender 4.2 or newer in the range <4.4`
+    when both narrow it (the file's version is left out when the range implies it)."""
+    if wanted and (not saved or oldest_in_range(wanted) == oldest_in_range(wanted, saved)):
+        return f"a Blender in the range {wanted}"
+    if wanted:
+        return f"Blender {saved} or newer in the range {wanted}"
+    return f"Blender {saved} or newer" if saved else "another Blender"
 
 
 def available_workers(session: Session) -> list[Worker]:
