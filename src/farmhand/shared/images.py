@@ -7,7 +7,10 @@ worker, the node and the manager all call `verify_image` before they count a fra
 PNG and JPEG (and anything else Pillow reads) are fully decoded, because truncation only
 shows when the pixel data is read. OpenEXR is not readable by Pillow, so its header is
 parsed here and the chunk offset table is checked against the file's length: that catches
-truncated files without pulling in an EXR library.
+truncated files without pulling in an EXR library. A multi-part OpenEXR file (what
+Blender 5 writes for a multilayer EXR with passes: a part a pass) is checked part by
+part the same way. Deep OpenEXR is refused as what it is, valid but unsupported, never
+as "damaged".
 """
 
 from __future__ import annotations
@@ -144,17 +147,42 @@ def _verify_with_pillow(handle: BinaryIO, path: Path) -> ImageInfo:
 
 
 @dataclass
-class _ExrHeader:
+class _ExrPart:
+    """What the checks need of one part's header (a single-part file has one part)."""
+
+    name: str
     width: int
     height: int
     compression: int
+    storage: str
+    """`scanlineimage` or `tiledimage` (`deepscanline`/`deeptile` are refused on read)."""
     tiles: tuple[int, int, int] | None
-    header_end: int
+    chunk_count: int | None
+    """The `chunkCount` attribute: every part of a multi-part file has one."""
+
+
+class _ExrProblem(Exception):
+    """The file breaks the OpenEXR format: it is damaged."""
+
+
+class _ExrUnsupported(Exception):
+    """A valid OpenEXR file holding what Farmhand does not handle (deep data)."""
+
+
+_DEEP_STORAGE = ("deepscanline", "deeptile")
+_MAX_PARTS = 1024
 
 
 def _verify_exr(handle: BinaryIO, file_size: int, path: Path) -> ImageInfo:
+    """The header(s) and the chunk offset table(s) of a single- or multi-part file.
+
+    Blender 5 writes a multilayer EXR with passes as a multi-part file, one part a pass
+    (`ViewLayer.Combined`, `ViewLayer.Depth`, ...): as valid a frame as a single-part
+    one. Its size is the first part's (Blender's parts are all the frame's size; a tile
+    cut or merged needs them equal, which `worker/exr.read_exr` checks).
+    """
     try:
-        header = _read_exr_header(handle, file_size)
+        multipart, parts, header_end = _read_exr_headers(handle, file_size)
     except (struct.error, UnicodeDecodeError, EOFError) as error:
         raise ImageError(
             f"is a damaged OpenEXR file: header is truncated ({error})",
@@ -162,56 +190,93 @@ def _verify_exr(handle: BinaryIO, file_size: int, path: Path) -> ImageInfo:
         ) from None
     except _ExrProblem as problem:
         raise ImageError(f"is a damaged OpenEXR file: {problem}", path) from None
-    if header.tiles is None:
-        lines = _EXR_LINES_PER_CHUNK.get(header.compression)
-        if lines is None:
-            raise ImageError(f"uses an unknown OpenEXR compression {header.compression}", path)
-        chunks: int | None = math.ceil(header.height / lines)
-        chunk_header = 8  # int y, int data size
-    else:
-        tile_w, tile_h, mode = header.tiles
-        chunks = (
-            math.ceil(header.width / tile_w) * math.ceil(header.height / tile_h)
-            if mode & 0x0F == 0 and tile_w > 0 and tile_h > 0
-            else None  # mip/rip-mapped: the level count is more work than it is worth here
-        )
-        chunk_header = 20  # int tile x, y, level x, y, data size
-    if chunks is None:
-        return ImageInfo("OPEN_EXR", header.width, header.height)
+    except _ExrUnsupported as problem:
+        raise ImageError(f"is {problem}", path) from None
+    info = ImageInfo("OPEN_EXR", parts[0].width, parts[0].height)
 
-    table_end = header.header_end + 8 * chunks
+    counts: list[int] = []
+    for index, part in enumerate(parts):
+        try:
+            chunks = _chunk_count(part, multipart)
+        except _ExrProblem as problem:
+            where = f"part {index} ({part.name!r}): " if multipart else ""
+            raise ImageError(f"is a damaged OpenEXR file: {where}{problem}", path) from None
+        except _ExrUnsupported as problem:
+            raise ImageError(str(problem), path) from None
+        if chunks is None:  # mip/rip-mapped: the level count is more work than it is worth
+            return info
+        counts.append(chunks)
+
+    table_end = header_end + 8 * sum(counts)
     if file_size < table_end:
         raise ImageError(
             f"is a truncated OpenEXR file: {file_size} bytes, "
             f"but its header and offset table alone need {table_end}",
             path,
         )
-    handle.seek(header.header_end)
-    offsets = struct.unpack(f"<{chunks}Q", handle.read(8 * chunks))
-    bad = [offset for offset in offsets if not table_end <= offset < file_size]
-    if bad:
+    handle.seek(header_end)
+    last, last_part = -1, 0
+    for index, chunks in enumerate(counts):
+        offsets = struct.unpack(f"<{chunks}Q", handle.read(8 * chunks))
+        bad = [offset for offset in offsets if not table_end <= offset < file_size]
+        if bad:
+            raise ImageError(
+                f"is a truncated OpenEXR file: a pixel chunk starts at byte {bad[0]}, "
+                f"the file has {file_size} bytes",
+                path,
+            )
+        if offsets and max(offsets) > last:
+            last, last_part = max(offsets), index
+    if last < 0:
+        return info
+
+    # A chunk: in a multi-part file the part's number first, then int y (scan lines) or
+    # int tile x, y, level x, y (tiles), then the int size of the data that follows.
+    chunk_header = (4 if multipart else 0) + (20 if parts[last_part].tiles else 8)
+    handle.seek(last)
+    data = handle.read(chunk_header)
+    if len(data) < chunk_header:
+        raise ImageError("is a truncated OpenEXR file: the last pixel chunk is cut off", path)
+    (owner,) = struct.unpack("<i", data[:4])
+    if multipart and owner != last_part:
         raise ImageError(
-            f"is a truncated OpenEXR file: a pixel chunk starts at byte {bad[0]}, "
-            f"the file has {file_size} bytes",
+            f"is a damaged OpenEXR file: the pixel chunk at byte {last} of part {last_part} "
+            f"says it belongs to part {owner}",
             path,
         )
-    last = max(offsets)
-    handle.seek(last + chunk_header - 4)
-    data = handle.read(4)
-    if len(data) < 4:
-        raise ImageError("is a truncated OpenEXR file: the last pixel chunk is cut off", path)
-    (data_size,) = struct.unpack("<i", data)
+    (data_size,) = struct.unpack("<i", data[-4:])
     if data_size < 0 or last + chunk_header + data_size > file_size:
         raise ImageError(
             f"is a truncated OpenEXR file: the last pixel chunk needs "
             f"{last + chunk_header + data_size} bytes, the file has {file_size}",
             path,
         )
-    return ImageInfo("OPEN_EXR", header.width, header.height)
+    return info
 
 
-class _ExrProblem(Exception):
-    pass
+def _chunk_count(part: _ExrPart, multipart: bool) -> int | None:
+    """How many chunks the part's offset table lists; None for a single-part mip- or
+    rip-mapped file (not checked). A multi-part file states each part's count
+    (`chunkCount`), checked against its size where that is simple to work out."""
+    if part.tiles is None:
+        lines = _EXR_LINES_PER_CHUNK.get(part.compression)
+        expected = math.ceil(part.height / lines) if lines is not None else None
+    else:
+        tile_w, tile_h, mode = part.tiles
+        expected = (
+            math.ceil(part.width / tile_w) * math.ceil(part.height / tile_h)
+            if mode & 0x0F == 0 and tile_w > 0 and tile_h > 0
+            else None
+        )
+    if not multipart:
+        if part.tiles is None and expected is None:
+            raise _ExrUnsupported(f"uses an unknown OpenEXR compression {part.compression}")
+        return expected
+    if part.chunk_count is None:
+        raise _ExrProblem("no chunkCount attribute, which every part of a multi-part file has")
+    if part.chunk_count < 0 or (expected is not None and part.chunk_count != expected):
+        raise _ExrProblem(f"chunkCount is {part.chunk_count}, its size makes {expected}")
+    return part.chunk_count
 
 
 def _read_cstring(handle: BinaryIO, limit: int = 256) -> str:
@@ -227,21 +292,62 @@ def _read_cstring(handle: BinaryIO, limit: int = 256) -> str:
             raise _ExrProblem("an attribute name is implausibly long")
 
 
-def _read_exr_header(handle: BinaryIO, file_size: int) -> _ExrHeader:
+def _read_exr_headers(handle: BinaryIO, file_size: int) -> tuple[bool, list[_ExrPart], int]:
+    """(multi-part?, each part's header, where the offset tables start).
+
+    A multi-part file holds a header a part, the list ended by an empty header (a lone
+    NUL). Deep data (a single-part file's "non-image" flag, a part of type `deep...`)
+    is valid OpenEXR that Farmhand does not handle: `_ExrUnsupported`, not damage.
+    """
     magic, version = struct.unpack("<4sI", handle.read(8))
     if magic != EXR_MAGIC:
         raise _ExrProblem("bad magic number")
     if version & 0xFF != 2:
         raise _ExrProblem(f"unsupported OpenEXR version {version & 0xFF}")
-    if version & (_EXR_MULTIPART | _EXR_NON_IMAGE):
-        raise _ExrProblem("multi-part and deep OpenEXR files are not supported")
-    data_window: tuple[int, int, int, int] | None = None
-    compression = 0
-    tiles: tuple[int, int, int] | None = None
+    multipart = bool(version & _EXR_MULTIPART)
+    if not multipart and version & _EXR_NON_IMAGE:
+        raise _ExrUnsupported(_deep_message(None))
+    if multipart and version & _EXR_TILED:
+        raise _ExrProblem("a multi-part file with the single-part tiled flag")
+    parts: list[_ExrPart] = []
+    while True:
+        attributes = _read_attributes(handle, file_size)
+        if not attributes:
+            if multipart and parts:
+                break  # the empty header that ends a multi-part file's list
+            raise _ExrProblem("a header without attributes")
+        part = _parse_header(attributes)
+        if part.storage in _DEEP_STORAGE:
+            raise _ExrUnsupported(_deep_message(part.name if multipart else None))
+        if multipart and part.storage not in ("scanlineimage", "tiledimage"):
+            raise _ExrProblem(f"part {len(parts)} has the unknown type {part.storage!r}")
+        if not multipart and bool(version & _EXR_TILED) != (part.tiles is not None):
+            raise _ExrProblem("tiled flag and tiles attribute disagree")
+        if multipart and (part.storage == "tiledimage") != (part.tiles is not None):
+            raise _ExrProblem(f"part {len(parts)}'s type and tiles attribute disagree")
+        parts.append(part)
+        if not multipart:
+            break
+        if len(parts) > _MAX_PARTS:
+            raise _ExrProblem(f"more than {_MAX_PARTS} parts")
+    return multipart, parts, handle.tell()
+
+
+def _deep_message(part: str | None) -> str:
+    where = f" (part {part!r})" if part else ""
+    return (
+        f"a deep OpenEXR file{where}: deep data, a list of samples a pixel, is valid OpenEXR "
+        "but Farmhand does not support it; render flat (scan line) OpenEXR"
+    )
+
+
+def _read_attributes(handle: BinaryIO, file_size: int) -> dict[str, tuple[str, bytes]]:
+    """One header's attributes, name → (type, value), up to its terminating NUL."""
+    attributes: dict[str, tuple[str, bytes]] = {}
     for _ in range(_MAX_ATTRIBUTES):
         name = _read_cstring(handle)
         if name == "":
-            break
+            return attributes
         kind = _read_cstring(handle)
         (size,) = struct.unpack("<i", handle.read(4))
         if not 0 <= size <= min(_MAX_ATTRIBUTE_SIZE, file_size):
@@ -249,21 +355,41 @@ def _read_exr_header(handle: BinaryIO, file_size: int) -> _ExrHeader:
         value = handle.read(size)
         if len(value) < size:
             raise EOFError(f"end of file inside attribute {name!r}")
-        if name == "dataWindow" and kind == "box2i":
-            data_window = struct.unpack("<4i", value[:16])
-        elif name == "compression" and kind == "compression":
-            compression = value[0]
-        elif name == "tiles" and kind == "tiledesc":
-            tile_w, tile_h, mode = struct.unpack("<IIB", value[:9])
-            tiles = (tile_w, tile_h, mode)
-    else:
-        raise _ExrProblem("the header never ends")
-    if data_window is None:
+        attributes[name] = (kind, value)
+    raise _ExrProblem("the header never ends")
+
+
+def _parse_header(attributes: dict[str, tuple[str, bytes]]) -> _ExrPart:
+    def value(name: str, kind: str, size: int) -> bytes | None:
+        found = attributes.get(name)
+        if found is None or found[0] != kind:
+            return None
+        if len(found[1]) < size:
+            raise _ExrProblem(f"attribute {name!r} is {len(found[1])} bytes, not {size}")
+        return found[1]
+
+    window = value("dataWindow", "box2i", 16)
+    if window is None:
         raise _ExrProblem("no dataWindow attribute")
-    x_min, y_min, x_max, y_max = data_window
+    x_min, y_min, x_max, y_max = struct.unpack("<4i", window[:16])
     width, height = x_max - x_min + 1, y_max - y_min + 1
     if width < 1 or height < 1:
-        raise _ExrProblem(f"empty data window {data_window}")
-    if bool(version & _EXR_TILED) != (tiles is not None):
-        raise _ExrProblem("tiled flag and tiles attribute disagree")
-    return _ExrHeader(width, height, compression, tiles, handle.tell())
+        raise _ExrProblem(f"empty data window {(x_min, y_min, x_max, y_max)}")
+    compression = value("compression", "compression", 1)
+    tiles = value("tiles", "tiledesc", 9)
+    chunks = value("chunkCount", "int", 4)
+    name = value("name", "string", 0)
+    storage = value("type", "string", 0)
+    return _ExrPart(
+        name=name.decode("utf-8", "replace") if name is not None else "",
+        width=width,
+        height=height,
+        compression=compression[0] if compression is not None else 0,
+        storage=(
+            storage.decode("ascii")
+            if storage is not None
+            else ("tiledimage" if tiles is not None else "scanlineimage")
+        ),
+        tiles=struct.unpack("<IIB", tiles[:9]) if tiles is not None else None,
+        chunk_count=struct.unpack("<i", chunks[:4])[0] if chunks is not None else None,
+    )

@@ -1,18 +1,25 @@
-"""OpenEXR tiles of a still, read and written with every channel as it was rendered.
+"""OpenEXR tiles of a still, read and written with every part and channel as rendered.
 
 A tile of an EXR still is cut down (`blender.process._cut_out_tile`) and placed in its
 frame (`merge.py`) with the `OpenEXR` package, not Pillow, which reads no EXR and keeps
 no float. Each channel is read on its own (`separate_channels`) as a 2D numpy array of
 its own pixel type (half, float or uint), so a multilayer file's passes
 (`ViewLayer.Combined.R`, `ViewLayer.Depth.Z`, ...) are channels like any other and
-survive the cut and the merge bit for bit; the header (compression, Blender's metadata,
-`BlenderMultiChannel`) is carried over.
+survive the cut and the merge bit for bit; each part's header (compression, Blender's
+metadata, `BlenderMultiChannel`, the part's name) is carried over.
+
+Blender 3.4 writes a multilayer EXR as one part holding every pass's channels; Blender
+5.0 writes it as a multi-part file, one part a pass (`ViewLayer.Combined`,
+`ViewLayer.Depth`, `ViewLayer.Mist`, ...; one part only when there are no passes), each
+with its own channels and pixel types (data passes in full float in a half-float file).
+So an image here is a list of parts, written back in the order read: a tile or a merged
+frame is the same kind of file as the whole render, part for part.
 
 Blender writes a border render cropped to the border with its data window at (0, 0) and
 the size of the crop, the same as its display window (checked with Blender 3.4 and 5.0,
-single and multilayer). A file whose data window lies elsewhere is taken as its pixels:
-the image is the data window, and what is written here has both windows at
-(0, 0)-(width - 1, height - 1).
+single and multilayer, every part alike). A file whose data window lies elsewhere is
+taken as its pixels: the image is the data window, and what is written here has both
+windows at (0, 0)-(width - 1, height - 1) in every part.
 """
 
 from __future__ import annotations
@@ -27,11 +34,17 @@ import OpenEXR
 
 from farmhand.shared.images import ImageError
 
+_RECOMPUTED = ("channels", "dataWindow", "displayWindow", "chunkCount")
+"""Header attributes that follow from the pixels written, never carried over: a cut or
+merged image has other windows and another number of chunks than the file read."""
+
 
 @dataclass
-class ExrImage:
-    """One EXR image: its header and its channels, each a (height, width) array."""
+class ExrPart:
+    """One part of an EXR: its name (`""` for a single-part file without one), header
+    and channels, each a (height, width) array."""
 
+    name: str
     header: dict[str, Any]
     channels: dict[str, npt.NDArray[Any]]
 
@@ -41,53 +54,91 @@ class ExrImage:
         height, width = next(iter(self.channels.values())).shape
         return int(width), int(height)
 
+
+@dataclass
+class ExrImage:
+    """One EXR image: its parts, in the file's order, all of one size (checked on read)."""
+
+    parts: list[ExrPart]
+
     @property
-    def layout(self) -> dict[str, str]:
-        """Channel name → pixel type (`float16`, `float32`, `uint32`): what tiles of one
-        frame must share."""
-        return {name: str(pixels.dtype) for name, pixels in sorted(self.channels.items())}
+    def size(self) -> tuple[int, int]:
+        """(width, height) of every part."""
+        return self.parts[0].size
+
+    @property
+    def layout(self) -> list[tuple[str, dict[str, str]]]:
+        """Each part's name and its channels' pixel types (channel name → `float16`,
+        `float32`, `uint32`), in order: what tiles of one frame must share."""
+        return [
+            (part.name, {name: str(p.dtype) for name, p in sorted(part.channels.items())})
+            for part in self.parts
+        ]
 
 
 def read_exr(path: Path) -> ExrImage:
-    """Every channel of a single-part EXR at full resolution; ImageError otherwise (a
-    subsampled channel, a file that is not an EXR, pixels cut short)."""
+    """Every part and channel of an EXR at full resolution; ImageError otherwise (deep
+    data, a subsampled channel, parts of different sizes, a file that is not an EXR,
+    pixels cut short), saying which is not supported rather than calling it damaged."""
     file = _open(path)
-    if len(file.parts) != 1:
-        raise ImageError(f"{path.name} has {len(file.parts)} parts; one is supported")
-    channels: dict[str, npt.NDArray[Any]] = {}
-    for name, channel in file.channels().items():
-        if (channel.xSampling, channel.ySampling) != (1, 1):
-            raise ImageError(f"{path.name}: channel {name} is subsampled, which is not supported")
-        channels[name] = channel.pixels
-    if not channels:
-        raise ImageError(f"{path.name} has no channels")
-    if len({pixels.shape for pixels in channels.values()}) != 1:
-        raise ImageError(f"{path.name}: its channels differ in size")
-    return ExrImage(dict(file.header()), channels)
+    parts: list[ExrPart] = []
+    for part in file.parts:
+        label = f"{path.name} (part {part.name()!r})" if len(file.parts) > 1 else path.name
+        if part.type() in (OpenEXR.deepscanline, OpenEXR.deeptile):
+            raise ImageError(f"{label} holds deep data, which is not supported")
+        channels: dict[str, npt.NDArray[Any]] = {}
+        for name, channel in part.channels.items():
+            if (channel.xSampling, channel.ySampling) != (1, 1):
+                raise ImageError(f"{label}: channel {name} is subsampled, which is not supported")
+            channels[name] = channel.pixels
+        if not channels:
+            raise ImageError(f"{label} has no channels")
+        if len({pixels.shape for pixels in channels.values()}) != 1:
+            raise ImageError(f"{label}: its channels differ in size")
+        parts.append(ExrPart(part.name(), dict(part.header), channels))
+    if not parts:
+        raise ImageError(f"{path.name} has no parts")
+    sizes = {part.name: part.size for part in parts}
+    if len(set(sizes.values())) != 1:
+        described = ", ".join(f"{name} {w}x{h}" for name, (w, h) in sizes.items())
+        raise ImageError(f"{path.name}: its parts differ in size ({described}), not supported")
+    return ExrImage(parts)
 
 
 def write_exr(image: ExrImage, path: Path) -> None:
-    """Write `image` with its header (compression, metadata) and both windows set to its
-    pixels; the channel list is made from the pixels, so it always matches them."""
+    """Write `image`, part by part in its order, each with its header (compression,
+    metadata, name) and both windows set to its pixels; the channel lists and chunk
+    counts are made from the pixels, so they always match them. One part makes a
+    single-part file, as one part was read from."""
     width, height = image.size
     window = (np.array([0, 0], dtype=np.int32), np.array([width - 1, height - 1], np.int32))
-    header = {k: v for k, v in image.header.items() if k not in ("channels", "dataWindow")}
-    header |= {"dataWindow": window, "displayWindow": window}
-    channels = {name: np.ascontiguousarray(pixels) for name, pixels in image.channels.items()}
+    parts = []
+    for part in image.parts:
+        header = {k: v for k, v in part.header.items() if k not in _RECOMPUTED}
+        header |= {"dataWindow": window, "displayWindow": window}
+        channels = {name: np.ascontiguousarray(pixels) for name, pixels in part.channels.items()}
+        parts.append(OpenEXR.Part(header, channels, part.name))
     try:
-        OpenEXR.File(header, channels).write(str(path))
+        OpenEXR.File(parts).write(str(path))
     except (RuntimeError, ValueError, TypeError) as error:
         raise ImageError(f"cannot write {path.name}: {error}") from error
 
 
 def crop_exr(image: ExrImage, left: int, top: int, width: int, height: int) -> ExrImage:
-    """The `width` x `height` pixels at (`left`, `top`) from the top left, every channel."""
+    """The `width` x `height` pixels at (`left`, `top`) from the top left, every part's
+    every channel."""
     return ExrImage(
-        image.header,
-        {
-            name: pixels[top : top + height, left : left + width]
-            for name, pixels in image.channels.items()
-        },
+        [
+            ExrPart(
+                part.name,
+                part.header,
+                {
+                    name: pixels[top : top + height, left : left + width]
+                    for name, pixels in part.channels.items()
+                },
+            )
+            for part in image.parts
+        ]
     )
 
 

@@ -8,11 +8,12 @@ the merge with a readable reason instead of a frame with a seam or a gap. The ti
 through the worker's blob cache, like the frames of a video.
 
 The frame is written in the tiles' format (`merged_suffix`, from the tiles' paths): PNG
-with Pillow, or OpenEXR with every channel, pixel type and the compression of the tiles
+with Pillow, or OpenEXR with every part (Blender 5 writes a multilayer EXR with passes
+as a part a pass), channel, pixel type and the compression of the tiles
 (`worker/exr.py`). Which formats a job's tiles may be is `tile_extensions`; for a job
 keeping the .blend's format that is either, as the scene writes, so the tiles, not the
-job, say which. Tiles in more than one format, or whose channels differ, are refused like
-tiles of the wrong size.
+job, say which. Tiles in more than one format, or whose parts or channels differ, are
+refused like tiles of the wrong size.
 
 A merge of a large still (dozens of big EXR tiles) takes a while, so it asks
 `MergeWork.canceled` before each tile it downloads or pastes and before it writes the
@@ -224,17 +225,18 @@ def _paste_exr(
     output: Path,
     canceled: Callable[[], bool],
 ) -> None:
-    """Write the EXR frame: each channel an array of the whole frame, of the first
-    tile's pixel type, each tile's pixels copied in at its place; the first tile's header
+    """Write the EXR frame: the first tile's parts (one, or a pass a part from Blender 5),
+    each channel an array of the whole frame of the first tile's pixel type, each
+    tile's pixels copied in at its place; each part's header from the first tile
     (compression, metadata). One tile is in memory at a time, besides the frame."""
     # Here, not at the top: every `farmhand` command imports the worker (through its
     # CLI), and numpy with OpenEXR would slow them all and weigh on the manager.
     import numpy as np
 
-    from farmhand.worker.exr import ExrImage, read_exr, write_exr
+    from farmhand.worker.exr import ExrImage, ExrPart, read_exr, write_exr
 
     frame: ExrImage | None = None
-    layout: dict[str, str] = {}
+    layout: list[tuple[str, dict[str, str]]] = []
     for (row, column), path in sorted(tiles.items()):
         _check(canceled)
         try:
@@ -245,7 +247,14 @@ def _paste_exr(
             layout = tile.layout
             shape = (sum(heights), sum(widths))
             frame = ExrImage(
-                tile.header, {n: np.zeros(shape, p.dtype) for n, p in tile.channels.items()}
+                [
+                    ExrPart(
+                        part.name,
+                        part.header,
+                        {n: np.zeros(shape, p.dtype) for n, p in part.channels.items()},
+                    )
+                    for part in tile.parts
+                ]
             )
         elif tile.layout != layout:
             raise MergeError(
@@ -253,8 +262,9 @@ def _paste_exr(
                 f"but r0c0 has {_describe(layout)}"
             )
         left, top = sum(widths[:column]), sum(heights[:row])
-        for name, pixels in tile.channels.items():
-            frame.channels[name][top : top + heights[row], left : left + widths[column]] = pixels
+        for into, part in zip(frame.parts, tile.parts, strict=True):
+            for name, pixels in part.channels.items():
+                into.channels[name][top : top + heights[row], left : left + widths[column]] = pixels
     assert frame is not None  # the grid has at least one tile: checked by the caller
     _check(canceled)
     try:
@@ -263,9 +273,19 @@ def _paste_exr(
         raise MergeError(f"cannot write the merged frame: {error}") from error
 
 
-def _describe(layout: dict[str, str]) -> str:
-    """`A (float16), B (float16), ...`: a channel set as a person reads it."""
-    return ", ".join(f"{name} ({kind})" for name, kind in layout.items())
+def _describe(layout: list[tuple[str, dict[str, str]]]) -> str:
+    """`A (float16), B (float16), ...`, each part's named first when there are several
+    (`part ViewLayer.Depth: ViewLayer.Depth.Z (float32); ...`): as a person reads it."""
+    described = [
+        ", ".join(f"{name} ({kind})" for name, kind in channels.items())
+        for _part, channels in layout
+    ]
+    if len(layout) == 1:
+        return described[0]
+    return "; ".join(
+        f"part {part or '(unnamed)'}: {channels}"
+        for (part, _), channels in zip(layout, described, strict=True)
+    )
 
 
 def merge(work: MergeWork, output: Path) -> tuple[int, int]:
