@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import subprocess
 import threading
 from pathlib import Path
 
+import numpy as np
+import OpenEXR
 import pytest
 from PIL import Image
 
@@ -222,6 +225,66 @@ def test_odd_sizes_are_rounded_down_to_even(tmp_path: Path) -> None:
     assert ffmpeg.ffprobe is not None and result.video is not None
     facts = probe(ffmpeg.ffprobe, result.video)
     assert (facts.width, facts.height) == (64, 48)
+
+
+def exr_frames(tmp_path: Path, colour: tuple[float, float, float]) -> list[FrameFile]:
+    """Two 32x16 OpenEXR frames of one scene-linear colour, as Blender writes them."""
+    pixels = np.empty((16, 32, 3), dtype=np.float32)
+    pixels[:] = colour
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    files = []
+    for frame in (1, 2):
+        path = tmp_path / "rendered" / f"frames/{frame:04d}.exr"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        OpenEXR.File(header, {"RGB": pixels}).write(str(path))
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        files.append(
+            FrameFile(path=f"frames/{frame:04d}.exr", sha256=digest, size=len(data), frame=frame)
+        )
+    return files
+
+
+@needs_ffmpeg
+def test_exr_frames_are_encoded_through_the_srgb_transfer_not_as_dark_linear_values(
+    tmp_path: Path,
+) -> None:
+    """0.2, 0.3, 0.5 of linear light is 124, 149, 188 in Blender's Standard view (and in
+    sRGB); encoded as they are, they came out about 50, 75, 126."""
+    files = exr_frames(tmp_path, (0.2, 0.3, 0.5))
+    ffmpeg = find_ffmpeg()
+    assert ffmpeg is not None
+    lines: list[str] = []
+    work = VideoWork(
+        video_task(files, VideoSettings(crf=0)), tmp_path / "work", threading.Event(),
+        BlobCache(tmp_path / "cache"),
+        lambda frame, dest: shutil.copyfile(tmp_path / "rendered" / frame.path, dest),
+        on_log=lines.append,
+    )  # fmt: skip
+    result = make_video(work, ffmpeg)
+    assert result.ok, result.error
+    assert result.video is not None
+    first = tmp_path / "first.png"
+    done = subprocess.run(
+        [ffmpeg.ffmpeg, "-v", "error", "-i", str(result.video), "-frames:v", "1", str(first)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    pixel = Image.open(first).convert("RGB").getpixel((16, 8))
+    assert isinstance(pixel, tuple)
+    assert all(abs(got - want) <= 3 for got, want in zip(pixel, (124, 149, 188), strict=True)), (
+        pixel
+    )
+    assert any("sRGB transfer" in line for line in lines), "the log says how EXR is shown"
+
+
+def test_only_exr_frames_are_read_through_the_srgb_transfer(tmp_path: Path) -> None:
+    exr = encode_args("ffmpeg", tmp_path / "%06d.exr", 3, VideoSettings(), tmp_path / "v.mp4")
+    trc = exr.index("-apply_trc")
+    assert exr[trc + 1] == "iec61966_2_1" and trc < exr.index("-i"), "a decoder option"
+    png = encode_args("ffmpeg", tmp_path / "%06d.png", 3, VideoSettings(), tmp_path / "v.mp4")
+    assert "-apply_trc" not in png, "PNG and JPEG frames already hold display values"
 
 
 def test_mixed_formats_and_no_frames_are_refused_before_ffmpeg(tmp_path: Path) -> None:

@@ -91,6 +91,15 @@ CODEC_ARGS: dict[str, list[str]] = {
 }
 DEFAULT_CRF = {"h264": 23, "h265": 28, "vp9": 31}
 PROBE_CODEC = {"h264": "h264", "h265": "hevc", "vp9": "vp9"}
+LINEAR_INPUT_ARGS: dict[str, list[str]] = {".exr": ["-apply_trc", "iec61966_2_1"]}
+"""Decoder options for frames that hold scene-linear light, by extension: OpenEXR.
+
+ffmpeg reads an EXR's values as they are and a video stores display values, so without
+a transfer function a linear 0.2 became 51 of 255, not the 124 Blender shows, and the
+video came out far darker than the frames look. The EXR decoder's `apply_trc`
+applies the sRGB curve, which is Blender's "Standard" view transform; the scene's own
+view transform (Filmic, AgX), look and exposure are in its settings, not in the EXR, and
+only frames Blender wrote as PNG or JPEG carry them."""
 
 
 def frame_rate(fps: float) -> str:
@@ -106,13 +115,15 @@ def encode_args(
     """The ffmpeg command turning `pattern` (`…/%06d.png`, numbered from 0) into a video.
 
     yuv420p is what every player reads; it needs even sizes, hence the scale filter that
-    drops an odd last row or column.
+    drops an odd last row or column. Linear frames (`LINEAR_INPUT_ARGS`) are read through
+    the sRGB transfer.
     """
     crf = video.crf if video.crf is not None else DEFAULT_CRF[video.codec]
     args = [
         ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-y",
         "-progress", "pipe:1",
         "-framerate", frame_rate(video.fps or DEFAULT_VIDEO_FPS), "-start_number", "0",
+        *LINEAR_INPUT_ARGS.get(pattern.suffix.lower(), []),
         "-i", str(pattern),
         "-frames:v", str(frames),
         "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2", "-pix_fmt", "yuv420p",

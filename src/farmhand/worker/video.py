@@ -5,6 +5,12 @@ whatever the job's frame numbers were (a step of 2, negative frames), because ff
 image-sequence reader stops at the first gap. They come through the worker's blob cache,
 so a worker that rendered some of them downloads only the others.
 
+OpenEXR frames hold scene-linear light: ffmpeg reads them through the sRGB transfer
+(`ffmpeg.LINEAR_INPUT_ARGS`), so the video looks as the frames do in Blender's Standard
+view. The scene's view transform (Filmic, AgX…) is not in the EXR; the task's log says
+so. Blender's previews do carry it, but are at most 512 pixels wide, JPEG, and not made
+for tiled frames, so they are no source for the video.
+
 Success means ffprobe reads back the codec that was asked for, one video frame per
 rendered frame, at the frames' size (rounded down to even numbers, as yuv420p needs).
 Without ffprobe the check is that the file is not empty.
@@ -22,6 +28,7 @@ from farmhand.shared.images import ImageError, verify_image
 from farmhand.shared.schemas import FrameFile, TaskAssignment, TaskFile
 from farmhand.worker.cache import BlobCache, CacheError, materialise
 from farmhand.worker.ffmpeg import (
+    LINEAR_INPUT_ARGS,
     PROBE_CODEC,
     FfmpegInstall,
     ProbeError,
@@ -100,6 +107,12 @@ def make_video(work: VideoWork, ffmpeg: FfmpegInstall) -> VideoResult:
     except ImageError as error:
         return _failed(f"a rendered frame is not readable: {error}")
     output = work.work_dir / video.filename
+    if suffix in LINEAR_INPUT_ARGS:
+        work.on_log(
+            "the frames are OpenEXR (scene-linear): the video shows them through the sRGB "
+            "transfer (Blender's Standard view), not the scene's view transform (Filmic, "
+            "AgX…); render PNG frames for a video with the scene's look"
+        )
     work.on_log(f"encoding {len(frames)} frames as {video.codec} in {video.container}")
     result = run_ffmpeg(
         encode_args(ffmpeg.ffmpeg, pattern, len(frames), video, output),
