@@ -220,8 +220,11 @@ def manager(
     except SettingsError as error:
         raise _refuse(str(error)) from None
     try:
-        # Asked first: prepare() fails deep in its start-up on a data dir it cannot use.
-        check_writable_folder(settings.data_dir)
+        # Asked first: prepare() fails deep in its start-up on a data dir it cannot use,
+        # and a folder inside it that cannot be written fails only the first request
+        # that writes there (a 500 on the first upload).
+        for folder in folders_written(settings):
+            check_writable_folder(folder)
         context, report = prepare(settings)
     except FolderError as error:
         raise _refuse(f"the data dir cannot be used: {error}") from None
@@ -279,6 +282,31 @@ def manager(
     sys.stderr.flush()
     # An argument list, no shell: the flags reach uvicorn as they were given.
     os.execv(sys.executable, [sys.executable, *supervisor_command(server, processes)])  # noqa: S606
+
+
+def folders_written(settings: ManagerSettings) -> list[Path]:
+    """The folders a running manager writes files into, each checked at start: the data
+    dir (tokens, session key, SQLite), the blob store's hashes and the temporary area
+    uploads are staged and resumed in (`storage/blobs.py`, `storage/partial_uploads.py`),
+    task logs, the thumbnail cache, and with several processes their sockets. Folders
+    made below these as needed (`blobs/sha256/ab`, `logs/job-7`) are not: there may be
+    thousands, and each is made by the manager, with its mode."""
+    from farmhand.manager.siblings import siblings_dir
+    from farmhand.manager.storage.thumbnail_cache import cache_dir
+
+    blobs = settings.blob_dir
+    folders = [
+        settings.data_dir,
+        blobs,
+        blobs / "sha256",
+        blobs / "tmp",
+        blobs / "tmp" / "partial",
+        settings.log_dir,
+        cache_dir(settings.data_dir),
+    ]
+    if settings.processes > 1:
+        folders.append(siblings_dir(settings.data_dir))
+    return folders
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,120 @@
+"""`farmhand manager` refuses to start, in one line, on a folder it cannot use, rather
+than by starting and failing the first request.
+
+Before: `blobs/` made unwritable inside a writable data dir started normally, and the
+first upload was a `500` with a `PermissionError`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+import uvicorn
+
+from farmhand.cli import manager_cmd
+from farmhand.cli.app import app
+from farmhand.localfarm import free_port
+from farmhand.manager.app import prepare
+from farmhand.manager.settings import ManagerSettings
+from tests.unit.test_cli_errors import one_error_line, runner
+
+
+@pytest.fixture(autouse=True)
+def _no_manager_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The options under test, not whatever manager this shell points at; a manager
+    that gets as far as serving fails the test instead of blocking it."""
+    for name in ("DATA_DIR", "DATABASE_URL", "ADMIN_TOKEN", "RUNNER_TOKEN"):
+        monkeypatch.delenv(f"FARMHAND_{name}", raising=False)
+
+    def serve(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the manager started")
+
+    monkeypatch.setattr(uvicorn, "run", serve)
+    monkeypatch.setattr(manager_cmd, "configure_logging", lambda *_, **__: None)
+    yield
+    structlog.reset_defaults()  # the CLI left it writing to CliRunner's closed stderr
+
+
+def _start(data: Path, *args: str) -> str:
+    return one_error_line(
+        runner.invoke(app, ["manager", "--port", "9", "--data-dir", str(data), *args])
+    )
+
+
+@pytest.mark.parametrize("folder", ["blobs/tmp", "blobs/tmp/partial", "logs", "thumbnails"])
+def test_a_folder_the_manager_writes_into_that_is_a_file_is_refused_at_start(
+    tmp_path: Path, folder: str
+) -> None:
+    """A file where the folder should be, in the data dir of a farm that ran, stops
+    writes as root too (where permission bits do not): the start is refused naming it,
+    rather than the first upload, task log or thumbnail failing."""
+    data = tmp_path / "data"
+    context, _ = prepare(ManagerSettings(data_dir=data))
+    context.db.dispose()
+    shutil.rmtree(data / folder, ignore_errors=True)
+    (data / folder).parent.mkdir(parents=True, exist_ok=True)
+    (data / folder).write_bytes(b"")
+    line = _start(data)
+    assert line == (
+        f"error: the data dir cannot be used: cannot write to the folder {data / folder}: "
+        "it is not a folder"
+    ), line
+
+
+def _without_override() -> list[str] | None:
+    """How to run a command that permission bits stop: as it is for another user than
+    root; as root, without the capabilities that override them (setpriv); None if
+    neither can be done here."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return None
+    drop = "-dac_override,-dac_read_search"
+    return [setpriv, f"--inh-caps={drop}", f"--bounding-set={drop}", "--"]
+
+
+def test_an_unwritable_blob_store_in_a_writable_data_dir_is_refused_at_start(
+    tmp_path: Path,
+) -> None:
+    """QA's case: a data dir whose `blobs/` (made by an earlier start) is read-only."""
+    prefix = _without_override()
+    if prefix is None:
+        pytest.skip("running as root without setpriv: permission bits stop nothing")
+    data = tmp_path / "data"
+    (data / "blobs" / "sha256").mkdir(parents=True)
+    (data / "blobs").chmod(0o555)
+    farmhand = Path(sys.executable).with_name("farmhand")
+    try:
+        done = subprocess.run(
+            [
+                *prefix,
+                str(farmhand),
+                "manager",
+                "--data-dir",
+                str(data),
+                "--port",
+                str(free_port()),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "FARMHAND_DATABASE_URL": ""},
+        )
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the manager started: still running after 30 s") from None
+    finally:
+        (data / "blobs").chmod(0o755)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    assert lines[0] == (
+        f"error: the data dir cannot be used: cannot write to the folder {data / 'blobs'}: "
+        "permission denied"
+    ), lines
