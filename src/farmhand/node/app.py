@@ -38,6 +38,7 @@ from farmhand import __version__
 from farmhand.node.jobs import JobQueue, JobState, NodeJob, QueueFull
 from farmhand.node.limits import BodyLimitMiddleware
 from farmhand.shared.frames import FrameRangeError, frame_list
+from farmhand.shared.ids import path_id
 from farmhand.shared.metrics import CONTENT_TYPE, Family
 from farmhand.shared.metrics import render as render_metrics
 from farmhand.worker.blender.discovery import BlenderInstall
@@ -276,7 +277,8 @@ def create_node_app(
     )
     def job_status(job_id: str) -> Response:
         """The tutorial's answers: 202 still running, 200 completed, 400 not found."""
-        job = jobs.get(int(job_id)) if job_id.isdecimal() and len(job_id) < 19 else None
+        number = path_id(job_id)
+        job = jobs.get(number) if number is not None else None
         if job is None:
             return _text(400, "Job not found")
         if job.state is JobState.COMPLETED:

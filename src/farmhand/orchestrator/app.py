@@ -35,6 +35,7 @@ from farmhand.node.limits import BodyLimitMiddleware
 from farmhand.orchestrator.batches import BatchState, split
 from farmhand.orchestrator.dispatch import Dispatcher, DispatchSettings, Render
 from farmhand.shared.frames import MAX_FRAME
+from farmhand.shared.ids import path_id
 from farmhand.shared.metrics import CONTENT_TYPE, Family
 from farmhand.shared.metrics import render as render_metrics
 
@@ -326,7 +327,8 @@ def create_orchestrator_app(
     def status(render_id: str) -> Response:
         """202 while rendering, 200 when every frame is done, 502 if it failed."""
         with lock:
-            found = renders.get(int(render_id)) if render_id.isdigit() else None
+            number = path_id(render_id)
+            found = renders.get(number) if number is not None else None
         if found is None:
             return _error(404, f"no render {render_id}")
         info = _status(found)
@@ -336,7 +338,7 @@ def create_orchestrator_app(
         if info.status == "failed":
             return JSONResponse(body, status_code=502)
         return JSONResponse(
-            body, status_code=202, headers={"Location": f"/status/{render_id}", **retry}
+            body, status_code=202, headers={"Location": f"/status/{found.id}", **retry}
         )
 
     @app.get(
