@@ -1,8 +1,11 @@
-"""`farmhand manager` refuses to start, in one line, on a folder it cannot use, rather
-than by starting and failing the first request.
+"""`farmhand manager` refuses to start, in one line, on a database or a folder it cannot
+use, rather than with a traceback or by starting and failing the first request.
 
-Before: `blobs/` made unwritable inside a writable data dir started normally, and the
-first upload was a `500` with a `PermissionError`.
+Before: PostgreSQL down (or a wrong password) was a ~520-line traceback, a `postgres://`
+URL 106 lines ending in `NoSuchModuleError`; `blobs/` made unwritable inside a writable
+data dir started normally, and the first upload was a `500` with a `PermissionError`.
+`farmhand users` says a database it cannot use the same way (one home,
+`db.presence.cannot_use_database`), and never prints the password.
 """
 
 from __future__ import annotations
@@ -17,13 +20,17 @@ from pathlib import Path
 import pytest
 import structlog
 import uvicorn
+from sqlalchemy import make_url
 
 from farmhand.cli import manager_cmd
 from farmhand.cli.app import app
 from farmhand.localfarm import free_port
 from farmhand.manager.app import prepare
 from farmhand.manager.settings import ManagerSettings
+from tests.integration.postgres import postgres_bin, postgres_server
 from tests.unit.test_cli_errors import one_error_line, runner
+
+PASSWORD = "pw-s3cret"
 
 
 @pytest.fixture(autouse=True)
@@ -46,6 +53,56 @@ def _start(data: Path, *args: str) -> str:
     return one_error_line(
         runner.invoke(app, ["manager", "--port", "9", "--data-dir", str(data), *args])
     )
+
+
+def _users(data: Path, *args: str) -> str:
+    return one_error_line(runner.invoke(app, ["users", "list", "--data-dir", str(data), *args]))
+
+
+def test_postgres_not_listening_is_one_line_without_the_password(tmp_path: Path) -> None:
+    url = f"postgresql+psycopg://farmhand:{PASSWORD}@127.0.0.1:{free_port()}/farm"
+    for line in (
+        _start(tmp_path / "data", "--database-url", url),
+        _users(tmp_path, "--database-url", url),
+    ):
+        assert line.startswith(
+            "error: cannot use the farmhand database (--database-url): connection failed: "
+        ), line
+        assert "Connection refused" in line and PASSWORD not in line, line
+
+
+@pytest.mark.skipif(postgres_bin() is None, reason="Debian's postgresql is not installed")
+def test_a_postgres_database_that_does_not_exist_is_one_line(tmp_path: Path) -> None:
+    with postgres_server() as server:
+        url = make_url(server).set(database="no_such_farm", password=PASSWORD)
+        line = _start(tmp_path / "data", "--database-url", url.render_as_string(False))
+    assert line.startswith("error: cannot use the farmhand database (--database-url): "), line
+    assert 'database "no_such_farm" does not exist' in line and PASSWORD not in line, line
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        (
+            f"postgres://farmhand:{PASSWORD}@db.example/farm",
+            "SQLAlchemy knows no database called 'postgres': PostgreSQL's URLs begin "
+            "postgresql+psycopg://",
+        ),
+        (f"postgresql://farmhand:{PASSWORD}@db.example:five/farm", "not a database URL ("),
+        (f"mysql://farmhand:{PASSWORD}@db.example/farm", "its driver is not installed ("),
+    ],
+    ids=["postgres-scheme", "bad-port", "no-driver"],
+)
+def test_a_database_url_sqlalchemy_cannot_use_is_one_line(
+    tmp_path: Path, url: str, said: str
+) -> None:
+    data = tmp_path / "data"
+    for line in (_start(data, "--database-url", url), _users(tmp_path, "--database-url", url)):
+        assert line.startswith(
+            f"error: cannot use the farmhand database (--database-url): {said}"
+        ), line
+        assert PASSWORD not in line, line
+    assert not data.exists(), "nothing is written before the refusal"
 
 
 @pytest.mark.parametrize("folder", ["blobs/tmp", "blobs/tmp/partial", "logs", "thumbnails"])

@@ -21,7 +21,14 @@ from farmhand.manager.auth.tokens import new_token, token_hash
 from farmhand.manager.clock import utcnow
 from farmhand.manager.db.engine import Database
 from farmhand.manager.db.models import ApiToken, User
-from farmhand.manager.db.presence import damaged, unusable_database
+from farmhand.manager.db.presence import (
+    StartRefused,
+    cannot_use_database,
+    check_database_url,
+    damaged,
+    told_where,
+    unusable_database,
+)
 from farmhand.manager.settings import ManagerSettings
 
 AccountError = accounts.AccountError
@@ -42,12 +49,17 @@ def open_session(data_dir: Path, database_url: str | None) -> Iterator[Session]:
     from farmhand.manager.db.migrate import upgrade  # Alembic: only when a command runs
 
     settings = ManagerSettings.from_env(data_dir=data_dir, database_url=database_url)
+    where = told_where(settings.database_url, settings.data_dir)
+    try:
+        check_database_url(settings.resolved_database_url, where)
+    except StartRefused as error:
+        raise NoDatabase(str(error)) from None
     url = make_url(settings.resolved_database_url)
     sqlite_file = url.database if url.get_backend_name() == "sqlite" else None
     if sqlite_file and sqlite_file != ":memory:" and not Path(sqlite_file).is_file():
-        where = f"in {settings.data_dir}" if settings.database_url is None else f"at {sqlite_file}"
+        place = f"in {settings.data_dir}" if settings.database_url is None else f"at {sqlite_file}"
         raise NoDatabase(
-            f"no farmhand database {where}: give the --data-dir (or FARMHAND_DATA_DIR) "
+            f"no farmhand database {place}: give the --data-dir (or FARMHAND_DATA_DIR) "
             "of the manager, which creates its database at its first start"
         )
     db = Database(settings.resolved_database_url)
@@ -60,9 +72,9 @@ def open_session(data_dir: Path, database_url: str | None) -> Iterator[Session]:
             raise NoDatabase(unusable_database(error, sqlite_file)) from None
         if not isinstance(error, OperationalError):
             raise
-        where = "--database-url" if settings.database_url else f"in {settings.data_dir}"
-        reason = " ".join(str(error.orig).split())  # PostgreSQL's reasons span lines
-        raise NoDatabase(f"cannot use the farmhand database ({where}): {reason}") from None
+        raise NoDatabase(
+            cannot_use_database(error, settings.resolved_database_url, where)
+        ) from None
     finally:
         db.dispose()
 

@@ -49,7 +49,13 @@ from farmhand.manager.db.engine import Database, sqlite_file
 from farmhand.manager.db.location import sqlite_on_network
 from farmhand.manager.db.migrate import upgrade
 from farmhand.manager.db.models import Job
-from farmhand.manager.db.presence import check_schema, check_sqlite_file, sqlite_errors_said
+from farmhand.manager.db.presence import (
+    check_database_url,
+    check_schema,
+    check_sqlite_file,
+    database_errors_said,
+    told_where,
+)
 from farmhand.manager.scheduling.policy import Policy
 from farmhand.manager.scheduling.reaper import ReapReport, reap
 from farmhand.manager.settings import ManagerSettings
@@ -72,17 +78,21 @@ def prepare(settings: ManagerSettings) -> tuple[ManagerContext, BootstrapReport]
     Refuses (`db.presence.StartRefused`, one line for the operator) a data dir holding
     a farm's files without their database, rather than starting a new farm on them."""
     check_variables(settings.path_variables)  # a typo in a share's root fails at start
+    url = settings.resolved_database_url
+    where = told_where(settings.database_url, settings.data_dir)
+    check_database_url(url, where)  # `postgres://`: one line, not a traceback
     # A new data dir is the manager's alone (an existing one keeps the mode it has).
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    unsafe = sqlite_on_network(settings.resolved_database_url)
+    unsafe = sqlite_on_network(url)
     if unsafe is not None:
         log.error("database on a network filesystem", problem=unsafe)
-    database_file = sqlite_file(settings.resolved_database_url)
+    database_file = sqlite_file(url)
     if database_file is not None:
         check_sqlite_file(settings.data_dir, database_file)  # before opening creates it
     context = _context(settings)
     try:
-        with sqlite_errors_said(database_file):  # a damaged file: one line, not a traceback
+        # A damaged file, PostgreSQL down, a wrong password: one line, not a traceback.
+        with database_errors_said(url, where):
             check_schema(context.db.engine, settings.data_dir, _database_name(settings))
             upgrade(context.db.engine)
             report = bootstrap(context.db, settings)

@@ -16,7 +16,10 @@ empty by an interrupted start has); PostgreSQL's database has no farmhand tables
 A SQLite file that SQLite cannot read (truncated, overwritten: "database disk image is
 malformed") is said in one line too (`unusable_database`), naming the file and what to
 do, instead of a traceback from deep inside the first connection; `farmhand users` and
-`farmhand backup` say it the same way.
+`farmhand backup` say it the same way. So is a database the manager cannot reach or log
+in to (PostgreSQL down, a wrong password) and a URL SQLAlchemy cannot use (`postgres://`,
+a driver not installed): `cannot use the farmhand database (--database-url): …`, one
+home for both commands (`cannot_use_database`), never with the password.
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
-from sqlalchemy import Engine, inspect
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Engine, create_engine, inspect, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 
 from farmhand.manager.auth.sessions import KEY_FILE
+from farmhand.manager.db.engine import sqlite_file
 
 FARM_FILES = ("admin-token", "runner-token", KEY_FILE)
 """Files only a farm that has started writes."""
@@ -133,10 +137,62 @@ def damaged(error: BaseException) -> bool:
     return code is not None and code & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB)
 
 
+def database_reason(error: BaseException, url: str | None = None) -> str:
+    """What the database (or its driver) said, on one line (PostgreSQL's reasons span
+    several), without the URL's password should the text hold it."""
+    reason = " ".join(str(getattr(error, "orig", None) or error).split())
+    password = None
+    if url is not None:
+        try:
+            password = make_url(url).password
+        except (ArgumentError, ValueError):
+            password = None
+    return reason.replace(password, "***") if password else reason
+
+
+def told_where(database_url: str | None, data_dir: Path) -> str:
+    """How a command was told where the database is, as its error lines say it."""
+    return "--database-url" if database_url else f"in {data_dir}"
+
+
+def cannot_use_database(error: BaseException, url: str, where: str) -> str:
+    """The one line `farmhand manager` and `farmhand users` print for a database they
+    cannot reach, log in to or open a connection to; `where` is how the command was told
+    of it (`--database-url`, `in DATA_DIR`)."""
+    return f"cannot use the farmhand database ({where}): {database_reason(error, url)}"
+
+
+def check_database_url(url: str, where: str) -> None:
+    """Refuse (`StartRefused`, one line) a URL SQLAlchemy cannot make an engine of: not
+    a URL, a database it does not know (`postgres://`, Heroku's spelling, which
+    SQLAlchemy dropped), a driver that is not installed. Connects to nothing, writes
+    nothing."""
+    try:
+        create_engine(url).dispose()
+    except NoSuchModuleError:
+        scheme = url.split(":", 1)[0]
+        hint = (
+            ": PostgreSQL's URLs begin postgresql+psycopg://"
+            if scheme.startswith("postgres")
+            else ""
+        )
+        problem = f"SQLAlchemy knows no database called {scheme!r}{hint}"
+    except ImportError as error:
+        problem = (
+            f"its driver is not installed ({error}); for PostgreSQL: pip install "
+            "'farmhand[postgres]' and a postgresql+psycopg:// URL"
+        )
+    except (ArgumentError, ValueError) as error:
+        problem = f"not a database URL ({database_reason(error, url)})"
+    else:
+        return
+    raise StartRefused(f"cannot use the farmhand database ({where}): {problem}")
+
+
 def unusable_database(error: BaseException, database: str) -> str:
     """One line for an error opening or reading a SQLite database: which file, what
     SQLite said and, for a damaged file, what to do."""
-    reason = " ".join(str(getattr(error, "orig", None) or error).split())
+    reason = database_reason(error)
     if damaged(error):
         return (
             f"the database {database} is damaged ({reason}): stop the manager and restore "
@@ -147,13 +203,17 @@ def unusable_database(error: BaseException, database: str) -> str:
 
 
 @contextmanager
-def sqlite_errors_said(database: Path | None) -> Iterator[None]:
-    """Turn a SQLite error in the block into `StartRefused`, one line naming the file
-    (another database's errors pass through as they are)."""
-    if database is None:
-        yield
-        return
+def database_errors_said(url: str, where: str) -> Iterator[None]:
+    """Turn a database error in the block into `StartRefused`, one line: any SQLite
+    error names the file; PostgreSQL's that are about reaching it (refused, down, a
+    wrong password, no such database) say `cannot_use_database` (its other errors pass
+    through as they are)."""
+    database = sqlite_file(url)
     try:
         yield
     except DBAPIError as error:
-        raise StartRefused(unusable_database(error, str(database))) from error
+        if database is not None:
+            raise StartRefused(unusable_database(error, str(database))) from error
+        if isinstance(error, OperationalError):
+            raise StartRefused(cannot_use_database(error, url, where)) from error
+        raise
