@@ -54,7 +54,9 @@ from farmhand.manager.db.presence import (
     check_schema,
     check_sqlite_file,
     database_errors_said,
+    database_reason,
     told_where,
+    unavailable,
 )
 from farmhand.manager.scheduling.policy import Policy
 from farmhand.manager.scheduling.reaper import ReapReport, reap
@@ -152,14 +154,20 @@ async def _reaper_loop(context: ManagerContext) -> None:
             if context.db.check_file() is not None:
                 continue
             report = await run_in_threadpool(reap_once)
+            context.reaper_clock.database_answered(utcnow())
             for job_id in report.jobs:
                 context.events.job_changed(job_id)
             for worker_id in report.workers:
                 context.events.runner_changed(worker_id)
             if report:
                 context.wakeup.notify()
-        except Exception:
-            log.exception("reaper pass failed; trying again")
+        except Exception as error:
+            if unavailable(error):  # the time the database is away counts against nobody
+                context.reaper_clock.database_unavailable(
+                    utcnow(), database_reason(error, context.db.url)
+                )
+            else:
+                log.exception("reaper pass failed; trying again")
 
 
 PROCESS_SETTINGS = "FARMHAND_MANAGER_PROCESS_SETTINGS"

@@ -6,8 +6,13 @@ blob store, the task logs or the database, is `507 Insufficient Storage` with th
 plainly: clients retry 5xx (the worker keeps its frames in its outbox meanwhile), and the
 operator reads one clear log line per refusal instead of a traceback. Each refusal also
 restarts the reaper's clock (`ReaperClock.storage_full`): a worker whose heartbeats were
-refused was not silent, and must not be taken for dead once space is back. Anything else
-unexpected is logged with its traceback on the manager and answered with a plain 500.
+refused was not silent, and must not be taken for dead once space is back. A database
+that cannot be used just now (`db.presence.unavailable`: PostgreSQL down or unreachable,
+SQLite locked for a minute) is `503 Service Unavailable` with `Retry-After`, and restarts
+the reaper's clock the same way (`ReaperClock.database_unavailable`); the outage is
+logged once when it starts and once when it ends, not per request, and the answer names
+neither the database's address nor its error. Anything else unexpected is logged with
+its traceback on the manager and answered with a plain 500.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError
 
 from farmhand.manager.clock import utcnow
+from farmhand.manager.db.presence import database_reason, unavailable
 from farmhand.shared.schemas import ErrorResponse
 
 log = structlog.get_logger(__name__)
@@ -40,6 +46,13 @@ def describe_validation_error(error: RequestValidationError) -> str:
         problems.append(f"{where}: {item.get('msg', 'invalid')}")
     return "; ".join(problems) or "invalid request"
 
+
+UNAVAILABLE_DETAIL = (
+    "the manager's database is unavailable just now (unreachable or not answering): "
+    "nothing was done. Try again shortly; the manager's log says why"
+)
+RETRY_AFTER = 5
+"""Seconds a client is asked to wait after a 503 for an unavailable database."""
 
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
 _SQLITE_FULL = 13
@@ -99,10 +112,20 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OSError)
     @app.exception_handler(DBAPIError)
-    async def _storage_full(request: Request, error: Exception) -> JSONResponse:
+    async def _storage(request: Request, error: Exception) -> JSONResponse:
+        context = getattr(request.app.state, "farm", None)
+        if unavailable(error):
+            if context is not None:  # logs the outage's first refusal, not each
+                reason = database_reason(error, context.db.url)
+                context.reaper_clock.database_unavailable(utcnow(), reason)
+            log.debug("database unavailable: request refused", path=request.url.path)
+            return JSONResponse(
+                status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+                content={"detail": UNAVAILABLE_DETAIL},
+                headers={"Retry-After": str(RETRY_AFTER)},
+            )
         if not is_storage_full(error):
             return _internal_error(request)
-        context = getattr(request.app.state, "farm", None)
         if context is not None:
             context.reaper_clock.storage_full(utcnow())
         log.error(

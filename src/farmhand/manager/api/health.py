@@ -2,7 +2,11 @@
 
 A 503 while the SQLite file the manager opened is gone (deleted or replaced while it
 runs: `Database.check_file`), when it answers nothing that needs the database: a
-probe restarts it, and the start then says what is missing."""
+probe restarts it, and the start then says what is missing. A 503 with `Retry-After`
+too while the database cannot be used just now (PostgreSQL down or unreachable: the
+error handler's `db.presence.unavailable`): a restart would not mend that, so a probe
+should take the manager out of rotation rather than restart it, and readmit it once this
+answers 200 again."""
 
 from __future__ import annotations
 

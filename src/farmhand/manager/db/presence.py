@@ -20,6 +20,11 @@ do, instead of a traceback from deep inside the first connection; `farmhand user
 in to (PostgreSQL down, a wrong password) and a URL SQLAlchemy cannot use (`postgres://`,
 a driver not installed): `cannot use the farmhand database (--database-url): …`, one
 home for both commands (`cannot_use_database`), never with the password.
+
+While the manager runs, a database that stops answering for a while (`unavailable`:
+PostgreSQL down or unreachable, SQLite locked past its busy timeout or failing with disk
+I/O errors) is an outage, not a bug: requests are answered 503 and the reaper does not
+count the time against workers (api/errors.py, scheduling/reaper.py).
 """
 
 from __future__ import annotations
@@ -48,6 +53,12 @@ FARM_TABLES = frozenset({"alembic_version", "jobs", "users", "blobs"})
 """Any of these makes a database a farmhand database (migrated, or part-way)."""
 RESTORE = "docs/STORAGE.md, 'Backup and restore'"
 SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
+SQLITE_BUSY, SQLITE_IOERR = 5, 10
+"""Locked past the busy timeout (a minute: another process holds the write lock), and
+the disk under the file failing to read or write: the database is away, not damaged."""
+POSTGRES_UNAVAILABLE = frozenset({"53300", "57P01", "57P02", "57P03", "58030"})
+"""too_many_connections, admin_shutdown, crash_shutdown, cannot_connect_now (starting or
+stopping), io_error; with class 08 (connection_exception)."""
 
 
 class StartRefused(Exception):
@@ -135,6 +146,29 @@ def damaged(error: BaseException) -> bool:
     cause = getattr(error, "orig", None) or error
     code = getattr(cause, "sqlite_errorcode", None)
     return code is not None and code & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB)
+
+
+def unavailable(error: BaseException) -> bool:
+    """Whether `error` says the database cannot be used just now, rather than that a
+    statement or its data is wrong: the connection failed or broke (SQLAlchemy saw a
+    disconnect; psycopg's errors with no SQLSTATE are its own connection failures),
+    PostgreSQL is shutting down, starting or out of connections, SQLite's file stayed
+    locked past the busy timeout or its disk failed. Waiting may mend it; nothing about
+    the request does."""
+    if not isinstance(error, DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    cause = error.orig
+    code = getattr(cause, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (SQLITE_BUSY, SQLITE_IOERR)
+    if not hasattr(cause, "sqlstate"):  # neither SQLite nor psycopg: not known here
+        return False
+    state = getattr(cause, "sqlstate", None)
+    if not isinstance(state, str):
+        return isinstance(error, OperationalError)
+    return state.startswith("08") or state in POSTGRES_UNAVAILABLE
 
 
 def database_reason(error: BaseException, url: str | None = None) -> str:

@@ -4,17 +4,21 @@
   back to the queue. Time the manager could not hear them does not count against them:
   the reaper's clock (`ReaperClock`) starts no earlier than the manager's own start, so a
   manager restart does not requeue every running task, and no earlier than the last
-  call it refused for lack of space (a 507), so a full disk, under which every
-  heartbeat and progress report was refused and none recorded, does not either.
+  call it refused for lack of space (a 507) or because its database was unavailable (a
+  503), nor than its own last pass that failed for the latter: a full disk or a database
+  outage, under which every heartbeat and progress report was refused and none
+  recorded, does not either.
 - Tasks with no word from their worker for `task_timeout` fail (and are retried,
   elsewhere if possible): Blender hangs, and a hung Blender still heartbeats.
 - Sleep schedules put workers to sleep and wake them.
 
 All of it is idempotent, so several managers sharing a database may run it at once.
 Each of the three runs in a savepoint of its own: one that fails (a row it cannot read)
-is logged and rolled back alone, and the others still happen. A farm whose heartbeat
+is logged and rolled back alone, and the others still happen: a farm whose heartbeat
 timeouts stopped because of one worker's sleep schedule would keep silent workers'
-tasks forever.
+tasks forever. A database that cannot be used at all (`db.presence.unavailable`) ends
+the pass instead: the caller notes it on the clock (`ReaperClock.database_unavailable`),
+which logs the outage once.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from farmhand.manager.clock import utcnow
 from farmhand.manager.db.models import Task, Worker
+from farmhand.manager.db.presence import unavailable
 from farmhand.manager.scheduling.policy import Policy
 from farmhand.manager.scheduling.state import fail_task, requeue_task
 from farmhand.manager.scheduling.workers import update_sleep
@@ -42,7 +47,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-SIBLING_TOPIC = "storage-full"
+SIBLING_TOPIC = "calls-refused"
 SHARE_EVERY = 1.0
 """Seconds between two messages telling the sibling processes of a refusal: an outage
 refuses every call, and one datagram a second keeps them within a second of the end."""
@@ -53,22 +58,31 @@ class ReaperClock:
     (heartbeat timeout) or tasks (no-progress timeout).
 
     It starts when this manager process started, and again after every call the manager
-    refused because its storage was full (`storage_full`, from the 507 handler): such a
-    call was heard but nothing of it was stored, so `Worker.last_heartbeat` and
-    `Task.progress_at` stand still while the worker keeps calling. Once space is back,
-    workers have a full heartbeat timeout, and tasks a full task timeout, from the last
-    refusal, as after a restart. A worker that really died during the outage is found
-    that much later; its task could not have been stored by another worker meanwhile.
+    refused because its storage was full (`storage_full`, from the 507 handler) or its
+    database could not be used (`database_unavailable`, from the 503 handler and from
+    the reaper's own failed passes): such a call was heard but nothing of it was stored,
+    so `Worker.last_heartbeat` and `Task.progress_at` stand still while the worker keeps
+    calling. Once space or the database is back, workers have a full heartbeat timeout,
+    and tasks a full task timeout, from the last refusal, as after a restart. A worker
+    that really died during the outage is found that much later; its task could not have
+    been stored by another worker meanwhile. The reaper's failed passes count because an
+    outage may refuse no call at all here (the workers call a sibling process, or
+    another manager), and the time the database was away is time nobody could be heard.
 
     The mark is kept in memory, not in the database: a write is what fails during the
     outage. The processes of one manager (`--processes N`) tell each other through
     `Siblings` (at most once a second each); a manager on another host sharing the
     database knows only the refusals it made itself.
+
+    A database outage is also logged here, once when it starts and once when the
+    database answers again (`database_answered`, after a reaper pass that went
+    through), not once per refused call: every call fails while it lasts.
     """
 
     def __init__(self, started_at: datetime | None = None) -> None:
         self.started_at = started_at or utcnow()
-        self._storage_full_at: datetime | None = None
+        self._refused_at: datetime | None = None
+        self._unavailable_since: datetime | None = None
         self._lock = threading.Lock()
         self._siblings: Siblings | None = None
         self._shared_at = float("-inf")
@@ -76,11 +90,43 @@ class ReaperClock:
     @property
     def starts_at(self) -> datetime:
         with self._lock:
-            full = self._storage_full_at
-        return self.started_at if full is None else max(self.started_at, full)
+            refused = self._refused_at
+        return self.started_at if refused is None else max(self.started_at, refused)
 
     def storage_full(self, now: datetime) -> None:
         """A call was refused because the manager's storage is full. Any thread."""
+        self._refused(now)
+
+    def database_unavailable(self, now: datetime, reason: str) -> None:
+        """A call was refused, or a reaper pass failed, because the database could not
+        be used (`db.presence.unavailable`); `reason` is what it said, without secrets.
+        Any thread. Logs the first of an outage."""
+        self._refused(now)
+        with self._lock:
+            starts = self._unavailable_since is None
+            if starts:
+                self._unavailable_since = now
+        if starts:
+            log.error(
+                "database unavailable: requests are answered 503 until it is back, and "
+                "workers are not counted silent meanwhile",
+                error=reason,
+            )
+
+    def database_answered(self, now: datetime) -> None:
+        """The database answered (a reaper pass went through): an outage is over."""
+        with self._lock:
+            since, self._unavailable_since = self._unavailable_since, None
+        if since is not None:
+            seconds = max(0.0, (now - since).total_seconds())
+            log.warning("database available again", unavailable_for=readable_duration(seconds))
+
+    def share_with(self, siblings: Siblings) -> None:
+        """Tell the sibling processes of refusals here, and hear of theirs."""
+        self._siblings = siblings
+        siblings.on(SIBLING_TOPIC, self._receive)
+
+    def _refused(self, now: datetime) -> None:
         self._note(now)
         siblings = self._siblings
         if siblings is None:
@@ -92,11 +138,6 @@ class ReaperClock:
         if due:
             siblings.broadcast(SIBLING_TOPIC, {"at": now.isoformat()})
 
-    def share_with(self, siblings: Siblings) -> None:
-        """Tell the sibling processes of refusals here, and hear of theirs."""
-        self._siblings = siblings
-        siblings.on(SIBLING_TOPIC, self._receive)
-
     def _receive(self, message: dict[str, Any]) -> None:
         try:
             at = datetime.fromisoformat(str(message["at"]))
@@ -107,8 +148,8 @@ class ReaperClock:
 
     def _note(self, at: datetime) -> None:
         with self._lock:
-            if self._storage_full_at is None or at > self._storage_full_at:
-                self._storage_full_at = at
+            if self._refused_at is None or at > self._refused_at:
+                self._refused_at = at
 
 
 @dataclass
@@ -229,6 +270,8 @@ def reap(
         try:
             with session.begin_nested():
                 step()
-        except Exception:
+        except Exception as error:
+            if unavailable(error):
+                raise  # no step can go on: the pass ends, and the caller notes it
             log.exception("reaper step failed; the others went on", step=name)
     return report

@@ -1,0 +1,140 @@
+"""What counts as the database being unavailable, and what the reaper's clock makes of it.
+
+`db.presence.unavailable` decides between a 503 that restarts the reaper's clock (the
+database could not be used: nobody could be heard) and anything else (a 500 with its
+traceback: a bug, or a 400/507 of its own). It is fed the drivers' real errors here.
+The clock logs an outage once when it starts and once when it ends, and tells the
+sibling processes of a `--processes N` manager, as it does for a full disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import structlog
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
+
+from farmhand.localfarm import free_port
+from farmhand.manager.clock import utcnow
+from farmhand.manager.db.presence import database_reason, unavailable
+from farmhand.manager.scheduling.reaper import ReaperClock
+from farmhand.manager.siblings import Siblings
+from tests.unit.test_siblings import TIMEOUT, directory, run_in_own_loop
+
+__all__ = ["directory"]  # the fixture, used by name
+
+
+def _error_of(url: str, statement: str, **connect_args: object) -> DBAPIError:
+    engine = create_engine(url, connect_args=connect_args)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text(statement))
+    except DBAPIError as error:
+        return error
+    finally:
+        engine.dispose()
+    raise AssertionError(f"{statement} did not fail")
+
+
+def test_sqlite_locked_past_its_busy_timeout_is_unavailable(tmp_path: Path) -> None:
+    database = tmp_path / "farm.sqlite3"
+    holder = sqlite3.connect(database, isolation_level=None)
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        error = _error_of(f"sqlite:///{database}", "INSERT INTO t VALUES (1)", timeout=0)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert "database is locked" in str(error)
+    assert unavailable(error)
+
+
+def test_postgres_refusing_connections_is_unavailable_without_its_password() -> None:
+    url = f"postgresql+psycopg://farmhand:pw-s3cret@127.0.0.1:{free_port()}/farm"
+    error = _error_of(url, "SELECT 1")
+    assert unavailable(error)
+    reason = database_reason(error, url)
+    assert "Connection refused" in reason and "\n" not in reason
+    assert "pw-s3cret" not in reason
+
+
+@pytest.mark.parametrize(
+    "statement",
+    ["SELECT * FROM no_such_table", "INSERT INTO t VALUES (1)"],
+    ids=["statement-wrong", "constraint"],
+)
+def test_a_statement_sqlite_refuses_is_not_an_outage(tmp_path: Path, statement: str) -> None:
+    """ "no such table" is an OperationalError too, with SQLITE_ERROR: a bug, a 500."""
+    database = tmp_path / "farm.sqlite3"
+    with sqlite3.connect(database) as setup:
+        setup.execute("CREATE TABLE t (x UNIQUE)")
+        setup.execute("INSERT INTO t VALUES (1)")
+    assert not unavailable(_error_of(f"sqlite:///{database}", statement))
+
+
+def test_a_damaged_sqlite_file_is_not_an_outage(tmp_path: Path) -> None:
+    """Damage is said at start (`presence.damaged`); waiting mends nothing."""
+    database = tmp_path / "farm.sqlite3"
+    database.write_bytes(b"not a database at all" * 500)
+    assert not unavailable(_error_of(f"sqlite:///{database}", "SELECT * FROM t"))
+    assert not unavailable(OSError(5, "Input/output error"))
+
+
+def test_an_outage_is_logged_once_when_it_starts_and_once_when_it_ends() -> None:
+    started = utcnow() - timedelta(minutes=5)
+    clock = ReaperClock(started)
+    with structlog.testing.capture_logs() as events:
+        clock.database_answered(utcnow())  # no outage: nothing to say
+        first = utcnow() - timedelta(seconds=30)
+        for second in range(30):
+            clock.database_unavailable(first + timedelta(seconds=second), "Connection refused")
+        assert clock.starts_at == first + timedelta(seconds=29)
+        clock.database_answered(first + timedelta(seconds=31))
+        clock.database_answered(first + timedelta(seconds=32))
+    assert [(e["log_level"], e["event"]) for e in events] == [
+        (
+            "error",
+            "database unavailable: requests are answered 503 until it is back, and workers "
+            "are not counted silent meanwhile",
+        ),
+        ("warning", "database available again"),
+    ], events
+    assert events[0]["error"] == "Connection refused"
+    assert events[1]["unavailable_for"] == "31 s"
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        assert time.monotonic() < deadline, "the sibling never heard"
+        await asyncio.sleep(0.01)
+
+
+def test_an_outage_in_one_process_moves_the_clock_of_its_siblings(directory: Path) -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        started = utcnow() - timedelta(minutes=5)
+        here, there = ReaperClock(started), ReaperClock(started)
+        first, second = Siblings(directory), Siblings(directory)
+        here.share_with(first)
+        there.share_with(second)
+        first.start(loop)
+        second.start(loop)
+        try:
+            refused = utcnow() - timedelta(seconds=1)
+            here.database_unavailable(refused, "Connection refused")
+            await _until(lambda: there.starts_at == refused)
+        finally:
+            first.close()
+            second.close()
+
+    run_in_own_loop(scenario)
