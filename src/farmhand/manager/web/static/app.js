@@ -98,11 +98,65 @@
   }
   const plural = (n, one, many = one + "s") => `${n} ${n === 1 ? one : many}`;
 
-  // Live refreshes rewrite table bodies; someone moving through them with the keyboard
-  // must not be thrown back to the top of the page. Focus goes back to the control at
-  // the same place (the n-th link or button of `container`), if there still is one.
-  // A control is the same one after a rewrite if it does the same thing: same tag, data-
-  // attributes, label and link. Rows that come or go above it do not move the focus.
+  // Live refreshes show what changed in the tables and lists people are using. Building
+  // them anew would replace the button under a pointer that is down (the browser then
+  // fires no click: the press is lost), the text someone selects and the focus. So
+  // `morph` shows `content` (HTML, or nodes) in `container` as innerHTML or replaceChildren
+  // would, but keeps every node still wanted and updates it in place: unchanged rows and
+  // buttons stay the same elements, a changed cell gets its new text and attributes.
+  // Siblings are matched by kind (`nodeKind`): a row, link or button only with one that
+  // does the same thing (same data- attributes and link), so a row that moves keeps its
+  // buttons and a button never starts doing something else under a pointer; other
+  // elements with their tag. Listeners on `content`'s nodes are not kept: containers
+  // handle their clicks themselves.
+  const nodeKind = (node) => node.nodeType !== Node.ELEMENT_NODE ? node.nodeName
+    : [node.tagName, node.id, node.matches("tr, a, button") ? JSON.stringify({ ...node.dataset }) + (node.getAttribute("href") || "") : ""].join("|");
+
+  function patchNode(old, fresh) {
+    if (old.nodeType !== Node.ELEMENT_NODE) {
+      if (old.nodeValue !== fresh.nodeValue) old.nodeValue = fresh.nodeValue;
+      return;
+    }
+    for (const { name } of [...old.attributes]) if (!fresh.hasAttribute(name)) old.removeAttribute(name);
+    for (const { name, value } of fresh.attributes) if (name !== "style" && old.getAttribute(name) !== value) old.setAttribute(name, value);
+    // The page's CSP lets styles in only through the CSSOM (a style attribute set is refused).
+    if (old.style.cssText !== fresh.style.cssText) old.style.cssText = fresh.style.cssText;
+    patchChildren(old, [...fresh.childNodes]);
+  }
+
+  function patchChildren(parent, wanted) {
+    const spare = new Map();
+    for (const node of parent.childNodes) {
+      const kind = nodeKind(node);
+      if (!spare.has(kind)) spare.set(kind, []);
+      spare.get(kind).push(node);
+    }
+    const kept = wanted.map((fresh) => spare.get(nodeKind(fresh))?.shift());
+    // What goes, goes first: the nodes that stay then need no moving.
+    for (const left of spare.values()) left.forEach((node) => node.remove());
+    wanted.forEach((fresh, i) => {
+      const node = kept[i] || fresh;
+      if (kept[i]) patchNode(kept[i], fresh);
+      const here = parent.childNodes[i] || null;
+      if (here !== node) parent.insertBefore(node, here);
+    });
+  }
+
+  function morph(container, content) {
+    let nodes = content;
+    if (typeof content === "string") {
+      const template = document.createElement("template");
+      template.innerHTML = content;
+      nodes = [...template.content.childNodes];
+    }
+    keepFocus(container, () => patchChildren(container, nodes));
+  }
+
+  // A focused control that a refresh did replace (its row went, or it does something
+  // else now): someone moving through the table with the keyboard must not be thrown
+  // back to the top of the page. Focus goes to the control that does the same thing
+  // (same tag, data- attributes, label and link), else to the one at the same place (the
+  // n-th link or button of `container`), if there still is one.
   const controlKey = (el) => [el.tagName, JSON.stringify({ ...el.dataset }), el.getAttribute("aria-label") || el.textContent.trim(), el.getAttribute("href") || ""].join("|");
 
   function keepFocus(container, rewrite) {
@@ -195,14 +249,14 @@
     const render = () => {
       const owners = [...new Set(jobs.map((j) => j.owner))].sort();
       const wanted = params.get("owner") || ownerFilter.value;
-      ownerFilter.innerHTML = '<option value="">Everyone</option>' + owners.map((o) => `<option>${esc(o)}</option>`).join("");
+      morph(ownerFilter, '<option value="">Everyone</option>' + owners.map((o) => `<option>${esc(o)}</option>`).join(""));
       ownerFilter.value = owners.includes(wanted) ? wanted : "";
       const shown = jobs.filter((j) => (!statusFilter.value || j.status === statusFilter.value) && (!ownerFilter.value || j.owner === ownerFilter.value));
       if (!shown.length) {
-        tbody.innerHTML = `<tr><td colspan="9" class="empty">${jobs.length ? "No job matches the filters." : 'No jobs yet. <a href="/submit">Submit one</a>.'}</td></tr>`;
+        morph(tbody, `<tr><td colspan="9" class="empty">${jobs.length ? "No job matches the filters." : 'No jobs yet. <a href="/submit">Submit one</a>.'}</td></tr>`);
         return;
       }
-      keepFocus(tbody, () => { tbody.innerHTML = shown.map((j) => {
+      morph(tbody, shown.map((j) => {
         const d = details.get(j.id);
         const workers = d ? [...new Set(d.tasks.filter((t) => t.status === "active" && t.worker).map((t) => t.worker))] : [];
         const end = j.finished_at ? Date.parse(j.finished_at) : Date.now();
@@ -215,7 +269,7 @@
           <td class="num" data-label="Frames">${j.frames_done}/${j.frames_total}</td><td class="num hide-sm">${j.priority}</td>
           <td class="hide-sm text">${workers.map(esc).join(", ") || '<span class="muted">–</span>'}</td>
           <td class="num" data-label="Elapsed">${duration(elapsed)}</td><td class="num" data-label="Remaining">${["canceled", "failed"].includes(j.status) ? "–" : duration(eta)}</td></tr>`;
-      }).join(""); });
+      }).join(""));
       paintBars(tbody);
     };
 
@@ -526,7 +580,7 @@
       $("#actions").hidden = false;
       $(".prio").hidden = finished;
       const video = outputs.find((f) => /\.(mp4|mov|mkv|webm)$/i.test(f.path));
-      $("#video-link").innerHTML = video ? `<a class="button" href="${fileUrl(video)}" download>Download video</a>` : "";
+      morph($("#video-link"), video ? `<a class="button" href="${fileUrl(video)}" download>Download video</a>` : "");
       $("#download-zip").hidden = !outputs.some((f) => f.frame !== null);
     }
 
@@ -614,7 +668,7 @@
       const tbody = $("#tasks tbody");
       const control = mayControl();
       $("#tasks th.task-act").hidden = !control;
-      keepFocus(tbody, () => { tbody.innerHTML = job.tasks.map((t) => {
+      morph(tbody, job.tasks.map((t) => {
         const end = t.finished_at ? Date.parse(t.finished_at) : Date.now();
         const time = t.started_at ? (end - Date.parse(t.started_at)) / 1000 : null;
         const span = taskWork(t);
@@ -633,12 +687,11 @@
           <td class="wrap small line last">${esc(t.last_error || "")}</td>
           <td class="end" data-label="Log"><button type="button" class="small" data-log="${t.id}" aria-expanded="${open}" aria-controls="log-${t.id}">${open ? "Hide" : "Show"}</button></td>
           ${control ? `<td class="task-act lead end">${taskButton(t)}</td>` : ""}</tr>` +
-          (open ? `<tr class="log-row"><td colspan="${control ? 13 : 12}"><pre class="log" id="log-${t.id}" tabindex="0" aria-label="Log of task ${t.index}"></pre></td></tr>` : "");
-      }).join(""); });
-      for (const [taskId, text] of openLogs) {
-        const pre = $(`#log-${taskId}`);
-        if (pre) { pre.textContent = text; pre.scrollTop = pre.scrollHeight; }
-      }
+          // The log's text is part of the row (after a newline, which the parser drops
+          // at a <pre>'s start): a refresh without new lines leaves it as it is, scrolled
+          // and selected where someone put it.
+          (open ? `<tr class="log-row" data-log-of="${t.id}"><td colspan="${control ? 13 : 12}"><pre class="log" id="log-${t.id}" tabindex="0" aria-label="Log of task ${t.index}">\n${esc(openLogs.get(t.id))}</pre></td></tr>` : "");
+      }).join(""));
     }
 
     async function loadLog(taskId) {
@@ -646,8 +699,9 @@
       const text = response.ok ? await response.text() : `(${response.status}: no log)`;
       const lines = text.split("\n");
       openLogs.set(taskId, (lines.length > 200 ? "…\n" : "") + lines.slice(-200).join("\n") || "(empty so far)");
+      // New lines scroll the log to its end; the same ones leave it where someone put it.
       const pre = $(`#log-${taskId}`);
-      if (pre) { pre.textContent = openLogs.get(taskId); pre.scrollTop = pre.scrollHeight; }
+      if (pre && pre.textContent !== openLogs.get(taskId)) { pre.textContent = openLogs.get(taskId); pre.scrollTop = pre.scrollHeight; }
     }
 
     // Requeue or cancel one task. The row is rewritten with the task's new state (and
@@ -808,7 +862,7 @@
         td.textContent = text;
         return td;
       };
-      keepFocus(tbody, () => tbody.replaceChildren(...blocklist.map((entry) => {
+      morph(tbody, blocklist.map((entry) => {
         const row = document.createElement("tr");
         row.dataset.entryId = entry.id;
         row.dataset.worker = entry.worker;
@@ -830,7 +884,7 @@
         type.dataset.label = "Task type";
         row.append(cell(entry.worker, "name"), type, cell(entry.reason, "wrap small"), since, actions);
         return row;
-      })));
+      }));
     }
 
     // Clearing lets the workers take the job's tasks again. The manager announces the
@@ -944,10 +998,10 @@
     };
     const render = () => {
       if (!runners.length) {
-        tbody.innerHTML = '<tr><td colspan="10" class="empty">No runners yet. Create a registration token below and start a worker with it.</td></tr>';
+        morph(tbody, '<tr><td colspan="10" class="empty">No runners yet. Create a registration token below and start a worker with it.</td></tr>');
         return;
       }
-      keepFocus(tbody, () => { tbody.innerHTML = runners.map((r) => {
+      morph(tbody, runners.map((r) => {
         const c = r.capabilities || {};
         // The runner list names the job and counts the task's frames itself: fetching
         // each busy job here would pull every task of a big job on every refresh.
@@ -973,7 +1027,7 @@
           <td data-label="Heartbeat" data-heartbeat="${esc(r.last_heartbeat || "")}">${ago(r.last_heartbeat)}</td>
           <td class="wrap small hardware${none(!hardware)}" data-label="Hardware">${hardware || "–"}</td><td class="device" data-label="Device">${esc(device(c))}</td><td class="blender" data-label="Blender">${(c.blender_versions || []).map(esc).join(", ") || "–"}</td>
           <td class="tags${none(!tags)}" data-label="Tags">${tags || '<span class="muted">–</span>'}</td>${sleepCell(r)}<td class="line controls">${controls(r)}</td></tr>`;
-      }).join(""); });
+      }).join(""));
     };
     // Answers can overtake one another (a live refresh sent before a delete answered
     // after it): only the answer to the latest request is shown.
@@ -1171,10 +1225,10 @@
     const tokensBody = $("#runner-tokens tbody");
     const loadTokens = async () => {
       const tokens = await api("GET", "/api/admin/runner-tokens");
-      tokensBody.innerHTML = tokens.length ? tokens.map((t) => `<tr data-token-id="${t.id}"><td class="num lead" data-label="Token">${t.id}</td><td data-label="Created">${when(t.created_at)}</td><td data-label="Expires">${t.expires_at ? when(t.expires_at) : "never"}</td>
+      morph(tokensBody, tokens.length ? tokens.map((t) => `<tr data-token-id="${t.id}"><td class="num lead" data-label="Token">${t.id}</td><td data-label="Created">${when(t.created_at)}</td><td data-label="Expires">${t.expires_at ? when(t.expires_at) : "never"}</td>
         <td class="num" data-label="Used">${t.uses}${t.max_uses ? ` / ${t.max_uses}` : ""}</td><td class="lead">${t.active ? badge("active") : t.revoked_at ? badge("revoked") : t.max_uses && t.uses >= t.max_uses ? badge("spent") : badge("expired")}</td>
         <td class="lead end">${t.active ? `<button type="button" class="small danger" data-revoke="${t.id}">Revoke</button>` : ""}</td></tr>`).join("")
-        : '<tr><td colspan="6" class="empty">No registration tokens.</td></tr>';
+        : '<tr><td colspan="6" class="empty">No registration tokens.</td></tr>');
     };
     $("#new-runner-token").addEventListener("click", async () => {
       const hours = $("#token-expiry").value;
@@ -1256,7 +1310,7 @@
       const quota = usage.user_quota_bytes;
       quotaHeader.hidden = !quota;
       $("#quota-note").textContent = quota ? `Quota: ${size(quota)} per user (admins have none)` : "No per-user quota";
-      tbody.replaceChildren(...usage.users.map((u) => {
+      morph(tbody, usage.users.length ? usage.users.map((u) => {
         const row = document.createElement("tr");
         row.dataset.userName = u.name;
         row.append(cell(u.name, "name"), cell(String(u.jobs), "num"), cell(size(u.bytes), "num"));
@@ -1280,8 +1334,7 @@
           row.append(td);
         }
         return row;
-      }));
-      if (!usage.users.length) tbody.innerHTML = '<tr><td colspan="5" class="empty">No users.</td></tr>';
+      }) : '<tr><td colspan="5" class="empty">No users.</td></tr>');
       $("#updated").textContent = `Updated ${new Date().toLocaleTimeString()}; refreshes every 30 s and when jobs change.`;
     }
 
