@@ -136,9 +136,11 @@ def test_storage_page_shows_usage_and_collects_garbage(
     users = page.locator("#storage-users")
     admin_row = users.locator('tr[data-user-name="admin"]')
     bob_row = users.locator('tr[data-user-name="bob"]')
-    # The admin's job uses the scene: its bytes, in human units; one job.
-    expect()(admin_row.locator("td[data-bytes]")).to_have_attribute("data-bytes", str(blend))
-    expect()(admin_row).to_contain_text(human(blend))
+    # The admin's job uses the scene, and the admin's abandoned upload is theirs until
+    # garbage collection: their bytes, in human units; one job.
+    mine = blend + ORPHAN_BYTES
+    expect()(admin_row.locator("td[data-bytes]")).to_have_attribute("data-bytes", str(mine))
+    expect()(admin_row).to_contain_text(human(mine))
     expect()(admin_row.locator("td").nth(1)).to_have_text("1")
     expect()(admin_row.locator("td.quota")).to_have_text("no quota (admin)")
     # Bob's share of his quota (four times the scene) is a quarter, with a bar.
@@ -159,7 +161,7 @@ def test_storage_page_shows_usage_and_collects_garbage(
     shoot(page, "storage-01-desktop")
 
     # Deleting a job shows at once (the live event stream, not the 30 s timer): the
-    # admin now uses nothing, bob still shares the scene's blob.
+    # admin now uses only their abandoned upload, bob still shares the scene's blob.
     wait_settled(page, loads)
     deleted = httpx.delete(
         f"{farm.url}/api/jobs/{admins_job}?purge=true",
@@ -167,9 +169,9 @@ def test_storage_page_shows_usage_and_collects_garbage(
     )
     assert deleted.status_code == 204, deleted.text
     expect()(admin_row.locator("td[data-bytes]")).to_have_attribute(
-        "data-bytes", "0", timeout=10_000
+        "data-bytes", str(ORPHAN_BYTES), timeout=10_000
     )
-    expect()(admin_row).to_contain_text("0 B")
+    expect()(admin_row).to_contain_text("300.0 KiB")
     expect()(bob_row.locator(".pct")).to_have_text("25 %")
 
     # Saying no to the confirmation collects nothing.
@@ -206,6 +208,7 @@ def test_storage_page_shows_usage_and_collects_garbage(
     assert page.evaluate("document.activeElement.id") == "gc-button", "focus comes back"
     # The figures reload: the abandoned upload is gone, the scene stays for bob.
     expect()(page.locator("#blob-unreferenced")).to_have_text("0 B")
+    expect()(admin_row.locator("td[data-bytes]")).to_have_attribute("data-bytes", "0")
     expect()(page.locator("#blob-count")).to_have_text("1")
     expect()(page.locator("#blob-total")).to_have_text(human(blend))
     page.wait_for_function(SETTLED)

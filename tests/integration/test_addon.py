@@ -431,5 +431,6 @@ def test_a_canceled_submit_says_so_when_an_earlier_job_is_shown(
         "[farmhand.open_job]",
     ], answer
     canceled = answer["canceled"]
+    assert isinstance(canceled, list), answer
     assert "submit canceled" in canceled, canceled
     assert "Job 15 (earlier): completed 100% (60/60 frames)" in canceled, canceled
