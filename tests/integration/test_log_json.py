@@ -70,12 +70,6 @@ def test_the_database_upgrade_and_the_servers_log_json_lines(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="needs `farmhand manager` (cli/manager_cmd.py) to hand uvicorn "
-    "logconfig.uvicorn_log_config_file and to log its start lines as an event",
-)
 def test_every_line_of_a_manager_is_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FARMHAND_LOG_JSON", "1")
     for processes in ("1", "2"):

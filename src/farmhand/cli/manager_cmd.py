@@ -22,7 +22,11 @@ from rich.markup import escape
 from farmhand.cli.folders import FolderError, check_writable_folder, why
 from farmhand.cli.options import port_option
 from farmhand.manager.settings import ManagerSettings, SettingsError
-from farmhand.shared.logconfig import configure_logging
+from farmhand.shared.logconfig import (
+    configure_logging,
+    json_lines_wanted,
+    uvicorn_log_config_file,
+)
 
 
 def _refuse(message: str) -> typer.Exit:
@@ -235,12 +239,25 @@ def manager(
         raise _refuse(
             f"the data dir {settings.data_dir} cannot be used{where}: {why(error)}"
         ) from None
-    if report.created_admin:
-        console.print("[bold]First start:[/] created the admin account.")
-    console.print(f"Admin API token:            {report.admin_token_file.resolve()}")
-    console.print(f"Runner registration token:  {report.runner_token_file.resolve()}")
     scheme = "https" if tls[0] else "http"
-    console.print(f"farmhand manager listening on {scheme}://{host}:{port} (API docs: /docs)")
+    if json_lines_wanted():
+        # A log pipeline reads every line as JSON: the banner is an event, its parts fields.
+        import structlog
+
+        structlog.get_logger().info(
+            "manager starting",
+            url=f"{scheme}://{host}:{port}",
+            admin_token_file=str(report.admin_token_file.resolve()),
+            runner_token_file=str(report.runner_token_file.resolve()),
+            created_admin=report.created_admin,
+            processes=processes,
+        )
+    else:
+        if report.created_admin:
+            console.print("[bold]First start:[/] created the admin account.")
+        console.print(f"Admin API token:            {report.admin_token_file.resolve()}")
+        console.print(f"Runner registration token:  {report.runner_token_file.resolve()}")
+        console.print(f"farmhand manager listening on {scheme}://{host}:{port} (API docs: /docs)")
     # Workers keep connections open between heartbeats and long polls; closing idle ones
     # after uvicorn's default 5 s makes clients race the close and reconnect all the time.
     server = ServerOptions(
@@ -256,6 +273,12 @@ def manager(
         forwarded_allow_ips=forwarded_allow_ips if proxy_headers else None,
         ssl_certfile=tls[0],
         ssl_keyfile=tls[1],
+        # Uvicorn's own lines formatted as farmhand's (JSON with FARMHAND_LOG_JSON).
+        log_config=str(
+            uvicorn_log_config_file(
+                settings.data_dir / "run", "manager", log_level.upper(), traced=True
+            )
+        ),
     )
     # Every connection is a file: take the room this account is allowed (the server
     # processes inherit it).
@@ -274,7 +297,8 @@ def manager(
     context.db.dispose()
     os.environ[PROCESS_SETTINGS] = json.dumps({**flags, "log_level": log_level.upper()})
     os.environ[HEAD_TIMEOUT_VARIABLE] = str(settings.client_timeout)
-    console.print(f"{processes} processes")
+    if not json_lines_wanted():
+        console.print(f"{processes} processes")
     # This process becomes a bare uvicorn supervisor (same pid, so signals and service
     # managers reach it): it only starts and watches the servers, and need not keep the
     # web app, SQLAlchemy and the migrations it imported above (117 MB against 25 MB).
@@ -323,6 +347,7 @@ class ServerOptions:
     forwarded_allow_ips: str | None
     ssl_certfile: str | None
     ssl_keyfile: str | None
+    log_config: str | None = None
 
 
 def supervisor_command(server: ServerOptions, processes: int) -> list[str]:
@@ -343,6 +368,7 @@ def supervisor_command(server: ServerOptions, processes: int) -> list[str]:
         ("--forwarded-allow-ips", server.forwarded_allow_ips),
         ("--ssl-certfile", server.ssl_certfile),
         ("--ssl-keyfile", server.ssl_keyfile),
+        ("--log-config", server.log_config),
     ):
         if value is not None:
             command += [flag, value]
