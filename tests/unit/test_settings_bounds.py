@@ -163,3 +163,22 @@ def test_a_real_manager_refuses_to_start(tmp_path: Path) -> None:
         "error: FARMHAND_GC_INTERVAL='-1' is not a number from 0 to 3155760000 (seconds)"
     ]
     assert not (tmp_path / "data").exists(), "refused before the data dir is made"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["users", "list"], ["backup", "{tmp}/copy"]],
+    ids=["users", "backup"],
+)
+def test_the_other_commands_reading_the_settings_say_it_in_one_line(
+    command: list[str], tmp_path: Path
+) -> None:
+    """`farmhand users` and `farmhand backup` read the manager's settings too: a bad
+    FARMHAND_* variable was a traceback there."""
+    args = [part.replace("{tmp}", str(tmp_path)) for part in command]
+    env = {"FARMHAND_GC_INTERVAL": "-1", "FARMHAND_DATA_DIR": str(tmp_path / "data")}
+    result = CliRunner().invoke(app, args, env=env)
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1, said
+    assert "FARMHAND_GC_INTERVAL='-1' is not a number from 0 to" in said, said
+    assert isinstance(result.exception, SystemExit), result.exception  # not a traceback

@@ -159,10 +159,14 @@ def backup(
 
     The database first (a consistent snapshot), then the blobs it names, the task logs
     and the tokens."""
-    from farmhand.manager.settings import ManagerSettings
+    from farmhand.manager.settings import ManagerSettings, SettingsError
     from farmhand.manager.storage import backup as backups
 
-    settings = ManagerSettings.from_env(data_dir=data_dir, database_url=database_url)
+    try:
+        settings = ManagerSettings.from_env(data_dir=data_dir, database_url=database_url)
+    except SettingsError as error:  # a FARMHAND_* variable out of range: one line
+        errors.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     if files_only:
         errors.print(
             "[yellow]note:[/] the database is not copied: it must have been dumped "

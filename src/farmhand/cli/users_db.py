@@ -29,14 +29,14 @@ from farmhand.manager.db.presence import (
     told_where,
     unusable_database,
 )
-from farmhand.manager.settings import ManagerSettings
+from farmhand.manager.settings import ManagerSettings, SettingsError
 
 AccountError = accounts.AccountError
 
 
 class NoDatabase(Exception):
     """The manager's database is not where the command was told to look, or cannot be
-    opened; the message says which and why."""
+    opened (nor its settings read); the message says which and why."""
 
 
 @contextmanager
@@ -48,7 +48,10 @@ def open_session(data_dir: Path, database_url: str | None) -> Iterator[Session]:
     get a new, empty database that no manager reads."""
     from farmhand.manager.db.migrate import upgrade  # Alembic: only when a command runs
 
-    settings = ManagerSettings.from_env(data_dir=data_dir, database_url=database_url)
+    try:
+        settings = ManagerSettings.from_env(data_dir=data_dir, database_url=database_url)
+    except SettingsError as error:  # a FARMHAND_* variable out of range: one line
+        raise NoDatabase(str(error)) from None
     where = told_where(settings.database_url, settings.data_dir)
     try:
         check_database_url(settings.resolved_database_url, where)
