@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -136,3 +136,43 @@ def test_the_schema_is_fuzzed_at_all() -> None:
     """Guards against a filter or loader change that would leave nothing to test."""
     assert len(OPERATIONS) > 30
     assert ("POST", "/api/jobs") in OPERATIONS
+
+
+def test_no_part_of_the_schema_is_skipped() -> None:
+    """Schemathesis leaves out a body or parameter whose `$ref` it cannot resolve, and
+    the operation's test then passes without it: `POST /api/jobs` was fuzzed with
+    multipart bodies only while its JSON body pointed at a missing `JobCreate`."""
+    skipped = {
+        f"{method} {path}": [
+            f"{part.location}: {part.reference}" for part in SCHEMA[path][method].skipped_parameters
+        ]
+        for method, path in OPERATIONS
+        if SCHEMA[path][method].skipped_parameters
+    }
+    assert skipped == {}
+
+
+@pytest.mark.parametrize(
+    ("kind", "keys"),
+    [("JobCreate", {"main_file", "files"}), ("SharedJobCreate", {"storage", "blend_path"})],
+)
+def test_job_submission_is_fuzzed_with_json_jobs(kind: str, keys: set[str]) -> None:
+    """The fuzzer's valid cases for `POST /api/jobs` include JSON jobs of each kind,
+    with what makes them one (not just any JSON object)."""
+    strategy = SCHEMA["/api/jobs"]["POST"].as_strategy(generation_mode=GenerationMode.POSITIVE)
+
+    def is_a_json_job(case: schemathesis.Case[Any]) -> bool:
+        body = case.body
+        return (
+            case.media_type == "application/json"
+            and isinstance(body, dict)
+            and keys <= body.keys()
+            and (kind == "JobCreate") != (body.get("storage") == "shared")
+        )
+
+    found = find(
+        strategy,
+        is_a_json_job,
+        settings=settings(max_examples=500, database=None, suppress_health_check=list(HealthCheck)),
+    )
+    assert found.media_type == "application/json"

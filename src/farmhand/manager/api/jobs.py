@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Query, Request, Response, UploadFile, status
 from fastapi.responses import PlainTextResponse, StreamingResponse
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -63,11 +63,55 @@ router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
 ERRORS = error_responses(400, 401, 404)
 
+
+def _inline_definitions(
+    schema: Any, definitions: dict[str, Any], seen: tuple[str, ...] = ()
+) -> Any:
+    """`schema` with each `#/$defs/…` reference replaced by the definition it names.
+
+    A reference in `openapi_extra` resolves against the whole OpenAPI document, whose
+    components FastAPI fills only with the models routes declare, and the submit route
+    declares none (it reads JSON or multipart itself). So its JSON body is described
+    here in full, from the models themselves, and cannot point at a missing component.
+    """
+    if isinstance(schema, list):
+        return [_inline_definitions(item, definitions, seen) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        name = ref.removeprefix("#/$defs/")
+        if name in seen:
+            raise ValueError(f"{name} contains itself, which cannot be written out in full")
+        rest = {key: value for key, value in schema.items() if key != "$ref"}
+        return {
+            **_inline_definitions(definitions[name], definitions, (*seen, name)),
+            **_inline_definitions(rest, definitions, seen),
+        }
+    return {key: _inline_definitions(value, definitions, seen) for key, value in schema.items()}
+
+
+def _json_job_schema() -> dict[str, Any]:
+    """What `_json_job` accepts, as one self-contained JSON Schema: `SharedJobCreate` when
+    `storage` is `"shared"`, else `JobCreate` (whose `storage` may then only be
+    `"upload"`). The models alone would let `{"blend_path": …}` pass as a shared job,
+    which `_json_job` reads as a `JobCreate` without files."""
+    schema = TypeAdapter(JobCreate | SharedJobCreate).json_schema(mode="validation")
+    definitions = schema.pop("$defs", {})
+    inlined: dict[str, Any] = _inline_definitions(schema, definitions)
+    for branch in inlined["anyOf"]:
+        storage = "shared" if branch["title"] == SharedJobCreate.__name__ else "upload"
+        branch["properties"]["storage"] = {**branch["properties"]["storage"], "enum": [storage]}
+        if storage == "shared":
+            branch["required"] = [*branch.get("required", []), "storage"]
+    return inlined
+
+
 _CREATE_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/JobCreate"}},
+            "application/json": {"schema": _json_job_schema()},
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
