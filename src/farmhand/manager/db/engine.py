@@ -41,6 +41,10 @@ from farmhand.manager.db.groupcommit import GroupCommit
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
+POSTGRESQL_CONNECT_TIMEOUT = 10
+"""Seconds a new PostgreSQL connection may take (libpq's `connect_timeout`), unless the
+URL sets its own."""
+
 SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
 """The files SQLite keeps beside a database, which hold its pages too."""
 
@@ -72,7 +76,15 @@ def make_engine(url: str, *, for_writes: bool = True) -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE" if for_writes else "BEGIN")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    connect_args: dict[str, Any] = {}
+    if make_url(url).get_backend_name() == "postgresql" and "connect_timeout" not in url:
+        # Without it, a server that vanished without refusing (a network blackhole, a
+        # host down) holds every request's connection attempt for minutes, where a
+        # refusal is a 503 at once (`presence.unavailable`).
+        connect_args["connect_timeout"] = POSTGRESQL_CONNECT_TIMEOUT
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args
+    )
 
 
 class FileLock:
