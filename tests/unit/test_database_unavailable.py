@@ -138,3 +138,78 @@ def test_an_outage_in_one_process_moves_the_clock_of_its_siblings(directory: Pat
             second.close()
 
     run_in_own_loop(scenario)
+
+
+class _AwayThenBack:
+    """A database whose transactions fail with a real outage error until `back`."""
+
+    def __init__(self, error: DBAPIError) -> None:
+        self.error = error
+        self.back = False
+
+    def transaction(self) -> object:
+        if not self.back:
+            raise self.error
+        return _OwnerSession()
+
+
+class _OwnerSession:
+    def __enter__(self) -> _OwnerSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def get(self, model: object, job_id: int) -> object:
+        return type("JobRow", (), {"owner_id": 7})()
+
+
+def test_a_users_live_stream_outlives_an_outage() -> None:
+    """A user's event stream looks up whose job an event is about; during an outage the
+    lookup failed, and the stream died with a traceback. The event is not shown, the
+    stream goes on, and once the database is back the same job is looked up again."""
+    from types import SimpleNamespace
+
+    from farmhand.manager.api.deps import Caller
+    from farmhand.manager.api.events_stream import Visibility
+    from farmhand.manager.events import FarmEvent
+
+    url = f"postgresql+psycopg://farmhand:pw@127.0.0.1:{free_port()}/farm"
+    database = _AwayThenBack(_error_of(url, "SELECT 1"))
+    visibility = Visibility(SimpleNamespace(db=database), Caller(7, "ann", "user"))  # type: ignore[arg-type]
+    event = FarmEvent(kind="job", id=3, job_id=3)
+    assert asyncio.run(visibility.allows(event)) is False
+    database.back = True
+    assert asyncio.run(visibility.allows(event)) is True, "not remembered as someone else's"
+
+
+def test_garbage_collection_during_an_outage_says_so_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from farmhand.manager.storage import gc
+
+    url = f"postgresql+psycopg://farmhand:pw@127.0.0.1:{free_port()}/farm"
+    error = _error_of(url, "SELECT 1")
+    passes: list[int] = []
+
+    def collect(*_: object) -> None:
+        passes.append(1)
+        raise error
+
+    monkeypatch.setattr(gc, "collect_garbage", collect)
+    context = SimpleNamespace(settings=SimpleNamespace(gc_interval=0.01))
+
+    async def two_passes() -> None:
+        task = asyncio.create_task(gc.gc_loop(context))  # type: ignore[arg-type]
+        while len(passes) < 2:
+            await asyncio.sleep(0.01)
+        task.cancel()
+
+    with structlog.testing.capture_logs() as logs:
+        asyncio.run(two_passes())
+    said = [entry for entry in logs if "garbage collection" in entry["event"]]
+    assert said and all(entry["log_level"] == "warning" for entry in said), said
+    assert all("exc_info" not in entry for entry in said), "no traceback for an outage"
+    assert "database is unavailable" in said[0]["event"]

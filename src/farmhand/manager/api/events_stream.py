@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from farmhand.manager.api.deps import Caller, Context, UserDep
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Job
+from farmhand.manager.db.presence import unavailable
 from farmhand.manager.events import FarmEvent
 from farmhand.shared.schemas import ErrorResponse
 from farmhand.shared.web_schemas import LiveEvent
@@ -75,7 +76,14 @@ class Visibility:
         if event.job_id is None:
             return False
         if event.job_id not in self.owners:
-            self.owners[event.job_id] = await run_in_threadpool(self._owner, event.job_id)
+            try:
+                self.owners[event.job_id] = await run_in_threadpool(self._owner, event.job_id)
+            except Exception as error:
+                if not unavailable(error):
+                    raise
+                # The database is away (an outage the reaper logs once): this event is
+                # not shown, and the stream stays open rather than dying with a traceback.
+                return False
         return self.owners[event.job_id] == self.caller.user_id
 
 

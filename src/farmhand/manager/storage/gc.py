@@ -42,6 +42,7 @@ from starlette.concurrency import run_in_threadpool
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Blob, JobFile
+from farmhand.manager.db.presence import unavailable
 from farmhand.manager.settings import ManagerSettings
 from farmhand.manager.storage import thumbnail_cache
 from farmhand.manager.storage.blobs import BlobStore
@@ -233,5 +234,8 @@ async def gc_loop(context: ManagerContext) -> None:
         await asyncio.sleep(interval)
         try:
             await run_in_threadpool(collect_garbage, context, utcnow())
-        except Exception:
+        except Exception as error:
+            if unavailable(error):  # an outage, said once by the reaper: not a bug
+                log.warning("garbage collection skipped: the database is unavailable")
+                continue
             log.exception("garbage collection pass failed; trying again next time")
