@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from farmhand.cli.options import port_option
+from farmhand.shared.timeouts import CLIENT_TIMEOUT
 from farmhand.worker.blender.discovery import BlenderNotFound, find_blender
 
 
@@ -38,11 +39,21 @@ def node(
     retry_after: Annotated[
         int, typer.Option(min=0, help="Seconds clients are told to wait between polls.")
     ] = 5,
+    client_timeout: Annotated[
+        float,
+        typer.Option(
+            min=1,
+            help="Seconds a client has to send a request's headers, and the longest a "
+            "request body may stop arriving: the connection is closed with a 408 past "
+            "either (as the manager's --client-timeout).",
+        ),
+    ] = CLIENT_TIMEOUT,
 ) -> None:
     """Run a rendering node: POST /job {"from": 1, "to": 5}, then poll GET /job/{id}."""
     import uvicorn  # here: every `farmhand` command imports this module
 
-    from farmhand.node.app import NodeSettings, create_node_app
+    from farmhand.manager.connections import head_timeout_protocol, raise_open_files_limit
+    from farmhand.node.app import HEAD_TIMEOUT_ANSWER, NodeSettings, create_node_app
 
     if not blend.is_file():
         typer.echo(f"error: {blend} is not a file", err=True)
@@ -60,10 +71,21 @@ def node(
         max_concurrent=max_concurrent,
         queue_limit=queue_limit,
         retry_after=retry_after,
+        client_timeout=client_timeout,
     )
     typer.echo(
         f"farmhand node: rendering {settings.blend} with Blender {install.version} "
         f"({install.spec}) into {settings.output}; http://{host}:{port}/job",
         err=True,
     )
-    uvicorn.run(create_node_app(settings), host=host, port=port, log_level="info")
+    # Every connection is a file: take the room this account is allowed.
+    raise_open_files_limit()
+    uvicorn.run(
+        create_node_app(settings),
+        host=host,
+        port=port,
+        log_level="info",
+        # Uvicorn's own protocol, plus a deadline for a request's headers (the body's is
+        # the app's): uvicorn has none, so a stalled connection would stay open.
+        http=head_timeout_protocol(client_timeout, HEAD_TIMEOUT_ANSWER),
+    )

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from farmhand.cli.options import port_option
+from farmhand.shared.timeouts import CLIENT_TIMEOUT
 
 
 def _node_url(url: str) -> str:
@@ -46,10 +47,20 @@ def orchestrator(
     max_poll_interval: Annotated[
         float, typer.Option(min=0.05, help="Poll nodes at least this often (seconds).")
     ] = 5.0,
+    client_timeout: Annotated[
+        float,
+        typer.Option(
+            min=1,
+            help="Seconds a client has to send a request's headers, and the longest a "
+            "request body may stop arriving: the connection is closed with a 408 past "
+            "either (as the manager's --client-timeout).",
+        ),
+    ] = CLIENT_TIMEOUT,
 ) -> None:
     """Serve POST /render {"from": 1, "to": 250}, then GET /status/{id}, over several nodes."""
     import uvicorn  # here: every `farmhand` command imports this module
 
+    from farmhand.manager.connections import head_timeout_protocol, raise_open_files_limit
     from farmhand.orchestrator.app import OrchestratorSettings, create_orchestrator_app
 
     settings = OrchestratorSettings(
@@ -62,10 +73,21 @@ def orchestrator(
         rate_window=rate_window,
         max_attempts=max_attempts,
         max_poll_interval=max_poll_interval,
+        client_timeout=client_timeout,
     )
     typer.echo(
         f"farmhand orchestrator: {len(settings.nodes)} node(s), batches of {batch}; "
         f"http://{host}:{port}/render",
         err=True,
     )
-    uvicorn.run(create_orchestrator_app(settings), host=host, port=port, log_level="info")
+    # Every connection is a file: take the room this account is allowed.
+    raise_open_files_limit()
+    uvicorn.run(
+        create_orchestrator_app(settings),
+        host=host,
+        port=port,
+        log_level="info",
+        # Uvicorn's own protocol, plus a deadline for a request's headers (the body's is
+        # the app's): uvicorn has none, so a stalled connection would stay open.
+        http=head_timeout_protocol(client_timeout),
+    )

@@ -13,6 +13,10 @@ its first byte on a kept-alive connection. Otherwise the connection is closed, w
 
 `raise_open_files_limit` gives the manager the open-files limit its account may have
 (the soft limit up to the hard one): every connection is a file descriptor.
+
+`farmhand node` and `farmhand orchestrator` serve with the same protocol and limit
+(`head_timeout_protocol`, answering the 408 in their own style), and time out their
+bodies with the manager's idle timeout too (`farmhand.node.limits`).
 """
 
 from __future__ import annotations
@@ -26,20 +30,26 @@ from typing import Any
 import structlog
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from farmhand.shared.timeouts import CLIENT_TIMEOUT
+
 log = structlog.get_logger(__name__)
 
 HEAD_TIMEOUT_VARIABLE = "FARMHAND_MANAGER_HEAD_TIMEOUT"
 """Where `farmhand manager --processes N` leaves its head timeout for the server processes
 it starts (`ProcessHeadTimeoutProtocol`)."""
 
-_TIMED_OUT = json.dumps({"detail": "the request's headers did not arrive in time"}).encode()
+HEAD_TIMED_OUT = "the request's headers did not arrive in time"
+_TIMED_OUT = json.dumps({"detail": HEAD_TIMED_OUT}).encode()
 
 
 class HeadTimeoutProtocol(HttpToolsProtocol):
     """Uvicorn's httptools protocol, closing a connection whose request head has not
     arrived within `head_timeout` seconds (see the module's docstring)."""
 
-    head_timeout: float = 60.0
+    head_timeout: float = CLIENT_TIMEOUT
+    timed_out_type: bytes = b"application/json"
+    timed_out_body: bytes = _TIMED_OUT
+    """The 408's body: the manager's (and the orchestrator's) `{"detail": …}`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -94,18 +104,24 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
             for name, value in self.server_state.default_headers:
                 head += [name, b": ", value, b"\r\n"]
             head += [
-                b"content-type: application/json\r\n",
-                b"content-length: %d\r\n" % len(_TIMED_OUT),
+                b"content-type: %s\r\n" % self.timed_out_type,
+                b"content-length: %d\r\n" % len(self.timed_out_body),
                 b"connection: close\r\n\r\n",
             ]
-            self.transport.write(b"".join(head) + _TIMED_OUT)
+            self.transport.write(b"".join(head) + self.timed_out_body)
         self.transport.close()
 
 
-def head_timeout_protocol(seconds: float) -> type[HeadTimeoutProtocol]:
+def head_timeout_protocol(
+    seconds: float, answer: tuple[str, bytes] | None = None
+) -> type[HeadTimeoutProtocol]:
     """The protocol class of a server in this process whose heads must arrive in
-    `seconds` (uvicorn's `http=`)."""
-    return type("HeadTimeoutProtocol", (HeadTimeoutProtocol,), {"head_timeout": seconds})
+    `seconds` (uvicorn's `http=`); `answer` is the 408's content type and body when the
+    server's answers are not the manager's JSON (the node's are plain text)."""
+    attributes: dict[str, object] = {"head_timeout": seconds}
+    if answer is not None:
+        attributes.update(timed_out_type=answer[0].encode("latin-1"), timed_out_body=answer[1])
+    return type("HeadTimeoutProtocol", (HeadTimeoutProtocol,), attributes)
 
 
 class ProcessHeadTimeoutProtocol(HeadTimeoutProtocol):

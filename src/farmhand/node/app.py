@@ -14,6 +14,8 @@ when it is done. What differs is everything the tutorial leaves to chance:
 - Python embedded in the .blend never runs (see the driver).
 - `GET /metrics` answers jobs by status and the queue in Prometheus' text format.
 - A body over 64 KiB is a 413, one nesting deeper than 32 levels a 400 (`limits`).
+- A request whose head or body stops arriving is a 408 after `client_timeout` seconds,
+  and its connection is closed, as the manager's (`limits`, `HEAD_TIMEOUT_ANSWER`).
 - Job ids are never handed out again, not even by a restarted node (`jobs`).
 - Only frames (and File Output nodes' files, under `passes/`) land in the output folder,
   each once it is verified (`_renderer`).
@@ -35,12 +37,14 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from farmhand import __version__
+from farmhand.manager.connections import HEAD_TIMED_OUT
 from farmhand.node.jobs import JobQueue, JobState, NodeJob, QueueFull
 from farmhand.node.limits import BodyLimitMiddleware
 from farmhand.shared.frames import FrameRangeError, frame_list
 from farmhand.shared.ids import path_id
 from farmhand.shared.metrics import CONTENT_TYPE, Family
 from farmhand.shared.metrics import render as render_metrics
+from farmhand.shared.timeouts import CLIENT_TIMEOUT
 from farmhand.worker.blender.discovery import BlenderInstall
 from farmhand.worker.blender.events import Event, FrameSaved
 from farmhand.worker.blender.process import RenderRequest, render
@@ -69,6 +73,9 @@ class NodeSettings:
     """Render threads per Blender; None uses all cores, like the tutorial's `-t 0`."""
     log_dir: Path | None = None
     """Per-job Blender logs; default `{output}/.farmhand-logs`, out of the frames' way."""
+    client_timeout: float = CLIENT_TIMEOUT
+    """Seconds a request's head may take and its body may stall before a 408 (the
+    server's protocol times heads: `HEAD_TIMEOUT_ANSWER`)."""
 
 
 class JobRequest(BaseModel):
@@ -87,6 +94,11 @@ class JobAccepted(BaseModel):
 HOW_TO_ASK = 'send JSON {"from": <integer>, "to": <integer>} with Content-Type: application/json'
 
 
+HEAD_TIMEOUT_ANSWER = ("text/plain; charset=utf-8", f"Request timeout: {HEAD_TIMED_OUT}".encode())
+"""The 408 to a request whose head did not arrive in time, plain text as every answer
+(`farmhand.manager.connections.head_timeout_protocol`)."""
+
+
 def _text(status: int, body: str, headers: dict[str, str] | None = None) -> PlainTextResponse:
     return PlainTextResponse(body, status_code=status, headers=headers)
 
@@ -95,6 +107,8 @@ def _refuse_body(status: int, problem: str) -> Response:
     """The body limits' refusals in the node's own style: plain text, as every answer."""
     if status == 413:
         return _text(413, f"Request too large: {problem}; {HOW_TO_ASK}")
+    if status == 408:
+        return _text(408, f"Request timeout: {problem}")
     return _text(status, f"Invalid input: {HOW_TO_ASK}; {problem}")
 
 
@@ -228,7 +242,9 @@ def create_node_app(
         lifespan=lifespan,
     )
     app.state.jobs = jobs
-    app.add_middleware(BodyLimitMiddleware, refuse=_refuse_body)
+    app.add_middleware(
+        BodyLimitMiddleware, refuse=_refuse_body, idle_timeout=settings.client_timeout
+    )
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_request: Request, error: RequestValidationError) -> Response:

@@ -7,6 +7,11 @@ deeper than `MAX_JSON_DEPTH` with 400 before a parser sees it: Python's `json` r
 per level, and FastAPI would turn the RecursionError of `[[[[…]]]]` into its own JSON
 error, not the server's documented answer. Each server words and shapes the refusal in
 its own documented style (`refuse`); the limits themselves live here, once.
+
+A body that stops arriving is cut off as the manager's are (its `watched_body`): no byte
+for `idle_timeout` seconds (`--client-timeout`) is a 408 and the connection is closed.
+A request's head has its own deadline, in the server's protocol
+(`farmhand.manager.connections`, started by the commands).
 """
 
 from __future__ import annotations
@@ -17,11 +22,13 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from farmhand.manager.api.limits import (
+    BodyTimeout,
     BodyTooLarge,
     declared_length,
     json_depth,
     read_all_body,
     replay_body,
+    watched_body,
 )
 
 MAX_BODY_BYTES = 64 * 1024
@@ -30,7 +37,8 @@ MAX_JSON_DEPTH = 32
 """The contract's body nests one level; the manager allows 32 by default too."""
 
 Refuse = Callable[[int, str], Response]
-"""`(status, problem) -> response`: 413 for a body too large, 400 for one too deep."""
+"""`(status, problem) -> response`: 413 for a body too large, 400 for one too deep, 408
+for one that stopped arriving."""
 
 
 def too_large_problem() -> str:
@@ -42,11 +50,13 @@ def too_deep_problem() -> str:
 
 
 class BodyLimitMiddleware:
-    """Refuse oversized or too deeply nested request bodies before any route reads them."""
+    """Refuse oversized, too deeply nested or stalled request bodies before any route
+    reads them."""
 
-    def __init__(self, app: ASGIApp, refuse: Refuse) -> None:
+    def __init__(self, app: ASGIApp, refuse: Refuse, idle_timeout: float | None = None) -> None:
         self.app = app
         self.refuse = refuse
+        self.idle_timeout = idle_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -56,10 +66,14 @@ class BodyLimitMiddleware:
         if declared is not None and declared > MAX_BODY_BYTES:
             await self._answer(413, too_large_problem(), scope, receive, send)
             return
+        watched = watched_body(receive, MAX_BODY_BYTES, "request body", self.idle_timeout)
         try:
-            body = await read_all_body(receive, MAX_BODY_BYTES, "request body")
+            body = await read_all_body(watched, MAX_BODY_BYTES, "request body")
         except BodyTooLarge:
             await self._answer(413, too_large_problem(), scope, receive, send)
+            return
+        except BodyTimeout as timeout:
+            await self._answer(408, str(timeout.detail), scope, receive, send)
             return
         # A body cannot nest deeper than it has brackets: most never need the scan.
         if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and (
@@ -73,6 +87,6 @@ class BodyLimitMiddleware:
         self, status: int, problem: str, scope: Scope, receive: Receive, send: Send
     ) -> None:
         response = self.refuse(status, problem)
-        if status == 413:
+        if status in (408, 413):
             response.headers["Connection"] = "close"  # the rest of the body is never read
         await response(scope, receive, send)

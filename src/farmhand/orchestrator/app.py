@@ -9,7 +9,9 @@ Input is strict (JSON integers, `from <= to`, at most `max_frames` frames → el
 at most `max_active` renders run at once (`503` + Retry-After past that); each client
 (by address) may start at most `rate_limit` renders per `rate_window` seconds (`429` +
 Retry-After past that). A body over 64 KiB is a 413, one nesting deeper than 32 levels a
-400 (`farmhand.node.limits`, shared with the node). `GET /metrics` answers renders,
+400 (`farmhand.node.limits`, shared with the node), and a request whose head or body
+stops arriving for `client_timeout` seconds a 408, its connection closed, as the
+manager's (`farmhand.manager.connections`). `GET /metrics` answers renders,
 batches and nodes in Prometheus' text format.
 """
 
@@ -38,6 +40,7 @@ from farmhand.shared.frames import MAX_FRAME
 from farmhand.shared.ids import path_id
 from farmhand.shared.metrics import CONTENT_TYPE, Family
 from farmhand.shared.metrics import render as render_metrics
+from farmhand.shared.timeouts import CLIENT_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,9 @@ class OrchestratorSettings:
     max_poll_interval: float = 5.0
     keep_finished: int = 1000
     """Finished renders remembered for `GET /status` (oldest forgotten first)."""
+    client_timeout: float = CLIENT_TIMEOUT
+    """Seconds a request's head may take (timed by the server's protocol,
+    `farmhand.manager.connections`) and its body may stall before a 408."""
 
 
 class RenderRequest(BaseModel):
@@ -157,6 +163,8 @@ def _refuse_body(status: int, problem: str) -> Response:
     other error it answers, with the same hint as its other 400s."""
     if status == 413:
         return _error(413, f"{problem}; {HOW_TO_ASK}")
+    if status == 408:
+        return _error(408, problem)
     return _error(status, f"{HOW_TO_ASK}; {problem}")
 
 
@@ -254,7 +262,9 @@ def create_orchestrator_app(
         summary="Splits frame ranges into batches and spreads them over farmhand nodes.",
         lifespan=lifespan,
     )
-    app.add_middleware(BodyLimitMiddleware, refuse=_refuse_body)
+    app.add_middleware(
+        BodyLimitMiddleware, refuse=_refuse_body, idle_timeout=settings.client_timeout
+    )
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_request: Request, error: RequestValidationError) -> Response:

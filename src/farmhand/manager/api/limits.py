@@ -201,7 +201,7 @@ class LimitsMiddleware:
                 started = True
             await send(message)
 
-        watched = _watched(receive, limit, what, self.limits.idle_timeout)
+        watched = watched_body(receive, limit, what, self.limits.idle_timeout)
         try:
             kind = _kind(content_type)
             if what in JSON_BODIES and (not kind or "json" in kind):
@@ -249,7 +249,7 @@ def replay_body(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-def _watched(receive: Receive, limit: int, what: str, idle_timeout: float | None) -> Receive:
+def watched_body(receive: Receive, limit: int, what: str, idle_timeout: float | None) -> Receive:
     """`receive`, raising `BodyTooLarge` once the body passes `limit` bytes and
     `BodyTimeout` when the next part of it does not come within `idle_timeout` seconds.
 
