@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from farmhand.manager.api.deps import Context, UserDep
 from farmhand.manager.api.limits import enforce_quota
 from farmhand.manager.api.upload_sessions import OCTET_STREAM_BODY
-from farmhand.manager.api.uploads import ingest, sent_by
+from farmhand.manager.api.uploads import ingest, receiving, sent_by
 from farmhand.manager.clock import utcnow
 from farmhand.manager.storage.access import readable
 from farmhand.manager.storage.gc import touch_blobs
@@ -78,7 +78,8 @@ async def put_blob(
         )
     if declared is not None and declared.isdigit():
         await run_in_threadpool(enforce_quota, context, caller, (), int(declared))
-    stored, created = await ingest(context, request.stream(), expected_sha256=sha256)
+    async with receiving(request, user=caller.name) as body:
+        stored, created = await ingest(context, body.stream(), expected_sha256=sha256)
     # The caller sent the bytes, verified against the hash: the blob is theirs to name
     # now, even if their quota refuses it below. Also when sent again (200): a job
     # naming it may follow any moment, so it is touched (spared from collection).

@@ -19,7 +19,7 @@ from farmhand.manager.api.deps import Caller, Context, UserDep
 from farmhand.manager.api.disposition import attachment, header_text
 from farmhand.manager.api.errors import error_responses
 from farmhand.manager.api.limits import enforce_quota
-from farmhand.manager.api.uploads import sent_by, store_upload, uploaded_name
+from farmhand.manager.api.uploads import receiving, sent_by, store_upload, uploaded_name
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Blob, Job, JobFile, Task
@@ -151,8 +151,9 @@ def _accepted(context: ManagerContext, response: Response, job: Job) -> JobAccep
     return JobAccepted(id=job.id, status=JobStatus(job.status), location=location)
 
 
-async def _multipart_job(context: ManagerContext, request: Request, user_id: int) -> JobCreate:
-    form = await request.form(max_files=1, max_fields=4)
+async def _multipart_job(context: ManagerContext, request: Request, caller: Caller) -> JobCreate:
+    async with receiving(request, user=caller.name) as body:
+        form = await body.form(max_files=1, max_fields=4)
     upload = form.get("file")
     if not isinstance(upload, StarletteUploadFile):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "multipart field 'file' is required")
@@ -167,7 +168,7 @@ async def _multipart_job(context: ManagerContext, request: Request, user_id: int
         ) from error
     name = uploaded_name(upload, ".blend")
     stored = await store_upload(context, upload)
-    await sent_by(context, user_id, [stored])  # the job below names it
+    await sent_by(context, caller.user_id, [stored])  # the job below names it
     return JobCreate(**settings.model_dump(), main_file=name, files={name: stored.sha256})
 
 
@@ -191,7 +192,7 @@ async def submit_job(
     content_type = request.headers.get("content-type", "")
     job_request: JobCreate | SharedJobCreate
     if content_type.startswith("multipart/form-data"):
-        job_request = await _multipart_job(context, request, caller.user_id)
+        job_request = await _multipart_job(context, request, caller)
     elif content_type.startswith("application/json"):
         # A manifest of 100,000 files takes a second to validate: not on the event loop,
         # where every runner's request would wait for it.

@@ -31,7 +31,12 @@ from farmhand.manager.api.runner import (
     log,
     refuse_late_body,
 )
-from farmhand.manager.api.uploads import receive_body, receive_upload, record_blob_in
+from farmhand.manager.api.uploads import (
+    receive_body,
+    receive_upload,
+    receiving,
+    record_blob_in,
+)
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import JobFile
@@ -93,7 +98,8 @@ async def receive_image(
     try:
         if isinstance(source, Request):
             await refuse_late_body(source, context, task_id, worker_id)
-            return await receive_body(context, source.stream(), check=check)
+            async with receiving(source, task=task_id, worker=worker_id) as body:
+                return await receive_body(context, body.stream(), check=check)
         return await receive_upload(context, source, check=check)
     except ImageError as error:
         log.info("image upload refused", task=task_id, worker=worker_id, error=str(error))

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from farmhand.manager.api.deps import Context, RunnerDep
 from farmhand.manager.api.runner import ERRORS, _held_task
 from farmhand.manager.api.runner_frames import RAW_BODY
-from farmhand.manager.api.uploads import ingest, replace_job_file, store_upload
+from farmhand.manager.api.uploads import ingest, receiving, replace_job_file, store_upload
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Job
 from farmhand.manager.events import FarmEvent
@@ -102,7 +102,8 @@ async def put_video(
     """Checked before a byte is read, then streamed into the store and written once (a
     video of a long shot runs to gigabytes)."""
     job_id, container = await run_in_threadpool(_video_container, context, task_id, worker_id, None)
-    stored, _ = await ingest(context, request.stream())
+    async with receiving(request, job=job_id, task=task_id, worker=worker_id) as body:
+        stored, _ = await ingest(context, body.stream())
     return await _accept_video(
         context, stored, job_id=job_id, container=container, task_id=task_id, worker_id=worker_id
     )

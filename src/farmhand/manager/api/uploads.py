@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path, PurePosixPath
 
-from fastapi import HTTPException, status
+import structlog
+from fastapi import HTTPException, Request, status
 from sqlalchemy import delete
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect
+from starlette.types import Message
 
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
@@ -21,6 +24,8 @@ from farmhand.manager.db.models import Blob, JobFile
 from farmhand.manager.storage.access import record_uploads
 from farmhand.manager.storage.blobs import BlobError, BlobTooLarge, StoredBlob
 from farmhand.shared.paths import UnsafePathError, safe_file_name
+
+log = structlog.get_logger(__name__)
 
 _NEW_BLOB = {
     "sqlite": sqlite_insert(Blob).on_conflict_do_nothing(index_elements=[Blob.sha256]),
@@ -150,3 +155,45 @@ async def receive_body(
     written once (a multipart file is spooled by the form parser, then copied)."""
     with _store_errors_as_4xx():
         return await context.blobs.ingest_stream(chunks, None, check)
+
+
+class UploadInterrupted(HTTPException):
+    """The client went away before the last byte of its upload: nothing was stored, and
+    nobody is left to read an answer. 499 is nginx's "client closed request", for what
+    logs the exchange, as `PATCH /api/uploads/{id}` answers the same."""
+
+    def __init__(self) -> None:
+        super().__init__(499, "the client closed the connection before its upload was complete")
+
+
+@asynccontextmanager
+async def receiving(request: Request, **sender: object) -> AsyncIterator[Request]:
+    """`request`, to read an upload's body from (`stream()` or `form()`) inside the block.
+
+    A client that goes away before the last byte is a network drop, which happens (a
+    worker's link, a laptop closed mid-upload), not a bug: it is one INFO line naming the
+    route, `sender` (the user, or the runner and its task) and the bytes received, and
+    an `UploadInterrupted`, where `ClientDisconnect` would reach the error handlers as an
+    unhandled error with two tracebacks. What the body was going into is discarded on
+    the way out, as for any error (the blob store's temporary file)."""
+    received = 0
+
+    async def counted() -> Message:
+        nonlocal received
+        message = await request.receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+        return message
+
+    try:
+        yield Request(request.scope, counted)
+    except ClientDisconnect:
+        log.info(
+            "upload interrupted: the client went away",
+            method=request.method,
+            path=request.url.path,
+            received=received,
+            declared=request.headers.get("content-length"),
+            **sender,
+        )
+        raise UploadInterrupted() from None
