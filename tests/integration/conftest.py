@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from farmhand.localfarm import LocalFarm, local_farm
 from farmhand.manager.app import create_app
 from farmhand.manager.settings import ManagerSettings
+from tests.integration.postgres import postgres_bin, postgres_server
 
 
 @dataclass
@@ -213,3 +214,13 @@ def manager(tmp_path: Path) -> Iterator[LocalFarm]:
 def stored_blobs(farm: LocalFarm) -> list[Path]:
     """The blob files in the farm's store."""
     return [p for p in (farm.data_dir / "blobs" / "sha256").rglob("*") if p.is_file()]
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A throw-away PostgreSQL server for the module's tests (`fresh_database` gives each
+    test its own database on it); skipped without Debian's postgresql."""
+    if postgres_bin() is None:
+        pytest.skip("Debian's postgresql is not installed")
+    with postgres_server() as url:
+        yield url

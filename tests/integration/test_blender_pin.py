@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from farmhand.manager.app import create_app
 from farmhand.shared.blendfile import best_version
 from tests.integration.conftest import Farm, make_settings, png_bytes
-from tests.integration.postgres import fresh_database, postgres_bin, postgres_server
+from tests.integration.postgres import fresh_database
 from tests.integration.test_scheduling import (
     claim,
     claimed,
@@ -321,14 +321,6 @@ def test_workers_racing_for_a_jobs_first_tasks_pin_it_once(farm: Farm) -> None:
     assert all(len(series) == 1 for series in got.values()), got
     assert {job(farm, j)["blender_pinned"] for j in jobs} <= {"3.4", "5.0"}
     assert all(job(farm, j)["blender_pinned"] in got[j] for j in jobs)
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    if postgres_bin() is None:
-        pytest.skip("Debian's postgresql is not installed")
-    with postgres_server() as url:
-        yield url
 
 
 @pytest.mark.xdist_group("postgres")

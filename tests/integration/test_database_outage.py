@@ -34,7 +34,7 @@ from sqlalchemy import event, make_url
 from farmhand.manager.app import create_app
 from farmhand.manager.context import ManagerContext
 from tests.integration.conftest import Farm, make_settings, png_bytes, submit_stand_in
-from tests.integration.postgres import fresh_database, postgres_bin, postgres_server
+from tests.integration.postgres import fresh_database, postgres_bin
 
 TIMEOUT = 2.0
 """The heartbeat timeout: each outage lasts twice as long, so the manager's start is
@@ -110,14 +110,6 @@ def _pipe(source: socket.socket, sink: socket.socket) -> None:
             sink.sendall(data)
     with contextlib.suppress(OSError):
         sink.shutdown(socket.SHUT_WR)
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    if postgres_bin() is None:
-        pytest.skip("Debian's postgresql is not installed")
-    with postgres_server() as url:
-        yield url
 
 
 @contextlib.contextmanager

@@ -35,7 +35,7 @@ from farmhand.manager.db.engine import Database
 from farmhand.manager.db.models import User
 from farmhand.manager.settings import ManagerSettings
 from tests.integration.conftest import make_settings
-from tests.integration.postgres import fresh_database, postgres_bin, postgres_server
+from tests.integration.postgres import fresh_database
 
 STALE_FILE = "the admin token file holds a token that gives no admin access"
 
@@ -221,14 +221,6 @@ def test_the_cli_never_takes_the_last_active_admin_away(tmp_path: Path) -> None:
         said = log.read_bytes()[before:].decode(errors="replace")
         warned = [line for line in said.splitlines() if STALE_FILE in line]
         assert len(warned) == 1 and "disabled" in warned[0], said
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    if postgres_bin() is None:
-        pytest.skip("Debian's postgresql is not installed")
-    with postgres_server() as url:
-        yield url
 
 
 @pytest.mark.xdist_group("postgres")

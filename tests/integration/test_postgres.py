@@ -18,18 +18,12 @@ from tests.integration import test_limits as limits_tests
 from tests.integration import test_manager_api as api_tests
 from tests.integration import test_scheduling as scheduling_tests
 from tests.integration.conftest import Farm, make_settings
-from tests.integration.postgres import fresh_database, postgres_bin, postgres_server
+from tests.integration.postgres import fresh_database, postgres_bin
 
 pytestmark = [
     pytest.mark.skipif(postgres_bin() is None, reason="Debian's postgresql is not installed"),
     pytest.mark.xdist_group("postgres"),
 ]
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    with postgres_server() as url:
-        yield url
 
 
 @pytest.fixture

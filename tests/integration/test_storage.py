@@ -32,7 +32,6 @@ from farmhand.shared.schemas import JobSettings, JobStatus
 from tests.integration.conftest import FAKE_BLEND, Farm, make_settings, png_bytes
 from tests.integration.postgres import fresh_database, postgres_bin
 from tests.integration.test_farm_end_to_end import finished
-from tests.integration.test_postgres import postgres_url  # noqa: F401  (a fixture)
 from tests.integration.test_scheduling import add_user
 from tests.integration.test_web_api import sign_in
 from tests.integration.waiting import wait_for
@@ -562,7 +561,7 @@ def test_cli_downloads_and_admin_commands(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 @pytest.fixture
-def pg_farm(tmp_path: Path, postgres_url: str) -> Iterator[Farm]:  # noqa: F811
+def pg_farm(tmp_path: Path, postgres_url: str) -> Iterator[Farm]:
     """A farm on its own PostgreSQL database, with the storage settings of `farm`."""
     settings = make_settings(
         tmp_path / "data",
