@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from farmhand.cli.options import port_option
+from farmhand.cli.options import client_timeout_option, port_option
 from farmhand.shared.timeouts import CLIENT_TIMEOUT
 from farmhand.worker.blender.discovery import BlenderNotFound, find_blender
 
@@ -39,15 +39,7 @@ def node(
     retry_after: Annotated[
         int, typer.Option(min=0, help="Seconds clients are told to wait between polls.")
     ] = 5,
-    client_timeout: Annotated[
-        float,
-        typer.Option(
-            min=1,
-            help="Seconds a client has to send a request's headers, and the longest a "
-            "request body may stop arriving: the connection is closed with a 408 past "
-            "either (as the manager's --client-timeout).",
-        ),
-    ] = CLIENT_TIMEOUT,
+    client_timeout: Annotated[float, client_timeout_option()] = CLIENT_TIMEOUT,
 ) -> None:
     """Run a rendering node: POST /job {"from": 1, "to": 5}, then poll GET /job/{id}."""
     import uvicorn  # here: every `farmhand` command imports this module

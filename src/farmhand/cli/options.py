@@ -17,3 +17,14 @@ def port_option(help: str = "Port to listen on.", *, any_free: bool = False) -> 
     no 0 either: it prints the URL it was given, and workers must be told a real port.
     """
     return typer.Option(min=0 if any_free else 1, max=MAX_PORT, help=help)
+
+
+def client_timeout_option() -> Any:
+    """`--client-timeout` of the node and the orchestrator: the manager's protection
+    against clients that stall (manager/connections.py), said the same way."""
+    return typer.Option(
+        min=1,
+        help="Seconds a client has to send a request's headers, and the longest a "
+        "request body may stop arriving: the connection is closed with a 408 past "
+        "either (as the manager's --client-timeout).",
+    )

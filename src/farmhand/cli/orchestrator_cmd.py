@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from farmhand.cli.options import port_option
+from farmhand.cli.options import client_timeout_option, port_option
 from farmhand.shared.timeouts import CLIENT_TIMEOUT
 
 
@@ -47,15 +47,7 @@ def orchestrator(
     max_poll_interval: Annotated[
         float, typer.Option(min=0.05, help="Poll nodes at least this often (seconds).")
     ] = 5.0,
-    client_timeout: Annotated[
-        float,
-        typer.Option(
-            min=1,
-            help="Seconds a client has to send a request's headers, and the longest a "
-            "request body may stop arriving: the connection is closed with a 408 past "
-            "either (as the manager's --client-timeout).",
-        ),
-    ] = CLIENT_TIMEOUT,
+    client_timeout: Annotated[float, client_timeout_option()] = CLIENT_TIMEOUT,
 ) -> None:
     """Serve POST /render {"from": 1, "to": 250}, then GET /status/{id}, over several nodes."""
     import uvicorn  # here: every `farmhand` command imports this module
