@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -26,7 +24,8 @@ from farmhand.manager.clock import utcnow
 from farmhand.manager.db.presence import database_reason, unavailable
 from farmhand.manager.scheduling.reaper import ReaperClock
 from farmhand.manager.siblings import Siblings
-from tests.unit.test_siblings import TIMEOUT, directory, run_in_own_loop
+from tests.unit.test_reaper_clock import _until
+from tests.unit.test_siblings import directory, run_in_own_loop
 
 __all__ = ["directory"]  # the fixture, used by name
 
@@ -110,13 +109,6 @@ def test_an_outage_is_logged_once_when_it_starts_and_once_when_it_ends() -> None
     ], events
     assert events[0]["error"] == "Connection refused"
     assert events[1]["unavailable_for"] == "31 s"
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while not condition():
-        assert time.monotonic() < deadline, "the sibling never heard"
-        await asyncio.sleep(0.01)
 
 
 def test_an_outage_in_one_process_moves_the_clock_of_its_siblings(directory: Path) -> None:
