@@ -20,8 +20,10 @@ from PIL import Image
 from farmhand.shared.schemas import FrameFile, TaskAssignment, VideoSettings
 from farmhand.worker.cache import BlobCache
 from farmhand.worker.ffmpeg import (
+    RAW_PIXEL_FORMAT,
     FfmpegInstall,
     FfmpegNotFound,
+    RawFrames,
     encode_args,
     find_ffmpeg,
     frame_rate,
@@ -279,12 +281,22 @@ def test_exr_frames_are_encoded_through_the_srgb_transfer_not_as_dark_linear_val
     assert any("sRGB transfer" in line for line in lines), "the log says how EXR is shown"
 
 
-def test_only_exr_frames_are_read_through_the_srgb_transfer(tmp_path: Path) -> None:
-    exr = encode_args("ffmpeg", tmp_path / "%06d.exr", 3, VideoSettings(), tmp_path / "v.mp4")
-    trc = exr.index("-apply_trc")
-    assert exr[trc + 1] == "iec61966_2_1" and trc < exr.index("-i"), "a decoder option"
+def test_raw_frames_reach_ffmpeg_on_stdin_with_their_size_and_pixel_format(
+    tmp_path: Path,
+) -> None:
+    """EXR frames are read by the worker and piped (ffmpeg cannot read Blender's
+    multilayer files): ffmpeg must be told what the bytes are, as it would read no
+    header; image files keep their numbered sequence."""
+    raw = encode_args("ffmpeg", RawFrames(65, 49), 3, VideoSettings(), tmp_path / "v.mp4")
+    given = raw.index("-i")
+    assert raw[given + 1] == "pipe:0"
+    assert raw[raw.index("-f") + 1] == "rawvideo" and raw.index("-f") < given
+    assert raw[raw.index("-pixel_format") + 1] == RAW_PIXEL_FORMAT == "rgb48le"
+    assert raw[raw.index("-video_size") + 1] == "65x49"
+    assert "-apply_trc" not in raw and "-start_number" not in raw
     png = encode_args("ffmpeg", tmp_path / "%06d.png", 3, VideoSettings(), tmp_path / "v.mp4")
-    assert "-apply_trc" not in png, "PNG and JPEG frames already hold display values"
+    assert png[png.index("-i") + 1] == str(tmp_path / "%06d.png")
+    assert "-f" not in png and png[png.index("-start_number") + 1] == "0"
 
 
 def test_mixed_formats_and_no_frames_are_refused_before_ffmpeg(tmp_path: Path) -> None:

@@ -20,10 +20,15 @@ the size of the crop, the same as its display window (checked with Blender 3.4 a
 single and multilayer, every part alike). A file whose data window lies elsewhere is
 taken as its pixels: the image is the data window, and what is written here has both
 windows at (0, 0)-(width - 1, height - 1) in every part.
+
+Which channels are the picture (`image_channels`) is decided here once, for the
+manager's EXR thumbnails and the worker's videos alike, and shown through one sRGB
+curve (`to_srgb`): a thumbnail and a video of the same frame look the same.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,3 +152,98 @@ def _open(path: Path) -> Any:
         return OpenEXR.File(str(path), separate_channels=True)
     except (RuntimeError, ValueError, TypeError) as error:  # the library's read errors
         raise ImageError(f"{path.name} is not a readable OpenEXR file: {error}") from error
+
+
+# ---------------------------------------------------------------------- the picture
+
+GREY_CHANNELS = ("V", "Y")
+"""A single channel that is a grey picture: Blender 5 writes a black-and-white EXR as
+`V`, the OpenEXR library's luminance images are `Y`."""
+
+
+@dataclass(frozen=True)
+class ImageChannels:
+    """Where an EXR's picture is: the part (its index in the file) and the channels
+    shown as red, green and blue (one channel three times for a grey picture)."""
+
+    part: int
+    layer: str
+    """The channels' common prefix without its dot: `""` for bare `R`, `G`, `B`;
+    `ViewLayer.Combined` for Blender's multilayer files."""
+    rgb: tuple[str, str, str]
+
+    def describe(self) -> str:
+        """For a log line: `R, G, B`, `ViewLayer.Combined R, G, B`, `V (grey)`."""
+        components = [name.rpartition(".")[2] for name in dict.fromkeys(self.rgb)]
+        shown = ", ".join(components) + (" (grey)" if len(components) == 1 else "")
+        return f"{self.layer} {shown}" if self.layer else shown
+
+
+def _layers(names: Iterable[str]) -> dict[str, set[str]]:
+    """Channel names grouped by layer: `ViewLayer.Combined.R` is component `R` of layer
+    `ViewLayer.Combined`, a bare `R` component `R` of layer `""`."""
+    layers: dict[str, set[str]] = {}
+    for name in names:
+        layer, _, component = name.rpartition(".")
+        layers.setdefault(layer, set()).add(component)
+    return layers
+
+
+def image_channels(parts: Sequence[Iterable[str]]) -> ImageChannels:
+    """The channels that are the picture, given each part's channel names in file order.
+
+    Blender's single-layer EXR has bare `R`, `G`, `B` (and `A`); its multilayer one keeps
+    the picture as the Combined pass (`ViewLayer.Combined.R`, ...) next to data passes
+    (Depth, Normal, Mist; a Vector pass even has R, G, B, A), all in one part in Blender
+    3.4, a part a pass in Blender 5, where the Combined part need not come first. So: a
+    bare RGB first, then a Combined pass, then any other layer with R, G and B (the
+    first part, then by name); only without any of those, a lone grey channel
+    (`GREY_CHANNELS`). ImageError when there is no picture at all (a file of data
+    passes only).
+    """
+    candidates: list[tuple[tuple[bool, bool, bool, int, str], ImageChannels]] = []
+    for index, names in enumerate(parts):
+        for layer, components in _layers(names).items():
+            dot = f"{layer}." if layer else ""
+            colour = components - {"A"}
+            if {"R", "G", "B"} <= colour:
+                rgb = (f"{dot}R", f"{dot}G", f"{dot}B")
+            elif len(colour) == 1 and colour <= set(GREY_CHANNELS):
+                grey = f"{dot}{next(iter(colour))}"
+                rgb = (grey, grey, grey)
+            else:
+                continue
+            combined = layer == "Combined" or layer.endswith(".Combined")
+            rank = (rgb[0] == rgb[1], layer != "", not combined, index, layer)
+            candidates.append((rank, ImageChannels(index, layer, rgb)))
+    if not candidates:
+        raise ImageError("has no R, G and B channels (nor a grey V or Y channel) to show")
+    return min(candidates, key=lambda candidate: candidate[0])[1]
+
+
+def read_picture(path: Path) -> tuple[npt.NDArray[np.float32], ImageChannels]:
+    """The EXR's picture (`image_channels`) as scene-linear float32 RGB, (height, width,
+    3), and where it was found; every part is read and checked as `read_exr` does."""
+    image = read_exr(path)
+    try:
+        where = image_channels([part.channels for part in image.parts])
+    except ImageError as error:
+        raise ImageError(f"{path.name} {error}") from None
+    channels = image.parts[where.part].channels
+    return np.stack([channels[name] for name in where.rgb], axis=-1, dtype=np.float32), where
+
+
+def to_srgb(linear: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Scene-linear light as sRGB display values from 0 to 1, overwriting `linear`: what
+    Blender's Standard view transform shows. Values past 0-1 are clipped (NaN is 0, as
+    a pixel without light: `fmax` takes the number over a NaN), then the sRGB curve;
+    computed in place (a 4K frame's three channels are 100 MB a copy)."""
+    out = np.fmax(linear, np.float32(0.0), out=linear)
+    np.fmin(out, np.float32(1.0), out=out)
+    dark = out <= 0.0031308
+    dark_values = out[dark] * np.float32(12.92)
+    np.power(out, np.float32(1 / 2.4), out=out)
+    out *= np.float32(1.055)
+    out -= np.float32(0.055)
+    out[dark] = dark_values
+    return out

@@ -6,20 +6,29 @@ so video tasks wait for a worker that has it instead of failing on one that does
 Every command is an argument list (never a shell string); file names come from the
 worker's own layout, settings from validated `VideoSettings`. Progress is read from
 `-progress pipe:1` (`key=value` lines on stdout), errors from stderr at
-`-loglevel error`, so a failure can name ffmpeg's own last error line.
+`-loglevel error`, so a failure can name ffmpeg's own last error line. Frames ffmpeg
+cannot read itself (OpenEXR, `video.py`) reach it on stdin as raw pixels
+(`RawFrames`), one frame at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
 import subprocess
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:  # numpy is loaded by the first raw frame, not by every `farmhand` command
+    import numpy as np
+    import numpy.typing as npt
 
 from farmhand.shared.schemas import DEFAULT_VIDEO_FPS, VideoSettings
 
@@ -91,15 +100,26 @@ CODEC_ARGS: dict[str, list[str]] = {
 }
 DEFAULT_CRF = {"h264": 23, "h265": 28, "vp9": 31}
 PROBE_CODEC = {"h264": "h264", "h265": "hevc", "vp9": "vp9"}
-LINEAR_INPUT_ARGS: dict[str, list[str]] = {".exr": ["-apply_trc", "iec61966_2_1"]}
-"""Decoder options for frames that hold scene-linear light, by extension: OpenEXR.
+RAW_PIXEL_FORMAT = "rgb48le"
+"""What `raw_frame` makes: 16 bits a channel, so display values reach the encoder as
+finely as from a 16-bit PNG (the 8-bit video loses nothing to them)."""
 
-ffmpeg reads an EXR's values as they are and a video stores display values, so without
-a transfer function a linear 0.2 became 51 of 255, not the 124 Blender shows, and the
-video came out far darker than the frames look. The EXR decoder's `apply_trc`
-applies the sRGB curve, which is Blender's "Standard" view transform; the scene's own
-view transform (Filmic, AgX), look and exposure are in its settings, not in the EXR, and
-only frames Blender wrote as PNG or JPEG carry them."""
+
+@dataclass(frozen=True)
+class RawFrames:
+    """Frames sent to ffmpeg's stdin rather than read from files: `width` x `height`
+    pixels each, as `raw_frame` packs them."""
+
+    width: int
+    height: int
+
+
+def raw_frame(display: npt.NDArray[np.float32]) -> bytes:
+    """Display values (0-1, sRGB-encoded, height x width x 3) as one raw frame of
+    `RAW_PIXEL_FORMAT`, rounded to the nearest 16-bit step."""
+    scaled = display * 65535
+    scaled += 0.5
+    return scaled.astype("<u2").tobytes()
 
 
 def frame_rate(fps: float) -> str:
@@ -109,22 +129,31 @@ def frame_rate(fps: float) -> str:
     return str(rate.numerator) if rate.denominator == 1 else f"{rate.numerator}/{rate.denominator}"
 
 
+def input_args(source: Path | RawFrames, fps: float) -> list[str]:
+    """How ffmpeg reads the frames: an image sequence (`…/%06d.png`, numbered from 0),
+    or raw frames on stdin, whose size and pixel format it cannot know otherwise."""
+    rate = ["-framerate", frame_rate(fps)]
+    if isinstance(source, RawFrames):
+        return [
+            "-f", "rawvideo", "-pixel_format", RAW_PIXEL_FORMAT,
+            "-video_size", f"{source.width}x{source.height}", *rate, "-i", "pipe:0",
+        ]  # fmt: skip
+    return [*rate, "-start_number", "0", "-i", str(source)]
+
+
 def encode_args(
-    ffmpeg: str, pattern: Path, frames: int, video: VideoSettings, output: Path
+    ffmpeg: str, source: Path | RawFrames, frames: int, video: VideoSettings, output: Path
 ) -> list[str]:
-    """The ffmpeg command turning `pattern` (`…/%06d.png`, numbered from 0) into a video.
+    """The ffmpeg command turning `source` (`input_args`) into a video.
 
     yuv420p is what every player reads; it needs even sizes, hence the scale filter that
-    drops an odd last row or column. Linear frames (`LINEAR_INPUT_ARGS`) are read through
-    the sRGB transfer.
+    drops an odd last row or column.
     """
     crf = video.crf if video.crf is not None else DEFAULT_CRF[video.codec]
     args = [
         ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-y",
         "-progress", "pipe:1",
-        "-framerate", frame_rate(video.fps or DEFAULT_VIDEO_FPS), "-start_number", "0",
-        *LINEAR_INPUT_ARGS.get(pattern.suffix.lower(), []),
-        "-i", str(pattern),
+        *input_args(source, video.fps or DEFAULT_VIDEO_FPS),
         "-frames:v", str(frames),
         "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2", "-pix_fmt", "yuv420p",
         *CODEC_ARGS[video.codec], "-crf", str(crf),
@@ -166,11 +195,38 @@ def _drain(stream: object, lines: list[str], on_log: Callable[[str], None]) -> N
             on_log(f"ffmpeg: {line}")
 
 
-def _kill_on_cancel(process: subprocess.Popen[str], cancel: threading.Event) -> None:
+def _kill_on_cancel(process: subprocess.Popen[bytes], cancel: threading.Event) -> None:
     while process.poll() is None:
         if cancel.wait(0.2):
             process.kill()
             return
+
+
+def _feed(
+    process: subprocess.Popen[bytes],
+    frames: Iterable[bytes],
+    cancel: threading.Event,
+    failure: list[BaseException],
+) -> None:
+    """Write `frames` to ffmpeg's stdin, then close it: the end of the input. A frame
+    that cannot be made kills ffmpeg, which would otherwise wait for it; an ffmpeg that
+    stopped reading (failed, or killed on cancel) ends the feed, and its own error or
+    the cancel is what the encode reports."""
+    stdin = process.stdin
+    assert stdin is not None
+    try:
+        for frame in frames:
+            if cancel.is_set():
+                return
+            stdin.write(frame)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    except BaseException as error:  # run_ffmpeg reports or raises it: not lost in a thread
+        failure.append(error)
+        process.kill()
+    finally:
+        with contextlib.suppress(OSError):  # the pipe is broken: ffmpeg is gone
+            stdin.close()
 
 
 def run_ffmpeg(
@@ -178,42 +234,67 @@ def run_ffmpeg(
     cancel: threading.Event,
     on_frames: Callable[[int], None] = lambda _n: None,
     on_log: Callable[[str], None] = lambda _line: None,
+    feed: Iterable[bytes] | None = None,
 ) -> EncodeResult:
-    """Run an encode to its end (or until `cancel`); ffmpeg's last error line on failure."""
+    """Run an encode to its end (or until `cancel`); ffmpeg's last error line on failure.
+
+    `feed` is the raw frames for an encode of `RawFrames`, made as ffmpeg takes them, so
+    only a frame or two is ever in memory. A frame it cannot make (ValueError, OSError:
+    an unreadable file) fails the encode with its message; any other error is raised.
+    """
     try:
         process = subprocess.Popen(
             args,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if feed is None else subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            text=True,
-            errors="replace",
         )
     except OSError as error:
         return EncodeResult(ok=False, error=f"cannot start ffmpeg: {error}")
     errors: list[str] = []
     reader = threading.Thread(
-        target=_drain, args=(process.stderr, errors, on_log), name="ffmpeg-stderr", daemon=True
+        target=_drain,
+        args=(_text(process.stderr), errors, on_log),
+        name="ffmpeg-stderr",
+        daemon=True,
     )
     reader.start()
     watcher = threading.Thread(
         target=_kill_on_cancel, args=(process, cancel), name="ffmpeg-cancel", daemon=True
     )
     watcher.start()
+    failure: list[BaseException] = []
+    writer = None
+    if feed is not None:
+        writer = threading.Thread(
+            target=_feed, args=(process, feed, cancel, failure), name="ffmpeg-feed", daemon=True
+        )
+        writer.start()
     state: dict[str, str] = {}
-    assert process.stdout is not None
-    for line in process.stdout:
+    for line in _text(process.stdout):
         frames = parse_progress(line, state)
         if frames is not None:
             on_frames(frames)
     code = process.wait()
+    if writer is not None:
+        writer.join()  # at most the frame being made: ffmpeg has stopped reading
     reader.join(5)
     if cancel.is_set():
         return EncodeResult(ok=False, error="canceled", log_tail=errors)
+    if failure:
+        if isinstance(failure[0], (ValueError, OSError)):
+            return EncodeResult(ok=False, error=str(failure[0]), log_tail=errors)
+        raise failure[0]
     if code != 0:
         last = errors[-1] if errors else f"exit code {code}"
         return EncodeResult(ok=False, error=f"ffmpeg failed: {last}", log_tail=errors)
     return EncodeResult(ok=True, log_tail=errors)
+
+
+def _text(stream: IO[bytes] | None) -> io.TextIOWrapper:
+    """ffmpeg's stdout or stderr as lines of text (the pipes are binary, for stdin's sake)."""
+    assert stream is not None
+    return io.TextIOWrapper(stream, encoding="utf-8", errors="replace")
 
 
 # ---------------------------------------------------------------------- checking

@@ -80,40 +80,17 @@ def placeholder(cache_dir: Path, label: str) -> Path:
 
 
 def exr_preview(source: Path) -> Image.Image:
-    """An 8-bit sRGB image of an EXR's RGB(A) channels: a bare RGB(A) first, then the
-    Combined pass (in a multilayer file, where OpenEXR groups its channels as
-    `ViewLayer.Combined`), then any other layer's. A multi-part file (Blender 5's
-    multilayer EXR with passes: a pass a part, `ViewLayer.Combined` one of them) is
-    looked through part by part, in the file's order, so it shows the Combined part's
-    colours, never a Depth or Normal part's."""
+    """An 8-bit sRGB image of an EXR's picture, as a video of the frame shows it: the
+    channels `worker/exr.image_channels` picks (a bare RGB, else the Combined pass of a
+    multilayer file, in whichever part of a multi-part one) through the sRGB curve
+    (`to_srgb`), never a Depth or Normal pass. Imported here, not at the top: numpy
+    and OpenEXR are loaded only once a server process makes an EXR thumbnail."""
     import numpy as np
-    import OpenEXR
 
-    parts = [part.channels for part in OpenEXR.File(str(source)).parts]
-    grouped = [
-        (index, name, channel.pixels)
-        for index, channels in enumerate(parts)
-        for name, channel in channels.items()
-        if channel.pixels.ndim == 3 and channel.pixels.shape[-1] > 2
-    ]
-    if grouped:
-        # A bare RGB(A), then the Combined pass, then any other layer's; the first part.
-        _, _, pixels = min(
-            grouped,
-            key=lambda g: (g[1] not in ("RGBA", "RGB"), not g[1].endswith("Combined"), g[0], g[1]),
-        )
-    else:
-        for channels in parts:
-            names = sorted(channels)
-            pick = [next((n for n in names if n.endswith(c)), None) for c in ("R", "G", "B")]
-            if None not in pick:
-                pixels = np.stack([channels[n].pixels for n in pick if n is not None], axis=-1)
-                break
-        else:
-            raise ValueError("the EXR has no R, G and B channels")
-    linear = np.clip(np.nan_to_num(pixels[..., :3].astype(np.float32)), 0.0, 1.0)
-    srgb = np.where(linear <= 0.0031308, linear * 12.92, 1.055 * linear ** (1 / 2.4) - 0.055)
-    return Image.fromarray((srgb * 255 + 0.5).astype(np.uint8), "RGB")
+    from farmhand.worker.exr import read_picture, to_srgb
+
+    linear, _ = read_picture(source)
+    return Image.fromarray((to_srgb(linear) * 255 + 0.5).astype(np.uint8), "RGB")
 
 
 def _flatten(image: Image.Image) -> Image.Image:
