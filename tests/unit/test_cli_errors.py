@@ -112,7 +112,7 @@ def _pack_alone(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     blend = tmp_path / "tiny.blend"
     blend.write_bytes(b"blend")
 
-    def alone(blend: Path, project: Path | None = None) -> PackedProject:
+    def alone(blend: Path, project: Path | None = None, frames: object = None) -> PackedProject:
         return PackedProject(blend.name, {blend.name: blend}, [], blend.parent, tmp_path / "w")
 
     monkeypatch.setattr(submission, "pack", alone)

@@ -52,7 +52,7 @@ def test_submit_refuses_bad_frame_range_before_uploading(tmp_path: Path) -> None
 def _pack_alone(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Packing (real .blend files, tested with Blender elsewhere) yields just the file."""
 
-    def alone(blend: Path, project: Path | None = None) -> PackedProject:
+    def alone(blend: Path, project: Path | None = None, frames: object = None) -> PackedProject:
         return PackedProject(blend.name, {blend.name: blend}, [], blend.parent, tmp_path / "w")
 
     monkeypatch.setattr(submission, "pack", alone)

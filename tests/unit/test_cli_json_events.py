@@ -42,7 +42,7 @@ def use_manager(monkeypatch: pytest.MonkeyPatch, handler: Any) -> None:
 def pack_alone(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Packing (real .blend files, tested with Blender elsewhere) yields just the file."""
 
-    def alone(blend: Path, project: Path | None = None) -> PackedProject:
+    def alone(blend: Path, project: Path | None = None, frames: object = None) -> PackedProject:
         return PackedProject(blend.name, {blend.name: blend}, [], blend.parent, tmp_path / "w")
 
     monkeypatch.setattr(submission, "pack", alone)

@@ -72,7 +72,9 @@ def fake_pack(count: int, tmp_path: Path) -> Callable[..., AbstractContextManage
     hash or an upload of one would fail the test)."""
 
     @contextmanager
-    def pack(blend: Path, project: Path | None = None) -> Iterator[PackedProject]:
+    def pack(
+        blend: Path, project: Path | None = None, frames: object = None
+    ) -> Iterator[PackedProject]:
         files = {path: tmp_path / "absent" / path for path in paths(count)}
         files["shot.blend"] = blend
         yield PackedProject("shot.blend", files, [], tmp_path, tmp_path)
@@ -108,7 +110,9 @@ def test_a_long_sequence_within_the_limit_is_submitted(
     (frames / "0.png").write_bytes(b"frame")
 
     @contextmanager
-    def pack(blend_path: Path, project: Path | None = None) -> Iterator[PackedProject]:
+    def pack(
+        blend_path: Path, project: Path | None = None, job_frames: object = None
+    ) -> Iterator[PackedProject]:
         files = {f"{FOLDER[:80]}/plate_{n:06d}.png": frames / "0.png" for n in range(14_000)}
         files["shot.blend"] = blend_path
         yield PackedProject("shot.blend", files, [], tmp_path, tmp_path)

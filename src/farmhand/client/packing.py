@@ -6,7 +6,8 @@ folders, so before anything is uploaded the client:
 
 1. traces every file the scene needs with blender-asset-tracer (BAT): images (also UDIM
    tiles and image sequences), linked .blend libraries (recursively), sounds, fonts,
-   movie clips, OpenVDB volumes and simulation / point caches;
+   movie clips, OpenVDB volumes and simulation / point caches, and lists those that do
+   not exist (`_usage_files`, for the trace and the pack alike);
 2. decides where each lands in the job's tree: files under the project folder keep
    their place; files outside it go under `_outside_project/<their absolute path>`;
 3. rewrites, in COPIES of the .blend files, every path that would not resolve on a worker
@@ -25,18 +26,21 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath, PurePosixPath
 from types import TracebackType
 from typing import Self
 
-from blender_asset_tracer import blendfile, bpathlib, trace
+from blender_asset_tracer import blendfile, bpathlib, cdefs, trace
 from blender_asset_tracer.pack import Packer
+from blender_asset_tracer.trace.result import BlockUsage
 
+from farmhand.shared.frames import MAX_FRAMES_PER_JOB
 from farmhand.shared.hashing import CHUNK_SIZE
 from farmhand.shared.paths import UnsafePathError, safe_relative_path
 
@@ -94,6 +98,18 @@ class _ManifestPacker(Packer):
         super().__init__(bfile, project, str(target))
         self.placed: dict[PurePath, Path] = {}
         self.moved: set[PurePath] = set()
+        self.usages: list[BlockUsage] = []
+        """Every usage BAT visited, for `_usage_files` to say what is missing (BAT's own
+        `missing_files` cannot see a gap in a sequence)."""
+
+    def _visit_asset(self, asset_path: Path, usage: BlockUsage) -> None:
+        if not usage.is_sequence:  # a sequence is recorded by _visit_sequence
+            self.usages.append(usage)
+        super()._visit_asset(asset_path, usage)
+
+    def _visit_sequence(self, asset_path: Path, usage: BlockUsage) -> None:
+        self.usages.append(usage)
+        super()._visit_sequence(asset_path, usage)
 
     def _find_new_paths(self) -> None:
         project = bpathlib.make_absolute(self.project)
@@ -127,18 +143,215 @@ def _quiet_tracer() -> Iterator[None]:
         logger.setLevel(level)
 
 
+UDIM_MARKER = "<UDIM>"
+IMA_GEN_TILE = 2
+"""`ImageTile.gen_flag`: a tile Blender generates itself (a colour fill), never read from a file."""
+_TILE_LIMIT = 10_000
+_DIGITS = re.compile(r"([0-9]+)([^0-9]*)$")
+
+
+@dataclass(frozen=True)
+class _ImageUser:
+    """Which image frame a scene frame shows: an `ImageUser` (an image texture node's
+    Frames, Start Frame, Offset and Cyclic) as the .blend records it."""
+
+    duration: int
+    start: int
+    offset: int
+    cyclic: bool
+
+    def numbers(self, frames: Iterable[int]) -> set[int]:
+        """The file numbers Blender loads to render `frames`, as BKE_image_user_frame_get
+        reckons them: past the end the last frame is held; before the start it asks for
+        number `offset` (Cycles renders that file magenta when it does not exist, as any
+        other; the tests compare with what Blender itself loads)."""
+        if self.duration <= 0:
+            return {0}
+        found: set[int] = set()
+        for frame in frames:
+            local = frame - self.start + 1
+            if self.cyclic:
+                local %= self.duration
+                if local == 0:
+                    local = self.duration
+            found.add(max(0, min(max(local, 0), self.duration) + self.offset))
+        return found
+
+
+class _ImageUsers:
+    """The image users of each .blend, read once per file and only if asked."""
+
+    def __init__(self) -> None:
+        self._by_file: dict[Path, dict[int, list[_ImageUser]]] = {}
+
+    def of(self, image: blendfile.BlendFileBlock) -> list[_ImageUser]:
+        bfile = image.bfile
+        users = self._by_file.get(bfile.filepath)
+        if users is None:
+            users = self._by_file[bfile.filepath] = _read_image_users(bfile)
+        return users.get(image.addr_old, [])
+
+
+def _read_image_users(bfile: blendfile.BlendFile) -> dict[int, list[_ImageUser]]:
+    """Image address → its users, from the node (shader, compositor) and texture blocks
+    that name an image and hold its `ImageUser`.
+
+    Other users (a camera's background, an image editor) are not rendered; one in a file
+    other than the image's (a linked image used by a local node) is not found: then the
+    image has no users here and its gaps are judged from the files alone."""
+    found: dict[int, list[_ImageUser]] = {}
+    for block in bfile.blocks:
+        try:
+            if block.dna_type_name == "bNode":
+                image = block.get(b"id", default=0)
+                storage = block.get_pointer(b"storage", default=None) if image else None
+                if storage is None:
+                    continue
+                if storage.dna_type_name == "ImageUser":
+                    prefix: tuple[bytes, ...] = ()
+                elif storage.dna_type.has_field(b"iuser"):
+                    prefix = (b"iuser",)
+                else:
+                    continue
+                holder = storage
+            elif block.code == b"TE" and block.dna_type.has_field(b"iuser"):
+                image = block.get(b"ima", default=0)
+                prefix, holder = (b"iuser",), block
+            else:
+                continue
+            if not image:
+                continue
+            user = _ImageUser(
+                duration=holder.get((*prefix, b"frames")),
+                start=holder.get((*prefix, b"sfra")),
+                offset=holder.get((*prefix, b"offset")),
+                cyclic=bool(holder.get((*prefix, b"cycl"))),
+            )
+        except (KeyError, blendfile.exceptions.SegmentationFault):
+            continue  # a struct this reader does not know: that user is not counted
+        found.setdefault(image, []).append(user)
+    return found
+
+
+def _numbered(name: str) -> tuple[str, int, str] | None:
+    """Blender's reading of a sequence file name (BLI_path_sequence_decode): the last run
+    of digits before the extension, as (head, width, tail); None if there is none."""
+    dot = name.rfind(".")
+    stem, extension = (name[:dot], name[dot:]) if dot > 0 else (name, "")
+    match = _DIGITS.search(stem)
+    if match is None:
+        return None
+    return stem[: match.start()], len(match.group(1)), match.group(2) + extension
+
+
+def _tile_numbers(image: blendfile.BlendFileBlock) -> list[int]:
+    """The UDIM tiles the image names (its `tiles` list), those Blender generates left out."""
+    numbers: list[int] = []
+    seen: set[int] = set()
+    tile = image.get_pointer((b"tiles", b"first"), default=None)
+    while tile is not None and tile.addr_old not in seen and len(seen) < _TILE_LIMIT:
+        seen.add(tile.addr_old)
+        if not tile.get(b"gen_flag", default=0) & IMA_GEN_TILE:
+            numbers.append(tile.get(b"tile_number"))
+        tile = tile.get_pointer(b"next", default=None)
+    return numbers
+
+
+def _members(
+    usage: BlockUsage, existing: list[Path], frames: Sequence[int] | None, users: _ImageUsers
+) -> list[Path] | None:
+    """Every file of an image sequence or UDIM image the scene needs, or None if that
+    cannot be told from the .blend (any other kind of sequence: caches, volumes).
+
+    - UDIM: each tile in the image's list, `<UDIM>` replaced by its number.
+    - A sequence with image users: the frames they show for the job's `frames`.
+    - A sequence without (or no `frames`): the numbers between its first and last
+      existing file, a gap there being missing; a guess at a range the .blend does not
+      state would list files nobody needs. A span longer than a job could be is no
+      sequence (a stray file numbered by date) and is not filled in."""
+    image = usage.block
+    if image.code != b"IM":
+        return None
+    path: Path = usage.abspath
+    try:
+        source = image.get(b"source", default=cdefs.IMA_SRC_FILE)
+        if source == cdefs.IMA_SRC_TILED:
+            if UDIM_MARKER not in path.name:
+                return None
+            tiles = _tile_numbers(image)
+            return [path.with_name(path.name.replace(UDIM_MARKER, str(n))) for n in tiles] or None
+        if source != cdefs.IMA_SRC_SEQUENCE:
+            return None
+        decoded = _numbered(path.name)
+        if decoded is None:
+            return None
+        head, width, tail = decoded
+        image_users = users.of(image)
+    except (KeyError, blendfile.exceptions.SegmentationFault):
+        return None
+
+    def named(number: int) -> Path:
+        return path.with_name(f"{head}{number:0{width}d}{tail}")
+
+    if frames is not None and image_users:
+        numbers: set[int] = set()
+        for user in image_users:
+            numbers |= user.numbers(frames)
+        return [named(n) for n in sorted(numbers)]
+    on_disk = sorted(
+        number
+        for file in existing
+        if file.parent == path.parent
+        and (number := _member_number(file.name, head, tail)) is not None
+        and named(number).name == file.name
+    )
+    if not on_disk or on_disk[-1] - on_disk[0] >= MAX_FRAMES_PER_JOB:
+        return None
+    return [named(n) for n in range(on_disk[0], on_disk[-1] + 1)]
+
+
+def _member_number(name: str, head: str, tail: str) -> int | None:
+    if not (name.startswith(head) and name.endswith(tail)):
+        return None
+    digits = name[len(head) : len(name) - len(tail)]
+    return int(digits) if digits.isascii() and digits.isdigit() else None
+
+
+def _usage_files(
+    usage: BlockUsage, frames: Sequence[int] | None, users: _ImageUsers
+) -> tuple[list[Path], list[Path]]:
+    """(existing, missing): the one place deciding which files a usage stands for and
+    which of them do not exist, for `trace_files` and `pack` alike.
+
+    BAT's own expansion of a sequence is a glob of the files that exist, so a missing
+    UDIM tile or frame was never seen: `_members` says which files the .blend needs. A
+    sequence whose named file is gone is missing as a whole, as BAT packs none of it."""
+    path: Path = usage.abspath
+    if not usage.is_sequence:
+        return ([path] if path.is_file() else []), ([] if path.exists() else [path])
+    existing = sorted(file for file in usage.files() if file.is_file())
+    members = _members(usage, existing, frames, users)
+    if members is None:
+        return existing, ([] if existing else [path])
+    missing = [member for member in members if not member.exists()]
+    if not existing and UDIM_MARKER not in path.name and path not in missing:
+        missing.insert(0, path)
+    return existing, missing
+
+
 def trace_files(blend: Path) -> list[Path]:
     """Every existing file `blend` depends on (sequences and UDIM tiles expanded)."""
     found: list[Path] = []
+    users = _ImageUsers()
     try:
         with _quiet_tracer():
             for usage in trace.deps(blend):
-                found.extend(usage.files() if usage.is_sequence else [usage.abspath])
+                found.extend(_usage_files(usage, None, users)[0])
     except (OSError, ValueError, blendfile.exceptions.BlendFileError) as error:
         raise PackError(f"cannot read {blend}: {error}") from error
     finally:
         blendfile.close_all_cached()
-    return [path for path in found if path.is_file()]
+    return found
 
 
 def default_project(blend: Path, dependencies: Iterable[Path]) -> Path:
@@ -147,12 +360,15 @@ def default_project(blend: Path, dependencies: Iterable[Path]) -> Path:
     return Path(os.path.commonpath(paths))
 
 
-def pack(blend: Path, project: Path | None = None) -> PackedProject:
+def pack(
+    blend: Path, project: Path | None = None, frames: Sequence[int] | None = None
+) -> PackedProject:
     """Plan the job's tree for `blend`; rewrite copies of the .blend files that need it.
 
     `project`: the folder whose layout the tree keeps (default: the deepest folder
-    holding the scene and all it uses). Missing files are listed, not fatal: the caller
-    decides (`--allow-missing`).
+    holding the scene and all it uses). `frames`: the frames the job renders, which say
+    the frames of an image sequence it needs (None: the gaps between its files). Missing
+    files are listed, not fatal: the caller decides (`--allow-missing`).
     """
     blend = bpathlib.make_absolute(blend)
     if project is None:
@@ -168,10 +384,13 @@ def pack(blend: Path, project: Path | None = None) -> PackedProject:
         packer = _ManifestPacker(blend, project, target)
         with packer, _quiet_tracer():
             packer.strategise()
+            users = _ImageUsers()
+            missing = sorted(
+                {path for usage in packer.usages for path in _usage_files(usage, frames, users)[1]}
+            )
             packer.execute()
             files = _collect(packer, target, workdir)
             main_file = blend.relative_to(project).as_posix()
-            missing = sorted(packer.missing_files)
             rewritten = sorted(_relative(p, target) for p in packer.moved)
     except (OSError, ValueError, blendfile.exceptions.BlendFileError) as error:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -78,7 +78,8 @@ def submit_project(
     fields = settings.model_dump()
     if not fields["name"]:
         fields["name"] = blend.stem
-    with pack(blend, project) as packed:
+    frames = range(settings.frame_start, settings.frame_end + 1, settings.frame_step)
+    with pack(blend, project, frames) as packed:
         if hooks.packed is not None:
             hooks.packed(packed)
         if packed.missing and not allow_missing:
