@@ -1,6 +1,6 @@
 """Files a scene needs but that do not exist are listed before anything is uploaded: a
 UDIM tile the image names and a frame of an image sequence the job's frames show, not
-only single files.
+only single files. A job submitted without them anyway (`--allow-missing`) says so.
 
 BAT expands a sequence or a UDIM image by globbing the files that exist, so a gap in the
 tiles or frames was never seen: the submit went ahead and the farm rendered magenta.
@@ -194,6 +194,29 @@ def test_a_complete_scene_is_not_refused_for_frames_it_never_shows(
     frames 1-10 show only its 10 files: p.0011-p.0100 are nobody's missing files."""
     submitted = cli(farm, "submit", str(project / "scene.blend"), "--frames", "1-10")
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    job_id = int(submitted.stdout.split("job ")[1].split()[0])
+    shown = cli(farm, "job", str(job_id), "--json")
+    assert json.loads(shown.stdout)["missing_count"] == 0
+    assert "submitted without" not in cli(farm, "job", str(job_id)).stdout
+
+
+def test_a_job_submitted_without_files_says_which(farm: LocalFarm, project: Path) -> None:
+    (project / "udim" / "tex.1002.png").unlink()
+    (project / "seq" / "f.0005.png").unlink()
+    (project / "textures" / "wood.png").unlink()
+    scene = project / "scene.blend"
+
+    submitted = cli(farm, "submit", str(scene), "--frames", "5", "--allow-missing")
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    job_id = int(submitted.stdout.split("job ")[1].split()[0])
+
+    detail = json.loads(cli(farm, "job", str(job_id), "--json").stdout)
+    named = ["seq/f.0005.png", "textures/wood.png", "udim/tex.1002.png"]
+    assert sorted(detail["missing_files"]) == named
+    assert detail["missing_count"] == 3
+    shown = cli(farm, "job", str(job_id)).stdout
+    assert "submitted without 3 missing files:" in shown, shown
+    assert all(f"  {path}\n" in shown for path in named), shown
 
 
 def blender_shows(

@@ -917,6 +917,8 @@ def job(
         console.print(blender, highlight=False)
     if detail.status_reason:
         console.print(f"reason: {detail.status_reason}")
+    if detail.missing_count:
+        console.print(missing_line(detail), highlight=False, markup=False)
     console.print(f"now: {live_line(detail)}")
     table = Table("task", "frames", "status", "done", "attempts", "worker", "peak", "error")
     for task in detail.tasks:
@@ -938,6 +940,21 @@ def job(
             task.last_error or "",
         )
     console.print(table)
+
+
+def missing_line(detail: JobDetail) -> str:
+    """The files the job was knowingly submitted without (`--allow-missing`): its frames
+    show them magenta, which a completed job would not otherwise admit."""
+    head = f"submitted without {plural(detail.missing_count, 'missing file')}"
+    unnamed = detail.missing_count - len(detail.missing_files)
+    if not detail.missing_files:
+        return head
+    if len(detail.missing_files) == 1 and not unnamed:
+        return f"{head}: {detail.missing_files[0]}"
+    lines = [f"{head}:", *(f"  {path}" for path in detail.missing_files)]
+    if unnamed:
+        lines.append(f"  … and {unnamed} more")
+    return "\n".join(lines)
 
 
 def blender_line(detail: JobDetail) -> str:

@@ -22,7 +22,7 @@ from farmhand.client.errors import JobTooLarge
 from farmhand.client.packing import PackedProject, pack
 from farmhand.client.transfer import Advance, Entry, Uploader, UploadReport, hash_files
 from farmhand.shared.limits import JOB_BODY_MAX_BYTES
-from farmhand.shared.schemas import JobAccepted, JobCreate, JobSettings
+from farmhand.shared.schemas import JobAccepted, JobCreate, JobSettings, missing_fields
 
 
 class MissingFiles(RuntimeError):
@@ -84,6 +84,9 @@ def submit_project(
             hooks.packed(packed)
         if packed.missing and not allow_missing:
             raise MissingFiles(packed.missing)
+        # The job keeps what it was submitted without: its frames are no complete render.
+        listed, count = missing_fields([_as_named(p, packed.project) for p in packed.missing])
+        fields.update(missing_files=listed, missing_count=count)
         _check_size(fields, packed.main_file, list(packed.files))
         entries = hash_files(packed.files, hooks.hashed)
         uploader = Uploader(client, threads, advance=hooks.advance)
@@ -98,6 +101,15 @@ def submit_project(
         )
         accepted = client.create_job(job)
     return Submitted(accepted, report, packed.missing, len(entries))
+
+
+def _as_named(path: Path, project: Path) -> str:
+    """A missing file as the artist knows it: inside the project relative to it (as the
+    job's tree has it), outside it by its own path."""
+    try:
+        return path.relative_to(project).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _check_size(fields: dict[str, Any], main_file: str, paths: list[str]) -> None:

@@ -8,6 +8,7 @@ manager and the worker plain dataclasses are used; these models live only at the
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -372,6 +373,32 @@ class JobSettings(_Strict):
             )
 
 
+MAX_MISSING_LISTED = 100
+"""How many of the files a job was submitted without it keeps by name; the rest it counts."""
+MAX_MISSING_PATH = 1024
+MissingPath = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_MISSING_PATH),
+    AfterValidator(_no_control_characters),
+]
+"""A file a job was submitted without, as the artist's scene names it: shown to whoever
+looks at the job, so one line of printable text like a job's name (`FreeText`)."""
+
+
+def missing_fields(paths: Sequence[str]) -> tuple[list[str], int]:
+    """`JobCreate.missing_files` and `missing_count` for a job submitted without `paths`:
+    the first `MAX_MISSING_LISTED`, each made valid as a `MissingPath` (a file name may
+    hold any character but `/` and NUL: control characters become `?`, an overlong path
+    keeps its end), and how many there are in all."""
+    listed = []
+    for path in paths[:MAX_MISSING_LISTED]:
+        text = _CONTROL.sub("?", path) or "?"
+        if len(text) > MAX_MISSING_PATH:
+            text = "…" + text[-(MAX_MISSING_PATH - 1) :]
+        listed.append(text)
+    return listed, len(paths)
+
+
 class JobCreate(JobSettings):
     """Create a job from blobs already uploaded (`PUT /api/blobs/{sha256}`)."""
 
@@ -379,6 +406,33 @@ class JobCreate(JobSettings):
     files: dict[RelativePath, Sha256] = Field(
         min_length=1, max_length=100_000, description="Relative path in the job tree → SHA-256."
     )
+    missing_files: list[MissingPath] = Field(
+        default_factory=list,
+        max_length=MAX_MISSING_LISTED,
+        description="Files the scene uses that did not exist when it was submitted anyway "
+        "(`farmhand submit --allow-missing`): relative to the project folder, or the path "
+        "the scene gives one outside it. The job shows them, so that frames rendered "
+        f"without them are not taken for a complete render. At most {MAX_MISSING_LISTED}.",
+    )
+    missing_count: JsonInt | None = Field(
+        default=None,
+        ge=0,
+        le=1_000_000_000,
+        description="How many files were missing in all, when more than `missing_files` "
+        "lists (default: its length).",
+    )
+
+    @model_validator(mode="after")
+    def _count_the_missing(self) -> JobCreate:
+        listed = len(self.missing_files)
+        if self.missing_count is None:
+            self.missing_count = listed
+        elif self.missing_count < listed:
+            raise ValueError(
+                f"missing_count ({self.missing_count}) is less than the {listed} "
+                "missing_files listed"
+            )
+        return self
 
 
 class SharedJobCreate(JobSettings):
@@ -446,6 +500,17 @@ class JobDetail(JobSummary):
         "worker cap, tiles, format, video...), as the web page and `farmhand job` show it.",
     )
     main_file: str
+    missing_files: list[str] = Field(
+        default_factory=list,
+        description="Files the scene used that did not exist when the job was submitted "
+        "(`--allow-missing`), as `JobCreate.missing_files` named them: its frames were "
+        "rendered without them (Blender shows a missing texture in magenta).",
+    )
+    missing_count: int = Field(
+        default=0,
+        description=f"How many files the job was submitted without; over "
+        f"{MAX_MISSING_LISTED}, more than `missing_files` names.",
+    )
     tasks: list[TaskSummary]
     elapsed_seconds: float | None
     eta_seconds: float | None = Field(

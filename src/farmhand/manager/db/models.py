@@ -208,6 +208,11 @@ class Job(Base):
     scene_fps: Mapped[float | None]
     """The scene's frame rate, as the first worker to open the file reported it: the
     job's video uses it unless the job's settings name one."""
+    missing_files: Mapped[list[str] | None] = mapped_column(JSON)
+    """Files the scene used that did not exist when it was submitted (`--allow-missing`),
+    as the submitter named them (`JobCreate.missing_files`); None for none."""
+    missing_count: Mapped[int | None]
+    """How many there were in all (more than `missing_files` lists past its limit)."""
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

@@ -126,6 +126,9 @@ def create_job(context: ManagerContext, owner_id: int, request: JobCreate) -> Jo
         if lacking:
             raise _missing(lacking)
         job = add_job(session, owner_id, settings, main, now, blender_saved=saved)
+        if request.missing_count:
+            job.missing_files = list(request.missing_files)
+            job.missing_count = request.missing_count
         # One executemany, not an ORM object per file: a job may list 100,000 files, and
         # the database's write lock (every runner's report waits on it) is held meanwhile.
         session.execute(

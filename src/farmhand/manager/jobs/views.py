@@ -226,6 +226,8 @@ def job_detail(session: Session, job: Job) -> JobDetail:
         settings=settings,
         settings_line=settings_line(settings),
         main_file=job.main_file,
+        missing_files=job.missing_files or [],
+        missing_count=job.missing_count or 0,
         tasks=[
             TaskSummary(
                 id=task.id,

@@ -542,6 +542,25 @@
     const fileUrl = (f) => `${base}/files/${f.id}/download`;
     const isExr = (f) => /\.exr$/i.test(f.path);
 
+    // What the job was submitted without (`--allow-missing`): its frames show those
+    // files magenta, and "completed" alone would pass them for a full render. Text only.
+    function renderMissing(after) {
+      let note = $("#job-missing");
+      if (!note) {
+        note = document.createElement("p");
+        note.id = "job-missing";
+        note.className = "notice";
+        after.after(note);
+      }
+      const names = job.missing_files || [];
+      const shown = names.slice(0, 5);
+      const more = job.missing_count - shown.length;
+      const what = job.missing_count === 1 ? "1 missing file" : `${job.missing_count} missing files`;
+      const list = shown.length ? `: ${shown.join(", ")}${more > 0 ? ` and ${more} more` : ""}` : "";
+      note.hidden = !job.missing_count;
+      note.textContent = job.missing_count ? `Submitted without ${what}${list}` : "";
+    }
+
     function renderHeader() {
       $("#job-name").textContent = job.name;
       // What the job asked for beyond its frames, in words (`settings_line`, made by
@@ -569,6 +588,7 @@
       // Why a job waits (no runner has its tags…) is news, not an error; why it failed is.
       reason.className = "notice" + (job.status === "failed" ? " error" : "");
       reason.textContent = job.status_reason || "";
+      renderMissing(reason);
       const finished = ["completed", "failed", "canceled"].includes(job.status);
       const show = {
         pause: ["queued", "active"].includes(job.status), resume: job.status === "paused",
