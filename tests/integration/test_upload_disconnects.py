@@ -114,7 +114,7 @@ def assert_logged_as_a_drop(
         "method": method,
         "path": path,
         "process": "manager",
-        "received": str(received),
+        "read": str(received),
         **{name: str(value) for name, value in sender.items()},
     }
     for alarm in ("Traceback", "[error", "ERROR", "unhandled error", "ClientDisconnect"):

@@ -172,17 +172,19 @@ async def receiving(request: Request, **sender: object) -> AsyncIterator[Request
 
     A client that goes away before the last byte is a network drop, which happens (a
     worker's link, a laptop closed mid-upload), not a bug: it is one INFO line naming the
-    route, `sender` (the user, or the runner and its task) and the bytes received, and
-    an `UploadInterrupted`, where `ClientDisconnect` would reach the error handlers as an
-    unhandled error with two tracebacks. What the body was going into is discarded on
-    the way out, as for any error (the blob store's temporary file)."""
-    received = 0
+    route, `sender` (the user, or the runner and its task) and the bytes of the body read
+    when the disconnect was seen (`read`: bytes still buffered in the server then are not
+    counted, so it is a lower bound), and an `UploadInterrupted`, where `ClientDisconnect`
+    would reach the error handlers as an unhandled error with two tracebacks. What the
+    body was going into is discarded on the way out, as for any error (the blob store's
+    temporary file)."""
+    read = 0
 
     async def counted() -> Message:
-        nonlocal received
+        nonlocal read
         message = await request.receive()
         if message["type"] == "http.request":
-            received += len(message.get("body", b""))
+            read += len(message.get("body", b""))
         return message
 
     try:
@@ -192,7 +194,7 @@ async def receiving(request: Request, **sender: object) -> AsyncIterator[Request
             "upload interrupted: the client went away",
             method=request.method,
             path=request.url.path,
-            received=received,
+            read=read,
             declared=request.headers.get("content-length"),
             **sender,
         )
