@@ -86,10 +86,16 @@ def gc(farm: Farm) -> dict[str, int]:
 
 
 def test_gc_removes_only_unreferenced_blobs_past_their_retention(farm: Farm) -> None:
+    """Retention is for blobs a job used; one no job ever used goes after the grace
+    period (test_unused_uploads.py)."""
     blend = put(farm, FAKE_BLEND)
     create_job(farm, {"scene.blend": blend})
-    abandoned = put(farm, b"an upload whose job never came")
-    recent = put(farm, b"unreferenced for a day")
+    abandoned = put(farm, b"a deleted job's file, unreferenced for 3 days")
+    recent = put(farm, b"a deleted job's file, unreferenced for a day")
+    gone = create_job(farm, {"scene.blend": blend, "a": abandoned, "r": recent})
+    touched = {"hashes": [abandoned, recent]}  # so the purge leaves them to gc
+    farm.client.post("/api/blobs/missing", headers=farm.admin, json=touched)
+    assert farm.client.delete(f"/api/jobs/{gone}?purge=true", headers=farm.admin)
     fresh = put(farm, b"uploaded a moment ago, job on its way")
     for sha in (blend, abandoned):
         age(farm, sha, 3 * DAY)
@@ -98,7 +104,7 @@ def test_gc_removes_only_unreferenced_blobs_past_their_retention(farm: Farm) -> 
     report = gc(farm)
 
     assert report["removed"] == 1
-    assert report["freed_bytes"] == len(b"an upload whose job never came")
+    assert report["freed_bytes"] == len(b"a deleted job's file, unreferenced for 3 days")
     assert report["kept_unreferenced"] == 2
     assert not stored(farm, abandoned)
     assert stored(farm, blend), "a blob a job references is never collected, however old"

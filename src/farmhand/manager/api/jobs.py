@@ -38,6 +38,7 @@ from farmhand.manager.scheduling.state import (
     resume_job,
 )
 from farmhand.manager.storage.archive import StoredOutput, output_names, stream_zip
+from farmhand.manager.storage.gc import mark_used
 from farmhand.shared.outputnames import (
     DOWNLOADED_KINDS,
     TemplateError,
@@ -400,6 +401,7 @@ async def upload_job_file(
                 row = JobFile(job_id=job_id, kind="input", path=clean, created_at=utcnow())
                 session.add(row)
             row.sha256, row.size = stored.sha256, stored.size
+            mark_used(session, [stored.sha256], utcnow())
             session.flush()
             return _file_model(row)
 

@@ -38,7 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from farmhand.manager.api.deps import Caller
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.settings import ManagerSettings
-from farmhand.manager.storage.usage import usage_with, user_usage_bytes
+from farmhand.manager.storage.usage import unused_upload_bytes, usage_with, user_usage_bytes
 from farmhand.shared.limits import JOB_BODY_MAX_BYTES
 
 MULTIPART_SLACK = 1024**2
@@ -317,8 +317,17 @@ def enforce_quota(
     with context.db.read() as session:
         usage = usage_with(session, caller.user_id, sha256s) + extra_bytes + reserved
         current = user_usage_bytes(session, caller.user_id) + reserved
+        unused = unused_upload_bytes(session, caller.user_id) if usage > quota else 0
     if usage > quota:
-        raise QuotaExceeded(current, usage, quota, len(uploads), reserved)
+        raise QuotaExceeded(
+            current,
+            usage,
+            quota,
+            len(uploads),
+            reserved,
+            unused=unused,
+            grace_seconds=context.settings.blob_grace_seconds,
+        )
 
 
 def enforce_open_uploads(context: ManagerContext, caller: Caller, open_uploads: int) -> None:
@@ -333,24 +342,61 @@ ABORT_HINT = "GET /api/uploads lists yours, DELETE /api/uploads/{id} aborts one"
 
 
 class QuotaExceeded(HTTPException):
+    """The 413 names what the usage is made of and what frees each part: deleting jobs
+    frees their files, aborting frees unfinished uploads, and files uploaded that no job
+    uses go on their own after the grace period (users cannot delete blobs), or stop
+    being extra once the job using them is submitted (`storage/usage.py`)."""
+
     def __init__(
-        self, current: int, usage: int, quota: int, uploads: int = 0, reserved: int = 0
+        self,
+        current: int,
+        usage: int,
+        quota: int,
+        uploads: int = 0,
+        reserved: int = 0,
+        *,
+        unused: int = 0,
+        grace_seconds: float = 0,
     ) -> None:
-        held = (
-            f", {_human(reserved)} of it by {uploads} unfinished "
-            f"upload{'' if uploads == 1 else 's'} ({ABORT_HINT})"
-            if uploads
-            else ""
-        )
+        parts, remedies = [], []
+        if current - reserved - unused > 0:
+            remedies.append("delete old jobs")
+        if unused:
+            parts.append(
+                f"{_human(unused)} of it by files you uploaded that no job uses (they count "
+                "as a job's once one uses them; otherwise they are removed about "
+                f"{_duration(grace_seconds)} after you last uploaded them)"
+            )
+            remedies.append("submit the job using them or wait for their removal")
+        if uploads:
+            parts.append(
+                f"{_human(reserved)} of it by {uploads} unfinished "
+                f"upload{'' if uploads == 1 else 's'} ({ABORT_HINT})"
+            )
+            remedies.append("abort unfinished uploads")
         after, limit = _human(usage), _human(quota)
         if after == limit:  # just over: rounded alike, the figures would say "at" it
             after, limit = f"{usage:,} bytes", f"{quota:,} bytes"
+        held = "".join(f"; {part}" if n else f", {part}" for n, part in enumerate(parts))
+        advice = (
+            " or ".join(remedies) + " to make room"
+            if remedies
+            else "what you send is more than your quota"
+        )
         super().__init__(
             413,
             f"storage quota exceeded: this would bring your usage to {after} "
-            f"of your {limit} quota (now {_human(current)}{held}); "
-            f"delete old jobs{' or abort unfinished uploads' if uploads else ''} to make room",
+            f"of your {limit} quota (now {_human(current)}{held}); {advice}",
         )
+
+
+def _duration(seconds: float) -> str:
+    """`3600` as "1 hour", `90` as "90 seconds": the grace period as people say it."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return f"{count} {unit}{'' if count == 1 else 's'}"
+    return f"{seconds:g} second{'' if seconds == 1 else 's'}"
 
 
 class TooManyUploads(HTTPException):

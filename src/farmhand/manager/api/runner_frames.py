@@ -42,6 +42,7 @@ from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import JobFile
 from farmhand.manager.events import FarmEvent
 from farmhand.manager.storage.blobs import StoredBlob
+from farmhand.manager.storage.gc import mark_used
 from farmhand.shared.frames import frame_label
 from farmhand.shared.images import ImageError, verify_image_as
 from farmhand.shared.schemas import OutputStored
@@ -128,6 +129,7 @@ async def _record_frame(
     a group-commit round trip on every frame (6 % of the manager's CPU in the load
     benchmark). This looks, and refuses with a 409; garbage collection removes the blob
     it never recorded (a stray, storage/gc.py)."""
+    now = utcnow()
     row = {
         "kind": "output",
         "path": f"frames/{frame_label(frame)}{suffix}",
@@ -136,7 +138,7 @@ async def _record_frame(
         "frame": frame,
         "task_id": task_id,
         "worker_id": worker_id,
-        "created_at": utcnow(),
+        "created_at": now,
     }
 
     def record(session: Session) -> tuple[int, int]:
@@ -146,6 +148,7 @@ async def _record_frame(
         connection.execute(_FORGET_FRAME, {"job": job, "frame": frame})
         output_id = connection.scalar(_RECORD_FRAME, {**row, "job_id": job})
         assert output_id is not None
+        mark_used(session, [stored.sha256], now)
         return output_id, job
 
     output_id, job = await context.db.batched(record)

@@ -23,6 +23,7 @@ from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Blob, JobFile
 from farmhand.manager.storage.access import record_uploads
 from farmhand.manager.storage.blobs import BlobError, BlobTooLarge, StoredBlob
+from farmhand.manager.storage.gc import mark_used
 from farmhand.shared.paths import UnsafePathError, safe_file_name
 
 log = structlog.get_logger(__name__)
@@ -79,6 +80,7 @@ def replace_job_file(
         created_at=utcnow(),
     )
     session.add(row)
+    mark_used(session, [stored.sha256], row.created_at)
     session.flush()
     return row.id
 

@@ -169,6 +169,10 @@ class Blob(Base):
     """When a client last learned the manager holds this blob (a dedup hit in
     `/api/blobs/missing` or a repeated upload): it may be about to create a job naming
     it without uploading, so garbage collection and job deletion spare it for a while."""
+    used_at: Mapped[datetime | None]
+    """When a job first named this blob as one of its files (`storage/gc.py`
+    `mark_used`); null for a blob no job has ever used, which garbage collection keeps
+    only for the grace period and which counts for its uploaders' quota."""
 
 
 class BlobUpload(Base):

@@ -13,6 +13,7 @@ from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Blob, Job, JobFile, Task
 from farmhand.manager.scheduling.compile import compile_job
 from farmhand.manager.storage.access import readable
+from farmhand.manager.storage.gc import mark_used
 from farmhand.shared.blendfile import READ_BYTES, cannot_open, looks_like_blend, saved_version
 from farmhand.shared.paths import UnsafePathError, check_coexisting, safe_relative_path
 from farmhand.shared.schemas import JobCreate, JobSettings, JobStatus
@@ -145,6 +146,7 @@ def create_job(context: ManagerContext, owner_id: int, request: JobCreate) -> Jo
                 for path, sha in files.items()
             ],
         )
+        mark_used(session, blobs.keys(), now)
     context.wakeup.notify()
     return job
 

@@ -3,15 +3,24 @@
 The policy (one home for it; docs/STORAGE.md explains it to people):
 
 - A blob is *referenced* while a `job_files` row (an input or an output) names it.
+- A blob is *used* once a job has named it (`blobs.used_at`, set by `mark_used`, which
+  every place recording a job's file calls in the same transaction: a submission's
+  inputs, an input added to a job, a runner's frames, tiles, passes and videos). Marking
+  where a reference starts is the one place that sees every reference: they end in many
+  (a purge, a retried frame replacing its file, an input replaced).
 - A blob is *recent* while less than the grace period (`blob_grace_seconds`) has passed
   since it was created or since a client last learned the manager holds it
   (`touched_at`: a dedup hit in `/api/blobs/missing` or a repeated upload). A client
   uploads blobs first and creates the job naming them after, so a recent blob may be
   about to be referenced: it is never removed.
-- Garbage collection removes blobs unreferenced and older than
-  `max(blob_retention_days, grace)`: an aborted submission's uploads, or whatever a
-  deleted job shared with a client that was about to reuse it. Keeping them N days makes
-  a resubmission within that time upload nothing.
+- Garbage collection removes unreferenced blobs no job has ever used once they are no
+  longer recent: uploads no job named (an aborted submission, files sent and never
+  submitted). They count for their uploaders' quota meanwhile (`storage/usage.py`),
+  and users cannot delete blobs, so this is how that usage goes away.
+- It removes unreferenced blobs a job has used once `max(blob_retention_days, grace)`
+  has passed since they were created or touched: whatever a deleted job left, which a
+  resubmission within that time then uploads nothing for. They count for no one's
+  quota meanwhile: they are kept for the farm's sake, not the user's.
 - Deleting a job (`DELETE /api/jobs/{id}?purge=true`) frees at once the blobs only it
   referenced, except recently touched ones, which garbage collection takes later.
 
@@ -84,9 +93,27 @@ def touch_blobs(session: Session, hashes: Collection[str], now: datetime) -> Non
         session.execute(update(Blob).where(Blob.sha256.in_(chunk)).values(touched_at=now))
 
 
-def gc_cutoff(settings: ManagerSettings, now: datetime) -> datetime:
-    keep = max(timedelta(days=settings.blob_retention_days), _grace(settings))
-    return now - keep
+def mark_used(session: Session, hashes: Collection[str], now: datetime) -> None:
+    """Mark blobs a job is naming as its files, in the transaction recording them: from
+    now on they are kept for the retention once unreferenced, and no longer count as
+    their uploaders' unused uploads (module docstring)."""
+    ordered = sorted(set(hashes))
+    for start in range(0, len(ordered), BATCH):
+        chunk = ordered[start : start + BATCH]
+        session.execute(
+            update(Blob)
+            .where(Blob.sha256.in_(chunk), Blob.used_at.is_(None))
+            .values(used_at=now)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def _collectable(settings: ManagerSettings, now: datetime) -> ColumnElement[bool]:
+    """Unreferenced, and quiet for the grace period if no job ever used it, else for
+    `max(blob_retention_days, grace)`."""
+    retention = max(timedelta(days=settings.blob_retention_days), _grace(settings))
+    unused = and_(Blob.used_at.is_(None), _quiet_since(now - _grace(settings)))
+    return and_(_unreferenced(), or_(unused, _quiet_since(now - retention)))
 
 
 def _grace(settings: ManagerSettings) -> timedelta:
@@ -184,8 +211,7 @@ def _stray_files(store: BlobStore, known: set[str], cutoff: datetime) -> list[Pa
 def collect_garbage(context: ManagerContext, now: datetime) -> GcReport:
     """One garbage collection pass (the periodic loop and `farmhand admin gc` call this)."""
     settings = context.settings
-    cutoff = gc_cutoff(settings, now)
-    eligible = and_(_unreferenced(), _quiet_since(cutoff))
+    eligible = _collectable(settings, now)
     with context.db.transaction() as session:
         candidates = set(session.scalars(select(Blob.sha256).where(eligible)))
         unreferenced = set(session.scalars(select(Blob.sha256).where(_unreferenced())))

@@ -1,11 +1,15 @@
 """How much storage a user occupies: the quota's measure, and the admin usage views'.
 
 A user's usage is the total size of the distinct blobs their jobs reference, inputs and
-outputs alike, and of the blobs they uploaded that no job references (a submission's
-files before its job is made, or files never used: they stay on the disk until garbage
-collection, so they are someone's). Blobs are content-addressed, so a file used by ten
+outputs alike, and of the blobs they uploaded that no job has ever used (a submission's
+files before its job is made, or files never submitted: they stay on the disk for the
+grace period, so they are someone's). Blobs are content-addressed, so a file used by ten
 of their jobs counts once; a file shared with someone else's job counts for both,
 because deleting one person's jobs would not free it.
+
+A blob a job has used counts only while a job references it: a purged job's files stop
+counting for its owner at once, even those garbage collection keeps for the retention
+or the grace period (the policy is `storage/gc.py`'s).
 
 The quota also counts a user's unfinished resumable uploads, by the size each announced
 (`manager/api/limits.py` `enforce_quota`); they are no blobs yet, so not part of this
@@ -16,32 +20,50 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from sqlalchemy import CompoundSelect, exists, func, select, union
+from sqlalchemy import CompoundSelect, Select, func, select, union
 from sqlalchemy.orm import Session
 
 from farmhand.manager.db.models import Blob, BlobUpload, Job, JobFile
 from farmhand.manager.storage.access import readable
 
 
+def _unused_uploads(user_id: int) -> Select[str]:
+    """What the user uploaded that no job has ever used. Garbage collection removes
+    these once their grace period has passed, which is what makes counting them fair:
+    a user cannot delete a blob, and waiting frees them."""
+    return (
+        select(BlobUpload.sha256)
+        .join(Blob, Blob.sha256 == BlobUpload.sha256)
+        .where(BlobUpload.user_id == user_id, Blob.used_at.is_(None))
+    )
+
+
 def _user_blobs(user_id: int) -> CompoundSelect[str]:
-    """The hashes a user's usage counts: their jobs' files, and what they uploaded that
-    no job names (yet). Without the second, uploading without ever submitting kept any
-    amount on the disk outside the quota until garbage collection."""
+    """The hashes a user's usage counts: their jobs' files, and their unused uploads.
+    Without the second, uploading without ever submitting kept any amount on the disk
+    outside the quota."""
     of_jobs = (
         select(JobFile.sha256).join(Job, Job.id == JobFile.job_id).where(Job.owner_id == user_id)
     )
-    pending = select(BlobUpload.sha256).where(
-        BlobUpload.user_id == user_id,
-        ~exists().where(JobFile.sha256 == BlobUpload.sha256),
-    )
-    return union(of_jobs, pending)
+    return union(of_jobs, _unused_uploads(user_id))
 
 
 def user_usage_bytes(session: Session, user_id: int) -> int:
     """Bytes of the distinct blobs referenced by the user's jobs (inputs and outputs) or
-    uploaded by them and referenced by no job."""
+    uploaded by them and never used by a job."""
     total = session.scalar(
         select(func.coalesce(func.sum(Blob.size), 0)).where(Blob.sha256.in_(_user_blobs(user_id)))
+    )
+    return int(total or 0)
+
+
+def unused_upload_bytes(session: Session, user_id: int) -> int:
+    """The part of `user_usage_bytes` that is uploads no job has used: what a 413 names
+    apart, since deleting jobs does not free it."""
+    total = session.scalar(
+        select(func.coalesce(func.sum(Blob.size), 0)).where(
+            Blob.sha256.in_(_unused_uploads(user_id))
+        )
     )
     return int(total or 0)
 
