@@ -38,6 +38,23 @@ def test_a_50_file_with_a_range_below_50_is_refused_and_says_why(farm: Farm) -> 
     assert job_ids(farm) == before, "no job was stored"
 
 
+def test_a_range_no_blender_is_in_is_refused_as_such_not_blamed_on_the_file(
+    farm: Farm,
+) -> None:
+    """`>=5,<5` with a 3.4 file used to say 'allow Blender 3.4 or newer', which the range
+    already did: it holds no Blender at all, and the answer says that."""
+    before = job_ids(farm)
+    for spec in (">=5,<5", "<4,>5"):
+        for blend in (FAKE_BLEND, BLEND_50):
+            answer = post_stand_in(
+                farm.client, farm.admin, blend=blend, blender_version=spec, **FRAMES
+            )
+            assert answer.status_code == 400, (spec, answer.text)
+            assert f"the Blender range {spec!r} allows no version" in answer.text, answer.text
+            assert "saved by Blender" not in answer.text
+    assert job_ids(farm) == before, "no job was stored"
+
+
 def test_a_range_a_newer_or_the_saving_blender_is_in_is_accepted(farm: Farm) -> None:
     # A 3.4 file opens in any newer Blender; a 5.0 file in 5.0.x; "!=5.0" leaves 5.1 on.
     for blend, spec in [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from farmhand.shared.blendfile import (
     best_version,
     cannot_open,
     check_spec,
+    in_range,
     oldest_in_range,
     saved_version,
     version_fits,
@@ -81,7 +83,7 @@ def test_a_bad_version_range_is_refused_with_a_reason(spec: str) -> None:
         ("5.0", "<5", False),
         ("5.0", "4.2", False),
         ("4.3", "==4.2", False),
-        ("3.4", ">3,<3.4", False),
+        ("3.4", ">=3,<3.4", False),  # ">3" is 4.0 and later: ">3,<3.4" holds none
         ("3.4", "<4", True),  # an older file opens in newer Blenders
         ("3.4", ">=4.2,<5", True),
         ("5.0", "<=5.0", True),
@@ -104,6 +106,21 @@ def test_a_range_that_only_older_blenders_are_in_cannot_open_the_file(
             "cannot open (a .blend opens only in the Blender that saved it or a newer one): "
             f"allow Blender {saved} or newer in the job's Blender range"
         )
+
+
+@pytest.mark.parametrize("spec", [">=5,<5", "<4,>5", "==5.0,!=5", "<0"])
+def test_a_range_no_version_is_in_is_refused_as_such_whatever_the_file(spec: str) -> None:
+    """Not blamed on the file's Blender: 'allow Blender 3.4 or newer' cannot be followed
+    when the range holds no Blender at all."""
+    said = f"the Blender range {spec!r} allows no version"
+    with pytest.raises(ValueError) as refused:
+        check_spec(spec)
+    assert str(refused.value) == said
+    with pytest.raises(ValueError, match=re.escape(said)):
+        JobSettings(blender_version=spec)
+    for saved in ("3.4", "5.0", None):
+        assert cannot_open(saved, spec) == said, saved
+    assert in_range("5.0.1", spec) is False, "a stored job's empty range is read, not refused"
 
 
 GRID = [f"{a}.{b}.{c}" for a in range(8) for b in range(0, 6) for c in range(0, 4)]

@@ -99,7 +99,26 @@ def _cmp(a: Version, b: Version) -> int:
 
 
 def check_spec(spec: str) -> list[tuple[str, Version]]:
-    """A version range such as `>=4.2,<5` as (operator, version) pairs; ValueError if bad."""
+    """A version range such as `>=4.2,<5` as (operator, version) pairs; ValueError if it
+    is not one, or if no version is in it (`>=5,<5`): what a job may ask for.
+
+    An empty range is refused here, at the edge, as such: otherwise it would reach
+    `cannot_open` and be blamed on the file, with advice (allow a newer Blender) that
+    the range already follows and that cannot help."""
+    parts = _parse_spec(spec)
+    if oldest_in_range(spec) is None:
+        raise ValueError(empty_range(spec))
+    return parts
+
+
+def empty_range(spec: str) -> str:
+    """Why a range no version is in is refused, in one place for every caller."""
+    return f"the Blender range {spec!r} allows no version"
+
+
+def _parse_spec(spec: str) -> list[tuple[str, Version]]:
+    """`check_spec` without the emptiness check: a stored job's range is only read, and an
+    empty one (stored before the check) simply holds no Blender."""
     parts = []
     for raw in spec.split(","):
         match = _SPEC_PART.match(raw)
@@ -130,7 +149,7 @@ def in_range(version: str, spec: str | None) -> bool:
     """Whether Blender `version` is inside the range `spec` (None: any)."""
     if not spec:
         return True
-    return _inside(parse_version(version), check_spec(spec))
+    return _inside(parse_version(version), _parse_spec(spec))
 
 
 def version_fits(version: str, saved: str | None, spec: str | None) -> bool:
@@ -167,7 +186,7 @@ def oldest_in_range(spec: str | None, at_least: str | None = None) -> str | None
     and the first versions past them (`>4.2`, `!=4.2`: 4.3.0), so the oldest version
     inside it, if any, is the oldest of those (or `at_least` itself) that is inside it.
     """
-    parts = check_spec(spec) if spec else []
+    parts = _parse_spec(spec) if spec else []
     floor = _padded(parse_version(at_least)[:2]) if at_least else (0, 0, 0)
     candidates = {floor}
     for _op, bound in parts:
@@ -179,16 +198,20 @@ def oldest_in_range(spec: str | None, at_least: str | None = None) -> str | None
 
 def cannot_open(saved: str | None, spec: str | None, file: str = "the file") -> str | None:
     """Why no Blender in the range `spec`, now or ever, can open `file`, saved by Blender
-    `saved`; None if one can (or either is unknown).
+    `saved`; None if one can, or if there is no range or `saved` is unknown. A range no
+    version is in at all says so (`empty_range`), whatever the file: the file is not
+    what is wrong, and allowing its Blender would not help.
 
     A file opens in the Blender that saved it and newer ones, never in an older one: a
     range that ends before `saved` (`<4` for a 5.0 file) rules out every Blender that
     could render the job, and adding workers would never help. The submission is refused
     with this (`manager/jobs/submit.py`); a job stored before that check waits with it.
     """
-    if saved is None or not spec:
+    if not spec:
         return None
-    if oldest_in_range(spec, saved) is not None:
+    if oldest_in_range(spec) is None:  # no Blender at all: not the file's fault
+        return empty_range(spec)
+    if saved is None or oldest_in_range(spec, saved) is not None:
         return None
     return (
         f"{file} was saved by Blender {saved}, which a Blender in the range {spec} cannot "
