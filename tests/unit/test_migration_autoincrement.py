@@ -70,18 +70,17 @@ def populate(engine: Engine) -> None:
         session.add(alice)
         session.flush()
         jobs = [
-            Job(
-                owner_id=alice.id,
-                name=name,
-                settings={"frame_start": 1, "frame_end": 2},
-                main_file="scene.blend",
-                created_at=now + timedelta(seconds=n),
-                blender_pinned="5.0" if n == 0 else None,
+            SimpleNamespace(
+                id=insert_old(
+                    session.connection(), "jobs", owner_id=alice.id, name=name,
+                    type="animation", status="queued", priority=50,
+                    settings={"frame_start": 1, "frame_end": 2}, main_file="scene.blend",
+                    created_at=now + timedelta(seconds=n),
+                    blender_pinned="5.0" if n == 0 else None,
+                )
             )
             for n, name in enumerate(["animation", "still", "purged"])
-        ]
-        session.add_all(jobs)
-        session.flush()
+        ]  # fmt: skip
         animation, still, purged = jobs
         frames = [
             Task(job_id=animation.id, index=n, frames=[n + 1], status="completed") for n in range(2)
@@ -145,7 +144,7 @@ def populate(engine: Engine) -> None:
         )
     with Session(engine) as session, session.begin():
         # Purged before the upgrade: its id is the highest a job ever had, and unknown.
-        session.delete(session.get(Job, 3))
+        session.execute(text("DELETE FROM jobs WHERE id = 3"))
 
 
 def dump(

@@ -140,8 +140,9 @@ class ManagerSettings:
     """Unfinished resumable uploads one user may have at once (409 past it; admins have no
     limit); 0: no limit."""
     blob_retention_days: float = 7.0
-    """Blobs no job references are removed this long after their last use, so a
-    resubmission within that time uploads nothing (see `manager/storage/gc.py`)."""
+    """Blobs a job used and none references any more are removed this long after their
+    last use, so a resubmission within that time uploads nothing; uploads no job ever
+    used go after `blob_grace_seconds` (see `manager/storage/gc.py`)."""
     blob_grace_seconds: float = 3600.0
     """A blob created or touched this recently is never removed: a client uploads blobs
     first and creates the job naming them after."""
