@@ -22,7 +22,7 @@ from farmhand.manager.web.thumbnails import exr_preview, thumbnail
 from farmhand.shared.images import ImageError, ImageInfo, verify_image
 from farmhand.worker.blender.events import FrameSaved
 from farmhand.worker.blender.process import _cut_out_tile
-from farmhand.worker.exr import read_exr
+from farmhand.worker.exr import RENDERED_COMPRESSION, read_exr
 from farmhand.worker.merge import MergeError, merge_tiles
 
 WIDTH, HEIGHT = 11, 7
@@ -58,10 +58,14 @@ def blender5_channels(
     }
 
 
-def write_multipart(path: Path, parts: dict[str, dict[str, npt.NDArray[Any]]]) -> Path:
+def write_multipart(
+    path: Path,
+    parts: dict[str, dict[str, npt.NDArray[Any]]],
+    compression: OpenEXR.Compression = OpenEXR.ZIP_COMPRESSION,
+) -> Path:
     """A multi-part file, one part a key of `parts`, in their order, with Blender's header
-    attributes (its metadata on the Combined part only, as Blender 5 writes it); the
-    display window is the first part's size."""
+    attributes (its metadata on the Combined part only, as Blender 5 writes it) and the
+    scene's `compression` in every part; the display window is the first part's size."""
     made = []
     height, width = next(iter(next(iter(parts.values())).values())).shape
     window = (np.array([0, 0], np.int32), np.array([width - 1, height - 1], np.int32))
@@ -69,6 +73,7 @@ def write_multipart(path: Path, parts: dict[str, dict[str, npt.NDArray[Any]]]) -
         header = dict(BLENDER_HEADER) if name.endswith("Combined") else {
             "compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage,
         }  # fmt: skip
+        header["compression"] = compression
         header["colorInteropID"] = "lin_rec709_scene" if name.endswith("Combined") else "data"
         header["displayWindow"] = window  # one for all parts, as the format wants
         made.append(OpenEXR.Part(header, dict(channels), name))  # it converts the dict's values
@@ -184,18 +189,24 @@ COLUMNS, ROWS = (0, 3, 7, 11), (0, 3, 7)
 
 
 def cut_tiles(
-    tmp_path: Path, whole: dict[str, dict[str, npt.NDArray[Any]]]
+    tmp_path: Path,
+    whole: dict[str, dict[str, npt.NDArray[Any]]],
+    compression: OpenEXR.Compression = OpenEXR.ZIP_COMPRESSION,
+    columns: tuple[int, ...] = COLUMNS,
+    rows: tuple[int, ...] = ROWS,
 ) -> dict[tuple[int, int], Path]:
-    """The 2x3 tiles of `whole`, each a multi-part file cut by numpy, not by farmhand."""
+    """The 2x3 tiles of `whole` (edges at `columns` and `rows`), each a multi-part file
+    cut by numpy, not by farmhand, in `compression` as Blender would write them."""
     made = {}
     for row in range(2):
         for column in range(3):
-            (top, bottom), (left, right) = ROWS[row : row + 2], COLUMNS[column : column + 2]
+            (top, bottom), (left, right) = rows[row : row + 2], columns[column : column + 2]
             tile = {
                 part: {n: np.ascontiguousarray(p[top:bottom, left:right]) for n, p in chans.items()}
                 for part, chans in whole.items()
             }
-            made[(row, column)] = write_multipart(tmp_path / f"r{row}c{column}.exr", tile)
+            path = tmp_path / f"r{row}c{column}.exr"
+            made[(row, column)] = write_multipart(path, tile, compression)
     return made
 
 
@@ -217,6 +228,101 @@ def test_multi_part_tiles_merge_into_the_whole_frame_bit_for_bit(tmp_path: Path)
         for window in ("dataWindow", "displayWindow"):
             assert [list(c) for c in header[window]] == [[0, 0], [WIDTH - 1, HEIGHT - 1]]
     assert merged[0][1]["BlenderMultiChannel"] == "Blender V2.55.1 and newer"
+
+
+# A lossy codec (DWAA, ...): Blender compressed each tile with it; the cut and the merge
+# do not compress the decoded pixels a second time, but write them in ZIP, bit for bit.
+
+LOSSY = {  # the codec → the parts of `blender5_channels` it loses detail in
+    OpenEXR.DWAA_COMPRESSION: set(PARTS),
+    OpenEXR.DWAB_COMPRESSION: set(PARTS),
+    OpenEXR.B44_COMPRESSION: set(PARTS),
+    OpenEXR.B44A_COMPRESSION: set(PARTS),
+    OpenEXR.PXR24_COMPRESSION: set(PARTS) - {"ViewLayer.Combined"},  # float32 only
+    OpenEXR.ZIP_COMPRESSION: set(),
+    OpenEXR.PIZ_COMPRESSION: set(),
+}
+
+
+def with_a_picture(
+    parts: dict[str, dict[str, npt.NDArray[Any]]],
+) -> dict[str, dict[str, npt.NDArray[Any]]]:
+    """`parts` with a smooth picture in the Combined pass, as a render has: DWA leaves
+    noise of every magnitude alone, but rounds a picture's detail, again at each pass."""
+    height, width = next(iter(parts["ViewLayer.Combined"].values())).shape
+    y, x = np.mgrid[0:height, 0:width]
+    noise = np.random.default_rng(7).random((height, width)) * 0.1
+    for index, channel in enumerate(parts["ViewLayer.Combined"]):
+        picture = 0.5 + 0.4 * np.sin(x / (3.0 + index)) * np.cos(y / 4.0) + noise
+        parts["ViewLayer.Combined"][channel] = picture.astype(np.float16)
+    return parts
+
+
+def decoded_frame(tiles: dict[tuple[int, int], Path]) -> dict[str, dict[str, npt.NDArray[Any]]]:
+    """The frame the tiles' decoded pixels make, assembled by numpy, part by part."""
+    rows: dict[int, list[list[tuple[str, dict[str, npt.NDArray[Any]]]]]] = {}
+    for (row, _column), path in sorted(tiles.items()):
+        rows.setdefault(row, []).append([(name, chans) for name, _, chans in read_parts(path)])
+    frame: dict[str, dict[str, npt.NDArray[Any]]] = {}
+    for index, name in enumerate(PARTS):
+        names = rows[0][0][index][1]
+        frame[name] = {
+            channel: np.vstack(
+                [np.hstack([tile[index][1][channel] for tile in row]) for row in rows.values()]
+            )
+            for channel in names
+        }
+    return frame
+
+
+@pytest.mark.parametrize("codec", list(LOSSY), ids=lambda c: c.name.removesuffix("_COMPRESSION"))
+def test_tiles_in_a_lossy_codec_merge_in_zip_as_decoded_and_others_keep_theirs(
+    tmp_path: Path, codec: OpenEXR.Compression
+) -> None:
+    whole = with_a_picture(blender5_channels(width=40, height=36))  # several DWA blocks a tile
+    tiles = cut_tiles(tmp_path, whole, codec, (0, 13, 27, 40), (0, 17, 36))
+    decoded = decoded_frame(tiles)
+    out = tmp_path / "frame.exr"
+    said: list[str] = []
+    merge_tiles(tiles, (2, 3), out, on_log=said.append)
+
+    name = codec.name.removesuffix("_COMPRESSION")
+    for part, header, channels in read_parts(out):
+        lossy = part in LOSSY[codec]
+        assert header["compression"] == (OpenEXR.ZIP_COMPRESSION if lossy else codec), part
+        assert header.get(RENDERED_COMPRESSION) == (name if lossy else None), part
+        for channel, pixels in decoded[part].items():
+            assert_same_bits(channels[channel], pixels, channel)
+    told = [line for line in said if "losslessly" in line]
+    if LOSSY[codec]:
+        assert told == [
+            f"Blender compressed the tiles with {name}, which loses detail: the frame is "
+            f"written with ZIP, losslessly, so the merge adds no loss, and differs from a "
+            f"whole render only within {name}'s own"
+        ]
+    else:
+        assert told == []
+
+
+def test_a_tile_cut_from_a_dwaa_render_is_its_decoded_pixels_in_zip(tmp_path: Path) -> None:
+    """The cut does not compress the tile a second time either, and the merge of such
+    tiles (in ZIP by then) still says Blender's codec."""
+    whole = with_a_picture(blender5_channels(width=40, height=36))
+    path = write_multipart(tmp_path / "frame_0007.exr", whole, OpenEXR.DWAA_COMPRESSION)
+    rendered = {name: chans for name, _, chans in read_parts(path)}
+    event = FrameSaved(frame=7, path=path, seconds=1.0, width=20, height=16, crop=(5, 2, 40, 36))
+    _cut_out_tile(event)
+
+    for part, header, channels in read_parts(path):
+        assert header["compression"] == OpenEXR.ZIP_COMPRESSION, part
+        assert header[RENDERED_COMPRESSION] == "DWAA"
+        for channel, pixels in rendered[part].items():
+            assert_same_bits(channels[channel], pixels[2:18, 5:25], channel)
+    out = tmp_path / "merged.exr"
+    said: list[str] = []
+    merge_tiles({(0, 0): path}, (1, 1), out, on_log=said.append)
+    assert any("compressed the tiles with DWAA" in line for line in said), said
+    assert read_parts(out)[0][1]["compression"] == OpenEXR.ZIP_COMPRESSION
 
 
 def test_tiles_whose_parts_differ_make_no_frame(tmp_path: Path) -> None:

@@ -21,6 +21,14 @@ single and multilayer, every part alike). A file whose data window lies elsewher
 taken as its pixels: the image is the data window, and what is written here has both
 windows at (0, 0)-(width - 1, height - 1) in every part.
 
+Compression is kept, except a lossy one (`lossy_compression`: DWAA, DWAB, B44, B44A;
+PXR24 for 32-bit float): Blender already compressed the tile with it, and compressing the
+decoded pixels again would lose detail a second time (a DWAA frame re-encoded once
+changes about a fifth of its pixels). Such a part is written with ZIP, losslessly, and
+`RENDERED_COMPRESSION` in its header names the codec Blender used, so the merge (whose
+tiles the cut already wrote in ZIP) can say so. The merged frame then differs from a
+whole render only within that codec's own loss.
+
 Which channels are the picture (`image_channels`) is decided here once, for the
 manager's EXR thumbnails and the worker's videos alike, and shown through one sRGB
 curve (`to_srgb`): a thumbnail and a video of the same frame look the same.
@@ -42,6 +50,23 @@ from farmhand.shared.images import ImageError
 _RECOMPUTED = ("channels", "dataWindow", "displayWindow", "chunkCount")
 """Header attributes that follow from the pixels written, never carried over: a cut or
 merged image has other windows and another number of chunks than the file read."""
+
+
+LOSSY_COMPRESSIONS = frozenset(
+    {
+        OpenEXR.B44_COMPRESSION,
+        OpenEXR.B44A_COMPRESSION,
+        OpenEXR.DWAA_COMPRESSION,
+        OpenEXR.DWAB_COMPRESSION,
+    }
+)
+"""Codecs that lose detail on any pixels they compress (PXR24 only on 32-bit float)."""
+LOSSLESS_COMPRESSION = OpenEXR.ZIP_COMPRESSION
+"""What a part in a lossy codec is written with instead: lossless, and what Blender
+offers as its default for OpenEXR."""
+RENDERED_COMPRESSION = "farmhandRenderedCompression"
+"""Header attribute of a part written losslessly in place of a lossy codec: that codec's
+name (`DWAA`), the one Blender compressed the pixels with."""
 
 
 @dataclass
@@ -110,17 +135,53 @@ def read_exr(path: Path) -> ExrImage:
     return ExrImage(parts)
 
 
+def compression_name(compression: object) -> str:
+    """`DWAA` for `OpenEXR.DWAA_COMPRESSION`: as Blender's codec menu names it."""
+    name = getattr(compression, "name", str(compression))
+    return name.removesuffix("_COMPRESSION")
+
+
+def lossy_compression(part: ExrPart) -> str | None:
+    """The name of the part's codec if compressing these pixels with it loses detail:
+    DWAA, DWAB, B44 and B44A always, PXR24 when a channel is 32-bit float (it keeps 24
+    bits of it; half and uint are kept whole); None for a lossless one."""
+    compression = part.header.get("compression")
+    if compression in LOSSY_COMPRESSIONS or (
+        compression == OpenEXR.PXR24_COMPRESSION
+        and any(pixels.dtype == np.float32 for pixels in part.channels.values())
+    ):
+        return compression_name(compression)
+    return None
+
+
+def rendered_lossy(image: ExrImage) -> list[str]:
+    """The lossy codecs Blender compressed the image's parts with, once each in order:
+    a part still in one, or one written losslessly in its place (`RENDERED_COMPRESSION`)."""
+    names = [
+        part.header.get(RENDERED_COMPRESSION) or lossy_compression(part) for part in image.parts
+    ]
+    return list(dict.fromkeys(str(name) for name in names if name))
+
+
 def write_exr(image: ExrImage, path: Path) -> None:
     """Write `image`, part by part in its order, each with its header (compression,
     metadata, name) and both windows set to its pixels; the channel lists and chunk
     counts are made from the pixels, so they always match them. One part makes a
-    single-part file, as one part was read from."""
+    single-part file, as one part was read from.
+
+    A part in a lossy codec is written with `LOSSLESS_COMPRESSION` and named by
+    `RENDERED_COMPRESSION`: its pixels were decoded from Blender's file, and a second
+    lossy compression would lose more (the cut and the merge would each add their own)."""
     width, height = image.size
     window = (np.array([0, 0], dtype=np.int32), np.array([width - 1, height - 1], np.int32))
     parts = []
     for part in image.parts:
         header = {k: v for k, v in part.header.items() if k not in _RECOMPUTED}
         header |= {"dataWindow": window, "displayWindow": window}
+        lossy = lossy_compression(part)
+        if lossy is not None:
+            header["compression"] = LOSSLESS_COMPRESSION
+            header.setdefault(RENDERED_COMPRESSION, lossy)
         channels = {name: np.ascontiguousarray(pixels) for name, pixels in part.channels.items()}
         parts.append(OpenEXR.Part(header, channels, part.name))
     try:

@@ -10,10 +10,11 @@ through the worker's blob cache, like the frames of a video.
 The frame is written in the tiles' format (`merged_suffix`, from the tiles' paths): PNG
 with Pillow, or OpenEXR with every part (Blender 5 writes a multilayer EXR with passes
 as a part a pass), channel, pixel type and the compression of the tiles
-(`worker/exr.py`). Which formats a job's tiles may be is `tile_extensions`; for a job
-keeping the .blend's format that is either, as the scene writes, so the tiles, not the
-job, say which. Tiles in more than one format, or whose parts or channels differ, are
-refused like tiles of the wrong size.
+(`worker/exr.py`), unless that compression is lossy (DWAA, B44, ...): the frame is then
+written with ZIP, not compressed a second time, and the log says so. Which formats a
+job's tiles may be is `tile_extensions`; for a job keeping the .blend's format that is
+either, as the scene writes, so the tiles, not the job, say which. Tiles in more than one
+format, or whose parts or channels differ, are refused like tiles of the wrong size.
 
 A merge of a large still (dozens of big EXR tiles) takes a while, so it asks
 `MergeWork.canceled` before each tile it downloads or pastes and before it writes the
@@ -177,7 +178,7 @@ def merge_tiles(
     on_log(f"pasting {len(tiles)} tiles into a {sum(widths)}x{sum(heights)} frame")
     output.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".exr":
-        _paste_exr(tiles, widths, heights, output, canceled)
+        _paste_exr(tiles, widths, heights, output, canceled, on_log)
     else:
         frame = _paste(tiles, widths, heights, canceled)
         _check(canceled)
@@ -224,16 +225,26 @@ def _paste_exr(
     heights: list[int],
     output: Path,
     canceled: Callable[[], bool],
+    on_log: Callable[[str], None],
 ) -> None:
     """Write the EXR frame: the first tile's parts (one, or a pass a part from Blender 5),
     each channel an array of the whole frame of the first tile's pixel type, each
     tile's pixels copied in at its place; each part's header from the first tile
-    (compression, metadata). One tile is in memory at a time, besides the frame."""
+    (compression, metadata), but a lossy codec's part in ZIP (`exr.write_exr`), which
+    the log says. One tile is in memory at a time, besides the frame."""
     # Here, not at the top: every `farmhand` command imports the worker (through its
     # CLI), and numpy with OpenEXR would slow them all and weigh on the manager.
     import numpy as np
 
-    from farmhand.worker.exr import ExrImage, ExrPart, read_exr, write_exr
+    from farmhand.worker.exr import (
+        LOSSLESS_COMPRESSION,
+        ExrImage,
+        ExrPart,
+        compression_name,
+        read_exr,
+        rendered_lossy,
+        write_exr,
+    )
 
     frame: ExrImage | None = None
     layout: list[tuple[str, dict[str, str]]] = []
@@ -266,6 +277,14 @@ def _paste_exr(
             for name, pixels in part.channels.items():
                 into.channels[name][top : top + heights[row], left : left + widths[column]] = pixels
     assert frame is not None  # the grid has at least one tile: checked by the caller
+    lossy = rendered_lossy(frame)
+    if lossy:
+        codecs = " and ".join(lossy)
+        on_log(
+            f"Blender compressed the tiles with {codecs}, which loses detail: the frame is "
+            f"written with {compression_name(LOSSLESS_COMPRESSION)}, losslessly, so the merge "
+            f"adds no loss, and differs from a whole render only within {codecs}'s own"
+        )
     _check(canceled)
     try:
         write_exr(frame, output)
