@@ -153,7 +153,8 @@ def describe_duration(seconds: float) -> str:
 def _cut_out_tile(event: FrameSaved) -> None:
     """A tile rendered with an overlap, cut down to the tile in place, losslessly and in
     the format it was rendered in: a PNG with Pillow, an OpenEXR (a still in EXR) with
-    every channel, its pixel type and its compression kept (`worker/exr.py`)."""
+    every channel and its pixel type kept, and its compression when lossless (a lossy one
+    is written as ZIP, once decoded: `worker/exr.write_exr`)."""
     if event.crop is None:
         return
     left, top, width, height = event.crop
