@@ -702,7 +702,7 @@
         // header, and no "–" for what a task does not have yet.
         const none = (text) => (text === "–" ? " none" : "");
         return `<tr data-task-id="${t.id}"><td class="num lead" data-label="Task">${t.index}</td><td class="lead" data-label="Frames">${span}</td>
-          <td class="lead">${badge(t.status)}</td><td class="text${none(t.worker || "–")}" data-label="Worker">${esc(t.worker || "–")}</td><td class="small${none(now)}">${now}</td><td class="num hide-sm">${duration(time)}</td>
+          <td class="lead">${badge(t.status)}</td><td class="text${none(t.worker || "–")}" data-label="Worker">${esc(t.worker || "–")}</td><td class="small now${none(now)}">${now}</td><td class="num hide-sm">${duration(time)}</td>
           <td class="num hide-sm">${each}</td><td class="num${none(peak)}" data-memory data-label="Peak memory">${peak}</td><td class="num${none(eta)}" data-label="Remaining">${eta}</td><td class="num hide-sm">${t.attempts}</td>
           <td class="wrap small line last">${esc(t.last_error || "")}</td>
           <td class="end" data-label="Log"><button type="button" class="small" data-log="${t.id}" aria-expanded="${open}" aria-controls="log-${t.id}">${open ? "Hide" : "Show"}</button></td>
@@ -717,6 +717,8 @@
     async function loadLog(taskId) {
       const response = await fetch(`${base}/tasks/${taskId}/log`, { credentials: "same-origin" });
       const text = response.ok ? await response.text() : `(${response.status}: no log)`;
+      // Hidden while it was fetched: it stays hidden (setting it would show it again).
+      if (!openLogs.has(taskId)) return;
       const lines = text.split("\n");
       openLogs.set(taskId, (lines.length > 200 ? "…\n" : "") + lines.slice(-200).join("\n") || "(empty so far)");
       // New lines scroll the log to its end; the same ones leave it where someone put it.
@@ -731,7 +733,12 @@
       const action = button.dataset.taskAction;
       const task = job.tasks.find((t) => t.id === taskId);
       if (!task) return;
+      // What would throw work away asks first, as the job's Cancel does: canceling a
+      // running render, and requeuing a task that finished (or got part way): its frames
+      // are rendered again and replace the ones stored.
       if (action === "cancel" && task.status === "active" && !confirm(`Cancel task ${task.index}? Its render stops now.`)) return;
+      if (action === "requeue" && (task.status === "completed" || task.frames_done > 0)
+        && !confirm(`Requeue task ${task.index}? Its finished work is thrown away and rendered again.`)) return;
       button.disabled = true;
       try {
         await api("POST", `${base}/tasks/${taskId}/actions`, { action });

@@ -1,0 +1,181 @@
+"""The job page's task table while a task renders: every button stays where it is seen.
+
+QA found that a running task's "Now" text (`frame 101 · sample 1/600`) widened the task
+table past its frame on a laptop or a wide screen, and flipped it back when the task
+ended; while it was wide, the pinned Actions column lay over the Log and Last error
+columns, so a press aimed at "Show" requeued or canceled the task instead. Requeue asked
+nothing, and a finished render was thrown away.
+
+No Blender here: scripted runners (register, claim, progress, fail, upload, complete)
+and a stand-in .blend, as in `test_job_controls.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from farmhand.localfarm import LocalFarm, local_farm
+from tests.browser.conftest import (
+    Dialogs,
+    claim,
+    expect,
+    phone_like,
+    register,
+    shoot,
+    sign_in,
+    task_status,
+)
+from tests.integration.conftest import png_bytes, submit_stand_in
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser")]
+
+LONG_ERROR = "Blender crashed: out of memory while building the BVH of " + "x" * 200
+# For `page.evaluate(..., taskId)`: the button at the centre of task `taskId`'s Show
+# button, as a press there finds it (the page is scrolled so that the button's row is in
+# the window; its table's frame is left as it is).
+HIT_AT_SHOW = """(taskId) => {
+    const show = document.querySelector(`#tasks [data-log="${taskId}"]`);
+    show.closest("tr").scrollIntoView({ block: "center", inline: "nearest" });
+    const frame = show.closest(".table-wrap");
+    frame.scrollLeft = 0;
+    const box = show.getBoundingClientRect();
+    const x = box.left + box.width / 2, y = box.top + box.height / 2;
+    const at = document.elementFromPoint(x, y);
+    const hit = at?.closest("button");
+    return {
+        x, y, log: hit?.dataset.log ?? null,
+        hit: hit ? `the ${hit.getAttribute("aria-label") || hit.textContent} button`
+            : String(at?.tagName),
+    };
+}"""
+TABLE_WIDTH = """() => {
+    const frame = document.querySelector("#tasks").closest(".table-wrap");
+    return [frame.scrollWidth, frame.clientWidth];
+}"""
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[LocalFarm]:
+    # Scripted runners send no heartbeats: a long timeout keeps them online.
+    with local_farm(tmp_path_factory.mktemp("task-table-farm"), heartbeat_timeout=600.0) as farm:
+        farm.start_manager()
+        yield farm
+
+
+def complete(api: httpx.Client, who: dict[str, str], task: dict[str, Any]) -> None:
+    """Upload a PNG for each frame of the task, then complete it, as a worker does."""
+    for frame in task["frames"]:
+        answer = api.put(
+            f"/api/runner/tasks/{task['task_id']}/frames/{frame}.png",
+            headers=who,
+            content=png_bytes(),
+        )
+        assert answer.status_code == 201, answer.text
+    answer = api.post(
+        f"/api/runner/tasks/{task['task_id']}/complete",
+        headers=who,
+        json={"frames": task["frames"]},
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def test_a_running_task_covers_no_button_and_requeue_of_a_finished_one_asks(
+    browser: Any, farm: LocalFarm, api: httpx.Client
+) -> None:
+    job_id = submit_stand_in(
+        api, name="wide shot", frame_start=1, frame_end=4, chunk_size=1, max_attempts=3
+    )
+    # A finished task (Requeue); one that failed once with a long error and is rendered
+    # again (Cancel), where a long "Now" text will go; two that wait.
+    finisher = register(api, farm, "render-box-01")
+    done = claim(api, finisher)
+    complete(api, finisher, done)
+    flaky = register(api, farm, "render-box-02")
+    failed = claim(api, flaky)
+    answer = api.post(
+        f"/api/runner/tasks/{failed['task_id']}/fail", headers=flaky, json={"reason": LONG_ERROR}
+    )
+    assert answer.status_code == 200, answer.text
+    busy = register(api, farm, "render-box-03")
+    rendering = claim(api, busy)
+    assert rendering["task_id"] != done["task_id"]
+
+    page = sign_in(browser, farm)
+    dialogs = Dialogs(page)
+    page.set_viewport_size({"width": 1366, "height": 900})
+    page.goto(f"{farm.url}/jobs/{job_id}")
+    expect()(page.locator("#live")).to_have_attribute("data-state", "live")
+    rows = page.locator("#tasks tbody tr[data-task-id]")
+    expect()(rows).to_have_count(4)
+    expect()(page.locator("#tasks")).to_contain_text(LONG_ERROR)
+    busy_row = page.locator(f'#tasks tr[data-task-id="{rendering["task_id"]}"]')
+    expect()(busy_row).to_contain_text("render-box-03")
+    between = page.evaluate(TABLE_WIDTH)
+
+    # The rendering task reports a long "Now": frame 1000001, sample 12345 of 65536.
+    progress = f"/api/runner/tasks/{rendering['task_id']}/progress"
+    report = {"frame": 1000001, "sample": 12345, "samples_total": 65536}
+    answer = api.post(progress, headers=busy, json=report)
+    assert answer.status_code == 200, answer.text
+    expect()(busy_row).to_contain_text("frame 1000001 · sample 12345/65536")
+    assert page.evaluate(TABLE_WIDTH) == between, "the table's width follows the Now text"
+
+    task_ids = [int(row.get_attribute("data-task-id") or 0) for row in rows.all()]
+    for width in (1366, 1920):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.wait_for_function("() => document.getAnimations().length === 0")
+        shoot(page, f"task-table-{width}")
+        scroll, client = page.evaluate(TABLE_WIDTH)
+        assert scroll <= client, f"at {width} px the tasks are {scroll} px in a {client} px frame"
+        for task_id in task_ids:
+            where = page.evaluate(HIT_AT_SHOW, task_id)
+            assert where["log"] == str(task_id), (
+                f"at {width} px a press on task {task_id}'s Show lands on {where['hit']}"
+            )
+            # A real click there opens the log, and another closes it.
+            show = page.locator(f'#tasks [data-log="{task_id}"]')
+            page.mouse.click(where["x"], where["y"])
+            expect()(show).to_have_attribute("aria-expanded", "true")
+            expect()(page.locator(f"#log-{task_id}")).to_be_visible()
+            where = page.evaluate(HIT_AT_SHOW, task_id)
+            page.mouse.click(where["x"], where["y"])
+            expect()(show).to_have_attribute("aria-expanded", "false")
+    assert dialogs.asked == [], "no press on Show reached Cancel or Requeue"
+    assert task_status(api, job_id, done["task_id"]) == "completed"
+    assert task_status(api, job_id, rendering["task_id"]) == "active"
+
+    # On a phone the tasks are cards, and each Show is where it is seen there too.
+    mobile = phone_like(browser, page)
+    mobile.goto(f"{farm.url}/jobs/{job_id}")
+    expect()(mobile.locator("#live")).to_have_attribute("data-state", "live")
+    expect()(mobile.locator("#tasks")).to_contain_text("frame 1000001 · sample 12345/65536")
+    shoot(mobile, "task-table-390")
+    for task_id in task_ids:
+        where = mobile.evaluate(HIT_AT_SHOW, task_id)
+        assert where["log"] == str(task_id), (
+            f"at 390 px a tap on task {task_id}'s Show lands on {where['hit']}"
+        )
+    mobile.context.close()
+
+    # Requeue of a finished task throws its render away: the page asks first, and "no"
+    # leaves it completed; "yes" queues it again.
+    page.set_viewport_size({"width": 1366, "height": 900})
+    finished = page.locator(f'#tasks tr[data-task-id="{done["task_id"]}"]')
+    index = finished.locator("td").first.inner_text()
+    requeue = finished.get_by_role("button", name=f"Requeue task {index}")
+    requeue.click()
+    page.wait_for_timeout(500)
+    assert dialogs.asked == [
+        f"Requeue task {index}? Its finished work is thrown away and rendered again."
+    ]
+    expect()(finished.locator(".badge")).to_have_text("completed")
+    assert task_status(api, job_id, done["task_id"]) == "completed"
+    dialogs.accept = True
+    requeue.click()
+    expect()(finished.locator(".badge")).to_have_text("queued")
+    assert task_status(api, job_id, done["task_id"]) == "queued"
+    page.context.close()
