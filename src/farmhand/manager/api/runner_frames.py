@@ -143,12 +143,12 @@ async def _record_frame(
 
     def record(session: Session) -> tuple[int, int]:
         job = lock_held_frame(session, task_id, worker_id, job_id, frame)
-        record_blob_in(session, stored)
+        if not record_blob_in(session, stored, used_at=now):
+            mark_used(session, [stored.sha256], now)  # stored before: mark it if it was not
         connection = session.connection()
         connection.execute(_FORGET_FRAME, {"job": job, "frame": frame})
         output_id = connection.scalar(_RECORD_FRAME, {**row, "job_id": job})
         assert output_id is not None
-        mark_used(session, [stored.sha256], now)
         return output_id, job
 
     output_id, job = await context.db.batched(record)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 import structlog
@@ -42,12 +43,16 @@ def record_blob(context: ManagerContext, stored: StoredBlob) -> bool:
         return record_blob_in(session, stored)
 
 
-def record_blob_in(session: Session, stored: StoredBlob) -> bool:
-    """Record a stored blob in the caller's transaction; True if it was new."""
+def record_blob_in(session: Session, stored: StoredBlob, used_at: datetime | None = None) -> bool:
+    """Record a stored blob in the caller's transaction; True if it was new.
+
+    `used_at`: a job is naming it as its file in this transaction, so a new row is marked
+    used at once (`gc.mark_used` is for one that already existed): one statement on the
+    frame upload's hot path instead of two."""
     connection = session.connection()
     result = connection.execute(
         _NEW_BLOB[connection.dialect.name],
-        {"sha256": stored.sha256, "size": stored.size, "created_at": utcnow()},
+        {"sha256": stored.sha256, "size": stored.size, "created_at": utcnow(), "used_at": used_at},
     )
     return bool(result.rowcount)
 
