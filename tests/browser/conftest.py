@@ -22,7 +22,7 @@ import pytest
 from farmhand.localfarm import LocalFarm
 from farmhand.scenes import make_scene
 from farmhand.shared.web_schemas import BlendInfo
-from tests.integration.conftest import purge_jobs_and_runners
+from tests.integration.conftest import png_bytes, purge_jobs_and_runners
 
 CHROMIUM = os.environ.get("FARMHAND_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -190,6 +190,23 @@ def claim(api: httpx.Client, who: dict[str, str]) -> dict[str, Any]:
     answer = api.get("/api/runner/tasks", params={"wait": 0}, headers=who)
     assert answer.status_code == 200, f"{answer.status_code}: nothing to claim"
     return answer.json()  # type: ignore[no-any-return]
+
+
+def complete(api: httpx.Client, who: dict[str, str], task: dict[str, Any]) -> None:
+    """Upload a PNG for each frame of the task, then complete it, as a worker does."""
+    for frame in task["frames"]:
+        answer = api.put(
+            f"/api/runner/tasks/{task['task_id']}/frames/{frame}.png",
+            headers=who,
+            content=png_bytes(),
+        )
+        assert answer.status_code == 201, answer.text
+    answer = api.post(
+        f"/api/runner/tasks/{task['task_id']}/complete",
+        headers=who,
+        json={"frames": task["frames"]},
+    )
+    assert answer.status_code == 200, answer.text
 
 
 def task_status(api: httpx.Client, job_id: int, task_id: int) -> str:

@@ -22,6 +22,7 @@ from farmhand.localfarm import LocalFarm, local_farm
 from tests.browser.conftest import (
     Dialogs,
     claim,
+    complete,
     expect,
     phone_like,
     register,
@@ -29,7 +30,7 @@ from tests.browser.conftest import (
     sign_in,
     task_status,
 )
-from tests.integration.conftest import png_bytes, submit_stand_in
+from tests.integration.conftest import submit_stand_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser")]
 
@@ -64,23 +65,6 @@ def farm(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[Loc
     with local_farm(tmp_path_factory.mktemp("task-table-farm"), heartbeat_timeout=600.0) as farm:
         farm.start_manager()
         yield farm
-
-
-def complete(api: httpx.Client, who: dict[str, str], task: dict[str, Any]) -> None:
-    """Upload a PNG for each frame of the task, then complete it, as a worker does."""
-    for frame in task["frames"]:
-        answer = api.put(
-            f"/api/runner/tasks/{task['task_id']}/frames/{frame}.png",
-            headers=who,
-            content=png_bytes(),
-        )
-        assert answer.status_code == 201, answer.text
-    answer = api.post(
-        f"/api/runner/tasks/{task['task_id']}/complete",
-        headers=who,
-        json={"frames": task["frames"]},
-    )
-    assert answer.status_code == 200, answer.text
 
 
 def test_a_running_task_covers_no_button_and_requeue_of_a_finished_one_asks(

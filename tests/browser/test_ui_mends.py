@@ -26,6 +26,7 @@ from tests.browser.conftest import (
     NO_SIDEWAYS_SCROLL,
     Dialogs,
     claim,
+    complete,
     expect,
     phone_like,
     register,
@@ -63,23 +64,6 @@ def farm(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[Loc
     with local_farm(tmp_path_factory.mktemp("mends-farm"), heartbeat_timeout=600.0) as farm:
         farm.start_manager()
         yield farm
-
-
-def upload_and_complete(api: httpx.Client, who: dict[str, str], task: dict[str, Any]) -> None:
-    """Upload a PNG for each frame of the task, then complete it, as a worker does."""
-    for frame in task["frames"]:
-        answer = api.put(
-            f"/api/runner/tasks/{task['task_id']}/frames/{frame}.png",
-            headers=who,
-            content=png_bytes(),
-        )
-        assert answer.status_code == 201, answer.text
-    answer = api.post(
-        f"/api/runner/tasks/{task['task_id']}/complete",
-        headers=who,
-        json={"frames": task["frames"]},
-    )
-    assert answer.status_code == 200, answer.text
 
 
 def test_a_priority_that_is_not_a_whole_number_is_refused(
@@ -122,7 +106,7 @@ def test_long_names_fit_every_page_on_a_laptop_and_a_phone(
     submit_stand_in(api, theirs, name=LONG_JOB + "y", frame_start=1, frame_end=1)
     runner = register(api, farm, LONG_RUNNER, **LONG_BOX)
     done = claim(api, runner)
-    upload_and_complete(api, runner, done)
+    complete(api, runner, done)
     failing = claim(api, runner)
     answer = api.post(
         f"/api/runner/tasks/{failing['task_id']}/fail", headers=runner, json={"reason": LONG_ERROR}
@@ -192,7 +176,7 @@ def test_the_job_page_after_a_requeue_while_active_and_when_deleted(
     job_id = submit_stand_in(api, name="requeued", frame_start=1, frame_end=6, chunk_size=3)
     runner = register(api, farm, "frames-box")
     first = claim(api, runner)
-    upload_and_complete(api, runner, first)
+    complete(api, runner, first)
     page = sign_in(browser, farm)
     page.clock.install()
     page.goto(f"{farm.url}/jobs/{job_id}")
