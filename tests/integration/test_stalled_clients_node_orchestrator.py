@@ -25,6 +25,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.integration.test_stalled_clients import until_closed as manager_until_closed
+
 TIMEOUT = 2.0
 """The servers' `--client-timeout` in these tests."""
 LATE = TIMEOUT + 10
@@ -107,22 +109,9 @@ def server(
 
 
 def until_closed(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes the connection; fails if it is still
-    open `LATE` seconds after the client's last byte."""
-    received = b""
-    with sock:
-        sock.settimeout(LATE)
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except TimeoutError:
-                pytest.fail(f"still open after {LATE:g} s; received {received[:300]!r}")
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            received += chunk
-    return received
+    """Everything the server sends until it closes the connection (the manager's test's
+    reading, which fails if it is still open `LATE` seconds after the client's last byte)."""
+    return manager_until_closed(sock)[0]
 
 
 def status_of(answer: bytes) -> int:
