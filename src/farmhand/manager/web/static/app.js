@@ -701,11 +701,14 @@
         // On a phone each task is a card (app.css, table.cards): labels instead of the
         // header, and no "–" for what a task does not have yet.
         const none = (text) => (text === "–" ? " none" : "");
-        return `<tr data-task-id="${t.id}"><td class="num lead" data-label="Task">${t.index}</td><td class="lead" data-label="Frames">${span}</td>
-          <td class="lead">${badge(t.status)}</td><td class="text${none(t.worker || "–")}" data-label="Worker">${esc(t.worker || "–")}</td><td class="small now${none(now)}">${now}</td><td class="num hide-sm">${duration(time)}</td>
-          <td class="num hide-sm">${each}</td><td class="num${none(peak)}" data-memory data-label="Peak memory">${peak}</td><td class="num${none(eta)}" data-label="Remaining">${eta}</td><td class="num hide-sm">${t.attempts}</td>
-          <td class="wrap small line last">${esc(t.last_error || "")}</td>
-          <td class="end" data-label="Log"><button type="button" class="small" data-log="${t.id}" aria-expanded="${open}" aria-controls="log-${t.id}">${open ? "Hide" : "Show"}</button></td>
+        // Between a phone and a laptop (app.css) the `more` cells make a second line of
+        // the row, each with its label, under the columns that keep their headings.
+        const took = duration(time);
+        return `<tr data-task-id="${t.id}"><td class="num lead idx" data-label="Task">${t.index}</td><td class="lead frames" data-label="Frames">${span}</td>
+          <td class="lead status">${badge(t.status)}</td><td class="text worker${none(t.worker || "–")}" data-label="Worker">${esc(t.worker || "–")}</td><td class="small now${none(now)}">${now}</td><td class="num hide-sm more${none(took)}" data-label="Time">${took}</td>
+          <td class="num hide-sm more${none(each)}" data-label="Per frame">${each}</td><td class="num more${none(peak)}" data-memory data-label="Peak memory">${peak}</td><td class="num more${none(eta)}" data-label="Remaining">${eta}</td><td class="num hide-sm more" data-label="Attempts">${t.attempts}</td>
+          <td class="wrap small line last more error" data-label="Last error">${esc(t.last_error || "")}</td>
+          <td class="end log" data-label="Log"><button type="button" class="small" data-log="${t.id}" aria-expanded="${open}" aria-controls="log-${t.id}">${open ? "Hide" : "Show"}</button></td>
           ${control ? `<td class="task-act lead end">${taskButton(t)}</td>` : ""}</tr>` +
           // The log's text is part of the row (after a newline, which the parser drops
           // at a <pre>'s start): a refresh without new lines leaves it as it is, scrolled
