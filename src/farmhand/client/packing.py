@@ -23,10 +23,10 @@ and its new file header); the tests pack scenes saved by Blender 5.0 and 3.4.
 
 from __future__ import annotations
 
+import glob
 import gzip
 import logging
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -37,9 +37,10 @@ from types import TracebackType
 from typing import Self
 
 from blender_asset_tracer import blendfile, bpathlib, cdefs, trace
-from blender_asset_tracer.pack import Packer
+from blender_asset_tracer.pack import AssetAction, Packer, PathAction
 from blender_asset_tracer.trace.result import BlockUsage
 
+from farmhand.client.sequences import member_number, numbered, span
 from farmhand.shared.frames import MAX_FRAMES_PER_JOB
 from farmhand.shared.hashing import CHUNK_SIZE
 from farmhand.shared.paths import UnsafePathError, safe_relative_path
@@ -103,13 +104,37 @@ class _ManifestPacker(Packer):
         `missing_files` cannot see a gap in a sequence)."""
 
     def _visit_asset(self, asset_path: Path, usage: BlockUsage) -> None:
-        if not usage.is_sequence:  # a sequence is recorded by _visit_sequence
-            self.usages.append(usage)
+        self.usages.append(usage)
         super()._visit_asset(asset_path, usage)
 
     def _visit_sequence(self, asset_path: Path, usage: BlockUsage) -> None:
+        """A sequence is packed when any file of it exists (`_sequence_files`), not only
+        when the one the .blend names does (BAT's rule, which dropped the whole sequence
+        with its first frame); what is missing of it `_usage_files` says."""
         self.usages.append(usage)
-        super()._visit_sequence(asset_path, usage)
+        files = _sequence_files(asset_path)
+        if not files:
+            return
+        action = self._actions[asset_path]
+        action.usages.append(usage)
+        if usage.asset_path.is_blendfile_relative() and self._path_in_project(files[0]):
+            action.new_path = self._target_path / asset_path.relative_to(self.project)
+        else:
+            action.path_action = PathAction.FIND_NEW_LOCATION
+            self._new_location_paths.add(asset_path)
+
+    def _copy_asset_and_deps(self, asset_path: Path, action: AssetAction) -> None:
+        """A sequence's files are those `_sequence_files` finds, placed as BAT places
+        them: relative to the named file's folder (or the cache folder itself)."""
+        if not any(usage.is_sequence for usage in action.usages):
+            super()._copy_asset_and_deps(asset_path, action)
+            return
+        assert action.new_path is not None
+        folder = asset_path.is_dir()
+        base = asset_path if folder else asset_path.parent
+        packed_base = action.new_path if folder else action.new_path.parent
+        for file in _sequence_files(asset_path):
+            self._send_to_target(file, packed_base / file.relative_to(base))
 
     def _find_new_paths(self) -> None:
         project = bpathlib.make_absolute(self.project)
@@ -147,7 +172,6 @@ UDIM_MARKER = "<UDIM>"
 IMA_GEN_TILE = 2
 """`ImageTile.gen_flag`: a tile Blender generates itself (a colour fill), never read from a file."""
 _TILE_LIMIT = 10_000
-_DIGITS = re.compile(r"([0-9]+)([^0-9]*)$")
 
 
 @dataclass(frozen=True)
@@ -233,17 +257,6 @@ def _read_image_users(bfile: blendfile.BlendFile) -> dict[int, list[_ImageUser]]
     return found
 
 
-def _numbered(name: str) -> tuple[str, int, str] | None:
-    """Blender's reading of a sequence file name (BLI_path_sequence_decode): the last run
-    of digits before the extension, as (head, width, tail); None if there is none."""
-    dot = name.rfind(".")
-    stem, extension = (name[:dot], name[dot:]) if dot > 0 else (name, "")
-    match = _DIGITS.search(stem)
-    if match is None:
-        return None
-    return stem[: match.start()], len(match.group(1)), match.group(2) + extension
-
-
 def _tile_numbers(image: blendfile.BlendFileBlock) -> list[int]:
     """The UDIM tiles the image names (its `tiles` list), those Blender generates left out."""
     numbers: list[int] = []
@@ -257,6 +270,31 @@ def _tile_numbers(image: blendfile.BlendFileBlock) -> list[int]:
     return numbers
 
 
+def _sequence_files(path: Path) -> list[Path]:
+    """The files of a sequence that exist: a folder's files (a fluid or external point
+    cache), the files a glob matches (a disk point cache), every tile of a tiled image,
+    every numbered file of a sequence (`tex_0001.png` → `tex_0002.png`…).
+
+    As blender-asset-tracer's expansion, but also when the file the .blend names is gone
+    (BAT then packs none of the sequence)."""
+    if path.is_dir():
+        return sorted(file for file in path.rglob("*") if file.is_file())
+    name = path.name.replace(UDIM_MARKER, "*")
+    if "*" in name:
+        pattern = "*".join(glob.escape(part) for part in name.split("*"))
+        return sorted(file for file in path.parent.glob(pattern) if file.is_file())
+    decoded = numbered(name)
+    if decoded is None:
+        return [path] if path.is_file() else []
+    head, _, tail = decoded
+    pattern = f"{glob.escape(head)}*{glob.escape(tail)}"
+    return sorted(
+        file
+        for file in path.parent.glob(pattern)
+        if member_number(file.name, head, tail) is not None and file.is_file()
+    )
+
+
 def _members(
     usage: BlockUsage, existing: list[Path], frames: Sequence[int] | None, users: _ImageUsers
 ) -> list[Path] | None:
@@ -265,10 +303,9 @@ def _members(
 
     - UDIM: each tile in the image's list, `<UDIM>` replaced by its number.
     - A sequence with image users: the frames they show for the job's `frames`.
-    - A sequence without (or no `frames`): the numbers between its first and last
-      existing file, a gap there being missing; a guess at a range the .blend does not
-      state would list files nobody needs. A span longer than a job could be is no
-      sequence (a stray file numbered by date) and is not filled in."""
+    - A sequence without (or no `frames`): the numbers from the lowest to the highest of
+      the file it names and those on disk (`sequences.span`), a gap there being missing;
+      a guess at a range the .blend does not state would list files nobody needs."""
     image = usage.block
     if image.code != b"IM":
         return None
@@ -282,7 +319,7 @@ def _members(
             return [path.with_name(path.name.replace(UDIM_MARKER, str(n))) for n in tiles] or None
         if source != cdefs.IMA_SRC_SEQUENCE:
             return None
-        decoded = _numbered(path.name)
+        decoded = numbered(path.name)
         if decoded is None:
             return None
         head, width, tail = decoded
@@ -298,45 +335,34 @@ def _members(
         for user in image_users:
             numbers |= user.numbers(frames)
         return [named(n) for n in sorted(numbers)]
-    on_disk = sorted(
+    on_disk = [
         number
         for file in existing
-        if file.parent == path.parent
-        and (number := _member_number(file.name, head, tail)) is not None
+        if (number := member_number(file.name, head, tail)) is not None
         and named(number).name == file.name
-    )
-    if not on_disk or on_disk[-1] - on_disk[0] >= MAX_FRAMES_PER_JOB:
-        return None
-    return [named(n) for n in range(on_disk[0], on_disk[-1] + 1)]
-
-
-def _member_number(name: str, head: str, tail: str) -> int | None:
-    if not (name.startswith(head) and name.endswith(tail)):
-        return None
-    digits = name[len(head) : len(name) - len(tail)]
-    return int(digits) if digits.isascii() and digits.isdigit() else None
+    ]
+    span_of = span(member_number(path.name, head, tail), on_disk, MAX_FRAMES_PER_JOB)
+    return None if span_of is None else [named(n) for n in span_of]
 
 
 def _usage_files(
     usage: BlockUsage, frames: Sequence[int] | None, users: _ImageUsers
 ) -> tuple[list[Path], list[Path]]:
     """(existing, missing): the one place deciding which files a usage stands for and
-    which of them do not exist, for `trace_files` and `pack` alike.
+    which of them do not exist, for `trace_files` and `pack` alike (what is uploaded and
+    what is reported).
 
     BAT's own expansion of a sequence is a glob of the files that exist, so a missing
-    UDIM tile or frame was never seen: `_members` says which files the .blend needs. A
-    sequence whose named file is gone is missing as a whole, as BAT packs none of it."""
+    tile or frame was never seen: `_members` says which files the job needs. A sequence
+    whose files cannot be told is missing as a whole when none of it exists."""
     path: Path = usage.abspath
     if not usage.is_sequence:
         return ([path] if path.is_file() else []), ([] if path.exists() else [path])
-    existing = sorted(file for file in usage.files() if file.is_file())
+    existing = _sequence_files(path)
     members = _members(usage, existing, frames, users)
     if members is None:
         return existing, ([] if existing else [path])
-    missing = [member for member in members if not member.exists()]
-    if not existing and UDIM_MARKER not in path.name and path not in missing:
-        missing.insert(0, path)
-    return existing, missing
+    return existing, [member for member in members if not member.is_file()]
 
 
 def trace_files(blend: Path) -> list[Path]:
