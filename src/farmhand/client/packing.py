@@ -5,7 +5,7 @@ absolute paths that exist only on the artist's machine. A worker has none of tho
 folders, so before anything is uploaded the client:
 
 1. traces every file the scene needs with blender-asset-tracer (BAT): images (also UDIM
-   tiles and image sequences), linked .blend libraries (recursively), sounds, fonts,
+   and UVTILE tiles, image sequences), linked .blend libraries (recursively), sounds, fonts,
    movie clips, OpenVDB volumes and simulation / point caches, and lists those that do
    not exist (`_usage_files`, for the trace and the pack alike);
 2. decides where each lands in the job's tree: files under the project folder keep
@@ -40,7 +40,14 @@ from blender_asset_tracer import blendfile, bpathlib, cdefs, trace
 from blender_asset_tracer.pack import AssetAction, Packer, PathAction
 from blender_asset_tracer.trace.result import BlockUsage
 
-from farmhand.client.sequences import member_number, numbered, span
+from farmhand.client.sequences import (
+    TILE_MARKERS,
+    is_tiled,
+    member_number,
+    numbered,
+    span,
+    tile_name,
+)
 from farmhand.shared.frames import MAX_FRAMES_PER_JOB
 from farmhand.shared.hashing import CHUNK_SIZE
 from farmhand.shared.paths import UnsafePathError, safe_relative_path
@@ -168,7 +175,6 @@ def _quiet_tracer() -> Iterator[None]:
         logger.setLevel(level)
 
 
-UDIM_MARKER = "<UDIM>"
 IMA_GEN_TILE = 2
 """`ImageTile.gen_flag`: a tile Blender generates itself (a colour fill), never read from a file."""
 _TILE_LIMIT = 10_000
@@ -258,7 +264,7 @@ def _read_image_users(bfile: blendfile.BlendFile) -> dict[int, list[_ImageUser]]
 
 
 def _tile_numbers(image: blendfile.BlendFileBlock) -> list[int]:
-    """The UDIM tiles the image names (its `tiles` list), those Blender generates left out."""
+    """The tiles the image names (its `tiles` list), those Blender generates left out."""
     numbers: list[int] = []
     seen: set[int] = set()
     tile = image.get_pointer((b"tiles", b"first"), default=None)
@@ -276,10 +282,12 @@ def _sequence_files(path: Path) -> list[Path]:
     every numbered file of a sequence (`tex_0001.png` → `tex_0002.png`…).
 
     As blender-asset-tracer's expansion, but also when the file the .blend names is gone
-    (BAT then packs none of the sequence)."""
+    (BAT then packs none of the sequence) and for `<UVTILE>`, which BAT does not know."""
     if path.is_dir():
         return sorted(file for file in path.rglob("*") if file.is_file())
-    name = path.name.replace(UDIM_MARKER, "*")
+    name = path.name
+    for marker in TILE_MARKERS:
+        name = name.replace(marker, "*")
     if "*" in name:
         pattern = "*".join(glob.escape(part) for part in name.split("*"))
         return sorted(file for file in path.parent.glob(pattern) if file.is_file())
@@ -298,10 +306,11 @@ def _sequence_files(path: Path) -> list[Path]:
 def _members(
     usage: BlockUsage, existing: list[Path], frames: Sequence[int] | None, users: _ImageUsers
 ) -> list[Path] | None:
-    """Every file of an image sequence or UDIM image the scene needs, or None if that
+    """Every file of an image sequence or tiled image the scene needs, or None if that
     cannot be told from the .blend (any other kind of sequence: caches, volumes).
 
-    - UDIM: each tile in the image's list, `<UDIM>` replaced by its number.
+    - A tiled image: each tile in the image's list, named by `<UDIM>` (1002) or
+      `<UVTILE>` (u2_v1).
     - A sequence with image users: the frames they show for the job's `frames`.
     - A sequence without (or no `frames`): the numbers from the lowest to the highest of
       the file it names and those on disk (`sequences.span`), a gap there being missing;
@@ -313,10 +322,10 @@ def _members(
     try:
         source = image.get(b"source", default=cdefs.IMA_SRC_FILE)
         if source == cdefs.IMA_SRC_TILED:
-            if UDIM_MARKER not in path.name:
+            if not is_tiled(path.name):
                 return None
             tiles = _tile_numbers(image)
-            return [path.with_name(path.name.replace(UDIM_MARKER, str(n))) for n in tiles] or None
+            return [path.with_name(tile_name(path.name, n)) for n in tiles] or None
         if source != cdefs.IMA_SRC_SEQUENCE:
             return None
         decoded = numbered(path.name)
@@ -366,7 +375,7 @@ def _usage_files(
 
 
 def trace_files(blend: Path) -> list[Path]:
-    """Every existing file `blend` depends on (sequences and UDIM tiles expanded)."""
+    """Every existing file `blend` depends on (sequences and tiles expanded)."""
     found: list[Path] = []
     users = _ImageUsers()
     try:

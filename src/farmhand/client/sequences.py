@@ -1,9 +1,10 @@
 """Which files of a numbered sequence a render needs.
 
-A .blend names one file of a sequence (`tex_0001.png`) and Blender works out, frame by
-frame, which of its files to load. Globbing the files that exist (what
-blender-asset-tracer does) never sees a gap, so `packing` asks this module which files
-*should* exist and reports those that do not. Pure functions of the numbers the .blend
+A .blend names one file of a sequence (`tex_0001.png`, `tex.<UDIM>.png`,
+`tex.<UVTILE>.png`) and Blender works out, frame by frame or tile by tile, which of its
+files to load. Globbing the files that exist (what blender-asset-tracer does) never sees
+a gap, so `packing` asks this module which files *should* exist and reports those that
+do not. Pure functions of the numbers the .blend
 records; nothing here reads a .blend or the disk.
 """
 
@@ -12,6 +13,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+UDIM_MARKER = "<UDIM>"
+UVTILE_MARKER = "<UVTILE>"
+TILE_MARKERS = (UDIM_MARKER, UVTILE_MARKER)
 _DIGITS = re.compile(r"([0-9]+)([^0-9]*)$")
 
 
@@ -32,6 +36,17 @@ def member_number(name: str, head: str, tail: str) -> int | None:
         return None
     digits = name[len(head) : len(name) - len(tail)]
     return int(digits) if digits.isascii() and digits.isdigit() else None
+
+
+def tile_name(name: str, tile: int) -> str:
+    """`name` for one tile: `<UDIM>` → 1002, `<UVTILE>` → u2_v1 (Blender's two tile
+    tokens; BKE_image_set_filepath_from_tile_number)."""
+    u, v = (tile - 1001) % 10 + 1, (tile - 1001) // 10 + 1
+    return name.replace(UDIM_MARKER, str(tile)).replace(UVTILE_MARKER, f"u{u}_v{v}")
+
+
+def is_tiled(name: str) -> bool:
+    return any(marker in name for marker in TILE_MARKERS)
 
 
 def span(named: int | None, on_disk: Iterable[int], limit: int) -> range | None:
