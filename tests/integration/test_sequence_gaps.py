@@ -1,12 +1,13 @@
-"""Every file of a sequence that exists is uploaded and every missing one the job's
-frames need is named: also when the missing one is the file the .blend names (the
-first), and for `<UVTILE>` tiles as for `<UDIM>` ones.
+"""Every sequence a scene reads is checked for the files its frames need, by one rule
+(`client.sequences`): an image sequence whose first file is gone, `<UVTILE>` tiles, a
+point cache baked to disk and an OpenVDB volume sequence.
 
 Before, blender-asset-tracer's view decided: a sequence whose named (first) file was
-gone was not uploaded at all and, for a sequence no node shows, only that file was
-named; a `<UVTILE>` image was reported missing as `tex.<UVTILE>.png` and none of its
-tiles were uploaded. The scenes are built by Blender at test time (5.0 as the bpy
-module, and 3.4) and the submits run the real CLI against a real manager.
+gone was not uploaded at all and only that file was named; a `<UVTILE>` image was
+reported missing as `tex.<UVTILE>.png` and none of its tiles were uploaded; a gap in a
+point cache or a VDB sequence went unseen. The scenes are built by Blender at test
+time (5.0 as the bpy module, and 3.4) and the submits run the real CLI against a real
+manager.
 """
 
 from __future__ import annotations
@@ -75,6 +76,28 @@ def sequence(folder, prefix, count):
     return image
 
 
+def cloth(name, x, first, last, disk=True):
+    modifier = plane(name, x).modifiers.new("Cloth", "CLOTH")
+    cache = modifier.point_cache
+    cache.use_disk_cache = disk
+    cache.name = name
+    cache.frame_start, cache.frame_end = first, last
+
+
+def volume(name, files, **settings):
+    """An OpenVDB sequence; the files are stand-ins (packing reads no grid)."""
+    for frame in range(1, files + 1):
+        os.makedirs(os.path.join(root, "vdb"), exist_ok=True)
+        with open(os.path.join(root, "vdb", f"{name}_{frame:04d}.vdb"), "wb") as handle:
+            handle.write(b"stand-in for an OpenVDB grid")
+    data = bpy.data.volumes.new(name)
+    data.filepath = os.path.join(root, "vdb", f"{name}_0001.vdb")
+    data.is_sequence = True
+    for key, value in settings.items():
+        setattr(data, key, value)
+    bpy.context.scene.collection.objects.link(bpy.data.objects.new(name, data))
+
+
 bpy.ops.wm.read_factory_settings(use_empty=True)
 scene = bpy.context.scene
 scene.frame_start, scene.frame_end = 1, 10
@@ -96,6 +119,20 @@ for number in (1002, 1011):
         tiled.tiles.new(tile_number=number)
 plane("uv", 2, tiled)
 
+# Point caches: baked to disk for frames 1-8 (the scene's last frames hold frame 8),
+# to disk beyond the scene's frames, and in the .blend (nothing on disk to check).
+cloth("cloth", 4, 1, 8)
+cloth("long", 6, 1, 30)
+cloth("memory", 8, 1, 8, disk=False)
+bpy.ops.wm.save_as_mainfile(filepath=os.path.join(root, "scene.blend"))
+bpy.ops.ptcache.bake_all(bake=True)
+
+# Volume sequences in each way of following the scene's frames.
+volume("vol", 6, frame_duration=6, frame_start=3, sequence_mode="REPEAT")
+volume("pong", 5, frame_duration=4, frame_start=2, frame_offset=1, sequence_mode="PING_PONG")
+volume("clip", 3, frame_duration=3, frame_start=4, sequence_mode="CLIP")
+volume("ext", 3, frame_duration=3, frame_start=2, sequence_mode="EXTEND")
+
 bpy.ops.file.make_paths_relative()
 bpy.ops.wm.save_as_mainfile(filepath=os.path.join(root, "scene.blend"))
 '''
@@ -106,6 +143,7 @@ import bpy
 args = sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else sys.argv[1:]
 if bpy.data.filepath != args[0]:
     bpy.ops.wm.open_mainfile(filepath=args[0])
+scene = bpy.context.scene
 tiles = {}
 if "uv" in bpy.data.materials:
     node = bpy.data.materials["uv"].node_tree.nodes["tex"]
@@ -113,7 +151,14 @@ if "uv" in bpy.data.materials:
         node.image_user.tile = tile.number
         loads = node.image.filepath_from_user(image_user=node.image_user)
         tiles[tile.number] = bpy.path.abspath(loads)
-print("LOADED=" + json.dumps({"tiles": tiles}))
+frames = {}
+for frame in range(int(args[1]), int(args[2]) + 1):
+    scene.frame_set(frame)
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    # The evaluated copy: the frame is worked out there, not in the saved data.
+    frames[frame] = {volume.name: volume.evaluated_get(depsgraph).grids.frame
+                     for volume in bpy.data.volumes}
+print("LOADED=" + json.dumps({"tiles": tiles, "frames": frames}))
 """
 
 
@@ -148,6 +193,11 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFarm]:
     with local_farm(tmp_path_factory.mktemp("farm")) as farm:
         farm.start_manager()
         yield farm
+
+
+def cache_file(name: str, frame: int) -> str:
+    """A frame of a point cache on disk, as Blender names it next to scene.blend."""
+    return f"blendcache_scene/{name}_{frame:06d}_00.bphys"
 
 
 def refused_for(farm: LocalFarm, project: Path, frames: str) -> set[str]:
@@ -198,10 +248,27 @@ def test_uvtile_tiles_are_uploaded_and_a_missing_one_named(farm: LocalFarm, proj
     assert refused_for(farm, project, "1") == {"uv/tex.u2_v1.png"}
 
 
+def test_a_missing_cache_or_volume_frame_stops_the_submit_for_frames_that_read_it(
+    farm: LocalFarm, project: Path
+) -> None:
+    for name in (cache_file("cloth", 4), cache_file("long", 25), "vdb/vol_0003.vdb"):
+        (project / name).unlink()
+
+    # Frames 1-10 read cloth frame 4 and, at frame 5, vol_0003; not long's frame 25.
+    assert refused_for(farm, project, "1-10") == {cache_file("cloth", 4), "vdb/vol_0003.vdb"}
+    # Frame 25 reads long's frame 25; the cloth holds its frame 8 there, vol shows 5.
+    assert refused_for(farm, project, "25") == {cache_file("long", 25)}
+    # Frames 1-3 read none of the missing files: the submit goes ahead.
+    missing, inputs = submitted_anyway(farm, project, "1-3")
+    assert missing == []
+    assert {"vdb/vol_0001.vdb", "vdb/vol_0004.vdb", "vdb/pong_0005.vdb"} <= inputs
+    assert {cache_file("cloth", 8), cache_file("long", 30)} <= inputs
+
+
 def blender_loads(
     install: BlenderInstall, scene: Path, first: int, last: int
 ) -> dict[str, dict[str, Any]]:
-    """The tiles' files Blender itself loads."""
+    """The tiles' files and the volumes' frame numbers Blender itself loads."""
     if install.kind == "module":
         command = [install.python, "-c", LOADED_SCRIPT, str(scene), str(first), str(last)]
     else:
@@ -228,3 +295,23 @@ def test_the_tiles_called_missing_are_those_blender_loads(
         tiles = {path for path in packed.missing if path.parent.name == "uv"}
     assert tiles == {Path(path) for path in loaded["tiles"].values()}
     assert len(tiles) == 3
+
+
+def test_the_volume_frames_called_missing_are_those_blender_loads(
+    install: BlenderInstall, project: Path
+) -> None:
+    """Repeat, ping-pong (with an offset), clip and extend read from the .blend as
+    Blender reads them: with every VDB file gone, the files missing for one job frame
+    are those Blender loads at that frame (clip: none outside its frames)."""
+    scene = project / "scene.blend"
+    loaded = blender_loads(install, scene, -3, 16)
+    for file in (project / "vdb").iterdir():
+        file.unlink()
+
+    for frame, numbers in loaded["frames"].items():
+        assert set(numbers) == {"vol", "pong", "clip", "ext"}
+        with pack(scene, frames=[int(frame)]) as packed:
+            missing = {path.name for path in packed.missing if path.parent.name == "vdb"}
+        # Blender's VOLUME_FRAME_NONE (INT_MAX) is a frame that loads no file.
+        expected = {f"{name}_{n:04d}.vdb" for name, n in numbers.items() if n != 2**31 - 1}
+        assert missing == expected, f"frame {frame}"

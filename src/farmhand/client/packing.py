@@ -42,6 +42,9 @@ from blender_asset_tracer.trace.result import BlockUsage
 
 from farmhand.client.sequences import (
     TILE_MARKERS,
+    VOLUME_MODES,
+    FrameMap,
+    Mode,
     is_tiled,
     member_number,
     numbered,
@@ -180,41 +183,13 @@ IMA_GEN_TILE = 2
 _TILE_LIMIT = 10_000
 
 
-@dataclass(frozen=True)
-class _ImageUser:
-    """Which image frame a scene frame shows: an `ImageUser` (an image texture node's
-    Frames, Start Frame, Offset and Cyclic) as the .blend records it."""
-
-    duration: int
-    start: int
-    offset: int
-    cyclic: bool
-
-    def numbers(self, frames: Iterable[int]) -> set[int]:
-        """The file numbers Blender loads to render `frames`, as BKE_image_user_frame_get
-        reckons them: past the end the last frame is held; before the start it asks for
-        number `offset` (Cycles renders that file magenta when it does not exist, as any
-        other; the tests compare with what Blender itself loads)."""
-        if self.duration <= 0:
-            return {0}
-        found: set[int] = set()
-        for frame in frames:
-            local = frame - self.start + 1
-            if self.cyclic:
-                local %= self.duration
-                if local == 0:
-                    local = self.duration
-            found.add(max(0, min(max(local, 0), self.duration) + self.offset))
-        return found
-
-
 class _ImageUsers:
     """The image users of each .blend, read once per file and only if asked."""
 
     def __init__(self) -> None:
-        self._by_file: dict[Path, dict[int, list[_ImageUser]]] = {}
+        self._by_file: dict[Path, dict[int, list[FrameMap]]] = {}
 
-    def of(self, image: blendfile.BlendFileBlock) -> list[_ImageUser]:
+    def of(self, image: blendfile.BlendFileBlock) -> list[FrameMap]:
         bfile = image.bfile
         users = self._by_file.get(bfile.filepath)
         if users is None:
@@ -222,14 +197,15 @@ class _ImageUsers:
         return users.get(image.addr_old, [])
 
 
-def _read_image_users(bfile: blendfile.BlendFile) -> dict[int, list[_ImageUser]]:
-    """Image address → its users, from the node (shader, compositor) and texture blocks
-    that name an image and hold its `ImageUser`.
+def _read_image_users(bfile: blendfile.BlendFile) -> dict[int, list[FrameMap]]:
+    """Image address → the frames of it its users show (an `ImageUser`: an image texture
+    node's Frames, Start Frame, Offset and Cyclic), from the node (shader, compositor)
+    and texture blocks that name an image and hold one.
 
     Other users (a camera's background, an image editor) are not rendered; one in a file
     other than the image's (a linked image used by a local node) is not found: then the
     image has no users here and its gaps are judged from the files alone."""
-    found: dict[int, list[_ImageUser]] = {}
+    found: dict[int, list[FrameMap]] = {}
     for block in bfile.blocks:
         try:
             if block.dna_type_name == "bNode":
@@ -251,11 +227,12 @@ def _read_image_users(bfile: blendfile.BlendFile) -> dict[int, list[_ImageUser]]
                 continue
             if not image:
                 continue
-            user = _ImageUser(
-                duration=holder.get((*prefix, b"frames")),
+            user = FrameMap(
                 start=holder.get((*prefix, b"sfra")),
+                duration=holder.get((*prefix, b"frames")),
                 offset=holder.get((*prefix, b"offset")),
-                cyclic=bool(holder.get((*prefix, b"cycl"))),
+                mode=Mode.REPEAT if holder.get((*prefix, b"cycl")) else Mode.IMAGE,
+                image_user=True,
             )
         except (KeyError, blendfile.exceptions.SegmentationFault):
             continue  # a struct this reader does not know: that user is not counted
@@ -306,52 +283,104 @@ def _sequence_files(path: Path) -> list[Path]:
 def _members(
     usage: BlockUsage, existing: list[Path], frames: Sequence[int] | None, users: _ImageUsers
 ) -> list[Path] | None:
-    """Every file of an image sequence or tiled image the scene needs, or None if that
-    cannot be told from the .blend (any other kind of sequence: caches, volumes).
+    """Every file of a sequence the job's `frames` need (None: all of its frames), or None
+    if that cannot be told from the .blend. The frames of each kind go through one rule,
+    `sequences.FrameMap`:
 
-    - A tiled image: each tile in the image's list, named by `<UDIM>` (1002) or
-      `<UVTILE>` (u2_v1).
-    - A sequence with image users: the frames they show for the job's `frames`.
-    - A sequence without (or no `frames`): the numbers from the lowest to the highest of
-      the file it names and those on disk (`sequences.span`), a gap there being missing;
-      a guess at a range the .blend does not state would list files nobody needs."""
-    image = usage.block
-    if image.code != b"IM":
-        return None
+    - a tiled image (`<UDIM>`, `<UVTILE>`): each tile in the image's list;
+    - an image sequence: the frames its image users show; with none, or no `frames`,
+      the numbers from the lowest to the highest of the file it names and those on disk
+      (`sequences.span`), a guess at a range the .blend does not state would list files
+      nobody needs;
+    - an OpenVDB volume sequence: the frames its Start, Frames, Offset and mode show;
+    - a point cache baked to disk: its frames within the job's, the last one held after
+      its end; a cache written every few frames (particles' Cache Step) is not, Blender
+      choosing which frames it writes. A cache kept in the .blend has no usage at all.
+
+    Others (an external point cache, a fluid cache folder, an Alembic sequence) are None."""
+    block = usage.block
     path: Path = usage.abspath
     try:
-        source = image.get(b"source", default=cdefs.IMA_SRC_FILE)
-        if source == cdefs.IMA_SRC_TILED:
-            if not is_tiled(path.name):
-                return None
-            tiles = _tile_numbers(image)
-            return [path.with_name(tile_name(path.name, n)) for n in tiles] or None
-        if source != cdefs.IMA_SRC_SEQUENCE:
-            return None
-        decoded = numbered(path.name)
-        if decoded is None:
-            return None
-        head, width, tail = decoded
-        image_users = users.of(image)
+        if block.code == b"IM":
+            return _image_members(block, path, existing, frames, users)
+        if block.code == b"VO":
+            return _volume_members(block, path, frames)
+        if block.dna_type_name == "PointCache":
+            return _cache_members(block, path, frames)
     except (KeyError, blendfile.exceptions.SegmentationFault):
         return None
+    return None
+
+
+def _image_members(
+    image: blendfile.BlendFileBlock,
+    path: Path,
+    existing: list[Path],
+    frames: Sequence[int] | None,
+    users: _ImageUsers,
+) -> list[Path] | None:
+    source = image.get(b"source", default=cdefs.IMA_SRC_FILE)
+    if source == cdefs.IMA_SRC_TILED:
+        if not is_tiled(path.name):
+            return None
+        return [path.with_name(tile_name(path.name, n)) for n in _tile_numbers(image)] or None
+    if source != cdefs.IMA_SRC_SEQUENCE:
+        return None
+    decoded = numbered(path.name)
+    if decoded is None:
+        return None
+    head, width, tail = decoded
 
     def named(number: int) -> Path:
         return path.with_name(f"{head}{number:0{width}d}{tail}")
 
+    image_users = users.of(image)
     if frames is not None and image_users:
-        numbers: set[int] = set()
-        for user in image_users:
-            numbers |= user.numbers(frames)
-        return [named(n) for n in sorted(numbers)]
+        return [named(n) for n in sorted(set().union(*(u.numbers(frames) for u in image_users)))]
     on_disk = [
         number
         for file in existing
         if (number := member_number(file.name, head, tail)) is not None
         and named(number).name == file.name
     ]
-    span_of = span(member_number(path.name, head, tail), on_disk, MAX_FRAMES_PER_JOB)
-    return None if span_of is None else [named(n) for n in span_of]
+    numbers = span(member_number(path.name, head, tail), on_disk, MAX_FRAMES_PER_JOB)
+    return None if numbers is None else [named(n) for n in numbers]
+
+
+def _volume_members(
+    volume: blendfile.BlendFileBlock, path: Path, frames: Sequence[int] | None
+) -> list[Path] | None:
+    """The files of an OpenVDB sequence: the named file's last digits replaced by each
+    frame's number, as wide as they are (BKE_volume_frame, volume_filepath_get)."""
+    decoded = numbered(path.name)
+    mode = volume.get(b"sequence_mode")
+    if not volume.get(b"is_sequence") or decoded is None or not 0 <= mode < len(VOLUME_MODES):
+        return None
+    head, width, tail = decoded
+    shown = FrameMap(
+        start=volume.get(b"frame_start"),
+        duration=volume.get(b"frame_duration"),
+        offset=volume.get(b"frame_offset"),
+        mode=VOLUME_MODES[mode],
+    )
+    return [path.with_name(f"{head}{n:0{width}d}{tail}") for n in sorted(shown.numbers(frames))]
+
+
+def _cache_members(
+    cache: blendfile.BlendFileBlock, path: Path, frames: Sequence[int] | None
+) -> list[Path] | None:
+    """The files of a point cache baked to disk, `<name>_<frame:06>_<index:02>.bphys`, in
+    the glob BAT makes of it (ptcache_filepath). An external cache (a folder of files
+    from elsewhere, named as its maker chose) is not told."""
+    start, end = cache.get(b"startframe"), cache.get(b"endframe")
+    if "*" not in path.name or cache.get(b"step", default=1) != 1 or end < start:
+        return None
+    index = cache.get(b"index")
+    kept = FrameMap(start=start, duration=end - start + 1, offset=start - 1, mode=Mode.CACHE)
+    return [
+        path.with_name(path.name.replace("*", f"{frame:06d}_{index:02d}", 1))
+        for frame in sorted(kept.numbers(frames))
+    ]
 
 
 def _usage_files(
