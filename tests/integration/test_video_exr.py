@@ -2,9 +2,10 @@
 
 EXR frames hold scene-linear light. ffmpeg used to encode those values as they were, so
 a background of 0.2 linear, which Blender shows as 124 of 255, came out as 51: the whole
-video far darker than the frames on the job page. The worker now has ffmpeg read EXR
-through the sRGB transfer (Blender's Standard view transform), and says so in the task's
-log (the scene's own view transform, Filmic or AgX, is not in the EXR).
+video far darker than the frames on the job page. The worker now shows them through the
+scene's colour management, here Blender's Standard view transform, which is the sRGB
+curve (other views: tests/integration/test_video_scene_look.py), and says so in the
+task's log.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
+import OpenEXR
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
@@ -65,6 +68,7 @@ def test_a_video_of_exr_frames_looks_like_blenders_own_view_of_them(
             preview = client.download_file(
                 job_id, files["previews/0001.jpg"].id, tmp_path / "preview.jpg"
             )
+            exr = client.download_file(job_id, files["frames/0001.exr"].id, tmp_path / "f.exr")
             (video_task,) = [t for t in job.tasks if t.type == "video"]
             log = client.task_log(job_id, video_task.id)
 
@@ -79,4 +83,10 @@ def test_a_video_of_exr_frames_looks_like_blenders_own_view_of_them(
     # The dark video differed by about 20 of 255 on average (60 on the sky); h264 and
     # the JPEG preview each lose a little (about 3).
     assert difference(encoded, shown) < 8, "the video's frame looks as Blender shows it"
-    assert "not the scene's view transform" in log, "the log says which view the video shows"
+    assert "Standard view, look None, exposure 0" in log, "the log says which view it shows"
+    # Standard is the sRGB curve: the frame is what that curve makes of the EXR's light.
+    channels = OpenEXR.File(str(exr), separate_channels=True).parts[0].channels
+    linear = np.clip(np.stack([channels[c].pixels for c in "RGB"], axis=-1), 0, 1)
+    srgb = np.where(linear <= 0.0031308, linear * 12.92, 1.055 * linear ** (1 / 2.4) - 0.055)
+    expected = np.asarray(srgb * 255, dtype=np.float64)
+    assert np.abs(np.asarray(encoded.convert("RGB"), np.float64) - expected).mean() < 3

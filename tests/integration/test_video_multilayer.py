@@ -4,10 +4,12 @@ ffmpeg 5 reads neither kind of Blender's multilayer EXR: Blender 3.4's (one part
 picture as `ViewLayer.Combined.R`, ...; ffmpeg exits 1 without a word unless told the
 layer) nor Blender 5.0's (a part a pass; "Not yet implemented in FFmpeg" even with the
 layer), so every such job's video task failed with "ffmpeg failed". The worker now reads
-each frame's Combined pass itself and pipes it to ffmpeg through the sRGB curve. The
-video's first frame must look like the sRGB of the EXR's Combined pixels (worked out
-here from the file, not with farmhand's code) and like the video of the same scene
-rendered as a single-layer EXR, with and without Depth, Normal and Mist passes.
+each frame's Combined pass itself and pipes it to ffmpeg as the scene shows it. The
+scenes here use Blender's Standard view, the sRGB curve, so the video's first frame must
+look like the sRGB of the EXR's Combined pixels (worked out here from the file, not with
+farmhand's code) and like the video of the same scene rendered as a single-layer EXR,
+with and without Depth, Normal and Mist passes. (Other views and several view layers:
+test_video_scene_look.py.)
 """
 
 from __future__ import annotations
@@ -41,9 +43,11 @@ _MULTILAYER = """
 import sys
 import bpy
 argv = sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else sys.argv[1:]
-source, plain, passes = argv
+source, single, plain, passes = argv
 bpy.ops.wm.open_mainfile(filepath=source)
 scene = bpy.context.scene
+scene.view_settings.view_transform = "Standard"
+bpy.ops.wm.save_as_mainfile(filepath=single, copy=True)
 settings = scene.render.image_settings
 if hasattr(settings, "media_type"):  # Blender 5 offers the format only then
     settings.media_type = "MULTI_LAYER_IMAGE"
@@ -57,16 +61,16 @@ bpy.ops.wm.save_as_mainfile(filepath=passes, copy=True)
 
 def scenes(tmp_path: Path, install: BlenderInstall, name: str) -> dict[str, Path]:
     """The scene saved by `install` as a single-layer EXR, and as a multilayer one
-    without and with passes."""
+    without and with passes, all in the Standard view."""
     folder = tmp_path / name
-    single = make_scene(
-        folder / "single.blend", install=install, width=WIDTH, height=HEIGHT, frames="1-3",
+    source = make_scene(
+        folder / "source.blend", install=install, width=WIDTH, height=HEIGHT, frames="1-3",
         samples=2, output_format="OPEN_EXR",
     )  # fmt: skip
-    made = {"single": single, "plain": folder / "plain.blend", "passes": folder / "passes.blend"}
+    made = {kind: folder / f"{kind}.blend" for kind in ("single", "plain", "passes")}
     script = folder / "multilayer.py"
     script.write_text(_MULTILAYER)
-    paths = [str(single), str(made["plain"]), str(made["passes"])]
+    paths = [str(source), *(str(path) for path in made.values())]
     if install.kind == "module":
         command = [sys.executable, str(script), *paths]
     else:

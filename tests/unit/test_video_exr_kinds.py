@@ -16,7 +16,7 @@ import hashlib
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from farmhand.shared.schemas import FrameFile, VideoSettings
 from farmhand.worker.cache import BlobCache
 from farmhand.worker.exr import ImageChannels, image_channels
 from farmhand.worker.ffmpeg import FfmpegInstall, find_ffmpeg, run_ffmpeg
-from farmhand.worker.video import VideoResult, VideoWork, make_video
+from farmhand.worker.video import SceneLook, SceneUnavailable, VideoResult, VideoWork, make_video
 from tests.unit.test_exr_multipart import write_multipart
 from tests.unit.test_ffmpeg import needs_ffmpeg, script, video_task
 
@@ -99,7 +99,10 @@ def exr_job(tmp_path: Path, frames: list[Parts]) -> tuple[list[FrameFile], dict[
 
 
 def encode(
-    tmp_path: Path, frames: list[Parts], ffmpeg: FfmpegInstall | None = None
+    tmp_path: Path,
+    frames: list[Parts],
+    ffmpeg: FfmpegInstall | None = None,
+    open_scene: Callable[[], SceneLook] | None = None,
 ) -> tuple[VideoResult, list[str]]:
     files, sources = exr_job(tmp_path, frames)
     ffmpeg = ffmpeg or find_ffmpeg()
@@ -109,7 +112,7 @@ def encode(
         video_task(files, VideoSettings(crf=0)), tmp_path / "work", threading.Event(),
         BlobCache(tmp_path / "cache"),
         lambda frame, dest: shutil.copyfile(sources[frame.path], dest),
-        on_log=lines.append,
+        on_log=lines.append, open_scene=open_scene,
     )  # fmt: skip
     return make_video(work, ffmpeg), lines
 
@@ -143,6 +146,34 @@ def test_the_picture_is_a_bare_rgb_then_the_combined_pass_then_any_rgb_layer() -
                                   "ViewLayer.Combined.B"),
     )  # fmt: skip
     assert image_channels([["Beauty.R", "Beauty.G", "Beauty.B"]]).layer == "Beauty"
+
+
+TWO_LAYERS = ["Second.Combined.R", "Second.Combined.G", "Second.Combined.B",
+              "ViewLayer.Combined.R", "ViewLayer.Combined.G", "ViewLayer.Combined.B"]  # fmt: skip
+"""Blender 3.4's one part of a scene with the view layers `ViewLayer` (the scene's first)
+and `Second`: OpenEXR keeps the channels sorted by name, so `Second` comes first."""
+
+
+def test_of_several_view_layers_the_picture_is_the_scenes_first_when_known() -> None:
+    assert image_channels([TWO_LAYERS], "ViewLayer").layer == "ViewLayer.Combined"
+    assert image_channels([TWO_LAYERS], "Second").layer == "Second.Combined"
+    # Not known (a worker without Blender, the manager's thumbnail): the file decides.
+    assert image_channels([TWO_LAYERS]).layer == "Second.Combined"
+    assert image_channels([TWO_LAYERS], "Gone").layer == "Second.Combined"
+    # Blender 5's parts keep the scene's order of view layers.
+    parts = [TWO_LAYERS[3:], list(DEPTH), TWO_LAYERS[:3]]
+    assert image_channels(parts).layer == "ViewLayer.Combined"
+    # Only a Combined pass is a view layer's picture: a layer's other RGB pass is not.
+    vector = [f"Second.Vector.{c}" for c in "RGB"]
+    assert image_channels([[*vector, *TWO_LAYERS[3:]]], "Second").layer == "ViewLayer.Combined"
+
+
+def test_with_compositing_the_picture_is_the_compositors_whatever_the_layer() -> None:
+    """Blender 3.4 writes the compositor's result as a `Composite` layer beside the view
+    layers, and saves it, not a view layer, as the frame's picture (PNG, preview)."""
+    composite = ["Composite.Combined.R", "Composite.Combined.G", "Composite.Combined.B"]
+    assert image_channels([[*TWO_LAYERS, *composite]], "ViewLayer").layer == "Composite.Combined"
+    assert image_channels([[*TWO_LAYERS, *composite]]).layer == "Composite.Combined"
 
 
 def test_a_lone_grey_channel_is_a_grey_picture_but_only_without_colour() -> None:
@@ -179,6 +210,61 @@ def test_every_kind_of_exr_frame_makes_the_video_of_its_combined_pass(
     # The manager's thumbnail of the frame shows the same picture.
     shown = exr_preview(tmp_path / "rendered" / "frames" / "0001.exr").getpixel((1, 1))
     assert shown == SKY_SRGB
+
+
+class StandInLook:
+    """The job's scene as a stand-in for Blender (`SceneLook`): shows every picture as
+    mid-grey, and keeps what it was given."""
+
+    view_layer = "ViewLayer"
+    description = "Blender 9.9: Filmic view"
+
+    def __init__(self) -> None:
+        self.given: list[npt.NDArray[np.float32]] = []
+        self.closed = False
+
+    def display(self, linear: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        self.given.append(linear.copy())
+        return np.full(linear.shape, 0.5, dtype=np.float32)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+BRIGHT = (0.8, 0.8, 0.8)
+TWO_LAYER_FRAME: Parts = {
+    "": combined("Second.Combined.")
+    | {f"ViewLayer.Combined.{c}": plane(v) for c, v in zip("RGB", BRIGHT, strict=True)}
+}
+
+
+@needs_ffmpeg
+def test_the_scene_shows_the_pictures_of_its_first_view_layer(tmp_path: Path) -> None:
+    look = StandInLook()
+    result, lines = encode(tmp_path, [TWO_LAYER_FRAME] * 2, open_scene=lambda: look)
+    assert result.ok, result.error
+    assert result.video is not None
+    assert all(abs(got - 128) <= 2 for got in first_pixel(result.video, tmp_path))
+    assert len(look.given) == 2, "every frame went through the scene's view"
+    assert np.allclose(look.given[0], BRIGHT), "the scene's first layer, not Second"
+    assert look.closed, "and its Blender was closed"
+    assert any("Blender 9.9: Filmic view" in line for line in lines), lines
+
+
+@needs_ffmpeg
+def test_a_scene_that_cannot_be_opened_leaves_the_srgb_curve_and_says_why(
+    tmp_path: Path,
+) -> None:
+    def cannot() -> SceneLook:
+        raise SceneUnavailable("none of this worker's Blenders (3.4) can open it")
+
+    result, lines = encode(tmp_path, [KINDS["Blender 3.4 multilayer"]] * 2, open_scene=cannot)
+    assert result.ok, result.error
+    assert result.video is not None
+    pixel = first_pixel(result.video, tmp_path)
+    assert all(abs(got - want) <= 3 for got, want in zip(pixel, SKY_SRGB, strict=True)), pixel
+    assert any("(none of this worker's Blenders (3.4) can open it)" in line for line in lines)
+    assert any("through the sRGB curve" in line for line in lines)
 
 
 @needs_ffmpeg

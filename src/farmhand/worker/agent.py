@@ -44,6 +44,7 @@ from farmhand.shared.schemas import (
     CompletionOutcome,
     FrameFile,
     TaskAssignment,
+    TaskFile,
     TaskOutcome,
     TaskProgress,
     TileFile,
@@ -63,7 +64,7 @@ from farmhand.worker.uploads import (
     RenderedFrame,
     upload_frame,
 )
-from farmhand.worker.video import VideoWork, make_video
+from farmhand.worker.video import SceneLook, SceneLooks, SceneUnavailable, VideoWork, make_video
 
 log: FilteringBoundLogger = structlog.get_logger(__name__)
 _T = TypeVar("_T")
@@ -784,7 +785,14 @@ class Agent:
         work_dir = self.settings.work_dir / "outputs" / f"task-{task.task_id}"
         fetch = self._job_file_fetcher(task, "output", tlog)
         work = VideoWork(
-            task, work_dir, run.cancel, self.cache, fetch, run.frame_started, run.log_line
+            task,
+            work_dir,
+            run.cancel,
+            self.cache,
+            fetch,
+            run.frame_started,
+            run.log_line,
+            self._scene_opener(run, work_dir, tlog),
         )
         with self._reporting(run, tlog), self._follow_up(run, "video", "the video", tlog):
             try:
@@ -808,6 +816,34 @@ class Agent:
                     )
             finally:
                 shutil.rmtree(work_dir, ignore_errors=True)
+
+    def _scene_opener(
+        self, run: _TaskRun, work_dir: Path, tlog: FilteringBoundLogger
+    ) -> Callable[[], SceneLook] | None:
+        """How a video of EXR frames opens its job's scene in this worker's Blender
+        (`video.SceneLook`); None when the renderer has no Blender to offer. Only the main
+        .blend is fetched (colour management and view layers are the scene's own), from
+        the cache or the share as a render would read it."""
+        renderer = self.renderer
+        if not isinstance(renderer, SceneLooks):
+            return None
+        task = run.task
+
+        def open_scene() -> SceneLook:
+            try:
+                if task.storage == "shared":
+                    blend = shared_blend(task, self.settings.platform, self.settings.path_map)
+                else:
+                    main = [f for f in task.files if f.path == task.main_file]
+                    job_dir = self.settings.work_dir / "jobs" / str(task.job_id)
+                    blend = self._materialise(task, job_dir, tlog, main)
+            except (CacheError, FarmhandError, OSError, SharedStorageError) as exc:
+                raise SceneUnavailable(f"cannot fetch the .blend: {exc}") from exc
+            return renderer.scene_look(
+                task, blend, work_dir / "blender.log", run.log_line, run.cancel
+            )
+
+        return open_scene
 
     def _deliver(
         self,
@@ -930,7 +966,16 @@ class Agent:
         outbox's delivery after a restart uses too)."""
         return upload_frame(self.client, run.task, run.rendered(frame, path), self.log)
 
-    def _materialise(self, task: TaskAssignment, job_dir: Path, tlog: FilteringBoundLogger) -> Path:
+    def _materialise(
+        self,
+        task: TaskAssignment,
+        job_dir: Path,
+        tlog: FilteringBoundLogger,
+        files: list[TaskFile] | None = None,
+    ) -> Path:
+        """Lay out the task's files (or only `files` of them) in `job_dir`; the .blend."""
+        files = task.files if files is None else files
+
         def download(task_file: object, dest: Path) -> None:
             path = getattr(task_file, "path", "")
             call_with_retry(
@@ -941,10 +986,10 @@ class Agent:
                 logger=tlog,
             )
 
-        report = materialise(self.cache, job_dir, task.files, download)
+        report = materialise(self.cache, job_dir, files, download)
         tlog.info(
             "files ready",
-            files=len(task.files),
+            files=len(files),
             job_dir=str(job_dir),
             downloaded_files=report.downloaded_files,
             downloaded_bytes=report.downloaded_bytes,

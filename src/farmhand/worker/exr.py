@@ -30,8 +30,10 @@ tiles the cut already wrote in ZIP) can say so. The merged frame then differs fr
 whole render only within that codec's own loss.
 
 Which channels are the picture (`image_channels`) is decided here once, for the
-manager's EXR thumbnails and the worker's videos alike, and shown through one sRGB
-curve (`to_srgb`): a thumbnail and a video of the same frame look the same.
+manager's EXR thumbnails and the worker's videos alike. A video shows it through the
+scene's own colour management when the worker's Blender can open the job's .blend
+(`worker/video.py`); otherwise, and in the manager's thumbnails of frames Blender made
+no preview of, through the sRGB curve (`to_srgb`, Blender's Standard view).
 """
 
 from __future__ import annotations
@@ -250,19 +252,32 @@ def _layers(names: Iterable[str]) -> dict[str, set[str]]:
     return layers
 
 
-def image_channels(parts: Sequence[Iterable[str]]) -> ImageChannels:
+COMPOSITE_LAYER = "Composite"
+"""The view layer name Blender gives the compositor's result in a multilayer EXR
+(`Composite.Combined.R`, ...), written next to the view layers when compositing is on."""
+
+
+def image_channels(parts: Sequence[Iterable[str]], view_layer: str | None = None) -> ImageChannels:
     """The channels that are the picture, given each part's channel names in file order.
 
     Blender's single-layer EXR has bare `R`, `G`, `B` (and `A`); its multilayer one keeps
     the picture as the Combined pass (`ViewLayer.Combined.R`, ...) next to data passes
     (Depth, Normal, Mist; a Vector pass even has R, G, B, A), all in one part in Blender
     3.4, a part a pass in Blender 5, where the Combined part need not come first. So: a
-    bare RGB first, then a Combined pass, then any other layer with R, G and B (the
-    first part, then by name); only without any of those, a lone grey channel
-    (`GREY_CHANNELS`). ImageError when there is no picture at all (a file of data
-    passes only).
+    bare RGB first, then a Combined pass, then any other layer with R, G and B; only
+    without any of those, a lone grey channel (`GREY_CHANNELS`). ImageError when there
+    is no picture at all (a file of data passes only).
+
+    Among the Combined passes of a scene with several view layers, the one Blender saves
+    as the frame's picture: the compositor's (`COMPOSITE_LAYER`) when the file has it,
+    else `view_layer`, the scene's first view layer that renders, when the caller knows
+    it (the driver reports it when Blender opens the .blend). Without it the file must
+    decide, and only Blender 5's parts keep the scene's order of view layers: OpenEXR
+    sorts the channels of one part by name, so in Blender 3.4's file the first is the
+    alphabetically first layer, which need not be the scene's first (`Second` before
+    `ViewLayer`). So, failing those: the first part, then the layer's name.
     """
-    candidates: list[tuple[tuple[bool, bool, bool, int, str], ImageChannels]] = []
+    candidates: list[tuple[tuple[bool, bool, bool, int, int, str], ImageChannels]] = []
     for index, names in enumerate(parts):
         for layer, components in _layers(names).items():
             dot = f"{layer}." if layer else ""
@@ -275,19 +290,24 @@ def image_channels(parts: Sequence[Iterable[str]]) -> ImageChannels:
             else:
                 continue
             combined = layer == "Combined" or layer.endswith(".Combined")
-            rank = (rgb[0] == rgb[1], layer != "", not combined, index, layer)
+            owner = layer.removesuffix(".Combined") if combined else None
+            chosen = 0 if owner == COMPOSITE_LAYER else 1 if owner and owner == view_layer else 2
+            rank = (rgb[0] == rgb[1], layer != "", not combined, chosen, index, layer)
             candidates.append((rank, ImageChannels(index, layer, rgb)))
     if not candidates:
         raise ImageError("has no R, G and B channels (nor a grey V or Y channel) to show")
     return min(candidates, key=lambda candidate: candidate[0])[1]
 
 
-def read_picture(path: Path) -> tuple[npt.NDArray[np.float32], ImageChannels]:
-    """The EXR's picture (`image_channels`) as scene-linear float32 RGB, (height, width,
-    3), and where it was found; every part is read and checked as `read_exr` does."""
+def read_picture(
+    path: Path, view_layer: str | None = None
+) -> tuple[npt.NDArray[np.float32], ImageChannels]:
+    """The EXR's picture (`image_channels`, preferring `view_layer`'s Combined pass) as
+    scene-linear float32 RGB, (height, width, 3), and where it was found; every part is
+    read and checked as `read_exr` does."""
     image = read_exr(path)
     try:
-        where = image_channels([part.channels for part in image.parts])
+        where = image_channels([part.channels for part in image.parts], view_layer)
     except ImageError as error:
         raise ImageError(f"{path.name} {error}") from None
     channels = image.parts[where.part].channels

@@ -8,15 +8,28 @@ so a worker that rendered some of them downloads only the others.
 OpenEXR frames are not given to ffmpeg as files: ffmpeg 5 reads neither Blender's
 multilayer EXR (it exits with no message unless told the layer) nor Blender 5's
 multi-part one ("Not yet implemented"), nor Blender 5's black-and-white `V` channel.
-The worker reads each frame itself (`exr.read_picture`: the picture is a bare RGB or the
-Combined pass, the rule the manager's thumbnails follow), puts it through the sRGB curve
-(`exr.to_srgb`, Blender's Standard view) and pipes it to ffmpeg as 16-bit RGB, frame by
-frame as ffmpeg encodes, so one frame at a time is in memory and nothing more is
-written to disk. Every EXR goes this way, single-layer too: one path, a few seconds
-more for hundreds of frames (docs/DESIGN.md, Videos), and compressions or channels
-ffmpeg may not know are no concern. The scene's view transform (Filmic, AgX…) is not in
-the EXR; the task's log says so. Blender's previews do carry it, but are at most 512
-pixels wide, JPEG, and not made for tiled frames, so they are no source for the video.
+The worker reads each frame itself (`exr.read_picture`: the picture is a bare RGB or a
+Combined pass, the rule the manager's thumbnails follow), shows it as the scene does and
+pipes it to ffmpeg as 16-bit RGB, frame by frame as ffmpeg encodes, so one frame at a
+time is in memory. Every EXR goes this way, single-layer too: one path, and
+compressions or channels ffmpeg may not know are no concern.
+
+An EXR holds scene-linear light; what a person sees of it is the scene's colour
+management (view transform Filmic in Blender 3.4, AgX in 4 and 5, look, exposure,
+gamma, curves), which is in the .blend, not the EXR, and which only Blender applies
+exactly (its own OpenColorIO configuration, which differs between versions). So the
+worker opens the job's .blend in its own Blender (`open_scene`, `SceneLook`: the newest
+of its Blenders that can open the file, as for a render) and has Blender save each
+picture through the scene's colour management, as it saves the scene's PNG frames: the
+video looks like a video of Blender's own PNG frames, within a 16-bit rounding (at
+Blender's cost: about half a second a 1080p frame, docs/DESIGN.md, Videos). Opening
+the .blend also names the scene's first rendering view layer, which is the picture of a
+multilayer frame of several view layers (`exr.image_channels`). A worker without a
+Blender that can open the file (the manager sends video tasks to any worker with
+ffmpeg), or without the .blend, shows the frames through the sRGB curve (`exr.to_srgb`,
+Blender's Standard view) and takes the layer the file suggests, and the task's log says
+so. Blender's previews carry the scene's look too, but are at most 512 pixels wide,
+JPEG, and not made for tiled frames, so they are no source for the video.
 
 Success means ffprobe reads back the codec that was asked for, one video frame per
 rendered frame, at the frames' size (rounded down to even numbers, as yuv420p needs).
@@ -30,6 +43,11 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # numpy is loaded by the first EXR frame, not by every `farmhand` command
+    import numpy as np
+    import numpy.typing as npt
 
 from farmhand.shared.images import ImageError, verify_image
 from farmhand.shared.schemas import FrameFile, TaskAssignment, TaskFile
@@ -48,6 +66,47 @@ from farmhand.worker.ffmpeg import (
 SEQUENCE_DIGITS = 6
 
 
+class SceneUnavailable(Exception):
+    """The job's scene cannot be opened to show its EXR frames: why, in one line."""
+
+
+class SceneLook(Protocol):
+    """The job's scene, open in a Blender: how it shows a scene-linear picture."""
+
+    @property
+    def view_layer(self) -> str | None:
+        """The scene's first view layer that renders (None if Blender named none)."""
+        ...
+
+    @property
+    def description(self) -> str:
+        """Which Blender and colour management, for the task's log."""
+        ...
+
+    def display(self, linear: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """`linear` (height x width x 3) as the scene shows it: display values, 0-1.
+        ImageError (a ValueError) when it cannot, which fails the video."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class SceneLooks(Protocol):
+    """A renderer that can open a job's scene for its video (the Blender one can)."""
+
+    def scene_look(
+        self,
+        task: TaskAssignment,
+        blend: Path,
+        log_path: Path,
+        on_log: Callable[[str], None],
+        cancel: threading.Event,
+    ) -> SceneLook:
+        """The scene of `blend`, open; SceneUnavailable if no Blender here can open it."""
+        ...
+
+
 @dataclass
 class VideoWork:
     """One video task's inputs; callbacks may come from other threads."""
@@ -61,6 +120,9 @@ class VideoWork:
     """Download one rendered frame of the job to a path."""
     on_frames: Callable[[int], None] = lambda _n: None
     on_log: Callable[[str], None] = lambda _line: None
+    open_scene: Callable[[], SceneLook] | None = None
+    """Open the job's scene to show EXR frames as it does (`SceneLook`); SceneUnavailable
+    when it cannot. None: no Blender on this worker, the sRGB curve it is."""
 
 
 @dataclass
@@ -92,20 +154,26 @@ def lay_out_frames(work: VideoWork, frames: list[FrameFile], suffix: str) -> Pat
 
 
 def exr_feed(
-    paths: list[Path], frames: list[FrameFile], size: tuple[int, int], on_log: Callable[[str], None]
+    paths: list[Path],
+    frames: list[FrameFile],
+    size: tuple[int, int],
+    on_log: Callable[[str], None],
+    look: SceneLook | None = None,
 ) -> Iterator[bytes]:
-    """Each EXR frame's picture, in the sRGB view, as a raw frame for ffmpeg's stdin;
-    read as ffmpeg asks for it, so only the frame being made is held. Says in the log
-    which channels are the picture (and again should a frame's differ from the last's).
+    """Each EXR frame's picture as a raw frame for ffmpeg's stdin, as `look` shows it
+    (without one, through the sRGB curve); read as ffmpeg asks for it, so only the
+    frame being made is held. Says in the log which channels are the picture (and again
+    should a frame's differ from the last's).
     """
     # Here, not at the top: every `farmhand` command imports this module, and numpy and
     # OpenEXR only a video of EXR frames needs.
     from farmhand.worker.exr import read_picture, to_srgb
 
     described = None
+    view_layer = look.view_layer if look is not None else None
     for path, frame in zip(paths, frames, strict=True):
         try:
-            linear, where = read_picture(path)
+            linear, where = read_picture(path, view_layer)
         except ImageError as error:
             # Its messages begin with the file's name here (`000001.exr`), not the job's.
             problem = str(error).removeprefix(path.name)
@@ -119,7 +187,37 @@ def exr_feed(
         if where.describe() != described:
             described = where.describe()
             on_log(f"frame {frame.frame} onwards: the picture is the {described} channels")
-        yield raw_frame(to_srgb(linear))
+        if look is None:
+            yield raw_frame(to_srgb(linear))
+            continue
+        try:
+            shown = look.display(linear)
+        except ImageError as error:
+            raise ImageError(f"frame {frame.frame}: {frame.path}: {error}") from None
+        yield raw_frame(shown)
+
+
+def open_look(work: VideoWork) -> SceneLook | None:
+    """The job's scene, open to show its EXR frames; None (said in the log) when this
+    worker cannot open it, and the frames go through the sRGB curve."""
+    fallback = (
+        "the video shows the OpenEXR frames through the sRGB curve (Blender's Standard "
+        "view), not the scene's own colour management, and a multilayer frame's picture "
+        "is the layer the file suggests, which need not be the scene's first view layer"
+    )
+    if work.open_scene is None:
+        work.on_log(f"this worker has no Blender to open the job's scene: {fallback}")
+        return None
+    try:
+        look = work.open_scene()
+    except SceneUnavailable as error:
+        work.on_log(f"the job's scene could not be opened ({error}): {fallback}")
+        return None
+    work.on_log(
+        f"the frames are OpenEXR (scene-linear): the video shows them through the scene's "
+        f"colour management, as Blender saves its PNG frames ({look.description})"
+    )
+    return look
 
 
 def make_video(work: VideoWork, ffmpeg: FfmpegInstall) -> VideoResult:
@@ -149,27 +247,28 @@ def make_video(work: VideoWork, ffmpeg: FfmpegInstall) -> VideoResult:
     output = work.work_dir / video.filename
     source: Path | RawFrames = pattern
     feed = None
+    look = None
     if suffix == ".exr":
         source = RawFrames(first.width, first.height)
-        feed = exr_feed(paths, frames, (first.width, first.height), work.on_log)
-        work.on_log(
-            "the frames are OpenEXR (scene-linear): the video shows them through the sRGB "
-            "transfer (Blender's Standard view), not the scene's view transform (Filmic, "
-            "AgX…); render PNG frames for a video with the scene's look"
-        )
+        look = open_look(work)
+        feed = exr_feed(paths, frames, (first.width, first.height), work.on_log, look)
         work.on_log(
             "the worker reads each frame's picture itself and hands it to ffmpeg as 16-bit "
-            "sRGB, a frame at a time as it encodes: ffmpeg cannot read Blender's multilayer "
+            "RGB, a frame at a time as it encodes: ffmpeg cannot read Blender's multilayer "
             "or multi-part OpenEXR (single-layer frames go the same way)"
         )
     work.on_log(f"encoding {len(frames)} frames as {video.codec} in {video.container}")
-    result = run_ffmpeg(
-        encode_args(ffmpeg.ffmpeg, source, len(frames), video, output),
-        work.cancel,
-        on_frames=work.on_frames,
-        on_log=work.on_log,
-        feed=feed,
-    )
+    try:
+        result = run_ffmpeg(
+            encode_args(ffmpeg.ffmpeg, source, len(frames), video, output),
+            work.cancel,
+            on_frames=work.on_frames,
+            on_log=work.on_log,
+            feed=feed,
+        )
+    finally:
+        if look is not None:
+            look.close()
     if not result.ok:
         return _failed(result.error or "ffmpeg failed", result.log_tail)
     problem = check_video(ffmpeg, output, video.codec, len(frames), first.width, first.height)

@@ -8,11 +8,15 @@ sizes and what removes its files are `storage/thumbnail_cache.py`'s.
 
 When the worker's Blender made a preview of the frame (a JPEG through the scene's own
 colour management: view transform, look, exposure; a `preview` file of the job), the
-thumbnail is made from that, so an EXR frame looks as the artist set it up. Without one,
-EXR frames, which Pillow cannot read, are decoded with the OpenEXR library and shown
-through the standard sRGB view (linear light, clipped, sRGB curve): a preview to
-recognise the frame by, not a graded image. Unreadable files get a labelled placeholder
-tile instead, never an error, so one odd frame does not break the grid.
+thumbnail is made from that, so an EXR frame looks as the artist set it up. Without one
+(a frame merged from tiles, a preview refused), EXR frames, which Pillow cannot read,
+are decoded with the OpenEXR library and shown through the standard sRGB view (linear
+light, clipped, sRGB curve): a preview to recognise the frame by, not a graded image.
+The manager has no Blender and no scene, so of a multilayer frame with several view
+layers it shows the layer the file suggests (`worker/exr.image_channels`), which in
+Blender 3.4's file need not be the scene's first, where the worker's video shows the
+scene's. Unreadable files get a labelled placeholder tile instead, never an error, so
+one odd frame does not break the grid.
 """
 
 from __future__ import annotations
@@ -80,11 +84,12 @@ def placeholder(cache_dir: Path, label: str) -> Path:
 
 
 def exr_preview(source: Path) -> Image.Image:
-    """An 8-bit sRGB image of an EXR's picture, as a video of the frame shows it: the
-    channels `worker/exr.image_channels` picks (a bare RGB, else the Combined pass of a
-    multilayer file, in whichever part of a multi-part one) through the sRGB curve
-    (`to_srgb`), never a Depth or Normal pass. Imported here, not at the top: numpy
-    and OpenEXR are loaded only once a server process makes an EXR thumbnail."""
+    """An 8-bit sRGB image of an EXR's picture, as a video of a Standard-view scene shows
+    it: the channels `worker/exr.image_channels` picks without the scene (a bare RGB,
+    else the compositor's or the first Combined pass of a multilayer file, in whichever
+    part of a multi-part one) through the sRGB curve (`to_srgb`), never a Depth or
+    Normal pass. Imported here, not at the top: numpy and OpenEXR are loaded only once
+    a server process makes an EXR thumbnail."""
     import numpy as np
 
     from farmhand.worker.exr import read_picture, to_srgb

@@ -12,6 +12,8 @@ Blender's own chatter. Commands:
      "device": "CPU"|"CUDA"|"OPTIX"|"HIP"|"ONEAPI"|"METAL"|null, "gpu": int|null,
      "tile": {"column", "row", "columns", "rows", "overlap"}|null, "previews": bool}
     {"cmd": "devices"}   -> {"event": "devices", "devices": [{"type", "name", "id"}]}
+    {"cmd": "display", "source": PATH, "target": PATH, "width": int, "height": int}
+                         -> {"event": "displayed", "target": PATH}
     {"cmd": "quit"}
 
 One process can take many commands, so a Blender session can outlive one task. The file
@@ -21,6 +23,7 @@ This file must run on every supported Blender's Python (3.10 for Blender 3.4): s
 library and bpy only, no newer syntax, no farmhand imports.
 """
 
+import array
 import contextlib
 import json
 import os
@@ -55,7 +58,32 @@ def scene_facts(scene):
         "output_format": render.image_settings.file_format,
         "has_camera": scene.camera is not None,
         "samples": scene_samples(scene),
+        "view_layer": picture_layer(scene),
+        "view": describe_view(scene),
     }
+
+
+def picture_layer(scene):
+    """The view layer whose picture Blender shows and saves for a frame (compositing
+    aside): the first of the scene's view layers set to render. A multilayer EXR holds
+    every rendered layer, and OpenEXR's sorted channel names lose which one that was."""
+    for layer in scene.view_layers:
+        if layer.use:
+            return layer.name
+    return None
+
+
+def describe_view(scene):
+    """The scene's colour management in a few words, for the task's log."""
+    view = scene.view_settings
+    return "%s view, look %s, exposure %g, gamma %g%s on a %s display" % (
+        view.view_transform,
+        view.look,
+        view.exposure,
+        view.gamma,
+        ", curves" if view.use_curve_mapping else "",
+        scene.display_settings.display_device,
+    )
 
 
 def scene_samples(scene):
@@ -481,8 +509,42 @@ def written_for_frame(before, after, frame):
     return written
 
 
-IMAGE_SETTINGS = ("media_type", "file_format", "color_mode", "color_depth", "exr_codec", "quality")
-"""What switching the output format to JPEG may change, in the order to put it back."""
+IMAGE_SETTINGS = (
+    "media_type",
+    "file_format",
+    "color_mode",
+    "color_depth",
+    "exr_codec",
+    "quality",
+    "compression",
+    "color_management",
+)
+"""What switching the output format (`saving_as`) may change, in the order to put it back."""
+
+
+@contextlib.contextmanager
+def saving_as(scene, file_format, **values):
+    """The scene's output format switched to `file_format` (with `values`) for a save,
+    then put back exactly: `Image.save_render` writes in the scene's format, through the
+    scene's colour management (view transform, look, exposure, gamma, curves). The
+    scene's own colour management, not an override of its output's (Blender 4+): an
+    override set up for the EXR it renders is no view of the scene."""
+    settings = scene.render.image_settings
+    saved = [(name, getattr(settings, name)) for name in IMAGE_SETTINGS if hasattr(settings, name)]
+    try:
+        set_file_format(settings, file_format)
+        if hasattr(settings, "color_management"):
+            settings.color_management = "FOLLOW_SCENE"
+        for name, value in values.items():
+            setattr(settings, name, value)
+        yield
+    finally:
+        for name, value in saved:
+            try:
+                if getattr(settings, name) != value:
+                    setattr(settings, name, value)
+            except (AttributeError, TypeError, ValueError):
+                pass  # not valid for the restored format: Blender chose its default
 
 
 def save_preview(scene, path, longest=512):
@@ -496,20 +558,8 @@ def save_preview(scene, path, longest=512):
     if result is None:
         return None
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    settings = scene.render.image_settings
-    saved = [(name, getattr(settings, name)) for name in IMAGE_SETTINGS if hasattr(settings, name)]
-    try:
-        set_file_format(settings, "JPEG")
-        settings.color_mode = "RGB"
-        settings.quality = 85
+    with saving_as(scene, "JPEG", color_mode="RGB", quality=85):
         result.save_render(filepath=path, scene=scene)
-    finally:
-        for name, value in saved:
-            try:
-                if getattr(settings, name) != value:
-                    setattr(settings, name, value)
-            except (AttributeError, TypeError, ValueError):
-                pass  # not valid for the restored format: Blender chose its default
     image = bpy.data.images.load(path)
     try:
         width, height = image.size
@@ -522,6 +572,46 @@ def save_preview(scene, path, longest=512):
     finally:
         bpy.data.images.remove(image)
     return path
+
+
+def cmd_display(command):
+    """Turn a scene-linear picture into what the open scene shows: the worker's video of
+    OpenEXR frames, which hold linear light, looks as Blender's own PNG frames would.
+
+    `source` holds `width` x `height` RGBA pixels as 32-bit floats, bottom row first (as
+    Blender keeps them). Blender saves them as a 16-bit PNG through the scene's colour
+    management, exactly as it saves a render, reads that back as plain numbers and
+    writes them to `target` in the same layout, display values from 0 to 1. Both images
+    are removed again: a session's later renders see none of this.
+    """
+    if STATE["blend"] is None:
+        raise RuntimeError("no .blend file is open, so there is no scene to show the frame with")
+    scene = bpy.context.scene
+    width, height = int(command["width"]), int(command["height"])
+    pixels = array.array("f")
+    with open(command["source"], "rb") as source:
+        pixels.frombytes(source.read())
+    if len(pixels) != width * height * 4:
+        raise ValueError("%s does not hold %dx%d RGBA floats" % (command["source"], width, height))
+    png = command["target"] + ".png"
+    linear = bpy.data.images.new("farmhand display", width, height, float_buffer=True)
+    shown = None
+    try:
+        linear.pixels.foreach_set(pixels)
+        with saving_as(scene, "PNG", color_mode="RGB", color_depth="16", compression=0):
+            linear.save_render(filepath=png, scene=scene)
+        shown = bpy.data.images.load(png)
+        shown.colorspace_settings.is_data = True  # the PNG's numbers, not linear light
+        shown.pixels.foreach_get(pixels)
+    finally:
+        bpy.data.images.remove(linear)
+        if shown is not None:
+            bpy.data.images.remove(shown)
+        with contextlib.suppress(OSError):
+            os.remove(png)
+    with open(command["target"], "wb") as target:
+        pixels.tofile(target)
+    emit("displayed", target=command["target"])
 
 
 def cmd_render(command):
@@ -626,7 +716,12 @@ def main():
     if not bpy.app.binary_path:  # the bpy module (an executable prints the lines itself)
         bpy.app.handlers.render_stats.append(print_status_line)
     emit("ready", version=bpy.app.version_string)
-    handlers = {"open": cmd_open, "render": cmd_render, "devices": cmd_devices}
+    handlers = {
+        "open": cmd_open,
+        "render": cmd_render,
+        "devices": cmd_devices,
+        "display": cmd_display,
+    }
     for line in sys.stdin:
         line = line.strip()
         if not line:

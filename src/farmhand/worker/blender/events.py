@@ -78,6 +78,13 @@ class Devices:
 
 
 @dataclass(frozen=True)
+class Displayed:
+    """A picture put through the scene's colour management (`display`), in `target`."""
+
+    target: Path
+
+
+@dataclass(frozen=True)
 class FrameStats:
     """Made by the worker, not the driver: what one saved frame cost."""
 
@@ -97,6 +104,7 @@ Event = (
     | Bye
     | Progress
     | Devices
+    | Displayed
     | FrameStats
 )
 
@@ -158,6 +166,8 @@ def parse_event_line(line: str) -> Event | None:
             return DriverError(str(data["message"]), str(data.get("traceback", "")))
         if kind == "bye":
             return Bye()
+        if kind == "displayed":
+            return Displayed(Path(data["target"]))
         if kind == "devices":
             return Devices([(str(d["type"]), str(d["name"])) for d in data["devices"]])
     except (ValueError, KeyError, TypeError, AttributeError):

@@ -37,6 +37,7 @@ from PIL import Image
 from farmhand.shared.images import ImageError, verify_image
 from farmhand.worker.blender.discovery import BlenderInstall
 from farmhand.worker.blender.events import (
+    Displayed,
     DriverError,
     Event,
     FrameSaved,
@@ -487,6 +488,40 @@ class BlenderProcess:
         verdict = _judge(request, seen, code if last or answer is None else None, tail)
         verdict.exit_code = code
         return verdict
+
+    def ask(
+        self,
+        command: dict[str, object],
+        *,
+        log_path: Path,
+        on_log: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Event | None:
+        """Send one command that renders nothing (`open`, `display`) and wait for its
+        answer: the driver's event for it (`Opened`, `Displayed`) or a `DriverError`;
+        None when Blender ended first or `cancel` was set (its process group is then
+        gone). Blender's output meanwhile goes to `log_path` and `on_log`, as a render's
+        does; no task timeout applies (the caller's cancel ends a wait)."""
+        cancel = cancel or threading.Event()
+        seen = _Outcome()
+
+        def handle(event: Event) -> None:
+            if isinstance(event, Opened | Displayed | DriverError):
+                seen.terminal.put(event)
+
+        listener = _Listener(log_path, handle, on_log or (lambda _line: None))
+        self._listener = listener
+        self._stall_timeout = None
+        self._reader.attach(listener)
+        self.requests += 1
+        try:
+            answer, _canceled = self._exchange(command, seen, cancel)
+        finally:
+            self._reader.attach(None)
+            listener.close()
+        if command.get("cmd") == "open":
+            self.blend = Path(str(command["blend"])) if isinstance(answer, Opened) else None
+        return answer
 
     def _exchange(
         self, command: dict[str, object], seen: _Outcome, cancel: threading.Event

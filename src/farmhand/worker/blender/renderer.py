@@ -21,6 +21,7 @@ import structlog
 from structlog.typing import FilteringBoundLogger
 
 from farmhand.shared.blendfile import best_version, saved_version_of
+from farmhand.shared.schemas import TaskAssignment
 from farmhand.worker.agent import RenderJob, RenderOutcome
 from farmhand.worker.blender.discovery import BlenderInstall
 from farmhand.worker.blender.events import (
@@ -32,8 +33,15 @@ from farmhand.worker.blender.events import (
     Progress,
 )
 from farmhand.worker.blender.orphans import PidFiles, default_pid_dir
-from farmhand.worker.blender.process import RenderRequest, RenderResult, render
+from farmhand.worker.blender.process import (
+    BlenderProcess,
+    RenderRequest,
+    RenderResult,
+    render,
+    start_failure,
+)
 from farmhand.worker.blender.session import DEFAULT_MAX_FRAMES, BlenderSession
+from farmhand.worker.video import SceneLook, SceneUnavailable
 
 log: FilteringBoundLogger = structlog.get_logger(__name__)
 
@@ -131,15 +139,53 @@ class BlenderTaskRenderer:
         return _outcome(result)
 
     def install_for(self, job: RenderJob) -> BlenderInstall | None:
-        """The newest of this worker's Blenders that can render the task's job.
+        """The newest of this worker's Blenders that can render the task's job."""
+        return self._install(job.task, job.blend_file)
+
+    def _install(self, task: TaskAssignment, blend: Path) -> BlenderInstall | None:
+        """The newest of this worker's Blenders that can open `blend` in the job's range.
 
         The manager names the Blender that saved the file; for a file it never read (a
         job on shared storage) the worker reads the header itself.
         """
-        task = job.task
-        saved = task.blender_saved or saved_version_of(job.blend_file)
+        saved = task.blender_saved or saved_version_of(blend)
         version = best_version([i.version for i in self.installs], saved, task.blender_version)
         return next((i for i in self.installs if i.version == version), None)
+
+    def scene_look(
+        self,
+        task: TaskAssignment,
+        blend: Path,
+        log_path: Path,
+        on_log: Callable[[str], None],
+        cancel: threading.Event,
+    ) -> SceneLook:
+        """The job's scene open in a fresh Blender, to show a video's EXR frames as the
+        scene does (`display.BlenderSceneLook`): the Blender a render of the job would
+        take. A session's Blender is closed first, so the worker still holds one Blender:
+        a video comes after its job's renders, and a later render starts another."""
+        from farmhand.worker.blender.display import BlenderSceneLook
+
+        install = self._install(task, blend)
+        if install is None:
+            have = ", ".join(i.version for i in self.installs)
+            raise SceneUnavailable(
+                f"none of this worker's Blenders ({have}) can open it "
+                f"(range {task.blender_version or 'any'})"
+            )
+        self.close()
+        try:
+            process = BlenderProcess(install, None, self.pid_files)
+        except OSError as error:
+            raise SceneUnavailable(start_failure(install, None, error).error) from error
+        folder = log_path.parent / "display"
+        try:
+            return BlenderSceneLook.open(
+                process, install.version, blend, folder, log_path, on_log, cancel
+            )
+        except OSError as error:  # the task's folder or log cannot be written
+            process.close()
+            raise SceneUnavailable(f"cannot prepare Blender's files: {error}") from error
 
     def _session_for(self, job: RenderJob, install: BlenderInstall) -> BlenderSession | None:
         """The session for this task's job (a new one if the job changed), or None."""
