@@ -231,6 +231,7 @@ RULES: dict[tuple[str, str], Rule] = {
         },
     ),
     ("GET", "/api/jobs/{job_id}"): Rule(OWNER),
+    ("GET", "/api/jobs/{job_id}/tasks"): Rule(OWNER),
     ("DELETE", "/api/jobs/{job_id}"): Rule(OWNER, fresh=True),
     ("PATCH", "/api/jobs/{job_id}"): Rule(OWNER, json_body({"priority": 70})),
     ("POST", "/api/jobs/{job_id}/actions"): Rule(OWNER, json_body({"action": "pause"}), fresh=True),

@@ -490,6 +490,48 @@ class JobSummary(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     status_reason: str | None = None
+    workers: list[str] = Field(
+        default_factory=list,
+        description="Names of the workers holding the job's active tasks, sorted; empty "
+        "if none. In the list, so a page of jobs needs no request per job to show them.",
+    )
+    eta_seconds: float | None = Field(
+        default=None,
+        description="Time left: the mean Blender seconds of finished frames times the "
+        "frames left, shared among the workers on it (elapsed time before any frame). "
+        "The same number in the list as in the job's detail.",
+    )
+
+
+JOB_PAGE_MAX = 1000
+"""Most jobs `GET /api/jobs` answers at once, and its default page."""
+TASK_PAGE_MAX = 1000
+"""Most tasks `GET /api/jobs/{id}/tasks` answers at once."""
+TASK_PAGE_DEFAULT = 200
+
+
+class JobListQuery(_Strict):
+    """`GET /api/jobs`'s query string. Unknown parameters are refused (400), so a
+    misspelt filter (`?state=failed`) cannot pass for one that was applied."""
+
+    status: list[JobStatus] = Field(
+        default_factory=list, description="Only jobs in these states (repeatable)."
+    )
+    owner: str | None = Field(
+        default=None, max_length=200, description="Only jobs of the user with this name."
+    )
+    limit: int = Field(default=JOB_PAGE_MAX, ge=1, le=JOB_PAGE_MAX)
+    offset: int = Field(default=0, ge=0)
+
+
+class TaskListQuery(_Strict):
+    """`GET /api/jobs/{id}/tasks`'s query string; unknown parameters are refused (400)."""
+
+    status: list[TaskStatus] = Field(
+        default_factory=list, description="Only tasks in these states (repeatable)."
+    )
+    limit: int = Field(default=TASK_PAGE_DEFAULT, ge=1, le=TASK_PAGE_MAX)
+    offset: int = Field(default=0, ge=0)
 
 
 class JobDetail(JobSummary):
@@ -511,12 +553,11 @@ class JobDetail(JobSummary):
         description=f"How many files the job was submitted without; over "
         f"{MAX_MISSING_LISTED}, more than `missing_files` names.",
     )
-    tasks: list[TaskSummary]
-    elapsed_seconds: float | None
-    eta_seconds: float | None = Field(
-        description="Time left: the mean Blender seconds of finished frames times the "
-        "frames left, shared among the workers on it (elapsed time before any frame)."
+    tasks: list[TaskSummary] = Field(
+        description="Every task in index order; empty when asked with `?tasks=false` "
+        "(`GET /api/jobs/{id}/tasks` pages them)."
     )
+    elapsed_seconds: float | None
     seconds_per_frame: float | None = Field(
         default=None, description="Mean Blender seconds of a finished frame."
     )

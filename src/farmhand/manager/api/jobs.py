@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, HTTPException, Query, Request, Response, UploadFile, status
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as StarletteUploadFile
@@ -22,11 +22,11 @@ from farmhand.manager.api.limits import enforce_quota
 from farmhand.manager.api.uploads import receiving, sent_by, store_upload, uploaded_name
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
-from farmhand.manager.db.models import Blob, Job, JobFile, Task
+from farmhand.manager.db.models import Blob, Job, JobFile, Task, User
 from farmhand.manager.jobs.delete import delete_job, remove_blobs
 from farmhand.manager.jobs.shared import create_shared_job, create_uploaded_job
 from farmhand.manager.jobs.submit import SubmitError, inputs_fixed_because, main_blend_version
-from farmhand.manager.jobs.views import file_model, job_detail, job_summaries
+from farmhand.manager.jobs.views import file_model, job_detail, job_summaries, task_page
 from farmhand.manager.scheduling.state import (
     FINISHED_JOB_STATUSES,
     TransitionError,
@@ -51,12 +51,15 @@ from farmhand.shared.schemas import (
     JobAction,
     JobCreate,
     JobDetail,
+    JobListQuery,
     JobPatch,
     JobSettings,
     JobStatus,
     JobSummary,
     SharedJobCreate,
     TaskAction,
+    TaskListQuery,
+    TaskSummary,
 )
 from farmhand.shared.schemas import JobFile as JobFileModel
 
@@ -237,22 +240,85 @@ def _json_job(body: bytes) -> JobCreate | SharedJobCreate:
         ) from error
 
 
-@router.get("", response_model=list[JobSummary], responses=ERRORS)
-def list_jobs(context: Context, caller: UserDep) -> list[JobSummary]:
-    with context.db.read() as session:
-        query = select(Job).order_by(Job.id.desc())
-        if not caller.is_admin:
-            query = query.where(Job.owner_id == caller.user_id)
-        return job_summaries(session, session.scalars(query).all())
+def _next_page(request: Request, response: Response, total: int, offset: int, limit: int) -> None:
+    """`X-Total-Count`, and a `Link: <…>; rel="next"` while more lie past this page: the
+    same query with the next offset, as a path relative to the manager (right behind a
+    proxy that rewrites the host or the scheme)."""
+    response.headers["X-Total-Count"] = str(total)
+    if offset + limit < total:
+        following = request.url.include_query_params(offset=offset + limit)
+        response.headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
 
 
-@router.get("/{job_id}", response_model=JobDetail, responses=ERRORS)
-def get_job(job_id: int, response: Response, context: Context, caller: UserDep) -> JobDetail:
+@router.get(
+    "",
+    response_model=list[JobSummary],
+    responses=ERRORS,
+    summary="Jobs, newest first, a page at a time (X-Total-Count, Link rel=next)",
+)
+def list_jobs(
+    request: Request,
+    response: Response,
+    params: Annotated[JobListQuery, Query()],
+    context: Context,
+    caller: UserDep,
+) -> list[JobSummary]:
+    where = []
+    if not caller.is_admin:
+        where.append(Job.owner_id == caller.user_id)
+    if params.status:
+        where.append(Job.status.in_([s.value for s in params.status]))
+    if params.owner is not None:
+        where.append(Job.owner_id.in_(select(User.id).where(User.name == params.owner)))
     with context.db.read() as session:
-        detail = job_detail(session, _visible_job(session, caller, job_id))
+        total = session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
+        page = session.scalars(
+            select(Job)
+            .where(*where)
+            .order_by(Job.id.desc())
+            .offset(params.offset)
+            .limit(params.limit)
+        ).all()
+        summaries = job_summaries(session, page)
+    _next_page(request, response, total, params.offset, params.limit)
+    return summaries
+
+
+@router.get(
+    "/{job_id}",
+    response_model=JobDetail,
+    responses=ERRORS,
+    summary="One job; with tasks=false without its task list (see /tasks for pages)",
+)
+def get_job(
+    job_id: int, response: Response, context: Context, caller: UserDep, tasks: bool = True
+) -> JobDetail:
+    with context.db.read() as session:
+        detail = job_detail(session, _visible_job(session, caller, job_id), with_tasks=tasks)
     if detail.status not in FINISHED_JOB_STATUSES:
         response.headers["Retry-After"] = str(context.settings.retry_after)
     return detail
+
+
+@router.get(
+    "/{job_id}/tasks",
+    response_model=list[TaskSummary],
+    responses=ERRORS,
+    summary="A page of a job's tasks in index order (X-Total-Count, Link rel=next)",
+)
+def list_tasks(
+    job_id: int,
+    request: Request,
+    response: Response,
+    params: Annotated[TaskListQuery, Query()],
+    context: Context,
+    caller: UserDep,
+) -> list[TaskSummary]:
+    with context.db.read() as session:
+        job = _visible_job(session, caller, job_id)
+        total, page = task_page(session, job, params.status, params.offset, params.limit)
+    _next_page(request, response, total, params.offset, params.limit)
+    return page
 
 
 @router.delete(

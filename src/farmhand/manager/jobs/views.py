@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, load_only
 
 from farmhand.manager.clock import utcnow
 from farmhand.manager.db.models import Job, JobFile, Task, User, Worker
@@ -53,7 +53,12 @@ def _job_progress(tasks: Sequence[Task]) -> float:
     return round(100.0 * done / total, 2) if total else 0.0
 
 
-def job_summary(job: Job, owner: str, tasks: Sequence[Task]) -> JobSummary:
+def job_summary(
+    job: Job, owner: str, tasks: Sequence[Task], workers: dict[int, str], now: datetime
+) -> JobSummary:
+    """The job's line in a list, with everything its page shows at a glance (the workers
+    on it, the time left), from its tasks and the names of the workers (`workers`, by id)
+    holding them: one function for the list and the detail, so the two agree."""
     done, total = _frames_done(tasks), _frames_total(tasks)
     return JobSummary(
         id=job.id,
@@ -68,19 +73,36 @@ def job_summary(job: Job, owner: str, tasks: Sequence[Task]) -> JobSummary:
         started_at=job.started_at,
         finished_at=job.finished_at,
         status_reason=job.status_reason,
+        workers=sorted(
+            {
+                workers[t.worker_id]
+                for t in tasks
+                if t.status == TaskStatus.ACTIVE.value and t.worker_id in workers
+            }
+        ),
+        eta_seconds=_eta(job, tasks, done, total, now)[1],
     )
 
 
-def _eta(job: Job, done: int, total: int, now: datetime) -> tuple[float | None, float | None]:
-    if job.started_at is None:
-        return None, None
-    end = job.finished_at or now
-    elapsed = (end - job.started_at).total_seconds()
-    if job.finished_at is not None:
-        return elapsed, 0.0
-    if done == 0:
-        return elapsed, None
-    return elapsed, elapsed / done * (total - done)
+def _eta(
+    job: Job, tasks: Sequence[Task], done: int, total: int, now: datetime
+) -> tuple[float | None, float | None]:
+    """Seconds elapsed and seconds left, for the list and the detail alike. Left: from
+    what finished frames took (Blender's time), shared among the workers on the job now;
+    until a frame reported its time, from the elapsed time per frame done."""
+    elapsed: float | None = None
+    eta: float | None = None
+    if job.started_at is not None:
+        elapsed = ((job.finished_at or now) - job.started_at).total_seconds()
+        if job.finished_at is not None:
+            eta = 0.0
+        elif done:
+            eta = elapsed / done * (total - done)
+    per_frame = _seconds_per_frame(tasks)
+    if per_frame is not None and job.finished_at is None:
+        busy = sum(1 for t in tasks if t.status == TaskStatus.ACTIVE.value)
+        eta = round(per_frame * (total - done) / max(1, busy), 1)
+    return elapsed, eta
 
 
 def file_model(row: JobFile) -> JobFileModel:
@@ -193,23 +215,52 @@ def task_error(task: Task) -> str | None:
     return None if task.status == TaskStatus.COMPLETED.value else task.last_error
 
 
-def job_detail(session: Session, job: Job) -> JobDetail:
+def _worker_names(session: Session, tasks: Iterable[Task]) -> dict[int, str]:
+    """Names of the workers holding these tasks, by worker id: one query."""
+    ids = {t.worker_id for t in tasks if t.worker_id}
+    if not ids:
+        return {}
+    return dict(session.execute(select(Worker.id, Worker.name).where(Worker.id.in_(ids))).all())
+
+
+def task_summary(task: Task, workers: dict[int, str], per_frame: float | None) -> TaskSummary:
+    """One task's row; `per_frame` is its job's `_seconds_per_frame`, for its time left."""
+    active = task.status == TaskStatus.ACTIVE.value
+    return TaskSummary(
+        id=task.id,
+        index=task.index,
+        type=task.type,
+        status=TaskStatus(task.status),
+        frames=task.frames,
+        tile=TileSpec.model_validate(task.tile) if task.tile else None,
+        frames_done=_task_frames_done(task),
+        attempts=task.attempts,
+        worker=workers.get(task.worker_id) if task.worker_id else None,
+        started_at=task.started_at,
+        finished_at=task.finished_at,
+        last_error=task_error(task),
+        progress=_task_progress(task),
+        frame=task.frame if active else None,
+        sample=task.sample if active else None,
+        samples_total=task.samples_total if active else None,
+        render_seconds=round(task.render_seconds or 0.0, 3),
+        peak_memory_bytes=task.peak_memory_bytes,
+        eta_seconds=_task_eta(task, per_frame),
+    )
+
+
+def job_detail(session: Session, job: Job, *, with_tasks: bool = True) -> JobDetail:
+    """The job's page: its summary, settings and numbers, and (`with_tasks`) every task.
+
+    Without the tasks the answer is the same size for a job of 10,000 tasks as for one
+    of ten; `task_page` gives them a page at a time."""
     tasks = session.scalars(select(Task).where(Task.job_id == job.id).order_by(Task.index)).all()
     owner = session.get(User, job.owner_id)
-    workers = {
-        worker.id: worker.name
-        for worker in session.scalars(
-            select(Worker).where(Worker.id.in_({t.worker_id for t in tasks if t.worker_id}))
-        )
-    }
-    summary = job_summary(job, owner.name if owner else "?", tasks)
-    elapsed, eta = _eta(job, summary.frames_done, summary.frames_total, utcnow())
+    workers = _worker_names(session, tasks)
+    now = utcnow()
+    summary = job_summary(job, owner.name if owner else "?", tasks, workers, now)
+    elapsed, _ = _eta(job, tasks, summary.frames_done, summary.frames_total, now)
     per_frame = _seconds_per_frame(tasks)
-    left = summary.frames_total - summary.frames_done
-    if per_frame is not None and job.finished_at is None:
-        # From what finished frames took, shared among the workers on the job now.
-        busy = sum(1 for t in tasks if t.status == TaskStatus.ACTIVE.value)
-        eta = round(per_frame * left / max(1, busy), 1)
     if _stalled(summary, tasks):
         summary.status_reason = _wait_reason(job, tasks, WaitReasons(available_workers(session)))
     peaks = [t.peak_memory_bytes for t in tasks if t.peak_memory_bytes]
@@ -228,45 +279,62 @@ def job_detail(session: Session, job: Job) -> JobDetail:
         main_file=job.main_file,
         missing_files=job.missing_files or [],
         missing_count=job.missing_count or 0,
-        tasks=[
-            TaskSummary(
-                id=task.id,
-                index=task.index,
-                type=task.type,
-                status=TaskStatus(task.status),
-                frames=task.frames,
-                tile=TileSpec.model_validate(task.tile) if task.tile else None,
-                frames_done=_task_frames_done(task),
-                attempts=task.attempts,
-                worker=workers.get(task.worker_id) if task.worker_id else None,
-                started_at=task.started_at,
-                finished_at=task.finished_at,
-                last_error=task_error(task),
-                progress=_task_progress(task),
-                frame=task.frame if task.status == TaskStatus.ACTIVE.value else None,
-                sample=task.sample if task.status == TaskStatus.ACTIVE.value else None,
-                samples_total=task.samples_total
-                if task.status == TaskStatus.ACTIVE.value
-                else None,
-                render_seconds=round(task.render_seconds or 0.0, 3),
-                peak_memory_bytes=task.peak_memory_bytes,
-                eta_seconds=_task_eta(task, per_frame),
-            )
-            for task in tasks
-        ],
+        tasks=[task_summary(task, workers, per_frame) for task in tasks] if with_tasks else [],
         elapsed_seconds=elapsed,
-        eta_seconds=eta,
     )
 
 
+def task_page(
+    session: Session,
+    job: Job,
+    statuses: Collection[TaskStatus],
+    offset: int,
+    limit: int,
+) -> tuple[int, list[TaskSummary]]:
+    """How many of the job's tasks are in `statuses` (all if empty), and the page of them
+    from `offset`, in index order, each as the detail shows it."""
+    where = [Task.job_id == job.id]
+    if statuses:
+        where.append(Task.status.in_([s.value for s in statuses]))
+    total = session.scalar(select(func.count()).select_from(Task).where(*where)) or 0
+    page = session.scalars(
+        select(Task).where(*where).order_by(Task.index).offset(offset).limit(limit)
+    ).all()
+    # Each row's time left needs the job's mean seconds a frame, from all its tasks: only
+    # the columns that takes (the page's own rows are already whole in the session).
+    timing = session.scalars(
+        select(Task)
+        .where(Task.job_id == job.id)
+        .options(
+            load_only(
+                Task.status,
+                Task.type,
+                Task.frames,
+                Task.frames_done,
+                Task.render_seconds,
+                Task.tile,
+            )
+        )
+    ).all()
+    per_frame = _seconds_per_frame(timing)
+    workers = _worker_names(session, page)
+    return total, [task_summary(task, workers, per_frame) for task in page]
+
+
 def job_summaries(session: Session, jobs: Sequence[Job]) -> list[JobSummary]:
+    """The jobs' list lines, in a fixed number of queries however many jobs there are:
+    their tasks, their owners, the workers on them, and (if one waits) the workers."""
     ids = [job.id for job in jobs]
     tasks_by_job: dict[int, list[Task]] = {job_id: [] for job_id in ids}
-    for task in session.scalars(select(Task).where(Task.job_id.in_(ids))):
+    tasks = session.scalars(select(Task).where(Task.job_id.in_(ids)).order_by(Task.index)).all()
+    for task in tasks:
         tasks_by_job[task.job_id].append(task)
     owners = {user.id: user.name for user in session.scalars(select(User))}
+    workers = _worker_names(session, (t for t in tasks if t.status == TaskStatus.ACTIVE.value))
+    now = utcnow()
     summaries = [
-        job_summary(job, owners.get(job.owner_id, "?"), tasks_by_job[job.id]) for job in jobs
+        job_summary(job, owners.get(job.owner_id, "?"), tasks_by_job[job.id], workers, now)
+        for job in jobs
     ]
     stalled = [
         (job, summary)
