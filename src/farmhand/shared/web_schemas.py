@@ -173,6 +173,12 @@ class BlendInfo(BaseModel):
     scene: str
     frame_start: int
     frame_end: int
+    frame_step: int = Field(
+        default=1,
+        ge=1,
+        description="Every how many frames Blender renders the range (the scene's Frame "
+        "Step); 1 when Blender did not say.",
+    )
     resolution_x: int
     resolution_y: int
     resolution_percentage: int

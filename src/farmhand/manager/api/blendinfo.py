@@ -255,6 +255,7 @@ def blend_info_model(
         scene=str(facts.get("scene", "")),
         frame_start=_int(facts.get("frame_start"), 1),
         frame_end=_int(facts.get("frame_end"), 1),
+        frame_step=max(1, _int(facts.get("frame_step"), 1)),
         resolution_x=_int(facts.get("resolution_x"), 1920),
         resolution_y=_int(facts.get("resolution_y"), 1080),
         resolution_percentage=_int(facts.get("resolution_percentage"), 100),

@@ -49,6 +49,7 @@ def scene_facts(scene):
         "scene": scene.name,
         "frame_start": scene.frame_start,
         "frame_end": scene.frame_end,
+        "frame_step": scene.frame_step,
         "resolution_x": render.resolution_x,
         "resolution_y": render.resolution_y,
         "resolution_percentage": render.resolution_percentage,

@@ -1,0 +1,74 @@
+"""Legitimate but unusual scene settings, rendered by real Blenders (bpy 5.0 and 3.4).
+
+Each scene is the 64x36 animated test scene (Cycles, 2 samples) with a few settings
+changed in Blender and saved again (`scene_tweak.py`), as an artist would have them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from farmhand.manager.api import blendinfo
+from farmhand.scenes import make_scene, run_builder
+from farmhand.worker.blender.discovery import BlenderInstall
+from farmhand.worker.blender.events import Event
+from farmhand.worker.blender.process import RenderRequest, RenderResult, render
+from tests.integration.conftest import Farm
+
+pytestmark = pytest.mark.blender
+WIDTH, HEIGHT = 64, 36
+BLENDERS = ["blender_module", "blender_executable"]
+TWEAK = Path(__file__).with_name("scene_tweak.py")
+
+
+def tweaked_scene(install: BlenderInstall, out: Path, settings: list[tuple[str, Any]]) -> Path:
+    """The animated scene (frames 1-3) saved by `install` with `settings` changed."""
+    base = make_scene(
+        out.with_name(out.stem + "-base.blend"), "animated", install=install,
+        width=WIDTH, height=HEIGHT, frames="1-3", samples=2,
+    )  # fmt: skip
+    run_builder(install, TWEAK, [str(base), str(out), json.dumps(settings)], out, out.name)
+    return out
+
+
+def do_render(
+    install: BlenderInstall, blend: Path, out: Path, frames: list[int], **extra: Any
+) -> tuple[RenderResult, list[Event]]:
+    events: list[Event] = []
+    request = RenderRequest(blend, frames, out, **extra)
+    result = render(install, request, log_path=out / "blender.log", on_event=events.append)
+    return result, events
+
+
+@pytest.mark.parametrize("fixture", BLENDERS)
+def test_the_scenes_frame_step_is_read_for_the_submit_form(
+    fixture: str, request: pytest.FixtureRequest, farm: Farm, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """The web form pre-fills the step from `POST /api/blend-info`: a scene rendering
+    every 3rd frame must not be offered as every frame."""
+    install: BlenderInstall = request.getfixturevalue(fixture)
+    blend = tweaked_scene(install, tmp_path / "step.blend", [("frame_step", 3)])
+    monkeypatch.setattr(blendinfo, "blenders", lambda: [install])
+    client: TestClient = farm.client
+    answer = client.post(
+        "/api/blend-info",
+        headers=farm.admin,
+        files={"file": ("step.blend", blend.read_bytes(), "application/octet-stream")},
+    )
+    assert answer.status_code == 200, answer.text
+    info = answer.json()
+    assert (info["frame_start"], info["frame_end"], info["frame_step"]) == (1, 3, 3)
+    plain = make_scene(tmp_path / "plain.blend", install=install, width=WIDTH, height=HEIGHT,
+                       frames="1-3", samples=2)  # fmt: skip
+    answer = client.post(
+        "/api/blend-info",
+        headers=farm.admin,
+        files={"file": ("plain.blend", plain.read_bytes(), "application/octet-stream")},
+    )
+    assert answer.json()["frame_step"] == 1
