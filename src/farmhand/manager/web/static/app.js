@@ -3,10 +3,79 @@
 // Every page is a client of the JSON API (/api/...), authenticated by the session
 // cookie; state-changing calls repeat the page's CSRF nonce in X-CSRF-Token. Live
 // updates come from /api/events (Server-Sent Events): each event only says what changed,
-// and the page refetches what it shows, at most a few times a second.
+// and the page refetches what it shows, at most a few times a second. A browser holds
+// one such stream for all its tabs: this same script, run as a shared worker
+// (`serveLiveEvents`), owns it.
 "use strict";
 
 (() => {
+  // ------------------------------------------------------- the event stream
+
+  // One EventSource on /api/events, open while someone looks: `want(true)` opens it (or
+  // a new one, when the last ended for good), `want(false)` closes it once nobody has
+  // wanted it for IDLE_MS (switching between two tabs does not reconnect), `want(false,
+  // true)` at once. A stream never ends on its own and a browser gives a host only 6
+  // connections over HTTP/1.1: one kept for a tab nobody sees is one fewer for every
+  // page and fetch of that browser. `post` hears {type: "state", state} (connecting,
+  // live, reconnecting, closed, idle), {type: "open"} on every (re)connect (events may
+  // have been missed: refetch) and {type: "event", data} with the event's JSON.
+  function liveStream(post) {
+    const KINDS = ["job", "task", "runner", "output"], IDLE_MS = 10_000;
+    let source = null, idle = null, state = "idle";
+    const set = (name) => { state = name; post({ type: "state", state }); };
+    const close = () => {
+      clearTimeout(idle);
+      idle = null;
+      if (source) { source.close(); source = null; set("idle"); }
+    };
+    const open = () => {
+      source = new EventSource("/api/events");
+      const mine = source;
+      set("connecting");
+      source.onopen = () => { set("live"); post({ type: "open" }); };
+      source.onerror = () => { if (source === mine) set(mine.readyState === EventSource.CLOSED ? "closed" : "reconnecting"); };
+      for (const kind of KINDS) source.addEventListener(kind, (message) => post({ type: "event", data: message.data }));
+    };
+    return {
+      state: () => state,
+      want(yes, now = false) {
+        if (!yes) {
+          if (now) close();
+          else if (source && !idle) idle = setTimeout(close, IDLE_MS);
+          return;
+        }
+        clearTimeout(idle);
+        idle = null;
+        // A stream the browser gave up on (401 after a sign-out, the manager gone for
+        // good) is tried afresh when a page is (re)loaded or shown again.
+        if (!source || source.readyState === EventSource.CLOSED) open();
+      },
+    };
+  }
+
+  // The shared worker's side: every tab of the browser (of one signed-in user: the
+  // worker's name carries it) connects a port; the stream stays open while one of them
+  // is visible and every event goes to all of them.
+  function serveLiveEvents() {
+    const ports = new Map(); // port -> whether its tab is visible
+    const stream = liveStream((message) => ports.forEach((_, port) => port.postMessage(message)));
+    self.addEventListener("connect", (connection) => {
+      const port = connection.ports[0];
+      ports.set(port, false);
+      port.onmessage = ({ data }) => {
+        if (data.type === "bye") ports.delete(port);
+        else ports.set(port, Boolean(data.visible));
+        stream.want([...ports.values()].some(Boolean));
+      };
+      port.postMessage({ type: "state", state: stream.state() });
+    });
+  }
+
+  if (typeof document === "undefined") {
+    serveLiveEvents();
+    return;
+  }
+
   // `let`: a password change starts a new session, with a new nonce (accountPage).
   let csrf = document.querySelector('meta[name="csrf-token"]')?.content || "";
   const body = document.body;
@@ -194,14 +263,66 @@
 
   // ------------------------------------------------------------- live updates
 
+  // This page's end of the browser's one event stream: a port of the shared worker
+  // (`serveLiveEvents`), or, where there are no shared workers, a stream of its own,
+  // open only while the tab is visible. Either way it says whether it is visible, so no
+  // stream stays open for tabs nobody looks at. Made once; `listen(fn)` hands `fn`
+  // every message (`liveStream`), starting with the present state.
+  function liveEvents() {
+    if (liveEvents.hub) return liveEvents.hub;
+    const listeners = new Set();
+    let last = { type: "state", state: "connecting" };
+    const emit = (message) => {
+      if (message.type === "state") last = message;
+      listeners.forEach((fn) => fn(message));
+    };
+    const visible = () => document.visibilityState === "visible";
+    const ownStream = () => {
+      const stream = liveStream(emit);
+      const say = () => stream.want(visible());
+      document.addEventListener("visibilitychange", say);
+      window.addEventListener("pageshow", say);
+      window.addEventListener("pagehide", () => stream.want(false, true));
+      say();
+    };
+    let worker = null;
+    if (window.SharedWorker && window.EventSource) {
+      try {
+        worker = new SharedWorker("/static/app.js", { name: `farmhand live events of ${body.dataset.user || ""}` });
+      } catch {
+        worker = null;
+      }
+    }
+    if (worker) {
+      let heard = false;
+      // A worker that cannot start (blocked, say): this tab streams on its own.
+      worker.addEventListener("error", () => { if (!heard) { heard = true; ownStream(); } });
+      const port = worker.port;
+      port.onmessage = ({ data }) => { heard = true; emit(data); };
+      const say = () => port.postMessage({ type: "visible", visible: visible() });
+      document.addEventListener("visibilitychange", say);
+      window.addEventListener("pageshow", say);
+      window.addEventListener("pagehide", () => port.postMessage({ type: "bye" }));
+      say();
+    } else if (window.EventSource) {
+      ownStream();
+    } else {
+      last = { type: "state", state: "none" };
+    }
+    liveEvents.hub = { listen: (fn) => { listeners.add(fn); fn(last); } };
+    return liveEvents.hub;
+  }
+
   // Calls refresh() now, on every (re)connect, and after events that `wants` accepts,
-  // coalescing bursts: at most one refresh per `gap` ms, and never two at once.
+  // coalescing bursts: at most one refresh per `gap` ms, and never two at once. A hidden
+  // tab keeps what it was asked for until it is shown again: ten background tabs of a
+  // busy farm do not each refetch on every event.
   // The function returned schedules a refresh; its `pause()` stops them (a job being
   // deleted must not be fetched again) once the one under way, if any, has ended, and
   // `resume()` starts them again.
   function live(refresh, wants = () => true, gap = 300) {
     const indicator = $("#live");
-    let timer = null, running = null, again = false, last = 0, paused = false;
+    let timer = null, running = null, again = false, last = 0, paused = false, missed = false;
     const run = async () => {
       timer = null;
       if (paused) return;
@@ -212,26 +333,36 @@
       running = null;
       if (again) { again = false; schedule(); }
     };
-    const schedule = () => { if (!timer && !paused) timer = setTimeout(run, Math.max(0, gap - (Date.now() - last))); };
+    const schedule = () => {
+      if (paused || timer) return;
+      if (document.visibilityState === "hidden") { missed = true; return; }
+      timer = setTimeout(run, Math.max(0, gap - (Date.now() - last)));
+    };
     schedule.pause = async () => { paused = true; clearTimeout(timer); timer = null; await running; };
     schedule.resume = () => { paused = false; schedule(); };
-    const state = (name, text) => { if (indicator) { indicator.hidden = false; indicator.dataset.state = name; indicator.textContent = text; } };
-    run();
-    if (!window.EventSource) { state("closed", "no live updates"); return schedule; }
-    const source = new EventSource("/api/events");
-    source.onopen = () => { state("live", "live"); schedule(); };
-    source.onerror = () => {
-      if (source.readyState === EventSource.CLOSED) state("closed", "offline — reload");
-      else state("reconnecting", "reconnecting…");
+    document.addEventListener("visibilitychange", () => {
+      if (missed && document.visibilityState === "visible") { missed = false; schedule(); }
+    });
+    const words = { live: "live", reconnecting: "reconnecting…", closed: "offline — reload", none: "no live updates" };
+    const state = (name) => {
+      if (!indicator) return;
+      // "connecting…" (and "idle": closed while every tab was hidden) only once the
+      // indicator has said something: no flash of it on every page load.
+      if (!words[name] && indicator.hidden) return;
+      indicator.hidden = false;
+      indicator.dataset.state = name === "none" ? "closed" : words[name] ? name : "idle";
+      indicator.textContent = words[name] || "connecting…";
     };
-    for (const kind of ["job", "task", "runner", "output"]) {
-      source.addEventListener(kind, (message) => {
+    run();
+    liveEvents().listen((message) => {
+      if (message.type === "state") state(message.state);
+      else if (message.type === "open") schedule();
+      else if (message.type === "event") {
         let event;
         try { event = JSON.parse(message.data); } catch { return; }
         if (wants(event)) schedule();
-      });
-    }
-    window.addEventListener("pagehide", () => source.close());
+      }
+    });
     return schedule;
   }
 
