@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from farmhand.manager.api import blendinfo
 from farmhand.scenes import make_scene, run_builder
+from farmhand.shared.images import verify_image
 from farmhand.worker.blender.discovery import BlenderInstall
 from farmhand.worker.blender.events import Event
 from farmhand.worker.blender.process import RenderRequest, RenderResult, render
@@ -72,3 +73,42 @@ def test_the_scenes_frame_step_is_read_for_the_submit_form(
         files={"file": ("plain.blend", plain.read_bytes(), "application/octet-stream")},
     )
     assert answer.json()["frame_step"] == 1
+
+
+def border(
+    min_x: float, max_x: float, min_y: float, max_y: float, crop: bool = True
+) -> list[tuple[str, Any]]:
+    return [
+        ("render.use_border", True), ("render.use_crop_to_border", crop),
+        ("render.border_min_x", min_x), ("render.border_max_x", max_x),
+        ("render.border_min_y", min_y), ("render.border_max_y", max_y),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("fixture", BLENDERS)
+def test_a_render_border_cropped_to_its_region_renders_the_cropped_frames(
+    fixture: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """As `blender -b -a` writes them: only the border's pixels (Blender truncates each
+    edge: 64 x 0.1-0.7 is pixels 6-44, 36 x 0.33-0.9 is 11-32), every frame accepted.
+    Without crop the frame keeps its size; a tile of a still replaces the border."""
+    install: BlenderInstall = request.getfixturevalue(fixture)
+    cases = {
+        "quarter": (border(0.25, 0.75, 0.25, 0.75), (32, 18)),
+        "odd": (border(0.1, 0.7, 0.33, 0.9), (38, 21)),
+        "uncropped": (border(0.25, 0.75, 0.25, 0.75, crop=False), (WIDTH, HEIGHT)),
+    }
+    for name, (settings, size) in cases.items():
+        blend = tweaked_scene(install, tmp_path / f"{name}.blend", settings)
+        result, _ = do_render(install, blend, tmp_path / name, [1, 2])
+        assert result.ok, f"{name}: {result.error}"
+        for frame in (1, 2):
+            assert verify_image(result.frames[frame]).width == size[0], name
+            assert verify_image(result.frames[frame]).height == size[1], name
+    tile = {"column": 1, "row": 0, "columns": 2, "rows": 2, "overlap": 0}
+    result, _ = do_render(install, tmp_path / "odd.blend", tmp_path / "tile", [1], tile=tile)
+    assert result.ok, result.error
+    assert (verify_image(result.frames[1]).width, verify_image(result.frames[1]).height) == (
+        WIDTH // 2,
+        HEIGHT // 2,
+    )

@@ -413,6 +413,24 @@ def apply_tile(render, width, height, tile):
     return x1 - x0, bottom - top, crop
 
 
+def border_pixel(fraction, size):
+    """A border edge in pixels as Blender reckons it (render_init_from_main): the
+    single-precision product of the fraction and the size, truncated."""
+    return int(array.array("f", [fraction * size])[0])
+
+
+def cropped_size(render, width, height):
+    """The size Blender writes a `width` x `height` frame at: the scene's own render
+    border when "Crop to Render Region" is on (`blender -b -a` writes only the border's
+    pixels), else the whole frame (a border without crop is black around it)."""
+    if not (render.use_border and render.use_crop_to_border):
+        return width, height
+    return (
+        border_pixel(render.border_max_x, width) - border_pixel(render.border_min_x, width),
+        border_pixel(render.border_max_y, height) - border_pixel(render.border_min_y, height),
+    )
+
+
 def owners(scene):
     return {
         "render": scene.render,
@@ -676,6 +694,8 @@ def render_frames(scene, command):
     crop = None
     if tile:
         width, height, crop = apply_tile(render, width, height, tile)
+    else:
+        width, height = cropped_size(render, width, height)
     output_dir = command["output_dir"]
     os.makedirs(output_dir, exist_ok=True)
     stem = command.get("file_stem", "frame_")
