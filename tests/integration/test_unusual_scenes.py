@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from farmhand.manager.api import blendinfo
 from farmhand.scenes import make_scene, run_builder
 from farmhand.shared.images import verify_image
 from farmhand.worker.blender.discovery import BlenderInstall
-from farmhand.worker.blender.events import Event
+from farmhand.worker.blender.events import Event, FrameSaved
 from farmhand.worker.blender.process import RenderRequest, RenderResult, render
 from tests.integration.conftest import Farm
 
@@ -112,3 +113,39 @@ def test_a_render_border_cropped_to_its_region_renders_the_cropped_frames(
         WIDTH // 2,
         HEIGHT // 2,
     )
+
+
+@pytest.mark.parametrize("fixture", BLENDERS)
+def test_tiff_webp_and_bmp_scenes_render_in_their_own_format(
+    fixture: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A job that keeps the .blend's format gets the scene's TIFF (8 or 16 bits), WebP or
+    BMP frames, verified, not 8-bit PNG; a format the farm cannot check (Targa) is PNG."""
+    install: BlenderInstall = request.getfixturevalue(fixture)
+    cases = {
+        "tiff8": ([("render.image_settings.file_format", "TIFF"),
+                   ("render.image_settings.color_depth", "8")], ".tif", "TIFF", 8),
+        "tiff16": ([("render.image_settings.file_format", "TIFF"),
+                    ("render.image_settings.color_depth", "16")], ".tif", "TIFF", 16),
+        "webp": ([("render.image_settings.file_format", "WEBP")], ".webp", "WEBP", 8),
+        "bmp": ([("render.image_settings.file_format", "BMP")], ".bmp", "BMP", 8),
+        "targa": ([("render.image_settings.file_format", "TARGA")], ".png", "PNG", 8),
+    }  # fmt: skip
+    for name, (settings, suffix, kind, bits) in cases.items():
+        blend = tweaked_scene(install, tmp_path / f"{name}.blend", settings)
+        result, events = do_render(install, blend, tmp_path / name, [1])
+        assert result.ok, f"{name}: {result.error}"
+        frame = result.frames[1]
+        assert frame.suffix == suffix, name
+        assert verify_image(frame, WIDTH, HEIGHT).format == kind, name
+        if kind == "TIFF":
+            assert tiff_bits(frame) == bits, name
+        saved = next(e for e in events if isinstance(e, FrameSaved))
+        assert saved.preview is not None and verify_image(saved.preview).format == "JPEG"
+
+
+def tiff_bits(path: Path) -> int:
+    """Bits a sample of a TIFF (Pillow reads 16-bit RGB(A) as 8-bit modes)."""
+    with Image.open(path) as image:
+        bits = image.tag_v2.get(258, (8,))  # type: ignore[attr-defined]
+    return int(bits[0] if isinstance(bits, tuple) else bits)

@@ -118,6 +118,20 @@ FORMAT_OF_SUFFIX = {
 """The image format a file of each suffix must be (`verify_image`'s names)."""
 
 
+KEPT_FORMATS = frozenset({"PNG", "JPEG", "OPEN_EXR", "OPEN_EXR_MULTILAYER", "TIFF", "WEBP", "BMP"})
+"""Blender's output formats a worker renders a scene in as it is saved: those every part
+of the farm can verify and thumbnail (`FORMAT_OF_SUFFIX`). The driver's `EXTENSIONS`
+lists the same (it runs inside Blender and imports nothing of farmhand)."""
+
+
+def rendered_format(scene_format: str) -> str:
+    """The format a job keeping the .blend's output format gets frames in: the scene's
+    own if the farm keeps it, else PNG (Targa, JPEG 2000, DPX, Cineon, HDR, Iris, and a
+    scene that writes a video, FFMPEG: its frames, no video unless the job asks for one).
+    For whatever tells a person at submit time what their frames will be."""
+    return scene_format if scene_format in KEPT_FORMATS else "PNG"
+
+
 def verify_image_as(path: Path | str, suffix: str) -> ImageInfo:
     """`verify_image`, and the image must be the format its `suffix` says: a PNG stored
     as `0001.exr` would be downloaded, thumbnailed and merged as an EXR it is not."""

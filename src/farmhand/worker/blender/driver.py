@@ -34,7 +34,18 @@ import traceback
 import bpy
 
 MARK = "@@farmhand@@ "
-EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "OPEN_EXR": ".exr", "OPEN_EXR_MULTILAYER": ".exr"}
+EXTENSIONS = {
+    "PNG": ".png",
+    "JPEG": ".jpg",
+    "OPEN_EXR": ".exr",
+    "OPEN_EXR_MULTILAYER": ".exr",
+    "TIFF": ".tif",
+    "WEBP": ".webp",
+    "BMP": ".bmp",
+}
+"""The scene formats rendered as they are: those the worker and the manager can verify
+and thumbnail (farmhand.shared.images.KEPT_FORMATS, which must say the same). Any other
+(Targa, JPEG 2000, DPX, Cineon, Radiance HDR, Iris, a video) is rendered as PNG."""
 
 
 def emit(event, **fields):
@@ -319,11 +330,12 @@ def apply_overrides(scene, command):
     if command.get("output_format"):
         set_file_format(render.image_settings, command["output_format"])
     elif render.image_settings.file_format not in EXTENSIONS:
-        # A scene set up to write a video (FFMPEG): a farm collects frames and assembles
-        # the video afterwards, so render lossless frames instead of failing the task.
+        # A scene set up to write a video (FFMPEG) or an image format the farm cannot
+        # verify: a farm collects frames it can check (and assembles a video afterwards
+        # when asked), so render lossless frames instead of failing the task.
         sys.stdout.write(
-            "farmhand: the scene writes %s; rendering PNG frames instead\n"
-            % render.image_settings.file_format
+            "farmhand: the scene writes %s, which the farm does not collect; rendering "
+            "PNG frames instead\n" % render.image_settings.file_format
         )
         set_file_format(render.image_settings, "PNG")
     if command.get("resolution_percentage"):
