@@ -1,15 +1,21 @@
-"""How the manager's HTTP server treats connections that never finish a request.
+"""How the manager's HTTP server treats connections that stall.
 
 Uvicorn times out an idle keep-alive connection (`timeout_keep_alive`), but only once a
 response has been sent: a connection that sends nothing, or stops halfway through its
 request line or headers, is held for ever. Each one holds a file descriptor, so enough of
 them (no credentials needed) leave the manager unable to accept anyone, or to open its
 own files. `HeadTimeoutProtocol` is uvicorn's own HTTP protocol (httptools, what
-uvicorn picks anyway) with one deadline added: a request's head (request line and
-headers) must have arrived `head_timeout` seconds after the connection opened, or after
-its first byte on a kept-alive connection. Otherwise the connection is closed, with a
-`408` if part of a head had arrived. Bodies have their own, idle, timeout in
-`api/limits.py` (`LimitsMiddleware`), where every route's body passes.
+uvicorn picks anyway) with these added:
+
+- a request's head (request line and headers) must have arrived `head_timeout` seconds
+  after the connection opened, or after its first byte on a kept-alive connection.
+  Otherwise the connection is closed, with a `408` if part of a head had arrived. Bodies
+  have their own, idle, timeout in `api/limits.py` (`LimitsMiddleware`), where every
+  route's body passes.
+- a response the client stops reading is cut off after the same number of seconds
+  without progress: uvicorn waits for a full send buffer to drain for ever, and the route
+  sending it (an open file, a zip being written, a thread) with it. Progress is any byte
+  leaving the buffers, so a slow reader is not cut off however long it takes.
 
 `raise_open_files_limit` gives the manager the open-files limit its account may have
 (the soft limit up to the hard one): every connection is a file descriptor.
@@ -25,12 +31,21 @@ import asyncio
 import functools
 import json
 import os
+import struct
 from typing import Any
 
 import structlog
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from farmhand.shared.timeouts import CLIENT_TIMEOUT
+
+try:  # Linux: the bytes a socket's kernel buffer still holds for the client
+    import fcntl
+    import termios
+
+    _KERNEL_UNSENT: int | None = termios.TIOCOUTQ
+except (ImportError, AttributeError):  # pragma: no cover - Windows
+    _KERNEL_UNSENT = None
 
 log = structlog.get_logger(__name__)
 
@@ -44,7 +59,8 @@ _TIMED_OUT = json.dumps({"detail": HEAD_TIMED_OUT}).encode()
 
 class HeadTimeoutProtocol(HttpToolsProtocol):
     """Uvicorn's httptools protocol, closing a connection whose request head has not
-    arrived within `head_timeout` seconds (see the module's docstring)."""
+    arrived within `head_timeout` seconds, or whose client stopped reading its response
+    for as long (see the module's docstring)."""
 
     head_timeout: float = CLIENT_TIMEOUT
     timed_out_type: bytes = b"application/json"
@@ -55,6 +71,8 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._head_timer: asyncio.TimerHandle | None = None  # while a head is awaited
         self._reading_head = False
+        self._output_timer: asyncio.TimerHandle | None = None  # while output waits
+        self._unsent = 0  # what was still to send when `_output_timer` was set
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -62,6 +80,7 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._stop_watching_output()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -80,6 +99,30 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
         self._reading_head = False
         self._disarm()
         super().on_headers_complete()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._watch_output()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if not self._end_waits():
+            self._stop_watching_output()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._end_waits():
+            self._watch_output()
+
+    def _end_waits(self) -> bool:
+        """The response is all written but its end still waits in the buffer, below the
+        mark that pauses writing: closing the connection (or keeping it alive) waits for
+        it, for ever if the client reads no more."""
+        return (
+            self.cycle is not None
+            and self.cycle.response_complete
+            and self.transport.get_write_buffer_size() > 0
+        )
 
     def _arm(self) -> None:
         if not self.transport.is_closing():
@@ -110,6 +153,55 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
             ]
             self.transport.write(b"".join(head) + self.timed_out_body)
         self.transport.close()
+
+    def _watch_output(self) -> None:
+        if self._output_timer is None:
+            self._unsent = unsent_bytes(self.transport)
+            self._output_timer = self.loop.call_later(self.head_timeout, self._output_checked)
+
+    def _stop_watching_output(self) -> None:
+        if self._output_timer is not None:
+            self._output_timer.cancel()
+            self._output_timer = None
+
+    def _output_checked(self) -> None:
+        """`head_timeout` seconds after output began to wait: cut the connection off if
+        not one byte of it has reached the client since."""
+        self._output_timer = None
+        if not self.flow.write_paused and not self.transport.get_write_buffer_size():
+            return  # all of it is the kernel's now, which times its own sends out
+        unsent = unsent_bytes(self.transport)
+        if unsent < self._unsent:  # a slow reader, not a stalled one
+            self._watch_output()
+            return
+        scope = self.cycle.scope if self.cycle is not None else None
+        log.info(
+            "response cut off: the client stopped reading it",
+            method=scope["method"] if scope else None,
+            path=scope["path"] if scope else None,
+            client=self.client[0] if self.client else None,
+            unsent=unsent,
+            seconds=self.head_timeout,
+        )
+        # `abort`: `close` would wait for the buffer to drain, which it never does. The
+        # connection's loss ends the route's `send` and tells it the client is gone.
+        self.transport.abort()
+
+
+def unsent_bytes(transport: asyncio.Transport) -> int:
+    """Bytes written for the client that it has not received: in the transport's buffer,
+    and where the system says (Linux), in the kernel's too. The kernel's buffer can hold
+    megabytes, so that a slow reader's progress may show there long before the
+    transport's buffer drains."""
+    unsent = transport.get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    if _KERNEL_UNSENT is not None and sock is not None:
+        try:
+            queued = fcntl.ioctl(sock.fileno(), _KERNEL_UNSENT, b"\0\0\0\0")
+        except OSError:
+            return unsent
+        unsent += struct.unpack("i", queued)[0]
+    return unsent
 
 
 def head_timeout_protocol(

@@ -22,6 +22,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from farmhand.manager.api.deps import Caller, Context, UserDep
+from farmhand.manager.api.streaming import ClosingStreamingResponse
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Job
 from farmhand.manager.db.presence import unavailable
@@ -123,7 +124,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     summary="Live changes (Server-Sent Events)",
 )
 async def events(context: Context, caller: UserDep) -> StreamingResponse:
-    return StreamingResponse(
+    return ClosingStreamingResponse(
         event_stream(context, caller),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

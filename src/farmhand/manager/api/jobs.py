@@ -19,6 +19,7 @@ from farmhand.manager.api.deps import Caller, Context, UserDep
 from farmhand.manager.api.disposition import attachment, header_text
 from farmhand.manager.api.errors import error_responses
 from farmhand.manager.api.limits import enforce_quota
+from farmhand.manager.api.streaming import ClosingStreamingResponse
 from farmhand.manager.api.uploads import receiving, sent_by, store_upload, uploaded_name
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
@@ -521,7 +522,7 @@ def download_file(
         if row is None or row.job_id != job_id:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"file {file_id} not found")
         sha, name, size = row.sha256, PurePosixPath(row.path).name, row.size
-    return StreamingResponse(
+    return ClosingStreamingResponse(
         context.blobs.iter_bytes(sha),
         media_type="application/octet-stream",
         headers={
@@ -580,7 +581,7 @@ def _zip_response(
     script kept), sent as every download's is (`disposition.attachment`: RFC 6266's
     UTF-8 `filename*` and an ASCII stand-in `filename`)."""
     filename = f"job-{job.id}-{safe_component(job.name)}{what}.zip"
-    return StreamingResponse(
+    return ClosingStreamingResponse(
         stream_zip((name, context.blobs.path_for(sha)) for name, sha in entries),
         media_type="application/zip",
         headers={"Content-Disposition": attachment(filename)},
@@ -625,7 +626,7 @@ def download_frame(
     }
     if size is not None:
         headers["Content-Length"] = str(size)
-    return StreamingResponse(
+    return ClosingStreamingResponse(
         context.blobs.iter_bytes(output.sha256),
         media_type="application/octet-stream",
         headers=headers,

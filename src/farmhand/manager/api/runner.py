@@ -35,6 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from farmhand.manager.api.deps import Context, RunnerDep
 from farmhand.manager.api.errors import error_responses
 from farmhand.manager.api.runner_tokens import redeem
+from farmhand.manager.api.streaming import ClosingStreamingResponse
 from farmhand.manager.auth.tokens import new_token, token_hash
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
@@ -860,7 +861,7 @@ def download_input(
         if row is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} has no file {clean!r}")
         sha, size = row.sha256, row.size
-    return StreamingResponse(
+    return ClosingStreamingResponse(
         context.blobs.iter_bytes(sha),
         media_type="application/octet-stream",
         headers={"Content-Length": str(size), "X-Content-SHA256": sha},
