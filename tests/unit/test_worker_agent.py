@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,13 @@ import httpx
 import pytest
 
 from farmhand.shared.schemas import TaskAssignment
-from farmhand.worker.agent import RenderJob, RenderOutcome, WorkerSettings, run_worker
+from farmhand.worker.agent import (
+    EXIT_DELETED,
+    RenderJob,
+    RenderOutcome,
+    WorkerSettings,
+    run_worker,
+)
 from farmhand.worker.identity import Identity, identity_path, load_identity, save_identity
 from farmhand.worker.outbox import Outbox, Outcome, TaskBox
 
@@ -49,6 +56,8 @@ class FakeManager:
         self.keep_going = True
         self.abort: list[int] = []
         self.valid_secrets = {"secret-1"}
+        self.deleted_secrets: set[str] = set()
+        """Refused as the manager refuses a runner an admin deleted."""
         self.on_call: Callable[[str], None] = lambda name: None
         self.hands_out_next = False
         """Answer `complete?next=true` with the next queued task, as the manager does."""
@@ -93,6 +102,12 @@ class FakeManager:
                 201, json={"worker_id": 5, "name": body["name"], "secret": "secret-1"}
             )
         auth = request.headers.get("Authorization", "")
+        if auth.removeprefix("Bearer ") in self.deleted_secrets:
+            return httpx.Response(
+                401,
+                json={"detail": "this runner (w1) was deleted by admin alice"},
+                headers={"X-Farmhand-Runner": "deleted"},
+            )
         if auth.removeprefix("Bearer ") not in self.valid_secrets:
             return httpx.Response(401, json={"detail": "unknown runner"})
         if name == "heartbeat":
@@ -324,6 +339,63 @@ def test_rejected_identity_registers_again(tmp_path: Path) -> None:
     manager.wait_for("claim")
     _stop(stop, thread, result)
     assert manager.names()[:2] == ["heartbeat", "register"]
+    assert load_identity(tmp_path / "work") == Identity(URL, 5, "w1", "secret-1")
+
+
+def test_a_401_mid_task_stops_the_render_and_registers_again(tmp_path: Path) -> None:
+    """The manager forgot this runner (a database restored from a backup): it requeued
+    the task, so the render stops at once, nothing is reported about it, and the worker
+    registers again with the registration token."""
+    manager = FakeManager([1])
+    started = threading.Event()
+    stop, thread, result = _start(tmp_path, manager, _render_until_canceled(started))
+    assert started.wait(5)
+    with manager.lock:
+        manager.valid_secrets = {"secret-2"}
+    manager.wait_for("register")
+    _stop(stop, thread, result)
+    assert not {"complete", "fail", "release"} & set(manager.names())
+
+
+def test_a_deleted_runner_stops_the_render_and_exits_without_registering(
+    tmp_path: Path,
+) -> None:
+    """The manager says an admin deleted this runner: the render stops, nothing more is
+    sent (no outcome, no sign-off) and the worker exits with `EXIT_DELETED`."""
+    manager = FakeManager([1])
+    started = threading.Event()
+    _stop_event, thread, result = _start(tmp_path, manager, _render_until_canceled(started))
+    assert started.wait(5)
+    with manager.lock:
+        manager.deleted_secrets = {"secret-1"}
+    thread.join(10)
+    assert result == [EXIT_DELETED]
+    assert manager.names().count("register") == 1
+    assert not {"complete", "fail", "release", "sign-off"} & set(manager.names())
+
+
+def test_a_deleted_runner_refuses_to_start_until_told_to_register_again(
+    tmp_path: Path,
+) -> None:
+    manager = FakeManager([])
+    manager.tasks = []
+    manager.deleted_secrets = {"old"}
+    save_identity(tmp_path / "work", Identity(URL, 4, "w1", "old"))
+    _, thread, result = _start(tmp_path, manager, _render_until_canceled(threading.Event()))
+    thread.join(10)
+    assert result == [EXIT_DELETED] and "register" not in manager.names()
+
+    settings = replace(_settings(tmp_path), register_again=True)
+    stop = threading.Event()
+    threading.Timer(1.0, stop.set).start()
+    code = run_worker(
+        settings,
+        renderer=_render_until_canceled(threading.Event()),
+        blender_versions=["4.2.0"],
+        transport=httpx.MockTransport(manager.handler),
+        stop=stop,
+    )
+    assert code == 0
     assert load_identity(tmp_path / "work") == Identity(URL, 5, "w1", "secret-1")
 
 

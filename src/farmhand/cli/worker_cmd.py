@@ -206,6 +206,15 @@ def worker(
             "or linux=/mnt/projects (variable 'shared'); repeat for more. Over the manager's.",
         ),
     ] = None,
+    register_again: Annotated[
+        bool,
+        typer.Option(
+            "--register-again",
+            help="Throw this worker's stored identity away and register as a new runner "
+            "with the registration token: how a runner an admin deleted (which otherwise "
+            "exits with code 3) is put back on the farm.",
+        ),
+    ] = False,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
 ) -> None:
     """Run a worker: register, then render tasks until stopped (Ctrl-C / SIGTERM)."""
@@ -244,6 +253,7 @@ def worker(
         platform=platform or current_platform(),
         path_map=path_table,
         ffmpeg=ffmpeg,
+        register_again=register_again,
     )
     try:
         code = run_worker(settings)

@@ -28,7 +28,12 @@ from urllib.parse import quote, unquote, urlencode
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from farmhand.client.errors import FarmhandError, JobTooLarge, ManagerUnreachable
+from farmhand.client.errors import (
+    RUNNER_STATE_HEADER,
+    FarmhandError,
+    JobTooLarge,
+    ManagerUnreachable,
+)
 from farmhand.shared.hashing import CHUNK_SIZE, iter_file, sha256_file
 from farmhand.shared.limits import JOB_BODY_MAX_BYTES
 from farmhand.shared.outputnames import OutputName, TemplateError, check_template, extension, render
@@ -193,7 +198,8 @@ def _saved_name(response: httpx.Response, fallback: str) -> str:
 def _raise_for_status(response: httpx.Response) -> None:
     if response.is_success:
         return
-    raise FarmhandError(_error_detail(response), response.status_code)
+    deleted = response.headers.get(RUNNER_STATE_HEADER) == "deleted"
+    raise FarmhandError(_error_detail(response), response.status_code, runner_deleted=deleted)
 
 
 def _parse(model: type[_M], response: httpx.Response) -> _M:

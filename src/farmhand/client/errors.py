@@ -11,10 +11,15 @@ from __future__ import annotations
 class FarmhandError(Exception):
     """The manager answered with an error status, or its answer made no sense."""
 
-    def __init__(self, detail: str, status_code: int | None = None) -> None:
+    def __init__(
+        self, detail: str, status_code: int | None = None, *, runner_deleted: bool = False
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.status_code = status_code
+        self.runner_deleted = runner_deleted
+        """A 401 saying an admin deleted this runner (`X-Farmhand-Runner: deleted`), not
+        that its secret is unknown: a worker then stops rather than registering again."""
 
     def __str__(self) -> str:
         if self.status_code is None:
@@ -25,6 +30,10 @@ class FarmhandError(Exception):
     def is_server_error(self) -> bool:
         """5xx answers are bugs or overload on the manager's side: worth a retry."""
         return self.status_code is not None and self.status_code >= 500
+
+
+RUNNER_STATE_HEADER = "X-Farmhand-Runner"
+"""The manager's word on a runner whose secret it refuses (`deleted`)."""
 
 
 class ManagerUnreachable(FarmhandError):

@@ -120,6 +120,9 @@ class WorkerSettings:
     """Which root of each shared-storage variable is this machine's (`--platform`)."""
     path_map: dict[str, dict[str, str]] = field(default_factory=dict)
     """Shared-storage roots of this worker (`--path-map`), over the manager's."""
+    register_again: bool = False
+    """Throw the stored identity away and register anew (`--register-again`): the one way
+    back for a runner an admin deleted, which otherwise refuses to start."""
 
 
 # ----------------------------------------------------------- renderer contract
@@ -373,8 +376,15 @@ def _share_failure(shared_out: SharedOutputs | None) -> str | None:
 
 
 def _is_gone(error: FarmhandError) -> bool:
-    """404/409: the task is no longer this runner's (canceled, reassigned, deleted)."""
-    return error.status_code in (404, 409)
+    """404/409: the task is no longer this runner's (canceled, reassigned, deleted); 401:
+    the runner itself is not (deleted, or unknown to a restored database), and the manager
+    has requeued its task already, so rendering on would only be thrown away."""
+    return error.status_code in (401, 404, 409)
+
+
+EXIT_DELETED = 3
+"""The exit code of a worker whose runner an admin deleted: not 2 (a refusal worth a
+look and a restart), so that a service manager can be told not to restart it."""
 
 
 # ---------------------------------------------------------------------- agent
@@ -413,17 +423,23 @@ class Agent:
         self._late_released = threading.Event()
         """Set once `_late_claim` gave back a task the abandoned poll brought."""
         self._task_policy = RetryPolicy(give_up_after=settings.retry_for)
+        self._deleted: FarmhandError | None = None
+        """The manager's answer saying an admin deleted this runner: the worker stops."""
 
     # -- lifecycle
 
     def run(self) -> int:
-        """Work until `stop` is set; 0 on a clean stop, 2 if the manager refuses us."""
+        """Work until `stop` is set; 0 on a clean stop, 2 if the manager refuses us,
+        `EXIT_DELETED` if an admin deleted this runner."""
         self.settings.work_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._connect()
         except RetryAborted:
             return 0
         except FarmhandError as exc:
+            if exc.runner_deleted:
+                self._refused(exc)
+                return self._locked_out()
             self.log.error("cannot register with the manager", error=str(exc))
             return 2
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
@@ -435,32 +451,71 @@ class Agent:
                 if task is not None:
                     self._run_task(task)
         except FarmhandError as exc:
-            self.log.error("manager refused this worker", error=str(exc))
-            return 2
+            if not exc.runner_deleted:
+                self.log.error("manager refused this worker", error=str(exc))
+                return 2
+            self._refused(exc)
         finally:
             self.stop.set()
-            if self._next_task is not None:  # handed to us as we were stopping
-                self._release(self._next_task, self.log)
-                self._next_task = None
-            # No heartbeat may follow the sign-off: it would mark us online again.
-            beat.join(timeout=self.settings.shutdown_grace)
-            self._sign_off()
-            # The signed-off manager ends the poll abandoned at the stop at its next look;
-            # one it had answered with a task just before is given back here, before we
-            # exit, and the manager told again that we are gone (the poll seemed alive).
-            late = self._late_claim
-            if late is not None:
-                late.join(timeout=self.settings.shutdown_grace + 1)
-                if self._late_released.is_set():
-                    self._sign_off()
+            if self._deleted is None:
+                self._wind_down(beat)
+            else:
+                # The manager refuses this secret and requeued the task itself: there is
+                # nothing to give back and no one to sign off as.
+                beat.join(timeout=self.settings.shutdown_grace)
             if isinstance(self.renderer, ClosableRenderer):
                 self.renderer.close()
-        return 0
+        return 0 if self._deleted is None else self._locked_out()
+
+    def _wind_down(self, beat: threading.Thread) -> None:
+        """A clean stop: give back what the manager handed us last, sign off."""
+        if self._next_task is not None:  # handed to us as we were stopping
+            self._release(self._next_task, self.log)
+            self._next_task = None
+        # No heartbeat may follow the sign-off: it would mark us online again.
+        beat.join(timeout=self.settings.shutdown_grace)
+        self._sign_off()
+        # The signed-off manager ends the poll abandoned at the stop at its next look;
+        # one it had answered with a task just before is given back here, before we
+        # exit, and the manager told again that we are gone (the poll seemed alive).
+        late = self._late_claim
+        if late is not None:
+            late.join(timeout=self.settings.shutdown_grace + 1)
+            if self._late_released.is_set():
+                self._sign_off()
+
+    def _refused(self, exc: FarmhandError) -> None:
+        """Note a 401 saying an admin deleted this runner, and stop the worker: its task
+        is canceled (the caller drops it) and it does not register again by itself, as
+        it does when its secret is merely unknown. Any other error: nothing."""
+        if exc.status_code != 401 or not exc.runner_deleted:
+            return
+        with self._current_lock:
+            if self._deleted is None:
+                self._deleted = exc
+        self.stop.set()
+
+    def _locked_out(self) -> int:
+        """The one line a deleted runner's worker leaves, quoting the manager."""
+        assert self._deleted is not None
+        self.log.error(
+            "the manager refuses this runner: an admin deleted it; stopping. To put this "
+            "machine back on the farm as a new runner, start it with --register-again",
+            detail=self._deleted.detail,
+        )
+        return EXIT_DELETED
 
     def _connect(self) -> None:
-        """Reuse the stored identity unless the manager rejects it (401): then register."""
+        """Reuse the stored identity unless the manager rejects it (401): then register,
+        unless the 401 says an admin deleted this runner (raised: the worker stops)."""
         identity = load_identity(self.settings.work_dir)
-        if identity is not None and identity.matches(self.settings.manager_url, self.settings.name):
+        if identity is not None and self.settings.register_again:
+            self.log.warning(
+                "--register-again: the stored identity is thrown away", worker_id=identity.worker_id
+            )
+        elif identity is not None and identity.matches(
+            self.settings.manager_url, self.settings.name
+        ):
             self.client.set_token(identity.secret)
             try:
                 # Before `starting` gives back what we held: what a killed run of this
@@ -476,7 +531,7 @@ class Agent:
                 self.log.info("identity reused", manager=self.settings.manager_url)
                 return
             except FarmhandError as exc:
-                if exc.status_code != 401:
+                if exc.status_code != 401 or exc.runner_deleted:
                     raise
                 self.log.warning("stored identity rejected; registering again")
         self._register()
@@ -529,7 +584,11 @@ class Agent:
             try:
                 reply = self.client.heartbeat(current_task_id=task_id)
             except FarmhandError as exc:
-                self.log.warning("heartbeat failed", error=str(exc), task_id=task_id)
+                self._refused(exc)
+                if exc.status_code == 401 and run is not None:
+                    run.drop(f"manager answered {exc}")
+                if self._deleted is None:
+                    self.log.warning("heartbeat failed", error=str(exc), task_id=task_id)
                 continue
             if run is not None and run.task.task_id in reply.abort_task_ids:
                 self.log.info("manager aborted the task", task_id=task_id, job_id=run.task.job_id)
@@ -558,8 +617,10 @@ class Agent:
                 run.give_back(progress)
                 tlog.warning("progress not sent; will retry", error=str(exc))
             elif _is_gone(exc):
+                self._refused(exc)
                 run.drop(f"manager answered {exc}")
-                tlog.info("task taken away", error=str(exc))
+                if self._deleted is None:
+                    tlog.info("task taken away", error=str(exc))
             else:
                 tlog.warning("progress rejected", error=str(exc))
             return
@@ -600,6 +661,8 @@ class Agent:
             except RetryAborted:
                 return None
             except FarmhandError as exc:
+                if exc.runner_deleted:
+                    raise
                 if exc.status_code == 401:
                     self.log.warning("manager no longer knows this runner; registering again")
                     self._register()
@@ -699,6 +762,7 @@ class Agent:
             return
         except (CacheError, FarmhandError, OSError, SharedStorageError) as exc:
             if isinstance(exc, FarmhandError) and (is_retryable(exc) or _is_gone(exc)):
+                self._refused(exc)
                 tlog.error("cannot fetch the job's files; dropping the task", error=str(exc))
                 return
             self._fail(run, f"cannot fetch the job's files: {exc}", [], tlog)
@@ -871,6 +935,7 @@ class Agent:
         except RetryAborted:
             self._release(run.task, tlog)
         except FarmhandError as exc:
+            self._refused(exc)
             if _is_gone(exc) or is_retryable(exc):
                 tlog.info(f"{kind} task dropped", error=str(exc))
             else:
@@ -1075,6 +1140,7 @@ class Agent:
             self._fail(run, outcome.error or "render failed", tail, tlog)
         elif report.error is not None:
             if _is_gone(report.error):
+                self._refused(report.error)
                 tlog.info("task taken away during upload", error=str(report.error))
             elif is_retryable(report.error):
                 tlog.error("manager unreachable for too long; dropping the task")
@@ -1152,7 +1218,9 @@ class Agent:
             self._release(run.task, tlog)
             return None
         except FarmhandError as exc:
-            tlog.error(f"{what} not accepted", error=str(exc))
+            self._refused(exc)
+            if self._deleted is None:
+                tlog.error(f"{what} not accepted", error=str(exc))
             return None
         if isinstance(outcome, TaskOutcome):
             tlog.info(
@@ -1171,6 +1239,8 @@ class Agent:
 
     def _release(self, task: TaskAssignment, tlog: FilteringBoundLogger) -> None:
         """Give the task back without it counting as an attempt (shutdown)."""
+        if self._deleted is not None:
+            return  # the manager requeued it when the runner was deleted
         try:
             call_with_retry(
                 lambda: self.client.release(task.task_id),
