@@ -176,6 +176,18 @@ def test_the_client_timeout_is_a_flag_and_a_variable(monkeypatch: pytest.MonkeyP
     assert _settings_of(monkeypatch, [], env).client_timeout == 90.0
 
 
+def test_the_connections_per_address_are_a_flag_and_a_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Well above a farm's own needs by default (many workers behind one NAT address,
+    `make demo`'s on one machine); 0 turns the limit off."""
+    assert _settings_of(monkeypatch, []).max_connections_per_address == 1000
+    flag = ["--max-connections-per-address", "0"]
+    assert _settings_of(monkeypatch, flag).max_connections_per_address == 0
+    env = {"FARMHAND_MAX_CONNECTIONS_PER_ADDRESS": "250"}
+    assert _settings_of(monkeypatch, [], env).max_connections_per_address == 250
+
+
 def test_a_client_timeout_under_a_second_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(manager_app, "prepare", pytest.fail)
     result = CliRunner().invoke(app, ["manager", "--client-timeout", "0"])

@@ -172,6 +172,18 @@ def manager(
             show_default=False,
         ),
     ] = None,
+    max_connections_per_address: Annotated[
+        int | None,
+        typer.Option(
+            envvar="FARMHAND_MAX_CONNECTIONS_PER_ADDRESS",
+            min=0,
+            max=1_000_000,
+            help="Connections one client address may hold open at once (per server "
+            "process); past it a new one is answered 503 and closed (0: no limit). "
+            f"[default: {ManagerSettings.max_connections_per_address}]",
+            show_default=False,
+        ),
+    ] = None,
     processes: Annotated[
         int,
         typer.Option(
@@ -192,6 +204,7 @@ def manager(
     from farmhand.manager.app import PROCESS_SETTINGS, create_app, prepare
     from farmhand.manager.connections import (
         HEAD_TIMEOUT_VARIABLE,
+        PER_ADDRESS_VARIABLE,
         head_timeout_protocol,
         raise_open_files_limit,
     )
@@ -218,6 +231,7 @@ def manager(
         "max_upload_bytes": max_upload_bytes,
         "user_quota_bytes": user_quota_bytes,
         "client_timeout": client_timeout,
+        "max_connections_per_address": max_connections_per_address,
     }
     try:
         settings = ManagerSettings.from_flags(flags)
@@ -287,9 +301,12 @@ def manager(
         uvicorn.run(
             create_app(settings, context),
             access_log=False,
-            # Uvicorn's own protocol, plus a deadline for a request's headers: uvicorn
-            # has none, and a connection stalled halfway through them would stay open.
-            http=head_timeout_protocol(settings.client_timeout),
+            # Uvicorn's own protocol, plus a deadline for a request's headers and for a
+            # response not read (uvicorn has none: such a connection would stay open),
+            # and a limit of connections per client address.
+            http=head_timeout_protocol(
+                settings.client_timeout, per_address=settings.max_connections_per_address
+            ),
             **asdict(server),
         )
         return
@@ -297,6 +314,7 @@ def manager(
     context.db.dispose()
     os.environ[PROCESS_SETTINGS] = json.dumps({**flags, "log_level": log_level.upper()})
     os.environ[HEAD_TIMEOUT_VARIABLE] = str(settings.client_timeout)
+    os.environ[PER_ADDRESS_VARIABLE] = str(settings.max_connections_per_address)
     if not json_lines_wanted():
         console.print(f"{processes} processes")
     # This process becomes a bare uvicorn supervisor (same pid, so signals and service
@@ -361,7 +379,8 @@ def supervisor_command(server: ServerOptions, processes: int) -> list[str]:
         "--timeout-keep-alive", str(server.timeout_keep_alive),
         "--timeout-graceful-shutdown", str(server.timeout_graceful_shutdown),
         "--proxy-headers" if server.proxy_headers else "--no-proxy-headers",
-        # Its head timeout comes from the environment (HEAD_TIMEOUT_VARIABLE).
+        # Its timeout and per-address limit come from the environment
+        # (HEAD_TIMEOUT_VARIABLE, PER_ADDRESS_VARIABLE).
         "--http", PROCESS_PROTOCOL,
     ]  # fmt: skip
     for flag, value in (

@@ -1,4 +1,4 @@
-"""How the manager's HTTP server treats connections that stall.
+"""How the manager's HTTP server treats connections that stall, or come too many at once.
 
 Uvicorn times out an idle keep-alive connection (`timeout_keep_alive`), but only once a
 response has been sent: a connection that sends nothing, or stops halfway through its
@@ -16,13 +16,18 @@ uvicorn picks anyway) with these added:
   without progress: uvicorn waits for a full send buffer to drain for ever, and the route
   sending it (an open file, a zip being written, a thread) with it. Progress is any byte
   leaving the buffers, so a slow reader is not cut off however long it takes.
+- with `per_address`, one client address may hold that many connections at once: past it
+  a new one is answered `503` (`Retry-After`) and closed at once, before it costs more
+  than a moment. A timeout bounds how long a stalled connection lives, but a host opening
+  them faster than they time out could still fill the table.
 
 `raise_open_files_limit` gives the manager the open-files limit its account may have
 (the soft limit up to the hard one): every connection is a file descriptor.
 
 `farmhand node` and `farmhand orchestrator` serve with the same protocol and limit
-(`head_timeout_protocol`, answering the 408 in their own style), and time out their
-bodies with the manager's idle timeout too (`farmhand.node.limits`).
+(`head_timeout_protocol`, answering the 408 in their own style, without a per-address
+limit), and time out their bodies with the manager's idle timeout too
+(`farmhand.node.limits`).
 """
 
 from __future__ import annotations
@@ -32,9 +37,11 @@ import functools
 import json
 import os
 import struct
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import structlog
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from farmhand.shared.timeouts import CLIENT_TIMEOUT
@@ -52,20 +59,77 @@ log = structlog.get_logger(__name__)
 HEAD_TIMEOUT_VARIABLE = "FARMHAND_MANAGER_HEAD_TIMEOUT"
 """Where `farmhand manager --processes N` leaves its head timeout for the server processes
 it starts (`ProcessHeadTimeoutProtocol`)."""
+PER_ADDRESS_VARIABLE = "FARMHAND_MANAGER_CONNECTIONS_PER_ADDRESS"
+"""Where it leaves its per-address connection limit for them (0: none)."""
 
 HEAD_TIMED_OUT = "the request's headers did not arrive in time"
 _TIMED_OUT = json.dumps({"detail": HEAD_TIMED_OUT}).encode()
+
+REFUSED_RETRY_AFTER = 5
+"""Seconds a refused client is asked to wait (`Retry-After`) before it connects again."""
+REFUSED_LINGER = 1.0
+"""How long a refused connection may take to read its `503`: the answer is sent, the
+manager's side shut, and what the client sends read and dropped, so that closing does
+not reset the connection under an answer not read yet (the client would see a reset,
+not the 503). A client that does not close its end in that time is cut off."""
+
+
+@dataclass
+class AddressTable:
+    """The connections each client address has open in this server process, and the
+    addresses being refused for holding `limit` of them."""
+
+    limit: int
+    open: dict[str, int] = field(default_factory=dict)
+    refused: dict[str, int] = field(default_factory=dict)
+    """Connections refused per address since it reached the limit (an episode)."""
+
+    def admit(self, address: str) -> bool:
+        """Count a new connection from `address`; False (refuse it) if it holds `limit`."""
+        held = self.open.get(address, 0)
+        if held < self.limit:
+            self.open[address] = held + 1
+            return True
+        refused = self.refused.get(address, 0)
+        if not refused:
+            # Once an episode: a host opening hundreds a second must not flood the log.
+            log.warning(
+                "refusing connections from one address: it holds as many as allowed",
+                address=address,
+                limit=self.limit,
+            )
+        self.refused[address] = refused + 1
+        return False
+
+    def release(self, address: str) -> None:
+        held = self.open.get(address, 0) - 1
+        if held > 0:
+            self.open[address] = held
+        else:
+            self.open.pop(address, None)
+        # The episode ends once the address holds well under the limit, not at the first
+        # connection closed: a host at the limit would otherwise start one with each try.
+        if address in self.refused and held <= self.limit // 2:
+            log.info(
+                "accepting connections from the address again",
+                address=address,
+                refused=self.refused.pop(address),
+                limit=self.limit,
+            )
 
 
 class HeadTimeoutProtocol(HttpToolsProtocol):
     """Uvicorn's httptools protocol, closing a connection whose request head has not
     arrived within `head_timeout` seconds, or whose client stopped reading its response
-    for as long (see the module's docstring)."""
+    for as long, and refusing connections from an address past `per_address` (see the
+    module's docstring)."""
 
     head_timeout: float = CLIENT_TIMEOUT
     timed_out_type: bytes = b"application/json"
     timed_out_body: bytes = _TIMED_OUT
     """The 408's body: the manager's (and the orchestrator's) `{"detail": …}`."""
+    per_address: ClassVar[AddressTable | None] = None
+    """This server's connections per client address; None: no limit."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -73,17 +137,32 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
         self._reading_head = False
         self._output_timer: asyncio.TimerHandle | None = None  # while output waits
         self._unsent = 0  # what was still to send when `_output_timer` was set
+        self._address: str | None = None  # counted in `per_address`
+        self._refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        table = self._table()
+        if table is not None and self.client is not None and not self._behind_proxy():
+            address = self.client[0]
+            if not table.admit(address):
+                self._refuse(table.limit)
+                return
+            self._address = address
         self._arm()  # a connection that never sends a byte is timed too
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         self._stop_watching_output()
+        table = self._table()
+        if self._address is not None and table is not None:
+            table.release(self._address)
+            self._address = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # read only so that the close does not reset the connection
         super().data_received(data)
         # The first bytes of a head on a kept-alive connection start its clock (uvicorn
         # has just stopped its keep-alive timer). Armed here rather than when the head
@@ -123,6 +202,44 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
             and self.cycle.response_complete
             and self.transport.get_write_buffer_size() > 0
         )
+
+    def _table(self) -> AddressTable | None:
+        return self.per_address
+
+    def _behind_proxy(self) -> bool:
+        """The connection comes from a proxy whose X-Forwarded-For is believed
+        (`--proxy-headers`): its clients are counted by the proxy, not here."""
+        app = self.config.loaded_app
+        return (
+            self.client is not None
+            and isinstance(app, ProxyHeadersMiddleware)
+            and self.client[0] in app.trusted_hosts
+        )
+
+    def _refuse(self, limit: int) -> None:
+        self._refused = True
+        body = json.dumps(
+            {
+                "detail": f"too many connections from your address (this manager allows "
+                f"{limit} at once): try again later"
+            }
+        ).encode()
+        head = [b"HTTP/1.1 503 Service Unavailable\r\n"]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head += [
+            b"retry-after: %d\r\n" % REFUSED_RETRY_AFTER,
+            b"content-type: application/json\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n\r\n",
+        ]
+        self.transport.write(b"".join(head) + body)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # the client reads the answer, then its end closes
+            # In the head timer's place: `connection_lost` cancels it as it would that.
+            self._head_timer = self.loop.call_later(REFUSED_LINGER, self.transport.abort)
+        else:  # TLS: the answer and close_notify, in order
+            self.transport.close()
 
     def _arm(self) -> None:
         if not self.transport.is_closing():
@@ -205,12 +322,16 @@ def unsent_bytes(transport: asyncio.Transport) -> int:
 
 
 def head_timeout_protocol(
-    seconds: float, answer: tuple[str, bytes] | None = None
+    seconds: float, answer: tuple[str, bytes] | None = None, *, per_address: int = 0
 ) -> type[HeadTimeoutProtocol]:
     """The protocol class of a server in this process whose heads must arrive in
     `seconds` (uvicorn's `http=`); `answer` is the 408's content type and body when the
-    server's answers are not the manager's JSON (the node's are plain text)."""
-    attributes: dict[str, object] = {"head_timeout": seconds}
+    server's answers are not the manager's JSON (the node's are plain text);
+    `per_address` connections at most from one client address (0: no limit)."""
+    attributes: dict[str, object] = {
+        "head_timeout": seconds,
+        "per_address": AddressTable(per_address) if per_address else None,
+    }
     if answer is not None:
         attributes.update(timed_out_type=answer[0].encode("latin-1"), timed_out_body=answer[1])
     return type("HeadTimeoutProtocol", (HeadTimeoutProtocol,), attributes)
@@ -219,16 +340,27 @@ def head_timeout_protocol(
 class ProcessHeadTimeoutProtocol(HeadTimeoutProtocol):
     """`HeadTimeoutProtocol` in the server processes of `farmhand manager --processes N`:
     uvicorn imports it by name (`--http`), and the parent leaves the timeout in
-    `HEAD_TIMEOUT_VARIABLE`, as it leaves its other settings in the environment."""
+    `HEAD_TIMEOUT_VARIABLE` and the per-address limit in `PER_ADDRESS_VARIABLE`, as it
+    leaves its other settings in the environment. Each process counts the connections it
+    accepted."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.head_timeout = _timeout_from_environment()
 
+    def _table(self) -> AddressTable | None:
+        return _table_from_environment()
+
 
 @functools.cache
 def _timeout_from_environment() -> float:
     return float(os.environ.get(HEAD_TIMEOUT_VARIABLE) or HeadTimeoutProtocol.head_timeout)
+
+
+@functools.cache
+def _table_from_environment() -> AddressTable | None:
+    limit = int(os.environ.get(PER_ADDRESS_VARIABLE) or 0)
+    return AddressTable(limit) if limit else None
 
 
 PROCESS_PROTOCOL = f"{__name__}:{ProcessHeadTimeoutProtocol.__name__}"

@@ -132,7 +132,14 @@ class ManagerSettings:
     """Seconds a client has to send a request's head (request line and headers), and the
     longest a request body may stop arriving: a connection that passes either is closed
     (`408`), whether it sent credentials or not. Between a body's chunks, not in total:
-    a 20 GiB upload may take hours as long as it keeps moving."""
+    a 20 GiB upload may take hours as long as it keeps moving. A response the client stops
+    reading is cut off after as long without a byte received."""
+    max_connections_per_address: int = 1000
+    """Connections one client address may hold open at once (per server process): past it
+    a new one is answered `503` and closed. Well above what a farm needs from one address
+    (a worker holds up to about five, a browser about seven, and many workers may share a
+    NAT address or a machine), far under the open-files limit; 0: no limit. Connections
+    from a trusted proxy (`--proxy-headers`) are not counted: the proxy counts its own."""
     user_quota_bytes: int | None = None
     """Per-user storage (distinct blobs of their jobs' inputs and outputs, and the announced
     sizes of their unfinished uploads); None: no quota."""
@@ -317,6 +324,7 @@ BOUNDS: dict[str, Bounds] = {
     # Python's `json` recurses per level, up to its recursion limit (1000).
     "max_json_depth": Bounds(1, 500, whole=True),
     "client_timeout": _AtLeastASecond,
+    "max_connections_per_address": Bounds(0, 1_000_000, whole=True),
     "user_quota_bytes": Bounds(1, _LARGEST_INT, whole=True, unit="bytes"),
     "max_open_uploads": Bounds(0, _LARGEST_INT, whole=True),
     "blob_retention_days": Bounds(0, _SECONDS / 86400, unit="days"),
@@ -344,6 +352,7 @@ _FROM_ENVIRONMENT = (
     "max_upload_bytes",
     "max_body_bytes",
     "client_timeout",
+    "max_connections_per_address",
     "user_quota_bytes",
     "max_open_uploads",
     "blob_retention_days",
