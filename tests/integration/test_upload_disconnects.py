@@ -4,7 +4,10 @@ A real manager, and raw sockets that announce a body, send part of it and close:
 user's blob and multipart job, and a runner's frame, preview and video. Each must leave
 one `upload interrupted` line at INFO naming the route, who sent it (the user, or the
 runner and its task) and the bytes that arrived, no ERROR line or traceback (operators
-alert on those), and nothing stored.
+alert on those), and nothing stored. The multipart routes whose form FastAPI parses
+before the route runs (an input added to a job, a project zip, blend-info, a runner's
+tile, extra file and video as multipart) log the same line, without the sender (not
+known before the form is), and answer the same `499`.
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.types import Message
 
 from farmhand.localfarm import LocalFarm, local_farm
-from tests.integration.conftest import FAKE_BLEND, png_bytes
+from tests.integration.conftest import FAKE_BLEND, Farm, png_bytes
 
 MP4_HEAD = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"
 """The first box of an mp4: enough for the manager, which checks only the container."""
@@ -190,6 +194,82 @@ def test_a_video_cut_off_is_logged_once_and_not_stored(setup: Setup) -> None:
         job=setup.job_id, task=video["task_id"], worker=1,
     )  # fmt: skip
     assert not [entry for entry in job_outputs(setup) if entry["kind"] == "video"]
+
+
+FORM_ROUTES = [
+    "/api/jobs/{job}/upload",
+    "/api/projects",
+    "/api/blend-info",
+    "/api/runner/files/{job}/tile",
+    "/api/runner/files/{job}/extra",
+    "/api/runner/files/{job}/video",
+]
+"""The multipart routes FastAPI parses the form of (`UploadFile`, `Form`)."""
+
+
+def form_part(name: str = "s.blend") -> bytes:
+    """The head of a multipart form's file part, and the first bytes of the file."""
+    return (
+        b"--b\r\n"
+        b'Content-Disposition: form-data; name="file"; filename="%s"\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n" % name.encode()
+    ) + FAKE_BLEND
+
+
+@pytest.mark.parametrize("route", FORM_ROUTES)
+def test_a_form_parsed_by_fastapi_cut_off_is_logged_once(setup: Setup, route: str) -> None:
+    path = route.format(job=setup.job_id)
+    headers = {**setup.admin, "Content-Type": "multipart/form-data; boundary=b"}
+    since = len(manager_log(setup.farm))
+    cut_off(setup.farm, "POST", path, headers, form_part(), 100_000)
+    assert_logged_as_a_drop(setup, since, "POST", path, len(form_part()), 100_000)
+    assert [entry["path"] for entry in inputs_of(setup)] == ["a.blend"]
+
+
+def inputs_of(setup: Setup) -> list[Any]:
+    files = setup.api.get(f"/api/jobs/{setup.job_id}/files", headers=setup.admin).json()
+    return [entry for entry in files if entry["kind"] == "input"]
+
+
+@pytest.mark.parametrize("route", ["/api/blobs/{sha}", *FORM_ROUTES])
+def test_every_upload_cut_off_is_answered_499(farm: Farm, route: str) -> None:
+    """What the manager answers (to nobody) is what its records show: the same status
+    for every interrupted upload, whoever parses it. Called in the app's own event loop,
+    with a client that sends part of the body and is gone."""
+    sha = hashlib.sha256(b"never sent whole").hexdigest()
+    path = route.format(job=1, sha=sha)
+    raw = "/api/blobs/" in route
+    body = FAKE_BLEND if raw else form_part()
+    kind = b"application/octet-stream" if raw else b"multipart/form-data; boundary=b"
+    scope = {
+        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1", "method": "PUT" if raw else "POST", "scheme": "http",
+        "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+        "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8080),
+        "headers": [
+            (b"host", b"farm"), (b"content-type", kind), (b"content-length", b"100000"),
+            (b"authorization", f"Bearer {farm.admin_token}".encode()),
+        ],
+    }  # fmt: skip
+    sent: list[Message] = []
+
+    async def call() -> None:
+        parts = [body]
+
+        async def receive() -> Message:
+            if parts:
+                return {"type": "http.request", "body": parts.pop(), "more_body": True}
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        await farm.client.app(scope, receive, send)
+
+    assert farm.client.portal is not None
+    farm.client.portal.call(call)
+    assert sent[0]["type"] == "http.response.start"
+    assert sent[0]["status"] == 499, sent
 
 
 def test_nothing_was_logged_as_an_error(setup: Setup) -> None:

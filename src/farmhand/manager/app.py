@@ -41,7 +41,12 @@ from farmhand.manager.api import (
 )
 from farmhand.manager.api import auth as auth_routes
 from farmhand.manager.api.errors import install_error_handlers
-from farmhand.manager.api.limits import BodyLimits, LimitsMiddleware
+from farmhand.manager.api.limits import (
+    BodyInterrupted,
+    BodyLimits,
+    LimitsMiddleware,
+    answer_interrupted,
+)
 from farmhand.manager.bootstrap import BootstrapReport, bootstrap
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
@@ -229,6 +234,7 @@ def create_app(settings: ManagerSettings, context: ManagerContext | None = None)
     )
     app.state.farm = context
     install_error_handlers(app)
+    app.add_exception_handler(BodyInterrupted, answer_interrupted)
     app.add_middleware(LimitsMiddleware, limits=BodyLimits.from_settings(settings))
     # Runner routes first: they are most of the traffic (three calls a task), and a request
     # is matched against the routes in order. No path of the routers before it overlaps.

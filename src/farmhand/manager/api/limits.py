@@ -18,6 +18,12 @@ closes the connection. It is an idle timeout, so a big upload may take as long a
 needs while it keeps moving. (A request's head has its own deadline, in the server's
 protocol: `farmhand.manager.connections`.)
 
+An upload whose client goes away before its last byte is `BodyInterrupted`, raised here
+for every route: the routes that read their body themselves catch it as the
+`ClientDisconnect` it is (`uploads.receiving`, naming who sent it); for those whose form
+FastAPI parses before the route runs, `answer_interrupted` logs it the same way and
+answers the same `499`, where FastAPI would make it a `400` nobody logged.
+
 The per-user storage quota is a different kind of limit (it needs the database) and
 lives in `farmhand.manager.storage.usage`; its 413 is raised by the upload routes
 (`enforce_quota`, which also counts the caller's unfinished resumable uploads), as is
@@ -29,13 +35,17 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
+from fastapi.exception_handlers import http_exception_handler
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from farmhand.manager.api.deps import Caller
+from farmhand.manager.api.uploads import upload_interrupted
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.settings import ManagerSettings
 from farmhand.manager.storage.usage import unused_upload_bytes, usage_with, user_usage_bytes
@@ -74,6 +84,26 @@ class BodyTimeout(HTTPException):
             # request.
             headers={"Connection": "close"},
         )
+
+
+class BodyInterrupted(ClientDisconnect, HTTPException):
+    """The client went away after `read` bytes of its upload's body.
+
+    A `ClientDisconnect`, for the routes that catch it while they read the body; an
+    `HTTPException`, which FastAPI lets through its form parsing untouched (anything else
+    it turns into a `400`), for `answer_interrupted`."""
+
+    def __init__(self, read: int) -> None:
+        HTTPException.__init__(self, 499, "the client went away during its upload")
+        self.read = read
+
+
+async def answer_interrupted(request: Request, error: Exception) -> Response:
+    """The app's handler of a `BodyInterrupted` no route caught: an upload cut off while
+    FastAPI parsed its form, before the route (or who sent it) was known. Logged and
+    answered as the routes that catch it do (`uploads.upload_interrupted`)."""
+    read = error.read if isinstance(error, BodyInterrupted) else 0
+    return await http_exception_handler(request, upload_interrupted(request, read))
 
 
 def _human(size: int) -> str:
@@ -201,7 +231,17 @@ class LimitsMiddleware:
                 started = True
             await send(message)
 
-        watched = watched_body(receive, limit, what, self.limits.idle_timeout)
+        def interrupted(read: int) -> None:
+            if not started:  # else its answer is under way: nothing to tell anyone
+                raise BodyInterrupted(read)
+
+        watched = watched_body(
+            receive,
+            limit,
+            what,
+            self.limits.idle_timeout,
+            interrupted=interrupted if what == "the upload" else None,
+        )
         try:
             kind = _kind(content_type)
             if what in JSON_BODIES and (not kind or "json" in kind):
@@ -249,9 +289,18 @@ def replay_body(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-def watched_body(receive: Receive, limit: int, what: str, idle_timeout: float | None) -> Receive:
+def watched_body(
+    receive: Receive,
+    limit: int,
+    what: str,
+    idle_timeout: float | None,
+    *,
+    interrupted: Callable[[int], None] | None = None,
+) -> Receive:
     """`receive`, raising `BodyTooLarge` once the body passes `limit` bytes and
-    `BodyTimeout` when the next part of it does not come within `idle_timeout` seconds.
+    `BodyTimeout` when the next part of it does not come within `idle_timeout` seconds;
+    `interrupted` is called with the bytes received if the client goes away before the
+    last one (it may raise).
 
     Only while the body is unfinished: once it is complete (or the client is gone), a
     `receive` is an app waiting for the client to disconnect (a live stream does, for as
@@ -270,7 +319,9 @@ def watched_body(receive: Receive, limit: int, what: str, idle_timeout: float | 
             except TimeoutError:
                 raise BodyTimeout(idle_timeout) from None
         if message["type"] != "http.request":
-            complete = True
+            cut_off, complete = not complete, True
+            if cut_off and interrupted is not None:
+                interrupted(size)
             return message
         size += len(message.get("body", b""))
         if size > limit:
