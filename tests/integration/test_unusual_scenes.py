@@ -14,13 +14,16 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from farmhand.localfarm import local_farm
 from farmhand.manager.api import blendinfo
 from farmhand.scenes import make_scene, run_builder
 from farmhand.shared.images import verify_image
+from farmhand.shared.schemas import JobDetail, JobSettings, JobStatus
 from farmhand.worker.blender.discovery import BlenderInstall
 from farmhand.worker.blender.events import Event, FrameSaved
 from farmhand.worker.blender.process import RenderRequest, RenderResult, render
 from tests.integration.conftest import Farm
+from tests.integration.waiting import wait_for
 
 pytestmark = pytest.mark.blender
 WIDTH, HEIGHT = 64, 36
@@ -149,3 +152,79 @@ def tiff_bits(path: Path) -> int:
     with Image.open(path) as image:
         bits = image.tag_v2.get(258, (8,))  # type: ignore[attr-defined]
     return int(bits[0] if isinstance(bits, tuple) else bits)
+
+
+STEREO = [("render.use_multiview", True), ("render.views_format", "STEREO_3D")]
+
+
+@pytest.mark.parametrize("fixture", BLENDERS)
+def test_stereo_scenes_render_both_views(
+    fixture: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Individual views: the left view is the frame (with Blender's preview of it), the
+    right one goes with it as `views/0001_R.png`; a Stereo 3D image (side by side) is one
+    picture twice as wide. A still in tiles is refused, saying why."""
+    install: BlenderInstall = request.getfixturevalue(fixture)
+    individual = tweaked_scene(
+        install, tmp_path / "individual.blend",
+        [*STEREO, ("render.image_settings.views_format", "INDIVIDUAL")],
+    )  # fmt: skip
+    result, events = do_render(install, individual, tmp_path / "individual", [1, 2])
+    assert result.ok, result.error
+    for event in (e for e in events if isinstance(e, FrameSaved)):
+        assert event.path.name == f"frame_{event.frame:04d}.png"
+        assert verify_image(event.path, WIDTH, HEIGHT).format == "PNG"
+        assert [p.relative_to(tmp_path / "individual").as_posix() for p in event.extras] == [
+            f"views/{event.frame:04d}_R.png"
+        ]
+        verify_image(event.extras[0], WIDTH, HEIGHT)
+        assert event.preview is not None and verify_image(event.preview).format == "JPEG"
+    assert sorted(result.frames) == [1, 2]
+    combined = tweaked_scene(
+        install, tmp_path / "combined.blend",
+        [*STEREO, ("render.image_settings.views_format", "STEREO_3D"),
+         ("render.image_settings.stereo_3d_format.display_mode", "SIDEBYSIDE")],
+    )  # fmt: skip
+    result, events = do_render(install, combined, tmp_path / "combined", [1])
+    assert result.ok, result.error
+    assert verify_image(result.frames[1], WIDTH * 2, HEIGHT).format == "PNG"
+    saved = next(e for e in events if isinstance(e, FrameSaved))
+    assert not saved.extras and saved.preview is not None
+    tile = {"column": 0, "row": 0, "columns": 2, "rows": 1, "overlap": 0}
+    result, _ = do_render(install, individual, tmp_path / "tile", [1], tile=tile)
+    assert not result.ok and result.error is not None
+    assert "stereo/multiview output is not supported in tiles" in result.error
+
+
+@pytest.mark.slow
+def test_a_stereo_job_completes_with_both_views_downloadable(
+    blender_module: BlenderInstall, tmp_path: Path
+) -> None:
+    """On a real farm: every frame counts once (its left view), the right views are stored
+    beside it as `passes/views/0001_R.png`, and the frame has Blender's preview."""
+    blend = tweaked_scene(
+        blender_module, tmp_path / "stereo.blend",
+        [*STEREO, ("render.image_settings.views_format", "INDIVIDUAL")],
+    )  # fmt: skip
+    with local_farm(tmp_path / "farm") as farm:
+        farm.start_manager()
+        farm.start_worker("w1", blender="bpy")
+        with farm.client() as client:
+            job_id = client.submit_blend(blend, JobSettings(frame_start=1, frame_end=2)).id
+
+            def finished() -> JobDetail | None:
+                job = client.get_job(job_id)
+                return job if job.status in (JobStatus.COMPLETED, JobStatus.FAILED) else None
+
+            job = wait_for(finished, 240, f"the stereo job\n{farm.logs()}")
+            assert job.status is JobStatus.COMPLETED, f"{job.status_reason}\n{farm.logs()}"
+            files = {f.path: f for f in client.list_files(job_id)}
+            assert {path for path, f in files.items() if f.kind in ("output", "pass")} == {
+                "frames/0001.png", "frames/0002.png",
+                "passes/views/0001_R.png", "passes/views/0002_R.png",
+            }  # fmt: skip
+            assert {"previews/0001.jpg", "previews/0002.jpg"} <= set(files)
+            right = client.download_file(
+                job_id, files["passes/views/0001_R.png"].id, tmp_path / "r.png"
+            )
+            assert verify_image(right, WIDTH, HEIGHT).format == "PNG"

@@ -443,6 +443,61 @@ def cropped_size(render, width, height):
     )
 
 
+def rendered_views(render):
+    """The views Blender renders and saves, in its order, when it renders more than one
+    (stereoscopy or multi-view), else []: a view set to render, and in Stereo 3D mode
+    only `left` and `right` (BKE_scene_multiview_is_render_view_active)."""
+    if not render.use_multiview:
+        return []
+    views = [
+        view
+        for view in render.views
+        if view.use and (render.views_format == "MULTIVIEW" or view.name in ("left", "right"))
+    ]
+    return views if len(views) > 1 else []
+
+
+def views_in_files(settings):
+    """Does Blender write each view to a file of its own (`frame_0001_L.png`, ...)?
+    Multilayer OpenEXR, and OpenEXR set to Multi-View, hold every view in one file; a
+    Stereo 3D image format combines two views in one picture."""
+    if settings.file_format == "OPEN_EXR_MULTILAYER":
+        return False
+    return settings.views_format == "INDIVIDUAL"
+
+
+def stereo_size(settings, width, height):
+    """The size of a picture combining two `width` x `height` views as the image format's
+    Stereo 3D mode lays them out (IMB_stereo3d_write_dimensions): side by side twice as
+    wide, top-bottom twice as high (unless squeezed), anaglyph and interlace the same."""
+    stereo = settings.stereo_3d_format
+    squeezed = bool(getattr(stereo, "use_squeezed_frame", False))
+    if stereo.display_mode == "SIDEBYSIDE" and not squeezed:
+        return width * 2, height
+    if stereo.display_mode == "TOPBOTTOM" and not squeezed:
+        return width, height * 2
+    return width, height
+
+
+def collect_views(views, base, extension, views_dir, number):
+    """Each view Blender wrote to a file of its own: the first view becomes the frame
+    (`base` + extension: thumbnails, videos and counting take it), every other view moves
+    to `views_dir/<number><suffix><extension>` (`views/0001_R.png`) to go with it."""
+    first = base + views[0].file_suffix + extension
+    if os.path.exists(first):
+        os.replace(first, base + extension)
+    others = []
+    if views[1:]:
+        os.makedirs(views_dir, exist_ok=True)
+    for view in views[1:]:
+        written = base + view.file_suffix + extension
+        target = os.path.join(views_dir, number + view.file_suffix + extension)
+        if os.path.exists(written):
+            os.replace(written, target)
+        others.append(target)
+    return others
+
+
 def owners(scene):
     return {
         "render": scene.render,
@@ -589,8 +644,24 @@ def save_preview(scene, path, longest=512):
     if result is None:
         return None
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with saving_as(scene, "JPEG", color_mode="RGB", quality=85):
-        result.save_render(filepath=path, scene=scene)
+    views = rendered_views(scene.render)
+    try:
+        with saving_as(scene, "JPEG", color_mode="RGB", quality=85):
+            result.save_render(filepath=path, scene=scene)
+    except RuntimeError:
+        # A result of several views (stereo) is saved as a file a view, the view's suffix
+        # before the extension (`0001_L.jpg`, 3.4 and 5.0), and then reported as not
+        # saved, the name asked for being missing: the first view is the preview.
+        if not views:
+            raise
+        stem, extension = os.path.splitext(path)
+        written = [stem + view.file_suffix + extension for view in views]
+        if not os.path.exists(written[0]):
+            raise
+        os.replace(written[0], path)
+        for other in written[1:]:
+            with contextlib.suppress(OSError):
+                os.remove(other)
     image = bpy.data.images.load(path)
     try:
         width, height = image.size
@@ -693,6 +764,12 @@ def render_frames(scene, command):
     apply_overrides(scene, command)
     render = scene.render
     tile = command.get("tile")
+    views = rendered_views(render)
+    if tile and views:
+        raise ValueError(
+            "stereo/multiview output is not supported in tiles: render this still without "
+            "tiles, or turn Stereoscopy off in the scene's Output properties"
+        )
     if tile:
         set_tile_format(render.image_settings)
     extension = EXTENSIONS.get(render.image_settings.file_format)
@@ -708,6 +785,13 @@ def render_frames(scene, command):
         width, height, crop = apply_tile(render, width, height, tile)
     else:
         width, height = cropped_size(render, width, height)
+    separate = bool(views) and views_in_files(render.image_settings)
+    if (
+        views
+        and render.image_settings.views_format == "STEREO_3D"
+        and render.image_settings.file_format != "OPEN_EXR_MULTILAYER"
+    ):
+        width, height = stereo_size(render.image_settings, width, height)
     output_dir = command["output_dir"]
     os.makedirs(output_dir, exist_ok=True)
     stem = command.get("file_stem", "frame_")
@@ -731,6 +815,10 @@ def render_frames(scene, command):
         if previews:
             preview = save_preview(scene, os.path.join(output_dir, "previews", name + ".jpg"))
         extras = written_for_frame(before, files_under(passes_dir), frame)
+        if separate:
+            number = name[len(stem) :]
+            views_dir = os.path.join(output_dir, "views")
+            extras += collect_views(views, base, extension, views_dir, number)
         emit(
             "frame_saved",
             frame=frame,
