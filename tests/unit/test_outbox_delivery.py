@@ -20,6 +20,7 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ import pytest
 
 from farmhand.client import FarmhandError
 from farmhand.shared.schemas import TaskAssignment, TaskOutcome
+from farmhand.worker import agent as agent_module
 from farmhand.worker import outbox as outbox_module
 from farmhand.worker.agent import RenderJob, RenderOutcome
 from farmhand.worker.identity import Identity, save_identity
@@ -333,7 +335,38 @@ def _disk_full_on(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     monkeypatch.setattr(outbox_module, "_write_atomically", full)
 
 
-@pytest.mark.parametrize("name", ["outcome.json", "task.json"])
+def test_a_full_disk_before_the_render_gives_the_task_back_and_pauses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The box cannot be opened: nothing was rendered, and the disk is this machine's
+    fault, so the task goes back to the queue (no attempt, no blocklist), not failed;
+    the worker takes no task for a while (`FAULT_PAUSE_FIRST`, shortened here)."""
+    monkeypatch.setattr(agent_module, "FAULT_PAUSE_FIRST", 0.2)
+    manager = FakeManager([1])
+    manager.tasks.append(dict(manager.tasks[0], task_id=12, frames=[2]))
+    _disk_full_on(monkeypatch, "task.json")
+    stop, thread, result = _start(tmp_path, manager, _rendering_each_frame([]))
+    manager.wait_for("complete")
+    _stop(stop, thread, result)
+
+    assert "fail" not in manager.names()
+    reason = manager.body("release")["reason"]
+    assert "cannot work" in reason and "No space left on device" in reason, reason
+    assert not (tmp_path / "work" / "outbox" / "task-11").exists()
+    assert manager.body("complete")["frames"] == [2], "and the next task ran"
+
+
+def _rendering_each_frame(boxes: list[Path]) -> Callable[[RenderJob], RenderOutcome]:
+    def renderer(job: RenderJob) -> RenderOutcome:
+        boxes.append(job.output_dir.parent)
+        for frame in job.task.frames:
+            job.on_frame_saved(frame, _write_frame(job, frame))
+        return RenderOutcome(ok=True)
+
+    return renderer
+
+
+@pytest.mark.parametrize("name", ["outcome.json"])
 def test_a_full_disk_fails_the_task_clearly_removes_its_box_and_the_next_task_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:

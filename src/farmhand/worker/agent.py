@@ -20,6 +20,7 @@ manager for more of that job (`prefer_job`) so the session is used.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import shutil
 import signal
@@ -39,7 +40,7 @@ from structlog.typing import FilteringBoundLogger
 from farmhand.client import FarmhandError, RunnerClient
 from farmhand.client.errors import is_retryable
 from farmhand.client.retry import RetryAborted, RetryPolicy, call_with_retry
-from farmhand.shared.pathmap import current_platform, remap_pairs
+from farmhand.shared.pathmap import PathMapError, current_platform, remap_pairs, to_local
 from farmhand.shared.schemas import (
     CompletionOutcome,
     FrameFile,
@@ -382,6 +383,57 @@ def _is_gone(error: FarmhandError) -> bool:
     return error.status_code in (401, 404, 409)
 
 
+LOCAL_FAULT_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+)
+"""What an OSError says when it is this machine that cannot work (its disk full, read-only
+or not its user's, failing), not the job that is wrong."""
+
+FAULT_PAUSE_FIRST = 30.0
+FAULT_PAUSE_MAX = 600.0
+"""How long a worker with a local fault takes no task: 30 s, doubling to 10 minutes."""
+
+
+def _share_root(task: TaskAssignment, platform: str, own: dict[str, dict[str, str]]) -> Path | None:
+    """This machine's root of the share the task's .blend is on, if it has one."""
+    variable = task.main_file.split("/", 1)[0]
+    try:
+        return Path(to_local(variable, platform, path_table(task, own)))
+    except PathMapError:
+        return None
+
+
+def _share_missing(root: Path) -> bool:
+    """A share's root that is not there or holds nothing: the share is not mounted here
+    (an empty mount point), which no job can cause."""
+    try:
+        return not any(root.iterdir())
+    except OSError:
+        return True
+
+
+def local_fault(
+    exc: BaseException, task: TaskAssignment, platform: str, own: dict[str, dict[str, str]]
+) -> str | None:
+    """Why `exc` is this machine's fault rather than the job's, or None.
+
+    This machine's: an OSError of `LOCAL_FAULT_ERRNOS` anywhere in the chain (its work dir
+    full or read-only), or, for a task on shared storage, a share whose root folder is
+    missing or empty here (not mounted). A file missing under a mounted share, a bad path
+    or wrong bytes are the job's: the task fails as it would on any worker.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in LOCAL_FAULT_ERRNOS:
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(exc, SharedStorageError) and task.storage == "shared":
+        root = _share_root(task, platform, own)
+        if root is not None and _share_missing(root):
+            return f"the share's root {root} is missing or empty (not mounted?): {exc}"
+    return None
+
+
 EXIT_DELETED = 3
 """The exit code of a worker whose runner an admin deleted: not 2 (a refusal worth a
 look and a restart), so that a service manager can be told not to restart it."""
@@ -425,6 +477,10 @@ class Agent:
         self._task_policy = RetryPolicy(give_up_after=settings.retry_for)
         self._deleted: FarmhandError | None = None
         """The manager's answer saying an admin deleted this runner: the worker stops."""
+        self._fault_pause = 0.0
+        """Seconds the current local fault keeps this worker from claiming (0: none)."""
+        self._paused = False
+        """A task was given back for a local fault; the next claim waits `_fault_pause`."""
 
     # -- lifecycle
 
@@ -446,6 +502,10 @@ class Agent:
         beat.start()
         try:
             while not self.stop.is_set():
+                if self._paused:
+                    self._paused = False
+                    self.stop.wait(self._fault_pause)
+                    continue
                 # The completion of the last task may have brought the next one.
                 task, self._next_task = self._next_task or self._claim(), None
                 if task is not None:
@@ -723,6 +783,8 @@ class Agent:
         try:
             self._do_task(run, tlog)
         except Exception as exc:
+            if self._gave_back(run, exc, tlog):
+                return
             # A bug here must cost one task, not the worker.
             tlog.exception("worker error")
             if not run.dropped and not self.stop.is_set():
@@ -761,6 +823,8 @@ class Agent:
             self._release(task, tlog)
             return
         except (CacheError, FarmhandError, OSError, SharedStorageError) as exc:
+            if self._gave_back(run, exc, tlog):
+                return
             if isinstance(exc, FarmhandError) and (is_retryable(exc) or _is_gone(exc)):
                 self._refused(exc)
                 tlog.error("cannot fetch the job's files; dropping the task", error=str(exc))
@@ -771,8 +835,10 @@ class Agent:
         try:
             box = self.outbox.open(task)
         except OutboxError as exc:
-            self._fail(run, str(exc), [], tlog)
+            if not self._gave_back(run, exc, tlog):
+                self._fail(run, str(exc), [], tlog)
             return
+        self._fault_cleared(tlog)
         run.box = box
         output_dir = box.frames_dir
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -1237,13 +1303,49 @@ class Agent:
             tlog.info(f"task {what} reported", outcome=str(outcome))
         return outcome
 
-    def _release(self, task: TaskAssignment, tlog: FilteringBoundLogger) -> None:
-        """Give the task back without it counting as an attempt (shutdown)."""
+    def _gave_back(self, run: _TaskRun, exc: BaseException, tlog: FilteringBoundLogger) -> bool:
+        """If `exc` is this machine's fault (`local_fault`), give the task back (no
+        attempt counted, no blocklist: another worker renders it) and take no task for a
+        while, 30 s doubling to 10 minutes while the fault lasts; True if so. Said once
+        per episode, as an error: one line to act on, not one per task."""
+        why = local_fault(exc, run.task, self.settings.platform, self.settings.path_map)
+        if why is None or run.dropped:
+            return False
+        first = self._fault_pause == 0.0
+        self._fault_pause = (
+            FAULT_PAUSE_FIRST if first else min(FAULT_PAUSE_MAX, self._fault_pause * 2)
+        )
+        self._paused = True
+        if first:
+            tlog.error(
+                "this machine cannot work: giving the task back and taking no task for a "
+                "while (retrying after 30 s, then up to every 10 minutes)",
+                error=why,
+            )
+        else:
+            tlog.debug("still cannot work", error=why, next_try_seconds=self._fault_pause)
+        self._release(run.task, tlog, f"worker {self.settings.name} cannot work: {why}")
+        return True
+
+    def _fault_cleared(self, tlog: FilteringBoundLogger) -> None:
+        """A task's files are in place: a local fault, if there was one, is over."""
+        if self._fault_pause:
+            self._fault_pause = 0.0
+            tlog.info("this machine works again; taking tasks")
+
+    def _release(
+        self, task: TaskAssignment, tlog: FilteringBoundLogger, reason: str | None = None
+    ) -> None:
+        """Give the task back without it counting as an attempt (shutdown, local fault)."""
         if self._deleted is not None:
             return  # the manager requeued it when the runner was deleted
         try:
             call_with_retry(
-                lambda: self.client.release(task.task_id),
+                lambda: (
+                    self.client.release(task.task_id)
+                    if reason is None
+                    else self.client.release(task.task_id, reason)
+                ),
                 "release",
                 RetryPolicy(give_up_after=self.settings.shutdown_grace, max_delay=1.0),
                 logger=tlog,
