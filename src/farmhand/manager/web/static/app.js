@@ -95,7 +95,7 @@
     }
   }
 
-  async function api(method, url, payload) {
+  async function call(method, url, payload) {
     const init = { method, headers: { Accept: "application/json" }, credentials: "same-origin" };
     if (method !== "GET" && method !== "HEAD") init.headers["X-CSRF-Token"] = csrf;
     if (payload !== undefined) {
@@ -114,7 +114,15 @@
       const detail = (data && data.detail) || response.statusText || "request failed";
       throw new ApiError(response.status, typeof detail === "string" ? detail : JSON.stringify(detail));
     }
-    return data;
+    return { data, response };
+  }
+  const api = async (method, url, payload) => (await call(method, url, payload)).data;
+  // One page of a list (GET /api/jobs, /api/jobs/{id}/tasks): its items and how many
+  // match in all (the X-Total-Count header).
+  async function apiPage(url) {
+    const { data, response } = await call("GET", url);
+    const total = Number(response.headers.get("X-Total-Count"));
+    return { items: data, total: Number.isFinite(total) && response.headers.has("X-Total-Count") ? total : data.length };
   }
 
   function toast(message, kind = "info") {
@@ -371,28 +379,41 @@
   function jobsPage() {
     const tbody = $("#jobs tbody");
     const statusFilter = $("#filter-status"), ownerFilter = $("#filter-owner");
+    const count = $("#jobs-count"), more = $("#jobs-more");
+    // A farm may hold thousands of jobs: the manager filters them (`status`, `owner`)
+    // and sends PAGE rows at a time; "Show more" asks for the next PAGE as well.
+    const PAGE = 200, MOST = 1000; // MOST: the largest page the API answers
     const params = new URLSearchParams(location.search);
     statusFilter.value = params.get("status") || "";
-    // People see only their own jobs: an owner filter is for admins.
+    // People see only their own jobs: an owner filter is for admins, who may list users.
     ownerFilter.closest(".field").hidden = !isAdmin;
-    let jobs = [], details = new Map();
+    let owner = isAdmin ? params.get("owner") || "" : "";
+    let jobs = [], total = 0, wanted = PAGE, asked = 0, loaded = false;
+
+    const showOwners = (names) => {
+      const all = [...new Set([...names, ...(owner ? [owner] : [])])].sort();
+      morph(ownerFilter, '<option value="">Everyone</option>' + all.map((o) => `<option>${esc(o)}</option>`).join(""));
+      ownerFilter.value = owner;
+    };
+    if (isAdmin) {
+      showOwners([]);
+      api("GET", "/api/admin/users").then((users) => showOwners(users.map((u) => u.name))).catch(fail);
+    }
 
     const render = () => {
-      const owners = [...new Set(jobs.map((j) => j.owner))].sort();
-      const wanted = params.get("owner") || ownerFilter.value;
-      morph(ownerFilter, '<option value="">Everyone</option>' + owners.map((o) => `<option>${esc(o)}</option>`).join(""));
-      ownerFilter.value = owners.includes(wanted) ? wanted : "";
-      const shown = jobs.filter((j) => (!statusFilter.value || j.status === statusFilter.value) && (!ownerFilter.value || j.owner === ownerFilter.value));
-      if (!shown.length) {
-        morph(tbody, `<tr><td colspan="9" class="empty">${jobs.length ? "No job matches the filters." : 'No jobs yet. <a href="/submit">Submit one</a>.'}</td></tr>`);
+      if (!loaded) return;
+      const filtered = Boolean(statusFilter.value || owner);
+      count.textContent = total ? `${jobs.length.toLocaleString()} of ${total.toLocaleString()} ${total === 1 ? "job" : "jobs"}` : "";
+      more.hidden = jobs.length >= total;
+      if (!jobs.length) {
+        morph(tbody, `<tr><td colspan="9" class="empty">${filtered ? "No job matches the filters." : 'No jobs yet. <a href="/submit">Submit one</a>.'}</td></tr>`);
         return;
       }
-      morph(tbody, shown.map((j) => {
-        const d = details.get(j.id);
-        const workers = d ? [...new Set(d.tasks.filter((t) => t.status === "active" && t.worker).map((t) => t.worker))] : [];
+      morph(tbody, jobs.map((j) => {
         const end = j.finished_at ? Date.parse(j.finished_at) : Date.now();
         const elapsed = j.started_at ? (end - Date.parse(j.started_at)) / 1000 : null;
-        const eta = j.status === "completed" ? 0 : d ? d.eta_seconds : null;
+        const eta = j.status === "completed" ? 0 : j.eta_seconds;
+        const workers = j.workers || [];
         return `<tr data-job-id="${j.id}">
           <td class="wrap"><a href="/jobs/${j.id}">${esc(j.name)}</a> <span class="muted small">#${j.id}</span></td>
           <td class="hide-sm text">${esc(j.owner)}</td><td>${badge(j.status)}</td>
@@ -404,25 +425,49 @@
       paintBars(tbody);
     };
 
+    // The jobs the filters ask for, the first `wanted` of them (in pages of at most
+    // MOST); an answer overtaken by a later request (the filters changed) is dropped.
     const refresh = async () => {
-      jobs = await api("GET", "/api/jobs");
-      // Workers and remaining time are in the job detail: fetched for running jobs only.
-      const running = jobs.filter((j) => j.status === "active").slice(0, 25);
-      const fetched = await Promise.all(running.map((j) => api("GET", `/api/jobs/${j.id}`).catch(() => null)));
-      details = new Map(fetched.filter(Boolean).map((d) => [d.id, d]));
-      render();
-    };
-    const sync = () => {
+      const mine = ++asked;
       const query = new URLSearchParams();
       if (statusFilter.value) query.set("status", statusFilter.value);
-      if (ownerFilter.value) query.set("owner", ownerFilter.value);
-      params.delete("owner");
-      history.replaceState(null, "", query.toString() ? "?" + query : location.pathname);
+      if (owner) query.set("owner", owner);
+      const got = [];
+      let all = 0;
+      for (let offset = 0; offset < wanted; offset += MOST) {
+        query.set("offset", String(offset));
+        query.set("limit", String(Math.min(MOST, wanted - offset)));
+        const page = await apiPage(`/api/jobs?${query}`);
+        got.push(...page.items);
+        all = page.total;
+        if (got.length >= all) break;
+      }
+      if (mine !== asked) return;
+      jobs = got;
+      total = all;
+      loaded = true;
       render();
+    };
+    live(refresh, (e) => e.kind !== "runner", 400);
+    const sync = () => {
+      owner = isAdmin ? ownerFilter.value : "";
+      const query = new URLSearchParams();
+      if (statusFilter.value) query.set("status", statusFilter.value);
+      if (owner) query.set("owner", owner);
+      history.replaceState(null, "", query.toString() ? "?" + query : location.pathname);
+      wanted = PAGE;
+      refresh().catch(fail);
     };
     statusFilter.addEventListener("change", sync);
     ownerFilter.addEventListener("change", sync);
-    live(refresh, (e) => e.kind !== "runner", 400);
+    // The keyboard goes on to the first job shown anew (the button is gone at the end).
+    more.addEventListener("click", async () => {
+      const before = jobs.length;
+      wanted = before + PAGE;
+      more.disabled = true;
+      try { await refresh(); } catch (error) { fail(error); } finally { more.disabled = false; }
+      $$("#jobs tbody a")[before]?.focus();
+    });
     setInterval(render, 1000 * 5);
   }
 
@@ -668,6 +713,15 @@
     // The job's blocklist: admins only (the section is in the page only for them).
     const blockSection = $("#blocklist-section");
     let job = null, outputs = [], frames = [], blocklist = [], fetchedAt = 0;
+    // A job may have 10,000 tasks: the page fetches the job without them and shows one
+    // page of TASK_PAGE tasks (`tasks`, of `taskTotal` matching the filter), in index
+    // order; `active` are the tasks rendering now, `unfinished` the queued, failed and
+    // canceled ones when the frames grid needs them (see refresh), `failing` how many
+    // failed or were canceled (for "Requeue failed").
+    const TASK_PAGE = 200, MOST = 1000;
+    const TASK_FILTERS = { active: ["active"], failed: ["failed", "canceled"], queued: ["queued"], completed: ["completed"] };
+    const taskFilter = $("#task-filter");
+    let tasks = [], taskTotal = 0, taskOffset = 0, active = [], activeTotal = 0, unfinished = [], failing = 0;
 
     const thumbUrl = (f) => `${base}/files/${f.id}/thumbnail?v=${f.sha256.slice(0, 12)}`;
     const fileUrl = (f) => `${base}/files/${f.id}/download`;
@@ -723,7 +777,7 @@
       const finished = ["completed", "failed", "canceled"].includes(job.status);
       const show = {
         pause: ["queued", "active"].includes(job.status), resume: job.status === "paused",
-        cancel: !finished, "requeue-failed": job.tasks.some((t) => t.status === "failed" || t.status === "canceled"),
+        cancel: !finished, "requeue-failed": failing > 0,
         "requeue-all": finished, priority: !finished, delete: true,
       };
       for (const button of $$("#actions [data-action]")) button.hidden = !show[button.dataset.action];
@@ -747,12 +801,18 @@
     function renderThumbs() {
       const grid = $("#thumbs");
       const byFrame = new Map(outputs.filter((f) => f.frame !== null).map((f) => [f.frame, f]));
-      const rendering = new Set(job.tasks.filter((t) => t.status === "active").flatMap((t) => t.frames.slice(t.frames_done)));
+      // A task's frames past its frames_done are not done yet.
+      const left = (list) => list.flatMap((t) => t.frames.slice(t.frames_done));
+      const rendering = new Set(left(active));
       // Done as the Frames figure counts them (the API's frames_done): a requeued task's
       // frames are not, though their earlier files stay stored (and shown, marked as
-      // such) until the new render replaces them.
-      const done = new Set(job.tasks.flatMap((t) => t.frames.slice(0, t.frames_done)));
-      frames = [...new Set(job.tasks.flatMap((t) => t.frames))].sort((a, b) => a - b);
+      // such) until the new render replaces them. Only frames with a file need telling
+      // apart, so only the tasks that have not completed are asked for (refresh).
+      const notDone = new Set([...rendering, ...left(unfinished), ...left(tasks.filter((t) => t.status !== "completed"))]);
+      const done = { has: (frame) => !notDone.has(frame) };
+      const { frame_start: first, frame_end: last, frame_step: step } = job.settings;
+      frames = [];
+      for (let frame = first; frame <= last; frame += step) frames.push(frame);
       const redo = [...byFrame.keys()].filter((frame) => !done.has(frame)).length;
       $("#frames-count").textContent = `${job.frames_done} of ${job.frames_total} done` +
         (redo ? ` · ${plural(redo, "frame")} shown from an earlier render, to be rendered again` : "");
@@ -815,11 +875,24 @@
       return `<button type="button" class="small" data-task-action="${action}" data-task="${t.id}" aria-label="${label} task ${t.index}">${label}</button>`;
     }
 
+    // The filter's counts, and where this page is among the tasks it shows.
+    function renderPager() {
+      const named = { active: `Active (${activeTotal.toLocaleString()})`, failed: `Failed or canceled (${failing.toLocaleString()})` };
+      for (const option of taskFilter.options) if (named[option.value]) option.textContent = named[option.value];
+      const pager = $("#task-pager");
+      pager.hidden = taskTotal <= TASK_PAGE && taskOffset === 0;
+      const end = Math.min(taskOffset + tasks.length, taskTotal);
+      $("#tasks-range").textContent = taskTotal ? `${(taskOffset + 1).toLocaleString()}–${end.toLocaleString()} of ${taskTotal.toLocaleString()}` : "none";
+      $("#tasks-count").textContent = taskFilter.value ? "" : `${taskTotal.toLocaleString()} ${taskTotal === 1 ? "task" : "tasks"}`;
+      for (const id of ["tasks-first", "tasks-prev"]) $(`#${id}`).disabled = taskOffset === 0;
+      for (const id of ["tasks-next", "tasks-last"]) $(`#${id}`).disabled = end >= taskTotal;
+    }
+
     function renderTasks() {
       const tbody = $("#tasks tbody");
       const control = mayControl();
       $("#tasks th.task-act").hidden = !control;
-      morph(tbody, job.tasks.map((t) => {
+      morph(tbody, tasks.map((t) => {
         const end = t.finished_at ? Date.parse(t.finished_at) : Date.now();
         const time = t.started_at ? (end - Date.parse(t.started_at)) / 1000 : null;
         const span = taskWork(t);
@@ -845,7 +918,7 @@
           // at a <pre>'s start): a refresh without new lines leaves it as it is, scrolled
           // and selected where someone put it.
           (open ? `<tr class="log-row" data-log-of="${t.id}"><td colspan="${control ? 13 : 12}"><pre class="log" id="log-${t.id}" tabindex="0" aria-label="Log of task ${t.index}">\n${esc(openLogs.get(t.id))}</pre></td></tr>` : "");
-      }).join(""));
+      }).join("") || `<tr><td colspan="${control ? 13 : 12}" class="empty">${taskFilter.value ? "No task is " + esc(taskFilter.selectedOptions[0].textContent.replace(/ \(.*/, "").toLowerCase()) + "." : "No tasks."}</td></tr>`);
     }
 
     async function loadLog(taskId) {
@@ -865,7 +938,7 @@
     async function runTaskAction(button) {
       const taskId = Number(button.dataset.task);
       const action = button.dataset.taskAction;
-      const task = job.tasks.find((t) => t.id === taskId);
+      const task = tasks.find((t) => t.id === taskId);
       if (!task) return;
       // What would throw work away asks first, as the job's Cancel does: canceling a
       // running render, and requeuing a task that finished (or got part way): its frames
@@ -878,7 +951,7 @@
         await api("POST", `${base}/tasks/${taskId}/actions`, { action });
         await refresh();
         // The row may have been out of date (the task finished meanwhile): say what is.
-        const after = job.tasks.find((t) => t.id === taskId);
+        const after = tasks.find((t) => t.id === taskId);
         if (action === "cancel" && after && after.status !== "canceled") toast(`Task ${task.index} is ${after.status}: nothing to cancel.`);
         else toast(`Task ${task.index} ${action === "cancel" ? "canceled" : "queued to render again"}.`);
       } catch (error) {
@@ -888,8 +961,9 @@
         button.disabled = false;
         const active = document.activeElement;
         if (active === document.body || active === button || !active?.isConnected) {
+          // A row the filter no longer shows (a failed task requeued): back to the filter.
           const row = $(`#tasks tr[data-task-id="${taskId}"]`);
-          (row && ($("[data-task-action]", row) || $("button", row)))?.focus();
+          (row ? $("[data-task-action]", row) || $("button", row) : taskFilter)?.focus();
         }
       }
     }
@@ -1080,20 +1154,50 @@
     }
 
     async function refresh() {
-      const [detail, files, blocked] = await Promise.all([
-        api("GET", base), api("GET", `${base}/files`),
+      const shown = new URLSearchParams({ offset: String(taskOffset), limit: String(TASK_PAGE) });
+      for (const status of TASK_FILTERS[taskFilter.value] || []) shown.append("status", status);
+      const [detail, files, page, running, failed, blocked] = await Promise.all([
+        api("GET", `${base}?tasks=false`), api("GET", `${base}/files`), apiPage(`${base}/tasks?${shown}`),
+        // Rendering now: at most one task per worker.
+        apiPage(`${base}/tasks?status=active&limit=${MOST}`),
+        apiPage(`${base}/tasks?status=failed&status=canceled&limit=1`),
         blockSection ? api("GET", `/api/admin/blocklist?job_id=${jobId}`).catch(() => null) : null,
       ]);
+      // The page shown is past the end now (its tasks were requeued out of the filter):
+      // the last page there is.
+      if (!page.items.length && taskOffset > 0) {
+        taskOffset = Math.max(0, Math.floor((page.total - 1) / TASK_PAGE) * TASK_PAGE);
+        return refresh();
+      }
       job = detail;
       fetchedAt = Date.now();
       outputs = files.filter((f) => f.kind === "output");
+      [tasks, taskTotal, active, activeTotal, failing] = [page.items, page.total, running.items, running.total, failed.total];
+      // Stored frames the Frames figure does not count (a requeue): which they are is
+      // in the tasks that have not completed, the queued, failed and canceled ones.
+      const stored = new Set(outputs.filter((f) => f.frame !== null).map((f) => f.frame)).size;
+      unfinished = stored > job.frames_done ? await api("GET", `${base}/tasks?status=queued&status=failed&status=canceled&limit=${MOST}`) : [];
       if (blocked) blocklist = blocked.filter((entry) => entry.job_id === jobId);
+      // A log open on a task of another page stays closed when it comes back.
+      for (const id of openLogs.keys()) if (!tasks.some((t) => t.id === id)) openLogs.delete(id);
       renderHeader();
       renderThumbs();
+      renderPager();
       renderTasks();
       renderBlocklist();
       await Promise.all([...openLogs.keys()].map((id) => loadLog(id)));
     }
+
+    // The task filter and pager: a filter starts at its first page.
+    taskFilter.addEventListener("change", () => { taskOffset = 0; updates(); });
+    const turn = { "tasks-first": () => 0, "tasks-prev": () => taskOffset - TASK_PAGE, "tasks-next": () => taskOffset + TASK_PAGE,
+      "tasks-last": () => Math.floor((taskTotal - 1) / TASK_PAGE) * TASK_PAGE };
+    $("#task-pager").addEventListener("click", (e) => {
+      const button = e.target.closest("button");
+      if (!button || !turn[button.id]) return;
+      taskOffset = Math.max(0, turn[button.id]());
+      updates();
+    });
     const updates = live(async () => {
       try { await refresh(); } catch (error) {
         if (error.status === 404) { $("#main").innerHTML = '<h1>Job not found</h1><p>It was deleted. <a href="/">Back to the jobs</a></p>'; return; }
@@ -1211,7 +1315,7 @@
       const task = r.current_task_id
         ? `Its running task (task ${r.current_task_index ?? r.current_task_id} of “${r.current_job_name || "job " + r.current_job_id}”) goes back to the queue.`
         : "A task it is running goes back to the queue.";
-      if (!confirm(`Delete runner “${r.name}”? Its secret stops working at once: to render again the machine must register anew with a registration token. ${task}`)) return;
+      if (!confirm(`Delete runner “${r.name}”? Its secret stops working at once and its worker stops: it cannot register again by itself (its operator can, with a registration token). ${task}`)) return;
       // Its place in the list now: a live refresh may replace the list while we wait.
       const index = runners.findIndex((x) => x.id === r.id);
       button.disabled = true;
