@@ -200,6 +200,13 @@ def test_a_job_without_its_tasks_is_otherwise_the_same(farm: Farm) -> None:
     assert answer.status_code == 200, answer.text
     light = answer.json()
     assert len(whole["tasks"]) == 3 and light["tasks"] == []
+    assert light["task_counts"] == {
+        "queued": 3,
+        "active": 0,
+        "completed": 0,
+        "failed": 0,
+        "canceled": 0,
+    }, "counted without them"
     assert {**light, "tasks": whole["tasks"]} == whole
     assert answer.headers["Retry-After"], "still polled as the detail is"
     assert farm.client.get(f"/api/jobs/{job_id}?tasks=no-way", headers=farm.admin).status_code == (

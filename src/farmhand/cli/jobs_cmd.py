@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path, PurePosixPath
@@ -44,6 +45,8 @@ from farmhand.shared.schemas import (
     JobStatus,
     JobSummary,
     OutputFormat,
+    TaskStatus,
+    TaskSummary,
     TileGrid,
     VideoCodec,
     VideoContainer,
@@ -872,15 +875,45 @@ def print_json(text: str) -> None:
     typer.echo(text)
 
 
-def jobs(as_json: JsonOption = False, url: UrlOption = None, token: TokenOption = None) -> None:
-    """List jobs, newest first."""
+JOBS_SHOWN = 50
+"""Jobs `farmhand jobs` lists without `--limit` or `--all`: a screenful, the newest."""
+TASK_ROWS = 20
+"""Task rows `farmhand job` shows without `--tasks`: its failed and running tasks first."""
+
+
+def jobs(
+    status: Annotated[
+        list[JobStatus] | None,
+        typer.Option("--status", help="Only jobs in this state (repeatable).", show_default=False),
+    ] = None,
+    owner: Annotated[
+        str | None, typer.Option("--owner", help="Only this user's jobs.", show_default=False)
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit", min=1, help=f"Show this many (default {JOBS_SHOWN}).", show_default=False
+        ),
+    ] = None,
+    show_all: Annotated[bool, typer.Option("--all", help="Show every job.")] = False,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """List jobs, newest first: the last 50 unless --limit or --all says otherwise."""
+    if show_all and limit is not None:
+        raise fail("--all shows every job and --limit some of them: give one or the other")
     with manager_errors(), open_client(url, token) as client:
-        rows = client.list_jobs()
+        page = client.jobs(
+            status=status or (),
+            owner=owner,
+            limit=None if show_all else limit or JOBS_SHOWN,
+        )
     if as_json:
-        print_json(JOB_LIST.dump_json(rows).decode())
+        print_json(JOB_LIST.dump_json(page.items).decode())
         return
     table = Table("id", "name", "owner", "status", "progress", "frames", "created")
-    for job in rows:
+    for job in page.items:
         table.add_row(
             str(job.id),
             job.name,
@@ -891,20 +924,33 @@ def jobs(as_json: JsonOption = False, url: UrlOption = None, token: TokenOption 
             job.created_at.strftime("%Y-%m-%d %H:%M"),
         )
     console.print(table)
+    if page.total > len(page.items):
+        console.print(
+            f"showing {len(page.items):,} of {page.total:,} jobs; --limit N or --all for more",
+            highlight=False,
+        )
 
 
 def job(
     job_id: Annotated[int, typer.Argument(help="Job id.", show_default=False)],
+    every_task: Annotated[
+        bool, typer.Option("--tasks", help="Show every task (and, with --json, include them).")
+    ] = False,
     as_json: JsonOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Show one job and its tasks."""
+    """Show one job: how many tasks are in each state, and its failed and running tasks
+    (--tasks: every task)."""
     with manager_errors(), open_client(url, token) as client:
-        detail = client.get_job(job_id)
-    if as_json:
-        print_json(detail.model_dump_json())
-        return
+        detail = client.get_job(job_id, tasks=False)
+        if every_task:
+            detail.tasks = client.job_tasks(job_id).items
+        if as_json:
+            print_json(detail.model_dump_json())
+            return
+        shown = detail.tasks if every_task else task_rows(client, detail)
+    counts = Counter(detail.task_counts)
     console.print(
         f"[bold]job {detail.id}[/bold] {detail.name!r} by {detail.owner}: "
         f"{_status(detail.status)} {detail.progress:.0f}% "
@@ -919,9 +965,40 @@ def job(
         console.print(f"reason: {detail.status_reason}")
     if detail.missing_count:
         console.print(missing_line(detail), highlight=False, markup=False)
-    console.print(f"now: {live_line(detail)}")
+    running = [task for task in shown if task.status == TaskStatus.ACTIVE]
+    console.print(f"now: {live_line(detail.model_copy(update={'tasks': running}))}")
+    total = sum(counts.values())
+    counted = "".join(
+        f" · {counts[state]:,} {_status(state)}" for state in TaskStatus if counts[state]
+    )
+    console.print(f"tasks: {total:,}{counted}", highlight=False)
+    if shown:
+        console.print(task_table(shown))
+    if total > len(shown):
+        console.print(
+            f"{total - len(shown):,} more tasks not shown; --tasks shows every task",
+            highlight=False,
+        )
+
+
+NOTABLE_TASKS = (TaskStatus.FAILED, TaskStatus.ACTIVE)
+"""The tasks `farmhand job` shows first: what went wrong, and what runs now."""
+
+
+def task_rows(client: FarmhandClient, detail: JobDetail) -> list[TaskSummary]:
+    """The task rows `farmhand job` shows, in one small request however many tasks the
+    job has: every task of a small job; of a larger one, its failed and running tasks,
+    at most `TASK_ROWS`."""
+    if sum(detail.task_counts.values()) <= TASK_ROWS:
+        return client.job_tasks(detail.id, limit=TASK_ROWS).items
+    return client.job_tasks(detail.id, status=NOTABLE_TASKS, limit=TASK_ROWS).items
+
+
+def task_table(tasks: list[TaskSummary]) -> Table:
+    """Tasks as rows: number, frames (or tile), status, frames done, attempts, worker,
+    peak memory, last error."""
     table = Table("task", "frames", "status", "done", "attempts", "worker", "peak", "error")
-    for task in detail.tasks:
+    for task in tasks:
         frames = frames_label(task.frames)
         done = f"{task.frames_done}/{len(task.frames)}"
         if task.tile is not None:  # a part of a tiled still
@@ -939,7 +1016,7 @@ def job(
             human_bytes(task.peak_memory_bytes) if task.peak_memory_bytes else "",
             task.last_error or "",
         )
-    console.print(table)
+    return table
 
 
 def missing_line(detail: JobDetail) -> str:
@@ -1028,7 +1105,7 @@ def download(
             path = client.download_frame(job_id, frame, output, template=template)
             console.print(f"frame {frame} in {path}")
             return
-        detail = client.get_job(job_id)
+        detail = client.get_job(job_id, tasks=False)
         if as_zip:
             with transfer_progress() as bar:
                 task = bar.add_task(f"downloading job {job_id}", total=None)

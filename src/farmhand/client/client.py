@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 from urllib.parse import quote, unquote, urlencode
 
 import httpx
@@ -39,6 +39,8 @@ from farmhand.shared.limits import JOB_BODY_MAX_BYTES
 from farmhand.shared.outputnames import OutputName, TemplateError, check_template, extension, render
 from farmhand.shared.paths import UnsafePathError, safe_file_name, safe_relative_path
 from farmhand.shared.schemas import (
+    JOB_PAGE_MAX,
+    TASK_PAGE_MAX,
     BlobsMissingRequest,
     BlobsMissingResponse,
     BlobStored,
@@ -56,6 +58,7 @@ from farmhand.shared.schemas import (
     JobFile,
     JobPatch,
     JobSettings,
+    JobStatus,
     JobSummary,
     OutputStored,
     RunnerAction,
@@ -74,6 +77,8 @@ from farmhand.shared.schemas import (
     TaskProgress,
     TaskProgressReply,
     TaskRelease,
+    TaskStatus,
+    TaskSummary,
     UploadCreate,
     UploadStatus,
     When,
@@ -85,6 +90,24 @@ ProgressCallback = Callable[[int, int], None]
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 _M = TypeVar("_M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Page(Generic[_M]):
+    """Items of a paged list (`GET /api/jobs`, a job's tasks) and how many there are in
+    all (the manager's `X-Total-Count`)."""
+
+    items: list[_M]
+    total: int
+
+
+def _total_count(response: httpx.Response, seen: int) -> int:
+    """The list's `X-Total-Count`; without one (a manager before paging, which answers
+    the whole list), the items seen."""
+    try:
+        return int(response.headers["X-Total-Count"])
+    except (KeyError, ValueError):
+        return seen
 
 
 @dataclass(frozen=True)
@@ -497,20 +520,81 @@ class FarmhandClient(BaseClient):
         job = JobCreate(**fields, main_file=path.name, files={path.name: sha})
         return self.create_job(job)
 
-    def list_jobs(self) -> list[JobSummary]:
-        """All jobs visible to this token, newest first."""
-        return _parse_list(JobSummary, self._request("GET", "/api/jobs"))
+    def list_jobs(
+        self, *, status: Collection[JobStatus] = (), owner: str | None = None
+    ) -> list[JobSummary]:
+        """All jobs visible to this token (in `status`, of `owner`, if given), newest
+        first, however many pages that takes."""
+        return self.jobs(status=status, owner=owner).items
 
-    def get_job(self, job_id: int) -> JobDetail:
-        return self.poll_job(job_id).job
+    def jobs(
+        self,
+        *,
+        status: Collection[JobStatus] = (),
+        owner: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> Page[JobSummary]:
+        """Up to `limit` jobs (None: all) from `offset`, newest first, and how many match.
+
+        The manager answers at most `JOB_PAGE_MAX` a request; more are asked for page
+        after page."""
+        params: dict[str, Any] = {"status": [s.value for s in status]}
+        if owner is not None:
+            params["owner"] = owner
+        return self._pages(JobSummary, "/api/jobs", params, JOB_PAGE_MAX, limit, offset)
+
+    def job_tasks(
+        self,
+        job_id: int,
+        *,
+        status: Collection[TaskStatus] = (),
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> Page[TaskSummary]:
+        """Up to `limit` of a job's tasks (None: all) from `offset`, in index order, and
+        how many match (`status`, if given)."""
+        params: dict[str, Any] = {"status": [s.value for s in status]}
+        url = f"/api/jobs/{job_id}/tasks"
+        return self._pages(TaskSummary, url, params, TASK_PAGE_MAX, limit, offset)
+
+    def _pages(
+        self,
+        model: type[_M],
+        url: str,
+        params: dict[str, Any],
+        most: int,
+        limit: int | None,
+        offset: int,
+    ) -> Page[_M]:
+        """`limit` items (None: all) of a paged list from `offset`, `most` a request."""
+        items: list[_M] = []
+        total = 0
+        while limit is None or len(items) < limit:
+            size = most if limit is None else min(most, limit - len(items))
+            asked = {**params, "limit": size, "offset": offset + len(items)}
+            response = self._request("GET", url, params=asked)
+            page = _parse_list(model, response)
+            items += page
+            total = _total_count(response, offset + len(items))
+            if len(page) < size or offset + len(items) >= total:
+                break
+        return Page(items if limit is None else items[:limit], total)
+
+    def get_job(self, job_id: int, *, tasks: bool = True) -> JobDetail:
+        """A job's detail; with `tasks=False` without its tasks (`tasks` is empty), the
+        same few KB for a job of 10,000 tasks as for one of ten (`job_tasks` pages them)."""
+        return self.poll_job(job_id, tasks=tasks).job
 
     def list_runners(self) -> list[RunnerInfo]:
         """Every registered worker with what it reported (admin token)."""
         return _parse_list(RunnerInfo, self._request("GET", "/api/admin/runners"))
 
-    def poll_job(self, job_id: int) -> JobPoll:
-        """A job's detail and the `Retry-After` the manager sent while it is unfinished."""
-        response = self._request("GET", f"/api/jobs/{job_id}")
+    def poll_job(self, job_id: int, *, tasks: bool = True) -> JobPoll:
+        """A job's detail (with its tasks or not, as `get_job`) and the `Retry-After` the
+        manager sent while it is unfinished."""
+        params = {} if tasks else {"tasks": "false"}
+        response = self._request("GET", f"/api/jobs/{job_id}", params=params)
         retry = parse_retry_after(response.headers.get("Retry-After"))
         return JobPoll(_parse(JobDetail, response), retry)
 

@@ -557,6 +557,11 @@ class JobDetail(JobSummary):
         description="Every task in index order; empty when asked with `?tasks=false` "
         "(`GET /api/jobs/{id}/tasks` pages them)."
     )
+    task_counts: dict[TaskStatus, int] = Field(
+        default_factory=dict,
+        description="How many of its tasks are in each state (every state, 0 included); "
+        "with `?tasks=false` too, so a job of 10,000 tasks is summed up without them.",
+    )
     elapsed_seconds: float | None
     seconds_per_frame: float | None = Field(
         default=None, description="Mean Blender seconds of a finished frame."

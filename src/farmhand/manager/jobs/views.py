@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 
@@ -264,6 +265,7 @@ def job_detail(session: Session, job: Job, *, with_tasks: bool = True) -> JobDet
     if _stalled(summary, tasks):
         summary.status_reason = _wait_reason(job, tasks, WaitReasons(available_workers(session)))
     peaks = [t.peak_memory_bytes for t in tasks if t.peak_memory_bytes]
+    counts = Counter(task.status for task in tasks)
     last_frame, last_preview = _last_frame(session, job)
     settings = JobSettings.model_validate(job.settings)
     return JobDetail(
@@ -280,6 +282,7 @@ def job_detail(session: Session, job: Job, *, with_tasks: bool = True) -> JobDet
         missing_files=job.missing_files or [],
         missing_count=job.missing_count or 0,
         tasks=[task_summary(task, workers, per_frame) for task in tasks] if with_tasks else [],
+        task_counts={state: counts[state.value] for state in TaskStatus},
         elapsed_seconds=elapsed,
     )
 
@@ -300,23 +303,25 @@ def task_page(
     page = session.scalars(
         select(Task).where(*where).order_by(Task.index).offset(offset).limit(limit)
     ).all()
-    # Each row's time left needs the job's mean seconds a frame, from all its tasks: only
-    # the columns that takes (the page's own rows are already whole in the session).
-    timing = session.scalars(
-        select(Task)
-        .where(Task.job_id == job.id)
-        .options(
-            load_only(
-                Task.status,
-                Task.type,
-                Task.frames,
-                Task.frames_done,
-                Task.render_seconds,
-                Task.tile,
+    per_frame = None
+    if any(task.status == TaskStatus.ACTIVE.value for task in page):
+        # A running task's time left needs the job's mean seconds a frame, from all its
+        # tasks: only the columns that takes (the page's rows are already whole).
+        timing = session.scalars(
+            select(Task)
+            .where(Task.job_id == job.id)
+            .options(
+                load_only(
+                    Task.status,
+                    Task.type,
+                    Task.frames,
+                    Task.frames_done,
+                    Task.render_seconds,
+                    Task.tile,
+                )
             )
-        )
-    ).all()
-    per_frame = _seconds_per_frame(timing)
+        ).all()
+        per_frame = _seconds_per_frame(timing)
     workers = _worker_names(session, page)
     return total, [task_summary(task, workers, per_frame) for task in page]
 
