@@ -124,6 +124,33 @@ def test_both_processes_serve_and_a_job_completes_with_every_frame_once(
     assert frames == list(range(1, 25))
 
 
+def test_a_runner_deleted_through_one_process_is_told_so_by_both(farm: LocalFarm) -> None:
+    """The process that did not delete it still remembers its secret (`RunnerIdCache`)
+    and finds its row gone: it must say `deleted` too, or the worker registers again."""
+    secret = _register(farm, "doomed")
+    # Each client keeps its connection, so its process, which learns the secret at the
+    # first call; with a dozen, both processes do (but for a 1 in 2048 chance).
+    clients = [
+        httpx.Client(base_url=farm.url, headers={"Authorization": f"Bearer {secret}"}, timeout=30)
+        for _ in range(12)
+    ]
+    try:
+        for client in clients:
+            assert client.post("/api/runner/heartbeat", json={}).status_code == 200
+        with _fresh(farm, farm.admin_token) as admin:
+            listed = admin.get("/api/admin/runners").json()
+            worker_id = next(row["id"] for row in listed if row["name"] == "doomed")
+            assert admin.delete(f"/api/admin/runners/{worker_id}").status_code == 204
+        for client in clients:
+            answer = client.post("/api/runner/heartbeat", json={})
+            assert answer.status_code == 401, answer.text
+            assert answer.headers.get("X-Farmhand-Runner") == "deleted", answer.text
+            assert "may not register again by itself" in answer.json()["detail"]
+    finally:
+        for client in clients:
+            client.close()
+
+
 def _events(farm: LocalFarm, got: queue.Queue[dict[str, object]], ready: threading.Event) -> None:
     """Read the live stream on one connection (so one process) into `got`."""
     with (

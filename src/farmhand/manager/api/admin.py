@@ -12,7 +12,7 @@ from farmhand.manager.api.deps import AdminDep, Context
 from farmhand.manager.api.errors import error_responses
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
-from farmhand.manager.db.models import Blocklist, Job, Task, Worker
+from farmhand.manager.db.models import Blocklist, DeletedRunner, Job, Task, Worker
 from farmhand.manager.scheduling.state import forgive
 from farmhand.manager.scheduling.workers import (
     ScheduleError,
@@ -153,13 +153,27 @@ def set_sleep_schedule(
     "/runners/{worker_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     responses=ERRORS,
-    summary="Forget a runner; its running task goes back to the queue",
+    summary="Delete a runner: its secret is refused from now on, its running task goes back "
+    "to the queue, and it cannot register again by itself",
 )
 def delete_runner(worker_id: int, context: Context, caller: AdminDep) -> Response:
+    """Its secret is remembered as deleted (`DeletedRunner`), so that the worker hears it
+    was locked out (`deps.runner_deleted`) rather than that it is unknown, which would
+    have it register again with the shared registration token."""
+    now = utcnow()
     with context.db.transaction() as session:
         worker = _worker(session, worker_id)
-        jobs = abort_current(session, worker, f"worker {worker.name} was deleted", utcnow(),
+        jobs = abort_current(session, worker, f"worker {worker.name} was deleted", now,
                              context.policy)  # fmt: skip
+        session.add(
+            DeletedRunner(
+                secret_hash=worker.secret_hash,
+                worker_id=worker.id,
+                name=worker.name,
+                deleted_at=now,
+                deleted_by=caller.name,
+            )
+        )
         session.delete(worker)
     context.runner_ids.forget_worker(worker_id)
     _announce(context, worker_id, jobs)

@@ -11,6 +11,13 @@ when present, always wins over the cookie. A disabled user's tokens and cookies 
 refused like unknown ones; a cookie from before the user's last sign-out, password
 change or disabling is too (`User.session_epoch`), and so is one made by signing in with
 an API token that has since been revoked (`sessions.token_alive`).
+
+A runner secret the manager does not know answers `401 unknown runner secret; register
+again`: the worker registers anew (its record may have been lost with a database
+restored from a backup). The secret of a runner an admin deleted answers `401` with
+`X-Farmhand-Runner: deleted` instead (`runner_deleted`), and the worker stops for good:
+deleting a runner is how an admin locks it out, which a fresh registration with the
+shared registration token would undo.
 """
 
 from __future__ import annotations
@@ -21,13 +28,15 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from farmhand.client.errors import RUNNER_STATE_HEADER
 from farmhand.manager.auth import sessions
 from farmhand.manager.auth.tokens import token_hash
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
-from farmhand.manager.db.models import ApiToken, User, Worker
+from farmhand.manager.db.models import ApiToken, DeletedRunner, User, Worker
 
 bearer = HTTPBearer(auto_error=False)
 
@@ -114,11 +123,40 @@ def current_admin(caller: Annotated[Caller, Depends(current_user)]) -> Caller:
     return caller
 
 
+def unknown_runner() -> HTTPException:
+    """A secret no worker holds and no deletion recorded: registering again is the cure
+    (a database restored from a backup, a runner taken over by a namesake)."""
+    return _unauthorized("unknown runner secret; register again")
+
+
+def runner_deleted(tombstone: DeletedRunner) -> HTTPException:
+    """The secret of a runner an admin deleted: said apart from an unknown one, so that
+    its worker stops instead of registering itself back onto the farm."""
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED,
+        f"this runner ({tombstone.name}) was deleted by admin {tombstone.deleted_by} on "
+        f"{tombstone.deleted_at:%Y-%m-%d %H:%M} UTC; it may not register again by itself",
+        headers={"WWW-Authenticate": "Bearer", RUNNER_STATE_HEADER: "deleted"},
+    )
+
+
+def gone_runner(session: Session, context: ManagerContext, worker_id: int) -> HTTPException:
+    """For a route that found no row for the worker a secret was taken to name: the
+    deletion went through a sibling process or another manager while this one still
+    remembered the secret (`context.runner_ids`). The worker is told what `current_runner`
+    would tell it, and this process stops remembering the secret, so that its next
+    request, whichever route, hears the same."""
+    context.runner_ids.forget_worker(worker_id)
+    tombstone = session.scalar(select(DeletedRunner).where(DeletedRunner.worker_id == worker_id))
+    return unknown_runner() if tombstone is None else runner_deleted(tombstone)
+
+
 async def current_runner(context: Context, credentials: Credentials) -> int:
     """The calling worker's id.
 
     Async so that the common case, a secret this manager saw seconds ago
-    (`context.runner_ids`), costs no database transaction and no thread hand-off.
+    (`context.runner_ids`), costs no database transaction and no thread hand-off. Only a
+    secret no worker holds is looked for among the deleted runners' (`runner_deleted`).
     """
     if credentials is None:
         raise _unauthorized("a runner secret is required (Authorization: Bearer <secret>)")
@@ -127,18 +165,21 @@ async def current_runner(context: Context, credentials: Credentials) -> int:
     if worker_id is not None:
         return worker_id
 
-    def lookup() -> int | None:
+    def lookup() -> int | HTTPException:
         with context.db.read() as session:
             found: int | None = session.scalar(
                 select(Worker.id).where(Worker.secret_hash == digest)
             )
-            return found
+            if found is not None:
+                return found
+            tombstone = session.get(DeletedRunner, digest)
+            return unknown_runner() if tombstone is None else runner_deleted(tombstone)
 
-    worker_id = await run_in_threadpool(lookup)
-    if worker_id is None:
-        raise _unauthorized("unknown runner secret; register again")
-    context.runner_ids.put(digest, worker_id)
-    return worker_id
+    known = await run_in_threadpool(lookup)
+    if isinstance(known, HTTPException):
+        raise known
+    context.runner_ids.put(digest, known)
+    return known
 
 
 UserDep = Annotated[Caller, Depends(current_user)]

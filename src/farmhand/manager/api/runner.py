@@ -32,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from farmhand.manager.api.deps import Context, RunnerDep
+from farmhand.manager.api.deps import Context, RunnerDep, gone_runner
 from farmhand.manager.api.errors import error_responses
 from farmhand.manager.api.runner_tokens import redeem
 from farmhand.manager.api.streaming import ClosingStreamingResponse
@@ -220,15 +220,6 @@ def _progress_in(
     return job_id
 
 
-def _gone_runner() -> HTTPException:
-    """The worker was deleted (a secret remembered for a few seconds may still arrive)."""
-    return HTTPException(
-        status.HTTP_401_UNAUTHORIZED,
-        "unknown runner secret; register again",
-        headers={"WWW-Authenticate": "Bearer"},
-    )
-
-
 def _not_held(task_id: int) -> HTTPException:
     return HTTPException(
         status.HTTP_409_CONFLICT,
@@ -376,7 +367,7 @@ def heartbeat(
     with context.db.transaction() as session:
         worker = session.get(Worker, worker_id)
         if worker is None:
-            raise _gone_runner()
+            raise gone_runner(session, context, worker_id)
         worker.last_heartbeat = utcnow()
         worker.address = seen_from(request)  # a machine's address may change (DHCP)
         came_back = worker.status == WorkerStatus.OFFLINE.value
@@ -516,7 +507,7 @@ def _claim_in(
     now = utcnow()
     worker = claiming_worker(session, worker_id, now, seen=first)
     if worker is None:
-        raise _gone_runner()
+        raise gone_runner(session, context, worker_id)
     if not first and worker.status == WorkerStatus.OFFLINE.value:
         return _Claimed(None, offline=True)
     given_back = give_back_forgotten(session, worker_id, now, context.policy) if first else []
@@ -804,7 +795,7 @@ def sign_off(context: Context, worker_id: RunnerDep) -> Response:
     with context.db.transaction() as session:
         worker = session.get(Worker, worker_id)
         if worker is None:
-            raise _gone_runner()
+            raise gone_runner(session, context, worker_id)
         worker.status = WorkerStatus.OFFLINE.value
         jobs = set()
         for task in session.scalars(

@@ -134,6 +134,27 @@ class Worker(Base):
     __table_args__ = NEVER_REUSED
 
 
+class DeletedRunner(Base):
+    """The secret of a runner an admin deleted: its worker is told it was locked out on
+    purpose (`api/deps.runner_deleted`) and stops, rather than taking the 401 of a
+    secret the manager never knew (a database restored from a backup) as a cue to
+    register again. Kept forever: a row is a few dozen bytes per deletion, and a
+    machine may come back with its old credentials after any time.
+
+    Looked up only for a secret no worker holds, so it costs authentication nothing."""
+
+    __tablename__ = "deleted_runners"
+    secret_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    worker_id: Mapped[int] = mapped_column(unique=True)
+    """The deleted worker's id (never handed out again, `NEVER_REUSED`): a manager
+    process that still remembers the secret for this id (`RunnerIdCache`) finds the
+    row by it when the worker's own row is gone."""
+    name: Mapped[str] = mapped_column(String(100))
+    deleted_at: Mapped[datetime]
+    deleted_by: Mapped[str] = mapped_column(String(100))
+    """The admin's user name at the time (the account may be renamed or deleted later)."""
+
+
 class Blocklist(Base):
     """A worker that failed too many tasks of a job gets no more tasks of that type there."""
 
@@ -305,6 +326,7 @@ __all__ = [
     "Blob",
     "BlobUpload",
     "Blocklist",
+    "DeletedRunner",
     "Job",
     "JobFile",
     "RunnerRegistrationToken",
