@@ -368,6 +368,7 @@ def test_admin_deletes_a_runner(browser: Any, farm: LocalFarm, api: httpx.Client
     question = dialogs.asked[0]
     assert question.startswith("Delete runner “old-box”?"), question
     assert "secret stops working at once" in question
+    assert "it cannot register again by itself" in question, "deleting is a lock-out"
     assert "running task (task 0 of “night shot”) goes back to the queue" in question
     expect()(doomed).to_have_count(1)
     assert "old-box" in runners(api)

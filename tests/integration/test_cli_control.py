@@ -281,6 +281,23 @@ def test_runners_are_listed_and_controlled(
     assert "box-b" not in runners(api)
 
 
+def test_a_runner_deleted_with_the_cli_is_told_it_was_deleted(
+    api: httpx.Client, farm: LocalFarm
+) -> None:
+    """QA's case: after `farmhand runner delete id:N --yes` the worker heard "unknown
+    runner secret; register again", registered anew and took work again."""
+    job_id = submit(api, "1-1")
+    worker = register(api, farm, "doomed")
+    claim(api, worker)
+    said = ok(farmhand("runner", "delete", f"id:{runners(api)['doomed']['id']}", "--yes"))
+    assert "deleted runner doomed" in said and "cannot register again by itself" in said, said
+    assert statuses(api, job_id) == ["queued"], "its task went back to the queue"
+    answer = api.post("/api/runner/heartbeat", headers=worker, json={})
+    assert answer.status_code == 401, answer.text
+    assert answer.headers.get("X-Farmhand-Runner") == "deleted", answer.headers
+    assert "this runner (doomed) was deleted by admin admin" in answer.json()["detail"]
+
+
 def test_runners_sharing_a_name_are_picked_by_id(api: httpx.Client, farm: LocalFarm) -> None:
     register(api, farm, "twin")
     register(api, farm, "twin")

@@ -255,9 +255,11 @@ def delete_runner(
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Forget a runner: its secret stops working at once, its running task is requeued.
+    """Delete a runner: its secret stops working at once, its running task is requeued.
 
-    The machine can register again with a registration token.
+    Its worker is told it was deleted and stops; it does not register again by itself.
+    Its operator can register it again on purpose, with a registration token: to lock
+    the machine out for good, rotate the registration token it has.
     """
     with manager_errors(), open_client(url, token) as client:
         info = find_runner(client, name)
@@ -265,7 +267,11 @@ def delete_runner(
             err.print(f"runner {info.name} was not deleted", highlight=False)
             raise typer.Exit(1)
         client.delete_runner(info.id)
-    console.print(f"deleted runner {info.name} (id {info.id})", highlight=False)
+    console.print(
+        f"deleted runner {info.name} (id {info.id}); it cannot register again by itself "
+        "(a machine holding a registration token still can: rotate that token to keep it out)",
+        highlight=False,
+    )
 
 
 @runner.command()
