@@ -1,15 +1,21 @@
-"""The client's paged lists, against a fake manager (`httpx.MockTransport`) that
-answers as the real one does.
+"""The client's paged lists and its parallel download, against a fake manager
+(`httpx.MockTransport`) that answers as the real one does.
 
 The real manager is driven in tests/integration/test_job_lists.py and
 test_cli_job_lists.py; here what needs many pages (more than the manager's 1,000 a
-request) is cheap to arrange."""
+request) or requests in flight at once is cheap to arrange."""
 
 from __future__ import annotations
 
-import httpx
+import hashlib
+import threading
+from pathlib import Path
 
-from farmhand.client import FarmhandClient
+import httpx
+import pytest
+
+from farmhand.client import FarmhandClient, FarmhandError
+from farmhand.client.client import DOWNLOAD_THREADS
 from farmhand.shared.schemas import JOB_PAGE_MAX, JobStatus
 
 BASE = "http://manager.test"
@@ -86,3 +92,75 @@ def test_a_manager_before_paging_is_still_listed_whole() -> None:
         assert len(client.list_jobs()) == 30
         page = client.jobs(limit=5)
         assert [j.id for j in page.items] == [30, 29, 28, 27, 26] and page.total == 30
+
+
+def frames_manager(count: int, in_flight: threading.Barrier) -> httpx.MockTransport:
+    """A job of `count` small frames whose downloads each wait until `in_flight`
+    downloads are under way at once (a download one at a time breaks the barrier)."""
+    frames = {n: f"frame {n}".encode() for n in range(1, count + 1)}
+    files = [
+        {
+            "id": n,
+            "kind": "output",
+            "path": f"frames/{n:04d}.png",
+            "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "frame": n,
+            "task_id": n,
+        }
+        for n, data in frames.items()
+    ]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/jobs/7/files":
+            return httpx.Response(200, json=files)
+        file_id = int(request.url.path.split("/")[5])
+        in_flight.wait()
+        return httpx.Response(200, content=frames[file_id])
+
+    return httpx.MockTransport(handler)
+
+
+def test_frames_are_downloaded_several_at_once(tmp_path: Path) -> None:
+    together = threading.Barrier(DOWNLOAD_THREADS, timeout=30)
+    progress: list[tuple[int, int]] = []
+    with FarmhandClient(BASE, "tok", transport=frames_manager(24, together)) as client:
+        report = client.fetch_outputs(
+            7, tmp_path, lambda done, total: progress.append((done, total))
+        )
+    assert report.paths == [tmp_path / f"frames/{n:04d}.png" for n in range(1, 25)]
+    assert all(path.read_bytes() == f"frame {n}".encode() for n, path in enumerate(report.paths, 1))
+    total = sum(len(f"frame {n}") for n in range(1, 25))
+    assert progress[-1] == (total, total)
+    assert [done for done, _ in progress] == sorted(done for done, _ in progress)
+    assert not list(tmp_path.rglob("*.part"))
+
+
+def test_a_failed_frame_fails_the_download_and_leaves_no_part_file(tmp_path: Path) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/jobs/7/files":
+            return httpx.Response(
+                200,
+                json=[
+                    {
+                        "id": n,
+                        "kind": "output",
+                        "path": f"frames/{n:04d}.png",
+                        "size": 1,
+                        "sha256": "0" * 64,
+                        "frame": n,
+                        "task_id": n,
+                    }
+                    for n in range(1, 20)
+                ],
+            )
+        if request.url.path.endswith("/files/5/download"):
+            return httpx.Response(404, json={"detail": "file 5 not found"})
+        return httpx.Response(200, content=b"x")
+
+    with (
+        FarmhandClient(BASE, "tok", transport=httpx.MockTransport(handler)) as client,
+        pytest.raises(FarmhandError, match="file 5 not found"),
+    ):
+        client.fetch_outputs(7, tmp_path)
+    assert not list(tmp_path.rglob("*.part"))

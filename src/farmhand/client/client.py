@@ -16,6 +16,7 @@ import ssl
 import stat
 import threading
 from collections.abc import Callable, Collection, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -89,6 +90,9 @@ ProgressCallback = Callable[[int, int], None]
 """Called with (bytes done, bytes total) as a transfer advances."""
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+DOWNLOAD_THREADS = 6
+"""Files a download of a job's outputs fetches at once, on the client's connection pool:
+a frame of a few KB is mostly a round trip, and one at a time 856 frames took 35 s."""
 _M = TypeVar("_M", bound=BaseModel)
 
 
@@ -668,7 +672,8 @@ class FarmhandClient(BaseClient):
         only what is not there yet: a file already there with the manager's size and
         SHA-256 (the size compared first, the hash only when it matches) is skipped; one
         with other bytes (edited, or a frame rendered again) is replaced. What was done
-        to each is in the answer, for the caller to say.
+        to each is in the answer, for the caller to say. `DOWNLOAD_THREADS` files are
+        fetched at once; `on_progress` is called from those threads, one at a time.
 
         Paths come from the manager, but are still checked: a compromised or buggy
         manager must not make the client write outside `dest_dir`.
@@ -677,29 +682,56 @@ class FarmhandClient(BaseClient):
         names = self._output_names(job_id, outputs, template)
         total = sum(f.size for f in outputs)
         done = 0
+        counting = threading.Lock()
 
         def advance(size: int) -> None:
             nonlocal done
-            done += size
-            if on_progress is not None:
-                on_progress(done, total)
+            with counting:
+                done += size
+                if on_progress is not None:
+                    on_progress(done, total)
 
-        report = OutputsDownload(files=outputs)
+        paths: list[Path] = []
         for output in outputs:
             try:
                 relative = safe_relative_path(names.get(output.id, output.path))
             except UnsafePathError as exc:
                 raise FarmhandError(f"manager sent an unsafe output path: {exc}") from exc
-            path = dest_dir / relative
-            there = _holds(path, output)
-            if there:
-                report.skipped.append(path)
-                advance(output.size)
-            else:
-                self.download_file(job_id, output.id, path, advance)
-                if there is not None:
-                    report.replaced.append(path)
-            report.paths.append(path)
+            paths.append(dest_dir / relative)
+        # Files to one path (a template naming two outputs alike) go one after the other,
+        # in the manager's order as before, so two threads never write one `.part` file.
+        by_path: dict[Path, list[int]] = {}
+        for index, path in enumerate(paths):
+            by_path.setdefault(path, []).append(index)
+        found: list[bool | None] = [None] * len(outputs)
+        stop = threading.Event()
+
+        def fetch(indexes: list[int]) -> None:
+            for index in indexes:
+                if stop.is_set():
+                    return
+                output, path = outputs[index], paths[index]
+                found[index] = there = _holds(path, output)
+                if there:
+                    advance(output.size)
+                else:
+                    self.download_file(job_id, output.id, path, advance)
+
+        with ThreadPoolExecutor(DOWNLOAD_THREADS, thread_name_prefix="download") as pool:
+            running = [pool.submit(fetch, indexes) for indexes in by_path.values()]
+            try:
+                for future in running:
+                    future.result()
+            except BaseException:
+                # The first failure (or Ctrl-C) ends the download at once: nothing more
+                # starts, and transfers under way are cut rather than waited for.
+                stop.set()
+                pool.shutdown(wait=False, cancel_futures=True)
+                self.interrupt()
+                raise
+        report = OutputsDownload(files=outputs, paths=paths)
+        report.skipped = [path for path, there in zip(paths, found, strict=True) if there]
+        report.replaced = [path for path, there in zip(paths, found, strict=True) if there is False]
         if on_progress is not None and not outputs:
             on_progress(0, 0)
         return report
