@@ -58,6 +58,7 @@ from farmhand.manager.db.presence import (
     check_database_url,
     check_schema,
     check_sqlite_file,
+    check_sqlite_not_in_use,
     database_errors_said,
     database_reason,
     told_where,
@@ -96,6 +97,7 @@ def prepare(settings: ManagerSettings) -> tuple[ManagerContext, BootstrapReport]
     database_file = sqlite_file(url)
     if database_file is not None:
         check_sqlite_file(settings.data_dir, database_file)  # before opening creates it
+        check_sqlite_not_in_use(settings.data_dir, database_file)  # before migrating it
     context = _context(settings)
     try:
         # A damaged file, PostgreSQL down, a wrong password: one line, not a traceback.

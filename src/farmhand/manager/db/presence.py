@@ -29,7 +29,9 @@ count the time against workers (api/errors.py, scheduling/reaper.py).
 
 from __future__ import annotations
 
+import fcntl
 import os
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -119,6 +121,65 @@ def check_sqlite_file(data_dir: Path, database: Path) -> None:
             f"Restore the database from a backup ({RESTORE}; a farm whose database is "
             "PostgreSQL starts with --database-url)",
         )
+
+
+class DatabaseInUse(StartRefused):
+    """Another process has the SQLite file open (`opened_elsewhere`)."""
+
+
+SHM_DMS_BYTE = 128
+"""SQLite's "dead man switch" byte in a WAL database's `-shm` file (UNIX_SHM_DMS in
+os_unix.c): every connection holds a shared POSIX lock on it for as long as it is open."""
+
+
+def opened_elsewhere(database: Path) -> int | None:
+    """The pid of another process that has `database` open, if one does (None if none,
+    or if it cannot be told: not WAL, no `-shm`, a platform without the lock record).
+
+    Asks the kernel who holds SQLite's own lock rather than taking a lock of farmhand's:
+    that also sees a manager of an older version, which takes none, and a `farmhand
+    users` or a backup reading the file. A lock held by this process never conflicts
+    with itself, so in-process reopening is not seen."""
+    shm = database.with_name(database.name + "-shm")
+    try:
+        fd = os.open(shm, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        # struct flock on Linux: l_type, l_whence, l_start, l_len, l_pid.
+        asked = struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, SHM_DMS_BYTE, 1, 0)
+        kind, _, _, _, pid = struct.unpack("hhqqi", fcntl.fcntl(fd, fcntl.F_GETLK, asked))
+    except (OSError, struct.error):
+        return None
+    finally:
+        os.close(fd)
+    return None if kind == fcntl.F_UNLCK else pid
+
+
+def check_sqlite_not_in_use(data_dir: Path, database: Path) -> None:
+    """Before the database is opened and migrated: refuse a SQLite file another process
+    has open. Two managers on one data dir write one database, and an older one still
+    serving would write rows its code knows nothing of into the schema this one migrates
+    (a blob used by a job left unmarked, new columns left NULL)."""
+    pid = opened_elsewhere(database)
+    if pid is None:
+        return
+    who = _process_line(pid)
+    raise DatabaseInUse(
+        f"the database {database} is open in another process (pid {pid}{who}): another "
+        f"manager on the data dir {data_dir}? Stop it first; two managers must not share "
+        "one SQLite database (for several, see --processes, or PostgreSQL in docs/DEPLOY.md)"
+    )
+
+
+def _process_line(pid: int) -> str:
+    """`: <its command line>` as /proc shows it, cut short; empty if unreadable."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    line = " ".join(part.decode(errors="replace") for part in raw.split(b"\0") if part)
+    return f": {line[:120]}" if line else ""
 
 
 def check_schema(engine: Engine, data_dir: Path, database: str) -> None:
