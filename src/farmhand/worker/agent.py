@@ -54,7 +54,13 @@ from farmhand.shared.schemas import (
 from farmhand.worker import hardware
 from farmhand.worker.cache import BlobCache, CacheError, materialise, prune_job_dirs
 from farmhand.worker.ffmpeg import FfmpegInstall, find_ffmpeg
-from farmhand.worker.identity import Identity, forget_identity, load_identity, save_identity
+from farmhand.worker.identity import (
+    Identity,
+    forget_identity,
+    holding_work_dir,
+    load_identity,
+    save_identity,
+)
 from farmhand.worker.layout import SharedOutputs, SharedStorageError, path_table, shared_blend
 from farmhand.worker.merge import MergeCanceled, MergeError, MergeWork, merge, merged_suffix
 from farmhand.worker.outbox import Outbox, OutboxError, Outcome, TaskBox, deliver_pending
@@ -1388,7 +1394,20 @@ def run_worker(
 
     Without `renderer`, Blender is found (`settings.blender`, `FARMHAND_BLENDER`, PATH,
     `bpy`) and used. Signal handlers are installed when called from the main thread.
+    The work dir is held for the whole run (`identity.holding_work_dir`): a second
+    worker on it raises WorkDirInUse before it looks for Blender or calls the manager.
     """
+    with holding_work_dir(settings.work_dir):
+        return _run_holding(settings, renderer, blender_versions, transport, stop)
+
+
+def _run_holding(
+    settings: WorkerSettings,
+    renderer: TaskRenderer | None,
+    blender_versions: list[str] | None,
+    transport: httpx.BaseTransport | None,
+    stop: threading.Event | None,
+) -> int:
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         install_stop_handlers(stop)

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -60,3 +63,64 @@ def save_identity(work_dir: Path, identity: Identity) -> Path:
 
 def forget_identity(work_dir: Path) -> None:
     identity_path(work_dir).unlink(missing_ok=True)
+
+
+LOCK_FILE = "worker.lock"
+
+
+class WorkDirInUse(Exception):
+    """Another worker process holds this work dir (and so this identity)."""
+
+
+@contextmanager
+def holding_work_dir(work_dir: Path) -> Iterator[None]:
+    """Hold `<work-dir>/worker.lock` exclusively for the block (the worker's life).
+
+    A work dir is one runner: two processes on it would both render as that runner (every
+    task twice, the runner's row showing whichever spoke last) and share one cache and
+    outbox. The second process is refused, naming the first's pid. The lock is the
+    operating system's (flock, or msvcrt on Windows), so a killed worker leaves none
+    behind; the pid in the file is only for the message.
+    """
+    work_dir.mkdir(parents=True, exist_ok=True)
+    path = work_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if not _try_lock(fd):
+            holder = _read_pid(fd)
+            who = f" (pid {holder})" if holder.isdigit() else ""
+            raise WorkDirInUse(
+                f"another worker{who} is running on the work dir {work_dir}: one work dir "
+                "is one runner; give each worker its own --work-dir (and --name)"
+            )
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _try_lock(fd: int) -> bool:
+    """Take an exclusive lock on `fd` without waiting; False if another process has it."""
+    try:
+        if sys.platform == "win32":
+            import msvcrt
+
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def _read_pid(fd: int) -> str:
+    """The pid the lock's holder wrote, or "" (not written yet, or unreadable)."""
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        return os.read(fd, 32).decode("ascii", "replace").strip()
+    except OSError:
+        return ""
