@@ -7,11 +7,18 @@ import os
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from farmhand.client import FarmhandError, ManagerUnreachable
 from farmhand.client.retry import RetryPolicy
 from farmhand.shared.schemas import TaskFile
-from farmhand.worker.cache import BlobCache, CacheError, materialise, parse_size
+from farmhand.worker.cache import (
+    BlobCache,
+    CacheError,
+    materialise,
+    parse_size,
+    prune_job_dirs,
+)
 from farmhand.worker.uploads import FrameUploader
 
 
@@ -206,3 +213,38 @@ def test_room_is_made_before_downloading(tmp_path: Path) -> None:
     materialise(cache, tmp_path / "job", [new], download)
     assert seen_during_download == [100], "the oldest blob was evicted before the download"
     assert not cache.has(old[0]) and cache.has(old[1]) and cache.has(new.sha256)
+
+
+def _disk_bytes(root: Path) -> int:
+    """What the files under `root` take on the disk: each inode once, as `du` counts."""
+    inodes: dict[int, int] = {}
+    for path in root.rglob("*"):
+        if path.is_file():
+            stat = path.stat()
+            inodes[stat.st_ino] = stat.st_size
+    return sum(inodes.values())
+
+
+def test_the_limit_holds_for_the_cache_and_the_job_trees_together(tmp_path: Path) -> None:
+    """Job trees hard-link the blobs: a blob evicted while an older job's tree still
+    links it frees nothing. The work dir stays within the limit, job after job, and the
+    log counts only bytes that left the disk."""
+    work, size = tmp_path / "work", 100_000
+    trees = work / "jobs"
+    cache = BlobCache(work / "cache", max_bytes=2 * size + size // 2)
+    for job in range(1, 6):
+        data = bytes([job]) * size
+
+        def download(_file: TaskFile, dest: Path, data: bytes = data) -> None:
+            dest.write_bytes(data)
+
+        with capture_logs() as logs:
+            materialise(
+                cache, trees / str(job), [_file("scene.blend", data)], download, trees=trees
+            )
+        assert (trees / str(job) / "scene.blend").read_bytes() == data, "the current tree stays"
+        prune_job_dirs(trees, current=job)  # as the agent does after each task
+        assert _disk_bytes(work) <= 2 * size + size // 2, f"job {job}: over the limit"
+        evictions = [e for e in logs if e["event"] == "cache evicted"]
+        if job >= 3:
+            assert [e["freed_bytes"] for e in evictions] == [size]

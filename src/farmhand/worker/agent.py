@@ -1123,7 +1123,7 @@ class Agent:
                 logger=tlog,
             )
 
-        report = materialise(self.cache, job_dir, files, download)
+        report = materialise(self.cache, job_dir, files, download, trees=job_dir.parent)
         tlog.info(
             "files ready",
             files=len(files),

@@ -13,6 +13,8 @@ The cache may have a size limit (`--cache-size 20G`). A blob's modification time
 its last use (set each time a job needs it; it survives a restart, unlike any
 in-memory list, and unlike atime it is not switched off by `noatime` mounts). Over
 the limit, the least recently used blobs go first, never one the current job uses.
+The limit is for the cache and the job trees together: a tree's hard link keeps a removed
+blob's bytes on the disk, so the trees of other jobs are removed before any blob is.
 """
 
 from __future__ import annotations
@@ -142,37 +144,53 @@ class BlobCache:
     def size(self) -> int:
         return sum(size for _, size, _, _ in self._entries())
 
-    def evict(self, keep: Collection[str] = (), reserve: int = 0) -> list[Evicted]:
+    def evict(
+        self,
+        keep: Collection[str] = (),
+        reserve: int = 0,
+        trees: Path | None = None,
+        current: Path | None = None,
+    ) -> list[Evicted]:
         """Remove least recently used blobs until the cache fits its limit, with room for
         `reserve` more bytes (what is about to be downloaded).
 
         Blobs in `keep` (the current job's) are never removed, even if they alone are
-        over the limit: the job needs them. Job trees hold hard links, so a removed
-        blob's bytes are freed once the trees linking it are pruned too.
+        over the limit: the job needs them. Job trees hold hard links, so a removed blob's
+        bytes stay on the disk while a tree links it: before removing any, every tree in
+        `trees` but `current` (the current task's) is removed (`prune_job_dirs`). The log
+        counts as freed only the bytes of blobs no tree still linked.
         """
         if self.max_bytes is None:
             return []
         target = max(0, self.max_bytes - reserve)
         entries = sorted(self._entries())
         total = sum(size for _, size, _, _ in entries)
+        if total <= target:
+            return []
+        if trees is not None:
+            prune_job_dirs(trees, keep=0, current=None if current is None else current.name)
         removed: list[Evicted] = []
+        freed = 0
         for _, size, sha, blob in entries:
             if total <= target:
                 break
             if sha in keep:
                 continue
             try:
+                links = blob.stat().st_nlink
                 blob.unlink()
             except OSError as exc:
                 log.warning("cannot evict blob", sha256=sha[:12], error=str(exc))
                 continue
             total -= size
+            freed += size if links == 1 else 0
             removed.append(Evicted(sha, size))
         if removed:
             log.info(
                 "cache evicted",
                 blobs=len(removed),
-                freed_bytes=sum(e.size for e in removed),
+                freed_bytes=freed,
+                still_linked_bytes=sum(e.size for e in removed) - freed,
                 cache_bytes=total,
                 limit_bytes=self.max_bytes,
             )
@@ -220,18 +238,20 @@ def materialise(
     job_dir: Path,
     files: Iterable[TaskFile],
     download: Download,
+    trees: Path | None = None,
 ) -> LayoutReport:
     """Make `job_dir` hold every task file, downloading only blobs not yet cached.
 
     All paths are checked before anything is fetched, so a bad manifest changes nothing.
     Room for what must be downloaded is made first, and the cache is trimmed to its
-    limit again at the end; neither ever removes a blob of this job.
+    limit again at the end; neither ever removes a blob of this job. `trees`: the folder
+    of the job trees (`job_dir`'s siblings), removed before blobs when room is needed.
     """
     wanted = [(checked_relative_path(f.path), f) for f in files]
     keep = {f.sha256 for _, f in wanted}
     lacking = {f.sha256: f.size for _, f in wanted if not cache.has(f.sha256)}
     if lacking:
-        cache.evict(keep, reserve=sum(lacking.values()))
+        cache.evict(keep, reserve=sum(lacking.values()), trees=trees, current=job_dir)
     report = LayoutReport()
     for relative, task_file in wanted:
         fetched: list[int] = []
@@ -254,12 +274,13 @@ def materialise(
         else:
             report.copied += 1
         log.debug("file placed", path=relative, sha256=task_file.sha256[:12])
-    cache.evict(keep)
+    cache.evict(keep, trees=trees, current=job_dir)
     return report
 
 
-def prune_job_dirs(jobs_root: Path, keep: int = 3, current: int | None = None) -> None:
-    """Remove all but the `keep` most recently used job trees (they are only links).
+def prune_job_dirs(jobs_root: Path, keep: int = 3, current: int | str | None = None) -> None:
+    """Remove all but the `keep` most recently used job trees (they are only links),
+    never `current`'s (a job id or folder name).
 
     A worker tends to get more tasks of the job whose files it holds, so recent trees
     are worth keeping; old ones would only pile up.
