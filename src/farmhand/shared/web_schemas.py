@@ -185,6 +185,12 @@ class BlendInfo(BaseModel):
     engine: str
     samples: int | None
     output_format: str
+    rendered_format: str = Field(
+        default="",
+        description="The format the farm renders the scene's frames in when the job keeps "
+        "the file's format (`images.rendered_format`): `output_format` itself, or PNG for "
+        "one the farm does not collect (Targa, DPX, a movie...).",
+    )
     fps: float | None = None
     """Frames per second as Blender plays the scene (`fps / fps_base`: 29.97, not 30)."""
     has_camera: bool

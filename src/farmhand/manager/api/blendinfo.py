@@ -45,6 +45,7 @@ from farmhand.shared.blendfile import (
     parse_version,
     saved_version_of,
 )
+from farmhand.shared.images import rendered_format
 from farmhand.shared.schemas import ErrorResponse
 from farmhand.shared.web_schemas import BlendInfo
 from farmhand.worker.blender.discovery import BlenderInstall, BlenderNotFound, find_blender
@@ -262,6 +263,7 @@ def blend_info_model(
         engine=str(facts.get("engine", "")),
         samples=facts["samples"] if isinstance(facts.get("samples"), int) else None,
         output_format=str(facts.get("output_format", "")),
+        rendered_format=rendered_format(str(facts.get("output_format", ""))),
         fps=_scene_fps(facts),
         has_camera=bool(facts.get("has_camera", True)),
     )

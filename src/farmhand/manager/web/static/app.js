@@ -503,16 +503,19 @@
       field("name").value = stem;
       field("frame_start").value = info ? info.frame_start : 1;
       field("frame_end").value = info ? info.frame_end : 1;
+      field("frame_step").value = info ? info.frame_step || 1 : 1;
       field("resolution_percentage").value = info ? info.resolution_percentage : "";
       field("samples").value = info && info.samples ? info.samples : "";
       const format = info && ["PNG", "JPEG", "OPEN_EXR"].includes(info.output_format) ? info.output_format : "";
       field("output_format").value = format;
-      const frames = info ? info.frame_end - info.frame_start + 1 : 1;
+      const frames = info ? Math.floor((info.frame_end - info.frame_start) / (info.frame_step || 1)) + 1 : 1;
       field("chunk_size").value = Math.max(1, Math.ceil(frames / 50));
       field("video_fps").placeholder = info && info.fps ? `the scene's (${info.fps})` : "the scene's";
       $("#scene-facts").textContent = info
         ? `Scene “${info.scene}”: ${info.resolution_x}×${info.resolution_y} at ${info.resolution_percentage} %, ${info.engine}` +
-          `${info.samples ? `, ${info.samples} samples` : ""}, frames ${info.frame_start}–${info.frame_end}, ${info.output_format}` +
+          `${info.samples ? `, ${info.samples} samples` : ""}, frames ${info.frame_start}–${info.frame_end}` +
+          `${info.frame_step > 1 ? ` every ${info.frame_step}` : ""}, ${info.output_format}` +
+          `${info.rendered_format && info.rendered_format !== info.output_format ? ` (rendered as ${info.rendered_format}: the farm does not collect ${info.output_format})` : ""}` +
           ` (${info.saved_with ? `saved with Blender ${info.saved_with}, ` : ""}read with Blender ${info.blender_version})` +
           `${info.has_camera ? "" : " — warning: the scene has no camera"}`
         : "";
