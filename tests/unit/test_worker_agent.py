@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from farmhand.worker.agent import (
     WorkerSettings,
     run_worker,
 )
+from farmhand.worker.cache import TASK_LOGS_KEPT
 from farmhand.worker.identity import Identity, identity_path, load_identity, save_identity
 from farmhand.worker.outbox import Outbox, Outcome, TaskBox
 
@@ -688,3 +690,27 @@ def test_the_scenes_frame_rate_goes_with_one_progress_report_before_the_completi
     first_rate = next(i for i, (n, b) in enumerate(manager.calls) if b.get("scene_fps"))
     completion = next(i for i, (n, _) in enumerate(manager.calls) if n == "complete")
     assert first_rate < completion, "the manager knows the rate before the task completes"
+
+
+def test_old_task_logs_are_removed_after_a_task(tmp_path: Path) -> None:
+    """A long-running node keeps its newest task logs (`cache.TASK_LOGS_KEPT`), not all."""
+    logs = tmp_path / "work" / "logs"
+    logs.mkdir(parents=True)
+    for n in range(TASK_LOGS_KEPT + 5):
+        old = logs / f"job-1-task-{n}.log"
+        old.write_text("Fra:1 old\n")
+        os.utime(old, (1_000 + n, 1_000 + n))
+    manager = FakeManager([1])
+
+    def renderer(job: RenderJob) -> RenderOutcome:
+        job.log_path.write_text("Fra:1 this task\n")
+        job.on_frame_saved(1, _write_frame(job, 1))
+        return RenderOutcome(ok=True)
+
+    stop, thread, result = _start(tmp_path, manager, renderer)
+    manager.wait_for("complete")
+    _stop(stop, thread, result)
+    kept = {p.name for p in logs.iterdir()}
+    assert len(kept) == TASK_LOGS_KEPT
+    assert "job-3-task-11.log" in kept, "the newest (this task's) stays"
+    assert not {f"job-1-task-{n}.log" for n in range(6)} & kept, "the oldest went"

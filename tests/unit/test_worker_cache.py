@@ -18,6 +18,7 @@ from farmhand.worker.cache import (
     materialise,
     parse_size,
     prune_job_dirs,
+    prune_task_logs,
 )
 from farmhand.worker.uploads import FrameUploader
 
@@ -248,3 +249,17 @@ def test_the_limit_holds_for_the_cache_and_the_job_trees_together(tmp_path: Path
         evictions = [e for e in logs if e["event"] == "cache evicted"]
         if job >= 3:
             assert [e["freed_bytes"] for e in evictions] == [size]
+
+
+def test_task_logs_are_capped_by_size_too_never_the_current_one(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for n in range(5):
+        path = logs / f"task-{n}.log"
+        path.write_bytes(b"x" * 100)
+        os.utime(path, (1_000 + n, 1_000 + n))
+    running = logs / "task-0.log"  # the oldest, but its task still runs
+
+    prune_task_logs(logs, keep=10, max_bytes=250, current=running)
+
+    assert sorted(p.name for p in logs.iterdir()) == ["task-0.log", "task-3.log", "task-4.log"]

@@ -52,7 +52,13 @@ from farmhand.shared.schemas import (
     WorkerCapabilities,
 )
 from farmhand.worker import hardware
-from farmhand.worker.cache import BlobCache, CacheError, materialise, prune_job_dirs
+from farmhand.worker.cache import (
+    BlobCache,
+    CacheError,
+    materialise,
+    prune_job_dirs,
+    prune_task_logs,
+)
 from farmhand.worker.ffmpeg import FfmpegInstall, find_ffmpeg
 from farmhand.worker.identity import (
     Identity,
@@ -911,6 +917,7 @@ class Agent:
             uploader.abandon()
             box.discard()
         prune_job_dirs(work / "jobs", current=task.job_id)
+        prune_task_logs(log_path.parent)
 
     def _do_video(self, run: _TaskRun, tlog: FilteringBoundLogger) -> None:
         """Make the job's video from its frames (`worker/video.py`), upload it, report."""

@@ -295,3 +295,34 @@ def prune_job_dirs(jobs_root: Path, keep: int = 3, current: int | str | None = N
     for old in trees[max(0, keep - (current is not None)) :]:
         shutil.rmtree(old, ignore_errors=True)
         log.info("job tree removed", path=str(old))
+
+
+TASK_LOGS_KEPT = 200
+TASK_LOGS_MAX_BYTES = 512 * 1024**2
+"""The worker's own copies of its task logs (`<work-dir>/logs`): the newest 200, and at
+most 512 MiB of them. The manager keeps every task's log; these are for reading on the
+machine right after a task, so a long-running node must not pile them up forever."""
+
+
+def prune_task_logs(
+    logs_dir: Path,
+    keep: int = TASK_LOGS_KEPT,
+    max_bytes: int = TASK_LOGS_MAX_BYTES,
+    current: Path | None = None,
+) -> None:
+    """Remove the oldest task logs beyond the newest `keep` or `max_bytes` together,
+    never `current` (the log of a task still running)."""
+    try:
+        logs = [(p.stat(), p) for p in logs_dir.iterdir() if p.is_file() and p != current]
+    except OSError:
+        return  # no logs yet, or an unreadable folder: nothing to prune
+    logs.sort(key=lambda entry: entry[0].st_mtime, reverse=True)
+    total, removed = 0, 0
+    for index, (stat, path) in enumerate(logs):
+        total += stat.st_size
+        if index < keep and total <= max_bytes:
+            continue
+        path.unlink(missing_ok=True)
+        removed += 1
+    if removed:
+        log.info("old task logs removed", files=removed, path=str(logs_dir))
