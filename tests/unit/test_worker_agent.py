@@ -714,3 +714,15 @@ def test_old_task_logs_are_removed_after_a_task(tmp_path: Path) -> None:
     assert len(kept) == TASK_LOGS_KEPT
     assert "job-3-task-11.log" in kept, "the newest (this task's) stays"
     assert not {f"job-1-task-{n}.log" for n in range(6)} & kept, "the oldest went"
+
+
+def test_partial_downloads_a_crash_left_behind_are_removed_at_start(tmp_path: Path) -> None:
+    tmp = tmp_path / "work" / "cache" / "tmp"
+    tmp.mkdir(parents=True)
+    (tmp / "0123456789abcdef-5f2c").write_bytes(b"half a texture")
+    manager = FakeManager([])
+    manager.tasks = []
+    stop, thread, result = _start(tmp_path, manager, _render_until_canceled(threading.Event()))
+    manager.wait_for("claim")
+    _stop(stop, thread, result)
+    assert list(tmp.iterdir()) == []

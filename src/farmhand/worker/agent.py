@@ -500,6 +500,7 @@ class Agent:
         """Work until `stop` is set; 0 on a clean stop, 2 if the manager refuses us,
         `EXIT_DELETED` if an admin deleted this runner."""
         self.settings.work_dir.mkdir(parents=True, exist_ok=True)
+        self.cache.remove_partial_downloads()
         try:
             self._connect()
         except RetryAborted:

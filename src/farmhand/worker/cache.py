@@ -93,6 +93,26 @@ class BlobCache:
         """None: no limit."""
         self._tmp = root / "tmp"
 
+    def remove_partial_downloads(self) -> None:
+        """Remove what `tmp/` holds: downloads a killed or crashed worker never finished
+        (a finished one is moved out at once). Only while no other process can be
+        downloading into it: the caller holds the work dir (`identity.holding_work_dir`)."""
+        try:
+            partial = list(self._tmp.iterdir())
+        except FileNotFoundError:
+            return
+        size = 0
+        for path in partial:
+            try:
+                size += path.stat().st_size
+                path.unlink()
+            except IsADirectoryError:
+                shutil.rmtree(path, ignore_errors=True)
+            except FileNotFoundError:
+                continue
+        if partial:
+            log.info("partial downloads removed", files=len(partial), bytes=size)
+
     def path_for(self, sha256: str) -> Path:
         if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
             raise CacheError(f"not a SHA-256: {sha256!r}")
