@@ -17,7 +17,7 @@ from farmhand.worker.agent import WorkerSettings, run_worker
 from farmhand.worker.blender.discovery import BlenderNotFound
 from farmhand.worker.cache import parse_size
 from farmhand.worker.ffmpeg import FfmpegNotFound
-from farmhand.worker.identity import WorkDirInUse
+from farmhand.worker.identity import WorkDirError
 
 
 def default_name() -> str:
@@ -258,7 +258,7 @@ def worker(
     )
     try:
         code = run_worker(settings)
-    except (BlenderNotFound, FfmpegNotFound, WorkDirInUse) as error:
+    except (BlenderNotFound, FfmpegNotFound, WorkDirError) as error:
         # Said at start, not at the first task: a worker that cannot render takes no work.
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None

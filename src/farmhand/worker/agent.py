@@ -62,6 +62,7 @@ from farmhand.worker.cache import (
 from farmhand.worker.ffmpeg import FfmpegInstall, find_ffmpeg
 from farmhand.worker.identity import (
     Identity,
+    check_work_dir,
     forget_identity,
     holding_work_dir,
     load_identity,
@@ -1403,9 +1404,11 @@ def run_worker(
     Without `renderer`, Blender is found (`settings.blender`, `FARMHAND_BLENDER`, PATH,
     `bpy`) and used. Signal handlers are installed when called from the main thread.
     The work dir is held for the whole run (`identity.holding_work_dir`): a second
-    worker on it raises WorkDirInUse before it looks for Blender or calls the manager.
+    worker on it raises WorkDirInUse, and a work dir it cannot write WorkDirError, before
+    it looks for Blender or calls the manager.
     """
     with holding_work_dir(settings.work_dir):
+        check_work_dir(settings.work_dir)
         return _run_holding(settings, renderer, blender_versions, transport, stop)
 
 

@@ -68,8 +68,37 @@ def forget_identity(work_dir: Path) -> None:
 LOCK_FILE = "worker.lock"
 
 
-class WorkDirInUse(Exception):
+WORK_FOLDERS = ("cache", "cache/tmp", "jobs", "logs", "outbox", "outputs")
+"""The work dir's folders a worker writes to: checked at start (`check_work_dir`)."""
+
+
+class WorkDirError(Exception):
+    """The work dir cannot be used: said at start in one line, not at the first task."""
+
+
+class WorkDirInUse(WorkDirError):
     """Another worker process holds this work dir (and so this identity)."""
+
+
+def check_work_dir(work_dir: Path) -> None:
+    """Make the work dir's folders and write a file in each, or raise WorkDirError.
+
+    A folder the worker cannot write (a read-only mount, another user's, a full disk)
+    would otherwise surface mid-task, failing or giving back task after task; at start
+    it is one line for the operator.
+    """
+    for name in ("", *WORK_FOLDERS):
+        folder = work_dir / name
+        probe = folder / f".farmhand-probe-{os.getpid()}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"farmhand")
+            probe.unlink()
+        except OSError as exc:
+            raise WorkDirError(
+                f"cannot write to the work dir's folder {folder}: {exc.strerror or exc}; "
+                "give the worker a writable --work-dir"
+            ) from exc
 
 
 @contextmanager
@@ -82,9 +111,15 @@ def holding_work_dir(work_dir: Path) -> Iterator[None]:
     operating system's (flock, or msvcrt on Windows), so a killed worker leaves none
     behind; the pid in the file is only for the message.
     """
-    work_dir.mkdir(parents=True, exist_ok=True)
     path = work_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise WorkDirError(
+            f"cannot use the work dir {work_dir}: {exc.strerror or exc} ({path}); give the "
+            "worker a writable --work-dir"
+        ) from exc
     try:
         if not _try_lock(fd):
             holder = _read_pid(fd)
