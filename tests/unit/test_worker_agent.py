@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -726,3 +727,26 @@ def test_partial_downloads_a_crash_left_behind_are_removed_at_start(tmp_path: Pa
     manager.wait_for("claim")
     _stop(stop, thread, result)
     assert list(tmp.iterdir()) == []
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg on PATH")
+@pytest.mark.parametrize(("ffmpeg", "videos"), [(None, True), ("none", False), ("NONE", False)])
+def test_ffmpeg_none_keeps_video_tasks_off_a_machine_with_ffmpeg(
+    tmp_path: Path, ffmpeg: str | None, videos: bool
+) -> None:
+    """`--ffmpeg none` does what `farmhand worker --help` says: no video tasks, though
+    ffmpeg is on PATH (it was `error: ffmpeg not found at 'none'`)."""
+    manager = FakeManager([])
+    manager.tasks = []
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    code = run_worker(
+        replace(_settings(tmp_path), ffmpeg=ffmpeg),
+        renderer=_render_until_canceled(threading.Event()),
+        blender_versions=["4.2.0"],
+        transport=httpx.MockTransport(manager.handler),
+        stop=stop,
+    )
+    assert code == 0
+    offered = manager.body("register")["capabilities"]["task_types"]
+    assert ("video" in offered) is videos, offered

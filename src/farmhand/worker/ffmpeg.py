@@ -62,16 +62,23 @@ def _version(ffmpeg: str) -> str | None:
     return words[2] if len(words) > 2 and words[1] == "version" else first[:100] or "unknown"
 
 
+NO_FFMPEG = "none"
+"""`--ffmpeg none` / `FARMHAND_FFMPEG=none`: keep video tasks off this worker."""
+
+
 def find_ffmpeg(
     explicit: str | None = None, env: Mapping[str, str] | None = None
 ) -> FfmpegInstall | None:
     """`--ffmpeg PATH`, then `FARMHAND_FFMPEG`, then `ffmpeg` on PATH; None if none.
 
     A path the user named that does not run is an error (they meant it); no ffmpeg on
-    PATH just means the worker makes no videos.
+    PATH just means the worker makes no videos. `none` (`NO_FFMPEG`) says so on purpose:
+    no ffmpeg, so no video tasks, even with one on PATH.
     """
     env = os.environ if env is None else env
     named = explicit or env.get(ENV_VAR) or None
+    if named is not None and named.strip().lower() == NO_FFMPEG:
+        return None
     candidate = shutil.which(named) if named else shutil.which("ffmpeg", path=env.get("PATH"))
     if named and candidate is None:
         raise FfmpegNotFound(f"ffmpeg not found at {named!r}")
