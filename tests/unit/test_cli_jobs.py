@@ -292,3 +292,12 @@ def test_the_download_after_a_wait_rides_out_a_manager_restart_too(
     assert (tmp_path / "frames" / "0001.png").read_bytes() == b"png"
     said = jobs_cmd.err.file.getvalue()  # type: ignore[attr-defined]
     assert said.count("retrying for up to 10m00s") == 1, said
+
+
+def test_submit_help_says_which_format_frames_come_in_without_format() -> None:
+    """It said 'as saved', while a scene saved as Targa or a movie renders PNG frames."""
+    result = runner.invoke(app, ["submit", "--help"], env={"COLUMNS": "300", "NO_COLOR": "1"})
+    assert result.exit_code == 0, result.output
+    assert "(default: as saved when the farm keeps that format, else PNG)" in " ".join(
+        result.output.split()
+    )

@@ -269,7 +269,9 @@ def submit(
     output_format: Annotated[
         str | None,
         typer.Option(
-            "--format", help="PNG, JPEG, OPEN_EXR or OPEN_EXR_MULTILAYER (default: as saved)."
+            "--format",
+            help="PNG, JPEG, OPEN_EXR or OPEN_EXR_MULTILAYER (default: as saved when the farm "
+            "keeps that format, else PNG).",
         ),
     ] = None,
     resolution_percentage: Annotated[int | None, typer.Option(min=1, max=1000)] = None,
