@@ -294,6 +294,31 @@ def test_the_download_after_a_wait_rides_out_a_manager_restart_too(
     assert said.count("retrying for up to 10m00s") == 1, said
 
 
+def test_a_failed_job_without_a_reason_of_its_own_is_said_with_its_tasks_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A job stored before jobs kept a reason: `follow` polled it without its tasks, so
+    the end asks for the tasks that did not complete, not 'no reason given'."""
+    failed = {**_job("failed", 2), "task_counts": {"completed": 2, "failed": 1, "canceled": 3}}
+    task = {"id": 9, "index": 2, "type": "render", "status": "failed", "frames": [3],
+            "frames_done": 0, "attempts": 3, "worker": "w1", "started_at": None,
+            "finished_at": None, "last_error": "Blender crashed (signal 11)"}  # fmt: skip
+    asked: list[httpx.URL] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url)
+        return httpx.Response(200, json=[task], headers={"X-Total-Count": "1"})
+
+    monkeypatch.setattr(jobs_cmd, "err", Console(file=io.StringIO(), width=200))
+    client = FarmhandClient("http://m.test", "t", transport=httpx.MockTransport(handler))
+    with pytest.raises(jobs_cmd.Failed):
+        jobs_cmd.finish(client, JobDetail.model_validate(failed), Path("out"))
+    said = jobs_cmd.err.file.getvalue()  # type: ignore[attr-defined]
+    assert "error: job 3 failed: Blender crashed (signal 11)" in said, said
+    assert [url.path for url in asked] == ["/api/jobs/3/tasks"]
+    assert asked[0].params.get_list("status") == ["failed", "canceled"]
+
+
 def test_submit_help_says_which_format_frames_come_in_without_format() -> None:
     """It said 'as saved', while a scene saved as Targa or a movie renders PNG frames."""
     result = runner.invoke(app, ["submit", "--help"], env={"COLUMNS": "300", "NO_COLOR": "1"})

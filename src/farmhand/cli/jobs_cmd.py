@@ -30,7 +30,13 @@ from farmhand.cli.downloads import Downloaded, download_job, unfinished
 from farmhand.cli.folders import FolderError, check_writable_folder, why
 from farmhand.cli.json_events import JsonEvents, errors_as_events
 from farmhand.cli.words import frames_label, plural
-from farmhand.client import FarmhandClient, FarmhandError, ManagerUnreachable, is_retryable
+from farmhand.client import (
+    FarmhandClient,
+    FarmhandError,
+    JobPoll,
+    ManagerUnreachable,
+    is_retryable,
+)
 from farmhand.client.packing import PackedProject, PackError
 from farmhand.client.retry import QUIET, RetryPolicy, call_with_retry
 from farmhand.client.submission import MissingFiles, SubmitHooks, Submitted, submit_project
@@ -711,7 +717,7 @@ def follow(
 
         while True:
             poll = call_with_retry(
-                lambda: client.poll_job(job_id),
+                lambda: poll_to_follow(client, job_id),
                 f"follow job {job_id}",
                 policy,
                 logger=QUIET,
@@ -756,6 +762,20 @@ def follow(
                 return job
             delay = poll.retry_after if poll.retry_after is not None else MAX_POLL_SECONDS
             sleep(min(max(delay, 0.1), MAX_POLL_SECONDS))
+
+
+def poll_to_follow(client: FarmhandClient, job_id: int) -> JobPoll:
+    """The job as `follow` shows it, asked for about once a second for hours: its detail
+    without the tasks (a few KB, where a job of 10,000 tasks with them is 3 MB), plus
+    its running tasks (at most `TASK_ROWS`) for the frames and samples in progress,
+    asked for only while some run. A manager that ignores `tasks=false` (an older one)
+    answered them already."""
+    poll = client.poll_job(job_id, tasks=False)
+    job = poll.job
+    if not job.tasks and job.task_counts.get(TaskStatus.ACTIVE):
+        running = client.job_tasks(job_id, status=(TaskStatus.ACTIVE,), limit=TASK_ROWS)
+        job.tasks = running.items
+    return poll
 
 
 def human_bytes(size: int) -> str:
@@ -805,7 +825,7 @@ def finish(
     `farmhand download` names them; exit non-zero with the reason otherwise. A manager
     that stops answering meanwhile is waited for as `follow` waits for it."""
     if job.status != JobStatus.COMPLETED:
-        reason = job.status_reason or _first_task_error(job) or "no reason given"
+        reason = job.status_reason or _first_task_error(client, job) or "no reason given"
         raise fail(f"job {job.id} {job.status}: {reason}")
     hint = f"farmhand download {job.id} -o {shlex.quote(str(output))} gets its outputs"
     told = False
@@ -835,8 +855,21 @@ def finish(
     say_downloaded(written, output)
 
 
-def _first_task_error(job: JobDetail) -> str | None:
-    return next((t.last_error for t in job.tasks if t.last_error), None)
+UNDONE_TASKS = (TaskStatus.FAILED, TaskStatus.CANCELED)
+"""The tasks of a finished job that did not complete: those holding its errors."""
+
+
+def _first_task_error(client: FarmhandClient, job: JobDetail) -> str | None:
+    """A failed or canceled job's first task error, when the job itself gives no reason
+    (one stored before jobs kept theirs). `follow` polled without the tasks, so they
+    are asked for now, only those that did not complete; none found if that fails."""
+    tasks = job.tasks
+    if not tasks:
+        try:
+            tasks = client.job_tasks(job.id, status=UNDONE_TASKS, limit=TASK_ROWS).items
+        except FarmhandError:
+            return None
+    return next((t.last_error for t in tasks if t.last_error), None)
 
 
 def say_downloaded(written: Downloaded, output: Path) -> None:
