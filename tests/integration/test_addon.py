@@ -434,3 +434,69 @@ def test_a_canceled_submit_says_so_when_an_earlier_job_is_shown(
     assert isinstance(canceled, list), answer
     assert "submit canceled" in canceled, canceled
     assert "Job 15 (earlier): completed 100% (60/60 frames)" in canceled, canceled
+
+
+FORMATS = """
+ui = __import__("sys").modules["farmhand_addon.ui"]
+
+
+class Layout:
+    \"\"\"Whatever the panel asks of a layout, keeping the labels it shows.\"\"\"
+
+    def __init__(self, shown):
+        self.shown = shown
+
+    def __getattr__(self, name):  # column, row, split, prop, operator...: more of it
+        return lambda *args, **kwargs: self
+
+    def label(self, text="", icon=""):
+        self.shown.append(text)
+
+
+class Panel:
+    draw = ui.FARMHAND_PT_render.draw
+    draw_frames = ui.FARMHAND_PT_render.draw_frames
+    draw_state = ui.FARMHAND_PT_render.draw_state
+
+    def __init__(self, shown):
+        self.layout = Layout(shown)
+
+
+def panel():
+    shown = []
+    Panel(shown).draw(bpy.context)
+    return shown
+
+
+scene.farmhand.job_name = "targa shot"
+as_png = panel()
+scene.render.image_settings.file_format = "TARGA"
+as_targa = panel()
+bpy.ops.farmhand.submit()
+print("{marker}" + json.dumps({{"png": as_png, "targa": as_targa}}), flush=True)
+"""
+
+
+def test_bpy_5_says_a_targa_scene_renders_png_frames_before_submitting(
+    farm: LocalFarm,
+    animated_blend: Path,
+    blender_module: BlenderInstall,
+    addon_zip: Path,
+    tmp_path: Path,
+) -> None:
+    """The farm renders a scene saved as Targa (or DPX, a movie...) as PNG: the panel says
+    so under the frames, and the submit's report too, as a warning."""
+    blend = copy_of(animated_blend, tmp_path / "targa" / "targa.blend")
+    code = opening(addon_zip, blend) + (POINTED + FORMATS).format(marker=RESULT)
+    result = bpy_run(blender_env(tmp_path, farm), code)
+    answer = outcome(result)
+    note = ["Frames come out as PNG:", "the farm does not collect TARGA"]
+    png, targa = answer["png"], answer["targa"]
+    assert isinstance(png, list) and not set(note) & set(png), png
+    assert isinstance(targa, list) and targa[targa.index(note[0]) + 1] == note[1], targa
+    warned = [line for line in result.stdout.splitlines() if line.startswith("Warning:")]
+    assert any(
+        "job" in line and line.endswith("Frames come out as PNG: the farm does not collect TARGA")
+        for line in warned
+    ), result.stdout[-3000:]
+    assert only_job(farm, "targa shot").settings.output_format is None, "the scene's own"

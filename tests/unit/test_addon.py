@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from farmhand.addon import runner
 from farmhand.cli.app import app
+from farmhand.shared.images import KEPT_FORMATS, rendered_format
 from farmhand.shared.schemas import VIDEO_CONTAINERS, VideoSettings
 
 NEW_IN_311 = {"tomllib"}
@@ -172,6 +173,25 @@ def test_the_addons_containers_are_the_farms() -> None:
     }
     default = VideoSettings().container
     assert all(default in names for names in runner.VIDEO_CONTAINERS.values())
+
+
+BLENDER_FORMATS = (
+    *("BMP", "IRIS", "PNG", "JPEG", "JPEG2000", "TARGA", "TARGA_RAW", "CINEON", "DPX"),
+    *("OPEN_EXR_MULTILAYER", "OPEN_EXR", "HDR", "TIFF", "WEBP", "FFMPEG"),
+)
+"""Blender's `image_settings.file_format` values."""
+
+
+@pytest.mark.parametrize("scene_format", BLENDER_FORMATS)
+def test_the_addon_warns_of_png_frames_exactly_when_the_farm_renders_png(
+    scene_format: str,
+) -> None:
+    """The add-on cannot import farmhand: its copy of the kept formats must be the farm's,
+    so it says 'PNG' for the scenes whose frames the farm renders as PNG, and only those."""
+    assert runner.KEPT_FORMATS == KEPT_FORMATS
+    note = runner.format_note(scene_format)
+    assert bool(note) == (rendered_format(scene_format) != scene_format), note
+    assert not note or "PNG" in note[0]
 
 
 def test_auto_refresh_follows_an_unfinished_job_and_never_two_clis_at_once() -> None:

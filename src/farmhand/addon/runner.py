@@ -34,6 +34,25 @@ VIDEO_CONTAINERS = {
 checks the two agree."""
 
 
+KEPT_FORMATS = frozenset({"PNG", "JPEG", "OPEN_EXR", "OPEN_EXR_MULTILAYER", "TIFF", "WEBP", "BMP"})
+"""The scene formats (Blender's `image_settings.file_format`) the farm renders frames in
+as the scene saves them; any other comes out as PNG. The farm's own list
+(`farmhand.shared.images.KEPT_FORMATS`), which the add-on cannot import; a test checks
+the two agree."""
+
+
+def format_note(scene_format: str) -> "tuple[str, ...]":
+    """What the artist is told before a submit when the frames will not come in the
+    scene's own format (nothing when they will): a scene saved as Targa, DPX, a movie...
+    renders PNG frames, which found only in the download is a surprise. Short lines, as
+    the panel is narrow; a report joins them."""
+    if scene_format in KEPT_FORMATS:
+        return ()
+    if scene_format == "FFMPEG":
+        return ("Frames come out as PNG, no movie:", "Make a video asks for one")
+    return ("Frames come out as PNG:", f"the farm does not collect {scene_format}")
+
+
 class CliError(Exception):
     """Something a person can fix, said in one line."""
 

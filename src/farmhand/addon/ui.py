@@ -374,6 +374,8 @@ class FARMHAND_OT_submit(bpy.types.Operator):
                 self.report({"ERROR"}, f"could not save the .blend: {runner.one_line(str(exc))}")
                 return {"CANCELLED"}
             note = f" ({os.path.basename(bpy.data.filepath)} was saved first)"
+        image_format = context.scene.render.image_settings.file_format
+        warning = " ".join(runner.format_note(image_format))
         args = runner.submit_args(
             farmhand, bpy.data.filepath, *_frames(context.scene), **_options(context.scene.farmhand)
         )
@@ -398,10 +400,11 @@ class FARMHAND_OT_submit(bpy.types.Operator):
         if STATE.error:
             self.report({"ERROR"}, STATE.error + note)
             return {"CANCELLED"}
-        if STATE.busy:
-            self.report({"INFO"}, "submitting to farmhand" + note)
+        said = "submitting to farmhand" if STATE.busy else f"{STATE.message} {STATE.job_page}"
+        if warning:  # the frames will not be what the scene saves: said where it is seen
+            self.report({"WARNING"}, f"{said}{note} · {warning}")
         else:
-            self.report({"INFO"}, f"{STATE.message} {STATE.job_page}{note}")
+            self.report({"INFO"}, said + note)
         return {"FINISHED"}
 
 
@@ -513,6 +516,10 @@ class FARMHAND_PT_render(bpy.types.Panel):
                 self.draw_frames(column, context.scene, settings, chunks=False)
         else:
             self.draw_frames(column, context.scene, settings)
+        for number, line in enumerate(
+            runner.format_note(context.scene.render.image_settings.file_format)
+        ):
+            column.label(text=line, icon="INFO" if number == 0 else "BLANK1")
         column.prop(settings, "priority")
         column.prop(settings, "max_workers")
         column.prop(settings, "device")
