@@ -25,6 +25,7 @@ from PIL import Image
 
 from farmhand.client import RunnerClient
 from farmhand.localfarm import descendants, local_farm
+from farmhand.shared.protocol import WORKER_PROTOCOL
 from farmhand.shared.schemas import JobSettings, WorkerCapabilities
 
 MIB = 1024 * 1024
@@ -85,7 +86,9 @@ def main() -> None:
         blend.write_bytes(b"BLENDER-v304" + b"\x00" * 64)
         job = farm.client().submit_blend(blend, JobSettings(frame_start=1, frame_end=1))
         with RunnerClient(farm.url, timeout=600) as runner:
-            runner.register(farm.runner_token, "bench", WorkerCapabilities())
+            runner.register(
+                farm.runner_token, "bench", WorkerCapabilities(protocol=WORKER_PROTOCOL)
+            )
             task = runner.claim(wait=5)
             assert task is not None and task.job_id == job.id
             routes = {

@@ -21,6 +21,7 @@ import pytest
 
 from farmhand.localfarm import LocalFarm
 from farmhand.scenes import make_scene
+from farmhand.shared.protocol import WORKER_PROTOCOL
 from farmhand.shared.web_schemas import BlendInfo
 from tests.integration.conftest import png_bytes, purge_jobs_and_runners
 
@@ -180,7 +181,11 @@ def expect() -> Any:
 
 def register(api: httpx.Client, farm: LocalFarm, name: str, **capabilities: Any) -> dict[str, str]:
     """A scripted runner's headers (it sends no heartbeats: give the farm a long timeout)."""
-    body = {"token": farm.runner_token, "name": name, "capabilities": capabilities}
+    body = {
+        "token": farm.runner_token,
+        "name": name,
+        "capabilities": {"protocol": WORKER_PROTOCOL, **capabilities},
+    }
     answer = api.post("/api/runner/register", json=body)
     assert answer.status_code == 201, answer.text
     return {"Authorization": f"Bearer {answer.json()['secret']}"}

@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from farmhand.manager.app import create_app
 from farmhand.shared.blendfile import best_version
+from farmhand.shared.protocol import WORKER_PROTOCOL
 from tests.integration.conftest import Farm, make_settings, png_bytes
 from tests.integration.postgres import fresh_database
 from tests.integration.test_scheduling import (
@@ -46,7 +47,11 @@ def runner(farm: Farm, name: str, *blenders: str) -> dict[str, str]:
     caps = {"blender_versions": list(blenders), "task_types": ["render", "merge"]}
     answer = farm.client.post(
         "/api/runner/register",
-        json={"token": farm.runner_token, "name": name, "capabilities": caps},
+        json={
+            "token": farm.runner_token,
+            "name": name,
+            "capabilities": {"protocol": WORKER_PROTOCOL, **caps},
+        },
     )
     assert answer.status_code == 201, answer.text
     return {"Authorization": f"Bearer {answer.json()['secret']}"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from farmhand.cli.jobs_cmd import live_line
+from farmhand.shared.protocol import WORKER_PROTOCOL
 from farmhand.shared.schemas import JobDetail
 from tests.integration.conftest import Farm, post_stand_in, submit_stand_in
 from tests.integration.test_manager_api import claim
@@ -23,7 +24,11 @@ def runner(farm: Farm, name: str, versions: list[str], device: str = "CPU") -> d
     caps = {"blender_versions": versions, "device": device}
     answer = farm.client.post(
         "/api/runner/register",
-        json={"token": farm.runner_token, "name": name, "capabilities": caps},
+        json={
+            "token": farm.runner_token,
+            "name": name,
+            "capabilities": {"protocol": WORKER_PROTOCOL, **caps},
+        },
     )
     assert answer.status_code == 201, answer.text
     return {"Authorization": f"Bearer {answer.json()['secret']}"}

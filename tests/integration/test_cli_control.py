@@ -22,6 +22,7 @@ from farmhand.cli.app import app
 from farmhand.cli.runners_cmd import format_days, parse_window
 from farmhand.client import FarmhandClient
 from farmhand.localfarm import LocalFarm, local_farm
+from farmhand.shared.protocol import WORKER_PROTOCOL
 from tests.integration.conftest import cli_at, png_bytes, submit_stand_in
 from tests.integration.farmhand_cli import cli
 
@@ -84,7 +85,11 @@ def statuses(api: httpx.Client, job_id: int) -> list[str]:
 def register(api: httpx.Client, farm: LocalFarm, name: str, **caps: Any) -> dict[str, str]:
     answer = api.post(
         "/api/runner/register",
-        json={"token": farm.runner_token, "name": name, "capabilities": caps},
+        json={
+            "token": farm.runner_token,
+            "name": name,
+            "capabilities": {"protocol": WORKER_PROTOCOL, **caps},
+        },
     )
     assert answer.status_code == 201, answer.text
     return {"Authorization": f"Bearer {answer.json()['secret']}"}

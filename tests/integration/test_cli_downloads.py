@@ -25,6 +25,7 @@ from typer.testing import CliRunner, Result
 
 from farmhand.cli.app import app
 from farmhand.localfarm import LocalFarm, local_farm
+from farmhand.shared.protocol import WORKER_PROTOCOL
 from tests.integration.conftest import FAKE_BLEND, cli_at, png_bytes, submit_stand_in
 
 PASS_FOLDER = "00-Passes__depth_normal_ü"
@@ -60,7 +61,7 @@ def jpeg_bytes() -> bytes:
 
 def runner(api: httpx.Client, farm: LocalFarm) -> dict[str, str]:
     """A runner that renders with Blender 5.0 (so its first claim pins the job)."""
-    caps = {"blender_versions": ["5.0.1"], "task_types": ["render"]}
+    caps = {"blender_versions": ["5.0.1"], "task_types": ["render"], "protocol": WORKER_PROTOCOL}
     answer = api.post(
         "/api/runner/register",
         json={"token": farm.runner_token, "name": "w1", "capabilities": caps},

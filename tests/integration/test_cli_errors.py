@@ -18,6 +18,7 @@ import pytest
 
 from farmhand.localfarm import LocalFarm, descendants, local_farm
 from farmhand.scenes import make_project
+from farmhand.shared.protocol import WORKER_PROTOCOL
 from tests.integration.conftest import png_bytes
 from tests.integration.test_cli_submit_options import farmhand, one_error_line
 
@@ -112,7 +113,11 @@ def render_as_a_worker(farm: LocalFarm, job_id: int) -> None:
             if other.id != job_id and other.status in ("queued", "active"):
                 client.cancel_job(other.id)
     with httpx.Client(base_url=farm.url, timeout=30) as api:
-        caps = {"blender_versions": ["5.0.1"], "task_types": ["render"]}
+        caps = {
+            "blender_versions": ["5.0.1"],
+            "task_types": ["render"],
+            "protocol": WORKER_PROTOCOL,
+        }
         answer = api.post(
             "/api/runner/register",
             json={"token": farm.runner_token, "name": f"w{job_id}", "capabilities": caps},

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from farmhand.cli.app import app
 from farmhand.localfarm import LocalFarm, local_farm
+from farmhand.shared.protocol import WORKER_PROTOCOL
 from tests.integration.conftest import Farm, cli_at
 
 
@@ -29,7 +30,7 @@ def at(farm: Farm, host: str) -> TestClient:
 
 
 def register(client: Any, token: str, name: str, **caps: Any) -> dict[str, str]:
-    body = {"token": token, "name": name, "capabilities": caps}
+    body = {"token": token, "name": name, "capabilities": {"protocol": WORKER_PROTOCOL, **caps}}
     answer = client.post("/api/runner/register", json=body)
     assert answer.status_code == 201, answer.text
     return {"Authorization": f"Bearer {answer.json()['secret']}"}

@@ -27,6 +27,7 @@ from farmhand.manager.db.models import ApiToken, Task, TaskDependency, User
 from farmhand.manager.scheduling.reaper import ReapReport, fail_stuck_tasks
 from farmhand.manager.scheduling.workers import in_sleep_window
 from farmhand.manager.settings import ManagerSettings
+from farmhand.shared.protocol import WORKER_PROTOCOL
 from farmhand.shared.schemas import SleepSchedule
 from tests.integration.conftest import (
     Farm,
@@ -90,7 +91,11 @@ def runner(
         caps["task_types"] = types
     answer = farm.client.post(
         "/api/runner/register",
-        json={"token": farm.runner_token, "name": name, "capabilities": caps},
+        json={
+            "token": farm.runner_token,
+            "name": name,
+            "capabilities": {"protocol": WORKER_PROTOCOL, **caps},
+        },
     )
     assert answer.status_code == 201, answer.text
     return {"Authorization": f"Bearer {answer.json()['secret']}"}

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from farmhand.manager.api.runner_tiles import tile_path
+from farmhand.shared.protocol import WORKER_PROTOCOL
 from farmhand.shared.schemas import TileSpec
 from tests.integration.conftest import (
     Farm,
@@ -81,7 +82,7 @@ def exr_bytes(width: int = 4, height: int = 3, value: float = 0.5) -> bytes:
 def test_a_still_is_tiles_then_a_merge_of_them(farm: Farm) -> None:
     job_id = submit_still(farm)
     runner = farm.register_runner("r1")
-    runner_caps = {"capabilities": {"task_types": ["render", "merge"]}}
+    runner_caps = {"capabilities": {"task_types": ["render", "merge"], "protocol": WORKER_PROTOCOL}}
     assert farm.client.post("/api/runner/heartbeat", headers=runner, json=runner_caps).is_success
 
     colours = {}
@@ -188,7 +189,7 @@ def test_a_still_with_a_tile_canceled_ends_canceled_saying_which(farm: Farm) -> 
 def test_a_still_in_openexr_is_exr_tiles_merged_into_an_exr_frame(farm: Farm) -> None:
     job_id = submit_still(farm, output_format="OPEN_EXR", name="exr")
     runner = farm.register_runner("r1")
-    runner_caps = {"capabilities": {"task_types": ["render", "merge"]}}
+    runner_caps = {"capabilities": {"task_types": ["render", "merge"], "protocol": WORKER_PROTOCOL}}
     assert farm.client.post("/api/runner/heartbeat", headers=runner, json=runner_caps).is_success
     for n in range(4):
         task = farm.client.get("/api/runner/tasks", params={"wait": 0}, headers=runner).json()
@@ -263,7 +264,7 @@ def test_a_still_keeping_the_blends_format_in_openexr_is_merged_as_exr(farm: Far
     it), so the manager takes EXR tiles, the merge gets them, and the frame is an EXR."""
     job_id = submit_still(farm, name="scene-exr")
     runner = farm.register_runner("r1")
-    runner_caps = {"capabilities": {"task_types": ["render", "merge"]}}
+    runner_caps = {"capabilities": {"task_types": ["render", "merge"], "protocol": WORKER_PROTOCOL}}
     assert farm.client.post("/api/runner/heartbeat", headers=runner, json=runner_caps).is_success
     for n in range(4):
         task = claim(farm, runner)
@@ -359,7 +360,7 @@ RANGE: dict[str, Any] = {"frame_start": 7, "frame_end": 8, "tiles": {"columns": 
 def merging_runner(farm: Farm, name: str) -> dict[str, str]:
     """A runner that takes tiles and merges, as every worker does."""
     runner = farm.register_runner(name)
-    caps = {"capabilities": {"task_types": ["render", "merge"]}}
+    caps = {"capabilities": {"task_types": ["render", "merge"], "protocol": WORKER_PROTOCOL}}
     assert farm.client.post("/api/runner/heartbeat", headers=runner, json=caps).is_success
     return runner
 
@@ -485,7 +486,7 @@ def test_a_range_in_tiles_makes_its_video_of_the_merged_frames(farm: Farm) -> No
     assert shape(farm, job_id)[-1] == ("video", [], None)
     runner = merging_runner(farm, "r1")
     maker = farm.register_runner("ffmpeg-box")
-    caps = {"capabilities": {"task_types": ["video"]}}
+    caps = {"capabilities": {"task_types": ["video"], "protocol": WORKER_PROTOCOL}}
     assert farm.client.post("/api/runner/heartbeat", headers=maker, json=caps).is_success
     for frame in (7, 8):
         send_tile(farm, runner, claim(farm, runner))

@@ -25,6 +25,7 @@ from PIL import Image
 
 from farmhand.localfarm import LocalFarm, local_farm
 from farmhand.scenes import make_scene
+from farmhand.shared.protocol import WORKER_PROTOCOL
 from farmhand.shared.schemas import JobDetail, JobSettings, JobStatus, TileGrid
 from farmhand.worker.blender.discovery import BlenderInstall
 from tests.integration.conftest import Farm, png_bytes, upload_frame
@@ -174,7 +175,7 @@ def test_a_shared_still_in_tiles_hands_out_tiles_from_the_share_and_a_merge_to_i
     assert answer.status_code == 202, answer.text
     job_id = answer.json()["id"]
     runner = farm.register_runner()
-    caps = {"capabilities": {"task_types": ["render", "merge"]}}
+    caps = {"capabilities": {"task_types": ["render", "merge"], "protocol": WORKER_PROTOCOL}}
     assert farm.client.post("/api/runner/heartbeat", headers=runner, json=caps).is_success
     roots = {"projects": {"linux": "/mnt/projects", "windows": "P:\\"}}
     for column in (0, 1):

@@ -25,6 +25,7 @@ import pytest
 from starlette.types import Message
 
 from farmhand.localfarm import LocalFarm, local_farm
+from farmhand.shared.protocol import WORKER_PROTOCOL
 from tests.integration.conftest import FAKE_BLEND, Farm, png_bytes
 
 MP4_HEAD = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"
@@ -66,7 +67,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             api.post(
                 "/api/runner/heartbeat",
                 headers=runner,
-                json={"capabilities": {"task_types": ["render", "video"]}},
+                json={
+                    "capabilities": {"task_types": ["render", "video"], "protocol": WORKER_PROTOCOL}
+                },
             )
             task = api.get("/api/runner/tasks?wait=0", headers=runner).json()
             yield Setup(

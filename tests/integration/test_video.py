@@ -21,6 +21,7 @@ import pytest
 
 from farmhand.localfarm import LocalFarm, local_farm
 from farmhand.scenes import make_scene
+from farmhand.shared.protocol import WORKER_PROTOCOL
 from farmhand.shared.schemas import JobDetail, JobSettings, JobStatus, TaskStatus, VideoSettings
 from tests.integration.conftest import FAKE_BLEND, Farm, png_bytes
 from tests.integration.waiting import wait_for
@@ -263,7 +264,7 @@ def test_the_video_task_runs_last_needs_its_video_and_reruns_with_its_frames(
     farm.client.post(
         "/api/runner/heartbeat",
         headers=runner,
-        json={"capabilities": {"task_types": ["render", "video"]}},
+        json={"capabilities": {"task_types": ["render", "video"], "protocol": WORKER_PROTOCOL}},
     )
 
     def claim() -> dict[str, Any]:
@@ -356,7 +357,7 @@ def test_the_video_task_gets_the_frame_rate_a_worker_reported_for_the_scene(
     farm.client.post(
         "/api/runner/heartbeat",
         headers=runner,
-        json={"capabilities": {"task_types": ["render", "video"]}},
+        json={"capabilities": {"task_types": ["render", "video"], "protocol": WORKER_PROTOCOL}},
     )
     rates = {}
     for own_rate in (None, 50.0):

@@ -9,6 +9,7 @@ from typing import Any
 
 from farmhand.manager.db.models import Job, Worker
 from farmhand.manager.scheduling.eligibility import WaitReasons
+from farmhand.shared.protocol import WORKER_PROTOCOL
 from tests.integration.conftest import Farm, submit_stand_in
 from tests.integration.test_blender_progress import FRAMES, detail
 from tests.integration.test_manager_api import claim
@@ -17,7 +18,11 @@ from tests.integration.test_manager_api import claim
 def runner(farm: Farm, name: str, **caps: Any) -> dict[str, str]:
     answer = farm.client.post(
         "/api/runner/register",
-        json={"token": farm.runner_token, "name": name, "capabilities": caps},
+        json={
+            "token": farm.runner_token,
+            "name": name,
+            "capabilities": {"protocol": WORKER_PROTOCOL, **caps},
+        },
     )
     assert answer.status_code == 201, answer.text
     return {"Authorization": f"Bearer {answer.json()['secret']}"}
@@ -74,7 +79,7 @@ def test_when_each_need_is_met_by_some_worker_the_reason_says_none_meets_all(
 
 
 def worker(**caps: Any) -> Worker:
-    return Worker(name="w", capabilities=caps)
+    return Worker(name="w", capabilities={"protocol": WORKER_PROTOCOL, **caps})
 
 
 def job(**settings: Any) -> Job:
@@ -113,7 +118,10 @@ def test_alike_workers_are_looked_at_once_and_alike_jobs_answered_once() -> None
                 looks.append(1)
             return super().get(key, default)
 
-    workers = [Worker(name=f"w{n}", capabilities=Counted(tags=["a"])) for n in range(500)]
+    workers = [
+        Worker(name=f"w{n}", capabilities=Counted(tags=["a"], protocol=WORKER_PROTOCOL))
+        for n in range(500)
+    ]
     reasons = WaitReasons(workers)
     built = len(looks)
     for _ in range(200):

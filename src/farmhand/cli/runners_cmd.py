@@ -28,6 +28,7 @@ from farmhand.cli.jobs_cmd import (
     open_client,
 )
 from farmhand.client import FarmhandClient
+from farmhand.shared.protocol import TOO_OLD_NOTE, too_old
 from farmhand.shared.schemas import (
     WEEKDAYS,
     RunnerActionName,
@@ -171,6 +172,14 @@ def runner_address(info: RunnerInfo) -> str:
     return seen or own
 
 
+def runner_too_old(info: RunnerInfo) -> bool:
+    """Whether the manager gives this runner no task because its farmhand is too old
+    (`shared/protocol.too_old`). Only a manager that reports what its runners declare says
+    so: from an older one, `protocol` is absent (not "0")."""
+    caps = info.capabilities
+    return "protocol" in caps.model_fields_set and too_old(caps.model_dump()) is not None
+
+
 def runners(url: UrlOption = None, token: TokenOption = None) -> None:
     """Every registered worker: where it is, its state, what it renders now, what it can
     render (admins)."""
@@ -205,7 +214,7 @@ def runners(url: UrlOption = None, token: TokenOption = None) -> None:
             str(one.id),
             one.name,
             runner_address(one),
-            _runner_status(one.status),
+            _runner_status(one.status) + (f" ({TOO_OLD_NOTE})" if runner_too_old(one) else ""),
             current,
             _ago(one.last_heartbeat),
             ", ".join(caps.tags),

@@ -691,6 +691,15 @@ class WorkerCapabilities(_Strict):
         description="The worker's own IP address on its way to the manager (the local end "
         "of a route to it), as it detects it at start; empty if it could not tell.",
     )
+    protocol: int = Field(
+        default=0,
+        ge=0,
+        description="The worker/manager protocol the worker speaks (`shared/protocol.py`); "
+        "0, the default, is a worker older than this field. A manager hands no task to "
+        "a worker below its minimum: its claims are answered 426. A registration that sends "
+        "no capabilities at all (a script; every farmhand worker sends them) counts as "
+        "speaking the manager's own.",
+    )
 
 
 class RunnerRegister(_Strict):

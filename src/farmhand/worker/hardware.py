@@ -9,6 +9,7 @@ import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from farmhand.shared.protocol import WORKER_PROTOCOL
 from farmhand.shared.schemas import WorkerCapabilities
 
 
@@ -97,5 +98,6 @@ def capabilities(
             "gpu": gpu,
             "blender_devices": [f"{kind}: {name}"[:200] for kind, name in seen][:64],
             "gpus": sorted({name[:200] for kind, name in seen if kind != "CPU"})[:64],
+            "protocol": WORKER_PROTOCOL,
         }
     )

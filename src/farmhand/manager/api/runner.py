@@ -60,6 +60,12 @@ from farmhand.manager.scheduling.workers import (
 )
 from farmhand.shared.frames import frame_label
 from farmhand.shared.paths import UnsafePathError, safe_relative_path
+from farmhand.shared.protocol import (
+    MIN_WORKER_PROTOCOL,
+    WORKER_PROTOCOL,
+    declared_protocol,
+    too_old,
+)
 from farmhand.shared.schemas import (
     CompletionOutcome,
     FrameFile,
@@ -87,6 +93,10 @@ log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/api/runner", tags=["runner"])
 
 ERRORS = error_responses(400, 401, 404, 409)
+CLAIM_ERRORS = {
+    **ERRORS,
+    426: {"description": "The worker runs a farmhand too old for this manager: upgrade it"},
+}
 OUTPUT_EXTENSIONS = {".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff", ".webp", ".bmp"}
 
 
@@ -341,7 +351,7 @@ def register(body: RunnerRegister, context: Context, request: Request) -> Runner
             session.add(worker)
         worker.secret_hash = token_hash(secret)
         worker.status = WorkerStatus.IDLE.value
-        worker.capabilities = body.capabilities.model_dump()
+        worker.capabilities = _declared(body)
         worker.address = seen_from(request)
         worker.last_heartbeat = now
         taken_over = worker.id is not None
@@ -353,11 +363,38 @@ def register(body: RunnerRegister, context: Context, request: Request) -> Runner
             worker=worker.name,
             worker_id=worker.id,
         )
+        _say_too_old(worker)
         registered = RunnerRegistered(worker_id=worker.id, name=worker.name, secret=secret)
     if taken_over:  # the old secret authenticates nothing from now on
         context.runner_ids.forget_worker(registered.worker_id)
     context.events.runner_changed(registered.worker_id)
     return registered
+
+
+def _declared(body: RunnerRegister) -> dict[str, Any]:
+    """The capabilities a registration declares. One that sends none is a script driving
+    the API, not a farmhand worker (every worker has always sent its capabilities): it is
+    taken as speaking this manager's protocol; a worker that sends them without saying
+    which is older than the field (0)."""
+    capabilities = body.capabilities.model_dump()
+    if "capabilities" not in body.model_fields_set:
+        capabilities["protocol"] = WORKER_PROTOCOL
+    return capabilities
+
+
+def _say_too_old(worker: Worker) -> None:
+    """The manager's one log line about a worker it will give no task (`too_old`): at its
+    registration, when a heartbeat changes what it declares, or at the first claim of a
+    record stored before workers declared a protocol (`_claim_in`)."""
+    reason = too_old(worker.capabilities)
+    if reason is not None:
+        log.warning(
+            "runner too old: it gets no task until it is upgraded",
+            worker=worker.name,
+            worker_id=worker.id,
+            protocol=declared_protocol(worker.capabilities),
+            needed=MIN_WORKER_PROTOCOL,
+        )
 
 
 @router.post("/heartbeat", response_model=HeartbeatReply, responses=ERRORS)
@@ -375,7 +412,10 @@ def heartbeat(
             worker.status = WorkerStatus.IDLE.value
             log.info("runner back online", worker=worker.name, worker_id=worker.id)
         if body.capabilities is not None:
+            said = worker.capabilities.get("protocol")
             worker.capabilities = body.capabilities.model_dump()
+            if said != worker.capabilities["protocol"]:  # once, not every heartbeat
+                _say_too_old(worker)
         jobs: list[int] = []
         if body.starting:
             reason = f"worker {worker.name} restarted"
@@ -491,6 +531,9 @@ class _Claimed:
     """The worker went offline while its long poll waited: it signed off (a worker
     stopping abandons its poll, which stays open here) or the reaper found it silent. No
     task is handed to it; the poll ends."""
+    too_old: str | None = None
+    """Why the worker gets no task at all: it runs a farmhand older than this manager
+    needs (`shared/protocol.too_old`). Its claim is answered 426."""
 
 
 def _claim_in(
@@ -511,6 +554,17 @@ def _claim_in(
     if not first and worker.status == WorkerStatus.OFFLINE.value:
         return _Claimed(None, offline=True)
     given_back = give_back_forgotten(session, worker_id, now, context.policy) if first else []
+    refused = too_old(worker.capabilities)
+    if refused is not None:
+        if "protocol" not in worker.capabilities:
+            # A record from before workers declared a protocol: its worker has not said
+            # one since (an old worker sends its capabilities only when it starts). Stored
+            # now, so the manager says so once, not at every claim.
+            stored = session.get(Worker, worker_id)
+            assert stored is not None
+            stored.capabilities = {**stored.capabilities, "protocol": 0}
+            _say_too_old(stored)
+        return _Claimed(None, given_back, too_old=refused)
     task = claim_task(session, worker, now, context.policy, prefer_job=prefer_job)
     if task is None:
         return _Claimed(None, given_back)
@@ -561,7 +615,7 @@ def _assigned(
 @router.get(
     "/tasks",
     response_model=TaskAssignment,
-    responses={**ERRORS, 204: {"description": "No task became available while waiting"}},
+    responses={**CLAIM_ERRORS, 204: {"description": "No task became available while waiting"}},
     summary="Claim the next task (long poll)",
 )
 async def claim(
@@ -587,6 +641,8 @@ async def claim(
         )
         first = False
         assignment = _after_claim(context, worker_id, claimed)
+        if claimed.too_old is not None:
+            raise HTTPException(status.HTTP_426_UPGRADE_REQUIRED, claimed.too_old)
         if assignment is not None:
             return assignment
         remaining = deadline - time.monotonic()
@@ -728,7 +784,8 @@ async def complete(
         Query(
             alias="next",
             description="Also claim the worker's next task now (no waiting): one request "
-            "instead of two between tasks. `next_task` in the answer.",
+            "instead of two between tasks. `next_task` in the answer (none for a worker too "
+            "old for this manager: the completion counts, its next claim is answered 426).",
         ),
     ] = False,
 ) -> CompletionOutcome:

@@ -1,5 +1,5 @@
-"""Which workers may run which work: availability, fit (tags, task types, Blender
-version, device, the job's pinned Blender), blocklist.
+"""Which workers may run which work: availability, fit (a farmhand new enough for this
+manager, tags, task types, Blender version, device, the job's pinned Blender), blocklist.
 
 Used by the claim (may *this* worker take *this* job?) and by the retry and blocklist
 rules (is there *any other* worker that could?), so both ask the same questions; and by
@@ -17,7 +17,13 @@ from sqlalchemy.orm import Session
 
 from farmhand.manager.db.models import Blocklist, Job, Worker
 from farmhand.shared.blendfile import best_version, cannot_open, oldest_in_range, parse_version
+from farmhand.shared.protocol import MIN_WORKER_PROTOCOL, too_old
 from farmhand.shared.schemas import WorkerStatus
+
+TOO_OLD_REASON = (
+    f"no worker runs a farmhand this manager hands work to (worker protocol "
+    f"{MIN_WORKER_PROTOCOL} or newer): the online ones are too old, upgrade them"
+)
 
 
 def available(worker: Worker) -> bool:
@@ -104,8 +110,9 @@ class Need:
     """One thing a job asks for that a worker does not offer."""
 
     key: str
-    """Which requirement: `type`, `tag:NAME`, `device` or `blender` (the file's Blender,
-    the job's range or its pin: one Blender does all three)."""
+    """Which requirement: `protocol` (a worker new enough for this manager), `type`,
+    `tag:NAME`, `device` or `blender` (the file's Blender, the job's range or its pin:
+    one Blender does all three)."""
     name: str
     """It in a list of things no one worker has together: `tag highmem`, `device OPTIX`."""
     reason: str
@@ -131,6 +138,12 @@ def unmet(
     and are not pinned. A worker that names no Blender is not checked, as for the
     file's version.
     """
+    old = too_old(caps)
+    if old is not None:
+        # First: whatever else it offers, a worker too old for this manager gets no task
+        # (`api/runner._claim_in` refuses its claims), so it must not count as one that
+        # could run the job, nor hide why the job waits.
+        yield Need("protocol", "an up-to-date farmhand", TOO_OLD_REASON)
     if task_type not in _types(caps):
         yield Need("type", f"the {task_type} task type", f"no worker runs {task_type} tasks")
     have = set(caps.get("tags") or ())
@@ -231,6 +244,7 @@ class WaitReasons:
                     frozenset(caps.get("tags") or ()),
                     caps.get("device") or "CPU",
                     frozenset(caps.get("blender_versions") or ()),
+                    too_old(caps) is None,
                 ),
                 caps,
             )
@@ -275,6 +289,8 @@ class WaitReasons:
         if not nowhere:
             return f"waiting: no one worker has {_both([first[key].name for key in order])}"
         said = []
+        if "protocol" in nowhere:
+            said.append(first["protocol"].reason)
         if "type" in nowhere:
             said.append(first["type"].reason)
         tags = [key.partition(":")[2] for key in order if key.startswith("tag:") and key in nowhere]
@@ -309,7 +325,7 @@ class WaitReasons:
         return f"{needs}; the online workers have {_listed(have, 12) or 'no Blender'}"
 
 
-_ORDER = {"type": 0, "tag": 1, "device": 2, "blender": 3}
+_ORDER = {"protocol": -1, "type": 0, "tag": 1, "device": 2, "blender": 3}
 """The order `unmet` checks in, which reasons keep."""
 
 
