@@ -51,6 +51,8 @@ from farmhand.manager.scheduling.state import (
     task_is_held_by,
 )
 from farmhand.manager.scheduling.workers import (
+    FORGOTTEN,
+    GivenBack,
     abort_current,
     active_tasks,
     claiming_worker,
@@ -526,7 +528,7 @@ class _Claimed:
     log), if any, and the (job id, task id) of tasks the worker held but had forgotten."""
 
     found: tuple[TaskAssignment, str] | None
-    given_back: list[tuple[int, int]] = field(default_factory=list)
+    given_back: list[GivenBack] = field(default_factory=list)
     offline: bool = False
     """The worker went offline while its long poll waited: it signed off (a worker
     stopping abandons its poll, which stays open here) or the reaper found it silent. No
@@ -582,14 +584,23 @@ def _after_claim(
     context: ManagerContext, worker_id: int, claimed: _Claimed
 ) -> TaskAssignment | None:
     """What follows a committed look for work: log lines, live events, wake-ups."""
-    for job_id, task_id in claimed.given_back:
-        log.info(
-            "task given back: its worker asked for work without it",
-            job_id=job_id,
-            task_id=task_id,
-            worker_id=worker_id,
-        )
-        context.events.job_changed(job_id)
+    for back in claimed.given_back:
+        if back.failed is None:
+            log.info(
+                f"task given back: {FORGOTTEN}",
+                job_id=back.job_id,
+                task_id=back.task_id,
+                worker_id=worker_id,
+            )
+        else:
+            log.warning(
+                "task failed: given back too often",
+                job_id=back.job_id,
+                task_id=back.task_id,
+                worker_id=worker_id,
+                reason=back.failed,
+            )
+        context.events.job_changed(back.job_id)
     if claimed.given_back:
         context.wakeup.notify()
     if claimed.found is None:

@@ -10,6 +10,8 @@ task, so a drain `now` is a disable now.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from farmhand.manager.db.models import Task, Worker
 from farmhand.manager.scheduling.policy import Policy
-from farmhand.manager.scheduling.state import requeue_task
+from farmhand.manager.scheduling.state import fail_task, requeue_task
 from farmhand.shared.schemas import WEEKDAYS, SleepSchedule, TaskStatus, WorkerStatus
 
 
@@ -78,10 +80,38 @@ _FORGOTTEN = select(Task.id).where(
 )
 
 
+FORGOTTEN = "its worker asked for work without it"
+"""How the reason of a task given back by `give_back_forgotten` begins."""
+
+GIVE_BACKS_BEFORE_FAILURE = 3
+"""How many times in a row one worker may be given one task back before the give-back
+counts as that worker's failed attempt (`fail_task`)."""
+
+_GIVEN_BACK_BY = re.compile(re.escape(FORGOTTEN) + r" \(worker (\d+), (\d+) times? in a row\)")
+
+
+def _given_back_before(task: Task, worker_id: int) -> int:
+    """How many times in a row this worker had this task given back: its reason says so
+    (`last_error` is kept until the task ends or is given back again, so any other
+    outcome in between, another worker's give-back included, starts the count again)."""
+    said = _GIVEN_BACK_BY.fullmatch(task.last_error or "")
+    if said is None or int(said.group(1)) != worker_id:
+        return 0
+    return int(said.group(2))
+
+
+@dataclass(frozen=True)
+class GivenBack:
+    job_id: int
+    task_id: int
+    failed: str | None = None
+    """Why the give-back counted as a failed attempt, if it did."""
+
+
 def give_back_forgotten(
     session: Session, worker_id: int, now: datetime, policy: Policy
-) -> list[tuple[int, int]]:
-    """Requeue what a worker asking for work still holds; returns (job id, task id) pairs.
+) -> list[GivenBack]:
+    """Requeue what a worker asking for work still holds.
 
     A worker runs one task at a time and asks for work only between tasks, so a task the
     manager still counts as its own is one it is not working on: the answer that handed
@@ -90,13 +120,30 @@ def give_back_forgotten(
     for the task timeout (half an hour by default) and then count as the worker's
     failure. Tasks handed out within `forgotten_task_after` are spared: their answer may
     still be on its way (and a test may race one runner's claims on purpose).
+
+    A give-back is not a failure, but it must not cycle forever: a worker that is handed
+    a task it cannot do and drops it without failing it (an older farmhand, given a task
+    its version does not know) would get it again and again, its attempts climbing past
+    any limit while the job never ends. The `GIVE_BACKS_BEFORE_FAILURE`th give-back of one
+    task by one worker in a row is that worker's failed attempt (`fail_task`), so the
+    job's attempts and the blocklist apply.
     """
     before = now - timedelta(seconds=policy.forgotten_task_after)
     ids = session.connection().scalars(_FORGOTTEN, {"worker": worker_id, "before": before}).all()
     given_back = []
     for task in session.scalars(select(Task).where(Task.id.in_(ids))) if ids else ():
-        requeue_task(session, task, "its worker asked for work without it", now, policy)
-        given_back.append((task.job_id, task.id))
+        times = _given_back_before(task, worker_id) + 1
+        if times >= GIVE_BACKS_BEFORE_FAILURE:
+            reason = (
+                f"{FORGOTTEN} {times} times in a row: it does not run this task "
+                "(an older farmhand worker?)"
+            )
+            fail_task(session, task, reason, now, policy)
+            given_back.append(GivenBack(task.job_id, task.id, reason))
+            continue
+        said = f"{FORGOTTEN} (worker {worker_id}, {times} time{'s' if times > 1 else ''} in a row)"
+        requeue_task(session, task, said, now, policy)
+        given_back.append(GivenBack(task.job_id, task.id))
     return given_back
 
 
@@ -255,6 +302,9 @@ def update_sleep(session: Session, now: datetime, policy: Policy) -> tuple[list[
 
 
 __all__ = [
+    "FORGOTTEN",
+    "GIVE_BACKS_BEFORE_FAILURE",
+    "GivenBack",
     "ScheduleError",
     "abort_current",
     "apply_action",
