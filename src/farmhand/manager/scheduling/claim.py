@@ -27,6 +27,16 @@ narrowed to it, `eligibility.pinned_range`), so one still is never merged from t
 nor one animation cut from frames, of two Blenders. The pin is read with the job's other
 columns and checked in memory: a claim costs a statement more only when it sets one.
 
+The ranking is done by the database (`_ranked`), so that a claim's cost does not grow
+with the queue: it reads one priority at a time, from the highest, and within it the
+best-ranked jobs a slice at a time (`FIRST_SLICE`, then four times as many), checking
+each for its cap, fit and blocklist here (`eligibility`, which owns those rules) and
+stopping at the first job that yields a task. Jobs at lower priorities are not read;
+jobs at the same priority ranked below the chosen one are sorted by the database and
+never fetched. What a claim still pays for, job by job, is the jobs ranked *ahead* of the
+one it takes that it cannot take (not fitting, capped, blocklisted, nothing runnable):
+it has to look at each (docs/PERFORMANCE.md, "Many queued jobs").
+
 The choice is a read followed by the state machine's compare-and-set; if another worker
 won the race for a task, the next one is tried. No lock outside the database is involved,
 so several managers can share one database.
@@ -34,12 +44,26 @@ so several managers can share one database.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, Literal
 
-from sqlalchemy import Select, Update, bindparam, exists, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    ScalarSelect,
+    Select,
+    Update,
+    bindparam,
+    case,
+    exists,
+    func,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.orm import Session, aliased
 
 from farmhand.manager.db.models import Job, Task, TaskDependency, TaskFailure, Worker
@@ -63,9 +87,6 @@ TASKS_PER_JOB = 8
 @dataclass(frozen=True)
 class _Candidate:
     job_id: int
-    owner_id: int
-    priority: int
-    created_at: datetime
     settings: dict[str, Any]
     types: tuple[str, ...]
     """The task types the worker may run in this job: it runs them, the job fits it for
@@ -77,32 +98,93 @@ class _Candidate:
 # The claim's statements are built once (per set of task types): building one (an alias,
 # an EXISTS, the compile-cache key) costs several times more than running it on SQLite.
 
+_owner_job = aliased(Job)
+_OWNERS_HELD = (
+    select(_owner_job.owner_id.label("owner_id"), func.count().label("held"))
+    .select_from(Task)
+    .join(_owner_job, _owner_job.id == Task.job_id)
+    .where(Task.status == TaskStatus.ACTIVE.value)
+    .group_by(_owner_job.owner_id)
+    .subquery("owners_held")
+)
+"""How many workers each owner holds right now, over all their jobs (fair share)."""
 
-@lru_cache(maxsize=64)
-def _jobs_with_work(types: tuple[str, ...]) -> Select[Any]:
-    return select(
-        Job.id,
-        Job.owner_id,
-        Job.priority,
-        Job.created_at,
-        Job.settings,
-        Job.blender_saved,
-        Job.blender_pinned,
-    ).where(
-        one_of(Job.status, RUNNABLE_JOB_STATUSES),
-        exists().where(
-            Task.job_id == Job.id, Task.status == TaskStatus.QUEUED.value, one_of(Task.type, types)
-        ),
+
+_JobRow = tuple[int, int, dict[str, Any], str | None, str | None]
+"""A ranked job: id, priority, settings, the Blender that saved it, its pin."""
+
+_TOP = 2**31 - 1
+"""Above any priority (`JobSettings.priority` is 0-100)."""
+
+
+def _has_work(types: tuple[str, ...]) -> ColumnElement[bool]:
+    """The job has queued tasks of these types."""
+    return exists().where(
+        Task.job_id == Job.id, Task.status == TaskStatus.QUEUED.value, one_of(Task.type, types)
     )
 
 
-_HELD = (
-    select(Task.job_id, Job.owner_id, func.count())
-    .join(Job, Job.id == Task.job_id)
+def _next_priority(types: tuple[str, ...]) -> ScalarSelect[int]:
+    """The highest priority below `below` of a runnable job with queued tasks of the
+    given types. One status at a time, so the database walks `ix_jobs_runnable` down
+    from `below` and stops at the first such job: the jobs at lower priorities are not
+    read."""
+    highest = [
+        select(Job.priority)
+        .where(Job.status == status, Job.priority < bindparam("below"), _has_work(types))
+        .order_by(Job.priority.desc())
+        .limit(1)
+        .subquery()
+        for status in RUNNABLE_JOB_STATUSES
+    ]
+    either = union_all(*(select(top.c.priority) for top in highest)).subquery()
+    return select(func.max(either.c.priority)).scalar_subquery()
+
+
+@lru_cache(maxsize=64)
+def _ranked(types: tuple[str, ...]) -> Select[*_JobRow]:
+    """The runnable jobs with queued tasks of the given types at the highest priority
+    below `below`, best first by the rule the module docstring states (priority, then
+    fair share, the preferred job, age, id), a slice (`limit`, `offset`) at a time.
+
+    The database ranks them, so the jobs a claim never reaches cost it no Python: only
+    the rows of the slices it looks at are fetched and their settings decoded. Jobs at
+    lower priorities are not even read until the claim has passed every job above them.
+    """
+    return (
+        select(Job.id, Job.priority, Job.settings, Job.blender_saved, Job.blender_pinned)
+        .outerjoin(_OWNERS_HELD, _OWNERS_HELD.c.owner_id == Job.owner_id)
+        .where(
+            Job.priority == _next_priority(types),
+            one_of(Job.status, RUNNABLE_JOB_STATUSES),
+            _has_work(types),
+        )
+        .order_by(
+            func.coalesce(_OWNERS_HELD.c.held, 0),  # fair share before the worker's wish
+            # Its files and Blender session are already there (no `prefer`: all alike).
+            case((Job.id == bindparam("prefer"), 0), else_=1),
+            Job.created_at,
+            Job.id,
+        )
+        .limit(bindparam("limit"))
+        .offset(bindparam("offset"))
+    )
+
+
+_HELD_BY_JOB = (
+    select(Task.job_id, func.count())
     .where(Task.status == TaskStatus.ACTIVE.value)
-    .group_by(Task.job_id, Job.owner_id)
+    .group_by(Task.job_id)
 )
-"""Who holds how many workers right now, per job (and so per owner): one query."""
+"""How many workers each job holds right now (its `max_workers` cap): one row a job that
+holds any, however many jobs are queued."""
+
+FIRST_SLICE = 16
+"""The claim fetches the best-ranked jobs of a priority this many at first, then four
+times as many each time (16, 64, 256…): usually the first job yields a task and few rows
+are decoded, while a claim passing many jobs by (capped, not fitting, blocklisted,
+nothing runnable) reads them in a few statements."""
+
 _dependency = aliased(Task)
 
 
@@ -126,44 +208,55 @@ def _runnable(types: tuple[str, ...]) -> Select[int, int, str, int]:
     )
 
 
-def _ranked_jobs(session: Session, worker: Worker, prefer_job: int | None) -> list[_Candidate]:
+def _ranked_jobs(session: Session, worker: Worker, prefer_job: int | None) -> Iterator[_Candidate]:
+    """The jobs the worker may take, best first, fetched while the claim asks for more:
+    one priority at a time from the highest, and within it a slice at a time. Each is
+    checked for its cap, then its fit and the worker's blocklist entries per task type
+    (`eligibility`), in rank order.
+
+    Within one claim every slice comes from one state of the database: on SQLite a claim
+    is one transaction. On PostgreSQL a claim racing another may see a job move between
+    two slices (look at it twice, or pass it by); the next claim sees it again.
+    """
     types = task_types(worker)
     connection = session.connection()
-    rows = connection.execute(_jobs_with_work(tuple(types))).all()
-    if not rows:
-        return []
-    held_by_owner: dict[int, int] = {}
-    held_by_job: dict[int, int] = {}
-    for job_id, owner, count in connection.execute(_HELD):
-        held_by_job[job_id] = count
-        held_by_owner[owner] = held_by_owner.get(owner, 0) + count
-    blocked = barred_types(connection, worker.id)
-    candidates = []
-    for job_id, owner_id, priority, created_at, settings, saved, pinned in rows:
-        cap = settings.get("max_workers")
-        if cap and held_by_job.get(job_id, 0) >= cap:
-            continue
-        barred = blocked.get(job_id, ())
-        allowed = tuple(
-            task_type
-            for task_type in types
-            if task_type not in barred and fits(worker, settings, task_type, saved, pinned)
-        )
-        if not allowed:
-            continue
-        candidates.append(
-            _Candidate(job_id, owner_id, priority, created_at, settings, allowed, saved, pinned)
-        )
-    candidates.sort(
-        key=lambda c: (
-            -c.priority,
-            held_by_owner.get(c.owner_id, 0),  # fair share before the worker's wish
-            c.job_id != prefer_job,  # its files and Blender session are already there
-            c.created_at,
-            c.job_id,
-        )
-    )
-    return candidates
+    ranked = _ranked(tuple(types))
+
+    def ranked_slice(below: int, offset: int, limit: int) -> list[Row[*_JobRow]]:
+        parameters = {"below": below, "prefer": prefer_job, "limit": limit, "offset": offset}
+        return list(connection.execute(ranked, parameters))
+
+    held_by_job: dict[int, int] | None = None
+    blocked: dict[int, set[str]] = {}
+    below = _TOP
+    while True:
+        offset, limit = 0, FIRST_SLICE
+        rows = ranked_slice(below, offset, limit)
+        if not rows:
+            return  # no job below `below` has work for this worker
+        if held_by_job is None:  # the first look: what may hold the jobs back
+            held_by_job = {job_id: count for job_id, count in connection.execute(_HELD_BY_JOB)}
+            blocked = barred_types(connection, worker.id)
+        level = rows[0].priority
+        while True:
+            for job_id, _, settings, saved, pinned in rows:
+                cap = settings.get("max_workers")
+                if cap and held_by_job.get(job_id, 0) >= cap:
+                    continue
+                barred = blocked.get(job_id, ())
+                allowed = tuple(
+                    task_type
+                    for task_type in types
+                    if task_type not in barred and fits(worker, settings, task_type, saved, pinned)
+                )
+                if allowed:
+                    yield _Candidate(job_id, settings, allowed, saved, pinned)
+            if len(rows) < limit:
+                break
+            offset += limit
+            limit *= 4
+            rows = ranked_slice(below, offset, limit)
+        below = level
 
 
 @dataclass(frozen=True)
