@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import re
 import shutil
 import signal
 import threading
@@ -37,10 +38,12 @@ import httpx
 import structlog
 from structlog.typing import FilteringBoundLogger
 
+from farmhand import __version__
 from farmhand.client import FarmhandError, RunnerClient
 from farmhand.client.errors import is_retryable
 from farmhand.client.retry import RetryAborted, RetryPolicy, call_with_retry
 from farmhand.shared.pathmap import PathMapError, current_platform, remap_pairs, to_local
+from farmhand.shared.protocol import WORKER_PROTOCOL
 from farmhand.shared.schemas import (
     CompletionOutcome,
     FrameFile,
@@ -455,6 +458,45 @@ look and a restart), so that a service manager can be told not to restart it."""
 # ---------------------------------------------------------------------- agent
 
 
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+
+
+def older_manager(
+    manager_url: str, manager_version: str | None, refusal: FarmhandError
+) -> str | None:
+    """The one line a worker that an older manager refused says, or None if the refusal
+    is not about that.
+
+    A worker newer than its manager sends it what it does not know: an older manager's
+    strict schema refuses the registration with a 400 about `capabilities` ("Extra
+    inputs are not permitted"), which reads like a bug of the worker. That, or any
+    refusal of what we sent by a manager reporting an older version than ours, says which
+    side to upgrade. Other refusals (a registration token it does not know) are not
+    about versions.
+    """
+    if refusal.status_code not in (400, 422):
+        return None
+    about_capabilities = "capabilities" in refusal.detail
+    older = manager_version is not None and _version_key(manager_version) < _version_key(
+        __version__
+    )
+    if not (about_capabilities or older):
+        return None
+    ours = f"{__version__}, worker protocol {WORKER_PROTOCOL}"
+    if older:
+        return (
+            f"the manager at {manager_url} runs farmhand {manager_version}, older than this "
+            f"worker ({ours}): upgrade the manager (or run a worker of {manager_version})"
+        )
+    theirs = f"farmhand {manager_version}" if manager_version else "farmhand"
+    return (
+        f"the manager at {manager_url} runs an older build of {theirs} than this worker "
+        f"({ours}), and refused what it declares ({refusal}): upgrade the manager (or run "
+        "a worker of its build)"
+    )
+
+
 class Agent:
     """One worker process: one task at a time."""
 
@@ -510,6 +552,10 @@ class Agent:
             if exc.runner_deleted:
                 self._refused(exc)
                 return self._locked_out()
+            older = older_manager(self.settings.manager_url, self._manager_version(exc), exc)
+            if older is not None:
+                self.log.error(older)
+                return 2
             self.log.error("cannot register with the manager", error=str(exc))
             return 2
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
@@ -540,6 +586,16 @@ class Agent:
             if isinstance(self.renderer, ClosableRenderer):
                 self.renderer.close()
         return 0 if self._deleted is None else self._locked_out()
+
+    def _manager_version(self, refusal: FarmhandError) -> str | None:
+        """The farmhand version the manager that refused us reports (`/healthz`), or None
+        if it could not be read; not asked when the manager was not reached at all."""
+        if refusal.status_code is None:
+            return None
+        try:
+            return self.client.health().version
+        except FarmhandError:
+            return None
 
     def _wind_down(self, beat: threading.Thread) -> None:
         """A clean stop: give back what the manager handed us last, sign off."""
