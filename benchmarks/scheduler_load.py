@@ -15,6 +15,14 @@ figure does not depend on what else the machine is doing.
 With `--render-ms`, each worker spends about that long "rendering" each task, so the
 manager is not saturated and the claim latency is what a worker sees at that load.
 
+With `--queued-jobs N`, N small jobs (two tasks each) of four other users wait in the
+queue the whole run, submitted before the measured job, as on a busy farm: most at a lower
+priority (they rank behind the measured job), and a share (`--queued-ahead`) at the
+same priority, asking for a tag no simulated worker has (GPU machines that are away).
+Those rank *ahead* of the measured job (their owners hold no worker, so fair share puts
+them first), and every claim must look at them and pass them by. None of them is run:
+the figures are for the measured job's tasks, with the claim choosing among all of them.
+
 Run:  .venv/bin/python benchmarks/scheduler_load.py [--workers 200] [--tasks 20000]
 """
 
@@ -204,6 +212,58 @@ async def simulated_worker(
         await client.close()
 
 
+@dataclass(frozen=True)
+class Queue:
+    """The jobs that wait in the queue while the measured job runs (`--queued-jobs`)."""
+
+    jobs: int = 0
+    ahead: float = 0.1
+    """The share at the measured job's priority (and a tag no simulated worker has)."""
+    users: int = 4
+
+
+async def _submit(client: httpx.AsyncClient, token: str, settings: dict[str, Any]) -> None:
+    answer = await client.post(
+        "/api/jobs",
+        headers={"Authorization": f"Bearer {token}"},
+        files={"file": ("load.blend", FAKE_BLEND, "application/octet-stream")},
+        data={"settings": json.dumps(settings)},
+    )
+    answer.raise_for_status()
+
+
+async def _fill_queue(url: str, admin: str, queue: Queue) -> None:
+    """Submit `queue.jobs` small jobs of other users, a few at a time (before the manager's
+    CPU is first read: submitting them is not part of the figures)."""
+    if queue.jobs:
+        async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+            await _fill(client, admin, queue)
+
+
+async def _fill(client: httpx.AsyncClient, admin: str, queue: Queue) -> None:
+    tokens = []
+    for n in range(queue.users):
+        answer = await client.post(
+            "/api/admin/users",
+            headers={"Authorization": f"Bearer {admin}"},
+            json={"name": f"queued{n}"},
+        )
+        answer.raise_for_status()
+        tokens.append(answer.json()["token"])
+    every = round(1 / queue.ahead) if queue.ahead else 0
+    small = {"frame_start": 1, "frame_end": 2, "chunk_size": 1}
+    ahead = {**small, "required_tags": ["gpu"]}  # the default priority, as the measured job
+    behind = {**small, "priority": 30}
+    gate = asyncio.Semaphore(8)
+
+    async def one(n: int) -> None:
+        async with gate:
+            settings = ahead if every and n % every == 0 else behind
+            await _submit(client, tokens[n % len(tokens)], settings)
+
+    await asyncio.gather(*(one(n) for n in range(queue.jobs)))
+
+
 async def _register_and_submit(
     url: str, admin: str, runner_token: str, workers: int, tasks: int
 ) -> list[str]:
@@ -215,13 +275,7 @@ async def _register_and_submit(
             )
             answer.raise_for_status()
             secrets.append(answer.json()["secret"])
-        answer = await client.post(
-            "/api/jobs",
-            headers={"Authorization": f"Bearer {admin}"},
-            files={"file": ("load.blend", FAKE_BLEND, "application/octet-stream")},
-            data={"settings": json.dumps({"frame_start": 1, "frame_end": tasks, "chunk_size": 1})},
-        )
-        answer.raise_for_status()
+        await _submit(client, admin, {"frame_start": 1, "frame_end": tasks, "chunk_size": 1})
     return secrets
 
 
@@ -364,6 +418,19 @@ def main() -> None:
         default=0.0,
         help="simulated render time per task (0: workers that never rest)",
     )
+    parser.add_argument(
+        "--queued-jobs",
+        type=int,
+        default=0,
+        help="small jobs of other users waiting in the queue the whole run",
+    )
+    parser.add_argument(
+        "--queued-ahead",
+        type=float,
+        default=0.1,
+        help="share of the queued jobs at the measured job's priority, needing a tag no "
+        "simulated worker has (fair share ranks them first; every claim passes them by)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="farmhand-load-"))
@@ -373,6 +440,9 @@ def main() -> None:
         )
         assert manager.process is not None
         pid = manager.process.pid
+        asyncio.run(
+            _fill_queue(farm.url, farm.admin_token, Queue(args.queued_jobs, args.queued_ahead))
+        )
         start_rss, start_cpu = rss_mb(pid), cpu_seconds(pid)
         results = run(
             farm.url,
@@ -388,6 +458,8 @@ def main() -> None:
         results["completion_claims_next"] = not args.no_next
         results["frame_upload"] = "multipart POST" if args.multipart else "raw-body PUT"
         results["render_ms"] = args.render_ms
+        results["queued_jobs"] = args.queued_jobs
+        results["queued_ahead"] = args.queued_ahead if args.queued_jobs else 0
         results["manager_rss_mb_start"] = round(start_rss, 1)
         results["manager_rss_mb_end"] = round(rss_mb(pid), 1)
         # Includes registering the workers and compiling the job (small next to the run).
