@@ -20,6 +20,7 @@ from rich.console import Console
 from farmhand.cli import jobs_cmd
 from farmhand.client import FarmhandClient
 from farmhand.localfarm import LocalFarm, local_farm
+from farmhand.shared.protocol import WORKER_PROTOCOL
 from tests.integration.conftest import purge_jobs_and_runners, submit_stand_in
 
 TASKS = 2000
@@ -61,7 +62,11 @@ class Recording(httpx.BaseTransport):
 def runner(api: httpx.Client, farm: LocalFarm, name: str) -> dict[str, str]:
     answer = api.post(
         "/api/runner/register",
-        json={"token": farm.runner_token, "name": name, "capabilities": {}},
+        json={
+            "token": farm.runner_token,
+            "name": name,
+            "capabilities": {"protocol": WORKER_PROTOCOL},
+        },
     )
     assert answer.status_code == 201, answer.text
     return {"Authorization": f"Bearer {answer.json()['secret']}"}
