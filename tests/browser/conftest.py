@@ -197,13 +197,20 @@ def claim(api: httpx.Client, who: dict[str, str]) -> dict[str, Any]:
     return answer.json()  # type: ignore[no-any-return]
 
 
-def complete(api: httpx.Client, who: dict[str, str], task: dict[str, Any]) -> None:
-    """Upload a PNG for each frame of the task, then complete it, as a worker does."""
+def complete(
+    api: httpx.Client,
+    who: dict[str, str],
+    task: dict[str, Any],
+    image: tuple[str, bytes] | None = None,
+) -> None:
+    """Upload an image for each frame of the task (a PNG, or `image`: suffix and bytes),
+    then complete it, as a worker does."""
+    suffix, content = image or ("png", png_bytes())
     for frame in task["frames"]:
         answer = api.put(
-            f"/api/runner/tasks/{task['task_id']}/frames/{frame}.png",
+            f"/api/runner/tasks/{task['task_id']}/frames/{frame}.{suffix}",
             headers=who,
-            content=png_bytes(),
+            content=content,
         )
         assert answer.status_code == 201, answer.text
     answer = api.post(

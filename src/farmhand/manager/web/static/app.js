@@ -728,7 +728,9 @@
 
     const thumbUrl = (f) => `${base}/files/${f.id}/thumbnail?v=${f.sha256.slice(0, 12)}`;
     const fileUrl = (f) => `${base}/files/${f.id}/download`;
-    const isExr = (f) => /\.exr$/i.test(f.path);
+    // Browsers show PNG, JPEG, WebP and BMP; for the rest the farm keeps (OpenEXR, TIFF) the
+    // manager's JPEG preview stands in.
+    const needsPreview = (f) => !/\.(png|jpe?g|webp|bmp)$/i.test(f.path);
 
     // What the job was submitted without (`--allow-missing`): its frames show those
     // files magenta, and "completed" alone would pass them for a full render. Text only.
@@ -858,7 +860,7 @@
       const earlier = latest && !done.has(latest.frame) ? " · an earlier render, to be rendered again" : "";
       if (latest && figure.dataset.file !== `${latest.id}${earlier ? "-old" : ""}`) {
         figure.dataset.file = `${latest.id}${earlier ? "-old" : ""}`;
-        figure.innerHTML = `<a href="${fileUrl(latest)}" aria-label="Open frame ${latest.frame}"><img src="${isExr(latest) ? thumbUrl(latest) : fileUrl(latest)}" alt="Frame ${latest.frame}, the last rendered"></a><figcaption>Frame ${latest.frame} · ${esc(latest.path)}${earlier}</figcaption>`;
+        figure.innerHTML = `<a href="${fileUrl(latest)}" aria-label="Open frame ${latest.frame}"><img src="${needsPreview(latest) ? thumbUrl(latest) : fileUrl(latest)}" alt="Frame ${latest.frame}, the last rendered"></a><figcaption>Frame ${latest.frame} · ${esc(latest.path)}${earlier}</figcaption>`;
         $("a", figure).addEventListener("click", (e) => { e.preventDefault(); openFrame(latest.frame); });
       }
     }
@@ -999,10 +1001,9 @@
       if (!file) return;
       current = frame;
       $("#lightbox-title").textContent = `Frame ${frame}`;
-      // Browsers cannot show EXR: the manager's large JPEG preview stands in for it.
-      $("#lightbox-img").src = isExr(file) ? `${thumbUrl(file)}&size=1600` : fileUrl(file);
+      $("#lightbox-img").src = needsPreview(file) ? `${thumbUrl(file)}&size=1600` : fileUrl(file);
       $("#lightbox-img").alt = `Frame ${frame}`;
-      $("#lightbox-note").hidden = !isExr(file);
+      $("#lightbox-note").hidden = !needsPreview(file);
       $("#lightbox-download").href = fileUrl(file);
       const index = done.indexOf(file);
       $("#lightbox-prev").disabled = index <= 0;
