@@ -49,6 +49,15 @@ def blender_executable() -> BlenderInstall:
         pytest.skip(str(error))
 
 
+@pytest.fixture(scope="module", params=["bpy", "3.4"])
+def install(request: pytest.FixtureRequest) -> BlenderInstall:
+    """Each Blender in turn, Blender 5 (`bpy`) and then 3.4, for a test that must hold for
+    files both save (each module's scenes built by the Blender that renders them)."""
+    name = "blender_module" if request.param == "bpy" else "blender_executable"
+    blender: BlenderInstall = request.getfixturevalue(name)
+    return blender
+
+
 @pytest.fixture(scope="session")
 def animated_blend(
     tmp_path_factory: pytest.TempPathFactory, blender_module: BlenderInstall

@@ -21,7 +21,7 @@ import pytest
 from farmhand.client.packing import pack
 from farmhand.localfarm import LocalFarm, local_farm
 from farmhand.scenes import run_builder
-from farmhand.worker.blender.discovery import BlenderInstall, find_blender
+from farmhand.worker.blender.discovery import BlenderInstall
 from tests.integration.farmhand_cli import cli
 
 pytestmark = [pytest.mark.blender, pytest.mark.slow]
@@ -122,14 +122,6 @@ for frame in range(int(args[1]), int(args[2]) + 1):
         shown[frame][name] = node.image.filepath_from_user(image_user=node.image_user)
 print("SHOWN=" + json.dumps(shown))
 """
-
-
-@pytest.fixture(scope="module", params=["bpy", "3.4"])
-def install(request: pytest.FixtureRequest) -> BlenderInstall:
-    if request.param == "bpy":
-        return find_blender("bpy")
-    blender: BlenderInstall = request.getfixturevalue("blender_executable")
-    return blender
 
 
 @pytest.fixture(scope="module")

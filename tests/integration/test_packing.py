@@ -24,7 +24,7 @@ from farmhand.client.packing import pack
 from farmhand.localfarm import LocalFarm, local_farm
 from farmhand.scenes import make_project
 from farmhand.shared.schemas import JobDetail, JobStatus
-from farmhand.worker.blender.discovery import BlenderInstall, find_blender
+from farmhand.worker.blender.discovery import BlenderInstall
 from tests.integration.farmhand_cli import cli
 from tests.integration.waiting import wait_for
 
@@ -58,14 +58,6 @@ def finished(farm: LocalFarm, job_id: int) -> JobDetail | None:
         job = client.get_job(job_id)
     done = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED)
     return job if job.status in done else None
-
-
-@pytest.fixture(params=["bpy", "3.4"])
-def install(request: pytest.FixtureRequest) -> BlenderInstall:
-    if request.param == "bpy":
-        return find_blender("bpy")
-    blender: BlenderInstall = request.getfixturevalue("blender_executable")
-    return blender
 
 
 def test_packed_project_renders_on_a_worker_without_the_original_folders(

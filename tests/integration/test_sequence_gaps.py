@@ -24,7 +24,7 @@ import pytest
 from farmhand.client.packing import pack
 from farmhand.localfarm import LocalFarm, local_farm
 from farmhand.scenes import run_builder
-from farmhand.worker.blender.discovery import BlenderInstall, find_blender
+from farmhand.worker.blender.discovery import BlenderInstall
 from tests.integration.farmhand_cli import cli
 
 pytestmark = [pytest.mark.blender, pytest.mark.slow]
@@ -160,14 +160,6 @@ for frame in range(int(args[1]), int(args[2]) + 1):
                      for volume in bpy.data.volumes}
 print("LOADED=" + json.dumps({"tiles": tiles, "frames": frames}))
 """
-
-
-@pytest.fixture(scope="module", params=["bpy", "3.4"])
-def install(request: pytest.FixtureRequest) -> BlenderInstall:
-    if request.param == "bpy":
-        return find_blender("bpy")
-    blender: BlenderInstall = request.getfixturevalue("blender_executable")
-    return blender
 
 
 @pytest.fixture(scope="module")
