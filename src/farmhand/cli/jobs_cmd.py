@@ -39,8 +39,10 @@ from farmhand.client import (
 )
 from farmhand.client.packing import PackedProject, PackError
 from farmhand.client.retry import QUIET, RetryPolicy, call_with_retry
+from farmhand.client.scene_format import MOVIE_FORMATS, saved_format
 from farmhand.client.submission import MissingFiles, SubmitHooks, Submitted, submit_project
 from farmhand.shared.frames import FrameRangeError, parse_frame_spec
+from farmhand.shared.images import rendered_format
 from farmhand.shared.schemas import (
     MAX_CRF,
     VIDEO_CONTAINERS,
@@ -463,6 +465,12 @@ def submit(
             raise fail(str(exc)) from None
         if wait:  # before submitting: nobody should render a job whose download must fail
             writable_folder(output or DEFAULT_OUTPUT)
+        if not shared and events is None:  # the add-on (--json-events) warns in its panel
+            warning = png_frames_warning(Path(file), settings)
+            if warning is not None:
+                err.print(
+                    f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True
+                )
         with manager_errors(), open_client(url, token) as client:
             submitted = None
             if shared:
@@ -478,6 +486,24 @@ def submit(
                 with left_to_the_farm(accepted.id, destination, retry_for):
                     job = follow(client, accepted.id, retry_for=retry_for)
                 finish(client, job, destination, retry_for)
+
+
+def png_frames_warning(blend: Path, settings: JobSettings) -> str | None:
+    """What to tell someone whose scene writes a format the farm renders as PNG (Targa, a
+    movie...), as the web form and the add-on tell them: else they learn it from the task
+    log, or from the frames. None when the job chooses its format, the farm keeps the
+    scene's, or the .blend's format cannot be read (a warning never fails a submit)."""
+    if settings.output_format is not None:
+        return None
+    scene_format = saved_format(blend)
+    if scene_format is None or rendered_format(scene_format) == scene_format:
+        return None
+    said = f"the scene writes {scene_format}; "
+    if scene_format in MOVIE_FORMATS:
+        movie = "" if settings.video is not None else " and no movie unless --video"
+        return said + f"its frames come as PNG{movie}"
+    choices = ", ".join(get_args(OutputFormat))
+    return said + f"the farm renders its frames as PNG (--format {choices} to choose)"
 
 
 def announce(
