@@ -196,6 +196,42 @@ def test_stereo_scenes_render_both_views(
     assert "stereo/multiview output is not supported in tiles" in result.error
 
 
+@pytest.mark.parametrize("fixture", BLENDERS)
+@pytest.mark.parametrize("views_format", ["INDIVIDUAL", "MULTIVIEW"])
+def test_stereo_scenes_saved_as_multilayer_exr_render_both_views(
+    fixture: str, views_format: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """With Individual views a multilayer OpenEXR is written a file a view too
+    (`frame_0001_L.exr`, `frame_0001_R.exr`): the left view is the frame (with Blender's
+    preview of it), the right one goes with it as `views/0001_R.exr`; every task failed
+    with 'frame_0001.exr does not exist'. With Multi-View (multilayer EXR offers no
+    Stereo 3D) both views are in the frame's one file, every frame of the task: the JPEG
+    preview's save must not leave the scene saving views as Individual."""
+    install: BlenderInstall = request.getfixturevalue(fixture)
+    blend = tweaked_scene(
+        install, tmp_path / "stereo-exr.blend",
+        [*STEREO, ("render.image_settings.media_type", "MULTI_LAYER_IMAGE"),
+         ("render.image_settings.file_format", "OPEN_EXR_MULTILAYER"),
+         ("render.image_settings.views_format", views_format)],
+    )  # fmt: skip
+    out = tmp_path / "out"
+    result, events = do_render(install, blend, out, [1, 2])
+    assert result.ok, result.error
+    saved = [e for e in events if isinstance(e, FrameSaved)]
+    assert [e.frame for e in saved] == [1, 2]
+    for event in saved:
+        assert event.path.name == f"frame_{event.frame:04d}.exr"
+        verify_image(event.path, WIDTH, HEIGHT)
+        extras = [p.relative_to(out).as_posix() for p in event.extras]
+        if views_format == "INDIVIDUAL":
+            assert extras == [f"views/{event.frame:04d}_R.exr"]
+            verify_image(event.extras[0], WIDTH, HEIGHT)
+        else:  # Multi-View: both views in the frame's one file
+            assert extras == []
+        assert event.preview is not None and verify_image(event.preview).format == "JPEG"
+    assert sorted(result.frames) == [1, 2]
+
+
 @pytest.mark.slow
 def test_a_stereo_job_completes_with_both_views_downloadable(
     blender_module: BlenderInstall, tmp_path: Path

@@ -459,10 +459,9 @@ def rendered_views(render):
 
 def views_in_files(settings):
     """Does Blender write each view to a file of its own (`frame_0001_L.png`, ...)?
-    Multilayer OpenEXR, and OpenEXR set to Multi-View, hold every view in one file; a
-    Stereo 3D image format combines two views in one picture."""
-    if settings.file_format == "OPEN_EXR_MULTILAYER":
-        return False
+    With Individual views it does, for every format, multilayer OpenEXR included (3.4
+    and 5.0); OpenEXR and multilayer OpenEXR set to Multi-View hold every view in one
+    file; a Stereo 3D image format combines two views in one picture."""
     return settings.views_format == "INDIVIDUAL"
 
 
@@ -598,6 +597,7 @@ def written_for_frame(before, after, frame):
 IMAGE_SETTINGS = (
     "media_type",
     "file_format",
+    "views_format",
     "color_mode",
     "color_depth",
     "exr_codec",
@@ -605,7 +605,10 @@ IMAGE_SETTINGS = (
     "compression",
     "color_management",
 )
-"""What switching the output format (`saving_as`) may change, in the order to put it back."""
+"""What switching the output format (`saving_as`) may change, in the order to put it back.
+`views_format` after `file_format`: a JPEG cannot hold Multi-View, so Blender turns an
+EXR's Multi-View into Individual for the preview, and the next frame would be saved a file
+a view."""
 
 
 @contextlib.contextmanager
@@ -645,8 +648,10 @@ def save_preview(scene, path, longest=512):
         return None
     os.makedirs(os.path.dirname(path), exist_ok=True)
     views = rendered_views(scene.render)
+    # A JPEG holds one view: an EXR's Multi-View left as it is fails the save on 3.4.
+    one_a_view = {"views_format": "INDIVIDUAL"} if views else {}
     try:
-        with saving_as(scene, "JPEG", color_mode="RGB", quality=85):
+        with saving_as(scene, "JPEG", color_mode="RGB", quality=85, **one_a_view):
             result.save_render(filepath=path, scene=scene)
     except RuntimeError:
         # A result of several views (stereo) is saved as a file a view, the view's suffix
