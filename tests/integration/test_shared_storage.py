@@ -28,7 +28,7 @@ from farmhand.shared.schemas import JobSettings, JobStatus
 from farmhand.worker.blender.discovery import BlenderInstall
 from tests.integration.conftest import FAKE_BLEND, Farm, make_settings
 from tests.integration.test_farm_end_to_end import finished
-from tests.integration.test_packing import install, render_locally  # noqa: F401 (fixture)
+from tests.integration.test_packing import render_locally
 from tests.integration.waiting import wait_for
 
 WIDTH, HEIGHT = 64, 48
@@ -158,7 +158,7 @@ def green_pixels(pixels: npt.NDArray[np.int16]) -> int:
 def test_absolute_paths_inside_the_blend_are_remapped_too(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    install: BlenderInstall,  # noqa: F811
+    install: BlenderInstall,
 ) -> None:
     """A studio-A file whose texture and linked library are saved with A's absolute
     paths renders on a studio-B worker exactly as it does at A (bpy 5.0 and 3.4)."""
@@ -175,7 +175,7 @@ def test_absolute_paths_inside_the_blend_are_remapped_too(
 def test_absolute_paths_inside_linked_libraries_are_remapped_too(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    install: BlenderInstall,  # noqa: F811
+    install: BlenderInstall,
 ) -> None:
     """The library's own texture and a library it links (whose material has a texture),
     all saved with studio A's absolute paths, render on a studio-B worker as at A: the
