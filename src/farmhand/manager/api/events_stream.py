@@ -7,6 +7,13 @@ to admins only. A comment line every `HEARTBEAT_SECONDS` keeps proxies from clos
 idle stream and lets the browser notice a dead one; `EventSource` reconnects by itself
 (after the `retry:` delay sent first), and the page refetches on every (re)connect, so
 events missed while disconnected cost nothing.
+
+The caller's credentials are checked again while the stream is open (`signed_in`),
+at most every `RECHECK_SECONDS`: a stream opened before its user signed out, was
+disabled, or had the token it was opened with revoked ends within that time and
+delivers nothing more, and the browser's reconnect then gets 401 and the login page.
+Without it, a shared worker keeping one stream open across tabs would go on showing a
+signed-out user's events after another user signs in.
 """
 
 from __future__ import annotations
@@ -14,14 +21,14 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from farmhand.manager.api.deps import Caller, Context, UserDep
+from farmhand.manager.api.deps import Caller, Context, Credentials, UserDep, current_user
 from farmhand.manager.api.streaming import ClosingStreamingResponse
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Job
@@ -36,6 +43,9 @@ HEARTBEAT_SECONDS = 15.0
 RETRY_MILLISECONDS = 2000
 POLL_SECONDS = 1.0
 """How often an idle stream checks whether the server is shutting down."""
+RECHECK_SECONDS = 2.0
+"""How stale the check that the caller is still signed in may be before an event is
+sent: one read per open stream this often, not one per event under load."""
 
 _DOC = (
     "`text/event-stream`. Each event has `event: job|task|runner|output` and "
@@ -93,8 +103,34 @@ def format_event(event: FarmEvent) -> str:
     return f"event: {event.kind}\ndata: {data}\n\n"
 
 
-async def event_stream(context: ManagerContext, caller: Caller) -> AsyncIterator[str]:
+class Recheck:
+    """Whether the stream's caller still holds the credentials it was opened with,
+    asked again once `RECHECK_SECONDS` have passed since the last answer."""
+
+    def __init__(self, signed_in: Callable[[], bool]) -> None:
+        self.signed_in = signed_in
+        self.checked = time.monotonic()
+
+    async def still_valid(self) -> bool:
+        if time.monotonic() - self.checked < RECHECK_SECONDS:
+            return True
+        try:
+            valid = await run_in_threadpool(self.signed_in)
+        except Exception as error:
+            if not unavailable(error):
+                raise
+            # The database is away: the stream stays open (it would get no 401 now
+            # either), and the question is asked again once the database is back.
+            return True
+        self.checked = time.monotonic()
+        return valid
+
+
+async def event_stream(
+    context: ManagerContext, caller: Caller, signed_in: Callable[[], bool] = lambda: True
+) -> AsyncIterator[str]:
     visibility = Visibility(context, caller)
+    recheck = Recheck(signed_in)
     async with context.events.subscribe() as queue:
         yield f"retry: {RETRY_MILLISECONDS}\n: connected\n\n"
         last_sent = time.monotonic()
@@ -102,11 +138,15 @@ async def event_stream(context: ManagerContext, caller: Caller) -> AsyncIterator
             try:
                 event = await asyncio.wait_for(queue.get(), POLL_SECONDS)
             except TimeoutError:
+                if not await recheck.still_valid():
+                    return
                 if time.monotonic() - last_sent >= HEARTBEAT_SECONDS:
                     last_sent = time.monotonic()
                     yield ": keep-alive\n\n"
                 continue
             if await visibility.allows(event):
+                if not await recheck.still_valid():
+                    return
                 last_sent = time.monotonic()
                 yield format_event(event)
 
@@ -123,9 +163,19 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     responses=_RESPONSES,
     summary="Live changes (Server-Sent Events)",
 )
-async def events(context: Context, caller: UserDep) -> StreamingResponse:
+async def events(
+    request: Request, context: Context, credentials: Credentials, caller: UserDep
+) -> StreamingResponse:
+    def signed_in() -> bool:
+        """The same check a request with these credentials gets now (`current_user`):
+        the session or token still valid, the user not disabled nor their role changed."""
+        try:
+            return current_user(request, context, credentials) == caller
+        except HTTPException:
+            return False
+
     return ClosingStreamingResponse(
-        event_stream(context, caller),
+        event_stream(context, caller, signed_in),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
