@@ -1204,7 +1204,15 @@
     });
     const updates = live(async () => {
       try { await refresh(); } catch (error) {
-        if (error.status === 404) { $("#main").innerHTML = '<h1>Job not found</h1><p>It was deleted. <a href="/">Back to the jobs</a></p>'; return; }
+        if (error.status === 404) {
+          // Not only a deletion: another user may have signed in in this browser since the
+          // page was drawn (its header still names the old one). Then the page is drawn
+          // again for whoever is signed in now (a 401 here goes to the login page).
+          const now = await api("GET", "/api/auth/me");
+          if (now.user.name !== body.dataset.user) { location.reload(); return; }
+          $("#main").innerHTML = `<h1>Job not found</h1><p>There is no job ${jobId} that you can see (it was deleted, or you are signed in as someone else). <a href="/">Back to the jobs</a></p>`;
+          return;
+        }
         throw error;
       }
     }, (e) => e.job_id === jobId);
