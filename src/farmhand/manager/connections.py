@@ -15,7 +15,12 @@ uvicorn picks anyway) with these added:
 - a response the client stops reading is cut off after the same number of seconds
   without progress: uvicorn waits for a full send buffer to drain for ever, and the route
   sending it (an open file, a zip being written, a thread) with it. Progress is any byte
-  leaving the buffers, so a slow reader is not cut off however long it takes.
+  leaving the buffers, so a slow reader is not cut off however long it takes. Except
+  that "leaving" is the client's TCP acknowledging it: a reader whose small receive
+  buffer is full reopens its window only when the kernel's zero-window probe asks, and
+  the probes back off (0.2, 0.4 … 3.2 s), so at ~20 KB/s into 64 KiB the kernel's queue
+  (TIOCOUTQ) moves in bursts 5 to 6.5 s apart: a timeout of a few seconds cuts such a
+  reader off; the default 60 s does not.
 - with `per_address`, one client address may hold that many connections at once: past it
   a new one is answered `503` (`Retry-After`) and closed at once, before it costs more
   than a moment. A timeout bounds how long a stalled connection lives, but a host opening
