@@ -71,3 +71,17 @@ def test_a_full_or_read_only_disk_is_the_machines_fault(tmp_path: Path, code: in
 def test_wrong_bytes_or_a_bad_path_are_the_jobs_fault(tmp_path: Path) -> None:
     assert _why(_task(tmp_path), CacheError("downloaded file has SHA-256 …")) is None
     assert _why(_task(tmp_path), OSError(errno.ENAMETOOLONG, "File name too long")) is None
+
+
+def test_a_share_file_this_worker_may_not_read_is_the_jobs_fault(tmp_path: Path) -> None:
+    """Every worker would be refused it: given back each time, with no attempt counted,
+    the job would wait for ever with no reason. Failing it lets the retry rule end it."""
+    work_dir, share = tmp_path / "work", tmp_path / "mnt"
+    task = _task(share)
+    for code in (errno.EACCES, errno.EPERM):
+        denied = OSError(code, "Permission denied", str(share / "sh010" / "scene.blend"))
+        assert local_fault(denied, task, "linux", {}, work_dir) is None
+        own = OSError(code, "Permission denied", str(work_dir / "cache" / "tmp"))
+        assert local_fault(own, task, "linux", {}, work_dir) is not None
+    # A write to a file it has open names no file: its own disk.
+    assert local_fault(OSError(errno.ENOSPC, "No space left"), task, "linux", {}, work_dir)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import os
 import re
 import shutil
 import signal
@@ -429,18 +430,29 @@ def _share_missing(root: Path) -> bool:
 
 
 def local_fault(
-    exc: BaseException, task: TaskAssignment, platform: str, own: dict[str, dict[str, str]]
+    exc: BaseException,
+    task: TaskAssignment,
+    platform: str,
+    own: dict[str, dict[str, str]],
+    work_dir: Path | None = None,
 ) -> str | None:
     """Why `exc` is this machine's fault rather than the job's, or None.
 
-    This machine's: an OSError of `LOCAL_FAULT_ERRNOS` anywhere in the chain (its work dir
-    full or read-only), or, for a task on shared storage, a share whose root folder is
+    This machine's: an OSError of `LOCAL_FAULT_ERRNOS` anywhere in the chain about a file
+    in its own `work_dir` (or naming no file: a write to one it has open), its work dir
+    full or read-only; or, for a task on shared storage, a share whose root folder is
     missing or empty here (not mounted). A file missing under a mounted share, a bad path
-    or wrong bytes are the job's: the task fails as it would on any worker.
+    or wrong bytes are the job's: the task fails as it would on any worker. So is a share's
+    file this worker may not read (EACCES): every worker would give such a task back, no
+    attempt would ever count, and the job would wait for ever with no reason given.
     """
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, OSError) and seen.errno in LOCAL_FAULT_ERRNOS:
+        if (
+            isinstance(seen, OSError)
+            and seen.errno in LOCAL_FAULT_ERRNOS
+            and _in_work_dir(seen, work_dir)
+        ):
             return str(seen)
         seen = seen.__cause__ or seen.__context__
     if isinstance(exc, SharedStorageError) and task.storage == "shared":
@@ -448,6 +460,20 @@ def local_fault(
         if root is not None and _share_missing(root):
             return f"the share's root {root} is missing or empty (not mounted?): {exc}"
     return None
+
+
+def _in_work_dir(error: OSError, work_dir: Path | None) -> bool:
+    """Whether `error` is about the worker's own files: it names one in `work_dir`, or
+    names none (unknown `work_dir`: any)."""
+    named = [name for name in (error.filename, error.filename2) if name is not None]
+    if work_dir is None or not named:
+        return True
+    root = os.path.abspath(work_dir)
+    return any(
+        os.path.commonpath([root, os.path.abspath(os.fsdecode(name))]) == root
+        for name in named
+        if isinstance(name, str | bytes | os.PathLike)
+    )
 
 
 EXIT_DELETED = 3
@@ -1379,7 +1405,9 @@ class Agent:
         attempt counted, no blocklist: another worker renders it) and take no task for a
         while, 30 s doubling to 10 minutes while the fault lasts; True if so. Said once
         per episode, as an error: one line to act on, not one per task."""
-        why = local_fault(exc, run.task, self.settings.platform, self.settings.path_map)
+        why = local_fault(
+            exc, run.task, self.settings.platform, self.settings.path_map, self.settings.work_dir
+        )
         if why is None or run.dropped:
             return False
         first = self._fault_pause == 0.0
