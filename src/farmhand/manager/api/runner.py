@@ -47,7 +47,6 @@ from farmhand.manager.scheduling.state import (
     AssignedTask,
     complete_task,
     fail_task,
-    release_task,
     requeue_task,
     task_is_held_by,
 )
@@ -849,7 +848,7 @@ def _changed(context: ManagerContext, job_id: int, worker_id: int) -> None:
 def release(task_id: int, body: TaskRelease, context: Context, worker_id: RunnerDep) -> TaskOutcome:
     with context.db.transaction() as session:
         task = _held_task(session, task_id, worker_id)
-        job_status = release_task(session, task, body.reason, utcnow(), context.policy)
+        job_status = requeue_task(session, task, body.reason, utcnow(), context.policy)
         log.info("task released", job_id=task.job_id, task_id=task.id, worker_id=worker_id)
         outcome = TaskOutcome(task_status=TaskStatus(task.status), job_status=job_status)
         job_id = task.job_id

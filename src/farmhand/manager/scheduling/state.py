@@ -473,21 +473,6 @@ def requeue_task(
     return refresh_job(session, _job(session, task), now, policy)
 
 
-def release_task(
-    session: Session, task: Task, reason: str, now: datetime, policy: Policy
-) -> JobStatus:
-    """Requeue a task its own worker gives back unworked (`POST .../release`).
-
-    The claim counted an attempt, but nothing was tried: a worker whose disk is full, one
-    draining or stopping, a `complete?next=true` task it will not start. Left counted,
-    each give-back read as a failed try in `farmhand job` (attempts 4 with
-    `--max-attempts 1`), so the attempt its claim added is taken back. A task the
-    manager takes back (a silent worker, `give_back_forgotten`) keeps its attempt.
-    """
-    task.attempts = max(task.attempts - 1, 0)
-    return requeue_task(session, task, reason, now, policy)
-
-
 def rerun_task(
     session: Session, task: Task, now: datetime, policy: Policy, reason: str
 ) -> JobStatus:
