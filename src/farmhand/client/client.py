@@ -34,7 +34,9 @@ from farmhand.client.errors import (
     FarmhandError,
     JobTooLarge,
     ManagerUnreachable,
+    TilesRefused,
 )
+from farmhand.shared.blendscene import tiles_refusal
 from farmhand.shared.hashing import CHUNK_SIZE, iter_file, sha256_file
 from farmhand.shared.limits import JOB_BODY_MAX_BYTES
 from farmhand.shared.outputnames import OutputName, TemplateError, check_template, extension, render
@@ -268,6 +270,16 @@ def check_job_body(body: bytes, files: int) -> None:
     """JobTooLarge if the manager would refuse this job body for its size (413)."""
     if len(body) > JOB_BODY_MAX_BYTES:
         raise JobTooLarge(files, len(body), JOB_BODY_MAX_BYTES, MAX_JOB_FILES)
+
+
+def check_tiles(blend: Path, settings: JobSettings) -> None:
+    """TilesRefused if the manager would refuse, or the worker fail, `settings`' tiles of
+    the scene in `blend`: before a byte is packed or sent. A file not readable here (a
+    share's path the submitter writes as `{variable}/…`) passes: the manager or the
+    worker says so."""
+    reason = tiles_refusal(blend, settings.tiles is not None, blend.name)
+    if reason is not None:
+        raise TilesRefused(reason)
 
 
 def _quote_path(path: str) -> str:
@@ -511,7 +523,9 @@ class FarmhandClient(BaseClient):
         """Hash a .blend, upload it only if the manager lacks it, then create the job.
 
         An unnamed job is named after the file, so `farmhand jobs` stays readable.
+        TilesRefused, before anything is hashed or sent, for tiles of a stereo scene.
         """
+        check_tiles(path, settings)
         sha = sha256_file(path)
         if sha in self.missing_blobs([sha]):
             self.upload_blob(path, sha, on_progress)
@@ -800,7 +814,11 @@ class FarmhandClient(BaseClient):
         return self._download(f"/api/jobs/{job_id}/inputs.zip", dest, name=name)
 
     def submit_shared(self, blend_path: str, settings: JobSettings) -> JobAccepted:
-        """A job whose .blend stays on shared storage (the manager maps the path)."""
+        """A job whose .blend stays on shared storage (the manager maps the path).
+
+        The manager never opens the share's files, so only here can a tiled job of a
+        stereo scene be refused before it fails on a worker (`check_tiles`)."""
+        check_tiles(Path(blend_path), settings)
         body = {**settings.model_dump(mode="json"), "storage": "shared", "blend_path": blend_path}
         return _parse(JobAccepted, self._request("POST", "/api/jobs", json=body))
 

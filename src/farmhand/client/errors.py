@@ -64,6 +64,16 @@ class JobTooLarge(FarmhandError):
         self.files = files
 
 
+class TilesRefused(FarmhandError):
+    """A job in tiles of a scene that renders several views (stereo, multi-view), which
+    the manager refuses as its worker would (`blendscene.tiles_refusal`): refused by the
+    client before anything is packed or sent, as the worker's refusal came only after
+    the upload, and then once for each of the job's attempts."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+
+
 def is_retryable(error: BaseException) -> bool:
     """Whether waiting and trying again may help (unreachable, 5xx, 429, 503)."""
     if isinstance(error, ManagerUnreachable):

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from blender_asset_tracer import blendfile
 
+from farmhand.shared.blendscene import active_scene
+
 log = logging.getLogger(__name__)
 
 IMTYPE_NAMES: dict[int, str] = {
@@ -52,7 +54,7 @@ def saved_format(path: Path) -> str | None:
     BAT cannot parse): the caller only warns with it, so it never fails a submit."""
     try:
         with blendfile.BlendFile(path) as bfile:
-            scene = _active_scene(bfile)
+            scene = active_scene(bfile)
             if scene is None:
                 return None
             imtype = scene.get((b"r", b"im_format", b"imtype"))
@@ -60,14 +62,3 @@ def saved_format(path: Path) -> str | None:
         log.debug("cannot read the output format of %s: %s", path, exc)
         return None
     return IMTYPE_NAMES.get(imtype) if isinstance(imtype, int) else None
-
-
-def _active_scene(bfile: blendfile.BlendFile) -> blendfile.BlendFileBlock | None:
-    """The `GLOB` block's `curscene`, which is what `blender -b file.blend` renders;
-    the first `SC` block if the file has no usable one."""
-    for glob in bfile.find_blocks_from_code(b"GLOB"):
-        scene = glob.get_pointer(b"curscene", default=None)
-        if scene is not None and scene.code == b"SC":
-            return scene
-    scenes = bfile.find_blocks_from_code(b"SC")
-    return scenes[0] if scenes else None

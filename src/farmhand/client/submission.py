@@ -16,6 +16,7 @@ from farmhand.client.client import (
     MAX_JOB_FILES,
     FarmhandClient,
     check_job_body,
+    check_tiles,
     job_body,
 )
 from farmhand.client.errors import JobTooLarge
@@ -69,11 +70,13 @@ def submit_project(
 ) -> Submitted:
     """Pack `blend` and what it uses, upload the blobs the manager lacks, create the job.
 
-    Raises MissingFiles (before any upload) unless `allow_missing`; JobTooLarge (before
-    any file is hashed or uploaded) if the manager would refuse the job's manifest for
-    its size; PackError if a .blend cannot be read; FarmhandError for the manager's
-    refusals.
+    Raises TilesRefused (before anything is packed) for tiles of a scene that renders
+    several views; MissingFiles (before any upload) unless `allow_missing`; JobTooLarge
+    (before any file is hashed or uploaded) if the manager would refuse the job's
+    manifest for its size; PackError if a .blend cannot be read; FarmhandError for the
+    manager's refusals.
     """
+    check_tiles(blend, settings)
     hooks = hooks or SubmitHooks()
     fields = settings.model_dump()
     if not fields["name"]:

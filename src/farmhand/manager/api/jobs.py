@@ -437,28 +437,40 @@ async def upload_job_file(
     except UnsafePathError as error:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
 
-    def check() -> None:
+    def check() -> tuple[str, dict[str, Any]]:
         with context.db.transaction() as session:
-            _inputs_changeable(session, _visible_job(session, caller, job_id), clean)
+            job = _visible_job(session, caller, job_id)
+            _inputs_changeable(session, job, clean)
+            return job.main_file, dict(job.settings)
 
-    await run_in_threadpool(check)
+    main_file, settings = await run_in_threadpool(check)
     stored = await store_upload(context, file)
     await run_in_threadpool(enforce_quota, context, caller, [stored.sha256])
+    saved: str | None = None
+    if clean == main_file:
+        # Read before the transaction below, not in it: reading a tiled job's scene
+        # may take seconds on a big file, and every runner's report waits meanwhile.
+        # A job's main file and settings (but its priority) never change once submitted.
+        try:
+            saved = await run_in_threadpool(
+                partial(
+                    main_blend_version,
+                    context,
+                    clean,
+                    stored.sha256,
+                    blender_range=settings.get("blender_version"),
+                    tiled=settings.get("tiles") is not None,
+                )
+            )
+        except SubmitError as error:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
 
     def record() -> JobFileModel:
         with context.db.transaction() as session:
             job = _visible_job(session, caller, job_id)
             _inputs_changeable(session, job, clean)
             if clean == job.main_file:
-                try:
-                    job.blender_saved = main_blend_version(
-                        context,
-                        clean,
-                        stored.sha256,
-                        blender_range=job.settings.get("blender_version"),
-                    )
-                except SubmitError as error:
-                    raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
+                job.blender_saved = saved
             row = session.scalar(
                 select(JobFile).where(
                     JobFile.job_id == job_id, JobFile.kind == "input", JobFile.path == clean

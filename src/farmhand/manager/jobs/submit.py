@@ -15,6 +15,7 @@ from farmhand.manager.scheduling.compile import compile_job
 from farmhand.manager.storage.access import readable
 from farmhand.manager.storage.gc import mark_used
 from farmhand.shared.blendfile import READ_BYTES, cannot_open, looks_like_blend, saved_version
+from farmhand.shared.blendscene import tiles_refusal
 from farmhand.shared.paths import UnsafePathError, check_coexisting, safe_relative_path
 from farmhand.shared.schemas import JobCreate, JobSettings, JobStatus
 
@@ -49,23 +50,27 @@ def _check_manifest(main_file: str, files: dict[str, str]) -> dict[str, str]:
 
 
 def main_blend_version(
-    context: ManagerContext, path: str, sha256: str, *, blender_range: str | None
+    context: ManagerContext, path: str, sha256: str, *, blender_range: str | None, tiled: bool
 ) -> str | None:
     """The Blender version that saved the stored blob `sha256`, to be the main file
-    `path` of a job asking for Blenders in `blender_range`; a SubmitError if its first
-    bytes are not a .blend's, or if no Blender in the range can open it.
+    `path` of a job asking for Blenders in `blender_range`, in tiles if `tiled`; a
+    SubmitError if its first bytes are not a .blend's, if no Blender in the range can
+    open it, or if its scene renders several views and the job asks for tiles
+    (`tiles_refusal`: every tile task would fail on the worker).
 
     Whatever sets a job's main file calls this (a submission, a replacement uploaded
     later), so the job never holds a main file Blender cannot open, nor one that only
     Blenders outside its range could (it would wait forever: no worker added later
-    helps), and its `blender_saved` (only workers with a Blender at least that new get
-    the job) is always that of the file it holds."""
+    helps), nor a stereo scene to render in tiles, and its `blender_saved` (only workers
+    with a Blender at least that new get the job) is always that of the file it holds."""
     with context.blobs.open(sha256) as handle:
         head = handle.read(READ_BYTES)
     if not looks_like_blend(head):
         raise SubmitError(f"{path!r} is not a .blend file (its first bytes say otherwise)")
     saved = saved_version(head)
-    problem = cannot_open(saved, blender_range, repr(path))
+    problem = cannot_open(saved, blender_range, repr(path)) or tiles_refusal(
+        context.blobs.path_for(sha256), tiled, repr(path)
+    )
     if problem is not None:
         raise SubmitError(problem)
     return saved
@@ -115,7 +120,13 @@ def create_job(context: ManagerContext, owner_id: int, request: JobCreate) -> Jo
     if not context.blobs.has(files[main]):
         raise _missing([files[main]])
     settings = JobSettings.model_validate(request.model_dump(include=set(JobSettings.model_fields)))
-    saved = main_blend_version(context, main, files[main], blender_range=settings.blender_version)
+    saved = main_blend_version(
+        context,
+        main,
+        files[main],
+        blender_range=settings.blender_version,
+        tiled=settings.tiles is not None,
+    )
 
     now = utcnow()
     with context.db.transaction() as session:

@@ -1,0 +1,95 @@
+"""What a .blend's scene says about how it renders, read without Blender, and the submit
+rule that follows from it: a scene rendering several views (stereo, multi-view) is not
+rendered in tiles.
+
+Blender renders a stereo scene as two pictures a frame (a multi-view scene as one a
+view); a tile task cuts and merges one picture, so the worker's driver refuses a tile of
+such a scene (`render_frames`). It only finds out once a tile task runs, though, and the
+job then spends every attempt failing before it fails. So each way of submitting asks
+`tiles_refusal` first: the client (`farmhand submit` and the add-on through it,
+`submit_blend`, `submit_shared` when the share's file is readable here) before anything
+is packed or uploaded, and the manager on the stored main .blend (`main_blend_version`),
+so that a REST submission is refused with a 400 too. A file this cannot read is let
+through: the worker's refusal stays the last line of defence.
+
+Read with blender-asset-tracer (BAT), which the client already uses to pack a .blend and
+which opens the gzip and zstd files Blender saves; only the numbers in Blender's DNA are
+read, and they are stored on disk, so they do not change between versions (the tests read
+files saved by Blender 3.4 and 5.0).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from blender_asset_tracer import blendfile
+from blender_asset_tracer.blendfile import iterators
+
+log = logging.getLogger(__name__)
+
+R_MULTIVIEW = 1 << 21
+"""`RenderData.scemode` bit of Output properties > Stereoscopy (`render.use_multiview`)."""
+SCE_VIEW_DISABLE = 1 << 0
+"""`SceneRenderView.viewflag` bit of a view not set to render (`view.use` off)."""
+SCE_VIEWS_FORMAT_MULTIVIEW = 1
+"""`RenderData.views_format` of Multi-View; 0 is Stereo 3D."""
+STEREO_VIEWS = ("left", "right")
+"""The only views Blender renders in Stereo 3D mode, whatever others the scene lists."""
+
+
+def active_scene(bfile: blendfile.BlendFile) -> blendfile.BlendFileBlock | None:
+    """The `GLOB` block's `curscene`, which is what `blender -b file.blend` renders;
+    the first `SC` block if the file has no usable one."""
+    for glob in bfile.find_blocks_from_code(b"GLOB"):
+        scene = glob.get_pointer(b"curscene", default=None)
+        if scene is not None and scene.code == b"SC":
+            return scene
+    scenes = bfile.find_blocks_from_code(b"SC")
+    return scenes[0] if scenes else None
+
+
+def rendered_views(path: Path) -> list[str] | None:
+    """The names of the views the scene of `path` renders when it renders more than one
+    (stereoscopy or multi-view), else []; None when the file cannot be read.
+
+    Blender's rule (BKE_scene_multiview_is_render_view_active), as the worker's driver
+    applies it (`rendered_views` in worker/blender/driver.py): with Stereoscopy on, each
+    view set to render, and in Stereo 3D mode only `left` and `right`."""
+    try:
+        with blendfile.BlendFile(path) as bfile:
+            scene = active_scene(bfile)
+            if scene is None:
+                return None
+            scemode = scene.get((b"r", b"scemode"))
+            if not isinstance(scemode, int) or not scemode & R_MULTIVIEW:
+                return []
+            every_view = scene.get((b"r", b"views_format")) == SCE_VIEWS_FORMAT_MULTIVIEW
+            first = scene.get_pointer((b"r", b"views", b"first"), default=None)
+            names = [
+                str(view.get(b"name", as_str=True))
+                for view in iterators.listbase(first)
+                if not view.get(b"viewflag") & SCE_VIEW_DISABLE
+            ]
+    except Exception as exc:  # BAT raises many kinds on a damaged or foreign file
+        log.debug("cannot read the views of %s: %s", path, exc)
+        return None
+    views = [name for name in names if every_view or name in STEREO_VIEWS]
+    return views if len(views) > 1 else []
+
+
+def tiles_refusal(path: Path, tiled: bool, file: str) -> str | None:
+    """Why a job asking for tiles (`tiled`) cannot render the .blend at `path` (named
+    `file` in the message), or None: it is not tiled, its scene renders one view, or the
+    file cannot be read here (the worker refuses it then)."""
+    if not tiled:
+        return None
+    views = rendered_views(path)
+    if not views:
+        return None
+    return (
+        f"{file} renders {len(views)} views ({', '.join(views)}: Stereoscopy is on in its "
+        "Output properties), and stereo/multi-view output is not supported in tiles: "
+        "submit it without tiles, or turn Stereoscopy off in the scene's Output "
+        "properties and save the file"
+    )
