@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
+from rich.markup import escape
 from rich.table import Table
 
 from farmhand.cli.jobs_cmd import (
@@ -28,7 +29,6 @@ from farmhand.cli.jobs_cmd import (
     open_client,
 )
 from farmhand.client import FarmhandClient
-from farmhand.shared.protocol import TOO_OLD_NOTE, too_old
 from farmhand.shared.schemas import (
     WEEKDAYS,
     RunnerActionName,
@@ -172,12 +172,12 @@ def runner_address(info: RunnerInfo) -> str:
     return seen or own
 
 
-def runner_too_old(info: RunnerInfo) -> bool:
-    """Whether the manager gives this runner no task because its farmhand is too old
-    (`shared/protocol.too_old`). Only a manager that reports what its runners declare says
-    so: from an older one, `protocol` is absent (not "0")."""
-    caps = info.capabilities
-    return "protocol" in caps.model_fields_set and too_old(caps.model_dump()) is not None
+def runner_status(info: RunnerInfo) -> str:
+    """Its status, and what the manager adds to it (`status_note`: `too old: upgrade`),
+    as the web's runners page shows them: the manager derives the note
+    (`shared/protocol.status_note`), so the two never disagree."""
+    note = f" ({escape(info.status_note)})" if info.status_note else ""
+    return _runner_status(info.status) + note
 
 
 def runners(url: UrlOption = None, token: TokenOption = None) -> None:
@@ -214,7 +214,7 @@ def runners(url: UrlOption = None, token: TokenOption = None) -> None:
             str(one.id),
             one.name,
             runner_address(one),
-            _runner_status(one.status) + (f" ({TOO_OLD_NOTE})" if runner_too_old(one) else ""),
+            runner_status(one),
             current,
             _ago(one.last_heartbeat),
             ", ".join(caps.tags),

@@ -9,6 +9,15 @@ came back to it, forever). So a worker says which protocol it speaks
 (`WorkerCapabilities.protocol`, at registration and in every heartbeat), and a manager
 gives no task to one below `MIN_WORKER_PROTOCOL` (`426 Upgrade Required`, see
 `too_old`).
+
+A registration that sends no capabilities at all says nothing of its protocol, so it is
+not known to be new enough; it is still stored as speaking the manager's own
+`WORKER_PROTOCOL` (`api/runner._declared`). Every farmhand worker has always sent its
+capabilities, so such a registration is a script driving the REST API, as JiggaBlend's
+runners and the scripts ported from them do (docs/API.md): taken as too old, each of
+them would be answered 426 and never get a task. The stored number is the one of the
+manager it registered with: should a later manager raise `MIN_WORKER_PROTOCOL`, the
+script is listed too old and refused until it registers again.
 """
 
 from __future__ import annotations
@@ -51,3 +60,15 @@ def too_old(capabilities: dict[str, Any]) -> str | None:
 
 TOO_OLD_NOTE = "too old: upgrade"
 """What a runners listing says of a worker that `too_old` refuses."""
+
+
+def status_note(capabilities: dict[str, Any]) -> str | None:
+    """What a runners listing adds to a runner's status, or None: its `idle` would
+    otherwise claim a worker ready for work that this manager gives no task.
+
+    The manager puts it in each runner's summary (`RunnerInfo.status_note`), and
+    `farmhand runners` and the web's runners page show that, so the rule lives here only.
+    A worker backing off after a fault of its own machine is not said: it gives the task
+    back with a reason (the task's `last_error`), but tells the manager nothing of its
+    pause, so the manager cannot know when it takes work again."""
+    return TOO_OLD_NOTE if too_old(capabilities) is not None else None

@@ -982,6 +982,13 @@ class RunnerInfo(BaseModel):
     )
     capabilities: WorkerCapabilities
     registered_at: datetime
+    status_note: str | None = Field(
+        default=None,
+        description="What to read beside its status, as `farmhand runners` and the web's "
+        "runners page show it: `too old: upgrade` for a runner whose farmhand is older than "
+        "this manager hands tasks to (it gets none, though it may say `idle`); null when "
+        "there is nothing to add (`shared/protocol.status_note`).",
+    )
 
 
 class Health(BaseModel):

@@ -22,6 +22,7 @@ from farmhand.manager.scheduling.workers import (
     display_status,
     in_sleep_window,
 )
+from farmhand.shared.protocol import status_note
 from farmhand.shared.schemas import (
     BlocklistEntry,
     RunnerAction,
@@ -59,6 +60,7 @@ def _runner_info(worker: Worker, current: tuple[Task, str] | None) -> RunnerInfo
         address=worker.address,
         capabilities=WorkerCapabilities.model_validate(worker.capabilities),
         registered_at=worker.registered_at,
+        status_note=status_note(worker.capabilities),
     )
 
 

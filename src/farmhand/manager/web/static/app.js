@@ -1285,9 +1285,13 @@
         const tile = r.current_task_tile;
         const frames = tile ? ` · ${tileLabel(tile)}`
           : r.current_task_frame_count ? ` · ${r.current_task_frames_done}/${r.current_task_frame_count} frames` : "";
+        // What the manager adds to its status (`status_note`, as `farmhand runners` shows
+        // it): a runner too old for this manager gets no task, so "idle" alone would
+        // promise work it will never take.
+        const note = r.status_note ? `<br><span class="badge s-note">${esc(r.status_note)}</span>` : "";
         const current = r.current_task_id
           ? `<a href="/jobs/${r.current_job_id}">${esc(r.current_job_name || "job " + r.current_job_id)}</a> <span class="muted small">task ${r.current_task_index ?? r.current_task_id}${frames}</span>`
-          : '<span class="muted">idle</span>';
+          : r.status_note ? '<span class="muted">no task</span>' : '<span class="muted">idle</span>';
         const hardware = [c.cpu, c.cores ? `${c.cores} cores` : "", gib(c.ram_bytes), ...(c.gpus || []).map((g) => (typeof g === "string" ? g : g.name || ""))].filter(Boolean).map(esc).join(" · ");
         const tags = (c.tags || r.tags || []).map((t) => `<span class="badge">${esc(t)}</span>`).join(" ");
         const none = (empty) => (empty ? " none" : "");
@@ -1300,7 +1304,7 @@
         // then what it does, the small facts with labels, its sleep schedule and controls.
         return `<tr data-runner-name="${esc(r.name)}" data-runner-id="${r.id}">
           <td class="lead name"><strong>${esc(r.name)}</strong>${c.hostname && c.hostname !== r.name ? `<br><span class="muted small">${esc(c.hostname).replaceAll(".", ".<wbr>")}</span>` : ""}${where ? `<br><span class="muted small address" title="${esc(whereTitle)}">${esc(where).replaceAll(":", ":<wbr>")}</span>` : ""}</td>
-          <td class="lead end"><span class="status">${badge(r.status)}</span>${r.admin_state && r.admin_state !== "enabled" && r.admin_state !== r.status ? ` <span class="badge s-${esc(r.admin_state)}">${esc(r.admin_state)}</span>` : ""}${r.asleep && r.status !== "asleep" ? ' <span class="badge s-asleep">asleep</span>' : ""}</td><td class="current line">${current}</td>
+          <td class="lead end"><span class="status">${badge(r.status)}</span>${r.admin_state && r.admin_state !== "enabled" && r.admin_state !== r.status ? ` <span class="badge s-${esc(r.admin_state)}">${esc(r.admin_state)}</span>` : ""}${r.asleep && r.status !== "asleep" ? ' <span class="badge s-asleep">asleep</span>' : ""}${note}</td><td class="current line">${current}</td>
           <td data-label="Heartbeat" data-heartbeat="${esc(r.last_heartbeat || "")}">${ago(r.last_heartbeat)}</td>
           <td class="wrap small hardware${none(!hardware)}" data-label="Hardware">${hardware || "–"}</td><td class="device" data-label="Device">${esc(device(c))}</td><td class="blender" data-label="Blender">${(c.blender_versions || []).map(esc).join(", ") || "–"}</td>
           <td class="tags${none(!tags)}" data-label="Tags">${tags || '<span class="muted">–</span>'}</td>${sleepCell(r)}<td class="line controls">${controls(r)}</td></tr>`;
