@@ -1055,10 +1055,23 @@ def task_rows(client: FarmhandClient, detail: JobDetail) -> list[TaskSummary]:
     return client.job_tasks(detail.id, status=NOTABLE_TASKS, limit=TASK_ROWS).items
 
 
+def failures_cell(task: TaskSummary) -> str:
+    """Its failures, the number `--max-attempts` limits, with its hand-outs when they are
+    more than those failures and one run (`0 of 4 hand-outs`): it was given back (a
+    worker stopping, a machine that could not work) or requeued by a person, none of
+    which is a failure. Alone, hand-outs past the limit read as a retry limit not kept.
+    The job page's Failures column says the same."""
+    if task.failures is None:  # a manager older than `failures` says only its hand-outs
+        return plural(task.attempts, "hand-out")
+    if task.attempts > task.failures + 1:
+        return f"{task.failures} of {plural(task.attempts, 'hand-out')}"
+    return str(task.failures)
+
+
 def task_table(tasks: list[TaskSummary]) -> Table:
-    """Tasks as rows: number, frames (or tile), status, frames done, attempts, worker,
+    """Tasks as rows: number, frames (or tile), status, frames done, failures, worker,
     peak memory, last error."""
-    table = Table("task", "frames", "status", "done", "attempts", "worker", "peak", "error")
+    table = Table("task", "frames", "status", "done", "failures", "worker", "peak", "error")
     for task in tasks:
         frames = frames_label(task.frames)
         done = f"{task.frames_done}/{len(task.frames)}"
@@ -1072,7 +1085,7 @@ def task_table(tasks: list[TaskSummary]) -> Table:
             frames,
             _status(task.status),
             done,
-            str(task.attempts),
+            failures_cell(task),
             task.worker or "",
             human_bytes(task.peak_memory_bytes) if task.peak_memory_bytes else "",
             task.last_error or "",

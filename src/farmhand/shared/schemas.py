@@ -455,7 +455,17 @@ class TaskSummary(BaseModel):
     frames: list[int]
     tile: TileSpec | None = Field(default=None, description="Which tile of a tiled still.")
     frames_done: int
-    attempts: int
+    attempts: int = Field(
+        description="How many times it was handed to a worker, give-backs included (a worker "
+        "stopping, or one whose machine cannot work, gives its task back without a failure). "
+        "Not what the retry limit counts: that is `failures`."
+    )
+    failures: int | None = Field(
+        default=None,
+        description="How many of those hand-outs failed: what `max_attempts` limits (the task "
+        "fails for good at `max_attempts` failures). A person's requeue sets it back to 0. "
+        "Always given by this manager; null only from one older than the field.",
+    )
     worker: str | None
     started_at: datetime | None
     finished_at: datetime | None

@@ -236,6 +236,7 @@ def task_summary(task: Task, workers: dict[int, str], per_frame: float | None) -
         tile=TileSpec.model_validate(task.tile) if task.tile else None,
         frames_done=_task_frames_done(task),
         attempts=task.attempts,
+        failures=task.failures,
         worker=workers.get(task.worker_id) if task.worker_id else None,
         started_at=task.started_at,
         finished_at=task.finished_at,

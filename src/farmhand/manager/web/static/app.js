@@ -913,9 +913,14 @@
         // Between a phone and a laptop (app.css) the `more` cells make a second line of
         // the row, each with its label, under the columns that keep their headings.
         const took = duration(time);
+        // Failures are what the job's retry limit counts; hand-outs (`attempts`) also count
+        // give-backs (a worker stopping) and runs before a person's requeue, so they are
+        // added only when more than the failures and one run, as `farmhand job` does.
+        const failures = t.attempts > t.failures + 1
+          ? `${t.failures}<br> <span class="muted small">of ${t.attempts} hand-outs</span>` : `${t.failures}`;
         return `<tr data-task-id="${t.id}"><td class="num lead idx" data-label="Task">${t.index}</td><td class="lead frames" data-label="Frames">${span}</td>
           <td class="lead status">${badge(t.status)}</td><td class="text worker${none(t.worker || "–")}" data-label="Worker">${esc(t.worker || "–")}</td><td class="small now${none(now)}">${now}</td><td class="num hide-sm more${none(took)}" data-label="Time">${took}</td>
-          <td class="num hide-sm more${none(each)}" data-label="Per frame">${each}</td><td class="num more${none(peak)}" data-memory data-label="Peak memory">${peak}</td><td class="num more${none(eta)}" data-label="Remaining">${eta}</td><td class="num hide-sm more" data-label="Attempts">${t.attempts}</td>
+          <td class="num hide-sm more${none(each)}" data-label="Per frame">${each}</td><td class="num more${none(peak)}" data-memory data-label="Peak memory">${peak}</td><td class="num more${none(eta)}" data-label="Remaining">${eta}</td><td class="num hide-sm more failures" data-label="Failures">${failures}</td>
           <td class="wrap small line last more error" data-label="Last error">${esc(t.last_error || "")}</td>
           <td class="end log" data-label="Log"><button type="button" class="small" data-log="${t.id}" aria-expanded="${open}" aria-controls="log-${t.id}">${open ? "Hide" : "Show"}</button></td>
           ${control ? `<td class="task-act lead end">${taskButton(t)}</td>` : ""}</tr>` +

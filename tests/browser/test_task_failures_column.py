@@ -1,0 +1,113 @@
+"""The job page's task table shows failures, what the retry limit counts, not hand-outs.
+
+A task given back four times showed `Attempts 4` on a job allowed one attempt, which
+read as a retry limit not kept: give-backs (a worker stopping) are not failures. The
+column is now Failures, with the hand-outs added only when they say more.
+
+No Blender here: scripted runners (register, claim, release, fail, complete) and a
+stand-in .blend, as in `test_task_table_layout.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from farmhand.localfarm import LocalFarm, local_farm
+from tests.browser.conftest import (
+    NO_SIDEWAYS_SCROLL,
+    claim,
+    complete,
+    expect,
+    phone_like,
+    register,
+    shoot,
+    sign_in,
+)
+from tests.browser.test_task_table_layout import TABLE_WIDTH, UNREADABLE
+from tests.integration.conftest import submit_stand_in
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser")]
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[LocalFarm]:
+    # Scripted runners send no heartbeats: a long timeout keeps them online. A failed task
+    # leaves its job going, so the table may show it beside running and given-back ones.
+    with local_farm(tmp_path_factory.mktemp("task-failures-farm"), heartbeat_timeout=600.0) as farm:
+        farm.start_manager("--job-failure-share", "1")
+        yield farm
+
+
+def release(api: httpx.Client, who: dict[str, str], task: dict[str, Any]) -> None:
+    """Give the task back, as a worker stopping does: no failure."""
+    answer = api.post(
+        f"/api/runner/tasks/{task['task_id']}/release",
+        headers=who,
+        json={"reason": "worker shutting down"},
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def test_the_task_table_shows_failures_and_hand_outs_only_when_they_say_more(
+    browser: Any, farm: LocalFarm, api: httpx.Client
+) -> None:
+    job_id = submit_stand_in(
+        api, name="one try", frame_start=1, frame_end=3, chunk_size=1, max_attempts=1
+    )
+    # Task 0, given back four times by a worker stopping, then handed out a fifth time;
+    # task 1, failed once (its one attempt); task 2, completed at the first hand-out.
+    stopping = register(api, farm, "render-box-01")
+    for _ in range(4):
+        release(api, stopping, claim(api, stopping))
+    again = claim(api, stopping)
+    crashing = register(api, farm, "render-box-02")
+    crashed = claim(api, crashing)
+    answer = api.post(
+        f"/api/runner/tasks/{crashed['task_id']}/fail", headers=crashing, json={"reason": "boom"}
+    )
+    assert answer.status_code == 200, answer.text
+    finishing = register(api, farm, "render-box-03")
+    done = claim(api, finishing)
+    complete(api, finishing, done)
+
+    page = sign_in(browser, farm)
+    page.set_viewport_size({"width": 1920, "height": 900})
+    page.goto(f"{farm.url}/jobs/{job_id}")
+    expect()(page.locator("#live")).to_have_attribute("data-state", "live")
+    headings = page.locator("#tasks thead th")
+    expect()(headings.filter(has_text="Failures")).to_have_count(1)
+    expect()(headings.filter(has_text="Attempts")).to_have_count(0)
+    cell = '#tasks tr[data-task-id="{}"] td.failures'
+    expect()(page.locator(cell.format(again["task_id"]))).to_have_text("0 of 5 hand-outs")
+    expect()(page.locator(cell.format(crashed["task_id"]))).to_have_text("1")
+    expect()(page.locator(cell.format(done["task_id"]))).to_have_text("0")
+
+    # The longer cell keeps the table's width rules: it fits its frame from 1200 px, and
+    # between a phone and a laptop every cell is readable under its heading.
+    task_ids = [again["task_id"], crashed["task_id"], done["task_id"]]
+    unreadable: dict[str, list[str]] = {}
+    for width in (641, 800, 1024, 1199, 1200, 1366, 1920):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.wait_for_function("() => document.getAnimations().length === 0")
+        shoot(page, f"task-failures-{width}")
+        if width >= 1200:
+            scroll, client = page.evaluate(TABLE_WIDTH)
+            assert scroll <= client, f"at {width} px the tasks are {scroll} px in {client} px"
+        for task_id in task_ids:
+            if problems := page.evaluate(UNREADABLE, task_id):
+                unreadable[f"{width} px, task {task_id}"] = problems
+    assert unreadable == {}, "\n".join(f"{where}: {what}" for where, what in unreadable.items())
+
+    # On a phone the column is left out (as attempts were), and nothing scrolls sideways.
+    phone = phone_like(browser, page)
+    phone.goto(f"{farm.url}/jobs/{job_id}")
+    expect()(phone.locator("#live")).to_have_attribute("data-state", "live")
+    expect()(phone.locator(cell.format(again["task_id"]))).to_be_hidden()
+    assert phone.evaluate(NO_SIDEWAYS_SCROLL), "the job page scrolls sideways on a phone"
+    shoot(phone, "task-failures-390")
+    phone.context.close()
+    page.context.close()
