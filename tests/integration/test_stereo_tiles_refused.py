@@ -9,17 +9,23 @@ client. Scenes are saved at test time by bpy 5.0 (zstd-compressed) and Blender 3
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
+import struct
+import threading
 from pathlib import Path
 
 import pytest
+import zstandard
+from blender_asset_tracer import blendfile
+from blender_asset_tracer.blendfile import iterators
 
 from farmhand.client import FarmhandClient
 from farmhand.client.errors import TilesRefused
 from farmhand.localfarm import LocalFarm
 from farmhand.scenes import make_scene, run_builder
-from farmhand.shared.blendscene import rendered_views
+from farmhand.shared.blendscene import active_scene, rendered_views
 from farmhand.shared.schemas import JobSettings, TileGrid
 from farmhand.worker import blender
 from farmhand.worker.blender.discovery import BlenderInstall
@@ -79,6 +85,37 @@ def test_a_file_that_cannot_be_read_is_left_to_the_worker(tmp_path: Path) -> Non
     junk.write_bytes(b"BLENDER-v304REND" + bytes(40))
     assert rendered_views(junk) is None
     assert rendered_views(tmp_path / "absent.blend") is None
+
+
+def test_a_file_whose_views_loop_is_left_to_the_worker(scenes: Path, tmp_path: Path) -> None:
+    """A crafted file whose last view points back at the first: BAT would follow it for
+    ever, holding one of the manager's threads for each such upload."""
+    data = (scenes / "stereo.blend").read_bytes()
+    if data.startswith(b"\x28\xb5\x2f\xfd"):  # saved zstd-compressed by Blender 5.0
+        data = zstandard.ZstdDecompressor().stream_reader(data).read()
+    elif data.startswith(b"\x1f\x8b"):
+        data = gzip.decompress(data)
+    looped = tmp_path / "looped.blend"
+    looped.write_bytes(data)
+    with blendfile.BlendFile(looped) as bfile:
+        scene = active_scene(bfile)
+        assert scene is not None
+        first = scene.get_pointer((b"r", b"views", b"first"))
+        assert first is not None
+        last = list(iterators.listbase(first))[-1]
+        # ListBase links start with `next`: point the last view's back at the first.
+        where, first_address = last.file_offset, first.addr_old
+        assert bfile.header.pointer_size == 8 and bfile.header.endian_str == b"<"
+    with looped.open("r+b") as handle:
+        handle.seek(where)
+        handle.write(struct.pack("<Q", first_address))
+
+    answers: list[list[str] | None] = []
+    # A daemon thread: were the loop followed, the test fails rather than hangs pytest.
+    reader = threading.Thread(target=lambda: answers.append(rendered_views(looped)), daemon=True)
+    reader.start()
+    reader.join(timeout=30)
+    assert answers == [None], "read as damaged, not followed round the loop"
 
 
 def refusal_of(detail: str, file: str) -> None:

@@ -21,6 +21,7 @@ files saved by Blender 3.4 and 5.0).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 from blender_asset_tracer import blendfile
@@ -68,7 +69,7 @@ def rendered_views(path: Path) -> list[str] | None:
             first = scene.get_pointer((b"r", b"views", b"first"), default=None)
             names = [
                 str(view.get(b"name", as_str=True))
-                for view in iterators.listbase(first)
+                for view in _each_once(iterators.listbase(first))
                 if not view.get(b"viewflag") & SCE_VIEW_DISABLE
             ]
     except Exception as exc:  # BAT raises many kinds on a damaged or foreign file
@@ -76,6 +77,19 @@ def rendered_views(path: Path) -> list[str] | None:
         return None
     views = [name for name in names if every_view or name in STEREO_VIEWS]
     return views if len(views) > 1 else []
+
+
+def _each_once(
+    blocks: Iterator[blendfile.BlendFileBlock],
+) -> Iterator[blendfile.BlendFileBlock]:
+    """`blocks`, refusing a list that comes back to a block it passed: BAT follows a
+    damaged or crafted file's loop for ever, and the manager reads what any user sends."""
+    seen: set[int] = set()
+    for block in blocks:
+        if block.addr_old in seen:
+            raise ValueError(f"the list of views loops back at {block.addr_old:#x}")
+        seen.add(block.addr_old)
+        yield block
 
 
 def tiles_refusal(path: Path, tiled: bool, file: str) -> str | None:
