@@ -209,6 +209,21 @@ def test_a_job_without_its_tasks_is_otherwise_the_same(farm: Farm) -> None:
     }, "counted without them"
     assert {**light, "tasks": whole["tasks"]} == whole
     assert answer.headers["Retry-After"], "still polled as the detail is"
+
+    # Running, with the numbers read from its tasks' columns: the same again.
+    runner = farm.register_runner("gpu-a")
+    task = claim(farm, runner)
+    report(farm, runner, task, frames_done=1, render_seconds=4.0, peak_memory_bytes=5 << 20)
+    whole = farm.client.get(f"/api/jobs/{job_id}", headers=farm.admin).json()
+    light = farm.client.get(f"/api/jobs/{job_id}?tasks=false", headers=farm.admin).json()
+    assert (light["workers"], light["seconds_per_frame"], light["peak_memory_bytes"]) == (
+        ["gpu-a"],
+        4.0,
+        5 << 20,
+    )
+    assert light["progress"] > 0 and light["eta_seconds"] is not None
+    clock = {"elapsed_seconds": 0}  # read at each answer
+    assert {**light, **clock, "tasks": whole["tasks"]} == {**whole, **clock}
     assert farm.client.get(f"/api/jobs/{job_id}?tasks=no-way", headers=farm.admin).status_code == (
         400
     )
