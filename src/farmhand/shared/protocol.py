@@ -22,7 +22,10 @@ script is listed too old and refused until it registers again.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+from farmhand.shared.schemas import WorkerStatus
 
 WORKER_PROTOCOL = 1
 """The protocol this farmhand's worker speaks, and its manager's highest.
@@ -62,13 +65,59 @@ TOO_OLD_NOTE = "too old: upgrade"
 """What a runners listing says of a worker that `too_old` refuses."""
 
 
-def status_note(capabilities: dict[str, Any]) -> str | None:
+@dataclass(frozen=True)
+class GaveBack:
+    """The last task a runner gave back itself (`POST /api/runner/tasks/{id}/release`)
+    with no task handed to it since, as the manager finds it at listing time
+    (`api/admin`). `task` names it for a person (`task 3 of job 7`); `worker` is the
+    runner's name, which the worker's own reasons start with (`worker w3 cannot work:
+    …`)."""
+
+    task: str
+    reason: str
+    worker: str
+
+
+NOTE_REASON_CHARS = 120
+"""How much of a give-back's reason a status note keeps: it sits beside the status in a
+table; the task's `last_error` keeps all of it."""
+
+
+def gave_back_note(gave_back: GaveBack) -> str:
+    """`gave task 3 of job 7 back: cannot work: [Errno 28] No space left on device …`:
+    the reason without the runner's name (the row names it), cut at a word."""
+    reason = gave_back.reason.strip()
+    own = f"worker {gave_back.worker} "
+    if reason.startswith(own):
+        reason = reason[len(own) :]
+    if len(reason) > NOTE_REASON_CHARS:
+        cut = reason[:NOTE_REASON_CHARS]
+        reason = (cut.rsplit(" ", 1)[0] if " " in cut[NOTE_REASON_CHARS // 2 :] else cut) + " …"
+    return f"gave {gave_back.task} back: {reason}"
+
+
+def status_note(
+    capabilities: dict[str, Any], status: WorkerStatus, gave_back: GaveBack | None = None
+) -> str | None:
     """What a runners listing adds to a runner's status, or None: its `idle` would
-    otherwise claim a worker ready for work that this manager gives no task.
+    otherwise claim a worker ready for work that is not.
 
     The manager puts it in each runner's summary (`RunnerInfo.status_note`), and
     `farmhand runners` and the web's runners page show that, so the rule lives here only.
-    A worker backing off after a fault of its own machine is not said: it gives the task
-    back with a reason (the task's `last_error`), but tells the manager nothing of its
-    pause, so the manager cannot know when it takes work again."""
-    return TOO_OLD_NOTE if too_old(capabilities) is not None else None
+    A runner too old for this manager gets no task at all: that comes first. Then one
+    that gave a task back and has been handed none since (`gave_back`): a worker whose
+    machine cannot work (disk full, work dir not writable) gives the task back with the
+    reason and takes no task for 30 s to 10 minutes while the fault lasts, and does not
+    tell the manager of that pause (no request body says it: an older manager would
+    refuse the field). So the note says what happened, not that the worker is paused:
+    whether the fault still lasts, only its next task tells. It is said only of an idle
+    runner: busy, it has a task; offline, disabled, draining or asleep, its status
+    says why it renders nothing. A worker stopping gives its task back too, then signs
+    off (offline) and its give-back is forgotten (`api/runner`), so a clean stop shows
+    no note; a stopping worker killed before its sign-off shows `gave … back: worker
+    shutting down` until it is marked offline, which is what happened."""
+    if too_old(capabilities) is not None:
+        return TOO_OLD_NOTE
+    if gave_back is not None and status is WorkerStatus.IDLE:
+        return gave_back_note(gave_back)
+    return None

@@ -996,8 +996,10 @@ class RunnerInfo(BaseModel):
         default=None,
         description="What to read beside its status, as `farmhand runners` and the web's "
         "runners page show it: `too old: upgrade` for a runner whose farmhand is older than "
-        "this manager hands tasks to (it gets none, though it may say `idle`); null when "
-        "there is nothing to add (`shared/protocol.status_note`).",
+        "this manager hands tasks to (it gets none, though it may say `idle`); for an idle "
+        "runner that gave a task back and has been handed none since, which and why "
+        "(`gave task 0 of job 7 back: cannot work: [Errno 28] No space left on device: …`); "
+        "null when there is nothing to add (`shared/protocol.status_note`).",
     )
 
 

@@ -6,13 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from sqlalchemy import Select, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from farmhand.manager.api.deps import AdminDep, Context
 from farmhand.manager.api.errors import error_responses
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
-from farmhand.manager.db.models import Blocklist, DeletedRunner, Job, Task, Worker
+from farmhand.manager.db.models import Blocklist, DeletedRunner, Job, Task, TaskFailure, Worker
 from farmhand.manager.scheduling.state import forgive
 from farmhand.manager.scheduling.workers import (
     ScheduleError,
@@ -22,7 +22,7 @@ from farmhand.manager.scheduling.workers import (
     display_status,
     in_sleep_window,
 )
-from farmhand.shared.protocol import status_note
+from farmhand.shared.protocol import GaveBack, status_note
 from farmhand.shared.schemas import (
     BlocklistEntry,
     RunnerAction,
@@ -37,13 +37,17 @@ router = APIRouter(prefix="/api/admin", tags=["admin"])
 ERRORS = error_responses(400, 401, 403, 404)
 
 
-def _runner_info(worker: Worker, current: tuple[Task, str] | None) -> RunnerInfo:
-    """`current` is the runner's active task with its job's name."""
+def _runner_info(
+    worker: Worker, current: tuple[Task, str] | None, gave_back: GaveBack | None
+) -> RunnerInfo:
+    """`current` is the runner's active task with its job's name; `gave_back` the task it
+    gave back last, if it has been handed none since (`_gave_back`)."""
     task, job_name = current if current else (None, None)
+    shown = display_status(worker, busy=task is not None)
     return RunnerInfo(
         id=worker.id,
         name=worker.name,
-        status=display_status(worker, busy=task is not None),
+        status=shown,
         admin_state=worker.admin_state,
         asleep=worker.asleep,
         sleep_schedule=(
@@ -60,8 +64,59 @@ def _runner_info(worker: Worker, current: tuple[Task, str] | None) -> RunnerInfo
         address=worker.address,
         capabilities=WorkerCapabilities.model_validate(worker.capabilities),
         registered_at=worker.registered_at,
-        status_note=status_note(worker.capabilities),
+        status_note=status_note(worker.capabilities, shown, gave_back),
     )
+
+
+def _gave_back(session: Session, worker_id: int | None = None) -> dict[int, GaveBack]:
+    """The last task each runner (or the one `worker_id`) gave back itself, for those
+    handed no task since: by runner id.
+
+    Read here, at listing time, so that the claim writes nothing for it (it is the
+    farm's hot path, docs/PERFORMANCE.md): a runner was handed a task since if one it
+    holds or held was started after the give-back (`tasks.worker_id`, kept once the
+    task completes or is canceled) or it failed one since (`task_failures`: a failed
+    task back in the queue no longer names it). A task rerun by a person, or a job
+    deleted, forgets who rendered it: should that be all it did since, its give-back is
+    shown again."""
+    handed = aliased(Task)
+    named = aliased(Task)
+    query = (
+        select(
+            Worker.id,
+            Worker.name,
+            Worker.gave_back_task_id,
+            Worker.gave_back_reason,
+            named.job_id,
+            named.index,
+        )
+        .outerjoin(named, named.id == Worker.gave_back_task_id)
+        .where(
+            Worker.gave_back_at.is_not(None),
+            ~select(handed.id)
+            .where(handed.worker_id == Worker.id, handed.started_at >= Worker.gave_back_at)
+            .exists(),
+            ~select(TaskFailure.id)
+            .where(
+                TaskFailure.worker_id == Worker.id, TaskFailure.created_at >= Worker.gave_back_at
+            )
+            .exists(),
+        )
+    )
+    if worker_id is not None:
+        query = query.where(Worker.id == worker_id)
+    return {
+        row.id: GaveBack(
+            task=(
+                f"task {row.index} of job {row.job_id}"
+                if row.job_id is not None
+                else f"task {row.gave_back_task_id} (of a deleted job)"
+            ),
+            reason=row.gave_back_reason or "",
+            worker=row.name,
+        )
+        for row in session.execute(query)
+    }
 
 
 def _active_tasks() -> Select[Task, str]:
@@ -100,8 +155,9 @@ def list_runners(context: Context, caller: AdminDep) -> list[RunnerInfo]:
         current = {
             task.worker_id: (task, job_name) for task, job_name in session.execute(_active_tasks())
         }
+        gave_back = _gave_back(session)
         return [
-            _runner_info(worker, current.get(worker.id))
+            _runner_info(worker, current.get(worker.id), gave_back.get(worker.id))
             for worker in session.scalars(select(Worker).order_by(Worker.name, Worker.id))
         ]
 
@@ -118,7 +174,9 @@ def runner_action(
     with context.db.transaction() as session:
         worker = _worker(session, worker_id)
         jobs = apply_action(session, worker, body.action, body.when, utcnow(), context.policy)
-        info = _runner_info(worker, _current_task(session, worker_id))
+        info = _runner_info(
+            worker, _current_task(session, worker_id), _gave_back(session, worker_id).get(worker_id)
+        )
     _announce(context, worker_id, jobs)
     return info
 
@@ -146,7 +204,9 @@ def set_sleep_schedule(
             reason = f"worker {worker.name} went to sleep"
             jobs = abort_current(session, worker, reason, now, context.policy)
         worker.asleep = asleep
-        info = _runner_info(worker, _current_task(session, worker_id))
+        info = _runner_info(
+            worker, _current_task(session, worker_id), _gave_back(session, worker_id).get(worker_id)
+        )
     _announce(context, worker_id, jobs)
     return info
 

@@ -356,6 +356,7 @@ def register(body: RunnerRegister, context: Context, request: Request) -> Runner
         worker.capabilities = _declared(body)
         worker.address = seen_from(request)
         worker.last_heartbeat = now
+        _new_run(worker)
         taken_over = worker.id is not None
         session.flush()
         log.info(
@@ -371,6 +372,16 @@ def register(body: RunnerRegister, context: Context, request: Request) -> Runner
         context.runner_ids.forget_worker(registered.worker_id)
     context.events.runner_changed(registered.worker_id)
     return registered
+
+
+def _new_run(worker: Worker) -> None:
+    """Forget the last task the worker gave back (`release`): it registers, restarts or
+    signs off, so a give-back of its earlier run (a fault it may have had, the task it
+    gave back as it stopped) says nothing of what it does now, and the runners listing
+    would show an idle runner, back and ready, as one that gave its work back."""
+    worker.gave_back_at = None
+    worker.gave_back_task_id = None
+    worker.gave_back_reason = None
 
 
 def _declared(body: RunnerRegister) -> dict[str, Any]:
@@ -420,6 +431,7 @@ def heartbeat(
                 _say_too_old(worker)
         jobs: list[int] = []
         if body.starting:
+            _new_run(worker)
             reason = f"worker {worker.name} restarted"
             jobs = abort_current(session, worker, reason, utcnow(), context.policy)
         abort: list[int] = []
@@ -848,7 +860,15 @@ def _changed(context: ManagerContext, job_id: int, worker_id: int) -> None:
 def release(task_id: int, body: TaskRelease, context: Context, worker_id: RunnerDep) -> TaskOutcome:
     with context.db.transaction() as session:
         task = _held_task(session, task_id, worker_id)
-        job_status = requeue_task(session, task, body.reason, utcnow(), context.policy)
+        now = utcnow()
+        job_status = requeue_task(session, task, body.reason, now, context.policy)
+        # Why this runner may sit idle now (a fault of its machine, or it is stopping):
+        # the runners listing says it until it is handed a task (`api/admin`).
+        session.execute(
+            update(Worker)
+            .where(Worker.id == worker_id)
+            .values(gave_back_at=now, gave_back_task_id=task.id, gave_back_reason=body.reason)
+        )
         log.info("task released", job_id=task.job_id, task_id=task.id, worker_id=worker_id)
         outcome = TaskOutcome(task_status=TaskStatus(task.status), job_status=job_status)
         job_id = task.job_id
@@ -865,6 +885,7 @@ def sign_off(context: Context, worker_id: RunnerDep) -> Response:
         if worker is None:
             raise gone_runner(session, context, worker_id)
         worker.status = WorkerStatus.OFFLINE.value
+        _new_run(worker)
         jobs = set()
         for task in session.scalars(
             select(Task).where(Task.worker_id == worker_id, Task.status == TaskStatus.ACTIVE.value)

@@ -130,6 +130,16 @@ class Worker(Base):
     """The address its requests come from, as the manager sees them (`api/runner.py`,
     register and heartbeat): the proxy's behind one, unless its forwarded headers are
     trusted."""
+    gave_back_at: Mapped[datetime | None]
+    """When it last gave a task back itself (`POST /api/runner/tasks/{id}/release`: its
+    machine cannot work, or it is stopping), with that task's id (no foreign key: the
+    job may be deleted, the give-back still says why the worker sits idle) and the
+    reason it gave. Null once a new run of it starts (registration, a starting
+    heartbeat) or it signs off. Kept here rather than told by the worker, so that no
+    request body changes; whether it has taken a task since is read from the tasks at
+    listing time (`api/admin`), so the claim writes nothing more."""
+    gave_back_task_id: Mapped[int | None]
+    gave_back_reason: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = NEVER_REUSED
 

@@ -1291,12 +1291,17 @@
         const frames = tile ? ` · ${tileLabel(tile)}`
           : r.current_task_frame_count ? ` · ${r.current_task_frames_done}/${r.current_task_frame_count} frames` : "";
         // What the manager adds to its status (`status_note`, as `farmhand runners` shows
-        // it): a runner too old for this manager gets no task, so "idle" alone would
-        // promise work it will never take.
-        const note = r.status_note ? `<br><span class="badge s-note">${esc(r.status_note)}</span>` : "";
+        // it): a runner too old for this manager gets no task, one that gave its task back
+        // (its disk full) takes none for a while, so "idle" alone would promise work. A
+        // short note is a badge beside the status; a sentence (a give-back and its reason,
+        // with a path in it) is text under "no task", where it wraps anywhere and keeps
+        // its case (a path breaks at its slashes): a badge would lowercase the path and widen
+        // the status column.
+        const short = r.status_note && r.status_note.length <= 24;
+        const note = short ? `<br><span class="badge s-note">${esc(r.status_note)}</span>` : "";
         const current = r.current_task_id
           ? `<a href="/jobs/${r.current_job_id}">${esc(r.current_job_name || "job " + r.current_job_id)}</a> <span class="muted small">task ${r.current_task_index ?? r.current_task_id}${frames}</span>`
-          : r.status_note ? '<span class="muted">no task</span>' : '<span class="muted">idle</span>';
+          : r.status_note ? `<span class="muted">no task</span>${short ? "" : `<br><span class="small note">${esc(r.status_note).replaceAll("/", "/<wbr>")}</span>`}` : '<span class="muted">idle</span>';
         const hardware = [c.cpu, c.cores ? `${c.cores} cores` : "", gib(c.ram_bytes), ...(c.gpus || []).map((g) => (typeof g === "string" ? g : g.name || ""))].filter(Boolean).map(esc).join(" · ");
         const tags = (c.tags || r.tags || []).map((t) => `<span class="badge">${esc(t)}</span>`).join(" ");
         const none = (empty) => (empty ? " none" : "");
