@@ -43,6 +43,22 @@ def farm(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[Loc
         yield farm
 
 
+HOLD_SHOW_MORE = """() => {
+    const real = window.fetch;
+    let asked = 0;
+    window.fetch = (url, init) => {
+        if (!String(url).includes("/api/jobs?") || !String(url).includes("limit=400")) {
+            return real(url, init);
+        }
+        const wait = ++asked === 1 ? 1500 : 3000;
+        return new Promise((done) => setTimeout(done, wait)).then(() => real(url, init));
+    };
+}"""
+"""For `page.evaluate`: the list's next two asks for 400 jobs (Show more's, then a live
+refresh's) are answered after 1.5 and 3 s, so the click's own answer comes back first,
+overtaken: the page draws the later one."""
+
+
 def requests_of(page: Any) -> list[str]:
     urls: list[str] = []
     page.on("request", lambda request: urls.append(request.url))
@@ -153,8 +169,12 @@ def test_the_jobs_list_asks_the_manager_for_a_filtered_page(
     assert not [url for url in asked if JOB_DETAIL.search(url)], "no job's detail was fetched"
     assert any("limit=200" in url for url in asked if "/api/jobs?" in url), asked
 
-    # Show more: the rest, and the keyboard on the first job shown anew.
+    # Show more: the rest, and the keyboard on the first job shown anew, also when a live
+    # refresh overtakes the click's own (held here so that it answers last).
+    page.evaluate(HOLD_SHOW_MORE)
     page.click("#jobs-more")
+    changed = api.patch(f"/api/jobs/{anns}", json={"priority": 51})
+    assert changed.status_code == 200, changed.text
     expect()(rows).to_have_count(total)
     expect()(page.locator("#jobs-count")).to_have_text(f"{total} of {total} jobs")
     expect()(page.locator("#jobs-more")).to_be_hidden()

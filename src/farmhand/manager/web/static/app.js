@@ -389,6 +389,7 @@
     ownerFilter.closest(".field").hidden = !isAdmin;
     let owner = isAdmin ? params.get("owner") || "" : "";
     let jobs = [], total = 0, wanted = PAGE, asked = 0, loaded = false;
+    let focusFrom = null; // after "Show more": the index of the first job it added
 
     const showOwners = (names) => {
       const all = [...new Set([...names, ...(owner ? [owner] : [])])].sort();
@@ -423,6 +424,10 @@
           <td class="num" data-label="Elapsed">${duration(elapsed)}</td><td class="num" data-label="Remaining">${["canceled", "failed"].includes(j.status) ? "–" : duration(eta)}</td></tr>`;
       }).join(""));
       paintBars(tbody);
+      if (focusFrom !== null && jobs.length > focusFrom) {
+        $$("#jobs tbody a")[focusFrom].focus();
+        focusFrom = null;
+      }
     };
 
     // The jobs the filters ask for, the first `wanted` of them (in pages of at most
@@ -456,17 +461,20 @@
       if (owner) query.set("owner", owner);
       history.replaceState(null, "", query.toString() ? "?" + query : location.pathname);
       wanted = PAGE;
+      focusFrom = null;
       refresh().catch(fail);
     };
     statusFilter.addEventListener("change", sync);
     ownerFilter.addEventListener("change", sync);
-    // The keyboard goes on to the first job shown anew (the button is gone at the end).
+    // The keyboard goes on to the first job shown anew (the button is gone at the end),
+    // once a render shows it: a live refresh may overtake the click's own, which then
+    // returns with nothing new drawn.
     more.addEventListener("click", async () => {
       const before = jobs.length;
       wanted = before + PAGE;
+      focusFrom = before;
       more.disabled = true;
       try { await refresh(); } catch (error) { fail(error); } finally { more.disabled = false; }
-      $$("#jobs tbody a")[before]?.focus();
     });
     setInterval(render, 1000 * 5);
   }
