@@ -25,7 +25,12 @@ from farmhand.client import FarmhandClient
 from farmhand.client.errors import TilesRefused
 from farmhand.localfarm import LocalFarm
 from farmhand.scenes import make_scene, run_builder
-from farmhand.shared.blendscene import active_scene, rendered_views
+from farmhand.shared.blendscene import (
+    UNTRUSTED_WALL_SECONDS,
+    active_scene,
+    rendered_views,
+    rendered_views_bounded,
+)
 from farmhand.shared.schemas import JobSettings, TileGrid
 from farmhand.worker import blender
 from farmhand.worker.blender.discovery import BlenderInstall
@@ -116,6 +121,60 @@ def test_a_file_whose_views_loop_is_left_to_the_worker(scenes: Path, tmp_path: P
     reader.start()
     reader.join(timeout=30)
     assert answers == [None], "read as damaged, not followed round the loop"
+
+
+def test_a_linked_active_scene_is_not_judged_by_the_files_own_scene(scenes: Path) -> None:
+    """Blender renders the linked stereo scene; the reader used to answer for the file's
+    local mono Scene instead ([]: "one view, tile it"), and every tile then failed."""
+    assert rendered_views(scenes / "linked_stereo.blend") is None
+
+
+def crafted_block(scenes: Path, folder: Path) -> Path:
+    """`stereo.blend` with one more block before its end whose size field is negative: BAT
+    seeks back onto the block and reads it again, for ever, keeping every copy."""
+    data = (scenes / "stereo.blend").read_bytes()
+    if data.startswith(b"\x28\xb5\x2f\xfd"):
+        data = zstandard.ZstdDecompressor().stream_reader(data).read()
+    elif data.startswith(b"\x1f\x8b"):
+        data = gzip.decompress(data)
+    if data.startswith(b"BLENDER17"):  # Blender 5.0's headers: code, sdna, old, len, nr
+        block = struct.pack("<4siQqq", b"DATA", 0, 0x1234, -32, 0)
+        end = data.rindex(b"ENDB")
+    else:  # Blender 3.4's: code, len, old, sdna, nr
+        block = struct.pack("<4siQii", b"DATA", -24, 0x1234, 0, 0)
+        end = data.rindex(b"ENDB")
+    crafted = folder / "crafted.blend"
+    crafted.write_bytes(data[:end] + block + data[end:])
+    return crafted
+
+
+def test_a_crafted_file_costs_the_manager_a_bounded_child_not_its_memory(
+    farm: Farm, scenes: Path, tmp_path: Path
+) -> None:
+    """Read in the manager's own process, one such upload grew it 200 MB a second until it
+    died; the manager now reads uploads in a child held to limits, and a file over them
+    counts as one it cannot read: let through, as the worker refuses what it must."""
+    crafted = crafted_block(scenes, tmp_path)
+    answers: list[list[str] | None] = []
+    reader = threading.Thread(
+        target=lambda: answers.append(rendered_views_bounded(crafted)), daemon=True
+    )
+    reader.start()
+    reader.join(timeout=UNTRUSTED_WALL_SECONDS * 2)
+    assert answers == [None], "read in a child held to its limits, and given up"
+
+    before = resident_bytes()
+    answer = post_stand_in(farm.client, farm.admin, blend=crafted.read_bytes(), tiles=TILES)
+    assert answer.status_code == 202, answer.text
+    assert resident_bytes() - before < 200 << 20, "the manager's own memory stayed put"
+
+
+def resident_bytes() -> int:
+    """This process's resident memory (the test farm's manager runs in it)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
 
 
 def refusal_of(detail: str, file: str) -> None:

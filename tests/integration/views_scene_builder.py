@@ -3,7 +3,8 @@ each (run in Blender by test_stereo_tiles_refused.py; this file runs in Blender)
 
 Arguments after `--`: the source .blend, the target folder, the worker's driver.py, and a
 JSON object {variant name: [use_multiview, views_format, [views added], [views off]]}.
-Writes `<folder>/<name>.blend` for each, then `<folder>/views.json`: {name: the views
+Writes `<folder>/<name>.blend` for each, `linked_stereo.blend` (its active scene is
+`stereo.blend`'s, linked), then `<folder>/views.json`: {name: the views
 the driver's own `rendered_views` says Blender renders}, the answer the .blend reader
 must give.
 """
@@ -33,4 +34,11 @@ for name, (multiview, views_format, added, off) in json.loads(variants).items():
         render.views[view].use = False
     answers[name] = [view.name for view in driver.rendered_views(render)]
     bpy.ops.wm.save_as_mainfile(filepath=str(Path(folder) / f"{name}.blend"))
+# A file whose active scene is the stereo one, linked from its library: Blender renders
+# that scene; the file itself holds only a link to it and its own (mono) Scene.
+bpy.ops.wm.read_factory_settings(use_empty=False)
+with bpy.data.libraries.load(str(Path(folder) / "stereo.blend"), link=True) as (_, target):
+    target.scenes = ["Scene"]
+bpy.context.window_manager.windows[0].scene = target.scenes[0]
+bpy.ops.wm.save_as_mainfile(filepath=str(Path(folder) / "linked_stereo.blend"))
 (Path(folder) / "views.json").write_text(json.dumps(answers))

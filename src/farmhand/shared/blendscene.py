@@ -8,9 +8,10 @@ such a scene (`render_frames`). It only finds out once a tile task runs, though,
 job then spends every attempt failing before it fails. So each way of submitting asks
 `tiles_refusal` first: the client (`farmhand submit` and the add-on through it,
 `submit_blend`, `submit_shared` when the share's file is readable here) before anything
-is packed or uploaded, and the manager on the stored main .blend (`main_blend_version`),
-so that a REST submission is refused with a 400 too. A file this cannot read is let
-through: the worker's refusal stays the last line of defence.
+is packed or uploaded, and the manager on the stored main .blend (`main_blend_version`,
+in a child process held to limits: `rendered_views_bounded`), so that a REST submission
+is refused with a 400 too. A file this cannot read is let through: the worker's refusal
+stays the last line of defence.
 
 Read with blender-asset-tracer (BAT), which the client already uses to pack a .blend and
 which opens the gzip and zstd files Blender saves; only the numbers in Blender's DNA are
@@ -20,8 +21,15 @@ files saved by Blender 3.4 and 5.0).
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterator
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from blender_asset_tracer import blendfile
@@ -41,11 +49,14 @@ STEREO_VIEWS = ("left", "right")
 
 def active_scene(bfile: blendfile.BlendFile) -> blendfile.BlendFileBlock | None:
     """The `GLOB` block's `curscene`, which is what `blender -b file.blend` renders;
-    the first `SC` block if the file has no usable one."""
+    the first `SC` block if the file names none. None when the scene it names is not in
+    this file: a scene linked from a library is an `ID` block here, its settings are in
+    the library, and answering for the file's first local scene instead would judge a
+    scene Blender does not render."""
     for glob in bfile.find_blocks_from_code(b"GLOB"):
         scene = glob.get_pointer(b"curscene", default=None)
-        if scene is not None and scene.code == b"SC":
-            return scene
+        if scene is not None:
+            return scene if scene.code == b"SC" else None
     scenes = bfile.find_blocks_from_code(b"SC")
     return scenes[0] if scenes else None
 
@@ -92,13 +103,90 @@ def _each_once(
         yield block
 
 
-def tiles_refusal(path: Path, tiled: bool, file: str) -> str | None:
+UNTRUSTED_MEMORY_BYTES = 1536 << 20
+"""Address space for reading a file someone else sent: an honest scene of about 200 MB
+takes some 900 MB to read; a larger one is let through to the worker unread."""
+UNTRUSTED_CPU_SECONDS = 15
+UNTRUSTED_WALL_SECONDS = 30.0
+UNTRUSTED_WRITE_BYTES = 2 << 30
+"""The largest decompressed copy of a gzip or zstd .blend BAT may write to read it."""
+UNTRUSTED_AT_ONCE = 2
+"""Reads at a time: each may take `UNTRUSTED_MEMORY_BYTES`."""
+_untrusted_slots = threading.BoundedSemaphore(UNTRUSTED_AT_ONCE)
+
+
+def rendered_views_bounded(path: Path) -> list[str] | None:
+    """`rendered_views` of a file anyone may have crafted, as the manager reads uploads:
+    in a child process held to `UNTRUSTED_*` memory, CPU, time and written bytes, with a
+    scratch folder of its own for BAT's decompressed copy (removed however it ends).
+    None, as for any file that cannot be read here, when it goes over them.
+
+    BAT trusts a file's block sizes: a crafted block whose size points back at itself
+    is read again and again, each copy kept (memory grew 200 MB a second until the
+    manager died), and a few hundred KB of zstd decompress to gigabytes. In a process
+    of its own, that costs one child its limits, not the manager its memory."""
+    if os.name != "posix" or not _untrusted_slots.acquire(timeout=UNTRUSTED_WALL_SECONDS):
+        return None
+    try:
+        with tempfile.TemporaryDirectory(prefix="farmhand-blendscene-") as scratch:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "farmhand.shared.blendscene", str(path)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                env={**os.environ, "TMPDIR": scratch},
+            )
+            try:
+                out, err = child.communicate(timeout=UNTRUSTED_WALL_SECONDS)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.communicate()
+                log.info("reading the views of %s took too long; not read", path)
+                return None
+    finally:
+        _untrusted_slots.release()
+    if child.returncode != 0:
+        log.info("reading the views of %s failed (exit %s): %s", path, child.returncode,
+                 err.decode(errors="replace").strip()[-300:])  # fmt: skip
+        return None
+    try:
+        views = json.loads(out)
+    except ValueError:
+        return None
+    if views is None or (isinstance(views, list) and all(isinstance(v, str) for v in views)):
+        return views
+    return None
+
+
+def _read_held(path: str) -> None:
+    """The child of `rendered_views_bounded`: its limits first, then the read, answered
+    as JSON. Going over memory is a MemoryError, which `rendered_views` takes as a file
+    it cannot read; over CPU or written bytes, the kernel ends the process."""
+    import resource  # POSIX only; the client imports this module on every platform
+
+    for limit, value in (
+        (resource.RLIMIT_AS, UNTRUSTED_MEMORY_BYTES),
+        (resource.RLIMIT_CPU, UNTRUSTED_CPU_SECONDS),
+        (resource.RLIMIT_FSIZE, UNTRUSTED_WRITE_BYTES),
+    ):
+        resource.setrlimit(limit, (value, value))
+    print(json.dumps(rendered_views(Path(path))))
+
+
+def tiles_refusal(
+    path: Path,
+    tiled: bool,
+    file: str,
+    read: Callable[[Path], list[str] | None] = rendered_views,
+) -> str | None:
     """Why a job asking for tiles (`tiled`) cannot render the .blend at `path` (named
     `file` in the message), or None: it is not tiled, its scene renders one view, or the
-    file cannot be read here (the worker refuses it then)."""
+    file cannot be read here (the worker refuses it then). `read` is how: the manager
+    reads what users send with `rendered_views_bounded`."""
     if not tiled:
         return None
-    views = rendered_views(path)
+    views = read(path)
     if not views:
         return None
     return (
@@ -107,3 +195,7 @@ def tiles_refusal(path: Path, tiled: bool, file: str) -> str | None:
         "submit it without tiles, or turn Stereoscopy off in the scene's Output "
         "properties and save the file"
     )
+
+
+if __name__ == "__main__":
+    _read_held(sys.argv[1])

@@ -15,7 +15,7 @@ from farmhand.manager.scheduling.compile import compile_job
 from farmhand.manager.storage.access import readable
 from farmhand.manager.storage.gc import mark_used
 from farmhand.shared.blendfile import READ_BYTES, cannot_open, looks_like_blend, saved_version
-from farmhand.shared.blendscene import tiles_refusal
+from farmhand.shared.blendscene import rendered_views_bounded, tiles_refusal
 from farmhand.shared.paths import UnsafePathError, check_coexisting, safe_relative_path
 from farmhand.shared.schemas import JobCreate, JobSettings, JobStatus
 
@@ -69,7 +69,7 @@ def main_blend_version(
         raise SubmitError(f"{path!r} is not a .blend file (its first bytes say otherwise)")
     saved = saved_version(head)
     problem = cannot_open(saved, blender_range, repr(path)) or tiles_refusal(
-        context.blobs.path_for(sha256), tiled, repr(path)
+        context.blobs.path_for(sha256), tiled, repr(path), read=rendered_views_bounded
     )
     if problem is not None:
         raise SubmitError(problem)
