@@ -92,6 +92,10 @@ ProgressCallback = Callable[[int, int], None]
 """Called with (bytes done, bytes total) as a transfer advances."""
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+CREATE_TIMEOUT = httpx.Timeout(120.0, connect=10.0)
+"""For `POST /api/jobs`: the manager reads a tiled job's .blend in turn with other uploads
+(up to a minute's wait, then up to 30 s: manager/file_reads.py). Given up on sooner, the
+job would still be created, and a user sending it again would have two."""
 DOWNLOAD_THREADS = 6
 """Files a download of a job's outputs fetches at once, on the client's connection pool:
 a frame of a few KB is mostly a round trip, and one at a time 856 frames took 35 s."""
@@ -510,7 +514,11 @@ class FarmhandClient(BaseClient):
         body = job_body(job)
         check_job_body(body, len(job.files))
         response = self._request(
-            "POST", "/api/jobs", content=body, headers={"Content-Type": "application/json"}
+            "POST",
+            "/api/jobs",
+            content=body,
+            headers={"Content-Type": "application/json"},
+            timeout=CREATE_TIMEOUT,
         )
         return _parse(JobAccepted, response)
 

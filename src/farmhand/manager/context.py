@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from farmhand.manager.auth.runner_cache import RunnerIdCache
 from farmhand.manager.db.engine import Database
 from farmhand.manager.events import EventBus
+from farmhand.manager.file_reads import FileReads
 from farmhand.manager.scheduling.policy import Policy
 from farmhand.manager.scheduling.reaper import ReaperClock
 from farmhand.manager.scheduling.wakeup import Wakeup
@@ -29,3 +30,5 @@ class ManagerContext:
     reaper_clock: ReaperClock = field(default_factory=ReaperClock)
     """Since when silence counts: this process's start, or its last refusal for a full
     disk (the 507 handler notes each)."""
+    file_reads: FileReads = field(default_factory=FileReads)
+    """Where reads of users' .blend files run, in turn, off the shared thread pool."""

@@ -28,7 +28,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -110,9 +109,6 @@ UNTRUSTED_CPU_SECONDS = 15
 UNTRUSTED_WALL_SECONDS = 30.0
 UNTRUSTED_WRITE_BYTES = 2 << 30
 """The largest decompressed copy of a gzip or zstd .blend BAT may write to read it."""
-UNTRUSTED_AT_ONCE = 2
-"""Reads at a time: each may take `UNTRUSTED_MEMORY_BYTES`."""
-_untrusted_slots = threading.BoundedSemaphore(UNTRUSTED_AT_ONCE)
 
 
 def rendered_views_bounded(path: Path) -> list[str] | None:
@@ -124,28 +120,27 @@ def rendered_views_bounded(path: Path) -> list[str] | None:
     BAT trusts a file's block sizes: a crafted block whose size points back at itself
     is read again and again, each copy kept (memory grew 200 MB a second until the
     manager died), and a few hundred KB of zstd decompress to gigabytes. In a process
-    of its own, that costs one child its limits, not the manager its memory."""
-    if os.name != "posix" or not _untrusted_slots.acquire(timeout=UNTRUSTED_WALL_SECONDS):
+    of its own, that costs one child its limits, not the manager its memory. How many run
+    at once is the caller's to bound (the manager's `FileReads`): each may take
+    `UNTRUSTED_MEMORY_BYTES`."""
+    if os.name != "posix":
         return None
-    try:
-        with tempfile.TemporaryDirectory(prefix="farmhand-blendscene-") as scratch:
-            child = subprocess.Popen(
-                [sys.executable, "-m", "farmhand.shared.blendscene", str(path)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-                env={**os.environ, "TMPDIR": scratch},
-            )
-            try:
-                out, err = child.communicate(timeout=UNTRUSTED_WALL_SECONDS)
-            except subprocess.TimeoutExpired:
-                os.killpg(child.pid, signal.SIGKILL)
-                child.communicate()
-                log.info("reading the views of %s took too long; not read", path)
-                return None
-    finally:
-        _untrusted_slots.release()
+    with tempfile.TemporaryDirectory(prefix="farmhand-blendscene-") as scratch:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "farmhand.shared.blendscene", str(path)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            env={**os.environ, "TMPDIR": scratch},
+        )
+        try:
+            out, err = child.communicate(timeout=UNTRUSTED_WALL_SECONDS)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.communicate()
+            log.info("reading the views of %s took too long; not read", path)
+            return None
     if child.returncode != 0:
         log.info("reading the views of %s failed (exit %s): %s", path, child.returncode,
                  err.decode(errors="replace").strip()[-300:])  # fmt: skip

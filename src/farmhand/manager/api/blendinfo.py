@@ -9,7 +9,9 @@ Which Blender: every one discovery finds (`find_blender`: FARMHAND_BLENDER, PATH
 also the bpy module), newest first, falling back to an older one if the newest cannot
 open the file. Newest first because a .blend saved by a newer Blender does not open in
 an older one, while the reverse works. No Blender at all → 503 and the form keeps its
-defaults. At most `MAX_CONCURRENT` Blenders run at once: each costs hundreds of MB.
+defaults. Blender runs on `context.file_reads` (`manager/file_reads.py`): a few at once,
+since each costs hundreds of MB, and those waiting hold no thread the other requests
+need.
 
 The answer names two Blenders: the one that read the file here (`blender_version`) and
 the one that saved it (`saved_with`, from the file's header: the same reader as at job
@@ -25,8 +27,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from farmhand.manager.api.deps import Context, UserDep
 from farmhand.manager.api.uploads import sent_by, store_upload, uploaded_name
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Worker
+from farmhand.manager.file_reads import FileReadsBusy
 from farmhand.shared.blendfile import (
     HEADER_BYTES,
     looks_like_blend,
@@ -59,12 +61,10 @@ MARK = "@@farmhand@@"
 SAVED_WITH = "saved_with"
 """The key `read_scene` adds to Blender's facts: the version in the file's header."""
 OPEN_TIMEOUT = 120.0
-MAX_CONCURRENT = 2
 FACTS_CACHE_SIZE = 256
 BLOB_HEADER = "X-Blob-Sha256"
 """Set on the 422/503 answers too: the file was stored, a job can still use it."""
 
-_slots = threading.BoundedSemaphore(MAX_CONCURRENT)
 _facts_cache: dict[str, tuple[str, dict[str, Any]]] = {}
 
 
@@ -128,7 +128,8 @@ def open_with(install: BlenderInstall, blend: Path) -> dict[str, Any]:
 
 
 def read_scene(path: Path, name: str, sha256: str) -> tuple[str, dict[str, Any]]:
-    """(Blender version, scene facts) of a stored .blend; cached by content hash.
+    """(Blender version, scene facts) of a stored .blend; cached by content hash. Run it
+    on `context.file_reads`, which bounds how many run at once.
 
     The facts are Blender's, plus `SAVED_WITH`: the version in the file's header.
     """
@@ -139,7 +140,7 @@ def read_scene(path: Path, name: str, sha256: str) -> tuple[str, dict[str, Any]]
     if not installs:
         raise BlenderNotFound("no Blender is installed on the manager")
     errors: list[str] = []
-    with _slots, tempfile.TemporaryDirectory(prefix="farmhand-blendinfo-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="farmhand-blendinfo-") as tmp:
         # Blender wants a name ending in .blend, and may write beside the file.
         blend = Path(tmp) / name
         try:
@@ -213,10 +214,10 @@ async def blend_info(file: UploadFile, context: Context, caller: UserDep) -> Ble
     await sent_by(context, caller.user_id, [stored])
     blob_header = {BLOB_HEADER: stored.sha256}
     try:
-        version, facts = await run_in_threadpool(
-            read_scene, _blob_path(context, stored.sha256), name, stored.sha256
+        version, facts = await context.file_reads.run(
+            partial(read_scene, _blob_path(context, stored.sha256), name, stored.sha256)
         )
-    except BlenderNotFound as error:
+    except (BlenderNotFound, FileReadsBusy) as error:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             f"cannot read the file's settings: {error}; fill in the form by hand",

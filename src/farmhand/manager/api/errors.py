@@ -12,7 +12,8 @@ SQLite locked for a minute) is `503 Service Unavailable` with `Retry-After`, and
 the reaper's clock the same way (`ReaperClock.database_unavailable`); the outage is
 logged once when it starts and once when it ends, not per request, and the answer names
 neither the database's address nor its error. Anything else unexpected is logged with
-its traceback on the manager and answered with a plain 500.
+its traceback on the manager and answered with a plain 500. A read of a user's file that
+waited too long for its turn (`file_reads.FileReadsBusy`) is `503` with `Retry-After`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from sqlalchemy.exc import DataError, DBAPIError
 
 from farmhand.manager.clock import utcnow
 from farmhand.manager.db.presence import database_reason, unavailable
+from farmhand.manager.file_reads import RETRY_AFTER_SECONDS, FileReadsBusy
 from farmhand.shared.schemas import ErrorResponse
 
 log = structlog.get_logger(__name__)
@@ -88,6 +90,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             status_code=status.HTTP_400_BAD_REQUEST,
             content={"detail": describe_validation_error(error)},
+        )
+
+    @app.exception_handler(FileReadsBusy)
+    async def _reads_busy(request: Request, error: Exception) -> JSONResponse:
+        return JSONResponse(
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            content={"detail": str(error)},
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
 
     @app.exception_handler(OverflowError)

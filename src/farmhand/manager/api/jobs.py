@@ -217,8 +217,11 @@ async def submit_job(
             )
         await run_in_threadpool(enforce_quota, context, caller, list(job_request.files.values()))
         creating = partial(create_uploaded_job, context, caller.user_id, job_request)
+    # A tiled job's .blend is read to refuse a stereo scene (`tiles_refusal`): seconds,
+    # so in turn with the manager's other reads of users' files, holding no shared thread.
+    reads = isinstance(job_request, JobCreate) and job_request.tiles is not None
     try:
-        job = await run_in_threadpool(creating)
+        job = await (context.file_reads.run(creating) if reads else run_in_threadpool(creating))
     except SubmitError as error:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
     context.events.job_changed(job.id)
@@ -451,17 +454,17 @@ async def upload_job_file(
         # Read before the transaction below, not in it: reading a tiled job's scene
         # may take seconds on a big file, and every runner's report waits meanwhile.
         # A job's main file and settings (but its priority) never change once submitted.
+        tiled = settings.get("tiles") is not None
+        reading = partial(
+            main_blend_version,
+            context,
+            clean,
+            stored.sha256,
+            blender_range=settings.get("blender_version"),
+            tiled=tiled,
+        )
         try:
-            saved = await run_in_threadpool(
-                partial(
-                    main_blend_version,
-                    context,
-                    clean,
-                    stored.sha256,
-                    blender_range=settings.get("blender_version"),
-                    tiled=settings.get("tiles") is not None,
-                )
-            )
+            saved = await (context.file_reads.run(reading) if tiled else run_in_threadpool(reading))
         except SubmitError as error:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
 

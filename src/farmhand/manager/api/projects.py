@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import PurePosixPath
 
 import structlog
@@ -56,8 +57,8 @@ async def upload_project(file: UploadFile, context: Context, caller: UserDep) ->
         size=sum(stored.size for stored in project.files.values()),
     )
     try:
-        version, facts = await run_in_threadpool(
-            read_scene, blob.path, PurePosixPath(main).name, blob.sha256
+        version, facts = await context.file_reads.run(
+            partial(read_scene, blob.path, PurePosixPath(main).name, blob.sha256)
         )
         farm = await run_in_threadpool(farm_blenders, context, version)
         answer.info = blend_info_model(blob.sha256, main, blob.size, version, facts, farm)
