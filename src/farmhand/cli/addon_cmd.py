@@ -20,6 +20,7 @@ import typer
 
 from farmhand.addon.runner import EXECUTABLE
 from farmhand.cli.jobs_cmd import console, fail
+from farmhand.cli.shown import shown
 
 MODULE = "farmhand_addon"
 DONE = "farmhand-addon-installed"
@@ -79,7 +80,7 @@ def zip_command(
     ),
 ) -> None:
     """Write the add-on as a zip: in Blender, Preferences > Add-ons > Install from disk."""
-    console.print(f"add-on zip: {write_zip(output)}", highlight=False, soft_wrap=True)
+    console.print(f"add-on zip: {shown(write_zip(output))}", highlight=False, soft_wrap=True)
 
 
 @addon.command()
@@ -118,7 +119,7 @@ def install(
         raise fail(f"{executable} did not install the add-on: {' | '.join(said)}")
     folder = installed[-1][len(DONE) :].strip()
     console.print(
-        f"installed and enabled {MODULE} in {folder}; set the manager URL and API token in "
+        f"installed and enabled {MODULE} in {shown(folder)}; set the manager URL and API token in "
         "Preferences > Add-ons > farmhand",
         highlight=False,
         soft_wrap=True,

@@ -6,6 +6,7 @@ import typer
 from rich.table import Table
 
 from farmhand.cli.jobs_cmd import TokenOption, UrlOption, console, manager_errors, open_client
+from farmhand.cli.shown import shown
 from farmhand.cli.words import plural
 
 admin = typer.Typer(no_args_is_help=True, help="Storage housekeeping (admins only).")
@@ -54,7 +55,7 @@ def usage(url: UrlOption = None, token: TokenOption = None) -> None:
             share = "no quota (admin)"  # as `enforce_quota`: admins run the farm
         else:
             share = f"{100 * counted / quota:.0f} % of {human(quota)}" if quota else "no quota"
-        table.add_row(user.name, str(user.jobs), human(user.bytes), uploads, share)
+        table.add_row(shown(user.name), str(user.jobs), human(user.bytes), uploads, share)
     console.print(table)
 
 

@@ -23,6 +23,7 @@ from farmhand.cli.jobs_cmd import (
     manager_errors,
     open_client,
 )
+from farmhand.cli.shown import shown
 from farmhand.client import FarmhandClient
 from farmhand.shared.schemas import JobActionName, JobSummary, TaskActionName
 
@@ -36,7 +37,7 @@ TaskArgument = Annotated[
 
 
 def _said(summary: JobSummary, what: str = "") -> None:
-    console.print(f"job {summary.id} {summary.name!r}: {_status(summary.status)}{what}")
+    console.print(f"job {summary.id} {shown(repr(summary.name))}: {_status(summary.status)}{what}")
 
 
 def _job_action(job_id: int, action: JobActionName, url: str | None, token: str | None) -> None:
@@ -102,7 +103,9 @@ def delete(
             err.print(f"job {detail.id} was not deleted", highlight=False)
             raise typer.Exit(1)
         client.delete_job(job_id)
-    console.print(f"deleted job {detail.id} {detail.name!r} and its outputs", highlight=False)
+    console.print(
+        f"deleted job {detail.id} {shown(repr(detail.name))} and its outputs", highlight=False
+    )
 
 
 def task_id(client: FarmhandClient, job_id: int, number: int) -> int:

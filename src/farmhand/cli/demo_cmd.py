@@ -19,6 +19,7 @@ from rich.console import Console
 
 from farmhand.cli.jobs_cmd import follow, frame_spec
 from farmhand.cli.options import port_option
+from farmhand.cli.shown import shown
 from farmhand.client import FarmhandError
 from farmhand.localfarm import LocalFarm
 from farmhand.shared.schemas import JobSettings, JobStatus, VideoSettings
@@ -100,14 +101,14 @@ def run_demo(
             workers_used = sorted({t.worker for t in job.tasks if t.worker})
             ok = True
             console.print(
-                f"[green]{len(written)} frames rendered by {', '.join(workers_used)} "
-                f"and verified[/green] in {out}"
+                f"[green]{len(written)} frames rendered by {shown(', '.join(workers_used))} "
+                f"and verified[/green] in {shown(out)}"
             )
             for video in videos:
-                console.print(f"[green]video of the frames[/green]: {video}")
+                console.print(f"[green]video of the frames[/green]: {shown(video)}")
             if keep:
                 console.print(f"web and API: {farm.url}/docs")
-                console.print(f"admin token: {farm.data_dir / 'admin-token'}")
+                console.print(f"admin token: {shown(farm.data_dir / 'admin-token')}")
                 console.print("serving until Ctrl-C")
                 _serve_forever(farm)
             else:  # the farm stops on the way out: no address that leads nowhere
@@ -115,7 +116,7 @@ def run_demo(
     except KeyboardInterrupt:
         console.print("stopping")
     except Exception as exc:
-        err.print(f"[red]demo failed:[/red] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[red]demo failed:[/red] {shown(exc)}", highlight=False, soft_wrap=True)
     finally:
         farm.stop()
     if not ok:
@@ -150,5 +151,5 @@ def demo(
     else:
         root = directory.resolve()
         root.mkdir(parents=True, exist_ok=True)
-    console.print(f"demo directory: {root}")
+    console.print(f"demo directory: {shown(root)}")
     raise typer.Exit(run_demo(root, workers, frames, keep, port, timeout, blender))

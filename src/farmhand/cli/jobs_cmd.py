@@ -13,7 +13,6 @@ from typing import Annotated, cast, get_args
 import typer
 from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -29,6 +28,7 @@ from farmhand.cli.config import ConfigError, resolve
 from farmhand.cli.downloads import Downloaded, download_job, unfinished
 from farmhand.cli.folders import FolderError, check_writable_folder, why
 from farmhand.cli.json_events import JsonEvents, errors_as_events
+from farmhand.cli.shown import shown, visible
 from farmhand.cli.words import frames_label, plural
 from farmhand.client import (
     FarmhandClient,
@@ -125,8 +125,9 @@ UPLOAD_STOPPED = (
 def fail(message: str) -> Failed:
     """Print one red line (no traceback) and return the exit to raise."""
     # soft_wrap: one line however long (a path in it stays copyable, greps still match).
-    # escape: a message quoting "[a-z]" or "[gpu]" is text, not Rich markup to swallow.
-    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    # shown: a message quoting "[a-z]" or "[gpu]" is text, not Rich markup to swallow,
+    # and the manager's words in it (a job name, a reason) cannot steer the terminal.
+    err.print(f"[red]error:[/red] {shown(message)}", highlight=False, soft_wrap=True)
     return Failed(message)
 
 
@@ -170,7 +171,7 @@ def interrupted(message: str) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        err.print(message, markup=False, highlight=False, soft_wrap=True)
+        err.print(visible(message), markup=False, highlight=False, soft_wrap=True)
         raise Stopped(message) from None
 
 
@@ -185,7 +186,7 @@ def giving_up(what: str, retry_for: float, message: str) -> Iterator[None]:
         if not is_retryable(exc):
             raise
         failed = fail(f"gave up {what} after {human_seconds(retry_for)} of retries: {exc}")
-        err.print(message, markup=False, highlight=False, soft_wrap=True)
+        err.print(visible(message), markup=False, highlight=False, soft_wrap=True)
         raise failed from None
 
 
@@ -469,7 +470,7 @@ def submit(
             warning = png_frames_warning(Path(file), settings)
             if warning is not None:
                 err.print(
-                    f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True
+                    f"[yellow]warning:[/yellow] {shown(warning)}", highlight=False, soft_wrap=True
                 )
         with manager_errors(), open_client(url, token) as client:
             submitted = None
@@ -536,7 +537,7 @@ def announce(
             f"{plural(numbers['bytes_sent'], 'byte')} sent",
             highlight=False,
         )
-    console.print(f"job [bold]{accepted.id}[/bold] {accepted.status}  {where}")
+    console.print(f"job [bold]{accepted.id}[/bold] {shown(accepted.status)}  {shown(where)}")
 
 
 def submit_packed(
@@ -588,7 +589,9 @@ def bars(allow_missing: bool) -> Iterator[SubmitHooks]:
 
         def packed(tree: PackedProject) -> None:
             for path in tree.missing if allow_missing else ():
-                err.print(f"[yellow]missing:[/yellow] {path}", highlight=False, soft_wrap=True)
+                err.print(
+                    f"[yellow]missing:[/yellow] {shown(path)}", highlight=False, soft_wrap=True
+                )
             bar.update(hashing, total=tree.size, files=f"{len(tree.files)} files")
 
         def uploading(size: int, files: int) -> None:
@@ -711,10 +714,11 @@ def follow(
     said_frames, said_at = -1, 0.0
     policy = retry_policy(retry_for)
     with Progress(
-        TextColumn("job {task.fields[job]} {task.fields[status]}"),
+        # markup=False: `live` holds the manager's reason, `status` an error's words.
+        TextColumn("job {task.fields[job]} {task.fields[status]}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("frames {task.fields[live]}"),
+        TextColumn("frames {task.fields[live]}", markup=False),
         console=err,
         disable=plain,
     ) as bar:
@@ -729,7 +733,9 @@ def follow(
                 outage = now
                 if plain:
                     err.print(
-                        f"job {job_id}: {error}; retrying for up to {human_seconds(retry_for)}",
+                        visible(
+                            f"job {job_id}: {error}; retrying for up to {human_seconds(retry_for)}"
+                        ),
                         markup=False,
                         highlight=False,
                         soft_wrap=True,
@@ -840,7 +846,7 @@ def live_line(job: JobDetail) -> str:
     if job.eta_seconds is not None and job.status not in FINISHED:
         parts.append(f"eta {human_seconds(job.eta_seconds)}")
     if job.status_reason and job.status not in FINISHED:
-        parts.append(job.status_reason)
+        parts.append(visible(job.status_reason))
     return " · ".join(parts)
 
 
@@ -861,7 +867,10 @@ def finish(
         if not told:
             told = True
             err.print(
-                f"downloading job {job.id}: {error}; retrying for up to {human_seconds(retry_for)}",
+                visible(
+                    f"downloading job {job.id}: {error}; "
+                    f"retrying for up to {human_seconds(retry_for)}"
+                ),
                 markup=False,
                 highlight=False,
                 soft_wrap=True,
@@ -903,13 +912,13 @@ def say_downloaded(written: Downloaded, output: Path) -> None:
     files that were there with other bytes and were replaced."""
     skipped = written.skipped_note()
     console.print(
-        f"{written} in {output}" + (f" {skipped}" if skipped else ""),
+        visible(f"{written} in {output}" + (f" {skipped}" if skipped else "")),
         highlight=False,
         markup=False,
     )
     replaced = written.replaced_note(output)
     if replaced is not None:
-        err.print(f"[yellow]warning:[/yellow] {escape(replaced)}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]warning:[/yellow] {shown(replaced)}", highlight=False, soft_wrap=True)
 
 
 def download_with_bar(
@@ -977,8 +986,8 @@ def jobs(
     for job in page.items:
         table.add_row(
             str(job.id),
-            job.name,
-            job.owner,
+            shown(job.name),
+            shown(job.owner),
             _status(job.status),
             f"{job.progress:.0f}%",
             f"{job.frames_done}/{job.frames_total}",
@@ -1010,34 +1019,34 @@ def job(
         if as_json:
             print_json(detail.model_dump_json())
             return
-        shown = detail.tasks if every_task else task_rows(client, detail)
+        listed = detail.tasks if every_task else task_rows(client, detail)
     counts = Counter(detail.task_counts)
     console.print(
-        f"[bold]job {detail.id}[/bold] {detail.name!r} by {detail.owner}: "
+        f"[bold]job {detail.id}[/bold] {shown(repr(detail.name))} by {shown(detail.owner)}: "
         f"{_status(detail.status)} {detail.progress:.0f}% "
-        f"({detail.frames_done}/{detail.frames_total} frames), file {detail.main_file}"
+        f"({detail.frames_done}/{detail.frames_total} frames), file {shown(detail.main_file)}"
     )
     if detail.settings_line:
-        console.print(f"asks for: {detail.settings_line}", highlight=False, markup=False)
+        console.print(f"asks for: {visible(detail.settings_line)}", highlight=False, markup=False)
     blender = blender_line(detail)
     if blender:
-        console.print(blender, highlight=False)
+        console.print(shown(blender), highlight=False)
     if detail.status_reason:
-        console.print(f"reason: {detail.status_reason}")
+        console.print(f"reason: {shown(detail.status_reason)}")
     if detail.missing_count:
         console.print(missing_line(detail), highlight=False, markup=False)
-    running = [task for task in shown if task.status == TaskStatus.ACTIVE]
-    console.print(f"now: {live_line(detail.model_copy(update={'tasks': running}))}")
+    running = [task for task in listed if task.status == TaskStatus.ACTIVE]
+    console.print(f"now: {shown(live_line(detail.model_copy(update={'tasks': running})))}")
     total = sum(counts.values())
     counted = "".join(
         f" · {counts[state]:,} {_status(state)}" for state in TaskStatus if counts[state]
     )
     console.print(f"tasks: {total:,}{counted}", highlight=False)
-    if shown:
-        console.print(task_table(shown))
-    if total > len(shown):
+    if listed:
+        console.print(task_table(listed))
+    if total > len(listed):
         console.print(
-            f"{total - len(shown):,} more tasks not shown; --tasks shows every task",
+            f"{total - len(listed):,} more tasks not shown; --tasks shows every task",
             highlight=False,
         )
 
@@ -1082,13 +1091,13 @@ def task_table(tasks: list[TaskSummary]) -> Table:
             frames += " (merge)"
         table.add_row(
             str(task.index),
-            frames,
+            shown(frames),
             _status(task.status),
             done,
             failures_cell(task),
-            task.worker or "",
+            shown(task.worker or ""),
             human_bytes(task.peak_memory_bytes) if task.peak_memory_bytes else "",
-            task.last_error or "",
+            shown(task.last_error or ""),
         )
     return table
 
@@ -1101,8 +1110,8 @@ def missing_line(detail: JobDetail) -> str:
     if not detail.missing_files:
         return head
     if len(detail.missing_files) == 1 and not unnamed:
-        return f"{head}: {detail.missing_files[0]}"
-    lines = [f"{head}:", *(f"  {path}" for path in detail.missing_files)]
+        return f"{head}: {visible(detail.missing_files[0])}"
+    lines = [f"{head}:", *(f"  {visible(path)}" for path in detail.missing_files)]
     if unnamed:
         lines.append(f"  … and {unnamed} more")
     return "\n".join(lines)
@@ -1169,15 +1178,15 @@ def download(
     with manager_errors(), writing_into(output), open_client(url, token) as client:
         if video:
             path = download_video(client, job_id, output)
-            console.print(f"video in {path}")
+            console.print(f"video in {shown(path)}")
             return
         if inputs:
             path = client.download_inputs_zip(job_id, output, into=True)
-            console.print(f"inputs in {path}")
+            console.print(f"inputs in {shown(path)}")
             return
         if frame is not None:
             path = client.download_frame(job_id, frame, output, template=template)
-            console.print(f"frame {frame} in {path}")
+            console.print(f"frame {frame} in {shown(path)}")
             return
         detail = client.get_job(job_id, tasks=False)
         if as_zip:
@@ -1190,7 +1199,7 @@ def download(
                     template=template,
                     into=True,
                 )
-            console.print(f"outputs in {path}")
+            console.print(f"outputs in {shown(path)}")
             warn_unfinished(detail)
             return
         chosen = template or detail.settings.output_template
@@ -1203,7 +1212,7 @@ def warn_unfinished(job: JobDetail) -> None:
     """Say on stderr that a download holds only part of a job that is not completed."""
     note = unfinished(job)
     if note is not None:
-        err.print(f"[yellow]warning:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]warning:[/yellow] {shown(note)}", highlight=False, soft_wrap=True)
 
 
 def download_video(client: FarmhandClient, job_id: int, output: Path) -> Path:
@@ -1222,7 +1231,7 @@ def _status(status: str) -> str:
         "canceled": "yellow",
         "active": "cyan",
     }.get(status, "white")
-    return f"[{colour}]{status}[/{colour}]"
+    return f"[{colour}]{shown(status)}[/{colour}]"
 
 
 def register(app: typer.Typer) -> None:

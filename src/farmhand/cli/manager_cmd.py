@@ -21,6 +21,7 @@ from rich.markup import escape
 
 from farmhand.cli.folders import FolderError, check_writable_folder, why
 from farmhand.cli.options import port_option
+from farmhand.cli.shown import shown
 from farmhand.manager.settings import ManagerSettings, SettingsError
 from farmhand.shared.logconfig import (
     configure_logging,
@@ -269,8 +270,8 @@ def manager(
     else:
         if report.created_admin:
             console.print("[bold]First start:[/] created the admin account.")
-        console.print(f"Admin API token:            {report.admin_token_file.resolve()}")
-        console.print(f"Runner registration token:  {report.runner_token_file.resolve()}")
+        console.print(f"Admin API token:            {shown(report.admin_token_file.resolve())}")
+        console.print(f"Runner registration token:  {shown(report.runner_token_file.resolve())}")
         console.print(f"farmhand manager listening on {scheme}://{host}:{port} (API docs: /docs)")
     # Workers keep connections open between heartbeats and long polls; closing idle ones
     # after uvicorn's default 5 s makes clients race the close and reconnect all the time.

@@ -15,7 +15,6 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
-from rich.markup import escape
 from rich.table import Table
 
 from farmhand.cli.jobs_cmd import (
@@ -28,6 +27,7 @@ from farmhand.cli.jobs_cmd import (
     manager_errors,
     open_client,
 )
+from farmhand.cli.shown import shown, visible
 from farmhand.client import FarmhandClient
 from farmhand.shared.schemas import (
     WEEKDAYS,
@@ -72,7 +72,7 @@ STATUS_COLOURS = {
 
 def _runner_status(status: str) -> str:
     colour = STATUS_COLOURS.get(status, "white")
-    return f"[{colour}]{status}[/{colour}]"
+    return f"[{colour}]{shown(status)}[/{colour}]"
 
 
 def find_runner(client: FarmhandClient, name: str) -> RunnerInfo:
@@ -176,7 +176,7 @@ def runner_status(info: RunnerInfo) -> str:
     """Its status, and what the manager adds to it (`status_note`: `too old: upgrade`),
     as the web's runners page shows them: the manager derives the note
     (`shared/protocol.status_note`), so the two never disagree."""
-    note = f" ({escape(info.status_note)})" if info.status_note else ""
+    note = f" ({shown(info.status_note)})" if info.status_note else ""
     return _runner_status(info.status) + note
 
 
@@ -212,21 +212,23 @@ def runners(url: UrlOption = None, token: TokenOption = None) -> None:
                 current += f" ({one.current_task_frames_done}/{one.current_task_frame_count})"
         table.add_row(
             str(one.id),
-            one.name,
-            runner_address(one),
+            shown(one.name),
+            shown(runner_address(one)),
             runner_status(one),
-            current,
+            shown(current),
             _ago(one.last_heartbeat),
-            ", ".join(caps.tags),
-            caps.device + (f":{caps.gpu}" if caps.gpu is not None else ""),
-            ", ".join(caps.blender_versions),
-            format_schedule(one.sleep_schedule),
+            shown(", ".join(caps.tags)),
+            shown(caps.device + (f":{caps.gpu}" if caps.gpu is not None else "")),
+            shown(", ".join(caps.blender_versions)),
+            shown(format_schedule(one.sleep_schedule)),
         )
     console.print(table)
 
 
 def _said(info: RunnerInfo, what: str = "") -> None:
-    console.print(f"runner {info.name} (id {info.id}): {_runner_status(info.status)}{what}")
+    console.print(
+        f"runner {shown(info.name)} (id {info.id}): {_runner_status(info.status)}{shown(what)}"
+    )
 
 
 def _act(
@@ -272,12 +274,12 @@ def delete_runner(
     """
     with manager_errors(), open_client(url, token) as client:
         info = find_runner(client, name)
-        if not yes and not typer.confirm(f"Delete runner {info.name} (id {info.id})?"):
-            err.print(f"runner {info.name} was not deleted", highlight=False)
+        if not yes and not typer.confirm(f"Delete runner {visible(info.name)} (id {info.id})?"):
+            err.print(f"runner {shown(info.name)} was not deleted", highlight=False)
             raise typer.Exit(1)
         client.delete_runner(info.id)
     console.print(
-        f"deleted runner {info.name} (id {info.id}); it cannot register again by itself "
+        f"deleted runner {shown(info.name)} (id {info.id}); it cannot register again by itself "
         "(a machine holding a registration token still can: rotate that token to keep it out)",
         highlight=False,
     )
@@ -339,10 +341,10 @@ def list_blocklist(ctx: typer.Context, url: UrlOption = None, token: TokenOption
     for entry in entries:
         table.add_row(
             str(entry.id),
-            entry.worker,
+            shown(entry.worker),
             str(entry.job_id),
-            entry.task_type,
-            entry.reason,
+            shown(entry.task_type),
+            shown(entry.reason),
             entry.created_at.strftime("%Y-%m-%d %H:%M"),
         )
     console.print(table)
@@ -379,7 +381,7 @@ def clear(
     workers = ", ".join(sorted({entry.worker for entry in entries}))
     console.print(
         f"cleared {len(entries)} blocklist entries of job {job}"
-        + (f" ({workers})" if workers else ""),
+        + (f" ({shown(workers)})" if workers else ""),
         highlight=False,
     )
 

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+
+from farmhand.cli.shown import shown, visible
 
 if TYPE_CHECKING:  # imported when a command runs (users_db says why)
     from sqlalchemy.orm import Session
@@ -45,7 +46,7 @@ PasswordStdin = Annotated[
 
 
 def _fail(message: str) -> typer.Exit:
-    errors.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    errors.print(f"[red]error:[/] {shown(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(1)
 
 
@@ -86,7 +87,7 @@ def list_users(data_dir: DataDir = Path("farmhand-data"), database_url: Database
         rows = users_db.listing(session)
     table = Table("id", "name", "e-mail", "role", "state", "sign-in")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(shown(cell) for cell in row))
     console.print(table)
 
 
@@ -116,7 +117,7 @@ def create(
             )
         except users_db.AccountError as error:
             raise _fail(error.message) from error
-        console.print(f"Created {user.name} (id {user.id}, {user.role}).")
+        console.print(f"Created {shown(user.name)} (id {user.id}, {shown(user.role)}).")
     if api_token:
         console.print(f"API token (shown once): {api_token}")
 
@@ -130,7 +131,7 @@ def _set_disabled(who: str, disabled: bool, data_dir: Path, database_url: str | 
             users_db.set_disabled(session, user, disabled)
         except users_db.AccountError as error:
             raise _fail(error.message) from error
-        console.print(f"{user.name} is {'disabled' if disabled else 'enabled'}.")
+        console.print(f"{shown(user.name)} is {'disabled' if disabled else 'enabled'}.")
 
 
 @users.command()
@@ -163,13 +164,13 @@ def delete(
 
     with _session(data_dir, database_url) as session:
         user = _find(session, who)
-        if not yes and not typer.confirm(f"Delete {user.name}?"):
+        if not yes and not typer.confirm(f"Delete {visible(user.name)}?"):
             raise typer.Exit(1)
         try:
             users_db.delete(session, user)
         except users_db.AccountError as error:
             raise _fail(error.message) from error
-        console.print(f"Deleted {user.name}.")
+        console.print(f"Deleted {shown(user.name)}.")
 
 
 @users.command("set-password")
@@ -189,4 +190,4 @@ def set_password(
             users_db.set_password(user, secret)
         except users_db.AccountError as error:
             raise _fail(error.message) from error
-        console.print(f"New password set for {user.name}.")
+        console.print(f"New password set for {shown(user.name)}.")
