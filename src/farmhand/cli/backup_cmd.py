@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from farmhand.cli.admin_cmd import human
+from farmhand.cli.shown import shown
 from farmhand.cli.users_cmd import DatabaseUrl, DataDir
 
 if TYPE_CHECKING:  # imported when the command runs: SQLAlchemy is slow to import
@@ -82,7 +82,7 @@ def _summary(report: BackupReport, database_url: str) -> None:
     jobs = "" if report.jobs is None else f"{_count(report.jobs, 'job')}, "
     done = "Backed up to" if report.ok else "Backup INCOMPLETE (errors below), written to"
     console.print(
-        f"{done} {escape(str(report.dest))} in {report.seconds:.1f} s: {jobs}"
+        f"{done} {shown(str(report.dest))} in {report.seconds:.1f} s: {jobs}"
         f"{_count(blobs.linked + blobs.copied, 'blob')} ({human(blobs.bytes)}, {how}), "
         f"{_count(logs, 'task log')}, {', '.join(secrets) or 'no token files'}.",
         highlight=False,
@@ -108,7 +108,7 @@ def _restore_hint(report: BackupReport, database_url: str) -> str:
 
     A files-only copy has no database: started without `--database-url` a manager would
     look for SQLite in it (and refuse: a farm's files without their database)."""
-    dest = escape(str(report.dest))
+    dest = shown(str(report.dest))
     if report.database_copied:
         return (
             f"Restore: stop the manager, then start it on the copy (farmhand manager "
@@ -124,9 +124,9 @@ def _restore_hint(report: BackupReport, database_url: str) -> str:
         "the database, then start the manager on the copy with that database (without "
         f"--database-url it finds no database in the copy and refuses to start){password}:\n"
         f"  pg_restore --clean --if-exists --dbname "
-        f"{escape(libpq.render_as_string(hide_password=True))} DUMPFILE\n"
+        f"{shown(libpq.render_as_string(hide_password=True))} DUMPFILE\n"
         f"  farmhand manager --data-dir {dest} "
-        f"--database-url {escape(url.render_as_string(hide_password=True))}"
+        f"--database-url {shown(url.render_as_string(hide_password=True))}"
     )
 
 
@@ -165,7 +165,7 @@ def backup(
     try:
         settings = ManagerSettings.from_env(data_dir=data_dir, database_url=database_url)
     except SettingsError as error:  # a FARMHAND_* variable out of range: one line
-        errors.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        errors.print(f"[red]error:[/] {shown(str(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     if files_only:
         errors.print(
@@ -184,12 +184,12 @@ def backup(
                 progress=bar,
             )
     except backups.BackupRefused as error:
-        errors.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        errors.print(f"[red]error:[/] {shown(str(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from error
     except (backups.BackupFailed, OSError) as error:
         errors.print(
-            f"[red]error:[/] backup failed: {escape(str(error))}\n"
-            f"{escape(str(dest))} is incomplete: remove it.",
+            f"[red]error:[/] backup failed: {shown(str(error))}\n"
+            f"{shown(str(dest))} is incomplete: remove it.",
             highlight=False,
         )
         raise typer.Exit(1) from error

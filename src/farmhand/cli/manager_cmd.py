@@ -17,7 +17,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from farmhand.cli.folders import FolderError, check_writable_folder, why
 from farmhand.cli.options import port_option
@@ -33,7 +32,7 @@ from farmhand.shared.logconfig import (
 def _refuse(message: str) -> typer.Exit:
     """One red line on stderr, exit 1: the manager does not start."""
     Console(stderr=True).print(
-        f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True
+        f"[red]error:[/red] {shown(message)}", highlight=False, soft_wrap=True
     )
     return typer.Exit(1)
 
