@@ -209,17 +209,27 @@ def test_deeply_nested_json_is_a_400_not_a_500(farm: Farm, depth: int) -> None:
 
 @pytest.mark.parametrize(("depth", "refused"), [(32, False), (33, True)])
 def test_the_depth_limit_is_exact(farm: Farm, depth: int, refused: bool) -> None:
-    # The object is one level; the list brackets make up the rest.
+    # The object is one level; the list brackets make up the rest. A manifest's route
+    # checks its own body, once the caller is known.
     body = '{"name": ' + "[" * (depth - 1) + "]" * (depth - 1) + "}"
-    answer = farm.client.post(
-        "/api/tokens", headers={**farm.admin, "Content-Type": "application/json"}, content=body
-    )
-    assert ("nests deeper than 32 levels" in answer.text) is refused, answer.text
+    for path in ("/api/tokens", "/api/blobs/missing", "/api/jobs"):
+        answer = farm.client.post(
+            path, headers={**farm.admin, "Content-Type": "application/json"}, content=body
+        )
+        assert ("nests deeper than 32 levels" in answer.text) is refused, (path, answer.text)
+
+
+def test_a_manifest_from_nobody_is_refused_before_its_depth_is_looked_at(farm: Farm) -> None:
+    body = "[" * 5000 + "]" * 5000
+    for path in ("/api/blobs/missing", "/api/jobs"):
+        answer = farm.client.post(path, headers={"Content-Type": "application/json"}, content=body)
+        assert answer.status_code == 401, (path, answer.text)
 
 
 def test_json_depth_ignores_brackets_inside_strings() -> None:
     assert json_depth(json.dumps({"a": "[[[[{{{{", "b": ['\\"[']}).encode()) == 2
     assert json_depth(b"[" * 100) == 100
+    assert json_depth(b"[" * 100, stop_above=32) == 33, "a scan stops once too deep"
     assert json_depth(b'{"a": 1}') == 1
 
 

@@ -130,16 +130,35 @@ def test_the_next_head_on_a_kept_alive_connection_is_timed_too(farm: LocalFarm) 
     assert TIMEOUT * 0.75 <= seconds < LATE
 
 
-def test_a_stalled_json_body_without_credentials_is_answered_408(farm: LocalFarm) -> None:
-    """The report's case: no token, `Content-Length: 100`, one byte, then silence."""
+def test_a_stalled_json_body_is_answered_408(farm: LocalFarm) -> None:
+    """`Content-Length: 100`, one byte, then silence: to a small JSON route, whose body is
+    read before anything else, and to a job's manifest, read once the caller is known."""
+    for path, credentials in (("/api/runner/heartbeat", ()), ("/api/jobs", (bearer(farm),))):
+        sock = connect(farm)
+        sock.sendall(
+            head(
+                "POST", path, *credentials, "Content-Type: application/json", "Content-Length: 100"
+            )
+            + b"{"
+        )
+        answer, seconds = until_closed(sock)
+        assert status_of(answer) == 408, path
+        assert detail_of(answer) == f"the request body stopped arriving: nothing for {TIMEOUT:g} s"
+        assert TIMEOUT * 0.75 <= seconds < LATE
+
+
+def test_a_manifest_without_credentials_is_refused_unread_and_closed(farm: LocalFarm) -> None:
+    """The report's case (no token, `Content-Length: 100`, one byte, then silence) is a
+    401 at once: a job's manifest (up to 32 MiB) is not read for someone unknown, and the
+    connection, whose unread rest the client could hold back for ever, is closed."""
     sock = connect(farm)
     sock.sendall(
         head("POST", "/api/jobs", "Content-Type: application/json", "Content-Length: 100") + b"{"
     )
     answer, seconds = until_closed(sock)
-    assert status_of(answer) == 408
-    assert detail_of(answer) == f"the request body stopped arriving: nothing for {TIMEOUT:g} s"
-    assert TIMEOUT * 0.75 <= seconds < LATE
+    assert status_of(answer) == 401
+    assert b"connection: close" in answer.lower()
+    assert seconds < TIMEOUT * 0.75, "closed with its answer, not by the body's timeout"
 
 
 def test_a_stalled_upload_is_answered_408_and_leaves_no_temporary_file(
@@ -295,7 +314,13 @@ def test_many_stalled_connections_are_closed_while_others_are_served(
             sock.sendall(b"POST /api/jobs HTTP/1.1\r\nContent-Le")
         elif n % 3 == 2:
             sock.sendall(
-                head("POST", "/api/jobs", "Content-Type: application/json", "Content-Length: 9")
+                head(
+                    "POST",
+                    "/api/jobs",
+                    bearer(farm),
+                    "Content-Type: application/json",
+                    "Content-Length: 9",
+                )
                 + b"[1"
             )
         stalled.append(sock)
@@ -369,7 +394,14 @@ def test_several_server_processes_time_out_heads_and_bodies_too(tmp_path: Path) 
             assert TIMEOUT * 0.75 <= seconds < LATE
         sock = connect(farm)
         sock.sendall(
-            head("POST", "/api/jobs", "Content-Type: application/json", "Content-Length: 9") + b"["
+            head(
+                "POST",
+                "/api/jobs",
+                bearer(farm),
+                "Content-Type: application/json",
+                "Content-Length: 9",
+            )
+            + b"["
         )
         answer, _ = until_closed(sock)
         assert status_of(answer) == 408

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -75,9 +76,11 @@ class BodyLimitMiddleware:
         except BodyTimeout as timeout:
             await self._answer(408, str(timeout.detail), scope, receive, send)
             return
+        except ClientDisconnect:
+            return  # nobody to answer; a partial body is not checked
         # A body cannot nest deeper than it has brackets: most never need the scan.
         if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and (
-            json_depth(body) > MAX_JSON_DEPTH
+            json_depth(body, stop_above=MAX_JSON_DEPTH) > MAX_JSON_DEPTH
         ):
             await self._answer(400, too_deep_problem(), scope, receive, send)
             return

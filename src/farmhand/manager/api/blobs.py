@@ -8,14 +8,19 @@ they hold them, and then it is theirs to name too.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, HTTPException, Path, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from farmhand.manager.api.deps import Context, UserDep
-from farmhand.manager.api.limits import enforce_quota
+from farmhand.manager.api.deps import Caller, Context, UserDep
+from farmhand.manager.api.limits import enforce_quota, manifest_body
 from farmhand.manager.api.upload_sessions import OCTET_STREAM_BODY
 from farmhand.manager.api.uploads import ingest, receiving, sent_by
 from farmhand.manager.clock import utcnow
+from farmhand.manager.context import ManagerContext
 from farmhand.manager.storage.access import readable
 from farmhand.manager.storage.gc import touch_blobs
 from farmhand.shared.schemas import (
@@ -28,12 +33,43 @@ from farmhand.shared.schemas import (
 router = APIRouter(prefix="/api/blobs", tags=["blobs"])
 
 
-@router.post("/missing", response_model=BlobsMissingResponse)
-def missing_blobs(
-    body: BlobsMissingRequest, context: Context, caller: UserDep
+_MISSING_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": BlobsMissingRequest.model_json_schema(ref_template="{model}")
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/missing",
+    response_model=BlobsMissingResponse,
+    openapi_extra=_MISSING_BODY,
+    responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse}},
+)
+async def missing_blobs(
+    request: Request, context: Context, caller: UserDep
 ) -> BlobsMissingResponse:
     """The hashes the caller must upload: those not stored, and those stored that the
-    caller may not read (someone else's file), which they must prove they hold."""
+    caller may not read (someone else's file), which they must prove they hold.
+
+    The body (a job's worth of hashes: up to 32 MiB) is read once the caller is known,
+    not before (`limits.manifest_body`)."""
+    body = await manifest_body(request, context.settings.max_json_depth)
+    try:
+        asked = await run_in_threadpool(BlobsMissingRequest.model_validate_json, body)
+    except ValidationError as error:  # answered as FastAPI's own body validation is
+        raise RequestValidationError(error.errors(include_url=False)) from error
+    return await run_in_threadpool(_missing, context, caller, asked)
+
+
+def _missing(
+    context: ManagerContext, caller: Caller, body: BlobsMissingRequest
+) -> BlobsMissingResponse:
     wanted = set(body.hashes)
     with context.db.read() as session:  # no write lock while it reads
         known = readable(session, caller.user_id, wanted, admin=caller.is_admin)

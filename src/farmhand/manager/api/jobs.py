@@ -18,7 +18,7 @@ from starlette.datastructures import UploadFile as StarletteUploadFile
 from farmhand.manager.api.deps import Caller, Context, UserDep
 from farmhand.manager.api.disposition import attachment, header_text
 from farmhand.manager.api.errors import error_responses
-from farmhand.manager.api.limits import enforce_quota
+from farmhand.manager.api.limits import enforce_quota, manifest_body
 from farmhand.manager.api.streaming import ClosingStreamingResponse
 from farmhand.manager.api.uploads import receiving, sent_by, store_upload, uploaded_name
 from farmhand.manager.clock import utcnow
@@ -201,7 +201,8 @@ async def submit_job(
     elif content_type.startswith("application/json"):
         # A manifest of 100,000 files takes a second to validate: not on the event loop,
         # where every runner's request would wait for it.
-        job_request = await run_in_threadpool(_json_job, await request.body())
+        body = await manifest_body(request, context.settings.max_json_depth)
+        job_request = await run_in_threadpool(_json_job, body)
     else:
         raise HTTPException(
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,

@@ -9,7 +9,13 @@ have; every other body (JSON) only `max_body_bytes`, because it is parsed in mem
 
 A JSON body is also checked for nesting depth before it reaches a parser: Python's
 `json` recurses per level, so `[[[[…]]]]` a few thousand deep would otherwise become a
-RecursionError (a 500) somewhere inside FastAPI.
+RecursionError (a 500) somewhere inside FastAPI. Every JSON body but a manifest is read
+and checked here, before the route knows who sent it, which is why they are small. A
+manifest is up to 32 MiB, and reading and scanning that for anyone who connects let six
+anonymous connections stop the event loop (and every runner's heartbeat) for half a
+minute and hold their bodies' memory: its route reads it once the caller is known
+(`manifest_body`), with the scan in a thread. A body cut off by its client is never
+scanned.
 
 A body that stops arriving is cut off too: no bytes for `client_timeout` seconds while
 a route waits for more is a `408` (`BodyTimeout`), which ends the request like any error
@@ -39,6 +45,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from fastapi.exception_handlers import http_exception_handler
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -58,8 +65,10 @@ RAW_UPLOADS = (("PUT", "/api/blobs/"), ("PATCH", "/api/uploads/"), ("PUT", "/api
 MANIFEST_ROUTES = frozenset({("POST", "/api/jobs"), ("POST", "/api/blobs/missing")})
 """JSON routes that carry a whole job's manifest: their body may be `JOB_BODY_MAX_BYTES`
 (`farmhand.shared.limits`, where clients read it too) instead of `max_body_bytes`."""
-JSON_BODIES = ("the request body", "the job's manifest")
-"""What `for_request` calls a body that is read whole and checked for JSON depth."""
+MANIFEST = "the job's manifest"
+CHECKED_JSON = "the request body"
+"""What `for_request` calls a body read whole and checked for JSON depth here, before
+its route (a manifest's route reads and checks its own: `manifest_body`)."""
 _JSON_SYNTAX = re.compile(rb'[\[\]{}"\\]')
 
 
@@ -142,7 +151,7 @@ class BodyLimits:
         ):
             return self.max_upload_bytes, "the upload"
         if (method, path.rstrip("/")) in MANIFEST_ROUTES:
-            return max(self.max_body_bytes, JOB_BODY_MAX_BYTES), "the job's manifest"
+            return max(self.max_body_bytes, JOB_BODY_MAX_BYTES), MANIFEST
         return self.max_body_bytes, "the request body"
 
 
@@ -150,8 +159,9 @@ def _kind(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
 
-def json_depth(body: bytes) -> int:
-    """How deeply a JSON text nests (brackets inside strings do not count).
+def json_depth(body: bytes, stop_above: int | None = None) -> int:
+    """How deeply a JSON text nests (brackets inside strings do not count); once past
+    `stop_above`, the depth reached so far (the answer is then "too deep" anyway).
 
     A linear scan without parsing: it must be safe on exactly the input that would
     make a recursive parser fail.
@@ -172,19 +182,31 @@ def json_depth(body: bytes) -> int:
             in_string = True
         elif char in (b"[", b"{"):
             depth += 1
-            deepest = max(deepest, depth)
+            if depth > deepest:
+                deepest = depth
+                if stop_above is not None and deepest > stop_above:
+                    break
         elif char in (b"]", b"}"):
             depth -= 1
     return deepest
 
 
-def check_json(body: bytes, limits: BodyLimits) -> None:
+def check_json(body: bytes, max_depth: int) -> None:
     # JSON cannot nest deeper than it has brackets: counting them (in C) spares almost
     # every body the scan, which runs on every runner call.
-    if body.count(b"[") + body.count(b"{") <= limits.max_json_depth:
+    if body.count(b"[") + body.count(b"{") <= max_depth:
         return
-    if json_depth(body) > limits.max_json_depth:
-        raise JsonTooDeep(limits.max_json_depth)
+    if json_depth(body, stop_above=max_depth) > max_depth:
+        raise JsonTooDeep(max_depth)
+
+
+async def manifest_body(request: Request, max_depth: int) -> bytes:
+    """The JSON body of a `MANIFEST_ROUTES` request, read by its route after the caller
+    was authenticated (the middleware only bounds its size and its pauses), and checked
+    for depth in a thread: scanning 32 MiB of brackets takes seconds."""
+    body = await request.body()
+    await run_in_threadpool(check_json, body, max_depth)
+    return body
 
 
 def declared_length(scope: Scope) -> int | None:
@@ -196,6 +218,11 @@ def declared_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+def _chunked(scope: Scope) -> bool:
+    """Whether a request's body comes in chunks (`Transfer-Encoding`), of no stated length."""
+    return any(name == b"transfer-encoding" for name, _ in scope.get("headers", ()))
 
 
 def _content_type(scope: Scope) -> str:
@@ -224,30 +251,49 @@ class LimitsMiddleware:
             await _refuse(send, BodyTooLarge(limit, what))
             return
         started = False
+        body_left = (declared or 0) > 0 or _chunked(scope)
 
         async def watch_send(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                if body_left:
+                    # Answered before its body was read (a 401 to a manifest sent with
+                    # no token): the rest would keep the connection for as long as the
+                    # client cares to hold it, so it closes once this answer is sent.
+                    headers = [*message.get("headers", ()), (b"connection", b"close")]
+                    message = {**message, "headers": headers}
             await send(message)
 
         def interrupted(read: int) -> None:
             if not started:  # else its answer is under way: nothing to tell anyone
                 raise BodyInterrupted(read)
 
-        watched = watched_body(
+        bounded = watched_body(
             receive,
             limit,
             what,
             self.limits.idle_timeout,
-            interrupted=interrupted if what == "the upload" else None,
+            # Bodies a route reads itself: one cut off is a logged 499, not a traceback.
+            interrupted=interrupted if what in ("the upload", MANIFEST) else None,
         )
+
+        async def watched() -> Message:
+            nonlocal body_left
+            message = await bounded()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_left = False
+            return message
+
         try:
             kind = _kind(content_type)
-            if what in JSON_BODIES and (not kind or "json" in kind):
+            if what == CHECKED_JSON and (not kind or "json" in kind):
                 # FastAPI parses a body without a Content-Type as JSON too.
-                body = await read_all_body(watched, limit, what)
-                check_json(body, self.limits)
+                try:
+                    body = await read_all_body(watched, limit, what)
+                except ClientDisconnect:
+                    return  # nobody to answer; the body is not checked, nor kept
+                check_json(body, self.limits.max_json_depth)
                 await self.app(scope, replay_body(body, watched), watch_send)
             else:
                 await self.app(scope, watched, watch_send)
@@ -258,11 +304,15 @@ class LimitsMiddleware:
 
 
 async def read_all_body(receive: Receive, limit: int, what: str) -> bytes:
-    """The whole body, raising `BodyTooLarge` as soon as it passes `limit` bytes."""
+    """The whole body, raising `BodyTooLarge` as soon as it passes `limit` bytes and
+    `ClientDisconnect` if its client went away before its end (nobody waits for an
+    answer, and a partial body is not worth checking)."""
     parts: list[bytes] = []
     size = 0
     while True:
         message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
         if message["type"] != "http.request":
             break
         chunk = message.get("body", b"")
