@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 from farmhand.manager.auth.runner_cache import RunnerIdCache
 from farmhand.manager.db.engine import Database
@@ -14,6 +15,11 @@ from farmhand.manager.scheduling.wakeup import Wakeup
 from farmhand.manager.settings import ManagerSettings
 from farmhand.manager.storage.blobs import BlobStore
 from farmhand.manager.storage.logs import TaskLogs
+
+UNPACKS_AT_ONCE = 3
+"""Projects' zips unpacked into the blob store at a time (`POST /api/projects`)."""
+THUMBNAILS_AT_ONCE = 2
+"""Thumbnails made at a time: an 8K EXR frame's decode takes 1.4 GiB."""
 
 
 @dataclass
@@ -32,3 +38,12 @@ class ManagerContext:
     disk (the 507 handler notes each)."""
     file_reads: FileReads = field(default_factory=FileReads)
     """Where reads of users' .blend files run, in turn, off the shared thread pool."""
+    unpacks: FileReads = field(
+        default_factory=partial(FileReads, UNPACKS_AT_ONCE, doing="unpacking other projects")
+    )
+    """Where projects' zips are unpacked and stored, in turn, off the shared thread pool."""
+    thumbnails: FileReads = field(
+        default_factory=partial(FileReads, THUMBNAILS_AT_ONCE, doing="making other thumbnails")
+    )
+    """Where thumbnails not yet cached are made, in turn, off the shared thread pool; a
+    cached one is served without waiting for a turn."""

@@ -14,7 +14,9 @@ which the routes answer `503` with `Retry-After` (nothing is created), rather th
 queue that grows for as long as someone sends files faster than they can be read.
 
 One turn-taking for every kind of read, per manager process: what it bounds is the
-memory of reads at once, whoever asked and why.
+memory of reads at once, whoever asked and why. Other heavy work on users' files takes
+turns the same way on instances of its own (`doing` names it in the 503): unpacking a
+project's zip (`context.unpacks`), making a frame's thumbnail (`context.thumbnails`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ READS_AT_ONCE = 2
 WAIT_SECONDS = 60.0
 """How long a read waits for its turn before the request is answered 503."""
 RETRY_AFTER_SECONDS = 30
+READING = "reading other uploaded files"
+"""What the manager is busy doing, in a refused read's 503 (`FileReads.doing`)."""
 
 Result = TypeVar("Result")
 
@@ -40,9 +44,9 @@ log = structlog.get_logger(__name__)
 class FileReadsBusy(RuntimeError):
     """Every turn stayed taken for `WAIT_SECONDS`: the request should be sent again."""
 
-    def __init__(self, at_once: int, waited: float) -> None:
+    def __init__(self, at_once: int, waited: float, doing: str = READING) -> None:
         super().__init__(
-            f"the manager is busy reading other uploaded files ({at_once} at a time) and "
+            f"the manager is busy {doing} ({at_once} at a time) and "
             f"this one waited {waited:g} s for its turn; send it again in a minute"
         )
 
@@ -51,9 +55,12 @@ class FileReads:
     """Where the routes run a read of a user's file (`run`): `at_once` at a time, the
     others waiting, without a thread, for up to `wait` seconds."""
 
-    def __init__(self, at_once: int = READS_AT_ONCE, wait: float = WAIT_SECONDS) -> None:
+    def __init__(
+        self, at_once: int = READS_AT_ONCE, wait: float = WAIT_SECONDS, doing: str = READING
+    ) -> None:
         self.at_once = at_once
         self.wait = wait
+        self.doing = doing
         self._turns = anyio.Semaphore(at_once)
         self._threads = anyio.CapacityLimiter(at_once)
 
@@ -62,8 +69,9 @@ class FileReads:
             await self._turns.acquire()
         if waiting.cancelled_caught:
             log.warning("a read of an uploaded file waited too long for its turn: refused",
-                        at_once=self.at_once, waited_seconds=self.wait)  # fmt: skip
-            raise FileReadsBusy(self.at_once, self.wait)
+                        busy=self.doing, at_once=self.at_once,
+                        waited_seconds=self.wait)  # fmt: skip
+            raise FileReadsBusy(self.at_once, self.wait, self.doing)
         try:
             return await anyio.to_thread.run_sync(read, limiter=self._threads)
         finally:

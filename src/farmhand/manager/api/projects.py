@@ -24,6 +24,9 @@ router = APIRouter(prefix="/api", tags=["jobs"])
 
 
 def _store(context: ManagerContext, upload: UploadFile) -> Project:
+    """Unpack the zip into the blob store and record its files: per entry a hash, an
+    fsync and a write transaction, seconds for a zip of hundreds of files. Run on
+    `context.unpacks`' turns, not the pool every request shares (`upload_project`)."""
     project = ingest_project(context.blobs, upload.file, context.settings.max_upload_bytes)
     for stored in project.files.values():
         record_blob(context, stored)
@@ -33,15 +36,18 @@ def _store(context: ManagerContext, upload: UploadFile) -> Project:
 @router.post(
     "/projects",
     response_model=ProjectUpload,
-    responses=error_responses(400, 401, 413),
+    responses=error_responses(400, 401, 413, 503),
     summary="Upload a zip of a packed project; answers the job manifest and scene settings",
 )
 async def upload_project(file: UploadFile, context: Context, caller: UserDep) -> ProjectUpload:
     uploaded_name(file, ".zip")
     if (file.size or 0) > context.settings.max_upload_bytes:
         raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "the zip is too large")
+    # Unpacked in turn (a few at a time): a burst of big zips used to take every thread
+    # of the pool the runners' heartbeats and claims need too. One kept waiting too long
+    # is refused before a byte of it is stored (FileReadsBusy: 503, Retry-After).
     try:
-        project = await run_in_threadpool(_store, context, file)
+        project = await context.unpacks.run(partial(_store, context, file))
     except ProjectError as error:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
     shas = [stored.sha256 for stored in project.files.values()]

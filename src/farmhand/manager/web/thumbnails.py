@@ -17,15 +17,24 @@ layers it shows the layer the file suggests (`worker/exr.image_channels`), which
 Blender 3.4's file need not be the scene's first, where the worker's video shows the
 scene's. Unreadable files get a labelled placeholder tile instead, never an error, so
 one odd frame does not break the grid.
+
+A cached thumbnail is served at once. Making one takes its turn (`context.thumbnails`,
+two at a time, waiting without a thread): decoding an 8192 by 8192 EXR holds about
+1.4 GiB, and requests for one frame's first thumbnail at once each decoded it. A request
+that gets its turn looks in the cache again, so the others use the one the first made;
+one kept waiting too long is answered 503 with Retry-After (`file_reads.FileReadsBusy`).
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
+import anyio
 import structlog
 from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import Response
@@ -36,6 +45,7 @@ from starlette.concurrency import run_in_threadpool
 
 from farmhand.manager.api.deps import Context, UserDep
 from farmhand.manager.db.models import Job, JobFile
+from farmhand.manager.file_reads import FileReads, FileReadsBusy
 from farmhand.manager.storage import thumbnail_cache
 from farmhand.manager.storage.thumbnail_cache import (
     DEFAULT_SIZE,
@@ -95,7 +105,10 @@ def exr_preview(source: Path) -> Image.Image:
     from farmhand.worker.exr import read_picture, to_srgb
 
     linear, _ = read_picture(source)
-    return Image.fromarray((to_srgb(linear) * 255 + 0.5).astype(np.uint8), "RGB")
+    display = to_srgb(linear)
+    display *= np.float32(255)  # in place: an 8K frame's picture is 768 MiB a copy
+    display += np.float32(0.5)
+    return Image.fromarray(display.astype(np.uint8), "RGB")
 
 
 def _flatten(image: Image.Image) -> Image.Image:
@@ -134,6 +147,38 @@ def thumbnail(cache_dir: Path, source: Path, sha256: str, path: str, size: int =
     return target
 
 
+class OneAtATime:
+    """Requests for one thumbnail (its path in the cache) take turns to make it, so that
+    those sent together do not each decode the frame: the first makes it, the next find
+    it made. Each waits without a thread, for as long as a turn to make one may be
+    waited for (`turns.wait`: then `FileReadsBusy`). Used on the event loop only."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Path, tuple[anyio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def one_at_a_time(self, key: Path, turns: FileReads) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key) or (anyio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            with anyio.move_on_after(turns.wait) as waiting:
+                await lock.acquire()
+            if waiting.cancelled_caught:
+                raise FileReadsBusy(turns.at_once, turns.wait, turns.doing)
+            try:
+                yield
+            finally:
+                lock.release()
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+_making = OneAtATime()
+
 THUMBNAIL_KINDS = ("output", "preview", "pass")
 
 
@@ -165,6 +210,7 @@ def use_preview(frame_path: str, preview: Path, size: int) -> bool:
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse},
     404: {"model": ErrorResponse},
+    503: {"model": ErrorResponse},
     200: {
         "content": {"image/jpeg": {}},
         "description": "A JPEG at most the served size (256 by default) px on each side.",
@@ -210,17 +256,20 @@ async def get_thumbnail(
             return row.sha256, row.path
 
     sha256, path = await run_in_threadpool(find)
+    cache_dir = thumbnail_cache.cache_dir(context.settings.data_dir)
+
+    def cached() -> bytes | None:
+        try:
+            return thumbnail_path(cache_dir, sha256, size).read_bytes()
+        except FileNotFoundError:
+            return None
 
     def make_and_read() -> bytes:
         # Read here, not streamed from the path later: deleting the job may remove the
         # cached file between making it and sending it, which must be a 404, not a 500.
-        made = thumbnail(
-            thumbnail_cache.cache_dir(context.settings.data_dir),
-            context.blobs.path_for(sha256),
-            sha256,
-            path,
-            size,
-        )
+        # `thumbnail` looks in the cache first: another request may have made it while
+        # this one waited for its turn.
+        made = thumbnail(cache_dir, context.blobs.path_for(sha256), sha256, path, size)
         try:
             return made.read_bytes()
         except FileNotFoundError:
@@ -228,8 +277,18 @@ async def get_thumbnail(
                 status.HTTP_404_NOT_FOUND, f"output {file_id} not found (deleted meanwhile)"
             ) from None
 
+    # A cached one is served without a turn. Requests for one not made yet queue for it
+    # (one thumbnail, one decode), and the first in line waits for a turn to make it: two
+    # at a time (FileReadsBusy, 503, when the wait is too long).
+    image = await run_in_threadpool(cached)
+    if image is None:
+        target = thumbnail_path(cache_dir, sha256, size)
+        async with _making.one_at_a_time(target, context.thumbnails):
+            image = await run_in_threadpool(cached)  # made meanwhile by the one before
+            if image is None:
+                image = await context.thumbnails.run(make_and_read)
     return Response(
-        await run_in_threadpool(make_and_read),
+        image,
         media_type="image/jpeg",
         headers={"Cache-Control": "private, max-age=86400, immutable"},
     )
