@@ -113,6 +113,69 @@ def test_a_runner_that_gave_its_task_back_says_why_until_it_takes_another(farm: 
     assert listed(farm, "box") == ("idle", None)
 
 
+@pytest.mark.parametrize("then", ["deleted", "requeued", "failure forgiven"])
+def test_work_since_a_give_back_counts_after_its_job_forgets_it(farm: Farm, then: str) -> None:
+    """A runner gives a task of job A back, then works on job B (completes a task, or
+    fails one); then job B is deleted, or requeued whole by a person (which forgets who
+    ran its tasks and their failures). The give-back used to come back into the runners
+    listing, hours later, of a runner that had worked fine since."""
+    first = submit_stand_in(farm.client, farm.admin, frame_start=1, frame_end=1)
+    box = farm.register_runner("box")
+    given = claim(farm, box)
+    assert given["job_id"] == first
+    release(farm, box, given, f"worker box cannot work: {DISK_FULL}")
+    assert act(farm, first, "pause") == 200
+    second = submit_stand_in(farm.client, farm.admin, frame_start=1, frame_end=1)
+    worked = claim(farm, box)
+    assert worked["job_id"] == second
+    if then == "failure forgiven":
+        failed = farm.client.post(
+            f"/api/runner/tasks/{worked['task_id']}/fail",
+            headers=box,
+            json={"reason": "Blender crashed", "log_lines": []},
+        )
+        assert failed.status_code == 200, failed.text
+    else:
+        upload_frames(farm, box, worked)
+        done = farm.client.post(
+            f"/api/runner/tasks/{worked['task_id']}/complete",
+            headers=box,
+            json={"frames": worked["frames"]},
+        )
+        assert done.status_code == 200, done.text
+    assert listed(farm, "box") == ("idle", None)
+
+    if then == "deleted":
+        gone = farm.client.delete(f"/api/jobs/{second}?purge=true", headers=farm.admin)
+        assert gone.status_code in (200, 204), gone.text
+    else:
+        assert act(farm, second, "requeue-all") == 200
+        assert act(farm, second, "pause") == 200
+
+    assert listed(farm, "box") == ("idle", None)
+
+
+def act(farm: Farm, job_id: int, action: str) -> int:
+    answer = farm.client.post(
+        f"/api/jobs/{job_id}/actions", headers=farm.admin, json={"action": action}
+    )
+    assert answer.status_code == 200, answer.text
+    return answer.status_code
+
+
+def test_a_give_back_of_a_deleted_job_names_no_internal_id(farm: Farm) -> None:
+    job_id = submit_stand_in(farm.client, farm.admin, frame_start=1, frame_end=1)
+    box = farm.register_runner("box")
+    release(farm, box, claim(farm, box), f"worker box cannot work: {DISK_FULL}")
+    gone = farm.client.delete(f"/api/jobs/{job_id}?purge=true", headers=farm.admin)
+    assert gone.status_code in (200, 204), gone.text
+
+    assert listed(farm, "box") == (
+        "idle",
+        f"gave a task of a deleted job back: cannot work: {DISK_FULL}",
+    )
+
+
 def test_a_long_reason_is_cut_at_a_word(farm: Farm) -> None:
     submit_stand_in(farm.client, farm.admin, frame_start=1, frame_end=1)
     box = farm.register_runner("box")

@@ -12,7 +12,8 @@ from farmhand.manager.api.deps import AdminDep, Context
 from farmhand.manager.api.errors import error_responses
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
-from farmhand.manager.db.models import Blocklist, DeletedRunner, Job, Task, TaskFailure, Worker
+from farmhand.manager.db.models import Blocklist, DeletedRunner, Job, Task, Worker
+from farmhand.manager.scheduling.give_backs import handed_since
 from farmhand.manager.scheduling.state import forgive
 from farmhand.manager.scheduling.workers import (
     ScheduleError,
@@ -73,13 +74,7 @@ def _gave_back(session: Session, worker_id: int | None = None) -> dict[int, Gave
     handed no task since: by runner id.
 
     Read here, at listing time, so that the claim writes nothing for it (it is the
-    farm's hot path, docs/PERFORMANCE.md): a runner was handed a task since if one it
-    holds or held was started after the give-back (`tasks.worker_id`, kept once the
-    task completes or is canceled) or it failed one since (`task_failures`: a failed
-    task back in the queue no longer names it). A task rerun by a person, or a job
-    deleted, forgets who rendered it: should that be all it did since, its give-back is
-    shown again."""
-    handed = aliased(Task)
+    farm's hot path, docs/PERFORMANCE.md): `scheduling/give_backs.py` says how."""
     named = aliased(Task)
     query = (
         select(
@@ -91,17 +86,7 @@ def _gave_back(session: Session, worker_id: int | None = None) -> dict[int, Gave
             named.index,
         )
         .outerjoin(named, named.id == Worker.gave_back_task_id)
-        .where(
-            Worker.gave_back_at.is_not(None),
-            ~select(handed.id)
-            .where(handed.worker_id == Worker.id, handed.started_at >= Worker.gave_back_at)
-            .exists(),
-            ~select(TaskFailure.id)
-            .where(
-                TaskFailure.worker_id == Worker.id, TaskFailure.created_at >= Worker.gave_back_at
-            )
-            .exists(),
-        )
+        .where(Worker.gave_back_at.is_not(None), ~handed_since())
     )
     if worker_id is not None:
         query = query.where(Worker.id == worker_id)
@@ -110,7 +95,7 @@ def _gave_back(session: Session, worker_id: int | None = None) -> dict[int, Gave
             task=(
                 f"task {row.index} of job {row.job_id}"
                 if row.job_id is not None
-                else f"task {row.gave_back_task_id} (of a deleted job)"
+                else "a task of a deleted job"
             ),
             reason=row.gave_back_reason or "",
             worker=row.name,

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Job, JobFile
+from farmhand.manager.scheduling.give_backs import settle
 from farmhand.manager.storage.gc import release_orphans, remove_blob_files
 
 
@@ -27,6 +28,7 @@ def delete_job(context: ManagerContext, session: Session, job: Job) -> list[str]
     Blobs a client was told about within the grace period stay for garbage collection.
     """
     hashes = set(session.scalars(select(JobFile.sha256).where(JobFile.job_id == job.id)))
+    settle(session, job.id)  # its tasks are all that may show who worked since a give-back
     session.delete(job)
     session.flush()
     orphans = release_orphans(session, context.settings, hashes, utcnow())

@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session
 
 from farmhand.manager.db.models import Blocklist, Job, Task, TaskDependency, TaskFailure, Worker
 from farmhand.manager.db.statements import one_of
+from farmhand.manager.scheduling.give_backs import settle
 from farmhand.manager.scheduling.policy import Policy
 from farmhand.shared.schemas import JobStatus, TaskStatus
 
@@ -466,6 +467,7 @@ def requeue_task(
     For work lost through no fault of the task: a worker shutting down, going silent,
     being disabled or falling asleep.
     """
+    settle(session, task.job_id)  # the task is about to forget who ran it
     _move_task(task, TaskStatus.QUEUED)
     task.worker_id = None
     task.frames_done = 0
@@ -483,6 +485,7 @@ def rerun_task(
     made came from what is being redone.
     """
     job = _job(session, task)
+    settle(session, job.id)
     _back_to_queue(task, reason)
     _rerun_dependents(session, task)
     if JobStatus(job.status) in FINISHED_JOB_STATUSES:
@@ -570,6 +573,7 @@ def requeue_job(
     wanted = [TaskStatus.FAILED.value, TaskStatus.CANCELED.value]
     if not only_failed:
         wanted.append(TaskStatus.COMPLETED.value)
+    settle(session, job.id)
     for task in session.scalars(select(Task).where(Task.job_id == job.id, Task.status.in_(wanted))):
         _back_to_queue(task, reason)
     forgive(session, job.id)
@@ -593,6 +597,7 @@ def forgive(
     failure would blocklist it again at once, and the claim would still steer it away
     from tasks it failed before the fix.
     """
+    settle(session, job_id)  # the failures it deletes may be all that shows work since
     tasks = select(Task.id).where(Task.job_id == job_id)
     entries = delete(Blocklist).where(Blocklist.job_id == job_id)
     failures = delete(TaskFailure)
