@@ -128,6 +128,7 @@ def test_a_read_that_waits_too_long_is_503_and_nothing_is_created(
     assert info.status_code == 503, info.text
     assert "busy reading other uploaded files" in info.json()["detail"]
     assert info.headers["X-Blob-Sha256"], "the stored file can still be named by a job"
+    assert info.headers["Retry-After"].isdigit()
 
     untiled = post_stand_in(farm.client, farm.admin)
     assert untiled.status_code == 202, "a job with no file to read does not wait"

@@ -40,7 +40,7 @@ from farmhand.manager.api.deps import Context, UserDep
 from farmhand.manager.api.uploads import sent_by, store_upload, uploaded_name
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Worker
-from farmhand.manager.file_reads import FileReadsBusy
+from farmhand.manager.file_reads import RETRY_AFTER_SECONDS, FileReadsBusy
 from farmhand.shared.blendfile import (
     HEADER_BYTES,
     looks_like_blend,
@@ -218,10 +218,11 @@ async def blend_info(file: UploadFile, context: Context, caller: UserDep) -> Ble
             partial(read_scene, _blob_path(context, stored.sha256), name, stored.sha256)
         )
     except (BlenderNotFound, FileReadsBusy) as error:
+        busy = isinstance(error, FileReadsBusy)  # asking again later may then work
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             f"cannot read the file's settings: {error}; fill in the form by hand",
-            headers=blob_header,
+            headers={**blob_header, **({"Retry-After": str(RETRY_AFTER_SECONDS)} if busy else {})},
         ) from error
     except SceneReadError as error:
         log.info("blend-info could not open a file", file=name, error=str(error))
