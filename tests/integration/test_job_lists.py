@@ -128,6 +128,20 @@ def test_an_unknown_or_bad_parameter_is_a_400_naming_it(farm: Farm, query: str, 
     assert isinstance(detail, str) and f"query.{named}" in detail, detail
 
 
+@pytest.mark.parametrize(
+    ("query", "named"), [("?task=false", "task"), ("?tasks=maybe", "tasks"), ("?limit=5", "limit")]
+)
+def test_a_job_s_unknown_or_bad_parameter_is_a_400_naming_it(
+    farm: Farm, query: str, named: str
+) -> None:
+    """`?task=false` (a typo) answered the whole job, every task of it, as if asked for."""
+    job_id = submit(farm)
+    answer = farm.client.get(f"/api/jobs/{job_id}{query}", headers=farm.admin)
+    assert answer.status_code == 400, answer.text
+    detail = answer.json()["detail"]
+    assert isinstance(detail, str) and f"query.{named}" in detail, detail
+
+
 def test_a_list_line_shows_the_detail_s_workers_and_time_left(farm: Farm) -> None:
     running = submit(farm, frames=6)  # the older job: its tasks are handed out first
     waiting = submit(farm)

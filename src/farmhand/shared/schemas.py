@@ -520,6 +520,15 @@ TASK_PAGE_MAX = 1000
 TASK_PAGE_DEFAULT = 200
 
 
+class JobDetailQuery(_Strict):
+    """`GET /api/jobs/{id}`'s query string. Unknown parameters are refused (400): a typo
+    such as `?task=false` answered every task of the job, megabytes of a big one."""
+
+    tasks: bool = Field(
+        default=True, description="false: leave the task list out (`GET …/tasks` pages it)."
+    )
+
+
 class JobListQuery(_Strict):
     """`GET /api/jobs`'s query string. Unknown parameters are refused (400), so a
     misspelt filter (`?state=failed`) cannot pass for one that was applied."""

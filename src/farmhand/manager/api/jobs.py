@@ -52,6 +52,7 @@ from farmhand.shared.schemas import (
     JobAction,
     JobCreate,
     JobDetail,
+    JobDetailQuery,
     JobListQuery,
     JobPatch,
     JobSettings,
@@ -296,10 +297,15 @@ def list_jobs(
     summary="One job; with tasks=false without its task list (see /tasks for pages)",
 )
 def get_job(
-    job_id: int, response: Response, context: Context, caller: UserDep, tasks: bool = True
+    job_id: int,
+    response: Response,
+    params: Annotated[JobDetailQuery, Query()],
+    context: Context,
+    caller: UserDep,
 ) -> JobDetail:
     with context.db.read() as session:
-        detail = job_detail(session, _visible_job(session, caller, job_id), with_tasks=tasks)
+        job = _visible_job(session, caller, job_id)
+        detail = job_detail(session, job, with_tasks=params.tasks)
     if detail.status not in FINISHED_JOB_STATUSES:
         response.headers["Retry-After"] = str(context.settings.retry_after)
     return detail
