@@ -30,6 +30,9 @@ from tests.browser.conftest import (
 from tests.browser.test_task_table_layout import TABLE_WIDTH, UNREADABLE
 from tests.integration.conftest import submit_stand_in
 
+NONE = "\N{EN DASH}"
+"""What a cell shows for what a task does not have."""
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser")]
 
 
@@ -110,4 +113,25 @@ def test_the_task_table_shows_failures_and_hand_outs_only_when_they_say_more(
     assert phone.evaluate(NO_SIDEWAYS_SCROLL), "the job page scrolls sideways on a phone"
     shoot(phone, "task-failures-390")
     phone.context.close()
+    page.context.close()
+
+
+def test_a_task_given_back_to_the_queue_shows_no_running_time(
+    browser: Any, farm: LocalFarm, api: httpx.Client
+) -> None:
+    """A task given back keeps the `started_at` of its hand-out; the page counted its
+    time up from there (`1m 09s`, then `1m 29s`) as if it were running."""
+    job_id = submit_stand_in(api, name="given back", frame_start=1, frame_end=2, chunk_size=1)
+    box, other = register(api, farm, "render-box-04"), register(api, farm, "render-box-05")
+    given = claim(api, box)
+    running = claim(api, other)
+    release(api, box, given)
+
+    page = sign_in(browser, farm)
+    page.set_viewport_size({"width": 1920, "height": 900})
+    page.goto(f"{farm.url}/jobs/{job_id}")
+    expect()(page.locator("#live")).to_have_attribute("data-state", "live")
+    time_of = '#tasks tr[data-task-id="{}"] td.more[data-label="Time"]'
+    expect()(page.locator(time_of.format(given["task_id"]))).to_have_text(NONE)
+    expect()(page.locator(time_of.format(running["task_id"]))).not_to_have_text(NONE)
     page.context.close()

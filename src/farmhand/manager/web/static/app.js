@@ -906,8 +906,10 @@
       const control = mayControl();
       $("#tasks th.task-act").hidden = !control;
       morph(tbody, tasks.map((t) => {
-        const end = t.finished_at ? Date.parse(t.finished_at) : Date.now();
-        const time = t.started_at ? (end - Date.parse(t.started_at)) / 1000 : null;
+        // Only a running task's time counts up: a task given back to the queue keeps its
+        // started_at from the hand-out before, and has not run since.
+        const end = t.finished_at ? Date.parse(t.finished_at) : t.status === "active" ? Date.now() : null;
+        const time = t.started_at && end !== null ? (end - Date.parse(t.started_at)) / 1000 : null;
         const span = taskWork(t);
         const open = openLogs.has(t.id);
         const now = t.status === "active" && t.frame !== null && t.frame !== undefined
