@@ -124,7 +124,7 @@ def test_work_since_a_give_back_counts_after_its_job_forgets_it(farm: Farm, then
     given = claim(farm, box)
     assert given["job_id"] == first
     release(farm, box, given, f"worker box cannot work: {DISK_FULL}")
-    assert act(farm, first, "pause") == 200
+    act(farm, first, "pause")
     second = submit_stand_in(farm.client, farm.admin, frame_start=1, frame_end=1)
     worked = claim(farm, box)
     assert worked["job_id"] == second
@@ -149,18 +149,17 @@ def test_work_since_a_give_back_counts_after_its_job_forgets_it(farm: Farm, then
         gone = farm.client.delete(f"/api/jobs/{second}?purge=true", headers=farm.admin)
         assert gone.status_code in (200, 204), gone.text
     else:
-        assert act(farm, second, "requeue-all") == 200
-        assert act(farm, second, "pause") == 200
+        act(farm, second, "requeue-all")
+        act(farm, second, "pause")
 
     assert listed(farm, "box") == ("idle", None)
 
 
-def act(farm: Farm, job_id: int, action: str) -> int:
+def act(farm: Farm, job_id: int, action: str) -> None:
     answer = farm.client.post(
         f"/api/jobs/{job_id}/actions", headers=farm.admin, json={"action": action}
     )
     assert answer.status_code == 200, answer.text
-    return answer.status_code
 
 
 def test_a_give_back_of_a_deleted_job_names_no_internal_id(farm: Farm) -> None:
