@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from farmhand.cli.shown import shown, visible
+from farmhand.cli.shown import shown, shown_lines, visible
 
 
 def printed(markup: str) -> str:
@@ -25,3 +25,12 @@ def test_controls_are_visible_on_one_line() -> None:
     assert visible("x\x9b2Jy\u202egnp.exe") == "x\ufffd2Jy\ufffdgnp.exe"
     assert visible("café ✓ 日本") == "café ✓ 日本", "printable text is left alone"
     assert printed(shown("\x1b[2J[red]")) == "^[[2J[red]"
+
+
+def test_a_message_of_several_lines_keeps_its_lines_and_nothing_else() -> None:
+    """`farmhand submit` lists a scene's missing files one a line; each line is still
+    text, never markup or control."""
+    message = "2 file(s) the scene uses do not exist:\n  /p/[old]/a.png\n  /p/b\x1b[2J.png"
+    assert printed(shown_lines(message)) == (
+        "2 file(s) the scene uses do not exist:\n  /p/[old]/a.png\n  /p/b^[[2J.png"
+    )

@@ -28,7 +28,7 @@ from farmhand.cli.config import ConfigError, resolve
 from farmhand.cli.downloads import Downloaded, download_job, unfinished
 from farmhand.cli.folders import FolderError, check_writable_folder, why
 from farmhand.cli.json_events import JsonEvents, errors_as_events
-from farmhand.cli.shown import shown, visible
+from farmhand.cli.shown import shown, shown_lines, visible
 from farmhand.cli.words import frames_label, plural
 from farmhand.client import (
     FarmhandClient,
@@ -124,10 +124,11 @@ UPLOAD_STOPPED = (
 
 def fail(message: str) -> Failed:
     """Print one red line (no traceback) and return the exit to raise."""
-    # soft_wrap: one line however long (a path in it stays copyable, greps still match).
-    # shown: a message quoting "[a-z]" or "[gpu]" is text, not Rich markup to swallow,
-    # and the manager's words in it (a job name, a reason) cannot steer the terminal.
-    err.print(f"[red]error:[/red] {shown(message)}", highlight=False, soft_wrap=True)
+    # soft_wrap: a line however long stays one (a path in it stays copyable, greps still
+    # match). shown_lines: a message quoting "[a-z]" or "[gpu]" is text, not Rich markup
+    # to swallow, and the manager's words in it (a job name, a reason) cannot steer the
+    # terminal; the message's own line breaks (a scene's missing files, one a line) stay.
+    err.print(f"[red]error:[/red] {shown_lines(message)}", highlight=False, soft_wrap=True)
     return Failed(message)
 
 

@@ -48,3 +48,10 @@ def shown(text: object) -> str:
     """`text` (str() of it) for a Rich markup string or a `Table` cell: `visible`, and
     its brackets escaped, so `[red]` and `[/v2]` print as themselves."""
     return escape(visible(str(text)))
+
+
+def shown_lines(text: object) -> str:
+    """`shown`, but its line breaks kept: for a message the CLI wrote over several lines
+    (the missing files of a scene, one a line) that quotes others' words. Each line is
+    `visible`; only `\n` still breaks one."""
+    return "\n".join(shown(line) for line in str(text).split("\n"))
