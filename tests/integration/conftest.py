@@ -211,7 +211,7 @@ def manager(tmp_path: Path) -> Iterator[LocalFarm]:
         yield farm
 
 
-def stored_blobs(farm: LocalFarm) -> list[Path]:
+def stored_blobs(farm: LocalFarm | Farm) -> list[Path]:
     """The blob files in the farm's store."""
     return [p for p in (farm.data_dir / "blobs" / "sha256").rglob("*") if p.is_file()]
 

@@ -8,9 +8,7 @@ for it, not BAT or Blender (test_stereo_tiles_refused.py reads real and crafted 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,6 +18,7 @@ from farmhand.manager.file_reads import WAIT_SECONDS, FileReads
 from farmhand.manager.jobs import submit
 from farmhand.shared.blendscene import UNTRUSTED_WALL_SECONDS
 from tests.integration.conftest import FAKE_BLEND, Farm, post_stand_in
+from tests.integration.held_work import Held, until
 from tests.integration.test_scheduling import manager_of
 
 TILES = {"columns": 2, "rows": 1}
@@ -27,43 +26,16 @@ BURST = 45
 """Tiled submissions at once: more than the 40 threads Starlette's pool has."""
 
 
-class HeldReads:
-    """A stand-in for the manager's bounded read of a .blend's views that holds every
-    read until `release`, counting those that began."""
-
-    def __init__(self) -> None:
-        self.gate = threading.Event()
-        self.began = 0
-        self._lock = threading.Lock()
-
-    def __call__(self, path: Path) -> list[str] | None:
-        with self._lock:
-            self.began += 1
-        self.gate.wait(timeout=120)
-        return []
-
-    def release(self) -> None:
-        self.gate.set()
-
-
 @pytest.fixture
-def held(monkeypatch: pytest.MonkeyPatch) -> Iterator[HeldReads]:
-    reads = HeldReads()
+def held(monkeypatch: pytest.MonkeyPatch) -> Iterator[Held]:
+    """The manager's bounded read of a .blend's views, held until released."""
+    reads = Held(lambda path: [])
     monkeypatch.setattr(submit, "rendered_views_bounded", reads)
     yield reads
     reads.release()
 
 
-def until(condition: object, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"never: {what}"
-        time.sleep(0.05)
-
-
-def test_a_burst_of_tiled_submissions_leaves_the_runners_answered(
-    farm: Farm, held: HeldReads
-) -> None:
+def test_a_burst_of_tiled_submissions_leaves_the_runners_answered(farm: Farm, held: Held) -> None:
     """45 tiled submissions whose reads are held: the two reading take a thread each and
     the rest wait without one, so a runner's heartbeat is answered meanwhile. They used to
     wait on the pool's 40 threads, and the heartbeat waited until the reads were done."""
@@ -98,9 +70,7 @@ def test_a_burst_of_tiled_submissions_leaves_the_runners_answered(
     assert answers == [202] * BURST, "each submission, once read, created its job"
 
 
-def test_a_read_that_waits_too_long_is_503_and_nothing_is_created(
-    farm: Farm, held: HeldReads
-) -> None:
+def test_a_read_that_waits_too_long_is_503_and_nothing_is_created(farm: Farm, held: Held) -> None:
     """With every turn taken for longer than a read may wait, a tiled submission and a
     blend-info are told to come back (503, Retry-After), and no job is made of it."""
     context = manager_of(farm)

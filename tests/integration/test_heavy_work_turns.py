@@ -13,7 +13,6 @@ import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,41 +24,13 @@ from farmhand.manager.file_reads import FileReads
 from farmhand.manager.storage.project_zip import ingest_project
 from farmhand.manager.web import thumbnails
 from farmhand.worker.blender.discovery import BlenderNotFound
-from tests.integration.conftest import FAKE_BLEND, Farm, submit_stand_in
-from tests.integration.test_file_reads import until
+from tests.integration.conftest import FAKE_BLEND, Farm, stored_blobs, submit_stand_in
+from tests.integration.held_work import Held, until
 from tests.integration.test_scheduling import manager_of
 from tests.integration.test_tiles_protocol import exr_bytes
 
 BURST = 45
 """Requests at once: more than the 40 threads Starlette's pool has."""
-
-
-class Held:
-    """A stand-in for heavy work that holds every call until `release`, counting the
-    calls that began and the most running at once."""
-
-    def __init__(self, work: Callable[..., Any]) -> None:
-        self.work = work
-        self.gate = threading.Event()
-        self.began = 0
-        self.running = 0
-        self.most_at_once = 0
-        self._lock = threading.Lock()
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        with self._lock:
-            self.began += 1
-            self.running += 1
-            self.most_at_once = max(self.most_at_once, self.running)
-        try:
-            self.gate.wait(timeout=60)
-            return self.work(*args, **kwargs)
-        finally:
-            with self._lock:
-                self.running -= 1
-
-    def release(self) -> None:
-        self.gate.set()
 
 
 def in_threads(calls: list[Callable[[], int]]) -> tuple[list[threading.Thread], list[int]]:
@@ -137,10 +108,6 @@ def held_unpacks(monkeypatch: pytest.MonkeyPatch) -> Iterator[Held]:
     held.release()
 
 
-def stored_blobs(farm: Farm) -> set[Path]:
-    return {p for p in (farm.data_dir / "blobs" / "sha256").rglob("*") if p.is_file()}
-
-
 def test_a_burst_of_project_uploads_leaves_the_runners_answered(
     farm: Farm, held_unpacks: Held
 ) -> None:
@@ -173,7 +140,7 @@ def test_an_unpack_that_waits_too_long_is_503_and_nothing_is_stored(
     first, first_answers = in_threads([upload_project(farm, 1)])
     try:
         until(lambda: held_unpacks.began == 1, "the first unpack began")
-        before = stored_blobs(farm)
+        before = set(stored_blobs(farm))
         second = sent_within(
             lambda: farm.client.post(
                 "/api/projects",
@@ -184,7 +151,7 @@ def test_an_unpack_that_waits_too_long_is_503_and_nothing_is_stored(
         assert second.status_code == 503, second.text
         assert "busy unpacking other projects" in second.json()["detail"]
         assert second.headers["Retry-After"].isdigit()
-        assert stored_blobs(farm) == before, "nothing of the refused zip is stored"
+        assert set(stored_blobs(farm)) == before, "nothing of the refused zip is stored"
         assert held_unpacks.began == 1, "the refused one was never unpacked"
     finally:
         held_unpacks.release()

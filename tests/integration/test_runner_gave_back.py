@@ -30,6 +30,7 @@ from tests.integration.conftest import Farm, make_settings, submit_stand_in, upl
 from tests.integration.postgres import fresh_database
 from tests.integration.test_claim_next import claim
 from tests.integration.test_runner_status_note import runners
+from tests.integration.test_scheduling import farm_for
 from tests.old_schema import insert_old
 
 DISK_FULL = "[Errno 28] No space left on device: '/var/lib/farmhand/work/jobs/1/scene.blend'"
@@ -314,5 +315,6 @@ def test_a_database_made_before_0021_upgrades_on_postgres(tmp_path: Path, pg_url
 def test_a_runner_that_gave_its_task_back_on_postgres(tmp_path: Path, pg_url: str) -> None:
     settings = make_settings(tmp_path / "data", database_url=pg_url)
     with TestClient(create_app(settings)) as client:
-        farm = Farm(client, str(settings.admin_token), str(settings.runner_token), Path("."))
-        test_a_runner_that_gave_its_task_back_says_why_until_it_takes_another(farm)
+        test_a_runner_that_gave_its_task_back_says_why_until_it_takes_another(
+            farm_for(client, settings)
+        )

@@ -25,8 +25,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from farmhand.manager.api.limits import (
     BodyTimeout,
     BodyTooLarge,
+    JsonTooDeep,
+    check_json,
     declared_length,
-    json_depth,
     read_all_body,
     replay_body,
     watched_body,
@@ -78,10 +79,9 @@ class BodyLimitMiddleware:
             return
         except ClientDisconnect:
             return  # nobody to answer; a partial body is not checked
-        # A body cannot nest deeper than it has brackets: most never need the scan.
-        if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and (
-            json_depth(body, stop_above=MAX_JSON_DEPTH) > MAX_JSON_DEPTH
-        ):
+        try:
+            check_json(body, MAX_JSON_DEPTH)  # the manager's check, answered the node's way
+        except JsonTooDeep:
             await self._answer(400, too_deep_problem(), scope, receive, send)
             return
         await self.app(scope, replay_body(body, receive), send)
