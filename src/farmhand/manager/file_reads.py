@@ -27,6 +27,7 @@ from typing import TypeVar
 import anyio
 import anyio.to_thread
 import structlog
+from starlette.concurrency import run_in_threadpool
 
 READS_AT_ONCE = 2
 """Reads of users' files at a time in one manager process."""
@@ -64,7 +65,12 @@ class FileReads:
         self._turns = anyio.Semaphore(at_once)
         self._threads = anyio.CapacityLimiter(at_once)
 
-    async def run(self, read: Callable[[], Result]) -> Result:
+    async def run(self, read: Callable[[], Result], *, in_turn: bool = True) -> Result:
+        """`read`'s result, run in its turn; with `in_turn=False` (a request that, this
+        time, reads no user's file: an untiled job's submission) on the shared threads
+        at once, as any request's blocking part."""
+        if not in_turn:
+            return await run_in_threadpool(read)
         with anyio.move_on_after(self.wait) as waiting:
             await self._turns.acquire()
         if waiting.cancelled_caught:

@@ -223,7 +223,7 @@ async def submit_job(
     # so in turn with the manager's other reads of users' files, holding no shared thread.
     reads = isinstance(job_request, JobCreate) and job_request.tiles is not None
     try:
-        job = await (context.file_reads.run(creating) if reads else run_in_threadpool(creating))
+        job = await context.file_reads.run(creating, in_turn=reads)
     except SubmitError as error:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
     context.events.job_changed(job.id)
@@ -471,7 +471,7 @@ async def upload_job_file(
             tiled=tiled,
         )
         try:
-            saved = await (context.file_reads.run(reading) if tiled else run_in_threadpool(reading))
+            saved = await context.file_reads.run(reading, in_turn=tiled)
         except SubmitError as error:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
 
