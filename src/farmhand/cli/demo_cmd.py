@@ -19,7 +19,7 @@ from rich.console import Console
 
 from farmhand.cli.jobs_cmd import follow, frame_spec
 from farmhand.cli.options import port_option
-from farmhand.cli.shown import shown
+from farmhand.cli.shown import shown, shown_lines
 from farmhand.client import FarmhandError
 from farmhand.localfarm import LocalFarm
 from farmhand.shared.schemas import JobSettings, JobStatus, VideoSettings
@@ -120,7 +120,8 @@ def run_demo(
     finally:
         farm.stop()
     if not ok:
-        err.print(farm.logs(20), markup=False, highlight=False)
+        # The tails quote what users and workers sent the farm (job names, reasons).
+        err.print(shown_lines(farm.logs(20)), highlight=False)
         return 1
     return 0
 
