@@ -75,7 +75,10 @@ class Visibility:
         self.owners: dict[int, int | None] = {}
 
     def _owner(self, job_id: int) -> int | None:
-        with self.context.db.transaction() as session:
+        # A snapshot, not a write transaction: a stream must not wait for (nor queue
+        # with) a long write to learn whose job it is. Events are published after their
+        # commit, so the snapshot already holds a job its event announces.
+        with self.context.db.read() as session:
             job = session.get(Job, job_id)
             return job.owner_id if job is not None else None
 

@@ -35,7 +35,8 @@ def token_info(row: ApiToken) -> TokenInfo:
 
 @router.get("", response_model=list[TokenInfo], responses=ERRORS)
 def list_tokens(context: Context, caller: UserDep) -> list[TokenInfo]:
-    with context.db.transaction() as session:
+    # Only reads: a snapshot, so the list answers while a long write runs.
+    with context.db.read() as session:
         rows = session.scalars(
             select(ApiToken).where(ApiToken.user_id == caller.user_id).order_by(ApiToken.id.desc())
         )

@@ -68,7 +68,8 @@ def _target(session: Session, user_id: int, caller: Caller, action: str | None =
 
 @router.get("", response_model=list[UserInfo], responses=ERRORS)
 def list_users(context: Context, caller: AdminDep) -> list[UserInfo]:
-    with context.db.transaction() as session:
+    # Only reads: a snapshot, so the list answers while a long write runs.
+    with context.db.read() as session:
         linked = accounts.linked_providers(session)
         users = session.scalars(select(User).order_by(User.name))
         return [user_info(session, user, linked.get(user.id, [])) for user in users]
