@@ -162,6 +162,20 @@ def test_resuming_an_upload_is_not_refused_by_the_room_it_already_holds(farm: Fa
     assert open_ids(farm, alice) == []
 
 
+def test_an_upload_found_again_before_its_first_byte_is_200_not_a_new_one(farm: Farm) -> None:
+    """Docs QA (round 7): asked again before any byte of it arrived, an upload answered
+    201 again, as if it were new; a client counting 201s as new uploads was misled."""
+    alice = make_user(farm, "alice")
+    data = os.urandom(SIZE)
+    created = start(farm, alice, data)
+    assert created.status_code == 201, created.text
+    again = start(farm, alice, data)
+    assert again.status_code == 200, again.text
+    assert again.json()["id"] == created.json()["id"] and again.json()["offset"] == 0
+    assert again.headers["Location"] == created.headers["Location"]
+    assert open_ids(farm, alice) == [created.json()["id"]], "still one upload"
+
+
 def test_a_user_may_have_max_open_uploads_unfinished(farm: Farm) -> None:
     alice = make_user(farm, "alice")
     bob = make_user(farm, "bob")
@@ -179,7 +193,7 @@ def test_a_user_may_have_max_open_uploads_unfinished(farm: Farm) -> None:
     assert {u["sha256"] for u in listed} == {hashlib.sha256(d).hexdigest() for d in files[:3]}
     # One of the three, asked for again (a client that restarted): found, not refused.
     again = start(farm, alice, files[0])
-    assert again.status_code == 201 and again.json()["id"] == ids[0], again.text
+    assert again.status_code == 200 and again.json()["id"] == ids[0], again.text
     # Others have their own limit; admins have none, as they have no quota.
     assert start(farm, bob, files[3]).status_code == 201
     for data in files:

@@ -94,10 +94,13 @@ def _session(context: ManagerContext, upload_id: str, user_id: int) -> UploadSes
     return session
 
 
-def _open(context: ManagerContext, caller: Caller, body: UploadCreate) -> UploadSession:
-    """The caller's upload of this blob: found again (a resume: already counted, so only
-    the quota, which may have shrunk, is asked again) or opened, if the caller may have
-    another unfinished upload and its announced size fits their quota."""
+def _open(
+    context: ManagerContext, caller: Caller, body: UploadCreate
+) -> tuple[UploadSession, bool]:
+    """The caller's upload of this blob, and whether it was found again: a resume
+    (already counted, so only the quota, which may have shrunk, is asked again), or
+    opened, if the caller may have another unfinished upload and its announced size fits
+    their quota."""
     partials = context.blobs.partials
     upload_id = partials.session_id(caller.user_id, body.sha256, body.size)
     with partials.creating():
@@ -105,7 +108,7 @@ def _open(context: ManagerContext, caller: Caller, body: UploadCreate) -> Upload
         if not resumed:
             enforce_open_uploads(context, caller, len(partials.open_uploads(caller.user_id)))
         enforce_quota(context, caller, (), 0 if resumed else body.size)
-        return partials.open_session(caller.user_id, body.sha256, body.size)
+        return partials.open_session(caller.user_id, body.sha256, body.size), resumed
 
 
 async def _drop_left_over(partials: PartialUploads, user_id: int, body: UploadCreate) -> None:
@@ -191,12 +194,12 @@ async def create_upload(
     if swept:
         log.info("abandoned uploads removed", uploads=swept)
     try:
-        session = await run_in_threadpool(_open, context, caller, body)
+        session, resumed = await run_in_threadpool(_open, context, caller, body)
     except BlobTooLarge as error:
         raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, str(error)) from error
     async with partials.lock(session.id):
         offset = partials.offset(session)
-    if offset:
+    if resumed:  # found again, even before its first byte: 201 means a new upload
         response.status_code = status.HTTP_200_OK
     response.headers["Location"] = f"/api/uploads/{session.id}"
     return _status(session, offset, response)
