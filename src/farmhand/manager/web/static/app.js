@@ -138,6 +138,105 @@
 
   const fail = (error) => { if (!(error instanceof ApiError && error.status === 401)) toast(error.message, "error"); };
 
+  // A message as a sentence: one full stop at its end (the manager's details have none,
+  // or one).
+  const sentence = (text) => (/[.!?]$/.test(text) ? text : `${text}.`);
+
+  // The seconds a 503's Retry-After header asks a client to wait (a number of seconds or
+  // an HTTP date), from 1 to `most`; `fallback` when it has none the page can use.
+  function retryAfter(header, fallback, most = 300) {
+    const value = (header || "").trim();
+    let seconds = value === "" ? NaN : Number(value);
+    if (value !== "" && !Number.isFinite(seconds)) seconds = (Date.parse(value) - Date.now()) / 1000;
+    if (!Number.isFinite(seconds)) seconds = fallback;
+    return Math.min(most, Math.max(1, Math.ceil(seconds)));
+  }
+
+  // Previews the manager makes when first asked for (web/thumbnails.py) are shown
+  // through `showImage`, not a bare <img src>: while the manager is busy making others
+  // it answers 503 with Retry-After, which an <img> can neither read nor get over (it
+  // stayed a broken image). Fetched, a busy answer (or no answer: the manager
+  // restarting) is asked again after its Retry-After, at most IMAGE_TRIES times in all,
+  // with a word where the image goes meanwhile (`.image-state`, the reason in its
+  // title); anything else ends in "No preview", never a broken-image icon. The image is
+  // hidden while it has a `data-state` (app.css). A newer URL for the same <img> (the
+  // full view moved to another frame) or the <img> gone from the page ends the tries.
+  const IMAGE_TRIES = 8, IMAGE_WAIT = 5;
+  function imageState(img, state, text = "", why = "") {
+    let note = img.nextElementSibling;
+    if (!note || !note.classList.contains("image-state")) note = null;
+    if (!state) {
+      delete img.dataset.state;
+      if (note) note.remove();
+      return;
+    }
+    img.dataset.state = state;
+    if (!note) {
+      note = document.createElement("span");
+      note.className = "image-state";
+      img.after(note);
+    }
+    note.textContent = text;
+    note.title = why;
+  }
+  // An image the browser can load as it is (a PNG frame's own file): no tries.
+  function showPlainImage(img, url) {
+    img.dataset.src = url;
+    imageState(img, "");
+    img.src = url;
+  }
+  async function showImage(img, url, tries = 1) {
+    const current = () => img.isConnected && img.dataset.src === url;
+    if (tries === 1) {
+      img.dataset.src = url;
+      img.removeAttribute("src");
+      imageState(img, "loading", "Loading…");
+    } else if (!current()) {
+      return;
+    }
+    let response = null;
+    try { response = await fetch(url, { credentials: "same-origin" }); } catch { /* no answer: as busy */ }
+    if (!current()) return;
+    if (response && response.ok) {
+      let picture = null;
+      try { picture = await response.blob(); } catch { /* cut off: as busy below */ }
+      if (!current()) return;
+      if (picture) {
+        const object = URL.createObjectURL(picture);
+        const settle = (event) => {
+          img.removeEventListener("load", settle);
+          img.removeEventListener("error", settle);
+          URL.revokeObjectURL(object); // the <img> keeps what it decoded
+          if (img.dataset.src !== url) return;
+          if (event.type === "load") imageState(img, "");
+          else imageState(img, "failed", "No preview", "the manager's answer is not an image");
+        };
+        img.addEventListener("load", settle);
+        img.addEventListener("error", settle);
+        img.src = object;
+        return;
+      }
+    }
+    let detail = "";
+    if (response && !response.ok) {
+      try { detail = (await response.json()).detail; } catch { /* not JSON */ }
+      if (!current()) return;
+      if (typeof detail !== "string") detail = "";
+    }
+    // No answer, a busy one, or an image cut off on its way: asked again.
+    if ((!response || response.ok || response.status === 503) && tries < IMAGE_TRIES) {
+      const wait = retryAfter(response && response.headers.get("Retry-After"), IMAGE_WAIT);
+      const why = detail || (!response ? "the manager did not answer" : response.ok ? "the image was cut off" : "the manager is busy");
+      imageState(img, "busy", "Manager busy: trying again…", `${sentence(why)} Asked again in ${wait} s (try ${tries + 1} of ${IMAGE_TRIES}).`);
+      setTimeout(() => showImage(img, url, tries + 1), wait * 1000);
+      return;
+    }
+    const why = response && !response.ok && response.status !== 503
+      ? `the manager answered ${response.status}${detail ? `: ${detail}` : ""}`
+      : `the manager stayed busy: asked ${IMAGE_TRIES} times${detail ? ` (${detail})` : ""}`;
+    imageState(img, "failed", "No preview", why);
+  }
+
   function duration(seconds) {
     if (seconds === null || seconds === undefined || !isFinite(seconds)) return "–";
     seconds = Math.max(0, Math.round(seconds));
@@ -540,11 +639,30 @@
       $("#main-file-field").hidden = blendFiles.length < 2;
     }
 
+    // "Try again" sends the same file once more, after an answer that was no fault of
+    // the file: the manager busy (a 503; the button waits for its Retry-After), its
+    // storage full, the network. (The file input is emptied once read, so choosing the
+    // same file again works too.)
+    const again = document.createElement("button");
+    again.type = "button";
+    again.id = "upload-again";
+    again.className = "small";
+    again.textContent = "Try again";
+    again.hidden = true;
+    $("#upload-text").after(again);
+    let againFile = null, againTimer = null;
+    again.addEventListener("click", () => { if (againFile) upload(againFile); });
+    const UPLOAD_WAIT = 30; // s, when a 503 says not how long
+    const busyLine = (wait) => "The manager is busy and did not take the file (nothing is wrong with it). " +
+      (wait ? `Try again in ${wait} s.` : "Try again now.");
+
     // The upload under way, if any: a file chosen after it replaces it.
     let sending = null;
     function upload(file) {
       // Whatever was chosen before goes: its upload, status line, form and notices.
       if (sending) { sending.abort(); sending = null; }
+      clearTimeout(againTimer);
+      again.hidden = true;
       blob = null;
       form.hidden = true;
       showNotice("");
@@ -556,12 +674,26 @@
       const progress = $("#upload-bar"), text = $("#upload-text");
       setBar(progress, 0);
       text.classList.remove("error");
-      // The status line says why it failed, in red, on a red bar.
-      const failed = (why) => {
+      // The status line says why it failed, in red, on a red bar. `retry`: the same file
+      // may do once the manager can take it: "Try again" is offered.
+      const failed = (why, retry = false) => {
         setBar(progress, 100, "failed");
         text.classList.add("error");
         text.textContent = why;
+        if (retry) { againFile = file; again.disabled = false; again.hidden = false; }
       };
+      // A busy manager is no failure of the file: said plainly (not in red, the bar
+      // empty), and "Try again" waits for the Retry-After.
+      const busy = (wait, why) => {
+        setBar(progress, 0);
+        text.textContent = busyLine(wait);
+        text.title = why;
+        againFile = file;
+        again.disabled = true;
+        again.hidden = false;
+        againTimer = setTimeout(() => { again.disabled = false; text.textContent = busyLine(0); }, wait * 1000);
+      };
+      text.title = "";
       const xhr = new XMLHttpRequest();
       sending = xhr;
       xhr.open("POST", isZip ? "/api/projects" : "/api/blend-info");
@@ -573,7 +705,7 @@
         text.textContent = `${Math.round(pct)} % of ${(e.total / 1024 ** 2).toFixed(1)} MB`;
       };
       xhr.upload.onload = () => { setBar(progress, 100); text.textContent = "Uploaded; reading the scene with Blender…"; };
-      xhr.onerror = () => { sending = null; failed("Upload failed: network error. Try again."); };
+      xhr.onerror = () => { sending = null; failed("Upload failed: network error. Try again.", true); };
       xhr.onload = () => {
         sending = null;
         let data = null;
@@ -582,7 +714,7 @@
         if (xhr.status === 200 && isZip) {
           blob = { files: data.files, main_file: data.main_file };
           chooseMain(data.blend_files, data.main_file);
-          text.textContent = `Uploaded: ${Object.keys(data.files).length} files.`;
+          text.textContent = `Uploaded: ${plural(Object.keys(data.files).length, "file")}.`;
           if (data.info) fill(data.info, file.name);
           else { showNotice(`${data.info_error}. Fill in the settings by hand.`, ""); fill(null, file.name); }
         } else if (xhr.status === 200) {
@@ -594,13 +726,24 @@
           blob = { files: { [file.name]: sha }, main_file: file.name };
           chooseMain([file.name], file.name);
           text.textContent = "Uploaded.";
-          showNotice(`${(data && data.detail) || "The file's settings could not be read"}. Fill in the settings by hand.`, "");
+          // The manager's detail may say "by hand" itself: not twice.
+          const why = (data && data.detail) || "The file's settings could not be read";
+          showNotice(/by hand\.?$/.test(why) ? sentence(why) : `${why}. Fill in the settings by hand.`, "");
           fill(null, file.name);
         } else if (xhr.status === 401) {
           location.href = "/login?next=/submit";
         } else {
-          const detail = data && data.detail;
-          failed(`Failed: ${typeof detail === "string" ? detail : `the manager answered ${xhr.status}`}. Choose another file.`);
+          // What the answer says, and what to do: another file only when this one is at
+          // fault (400); a 413 says itself what is too large (the file, or the quota and
+          // what frees room); a stale page's 403 wants a reload; after a full disk's 507
+          // (an administrator frees space) and other faults of the manager's the same
+          // file may do.
+          const detail = data && typeof data.detail === "string" ? data.detail : `the manager answered ${xhr.status}`;
+          if (xhr.status === 503) busy(retryAfter(xhr.getResponseHeader("Retry-After"), UPLOAD_WAIT), detail);
+          else if (xhr.status === 400) failed(`Failed: ${sentence(detail)} Choose another file.`);
+          else if (xhr.status === 403) failed(`Failed: ${sentence(detail)} Reload the page and choose the file again.`);
+          else if (xhr.status === 413) failed(`Failed: ${sentence(detail)}`);
+          else failed(`Failed: ${sentence(detail)}`, true);
         }
       };
       const data = new FormData();
@@ -609,7 +752,12 @@
     }
 
     drop.addEventListener("click", () => input.click());
-    input.addEventListener("change", () => { if (input.files.length) upload(input.files[0]); });
+    // Emptied once read: choosing the same file again (after a refusal) is a change too.
+    input.addEventListener("change", () => {
+      const file = input.files[0];
+      input.value = "";
+      if (file) upload(file);
+    });
     for (const name of ["dragenter", "dragover"]) drop.addEventListener(name, (e) => { e.preventDefault(); drop.classList.add("over"); });
     for (const name of ["dragleave", "drop"]) drop.addEventListener(name, () => drop.classList.remove("over"));
     drop.addEventListener("drop", (e) => {
@@ -739,6 +887,18 @@
     // Browsers show PNG, JPEG, WebP and BMP; for the rest the farm keeps (OpenEXR, TIFF) the
     // manager's JPEG preview stands in.
     const needsPreview = (f) => !/\.(png|jpe?g|webp|bmp)$/i.test(f.path);
+    // Thumbnails come through `showImage` (a busy manager's 503 is asked again) once
+    // their tile is near the part of the grid in view, as loading="lazy" had them: the
+    // grid scrolls, and a job may have 10,000 frames. A tile replaced or removed is no
+    // longer watched.
+    const nearGrid = new IntersectionObserver((entries) => {
+      for (const entry of entries) {
+        if (!entry.isIntersecting) continue;
+        nearGrid.unobserve(entry.target);
+        const img = $("img", entry.target);
+        showImage(img, img.dataset.src);
+      }
+    }, { root: $("#thumbs"), rootMargin: "300px 0px" });
 
     // What the job was submitted without (`--allow-missing`): its frames show those
     // files magenta, and "completed" alone would pass them for a full render. Text only.
@@ -844,14 +1004,15 @@
           if (file) {
             fresh.type = "button";
             fresh.setAttribute("aria-label", `Open frame ${frame}${note ? ` (earlier render, ${note})` : ""}`);
-            fresh.innerHTML = `<img src="${thumbUrl(file)}" alt="Frame ${frame}" loading="lazy"><span class="label">${frame}${note ? ` · ${note}` : ""}</span>`;
+            fresh.innerHTML = `<img data-src="${thumbUrl(file)}" data-state="loading" alt="Frame ${frame}"><span class="label">${frame}${note ? ` · ${note}` : ""}</span>`;
+            nearGrid.observe(fresh);
             fresh.addEventListener("click", () => openFrame(frame));
           } else {
             fresh.textContent = note ? `${frame} · ${note}` : `${frame}`;
           }
           // The keyboard stays on this frame when its thumbnail is made anew.
           const focused = el && el === document.activeElement;
-          if (el) el.replaceWith(fresh); else grid.insertBefore(fresh, grid.children[index] || null);
+          if (el) { nearGrid.unobserve(el); el.replaceWith(fresh); } else grid.insertBefore(fresh, grid.children[index] || null);
           if (focused) {
             if (!file) fresh.tabIndex = -1;
             fresh.focus();
@@ -860,7 +1021,7 @@
         }
         existing.delete(frame);
       });
-      existing.forEach((el) => el.remove());
+      existing.forEach((el) => { nearGrid.unobserve(el); el.remove(); });
       const latest = outputs.filter((f) => f.frame !== null).sort((a, b) => b.id - a.id)[0];
       const figure = $("#latest");
       // After a requeue the newest file may be a frame queued to render again: said so,
@@ -868,7 +1029,9 @@
       const earlier = latest && !done.has(latest.frame) ? " · an earlier render, to be rendered again" : "";
       if (latest && figure.dataset.file !== `${latest.id}${earlier ? "-old" : ""}`) {
         figure.dataset.file = `${latest.id}${earlier ? "-old" : ""}`;
-        figure.innerHTML = `<a href="${fileUrl(latest)}" aria-label="Open frame ${latest.frame}"><img src="${needsPreview(latest) ? thumbUrl(latest) : fileUrl(latest)}" alt="Frame ${latest.frame}, the last rendered"></a><figcaption>Frame ${latest.frame} · ${esc(latest.path)}${earlier}</figcaption>`;
+        figure.innerHTML = `<a href="${fileUrl(latest)}" aria-label="Open frame ${latest.frame}"><img alt="Frame ${latest.frame}, the last rendered"></a><figcaption>Frame ${latest.frame} · ${esc(latest.path)}${earlier}</figcaption>`;
+        if (needsPreview(latest)) showImage($("img", figure), thumbUrl(latest));
+        else showPlainImage($("img", figure), fileUrl(latest));
         $("a", figure).addEventListener("click", (e) => { e.preventDefault(); openFrame(latest.frame); });
       }
     }
@@ -1016,7 +1179,8 @@
       if (!file) return;
       current = frame;
       $("#lightbox-title").textContent = `Frame ${frame}`;
-      $("#lightbox-img").src = needsPreview(file) ? `${thumbUrl(file)}&size=1600` : fileUrl(file);
+      if (needsPreview(file)) showImage($("#lightbox-img"), `${thumbUrl(file)}&size=1600`);
+      else showPlainImage($("#lightbox-img"), fileUrl(file));
       $("#lightbox-img").alt = `Frame ${frame}`;
       $("#lightbox-note").hidden = !needsPreview(file);
       $("#lightbox-download").href = fileUrl(file);
