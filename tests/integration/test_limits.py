@@ -13,11 +13,14 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from farmhand.manager.api import limits
 from farmhand.manager.api.limits import QuotaExceeded, json_depth
 from farmhand.manager.app import create_app
 from farmhand.manager.db.models import Job
 from farmhand.manager.storage.usage import user_usage_bytes
 from tests.integration.conftest import FAKE_BLEND, Farm, make_settings
+from tests.integration.held_work import Held, until
+from tests.integration.test_heavy_work_turns import BURST, in_threads, sent_within
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -224,6 +227,39 @@ def test_a_manifest_from_nobody_is_refused_before_its_depth_is_looked_at(farm: F
     for path in ("/api/blobs/missing", "/api/jobs"):
         answer = farm.client.post(path, headers={"Content-Type": "application/json"}, content=body)
         assert answer.status_code == 401, (path, answer.text)
+
+
+def test_runners_are_answered_while_bodies_from_nobody_are_scanned(
+    farm: Farm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bodies with more brackets than the depth limit, from anyone, are scanned before
+    anyone knows who sent them: on the event loop, a few such bodies a second (a
+    megabyte of `[]` is a few tenths of a second's scan) stopped every runner's
+    heartbeat. Here the scans are held for as long as the test likes, more of them at
+    once than the routes have threads, and a runner's heartbeat is answered meanwhile."""
+    runner = farm.register_runner()
+    scans = Held(limits.json_depth)
+    monkeypatch.setattr(limits, "json_depth", scans)
+    body = "[" + "[]," * 100 + "[]]"  # valid, shallow, and too many brackets to count
+
+    def from_nobody() -> int:
+        answer = farm.client.post(
+            "/api/tokens", headers={"Content-Type": "application/json"}, content=body
+        )
+        return int(answer.status_code)
+
+    threads, answers = in_threads([from_nobody] * BURST)
+    try:
+        until(lambda: scans.began, "a body from nobody was being scanned")
+        beat = sent_within(
+            lambda: farm.client.post("/api/runner/heartbeat", headers=runner, json={})
+        )
+        assert beat.status_code == 200, beat.text
+    finally:
+        scans.release()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert answers == [401] * BURST, "each was scanned, then refused for want of a token"
 
 
 def test_json_depth_ignores_brackets_inside_strings() -> None:

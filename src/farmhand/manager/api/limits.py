@@ -17,6 +17,16 @@ minute and hold their bodies' memory: its route reads it once the caller is know
 (`manifest_body`), with the scan in a thread. A body cut off by its client is never
 scanned.
 
+The other bodies' scan leaves the event loop too, when it is needed at all: counting a
+body's brackets (in C) decides almost every body at once, a runner's always; one with
+more brackets than the depth limit is scanned in a thread of its own (`check_json_aside`),
+one at a time. A Python loop over a megabyte of `[]` takes a few tenths of a second, and
+on the event loop a few anonymous clients sending such bodies in a loop stopped every
+runner's heartbeat and claim for seconds. One at a time, and not in the thread pool the
+routes share, so a crowd of such bodies neither takes every thread from the routes nor
+shares out the interpreter's lock (the GIL) among as many scans: they wait their turn,
+and only they do.
+
 A body that stops arriving is cut off too: no bytes for `client_timeout` seconds while
 a route waits for more is a `408` (`BodyTimeout`), which ends the request like any error
 (a partial upload's temporary file is removed, a resumable upload's lock released) and
@@ -44,6 +54,7 @@ import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
+from anyio import CapacityLimiter, to_thread
 from fastapi.exception_handlers import http_exception_handler
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -191,13 +202,31 @@ def json_depth(body: bytes, stop_above: int | None = None) -> int:
     return deepest
 
 
+def few_brackets(body: bytes, max_depth: int) -> bool:
+    """Whether a body has too few brackets to nest deeper than `max_depth`: JSON cannot
+    nest deeper than it has brackets, and counting them (in C) spares almost every body
+    the scan, every runner call's among them."""
+    return body.count(b"[") + body.count(b"{") <= max_depth
+
+
 def check_json(body: bytes, max_depth: int) -> None:
-    # JSON cannot nest deeper than it has brackets: counting them (in C) spares almost
-    # every body the scan, which runs on every runner call.
-    if body.count(b"[") + body.count(b"{") <= max_depth:
+    """`JsonTooDeep` if the body nests deeper than `max_depth`. Its scan, when needed,
+    takes tenths of a second a megabyte, in the caller's thread: a body from anyone is
+    checked with `check_json_aside` instead, off the event loop."""
+    if few_brackets(body, max_depth):
         return
     if json_depth(body, stop_above=max_depth) > max_depth:
         raise JsonTooDeep(max_depth)
+
+
+async def check_json_aside(body: bytes, max_depth: int, scans: CapacityLimiter) -> None:
+    """`check_json` for a body from anyone, before anyone knows who sent it: a body that
+    `few_brackets` does not decide is scanned in a thread, holding `scans` (one scan at a
+    time, whoever sent how many) and none of the routes' threads. On the event loop, a
+    megabyte of `[]` held it for a few tenths of a second, every runner's heartbeat
+    with it."""
+    if not few_brackets(body, max_depth):
+        await to_thread.run_sync(check_json, body, max_depth, limiter=scans)
 
 
 async def manifest_body(request: Request, max_depth: int) -> bytes:
@@ -239,6 +268,8 @@ class LimitsMiddleware:
     def __init__(self, app: ASGIApp, limits: BodyLimits) -> None:
         self.app = app
         self.limits = limits
+        self.scans = CapacityLimiter(1)
+        """Deep-looking bodies are scanned one at a time (`check_json_aside`)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -293,7 +324,7 @@ class LimitsMiddleware:
                     body = await read_all_body(watched, limit, what)
                 except ClientDisconnect:
                     return  # nobody to answer; the body is not checked, nor kept
-                check_json(body, self.limits.max_json_depth)
+                await check_json_aside(body, self.limits.max_json_depth, self.scans)
                 await self.app(scope, replay_body(body, watched), watch_send)
             else:
                 await self.app(scope, watched, watch_send)
