@@ -6,7 +6,7 @@ import io
 import json
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,6 +202,55 @@ def cli_at(farm: LocalFarm, monkeypatch: pytest.MonkeyPatch) -> Iterator[httpx.C
         purge_jobs_and_runners(client)
 
 
+def cli_api_fixture() -> Callable[..., object]:
+    """An `api` fixture for a module (`api = cli_api_fixture()`) with a `farm` of its own:
+    for each test, `cli_at` that farm (the API as the admin, the in-process CLI pointed
+    at the same manager; every job and runner purged afterwards)."""
+
+    @pytest.fixture
+    def api(farm: LocalFarm, monkeypatch: pytest.MonkeyPatch) -> Iterator[httpx.Client]:
+        with cli_at(farm, monkeypatch) as client:
+            yield client
+
+    return api
+
+
+def farm_fixture(
+    *manager_args: str,
+    name: str = "farm",
+    first: tuple[str, ...] = (),
+    projects_share: bool = False,
+    **options: object,
+) -> Callable[..., object]:
+    """A `farm` fixture for a module (`farm = farm_fixture(...)`: its manager's options
+    stand where its tests are read, and a made fixture, unlike an imported one, is not
+    shadowed by the tests' `farm` arguments): one real manager process, no worker, that
+    every test of the module shares (module-scoped), started with `manager_args` on a
+    `LocalFarm` made with `options` in a temporary folder named `name`. Scripted runners
+    send no heartbeats: `heartbeat_timeout=600.0` keeps them online.
+
+    `first`: fixtures set up before the manager starts (and torn down after it stops).
+    `projects_share`: the manager knows the module's `nas` as the `{projects}` share on
+    Linux (FARMHAND_PATH_VARIABLES, set while the farm runs).
+    """
+
+    @pytest.fixture(scope="module")
+    def farm(
+        tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+    ) -> Iterator[LocalFarm]:
+        for fixture in first:
+            request.getfixturevalue(fixture)
+        with pytest.MonkeyPatch.context() as env:
+            if projects_share:
+                nas = request.getfixturevalue("nas")
+                env.setenv("FARMHAND_PATH_VARIABLES", json.dumps({"projects": {"linux": str(nas)}}))
+            with local_farm(tmp_path_factory.mktemp(name), **options) as farm:
+                farm.start_manager(*manager_args)
+                yield farm
+
+    return farm
+
+
 @pytest.fixture
 def manager(tmp_path: Path) -> Iterator[LocalFarm]:
     """A real `farmhand manager` process on its own data dir, for what crosses the wire
@@ -209,6 +258,12 @@ def manager(tmp_path: Path) -> Iterator[LocalFarm]:
     with local_farm(tmp_path / "farm") as farm:
         farm.start_manager()
         yield farm
+
+
+@pytest.fixture(scope="module")
+def nas(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A module's stand-in for a studio's file server (a folder every process sees)."""
+    return tmp_path_factory.mktemp("nas")
 
 
 def stored_blobs(farm: LocalFarm | Farm) -> list[Path]:

@@ -11,7 +11,6 @@ only ever sees the jobs of its own test.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -21,27 +20,17 @@ from typer.testing import CliRunner, Result
 from farmhand.cli.app import app
 from farmhand.cli.runners_cmd import format_days, parse_window
 from farmhand.client import FarmhandClient
-from farmhand.localfarm import LocalFarm, local_farm
+from farmhand.localfarm import LocalFarm
 from farmhand.shared.protocol import WORKER_PROTOCOL
-from tests.integration.conftest import cli_at, png_bytes, submit_stand_in
+from tests.integration.conftest import cli_api_fixture, farm_fixture, png_bytes, submit_stand_in
 from tests.integration.farmhand_cli import cli
 
 BLOCKLIST_THRESHOLD = 2
 
 
-@pytest.fixture(scope="module")
-def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFarm]:
-    # Scripted runners send no heartbeats: a long timeout keeps them online.
-    with local_farm(tmp_path_factory.mktemp("farm"), heartbeat_timeout=600.0) as farm:
-        farm.start_manager("--blocklist-threshold", str(BLOCKLIST_THRESHOLD))
-        yield farm
-
-
-@pytest.fixture
-def api(farm: LocalFarm, monkeypatch: pytest.MonkeyPatch) -> Iterator[httpx.Client]:
-    """The manager's API as the admin; the CLI is pointed at the same manager."""
-    with cli_at(farm, monkeypatch) as client:
-        yield client
+# Scripted runners send no heartbeats: a long timeout keeps them online.
+farm = farm_fixture("--blocklist-threshold", str(BLOCKLIST_THRESHOLD), heartbeat_timeout=600.0)
+api = cli_api_fixture()
 
 
 def farmhand(*args: str, answer: str | None = None) -> Result:

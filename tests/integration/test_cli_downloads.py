@@ -13,35 +13,30 @@ from __future__ import annotations
 import hashlib
 import io
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
 import httpx
-import pytest
 from PIL import Image
 from typer.testing import CliRunner, Result
 
 from farmhand.cli.app import app
-from farmhand.localfarm import LocalFarm, local_farm
+from farmhand.localfarm import LocalFarm
 from farmhand.shared.protocol import WORKER_PROTOCOL
-from tests.integration.conftest import FAKE_BLEND, cli_at, png_bytes, submit_stand_in
+from tests.integration.conftest import (
+    FAKE_BLEND,
+    cli_api_fixture,
+    farm_fixture,
+    png_bytes,
+    submit_stand_in,
+)
 
 PASS_FOLDER = "00-Passes__depth_normal_ü"
 
 
-@pytest.fixture(scope="module")
-def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFarm]:
-    with local_farm(tmp_path_factory.mktemp("farm"), heartbeat_timeout=600.0) as farm:
-        farm.start_manager()
-        yield farm
-
-
-@pytest.fixture
-def api(farm: LocalFarm, monkeypatch: pytest.MonkeyPatch) -> Iterator[httpx.Client]:
-    with cli_at(farm, monkeypatch) as client:
-        yield client
+farm = farm_fixture(heartbeat_timeout=600.0)
+api = cli_api_fixture()
 
 
 def farmhand(*args: str) -> Result:

@@ -4,39 +4,24 @@ saying what happened and what to do, an exit code, no traceback."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from farmhand.localfarm import LocalFarm, descendants, local_farm
+from farmhand.localfarm import LocalFarm, descendants
 from farmhand.scenes import make_project
 from farmhand.shared.protocol import WORKER_PROTOCOL
-from tests.integration.conftest import png_bytes
+from tests.integration.conftest import farm_fixture, png_bytes
 from tests.integration.test_cli_submit_options import farmhand, one_error_line
 
-
-@pytest.fixture(scope="module")
-def nas(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("nas")
-
-
-@pytest.fixture(scope="module")
-def farm(tmp_path_factory: pytest.TempPathFactory, nas: Path) -> Iterator[LocalFarm]:
-    """A manager whose `{projects}` share is `nas`, and no worker: jobs stay queued."""
-    variables = json.dumps({"projects": {"linux": str(nas)}})
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("FARMHAND_PATH_VARIABLES", variables)
-        with local_farm(tmp_path_factory.mktemp("farm")) as farm:
-            farm.start_manager()
-            yield farm
+# A manager whose `{projects}` share is `nas`, and no worker: jobs stay queued.
+farm = farm_fixture(projects_share=True)
 
 
 def job_ids(farm: LocalFarm) -> set[int]:

@@ -11,32 +11,21 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 
 import httpx
-import pytest
 from typer.testing import CliRunner, Result
 
 from farmhand.cli.app import app
-from farmhand.localfarm import LocalFarm, local_farm
-from tests.integration.conftest import cli_at, submit_stand_in
+from farmhand.localfarm import LocalFarm
+from tests.integration.conftest import cli_api_fixture, farm_fixture, submit_stand_in
 
 ROW = re.compile(r"^│\s*(\d+)\s*│", re.MULTILINE)
 """A table row's first cell: a job's id, or a task's number."""
 
 
-@pytest.fixture(scope="module")
-def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFarm]:
-    # Scripted runners send no heartbeats: a long timeout keeps them online.
-    with local_farm(tmp_path_factory.mktemp("farm"), heartbeat_timeout=600.0) as farm:
-        farm.start_manager()
-        yield farm
-
-
-@pytest.fixture
-def api(farm: LocalFarm, monkeypatch: pytest.MonkeyPatch) -> Iterator[httpx.Client]:
-    with cli_at(farm, monkeypatch) as client:
-        yield client
+# Scripted runners send no heartbeats: a long timeout keeps them online.
+farm = farm_fixture(heartbeat_timeout=600.0)
+api = cli_api_fixture()
 
 
 def farmhand(*args: str) -> str:

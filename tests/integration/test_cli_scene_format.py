@@ -10,16 +10,16 @@ own process against a real manager.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from farmhand.client.scene_format import saved_format
-from farmhand.localfarm import LocalFarm, local_farm
+from farmhand.localfarm import LocalFarm
 from farmhand.scenes import make_scene, run_builder
 from farmhand.worker.blender.discovery import BlenderInstall
+from tests.integration.conftest import farm_fixture
 from tests.integration.test_cli_submit_options import PYTHON_WARNING, farmhand
 
 pytestmark = pytest.mark.blender
@@ -30,12 +30,8 @@ TWEAK = HERE / "scene_tweak.py"
 ALL_FORMATS = HERE / "scene_formats_builder.py"
 
 
-@pytest.fixture(scope="module")
-def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFarm]:
-    """A manager and no worker: the jobs only need to be queued."""
-    with local_farm(tmp_path_factory.mktemp("farm")) as farm:
-        farm.start_manager()
-        yield farm
+# A manager and no worker: the jobs only need to be queued.
+farm = farm_fixture()
 
 
 def scene_writing(install: BlenderInstall, folder: Path, file_format: str) -> Path:

@@ -9,16 +9,14 @@ admin's terminal raw in `farmhand runners`: ESC sequences and newlines included.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 from typer.testing import CliRunner, Result
 
 from farmhand.cli.app import app
-from farmhand.localfarm import LocalFarm, local_farm
-from tests.integration.conftest import cli_at, submit_stand_in
+from farmhand.localfarm import LocalFarm
+from tests.integration.conftest import cli_api_fixture, farm_fixture, submit_stand_in
 
 NAME = "shot[/v2] [red]final [bold]x[/] \\[y]"
 """Markup that does not close (`[/v2]`), styles that would swallow their tags, an escape."""
@@ -26,18 +24,9 @@ BROKEN = "cannot read /srv/proj/textures/[old]/wood.png: [Errno 2] [red]gone[/re
 ESC = "\x1b"
 
 
-@pytest.fixture(scope="module")
-def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFarm]:
-    # Scripted runners send no heartbeats: a long timeout keeps them online.
-    with local_farm(tmp_path_factory.mktemp("farm"), heartbeat_timeout=600.0) as farm:
-        farm.start_manager()
-        yield farm
-
-
-@pytest.fixture
-def api(farm: LocalFarm, monkeypatch: pytest.MonkeyPatch) -> Iterator[httpx.Client]:
-    with cli_at(farm, monkeypatch) as client:
-        yield client
+# Scripted runners send no heartbeats: a long timeout keeps them online.
+farm = farm_fixture(heartbeat_timeout=600.0)
+api = cli_api_fixture()
 
 
 def farmhand(*args: str) -> str:

@@ -11,7 +11,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from farmhand.localfarm import LocalFarm, local_farm
 from farmhand.scenes import make_scene
 from farmhand.shared.images import verify_image
 from farmhand.shared.schemas import JobStatus
+from tests.integration.conftest import farm_fixture
 from tests.integration.test_farm_end_to_end import finished
 from tests.integration.waiting import wait_for
 
@@ -53,20 +53,8 @@ def one_error_line(stderr: str) -> str:
     return lines[0]
 
 
-@pytest.fixture(scope="module")
-def nas(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("nas")
-
-
-@pytest.fixture(scope="module")
-def farm(tmp_path_factory: pytest.TempPathFactory, nas: Path) -> Iterator[LocalFarm]:
-    """A manager (no worker) whose `{projects}` share is `nas` on Linux."""
-    variables = json.dumps({"projects": {"linux": str(nas)}})
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("FARMHAND_PATH_VARIABLES", variables)
-        with local_farm(tmp_path_factory.mktemp("farm")) as farm:
-            farm.start_manager()
-            yield farm
+# A manager (no worker) whose `{projects}` share is `nas` on Linux.
+farm = farm_fixture(projects_share=True)
 
 
 def test_a_shared_path_on_no_share_is_one_clear_line(farm: LocalFarm, tmp_path: Path) -> None:

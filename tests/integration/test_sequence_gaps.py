@@ -15,16 +15,16 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from farmhand.client.packing import pack
-from farmhand.localfarm import LocalFarm, local_farm
+from farmhand.localfarm import LocalFarm
 from farmhand.scenes import run_builder
 from farmhand.worker.blender.discovery import BlenderInstall
+from tests.integration.conftest import farm_fixture
 from tests.integration.farmhand_cli import cli
 
 pytestmark = [pytest.mark.blender, pytest.mark.slow]
@@ -180,11 +180,7 @@ def project(built: Path, tmp_path: Path) -> Path:
     return copy
 
 
-@pytest.fixture(scope="module")
-def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFarm]:
-    with local_farm(tmp_path_factory.mktemp("farm")) as farm:
-        farm.start_manager()
-        yield farm
+farm = farm_fixture()
 
 
 def cache_file(name: str, frame: int) -> str:

@@ -19,19 +19,15 @@ from rich.console import Console
 
 from farmhand.cli import jobs_cmd
 from farmhand.client import FarmhandClient
-from farmhand.localfarm import LocalFarm, local_farm
+from farmhand.localfarm import LocalFarm
 from farmhand.shared.protocol import WORKER_PROTOCOL
-from tests.integration.conftest import purge_jobs_and_runners, submit_stand_in
+from tests.integration.conftest import farm_fixture, purge_jobs_and_runners, submit_stand_in
 
 TASKS = 2000
 
 
-@pytest.fixture(scope="module")
-def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFarm]:
-    # Scripted runners send no heartbeats: a long timeout keeps them online.
-    with local_farm(tmp_path_factory.mktemp("farm"), heartbeat_timeout=600.0) as farm:
-        farm.start_manager()
-        yield farm
+# Scripted runners send no heartbeats: a long timeout keeps them online.
+farm = farm_fixture(heartbeat_timeout=600.0)
 
 
 @pytest.fixture
