@@ -4,7 +4,8 @@ One farm (a manager and one worker rendering with the bpy module) and one browse
 every test of a module; the tests share them through the `browser` xdist group. The
 fixtures are module-scoped, not session-scoped, because Playwright's sync API keeps an
 asyncio loop running in the thread while it is open, which would break `asyncio.run` in
-any other test that the same xdist worker runs afterwards.
+any other test that the same xdist worker runs afterwards. A module whose runners are
+scripted HTTP calls has a manager and no worker instead: `farm = manager_farm(...)`.
 Screenshots land in `test-artifacts/screenshots/` (gitignored) for people to look at.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from farmhand.localfarm import LocalFarm
 from farmhand.scenes import make_scene
 from farmhand.shared.protocol import WORKER_PROTOCOL
 from farmhand.shared.web_schemas import BlendInfo
-from tests.integration.conftest import png_bytes, purge_jobs_and_runners
+from tests.integration.conftest import farm_fixture, png_bytes, purge_jobs_and_runners
 
 CHROMIUM = os.environ.get("FARMHAND_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -91,6 +92,17 @@ def running(farm: LocalFarm) -> Iterator[LocalFarm]:
 def farm(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[LocalFarm]:
     with running(LocalFarm(tmp_path_factory.mktemp("browser-farm"))) as farm:
         yield farm
+
+
+def manager_farm(
+    *manager_args: str, name: str, heartbeat_timeout: float | None = None
+) -> Callable[..., object]:
+    """A module's own `farm` (`farm = manager_farm(...)`): a manager and no worker, as
+    `farm_fixture` makes it, started once the module's browser is up, so that without
+    Chromium the module is skipped before any manager starts."""
+    return farm_fixture(
+        *manager_args, name=name, first=("browser",), heartbeat_timeout=heartbeat_timeout
+    )
 
 
 def shoot(page: Any, name: str) -> Path:

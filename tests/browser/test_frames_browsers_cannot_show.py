@@ -5,15 +5,14 @@ They show the manager's JPEG preview, as for OpenEXR. No Blender: a scripted run
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from PIL import Image
 
-from farmhand.localfarm import LocalFarm, local_farm
-from tests.browser.conftest import claim, complete, expect, register, shoot, sign_in
+from farmhand.localfarm import LocalFarm
+from tests.browser.conftest import claim, complete, expect, manager_farm, register, shoot, sign_in
 from tests.integration.conftest import submit_stand_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
@@ -21,11 +20,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 LOADED = "(img) => img.complete && img.naturalWidth > 0"
 
 
-@pytest.fixture(scope="module")
-def farm(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[LocalFarm]:
-    with local_farm(tmp_path_factory.mktemp("tiff-farm"), heartbeat_timeout=600.0) as farm:
-        farm.start_manager()
-        yield farm
+farm = manager_farm(name="tiff-farm", heartbeat_timeout=600.0)
 
 
 def _tiff() -> bytes:

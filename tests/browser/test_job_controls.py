@@ -11,18 +11,18 @@ blocklist entry while the job stays active.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from farmhand.localfarm import LocalFarm, local_farm
+from farmhand.localfarm import LocalFarm
 from tests.browser.conftest import (
     NO_SIDEWAYS_SCROLL,
     Dialogs,
     claim,
     expect,
+    manager_farm,
     phone_like,
     register,
     shoot,
@@ -37,12 +37,11 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("br
 NASTY_ERROR = '<img src=x onerror="window.pwned=1">Blender crashed & <b>burned</b>'
 
 
-@pytest.fixture(scope="module")
-def farm(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[LocalFarm]:
-    # Scripted runners send no heartbeats: a long timeout keeps them online (eligible).
-    with local_farm(tmp_path_factory.mktemp("controls-farm"), heartbeat_timeout=600.0) as farm:
-        farm.start_manager("--blocklist-threshold", "1", "--job-failure-share", "1")
-        yield farm
+# Scripted runners send no heartbeats: a long timeout keeps them online (eligible).
+farm = manager_farm(
+    "--blocklist-threshold", "1", "--job-failure-share", "1",
+    name="controls-farm", heartbeat_timeout=600.0,
+)  # fmt: skip
 
 
 def fail(api: httpx.Client, who: dict[str, str], task: dict[str, Any], reason: str) -> None:

@@ -3,25 +3,20 @@ its file, and a task's frames as `farmhand submit --frames` takes them (`1-10x3`
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from farmhand.localfarm import LocalFarm, local_farm
-from tests.browser.conftest import claim, expect, register, sign_in
+from farmhand.localfarm import LocalFarm
+from tests.browser.conftest import claim, expect, manager_farm, register, sign_in
 from tests.integration.conftest import submit_stand_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser")]
 
 
-@pytest.fixture(scope="module")
-def farm(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[LocalFarm]:
-    # A scripted runner sends no heartbeats: a long timeout keeps it online.
-    with local_farm(tmp_path_factory.mktemp("pin-farm"), heartbeat_timeout=600.0) as farm:
-        farm.start_manager()
-        yield farm
+# A scripted runner sends no heartbeats: a long timeout keeps it online.
+farm = manager_farm(name="pin-farm", heartbeat_timeout=600.0)
 
 
 def test_the_pinned_blender_and_stepped_frames_are_shown(

@@ -4,24 +4,19 @@ its frames show those files magenta, and a completed job would not otherwise adm
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from farmhand.localfarm import LocalFarm, local_farm
-from tests.browser.conftest import expect, sign_in
+from farmhand.localfarm import LocalFarm
+from tests.browser.conftest import expect, manager_farm, sign_in
 from tests.integration.conftest import FAKE_BLEND
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser")]
 
 
-@pytest.fixture(scope="module")
-def farm(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[LocalFarm]:
-    with local_farm(tmp_path_factory.mktemp("missing-farm")) as farm:
-        farm.start_manager()
-        yield farm
+farm = manager_farm(name="missing-farm")
 
 
 def submit(api: httpx.Client, **fields: Any) -> int:

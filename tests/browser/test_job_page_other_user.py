@@ -7,24 +7,19 @@ claim the job was deleted while its header still names the old user.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from farmhand.localfarm import LocalFarm, local_farm
-from tests.browser.conftest import expect, sign_in
+from farmhand.localfarm import LocalFarm
+from tests.browser.conftest import expect, manager_farm, sign_in
 from tests.integration.conftest import submit_stand_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser")]
 
 
-@pytest.fixture(scope="module")
-def farm(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[LocalFarm]:
-    with local_farm(tmp_path_factory.mktemp("other-user-farm")) as farm:
-        farm.start_manager()
-        yield farm
+farm = manager_farm(name="other-user-farm")
 
 
 def new_user(api: httpx.Client, name: str) -> str:

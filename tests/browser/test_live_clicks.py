@@ -13,14 +13,21 @@ the manager never opens.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from farmhand.localfarm import LocalFarm, local_farm
-from tests.browser.conftest import claim, expect, register, shoot, sign_in, task_status
+from farmhand.localfarm import LocalFarm
+from tests.browser.conftest import (
+    claim,
+    expect,
+    manager_farm,
+    register,
+    shoot,
+    sign_in,
+    task_status,
+)
 from tests.integration.conftest import submit_stand_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser")]
@@ -36,12 +43,8 @@ SAME_NODES = """(selector) => {
 }"""
 
 
-@pytest.fixture(scope="module")
-def farm(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[LocalFarm]:
-    # Scripted runners send no heartbeats of their own: a long timeout keeps them online.
-    with local_farm(tmp_path_factory.mktemp("live-clicks-farm"), heartbeat_timeout=600.0) as farm:
-        farm.start_manager()
-        yield farm
+# Scripted runners send no heartbeats of their own: a long timeout keeps them online.
+farm = manager_farm(name="live-clicks-farm", heartbeat_timeout=600.0)
 
 
 def script_errors(page: Any) -> list[str]:

@@ -13,14 +13,13 @@ fails there instead of hanging.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from farmhand.localfarm import LocalFarm, local_farm
-from tests.browser.conftest import expect, shoot, sign_in
+from farmhand.localfarm import LocalFarm
+from tests.browser.conftest import expect, manager_farm, shoot, sign_in
 from tests.integration.conftest import submit_stand_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser")]
@@ -45,11 +44,7 @@ SET_HIDDEN = """(hidden) => {
 }"""
 
 
-@pytest.fixture(scope="module")
-def farm(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[LocalFarm]:
-    with local_farm(tmp_path_factory.mktemp("many-tabs-farm")) as farm:
-        farm.start_manager()
-        yield farm
+farm = manager_farm(name="many-tabs-farm")
 
 
 def open_tab(context: Any, farm: LocalFarm, path: str = "/") -> Any:

@@ -7,18 +7,18 @@ opens. Every change made in the page is checked through the API too.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from farmhand.localfarm import LocalFarm, local_farm
+from farmhand.localfarm import LocalFarm
 from tests.browser.conftest import (
     NO_SIDEWAYS_SCROLL,
     Dialogs,
     claim,
     expect,
+    manager_farm,
     phone_like,
     register,
     shoot,
@@ -77,14 +77,8 @@ OFF_SCREEN = """(selector) => [...document.querySelectorAll(selector)]
 NAVIGATIONS = "performance.getEntriesByType('navigation').length"
 
 
-@pytest.fixture(scope="module")
-def farm(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[LocalFarm]:
-    # Scripted runners send no heartbeats: a long timeout keeps them online.
-    with local_farm(
-        tmp_path_factory.mktemp("runner-controls-farm"), heartbeat_timeout=600.0
-    ) as farm:
-        farm.start_manager()
-        yield farm
+# Scripted runners send no heartbeats: a long timeout keeps them online.
+farm = manager_farm(name="runner-controls-farm", heartbeat_timeout=600.0)
 
 
 def runners(api: httpx.Client) -> dict[str, dict[str, Any]]:

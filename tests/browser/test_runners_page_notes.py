@@ -11,17 +11,17 @@ No Blender here: scripted runners register with the capabilities they declare.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from farmhand.localfarm import LocalFarm, local_farm
+from farmhand.localfarm import LocalFarm
 from tests.browser.conftest import (
     NO_SIDEWAYS_SCROLL,
     claim,
     expect,
+    manager_farm,
     phone_like,
     register,
     shoot,
@@ -33,12 +33,8 @@ from tests.integration.conftest import submit_stand_in
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser")]
 
 
-@pytest.fixture(scope="module")
-def farm(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[LocalFarm]:
-    # Scripted runners send no heartbeats: a long timeout keeps them online.
-    with local_farm(tmp_path_factory.mktemp("runner-notes-farm"), heartbeat_timeout=600.0) as farm:
-        farm.start_manager()
-        yield farm
+# Scripted runners send no heartbeats: a long timeout keeps them online.
+farm = manager_farm(name="runner-notes-farm", heartbeat_timeout=600.0)
 
 
 def test_the_runners_page_says_which_runner_is_too_old(

@@ -10,18 +10,18 @@ stand-in .blend, as in `test_task_table_layout.py`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from farmhand.localfarm import LocalFarm, local_farm
+from farmhand.localfarm import LocalFarm
 from tests.browser.conftest import (
     NO_SIDEWAYS_SCROLL,
     claim,
     complete,
     expect,
+    manager_farm,
     phone_like,
     register,
     shoot,
@@ -36,13 +36,9 @@ NONE = "\N{EN DASH}"
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser")]
 
 
-@pytest.fixture(scope="module")
-def farm(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[LocalFarm]:
-    # Scripted runners send no heartbeats: a long timeout keeps them online. A failed task
-    # leaves its job going, so the table may show it beside running and given-back ones.
-    with local_farm(tmp_path_factory.mktemp("task-failures-farm"), heartbeat_timeout=600.0) as farm:
-        farm.start_manager("--job-failure-share", "1")
-        yield farm
+# Scripted runners send no heartbeats: a long timeout keeps them online. A failed task
+# leaves its job going, so the table may show it beside running and given-back ones.
+farm = manager_farm("--job-failure-share", "1", name="task-failures-farm", heartbeat_timeout=600.0)
 
 
 def release(api: httpx.Client, who: dict[str, str], task: dict[str, Any]) -> None:

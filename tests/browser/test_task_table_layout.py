@@ -15,18 +15,18 @@ and a stand-in .blend, as in `test_job_controls.py`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from farmhand.localfarm import LocalFarm, local_farm
+from farmhand.localfarm import LocalFarm
 from tests.browser.conftest import (
     Dialogs,
     claim,
     complete,
     expect,
+    manager_farm,
     phone_like,
     register,
     shoot,
@@ -62,13 +62,9 @@ TABLE_WIDTH = """() => {
 }"""
 
 
-@pytest.fixture(scope="module")
-def farm(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[LocalFarm]:
-    # Scripted runners send no heartbeats: a long timeout keeps them online. A job goes on
-    # when a task fails for good, so its table may show a failed task next to running ones.
-    with local_farm(tmp_path_factory.mktemp("task-table-farm"), heartbeat_timeout=600.0) as farm:
-        farm.start_manager("--job-failure-share", "1")
-        yield farm
+# Scripted runners send no heartbeats: a long timeout keeps them online. A job goes on
+# when a task fails for good, so its table may show a failed task next to running ones.
+farm = manager_farm("--job-failure-share", "1", name="task-table-farm", heartbeat_timeout=600.0)
 
 
 def test_a_running_task_covers_no_button_and_requeue_of_a_finished_one_asks(

@@ -15,19 +15,19 @@ runner offers one "after its task" and one "now" control, and a draining one no 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from farmhand.localfarm import LocalFarm, local_farm
+from farmhand.localfarm import LocalFarm
 from tests.browser.conftest import (
     NO_SIDEWAYS_SCROLL,
     Dialogs,
     claim,
     complete,
     expect,
+    manager_farm,
     phone_like,
     register,
     shoot,
@@ -58,12 +58,8 @@ TABLES_FIT = """() => [...document.querySelectorAll(".table-wrap")]
 DESKTOP = {"width": 1366, "height": 800}
 
 
-@pytest.fixture(scope="module")
-def farm(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[LocalFarm]:
-    # Scripted runners send no heartbeats: a long timeout keeps them online.
-    with local_farm(tmp_path_factory.mktemp("mends-farm"), heartbeat_timeout=600.0) as farm:
-        farm.start_manager()
-        yield farm
+# Scripted runners send no heartbeats: a long timeout keeps them online.
+farm = manager_farm(name="mends-farm", heartbeat_timeout=600.0)
 
 
 def test_a_priority_that_is_not_a_whole_number_is_refused(

@@ -13,14 +13,13 @@ No Blender here: jobs are stand-in .blend files and the runners scripted HTTP ca
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from farmhand.localfarm import LocalFarm, local_farm
-from tests.browser.conftest import claim, complete, expect, register, shoot, sign_in
+from farmhand.localfarm import LocalFarm
+from tests.browser.conftest import claim, complete, expect, manager_farm, register, shoot, sign_in
 from tests.integration.conftest import submit_stand_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser")]
@@ -35,12 +34,8 @@ JOB_DETAIL = re.compile(r"/api/jobs/\d+(\?|$)")
 """A job's detail: with all its tasks unless the query says `tasks=false`."""
 
 
-@pytest.fixture(scope="module")
-def farm(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[LocalFarm]:
-    # Scripted runners send no heartbeats of their own: a long timeout keeps them online.
-    with local_farm(tmp_path_factory.mktemp("at-scale-farm"), heartbeat_timeout=600.0) as farm:
-        farm.start_manager()
-        yield farm
+# Scripted runners send no heartbeats of their own: a long timeout keeps them online.
+farm = manager_farm(name="at-scale-farm", heartbeat_timeout=600.0)
 
 
 HOLD_SHOW_MORE = """() => {
