@@ -89,6 +89,9 @@ def test_a_read_that_waits_too_long_is_503_and_nothing_is_created(farm: Farm, he
     assert second.status_code == 503, second.text
     assert "busy reading other uploaded files" in second.json()["detail"]
     assert second.headers["Retry-After"].isdigit()
+    assert second.json()["detail"].endswith(
+        f"send it again in {second.headers['Retry-After']} s"
+    ), "the message and the header name the same wait"
 
     info = farm.client.post(
         "/api/blend-info",

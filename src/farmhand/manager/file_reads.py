@@ -48,7 +48,8 @@ class FileReadsBusy(RuntimeError):
     def __init__(self, at_once: int, waited: float, doing: str = READING) -> None:
         super().__init__(
             f"the manager is busy {doing} ({at_once} at a time) and "
-            f"this one waited {waited:g} s for its turn; send it again in a minute"
+            f"this one waited {waited:g} s for its turn; send it again in "
+            f"{RETRY_AFTER_SECONDS} s"
         )
 
 
