@@ -233,6 +233,28 @@ def complete(
     assert answer.status_code == 200, answer.text
 
 
+def fail(api: httpx.Client, who: dict[str, str], task: dict[str, Any], reason: str) -> None:
+    """Fail the task for `reason`, as a worker whose render failed does."""
+    answer = api.post(
+        f"/api/runner/tasks/{task['task_id']}/fail", headers=who, json={"reason": reason}
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def release(
+    api: httpx.Client,
+    who: dict[str, str],
+    task: dict[str, Any],
+    reason: str = "worker shutting down",
+) -> None:
+    """Give the task back for `reason`, as a worker that stops (or cannot work) does: no
+    failure."""
+    answer = api.post(
+        f"/api/runner/tasks/{task['task_id']}/release", headers=who, json={"reason": reason}
+    )
+    assert answer.status_code == 200, answer.text
+
+
 def task_status(api: httpx.Client, job_id: int, task_id: int) -> str:
     tasks = api.get(f"/api/jobs/{job_id}").json()["tasks"]
     return str(next(t["status"] for t in tasks if t["id"] == task_id))

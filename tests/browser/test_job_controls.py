@@ -22,6 +22,7 @@ from tests.browser.conftest import (
     Dialogs,
     claim,
     expect,
+    fail,
     manager_farm,
     phone_like,
     register,
@@ -42,13 +43,6 @@ farm = manager_farm(
     "--blocklist-threshold", "1", "--job-failure-share", "1",
     name="controls-farm", heartbeat_timeout=600.0,
 )  # fmt: skip
-
-
-def fail(api: httpx.Client, who: dict[str, str], task: dict[str, Any], reason: str) -> None:
-    answer = api.post(
-        f"/api/runner/tasks/{task['task_id']}/fail", headers=who, json={"reason": reason}
-    )
-    assert answer.status_code == 200, answer.text
 
 
 def blocklisted(api: httpx.Client, job_id: int) -> list[str]:

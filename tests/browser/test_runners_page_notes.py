@@ -24,6 +24,7 @@ from tests.browser.conftest import (
     manager_farm,
     phone_like,
     register,
+    release,
     shoot,
     sign_in,
 )
@@ -79,10 +80,7 @@ def test_the_runners_page_says_which_runner_gave_its_task_back(
     broken = register(api, farm, "full-disk", **WORKSTATION)
     register(api, farm, "ready", **WORKSTATION)
     task = claim(api, broken)
-    released = api.post(
-        f"/api/runner/tasks/{task['task_id']}/release", headers=broken, json={"reason": FULL_DISK}
-    )
-    assert released.status_code == 200, released.text
+    release(api, broken, task, FULL_DISK)
     note = (
         f"gave task 0 of job {job_id} back: cannot work: [Errno 28] No space left on device: "
         "'/var/lib/farmhand/work/jobs/12/files/scene.blend'"

@@ -21,9 +21,11 @@ from tests.browser.conftest import (
     claim,
     complete,
     expect,
+    fail,
     manager_farm,
     phone_like,
     register,
+    release,
     shoot,
     sign_in,
 )
@@ -41,16 +43,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("br
 farm = manager_farm("--job-failure-share", "1", name="task-failures-farm", heartbeat_timeout=600.0)
 
 
-def release(api: httpx.Client, who: dict[str, str], task: dict[str, Any]) -> None:
-    """Give the task back, as a worker stopping does: no failure."""
-    answer = api.post(
-        f"/api/runner/tasks/{task['task_id']}/release",
-        headers=who,
-        json={"reason": "worker shutting down"},
-    )
-    assert answer.status_code == 200, answer.text
-
-
 def test_the_task_table_shows_failures_and_hand_outs_only_when_they_say_more(
     browser: Any, farm: LocalFarm, api: httpx.Client
 ) -> None:
@@ -65,10 +57,7 @@ def test_the_task_table_shows_failures_and_hand_outs_only_when_they_say_more(
     again = claim(api, stopping)
     crashing = register(api, farm, "render-box-02")
     crashed = claim(api, crashing)
-    answer = api.post(
-        f"/api/runner/tasks/{crashed['task_id']}/fail", headers=crashing, json={"reason": "boom"}
-    )
-    assert answer.status_code == 200, answer.text
+    fail(api, crashing, crashed, "boom")
     finishing = register(api, farm, "render-box-03")
     done = claim(api, finishing)
     complete(api, finishing, done)

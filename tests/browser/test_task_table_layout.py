@@ -26,6 +26,7 @@ from tests.browser.conftest import (
     claim,
     complete,
     expect,
+    fail,
     manager_farm,
     phone_like,
     register,
@@ -80,10 +81,7 @@ def test_a_running_task_covers_no_button_and_requeue_of_a_finished_one_asks(
     complete(api, finisher, done)
     flaky = register(api, farm, "render-box-02")
     failed = claim(api, flaky)
-    answer = api.post(
-        f"/api/runner/tasks/{failed['task_id']}/fail", headers=flaky, json={"reason": LONG_ERROR}
-    )
-    assert answer.status_code == 200, answer.text
+    fail(api, flaky, failed, LONG_ERROR)
     busy = register(api, farm, "render-box-03")
     rendering = claim(api, busy)
     assert rendering["task_id"] != done["task_id"]
@@ -240,10 +238,7 @@ def test_at_tablet_and_small_laptop_widths_every_cell_is_readable_and_every_butt
     complete(api, finisher, done)
     crasher = register(api, farm, "render-box-02")
     failed = claim(api, crasher)
-    answer = api.post(
-        f"/api/runner/tasks/{failed['task_id']}/fail", headers=crasher, json={"reason": LONG_ERROR}
-    )
-    assert answer.status_code == 200, answer.text
+    fail(api, crasher, failed, LONG_ERROR)
     busy = register(api, farm, "render-box-03.studio.example.com")
     rendering = claim(api, busy)
     report = {"frame": 1000001, "sample": 12345, "samples_total": 65536}

@@ -27,6 +27,7 @@ from tests.browser.conftest import (
     claim,
     complete,
     expect,
+    fail,
     manager_farm,
     phone_like,
     register,
@@ -104,10 +105,7 @@ def test_long_names_fit_every_page_on_a_laptop_and_a_phone(
     done = claim(api, runner)
     complete(api, runner, done)
     failing = claim(api, runner)
-    answer = api.post(
-        f"/api/runner/tasks/{failing['task_id']}/fail", headers=runner, json={"reason": LONG_ERROR}
-    )
-    assert answer.status_code == 200, answer.text
+    fail(api, runner, failing, LONG_ERROR)
     claim(api, runner)  # busy: the runner's row names the long job
 
     page = sign_in(browser, farm)
