@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import struct
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,11 +143,23 @@ def verify_image_as(path: Path | str, suffix: str) -> ImageInfo:
     return info
 
 
+_WARNING_FILTERS_TURN = threading.Lock()
+"""Checks take turns making Pillow's warnings errors. `warnings.catch_warnings` saves and
+restores the process's one list of filters: two threads checking at once (the manager's
+upload threads) restored each other's, and "every warning is an error" stayed on for
+good, so any deprecation warning in any request was a 500 from then on (QA round 7)."""
+
+_PILLOW = r"PIL(\.|$)"
+"""Warnings issued by Pillow's own modules: while a check runs, the filter is the whole
+process's, so it must not turn other threads' warnings into exceptions."""
+
+
 def _verify_with_pillow(handle: BinaryIO, path: Path) -> ImageInfo:
     try:
-        with warnings.catch_warnings():
-            # A truncated PNG/JPEG sometimes only warns; make every warning an error.
-            warnings.simplefilter("error")
+        with _WARNING_FILTERS_TURN, warnings.catch_warnings():
+            # A damaged TIFF (a tag past the file's end) or an image past Pillow's
+            # decompression-bomb threshold only warns: Pillow's warnings are errors here.
+            warnings.filterwarnings("error", module=_PILLOW)
             with Image.open(handle) as image:
                 image.load()
                 return ImageInfo(

@@ -108,7 +108,7 @@ async def put_blob(
         and int(declared) > context.settings.max_upload_bytes
     ):
         raise HTTPException(
-            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            status.HTTP_413_CONTENT_TOO_LARGE,
             f"upload of {declared} bytes is larger than the limit of "
             f"{context.settings.max_upload_bytes}",
         )

@@ -42,7 +42,7 @@ def _store(context: ManagerContext, upload: UploadFile) -> Project:
 async def upload_project(file: UploadFile, context: Context, caller: UserDep) -> ProjectUpload:
     uploaded_name(file, ".zip")
     if (file.size or 0) > context.settings.max_upload_bytes:
-        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "the zip is too large")
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "the zip is too large")
     # Unpacked in turn (a few at a time): a burst of big zips used to take every thread
     # of the pool the runners' heartbeats and claims need too. One kept waiting too long
     # is refused before a byte of it is stored (FileReadsBusy: 503, Retry-After).

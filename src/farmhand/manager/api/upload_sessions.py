@@ -170,7 +170,7 @@ async def create_upload(
     try:
         context.blobs.refuse_too_large(body.size)
     except BlobTooLarge as error:
-        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, str(error)) from error
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(error)) from error
     stored_size = await run_in_threadpool(_stored_size, context, caller, body.sha256)
     if stored_size is not None:
         if stored_size != body.size:
@@ -196,7 +196,7 @@ async def create_upload(
     try:
         session, resumed = await run_in_threadpool(_open, context, caller, body)
     except BlobTooLarge as error:
-        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, str(error)) from error
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(error)) from error
     async with partials.lock(session.id):
         offset = partials.offset(session)
     if resumed:  # found again, even before its first byte: 201 means a new upload
@@ -260,7 +260,7 @@ async def upload_chunk(
             ) from error
         except ChunkTooLarge as error:
             raise HTTPException(
-                status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                status.HTTP_413_CONTENT_TOO_LARGE,
                 str(error),
                 headers={OFFSET: str(error.offset)},
             ) from error

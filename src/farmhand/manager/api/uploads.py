@@ -96,7 +96,7 @@ def _store_errors_as_4xx() -> Iterator[None]:
     try:
         yield
     except BlobTooLarge as error:
-        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, str(error)) from error
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(error)) from error
     except BlobError as error:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
 
