@@ -192,8 +192,8 @@ def get_thumbnail(farm: Farm, url: str, size: int) -> Callable[[], int]:
 
 @pytest.fixture
 def held_decodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[Held]:
-    """The EXR's decode (1.4 GiB for an 8K frame), held; it makes a small grey picture."""
-    held = Held(lambda source: Image.new("RGB", (320, 240), (128, 128, 128)))
+    """The EXR's decode, held; it makes a grey picture of the size asked for."""
+    held = Held(lambda source, size: Image.new("RGB", (size, size * 3 // 4), (128, 128, 128)))
     monkeypatch.setattr(thumbnails, "exr_preview", held)
     yield held
     held.release()

@@ -33,7 +33,9 @@ Which channels are the picture (`image_channels`) is decided here once, for the
 manager's EXR thumbnails and the worker's videos alike. A video shows it through the
 scene's own colour management when the worker's Blender can open the job's .blend
 (`worker/video.py`); otherwise, and in the manager's thumbnails of frames Blender made
-no preview of, through the sRGB curve (`to_srgb`, Blender's Standard view).
+no preview of, through the sRGB curve (`to_srgb`, Blender's Standard view). A thumbnail
+reads the picture a band of rows at a time (`PictureBands`), never the whole frame's
+float32 pixels (768 MiB for an 8K frame).
 """
 
 from __future__ import annotations
@@ -115,26 +117,41 @@ def read_exr(path: Path) -> ExrImage:
     file = _open(path)
     parts: list[ExrPart] = []
     for part in file.parts:
-        label = f"{path.name} (part {part.name()!r})" if len(file.parts) > 1 else path.name
-        if part.type() in (OpenEXR.deepscanline, OpenEXR.deeptile):
-            raise ImageError(f"{label} holds deep data, which is not supported")
-        channels: dict[str, npt.NDArray[Any]] = {}
-        for name, channel in part.channels.items():
-            if (channel.xSampling, channel.ySampling) != (1, 1):
-                raise ImageError(f"{label}: channel {name} is subsampled, which is not supported")
-            channels[name] = channel.pixels
-        if not channels:
-            raise ImageError(f"{label} has no channels")
+        label = _check_part(path, file, part, part.channels.values())
+        channels = {name: channel.pixels for name, channel in part.channels.items()}
         if len({pixels.shape for pixels in channels.values()}) != 1:
             raise ImageError(f"{label}: its channels differ in size")
         parts.append(ExrPart(part.name(), dict(part.header), channels))
-    if not parts:
+    _check_sizes(path, {part.name: part.size for part in parts})
+    return ExrImage(parts)
+
+
+def _check_part(path: Path, file: Any, part: Any, channels: Iterable[Any]) -> str:
+    """The part's name for a message (the file's, and the part's in a multi-part file),
+    once its kind and `channels` (`OpenEXR.Channel`s) are ones read here; ImageError for
+    deep data, a subsampled channel or none at all."""
+    label = f"{path.name} (part {part.name()!r})" if len(file.parts) > 1 else path.name
+    if part.type() in (OpenEXR.deepscanline, OpenEXR.deeptile):
+        raise ImageError(f"{label} holds deep data, which is not supported")
+    listed = False
+    for channel in channels:
+        listed = True
+        if (channel.xSampling, channel.ySampling) != (1, 1):
+            raise ImageError(
+                f"{label}: channel {channel.name} is subsampled, which is not supported"
+            )
+    if not listed:
+        raise ImageError(f"{label} has no channels")
+    return label
+
+
+def _check_sizes(path: Path, sizes: dict[str, tuple[int, int]]) -> None:
+    """ImageError unless the file has parts, all of one size ((width, height) by name)."""
+    if not sizes:
         raise ImageError(f"{path.name} has no parts")
-    sizes = {part.name: part.size for part in parts}
     if len(set(sizes.values())) != 1:
         described = ", ".join(f"{name} {w}x{h}" for name, (w, h) in sizes.items())
         raise ImageError(f"{path.name}: its parts differ in size ({described}), not supported")
-    return ExrImage(parts)
 
 
 def compression_name(compression: object) -> str:
@@ -210,9 +227,9 @@ def crop_exr(image: ExrImage, left: int, top: int, width: int, height: int) -> E
     )
 
 
-def _open(path: Path) -> Any:
+def _open(path: Path, header_only: bool = False) -> Any:
     try:
-        return OpenEXR.File(str(path), separate_channels=True)
+        return OpenEXR.File(str(path), separate_channels=True, header_only=header_only)
     except (RuntimeError, ValueError, TypeError) as error:  # the library's read errors
         raise ImageError(f"{path.name} is not a readable OpenEXR file: {error}") from error
 
@@ -328,3 +345,117 @@ def to_srgb(linear: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     out -= np.float32(0.055)
     out[dark] = dark_values
     return out
+
+
+# ------------------------------------------------------- the picture, a band at a time
+
+_BYTES_PER_PIXEL_READ_WHOLE = 4 + 4 + 4 + 3 + 3
+"""What `read_picture` and `to_srgb` hold a pixel besides its channels: three float32
+values, the sRGB curve's mask of dark values, and an 8-bit RGB pixel made from them."""
+
+
+def _scanline_reader() -> tuple[Any, Any] | None:
+    """The OpenEXR package's older `InputFile` and the pixel type to read with it
+    (float32), or None if this version of the package has dropped them (deprecated
+    since 3.3, said to go in a future release): then a picture is read whole."""
+    try:
+        import Imath  # type: ignore[import-untyped]  # shipped with OpenEXR, untyped
+    except ImportError:
+        return None
+    input_file = getattr(OpenEXR, "InputFile", None)
+    if input_file is None:
+        return None
+    return input_file, Imath.PixelType(Imath.PixelType.FLOAT)
+
+
+class PictureBands:
+    """The picture `read_picture` returns, read a band of scanlines at a time, so that a
+    caller needs memory for a band, not for the frame (an 8192 by 8192 frame's picture
+    is 768 MiB as float32; a band of 64 of its rows 6 MiB).
+
+    Only the headers are read when made: the picture's place (`image_channels`) and size,
+    and the checks `read_exr` makes of them (deep data, subsampled channels, parts of
+    different sizes refused as unsupported). Pixels are read by `read`, with the OpenEXR
+    package's `InputFile` (its older API, still shipped; `OpenEXR.File` reads every
+    part's every pixel at once and has no range of scanlines), which reads only the
+    chunks of the scanlines asked for, of the picture's channels only. That API reads
+    the first part of a multi-part file and no other: a picture in another part (a
+    Blender 5 file whose Combined part is not the first) is read whole, once, by
+    `read_picture` on the first `read` (`in_bands` False; `whole_read_bytes` is what
+    that holds at most, for a caller to decide whether to).
+    """
+
+    def __init__(self, path: Path, view_layer: str | None = None) -> None:
+        self.path = path
+        file = _open(path, header_only=True)
+        names: list[list[str]] = []
+        sizes: dict[str, tuple[int, int]] = {}
+        windows: list[tuple[int, int]] = []
+        for part in file.parts:
+            channels = part.header.get("channels") or []  # no pixels: their names, sampling
+            _check_part(path, file, part, channels)
+            low, high = part.header["dataWindow"]
+            sizes[part.name()] = (int(high[0] - low[0] + 1), int(high[1] - low[1] + 1))
+            windows.append((int(low[0]), int(low[1])))
+            names.append([channel.name for channel in channels])
+        _check_sizes(path, sizes)
+        try:
+            self.where = image_channels(names, view_layer)
+        except ImageError as error:
+            raise ImageError(f"{path.name} {error}") from None
+        self.view_layer = view_layer
+        self.size: tuple[int, int] = next(iter(sizes.values()))
+        """(width, height) of the picture."""
+        self._top = windows[self.where.part][1]
+        self._reader = _scanline_reader() if self.where.part == 0 else None
+        self.in_bands = self._reader is not None
+        """Whether `read` reads only the rows asked for (the picture is in the first part)."""
+        width, height = self.size
+        channel_count = sum(len(part) for part in names)
+        self.whole_read_bytes = width * height * (4 * channel_count + _BYTES_PER_PIXEL_READ_WHOLE)
+        """At most what reading the picture whole holds (every part's channels, taken as
+        4 bytes a pixel, the header-only read giving no pixel types, and the float32
+        picture made of them), for a picture not `in_bands`."""
+        self._input: Any = None
+        self._whole: npt.NDArray[np.float32] | None = None
+
+    def read(self, first: int, count: int) -> npt.NDArray[np.float32]:
+        """Rows `first` to `first + count - 1` (from the top) of the picture, as
+        scene-linear float32 RGB, (count, width, 3), for the caller to overwrite
+        (`to_srgb` does: each row is meant to be read once); ImageError when the pixels
+        cannot be read (a file cut short, damaged chunks)."""
+        width, height = self.size
+        if count < 1 or first < 0 or first + count > height:
+            raise ValueError(f"rows {first} to {first + count - 1} of a {height}-row picture")
+        if not self.in_bands:
+            if self._whole is None:
+                self._whole, _ = read_picture(self.path, self.view_layer)
+            return self._whole[first : first + count]
+        assert self._reader is not None  # in_bands
+        input_file, as_float = self._reader
+        unique = list(dict.fromkeys(self.where.rgb))  # a grey picture's one channel once
+        try:
+            if self._input is None:
+                self._input = input_file(str(self.path))
+            read = self._input.channels(
+                unique,
+                as_float,
+                scanLine1=self._top + first,
+                scanLine2=self._top + first + count - 1,
+            )
+        except (OSError, RuntimeError, ValueError, TypeError) as error:
+            raise ImageError(f"{self.path.name}: its pixels cannot be read: {error}") from error
+        planes = dict(zip(unique, read, strict=True))
+        picture = np.empty((count, width, 3), dtype=np.float32)
+        for index, name in enumerate(self.where.rgb):
+            picture[..., index] = np.frombuffer(planes[name], dtype=np.float32).reshape(
+                count, width
+            )
+        return picture
+
+    def close(self) -> None:
+        """Let go of the open file and of a picture read whole."""
+        if self._input is not None:
+            self._input.close()
+            self._input = None
+        self._whole = None

@@ -18,21 +18,28 @@ Blender 3.4's file need not be the scene's first, where the worker's video shows
 scene's. Unreadable files get a labelled placeholder tile instead, never an error, so
 one odd frame does not break the grid.
 
+An EXR is read a band of rows at a time (`exr_preview`), each band made into display
+values and averaged down before the next is read: some 16 MiB for an 8192 by 8192
+frame, where decoding it whole held 1.4 GiB. Only a picture outside the file's first
+part is read whole, up to `WHOLE_READ_BYTES` (the OpenEXR package reads a range of rows
+of the first part only).
+
 A cached thumbnail is served at once. Making one takes its turn (`context.thumbnails`,
-two at a time, waiting without a thread): decoding an 8192 by 8192 EXR holds about
-1.4 GiB, and requests for one frame's first thumbnail at once each decoded it. A request
+two at a time, waiting without a thread): it still reads and decodes the whole file,
+and requests for one frame's first thumbnail at once each made it. A request
 that gets its turn looks in the cache again, so the others use the one the first made;
 one kept waiting too long is answered 503 with Retry-After (`file_reads.FileReadsBusy`).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
 import structlog
@@ -57,7 +64,12 @@ from farmhand.manager.storage.thumbnail_cache import (
     served_size,
     thumbnail_path,
 )
+from farmhand.shared.images import ImageError
 from farmhand.shared.schemas import ErrorResponse
+
+if TYPE_CHECKING:  # numpy is imported where an EXR thumbnail is made (`exr_preview`)
+    import numpy as np
+    import numpy.typing as npt
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
@@ -93,22 +105,105 @@ def placeholder(cache_dir: Path, label: str) -> Path:
     return target
 
 
-def exr_preview(source: Path) -> Image.Image:
-    """An 8-bit sRGB image of an EXR's picture, as a video of a Standard-view scene shows
-    it: the channels `worker/exr.image_channels` picks without the scene (a bare RGB,
-    else the compositor's or the first Combined pass of a multilayer file, in whichever
-    part of a multi-part one) through the sRGB curve (`to_srgb`), never a Depth or
-    Normal pass. Imported here, not at the top: numpy and OpenEXR are loaded only once
-    a server process makes an EXR thumbnail."""
+WHOLE_READ_BYTES = 512 * 2**20
+"""The most an EXR thumbnail may hold to read its frame whole, which it does only when
+the picture is not in the file's first part (`exr.PictureBands`): a 4K Blender 5 frame
+with its Depth, Mist and Normal passes fits; an 8K one gets the 'EXR' tile."""
+
+BAND_PIXELS = 2**18
+"""About how many pixels of an EXR frame a thumbnail reads at a time: 32 rows of an 8K
+frame (whole chunks of a ZIP, PIZ or DWAA file), some 16 MiB as they are read and made
+into display values (float32 RGB and the sRGB curve's own arrays), whatever the frame's
+height (bands twice as large made an 8K thumbnail no faster)."""
+
+
+def fitted_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """The size Pillow's `Image.thumbnail((size, size))` gives a `width` x `height` image
+    (the aspect ratio kept as closely as whole pixels allow, at least 1), so an EXR's
+    thumbnail, made with no image of the whole frame to call it on, is as large as
+    before."""
+    if size >= width and size >= height:
+        return width, height
+    aspect = width / height
+    if aspect <= 1:
+        high = size * aspect
+        x = min(math.floor(high), math.ceil(high), key=lambda n: abs(aspect - n / size))
+        return max(x, 1), size
+    wide = size / aspect
+    y = min(math.floor(wide), math.ceil(wide), key=lambda n: abs(aspect - size / n) if n else 0)
+    return size, max(y, 1)
+
+
+def _block_means(values: npt.NDArray[np.float32], fx: int, fy: int) -> npt.NDArray[np.uint8]:
+    """Each `fx` by `fy` block of `values` (rows, columns, 3) as its mean, rounded half
+    up (a last, partial block over the pixels it has): Pillow's `Image.reduce`."""
     import numpy as np
 
-    from farmhand.worker.exr import read_picture, to_srgb
+    columns = np.arange(0, values.shape[1], fx)
+    rows = np.arange(0, values.shape[0], fy)
+    # Along a row in float32, exact for whole 8-bit values (a sum below 2**24: blocks under
+    # 65,000 pixels wide), not in a float64 copy of the band; down the columns in float64.
+    across = np.add.reduceat(values, columns, axis=1)
+    sums = np.add.reduceat(across, rows, axis=0, dtype=np.float64)
+    counts = np.outer(
+        np.diff(rows, append=values.shape[0]), np.diff(columns, append=values.shape[1])
+    )
+    sums /= counts[..., np.newaxis]
+    sums += 0.5
+    means: npt.NDArray[np.uint8] = np.floor(sums).astype(np.uint8)
+    return means
 
-    linear, _ = read_picture(source)
-    display = to_srgb(linear)
-    display *= np.float32(255)  # in place: an 8K frame's picture is 768 MiB a copy
-    display += np.float32(0.5)
-    return Image.fromarray(display.astype(np.uint8), "RGB")
+
+def exr_preview(source: Path, size: int = SIZE) -> Image.Image:
+    """An 8-bit sRGB image of an EXR's picture fitted into `size` by `size`, as a video
+    of a Standard-view scene shows it: the channels `worker/exr.image_channels` picks
+    without the scene (a bare RGB, else the compositor's or the first Combined pass of
+    a multilayer file, in whichever part of a multi-part one) through the sRGB curve
+    (`to_srgb`), never a Depth or Normal pass.
+
+    Made as Pillow's `thumbnail` makes one of the whole frame in display values (the
+    sRGB curve before any averaging, as the frame looks), with the frame read a band of
+    rows at a time (`exr.PictureBands`, `BAND_PIXELS`): each band through the curve to
+    8-bit values, then averaged in blocks (`Image.reduce`'s), and the small image so
+    made resized with Pillow's bicubic filter. So the memory is a band's and the small
+    image's, whatever the frame's size, where decoding a whole 8K frame held 1.4 GiB.
+    A picture outside the file's first part must be read whole (`PictureBands`): only
+    up to `WHOLE_READ_BYTES`, else ImageError (the caller shows the 'EXR' tile).
+
+    Imported here, not at the top: numpy and OpenEXR are loaded only once a server
+    process makes an EXR thumbnail."""
+    import numpy as np
+
+    from farmhand.worker.exr import PictureBands, to_srgb
+
+    picture = PictureBands(source)
+    try:
+        width, height = picture.size
+        if not picture.in_bands and picture.whole_read_bytes > WHOLE_READ_BYTES:
+            raise ImageError(
+                f"{source.name}: its picture is not in the first part, and reading it whole"
+                f" would hold {picture.whole_read_bytes // 2**20} MiB"
+            )
+        target = fitted_size(width, height, size)
+        # Pillow's two steps (`reducing_gap` 2): whole blocks, then the filter.
+        fx = int(width / target[0] / 2) or 1
+        fy = int(height / target[1] / 2) or 1
+        rows = max(fy, BAND_PIXELS // width // fy * fy)  # whole blocks in every band
+        reduced = np.empty((-(-height // fy), -(-width // fx), 3), dtype=np.uint8)
+        for first in range(0, height, rows):
+            display = to_srgb(picture.read(first, min(rows, height - first)))
+            display *= np.float32(255)
+            display += np.float32(0.5)
+            np.floor(display, out=display)  # the 8-bit values a whole-frame image has
+            reduced[first // fy : (first + len(display) - 1) // fy + 1] = _block_means(
+                display, fx, fy
+            )
+    finally:
+        picture.close()
+    image = Image.fromarray(reduced, "RGB")
+    if image.size == target:
+        return image
+    return image.resize(target, Image.Resampling.BICUBIC, box=(0, 0, width / fx, height / fy))
 
 
 def _flatten(image: Image.Image) -> Image.Image:
@@ -127,8 +222,7 @@ def thumbnail(cache_dir: Path, source: Path, sha256: str, path: str, size: int =
         return target
     try:
         if PurePosixPath(path).suffix.lower() == ".exr":
-            flat = exr_preview(source)
-            flat.thumbnail((size, size))
+            flat = exr_preview(source, size)
         else:
             with Image.open(source) as image:
                 image.draft("RGB", (size, size))
@@ -240,7 +334,8 @@ async def get_thumbnail(
     size = served_size(size)
 
     def find() -> tuple[str, str]:
-        with context.db.transaction() as session:
+        # Only reads: a long write (a job's deletion, a purge) must not hold it up.
+        with context.db.read() as session:
             job = session.get(Job, job_id)
             if job is None or (job.owner_id != caller.user_id and not caller.is_admin):
                 raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} not found")
