@@ -209,6 +209,7 @@ def manager(
         raise_open_files_limit,
     )
     from farmhand.manager.db.presence import StartRefused
+    from farmhand.manager.heap import freeze_startup_objects
     from farmhand.manager.supervision import cannot_listen
 
     configure_logging("manager", log_level.upper(), traced=True)
@@ -298,8 +299,10 @@ def manager(
     # processes inherit it).
     raise_open_files_limit()
     if processes == 1:
+        app = create_app(settings, context)
+        freeze_startup_objects()
         uvicorn.run(
-            create_app(settings, context),
+            app,
             access_log=False,
             # Uvicorn's own protocol, plus a deadline for a request's headers and for a
             # response not read (uvicorn has none: such a connection would stay open),

@@ -64,6 +64,7 @@ from farmhand.manager.db.presence import (
     told_where,
     unavailable,
 )
+from farmhand.manager.heap import freeze_startup_objects
 from farmhand.manager.scheduling.policy import Policy
 from farmhand.manager.scheduling.reaper import ReapReport, reap
 from farmhand.manager.settings import ManagerSettings
@@ -193,7 +194,9 @@ def app_from_environment() -> FastAPI:
     die_with_supervisor()  # a SIGKILLed supervisor must not leave this process serving
     settings = ManagerSettings.from_flags(flags)
     # `prepare` ran once, in the parent, before any of these processes started.
-    return create_app(settings, _context(settings))
+    app = create_app(settings, _context(settings))
+    freeze_startup_objects()
+    return app
 
 
 def create_app(settings: ManagerSettings, context: ManagerContext | None = None) -> FastAPI:
