@@ -10,12 +10,20 @@ from fastapi import APIRouter, HTTPException, UploadFile, status
 from starlette.concurrency import run_in_threadpool
 
 from farmhand.manager.api.blendinfo import blend_info_model, farm_blenders, read_scene
-from farmhand.manager.api.deps import Context, UserDep
+from farmhand.manager.api.deps import Caller, Context, UserDep
 from farmhand.manager.api.errors import error_responses
-from farmhand.manager.api.limits import enforce_quota
+from farmhand.manager.api.limits import QuotaExceeded, enforce_quota
 from farmhand.manager.api.uploads import record_blob, sent_by, uploaded_name
 from farmhand.manager.context import ManagerContext
-from farmhand.manager.storage.project_zip import Project, ProjectError, ingest_project
+from farmhand.manager.storage.access import readable
+from farmhand.manager.storage.gc import remove_blob_files
+from farmhand.manager.storage.project_zip import (
+    Contents,
+    Project,
+    ProjectError,
+    ProjectTooLarge,
+    ingest_project,
+)
 from farmhand.shared.web_schemas import ProjectUpload
 from farmhand.worker.blender.discovery import BlenderNotFound
 
@@ -23,14 +31,43 @@ log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/api", tags=["jobs"])
 
 
-def _store(context: ManagerContext, upload: UploadFile) -> Project:
+def _store(context: ManagerContext, caller: Caller, upload: UploadFile) -> Project:
     """Unpack the zip into the blob store and record its files: per entry a hash, an
     fsync and a write transaction, seconds for a zip of hundreds of files. Run on
-    `context.unpacks`' turns, not the pool every request shares (`upload_project`)."""
-    project = ingest_project(context.blobs, upload.file, context.settings.max_upload_bytes)
+    `context.unpacks`' turns, not the pool every request shares (`upload_project`).
+
+    The quota is asked before a byte is stored (`_admit`), in the turn, so a zip
+    unpacked just before counts. It used to be asked only after unpacking, and a zip
+    over the quota stayed on the disk for the grace period, each time it was sent. What
+    an unpacking that stops halfway stored, no one else's, is removed
+    (`gc.remove_blob_files` puts back a blob someone recorded meanwhile)."""
+    project = ingest_project(
+        context.blobs,
+        upload.file,
+        context.settings.max_upload_bytes,
+        admit=partial(_admit, context, caller),
+        discard=partial(remove_blob_files, context),
+    )
     for stored in project.files.values():
         record_blob(context, stored)
     return project
+
+
+def _admit(context: ManagerContext, caller: Caller, total: int, contents: Contents) -> None:
+    """413 (`QuotaExceeded`) if the zip would pass the caller's quota, before a byte of
+    it is stored: first for every byte its entries declare, as if none were stored yet,
+    which decides at once for a zip well within the quota. Only one that does not fit so
+    is unpacked without storing, to learn its files' hashes: those the caller holds
+    already cost nothing more (a project sent again after a change in its .blend), the
+    others their size, as any upload's (`enforce_quota`, the one home of the rule)."""
+    try:
+        enforce_quota(context, caller, (), extra_bytes=total)
+    except QuotaExceeded:
+        sizes = contents()
+        with context.db.read() as session:
+            held = readable(session, caller.user_id, list(sizes), admin=caller.is_admin)
+        new = sum(size for sha, size in sizes.items() if sha not in held)
+        enforce_quota(context, caller, held, extra_bytes=new)
 
 
 @router.post(
@@ -47,12 +84,16 @@ async def upload_project(file: UploadFile, context: Context, caller: UserDep) ->
     # of the pool the runners' heartbeats and claims need too. One kept waiting too long
     # is refused before a byte of it is stored (FileReadsBusy: 503, Retry-After).
     try:
-        project = await context.unpacks.run(partial(_store, context, file))
+        project = await context.unpacks.run(partial(_store, context, caller, file))
+    except ProjectTooLarge as error:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(error)) from error
     except ProjectError as error:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
     shas = [stored.sha256 for stored in project.files.values()]
     # The caller sent these bytes: its files are theirs to name in the job that follows.
     await sent_by(context, caller.user_id, project.files.values())
+    # Asked again now that the hashes are known: zips unpacked at the same time each
+    # passed the check before their unpacking.
     await run_in_threadpool(enforce_quota, context, caller, shas)
     main = project.blend_files[0]
     blob = project.files[main]

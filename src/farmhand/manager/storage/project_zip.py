@@ -4,24 +4,43 @@ People drop such zips on the web UI. A zip is hostile input: entry names may cli
 of the folder (`../`), be absolute, be links, be encrypted, or inflate a few kilobytes
 into gigabytes. Every entry is checked before its bytes are stored, and stored through
 the blob store (hashed while streamed, never unpacked to a folder).
+
+Sizes are decided before a byte is stored, from what the central directory declares:
+the total is held to the manager's upload limit (`ProjectTooLarge`), to a ratio against
+the zip's own size (`MAX_RATIO`, for the whole zip as for each entry: three thousand
+entries of exactly 1 MiB of zeros, each under the entry rule's floor, made a 3 MB zip
+that unpacked to 3 GiB), and by the caller's `admit` (the route's quota check, which
+may ask for the entries' hashes, `Contents`: a pass that unpacks without storing). The
+declared sizes are then not trusted: the bytes really unpacked are counted, and an entry
+giving more than it declared (or a total passing the admitted one) stops the unpacking.
+Whatever stops it, the blobs this request created are handed to `discard`, so a refused
+zip leaves nothing behind (QA round 7: a zip refused for the quota only after it was
+stored left 3 GiB on the disk for the grace period, each time it was sent).
 """
 
 from __future__ import annotations
 
+import hashlib
 import lzma
+import os
 import stat
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import IO, BinaryIO
 
-from farmhand.manager.storage.blobs import BlobStore, StoredBlob
+from farmhand.manager.storage.blobs import CHUNK, BlobStore, StoredBlob
 from farmhand.shared.paths import UnsafePathError, check_coexisting, safe_relative_path
 
 MAX_ENTRIES = 20_000
 MAX_RATIO = 200
-"""Uncompressed/compressed size above which a large entry is taken for a zip bomb."""
+"""Uncompressed/compressed size above which a large entry, or a large zip's whole
+content against the zip's size, is taken for a zip bomb."""
+RATIO_FLOOR = 1 << 20
+"""Sizes up to which `MAX_RATIO` is not applied: a small file of zeros is no bomb."""
 SKIPPED_PREFIXES = ("__MACOSX/",)
 UNPACKABLE = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
 """The compression methods Python's zipfile unpacks: any other is refused by name before
@@ -63,6 +82,14 @@ class ProjectError(ValueError):
     """The zip cannot be used as a project; the message says which entry and why."""
 
 
+class ProjectTooLarge(ProjectError):
+    """The zip unpacks to more than the manager takes in one upload (a 413)."""
+
+
+Contents = Callable[[], dict[str, int]]
+"""The hashes of a zip's files and their sizes, found by unpacking it without storing."""
+
+
 @dataclass
 class Project:
     files: dict[str, StoredBlob] = field(default_factory=dict)
@@ -92,35 +119,102 @@ def _check(info: zipfile.ZipInfo) -> str:
             f"zip entry {name!r} uses compression method {info.compress_type} ({method}), "
             "which farmhand cannot unpack: zip it again with Deflate or Store"
         )
-    if info.file_size > (1 << 20) and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+    if info.file_size > RATIO_FLOOR and info.file_size > MAX_RATIO * max(info.compress_size, 1):
         raise ProjectError(f"zip entry {name!r} inflates {info.file_size} bytes from "
                            f"{info.compress_size}: refused as a likely zip bomb")  # fmt: skip
     return name
 
 
 class _Member:
-    """An entry being read, whose read errors say which entry is damaged and how.
+    """An entry being read, whose read errors say which entry is damaged and how, and
+    whose bytes are counted as they come, whatever the zip declared.
 
     Only the reading side is wrapped: an error of the blob store writing it (a full
-    disk, a 507) is no fault of the zip and passes through unchanged."""
+    disk, a 507) is no fault of the zip and passes through unchanged. The bytes are
+    hashed here too, so that the store's `check` (called once they are all read, before
+    the blob is placed) can tell whether the blob was there before this request."""
 
-    def __init__(self, name: str, member: IO[bytes]) -> None:
+    def __init__(self, name: str, member: IO[bytes], declared: int, budget: _Budget) -> None:
         self.name = name
         self.member = member
+        self.declared = declared
+        self.budget = budget
+        self.size = 0
+        self.digest = hashlib.sha256()
 
     def read(self, size: int = -1) -> bytes:
         try:
-            return self.member.read(size)
+            data = self.member.read(size)
         except _READ_ERRORS as error:
             raise _damaged(self.name, error) from error
+        self.size += len(data)
+        if self.size > self.declared:
+            raise ProjectError(
+                f"zip entry {self.name!r} unpacks to more than the {self.declared} bytes "
+                "the zip declares for it: refused as a likely zip bomb"
+            )
+        self.budget.spend(len(data))
+        self.digest.update(data)
+        return data
+
+
+class _Budget:
+    """The bytes a zip may unpack to in all: what its entries declared, admitted
+    against the limits before the first was stored."""
+
+    def __init__(self, allowed: int) -> None:
+        self.allowed = allowed
+        self.spent = 0
+
+    def spend(self, size: int) -> None:
+        self.spent += size
+        if self.spent > self.allowed:
+            raise ProjectTooLarge(
+                f"the zip unpacks to more than the {self.allowed} bytes it declares: refused"
+            )
 
 
 def _damaged(name: str, error: BaseException) -> ProjectError:
     return ProjectError(f"zip entry {name!r} cannot be unpacked: {error or type(error).__name__}")
 
 
-def ingest_project(blobs: BlobStore, source: BinaryIO | Path, max_total: int) -> Project:
-    """Check every entry, then stream each file into the blob store."""
+def _zip_size(source: BinaryIO | Path) -> int:
+    """The zip's own size in bytes: what its content is measured against (`MAX_RATIO`)."""
+    if isinstance(source, Path):
+        return source.stat().st_size
+    position = source.tell()
+    size = source.seek(0, os.SEEK_END)
+    source.seek(position)
+    return size
+
+
+def _refuse_bomb(total: int, zip_size: int) -> None:
+    """A zip whose files in all inflate more than `MAX_RATIO` times its size: entries
+    each under `RATIO_FLOOR` escape the entry rule (`_check`), their sum does not."""
+    if total > RATIO_FLOOR and total > MAX_RATIO * max(zip_size, 1):
+        raise ProjectError(
+            f"the zip's files unpack to {total} bytes from a zip of {zip_size} bytes, "
+            f"{total // max(zip_size, 1)} times its size; more than {MAX_RATIO} times "
+            f"(past {RATIO_FLOOR} bytes) is refused as a likely zip bomb"
+        )
+
+
+def ingest_project(
+    blobs: BlobStore,
+    source: BinaryIO | Path,
+    max_total: int,
+    admit: Callable[[int, Contents], object] | None = None,
+    discard: Callable[[list[str]], object] | None = None,
+) -> Project:
+    """Check every entry, then stream each file into the blob store.
+
+    `admit` is called with the total the entries declare once every check passed and
+    before a byte is stored: it raises to refuse the zip (the caller's quota). Its second
+    argument finds the files' hashes, when the total alone does not decide (files stored
+    already cost nothing more). If the unpacking stops (a damaged entry, one unpacking to
+    more than it declared, a full disk), `discard` is called with the hashes of the blobs
+    this request created, none of which is recorded yet, before the error goes on: it
+    removes those no one else recorded meanwhile."""
     try:
         archive = zipfile.ZipFile(source)
     except _READ_ERRORS as error:
@@ -137,7 +231,10 @@ def ingest_project(blobs: BlobStore, source: BinaryIO | Path, max_total: int) ->
             raise ProjectError(f"the zip holds {len(entries)} files; at most {MAX_ENTRIES}")
         total = sum(info.file_size for info in entries)
         if total > max_total:
-            raise ProjectError(f"the zip unpacks to {total} bytes; at most {max_total}")
+            raise ProjectTooLarge(
+                f"the zip unpacks to {total} bytes, more than this manager's limit of "
+                f"{max_total} bytes for one upload"
+            )
         names = [_check(info) for info in entries]
         try:
             check_coexisting(names)
@@ -145,12 +242,63 @@ def ingest_project(blobs: BlobStore, source: BinaryIO | Path, max_total: int) ->
             raise ProjectError(f"the zip cannot be a job's files: {error}") from error
         if not any(PurePosixPath(name).suffix.lower() == ".blend" for name in names):
             raise ProjectError("the zip holds no .blend file")
-        project = Project()
-        for name, info in zip(names, entries, strict=True):
-            try:
-                member = archive.open(info)
-            except _READ_ERRORS as error:
-                raise _damaged(name, error) from error
-            with member:
-                project.files[name] = blobs.ingest_file(_Member(name, member))
+        _refuse_bomb(total, _zip_size(source))
+        if admit is not None:
+            admit(total, partial(_contents, archive, names, entries, total))
+        budget = _Budget(total)
+        created: list[str] = []
+        try:
+            project = Project()
+            for name, info in zip(names, entries, strict=True):
+                project.files[name] = _store_entry(blobs, archive, name, info, budget, created)
+        except BaseException:
+            if discard is not None and created:
+                discard(created)
+            raise
     return project
+
+
+def _contents(
+    archive: zipfile.ZipFile, names: list[str], entries: list[zipfile.ZipInfo], total: int
+) -> dict[str, int]:
+    """Each file's hash and size, unpacked and counted as storing does, but not stored."""
+    budget = _Budget(total)
+    contents: dict[str, int] = {}
+    for name, info in zip(names, entries, strict=True):
+        try:
+            member = archive.open(info)
+        except _READ_ERRORS as error:
+            raise _damaged(name, error) from error
+        with member:
+            reader = _Member(name, member, info.file_size, budget)
+            while reader.read(CHUNK):
+                pass
+        contents[reader.digest.hexdigest()] = reader.size
+    return contents
+
+
+def _store_entry(
+    blobs: BlobStore,
+    archive: zipfile.ZipFile,
+    name: str,
+    info: zipfile.ZipInfo,
+    budget: _Budget,
+    created: list[str],
+) -> StoredBlob:
+    """Store one entry; its hash joins `created` if the store did not hold it before."""
+    try:
+        member = archive.open(info)
+    except _READ_ERRORS as error:
+        raise _damaged(name, error) from error
+    with member:
+        reader = _Member(name, member, info.file_size, budget)
+        new = False
+
+        def note_new(_: Path) -> None:
+            nonlocal new
+            new = not blobs.has(reader.digest.hexdigest())
+
+        stored = blobs.ingest_file(reader, check=note_new)
+    if new:
+        created.append(stored.sha256)
+    return stored
