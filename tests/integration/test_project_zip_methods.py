@@ -93,6 +93,45 @@ def test_an_entry_in_a_method_farmhand_cannot_unpack_is_named(
     assert "zip it again with Deflate or Store" in detail
 
 
+@pytest.mark.parametrize(
+    ("compression", "said"),
+    [
+        (zipfile.ZIP_BZIP2, "compression method 12 (bzip2)"),
+        (zipfile.ZIP_LZMA, "compression method 14 (LZMA)"),
+    ],
+)
+def test_a_method_inflated_whole_into_memory_is_refused(
+    farm: Farm, compression: int, said: str
+) -> None:
+    """QA (round 7): a bzip2 entry of a few hundred bytes, unpacked by Python's zipfile,
+    inflated a chunk at a time into memory whatever it declared (1.6 GB for 876 bytes).
+    Here 256 MiB of zeros, declared as 1 byte: refused before a byte is unpacked."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("scene.blend", FAKE_BLEND)
+        archive.writestr("tex/zeros.png", b"\0" * (256 << 20), compress_type=compression)
+    bomb = buffer.getvalue()
+    assert len(bomb) < 1 << 20
+    lying = _declared_size(bomb, "tex/zeros.png", 1)
+    detail = refused(farm, lying)
+    assert "'tex/zeros.png'" in detail and said in detail, detail
+    assert "zip it again with Deflate or Store" in detail
+
+
+def _declared_size(data: bytes, name: str, size: int) -> bytes:
+    """`data` with entry `name` declaring `size` bytes unpacked, in both of its headers."""
+    raw = bytearray(data)
+    encoded = name.encode()
+    for signature, size_at, name_len_at, name_at in ((_LOCAL, 22, 26, 30), (_CENTRAL, 24, 28, 46)):
+        start = raw.find(signature)
+        while start != -1:
+            (length,) = struct.unpack_from("<H", raw, start + name_len_at)
+            if bytes(raw[start + name_at : start + name_at + length]) == encoded:
+                struct.pack_into("<I", raw, start + size_at, size)
+            start = raw.find(signature, start + 4)
+    return bytes(raw)
+
+
 @pytest.mark.parametrize("flags", [0x0, 0x1], ids=["aes-method-only", "aes-and-flag"])
 def test_a_winzip_aes_entry_is_refused_as_encrypted(farm: Farm, flags: int) -> None:
     detail = refused(farm, edited(zip_of(ENTRIES), "scene.blend", method=99, flags=flags))
