@@ -65,6 +65,7 @@ from farmhand.manager.db.presence import (
     unavailable,
 )
 from farmhand.manager.heap import freeze_startup_objects
+from farmhand.manager.jobs.delete import deletion_loop
 from farmhand.manager.scheduling.policy import Policy
 from farmhand.manager.scheduling.reaper import ReapReport, reap
 from farmhand.manager.settings import ManagerSettings
@@ -219,10 +220,11 @@ def create_app(settings: ManagerSettings, context: ManagerContext | None = None)
             siblings.start(loop)
         reaper = asyncio.create_task(_reaper_loop(context))
         collector = asyncio.create_task(gc_loop(context))
+        deleter = asyncio.create_task(deletion_loop(context))  # deletions a stop cut short
         try:
             yield
         finally:
-            for loop_task in (reaper, collector):
+            for loop_task in (reaper, collector, deleter):
                 loop_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await loop_task

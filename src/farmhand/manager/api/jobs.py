@@ -24,19 +24,22 @@ from farmhand.manager.api.uploads import receiving, sent_by, store_upload, uploa
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Blob, Job, JobFile, Task, User
-from farmhand.manager.jobs.delete import delete_job, remove_blobs
+from farmhand.manager.jobs.delete import delete_job
 from farmhand.manager.jobs.shared import create_shared_job, create_uploaded_job
 from farmhand.manager.jobs.submit import SubmitError, inputs_fixed_because, main_blend_version
 from farmhand.manager.jobs.views import file_model, job_detail, job_summaries, task_page
 from farmhand.manager.scheduling.state import (
     FINISHED_JOB_STATUSES,
     TransitionError,
+    begin_deletion,
+    being_deleted,
     cancel_job,
     cancel_task,
     pause_job,
     requeue_job,
     rerun_task,
     resume_job,
+    shown_jobs,
 )
 from farmhand.manager.storage.archive import StoredOutput, output_names, stream_zip
 from farmhand.manager.storage.gc import mark_used
@@ -137,9 +140,14 @@ _CREATE_BODY: dict[str, Any] = {
 
 
 def _visible_job(session: Session, caller: Caller, job_id: int) -> Job:
-    """The job, if the caller may see it; someone else's job is 404 so ids don't leak."""
+    """The job, if the caller may see it; someone else's job is 404 so ids don't leak,
+    and so is one being deleted."""
     job = session.get(Job, job_id)
-    if job is None or (job.owner_id != caller.user_id and not caller.is_admin):
+    if (
+        job is None
+        or being_deleted(job)
+        or (job.owner_id != caller.user_id and not caller.is_admin)
+    ):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} not found")
     return job
 
@@ -269,7 +277,7 @@ def list_jobs(
     context: Context,
     caller: UserDep,
 ) -> list[JobSummary]:
-    where = []
+    where = [shown_jobs()]
     if not caller.is_admin:
         where.append(Job.owner_id == caller.user_id)
     if params.status:
@@ -343,14 +351,14 @@ def cancel(
 ) -> JobSummary | Response:
     with context.db.transaction() as session:
         job = _visible_job(session, caller, job_id)
-        cancel_job(session, job, utcnow(), f"canceled by {caller.name}")
-        if purge:
-            orphans = delete_job(context, session, job)
+        if purge:  # gone for everyone at this commit; its rows go in batches after
+            begin_deletion(session, job, utcnow(), f"canceled by {caller.name}")
         else:
+            cancel_job(session, job, utcnow(), f"canceled by {caller.name}")
             summary = job_summaries(session, [job])[0]
     context.events.job_changed(job_id)
     if purge:
-        remove_blobs(context, orphans)
+        delete_job(context, job_id)
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     return summary
 

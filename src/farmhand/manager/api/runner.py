@@ -48,6 +48,7 @@ from farmhand.manager.scheduling.state import (
     complete_task,
     fail_task,
     requeue_task,
+    shown_jobs,
     task_is_held_by,
 )
 from farmhand.manager.scheduling.workers import (
@@ -760,6 +761,7 @@ _COMPLETED_BY = (
         Task.id == bindparam("task"),
         Task.status == TaskStatus.COMPLETED.value,
         Task.worker_id == bindparam("worker"),
+        shown_jobs(),  # a job being deleted answers as a gone one: 409
     )
 )
 _STILL_HOLDS = (

@@ -327,6 +327,9 @@ class JobFile(Base):
         Index("ix_job_files_frame", "job_id", "kind", "frame"),
         # The files that use a blob: garbage collection, storage use, who may name it.
         Index("ix_job_files_sha256", "sha256"),
+        # A task's files: deleting a task sets theirs to null (a big job's deletion
+        # deletes thousands), and a tile's completion checks its task has one.
+        Index("ix_job_files_task_id", "task_id"),
     )
 
 
