@@ -21,6 +21,10 @@ uvicorn picks anyway) with these added:
   the probes back off (0.2, 0.4 … 3.2 s), so at ~20 KB/s into 64 KiB the kernel's queue
   (TIOCOUTQ) moves in bursts 5 to 6.5 s apart: a timeout of a few seconds cuts such a
   reader off; the default 60 s does not.
+- a route that has begun an answer it cannot finish (a zip whose next file was deleted
+  meanwhile) ends it with `cut_off`: the connection is closed at once, without the
+  answer's end, so that the client sees its download incomplete, and without uvicorn's
+  ERROR line for an app that returned before its answer's end (the route logs its own).
 - with `per_address`, one client address may hold that many connections at once: past it
   a new one is answered `503` (`Retry-After`) and closed at once, before it costs more
   than a moment. A timeout bounds how long a stalled connection lives, but a host opening
@@ -42,12 +46,14 @@ import functools
 import json
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import structlog
+from starlette.types import Scope
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from farmhand.shared.timeouts import CLIENT_TIMEOUT
 
@@ -183,6 +189,19 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
         self._reading_head = False
         self._disarm()
         super().on_headers_complete()
+        if self.cycle is not None:  # (None: an upgrade, such as a websocket)
+            extensions = self.scope.setdefault("extensions", {})
+            extensions[_CUT_OFF] = {"close": functools.partial(self._cut_off, self.cycle)}
+
+    def _cut_off(self, cycle: RequestResponseCycle) -> None:
+        """`cut_off`. Closed, not aborted: the client gets what was written before the
+        connection's end, then the end (a reset could lose some of it); one that has
+        stopped reading is cut off as any other (`_watch_output`). Marked lost: uvicorn
+        reports an app that returns before its answer's end unless the client left."""
+        cycle.disconnected = True
+        self.transport.close()
+        if self.transport.get_write_buffer_size():
+            self._watch_output()
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -308,6 +327,20 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
         # `abort`: `close` would wait for the buffer to drain, which it never does. The
         # connection's loss ends the route's `send` and tells it the client is gone.
         self.transport.abort()
+
+
+_CUT_OFF = "farmhand.cut_off"
+"""The scope's extension (ASGI: a name and a dict) by which `HeadTimeoutProtocol` gives a
+route `cut_off`."""
+
+
+def cut_off(scope: Scope) -> None:
+    """End the answer to `scope`, begun but not finished, by closing its connection at
+    once (see the module's docstring); the route returns after. Under another server
+    (tests' in-process client) the route only returns, which that server reports."""
+    close: Callable[[], None] | None = scope.get("extensions", {}).get(_CUT_OFF, {}).get("close")
+    if close is not None:
+        close()
 
 
 def unsent_bytes(transport: asyncio.Transport) -> int:

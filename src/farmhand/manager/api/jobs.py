@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from functools import partial
 from pathlib import PurePosixPath
 from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Form, HTTPException, Query, Request, Response, UploadFile, status
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import TypeAdapter, ValidationError
@@ -14,6 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as StarletteUploadFile
+from starlette.types import Receive, Scope, Send
 
 from farmhand.manager.api.deps import Caller, Context, UserDep
 from farmhand.manager.api.disposition import attachment, header_text
@@ -22,6 +25,7 @@ from farmhand.manager.api.limits import enforce_quota, manifest_body
 from farmhand.manager.api.streaming import ClosingStreamingResponse
 from farmhand.manager.api.uploads import receiving, sent_by, store_upload, uploaded_name
 from farmhand.manager.clock import utcnow
+from farmhand.manager.connections import cut_off
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Blob, Job, JobFile, Task, User
 from farmhand.manager.jobs.delete import delete_job
@@ -41,7 +45,12 @@ from farmhand.manager.scheduling.state import (
     resume_job,
     shown_jobs,
 )
-from farmhand.manager.storage.archive import StoredOutput, output_names, stream_zip
+from farmhand.manager.storage.archive import (
+    EntryVanished,
+    StoredOutput,
+    output_names,
+    stream_zip,
+)
 from farmhand.manager.storage.gc import mark_used
 from farmhand.shared.outputnames import (
     DOWNLOADED_KINDS,
@@ -67,6 +76,8 @@ from farmhand.shared.schemas import (
     TaskSummary,
 )
 from farmhand.shared.schemas import JobFile as JobFileModel
+
+log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
@@ -553,7 +564,7 @@ def download_file(
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"file {file_id} not found")
         sha, name, size = row.sha256, PurePosixPath(row.path).name, row.size
     return ClosingStreamingResponse(
-        context.blobs.iter_bytes(sha),
+        _blob_bytes(context, job_id, sha, name),
         media_type="application/octet-stream",
         headers={
             "Content-Disposition": attachment(name),
@@ -611,11 +622,53 @@ def _zip_response(
     script kept), sent as every download's is (`disposition.attachment`: RFC 6266's
     UTF-8 `filename*` and an ASCII stand-in `filename`)."""
     filename = f"job-{job.id}-{safe_component(job.name)}{what}.zip"
-    return ClosingStreamingResponse(
+    return _ZipStream(
+        job.id,
         stream_zip((name, context.blobs.path_for(sha)) for name, sha in entries),
         media_type="application/zip",
         headers={"Content-Disposition": attachment(filename)},
     )
+
+
+def _blob_bytes(context: ManagerContext, job_id: int, sha: str, name: str) -> Iterator[bytes]:
+    """A single file's download, its blob opened before the answer begins
+    (`BlobStore.iter_bytes`): one deleted since its job was read (the job purged
+    meanwhile) is a `404` and a WARNING line, not a traceback of an unhandled error in
+    the middle of the answer; once open, it is sent whole whatever deletes it."""
+    try:
+        return context.blobs.iter_bytes(sha)
+    except FileNotFoundError:
+        log.warning(
+            "download refused: its file was deleted meanwhile", job=job_id, file=name, blob=sha
+        )
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"job {job_id}'s file {name!r} was deleted meanwhile"
+        ) from None
+
+
+class _ZipStream(ClosingStreamingResponse):
+    """A job's zip (`_zip_response`) that, when one of its files is deleted while it is
+    sent (`EntryVanished`: the job purged meanwhile), is cut off: one WARNING line naming
+    the job and the file, and the connection closed without the answer's end, so that
+    the client sees an incomplete download (and the zip has no end either). Not a
+    traceback of an unhandled error, the answer having begun long before."""
+
+    def __init__(self, job_id: int, content: Iterator[bytes], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._job_id = job_id
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except EntryVanished as gone:
+            log.warning(
+                "download cut off: a file of it was deleted meanwhile",
+                path=scope.get("path"),
+                job=self._job_id,
+                file=gone.name,
+                blob=str(gone.path),
+            )
+            cut_off(scope)
 
 
 @router.get(
@@ -657,7 +710,7 @@ def download_frame(
     if size is not None:
         headers["Content-Length"] = str(size)
     return ClosingStreamingResponse(
-        context.blobs.iter_bytes(output.sha256),
+        _blob_bytes(context, job_id, output.sha256, name),
         media_type="application/octet-stream",
         headers=headers,
     )

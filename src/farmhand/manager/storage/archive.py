@@ -5,6 +5,14 @@ stays constant whatever the job's size, and nothing is staged on disk: the first
 leave before the second file is read. zipfile writes to a non-seekable sink with data
 descriptors (sizes after the data) and ZIP64 records, so entries may be any size.
 Images are stored, not deflated (they are compressed already).
+
+A file that is gone when its turn comes (its job deleted meanwhile, `DELETE
+/api/jobs/{id}?purge=true`) ends the zip with `EntryVanished`, and nothing more is
+yielded: not the zip's end (its central directory), so what was sent reads as the
+broken zip it is, never as a complete one of fewer files. Each file is opened only when
+its turn comes: once open it stays readable whatever deletes it (POSIX), but opening
+them all up front would hold one descriptor per output for as long as the download
+lasts (tens of thousands for a big job, per client), which the connections need.
 """
 
 from __future__ import annotations
@@ -46,12 +54,30 @@ class _Sink:
         return data
 
 
+class EntryVanished(Exception):
+    """A file the zip was to hold was gone when its turn came (see the module's
+    docstring). Not an `OSError`, which Starlette takes, in a streamed answer, for the
+    client going away."""
+
+    def __init__(self, name: str, path: Path) -> None:
+        super().__init__(f"{name} ({path.name}) was deleted before it was sent")
+        self.name = name
+        """The file's name in the zip."""
+        self.path = path
+
+
 def stream_zip(entries: Iterable[tuple[str, Path]]) -> Iterator[bytes]:
-    """Yield a zip of `(name in archive, file on disk)` pairs, chunk by chunk."""
+    """Yield a zip of `(name in archive, file on disk)` pairs, chunk by chunk; raise
+    `EntryVanished`, without the zip's end, if a file is gone when its turn comes."""
     sink = _Sink()
     with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_STORED) as archive:
         for name, path in entries:
-            with path.open("rb") as source, archive.open(name, "w", force_zip64=True) as target:
+            try:
+                opened = path.open("rb")
+            except FileNotFoundError:
+                # Leaving the `with` writes the zip's end into the sink, never sent.
+                raise EntryVanished(name, path) from None
+            with opened as source, archive.open(name, "w", force_zip64=True) as target:
                 while chunk := source.read(CHUNK):
                     target.write(chunk)
                     yield sink.drain()

@@ -88,6 +88,27 @@ class _Staging:
         self.path.unlink(missing_ok=True)
 
 
+class _Chunks:
+    """An open file's bytes, chunk by chunk, closing it at the end or on `close()`, even
+    if never read (a streamed answer closes its content however it ends)."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+
+    def __iter__(self) -> _Chunks:
+        return self
+
+    def __next__(self) -> bytes:
+        chunk = b"" if self._handle.closed else self._handle.read(CHUNK)
+        if not chunk:
+            self.close()
+            raise StopIteration
+        return chunk
+
+    def close(self) -> None:
+        self._handle.close()
+
+
 class BlobStore:
     def __init__(self, root: Path, max_blob_bytes: int = 1 << 62) -> None:
         self.root = root
@@ -110,9 +131,11 @@ class BlobStore:
         return self.path_for(sha256).open("rb")
 
     def iter_bytes(self, sha256: str) -> Iterator[bytes]:
-        with self.open(sha256) as handle:
-            while chunk := handle.read(CHUNK):
-                yield chunk
+        """The blob's bytes, chunk by chunk, from its file opened now, not at the first
+        chunk: a blob gone (its job deleted meanwhile) is `FileNotFoundError` here, while
+        a download's route can still answer, not after its answer has begun; and once
+        open, the file is read to its end whatever deletes the blob meanwhile (POSIX)."""
+        return _Chunks(self.open(sha256))
 
     def _finish(
         self,
