@@ -133,13 +133,14 @@ def test_an_outage_in_one_process_moves_the_clock_of_its_siblings(directory: Pat
 
 
 class _AwayThenBack:
-    """A database whose transactions fail with a real outage error until `back`."""
+    """A database whose read transactions fail with a real outage error until `back`
+    (the stream's owner lookup only reads, ee38c7f)."""
 
     def __init__(self, error: DBAPIError) -> None:
         self.error = error
         self.back = False
 
-    def transaction(self) -> object:
+    def read(self) -> object:
         if not self.back:
             raise self.error
         return _OwnerSession()
