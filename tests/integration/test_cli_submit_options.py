@@ -81,6 +81,8 @@ def test_device_version_and_tags_land_in_the_shared_jobs_settings(
     assert result.returncode == 0, result.stderr
     assert "uploaded" not in result.stdout, "a shared submit packs and uploads nothing"
     job_id = int(result.stdout.split("job ", 1)[1].split()[0])
+    # The job's web page, which a person can open (the API's address answers 401 there).
+    assert f"queued  {farm.url}/jobs/{job_id}\n" in result.stdout, result.stdout
     with farm.client() as client:
         job = client.get_job(job_id)
         inputs = [f for f in client.list_files(job_id) if f.kind == "input"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -28,6 +29,9 @@ def test_demo_renders_real_frames(tmp_path: Path) -> None:
     for frame in frames:
         verify_image(frame, 320, 180)
     assert "verified" in result.stdout
+    # The workers that rendered are named (the list was empty: the job was read without
+    # its tasks).
+    assert re.search(r"4 frames rendered by demo-worker-\d", result.stdout), result.stdout
     if shutil.which("ffprobe"):
         (video,) = (tmp_path / "output").rglob("video.mp4")
         assert "video of the frames" in result.stdout

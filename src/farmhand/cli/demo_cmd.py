@@ -98,7 +98,9 @@ def run_demo(
                 verify_image(path)
             if len(written) != job.frames_total:
                 raise FarmhandError(f"expected {job.frames_total} frames, got {len(written)}")
-            workers_used = sorted({t.worker for t in job.tasks if t.worker})
+            # `follow` polls without the tasks (a big job's would be megabytes a poll).
+            tasks = client.get_job(job.id, tasks=True).tasks
+            workers_used = sorted({t.worker for t in tasks if t.worker})
             ok = True
             console.print(
                 f"[green]{len(written)} frames rendered by {shown(', '.join(workers_used))} "
@@ -107,7 +109,8 @@ def run_demo(
             for video in videos:
                 console.print(f"[green]video of the frames[/green]: {shown(video)}")
             if keep:
-                console.print(f"web and API: {farm.url}/docs")
+                console.print(f"web: {farm.url}/  (sign in with the admin token)")
+                console.print(f"API: {farm.url}/docs")
                 console.print(f"admin token: {shown(farm.data_dir / 'admin-token')}")
                 console.print("serving until Ctrl-C")
                 _serve_forever(farm)

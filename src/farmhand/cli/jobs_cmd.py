@@ -516,6 +516,7 @@ def announce(
 ) -> None:
     """Say which job was made: two lines for people, a `submitted` event for programs."""
     where = f"{client.base_url}{accepted.location}"
+    page = f"{client.base_url}/jobs/{accepted.id}"  # what a person opens; `where` is the API's
     numbers: dict[str, int] = {}
     if submitted is not None:
         report = submitted.report
@@ -526,7 +527,6 @@ def announce(
             "bytes_sent": report.bytes_sent,
         }
     if events is not None:
-        page = f"{client.base_url}/jobs/{accepted.id}"
         events.emit(
             "submitted", job_id=accepted.id, status=accepted.status, url=where, page=page, **numbers
         )
@@ -538,7 +538,7 @@ def announce(
             f"{plural(numbers['bytes_sent'], 'byte')} sent",
             highlight=False,
         )
-    console.print(f"job [bold]{accepted.id}[/bold] {shown(accepted.status)}  {shown(where)}")
+    console.print(f"job [bold]{accepted.id}[/bold] {shown(accepted.status)}  {shown(page)}")
 
 
 def submit_packed(
