@@ -58,3 +58,28 @@ def test_a_manager_on_a_port_in_use_says_so_in_one_line_without_claiming_to_list
     line = one_error_line(result)
     assert f"port {port} on 127.0.0.1 is already in use" in line
     assert "listening" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("host", "warned"),
+    [("127.0.0.1", True), ("localhost", True), ("::1", True), ("0.0.0.0", False)],
+)
+def test_a_manager_only_this_machine_can_reach_says_so(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, host: str, warned: bool
+) -> None:
+    """Newcomer QA: a second machine's worker could not join a manager started as the
+    README said (127.0.0.1, the default), and nothing said why. Now the start says so."""
+    import uvicorn
+
+    from farmhand.manager import heap
+
+    monkeypatch.setattr(uvicorn, "run", lambda *_, **__: None)  # started, not served
+    monkeypatch.setattr(heap, "freeze_startup_objects", lambda: 0)  # not this test process
+    monkeypatch.setattr(manager_cmd, "configure_logging", lambda *_, **__: None)
+    result = runner.invoke(
+        app, ["manager", "--data-dir", str(tmp_path / "data"), "--host", host, "--port", "8099"]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"listening on http://{host}:8099 (web UI: /, API docs: /docs)" in result.output
+    said = "Only this machine can reach it: for workers on other machines" in result.output
+    assert said == warned, result.output

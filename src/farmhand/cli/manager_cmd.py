@@ -7,6 +7,7 @@ address and scheme the real ones. See docs/SECURITY.md.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import ssl
@@ -272,7 +273,14 @@ def manager(
             console.print("[bold]First start:[/] created the admin account.")
         console.print(f"Admin API token:            {shown(report.admin_token_file.resolve())}")
         console.print(f"Runner registration token:  {shown(report.runner_token_file.resolve())}")
-        console.print(f"farmhand manager listening on {scheme}://{host}:{port} (API docs: /docs)")
+        console.print(
+            f"farmhand manager listening on {scheme}://{host}:{port} (web UI: /, API docs: /docs)"
+        )
+        if this_machine_only(host):
+            console.print(
+                "Only this machine can reach it: for workers on other machines, start it "
+                "with --host 0.0.0.0 (or this machine's address)."
+            )
     # Workers keep connections open between heartbeats and long polls; closing idle ones
     # after uvicorn's default 5 s makes clients race the close and reconnect all the time.
     server = ServerOptions(
@@ -327,6 +335,17 @@ def manager(
     sys.stderr.flush()
     # An argument list, no shell: the flags reach uvicorn as they were given.
     os.execv(sys.executable, [sys.executable, *supervisor_command(server, processes)])  # noqa: S606
+
+
+def this_machine_only(host: str) -> bool:
+    """Whether a manager listening on `host` is out of every other machine's reach: the
+    default, 127.0.0.1, which a newcomer's second machine then cannot join."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: whatever it resolves to, the operator chose it
 
 
 def folders_written(settings: ManagerSettings) -> list[Path]:
