@@ -34,6 +34,7 @@ from starlette.concurrency import run_in_threadpool
 
 from farmhand.manager.api.deps import Context, RunnerDep, gone_runner
 from farmhand.manager.api.errors import error_responses
+from farmhand.manager.api.events_stream import server_exiting
 from farmhand.manager.api.runner_tokens import redeem
 from farmhand.manager.api.streaming import ClosingStreamingResponse
 from farmhand.manager.auth.tokens import new_token, token_hash
@@ -670,9 +671,15 @@ async def claim(
         if assignment is not None:
             return assignment
         remaining = deadline - time.monotonic()
-        if remaining <= 0 or claimed.offline:
+        if remaining <= 0 or claimed.offline or context.wakeup.stopping:
             return Response(status_code=status.HTTP_204_NO_CONTENT)
-        await context.wakeup.wait(min(remaining, context.settings.claim_poll_interval))
+        # A manager stopping answers its waiting claims at once (`Wakeup`), instead of
+        # having uvicorn cut them off after its graceful timeout with a 500.
+        await context.wakeup.wait(
+            min(remaining, context.settings.claim_poll_interval), exiting=server_exiting
+        )
+        if context.wakeup.stopping:
+            return Response(status_code=status.HTTP_204_NO_CONTENT)
         await asyncio.sleep(0)
 
 

@@ -6,12 +6,19 @@ look at the database at once. The processes of one manager (`--processes N`) wak
 other's claims through `Siblings` (`share_with`). Work queued by *another* manager
 sharing the database, or a wakeup lost on the way, is found by the waiting claim's
 periodic look (`claim_poll_interval`).
+
+A manager asked to stop releases its waiting claims too (`wait(..., exiting=...)`): the
+server waits for open requests before it stops, and cuts off the ones still open after
+its graceful timeout (3 s) with a traceback and a 500 to the worker. A claim that finds
+the server stopping is answered "no task", as when its wait ends, and its worker asks
+again (by then of a manager that is gone, as it does of any unreachable one).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -19,16 +26,34 @@ if TYPE_CHECKING:
 
 SIBLING_TOPIC = "wakeup"
 
+EXIT_POLL_SECONDS = 0.1
+"""How often a process whose claims wait asks whether its server is stopping: as often
+as uvicorn itself looks, so a claim is answered before uvicorn starts counting down."""
+
+
+def _never() -> bool:
+    return False
+
 
 class Wakeup:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event: asyncio.Event | None = None
         self._siblings: Siblings | None = None
+        self._stopping = False
+        self._waiting = 0
+        self._watcher: asyncio.Task[None] | None = None
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._event = asyncio.Event()
+        self._stopping = False
+        self._watcher = None
+
+    @property
+    def stopping(self) -> bool:
+        """True once a `wait` found the server stopping: claims answer at once from then."""
+        return self._stopping
 
     def share_with(self, siblings: Siblings) -> None:
         """Also wake the claims waiting in the sibling processes on every `notify`, and
@@ -56,9 +81,33 @@ class Wakeup:
         event, self._event = self._event, asyncio.Event()
         event.set()
 
-    async def wait(self, timeout: float) -> None:
+    async def wait(self, timeout: float, exiting: Callable[[], bool] = _never) -> None:
+        """Return after `timeout`, at the next `notify`, or once `exiting()` is true
+        (then `stopping` is true too).
+
+        `exiting` is asked every `EXIT_POLL_SECONDS` by one watcher per process, not by
+        every waiting claim, and only while claims wait; every caller passes the same."""
+        if self._stopping or exiting():
+            self._stopping = True
+            return
         if self._event is None:
             await asyncio.sleep(timeout)
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), timeout)
+        event = self._event
+        self._waiting += 1
+        if exiting is not _never and (self._watcher is None or self._watcher.done()):
+            self._watcher = asyncio.create_task(self._watch(exiting))
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout)
+        finally:
+            self._waiting -= 1
+
+    async def _watch(self, exiting: Callable[[], bool]) -> None:
+        """Wake every waiting claim, for good, once the server is stopping."""
+        while self._waiting > 0:
+            await asyncio.sleep(EXIT_POLL_SECONDS)
+            if exiting():
+                self._stopping = True
+                self._set_and_rearm()
+                return
