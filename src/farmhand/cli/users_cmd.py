@@ -2,7 +2,9 @@
 
 These commands open the manager's database directly (the same `--data-dir` /
 `--database-url` as `farmhand manager`), not the HTTP API, so an admin who has lost
-every password and token can still get back in: `farmhand users set-password admin`.
+every password and token can still get back in:
+`farmhand users set-password admin --email you@example.com` (a password signs in
+together with an e-mail, and the first start's `admin` has none until given one).
 Passwords are read from a hidden prompt or from stdin (`--password-stdin`), never
 from the command line, where other users of the machine could see them in `ps`.
 """
@@ -97,8 +99,12 @@ def create(
     email: Annotated[str | None, typer.Option(help="E-mail (their sign-in name).")] = None,
     role: Annotated[str, typer.Option(help="user or admin.")] = "user",
     password: Annotated[
-        bool, typer.Option("--password/--no-password", help="Ask for a password.")
-    ] = True,
+        bool | None,
+        typer.Option(
+            "--password/--no-password",
+            help="Ask for a password (default: with --email; it signs in with the e-mail).",
+        ),
+    ] = None,
     password_stdin: PasswordStdin = False,
     token: Annotated[bool, typer.Option(help="Also make an API token (printed once).")] = False,
     data_dir: DataDir = Path("farmhand-data"),
@@ -107,6 +113,8 @@ def create(
     """Create an account."""
     if role not in ("user", "admin"):
         raise _fail("the role is user or admin")
+    if password is None:  # a password without an e-mail is refused (accounts.set_password)
+        password = email is not None
     secret = _read_password(password_stdin) if password or password_stdin else None
     from farmhand.cli import users_db
 
@@ -118,6 +126,11 @@ def create(
         except users_db.AccountError as error:
             raise _fail(error.message) from error
         console.print(f"Created {shown(user.name)} (id {user.id}, {shown(user.role)}).")
+        if user.email is None and not api_token:  # nor an OAuth sign-in to link to them
+            console.print(
+                "They cannot sign in yet: give them an e-mail and a password with "
+                f"farmhand users set-password {shown(user.name)} --email ADDRESS"
+            )
     if api_token:
         console.print(f"API token (shown once): {api_token}")
 
@@ -176,18 +189,51 @@ def delete(
 @users.command("set-password")
 def set_password(
     who: Who,
+    email: Annotated[
+        str | None,
+        typer.Option(help="Also give them this e-mail, which they sign in with (needed once)."),
+    ] = None,
     password_stdin: PasswordStdin = False,
     data_dir: DataDir = Path("farmhand-data"),
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Set someone's password (ends their browser sessions)."""
-    secret = _read_password(password_stdin)
+    """Set someone's password (ends their browser sessions). They sign in with it and
+    their e-mail: one who has none (like the first start's admin) needs --email."""
+    from farmhand.cli import users_db
+
+    with _session(data_dir, database_url) as session:
+        # Found (and an e-mail checked) before asking for the password: a refusal
+        # then costs nobody a typed password.
+        user = _find(session, who)
+        refusal = users_db.no_email(user) if email is None else None
+        if refusal is not None:
+            raise _fail(refusal.message)
+        try:
+            if email is not None:
+                users_db.set_email(session, user, email)
+            users_db.set_password(user, _read_password(password_stdin))
+        except users_db.AccountError as error:
+            raise _fail(error.message) from error
+        console.print(
+            f"New password set for {shown(user.name)}: they sign in with {shown(user.email)}."
+        )
+
+
+@users.command("set-email")
+def set_email(
+    who: Who,
+    email: Annotated[str, typer.Argument(help="The e-mail they sign in with.")],
+    data_dir: DataDir = Path("farmhand-data"),
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Give someone the e-mail they sign in with (with their password; an OAuth sign-in
+    with this verified address then reaches their account too)."""
     from farmhand.cli import users_db
 
     with _session(data_dir, database_url) as session:
         user = _find(session, who)
         try:
-            users_db.set_password(user, secret)
+            users_db.set_email(session, user, email)
         except users_db.AccountError as error:
             raise _fail(error.message) from error
-        console.print(f"New password set for {shown(user.name)}.")
+        console.print(f"{shown(user.name)} signs in with {shown(user.email)}.")

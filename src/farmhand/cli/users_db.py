@@ -95,7 +95,10 @@ def listing(session: Session) -> list[tuple[str, ...]]:
     linked = accounts.linked_providers(session)
     rows: list[tuple[str, ...]] = []
     for user in session.scalars(select(User).order_by(User.id)):
-        ways = (["password"] if user.password_hash else []) + linked.get(user.id, [])
+        # A password without an e-mail lets nobody in (`accounts.set_password`): one
+        # left from before that rule is shown as what it is.
+        password = "password" if user.email else "password (no e-mail: unusable)"
+        ways = ([password] if user.password_hash else []) + linked.get(user.id, [])
         rows.append((
             str(user.id), user.name, user.email or "-", user.role,
             "disabled" if user.disabled_at else "active", ", ".join(ways) or "token only",
@@ -133,3 +136,5 @@ def set_disabled(session: Session, user: User, disabled: bool) -> None:
 
 delete = accounts.delete_user
 set_password = accounts.set_password
+set_email = accounts.set_email
+no_email = accounts.no_email

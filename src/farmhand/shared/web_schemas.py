@@ -66,6 +66,12 @@ class UserUpdate(_Strict):
         default=None, description="A disabled user's sign-ins, tokens and sessions stop working."
     )
     role: Role | None = None
+    email: str | None = Field(
+        default=None,
+        max_length=EMAIL_MAX_LENGTH,
+        pattern=EMAIL_PATTERN,
+        description="A new e-mail to sign in with (unique, any case). Omit to keep it.",
+    )
 
 
 class PasswordSet(_Strict):

@@ -1,7 +1,10 @@
-"""Admin routes for people's accounts: list, create, disable, set a password, delete.
+"""Admin routes for people's accounts: list, create, disable, set an e-mail or a
+password, delete.
 
 Creating a user also creates a first API token (shown once), so someone can be given
-access without a password; with `password` they can also sign in with their e-mail.
+access without a password; with `email` and `password` they can also sign in with
+both. A password needs an e-mail to sign in with: it is refused (409) for an account
+without one, which gets one first with `PATCH {"email": …}` (`auth.accounts`).
 Disabling a user, or setting their password, ends their browser sessions
 (`auth.accounts`). An admin cannot disable, demote or delete themself, nor the farm's
 last active admin (`accounts.keep_an_admin`, which `farmhand users` obeys too), so a
@@ -105,7 +108,7 @@ def create_user(body: UserCreate, context: Context, caller: AdminDep) -> UserCre
     "/{user_id}",
     response_model=UserInfo,
     responses=ERRORS,
-    summary="Disable or enable a user, or change their role",
+    summary="Disable or enable a user, change their role or their e-mail",
 )
 def update_user(user_id: int, body: UserUpdate, context: Context, caller: AdminDep) -> UserInfo:
     with context.db.transaction() as session:
@@ -116,6 +119,8 @@ def update_user(user_id: int, body: UserUpdate, context: Context, caller: AdminD
                 accounts.set_disabled(session, user, body.disabled, utcnow())
             if body.role is not None:
                 accounts.set_role(session, user, body.role)
+            if body.email is not None:
+                accounts.set_email(session, user, body.email)
         except AccountError as error:
             raise _refusal(error) from error
         return user_info(session, user)

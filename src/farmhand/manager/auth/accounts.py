@@ -1,8 +1,11 @@
 """Account policies: who may sign in, with what, and what happens to their sessions.
 
 One home for the rules the API, the web UI, the CLI and start-up share: password
-sign-in (rate limited), creating local and OAuth users, new passwords, disabling,
-deleting and changing roles, none of which may take the farm's last active admin away.
+sign-in (rate limited), creating local and OAuth users, e-mail addresses, new
+passwords, disabling, deleting and changing roles, none of which may take the farm's
+last active admin away. A password signs in only together with the account's e-mail
+address, so an account without one is refused a password rather than given one that
+nobody could use (the first start's `admin` has none until an admin gives it one).
 Everything here works on an open database session and leaves committing to the caller.
 """
 
@@ -77,12 +80,52 @@ def end_sessions(user: User) -> None:
     user.session_epoch = (user.session_epoch or 0) + 1
 
 
+def no_email(user: User) -> AccountError | None:
+    """Why `user` cannot be given a password, if they have no e-mail: sign-in asks for
+    an e-mail, so that password could never be used, and saying "password set" would
+    leave someone locked out believing they had a way in. (`farmhand users` asks this
+    before prompting for a password.)"""
+    if user.email:
+        return None
+    return AccountError(
+        409,
+        f"{user.name} has no e-mail address, and a password signs in only together with "
+        f"one: give {user.name} an e-mail first (on the manager's machine: "
+        f"farmhand users set-password {user.name} --email ADDRESS)",
+    )
+
+
 def set_password(user: User, password: str) -> None:
+    """A new password (own, or set by an admin or `farmhand users`); ends the user's
+    sessions. Refused (409) for an account without an e-mail (`no_email`)."""
+    refusal = no_email(user)
+    if refusal is not None:
+        raise refusal
     problem = password_problem(password)
     if problem is not None:
         raise AccountError(400, problem)
     user.password_hash = hash_password(password)
     end_sessions(user)
+
+
+def _free_email(session: Session, email: str, user: User | None = None) -> str:
+    """`email` as stored (trimmed, lower case) if it is an address no other account
+    has (compared case-insensitively, as sign-in does); else a 400 or 409."""
+    address = normal_email(email)
+    if not plausible_email(address):
+        raise AccountError(400, f"{address[:80]!r} is not an e-mail address (one @, no spaces)")
+    holder = find_by_email(session, address)
+    if holder is not None and holder is not user:
+        raise AccountError(409, "a user with that e-mail already exists")
+    return address
+
+
+def set_email(session: Session, user: User, email: str) -> None:
+    """Give `user` the e-mail address they sign in with (the first start's `admin` has
+    none). Sessions go on: the person is the same, only their sign-in name changes. An
+    OAuth identity whose verified address is this one later links to this account, as
+    for an account an admin creates with it (docs/SECURITY.md)."""
+    user.email = _free_email(session, email, user)
 
 
 def active_admins(session: Session, *, lock: bool = False) -> list[User]:
@@ -147,12 +190,15 @@ def create_user(
     role: str = "user",
     password: str | None = None,
 ) -> User:
-    """A new account; the name defaults to the e-mail's local part. 409 on a clash."""
-    email = normal_email(email) if email else None
-    if email is not None and not plausible_email(email):
-        raise AccountError(400, f"{email[:80]!r} is not an e-mail address (one @, no spaces)")
-    if email is not None and find_by_email(session, email) is not None:
-        raise AccountError(409, "a user with that e-mail already exists")
+    """A new account; the name defaults to the e-mail's local part. 409 on a clash;
+    400 for a password without an e-mail (it could not be used: `set_password`)."""
+    email = _free_email(session, email) if email else None
+    if password is not None and email is None:
+        raise AccountError(
+            400,
+            "a password signs in only together with an e-mail address: give an e-mail "
+            "too, or no password",
+        )
     if name is not None and session.scalar(select(User.id).where(User.name == name)):
         raise AccountError(409, "a user with that name already exists")
     if name is None:
