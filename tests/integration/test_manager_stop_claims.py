@@ -18,18 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from farmhand.localfarm import LocalFarm, descendants, local_farm
+from farmhand.localfarm import descendants, local_farm
+from tests.integration.test_manager_processes import _register
 
 pytestmark = pytest.mark.xdist_group("manager-processes")
-
-
-def _register(farm: LocalFarm, name: str) -> str:
-    with httpx.Client(base_url=farm.url, timeout=30) as client:
-        answer = client.post(
-            "/api/runner/register", json={"token": farm.runner_token, "name": name}
-        )
-    assert answer.status_code == 201, answer.text
-    return str(answer.json()["secret"])
 
 
 @pytest.mark.parametrize("processes", [1, 2], ids=["one-process", "two-processes"])

@@ -30,7 +30,8 @@ import pytest
 from PIL import Image
 
 from farmhand.localfarm import LocalFarm, local_farm
-from tests.integration.conftest import FAKE_BLEND, Farm, png_bytes
+from tests.integration.conftest import FAKE_BLEND, Farm
+from tests.integration.test_storage import rendered_job as stored_frames_job
 
 FRAMES = 5
 SIDE = 1450
@@ -183,27 +184,7 @@ def test_a_single_file_deleted_before_its_answer_began_is_a_404(farm: Farm) -> N
     between the route reading its row and the answer (a job purged meanwhile, the file
     removed here to stand for that) is a 404 saying so, not a traceback halfway through
     a 200."""
-    blend = hashlib.sha256(FAKE_BLEND).hexdigest()
-    assert farm.client.put(f"/api/blobs/{blend}", headers=farm.admin, content=FAKE_BLEND)
-    created = farm.client.post(
-        "/api/jobs",
-        headers=farm.admin,
-        json={"main_file": "a.blend", "files": {"a.blend": blend}, "frame_start": 1,
-              "frame_end": 2, "chunk_size": 2},
-    )  # fmt: skip
-    assert created.status_code == 202, created.text
-    job_id = int(created.json()["id"])
-    runner = farm.register_runner()
-    task = farm.client.get("/api/runner/tasks?wait=0", headers=runner).json()
-    frames = [png_bytes(colour="red"), png_bytes(colour="blue")]
-    for frame, data in enumerate(frames, start=1):
-        sent = farm.client.post(
-            f"/api/runner/files/{job_id}/upload",
-            headers=runner,
-            data={"task_id": str(task["task_id"]), "frame": str(frame)},
-            files={"file": (f"{frame:04d}.png", data, "image/png")},
-        )
-        assert sent.status_code == 201, sent.text
+    job_id, frames = stored_frames_job(farm)  # frames 1-3, from a scripted worker
     listed = farm.client.get(f"/api/jobs/{job_id}/files", headers=farm.admin).json()
     (second,) = [entry for entry in listed if entry["path"] == "frames/0002.png"]
     sha = hashlib.sha256(frames[1]).hexdigest()

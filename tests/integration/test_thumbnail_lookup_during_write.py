@@ -8,46 +8,16 @@ big job's deletion or a purge to finish, and queued among the writers meanwhile.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from contextlib import contextmanager
 
 import httpx
 import pytest
-from sqlalchemy import text
 
-from farmhand.manager.context import ManagerContext
 from tests.integration.conftest import Farm
 from tests.integration.test_heavy_work_turns import exr_frame
+from tests.integration.test_reads_without_write_lock import WAIT, write_held
 from tests.integration.test_scheduling import manager_of
-
-WAIT = 15.0
-"""Bounded wait for the answer while the write is held: a hang fails the test after it."""
-
-
-@contextmanager
-def write_held(context: ManagerContext) -> Iterator[None]:
-    """A write transaction held open by another thread for the block, as a long deletion
-    holds one, having changed every job's row (uncommitted)."""
-    held = threading.Event()
-    release = threading.Event()
-
-    def hold() -> None:
-        with context.db.transaction() as session:
-            session.execute(text("UPDATE jobs SET name = name"))
-            held.set()
-            release.wait(4 * WAIT)  # let go in the end even if the test never says so
-
-    holder = threading.Thread(target=hold, name="long write", daemon=True)
-    holder.start()
-    try:
-        assert held.wait(WAIT), "the write never began"
-        yield
-    finally:
-        release.set()
-        holder.join(WAIT)
 
 
 def test_a_thumbnail_is_made_and_served_while_a_write_is_held(farm: Farm) -> None:

@@ -264,6 +264,14 @@ def ingest_project(
     return project
 
 
+def _opened(archive: zipfile.ZipFile, name: str, info: zipfile.ZipInfo) -> IO[bytes]:
+    """An entry to read, or the 400 that names it when its header cannot be read."""
+    try:
+        return archive.open(info)
+    except _READ_ERRORS as error:
+        raise _damaged(name, error) from error
+
+
 def _contents(
     archive: zipfile.ZipFile, names: list[str], entries: list[zipfile.ZipInfo], total: int
 ) -> dict[str, int]:
@@ -271,11 +279,7 @@ def _contents(
     budget = _Budget(total)
     contents: dict[str, int] = {}
     for name, info in zip(names, entries, strict=True):
-        try:
-            member = archive.open(info)
-        except _READ_ERRORS as error:
-            raise _damaged(name, error) from error
-        with member:
+        with _opened(archive, name, info) as member:
             reader = _Member(name, member, info.file_size, budget)
             while reader.read(CHUNK):
                 pass
@@ -292,11 +296,7 @@ def _store_entry(
     created: list[str],
 ) -> StoredBlob:
     """Store one entry; its hash joins `created` if the store did not hold it before."""
-    try:
-        member = archive.open(info)
-    except _READ_ERRORS as error:
-        raise _damaged(name, error) from error
-    with member:
+    with _opened(archive, name, info) as member:
         reader = _Member(name, member, info.file_size, budget)
         new = False
 
