@@ -301,7 +301,9 @@ def test_what_the_submit_form_says_for_each_refused_upload(
     )
     assert large.stat().st_size > MAX_UPLOAD
     page.set_input_files("#file", str(large))
-    expect()(text).to_have_text("Failed: the zip is too large.")
+    expect()(text).to_have_text(
+        f"Failed: the zip is too large: upload is larger than the limit of {MAX_UPLOAD} bytes."
+    )
     expect()(again).to_be_hidden()
 
     # 507: the manager's disk is full. Not the file's fault: the same file may be sent

@@ -16,6 +16,7 @@ from farmhand.manager.api.limits import QuotaExceeded, enforce_quota
 from farmhand.manager.api.uploads import record_blob, sent_by, uploaded_name
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.storage.access import readable
+from farmhand.manager.storage.blobs import BlobTooLarge
 from farmhand.manager.storage.gc import remove_blob_files
 from farmhand.manager.storage.project_zip import (
     Contents,
@@ -78,8 +79,12 @@ def _admit(context: ManagerContext, caller: Caller, total: int, contents: Conten
 )
 async def upload_project(file: UploadFile, context: Context, caller: UserDep) -> ProjectUpload:
     uploaded_name(file, ".zip")
-    if (file.size or 0) > context.settings.max_upload_bytes:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "the zip is too large")
+    try:
+        context.blobs.refuse_too_large(file.size or 0)
+    except BlobTooLarge as error:  # the limit named, as every upload's 413 names it
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE, f"the zip is too large: {error}"
+        ) from error
     # Unpacked in turn (a few at a time): a burst of big zips used to take every thread
     # of the pool the runners' heartbeats and claims need too. One kept waiting too long
     # is refused before a byte of it is stored (FileReadsBusy: 503, Retry-After).
