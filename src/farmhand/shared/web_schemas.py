@@ -66,11 +66,14 @@ class UserUpdate(_Strict):
         default=None, description="A disabled user's sign-ins, tokens and sessions stop working."
     )
     role: Role | None = None
+    # No `pattern`: `accounts.set_email` checks EMAIL_PATTERN and says what is wrong in
+    # words ("'a@@b' is not an e-mail address"), which the web UI shows at the field,
+    # where a schema error would quote the regular expression.
     email: str | None = Field(
         default=None,
         max_length=EMAIL_MAX_LENGTH,
-        pattern=EMAIL_PATTERN,
-        description="A new e-mail to sign in with (unique, any case). Omit to keep it.",
+        description="A new e-mail to sign in with (one @, no spaces; unique, any case). "
+        "Omit to keep it.",
     )
 
 

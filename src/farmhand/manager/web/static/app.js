@@ -1880,26 +1880,104 @@
     });
     if (!isAdmin) return;
     const usersBody = $("#users tbody");
-    const setPassword = $("#set-password-form");
-    // Closing the set-password form sends the keyboard back to the row's own button.
-    let passwordFor = null;
-    const closeSetPassword = () => {
-      setPassword.reset();
-      setPassword.hidden = true;
-      $(`#users tr[data-user-id="${passwordFor}"] [data-user-action="password"]`)?.focus();
-    };
+    let users = [];
+    // Sign-in as `farmhand users list` words it (cli/users_db.listing): a password left
+    // from before one needed an e-mail, on an account without one, lets nobody in.
+    const signInWays = (u) =>
+      [u.has_password ? (u.email ? "password" : "password (no e-mail: unusable)") : "", ...u.providers].filter(Boolean).join(", ") || "token only";
     const loadUsers = async () => {
-      const users = await api("GET", "/api/admin/users");
+      users = await api("GET", "/api/admin/users");
       // Your own account cannot be disabled, demoted or deleted (the API answers 409):
       // its row offers neither. On a phone each user is a card (app.css, table.cards).
+      // `morph`: rows and buttons stay the same elements, and so keep the focus (a
+      // button's label may change: Set e-mail becomes Change e-mail).
       const me = body.dataset.user;
-      usersBody.innerHTML = users.map((u) => `<tr data-user-id="${u.id}" data-user-name="${esc(u.name)}"><td class="lead text"><strong>${esc(u.name)}</strong></td><td class="text${u.email ? "" : " none"}" data-label="E-mail">${esc(u.email || "–")}</td><td class="lead">${badge(u.role)}</td>
-        <td data-label="Sign-in">${esc([u.has_password ? "password" : "", ...u.providers].filter(Boolean).join(", ") || "token")}</td>
+      morph(usersBody, users.map((u) => `<tr data-user-id="${u.id}" data-user-name="${esc(u.name)}"><td class="lead text"><strong>${esc(u.name)}</strong></td><td class="text email${u.email ? "" : " none"}" data-label="E-mail">${esc(u.email || "–")}</td><td class="lead">${badge(u.role)}</td>
+        <td data-label="Sign-in">${esc(signInWays(u))}</td>
         <td class="lead">${u.disabled ? badge("disabled") : badge("active")}</td><td data-label="Created">${when(u.created_at)}</td>
-        <td class="line last"><span class="actions"><button type="button" class="small" data-user-action="password">Set password</button>
+        <td class="line last"><span class="actions"><button type="button" class="small" data-user-action="email">${u.email ? "Change e-mail" : "Set e-mail"}</button>
+        <button type="button" class="small" data-user-action="password">Set password</button>
         ${u.name === me ? '<span class="muted small">You cannot disable or delete yourself.</span>' : `<button type="button" class="small" data-user-action="${u.disabled ? "enable" : "disable"}">${u.disabled ? "Enable" : "Disable"}</button>
-        <button type="button" class="small danger" data-user-action="delete">Delete</button>`}</span></td></tr>`).join("");
+        <button type="button" class="small danger" data-user-action="delete">Delete</button>`}</span></td></tr>`).join(""));
     };
+
+    // How someone signs in (`#sign-in-editor`, above the table, opened by a row's Set
+    // e-mail or Set password): their e-mail, then a password. A password signs in only
+    // together with an e-mail and the API refuses one to an account without (409), so
+    // for such an account the password waits, saying why, until an e-mail is saved in
+    // the same place. What the API refuses (an address that is malformed or another
+    // account's in any case, a short password) is said under the field it concerns,
+    // which keeps the focus, rather than in a toast that goes away.
+    const editor = $("#sign-in-editor");
+    const emailForm = $("#set-email-form"), emailInput = $("#set-email-value"), emailError = $("#set-email-error");
+    const passwordForm = $("#set-password-form"), passwordInput = $("#set-password-value"), passwordError = $("#set-password-error");
+    let editing = null; // { id, action }: whose sign-in, and the row's button that opened it
+    const showProblem = (input, box, message) => {
+      box.textContent = message;
+      box.hidden = !message;
+      if (message) { input.setAttribute("aria-invalid", "true"); input.focus(); } else input.removeAttribute("aria-invalid");
+    };
+    const showSignIn = (u) => {
+      $("#sign-in-name").textContent = u.name;
+      $("#set-email-submit").textContent = u.email ? "Change e-mail" : "Save e-mail";
+      const note = $("#set-password-note");
+      note.textContent = u.email ? "" : `${u.name} has no e-mail yet, and a password signs in only together with one: save an e-mail above first, then set the password here.`;
+      note.hidden = Boolean(u.email);
+      passwordInput.disabled = $("#set-password-submit").disabled = !u.email;
+    };
+    const openSignIn = (u, action) => {
+      editing = { id: u.id, action };
+      emailForm.reset();
+      passwordForm.reset();
+      showProblem(emailInput, emailError, "");
+      showProblem(passwordInput, passwordError, "");
+      emailInput.value = u.email || "";
+      showSignIn(u);
+      editor.hidden = false;
+      (action === "password" && u.email ? passwordInput : emailInput).focus();
+    };
+    // Closing sends the keyboard back to the row's button that opened the editor.
+    const closeSignIn = () => {
+      editor.hidden = true;
+      const back = editing && $(`#users tr[data-user-id="${editing.id}"] [data-user-action="${editing.action}"]`);
+      editing = null;
+      back?.focus();
+    };
+    emailForm.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      if (!editing) return;
+      const email = emailInput.value.trim();
+      if (!email) { showProblem(emailInput, emailError, "Type the e-mail address they sign in with."); return; }
+      const { id } = editing;
+      try {
+        const info = await api("PATCH", `/api/admin/users/${id}`, { email });
+        showProblem(emailInput, emailError, "");
+        await loadUsers();
+        if (!editing || editing.id !== id) return;
+        emailInput.value = info.email;
+        showSignIn(info);
+        toast(`${info.name} signs in with ${info.email}.`, "ok");
+        passwordInput.focus();
+      } catch (error) {
+        if (error.status !== 401) showProblem(emailInput, emailError, `Not saved: ${sentence(error.message)}`);
+      }
+    });
+    passwordForm.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      if (!editing) return;
+      const u = users.find((x) => x.id === editing.id);
+      try {
+        await api("PUT", `/api/admin/users/${editing.id}/password`, { password: passwordInput.value });
+        toast(`Password set${u ? ` for ${u.name}, who signs in with ${u.email}` : ""}; their sessions are signed out.`, "ok");
+        await loadUsers();
+        closeSignIn();
+      } catch (error) {
+        if (error.status !== 401) showProblem(passwordInput, passwordError, `Not set: ${sentence(error.message)}`);
+      }
+    });
+    $("#set-password-cancel").addEventListener("click", closeSignIn);
+    editor.addEventListener("keydown", (e) => { if (e.key === "Escape") closeSignIn(); });
+
     usersBody.addEventListener("click", async (e) => {
       const button = e.target.closest("[data-user-action]");
       if (!button) return;
@@ -1907,34 +1985,21 @@
       const { userId, userName } = row.dataset;
       const action = button.dataset.userAction;
       try {
-        if (action === "password") {
-          passwordFor = userId;
-          $("#set-password-user").value = userId;
-          $("#set-password-name").textContent = userName;
-          setPassword.hidden = false;
-          $("#set-password-value").focus();
+        if (action === "email" || action === "password") {
+          const u = users.find((x) => String(x.id) === userId);
+          if (u) openSignIn(u, action);
           return;
         }
         if (action === "delete") {
           if (!confirm(`Delete ${userName}? Their tokens stop working. (Someone who owns jobs can only be disabled.)`)) return;
           await api("DELETE", `/api/admin/users/${userId}`);
+          if (editing && String(editing.id) === userId) { editor.hidden = true; editing = null; }
         } else {
           await api("PATCH", `/api/admin/users/${userId}`, { disabled: action === "disable" });
         }
         await loadUsers();
       } catch (error) { fail(error); }
     });
-    setPassword.addEventListener("submit", async (e) => {
-      e.preventDefault();
-      try {
-        await api("PUT", `/api/admin/users/${$("#set-password-user").value}/password`, { password: $("#set-password-value").value });
-        toast("Password set; their sessions are signed out.", "ok");
-        await loadUsers();
-        closeSetPassword();
-      } catch (error) { fail(error); }
-    });
-    $("#set-password-cancel").addEventListener("click", closeSetPassword);
-    setPassword.addEventListener("keydown", (e) => { if (e.key === "Escape") closeSetPassword(); });
     $("#new-user-form").addEventListener("submit", async (e) => {
       e.preventDefault();
       try {
