@@ -24,9 +24,19 @@ The policy (one home for it; docs/STORAGE.md explains it to people):
 - Deleting a job (`DELETE /api/jobs/{id}?purge=true`) frees at once the blobs only it
   referenced, except recently touched ones, which garbage collection takes later.
 
-Removal is race-safe: the rows go in one DELETE whose WHERE re-checks every condition
+Removal is race-safe: the rows go in DELETEs whose WHERE re-checks every condition
 (so a job created meanwhile keeps its blobs; on PostgreSQL the foreign key refuses the
 delete outright), and a file is first moved aside and put back if its row survived.
+
+A pass never holds the database's write lock for long (on SQLite there is one for the
+whole farm, and every worker's heartbeat, upload and completion waits for it: 80,000
+collectable blobs deleted in one transaction held it for 7 s). It reads the candidates
+`BATCH` at a time outside any write transaction, deletes each batch's rows in a short
+transaction of its own and removes their files after that commit, as deleting a job does
+(`jobs/delete.py`). Two passes at once (two manager processes) each delete only rows
+still collectable and remove only the files of the rows their own statement deleted; a
+pass stopped between a commit and its files leaves stray files, which the next pass
+sweeps.
 
 What is derived from a blob goes with it: its cached thumbnails are removed where its
 file is (`remove_blob_files`), and each pass sweeps the thumbnail cache of whatever that
@@ -44,7 +54,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import structlog
-from sqlalchemy import ColumnElement, and_, delete, exists, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -136,19 +146,20 @@ def release_orphans(
 def _delete_rows(
     session: Session, candidates: Collection[str], condition: ColumnElement[bool]
 ) -> list[str]:
-    """Delete the candidates' rows that still meet `condition`; the hashes deleted."""
+    """Delete the candidates' rows that still meet `condition`; the hashes this
+    statement deleted (not those another process deleted meanwhile: their files are
+    its to remove)."""
     ordered = sorted(candidates)
     deleted: list[str] = []
     for start in range(0, len(ordered), BATCH):
         chunk = ordered[start : start + BATCH]
-        session.execute(
+        deleted += session.scalars(
             delete(Blob)
             .where(Blob.sha256.in_(chunk), condition)
+            .returning(Blob.sha256)
             .execution_options(synchronize_session=False)
         )
-        left = set(session.scalars(select(Blob.sha256).where(Blob.sha256.in_(chunk))))
-        deleted += [sha for sha in chunk if sha not in left]
-    return deleted
+    return sorted(deleted)
 
 
 def remove_blob_files(context: ManagerContext, hashes: Iterable[str]) -> int:
@@ -208,17 +219,39 @@ def _stray_files(store: BlobStore, known: set[str], cutoff: datetime) -> list[Pa
     ]
 
 
+def _collect_blobs(context: ManagerContext, eligible: ColumnElement[bool]) -> tuple[int, int]:
+    """Remove the collectable blobs `BATCH` at a time, each batch's rows in a short
+    transaction of its own and their files after its commit (module docstring); the
+    blobs removed and the bytes freed. Candidates are read in hash order outside the
+    write lock; the DELETE checks each again."""
+    removed = freed = 0
+    after = ""
+    while True:
+        with context.db.read() as session:
+            batch = list(
+                session.scalars(
+                    select(Blob.sha256)
+                    .where(Blob.sha256 > after, eligible)
+                    .order_by(Blob.sha256)
+                    .limit(BATCH)
+                )
+            )
+        if not batch:
+            return removed, freed
+        after = batch[-1]
+        with context.db.transaction() as session:
+            gone = _delete_rows(session, batch, eligible)
+        removed += len(gone)
+        freed += remove_blob_files(context, gone)
+
+
 def collect_garbage(context: ManagerContext, now: datetime) -> GcReport:
     """One garbage collection pass (the periodic loop and `farmhand admin gc` call this)."""
     settings = context.settings
-    eligible = _collectable(settings, now)
-    with context.db.transaction() as session:
-        candidates = set(session.scalars(select(Blob.sha256).where(eligible)))
-        unreferenced = set(session.scalars(select(Blob.sha256).where(_unreferenced())))
-        removed = _delete_rows(session, candidates, eligible)
-    freed = remove_blob_files(context, removed)
+    removed, freed = _collect_blobs(context, _collectable(settings, now))
     with context.db.read() as session:
         known = set(session.scalars(select(Blob.sha256)))
+        kept = session.scalar(select(func.count()).select_from(Blob).where(_unreferenced()))
     strays = _stray_files(context.blobs, known, now - _grace(settings))
     for stray in strays:
         try:
@@ -231,9 +264,9 @@ def collect_garbage(context: ManagerContext, now: datetime) -> GcReport:
         thumbnail_cache.cache_dir(settings.data_dir), known, now - _grace(settings)
     )
     report = GcReport(
-        removed=len(removed),
+        removed=removed,
         freed_bytes=freed,
-        kept_unreferenced=len(unreferenced - set(removed)),
+        kept_unreferenced=kept or 0,
         stray_files=len(strays),
         thumbnails=thumbnails.files,
     )
