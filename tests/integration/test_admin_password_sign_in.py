@@ -138,6 +138,13 @@ def test_admins_give_an_e_mail_over_the_api_before_a_password(farm: Farm) -> Non
     assert clash.status_code == 409 and "already exists" in clash.text
     malformed = farm.client.patch(path, json={"email": "two@@x"}, headers=farm.admin)
     assert malformed.status_code == 400, malformed.text
+    assert "'two@@x' is not an e-mail address" in malformed.json()["detail"]
+    # Creating a user says the same in words, not by quoting a regular expression.
+    created = farm.client.post(
+        "/api/admin/users", json={"name": "cy", "email": "two@@x"}, headers=farm.admin
+    )
+    assert created.status_code == 400, created.text
+    assert "'two@@x' is not an e-mail address" in created.json()["detail"], created.text
 
     given = farm.client.patch(path, json={"email": "Boss@Example.com"}, headers=farm.admin)
     assert given.status_code == 200 and given.json()["email"] == "boss@example.com", given.text

@@ -38,9 +38,8 @@ def plausible_email(text: str) -> bool:
 
 class UserCreate(_Strict):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
-    email: str | None = Field(
-        default=None, max_length=EMAIL_MAX_LENGTH, pattern=EMAIL_PATTERN, description="Optional."
-    )
+    # No `pattern`, as in `UserUpdate`: `accounts.create_user` says what is wrong in words.
+    email: str | None = Field(default=None, max_length=EMAIL_MAX_LENGTH, description="Optional.")
     role: Role = "user"
     password: str | None = Field(
         default=None,
