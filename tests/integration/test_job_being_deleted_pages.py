@@ -1,4 +1,5 @@
-"""A job whose deletion has begun is gone for everyone at once, the web UI's routes too.
+"""A job whose deletion has begun is gone for everyone at once: the web UI's routes and
+the admins' usage figures too.
 
 Since 79ab9d8 a purge marks the job as being deleted in one short transaction and
 removes its rows in batches after; the API answered 404 from the mark on, but the job's
@@ -32,3 +33,6 @@ def test_a_job_being_deleted_has_no_page_and_no_thumbnails(farm: Farm) -> None:
     thumbnail = farm.client.get(f"/api/jobs/{job_id}/files/1/thumbnail", headers=farm.admin)
     assert thumbnail.status_code == 404
     assert thumbnail.json()["detail"] == f"job {job_id} not found", thumbnail.text
+    usage = farm.client.get("/api/admin/usage", headers=farm.admin).json()
+    (admin,) = [user for user in usage["users"] if user["name"] == "admin"]
+    assert admin["jobs"] == 0, "nor is it counted among its owner's jobs (QA round 8)"

@@ -18,6 +18,7 @@ from farmhand.manager.api.errors import error_responses
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Blob, Job, JobFile, User
+from farmhand.manager.scheduling.state import shown_jobs
 from farmhand.manager.storage import thumbnail_cache
 from farmhand.manager.storage.gc import collect_garbage
 from farmhand.manager.storage.partial_uploads import OpenUpload
@@ -44,7 +45,9 @@ def storage_usage(context: ManagerContext) -> StorageUsage:
         job_counts: dict[int, int] = {
             owner: count
             for owner, count in session.execute(
-                select(Job.owner_id, func.count()).group_by(Job.owner_id)
+                # A job being deleted is gone for everyone, here too (its files still
+                # count in `bytes` until they are removed: they are still on disk).
+                select(Job.owner_id, func.count()).where(shown_jobs()).group_by(Job.owner_id)
             )
         }
         users = [
