@@ -41,7 +41,13 @@ DatabaseUrl = Annotated[
         help="SQLAlchemy URL (default: SQLite in the data dir).", envvar="FARMHAND_DATABASE_URL"
     ),
 ]
-Who = Annotated[str, typer.Argument(help="User id, name or e-mail.")]
+Who = Annotated[
+    str,
+    typer.Argument(
+        help="User id, name or e-mail; id:N, name:NAME or email:ADDRESS to be exact "
+        "(an argument that names two accounts is refused)."
+    ),
+]
 PasswordStdin = Annotated[
     bool, typer.Option("--password-stdin", help="Read the password from the first line of stdin.")
 ]
@@ -67,10 +73,10 @@ def _session(data_dir: Path, database_url: str | None) -> Iterator[Session]:
 def _find(session: Session, who: str) -> User:
     from farmhand.cli import users_db
 
-    user = users_db.find(session, who)
-    if user is None:
-        raise _fail(f"no user {who!r}")
-    return user
+    try:
+        return users_db.find(session, who)
+    except users_db.AccountError as error:  # nobody, or several: said, nothing changed
+        raise _fail(error.message) from None
 
 
 def _read_password(from_stdin: bool) -> str:

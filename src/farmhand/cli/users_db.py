@@ -8,11 +8,12 @@ add-on runs `farmhand job` every few seconds, and each start pays for what it im
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import func, make_url, or_, select
+from sqlalchemy import make_url, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -82,12 +83,56 @@ def open_session(data_dir: Path, database_url: str | None) -> Iterator[Session]:
         db.dispose()
 
 
-def find(session: Session, who: str) -> User | None:
-    """A user by id, name or e-mail (any case)."""
-    clauses = [User.name == who, func.lower(User.email) == who.strip().lower()]
-    if who.isdigit():
-        clauses.append(User.id == int(who))
-    return session.scalar(select(User).where(or_(*clauses)))
+EXACT = ("id", "name", "email")
+"""The prefixes that say how an argument names an account (`id:4`, `name:dave`,
+`email:dave@example.com`), as `farmhand runner … id:N` picks one runner."""
+
+
+def find(session: Session, who: str) -> User:
+    """The one account `who` names: `id:N`, `name:NAME` or `email:ADDRESS` exactly, or
+    else an id, a name or an e-mail (compared as sign-in does, `accounts.find_by_email`).
+
+    `AccountError` when nobody matches, and when a bare argument names two accounts
+    (a user named `4` and the user with id 4; a user named `dave@example.com` and the
+    one with that e-mail): these commands disable, delete and set passwords, and taking
+    the first match once acted on the wrong person without a word. The refusal lists
+    the candidates and the exact form of each."""
+    way, _, rest = who.partition(":")
+    if way in EXACT and rest:
+        found = _by(session, way, rest)
+        if found is None:
+            raise AccountError(
+                404, f"no user with {way} {rest!r} (farmhand users list shows everyone)"
+            )
+        return found
+    candidates: dict[int, tuple[User, str]] = {}
+    for way in EXACT:
+        user = _by(session, way, who)
+        if user is not None and user.id not in candidates:
+            candidates[user.id] = (user, way)
+    if not candidates:
+        raise AccountError(404, f"no user {who!r} (farmhand users list shows everyone)")
+    if len(candidates) > 1:
+        which = ", ".join(
+            f"{user.name} by its {'e-mail' if way == 'email' else way} "
+            f"({way}:{user.id if way == 'id' else user.name if way == 'name' else user.email})"
+            for user, way in candidates.values()
+        )
+        raise AccountError(
+            409,
+            f"{who!r} names {len(candidates)} accounts, so nothing was changed: {which}; "
+            "give the one you mean in that exact form",
+        )
+    return next(iter(candidates.values()))[0]
+
+
+def _by(session: Session, way: str, value: str) -> User | None:
+    if way == "id":
+        # ASCII digits of a size a database takes ("²".isdigit() too, and int() fails).
+        return session.get(User, int(value)) if re.fullmatch("[0-9]{1,18}", value) else None
+    if way == "name":
+        return session.scalar(select(User).where(User.name == value))
+    return accounts.find_by_email(session, value) if value.strip() else None
 
 
 def listing(session: Session) -> list[tuple[str, ...]]:

@@ -12,6 +12,7 @@ Everything here works on an open database session and leaves committing to the c
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -56,11 +57,35 @@ class LoginOutcome:
 
 
 def normal_email(email: str) -> str:
-    return email.strip().lower()
+    """An e-mail address as stored and compared: trimmed, lower case, Unicode NFC.
+
+    NFC because "é" can be typed as one code point or as "e" and a combining accent:
+    both look the same and mean the same address, and without it two accounts could
+    hold what a person sees as one address, and sign-in would find only the account
+    whose form was typed. NFC is applied last so that the stored form is NFC even
+    where lower-casing a character gives a decomposed one."""
+    return unicodedata.normalize("NFC", email.strip().lower())
 
 
 def find_by_email(session: Session, email: str) -> User | None:
-    return session.scalar(select(User).where(func.lower(User.email) == normal_email(email)))
+    """The account with this address (`normal_email`), as sign-in, uniqueness and OAuth
+    linking look it up.
+
+    Addresses stored before NFC was part of `normal_email` may be in another form; an
+    address with a letter outside ASCII that matches nothing stored as it is is
+    therefore compared with every stored one, normalised (a farm has some hundreds of
+    accounts at most, and only such an address pays). Two accounts that got the same
+    address that way: the older one is found, and an admin gives the other a new one."""
+    address = normal_email(email)
+    user = session.scalar(
+        select(User).where(func.lower(User.email) == address).order_by(User.id).limit(1)
+    )
+    if user is not None or address.isascii():
+        return user
+    stored = select(User).where(User.email.is_not(None)).order_by(User.id)
+    return next(
+        (one for one in session.scalars(stored) if normal_email(one.email or "") == address), None
+    )
 
 
 def unique_name(session: Session, wanted: str) -> str:
@@ -109,8 +134,8 @@ def set_password(user: User, password: str) -> None:
 
 
 def _free_email(session: Session, email: str, user: User | None = None) -> str:
-    """`email` as stored (trimmed, lower case) if it is an address no other account
-    has (compared case-insensitively, as sign-in does); else a 400 or 409."""
+    """`email` as stored (`normal_email`: trimmed, lower case, NFC) if it is an address
+    no other account has (compared as sign-in does); else a 400 or 409."""
     address = normal_email(email)
     if not plausible_email(address):
         raise AccountError(400, f"{address[:80]!r} is not an e-mail address (one @, no spaces)")
@@ -256,7 +281,8 @@ def password_login(
     """Check an e-mail and password, within the per-account and per-address limits."""
     if not settings.enable_local_auth:
         return LoginOutcome(error=AccountError(404, "sign-in with a password is turned off"))
-    limits = _limits(settings, ratelimit.account_key(email), address)
+    # One key per address, whatever its case or Unicode form (`normal_email`).
+    limits = _limits(settings, ratelimit.account_key(normal_email(email)), address)
     wait = ratelimit.retry_after(session, limits, now, settings.login_window)
     if wait is not None:
         return LoginOutcome(
