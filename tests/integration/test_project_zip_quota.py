@@ -10,18 +10,26 @@ zip lying about its sizes leaves nothing behind, and honest projects still go in
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import struct
+import threading
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from farmhand.manager.app import create_app
+from farmhand.manager.context import UNPACKS_AT_ONCE
+from farmhand.manager.storage import project_zip
+from farmhand.manager.storage.blobs import BlobStore
+from farmhand.manager.storage.project_zip import Contents, Project
 from tests.integration.conftest import FAKE_BLEND, Farm, make_settings
 
 QUOTA = 8 * 1024**2
@@ -184,3 +192,110 @@ def test_a_zip_lying_about_its_sizes_is_refused_and_leaves_nothing_behind(
     task = farm.client.get("/api/runner/tasks", params={"wait": 0}, headers=runner).json()
     got = farm.client.get(f"/api/runner/files/{task['job_id']}/kept.bin", headers=runner)
     assert got.content == kept, "a file stored before is still whole"
+
+
+def held_after_admission(
+    monkeypatch: pytest.MonkeyPatch, zips: int
+) -> Callable[[Callable[[], None]], None]:
+    """Make `zips` project zips meet: each waits, once the quota has answered it and
+    before a byte of it is stored, until all have been answered, as big zips sent at
+    once do (QA round 8: four of 45 MiB). The function returned sets what to do once
+    all are answered, before any is stored. The wait is bounded: a zip that never gets
+    there breaks the barrier and fails the test instead of hanging it."""
+    hooks: list[Callable[[], None]] = []
+
+    def all_answered() -> None:
+        for hook in hooks:
+            hook()
+
+    barrier = threading.Barrier(zips, action=all_answered)
+    ingest = project_zip.ingest_project
+
+    def meeting(
+        blobs: BlobStore,
+        source: BinaryIO,
+        max_total: int,
+        admit: Callable[[int, Contents], object],
+        discard: Callable[[list[str]], object],
+    ) -> Project:
+        def admit_then_meet(total: int, contents: Contents) -> object:
+            try:
+                return admit(total, contents)
+            finally:
+                barrier.wait(timeout=60)
+
+        return ingest(blobs, source, max_total, admit=admit_then_meet, discard=discard)
+
+    monkeypatch.setattr("farmhand.manager.api.projects.ingest_project", meeting)
+    return hooks.append
+
+
+def test_zips_sent_at_once_cannot_pass_the_quota_together(
+    quota_farm: Farm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three honest 3 MiB projects at once against 8 MiB: two fit. Each used to pass
+    the quota before the others counted; all were stored (9 MiB), then refused by the
+    check after unpacking and left on the disk for the grace period."""
+    farm = quota_farm
+    ann = make_user(farm, "ann")
+    stored, used = store_bytes(farm), usage(farm, "ann")
+    assert UNPACKS_AT_ONCE == 3  # all three unpack at once: none waits for a turn
+    zips = [
+        zip_of({"scene.blend": FAKE_BLEND + tag, "tex/t.bin": os.urandom(3 * MiB)})
+        for tag in (b"a", b"b", b"c")
+    ]
+    held_after_admission(monkeypatch, len(zips))
+    with ThreadPoolExecutor(len(zips)) as pool:
+        answers = list(pool.map(lambda data: upload(farm, ann, data), zips))
+    taken = [answer for answer in answers if answer.status_code == 200]
+    refused = [answer for answer in answers if answer.status_code != 200]
+    assert len(taken) == 2, [answer.text for answer in answers]
+    for answer in refused:
+        assert answer.status_code == 413, answer.text
+        assert answer.json()["detail"].startswith("storage quota exceeded:"), answer.text
+    kept = sum(answer.json()["size"] for answer in taken)
+    assert usage(farm, "ann") == used + kept
+    assert store_bytes(farm) == stored + kept, "nothing of the refused zip stays on disk"
+    # What was taken is whole: a job may use it.
+    job = farm.client.post(
+        "/api/jobs",
+        headers=ann,
+        json={"main_file": "scene.blend", "files": taken[0].json()["files"], "frame_end": 1},
+    )
+    assert job.status_code == 202, job.text
+
+
+def test_a_zip_refused_after_unpacking_leaves_nothing_behind(
+    quota_farm: Farm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What no reservation sees (here a plain upload of the same user while the zip is
+    being taken in; in a farm of several manager processes, a zip sent to another) is
+    met by the check after unpacking: its 413 used to leave the zip's files on the disk
+    for the grace period, counted against the user. They go at once now, while a file
+    of the zip stored before stays."""
+    farm = quota_farm
+    ann = make_user(farm, "ann")
+    kept = os.urandom(MiB)
+    first = upload(farm, ann, zip_of({"a.blend": FAKE_BLEND, "kept.bin": kept}))
+    assert first.status_code == 200, first.text
+    stored, used = store_bytes(farm), usage(farm, "ann")
+    other = os.urandom(3 * MiB)
+    sha = hashlib.sha256(other).hexdigest()
+
+    def upload_beside() -> None:
+        answer = farm.client.put(f"/api/blobs/{sha}", headers=ann, content=other)
+        assert answer.is_success, answer.text
+
+    held_after_admission(monkeypatch, 1)(upload_beside)
+    data = zip_of({"b.blend": FAKE_BLEND + b"b", "kept.bin": kept, "new.bin": os.urandom(4 * MiB)})
+    answer = upload(farm, ann, data)
+    assert answer.status_code == 413, answer.text
+    assert answer.json()["detail"].startswith("storage quota exceeded:"), answer.text
+    assert usage(farm, "ann") == used + len(other)
+    assert store_bytes(farm) == stored + len(other), "the refused zip's new files are gone"
+    job = farm.client.post(
+        "/api/jobs",
+        headers=ann,
+        json={"main_file": "a.blend", "files": first.json()["files"], "frame_end": 1},
+    )
+    assert job.status_code == 202, job.text

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
+from dataclasses import dataclass
 from functools import partial
 from pathlib import PurePosixPath
 
 import structlog
 from fastapi import APIRouter, HTTPException, UploadFile, status
+from sqlalchemy import delete, exists, select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from farmhand.manager.api.blendinfo import blend_info_model, farm_blenders, read_scene
 from farmhand.manager.api.deps import Caller, Context, UserDep
 from farmhand.manager.api.errors import error_responses
 from farmhand.manager.api.limits import QuotaExceeded, enforce_quota
-from farmhand.manager.api.uploads import record_blob, sent_by, uploaded_name
+from farmhand.manager.api.uploads import record_blob, uploaded_name
+from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
-from farmhand.manager.storage.access import readable
-from farmhand.manager.storage.blobs import BlobTooLarge
+from farmhand.manager.db.models import Blob, BlobUpload, JobFile
+from farmhand.manager.storage.access import readable, record_uploads
+from farmhand.manager.storage.blobs import BlobStore, BlobTooLarge
 from farmhand.manager.storage.gc import remove_blob_files
 from farmhand.manager.storage.project_zip import (
     Contents,
@@ -32,43 +39,175 @@ log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/api", tags=["jobs"])
 
 
+@dataclass(eq=False)
+class _Claim:
+    """One zip's bytes held against its sender from its admission until its files are
+    recorded (then they count in the usage itself) or the request ends."""
+
+    user_id: int
+    size: int = 0
+
+
+class _Reservations:
+    """Project zips admitted and not yet recorded, per user, in this process.
+
+    Zips of one user sent at the same time each passed the quota before the others'
+    files counted (QA round 8: four honest 45 MiB zips against a 47.7 MiB quota stored
+    189 MB). Each admitted zip now holds its new bytes here, and the quota check of the
+    next one adds them (`_admit`); a user's checks and recordings take turns on that
+    user's lock, so a zip counts either here or in the usage, never in neither. Other
+    users are never kept waiting, and the unpacking itself runs outside the lock. One
+    process only: zips sent to different processes meet in the last check (`_store`)."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._turns: dict[int, threading.Lock] = {}
+        self._claims: set[_Claim] = set()
+
+    def turn(self, user_id: int) -> threading.Lock:
+        with self._guard:
+            return self._turns.setdefault(user_id, threading.Lock())
+
+    def others(self, claim: _Claim) -> int:
+        """What the sender's other zips hold: call it on the sender's turn."""
+        with self._guard:
+            return sum(
+                c.size for c in self._claims if c.user_id == claim.user_id and c is not claim
+            )
+
+    def hold(self, claim: _Claim, size: int) -> None:
+        with self._guard:
+            claim.size = size
+            self._claims.add(claim)
+
+    def release(self, claim: _Claim) -> None:
+        with self._guard:
+            self._claims.discard(claim)
+
+
+_RESERVATIONS: weakref.WeakKeyDictionary[BlobStore, _Reservations] = weakref.WeakKeyDictionary()
+_RESERVATIONS_GUARD = threading.Lock()
+
+
+def _reservations(context: ManagerContext) -> _Reservations:
+    """The manager's reservations (one per blob store: tests run several managers)."""
+    with _RESERVATIONS_GUARD:
+        return _RESERVATIONS.setdefault(context.blobs, _Reservations())
+
+
 def _store(context: ManagerContext, caller: Caller, upload: UploadFile) -> Project:
     """Unpack the zip into the blob store and record its files: per entry a hash, an
     fsync and a write transaction, seconds for a zip of hundreds of files. Run on
     `context.unpacks`' turns, not the pool every request shares (`upload_project`).
 
-    The quota is asked before a byte is stored (`_admit`), in the turn, so a zip
-    unpacked just before counts. It used to be asked only after unpacking, and a zip
-    over the quota stayed on the disk for the grace period, each time it was sent. What
-    an unpacking that stops halfway stored, no one else's, is removed
-    (`gc.remove_blob_files` puts back a blob someone recorded meanwhile)."""
-    project = ingest_project(
-        context.blobs,
-        upload.file,
-        context.settings.max_upload_bytes,
-        admit=partial(_admit, context, caller),
-        discard=partial(remove_blob_files, context),
-    )
-    for stored in project.files.values():
-        record_blob(context, stored)
+    The quota is asked before a byte is stored (`_admit`), with the bytes of the
+    sender's zips still unpacking held against them (`_Reservations`). It used to be
+    asked only after unpacking, and a zip over the quota stayed on the disk for the
+    grace period, each time it was sent. What an unpacking that stops halfway stored,
+    no one else's, is removed (`gc.remove_blob_files` puts back a blob someone recorded
+    meanwhile).
+
+    It is asked again once the files are recorded as the sender's, for what no
+    reservation saw (another manager process's zips, the same user's other uploads):
+    a zip refused then is unrecorded and its new blobs removed at once (`_unrecord`)."""
+    reservations = _reservations(context)
+    claim = _Claim(caller.user_id)
+    try:
+        project = ingest_project(
+            context.blobs,
+            upload.file,
+            context.settings.max_upload_bytes,
+            admit=partial(_admit, context, caller, reservations, claim),
+            discard=partial(remove_blob_files, context),
+        )
+        for stored in project.files.values():
+            record_blob(context, stored)
+        shas = [stored.sha256 for stored in project.files.values()]
+        with reservations.turn(caller.user_id):
+            with context.db.transaction() as session:
+                prior = _uploaded(session, caller.user_id, shas)
+                # The caller sent these bytes: theirs to name in the job that follows.
+                record_uploads(session, caller.user_id, project.files.values(), utcnow())
+            reservations.release(claim)
+            try:
+                enforce_quota(context, caller, shas, extra_bytes=reservations.others(claim))
+            except QuotaExceeded:
+                _unrecord(context, caller, [sha for sha in shas if sha not in prior], project)
+                raise
+    finally:
+        reservations.release(claim)
     return project
 
 
-def _admit(context: ManagerContext, caller: Caller, total: int, contents: Contents) -> None:
+def _uploaded(session: Session, user_id: int, shas: list[str]) -> set[str]:
+    """Which of these blobs the user had sent before."""
+    return set(
+        session.scalars(
+            select(BlobUpload.sha256).where(
+                BlobUpload.user_id == user_id, BlobUpload.sha256.in_(shas)
+            )
+        )
+    )
+
+
+def _unrecord(context: ManagerContext, caller: Caller, sent: list[str], project: Project) -> None:
+    """Undo a refused zip's recording: the caller's new claims to its files (`sent`),
+    and the rows of the blobs it created that nothing else names (no job's file, no
+    one's upload), then their files (`gc.remove_blob_files`, which keeps any whose row
+    survived). Blobs stored before the request are never touched."""
+    with context.db.transaction() as session:
+        if sent:
+            session.execute(
+                delete(BlobUpload)
+                .where(BlobUpload.user_id == caller.user_id, BlobUpload.sha256.in_(sent))
+                .execution_options(synchronize_session=False)
+            )
+        if project.created:
+            session.execute(
+                delete(Blob)
+                .where(
+                    Blob.sha256.in_(project.created),
+                    ~exists().where(JobFile.sha256 == Blob.sha256),
+                    ~exists().where(BlobUpload.sha256 == Blob.sha256),
+                )
+                .execution_options(synchronize_session=False)
+            )
+    if project.created:
+        remove_blob_files(context, project.created)
+
+
+def _admit(
+    context: ManagerContext,
+    caller: Caller,
+    reservations: _Reservations,
+    claim: _Claim,
+    total: int,
+    contents: Contents,
+) -> None:
     """413 (`QuotaExceeded`) if the zip would pass the caller's quota, before a byte of
-    it is stored: first for every byte its entries declare, as if none were stored yet,
-    which decides at once for a zip well within the quota. Only one that does not fit so
-    is unpacked without storing, to learn its files' hashes: those the caller holds
-    already cost nothing more (a project sent again after a change in its .blend), the
-    others their size, as any upload's (`enforce_quota`, the one home of the rule)."""
-    try:
-        enforce_quota(context, caller, (), extra_bytes=total)
-    except QuotaExceeded:
-        sizes = contents()
+    it is stored, counting the bytes the caller's other zips being unpacked hold: first
+    for every byte its entries declare, as if none were stored yet, which decides at
+    once for a zip well within the quota. Only one that does not fit so is unpacked
+    without storing (outside the caller's turn: it takes seconds), to learn its files'
+    hashes: those the caller holds already cost nothing more (a project sent again
+    after a change in its .blend), the others their size, as any upload's
+    (`enforce_quota`, the one home of the rule). An admitted zip holds what it was
+    admitted for until its files are recorded."""
+    with reservations.turn(caller.user_id):
+        try:
+            enforce_quota(context, caller, (), extra_bytes=total + reservations.others(claim))
+        except QuotaExceeded:
+            pass
+        else:
+            reservations.hold(claim, total)
+            return
+    sizes = contents()
+    with reservations.turn(caller.user_id):
         with context.db.read() as session:
             held = readable(session, caller.user_id, list(sizes), admin=caller.is_admin)
         new = sum(size for sha, size in sizes.items() if sha not in held)
-        enforce_quota(context, caller, held, extra_bytes=new)
+        enforce_quota(context, caller, held, extra_bytes=new + reservations.others(claim))
+        reservations.hold(claim, new)
 
 
 @router.post(
@@ -94,12 +233,6 @@ async def upload_project(file: UploadFile, context: Context, caller: UserDep) ->
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(error)) from error
     except ProjectError as error:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
-    shas = [stored.sha256 for stored in project.files.values()]
-    # The caller sent these bytes: its files are theirs to name in the job that follows.
-    await sent_by(context, caller.user_id, project.files.values())
-    # Asked again now that the hashes are known: zips unpacked at the same time each
-    # passed the check before their unpacking.
-    await run_in_threadpool(enforce_quota, context, caller, shas)
     main = project.blend_files[0]
     blob = project.files[main]
     answer = ProjectUpload(

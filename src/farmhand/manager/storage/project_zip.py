@@ -99,6 +99,9 @@ Contents = Callable[[], dict[str, int]]
 @dataclass
 class Project:
     files: dict[str, StoredBlob] = field(default_factory=dict)
+    created: list[str] = field(default_factory=list)
+    """The hashes of the blobs this request stored that the store did not hold before:
+    what to remove if the zip is refused after unpacking (the route's last quota check)."""
 
     @property
     def blend_files(self) -> list[str]:
@@ -220,7 +223,8 @@ def ingest_project(
     already cost nothing more). If the unpacking stops (a damaged entry, one unpacking to
     more than it declared, a full disk), `discard` is called with the hashes of the blobs
     this request created, none of which is recorded yet, before the error goes on: it
-    removes those no one else recorded meanwhile."""
+    removes those no one else recorded meanwhile. The project names them too
+    (`Project.created`), for a refusal after unpacking."""
     try:
         archive = zipfile.ZipFile(source)
     except _READ_ERRORS as error:
@@ -252,14 +256,15 @@ def ingest_project(
         if admit is not None:
             admit(total, partial(_contents, archive, names, entries, total))
         budget = _Budget(total)
-        created: list[str] = []
+        project = Project()
         try:
-            project = Project()
             for name, info in zip(names, entries, strict=True):
-                project.files[name] = _store_entry(blobs, archive, name, info, budget, created)
+                project.files[name] = _store_entry(
+                    blobs, archive, name, info, budget, project.created
+                )
         except BaseException:
-            if discard is not None and created:
-                discard(created)
+            if discard is not None and project.created:
+                discard(project.created)
             raise
     return project
 
