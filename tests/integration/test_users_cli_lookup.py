@@ -168,3 +168,15 @@ def test_an_address_stored_before_nfc_is_still_found(farm: Farm) -> None:
     clash = farm.client.patch(f"/api/admin/users/{bob.json()['user']['id']}",
                               json={"email": NFC}, headers=farm.admin)  # fmt: skip
     assert clash.status_code == 409, clash.text
+
+
+def test_the_cli_makes_no_account_the_api_would_refuse_to_name(data_dir: Path) -> None:
+    """`farmhand users create` took any name, so an account named `id:4` (reachable only as
+    `name:id:4`) or with spaces could exist; the API refuses such names. Both refuse now."""
+    for name in ("id:4", "two words", "_under"):
+        result = users(data_dir, "create", name, "--no-password")
+        assert result.exit_code != 0, result.output
+        assert "is not a user name" in result.output, result.output
+    assert set(rows(data_dir)) == {"admin"}, "nothing was made"
+    made(data_dir, "ok.name-1@x", "--no-password")
+    assert "ok.name-1@x" in rows(data_dir)

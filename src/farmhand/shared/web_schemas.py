@@ -36,8 +36,13 @@ def plausible_email(text: str) -> bool:
     return len(text) <= EMAIL_MAX_LENGTH and re.fullmatch(EMAIL_PATTERN, text) is not None
 
 
+USER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]*$"
+"""A user's name: the API's and the CLI's alike (`accounts.create_user` checks it too)."""
+USER_NAME_MAX_LENGTH = 100
+
+
 class UserCreate(_Strict):
-    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
+    name: str = Field(min_length=1, max_length=USER_NAME_MAX_LENGTH, pattern=USER_NAME_PATTERN)
     # No `pattern`, as in `UserUpdate`: `accounts.create_user` says what is wrong in words.
     email: str | None = Field(default=None, max_length=EMAIL_MAX_LENGTH, description="Optional.")
     role: Role = "user"

@@ -29,7 +29,7 @@ from farmhand.manager.auth.passwords import (
 )
 from farmhand.manager.db.models import Job, OAuthIdentity, User
 from farmhand.manager.settings import AuthSettings
-from farmhand.shared.web_schemas import plausible_email
+from farmhand.shared.web_schemas import USER_NAME_MAX_LENGTH, USER_NAME_PATTERN, plausible_email
 
 
 class AccountError(Exception):
@@ -223,6 +223,14 @@ def create_user(
             400,
             "a password signs in only together with an e-mail address: give an e-mail "
             "too, or no password",
+        )
+    if name is not None and not (
+        len(name) <= USER_NAME_MAX_LENGTH and re.fullmatch(USER_NAME_PATTERN, name)
+    ):  # as the API's schema says; `farmhand users create` has no schema before this
+        raise AccountError(
+            400,
+            f"{name[:80]!r} is not a user name: letters, digits and . _ @ -, starting with "
+            f"a letter or digit, at most {USER_NAME_MAX_LENGTH} characters",
         )
     if name is not None and session.scalar(select(User.id).where(User.name == name)):
         raise AccountError(409, "a user with that name already exists")
