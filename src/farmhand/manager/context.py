@@ -15,6 +15,7 @@ from farmhand.manager.scheduling.wakeup import Wakeup
 from farmhand.manager.settings import ManagerSettings
 from farmhand.manager.storage.blobs import BlobStore
 from farmhand.manager.storage.logs import TaskLogs
+from farmhand.manager.storage.reservations import Reservations
 
 UNPACKS_AT_ONCE = 3
 """Projects' zips unpacked into the blob store at a time (`POST /api/projects`)."""
@@ -47,3 +48,5 @@ class ManagerContext:
     )
     """Where thumbnails not yet cached are made, in turn, off the shared thread pool; a
     cached one is served without waiting for a turn."""
+    zip_reservations: Reservations = field(default_factory=Reservations)
+    """Project zips admitted and not yet recorded, held against their senders' quota."""

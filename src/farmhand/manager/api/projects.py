@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import weakref
-from dataclasses import dataclass
 from functools import partial
 from pathlib import PurePosixPath
 
@@ -23,7 +20,7 @@ from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Blob, BlobUpload, JobFile
 from farmhand.manager.storage.access import readable, record_uploads
-from farmhand.manager.storage.blobs import BlobStore, BlobTooLarge
+from farmhand.manager.storage.blobs import BlobTooLarge
 from farmhand.manager.storage.gc import remove_blob_files
 from farmhand.manager.storage.project_zip import (
     Contents,
@@ -32,67 +29,12 @@ from farmhand.manager.storage.project_zip import (
     ProjectTooLarge,
     ingest_project,
 )
+from farmhand.manager.storage.reservations import Claim, Reservations
 from farmhand.shared.web_schemas import ProjectUpload
 from farmhand.worker.blender.discovery import BlenderNotFound
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/api", tags=["jobs"])
-
-
-@dataclass(eq=False)
-class _Claim:
-    """One zip's bytes held against its sender from its admission until its files are
-    recorded (then they count in the usage itself) or the request ends."""
-
-    user_id: int
-    size: int = 0
-
-
-class _Reservations:
-    """Project zips admitted and not yet recorded, per user, in this process.
-
-    Zips of one user sent at the same time each passed the quota before the others'
-    files counted (QA round 8: four honest 45 MiB zips against a 47.7 MiB quota stored
-    189 MB). Each admitted zip now holds its new bytes here, and the quota check of the
-    next one adds them (`_admit`); a user's checks and recordings take turns on that
-    user's lock, so a zip counts either here or in the usage, never in neither. Other
-    users are never kept waiting, and the unpacking itself runs outside the lock. One
-    process only: zips sent to different processes meet in the last check (`_store`)."""
-
-    def __init__(self) -> None:
-        self._guard = threading.Lock()
-        self._turns: dict[int, threading.Lock] = {}
-        self._claims: set[_Claim] = set()
-
-    def turn(self, user_id: int) -> threading.Lock:
-        with self._guard:
-            return self._turns.setdefault(user_id, threading.Lock())
-
-    def others(self, claim: _Claim) -> int:
-        """What the sender's other zips hold: call it on the sender's turn."""
-        with self._guard:
-            return sum(
-                c.size for c in self._claims if c.user_id == claim.user_id and c is not claim
-            )
-
-    def hold(self, claim: _Claim, size: int) -> None:
-        with self._guard:
-            claim.size = size
-            self._claims.add(claim)
-
-    def release(self, claim: _Claim) -> None:
-        with self._guard:
-            self._claims.discard(claim)
-
-
-_RESERVATIONS: weakref.WeakKeyDictionary[BlobStore, _Reservations] = weakref.WeakKeyDictionary()
-_RESERVATIONS_GUARD = threading.Lock()
-
-
-def _reservations(context: ManagerContext) -> _Reservations:
-    """The manager's reservations (one per blob store: tests run several managers)."""
-    with _RESERVATIONS_GUARD:
-        return _RESERVATIONS.setdefault(context.blobs, _Reservations())
 
 
 def _store(context: ManagerContext, caller: Caller, upload: UploadFile) -> Project:
@@ -101,7 +43,7 @@ def _store(context: ManagerContext, caller: Caller, upload: UploadFile) -> Proje
     `context.unpacks`' turns, not the pool every request shares (`upload_project`).
 
     The quota is asked before a byte is stored (`_admit`), with the bytes of the
-    sender's zips still unpacking held against them (`_Reservations`). It used to be
+    sender's zips still unpacking held against them (`storage/reservations.py`). It used to be
     asked only after unpacking, and a zip over the quota stayed on the disk for the
     grace period, each time it was sent. What an unpacking that stops halfway stored,
     no one else's, is removed (`gc.remove_blob_files` puts back a blob someone recorded
@@ -110,8 +52,8 @@ def _store(context: ManagerContext, caller: Caller, upload: UploadFile) -> Proje
     It is asked again once the files are recorded as the sender's, for what no
     reservation saw (another manager process's zips, the same user's other uploads):
     a zip refused then is unrecorded and its new blobs removed at once (`_unrecord`)."""
-    reservations = _reservations(context)
-    claim = _Claim(caller.user_id)
+    reservations = context.zip_reservations
+    claim = Claim(caller.user_id)
     try:
         project = ingest_project(
             context.blobs,
@@ -179,8 +121,8 @@ def _unrecord(context: ManagerContext, caller: Caller, sent: list[str], project:
 def _admit(
     context: ManagerContext,
     caller: Caller,
-    reservations: _Reservations,
-    claim: _Claim,
+    reservations: Reservations,
+    claim: Claim,
     total: int,
     contents: Contents,
 ) -> None:
