@@ -23,13 +23,11 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from typer.testing import CliRunner, Result
 
-from farmhand.cli.app import app as cli
 from farmhand.manager.app import create_app
 from tests.integration.conftest import Farm, make_settings
+from tests.integration.test_admin_password_sign_in import PASSWORD, sign_in, users
 
-PASSWORD = "correct-horse-42"
 NFC = "\u00c9LISE@b\u00fccher.example"  # "É" as one code point
 NFD = "E\u0301LISE@bu\u0308cher.example"  # "E" + combining acute, "u" + combining diaeresis
 
@@ -43,10 +41,6 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
     yield where
 
 
-def users(data_dir: Path, *args: str, input: str | None = None) -> Result:
-    return CliRunner().invoke(cli, ["users", *args, "--data-dir", str(data_dir)], input=input)
-
-
 def rows(data_dir: Path) -> dict[str, str]:
     """`farmhand users list`, each row by its user name."""
     listing = users(data_dir, "list")
@@ -57,11 +51,6 @@ def rows(data_dir: Path) -> dict[str, str]:
         if len(cells) > 2 and cells[1].isdigit():
             table[cells[2]] = line
     return table
-
-
-def sign_in(client: TestClient, email: str, password: str = PASSWORD) -> int:
-    answer = client.post("/api/auth/login", json={"email": email, "password": password})
-    return int(answer.status_code)
 
 
 def made(data_dir: Path, *args: str, input: str | None = None) -> None:
