@@ -138,11 +138,17 @@ def finish_deletions(context: ManagerContext) -> None:
 
 
 async def deletion_loop(context: ManagerContext) -> None:
-    """Finish left deletions at start, then every `gc_interval` (if garbage collection
-    runs): until then such a job is invisible and unclaimable, only its storage waits."""
+    """Finish left deletions soon after start, then every `gc_interval` (if garbage
+    collection runs): until then such a job is invisible and unclaimable, only its
+    storage waits."""
+    # Like the reaper: one reaper interval after start, and one stat of the database
+    # file before each pass. A pass at the very start, on a file being moved away, opened
+    # a new connection there and so made an empty database at its path.
+    await asyncio.sleep(context.settings.reaper_interval)
     while True:
         try:
-            await run_in_threadpool(finish_deletions, context)
+            if context.db.check_file() is None:
+                await run_in_threadpool(finish_deletions, context)
         except Exception as error:
             if unavailable(error):  # an outage, said once by the reaper: not a bug
                 log.warning("finishing job deletions skipped: the database is unavailable")
