@@ -671,10 +671,11 @@ async def claim(
         if assignment is not None:
             return assignment
         remaining = deadline - time.monotonic()
-        if remaining <= 0 or claimed.offline or context.wakeup.stopping:
+        if remaining <= 0 or claimed.offline:
             return Response(status_code=status.HTTP_204_NO_CONTENT)
-        # A manager stopping answers its waiting claims at once (`Wakeup`), instead of
-        # having uvicorn cut them off after its graceful timeout with a 500.
+        # A manager stopping answers its waiting claims at once (`Wakeup`: `wait` returns
+        # at once once stopping), instead of having uvicorn cut them off after its
+        # graceful timeout with a 500.
         await context.wakeup.wait(
             min(remaining, context.settings.claim_poll_interval), exiting=server_exiting
         )
