@@ -36,7 +36,8 @@ from farmhand.manager.auth import sessions
 from farmhand.manager.auth.tokens import token_hash
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
-from farmhand.manager.db.models import ApiToken, DeletedRunner, User, Worker
+from farmhand.manager.db.models import ApiToken, DeletedRunner, Job, User, Worker
+from farmhand.manager.scheduling.state import being_deleted
 
 bearer = HTTPBearer(auto_error=False)
 
@@ -60,6 +61,15 @@ class Caller:
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    def sees(self, job: Job | None) -> bool:
+        """Whether the job exists for this caller: theirs (any, for an admin) and not
+        being deleted. Someone else's looks exactly like a missing one, so ids don't leak."""
+        return (
+            job is not None
+            and not being_deleted(job)
+            and (job.owner_id == self.user_id or self.is_admin)
+        )
 
 
 def _unauthorized(message: str) -> HTTPException:

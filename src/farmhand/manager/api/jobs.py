@@ -36,7 +36,6 @@ from farmhand.manager.scheduling.state import (
     FINISHED_JOB_STATUSES,
     TransitionError,
     begin_deletion,
-    being_deleted,
     cancel_job,
     cancel_task,
     pause_job,
@@ -154,11 +153,7 @@ def _visible_job(session: Session, caller: Caller, job_id: int) -> Job:
     """The job, if the caller may see it; someone else's job is 404 so ids don't leak,
     and so is one being deleted."""
     job = session.get(Job, job_id)
-    if (
-        job is None
-        or being_deleted(job)
-        or (job.owner_id != caller.user_id and not caller.is_admin)
-    ):
+    if job is None or not caller.sees(job):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} not found")
     return job
 

@@ -35,7 +35,6 @@ from farmhand.manager.auth.accounts import AccountError
 from farmhand.manager.auth.tokens import token_hash
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import ApiToken, Job, User
-from farmhand.manager.scheduling.state import being_deleted
 from farmhand.shared.schemas import (
     MAX_CRF,
     VIDEO_CONTAINERS,
@@ -369,13 +368,9 @@ def job_page(job_id: int, request: Request, context: Context) -> Response:
     if found is None:
         return _to_login(request)
     caller, data = found
-    with context.db.transaction() as session:
+    with context.db.read() as session:  # only reads: no long write holds the page up
         job = session.get(Job, job_id)
-        visible = (
-            job is not None
-            and not being_deleted(job)  # gone for everyone from the moment its deletion began
-            and (job.owner_id == caller.user_id or caller.is_admin)
-        )
+        visible = caller.sees(job)  # one being deleted is gone for everyone
     if not visible:
         # Someone else's job looks exactly like a missing one, as in the API.
         return _page(
