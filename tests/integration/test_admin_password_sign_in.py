@@ -11,7 +11,7 @@ the web login form, on a real manager app with a real SQLite database.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,13 +25,23 @@ from tests.integration.conftest import Farm, login_nonce, make_settings
 PASSWORD = "correct-horse-42"
 
 
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Iterator[Path]:
-    """A farm's data dir after its first start (an `admin` with a token, no e-mail)."""
-    where = tmp_path / "farm"
-    with TestClient(create_app(make_settings(where))):
-        pass
-    yield where
+def first_start_fixture() -> Callable[..., object]:
+    """A `data_dir` fixture for a module (`data_dir = first_start_fixture()`: a made
+    fixture, unlike an imported one, is not shadowed by the tests' `data_dir`
+    arguments): a farm's data dir after its first start (`admin`, id 1, with a token
+    and no e-mail)."""
+
+    @pytest.fixture
+    def data_dir(tmp_path: Path) -> Iterator[Path]:
+        where = tmp_path / "farm"
+        with TestClient(create_app(make_settings(where))):
+            pass
+        yield where
+
+    return data_dir
+
+
+data_dir = first_start_fixture()
 
 
 def users(data_dir: Path, *args: str, input: str | None = None) -> Result:

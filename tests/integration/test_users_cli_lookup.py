@@ -18,27 +18,24 @@ A real manager app, its real SQLite database, and the real CLI on it.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 
 from farmhand.manager.app import create_app
 from tests.integration.conftest import Farm, make_settings
-from tests.integration.test_admin_password_sign_in import PASSWORD, sign_in, users
+from tests.integration.test_admin_password_sign_in import (
+    PASSWORD,
+    first_start_fixture,
+    sign_in,
+    users,
+)
 
 NFC = "\u00c9LISE@b\u00fccher.example"  # "É" as one code point
 NFD = "E\u0301LISE@bu\u0308cher.example"  # "E" + combining acute, "u" + combining diaeresis
 
 
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Iterator[Path]:
-    """A farm after its first start: `admin` is id 1."""
-    where = tmp_path / "farm"
-    with TestClient(create_app(make_settings(where))):
-        pass
-    yield where
+data_dir = first_start_fixture()  # `admin` is id 1
 
 
 def rows(data_dir: Path) -> dict[str, str]:

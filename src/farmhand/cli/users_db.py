@@ -115,7 +115,7 @@ def find(session: Session, who: str) -> User:
     if len(candidates) > 1:
         which = ", ".join(
             f"{user.name} by its {'e-mail' if way == 'email' else way} "
-            f"({way}:{user.id if way == 'id' else user.name if way == 'name' else user.email})"
+            f"({way}:{getattr(user, way)})"  # each way is the User attribute of its name
             for user, way in candidates.values()
         )
         raise AccountError(
