@@ -576,8 +576,8 @@ def begin_deletion(session: Session, job: Job, now: datetime, reason: str) -> No
     them all in this one held the database's only write lock for a minute on a big job,
     and every worker's heartbeat waited behind it.
 
-    Its give-backs are settled first: its tasks are all that may show who worked since
-    one (`give_backs.settle`)."""
+    Its give-backs are settled in the same transaction, before its tasks go: they are
+    all that may show who worked since one (`give_backs.settle`)."""
     cancel_job(session, job, now, reason)
     settle(session, job.id)
     job.status = DELETING
