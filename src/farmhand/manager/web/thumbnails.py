@@ -53,7 +53,6 @@ from starlette.concurrency import run_in_threadpool
 from farmhand.manager.api.deps import Context, UserDep
 from farmhand.manager.db.models import Job, JobFile
 from farmhand.manager.file_reads import FileReads, FileReadsBusy
-from farmhand.manager.scheduling.state import being_deleted
 from farmhand.manager.storage import thumbnail_cache
 from farmhand.manager.storage.thumbnail_cache import (
     DEFAULT_SIZE,
@@ -338,11 +337,7 @@ async def get_thumbnail(
         # Only reads: a long write (a job's deletion, a purge) must not hold it up.
         with context.db.read() as session:
             job = session.get(Job, job_id)
-            if (
-                job is None
-                or being_deleted(job)
-                or (job.owner_id != caller.user_id and not caller.is_admin)
-            ):
+            if not caller.sees(job):
                 raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} not found")
             row = session.get(JobFile, file_id)
             if row is None or row.job_id != job_id or row.kind not in THUMBNAIL_KINDS:
