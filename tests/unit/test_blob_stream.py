@@ -94,3 +94,15 @@ def test_a_body_over_the_limit_is_refused_and_leaves_nothing(tmp_path: Path) -> 
     with pytest.raises(BlobTooLarge):
         asyncio.run(store.ingest_stream(_chunks(os.urandom(3 * blobs.CHUNK))))
     assert _left_in_tmp(store) == []
+
+
+def test_a_stored_blob_says_whether_the_store_held_it_before(tmp_path: Path) -> None:
+    """A refused project zip removes only the blobs it added: the store's answer is
+    what tells them apart, so a file another job already uses must say "not new"."""
+    store = BlobStore(tmp_path)
+    data = os.urandom(5_000)
+    first = asyncio.run(store.ingest_stream(_chunks(data)))
+    again = asyncio.run(store.ingest_stream(_chunks(data)))
+    other = asyncio.run(store.ingest_stream(_chunks(data + b"!")))
+    assert (first.new, again.new, other.new) == (True, False, True)
+    assert again.path == first.path and again.path.read_bytes() == data

@@ -46,6 +46,9 @@ class StoredBlob:
     sha256: str
     size: int
     path: Path
+    new: bool = True
+    """False if the store held this content before: whoever must undo only what it
+    added (a project zip refused after unpacking) keeps the blobs that were there."""
 
 
 class _Staging:
@@ -169,6 +172,7 @@ class BlobStore:
     def place(self, staged: Path, sha256: str, size: int) -> StoredBlob:
         """Rename a verified file from the store's temporary area into its place."""
         target = self.path_for(sha256)
+        new = not target.exists()
         try:
             os.replace(staged, target)
         except FileNotFoundError:  # the first blob under its two-letter directory
@@ -176,7 +180,7 @@ class BlobStore:
                 raise
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staged, target)
-        return StoredBlob(sha256, size, target)
+        return StoredBlob(sha256, size, target, new)
 
     @cached_property
     def partials(self) -> PartialUploads:

@@ -140,16 +140,18 @@ class _Member:
 
     Only the reading side is wrapped: an error of the blob store writing it (a full
     disk, a 507) is no fault of the zip and passes through unchanged. The bytes are
-    hashed here too, so that the store's `check` (called once they are all read, before
-    the blob is placed) can tell whether the blob was there before this request."""
+    hashed here only when asked (`hashed`): measuring a zip's contents needs each
+    file's hash, storing it does not (the store hashes what it writes)."""
 
-    def __init__(self, name: str, member: IO[bytes], declared: int, budget: _Budget) -> None:
+    def __init__(
+        self, name: str, member: IO[bytes], declared: int, budget: _Budget, hashed: bool
+    ) -> None:
         self.name = name
         self.member = member
         self.declared = declared
         self.budget = budget
         self.size = 0
-        self.digest = hashlib.sha256()
+        self.digest = hashlib.sha256() if hashed else None
 
     def read(self, size: int = -1) -> bytes:
         try:
@@ -163,7 +165,8 @@ class _Member:
                 "the zip declares for it: refused as a likely zip bomb"
             )
         self.budget.spend(len(data))
-        self.digest.update(data)
+        if self.digest is not None:
+            self.digest.update(data)
         return data
 
 
@@ -285,9 +288,10 @@ def _contents(
     contents: dict[str, int] = {}
     for name, info in zip(names, entries, strict=True):
         with _opened(archive, name, info) as member:
-            reader = _Member(name, member, info.file_size, budget)
+            reader = _Member(name, member, info.file_size, budget, hashed=True)
             while reader.read(CHUNK):
                 pass
+        assert reader.digest is not None
         contents[reader.digest.hexdigest()] = reader.size
     return contents
 
@@ -302,14 +306,7 @@ def _store_entry(
 ) -> StoredBlob:
     """Store one entry; its hash joins `created` if the store did not hold it before."""
     with _opened(archive, name, info) as member:
-        reader = _Member(name, member, info.file_size, budget)
-        new = False
-
-        def note_new(_: Path) -> None:
-            nonlocal new
-            new = not blobs.has(reader.digest.hexdigest())
-
-        stored = blobs.ingest_file(reader, check=note_new)
-    if new:
+        stored = blobs.ingest_file(_Member(name, member, info.file_size, budget, hashed=False))
+    if stored.new:
         created.append(stored.sha256)
     return stored
