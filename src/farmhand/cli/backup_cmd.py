@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from farmhand.cli.admin_cmd import human
+from farmhand.cli.progress import transfer_progress
 from farmhand.cli.shown import shown
 from farmhand.cli.users_cmd import DatabaseUrl, DataDir
 
@@ -36,14 +36,7 @@ class _Bar:
     """The blobs' progress (bytes) as a Rich bar on stderr, gone once done."""
 
     def __init__(self) -> None:
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            console=errors,
-            transient=True,
-        )
+        self.progress = transfer_progress(errors)
         self.task = self.progress.add_task("blobs", total=None)
 
     def __enter__(self) -> _Bar:

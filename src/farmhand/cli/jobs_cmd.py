@@ -13,21 +13,14 @@ from typing import Annotated, cast, get_args
 import typer
 from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from rich.progress import MofNCompleteColumn
 from rich.table import Table
 
 from farmhand.cli.config import ConfigError, resolve
 from farmhand.cli.downloads import Downloaded, download_job, unfinished
 from farmhand.cli.folders import FolderError, check_writable_folder, why
 from farmhand.cli.json_events import JsonEvents, errors_as_events
+from farmhand.cli.progress import Words, progress, transfer_progress
 from farmhand.cli.shown import shown, shown_lines, visible
 from farmhand.cli.words import frames_label, plural
 from farmhand.client import (
@@ -229,18 +222,6 @@ def frame_spec(frames: str) -> tuple[int, int, int]:
         return parse_frame_spec(frames)
     except FrameRangeError as exc:
         raise fail(f"--frames {frames!r}: {exc}") from None
-
-
-def transfer_progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-    )
 
 
 def submit(
@@ -574,16 +555,7 @@ def submit_packed(
 @contextmanager
 def bars(allow_missing: bool) -> Iterator[SubmitHooks]:
     """Progress hooks drawing bars for hashing and uploading (bytes and files)."""
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TextColumn("{task.fields[files]}"),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
+    with transfer_progress(err, files=True) as bar:
         hashing = bar.add_task("hashing", total=None, files="")
         upload = bar.add_task("uploading", total=None, files="", visible=False)
         counts = [0, 0]
@@ -714,13 +686,13 @@ def follow(
     said: tuple[str, str | None] | None = None
     said_frames, said_at = -1, 0.0
     policy = retry_policy(retry_for)
-    with Progress(
+    with progress(
         # markup=False: `live` holds the manager's reason, `status` an error's words.
-        TextColumn("job {task.fields[job]} {task.fields[status]}", markup=False),
-        BarColumn(),
+        Words("job {task.fields[job]} {task.fields[status]}", markup=False),
         MofNCompleteColumn(),
-        TextColumn("frames {task.fields[live]}", markup=False),
+        tail=Words("frames {task.fields[live]}", markup=False),
         console=err,
+        transient=False,
         disable=plain,
     ) as bar:
         task = bar.add_task("render", total=None, job=job_id, status="queued", live="")
@@ -925,7 +897,7 @@ def say_downloaded(written: Downloaded, output: Path) -> None:
 def download_with_bar(
     client: FarmhandClient, job_id: int, output: Path, template: str | None = None
 ) -> Downloaded:
-    with writing_into(output), transfer_progress() as bar:
+    with writing_into(output), transfer_progress(err) as bar:
         task = bar.add_task(f"downloading job {job_id}", total=None)
         return download_job(
             client,
@@ -1191,7 +1163,7 @@ def download(
             return
         detail = client.get_job(job_id, tasks=False)
         if as_zip:
-            with transfer_progress() as bar:
+            with transfer_progress(err) as bar:
                 task = bar.add_task(f"downloading job {job_id}", total=None)
                 path = client.download_outputs_zip(
                     job_id,

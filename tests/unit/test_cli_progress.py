@@ -1,0 +1,114 @@
+"""The CLI's progress bars in a narrow terminal: the bar and the counts stay on the line.
+
+Rich gave a bar's words (a job's status while the manager is unreachable, the reason it
+waits) all the width of an 80-column terminal; the bar and `2/6` were squeezed out, so a
+user saw words and no progress. These draw the bars into recording consoles 80 and 60
+columns wide, as a terminal would show them.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+
+import httpx
+import pytest
+from rich.console import Console
+
+from farmhand.cli import jobs_cmd
+from farmhand.cli.progress import transfer_progress
+from farmhand.client import FarmhandClient
+
+BAR = "━"
+WAITING = "waiting: the job needs Blender 5.0 or newer; the online workers have 3.4.1"
+
+
+def _terminal(width: int) -> Console:
+    return Console(file=io.StringIO(), force_terminal=True, width=width, record=True)
+
+
+def _frames(screen: Console) -> list[str]:
+    """The lines a terminal showed, frame after frame: the bar redraws in place (carriage
+    returns, cursor moves), so the raw output is split there, its colours dropped."""
+    raw = re.sub(r"\x1b\[[0-9;]*m", "", screen.file.getvalue())  # type: ignore[attr-defined]
+    return [line for line in re.split(r"[\r\n]|\x1b\[[0-9;?]*[A-Za-z]", raw) if line.strip()]
+
+
+def _job(status: str, done: int, reason: str | None = None) -> dict[str, object]:
+    return {
+        "id": 3,
+        "name": "shot",
+        "owner": "admin",
+        "status": status,
+        "priority": 50,
+        "progress": 100.0 * done / 6,
+        "frames_done": done,
+        "frames_total": 6,
+        "created_at": "2026-11-23T10:00:00Z",
+        "started_at": None,
+        "finished_at": None,
+        "status_reason": reason,
+        "settings": {"frame_start": 1, "frame_end": 6},
+        "main_file": "shot.blend",
+        "tasks": [],
+        "elapsed_seconds": None,
+        "eta_seconds": 4000,
+        "seconds_per_frame": 41.5,
+        "peak_memory_bytes": 3 * 2**30,
+    }
+
+
+def _refused(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+
+@pytest.mark.parametrize("width", [80, 60])
+def test_following_a_job_keeps_its_bar_and_frame_count_in_a_narrow_terminal(
+    monkeypatch: pytest.MonkeyPatch, width: int
+) -> None:
+    """`submit --wait` while the manager is unreachable: the bar's words are long (the
+    status says it retries, the tail says why the job waits). The line still fits, with
+    the bar and `2/6`, the words cut with an ellipsis."""
+    answers = iter(
+        [
+            lambda r: httpx.Response(200, json=_job("active", 2, WAITING)),
+            _refused,
+            lambda r: httpx.Response(200, json=_job("completed", 6)),
+        ]
+    )
+    screen = _terminal(width)
+    monkeypatch.setattr(jobs_cmd, "err", screen)
+    client = FarmhandClient(
+        "http://m.test", "t", transport=httpx.MockTransport(lambda r: next(answers)(r))
+    )
+    jobs_cmd.follow(client, 3, sleep=lambda _: None, retry_for=600)
+    lines = _frames(screen)
+    retrying = [line for line in lines if line.startswith("job 3 active · ")]
+    assert retrying, lines
+    for line in retrying:
+        assert len(line) <= width
+        assert "2/6" in line, f"the frame count is gone: {line!r}"
+        assert BAR * 5 in line, f"the bar is gone: {line!r}"
+        assert "…" in line, "the words are cut, and say so"
+    assert any("6/6" in line and BAR * 5 in line for line in lines), "the finished bar"
+
+
+@pytest.mark.parametrize("width", [80, 60])
+@pytest.mark.parametrize("files", [True, False])
+def test_a_transfer_keeps_its_bar_and_counts_in_a_narrow_terminal(width: int, files: bool) -> None:
+    """Uploads (`submit`), downloads and `backup` draw this bar; a long description (a
+    big job id, a count of blobs) gives way to the bar, the bytes and the file count."""
+    screen = _terminal(width)
+    bar = transfer_progress(screen, files=files)
+    task = bar.add_task(
+        "downloading job 123456 (shot_010_lighting_final_v12)",
+        total=1023 * 2**20,
+        files="312/1024 files",
+    )
+    bar.update(task, completed=512 * 2**20)
+    screen.print(bar.get_renderable())
+    (line,) = screen.export_text().splitlines()
+    assert len(line) <= width
+    assert "0.5/1.1 GB" in line, line
+    assert BAR * 5 in line, line
+    assert ("312/1024 files" in line) == files, line
