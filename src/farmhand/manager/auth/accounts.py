@@ -12,7 +12,6 @@ Everything here works on an open database session and leaves committing to the c
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from farmhand.manager.auth import ratelimit
+from farmhand.manager.auth.emails import normal_email
 from farmhand.manager.auth.passwords import (
     hash_password,
     needs_rehash,
@@ -54,17 +54,6 @@ class LoginOutcome:
     user_id: int | None = None
     epoch: int = 0
     error: AccountError | None = None
-
-
-def normal_email(email: str) -> str:
-    """An e-mail address as stored and compared: trimmed, lower case, Unicode NFC.
-
-    NFC because "é" can be typed as one code point or as "e" and a combining accent:
-    both look the same and mean the same address, and without it two accounts could
-    hold what a person sees as one address, and sign-in would find only the account
-    whose form was typed. NFC is applied last so that the stored form is NFC even
-    where lower-casing a character gives a decomposed one."""
-    return unicodedata.normalize("NFC", email.strip().lower())
 
 
 def find_by_email(session: Session, email: str) -> User | None:
@@ -289,8 +278,7 @@ def password_login(
     """Check an e-mail and password, within the per-account and per-address limits."""
     if not settings.enable_local_auth:
         return LoginOutcome(error=AccountError(404, "sign-in with a password is turned off"))
-    # One key per address, whatever its case or Unicode form (`normal_email`).
-    limits = _limits(settings, ratelimit.account_key(normal_email(email)), address)
+    limits = _limits(settings, ratelimit.account_key(email), address)
     wait = ratelimit.retry_after(session, limits, now, settings.login_window)
     if wait is not None:
         return LoginOutcome(

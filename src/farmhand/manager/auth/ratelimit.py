@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from farmhand.manager.auth.emails import normal_email
 from farmhand.manager.db.models import LoginFailure
 
 
@@ -28,7 +29,10 @@ class Limit:
 
 
 def account_key(email: str) -> str:
-    return "account:" + email.strip().lower()[:380]
+    """One key per address, whatever its case or Unicode form: the address as accounts
+    store and compare it (`emails.normal_email`), so "Élise@…" typed with a precomposed
+    "É" and with "E" plus a combining accent count against one limit."""
+    return "account:" + normal_email(email)[:380]
 
 
 def address_key(address: str | None) -> str:
