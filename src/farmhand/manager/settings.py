@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from farmhand.manager.auth.emails import normal_domain
 from farmhand.shared.pathmap import check_variables
 
 T = TypeVar("T")
@@ -42,7 +43,8 @@ class AuthSettings:
     secure_cookies: bool = False
     """Always mark session cookies `Secure` (they are anyway on https requests)."""
     allowed_email_domains: tuple[str, ...] = ()
-    """When set, OAuth sign-up only for verified e-mail addresses in these domains."""
+    """When set, OAuth sign-up only for verified e-mail addresses in these domains (in
+    the addresses' normal form, `emails.normal_domain`, however they were given)."""
     login_window: float = 900.0
     """Seconds over which failed sign-ins are counted."""
     login_failures_per_account: int = 5
@@ -64,6 +66,12 @@ class AuthSettings:
     oidc_redirect_url: str | None = None
     oidc_name: str = "Single sign-on"
 
+    def __post_init__(self) -> None:
+        # Here, not in `from_env`: settings built in code (tests, `replace`) compare the
+        # same way.
+        domains = tuple(normal_domain(domain) for domain in self.allowed_email_domains)
+        object.__setattr__(self, "allowed_email_domains", domains)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> AuthSettings:
         values: dict[str, object] = {}
@@ -76,7 +84,7 @@ class AuthSettings:
                 continue
             default = getattr(cls, name, None)
             if name == "allowed_email_domains":
-                values[name] = tuple(d.strip().lower() for d in raw.split(",") if d.strip())
+                values[name] = tuple(d for d in raw.split(",") if d.strip())
             elif isinstance(default, bool):
                 values[name] = _flag(raw)
             elif name in BOUNDS:

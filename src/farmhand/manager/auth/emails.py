@@ -1,9 +1,9 @@
 """E-mail addresses as stored and compared: the one home of their normal form.
 
 A module of its own, importing nothing of farmhand's, so that everything that compares
-addresses can call it: the account rules (`accounts`) and the sign-in rate limit's key
-(`ratelimit.account_key`), which `accounts` imports (it could not live there without
-an import cycle).
+addresses can call it: the account rules (`accounts`), the sign-in rate limit's key
+(`ratelimit.account_key`) and the sign-up domains (`settings.AuthSettings`), both of
+which `accounts` imports (it could not live there without an import cycle).
 """
 
 from __future__ import annotations
@@ -20,3 +20,11 @@ def normal_email(email: str) -> str:
     whose form was typed. NFC is applied last so that the stored form is NFC even
     where lower-casing a character gives a decomposed one."""
     return unicodedata.normalize("NFC", email.strip().lower())
+
+
+def normal_domain(domain: str) -> str:
+    """A domain as the domain part of a `normal_email` address is: trimmed, lower case,
+    NFC. For the sign-up domains an admin writes (`ALLOWED_EMAIL_DOMAINS`): written
+    with capitals or a decomposed accent, a domain compared as written matched no
+    address, and its people could not sign up."""
+    return normal_email(domain)
