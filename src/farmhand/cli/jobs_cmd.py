@@ -1194,7 +1194,8 @@ def download_video(client: FarmhandClient, job_id: int, output: Path) -> Path:
     if not videos:
         raise fail(f"job {job_id} has no video (yet): submit with --video, wait for it to finish")
     name = PurePosixPath(videos[0].path).name
-    return client.download_file(job_id, videos[0].id, output / f"job-{job_id}-{name}")
+    dest = output / f"job-{job_id}-{name}"
+    return client.download_file(job_id, videos[0].id, dest, sha256=videos[0].sha256)
 
 
 def _status(status: str) -> str:

@@ -8,6 +8,7 @@ a `FarmhandError`, and every transport failure a `ManagerUnreachable`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -440,6 +441,62 @@ class BaseClient:
                 partial.unlink(missing_ok=True)
         return dest
 
+    def _download_resuming(
+        self, url: str, dest: Path, sha256: str, on_chunk: Callable[[int], None] | None = None
+    ) -> Path:
+        """`_download` of a file whose SHA-256 is known (a job's file), which resumes
+        from the `.part` an interrupted one left (a dropped connection, Ctrl-C): a cut
+        600 MB video is not fetched again from zero.
+
+        The `.part` is kept when the transfer is cut, and continued next time with
+        `Range: bytes=<its size>-` and `If-Range: "<sha256>"`: the manager sends the rest
+        only if its file is still that one (its ETag is its SHA-256), else the whole
+        file, which replaces the part. A part may still hold another file's bytes (one
+        that had this path before: a frame rendered again), so a resumed file is
+        hashed, the part's bytes with the rest, and fetched again whole if it is not
+        `sha256`. A file fetched whole is what the manager sent, as `_download`'s is."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        partial = dest.with_name(dest.name + ".part")
+        if self._fetch_part(url, partial, sha256, on_chunk) not in (None, sha256):
+            partial.unlink()
+            self._fetch_part(url, partial, sha256, on_chunk)
+        os.replace(partial, dest)
+        return dest
+
+    def _fetch_part(
+        self, url: str, partial: Path, sha256: str, on_chunk: Callable[[int], None] | None
+    ) -> str | None:
+        """Fetch `url` into `partial`, after the bytes it holds if the manager sends the
+        rest of that same file (`_download_resuming`); the SHA-256 of all it holds then
+        if it was resumed, None if it was fetched whole."""
+        offset = partial.stat().st_size if partial.is_file() else 0
+        headers = {"Range": f"bytes={offset}-", "If-Range": f'"{sha256}"'} if offset else {}
+        digest = hashlib.sha256()
+        try:
+            with self._stream("GET", url, headers=headers) as response:
+                resumed = offset > 0 and _range_start(response) == offset
+                if resumed:
+                    for chunk in iter_file(partial):
+                        digest.update(chunk)
+                    if on_chunk is not None:
+                        on_chunk(offset)
+                with partial.open("ab" if resumed else "wb") as handle:
+                    for chunk in response.iter_bytes(CHUNK_SIZE):
+                        handle.write(chunk)
+                        if resumed:
+                            digest.update(chunk)
+                        if on_chunk is not None:
+                            on_chunk(len(chunk))
+        except FarmhandError as exc:
+            if exc.status_code != httpx.codes.REQUESTED_RANGE_NOT_SATISFIABLE:
+                raise
+            # The part is as long as the file (cut off before its rename), or longer.
+            found = sha256_file(partial)
+            if found == sha256 and on_chunk is not None:
+                on_chunk(offset)
+            return found
+        return digest.hexdigest() if resumed else None
+
     def health(self) -> Health:
         """`GET /healthz`: needs no token; used to wait for a manager to come up."""
         return _parse(Health, self._request("GET", "/healthz"))
@@ -660,9 +717,15 @@ class FarmhandClient(BaseClient):
         file_id: int,
         dest: Path,
         on_chunk: Callable[[int], None] | None = None,
+        sha256: str | None = None,
     ) -> Path:
-        """Stream one file of a job to `dest`."""
-        return self._download(f"/api/jobs/{job_id}/files/{file_id}/download", dest, on_chunk)
+        """Stream one file of a job to `dest`. With its `sha256` (the files list's), a
+        download cut off before is resumed where it stopped, and what is written checked
+        against it (`_download_resuming`)."""
+        url = f"/api/jobs/{job_id}/files/{file_id}/download"
+        if sha256 is not None:
+            return self._download_resuming(url, dest, sha256, on_chunk)
+        return self._download(url, dest, on_chunk)
 
     def download_outputs(
         self,
@@ -737,7 +800,7 @@ class FarmhandClient(BaseClient):
                 if there:
                     advance(output.size)
                 else:
-                    self.download_file(job_id, output.id, path, advance)
+                    self.download_file(job_id, output.id, path, advance, output.sha256)
 
         with ThreadPoolExecutor(DOWNLOAD_THREADS, thread_name_prefix="download") as pool:
             running = [pool.submit(fetch, indexes) for indexes in by_path.values()]
@@ -890,6 +953,15 @@ def _holds(path: Path, file: JobFile) -> bool | None:
     if not stat.S_ISREG(found.st_mode):
         return False
     return found.st_size == file.size and sha256_file(path) == file.sha256
+
+
+def _range_start(response: httpx.Response) -> int | None:
+    """Where the part a `206` holds begins (`Content-Range: bytes 100-999/1000`); None
+    for any other answer (a `200` is the whole file)."""
+    if response.status_code != httpx.codes.PARTIAL_CONTENT:
+        return None
+    match = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", response.headers.get("content-range", ""))
+    return int(match.group(1)) if match else None
 
 
 def _template_query(template: str | None) -> str:

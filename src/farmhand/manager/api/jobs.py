@@ -22,6 +22,7 @@ from farmhand.manager.api.deps import Caller, Context, UserDep
 from farmhand.manager.api.disposition import attachment, header_text
 from farmhand.manager.api.errors import error_responses
 from farmhand.manager.api.limits import enforce_quota, manifest_body
+from farmhand.manager.api.ranges import Part, etag_of, requested_part
 from farmhand.manager.api.streaming import ClosingStreamingResponse
 from farmhand.manager.api.uploads import receiving, sent_by, store_upload, uploaded_name
 from farmhand.manager.clock import utcnow
@@ -544,13 +545,23 @@ def list_files(job_id: int, context: Context, caller: UserDep) -> list[JobFileMo
         return [_file_model(row) for row in rows]
 
 
+DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    **error_responses(416),
+    200: {"content": {"application/octet-stream": {}}},
+    206: {"description": "The one byte range a `Range` header asked for (see API.md)"},
+}
+"""A single file's download: whole, or the range asked for (`ranges.py`)."""
+
+
 @router.get(
     "/{job_id}/files/{file_id}/download",
-    responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}},
+    responses=DOWNLOAD_RESPONSES,
     response_class=StreamingResponse,
+    summary="One file of a job, whole or the byte range asked for (Range, If-Range)",
 )
 def download_file(
-    job_id: int, file_id: int, context: Context, caller: UserDep
+    job_id: int, file_id: int, request: Request, context: Context, caller: UserDep
 ) -> StreamingResponse:
     with context.db.read() as session:
         _visible_job(session, caller, job_id)
@@ -558,13 +569,12 @@ def download_file(
         if row is None or row.job_id != job_id:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"file {file_id} not found")
         sha, name, size = row.sha256, PurePosixPath(row.path).name, row.size
+    part = requested_part(request.headers, size, etag_of(sha))
     return ClosingStreamingResponse(
-        _blob_bytes(context, job_id, sha, name),
+        _blob_bytes(context, job_id, sha, name, part),
+        status_code=part.status_code,
         media_type="application/octet-stream",
-        headers={
-            "Content-Disposition": attachment(name),
-            "Content-Length": str(size),
-        },
+        headers={"Content-Disposition": attachment(name), **part.headers},
     )
 
 
@@ -615,23 +625,31 @@ def _zip_response(
 
     The name is the job's name as `{job}` makes it (`safe_component`: letters of any
     script kept), sent as every download's is (`disposition.attachment`: RFC 6266's
-    UTF-8 `filename*` and an ASCII stand-in `filename`)."""
+    UTF-8 `filename*` and an ASCII stand-in `filename`).
+
+    Always whole (`Accept-Ranges: none`, a `Range` ignored), unlike a single file
+    (`ranges.py`): zipfile stamps each entry with the time it is written, so two zips of
+    one job differ, and each entry's CRC-32 (in its data descriptor and the central
+    directory) is known only by reading its file, so a part past the first file would
+    cost reading every file before it, unsent. Clients resume file by file."""
     filename = f"job-{job.id}-{safe_component(job.name)}{what}.zip"
     return _ZipStream(
         job.id,
         stream_zip((name, context.blobs.path_for(sha)) for name, sha in entries),
         media_type="application/zip",
-        headers={"Content-Disposition": attachment(filename)},
+        headers={"Content-Disposition": attachment(filename), "Accept-Ranges": "none"},
     )
 
 
-def _blob_bytes(context: ManagerContext, job_id: int, sha: str, name: str) -> Iterator[bytes]:
-    """A single file's download, its blob opened before the answer begins
-    (`BlobStore.iter_bytes`): one deleted since its job was read (the job purged
-    meanwhile) is a `404` and a WARNING line, not a traceback of an unhandled error in
-    the middle of the answer; once open, it is sent whole whatever deletes it."""
+def _blob_bytes(
+    context: ManagerContext, job_id: int, sha: str, name: str, part: Part
+) -> Iterator[bytes]:
+    """A single file's download (`part` of it: `ranges.py`), its blob opened before the
+    answer begins (`BlobStore.iter_bytes`): one deleted since its job was read (the job
+    purged meanwhile) is a `404` and a WARNING line, not a traceback of an unhandled
+    error in the middle of the answer; once open, it is sent whole whatever deletes it."""
     try:
-        return context.blobs.iter_bytes(sha)
+        return context.blobs.iter_bytes(sha, part.start, part.length)
     except FileNotFoundError:
         log.warning(
             "download refused: its file was deleted meanwhile", job=job_id, file=name, blob=sha
@@ -684,12 +702,18 @@ def download_outputs(
 
 @router.get(
     "/{job_id}/outputs/{frame}",
-    responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}},
+    responses=DOWNLOAD_RESPONSES,
     response_class=StreamingResponse,
-    summary="One rendered frame; its file name follows the template",
+    summary="One rendered frame, whole or the byte range asked for (Range, If-Range); its "
+    "file name follows the template",
 )
 def download_frame(
-    job_id: int, frame: int, context: Context, caller: UserDep, template: TemplateQuery = None
+    job_id: int,
+    frame: int,
+    request: Request,
+    context: Context,
+    caller: UserDep,
+    template: TemplateQuery = None,
 ) -> StreamingResponse:
     with context.db.read() as session:
         job = _visible_job(session, caller, job_id)
@@ -698,16 +722,16 @@ def download_frame(
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} has no frame {frame}")
         name, output = named[0]
         size = session.scalar(select(Blob.size).where(Blob.sha256 == output.sha256))
-    headers = {
-        "Content-Disposition": attachment(PurePosixPath(name).name),
-        "X-Output-Name": header_text(name),
-    }
-    if size is not None:
-        headers["Content-Length"] = str(size)
+    part = requested_part(request.headers, size, etag_of(output.sha256))
     return ClosingStreamingResponse(
-        _blob_bytes(context, job_id, output.sha256, name),
+        _blob_bytes(context, job_id, output.sha256, name, part),
+        status_code=part.status_code,
         media_type="application/octet-stream",
-        headers=headers,
+        headers={
+            "Content-Disposition": attachment(PurePosixPath(name).name),
+            "X-Output-Name": header_text(name),
+            **part.headers,
+        },
     )
 
 

@@ -35,6 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from farmhand.manager.api.deps import Context, RunnerDep, gone_runner
 from farmhand.manager.api.errors import error_responses
 from farmhand.manager.api.events_stream import server_exiting
+from farmhand.manager.api.ranges import etag_of, requested_part
 from farmhand.manager.api.runner_tokens import redeem
 from farmhand.manager.api.streaming import ClosingStreamingResponse
 from farmhand.manager.auth.tokens import new_token, token_hash
@@ -913,12 +914,18 @@ def sign_off(context: Context, worker_id: RunnerDep) -> Response:
 @router.get(
     "/files/{job_id}/{file_path:path}",
     response_class=StreamingResponse,
-    responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}},
-    summary="Download an input file of a job whose task this runner holds",
+    responses={
+        **ERRORS,
+        **error_responses(416),
+        200: {"content": {"application/octet-stream": {}}},
+        206: {"description": "The one byte range a `Range` header asked for (see API.md)"},
+    },
+    summary="Download an input file of a job whose task this runner holds (Range, If-Range)",
 )
 def download_input(
     job_id: int,
     file_path: str,
+    request: Request,
     context: Context,
     worker_id: RunnerDep,
     kind: Annotated[
@@ -951,8 +958,10 @@ def download_input(
         if row is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} has no file {clean!r}")
         sha, size = row.sha256, row.size
+    part = requested_part(request.headers, size, etag_of(sha))
     return ClosingStreamingResponse(
-        context.blobs.iter_bytes(sha),
+        context.blobs.iter_bytes(sha, part.start, part.length),
+        status_code=part.status_code,
         media_type="application/octet-stream",
-        headers={"Content-Length": str(size), "X-Content-SHA256": sha},
+        headers={"X-Content-SHA256": sha, **part.headers},
     )

@@ -93,16 +93,21 @@ class _Staging:
 
 class _Chunks:
     """An open file's bytes, chunk by chunk, closing it at the end or on `close()`, even
-    if never read (a streamed answer closes its content however it ends)."""
+    if never read (a streamed answer closes its content however it ends); at most
+    `remaining` of them if given (a range of the file)."""
 
-    def __init__(self, handle: BinaryIO) -> None:
+    def __init__(self, handle: BinaryIO, remaining: int | None = None) -> None:
         self._handle = handle
+        self._remaining = remaining
 
     def __iter__(self) -> _Chunks:
         return self
 
     def __next__(self) -> bytes:
-        chunk = b"" if self._handle.closed else self._handle.read(CHUNK)
+        size = CHUNK if self._remaining is None else min(CHUNK, self._remaining)
+        chunk = b"" if self._handle.closed or not size else self._handle.read(size)
+        if self._remaining is not None:
+            self._remaining -= len(chunk)
         if not chunk:
             self.close()
             raise StopIteration
@@ -133,12 +138,16 @@ class BlobStore:
     def open(self, sha256: str) -> BinaryIO:
         return self.path_for(sha256).open("rb")
 
-    def iter_bytes(self, sha256: str) -> Iterator[bytes]:
+    def iter_bytes(self, sha256: str, start: int = 0, length: int | None = None) -> Iterator[bytes]:
         """The blob's bytes, chunk by chunk, from its file opened now, not at the first
         chunk: a blob gone (its job deleted meanwhile) is `FileNotFoundError` here, while
         a download's route can still answer, not after its answer has begun; and once
-        open, the file is read to its end whatever deletes the blob meanwhile (POSIX)."""
-        return _Chunks(self.open(sha256))
+        open, the file is read to its end whatever deletes the blob meanwhile (POSIX).
+        `start` and `length`: only that range of them (a download's `Range`)."""
+        handle = self.open(sha256)
+        if start:
+            handle.seek(start)
+        return _Chunks(handle, length)
 
     def _finish(
         self,
