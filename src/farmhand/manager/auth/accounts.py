@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from farmhand.manager.auth import ratelimit
@@ -58,23 +58,12 @@ class LoginOutcome:
 
 def find_by_email(session: Session, email: str) -> User | None:
     """The account with this address (`normal_email`), as sign-in, uniqueness and OAuth
-    linking look it up.
-
-    Addresses stored before NFC was part of `normal_email` may be in another form; an
-    address with a letter outside ASCII that matches nothing stored as it is is
-    therefore compared with every stored one, normalised (a farm has some hundreds of
-    accounts at most, and only such an address pays). Two accounts that got the same
-    address that way: the older one is found, and an admin gives the other a new one."""
-    address = normal_email(email)
-    user = session.scalar(
-        select(User).where(func.lower(User.email) == address).order_by(User.id).limit(1)
-    )
-    if user is not None or address.isascii():
-        return user
-    stored = select(User).where(User.email.is_not(None)).order_by(User.id)
-    return next(
-        (one for one in session.scalars(stored) if normal_email(one.email or "") == address), None
-    )
+    linking look it up: one indexed lookup, since every address is stored in that form
+    (migration 0023 rewrote those stored before NFC was part of it). Accounts that
+    migration found holding one address in different forms it left as they were, and
+    named in a warning: only the one stored in the normal form, if any, is found, until
+    an admin gives the others another address."""
+    return session.scalar(select(User).where(User.email == normal_email(email)))
 
 
 def unique_name(session: Session, wanted: str) -> str:
