@@ -87,6 +87,16 @@
 
   const esc = (value) =>
     String(value ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+  // A name people choose (a runner, a hostname, an address, a job), escaped, with where
+  // it may break marked (<wbr>): after each - . _ / : @ and every BREAK_RUN characters of
+  // a longer run without one. In a `.breakable` element (app.css) it breaks only there:
+  // `render-node-studio-b-workstation-0042` at its hyphens (a browser keeps "-0042" to
+  // its word: a minus sign?), `gpu.box.studio.lan` at its dots, and a 60-letter name
+  // without either in pieces, so the table gives its column the width of one piece,
+  // not of the whole name, nor of one letter (which broke names mid-word everywhere).
+  const BREAK_RUN = 12, PIECE = new RegExp(`[^-._/:@]{1,${BREAK_RUN}}[-._/:@]*|[-._/:@]+`, "gu");
+  const breakable = (value) =>
+    String(value ?? "").split(/(\s+)/).map((word) => (word.match(PIECE) || []).map(esc).join("<wbr>")).join("");
 
   class ApiError extends Error {
     constructor(status, detail) {
@@ -515,11 +525,11 @@
         const eta = j.status === "completed" ? 0 : j.eta_seconds;
         const workers = j.workers || [];
         return `<tr data-job-id="${j.id}">
-          <td class="wrap"><a href="/jobs/${j.id}">${esc(j.name)}</a> <span class="muted small">#${j.id}</span></td>
+          <td class="wrap"><a class="breakable" href="/jobs/${j.id}">${breakable(j.name)}</a> <span class="muted small">#${j.id}</span></td>
           <td class="hide-sm text">${esc(j.owner)}</td><td>${badge(j.status)}</td>
           <td>${bar(j.progress, j.status)} <span class="visually-hidden">${Math.round(j.progress)} %</span></td>
           <td class="num" data-label="Frames">${j.frames_done}/${j.frames_total}</td><td class="num hide-sm">${j.priority}</td>
-          <td class="hide-sm text">${workers.map(esc).join(", ") || '<span class="muted">–</span>'}</td>
+          <td class="hide-sm text breakable">${workers.map(breakable).join(", ") || '<span class="muted">–</span>'}</td>
           <td class="num" data-label="Elapsed">${duration(elapsed)}</td><td class="num" data-label="Remaining">${["canceled", "failed"].includes(j.status) ? "–" : duration(eta)}</td></tr>`;
       }).join(""));
       paintBars(tbody);
@@ -1092,7 +1102,7 @@
         const failures = t.attempts > t.failures + 1
           ? `${t.failures}<br> <span class="muted small">of ${t.attempts} hand-outs</span>` : `${t.failures}`;
         return `<tr data-task-id="${t.id}"><td class="num lead idx" data-label="Task">${t.index}</td><td class="lead frames" data-label="Frames">${span}</td>
-          <td class="lead status">${badge(t.status)}</td><td class="text worker${none(t.worker || "–")}" data-label="Worker">${esc(t.worker || "–")}</td><td class="small now${none(now)}">${now}</td><td class="num hide-sm more${none(took)}" data-label="Time">${took}</td>
+          <td class="lead status">${badge(t.status)}</td><td class="text worker breakable${none(t.worker || "–")}" data-label="Worker">${breakable(t.worker || "–")}</td><td class="small now${none(now)}">${now}</td><td class="num hide-sm more${none(took)}" data-label="Time">${took}</td>
           <td class="num hide-sm more${none(each)}" data-label="Per frame">${each}</td><td class="num more${none(peak)}" data-memory data-label="Peak memory">${peak}</td><td class="num more${none(eta)}" data-label="Remaining">${eta}</td><td class="num hide-sm more failures" data-label="Failures">${failures}</td>
           <td class="wrap small line last more error" data-label="Last error">${esc(t.last_error || "")}</td>
           <td class="end log" data-label="Log"><button type="button" class="small" data-log="${t.id}" aria-expanded="${open}" aria-controls="log-${t.id}">${open ? "Hide" : "Show"}</button></td>
@@ -1474,7 +1484,7 @@
         const short = r.status_note && r.status_note.length <= 24;
         const note = short ? `<br><span class="badge s-note">${esc(r.status_note)}</span>` : "";
         const current = r.current_task_id
-          ? `<a href="/jobs/${r.current_job_id}">${esc(r.current_job_name || "job " + r.current_job_id)}</a> <span class="muted small">task ${r.current_task_index ?? r.current_task_id}${frames}</span>`
+          ? `<a class="breakable" href="/jobs/${r.current_job_id}">${breakable(r.current_job_name || "job " + r.current_job_id)}</a> <span class="muted small">task ${r.current_task_index ?? r.current_task_id}${frames}</span>`
           : r.status_note ? `<span class="muted">no task</span>${short ? "" : `<br><span class="small note">${esc(r.status_note).replaceAll("/", "/<wbr>")}</span>`}` : '<span class="muted">idle</span>';
         const hardware = [c.cpu, c.cores ? `${c.cores} cores` : "", gib(c.ram_bytes), ...(c.gpus || []).map((g) => (typeof g === "string" ? g : g.name || ""))].filter(Boolean).map(esc).join(" · ");
         const tags = (c.tags || r.tags || []).map((t) => `<span class="badge">${esc(t)}</span>`).join(" ");
@@ -1487,7 +1497,7 @@
         // On a phone each runner is a card (app.css, table.cards): its name and status,
         // then what it does, the small facts with labels, its sleep schedule and controls.
         return `<tr data-runner-name="${esc(r.name)}" data-runner-id="${r.id}">
-          <td class="lead name"><strong>${esc(r.name)}</strong>${c.hostname && c.hostname !== r.name ? `<br><span class="muted small">${esc(c.hostname).replaceAll(".", ".<wbr>")}</span>` : ""}${where ? `<br><span class="muted small address" title="${esc(whereTitle)}">${esc(where).replaceAll(":", ":<wbr>")}</span>` : ""}</td>
+          <td class="lead name"><strong class="breakable">${breakable(r.name)}</strong>${c.hostname && c.hostname !== r.name ? `<br><span class="muted small breakable">${breakable(c.hostname)}</span>` : ""}${where ? `<br><span class="muted small address breakable" title="${esc(whereTitle)}">${breakable(where)}</span>` : ""}</td>
           <td class="lead end"><span class="status">${badge(r.status)}</span>${r.admin_state && r.admin_state !== "enabled" && r.admin_state !== r.status ? ` <span class="badge s-${esc(r.admin_state)}">${esc(r.admin_state)}</span>` : ""}${r.asleep && r.status !== "asleep" ? ' <span class="badge s-asleep">asleep</span>' : ""}${note}</td><td class="current line">${current}</td>
           <td data-label="Heartbeat" data-heartbeat="${esc(r.last_heartbeat || "")}">${ago(r.last_heartbeat)}</td>
           <td class="wrap small hardware${none(!hardware)}" data-label="Hardware">${hardware || "–"}</td><td class="device" data-label="Device">${esc(device(c))}</td><td class="blender" data-label="Blender">${(c.blender_versions || []).map(esc).join(", ") || "–"}</td>
