@@ -652,7 +652,10 @@
     // "Try again" sends the same file once more, after an answer that was no fault of
     // the file: the manager busy (a 503; the button waits for its Retry-After), its
     // storage full, the network. (The file input is emptied once read, so choosing the
-    // same file again works too.)
+    // same file again works too.) Pressed, it goes while the file is sent: the focus
+    // moves to the status line (a live region, submit.html) rather than to the page's
+    // body, so a keyboard or screen-reader user hears what happens next and is where
+    // "Try again" comes back (next in Tab order) if the manager is still busy.
     const again = document.createElement("button");
     again.type = "button";
     again.id = "upload-again";
@@ -661,7 +664,11 @@
     again.hidden = true;
     $("#upload-text").after(again);
     let againFile = null, againTimer = null;
-    again.addEventListener("click", () => { if (againFile) upload(againFile); });
+    again.addEventListener("click", () => {
+      if (!againFile) return;
+      upload(againFile);
+      $("#upload-text").focus();
+    });
     const UPLOAD_WAIT = 30; // s, when a 503 says not how long
     const busyLine = (wait) => "The manager is busy and did not take the file (nothing is wrong with it). " +
       (wait ? `Try again in ${wait} s.` : "Try again now.");
