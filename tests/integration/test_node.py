@@ -323,7 +323,13 @@ def test_metrics_follow_jobs_through_the_queue(
             idle[f'farmhand_node_info{{blender="{fake_blender.version}",version="{__version__}"}}']
             == 1
         )
-        assert jobs_by_status(idle) == {"queued": 0, "rendering": 0, "completed": 0, "failed": 0}
+        assert jobs_by_status(idle) == {
+            "queued": 0,
+            "rendering": 0,
+            "completed": 0,
+            "failed": 0,
+            "canceled": 0,
+        }
         assert (idle["farmhand_node_queue_length"], idle["farmhand_node_queue_limit"]) == (0, 2)
         assert idle["farmhand_node_renders_running"] == 0
         assert idle["farmhand_node_max_concurrent"] == 1
@@ -331,13 +337,25 @@ def test_metrics_follow_jobs_through_the_queue(
         ids = [submit(client, frame) for frame in (1, 2, 3)]
         wait_until(lambda: gate.running == ids[:1])
         busy = scrape_metrics(client)
-        assert jobs_by_status(busy) == {"queued": 2, "rendering": 1, "completed": 0, "failed": 0}
+        assert jobs_by_status(busy) == {
+            "queued": 2,
+            "rendering": 1,
+            "completed": 0,
+            "failed": 0,
+            "canceled": 0,
+        }
         assert (busy["farmhand_node_queue_length"], busy["farmhand_node_renders_running"]) == (2, 1)
 
         gate.release.set()
         wait_until(lambda: client.get(f"/job/{ids[2]}").status_code == 200)
         done = scrape_metrics(client)
-        assert jobs_by_status(done) == {"queued": 0, "rendering": 0, "completed": 2, "failed": 1}
+        assert jobs_by_status(done) == {
+            "queued": 0,
+            "rendering": 0,
+            "completed": 2,
+            "failed": 1,
+            "canceled": 0,
+        }
         assert (done["farmhand_node_queue_length"], done["farmhand_node_renders_running"]) == (0, 0)
 
 

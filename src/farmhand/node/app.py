@@ -12,6 +12,9 @@ when it is done. What differs is everything the tutorial leaves to chance:
 - At most `max_concurrent` Blenders run; further jobs wait, up to `queue_limit`, past
   which `POST /job` answers 503 + Retry-After.
 - Python embedded in the .blend never runs (see the driver).
+- `DELETE /job/{id}` cancels one job (the tutorial's `kill PID`, which a job id is not):
+  a waiting job never starts, a rendering one's Blender is stopped as stopping the node
+  stops it; `GET` then answers `410 Job canceled` (`JOB_CANCELED`).
 - `GET /metrics` answers jobs by status and the queue in Prometheus' text format.
 - A body over 64 KiB is a 413, one nesting deeper than 32 levels a 400 (`limits`).
 - A request whose head or body stops arriving is a 408 after `client_timeout` seconds,
@@ -38,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from farmhand import __version__
 from farmhand.manager.connections import HEAD_TIMED_OUT
-from farmhand.node.jobs import JobQueue, JobState, NodeJob, QueueFull
+from farmhand.node.jobs import Cancel, JobQueue, JobState, NodeJob, QueueFull
 from farmhand.node.limits import BodyLimitMiddleware
 from farmhand.shared.frames import FrameRangeError, frame_list
 from farmhand.shared.ids import path_id
@@ -103,6 +106,13 @@ def _text(status: int, body: str, headers: dict[str, str] | None = None) -> Plai
     return PlainTextResponse(body, status_code=status, headers=headers)
 
 
+JOB_CANCELED = (410, "Job canceled")
+"""A canceled job's final answer, to `GET` and to `DELETE` alike. 410 Gone, not the 500
+of a failed render: nothing failed on the node, someone asked for it, and its frames will
+never all be there. Like every answer other than 200 and 202 it ends an orchestrator's
+polling (farmhand's sends the frames to a node again)."""
+
+
 def _refuse_body(status: int, problem: str) -> Response:
     """The body limits' refusals in the node's own style: plain text, as every answer."""
     if status == 413:
@@ -123,6 +133,12 @@ def _renderer(settings: NodeSettings) -> Callable[[NodeJob], str | None]:
     what a killed or failed render leaves never lands among good frames.
 
     A frame that cannot be moved fails the job: "completed" means the frames are there.
+
+    A canceled job (`DELETE /job/{id}`, or the node stopping) keeps the frames already
+    moved: each is a complete, verified image, and in a shared folder the same file may
+    as well be another job's render of that frame, so deleting it could take away a
+    good frame someone else is counting on. The frame being rendered goes with the job's
+    folder, so the folder never holds half a frame.
     """
     log_dir = settings.log_dir or settings.output / ".farmhand-logs"
 
@@ -301,7 +317,40 @@ def create_node_app(
             return _text(200, "Job completed")
         if job.state is JobState.FAILED:
             return _text(500, f"Job failed: {job.error}")
+        if job.state is JobState.CANCELED:
+            return _text(*JOB_CANCELED)
+        if job.canceling:
+            return _text(202, "Job canceling", {"Location": f"/job/{job.id}", **retry})
         return _text(202, "Job still running", {"Location": f"/job/{job.id}", **retry})
+
+    @app.delete(
+        "/job/{job_id}",
+        response_class=PlainTextResponse,
+        responses={
+            200: {"description": "Job canceled: it was waiting and never started"},
+            202: {"description": "Job canceling: its Blender is being stopped; poll Location"},
+            400: {"description": "Job not found"},
+            409: {"description": "Job already finished: it completed or failed first"},
+        },
+    )
+    def cancel_job(job_id: str) -> Response:
+        """Cancel a job, as the tutorial's `kill PID` stops its render.
+
+        In the node's polling style: 200 once the job is canceled (a waiting job at once,
+        or one canceled before: DELETE may be repeated), 202 with `Location` while its
+        Blender is being stopped (`GET` answers 202 `Job canceling`, then 410 `Job
+        canceled`), 409 for a job that completed or failed first.
+        """
+        number = path_id(job_id)
+        outcome = jobs.cancel(number) if number is not None else None
+        if outcome is None:
+            return _text(400, "Job not found")
+        job, done = outcome
+        if done is Cancel.STOPPING:
+            return _text(202, "Job canceling", {"Location": f"/job/{job.id}", **retry})
+        if done is Cancel.FINISHED:
+            return _text(409, f"Job already finished ({job.state.value}): nothing to cancel")
+        return _text(200, JOB_CANCELED[1])
 
     @app.get(
         "/metrics",

@@ -31,6 +31,16 @@ reading, because ids are scattered timestamps, not a run of consecutive numbers.
 
 Ids stay integers (the tutorial's clients read `{"pid": N}`), about 1.8e15 in 2026, and
 below 2**53 until the year 2255, so JavaScript clients read them exactly.
+
+One job can be canceled (`cancel`, the node's `DELETE /job/{id}`): the tutorial says to
+`kill` its PID, which a job id is not. A waiting job leaves the line at once and never
+starts. A rendering job's Blender is stopped the way stopping the node stops it, through
+the job's `cancel` event (the renderer kills Blender's process group: SIGTERM, then
+SIGKILL after a grace), and the job is `CANCELED` when its render thread returns. The
+lock decides a cancel racing the render's natural end: whichever takes it first wins, so
+a job asked to cancel while it was still rendering ends `CANCELED` even if its last frame
+was saved meanwhile, and one that ended first stays `COMPLETED`/`FAILED` (the cancel is
+refused). Either way the job ends in exactly one final state, counted once.
 """
 
 from __future__ import annotations
@@ -53,6 +63,7 @@ class JobState(enum.Enum):
     RENDERING = "rendering"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELED = "canceled"
 
 
 @dataclass
@@ -62,10 +73,24 @@ class NodeJob:
     state: JobState = JobState.QUEUED
     error: str | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    """Set to stop the render: by `JobQueue.cancel` or when the node stops."""
+    canceling: bool = False
+    """Someone canceled it while it rendered: it ends `CANCELED`, whatever the render says."""
 
     @property
     def finished(self) -> bool:
-        return self.state in (JobState.COMPLETED, JobState.FAILED)
+        return self.state in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELED)
+
+
+class Cancel(enum.Enum):
+    """What `JobQueue.cancel` did."""
+
+    CANCELED = "canceled"
+    """The job is canceled now (it was waiting, or had been canceled before)."""
+    STOPPING = "stopping"
+    """Its Blender is being stopped; the job turns `CANCELED` when it is gone."""
+    FINISHED = "finished"
+    """It had already completed or failed: nothing to cancel."""
 
 
 class QueueFull(Exception):
@@ -143,6 +168,29 @@ class JobQueue:
         with self._lock:
             return self._jobs.get(job_id)
 
+    def cancel(self, job_id: int) -> tuple[NodeJob, Cancel] | None:
+        """Cancel a job (None if there is no such job); see the module's doc.
+
+        A waiting job is `CANCELED` at once and frees its place in the line: the render
+        threads skip it. A rendering one has its `cancel` event set, which stops its
+        Blender as stopping the node does; it stays `RENDERING` until that is done.
+        """
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                return None
+            if job.state is JobState.QUEUED:
+                job.state = JobState.CANCELED
+                self._unfinished -= 1
+                return job, Cancel.CANCELED
+            if job.state is JobState.RENDERING:
+                job.canceling = True
+                job.cancel.set()
+                return job, Cancel.STOPPING
+            if job.state is JobState.CANCELED:
+                return job, Cancel.CANCELED
+            return job, Cancel.FINISHED
+
     def counts(self) -> dict[JobState, int]:
         """Jobs in each state right now, every state present (0 included)."""
         with self._lock:
@@ -157,6 +205,8 @@ class JobQueue:
             if job is None:
                 return
             with self._lock:
+                if job.state is not JobState.QUEUED:
+                    continue  # canceled while it waited (and counted out then): never starts
                 if self._stopping:
                     job.state, job.error = JobState.FAILED, "the node shut down"
                     self._unfinished -= 1
@@ -167,6 +217,9 @@ class JobQueue:
             except Exception as exc:  # a bug in rendering must fail the job, not the thread
                 error = f"internal error: {exc!r}"
             with self._lock:
-                job.error = error
-                job.state = JobState.COMPLETED if error is None else JobState.FAILED
+                if job.canceling:
+                    job.state = JobState.CANCELED
+                else:
+                    job.error = error
+                    job.state = JobState.COMPLETED if error is None else JobState.FAILED
                 self._unfinished -= 1
