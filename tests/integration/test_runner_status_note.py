@@ -56,3 +56,20 @@ def test_the_runner_summary_says_which_runner_is_too_old(farm: Farm) -> None:
     new = {"capabilities": {**OLD_WORKER, "protocol": WORKER_PROTOCOL}}
     assert farm.client.post("/api/runner/heartbeat", headers=script, json=new).is_success
     assert runners(farm)["script"]["status_note"] is None
+
+
+def test_a_scripts_heartbeat_may_have_no_body(farm: Farm) -> None:
+    """JiggaBlend's runners keep alive with a bare POST; every field of a heartbeat is
+    optional, so its body is too (it was a 400 "body: Field required")."""
+    script = register(farm.client, farm.runner_token, "script", None)
+
+    bare = farm.client.post("/api/runner/heartbeat", headers=script)
+
+    assert bare.status_code == 200, bare.text
+    assert bare.json() == {"status": "idle", "abort_task_ids": []}
+    assert runners(farm)["script"]["status"] == "idle"
+    empty_json = farm.client.post("/api/runner/heartbeat", headers=script, json={})
+    assert empty_json.json() == bare.json()
+    # A body that is there is still checked: a wrong field is refused, not ignored.
+    wrong = farm.client.post("/api/runner/heartbeat", headers=script, json={"startin": True})
+    assert wrong.status_code == 400
