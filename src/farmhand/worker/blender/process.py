@@ -716,17 +716,32 @@ def _wait(process: subprocess.Popen[bytes], cancel: threading.Event) -> bool:
 
 
 def kill_group(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM Blender's process group, then SIGKILL if it is still there after a grace."""
-    for sig, grace in ((signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    """SIGTERM Blender's process group, then SIGKILL what is left of it after a grace.
+
+    What is left, not only Blender: a child of Blender's (a wrapper's, a script's
+    helper) that ignores SIGTERM outlives a Blender that obeyed it, and would go on
+    using the machine after its task was stopped."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + KILL_GRACE
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=KILL_GRACE)
+    while _live_members(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not _live_members(process.pid):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=10.0)
+
+
+def _live_members(pgid: int) -> bool:
+    """Whether group `pgid` has a process that is not a zombie (one that has ended and
+    waits for its parent: signals cannot end it again)."""
+    return any(fields[0] != "Z" for _, fields in group_members(pgid))
 
 
 def group_rss_bytes(pgid: int, proc: Path = Path("/proc")) -> int:
