@@ -37,6 +37,7 @@ from farmhand.client.errors import (
     ManagerUnreachable,
     TilesRefused,
 )
+from farmhand.shared.blendbounds import BlendTooLarge, check_blend
 from farmhand.shared.blendscene import tiles_refusal
 from farmhand.shared.hashing import CHUNK_SIZE, iter_file, sha256_file
 from farmhand.shared.limits import JOB_BODY_MAX_BYTES
@@ -280,9 +281,15 @@ def check_job_body(body: bytes, files: int) -> None:
 def check_tiles(blend: Path, settings: JobSettings) -> None:
     """TilesRefused if the manager would refuse, or the worker fail, `settings`' tiles of
     the scene in `blend`: before a byte is packed or sent. A file not readable here (a
-    share's path the submitter writes as `{variable}/…`) passes: the manager or the
-    worker says so."""
-    reason = tiles_refusal(blend, settings.tiles is not None, blend.name)
+    share's path the submitter writes as `{variable}/…`, or one past `check_blend`'s
+    bounds, which packing refuses) passes: the manager or the worker says so."""
+    if settings.tiles is None:
+        return
+    try:
+        check_blend(blend)
+    except BlendTooLarge:
+        return
+    reason = tiles_refusal(blend, True, blend.name)
     if reason is not None:
         raise TilesRefused(reason)
 

@@ -51,6 +51,7 @@ from farmhand.client.sequences import (
     span,
     tile_name,
 )
+from farmhand.shared.blendbounds import BlendTooLarge, check_blend
 from farmhand.shared.frames import MAX_FRAMES_PER_JOB
 from farmhand.shared.hashing import CHUNK_SIZE
 from farmhand.shared.paths import UnsafePathError, safe_relative_path
@@ -403,8 +404,19 @@ def _usage_files(
     return existing, [member for member in members if not member.is_file()]
 
 
+def readable(blend: Path) -> None:
+    """PackError if reading `blend` with BAT would go past a bound (`check_blend`: a
+    compressed .blend inflating to gigabytes, a block claiming them), before BAT reads it
+    whole into memory or a temporary file."""
+    try:
+        check_blend(blend)
+    except BlendTooLarge as error:
+        raise PackError(f"cannot read {blend}: {error}") from None
+
+
 def trace_files(blend: Path) -> list[Path]:
     """Every existing file `blend` depends on (sequences and tiles expanded)."""
+    readable(blend)
     found: list[Path] = []
     users = _ImageUsers()
     try:
@@ -435,6 +447,7 @@ def pack(
     files are listed, not fatal: the caller decides (`--allow-missing`).
     """
     blend = bpathlib.make_absolute(blend)
+    readable(blend)
     if project is None:
         project = default_project(blend, trace_files(blend))
     project = bpathlib.make_absolute(project)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from blender_asset_tracer import blendfile
 
+from farmhand.shared.blendbounds import check_blend
 from farmhand.shared.blendscene import active_scene
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,10 @@ def saved_format(path: Path) -> str | None:
     """The output format (Blender's Python name) of the scene Blender renders when it
     opens `path`: the one it was saved showing (the file's global `curscene`), else its
     first scene. None when that cannot be read (a number this table does not know, a file
-    BAT cannot parse): the caller only warns with it, so it never fails a submit."""
+    BAT cannot parse, one past `check_blend`'s bounds): the caller only warns with it, so
+    it never fails a submit."""
     try:
+        check_blend(path)  # the pack that follows says why, if not
         with blendfile.BlendFile(path) as bfile:
             scene = active_scene(bfile)
             if scene is None:
