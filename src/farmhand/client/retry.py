@@ -57,6 +57,86 @@ QUIET: FilteringBoundLogger = structlog.wrap_logger(
 (structlog's default would print them on stdout, among a command's output)."""
 
 
+SAY_EVERY = 300.0
+"""Seconds between two lines about one outage: a manager down for an hour leaves a dozen
+lines in the worker's log, not one per retry."""
+
+
+class OutageLog:
+    """What the log says while the manager does not answer: a WARNING at the first
+    failure (retrying, and how often), then at most one line each `every` seconds with
+    how long and how many failures, and one INFO line when it answers again
+    (`reconnected`, after how many seconds). Each retry used to log a WARNING of its own:
+    a manager down for an hour filled a worker's log with hundreds of them.
+
+    One outage may be seen by several loops at once (the worker's claim and heartbeat
+    threads share one), so it is thread-safe. `fields` of each call (task, job, worker
+    ids) go into the lines it writes."""
+
+    def __init__(self, every: float = SAY_EVERY, clock: Callable[[], float] = time.monotonic):
+        self.every = every
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._since: float | None = None
+        self._said_at = 0.0
+        self._failures = 0
+        self._answered_at = float("-inf")
+
+    def failed(
+        self,
+        logger: FilteringBoundLogger,
+        what: str,
+        error: Exception,
+        retry_every: float,
+        began: float | None = None,
+        **fields: object,
+    ) -> None:
+        """A retryable failure of the call `what`, made at `began` (by `clock`); it is
+        tried again at most every `retry_every` seconds. A call made before the manager
+        last answered another loop says nothing new: the outage it saw is over."""
+        with self._lock:
+            now = self.clock()
+            if began is not None and began < self._answered_at:
+                return
+            self._failures += 1
+            if self._since is None:
+                self._since = self._said_at = now
+                first = True
+            elif now - self._said_at >= self.every:
+                self._said_at = now
+                first = False
+            else:
+                return
+            failures, down = self._failures, round(now - self._since)
+        if first:
+            logger.warning(
+                f"the manager does not answer; retrying at least every {retry_every:g} s "
+                f"until it does (said again at most every {self.every:g} s)",
+                call=what,
+                error=str(error),
+                **fields,
+            )
+        else:
+            logger.warning(
+                f"the manager still does not answer after {down} s; retrying",
+                call=what,
+                failures=failures,
+                error=str(error),
+                **fields,
+            )
+
+    def answered(self, logger: FilteringBoundLogger, **fields: object) -> None:
+        """The manager answered: the outage, if there was one, is over and said so."""
+        with self._lock:
+            self._answered_at = self.clock()
+            if self._since is None:
+                return
+            down = round(self._answered_at - self._since)
+            failures = self._failures
+            self._since, self._failures = None, 0
+        logger.info(f"reconnected after {down} s", failures=failures, **fields)
+
+
 def call_with_retry(
     fn: Callable[[], _T],
     what: str,
@@ -66,19 +146,23 @@ def call_with_retry(
     logger: FilteringBoundLogger | None = None,
     on_retry: Retrying | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    outage: OutageLog | None = None,
 ) -> _T:
     """Call `fn` until it succeeds, a non-retryable error occurs, or time runs out.
 
     The last retryable error is re-raised when `give_up_after` is spent; `RetryAborted`
-    when `stop` is set during a wait (or is set already when a call fails).
+    when `stop` is set during a wait (or is set already when a call fails). The retries
+    are logged as an `OutageLog` says (`outage`, if several calls share one).
     """
     logger = logger or log
+    outage = outage or OutageLog(clock=clock)
     started = clock()
     delay = policy.delays()
     attempt = 0
     while True:
+        began = clock()
         try:
-            return fn()
+            result = fn()
         except Exception as exc:
             if not is_retryable(exc):
                 raise
@@ -89,7 +173,7 @@ def call_with_retry(
                 raise
             if stop is not None and stop.is_set():  # stopping: no "retrying" to log
                 raise RetryAborted(what) from exc
-            logger.warning("retrying", call=what, in_seconds=pause, error=str(exc))
+            outage.failed(logger, what, exc, policy.max_delay, began)
             if on_retry is not None:
                 on_retry(exc, pause)
             if stop is not None:
@@ -98,3 +182,6 @@ def call_with_retry(
             else:
                 sleep(pause)
             attempt += 1
+        else:
+            outage.answered(logger, call=what)
+            return result

@@ -42,7 +42,7 @@ from structlog.typing import FilteringBoundLogger
 from farmhand import __version__
 from farmhand.client import FarmhandError, RunnerClient
 from farmhand.client.errors import is_retryable
-from farmhand.client.retry import RetryAborted, RetryPolicy, call_with_retry
+from farmhand.client.retry import OutageLog, RetryAborted, RetryPolicy, call_with_retry
 from farmhand.shared.pathmap import PathMapError, current_platform, remap_pairs, to_local
 from farmhand.shared.protocol import WORKER_PROTOCOL
 from farmhand.shared.schemas import (
@@ -87,6 +87,8 @@ from farmhand.worker.video import SceneLook, SceneLooks, SceneUnavailable, Video
 log: FilteringBoundLogger = structlog.get_logger(__name__)
 _T = TypeVar("_T")
 
+CLAIM_RETRY_MAX = 10.0
+"""Most seconds between two claims while the manager does not answer (from 0.5, doubling)."""
 MAX_PENDING_LOG_LINES = 20_000
 LOG_TAIL_LINES = 50
 
@@ -556,6 +558,9 @@ class Agent:
         self._late_released = threading.Event()
         """Set once `_late_claim` gave back a task the abandoned poll brought."""
         self._task_policy = RetryPolicy(give_up_after=settings.retry_for)
+        self._outage = OutageLog()
+        """The manager not answering the worker's own calls (claim, heartbeat, register):
+        one outage, logged once and then every few minutes, whichever loop sees it."""
         self._deleted: FarmhandError | None = None
         """The manager's answer saying an admin deleted this runner: the worker stops."""
         self._fault_pause = 0.0
@@ -719,7 +724,12 @@ class Agent:
 
     def _retry_forever(self, fn: Callable[[], _T], what: str) -> _T:
         return call_with_retry(
-            fn, what, RetryPolicy(give_up_after=None), self.stop, logger=self.log
+            fn,
+            what,
+            RetryPolicy(give_up_after=None),
+            self.stop,
+            logger=self.log,
+            outage=self._outage,
         )
 
     def _sign_off(self) -> None:
@@ -737,15 +747,20 @@ class Agent:
             with self._current_lock:
                 run = self._current
             task_id = run.task.task_id if run else None
+            began = self._outage.clock()
             try:
                 reply = self.client.heartbeat(current_task_id=task_id)
             except FarmhandError as exc:
                 self._refused(exc)
                 if exc.status_code == 401 and run is not None:
                     run.drop(f"manager answered {exc}")
-                if self._deleted is None:
+                if is_retryable(exc):
+                    every = self.settings.heartbeat_interval
+                    self._outage.failed(self.log, "heartbeat", exc, every, began, task_id=task_id)
+                elif self._deleted is None:
                     self.log.warning("heartbeat failed", error=str(exc), task_id=task_id)
                 continue
+            self._outage.answered(self.log)
             if run is not None and run.task.task_id in reply.abort_task_ids:
                 self.log.info("manager aborted the task", task_id=task_id, job_id=run.task.job_id)
                 run.drop("aborted by the manager")
@@ -810,10 +825,13 @@ class Agent:
         """Long-poll for a task, interruptible by `stop`; retries while unreachable."""
         attempt = 0
         while not self.stop.is_set():
+            began = self._outage.clock()
             try:
-                return self._interruptible(
+                task = self._interruptible(
                     lambda: self.client.claim(self.settings.poll_wait, prefer_job=self._held_job)
                 )
+                self._outage.answered(self.log)
+                return task
             except RetryAborted:
                 return None
             except FarmhandError as exc:
@@ -823,11 +841,12 @@ class Agent:
                     self.log.warning("manager no longer knows this runner; registering again")
                     self._register()
                     continue
-                if not is_retryable(exc):
-                    self.log.error("claim refused", error=str(exc))
-                delay = min(10.0, 0.5 * 2**attempt)
+                delay = min(CLAIM_RETRY_MAX, 0.5 * 2**attempt)
                 attempt += 1
-                self.log.warning("claim failed; retrying", error=str(exc), in_seconds=delay)
+                if is_retryable(exc):
+                    self._outage.failed(self.log, "claim", exc, CLAIM_RETRY_MAX, began)
+                else:
+                    self.log.error("claim refused; retrying", error=str(exc), in_seconds=delay)
                 self.stop.wait(delay)
         return None
 

@@ -1,0 +1,100 @@
+"""A worker's log while the manager does not answer: one WARNING when it stops answering
+(saying the worker keeps retrying, and how often), then at most one line every few
+minutes, and one INFO line when it answers again. Each retry (claims, heartbeats, every
+0.1-10 s) used to log a WARNING of its own: a manager down for an hour filled the log
+with hundreds of identical lines."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import structlog
+from structlog.testing import capture_logs
+
+from farmhand.client.retry import OutageLog
+from farmhand.worker.agent import RenderJob, RenderOutcome, run_worker
+from tests.unit.test_worker_agent import FakeManager, _settings
+
+
+def test_an_hour_of_outage_is_a_dozen_lines_then_reconnected() -> None:
+    """A retry every 10 s for an hour (a fake clock): the first failure, one line per
+    five minutes with the count, and `reconnected after 3600 s`, the ids kept."""
+    now = [0.0]
+    outage = OutageLog(every=300.0, clock=lambda: now[0])
+    logger = structlog.get_logger("test").bind(worker_id=5)
+    with capture_logs() as logs:
+        for _ in range(360):
+            outage.failed(logger, "claim", ConnectionError("refused"), 10.0, task_id=11)
+            now[0] += 10.0
+        outage.answered(logger)
+    warnings = [entry for entry in logs if entry["log_level"] == "warning"]
+    assert len(warnings) == 12, [entry["event"] for entry in warnings]
+    assert warnings[0]["event"].startswith(
+        "the manager does not answer; retrying at least every 10 s until it does"
+    )
+    assert warnings[1]["event"] == "the manager still does not answer after 300 s; retrying"
+    assert warnings[1]["failures"] == 31
+    assert all(entry["task_id"] == 11 for entry in warnings), "its fields are kept"
+    (back,) = [entry for entry in logs if entry["log_level"] == "info"]
+    assert back["event"] == "reconnected after 3600 s" and back["failures"] == 360
+    with capture_logs() as late:
+        outage.failed(logger, "claim", ConnectionError("refused"), 10.0, began=now[0] - 5)
+    assert late == [], "a call begun before the manager answered another loop is stale"
+
+
+def test_a_worker_says_an_outage_once_and_when_it_is_over(tmp_path: Path) -> None:
+    """A registered worker whose manager stops answering: its claims (backing off) and
+    heartbeats (every 0.1 s here) all fail for a while, then it answers again."""
+    manager = FakeManager([])
+    manager.tasks.clear()  # an idle worker: claims and heartbeats only
+    failures = threading.Event()
+    refused = [0]
+    handler = manager.handler
+
+    def counting(request: httpx.Request) -> httpx.Response:
+        if manager.unreachable:
+            refused[0] += 1
+            if refused[0] >= 12:  # claims at 0 s, 0.5 s, 1.5 s; heartbeats meanwhile
+                failures.set()
+        return handler(request)
+
+    def renderer(job: RenderJob) -> RenderOutcome:
+        raise AssertionError("nothing to render")
+
+    stop = threading.Event()
+    with capture_logs() as logs:
+        worker = threading.Thread(
+            target=run_worker,
+            args=(_settings(tmp_path),),
+            kwargs={
+                "renderer": renderer,
+                "blender_versions": ["4.2.0"],
+                "transport": httpx.MockTransport(counting),
+                "stop": stop,
+            },
+        )
+        worker.start()
+        try:
+            manager.wait_for("claim")
+            manager.unreachable = True
+            assert failures.wait(10), "the worker did not keep retrying"
+            with manager.lock:
+                manager.calls.clear()
+            manager.unreachable = False
+            manager.wait_for("claim")
+            deadline = time.monotonic() + 10
+            while not any("reconnected" in str(e["event"]) for e in logs):
+                assert time.monotonic() < deadline, "no reconnected line"
+                time.sleep(0.02)
+        finally:
+            stop.set()
+            worker.join(10)
+    said = [entry for entry in logs if "does not answer" in str(entry["event"])]
+    assert len(said) == 1, [entry["event"] for entry in logs]
+    assert said[0]["log_level"] == "warning" and said[0]["worker_id"] == 5
+    assert not [e for e in logs if e["event"] in ("heartbeat failed", "claim failed; retrying")]
+    (back,) = [entry for entry in logs if str(entry["event"]).startswith("reconnected after")]
+    assert back["log_level"] == "info" and back["failures"] >= 12
