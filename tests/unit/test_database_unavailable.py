@@ -192,7 +192,9 @@ def test_garbage_collection_during_an_outage_says_so_in_one_line(
         raise error
 
     monkeypatch.setattr(gc, "collect_garbage", collect)
-    context = SimpleNamespace(settings=SimpleNamespace(gc_interval=0.01))
+    context = SimpleNamespace(
+        settings=SimpleNamespace(gc_interval=0.01), db=SimpleNamespace(check_file=lambda: None)
+    )
 
     async def two_passes() -> None:
         task = asyncio.create_task(gc.gc_loop(context))  # type: ignore[arg-type]

@@ -285,13 +285,20 @@ def collect_garbage(context: ManagerContext, now: datetime) -> GcReport:
 
 async def gc_loop(context: ManagerContext) -> None:
     """Collect garbage every `gc_interval` seconds (the first pass one interval after
-    start: a manager restarting in a crash loop should not scan the store each time)."""
+    start: a manager restarting in a crash loop should not scan the store each time).
+
+    Like the reaper and the deletion loop, each pass first makes sure the database file
+    is still the one opened (`Database.check_file`, one stat): a pass on a file moved
+    away or deleted would open a new connection at its path, and so make an empty
+    database there, which the next start refuses."""
     interval = context.settings.gc_interval
     if interval <= 0:
         return
     while True:
         await asyncio.sleep(interval)
         try:
+            if context.db.check_file() is not None:
+                continue  # said once, by whichever loop noticed; every use is refused now
             await run_in_threadpool(collect_garbage, context, utcnow())
         except Exception as error:
             if unavailable(error):  # an outage, said once by the reaper: not a bug
