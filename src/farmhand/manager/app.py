@@ -92,6 +92,7 @@ def prepare(settings: ManagerSettings) -> tuple[ManagerContext, BootstrapReport]
     where = told_where(settings.database_url, settings.data_dir)
     check_database_url(url, where)  # `postgres://`: one line, not a traceback
     # A new data dir is the manager's alone (an existing one keeps the mode it has).
+    made_data_dir = not settings.data_dir.exists()
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     unsafe = sqlite_on_network(url)
     if unsafe is not None:
@@ -100,16 +101,23 @@ def prepare(settings: ManagerSettings) -> tuple[ManagerContext, BootstrapReport]
     if database_file is not None:
         check_sqlite_file(settings.data_dir, database_file)  # before opening creates it
         check_sqlite_not_in_use(settings.data_dir, database_file)  # before migrating it
-    context = _context(settings)
+    db = Database(url)
     try:
         # A damaged file, PostgreSQL down, a wrong password: one line, not a traceback.
         with database_errors_said(url, where):
-            check_schema(context.db.engine, settings.data_dir, _database_name(settings))
-            upgrade(context.db.engine)
-            report = bootstrap(context.db, settings)
+            check_schema(db.engine, settings.data_dir, _database_name(settings))
+        # The storage folders (`blobs/`) only once the database answered: a start refused
+        # for its database leaves the data dir as it found it.
+        context = _context(settings, db)
+        with database_errors_said(url, where):
+            upgrade(db.engine)
+            report = bootstrap(db, settings)
             set_aside_stale(context.logs.root, lambda ids: _jobs_among(context, ids), utcnow())
     except BaseException:
-        context.db.dispose()
+        db.dispose()
+        if made_data_dir:
+            with contextlib.suppress(OSError):  # only if this start left it empty
+                settings.data_dir.rmdir()
         raise
     return context, report
 
@@ -133,8 +141,9 @@ def _jobs_among(context: ManagerContext, ids: Collection[int]) -> set[int]:
     return found
 
 
-def _context(settings: ManagerSettings) -> ManagerContext:
-    db = Database(settings.resolved_database_url)
+def _context(settings: ManagerSettings, db: Database | None = None) -> ManagerContext:
+    """The context of a manager process; its folders are made here (`BlobStore`)."""
+    db = db if db is not None else Database(settings.resolved_database_url)
     return ManagerContext(
         settings=settings,
         db=db,
