@@ -259,13 +259,27 @@ async def login(
     return response
 
 
+SIGN_OUT_STALE = (
+    "The page you signed out from was out of date: it was loaded before you last signed in "
+    "(in another tab or window, say), so the farm could not tell the request came from you "
+    "and did not sign you out. Press Sign out at the top of this page to sign out now."
+)
+"""What a Sign out from a stale page answers (a form posted with another session's nonce)."""
+
+
 @router.post("/logout")
 def logout(
     request: Request, context: Context, csrf: Annotated[str, Form(max_length=200)] = ""
 ) -> Response:
     found = _signed_in(request, context)
     if found is not None and not sessions.csrf_ok(found[1], "POST", csrf):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "sign-out needs the page's CSRF token")
+        # A page loaded before the session began (signed in again in another tab, a new
+        # password): its nonce is another session's. A page, not JSON, says so, and its
+        # own Sign out button carries this session's nonce.
+        return _page(
+            request, "error.html", found[0], found[1], status.HTTP_403_FORBIDDEN,
+            title="You are still signed in", message=SIGN_OUT_STALE,
+        )  # fmt: skip
     if found is not None:
         with context.db.transaction() as session:
             user = session.get(User, found[0].user_id)
