@@ -10,11 +10,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import signal
 import ssl
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated
+from types import FrameType
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -309,6 +311,11 @@ def manager(
     if processes == 1:
         app = create_app(settings, context)
         freeze_startup_objects()
+        # Uvicorn stops cleanly on SIGTERM, then puts back the handler it found and raises
+        # the signal again: with the default one, the manager died "killed by SIGTERM"
+        # (status -15), a failure to systemd and supervisors. With this one it exits 0.
+        # (`--processes N`: uvicorn's supervisor exits 0 on SIGTERM by itself.)
+        signal.signal(signal.SIGTERM, _stopped)
         uvicorn.run(
             app,
             access_log=False,
@@ -335,6 +342,12 @@ def manager(
     sys.stderr.flush()
     # An argument list, no shell: the flags reach uvicorn as they were given.
     os.execv(sys.executable, [sys.executable, *supervisor_command(server, processes)])  # noqa: S606
+
+
+def _stopped(signum: int, frame: FrameType | None) -> NoReturn:
+    """A SIGTERM outside uvicorn's own handling (the one it raises again once stopped):
+    a requested stop, so a clean exit."""
+    raise SystemExit(0)
 
 
 def this_machine_only(host: str) -> bool:
