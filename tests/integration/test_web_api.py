@@ -138,6 +138,10 @@ def test_cookie_reads_freely_but_writes_only_with_csrf(farm: Farm) -> None:
     assert "X-CSRF-Token" in no_csrf.json()["detail"]
     wrong = farm.client.post("/api/tokens", json={"name": "x"}, headers={"X-CSRF-Token": "no"})
     assert wrong.status_code == 403
+    # A wrong nonce is a page older than its session: its user is told to reload it, not
+    # about a header the page did send.
+    assert "reload the page" in wrong.json()["detail"]
+    assert "header" not in wrong.json()["detail"]
     ok = farm.client.post("/api/tokens", json={"name": "x"}, headers={"X-CSRF-Token": csrf})
     assert ok.status_code == 201, ok.text
     job_id = submit_stand_in(farm.client, farm.admin, frame_start=1, frame_end=2, chunk_size=2)

@@ -96,6 +96,18 @@ def session_caller(
         return Caller(user.id, user.name, user.role), data
 
 
+def _csrf_refusal(header: str | None) -> str:
+    """Why a cookie's write was refused, in terms of what its sender can do. A header
+    that is there but wrong is a page older than its session (signed out and in again
+    in another tab): its user needs to reload, not to learn about headers."""
+    if header is None:
+        return f"a request made with the session cookie needs the {sessions.CSRF_HEADER} header"
+    return (
+        "this page is older than your session (you signed in again since it was loaded): "
+        "reload the page and try again"
+    )
+
+
 def current_user(request: Request, context: Context, credentials: Credentials) -> Caller:
     if credentials is None:
         cookie = request.cookies.get(sessions.SESSION_COOKIE)
@@ -105,11 +117,9 @@ def current_user(request: Request, context: Context, credentials: Credentials) -
         if found is None:
             raise _unauthorized("your session has expired or is invalid; sign in again")
         caller, data = found
-        if not sessions.csrf_ok(data, request.method, request.headers.get(sessions.CSRF_HEADER)):
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN,
-                f"a request made with the session cookie needs the {sessions.CSRF_HEADER} header",
-            )
+        header = request.headers.get(sessions.CSRF_HEADER)
+        if not sessions.csrf_ok(data, request.method, header):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, _csrf_refusal(header))
         return caller
     digest = token_hash(credentials.credentials)
     with context.db.read() as session:
