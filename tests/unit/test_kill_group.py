@@ -12,11 +12,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from farmhand.worker.blender.process import kill_group
+from tests.unit.test_blender_orphans import alive
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's /proc")
 
@@ -31,14 +31,6 @@ child.stdout.readline()
 print(child.pid, flush=True)
 time.sleep(600)
 """
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat_line = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat_line[stat_line.rindex(")") + 2] not in "ZX"
 
 
 def test_a_child_that_ignores_sigterm_is_killed_with_its_blender() -> None:
