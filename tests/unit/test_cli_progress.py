@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -69,7 +70,7 @@ def test_following_a_job_keeps_its_bar_and_frame_count_in_a_narrow_terminal(
     """`submit --wait` while the manager is unreachable: the bar's words are long (the
     status says it retries, the tail says why the job waits). The line still fits, with
     the bar and `2/6`, the words cut with an ellipsis."""
-    answers = iter(
+    answers: Iterator[Callable[[httpx.Request], httpx.Response]] = iter(
         [
             lambda r: httpx.Response(200, json=_job("active", 2, WAITING)),
             _refused,
