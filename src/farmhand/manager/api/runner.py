@@ -45,6 +45,7 @@ from farmhand.manager.db.models import Job, JobFile, Task, Worker
 from farmhand.manager.events import FarmEvent
 from farmhand.manager.scheduling.claim import claim_task
 from farmhand.manager.scheduling.eligibility import pinned_range
+from farmhand.manager.scheduling.reaper import ReapReport, put_offline
 from farmhand.manager.scheduling.state import (
     AssignedTask,
     complete_task,
@@ -349,8 +350,15 @@ def register(body: RunnerRegister, context: Context, request: Request) -> Runner
                 "invalid registration token (unknown, expired, revoked or used up)",
             )
         secret = new_token("runner")
-        quiet_since = now - timedelta(seconds=context.runner_ids.ttl)
-        worker = offline_namesake(session, body.name, quiet_since)
+        worker = offline_namesake(
+            session,
+            body.name,
+            quiet_since=now - timedelta(seconds=context.runner_ids.ttl),
+            silent_since=now - timedelta(seconds=context.settings.heartbeat_timeout),
+        )
+        gone = ReapReport()
+        if worker is not None and worker.status != WorkerStatus.OFFLINE.value:
+            put_offline(session, worker, now, context.policy, gone)  # as the reaper would
         if worker is None:
             worker = Worker(name=body.name, registered_at=now)
             session.add(worker)
@@ -374,6 +382,10 @@ def register(body: RunnerRegister, context: Context, request: Request) -> Runner
     if taken_over:  # the old secret authenticates nothing from now on
         context.runner_ids.forget_worker(registered.worker_id)
     context.events.runner_changed(registered.worker_id)
+    for job_id in gone.jobs:  # tasks the silent record held, back in the queue
+        context.events.job_changed(job_id)
+    if gone.jobs:
+        context.wakeup.notify()
     return registered
 
 

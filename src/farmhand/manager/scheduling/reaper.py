@@ -180,22 +180,35 @@ def reap_silent_workers(
         )
     ).all()
     for worker in silent:
-        worker.status = WorkerStatus.OFFLINE.value
-        report.workers.add(worker.id)
-        log.warning("worker offline", worker=worker.name, worker_id=worker.id)
-        tasks = session.scalars(
-            select(Task).where(Task.worker_id == worker.id, Task.status == TaskStatus.ACTIVE.value)
-        ).all()
-        for task in tasks:
-            requeue_task(session, task, f"worker {worker.name} stopped responding", now, policy)
-            report.jobs.add(task.job_id)
-            log.warning(
-                "task requeued",
-                job_id=task.job_id,
-                task_id=task.id,
-                worker=worker.name,
-                reason="heartbeat timeout",
-            )
+        put_offline(session, worker, now, policy, report)
+
+
+def put_offline(
+    session: Session, worker: Worker, now: datetime, policy: Policy, report: ReapReport
+) -> None:
+    """What a heartbeat timeout does to a silent worker: it is offline, and its running
+    tasks go back to the queue (not counted as failures). The caller sends `report`'s
+    events once its transaction is committed. Also used when a machine registering
+    again takes over a record that has gone silent (`workers.offline_namesake`) before
+    any reaper pass marked it offline: a database restored from a backup has its
+    workers busy or idle, and this manager's reaper does not count the time it was down.
+    """
+    worker.status = WorkerStatus.OFFLINE.value
+    report.workers.add(worker.id)
+    log.warning("worker offline", worker=worker.name, worker_id=worker.id)
+    tasks = session.scalars(
+        select(Task).where(Task.worker_id == worker.id, Task.status == TaskStatus.ACTIVE.value)
+    ).all()
+    for task in tasks:
+        requeue_task(session, task, f"worker {worker.name} stopped responding", now, policy)
+        report.jobs.add(task.job_id)
+        log.warning(
+            "task requeued",
+            job_id=task.job_id,
+            task_id=task.id,
+            worker=worker.name,
+            reason="heartbeat timeout",
+        )
 
 
 def readable_duration(seconds: float) -> str:

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import bindparam, case, select, update
+from sqlalchemy import bindparam, case, or_, select, update
 from sqlalchemy.orm import Session
 
 from farmhand.manager.db.models import Task, Worker
@@ -37,25 +37,48 @@ def active_tasks(session: Session, worker_id: int) -> list[Task]:
     )
 
 
-def offline_namesake(session: Session, name: str, quiet_since: datetime) -> Worker | None:
+def offline_namesake(
+    session: Session, name: str, *, quiet_since: datetime, silent_since: datetime
+) -> Worker | None:
     """The record a registering machine of this name takes over, if any.
 
-    A render node that lost its credentials (reinstalled, or a container without a
-    volume) registers again under its name. Taking over the offline record of that
-    name keeps what admins set on it (disabled, drained, sleep schedule), its
-    blocklists and its history, instead of leaving a ghost beside a new row, as Deadline
-    and OpenCue identify render nodes by name. Only a record that is offline *and* has
-    not been heard from since `quiet_since` qualifies: a live runner of the same name
-    is never displaced (the newcomer gets a row of its own), and no manager process
-    still remembers the old secret (`RunnerIdCache`). Offline means its tasks were
-    already given back, so the new secret inherits no work in flight.
+    A render node that lost its credentials (reinstalled, a container without a volume,
+    or a manager restored from a backup older than its credentials) registers again
+    under its name. Taking over the record of that name keeps what admins set on it
+    (disabled, drained, sleep schedule), its blocklists and its history, instead of
+    leaving a ghost beside a new row, as Deadline and OpenCue identify render nodes by
+    name.
+
+    A record qualifies when it is gone, by the heartbeat's rule: offline, or not heard
+    from since `silent_since` (now less the heartbeat timeout, the reaper's cutoff in
+    `reaper.reap_silent_workers`), which the reaper would mark offline on its next pass.
+    The second is what a restored database holds: its runners still say busy or idle,
+    and the machine registers within a second of the manager's start, before any pass
+    (whose clock, `ReaperClock`, does not even count the time the manager was down).
+    The caller puts such a record offline first, through the reaper's own
+    `reaper.put_offline`, so its tasks go back to the queue and the new secret inherits
+    no work in flight. A record heard from within the heartbeat timeout is never
+    displaced: a live machine of the same name keeps its row, the newcomer gets its own.
+    The reaper's start-up grace is not waited out: the machine registers at once, and
+    the price is only that a second live machine of the same name, unheard for the whole
+    time the manager was down, loses the record to it (its task requeued); its old secret
+    then answers 401 and it registers a row of its own.
+
+    And it must not have been heard from since `quiet_since` (now less the ttl of
+    `RunnerIdCache`): with `--processes N`, or managers sharing the database, another
+    process may still remember the old secret for that long, and `forget_worker` clears
+    only this process's memory. Past it, no process honours the old secret any more,
+    so nothing done with it can land on the record its new owner now holds.
     """
     return session.scalar(
         select(Worker)
         .where(
             Worker.name == name,
-            Worker.status == WorkerStatus.OFFLINE.value,
             Worker.last_heartbeat < quiet_since,
+            or_(
+                Worker.status == WorkerStatus.OFFLINE.value,
+                Worker.last_heartbeat < silent_since,
+            ),
         )
         .order_by(Worker.last_heartbeat.desc(), Worker.id.desc())
         .limit(1)
