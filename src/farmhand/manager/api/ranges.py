@@ -36,7 +36,8 @@ from fastapi import HTTPException, status
 _ONE_RANGE = re.compile(r"bytes[ \t]*=[ \t]*([0-9]*)[ \t]*-[ \t]*([0-9]*)[ \t]*", re.IGNORECASE)
 _BEYOND = 10**18
 """Longer numbers than Python parses by default (4,300 digits) are valid in a Range: any
-number of more than 18 digits is past the end of any file, and counts as this one."""
+number of more than 18 significant digits (leading zeros do not count) is past the end
+of any file, and counts as this one."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,10 @@ def _one_range(header: str) -> tuple[int | None, int | None] | None:
 
 
 def _number(digits: str) -> int | None:
+    """The number `digits` spell (None: none); `_BEYOND` for one of more than 18
+    significant digits. Leading zeros are stripped before counting: RFC 9110 allows
+    them, and `0000000000000000001` is 1, not a number past every file's end."""
     if not digits:
         return None
-    return int(digits) if len(digits) <= 18 else _BEYOND
+    significant = digits.lstrip("0") or "0"
+    return int(significant) if len(significant) <= 18 else _BEYOND
