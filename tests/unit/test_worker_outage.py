@@ -14,8 +14,11 @@ import httpx
 import structlog
 from structlog.testing import capture_logs
 
+from farmhand.client.errors import ManagerUnreachable
 from farmhand.client.retry import OutageLog
-from farmhand.worker.agent import RenderJob, RenderOutcome, run_worker
+from farmhand.shared.schemas import TaskAssignment, TaskProgress, TaskProgressReply
+from farmhand.worker.agent import Agent, RenderJob, RenderOutcome, _TaskRun, run_worker
+from farmhand.worker.hardware import capabilities
 from tests.unit.test_worker_agent import FakeManager, _settings
 
 
@@ -98,3 +101,69 @@ def test_a_worker_says_an_outage_once_and_when_it_is_over(tmp_path: Path) -> Non
     assert not [e for e in logs if e["event"] in ("heartbeat failed", "claim failed; retrying")]
     (back,) = [entry for entry in logs if str(entry["event"]).startswith("reconnected after")]
     assert back["log_level"] == "info" and back["failures"] >= 12
+
+
+class _Ticks:
+    """A task's `finished` event whose waits pass on a fake clock: each wait is one tick
+    of the progress loop, `ticks` of them, with a line of Blender's log per tick."""
+
+    def __init__(self, now: list[float], ticks: int, run: _TaskRun) -> None:
+        self.now, self.left, self.run = now, ticks, run
+
+    def wait(self, timeout: float | None = None) -> bool:
+        assert timeout is not None
+        self.now[0] += timeout
+        self.left -= 1
+        self.run.log_line(f"Fra:1 Sample {self.left}")
+        return self.left < 0
+
+
+class _DownClient:
+    """A manager whose progress calls get no answer until `down` is cleared."""
+
+    def __init__(self) -> None:
+        self.down = True
+        self.lines: list[str] = []
+
+    def progress(self, task_id: int, progress: TaskProgress) -> TaskProgressReply:
+        if self.down:
+            raise ManagerUnreachable("connection refused")
+        self.lines += progress.log_lines
+        return TaskProgressReply(keep_going=True)
+
+
+def test_an_hour_of_outage_while_rendering_is_a_dozen_progress_lines(tmp_path: Path) -> None:
+    """A worker holding a task whose manager is away for an hour: its progress loop
+    (a try every 0.75 s, on a fake clock) says so once, then every five minutes (12
+    lines), and
+    `reconnected` when a progress call gets through; the lines kept meanwhile are sent
+    then. It used to log "progress not sent; will retry" at every tick: 4,800 an hour."""
+    now = [0.0]
+    client = _DownClient()
+    settings = _settings(tmp_path)
+    settings.progress_interval = 0.75
+    caps = capabilities(["4.2.0"])
+    agent = Agent(settings, object(), client, caps)  # type: ignore[arg-type]
+    run = _TaskRun(TaskAssignment.model_validate(FakeManager([1]).tasks[0]))
+    run.outage = OutageLog(clock=lambda: now[0])
+    tlog = agent.log.bind(job_id=run.task.job_id, task_id=run.task.task_id)
+    run.finished = _Ticks(now, 4800, run)  # type: ignore[assignment]
+    with capture_logs() as logs:
+        agent._progress_loop(run, tlog)
+        assert now[0] == 3600.75
+        client.down = False
+        run.finished = _Ticks(now, 1, run)  # type: ignore[assignment]
+        agent._progress_loop(run, tlog)
+    warnings = [entry for entry in logs if entry["log_level"] == "warning"]
+    assert len(warnings) == 12, [entry["event"] for entry in logs]
+    assert warnings[0]["event"].startswith("the manager does not answer; retrying at least")
+    assert all(entry["call"] == "progress" for entry in warnings)
+    assert all(
+        (entry["worker"], entry["job_id"], entry["task_id"])
+        == ("w1", run.task.job_id, run.task.task_id)
+        for entry in warnings
+    ), "the task's ids are kept"
+    (back,) = [entry for entry in logs if entry["log_level"] == "info"]
+    assert back["event"] == "reconnected after 3601 s" and back["failures"] == 4800
+    assert back["task_id"] == run.task.task_id
+    assert client.lines[0] == "Fra:1 Sample 4799", "the lines kept meanwhile are sent"

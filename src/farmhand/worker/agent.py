@@ -251,6 +251,11 @@ class _TaskRun:
         self.scene_fps: float | None = None
         """Not yet reported: the scene's frame rate, for the job's video."""
         self.dirty = True
+        self.outage = OutageLog()
+        """How the progress reporter says the manager does not answer it: once, then
+        every few minutes, and when it answers again (a line per tick, every 0.75 s,
+        was thousands an hour). The task's own, not the worker's: a progress endpoint
+        failing while heartbeats get through is one outage, not one per tick."""
 
     def drop(self, reason: str) -> None:
         """The manager took the task away: stop rendering, send nothing more about it."""
@@ -786,7 +791,7 @@ class Agent:
         except FarmhandError as exc:
             if is_retryable(exc):
                 run.give_back(progress)
-                tlog.warning("progress not sent; will retry", error=str(exc))
+                run.outage.failed(tlog, "progress", exc, self.settings.progress_interval)
             elif _is_gone(exc):
                 self._refused(exc)
                 run.drop(f"manager answered {exc}")
@@ -795,6 +800,7 @@ class Agent:
             else:
                 tlog.warning("progress rejected", error=str(exc))
             return
+        run.outage.answered(tlog)
         if not reply.keep_going:
             tlog.info("manager said stop (keep_going false)")
             run.drop("manager said keep_going: false")
