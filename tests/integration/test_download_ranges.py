@@ -13,6 +13,7 @@ blob store's 1 MiB chunks.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,10 +265,15 @@ def test_a_part_of_another_file_is_not_spliced_on(downloads: Downloads, tmp_path
     dest.with_name("big.bin.part").write_bytes(b"\0" * 5000)
     file_id = int(downloads.file_url.split("/")[-2])
     sha = hashlib.sha256(BIG).hexdigest()
+    progress: list[int] = []
     with FarmhandClient("http://manager", downloads.farm.admin_token, transport=manager) as client:
-        client.download_file(downloads.job_id, file_id, dest, sha256=sha)
+        client.download_file(downloads.job_id, file_id, dest, progress.append, sha256=sha)
     assert dest.read_bytes() == BIG
     assert manager.seen == [("bytes=5000-", ETAG, 206), (None, None, 200)]
+    # The spliced bytes are taken back out of the progress: not twice SIZE (a bar at 200%).
+    assert sum(progress) == SIZE
+    running = [sum(progress[: n + 1]) for n in range(len(progress))]
+    assert running[-1] == max(running)
 
 
 def test_a_finished_part_is_kept_without_fetching(downloads: Downloads, tmp_path: Path) -> None:
@@ -283,3 +289,92 @@ def test_a_finished_part_is_kept_without_fetching(downloads: Downloads, tmp_path
         )
     assert dest.read_bytes() == BIG
     assert manager.seen == [(f"bytes={SIZE}-", ETAG, 416)]
+
+
+def test_bytes_that_are_not_the_file_are_not_kept(downloads: Downloads, tmp_path: Path) -> None:
+    """A file fetched whole is hashed too: bytes that are not the listed SHA-256 (the
+    file changed while it was fetched) fail the file, and leave neither it nor a part."""
+    dest = tmp_path / "out" / "big.bin"
+    file_id = int(downloads.file_url.split("/")[-2])
+    transport = Manager(downloads.farm)
+    with (
+        FarmhandClient("http://manager", downloads.farm.admin_token, transport=transport) as client,
+        pytest.raises(FarmhandError, match="not the manager's file"),
+    ):
+        client.download_file(downloads.job_id, file_id, dest, sha256="ab" * 32)
+    assert list(dest.parent.iterdir()) == []
+
+
+class Held(httpx.SyncByteStream):
+    """An answer that sends its first `after` bytes, sets `sent`, and sends the rest
+    only once `go` is set: a download caught in the middle (a slow link)."""
+
+    def __init__(
+        self, content: bytes, after: int, sent: threading.Event, go: threading.Event
+    ) -> None:
+        self.content, self.after, self.sent, self.go = content, after, sent, go
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.content[: self.after]
+        self.sent.set()
+        assert self.go.wait(30), "never let go"
+        yield self.content[self.after :]
+
+
+class Slow(Manager):
+    """The manager, whose answers are `Held`."""
+
+    def __init__(self, farm: Farm, after: int) -> None:
+        super().__init__(farm)
+        self.after = after
+        self.sent, self.go = threading.Event(), threading.Event()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        answer = super().handle_request(request)
+        held = Held(answer.read(), self.after, self.sent, self.go)
+        return httpx.Response(answer.status_code, headers=answer.headers, stream=held)
+
+
+def test_a_second_download_at_once_leaves_the_first_ones_part_alone(
+    downloads: Downloads, tmp_path: Path
+) -> None:
+    """Two `farmhand download`s into one folder at once: the second took the first's
+    growing `.part` for a cut-off one and appended to it, and one of them renamed bytes
+    that were not the file. The second now fails that file with one line, and the first
+    finishes with the file's bytes."""
+    dest = tmp_path / "big.bin"
+    file_id = int(downloads.file_url.split("/")[-2])
+    sha = hashlib.sha256(BIG).hexdigest()
+    slow = Slow(downloads.farm, 1_000_000)
+    failed: list[BaseException] = []
+
+    def first() -> None:
+        with FarmhandClient("http://manager", downloads.farm.admin_token, transport=slow) as c:
+            try:
+                c.download_file(downloads.job_id, file_id, dest, sha256=sha)
+            except BaseException as exc:
+                failed.append(exc)
+
+    writing = threading.Thread(target=first)
+    writing.start()
+    try:
+        assert slow.sent.wait(30), failed  # the first download is under way
+        second = Manager(downloads.farm)
+        with (
+            FarmhandClient("http://manager", downloads.farm.admin_token, transport=second) as c,
+            pytest.raises(FarmhandError) as refused,
+        ):
+            c.download_file(downloads.job_id, file_id, dest, sha256=sha)
+        assert str(refused.value) == (
+            f"another download is writing {dest}.part: let it finish (or stop it), then "
+            "download again"
+        )
+        assert second.seen == [], "the second asked nothing"
+        assert not dest.exists()
+    finally:
+        slow.go.set()
+        writing.join(30)
+    assert not writing.is_alive()
+    assert failed == []
+    assert dest.read_bytes() == BIG
+    assert not dest.with_name("big.bin.part").exists()

@@ -3,6 +3,7 @@ scripted manager: every file the scene was asked to write, counted by kind."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import httpx
@@ -15,7 +16,8 @@ from farmhand.client import FarmhandClient, FarmhandError
 
 def _files() -> list[dict[str, object]]:
     def row(id_: int, kind: str, path: str, frame: int | None) -> dict[str, object]:
-        return {"id": id_, "kind": kind, "path": path, "size": 3, "sha256": f"{id_}" * 64,
+        return {"id": id_, "kind": kind, "path": path, "size": 3,
+                "sha256": hashlib.sha256(f"F{id_}!".encode()).hexdigest(),
                 "frame": frame}  # fmt: skip
 
     return [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -194,7 +195,7 @@ def test_submit_wait_names_its_download_by_the_jobs_template(tmp_path: Path) -> 
     """`submit --wait -o` downloads as `farmhand download` does: by the job's template."""
     done = {**_job("completed", 6), "settings": {"output_template": "{job}/f{frame:03d}.{ext}"}}
     files = [{"id": 7, "kind": "output", "path": "frames/0001.png", "size": 3,
-              "sha256": "7" * 64, "frame": 1}]  # fmt: skip
+              "sha256": hashlib.sha256(b"png").hexdigest(), "frame": 1}]  # fmt: skip
 
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/api/jobs/3/files":
@@ -275,7 +276,7 @@ def test_the_download_after_a_wait_rides_out_a_manager_restart_too(
 ) -> None:
     done = _job("completed", 6)
     files = [{"id": 7, "kind": "output", "path": "frames/0001.png", "size": 3,
-              "sha256": "7" * 64, "frame": 1}]  # fmt: skip
+              "sha256": hashlib.sha256(b"png").hexdigest(), "frame": 1}]  # fmt: skip
     down = iter([True, True])
 
     def handler(request: httpx.Request) -> httpx.Response:

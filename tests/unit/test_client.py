@@ -191,8 +191,20 @@ def test_submit_blend_skips_upload_when_manager_has_blob(tmp_path: Path) -> None
 def test_download_outputs_writes_frames_and_refuses_escaping_paths(tmp_path: Path) -> None:
     files = [
         {"id": 1, "kind": "input", "path": "a.blend", "size": 1, "sha256": "0" * 64},
-        {"id": 2, "kind": "output", "path": "frames/0001.png", "size": 3, "sha256": "1" * 64},
-        {"id": 3, "kind": "output", "path": "frames/0002.png", "size": 3, "sha256": "2" * 64},
+        {
+            "id": 2,
+            "kind": "output",
+            "path": "frames/0001.png",
+            "size": 3,
+            "sha256": hashlib.sha256(b"F2!").hexdigest(),
+        },
+        {
+            "id": 3,
+            "kind": "output",
+            "path": "frames/0002.png",
+            "size": 3,
+            "sha256": hashlib.sha256(b"F3!").hexdigest(),
+        },
     ]
 
     def handler(request: httpx.Request) -> httpx.Response:

@@ -147,7 +147,7 @@ def test_a_failed_frame_fails_the_download_and_leaves_no_part_file(tmp_path: Pat
                         "kind": "output",
                         "path": f"frames/{n:04d}.png",
                         "size": 1,
-                        "sha256": "0" * 64,
+                        "sha256": hashlib.sha256(b"x").hexdigest(),
                         "frame": n,
                         "task_id": n,
                     }

@@ -15,6 +15,7 @@ import re
 import socket
 import ssl
 import stat
+import sys
 import threading
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from io import BufferedRandom
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
@@ -39,6 +41,7 @@ from farmhand.client.errors import (
 )
 from farmhand.shared.blendbounds import BlendTooLarge, check_blend
 from farmhand.shared.blendscene import tiles_refusal
+from farmhand.shared.filelock import try_lock
 from farmhand.shared.hashing import CHUNK_SIZE, iter_file, sha256_file
 from farmhand.shared.limits import JOB_BODY_MAX_BYTES
 from farmhand.shared.outputnames import OutputName, TemplateError, check_template, extension, render
@@ -437,15 +440,17 @@ class BaseClient:
                 dest.mkdir(parents=True, exist_ok=True)
                 dest = dest / _saved_name(response, name)
             partial = dest.with_name(dest.name + ".part")
-            try:
-                with partial.open("wb") as handle:
+            with _own_part(partial) as handle:
+                try:
+                    handle.truncate()
                     for chunk in response.iter_bytes(CHUNK_SIZE):
                         handle.write(chunk)
                         if on_chunk is not None:
                             on_chunk(len(chunk))
-                os.replace(partial, dest)
-            finally:
-                partial.unlink(missing_ok=True)
+                    _rename_part(handle, partial, dest)
+                except BaseException:
+                    partial.unlink(missing_ok=True)  # still ours: the lock is held
+                    raise
         return dest
 
     def _download_resuming(
@@ -460,49 +465,78 @@ class BaseClient:
         only if its file is still that one (its ETag is its SHA-256), else the whole
         file, which replaces the part. A part may still hold another file's bytes (one
         that had this path before: a frame rendered again), so a resumed file is
-        hashed, the part's bytes with the rest, and fetched again whole if it is not
-        `sha256`. A file fetched whole is what the manager sent, as `_download`'s is."""
+        fetched again whole if it is not `sha256`, its bytes taken back out of the
+        progress (a bar at 200% otherwise).
+
+        A part is this download's alone from its first byte to its rename (`_own_part`):
+        two `farmhand download`s into one folder at once took each other's growing part
+        for a cut-off one, appended to it, and one renamed and reported as done bytes
+        that were not the file. Every file, resumed or fetched whole, is hashed as it is
+        written and renamed only if it is `sha256`."""
         dest.parent.mkdir(parents=True, exist_ok=True)
         partial = dest.with_name(dest.name + ".part")
-        if self._fetch_part(url, partial, sha256, on_chunk) not in (None, sha256):
-            partial.unlink()
-            self._fetch_part(url, partial, sha256, on_chunk)
-        os.replace(partial, dest)
+        counted = 0
+
+        def count(size: int) -> None:
+            nonlocal counted
+            counted += size
+            if on_chunk is not None:
+                on_chunk(size)
+
+        with _own_part(partial) as handle:
+            try:
+                found, resumed = self._fetch_part(url, handle, sha256, count)
+                if found != sha256 and resumed:
+                    count(-counted)
+                    handle.seek(0)
+                    handle.truncate()
+                    found, _ = self._fetch_part(url, handle, sha256, count)
+            except BaseException:
+                handle.flush()
+                if not os.fstat(handle.fileno()).st_size:
+                    partial.unlink(missing_ok=True)  # nothing to resume from: not kept
+                raise
+            if found != sha256:
+                partial.unlink(missing_ok=True)
+                raise FarmhandError(
+                    f"{dest}: the bytes received are not the manager's file (SHA-256 "
+                    f"{found[:12]}…, expected {sha256[:12]}…); it may have changed while "
+                    "downloading: download again"
+                )
+            _rename_part(handle, partial, dest)
         return dest
 
     def _fetch_part(
-        self, url: str, partial: Path, sha256: str, on_chunk: Callable[[int], None] | None
-    ) -> str | None:
-        """Fetch `url` into `partial`, after the bytes it holds if the manager sends the
-        rest of that same file (`_download_resuming`); the SHA-256 of all it holds then
-        if it was resumed, None if it was fetched whole."""
-        offset = partial.stat().st_size if partial.is_file() else 0
+        self, url: str, handle: BufferedRandom, sha256: str, on_chunk: Callable[[int], None]
+    ) -> tuple[str, bool]:
+        """Fetch `url` into the part `handle`, after the bytes it holds if the manager
+        sends the rest of that same file (`_download_resuming`): the SHA-256 of all it
+        then holds, and whether its bytes were kept (resumed)."""
+        offset = handle.seek(0, os.SEEK_END)
         headers = {"Range": f"bytes={offset}-", "If-Range": f'"{sha256}"'} if offset else {}
-        digest = hashlib.sha256()
         try:
             with self._stream("GET", url, headers=headers) as response:
                 resumed = offset > 0 and _range_start(response) == offset
+                handle.seek(0)
                 if resumed:
-                    for chunk in iter_file(partial):
-                        digest.update(chunk)
-                    if on_chunk is not None:
-                        on_chunk(offset)
-                with partial.open("ab" if resumed else "wb") as handle:
-                    for chunk in response.iter_bytes(CHUNK_SIZE):
-                        handle.write(chunk)
-                        if resumed:
-                            digest.update(chunk)
-                        if on_chunk is not None:
-                            on_chunk(len(chunk))
+                    digest = hashlib.file_digest(handle, "sha256")
+                    on_chunk(offset)
+                else:
+                    digest = hashlib.sha256()
+                    handle.truncate()
+                for chunk in response.iter_bytes(CHUNK_SIZE):
+                    handle.write(chunk)
+                    digest.update(chunk)
+                    on_chunk(len(chunk))
         except FarmhandError as exc:
             if exc.status_code != httpx.codes.REQUESTED_RANGE_NOT_SATISFIABLE:
                 raise
             # The part is as long as the file (cut off before its rename), or longer.
-            found = sha256_file(partial)
-            if found == sha256 and on_chunk is not None:
-                on_chunk(offset)
-            return found
-        return digest.hexdigest() if resumed else None
+            handle.seek(0)
+            digest = hashlib.file_digest(handle, "sha256")
+            on_chunk(offset)
+            return digest.hexdigest(), True
+        return digest.hexdigest(), resumed
 
     def health(self) -> Health:
         """`GET /healthz`: needs no token; used to wait for a manager to come up."""
@@ -960,6 +994,45 @@ def _holds(path: Path, file: JobFile) -> bool | None:
     if not stat.S_ISREG(found.st_mode):
         return False
     return found.st_size == file.size and sha256_file(path) == file.sha256
+
+
+@contextmanager
+def _own_part(partial: Path) -> Iterator[BufferedRandom]:
+    """`partial` (a download's `.part`) open to read and write, made if missing, its
+    bytes kept, and this download's alone for the block: an exclusive lock
+    (`try_lock`) is held on it, so another download of the same file into the same
+    folder (a second `farmhand download` at once) can neither append to it nor rename
+    it. If another holds it, this file fails with one line.
+
+    The lock is on the open file, not its name: a part that the other download renamed
+    (it finished) or removed between this open and this lock is not the part any more,
+    and the name is opened again."""
+    while True:
+        handle = os.fdopen(os.open(partial, os.O_RDWR | os.O_CREAT, 0o666), "r+b")
+        if not try_lock(handle.fileno()):
+            handle.close()
+            raise FarmhandError(
+                f"another download is writing {partial}: let it finish (or stop it), "
+                "then download again"
+            )
+        try:
+            current = os.path.samestat(os.fstat(handle.fileno()), os.stat(partial))
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        handle.close()
+    with handle:
+        yield handle
+
+
+def _rename_part(handle: BufferedRandom, partial: Path, dest: Path) -> None:
+    """Rename a finished part held by `_own_part` to `dest`, while still holding it
+    (Windows renames no open file, so there it is closed first)."""
+    handle.flush()
+    if sys.platform == "win32":
+        handle.close()
+    os.replace(partial, dest)
 
 
 def _range_start(response: httpx.Response) -> int | None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from farmhand.shared.filelock import try_lock
 
 IDENTITY_FILE = "identity.json"
 
@@ -121,7 +122,7 @@ def holding_work_dir(work_dir: Path) -> Iterator[None]:
             "worker a writable --work-dir"
         ) from exc
     try:
-        if not _try_lock(fd):
+        if not try_lock(fd):
             holder = _read_pid(fd)
             who = f" (pid {holder})" if holder.isdigit() else ""
             raise WorkDirInUse(
@@ -134,22 +135,6 @@ def holding_work_dir(work_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
-
-
-def _try_lock(fd: int) -> bool:
-    """Take an exclusive lock on `fd` without waiting; False if another process has it."""
-    try:
-        if sys.platform == "win32":
-            import msvcrt
-
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        else:
-            import fcntl
-
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return False
-    return True
 
 
 def _read_pid(fd: int) -> str:
