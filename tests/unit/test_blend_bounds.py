@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import subprocess
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,7 @@ from farmhand.client import FarmhandClient
 from farmhand.client.packing import PackError, pack
 from farmhand.shared import blendbounds
 from farmhand.shared.blendbounds import BlendTooLarge, check_blend
+from farmhand.worker.blender.discovery import BlenderInstall
 
 runner = CliRunner()
 HEADER = b"BLENDER-v304"
@@ -150,3 +152,45 @@ def test_an_honest_file_passes(tmp_path: Path) -> None:
     squeezed = tmp_path / "gzip.blend"
     squeezed.write_bytes(gzip.compress(body))
     check_blend(squeezed)
+
+
+LINKING = """
+import sys
+import bpy
+folder = sys.argv[-1]
+bpy.ops.wm.save_as_mainfile(filepath=folder + "/lib.blend")
+bpy.ops.wm.read_homefile(use_empty=True)
+with bpy.data.libraries.load(folder + "/lib.blend", link=True, relative=True) as (_, into):
+    into.objects = ["Cube"]
+for linked in into.objects:
+    bpy.context.scene.collection.objects.link(linked)
+bpy.ops.wm.save_as_mainfile(filepath=folder + "/main.blend")
+"""
+"""Saves `lib.blend` (the startup scene) and `main.blend`, which links its Cube."""
+
+
+@pytest.mark.blender
+def test_a_linked_library_that_is_a_bomb_is_refused_by_its_name(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, blender_executable: BlenderInstall
+) -> None:
+    """An honest scene linking a library that is a blend bomb: only the scene was held to
+    the bounds, and BAT, tracing the scene's dependencies, inflated the library (1.2 GB
+    and a minute for 51 KB of zstd), then blamed the scene. Every .blend BAT opens is
+    checked first now, and the refusal names the library. (The bound is lowered here so
+    that the bomb stays small.)"""
+    assert blender_executable.path is not None
+    built = subprocess.run(
+        [blender_executable.path, "-b", "--factory-startup", "--python-expr", LINKING,
+         "--", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert (tmp_path / "main.blend").is_file(), built.stdout + built.stderr
+    monkeypatch.setattr(blendbounds, "MAX_INFLATED_FLOOR", 16 << 20)
+    library = _zstd(tmp_path / "lib.blend", HEADER, 32 << 20)
+    assert library.stat().st_size < 1 << 20
+    code, output, peak = _submit(monkeypatch, tmp_path / "main.blend")
+    assert code == 1, output
+    assert "Traceback" not in output
+    (line,) = output.strip().splitlines()
+    assert f"cannot read {library}: it inflates to more than 16 MiB from" in line
+    assert peak < MEMORY_LIMIT, f"{peak:,} bytes held reading a refused library"

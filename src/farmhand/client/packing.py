@@ -38,6 +38,7 @@ from typing import Self
 
 from blender_asset_tracer import blendfile, bpathlib, cdefs, trace
 from blender_asset_tracer.pack import AssetAction, Packer, PathAction
+from blender_asset_tracer.pack import progress as pack_progress
 from blender_asset_tracer.trace.result import BlockUsage
 
 from farmhand.client.sequences import (
@@ -414,6 +415,22 @@ def readable(blend: Path) -> None:
         raise PackError(f"cannot read {blend}: {error}") from None
 
 
+class _BoundedOpens(pack_progress.Callback):
+    """BAT's progress callback, for the one call BAT makes just before it opens each
+    .blend of a trace (`trace_blendfile`, from `file2blocks.BlockIterator.open_blendfile`:
+    the scene, then every library it links, recursively): that file passes `readable`
+    first, and a refusal names it.
+
+    `readable(blend)` alone held the scene to the bounds, not its libraries: a linked
+    library that inflates to gigabytes (51 KB of zstd in an asset folder) cost 1.2 GB and
+    a minute inside BAT, then an error about the scene. This callback is BAT's own hook
+    for every .blend it opens while tracing (`trace.deps`, which `Packer.strategise` runs
+    too), so no BAT function is replaced; BAT opens no .blend without tracing it first."""
+
+    def trace_blendfile(self, filename: Path) -> None:
+        readable(filename)
+
+
 def trace_files(blend: Path) -> list[Path]:
     """Every existing file `blend` depends on (sequences and tiles expanded)."""
     readable(blend)
@@ -421,7 +438,7 @@ def trace_files(blend: Path) -> list[Path]:
     users = _ImageUsers()
     try:
         with _quiet_tracer():
-            for usage in trace.deps(blend):
+            for usage in trace.deps(blend, _BoundedOpens()):
                 found.extend(_usage_files(usage, None, users)[0])
     except (OSError, ValueError, blendfile.exceptions.BlendFileError) as error:
         raise PackError(f"cannot read {blend}: {error}") from error
@@ -459,6 +476,7 @@ def pack(
     target = workdir / "tree"
     try:
         packer = _ManifestPacker(blend, project, target)
+        packer.progress_cb = _BoundedOpens()
         with packer, _quiet_tracer():
             packer.strategise()
             users = _ImageUsers()
