@@ -1462,12 +1462,12 @@
     const hasSchedule = (r) => Boolean(r.sleep_schedule && r.sleep_schedule.windows && r.sleep_schedule.windows.length);
     // On a phone each card names its schedule too, "–" (none) included, as the table does.
     const sleepCell = (r) => {
-      if (!hasSchedule(r)) return '<td class="sleep" data-label="Sleep schedule"><span class="muted">–</span></td>';
+      if (!hasSchedule(r)) return '<td class="more sleep" data-label="Sleep schedule"><span class="muted">–</span></td>';
       const s = r.sleep_schedule;
       // A line may break between a window's days and hours, never inside either, and in
       // the zone after a "/" (America/Argentina/ComodRivadavia).
       const windows = s.windows.map((w) => `<span class="nowrap">${esc(formatDays(w.days))}</span> <span class="nowrap">${esc(w.start)}-${esc(w.end)}</span>`);
-      return `<td class="sleep line" data-label="Sleep schedule">${windows.join(", ")} <span class="muted">(${esc(s.timezone).replaceAll("/", "/<wbr>")})</span>${s.when === "now" ? ' <span class="muted small">· stops a running task</span>' : ""}</td>`;
+      return `<td class="more sleep line" data-label="Sleep schedule">${windows.join(", ")} <span class="muted">(${esc(s.timezone).replaceAll("/", "/<wbr>")})</span>${s.when === "now" ? ' <span class="muted small">· stops a running task</span>' : ""}</td>`;
     };
     const render = () => {
       if (!runners.length) {
@@ -1503,12 +1503,14 @@
         const whereTitle = seen ? `Its requests come from ${seen}` + (own && own !== seen ? `; it says its own address is ${own}` : "") : "Its own address, as it reports it";
         // On a phone each runner is a card (app.css, table.cards): its name and status,
         // then what it does, the small facts with labels, its sleep schedule and controls.
+        // Between a phone and a wide laptop it takes two lines (app.css, #runners): the
+        // `lead` cells, the current task and the controls, then the `more` cells.
         return `<tr data-runner-name="${esc(r.name)}" data-runner-id="${r.id}">
           <td class="lead name"><strong class="breakable">${breakable(r.name)}</strong>${c.hostname && c.hostname !== r.name ? `<br><span class="muted small breakable">${breakable(c.hostname)}</span>` : ""}${where ? `<br><span class="muted small address breakable" title="${esc(whereTitle)}">${breakable(where)}</span>` : ""}</td>
-          <td class="lead end"><span class="status">${badge(r.status)}</span>${r.admin_state && r.admin_state !== "enabled" && r.admin_state !== r.status ? ` <span class="badge s-${esc(r.admin_state)}">${esc(r.admin_state)}</span>` : ""}${r.asleep && r.status !== "asleep" ? ' <span class="badge s-asleep">asleep</span>' : ""}${note}</td><td class="current line">${current}</td>
-          <td data-label="Heartbeat" data-heartbeat="${esc(r.last_heartbeat || "")}">${ago(r.last_heartbeat)}</td>
-          <td class="wrap small hardware${none(!hardware)}" data-label="Hardware">${hardware || "–"}</td><td class="device" data-label="Device">${esc(device(c))}</td><td class="blender" data-label="Blender">${(c.blender_versions || []).map(esc).join(", ") || "–"}</td>
-          <td class="tags${none(!tags)}" data-label="Tags">${tags || '<span class="muted">–</span>'}</td>${sleepCell(r)}<td class="line controls">${controls(r)}</td></tr>`;
+          <td class="lead end state"><span class="status">${badge(r.status)}</span>${r.admin_state && r.admin_state !== "enabled" && r.admin_state !== r.status ? ` <span class="badge s-${esc(r.admin_state)}">${esc(r.admin_state)}</span>` : ""}${r.asleep && r.status !== "asleep" ? ' <span class="badge s-asleep">asleep</span>' : ""}${note}</td><td class="current line">${current}</td>
+          <td class="more heartbeat" data-label="Heartbeat" data-heartbeat="${esc(r.last_heartbeat || "")}">${ago(r.last_heartbeat)}</td>
+          <td class="more wrap small hardware${none(!hardware)}" data-label="Hardware">${hardware || "–"}</td><td class="more device" data-label="Device">${esc(device(c))}</td><td class="more blender" data-label="Blender">${(c.blender_versions || []).map(esc).join(", ") || "–"}</td>
+          <td class="more tags${none(!tags)}" data-label="Tags">${tags || '<span class="muted">–</span>'}</td>${sleepCell(r)}<td class="line controls">${controls(r)}</td></tr>`;
       }).join(""));
     };
     // Answers can overtake one another (a live refresh sent before a delete answered
