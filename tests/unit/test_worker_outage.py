@@ -14,7 +14,7 @@ import httpx
 import structlog
 from structlog.testing import capture_logs
 
-from farmhand.client.errors import ManagerUnreachable
+from farmhand.client.errors import FarmhandError, ManagerUnreachable
 from farmhand.client.retry import OutageLog
 from farmhand.shared.schemas import TaskAssignment, TaskProgress, TaskProgressReply
 from farmhand.worker.agent import Agent, RenderJob, RenderOutcome, _TaskRun, run_worker
@@ -167,3 +167,43 @@ def test_an_hour_of_outage_while_rendering_is_a_dozen_progress_lines(tmp_path: P
     assert back["event"] == "reconnected after 3601 s" and back["failures"] == 4800
     assert back["task_id"] == run.task.task_id
     assert client.lines[0] == "Fra:1 Sample 4799", "the lines kept meanwhile are sent"
+
+
+def test_a_call_the_manager_refuses_stays_one_outage_while_others_get_through() -> None:
+    """Claims answered 500 for an hour while heartbeats get through every 10 s: one
+    outage (a line per five minutes, saying the manager answers the claim with an
+    error), not a new outage and a `reconnected` at every heartbeat."""
+    now = [0.0]
+    outage = OutageLog(every=300.0, clock=lambda: now[0])
+    logger = structlog.get_logger("test")
+    refused = FarmhandError("internal error", 500)
+    with capture_logs() as logs:
+        for _ in range(360):
+            outage.failed(logger, "claim", refused, 10.0, began=now[0])
+            now[0] += 5.0
+            outage.answered(logger, "heartbeat")
+            now[0] += 5.0
+        outage.answered(logger, "claim")
+    warnings = [entry["event"] for entry in logs if entry["log_level"] == "warning"]
+    assert len(warnings) == 12, warnings
+    assert warnings[0].startswith("the manager answers claim with an error; retrying")
+    assert warnings[1] == "the manager still answers claim with an error after 300 s; retrying"
+    (back,) = [entry for entry in logs if entry["log_level"] == "info"]
+    assert back["event"] == "reconnected after 3600 s" and back["failures"] == 360
+
+
+def test_a_manager_back_after_not_answering_is_back_at_its_first_answer() -> None:
+    """No answer at all (connection refused) to claims and heartbeats alike: the first
+    answer to either ends the outage, without waiting for a claim's long poll."""
+    now = [0.0]
+    outage = OutageLog(every=300.0, clock=lambda: now[0])
+    logger = structlog.get_logger("test")
+    gone = ManagerUnreachable("connection refused")
+    with capture_logs() as logs:
+        outage.failed(logger, "claim", gone, 10.0, began=now[0])
+        outage.failed(logger, "heartbeat", gone, 1.0, began=now[0])
+        now[0] += 60.0
+        outage.answered(logger, "heartbeat")
+    assert [entry["event"] for entry in logs if entry["log_level"] == "info"] == [
+        "reconnected after 60 s"
+    ]

@@ -57,6 +57,9 @@ QUIET: FilteringBoundLogger = structlog.wrap_logger(
 (structlog's default would print them on stdout, among a command's output)."""
 
 
+_UNREACHABLE = "the manager does not answer"
+"""What keeps an outage open when no call gets an answer at all (`OutageLog`)."""
+
 SAY_EVERY = 300.0
 """Seconds between two lines about one outage: a manager down for an hour leaves a dozen
 lines in the worker's log, not one per retry."""
@@ -71,7 +74,13 @@ class OutageLog:
 
     One outage may be seen by several loops at once (the worker's claim and heartbeat
     threads share one), so it is thread-safe. `fields` of each call (task, job, worker
-    ids) go into the lines it writes."""
+    ids) go into the lines it writes.
+
+    A manager that does not answer at all is over when any call gets an answer. One
+    that answers a call with an error (a 500 of its claim, say) is over only when that
+    call succeeds: the other loops' answers meanwhile do not end it, or each refused
+    claim between two heartbeats would be an outage of its own, two lines every few
+    seconds for as long as the error lasts."""
 
     def __init__(self, every: float = SAY_EVERY, clock: Callable[[], float] = time.monotonic):
         self.every = every
@@ -81,6 +90,9 @@ class OutageLog:
         self._said_at = 0.0
         self._failures = 0
         self._answered_at = float("-inf")
+        self._failing: set[str] = set()
+        """What keeps the outage open: `_UNREACHABLE`, and the calls answered with an
+        error."""
 
     def failed(
         self,
@@ -98,6 +110,8 @@ class OutageLog:
             now = self.clock()
             if began is not None and began < self._answered_at:
                 return
+            refused = getattr(error, "status_code", None) is not None
+            self._failing.add(what if refused else _UNREACHABLE)
             self._failures += 1
             if self._since is None:
                 self._since = self._said_at = now
@@ -108,7 +122,15 @@ class OutageLog:
             else:
                 return
             failures, down = self._failures, round(now - self._since)
-        if first:
+        if first and refused:
+            logger.warning(
+                f"the manager answers {what} with an error; retrying at least every "
+                f"{retry_every:g} s (said again at most every {self.every:g} s)",
+                call=what,
+                error=str(error),
+                **fields,
+            )
+        elif first:
             logger.warning(
                 f"the manager does not answer; retrying at least every {retry_every:g} s "
                 f"until it does (said again at most every {self.every:g} s)",
@@ -118,18 +140,28 @@ class OutageLog:
             )
         else:
             logger.warning(
-                f"the manager still does not answer after {down} s; retrying",
+                f"the manager still does not answer after {down} s; retrying"
+                if not refused
+                else f"the manager still answers {what} with an error after {down} s; retrying",
                 call=what,
                 failures=failures,
                 error=str(error),
                 **fields,
             )
 
-    def answered(self, logger: FilteringBoundLogger, **fields: object) -> None:
-        """The manager answered: the outage, if there was one, is over and said so."""
+    def answered(
+        self, logger: FilteringBoundLogger, what: str | None = None, **fields: object
+    ) -> None:
+        """The manager answered the call `what` (None: the only call this log is for):
+        the outage, if there was one and nothing else keeps it open, is over and said
+        so."""
         with self._lock:
             self._answered_at = self.clock()
-            if self._since is None:
+            if what is None:
+                self._failing.clear()
+            else:
+                self._failing -= {_UNREACHABLE, what}
+            if self._since is None or self._failing:
                 return
             down = round(self._answered_at - self._since)
             failures = self._failures
@@ -183,5 +215,5 @@ def call_with_retry(
                 sleep(pause)
             attempt += 1
         else:
-            outage.answered(logger, call=what)
+            outage.answered(logger, what, call=what)
             return result

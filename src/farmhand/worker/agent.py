@@ -765,7 +765,7 @@ class Agent:
                 elif self._deleted is None:
                     self.log.warning("heartbeat failed", error=str(exc), task_id=task_id)
                 continue
-            self._outage.answered(self.log)
+            self._outage.answered(self.log, "heartbeat")
             if run is not None and run.task.task_id in reply.abort_task_ids:
                 self.log.info("manager aborted the task", task_id=task_id, job_id=run.task.job_id)
                 run.drop("aborted by the manager")
@@ -800,7 +800,7 @@ class Agent:
             else:
                 tlog.warning("progress rejected", error=str(exc))
             return
-        run.outage.answered(tlog)
+        run.outage.answered(tlog, "progress")
         if not reply.keep_going:
             tlog.info("manager said stop (keep_going false)")
             run.drop("manager said keep_going: false")
@@ -836,7 +836,7 @@ class Agent:
                 task = self._interruptible(
                     lambda: self.client.claim(self.settings.poll_wait, prefer_job=self._held_job)
                 )
-                self._outage.answered(self.log)
+                self._outage.answered(self.log, "claim")
                 return task
             except RetryAborted:
                 return None
