@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event
 
 from farmhand.manager.app import create_app
-from tests.integration.conftest import Farm, make_settings, submit_stand_in
+from tests.integration.conftest import Farm, make_settings, submit_stand_in, upload_frames
 from tests.integration.postgres import fresh_database
 
 
@@ -165,6 +165,49 @@ def test_a_list_line_shows_the_detail_s_workers_and_time_left(farm: Farm) -> Non
         f"/api/jobs/{running}", headers=farm.admin, json={"priority": 60}
     ).json()
     assert patched["workers"] == ["gpu-a", "gpu-b"] and patched["eta_seconds"] == 10.0
+
+
+def test_a_job_with_nothing_running_has_no_time_left(farm: Farm) -> None:
+    """A paused job, its running task done and the rest queued, kept its last "47s"
+    remaining for minutes while its elapsed time rose: nothing brings it nearer its end,
+    so it has no time left to tell (null, the page's "–") until a task runs again."""
+    job_id = submit(farm, frames=6)
+    runner = farm.register_runner("gpu-a")
+    task = claim(farm, runner)
+    report(farm, runner, task, frames_done=1, render_seconds=4.0)
+    running = farm.client.get(f"/api/jobs/{job_id}?tasks=false", headers=farm.admin).json()
+    assert running["eta_seconds"] == 20.0  # 5 frames left at 4 s, one worker on it
+
+    paused = farm.client.post(
+        f"/api/jobs/{job_id}/actions", headers=farm.admin, json={"action": "pause"}
+    )
+    assert paused.status_code == 200, paused.text
+    upload_frames(farm, runner, task)
+    done = farm.client.post(
+        f"/api/runner/tasks/{task['task_id']}/complete",
+        headers=runner,
+        json={"frames": task["frames"]},
+    )
+    assert done.status_code == 200, done.text
+
+    detail = farm.client.get(f"/api/jobs/{job_id}?tasks=false", headers=farm.admin).json()
+    line = next(j for j in farm.client.get("/api/jobs", headers=farm.admin).json())
+    assert (detail["status"], detail["frames_done"], detail["task_counts"]["active"]) == (
+        "paused",
+        1,
+        0,
+    )
+    assert detail["eta_seconds"] is None and line["eta_seconds"] is None
+    # Resumed but with no worker asking, the queue does not move either.
+    resumed = farm.client.post(
+        f"/api/jobs/{job_id}/actions", headers=farm.admin, json={"action": "resume"}
+    )
+    assert resumed.status_code == 200, resumed.text
+    assert resumed.json()["eta_seconds"] is None
+    # Once a task runs again, the time left is back.
+    claim(farm, runner)
+    again = farm.client.get(f"/api/jobs/{job_id}?tasks=false", headers=farm.admin).json()
+    assert again["eta_seconds"] == 20.0
 
 
 @contextmanager

@@ -137,19 +137,26 @@ def _eta(
 ) -> tuple[float | None, float | None]:
     """Seconds elapsed and seconds left, for the list and the detail alike. Left: from
     what finished frames took (Blender's time), shared among the workers on the job now;
-    until a frame reported its time, from the elapsed time per frame done."""
+    until a frame reported its time, from the elapsed time per frame done.
+
+    An unfinished job with no task running (paused, or queued with no worker that may
+    take it) has no time left to tell: nothing brings it nearer its end, so a number
+    would stand still while the elapsed time rose (a paused job showed "47s" for
+    minutes). It is None then, shown as "–"."""
     elapsed: float | None = None
     eta: float | None = None
     if job.started_at is not None:
         elapsed = ((job.finished_at or now) - job.started_at).total_seconds()
-        if job.finished_at is not None:
-            eta = 0.0
-        elif done:
-            eta = elapsed / done * (total - done)
+    if job.finished_at is not None:
+        return elapsed, 0.0 if elapsed is not None else None
+    busy = sum(1 for t in tasks if t.status == TaskStatus.ACTIVE.value)
+    if not busy:
+        return elapsed, None
     per_frame = _seconds_per_frame(tasks)
-    if per_frame is not None and job.finished_at is None:
-        busy = sum(1 for t in tasks if t.status == TaskStatus.ACTIVE.value)
-        eta = round(per_frame * (total - done) / max(1, busy), 1)
+    if per_frame is not None:
+        eta = round(per_frame * (total - done) / busy, 1)
+    elif elapsed is not None and done:
+        eta = elapsed / done * (total - done)
     return elapsed, eta
 
 
