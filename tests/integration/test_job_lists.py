@@ -170,7 +170,7 @@ def test_a_list_line_shows_the_detail_s_workers_and_time_left(farm: Farm) -> Non
 def test_a_job_with_nothing_running_has_no_time_left(farm: Farm) -> None:
     """A paused job, its running task done and the rest queued, kept its last "47s"
     remaining for minutes while its elapsed time rose: nothing brings it nearer its end,
-    so it has no time left to tell (null, the page's "–") until a task runs again."""
+    so it has no time left to tell (null, a dash on the page) until a task runs again."""
     job_id = submit(farm, frames=6)
     runner = farm.register_runner("gpu-a")
     task = claim(farm, runner)

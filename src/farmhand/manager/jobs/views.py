@@ -142,7 +142,7 @@ def _eta(
     An unfinished job with no task running (paused, or queued with no worker that may
     take it) has no time left to tell: nothing brings it nearer its end, so a number
     would stand still while the elapsed time rose (a paused job showed "47s" for
-    minutes). It is None then, shown as "–"."""
+    minutes). It is None then, shown as a dash."""
     elapsed: float | None = None
     eta: float | None = None
     if job.started_at is not None:
