@@ -22,11 +22,13 @@ warn about a file saved by a newer Blender than any of them: its job would wait.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
 from typing import Any
@@ -36,11 +38,16 @@ from fastapi import APIRouter, HTTPException, UploadFile, status
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from farmhand.manager.api.deps import Context, UserDep
-from farmhand.manager.api.uploads import sent_by, store_upload, uploaded_name
+from farmhand.manager.api.deps import Caller, Context, UserDep
+from farmhand.manager.api.limits import QuotaExceeded, enforce_quota
+from farmhand.manager.api.uploads import receive_upload, record_blob, uploaded_name
+from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Worker
 from farmhand.manager.file_reads import RETRY_AFTER_SECONDS, FileReadsBusy
+from farmhand.manager.storage.access import readable, record_uploads
+from farmhand.manager.storage.blobs import CHUNK, StoredBlob
+from farmhand.manager.storage.project_zip import Project
 from farmhand.shared.blendfile import (
     HEADER_BYTES,
     looks_like_blend,
@@ -63,7 +70,9 @@ SAVED_WITH = "saved_with"
 OPEN_TIMEOUT = 120.0
 FACTS_CACHE_SIZE = 256
 BLOB_HEADER = "X-Blob-Sha256"
-"""Set on the 422/503 answers too: the file was stored, a job can still use it."""
+"""Set on the 503 answer too, and on a 422 for a file saved by a newer Blender than the
+manager's: the file was stored, a job can still use it. A 422 for anything else keeps
+nothing (the file is no .blend a job could render), so it costs no quota."""
 
 _facts_cache: dict[str, tuple[str, dict[str, Any]]] = {}
 
@@ -195,6 +204,7 @@ def _int(value: object, default: int) -> int:
     responses={
         400: {"model": ErrorResponse},
         401: {"model": ErrorResponse},
+        413: {"model": ErrorResponse, "description": "Over the caller's storage quota."},
         422: {"model": ErrorResponse, "description": "Blender could not open the file."},
         503: {"model": ErrorResponse, "description": "No Blender on the manager."},
     },
@@ -209,9 +219,9 @@ async def blend_info(file: UploadFile, context: Context, caller: UserDep) -> Ble
             status.HTTP_400_BAD_REQUEST,
             f"{name!r} is not a .blend file (its first bytes say otherwise)",
         )
-    stored = await store_upload(context, file)
-    # The page submits a job naming this hash next (also after a 503 or 422 below).
-    await sent_by(context, caller.user_id, [stored])
+    await run_in_threadpool(_admit, context, caller, file)
+    stored = await receive_upload(context, file)
+    kept = await run_in_threadpool(_keep, context, caller, stored)
     blob_header = {BLOB_HEADER: stored.sha256}
     try:
         version, facts = await context.file_reads.run(
@@ -227,14 +237,88 @@ async def blend_info(file: UploadFile, context: Context, caller: UserDep) -> Ble
     except SceneReadError as error:
         log.info("blend-info could not open a file", file=name, error=str(error))
         saved = await run_in_threadpool(saved_version_of, _blob_path(context, stored.sha256))
+        newer = saved is not None and await run_in_threadpool(_newer_than_readers, saved)
+        if not newer:  # not a .blend any Blender here reads: nothing a job could use
+            await run_in_threadpool(kept.undo)
         raise HTTPException(
             422,  # Unprocessable Content: Starlette's name for it changed between versions
             f"Blender could not open {name!r}: {error}"
             + (f" (the file was saved with Blender {saved})" if saved else ""),
-            headers=blob_header,
+            headers=blob_header if newer else None,
         ) from error
     farm = await run_in_threadpool(farm_blenders, context, version)
     return blend_info_model(stored.sha256, name, stored.size, version, facts, farm)
+
+
+def _admit(context: ManagerContext, caller: Caller, upload: UploadFile) -> None:
+    """413 (`QuotaExceeded`) before a byte of the upload is stored if it would pass the
+    caller's quota (`enforce_quota`, the one home of the rule): by its size, and if
+    that is too much, by its hash, since a file the caller holds already (the same
+    .blend chosen again in the form) costs nothing more. The form parser has received
+    the whole file already (FastAPI reads a form before the route runs), so its size
+    is exact, not the request's declared length with the multipart framing."""
+    try:
+        enforce_quota(context, caller, (), upload.size or 0)
+    except QuotaExceeded:
+        digest = hashlib.sha256()
+        upload.file.seek(0)
+        while chunk := upload.file.read(CHUNK):
+            digest.update(chunk)
+        upload.file.seek(0)
+        sha = digest.hexdigest()
+        with context.db.read() as session:
+            held = readable(session, caller.user_id, [sha], admin=caller.is_admin)
+        if sha not in held:
+            raise
+        enforce_quota(context, caller, held)
+
+
+@dataclass
+class _Kept:
+    """An upload recorded as its sender's, and how to take that back: a file refused
+    after it was stored (the quota passed meanwhile by another upload of theirs, or
+    not a .blend Blender reads) must cost its sender nothing. Only what this request
+    added is undone (`projects._unrecord`, shared with a refused project zip)."""
+
+    context: ManagerContext
+    caller: Caller
+    sha256: str
+    created: bool
+    claimed: bool
+
+    def undo(self) -> None:
+        from farmhand.manager.api.projects import _unrecord  # projects imports this module
+
+        refused = Project(created=[self.sha256] if self.created else [])
+        _unrecord(self.context, self.caller, [self.sha256] if self.claimed else [], refused)
+
+
+def _keep(context: ManagerContext, caller: Caller, stored: StoredBlob) -> _Kept:
+    """Record the stored upload as the caller's (the page submits a job naming its hash
+    next, also after a 503 or a 422 for a newer Blender's file), then ask the quota
+    again, now with the blob counted as the caller's: an upload refused here is
+    undone at once."""
+    created = record_blob(context, stored)
+    with context.db.transaction() as session:
+        claimed = not readable(session, caller.user_id, [stored.sha256], admin=False)
+        record_uploads(session, caller.user_id, [stored], utcnow())
+    kept = _Kept(context, caller, stored.sha256, created, claimed)
+    try:
+        enforce_quota(context, caller, [stored.sha256])
+    except QuotaExceeded:
+        kept.undo()
+        raise
+    return kept
+
+
+def _newer_than_readers(saved: str) -> bool:
+    """Whether a file saved with Blender `saved` is newer than every Blender here: then
+    a worker's newer Blender may still render it, and the form may submit it."""
+    try:
+        version = parse_version(saved)
+    except ValueError:
+        return False
+    return all(version > _sort_key(install.version) for install in blenders())
 
 
 def blend_info_model(

@@ -232,7 +232,8 @@ async def submit_job(
                 status.HTTP_400_BAD_REQUEST,
                 "storage 'shared' takes a blend_path on the share (JSON), not uploaded files",
             )
-        await run_in_threadpool(enforce_quota, context, caller, list(job_request.files.values()))
+        files = list(job_request.files.values())
+        await run_in_threadpool(partial(enforce_quota, submitting=True), context, caller, files)
         creating = partial(create_uploaded_job, context, caller.user_id, job_request)
     # A tiled job's .blend is read to refuse a stereo scene (`tiles_refusal`): seconds,
     # so in turn with the manager's other reads of users' files, holding no shared thread.

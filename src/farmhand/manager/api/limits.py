@@ -431,7 +431,12 @@ async def _refuse(send: Send, error: HTTPException) -> None:
 
 
 def enforce_quota(
-    context: ManagerContext, caller: Caller, sha256s: Collection[str], extra_bytes: int = 0
+    context: ManagerContext,
+    caller: Caller,
+    sha256s: Collection[str],
+    extra_bytes: int = 0,
+    *,
+    submitting: bool = False,
 ) -> None:
     """413 if the caller's jobs referencing these blobs would pass their storage quota.
 
@@ -439,7 +444,8 @@ def enforce_quota(
     hopeless upload is refused before it is received. The caller's unfinished resumable
     uploads count by the size each announced (known from the start, so sending all but
     the last byte reserves as much as sending them all). Admins have no quota: they run
-    the farm and clean it up.
+    the farm and clean it up. `submitting`: the refused request is a job's submission,
+    which the 413's advice must not offer as the way out (`QuotaExceeded`).
     """
     quota = context.settings.user_quota_bytes
     if quota is None or caller.is_admin:
@@ -459,6 +465,7 @@ def enforce_quota(
             reserved,
             unused=unused,
             grace_seconds=context.settings.blob_grace_seconds,
+            submitting=submitting,
         )
 
 
@@ -477,7 +484,10 @@ class QuotaExceeded(HTTPException):
     """The 413 names what the usage is made of and what frees each part: deleting jobs
     frees their files, aborting frees unfinished uploads, and files uploaded that no job
     uses go on their own after the grace period (users cannot delete blobs), or stop
-    being extra once the job using them is submitted (`storage/usage.py`)."""
+    being extra once the job using them is submitted (`storage/usage.py`). That last
+    way out is offered only for an upload, which waits for its job: when the refused
+    request is the submission (`submitting`), saying "submit the job" goes in a circle,
+    and an admin's larger quota is named instead (QA round 10)."""
 
     def __init__(
         self,
@@ -489,6 +499,7 @@ class QuotaExceeded(HTTPException):
         *,
         unused: int = 0,
         grace_seconds: float = 0,
+        submitting: bool = False,
     ) -> None:
         parts, remedies = [], []
         if current - reserved - unused > 0:
@@ -499,13 +510,19 @@ class QuotaExceeded(HTTPException):
                 "as a job's once one uses them; otherwise they are removed about "
                 f"{_duration(grace_seconds)} after you last uploaded them)"
             )
-            remedies.append("submit the job using them or wait for their removal")
+            remedies.append(
+                "wait for their removal"
+                if submitting
+                else "submit the job using them or wait for their removal"
+            )
         if uploads:
             parts.append(
                 f"{_human(reserved)} of it by {uploads} unfinished "
                 f"upload{'' if uploads == 1 else 's'} ({ABORT_HINT})"
             )
             remedies.append("abort unfinished uploads")
+        if submitting:
+            remedies.append("ask an admin for a larger quota")
         after, limit = _human(usage), _human(quota)
         if after == limit:  # just over: rounded alike, the figures would say "at" it
             after, limit = f"{usage:,} bytes", f"{quota:,} bytes"
