@@ -126,9 +126,12 @@ LOGIN_ERRORS = {
     "oauth-failed": "Signing in with the provider did not complete. Please try again.",
     "provider-down": "The sign-in provider could not be reached. Please try again later.",
     "disabled": "This account is disabled.",
+    "session-ended": "Your session ended (signed out, or the account was disabled). "
+    "Please sign in again.",
     "domain": "Sign-up is limited to e-mail addresses of the farm's allowed domains.",
 }
-"""What `/login?error=<code>` says after a refused OAuth sign-in (`api/auth.py`)."""
+"""What `/login?error=<code>` says after a refused OAuth sign-in (`api/auth.py`), or when
+a page's session ended under it (`app.js` sends it there on a 401)."""
 
 
 LOGIN_NONCE_COOKIE = "farmhand_login"

@@ -105,6 +105,12 @@
     }
   }
 
+  // The session this page was drawn for is over (signed out elsewhere, the account
+  // disabled, its token revoked): to the sign-in page, which says so, and back here after.
+  function sessionEnded(next = location.pathname + location.search) {
+    location.href = `/login?error=session-ended&next=${encodeURIComponent(next)}`;
+  }
+
   async function call(method, url, payload) {
     const init = { method, headers: { Accept: "application/json" }, credentials: "same-origin" };
     if (method !== "GET" && method !== "HEAD") init.headers["X-CSRF-Token"] = csrf;
@@ -114,7 +120,7 @@
     }
     const response = await fetch(url, init);
     if (response.status === 401) {
-      location.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
+      sessionEnded();
       throw new ApiError(401, "signed out");
     }
     const text = await response.text();
@@ -390,6 +396,13 @@
     const listeners = new Set();
     let last = { type: "state", state: "connecting" };
     const emit = (message) => {
+      // A stream the browser gave up on was most often refused on reconnecting: the
+      // session ended (a 401, which EventSource does not tell). Ask once; a 401 goes to
+      // the sign-in page (`call`), anything else leaves "offline — reload". A page with
+      // no poll of its own sat at "offline" forever for a disabled student.
+      if (message.type === "state" && message.state === "closed" && last.state !== "closed") {
+        call("GET", "/api/auth/me").catch(() => {});
+      }
       if (message.type === "state") last = message;
       listeners.forEach((fn) => fn(message));
     };
@@ -748,7 +761,7 @@
           showNotice(/by hand\.?$/.test(why) ? sentence(why) : `${why}. Fill in the settings by hand.`, "");
           fill(null, file.name);
         } else if (xhr.status === 401) {
-          location.href = "/login?next=/submit";
+          sessionEnded("/submit");
         } else {
           // What the answer says, and what to do: another file only when this one is at
           // fault (400); a 413 says itself what is too large (the file, or the quota and
