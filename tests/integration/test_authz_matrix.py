@@ -367,6 +367,7 @@ RULES: dict[tuple[str, str], Rule] = {
         ADMIN, json_body({"password": "set by the admin"})
     ),
     ("DELETE", "/api/admin/users/{user_id}"): Rule(ADMIN, ids={"user_id": "other_id"}),
+    ("POST", "/api/admin/users/{user_id}/unlock"): Rule(ADMIN),
     ("GET", "/api/admin/usage"): Rule(ADMIN),
     ("GET", "/metrics"): Rule(ADMIN),  # or FARMHAND_METRICS_TOKEN (test_metrics.py)
     ("POST", "/api/admin/gc"): Rule(ADMIN),

@@ -92,7 +92,7 @@ def list_users(data_dir: DataDir = Path("farmhand-data"), database_url: Database
     from farmhand.cli import users_db
 
     with _session(data_dir, database_url) as session:
-        rows = users_db.listing(session)
+        rows = users_db.listing(session, users_db.auth_settings(data_dir, database_url))
     table = Table("id", "name", "e-mail", "role", "state", "sign-in")
     for row in rows:
         table.add_row(*(shown(cell) for cell in row))
@@ -203,8 +203,9 @@ def set_password(
     data_dir: DataDir = Path("farmhand-data"),
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Set someone's password (ends their browser sessions). They sign in with it and
-    their e-mail: one who has none (like the first start's admin) needs --email."""
+    """Set someone's password (ends their browser sessions, lifts a sign-in lock). They
+    sign in with it and their e-mail: one who has none (like the first start's admin)
+    needs --email."""
     from farmhand.cli import users_db
 
     with _session(data_dir, database_url) as session:
@@ -217,12 +218,26 @@ def set_password(
         try:
             if email is not None:
                 users_db.set_email(session, user, email)
-            users_db.set_password(user, _read_password(password_stdin))
+            users_db.set_password(session, user, _read_password(password_stdin))
         except users_db.AccountError as error:
             raise _fail(error.message) from error
         console.print(
             f"New password set for {shown(user.name)}: they sign in with {shown(user.email)}."
         )
+
+
+@users.command()
+def unlock(
+    who: Who, data_dir: DataDir = Path("farmhand-data"), database_url: DatabaseUrl = None
+) -> None:
+    """Let someone locked out by failed sign-ins try again now (forgets their failures;
+    the limit on the address the guesses came from stays)."""
+    from farmhand.cli import users_db
+
+    with _session(data_dir, database_url) as session:
+        user = _find(session, who)
+        users_db.unlock(session, user)
+        console.print(f"{shown(user.name)} may sign in again: their failed sign-ins are forgotten.")
 
 
 @users.command("set-email")

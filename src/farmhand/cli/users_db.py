@@ -11,13 +11,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import make_url, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
-from farmhand.manager.auth import accounts
+from farmhand.manager.auth import accounts, ratelimit
 from farmhand.manager.auth.tokens import new_token, token_hash
 from farmhand.manager.clock import utcnow
 from farmhand.manager.db.engine import Database
@@ -30,7 +31,7 @@ from farmhand.manager.db.presence import (
     told_where,
     unusable_database,
 )
-from farmhand.manager.settings import ManagerSettings, SettingsError
+from farmhand.manager.settings import AuthSettings, ManagerSettings, SettingsError
 
 AccountError = accounts.AccountError
 
@@ -135,20 +136,39 @@ def _by(session: Session, way: str, value: str) -> User | None:
     return accounts.find_by_email(session, value) if value.strip() else None
 
 
-def listing(session: Session) -> list[tuple[str, ...]]:
-    """Everyone, as table rows: id, name, e-mail, role, state, ways to sign in."""
+def auth_settings(data_dir: Path, database_url: str | None) -> AuthSettings:
+    """The manager's sign-in settings (its lockout limit and window), read as
+    `open_session` reads them (which has already said so if they cannot be)."""
+    return ManagerSettings.from_env(data_dir=data_dir, database_url=database_url).auth
+
+
+def listing(session: Session, auth: AuthSettings | None = None) -> list[tuple[str, ...]]:
+    """Everyone, as table rows: id, name, e-mail, role, state (with a sign-in lock, as
+    the web's Users table says it, under `auth`'s limits: the defaults unless given),
+    ways to sign in."""
     linked = accounts.linked_providers(session)
+    users = list(session.scalars(select(User).order_by(User.id)))
+    now = utcnow()
+    locks = accounts.locked_until(session, auth or AuthSettings(), users, now)
     rows: list[tuple[str, ...]] = []
-    for user in session.scalars(select(User).order_by(User.id)):
+    for user in users:
         # A password without an e-mail lets nobody in (`accounts.set_password`): one
         # left from before that rule is shown as what it is.
         password = "password" if user.email else "password (no e-mail: unusable)"
         ways = ([password] if user.password_hash else []) + linked.get(user.id, [])
         rows.append((
             str(user.id), user.name, user.email or "-", user.role,
-            "disabled" if user.disabled_at else "active", ", ".join(ways) or "token only",
+            _state(user, locks.get(user.id), now), ", ".join(ways) or "token only",
         ))  # fmt: skip
     return rows
+
+
+def _state(user: User, locked_until: datetime | None, now: datetime) -> str:
+    state = "disabled" if user.disabled_at else "active"
+    if locked_until is None:
+        return state
+    wait = ratelimit.wait_words(int((locked_until - now).total_seconds()))
+    return f"{state}, locked ({wait}; farmhand users unlock)"
 
 
 def create(
@@ -181,5 +201,6 @@ def set_disabled(session: Session, user: User, disabled: bool) -> None:
 
 delete = accounts.delete_user
 set_password = accounts.set_password
+unlock = accounts.unlock
 set_email = accounts.set_email
 no_email = accounts.no_email

@@ -63,6 +63,11 @@ class UserInfo(BaseModel):
     disabled: bool = False
     has_password: bool = Field(default=False, description="Can sign in with a password.")
     providers: list[str] = Field(default_factory=list, description="Linked OAuth providers.")
+    locked_until: datetime | None = Field(
+        default=None,
+        description="Until when too many failed sign-ins lock the account (null: not "
+        "locked; only in admins' answers). Setting a password or unlocking lifts it.",
+    )
 
 
 class UserUpdate(_Strict):

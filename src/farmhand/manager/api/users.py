@@ -1,5 +1,5 @@
 """Admin routes for people's accounts: list, create, disable, set an e-mail or a
-password, delete.
+password, unlock, delete.
 
 Creating a user also creates a first API token (shown once), so someone can be given
 access without a password; with `email` and `password` they can also sign in with
@@ -9,10 +9,15 @@ Disabling a user, or setting their password, ends their browser sessions
 (`auth.accounts`). An admin cannot disable, demote or delete themself, nor the farm's
 last active admin (`accounts.keep_an_admin`, which `farmhand users` obeys too), so a
 farm is never left without a way in.
+
+The listing says which accounts are locked out by failed sign-ins (`locked_until`);
+setting a password or `POST …/{id}/unlock` lifts that lock (`accounts.unlock`), never
+the limit on the address the guesses came from (`auth.ratelimit`).
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Response, status
@@ -24,6 +29,7 @@ from farmhand.manager.auth import accounts
 from farmhand.manager.auth.accounts import AccountError
 from farmhand.manager.auth.tokens import new_token, token_hash
 from farmhand.manager.clock import utcnow
+from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import ApiToken, User
 from farmhand.shared.schemas import ErrorResponse
 from farmhand.shared.web_schemas import PasswordSet, UserCreate, UserCreated, UserInfo, UserUpdate
@@ -39,9 +45,15 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def user_info(session: Session, user: User, providers: list[str] | None = None) -> UserInfo:
+def user_info(
+    session: Session,
+    user: User,
+    providers: list[str] | None = None,
+    locked_until: datetime | None = None,
+) -> UserInfo:
     """What the API says about a user, with their linked OAuth providers (looked up
-    unless given, as `list_users` does for everyone at once)."""
+    unless given, as `list_users` does for everyone at once) and, for admins' answers,
+    when their sign-in lock ends (`_admin_info`)."""
     if providers is None:
         providers = accounts.linked_providers(session, [user.id]).get(user.id, [])
     return UserInfo(
@@ -53,7 +65,14 @@ def user_info(session: Session, user: User, providers: list[str] | None = None) 
         disabled=user.disabled_at is not None,
         has_password=user.password_hash is not None,
         providers=providers,
+        locked_until=locked_until,
     )
+
+
+def _admin_info(session: Session, context: ManagerContext, user: User) -> UserInfo:
+    """`user_info` with the account's sign-in lock, as the admin's listing shows it."""
+    locks = accounts.locked_until(session, context.settings.auth, [user], utcnow())
+    return user_info(session, user, locked_until=locks.get(user.id))
 
 
 def _refusal(error: AccountError) -> HTTPException:
@@ -74,8 +93,11 @@ def list_users(context: Context, caller: AdminDep) -> list[UserInfo]:
     # Only reads: a snapshot, so the list answers while a long write runs.
     with context.db.read() as session:
         linked = accounts.linked_providers(session)
-        users = session.scalars(select(User).order_by(User.name))
-        return [user_info(session, user, linked.get(user.id, [])) for user in users]
+        users = list(session.scalars(select(User).order_by(User.name)))
+        locks = accounts.locked_until(session, context.settings.auth, users, utcnow())
+        return [
+            user_info(session, user, linked.get(user.id, []), locks.get(user.id)) for user in users
+        ]
 
 
 @router.post(
@@ -123,23 +145,36 @@ def update_user(user_id: int, body: UserUpdate, context: Context, caller: AdminD
                 accounts.set_email(session, user, body.email)
         except AccountError as error:
             raise _refusal(error) from error
-        return user_info(session, user)
+        return _admin_info(session, context, user)
 
 
 @router.put(
     "/{user_id}/password",
     status_code=status.HTTP_204_NO_CONTENT,
     responses=ERRORS,
-    summary="Set a user's password (ends their browser sessions)",
+    summary="Set a user's password (ends their browser sessions, lifts their sign-in lock)",
 )
 def set_password(user_id: int, body: PasswordSet, context: Context, caller: AdminDep) -> Response:
     with context.db.transaction() as session:
         user = _target(session, user_id, caller)
         try:
-            accounts.set_password(user, body.password)
+            accounts.set_password(session, user, body.password)
         except AccountError as error:
             raise _refusal(error) from error
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/{user_id}/unlock",
+    response_model=UserInfo,
+    responses=ERRORS,
+    summary="Forget a user's failed sign-ins, so a locked-out user may sign in at once",
+)
+def unlock_user(user_id: int, context: Context, caller: AdminDep) -> UserInfo:
+    with context.db.transaction() as session:
+        user = _target(session, user_id, caller)
+        accounts.unlock(session, user)
+        return _admin_info(session, context, user)
 
 
 @router.delete(

@@ -2,7 +2,8 @@
 
 One home for the rules the API, the web UI, the CLI and start-up share: password
 sign-in (rate limited), creating local and OAuth users, e-mail addresses, new
-passwords, disabling, deleting and changing roles, none of which may take the farm's
+passwords (which lift the account's sign-in lock, as `unlock` does), disabling,
+deleting and changing roles, none of which may take the farm's
 last active admin away. A password signs in only together with the account's e-mail
 address, so an account without one is refused a password rather than given one that
 nobody could use (the first start's `admin` has none until an admin gives it one).
@@ -98,9 +99,13 @@ def no_email(user: User) -> AccountError | None:
     )
 
 
-def set_password(user: User, password: str) -> None:
+def set_password(session: Session, user: User, password: str) -> None:
     """A new password (own, or set by an admin or `farmhand users`); ends the user's
-    sessions. Refused (409) for an account without an e-mail (`no_email`)."""
+    sessions. Refused (409) for an account without an e-mail (`no_email`).
+
+    It also forgets the account's failed sign-ins (`unlock`): someone locked out after
+    wrong guesses is helped with a new password, and "password set" must mean they can
+    sign in with it now, not in a quarter of an hour. Their address's limit stays."""
     refusal = no_email(user)
     if refusal is not None:
         raise refusal
@@ -109,6 +114,45 @@ def set_password(user: User, password: str) -> None:
         raise AccountError(400, problem)
     user.password_hash = hash_password(password)
     end_sessions(user)
+    unlock(session, user)
+
+
+def _password_change_key(user: User) -> str:
+    return f"password:{user.id}"
+
+
+def lock_keys(user: User) -> list[str]:
+    """The rate-limit keys that lock `user` themself (never an address's): sign-in with
+    their e-mail, and guesses of their old password when changing it."""
+    keys = [ratelimit.account_key(user.email)] if user.email else []
+    return keys + ([_password_change_key(user)] if user.id is not None else [])
+
+
+def unlock(session: Session, user: User) -> None:
+    """Forget `user`'s failed sign-ins (and old-password guesses), so they may try
+    again at once: an admin's "unlock", and part of setting a password."""
+    keys = lock_keys(user)
+    if keys:
+        ratelimit.clear(session, *keys)
+
+
+def locked_until(
+    session: Session, settings: AuthSettings, users: Iterable[User], now: datetime
+) -> dict[int, datetime]:
+    """When each locked-out user of `users` may try again (absent: not locked), for
+    the admin's listing; the per-address limit is no account's lock and is not here."""
+    owners: dict[str, int] = {}
+    for user in users:
+        for key in lock_keys(user):
+            owners[key] = user.id
+    locked = ratelimit.locked_until(
+        session, list(owners), settings.login_failures_per_account, now, settings.login_window
+    )
+    until: dict[int, datetime] = {}
+    for key, at in locked.items():
+        user_id = owners[key]
+        until[user_id] = max(at, until.get(user_id, at))
+    return until
 
 
 def _free_email(session: Session, email: str, user: User | None = None) -> str:
@@ -216,7 +260,7 @@ def create_user(
         name = unique_name(session, (email or "user").split("@")[0])
     user = User(name=name, email=email, role=role, created_at=now, session_epoch=0)
     if password is not None:
-        set_password(user, password)
+        set_password(session, user, password)
         user.session_epoch = 0
     session.add(user)
     session.flush()
@@ -242,15 +286,17 @@ def change_own_password(
     """A person's own password change: the old password is required (when there is
     one) and wrong guesses count like failed sign-ins, so a borrowed session cannot be
     used to find the password. Returned, not raised, so the failure is committed."""
-    limits = _limits(settings, f"password:{user.id}", address)
+    limits = _limits(settings, _password_change_key(user), address)
     wait = ratelimit.retry_after(session, limits, now, settings.login_window)
     if wait is not None:
-        return AccountError(429, f"too many wrong passwords; try again in {wait} s", wait)
+        return AccountError(
+            429, f"too many wrong passwords; try again in {ratelimit.wait_words(wait)}", wait
+        )
     if user.password_hash is not None and not verify_password(user.password_hash, old_password):
         ratelimit.record_failure(session, limits, now, settings.login_window)
         return AccountError(403, "the old password is wrong")
     try:
-        set_password(user, new_password)
+        set_password(session, user, new_password)
     except AccountError as error:
         return error
     return None
@@ -271,7 +317,9 @@ def password_login(
     wait = ratelimit.retry_after(session, limits, now, settings.login_window)
     if wait is not None:
         return LoginOutcome(
-            error=AccountError(429, f"too many failed sign-ins; try again in {wait} s", wait)
+            error=AccountError(
+                429, f"too many failed sign-ins; try again in {ratelimit.wait_words(wait)}", wait
+            )
         )
     user = find_by_email(session, email) if email.strip() else None
     if not verify_password(user.password_hash if user else None, password) or user is None:

@@ -7,6 +7,11 @@ others, except that an address that keeps failing is held back whatever account 
 tries. The limit is a sliding window: once `limit` failures fall in the last `window`
 seconds, further attempts are refused (HTTP 429) until the oldest one ages out, and
 `Retry-After` says when that is.
+
+An account's limit (not an address's) is also lifted by an admin: setting the account's
+password, or unlocking it (`accounts.unlock`), forgets its failures, since the person
+locked out is usually the one the admin is helping. The per-address limit stays: it
+holds back someone guessing from one place, whoever they try.
 """
 
 from __future__ import annotations
@@ -55,6 +60,32 @@ def retry_after(session: Session, limits: list[Limit], now: datetime, window: fl
     return max(1, math.ceil(wait)) if wait > 0 else None
 
 
+def locked_until(
+    session: Session, keys: list[str], limit: int, now: datetime, window: float
+) -> dict[str, datetime]:
+    """Of `keys`, those at their `limit` now, each with when it reopens (as `retry_after`
+    counts): one query for a whole list of accounts (the admin's user listing)."""
+    if not keys:
+        return {}
+    since = now - timedelta(seconds=window)
+    rows = session.execute(
+        select(LoginFailure.key, func.count(), func.min(LoginFailure.at))
+        .where(LoginFailure.key.in_(keys), LoginFailure.at > since)
+        .group_by(LoginFailure.key)
+    )
+    return {
+        key: oldest + timedelta(seconds=window)
+        for key, count, oldest in rows
+        if count >= limit and oldest is not None
+    }
+
+
+def wait_words(seconds: int) -> str:
+    """A wait as people read it: whole minutes, rounded up ("15 min"); `Retry-After`
+    keeps the exact seconds for programs."""
+    return f"{max(1, math.ceil(seconds / 60))} min"
+
+
 def record_failure(session: Session, limits: list[Limit], now: datetime, window: float) -> None:
     """Count a failed attempt against every key, and forget their expired failures."""
     since = now - timedelta(seconds=window)
@@ -65,6 +96,7 @@ def record_failure(session: Session, limits: list[Limit], now: datetime, window:
         session.add(LoginFailure(key=limit.key, at=now))
 
 
-def clear(session: Session, key: str) -> None:
-    """A successful sign-in forgets the account's failures (not the address's)."""
-    session.execute(delete(LoginFailure).where(LoginFailure.key == key))
+def clear(session: Session, *keys: str) -> None:
+    """Forget these keys' failures: an account's (never an address's) after a successful
+    sign-in, a password set by an admin, or an unlock."""
+    session.execute(delete(LoginFailure).where(LoginFailure.key.in_(keys)))

@@ -1917,6 +1917,9 @@
     // from before one needed an e-mail, on an account without one, lets nobody in.
     const signInWays = (u) =>
       [u.has_password ? (u.email ? "password" : "password (no e-mail: unusable)") : "", ...u.providers].filter(Boolean).join(", ") || "token only";
+    // Locked out by failed sign-ins (`locked_until`), in minutes as the sign-in page
+    // says it; Unlock (or Set password) lets them try again at once.
+    const lockedMinutes = (u) => (u.locked_until ? Math.max(1, Math.ceil((Date.parse(u.locked_until) - Date.now()) / 60000)) : 0);
     const loadUsers = async () => {
       users = await api("GET", "/api/admin/users");
       // Your own account cannot be disabled, demoted or deleted (the API answers 409):
@@ -1926,9 +1929,10 @@
       const me = body.dataset.user;
       morph(usersBody, users.map((u) => `<tr data-user-id="${u.id}" data-user-name="${esc(u.name)}"><td class="lead text"><strong>${esc(u.name)}</strong></td><td class="text email${u.email ? "" : " none"}" data-label="E-mail">${esc(u.email || "–")}</td><td class="lead">${badge(u.role)}</td>
         <td data-label="Sign-in">${esc(signInWays(u))}</td>
-        <td class="lead">${u.disabled ? badge("disabled") : badge("active")}</td><td data-label="Created">${when(u.created_at)}</td>
+        <td class="lead">${u.disabled ? badge("disabled") : badge("active")}${lockedMinutes(u) ? ` <span class="badge s-failed">locked (${lockedMinutes(u)} min)</span>` : ""}</td><td data-label="Created">${when(u.created_at)}</td>
         <td class="line last"><span class="actions"><button type="button" class="small" data-user-action="email">${u.email ? "Change e-mail" : "Set e-mail"}</button>
         <button type="button" class="small" data-user-action="password">Set password</button>
+        ${lockedMinutes(u) ? '<button type="button" class="small" data-user-action="unlock">Unlock</button>' : ""}
         ${u.name === me ? '<span class="muted small">You cannot disable or delete yourself.</span>' : `<button type="button" class="small" data-user-action="${u.disabled ? "enable" : "disable"}">${u.disabled ? "Enable" : "Disable"}</button>
         <button type="button" class="small danger" data-user-action="delete">Delete</button>`}</span></td></tr>`).join(""));
     };
@@ -2026,6 +2030,9 @@
           if (!confirm(`Delete ${userName}? Their tokens stop working. (Someone who owns jobs can only be disabled.)`)) return;
           await api("DELETE", `/api/admin/users/${userId}`);
           if (editing && String(editing.id) === userId) { editor.hidden = true; editing = null; }
+        } else if (action === "unlock") {
+          await api("POST", `/api/admin/users/${userId}/unlock`);
+          toast(`${userName} may sign in again.`, "ok");
         } else {
           await api("PATCH", `/api/admin/users/${userId}`, { disabled: action === "disable" });
         }
