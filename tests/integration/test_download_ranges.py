@@ -378,3 +378,28 @@ def test_a_second_download_at_once_leaves_the_first_ones_part_alone(
     assert failed == []
     assert dest.read_bytes() == BIG
     assert not dest.with_name("big.bin.part").exists()
+
+
+@pytest.mark.parametrize("resuming", [True, False], ids=["resuming", "whole"])
+def test_a_part_that_is_a_link_is_not_followed(
+    downloads: Downloads, tmp_path: Path, resuming: bool
+) -> None:
+    """In a shared output folder, a `.part` planted as a link to another file made the
+    download overwrite that file and rename the link into the frame's place. Now the
+    file fails with one line; the linked file is untouched and nothing is asked."""
+    victim = tmp_path / "precious.txt"
+    victim.write_bytes(b"precious data")
+    dest = tmp_path / "out" / "big.bin"
+    dest.parent.mkdir()
+    dest.with_name("big.bin.part").symlink_to(victim)
+    file_id = int(downloads.file_url.split("/")[-2])
+    manager = Manager(downloads.farm)
+    sha = hashlib.sha256(BIG).hexdigest() if resuming else None
+    with (
+        FarmhandClient("http://manager", downloads.farm.admin_token, transport=manager) as c,
+        pytest.raises(FarmhandError) as refused,
+    ):
+        c.download_file(downloads.job_id, file_id, dest, sha256=sha)
+    assert "is a symbolic link, not a download's part: not followed" in str(refused.value)
+    assert victim.read_bytes() == b"precious data"
+    assert not dest.exists() and dest.with_name("big.bin.part").is_symlink()

@@ -8,6 +8,7 @@ a `FarmhandError`, and every transport failure a `ManagerUnreachable`.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -996,6 +997,10 @@ def _holds(path: Path, file: JobFile) -> bool | None:
     return found.st_size == file.size and sha256_file(path) == file.sha256
 
 
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
+"""Open a download's part, never what a link in its place points to (POSIX)."""
+
+
 @contextmanager
 def _own_part(partial: Path) -> Iterator[BufferedRandom]:
     """`partial` (a download's `.part`) open to read and write, made if missing, its
@@ -1006,9 +1011,26 @@ def _own_part(partial: Path) -> Iterator[BufferedRandom]:
 
     The lock is on the open file, not its name: a part that the other download renamed
     (it finished) or removed between this open and this lock is not the part any more,
-    and the name is opened again."""
+    and the name is opened again.
+
+    A part that is a symbolic link is not followed: in a shared output folder, whoever
+    planted `0001.png.part -> ~/anything` would have the download overwrite that file
+    (and rename the link into the frame's place). Nor is one that is not a regular file
+    written to."""
     while True:
-        handle = os.fdopen(os.open(partial, os.O_RDWR | os.O_CREAT, 0o666), "r+b")
+        try:
+            fd = os.open(partial, os.O_RDWR | os.O_CREAT | _NO_FOLLOW, 0o666)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise FarmhandError(
+                f"{partial} is a symbolic link, not a download's part: not followed "
+                "(remove it, then download again)"
+            ) from exc
+        handle = os.fdopen(fd, "r+b")
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            handle.close()
+            raise FarmhandError(f"{partial} is not a file: remove it, then download again")
         if not try_lock(handle.fileno()):
             handle.close()
             raise FarmhandError(
@@ -1016,7 +1038,7 @@ def _own_part(partial: Path) -> Iterator[BufferedRandom]:
                 "then download again"
             )
         try:
-            current = os.path.samestat(os.fstat(handle.fileno()), os.stat(partial))
+            current = os.path.samestat(os.fstat(handle.fileno()), os.lstat(partial))
         except FileNotFoundError:
             current = False
         if current:
