@@ -4,7 +4,8 @@ Addresses stored before NFC was part of `auth/emails.normal_email` may hold "é"
 plus a combining accent. `accounts.find_by_email` found them by reading every account
 with an e-mail whenever an address outside ASCII matched nothing as typed; now they are
 rewritten at upgrade and found by one lookup. Two accounts holding one address in
-different forms are both left as they are, and a warning names them.
+different forms are both left as they are, and a warning names them; once an admin gives
+one another address, the other is stored in the normal form and signs in.
 
 A database at revision 0022 with such rows, then a real manager started on it (which
 migrates), on SQLite and on PostgreSQL.
@@ -90,6 +91,16 @@ def check_upgrade(data_dir: Path, database_url: str) -> None:
         taken = client.post("/api/admin/users", headers=admin,
                             json={"name": "other", "email": ELISE_NFC.upper()})  # fmt: skip
         assert taken.status_code == 409, taken.text
+        # As the warning says: give all but one of them another address. The one left,
+        # stored in its old form, then signs in with the address (it could not: sign-in
+        # looks up the normal form only).
+        moved = client.patch(f"/api/admin/users/{ids['zoe']}", headers=admin,
+                             json={"email": "zoe.new@example.com"})  # fmt: skip
+        assert moved.status_code == 200, moved.text
+        assert stored(database_url)["zoe2"] == ZOE_NFC
+        answer = client.post("/api/auth/login", json={"email": ZOE_NFD, "password": PASSWORD})
+        assert answer.status_code == 200, answer.text
+        assert client.get("/api/auth/me").json()["user"]["name"] == "zoe2"
     said = [entry for entry in logs if "different forms" in entry["event"]]
     assert len(said) == 1, logs
     assert said[0]["log_level"] == "warning"

@@ -172,7 +172,29 @@ def set_email(session: Session, user: User, email: str) -> None:
     none). Sessions go on: the person is the same, only their sign-in name changes. An
     OAuth identity whose verified address is this one later links to this account, as
     for an account an admin creates with it (docs/SECURITY.md)."""
+    old = user.email
     user.email = _free_email(session, email, user)
+    if old is not None:
+        settle_email_forms(session, normal_email(old))
+
+
+def settle_email_forms(session: Session, address: str) -> None:
+    """Store `address` in its normal form if one account alone now holds it in another.
+
+    Migration 0023 left alone the accounts whose addresses were one in different forms
+    (`Bob@Example.COM`, `BOB@example.com`), for an admin to give all but one another
+    address. Sign-in looks an address up in its normal form only, so the last one,
+    still in its old form, could not sign in once the others had moved: it is rewritten
+    here, when another account leaves the address (a new address, or deleted). Reads
+    every account with an address, in Python (the forms differ by Unicode, which SQL
+    does not compare): only on those two rare admin actions."""
+    holders = [
+        user
+        for user in session.scalars(select(User).where(User.email.is_not(None)))
+        if user.email is not None and normal_email(user.email) == address
+    ]
+    if len(holders) == 1 and holders[0].email != address:
+        holders[0].email = address
 
 
 def active_admins(session: Session, *, lock: bool = False) -> list[User]:
@@ -226,6 +248,9 @@ def delete_user(session: Session, user: User) -> None:
         )
     keep_an_admin(session, user, "delete")
     session.delete(user)
+    if user.email is not None:
+        session.flush()
+        settle_email_forms(session, normal_email(user.email))
 
 
 def create_user(

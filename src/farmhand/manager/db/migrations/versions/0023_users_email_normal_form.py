@@ -12,7 +12,9 @@ matched nothing as typed; rewritten here, an address is found by one indexed loo
 Two accounts whose addresses have one normal form (one stored NFC, one NFD, say) would
 collide on the unique column: neither is changed, and a warning names them, for an
 admin to give all but one another address (`farmhand users set-email`). Until then the
-address signs in as the one stored in the normal form, if any. An address whose normal
+address signs in as the one stored in the normal form, if any; once all but one have
+moved, the last is rewritten to the normal form (`accounts.settle_email_forms`). An
+address whose normal
 form is longer than the column holds is left too (and said).
 Downgrading keeps the normal forms: every version reads them.
 """
