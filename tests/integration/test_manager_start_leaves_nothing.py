@@ -61,8 +61,10 @@ def test_an_unreachable_postgres_leaves_an_existing_data_dir_as_it_was(tmp_path:
     assert _everything_in(data) == ["notes.txt"], "nothing new in the data dir"
 
 
-def test_an_unreachable_postgres_makes_no_data_dir(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+@pytest.mark.parametrize("where", ["data", "new/farm/data"], ids=["folder", "nested"])
+def test_an_unreachable_postgres_makes_no_data_dir(tmp_path: Path, where: str) -> None:
+    """Nor the folders above it that this start made (`--data-dir new/farm/data`)."""
+    data = tmp_path / where
     line = _start(data)
     assert "cannot use the farmhand database" in line, line
-    assert not data.exists(), _everything_in(data)
+    assert _everything_in(tmp_path) == [], "no folder left behind"

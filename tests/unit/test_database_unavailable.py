@@ -208,3 +208,15 @@ def test_garbage_collection_during_an_outage_says_so_in_one_line(
     assert said and all(entry["log_level"] == "warning" for entry in said), said
     assert all("exc_info" not in entry for entry in said), "no traceback for an outage"
     assert "database is unavailable" in said[0]["event"]
+
+
+def test_a_short_password_is_masked_where_it_stands_not_in_every_word() -> None:
+    """A password "p" masked every "p" of the reason ("***ort 1 failed ... acce***ting");
+    it is masked where it stands alone, as in a URL or a conninfo field."""
+    error = RuntimeError(
+        'connection to server at "127.0.0.1", port 1 failed: Connection refused. '
+        "Is the server running and accepting TCP/IP connections? (postgresql://u:p@x/db)"
+    )
+    reason = database_reason(error, "postgresql+psycopg://u:p@127.0.0.1:1/db")
+    assert "port 1 failed" in reason and "accepting" in reason
+    assert "u:***@x" in reason

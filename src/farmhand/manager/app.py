@@ -92,7 +92,8 @@ def prepare(settings: ManagerSettings) -> tuple[ManagerContext, BootstrapReport]
     where = told_where(settings.database_url, settings.data_dir)
     check_database_url(url, where)  # `postgres://`: one line, not a traceback
     # A new data dir is the manager's alone (an existing one keeps the mode it has).
-    made_data_dir = not settings.data_dir.exists()
+    made = [folder for folder in (settings.data_dir, *settings.data_dir.parents)
+            if not folder.exists()]  # fmt: skip
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     unsafe = sqlite_on_network(url)
     if unsafe is not None:
@@ -115,9 +116,9 @@ def prepare(settings: ManagerSettings) -> tuple[ManagerContext, BootstrapReport]
             set_aside_stale(context.logs.root, lambda ids: _jobs_among(context, ids), utcnow())
     except BaseException:
         db.dispose()
-        if made_data_dir:
+        for folder in made:  # the data dir first, then the parents this start made
             with contextlib.suppress(OSError):  # only if this start left it empty
-                settings.data_dir.rmdir()
+                folder.rmdir()
         raise
     return context, report
 

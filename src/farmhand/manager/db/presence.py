@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -242,7 +243,12 @@ def database_reason(error: BaseException, url: str | None = None) -> str:
             password = make_url(url).password
         except (ArgumentError, ValueError):
             password = None
-    return reason.replace(password, "***") if password else reason
+    if not password:
+        return reason
+    # The password where it stands alone (`:secret@`, `password=secret`), not inside
+    # other words: a password "p" masked every "p" of the reason ("***ort 1 failed").
+    alone = rf"(?<![A-Za-z0-9]){re.escape(password)}(?![A-Za-z0-9])"
+    return re.sub(alone, "***", reason)
 
 
 def told_where(database_url: str | None, data_dir: Path) -> str:
