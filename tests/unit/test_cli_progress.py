@@ -19,6 +19,7 @@ from rich.console import Console
 from farmhand.cli import jobs_cmd
 from farmhand.cli.progress import transfer_progress
 from farmhand.client import FarmhandClient
+from tests.unit.test_cli_jobs import _job as cli_jobs_job
 
 BAR = "━"
 WAITING = "waiting: the job needs Blender 5.0 or newer; the online workers have 3.4.1"
@@ -36,23 +37,10 @@ def _frames(screen: Console) -> list[str]:
 
 
 def _job(status: str, done: int, reason: str | None = None) -> dict[str, object]:
+    """test_cli_jobs' job, with what makes the line longest: a time left and a memory
+    peak."""
     return {
-        "id": 3,
-        "name": "shot",
-        "owner": "admin",
-        "status": status,
-        "priority": 50,
-        "progress": 100.0 * done / 6,
-        "frames_done": done,
-        "frames_total": 6,
-        "created_at": "2026-11-23T10:00:00Z",
-        "started_at": None,
-        "finished_at": None,
-        "status_reason": reason,
-        "settings": {"frame_start": 1, "frame_end": 6},
-        "main_file": "shot.blend",
-        "tasks": [],
-        "elapsed_seconds": None,
+        **cli_jobs_job(status, done, reason),
         "eta_seconds": 4000,
         "seconds_per_frame": 41.5,
         "peak_memory_bytes": 3 * 2**30,
