@@ -384,13 +384,15 @@ app(sys.argv[1:])
 """
 
 
-@pytest.mark.blender
-def test_real_node_process_renders_with_blender(
-    tmp_path: Path, blender_module: BlenderInstall, animated_blend: Path
-) -> None:
-    """The command itself, as a process, with Blender 5 (bpy): the tutorial's happy path."""
+@contextmanager
+def node_process(
+    tmp_path: Path, blend: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], httpx.Client]]:
+    """The command itself as a process, rendering `blend` with Blender 5 (bpy) into
+    `tmp_path/out`, once it listens: the process and a client of it. Its output goes
+    to `tmp_path/node.log`; it is stopped at the end."""
     port = free_port()
-    args = ["--port", str(port), "--host", "127.0.0.1", "--blend", str(animated_blend),
+    args = ["--port", str(port), "--host", "127.0.0.1", "--blend", str(blend),
             "--output", str(tmp_path / "out"), "--blender", "bpy",
             "--retry-after", "1"]  # fmt: skip
     log = (tmp_path / "node.log").open("wb")
@@ -409,14 +411,23 @@ def test_real_node_process_renders_with_blender(
                     assert process.poll() is None, (tmp_path / "node.log").read_text()
                     assert time.monotonic() < deadline, "the node never started listening"
                     time.sleep(0.2)
-            final = orchestrate(client, 1, 3)
-        assert (final.status_code, final.text) == (200, "Job completed")
-        for frame in (1, 2, 3):
-            path = tmp_path / "out" / f"blender-render_{frame:04d}.png"
-            assert verify_image(path, *SCENE_SIZE).format == "PNG"
-        visible = sorted(p.name for p in (tmp_path / "out").iterdir() if p.name[0] != ".")
-        assert visible == [f"blender-render_{frame:04d}.png" for frame in (1, 2, 3)], "no previews"
+            yield process, client
     finally:
         process.terminate()
         process.wait(20)
         log.close()
+
+
+@pytest.mark.blender
+def test_real_node_process_renders_with_blender(
+    tmp_path: Path, blender_module: BlenderInstall, animated_blend: Path
+) -> None:
+    """The command itself, as a process, with Blender 5 (bpy): the tutorial's happy path."""
+    with node_process(tmp_path, animated_blend) as (_, client):
+        final = orchestrate(client, 1, 3)
+    assert (final.status_code, final.text) == (200, "Job completed")
+    for frame in (1, 2, 3):
+        path = tmp_path / "out" / f"blender-render_{frame:04d}.png"
+        assert verify_image(path, *SCENE_SIZE).format == "PNG"
+    visible = sorted(p.name for p in (tmp_path / "out").iterdir() if p.name[0] != ".")
+    assert visible == [f"blender-render_{frame:04d}.png" for frame in (1, 2, 3)], "no previews"

@@ -7,7 +7,6 @@ before this route nothing could stop one job short of stopping the node (QA, rou
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,11 +21,10 @@ from farmhand.worker.blender.discovery import BlenderInstall
 from tests.conftest import SCENE_SIZE
 from tests.integration.conftest import scrape_metrics
 from tests.integration.test_node import (
-    NODE_MAIN,
     Gate,
-    free_port,
     jobs_by_status,
     node_client,
+    node_process,
     orchestrate,
     submit,
     wait_until,
@@ -246,46 +244,24 @@ def test_real_node_process_cancels_a_blender_render(
 ) -> None:
     """The command as a process with Blender 5 (bpy): a long job is canceled mid-render,
     its Blender is gone, the node renders the next job, and every frame it left is whole."""
-    port = free_port()
     out = tmp_path / "out"
-    args = ["--port", str(port), "--host", "127.0.0.1", "--blend", str(animated_blend),
-            "--output", str(out), "--blender", "bpy", "--retry-after", "1"]  # fmt: skip
-    log = (tmp_path / "node.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-c", NODE_MAIN, *args], stdout=log, stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    client.get("/job/1")
-                    break
-                except httpx.TransportError:
-                    assert process.poll() is None, (tmp_path / "node.log").read_text()
-                    assert time.monotonic() < deadline, "the node never started listening"
-                    time.sleep(0.2)
-            answer = client.post("/job", json={"from": 1, "to": 5000})
-            job = answer.json()["pid"]
-            wait_until(lambda: (out / "blender-render_0001.png").exists(), timeout=120)
-            blenders = node_children(process.pid)
-            assert blenders, "no Blender under the node while it renders"
+    with node_process(tmp_path, animated_blend) as (process, client):
+        answer = client.post("/job", json={"from": 1, "to": 5000})
+        job = answer.json()["pid"]
+        wait_until(lambda: (out / "blender-render_0001.png").exists(), timeout=120)
+        blenders = node_children(process.pid)
+        assert blenders, "no Blender under the node while it renders"
 
-            answer = client.delete(f"/job/{job}")
-            assert (answer.status_code, answer.text) == (202, "Job canceling")
-            assert wait_for_answer(client, f"/job/{job}", 410).text == "Job canceled"
-            assert all(gone(pid) for pid in blenders), "Blender outlived its canceled job"
-            assert node_children(process.pid) == []
+        answer = client.delete(f"/job/{job}")
+        assert (answer.status_code, answer.text) == (202, "Job canceling")
+        assert wait_for_answer(client, f"/job/{job}", 410).text == "Job canceled"
+        assert all(gone(pid) for pid in blenders), "Blender outlived its canceled job"
+        assert node_children(process.pid) == []
 
-            final = orchestrate(client, 1, 1)
-            assert (final.status_code, final.text) == (200, "Job completed")
+        final = orchestrate(client, 1, 1)
+        assert (final.status_code, final.text) == (200, "Job completed")
         frames = sorted(out.glob("blender-render_*.png"))
         assert len(frames) < 5000
         for path in frames:
             verify_image(path, *SCENE_SIZE)
         assert not any((out / ".farmhand-rendering").iterdir()), "the job's folder is gone"
-    finally:
-        process.terminate()
-        process.wait(20)
-        log.close()
