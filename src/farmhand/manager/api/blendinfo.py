@@ -47,7 +47,7 @@ from farmhand.manager.db.models import Worker
 from farmhand.manager.file_reads import RETRY_AFTER_SECONDS, FileReadsBusy
 from farmhand.manager.storage.access import readable, record_uploads
 from farmhand.manager.storage.blobs import CHUNK, StoredBlob
-from farmhand.manager.storage.project_zip import Project
+from farmhand.manager.storage.gc import undo_uploads
 from farmhand.shared.blendfile import (
     HEADER_BYTES,
     looks_like_blend,
@@ -278,7 +278,7 @@ class _Kept:
     """An upload recorded as its sender's, and how to take that back: a file refused
     after it was stored (the quota passed meanwhile by another upload of theirs, or
     not a .blend Blender reads) must cost its sender nothing. Only what this request
-    added is undone (`projects._unrecord`, shared with a refused project zip)."""
+    added is undone (`gc.undo_uploads`, as for a refused project zip)."""
 
     context: ManagerContext
     caller: Caller
@@ -287,10 +287,8 @@ class _Kept:
     claimed: bool
 
     def undo(self) -> None:
-        from farmhand.manager.api.projects import _unrecord  # projects imports this module
-
-        refused = Project(created=[self.sha256] if self.created else [])
-        _unrecord(self.context, self.caller, [self.sha256] if self.claimed else [], refused)
+        sent = [self.sha256] if self.claimed else []
+        undo_uploads(self.context, self.caller.user_id, sent, [self.sha256] if self.created else [])
 
 
 def _keep(context: ManagerContext, caller: Caller, stored: StoredBlob) -> _Kept:

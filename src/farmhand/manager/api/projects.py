@@ -7,7 +7,7 @@ from pathlib import PurePosixPath
 
 import structlog
 from fastapi import APIRouter, HTTPException, UploadFile, status
-from sqlalchemy import delete, exists, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -18,10 +18,10 @@ from farmhand.manager.api.limits import QuotaExceeded, enforce_quota
 from farmhand.manager.api.uploads import record_blob, uploaded_name
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
-from farmhand.manager.db.models import Blob, BlobUpload, JobFile
+from farmhand.manager.db.models import BlobUpload
 from farmhand.manager.storage.access import readable, record_uploads
 from farmhand.manager.storage.blobs import BlobTooLarge
-from farmhand.manager.storage.gc import remove_blob_files
+from farmhand.manager.storage.gc import remove_blob_files, undo_uploads
 from farmhand.manager.storage.project_zip import (
     Contents,
     Project,
@@ -51,7 +51,7 @@ def _store(context: ManagerContext, caller: Caller, upload: UploadFile) -> Proje
 
     It is asked again once the files are recorded as the sender's, for what no
     reservation saw (another manager process's zips, the same user's other uploads):
-    a zip refused then is unrecorded and its new blobs removed at once (`_unrecord`)."""
+    a zip refused then is unrecorded and its new blobs removed at once (`gc.undo_uploads`)."""
     reservations = context.zip_reservations
     claim = Claim(caller.user_id)
     try:
@@ -74,7 +74,12 @@ def _store(context: ManagerContext, caller: Caller, upload: UploadFile) -> Proje
             try:
                 enforce_quota(context, caller, shas, extra_bytes=reservations.others(claim))
             except QuotaExceeded:
-                _unrecord(context, caller, [sha for sha in shas if sha not in prior], project)
+                undo_uploads(
+                    context,
+                    caller.user_id,
+                    [sha for sha in shas if sha not in prior],
+                    project.created,
+                )
                 raise
     finally:
         reservations.release(claim)
@@ -90,32 +95,6 @@ def _uploaded(session: Session, user_id: int, shas: list[str]) -> set[str]:
             )
         )
     )
-
-
-def _unrecord(context: ManagerContext, caller: Caller, sent: list[str], project: Project) -> None:
-    """Undo a refused zip's recording: the caller's new claims to its files (`sent`),
-    and the rows of the blobs it created that nothing else names (no job's file, no
-    one's upload), then their files (`gc.remove_blob_files`, which keeps any whose row
-    survived). Blobs stored before the request are never touched."""
-    with context.db.transaction() as session:
-        if sent:
-            session.execute(
-                delete(BlobUpload)
-                .where(BlobUpload.user_id == caller.user_id, BlobUpload.sha256.in_(sent))
-                .execution_options(synchronize_session=False)
-            )
-        if project.created:
-            session.execute(
-                delete(Blob)
-                .where(
-                    Blob.sha256.in_(project.created),
-                    ~exists().where(JobFile.sha256 == Blob.sha256),
-                    ~exists().where(BlobUpload.sha256 == Blob.sha256),
-                )
-                .execution_options(synchronize_session=False)
-            )
-    if project.created:
-        remove_blob_files(context, project.created)
 
 
 def _admit(

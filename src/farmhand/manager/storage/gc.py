@@ -60,7 +60,7 @@ from starlette.concurrency import run_in_threadpool
 
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
-from farmhand.manager.db.models import Blob, JobFile
+from farmhand.manager.db.models import Blob, BlobUpload, JobFile
 from farmhand.manager.db.presence import unavailable
 from farmhand.manager.settings import ManagerSettings
 from farmhand.manager.storage import thumbnail_cache
@@ -160,6 +160,36 @@ def _delete_rows(
             .execution_options(synchronize_session=False)
         )
     return sorted(deleted)
+
+
+def undo_uploads(
+    context: ManagerContext, user_id: int, sent: Collection[str], created: Collection[str]
+) -> None:
+    """Undo what a refused upload recorded: the user's new claims to the files it sent
+    (`sent`), and the rows of the blobs it created (`created`) that nothing else names
+    (no job's file, no one's upload), then their files (`remove_blob_files`, which keeps
+    any whose row survived). For an upload refused after it was stored (a project zip,
+    or a .blend, over the quota once counted; a file Blender cannot read), so that it
+    costs its sender nothing. Blobs stored before the request are never touched."""
+    with context.db.transaction() as session:
+        if sent:
+            session.execute(
+                delete(BlobUpload)
+                .where(BlobUpload.user_id == user_id, BlobUpload.sha256.in_(list(sent)))
+                .execution_options(synchronize_session=False)
+            )
+        if created:
+            session.execute(
+                delete(Blob)
+                .where(
+                    Blob.sha256.in_(list(created)),
+                    ~exists().where(JobFile.sha256 == Blob.sha256),
+                    ~exists().where(BlobUpload.sha256 == Blob.sha256),
+                )
+                .execution_options(synchronize_session=False)
+            )
+    if created:
+        remove_blob_files(context, created)
 
 
 def remove_blob_files(context: ManagerContext, hashes: Iterable[str]) -> int:
