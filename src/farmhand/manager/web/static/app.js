@@ -523,6 +523,11 @@
       api("GET", "/api/admin/users").then((users) => showOwners(users.map((u) => u.name))).catch(fail);
     }
 
+    // An admin's list holds everyone's jobs: where the Owner column is left out (below
+    // 900 px, and the phone's cards) the owner goes under the job's name instead, so it
+    // is always clear whose job it is. A user's list holds only their own jobs.
+    const byOwner = (j) => isAdmin ? `<span class="job-owner muted small">by <span class="breakable">${breakable(j.owner)}</span></span>` : "";
+
     const render = () => {
       if (!loaded) return;
       const filtered = Boolean(statusFilter.value || owner);
@@ -538,7 +543,7 @@
         const eta = j.status === "completed" ? 0 : j.eta_seconds;
         const workers = j.workers || [];
         return `<tr data-job-id="${j.id}">
-          <td class="wrap"><a class="breakable" href="/jobs/${j.id}">${breakable(j.name)}</a> <span class="muted small">#${j.id}</span></td>
+          <td class="wrap"><a class="breakable" href="/jobs/${j.id}">${breakable(j.name)}</a> <span class="muted small">#${j.id}</span>${byOwner(j)}</td>
           <td class="hide-sm text">${esc(j.owner)}</td><td>${badge(j.status)}</td>
           <td>${bar(j.progress, j.status)} <span class="visually-hidden">${Math.round(j.progress)} %</span></td>
           <td class="num" data-label="Frames">${j.frames_done}/${j.frames_total}</td><td class="num hide-sm">${j.priority}</td>

@@ -1,0 +1,90 @@
+"""What a teacher (an admin) of a class sees, at a phone's width and a laptop's: whose
+job each job is, the whole Users table, and a true sentence about garbage collection.
+
+QA, with a class of students on one farm:
+
+- On a 390 px phone the jobs list's cards left the Owner column out (and from 641 to
+  899 px the table did too), so an admin, whose list holds everyone's jobs, could not
+  tell whose job a card was. Now the owner is under the job's name there ("by stu05");
+  a student's list holds only their own jobs and says nothing more.
+- On a 1024 px laptop the Users table was wider than its frame: the admin's own row's
+  note read "You cannot disable or delete yourse", cut off, and the actions ended
+  off-screen. Measured with a locked-out user's `locked (15 min)` badge and Unlock button
+  in the table too.
+- The Storage page said every file no job uses goes once unused for 7 days; an upload no
+  job ever used goes after the grace period (an hour by default).
+
+No Blender: jobs are a stand-in .blend the manager never opens. Screenshots:
+`admin-views-*.png`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from farmhand.localfarm import LocalFarm
+from tests.browser.conftest import NO_SIDEWAYS_SCROLL, expect, manager_farm, shoot, sign_in
+from tests.integration.conftest import submit_stand_in
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser")]
+
+farm = manager_farm(name="admin-views-farm")
+
+# A phone, the middle layouts' edges and a width inside (the Owner column is left out
+# below 900 px), laptops, a wide screen.
+JOB_WIDTHS = [390, 641, 800, 899, 900, 1024, 1280]
+
+
+def make_user(api: httpx.Client, name: str, **fields: str) -> str:
+    """A user's token (role user)."""
+    answer = api.post("/api/admin/users", json={"name": name, "role": "user", **fields})
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["token"])
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_an_admin_sees_whose_job_it_is_at_every_width(
+    browser: Any, farm: LocalFarm, api: httpx.Client
+) -> None:
+    stu05 = make_user(api, "stu05")
+    ana = make_user(api, "ana")
+    submit_stand_in(api, bearer(ana), name="ana's scene", frame_start=1, frame_end=2)
+    submit_stand_in(api, bearer(stu05), name="s3", frame_start=1, frame_end=2)
+    admin_job = submit_stand_in(api, name="teacher demo", frame_start=1, frame_end=2)
+
+    page = sign_in(browser, farm)
+    for width in JOB_WIDTHS:
+        page.set_viewport_size({"width": width, "height": 900})
+        page.goto(farm.url + "/")
+        stu_row = page.locator("#jobs tbody tr", has_text="s3")
+        admin_row = page.locator(f'#jobs tbody tr[data-job-id="{admin_job}"]')
+        expect()(stu_row).to_be_visible()
+        # What the admin reads in each row (inner_text leaves out what is not shown).
+        assert "stu05" in stu_row.inner_text(), f"{width} px: stu05's job does not say whose"
+        assert "admin" in admin_row.inner_text(), f"{width} px: the admin's job does not say whose"
+        # Said once: by the column where it is shown, else under the name.
+        assert stu_row.inner_text().count("stu05") == 1, f"{width} px: {stu_row.inner_text()!r}"
+        assert page.evaluate(NO_SIDEWAYS_SCROLL), f"{width} px: the jobs list scrolls sideways"
+        if width in (390, 800, 1024):
+            shoot(page, f"admin-views-jobs-{width}")
+
+    # Filtered to one student on a phone, as QA had it: each card still says whose.
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(farm.url + "/?owner=stu05")
+    expect()(page.locator("#jobs tbody tr")).to_have_count(1)
+    expect()(page.locator("#jobs tbody tr .job-owner")).to_have_text("by stu05")
+    shoot(page, "admin-views-jobs-390-filtered")
+    page.context.close()
+
+    # A student's list holds only their own jobs: no "by stu05" on each of them.
+    student = sign_in(browser, farm, stu05)
+    student.set_viewport_size({"width": 390, "height": 844})
+    expect()(student.locator("#jobs tbody tr", has_text="s3")).to_be_visible()
+    expect()(student.locator("#jobs .job-owner")).to_have_count(0)
+    student.context.close()
