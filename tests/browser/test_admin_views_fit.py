@@ -33,9 +33,27 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("br
 
 farm = manager_farm(name="admin-views-farm")
 
+PASSWORD = "a long enough password"
 # A phone, the middle layouts' edges and a width inside (the Owner column is left out
 # below 900 px), laptops, a wide screen.
 JOB_WIDTHS = [390, 641, 800, 899, 900, 1024, 1280]
+# Laptops (QA's 1024 px), and down to 800 px; below that the table's frame scrolls.
+ACCOUNT_WIDTHS = [1024, 1280, 1199, 900, 800]
+
+# For `page.evaluate(..., selector)`: in one go, what of the table is not wholly in view
+# (a button, a badge or a note past its frame's right edge or the window's), and whether
+# the frame scrolls sideways.
+OUT_OF_VIEW = """(selector) => {
+  const table = document.querySelector(selector), frame = table.closest(".table-wrap");
+  const edge = Math.min(frame.getBoundingClientRect().right, window.innerWidth);
+  const out = [];
+  for (const el of table.querySelectorAll("button, .badge, .actions .muted, td")) {
+    const r = el.getBoundingClientRect();
+    const what = el.textContent.trim().slice(0, 40);
+    if (r.width && r.right > edge + 0.5) out.push(`${what} ends at ${Math.round(r.right)}`);
+  }
+  return { scrolls: frame.scrollWidth > frame.clientWidth, out };
+}"""
 
 
 def make_user(api: httpx.Client, name: str, **fields: str) -> str:
@@ -88,3 +106,38 @@ def test_an_admin_sees_whose_job_it_is_at_every_width(
     expect()(student.locator("#jobs tbody tr", has_text="s3")).to_be_visible()
     expect()(student.locator("#jobs .job-owner")).to_have_count(0)
     student.context.close()
+
+
+def lock_out(farm: LocalFarm, email: str) -> None:
+    """Five wrong passwords (the default per-account limit): the account is locked."""
+    with httpx.Client(base_url=farm.url, timeout=30) as client:
+        for _ in range(5):
+            answer = client.post("/api/auth/login", json={"email": email, "password": "wrong"})
+            assert answer.status_code == 401, answer.text
+        answer = client.post("/api/auth/login", json={"email": email, "password": PASSWORD})
+        assert answer.status_code == 429, answer.text
+
+
+def test_the_users_table_fits_a_laptop(browser: Any, farm: LocalFarm, api: httpx.Client) -> None:
+    make_user(api, "stu01", email="stu01@example.com", password=PASSWORD)
+    make_user(api, "stu02.with-a-longer-name", email="a.rather.long.address@students.example.org")
+    make_user(api, "stu03")
+    lock_out(farm, "stu01@example.com")
+
+    page = sign_in(browser, farm)
+    for width in ACCOUNT_WIDTHS:
+        page.set_viewport_size({"width": width, "height": 900})
+        page.goto(farm.url + "/account")
+        locked = page.locator('#users tr[data-user-name="stu01"]')
+        expect()(locked.get_by_role("button", name="Unlock")).to_be_visible()
+        expect()(locked.locator(".badge", has_text="locked")).to_be_visible()
+        mine = page.locator('#users tr[data-user-name="admin"]')
+        expect()(mine).to_contain_text("You cannot disable or delete yourself.")
+        seen = page.evaluate(OUT_OF_VIEW, "#users")
+        if width in (1024, 1280):
+            mine.scroll_into_view_if_needed()
+            shoot(page, f"admin-views-account-{width}")
+        assert seen["out"] == [], f"{width} px: {seen['out']}"
+        assert not seen["scrolls"], f"{width} px: the Users table scrolls sideways in its frame"
+        assert page.evaluate(NO_SIDEWAYS_SCROLL), f"{width} px: the page scrolls sideways"
+    page.context.close()
