@@ -20,6 +20,7 @@ No Blender: jobs are a stand-in .blend the manager never opens. Screenshots:
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import httpx
@@ -140,4 +141,26 @@ def test_the_users_table_fits_a_laptop(browser: Any, farm: LocalFarm, api: httpx
         assert seen["out"] == [], f"{width} px: {seen['out']}"
         assert not seen["scrolls"], f"{width} px: the Users table scrolls sideways in its frame"
         assert page.evaluate(NO_SIDEWAYS_SCROLL), f"{width} px: the page scrolls sideways"
+    page.context.close()
+
+
+def test_the_storage_page_says_when_each_kind_of_file_goes(
+    browser: Any, farm: LocalFarm, api: httpx.Client
+) -> None:
+    page = sign_in(browser, farm)
+    page.goto(farm.url + "/storage")
+    retention = page.locator("#retention")
+    # An upload no job ever used: the sentence about what no job uses must hold for it.
+    content = b"sent, never submitted " * 1000
+    sha = hashlib.sha256(content).hexdigest()
+    stored = api.put(f"/api/blobs/{sha}", content=content)
+    assert stored.status_code in (200, 201), stored.text
+    page.reload()
+    expect()(retention).to_contain_text("no job uses.")
+    for text in (
+        "files a job used once unused for 7 days (the retention)",
+        "uploads no job ever used after the grace period (an hour by default)",
+    ):
+        expect()(retention).to_contain_text(text)
+    shoot(page, "admin-views-storage")
     page.context.close()

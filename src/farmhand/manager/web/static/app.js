@@ -1805,9 +1805,13 @@
       const openUploads = $("#open-uploads");
       openUploads.textContent = size(usage.open_upload_bytes);
       openUploads.title = plural(usage.open_uploads, "unfinished upload");
+      // Garbage collection's two clocks (storage/gc.py): a file a job used is kept for
+      // the retention, an upload no job ever used only for the grace period
+      // (`blob_grace_seconds`, which the usage does not report: its default is said).
+      const collects = `Garbage collection removes files a job used once unused for ${days(usage.blob_retention_days)} (the retention), and uploads no job ever used after the grace period (an hour by default).`;
       $("#retention").textContent = usage.unreferenced_bytes
-        ? `${size(usage.unreferenced_bytes)} no job uses any more: garbage collection removes it once unused for ${days(usage.blob_retention_days)} (the retention).`
-        : `Every stored file belongs to a job. Files no job uses any more are removed by garbage collection after ${days(usage.blob_retention_days)}.`;
+        ? `${size(usage.unreferenced_bytes)} no job uses. ${collects}`
+        : `Every stored file belongs to a job. ${collects}`;
 
       const quota = usage.user_quota_bytes;
       quotaHeader.hidden = !quota;
