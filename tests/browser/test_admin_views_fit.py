@@ -12,7 +12,7 @@ QA, with a class of students on one farm:
   off-screen. Measured with a locked-out user's `locked (15 min)` badge and Unlock button
   in the table too.
 - The Storage page said every file no job uses goes once unused for 7 days; an upload no
-  job ever used goes after the grace period (an hour by default).
+  job ever used goes after the grace period (`blob_grace_seconds`, an hour here).
 
 No Blender: jobs are a stand-in .blend the manager never opens. Screenshots:
 `admin-views-*.png`.
@@ -159,7 +159,7 @@ def test_the_storage_page_says_when_each_kind_of_file_goes(
     expect()(retention).to_contain_text("no job uses.")
     for text in (
         "files a job used once unused for 7 days (the retention)",
-        "uploads no job ever used after the grace period (an hour by default)",
+        "uploads no job ever used after 1h 00m (the grace period)",
     ):
         expect()(retention).to_contain_text(text)
     shoot(page, "admin-views-storage")

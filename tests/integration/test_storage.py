@@ -210,6 +210,8 @@ def test_usage_per_user_and_of_the_disk_for_admins_only(farm: Farm) -> None:
     answer = farm.client.get("/api/admin/usage", headers=farm.admin)
     assert answer.status_code == 200, answer.text
     usage = answer.json()
+    # Garbage collection's two clocks, as the Storage page says them.
+    assert (usage["blob_retention_days"], usage["blob_grace_seconds"]) == (2.0, 60.0)
     users = {u["name"]: u for u in usage["users"]}
     assert users["alice"] == {
         "user_id": users["alice"]["user_id"],

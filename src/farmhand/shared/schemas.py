@@ -1058,6 +1058,11 @@ class StorageUsage(BaseModel):
     disk_total_bytes: int
     disk_free_bytes: int
     blob_retention_days: float
+    blob_grace_seconds: float = Field(
+        default=3600.0,
+        description="How long an upload no job ever used is kept (a file a job used is "
+        "kept `blob_retention_days` once unused).",
+    )
     user_quota_bytes: int | None = Field(
         default=None, description="The manager's per-user quota; null: no quota."
     )

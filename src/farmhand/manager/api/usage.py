@@ -77,6 +77,7 @@ def storage_usage(context: ManagerContext) -> StorageUsage:
         disk_total_bytes=disk.total,
         disk_free_bytes=disk.free,
         blob_retention_days=context.settings.blob_retention_days,
+        blob_grace_seconds=context.settings.blob_grace_seconds,
         user_quota_bytes=context.settings.user_quota_bytes,
         users=sorted(users, key=lambda u: (-u.bytes - u.open_upload_bytes, u.name)),
     )

@@ -1806,9 +1806,8 @@
       openUploads.textContent = size(usage.open_upload_bytes);
       openUploads.title = plural(usage.open_uploads, "unfinished upload");
       // Garbage collection's two clocks (storage/gc.py): a file a job used is kept for
-      // the retention, an upload no job ever used only for the grace period
-      // (`blob_grace_seconds`, which the usage does not report: its default is said).
-      const collects = `Garbage collection removes files a job used once unused for ${days(usage.blob_retention_days)} (the retention), and uploads no job ever used after the grace period (an hour by default).`;
+      // the retention, an upload no job ever used only for the grace period.
+      const collects = `Garbage collection removes files a job used once unused for ${days(usage.blob_retention_days)} (the retention), and uploads no job ever used after ${duration(usage.blob_grace_seconds)} (the grace period).`;
       $("#retention").textContent = usage.unreferenced_bytes
         ? `${size(usage.unreferenced_bytes)} no job uses. ${collects}`
         : `Every stored file belongs to a job. ${collects}`;
