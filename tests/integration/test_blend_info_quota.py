@@ -6,12 +6,15 @@ answered 422 stayed stored, taking their usage to 2153 % of the quota).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi import HTTPException
 from fastapi.testclient import TestClient
 
 from farmhand.manager.api import blendinfo
@@ -112,3 +115,46 @@ def test_a_refused_submit_does_not_advise_submitting() -> None:
     assert "submit the job using them" in upload
     assert "submit the job" not in submitting
     assert "delete old jobs" in submitting and "ask an admin for a larger quota" in submitting
+
+
+def test_one_users_uploads_take_turns_and_other_users_do_not_wait(
+    farm: Farm, monkeypatch: pytest.MonkeyPatch, animated_blend_34: Path
+) -> None:
+    """QA round 11: the same .blend sent twice at once near the quota (a double click)
+    shared the user's claim to it; the one refused undid the claim and the blob the
+    other was reading: a 500, or a record with no file still counted. A user's uploads
+    here now go one at a time; two users' still go side by side."""
+    running: dict[str, int] = {}
+    most: dict[str, int] = {}
+    both_in = threading.Barrier(2, timeout=5)
+
+    async def watched(context: object, caller: object, file: object, name: str) -> object:
+        who = name.split("-")[0]
+        running[who] = running.get(who, 0) + 1
+        most[who] = max(most.get(who, 0), running[who])
+        most["all"] = max(most.get("all", 0), sum(running.values()))
+        await asyncio.sleep(0.3)  # long enough for the other request to arrive
+        running[who] -= 1
+        raise HTTPException(418, "watched")
+
+    monkeypatch.setattr(blendinfo, "_stored_and_read", watched)
+    ann, bob = make_user(farm, "ann"), make_user(farm, "bob")
+    data = animated_blend_34.read_bytes()
+
+    def send(token: str, name: str) -> None:
+        both_in.wait()
+        assert read(farm, token, name, data)[0] == 418
+
+    for pair in (
+        [(ann, "ann-1.blend"), (ann, "ann-2.blend")],
+        [(ann, "ann-3.blend"), (bob, "bob-1.blend")],
+    ):
+        senders = [threading.Thread(target=send, args=args) for args in pair]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join(30)
+        both_in.reset()
+    assert most["ann"] == 1, "ann's two uploads ran at once"
+    assert most["all"] == 2, "ann's upload held bob's up"
+    assert max(running.values()) == 0

@@ -21,6 +21,7 @@ warn about a file saved by a newer Blender than any of them: its job would wait.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -28,6 +29,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import weakref
 from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
@@ -219,6 +221,29 @@ async def blend_info(file: UploadFile, context: Context, caller: UserDep) -> Ble
             status.HTTP_400_BAD_REQUEST,
             f"{name!r} is not a .blend file (its first bytes say otherwise)",
         )
+    async with _turn_of(caller.user_id):
+        return await _stored_and_read(context, caller, file, name)
+
+
+_turns: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
+"""Each user's turn at `/api/blend-info`, while someone waits for it (in this process)."""
+
+
+def _turn_of(user_id: int) -> asyncio.Lock:
+    """One user's uploads here go one at a time. They share the user's claim to a file
+    (the same .blend sent twice at once: a double click): one refused for the quota
+    undid that claim, and with it the blob the other was reading (a 500, or a record
+    whose file was gone, still counted against the quota). The page sends one file at a
+    time, so a person never waits for this."""
+    turn = _turns.get(user_id)
+    if turn is None:
+        turn = _turns[user_id] = asyncio.Lock()
+    return turn
+
+
+async def _stored_and_read(
+    context: ManagerContext, caller: Caller, file: UploadFile, name: str
+) -> BlendInfo:
     await run_in_threadpool(_admit, context, caller, file)
     stored = await receive_upload(context, file)
     kept = await run_in_threadpool(_keep, context, caller, stored)
