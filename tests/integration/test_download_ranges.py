@@ -13,6 +13,7 @@ blob store's 1 MiB chunks.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -403,3 +404,23 @@ def test_a_part_that_is_a_link_is_not_followed(
     assert "is a symbolic link, not a download's part: not followed" in str(refused.value)
     assert victim.read_bytes() == b"precious data"
     assert not dest.exists() and dest.with_name("big.bin.part").is_symlink()
+
+
+def test_a_part_that_is_a_hard_link_is_not_written(downloads: Downloads, tmp_path: Path) -> None:
+    """A `.part` hard-linked to a file elsewhere (a snapshot made with `cp -al`, say)
+    was written through, changing that file too; it is now refused like a symlink."""
+    victim = tmp_path / "precious.txt"
+    victim.write_bytes(b"precious data")
+    dest = tmp_path / "out" / "big.bin"
+    dest.parent.mkdir()
+    os.link(victim, dest.with_name("big.bin.part"))
+    file_id = int(downloads.file_url.split("/")[-2])
+    manager = Manager(downloads.farm)
+    with (
+        FarmhandClient("http://manager", downloads.farm.admin_token, transport=manager) as c,
+        pytest.raises(FarmhandError) as refused,
+    ):
+        c.download_file(downloads.job_id, file_id, dest, sha256=hashlib.sha256(BIG).hexdigest())
+    assert "is a hard link to another file" in str(refused.value)
+    assert victim.read_bytes() == b"precious data"
+    assert not dest.exists()

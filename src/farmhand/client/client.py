@@ -1015,8 +1015,9 @@ def _own_part(partial: Path) -> Iterator[BufferedRandom]:
 
     A part that is a symbolic link is not followed: in a shared output folder, whoever
     planted `0001.png.part -> ~/anything` would have the download overwrite that file
-    (and rename the link into the frame's place). Nor is one that is not a regular file
-    written to."""
+    (and rename the link into the frame's place). Nor is one that is not a regular file,
+    or a hard link (another name's bytes, say in a backup made with `cp -al`), written
+    to."""
     while True:
         try:
             fd = os.open(partial, os.O_RDWR | os.O_CREAT | _NO_FOLLOW, 0o666)
@@ -1028,9 +1029,16 @@ def _own_part(partial: Path) -> Iterator[BufferedRandom]:
                 "(remove it, then download again)"
             ) from exc
         handle = os.fdopen(fd, "r+b")
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode):
             handle.close()
             raise FarmhandError(f"{partial} is not a file: remove it, then download again")
+        if found.st_nlink > 1:  # a hard link: its bytes are another name's too
+            handle.close()
+            raise FarmhandError(
+                f"{partial} is a hard link to another file, not a download's part: not "
+                "written (remove it, then download again)"
+            )
         if not try_lock(handle.fileno()):
             handle.close()
             raise FarmhandError(
