@@ -178,3 +178,22 @@ def test_the_users_cli_shows_and_lifts_the_lock(tmp_path: Path) -> None:
 
     missing = runner.invoke(cli, ["users", "unlock", "nobody", "--data-dir", str(data_dir)])
     assert missing.exit_code == 1 and "no user" in missing.output
+
+
+def test_guesses_of_an_old_password_are_no_sign_in_lock(farm: Manager) -> None:
+    """QA round 11: a user who guessed their old password wrong when changing it was
+    listed "locked" (and the web table said so), yet signed in fine; only changing the
+    password waits. The listing shows the sign-in lock only."""
+    farm.new_user("carol")
+    session = farm.from_address(ELSEWHERE)
+    signed_in = farm.sign_in("carol@example.com", PASSWORD, session)
+    assert signed_in.status_code == 200, signed_in.text
+    csrf = {"X-CSRF-Token": signed_in.json()["csrf"]}
+    wrong = {"old_password": "not it", "new_password": NEW_PASSWORD}
+    answers = [
+        session.post("/api/auth/password", json=wrong, headers=csrf).status_code for _ in range(4)
+    ]
+    assert answers[-1] == 429, answers  # changing it now waits
+
+    assert farm.listed("carol")["locked_until"] is None
+    assert farm.sign_in("carol@example.com", PASSWORD).status_code == 200

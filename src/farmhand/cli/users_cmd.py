@@ -237,7 +237,10 @@ def unlock(
     with _session(data_dir, database_url) as session:
         user = _find(session, who)
         users_db.unlock(session, user)
-        console.print(f"{shown(user.name)} may sign in again: their failed sign-ins are forgotten.")
+        console.print(
+            f"{shown(user.name)} may sign in again: their failed sign-ins are forgotten "
+            "(an address refused for too many failures stays refused until its wait ends)."
+        )
 
 
 @users.command("set-email")

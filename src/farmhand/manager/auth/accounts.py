@@ -139,12 +139,14 @@ def unlock(session: Session, user: User) -> None:
 def locked_until(
     session: Session, settings: AuthSettings, users: Iterable[User], now: datetime
 ) -> dict[int, datetime]:
-    """When each locked-out user of `users` may try again (absent: not locked), for
-    the admin's listing; the per-address limit is no account's lock and is not here."""
+    """When each locked-out user of `users` may sign in again (absent: not locked), for
+    the admin's listing. Only the sign-in lock: guesses of an old password lock its
+    change, not sign-in (a user shown "locked" signed in fine), and the per-address
+    limit is no account's lock."""
     owners: dict[str, int] = {}
     for user in users:
-        for key in lock_keys(user):
-            owners[key] = user.id
+        if user.email:
+            owners[ratelimit.account_key(user.email)] = user.id
     locked = ratelimit.locked_until(
         session, list(owners), settings.login_failures_per_account, now, settings.login_window
     )

@@ -2040,7 +2040,7 @@
           if (editing && String(editing.id) === userId) { editor.hidden = true; editing = null; }
         } else if (action === "unlock") {
           await api("POST", `/api/admin/users/${userId}/unlock`);
-          toast(`${userName} may sign in again.`, "ok");
+          toast(`${userName} may sign in again (an address refused for too many failures stays refused until its wait ends).`, "ok");
         } else {
           await api("PATCH", `/api/admin/users/${userId}`, { disabled: action === "disable" });
         }
