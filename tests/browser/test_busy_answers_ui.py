@@ -330,5 +330,5 @@ def test_what_the_submit_form_says_for_each_refused_upload(
     # 401, the manager's own: signed out meanwhile. To the sign-in, back here after it.
     page.context.clear_cookies()
     again.click()
-    page.wait_for_url(re.compile(r"/login\?next=/submit$"))
+    page.wait_for_url(re.compile(r"/login\?error=session-ended&next=%2Fsubmit$"))
     page.context.close()

@@ -35,6 +35,10 @@ def test_sign_out_from_a_stale_page_says_what_happened_and_how_to_sign_out(
     browser: Any, farm: LocalFarm
 ) -> None:
     stale = sign_in(browser, farm)  # the jobs page, loaded in this session
+    # A page that has not noticed the session end (a laptop asleep meanwhile, say): a
+    # live page that hears of it goes to the sign-in by itself (49a7d7e).
+    expect()(stale.locator("#jobs")).to_be_visible()
+    stale.route("**/api/**", lambda route: route.abort())
     other = stale.context.new_page()
     other.goto(farm.url + "/")
     other.click("text=Sign out")
