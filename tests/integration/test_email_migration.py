@@ -8,7 +8,9 @@ different forms are both left as they are, and a warning names them; once an adm
 one another address, the other is stored in the normal form and signs in.
 
 A database at revision 0022 with such rows, then a real manager started on it (which
-migrates), on SQLite and on PostgreSQL.
+migrates), on SQLite and on PostgreSQL. And what 0023 writes is pinned, whatever becomes
+of the app's `normal_email`: a migration does what it did when it was written, so it
+holds a frozen copy rather than calling the app's.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from farmhand.manager.app import create_app
+from farmhand.manager.auth import emails
 from farmhand.manager.auth.passwords import hash_password
 from farmhand.manager.clock import utcnow
 from farmhand.manager.db.engine import make_engine
@@ -45,13 +48,13 @@ STORED = {  # name: address as an older version stored it
 }
 
 
-def made_before_0023(database_url: str) -> dict[str, int]:
-    """A database at revision 0022 holding `STORED`; the accounts' ids by name."""
+def made_before_0023(database_url: str, addresses: dict[str, str] = STORED) -> dict[str, int]:
+    """A database at revision 0022 holding `addresses`; the accounts' ids by name."""
     engine = make_engine(database_url)
     upgrade(engine, "0022")
     ids = {}
     with engine.begin() as connection:
-        for name, email in STORED.items():
+        for name, email in addresses.items():
             ids[name] = insert_old(
                 connection, "users", name=name, email=email, role="user",
                 created_at=utcnow(), session_epoch=0, password_hash=hash_password(PASSWORD),
@@ -122,3 +125,32 @@ def test_stored_addresses_are_rewritten_to_their_normal_form_on_postgres(
     tmp_path: Path, pg_url: str
 ) -> None:
     check_upgrade(tmp_path / "data", pg_url)
+
+
+# Addresses as an older version stored them, and as 0023 leaves them (trimmed, lower
+# case, then NFC: "İ" lower-cased is "i" and a combining dot, which has no one code point
+# to compose into).
+FROZEN = {
+    "trim": ("  Trim@Example.ORG\t", "trim@example.org"),
+    "elise": (ELISE_NFD, ELISE_NFC),
+    "ilse": ("\u0130lse@Example.com", "i\u0307lse@example.com"),
+    "angstrom": ("\u212bngstr\u00f6m@example.com", "\u00e5ngstr\u00f6m@example.com"),
+    "ana": ("ana@example.com", "ana@example.com"),
+}
+
+
+def test_what_0023_writes_does_not_follow_the_apps_normaliser(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should `auth/emails.normal_email` change (here: to leave addresses as typed, or
+    to upper-case them), a database migrated afterwards still gets 0023's normal forms."""
+    changes = [lambda email: email, lambda email: email.strip().upper()]
+    for number, changed in enumerate(changes):
+        database_url = f"sqlite:///{tmp_path / f'db{number}.sqlite3'}"
+        made_before_0023(database_url, {name: old for name, (old, _) in FROZEN.items()})
+        monkeypatch.setattr(emails, "normal_email", changed)
+        engine = make_engine(database_url)
+        upgrade(engine)
+        engine.dispose()
+        monkeypatch.undo()
+        assert stored(database_url) == {name: new for name, (_, new) in FROZEN.items()}

@@ -3,8 +3,9 @@
 A module of its own, importing nothing of farmhand's, so that everything that compares
 addresses can call it: the account rules (`accounts`), the sign-in rate limit's key
 (`ratelimit.account_key`) and the sign-up domains (`settings.AuthSettings`), both of
-which `accounts` imports (it could not live there without an import cycle), and the
-migration that rewrote addresses stored before NFC was part of it (0023).
+which `accounts` imports (it could not live there without an import cycle). Migration
+0023, which rewrote addresses stored before NFC was part of it, holds a frozen copy of
+its own: a migration does what it did when written, whatever becomes of this one.
 """
 
 from __future__ import annotations

@@ -19,14 +19,13 @@ form is longer than the column holds is left too (and said).
 Downgrading keeps the normal forms: every version reads them.
 """
 
+import unicodedata
 from collections import defaultdict
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 import structlog
 from alembic import op
-
-from farmhand.manager.auth.emails import normal_email
 
 revision: str = "0023"
 down_revision: str | None = "0022"
@@ -45,6 +44,19 @@ users = sa.table(
 )
 
 
+def _normal_email(email: str) -> str:
+    """The normal form this migration writes: trimmed, lower case, Unicode NFC, NFC last.
+
+    A copy of `auth/emails.normal_email` as it was when this migration was written, not
+    a call to it: a migration must do on every database what it did when it was
+    written, and the app's normaliser may change later (another rule for addresses,
+    say). Called live, 0023 would rewrite the addresses of a database upgraded after
+    such a change to the later form, ahead of the migration that brings that change,
+    which would then meet data it was not written for, and two databases at the same
+    revision could hold different addresses. Do not change it to follow the app's."""
+    return unicodedata.normalize("NFC", email.strip().lower())
+
+
 def upgrade() -> None:
     bind = op.get_bind()
     rows = bind.execute(
@@ -54,7 +66,7 @@ def upgrade() -> None:
     ).all()
     holders: defaultdict[str, list[tuple[int, str, str]]] = defaultdict(list)
     for account_id, name, email in rows:
-        holders[normal_email(email)].append((account_id, name, email))
+        holders[_normal_email(email)].append((account_id, name, email))
     for address, accounts in holders.items():
         if all(email == address for _, _, email in accounts):
             continue
