@@ -11,6 +11,10 @@ QA, with a class of students on one farm:
   note read "You cannot disable or delete yourse", cut off, and the actions ended
   off-screen. Measured with a locked-out user's `locked (15 min)` badge and Unlock button
   in the table too.
+- Between 641 and 799 px (a tablet, a window beside another) the Users table still
+  scrolled sideways inside its frame, the actions cut off at its right edge. Now each
+  user takes three lines there (the columns, then sign-in and created, then the
+  actions), inside the frame.
 - The Storage page said every file no job uses goes once unused for 7 days; an upload no
   job ever used goes after the grace period (`blob_grace_seconds`, an hour here).
 
@@ -38,8 +42,9 @@ PASSWORD = "a long enough password"
 # A phone, the middle layouts' edges and a width inside (the Owner column is left out
 # below 900 px), laptops, a wide screen.
 JOB_WIDTHS = [390, 641, 800, 899, 900, 1024, 1280]
-# Laptops (QA's 1024 px), and down to 800 px; below that the table's frame scrolls.
-ACCOUNT_WIDTHS = [1024, 1280, 1199, 900, 800]
+# Laptops (QA's 1024 px), down to 800 px, and between a phone and 800 px (a tablet, a
+# window beside another: the frame scrolled sideways there), its edges and a width inside.
+ACCOUNT_WIDTHS = [1024, 1280, 1199, 900, 800, 799, 700, 641]
 
 # For `page.evaluate(..., selector)`: in one go, what of the table is not wholly in view
 # (a button, a badge or a note past its frame's right edge or the window's), and whether
@@ -135,7 +140,7 @@ def test_the_users_table_fits_a_laptop(browser: Any, farm: LocalFarm, api: httpx
         mine = page.locator('#users tr[data-user-name="admin"]')
         expect()(mine).to_contain_text("You cannot disable or delete yourself.")
         seen = page.evaluate(OUT_OF_VIEW, "#users")
-        if width in (1024, 1280):
+        if width in (641, 700, 799, 1024, 1280):
             mine.scroll_into_view_if_needed()
             shoot(page, f"admin-views-account-{width}")
         assert seen["out"] == [], f"{width} px: {seen['out']}"
