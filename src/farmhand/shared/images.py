@@ -16,12 +16,15 @@ as "damaged".
 from __future__ import annotations
 
 import math
+import re
 import struct
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from PIL import Image, UnidentifiedImageError
 
@@ -143,28 +146,84 @@ def verify_image_as(path: Path | str, suffix: str) -> ImageInfo:
     return info
 
 
-_WARNING_FILTERS_TURN = threading.Lock()
-"""Checks take turns making Pillow's warnings errors. `warnings.catch_warnings` saves and
-restores the process's one list of filters: two threads checking at once (the manager's
-upload threads) restored each other's, and "every warning is an error" stayed on for
-good, so any deprecation warning in any request was a 500 from then on (QA round 7)."""
-
 _PILLOW = r"PIL(\.|$)"
-"""Warnings issued by Pillow's own modules: while a check runs, the filter is the whole
-process's, so it must not turn other threads' warnings into exceptions."""
+"""Warnings issued by Pillow's own modules: the filter is the whole process's, so it must
+not turn other code's warnings into exceptions."""
+
+_IN_A_CHECK = threading.local()
+"""`active` is True while this thread is inside `_verify_with_pillow`."""
+
+
+class _OnlyInACheck(type):
+    """The metaclass of `_WarningInACheck`: its `issubclass` is true only in a thread in
+    the middle of a check, which is what makes one process-wide filter thread-local."""
+
+    def __subclasscheck__(cls, subclass: type) -> bool:
+        return bool(getattr(_IN_A_CHECK, "active", False)) and issubclass(subclass, Warning)
+
+
+class _WarningInACheck(Warning, metaclass=_OnlyInACheck):
+    """The filter's category: any warning, but only one issued in a thread that is
+    checking an image (the warnings machinery matches a filter with `issubclass`)."""
+
+
+_PILLOW_ERRORS = ("error", None, _WarningInACheck, re.compile(_PILLOW), 0)
+"""The `warnings.filters` entry `warnings.filterwarnings` makes of the filter below."""
+_checks_running = 0
+_CHECKS_RUNNING_LOCK = threading.Lock()
+"""Held only to count checks and add or remove the filter, never for a decode."""
+
+
+@contextmanager
+def _pillow_warnings_are_errors() -> Iterator[None]:
+    """While the body runs, Pillow's warnings in this thread are exceptions, and no
+    other thread's warnings, Pillow's included (a thumbnail being made), are.
+
+    Pillow only warns about some damage (a TIFF tag past the file's end) and about an
+    image past its decompression-bomb threshold, both when it reads the header (`open`)
+    and when it decodes (`load`: a TIFF's tile size, a GIF's frames), so the whole
+    decode needs the filter. `warnings.catch_warnings` cannot give it: it saves and
+    restores the process's one list of filters, so checks on two threads restored each
+    other's and "every warning is an error" stayed on for good (any deprecation warning
+    in any request was a 500 from then on, QA round 7), and making checks take turns
+    around it made every upload thread wait for every other frame's whole decode.
+
+    So the filter is added once for all the checks running at once (counted) and taken
+    out when the last ends, leaving the list as it was; it matches only in a thread in
+    a check (`_WarningInACheck`). Each check adds it anew: that also makes the warnings
+    machinery forget which warnings it has already shown (it skips a warning shown once
+    before, from the same line with the same words, without looking at the filters: one
+    a thumbnail's `Image.open` showed would pass a check unnoticed), and puts it back at
+    the front if a `catch_warnings` elsewhere restored a list without it.
+    """
+    global _checks_running
+    with _CHECKS_RUNNING_LOCK:
+        # Already there (another check runs): `append` leaves it in its place, never
+        # out of the list for a moment, and still makes the machinery forget.
+        there = _PILLOW_ERRORS in warnings.filters
+        warnings.filterwarnings("error", category=_WarningInACheck, module=_PILLOW, append=there)
+        _checks_running += 1
+    _IN_A_CHECK.active = True
+    try:
+        yield
+    finally:
+        _IN_A_CHECK.active = False
+        with _CHECKS_RUNNING_LOCK:
+            _checks_running -= 1
+            if _checks_running == 0:
+                filters = cast("list[object]", warnings.filters)  # typeshed: a Sequence
+                filters[:] = [entry for entry in filters if entry != _PILLOW_ERRORS]
 
 
 def _verify_with_pillow(handle: BinaryIO, path: Path) -> ImageInfo:
     try:
-        with _WARNING_FILTERS_TURN, warnings.catch_warnings():
+        with _pillow_warnings_are_errors(), Image.open(handle) as image:
             # A damaged TIFF (a tag past the file's end) or an image past Pillow's
             # decompression-bomb threshold only warns: Pillow's warnings are errors here.
-            warnings.filterwarnings("error", module=_PILLOW)
-            with Image.open(handle) as image:
-                image.load()
-                return ImageInfo(
-                    format=image.format or "unknown", width=image.width, height=image.height
-                )
+            image.load()
+            return ImageInfo(
+                format=image.format or "unknown", width=image.width, height=image.height
+            )
     except UnidentifiedImageError:
         raise ImageError("is not an image file Farmhand can read", path) from None
     except Image.DecompressionBombError as error:
