@@ -357,7 +357,17 @@ values, the sRGB curve's mask of dark values, and an 8-bit RGB pixel made from t
 def _scanline_reader() -> tuple[Any, Any] | None:
     """The OpenEXR package's older `InputFile` and the pixel type to read with it
     (float32), or None if this version of the package has dropped them (deprecated
-    since 3.3, said to go in a future release): then a picture is read whole."""
+    since 3.3, said to go in a future release): then a picture is read whole.
+
+    Kept rather than `OpenEXR.File` because `File` cannot read part of a file: in 3.5.3
+    its only reading arguments are `separate_channels` and `header_only`, so it reads
+    every part's every channel whole (a many-pass 8K frame's gigabytes, for a thumbnail
+    of three channels). `InputFile` is deprecated only in its docstring: 3.5.3 issues
+    no DeprecationWarning for it (checked with `-W error` on `InputFile`, `channels`
+    and `close`), so there is nothing to silence. Should a later version warn, the
+    filter must not be a `warnings.catch_warnings` here: the manager makes thumbnails
+    on several threads, and that saves and restores the process's one list of filters
+    (see `shared.images._pillow_warnings_are_errors`)."""
     try:
         import Imath  # type: ignore[import-untyped]  # shipped with OpenEXR, untyped
     except ImportError:
