@@ -2,7 +2,9 @@
 (saying the worker keeps retrying, and how often), then at most one line every few
 minutes, and one INFO line when it answers again. Each retry (claims, heartbeats, every
 0.1-10 s) used to log a WARNING of its own: a manager down for an hour filled the log
-with hundreds of identical lines."""
+with hundreds of identical lines. And every call of a task (progress, frame uploads,
+downloads, the outcome) had a log of its own: one outage was announced by the heartbeat
+and again by each of them, its end as often."""
 
 from __future__ import annotations
 
@@ -15,11 +17,11 @@ import structlog
 from structlog.testing import capture_logs
 
 from farmhand.client.errors import FarmhandError, ManagerUnreachable
-from farmhand.client.retry import OutageLog
+from farmhand.client.retry import OutageLog, RetryPolicy, call_with_retry
 from farmhand.shared.schemas import TaskAssignment, TaskProgress, TaskProgressReply
 from farmhand.worker.agent import Agent, RenderJob, RenderOutcome, _TaskRun, run_worker
 from farmhand.worker.hardware import capabilities
-from tests.unit.test_worker_agent import FakeManager, _settings
+from tests.unit.test_worker_agent import FakeManager, _settings, _start, _stop, _write_frame
 
 
 def test_an_hour_of_outage_is_a_dozen_lines_then_reconnected() -> None:
@@ -145,7 +147,7 @@ def test_an_hour_of_outage_while_rendering_is_a_dozen_progress_lines(tmp_path: P
     caps = capabilities(["4.2.0"])
     agent = Agent(settings, object(), client, caps)  # type: ignore[arg-type]
     run = _TaskRun(TaskAssignment.model_validate(FakeManager([1]).tasks[0]))
-    run.outage = OutageLog(clock=lambda: now[0])
+    agent._outage = OutageLog(clock=lambda: now[0])
     tlog = agent.log.bind(job_id=run.task.job_id, task_id=run.task.task_id)
     run.finished = _Ticks(now, 4800, run)  # type: ignore[assignment]
     with capture_logs() as logs:
@@ -207,3 +209,82 @@ def test_a_manager_back_after_not_answering_is_back_at_its_first_answer() -> Non
     assert [entry["event"] for entry in logs if entry["log_level"] == "info"] == [
         "reconnected after 60 s"
     ]
+
+
+def test_a_rendering_worker_says_one_outage_once_whichever_calls_see_it(tmp_path: Path) -> None:
+    """The manager goes away while a task renders: its heartbeat, the task's progress
+    report and a frame's upload all fail, each retrying at once on its own thread. The
+    worker's log says so once, with the task's ids, and that it is back once. The upload
+    and the progress reporter each used to say both again."""
+    manager = FakeManager([1, 2])
+    failed: dict[str, threading.Event] = {
+        name: threading.Event() for name in ("heartbeat", "progress", "upload")
+    }
+    served = manager.handler
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if manager.unreachable:
+            path = request.url.path
+            name = "upload" if "/frames/" in path else path.rsplit("/", 1)[-1]
+            if name in failed:
+                failed[name].set()
+        return served(request)
+
+    manager.handler = handler  # type: ignore[method-assign]
+
+    def renderer(job: RenderJob) -> RenderOutcome:
+        job.on_frame_saved(1, _write_frame(job, 1))
+        manager.unreachable = True
+        job.on_log("Fra:2 Sample 1/1")  # for the progress reporter to send
+        job.on_frame_saved(2, _write_frame(job, 2))
+        for name, seen in failed.items():
+            assert seen.wait(10), f"no {name} call while the manager was away"
+        manager.unreachable = False
+        return RenderOutcome(ok=True)
+
+    with capture_logs() as logs:
+        stop, thread, result = _start(tmp_path, manager, renderer)
+        manager.wait_for("complete", timeout=20)
+        _stop(stop, thread, result)
+    assert manager.body("complete")["frames"] == [1, 2]
+    said = [entry for entry in logs if "does not answer" in str(entry["event"])]
+    assert len(said) == 1, [(e["event"], e.get("call")) for e in said]
+    assert said[0]["log_level"] == "warning" and said[0]["task_id"] == 11
+    back = [entry for entry in logs if str(entry["event"]).startswith("reconnected after")]
+    assert len(back) == 1, [(e["event"], e.get("call")) for e in back]
+    assert back[0]["task_id"] == 11
+    assert not [entry for entry in logs if entry["event"] == "giving up"]
+
+
+def test_a_call_that_gives_up_leaves_the_outage_to_the_others() -> None:
+    """In one shared log, a call the manager answers with errors until it gives up no
+    longer holds the outage open: the next answer to another call ends it, and the next
+    outage is announced anew (held open, there was no `reconnected`, and no first line
+    for any later outage)."""
+    now = [0.0]
+    outage = OutageLog(every=300.0, clock=lambda: now[0])
+    logger = structlog.get_logger("test")
+
+    def refused() -> None:
+        raise FarmhandError("internal error", 500)
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    with capture_logs() as logs:
+        try:
+            call_with_retry(
+                refused, "download scene.blend", RetryPolicy(give_up_after=5.0),
+                clock=lambda: now[0], logger=logger, sleep=sleep, outage=outage,
+            )  # fmt: skip
+        except FarmhandError:
+            pass
+        else:
+            raise AssertionError("a call refused for good must give up")
+        outage.answered(logger, "heartbeat")
+        outage.failed(logger, "heartbeat", ManagerUnreachable("refused"), 1.0, began=now[0])
+    events = [entry["event"] for entry in logs]
+    assert events[0].startswith("the manager answers download scene.blend with an error")
+    assert "giving up" in events
+    assert len([e for e in events if e.startswith("reconnected after")]) == 1, events
+    assert events[-1].startswith("the manager does not answer; retrying"), events

@@ -72,9 +72,10 @@ class OutageLog:
     (`reconnected`, after how many seconds). Each retry used to log a WARNING of its own:
     a manager down for an hour filled a worker's log with hundreds of them.
 
-    One outage may be seen by several loops at once (the worker's claim and heartbeat
-    threads share one), so it is thread-safe. `fields` of each call (task, job, worker
-    ids) go into the lines it writes.
+    One outage may be seen by several loops at once (a worker's claims, heartbeats,
+    progress reports and every call of its task share one: each with a log of its own
+    announced one outage several times), so it is thread-safe. `fields` of each call
+    and its logger's (task, job, worker ids) go into the lines it writes.
 
     A manager that does not answer at all is over when any call gets an answer. One
     that answers a call with an error (a 500 of its claim, say) is over only when that
@@ -168,6 +169,15 @@ class OutageLog:
             self._since, self._failures = None, 0
         logger.info(f"reconnected after {down} s", failures=failures, **fields)
 
+    def withdrawn(self, what: str) -> None:
+        """The call `what` is tried no more (it gave up, was stopped, or got an answer
+        that waiting does not fix): it no longer keeps the outage open, which the next
+        answer to any call ends. In a shared log a call answered with errors that then
+        gave up would otherwise hold the outage open for good: no `reconnected`, and no
+        first line for the next outage."""
+        with self._lock:
+            self._failing.discard(what)
+
 
 def call_with_retry(
     fn: Callable[[], _T],
@@ -184,36 +194,43 @@ def call_with_retry(
 
     The last retryable error is re-raised when `give_up_after` is spent; `RetryAborted`
     when `stop` is set during a wait (or is set already when a call fails). The retries
-    are logged as an `OutageLog` says (`outage`, if several calls share one).
+    are logged as an `OutageLog` says: `outage`, shared by all the calls of one program
+    (a worker's) so that one outage is said once, whichever calls see it.
     """
     logger = logger or log
     outage = outage or OutageLog(clock=clock)
     started = clock()
     delay = policy.delays()
     attempt = 0
-    while True:
-        began = clock()
-        try:
-            result = fn()
-        except Exception as exc:
-            if not is_retryable(exc):
-                raise
-            pause = delay(attempt)
-            elapsed = clock() - started
-            if policy.give_up_after is not None and elapsed + pause > policy.give_up_after:
-                logger.warning("giving up", call=what, after_seconds=round(elapsed), error=str(exc))
-                raise
-            if stop is not None and stop.is_set():  # stopping: no "retrying" to log
-                raise RetryAborted(what) from exc
-            outage.failed(logger, what, exc, policy.max_delay, began)
-            if on_retry is not None:
-                on_retry(exc, pause)
-            if stop is not None:
-                if stop.wait(pause):
+    try:
+        while True:
+            began = clock()
+            try:
+                result = fn()
+            except Exception as exc:
+                if not is_retryable(exc):
+                    raise
+                pause = delay(attempt)
+                elapsed = clock() - started
+                if policy.give_up_after is not None and elapsed + pause > policy.give_up_after:
+                    logger.warning(
+                        "giving up", call=what, after_seconds=round(elapsed), error=str(exc)
+                    )
+                    raise
+                if stop is not None and stop.is_set():  # stopping: no "retrying" to log
                     raise RetryAborted(what) from exc
+                outage.failed(logger, what, exc, policy.max_delay, began)
+                if on_retry is not None:
+                    on_retry(exc, pause)
+                if stop is not None:
+                    if stop.wait(pause):
+                        raise RetryAborted(what) from exc
+                else:
+                    sleep(pause)
+                attempt += 1
             else:
-                sleep(pause)
-            attempt += 1
-        else:
-            outage.answered(logger, what, call=what)
-            return result
+                outage.answered(logger, what, call=what)
+                return result
+    except BaseException:
+        outage.withdrawn(what)  # no longer tried: see `OutageLog.withdrawn`
+        raise

@@ -251,11 +251,6 @@ class _TaskRun:
         self.scene_fps: float | None = None
         """Not yet reported: the scene's frame rate, for the job's video."""
         self.dirty = True
-        self.outage = OutageLog()
-        """How the progress reporter says the manager does not answer it: once, then
-        every few minutes, and when it answers again (a line per tick, every 0.75 s,
-        was thousands an hour). The task's own, not the worker's: a progress endpoint
-        failing while heartbeats get through is one outage, not one per tick."""
 
     def drop(self, reason: str) -> None:
         """The manager took the task away: stop rendering, send nothing more about it."""
@@ -564,8 +559,11 @@ class Agent:
         """Set once `_late_claim` gave back a task the abandoned poll brought."""
         self._task_policy = RetryPolicy(give_up_after=settings.retry_for)
         self._outage = OutageLog()
-        """The manager not answering the worker's own calls (claim, heartbeat, register):
-        one outage, logged once and then every few minutes, whichever loop sees it."""
+        """The manager not answering: one outage, logged once, then every few minutes,
+        and once when it answers again, whichever of the worker's calls see it (claim,
+        heartbeat, register, and its task's progress, downloads, uploads and outcome,
+        with the task's ids). Each task call had a log of its own: one outage was
+        announced by the heartbeat and again by every call of the task (`_retried`)."""
         self._deleted: FarmhandError | None = None
         """The manager's answer saying an admin deleted this runner: the worker stops."""
         self._fault_pause = 0.0
@@ -728,12 +726,26 @@ class Agent:
         self.log.info("registered", manager=self.settings.manager_url)
 
     def _retry_forever(self, fn: Callable[[], _T], what: str) -> _T:
+        return self._retried(fn, what, self.log, RetryPolicy(give_up_after=None))
+
+    def _retried(
+        self,
+        fn: Callable[[], _T],
+        what: str,
+        tlog: FilteringBoundLogger,
+        policy: RetryPolicy | None = None,
+        *,
+        stoppable: bool = True,
+    ) -> _T:
+        """A call to the manager, retried by `policy` (the task calls': `retry_for`) and
+        given up when the worker stops (unless not `stoppable`); its outage said in the
+        worker's one log (`_outage`), with `tlog`'s fields (a task's ids)."""
         return call_with_retry(
             fn,
             what,
-            RetryPolicy(give_up_after=None),
-            self.stop,
-            logger=self.log,
+            policy or self._task_policy,
+            self.stop if stoppable else None,
+            logger=tlog,
             outage=self._outage,
         )
 
@@ -765,7 +777,7 @@ class Agent:
                 elif self._deleted is None:
                     self.log.warning("heartbeat failed", error=str(exc), task_id=task_id)
                 continue
-            self._outage.answered(self.log, "heartbeat")
+            self._outage.answered(self.log, "heartbeat", task_id=task_id)
             if run is not None and run.task.task_id in reply.abort_task_ids:
                 self.log.info("manager aborted the task", task_id=task_id, job_id=run.task.job_id)
                 run.drop("aborted by the manager")
@@ -785,13 +797,15 @@ class Agent:
         progress = run.take_progress()
         if progress is None:
             return
+        began = self._outage.clock()
         try:
             reply = self.client.progress(run.task.task_id, progress)
             run.sent()
         except FarmhandError as exc:
             if is_retryable(exc):
                 run.give_back(progress)
-                run.outage.failed(tlog, "progress", exc, self.settings.progress_interval)
+                every = self.settings.progress_interval
+                self._outage.failed(tlog, "progress", exc, every, began)
             elif _is_gone(exc):
                 self._refused(exc)
                 run.drop(f"manager answered {exc}")
@@ -800,7 +814,7 @@ class Agent:
             else:
                 tlog.warning("progress rejected", error=str(exc))
             return
-        run.outage.answered(tlog, "progress")
+        self._outage.answered(tlog, "progress")
         if not reply.keep_going:
             tlog.info("manager said stop (keep_going false)")
             run.drop("manager said keep_going: false")
@@ -824,6 +838,7 @@ class Agent:
         finally:
             run.finished.set()
             reporter.join(timeout=self.settings.shutdown_grace)
+            self._outage.withdrawn("progress")  # this task's reports end here
 
     # -- claiming
 
@@ -970,6 +985,7 @@ class Agent:
             self._task_policy,
             logger=tlog,
             on_uploaded=run.uploaded,
+            outage=self._outage,
         )
         send = uploader.submit if shared_out is None else _both(shared_out.publish, uploader.submit)
 
@@ -1107,7 +1123,7 @@ class Agent:
     ) -> None:
         """Upload a video's or a merge's result, retried as the task's other calls are,
         then complete the task with `frames`."""
-        call_with_retry(upload, what, self._task_policy, self.stop, logger=tlog)
+        self._retried(upload, what, tlog)
         self._complete(run, frames, tlog)
 
     @contextmanager
@@ -1136,12 +1152,10 @@ class Agent:
         a merge) to a path, retrying network errors as the task's other calls do."""
 
         def fetch(file: FrameFile | TileFile, dest: Path) -> None:
-            call_with_retry(
+            self._retried(
                 lambda: self.client.download_input(task.job_id, file.path, dest, kind=kind),
                 f"download {file.path}",
-                self._task_policy,
-                self.stop,
-                logger=tlog,
+                tlog,
             )
 
         return fetch
@@ -1231,12 +1245,10 @@ class Agent:
 
         def download(task_file: object, dest: Path) -> None:
             path = getattr(task_file, "path", "")
-            call_with_retry(
+            self._retried(
                 lambda: self.client.download_input(task.job_id, path, dest),
                 f"download {path}",
-                self._task_policy,
-                self.stop,
-                logger=tlog,
+                tlog,
             )
 
         report = materialise(self.cache, job_dir, files, download, trees=job_dir.parent)
@@ -1355,12 +1367,11 @@ class Agent:
             if run.dropped:
                 return False
             try:
-                call_with_retry(
+                self._retried(
                     partial(self.client.progress, run.task.task_id, progress),
                     "progress",
+                    tlog,
                     RetryPolicy(give_up_after=30.0),
-                    self.stop,
-                    logger=tlog,
                 )
                 run.sent()
             except (FarmhandError, RetryAborted) as exc:
@@ -1401,7 +1412,7 @@ class Agent:
     ) -> object:
         """The manager's answer to the outcome, or None if it was not delivered."""
         try:
-            outcome = call_with_retry(call, what, self._task_policy, self.stop, logger=tlog)
+            outcome = self._retried(call, what, tlog)
         except RetryAborted:
             self._release(run.task, tlog)
             return None
@@ -1464,15 +1475,16 @@ class Agent:
         if self._deleted is not None:
             return  # the manager requeued it when the runner was deleted
         try:
-            call_with_retry(
+            self._retried(
                 lambda: (
                     self.client.release(task.task_id)
                     if reason is None
                     else self.client.release(task.task_id, reason)
                 ),
                 "release",
+                tlog,
                 RetryPolicy(give_up_after=self.settings.shutdown_grace, max_delay=1.0),
-                logger=tlog,
+                stoppable=False,
             )
             tlog.info("task released", task_id=task.task_id)
         except FarmhandError as exc:

@@ -20,7 +20,7 @@ from structlog.typing import FilteringBoundLogger
 
 from farmhand.client import RunnerClient
 from farmhand.client.errors import FarmhandError, is_retryable
-from farmhand.client.retry import RetryAborted, RetryPolicy, call_with_retry
+from farmhand.client.retry import OutageLog, RetryAborted, RetryPolicy, call_with_retry
 from farmhand.shared.schemas import OutputStored, TaskAssignment
 
 log: FilteringBoundLogger = structlog.get_logger(__name__)
@@ -121,10 +121,13 @@ class FrameUploader:
         *,
         logger: FilteringBoundLogger | None = None,
         on_uploaded: Callable[[int], None] | None = None,
+        outage: OutageLog | None = None,
     ) -> None:
         self._upload = upload
         self._policy = policy
         self._log = logger or log
+        self._outage = outage
+        """The worker's: an outage is said once, by whichever of its calls sees it."""
         self._on_uploaded = on_uploaded
         self._queue: queue.Queue[tuple[int, Path] | object] = queue.Queue()
         self._abandon = threading.Event()
@@ -184,6 +187,7 @@ class FrameUploader:
                     self._policy,
                     self._abandon,
                     logger=self._log,
+                    outage=self._outage,
                 )
             except RetryAborted:
                 return
