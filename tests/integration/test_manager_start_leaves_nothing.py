@@ -9,34 +9,17 @@ start on the right database saw a data dir that looked used.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
-import uvicorn
 
-from farmhand.cli import manager_cmd
 from farmhand.cli.app import app
 from tests.unit.test_cli_errors import one_error_line, runner
 
 UNREACHABLE = "postgresql+psycopg://farmhand@127.0.0.1:1/farm"  # port 1: refused
 
 
-@pytest.fixture(autouse=True)
-def _no_manager_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The options under test, not whatever manager this shell points at; a manager
-    that gets as far as serving fails the test instead of blocking it."""
-    for name in ("DATA_DIR", "DATABASE_URL", "ADMIN_TOKEN", "RUNNER_TOKEN"):
-        monkeypatch.delenv(f"FARMHAND_{name}", raising=False)
-
-    def serve(*_args: object, **_kwargs: object) -> None:
-        raise AssertionError("the manager started")
-
-    monkeypatch.setattr(uvicorn, "run", serve)
-    monkeypatch.setattr(manager_cmd, "configure_logging", lambda *_, **__: None)
-    yield
-    structlog.reset_defaults()  # the CLI left it writing to CliRunner's closed stderr
+pytestmark = pytest.mark.usefixtures("no_manager_env")  # conftest.py
 
 
 def _start(data: Path) -> str:
