@@ -13,8 +13,13 @@ blob store's 1 MiB chunks.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import sqlite3
+import subprocess
 import threading
+import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,15 +194,129 @@ def test_a_runners_input_answers_ranges(downloads: Downloads) -> None:
     assert (code, body) == (200, BIG)
 
 
-def test_a_zip_says_it_is_sent_whole(downloads: Downloads) -> None:
-    """A job's zips are built as they are sent and not byte-for-byte the same twice
-    (see `_zip_response`): a Range is ignored, and the answer says so."""
-    code, headers, body = get(
-        downloads, f"/api/jobs/{downloads.job_id}/outputs.zip", Range="bytes=10-"
+# ------------------------------------------------------------ a job's zips too
+
+PIECES = [hashlib.shake_256(f"input {n}".encode()).digest(700_000 + n) for n in range(3)]
+"""Three inputs of a zip (`a.bin`, `b.bin`, `c.bin`: its first three files)."""
+
+
+@pytest.fixture
+def zipped(downloads: Downloads) -> tuple[Downloads, int]:
+    """`downloads`, and a job whose inputs.zip holds a.bin, b.bin, c.bin, scene.blend."""
+    files = {name: put(downloads.farm, data) for name, data in zip("abc", PIECES, strict=True)}
+    answer = downloads.farm.client.post(
+        "/api/jobs",
+        headers=downloads.farm.admin,
+        json={
+            "main_file": "scene.blend",
+            "files": {"scene.blend": put(downloads.farm, FAKE_BLEND)}
+            | {f"{name}.bin": sha for name, sha in files.items()},
+            "frame_start": 1,
+            "frame_end": 1,
+        },
     )
+    assert answer.status_code == 202, answer.text
+    return downloads, int(answer.json()["id"])
+
+
+def blob_file(farm: Farm, data: bytes) -> Path:
+    sha = hashlib.sha256(data).hexdigest()
+    return farm.data_dir / "blobs" / "sha256" / sha[:2] / sha[2:]
+
+
+def test_a_zip_whole_or_in_pieces_is_one_valid_zip(
+    zipped: tuple[Downloads, int], tmp_path: Path
+) -> None:
+    """A 30 GB outputs.zip cut off at 29 GB started again from zero: a zip was built as
+    it was sent, never the same bytes twice. Now its length and ETag are known up front
+    and any range of it is served; the pieces put together are the whole, byte for
+    byte, and a zip that zipfile and `unzip -t` accept."""
+    downloads, job_id = zipped
+    url = f"/api/jobs/{job_id}/inputs.zip"
+    code, headers, whole = get(downloads, url)
     assert code == 200
-    assert body.startswith(b"PK\x03\x04")
-    assert headers["accept-ranges"] == "none"
+    assert headers["accept-ranges"] == "bytes"
+    assert headers["content-length"] == str(len(whole))
+    etag = headers["etag"]
+    with zipfile.ZipFile(io.BytesIO(whole)) as archive:
+        assert archive.testzip() is None
+        assert {info.filename: archive.read(info) for info in archive.infolist()} == {
+            "a.bin": PIECES[0], "b.bin": PIECES[1], "c.bin": PIECES[2], "scene.blend": FAKE_BLEND
+        }  # fmt: skip
+        assert {info.compress_type for info in archive.infolist()} == {zipfile.ZIP_STORED}
+    pieces, start = [], 0
+    for step in (1, 29, 700_000, 1_048_576, 3):  # across headers, files and chunks
+        code, headers, body = get(downloads, url, Range=f"bytes={start}-{start + step - 1}")
+        assert (code, headers["etag"], len(body)) == (206, etag, step)
+        assert headers["content-range"] == f"bytes {start}-{start + step - 1}/{len(whole)}"
+        pieces.append(body)
+        start += step
+    code, _, rest = get(downloads, url, Range=f"bytes={start}-", **{"If-Range": etag})
+    assert code == 206
+    assert b"".join(pieces) + rest == whole
+    assert get(downloads, url)[2] == whole  # the same bytes every time
+    (tmp_path / "inputs.zip").write_bytes(whole)
+    tested = subprocess.run(["unzip", "-t", str(tmp_path / "inputs.zip")], capture_output=True)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+def test_a_range_of_a_zip_reads_only_the_files_it_touches(zipped: tuple[Downloads, int]) -> None:
+    """A range in the middle of the third file is served with the first two files gone
+    from disk: only what the range needs is read (a resume at 29 GB of 30 does not read
+    the first 29). The whole zip then is cut off, never a complete-looking one."""
+    downloads, job_id = zipped
+    url = f"/api/jobs/{job_id}/inputs.zip"
+    whole = get(downloads, url)[2]
+    middle = whole.index(PIECES[2]) + len(PIECES[2]) // 2
+    blob_file(downloads.farm, PIECES[0]).unlink()
+    blob_file(downloads.farm, PIECES[1]).unlink()
+    code, _, body = get(downloads, url, Range=f"bytes={middle}-{middle + 99}")
+    assert (code, body) == (206, whole[middle : middle + 100])
+    code, _, body = get(downloads, url, Range=f"bytes={middle}-")  # to the zip's end
+    assert (code, body) == (206, whole[middle:])
+    code, _, body = get(downloads, url)  # cut off at a.bin (in-process: no error)
+    assert code == 200
+    assert len(body) < len(whole)
+    with pytest.raises(zipfile.BadZipFile):
+        zipfile.ZipFile(io.BytesIO(body))
+
+
+def test_a_zip_answers_if_range_and_416(downloads: Downloads) -> None:
+    url = f"/api/jobs/{downloads.job_id}/outputs.zip"
+    code, headers, whole = get(downloads, url)
+    etag = headers["etag"]
+    code, headers, body = get(downloads, url, Range="bytes=10-", **{"If-Range": etag})
+    assert (code, body) == (206, whole[10:])
+    # Another zip's ETag (this job's zip under another template, whose names differ):
+    # its part must not be spliced on; the whole zip comes instead.
+    templated = f"{url}?template=shot-{{frame:04d}}.{{ext}}"
+    other = get(downloads, templated)[1]["etag"]
+    assert other != etag
+    code, headers, body = get(downloads, url, Range="bytes=10-", **{"If-Range": other})
+    assert (code, body) == (200, whole)
+    assert "content-range" not in headers
+    code, headers, body = get(downloads, url, Range=f"bytes={len(whole)}-")
+    assert (code, headers["content-range"]) == (416, f"bytes */{len(whole)}")
+
+
+def test_a_blob_keeps_its_crc32_and_an_old_one_gets_it(downloads: Downloads) -> None:
+    """A frame's CRC-32 is stored with its blob as it is uploaded; a blob stored before
+    CRC-32s were kept (null) has it taken by its first zip and stored, so no later zip
+    reads its file before sending it."""
+    sha = hashlib.sha256(FRAME).hexdigest()
+    database = sqlite3.connect(downloads.farm.data_dir / "farmhand.sqlite3")
+    try:
+        query = "SELECT crc32 FROM blobs WHERE sha256 = ?"
+        assert database.execute(query, (sha,)).fetchone() == (zlib.crc32(FRAME),)
+        with database:
+            database.execute("UPDATE blobs SET crc32 = NULL WHERE sha256 = ?", (sha,))
+        code, _, body = get(downloads, f"/api/jobs/{downloads.job_id}/outputs.zip")
+        assert code == 200
+        with zipfile.ZipFile(io.BytesIO(body)) as archive:
+            assert archive.read("frames/0001.png") == FRAME  # its CRC checked
+        assert database.execute(query, (sha,)).fetchone() == (zlib.crc32(FRAME),)
+    finally:
+        database.close()
 
 
 # ---------------------------------------------------------------- the client resumes
@@ -424,3 +543,55 @@ def test_a_part_that_is_a_hard_link_is_not_written(downloads: Downloads, tmp_pat
     assert "is a hard link to another file" in str(refused.value)
     assert victim.read_bytes() == b"precious data"
     assert not dest.exists()
+
+
+# ---------------------------------------------------------- the client resumes zips
+
+
+def test_a_cut_off_zip_download_resumes_where_it_stopped(
+    zipped: tuple[Downloads, int], tmp_path: Path
+) -> None:
+    """`farmhand download --zip` (a zip into a folder, named by the manager) cut off
+    keeps its part and the zip's ETag next to it, and the next one asks for the rest
+    only (`Range` and `If-Range`): the same file as one download whole."""
+    downloads, job_id = zipped
+    whole = get(downloads, f"/api/jobs/{job_id}/inputs.zip")
+    etag = whole[1]["etag"]
+    manager = Manager(downloads.farm)
+    out = tmp_path / "out"
+    progress: list[int] = []
+    with FarmhandClient("http://manager", downloads.farm.admin_token, transport=manager) as client:
+        manager.cut_after = 1_500_000  # in a.bin's middle, past the client's first chunk
+        with pytest.raises(FarmhandError):
+            client.download_inputs_zip(job_id, out, into=True)
+        (part,) = out.glob("*.part")
+        held = part.stat().st_size
+        assert 0 < held <= 1_500_000
+        assert part.read_bytes() == whole[2][:held]
+        assert part.with_name(part.name + ".etag").read_text().strip() == etag
+        path = client._download_zip(  # as download_inputs_zip, with a progress callback
+            f"/api/jobs/{job_id}/inputs.zip", out, progress.append, f"job-{job_id}.zip"
+        )
+    assert path.read_bytes() == whole[2]
+    assert path.name == part.name.removesuffix(".part")
+    assert sorted(p.name for p in out.iterdir()) == [path.name]  # no part, no tag left
+    assert manager.seen[-1] == (f"bytes={held}-", etag, 206)  # only the rest was sent
+    assert sum(progress) == len(whole[2])  # the part's bytes count as done
+
+
+def test_a_part_of_another_zip_is_not_spliced_on(downloads: Downloads, tmp_path: Path) -> None:
+    """A part left by a zip that is not the manager's any more (another template, a
+    frame rendered again: another ETag) is replaced by the whole zip."""
+    url = f"/api/jobs/{downloads.job_id}/outputs.zip"
+    whole = get(downloads, url)[2]
+    dest = tmp_path / "zips" / "outputs.zip"
+    dest.parent.mkdir()
+    part = dest.with_name("outputs.zip.part")
+    part.write_bytes(b"PK" + b"x" * 98)
+    part.with_name("outputs.zip.part.etag").write_text('"zip-another"\n')
+    manager = Manager(downloads.farm)
+    with FarmhandClient("http://manager", downloads.farm.admin_token, transport=manager) as client:
+        client.download_outputs_zip(downloads.job_id, dest)
+    assert dest.read_bytes() == whole
+    assert manager.seen == [("bytes=100-", '"zip-another"', 200)]
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["outputs.zip"]

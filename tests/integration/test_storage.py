@@ -25,8 +25,8 @@ from farmhand.localfarm import local_farm
 from farmhand.manager.app import create_app
 from farmhand.manager.clock import utcnow
 from farmhand.manager.db.models import Blob
-from farmhand.manager.storage.archive import stream_zip
 from farmhand.manager.storage.gc import remove_blob_files
+from farmhand.manager.storage.zipplan import ZipEntry, ZipPlan, crc32_of
 from farmhand.scenes import make_scene
 from farmhand.shared.schemas import JobSettings, JobStatus
 from tests.integration.conftest import FAKE_BLEND, Farm, make_settings, png_bytes
@@ -425,16 +425,19 @@ def test_the_zip_streams_in_constant_memory(tmp_path: Path) -> None:
         path = tmp_path / f"{n}.exr"
         path.write_bytes(os.urandom(8 * 1024 * 1024))
         files.append(path)
+    entries = [
+        ZipEntry(f"frames/{path.name}", path.name, path.stat().st_size, crc32_of(path))
+        for path in files
+    ]
     opened: list[str] = []
 
-    def entries() -> Iterator[tuple[str, Path]]:
-        for path in files:
-            opened.append(path.name)
-            yield f"frames/{path.name}", path
+    def path_for(name: str) -> Path:
+        opened.append(name)
+        return tmp_path / name
 
     tracemalloc.start()
     try:
-        stream = stream_zip(entries())
+        stream = ZipPlan(entries, utcnow(), path_for).iter_bytes()
         first = next(stream)
         assert first and opened == ["0.exr"], "bytes leave before the next file is read"
         total = len(first) + sum(len(chunk) for chunk in stream)

@@ -507,6 +507,65 @@ class BaseClient:
             _rename_part(handle, partial, dest)
         return dest
 
+    def _download_zip(
+        self,
+        url: str,
+        dest: Path,
+        on_chunk: Callable[[int], None] | None = None,
+        name: str | None = None,
+    ) -> Path:
+        """`_download` of a job's zip, which resumes from the `.part` an interrupted one
+        left: a 30 GB outputs.zip cut off at 29 GB is not fetched again from zero.
+
+        A zip has no SHA-256 the client knows in advance, but the manager lays it out
+        before sending it and gives it an `ETag` that names its bytes (`zipplan.py`).
+        That ETag is kept next to the part (`<zip>.part.etag`, `_PartTag`), and the
+        next try asks for `Range: bytes=<the part's size>-` with `If-Range: <it>`: the
+        manager sends the rest only if its zip is still that one (no frame rendered
+        again, the same template), else the whole zip, which replaces the part.
+
+        With `name`, `dest` is a folder and the zip's name is the manager's
+        (`Content-Disposition`), known only from an answer: a first, plain request
+        learns it, and is the download itself unless a part of that same zip (by its
+        ETag) is there, when it is closed unread and the part resumed."""
+        report = on_chunk or (lambda size: None)
+        if name is not None:
+            dest.mkdir(parents=True, exist_ok=True)
+            with self._stream("GET", url) as response:
+                dest = dest / _saved_name(response, name)
+                partial = dest.with_name(dest.name + ".part")
+                with _own_part(partial) as handle:
+                    tag = _PartTag(partial)
+                    kept = handle.seek(0, os.SEEK_END)
+                    if not kept or tag.read() != response.headers.get("etag"):
+                        _zip_into(response, handle, tag, report)
+                        _rename_part(handle, partial, dest)
+                        tag.remove()
+                        return dest
+        else:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        partial = dest.with_name(dest.name + ".part")
+        with _own_part(partial) as handle:
+            tag = _PartTag(partial)
+            kept, etag = handle.seek(0, os.SEEK_END), tag.read()
+            headers = {"Range": f"bytes={kept}-", "If-Range": etag} if kept and etag else {}
+            try:
+                with self._stream("GET", url, headers=headers) as response:
+                    _zip_into(response, handle, tag, report)
+            except FarmhandError as exc:
+                if exc.status_code != httpx.codes.REQUESTED_RANGE_NOT_SATISFIABLE:
+                    raise
+                # The part is as long as the zip or longer (cut off before its rename,
+                # or another zip's): what it holds cannot be told, so it is fetched again.
+                handle.seek(0)
+                handle.truncate()
+                tag.remove()
+                with self._stream("GET", url) as response:
+                    _zip_into(response, handle, tag, report)
+            _rename_part(handle, partial, dest)
+            tag.remove()
+        return dest
+
     def _fetch_part(
         self, url: str, handle: BufferedRandom, sha256: str, on_chunk: Callable[[int], None]
     ) -> tuple[str, bool]:
@@ -901,9 +960,10 @@ class FarmhandClient(BaseClient):
         """Every output of a job as one zip, streamed to `dest`, named by `template`
         (default: the job's own output template, else `frames/0001.png`). `into`:
         `dest` is a folder, and the zip is saved in it under the name the manager gives
-        it (`job-7-<the job's name>.zip`); the zip's path is returned either way."""
+        it (`job-7-<the job's name>.zip`); the zip's path is returned either way. A
+        download cut off before is resumed where it stopped (`_download_zip`)."""
         url = f"/api/jobs/{job_id}/outputs.zip{_template_query(template)}"
-        return self._download(url, dest, on_chunk, f"job-{job_id}.zip" if into else None)
+        return self._download_zip(url, dest, on_chunk, f"job-{job_id}.zip" if into else None)
 
     def download_frame(
         self, job_id: int, frame: int, dest_dir: Path, template: str | None = None
@@ -922,9 +982,9 @@ class FarmhandClient(BaseClient):
     def download_inputs_zip(self, job_id: int, dest: Path, *, into: bool = False) -> Path:
         """The job's input files (its .blend and assets) as one zip, at `dest` or, with
         `into`, in the folder `dest` under the manager's name for it
-        (`job-7-<the job's name>-inputs.zip`)."""
+        (`job-7-<the job's name>-inputs.zip`); resumed as `download_outputs_zip` is."""
         name = f"job-{job_id}-inputs.zip" if into else None
-        return self._download(f"/api/jobs/{job_id}/inputs.zip", dest, name=name)
+        return self._download_zip(f"/api/jobs/{job_id}/inputs.zip", dest, name=name)
 
     def submit_shared(self, blend_path: str, settings: JobSettings) -> JobAccepted:
         """A job whose .blend stays on shared storage (the manager maps the path).
@@ -1054,6 +1114,80 @@ def _own_part(partial: Path) -> Iterator[BufferedRandom]:
         handle.close()
     with handle:
         yield handle
+
+
+class _PartTag:
+    """The ETag of the zip a download's part holds the start of (`_download_zip`), in
+    `<part>.etag` next to it; read and written only while the part is held
+    (`_own_part`).
+
+    Written as a new file, never through what is there: a link planted in its place (a
+    shared folder) is removed, not followed or written through, as for the part."""
+
+    def __init__(self, partial: Path) -> None:
+        self.partial = partial
+        self.path = partial.with_name(partial.name + ".etag")
+
+    def read(self) -> str | None:
+        """The ETag kept, or None (none kept, or not a file of one short line)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | _NO_FOLLOW)
+        except OSError:
+            return None
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                return None
+            text = handle.read(1024).decode("ascii", "replace").strip()
+        return text if text and "\n" not in text else None
+
+    def write(self, etag: str | None) -> None:
+        """Keep `etag` (None: the answer had none, so the part cannot be resumed)."""
+        self.remove()
+        if etag is None:
+            return
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW, 0o666)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(etag.encode("ascii", "replace") + b"\n")
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _zip_into(
+    response: httpx.Response,
+    handle: BufferedRandom,
+    tag: _PartTag,
+    on_chunk: Callable[[int], None],
+) -> None:
+    """Write a zip's answer into its part `handle`: after the bytes the part holds if the
+    answer is the rest of them (a `206` from exactly there), else in their place, the
+    answer's ETag kept first (`_PartTag`). Cut off, the part and its tag stay for the
+    next try; a part of a zip without an ETag (a manager from before zips had one)
+    cannot be resumed, so it goes. Done, the part is as long as the answer said."""
+    kept = handle.seek(0, os.SEEK_END)
+    if kept and _range_start(response) == kept:
+        on_chunk(kept)
+    else:
+        handle.seek(0)
+        handle.truncate()  # before the new tag: a part never holds another zip's bytes
+        kept = 0
+        tag.write(response.headers.get("etag"))
+    resumable = "etag" in response.headers
+    total = kept
+    try:
+        for chunk in response.iter_bytes(CHUNK_SIZE):
+            handle.write(chunk)
+            total += len(chunk)
+            on_chunk(len(chunk))
+    except BaseException:
+        handle.flush()
+        if not resumable or not os.fstat(handle.fileno()).st_size:
+            tag.partial.unlink(missing_ok=True)  # nothing to resume from (still ours)
+            tag.remove()
+        raise
+    length = response.headers.get("content-length")
+    if length is not None and length.isdigit() and total != kept + int(length):
+        raise FarmhandError(f"the zip was cut off after {total} bytes: download again to resume")
 
 
 def _rename_part(handle: BufferedRandom, partial: Path, dest: Path) -> None:

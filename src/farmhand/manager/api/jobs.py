@@ -45,13 +45,9 @@ from farmhand.manager.scheduling.state import (
     resume_job,
     shown_jobs,
 )
-from farmhand.manager.storage.archive import (
-    EntryVanished,
-    StoredOutput,
-    output_names,
-    stream_zip,
-)
+from farmhand.manager.storage.archive import EntryVanished, StoredOutput, output_names
 from farmhand.manager.storage.gc import mark_used
+from farmhand.manager.storage.zipplan import ZipEntry, ZipPlan, blob_facts, store_crc32s
 from farmhand.shared.outputnames import (
     DOWNLOADED_KINDS,
     TemplateError,
@@ -620,25 +616,55 @@ def _named_outputs(
 
 
 def _zip_response(
-    context: ManagerContext, job: Job, what: str, entries: list[tuple[str, str]]
+    context: ManagerContext,
+    request: Request,
+    job: Job,
+    what: str,
+    entries: list[tuple[str, str]],
+    facts: dict[str, tuple[int, int | None]],
 ) -> StreamingResponse:
-    """A streamed zip, saved by a browser as `job-7-<the job's name><what>.zip`.
+    """A zip of `entries` (name, blob), saved by a browser as `job-7-<the job's
+    name><what>.zip`; `facts`: each blob's size and CRC-32 (`zipplan.blob_facts`).
 
     The name is the job's name as `{job}` makes it (`safe_component`: letters of any
     script kept), sent as every download's is (`disposition.attachment`: RFC 6266's
     UTF-8 `filename*` and an ASCII stand-in `filename`).
 
-    Always whole (`Accept-Ranges: none`, a `Range` ignored), unlike a single file
-    (`ranges.py`): zipfile stamps each entry with the time it is written, so two zips of
-    one job differ, and each entry's CRC-32 (in its data descriptor and the central
-    directory) is known only by reading its file, so a part past the first file would
-    cost reading every file before it, unsent. Clients resume file by file."""
+    Laid out before it is sent (`zipplan.py`), so it has an exact `Content-Length`, an
+    `ETag`, and answers `Range` and `If-Range` as a single file does (`ranges.py`): a
+    cut-off download resumes. A blob whose CRC-32 was never taken has it taken here,
+    once (`store_crc32s`): the first zip of an old job reads its files before its
+    answer begins. One gone by then (the job purged meanwhile) is a `404`; one gone
+    later cuts the answer off (`_ZipStream`)."""
+    try:
+        if any(sha not in facts for _, sha in entries):  # its row collected meanwhile
+            raise FileNotFoundError
+        crcs = store_crc32s(
+            context.db,
+            context.blobs.path_for,
+            {sha for _, sha in entries if facts[sha][1] is None},
+        )
+    except FileNotFoundError:
+        log.warning("download refused: a file of it was deleted meanwhile", job=job.id)
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"a file of job {job.id} was deleted meanwhile"
+        ) from None
+    for sha, (_, crc) in facts.items():
+        if crc is not None:
+            crcs[sha] = crc
+    plan = ZipPlan(
+        [ZipEntry(name, sha, facts[sha][0], crcs[sha]) for name, sha in entries],
+        job.created_at,
+        context.blobs.path_for,
+    )
+    part = requested_part(request.headers, plan.size, plan.etag)
     filename = f"job-{job.id}-{safe_component(job.name)}{what}.zip"
     return _ZipStream(
         job.id,
-        stream_zip((name, context.blobs.path_for(sha)) for name, sha in entries),
+        plan.iter_bytes(part.start, part.length),
+        status_code=part.status_code,
         media_type="application/zip",
-        headers={"Content-Disposition": attachment(filename), "Accept-Ranges": "none"},
+        headers={"Content-Disposition": attachment(filename), **part.headers},
     )
 
 
@@ -685,20 +711,36 @@ class _ZipStream(ClosingStreamingResponse):
             cut_off(scope)
 
 
+ZIP_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    **error_responses(416),
+    200: {"content": {"application/zip": {}}},
+    206: {"description": "The one byte range a `Range` header asked for (see API.md)"},
+}
+"""A job's zip: whole, or the range asked for (`ranges.py`, `zipplan.py`)."""
+
+
 @router.get(
     "/{job_id}/outputs.zip",
-    responses={**ERRORS, 200: {"content": {"application/zip": {}}}},
+    responses=ZIP_RESPONSES,
     response_class=StreamingResponse,
     summary="Every output in one zip (frames, the video, File Output passes), streamed "
-    "(constant memory), frames named by a template",
+    "(constant memory), whole or the byte range asked for (Range, If-Range), frames "
+    "named by a template",
 )
 def download_outputs(
-    job_id: int, context: Context, caller: UserDep, template: TemplateQuery = None
+    job_id: int,
+    request: Request,
+    context: Context,
+    caller: UserDep,
+    template: TemplateQuery = None,
 ) -> StreamingResponse:
     with context.db.read() as session:
         job = _visible_job(session, caller, job_id)
         named = _named_outputs(session, job, template)
-    return _zip_response(context, job, "", [(name, out.sha256) for name, out in named])
+        facts = blob_facts(session, job_id)
+    entries = [(name, out.sha256) for name, out in named]
+    return _zip_response(context, request, job, "", entries, facts)
 
 
 @router.get(
@@ -738,11 +780,14 @@ def download_frame(
 
 @router.get(
     "/{job_id}/inputs.zip",
-    responses={**ERRORS, 200: {"content": {"application/zip": {}}}},
+    responses=ZIP_RESPONSES,
     response_class=StreamingResponse,
-    summary="The job's input files (its .blend and assets, as uploaded) in one zip, streamed",
+    summary="The job's input files (its .blend and assets, as uploaded) in one zip, "
+    "streamed, whole or the byte range asked for (Range, If-Range)",
 )
-def download_inputs(job_id: int, context: Context, caller: UserDep) -> StreamingResponse:
+def download_inputs(
+    job_id: int, request: Request, context: Context, caller: UserDep
+) -> StreamingResponse:
     with context.db.read() as session:
         job = _visible_job(session, caller, job_id)
         rows = session.execute(
@@ -750,7 +795,9 @@ def download_inputs(job_id: int, context: Context, caller: UserDep) -> Streaming
             .where(JobFile.job_id == job_id, JobFile.kind == "input")
             .order_by(JobFile.path)
         ).all()
-    return _zip_response(context, job, "-inputs", [(path, sha) for path, sha in rows])
+        facts = blob_facts(session, job_id)
+    entries = [(path, sha) for path, sha in rows]
+    return _zip_response(context, request, job, "-inputs", entries, facts)
 
 
 @router.get(

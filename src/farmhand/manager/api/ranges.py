@@ -21,8 +21,9 @@ What is honoured, and the one place that decides it (`requested_part`):
   have no `Last-Modified`) means the file changed since the client's part: the whole
   file, `200`, never a part of another file spliced onto it.
 
-Every answer says `Accept-Ranges: bytes` and the `ETag`. Zips of a job's files are not
-ranged (their answers say `Accept-Ranges: none`): see `jobs.py`'s `_zip_response`.
+Every answer says `Accept-Ranges: bytes` and the `ETag`. A job's zips are ranged the
+same way: laid out in advance (`storage/zipplan.py`), their ETag names their layout and
+the hashes of their files, so it is as strong.
 """
 
 from __future__ import annotations

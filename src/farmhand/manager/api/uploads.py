@@ -52,7 +52,13 @@ def record_blob_in(session: Session, stored: StoredBlob, used_at: datetime | Non
     connection = session.connection()
     result = connection.execute(
         _NEW_BLOB[connection.dialect.name],
-        {"sha256": stored.sha256, "size": stored.size, "created_at": utcnow(), "used_at": used_at},
+        {
+            "sha256": stored.sha256,
+            "size": stored.size,
+            "crc32": stored.crc32,
+            "created_at": utcnow(),
+            "used_at": used_at,
+        },
     )
     return bool(result.rowcount)
 

@@ -195,6 +195,10 @@ class Blob(Base):
     __tablename__ = "blobs"
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
+    crc32: Mapped[int | None] = mapped_column(BigInteger)
+    """The bytes' CRC-32, which a job's zip declares before them (`storage/zipplan.py`):
+    taken as the blob is written; null for a blob stored before it was kept (or placed
+    from a resumable upload), taken and stored by the first zip that holds it."""
     created_at: Mapped[datetime]
     touched_at: Mapped[datetime | None]
     """When a client last learned the manager holds this blob (a dedup hit in

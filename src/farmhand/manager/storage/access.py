@@ -115,7 +115,15 @@ def record_uploads(
     for chunk in _chunks(blobs):
         connection.execute(
             _NEW_BLOB[dialect],
-            [{"sha256": sha, "size": blobs[sha].size, "created_at": now} for sha in chunk],
+            [
+                {
+                    "sha256": sha,
+                    "size": blobs[sha].size,
+                    "crc32": blobs[sha].crc32,
+                    "created_at": now,
+                }
+                for sha in chunk
+            ],
         )
         session.execute(update(Blob).where(Blob.sha256.in_(chunk)).values(touched_at=now))
         connection.execute(

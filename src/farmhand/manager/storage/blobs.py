@@ -2,6 +2,9 @@
 
 Bytes are written to a temporary file in the store, hashed while they stream in, and
 renamed into place only when the hash is known (and, for uploads that name one, checked).
+Their CRC-32 is taken on the way too (`StoredBlob.crc32`, recorded in the blob's row): a
+job's zip declares each file's CRC-32 before its bytes (`archive.py`), and knowing it
+from the upload spares reading every file of a job once more before its zip can begin.
 A rename within one filesystem is atomic, so a reader never sees half a blob and two
 writers of the same content both end with the same, complete file.
 """
@@ -13,6 +16,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -49,6 +53,9 @@ class StoredBlob:
     new: bool = True
     """False if the store held this content before: whoever must undo only what it
     added (a project zip refused after unpacking) keeps the blobs that were there."""
+    crc32: int | None = None
+    """The bytes' CRC-32 (zlib's), if taken as they were written; None for a blob placed
+    from elsewhere (a resumable upload's assembled file): its zip takes it then."""
 
 
 class _Staging:
@@ -64,6 +71,7 @@ class _Staging:
         self.path = Path(name)
         self.handle = os.fdopen(fd, "wb")
         self.digest = hashlib.sha256()
+        self.crc32 = 0
         self.size = 0
         self.limit = limit
 
@@ -72,6 +80,7 @@ class _Staging:
         if self.size > self.limit:
             raise BlobTooLarge(f"upload is larger than the limit of {self.limit} bytes")
         self.digest.update(chunk)
+        self.crc32 = zlib.crc32(chunk, self.crc32)
         self.handle.write(chunk)
 
     def write_all(self, chunks: list[bytes]) -> None:
@@ -173,13 +182,14 @@ class BlobStore:
                 staging.path.unlink(missing_ok=True)
                 raise
         try:
-            return self.place(staging.path, actual, staging.size)
+            return self.place(staging.path, actual, staging.size, staging.crc32)
         except BaseException:  # no room for its directory: no stray copy in tmp/ either
             staging.path.unlink(missing_ok=True)
             raise
 
-    def place(self, staged: Path, sha256: str, size: int) -> StoredBlob:
-        """Rename a verified file from the store's temporary area into its place."""
+    def place(self, staged: Path, sha256: str, size: int, crc32: int | None = None) -> StoredBlob:
+        """Rename a verified file from the store's temporary area into its place
+        (`crc32`: its bytes' CRC-32, if known)."""
         target = self.path_for(sha256)
         new = not target.exists()
         try:
@@ -189,7 +199,7 @@ class BlobStore:
                 raise
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staged, target)
-        return StoredBlob(sha256, size, target, new)
+        return StoredBlob(sha256, size, target, new, crc32)
 
     @cached_property
     def partials(self) -> PartialUploads:
