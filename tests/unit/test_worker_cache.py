@@ -263,3 +263,33 @@ def test_task_logs_are_capped_by_size_too_never_the_current_one(tmp_path: Path) 
     prune_task_logs(logs, keep=10, max_bytes=250, current=running)
 
     assert sorted(p.name for p in logs.iterdir()) == ["task-0.log", "task-3.log", "task-4.log"]
+
+
+@pytest.mark.parametrize("status", [404, 409])
+def test_a_late_frame_refused_as_not_this_workers_is_no_error_in_the_log(
+    tmp_path: Path, status: int
+) -> None:
+    """A worker that comes back after its task went to another is told to stop; its
+    frame's refusal is the farm working, so it must not page whoever alerts on errors."""
+
+    def upload(frame: int, path: Path) -> None:
+        raise FarmhandError("task 7 is not assigned to this runner any more", status)
+
+    with capture_logs() as logs:
+        uploader = FrameUploader(upload, RetryPolicy(first_delay=0.01))
+        uploader.submit(1, tmp_path / "f.png")
+        report = uploader.wait(10)
+    assert report.error is not None and report.error.status_code == status
+    said = [(entry["log_level"], entry["event"]) for entry in logs if entry.get("frame") == 1]
+    assert said == [("info", "frame not taken: the task is no longer this worker's")]
+
+
+def test_a_refused_frame_is_still_an_error_in_the_log(tmp_path: Path) -> None:
+    def upload(frame: int, path: Path) -> None:
+        raise FarmhandError("not a valid PNG", 400)
+
+    with capture_logs() as logs:
+        uploader = FrameUploader(upload, RetryPolicy(first_delay=0.01))
+        uploader.submit(1, tmp_path / "f.png")
+        uploader.wait(10)
+    assert [entry["log_level"] for entry in logs if entry.get("frame") == 1] == ["error"]

@@ -74,6 +74,15 @@ class TilesRefused(FarmhandError):
         super().__init__(reason)
 
 
+def is_task_gone(error: FarmhandError) -> bool:
+    """Whether a runner's call was refused because the task is no longer its own: 404/409
+    (canceled, given to another runner, deleted), or 401 (the runner itself is deleted, or
+    unknown to a restored database, and the manager has requeued its task already). Work
+    on such a task is thrown away, so a worker stops it; the refusal is the farm working
+    as it should (a late worker told to stop), not an error of the worker's."""
+    return error.status_code in (401, 404, 409)
+
+
 def is_retryable(error: BaseException) -> bool:
     """Whether waiting and trying again may help (unreachable, 5xx, 429, 503)."""
     if isinstance(error, ManagerUnreachable):

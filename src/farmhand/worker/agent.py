@@ -41,7 +41,7 @@ from structlog.typing import FilteringBoundLogger
 
 from farmhand import __version__
 from farmhand.client import FarmhandError, RunnerClient
-from farmhand.client.errors import is_retryable
+from farmhand.client.errors import is_retryable, is_task_gone
 from farmhand.client.retry import OutageLog, RetryAborted, RetryPolicy, call_with_retry
 from farmhand.shared.pathmap import PathMapError, current_platform, remap_pairs, to_local
 from farmhand.shared.protocol import WORKER_PROTOCOL
@@ -393,13 +393,6 @@ def _share_failure(shared_out: SharedOutputs | None) -> str | None:
     if shared_out is None or not shared_out.errors:
         return None
     return f"cannot write to shared storage: {'; '.join(shared_out.errors[:3])}"
-
-
-def _is_gone(error: FarmhandError) -> bool:
-    """404/409: the task is no longer this runner's (canceled, reassigned, deleted); 401:
-    the runner itself is not (deleted, or unknown to a restored database), and the manager
-    has requeued its task already, so rendering on would only be thrown away."""
-    return error.status_code in (401, 404, 409)
 
 
 LOCAL_FAULT_ERRNOS = frozenset(
@@ -806,7 +799,7 @@ class Agent:
                 run.give_back(progress)
                 every = self.settings.progress_interval
                 self._outage.failed(tlog, "progress", exc, every, began)
-            elif _is_gone(exc):
+            elif is_task_gone(exc):
                 self._refused(exc)
                 run.drop(f"manager answered {exc}")
                 if self._deleted is None:
@@ -961,7 +954,7 @@ class Agent:
         except (CacheError, FarmhandError, OSError, SharedStorageError) as exc:
             if self._gave_back(run, exc, tlog):
                 return
-            if isinstance(exc, FarmhandError) and (is_retryable(exc) or _is_gone(exc)):
+            if isinstance(exc, FarmhandError) and (is_retryable(exc) or is_task_gone(exc)):
                 self._refused(exc)
                 tlog.error("cannot fetch the job's files; dropping the task", error=str(exc))
                 return
@@ -1140,7 +1133,7 @@ class Agent:
             self._release(run.task, tlog)
         except FarmhandError as exc:
             self._refused(exc)
-            if _is_gone(exc) or is_retryable(exc):
+            if is_task_gone(exc) or is_retryable(exc):
                 tlog.info(f"{kind} task dropped", error=str(exc))
             else:
                 self._fail(run, f"uploading {result} failed: {exc}", [], tlog)
@@ -1339,7 +1332,7 @@ class Agent:
         if not outcome.ok:
             self._fail(run, outcome.error or "render failed", tail, tlog)
         elif report.error is not None:
-            if _is_gone(report.error):
+            if is_task_gone(report.error):
                 self._refused(report.error)
                 tlog.info("task taken away during upload", error=str(report.error))
             elif is_retryable(report.error):

@@ -19,7 +19,7 @@ import structlog
 from structlog.typing import FilteringBoundLogger
 
 from farmhand.client import RunnerClient
-from farmhand.client.errors import FarmhandError, is_retryable
+from farmhand.client.errors import FarmhandError, is_retryable, is_task_gone
 from farmhand.client.retry import OutageLog, RetryAborted, RetryPolicy, call_with_retry
 from farmhand.shared.schemas import OutputStored, TaskAssignment
 
@@ -192,7 +192,14 @@ class FrameUploader:
             except RetryAborted:
                 return
             except FarmhandError as exc:
-                self._log.error("upload failed", frame=frame, error=str(exc))
+                if is_task_gone(exc):  # a late worker told to stop: the farm at work
+                    self._log.info(
+                        "frame not taken: the task is no longer this worker's",
+                        frame=frame,
+                        error=str(exc),
+                    )
+                else:
+                    self._log.error("upload failed", frame=frame, error=str(exc))
                 with self._lock:
                     self._report.error = exc
                 continue
