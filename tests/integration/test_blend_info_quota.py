@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi import HTTPException
 from fastapi.testclient import TestClient
 
+from farmhand.localfarm import LocalFarm, local_farm
 from farmhand.manager.api import blendinfo
 from farmhand.manager.api.limits import QuotaExceeded
 from farmhand.manager.app import create_app
 from farmhand.worker.blender.discovery import BlenderInstall
-from tests.integration.conftest import Farm, make_settings
+from tests.integration.conftest import FAKE_BLEND, Farm, make_settings
 from tests.integration.test_limits import bearer, blend, make_user, put_blob
 from tests.integration.test_storage import stored
 from tests.integration.test_unused_uploads import usage_of
@@ -158,3 +162,110 @@ def test_one_users_uploads_take_turns_and_other_users_do_not_wait(
     assert most["ann"] == 1, "ann's two uploads ran at once"
     assert most["all"] == 2, "ann's upload held bob's up"
     assert max(running.values()) == 0
+
+
+# ------------------------------------------------ refused before the bytes are received
+
+HANG = 20.0
+"""Seconds to wait for an answer that must come before the body is sent: without it,
+the manager waits for the rest of the body (the client timeout, 60 s), and this fails."""
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFarm]:
+    """A real manager (raw sockets need a server), with the quota."""
+    with local_farm(tmp_path_factory.mktemp("blendinfo")) as farm:
+        farm.start_manager("--user-quota-bytes", str(QUOTA))
+        yield farm
+
+
+def served_user(farm: LocalFarm, name: str) -> str:
+    answer = httpx.post(
+        farm.url + "/api/admin/users",
+        headers=bearer(farm.admin_token),
+        json={"name": name},
+        timeout=30,
+    )
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["token"])
+
+
+def served_usage(farm: LocalFarm, name: str) -> int:
+    usage = httpx.get(farm.url + "/api/admin/usage", headers=bearer(farm.admin_token), timeout=30)
+    return int(next(u for u in usage.json()["users"] if u["name"] == name)["bytes"])
+
+
+FILE_PART = (
+    b"--b\r\n"
+    b'Content-Disposition: form-data; name="file"; filename="big.blend"\r\n'
+    b"Content-Type: application/octet-stream\r\n\r\n"
+) + FAKE_BLEND
+
+
+def answer_before_the_rest(sock: socket.socket) -> tuple[int, str, bytes]:
+    """The status, detail and head of the answer that comes while the client still
+    holds back the rest of its body; fails if none comes within `HANG` seconds."""
+    sock.settimeout(HANG)
+    received = b""
+    with sock:
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                pytest.fail(f"no answer before the rest of the body; got {received[:300]!r}")
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), str(json.loads(body)["detail"]), head
+
+
+def test_an_upload_declared_over_the_quota_is_refused_before_its_body(served: LocalFarm) -> None:
+    """A 200 MB .blend for a quota of 800 kB: the 413 comes after the headers and a few
+    bytes, while 200 MB are still unsent (it used to come after all of them, received
+    and spooled to disk), with the quota's usual detail, and the connection closes."""
+    token = served_user(served, "dana")
+    declared = 200_000_000
+    head = [
+        "POST /api/blend-info HTTP/1.1",
+        "Host: farm",
+        f"Authorization: Bearer {token}",
+        "Content-Type: multipart/form-data; boundary=b",
+        f"Content-Length: {declared}",
+    ]
+    sock = socket.create_connection((served.host, served.port), timeout=HANG)
+    sock.sendall("\r\n".join([*head, "", ""]).encode() + FILE_PART)
+    status, detail, answer_head = answer_before_the_rest(sock)
+    assert status == 413, detail
+    assert detail.startswith("storage quota exceeded: this would bring your usage to")
+    assert b"connection: close" in answer_head.lower()
+    assert served_usage(served, "dana") == 0
+
+
+def test_a_chunked_upload_is_cut_off_where_it_passes_the_quota(served: LocalFarm) -> None:
+    """No declared length (chunked): the manager reads until the file passes the quota,
+    answers 413 then, while the client still has most of its file to send, and keeps
+    nothing: no blob, no usage, no temporary file."""
+    token = served_user(served, "eve")
+    head = [
+        "POST /api/blend-info HTTP/1.1",
+        "Host: farm",
+        f"Authorization: Bearer {token}",
+        "Content-Type: multipart/form-data; boundary=b",
+        "Transfer-Encoding: chunked",
+    ]
+
+    def chunk(data: bytes) -> bytes:
+        return b"%x\r\n%s\r\n" % (len(data), data)
+
+    sock = socket.create_connection((served.host, served.port), timeout=HANG)
+    sock.sendall("\r\n".join([*head, "", ""]).encode() + chunk(FILE_PART))
+    for _ in range(QUOTA // 65536 + 2):  # past the quota; 20 MB more would follow
+        sock.sendall(chunk(os.urandom(65536)))
+    status, detail, _ = answer_before_the_rest(sock)
+    assert status == 413, detail
+    assert detail.startswith("storage quota exceeded")
+    assert served_usage(served, "eve") == 0
+    assert not list((served.data_dir / "blobs" / "tmp").glob("upload-*"))

@@ -5,9 +5,10 @@ user's blob and multipart job, and a runner's frame, preview and video. Each mus
 one `upload interrupted` line at INFO naming the route, who sent it (the user, or the
 runner and its task) and the bytes that arrived, no ERROR line or traceback (operators
 alert on those), and nothing stored. The multipart routes whose form FastAPI parses
-before the route runs (an input added to a job, a project zip, blend-info, a runner's
-tile, extra file and video as multipart) log the same line, without the sender (not
-known before the form is), and answer the same `499`.
+before the route runs (an input added to a job, a project zip, a runner's tile, extra
+file and video as multipart) log the same line, without the sender (not known before
+the form is), and answer the same `499`; blend-info reads its form itself, after its
+sender is known, and names them.
 """
 
 from __future__ import annotations
@@ -202,7 +203,6 @@ def test_a_video_cut_off_is_logged_once_and_not_stored(setup: Setup) -> None:
 FORM_ROUTES = [
     "/api/jobs/{job}/upload",
     "/api/projects",
-    "/api/blend-info",
     "/api/runner/files/{job}/tile",
     "/api/runner/files/{job}/extra",
     "/api/runner/files/{job}/video",
@@ -227,6 +227,19 @@ def test_a_form_parsed_by_fastapi_cut_off_is_logged_once(setup: Setup, route: st
     cut_off(setup.farm, "POST", path, headers, form_part(), 100_000)
     assert_logged_as_a_drop(setup, since, "POST", path, len(form_part()), 100_000)
     assert [entry["path"] for entry in inputs_of(setup)] == ["a.blend"]
+
+
+def test_a_blend_info_upload_cut_off_is_logged_once_with_its_sender(setup: Setup) -> None:
+    """`/api/blend-info` reads its form itself (to refuse an upload over the quota before
+    it is received), so its line names the user too, and nothing of the file stays in
+    the blob store's temporary area."""
+    headers = {**setup.admin, "Content-Type": "multipart/form-data; boundary=b"}
+    since = len(manager_log(setup.farm))
+    cut_off(setup.farm, "POST", "/api/blend-info", headers, form_part(), 100_000)
+    assert_logged_as_a_drop(
+        setup, since, "POST", "/api/blend-info", len(form_part()), 100_000, user="admin"
+    )
+    assert not list(setup.farm.data_dir.glob("**/tmp/upload-*"))
 
 
 def inputs_of(setup: Setup) -> list[Any]:

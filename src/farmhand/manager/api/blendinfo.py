@@ -17,6 +17,11 @@ The answer names two Blenders: the one that read the file here (`blender_version
 the one that saved it (`saved_with`, from the file's header: the same reader as at job
 submit). With `farm_blenders` (the reader and the enabled workers' Blenders) the form can
 warn about a file saved by a newer Blender than any of them: its job would wait.
+
+The form is read by the route (`form_file.py`), not by FastAPI before it, so an upload
+the sender's quota cannot take is refused before it is received: before a byte of the
+body when its declared length says so, else at the first bytes that pass what the
+sender may store (a chunked body); nothing of it is stored.
 """
 
 from __future__ import annotations
@@ -30,19 +35,27 @@ import shutil
 import subprocess
 import tempfile
 import weakref
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
 import structlog
-from fastapi import APIRouter, HTTPException, UploadFile, status
+from fastapi import APIRouter, HTTPException, Request, status
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from farmhand.manager.api.deps import Caller, Context, UserDep
-from farmhand.manager.api.limits import QuotaExceeded, enforce_quota
-from farmhand.manager.api.uploads import receive_upload, record_blob, uploaded_name
+from farmhand.manager.api.form_file import FORM_FILE_BODY, FormFile
+from farmhand.manager.api.limits import (
+    MULTIPART_SLACK,
+    QuotaExceeded,
+    declared_length,
+    enforce_quota,
+    quota_room,
+)
+from farmhand.manager.api.uploads import checked_name, receive_body, receiving, record_blob
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Worker
@@ -50,6 +63,7 @@ from farmhand.manager.file_reads import RETRY_AFTER_SECONDS, FileReadsBusy
 from farmhand.manager.storage.access import readable, record_uploads
 from farmhand.manager.storage.blobs import CHUNK, StoredBlob
 from farmhand.manager.storage.gc import undo_uploads
+from farmhand.manager.storage.usage import largest_counted_blob
 from farmhand.shared.blendfile import (
     HEADER_BYTES,
     looks_like_blend,
@@ -206,30 +220,39 @@ def _int(value: object, default: int) -> int:
     responses={
         400: {"model": ErrorResponse},
         401: {"model": ErrorResponse},
-        413: {"model": ErrorResponse, "description": "Over the caller's storage quota."},
+        413: {
+            "model": ErrorResponse,
+            "description": "Over the caller's storage quota, or the manager's upload limit.",
+        },
         422: {"model": ErrorResponse, "description": "Blender could not open the file."},
         503: {"model": ErrorResponse, "description": "No Blender on the manager."},
     },
     summary="Upload a .blend and read its scene settings (frame range, resolution, …)",
+    openapi_extra=FORM_FILE_BODY,
 )
-async def blend_info(file: UploadFile, context: Context, caller: UserDep) -> BlendInfo:
-    name = uploaded_name(file, ".blend")
-    header = await file.read(HEADER_BYTES)
-    await file.seek(0)
-    if not looks_like_blend(header):
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST,
-            f"{name!r} is not a .blend file (its first bytes say otherwise)",
-        )
-    async with _turn_of(caller.user_id):
-        return await _stored_and_read(context, caller, file, name)
+async def blend_info(request: Request, context: Context, caller: UserDep) -> BlendInfo:
+    """The form's file is read here (`form_file.FormFile`), not by FastAPI before the
+    route, so a refused upload is refused before it is received: by its declared length
+    before a byte of the body is read, and as it streams in at the first byte that
+    takes it past what the caller may store (`_allowance`); nothing of it is kept."""
+    declared = declared_length(request.scope)
+    if declared is not None:
+        # The file is at most the body, and at least the body without its framing.
+        least = max(0, declared - MULTIPART_SLACK)
+        await run_in_threadpool(_refuse_hopeless, context, caller, least)
+    async with receiving(request, user=caller.name) as body:
+        form = FormFile(body.headers.get("content-type", ""), body.stream())
+        name = checked_name(await form.filename(), ".blend")
+        if not looks_like_blend(await form.peek(HEADER_BYTES)):
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST,
+                f"{name!r} is not a .blend file (its first bytes say otherwise)",
+            )
+        async with _turn_of(context, caller.user_id):
+            return await _stored_and_read(context, caller, form, name)
 
 
-_turns: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
-"""Each user's turn at `/api/blend-info`, while someone waits for it (in this process)."""
-
-
-def _turn_of(user_id: int) -> asyncio.Lock:
+def _turn_of(context: ManagerContext, user_id: int) -> asyncio.Lock:
     """One user's uploads here go one at a time. They share the user's claim to a file
     (the same .blend sent twice at once: a double click): one refused for the quota
     undid that claim, and with it the blob the other was reading (a 500, or a record
@@ -241,11 +264,15 @@ def _turn_of(user_id: int) -> asyncio.Lock:
     return turn
 
 
+_turns: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
+"""Each user's turn at `/api/blend-info`, while someone waits for it (in this process)."""
+
+
 async def _stored_and_read(
-    context: ManagerContext, caller: Caller, file: UploadFile, name: str
+    context: ManagerContext, caller: Caller, form: FormFile, name: str
 ) -> BlendInfo:
-    await run_in_threadpool(_admit, context, caller, file)
-    stored = await receive_upload(context, file)
+    chunks = _within_allowance(context, caller, form.chunks())
+    stored = await receive_body(context, chunks, check=partial(_admit, context, caller))
     kept = await run_in_threadpool(_keep, context, caller, stored)
     blob_header = {BLOB_HEADER: stored.sha256}
     try:
@@ -275,21 +302,60 @@ async def _stored_and_read(
     return blend_info_model(stored.sha256, name, stored.size, version, facts, farm)
 
 
-def _admit(context: ManagerContext, caller: Caller, upload: UploadFile) -> None:
-    """413 (`QuotaExceeded`) before a byte of the upload is stored if it would pass the
-    caller's quota (`enforce_quota`, the one home of the rule): by its size, and if
-    that is too much, by its hash, since a file the caller holds already (the same
-    .blend chosen again in the form) costs nothing more. The form parser has received
-    the whole file already (FastAPI reads a form before the route runs), so its size
-    is exact, not the request's declared length with the multipart framing."""
+def _allowance(context: ManagerContext, caller: Caller) -> int | None:
+    """The most bytes the caller's upload may have before its content is known (None:
+    no limit but the upload limit). The room under their quota (`limits.quota_room`,
+    the one home of the rule), or, if there is room at all, the size of the largest
+    file their usage counts already, if larger: the upload may be that file (the same
+    .blend chosen again), which costs nothing more. Its hash, known at its end, tells
+    (`_admit`)."""
+    room = quota_room(context, caller)
+    if room is None or room < 0:
+        return room
+    with context.db.read() as session:
+        return max(room, largest_counted_blob(session, caller.user_id))
+
+
+def _refuse_hopeless(context: ManagerContext, caller: Caller, least: int) -> None:
+    """413 (`QuotaExceeded`, the quota's own answer) before a byte of the body is read
+    if a file of at least `least` bytes cannot fit whatever it is (`_allowance`)."""
+    allowed = _allowance(context, caller)
+    if allowed is not None and least > allowed:
+        enforce_quota(context, caller, (), least)
+
+
+async def _within_allowance(
+    context: ManagerContext, caller: Caller, chunks: AsyncIterator[bytes]
+) -> AsyncIterator[bytes]:
+    """`chunks`, stopped with the quota's 413 as soon as they pass `_allowance`: a body
+    of no declared length (chunked), or one whose framing left a doubt, is not
+    received further, and the blob store discards what it wrote of it. The figures are
+    the quota's (`enforce_quota` with the bytes received so far); if it lets them pass
+    (another upload freed room meanwhile), the allowance is asked again."""
+    allowed = await run_in_threadpool(_allowance, context, caller)
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if allowed is not None and size > allowed:
+            await run_in_threadpool(enforce_quota, context, caller, (), size)
+            allowed = await run_in_threadpool(_allowance, context, caller)
+        yield chunk
+
+
+def _admit(context: ManagerContext, caller: Caller, received: Path) -> None:
+    """413 (`QuotaExceeded`) before the received file is placed in the store if it would
+    pass the caller's quota (`enforce_quota`, the one home of the rule): by its size,
+    and if that is too much, by its hash, since a file the caller holds already (the
+    same .blend chosen again in the form) costs nothing more. The blob store's `check`:
+    it runs on the whole file, still in the store's temporary area, which a refusal
+    removes."""
     try:
-        enforce_quota(context, caller, (), upload.size or 0)
+        enforce_quota(context, caller, (), received.stat().st_size)
     except QuotaExceeded:
         digest = hashlib.sha256()
-        upload.file.seek(0)
-        while chunk := upload.file.read(CHUNK):
-            digest.update(chunk)
-        upload.file.seek(0)
+        with received.open("rb") as handle:
+            while chunk := handle.read(CHUNK):
+                digest.update(chunk)
         sha = digest.hexdigest()
         with context.db.read() as session:
             held = readable(session, caller.user_id, [sha], admin=caller.is_admin)

@@ -447,11 +447,10 @@ def enforce_quota(
     the farm and clean it up. `submitting`: the refused request is a job's submission,
     which the 413's advice must not offer as the way out (`QuotaExceeded`).
     """
-    quota = context.settings.user_quota_bytes
-    if quota is None or caller.is_admin:
+    quota = _quota_of(context, caller)
+    if quota is None:
         return
-    uploads = context.blobs.partials.open_uploads(caller.user_id)
-    reserved = sum(upload.session.size for upload in uploads)
+    uploads, reserved = _unfinished(context, caller)
     with context.db.read() as session:
         usage = usage_with(session, caller.user_id, sha256s) + extra_bytes + reserved
         current = user_usage_bytes(session, caller.user_id) + reserved
@@ -461,12 +460,39 @@ def enforce_quota(
             current,
             usage,
             quota,
-            len(uploads),
+            uploads,
             reserved,
             unused=unused,
             grace_seconds=context.settings.blob_grace_seconds,
             submitting=submitting,
         )
+
+
+def quota_room(context: ManagerContext, caller: Caller) -> int | None:
+    """The bytes of new files `enforce_quota` lets the caller add now (negative when they
+    are over their quota already): it refuses `extra_bytes` exactly when they are more.
+    None when it refuses nothing (no quota, an admin). For an upload of a size known only
+    at its end, to stop reading it at the byte that passes (`api/blendinfo.py`)."""
+    quota = _quota_of(context, caller)
+    if quota is None:
+        return None
+    _, reserved = _unfinished(context, caller)
+    with context.db.read() as session:
+        return quota - usage_with(session, caller.user_id, ()) - reserved
+
+
+def _quota_of(context: ManagerContext, caller: Caller) -> int | None:
+    """The caller's quota; None for none. Admins have no quota: they run the farm and
+    clean it up."""
+    quota = context.settings.user_quota_bytes
+    return None if quota is None or caller.is_admin else quota
+
+
+def _unfinished(context: ManagerContext, caller: Caller) -> tuple[int, int]:
+    """The caller's unfinished resumable uploads: how many, and the bytes they announced
+    (which the quota holds for them)."""
+    uploads = context.blobs.partials.open_uploads(caller.user_id)
+    return len(uploads), sum(upload.session.size for upload in uploads)
 
 
 def enforce_open_uploads(context: ManagerContext, caller: Caller, open_uploads: int) -> None:

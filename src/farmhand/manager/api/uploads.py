@@ -119,8 +119,13 @@ async def ingest(
 
 def uploaded_name(upload: UploadFile, suffix: str) -> str:
     """The upload's file name, if it is a plain name ending in `suffix`; else a 400."""
+    return checked_name(upload.filename, suffix)
+
+
+def checked_name(filename: str | None, suffix: str) -> str:
+    """`uploaded_name` for a name a route read itself (`form_file.FormFile`)."""
     try:
-        name = safe_file_name(upload.filename or "")
+        name = safe_file_name(filename or "")
     except UnsafePathError as error:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"bad file name: {error}") from error
     if PurePosixPath(name).suffix.lower() != suffix:
