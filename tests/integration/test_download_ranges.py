@@ -560,6 +560,7 @@ def test_a_cut_off_zip_download_resumes_where_it_stopped(
     manager = Manager(downloads.farm)
     out = tmp_path / "out"
     progress: list[int] = []
+    sizes: list[int] = []
     with FarmhandClient("http://manager", downloads.farm.admin_token, transport=manager) as client:
         manager.cut_after = 1_500_000  # in a.bin's middle, past the client's first chunk
         with pytest.raises(FarmhandError):
@@ -569,14 +570,15 @@ def test_a_cut_off_zip_download_resumes_where_it_stopped(
         assert 0 < held <= 1_500_000
         assert part.read_bytes() == whole[2][:held]
         assert part.with_name(part.name + ".etag").read_text().strip() == etag
-        path = client._download_zip(  # as download_inputs_zip, with a progress callback
-            f"/api/jobs/{job_id}/inputs.zip", out, progress.append, f"job-{job_id}.zip"
+        path = client.download_inputs_zip(
+            job_id, out, into=True, on_chunk=progress.append, on_size=sizes.append
         )
     assert path.read_bytes() == whole[2]
     assert path.name == part.name.removesuffix(".part")
     assert sorted(p.name for p in out.iterdir()) == [path.name]  # no part, no tag left
     assert manager.seen[-1] == (f"bytes={held}-", etag, 206)  # only the rest was sent
     assert sum(progress) == len(whole[2])  # the part's bytes count as done
+    assert sizes == [len(whole[2])]  # the bar's total: the whole zip, not the rest
 
 
 def test_a_part_of_another_zip_is_not_spliced_on(downloads: Downloads, tmp_path: Path) -> None:
@@ -590,8 +592,10 @@ def test_a_part_of_another_zip_is_not_spliced_on(downloads: Downloads, tmp_path:
     part.write_bytes(b"PK" + b"x" * 98)
     part.with_name("outputs.zip.part.etag").write_text('"zip-another"\n')
     manager = Manager(downloads.farm)
+    sizes: list[int] = []
     with FarmhandClient("http://manager", downloads.farm.admin_token, transport=manager) as client:
-        client.download_outputs_zip(downloads.job_id, dest)
+        client.download_outputs_zip(downloads.job_id, dest, on_size=sizes.append)
     assert dest.read_bytes() == whole
+    assert sizes == [len(whole)]
     assert manager.seen == [("bytes=100-", '"zip-another"', 200)]
     assert sorted(p.name for p in dest.parent.iterdir()) == ["outputs.zip"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -101,3 +102,37 @@ def test_a_transfer_keeps_its_bar_and_counts_in_a_narrow_terminal(width: int, fi
     assert "0.5/1.1 GB" in line, line
     assert BAR * 5 in line, line
     assert ("312/1024 files" in line) == files, line
+
+
+def test_a_zip_download_shows_how_big_the_zip_is(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`farmhand download --inputs`: the manager lays a job's zip out before sending it
+    and says its length, so the bar shows how far along it is (`1.0/3.0 MB`), not only a
+    count of bytes with no end (it had no total, and `--inputs` had no bar at all)."""
+    body = b"PK" + bytes(3_000_000 - 2)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/api/jobs/3/inputs.zip"
+        return httpx.Response(
+            200,
+            content=body,
+            headers={
+                "etag": '"zip-abc"',
+                "content-disposition": 'attachment; filename="job-3-shot-inputs.zip"',
+            },
+        )
+
+    screen = _terminal(80)
+    monkeypatch.setattr(jobs_cmd, "err", screen)
+    monkeypatch.setattr(
+        jobs_cmd,
+        "open_client",
+        lambda url, token: FarmhandClient(
+            "http://m.test", "t", transport=httpx.MockTransport(answer)
+        ),
+    )
+    jobs_cmd.download(3, output=tmp_path, inputs=True, url=None, token=None)
+    assert (tmp_path / "job-3-shot-inputs.zip").read_bytes() == body
+    lines = _frames(screen)
+    assert any("3.0/3.0 MB" in line and BAR * 5 in line for line in lines), lines

@@ -1154,7 +1154,15 @@ def download(
             console.print(f"video in {shown(path)}")
             return
         if inputs:
-            path = client.download_inputs_zip(job_id, output, into=True)
+            with transfer_progress(err) as bar:
+                task = bar.add_task(f"downloading job {job_id}'s inputs", total=None)
+                path = client.download_inputs_zip(
+                    job_id,
+                    output,
+                    into=True,
+                    on_chunk=lambda size: bar.advance(task, size),
+                    on_size=lambda size: bar.update(task, total=size),
+                )
             console.print(f"inputs in {shown(path)}")
             return
         if frame is not None:
@@ -1171,6 +1179,7 @@ def download(
                     lambda size: bar.advance(task, size),
                     template=template,
                     into=True,
+                    on_size=lambda size: bar.update(task, total=size),
                 )
             console.print(f"outputs in {shown(path)}")
             warn_unfinished(detail)

@@ -513,6 +513,7 @@ class BaseClient:
         dest: Path,
         on_chunk: Callable[[int], None] | None = None,
         name: str | None = None,
+        on_size: Callable[[int], None] | None = None,
     ) -> Path:
         """`_download` of a job's zip, which resumes from the `.part` an interrupted one
         left: a 30 GB outputs.zip cut off at 29 GB is not fetched again from zero.
@@ -538,7 +539,7 @@ class BaseClient:
                     tag = _PartTag(partial)
                     kept = handle.seek(0, os.SEEK_END)
                     if not kept or tag.read() != response.headers.get("etag"):
-                        _zip_into(response, handle, tag, report)
+                        _zip_into(response, handle, tag, report, on_size)
                         _rename_part(handle, partial, dest)
                         tag.remove()
                         return dest
@@ -551,7 +552,7 @@ class BaseClient:
             headers = {"Range": f"bytes={kept}-", "If-Range": etag} if kept and etag else {}
             try:
                 with self._stream("GET", url, headers=headers) as response:
-                    _zip_into(response, handle, tag, report)
+                    _zip_into(response, handle, tag, report, on_size)
             except FarmhandError as exc:
                 if exc.status_code != httpx.codes.REQUESTED_RANGE_NOT_SATISFIABLE:
                     raise
@@ -561,7 +562,7 @@ class BaseClient:
                 handle.truncate()
                 tag.remove()
                 with self._stream("GET", url) as response:
-                    _zip_into(response, handle, tag, report)
+                    _zip_into(response, handle, tag, report, on_size)
             _rename_part(handle, partial, dest)
             tag.remove()
         return dest
@@ -956,14 +957,17 @@ class FarmhandClient(BaseClient):
         template: str | None = None,
         *,
         into: bool = False,
+        on_size: Callable[[int], None] | None = None,
     ) -> Path:
         """Every output of a job as one zip, streamed to `dest`, named by `template`
         (default: the job's own output template, else `frames/0001.png`). `into`:
         `dest` is a folder, and the zip is saved in it under the name the manager gives
         it (`job-7-<the job's name>.zip`); the zip's path is returned either way. A
-        download cut off before is resumed where it stopped (`_download_zip`)."""
+        download cut off before is resumed where it stopped (`_download_zip`). `on_chunk`
+        hears each chunk's bytes (and the kept part's), `on_size` the zip's whole size."""
         url = f"/api/jobs/{job_id}/outputs.zip{_template_query(template)}"
-        return self._download_zip(url, dest, on_chunk, f"job-{job_id}.zip" if into else None)
+        name = f"job-{job_id}.zip" if into else None
+        return self._download_zip(url, dest, on_chunk, name, on_size)
 
     def download_frame(
         self, job_id: int, frame: int, dest_dir: Path, template: str | None = None
@@ -979,12 +983,20 @@ class FarmhandClient(BaseClient):
             raise FarmhandError(f"manager sent an unsafe output name: {exc}") from exc
         return self._download(url, dest_dir / relative)
 
-    def download_inputs_zip(self, job_id: int, dest: Path, *, into: bool = False) -> Path:
+    def download_inputs_zip(
+        self,
+        job_id: int,
+        dest: Path,
+        *,
+        into: bool = False,
+        on_chunk: Callable[[int], None] | None = None,
+        on_size: Callable[[int], None] | None = None,
+    ) -> Path:
         """The job's input files (its .blend and assets) as one zip, at `dest` or, with
         `into`, in the folder `dest` under the manager's name for it
         (`job-7-<the job's name>-inputs.zip`); resumed as `download_outputs_zip` is."""
         name = f"job-{job_id}-inputs.zip" if into else None
-        return self._download_zip(f"/api/jobs/{job_id}/inputs.zip", dest, name=name)
+        return self._download_zip(f"/api/jobs/{job_id}/inputs.zip", dest, on_chunk, name, on_size)
 
     def submit_shared(self, blend_path: str, settings: JobSettings) -> JobAccepted:
         """A job whose .blend stays on shared storage (the manager maps the path).
@@ -1158,12 +1170,15 @@ def _zip_into(
     handle: BufferedRandom,
     tag: _PartTag,
     on_chunk: Callable[[int], None],
+    on_size: Callable[[int], None] | None = None,
 ) -> None:
     """Write a zip's answer into its part `handle`: after the bytes the part holds if the
     answer is the rest of them (a `206` from exactly there), else in their place, the
     answer's ETag kept first (`_PartTag`). Cut off, the part and its tag stay for the
     next try; a part of a zip without an ETag (a manager from before zips had one)
-    cannot be resumed, so it goes. Done, the part is as long as the answer said."""
+    cannot be resumed, so it goes. Done, the part is as long as the answer said.
+    `on_size` hears the whole zip's size, kept bytes included, once the answer says it
+    (the zip is laid out before it is sent, so its length is known: a bar can show it)."""
     kept = handle.seek(0, os.SEEK_END)
     if kept and _range_start(response) == kept:
         on_chunk(kept)
@@ -1173,6 +1188,9 @@ def _zip_into(
         kept = 0
         tag.write(response.headers.get("etag"))
     resumable = "etag" in response.headers
+    length = response.headers.get("content-length")
+    if on_size is not None and length is not None and length.isdigit():
+        on_size(kept + int(length))
     total = kept
     try:
         for chunk in response.iter_bytes(CHUNK_SIZE):
@@ -1185,7 +1203,6 @@ def _zip_into(
             tag.partial.unlink(missing_ok=True)  # nothing to resume from (still ours)
             tag.remove()
         raise
-    length = response.headers.get("content-length")
     if length is not None and length.isdigit() and total != kept + int(length):
         raise FarmhandError(f"the zip was cut off after {total} bytes: download again to resume")
 
