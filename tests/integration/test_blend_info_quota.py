@@ -11,8 +11,10 @@ import hashlib
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -24,6 +26,7 @@ from farmhand.localfarm import LocalFarm, local_farm
 from farmhand.manager.api import blendinfo
 from farmhand.manager.api.limits import QuotaExceeded
 from farmhand.manager.app import create_app
+from farmhand.manager.storage import turns
 from farmhand.worker.blender.discovery import BlenderInstall
 from tests.integration.conftest import FAKE_BLEND, Farm, make_settings
 from tests.integration.test_limits import bearer, blend, make_user, put_blob
@@ -269,3 +272,70 @@ def test_a_chunked_upload_is_cut_off_where_it_passes_the_quota(served: LocalFarm
     assert detail.startswith("storage quota exceeded")
     assert served_usage(served, "eve") == 0
     assert not list((served.data_dir / "blobs" / "tmp").glob("upload-*"))
+
+
+# ---------------------------------------------------- one turn across server processes
+
+
+def user_id(farm: Farm, name: str) -> int:
+    users = farm.client.get("/api/admin/users", headers=farm.admin).json()
+    return int(next(user["id"] for user in users if user["name"] == name))
+
+
+def test_a_users_turn_waits_for_another_process_holding_it(
+    farm: Farm, monkeypatch: pytest.MonkeyPatch, animated_blend_34: Path
+) -> None:
+    """With `--processes N` two uploads of one user can reach two processes, which share
+    the blob store and the database: the in-process lock alone let them run side by
+    side. Another process holds ann's turn (its `flock`, as a second manager process
+    does while it reads her upload): her request here waits until it lets go."""
+    ann = make_user(farm, "ann")
+    lock_file = farm.data_dir / blendinfo.TURNS_DIR / f"{user_id(farm, 'ann')}.lock"
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys\n"
+            f"fd = os.open({str(lock_file)!r}, os.O_RDWR | os.O_CREAT)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "print('held', flush=True)\n"
+            "sys.stdin.read()\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        reached = threading.Event()  # the request waits for the flock, or runs
+        entered = threading.Event()
+        original: Callable[[Path, list[int]], None] = turns._take
+
+        def waiting(path: Path, held: list[int]) -> None:
+            reached.set()
+            original(path, held)
+
+        async def stored_and_read(*_: object) -> object:
+            entered.set()
+            reached.set()
+            raise HTTPException(418, "ran")
+
+        monkeypatch.setattr(turns, "_take", waiting)
+        monkeypatch.setattr(blendinfo, "_stored_and_read", stored_and_read)
+        answers: list[int] = []
+        sender = threading.Thread(
+            target=lambda: answers.append(
+                read(farm, ann, "a.blend", animated_blend_34.read_bytes())[0]
+            )
+        )
+        sender.start()
+        assert reached.wait(HANG), "the request neither waited for its turn nor ran"
+        assert not entered.is_set(), "ran while another process held the user's turn"
+        assert holder.stdin is not None
+        holder.stdin.close()  # the other process lets go
+        sender.join(HANG)
+        assert answers == [418], "did not run once the other process let go"
+    finally:
+        holder.kill()
+        holder.wait()

@@ -21,12 +21,12 @@ warn about a file saved by a newer Blender than any of them: its job would wait.
 The form is read by the route (`form_file.py`), not by FastAPI before it, so an upload
 the sender's quota cannot take is refused before it is received: before a byte of the
 body when its declared length says so, else at the first bytes that pass what the
-sender may store (a chunked body); nothing of it is stored.
+sender may store (a chunked body); nothing of it is stored. One user's uploads here take
+turns, among all the manager's processes (`_turn_of`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
@@ -34,8 +34,8 @@ import os
 import shutil
 import subprocess
 import tempfile
-import weakref
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
@@ -63,6 +63,7 @@ from farmhand.manager.file_reads import RETRY_AFTER_SECONDS, FileReadsBusy
 from farmhand.manager.storage.access import readable, record_uploads
 from farmhand.manager.storage.blobs import CHUNK, StoredBlob
 from farmhand.manager.storage.gc import undo_uploads
+from farmhand.manager.storage.turns import turn
 from farmhand.manager.storage.usage import largest_counted_blob
 from farmhand.shared.blendfile import (
     HEADER_BYTES,
@@ -89,6 +90,9 @@ BLOB_HEADER = "X-Blob-Sha256"
 """Set on the 503 answer too, and on a 422 for a file saved by a newer Blender than the
 manager's: the file was stored, a job can still use it. A 422 for anything else keeps
 nothing (the file is no .blend a job could render), so it costs no quota."""
+
+TURNS_DIR = Path("run", "turns", "blend-info")
+"""Where each user's lock file for their turn here lives, under the data dir (`_turn_of`)."""
 
 _facts_cache: dict[str, tuple[str, dict[str, Any]]] = {}
 
@@ -252,20 +256,20 @@ async def blend_info(request: Request, context: Context, caller: UserDep) -> Ble
             return await _stored_and_read(context, caller, form, name)
 
 
-def _turn_of(context: ManagerContext, user_id: int) -> asyncio.Lock:
+def _turn_of(context: ManagerContext, user_id: int) -> AbstractAsyncContextManager[None]:
     """One user's uploads here go one at a time. They share the user's claim to a file
     (the same .blend sent twice at once: a double click): one refused for the quota
     undid that claim, and with it the blob the other was reading (a 500, or a record
     whose file was gone, still counted against the quota). The page sends one file at a
-    time, so a person never waits for this."""
-    turn = _turns.get(user_id)
-    if turn is None:
-        turn = _turns[user_id] = asyncio.Lock()
-    return turn
+    time, so a person never waits for this.
 
-
-_turns: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
-"""Each user's turn at `/api/blend-info`, while someone waits for it (in this process)."""
+    One at a time among all the manager's processes (`--processes N`), which share the
+    blob store and the database, and two of one user's requests can reach two of them:
+    an `asyncio.Lock` alone (as this was) left those two side by side. The turn is an
+    `flock` on the user's lock file in the data dir, waited for in a worker thread so
+    the event loop never blocks, behind the in-process lock so that one process's
+    waiting requests hold no threads (`storage/turns.py`)."""
+    return turn(context.settings.data_dir / TURNS_DIR / f"{user_id}.lock")
 
 
 async def _stored_and_read(
