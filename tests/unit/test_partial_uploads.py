@@ -9,6 +9,7 @@ import gzip
 import hashlib
 import os
 import time
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -44,6 +45,8 @@ def test_an_upload_in_pieces_is_stored_once_the_last_byte_arrives(tmp_path: Path
     assert not store.has(SHA)
     stored = append(store, session, 100_000, DATA[100_000:])
     assert stored is not None and stored.sha256 == SHA
+    # Its CRC-32 is the job zips': known, the first zip holding it does not read it all.
+    assert stored.crc32 == zlib.crc32(DATA)
     assert store.path_for(SHA).read_bytes() == DATA
     assert list(store.partials.dir.iterdir()) == [], "the partial files are gone"
 
@@ -56,7 +59,8 @@ def test_a_restarted_manager_resumes_from_the_bytes_on_disk(tmp_path: Path) -> N
     again = restarted.partials.open_session(7, SHA, len(DATA))
     assert again == session
     assert restarted.partials.offset(again) == 123_456
-    assert append(restarted, again, 123_456, DATA[123_456:]) is not None
+    stored = append(restarted, again, 123_456, DATA[123_456:])
+    assert stored is not None and stored.crc32 == zlib.crc32(DATA)
     assert restarted.path_for(SHA).read_bytes() == DATA
 
 

@@ -54,8 +54,8 @@ class StoredBlob:
     """False if the store held this content before: whoever must undo only what it
     added (a project zip refused after unpacking) keeps the blobs that were there."""
     crc32: int | None = None
-    """The bytes' CRC-32 (zlib's), if taken as they were written; None for a blob placed
-    from elsewhere (a resumable upload's assembled file): its zip takes it then."""
+    """The bytes' CRC-32 (zlib's), taken as they were written (a resumable upload's as
+    its pieces arrived); None if it was not: the first zip holding it takes it then."""
 
 
 class _Staging:

@@ -32,6 +32,7 @@ import fcntl
 import hashlib
 import json
 import os
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -93,6 +94,9 @@ class OpenUpload:
 class _Digest:
     offset: int
     hasher: Any  # hashlib's sha256 object (its type is private)
+    crc32: int
+    """The same bytes' CRC-32, which the blob's row keeps for the job's zips (`zipplan`):
+    taken here, it spares the first zip holding a big upload reading all of it again."""
 
 
 class PartialUploads:
@@ -190,16 +194,18 @@ class PartialUploads:
         self._meta(session.id).unlink(missing_ok=True)
         self._digests.pop(session.id, None)
 
-    def _digest(self, session: UploadSession, offset: int) -> Any:
-        """The running SHA-256 of the first `offset` bytes (from memory, else from disk)."""
+    def _digest(self, session: UploadSession, offset: int) -> _Digest:
+        """The running SHA-256 and CRC-32 of the first `offset` bytes (from memory, else
+        from disk)."""
         known = self._digests.get(session.id)
         if known is not None and known.offset == offset:
-            return known.hasher
-        hasher = hashlib.sha256()
+            return known
+        hasher, crc = hashlib.sha256(), 0
         with self._data(session.id).open("rb") as handle:
             while chunk := handle.read(CHUNK):
                 hasher.update(chunk)
-        return hasher
+                crc = zlib.crc32(chunk, crc)
+        return _Digest(offset, hasher, crc)
 
     @contextlib.contextmanager
     def _writing(self, session: UploadSession) -> Iterator[Any]:
@@ -238,8 +244,9 @@ class PartialUploads:
                 raise OffsetMismatch(offset, start)
             if length is not None and start + length > session.size:
                 raise ChunkTooLarge(session.size, start)
-            hasher = self._digest(session, offset)
-            before = hasher.copy()
+            digest = self._digest(session, offset)
+            hasher, crc = digest.hasher, digest.crc32
+            before = _Digest(start, hasher.copy(), crc)
             try:
                 try:
                     async for chunk in chunks:
@@ -247,23 +254,24 @@ class PartialUploads:
                             raise ChunkTooLarge(session.size, start)
                         handle.write(chunk)
                         hasher.update(chunk)
+                        crc = zlib.crc32(chunk, crc)
                         offset += len(chunk)
                         if on_bytes is not None:
                             on_bytes(len(chunk))
                 finally:
                     handle.flush()
-                    self._digests[session.id] = _Digest(offset, hasher)
+                    self._digests[session.id] = _Digest(offset, hasher, crc)
             except ChunkTooLarge:
                 handle.truncate(start)
                 handle.flush()
-                self._digests[session.id] = _Digest(start, before)
+                self._digests[session.id] = before
                 raise
             if offset < session.size:
                 return None
             # Still locked: no other process may append to, or finish, this session.
-            return self._finish(session, hasher.hexdigest())
+            return self._finish(session, hasher.hexdigest(), crc)
 
-    def _finish(self, session: UploadSession, actual: str) -> StoredBlob:
+    def _finish(self, session: UploadSession, actual: str, crc32: int) -> StoredBlob:
         data = self._data(session.id)
         if actual != session.sha256:
             self.discard(session)
@@ -272,7 +280,7 @@ class PartialUploads:
             )
         with data.open("rb+") as handle:
             os.fsync(handle.fileno())
-        stored = self.store.place(data, actual, session.size)
+        stored = self.store.place(data, actual, session.size, crc32)
         self.discard(session)
         return stored
 

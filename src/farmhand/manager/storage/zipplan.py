@@ -341,8 +341,8 @@ def store_crc32s(
     db: Database, path_for: Callable[[str], Path], hashes: Iterable[str]
 ) -> dict[str, int]:
     """The CRC-32 of each of these blobs, which had none stored (stored before it was
-    kept, or placed from a resumable upload), taken now and stored, so that the next zip
-    holding them reads them only to send them.
+    kept), taken now and stored, so that the next zip holding them reads them only to
+    send them.
 
     Each file is read outside any transaction (a big one takes a while, and the write
     lock would hold every other writer back meanwhile), then all are stored in one
