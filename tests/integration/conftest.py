@@ -15,16 +15,15 @@ from typing import Any
 import httpx
 import pytest
 import structlog
-import uvicorn
 from fastapi.testclient import TestClient
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from farmhand.cli import manager_cmd
 from farmhand.localfarm import LocalFarm, local_farm
 from farmhand.manager.app import create_app
 from farmhand.manager.settings import ManagerSettings
 from tests.integration.postgres import postgres_bin, postgres_server
+from tests.manager_env import clear_manager_env, forbid_serving
 
 
 @dataclass
@@ -259,14 +258,8 @@ def no_manager_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """For `farmhand manager` refused at start, in this process (`CliRunner`): the
     options under test, not whatever manager this shell points at; a manager that gets
     as far as serving fails the test instead of blocking it."""
-    for name in ("DATA_DIR", "DATABASE_URL", "ADMIN_TOKEN", "RUNNER_TOKEN"):
-        monkeypatch.delenv(f"FARMHAND_{name}", raising=False)
-
-    def serve(*_args: object, **_kwargs: object) -> None:
-        raise AssertionError("the manager started")
-
-    monkeypatch.setattr(uvicorn, "run", serve)
-    monkeypatch.setattr(manager_cmd, "configure_logging", lambda *_, **__: None)
+    clear_manager_env(monkeypatch)
+    forbid_serving(monkeypatch)
     yield
     structlog.reset_defaults()  # the CLI left it writing to CliRunner's closed stderr
 

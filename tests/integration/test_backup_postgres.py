@@ -22,7 +22,8 @@ from sqlalchemy import make_url
 from farmhand.manager.app import create_app
 from farmhand.manager.settings import ManagerSettings
 from tests.integration.postgres import fresh_database, postgres_bin, postgres_server
-from tests.integration.test_missing_database import farm_that_worked, forbid_serving, invoke
+from tests.integration.test_missing_database import farm_that_worked, invoke
+from tests.manager_env import clear_manager_env, forbid_serving
 from tests.unit.test_cli_errors import one_error_line
 
 pytestmark = pytest.mark.skipif(
@@ -34,8 +35,7 @@ pytestmark = pytest.mark.skipif(
 def _no_manager_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """The options under test, not whatever manager this shell points at; and a manager
     that gets as far as serving fails the test instead of blocking it."""
-    for name in ("DATA_DIR", "DATABASE_URL", "ADMIN_TOKEN", "RUNNER_TOKEN"):
-        monkeypatch.delenv(f"FARMHAND_{name}", raising=False)
+    clear_manager_env(monkeypatch)
     forbid_serving(monkeypatch)
     structlog.reset_defaults()  # `invoke` says why
 

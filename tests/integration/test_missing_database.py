@@ -18,12 +18,10 @@ from pathlib import Path
 
 import pytest
 import structlog
-import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, delete, make_url, select, text
 from typer.testing import CliRunner, Result
 
-from farmhand.cli import manager_cmd
 from farmhand.cli.app import app
 from farmhand.manager.app import create_app, prepare
 from farmhand.manager.db.engine import Database
@@ -32,6 +30,7 @@ from farmhand.manager.db.presence import StartRefused
 from farmhand.manager.settings import ManagerSettings
 from tests.integration.conftest import submit_stand_in
 from tests.integration.postgres import postgres_bin, postgres_server
+from tests.manager_env import clear_manager_env, forbid_serving
 from tests.unit.test_cli_errors import one_error_line
 
 runner = CliRunner()
@@ -42,8 +41,7 @@ TOKENS = ("admin-token", "runner-token")
 def _no_manager_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The options under test, not whatever manager this shell points at; and log lines
     to a stream that is open (`invoke`)."""
-    for name in ("DATA_DIR", "DATABASE_URL", "ADMIN_TOKEN", "RUNNER_TOKEN"):
-        monkeypatch.delenv(f"FARMHAND_{name}", raising=False)
+    clear_manager_env(monkeypatch)
     structlog.reset_defaults()
     yield
     structlog.reset_defaults()
@@ -62,17 +60,6 @@ def invoke(args: list[str]) -> Result:
 @pytest.fixture
 def no_server(monkeypatch: pytest.MonkeyPatch) -> None:
     forbid_serving(monkeypatch)
-
-
-def forbid_serving(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`farmhand manager` in-process: a manager that gets as far as serving fails the
-    test instead of blocking it; logging stays as the tests have it."""
-
-    def serve(*_args: object, **_kwargs: object) -> None:
-        raise AssertionError("the manager started")
-
-    monkeypatch.setattr(uvicorn, "run", serve)
-    monkeypatch.setattr(manager_cmd, "configure_logging", lambda *_, **__: None)
 
 
 def _render_a_job(client: TestClient, data: Path, lines: list[str]) -> tuple[int, int]:

@@ -9,19 +9,17 @@ from pathlib import Path
 
 import pytest
 import structlog
-import uvicorn
 
-from farmhand.cli import manager_cmd
 from farmhand.cli.app import app
 from farmhand.manager.app import prepare
 from farmhand.manager.settings import ManagerSettings
+from tests.manager_env import clear_manager_env, forbid_serving
 from tests.unit.test_cli_errors import one_error_line, runner
 
 
 @pytest.fixture(autouse=True)
 def _no_manager_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in ("DATA_DIR", "DATABASE_URL", "ADMIN_TOKEN", "RUNNER_TOKEN"):
-        monkeypatch.delenv(f"FARMHAND_{name}", raising=False)
+    clear_manager_env(monkeypatch)
     yield
     # The CLI leaves structlog writing to CliRunner's stderr, closed by now: later tests
     # in this process that start a manager would fail to log.
@@ -51,12 +49,7 @@ def test_a_damaged_database_is_said_in_one_line_by_each_command(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, how: str, said: str
 ) -> None:
     data, database = _damaged(tmp_path, how)
-    monkeypatch.setattr(manager_cmd, "configure_logging", lambda *_, **__: None)
-
-    def serve(*_args: object, **_kwargs: object) -> None:
-        raise AssertionError("the manager started")
-
-    monkeypatch.setattr(uvicorn, "run", serve)
+    forbid_serving(monkeypatch)
     damage = f"the database {database} is damaged ({said})"
 
     line = one_error_line(runner.invoke(app, ["manager", "--port", "9", "--data-dir", str(data)]))
