@@ -691,6 +691,26 @@
     const busyLine = (wait) => "The manager is busy and did not take the file (nothing is wrong with it). " +
       (wait ? `Try again in ${wait} s.` : "Try again now.");
 
+    // The manager refuses an upload it cannot take (over the sender's quota, or its upload
+    // limit) as soon as it knows, before the rest of the body: its 413 and then it closes
+    // the connection. A browser still sending may see only that close (a reset), not the
+    // answer before it: XHR's network error. If the manager answers the page now, it was
+    // no network fault: the page says the manager refused the file, rather than blame the
+    // network. A signed-out page is one too (`call` goes to the sign-in).
+    const CUT_OFF = "Failed: the manager refused the upload. It closed the connection before the whole file was sent, " +
+      "as it does for a file over your storage quota or its upload limit, and its reason did not reach the browser. " +
+      "Try again to see it.";
+    const NETWORK = "Upload failed: network error. Try again.";
+    const whyCutOff = async () => {
+      try {
+        await call("GET", "/api/me");
+        return CUT_OFF;
+      } catch (error) {
+        if (!(error instanceof ApiError)) return NETWORK; // no answer now either
+        return error.status === 401 ? null : CUT_OFF; // 401: `call` went to the sign-in
+      }
+    };
+
     // The upload under way, if any: a file chosen after it replaces it.
     let sending = null;
     function upload(file) {
@@ -705,14 +725,21 @@
       const isZip = /\.zip$/i.test(file.name);
       if (!isZip && !/\.blend$/i.test(file.name)) { showNotice(`${file.name} is neither a .blend nor a .zip file.`, "error"); return; }
       $("#upload").hidden = false;
-      $("#upload-name").textContent = file.name;
+      // Whole, breaking only where `breakable` marks (after . _ - and every dozen
+      // characters of a longer run), and on a line of its own when the status beside it
+      // leaves it too little room (app.css), never mid-word as "big.blen" / "d".
+      $("#upload-name").innerHTML = breakable(file.name);
       const progress = $("#upload-bar"), text = $("#upload-text");
       setBar(progress, 0);
+      progress.removeAttribute("aria-valuetext");
       text.classList.remove("error");
-      // The status line says why it failed, in red, on a red bar. `retry`: the same file
-      // may do once the manager can take it: "Try again" is offered.
+      // The status line says why it failed, in red, beside a bar that is red at once across
+      // its width (app.css: no slide from where the upload stopped, which looked like an
+      // upload still under way). `retry`: the same file may do once the manager can take
+      // it: "Try again" is offered.
       const failed = (why, retry = false) => {
         setBar(progress, 100, "failed");
+        progress.setAttribute("aria-valuetext", "failed");
         text.classList.add("error");
         text.textContent = why;
         if (retry) { againFile = file; again.disabled = false; again.hidden = false; }
@@ -739,8 +766,16 @@
         setBar(progress, pct);
         text.textContent = `${Math.round(pct)} % of ${(e.total / 1024 ** 2).toFixed(1)} MB`;
       };
-      xhr.upload.onload = () => { setBar(progress, 100); text.textContent = "Uploaded; reading the scene with Blender…"; };
-      xhr.onerror = () => { sending = null; failed("Upload failed: network error. Try again.", true); };
+      let sent = false; // the whole body: a close after it is no refusal of it
+      xhr.upload.onload = () => { sent = true; setBar(progress, 100); text.textContent = "Uploaded; reading the scene with Blender…"; };
+      xhr.onerror = async () => {
+        // `sending` stays this upload while the manager is asked: another file chosen
+        // meanwhile replaces it, and then this one says nothing more.
+        const why = sent ? NETWORK : await whyCutOff();
+        if (sending !== xhr) return;
+        sending = null;
+        if (why) failed(why, true);
+      };
       xhr.onload = () => {
         sending = null;
         let data = null;
