@@ -13,6 +13,7 @@ import os
 import signal
 import ssl
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
@@ -305,9 +306,7 @@ def manager(
             )
         ),
     )
-    # Every connection is a file: take the room this account is allowed (the server
-    # processes inherit it).
-    raise_open_files_limit()
+    open_files_limit(raise_open_files_limit)
     if processes == 1:
         app = create_app(settings, context)
         freeze_startup_objects()
@@ -342,6 +341,35 @@ def manager(
     sys.stderr.flush()
     # An argument list, no shell: the flags reach uvicorn as they were given.
     os.execv(sys.executable, [sys.executable, *supervisor_command(server, processes)])  # noqa: S606
+
+
+LOW_OPEN_FILES = 1024
+"""Below this many open files a farm's manager is warned at start: every connection (a
+worker holds up to about five, a browser tab about seven), every database connection
+and every file being sent or stored takes one."""
+
+
+def open_files_limit(raise_limit: Callable[[], int | None]) -> int | None:
+    """Raise the soft limit of open files to the hard one (`raise_limit`, the server
+    processes inherit it) and warn if it is still low for a farm; the limit now.
+
+    Raising the soft limit is what servers commonly do at start (nginx, PostgreSQL,
+    Go's runtime since 1.19): systemd's default is a soft 1,024 under a hard 524,288
+    precisely so that programs needing more take it themselves, while select()-based
+    ones keep the old ceiling. Past the limit the manager accepts no connection and
+    opens no file: clients are left waiting, with nothing said unless the log says it,
+    so a hard limit too low to raise from is said at start, with what to do."""
+    limit = raise_limit()
+    if limit is not None and limit < LOW_OPEN_FILES:
+        import structlog
+
+        structlog.get_logger("farmhand.manager").warning(
+            f"open files limit is low for a farm ({limit}; under {LOW_OPEN_FILES}): past "
+            "it connections wait unanswered and requests are refused (503). Raise the hard "
+            "limit (ulimit -Hn, LimitNOFILE= under systemd, --ulimit nofile= for Docker)",
+            limit=limit,
+        )
+    return limit
 
 
 def _stopped(signum: int, frame: FrameType | None) -> NoReturn:

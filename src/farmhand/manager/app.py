@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
+from typing import Any
 
 import structlog
 from fastapi import FastAPI
@@ -40,7 +41,11 @@ from farmhand.manager.api import (
     users,
 )
 from farmhand.manager.api import auth as auth_routes
-from farmhand.manager.api.errors import install_error_handlers
+from farmhand.manager.api.errors import (
+    install_error_handlers,
+    refused_for_storage,
+    watch_descriptors,
+)
 from farmhand.manager.api.limits import (
     BodyInterrupted,
     BodyLimits,
@@ -185,8 +190,32 @@ async def _reaper_loop(context: ManagerContext) -> None:
                 context.reaper_clock.database_unavailable(
                     utcnow(), database_reason(error, context.db.url)
                 )
-            else:
+            elif refused_for_storage(context, error, doing="reaper pass") is None:
                 log.exception("reaper pass failed; trying again")
+
+
+LoopErrorHandler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
+
+
+def _loop_errors(previous: LoopErrorHandler | None) -> LoopErrorHandler:
+    """The event loop's error handler: the server's accept loop out of file descriptors
+    (EMFILE/ENFILE; it pauses and tries again by itself) is said in `api/errors.py`'s
+    one line, at most once a minute, rather than as a traceback per failed accept; the
+    rest goes where it went."""
+
+    def handle(loop: asyncio.AbstractEventLoop, details: dict[str, Any]) -> object:
+        error = details.get("exception")
+        said = isinstance(error, OSError) and refused_for_storage(
+            None, error, doing="accepting connections"
+        )
+        if said:  # a storage fault: logged as such
+            return None
+        if previous is not None:
+            return previous(loop, details)
+        loop.default_exception_handler(details)
+        return None
+
+    return handle
 
 
 PROCESS_SETTINGS = "FARMHAND_MANAGER_PROCESS_SETTINGS"
@@ -217,6 +246,7 @@ def create_app(settings: ManagerSettings, context: ManagerContext | None = None)
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_loop_errors(loop.get_exception_handler()))
         context.wakeup.bind(loop)
         context.events.bind(loop)
         siblings = None
@@ -231,10 +261,11 @@ def create_app(settings: ManagerSettings, context: ManagerContext | None = None)
         reaper = asyncio.create_task(_reaper_loop(context))
         collector = asyncio.create_task(gc_loop(context))
         deleter = asyncio.create_task(deletion_loop(context))  # deletions a stop cut short
+        descriptors = asyncio.create_task(watch_descriptors())  # "out of file descriptors"
         try:
             yield
         finally:
-            for loop_task in (reaper, collector, deleter):
+            for loop_task in (reaper, collector, deleter, descriptors):
                 loop_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await loop_task

@@ -14,6 +14,11 @@ disabled, or had the token it was opened with revoked ends within that time and
 delivers nothing more, and the browser's reconnect then gets 401 and the login page.
 Without it, a shared worker keeping one stream open across tabs would go on showing a
 signed-out user's events after another user signs in.
+
+A stream that fails once begun (the process out of file descriptors when it checks the
+caller again, say) ends cleanly, as any stream ends, with one log line
+(`api/errors.py`'s for a storage fault, a traceback for a bug): its answer has begun,
+and there is no error answer left to give.
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import structlog
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from farmhand.manager.api.deps import Caller, Context, Credentials, UserDep, current_user
+from farmhand.manager.api.errors import refused_for_storage
 from farmhand.manager.api.streaming import ClosingStreamingResponse
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Job
@@ -38,6 +45,7 @@ from farmhand.shared.schemas import ErrorResponse
 from farmhand.shared.web_schemas import LiveEvent
 
 router = APIRouter(prefix="/api", tags=["events"])
+log = structlog.get_logger(__name__)
 
 HEARTBEAT_SECONDS = 15.0
 RETRY_MILLISECONDS = 2000
@@ -137,21 +145,31 @@ async def event_stream(
     async with context.events.subscribe() as queue:
         yield f"retry: {RETRY_MILLISECONDS}\n: connected\n\n"
         last_sent = time.monotonic()
-        while not server_exiting():
-            try:
-                event = await asyncio.wait_for(queue.get(), POLL_SECONDS)
-            except TimeoutError:
-                if not await recheck.still_valid():
-                    return
-                if time.monotonic() - last_sent >= HEARTBEAT_SECONDS:
+        try:
+            while not server_exiting():
+                try:
+                    event = await asyncio.wait_for(queue.get(), POLL_SECONDS)
+                except TimeoutError:
+                    if not await recheck.still_valid():
+                        return
+                    if time.monotonic() - last_sent >= HEARTBEAT_SECONDS:
+                        last_sent = time.monotonic()
+                        yield ": keep-alive\n\n"
+                    continue
+                if await visibility.allows(event):
+                    if not await recheck.still_valid():
+                        return
                     last_sent = time.monotonic()
-                    yield ": keep-alive\n\n"
-                continue
-            if await visibility.allows(event):
-                if not await recheck.still_valid():
-                    return
-                last_sent = time.monotonic()
-                yield format_event(event)
+                    yield format_event(event)
+        except Exception as error:
+            # The answer has begun (200, `text/event-stream`): no error answer can follow,
+            # and an error let through made Starlette log "response already started" over
+            # the error's own traceback. The stream ends as the end of its body instead;
+            # the browser reconnects after `retry:`. Out of file descriptors (checking
+            # the caller needs a database connection) is said in one line, as the API
+            # says it, and ending the stream gives one back; anything else is a bug.
+            if refused_for_storage(context, error, path="/api/events") is None:
+                log.exception("live event stream failed; ended", path="/api/events")
 
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {

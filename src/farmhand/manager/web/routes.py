@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from farmhand import __version__
 from farmhand.manager.api.auth import check_password, start_session
 from farmhand.manager.api.deps import Caller, Context, session_caller
+from farmhand.manager.api.errors import refusal
 from farmhand.manager.auth import accounts, oauth, sessions
 from farmhand.manager.auth.accounts import AccountError
 from farmhand.manager.auth.tokens import token_hash
@@ -238,28 +239,44 @@ async def login(
                 return None
             return row.id, row.session_epoch, sessions.TokenBinding.of(row.token_id, digest)
 
-    binding: sessions.TokenBinding | None = None
-    if token.strip():
-        found = await run_in_threadpool(find_token_user)
-        if found is None:
-            return _login_form(
-                request, context, next, "That token is not valid (or was revoked).", "token"
-            )
-        # The session names the token: revoking the token ends it (sessions.token_alive).
-        user_id, epoch, binding = found
-    else:
-        try:
-            _, user_id, epoch = await run_in_threadpool(
-                check_password, context, request, email, password
-            )
-        except AccountError as error:
-            return _login_form(
-                request, context, next, error.message + ".", "password", error.status,
-                error.retry_after,
-            )  # fmt: skip
-    response = RedirectResponse(_safe_next(next), status.HTTP_303_SEE_OTHER)
-    start_session(request, response, context, user_id, epoch, binding)
-    return response
+    async def sign_in() -> Response:
+        binding: sessions.TokenBinding | None = None
+        if token.strip():
+            found = await run_in_threadpool(find_token_user)
+            if found is None:
+                return _login_form(
+                    request, context, next, "That token is not valid (or was revoked).", "token"
+                )
+            # The session names the token: revoking the token ends it (sessions.token_alive).
+            user_id, epoch, binding = found
+        else:
+            try:
+                _, user_id, epoch = await run_in_threadpool(
+                    check_password, context, request, email, password
+                )
+            except AccountError as error:
+                return _login_form(
+                    request, context, next, error.message + ".", "password", error.status,
+                    error.retry_after,
+                )  # fmt: skip
+        response = RedirectResponse(_safe_next(next), status.HTTP_303_SEE_OTHER)
+        start_session(request, response, context, user_id, epoch, binding)
+        return response
+
+    try:
+        return await sign_in()
+    except Exception as error:
+        # The data dir read-only or full (the session key is written there on the first
+        # sign-in), the database away: the form says so to the person at it, with the
+        # API's status, rather than a page of JSON. Logged as the API logs it.
+        answer = refusal(request, error)
+        if answer is None:
+            raise
+        method = "token" if token.strip() else "password"
+        return _login_form(
+            request, context, next, answer.detail, method, answer.status_code,
+            answer.retry_after,
+        )  # fmt: skip
 
 
 SIGN_OUT_STALE = (
