@@ -250,3 +250,35 @@ def test_pillows_warning_in_another_thread_during_a_check_stays_a_warning(
         except Warning as error:
             pytest.fail(f"another thread's check made Pillow's warning an error: {error}")
         assert _refusal(tiff) == DAMAGED_TIFF, "the warning shown once passed unnoticed"
+
+
+def test_pillows_warning_shown_elsewhere_during_a_check_does_not_let_the_frame_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thumbnail of the same damaged TIFF made while a check of it has begun (its filter
+    in place, the file not yet opened): the warnings machinery noted the thumbnail's
+    warning as shown and skipped the check's own, the same words from the same line,
+    without looking at the filters, so the damaged frame passed (QA round 12)."""
+    tiff = _damaged_tiff(tmp_path / "bad.tif")
+    began, go = threading.Event(), threading.Event()
+    real_open = Image.open
+
+    def open_after_the_thumbnail(fp: object, *args: object, **kwargs: object) -> object:
+        if threading.current_thread().name == "checker":
+            began.set()
+            go.wait(WAIT)
+        return real_open(fp, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Image, "open", open_after_the_thumbnail)
+    said: list[str | None] = []
+    checker = threading.Thread(target=lambda: said.append(_refusal(tiff)), name="checker")
+    checker.start()
+    try:
+        assert began.wait(WAIT), "the check never began"
+        with real_open(tiff) as image:  # the thumbnail, in a thread not checking
+            image.load()
+    finally:
+        go.set()
+        checker.join(WAIT)
+    assert said == [DAMAGED_TIFF], "the damaged frame passed its check"
+    assert _refusal(tiff) == DAMAGED_TIFF

@@ -169,6 +169,11 @@ class _WarningInACheck(Warning, metaclass=_OnlyInACheck):
 
 _PILLOW_ERRORS = ("error", None, _WarningInACheck, re.compile(_PILLOW), 0)
 """The `warnings.filters` entry `warnings.filterwarnings` makes of the filter below."""
+_PILLOW_ALWAYS = ("always", None, Warning, re.compile(_PILLOW), 0)
+"""The entry after it, for Pillow's warnings in threads not checking (a thumbnail): shown
+as they come, and not noted as shown. Noted (the default action), a warning a thumbnail
+met while a check ran would make the check's own, the same words from the same line, be
+skipped before any filter is consulted: a damaged frame would pass (QA round 12)."""
 _checks_running = 0
 _CHECKS_RUNNING_LOCK = threading.Lock()
 """Held only to count checks and add or remove the filter, never for a decode."""
@@ -198,9 +203,11 @@ def _pillow_warnings_are_errors() -> Iterator[None]:
     """
     global _checks_running
     with _CHECKS_RUNNING_LOCK:
-        # Already there (another check runs): `append` leaves it in its place, never
-        # out of the list for a moment, and still makes the machinery forget.
-        there = _PILLOW_ERRORS in warnings.filters
+        # Already there (another check runs): `append` leaves them in their place, never
+        # out of the list for a moment, and still makes the machinery forget. Else the
+        # "always" goes in first, so that the "error" ends up in front of it.
+        there = _PILLOW_ERRORS in warnings.filters and _PILLOW_ALWAYS in warnings.filters
+        warnings.filterwarnings("always", category=Warning, module=_PILLOW, append=there)
         warnings.filterwarnings("error", category=_WarningInACheck, module=_PILLOW, append=there)
         _checks_running += 1
     _IN_A_CHECK.active = True
@@ -212,7 +219,8 @@ def _pillow_warnings_are_errors() -> Iterator[None]:
             _checks_running -= 1
             if _checks_running == 0:
                 filters = cast("list[object]", warnings.filters)  # typeshed: a Sequence
-                filters[:] = [entry for entry in filters if entry != _PILLOW_ERRORS]
+                ours = (_PILLOW_ERRORS, _PILLOW_ALWAYS)
+                filters[:] = [entry for entry in filters if entry not in ours]
 
 
 def _verify_with_pillow(handle: BinaryIO, path: Path) -> ImageInfo:
