@@ -93,11 +93,18 @@ from farmhand.shared.schemas import (
     When,
     WorkerCapabilities,
 )
+from farmhand.shared.timeouts import DATABASE_BUSY_TIMEOUT
 
 ProgressCallback = Callable[[int, int], None]
 """Called with (bytes done, bytes total) as a transfer advances."""
 
-DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+DEFAULT_TIMEOUT = httpx.Timeout(DATABASE_BUSY_TIMEOUT + 30.0, connect=10.0)
+"""Longer than a manager may take to answer: its writes wait up to its database's busy
+timeout for a lock another process holds, then answer `503` with `Retry-After` (which
+callers retry). At 30 s, `farmhand submit` during a 45 s lock said "cannot reach the
+manager ... timed out" while the manager would have answered, and a write given up on
+may still be carried out once the lock is released. The manager is not made to answer
+sooner instead: a wait that ends in success beats a refusal and a retry."""
 CREATE_TIMEOUT = httpx.Timeout(120.0, connect=10.0)
 """For `POST /api/jobs`: the manager reads a tiled job's .blend in turn with other uploads
 (up to a minute's wait, then up to 30 s: manager/file_reads.py). Given up on sooner, the

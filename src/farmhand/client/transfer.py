@@ -109,9 +109,15 @@ class Uploader:
         self._lock = threading.Lock()
 
     def plan(self, entries: Mapping[str, Entry]) -> list[Entry]:
-        """The distinct blobs of `entries` the manager does not hold."""
+        """The distinct blobs of `entries` the manager does not hold. Asked under the
+        upload's retry policy, as the uploads are: the manager marks the blobs it holds
+        as just named (a write), which a locked database answers with a `503` and
+        `Retry-After` a busy timeout later, and a submit used to stop there."""
         unique = _unique(entries.values())
-        lacking = missing(self.client, list(unique))
+        hashes = list(unique)
+        lacking = call_with_retry(
+            lambda: missing(self.client, hashes), "ask which files are missing", self.policy
+        )
         return [entry for sha, entry in unique.items() if sha in lacking]
 
     def upload(self, entries: Mapping[str, Entry]) -> UploadReport:
