@@ -278,3 +278,117 @@ def test_the_time_postgres_was_away_counts_against_no_worker_even_without_calls(
             time.sleep(2 * TIMEOUT)
         _still_its_own_and_completes(farm, runner, task)
     _said_once_each(events)
+
+
+class _Heartbeating:
+    """A runner that keeps heartbeating in a thread of its own, as a worker does, each
+    call waiting as long as the manager takes to answer."""
+
+    def __init__(self, farm: Farm, runner: dict[str, str], task_id: int) -> None:
+        self.farm, self.runner = farm, runner
+        self.beat = {"current_task_id": task_id}
+        self.answers: list[int] = []
+        self.sent = threading.Event()
+        """Set once its first call is on its way."""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sent.set()
+            answer = self.farm.client.post(
+                "/api/runner/heartbeat", headers=self.runner, json=self.beat
+            )
+            self.answers.append(answer.status_code)
+            self._stop.wait(0.2)
+
+    def answered_since(self, count: int) -> bool:
+        return len(self.answers) > count
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        assert not self._thread.is_alive(), "a heartbeat never got an answer"
+
+
+def test_a_lock_shorter_than_the_busy_timeout_requeues_no_healthy_workers_task(
+    tmp_path: Path,
+) -> None:
+    """The QA report's run: two workers rendering, another process holds SQLite's lock
+    (`BEGIN EXCLUSIVE`) for longer than the heartbeat timeout but well within the busy
+    timeout (the manager's own minute, not shortened here), the workers heartbeating
+    all along. Their heartbeats waited on the lock: they were heard, not silent. Before,
+    the first reaper pass to get the database after the lock requeued the task of a
+    worker whose waiting heartbeat had not been written yet ("worker w2 stopped
+    responding") and the work in progress was thrown away. Now the time writes waited
+    counts against nobody: both workers stay busy with their tasks and finish them.
+
+    The calls are made in the order that showed it: one worker's heartbeat first in
+    line for the lock, then a reaper pass, then the other worker's heartbeat."""
+    settings = make_settings(tmp_path / "data", heartbeat_timeout=TIMEOUT, reaper_interval=0.1)
+    with (
+        structlog.testing.capture_logs() as events,
+        TestClient(create_app(settings), raise_server_exceptions=False) as client,
+    ):
+        assert settings.admin_token and settings.runner_token
+        farm = Farm(client, settings.admin_token, settings.runner_token, settings.data_dir)
+        job_id = submit_stand_in(client, farm.admin, frame_start=1, frame_end=4, chunk_size=2)
+        runners, tasks = [], []
+        for name in ("w1", "w2"):
+            runner = farm.register_runner(name)
+            task = client.get("/api/runner/tasks?wait=0", headers=runner)
+            assert task.status_code == 200, task.text
+            runners.append(runner)
+            tasks.append(task.json())
+        heartbeats: list[_Heartbeating] = []
+        holder = sqlite3.connect(farm.data_dir / "farmhand.sqlite3", isolation_level=None)
+        try:
+            holder.execute("BEGIN EXCLUSIVE")
+            for runner, task in zip(runners, tasks, strict=True):
+                heartbeats.append(_Heartbeating(farm, runner, task["task_id"]))
+                assert heartbeats[-1].sent.wait(10)
+                time.sleep(0.5)  # a reaper pass (every 0.1 s) is waiting, after w1's call
+            time.sleep(3 * TIMEOUT - 1)
+            answered = [len(h.answers) for h in heartbeats]
+            assert answered == [0, 0], "the calls waited for the lock"
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        try:
+            deadline = time.monotonic() + 30
+            while not all(h.answered_since(n) for h, n in zip(heartbeats, answered, strict=True)):
+                assert time.monotonic() < deadline, "the heartbeats never got an answer"
+                time.sleep(0.05)
+            time.sleep(TIMEOUT * 0.5)  # reaper passes with the database back
+        finally:
+            for heartbeat in heartbeats:
+                heartbeat.stop()
+        assert {code for h in heartbeats for code in h.answers} == {200}
+        shown = client.get("/api/admin/runners", headers=farm.admin).json()
+        assert sorted((r["name"], r["status"]) for r in shown) == [
+            ("w1", "busy"),
+            ("w2", "busy"),
+        ], shown
+        held = client.get(f"/api/jobs/{job_id}", headers=farm.admin).json()["tasks"]
+        assert [(t["status"], t["last_error"]) for t in held] == [("active", None)] * 2, held
+        for runner, task in zip(runners, tasks, strict=True):
+            frames = task["frames"]
+            for frame in frames:
+                upload = client.put(
+                    f"/api/runner/tasks/{task['task_id']}/frames/{frame}.png",
+                    headers=runner,
+                    content=png_bytes(),
+                )
+                assert upload.status_code == 201, upload.text
+            done = client.post(
+                f"/api/runner/tasks/{task['task_id']}/complete",
+                headers=runner,
+                json={"frames": frames},
+            )
+            assert done.status_code == 200, done.text
+        job = client.get(f"/api/jobs/{job_id}", headers=farm.admin).json()
+        assert job["status"] == "completed"
+        assert [t["attempts"] for t in job["tasks"]] == [1, 1], "each rendered once"
+    assert not [e for e in events if e["event"] in ("task requeued", "worker offline")], events
+    assert not [e for e in events if e["log_level"] in ("error", "critical")], events

@@ -24,7 +24,7 @@ from farmhand.manager.auth.tokens import new_token, token_hash
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import ApiToken, Task, TaskDependency, User
-from farmhand.manager.scheduling.reaper import ReapReport, fail_stuck_tasks
+from farmhand.manager.scheduling.reaper import ReaperClock, ReapReport, fail_stuck_tasks
 from farmhand.manager.scheduling.workers import in_sleep_window
 from farmhand.manager.settings import ManagerSettings
 from farmhand.shared.protocol import WORKER_PROTOCOL
@@ -482,9 +482,8 @@ def test_the_no_progress_reason_says_the_timeout_in_readable_units(
     manager = manager_of(farm)
     later = utcnow() + timedelta(seconds=task_timeout + 1)
     with manager.db.transaction() as session:
-        fail_stuck_tasks(
-            session, later, task_timeout, later - timedelta(days=1), manager.policy, ReapReport()
-        )
+        clock = ReaperClock(later - timedelta(days=1))
+        fail_stuck_tasks(session, later, task_timeout, clock, manager.policy, ReapReport())
     assert job(farm, job_id)["tasks"][0]["last_error"] == f"no progress for {said}"
 
 

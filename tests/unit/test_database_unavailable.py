@@ -220,3 +220,31 @@ def test_a_short_password_is_masked_where_it_stands_not_in_every_word() -> None:
     reason = database_reason(error, "postgresql+psycopg://u:p@127.0.0.1:1/db")
     assert "port 1 failed" in reason and "accepting" in reason
     assert "u:***@x" in reason
+
+
+def test_an_outage_is_said_to_have_lasted_from_when_the_refused_write_began_waiting(
+    tmp_path: Path,
+) -> None:
+    """A 75 s SQLite lock: the first write waited the whole busy timeout (60 s) before it
+    was refused, and the database answered 15 s later. The log said `unavailable_for='14.7
+    s'`, counted from the refusal; it lasted 75 s."""
+    database = tmp_path / "farm.sqlite3"
+    holder = sqlite3.connect(database, isolation_level=None)
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        busy = _error_of(f"sqlite:///{database}", "BEGIN IMMEDIATE", timeout=0)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    clock = ReaperClock(utcnow() - timedelta(minutes=5))
+    locked = utcnow() - timedelta(seconds=80)
+    with structlog.testing.capture_logs() as events:
+        clock.database_waited(locked, locked + timedelta(seconds=60), busy)  # from Database
+        clock.database_unavailable(locked + timedelta(seconds=60), "database is locked")  # 503
+        clock.database_answered(locked + timedelta(seconds=75))
+    said = {e["event"].split(":")[0]: e for e in events}
+    assert len(events) == 2, events
+    assert said["database unavailable"]["waited"] == "1 min", events
+    assert said["database available again"]["unavailable_for"] == "1 min 15 s", events
+    assert clock.starts_at == locked + timedelta(seconds=60)

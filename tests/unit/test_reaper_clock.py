@@ -67,3 +67,36 @@ def test_a_refusal_in_one_process_moves_the_clock_of_its_siblings(directory: Pat
             second.close()
 
     run_in_own_loop(scenario)
+
+
+def test_time_writes_waited_for_the_database_is_nobodys_silence() -> None:
+    """A worker heartbeating every 5 s, its last heartbeat stored just before another
+    process locked the database for 45 s (within the busy timeout: nothing refused).
+    Its heartbeats meanwhile waited; with a 30 s timeout it must not count as silent
+    when the lock ends, only once 30 s of time the database could record have passed."""
+    started = utcnow() - timedelta(hours=1)
+    clock = ReaperClock(started)
+    now = started + timedelta(minutes=30)
+    assert clock.silent_before(now, 30) == now - timedelta(seconds=30)
+    last_beat = now - timedelta(seconds=47)
+    locked, released = last_beat + timedelta(seconds=1), now - timedelta(seconds=1)
+    clock.database_waited(locked + timedelta(seconds=3), released)  # a later waiter
+    clock.database_waited(locked, released - timedelta(seconds=2))  # the first one
+    cutoff = clock.silent_before(now, 30)
+    assert cutoff is not None and not last_beat < cutoff, "45 s of waiting not counted"
+    assert cutoff == locked - timedelta(seconds=29)  # 1 s after the lock, 29 s before it
+    # A dead worker is found later by the time the lock lasted, not never.
+    assert clock.silent_before(now + timedelta(seconds=45), 30) == now + timedelta(seconds=15)
+    # Silence before the start still never counts.
+    assert clock.silent_before(started + timedelta(seconds=20), 30) is None
+
+
+def test_short_waits_cost_little_and_many_are_kept_bounded() -> None:
+    started = utcnow() - timedelta(days=1)
+    clock = ReaperClock(started)
+    now = utcnow()
+    for second in range(3000):  # a wait of one second in every two, for 100 minutes
+        begun = now - timedelta(seconds=6000 - 2 * second)
+        clock.database_waited(begun, begun + timedelta(seconds=1))
+    cutoff = clock.silent_before(now, 30)
+    assert cutoff is not None and now - cutoff <= timedelta(seconds=61)

@@ -150,13 +150,15 @@ def _jobs_among(context: ManagerContext, ids: Collection[int]) -> set[int]:
 def _context(settings: ManagerSettings, db: Database | None = None) -> ManagerContext:
     """The context of a manager process; its folders are made here (`BlobStore`)."""
     db = db if db is not None else Database(settings.resolved_database_url)
-    return ManagerContext(
+    context = ManagerContext(
         settings=settings,
         db=db,
         blobs=BlobStore(settings.blob_dir, settings.max_upload_bytes),
         logs=TaskLogs(settings.log_dir),
         policy=Policy.from_settings(settings),
     )
+    db.on_wait(context.reaper_clock.database_waited)  # waited-for time counts as nobody's silence
+    return context
 
 
 async def _reaper_loop(context: ManagerContext) -> None:
@@ -167,7 +169,7 @@ async def _reaper_loop(context: ManagerContext) -> None:
                 utcnow(),
                 heartbeat_timeout=context.settings.heartbeat_timeout,
                 task_timeout=context.settings.task_timeout,
-                clock_starts_at=context.reaper_clock.starts_at,
+                clock=context.reaper_clock,
                 policy=context.policy,
             )
 

@@ -27,7 +27,7 @@ import re
 import shutil
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -192,6 +192,13 @@ class RenderOutcome:
     ok: bool
     error: str | None = None
     log_tail: list[str] = field(default_factory=list)
+    causes: list[BaseException] = field(default_factory=list)
+    """What the render met on this machine's files, failed or not: an OSError with errno
+    and path for a frame Blender could not save or the task's log the worker could not
+    write (`process.RenderResult.write_errors`), or the exception of a renderer that
+    crashed. One that is this machine's own fault (`local_fault`: its work dir full or
+    read-only) gives the task back instead of failing it: any worker would have met it
+    here, none would elsewhere."""
 
 
 class TaskRenderer(Protocol):
@@ -967,7 +974,6 @@ class Agent:
             if not self._gave_back(run, exc, tlog):
                 self._fail(run, str(exc), [], tlog)
             return
-        self._fault_cleared(tlog)
         run.box = box
         output_dir = box.frames_dir
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -1016,19 +1022,8 @@ class Agent:
                 )
                 self._held_job = task.job_id
                 outcome = self._render(job, tlog)
-                share_error = _share_failure(shared_out)
-                if share_error is not None and outcome.ok:
-                    outcome = RenderOutcome(ok=False, error=share_error, log_tail=outcome.log_tail)
-                if not run.dropped and not self.stop.is_set():
-                    tail = outcome.log_tail[-LOG_TAIL_LINES:]
-                    box.finish(Outcome(outcome.ok, outcome.error, tail))
-                    if box.broken is not None:
-                        # The box could not be written (a full disk): the task fails with
-                        # that reason; the frames already uploaded stay on the manager.
-                        outcome = RenderOutcome(
-                            ok=False, error=box.broken, log_tail=outcome.log_tail
-                        )
-                self._finish(run, outcome, uploader, tlog)
+                if not self._machine_fault(run, outcome.causes, uploader, tlog):
+                    self._finish_render(run, outcome, box, shared_out, uploader, tlog)
         finally:
             # Whatever happened, the box goes: its outcome was reported, or it never will
             # be by this run, and a full disk must not stay full for the next task.
@@ -1036,6 +1031,52 @@ class Agent:
             box.discard()
         prune_job_dirs(work / "jobs", current=task.job_id)
         prune_task_logs(log_path.parent)
+
+    def _finish_render(
+        self,
+        run: _TaskRun,
+        outcome: RenderOutcome,
+        box: TaskBox,
+        shared_out: SharedOutputs | None,
+        uploader: FrameUploader,
+        tlog: FilteringBoundLogger,
+    ) -> None:
+        """A render that met no fault of this machine: its outcome into the box, then
+        reported (`_finish`); a box that cannot be written gives the task back if that is
+        this machine's fault (its disk full), else fails it with that reason."""
+        share_error = _share_failure(shared_out)
+        if share_error is not None and outcome.ok:
+            outcome = RenderOutcome(ok=False, error=share_error, log_tail=outcome.log_tail)
+        if not run.dropped and not self.stop.is_set():
+            tail = outcome.log_tail[-LOG_TAIL_LINES:]
+            box.finish(Outcome(outcome.ok, outcome.error, tail))
+            if box.broken is not None:
+                faults = () if box.fault is None else (box.fault,)
+                if self._machine_fault(run, faults, uploader, tlog):
+                    return
+                # Not the machine's (the frames already uploaded stay on the manager).
+                outcome = RenderOutcome(ok=False, error=box.broken, log_tail=outcome.log_tail)
+            self._fault_cleared(tlog)
+        self._finish(run, outcome, uploader, tlog)
+
+    def _machine_fault(
+        self,
+        run: _TaskRun,
+        causes: Sequence[BaseException],
+        uploader: FrameUploader,
+        tlog: FilteringBoundLogger,
+    ) -> bool:
+        """If one of `causes` is this machine's fault (`local_fault`), stop the task's
+        uploads and give it back (`_gave_back`: no attempt counted, a pause); True if so.
+        Not while the worker stops or the task was taken away: `_finish` ends those."""
+        if run.dropped or self.stop.is_set():
+            return False
+        for cause in causes:
+            if self._local_fault(run, cause) is not None:
+                uploader.abandon()
+                uploader.join(2.0)
+                return self._gave_back(run, cause, tlog)
+        return False
 
     def _do_video(self, run: _TaskRun, tlog: FilteringBoundLogger) -> None:
         """Make the job's video from its frames (`worker/video.py`), upload it, report."""
@@ -1264,7 +1305,8 @@ class Agent:
                 return self.renderer(job)
             except Exception as exc:
                 tlog.exception("renderer crashed")
-                return RenderOutcome(ok=False, error=f"worker error while rendering: {exc}")
+                error = f"worker error while rendering: {exc}"
+                return RenderOutcome(ok=False, error=error, causes=[exc])
 
         done = self._stop_cancels(render, job.cancel, "render", tlog)
         return done[0] if done else RenderOutcome(ok=False, error="render did not stop in time")
@@ -1434,9 +1476,7 @@ class Agent:
         attempt counted, no blocklist: another worker renders it) and take no task for a
         while, 30 s doubling to 10 minutes while the fault lasts; True if so. Said once
         per episode, as an error: one line to act on, not one per task."""
-        why = local_fault(
-            exc, run.task, self.settings.platform, self.settings.path_map, self.settings.work_dir
-        )
+        why = self._local_fault(run, exc)
         if why is None or run.dropped:
             return False
         first = self._fault_pause == 0.0
@@ -1455,8 +1495,16 @@ class Agent:
         self._release(run.task, tlog, f"worker {self.settings.name} cannot work: {why}")
         return True
 
+    def _local_fault(self, run: _TaskRun, exc: BaseException) -> str | None:
+        """`local_fault` for this worker's task: why `exc` is this machine's fault, or None."""
+        settings = self.settings
+        return local_fault(exc, run.task, settings.platform, settings.path_map, settings.work_dir)
+
     def _fault_cleared(self, tlog: FilteringBoundLogger) -> None:
-        """A task's files are in place: a local fault, if there was one, is over."""
+        """A task was rendered and kept without a fault of this machine: a local fault, if
+        there was one, is over. Not sooner (once its files are in place): a disk that fills
+        while the frames are written would be said to work again at each task, and the
+        pause would never grow."""
         if self._fault_pause:
             self._fault_pause = 0.0
             tlog.info("this machine works again; taking tasks")

@@ -27,9 +27,10 @@ Each task the worker runs has a box, `<work_dir>/outbox/task-<id>/`:
                   the log tail.
 
 The agent deletes the box once the outcome is reported (or the task is known to be
-gone), and also when the box cannot be written (a full disk): then the task fails with
-that reason, and the space is the next task's. A box found at start-up is what a
-previous run of this worker could not deliver:
+gone), and also when the box cannot be written (a full disk): then the task is given back
+as a fault of this machine (`agent.local_fault` on the box's `fault`), or fails with that
+reason if the error is not the machine's, and the space is the next task's. A box found
+at start-up is what a previous run of this worker could not deliver:
 
 - with an outcome: it is delivered as the live task would have delivered it (`deliver`:
   every frame the manager does not have yet with its passes and preview through
@@ -134,6 +135,9 @@ class TaskBox:
         self.broken: str | None = None
         """Why this box cannot be trusted to hold the task (a frame or the outcome was
         not written); None while it is whole."""
+        self.fault: OSError | None = None
+        """The write that broke the box, with its errno and path: the agent asks it
+        whether the machine's disk is at fault (the task goes back) or not."""
         self._log_broken = False
 
     @property
@@ -164,11 +168,14 @@ class TaskBox:
                     os.fsync(out.fileno())
             except OSError as exc:
                 what = f"the record of frame {rendered.frame}"
-                self._break(cannot_write(what, path, exc))
+                self._break(cannot_write(what, path, exc), path, exc)
 
-    def _break(self, reason: str) -> None:
+    def _break(self, reason: str, path: Path, exc: OSError) -> None:
+        """Note the first write that failed; the error names the file it was about (a
+        failed flush names none)."""
         if self.broken is None:
             self.broken = reason
+            self.fault = OSError(exc.errno, exc.strerror or str(exc), exc.filename or str(path))
             log.error("outbox: cannot keep the task", reason=reason)
 
     def logging(self, then: Callable[[str], None]) -> Callable[[str], None]:
@@ -270,7 +277,7 @@ class TaskBox:
             try:
                 _write_atomically(path, json.dumps(data))
             except OSError as exc:
-                self._break(cannot_write("the task's outcome", path, exc))
+                self._break(cannot_write("the task's outcome", path, exc), path, exc)
 
     def outcome(self) -> Outcome | None:
         try:

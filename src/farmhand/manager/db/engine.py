@@ -18,6 +18,14 @@ file it opened (`Database.check_file`, one `stat` each reaper pass, every couple
 seconds), logs an error when it does not, and from then on answers every request that
 needs the database with a 503 (`DatabaseGone`) instead of confirming work that cannot
 survive a restart, or listing jobs that will not be there after it.
+
+A write may wait for the database: for this process's other writers, for its sibling
+processes' (`FileLock`), and on SQLite for whoever else holds the file's lock, up to the
+busy timeout (`DATABASE_BUSY_TIMEOUT`, then "database is locked": a 503). What it
+waited is time nothing could be recorded, heartbeats included, though the workers were
+heard: `transaction` begins the database's transaction at once, so the wait is over
+when the block starts, and tells its listeners (`on_wait`: the reaper's clock) of every
+wait longer than `WAIT_NOTED` and every one that failed, with when it began.
 """
 
 from __future__ import annotations
@@ -26,8 +34,10 @@ import fcntl
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,7 +46,9 @@ from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException
 
+from farmhand.manager.clock import utcnow
 from farmhand.manager.db.groupcommit import GroupCommit
+from farmhand.shared.timeouts import DATABASE_BUSY_TIMEOUT
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -48,12 +60,21 @@ URL sets its own."""
 SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
 """The files SQLite keeps beside a database, which hold its pages too."""
 
+WAIT_NOTED = 1.0
+"""Seconds a write must wait for the database for `Database.on_wait` listeners to be
+told: shorter waits are everyday contention, and cost a worker's heartbeat timeout at
+most that much."""
+
+WaitListener = Callable[[datetime, datetime, BaseException | None], None]
+"""Told (since, until, error) of a write's wait for the database: when it began, when
+it ended, and the error it ended in (None: it went through)."""
+
 
 def make_engine(url: str, *, for_writes: bool = True) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
-            connect_args={"check_same_thread": False, "timeout": 60},
+            connect_args={"check_same_thread": False, "timeout": DATABASE_BUSY_TIMEOUT},
             pool_size=8,
             max_overflow=16,
         )
@@ -66,7 +87,7 @@ def make_engine(url: str, *, for_writes: bool = True) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=60000")
+            cursor.execute(f"PRAGMA busy_timeout={round(DATABASE_BUSY_TIMEOUT * 1000)}")
             cursor.close()
 
         @event.listens_for(engine, "begin")
@@ -207,6 +228,12 @@ class Database:
         )
         self._read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
         self.group_commit = GroupCommit(self)
+        self._wait_listeners: list[WaitListener] = []
+
+    def on_wait(self, listener: WaitListener) -> None:
+        """Tell `listener` of writes' long or failed waits for the database (`WAIT_NOTED`),
+        from the thread that waited."""
+        self._wait_listeners.append(listener)
 
     def check_file(self) -> str | None:
         """Whether the path still leads to the SQLite file this database opened: None if
@@ -244,13 +271,29 @@ class Database:
         # Queuing this process's writers on a lock first hands the database over at
         # once. Correctness does not depend on it: between processes the database lock
         # still decides, so several managers may share one database file.
-        with (
-            self._write_lock,
-            self._file_lock or nullcontext(),
-            self._sessions() as session,
-            session.begin(),
-        ):
+        since, asked = utcnow(), time.monotonic()
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(self._write_lock)
+                stack.enter_context(self._file_lock or nullcontext())
+                session = stack.enter_context(self._sessions())
+                stack.enter_context(session.begin())
+                # BEGIN (IMMEDIATE, on SQLite) now, not at the block's first statement:
+                # the wait for the database ends here, and is measured.
+                session.connection()
+            except Exception as error:
+                self._waited(since, asked, error)
+                raise
+            self._waited(since, asked, None)
             yield session
+
+    def _waited(self, since: datetime, asked: float, error: BaseException | None) -> None:
+        waited = time.monotonic() - asked
+        if error is None and waited < WAIT_NOTED:
+            return
+        until = since + timedelta(seconds=waited)
+        for listener in self._wait_listeners:
+            listener(since, until, error)
 
     @contextmanager
     def read(self) -> Iterator[Session]:

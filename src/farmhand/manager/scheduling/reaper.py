@@ -1,13 +1,16 @@
 """Periodic housekeeping of the farm's state, run by every manager every few seconds.
 
 - Workers silent for longer than the heartbeat timeout are offline and their tasks go
-  back to the queue. Time the manager could not hear them does not count against them:
-  the reaper's clock (`ReaperClock`) starts no earlier than the manager's own start, so a
-  manager restart does not requeue every running task, and no earlier than the last
-  call it refused for lack of space (a 507) or because its database was unavailable (a
-  503), nor than its own last pass that failed for the latter: a full disk or a database
-  outage, under which every heartbeat and progress report was refused and none
-  recorded, does not either.
+  back to the queue. Time the manager could not hear them does not count against them,
+  one rule for every cause (`ReaperClock.silent_before`): silence is counted only over
+  time the database could record what workers sent. Not before the manager's own
+  start, so a restart does not requeue every running task; not before the last call it
+  refused for lack of space (a 507) or because its database was unavailable (a 503),
+  nor its own last pass that failed for the latter (a full disk or an outage, under
+  which every heartbeat and progress report was refused and none recorded); and not
+  while a write waited for the database (`Database.transaction` reports each wait
+  longer than `db.engine.WAIT_NOTED`): a heartbeat waiting on another process's lock
+  was heard, it just could not be stored yet.
 - Tasks with no word from their worker for `task_timeout` fail (and are retried,
   elsewhere if possible): Blender hangs, and a hung Blender still heartbeats.
 - Sleep schedules put workers to sleep and wake them.
@@ -23,6 +26,7 @@ which logs the outage once.
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections.abc import Callable
@@ -36,7 +40,7 @@ from sqlalchemy.orm import Session
 
 from farmhand.manager.clock import utcnow
 from farmhand.manager.db.models import Task, Worker
-from farmhand.manager.db.presence import unavailable
+from farmhand.manager.db.presence import database_reason, unavailable
 from farmhand.manager.scheduling.policy import Policy
 from farmhand.manager.scheduling.state import fail_task, requeue_task
 from farmhand.manager.scheduling.workers import update_sleep
@@ -51,67 +55,165 @@ SIBLING_TOPIC = "calls-refused"
 SHARE_EVERY = 1.0
 """Seconds between two messages telling the sibling processes of a refusal: an outage
 refuses every call, and one datagram a second keeps them within a second of the end."""
+STALLS_KEPT = 1000
+"""Spells of waiting for the database remembered (`ReaperClock.database_waited`), the
+latest ones: each is a second or more, and overlapping ones are kept as one."""
+STALL_SAID = 10.0
+"""Seconds a write must have waited for the database for the log to say so (once per
+spell): shorter waits are ordinary contention."""
 
 
 class ReaperClock:
-    """When the reaper's clock starts: silence before it is not counted against workers
-    (heartbeat timeout) or tasks (no-progress timeout).
+    """Which time counts as silence against workers (heartbeat timeout) and tasks
+    (no-progress timeout): the one home of that rule (`silent_before`).
 
-    It starts when this manager process started, and again after every call the manager
-    refused because its storage was full (`storage_full`, from the 507 handler) or its
-    database could not be used (`database_unavailable`, from the 503 handler and from
-    the reaper's own failed passes): such a call was heard but nothing of it was stored,
-    so `Worker.last_heartbeat` and `Task.progress_at` stand still while the worker keeps
-    calling. Once space or the database is back, workers have a full heartbeat timeout,
-    and tasks a full task timeout, from the last refusal, as after a restart. A worker
-    that really died during the outage is found that much later; its task could not have
-    been stored by another worker meanwhile. The reaper's failed passes count because an
-    outage may refuse no call at all here (the workers call a sibling process, or
-    another manager), and the time the database was away is time nobody could be heard.
+    Not the time before this manager process started, nor before the last call the
+    manager refused because its storage was full (`storage_full`, from the 507 handler)
+    or its database could not be used (`database_unavailable`, from the 503 handler, the
+    reaper's own failed passes and `database_waited`): such a call was heard but nothing
+    of it was stored, so `Worker.last_heartbeat` and `Task.progress_at` stand still
+    while the worker keeps calling. Once space or the database is back, workers have a
+    full heartbeat timeout, and tasks a full task timeout, from the last refusal, as
+    after a restart. A worker that really died during the outage is found that much
+    later; its task could not have been stored by another worker meanwhile. The
+    reaper's failed passes count because an outage may refuse no call at all here (the
+    workers call a sibling process, or another manager), and the time the database was
+    away is time nobody could be heard.
 
-    The mark is kept in memory, not in the database: a write is what fails during the
-    outage. The processes of one manager (`--processes N`) tell each other through
-    `Siblings` (at most once a second each); a manager on another host sharing the
-    database knows only the refusals it made itself.
+    Nor the time a write waited for the database and then went through
+    (`database_waited`, from `Database.transaction`): another process holding SQLite's
+    lock for less than the busy timeout refuses nothing, yet every heartbeat meanwhile
+    waits unrecorded, and the first reaper pass after it used to find every worker
+    silent and requeue its task. Such a spell is not counted, and silence resumes
+    counting where it ended: a wait of a few seconds costs a dead worker's discovery a
+    few seconds, not a whole timeout (so contention that keeps writes waiting a second
+    now and then does not stop the reaper).
 
-    A database outage is also logged here, once when it starts and once when the
-    database answers again (`database_answered`, after a reaper pass that went
-    through), not once per refused call: every call fails while it lasts.
+    The marks are kept in memory, not in the database: a write is what fails or waits.
+    The processes of one manager (`--processes N`) tell each other of refusals through
+    `Siblings` (at most once a second each); waits are not shared, as every process's
+    reaper waits on the same lock itself. A manager on another host sharing the
+    database knows only the refusals and waits it saw itself.
+
+    A database outage is also logged here, once when it starts (from when the first
+    refused write began waiting, not from its refusal a busy timeout later) and once
+    when the database answers again (`database_answered`, after a reaper pass that went
+    through), not once per refused call: every call fails while it lasts. A wait longer
+    than `STALL_SAID` that went through is logged once per spell.
     """
 
     def __init__(self, started_at: datetime | None = None) -> None:
         self.started_at = started_at or utcnow()
         self._refused_at: datetime | None = None
         self._unavailable_since: datetime | None = None
+        self._stalls: list[tuple[datetime, datetime]] = []
+        """Spells writes waited for the database: sorted, none overlapping."""
+        self._stall_said_until: datetime | None = None
         self._lock = threading.Lock()
         self._siblings: Siblings | None = None
         self._shared_at = float("-inf")
 
     @property
     def starts_at(self) -> datetime:
+        """Silence before this counts against nobody: the start, or the last refusal."""
         with self._lock:
             refused = self._refused_at
         return self.started_at if refused is None else max(self.started_at, refused)
+
+    def silent_before(self, now: datetime, timeout: float) -> datetime | None:
+        """The time a worker's last heartbeat (or a task's last progress) must be older
+        than for it to have been silent `timeout` seconds by `now`, counting only time
+        the database could have recorded it; None if nothing can have been yet.
+
+        Walks back from `now`, skipping the spells writes waited (`database_waited`),
+        until `timeout` seconds of ordinary time are behind; silence before `starts_at`
+        never counts."""
+        starts = self.starts_at
+        with self._lock:
+            stalls = list(self._stalls)
+        point = now
+        left = timedelta(seconds=timeout)
+        for begun, ended in reversed(stalls):
+            if begun >= point:
+                continue
+            heard = point - min(ended, point)
+            if heard >= left:
+                break
+            left -= heard
+            point = begun
+        cutoff = point - left
+        return None if cutoff < starts else cutoff
 
     def storage_full(self, now: datetime) -> None:
         """A call was refused because the manager's storage is full. Any thread."""
         self._refused(now)
 
-    def database_unavailable(self, now: datetime, reason: str) -> None:
+    def database_unavailable(
+        self, now: datetime, reason: str, since: datetime | None = None
+    ) -> None:
         """A call was refused, or a reaper pass failed, because the database could not
-        be used (`db.presence.unavailable`); `reason` is what it said, without secrets.
-        Any thread. Logs the first of an outage."""
+        be used (`db.presence.unavailable`); `reason` is what it said, without secrets;
+        `since`, when the refused write began waiting (else `now`). Any thread. Logs
+        the first of an outage."""
         self._refused(now)
+        began = now if since is None else min(since, now)
         with self._lock:
-            starts = self._unavailable_since is None
-            if starts:
-                self._unavailable_since = now
+            current = self._unavailable_since
+            starts = current is None
+            if current is None or began < current:
+                self._unavailable_since = began
         if starts:
             log.error(
                 "database unavailable: requests are answered 503 until it is back, and "
                 "workers are not counted silent meanwhile",
                 error=reason,
+                waited=readable_duration(max(0.0, (now - began).total_seconds())),
             )
+
+    def database_waited(
+        self, since: datetime, until: datetime, error: BaseException | None = None
+    ) -> None:
+        """A write waited for the database from `since` to `until` (`Database`
+        reports waits of a second or more, and every wait that failed): that time is
+        not counted as anyone's silence. `error`, if the wait ended in one: an
+        unavailable database is an outage (`database_unavailable`), anything else only
+        the wait. Any thread."""
+        if error is not None and unavailable(error):
+            self.database_unavailable(until, database_reason(error), since)
+        if until <= since:
+            return
+        with self._lock:
+            self._add_stall(since, until)
+            said = self._stall_said_until
+            say = (
+                error is None
+                and self._unavailable_since is None
+                and (until - since).total_seconds() >= STALL_SAID
+                and (said is None or since > said)
+            )
+            if say:
+                self._stall_said_until = until
+        if say:
+            log.warning(
+                "the database kept writes waiting (another process held its lock?); "
+                "workers are not counted silent meanwhile",
+                waited=readable_duration((until - since).total_seconds()),
+            )
+
+    def _add_stall(self, since: datetime, until: datetime) -> None:
+        """Into `_stalls`, merged with those it overlaps. Under `_lock`."""
+        stalls = self._stalls
+        at = bisect.bisect_left(stalls, (since, since))
+        if at > 0 and stalls[at - 1][1] >= since:
+            at -= 1
+        end = at
+        while end < len(stalls) and stalls[end][0] <= until:
+            since = min(since, stalls[end][0])
+            until = max(until, stalls[end][1])
+            end += 1
+        stalls[at:end] = [(since, until)]
+        if len(stalls) > STALLS_KEPT:
+            del stalls[: len(stalls) - STALLS_KEPT]
 
     def database_answered(self, now: datetime) -> None:
         """The database answered (a reaper pass went through): an outage is over."""
@@ -166,12 +268,12 @@ def reap_silent_workers(
     session: Session,
     now: datetime,
     timeout: float,
-    clock_starts_at: datetime,
+    clock: ReaperClock,
     policy: Policy,
     report: ReapReport,
 ) -> None:
-    cutoff = now - timedelta(seconds=timeout)
-    if clock_starts_at > cutoff:
+    cutoff = clock.silent_before(now, timeout)
+    if cutoff is None:
         return
     silent = session.scalars(
         select(Worker).where(
@@ -228,12 +330,12 @@ def fail_stuck_tasks(
     session: Session,
     now: datetime,
     task_timeout: float,
-    clock_starts_at: datetime,
+    clock: ReaperClock,
     policy: Policy,
     report: ReapReport,
 ) -> None:
-    cutoff = now - timedelta(seconds=task_timeout)
-    if clock_starts_at > cutoff:
+    cutoff = clock.silent_before(now, task_timeout)
+    if cutoff is None:
         return
     stuck = session.scalars(
         select(Task).where(Task.status == TaskStatus.ACTIVE.value, Task.progress_at < cutoff)
@@ -254,11 +356,12 @@ def reap(
     *,
     heartbeat_timeout: float,
     task_timeout: float,
-    clock_starts_at: datetime,
+    clock: ReaperClock,
     policy: Policy,
 ) -> ReapReport:
-    """One pass. Silence before `clock_starts_at` (`ReaperClock.starts_at`) is not
-    counted against anyone."""
+    """One pass. Only silence `clock` counts (`ReaperClock.silent_before`) is counted
+    against anyone. `now` is read once the pass's transaction has begun (it may have
+    waited for the database, and `clock` been told so meanwhile)."""
     report = ReapReport()
 
     def sleep_schedules() -> None:
@@ -269,13 +372,11 @@ def reap(
     steps: list[tuple[str, Callable[[], None]]] = [
         (
             "heartbeat timeouts",
-            lambda: reap_silent_workers(
-                session, now, heartbeat_timeout, clock_starts_at, policy, report
-            ),
+            lambda: reap_silent_workers(session, now, heartbeat_timeout, clock, policy, report),
         ),
         (
             "task timeouts",
-            lambda: fail_stuck_tasks(session, now, task_timeout, clock_starts_at, policy, report),
+            lambda: fail_stuck_tasks(session, now, task_timeout, clock, policy, report),
         ),
         ("sleep schedules", sleep_schedules),
     ]

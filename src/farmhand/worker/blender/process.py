@@ -18,21 +18,25 @@ crashed run left is swept when the worker starts again).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
 import queue
+import re
 import signal
 import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
+import structlog
 from PIL import Image
+from structlog.typing import FilteringBoundLogger
 
 from farmhand.shared.images import ImageError, verify_image
 from farmhand.worker.blender.discovery import BlenderInstall
@@ -50,6 +54,8 @@ from farmhand.worker.blender.events import (
 )
 from farmhand.worker.blender.orphans import MARK_VARIABLE, PidFiles, spawn
 from farmhand.worker.blender.procfs import group_members
+
+log: FilteringBoundLogger = structlog.get_logger(__name__)
 
 DRIVER = Path(__file__).with_name("driver.py")
 KILL_GRACE = 3.0
@@ -106,6 +112,11 @@ class RenderResult:
     timed_out: bool = False
     """Blender neither said anything nor used CPU for the request's `stall_timeout`, and
     was killed."""
+    write_errors: list[OSError] = field(default_factory=list)
+    """Files this request could not write, each with its errno and path: a frame or
+    preview Blender says it could not save (`blender_write_errors`), the task's log. Facts,
+    not a verdict: the worker decides from them whether its own disk is full (it gives the
+    task back) or the job is wrong (the task fails), `agent.local_fault`."""
 
 
 def blender_command(install: BlenderInstall, threads: int | None = None) -> list[str]:
@@ -227,18 +238,71 @@ def _blender_error_line(lines: list[str]) -> str | None:
     return None
 
 
+_SYSTEM_ERRORS = {
+    text: code
+    for code in errno.errorcode
+    if not (text := os.strerror(code)).startswith("Unknown error")
+}
+"""The system's error texts (`No space left on device`) and their errno."""
+_QUOTED = re.compile(r"'([^'\n]+)'|\"([^\"\n]+)\"")
+
+
+def blender_write_errors(lines: Iterable[str]) -> list[OSError]:
+    """What Blender says it could not write, as OSErrors with errno and path.
+
+    Blender reports a failed save in words, not as an exception farmhand could catch;
+    3.4 and 5.x print, for a frame or a preview on a full disk:
+
+        Error: Render error (No space left on device) cannot save: '<path>'
+        <path>: No space left on device
+        ... Failed to write pixel data to image file "<path>". No space left on device.
+
+    A line that names both a system error's text and an absolute path is read as that
+    error about that path. A line without a path (`Could not write image: No space left
+    on device`) is left out: it does not say whose disk is full, the worker's (the task
+    goes back) or a share a File Output node writes to (the job's: every worker fails).
+    """
+    found: dict[tuple[int, str], OSError] = {}
+    for line in (part for text in lines for part in text.splitlines()):
+        for text, code in _SYSTEM_ERRORS.items():
+            if text in line:
+                for path in _paths_in(line, text):
+                    found.setdefault((code, path), OSError(code, text, path))
+    return list(found.values())
+
+
+def _paths_in(line: str, error: str) -> list[str]:
+    """The absolute paths `line` names: quoted, or before `: <error>` at its start."""
+    quoted = [single or double for single, double in _QUOTED.findall(line)]
+    head, said, _ = line.partition(f": {error}")
+    named = [*quoted, head.strip()] if said else quoted
+    return [path for path in dict.fromkeys(named) if os.path.isabs(path)]
+
+
 class _Listener:
     """Where one request's output goes: its log file, its callbacks, its log tail.
 
     A session's Blender outlives a task, but each task has its own log and callbacks, so
     the reader hands lines to whichever listener is attached at the moment.
+
+    The log file is the worker's own copy, on the worker's disk: a write to it that fails
+    (a full disk) is kept as `log_error` and the file is written no more, but the line
+    still goes on to the callbacks and events. Raised, it would end the thread reading
+    Blender's output, and the request would never hear of its frames or its end.
     """
 
     def __init__(
         self, log_path: Path, on_event: Callable[[Event], None], on_log: Callable[[str], None]
     ) -> None:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.log = log_path.open("a", encoding="utf-8", errors="replace")
+        self.log_path = log_path
+        self.log_error: OSError | None = None
+        """The first write to the log file that failed; None while it is whole."""
+        self.log: IO[str] | None = None
+        try:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            self.log = log_path.open("a", encoding="utf-8", errors="replace")
+        except OSError as exc:
+            self._log_failed(exc)
         self.on_event = on_event
         self.on_log = on_log
         self.tail: deque[str] = deque(maxlen=LOG_TAIL)
@@ -250,8 +314,7 @@ class _Listener:
 
     def line(self, line: str) -> None:
         self.last_line = time.monotonic()
-        self.log.write(line + "\n")
-        self.log.flush()
+        self._keep(line)
         event = parse_event_line(line)
         if event is None:
             self._log(line)
@@ -268,9 +331,24 @@ class _Listener:
 
     def note(self, line: str) -> None:
         """A line of farmhand's own about this Blender (start, reuse), for the task log."""
-        self.log.write(line + "\n")
-        self.log.flush()
+        self._keep(line)
         self._log(line)
+
+    def _keep(self, line: str) -> None:
+        """Append a line to the log file, unless a write to it failed before."""
+        if self.log is None:
+            return
+        try:
+            self.log.write(line + "\n")
+            self.log.flush()
+        except OSError as exc:
+            self._log_failed(exc)
+            self._close_log()
+
+    def _log_failed(self, exc: OSError) -> None:
+        """Note the failed write, naming the log file (a failed flush names no file)."""
+        if self.log_error is None:
+            self.log_error = OSError(exc.errno, exc.strerror or str(exc), str(self.log_path))
 
     def _log(self, line: str) -> None:
         self.tail.append(line)
@@ -279,8 +357,16 @@ class _Listener:
         except Exception:  # see line(): never stop draining the pipe
             self.on_log = lambda _line: None
 
+    def _close_log(self) -> None:
+        log_file, self.log = self.log, None
+        if log_file is not None:
+            try:
+                log_file.close()
+            except OSError as exc:  # the last lines could not be flushed
+                self._log_failed(exc)
+
     def close(self) -> None:
-        self.log.close()
+        self._close_log()
 
 
 class _Reader(threading.Thread):
@@ -312,8 +398,13 @@ class _Reader(threading.Thread):
             with self._lock:
                 if self._listener is None:
                     self._pending.append(line)
-                else:
+                    continue
+                try:
                     self._listener.line(line)
+                except Exception:
+                    # Never end here: a reader gone is a request that waits for ever for
+                    # an answer Blender already gave (and a Blender blocked on its pipe).
+                    log.exception("a line of Blender's output was not handled", line=line)
 
 
 @dataclass
@@ -487,6 +578,10 @@ class BlenderProcess:
         # request) did not spoil this request; one that ends before answering did.
         verdict = _judge(request, seen, code if last or answer is None else None, tail)
         verdict.exit_code = code
+        if not verdict.ok:
+            verdict.write_errors = blender_write_errors([verdict.error or "", *tail])
+        if listener.log_error is not None:
+            verdict.write_errors.append(listener.log_error)
         return verdict
 
     def ask(

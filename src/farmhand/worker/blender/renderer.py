@@ -227,4 +227,6 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def _outcome(result: RenderResult) -> RenderOutcome:
-    return RenderOutcome(ok=result.ok, error=result.error, log_tail=result.log_tail)
+    return RenderOutcome(
+        ok=result.ok, error=result.error, log_tail=result.log_tail, causes=list(result.write_errors)
+    )
