@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import update
 
 from farmhand.manager.api import jobs as jobs_api
-from farmhand.manager.api.uploads import store_upload
+from farmhand.manager.api.uploads import ingest
 from farmhand.manager.db.models import Job, Task
 from farmhand.manager.storage.blobs import StoredBlob
 from tests.integration.conftest import (
@@ -107,15 +107,15 @@ def test_a_job_started_while_its_file_streamed_in_keeps_its_inputs(
     before = inputs(farm, job_id)
     context = farm.client.app.state.farm  # type: ignore[attr-defined]
 
-    async def slow_upload(*args: Any, **kwargs: Any) -> StoredBlob:
-        stored = await store_upload(*args, **kwargs)
+    async def slow_upload(*args: Any, **kwargs: Any) -> tuple[StoredBlob, bool]:
+        stored = await ingest(*args, **kwargs)
         with context.db.transaction() as session:  # a worker claims meanwhile
             session.execute(
                 update(Task).where(Task.job_id == job_id).values(status="active", attempts=1)
             )
         return stored
 
-    monkeypatch.setattr(jobs_api, "store_upload", slow_upload)
+    monkeypatch.setattr(jobs_api, "ingest", slow_upload)
     answer = upload_input(farm, job_id, "scene.blend", FAKE_BLEND + b"new")
     assert answer.status_code == 409, answer.text
     assert inputs(farm, job_id) == before

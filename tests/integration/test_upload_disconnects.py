@@ -5,10 +5,10 @@ user's blob and multipart job, and a runner's frame, preview and video. Each mus
 one `upload interrupted` line at INFO naming the route, who sent it (the user, or the
 runner and its task) and the bytes that arrived, no ERROR line or traceback (operators
 alert on those), and nothing stored. The multipart routes whose form FastAPI parses
-before the route runs (an input added to a job, a project zip, a runner's tile, extra
-file and video as multipart) log the same line, without the sender (not known before
-the form is), and answer the same `499`; blend-info reads its form itself, after its
-sender is known, and names them.
+before the route runs (a project zip, a runner's tile, extra file and video as
+multipart) log the same line, without the sender (not known before the form is), and
+answer the same `499`; blend-info and an input added to a job read their form
+themselves, after the sender is known, and name them.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from starlette.types import Message
 
 from farmhand.localfarm import LocalFarm, local_farm
 from farmhand.shared.protocol import WORKER_PROTOCOL
-from tests.integration.conftest import FAKE_BLEND, Farm, png_bytes
+from tests.integration.conftest import FAKE_BLEND, Farm, png_bytes, submit_stand_in
 
 MP4_HEAD = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"
 """The first box of an mp4: enough for the manager, which checks only the container."""
@@ -201,7 +201,6 @@ def test_a_video_cut_off_is_logged_once_and_not_stored(setup: Setup) -> None:
 
 
 FORM_ROUTES = [
-    "/api/jobs/{job}/upload",
     "/api/projects",
     "/api/runner/files/{job}/tile",
     "/api/runner/files/{job}/extra",
@@ -229,6 +228,38 @@ def test_a_form_parsed_by_fastapi_cut_off_is_logged_once(setup: Setup, route: st
     assert [entry["path"] for entry in inputs_of(setup)] == ["a.blend"]
 
 
+def test_an_input_upload_cut_off_is_logged_once_with_its_sender(setup: Setup) -> None:
+    """`POST /api/jobs/{id}/upload` reads its form itself (to refuse an upload over the
+    quota, or to a job whose inputs are fixed, before it is received): its line names
+    the user, the job keeps its inputs, and nothing of the file stays in the blob
+    store's temporary area. A job of its own, paused: setup's has a task handed out,
+    which fixes its inputs (a 409 before the body is read)."""
+    created = setup.api.post(
+        "/api/jobs",
+        headers=setup.admin,
+        json={"main_file": "a.blend", "files": {"a.blend": hashlib.sha256(FAKE_BLEND).hexdigest()}},
+    )
+    assert created.status_code == 202, created.text
+    job_id = created.json()["id"]
+    paused = setup.api.post(
+        f"/api/jobs/{job_id}/actions", headers=setup.admin, json={"action": "pause"}
+    )
+    assert paused.status_code == 200, paused.text
+    path = f"/api/jobs/{job_id}/upload"
+    headers = {**setup.admin, "Content-Type": "multipart/form-data; boundary=b"}
+    body = PATH_PART + form_part()
+    since = len(manager_log(setup.farm))
+    cut_off(setup.farm, "POST", path, headers, body, 100_000)
+    assert_logged_as_a_drop(setup, since, "POST", path, len(body), 100_000, user="admin")
+    files = setup.api.get(f"/api/jobs/{job_id}/files", headers=setup.admin).json()
+    assert [entry["path"] for entry in files if entry["kind"] == "input"] == ["a.blend"]
+    assert not list(setup.farm.data_dir.glob("**/tmp/upload-*"))
+
+
+PATH_PART = b'--b\r\nContent-Disposition: form-data; name="path"\r\n\r\nextra.blend\r\n'
+"""The `path` field of an input's form, sent before its file as clients send it."""
+
+
 def test_a_blend_info_upload_cut_off_is_logged_once_with_its_sender(setup: Setup) -> None:
     """`/api/blend-info` reads its form itself (to refuse an upload over the quota before
     it is received), so its line names the user too, and nothing of the file stays in
@@ -247,13 +278,15 @@ def inputs_of(setup: Setup) -> list[Any]:
     return [entry for entry in files if entry["kind"] == "input"]
 
 
-@pytest.mark.parametrize("route", ["/api/blobs/{sha}", *FORM_ROUTES])
+@pytest.mark.parametrize("route", ["/api/blobs/{sha}", "/api/jobs/{job}/upload", *FORM_ROUTES])
 def test_every_upload_cut_off_is_answered_499(farm: Farm, route: str) -> None:
     """What the manager answers (to nobody) is what its records show: the same status
     for every interrupted upload, whoever parses it. Called in the app's own event loop,
-    with a client that sends part of the body and is gone."""
+    with a client that sends part of the body and is gone. (An input goes to a job that
+    exists and takes it: else the 404 comes before the body is read.)"""
     sha = hashlib.sha256(b"never sent whole").hexdigest()
-    path = route.format(job=1, sha=sha)
+    job = submit_stand_in(farm.client, farm.admin) if route.startswith("/api/jobs/") else 1
+    path = route.format(job=job, sha=sha)
     raw = "/api/blobs/" in route
     body = FAKE_BLEND if raw else form_part()
     kind = b"application/octet-stream" if raw else b"multipart/form-data; boundary=b"

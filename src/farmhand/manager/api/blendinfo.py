@@ -34,7 +34,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from functools import cache, partial
@@ -49,11 +48,11 @@ from starlette.concurrency import run_in_threadpool
 from farmhand.manager.api.deps import Caller, Context, UserDep
 from farmhand.manager.api.form_file import FORM_FILE_BODY, FormFile
 from farmhand.manager.api.limits import (
-    MULTIPART_SLACK,
     QuotaExceeded,
     declared_length,
     enforce_quota,
-    quota_room,
+    refuse_hopeless_upload,
+    within_allowance,
 )
 from farmhand.manager.api.uploads import checked_name, receive_body, receiving, record_blob
 from farmhand.manager.clock import utcnow
@@ -64,7 +63,6 @@ from farmhand.manager.storage.access import readable, record_uploads
 from farmhand.manager.storage.blobs import CHUNK, StoredBlob
 from farmhand.manager.storage.gc import undo_uploads
 from farmhand.manager.storage.turns import turn
-from farmhand.manager.storage.usage import largest_counted_blob
 from farmhand.shared.blendfile import (
     HEADER_BYTES,
     looks_like_blend,
@@ -238,12 +236,9 @@ async def blend_info(request: Request, context: Context, caller: UserDep) -> Ble
     """The form's file is read here (`form_file.FormFile`), not by FastAPI before the
     route, so a refused upload is refused before it is received: by its declared length
     before a byte of the body is read, and as it streams in at the first byte that
-    takes it past what the caller may store (`_allowance`); nothing of it is kept."""
-    declared = declared_length(request.scope)
-    if declared is not None:
-        # The file is at most the body, and at least the body without its framing.
-        least = max(0, declared - MULTIPART_SLACK)
-        await run_in_threadpool(_refuse_hopeless, context, caller, least)
+    takes it past what the caller may store (`limits.upload_allowance`); nothing of it
+    is kept."""
+    await run_in_threadpool(refuse_hopeless_upload, context, caller, declared_length(request.scope))
     async with receiving(request, user=caller.name) as body:
         form = FormFile(body.headers.get("content-type", ""), body.stream())
         name = checked_name(await form.filename(), ".blend")
@@ -275,7 +270,7 @@ def _turn_of(context: ManagerContext, user_id: int) -> AbstractAsyncContextManag
 async def _stored_and_read(
     context: ManagerContext, caller: Caller, form: FormFile, name: str
 ) -> BlendInfo:
-    chunks = _within_allowance(context, caller, form.chunks())
+    chunks = within_allowance(context, caller, form.chunks())
     stored = await receive_body(context, chunks, check=partial(_admit, context, caller))
     kept = await run_in_threadpool(_keep, context, caller, stored)
     blob_header = {BLOB_HEADER: stored.sha256}
@@ -304,46 +299,6 @@ async def _stored_and_read(
         ) from error
     farm = await run_in_threadpool(farm_blenders, context, version)
     return blend_info_model(stored.sha256, name, stored.size, version, facts, farm)
-
-
-def _allowance(context: ManagerContext, caller: Caller) -> int | None:
-    """The most bytes the caller's upload may have before its content is known (None:
-    no limit but the upload limit). The room under their quota (`limits.quota_room`,
-    the one home of the rule), or, if there is room at all, the size of the largest
-    file their usage counts already, if larger: the upload may be that file (the same
-    .blend chosen again), which costs nothing more. Its hash, known at its end, tells
-    (`_admit`)."""
-    room = quota_room(context, caller)
-    if room is None or room < 0:
-        return room
-    with context.db.read() as session:
-        return max(room, largest_counted_blob(session, caller.user_id))
-
-
-def _refuse_hopeless(context: ManagerContext, caller: Caller, least: int) -> None:
-    """413 (`QuotaExceeded`, the quota's own answer) before a byte of the body is read
-    if a file of at least `least` bytes cannot fit whatever it is (`_allowance`)."""
-    allowed = _allowance(context, caller)
-    if allowed is not None and least > allowed:
-        enforce_quota(context, caller, (), least)
-
-
-async def _within_allowance(
-    context: ManagerContext, caller: Caller, chunks: AsyncIterator[bytes]
-) -> AsyncIterator[bytes]:
-    """`chunks`, stopped with the quota's 413 as soon as they pass `_allowance`: a body
-    of no declared length (chunked), or one whose framing left a doubt, is not
-    received further, and the blob store discards what it wrote of it. The figures are
-    the quota's (`enforce_quota` with the bytes received so far); if it lets them pass
-    (another upload freed room meanwhile), the allowance is asked again."""
-    allowed = await run_in_threadpool(_allowance, context, caller)
-    size = 0
-    async for chunk in chunks:
-        size += len(chunk)
-        if allowed is not None and size > allowed:
-            await run_in_threadpool(enforce_quota, context, caller, (), size)
-            allowed = await run_in_threadpool(_allowance, context, caller)
-        yield chunk
 
 
 def _admit(context: ManagerContext, caller: Caller, received: Path) -> None:

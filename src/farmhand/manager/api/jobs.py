@@ -9,22 +9,28 @@ from pathlib import PurePosixPath
 from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, Form, HTTPException, Query, Request, Response, UploadFile, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.types import Receive, Scope, Send
 
 from farmhand.manager.api.deps import Caller, Context, UserDep
 from farmhand.manager.api.disposition import attachment, header_text
 from farmhand.manager.api.errors import error_responses
-from farmhand.manager.api.limits import enforce_quota, manifest_body
+from farmhand.manager.api.form_file import FormFile, form_body, form_schema
+from farmhand.manager.api.limits import (
+    declared_length,
+    enforce_quota,
+    manifest_body,
+    refuse_hopeless_upload,
+    within_allowance,
+)
 from farmhand.manager.api.ranges import Part, etag_of, requested_part
 from farmhand.manager.api.streaming import ClosingStreamingResponse
-from farmhand.manager.api.uploads import receiving, sent_by, store_upload, uploaded_name
+from farmhand.manager.api.uploads import checked_name, ingest, receiving, sent_by
 from farmhand.manager.clock import utcnow
 from farmhand.manager.connections import cut_off
 from farmhand.manager.context import ManagerContext
@@ -79,6 +85,12 @@ router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
 ERRORS = error_responses(400, 401, 404)
 
+SETTINGS_FIELD = "settings"
+"""The multipart submit's text field: its `JobSettings` as JSON."""
+PATH_FIELD = "path"
+"""`upload_job_file`'s text field: where the file goes among the job's inputs."""
+PATH_MAX_LENGTH = 1024
+
 
 def _inline_definitions(
     schema: Any, definitions: dict[str, Any], seen: tuple[str, ...] = ()
@@ -129,17 +141,14 @@ _CREATE_BODY: dict[str, Any] = {
         "content": {
             "application/json": {"schema": _json_job_schema()},
             "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "settings": {
+                "schema": form_schema(
+                    {
+                        SETTINGS_FIELD: {
                             "type": "string",
                             "description": "JobSettings as a JSON string.",
-                        },
-                    },
-                }
+                        }
+                    }
+                )
             },
         },
     }
@@ -169,24 +178,39 @@ def _accepted(context: ManagerContext, response: Response, job: Job) -> JobAccep
 
 
 async def _multipart_job(context: ManagerContext, request: Request, caller: Caller) -> JobCreate:
+    """A job of one .blend sent with its settings, the one-shot submit. The form is read
+    here (`form_file.FormFile`), not by Starlette's parser, which received and spooled
+    every byte before anything was checked: a .blend the sender's quota cannot take is
+    refused before a byte of the body is read when its declared length says so, else
+    at the first bytes past the room (a chunked body), and nothing of it is kept.
+    Settings sent before the file (httpx sends its text fields first; curl in the
+    order of its `-F`s) are checked before the file is received; after it, once it is."""
+    await run_in_threadpool(
+        partial(refuse_hopeless_upload, submitting=True),
+        context,
+        caller,
+        declared_length(request.scope),
+    )
     async with receiving(request, user=caller.name) as body:
-        form = await body.form(max_files=1, max_fields=4)
-    upload = form.get("file")
-    if not isinstance(upload, StarletteUploadFile):
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "multipart field 'file' is required")
-    raw_settings = form.get("settings") or "{}"
-    if not isinstance(raw_settings, str):
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "'settings' must be a JSON string")
+        form = FormFile(body.headers.get("content-type", ""), body.stream(), texts=[SETTINGS_FIELD])
+        name = checked_name(await form.filename(), ".blend")
+        early = form.text(SETTINGS_FIELD)
+        settings = None if early is None else _form_settings(early or "{}")
+        chunks = within_allowance(context, caller, form.chunks(), submitting=True)
+        stored, _ = await ingest(context, chunks)
+    if settings is None:
+        settings = _form_settings(form.text(SETTINGS_FIELD) or "{}")
+    await sent_by(context, caller.user_id, [stored])  # the job below names it
+    return JobCreate(**settings.model_dump(), main_file=name, files={name: stored.sha256})
+
+
+def _form_settings(raw: str) -> JobSettings:
     try:
-        settings = JobSettings.model_validate_json(raw_settings)
+        return JobSettings.model_validate_json(raw)
     except ValidationError as error:
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST, f"invalid settings: {_first_error(error)}"
         ) from error
-    name = uploaded_name(upload, ".blend")
-    stored = await store_upload(context, upload)
-    await sent_by(context, caller.user_id, [stored])  # the job below names it
-    return JobCreate(**settings.model_dump(), main_file=name, files={name: stored.sha256})
 
 
 def _first_error(error: ValidationError) -> str:
@@ -434,39 +458,60 @@ def task_action(
     return summary
 
 
+_UPLOAD_BODY = form_body(
+    {
+        PATH_FIELD: {
+            "type": "string",
+            "maxLength": PATH_MAX_LENGTH,
+            "description": "Where the file goes among the job's inputs (a relative path).",
+        }
+    },
+    required=[PATH_FIELD],
+)
+
+
 @router.post(
     "/{job_id}/upload",
     status_code=status.HTTP_201_CREATED,
     response_model=JobFileModel,
-    responses={**ERRORS, **error_responses(409)},
+    responses={**ERRORS, **error_responses(409, 413)},
     summary="Add or replace an input file of a job no worker has started",
+    openapi_extra=_UPLOAD_BODY,
 )
 async def upload_job_file(
-    job_id: int,
-    file: UploadFile,
-    path: Annotated[str, Form(max_length=1024)],
-    context: Context,
-    caller: UserDep,
+    job_id: int, request: Request, context: Context, caller: UserDep
 ) -> JobFileModel:
     """Add an input, or replace one (the main .blend too), while no frame can have been
     rendered from the job's inputs (`inputs_fixed_because`).
 
-    That is looked at before the bytes are received, so a hopeless upload is refused at
-    once, and again in the transaction that records the file: a worker may claim a task
-    while a big file streams in, and the file must then not change under it."""
-    try:
-        clean = safe_relative_path(path)
-    except UnsafePathError as error:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
+    The job (404, and 409 once its inputs are fixed) and the caller's quota (413, by
+    the declared length) are looked at before a byte of the body is read, and the
+    `path` field, sent before the file as clients do, before the file's bytes are: the
+    form is read here (`form_file.FormFile`), not by FastAPI before the route, so a
+    hopeless upload is refused at once, and one of no declared length at its first
+    bytes past the quota, nothing of it kept. A `path` sent after the file is checked
+    once the file is in. All of it is checked again in the transaction that records
+    the file: a worker may claim a task while a big file streams in, and the file must
+    then not change under it."""
 
-    def check() -> tuple[str, dict[str, Any]]:
+    def check(clean: str | None) -> tuple[str, dict[str, Any]]:
         with context.db.transaction() as session:
             job = _visible_job(session, caller, job_id)
             _inputs_changeable(session, job, clean)
             return job.main_file, dict(job.settings)
 
-    main_file, settings = await run_in_threadpool(check)
-    stored = await store_upload(context, file)
+    main_file, settings = await run_in_threadpool(check, None)
+    await run_in_threadpool(refuse_hopeless_upload, context, caller, declared_length(request.scope))
+    async with receiving(request, user=caller.name) as body:
+        form = FormFile(body.headers.get("content-type", ""), body.stream(), texts=[PATH_FIELD])
+        await form.filename()  # the name it had on the sender's disk: `path` names it here
+        early = form.text(PATH_FIELD)
+        if early is not None:
+            main_file, settings = await run_in_threadpool(check, _input_path(early))
+        stored, _ = await ingest(context, within_allowance(context, caller, form.chunks()))
+    clean = _input_path(form.text(PATH_FIELD))
+    if early is None:
+        main_file, settings = await run_in_threadpool(check, clean)
     await run_in_threadpool(enforce_quota, context, caller, [stored.sha256])
     saved: str | None = None
     if clean == main_file:
@@ -511,12 +556,32 @@ async def upload_job_file(
     return answer
 
 
-def _inputs_changeable(session: Session, job: Job, path: str) -> None:
+def _input_path(raw: str | None) -> str:
+    """The `path` field of `upload_job_file`'s form, as a safe relative path; else a 400."""
+    if raw is None:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, f"multipart field {PATH_FIELD!r} is required"
+        )
+    if len(raw) > PATH_MAX_LENGTH:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            f"{PATH_FIELD!r} is longer than {PATH_MAX_LENGTH} characters",
+        )
+    try:
+        return safe_relative_path(raw)
+    except UnsafePathError as error:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
+
+
+def _inputs_changeable(session: Session, job: Job, path: str | None) -> None:
     """409 if the job's inputs are fixed; 400 if `path` cannot join its other inputs on
-    a worker's disk (a file and a folder at once, or a name differing only in case)."""
+    a worker's disk (a file and a folder at once, or a name differing only in case).
+    `path` None: the inputs being fixed only (the path is not known yet)."""
     fixed = inputs_fixed_because(session, job)
     if fixed is not None:
         raise HTTPException(status.HTTP_409_CONFLICT, fixed)
+    if path is None:
+        return
     inputs = set(
         session.scalars(
             select(JobFile.path).where(JobFile.job_id == job.id, JobFile.kind == "input")

@@ -44,6 +44,9 @@ The per-user storage quota is a different kind of limit (it needs the database) 
 lives in `farmhand.manager.storage.usage`; its 413 is raised by the upload routes
 (`enforce_quota`, which also counts the caller's unfinished resumable uploads), as is
 the 409 for a user with `max_open_uploads` unfinished uploads (`enforce_open_uploads`).
+The routes that read their multipart form themselves (`form_file.FormFile`) also refuse
+an upload the quota cannot take before it is received: by its declared length
+(`refuse_hopeless_upload`), else as it streams in (`within_allowance`).
 """
 
 from __future__ import annotations
@@ -51,8 +54,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
+from functools import partial
 
 from anyio import CapacityLimiter, to_thread
 from fastapi.exception_handlers import http_exception_handler
@@ -66,7 +70,12 @@ from farmhand.manager.api.deps import Caller
 from farmhand.manager.api.uploads import upload_interrupted
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.settings import ManagerSettings
-from farmhand.manager.storage.usage import unused_upload_bytes, usage_with, user_usage_bytes
+from farmhand.manager.storage.usage import (
+    largest_counted_blob,
+    unused_upload_bytes,
+    usage_with,
+    user_usage_bytes,
+)
 from farmhand.shared.limits import JOB_BODY_MAX_BYTES
 
 MULTIPART_SLACK = 1024**2
@@ -472,13 +481,69 @@ def quota_room(context: ManagerContext, caller: Caller) -> int | None:
     """The bytes of new files `enforce_quota` lets the caller add now (negative when they
     are over their quota already): it refuses `extra_bytes` exactly when they are more.
     None when it refuses nothing (no quota, an admin). For an upload of a size known only
-    at its end, to stop reading it at the byte that passes (`api/blendinfo.py`)."""
+    at its end, to stop reading it at the byte that passes (`upload_allowance`)."""
     quota = _quota_of(context, caller)
     if quota is None:
         return None
     _, reserved = _unfinished(context, caller)
     with context.db.read() as session:
         return quota - usage_with(session, caller.user_id, ()) - reserved
+
+
+def upload_allowance(context: ManagerContext, caller: Caller) -> int | None:
+    """The most bytes the caller's upload may have before its content is known (None:
+    no limit but the upload limit). The room under their quota (`quota_room`), or, if
+    there is room at all, the size of the largest file their usage counts already, if
+    larger: the upload may be that file (the same .blend chosen again), which costs
+    nothing more. Its hash, known at its end, tells (the route's own `enforce_quota`)."""
+    room = quota_room(context, caller)
+    if room is None or room < 0:
+        return room
+    with context.db.read() as session:
+        return max(room, largest_counted_blob(session, caller.user_id))
+
+
+def refuse_hopeless_upload(
+    context: ManagerContext, caller: Caller, declared: int | None, *, submitting: bool = False
+) -> None:
+    """413 (`QuotaExceeded`, the quota's own answer; `submitting` as for `enforce_quota`)
+    before a byte of a multipart body is read if its declared length leaves no room for
+    its file, whatever the file is (`upload_allowance`). The file is at most the body,
+    and at least the body without its framing (`MULTIPART_SLACK`, which also covers the
+    form's few small text fields: `form_file.MAX_TEXT_FIELDS`). A route that reads its
+    form itself (`form_file.FormFile`) calls this first; with no declared length
+    (chunked), `within_allowance` stops the body instead."""
+    if declared is None:
+        return
+    least = max(0, declared - MULTIPART_SLACK)
+    allowed = upload_allowance(context, caller)
+    if allowed is not None and least > allowed:
+        enforce_quota(context, caller, (), least, submitting=submitting)
+
+
+async def within_allowance(
+    context: ManagerContext,
+    caller: Caller,
+    chunks: AsyncIterator[bytes],
+    *,
+    submitting: bool = False,
+) -> AsyncIterator[bytes]:
+    """`chunks` (an upload's bytes as they arrive), stopped with the quota's 413 as soon
+    as they pass `upload_allowance`: a body of no declared length (chunked), or one whose
+    framing left a doubt, is not received further, and the blob store discards what it
+    wrote of it. The figures are the quota's (`enforce_quota` with the bytes received so
+    far); if it lets them pass (another upload freed room meanwhile), the allowance is
+    asked again."""
+    allowed = await run_in_threadpool(upload_allowance, context, caller)
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if allowed is not None and size > allowed:
+            await run_in_threadpool(
+                partial(enforce_quota, submitting=submitting), context, caller, (), size
+            )
+            allowed = await run_in_threadpool(upload_allowance, context, caller)
+        yield chunk
 
 
 def _quota_of(context: ManagerContext, caller: Caller) -> int | None:
