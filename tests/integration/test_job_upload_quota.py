@@ -132,7 +132,7 @@ def test_a_submit_declared_over_the_quota_is_refused_before_its_body(served: Loc
     sock = send_head(served, "/api/jobs", token, SETTINGS + FILE_PART, DECLARED)
     status, detail, head = answer_before_the_rest(sock)
     assert status == 413, detail
-    assert detail.startswith("storage quota exceeded: this would bring your usage to")
+    assert detail.startswith("storage quota exceeded: this would bring your usage to at least")
     assert "ask an admin for a larger quota" in detail
     assert b"connection: close" in head.lower()
     assert served_usage(served, "fay") == 0
@@ -204,7 +204,7 @@ def test_an_input_declared_over_the_quota_is_refused_before_its_body(served: Loc
     sock = send_head(served, path, token, text_part("path", b"tex/huge.exr") + FILE_PART, DECLARED)
     status, detail, head = answer_before_the_rest(sock)
     assert status == 413, detail
-    assert detail.startswith("storage quota exceeded: this would bring your usage to")
+    assert detail.startswith("storage quota exceeded: this would bring your usage to at least")
     assert b"connection: close" in head.lower()
     assert inputs_of(served, token, job_id) == before
     assert served_usage(served, "hal") == usage

@@ -446,6 +446,7 @@ def enforce_quota(
     extra_bytes: int = 0,
     *,
     submitting: bool = False,
+    at_least: bool = False,
 ) -> None:
     """413 if the caller's jobs referencing these blobs would pass their storage quota.
 
@@ -454,7 +455,10 @@ def enforce_quota(
     uploads count by the size each announced (known from the start, so sending all but
     the last byte reserves as much as sending them all). Admins have no quota: they run
     the farm and clean it up. `submitting`: the refused request is a job's submission,
-    which the 413's advice must not offer as the way out (`QuotaExceeded`).
+    which the 413's advice must not offer as the way out (`QuotaExceeded`). `at_least`:
+    `extra_bytes` is what is known of an upload so far (its bytes received before it was
+    stopped, its declared length less the form's framing), not its size, and the 413
+    says so: "at least" that much, not a figure a user takes for their file's size.
     """
     quota = _quota_of(context, caller)
     if quota is None:
@@ -474,6 +478,7 @@ def enforce_quota(
             unused=unused,
             grace_seconds=context.settings.blob_grace_seconds,
             submitting=submitting,
+            at_least=at_least,
         )
 
 
@@ -518,7 +523,7 @@ def refuse_hopeless_upload(
     least = max(0, declared - MULTIPART_SLACK)
     allowed = upload_allowance(context, caller)
     if allowed is not None and least > allowed:
-        enforce_quota(context, caller, (), least, submitting=submitting)
+        enforce_quota(context, caller, (), least, submitting=submitting, at_least=True)
 
 
 async def within_allowance(
@@ -540,7 +545,11 @@ async def within_allowance(
         size += len(chunk)
         if allowed is not None and size > allowed:
             await run_in_threadpool(
-                partial(enforce_quota, submitting=submitting), context, caller, (), size
+                partial(enforce_quota, submitting=submitting, at_least=True),
+                context,
+                caller,
+                (),
+                size,
             )
             allowed = await run_in_threadpool(upload_allowance, context, caller)
         yield chunk
@@ -591,6 +600,7 @@ class QuotaExceeded(HTTPException):
         unused: int = 0,
         grace_seconds: float = 0,
         submitting: bool = False,
+        at_least: bool = False,
     ) -> None:
         parts, remedies = [], []
         if current - reserved - unused > 0:
@@ -625,7 +635,8 @@ class QuotaExceeded(HTTPException):
         )
         super().__init__(
             413,
-            f"storage quota exceeded: this would bring your usage to {after} "
+            f"storage quota exceeded: this would bring your usage to "
+            f"{'at least ' if at_least else ''}{after} "
             f"of your {limit} quota (now {_human(current)}{held}); {advice}",
         )
 
