@@ -16,6 +16,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -116,8 +117,14 @@ def test_a_file_another_user_holds_is_kept_for_them_when_refused(farm: Farm, rea
 def test_a_refused_submit_does_not_advise_submitting() -> None:
     """The 413 of a job's submission advised "submit the job using them": the very
     request refused. An upload, which waits for its job, still says so."""
-    held = {"current": 9000, "usage": 9000, "quota": 6144, "unused": 4000, "grace_seconds": 60}
-    upload = str(QuotaExceeded(**held).detail)  # type: ignore[arg-type]
+    held: dict[str, Any] = {
+        "current": 9000,
+        "usage": 9000,
+        "quota": 6144,
+        "unused": 4000,
+        "grace_seconds": 60,
+    }
+    upload = str(QuotaExceeded(**held).detail)
     submitting = str(QuotaExceeded(**held, submitting=True).detail)
     assert "submit the job using them" in upload
     assert "submit the job" not in submitting
