@@ -60,7 +60,7 @@ def user_usage_bytes(session: Session, user_id: int) -> int:
 def largest_counted_blob(session: Session, user_id: int) -> int:
     """The size of the largest blob `user_usage_bytes` counts (0 for none). A file of
     unknown content that is larger cannot be one of them, so it will cost its whole
-    size: an upload read as it arrives (`api/blendinfo.py`) is refused once it passes
+    size: an upload read as it arrives (`limits.upload_allowance`) is refused once it passes
     both this and the room under the quota, before its hash is known."""
     largest = session.scalar(
         select(func.coalesce(func.max(Blob.size), 0)).where(Blob.sha256.in_(_user_blobs(user_id)))
