@@ -14,6 +14,7 @@ otherwise; without the fix the manager waits for the body the client never sends
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -23,6 +24,7 @@ import httpx
 import pytest
 
 from farmhand.localfarm import LocalFarm, local_farm
+from farmhand.shared.blobpaths import blob_path
 from tests.integration.conftest import FAKE_BLEND
 from tests.integration.test_blend_info_quota import (
     FILE_PART,
@@ -160,8 +162,11 @@ def test_a_huge_settings_field_is_refused_without_being_received(served: LocalFa
     token = served.admin_token
     start = b'--b\r\nContent-Disposition: form-data; name="settings"\r\n\r\n'
     sock = send_head(served, "/api/jobs", token, start + b"{" * 65536, None)
-    for _ in range(4):  # 256 kB of the "1 GB" field
-        sock.sendall(chunk(b" " * 65536))
+    try:
+        for _ in range(4):  # 256 kB of the "1 GB" field
+            sock.sendall(chunk(b" " * 65536))
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # refused and closed already, as it should be: its answer is read below
     status, detail, _ = answer_before_the_rest(sock)
     assert status == 400, detail
     assert "'settings'" in detail and "bytes" in detail
@@ -270,4 +275,76 @@ def test_a_path_sent_after_the_file_still_places_it(served: LocalFarm) -> None:
         timeout=30,
     )
     assert answer.status_code == 201, answer.text
-    assert "tex/late.blend" in inputs_of(served, token, job_id)
+    placed = inputs_of(served, token, job_id)
+    assert "tex/late.blend" in placed
+    assert stored(served, placed["tex/late.blend"]), "the helper below sees a stored blob"
+
+
+# ------------------------------------------- refused once stored: nothing of it kept
+
+
+def unique_blend() -> tuple[bytes, str]:
+    """A form's file part of a .blend no one has sent before, and its SHA-256: larger
+    than one read of the body, so that what follows it arrives after it is stored (a
+    small body is parsed whole before the file is, and refused before it is stored)."""
+    data = FAKE_BLEND + os.urandom(300_000)
+    part = (
+        b"--b\r\n"
+        b'Content-Disposition: form-data; name="file"; filename="once.blend"\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n"
+    ) + data
+    return part, hashlib.sha256(data).hexdigest()
+
+
+def stored(farm: LocalFarm, sha256: str) -> bool:
+    """Whether the blob store holds these bytes (a file on the manager's disk)."""
+    return blob_path(farm.data_dir / "blobs", sha256).exists()
+
+
+def post_form(farm: LocalFarm, path: str, token: str, body: bytes) -> httpx.Response:
+    return httpx.post(
+        farm.url + path,
+        headers={**bearer(token), "Content-Type": "multipart/form-data; boundary=b"},
+        content=body,
+        timeout=30,
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "said"),
+    [
+        (b'{"frame_end": "bad"}', "invalid settings: frame_end"),
+        (b'{"frame_start": 5, "frame_end": 2}', "frame"),
+    ],
+    ids=["not-a-number", "backwards"],
+)
+def test_a_submit_refused_for_settings_after_its_file_keeps_nothing(
+    served: LocalFarm, settings: bytes, said: str
+) -> None:
+    """curl's order (`-F file=@… -F settings=…`): the .blend is in before its settings
+    are read. Settings that are wrong were a 400 that left the .blend on the disk,
+    counted in no one's quota, so a loop of such submits filled the disk (QA round 13)."""
+    token = served_user(served, f"ned-{len(settings)}")
+    part, sha = unique_blend()
+    body = part + b"\r\n" + text_part("settings", settings) + b"--b--\r\n"
+    answer = post_form(served, "/api/jobs", token, body)
+    assert answer.status_code == 400, answer.text
+    assert said in answer.json()["detail"]
+    assert not stored(served, sha), "the refused .blend stayed on the manager's disk"
+    assert served_usage(served, f"ned-{len(settings)}") == 0
+
+
+@pytest.mark.parametrize("path", [b"../../c.png", b"x" * 1025], ids=["escaping", "too-long"])
+def test_an_input_refused_for_its_path_after_the_file_keeps_nothing(
+    served: LocalFarm, path: bytes
+) -> None:
+    """`path` after the file, and wrong: a 400, and the file is not left behind."""
+    token = served_user(served, f"pip-{len(path)}")
+    job_id = paused_job(served, token)
+    before = inputs_of(served, token, job_id)
+    part, sha = unique_blend()
+    body = part + b"\r\n" + text_part("path", path) + b"--b--\r\n"
+    answer = post_form(served, f"/api/jobs/{job_id}/upload", token, body)
+    assert answer.status_code == 400, answer.text
+    assert not stored(served, sha), "the refused input stayed on the manager's disk"
+    assert inputs_of(served, token, job_id) == before

@@ -35,7 +35,6 @@ import shutil
 import subprocess
 import tempfile
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
 from typing import Any
@@ -54,14 +53,18 @@ from farmhand.manager.api.limits import (
     refuse_hopeless_upload,
     within_allowance,
 )
-from farmhand.manager.api.uploads import checked_name, receive_body, receiving, record_blob
-from farmhand.manager.clock import utcnow
+from farmhand.manager.api.uploads import (
+    KeptUpload,
+    checked_name,
+    receive_body,
+    receiving,
+    record_blob,
+)
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Worker
 from farmhand.manager.file_reads import RETRY_AFTER_SECONDS, FileReadsBusy
-from farmhand.manager.storage.access import readable, record_uploads
+from farmhand.manager.storage.access import readable
 from farmhand.manager.storage.blobs import CHUNK, StoredBlob
-from farmhand.manager.storage.gc import undo_uploads
 from farmhand.manager.storage.turns import turn
 from farmhand.shared.blendfile import (
     HEADER_BYTES,
@@ -323,34 +326,13 @@ def _admit(context: ManagerContext, caller: Caller, received: Path) -> None:
         enforce_quota(context, caller, held)
 
 
-@dataclass
-class _Kept:
-    """An upload recorded as its sender's, and how to take that back: a file refused
-    after it was stored (the quota passed meanwhile by another upload of theirs, or
-    not a .blend Blender reads) must cost its sender nothing. Only what this request
-    added is undone (`gc.undo_uploads`, as for a refused project zip)."""
-
-    context: ManagerContext
-    caller: Caller
-    sha256: str
-    created: bool
-    claimed: bool
-
-    def undo(self) -> None:
-        sent = [self.sha256] if self.claimed else []
-        undo_uploads(self.context, self.caller.user_id, sent, [self.sha256] if self.created else [])
-
-
-def _keep(context: ManagerContext, caller: Caller, stored: StoredBlob) -> _Kept:
+def _keep(context: ManagerContext, caller: Caller, stored: StoredBlob) -> KeptUpload:
     """Record the stored upload as the caller's (the page submits a job naming its hash
     next, also after a 503 or a 422 for a newer Blender's file), then ask the quota
     again, now with the blob counted as the caller's: an upload refused here is
     undone at once."""
-    created = record_blob(context, stored)
-    with context.db.transaction() as session:
-        claimed = not readable(session, caller.user_id, [stored.sha256], admin=False)
-        record_uploads(session, caller.user_id, [stored], utcnow())
-    kept = _Kept(context, caller, stored.sha256, created, claimed)
+    kept = KeptUpload(context, caller.user_id, stored.sha256, record_blob(context, stored))
+    kept.claim(stored)
     try:
         enforce_quota(context, caller, [stored.sha256])
     except QuotaExceeded:

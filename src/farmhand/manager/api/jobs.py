@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import PurePosixPath
 from typing import Annotated, Any
@@ -30,7 +30,7 @@ from farmhand.manager.api.limits import (
 )
 from farmhand.manager.api.ranges import Part, etag_of, requested_part
 from farmhand.manager.api.streaming import ClosingStreamingResponse
-from farmhand.manager.api.uploads import checked_name, ingest, receiving, sent_by
+from farmhand.manager.api.uploads import KeptUpload, checked_name, ingest, receiving
 from farmhand.manager.clock import utcnow
 from farmhand.manager.connections import cut_off
 from farmhand.manager.context import ManagerContext
@@ -52,6 +52,7 @@ from farmhand.manager.scheduling.state import (
     shown_jobs,
 )
 from farmhand.manager.storage.archive import EntryVanished, StoredOutput, output_names
+from farmhand.manager.storage.blobs import StoredBlob
 from farmhand.manager.storage.gc import mark_used
 from farmhand.manager.storage.zipplan import ZipEntry, ZipPlan, blob_facts, store_crc32s
 from farmhand.shared.outputnames import (
@@ -177,14 +178,18 @@ def _accepted(context: ManagerContext, response: Response, job: Job) -> JobAccep
     return JobAccepted(id=job.id, status=JobStatus(job.status), location=location)
 
 
-async def _multipart_job(context: ManagerContext, request: Request, caller: Caller) -> JobCreate:
+async def _multipart_job(
+    context: ManagerContext, request: Request, caller: Caller
+) -> tuple[JobCreate, KeptUpload]:
     """A job of one .blend sent with its settings, the one-shot submit. The form is read
     here (`form_file.FormFile`), not by Starlette's parser, which received and spooled
     every byte before anything was checked: a .blend the sender's quota cannot take is
     refused before a byte of the body is read when its declared length says so, else
     at the first bytes past the room (a chunked body), and nothing of it is kept.
     Settings sent before the file (httpx sends its text fields first; curl in the
-    order of its `-F`s) are checked before the file is received; after it, once it is."""
+    order of its `-F`s) are checked before the file is received; after it, once it is,
+    and a refusal then undoes the stored file, as does any later refusal of the job
+    (`submit_job`, with the `KeptUpload` returned)."""
     await run_in_threadpool(
         partial(refuse_hopeless_upload, submitting=True),
         context,
@@ -197,11 +202,17 @@ async def _multipart_job(context: ManagerContext, request: Request, caller: Call
         early = form.text(SETTINGS_FIELD)
         settings = None if early is None else _form_settings(early or "{}")
         chunks = within_allowance(context, caller, form.chunks(), submitting=True)
-        stored, _ = await ingest(context, chunks)
-    if settings is None:
-        settings = _form_settings(form.text(SETTINGS_FIELD) or "{}")
-    await sent_by(context, caller.user_id, [stored])  # the job below names it
-    return JobCreate(**settings.model_dump(), main_file=name, files={name: stored.sha256})
+        stored, created = await ingest(context, chunks)
+    kept = KeptUpload(context, caller.user_id, stored.sha256, created)
+    try:
+        if settings is None:
+            settings = _form_settings(form.text(SETTINGS_FIELD) or "{}")
+        await run_in_threadpool(kept.claim, stored)  # the job below names it
+        job = JobCreate(**settings.model_dump(), main_file=name, files={name: stored.sha256})
+    except Exception:
+        await run_in_threadpool(kept.undo)
+        raise
+    return job, kept
 
 
 def _form_settings(raw: str) -> JobSettings:
@@ -232,8 +243,9 @@ async def submit_job(
 ) -> JobAccepted:
     content_type = request.headers.get("content-type", "")
     job_request: JobCreate | SharedJobCreate
+    kept: KeptUpload | None = None
     if content_type.startswith("multipart/form-data"):
-        job_request = await _multipart_job(context, request, caller)
+        job_request, kept = await _multipart_job(context, request, caller)
     elif content_type.startswith("application/json"):
         # A manifest of 100,000 files takes a second to validate: not on the event loop,
         # where every runner's request would wait for it.
@@ -244,6 +256,19 @@ async def submit_job(
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
             "send application/json (JobCreate) or multipart/form-data (file + settings)",
         )
+    try:
+        job = await _create_job(context, caller, job_request)
+    except Exception:
+        if kept is not None:  # the one-shot submit's .blend, refused with its job
+            await run_in_threadpool(kept.undo)
+        raise
+    context.events.job_changed(job.id)
+    return _accepted(context, response, job)
+
+
+async def _create_job(
+    context: ManagerContext, caller: Caller, job_request: JobCreate | SharedJobCreate
+) -> Job:
     if isinstance(job_request, SharedJobCreate):
         creating = partial(create_shared_job, context, caller.user_id, job_request)
     else:
@@ -259,11 +284,9 @@ async def submit_job(
     # so in turn with the manager's other reads of users' files, holding no shared thread.
     reads = isinstance(job_request, JobCreate) and job_request.tiles is not None
     try:
-        job = await context.file_reads.run(creating, in_turn=reads)
+        return await context.file_reads.run(creating, in_turn=reads)
     except SubmitError as error:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
-    context.events.job_changed(job.id)
-    return _accepted(context, response, job)
 
 
 def _json_job(body: bytes) -> JobCreate | SharedJobCreate:
@@ -492,7 +515,9 @@ async def upload_job_file(
     bytes past the quota, nothing of it kept. A `path` sent after the file is checked
     once the file is in. All of it is checked again in the transaction that records
     the file: a worker may claim a task while a big file streams in, and the file must
-    then not change under it."""
+    then not change under it. A refusal once the file is stored undoes it
+    (`KeptUpload`): a bad `path` after the file must not leave it on the disk, outside
+    every quota."""
 
     def check(clean: str | None) -> tuple[str, dict[str, Any]]:
         with context.db.transaction() as session:
@@ -500,18 +525,38 @@ async def upload_job_file(
             _inputs_changeable(session, job, clean)
             return job.main_file, dict(job.settings)
 
-    main_file, settings = await run_in_threadpool(check, None)
+    await run_in_threadpool(check, None)
     await run_in_threadpool(refuse_hopeless_upload, context, caller, declared_length(request.scope))
     async with receiving(request, user=caller.name) as body:
         form = FormFile(body.headers.get("content-type", ""), body.stream(), texts=[PATH_FIELD])
         await form.filename()  # the name it had on the sender's disk: `path` names it here
         early = form.text(PATH_FIELD)
         if early is not None:
-            main_file, settings = await run_in_threadpool(check, _input_path(early))
-        stored, _ = await ingest(context, within_allowance(context, caller, form.chunks()))
+            await run_in_threadpool(check, _input_path(early))
+        stored, created = await ingest(context, within_allowance(context, caller, form.chunks()))
+    kept = KeptUpload(context, caller.user_id, stored.sha256, created)
+    try:
+        answer = await _place_input(context, caller, job_id, form, stored, early, check)
+    except Exception:
+        await run_in_threadpool(kept.undo)  # refused once in: it costs nothing, and goes
+        raise
+    context.events.job_changed(job_id)
+    return answer
+
+
+async def _place_input(
+    context: ManagerContext,
+    caller: Caller,
+    job_id: int,
+    form: FormFile,
+    stored: StoredBlob,
+    early: str | None,
+    check: Callable[[str | None], tuple[str, dict[str, Any]]],
+) -> JobFileModel:
+    """`upload_job_file` once the file is stored: its `path` (if sent after it), the
+    job and the quota again, the main file's version, then the row."""
     clean = _input_path(form.text(PATH_FIELD))
-    if early is None:
-        main_file, settings = await run_in_threadpool(check, clean)
+    main_file, settings = await run_in_threadpool(check, clean)
     await run_in_threadpool(enforce_quota, context, caller, [stored.sha256])
     saved: str | None = None
     if clean == main_file:
@@ -551,9 +596,7 @@ async def upload_job_file(
             session.flush()
             return _file_model(row)
 
-    answer = await run_in_threadpool(record)
-    context.events.job_changed(job_id)
-    return answer
+    return await run_in_threadpool(record)
 
 
 def _input_path(raw: str | None) -> str:

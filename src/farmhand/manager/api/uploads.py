@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 
@@ -22,9 +23,9 @@ from starlette.types import Message
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Blob, JobFile
-from farmhand.manager.storage.access import record_uploads
+from farmhand.manager.storage.access import readable, record_uploads
 from farmhand.manager.storage.blobs import BlobError, BlobTooLarge, StoredBlob
-from farmhand.manager.storage.gc import mark_used
+from farmhand.manager.storage.gc import mark_used, undo_uploads
 from farmhand.shared.paths import UnsafePathError, safe_file_name
 
 log = structlog.get_logger(__name__)
@@ -137,6 +138,32 @@ async def store_upload(context: ManagerContext, upload: UploadFile) -> StoredBlo
     stored = await receive_upload(context, upload)
     await run_in_threadpool(record_blob, context, stored)
     return stored
+
+
+@dataclass
+class KeptUpload:
+    """An upload this request stored, and how to take that back: a file refused after it
+    was stored (settings or a path sent after it that are wrong, the quota passed once it
+    is counted, a .blend Blender cannot read) must cost its sender nothing, and not stay
+    on the disk outside every quota until collection. Only what this request added is
+    undone (`gc.undo_uploads`, as for a refused project zip): the blob's row and file
+    if it `created` them, the sender's claim to it if it was new (`claimed`)."""
+
+    context: ManagerContext
+    user_id: int
+    sha256: str
+    created: bool
+    claimed: bool = False
+
+    def claim(self, stored: StoredBlob) -> None:
+        """Record the upload as the sender's (`sent_by`), noting whether that is new."""
+        with self.context.db.transaction() as session:
+            self.claimed = not readable(session, self.user_id, [self.sha256], admin=False)
+            record_uploads(session, self.user_id, [stored], utcnow())
+
+    def undo(self) -> None:
+        sent = [self.sha256] if self.claimed else []
+        undo_uploads(self.context, self.user_id, sent, [self.sha256] if self.created else [])
 
 
 async def sent_by(context: ManagerContext, user_id: int, stored: Iterable[StoredBlob]) -> None:
