@@ -71,7 +71,10 @@ ON_REFUSAL = """() => {
 """For `evaluate` before an upload: `window.refusal` gets the bar's width and its fill's
 as they are when the status line turns red, before any transition could run on."""
 
-QUOTA_REFUSAL = re.compile(r"^Failed: storage quota exceeded: .* more than your quota\.$")
+QUOTA_REFUSAL = re.compile(
+    r"^Failed: storage quota exceeded: .* more than your whole quota: "
+    r"ask an admin for a larger quota\.$"
+)
 CUT_OFF = (
     "Failed: the manager refused the upload. It closed the connection before the whole "
     "file was sent, as it does for a file over your storage quota or its upload limit, "

@@ -131,6 +131,18 @@ def test_a_refused_submit_does_not_advise_submitting() -> None:
     assert "delete old jobs" in submitting and "ask an admin for a larger quota" in submitting
 
 
+def test_a_file_over_the_whole_quota_is_not_told_that_freeing_room_helps() -> None:
+    """A 255 MiB .blend for a 781 KiB quota, with 473 KiB held by uploads no job uses: it
+    was told to "submit the job using them or wait for their removal to make room",
+    which no removal does (QA round 13). A file that fits once room is freed still is."""
+    whole = QuotaExceeded(current=484_000, usage=268_000_000, quota=800_000, unused=484_000)
+    assert str(whole.detail).endswith(
+        "what you send is more than your whole quota: ask an admin for a larger quota"
+    )
+    fits = QuotaExceeded(current=484_000, usage=900_000, quota=800_000, unused=484_000)
+    assert str(fits.detail).endswith("wait for their removal to make room")
+
+
 def test_one_users_uploads_take_turns_and_other_users_do_not_wait(
     farm: Farm, monkeypatch: pytest.MonkeyPatch, animated_blend_34: Path
 ) -> None:

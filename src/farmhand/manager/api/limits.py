@@ -587,7 +587,10 @@ class QuotaExceeded(HTTPException):
     being extra once the job using them is submitted (`storage/usage.py`). That last
     way out is offered only for an upload, which waits for its job: when the refused
     request is the submission (`submitting`), saying "submit the job" goes in a circle,
-    and an admin's larger quota is named instead (QA round 10)."""
+    and an admin's larger quota is named instead (QA round 10). When what is sent is more
+    than the whole quota by itself, nothing freed would make room: the answer says so,
+    and offers none of those ways out (QA round 13: a 255 MiB .blend for a 781 KiB quota
+    was told to wait for the removal of 473 KiB)."""
 
     def __init__(
         self,
@@ -628,11 +631,12 @@ class QuotaExceeded(HTTPException):
         if after == limit:  # just over: rounded alike, the figures would say "at" it
             after, limit = f"{usage:,} bytes", f"{quota:,} bytes"
         held = "".join(f"; {part}" if n else f", {part}" for n, part in enumerate(parts))
-        advice = (
-            " or ".join(remedies) + " to make room"
-            if remedies
-            else "what you send is more than your quota"
-        )
+        if usage - current > quota:  # it would not fit an empty quota: nothing frees room
+            advice = "what you send is more than your whole quota: ask an admin for a larger quota"
+        elif remedies:
+            advice = " or ".join(remedies) + " to make room"
+        else:
+            advice = "what you send is more than your quota"
         super().__init__(
             413,
             f"storage quota exceeded: this would bring your usage to "
