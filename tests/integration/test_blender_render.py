@@ -383,6 +383,59 @@ def test_exr_frames_get_previews_and_file_output_files_are_collected(
     assert not artist.exists(), "nothing is written where the .blend's node pointed"
 
 
+ESCAPING_SLOT = """
+import sys
+import bpy
+slot, out = sys.argv[sys.argv.index("--") + 1 :]
+scene = bpy.context.scene
+tree = getattr(scene, "compositing_node_group", None) or scene.node_tree
+node = next(node for node in tree.nodes if node.type == "OUTPUT_FILE")
+if hasattr(node, "file_output_items"):  # Blender 5: the file name before each item's
+    node.file_name = slot
+else:
+    node.file_slots[0].path = slot
+bpy.ops.wm.save_as_mainfile(filepath=out)
+"""
+
+
+@pytest.mark.parametrize("fixture", ["blender_module", "blender_executable"])
+def test_a_file_output_path_with_dotdot_stays_in_the_passes_folder(
+    fixture: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A File Output slot path that climbs out (`../../../<outside>/pwn_`) writes nothing
+    outside the task's passes folder: the pass arrives under the path without its `..`,
+    and the task's log says what the path was changed to."""
+    install: BlenderInstall = request.getfixturevalue(fixture)
+    plain = build(install, tmp_path / "plain.blend", "--file-output", "/home/anna/passes/")
+    outside = tmp_path / "outside"
+    slot = "../" * 30 + f"{str(outside).lstrip('/')}/pwn_"
+    script = tmp_path / "escape.py"
+    script.write_text(ESCAPING_SLOT)
+    blend = tmp_path / "escape.blend"
+    if install.kind == "module":
+        opening = f"import bpy; bpy.ops.wm.open_mainfile(filepath={str(plain)!r})"
+        run = f"{opening}; exec(open({str(script)!r}).read())"
+        command = [install.python, "-c", run, "--", slot, str(blend)]
+    else:
+        assert install.path is not None
+        command = [install.path, "-b", str(plain), "--python-exit-code", "1",
+                   "--python", str(script), "--", slot, str(blend)]  # fmt: skip
+    subprocess.run(command, capture_output=True, timeout=300, check=True)
+    out = tmp_path / "out"
+    result, events = do_render(install, blend, out, [1, 2])
+    assert result.ok, result.error
+    assert not outside.exists(), "a File Output file was written outside the task's folder"
+    inside = out / "passes" / "00-File_Output" / str(outside).lstrip("/")
+    for event in (e for e in events if isinstance(e, FrameSaved)):
+        assert len(event.extras) == 1
+        extra = event.extras[0]
+        assert extra.parent == inside, extra
+        assert extra.name.startswith("pwn_") and f"{event.frame:04d}" in extra.name
+        verify_image(extra, WIDTH, HEIGHT)
+    log = (out / "blender.log").read_text()
+    assert f"{slot!r} is written as {str(outside).lstrip('/') + '/pwn_'!r}" in log
+
+
 def mean_brightness(path: Path) -> float:
     with Image.open(path) as image:
         return float(ImageStat.Stat(image.convert("L")).mean[0])

@@ -207,3 +207,21 @@ def test_a_tile_keeps_an_openexr_format_and_is_8_bit_png_otherwise(
         assert said == "", "nothing changed, nothing to say"
     else:
         assert f"tiles are rendered as 8-bit PNG, not {scene} at {depth} bits" in said
+
+
+@pytest.mark.parametrize(
+    ("path", "safe"),
+    [
+        ("../../../../tmp/x/pwn_", "tmp/x/pwn_"),
+        ("/etc/cron.d/pwn_", "etc/cron.d/pwn_"),
+        ("C:\\Users\\anna\\..\\..\\pwn_", "Users/anna/pwn_"),  # dropped, not resolved
+        ("//./a/../b/", "a/b/"),
+        ("..", ""),
+        ("beauty_", "beauty_"),
+        ("depth/depth_####", "depth/depth_####"),
+        ("", ""),
+    ],
+)
+def test_a_file_output_path_is_made_relative_and_inside(driver: Any, path: str, safe: str) -> None:
+    """A File Output slot path joined to the node's folder never climbs out of it."""
+    assert driver.contained(path) == safe

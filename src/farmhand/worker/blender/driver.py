@@ -548,6 +548,9 @@ def redirect_file_outputs(scene, passes_dir):
 
     A .blend names its artist's folders (`/home/anna/shot/passes/`): on a worker the files
     must land where the task's outputs are collected, never anywhere else on the machine.
+    Blender joins each slot's own path to the node's folder, so a slot path with `..`
+    (`../../../tmp/x/pwn_`) would climb out of it: each is made a plain relative path
+    (`contained`) and the change said in the task's log.
     """
     saved = []
     for index, node in enumerate(file_output_nodes(scene)):
@@ -556,7 +559,42 @@ def redirect_file_outputs(scene, passes_dir):
         attribute = "directory" if hasattr(node, "directory") else "base_path"
         saved.append((node, attribute, getattr(node, attribute)))
         setattr(node, attribute, target)
+        for owner, field in slot_paths(node):
+            path = getattr(owner, field)
+            safe = contained(path)
+            if safe == path:
+                continue
+            saved.append((owner, field, path))
+            setattr(owner, field, safe)
+            print(
+                "farmhand: File Output node %r: its path %r is written as %r, inside the "
+                "task's passes folder (a worker writes nowhere else)" % (node.name, path, safe),
+                flush=True,
+            )
     return saved
+
+
+def slot_paths(node):
+    """(owner, attribute) of each path a File Output node joins to its folder: the file
+    name and each item's name in Blender 5, each file slot's path in 3.4 / 4.x. (A
+    multilayer EXR's layer names name layers in the file, never a path.)"""
+    if hasattr(node, "file_output_items"):  # Blender 5
+        return [(node, "file_name")] + [(item, "name") for item in node.file_output_items]
+    return [(slot, "path") for slot in node.file_slots]
+
+
+def contained(path):
+    """`path` as a plain relative path, so that joined to a folder it stays inside it:
+    its root or drive (`/`, `C:`, Blender's `//`) and its `.` and `..` parts dropped, the
+    rest kept (`../../tmp/x/pwn_` -> `tmp/x/pwn_`), a final separator too (a folder)."""
+    text = path.replace("\\", "/")
+    if len(text) >= 2 and text[1] == ":" and text[0].isalpha():
+        text = text[2:]
+    parts = [part for part in text.split("/") if part not in ("", ".", "..")]
+    safe = "/".join(parts)
+    if safe and text.endswith("/"):
+        safe += "/"
+    return path if safe == path.replace("\\", "/") else safe  # kept as written when safe
 
 
 def files_under(folder):
