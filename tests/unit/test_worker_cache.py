@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from pathlib import Path
@@ -293,3 +294,19 @@ def test_a_refused_frame_is_still_an_error_in_the_log(tmp_path: Path) -> None:
         uploader.submit(1, tmp_path / "f.png")
         uploader.wait(10)
     assert [entry["log_level"] for entry in logs if entry.get("frame") == 1] == ["error"]
+
+
+def test_a_full_disk_while_downloading_names_where(tmp_path: Path) -> None:
+    """A write's error carries no file name: the worker's "cannot work" line and the
+    task's note said only "[Errno 28] No space left on device" (QA round 13)."""
+    cache = BlobCache(tmp_path / "cache")
+
+    def download(task_file: TaskFile, dest: Path) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(OSError) as full:
+        materialise(cache, tmp_path / "job", [_file("scene.blend", b"blend")], download)
+    assert full.value.errno == errno.ENOSPC
+    assert full.value.filename is not None
+    assert Path(full.value.filename).is_relative_to(tmp_path / "cache")
+    assert str(tmp_path / "cache") in str(full.value)

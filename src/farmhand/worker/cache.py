@@ -277,7 +277,14 @@ def materialise(
         fetched: list[int] = []
 
         def fill(tmp: Path, task_file: TaskFile = task_file, fetched: list[int] = fetched) -> None:
-            download(task_file, tmp)
+            try:
+                download(task_file, tmp)
+            except OSError as exc:
+                if exc.filename is not None or exc.errno is None:
+                    raise
+                # A write's error names no file ("[Errno 28] No space left on device"):
+                # the worker's log and the task's note then said nothing of where.
+                raise OSError(exc.errno, exc.strerror, str(tmp)) from exc
             fetched.append(tmp.stat().st_size)
 
         blob = cache.add(task_file.sha256, fill)
