@@ -48,7 +48,9 @@ FAKE_BLENDER = r'''
 """Speaks the driver's protocol. FULL_DISK_FRAMES: the frames it cannot save, saying so
 as Blender 3.4 does; FULL_DISK_PATH: where those frames go (default: the output dir, i.e.
 the worker's work dir; else a path of the scene's own, a File Output node's, say);
-FULL_DISK_ERROR: the error's text (default: a full disk)."""
+FULL_DISK_ERROR: the error's text (default: a full disk). FILE_OUTPUT_ERROR: a File Output
+node's pass (under the task's passes folder) cannot be saved, for that reason, said as
+Blender 3.4 says it, while the frame itself is saved as ever."""
 import json, os, sys
 from PIL import Image
 
@@ -74,6 +76,13 @@ for line in sys.stdin:
         print("Fra:%d Mem:24.81M (Peak 34.18M) | Time:00:00.84 | Scene, ViewLayer | "
               "Sample 2/2" % frame, flush=True)
         path = os.path.join(command["output_dir"], "frame_%04d.png" % frame)
+        if os.environ.get("FILE_OUTPUT_ERROR"):
+            passed = os.path.join(command["output_dir"], "passes", "00-File_Output",
+                                  "Image%04d.png" % frame)
+            for said in ("imb_savepng: Cannot open file for writing: '%s'" % passed,
+                         "%s: %s" % (passed, os.environ["FILE_OUTPUT_ERROR"]),
+                         "Cannot save Node File Output to %s" % passed):
+                print(said, flush=True)
         if frame in failing:
             target = os.path.join(elsewhere, "Image%04d.png" % frame) if elsewhere else path
             message = "Error: Render error (%s) cannot save: '%s'" % (reason, target)
@@ -297,3 +306,36 @@ def test_a_scene_that_writes_where_it_cannot_still_fails_the_task(
     reason = manager.body("fail")["reason"]
     assert reason == f"Error: Render error ({error}) cannot save: '{path}/Image0001.png'"
     assert PAUSE not in stop.waits, "no pause: the machine is fine"
+
+
+@pytest.mark.parametrize(
+    ("error", "given_back"),
+    [("Not a directory", False), ("No space left on device", True)],
+    ids=["the scene's fault", "this machine's full disk"],
+)
+def test_a_file_output_pass_that_cannot_be_saved_does_not_complete_the_task(
+    tmp_path: Path,
+    manager: FakeManager,
+    worker: Callable[[], RecordingStop],
+    monkeypatch: pytest.MonkeyPatch,
+    error: str,
+    given_back: bool,
+) -> None:
+    """Blender renders on and saves the frame when a File Output node's pass cannot be
+    saved: the task completed with the pass silently missing (QA round 13). It fails
+    now, with Blender's line as its reason; on this machine's full disk it goes back."""
+    monkeypatch.setenv("FILE_OUTPUT_ERROR", error)
+    stop = worker()
+    first = "release" if given_back else "fail"
+    _until(lambda: first in manager.names(), f"task 11's {first}")
+    assert "complete" not in manager.names()[: manager.names().index(first)], "it completed"
+    reason = manager.body(first)["reason"]
+    passed = tmp_path / "work" / "outbox" / "task-11" / "frames" / "passes"
+    assert str(passed) in reason, reason
+    assert error in reason, reason
+    if given_back:
+        _until(lambda: PAUSE in stop.waits, "the pause after the give-back")
+    else:
+        # Task 12's pass fails alike: both fail, one after the other, with no pause.
+        _until(lambda: manager.names().count("fail") == 2, "task 12 to fail too")
+        assert PAUSE not in stop.waits, "no pause: the machine is fine"

@@ -279,6 +279,25 @@ def _paths_in(line: str, error: str) -> list[str]:
     return [path for path in dict.fromkeys(named) if os.path.isabs(path)]
 
 
+SAVE_FAILURES_KEPT = 20
+_SAVE_FAILED = re.compile(
+    r"Cannot save Node File Output|Cannot open file for writing|cannot save:"
+    r"|Couldn't create directory for file|: (" + "|".join(map(re.escape, _SYSTEM_ERRORS)) + r")$"
+)
+"""What Blender 3.4 to 5 print when a file cannot be saved (`Cannot save Node File Output
+to <p>`, `imb_savepng: Cannot open file for writing: '<p>'`, `<p>: Not a directory`,
+`Render error (…) cannot save: '<p>'`, `Couldn't create directory for file <p>: …`)."""
+
+
+def file_output_failures(lines: Iterable[str], passes_dir: Path) -> list[str]:
+    """The lines of `lines` saying a file under `passes_dir` could not be saved: a File
+    Output node's pass (the driver puts every one there). Blender renders on and reports
+    the frame saved, so without this the task completed with the pass silently missing
+    (QA round 13)."""
+    where = str(passes_dir) + os.sep
+    return [line for line in lines if where in line]
+
+
 class _Listener:
     """Where one request's output goes: its log file, its callbacks, its log tail.
 
@@ -311,9 +330,15 @@ class _Listener:
         hung one)."""
         self.last_note = self.last_line
         """When farmhand last noted that a silent Blender is still computing."""
+        self.save_failures: list[str] = []
+        """Lines in which Blender said it could not save a file (the first few): a File
+        Output node's pass that failed does not fail the render, and its line may be
+        long gone from the tail by the render's end (`file_output_failures`)."""
 
     def line(self, line: str) -> None:
         self.last_line = time.monotonic()
+        if len(self.save_failures) < SAVE_FAILURES_KEPT and _SAVE_FAILED.search(line):
+            self.save_failures.append(line)
         self._keep(line)
         event = parse_event_line(line)
         if event is None:
@@ -578,7 +603,16 @@ class BlenderProcess:
         # request) did not spoil this request; one that ends before answering did.
         verdict = _judge(request, seen, code if last or answer is None else None, tail)
         verdict.exit_code = code
-        if not verdict.ok:
+        lost = file_output_failures(listener.save_failures, request.output_dir / "passes")
+        if verdict.ok and lost:
+            # The scene's pass is part of what the task must deliver: failed, as a frame
+            # that could not be saved is (or given back, if it is this machine's disk).
+            verdict.ok = False
+            said = next((line for line in lost if blender_write_errors([line])), lost[-1])
+            verdict.error = f"a File Output node's file could not be saved: {said}"
+            verdict.log_tail = [*tail, *lost[-3:]]
+            verdict.write_errors = blender_write_errors(lost)
+        elif not verdict.ok:
             verdict.write_errors = blender_write_errors([verdict.error or "", *tail])
         if listener.log_error is not None:
             verdict.write_errors.append(listener.log_error)
