@@ -121,6 +121,9 @@ def assert_refused_plainly(page: Any, key: str, width: int) -> None:
     page, and a bar red across its width from the moment the refusal shows."""
     name = NAMES[key]
     text, shown = page.locator("#upload-text"), page.locator("#upload-name")
+    # This file's refusal, not the one before it, whose words are the same and may still
+    # be shown while this upload begins (under load, the checks below read that one).
+    page.wait_for_function("() => window.refusal !== null")
     expect()(text).to_have_text(QUOTA_REFUSAL)
     lines = [line.strip() for line in shown.evaluate(LINES)]
     where = f"{name} at {width} px"

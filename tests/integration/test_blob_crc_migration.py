@@ -47,9 +47,8 @@ def check_upgrade(database_url: str) -> None:
             stored = StoredBlob(sha(NEW), len(NEW), Path("unused"), crc32=zlib.crc32(NEW))
             assert record_blob_in(session, stored)
         with database.read() as session:
-            rows: dict[str, int | None] = dict(
-                session.execute(text("SELECT sha256, crc32 FROM blobs")).tuples().all()
-            )
+            found = session.execute(text("SELECT sha256, crc32 FROM blobs")).all()
+            rows: dict[str, int | None] = {sha256: crc32 for sha256, crc32 in found}
     finally:
         database.dispose()
     assert rows == {sha(OLD): None, sha(NEW): zlib.crc32(NEW)}
