@@ -525,7 +525,7 @@ async def upload_job_file(
             _inputs_changeable(session, job, clean)
             return job.main_file, dict(job.settings)
 
-    await run_in_threadpool(check, None)
+    job = await run_in_threadpool(check, None)
     await run_in_threadpool(refuse_hopeless_upload, context, caller, declared_length(request.scope))
     async with receiving(request, user=caller.name) as body:
         form = FormFile(body.headers.get("content-type", ""), body.stream(), texts=[PATH_FIELD])
@@ -536,7 +536,7 @@ async def upload_job_file(
         stored, created = await ingest(context, within_allowance(context, caller, form.chunks()))
     kept = KeptUpload(context, caller.user_id, stored.sha256, created)
     try:
-        answer = await _place_input(context, caller, job_id, form, stored, early, check)
+        answer = await _place_input(context, caller, job_id, form, stored, job, early, check)
     except Exception:
         await run_in_threadpool(kept.undo)  # refused once in: it costs nothing, and goes
         raise
@@ -550,13 +550,18 @@ async def _place_input(
     job_id: int,
     form: FormFile,
     stored: StoredBlob,
+    job: tuple[str, dict[str, Any]],
     early: str | None,
     check: Callable[[str | None], tuple[str, dict[str, Any]]],
 ) -> JobFileModel:
-    """`upload_job_file` once the file is stored: its `path` (if sent after it), the
-    job and the quota again, the main file's version, then the row."""
+    """`upload_job_file` once the file is stored: its `path` (checked against the job
+    now if it came after the file; `early` was before), the quota again, the main
+    file's version, then the row. `job`: its main file and settings, which never change
+    once it is submitted."""
     clean = _input_path(form.text(PATH_FIELD))
-    main_file, settings = await run_in_threadpool(check, clean)
+    if early is None:
+        await run_in_threadpool(check, clean)
+    main_file, settings = job
     await run_in_threadpool(enforce_quota, context, caller, [stored.sha256])
     saved: str | None = None
     if clean == main_file:
