@@ -237,6 +237,11 @@ class _TaskRun:
         self.task = task
         self.cancel = threading.Event()
         self.finished = threading.Event()
+        self.sending = threading.Lock()
+        """Held for a progress call from taking its lines to its answer. The reporter runs
+        until the outcome is reported, so without it the outcome could overtake a call
+        already carrying lines, and the manager refuses lines for a task that ended: the
+        log would lose them (a short video task's whole log went so)."""
         self._lock = threading.Lock()
         self.dropped_reason: str | None = None
         self.frames_uploaded = 0
@@ -792,6 +797,10 @@ class Agent:
             self._send_progress(run, tlog)
 
     def _send_progress(self, run: _TaskRun, tlog: FilteringBoundLogger) -> None:
+        with run.sending:
+            self._send_progress_now(run, tlog)
+
+    def _send_progress_now(self, run: _TaskRun, tlog: FilteringBoundLogger) -> None:
         if run.dropped:
             return
         progress = run.take_progress()
@@ -1393,8 +1402,13 @@ class Agent:
     def _flush_logs(self, run: _TaskRun, tlog: FilteringBoundLogger) -> bool:
         """Send buffered log lines before the outcome, so the task log is whole.
 
-        True when every line reached the manager.
+        True when every line reached the manager. Waits for a progress call the reporter
+        has under way (`run.sending`): its lines must arrive before the outcome.
         """
+        with run.sending:
+            return self._flush_logs_now(run, tlog)
+
+    def _flush_logs_now(self, run: _TaskRun, tlog: FilteringBoundLogger) -> bool:
         for _ in range(MAX_PENDING_LOG_LINES // MAX_LOG_LINES_PER_CALL + 1):
             progress = run.take_progress()
             if progress is None:
