@@ -1,9 +1,10 @@
 """The reaper's clock: silence before it does not count against workers or tasks.
 
-It starts at the manager process's start and again at every call refused for a full
-disk (507), and the processes of one `--processes N` manager tell each other of their
-refusals: a worker's heartbeats may all have gone to another process than the one whose
-reaper looks at it.
+It starts at the manager process's start and again at every call refused for its
+storage (a full, read-only or unwritable data dir, 507; no file descriptor, 503), and
+the processes of one `--processes N` manager tell each other of their refusals: a
+worker's heartbeats may all have gone to another process than the one whose reaper
+looks at it.
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ def test_the_clock_starts_at_the_start_then_at_the_last_refusal() -> None:
     clock = ReaperClock(started)
     assert clock.starts_at == started
     refused = started + timedelta(minutes=2)
-    clock.storage_full(refused)
+    clock.storage_refused(refused)
     assert clock.starts_at == refused
-    clock.storage_full(refused - timedelta(minutes=1))  # a late report of an earlier one
+    clock.storage_refused(refused - timedelta(minutes=1))  # a late report of an earlier one
     assert clock.starts_at == refused, "the mark never goes back"
-    clock.storage_full(started - timedelta(minutes=1))
+    clock.storage_refused(started - timedelta(minutes=1))
     assert clock.starts_at == refused
 
 
@@ -54,7 +55,7 @@ def test_a_refusal_in_one_process_moves_the_clock_of_its_siblings(directory: Pat
         second.start(loop)
         try:
             refused = utcnow() - timedelta(seconds=1)
-            here.storage_full(refused)
+            here.storage_refused(refused)
             await _until(lambda: there.starts_at == refused)
             # What no clock of this host wrote is ignored, or taken as now at most.
             first.broadcast(SIBLING_TOPIC, {"at": "not a time"})

@@ -24,7 +24,7 @@ Each is logged as one line saying what is wrong and what to do, the first refusa
 kind at once and then at most one line every `LOG_EVERY` seconds with how many were
 refused meanwhile (`StorageLog`), not a traceback per request: a farm's workers retry
 every few seconds. Each refusal also restarts the reaper's clock
-(`ReaperClock.storage_full`, its mark for any call refused for want of storage): a
+(`ReaperClock.storage_refused`, its mark for any call refused for want of storage): a
 worker whose heartbeats were refused was not silent, and must not be taken for dead
 once the storage is back.
 
@@ -297,7 +297,7 @@ def refused_for_storage(
     if fault is None:
         return None
     if context is not None:
-        context.reaper_clock.storage_full(utcnow())
+        context.reaper_clock.storage_refused(utcnow())
     STORAGE_LOG.refused(fault, error, **where)
     return fault
 

@@ -5,12 +5,14 @@
   one rule for every cause (`ReaperClock.silent_before`): silence is counted only over
   time the database could record what workers sent. Not before the manager's own
   start, so a restart does not requeue every running task; not before the last call it
-  refused for lack of space (a 507) or because its database was unavailable (a 503),
-  nor its own last pass that failed for the latter (a full disk or an outage, under
-  which every heartbeat and progress report was refused and none recorded); and not
-  while a write waited for the database (`Database.transaction` reports each wait
-  longer than `db.engine.WAIT_NOTED`): a heartbeat waiting on another process's lock
-  was heard, it just could not be stored yet.
+  refused because its storage would not take it (a full, read-only or unwritable data
+  dir, a 507; no file descriptor to spare, a 503) or because its database was
+  unavailable (a 503), nor its own last pass that failed for the latter (a storage
+  fault or an outage, under which every heartbeat and progress report was refused and
+  none recorded); and not while a write waited for the database
+  (`Database.transaction` reports each wait longer than `db.engine.WAIT_NOTED`): a
+  heartbeat waiting on another process's lock was heard, it just could not be stored
+  yet.
 - Tasks with no word from their worker for `task_timeout` fail (and are retried,
   elsewhere if possible): Blender hangs, and a hung Blender still heartbeats.
 - Sleep schedules put workers to sleep and wake them.
@@ -68,17 +70,19 @@ class ReaperClock:
     (no-progress timeout): the one home of that rule (`silent_before`).
 
     Not the time before this manager process started, nor before the last call the
-    manager refused because its storage was full (`storage_full`, from the 507 handler)
-    or its database could not be used (`database_unavailable`, from the 503 handler, the
-    reaper's own failed passes and `database_waited`): such a call was heard but nothing
-    of it was stored, so `Worker.last_heartbeat` and `Task.progress_at` stand still
-    while the worker keeps calling. Once space or the database is back, workers have a
-    full heartbeat timeout, and tasks a full task timeout, from the last refusal, as
-    after a restart. A worker that really died during the outage is found that much
-    later; its task could not have been stored by another worker meanwhile. The
-    reaper's failed passes count because an outage may refuse no call at all here (the
-    workers call a sibling process, or another manager), and the time the database was
-    away is time nobody could be heard.
+    manager refused because its storage would not take it (`storage_refused`, from
+    `api.errors.refused_for_storage`: a full disk, a read-only or unwritable data dir,
+    no file descriptor to spare) or its database could not be used
+    (`database_unavailable`, from the 503 handler, the reaper's own failed passes and
+    `database_waited`): such a call was heard but nothing of it was stored, so
+    `Worker.last_heartbeat` and `Task.progress_at` stand still while the worker keeps
+    calling. Once the storage or the database is back, workers have a full heartbeat
+    timeout, and tasks a full task timeout, from the last refusal, as after a restart.
+    A worker that really died during the outage is found that much later; its task
+    could not have been stored by another worker meanwhile. The reaper's failed passes
+    count because an outage may refuse no call at all here (the workers call a sibling
+    process, or another manager), and the time the database was away is time nobody
+    could be heard.
 
     Nor the time a write waited for the database and then went through
     (`database_waited`, from `Database.transaction`): another process holding SQLite's
@@ -144,8 +148,10 @@ class ReaperClock:
         cutoff = point - left
         return None if cutoff < starts else cutoff
 
-    def storage_full(self, now: datetime) -> None:
-        """A call was refused because the manager's storage is full. Any thread."""
+    def storage_refused(self, now: datetime) -> None:
+        """A call was refused because the manager's storage would not take it: full,
+        read-only, not permitted, or out of file descriptors (`api.errors.storage_fault`).
+        Any thread."""
         self._refused(now)
 
     def database_unavailable(
