@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from farmhand.manager.api.deps import Caller, Context, UserDep
 from farmhand.manager.api.disposition import attachment, header_text
+from farmhand.manager.api.downloads import download, download_route, is_head
 from farmhand.manager.api.errors import error_responses
 from farmhand.manager.api.form_file import FormFile, form_body, form_schema
 from farmhand.manager.api.limits import (
@@ -664,15 +665,17 @@ DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
 """A single file's download: whole, or the range asked for (`ranges.py`)."""
 
 
-@router.get(
+@download_route(
+    router,
     "/{job_id}/files/{file_id}/download",
     responses=DOWNLOAD_RESPONSES,
     response_class=StreamingResponse,
-    summary="One file of a job, whole or the byte range asked for (Range, If-Range)",
+    summary="One file of a job, whole or the byte range asked for (Range, If-Range); "
+    "HEAD: its headers only",
 )
 def download_file(
     job_id: int, file_id: int, request: Request, context: Context, caller: UserDep
-) -> StreamingResponse:
+) -> Response:
     with context.db.read() as session:
         _visible_job(session, caller, job_id)
         row = session.get(JobFile, file_id)
@@ -680,11 +683,8 @@ def download_file(
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"file {file_id} not found")
         sha, name, size = row.sha256, PurePosixPath(row.path).name, row.size
     part = requested_part(request.headers, size, etag_of(sha))
-    return ClosingStreamingResponse(
-        _blob_bytes(context, job_id, sha, name, part),
-        status_code=part.status_code,
-        media_type="application/octet-stream",
-        headers={"Content-Disposition": attachment(name), **part.headers},
+    return _blob_download(
+        context, request, job_id, sha, name, part, {"Content-Disposition": attachment(name)}
     )
 
 
@@ -735,7 +735,7 @@ def _zip_response(
     what: str,
     entries: list[tuple[str, str]],
     facts: dict[str, tuple[int, int | None]],
-) -> StreamingResponse:
+) -> Response:
     """A zip of `entries` (name, blob), saved by a browser as `job-7-<the job's
     name><what>.zip`; `facts`: each blob's size and CRC-32 (`zipplan.blob_facts`).
 
@@ -748,15 +748,22 @@ def _zip_response(
     cut-off download resumes. A blob whose CRC-32 was never taken has it taken here,
     once (`store_crc32s`): the first zip of an old job reads its files before its
     answer begins. One gone by then (the job purged meanwhile) is a `404`; one gone
-    later cuts the answer off (`_ZipStream`)."""
+    later cuts the answer off (`_ZipStream`).
+
+    A `HEAD` (`downloads.py`) takes no CRC-32: the zip's length and ETag do not depend
+    on them, so its answer reads no file, and its plan's missing CRC-32s are stand-ins
+    never sent. A file whose CRC-32 the `GET` would take is only looked for, so that
+    one gone is the same `404`."""
     try:
         if any(sha not in facts for _, sha in entries):  # its row collected meanwhile
             raise FileNotFoundError
-        crcs = store_crc32s(
-            context.db,
-            context.blobs.path_for,
-            {sha for _, sha in entries if facts[sha][1] is None},
-        )
+        untaken = {sha for _, sha in entries if facts[sha][1] is None}
+        if is_head(request):
+            if not all(context.blobs.has(sha) for sha in untaken):
+                raise FileNotFoundError
+            crcs = dict.fromkeys(untaken, 0)
+        else:
+            crcs = store_crc32s(context.db, context.blobs.path_for, untaken)
     except FileNotFoundError:
         log.warning("download refused: a file of it was deleted meanwhile", job=job.id)
         raise HTTPException(
@@ -772,24 +779,38 @@ def _zip_response(
     )
     part = requested_part(request.headers, plan.size, plan.etag)
     filename = f"job-{job.id}-{safe_component(job.name)}{what}.zip"
-    return _ZipStream(
-        job.id,
-        plan.iter_bytes(part.start, part.length),
+    return download(
+        request,
+        partial(plan.iter_bytes, part.start, part.length),
         status_code=part.status_code,
         media_type="application/zip",
         headers={"Content-Disposition": attachment(filename), **part.headers},
+        streamed=partial(_ZipStream, job.id),
     )
 
 
-def _blob_bytes(
-    context: ManagerContext, job_id: int, sha: str, name: str, part: Part
-) -> Iterator[bytes]:
-    """A single file's download (`part` of it: `ranges.py`), its blob opened before the
-    answer begins (`BlobStore.iter_bytes`): one deleted since its job was read (the job
-    purged meanwhile) is a `404` and a WARNING line, not a traceback of an unhandled
-    error in the middle of the answer; once open, it is sent whole whatever deletes it."""
+def _blob_download(
+    context: ManagerContext,
+    request: Request,
+    job_id: int,
+    sha: str,
+    name: str,
+    part: Part,
+    headers: dict[str, str],
+) -> Response:
+    """A single file's download (`part` of it: `ranges.py`) with `headers` besides the
+    part's, its blob opened before the answer begins (`BlobStore.iter_bytes`): one
+    deleted since its job was read (the job purged meanwhile) is a `404` and a WARNING
+    line, not a traceback of an unhandled error in the middle of the answer; once open,
+    it is sent whole whatever deletes it. A `HEAD` (`downloads.py`) only looks for the
+    blob, so that one gone is the same `404`."""
     try:
-        return context.blobs.iter_bytes(sha, part.start, part.length)
+        if is_head(request):
+            if not context.blobs.has(sha):
+                raise FileNotFoundError
+            content: Iterator[bytes] = iter(())  # never sent: a HEAD has no body
+        else:
+            content = context.blobs.iter_bytes(sha, part.start, part.length)
     except FileNotFoundError:
         log.warning(
             "download refused: its file was deleted meanwhile", job=job_id, file=name, blob=sha
@@ -797,6 +818,13 @@ def _blob_bytes(
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, f"job {job_id}'s file {name!r} was deleted meanwhile"
         ) from None
+    return download(
+        request,
+        lambda: content,
+        status_code=part.status_code,
+        media_type="application/octet-stream",
+        headers={**headers, **part.headers},
+    )
 
 
 class _ZipStream(ClosingStreamingResponse):
@@ -833,13 +861,14 @@ ZIP_RESPONSES: dict[int | str, dict[str, Any]] = {
 """A job's zip: whole, or the range asked for (`ranges.py`, `zipplan.py`)."""
 
 
-@router.get(
+@download_route(
+    router,
     "/{job_id}/outputs.zip",
     responses=ZIP_RESPONSES,
     response_class=StreamingResponse,
     summary="Every output in one zip (frames, the video, File Output passes), streamed "
     "(constant memory), whole or the byte range asked for (Range, If-Range), frames "
-    "named by a template",
+    "named by a template; HEAD: its headers only",
 )
 def download_outputs(
     job_id: int,
@@ -847,7 +876,7 @@ def download_outputs(
     context: Context,
     caller: UserDep,
     template: TemplateQuery = None,
-) -> StreamingResponse:
+) -> Response:
     with context.db.read() as session:
         job = _visible_job(session, caller, job_id)
         named = _named_outputs(session, job, template)
@@ -856,12 +885,13 @@ def download_outputs(
     return _zip_response(context, request, job, "", entries, facts)
 
 
-@router.get(
+@download_route(
+    router,
     "/{job_id}/outputs/{frame}",
     responses=DOWNLOAD_RESPONSES,
     response_class=StreamingResponse,
     summary="One rendered frame, whole or the byte range asked for (Range, If-Range); its "
-    "file name follows the template",
+    "file name follows the template; HEAD: its headers only",
 )
 def download_frame(
     job_id: int,
@@ -870,7 +900,7 @@ def download_frame(
     context: Context,
     caller: UserDep,
     template: TemplateQuery = None,
-) -> StreamingResponse:
+) -> Response:
     with context.db.read() as session:
         job = _visible_job(session, caller, job_id)
         named = _named_outputs(session, job, template, frame=frame)
@@ -879,28 +909,22 @@ def download_frame(
         name, output = named[0]
         size = session.scalar(select(Blob.size).where(Blob.sha256 == output.sha256))
     part = requested_part(request.headers, size, etag_of(output.sha256))
-    return ClosingStreamingResponse(
-        _blob_bytes(context, job_id, output.sha256, name, part),
-        status_code=part.status_code,
-        media_type="application/octet-stream",
-        headers={
-            "Content-Disposition": attachment(PurePosixPath(name).name),
-            "X-Output-Name": header_text(name),
-            **part.headers,
-        },
-    )
+    headers = {
+        "Content-Disposition": attachment(PurePosixPath(name).name),
+        "X-Output-Name": header_text(name),
+    }
+    return _blob_download(context, request, job_id, output.sha256, name, part, headers)
 
 
-@router.get(
+@download_route(
+    router,
     "/{job_id}/inputs.zip",
     responses=ZIP_RESPONSES,
     response_class=StreamingResponse,
     summary="The job's input files (its .blend and assets, as uploaded) in one zip, "
-    "streamed, whole or the byte range asked for (Range, If-Range)",
+    "streamed, whole or the byte range asked for (Range, If-Range); HEAD: its headers only",
 )
-def download_inputs(
-    job_id: int, request: Request, context: Context, caller: UserDep
-) -> StreamingResponse:
+def download_inputs(job_id: int, request: Request, context: Context, caller: UserDep) -> Response:
     with context.db.read() as session:
         job = _visible_job(session, caller, job_id)
         rows = session.execute(

@@ -33,11 +33,11 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from farmhand.manager.api.deps import Context, RunnerDep, gone_runner
+from farmhand.manager.api.downloads import download, download_route
 from farmhand.manager.api.errors import error_responses
 from farmhand.manager.api.events_stream import server_exiting
 from farmhand.manager.api.ranges import etag_of, requested_part
 from farmhand.manager.api.runner_tokens import redeem
-from farmhand.manager.api.streaming import ClosingStreamingResponse
 from farmhand.manager.auth.tokens import new_token, token_hash
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
@@ -926,7 +926,8 @@ def sign_off(context: Context, worker_id: RunnerDep) -> Response:
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get(
+@download_route(
+    router,
     "/files/{job_id}/{file_path:path}",
     response_class=StreamingResponse,
     responses={
@@ -935,7 +936,8 @@ def sign_off(context: Context, worker_id: RunnerDep) -> Response:
         200: {"content": {"application/octet-stream": {}}},
         206: {"description": "The one byte range a `Range` header asked for (see API.md)"},
     },
-    summary="Download an input file of a job whose task this runner holds (Range, If-Range)",
+    summary="Download an input file of a job whose task this runner holds (Range, If-Range); "
+    "HEAD: its headers only",
 )
 def download_input(
     job_id: int,
@@ -950,7 +952,7 @@ def download_input(
             "tile of a tiled still, for its merge task."
         ),
     ] = "input",
-) -> StreamingResponse:
+) -> Response:
     try:
         clean = safe_relative_path(file_path)
     except UnsafePathError as error:
@@ -974,8 +976,9 @@ def download_input(
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} has no file {clean!r}")
         sha, size = row.sha256, row.size
     part = requested_part(request.headers, size, etag_of(sha))
-    return ClosingStreamingResponse(
-        context.blobs.iter_bytes(sha, part.start, part.length),
+    return download(
+        request,
+        partial(context.blobs.iter_bytes, sha, part.start, part.length),
         status_code=part.status_code,
         media_type="application/octet-stream",
         headers={"X-Content-SHA256": sha, **part.headers},
