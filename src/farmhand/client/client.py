@@ -417,13 +417,16 @@ class BaseClient:
         return response
 
     @contextmanager
-    def _stream(self, method: str, url: str, **kwargs: Any) -> Iterator[httpx.Response]:
-        """Like `_request` but the body is read lazily (downloads of big files)."""
+    def _stream(
+        self, method: str, url: str, *, passing: Collection[int] = (), **kwargs: Any
+    ) -> Iterator[httpx.Response]:
+        """Like `_request` but the body is read lazily (downloads of big files); an error
+        status in `passing` is the caller's to read (its headers), not raised."""
         try:
             with self._http.stream(
                 method, url, extensions={"trace": self._trace}, **kwargs
             ) as response:
-                if not response.is_success:
+                if not response.is_success and response.status_code not in passing:
                     response.read()
                     _raise_for_status(response)
                 yield response
@@ -535,7 +538,13 @@ class BaseClient:
         With `name`, `dest` is a folder and the zip's name is the manager's
         (`Content-Disposition`), known only from an answer: a first, plain request
         learns it, and is the download itself unless a part of that same zip (by its
-        ETag) is there, when it is closed unread and the part resumed."""
+        ETag) is there, when it is closed unread and the part resumed.
+
+        A part cut off between its last byte and its rename is as long as the zip: the
+        manager answers its resume `416`, with the zip's length (`Content-Range: bytes
+        */<size>`) and ETag. If both are the part's, the part is the zip and is renamed
+        (and counted done, so a bar ends at 100%), not fetched again: a 30 GB zip was.
+        Longer than the zip, or another zip's, it is fetched again whole."""
         report = on_chunk or (lambda size: None)
         if name is not None:
             dest.mkdir(parents=True, exist_ok=True)
@@ -557,14 +566,18 @@ class BaseClient:
             tag = _PartTag(partial)
             kept, etag = handle.seek(0, os.SEEK_END), tag.read()
             headers = {"Range": f"bytes={kept}-", "If-Range": etag} if kept and etag else {}
-            try:
-                with self._stream("GET", url, headers=headers) as response:
+            unsatisfiable = httpx.codes.REQUESTED_RANGE_NOT_SATISFIABLE
+            with self._stream("GET", url, headers=headers, passing={unsatisfiable}) as response:
+                again = False
+                if response.status_code != unsatisfiable:
                     _zip_into(response, handle, tag, report, on_size)
-            except FarmhandError as exc:
-                if exc.status_code != httpx.codes.REQUESTED_RANGE_NOT_SATISFIABLE:
-                    raise
-                # The part is as long as the zip or longer (cut off before its rename,
-                # or another zip's): what it holds cannot be told, so it is fetched again.
+                elif _is_whole_zip(response, kept, etag):  # cut off before its rename
+                    if on_size is not None:
+                        on_size(kept)
+                    report(kept)
+                else:  # longer than the zip, or another zip's
+                    again = True
+            if again:
                 handle.seek(0)
                 handle.truncate()
                 tag.remove()
@@ -1212,6 +1225,20 @@ def _zip_into(
         raise
     if length is not None and length.isdigit() and total != kept + int(length):
         raise FarmhandError(f"the zip was cut off after {total} bytes: download again to resume")
+
+
+def _is_whole_zip(refusal: httpx.Response, kept: int, etag: str | None) -> bool:
+    """Whether the manager's `416` to the resume of a part of `kept` bytes of the zip
+    `etag` says that part is the whole zip: the zip is `kept` bytes long (`Content-Range:
+    bytes */<size>`) and still that zip (its ETag)."""
+    match = re.fullmatch(r"bytes \*/(\d+)", refusal.headers.get("content-range", "").strip())
+    return (
+        match is not None
+        and kept > 0
+        and int(match.group(1)) == kept
+        and etag is not None
+        and refusal.headers.get("etag") == etag
+    )
 
 
 def _rename_part(handle: BufferedRandom, partial: Path, dest: Path) -> None:
