@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
+from farmhand.manager.log_throttle import LOG_EVERY, LogThrottle
 from farmhand.manager.storage import logs as logs_module
 from farmhand.manager.storage.logs import MAX_LINE, TaskLogs
 
@@ -89,9 +91,23 @@ def gated(monkeypatch: pytest.MonkeyPatch) -> Iterator[GatedWrite]:
 class RecordingLog:
     def __init__(self) -> None:
         self.errors: list[tuple[str, dict[str, Any]]] = []
+        self.warnings: list[tuple[str, dict[str, Any]]] = []
 
     def error(self, event: str, **fields: Any) -> None:
         self.errors.append((event, fields))
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self.warnings.append((event, fields))
+
+
+class FakeClock:
+    """Seconds the test moves by hand, for a `LogThrottle`'s interval."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 # --------------------------------------------------------------------- where and what
@@ -361,11 +377,12 @@ def test_a_failed_write_loses_only_its_lines_and_is_logged(
     assert (logs.root / "job-2" / "task-1.log").read_text(encoding="utf-8") == "kept\nkept too\n"
     assert blocker.read_text(encoding="utf-8") == "not a folder"
     assert call_with_timeout(lambda: logs.read(1, 1)) == ""
-    assert [event for event, _ in recorder.errors] == ["task log lines lost"] * 2
-    assert [fields["path"] for _, fields in recorder.errors] == [
-        str(blocker / "task-1.log"),
-        str(blocker / "task-2.log"),
-    ]
+    # Said once (the second loss comes within the minute), naming where and why.
+    assert [event for event, _ in recorder.errors] == ["task log lines lost"]
+    said = recorder.errors[0][1]
+    assert said["path"] == str(blocker / "task-1.log")
+    assert "Not a directory" in said["error"]
+    assert (said["lines_lost"], said["writes_lost"]) == (1, 1)
     assert len(writer_threads()) == 1, "the writer died on an OSError"
 
     # once the obstacle is gone, the same task's later lines are written again
@@ -374,6 +391,69 @@ def test_a_failed_write_loses_only_its_lines_and_is_logged(
     assert call_with_timeout(lambda: logs.read(1, 1)) == "recovered\n"
     call_with_timeout(logs.close)
     assert writer_threads() == []
+
+
+def test_an_unwritable_data_dir_says_lost_lines_once_a_minute_and_mends_without_restart(
+    tmp_path: Path,
+) -> None:
+    """A data dir that cannot be written (read-only, full): every progress report of
+    every worker loses its lines, and each loss put a line in the manager's log, burying
+    it. Now the first loss is said at once, then one line a minute with how many lines
+    were lost meanwhile and where the latest were; once it can be written again, new
+    lines land in their files and that is said once."""
+    clock = FakeClock()
+    logs = TaskLogs(tmp_path / "logs", LogThrottle(clock=clock))
+    # Where the logs folder should be there is a file: no folder can be made under it,
+    # root or not (EROFS itself needs a mount: tests/integration/test_data_dir_read_only).
+    logs.root.write_text("in the way", encoding="utf-8")
+
+    def lost(entries: list[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:
+        return [entry for entry in entries if entry["event"] == "task log lines lost"]
+
+    def mended(entries: list[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:
+        return [entry for entry in entries if entry["event"] == "task log lines are written again"]
+
+    try:
+        with capture_logs() as said:
+            for n in range(40):  # four workers' progress reports, two lines each
+                logs.append(1 + n % 2, 10 + n % 4, [f"report {n}", "Sample 3/128"])
+            call_with_timeout(logs.flush)
+            assert len(lost(said)) == 1, said  # not one per report
+            first = lost(said)[0]
+            assert first["log_level"] == "error"
+            assert first["path"] == str(logs.path_for(1, 10))
+            assert "Not a directory" in first["error"]
+            assert (first["lines_lost"], first["writes_lost"]) == (2, 1)
+
+            clock.now += LOG_EVERY  # a minute on: the next loss is said, with the count
+            logs.append(2, 13, ["late"])
+            call_with_timeout(logs.flush)
+            assert len(lost(said)) == 2, said
+            again = lost(said)[1]
+            assert again["path"] == str(logs.path_for(2, 13))
+            assert (again["lines_lost"], again["writes_lost"]) == (39 * 2 + 1, 40)
+
+            for n in range(10):  # within that minute: counted, not said
+                logs.append(1, 10, [f"more {n}", "Sample 4/128"])
+            call_with_timeout(logs.flush)
+            assert len(lost(said)) == 2, said
+            assert mended(said) == []
+
+            logs.root.unlink()  # writable again, no restart
+            logs.append(1, 10, ["after"])
+            logs.append(2, 11, ["after too"])
+            assert call_with_timeout(lambda: logs.read(1, 10)) == "after\n"
+            assert call_with_timeout(lambda: logs.read(2, 11)) == "after too\n"
+            logs.append(1, 10, ["and on"])
+            assert call_with_timeout(lambda: logs.read(1, 10)) == "after\nand on\n"
+        assert len(lost(said)) == 2, said
+        assert len(mended(said)) == 1, said  # said once, not per write
+        back = mended(said)[0]
+        assert back["path"] == str(logs.path_for(1, 10))
+        assert (back["lines_lost"], back["writes_lost"]) == (20, 10)
+        assert len(writer_threads()) == 1, "the writer died on an OSError"
+    finally:
+        call_with_timeout(logs.close)
 
 
 def test_a_failed_write_does_not_stop_close(

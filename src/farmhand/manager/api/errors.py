@@ -43,8 +43,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +57,7 @@ from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.presence import database_reason, unavailable
 from farmhand.manager.file_reads import RETRY_AFTER_SECONDS, FileReadsBusy
+from farmhand.manager.log_throttle import LOG_EVERY, LogThrottle
 from farmhand.shared.schemas import ErrorResponse
 
 log = structlog.get_logger(__name__)
@@ -248,32 +247,21 @@ async def watch_descriptors(every: float = DESCRIPTOR_WATCH_SECONDS) -> None:
             )
 
 
-LOG_EVERY = 60.0
-"""Seconds between two log lines of one kind of storage fault while it lasts."""
-
-
 class StorageLog:
     """Logs each kind of storage fault once when first refused, then at most once every
-    `LOG_EVERY` seconds with the count refused meanwhile: while it lasts every retry of
-    every worker is refused, and a line (or a traceback) each buried the log. Any
-    thread."""
+    `LOG_EVERY` seconds with the count refused meanwhile (`log_throttle`, the policy's
+    home): while it lasts every retry of every worker is refused, and a line (or a
+    traceback) each buried the log. Any thread."""
 
     def __init__(self, every: float = LOG_EVERY) -> None:
-        self.every = every
-        self._lock = threading.Lock()
-        self._logged_at: dict[str, float] = {}
-        self._unsaid: dict[str, int] = {}
+        self._throttle = LogThrottle(every)
 
     def refused(self, fault: Refusal, error: BaseException, **where: object) -> None:
-        now = time.monotonic()
-        with self._lock:
-            last = self._logged_at.get(fault.kind)
-            if last is not None and now - last < self.every:
-                self._unsaid[fault.kind] = self._unsaid.get(fault.kind, 0) + 1
-                return
-            self._logged_at[fault.kind] = now
-            unsaid = self._unsaid.pop(fault.kind, 0)
-        said = {"refused_since_last_line": unsaid} if last is not None else {}
+        due = self._throttle.occurred(fault.kind, refused=1)
+        if due is None:
+            return
+        kept = due.counts["refused"] - 1  # this refusal is the line's own
+        said = {} if due.first else {"refused_since_last_line": kept}
         log.error(fault.problem, **where, error=_said(error), **said)
 
 

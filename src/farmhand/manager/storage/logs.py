@@ -9,6 +9,15 @@ per report costs more than the write. So `append` only queues the lines; one wri
 thread appends them, in order. Whoever reads a log (`read`) or removes one first waits
 for what is queued (`flush`), so nobody sees a log without lines already accepted.
 
+A write that fails (a full disk, a read-only or unwritable data dir) loses its own
+lines, not those that follow: each later write is tried as if nothing had happened, so
+lines accepted once the fault clears land in their files. While it lasts every progress
+report of every worker fails so, and a log line each flooded the manager's log. The
+losses are said as the API's storage refusals are (`log_throttle`): the first at once,
+then at most one line a minute with how many lines and writes were lost since, naming
+the latest log that lost them; the first write that goes through after such a line
+says so, once.
+
 A job's logs are found by its id alone, so a log folder must never outlive its job: deleting
 a job removes it, and at start the folders of jobs the database does not have (a
 database restored from a backup older than the logs, or replaced) are moved aside
@@ -32,6 +41,8 @@ from pathlib import Path
 
 import structlog
 
+from farmhand.manager.log_throttle import LogThrottle
+
 log = structlog.get_logger(__name__)
 
 MAX_LINE = 4000
@@ -39,10 +50,12 @@ _JOB_FOLDER = re.compile(r"job-([0-9]{1,18})")
 
 
 _Item = tuple[Path, list[str]] | threading.Event | None
+_LOST = "task-log-lines-lost"
+"""The kind of fault `LogThrottle` counts a failed write under."""
 
 
 class TaskLogs:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, losses: LogThrottle | None = None) -> None:
         self.root = root
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[_Item] | None = None
@@ -50,6 +63,9 @@ class TaskLogs:
         own, so one that is stopping never shares work with its successor."""
         self._thread: threading.Thread | None = None
         """The latest writer (running, stopping or stopped)."""
+        self._losses = LogThrottle() if losses is None else losses
+        """When to say lost lines (the module's docstring; a test may pass one with its
+        own clock); only writers use it, one at a time."""
 
     def path_for(self, job_id: int, task_id: int) -> Path:
         return self.root / f"job-{job_id}" / f"task-{task_id}.log"
@@ -101,8 +117,7 @@ class TaskLogs:
             self._thread.start()
         return self._queue
 
-    @staticmethod
-    def _serve(work: queue.SimpleQueue[_Item], predecessor: threading.Thread | None) -> None:
+    def _serve(self, work: queue.SimpleQueue[_Item], predecessor: threading.Thread | None) -> None:
         if predecessor is not None:
             predecessor.join()
         while True:
@@ -116,7 +131,34 @@ class TaskLogs:
             try:
                 _write(path, lines)
             except Exception as error:  # a full disk must not stop the logs that follow
-                log.error("task log lines lost", path=str(path), error=str(error))
+                self._lost(path, lines, error)
+            else:
+                self._written(path)
+
+    def _lost(self, path: Path, lines: list[str], error: Exception) -> None:
+        """Say lost lines as `LogThrottle` allows: `lines_lost` and `writes_lost` count
+        those since the last line said, these included; `path` and `error` are these."""
+        due = self._losses.occurred(_LOST, lines=len(lines), writes=1)
+        if due is not None:
+            log.error(
+                "task log lines lost",
+                path=str(path),
+                error=str(error),
+                lines_lost=due.counts["lines"],
+                writes_lost=due.counts["writes"],
+            )
+
+    def _written(self, path: Path) -> None:
+        """After lost lines were said, that `path` (and so the logs) took lines again,
+        with the losses since that line; said once (`LogThrottle.cleared`)."""
+        due = self._losses.cleared(_LOST)
+        if due is not None:
+            log.warning(
+                "task log lines are written again",
+                path=str(path),
+                lines_lost=due.counts.get("lines", 0),
+                writes_lost=due.counts.get("writes", 0),
+            )
 
 
 def _private_folder(folder: Path) -> None:
