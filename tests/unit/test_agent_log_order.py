@@ -1,10 +1,11 @@
-"""A task's log lines reach the manager before its outcome, even when the progress
-reporter already took them and its call is still on the way.
+"""A task's log lines reach the manager before its outcome or its give-back, even when
+the progress reporter already took them and its call is still on the way.
 
 The manager refuses a progress call for a task that has ended (`keep_going: false`, its
 lines not kept), as the real one does. A short task (a video, a merge) can have all its
 lines in the reporter's one call; if the completion overtook it, the task's log was
-empty (seen in CI: a video task of a multilayer EXR job with no log at all).
+empty (seen in CI: a video task of a multilayer EXR job with no log at all). A worker
+stopping gave its task back the same way, and the log of that attempt ended mid-frame.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 import httpx
+from structlog.testing import capture_logs
 
 from farmhand.worker.agent import RenderJob, RenderOutcome
 from tests.unit.test_worker_agent import FakeManager, _start, _stop, _write_frame
@@ -40,7 +42,7 @@ class EndingManager(FakeManager):
             self.slow_call_arrived.set()
             time.sleep(0.5)  # the render ends meanwhile: its outcome is ready to go
         with self.lock:
-            ended = any(name in ("complete", "fail") for name, _ in self.calls)
+            ended = any(name in ("complete", "fail", "release") for name, _ in self.calls)
             if not ended:
                 self.kept.extend(lines)
         return httpx.Response(200, json={"keep_going": not ended})
@@ -63,3 +65,53 @@ def test_lines_the_reporter_is_sending_arrive_before_the_completion(tmp_path: Pa
     _stop(stop, thread, result)
     assert "Fra:1 the only line" in manager.kept, "the line reached the manager in time"
     assert "fail" not in manager.names()
+
+
+def test_a_stopping_worker_gives_its_task_back_after_the_lines_it_is_sending(
+    tmp_path: Path,
+) -> None:
+    manager = EndingManager()
+
+    def renderer(job: RenderJob) -> RenderOutcome:
+        job.on_frame_started(1)
+        job.on_log("Fra:1 Sample 3/16")
+        assert job.cancel.wait(10), "the stop never reached the render"
+        job.on_log("Blender quit: canceled")
+        return RenderOutcome(ok=False, error="canceled")
+
+    stop, thread, result = _start(tmp_path, manager, renderer)
+    assert manager.slow_call_arrived.wait(5), "the reporter sent no progress"
+    _stop(stop, thread, result)  # while that call waits for its answer
+    assert "release" in manager.names() and "fail" not in manager.names()
+    assert manager.kept == ["Fra:1 Sample 3/16", "Blender quit: canceled"]
+
+
+def test_a_heartbeat_answered_while_the_completion_is_on_its_way_aborts_nothing(
+    tmp_path: Path,
+) -> None:
+    """The manager names a task it no longer sees held among those to abort, and a
+    completed one is such a task: a heartbeat that crosses the completion is no abort, and
+    the worker's log must not say the manager aborted a task that completed."""
+    manager = FakeManager([1])
+    crossed = threading.Event()
+
+    def on_call(name: str) -> None:
+        if name == "complete":
+            manager.abort = [11]  # the manager has the completion...
+            assert crossed.wait(5)  # ...and answers a heartbeat before the worker hears so
+        elif name == "heartbeat" and manager.abort:
+            crossed.set()
+
+    manager.on_call = on_call
+
+    def renderer(job: RenderJob) -> RenderOutcome:
+        job.on_frame_saved(1, _write_frame(job, 1))
+        return RenderOutcome(ok=True)
+
+    with capture_logs() as logs:
+        stop, thread, result = _start(tmp_path, manager, renderer)
+        manager.wait_for("complete")
+        assert crossed.wait(5), "no heartbeat crossed the completion"
+        _stop(stop, thread, result)
+    events = [entry["event"] for entry in logs]
+    assert "manager aborted the task" not in events

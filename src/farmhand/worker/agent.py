@@ -243,6 +243,10 @@ class _TaskRun:
         already carrying lines, and the manager refuses lines for a task that ended: the
         log would lose them (a short video task's whole log went so)."""
         self._lock = threading.Lock()
+        self.ending = False
+        """The outcome (complete, fail, give-back) is on its way: a heartbeat answered
+        meanwhile names the task among those to abort because the manager has it already,
+        which is no abort (`_heartbeat_loop`)."""
         self.dropped_reason: str | None = None
         self.frames_uploaded = 0
         self.frame: int | None = None
@@ -783,7 +787,7 @@ class Agent:
                     self.log.warning("heartbeat failed", error=str(exc), task_id=task_id)
                 continue
             self._outage.answered(self.log, "heartbeat", task_id=task_id)
-            if run is not None and run.task.task_id in reply.abort_task_ids:
+            if run is not None and run.task.task_id in reply.abort_task_ids and not run.ending:
                 self.log.info("manager aborted the task", task_id=task_id, job_id=run.task.job_id)
                 run.drop("aborted by the manager")
 
@@ -965,7 +969,7 @@ class Agent:
                 else None
             )
         except RetryAborted:
-            self._release(task, tlog)
+            self._release(task, tlog, run=run)
             return
         except (CacheError, FarmhandError, OSError, SharedStorageError) as exc:
             if self._gave_back(run, exc, tlog):
@@ -1113,7 +1117,7 @@ class Agent:
                 )
                 if run.dropped or self.stop.is_set() or not made:
                     if not run.dropped:
-                        self._release(task, tlog)
+                        self._release(task, tlog, run=run)
                 elif not (result := made[0]).ok or result.video is None:
                     self._fail(run, result.error or "video failed", result.log_tail, tlog)
                 else:
@@ -1180,7 +1184,7 @@ class Agent:
         try:
             yield
         except RetryAborted:
-            self._release(run.task, tlog)
+            self._release(run.task, tlog, run=run)
         except FarmhandError as exc:
             self._refused(exc)
             if is_task_gone(exc) or is_retryable(exc):
@@ -1265,7 +1269,7 @@ class Agent:
                 if run.dropped:
                     tlog.info("task dropped", reason=run.dropped_reason)
                 else:
-                    self._release(task, tlog)
+                    self._release(task, tlog, run=run)
             except MergeError as exc:
                 self._fail(run, str(exc), [], tlog)
             finally:
@@ -1365,7 +1369,7 @@ class Agent:
             if run.dropped:
                 tlog.info("task dropped", reason=run.dropped_reason)
             else:
-                self._release(task, tlog)
+                self._release(task, tlog, run=run)
             return
         uploader.close()
         while not uploader.join(0.2):
@@ -1373,7 +1377,7 @@ class Agent:
                 uploader.abandon()
                 uploader.join(2.0)
                 if not run.dropped:
-                    self._release(task, tlog)
+                    self._release(task, tlog, run=run)
                 return
         report = uploader.report()
         if run.dropped:
@@ -1399,14 +1403,22 @@ class Agent:
 
     # -- outcomes (retried while the manager is away)
 
-    def _flush_logs(self, run: _TaskRun, tlog: FilteringBoundLogger) -> bool:
+    def _flush_logs(
+        self, run: _TaskRun, tlog: FilteringBoundLogger, wait: float | None = None
+    ) -> bool:
         """Send buffered log lines before the outcome, so the task log is whole.
 
         True when every line reached the manager. Waits for a progress call the reporter
-        has under way (`run.sending`): its lines must arrive before the outcome.
+        has under way (`run.sending`; at most `wait` seconds if given): its lines must
+        arrive before the outcome.
         """
-        with run.sending:
+        if not run.sending.acquire(timeout=-1 if wait is None else wait):
+            tlog.warning("log lines not sent: a progress call is still under way")
+            return False
+        try:
             return self._flush_logs_now(run, tlog)
+        finally:
+            run.sending.release()
 
     def _flush_logs_now(self, run: _TaskRun, tlog: FilteringBoundLogger) -> bool:
         for _ in range(MAX_PENDING_LOG_LINES // MAX_LOG_LINES_PER_CALL + 1):
@@ -1430,6 +1442,7 @@ class Agent:
 
     def _complete(self, run: _TaskRun, frames: list[int], tlog: FilteringBoundLogger) -> None:
         self._flush_logs(run, tlog)
+        run.ending = True
         # Ask for the next task with the completion: one request fewer between tasks.
         outcome = self._outcome(
             run,
@@ -1449,6 +1462,7 @@ class Agent:
         # The fail call's lines are appended to the task log: send the tail again only if
         # the log itself did not get through, so the log never shows them twice.
         sent = self._flush_logs(run, tlog)
+        run.ending = True
         lines = [] if sent else tail
         self._outcome(run, lambda: self.client.fail(run.task.task_id, reason, lines), "fail", tlog)
 
@@ -1463,7 +1477,7 @@ class Agent:
         try:
             outcome = self._retried(call, what, tlog)
         except RetryAborted:
-            self._release(run.task, tlog)
+            self._release(run.task, tlog, run=run)
             return None
         except FarmhandError as exc:
             self._refused(exc)
@@ -1506,7 +1520,7 @@ class Agent:
             )
         else:
             tlog.debug("still cannot work", error=why, next_try_seconds=self._fault_pause)
-        self._release(run.task, tlog, f"worker {self.settings.name} cannot work: {why}")
+        self._release(run.task, tlog, f"worker {self.settings.name} cannot work: {why}", run=run)
         return True
 
     def _local_fault(self, run: _TaskRun, exc: BaseException) -> str | None:
@@ -1524,11 +1538,25 @@ class Agent:
             tlog.info("this machine works again; taking tasks")
 
     def _release(
-        self, task: TaskAssignment, tlog: FilteringBoundLogger, reason: str | None = None
+        self,
+        task: TaskAssignment,
+        tlog: FilteringBoundLogger,
+        reason: str | None = None,
+        *,
+        run: _TaskRun | None = None,
     ) -> None:
-        """Give the task back without it counting as an attempt (shutdown, local fault)."""
+        """Give the task back without it counting as an attempt (shutdown, local fault).
+
+        A task that ran (`run`) first sends the log lines the manager lacks, as an outcome
+        does: the manager refuses progress for a task given back, and an admin looking
+        into the give-back needs what Blender said up to it. While the worker stops, each
+        call of that is tried once, and a progress call under way is waited for at most
+        `shutdown_grace`."""
         if self._deleted is not None:
             return  # the manager requeued it when the runner was deleted
+        if run is not None and not run.dropped:
+            self._flush_logs(run, tlog, wait=self.settings.shutdown_grace)
+            run.ending = True
         try:
             self._retried(
                 lambda: (
