@@ -29,7 +29,9 @@ DASH = "\N{EN DASH}"
 BIG = 10_000
 SMALL_JOBS = 250
 WAIT = 20_000
-"""Milliseconds for a page of the big job to show: far more than it needs now."""
+"""Milliseconds for a page of the big job to show, and for each change of its filter
+or page: far more than it needs on a quiet machine, where Playwright's 5 s default
+was not enough for a page turn while other tests loaded both cores."""
 JOB_DETAIL = re.compile(r"/api/jobs/\d+(\?|$)")
 """A job's detail: with all its tasks unless the query says `tasks=false`."""
 
@@ -102,38 +104,42 @@ def test_a_job_of_10000_tasks_shows_a_page_of_them_with_a_filter_and_a_pager(
 
     # Failed and active tasks are one choice away, with their counts.
     page.select_option("#task-filter", "failed")
-    expect()(rows).to_have_count(1)
-    expect()(rows.first.locator(".badge")).to_have_text("canceled")
+    expect()(rows).to_have_count(1, timeout=WAIT)
+    expect()(rows.first.locator(".badge")).to_have_text("canceled", timeout=WAIT)
     expect()(page.locator("#task-filter option[value=failed]")).to_have_text(
-        "Failed or canceled (1)"
+        "Failed or canceled (1)", timeout=WAIT
     )
-    expect()(page.get_by_role("button", name="Requeue failed")).to_be_visible()
+    expect()(page.get_by_role("button", name="Requeue failed")).to_be_visible(timeout=WAIT)
     page.select_option("#task-filter", "active")
-    expect()(rows).to_have_count(2)
-    expect()(page.locator("#tasks tbody td.worker")).to_have_text(["r1", "r2"])
-    expect()(page.locator("#task-pager")).to_be_hidden()
+    expect()(rows).to_have_count(2, timeout=WAIT)
+    expect()(page.locator("#tasks tbody td.worker")).to_have_text(["r1", "r2"], timeout=WAIT)
+    expect()(page.locator("#task-pager")).to_be_hidden(timeout=WAIT)
 
     # The pager: the next page, the last one, and back to the first.
     page.select_option("#task-filter", "")
-    expect()(page.locator("#tasks-range")).to_have_text(f"1{DASH}200 of 10,000")
+    expect()(page.locator("#tasks-range")).to_have_text(f"1{DASH}200 of 10,000", timeout=WAIT)
     indices = [t["index"] for t in api.get(f"/api/jobs/{job_id}/tasks?limit=1000").json()]
     page.click("#tasks-next")
-    expect()(page.locator("#tasks-range")).to_have_text(f"201{DASH}400 of 10,000")
-    expect()(rows.first.locator("td.idx")).to_have_text(str(indices[200]))
+    expect()(page.locator("#tasks-range")).to_have_text(f"201{DASH}400 of 10,000", timeout=WAIT)
+    expect()(rows.first.locator("td.idx")).to_have_text(str(indices[200]), timeout=WAIT)
     page.click("#tasks-last")
-    expect()(page.locator("#tasks-range")).to_have_text(f"9,801{DASH}10,000 of 10,000")
-    expect()(page.locator("#tasks-next")).to_be_disabled()
-    expect()(rows).to_have_count(200)
+    expect()(page.locator("#tasks-range")).to_have_text(
+        f"9,801{DASH}10,000 of 10,000", timeout=WAIT
+    )
+    expect()(page.locator("#tasks-next")).to_be_disabled(timeout=WAIT)
+    expect()(rows).to_have_count(200, timeout=WAIT)
     page.click("#tasks-first")
-    expect()(page.locator("#tasks-range")).to_have_text(f"1{DASH}200 of 10,000")
-    expect()(page.locator("#tasks-prev")).to_be_disabled()
+    expect()(page.locator("#tasks-range")).to_have_text(f"1{DASH}200 of 10,000", timeout=WAIT)
+    expect()(page.locator("#tasks-prev")).to_be_disabled(timeout=WAIT)
 
     # Live: a third worker takes a task, and the Active count and the page follow.
     page.select_option("#task-filter", "active")
-    expect()(rows).to_have_count(2)
+    expect()(rows).to_have_count(2, timeout=WAIT)
     claim(api, register(api, farm, "r4"))
-    expect()(rows).to_have_count(3)
-    expect()(page.locator("#task-filter option[value=active]")).to_have_text("Active (3)")
+    expect()(rows).to_have_count(3, timeout=WAIT)
+    expect()(page.locator("#task-filter option[value=active]")).to_have_text(
+        "Active (3)", timeout=WAIT
+    )
     shoot(page, "at-scale-02-active-tasks")
     page.context.close()
 
