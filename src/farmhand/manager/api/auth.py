@@ -69,22 +69,33 @@ def check_password(
 ) -> tuple[SessionInfo, int, int]:
     """Who an e-mail + password signs in as (info, user id, session epoch), or raise the
     refusal (`AccountError`) once the failure it counts is committed. Blocking: run it
-    in a thread."""
-    with context.db.transaction() as session:
-        outcome = accounts.password_login(
-            session, context.settings.auth, email, password, client_address(request), utcnow()
-        )
-        if outcome.error is None:
-            user = session.get(User, outcome.user_id)
-            assert user is not None
-            log.info("signed in with a password", user_id=user.id)
-            return (
-                SessionInfo(user=user_info(session, user), csrf=None),
-                user.id,
-                user.session_epoch,
-            )
-    log.info("sign-in refused", status=outcome.error.status, address=client_address(request))
-    raise outcome.error
+    in a thread.
+
+    Three steps (`accounts.begin_password_login`): a short transaction lets the attempt
+    through the limits and counts it as a failure, the password is checked with no
+    transaction open (on SQLite one would hold every write of the farm for the hash's
+    duration), and a second short transaction takes the failure back if it was right."""
+    address = client_address(request)
+    settings = context.settings.auth
+    try:
+        with context.db.transaction() as session:
+            attempt = accounts.begin_password_login(session, settings, email, address, utcnow())
+        proof = accounts.check_login_password(attempt, password)
+        with context.db.transaction() as session:
+            outcome = accounts.finish_password_login(session, attempt, proof)
+            if outcome.error is None:
+                user = session.get(User, outcome.user_id)
+                assert user is not None
+                log.info("signed in with a password", user_id=user.id)
+                return (
+                    SessionInfo(user=user_info(session, user), csrf=None),
+                    user.id,
+                    user.session_epoch,
+                )
+        raise outcome.error
+    except AccountError as error:
+        log.info("sign-in refused", status=error.status, address=address)
+        raise
 
 
 @router.post(

@@ -7,7 +7,9 @@ deleting and changing roles, none of which may take the farm's
 last active admin away. A password signs in only together with the account's e-mail
 address, so an account without one is refused a password rather than given one that
 nobody could use (the first start's `admin` has none until an admin gives it one).
-Everything here works on an open database session and leaves committing to the caller.
+Everything here works on an open database session and leaves committing to the caller
+(a password sign-in is three steps, so that its slow hash runs outside any transaction:
+`begin_password_login`).
 """
 
 from __future__ import annotations
@@ -49,8 +51,8 @@ class AccountError(Exception):
 
 @dataclass(frozen=True)
 class LoginOutcome:
-    """The result of a password sign-in; failures are returned, not raised, so that the
-    failure counted for rate limiting is committed along with the answer."""
+    """The end of a password sign-in (`finish_password_login`); failures are returned,
+    not raised, so that what the step changed is committed along with the answer."""
 
     user_id: int | None = None
     epoch: int = 0
@@ -314,6 +316,7 @@ def change_own_password(
     one) and wrong guesses count like failed sign-ins, so a borrowed session cannot be
     used to find the password. Returned, not raised, so the failure is committed."""
     limits = _limits(settings, _password_change_key(user), address)
+    ratelimit.take_turn(session, limits)  # held while the old password is checked
     wait = ratelimit.retry_after(session, limits, now, settings.login_window)
     if wait is not None:
         return AccountError(
@@ -329,34 +332,100 @@ def change_own_password(
     return None
 
 
-def password_login(
+@dataclass(frozen=True)
+class LoginAttempt:
+    """A password sign-in let through the limits (`begin_password_login`), its failure
+    already counted: what checking the password and finishing need, with no session."""
+
+    user_id: int | None
+    """The account the e-mail names; None: no such account (the password is still
+    checked, against a dummy hash)."""
+    password_hash: str | None
+    """The account's hash when the attempt began: checked, and compared again at the
+    end, so a password an admin replaced meanwhile does not sign in."""
+    account_key: str
+    failures: list[int]
+    """This attempt's failure rows (`ratelimit.record_failure`): taken back if it is right."""
+
+
+@dataclass(frozen=True)
+class PasswordProof:
+    """A password that matched its `LoginAttempt`'s hash (`check_login_password`)."""
+
+    new_hash: str | None = None
+    """Its hash with today's parameters, when the stored one is weaker (`needs_rehash`):
+    made here, outside any transaction, since hashing is the slow part."""
+
+
+def begin_password_login(
     session: Session,
     settings: AuthSettings,
     email: str,
-    password: str,
     address: str | None,
     now: datetime,
-) -> LoginOutcome:
-    """Check an e-mail and password, within the per-account and per-address limits."""
+) -> LoginAttempt:
+    """Step 1 of a password sign-in, in a short write transaction of its own: let the
+    attempt through the per-account and per-address limits, or refuse it (raised:
+    nothing was written, no password is checked), and count it as a failure at once.
+
+    A sign-in is three steps so that the slow password hash runs with no transaction
+    open (on SQLite a write transaction holds the whole farm's writes: heartbeats,
+    claims) while parallel attempts are still counted exactly: each takes its keys'
+    turn (`ratelimit.take_turn`), counts, and records itself before committing, so the
+    next one counts it. Step 2, `check_login_password`, checks the password in no
+    transaction; step 3, `finish_password_login`, takes the failure back if it was right.
+    A manager that dies between steps 1 and 3 leaves the attempt counted as a failure:
+    on the safe side, and it ages out with the window. For the same reason an attempt
+    with the right password may be refused while parallel ones (of its account, or its
+    address) are being checked, as if they had already failed."""
     if not settings.enable_local_auth:
-        return LoginOutcome(error=AccountError(404, "sign-in with a password is turned off"))
+        raise AccountError(404, "sign-in with a password is turned off")
     limits = _limits(settings, ratelimit.account_key(email), address)
+    ratelimit.take_turn(session, limits)
     wait = ratelimit.retry_after(session, limits, now, settings.login_window)
     if wait is not None:
-        return LoginOutcome(
-            error=AccountError(
-                429, f"too many failed sign-ins; try again in {ratelimit.wait_words(wait)}", wait
-            )
+        raise AccountError(
+            429, f"too many failed sign-ins; try again in {ratelimit.wait_words(wait)}", wait
         )
     user = find_by_email(session, email) if email.strip() else None
-    if not verify_password(user.password_hash if user else None, password) or user is None:
-        ratelimit.record_failure(session, limits, now, settings.login_window)
-        return LoginOutcome(error=AccountError(401, "wrong e-mail or password"))
+    return LoginAttempt(
+        user_id=user.id if user is not None else None,
+        password_hash=user.password_hash if user is not None else None,
+        account_key=limits[0].key,
+        failures=ratelimit.record_failure(session, limits, now, settings.login_window),
+    )
+
+
+def _wrong_password() -> AccountError:
+    return AccountError(401, "wrong e-mail or password")
+
+
+def check_login_password(attempt: LoginAttempt, password: str) -> PasswordProof:
+    """Step 2 (`begin_password_login`): whether `password` is the attempt's account's,
+    with no session (slow: a hash). Wrong (raised 401), the failure counted in step 1
+    stands. No such account takes as long (`verify_password` hashes a dummy), so the
+    answer's time does not tell which addresses have accounts."""
+    if not verify_password(attempt.password_hash, password) or attempt.password_hash is None:
+        raise _wrong_password()
+    new_hash = hash_password(password) if needs_rehash(attempt.password_hash) else None
+    return PasswordProof(new_hash)
+
+
+def finish_password_login(
+    session: Session, attempt: LoginAttempt, proof: PasswordProof
+) -> LoginOutcome:
+    """Step 3 (`begin_password_login`), for a password `check_login_password` accepted:
+    take back the attempt's failures, and sign in unless the account was disabled
+    (403), or deleted or given another password since step 1 (401, the failure stands)."""
+    user = session.get(User, attempt.user_id) if attempt.user_id is not None else None
+    if user is None or user.password_hash != attempt.password_hash:
+        return LoginOutcome(error=_wrong_password())
+    ratelimit.forget(session, attempt.failures)
     if user.disabled_at is not None:
         return LoginOutcome(error=AccountError(403, "this account is disabled"))
-    ratelimit.clear(session, limits[0].key)
-    if user.password_hash and needs_rehash(user.password_hash):
-        user.password_hash = hash_password(password)
+    ratelimit.clear(session, attempt.account_key)
+    if proof.new_hash is not None:
+        user.password_hash = proof.new_hash
     return LoginOutcome(user_id=user.id, epoch=user.session_epoch)
 
 

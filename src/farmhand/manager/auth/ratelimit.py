@@ -12,15 +12,26 @@ An account's limit (not an address's) is also lifted by an admin: setting the ac
 password, or unlocking it (`accounts.unlock`), forgets its failures, since the person
 locked out is usually the one the admin is helping. The per-address limit stays: it
 holds back someone guessing from one place, whoever they try.
+
+Attempts made at the same moment are counted exactly, not each against the count
+before the others: an attempt takes its keys' turn (`take_turn`) in the transaction
+that counts them and records it, so the next one counts after it has committed. On
+SQLite that transaction's `BEGIN IMMEDIATE` already lets one writer in at a time; on
+PostgreSQL (READ COMMITTED) two transactions would each count the same rows and both
+go on, so each key has an advisory lock, held until the transaction ends. A sign-in
+records its attempt as a failure up front and removes it again once the password is
+right (`accounts.begin_password_login`), so the slow password check needs neither the
+lock nor a transaction.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
 from farmhand.manager.auth.emails import normal_email
@@ -42,6 +53,27 @@ def account_key(email: str) -> str:
 
 def address_key(address: str | None) -> str:
     return "address:" + (address or "unknown")[:380]
+
+
+def lock_id(key: str) -> int:
+    """A key's PostgreSQL advisory lock: a stable signed 64-bit hash of it (the same in
+    every manager process and release, unlike Python's `hash`). Two keys sharing one
+    would only wait for each other now and then."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def take_turn(session: Session, limits: list[Limit]) -> None:
+    """Wait until no other transaction is counting or recording attempts on these keys,
+    and hold them until this one ends (commit or rollback): call it before
+    `retry_after`, in the transaction that then records the attempt.
+
+    PostgreSQL: `pg_advisory_xact_lock` per key, in one order (sorted) so that two
+    attempts sharing an address and an account cannot each hold one and wait for the
+    other. SQLite: nothing to do, `BEGIN IMMEDIATE` let this transaction in alone."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    for lock in sorted({lock_id(limit.key) for limit in limits}):
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock})
 
 
 def retry_after(session: Session, limits: list[Limit], now: datetime, window: float) -> int | None:
@@ -86,14 +118,27 @@ def wait_words(seconds: int) -> str:
     return f"{max(1, math.ceil(seconds / 60))} min"
 
 
-def record_failure(session: Session, limits: list[Limit], now: datetime, window: float) -> None:
-    """Count a failed attempt against every key, and forget their expired failures."""
+def record_failure(
+    session: Session, limits: list[Limit], now: datetime, window: float
+) -> list[int]:
+    """Count a failed attempt against every key, and forget their expired failures; the
+    rows' ids, for `forget` to take them back should the attempt turn out right."""
     since = now - timedelta(seconds=window)
+    rows = []
     for limit in limits:
         session.execute(
             delete(LoginFailure).where(LoginFailure.key == limit.key, LoginFailure.at <= since)
         )
-        session.add(LoginFailure(key=limit.key, at=now))
+        rows.append(LoginFailure(key=limit.key, at=now))
+    session.add_all(rows)
+    session.flush()
+    return [row.id for row in rows]
+
+
+def forget(session: Session, failures: list[int]) -> None:
+    """Take back the failures `record_failure` counted for an attempt that succeeded."""
+    if failures:
+        session.execute(delete(LoginFailure).where(LoginFailure.id.in_(failures)))
 
 
 def clear(session: Session, *keys: str) -> None:
