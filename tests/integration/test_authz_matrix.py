@@ -121,6 +121,9 @@ def build_world(
         json={"sha256": hashlib.sha256(b"resumable").hexdigest(), "size": 9},
     )
     upload_id = upload.json()["id"] if upload.status_code == 201 else None
+    kept = b"the owner's upload no job uses"  # theirs alone to release
+    put = client.put(f"/api/blobs/{hashlib.sha256(kept).hexdigest()}", headers=owner, content=kept)
+    assert put.status_code == 201, put.text
     return World(
         client=client,
         headers={"anonymous": {}, "runner": runner, "other": other, "owner": owner, "admin": admin},
@@ -145,6 +148,7 @@ def build_world(
             "upload_id": upload_id,
             "provider": "google",
             "sha256": hashlib.sha256(b"new blob").hexdigest(),
+            "owned_sha256": hashlib.sha256(kept).hexdigest(),
         },
         registration_secret=reg.json()["secret"],
         runner_token=runner_token,
@@ -224,6 +228,10 @@ RULES: dict[tuple[str, str], Rule] = {
     # --- blobs and jobs: a person's own
     ("POST", "/api/blobs/missing"): Rule(PERSON, json_body({"hashes": ["0" * 64]})),
     ("PUT", "/api/blobs/{sha256}"): Rule(PERSON, lambda w: {"content": b"new blob"}, fresh=True),
+    # Only the uploader's own claim: anyone else, an admin too, has none to release.
+    ("DELETE", "/api/blobs/{sha256}"): Rule(
+        policy(401, 401, 404, OK, 404), ids={"sha256": "owned_sha256"}, fresh=True
+    ),
     ("GET", "/api/jobs"): Rule(PERSON),
     ("POST", "/api/jobs"): Rule(
         PERSON,

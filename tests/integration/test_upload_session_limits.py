@@ -34,7 +34,11 @@ from tests.integration.conftest import Farm, make_settings
 QUOTA = 100_000
 SIZE = 45_000
 """Two unfinished uploads of this size fit the quota, a third does not."""
-ABORT_HINT = "GET /api/uploads lists yours, DELETE /api/uploads/{id} aborts one"
+ABORT_HINT = (
+    "farmhand uploads list shows yours, farmhand uploads abort --all aborts them; "
+    "GET /api/uploads, DELETE /api/uploads/{id}"
+)
+"""The CLI's way first: the add-on shows the refusal to an artist, who has no REST client."""
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -11,6 +11,7 @@ from farmhand.cli.demo_cmd import demo
 from farmhand.cli.manager_cmd import manager
 from farmhand.cli.node_cmd import node
 from farmhand.cli.orchestrator_cmd import orchestrator
+from farmhand.cli.uploads_cmd import uploads
 from farmhand.cli.users_cmd import users
 from farmhand.cli.worker_cmd import worker
 
@@ -26,6 +27,7 @@ runners_cmd.register(app)
 app.command()(demo)
 app.command()(backup)
 app.add_typer(users, name="users")
+app.add_typer(uploads, name="uploads")
 app.add_typer(admin, name="admin")
 app.add_typer(addon, name="addon")
 

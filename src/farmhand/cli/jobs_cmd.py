@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shlex
+import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -33,7 +35,13 @@ from farmhand.client import (
 from farmhand.client.packing import PackedProject, PackError
 from farmhand.client.retry import QUIET, RetryPolicy, call_with_retry
 from farmhand.client.scene_format import MOVIE_FORMATS, saved_format
-from farmhand.client.submission import MissingFiles, SubmitHooks, Submitted, submit_project
+from farmhand.client.submission import (
+    MissingFiles,
+    SubmitCanceled,
+    SubmitHooks,
+    Submitted,
+    submit_project,
+)
 from farmhand.shared.frames import FrameRangeError, parse_frame_spec
 from farmhand.shared.images import rendered_format
 from farmhand.shared.schemas import (
@@ -108,11 +116,68 @@ class Stopped(typer.Exit):
 
 UPLOAD_STOPPED = (
     "stopped: the job was not submitted. Run the same command again to submit it: files "
-    "already on the farm are not sent again, and a large file's upload resumes where it "
-    "stopped"
+    "already on the farm are not sent again"
 )
-"""Ctrl-C while packing, hashing or uploading. True because uploads are resumable
-(client/transfer.py): the manager keeps what arrived, by user and hash."""
+"""Ctrl-C while packing, hashing or uploading; `canceled_words` once uploads began."""
+
+
+def canceled_words(canceled: SubmitCanceled) -> str:
+    """What Ctrl-C during the upload did: what the submit had sent was discarded
+    (client/submission.py), or, with a manager that did not answer in time, is kept, and
+    running the command again resumes it (client/transfer.py)."""
+    freed = canceled.freed
+    if freed.error is None:
+        return (
+            "stopped: the job was not submitted, and what it had uploaded was discarded, so "
+            "none of it counts against your storage quota. Run the same command again to "
+            "submit it"
+        )
+    return (
+        f"stopped: the job was not submitted, and what it had uploaded could not all be "
+        f"discarded ({freed.error}). Run the same command again to submit it: a large "
+        "file's upload resumes where it stopped (farmhand uploads abort --all discards "
+        "unfinished uploads instead)"
+    )
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a submit (the add-on's Cancel, a `kill`): it stops as Ctrl-C stops
+    it, what it began to upload freed (client/submission.py), but ends with exit 143
+    and without a `--json-events` error: whoever sent it knows (the add-on says "submit
+    canceled")."""
+
+
+@contextmanager
+def terminated_as_interrupted() -> Iterator[None]:
+    """SIGTERM raises `Terminated` in the block (Python's default would end the process
+    at once, leaving the uploads it began to hold the user's quota). Only where signals
+    can be handled: the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def submit_stopped() -> Iterator[None]:
+    """Ctrl-C or SIGTERM during a submit: say what became of it (`interrupted`), exit 130;
+    after SIGTERM, exit 143 (128 + the signal) without a `--json-events` error."""
+    try:
+        yield
+    except KeyboardInterrupt as stop:
+        message = canceled_words(stop) if isinstance(stop, SubmitCanceled) else UPLOAD_STOPPED
+        err.print(visible(message), markup=False, highlight=False, soft_wrap=True)
+        if isinstance(stop, Terminated) or isinstance(stop.__cause__, Terminated):
+            raise SystemExit(128 + signal.SIGTERM) from None
+        raise Stopped(message) from None
 
 
 def fail(message: str) -> Failed:
@@ -535,7 +600,8 @@ def submit_packed(
     if events is not None:
         events.emit("packing")
     with (
-        interrupted(UPLOAD_STOPPED),
+        submit_stopped(),
+        terminated_as_interrupted(),
         nullcontext(events.hooks()) if events else bars(allow_missing) as hooks,
     ):
         try:

@@ -3,10 +3,21 @@
 The order matters to the user: missing files are reported before a single byte is
 uploaded (a 2 GB upload followed by "texture not found" on the farm is the classic
 render-farm disappointment), and the job exists only once all its files are stored.
+
+A submit stopped on purpose while it uploads (Ctrl-C, or SIGTERM, which the Blender
+add-on's Cancel sends) is the user saying they do not want it: what it began on the
+manager is freed again (`free_canceled`), or its unfinished uploads would hold their
+announced sizes of the user's quota for `blob_retention_days`, and the files it stored
+their size until garbage collection, and the next submit could be refused for it. A
+submit that stops otherwise (the manager unreachable past the retries, a network cut, a
+killed or crashed process) keeps them: running it again resumes each upload where it
+stopped (`transfer.py`). Freeing takes at most `FREE_WITHIN` seconds; what a manager that
+does not answer in that time still holds stays, and the next run resumes it.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +30,7 @@ from farmhand.client.client import (
     check_tiles,
     job_body,
 )
-from farmhand.client.errors import JobTooLarge
+from farmhand.client.errors import FarmhandError, JobTooLarge
 from farmhand.client.packing import PackedProject, pack
 from farmhand.client.transfer import Advance, Entry, Uploader, UploadReport, hash_files
 from farmhand.shared.limits import JOB_BODY_MAX_BYTES
@@ -96,7 +107,14 @@ def submit_project(
         if hooks.uploading is not None:
             distinct = _distinct(entries)
             hooks.uploading(sum(e.size for e in distinct), len(distinct))
-        report = uploader.upload(entries)
+        with client.recording_uploads() as ledger:
+            try:
+                report = uploader.upload(entries)
+            except KeyboardInterrupt as stop:
+                begun = ledger.close()
+                if not begun:
+                    raise
+                raise SubmitCanceled(free_canceled(client, begun)) from stop
         job = JobCreate(
             **fields,
             main_file=packed.main_file,
@@ -104,6 +122,89 @@ def submit_project(
         )
         accepted = client.create_job(job)
     return Submitted(accepted, report, packed.missing, len(entries))
+
+
+FREE_WITHIN = 5.0
+"""Seconds a canceled submit may spend freeing what it began (`free_canceled`): a cancel
+must end soon even with a manager that does not answer (the add-on's panel waits)."""
+REQUEST_WITHIN = 2.0
+"""Seconds for each of those requests: a manager that answers does so in milliseconds."""
+BUSY_PAUSE = 0.2
+"""Pause before aborting an upload again that a chunk was still being written to."""
+
+
+@dataclass(frozen=True)
+class Freed:
+    """What a canceled submit freed of what it had begun to upload."""
+
+    aborted: int
+    """Unfinished uploads aborted: their bytes are gone, and their hold on the quota."""
+    released: int
+    """Files it had stored, no job's, given up: they no longer count (`DELETE /api/blobs`)."""
+    error: str | None = None
+    """Why the rest could not be freed (the manager did not answer in time); None if
+    everything was: whatever is left, the next run of the submit resumes."""
+
+
+class SubmitCanceled(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) while the submit uploaded, once what it began is freed
+    (`freed`); the interrupt that stopped it is its `__cause__`."""
+
+    def __init__(self, freed: Freed) -> None:
+        super().__init__("submit canceled")
+        self.freed = freed
+
+
+def free_canceled(
+    client: FarmhandClient, begun: dict[str, int], within: float = FREE_WITHIN
+) -> Freed:
+    """Free what a canceled submit began on the manager: abort its unfinished uploads
+    (found in `GET /api/uploads` by hash, so also those whose first answer never came
+    back), then release the files it stored that no job uses, largest first (the most
+    quota for the time there is). `begun`: the blobs it began to upload, by hash, with
+    their sizes. Within `within` seconds; a manager that does not answer, or a second
+    Ctrl-C, ends it early. Aborting first matters: a last chunk still being stored holds
+    its upload until it is, and the file is then the user's to release."""
+    deadline = time.monotonic() + within
+
+    def limit() -> float:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"not done within {within:g} s")
+        return min(left, REQUEST_WITHIN)
+
+    aborted = released = 0
+    try:
+        for upload in client.list_uploads(timeout=limit()):
+            if upload.sha256 in begun:
+                aborted += _abort(client, upload.id, limit)
+        for sha256 in sorted(begun, key=lambda sha: -begun[sha]):
+            try:
+                client.release_blob(sha256, timeout=limit())
+                released += 1
+            except FarmhandError as error:
+                if error.status_code not in (404, 409):
+                    raise  # 404: nothing of it stored; 409: a job may use it, so kept
+    except (FarmhandError, TimeoutError, KeyboardInterrupt) as error:
+        said = "stopped again" if isinstance(error, KeyboardInterrupt) else str(error)
+        return Freed(aborted, released, said)
+    return Freed(aborted, released)
+
+
+def _abort(client: FarmhandClient, upload_id: str, limit: Callable[[], float]) -> int:
+    """Abort one upload: 1, or 0 if it was gone already (stored or aborted meanwhile).
+    A `409` is a chunk of it that another process of the manager is still writing (the
+    one this submit was sending, cut off): asked again until it lets go."""
+    while True:
+        try:
+            client.abort_upload(upload_id, timeout=limit())
+            return 1
+        except FarmhandError as error:
+            if error.status_code == 404:
+                return 0
+            if error.status_code != 409:
+                raise
+        time.sleep(min(BUSY_PAUSE, limit()))
 
 
 def _as_named(path: Path, project: Path) -> str:

@@ -4,6 +4,10 @@
 (`farmhand.manager.storage.access`), is missing for them as if it were not stored, so
 a hash tells nobody whether a file is on the farm; they send the bytes, which proves
 they hold them, and then it is theirs to name too.
+
+`DELETE /api/blobs/{sha256}` gives up an upload of the caller's that no job of theirs
+uses (what a canceled `farmhand submit` sent), so it stops counting against their quota
+at once rather than after the grace period; the file goes only if nobody else holds it.
 """
 
 from __future__ import annotations
@@ -16,13 +20,14 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from farmhand.manager.api.deps import Caller, Context, UserDep
-from farmhand.manager.api.limits import enforce_quota, manifest_body
+from farmhand.manager.api.errors import error_responses
+from farmhand.manager.api.limits import _duration, enforce_quota, manifest_body
 from farmhand.manager.api.upload_sessions import OCTET_STREAM_BODY
 from farmhand.manager.api.uploads import ingest, receiving, sent_by
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.storage.access import readable
-from farmhand.manager.storage.gc import touch_blobs
+from farmhand.manager.storage.gc import Release, release_upload, touch_blobs
 from farmhand.shared.schemas import (
     BlobsMissingRequest,
     BlobsMissingResponse,
@@ -124,3 +129,35 @@ async def put_blob(
     if not created:
         response.status_code = status.HTTP_200_OK
     return BlobStored(sha256=stored.sha256, size=stored.size)
+
+
+@router.delete(
+    "/{sha256}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(401, 404, 409),
+    summary="Release a file you uploaded that no job of yours uses (it stops counting)",
+)
+async def release_blob(
+    context: Context, caller: UserDep, sha256: str = Path(pattern=r"^[0-9a-f]{64}$")
+) -> Response:
+    """For a canceled submit: the files it had uploaded would count against the
+    caller's quota until garbage collection took them, a grace period later. Owner only,
+    and only the caller's own claim: a file anyone else holds stays (`gc.release_upload`)."""
+    released = await run_in_threadpool(release_upload, context, caller.user_id, sha256)
+    if released is Release.NOT_THEIRS:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"you uploaded no file {sha256}")
+    if released is Release.IN_THEIR_JOB:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"file {sha256} is used by a job of yours: it counts as the job's until the "
+            "job is deleted",
+        )
+    if released is Release.ASKED_SINCE:
+        grace = _duration(context.settings.blob_grace_seconds)
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"file {sha256} was asked for since you uploaded it (another submit may be "
+            f"about to use it): it is kept, and removed on its own about {grace} after "
+            "that if no job uses it",
+        )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -577,13 +577,19 @@ def enforce_open_uploads(context: ManagerContext, caller: Caller, open_uploads: 
         raise TooManyUploads(open_uploads, limit, context.settings.blob_retention_days)
 
 
-ABORT_HINT = "GET /api/uploads lists yours, DELETE /api/uploads/{id} aborts one"
+ABORT_HINT = (
+    "farmhand uploads list shows yours, farmhand uploads abort --all aborts them; "
+    "GET /api/uploads, DELETE /api/uploads/{id}"
+)
+"""How to see and abort one's unfinished uploads, said where they refuse a request: the
+CLI's way first (the add-on shows this to an artist, who has no REST client), then the
+API's."""
 
 
 class QuotaExceeded(HTTPException):
     """The 413 names what the usage is made of and what frees each part: deleting jobs
     frees their files, aborting frees unfinished uploads, and files uploaded that no job
-    uses go on their own after the grace period (users cannot delete blobs), or stop
+    uses go on their own after the grace period (or when their uploader releases them), or stop
     being extra once the job using them is submitted (`storage/usage.py`). That last
     way out is offered only for an upload, which waits for its job: when the refused
     request is the submission (`submitting`), saying "submit the job" goes in a circle,

@@ -11,7 +11,8 @@ An unfinished upload counts towards its owner's storage quota by its announced s
 a user may have at most `max_open_uploads` of them (`manager/api/limits.py`); the same
 (user, hash, size) finds its upload again without counting twice, so a client that
 crashed resumes its own uploads whatever the limits. `GET /api/uploads` lists the
-caller's, `DELETE /api/uploads/{id}` aborts one.
+caller's, `DELETE /api/uploads/{id}` aborts one (`farmhand uploads`, and a canceled
+`farmhand submit` aborts those it began).
 """
 
 from __future__ import annotations
@@ -275,8 +276,11 @@ async def upload_chunk(
             return Response(status_code=499)
         if stored is None:
             return _status(session, partials.offset(session), response)
+        # Recorded as the caller's before the lock goes: a `DELETE` of this upload that
+        # waited for it (a canceled submit's, its last chunk under way) then finds the
+        # blob theirs, to release (`DELETE /api/blobs/{sha256}`), not yet unclaimed.
+        await sent_by(context, caller.user_id, [stored])  # records the blob too
     partials.forget_lock(session.id)
-    await sent_by(context, caller.user_id, [stored])  # records the blob too
     log.info("upload stored", sha256=stored.sha256, size=stored.size, user=caller.name)
     response.headers[OFFSET] = str(stored.size)
     return UploadStatus(

@@ -15,8 +15,9 @@ The policy (one home for it; docs/STORAGE.md explains it to people):
   about to be referenced: it is never removed.
 - Garbage collection removes unreferenced blobs no job has ever used once they are no
   longer recent: uploads no job named (an aborted submission, files sent and never
-  submitted). They count for their uploaders' quota meanwhile (`storage/usage.py`),
-  and users cannot delete blobs, so this is how that usage goes away.
+  submitted). They count for their uploaders' quota meanwhile (`storage/usage.py`);
+  an uploader may release theirs sooner (`release_upload`, as a canceled `farmhand
+  submit` does), otherwise this is how that usage goes away.
 - It removes unreferenced blobs a job has used once `max(blob_retention_days, grace)`
   has passed since they were created or touched: whatever a deleted job left, which a
   resubmission within that time then uploads nothing for. They count for no one's
@@ -46,6 +47,7 @@ missed (`storage/thumbnail_cache.py`).
 from __future__ import annotations
 
 import asyncio
+import enum
 import os
 import uuid
 from collections.abc import Collection, Iterable
@@ -60,7 +62,7 @@ from starlette.concurrency import run_in_threadpool
 
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
-from farmhand.manager.db.models import Blob, BlobUpload, JobFile
+from farmhand.manager.db.models import Blob, BlobUpload, Job, JobFile
 from farmhand.manager.db.presence import unavailable
 from farmhand.manager.settings import ManagerSettings
 from farmhand.manager.storage import thumbnail_cache
@@ -190,6 +192,75 @@ def undo_uploads(
             )
     if created:
         remove_blob_files(context, created)
+
+
+class Release(enum.Enum):
+    """What `release_upload` did (the answer to `DELETE /api/blobs/{sha256}`)."""
+
+    NOT_THEIRS = "not theirs"
+    """The user never sent these bytes (or they are not stored): nothing to release."""
+    IN_THEIR_JOB = "in their job"
+    """A job of the user's names the file: it counts as the job's, which holds it."""
+    ASKED_SINCE = "asked since"
+    """A client was told the blob is stored after the user sent it (another submit of
+    theirs may be about to name it): kept, for collection to take after the grace."""
+    RELEASED = "released"
+    """The user's claim is gone; so are the blob and its file if nothing else held them."""
+
+
+def release_upload(context: ManagerContext, user_id: int, sha256: str) -> Release:
+    """Give up the user's upload of a blob no job of theirs uses, so that it stops
+    counting against their quota at once instead of after the grace period (what a
+    canceled submit sent). Their claim (`blob_uploads`) goes; the blob's row and file go
+    too unless anything else holds them: another user's claim, any job (also one that
+    used it once: it is then kept for the retention, as any file a job had), or a client
+    told about it since the claim (`touched_at` later). So no one else's file or job is
+    ever affected. Another user holding it is answered as a release (it no longer
+    counts for the caller), so the answer says nothing about other people's files
+    (`storage/access.py`). The DELETE re-checks every condition in its statement, and
+    the file goes after the commit (`remove_blob_files`, which keeps it if a row came
+    back)."""
+    with context.db.transaction() as session:
+        claimed = session.scalar(
+            select(BlobUpload.uploaded_at).where(
+                BlobUpload.user_id == user_id, BlobUpload.sha256 == sha256
+            )
+        )
+        if claimed is None:
+            return Release.NOT_THEIRS
+        theirs = select(JobFile.job_id).join(Job, Job.id == JobFile.job_id)
+        if session.scalar(
+            select(exists(theirs.where(JobFile.sha256 == sha256, Job.owner_id == user_id)))
+        ):
+            return Release.IN_THEIR_JOB
+        others = session.scalar(
+            select(
+                exists().where(BlobUpload.sha256 == sha256, BlobUpload.user_id != user_id)
+                | exists().where(JobFile.sha256 == sha256)
+            )
+        )
+        if not others:
+            touched = session.scalar(select(Blob.touched_at).where(Blob.sha256 == sha256))
+            if touched is not None and touched > claimed:
+                return Release.ASKED_SINCE
+        session.execute(
+            delete(BlobUpload)
+            .where(BlobUpload.user_id == user_id, BlobUpload.sha256 == sha256)
+            .execution_options(synchronize_session=False)
+        )
+        gone = _delete_rows(
+            session,
+            [sha256],
+            and_(
+                _unreferenced(),
+                Blob.used_at.is_(None),
+                ~exists().where(BlobUpload.sha256 == Blob.sha256),
+                or_(Blob.touched_at.is_(None), Blob.touched_at <= claimed),
+            ),
+        )
+    if gone:
+        remove_blob_files(context, gone)
+    return Release.RELEASED
 
 
 def remove_blob_files(context: ManagerContext, hashes: Iterable[str]) -> int:

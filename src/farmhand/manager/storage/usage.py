@@ -30,7 +30,7 @@ from farmhand.manager.storage.access import readable
 def _unused_uploads(user_id: int) -> Select[str]:
     """What the user uploaded that no job has ever used. Garbage collection removes
     these once their grace period has passed, which is what makes counting them fair:
-    a user cannot delete a blob, and waiting frees them."""
+    waiting frees them, and their uploader may release one sooner (`gc.release_upload`)."""
     return (
         select(BlobUpload.sha256)
         .join(Blob, Blob.sha256 == BlobUpload.sha256)
