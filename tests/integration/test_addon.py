@@ -500,3 +500,100 @@ def test_bpy_5_says_a_targa_scene_renders_png_frames_before_submitting(
         for line in warned
     ), result.stdout[-3000:]
     assert only_job(farm, "targa shot").settings.output_format is None, "the scene's own"
+
+
+OUTAGE = """
+import json
+import bpy
+ui = __import__("sys").modules["farmhand_addon.ui"]
+
+
+class Layout:
+    def __init__(self, shown):
+        self.shown = shown
+        self.alert = self.enabled = True
+
+    def row(self):
+        return self
+
+    def box(self):
+        return self
+
+    def label(self, text="", icon=""):
+        self.shown.append(text)
+
+    def operator(self, idname, text=None, icon=""):
+        self.shown.append("[" + (idname if text is None else text) + "]")
+
+    def progress(self, factor=0.0, text=""):
+        self.shown.append(text)
+
+
+def drawn(*events):
+    for event in events:
+        ui._apply({{**event, "call": ui.STATE.call}})
+    shown = []
+    ui.FARMHAND_PT_render.draw_state(None, Layout(shown))
+    return shown
+
+
+# A submit uploading when the manager stops answering, then answers again.
+ui._begin("submitting")
+retrying = {{"event": "retrying", "message": "the manager at http://m:1 does not answer; retrying"}}
+answers = drawn({{"event": "upload", "done": 17, "total": 100}})
+down = drawn(retrying)
+resumed = {{"event": "upload", "done": 40, "total": 100}}
+back = drawn({{"event": "reconnected", "after": 3}}, resumed)
+gone = drawn(retrying, {{"event": "error", "message": "cannot reach the manager"}})
+print("{marker}" + json.dumps({{"answers": answers, "down": down, "back": back, "gone": gone}}))
+"""
+
+
+def test_bpy_5_says_at_once_that_the_manager_does_not_answer_until_it_does(
+    farm: LocalFarm, blender_module: BlenderInstall, addon_zip: Path, tmp_path: Path
+) -> None:
+    """The panel sat on "uploading 17%" with Cancel while the manager was down: nothing
+    said why until the CLI gave up, two minutes later."""
+    code = INSTALL_ZIP.format(zip=str(addon_zip)) + OUTAGE.format(marker=RESULT)
+    answer = outcome(bpy_run(blender_env(tmp_path, farm), code))
+    said = "the manager at http://m:1 does not answer; retrying — Cancel to stop"
+    assert answer["answers"] == ["uploading 17%", "[]"], answer
+    assert answer["down"] == ["uploading 17%", "[]", said], answer
+    assert answer["back"] == ["uploading 40%", "[]"], "cleared once it answered"
+    gone = answer["gone"]
+    assert isinstance(gone, list) and said not in gone, "the error replaces it"
+    assert "cannot reach the manager" in gone and "[Submit to farm]" in gone, gone
+
+
+MISSING_LIBRARY = """
+image = bpy.data.images.new("gone", 8, 8)
+image.source = "FILE"
+image.filepath = "//textures/gone.png"
+image.use_fake_user = True
+scene.farmhand.job_name = "missing"
+try:
+    bpy.ops.farmhand.submit()
+    outcome = {{"ok": True}}
+except RuntimeError as error:
+    outcome = {{"ok": False, "error": str(error)}}
+print("{marker}" + json.dumps(outcome), flush=True)
+"""
+
+
+def test_bpy_5_says_what_to_do_in_blender_about_missing_files(
+    farm: LocalFarm,
+    animated_blend: Path,
+    blender_module: BlenderInstall,
+    addon_zip: Path,
+    tmp_path: Path,
+) -> None:
+    """The CLI's words said "submit with --allow-missing", which the add-on cannot."""
+    blend = copy_of(animated_blend, tmp_path / "missing" / "missing.blend")
+    code = opening(addon_zip, blend) + (POINTED + MISSING_LIBRARY).format(marker=RESULT)
+    answer = outcome(bpy_run(blender_env(tmp_path, farm), code))
+    assert answer["ok"] is False, answer
+    error = str(answer["error"])
+    assert "gone.png" in error and "--allow-missing" not in error, error
+    assert "File > External Data > Report Missing Files" in error, error
+    with farm.client() as client:
+        assert all(job.name != "missing" for job in client.list_jobs()), "nothing submitted"

@@ -8,7 +8,9 @@ script, for the outcomes a real manager rarely gives on cue (a crash, a cancel).
 from __future__ import annotations
 
 import ast
+import http.server
 import os
+import socket
 import stat
 import sys
 import threading
@@ -21,6 +23,7 @@ from typer.testing import CliRunner
 
 from farmhand.addon import runner
 from farmhand.cli.app import app
+from farmhand.client import submission
 from farmhand.shared.images import KEPT_FORMATS, rendered_format
 from farmhand.shared.schemas import VIDEO_CONTAINERS, VideoSettings
 
@@ -234,3 +237,134 @@ def test_a_missing_token_points_to_the_add_ons_preferences() -> None:
     message = runner.last_error(said, 1)
     assert "Preferences > Add-ons > farmhand" in message and "--token" not in message
     assert runner.last_error("error: job 3 failed: boom\n", 1) == "job 3 failed: boom"
+
+
+FARMHAND = str(Path(sys.executable).with_name("farmhand"))
+"""The real CLI, as the add-on runs it."""
+
+
+class Events:
+    """The events of a real `farmhand submit`, read in a thread as the add-on does."""
+
+    def __init__(self, submit: runner.Submit) -> None:
+        self.submit = submit
+        self.seen: list[dict[str, object]] = []
+        self._arrived = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for event in self.submit.events():
+            with self._arrived:
+                self.seen.append(event)
+                self._arrived.notify_all()
+
+    def until(self, kind: str, seconds: float = 60) -> list[dict[str, object]]:
+        """The events so far once one of `kind` (or the outcome) came; the test fails if
+        none comes within `seconds` (the manager retried for two minutes, say)."""
+
+        def came() -> bool:
+            return any(event["event"] in (kind, *runner.TERMINAL) for event in self.seen)
+
+        with self._arrived:
+            arrived = self._arrived.wait_for(came, seconds)
+        if not arrived:
+            self.submit.cancel()
+        assert arrived, f"no {kind!r} event in {seconds} s: {self.seen}"
+        return list(self.seen)
+
+
+def events_until(submit: runner.Submit, kind: str) -> list[dict[str, object]]:
+    """The events up to the first `kind`; then the CLI is canceled."""
+    events = Events(submit).until(kind)
+    submit.cancel()
+    return events
+
+
+def submit_to(url: str, tmp_path: Path) -> runner.Submit:
+    blend = tmp_path / "shot.blend"
+    blend.write_bytes(b"BLENDER")  # never packed: the manager is asked first
+    env = runner.cli_env(url, "fh_api_token")
+    env["FARMHAND_CONFIG"] = str(tmp_path / "none.toml")
+    return runner.Submit(runner.submit_args(FARMHAND, str(blend), 1, 1), env)
+
+
+def a_free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Healthy(http.server.BaseHTTPRequestHandler):
+    """A manager that answers `GET /healthz` (and nothing else)."""
+
+    def do_GET(self) -> None:
+        body = b'{"status": "ok", "version": "0", "database": "sqlite"}'
+        self.send_response(200 if self.path == "/healthz" else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_an_unreachable_manager_is_said_at_once_before_packing_until_it_answers(
+    tmp_path: Path,
+) -> None:
+    """It was "uploading 0%" with Cancel for two minutes, after packing and hashing."""
+    port = a_free_port()
+    url = f"http://127.0.0.1:{port}"  # nothing listens there, yet
+    events = Events(submit_to(url, tmp_path))
+    said = events.until("retrying")
+    assert [event["event"] for event in said] == ["retrying"], said
+    line = runner.outage_line(said[0])
+    assert line == f"the manager at {url} does not answer; retrying — Cancel to stop", line
+    server = http.server.HTTPServer(("127.0.0.1", port), Healthy)  # the manager is back
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        kinds = [event["event"] for event in events.until("packing")]
+    finally:
+        events.submit.cancel()
+        server.shutdown()
+        server.server_close()
+    # Then packing, which this stand-in .blend ends at once (an error may follow).
+    assert kinds[:3] == ["retrying", "reconnected", "packing"], kinds
+
+
+def test_https_to_a_plain_http_manager_is_an_error_at_once(tmp_path: Path) -> None:
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"https://127.0.0.1:{server.server_address[1]}"
+        events = events_until(submit_to(url, tmp_path), "error")
+    finally:
+        server.shutdown()
+        server.server_close()
+    plain = url.replace("https://", "http://")
+    assert events == [
+        {"event": "error", "message": f"the manager at {url} does not speak https (try {plain})"}
+    ], events
+
+
+def test_a_manager_url_without_http_names_the_add_ons_setting(tmp_path: Path) -> None:
+    events = events_until(submit_to("127.0.0.1:8080", tmp_path), "error")
+    assert [event["event"] for event in events] == ["error"], events
+    message = str(events[0]["message"])
+    assert message.startswith(
+        "the manager URL '127.0.0.1:8080' (Manager URL in Preferences > Add-ons > farmhand) "
+        "cannot be used: it must start with http:// or https://"
+    ), message
+
+
+def test_missing_files_point_to_blenders_own_tools_not_a_cli_option(tmp_path: Path) -> None:
+    """The CLI says `submit with --allow-missing`, which the add-on has no way to do."""
+    said = str(submission.MissingFiles([tmp_path / "lib.blend"]))
+    assert said.endswith(runner.CLI_MISSING_FILES), "the add-on's copy is the CLI's words"
+    message = runner.in_artists_words(said)
+    assert "--allow-missing" not in message and "\n" not in message, message
+    assert message == (
+        f"1 file(s) the scene uses do not exist: {tmp_path / 'lib.blend'} · In Blender: File > "
+        "External Data > Report Missing Files lists them, Find Missing Files looks for them "
+        "in a folder; fix or remove them, then submit again"
+    ), message

@@ -63,9 +63,12 @@ def _zstd(path: Path, head: bytes, zeros: int) -> Path:
 
 def _submit(monkeypatch: pytest.MonkeyPatch, blend: Path) -> tuple[int, str, int]:
     """`farmhand submit blend`: exit code, output and tracemalloc's peak. The manager
-    is never to be asked: the file is refused before anything is sent."""
+    is asked only whether it answers (`GET /healthz`, before anything is read): the
+    file is refused before anything is sent."""
 
     def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/healthz":
+            return httpx.Response(200, json={"status": "ok", "version": "0", "database": "x"})
         raise AssertionError(f"the manager was asked {request.url.path}")
 
     transport = httpx.MockTransport(handler)

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -23,8 +24,20 @@ from farmhand.shared.schemas import JobDetail
 runner = CliRunner()
 
 
-def _use_manager(monkeypatch: pytest.MonkeyPatch, handler: object) -> None:
-    transport = httpx.MockTransport(handler)  # type: ignore[arg-type]
+HEALTH = {"status": "ok", "version": "0", "database": "sqlite"}
+
+
+def _use_manager(monkeypatch: pytest.MonkeyPatch, handler: Any) -> None:
+    """Every request goes to `handler`, but `GET /healthz` (a submit's first question,
+    whether the manager answers at all): answered "ok"."""
+
+    def up(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/healthz":
+            return httpx.Response(200, json=HEALTH)
+        response: httpx.Response = handler(request)
+        return response
+
+    transport = httpx.MockTransport(up)
     monkeypatch.setattr(
         jobs_cmd,
         "open_client",
@@ -59,10 +72,13 @@ def _pack_alone(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(submission, "pack", alone)
 
 
-def test_submit_refuses_a_file_that_is_not_really_a_blend(tmp_path: Path) -> None:
+def test_submit_refuses_a_file_that_is_not_really_a_blend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     blend = tmp_path / "fake.blend"
     blend.write_bytes(b"not a blend at all")
-    result = runner.invoke(app, ["submit", str(blend), "--token", "t", "--url", "http://m.test"])
+    _use_manager(monkeypatch, lambda r: pytest.fail(f"asked {r.url.path}: nothing is sent"))
+    result = runner.invoke(app, ["submit", str(blend), "--token", "t"])
     assert result.exit_code == 1
     assert "cannot read" in result.output and "Traceback" not in result.output
 

@@ -157,12 +157,37 @@ WHERE_TO_SET_IT = (
 in Blender has no way to pass."""
 
 
+CLI_MISSING_FILES = "fix the paths, or submit with --allow-missing to render without them"
+"""How the CLI ends its list of the files a scene uses that do not exist
+(`farmhand.client.submission.MissingFiles`, which the add-on cannot import; a test
+checks the two agree): the add-on has no `--allow-missing`."""
+FIND_MISSING_FILES = (
+    "In Blender: File > External Data > Report Missing Files lists them, Find Missing "
+    "Files looks for them in a folder; fix or remove them, then submit again"
+)
+CLI_URL_SOURCES = "(--url, FARMHAND_URL or url in the config file)"
+"""Where the CLI says a manager URL it refuses comes from (`jobs_cmd.open_client`)."""
+ADDON_URL_SOURCE = "(Manager URL in Preferences > Add-ons > farmhand)"
+
+
 def in_artists_words(message: str) -> str:
-    """The CLI's error as the add-on shows it: one line, a missing token in its words.
-    Every path an error takes to the panel goes through here (a submit's error event,
-    a failed status call)."""
+    """The CLI's error as the add-on shows it: one line, and where the CLI names what an
+    artist in Blender cannot use (`--token`, `--allow-missing`, `--url`), what they
+    can. Every path an error takes to the panel goes through here (a submit's error
+    event, a failed status call), and every such rewrite is here."""
     line = one_line(message)
-    return WHERE_TO_SET_IT if line.startswith("no API token") else line
+    if line.startswith("no API token"):
+        return WHERE_TO_SET_IT
+    if line.endswith(CLI_MISSING_FILES):
+        return f"{line[: -len(CLI_MISSING_FILES)].rstrip()} · {FIND_MISSING_FILES}"
+    return line.replace(CLI_URL_SOURCES, ADDON_URL_SOURCE)
+
+
+def outage_line(event: "dict[str, Any]") -> str:
+    """What the panel says while the manager does not answer (a `retrying` event), until
+    it does (`reconnected`): the submit is not stuck, and how to stop it."""
+    message = str(event.get("message") or "the manager does not answer; retrying")
+    return f"{message} — Cancel to stop"
 
 
 def last_error(stderr: str, returncode: int) -> str:

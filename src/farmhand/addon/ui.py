@@ -45,6 +45,7 @@ class State:
         self.percent: float | None = None
         self.error = ""
         self.message = ""
+        self.outage = ""  # while a submit's manager does not answer: why, and Cancel
         self.job_id = 0
         self.job_page = ""
         self.job_status = ""  # the line the panel shows
@@ -215,8 +216,12 @@ def _apply(event: dict[str, Any]) -> None:
         STATE.phase, STATE.percent = "hashing", runner.percent(event)
     elif kind == "upload":
         STATE.phase, STATE.percent = "uploading", runner.percent(event)
+    elif kind == "retrying":
+        STATE.outage = runner.outage_line(event)
+    elif kind == "reconnected":
+        STATE.outage = ""
     elif kind == "submitted":
-        STATE.busy, STATE.submit = "", None
+        STATE.busy, STATE.submit, STATE.outage = "", None, ""
         STATE.job_id = int(event["job_id"])
         STATE.job_page = str(event.get("page", ""))
         STATE.job_status = STATE.job_state = str(event.get("status", ""))
@@ -229,12 +234,12 @@ def _apply(event: dict[str, Any]) -> None:
         _arm_auto_refresh()
     elif kind == "error":
         refreshing = STATE.busy == "refreshing"
-        STATE.busy, STATE.submit = "", None
+        STATE.busy, STATE.submit, STATE.outage = "", None, ""
         STATE.error = str(event.get("message") or "farmhand failed")
         if refreshing:  # the manager may be back at the next try; a failed submit stops
             _arm_auto_refresh()
     elif kind == "canceled":
-        STATE.busy, STATE.submit = "", None
+        STATE.busy, STATE.submit, STATE.outage = "", None, ""
         STATE.message = CANCELED
 
 
@@ -294,7 +299,7 @@ def _begin(busy: str, keep_error: bool = False) -> int:
     STATE.busy = busy
     if not keep_error:
         STATE.error, STATE.message = "", ""
-    STATE.phase, STATE.percent = "", None
+    STATE.phase, STATE.percent, STATE.outage = "", None, ""
     return STATE.call
 
 
@@ -552,6 +557,10 @@ class FARMHAND_PT_render(bpy.types.Panel):
             else:
                 row.label(text=text, icon="EXPORT")
             row.operator(FARMHAND_OT_cancel.bl_idname, text="", icon="CANCEL")
+            if STATE.outage:  # said at once: the progress above is not moving
+                box = layout.box()
+                box.alert = True
+                box.label(text=STATE.outage, icon="ERROR")
         else:
             layout.operator(
                 FARMHAND_OT_submit.bl_idname, text="Submit to farm", icon="RENDER_ANIMATION"

@@ -32,6 +32,7 @@ from farmhand.client import (
     ManagerUnreachable,
     is_retryable,
 )
+from farmhand.client.errors import unreachable_cause, unreachable_words, url_problem
 from farmhand.client.packing import PackedProject, PackError
 from farmhand.client.retry import QUIET, RetryPolicy, call_with_retry
 from farmhand.client.scene_format import MOVIE_FORMATS, saved_format
@@ -42,6 +43,7 @@ from farmhand.client.submission import (
     Submitted,
     submit_project,
 )
+from farmhand.client.transfer import UPLOAD_RETRY
 from farmhand.shared.frames import FrameRangeError, parse_frame_spec
 from farmhand.shared.images import rendered_format
 from farmhand.shared.schemas import (
@@ -200,8 +202,67 @@ def manager_errors() -> Iterator[None]:
 
 
 def open_client(url: str | None, token: str | None) -> FarmhandClient:
+    """The client of a people's command; a manager URL no request could go to (no
+    http:// or https://) is refused here, naming where it is set, rather than retried
+    for minutes as if the manager were down."""
     config = resolve(url, token)
+    problem = url_problem(config.url)
+    if problem is not None:
+        raise ConfigError(
+            f"the manager URL {config.url!r} (--url, FARMHAND_URL or url in the config "
+            f"file) cannot be used: {problem}"
+        )
     return FarmhandClient(config.url, config.token, verify=config.verify)
+
+
+DNS_RETRY_FOR = 10.0
+"""Seconds `reach_manager` keeps asking for a host name DNS does not know: a resolver
+may fail for a moment, a mistyped name never resolves."""
+
+
+def reach_manager(
+    client: FarmhandClient, events: JsonEvents | None, clock: Callable[[], float] = time.monotonic
+) -> None:
+    """Ask the manager once (`GET /healthz`) before a scene is packed and hashed: one
+    that was down was said only after hashing it all, then two minutes of "uploading
+    0%". It is asked as an upload would be (`UPLOAD_RETRY`), each outage said at once
+    (`retrying` for `--json-events`, which watches the whole submit, a line on stderr
+    for people); a URL that cannot work (https:// to a plain-HTTP manager) fails at
+    once, a host name DNS does not know after `DNS_RETRY_FOR`. An answer that is an
+    error not worth a retry (a proxy's 404) lets the submit go on: it was answered."""
+    started = clock()
+    said: list[str] = []
+
+    def ask() -> None:
+        try:
+            client.health()
+        except FarmhandError as exc:
+            cause = unreachable_cause(exc)
+            if cause == "answered" and not is_retryable(exc):
+                return
+            if cause in ("answered", "silent") or (
+                cause == "dns" and clock() - started < DNS_RETRY_FOR
+            ):
+                raise
+            raise FarmhandError(unreachable_words(exc, client.base_url)) from exc
+
+    def retrying(error: Exception, pause: float) -> None:
+        if events is None and not said:  # `--json-events` says it in its own way
+            said.append(unreachable_words(error, client.base_url))
+            limit = human_seconds(UPLOAD_RETRY.give_up_after or 0)
+            err.print(
+                f"[yellow]warning:[/yellow] {shown(said[0])}; retrying for up to {limit} "
+                "(Ctrl-C to stop)",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+    try:
+        call_with_retry(ask, "reach the manager", UPLOAD_RETRY, logger=QUIET, on_retry=retrying)
+    except ManagerUnreachable as exc:
+        limit = human_seconds(UPLOAD_RETRY.give_up_after or 0)
+        words = unreachable_words(exc, client.base_url)
+        raise FarmhandError(f"{words} (gave up after {limit} of retries: {exc})") from exc
 
 
 def writable_folder(path: Path) -> None:
@@ -524,9 +585,12 @@ def submit(
             if shared:
                 accepted = client.submit_shared(file, settings)
             else:
-                submitted = submit_packed(
-                    client, Path(file), settings, project, allow_missing, threads, events
-                )
+                with events.outages(client.base_url) if events else nullcontext():
+                    with interrupted(UPLOAD_STOPPED):
+                        reach_manager(client, events)
+                    submitted = submit_packed(
+                        client, Path(file), settings, project, allow_missing, threads, events
+                    )
                 accepted = submitted.job
             announce(client, accepted, submitted, events)
             if wait:

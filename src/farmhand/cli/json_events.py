@@ -9,7 +9,11 @@ percentage.
 Events: `packing`; `packed` {files, bytes, missing}; `hashing` {done, total};
 `upload` {done, total, files_done, files_total}; then exactly one of `submitted`
 {job_id, status, url, page, files, uploaded_files, skipped_files, bytes_sent} or
-`error` {message}.
+`error` {message}. At any time before the outcome, `retrying` {message, error,
+retry_every} when the manager stops answering (or answers with an error worth a retry)
+and `reconnected` {after} when it answers again (`outages`): the add-on read the CLI's
+retry notices on stderr only once it had exited, so a manager that was down looked like
+an upload stalled at 0% for two minutes.
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TextIO
 
+from farmhand.client.errors import unreachable_words
 from farmhand.client.packing import PackedProject
+from farmhand.client.retry import Outage, watching_outages
 from farmhand.client.submission import SubmitHooks
 
 MIN_INTERVAL = 0.2
@@ -89,6 +95,28 @@ class JsonEvents:
                 self._progress("upload", upload[0], upload[1], **counts)
 
         return SubmitHooks(packed=packed, hashed=hashed, uploading=uploading, advance=advance)
+
+    def outages(self, url: str) -> AbstractContextManager[None]:
+        """While the block runs, each outage of the manager at `url` as it begins
+        (`retrying`, its words saying why: `unreachable_words`) and ends
+        (`reconnected`), from whichever call saw it: the submit's first question, or
+        any file's upload."""
+
+        def told(news: Outage) -> None:
+            if self.finished:
+                return
+            if news.error is None:
+                self.emit("reconnected", after=news.down)
+                return
+            words = unreachable_words(news.error, url)
+            self.emit(
+                "retrying",
+                message=f"{words}; retrying",
+                error=str(news.error),
+                retry_every=news.retry_every,
+            )
+
+        return watching_outages(told)
 
 
 @contextmanager

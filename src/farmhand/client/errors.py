@@ -7,6 +7,9 @@ retried because a manager restart must not lose work.
 
 from __future__ import annotations
 
+from typing import Literal
+from urllib.parse import urlsplit
+
 
 class FarmhandError(Exception):
     """The manager answered with an error status, or its answer made no sense."""
@@ -83,10 +86,75 @@ def is_task_gone(error: FarmhandError) -> bool:
     return error.status_code in (401, 404, 409)
 
 
+Cause = Literal["answered", "not_https", "bad_url", "dns", "silent"]
+"""Why a call to the manager failed, as a person is told (`unreachable_cause`)."""
+
+_NOT_HTTPS = ("WRONG_VERSION_NUMBER", "record layer failure", "http request")
+"""What the TLS library says when an https:// URL meets a plain-HTTP server (OpenSSL 3,
+its 3.2+ wording, and LibreSSL's)."""
+_BAD_URL = ("missing an 'http://' or 'https://' protocol", "unsupported protocol")
+"""httpx's words for a URL it cannot send to at all."""
+_NO_SUCH_HOST = (
+    "Name or service not known",
+    "nodename nor servname",
+    "No address associated with hostname",
+    "Temporary failure in name resolution",
+    "getaddrinfo failed",
+)
+"""A host name DNS does not know (glibc, macOS, Windows; a resolver that is down)."""
+
+
+def unreachable_cause(error: BaseException) -> Cause:
+    """Why this call failed: `answered` (the manager answered, with an error), or why it
+    did not: `not_https` (an https:// URL for a plain-HTTP manager), `bad_url` (no
+    http(s):// in it), `dns` (its host name is not known) or `silent` (refused, timed
+    out, cut off). The first two fail the same way however often they are tried; a
+    manager that is down gave the artist "uploading 0%" for two minutes of retries."""
+    if not isinstance(error, ManagerUnreachable):
+        return "answered"
+    text = str(error)
+    if any(words in text for words in _BAD_URL):
+        return "bad_url"
+    if any(words in text for words in _NOT_HTTPS):
+        return "not_https"
+    if any(words in text for words in _NO_SUCH_HOST):
+        return "dns"
+    return "silent"
+
+
+def url_problem(url: str) -> str | None:
+    """What is wrong with a manager URL no request could be sent to (None if nothing):
+    refused before a submit packs a byte, since `render-manager:8080` was retried for
+    two minutes as if the manager were down."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
+        return "it must start with http:// or https://, e.g. http://render-manager:8080"
+    if not parts.hostname:
+        return "it names no host, e.g. http://render-manager:8080"
+    return None
+
+
+def unreachable_words(error: BaseException, url: str) -> str:
+    """One line saying, for a person, why the manager at `url` gave no good answer."""
+    cause = unreachable_cause(error)
+    if cause == "not_https":
+        plain = "http://" + url.split("://", 1)[-1]
+        return f"the manager at {url} does not speak https (try {plain})"
+    if cause == "bad_url":
+        return f"the manager URL {url} {url_problem(url) or 'cannot be used'}"
+    if cause == "dns":
+        host = urlsplit(url).hostname or url
+        return f"the manager's host name {host} is not known (DNS)"
+    if cause == "answered":
+        return f"the manager at {url} answers with an error ({error})"
+    return f"the manager at {url} does not answer"
+
+
 def is_retryable(error: BaseException) -> bool:
-    """Whether waiting and trying again may help (unreachable, 5xx, 429, 503)."""
+    """Whether waiting and trying again may help (unreachable, 5xx, 429, 503); not for a
+    URL that can never work (`unreachable_cause`: `not_https`, `bad_url`)."""
     if isinstance(error, ManagerUnreachable):
-        return True
+        return unreachable_cause(error) not in ("not_https", "bad_url")
     if isinstance(error, FarmhandError) and error.status_code is not None:
         return error.status_code >= 500 or error.status_code == 429
     return False

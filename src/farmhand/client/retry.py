@@ -3,7 +3,9 @@
 A manager restart must not lose work: workers (and long CLI waits) keep trying with
 exponential backoff while the manager is unreachable or answers 5xx/429, for a bounded
 time, and stop early when the caller is shutting down. Errors that waiting cannot fix
-(4xx) are raised at once.
+(4xx, a URL no manager answers: `errors.is_retryable`) are raised at once. Each outage
+is logged once (`OutageLog`) and told, as it begins and ends, to whoever watches
+(`watching_outages`: the add-on's panel, through `farmhand submit --json-events`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -63,6 +66,49 @@ _UNREACHABLE = "the manager does not answer"
 SAY_EVERY = 300.0
 """Seconds between two lines about one outage: a manager down for an hour leaves a dozen
 lines in the worker's log, not one per retry."""
+
+
+@dataclass(frozen=True)
+class Outage:
+    """News of an outage for whoever watches (`watching_outages`): it began (`error`,
+    the first failure; the call is tried again at most every `retry_every` seconds) or
+    it is over (`error` None: the manager answered after `down` seconds)."""
+
+    what: str
+    error: Exception | None
+    retry_every: float = 0.0
+    down: float = 0.0
+
+
+OutageWatcher = Callable[[Outage], None]
+
+_watchers: list[OutageWatcher] = []
+_watchers_lock = threading.Lock()
+
+
+@contextmanager
+def watching_outages(watcher: OutageWatcher) -> Iterator[None]:
+    """Tell `watcher` of each outage any `OutageLog` of this process sees begin and end,
+    while the block runs (from whichever thread saw it).
+
+    Like a log handler, and for the same reason: the calls that retry (an upload's,
+    deep in the submit) are made by code that does not know who is watching, while the
+    one who is (`farmhand submit --json-events`, for the add-on's panel) must say it at
+    once, not in a log line read after the command ends."""
+    with _watchers_lock:
+        _watchers.append(watcher)
+    try:
+        yield
+    finally:
+        with _watchers_lock:
+            _watchers.remove(watcher)
+
+
+def _tell(news: Outage) -> None:
+    with _watchers_lock:
+        watchers = list(_watchers)
+    for watcher in watchers:
+        watcher(news)
 
 
 class OutageLog:
@@ -123,6 +169,8 @@ class OutageLog:
             else:
                 return
             failures, down = self._failures, round(now - self._since)
+        if first:
+            _tell(Outage(what, error, retry_every))
         if first and refused:
             logger.warning(
                 f"the manager answers {what} with an error; retrying at least every "
@@ -168,6 +216,7 @@ class OutageLog:
             failures = self._failures
             self._since, self._failures = None, 0
         logger.info(f"reconnected after {down} s", failures=failures, **fields)
+        _tell(Outage(what or "", None, down=down))
 
     def withdrawn(self, what: str) -> None:
         """The call `what` is tried no more (it gave up, was stopped, or got an answer

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from farmhand.client.client import FarmhandClient
 from farmhand.client.errors import FarmhandError
-from farmhand.client.retry import RetryPolicy, call_with_retry
+from farmhand.client.retry import OutageLog, RetryPolicy, call_with_retry
 from farmhand.shared.hashing import sha256_file
 
 DEFAULT_THREADS = 4
@@ -31,6 +31,9 @@ RESUMABLE_FROM = 8 * 1024 * 1024
 """Files this large go as resumable uploads (two requests and a session); smaller ones in
 one `PUT /api/blobs/{sha256}` (verified the same way), since resending them costs less
 than the extra round trip on the thousands of small files of a real project."""
+UPLOAD_RETRY = RetryPolicy(give_up_after=120.0)
+"""How long an upload keeps trying while the manager does not answer (a restart), and
+`farmhand submit`'s first question to it (`jobs_cmd.reach_manager`) too."""
 MISSING_BATCH = 10_000
 """Hashes per `missing` request (the manager takes up to 100 000)."""
 
@@ -104,9 +107,12 @@ class Uploader:
         self.client = client
         self.resumable_from = resumable_from
         self.threads = max(1, threads)
-        self.policy = policy or RetryPolicy(give_up_after=120.0)
+        self.policy = policy or UPLOAD_RETRY
         self.advance = advance
         self._lock = threading.Lock()
+        self.outage = OutageLog()
+        """Shared by every file's retries: a manager gone mid-upload is one outage, said
+        once (and told its watchers once), not once for each file being sent."""
 
     def plan(self, entries: Mapping[str, Entry]) -> list[Entry]:
         """The distinct blobs of `entries` the manager does not hold. Asked under the
@@ -116,7 +122,10 @@ class Uploader:
         unique = _unique(entries.values())
         hashes = list(unique)
         lacking = call_with_retry(
-            lambda: missing(self.client, hashes), "ask which files are missing", self.policy
+            lambda: missing(self.client, hashes),
+            "ask which files are missing",
+            self.policy,
+            outage=self.outage,
         )
         return [entry for sha, entry in unique.items() if sha in lacking]
 
@@ -157,11 +166,15 @@ class Uploader:
                 raise UploadAborted(entry.path.name)
 
         shown = 0
+        """Bytes of this file counted in the progress: what was read for sending, less
+        what a break lost. An attempt restarts the count where the manager's copy ends
+        (0 for a file sent whole), so a resumed upload counts no byte twice: it used to
+        end at 103% after a manager restart."""
 
         def show(size: int) -> None:
             nonlocal shown
             shown += size
-            if self.advance is not None and size > 0:
+            if self.advance is not None and size != 0:
                 self.advance(size, 0)
 
         def sent(size: int) -> None:
@@ -183,11 +196,16 @@ class Uploader:
         def attempt() -> None:
             check()
             if entry.size < self.resumable_from:
+                show(-shown)  # sent again from its first byte
                 whole(entry)
                 return
             status = self.client.start_upload(entry.sha256, entry.size)
-            show(status.offset - shown)  # arrived in an earlier run or attempt
-            while not status.complete:
+            while True:
+                # From where the manager's copy ends (an earlier run or attempt): bytes
+                # read for a request that broke, but never stored, are taken back.
+                show(status.offset - shown)
+                if status.complete:
+                    return
                 check()
                 try:
                     status = self.client.send_upload(status.id, entry.path, status.offset, sent)
@@ -197,5 +215,7 @@ class Uploader:
                     check()
                     status = self.client.start_upload(entry.sha256, entry.size)
 
-        call_with_retry(attempt, f"upload {entry.path.name}", self.policy, abort)
+        call_with_retry(
+            attempt, f"upload {entry.path.name}", self.policy, abort, outage=self.outage
+        )
         return entry
