@@ -378,7 +378,7 @@ def test_bpy_5_says_where_to_set_a_missing_token(
     assert "Preferences > Add-ons > farmhand" in error and "--token" not in error, error
 
 
-PANEL = """
+PANEL_LAYOUT = """
 import json
 import bpy
 ui = __import__("sys").modules["farmhand_addon.ui"]
@@ -403,7 +403,14 @@ class Layout:
 
     def progress(self, factor=0.0, text=""):
         self.shown.append(text)
+"""
+"""The start of a script that draws the add-on's panel into a `Layout` that notes
+what it shows (no window needed); no braces, so it goes before `.format`ted text."""
 
+
+PANEL = (
+    PANEL_LAYOUT
+    + """
 
 # Job 15 was submitted and is followed; a second submit was then canceled while packing.
 ui.STATE.job_id, ui.STATE.job_status = 15, "completed 100% (60/60 frames)"
@@ -415,6 +422,7 @@ canceled = []
 ui.FARMHAND_PT_render.draw_state(None, Layout(canceled))
 print("{marker}" + json.dumps({{"followed": followed, "canceled": canceled}}), flush=True)
 """
+)
 
 
 def test_a_canceled_submit_says_so_when_an_earlier_job_is_shown(
@@ -502,32 +510,9 @@ def test_bpy_5_says_a_targa_scene_renders_png_frames_before_submitting(
     assert only_job(farm, "targa shot").settings.output_format is None, "the scene's own"
 
 
-OUTAGE = """
-import json
-import bpy
-ui = __import__("sys").modules["farmhand_addon.ui"]
-
-
-class Layout:
-    def __init__(self, shown):
-        self.shown = shown
-        self.alert = self.enabled = True
-
-    def row(self):
-        return self
-
-    def box(self):
-        return self
-
-    def label(self, text="", icon=""):
-        self.shown.append(text)
-
-    def operator(self, idname, text=None, icon=""):
-        self.shown.append("[" + (idname if text is None else text) + "]")
-
-    def progress(self, factor=0.0, text=""):
-        self.shown.append(text)
-
+OUTAGE = (
+    PANEL_LAYOUT
+    + """
 
 def drawn(*events):
     for event in events:
@@ -547,6 +532,7 @@ back = drawn({{"event": "reconnected", "after": 3}}, resumed)
 gone = drawn(retrying, {{"event": "error", "message": "cannot reach the manager"}})
 print("{marker}" + json.dumps({{"answers": answers, "down": down, "back": back, "gone": gone}}))
 """
+)
 
 
 def test_bpy_5_says_at_once_that_the_manager_does_not_answer_until_it_does(
