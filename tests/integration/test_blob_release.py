@@ -129,6 +129,70 @@ def test_a_file_a_job_uses_or_asked_for_since_is_kept(farm: Farm) -> None:
     other_sha = upload(farm, alice, other)
     assert not missing(farm, alice, other_sha)  # another submit of hers learns it is there
     asked = farm.client.delete(f"/api/blobs/{other_sha}", headers=alice)
-    assert asked.status_code == 409 and "asked for since" in asked.json()["detail"], asked.text
+    assert asked.status_code == 409 and "since you uploaded" in asked.json()["detail"], asked.text
     assert not missing(farm, alice, other_sha), "kept for the submit that asked"
     assert on_disk(farm, sha) and on_disk(farm, other_sha)
+
+
+def job_naming(farm: Farm, who: dict[str, str], sha: str) -> int:
+    answer = farm.client.post(
+        "/api/jobs",
+        headers=who,
+        json={"main_file": "a.blend", "files": {"a.blend": sha}, "frame_end": 1},
+    )
+    return int(answer.status_code)
+
+
+def test_the_answer_after_asking_is_the_same_whether_or_not_anyone_else_holds_it(
+    farm: Farm,
+) -> None:
+    """The reviewer's probe: upload, ask `missing`, release. It answered 409 when nobody
+    else had the file and 204 when someone did, telling a user of other people's files
+    (docs/SECURITY.md says the call tells nothing about them)."""
+    alice, bob = user(farm, "alice"), user(farm, "bob")
+    alone = FAKE_BLEND + os.urandom(3000)
+    shared = FAKE_BLEND + os.urandom(3000)
+    upload(farm, bob, shared)
+    answers = []
+    for data in (alone, shared):
+        sha = upload(farm, alice, data)
+        assert not missing(farm, alice, sha)
+        answer = farm.client.delete(f"/api/blobs/{sha}", headers=alice)
+        answers.append((answer.status_code, answer.json()["detail"].replace(sha, "")))
+
+    assert answers[0] == answers[1], answers
+    assert answers[0][0] == 409
+
+
+def test_a_second_submit_that_asked_keeps_the_file_a_canceled_one_releases(
+    farm: Farm,
+) -> None:
+    """Bob holds the file too. Alice's submit 1 uploads it; her submit 2 asks `missing`,
+    is told it is stored and skips it; she cancels submit 1, whose release must not take
+    her claim, or submit 2's job is refused for a file she never uploaded."""
+    alice, bob = user(farm, "alice"), user(farm, "bob")
+    scene = FAKE_BLEND + os.urandom(3000)
+    upload(farm, bob, scene)
+    sha = upload(farm, alice, scene)  # submit 1
+    assert not missing(farm, alice, sha)  # submit 2: stored, not sent
+
+    released = farm.client.delete(f"/api/blobs/{sha}", headers=alice)  # submit 1 canceled
+
+    assert released.status_code == 409, released.text
+    assert job_naming(farm, alice, sha) == 202, "submit 2's job is accepted"
+
+
+def test_a_claim_not_asked_about_is_released_whoever_else_asked(farm: Farm) -> None:
+    """Bob asking about his copy touches the blob but not alice's claim: her release
+    goes through (204) and her quota is freed, while the file stays for bob."""
+    alice, bob = user(farm, "alice"), user(farm, "bob")
+    data = FAKE_BLEND + os.urandom(3000)
+    upload(farm, bob, data)
+    sha = upload(farm, alice, data)
+    assert not missing(farm, bob, sha)
+
+    released = farm.client.delete(f"/api/blobs/{sha}", headers=alice)
+
+    assert released.status_code == 204, released.text
+    assert usage(farm, "alice") == 0
+    assert not missing(farm, bob, sha) and on_disk(farm, sha)

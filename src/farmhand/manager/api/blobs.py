@@ -80,8 +80,9 @@ def _missing(
         known = readable(session, caller.user_id, wanted, admin=caller.is_admin)
     with context.db.transaction() as session:
         # The client will not upload these and may name them in a job any moment:
-        # garbage collection and job deletion must spare them for the grace period.
-        touch_blobs(session, known, utcnow())
+        # garbage collection and job deletion must spare them for the grace period, and
+        # the caller's release of their own upload must keep it (`gc.release_upload`).
+        touch_blobs(session, caller.user_id, known, utcnow())
     missing = [
         sha for sha in dict.fromkeys(body.hashes) if sha not in known or not context.blobs.has(sha)
     ]
@@ -142,7 +143,8 @@ async def release_blob(
 ) -> Response:
     """For a canceled submit: the files it had uploaded would count against the
     caller's quota until garbage collection took them, a grace period later. Owner only,
-    and only the caller's own claim: a file anyone else holds stays (`gc.release_upload`)."""
+    and only the caller's own claim: a file anyone else holds stays, silently: the answer
+    depends on the caller's own uploads, asks and jobs only (`gc.release_upload`)."""
     released = await run_in_threadpool(release_upload, context, caller.user_id, sha256)
     if released is Release.NOT_THEIRS:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"you uploaded no file {sha256}")
@@ -156,8 +158,8 @@ async def release_blob(
         grace = _duration(context.settings.blob_grace_seconds)
         raise HTTPException(
             status.HTTP_409_CONFLICT,
-            f"file {sha256} was asked for since you uploaded it (another submit may be "
-            f"about to use it): it is kept, and removed on its own about {grace} after "
-            "that if no job uses it",
+            f"you asked for file {sha256} since you uploaded it (another submit of yours "
+            f"may be about to use it): it is kept, and removed on its own about {grace} "
+            "after that if no job uses it",
         )
     return Response(status_code=status.HTTP_204_NO_CONTENT)

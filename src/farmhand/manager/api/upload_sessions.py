@@ -68,7 +68,7 @@ def _stored_size(context: ManagerContext, caller: Caller, sha256: str) -> int | 
         size = session.scalar(select(Blob.size).where(Blob.sha256 == sha256))
         if size is None or not context.blobs.has(sha256):
             return None
-        touch_blobs(session, [sha256], utcnow())
+        touch_blobs(session, caller.user_id, [sha256], utcnow())
     return size
 
 

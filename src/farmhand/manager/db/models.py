@@ -223,6 +223,13 @@ class BlobUpload(Base):
         ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
     )
     uploaded_at: Mapped[datetime]
+    """When the user first sent the bytes (sending them again keeps it)."""
+    asked_at: Mapped[datetime | None]
+    """When the user was last told the blob is stored while they held it
+    (`/api/blobs/missing`, a resumable upload's start; `gc.touch_blobs`): another submit
+    of theirs may be about to name it, so their claim is not released
+    (`gc.release_upload`). Their own, so the answer to a release says nothing about
+    other people's; null if never."""
 
 
 class Job(Base):

@@ -97,12 +97,20 @@ def _quiet_since(cutoff: datetime) -> ColumnElement[bool]:
     return and_(Blob.created_at < cutoff, or_(Blob.touched_at.is_(None), Blob.touched_at < cutoff))
 
 
-def touch_blobs(session: Session, hashes: Collection[str], now: datetime) -> None:
-    """Mark blobs a client was just told are here: it may reference them any moment."""
+def touch_blobs(session: Session, user_id: int, hashes: Collection[str], now: datetime) -> None:
+    """Mark blobs a client of the user was just told are here: it may reference them any
+    moment. The blobs are touched (collection spares them), and so are the user's own
+    claims to them (`asked_at`): a release of theirs keeps those (`release_upload`)."""
     ordered = sorted(set(hashes))
     for start in range(0, len(ordered), BATCH):
         chunk = ordered[start : start + BATCH]
         session.execute(update(Blob).where(Blob.sha256.in_(chunk)).values(touched_at=now))
+        session.execute(
+            update(BlobUpload)
+            .where(BlobUpload.user_id == user_id, BlobUpload.sha256.in_(chunk))
+            .values(asked_at=now)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def mark_used(session: Session, hashes: Collection[str], now: datetime) -> None:
@@ -202,8 +210,9 @@ class Release(enum.Enum):
     IN_THEIR_JOB = "in their job"
     """A job of the user's names the file: it counts as the job's, which holds it."""
     ASKED_SINCE = "asked since"
-    """A client was told the blob is stored after the user sent it (another submit of
-    theirs may be about to name it): kept, for collection to take after the grace."""
+    """The user was told the blob is stored after they sent it (another submit of
+    theirs may be about to name it): their claim is kept, for collection to take after
+    the grace."""
     RELEASED = "released"
     """The user's claim is gone; so are the blob and its file if nothing else held them."""
 
@@ -211,38 +220,37 @@ class Release(enum.Enum):
 def release_upload(context: ManagerContext, user_id: int, sha256: str) -> Release:
     """Give up the user's upload of a blob no job of theirs uses, so that it stops
     counting against their quota at once instead of after the grace period (what a
-    canceled submit sent). Their claim (`blob_uploads`) goes; the blob's row and file go
-    too unless anything else holds them: another user's claim, any job (also one that
-    used it once: it is then kept for the retention, as any file a job had), or a client
-    told about it since the claim (`touched_at` later). So no one else's file or job is
-    ever affected. Another user holding it is answered as a release (it no longer
-    counts for the caller), so the answer says nothing about other people's files
-    (`storage/access.py`). The DELETE re-checks every condition in its statement, and
-    the file goes after the commit (`remove_blob_files`, which keeps it if a row came
-    back)."""
+    canceled submit sent). Not if the user was told it is stored since they sent it
+    (`asked_at`, by `touch_blobs`): another submit of theirs may be about to name it,
+    and would be refused if their claim went (`storage/access.py`). Their claim
+    (`blob_uploads`) goes; the blob's row and file go too unless anything else holds
+    them: another user's claim, any job (also one that used it once: it is then kept
+    for the retention, as any file a job had), or a client told about it since the claim
+    (`touched_at` later). So no one else's file or job is ever affected.
+
+    The answer depends on the user's own claim and jobs only, never on other people's
+    (`storage/access.py`): whether anyone else holds the file, or asked for it, decides
+    only whether the file stays, which the user is not told. `uploaded_at` is the
+    user's first upload (`access.record_uploads` keeps it when they send the bytes
+    again), so an ask between two uploads of theirs still keeps the claim. The DELETE
+    re-checks every condition in its statement, and the file goes after the commit
+    (`remove_blob_files`, which keeps it if a row came back)."""
     with context.db.transaction() as session:
-        claimed = session.scalar(
-            select(BlobUpload.uploaded_at).where(
+        claim = session.execute(
+            select(BlobUpload.uploaded_at, BlobUpload.asked_at).where(
                 BlobUpload.user_id == user_id, BlobUpload.sha256 == sha256
             )
-        )
-        if claimed is None:
+        ).one_or_none()
+        if claim is None:
             return Release.NOT_THEIRS
+        claimed, asked = claim
         theirs = select(JobFile.job_id).join(Job, Job.id == JobFile.job_id)
         if session.scalar(
             select(exists(theirs.where(JobFile.sha256 == sha256, Job.owner_id == user_id)))
         ):
             return Release.IN_THEIR_JOB
-        others = session.scalar(
-            select(
-                exists().where(BlobUpload.sha256 == sha256, BlobUpload.user_id != user_id)
-                | exists().where(JobFile.sha256 == sha256)
-            )
-        )
-        if not others:
-            touched = session.scalar(select(Blob.touched_at).where(Blob.sha256 == sha256))
-            if touched is not None and touched > claimed:
-                return Release.ASKED_SINCE
+        if asked is not None and asked >= claimed:  # only asked while held: ties too
+            return Release.ASKED_SINCE
         session.execute(
             delete(BlobUpload)
             .where(BlobUpload.user_id == user_id, BlobUpload.sha256 == sha256)
