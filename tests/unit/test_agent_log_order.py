@@ -10,16 +10,18 @@ stopping gave its task back the same way, and the log of that attempt ended mid-
 
 from __future__ import annotations
 
+import http.server
 import json
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 from structlog.testing import capture_logs
 
-from farmhand.worker.agent import RenderJob, RenderOutcome
-from tests.unit.test_worker_agent import FakeManager, _start, _stop, _write_frame
+from farmhand.worker.agent import RenderJob, RenderOutcome, run_worker
+from tests.unit.test_worker_agent import FakeManager, _settings, _start, _stop, _write_frame
 
 
 class EndingManager(FakeManager):
@@ -115,3 +117,87 @@ def test_a_heartbeat_answered_while_the_completion_is_on_its_way_aborts_nothing(
         _stop(stop, thread, result)
     events = [entry["event"] for entry in logs]
     assert "manager aborted the task" not in events
+
+
+class _Served(http.server.BaseHTTPRequestHandler):
+    """The fake manager's answers over real HTTP: a request timeout is the transport's,
+    which `httpx.MockTransport` would never apply."""
+
+    manager: FakeManager
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        request = httpx.Request(
+            self.command,
+            f"http://manager.test{self.path}",
+            headers=dict(self.headers.items()),
+            content=self.rfile.read(length) if length else b"",
+        )
+        response = self.manager.handler(request)
+        body = response.read()
+        self.send_response(response.status_code)
+        for name, value in response.headers.items():
+            if name.lower() not in ("content-length", "transfer-encoding"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_stopping_worker_does_not_wait_long_for_a_manager_that_takes_its_lines_and_hangs(
+    tmp_path: Path,
+) -> None:
+    """The give-back sends the task's last lines first; a manager that accepts that call
+    and never answers must not hold the stop for the client's own timeout (90 s):
+    the whole flush gets `shutdown_grace` (2 s here)."""
+    manager = FakeManager([1])
+    hung = threading.Event()
+    freed = threading.Event()
+
+    def on_call(name: str) -> None:
+        if name == "progress":
+            hung.set()
+            freed.wait(60)
+
+    manager.on_call = on_call
+    _Served.manager = manager
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Served)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    started = threading.Event()
+
+    def renderer(job: RenderJob) -> RenderOutcome:
+        job.on_frame_started(1)
+        job.on_log("Fra:1 Sample 3/16")
+        started.set()
+        assert job.cancel.wait(30), "the stop never reached the render"
+        return RenderOutcome(ok=False, error="canceled")
+
+    stop = threading.Event()
+    settings = replace(_settings(tmp_path), manager_url=url, progress_interval=600.0)
+    result: list[int] = []
+    thread = threading.Thread(
+        target=lambda: result.append(
+            run_worker(settings, renderer=renderer, blender_versions=["4.2.0"], stop=stop)
+        ),
+        daemon=True,
+    )
+    thread.start()
+    try:
+        assert started.wait(10), "the render never started"
+        stop.set()
+        assert hung.wait(10), "the give-back sent no lines"
+        thread.join(20)
+        assert not thread.is_alive(), "the stop waited for the hung progress call"
+        assert result == [0]
+        assert "release" in manager.names()
+    finally:
+        freed.set()
+        server.shutdown()
+        server.server_close()

@@ -1375,11 +1375,14 @@ class RunnerClient(BaseClient):
             return None
         return _parse(TaskAssignment, response)
 
-    def progress(self, task_id: int, progress: TaskProgress) -> TaskProgressReply:
+    def progress(
+        self, task_id: int, progress: TaskProgress, timeout: float | None = None
+    ) -> TaskProgressReply:
         response = self._request(
             "POST",
             f"/api/runner/tasks/{task_id}/progress",
             json=progress.model_dump(mode="json"),
+            **_timeout(timeout),
         )
         return _parse(TaskProgressReply, response)
 

@@ -1409,30 +1409,38 @@ class Agent:
         """Send buffered log lines before the outcome, so the task log is whole.
 
         True when every line reached the manager. Waits for a progress call the reporter
-        has under way (`run.sending`; at most `wait` seconds if given): its lines must
-        arrive before the outcome.
+        has under way (`run.sending`): its lines must arrive before the outcome. With
+        `wait`, the whole flush (that wait and its own calls) takes at most `wait` seconds:
+        a worker stopping must not hold its stop for a manager that does not answer.
         """
+        deadline = None if wait is None else self._outage.clock() + wait
         if not run.sending.acquire(timeout=-1 if wait is None else wait):
             tlog.warning("log lines not sent: a progress call is still under way")
             return False
         try:
-            return self._flush_logs_now(run, tlog)
+            return self._flush_logs_now(run, tlog, deadline)
         finally:
             run.sending.release()
 
-    def _flush_logs_now(self, run: _TaskRun, tlog: FilteringBoundLogger) -> bool:
+    def _flush_logs_now(
+        self, run: _TaskRun, tlog: FilteringBoundLogger, deadline: float | None
+    ) -> bool:
         for _ in range(MAX_PENDING_LOG_LINES // MAX_LOG_LINES_PER_CALL + 1):
             progress = run.take_progress()
             if progress is None:
                 return True
             if run.dropped:
                 return False
+            left = None if deadline is None else deadline - self._outage.clock()
+            if left is not None and left <= 0:
+                tlog.warning("log lines not sent: no time left to send them")
+                return False
             try:
                 self._retried(
-                    partial(self.client.progress, run.task.task_id, progress),
+                    partial(self.client.progress, run.task.task_id, progress, left),
                     "progress",
                     tlog,
-                    RetryPolicy(give_up_after=30.0),
+                    RetryPolicy(give_up_after=30.0 if left is None else left),
                 )
                 run.sent()
             except (FarmhandError, RetryAborted) as exc:
