@@ -599,3 +599,16 @@ def test_a_part_of_another_zip_is_not_spliced_on(downloads: Downloads, tmp_path:
     assert sizes == [len(whole)]
     assert manager.seen == [("bytes=100-", '"zip-another"', 200)]
     assert sorted(p.name for p in dest.parent.iterdir()) == ["outputs.zip"]
+
+
+def test_a_runners_input_deleted_before_its_answer_began_is_a_404(downloads: Downloads) -> None:
+    """A runner's input is opened before its answer begins, as a person's download is:
+    one whose blob went meanwhile (the job purged; removed here to stand for that) is a
+    404 saying so, for GET and HEAD alike, not a 500 (GET) beside a 200 (HEAD)."""
+    sha = hashlib.sha256(BIG).hexdigest()
+    (downloads.farm.data_dir / "blobs" / "sha256" / sha[:2] / sha[2:]).unlink()
+    url = f"/api/runner/files/{downloads.job_id}/cache/big.bin"
+    answer = downloads.farm.client.get(url, headers=downloads.runner)
+    assert answer.status_code == 404, answer.text
+    assert "cache/big.bin' was deleted meanwhile" in answer.json()["detail"]
+    assert downloads.farm.client.head(url, headers=downloads.runner).status_code == 404

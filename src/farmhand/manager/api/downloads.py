@@ -24,13 +24,18 @@ The two halves, one home each:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, Request, Response
+import structlog
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from starlette.responses import ContentStream, StreamingResponse
 
+from farmhand.manager.api.ranges import Part
 from farmhand.manager.api.streaming import ClosingStreamingResponse
+from farmhand.manager.context import ManagerContext
+
+log = structlog.get_logger(__name__)
 
 _Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
 
@@ -79,3 +84,42 @@ def download(
         # The GET streams a file of unknown length without one: not "0 bytes".
         del answer.headers["content-length"]
     return answer
+
+
+def blob_download(
+    context: ManagerContext,
+    request: Request,
+    job_id: int,
+    sha: str,
+    name: str,
+    part: Part,
+    headers: dict[str, str],
+) -> Response:
+    """A stored file's download, job `job_id`'s `name` (`part` of it: `ranges.py`), with
+    `headers` besides the part's: a person's (a job's file, a frame) and a runner's
+    (its task's input) alike. The blob is opened before the answer begins
+    (`BlobStore.iter_bytes`): one deleted since its job was read (the job purged
+    meanwhile) is a `404` and a WARNING line, not a traceback of an unhandled error in the
+    middle of the answer; once open, it is sent whole whatever deletes it. A `HEAD` only
+    looks for the blob, so that one gone is the same `404`."""
+    try:
+        if is_head(request):
+            if not context.blobs.has(sha):
+                raise FileNotFoundError
+            content: Iterator[bytes] = iter(())  # never sent: a HEAD has no body
+        else:
+            content = context.blobs.iter_bytes(sha, part.start, part.length)
+    except FileNotFoundError:
+        log.warning(
+            "download refused: its file was deleted meanwhile", job=job_id, file=name, blob=sha
+        )
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"job {job_id}'s file {name!r} was deleted meanwhile"
+        ) from None
+    return download(
+        request,
+        lambda: content,
+        status_code=part.status_code,
+        media_type="application/octet-stream",
+        headers={**headers, **part.headers},
+    )

@@ -19,7 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from farmhand.manager.api.deps import Caller, Context, UserDep
 from farmhand.manager.api.disposition import attachment, header_text
-from farmhand.manager.api.downloads import download, download_route, is_head
+from farmhand.manager.api.downloads import blob_download, download, download_route, is_head
 from farmhand.manager.api.errors import error_responses
 from farmhand.manager.api.form_file import FormFile, form_body, form_schema
 from farmhand.manager.api.limits import (
@@ -29,7 +29,7 @@ from farmhand.manager.api.limits import (
     refuse_hopeless_upload,
     within_allowance,
 )
-from farmhand.manager.api.ranges import Part, etag_of, requested_part
+from farmhand.manager.api.ranges import etag_of, requested_part
 from farmhand.manager.api.streaming import ClosingStreamingResponse
 from farmhand.manager.api.uploads import KeptUpload, checked_name, ingest, receiving
 from farmhand.manager.clock import utcnow
@@ -683,7 +683,7 @@ def download_file(
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"file {file_id} not found")
         sha, name, size = row.sha256, PurePosixPath(row.path).name, row.size
     part = requested_part(request.headers, size, etag_of(sha))
-    return _blob_download(
+    return blob_download(
         context, request, job_id, sha, name, part, {"Content-Disposition": attachment(name)}
     )
 
@@ -789,44 +789,6 @@ def _zip_response(
     )
 
 
-def _blob_download(
-    context: ManagerContext,
-    request: Request,
-    job_id: int,
-    sha: str,
-    name: str,
-    part: Part,
-    headers: dict[str, str],
-) -> Response:
-    """A single file's download (`part` of it: `ranges.py`) with `headers` besides the
-    part's, its blob opened before the answer begins (`BlobStore.iter_bytes`): one
-    deleted since its job was read (the job purged meanwhile) is a `404` and a WARNING
-    line, not a traceback of an unhandled error in the middle of the answer; once open,
-    it is sent whole whatever deletes it. A `HEAD` (`downloads.py`) only looks for the
-    blob, so that one gone is the same `404`."""
-    try:
-        if is_head(request):
-            if not context.blobs.has(sha):
-                raise FileNotFoundError
-            content: Iterator[bytes] = iter(())  # never sent: a HEAD has no body
-        else:
-            content = context.blobs.iter_bytes(sha, part.start, part.length)
-    except FileNotFoundError:
-        log.warning(
-            "download refused: its file was deleted meanwhile", job=job_id, file=name, blob=sha
-        )
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND, f"job {job_id}'s file {name!r} was deleted meanwhile"
-        ) from None
-    return download(
-        request,
-        lambda: content,
-        status_code=part.status_code,
-        media_type="application/octet-stream",
-        headers={**headers, **part.headers},
-    )
-
-
 class _ZipStream(ClosingStreamingResponse):
     """A job's zip (`_zip_response`) that, when one of its files is deleted while it is
     sent (`EntryVanished`: the job purged meanwhile), is cut off: one WARNING line naming
@@ -913,7 +875,7 @@ def download_frame(
         "Content-Disposition": attachment(PurePosixPath(name).name),
         "X-Output-Name": header_text(name),
     }
-    return _blob_download(context, request, job_id, output.sha256, name, part, headers)
+    return blob_download(context, request, job_id, output.sha256, name, part, headers)
 
 
 @download_route(

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from farmhand.manager.api.deps import Context, RunnerDep, gone_runner
-from farmhand.manager.api.downloads import download, download_route
+from farmhand.manager.api.downloads import blob_download, download_route
 from farmhand.manager.api.errors import error_responses
 from farmhand.manager.api.events_stream import server_exiting
 from farmhand.manager.api.ranges import etag_of, requested_part
@@ -976,10 +976,4 @@ def download_input(
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} has no file {clean!r}")
         sha, size = row.sha256, row.size
     part = requested_part(request.headers, size, etag_of(sha))
-    return download(
-        request,
-        partial(context.blobs.iter_bytes, sha, part.start, part.length),
-        status_code=part.status_code,
-        media_type="application/octet-stream",
-        headers={"X-Content-SHA256": sha, **part.headers},
-    )
+    return blob_download(context, request, job_id, sha, clean, part, {"X-Content-SHA256": sha})
