@@ -126,8 +126,18 @@ UPLOAD_STOPPED = (
 def canceled_words(canceled: SubmitCanceled) -> str:
     """What Ctrl-C during the upload did: what the submit had sent was discarded
     (client/submission.py), or, with a manager that did not answer in time, is kept, and
-    running the command again resumes it (client/transfer.py)."""
+    running the command again resumes it (client/transfer.py). A file whose bytes may
+    still have been on the way is not said to be discarded (`Freed.unsure`): the manager
+    may store it after the submit freed what it found."""
     freed = canceled.freed
+    if freed.error is None and freed.unsure:
+        return (
+            "stopped: the job was not submitted, and what it had uploaded was discarded, "
+            f"except perhaps {plural(freed.unsure, 'file')} still on the way when it "
+            "stopped: if the manager stores them after all, they count against your "
+            "storage quota until garbage collection removes them (farmhand uploads list "
+            "shows unfinished uploads). Run the same command again to submit it"
+        )
     if freed.error is None:
         return (
             "stopped: the job was not submitted, and what it had uploaded was discarded, so "

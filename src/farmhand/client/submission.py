@@ -144,6 +144,11 @@ class Freed:
     error: str | None = None
     """Why the rest could not be freed (the manager did not answer in time); None if
     everything was: whatever is left, the next run of the submit resumes."""
+    unsure: int = 0
+    """Files the manager held nothing of when asked, though their bytes may still have
+    been on the way (sent whole, or a resumable upload whose start went unanswered):
+    it may yet store them, and they then count until garbage collection takes them.
+    Not said to be discarded (cli/jobs_cmd.py `canceled_words`)."""
 
 
 class SubmitCanceled(KeyboardInterrupt):
@@ -173,10 +178,12 @@ def free_canceled(
             raise TimeoutError(f"not done within {within:g} s")
         return min(left, REQUEST_WITHIN)
 
-    aborted = released = 0
+    aborted = released = unsure = 0
+    listed: set[str] = set()
     try:
         for upload in client.list_uploads(timeout=limit()):
             if upload.sha256 in begun:
+                listed.add(upload.sha256)
                 aborted += _abort(client, upload.id, limit)
         for sha256 in sorted(begun, key=lambda sha: -begun[sha]):
             try:
@@ -185,10 +192,12 @@ def free_canceled(
             except FarmhandError as error:
                 if error.status_code not in (404, 409):
                     raise  # 404: nothing of it stored; 409: a job may use it, so kept
+                if error.status_code == 404 and sha256 not in listed:
+                    unsure += 1  # not aborted here: its bytes may land after this
     except (FarmhandError, TimeoutError, KeyboardInterrupt) as error:
         said = "stopped again" if isinstance(error, KeyboardInterrupt) else str(error)
-        return Freed(aborted, released, said)
-    return Freed(aborted, released)
+        return Freed(aborted, released, said, unsure)
+    return Freed(aborted, released, unsure=unsure)
 
 
 def _abort(client: FarmhandClient, upload_id: str, limit: Callable[[], float]) -> int:
