@@ -25,9 +25,14 @@ class Manager:
     """The client's side of the manager a canceled submit frees on: `unfinished`
     resumable uploads by hash, and the blobs `stored` for the user."""
 
-    def __init__(self, unfinished: list[str], stored: set[str]) -> None:
+    def __init__(
+        self, unfinished: list[str], stored: set[str], kept: frozenset[str] = frozenset()
+    ) -> None:
         self.unfinished = {sha: f"upload-{sha[:4]}" for sha in unfinished}
         self.stored = set(stored)
+        self.kept = kept
+        """Stored blobs the manager keeps (409: a job of the user's, or another submit of
+        theirs, uses them)."""
 
     def list_uploads(self, timeout: float | None = None) -> list[UploadStatus]:
         return [
@@ -43,6 +48,8 @@ class Manager:
         raise FarmhandError("no upload", 404)
 
     def release_blob(self, sha256: str, timeout: float | None = None) -> None:
+        if sha256 in self.kept:
+            raise FarmhandError("another submit of yours asked for it", 409)
         if sha256 not in self.stored:
             raise FarmhandError("you uploaded no file", 404)
         self.stored.discard(sha256)
@@ -60,7 +67,7 @@ def test_a_whole_file_upload_the_manager_had_not_stored_is_not_said_discarded() 
     said = words(manager, {BIG: 50_000_000, SMALL: 1000, STORED: 2000})
 
     assert DISCARDED not in said, said
-    assert "except perhaps 1 file still on the way" in said, said
+    assert "perhaps 1 file still on the way" in said, said
     assert "farmhand uploads list" in said, said
     assert manager.unfinished == {} and manager.stored == set(), "the rest is freed"
 
@@ -74,3 +81,16 @@ def test_what_it_found_and_freed_is_said_discarded() -> None:
 
     assert DISCARDED in said, said
     assert "perhaps" not in said, said
+
+
+def test_a_file_the_manager_kept_for_another_submit_is_not_said_discarded() -> None:
+    """A 409: another submit of the user's asked for the file since (or their job uses
+    it), so it is kept and still counts: "none of it counts" would be untrue."""
+    manager = Manager(unfinished=[], stored={STORED, SMALL}, kept=frozenset({SMALL}))
+
+    said = words(manager, {STORED: 2000, SMALL: 1000})
+
+    assert DISCARDED not in said, said
+    assert "1 file kept by the manager (used by a job or another submit of yours)" in said
+    assert "perhaps" not in said, said
+    assert manager.stored == {SMALL}, "the rest is freed"

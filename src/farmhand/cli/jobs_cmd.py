@@ -128,15 +128,26 @@ def canceled_words(canceled: SubmitCanceled) -> str:
     (client/submission.py), or, with a manager that did not answer in time, is kept, and
     running the command again resumes it (client/transfer.py). A file whose bytes may
     still have been on the way is not said to be discarded (`Freed.unsure`): the manager
-    may store it after the submit freed what it found."""
+    may store it after the submit freed what it found, nor one the manager kept
+    (`Freed.kept`: a job of the user's, or another submit of theirs, uses it)."""
     freed = canceled.freed
-    if freed.error is None and freed.unsure:
+    if freed.error is None and (freed.unsure or freed.kept):
+        left = []
+        if freed.kept:
+            left.append(
+                f"{plural(freed.kept, 'file')} kept by the manager (used by a job or another "
+                "submit of yours), still counting against your storage quota"
+            )
+        if freed.unsure:
+            left.append(
+                f"perhaps {plural(freed.unsure, 'file')} still on the way when it stopped: if "
+                "the manager stores them after all, they count against your storage quota "
+                "until garbage collection removes them (farmhand uploads list shows "
+                "unfinished uploads)"
+            )
         return (
-            "stopped: the job was not submitted, and what it had uploaded was discarded, "
-            f"except perhaps {plural(freed.unsure, 'file')} still on the way when it "
-            "stopped: if the manager stores them after all, they count against your "
-            "storage quota until garbage collection removes them (farmhand uploads list "
-            "shows unfinished uploads). Run the same command again to submit it"
+            "stopped: the job was not submitted, and what it had uploaded was discarded "
+            f"except {'; and '.join(left)}. Run the same command again to submit it"
         )
     if freed.error is None:
         return (

@@ -149,6 +149,9 @@ class Freed:
     been on the way (sent whole, or a resumable upload whose start went unanswered):
     it may yet store them, and they then count until garbage collection takes them.
     Not said to be discarded (cli/jobs_cmd.py `canceled_words`)."""
+    kept: int = 0
+    """Files the manager kept (`409`): a job of the user's uses them, or another submit of
+    theirs asked for them since. Those count as before; not said to be discarded."""
 
 
 class SubmitCanceled(KeyboardInterrupt):
@@ -178,7 +181,7 @@ def free_canceled(
             raise TimeoutError(f"not done within {within:g} s")
         return min(left, REQUEST_WITHIN)
 
-    aborted = released = unsure = 0
+    aborted = released = unsure = kept = 0
     listed: set[str] = set()
     try:
         for upload in client.list_uploads(timeout=limit()):
@@ -192,12 +195,14 @@ def free_canceled(
             except FarmhandError as error:
                 if error.status_code not in (404, 409):
                     raise  # 404: nothing of it stored; 409: a job may use it, so kept
-                if error.status_code == 404 and sha256 not in listed:
+                if error.status_code == 409:
+                    kept += 1
+                elif sha256 not in listed:
                     unsure += 1  # not aborted here: its bytes may land after this
     except (FarmhandError, TimeoutError, KeyboardInterrupt) as error:
         said = "stopped again" if isinstance(error, KeyboardInterrupt) else str(error)
-        return Freed(aborted, released, said, unsure)
-    return Freed(aborted, released, unsure=unsure)
+        return Freed(aborted, released, said, unsure, kept)
+    return Freed(aborted, released, unsure=unsure, kept=kept)
 
 
 def _abort(client: FarmhandClient, upload_id: str, limit: Callable[[], float]) -> int:
