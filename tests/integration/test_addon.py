@@ -73,7 +73,19 @@ def install_addon(blender: BlenderInstall, root: Path, farm: LocalFarm) -> dict[
     return env
 
 
-SUBMIT = """
+SUBMIT_AND_REPORT = """try:
+    bpy.ops.farmhand.submit()
+    outcome = {{"ok": True}}
+except RuntimeError as error:
+    outcome = {{"ok": False, "error": str(error)}}
+print("{marker}" + json.dumps(outcome), flush=True)
+"""
+"""The end of a script that presses Submit: prints after `marker` whether it went
+through, or the error Blender reported (to `.format` with the rest)."""
+
+
+SUBMIT = (
+    """
 import json, os, sys
 import bpy
 prefs = bpy.context.preferences.addons["farmhand_addon"].preferences
@@ -86,13 +98,9 @@ scene.farmhand.chunk_size = 1
 scene.farmhand.priority = 70
 scene.farmhand.device = "CPU"
 scene.farmhand.required_tags = "addon-test, shot-10"
-try:
-    bpy.ops.farmhand.submit()
-    outcome = {{"ok": True}}
-except RuntimeError as error:
-    outcome = {{"ok": False, "error": str(error)}}
-print("{marker}" + json.dumps(outcome), flush=True)
 """
+    + SUBMIT_AND_REPORT
+)
 
 INSTALL_ZIP = """
 import bpy
@@ -551,19 +559,16 @@ def test_bpy_5_says_at_once_that_the_manager_does_not_answer_until_it_does(
     assert "cannot reach the manager" in gone and "[Submit to farm]" in gone, gone
 
 
-MISSING_LIBRARY = """
+MISSING_LIBRARY = (
+    """
 image = bpy.data.images.new("gone", 8, 8)
 image.source = "FILE"
 image.filepath = "//textures/gone.png"
 image.use_fake_user = True
 scene.farmhand.job_name = "missing"
-try:
-    bpy.ops.farmhand.submit()
-    outcome = {{"ok": True}}
-except RuntimeError as error:
-    outcome = {{"ok": False, "error": str(error)}}
-print("{marker}" + json.dumps(outcome), flush=True)
 """
+    + SUBMIT_AND_REPORT
+)
 
 
 def test_bpy_5_says_what_to_do_in_blender_about_missing_files(
