@@ -207,6 +207,12 @@ class FarmhandJobSettings(bpy.types.PropertyGroup):
     )
 
 
+def _ended() -> None:
+    """The call under way has its outcome: no longer busy, no submit to cancel, no
+    outage to show."""
+    STATE.busy, STATE.submit, STATE.outage = "", None, ""
+
+
 def _apply(event: dict[str, Any]) -> None:
     """One CLI event into `STATE` (main thread)."""
     kind = event.get("event")
@@ -221,7 +227,7 @@ def _apply(event: dict[str, Any]) -> None:
     elif kind == "reconnected":
         STATE.outage = ""
     elif kind == "submitted":
-        STATE.busy, STATE.submit, STATE.outage = "", None, ""
+        _ended()
         STATE.job_id = int(event["job_id"])
         STATE.job_page = str(event.get("page", ""))
         STATE.job_status = STATE.job_state = str(event.get("status", ""))
@@ -234,12 +240,12 @@ def _apply(event: dict[str, Any]) -> None:
         _arm_auto_refresh()
     elif kind == "error":
         refreshing = STATE.busy == "refreshing"
-        STATE.busy, STATE.submit, STATE.outage = "", None, ""
+        _ended()
         STATE.error = str(event.get("message") or "farmhand failed")
         if refreshing:  # the manager may be back at the next try; a failed submit stops
             _arm_auto_refresh()
     elif kind == "canceled":
-        STATE.busy, STATE.submit, STATE.outage = "", None, ""
+        _ended()
         STATE.message = CANCELED
 
 

@@ -120,16 +120,20 @@ UPLOAD_STOPPED = (
     "stopped: the job was not submitted. Run the same command again to submit it: files "
     "already on the farm are not sent again"
 )
-"""Ctrl-C while packing, hashing or uploading; `canceled_words` once uploads began."""
+"""Ctrl-C while packing, hashing or uploading, before any upload began (`canceled_words`
+says what became of those that did)."""
 
 
-def canceled_words(canceled: SubmitCanceled) -> str:
-    """What Ctrl-C during the upload did: what the submit had sent was discarded
+def canceled_words(canceled: KeyboardInterrupt) -> str:
+    """What Ctrl-C (or SIGTERM) during a submit did: before any upload began, nothing to
+    free (`UPLOAD_STOPPED`); once uploads began, what the submit had sent was discarded
     (client/submission.py), or, with a manager that did not answer in time, is kept, and
     running the command again resumes it (client/transfer.py). A file whose bytes may
     still have been on the way is not said to be discarded (`Freed.unsure`): the manager
     may store it after the submit freed what it found, nor one the manager kept
     (`Freed.kept`: a job of the user's, or another submit of theirs, uses it)."""
+    if not isinstance(canceled, SubmitCanceled):
+        return UPLOAD_STOPPED
     freed = canceled.freed
     if freed.error is None and (freed.unsure or freed.kept):
         left = []
@@ -187,20 +191,6 @@ def terminated_as_interrupted() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-@contextmanager
-def submit_stopped() -> Iterator[None]:
-    """Ctrl-C or SIGTERM during a submit: say what became of it (`interrupted`), exit 130;
-    after SIGTERM, exit 143 (128 + the signal) without a `--json-events` error."""
-    try:
-        yield
-    except KeyboardInterrupt as stop:
-        message = canceled_words(stop) if isinstance(stop, SubmitCanceled) else UPLOAD_STOPPED
-        err.print(visible(message), markup=False, highlight=False, soft_wrap=True)
-        if isinstance(stop, Terminated) or isinstance(stop.__cause__, Terminated):
-            raise SystemExit(128 + signal.SIGTERM) from None
-        raise Stopped(message) from None
 
 
 def fail(message: str) -> Failed:
@@ -306,14 +296,19 @@ def writing_into(folder: Path) -> Iterator[None]:
 
 
 @contextmanager
-def interrupted(message: str) -> Iterator[None]:
-    """Ctrl-C stops this command, not the job on the farm: say so, and how to go on,
-    then exit 130 (the shell's code for an interrupt)."""
+def interrupted(message: str | Callable[[KeyboardInterrupt], str]) -> Iterator[None]:
+    """Ctrl-C stops this command, not the job on the farm: say so, and how to go on
+    (`message`, or what it makes of the interrupt: a submit's, what it freed), then exit
+    130 (the shell's code for an interrupt). After SIGTERM (`Terminated`) exit 143 (128 +
+    the signal) without a `--json-events` error: whoever sent it knows."""
     try:
         yield
-    except KeyboardInterrupt:
-        err.print(visible(message), markup=False, highlight=False, soft_wrap=True)
-        raise Stopped(message) from None
+    except KeyboardInterrupt as stop:
+        said = message if isinstance(message, str) else message(stop)
+        err.print(visible(said), markup=False, highlight=False, soft_wrap=True)
+        if isinstance(stop, Terminated) or isinstance(stop.__cause__, Terminated):
+            raise SystemExit(128 + signal.SIGTERM) from None
+        raise Stopped(said) from None
 
 
 @contextmanager
@@ -685,7 +680,7 @@ def submit_packed(
     if events is not None:
         events.emit("packing")
     with (
-        submit_stopped(),
+        interrupted(canceled_words),
         terminated_as_interrupted(),
         nullcontext(events.hooks()) if events else bars(allow_missing) as hooks,
     ):

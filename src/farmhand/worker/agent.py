@@ -969,7 +969,7 @@ class Agent:
                 else None
             )
         except RetryAborted:
-            self._release(task, tlog, run=run)
+            self._give_back(run, tlog)
             return
         except (CacheError, FarmhandError, OSError, SharedStorageError) as exc:
             if self._gave_back(run, exc, tlog):
@@ -1117,7 +1117,7 @@ class Agent:
                 )
                 if run.dropped or self.stop.is_set() or not made:
                     if not run.dropped:
-                        self._release(task, tlog, run=run)
+                        self._give_back(run, tlog)
                 elif not (result := made[0]).ok or result.video is None:
                     self._fail(run, result.error or "video failed", result.log_tail, tlog)
                 else:
@@ -1184,7 +1184,7 @@ class Agent:
         try:
             yield
         except RetryAborted:
-            self._release(run.task, tlog, run=run)
+            self._give_back(run, tlog)
         except FarmhandError as exc:
             self._refused(exc)
             if is_task_gone(exc) or is_retryable(exc):
@@ -1269,7 +1269,7 @@ class Agent:
                 if run.dropped:
                     tlog.info("task dropped", reason=run.dropped_reason)
                 else:
-                    self._release(task, tlog, run=run)
+                    self._give_back(run, tlog)
             except MergeError as exc:
                 self._fail(run, str(exc), [], tlog)
             finally:
@@ -1369,7 +1369,7 @@ class Agent:
             if run.dropped:
                 tlog.info("task dropped", reason=run.dropped_reason)
             else:
-                self._release(task, tlog, run=run)
+                self._give_back(run, tlog)
             return
         uploader.close()
         while not uploader.join(0.2):
@@ -1377,7 +1377,7 @@ class Agent:
                 uploader.abandon()
                 uploader.join(2.0)
                 if not run.dropped:
-                    self._release(task, tlog, run=run)
+                    self._give_back(run, tlog)
                 return
         report = uploader.report()
         if run.dropped:
@@ -1485,7 +1485,7 @@ class Agent:
         try:
             outcome = self._retried(call, what, tlog)
         except RetryAborted:
-            self._release(run.task, tlog, run=run)
+            self._give_back(run, tlog)
             return None
         except FarmhandError as exc:
             self._refused(exc)
@@ -1528,7 +1528,7 @@ class Agent:
             )
         else:
             tlog.debug("still cannot work", error=why, next_try_seconds=self._fault_pause)
-        self._release(run.task, tlog, f"worker {self.settings.name} cannot work: {why}", run=run)
+        self._give_back(run, tlog, f"worker {self.settings.name} cannot work: {why}")
         return True
 
     def _local_fault(self, run: _TaskRun, exc: BaseException) -> str | None:
@@ -1545,26 +1545,25 @@ class Agent:
             self._fault_pause = 0.0
             tlog.info("this machine works again; taking tasks")
 
-    def _release(
-        self,
-        task: TaskAssignment,
-        tlog: FilteringBoundLogger,
-        reason: str | None = None,
-        *,
-        run: _TaskRun | None = None,
+    def _give_back(
+        self, run: _TaskRun, tlog: FilteringBoundLogger, reason: str | None = None
     ) -> None:
-        """Give the task back without it counting as an attempt (shutdown, local fault).
-
-        A task that ran (`run`) first sends the log lines the manager lacks, as an outcome
-        does: the manager refuses progress for a task given back, and an admin looking
-        into the give-back needs what Blender said up to it. While the worker stops, each
-        call of that is tried once, and a progress call under way is waited for at most
-        `shutdown_grace`."""
-        if self._deleted is not None:
-            return  # the manager requeued it when the runner was deleted
-        if run is not None and not run.dropped:
+        """Give back a task that ran (`_release`), first sending the log lines the manager
+        lacks, as an outcome does: the manager refuses progress for a task given back,
+        and an admin looking into the give-back needs what Blender said up to it. While
+        the worker stops, each call of that is tried once, and the whole flush takes at
+        most `shutdown_grace`."""
+        if self._deleted is None and not run.dropped:
             self._flush_logs(run, tlog, wait=self.settings.shutdown_grace)
             run.ending = True
+        self._release(run.task, tlog, reason)
+
+    def _release(
+        self, task: TaskAssignment, tlog: FilteringBoundLogger, reason: str | None = None
+    ) -> None:
+        """Give the task back without it counting as an attempt (shutdown, local fault)."""
+        if self._deleted is not None:
+            return  # the manager requeued it when the runner was deleted
         try:
             self._retried(
                 lambda: (

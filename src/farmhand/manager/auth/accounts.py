@@ -316,8 +316,8 @@ def change_own_password(
     one) and wrong guesses count like failed sign-ins, so a borrowed session cannot be
     used to find the password. Returned, not raised, so the failure is committed."""
     limits = _limits(settings, _password_change_key(user), address)
-    ratelimit.take_turn(session, limits)  # held while the old password is checked
-    wait = ratelimit.retry_after(session, limits, now, settings.login_window)
+    # The turn is held while the old password is checked.
+    wait = ratelimit.wait_for_turn(session, limits, now, settings.login_window)
     if wait is not None:
         return AccountError(
             429, f"too many wrong passwords; try again in {ratelimit.wait_words(wait)}", wait
@@ -381,8 +381,7 @@ def begin_password_login(
     if not settings.enable_local_auth:
         raise AccountError(404, "sign-in with a password is turned off")
     limits = _limits(settings, ratelimit.account_key(email), address)
-    ratelimit.take_turn(session, limits)
-    wait = ratelimit.retry_after(session, limits, now, settings.login_window)
+    wait = ratelimit.wait_for_turn(session, limits, now, settings.login_window)
     if wait is not None:
         raise AccountError(
             429, f"too many failed sign-ins; try again in {ratelimit.wait_words(wait)}", wait

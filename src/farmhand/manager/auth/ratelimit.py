@@ -76,6 +76,15 @@ def take_turn(session: Session, limits: list[Limit]) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock})
 
 
+def wait_for_turn(
+    session: Session, limits: list[Limit], now: datetime, window: float
+) -> int | None:
+    """`take_turn`, then `retry_after`: how an attempt is let through its limits (the
+    turn first, so that the count it makes is exact)."""
+    take_turn(session, limits)
+    return retry_after(session, limits, now, window)
+
+
 def retry_after(session: Session, limits: list[Limit], now: datetime, window: float) -> int | None:
     """Seconds until another attempt is allowed, or None when one is allowed now."""
     since = now - timedelta(seconds=window)
