@@ -14,8 +14,10 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -258,6 +260,24 @@ def release(
 def task_status(api: httpx.Client, job_id: int, task_id: int) -> str:
     tasks = api.get(f"/api/jobs/{job_id}").json()["tasks"]
     return str(next(t["status"] for t in tasks if t["id"] == task_id))
+
+
+WEEK = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+def days_away_from_now(zone: str, count: int) -> list[str]:
+    """`count` (at most 4) days of the week, in week order, on which no sleep window of
+    that day (even one running overnight) holds the present moment in `zone`, however
+    long the test runs: neither yesterday, today nor tomorrow there.
+
+    For a test whose runner must not be asleep while it looks at the page: a fixed
+    "weekdays 09:00-18:00" puts the runner to sleep whenever the suite runs in office
+    hours, and the test then sees another page than the one it was written for.
+    """
+    assert 1 <= count <= 4
+    today = datetime.now(ZoneInfo(zone)).weekday()
+    away = {(today + offset) % 7 for offset in range(2, 2 + count)}
+    return [day for number, day in enumerate(WEEK) if number in away]
 
 
 def made_up_blend_info(**fields: Any) -> str:

@@ -24,6 +24,7 @@ from farmhand.localfarm import LocalFarm
 from tests.browser.conftest import (
     NO_SIDEWAYS_SCROLL,
     claim,
+    days_away_from_now,
     expect,
     manager_farm,
     register,
@@ -58,14 +59,22 @@ RENDER_NODE = {
     "blender_versions": ["4.2.1"],
 }
 LAPTOP = {"cpu": "Apple M2", "cores": 8, "ram_bytes": 16 * 2**30, "blender_versions": ["4.1.0"]}
-OFFICE_HOURS = {
-    "timezone": "America/Argentina/ComodRivadavia",
-    "windows": [
-        {"days": ["mon", "tue", "wed", "thu", "fri"], "start": "09:00", "end": "18:00"},
-        {"days": ["sat", "sun"], "start": "22:00", "end": "06:00"},
-    ],
-    "when": "now",
-}
+OFFICE_ZONE = "America/Argentina/ComodRivadavia"
+
+
+def office_hours() -> dict[str, Any]:
+    """A schedule that will stop the busy runner's task, but not while the test runs."""
+    days = days_away_from_now(OFFICE_ZONE, 4)
+    return {
+        "timezone": OFFICE_ZONE,
+        "windows": [
+            {"days": days[:3], "start": "09:00", "end": "18:00"},
+            {"days": days[3:], "start": "22:00", "end": "06:00"},
+        ],
+        "when": "now",
+    }
+
+
 ALWAYS_ASLEEP = {
     "timezone": "UTC",
     "windows": [
@@ -116,7 +125,7 @@ def a_farm_of_runners(api: httpx.Client, farm: LocalFarm) -> int:
     )
     busy = register(api, farm, "artist-workstation-0042", **WORKSTATION)
     claim(api, busy)
-    admin(api, "artist-workstation-0042", "sleep-schedule", OFFICE_HOURS, "PUT")
+    admin(api, "artist-workstation-0042", "sleep-schedule", office_hours(), "PUT")
     draining = register(api, farm, "gpu-box-03", **WORKSTATION | {"hostname": "gpu-box-03.lan"})
     claim(api, draining)
     admin(api, "gpu-box-03", "actions", {"action": "disable", "when": "after-task"})
@@ -148,6 +157,8 @@ def test_every_runners_controls_are_on_screen(
     expect()(page.locator("#live")).to_have_attribute("data-state", "live")
     draining = page.locator('#runners tr[data-runner-name="gpu-box-03"]')
     expect()(draining).to_contain_text("draining")
+    busy = page.locator('#runners tr[data-runner-name="artist-workstation-0042"] .status')
+    expect()(busy).to_have_text("busy")
     expect()(page.locator("#runners tbody tr[data-runner-id]")).to_have_count(6)
     shoot(page, f"runners-width-{width}")
     measured = page.evaluate(MEASURE)

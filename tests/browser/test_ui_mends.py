@@ -26,6 +26,7 @@ from tests.browser.conftest import (
     Dialogs,
     claim,
     complete,
+    days_away_from_now,
     expect,
     fail,
     manager_farm,
@@ -257,7 +258,8 @@ def test_own_account_and_phone_cards_and_runner_controls(
     runner_id = next(
         r["id"] for r in api.get("/api/admin/runners").json() if r["name"] == "studio-box"
     )
-    schedule = {"timezone": "UTC", "windows": [{"days": ["mon"], "start": "09:00", "end": "18:00"}]}
+    [day] = days_away_from_now("UTC", 1)  # asleep now, it would show other controls
+    schedule = {"timezone": "UTC", "windows": [{"days": [day], "start": "09:00", "end": "18:00"}]}
     answer = api.put(f"/api/admin/runners/{runner_id}/sleep-schedule", json=schedule)
     assert answer.status_code == 200, answer.text
 
@@ -299,7 +301,7 @@ def test_own_account_and_phone_cards_and_runner_controls(
         assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, box
     phone.goto(farm.url + "/runners")
     card = phone.locator('#runners tr[data-runner-name="studio-box"]')
-    for shown in ("highmem", "32 cores", "64.0 GiB", "mon 09:00-18:00"):
+    for shown in ("highmem", "32 cores", "64.0 GiB", f"{day} 09:00-18:00"):
         expect()(card.get_by_text(shown).first).to_be_visible()
     shoot(phone, "mends-06-phone-runners")
     assert phone.evaluate(NO_SIDEWAYS_SCROLL)
