@@ -42,6 +42,7 @@ from farmhand.manager.auth.tokens import new_token, token_hash
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Job, JobFile, Task, Worker
+from farmhand.manager.db.prepared import Prepared
 from farmhand.manager.events import FarmEvent
 from farmhand.manager.scheduling.claim import claim_task
 from farmhand.manager.scheduling.eligibility import pinned_range
@@ -106,26 +107,32 @@ CLAIM_ERRORS = {
 OUTPUT_EXTENSIONS = {".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff", ".webp", ".bmp"}
 
 
-_STORED_FRAMES = select(JobFile.frame).where(
-    JobFile.job_id == bindparam("job"),
-    JobFile.kind == "output",
-    JobFile.frame.between(bindparam("first"), bindparam("last")),
+_STORED_FRAMES = Prepared(
+    select(JobFile.frame).where(
+        JobFile.job_id == bindparam("job"),
+        JobFile.kind == "output",
+        JobFile.frame.between(bindparam("first"), bindparam("last")),
+    )
 )
 """Which frames from `first` to `last` have a stored output (built once: it runs on every
 completion). A range, not `IN` the task's frames: SQLAlchemy renders an `IN` list anew on
 every execution; the caller keeps the task's own frames of what comes back."""
-_ASSIGNED_JOB = select(
-    Job.id,
-    Job.name,
-    Job.main_file,
-    Job.settings,
-    Job.blender_saved,
-    Job.blender_pinned,
-    Job.scene_fps,
-).where(Job.id == bindparam("job"))
+_ASSIGNED_JOB = Prepared(
+    select(
+        Job.id,
+        Job.name,
+        Job.main_file,
+        Job.settings,
+        Job.blender_saved,
+        Job.blender_pinned,
+        Job.scene_fps,
+    ).where(Job.id == bindparam("job"))
+)
 """What an assignment says about its job (columns only: no ORM object per dispatch)."""
-_INPUT_FILES = select(JobFile.path, JobFile.sha256, JobFile.size).where(
-    JobFile.job_id == bindparam("job"), JobFile.kind == "input"
+_INPUT_FILES = Prepared(
+    select(JobFile.path, JobFile.sha256, JobFile.size).where(
+        JobFile.job_id == bindparam("job"), JobFile.kind == "input"
+    )
 )
 
 
@@ -139,7 +146,7 @@ def _unless_null(name: str, type_: Any, otherwise: Any, value: Any) -> Any:
 
 
 _frames_in_task = func.json_array_length(Task.frames)
-_PROGRESS = (
+_PROGRESS = Prepared(
     update(Task)
     .where(
         Task.id == bindparam("task"),
@@ -198,7 +205,7 @@ _PROGRESS_FIELDS = {
 }
 
 
-_SCENE_FPS = (
+_SCENE_FPS = Prepared(
     update(Job)
     .where(Job.id == bindparam("job"), Job.scene_fps.is_(None))
     .values(scene_fps=bindparam("fps"))
@@ -222,17 +229,15 @@ def _progress_in(
     The frame count is checked by the update itself (no query first on this hot path);
     only a refused update looks again, to tell a bad count from a task gone."""
     connection = session.connection()
-    job_id: int | None = connection.scalar(_PROGRESS, values)
+    job_id: int | None = _PROGRESS.scalar(connection, values)
     if job_id is None:
         if (values.get("frames_done") or 0) > 1:
-            held = connection.execute(
-                _HELD, {"task": values["task"], "worker": values["worker"]}
-            ).first()
+            held = _HELD.first(connection, {"task": values["task"], "worker": values["worker"]})
             if held is not None:
                 return _FramesPastTask(len(held.frames))
         return None
     if scene_fps is not None:
-        connection.execute(_SCENE_FPS, {"job": job_id, "fps": scene_fps})
+        _SCENE_FPS.execute(connection, {"job": job_id, "fps": scene_fps})
     return job_id
 
 
@@ -251,13 +256,15 @@ def _held_task(session: Session, task_id: int, worker_id: int) -> Task:
     return task
 
 
-_HELD = select(Task.job_id, Task.frames, Task.type).where(
-    Task.id == bindparam("task"),
-    Task.status == TaskStatus.ACTIVE.value,
-    Task.worker_id == bindparam("worker"),
+_HELD = Prepared(
+    select(Task.job_id, Task.frames, Task.type).where(
+        Task.id == bindparam("task"),
+        Task.status == TaskStatus.ACTIVE.value,
+        Task.worker_id == bindparam("worker"),
+    )
 )
 """A task's job and frames, if the runner holds it (`task_is_held_by`, as one query)."""
-_HELD_FOR_UPDATE = _HELD.with_for_update()
+_HELD_FOR_UPDATE = Prepared(_HELD.statement.with_for_update())
 
 
 def tile_folder(frame: int) -> str:
@@ -290,8 +297,8 @@ async def refuse_late_body(
 
     def held() -> bool:
         with context.db.read() as session:
-            found = session.connection().execute(_HELD, {"task": task_id, "worker": worker_id})
-            return found.first() is not None
+            found = _HELD.first(session.connection(), {"task": task_id, "worker": worker_id})
+            return found is not None
 
     if not await run_in_threadpool(held):
         raise _not_held(task_id)
@@ -304,11 +311,7 @@ def lock_held_frame(
     and the frame one of its own, of job `job_id` if the caller named one (400). The
     task's row stays locked until the commit, so two uploads for one frame record one
     after the other (PostgreSQL; SQLite's writers take turns anyway). The task's job."""
-    held = (
-        session.connection()
-        .execute(_HELD_FOR_UPDATE, {"task": task_id, "worker": worker_id})
-        .first()
-    )
+    held = _HELD_FOR_UPDATE.first(session.connection(), {"task": task_id, "worker": worker_id})
     if held is None:
         raise _not_held(task_id)
     if (job_id is not None and held.job_id != job_id) or frame not in held.frames:
@@ -471,9 +474,10 @@ def _assignment(
     session: Session, task: AssignedTask, task_timeout: float | None = None
 ) -> TaskAssignment:
     connection = session.connection()
-    job = connection.execute(_ASSIGNED_JOB, {"job": task.job_id}).one()
+    job = _ASSIGNED_JOB.first(connection, {"job": task.job_id})
+    assert job is not None  # the claim holds the job's task
     settings = JobSettings.model_validate(job.settings)
-    files = connection.execute(_INPUT_FILES, {"job": job.id}).all()
+    files = _INPUT_FILES.all(connection, {"job": job.id})
     frame_files: list[FrameFile] = []
     tile_files: list[TileFile] = []
     if task.type == "merge":
@@ -736,13 +740,13 @@ def _complete_in(
     """Complete a task the runner holds whose outputs are all stored, and maybe claim its
     next task in the same transaction (a group-commit operation)."""
     connection = session.connection()
-    task = connection.execute(_HELD, {"task": task_id, "worker": worker_id}).first()
+    task = _HELD.first(connection, {"task": task_id, "worker": worker_id})
     if task is None:
         return _completed_before(session, task_id, worker_id, context, claim_next)
     stored = (
         set(
-            connection.scalars(
-                _STORED_FRAMES,
+            _STORED_FRAMES.scalars(
+                connection,
                 {"job": task.job_id, "first": min(task.frames), "last": max(task.frames)},
             )
         )
@@ -778,7 +782,7 @@ def _complete_in(
     return task.job_id, job_status, found
 
 
-_COMPLETED_BY = (
+_COMPLETED_BY = Prepared(
     select(Task.job_id, Job.status)
     .join(Job, Job.id == Task.job_id)
     .where(
@@ -788,7 +792,7 @@ _COMPLETED_BY = (
         shown_jobs(),  # a job being deleted answers as a gone one: 409
     )
 )
-_STILL_HOLDS = (
+_STILL_HOLDS = Prepared(
     select(Task.id, Task.job_id, Task.type, Task.frames, Task.attempts, Task.tile)
     .where(Task.worker_id == bindparam("worker"), Task.status == TaskStatus.ACTIVE.value)
     .order_by(Task.started_at.desc())
@@ -808,12 +812,12 @@ def _completed_before(
     task the first answer handed out, if it still holds one; a 409 would leave that task
     with a worker that does not know it has it until the task timeout."""
     connection = session.connection()
-    done = connection.execute(_COMPLETED_BY, {"task": task_id, "worker": worker_id}).first()
+    done = _COMPLETED_BY.first(connection, {"task": task_id, "worker": worker_id})
     if done is None:
         raise _not_held(task_id)
     found = None
     if claim_next:
-        held = connection.execute(_STILL_HOLDS, {"worker": worker_id}).first()
+        held = _STILL_HOLDS.first(connection, {"worker": worker_id})
         if held is not None:
             name = session.scalar(select(Worker.name).where(Worker.id == worker_id)) or ""
             found = _Claimed((_handed_out(session, context, AssignedTask(*held)), name))

@@ -40,6 +40,7 @@ from farmhand.manager.api.uploads import (
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import JobFile
+from farmhand.manager.db.prepared import Prepared
 from farmhand.manager.events import FarmEvent
 from farmhand.manager.storage.blobs import StoredBlob
 from farmhand.manager.storage.gc import mark_used
@@ -49,10 +50,12 @@ from farmhand.shared.schemas import OutputStored
 
 router = APIRouter(prefix="/api/runner", tags=["runner"])
 
-_FORGET_FRAME = delete(JobFile).where(
-    JobFile.job_id == bindparam("job"),
-    JobFile.kind == "output",
-    JobFile.frame == bindparam("frame"),
+_FORGET_FRAME = Prepared(
+    delete(JobFile).where(
+        JobFile.job_id == bindparam("job"),
+        JobFile.kind == "output",
+        JobFile.frame == bindparam("frame"),
+    )
 )
 _RECORD_FRAME = insert(JobFile).returning(JobFile.id)
 _FRAME_FILE = re.compile(r"(-?\d{1,9})(\.[A-Za-z0-9]{1,8})")
@@ -146,7 +149,7 @@ async def _record_frame(
         if not record_blob_in(session, stored, used_at=now):
             mark_used(session, [stored.sha256], now)  # stored before: mark it if it was not
         connection = session.connection()
-        connection.execute(_FORGET_FRAME, {"job": job, "frame": frame})
+        _FORGET_FRAME.execute(connection, {"job": job, "frame": frame})
         output_id = connection.scalar(_RECORD_FRAME, {**row, "job_id": job})
         assert output_id is not None
         return output_id, job

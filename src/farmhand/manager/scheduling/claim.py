@@ -52,7 +52,6 @@ from typing import Any, Literal
 
 from sqlalchemy import (
     ColumnElement,
-    Row,
     ScalarSelect,
     Select,
     Update,
@@ -67,6 +66,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, aliased
 
 from farmhand.manager.db.models import Job, Task, TaskDependency, TaskFailure, Worker
+from farmhand.manager.db.prepared import Prepared
 from farmhand.manager.db.statements import one_of
 from farmhand.manager.scheduling.eligibility import (
     available,
@@ -142,7 +142,7 @@ def _next_priority(types: tuple[str, ...]) -> ScalarSelect[int]:
 
 
 @lru_cache(maxsize=64)
-def _ranked(types: tuple[str, ...]) -> Select[*_JobRow]:
+def _ranked(types: tuple[str, ...]) -> Prepared[Select[*_JobRow]]:
     """The runnable jobs with queued tasks of the given types at the highest priority
     below `below`, best first by the rule the module docstring states (priority, then
     fair share, the preferred job, age, id), a slice (`limit`, `offset`) at a time.
@@ -151,7 +151,7 @@ def _ranked(types: tuple[str, ...]) -> Select[*_JobRow]:
     the rows of the slices it looks at are fetched and their settings decoded. Jobs at
     lower priorities are not even read until the claim has passed every job above them.
     """
-    return (
+    return Prepared(
         select(Job.id, Job.priority, Job.settings, Job.blender_saved, Job.blender_pinned)
         .outerjoin(_OWNERS_HELD, _OWNERS_HELD.c.owner_id == Job.owner_id)
         .where(
@@ -171,7 +171,7 @@ def _ranked(types: tuple[str, ...]) -> Select[*_JobRow]:
     )
 
 
-_HELD_BY_JOB = (
+_HELD_BY_JOB = Prepared(
     select(Task.job_id, func.count())
     .where(Task.status == TaskStatus.ACTIVE.value)
     .group_by(Task.job_id)
@@ -189,9 +189,9 @@ _dependency = aliased(Task)
 
 
 @lru_cache(maxsize=64)
-def _runnable(types: tuple[str, ...]) -> Select[int, int, str, int]:
+def _runnable(types: tuple[str, ...]) -> Prepared[Select[int, int, str, int]]:
     """A job's first queued tasks of the given types whose dependencies are complete."""
-    return (
+    return Prepared(
         select(Task.id, Task.job_id, Task.type, Task.failures)
         .where(
             Task.job_id == bindparam("job"),
@@ -222,9 +222,9 @@ def _ranked_jobs(session: Session, worker: Worker, prefer_job: int | None) -> It
     connection = session.connection()
     ranked = _ranked(tuple(types))
 
-    def ranked_slice(below: int, offset: int, limit: int) -> list[Row[*_JobRow]]:
+    def ranked_slice(below: int, offset: int, limit: int) -> list[Any]:
         parameters = {"below": below, "prefer": prefer_job, "limit": limit, "offset": offset}
-        return list(connection.execute(ranked, parameters))
+        return ranked.all(connection, parameters)
 
     held_by_job: dict[int, int] | None = None
     blocked: dict[int, set[str]] = {}
@@ -235,7 +235,7 @@ def _ranked_jobs(session: Session, worker: Worker, prefer_job: int | None) -> It
         if not rows:
             return  # no job below `below` has work for this worker
         if held_by_job is None:  # the first look: what may hold the jobs back
-            held_by_job = {job_id: count for job_id, count in connection.execute(_HELD_BY_JOB)}
+            held_by_job = {job_id: count for job_id, count in _HELD_BY_JOB.all(connection)}
             blocked = barred_types(connection, worker.id)
         level = rows[0].priority
         while True:
@@ -270,7 +270,7 @@ class _Runnable:
 
 
 def _runnable_tasks(session: Session, job_id: int, types: tuple[str, ...]) -> list[_Runnable]:
-    rows = session.connection().execute(_runnable(types), {"job": job_id})
+    rows = _runnable(types).all(session.connection(), {"job": job_id})
     return [_Runnable(*row) for row in rows]
 
 
@@ -300,7 +300,7 @@ def _someone_else_could(session: Session, task: _Runnable, worker: Worker) -> bo
     return bool(others)
 
 
-_PIN: Update = (
+_PIN: Prepared[Update] = Prepared(
     update(Job)
     .where(Job.id == bindparam("job"), Job.blender_pinned.is_(None))
     .values(blender_pinned=bindparam("pin"))
@@ -308,8 +308,8 @@ _PIN: Update = (
 )
 """Pin a job that has no pin (compare-and-set: on PostgreSQL a racing claim waits on the
 row, then finds it pinned and changes nothing)."""
-_PINNED = select(Job.blender_pinned).where(Job.id == bindparam("job"))
-_UNPIN: Update = (
+_PINNED = Prepared(select(Job.blender_pinned).where(Job.id == bindparam("job")))
+_UNPIN: Prepared[Update] = Prepared(
     update(Job)
     .where(Job.id == bindparam("job"))
     .values(blender_pinned=None)
@@ -321,9 +321,9 @@ def _pin(session: Session, job_id: int, pin: str) -> Literal["pinned", "same", "
     """Pin the job to `pin`: `pinned` by this claim, or another claim had pinned it
     already, to the `same` series or to an `other` one."""
     connection = session.connection()
-    if connection.execute(_PIN, {"job": job_id, "pin": pin}).rowcount:
+    if _PIN.execute(connection, {"job": job_id, "pin": pin}):
         return "pinned"
-    return "same" if connection.scalar(_PINNED, {"job": job_id}) == pin else "other"
+    return "same" if _PINNED.scalar(connection, {"job": job_id}) == pin else "other"
 
 
 def _render_pin(worker: Worker, candidate: _Candidate, task: _Runnable) -> str | None:
@@ -359,5 +359,5 @@ def claim_task(
                 return assigned
         if pinning == "pinned":
             # Nothing taken after all: the first render task actually claimed pins it.
-            session.connection().execute(_UNPIN, {"job": candidate.job_id})
+            _UNPIN.execute(session.connection(), {"job": candidate.job_id})
     return None

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from farmhand.manager.db.models import Blocklist, Job, Worker
+from farmhand.manager.db.prepared import Prepared
 from farmhand.shared.blendfile import best_version, cannot_open, oldest_in_range, parse_version
 from farmhand.shared.protocol import MIN_WORKER_PROTOCOL, too_old
 from farmhand.shared.schemas import WorkerStatus
@@ -335,8 +336,8 @@ _ORDER = {"protocol": -1, "type": 0, "tag": 1, "device": 2, "blender": 3}
 # the jobs' task types is this worker barred from?), the retry and blocklist rules per
 # job (who is barred from this type?). `state._maybe_blocklist` writes the entries.
 
-_BARRED_TYPES = select(Blocklist.job_id, Blocklist.task_type).where(
-    Blocklist.worker_id == bindparam("worker")
+_BARRED_TYPES = Prepared(
+    select(Blocklist.job_id, Blocklist.task_type).where(Blocklist.worker_id == bindparam("worker"))
 )
 
 
@@ -344,7 +345,7 @@ def barred_types(connection: Connection, worker_id: int) -> dict[int, set[str]]:
     """The task types of each job that the worker is blocklisted from: one query,
     usually empty (the claim's hot path, hence a prepared statement on the connection)."""
     barred: dict[int, set[str]] = {}
-    for job_id, task_type in connection.execute(_BARRED_TYPES, {"worker": worker_id}):
+    for job_id, task_type in _BARRED_TYPES.all(connection, {"worker": worker_id}):
         barred.setdefault(job_id, set()).add(task_type)
     return barred
 

@@ -45,6 +45,7 @@ from sqlalchemy import ColumnElement, bindparam, delete, distinct, func, select,
 from sqlalchemy.orm import Session
 
 from farmhand.manager.db.models import Blocklist, Job, Task, TaskDependency, TaskFailure, Worker
+from farmhand.manager.db.prepared import Prepared
 from farmhand.manager.db.statements import one_of
 from farmhand.manager.scheduling.give_backs import settle
 from farmhand.manager.scheduling.policy import Policy
@@ -219,7 +220,7 @@ def _cancel_dependents(session: Session, task: Task, now: datetime) -> None:
         _cancel_dependents(session, dependent, now)
 
 
-_ASSIGN = (
+_ASSIGN = Prepared(
     update(Task)
     .where(Task.id == bindparam("task"), Task.status == TaskStatus.QUEUED.value)
     .values(
@@ -235,7 +236,7 @@ _ASSIGN = (
     .execution_options(synchronize_session=False)
 )
 """The claim's compare-and-set, built once (it runs on every dispatch)."""
-_JOB_STATUS = select(Job.status).where(Job.id == bindparam("job"))
+_JOB_STATUS = Prepared(select(Job.status).where(Job.id == bindparam("job")))
 
 
 @dataclass(frozen=True)
@@ -260,11 +261,11 @@ def try_assign_task(
     through RETURNING; SQLite ≥ 3.35 and PostgreSQL both have it).
     """
     connection = session.connection()
-    row = connection.execute(_ASSIGN, {"task": task_id, "worker": worker_id, "now": now}).first()
+    row = _ASSIGN.first(connection, {"task": task_id, "worker": worker_id, "now": now})
     if row is None:
         return None
     assigned = AssignedTask(*row)
-    job_status = connection.scalar(_JOB_STATUS, {"job": assigned.job_id})
+    job_status = _JOB_STATUS.scalar(connection, {"job": assigned.job_id})
     if job_status != JobStatus.ACTIVE.value:
         # An active job with one more active task is still active: the (per-job
         # aggregate) re-derivation is only needed for the job's first task.
@@ -286,14 +287,14 @@ def complete_task(session: Session, task_id: int, now: datetime, policy: Policy)
     """
     session.flush()
     connection = session.connection()
-    job_id = connection.scalar(_COMPLETE, {"task": task_id, "now": now})
+    job_id = _COMPLETE.scalar(connection, {"task": task_id, "now": now})
     if job_id is None:
         raise TransitionError(f"task {task_id} is not active; only active tasks complete")
-    current = connection.scalar(_JOB_STATUS, {"job": job_id})
+    current = _JOB_STATUS.scalar(connection, {"job": job_id})
     assert current is not None
     status = JobStatus(current)
     if status in (JobStatus.ACTIVE, JobStatus.PAUSED) and (
-        connection.scalar(_UNFINISHED_LEFT, {"job": job_id}) is not None
+        _UNFINISHED_LEFT.scalar(connection, {"job": job_id}) is not None
     ):
         return status
     job = session.get(Job, job_id)
@@ -301,7 +302,7 @@ def complete_task(session: Session, task_id: int, now: datetime, policy: Policy)
     return refresh_job(session, job, now, policy)
 
 
-_COMPLETE = (
+_COMPLETE = Prepared(
     update(Task)
     .where(Task.id == bindparam("task"), Task.status == TaskStatus.ACTIVE.value)
     .values(
@@ -314,7 +315,7 @@ _COMPLETE = (
 )
 
 
-_UNFINISHED_LEFT = (
+_UNFINISHED_LEFT = Prepared(
     select(Task.id)
     .where(Task.job_id == bindparam("job"), one_of(Task.status, UNFINISHED_TASK_STATUSES))
     .limit(1)

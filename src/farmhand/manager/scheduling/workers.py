@@ -20,6 +20,7 @@ from sqlalchemy import bindparam, case, or_, select, update
 from sqlalchemy.orm import Session
 
 from farmhand.manager.db.models import Task, Worker
+from farmhand.manager.db.prepared import Prepared
 from farmhand.manager.scheduling.policy import Policy
 from farmhand.manager.scheduling.state import fail_task, requeue_task
 from farmhand.shared.schemas import WEEKDAYS, SleepSchedule, TaskStatus, WorkerStatus
@@ -196,10 +197,17 @@ def apply_action(
     return abort_current(session, worker, f"worker {worker.name} was {done}", now, policy)
 
 
-_CLAIMER = select(
-    Worker.id, Worker.name, Worker.status, Worker.admin_state, Worker.asleep, Worker.capabilities
-).where(Worker.id == bindparam("worker"))
-_SEEN = (
+_CLAIMER = Prepared(
+    select(
+        Worker.id,
+        Worker.name,
+        Worker.status,
+        Worker.admin_state,
+        Worker.asleep,
+        Worker.capabilities,
+    ).where(Worker.id == bindparam("worker"))
+)
+_SEEN = Prepared(
     update(Worker)
     .where(Worker.id == bindparam("worker"))
     .values(
@@ -209,12 +217,12 @@ _SEEN = (
             else_=Worker.status,
         ),
     )
-    .returning(*_CLAIMER.selected_columns)
+    .returning(*_CLAIMER.statement.selected_columns)
     .execution_options(synchronize_session=False)
 )
 """The asking worker marked seen, and read back by the same statement (`_CLAIMER`'s
 columns, after the update)."""
-_DRAINED = (
+_DRAINED = Prepared(
     update(Worker)
     .where(Worker.id == bindparam("worker"), Worker.admin_state == "draining")
     .values(admin_state="disabled")
@@ -234,14 +242,14 @@ def claiming_worker(
     """
     connection = session.connection()
     if seen:
-        row = connection.execute(_SEEN, {"worker": worker_id, "now": now}).first()
+        row = _SEEN.first(connection, {"worker": worker_id, "now": now})
     else:
-        row = connection.execute(_CLAIMER, {"worker": worker_id}).first()
+        row = _CLAIMER.first(connection, {"worker": worker_id})
     if row is None:
         return None
     status, admin_state = row.status, row.admin_state
     if admin_state == "draining":
-        connection.execute(_DRAINED, {"worker": worker_id})
+        _DRAINED.execute(connection, {"worker": worker_id})
         admin_state = "disabled"
     return Worker(
         id=row.id,

@@ -1,0 +1,146 @@
+"""Prepared statements (`db/prepared.py`): the runner hot path's statements run on the
+`sqlite3` connection must read and write exactly what SQLAlchemy would have.
+
+A real SQLite file built by the migrations; each check compares a prepared run with
+SQLAlchemy's own run of the same statement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import bindparam, insert, select, update
+
+from farmhand.manager.db.engine import Database
+from farmhand.manager.db.migrate import upgrade
+from farmhand.manager.db.models import Job, Task, User, Worker
+from farmhand.manager.db.prepared import Prepared
+from farmhand.manager.db.statements import one_of
+
+WHEN = datetime(2026, 11, 25, 12, 30, 15, 250_000, tzinfo=UTC)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = Database(f"sqlite:///{tmp_path / 'farm.sqlite3'}")
+    upgrade(database.engine)
+    with database.transaction() as session:
+        user = User(name="ana", created_at=WHEN)
+        session.add(user)
+        session.flush()
+        session.add(
+            Worker(
+                name="box",
+                secret_hash="s" * 64,
+                registered_at=WHEN,
+                last_heartbeat=WHEN,
+                asleep=True,
+                capabilities={"types": ["render"], "tags": ["gpu"]},
+            )
+        )
+        job = Job(
+            owner_id=user.id,
+            name="shot",
+            settings={"samples": 4, "max_workers": None},
+            main_file="shot.blend",
+            created_at=WHEN,
+        )
+        session.add(job)
+        session.flush()
+        session.add_all(
+            Task(job_id=job.id, index=index, frames=[index, index + 1], status=status)
+            for index, status in enumerate(["queued", "queued", "active", "completed"])
+        )
+    yield database
+    database.dispose()
+
+
+WORKER_COLUMNS = select(
+    Worker.id, Worker.name, Worker.asleep, Worker.capabilities, Worker.last_heartbeat
+).where(Worker.name == bindparam("name"))
+
+
+def test_rows_come_back_as_sqlalchemy_reads_them(db: Database) -> None:
+    with db.read() as session:
+        connection = session.connection()
+        expected = connection.execute(WORKER_COLUMNS, {"name": "box"}).one()
+        [row] = Prepared(WORKER_COLUMNS).all(connection, {"name": "box"})
+    assert tuple(row) == tuple(expected)
+    # JSON decoded, a boolean not an int, an aware UTC datetime: the types' conversions.
+    assert row.capabilities == {"types": ["render"], "tags": ["gpu"]}
+    assert row.asleep is True
+    assert row.last_heartbeat == WHEN and row.last_heartbeat.tzinfo is not None
+
+
+def test_values_are_written_as_sqlalchemy_writes_them(db: Database) -> None:
+    """An aware datetime in another zone is stored as its UTC instant, as SQLAlchemy
+    stores it: `sqlite3` on its own would store the text with its offset, which sorts and
+    compares wrongly against every other timestamp."""
+    touch = Prepared(
+        update(Worker)
+        .where(Worker.name == bindparam("name"))
+        .values(last_heartbeat=bindparam("now"), capabilities=bindparam("capabilities"))
+    )
+    later = (WHEN + timedelta(minutes=5)).astimezone(timezone(timedelta(hours=2)))
+    with db.transaction() as session:
+        changed = touch.execute(
+            session.connection(), {"name": "box", "now": later, "capabilities": {"tags": []}}
+        )
+    assert changed == 1
+    with db.read() as session:
+        row = session.execute(WORKER_COLUMNS, {"name": "box"}).one()
+        stored = session.connection().exec_driver_sql("SELECT last_heartbeat FROM workers").one()
+    assert row.last_heartbeat == WHEN + timedelta(minutes=5)
+    assert row.capabilities == {"tags": []}
+    assert stored[0] == "2026-11-25 12:35:15.250000"
+
+
+def test_update_returning_changes_the_rows_it_returns(db: Database) -> None:
+    claim = Prepared(
+        update(Task)
+        .where(one_of(Task.status, ["queued"]), Task.index == bindparam("index"))
+        .values(status="active", started_at=bindparam("now"))
+        .returning(Task.id, Task.frames, Task.started_at)
+    )
+    with db.transaction() as session:
+        first = claim.first(session.connection(), {"index": 1, "now": WHEN})
+        again = claim.first(session.connection(), {"index": 1, "now": WHEN})
+    assert first is not None and again is None  # a compare-and-set: only once
+    assert first.frames == [1, 2] and first.started_at == WHEN
+    with db.read() as session:
+        statuses = {index: status for index, status in session.execute(select(Task.index, Task.status))}
+    assert statuses == {0: "queued", 1: "active", 2: "active", 3: "completed"}
+
+
+def test_values_given_when_the_statement_was_built_are_bound(db: Database) -> None:
+    """`one_of` binds its values once, as literals; a prepared run must send them."""
+    unfinished = Prepared(
+        select(Task.index)
+        .where(Task.job_id == bindparam("job"), one_of(Task.status, ["queued", "active"]))
+        .order_by(Task.index)
+    )
+    with db.read() as session:
+        assert unfinished.scalars(session.connection(), {"job": 1}) == [0, 1, 2]
+        assert unfinished.scalar(session.connection(), {"job": 2}) is None
+
+
+def test_a_missing_parameter_is_an_error_not_a_null(db: Database) -> None:
+    with db.read() as session, pytest.raises(KeyError, match="name"):
+        Prepared(WORKER_COLUMNS).all(session.connection(), {})
+
+
+def test_statements_sqlalchemy_renders_at_each_run_are_refused(db: Database) -> None:
+    """An expanding IN is rendered anew for each run, and a column default made by a
+    function is computed by SQLAlchemy at each run: a prepared run would do neither."""
+    expanding = Prepared(select(Task.id).where(Task.id.in_(bindparam("ids", expanding=True))))
+    defaulted = Prepared(  # `capabilities` has `default=dict`
+        insert(Worker).values(name="x", secret_hash="t" * 64, registered_at=bindparam("now"))
+    )
+    with db.transaction() as session:
+        with pytest.raises(ValueError, match="rendered at each execution"):
+            expanding.all(session.connection(), {"ids": [1]})
+        with pytest.raises(ValueError, match="defaults computed at each execution"):
+            defaulted.execute(session.connection(), {"now": WHEN})
