@@ -98,6 +98,20 @@ def test_values_are_written_as_sqlalchemy_writes_them(db: Database) -> None:
     assert stored[0] == "2026-11-25 12:35:15.250000"
 
 
+def test_none_is_converted_by_the_type_as_sqlalchemy_does(db: Database) -> None:
+    """A JSON column without `none_as_null` stores Python's None as JSON `null`, not as
+    SQL NULL: a prepared run must give None to the type's conversion too."""
+    untile = update(Task).where(Task.index == bindparam("at")).values(tile=bindparam("no_tile"))
+    with db.transaction() as session:
+        session.execute(untile, {"at": 0, "no_tile": None})
+        Prepared(untile).execute(session.connection(), {"at": 1, "no_tile": None})
+    with db.read() as session:
+        stored = session.connection().exec_driver_sql(
+            'SELECT tile FROM tasks WHERE "index" IN (0, 1) ORDER BY "index"'
+        )
+        assert [tile for (tile,) in stored] == ["null", "null"]
+
+
 def test_update_returning_changes_the_rows_it_returns(db: Database) -> None:
     claim = Prepared(
         update(Task)
@@ -111,7 +125,8 @@ def test_update_returning_changes_the_rows_it_returns(db: Database) -> None:
     assert first is not None and again is None  # a compare-and-set: only once
     assert first.frames == [1, 2] and first.started_at == WHEN
     with db.read() as session:
-        statuses = {index: status for index, status in session.execute(select(Task.index, Task.status))}
+        rows = session.execute(select(Task.index, Task.status))
+        statuses = {index: status for index, status in rows}
     assert statuses == {0: "queued", 1: "active", 2: "active", 3: "completed"}
 
 

@@ -73,7 +73,7 @@ class Prepared(Generic[S]):
         compiled = self._for(connection.dialect)
         values = compiled.defaults | dict(parameters) if compiled.defaults else parameters
         bound = tuple(
-            value if process is None or value is None else process(value)
+            value if process is None else process(value)
             for value, process in zip(
                 (values[name] for name in compiled.names), compiled.binds, strict=True
             )
@@ -116,7 +116,7 @@ def _converted(compiled: _Compiled, row: Sequence[Any]) -> tuple[Any, ...]:
     assert compiled.row is not None
     return compiled.row(
         *(
-            value if process is None or value is None else process(value)
+            value if process is None else process(value)
             for value, process in zip(row, compiled.results, strict=True)
         )
     )
