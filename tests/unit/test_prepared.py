@@ -16,7 +16,7 @@ from sqlalchemy import bindparam, insert, select, update
 
 from farmhand.manager.db.engine import Database
 from farmhand.manager.db.migrate import upgrade
-from farmhand.manager.db.models import Job, Task, User, Worker
+from farmhand.manager.db.models import Blob, Job, Task, User, Worker
 from farmhand.manager.db.prepared import Prepared
 from farmhand.manager.db.statements import one_of
 
@@ -159,3 +159,21 @@ def test_statements_sqlalchemy_renders_at_each_run_are_refused(db: Database) -> 
             expanding.all(session.connection(), {"ids": [1]})
         with pytest.raises(ValueError, match="defaults computed at each execution"):
             defaulted.execute(session.connection(), {"now": WHEN})
+
+
+def test_an_insert_sets_the_columns_it_was_prepared_for(db: Database) -> None:
+    """An `INSERT` without `values()` takes its columns from the parameters in
+    SQLAlchemy; prepared, it is told them once, and refuses parameters that differ
+    rather than insert other columns than SQLAlchemy would have."""
+    add = Prepared(
+        insert(Blob).returning(Blob.sha256, Blob.created_at),
+        columns=("sha256", "size", "created_at"),
+    )
+    with db.transaction() as session:
+        row = add.first(session.connection(), {"sha256": "a" * 64, "size": 7, "created_at": WHEN})
+        with pytest.raises(ValueError, match="given"):
+            add.execute(session.connection(), {"sha256": "b" * 64, "size": 7})
+    assert row is not None and row.created_at == WHEN
+    with db.read() as session:
+        blob = session.get(Blob, "a" * 64)
+        assert blob is not None and (blob.size, blob.created_at) == (7, WHEN)

@@ -57,7 +57,20 @@ _FORGET_FRAME = Prepared(
         JobFile.frame == bindparam("frame"),
     )
 )
-_RECORD_FRAME = insert(JobFile).returning(JobFile.id)
+_RECORD_FRAME = Prepared(
+    insert(JobFile).returning(JobFile.id),
+    columns=(
+        "job_id",
+        "kind",
+        "path",
+        "sha256",
+        "size",
+        "frame",
+        "task_id",
+        "worker_id",
+        "created_at",
+    ),
+)
 _FRAME_FILE = re.compile(r"(-?\d{1,9})(\.[A-Za-z0-9]{1,8})")
 """`7.png`, `-3.exr`: a frame number and the output's extension."""
 RAW_BODY = {
@@ -150,7 +163,7 @@ async def _record_frame(
             mark_used(session, [stored.sha256], now)  # stored before: mark it if it was not
         connection = session.connection()
         _FORGET_FRAME.execute(connection, {"job": job, "frame": frame})
-        output_id = connection.scalar(_RECORD_FRAME, {**row, "job_id": job})
+        output_id = _RECORD_FRAME.scalar(connection, {**row, "job_id": job})
         assert output_id is not None
         return output_id, job
 

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import structlog
 from fastapi import HTTPException, Request, status
@@ -23,6 +24,7 @@ from starlette.types import Message
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
 from farmhand.manager.db.models import Blob, JobFile
+from farmhand.manager.db.prepared import Prepared
 from farmhand.manager.storage.access import readable, record_uploads
 from farmhand.manager.storage.blobs import BlobError, BlobTooLarge, StoredBlob
 from farmhand.manager.storage.gc import mark_used, undo_uploads
@@ -30,9 +32,16 @@ from farmhand.shared.paths import UnsafePathError, safe_file_name
 
 log = structlog.get_logger(__name__)
 
-_NEW_BLOB = {
-    "sqlite": sqlite_insert(Blob).on_conflict_do_nothing(index_elements=[Blob.sha256]),
-    "postgresql": postgresql_insert(Blob).on_conflict_do_nothing(index_elements=[Blob.sha256]),
+_BLOB_COLUMNS = ("sha256", "size", "crc32", "created_at", "used_at")
+_NEW_BLOB: dict[str, Prepared[Any]] = {
+    "sqlite": Prepared(
+        sqlite_insert(Blob).on_conflict_do_nothing(index_elements=[Blob.sha256]),
+        columns=_BLOB_COLUMNS,
+    ),
+    "postgresql": Prepared(
+        postgresql_insert(Blob).on_conflict_do_nothing(index_elements=[Blob.sha256]),
+        columns=_BLOB_COLUMNS,
+    ),
 }
 """A blob's row unless it has one: one statement, and two uploads of the same bytes at
 once (a retry racing the first) cannot both insert."""
@@ -51,8 +60,8 @@ def record_blob_in(session: Session, stored: StoredBlob, used_at: datetime | Non
     used at once (`gc.mark_used` is for one that already existed): one statement on the
     frame upload's hot path instead of two."""
     connection = session.connection()
-    result = connection.execute(
-        _NEW_BLOB[connection.dialect.name],
+    inserted = _NEW_BLOB[connection.dialect.name].execute(
+        connection,
         {
             "sha256": stored.sha256,
             "size": stored.size,
@@ -61,7 +70,7 @@ def record_blob_in(session: Session, stored: StoredBlob, used_at: datetime | Non
             "used_at": used_at,
         },
     )
-    return bool(result.rowcount)
+    return bool(inserted)
 
 
 def replace_job_file(

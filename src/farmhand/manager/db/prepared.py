@@ -55,8 +55,11 @@ class _Compiled:
 class Prepared(Generic[S]):
     """A Core statement built once, run cheaply on SQLite (module docstring)."""
 
-    def __init__(self, statement: S) -> None:
+    def __init__(self, statement: S, *, columns: Sequence[str] = ()) -> None:
+        """`columns`: for an `INSERT` given no `values()`, the columns it sets, each from
+        the parameter of its name (what SQLAlchemy infers from a run's parameters)."""
         self.statement = statement
+        self.columns = tuple(columns)
         self._compiled: _Compiled | None = None
         # Compiled on first use: the dialect is known only then. A race compiles twice,
         # harmlessly.
@@ -64,13 +67,16 @@ class Prepared(Generic[S]):
 
     def _for(self, dialect: Dialect) -> _Compiled:
         if self._compiled is None or self._compiled_for is not dialect:
-            self._compiled = _compile(self.statement, dialect)
+            self._compiled = _compile(self.statement, dialect, self.columns)
             self._compiled_for = dialect
         return self._compiled
 
     def _run(self, connection: Connection, parameters: Mapping[str, Any]) -> Any:
         """The `sqlite3` cursor, once the statement ran (SQLite only)."""
         compiled = self._for(connection.dialect)
+        if self.columns and parameters.keys() != set(self.columns):
+            # SQLAlchemy would insert exactly the columns named by the parameters.
+            raise ValueError(f"an insert of {self.columns} given {sorted(parameters)}")
         values = compiled.defaults | dict(parameters) if compiled.defaults else parameters
         bound = tuple(
             value if process is None else process(value)
@@ -132,10 +138,10 @@ def _single(processor: object) -> Processor:
     return processor
 
 
-def _compile(statement: Executable, dialect: Dialect) -> _Compiled:
+def _compile(statement: Executable, dialect: Dialect, inserted: tuple[str, ...]) -> _Compiled:
     if not isinstance(statement, ClauseElement):
         raise TypeError(f"not a SQL statement: {statement!r}")
-    compiled = statement.compile(dialect=dialect)
+    compiled = statement.compile(dialect=dialect, column_keys=list(inserted) or None)
     assert isinstance(compiled, SQLCompiler)
     if compiled.literal_execute_params or compiled.post_compile_params:
         raise ValueError(

@@ -97,10 +97,12 @@ def abort_current(
     return jobs
 
 
-_FORGOTTEN = select(Task.id).where(
-    Task.worker_id == bindparam("worker"),
-    Task.status == TaskStatus.ACTIVE.value,
-    Task.started_at < bindparam("before"),
+_FORGOTTEN = Prepared(
+    select(Task.id).where(
+        Task.worker_id == bindparam("worker"),
+        Task.status == TaskStatus.ACTIVE.value,
+        Task.started_at < bindparam("before"),
+    )
 )
 
 
@@ -153,7 +155,7 @@ def give_back_forgotten(
     job's attempts and the blocklist apply.
     """
     before = now - timedelta(seconds=policy.forgotten_task_after)
-    ids = session.connection().scalars(_FORGOTTEN, {"worker": worker_id, "before": before}).all()
+    ids = _FORGOTTEN.scalars(session.connection(), {"worker": worker_id, "before": before})
     given_back = []
     for task in session.scalars(select(Task).where(Task.id.in_(ids))) if ids else ():
         times = _given_back_before(task, worker_id) + 1
