@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.exc import OperationalError
 
+from farmhand.manager.api.errors import storage_fault
 from farmhand.manager.db.engine import Database
 from farmhand.manager.db.migrate import upgrade
 from farmhand.manager.db.models import Blob, Job, Task, User, Worker
@@ -177,3 +179,41 @@ def test_an_insert_sets_the_columns_it_was_prepared_for(db: Database) -> None:
     with db.read() as session:
         blob = session.get(Blob, "a" * 64)
         assert blob is not None and (blob.size, blob.created_at) == (7, WHEN)
+
+
+def test_a_database_refusal_is_raised_as_sqlalchemy_raises_it(db: Database) -> None:
+    """The manager answers a read-only or full database with a 507 and a busy one with a
+    503 (`api/errors.py`), by SQLAlchemy's error types: a prepared statement's refusal
+    must be one of them, not a bare `sqlite3` error that would be a 500."""
+    rename = Prepared(update(Worker).values(name=bindparam("new_name")))
+    with db.transaction() as session:
+        connection = session.connection()
+        connection.exec_driver_sql("PRAGMA query_only=1")
+        try:
+            with pytest.raises(OperationalError) as raised:
+                rename.execute(connection, {"new_name": "renamed"})
+        finally:
+            connection.exec_driver_sql("PRAGMA query_only=0")
+    assert storage_fault(raised.value) is not None
+    with db.read() as session:
+        assert session.scalar(select(Worker.name)) == "box"
+
+
+def test_it_runs_on_the_write_and_the_read_engine_alike(db: Database) -> None:
+    """A database has an engine for writes and one for reads, each with its dialect: a
+    statement used on both is compiled once for each, not again at every switch."""
+    prepared = Prepared(WORKER_COLUMNS)
+    for _ in range(3):
+        with db.transaction() as session:
+            assert prepared.first(session.connection(), {"name": "box"}) is not None
+        with db.read() as session:
+            assert prepared.first(session.connection(), {"name": "box"}) is not None
+    assert len(prepared._compiled) == 2
+
+
+def test_outside_a_transaction_it_refuses_to_run(db: Database) -> None:
+    """Run on a connection that has not begun, a write would commit on its own, and a
+    rollback would not undo it."""
+    rename = Prepared(update(Worker).values(name=bindparam("new_name")))
+    with db.engine.connect() as connection, pytest.raises(RuntimeError, match="transaction"):
+        rename.execute(connection, {"new_name": "renamed"})

@@ -14,8 +14,8 @@ aware UTC datetimes, booleans). The SQL, its parameters and its rows are the sam
 the Python around them is gone. On any other database it is executed by SQLAlchemy as
 before: PostgreSQL's costs are elsewhere, and its driver's parameter style differs.
 
-What it gives up: SQLAlchemy's `before_cursor_execute` events do not see these
-statements, and the rows are named tuples rather than `Row`s (attribute and index access,
+What it gives up: SQLAlchemy's `before_cursor_execute` events and its `echo` log do not
+see these statements, and the rows are named tuples rather than `Row`s (attribute and index access,
 unpacking: the same to their readers). A statement whose SQL SQLAlchemy renders anew at
 each execution (an expanding `IN`), or whose column defaults SQLAlchemy computes at each
 execution, is refused when first run: write it with `statements.one_of`, or give the
@@ -24,13 +24,16 @@ values.
 
 from __future__ import annotations
 
+import sqlite3
 from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import Connection, Executable
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -60,19 +63,23 @@ class Prepared(Generic[S]):
         the parameter of its name (what SQLAlchemy infers from a run's parameters)."""
         self.statement = statement
         self.columns = tuple(columns)
-        self._compiled: _Compiled | None = None
-        # Compiled on first use: the dialect is known only then. A race compiles twice,
-        # harmlessly.
-        self._compiled_for: Dialect | None = None
+        self._compiled: WeakKeyDictionary[Dialect, _Compiled] = WeakKeyDictionary()
+        """Per dialect, compiled on first use (the dialect is known only then). A
+        database has two engines (writes and reads), hence two dialects; a race
+        compiles twice, harmlessly."""
 
     def _for(self, dialect: Dialect) -> _Compiled:
-        if self._compiled is None or self._compiled_for is not dialect:
-            self._compiled = _compile(self.statement, dialect, self.columns)
-            self._compiled_for = dialect
-        return self._compiled
+        compiled = self._compiled.get(dialect)
+        if compiled is None:
+            compiled = self._compiled[dialect] = _compile(self.statement, dialect, self.columns)
+        return compiled
 
-    def _run(self, connection: Connection, parameters: Mapping[str, Any]) -> Any:
-        """The `sqlite3` cursor, once the statement ran (SQLite only)."""
+    def _run(
+        self, connection: Connection, parameters: Mapping[str, Any]
+    ) -> tuple[_Compiled, list[Any], int]:
+        """Run it on SQLite to its end: its compiled form, its raw rows and how many
+        rows it changed. A driver error is raised as SQLAlchemy raises it (`DBAPIError`:
+        a full disk or a locked database is answered as such, not as a crash)."""
         compiled = self._for(connection.dialect)
         if self.columns and parameters.keys() != set(self.columns):
             # SQLAlchemy would insert exactly the columns named by the parameters.
@@ -85,15 +92,24 @@ class Prepared(Generic[S]):
             )
         )
         raw = connection.connection.driver_connection
-        assert raw is not None
-        return raw.execute(compiled.sql, bound)
+        if raw is None or not raw.in_transaction:
+            # SQLAlchemy begins a transaction at a connection's first statement; run
+            # here, the statement would commit on its own.
+            raise RuntimeError("a prepared statement runs only inside a transaction")
+        try:
+            cursor = raw.execute(compiled.sql, bound)
+            rows = cursor.fetchall()
+        except sqlite3.Error as error:
+            raise DBAPIError.instance(
+                compiled.sql, bound, error, sqlite3.Error, dialect=connection.dialect
+            ) from error
+        return compiled, rows, cursor.rowcount
 
     def all(self, connection: Connection, parameters: Mapping[str, Any] = {}) -> list[Any]:
         """Every row (named tuples on SQLite, SQLAlchemy `Row`s elsewhere)."""
         if connection.dialect.name != "sqlite":
             return list(connection.execute(self.statement, dict(parameters)))
-        compiled = self._for(connection.dialect)
-        rows = self._run(connection, parameters).fetchall()
+        compiled, rows, _ = self._run(connection, parameters)
         return [_converted(compiled, row) for row in rows]
 
     def first(self, connection: Connection, parameters: Mapping[str, Any] = {}) -> Any | None:
@@ -115,7 +131,7 @@ class Prepared(Generic[S]):
         """Run a statement that returns no rows; how many rows it changed."""
         if connection.dialect.name != "sqlite":
             return int(connection.execute(self.statement, dict(parameters)).rowcount)
-        return int(self._run(connection, parameters).rowcount)
+        return self._run(connection, parameters)[2]
 
 
 def _converted(compiled: _Compiled, row: Sequence[Any]) -> tuple[Any, ...]:
