@@ -15,11 +15,12 @@ the Python around them is gone. On any other database it is executed by SQLAlche
 before: PostgreSQL's costs are elsewhere, and its driver's parameter style differs.
 
 What it gives up: SQLAlchemy's `before_cursor_execute` events and its `echo` log do not
-see these statements, and the rows are named tuples rather than `Row`s (attribute and index access,
-unpacking: the same to their readers). A statement whose SQL SQLAlchemy renders anew at
-each execution (an expanding `IN`), or whose column defaults SQLAlchemy computes at each
-execution, is refused when first run: write it with `statements.one_of`, or give the
-values.
+see these statements, and the rows are named tuples rather than `Row`s (attribute and
+index access, unpacking: the same to their readers). A statement whose SQL SQLAlchemy
+renders anew at each execution (an expanding `IN`), or whose column defaults SQLAlchemy
+computes at each execution, is refused when first run: write it with
+`statements.one_of`, or give the values. Its errors are SQLAlchemy's (`DBAPIError`), so
+a full or locked database is answered as it always was.
 """
 
 from __future__ import annotations
