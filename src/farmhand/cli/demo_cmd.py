@@ -9,15 +9,19 @@ the processes but HTTP, so the demo exercises exactly what a real farm does.
 
 from __future__ import annotations
 
+import signal
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from farmhand.cli.jobs_cmd import follow, frame_spec
+from farmhand.cli.jobs_cmd import Terminated, follow, frame_spec, terminated_as_interrupted
 from farmhand.cli.options import port_option
 from farmhand.cli.shown import shown, shown_lines
 from farmhand.client import FarmhandError
@@ -58,8 +62,15 @@ def run_demo(
     spec = install.path if install.kind == "executable" else "bpy"
     farm = LocalFarm(root, port=port)
     ok = False
+    stopped_by: int | None = None
     try:
-        with farm.client() as client:
+        # A `kill` or a closed terminal stops the demo as Ctrl-C does: its manager,
+        # workers and their Blenders are stopped, not left running with nobody to stop
+        # them.
+        with (
+            terminated_as_interrupted(signal.SIGTERM, signal.SIGHUP),
+            farm.client() as client,
+        ):
             console.print(f"starting the manager on {farm.url}")
             farm.start_manager(wait=timeout)
             for index in range(1, workers + 1):
@@ -116,17 +127,37 @@ def run_demo(
                 _serve_forever(farm)
             else:  # the farm stops on the way out: no address that leads nowhere
                 console.print("the farm is stopped; `farmhand demo --keep` leaves it running")
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         console.print("stopping")
+        if isinstance(stop, Terminated):
+            stopped_by = stop.signum
     except Exception as exc:
         err.print(f"[red]demo failed:[/red] {shown(exc)}", highlight=False, soft_wrap=True)
     finally:
-        farm.stop()
+        with _signals_ignored(signal.SIGTERM, signal.SIGHUP):  # a second one: still stop
+            farm.stop()
+    if stopped_by is not None:
+        return 128 + stopped_by
     if not ok:
         # The tails quote what users and workers sent the farm (job names, reasons).
         err.print(shown_lines(farm.logs(20)), highlight=False)
         return 1
     return 0
+
+
+@contextmanager
+def _signals_ignored(*signals: signal.Signals) -> Iterator[None]:
+    """While the farm stops, a repeated `kill` must not cut that short (in the main
+    thread only, where signals are handled)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {one: signal.signal(one, signal.SIG_IGN) for one in signals}
+    try:
+        yield
+    finally:
+        for one, handler in previous.items():
+            signal.signal(one, handler)
 
 
 def _serve_forever(farm: LocalFarm) -> None:

@@ -173,24 +173,32 @@ class Terminated(KeyboardInterrupt):
     and without a `--json-events` error: whoever sent it knows (the add-on says "submit
     canceled")."""
 
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        """The signal that stopped the command: its exit is 128 + it, as a shell's."""
+
 
 @contextmanager
-def terminated_as_interrupted() -> Iterator[None]:
-    """SIGTERM raises `Terminated` in the block (Python's default would end the process
-    at once, leaving the uploads it began to hold the user's quota). Only where signals
-    can be handled: the main thread."""
+def terminated_as_interrupted(*signals: signal.Signals) -> Iterator[None]:
+    """SIGTERM (or the `signals` given) raises `Terminated` in the block: Python's
+    default would end the process at once, leaving the uploads it began to hold the
+    user's quota, or a demo's manager and workers running with nobody to stop them.
+    Only where signals can be handled: the main thread."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def stop(signum: int, frame: object) -> None:
-        raise Terminated
+        raise Terminated(signum)
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    caught = signals or (signal.SIGTERM,)
+    previous = {caught_one: signal.signal(caught_one, stop) for caught_one in caught}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for caught_one, handler in previous.items():
+            signal.signal(caught_one, handler)
 
 
 def fail(message: str) -> Failed:
