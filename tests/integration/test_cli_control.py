@@ -384,6 +384,11 @@ def test_blocklist_is_listed_and_cleared(api: httpx.Client, farm: LocalFarm) -> 
     assert api.get("/api/admin/blocklist").json() == []
     refused(farmhand("blocklist", "clear", str(left[0]["id"])), "not found", "404")
     refused(farmhand("blocklist", "clear"), "entry id or --job")
+    # A job that does not exist is refused as an entry that does not is, not "cleared 0".
+    gone = second + 100
+    refused(farmhand("blocklist", "clear", "--job", str(gone)), f"job {gone} not found", "404")
+    said = ok(farmhand("blocklist", "clear", "--job", str(second)))
+    assert f"cleared 0 blocklist entries of job {second}" in said, "a job with none left"
 
 
 # ---------------------------------------------------------------------- who may do it

@@ -327,7 +327,13 @@ def test_blocklist_lists_one_jobs_entries(strict_farm: Farm) -> None:
     assert sorted(listed()) == sorted([("a", first), ("a", second), ("b", first)])
     assert sorted(listed(job_id=first)) == [("a", first), ("b", first)]
     assert listed(job_id=second) == [("a", second)]
-    assert listed(job_id=second + 100) == [], "a job with no entries (or none at all)"
+    third = submit(farm, "1-1")
+    assert listed(job_id=third) == [], "a job with no entries"
+    unknown = farm.client.get(
+        "/api/admin/blocklist", params={"job_id": third + 100}, headers=farm.admin
+    )
+    assert unknown.status_code == 404, "no job at all is not a job with no entries"
+    assert unknown.json()["detail"] == f"job {third + 100} not found"
     for bad in ("abc", "1.5", "", "1e3", "99999999999999999999999"):
         answer = farm.client.get("/api/admin/blocklist", params={"job_id": bad}, headers=farm.admin)
         assert answer.status_code == 400, (bad, answer.status_code, answer.text)

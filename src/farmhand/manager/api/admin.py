@@ -235,6 +235,9 @@ def list_blocklist(
         int | None, Query(description="Only the entries of this job (default: every job's).")
     ] = None,
 ) -> list[BlocklistEntry]:
+    """A `job_id` of no job is a 404, as an unknown entry is: an empty list would say
+    the job has no blocklisted workers (`farmhand blocklist clear --job 12` said it
+    cleared 0 entries of a job that does not exist)."""
     query = (
         select(Blocklist, Worker.name)
         .join(Worker, Worker.id == Blocklist.worker_id)
@@ -243,6 +246,8 @@ def list_blocklist(
     if job_id is not None:
         query = query.where(Blocklist.job_id == job_id)
     with context.db.read() as session:
+        if job_id is not None and session.get(Job, job_id) is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} not found")
         rows = session.execute(query).all()
         return [
             BlocklistEntry(
