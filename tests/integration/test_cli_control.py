@@ -147,6 +147,24 @@ def test_requeue_failed_only_then_all(api: httpx.Client, farm: LocalFarm) -> Non
     ok(farmhand("requeue", str(job_id)))
     assert statuses(api, job_id) == ["queued", "queued", "queued"]
     assert job(api, job_id)["status"] == "queued"
+    said = ok(farmhand("requeue", str(job_id)))
+    assert said.startswith(f"nothing to requeue: job {job_id} "), said
+    assert "has no finished tasks; it is queued" in said, said
+
+
+def test_requeue_failed_only_says_when_no_task_failed(api: httpx.Client, farm: LocalFarm) -> None:
+    """A completed job with no failed task: the requeue does nothing and says so,
+    rather than answer the job's state as if it had done something (exit 0 still)."""
+    job_id = submit(api, "1-1", name="shot010")
+    worker = register(api, farm, "renderer")
+    finish(api, worker, claim(api, worker))
+    said = ok(farmhand("requeue", str(job_id), "--failed-only"))
+    assert said.strip() == (
+        f"nothing to requeue: job {job_id} 'shot010' has no failed or canceled tasks; "
+        "it is completed"
+    )
+    assert statuses(api, job_id) == ["completed"]
+    assert job(api, job_id)["status"] == "completed"
 
 
 def test_delete_asks_first_and_removes_the_job(api: httpx.Client, farm: LocalFarm) -> None:

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from farmhand.cli.jobs_cmd import (
+    UNDONE_TASKS,
     TokenOption,
     UrlOption,
     _status,
@@ -25,7 +26,7 @@ from farmhand.cli.jobs_cmd import (
 )
 from farmhand.cli.shown import shown
 from farmhand.client import FarmhandClient
-from farmhand.shared.schemas import JobActionName, JobSummary, TaskActionName
+from farmhand.shared.schemas import JobActionName, JobSummary, TaskActionName, TaskStatus
 
 task = typer.Typer(no_args_is_help=True, help="Requeue or cancel one task of a job.")
 
@@ -69,7 +70,21 @@ def requeue(
 
     Clears the job's blocklist too: whatever made workers fail is presumably fixed.
     """
-    _job_action(job_id, "requeue-failed" if failed_only else "requeue-all", url, token)
+    # The action answers the job, not what it requeued: a job with none of the tasks
+    # asked for would read as done ("job 4 'shot010': completed"). They are counted
+    # first, and the action still runs (it also clears the blocklist).
+    wanted = UNDONE_TASKS if failed_only else (*UNDONE_TASKS, TaskStatus.COMPLETED)
+    with manager_errors(), open_client(url, token) as client:
+        found = client.job_tasks(job_id, status=wanted, limit=1).total
+        summary = client.job_action(job_id, "requeue-failed" if failed_only else "requeue-all")
+    if found:
+        _said(summary)
+        return
+    which = "failed or canceled" if failed_only else "finished"
+    console.print(
+        f"nothing to requeue: job {summary.id} {shown(repr(summary.name))} has no {which} "
+        f"tasks; it is {_status(summary.status)}"
+    )
 
 
 def priority(
