@@ -239,3 +239,19 @@ def test_an_upload_whose_refusal_is_lost_says_the_manager_refused_it(
     assert refusal["fill"] == pytest.approx(refusal["bar"], abs=1), refusal
     shoot(page, "refused-upload-answer-lost")
     page.context.close()
+
+
+def test_a_page_signed_out_whose_refusal_is_lost_goes_to_the_sign_in(
+    browser: Any, farm: LocalFarm, student: str, tmp_path: Path, losing_proxy: LosingProxy
+) -> None:
+    """Signed out meanwhile (another tab, an admin), the upload is refused as
+    unauthenticated, and that answer too can be lost: the page's question to the
+    manager must be one that answers 401 then, so the page goes to the sign-in. It
+    asked `/api/me`, which does not exist: a 404, and the page blamed the file's size."""
+    page = sign_in(browser, farm, student)
+    page.goto(losing_proxy.url + "/submit")
+    page.context.clear_cookies()
+    page.set_input_files("#file", str(sparse_blend(tmp_path, "big.blend")))
+    page.wait_for_url(re.compile(r"/login\?error=session-ended"))
+    assert losing_proxy.lost.is_set(), "the manager's answer reached the browser"
+    page.context.close()

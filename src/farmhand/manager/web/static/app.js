@@ -703,7 +703,7 @@
     const NETWORK = "Upload failed: network error. Try again.";
     const whyCutOff = async () => {
       try {
-        await call("GET", "/api/me");
+        await call("GET", "/api/auth/me");
         return CUT_OFF;
       } catch (error) {
         if (!(error instanceof ApiError)) return NETWORK; // no answer now either
