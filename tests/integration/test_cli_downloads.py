@@ -145,6 +145,31 @@ def test_a_download_holds_frames_and_passes_and_says_what_it_is(
     assert files_tree(named) == job_frames | passes
 
 
+def test_the_warning_counts_the_frames_written_before_the_worker_reports_them(
+    api: httpx.Client, farm: LocalFarm, tmp_path: Path
+) -> None:
+    """A worker reports its frames done after uploading them: a frame uploaded since its
+    last report is downloaded, and the warning counts it too (it said one fewer)."""
+    job_id = submit_stand_in(api, frame_start=1, frame_end=4, chunk_size=4)
+    who = runner(api, farm)
+    task = api.get("/api/runner/tasks", params={"wait": 0}, headers=who).json()
+    for frame in (1, 2, 3):
+        render(api, who, task, frame)
+    api.post(
+        f"/api/runner/tasks/{task['task_id']}/progress", headers=who, json={"frames_done": 2}
+    ).raise_for_status()
+    assert api.get(f"/api/jobs/{job_id}").json()["frames_done"] == 2, "frame 3 not reported"
+
+    result = ok(farmhand("download", str(job_id), "-o", str(tmp_path)))
+    assert f"3 frames and 6 passes in {tmp_path}" in result.stdout
+    assert f"warning: job {job_id} is active: 3 of 4 frames rendered so far" in result.stderr
+    assert {p for p in files_tree(tmp_path) if p.startswith("frames/")} == {
+        "frames/0001.png",
+        "frames/0002.png",
+        "frames/0003.png",
+    }
+
+
 def api_paths(api: httpx.Client, job_id: int) -> set[str]:
     return {f["path"] for f in api.get(f"/api/jobs/{job_id}/files").json()}
 

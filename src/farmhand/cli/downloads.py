@@ -93,9 +93,16 @@ def download_job(
     )
 
 
-def unfinished(job: JobDetail) -> str | None:
-    """Why a download of `job` is not the whole job, or None when it is (completed)."""
-    rendered = f"{job.frames_done} of {plural(job.frames_total, 'frame')}"
+def unfinished(job: JobDetail, frames: int | None = None) -> str | None:
+    """Why a download of `job` is not the whole job, or None when it is (completed).
+
+    `frames`: the frames the download found on the manager and wrote
+    (`Downloaded.frames`), said as the frames rendered so the warning agrees with the
+    count it follows. The job's own `frames_done` is the worker's last progress report,
+    which lags a frame already uploaded (and so downloaded) until the next one; it is
+    said only where nothing was counted (a zip)."""
+    done = job.frames_done if frames is None else frames
+    rendered = f"{done} of {plural(job.frames_total, 'frame')}"
     if job.status == JobStatus.COMPLETED:
         return None
     if job.status in (JobStatus.FAILED, JobStatus.CANCELED):

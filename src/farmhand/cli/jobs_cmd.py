@@ -1341,12 +1341,13 @@ def download(
         chosen = template or detail.settings.output_template
         written = download_with_bar(client, job_id, output, chosen)
     say_downloaded(written, output)
-    warn_unfinished(detail)
+    warn_unfinished(detail, written.frames)
 
 
-def warn_unfinished(job: JobDetail) -> None:
-    """Say on stderr that a download holds only part of a job that is not completed."""
-    note = unfinished(job)
+def warn_unfinished(job: JobDetail, frames: int | None = None) -> None:
+    """Say on stderr that a download holds only part of a job that is not completed,
+    with the `frames` it wrote as the frames rendered (`unfinished`)."""
+    note = unfinished(job, frames)
     if note is not None:
         err.print(f"[yellow]warning:[/yellow] {shown(note)}", highlight=False, soft_wrap=True)
 
