@@ -496,6 +496,25 @@ def test_the_no_progress_reason_says_the_timeout_in_readable_units(
 # ------------------------------------------------------------------------- job control
 
 
+def test_requeueing_the_failed_tasks_of_a_job_with_none_leaves_it_as_it_was(farm: Farm) -> None:
+    """A completed job keeps its finish time: it was moved to the moment of a requeue
+    that requeued nothing (and the job re-derived, and announced, for nothing)."""
+    job_id = submit(farm, "1-2")
+    w = runner(farm, "w")
+    while (task := claim(farm, w)) is not None:
+        finish(farm, w, task)
+    done = job(farm, job_id)
+    assert done["status"] == "completed" and done["finished_at"] is not None
+    time.sleep(0.05)  # a finish time moved to now would differ from the one above
+    again = farm.client.post(
+        f"/api/jobs/{job_id}/actions", headers=farm.admin, json={"action": "requeue-failed"}
+    )
+    assert again.status_code == 200, again.text
+    after = job(farm, job_id)
+    assert (after["status"], after["finished_at"]) == ("completed", done["finished_at"])
+    assert [t["status"] for t in after["tasks"]] == ["completed", "completed"]
+
+
 def test_pause_resume_requeue_and_delete(farm: Farm) -> None:
     job_id = submit(farm, "1-3")
     w = runner(farm, "w")

@@ -613,15 +613,22 @@ def requeue_job(
     must match the frames that stay.
 
     A paused job stays paused: its tasks are back in the queue, but none starts until
-    someone resumes it (as after requeueing or canceling one of its tasks).
+    someone resumes it (as after requeueing or canceling one of its tasks). With no task
+    to requeue, only the blocklist is cleared.
     """
     wanted = [TaskStatus.FAILED.value, TaskStatus.CANCELED.value]
     if not only_failed:
         wanted.append(TaskStatus.COMPLETED.value)
     settle(session, job.id)
+    requeued = 0
     for task in session.scalars(select(Task).where(Task.job_id == job.id, Task.status.in_(wanted))):
         _back_to_queue(task, reason)
+        requeued += 1
     forgive(session, job.id)
+    if not requeued:
+        # Nothing runs again, so the job is as it was: a completed job keeps its status
+        # reason and its finish time, which re-deriving it would have moved to now.
+        return JobStatus(job.status)
     if not only_failed and session.scalar(_RENDER_RUNNING, {"job": job.id}) is None:
         job.blender_pinned = None
     if JobStatus(job.status) is not JobStatus.PAUSED:
