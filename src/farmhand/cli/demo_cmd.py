@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import signal
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from farmhand.cli.jobs_cmd import Terminated, follow, frame_spec, terminated_as_interrupted
+from farmhand.cli.jobs_cmd import follow, frame_spec
 from farmhand.cli.options import port_option
 from farmhand.cli.shown import shown, shown_lines
+from farmhand.cli.signals import Terminated, ignored, terminated_as_interrupted
 from farmhand.client import FarmhandError
 from farmhand.localfarm import LocalFarm
 from farmhand.shared.schemas import JobSettings, JobStatus, VideoSettings
@@ -134,7 +132,7 @@ def run_demo(
     except Exception as exc:
         err.print(f"[red]demo failed:[/red] {shown(exc)}", highlight=False, soft_wrap=True)
     finally:
-        with _signals_ignored(signal.SIGTERM, signal.SIGHUP):  # a second one: still stop
+        with ignored(signal.SIGTERM, signal.SIGHUP):  # a second one: still stop
             farm.stop()
     if stopped_by is not None:
         return 128 + stopped_by
@@ -143,21 +141,6 @@ def run_demo(
         err.print(shown_lines(farm.logs(20)), highlight=False)
         return 1
     return 0
-
-
-@contextmanager
-def _signals_ignored(*signals: signal.Signals) -> Iterator[None]:
-    """While the farm stops, a repeated `kill` must not cut that short (in the main
-    thread only, where signals are handled)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {one: signal.signal(one, signal.SIG_IGN) for one in signals}
-    try:
-        yield
-    finally:
-        for one, handler in previous.items():
-            signal.signal(one, handler)
 
 
 def _serve_forever(farm: LocalFarm) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import signal
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -24,6 +22,7 @@ from farmhand.cli.folders import FolderError, check_writable_folder, why
 from farmhand.cli.json_events import JsonEvents, errors_as_events
 from farmhand.cli.progress import Words, progress, transfer_progress
 from farmhand.cli.shown import shown, shown_lines, visible
+from farmhand.cli.signals import Terminated, terminated_as_interrupted
 from farmhand.cli.words import frames_label, plural
 from farmhand.client import (
     FarmhandClient,
@@ -167,40 +166,6 @@ def canceled_words(canceled: KeyboardInterrupt) -> str:
     )
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM during a submit (the add-on's Cancel, a `kill`): it stops as Ctrl-C stops
-    it, what it began to upload freed (client/submission.py), but ends with exit 143
-    and without a `--json-events` error: whoever sent it knows (the add-on says "submit
-    canceled")."""
-
-    def __init__(self, signum: int = signal.SIGTERM) -> None:
-        super().__init__(signum)
-        self.signum = signum
-        """The signal that stopped the command: its exit is 128 + it, as a shell's."""
-
-
-@contextmanager
-def terminated_as_interrupted(*signals: signal.Signals) -> Iterator[None]:
-    """SIGTERM (or the `signals` given) raises `Terminated` in the block: Python's
-    default would end the process at once, leaving the uploads it began to hold the
-    user's quota, or a demo's manager and workers running with nobody to stop them.
-    Only where signals can be handled: the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum: int, frame: object) -> None:
-        raise Terminated(signum)
-
-    caught = signals or (signal.SIGTERM,)
-    previous = {caught_one: signal.signal(caught_one, stop) for caught_one in caught}
-    try:
-        yield
-    finally:
-        for caught_one, handler in previous.items():
-            signal.signal(caught_one, handler)
-
-
 def fail(message: str) -> Failed:
     """Print one red line (no traceback) and return the exit to raise."""
     # soft_wrap: a line however long stays one (a path in it stays copyable, greps still
@@ -314,8 +279,9 @@ def interrupted(message: str | Callable[[KeyboardInterrupt], str]) -> Iterator[N
     except KeyboardInterrupt as stop:
         said = message if isinstance(message, str) else message(stop)
         err.print(visible(said), markup=False, highlight=False, soft_wrap=True)
-        if isinstance(stop, Terminated) or isinstance(stop.__cause__, Terminated):
-            raise SystemExit(128 + signal.SIGTERM) from None
+        terminated = stop if isinstance(stop, Terminated) else stop.__cause__
+        if isinstance(terminated, Terminated):
+            raise SystemExit(128 + terminated.signum) from None
         raise Stopped(said) from None
 
 
