@@ -246,7 +246,7 @@ def list_blocklist(
     if job_id is not None:
         query = query.where(Blocklist.job_id == job_id)
     with context.db.read() as session:
-        if job_id is not None and session.get(Job, job_id) is None:
+        if job_id is not None and not caller.sees(session.get(Job, job_id)):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} not found")
         rows = session.execute(query).all()
         return [

@@ -92,6 +92,11 @@ def _unreferenced() -> ColumnElement[bool]:
     return ~exists().where(JobFile.sha256 == Blob.sha256)
 
 
+def _unclaimed() -> ColumnElement[bool]:
+    """No one's upload of the blob is on record (`blob_uploads`)."""
+    return ~exists().where(BlobUpload.sha256 == Blob.sha256)
+
+
 def _quiet_since(cutoff: datetime) -> ColumnElement[bool]:
     """Neither created nor touched after `cutoff`."""
     return and_(Blob.created_at < cutoff, or_(Blob.touched_at.is_(None), Blob.touched_at < cutoff))
@@ -193,8 +198,8 @@ def undo_uploads(
                 delete(Blob)
                 .where(
                     Blob.sha256.in_(list(created)),
-                    ~exists().where(JobFile.sha256 == Blob.sha256),
-                    ~exists().where(BlobUpload.sha256 == Blob.sha256),
+                    _unreferenced(),
+                    _unclaimed(),
                 )
                 .execution_options(synchronize_session=False)
             )
@@ -262,7 +267,7 @@ def release_upload(context: ManagerContext, user_id: int, sha256: str) -> Releas
             and_(
                 _unreferenced(),
                 Blob.used_at.is_(None),
-                ~exists().where(BlobUpload.sha256 == Blob.sha256),
+                _unclaimed(),
                 or_(Blob.touched_at.is_(None), Blob.touched_at <= claimed),
             ),
         )
