@@ -630,51 +630,8 @@ class BaseClient:
         return _parse(Health, self._request("GET", "/healthz"))
 
 
-class UploadLedger:
-    """The blobs a client began to upload while it records them
-    (`FarmhandClient.recording_uploads`), by hash, with their sizes: what a canceled
-    submit frees again (`submission.py`). Noted before each upload's first request, as
-    the manager may keep what one sent even if its answer never arrives. Once `closed`,
-    no upload begins any more (a thread still running after a cancel would make one
-    after it was freed). Safe from the upload's threads."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._sizes: dict[str, int] = {}
-        self._closed = False
-
-    def begin(self, sha256: str, size: int) -> None:
-        with self._lock:
-            if self._closed:
-                raise FarmhandError("the upload was canceled")
-            self._sizes[sha256] = size
-
-    def close(self) -> dict[str, int]:
-        """Stop further uploads; the blobs begun, by hash, with their sizes."""
-        with self._lock:
-            self._closed = True
-            return dict(self._sizes)
-
-
 class FarmhandClient(BaseClient):
     """The people's API: upload files, submit, watch, cancel and download jobs."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._ledger: UploadLedger | None = None
-
-    @contextmanager
-    def recording_uploads(self) -> Iterator[UploadLedger]:
-        """Note every blob upload this client begins inside the block (`UploadLedger`)."""
-        self._ledger = ledger = UploadLedger()
-        try:
-            yield ledger
-        finally:
-            self._ledger = None
-
-    def _begin(self, sha256: str, size: int) -> None:
-        if self._ledger is not None:
-            self._ledger.begin(sha256, size)
 
     def missing_blobs(self, hashes: list[str]) -> list[str]:
         """Which of these SHA-256 hashes the manager does not hold yet."""
@@ -698,7 +655,6 @@ class FarmhandClient(BaseClient):
             if on_progress is not None:
                 on_progress(sent, total)
 
-        self._begin(sha256, total)
         response = self._request(
             "PUT",
             f"/api/blobs/{sha256}",
@@ -709,7 +665,6 @@ class FarmhandClient(BaseClient):
 
     def start_upload(self, sha256: str, size: int) -> UploadStatus:
         """Open (or find again) a resumable upload; its offset says where to send from."""
-        self._begin(sha256, size)
         body = UploadCreate(sha256=sha256, size=size).model_dump(mode="json")
         return _parse(UploadStatus, self._request("POST", "/api/uploads", json=body))
 

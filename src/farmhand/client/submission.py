@@ -107,14 +107,12 @@ def submit_project(
         if hooks.uploading is not None:
             distinct = _distinct(entries)
             hooks.uploading(sum(e.size for e in distinct), len(distinct))
-        with client.recording_uploads() as ledger:
-            try:
-                report = uploader.upload(entries)
-            except KeyboardInterrupt as stop:
-                begun = ledger.close()
-                if not begun:
-                    raise
-                raise SubmitCanceled(free_canceled(client, begun)) from stop
+        try:
+            report = uploader.upload(entries)
+        except KeyboardInterrupt as stop:
+            if not uploader.begun:  # stopped: none begins any more
+                raise
+            raise SubmitCanceled(free_canceled(client, dict(uploader.begun))) from stop
         job = JobCreate(
             **fields,
             main_file=packed.main_file,

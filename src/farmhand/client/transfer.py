@@ -111,6 +111,10 @@ class Uploader:
         self.advance = advance
         self._lock = threading.Lock()
         self.outage = OutageLog()
+        self.begun: dict[str, int] = {}
+        """The blobs whose upload sent (or was about to send) its first request, by hash,
+        with their sizes: what a canceled submit frees again (`submission.py`). The
+        manager may keep what one sent even if its answer never arrived."""
         """Shared by every file's retries: a manager gone mid-upload is one outage, said
         once (and told its watchers once), not once for each file being sent."""
 
@@ -150,12 +154,22 @@ class Uploader:
         except BaseException:
             # Ctrl-C (or a file that failed): leaving `with ThreadPoolExecutor` would wait
             # for a thread blocked writing to a stalled manager, for minutes.
-            abort.set()
+            with self._lock:  # from now on no upload begins (`_begin`)
+                abort.set()
             pool.shutdown(wait=False, cancel_futures=True)
             self.client.interrupt()
             raise
         pool.shutdown()
         return report
+
+    def _begin(self, entry: Entry, abort: threading.Event) -> None:
+        """Note the upload in `begun` before its first request, unless the uploads were
+        stopped: under the lock `upload` stops them with, so that no thread still running
+        after a cancel begins one that the cancel would not know to free."""
+        with self._lock:
+            if abort.is_set():
+                raise UploadAborted(entry.path.name)
+            self.begun[entry.sha256] = entry.size
 
     def _one(self, entry: Entry, report: UploadReport, abort: threading.Event) -> Entry:
         """Upload one blob to the end, resuming from the manager's offset after a break;
@@ -194,7 +208,7 @@ class Uploader:
             self.client.upload_blob(entry.path, entry.sha256, delta)
 
         def attempt() -> None:
-            check()
+            self._begin(entry, abort)
             if entry.size < self.resumable_from:
                 show(-shown)  # sent again from its first byte
                 whole(entry)
@@ -212,7 +226,7 @@ class Uploader:
                 except FarmhandError as error:
                     if error.status_code != 409:  # 409: another sender moved the offset
                         raise
-                    check()
+                    self._begin(entry, abort)
                     status = self.client.start_upload(entry.sha256, entry.size)
 
         call_with_retry(
