@@ -204,9 +204,7 @@ DNS_RETRY_FOR = 10.0
 may fail for a moment, a mistyped name never resolves."""
 
 
-def reach_manager(
-    client: FarmhandClient, events: JsonEvents | None, clock: Callable[[], float] = time.monotonic
-) -> None:
+def reach_manager(client: FarmhandClient, events: JsonEvents | None) -> None:
     """Ask the manager once (`GET /healthz`) before a scene is packed and hashed: one
     that was down was said only after hashing it all, then two minutes of "uploading
     0%". It is asked as an upload would be (`UPLOAD_RETRY`), each outage said at once
@@ -214,7 +212,7 @@ def reach_manager(
     for people); a URL that cannot work (https:// to a plain-HTTP manager) fails at
     once, a host name DNS does not know after `DNS_RETRY_FOR`. An answer that is an
     error not worth a retry (a proxy's 404) lets the submit go on: it was answered."""
-    started = clock()
+    started = time.monotonic()
     said: list[str] = []
 
     def ask() -> None:
@@ -225,7 +223,7 @@ def reach_manager(
             if cause == "answered" and not is_retryable(exc):
                 return
             if cause in ("answered", "silent") or (
-                cause == "dns" and clock() - started < DNS_RETRY_FOR
+                cause == "dns" and time.monotonic() - started < DNS_RETRY_FOR
             ):
                 raise
             raise FarmhandError(unreachable_words(exc, client.base_url)) from exc
