@@ -246,6 +246,17 @@ def test_admin_controls_tasks_and_clears_the_blocklist(
     expect()(page.locator("#actions button:not([hidden])").first).to_be_focused()
     assert blocklisted(api, job_id) == []
     expect()(page.locator("#toasts")).to_contain_text("Blocklist cleared: 2 entries")
+
+    # Requeue the failed and canceled ones from the job's actions: the page says how
+    # many went back, and they are queued.
+    tasks = api.get(f"/api/jobs/{job_id}").json()["tasks"]
+    undone = [t for t in tasks if t["status"] in ("failed", "canceled")]
+    assert len(undone) >= 2, undone
+    page.locator("#actions").get_by_role("button", name="Requeue failed").click()
+    expect()(page.locator("#toasts")).to_contain_text(
+        f"Requeue failed: {len(undone)} tasks back in the queue"
+    )
+    assert all(task_status(api, job_id, t["id"]) == "queued" for t in undone)
     page.context.close()
 
 

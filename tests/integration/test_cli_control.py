@@ -142,9 +142,11 @@ def test_requeue_failed_only_then_all(api: httpx.Client, farm: LocalFarm) -> Non
     finish(api, worker, claim(api, worker))
     fail(api, worker, claim(api, worker))
     assert statuses(api, job_id) == ["completed", "failed", "canceled"]
-    ok(farmhand("requeue", str(job_id), "--failed-only"))
+    said = ok(farmhand("requeue", str(job_id), "--failed-only"))
+    assert "(2 tasks requeued)" in said, said  # the failed one, and the one it canceled
     assert statuses(api, job_id) == ["completed", "queued", "queued"]
-    ok(farmhand("requeue", str(job_id)))
+    said = ok(farmhand("requeue", str(job_id)))
+    assert said.strip().endswith(": queued (1 task requeued)"), said  # the completed one
     assert statuses(api, job_id) == ["queued", "queued", "queued"]
     assert job(api, job_id)["status"] == "queued"
     said = ok(farmhand("requeue", str(job_id)))

@@ -510,6 +510,7 @@ def test_requeueing_the_failed_tasks_of_a_job_with_none_leaves_it_as_it_was(farm
         f"/api/jobs/{job_id}/actions", headers=farm.admin, json={"action": "requeue-failed"}
     )
     assert again.status_code == 200, again.text
+    assert again.json()["requeued"] == 0, "the answer says nothing was requeued"
     after = job(farm, job_id)
     assert (after["status"], after["finished_at"]) == ("completed", done["finished_at"])
     assert [t["status"] for t in after["tasks"]] == ["completed", "completed"]
@@ -524,6 +525,7 @@ def test_pause_resume_requeue_and_delete(farm: Farm) -> None:
         f"/api/jobs/{job_id}/actions", headers=farm.admin, json={"action": "pause"}
     )
     assert paused.json()["status"] == "paused"
+    assert paused.json()["requeued"] is None, "only a requeue counts what it requeued"
     finish(farm, w, running)  # the running task may finish while paused
     assert claim(farm, w) is None, "no new task of a paused job starts"
     assert job(farm, job_id)["status"] == "paused"
@@ -538,7 +540,7 @@ def test_pause_resume_requeue_and_delete(farm: Farm) -> None:
     again = farm.client.post(
         f"/api/jobs/{job_id}/actions", headers=farm.admin, json={"action": "requeue-all"}
     )
-    assert again.json()["status"] == "queued"
+    assert (again.json()["status"], again.json()["requeued"]) == ("queued", 3)
     assert [t["status"] for t in job(farm, job_id)["tasks"]] == ["queued"] * 3
     conflict = farm.client.post(
         f"/api/jobs/{job_id}/actions", headers=farm.admin, json={"action": "resume"}
@@ -597,9 +599,10 @@ def test_requeue_failed_only_reruns_failed_tasks(farm: Farm) -> None:
     finish(farm, w, claimed(farm, w))
     fail(farm, w, claimed(farm, w))
     assert job(farm, job_id)["status"] == "failed"
-    farm.client.post(
+    again = farm.client.post(
         f"/api/jobs/{job_id}/actions", headers=farm.admin, json={"action": "requeue-failed"}
     )
+    assert again.json()["requeued"] == 1, "the failed task, not the completed one"
     assert [t["status"] for t in job(farm, job_id)["tasks"]] == ["completed", "queued"]
     finish(farm, w, claimed(farm, w))
     assert job(farm, job_id)["status"] == "completed"

@@ -14,7 +14,6 @@ from typing import Annotated
 import typer
 
 from farmhand.cli.jobs_cmd import (
-    UNDONE_TASKS,
     TokenOption,
     UrlOption,
     _status,
@@ -26,7 +25,7 @@ from farmhand.cli.jobs_cmd import (
 )
 from farmhand.cli.shown import shown
 from farmhand.client import FarmhandClient
-from farmhand.shared.schemas import JobActionName, JobSummary, TaskActionName, TaskStatus
+from farmhand.shared.schemas import JobActionName, JobSummary, TaskActionName
 
 task = typer.Typer(no_args_is_help=True, help="Requeue or cancel one task of a job.")
 
@@ -70,20 +69,17 @@ def requeue(
 
     Clears the job's blocklist too: whatever made workers fail is presumably fixed.
     """
-    # The action answers the job, not what it requeued: a job with none of the tasks
-    # asked for would read as done ("job 4 'shot010': completed"). They are counted
-    # first, and the action still runs (it also clears the blocklist).
-    wanted = UNDONE_TASKS if failed_only else (*UNDONE_TASKS, TaskStatus.COMPLETED)
     with manager_errors(), open_client(url, token) as client:
-        found = client.job_tasks(job_id, status=wanted, limit=1).total
-        summary = client.job_action(job_id, "requeue-failed" if failed_only else "requeue-all")
-    if found:
-        _said(summary)
+        outcome = client.job_action(job_id, "requeue-failed" if failed_only else "requeue-all")
+    if outcome.requeued:
+        _said(outcome, f" ({outcome.requeued} task{'s' if outcome.requeued != 1 else ''} requeued)")
         return
+    # Without the count a job with none of the tasks asked for would read as done
+    # ("job 4 'shot010': completed"); its blocklist was still cleared.
     which = "failed or canceled" if failed_only else "finished"
     console.print(
-        f"nothing to requeue: job {summary.id} {shown(repr(summary.name))} has no {which} "
-        f"tasks; it is {_status(summary.status)}"
+        f"nothing to requeue: job {outcome.id} {shown(repr(outcome.name))} has no {which} "
+        f"tasks; it is {_status(outcome.status)}"
     )
 
 

@@ -62,6 +62,7 @@ from farmhand.shared.schemas import (
     JobAccepted,
     JobAction,
     JobActionName,
+    JobActionOutcome,
     JobCreate,
     JobDetail,
     JobFile,
@@ -830,10 +831,11 @@ class FarmhandClient(BaseClient):
         """Delete a job with its logs and outputs (cancels it first if it runs)."""
         self._request("DELETE", f"/api/jobs/{job_id}", params={"purge": "true"})
 
-    def job_action(self, job_id: int, action: JobActionName) -> JobSummary:
+    def job_action(self, job_id: int, action: JobActionName) -> JobActionOutcome:
         """Pause, resume, or requeue a job's failed (`requeue-failed`) or all tasks."""
         body = JobAction(action=action).model_dump(mode="json")
-        return _parse(JobSummary, self._request("POST", f"/api/jobs/{job_id}/actions", json=body))
+        answer = self._request("POST", f"/api/jobs/{job_id}/actions", json=body)
+        return _parse(JobActionOutcome, answer)
 
     def set_priority(self, job_id: int, priority: int) -> JobSummary:
         """A job's priority, 0 to 100; taken into account at the next claim."""

@@ -513,6 +513,18 @@ class JobSummary(BaseModel):
     )
 
 
+class JobActionOutcome(JobSummary):
+    """`POST /api/jobs/{id}/actions`' answer: the job after the action, and for a requeue
+    how many tasks it put back, so that a client need not count them before asking (a
+    count that a task finishing meanwhile would make wrong)."""
+
+    requeued: int | None = Field(
+        default=None,
+        description="Tasks a requeue put back in the queue; 0 when the job had none of "
+        "the tasks asked for (its blocklist was still cleared). null for pause and resume.",
+    )
+
+
 JOB_PAGE_MAX = 1000
 """Most jobs `GET /api/jobs` answers at once, and its default page."""
 TASK_PAGE_MAX = 1000

@@ -66,6 +66,7 @@ from farmhand.shared.paths import UnsafePathError, check_coexisting, safe_relati
 from farmhand.shared.schemas import (
     JobAccepted,
     JobAction,
+    JobActionOutcome,
     JobCreate,
     JobDetail,
     JobDetailQuery,
@@ -428,12 +429,13 @@ def patch_job(job_id: int, body: JobPatch, context: Context, caller: UserDep) ->
 
 @router.post(
     "/{job_id}/actions",
-    response_model=JobSummary,
+    response_model=JobActionOutcome,
     responses={**ERRORS, **error_responses(409)},
     summary="Pause, resume, or requeue a job's failed or all tasks",
 )
-def job_action(job_id: int, body: JobAction, context: Context, caller: UserDep) -> JobSummary:
+def job_action(job_id: int, body: JobAction, context: Context, caller: UserDep) -> JobActionOutcome:
     now = utcnow()
+    requeued: int | None = None
     with context.db.transaction() as session:
         job = _visible_job(session, caller, job_id)
         try:
@@ -443,7 +445,7 @@ def job_action(job_id: int, body: JobAction, context: Context, caller: UserDep) 
                 resume_job(session, job, now, context.policy)
             else:
                 only_failed = body.action == "requeue-failed"
-                requeue_job(
+                requeued = requeue_job(
                     session,
                     job,
                     now,
@@ -455,7 +457,7 @@ def job_action(job_id: int, body: JobAction, context: Context, caller: UserDep) 
             raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from error
         summary = job_summaries(session, [job])[0]
     _changed(context, job_id)
-    return summary
+    return JobActionOutcome(**summary.model_dump(), requeued=requeued)
 
 
 @router.post(

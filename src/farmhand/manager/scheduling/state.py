@@ -601,9 +601,9 @@ def resume_job(session: Session, job: Job, now: datetime, policy: Policy) -> Job
 
 def requeue_job(
     session: Session, job: Job, now: datetime, policy: Policy, *, only_failed: bool, reason: str
-) -> JobStatus:
+) -> int:
     """Run a job's failed (and canceled) tasks again, or all of its tasks; `reason`
-    (`requeued by …`) becomes their `last_error`.
+    (`requeued by …`) becomes their `last_error`. Returns how many went back to the queue.
 
     The job's blocklist is cleared too: the person asking has presumably fixed the cause.
     Running all of them again also frees the job of its Blender pin, unless a render task
@@ -628,14 +628,15 @@ def requeue_job(
     if not requeued:
         # Nothing runs again, so the job is as it was: a completed job keeps its status
         # reason and its finish time, which re-deriving it would have moved to now.
-        return JobStatus(job.status)
+        return 0
     if not only_failed and session.scalar(_RENDER_RUNNING, {"job": job.id}) is None:
         job.blender_pinned = None
     if JobStatus(job.status) is not JobStatus.PAUSED:
         job.status = JobStatus.QUEUED.value
     job.status_reason = None
     job.finished_at = None
-    return refresh_job(session, job, now, policy)
+    refresh_job(session, job, now, policy)
+    return requeued
 
 
 def forgive(

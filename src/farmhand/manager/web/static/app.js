@@ -1315,13 +1315,21 @@
         return false;
       },
     };
+    // A requeue's answer counts the tasks it put back (JobActionOutcome.requeued): said,
+    // so that a requeue that found nothing to run (a task finished meanwhile) is not "done".
+    const actionDone = (what, answer) => {
+      const n = answer && Number.isInteger(answer.requeued) ? answer.requeued : null;
+      if (n === null) return `${what}: done`;
+      if (n === 0) return `${what}: nothing to requeue`;
+      return `${what}: ${n} task${n === 1 ? "" : "s"} back in the queue`;
+    };
     $("#actions").addEventListener("click", async (e) => {
       const button = e.target.closest("[data-action]");
       if (!button) return;
       button.disabled = true;
       try {
         const done = await actions[button.dataset.action]();
-        if (done) { toast(`${button.textContent}: done`); await refresh(); }
+        if (done) { toast(actionDone(button.textContent, done)); await refresh(); }
       } catch (error) {
         if (error.status === 404 || error.status === 405) toast(`${button.textContent} is not available on this manager yet.`, "error");
         else fail(error);
