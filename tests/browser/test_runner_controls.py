@@ -424,6 +424,34 @@ def test_each_runner_says_where_it_is(browser: Any, farm: LocalFarm, api: httpx.
     page.context.close()
 
 
+def test_a_schedule_over_the_weeks_end_reads_as_it_was_typed(
+    browser: Any, farm: LocalFarm, api: httpx.Client
+) -> None:
+    """Nights from Friday to Monday read `fri-mon`, as `--window "fri-mon ..."` takes
+    them and `farmhand runners` writes them, not `mon,fri-sun`."""
+    register(api, farm, "weekend-ws")
+    set_schedule(
+        api,
+        "weekend-ws",
+        {
+            "timezone": "Europe/Paris",
+            "windows": [
+                {"days": ["fri", "sat", "sun", "mon"], "start": "22:00", "end": "06:00"},
+                {"days": ["sun", "mon", "wed"], "start": "12:00", "end": "13:00"},
+            ],
+            "when": "after-task",
+        },
+    )
+    page = sign_in(browser, farm)
+    errors = script_errors(page)
+    runners_page(page, farm)
+    expect()(row(page, "weekend-ws").locator("td.sleep")).to_have_text(
+        "fri-mon 22:00-06:00, wed,sun-mon 12:00-13:00 (Europe/Paris)"
+    )
+    assert errors == []
+    page.context.close()
+
+
 def test_phone_runner_cards_and_editor_fit(
     browser: Any, farm: LocalFarm, api: httpx.Client
 ) -> None:

@@ -369,6 +369,11 @@ def test_window_syntax() -> None:
     assert parse_window("mon,wed-fri 10:00-11:00").days == ["mon", "wed", "thu", "fri"]
     assert format_days(["mon", "wed", "thu", "fri"]) == "mon,wed-fri"
     assert format_days(["sun", "mon", "tue", "wed", "thu", "fri", "sat"]) == "daily"
+    # Over the week's end: one range, as it was typed, not mon,fri-sun.
+    assert format_days(window.days) == "fri-mon"
+    assert format_days(["sun", "mon", "wed"]) == "wed,sun-mon"
+    assert format_days(["sat", "sun"]) == "sat-sun"
+    assert format_days(["mon"]) == "mon"
     for bad in ("mon", "mon 9:00-10:00", "funday 09:00-10:00", "mon 10:00", "mon 24:30-01:00"):
         with pytest.raises(ValueError):
             parse_window(bad)

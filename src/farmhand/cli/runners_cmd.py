@@ -99,7 +99,9 @@ def _ago(when: datetime | None) -> str:
 
 
 def format_days(days: Sequence[str]) -> str:
-    """`mon,tue,wed,thu,fri` as `mon-fri`; every day as `daily`."""
+    """`mon,tue,wed,thu,fri` as `mon-fri`; every day as `daily`. A run over the week's
+    end is one range, as `--window` takes it: `fri-mon`, not `mon,fri-sun`. The web
+    page's `formatDays` (app.js) writes them the same way."""
     chosen = sorted({DAYS.index(day) for day in days})
     if len(chosen) == len(DAYS):
         return "daily"
@@ -109,6 +111,8 @@ def format_days(days: Sequence[str]) -> str:
             runs[-1].append(index)
         else:
             runs.append([index])
+    if len(runs) > 1 and runs[0][0] == 0 and runs[-1][-1] == len(DAYS) - 1:
+        runs[-1].extend(runs.pop(0))
     return ",".join(
         DAYS[run[0]] if len(run) == 1 else f"{DAYS[run[0]]}-{DAYS[run[-1]]}" for run in runs
     )

@@ -1518,6 +1518,10 @@
         const run = runs[runs.length - 1];
         if (run && run[run.length - 1] === i - 1) run.push(i); else runs.push([i]);
       }
+      // A run over the week's end is one range, as the CLI's --window takes it: fri-mon.
+      if (runs.length > 1 && runs[0][0] === 0 && runs[runs.length - 1].at(-1) === DAYS.length - 1) {
+        runs[runs.length - 1].push(...runs.shift());
+      }
       return runs.map((run) => (run.length === 1 ? DAYS[run[0]] : `${DAYS[run[0]]}-${DAYS[run[run.length - 1]]}`)).join(",");
     };
     const hasSchedule = (r) => Boolean(r.sleep_schedule && r.sleep_schedule.windows && r.sleep_schedule.windows.length);
