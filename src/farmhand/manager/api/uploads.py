@@ -13,8 +13,6 @@ from typing import Any
 import structlog
 from fastapi import HTTPException, Request, status
 from sqlalchemy import delete
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -23,9 +21,9 @@ from starlette.types import Message
 
 from farmhand.manager.clock import utcnow
 from farmhand.manager.context import ManagerContext
-from farmhand.manager.db.models import Blob, JobFile
+from farmhand.manager.db.models import JobFile
 from farmhand.manager.db.prepared import Prepared
-from farmhand.manager.storage.access import readable, record_uploads
+from farmhand.manager.storage.access import NEW_BLOB, readable, record_uploads
 from farmhand.manager.storage.blobs import BlobError, BlobTooLarge, StoredBlob
 from farmhand.manager.storage.gc import mark_used, undo_uploads
 from farmhand.shared.paths import UnsafePathError, safe_file_name
@@ -34,17 +32,9 @@ log = structlog.get_logger(__name__)
 
 _BLOB_COLUMNS = ("sha256", "size", "crc32", "created_at", "used_at")
 _NEW_BLOB: dict[str, Prepared[Any]] = {
-    "sqlite": Prepared(
-        sqlite_insert(Blob).on_conflict_do_nothing(index_elements=[Blob.sha256]),
-        columns=_BLOB_COLUMNS,
-    ),
-    "postgresql": Prepared(
-        postgresql_insert(Blob).on_conflict_do_nothing(index_elements=[Blob.sha256]),
-        columns=_BLOB_COLUMNS,
-    ),
+    dialect: Prepared(statement, columns=_BLOB_COLUMNS) for dialect, statement in NEW_BLOB.items()
 }
-"""A blob's row unless it has one: one statement, and two uploads of the same bytes at
-once (a retry racing the first) cannot both insert."""
+"""`access.NEW_BLOB`, prepared for one frame's blob on the upload's hot path."""
 
 
 def record_blob(context: ManagerContext, stored: StoredBlob) -> bool:

@@ -40,10 +40,12 @@ _NEW_UPLOAD = {
     "sqlite": sqlite_insert(BlobUpload).on_conflict_do_nothing(),
     "postgresql": postgresql_insert(BlobUpload).on_conflict_do_nothing(),
 }
-_NEW_BLOB = {
+NEW_BLOB = {
     "sqlite": sqlite_insert(Blob).on_conflict_do_nothing(index_elements=[Blob.sha256]),
     "postgresql": postgresql_insert(Blob).on_conflict_do_nothing(index_elements=[Blob.sha256]),
 }
+"""A blob's row unless it has one, per dialect: one statement, and two uploads of the
+same bytes at once (a retry racing the first) cannot both insert."""
 
 
 def _chunks(hashes: Collection[str]) -> Iterable[list[str]]:
@@ -114,7 +116,7 @@ def record_uploads(
     dialect = connection.dialect.name
     for chunk in _chunks(blobs):
         connection.execute(
-            _NEW_BLOB[dialect],
+            NEW_BLOB[dialect],
             [
                 {
                     "sha256": sha,
