@@ -501,6 +501,44 @@ def test_a_range_in_tiles_makes_its_video_of_the_merged_frames(farm: Farm) -> No
     ], "the merged frames, not the tiles"  # fmt: skip
 
 
+def test_a_tile_of_a_range_with_a_video_failed_for_good_fails_the_job(farm: Farm) -> None:
+    """The video waits for each tile and for each merge: a tile that fails for good
+    cancels its merge, and the video through it, once. The worker's report was a 500,
+    retried for ever, with the tile active and the job never ending."""
+    job_id = submit_still(farm, video=True, max_attempts=1, **RANGE)
+    runner = merging_runner(farm, "r1")
+    tile = claim(farm, runner)
+    failed = farm.client.post(
+        f"/api/runner/tasks/{tile['task_id']}/fail", headers=runner, json={"reason": "boom"}
+    )
+    assert failed.status_code == 200, failed.text
+    job = farm.client.get(f"/api/jobs/{job_id}", headers=farm.admin).json()
+    assert job["status"] == "failed", job
+    by_type = {t["type"]: t for t in job["tasks"] if t["type"] != "render"}
+    assert by_type["video"]["status"] == by_type["merge"]["status"] == "canceled"
+    assert "it depends on is" in by_type["video"]["last_error"], by_type["video"]
+    assert [t["status"] for t in job["tasks"] if t["status"] in ("queued", "active")] == []
+
+
+def test_a_tile_of_a_range_with_a_video_canceled_cancels_what_waits_for_it(farm: Farm) -> None:
+    """Canceling one tile of a tiled range with a video: its merge and the video are
+    canceled with it, saying why (it was a 500, and nothing was canceled)."""
+    job_id = submit_still(farm, video=True, **RANGE)
+    tile = farm.client.get(f"/api/jobs/{job_id}", headers=farm.admin).json()["tasks"][0]
+    canceled = farm.client.post(
+        f"/api/jobs/{job_id}/tasks/{tile['id']}/actions",
+        headers=farm.admin,
+        json={"action": "cancel"},
+    )
+    assert canceled.status_code == 200, canceled.text
+    tasks = farm.client.get(f"/api/jobs/{job_id}", headers=farm.admin).json()["tasks"]
+    statuses = {(t["type"], t["frames"][0] if t["frames"] else None): t["status"] for t in tasks}
+    assert statuses[("merge", 7)] == statuses[("video", None)] == "canceled", statuses
+    assert statuses[("merge", 8)] == "queued", "frame 8 does not wait for frame 7's tile"
+    video = next(t for t in tasks if t["type"] == "video")
+    assert video["last_error"] and "it depends on is canceled" in video["last_error"], video
+
+
 def test_a_tiled_frame_took_what_its_tiles_took_together(farm: Farm) -> None:
     """The job's "per frame" for tiles: the Blender seconds of a frame's tiles summed,
     counted once that frame is merged (a tile finishes no frame on its own)."""

@@ -211,11 +211,18 @@ the task it waited for (`_why_canceled` looks for it)."""
 
 
 def _cancel_dependents(session: Session, task: Task, now: datetime) -> None:
-    """A task that will not complete takes the tasks waiting for it down with it."""
+    """A task that will not complete takes the tasks waiting for it down with it.
+
+    A task may wait for this one both directly and through another of its dependents (a
+    tiled range's video waits for each tile and for each frame's merge): canceled with
+    the first one, it is passed by when its turn comes, not canceled twice."""
     waiting = select(TaskDependency.task_id).where(TaskDependency.depends_on_id == task.id)
-    for dependent in session.scalars(
+    dependents = session.scalars(
         select(Task).where(Task.id.in_(waiting), Task.status.in_(UNFINISHED_TASK_STATUSES))
-    ):
+    ).all()
+    for dependent in dependents:
+        if dependent.status not in UNFINISHED_TASK_STATUSES:
+            continue  # canceled already, through one of the others
         _cancel(dependent, now, f"task {task.index} {DEPENDENCY_ENDED} {task.status}")
         _cancel_dependents(session, dependent, now)
 
