@@ -187,6 +187,66 @@ def test_a_canceled_job_downloads_what_it_has_and_says_no_more_will_come(
     assert f"farmhand requeue {job_id} --failed-only" in result.stderr
 
 
+def test_a_job_whose_video_failed_says_the_video_is_what_is_missing(
+    api: httpx.Client, farm: LocalFarm, tmp_path: Path
+) -> None:
+    """Every frame rendered, the video task failed for good: the download says the
+    video is missing (not only "2 of 2 frames rendered"), and `--video` says why there
+    is none and what makes one, rather than "submit with --video"."""
+    job_id = submit_stand_in(
+        api, frame_start=1, frame_end=2, chunk_size=2, video=True, max_attempts=1
+    )
+    who = runner(api, farm)
+    task = api.get("/api/runner/tasks", params={"wait": 0}, headers=who).json()
+    for frame in (1, 2):
+        render(api, who, task, frame)
+    api.post(
+        f"/api/runner/tasks/{task['task_id']}/complete", headers=who, json={"frames": [1, 2]}
+    ).raise_for_status()
+    caps = {"task_types": ["video"], "protocol": WORKER_PROTOCOL}
+    maker = api.post(
+        "/api/runner/register",
+        json={"token": farm.runner_token, "name": "ffmpeg-box", "capabilities": caps},
+    ).json()["secret"]
+    encoder = {"Authorization": f"Bearer {maker}"}
+    video = api.get("/api/runner/tasks", params={"wait": 0}, headers=encoder).json()
+    assert video["type"] == "video", video
+    api.post(
+        f"/api/runner/tasks/{video['task_id']}/fail",
+        headers=encoder,
+        json={"reason": "ffmpeg failed: exit code -9"},
+    ).raise_for_status()
+    assert api.get(f"/api/jobs/{job_id}").json()["status"] == "failed"
+
+    result = ok(farmhand("download", str(job_id), "-o", str(tmp_path)))
+    assert f"warning: job {job_id} failed: 2 of 2 frames rendered and no video" in result.stderr
+
+    refused = farmhand("download", str(job_id), "--video", "-o", str(tmp_path))
+    assert refused.exit_code == 1, refused.output
+    said = " ".join(refused.output.split())
+    assert f"job {job_id} failed before its video was made (" in said, said
+    assert "ffmpeg failed: exit code -9" in said, said
+    assert f"farmhand requeue {job_id} --failed-only makes what is missing" in said, said
+    assert "submit with --video" not in said
+
+
+def test_download_video_says_when_a_job_makes_none_or_not_yet(
+    api: httpx.Client, farm: LocalFarm, tmp_path: Path
+) -> None:
+    plain = submit_stand_in(api, frame_start=1, frame_end=2)
+    refused = farmhand("download", str(plain), "--video", "-o", str(tmp_path))
+    assert refused.exit_code == 1, refused.output
+    assert f"job {plain} makes no video: it was submitted without --video" in " ".join(
+        refused.output.split()
+    )
+    waiting = submit_stand_in(api, frame_start=1, frame_end=2, video=True)
+    refused = farmhand("download", str(waiting), "--video", "-o", str(tmp_path))
+    assert refused.exit_code == 1, refused.output
+    said = " ".join(refused.output.split())
+    assert f"job {waiting} is queued and its video is not made yet" in said, said
+    assert "(0 of 2 frames so far)" in said, said
+
+
 def test_the_zip_of_a_job_named_in_japanese_is_saved_under_its_name(
     api: httpx.Client, tmp_path: Path
 ) -> None:

@@ -93,24 +93,46 @@ def download_job(
     )
 
 
-def unfinished(job: JobDetail, frames: int | None = None) -> str | None:
+def unfinished(job: JobDetail, frames: int | None = None, videos: int | None = None) -> str | None:
     """Why a download of `job` is not the whole job, or None when it is (completed).
 
     `frames`: the frames the download found on the manager and wrote
     (`Downloaded.frames`), said as the frames rendered so the warning agrees with the
     count it follows. The job's own `frames_done` is the worker's last progress report,
     which lags a frame already uploaded (and so downloaded) until the next one; it is
-    said only where nothing was counted (a zip)."""
+    said only where nothing was counted (a zip). `videos`: the videos it wrote, if
+    counted: a job that asked for one and has none says so, or "40 of 40 frames
+    rendered" would not tell what is missing."""
     done = job.frames_done if frames is None else frames
-    rendered = f"{done} of {plural(job.frames_total, 'frame')}"
+    rendered = f"{done} of {plural(job.frames_total, 'frame')} rendered"
+    if job.settings.video is not None and videos == 0:
+        rendered += " and no video"
     if job.status == JobStatus.COMPLETED:
         return None
     if job.status in (JobStatus.FAILED, JobStatus.CANCELED):
         return (
-            f"job {job.id} {job.status.value}: {rendered} rendered, and no more will be "
+            f"job {job.id} {job.status.value}: {rendered}, and no more will be "
             f"unless it is requeued (farmhand requeue {job.id} --failed-only)"
         )
     return (
-        f"job {job.id} is {job.status.value}: {rendered} rendered so far; "
-        "download again when it completes"
+        f"job {job.id} is {job.status.value}: {rendered} so far; download again when it completes"
+    )
+
+
+def no_video(job: JobDetail) -> str:
+    """Why `download --video` found no video of `job`, and what would make one."""
+    if job.settings.video is None:
+        return f"job {job.id} makes no video: it was submitted without --video"
+    if job.status in (JobStatus.FAILED, JobStatus.CANCELED):
+        why = f" ({job.status_reason})" if job.status_reason else ""
+        return (
+            f"job {job.id} {job.status.value} before its video was made{why}; "
+            f"farmhand requeue {job.id} --failed-only makes what is missing"
+        )
+    if job.status == JobStatus.COMPLETED:
+        return f"job {job.id} completed, but the manager has no video of it"
+    return (
+        f"job {job.id} is {job.status.value} and its video is not made yet: it is made once "
+        f"every frame is rendered ({job.frames_done} of {plural(job.frames_total, 'frame')} "
+        "so far)"
     )

@@ -17,7 +17,7 @@ from rich.progress import MofNCompleteColumn
 from rich.table import Table
 
 from farmhand.cli.config import ConfigError, resolve
-from farmhand.cli.downloads import Downloaded, download_job, unfinished
+from farmhand.cli.downloads import Downloaded, download_job, no_video, unfinished
 from farmhand.cli.folders import FolderError, check_writable_folder, why
 from farmhand.cli.json_events import JsonEvents, errors_as_events
 from farmhand.cli.progress import Words, progress, transfer_progress
@@ -1305,13 +1305,13 @@ def download(
         chosen = template or detail.settings.output_template
         written = download_with_bar(client, job_id, output, chosen)
     say_downloaded(written, output)
-    warn_unfinished(detail, written.frames)
+    warn_unfinished(detail, written.frames, len(written.videos))
 
 
-def warn_unfinished(job: JobDetail, frames: int | None = None) -> None:
+def warn_unfinished(job: JobDetail, frames: int | None = None, videos: int | None = None) -> None:
     """Say on stderr that a download holds only part of a job that is not completed,
-    with the `frames` it wrote as the frames rendered (`unfinished`)."""
-    note = unfinished(job, frames)
+    with the `frames` and `videos` it wrote (`unfinished`)."""
+    note = unfinished(job, frames, videos)
     if note is not None:
         err.print(f"[yellow]warning:[/yellow] {shown(note)}", highlight=False, soft_wrap=True)
 
@@ -1320,7 +1320,7 @@ def download_video(client: FarmhandClient, job_id: int, output: Path) -> Path:
     """The job's video (an output without a frame number) into `output`."""
     videos = [f for f in client.list_files(job_id) if f.kind == "output" and f.frame is None]
     if not videos:
-        raise fail(f"job {job_id} has no video (yet): submit with --video, wait for it to finish")
+        raise fail(no_video(client.get_job(job_id, tasks=False)))
     name = PurePosixPath(videos[0].path).name
     dest = output / f"job-{job_id}-{name}"
     return client.download_file(job_id, videos[0].id, dest, sha256=videos[0].sha256)
