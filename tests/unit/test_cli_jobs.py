@@ -13,7 +13,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from farmhand.cli import jobs_cmd
+from farmhand.cli import control_cmd, jobs_cmd
 from farmhand.cli.app import app
 from farmhand.cli.config import ConfigError, resolve
 from farmhand.client import FarmhandClient, submission
@@ -343,3 +343,24 @@ def test_submit_help_says_which_format_frames_come_in_without_format() -> None:
     assert "(default: as saved when the farm keeps that format, else PNG)" in " ".join(
         result.output.split()
     )
+
+
+def test_requeue_against_a_manager_that_does_not_count_says_the_job_not_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A manager from before `requeued` answers the job alone: the CLI says the job's
+    state, as it did then, not "nothing to requeue" for a requeue that happened."""
+    summary = {
+        "id": 7, "name": "shot010", "owner": "admin", "status": "queued", "priority": 50,
+        "progress": 0.0, "frames_done": 0, "frames_total": 3,
+        "created_at": "2026-11-25T10:00:00Z", "started_at": None, "finished_at": None,
+    }  # fmt: skip
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=summary))
+    monkeypatch.setattr(
+        control_cmd,
+        "open_client",
+        lambda url, token: FarmhandClient("http://m.test", "t", transport=transport),
+    )
+    result = runner.invoke(app, ["requeue", "7", "--failed-only", "--token", "t"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "job 7 'shot010': queued", result.output

@@ -71,6 +71,9 @@ def requeue(
     """
     with manager_errors(), open_client(url, token) as client:
         outcome = client.job_action(job_id, "requeue-failed" if failed_only else "requeue-all")
+    if outcome.requeued is None:  # a manager from before the count: it did not say
+        _said(outcome)
+        return
     if outcome.requeued:
         _said(outcome, f" ({outcome.requeued} task{'s' if outcome.requeued != 1 else ''} requeued)")
         return
