@@ -40,6 +40,11 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+EXPECT_TIMEOUT = 30_000
+"""Milliseconds an `expect` waits for what it expects (Playwright's own default is 5 s):
+on a loaded CI machine, with Blender rendering and the manager busy, a live event and the
+request it starts can take longer than that. A wait, never a timing assertion. Also the
+actions' default in `sign_in`'s contexts."""
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +54,7 @@ def playwright_api() -> Iterator[Any]:
     )
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium)")
+    sync_api.expect.set_options(timeout=EXPECT_TIMEOUT)  # global: every module's expect
     with sync_api.sync_playwright() as playwright:
         yield playwright
 
@@ -123,7 +129,7 @@ def shoot(page: Any, name: str) -> Path:
 def sign_in(browser: Any, farm: LocalFarm, token: str | None = None, **options: Any) -> Any:
     """A fresh browser context signed in with `token` (the admin's by default); its page."""
     context = browser.new_context(viewport={"width": 1280, "height": 860}, **options)
-    context.set_default_timeout(30_000)
+    context.set_default_timeout(EXPECT_TIMEOUT)
     page = context.new_page()
     page.goto(farm.url + "/")
     assert "/login" in page.url, "an anonymous visitor is sent to the login page"
