@@ -469,7 +469,7 @@ def test_an_operation_raising_stopiteration_does_not_strand_the_others(db: Datab
         await held
         return await asyncio.gather(*tasks, return_exceptions=True)
 
-    results = _run(main, timeout=1.0)
+    results = _run(main)
 
     assert isinstance(results[0], Exception)
     assert isinstance(results[1], int)
@@ -492,7 +492,7 @@ def test_an_operation_raising_a_base_exception_does_not_kill_the_writer(db: Data
         assert isinstance(caught.value.__cause__, _Abort)
         return await db.batched(_insert("later"))
 
-    row_id = _run(main, timeout=1.0)
+    row_id = _run(main)
     assert _ids_by_key(db) == {"later": row_id}
 
 
