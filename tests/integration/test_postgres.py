@@ -53,6 +53,12 @@ def test_progress_statement_on_postgres(pg_farm: Farm) -> None:
     scheduling_tests.test_progress_is_recorded_only_for_the_holder(pg_farm)
 
 
+def test_frames_kept_by_an_unfinished_task_on_postgres(pg_farm: Farm) -> None:
+    """The job cancel's UPDATE counts each task's stored frames (a correlated subquery
+    and json_array_length)."""
+    scheduling_tests.test_a_task_ended_unfinished_counts_the_frames_it_stored(pg_farm)
+
+
 def test_duplicate_uploads_on_postgres(pg_farm: Farm) -> None:
     """Concurrent uploads of one frame: no 500 on the blob row, one output row per frame."""
     scheduling_tests.test_duplicate_uploads_never_corrupt_the_stored_frame(pg_farm)

@@ -35,6 +35,7 @@ from tests.integration.conftest import (
     png_bytes,
     post_stand_in,
     submit_stand_in,
+    upload_frame,
     upload_frames,
 )
 
@@ -606,6 +607,40 @@ def test_requeue_failed_only_reruns_failed_tasks(farm: Farm) -> None:
     assert [t["status"] for t in job(farm, job_id)["tasks"]] == ["completed", "queued"]
     finish(farm, w, claimed(farm, w))
     assert job(farm, job_id)["status"] == "completed"
+
+
+def test_a_task_ended_unfinished_counts_the_frames_it_stored(farm: Farm) -> None:
+    """A task canceled or failed for good counts as done the frames it uploaded, as the
+    job's page and its download show them: its last progress report lagged a frame
+    uploaded since (a canceled 40-frame job said 12/40 and downloaded 14), and a
+    failure zeroed it."""
+    canceled = submit(farm, "1-4", chunk=4)
+    w = runner(farm, "w")
+    task = claimed(farm, w)
+    for frame in (1, 2, 3):
+        assert upload_frame(farm, w, task, frame, png_bytes()).status_code == 201
+    progress = f"/api/runner/tasks/{task['task_id']}/progress"
+    assert farm.client.post(progress, headers=w, json={"frames_done": 1}).status_code == 200
+    assert job(farm, canceled)["frames_done"] == 1, "frames 2 and 3 not reported yet"
+    assert farm.client.delete(f"/api/jobs/{canceled}", headers=farm.admin).status_code == 200
+    after = job(farm, canceled)
+    assert (after["status"], after["frames_done"]) == ("canceled", 3)
+    assert after["tasks"][0]["frames_done"] == 3
+
+    one = submit(farm, "1-4", chunk=2)
+    task = claimed(farm, w)
+    assert upload_frame(farm, w, task, task["frames"][0], png_bytes()).status_code == 201
+    url = f"/api/jobs/{one}/tasks/{task['task_id']}/actions"
+    assert farm.client.post(url, headers=farm.admin, json={"action": "cancel"}).status_code == 200
+    assert [t["frames_done"] for t in job(farm, one)["tasks"]] == [1, 0]
+
+    failing = submit(farm, "1-2", chunk=2, max_attempts=1, priority=100)  # ahead of `one`
+    task = claimed(farm, w)
+    assert task["job_id"] == failing
+    assert upload_frame(farm, w, task, 1, png_bytes()).status_code == 201
+    fail(farm, w, task)
+    after = job(farm, failing)
+    assert (after["status"], after["frames_done"]) == ("failed", 1)
 
 
 def test_task_actions(farm: Farm) -> None:

@@ -41,10 +41,28 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, bindparam, delete, distinct, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    bindparam,
+    case,
+    delete,
+    distinct,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from farmhand.manager.db.models import Blocklist, Job, Task, TaskDependency, TaskFailure, Worker
+from farmhand.manager.db.models import (
+    Blocklist,
+    Job,
+    JobFile,
+    Task,
+    TaskDependency,
+    TaskFailure,
+    Worker,
+)
 from farmhand.manager.db.prepared import Prepared
 from farmhand.manager.db.statements import one_of
 from farmhand.manager.scheduling.give_backs import settle
@@ -185,12 +203,31 @@ JOB_FAILED = "canceled: the job failed"
 """Why the unfinished tasks of a job that failed were canceled (`refresh_job`)."""
 
 
-def _cancel(task: Task, now: datetime, reason: str) -> None:
+def _frames_kept(task_id: int | InstrumentedAttribute[int]) -> Select[int]:
+    """How many of a task's frames have a stored output: what a task that ends without
+    completing (canceled, failed for good) counts as done. Its last progress report lags
+    a frame uploaded since (or was zeroed by a failure), yet the frame is on the job's
+    page and in its download, and the job's count must agree with them. `task_id`: an
+    id, or `Task.id` in an UPDATE of several."""
+    return select(func.count(distinct(JobFile.frame))).where(
+        JobFile.task_id == task_id, JobFile.kind == "output", JobFile.frame.is_not(None)
+    )
+
+
+def _keep_frames_done(session: Session, task: Task) -> None:
+    """`_frames_kept` as the task's `frames_done`; a task of no frames (a tile, a video)
+    keeps its own."""
+    if task.frames:
+        task.frames_done = session.scalar(_frames_kept(task.id)) or 0
+
+
+def _cancel(session: Session, task: Task, now: datetime, reason: str) -> None:
     """Cancel a queued or active task; its `last_error` says why (`TaskSummary.last_error`:
     why it was canceled)."""
     _move_task(task, TaskStatus.CANCELED)
     task.finished_at = now
     task.last_error = reason
+    _keep_frames_done(session, task)
 
 
 def _cancel_unfinished_tasks(session: Session, job_id: int, now: datetime, reason: str) -> None:
@@ -198,10 +235,18 @@ def _cancel_unfinished_tasks(session: Session, job_id: int, now: datetime, reaso
     UPDATE: loading and writing back 9,000 queued tasks one by one held the write lock
     for a second when such a job was canceled or deleted."""
     session.flush()
+    kept = _frames_kept(Task.id).correlate(Task).scalar_subquery()
     session.execute(
         update(Task)
         .where(Task.job_id == job_id, Task.status.in_(UNFINISHED_TASK_STATUSES))
-        .values(status=TaskStatus.CANCELED.value, finished_at=now, last_error=reason)
+        .values(
+            status=TaskStatus.CANCELED.value,
+            finished_at=now,
+            last_error=reason,
+            frames_done=case(
+                (func.json_array_length(Task.frames) > 0, kept), else_=Task.frames_done
+            ),
+        )
     )
 
 
@@ -223,7 +268,7 @@ def _cancel_dependents(session: Session, task: Task, now: datetime) -> None:
     for dependent in dependents:
         if dependent.status not in UNFINISHED_TASK_STATUSES:
             continue  # canceled already, through one of the others
-        _cancel(dependent, now, f"task {task.index} {DEPENDENCY_ENDED} {task.status}")
+        _cancel(session, dependent, now, f"task {task.index} {DEPENDENCY_ENDED} {task.status}")
         _cancel_dependents(session, dependent, now)
 
 
@@ -349,6 +394,7 @@ def fail_task(
     if task.failures >= max_attempts:
         _move_task(task, TaskStatus.FAILED)
         task.finished_at = now
+        _keep_frames_done(session, task)
         _cancel_dependents(session, task, now)
     else:
         _move_task(task, TaskStatus.QUEUED)
@@ -559,7 +605,7 @@ def cancel_task(
     """Cancel a queued or running task (`reason`, `canceled by …`, becomes its
     `last_error`); a finished one is left as it is."""
     if TaskStatus(task.status) in (TaskStatus.QUEUED, TaskStatus.ACTIVE):
-        _cancel(task, now, reason)
+        _cancel(session, task, now, reason)
         _cancel_dependents(session, task, now)
     return refresh_job(session, _job(session, task), now, policy)
 
