@@ -643,6 +643,77 @@ def test_a_task_ended_unfinished_counts_the_frames_it_stored(farm: Farm) -> None
     assert (after["status"], after["frames_done"]) == ("failed", 1)
 
 
+def test_tasks_failed_because_no_worker_is_left_count_the_frames_they_stored(
+    strict_farm: Farm,
+) -> None:
+    """The other way a task fails for good: every worker blocklisted, the job's queued
+    tasks fail at once. One of them had stored a frame in an earlier attempt; the job
+    says 1 frame done, as its files list and download have it (it said 0)."""
+    farm = strict_farm
+    job_id = submit(farm, "1-4", chunk=2, max_attempts=5)
+    w, x = runner(farm, "w"), runner(farm, "x")
+    a = claimed(farm, w)
+    assert upload_frame(farm, w, a, a["frames"][0], png_bytes()).status_code == 201
+    b = claimed(farm, x)
+    fail(farm, w, a)
+    fail(farm, x, b)
+    fail(farm, w, claimed(farm, w))  # w has failed two tasks: blocklisted
+    fail(farm, x, claimed(farm, x))  # x too: nobody is left, the tasks fail for good
+    after = job(farm, job_id)
+    assert after["status"] == "failed"
+    assert [(t["status"], t["frames_done"]) for t in after["tasks"]] == [
+        ("failed", 1),
+        ("failed", 0),
+    ]
+    assert after["frames_done"] == 1
+
+
+def test_two_stuck_tasks_of_a_job_that_fails_at_the_first_time_out_together(farm: Farm) -> None:
+    """Two hung Blenders on one job with one attempt each: the first timeout fails the
+    job, which cancels the other task. The reaper passed by it; it tried to fail a
+    canceled task, which rolled the whole step back at every pass, so neither task
+    ever timed out and the job stayed active with two hung workers."""
+    job_id = submit(farm, "1-2", chunk=1, max_attempts=1)
+    claimed(farm, runner(farm, "w1"))
+    claimed(farm, runner(farm, "w2"))
+    manager = manager_of(farm)
+    task_timeout = 60.0
+    later = utcnow() + timedelta(seconds=task_timeout + 1)
+    with manager.db.transaction() as session:
+        clock = ReaperClock(later - timedelta(days=1))
+        fail_stuck_tasks(session, later, task_timeout, clock, manager.policy, ReapReport())
+    after = job(farm, job_id)
+    assert after["status"] == "failed"
+    assert sorted(t["status"] for t in after["tasks"]) == ["canceled", "failed"]
+
+
+def test_the_time_a_frame_takes_leaves_out_a_task_canceled_after_a_lagging_report(
+    farm: Farm,
+) -> None:
+    """Every frame takes 10 s. Task A reported 1 frame (10 s) and stored 2, then is
+    canceled: it counts 2 frames done, which its 10 s do not cover, so the job's time a
+    frame is the completed task's 10 s (it said 7.5)."""
+    job_id = submit(farm, "1-6", chunk=2)
+    w1, w2 = runner(farm, "w1"), runner(farm, "w2")
+    a, b = claimed(farm, w1), claimed(farm, w2)
+
+    def report(who: dict[str, str], task: dict[str, Any], done: int, seconds: float) -> None:
+        url = f"/api/runner/tasks/{task['task_id']}/progress"
+        body = {"frames_done": done, "render_seconds": seconds}
+        assert farm.client.post(url, headers=who, json=body).status_code == 200
+
+    upload_frames(farm, w1, a)
+    report(w1, a, 1, 10.0)
+    report(w2, b, 2, 20.0)
+    finish(farm, w2, b)
+    claimed(farm, w2)  # the job goes on
+    url = f"/api/jobs/{job_id}/tasks/{a['task_id']}/actions"
+    assert farm.client.post(url, headers=farm.admin, json={"action": "cancel"}).status_code == 200
+    after = job(farm, job_id)
+    assert after["tasks"][0]["frames_done"] == 2
+    assert after["seconds_per_frame"] == 10.0
+
+
 def test_task_actions(farm: Farm) -> None:
     job_id = submit(farm, "1-2")
     tasks = job(farm, job_id)["tasks"]

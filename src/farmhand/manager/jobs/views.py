@@ -226,8 +226,17 @@ def _task_progress(task: Task) -> float:
 def _seconds_per_frame(tasks: Sequence[TaskFacts]) -> float | None:
     """Mean Blender seconds of the finished frames whose time a worker reported. A tiled
     frame took what its tiles took together (its merge runs no Blender), counted once
-    the frame is merged: a tile task finishes no frame of its own."""
-    timed = [t for t in tasks if t.render_seconds and _task_frames_done(t)]
+    the frame is merged: a tile task finishes no frame of its own.
+
+    Only completed and running tasks: one that ended unfinished counts the frames it
+    stored (`state._frames_kept`), which its last report's seconds need not cover."""
+    timed = [
+        t
+        for t in tasks
+        if t.render_seconds
+        and _task_frames_done(t)
+        and t.status in (TaskStatus.COMPLETED.value, TaskStatus.ACTIVE.value)
+    ]
     frames = sum(_task_frames_done(t) for t in timed)
     seconds = sum(t.render_seconds for t in timed)
     merged = {

@@ -221,6 +221,14 @@ def _keep_frames_done(session: Session, task: Task) -> None:
         task.frames_done = session.scalar(_frames_kept(task.id)) or 0
 
 
+def _fail_for_good(session: Session, task: Task, now: datetime) -> None:
+    """A queued or active task that will not run again: failed, counting the frames it
+    stored (`_frames_kept`). Its `last_error` is the caller's to say."""
+    _move_task(task, TaskStatus.FAILED)
+    task.finished_at = now
+    _keep_frames_done(session, task)
+
+
 def _cancel(session: Session, task: Task, now: datetime, reason: str) -> None:
     """Cancel a queued or active task; its `last_error` says why (`TaskSummary.last_error`:
     why it was canceled)."""
@@ -374,6 +382,15 @@ _UNFINISHED_LEFT = Prepared(
 )
 
 
+def _ended_meanwhile(job: Job) -> JobStatus:
+    """For `fail_task` and `requeue_task` given a task that is no longer active: ended
+    earlier in the same transaction by a loop over several (the reaper's stuck tasks, a
+    worker's forgotten ones), where one's failure failed the job and so canceled the
+    others. Nothing is left to do; failing or requeueing a canceled task was a
+    `TransitionError` that rolled the whole pass back, at every pass."""
+    return JobStatus(job.status)
+
+
 def fail_task(
     session: Session, task: Task, reason: str, now: datetime, policy: Policy
 ) -> JobStatus:
@@ -384,17 +401,17 @@ def fail_task(
     job is blocklisted from it (`_maybe_blocklist`); if that leaves no worker that may
     run the job's tasks, they fail with that reason instead of waiting forever.
     """
-    worker_id = task.worker_id
     job = _job(session, task)
+    if task.status != TaskStatus.ACTIVE.value:
+        return _ended_meanwhile(job)
+    worker_id = task.worker_id
     session.add(TaskFailure(task_id=task.id, worker_id=worker_id, reason=reason, created_at=now))
     task.failures += 1
     task.last_error = reason
     task.frames_done = 0
     max_attempts = job.settings.get("max_attempts") or policy.max_attempts
     if task.failures >= max_attempts:
-        _move_task(task, TaskStatus.FAILED)
-        task.finished_at = now
-        _keep_frames_done(session, task)
+        _fail_for_good(session, task, now)
         _cancel_dependents(session, task, now)
     else:
         _move_task(task, TaskStatus.QUEUED)
@@ -520,14 +537,13 @@ def _fail_if_nobody_left(
             Task.job_id == job.id, Task.type == task_type, Task.status == TaskStatus.QUEUED.value
         )
     ):
-        _move_task(task, TaskStatus.FAILED)
+        _fail_for_good(session, task, now)
         if task.id in own:
             task.last_error = f"{reason}; its last error: {quoted_error(own[task.id])}"
         elif latest is not None:
             task.last_error = f"{reason}; the job's last {task_type} error: {quoted_error(latest)}"
         else:
             task.last_error = reason
-        task.finished_at = now
 
 
 _RENDERED = (
@@ -550,6 +566,8 @@ def requeue_task(
     For work lost through no fault of the task: a worker shutting down, going silent,
     being disabled or falling asleep.
     """
+    if task.status != TaskStatus.ACTIVE.value:
+        return _ended_meanwhile(_job(session, task))
     settle(session, task.job_id)  # the task is about to forget who ran it
     _move_task(task, TaskStatus.QUEUED)
     task.worker_id = None
