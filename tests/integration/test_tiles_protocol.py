@@ -539,6 +539,70 @@ def test_a_tile_of_a_range_with_a_video_canceled_cancels_what_waits_for_it(farm:
     assert video["last_error"] and "it depends on is canceled" in video["last_error"], video
 
 
+def task_action(farm: Farm, job_id: int, task_id: int, action: str) -> None:
+    answer = farm.client.post(
+        f"/api/jobs/{job_id}/tasks/{task_id}/actions", headers=farm.admin, json={"action": action}
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def test_the_video_requeued_after_its_merge_was_canceled_brings_the_merge_back(
+    farm: Farm,
+) -> None:
+    """A person cancels frame 7's merge (the video goes with it), then requeues the video:
+    the merge it needs is back in the queue too, and the job ends with its video. The
+    video waited for ever for a canceled merge, the job active and unfinished."""
+    job_id = submit_still(farm, video=True, **RANGE)
+    tasks = farm.client.get(f"/api/jobs/{job_id}", headers=farm.admin).json()["tasks"]
+    merge7 = next(t for t in tasks if t["type"] == "merge" and t["frames"] == [7])
+    video = next(t for t in tasks if t["type"] == "video")
+    task_action(farm, job_id, merge7["id"], "cancel")
+    task_action(farm, job_id, video["id"], "requeue")
+    tasks = farm.client.get(f"/api/jobs/{job_id}", headers=farm.admin).json()["tasks"]
+    by_id = {t["id"]: t for t in tasks}
+    assert (by_id[merge7["id"]]["status"], by_id[video["id"]]["status"]) == ("queued", "queued")
+    assert "which depends on it, runs again" in by_id[merge7["id"]]["last_error"]
+
+    runner = merging_runner(farm, "r1")
+    for frame in (7, 8):
+        send_tile(farm, runner, claim(farm, runner))
+        send_tile(farm, runner, claim(farm, runner))
+        merge_frame(farm, runner, claim(farm, runner), frame)
+    maker = farm.register_runner("ffmpeg-box")
+    caps = {"capabilities": {"task_types": ["video"], "protocol": WORKER_PROTOCOL}}
+    assert farm.client.post("/api/runner/heartbeat", headers=maker, json=caps).is_success
+    assert claim(farm, maker)["type"] == "video", "the video is handed out, not waiting"
+
+
+def test_requeueing_a_still_while_its_merge_runs_merges_the_new_tiles(farm: Farm) -> None:
+    """Requeue all while the merge is under way: the merge, made of the old tiles, runs
+    again after the new ones (its worker is told to stop, its late frame refused). The
+    running merge was left alone; it completed with the old tiles, the job ended
+    completed with a frame made of tiles since rendered again, and it never ran again."""
+    job_id = submit_still(farm, **{**RANGE, "frame_end": 7})
+    runner = merging_runner(farm, "r1")
+    send_tile(farm, runner, claim(farm, runner))
+    send_tile(farm, runner, claim(farm, runner))
+    merge = claim(farm, runner)
+    assert merge["type"] == "merge"
+    again = farm.client.post(
+        f"/api/jobs/{job_id}/actions", headers=farm.admin, json={"action": "requeue-all"}
+    )
+    assert again.status_code == 200, again.text
+    assert again.json()["requeued"] == 3, "two tiles, and the merge made of them"
+    tasks = farm.client.get(f"/api/jobs/{job_id}", headers=farm.admin).json()["tasks"]
+    assert [t["status"] for t in tasks] == ["queued"] * 3
+    beat = {"current_task_id": merge["task_id"]}
+    told = farm.client.post("/api/runner/heartbeat", headers=runner, json=beat).json()
+    assert told["abort_task_ids"] == [merge["task_id"]]
+    late = upload_frame(farm, runner, merge, 7, png_bytes(8, 3))
+    assert late.status_code == 409, late.text
+
+    send_tile(farm, runner, claim(farm, runner))
+    send_tile(farm, runner, claim(farm, runner))
+    assert merge_frame(farm, runner, claim(farm, runner), 7) == "completed"
+
+
 def test_a_tiled_frame_took_what_its_tiles_took_together(farm: Farm) -> None:
     """The job's "per frame" for tiles: the Blender seconds of a frame's tiles summed,
     counted once that frame is merged (a tile finishes no frame on its own)."""

@@ -52,7 +52,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from farmhand.manager.db.models import (
     Blocklist,
@@ -583,11 +583,13 @@ def rerun_task(
     `reason` (`requeued by …`) becomes its `last_error`.
 
     The tasks that depend on it (the video of the frames) run again after it: what they
-    made came from what is being redone.
+    made came from what is being redone. The tasks it depends on that failed or were
+    canceled run again before it (`_rerun_prerequisites`).
     """
     job = _job(session, task)
     settle(session, job.id)
     _back_to_queue(task, reason)
+    _rerun_prerequisites(session, task)
     _rerun_dependents(session, task)
     if JobStatus(job.status) in FINISHED_JOB_STATUSES:
         job.status = JobStatus.ACTIVE.value
@@ -606,6 +608,46 @@ def _back_to_queue(task: Task, reason: str) -> None:
     task.failures = 0
     task.finished_at = None
     task.last_error = reason
+
+
+_PREREQUISITE = aliased(Task)
+
+
+def _rerun_outdated(session: Session, job_id: int) -> int:
+    """Run again the job's running tasks that depend on a task back in the queue (a merge
+    or a video under way when its tiles or frames were requeued): what they are making
+    comes from what is being redone. Left running, they completed with the old tiles or
+    frames and never ran again. As `rerun_task` does for one task; returns how many."""
+    session.flush()
+    waiting_on_queued = (
+        select(TaskDependency.task_id)
+        .join(_PREREQUISITE, _PREREQUISITE.id == TaskDependency.depends_on_id)
+        .where(_PREREQUISITE.status == TaskStatus.QUEUED.value)
+    )
+    outdated = session.scalars(
+        select(Task).where(
+            Task.job_id == job_id,
+            Task.status == TaskStatus.ACTIVE.value,
+            Task.id.in_(waiting_on_queued),
+        )
+    ).all()
+    for task in outdated:
+        _back_to_queue(task, "tasks it depends on run again")
+        _rerun_dependents(session, task)
+    return len(outdated)
+
+
+def _rerun_prerequisites(session: Session, task: Task) -> None:
+    """The tasks a task asked to run again waits for that will not complete (failed or
+    canceled, as a video's merge canceled by hand): they run again too. Left as they
+    were, the task waited in the queue for ever, and its job never ended."""
+    needed = select(TaskDependency.depends_on_id).where(TaskDependency.task_id == task.id)
+    ended = (TaskStatus.FAILED.value, TaskStatus.CANCELED.value)
+    for prerequisite in session.scalars(
+        select(Task).where(Task.id.in_(needed), Task.status.in_(ended))
+    ).all():
+        _back_to_queue(prerequisite, f"task {task.index}, which depends on it, runs again")
+        _rerun_prerequisites(session, prerequisite)
 
 
 def _rerun_dependents(session: Session, task: Task) -> None:
@@ -695,6 +737,8 @@ def requeue_job(
     for task in session.scalars(select(Task).where(Task.job_id == job.id, Task.status.in_(wanted))):
         _back_to_queue(task, reason)
         requeued += 1
+    if requeued:
+        requeued += _rerun_outdated(session, job.id)
     forgive(session, job.id)
     if not requeued:
         # Nothing runs again, so the job is as it was: a completed job keeps its status
