@@ -127,3 +127,61 @@ def test_alike_workers_are_looked_at_once_and_alike_jobs_answered_once() -> None
     for _ in range(200):
         assert reasons.reason(job(device="OPTIX")) == "waiting: no worker renders on OPTIX"
     assert len(looks) - built == 1, "one kind of worker, one kind of job: one check"
+
+
+ALWAYS_ASLEEP = {
+    "timezone": "UTC",
+    "windows": [{"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start": "00:00",
+                 "end": "24:00"}],
+    "when": "now",
+}  # fmt: skip
+
+
+def test_workers_that_could_run_the_job_but_may_not_work_now_are_named(farm: Farm) -> None:
+    """The gpu workers are asleep or disabled: the job waits, and the reason says so by
+    name. It said "no worker has the tag gpu", which sent the admin off to re-tag
+    machines that have it."""
+    runner(farm, "plain", blender_versions=["5.0.1"])
+    runner(farm, "g1", blender_versions=["5.0.1"], tags=["gpu"])
+    runner(farm, "g2", blender_versions=["5.0.1"], tags=["gpu"])
+    job_id = submit_stand_in(farm.client, farm.admin, required_tags=["gpu"], **FRAMES)
+    ids = {
+        r["name"]: r["id"] for r in farm.client.get("/api/admin/runners", headers=farm.admin).json()
+    }
+    asleep = farm.client.put(
+        f"/api/admin/runners/{ids['g1']}/sleep-schedule", headers=farm.admin, json=ALWAYS_ASLEEP
+    )
+    assert asleep.status_code == 200, asleep.text
+    disabled = farm.client.post(
+        f"/api/admin/runners/{ids['g2']}/actions",
+        headers=farm.admin,
+        json={"action": "disable", "when": "now"},
+    )
+    assert disabled.status_code == 200, disabled.text
+    said = (
+        "waiting: among the workers that may work now, no worker has the tag gpu; "
+        "g1 (asleep), g2 (disabled) could run it"
+    )
+    assert detail(farm, job_id).status_reason == said
+    assert listed(farm, job_id) == said
+
+
+def test_a_resting_worker_is_named_only_if_it_could_run_the_job() -> None:
+    awake = [worker(tags=["a"])]
+    resting = [
+        Worker(name="nap", capabilities={"protocol": WORKER_PROTOCOL, "tags": ["gpu"]},
+               admin_state="enabled", asleep=True, status="idle"),
+        Worker(name="gone", capabilities={"protocol": WORKER_PROTOCOL, "tags": ["gpu"],
+                                          "device": "CUDA"},
+               admin_state="enabled", asleep=False, status="offline"),
+    ]  # fmt: skip
+    reasons = WaitReasons(awake, resting)
+    assert reasons.reason(job(required_tags=["gpu"], device="CUDA")) == (
+        "waiting: among the workers that may work now, no worker has the tag gpu; "
+        "no worker renders on CUDA; gone (offline) could run it"
+    )
+    assert reasons.reason(job(required_tags=["gpu"])) == (
+        "waiting: among the workers that may work now, no worker has the tag gpu; "
+        "nap (asleep), gone (offline) could run it"
+    )
+    assert reasons.reason(job(required_tags=["zz"])) == "waiting: no worker has the tag zz"

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, load_only
 
 from farmhand.manager.clock import utcnow
 from farmhand.manager.db.models import Job, JobFile, Task, User, Worker
-from farmhand.manager.scheduling.eligibility import WaitReasons, available_workers
+from farmhand.manager.scheduling.eligibility import WaitReasons
 from farmhand.shared.schemas import (
     JobDetail,
     JobFileKind,
@@ -332,7 +332,7 @@ def job_detail(session: Session, job: Job, *, with_tasks: bool = True) -> JobDet
     elapsed, _ = _eta(job, tasks, summary.frames_done, summary.frames_total, now)
     per_frame = _seconds_per_frame(tasks)
     if _stalled(summary, tasks):
-        summary.status_reason = _wait_reason(job, tasks, WaitReasons(available_workers(session)))
+        summary.status_reason = _wait_reason(job, tasks, WaitReasons.of_farm(session))
     peaks = [t.peak_memory_bytes for t in tasks if t.peak_memory_bytes]
     counts = Counter(task.status for task in tasks)
     last_frame, last_preview = _last_frame(session, job)
@@ -426,7 +426,7 @@ def job_summaries(session: Session, jobs: Sequence[Job]) -> list[JobSummary]:
     ]
     if stalled:
         # One look at the workers for the whole list.
-        waiting = WaitReasons(available_workers(session))
+        waiting = WaitReasons.of_farm(session)
         for job, summary in stalled:
             summary.status_reason = _wait_reason(job, tasks_by_job[job.id], waiting)
     return summaries

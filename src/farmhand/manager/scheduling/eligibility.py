@@ -8,11 +8,11 @@ the job views, to say why a job waits when no available worker fits it.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, and_, bindparam, select
 from sqlalchemy.orm import Session
 
 from farmhand.manager.db.models import Blocklist, Job, Worker
@@ -183,17 +183,30 @@ def _blender_wanted(saved: str | None, wanted: str | None) -> str:
     return f"Blender {saved} or newer" if saved else "another Blender"
 
 
+_AVAILABLE = (
+    Worker.status != WorkerStatus.OFFLINE.value,
+    Worker.admin_state == "enabled",
+    Worker.asleep.is_(False),
+)
+
+
 def available_workers(session: Session) -> list[Worker]:
     """Every worker that may take new work now (`available`, as one query)."""
-    return list(
-        session.scalars(
-            select(Worker).where(
-                Worker.status != WorkerStatus.OFFLINE.value,
-                Worker.admin_state == "enabled",
-                Worker.asleep.is_(False),
-            )
-        )
-    )
+    return list(session.scalars(select(Worker).where(*_AVAILABLE)))
+
+
+def resting_workers(session: Session) -> list[Worker]:
+    """Every worker that may not take work now: offline, disabled, draining or asleep
+    (for `WaitReasons` to say which of them could run a waiting job)."""
+    return list(session.scalars(select(Worker).where(~and_(*_AVAILABLE)).order_by(Worker.name)))
+
+
+def _resting_as(worker: Worker) -> str:
+    """Why a worker takes no work, as a waiting reason says it: what an admin decided
+    first, then its sleep schedule, then whether it is reachable."""
+    if worker.admin_state != "enabled":
+        return worker.admin_state
+    return "asleep" if worker.asleep else "offline"
 
 
 MOST_NAMED = 6
@@ -235,7 +248,11 @@ class WaitReasons:
     render it with).
     """
 
-    def __init__(self, workers: list[Worker]) -> None:
+    def __init__(self, workers: list[Worker], resting: Sequence[Worker] = ()) -> None:
+        self._resting = [(w.name, _resting_as(w), w.capabilities) for w in resting]
+        """Workers that may not work now (`resting_workers`): a job that none of the
+        others can run says which of these could, and why they don't (`g1 (asleep)`),
+        rather than send the admin off to re-tag machines that have the tag."""
         offers: dict[tuple[Any, ...], dict[str, Any]] = {}
         for worker in workers:
             caps = worker.capabilities
@@ -251,6 +268,11 @@ class WaitReasons:
             )
         self._offers = list(offers.values())
         self._said: dict[tuple[Any, ...], str | None] = {}
+
+    @classmethod
+    def of_farm(cls, session: Session) -> WaitReasons:
+        """For the farm's workers as they are now: those that may work, and the rest."""
+        return cls(available_workers(session), resting_workers(session))
 
     def reason(self, job: Job, task_type: str = "render") -> str | None:
         """Why none of the workers takes the job's queued `task_type` tasks, or None."""
@@ -288,7 +310,29 @@ class WaitReasons:
                 first.setdefault(need.key, need)
         order = sorted(first, key=lambda key: (_ORDER[key.partition(":")[0]], key))
         if not nowhere:
-            return f"waiting: no one worker has {_both([first[key].name for key in order])}"
+            said = [f"no one worker has {_both([first[key].name for key in order])}"]
+        else:
+            said = self._nowhere(nowhere, order, first, lacking, saved, pinned, settings)
+        could = self._could(settings, task_type, saved, pinned)
+        if could:
+            # Not "no worker has the tag gpu" alone, when g1 has it and is asleep.
+            return (
+                f"waiting: among the workers that may work now, {'; '.join(said)}; "
+                f"{_listed(could)} could run it"
+            )
+        return f"waiting: {'; '.join(said)}"
+
+    def _nowhere(
+        self,
+        nowhere: set[str],
+        order: list[str],
+        first: dict[str, Need],
+        lacking: list[list[Need]],
+        saved: str | None,
+        pinned: str | None,
+        settings: dict[str, Any],
+    ) -> list[str]:
+        """What no worker that may work now offers, each in words."""
         said = []
         if "protocol" in nowhere:
             said.append(first["protocol"].reason)
@@ -301,7 +345,18 @@ class WaitReasons:
             said.append(first["device"].reason)
         if "blender" in nowhere:
             said.append(self._blender(lacking, saved, pinned, settings))
-        return f"waiting: {'; '.join(said)}"
+        return said
+
+    def _could(
+        self, settings: dict[str, Any], task_type: str, saved: str | None, pinned: str | None
+    ) -> list[str]:
+        """The workers that may not work now but could run the job, and why they don't:
+        `g1 (asleep)`."""
+        return [
+            f"{name} ({why})"
+            for name, why, caps in self._resting
+            if next(unmet(caps, settings, task_type, saved, pinned), None) is None
+        ]
 
     def _blender(
         self,
