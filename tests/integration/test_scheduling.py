@@ -714,6 +714,64 @@ def test_the_time_a_frame_takes_leaves_out_a_task_canceled_after_a_lagging_repor
     assert after["seconds_per_frame"] == 10.0
 
 
+def video_runner(farm: Farm, name: str) -> dict[str, str]:
+    """A runner that renders and makes videos (scripted: the manager never checks)."""
+    return runner(farm, name, types=["render", "video"])
+
+
+def test_a_frame_of_a_failed_job_with_a_video_requeued_brings_back_what_the_video_needs(
+    farm: Farm,
+) -> None:
+    """Frame 0 fails for good: the job fails, frames 1-2 and the video are canceled.
+    Requeueing frame 0 requeues the video that depends on it and the frames the video
+    waits for: the job runs to its video. The video waited for ever for the canceled
+    frames, the job active with nothing to hand out."""
+    job_id = submit(farm, "1-3", chunk=1, video=True, max_attempts=1)
+    w = video_runner(farm, "w")
+    first = claimed(farm, w)
+    fail(farm, w, first)
+    assert job(farm, job_id)["status"] == "failed"
+    url = f"/api/jobs/{job_id}/tasks/{first['task_id']}/actions"
+    assert farm.client.post(url, headers=farm.admin, json={"action": "requeue"}).status_code == 200
+    tasks = job(farm, job_id)["tasks"]
+    assert [t["status"] for t in tasks] == ["queued"] * 4, tasks
+    assert tasks[1]["last_error"] == "a task that depends on it runs again"
+    for _ in range(3):
+        finish(farm, w, claimed(farm, w))
+    assert claimed(farm, w)["type"] == "video", "the video is handed out, not waiting"
+
+
+@pytest.fixture
+def share_farm(tmp_path: Path) -> Iterator[Farm]:
+    """Blocklisted from a job at two failed tasks; a job fails once half its tasks did."""
+    settings = make_settings(tmp_path / "data", blocklist_threshold=2, job_failure_share=0.5)
+    with TestClient(create_app(settings)) as client:
+        yield farm_for(client, settings)
+
+
+def test_tasks_failed_as_no_worker_is_left_cancel_the_video_waiting_for_them(
+    share_farm: Farm,
+) -> None:
+    """Half a job's frames done, both workers blocklisted: the other frames fail for good
+    (no worker left), under the failure share the job still runs, and the video that
+    waited for them is canceled saying which. It stayed queued for ever, the job active."""
+    farm = share_farm
+    job_id = submit(farm, "1-10", chunk=1, video=True, max_attempts=5)
+    w, x = video_runner(farm, "w"), video_runner(farm, "x")
+    for _ in range(5):
+        finish(farm, w, claimed(farm, w))
+    for _ in range(2):  # each fails two different tasks: both blocklisted
+        held = [(who, claimed(farm, who)) for who in (w, x)]
+        for who, task in held:
+            fail(farm, who, task)
+    after = job(farm, job_id)
+    video = after["tasks"][-1]
+    assert video["type"] == "video" and video["status"] == "canceled", video
+    assert "it depends on is failed" in video["last_error"], video
+    assert after["status"] == "failed", after
+    assert [t["status"] for t in after["tasks"] if t["status"] in ("queued", "active")] == []
+
+
 def test_task_actions(farm: Farm) -> None:
     job_id = submit(farm, "1-2")
     tasks = job(farm, job_id)["tasks"]

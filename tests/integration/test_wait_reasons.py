@@ -185,3 +185,27 @@ def test_a_resting_worker_is_named_only_if_it_could_run_the_job() -> None:
         "nap (asleep), gone (offline) could run it"
     )
     assert reasons.reason(job(required_tags=["zz"])) == "waiting: no worker has the tag zz"
+    assert WaitReasons([], resting).reason(job(required_tags=["gpu"])) == (
+        "waiting: no worker may work now; nap (asleep), gone (offline) could run it"
+    )
+    assert WaitReasons([], []).reason(job(required_tags=["gpu"])) is None
+
+
+def test_a_resting_worker_blocklisted_from_the_job_is_not_named() -> None:
+    """g1 failed the job's renders until it was blocklisted, then fell asleep: waking it
+    would not help, so it is not offered as one that could run them."""
+    g1 = Worker(id=1, name="g1", capabilities={"protocol": WORKER_PROTOCOL, "tags": ["gpu"]},
+                admin_state="enabled", asleep=True, status="idle")  # fmt: skip
+    g2 = Worker(id=2, name="g2", capabilities={"protocol": WORKER_PROTOCOL, "tags": ["gpu"]},
+                admin_state="disabled", asleep=False, status="idle")  # fmt: skip
+    shot = Job(id=7, settings={"required_tags": ["gpu"]}, blender_saved=None, blender_pinned=None)
+    other = Job(id=8, settings={"required_tags": ["gpu"]}, blender_saved=None, blender_pinned=None)
+    reasons = WaitReasons([worker()], [g1, g2], {(7, "render"): {1}})
+    assert reasons.reason(shot) == (
+        "waiting: among the workers that may work now, no worker has the tag gpu; "
+        "g2 (disabled) could run it"
+    )
+    assert reasons.reason(other) == (
+        "waiting: among the workers that may work now, no worker has the tag gpu; "
+        "g1 (asleep), g2 (disabled) could run it"
+    ), "barred from job 7 only"

@@ -248,11 +248,18 @@ class WaitReasons:
     render it with).
     """
 
-    def __init__(self, workers: list[Worker], resting: Sequence[Worker] = ()) -> None:
-        self._resting = [(w.name, _resting_as(w), w.capabilities) for w in resting]
+    def __init__(
+        self,
+        workers: list[Worker],
+        resting: Sequence[Worker] = (),
+        barred: dict[tuple[int, str], set[int]] | None = None,
+    ) -> None:
+        self._resting = [(w.id, f"{w.name} ({_resting_as(w)})", w.capabilities) for w in resting]
         """Workers that may not work now (`resting_workers`): a job that none of the
         others can run says which of these could, and why they don't (`g1 (asleep)`),
-        rather than send the admin off to re-tag machines that have the tag."""
+        rather than send the admin off to re-tag machines that have the tag. Not one
+        blocklisted from the job's tasks of that type (`barred`, by job and type)."""
+        self._barred = barred or {}
         offers: dict[tuple[Any, ...], dict[str, Any]] = {}
         for worker in workers:
             caps = worker.capabilities
@@ -267,35 +274,61 @@ class WaitReasons:
                 caps,
             )
         self._offers = list(offers.values())
-        self._said: dict[tuple[Any, ...], str | None] = {}
+        self._said: dict[tuple[Any, ...], list[str] | None] = {}
+        self._could: dict[tuple[Any, ...], list[tuple[int, str]]] = {}
 
     @classmethod
     def of_farm(cls, session: Session) -> WaitReasons:
-        """For the farm's workers as they are now: those that may work, and the rest."""
-        return cls(available_workers(session), resting_workers(session))
+        """For the farm's workers as they are now: those that may work, the rest, and
+        the blocklist."""
+        barred: dict[tuple[int, str], set[int]] = {}
+        for job_id, task_type, worker_id in session.execute(
+            select(Blocklist.job_id, Blocklist.task_type, Blocklist.worker_id)
+        ):
+            barred.setdefault((job_id, task_type), set()).add(worker_id)
+        return cls(available_workers(session), resting_workers(session), barred)
 
     def reason(self, job: Job, task_type: str = "render") -> str | None:
         """Why none of the workers takes the job's queued `task_type` tasks, or None."""
         settings = job.settings
+        saved, pinned = job.blender_saved, job.blender_pinned
         asked = (
             task_type,
             frozenset(settings.get("required_tags") or ()),
             settings.get("device"),
             settings.get("blender_version"),
-            job.blender_saved,
-            job.blender_pinned,
+            saved,
+            pinned,
         )
         if asked not in self._said:
-            self._said[asked] = self._reason(
-                settings, task_type, job.blender_saved, job.blender_pinned
-            )
-        return self._said[asked]
+            self._said[asked] = self._reason(settings, task_type, saved, pinned)
+            self._could[asked] = [
+                (worker_id, named)
+                for worker_id, named, caps in self._resting
+                if next(unmet(caps, settings, task_type, saved, pinned), None) is None
+            ]
+        said = self._said[asked]
+        if said is None:
+            return None
+        barred = self._barred.get((job.id, task_type), set())
+        could = [named for worker_id, named in self._could[asked] if worker_id not in barred]
+        if not could:
+            return f"waiting: {'; '.join(said)}" if said else None
+        if not said:
+            return f"waiting: no worker may work now; {_listed(could)} could run it"
+        # Not "no worker has the tag gpu" alone, when g1 has it and is asleep.
+        return (
+            f"waiting: among the workers that may work now, {'; '.join(said)}; "
+            f"{_listed(could)} could run it"
+        )
 
     def _reason(
         self, settings: dict[str, Any], task_type: str, saved: str | None, pinned: str | None
-    ) -> str | None:
+    ) -> list[str] | None:
+        """What no worker that may work now offers, in words; None if one of them may
+        run the job, [] if none may work at all."""
         if not self._offers:
-            return None
+            return []
         lacking: list[list[Need]] = []
         for caps in self._offers:
             needs = list(unmet(caps, settings, task_type, saved, pinned))
@@ -310,17 +343,8 @@ class WaitReasons:
                 first.setdefault(need.key, need)
         order = sorted(first, key=lambda key: (_ORDER[key.partition(":")[0]], key))
         if not nowhere:
-            said = [f"no one worker has {_both([first[key].name for key in order])}"]
-        else:
-            said = self._nowhere(nowhere, order, first, lacking, saved, pinned, settings)
-        could = self._could(settings, task_type, saved, pinned)
-        if could:
-            # Not "no worker has the tag gpu" alone, when g1 has it and is asleep.
-            return (
-                f"waiting: among the workers that may work now, {'; '.join(said)}; "
-                f"{_listed(could)} could run it"
-            )
-        return f"waiting: {'; '.join(said)}"
+            return [f"no one worker has {_both([first[key].name for key in order])}"]
+        return self._nowhere(nowhere, order, first, lacking, saved, pinned, settings)
 
     def _nowhere(
         self,
@@ -346,17 +370,6 @@ class WaitReasons:
         if "blender" in nowhere:
             said.append(self._blender(lacking, saved, pinned, settings))
         return said
-
-    def _could(
-        self, settings: dict[str, Any], task_type: str, saved: str | None, pinned: str | None
-    ) -> list[str]:
-        """The workers that may not work now but could run the job, and why they don't:
-        `g1 (asleep)`."""
-        return [
-            f"{name} ({why})"
-            for name, why, caps in self._resting
-            if next(unmet(caps, settings, task_type, saved, pinned), None) is None
-        ]
 
     def _blender(
         self,
