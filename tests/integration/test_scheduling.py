@@ -772,6 +772,34 @@ def test_tasks_failed_as_no_worker_is_left_cancel_the_video_waiting_for_them(
     assert [t["status"] for t in after["tasks"] if t["status"] in ("queued", "active")] == []
 
 
+def test_a_completed_frame_requeued_after_no_worker_was_left_runs_the_job_again(
+    share_farm: Farm,
+) -> None:
+    """The job above, failed because no worker was left; a person requeues a completed
+    frame. The failed frames the video needs come back with it, and the blocklist that
+    kept everyone from them is cleared, as a job's requeue clears it: the job runs. They
+    waited for ever, the job active, nobody allowed to take them and nothing said."""
+    farm = share_farm
+    job_id = submit(farm, "1-10", chunk=1, video=True, max_attempts=5)
+    w, x = video_runner(farm, "w"), video_runner(farm, "x")
+    first = claimed(farm, w)
+    finish(farm, w, first)
+    for _ in range(4):
+        finish(farm, w, claimed(farm, w))
+    for _ in range(2):
+        held = [(who, claimed(farm, who)) for who in (w, x)]
+        for who, task in held:
+            fail(farm, who, task)
+    assert job(farm, job_id)["status"] == "failed"
+    url = f"/api/jobs/{job_id}/tasks/{first['task_id']}/actions"
+    assert farm.client.post(url, headers=farm.admin, json={"action": "requeue"}).status_code == 200
+    after = job(farm, job_id)
+    assert after["status"] in ("queued", "active"), after
+    assert [t["status"] for t in after["tasks"]].count("queued") == 7  # 1 + 5 failed + video
+    assert farm.client.get("/api/admin/blocklist", headers=farm.admin).json() == []
+    assert claimed(farm, w)["job_id"] == job_id
+
+
 def test_task_actions(farm: Farm) -> None:
     job_id = submit(farm, "1-2")
     tasks = job(farm, job_id)["tasks"]

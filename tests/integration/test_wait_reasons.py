@@ -5,12 +5,16 @@ meet (`eligibility.WaitReasons`).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from fastapi.testclient import TestClient
+
+from farmhand.manager.app import create_app
 from farmhand.manager.db.models import Job, Worker
 from farmhand.manager.scheduling.eligibility import WaitReasons
 from farmhand.shared.protocol import WORKER_PROTOCOL
-from tests.integration.conftest import Farm, submit_stand_in
+from tests.integration.conftest import Farm, make_settings, submit_stand_in
 from tests.integration.test_blender_progress import FRAMES, detail
 from tests.integration.test_manager_api import claim
 
@@ -209,3 +213,35 @@ def test_a_resting_worker_blocklisted_from_the_job_is_not_named() -> None:
         "waiting: among the workers that may work now, no worker has the tag gpu; "
         "g1 (asleep), g2 (disabled) could run it"
     ), "barred from job 7 only"
+
+
+def test_a_job_every_awake_worker_is_blocklisted_from_says_so(tmp_path: Path) -> None:
+    """w failed two of the job's tasks and is blocklisted; g1, the other worker, falls
+    asleep. Nobody takes the job's tasks, and the reason says why and who could. It
+    said nothing: the blocklisted worker counted as one that could run them."""
+    settings = make_settings(tmp_path / "data", blocklist_threshold=2)
+    with TestClient(create_app(settings)) as client:
+        assert settings.admin_token and settings.runner_token
+        farm = Farm(client, settings.admin_token, settings.runner_token, settings.data_dir)
+        job_id = submit_stand_in(farm.client, farm.admin, **{**FRAMES, "max_attempts": 5})
+        w = runner(farm, "w", blender_versions=["5.0.1"])
+        runner(farm, "g1", blender_versions=["5.0.1"])
+        for _ in range(2):
+            task = claim(farm, w)
+            assert task is not None
+            failed = farm.client.post(
+                f"/api/runner/tasks/{task['task_id']}/fail", headers=w, json={"reason": "boom"}
+            )
+            assert failed.status_code == 200, failed.text
+        listing = farm.client.get("/api/admin/runners", headers=farm.admin).json()
+        g1 = next(r["id"] for r in listing if r["name"] == "g1")
+        asleep = farm.client.put(
+            f"/api/admin/runners/{g1}/sleep-schedule", headers=farm.admin, json=ALWAYS_ASLEEP
+        )
+        assert asleep.status_code == 200, asleep.text
+        said = (
+            "waiting: every worker that may work now is blocklisted from its render tasks; "
+            "g1 (asleep) could run it"
+        )
+        assert detail(farm, job_id).status_reason == said
+        assert listed(farm, job_id) == said

@@ -260,7 +260,7 @@ class WaitReasons:
         rather than send the admin off to re-tag machines that have the tag. Not one
         blocklisted from the job's tasks of that type (`barred`, by job and type)."""
         self._barred = barred or {}
-        offers: dict[tuple[Any, ...], dict[str, Any]] = {}
+        offers: dict[tuple[Any, ...], tuple[dict[str, Any], set[int]]] = {}
         for worker in workers:
             caps = worker.capabilities
             offers.setdefault(
@@ -271,9 +271,11 @@ class WaitReasons:
                     frozenset(caps.get("blender_versions") or ()),
                     too_old(caps) is None,
                 ),
-                caps,
-            )
-        self._offers = list(offers.values())
+                (caps, set()),
+            )[1].add(worker.id)
+        self._groups = list(offers.values())
+        """What the workers that may work now offer, alike ones together, with their ids."""
+        self._offers = [caps for caps, _ in self._groups]
         self._said: dict[tuple[Any, ...], list[str] | None] = {}
         self._could: dict[tuple[Any, ...], list[tuple[int, str]]] = {}
 
@@ -301,36 +303,53 @@ class WaitReasons:
             pinned,
         )
         if asked not in self._said:
-            self._said[asked] = self._reason(settings, task_type, saved, pinned)
+            self._said[asked] = self._reason(settings, task_type, saved, pinned, self._offers)
             self._could[asked] = [
                 (worker_id, named)
                 for worker_id, named, caps in self._resting
                 if next(unmet(caps, settings, task_type, saved, pinned), None) is None
             ]
         said = self._said[asked]
+        barred = self._barred.get((job.id, task_type), set())
+        if barred and any(ids & barred for _, ids in self._groups):
+            # Only the workers not blocklisted from this job's tasks of this type count.
+            usable = [caps for caps, ids in self._groups if not ids <= barred]
+            said = self._reason(settings, task_type, saved, pinned, usable)
+            if said == []:
+                said = [f"every worker that may work now is blocklisted from its {task_type} tasks"]
+                could = self._resting_could(job, task_type, asked)
+                return f"waiting: {'; '.join([*said, *could])}"
         if said is None:
             return None
-        barred = self._barred.get((job.id, task_type), set())
-        could = [named for worker_id, named in self._could[asked] if worker_id not in barred]
+        could = self._resting_could(job, task_type, asked)
         if not could:
             return f"waiting: {'; '.join(said)}" if said else None
         if not said:
-            return f"waiting: no worker may work now; {_listed(could)} could run it"
+            return f"waiting: no worker may work now; {could[0]}"
         # Not "no worker has the tag gpu" alone, when g1 has it and is asleep.
-        return (
-            f"waiting: among the workers that may work now, {'; '.join(said)}; "
-            f"{_listed(could)} could run it"
-        )
+        return f"waiting: among the workers that may work now, {'; '.join(said)}; {could[0]}"
+
+    def _resting_could(self, job: Job, task_type: str, asked: tuple[Any, ...]) -> list[str]:
+        """`g1 (asleep), g2 (disabled) could run it`, of the workers that may not work now
+        and are not blocklisted from the job's `task_type` tasks; [] if none could."""
+        barred = self._barred.get((job.id, task_type), set())
+        could = [named for worker_id, named in self._could[asked] if worker_id not in barred]
+        return [f"{_listed(could)} could run it"] if could else []
 
     def _reason(
-        self, settings: dict[str, Any], task_type: str, saved: str | None, pinned: str | None
+        self,
+        settings: dict[str, Any],
+        task_type: str,
+        saved: str | None,
+        pinned: str | None,
+        offers: list[dict[str, Any]],
     ) -> list[str] | None:
-        """What no worker that may work now offers, in words; None if one of them may
-        run the job, [] if none may work at all."""
-        if not self._offers:
+        """What none of `offers` (workers that may work now) offers, in words; None if
+        one of them may run the job, [] if there is none."""
+        if not offers:
             return []
         lacking: list[list[Need]] = []
-        for caps in self._offers:
+        for caps in offers:
             needs = list(unmet(caps, settings, task_type, saved, pinned))
             if not needs:
                 return None
@@ -344,7 +363,7 @@ class WaitReasons:
         order = sorted(first, key=lambda key: (_ORDER[key.partition(":")[0]], key))
         if not nowhere:
             return [f"no one worker has {_both([first[key].name for key in order])}"]
-        return self._nowhere(nowhere, order, first, lacking, saved, pinned, settings)
+        return self._nowhere(nowhere, order, first, lacking, saved, pinned, settings, offers)
 
     def _nowhere(
         self,
@@ -355,6 +374,7 @@ class WaitReasons:
         saved: str | None,
         pinned: str | None,
         settings: dict[str, Any],
+        offers: list[dict[str, Any]],
     ) -> list[str]:
         """What no worker that may work now offers, each in words."""
         said = []
@@ -368,7 +388,7 @@ class WaitReasons:
         if "device" in nowhere:
             said.append(first["device"].reason)
         if "blender" in nowhere:
-            said.append(self._blender(lacking, saved, pinned, settings))
+            said.append(self._blender(lacking, saved, pinned, settings, offers))
         return said
 
     def _blender(
@@ -377,17 +397,18 @@ class WaitReasons:
         saved: str | None,
         pinned: str | None,
         settings: dict[str, Any],
+        offers: list[dict[str, Any]],
     ) -> str:
         """No worker has a Blender for the job: which it needs, and what they have."""
         reasons = {need.reason for needs in lacking for need in needs if need.key == "blender"}
         if pinned and pinned_reason(pinned) in reasons:
-            would = {_series(caps, settings, saved) for caps in self._offers}
+            would = {_series(caps, settings, saved) for caps in offers}
             used = sorted((s for s in would if s is not None), key=parse_version)
             return (
                 f"{pinned_reason(pinned)}; the online workers would render it with {_listed(used)}"
             )
         have = sorted(
-            {v for caps in self._offers for v in (caps.get("blender_versions") or [])},
+            {v for caps in offers for v in (caps.get("blender_versions") or [])},
             key=_version_key,
         )
         needs = next(iter(reasons))

@@ -637,6 +637,7 @@ def rerun_task(
     _back_to_queue(task, reason)
     _rerun_dependents(session, task)
     _requeue_ended_prerequisites(session, job.id)
+    _forgive_if_nobody_else(session, job)
     if JobStatus(job.status) in FINISHED_JOB_STATUSES:
         job.status = JobStatus.ACTIVE.value
         job.status_reason = None
@@ -690,6 +691,33 @@ def _rerun_outdated(session: Session, job_id: int) -> int:
         _back_to_queue(task, "tasks it depends on run again")
         _rerun_dependents(session, task)
     return len(outdated)
+
+
+def _forgive_if_nobody_else(session: Session, job: Job) -> None:
+    """After a person requeued a task: for each type of the job's queued tasks, if every
+    worker that may work now and fits them is blocklisted from them, that blocklist is
+    cleared, as a job's requeue clears it (`forgive`). Else they would wait for ever with
+    no reason said: tasks that failed because no worker was left, back in the queue for
+    a video that depends on them, and nothing to fail them again (`_fail_if_nobody_left`
+    runs on a failure)."""
+    # Imported here: eligibility is the claim module's business, and it imports us.
+    from farmhand.manager.scheduling.eligibility import available_workers, barred_workers, fits
+
+    session.flush()
+    queued = (
+        select(Task.type)
+        .where(Task.job_id == job.id, Task.status == TaskStatus.QUEUED.value)
+        .distinct()
+    )
+    workers = available_workers(session)
+    for task_type in session.scalars(queued).all():
+        barred = barred_workers(session, job.id, task_type)
+        if not barred:
+            continue
+        saved, pinned = job.blender_saved, job.blender_pinned
+        fitting = [w for w in workers if fits(w, job.settings, task_type, saved, pinned)]
+        if fitting and all(w.id in barred for w in fitting):
+            forgive(session, job.id, task_type=task_type)
 
 
 REQUEUED_FOR_DEPENDENT = "a task that depends on it runs again"
