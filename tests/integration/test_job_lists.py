@@ -250,6 +250,32 @@ def test_a_page_of_jobs_takes_as_many_queries_for_many_running_jobs_as_for_one(
     assert queries() == one
 
 
+def test_a_page_of_jobs_takes_as_many_queries_for_many_waiting_jobs_as_for_one(
+    farm: Farm,
+) -> None:
+    """Jobs no worker may take (a tag nobody has) say why, in the same few queries
+    however many of them the page holds."""
+    farm.register_runner("plain")
+
+    def waiting_jobs(count: int) -> None:
+        for _ in range(count):
+            submit_stand_in(
+                farm.client, farm.admin, frame_start=1, frame_end=1, required_tags=["gpu"]
+            )
+
+    def queries() -> int:
+        with counting_queries(farm) as statements:
+            answer = farm.client.get("/api/jobs", headers=farm.admin)
+        assert answer.status_code == 200, answer.text
+        assert all(job["status_reason"] for job in answer.json()), answer.json()
+        return len(statements)
+
+    waiting_jobs(1)
+    one = queries()
+    waiting_jobs(5)
+    assert queries() == one
+
+
 def test_a_job_without_its_tasks_is_otherwise_the_same(farm: Farm) -> None:
     job_id = submit(farm, frames=3)
     whole = farm.client.get(f"/api/jobs/{job_id}", headers=farm.admin).json()

@@ -14,9 +14,11 @@ from farmhand.manager.app import create_app
 from farmhand.manager.db.models import Job, Worker
 from farmhand.manager.scheduling.eligibility import WaitReasons
 from farmhand.shared.protocol import WORKER_PROTOCOL
+from tests.integration import test_scheduling as scheduling
 from tests.integration.conftest import Farm, make_settings, submit_stand_in
 from tests.integration.test_blender_progress import FRAMES, detail
 from tests.integration.test_manager_api import claim
+from tests.integration.test_tiles_protocol import RANGE, send_tile, submit_still
 
 
 def runner(farm: Farm, name: str, **caps: Any) -> dict[str, str]:
@@ -245,3 +247,26 @@ def test_a_job_every_awake_worker_is_blocklisted_from_says_so(tmp_path: Path) ->
         )
         assert detail(farm, job_id).status_reason == said
         assert listed(farm, job_id) == said
+
+
+def test_a_tiled_job_says_nothing_while_its_next_tiles_may_be_taken(farm: Farm) -> None:
+    """r1 renders, r2 (merges and videos) is disabled. Frame 7's tiles done, its merge
+    waits for r2; frame 8's tiles may still be taken by r1: the job is not stuck and
+    says so by saying nothing. It said it waited for a merge worker, the first queued
+    task's type. Once frame 8's tiles are done too, it does say so."""
+    job_id = submit_still(farm, video=True, **RANGE)
+    r1 = scheduling.runner(farm, "r1", types=["render"])
+    scheduling.runner(farm, "r2", types=["merge", "video"])
+    scheduling.act(farm, scheduling.runners(farm)["r2"]["id"], "disable", "now")
+    send_tile(farm, r1, scheduling.claimed(farm, r1))
+    send_tile(farm, r1, scheduling.claimed(farm, r1))
+    assert detail(farm, job_id).status_reason is None
+    assert listed(farm, job_id) is None
+    send_tile(farm, r1, scheduling.claimed(farm, r1))
+    send_tile(farm, r1, scheduling.claimed(farm, r1))
+    said = (
+        "waiting: among the workers that may work now, no worker runs merge tasks; "
+        "r2 (disabled) could run it"
+    )
+    assert detail(farm, job_id).status_reason == said
+    assert listed(farm, job_id) == said

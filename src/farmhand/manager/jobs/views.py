@@ -9,10 +9,10 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, load_only
+from sqlalchemy.orm import Session, aliased, load_only
 
 from farmhand.manager.clock import utcnow
-from farmhand.manager.db.models import Job, JobFile, Task, User, Worker
+from farmhand.manager.db.models import Job, JobFile, Task, TaskDependency, User, Worker
 from farmhand.manager.scheduling.eligibility import WaitReasons
 from farmhand.shared.schemas import (
     JobDetail,
@@ -205,10 +205,45 @@ def _stalled(summary: JobSummary, tasks: Sequence[TaskFacts]) -> bool:
     )
 
 
-def _wait_reason(job: Job, tasks: Sequence[TaskFacts], waiting: WaitReasons) -> str | None:
-    # Ask about the first queued task's type: a video task waits for a worker with ffmpeg.
-    queued = next(t for t in tasks if t.status == TaskStatus.QUEUED.value)
-    return waiting.reason(job, queued.type)
+_PREREQUISITE = aliased(Task)
+
+
+def _ready_types(session: Session, job_ids: list[int]) -> dict[int, list[str]]:
+    """The task types of each job's queued tasks that may start now (all they wait for
+    completed), in the order of their first task: one query for a page of jobs."""
+    unmet = (
+        select(TaskDependency.task_id)
+        .join(_PREREQUISITE, _PREREQUISITE.id == TaskDependency.depends_on_id)
+        .where(
+            _PREREQUISITE.job_id.in_(job_ids),
+            _PREREQUISITE.status != TaskStatus.COMPLETED.value,
+        )
+    )
+    ready: dict[int, list[str]] = {job_id: [] for job_id in job_ids}
+    for job_id, task_type in session.execute(
+        select(Task.job_id, Task.type)
+        .where(
+            Task.job_id.in_(job_ids),
+            Task.status == TaskStatus.QUEUED.value,
+            Task.id.not_in(unmet),
+        )
+        .group_by(Task.job_id, Task.type)
+        .order_by(Task.job_id, func.min(Task.index))
+    ):
+        ready[job_id].append(task_type)
+    return ready
+
+
+def _wait_reason(job: Job, ready: list[str], waiting: WaitReasons) -> str | None:
+    """Why the job's queued tasks that may start now (`_ready_types`) are not taken:
+    asked of each of their task types (a video waits for a worker with ffmpeg, a merge
+    for one that merges), and nothing to say if some worker may take one of them. Asked
+    of the first queued task alone, a tiled job whose next frame's tiles any render
+    worker could take said it waited for a merge worker."""
+    reasons = [waiting.reason(job, task_type) for task_type in ready]
+    if not reasons or None in reasons:
+        return None
+    return reasons[0]
 
 
 def _task_progress(task: Task) -> float:
@@ -332,7 +367,8 @@ def job_detail(session: Session, job: Job, *, with_tasks: bool = True) -> JobDet
     elapsed, _ = _eta(job, tasks, summary.frames_done, summary.frames_total, now)
     per_frame = _seconds_per_frame(tasks)
     if _stalled(summary, tasks):
-        summary.status_reason = _wait_reason(job, tasks, WaitReasons.of_farm(session))
+        ready = _ready_types(session, [job.id])[job.id]
+        summary.status_reason = _wait_reason(job, ready, WaitReasons.of_farm(session))
     peaks = [t.peak_memory_bytes for t in tasks if t.peak_memory_bytes]
     counts = Counter(task.status for task in tasks)
     last_frame, last_preview = _last_frame(session, job)
@@ -406,7 +442,8 @@ def _task_facts(session: Session, job_ids: Collection[int]) -> list[_TaskRow]:
 
 def job_summaries(session: Session, jobs: Sequence[Job]) -> list[JobSummary]:
     """The jobs' list lines, in a fixed number of queries however many jobs there are:
-    their tasks, their owners, the workers on them, and (if one waits) the workers."""
+    their tasks, their owners, the workers on them, and (if one waits) the workers and
+    the task types that may start (`_ready_types`)."""
     ids = [job.id for job in jobs]
     tasks_by_job: dict[int, list[TaskFacts]] = {job_id: [] for job_id in ids}
     tasks = _task_facts(session, ids)
@@ -427,6 +464,7 @@ def job_summaries(session: Session, jobs: Sequence[Job]) -> list[JobSummary]:
     if stalled:
         # One look at the workers for the whole list.
         waiting = WaitReasons.of_farm(session)
+        ready = _ready_types(session, [job.id for job, _ in stalled])
         for job, summary in stalled:
-            summary.status_reason = _wait_reason(job, tasks_by_job[job.id], waiting)
+            summary.status_reason = _wait_reason(job, ready[job.id], waiting)
     return summaries
