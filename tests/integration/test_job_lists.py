@@ -244,10 +244,11 @@ def test_a_page_of_jobs_takes_as_many_queries_for_many_running_jobs_as_for_one(
         assert all(job["workers"] for job in answer.json())
         return len(statements)
 
+    # The fewest of three: the manager's own background passes may read meanwhile.
     running_jobs(1)
-    one = queries()
+    one = min(queries() for _ in range(3))
     running_jobs(5)
-    assert queries() == one
+    assert min(queries() for _ in range(3)) == one
 
 
 def test_a_page_of_jobs_takes_as_many_queries_for_many_waiting_jobs_as_for_one(
@@ -270,10 +271,11 @@ def test_a_page_of_jobs_takes_as_many_queries_for_many_waiting_jobs_as_for_one(
         assert all(job["status_reason"] for job in answer.json()), answer.json()
         return len(statements)
 
+    # The fewest of three: the manager's own background passes may read meanwhile.
     waiting_jobs(1)
-    one = queries()
+    one = min(queries() for _ in range(3))
     waiting_jobs(5)
-    assert queries() == one
+    assert min(queries() for _ in range(3)) == one
 
 
 def test_a_job_without_its_tasks_is_otherwise_the_same(farm: Farm) -> None:

@@ -18,6 +18,7 @@ from tests.integration import test_scheduling as scheduling
 from tests.integration.conftest import Farm, make_settings, submit_stand_in
 from tests.integration.test_blender_progress import FRAMES, detail
 from tests.integration.test_manager_api import claim
+from tests.integration.test_reaper_resilience import ALWAYS as ALWAYS_ASLEEP
 from tests.integration.test_tiles_protocol import RANGE, send_tile, submit_still
 
 
@@ -38,6 +39,16 @@ def listed(farm: Farm, job_id: int) -> str | None:
     jobs = farm.client.get("/api/jobs", headers=farm.admin).json()
     reason: str | None = next(j for j in jobs if j["id"] == job_id)["status_reason"]
     return reason
+
+
+def put_to_sleep(farm: Farm, name: str) -> None:
+    """The runner's sleep schedule: every day, all day, applied now."""
+    listing = farm.client.get("/api/admin/runners", headers=farm.admin).json()
+    runner_id = next(r["id"] for r in listing if r["name"] == name)
+    asleep = farm.client.put(
+        f"/api/admin/runners/{runner_id}/sleep-schedule", headers=farm.admin, json=ALWAYS_ASLEEP
+    )
+    assert asleep.status_code == 200, asleep.text
 
 
 def test_the_reason_names_what_no_worker_has_not_a_tag_another_has(farm: Farm) -> None:
@@ -135,14 +146,6 @@ def test_alike_workers_are_looked_at_once_and_alike_jobs_answered_once() -> None
     assert len(looks) - built == 1, "one kind of worker, one kind of job: one check"
 
 
-ALWAYS_ASLEEP = {
-    "timezone": "UTC",
-    "windows": [{"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start": "00:00",
-                 "end": "24:00"}],
-    "when": "now",
-}  # fmt: skip
-
-
 def test_workers_that_could_run_the_job_but_may_not_work_now_are_named(farm: Farm) -> None:
     """The gpu workers are asleep or disabled: the job waits, and the reason says so by
     name. It said "no worker has the tag gpu", which sent the admin off to re-tag
@@ -151,19 +154,8 @@ def test_workers_that_could_run_the_job_but_may_not_work_now_are_named(farm: Far
     runner(farm, "g1", blender_versions=["5.0.1"], tags=["gpu"])
     runner(farm, "g2", blender_versions=["5.0.1"], tags=["gpu"])
     job_id = submit_stand_in(farm.client, farm.admin, required_tags=["gpu"], **FRAMES)
-    ids = {
-        r["name"]: r["id"] for r in farm.client.get("/api/admin/runners", headers=farm.admin).json()
-    }
-    asleep = farm.client.put(
-        f"/api/admin/runners/{ids['g1']}/sleep-schedule", headers=farm.admin, json=ALWAYS_ASLEEP
-    )
-    assert asleep.status_code == 200, asleep.text
-    disabled = farm.client.post(
-        f"/api/admin/runners/{ids['g2']}/actions",
-        headers=farm.admin,
-        json={"action": "disable", "when": "now"},
-    )
-    assert disabled.status_code == 200, disabled.text
+    put_to_sleep(farm, "g1")
+    scheduling.act(farm, scheduling.runners(farm)["g2"]["id"], "disable", "now")
     said = (
         "waiting: among the workers that may work now, no worker has the tag gpu; "
         "g1 (asleep), g2 (disabled) could run it"
@@ -235,12 +227,7 @@ def test_a_job_every_awake_worker_is_blocklisted_from_says_so(tmp_path: Path) ->
                 f"/api/runner/tasks/{task['task_id']}/fail", headers=w, json={"reason": "boom"}
             )
             assert failed.status_code == 200, failed.text
-        listing = farm.client.get("/api/admin/runners", headers=farm.admin).json()
-        g1 = next(r["id"] for r in listing if r["name"] == "g1")
-        asleep = farm.client.put(
-            f"/api/admin/runners/{g1}/sleep-schedule", headers=farm.admin, json=ALWAYS_ASLEEP
-        )
-        assert asleep.status_code == 200, asleep.text
+        put_to_sleep(farm, "g1")
         said = (
             "waiting: every worker that may work now is blocklisted from its render tasks; "
             "g1 (asleep) could run it"

@@ -24,6 +24,7 @@ from farmhand.cli.jobs_cmd import (
     open_client,
 )
 from farmhand.cli.shown import shown
+from farmhand.cli.words import plural
 from farmhand.client import FarmhandClient
 from farmhand.shared.schemas import JobActionName, JobSummary, TaskActionName
 
@@ -75,7 +76,7 @@ def requeue(
         _said(outcome)
         return
     if outcome.requeued:
-        _said(outcome, f" ({outcome.requeued} task{'s' if outcome.requeued != 1 else ''} requeued)")
+        _said(outcome, f" ({plural(outcome.requeued, 'task')} requeued)")
         return
     # Without the count a job with none of the tasks asked for would read as done
     # ("job 4 'shot010': completed"); its blocklist was still cleared.

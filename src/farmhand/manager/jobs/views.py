@@ -9,10 +9,11 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, aliased, load_only
+from sqlalchemy.orm import Session, load_only
 
 from farmhand.manager.clock import utcnow
-from farmhand.manager.db.models import Job, JobFile, Task, TaskDependency, User, Worker
+from farmhand.manager.db.models import Job, JobFile, Task, User, Worker
+from farmhand.manager.scheduling.claim import DEPENDENCIES_MET
 from farmhand.manager.scheduling.eligibility import WaitReasons
 from farmhand.shared.schemas import (
     JobDetail,
@@ -205,28 +206,13 @@ def _stalled(summary: JobSummary, tasks: Sequence[TaskFacts]) -> bool:
     )
 
 
-_PREREQUISITE = aliased(Task)
-
-
 def _ready_types(session: Session, job_ids: list[int]) -> dict[int, list[str]]:
     """The task types of each job's queued tasks that may start now (all they wait for
     completed), in the order of their first task: one query for a page of jobs."""
-    unmet = (
-        select(TaskDependency.task_id)
-        .join(_PREREQUISITE, _PREREQUISITE.id == TaskDependency.depends_on_id)
-        .where(
-            _PREREQUISITE.job_id.in_(job_ids),
-            _PREREQUISITE.status != TaskStatus.COMPLETED.value,
-        )
-    )
     ready: dict[int, list[str]] = {job_id: [] for job_id in job_ids}
     for job_id, task_type in session.execute(
         select(Task.job_id, Task.type)
-        .where(
-            Task.job_id.in_(job_ids),
-            Task.status == TaskStatus.QUEUED.value,
-            Task.id.not_in(unmet),
-        )
+        .where(Task.job_id.in_(job_ids), Task.status == TaskStatus.QUEUED.value, DEPENDENCIES_MET)
         .group_by(Task.job_id, Task.type)
         .order_by(Task.job_id, func.min(Task.index))
     ):

@@ -186,6 +186,13 @@ are decoded, while a claim passing many jobs by (capped, not fitting, blockliste
 nothing runnable) reads them in a few statements."""
 
 _dependency = aliased(Task)
+DEPENDENCIES_MET = ~exists().where(
+    TaskDependency.task_id == Task.id,
+    _dependency.id == TaskDependency.depends_on_id,
+    _dependency.status != TaskStatus.COMPLETED.value,
+)
+"""A task may start: every task it waits for completed. The claim's rule; the job
+views ask it too (`jobs.views._ready_types`) for why a job waits."""
 
 
 @lru_cache(maxsize=64)
@@ -197,11 +204,7 @@ def _runnable(types: tuple[str, ...]) -> Prepared[Select[int, int, str, int]]:
             Task.job_id == bindparam("job"),
             Task.status == TaskStatus.QUEUED.value,
             one_of(Task.type, types),
-            ~exists().where(
-                TaskDependency.task_id == Task.id,
-                _dependency.id == TaskDependency.depends_on_id,
-                _dependency.status != TaskStatus.COMPLETED.value,
-            ),
+            DEPENDENCIES_MET,
         )
         .order_by(Task.index)
         .limit(TASKS_PER_JOB)
